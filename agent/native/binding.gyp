@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "listenfd",
+      "sources": ["listenfd.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}

@@ -1,0 +1,66 @@
+/** Stable error codes; they become gRPC statuses only at the edge. */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'STATE_INVALID'
+  | 'HAPROXY_CONFIG_INVALID'
+  | 'HAPROXY_RUNTIME'
+  | 'HAPROXY_START_FAILED'
+  | 'SOCKET_BIND_FAILED'
+  | 'ZK_SESSION_EXPIRED'
+  | 'WATCHER_FAILED'
+  | 'SERVICE_CONFIG_INVALID';
+
+/** Base class of every error ProxyMgr raises on purpose. */
+export class ProxyMgrError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+export class ConfigError extends ProxyMgrError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CONFIG_INVALID', message, options);
+  }
+}
+
+/** One rejected part of a desired state: `where` names it (service or server), `message` says what is wrong. */
+export interface StateProblem {
+  readonly service?: string;
+  readonly where: string;
+  readonly message: string;
+}
+
+export class StateError extends ProxyMgrError {
+  readonly problems: readonly StateProblem[];
+
+  constructor(problems: readonly StateProblem[]) {
+    super('STATE_INVALID', problems.map((p) => `${p.where}: ${p.message}`).join('; '));
+    this.problems = problems;
+  }
+}
+
+export class HaproxyConfigError extends ProxyMgrError {
+  /** HAProxy's own `-c` output, quoted to the operator. */
+  readonly output: string;
+  readonly services: readonly string[];
+
+  constructor(message: string, output: string, services: readonly string[]) {
+    super('HAPROXY_CONFIG_INVALID', message);
+    this.output = output;
+    this.services = services;
+  }
+}
+
+export class RuntimeApiError extends ProxyMgrError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('HAPROXY_RUNTIME', message, options);
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

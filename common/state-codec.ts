@@ -1,0 +1,51 @@
+import * as pb from './gen/proxymgr/v1/state';
+import { DEFAULT_BIND_ADDRESS, DEFAULT_WEIGHT, DesiredState, Service } from './types';
+
+/** Proto → domain. Defaults are filled in here so the rest of the code never sees proto's zero values. */
+export function fromProto(msg: pb.DesiredState): DesiredState {
+  return {
+    version: msg.version,
+    haproxy: { global: [...(msg.haproxy?.global ?? [])], defaults: [...(msg.haproxy?.defaults ?? [])] },
+    services: msg.services.map(
+      (s): Service => ({
+        name: s.name,
+        port: s.port,
+        bindAddress: s.bindAddress || DEFAULT_BIND_ADDRESS,
+        listenOptions: [...s.listenOptions],
+        serverOptions: [...s.serverOptions],
+        servers: s.servers.map((v) => ({
+          name: v.name,
+          address: v.address,
+          port: v.port,
+          weight: v.weight === 0 ? DEFAULT_WEIGHT : v.weight,
+          options: [...v.options],
+        })),
+      }),
+    ),
+  };
+}
+
+/** Domain → proto. */
+export function toProto(state: DesiredState): pb.DesiredState {
+  return pb.DesiredState.fromPartial({
+    version: state.version,
+    haproxy: { global: [...state.haproxy.global], defaults: [...state.haproxy.defaults] },
+    services: state.services.map((s) => ({
+      name: s.name,
+      port: s.port,
+      bindAddress: s.bindAddress,
+      listenOptions: [...s.listenOptions],
+      serverOptions: [...s.serverOptions],
+      servers: s.servers.map((v) => ({ ...v, options: [...v.options] })),
+    })),
+  });
+}
+
+/** Parses the proto3 JSON form (camelCase or snake_case keys) of a DesiredState. */
+export function fromJson(json: unknown): DesiredState {
+  return fromProto(pb.DesiredState.fromJSON(json));
+}
+
+export function toJson(state: DesiredState): unknown {
+  return pb.DesiredState.toJSON(toProto(state));
+}

@@ -1,0 +1,42 @@
+/**
+ * Domain types shared by the control plane and the agent. Proto messages (common/gen) are converted to these
+ * at the edge (common/state-codec.ts); the rest of the code only sees these.
+ */
+
+export interface Server {
+  /** Stable HAProxy server name, `[A-Za-z0-9_.:-]+`. */
+  readonly name: string;
+  /** IPv4/IPv6 literal or a hostname (hostnames force a reload path: HAProxy 2.6 `add server` takes IPs only). */
+  readonly address: string;
+  readonly port: number;
+  /** HAProxy weight 0..256. */
+  readonly weight: number;
+  /** Per-server options appended after the service's server_options. */
+  readonly options: readonly string[];
+}
+
+export interface Service {
+  /** The HAProxy `listen` section name. */
+  readonly name: string;
+  readonly port: number;
+  /** IPv4 or IPv6 literal the agent binds. */
+  readonly bindAddress: string;
+  readonly listenOptions: readonly string[];
+  readonly serverOptions: readonly string[];
+  readonly servers: readonly Server[];
+}
+
+export interface HaproxyGlobals {
+  readonly global: readonly string[];
+  readonly defaults: readonly string[];
+}
+
+/** An immutable, versioned snapshot of everything an agent must run. */
+export interface DesiredState {
+  readonly version: string;
+  readonly haproxy: HaproxyGlobals;
+  readonly services: readonly Service[];
+}
+
+export const DEFAULT_WEIGHT = 1;
+export const DEFAULT_BIND_ADDRESS = '0.0.0.0';

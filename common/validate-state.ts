@@ -1,0 +1,124 @@
+import { isIP } from 'node:net';
+import { StateError, StateProblem } from './errors';
+import { DesiredState, Server, Service } from './types';
+
+/** HAProxy section and server names: what HAProxy accepts and nothing that could break out of a config line. */
+export const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
+const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\x00-\x1f\x7f]/;
+
+export interface SanitizedState {
+  /** The state to run: every valid service, and for each rejected one its previous version if there was one. */
+  readonly state: DesiredState;
+  /** What was rejected and why; empty when the input was clean. */
+  readonly problems: readonly StateProblem[];
+}
+
+/**
+ * Rejects hostile or impossible input before anything is rendered. A bad service is left out (or kept at its
+ * version in `previous`), the rest is still served. Bad global/defaults lines reject the whole state: there is
+ * nothing sensible to serve instead, so the caller keeps what runs.
+ */
+export function sanitizeState(state: DesiredState, previous?: DesiredState): SanitizedState {
+  const globalProblems = [
+    ...lineProblems(state.haproxy.global, 'haproxy.global'),
+    ...lineProblems(state.haproxy.defaults, 'haproxy.defaults'),
+  ];
+  if (globalProblems.length > 0) throw new StateError(globalProblems);
+
+  const problems: StateProblem[] = [];
+  const accepted = new Map<string, Service>();
+  const previousByName = new Map((previous?.services ?? []).map((s) => [s.name, s]));
+  const rejected: Service[] = [];
+  const seenNames = new Set<string>();
+  for (const service of state.services) {
+    const own = serviceProblems(service);
+    if (seenNames.has(service.name)) own.push({ service: service.name, where: `service ${service.name}`, message: 'duplicate service name' });
+    seenNames.add(service.name);
+    if (own.length > 0) {
+      problems.push(...own);
+      rejected.push(service);
+    } else {
+      accepted.set(service.name, service);
+    }
+  }
+
+  // Two services on one socket: the one already running keeps it, otherwise the first by name.
+  const byListen = new Map<string, Service[]>();
+  for (const s of accepted.values()) {
+    const key = listenKey(s);
+    byListen.set(key, [...(byListen.get(key) ?? []), s]);
+  }
+  for (const [key, group] of byListen) {
+    if (group.length < 2) continue;
+    const incumbent = group.find((s) => previousByName.get(s.name) !== undefined && listenKey(previousByName.get(s.name)!) === key);
+    const keeper = incumbent ?? [...group].sort((a, b) => a.name.localeCompare(b.name))[0]!;
+    for (const s of group) {
+      if (s === keeper) continue;
+      problems.push({ service: s.name, where: `service ${s.name}`, message: `port ${s.port} is already used by service ${keeper.name}` });
+      accepted.delete(s.name);
+      rejected.push(s);
+    }
+  }
+
+  // Rejected services fall back to their previous version when that one still fits.
+  const usedListen = new Set([...accepted.values()].map(listenKey));
+  for (const s of rejected) {
+    const prev = previousByName.get(s.name);
+    if (prev && !accepted.has(s.name) && !usedListen.has(listenKey(prev))) {
+      accepted.set(s.name, prev);
+      usedListen.add(listenKey(prev));
+    }
+  }
+  const services = [...accepted.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { state: { ...state, services }, problems };
+}
+
+function listenKey(s: Service): string {
+  // 0.0.0.0 conflicts with every IPv4 address on the same port; keep it simple and strict: one port, one service.
+  return `${isIP(s.bindAddress) === 6 ? '6' : '4'}:${s.port}`;
+}
+
+function serviceProblems(service: Service): StateProblem[] {
+  const where = `service ${JSON.stringify(service.name)}`;
+  const problems: StateProblem[] = [];
+  const add = (message: string, at = where) => problems.push({ service: service.name, where: at, message });
+  if (!NAME_RE.test(service.name)) add('name must match [A-Za-z0-9_.:-]+');
+  if (!validPort(service.port)) add(`port ${service.port} is outside 1-65535`);
+  if (isIP(service.bindAddress) === 0) add(`bind address ${JSON.stringify(service.bindAddress)} is not an IP literal`);
+  for (const p of lineProblems(service.listenOptions, `${where} listen_options`)) add(p.message, p.where);
+  for (const p of lineProblems(service.serverOptions, `${where} server_options`)) add(p.message, p.where);
+  const serverNames = new Set<string>();
+  for (const server of service.servers) {
+    const at = `${where} server ${JSON.stringify(server.name)}`;
+    for (const message of serverProblems(server)) add(message, at);
+    if (serverNames.has(server.name)) add('duplicate server name', at);
+    serverNames.add(server.name);
+  }
+  return problems;
+}
+
+function serverProblems(server: Server): string[] {
+  const problems: string[] = [];
+  if (!NAME_RE.test(server.name)) problems.push('name must match [A-Za-z0-9_.:-]+');
+  if (isIP(server.address) === 0 && !HOSTNAME_RE.test(server.address)) {
+    problems.push(`address ${JSON.stringify(server.address)} is neither an IP literal nor a hostname`);
+  }
+  if (!validPort(server.port)) problems.push(`port ${server.port} is outside 1-65535`);
+  if (!Number.isInteger(server.weight) || server.weight < 0 || server.weight > 256) problems.push(`weight ${server.weight} is outside 0-256`);
+  for (const p of lineProblems(server.options, 'options')) problems.push(`${p.where}: ${p.message}`);
+  return problems;
+}
+
+function lineProblems(lines: readonly string[], where: string): StateProblem[] {
+  const problems: StateProblem[] = [];
+  lines.forEach((line, i) => {
+    if (CONTROL_RE.test(line)) problems.push({ where: `${where}[${i}]`, message: 'contains a newline or control character' });
+  });
+  return problems;
+}
+
+function validPort(port: number): boolean {
+  return Number.isInteger(port) && port >= 1 && port <= 65535;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what `npm test`, `npm run demo` and `npm run bench` need on a fresh Debian 12 machine:
+# HAProxy, ZooKeeper (+ a JRE), dnsmasq from apt (as root), and the npm packages. Idempotent and quiet when
+# everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+[ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || missing+=(zookeeper)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ensure-deps: installing ${missing[*]} with apt-get" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "ensure-deps: need root to apt-get install ${missing[*]} (run as root or install them first)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >&2
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+# Debian starts services on install where it can; tests start their own instances on free ports.
+for svc in haproxy zookeeper dnsmasq; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" >/dev/null 2>&1 || true
+  fi
+done
+
+stamp=node_modules/.proxymgr-installed
+if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f agent/native/build/Release/listenfd.node ]; then
+  echo "ensure-deps: npm ci" >&2
+  npm ci --no-audit --no-fund >&2
+  touch "$stamp"
+fi
