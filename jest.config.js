@@ -7,5 +7,5 @@ module.exports = {
   // Integration tests start real HAProxy/ZooKeeper processes; two cores, so keep parallelism modest.
   maxWorkers: 2,
   testTimeout: 60000,
-  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true, diagnostics: false }] },
+  transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
 };

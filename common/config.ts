@@ -33,11 +33,35 @@ export interface AgentConfig {
   readonly backlog: number;
 }
 
+/** The control plane's discovery settings (`controlplane:` in proxymgr.yml; every key optional). */
+export interface ControlPlaneConfig {
+  /** Default DNS servers ("ip" or "ip:port") for `dns` watchers; empty = the system resolver. */
+  readonly dnsNameservers: readonly string[];
+  /** DNS answers are re-resolved after their TTL, clamped to [min, max]. */
+  readonly dnsMinTtlMs: number;
+  readonly dnsMaxTtlMs: number;
+  /** A burst of changes is coalesced into one snapshot: wait this long after the last event… */
+  readonly coalesceMs: number;
+  /** …but never longer than this after the first one (so a steady stream cannot starve snapshots). */
+  readonly coalesceMaxMs: number;
+  /** Largest share (0..1] of a service's hosts removed in one step; 1 = no cap. */
+  readonly maxRemovalShare: number;
+  /** Delay before the next removal step when the cap held some removals back. */
+  readonly removalStepMs: number;
+  /** Requested ZooKeeper session timeout (the server clamps it to 2..20 ticks). */
+  readonly zkSessionTimeoutMs: number;
+  /** Polling interval of `file` watchers and the `file` service-config source (fs events come first). */
+  readonly filePollMs: number;
+  /** How long the first snapshot waits for every watcher to report before it is published anyway. */
+  readonly initialSyncTimeoutMs: number;
+}
+
 export interface ProxyMgrConfig {
   readonly file: string;
   readonly haproxy: HaproxyConfig;
   readonly serviceConfig?: ServiceConfigSource;
   readonly agent: AgentConfig;
+  readonly controlplane: ControlPlaneConfig;
 }
 
 type Raw = Record<string, unknown>;
@@ -80,7 +104,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     hardStopAfterMs: optionalInt(agentRaw.hard_stop_after_ms, file, 'agent.hard_stop_after_ms', 1000, 86_400_000) ?? 30_000,
     backlog: optionalInt(agentRaw.backlog, file, 'agent.backlog', 1, 65535) ?? 4096,
   };
-  const config: ProxyMgrConfig = { file, haproxy, agent };
+  const config: ProxyMgrConfig = { file, haproxy, agent, controlplane: parseControlPlane(root.controlplane, file) };
   if (root.service_config !== undefined) {
     return { ...config, serviceConfig: parseServiceConfigSource(root.service_config, file, base) };
   }
@@ -106,6 +130,46 @@ function parseServiceConfigSource(value: unknown, file: string, base: string): S
   }
   throw new ConfigError(`${file}: service_config.type: expected "zookeeper" or "file", got ${JSON.stringify(type)}`);
 }
+
+function parseControlPlane(value: unknown, file: string): ControlPlaneConfig {
+  const raw = optionalObject(value, file, 'controlplane');
+  const dnsRaw = optionalObject(raw.dns, file, 'controlplane.dns');
+  const nameservers = optionalLines(dnsRaw.nameservers, file, 'controlplane.dns.nameservers');
+  nameservers.forEach((ns, i) => {
+    if (!/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?$|^[0-9a-fA-F:]+$/.test(ns)) {
+      throw new ConfigError(`${file}: controlplane.dns.nameservers[${i}]: "${ns}" is not an IP or IP:port (e.g. "127.0.0.1:53", "[::1]:53")`);
+    }
+  });
+  const dnsMinTtlMs = optionalInt(dnsRaw.min_ttl_ms, file, 'controlplane.dns.min_ttl_ms', 10, 86_400_000) ?? 1000;
+  const dnsMaxTtlMs = optionalInt(dnsRaw.max_ttl_ms, file, 'controlplane.dns.max_ttl_ms', 10, 86_400_000) ?? 300_000;
+  if (dnsMaxTtlMs < dnsMinTtlMs) throw new ConfigError(`${file}: controlplane.dns.max_ttl_ms: must be >= min_ttl_ms (${dnsMinTtlMs})`);
+  const coalesceMs = optionalInt(raw.coalesce_ms, file, 'controlplane.coalesce_ms', 0, 60_000) ?? 5;
+  const coalesceMaxMs = optionalInt(raw.coalesce_max_ms, file, 'controlplane.coalesce_max_ms', 0, 600_000) ?? 100;
+  if (coalesceMaxMs < coalesceMs) throw new ConfigError(`${file}: controlplane.coalesce_max_ms: must be >= coalesce_ms (${coalesceMs})`);
+  let maxRemovalShare = 1;
+  if (raw.max_removal_share !== undefined && raw.max_removal_share !== null) {
+    const v = raw.max_removal_share;
+    if (typeof v !== 'number' || !(v > 0 && v <= 1)) {
+      throw new ConfigError(`${file}: controlplane.max_removal_share: expected a number in (0, 1] (e.g. 0.5), got ${describe(v)}`);
+    }
+    maxRemovalShare = v;
+  }
+  return {
+    dnsNameservers: nameservers,
+    dnsMinTtlMs,
+    dnsMaxTtlMs,
+    coalesceMs,
+    coalesceMaxMs,
+    maxRemovalShare,
+    removalStepMs: optionalInt(raw.removal_step_ms, file, 'controlplane.removal_step_ms', 10, 3_600_000) ?? 10_000,
+    zkSessionTimeoutMs: optionalInt(raw.zk_session_timeout_ms, file, 'controlplane.zk_session_timeout_ms', 1000, 120_000) ?? 10_000,
+    filePollMs: optionalInt(raw.file_poll_ms, file, 'controlplane.file_poll_ms', 10, 3_600_000) ?? 2000,
+    initialSyncTimeoutMs: optionalInt(raw.initial_sync_timeout_ms, file, 'controlplane.initial_sync_timeout_ms', 0, 600_000) ?? 5000,
+  };
+}
+
+/** The control-plane defaults, for callers that build a config without a file (tests, tools). */
+export const DEFAULT_CONTROLPLANE_CONFIG: ControlPlaneConfig = parseControlPlane(undefined, '(defaults)');
 
 function resolvePath(base: string, p: string): string {
   return path.isAbsolute(p) ? p : path.join(base, p);

@@ -8,7 +8,10 @@ export type ErrorCode =
   | 'SOCKET_BIND_FAILED'
   | 'ZK_SESSION_EXPIRED'
   | 'WATCHER_FAILED'
-  | 'SERVICE_CONFIG_INVALID';
+  | 'SERVICE_CONFIG_INVALID'
+  | 'HOST_INVALID'
+  | 'ZK_DISCONNECTED'
+  | 'FAIL_STATIC';
 
 /** Base class of every error ProxyMgr raises on purpose. */
 export class ProxyMgrError extends Error {

@@ -1,0 +1,176 @@
+import { ChildProcess, spawn as nodeSpawn, SpawnOptions } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { ProxyMgrError } from '../../common/errors';
+import { Logger } from '../../common/log';
+import { RuntimeApi } from './runtime';
+
+export type SpawnFn = (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
+
+export interface SupervisorOptions {
+  readonly binary: string;
+  readonly configPath: string;
+  readonly runtime: RuntimeApi;
+  readonly log: Logger;
+  readonly spawn?: SpawnFn;
+  /** How long a new HAProxy may take until it answers on the stats socket. */
+  readonly readyTimeoutMs?: number;
+  readonly restartBaseMs?: number;
+  readonly restartMaxMs?: number;
+}
+
+/** Restart delay after the n-th consecutive crash (n ≥ 1): base·2^(n-1), capped. */
+export function backoffDelay(n: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.max(0, n - 1));
+}
+
+type State = 'stopped' | 'starting' | 'running' | 'restarting' | 'stopping';
+
+/**
+ * Owns the HAProxy processes. HAProxy runs in the foreground (`-db`), one process per generation, listening on
+ * fds the agent hands over. A reload starts a new process on the same fds with `-sf <old pid>`; the old one
+ * soft-stops on its own (bounded by hard-stop-after). The agent is the supervisor: HAProxy 2.6's own
+ * master-worker mode exits entirely when a worker dies. If the current process dies, it is restarted with
+ * backoff on the same fds; meanwhile connections wait in the kernel backlog of the agent's sockets.
+ *
+ * Events: 'restarted' (pid) after a crash restart; 'exit' ({pid, code, signal, current}).
+ */
+export class HaproxySupervisor extends EventEmitter {
+  private state: State = 'stopped';
+  private current: ChildProcess | undefined;
+  private fds: readonly number[] = [];
+  private readonly all = new Set<ChildProcess>();
+  private crashes = 0;
+  private lastStart = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private readonly spawn: SpawnFn;
+  reloads = 0;
+  restarts = 0;
+
+  constructor(private readonly opts: SupervisorOptions) {
+    super();
+    this.spawn = opts.spawn ?? nodeSpawn;
+  }
+
+  get pid(): number | undefined {
+    return this.state === 'running' ? this.current?.pid : undefined;
+  }
+
+  get running(): boolean {
+    return this.state === 'running';
+  }
+
+  /** Starts HAProxy (no process runs yet) or reloads it (one runs): resolves once the new process answers. */
+  async startOrReload(fds: readonly number[]): Promise<number> {
+    if (this.state === 'stopping') throw new ProxyMgrError('HAPROXY_START_FAILED', 'supervisor is stopping');
+    clearTimeout(this.restartTimer);
+    const old = this.state === 'running' || this.state === 'starting' ? this.current : undefined;
+    const pid = await this.launch(fds, old?.pid);
+    if (old) this.reloads++;
+    return pid;
+  }
+
+  private async launch(fds: readonly number[], oldPid: number | undefined): Promise<number> {
+    const args = ['-db', '-f', this.opts.configPath];
+    if (oldPid !== undefined) args.push('-sf', String(oldPid));
+    this.state = 'starting';
+    const child = this.spawn(this.opts.binary, args, { stdio: ['ignore', 'pipe', 'pipe', ...fds] });
+    this.all.add(child);
+    const log = this.opts.log.child({ haproxy_pid: child.pid });
+    let tail = '';
+    const pipe = (stream: NodeJS.ReadableStream | null, level: 'info' | 'warn') => {
+      let buf = '';
+      stream?.on('data', (c: Buffer) => {
+        buf += c.toString();
+        tail = (tail + c.toString()).slice(-2000);
+        let i: number;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i).trim();
+          buf = buf.slice(i + 1);
+          if (line) log[/ALERT|EMERG/.test(line) ? 'error' : level]({ stream: level === 'info' ? 'stdout' : 'stderr' }, line);
+        }
+      });
+    };
+    pipe(child.stdout, 'info');
+    pipe(child.stderr, 'warn');
+    let exited = false;
+    child.once('exit', (code, signal) => {
+      exited = true;
+      this.all.delete(child);
+      this.onExit(child, code, signal);
+    });
+    child.once('error', (err) => log.error({ err: err.message }, 'cannot spawn haproxy'));
+
+    const deadline = Date.now() + (this.opts.readyTimeoutMs ?? 10_000);
+    for (;;) {
+      if (exited) {
+        this.state = this.current && this.current !== child && this.current.exitCode === null ? 'running' : 'stopped';
+        throw new ProxyMgrError('HAPROXY_START_FAILED', `haproxy exited during start: ${tail.trim()}`);
+      }
+      try {
+        if ((await this.opts.runtime.pid()) === child.pid) break;
+      } catch {
+        // socket not there yet
+      }
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new ProxyMgrError('HAPROXY_START_FAILED', `haproxy pid ${child.pid} did not answer on the stats socket within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    this.current = child;
+    this.fds = fds;
+    this.state = 'running';
+    this.lastStart = Date.now();
+    log.info({ old_pid: oldPid }, oldPid ? 'haproxy reloaded' : 'haproxy started');
+    return child.pid!;
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    const isCurrent = child === this.current;
+    this.emit('exit', { pid: child.pid, code, signal, current: isCurrent });
+    if (!isCurrent || this.state === 'stopping' || this.state === 'stopped') {
+      this.opts.log.debug({ haproxy_pid: child.pid, code, signal }, 'old haproxy exited');
+      return;
+    }
+    if (this.state === 'starting') return; // a newer process is being started; it becomes current or fails
+    this.crashes = Date.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
+    const delay = backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000);
+    this.opts.log.error({ haproxy_pid: child.pid, code, signal, restart_in_ms: delay }, 'haproxy died; restarting on the same sockets');
+    this.state = 'restarting';
+    this.current = undefined;
+    this.restartTimer = setTimeout(() => void this.restart(), delay);
+  }
+
+  private async restart(): Promise<void> {
+    if (this.state !== 'restarting') return;
+    try {
+      const pid = await this.launch(this.fds, undefined);
+      this.restarts++;
+      this.emit('restarted', pid);
+    } catch (err) {
+      this.opts.log.error({ err: (err as Error).message }, 'haproxy restart failed');
+      this.crashes++;
+      this.state = 'restarting';
+      this.restartTimer = setTimeout(() => void this.restart(), backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000));
+    }
+  }
+
+  /** Stops every HAProxy process this supervisor started (hard stop) and waits for them to exit. */
+  async stop(): Promise<void> {
+    this.state = 'stopping';
+    clearTimeout(this.restartTimer);
+    await Promise.all(
+      [...this.all].map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            if (p.exitCode !== null || p.signalCode !== null) return resolve();
+            p.once('exit', () => resolve());
+            p.kill('SIGTERM');
+            setTimeout(() => p.kill('SIGKILL'), 3000).unref();
+          }),
+      ),
+    );
+    this.state = 'stopped';
+    this.current = undefined;
+  }
+}

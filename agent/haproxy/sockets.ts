@@ -1,0 +1,69 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { ProxyMgrError } from '../../common/errors';
+
+interface ListenFdAddon {
+  listenTcp(host: string, port: number, backlog: number): number;
+  localPort(fd: number): number;
+  closeFd(fd: number): void;
+}
+
+// Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.
+const ADDON = path.join('agent', 'native', 'build', 'Release', 'listenfd.node');
+
+/** Finds the addon from both the sources (ts-jest) and dist/ (the built CLI). */
+function loadAddon(): ListenFdAddon {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, ADDON);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    if (existsSync(candidate)) return require(candidate) as ListenFdAddon;
+    if (path.dirname(dir) === dir) throw new Error(`${ADDON} not found above ${__dirname}: run npm install (it builds the addon)`);
+  }
+}
+
+const addon = loadAddon();
+
+/**
+ * The listening sockets the agent owns, one per bind address and port. They outlive every HAProxy process:
+ * connections queue in their backlog while HAProxy restarts or reloads, so none is refused.
+ */
+export class SocketPool {
+  private readonly fds = new Map<string, number>();
+
+  constructor(private readonly backlog: number) {}
+
+  /** The fd listening on address:port, created on first use. Throws SOCKET_BIND_FAILED (e.g. port in use). */
+  acquire(address: string, port: number): number {
+    const key = `${address}|${port}`;
+    const existing = this.fds.get(key);
+    if (existing !== undefined) return existing;
+    let fd: number;
+    try {
+      fd = addon.listenTcp(address, port, this.backlog);
+    } catch (err) {
+      throw new ProxyMgrError('SOCKET_BIND_FAILED', `cannot listen on ${address}:${port}: ${(err as Error).message}`, { cause: err });
+    }
+    this.fds.set(key, fd);
+    return fd;
+  }
+
+  /** Closes every socket not in `keep` (address|port keys) — called once HAProxy no longer uses them. */
+  release(keep: ReadonlySet<string>): string[] {
+    const closed: string[] = [];
+    for (const [key, fd] of this.fds) {
+      if (keep.has(key)) continue;
+      addon.closeFd(fd);
+      this.fds.delete(key);
+      closed.push(key.replace('|', ':'));
+    }
+    return closed;
+  }
+
+  closeAll(): void {
+    this.release(new Set());
+  }
+}
+
+export function socketKey(address: string, port: number): string {
+  return `${address}|${port}`;
+}

@@ -1,0 +1,194 @@
+import { isIP } from 'node:net';
+import { DesiredState, Server, Service } from '../common/types';
+import { serverAddress, serverKeywords } from './haproxy/render';
+import { ADMF_FDRAIN, ADMF_FMAINT, RuntimeServer, RuntimeState } from './haproxy/servers-state';
+
+/** One runtime API command with the reason it is sent and how to recognise HAProxy's success reply. */
+export interface RuntimeAction {
+  readonly kind: 'add' | 'enable-health' | 'ready' | 'weight' | 'addr' | 'maint';
+  readonly backend: string;
+  readonly server: string;
+  readonly command: string;
+  /** HAProxy answers these commands with an empty line or one of these texts on success. */
+  readonly ok: RegExp;
+  readonly reason: string;
+}
+
+export interface Plan {
+  /** Non-empty: the shape changed (or HAProxy cannot do it at runtime) and a reload is needed; one reason each. */
+  readonly reloadReasons: readonly string[];
+  /** Runtime commands, in order: capacity is added before it is taken away. */
+  readonly actions: readonly RuntimeAction[];
+}
+
+/**
+ * What HAProxy runs: the state it was last (re)loaded with, plus servers added at runtime since. Removed servers
+ * stay in it (HAProxy still has them, in maint) until the next reload.
+ */
+export type Running = DesiredState;
+
+const EMPTY = /^\s*$/;
+
+/**
+ * Compares the desired state with what runs (`running` = the shape HAProxy loaded, `actual` = `show servers
+ * state`) and says what to do, each step with a human reason (pure).
+ */
+export function plan(desired: DesiredState, running: Running | undefined, actual: RuntimeState | undefined): Plan {
+  if (!running || !actual) return { reloadReasons: ['start: no HAProxy is running'], actions: [] };
+  const reasons: string[] = [];
+  if (!sameLines(desired.haproxy.global, running.haproxy.global)) reasons.push('reload: haproxy global section changed');
+  if (!sameLines(desired.haproxy.defaults, running.haproxy.defaults)) reasons.push('reload: haproxy defaults section changed');
+
+  const runningByName = new Map(running.services.map((s) => [s.name, s]));
+  const desiredNames = new Set(desired.services.map((s) => s.name));
+  for (const s of running.services) if (!desiredNames.has(s.name)) reasons.push(`reload: service ${s.name} removed`);
+
+  const adds: RuntimeAction[] = [];
+  const updates: RuntimeAction[] = [];
+  const removals: RuntimeAction[] = [];
+  for (const service of desired.services) {
+    const was = runningByName.get(service.name);
+    if (!was) {
+      reasons.push(`reload: new service ${service.name}`);
+      continue;
+    }
+    const shape = shapeChanges(service, was);
+    if (shape.length > 0) {
+      reasons.push(...shape);
+      continue;
+    }
+    const staticAlgo = staticAlgorithm(service, desired.haproxy.defaults);
+    const live = actual.get(service.name) ?? new Map<string, RuntimeServer>();
+    const defs = new Map(was.servers.map((s) => [s.name, s]));
+    const wanted = new Set<string>();
+    for (const server of service.servers) {
+      wanted.add(server.name);
+      const id = `${service.name}/${server.name}`;
+      const cur = live.get(server.name);
+      const def = defs.get(server.name);
+      if (!cur) {
+        const why = cannotAdd(server, staticAlgo);
+        if (why) reasons.push(`reload: new server ${id} (${why})`);
+        else adds.push(...addServer(service, server));
+        continue;
+      }
+      if (def && !sameLines(def.options, server.options)) {
+        reasons.push(`reload: options of server ${id} changed`);
+        continue;
+      }
+      if (isIP(server.address) === 0) {
+        if (def && def.address !== server.address) reasons.push(`reload: address of ${id} is now hostname ${server.address} (runtime API takes IP literals)`);
+      } else if (!sameAddress(cur, server)) {
+        updates.push({
+          kind: 'addr',
+          backend: service.name,
+          server: server.name,
+          command: `set server ${id} addr ${server.address} port ${server.port}`,
+          ok: /changed from|no need to change/,
+          reason: `address of ${id} ${cur.address}:${cur.port} → ${server.address}:${server.port}`,
+        });
+      }
+      if (cur.weight !== server.weight) {
+        if (staticAlgo) reasons.push(`reload: weight of ${id} changed and ${staticAlgo} only takes 0% or 100% at runtime`);
+        else
+          updates.push({
+            kind: 'weight',
+            backend: service.name,
+            server: server.name,
+            command: `set server ${id} weight ${server.weight}`,
+            ok: EMPTY,
+            reason: `weight of ${id} ${cur.weight} → ${server.weight}`,
+          });
+      }
+      if ((cur.adminState & (ADMF_FMAINT | ADMF_FDRAIN)) !== 0) {
+        adds.push(ready(service.name, server.name, `server ${id} is desired again`));
+      }
+    }
+    for (const cur of live.values()) {
+      if (wanted.has(cur.name) || (cur.adminState & ADMF_FMAINT) !== 0) continue;
+      removals.push({
+        kind: 'maint',
+        backend: service.name,
+        server: cur.name,
+        command: `set server ${service.name}/${cur.name} state maint`,
+        ok: EMPTY,
+        reason: `server ${service.name}/${cur.name} is no longer in the desired state`,
+      });
+    }
+  }
+  return { reloadReasons: reasons, actions: reasons.length > 0 ? [] : [...adds, ...updates, ...removals] };
+}
+
+/** Reasons a service's shape differs from what HAProxy loaded (each one forces a reload). */
+function shapeChanges(service: Service, was: Service): string[] {
+  const out: string[] = [];
+  if (service.port !== was.port || service.bindAddress !== was.bindAddress) {
+    out.push(`reload: listen address of ${service.name} changed ${was.bindAddress}:${was.port} → ${service.bindAddress}:${service.port}`);
+  }
+  if (!sameLines(service.listenOptions, was.listenOptions)) out.push(`reload: listen_options of ${service.name} changed`);
+  if (!sameLines(service.serverOptions, was.serverOptions)) out.push(`reload: server_options of ${service.name} changed`);
+  return out;
+}
+
+function addServer(service: Service, server: Server): RuntimeAction[] {
+  const id = `${service.name}/${server.name}`;
+  const keywords = serverKeywords(service, server);
+  const actions: RuntimeAction[] = [
+    {
+      kind: 'add',
+      backend: service.name,
+      server: server.name,
+      // Dynamic servers do not inherit default-server: every keyword is spelled out, as in the config file.
+      command: `add server ${id} ${serverAddress(server)} ${keywords.join(' ')}`.trim(),
+      ok: /New server registered/,
+      reason: `new server ${id} at ${server.address}:${server.port}`,
+    },
+  ];
+  if (keywords.some((k) => /(^|\s)check(\s|$)/.test(k))) {
+    actions.push({ kind: 'enable-health', backend: service.name, server: server.name, command: `enable health ${id}`, ok: EMPTY, reason: `health checks for new server ${id}` });
+  }
+  actions.push(ready(service.name, server.name, `new server ${id} starts in maint`));
+  return actions;
+}
+
+function ready(backend: string, server: string, reason: string): RuntimeAction {
+  return { kind: 'ready', backend, server, command: `set server ${backend}/${server} state ready`, ok: EMPTY, reason };
+}
+
+/** Why `add server` cannot take this server, or undefined when it can. */
+function cannotAdd(server: Server, staticAlgo: string | undefined): string | undefined {
+  if (staticAlgo) return `${staticAlgo} cannot take dynamic servers`;
+  if (isIP(server.address) === 0) return `address ${server.address} is a hostname; add server takes IP literals on HAProxy 2.6`;
+  return undefined;
+}
+
+const STATIC_BALANCE = new Set(['static-rr', 'source', 'uri', 'url_param', 'hdr', 'rdp-cookie', 'hash']);
+
+/**
+ * Returns a description like "balance source" when the service's load-balancing algorithm is static (map-based):
+ * HAProxy then refuses dynamic servers and runtime weight changes other than 0%/100%.
+ */
+export function staticAlgorithm(service: Service, defaults: readonly string[]): string | undefined {
+  const lines = [...defaults, ...service.listenOptions].map((l) => l.trim().split(/\s+/));
+  let balance: string | undefined;
+  let consistent = false;
+  for (const words of lines) {
+    if (words[0] === 'balance' && words[1]) balance = words[1].replace(/\(.*$/, '');
+    if (words[0] === 'hash-type') consistent = words[1] === 'consistent';
+  }
+  if (!balance || !STATIC_BALANCE.has(balance)) return undefined;
+  if (balance !== 'static-rr' && consistent) return undefined;
+  return `balance ${balance}`;
+}
+
+function sameAddress(cur: RuntimeServer, server: Server): boolean {
+  return cur.port === server.port && normalizeIp(cur.address) === normalizeIp(server.address);
+}
+
+function normalizeIp(a: string): string {
+  return a.replace(/^\[|\]$/g, '').toLowerCase();
+}
+
+function sameLines(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}

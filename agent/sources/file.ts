@@ -1,0 +1,86 @@
+import { promises as fsp, watch, FSWatcher } from 'node:fs';
+import * as path from 'node:path';
+import yaml from 'js-yaml';
+import { ProxyMgrError, errorMessage } from '../../common/errors';
+import { Logger } from '../../common/log';
+import { fromJson } from '../../common/state-codec';
+import { DesiredState } from '../../common/types';
+import { stateVersion } from '../../common/version';
+
+/** Where desired states come from: a file now, the control plane's gRPC stream later — the agent sees only this. */
+export interface StateSource {
+  /** Calls `onState` with the current state and again on every change, until stop(). */
+  start(onState: (state: DesiredState) => void): Promise<void>;
+  stop(): void;
+}
+
+/** Reads a desired state (proto3 JSON form, as JSON or YAML). A missing version is filled with a content hash. */
+export async function readStateFile(file: string): Promise<DesiredState> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    throw new ProxyMgrError('STATE_INVALID', `${file}: cannot read: ${errorMessage(err)}`, { cause: err });
+  }
+  let doc: unknown;
+  try {
+    doc = yaml.load(text, { filename: file });
+  } catch (err) {
+    throw new ProxyMgrError('STATE_INVALID', `${file}: not valid JSON/YAML: ${errorMessage(err)}`, { cause: err });
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    throw new ProxyMgrError('STATE_INVALID', `${file}: expected a mapping with "services" (and optionally "haproxy", "version")`);
+  }
+  const state = fromJson(doc);
+  return state.version ? state : { ...state, version: stateVersion(state) };
+}
+
+/**
+ * Follows a state file: fs.watch on its directory (editors and atomic writers replace the file) plus a polling
+ * fallback. A file that cannot be read or parsed is logged and ignored: the last good state keeps running.
+ */
+export class FileStateSource implements StateSource {
+  private watcher: FSWatcher | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private lastText: string | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly file: string,
+    private readonly log: Logger,
+    private readonly pollMs = 1000,
+  ) {}
+
+  async start(onState: (state: DesiredState) => void): Promise<void> {
+    const check = async () => {
+      let text: string;
+      try {
+        text = await fsp.readFile(this.file, 'utf8');
+      } catch (err) {
+        this.log.error({ file: this.file, err: errorMessage(err) }, 'cannot read state file; keeping the last state');
+        return;
+      }
+      if (text === this.lastText) return;
+      this.lastText = text;
+      try {
+        onState(await readStateFile(this.file));
+      } catch (err) {
+        this.log.error({ file: this.file, err: errorMessage(err) }, 'state file rejected; keeping the last state');
+      }
+    };
+    await check();
+    this.watcher = watch(path.dirname(this.file), (_event, name) => {
+      if (name && name !== path.basename(this.file)) return;
+      clearTimeout(this.debounce);
+      this.debounce = setTimeout(() => void check(), 20);
+    });
+    this.poll = setInterval(() => void check(), this.pollMs);
+    this.poll.unref();
+  }
+
+  stop(): void {
+    this.watcher?.close();
+    clearInterval(this.poll);
+    clearTimeout(this.debounce);
+  }
+}

@@ -1,0 +1,49 @@
+import * as path from 'node:path';
+import { parseConfig, ProxyMgrConfig } from '../../common/config';
+import { createLogger, silentLogger } from '../../common/log';
+import { DesiredState, Server, Service } from '../../common/types';
+import { stateVersion } from '../../common/version';
+import { Agent } from '../../agent/agent';
+import { StatsSocketClient } from '../../agent/haproxy/runtime';
+import { tempDir } from './net';
+
+export const HTTP_DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s', 'retries 1'];
+
+/** A real agent (real HAProxy, real sockets) in a temp dir; `close()` stops HAProxy and removes the dir. */
+export async function startTestAgent(extraYaml = '') {
+  const tmp = tempDir('proxymgr-agent-');
+  const yml = `haproxy:
+  config_path: ${path.join(tmp.dir, 'haproxy.cfg')}
+  socket_path: ${path.join(tmp.dir, 'haproxy.sock')}
+agent:
+  state_dir: ${tmp.dir}
+  drift_check_interval_ms: 500
+  hard_stop_after_ms: 5000
+${extraYaml}`;
+  const config: ProxyMgrConfig = parseConfig(yml, path.join(tmp.dir, 'proxymgr.yml'));
+  const log = process.env.PROXYMGR_TEST_LOG ? createLogger({ test: true }, 'debug') : silentLogger;
+  const agent = new Agent({ config, log });
+  return {
+    agent,
+    config,
+    dir: tmp.dir,
+    runtime: new StatsSocketClient(config.haproxy.socketPath),
+    close: async () => {
+      await agent.stop();
+      tmp.cleanup();
+    },
+  };
+}
+
+export function server(name: string, port: number, extra: Partial<Server> = {}): Server {
+  return { name, address: '127.0.0.1', port, weight: 1, options: [], ...extra };
+}
+
+export function service(name: string, port: number, servers: Server[], extra: Partial<Service> = {}): Service {
+  return { name, port, bindAddress: '127.0.0.1', listenOptions: ['mode http', 'balance roundrobin'], serverOptions: [], servers, ...extra };
+}
+
+export function state(services: Service[], defaults = HTTP_DEFAULTS): DesiredState {
+  const s = { haproxy: { global: [], defaults }, services };
+  return { version: stateVersion(s), ...s };
+}
