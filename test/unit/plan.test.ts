@@ -1,0 +1,104 @@
+import { plan, staticAlgorithm } from '../../agent/plan';
+import { RuntimeServer, RuntimeState } from '../../agent/haproxy/servers-state';
+import { server, service, state } from '../helpers/agent';
+import { Service } from '../../common/types';
+
+function actualOf(services: Service[], override: Record<string, Partial<RuntimeServer>> = {}): RuntimeState {
+  return new Map(
+    services.map((s) => [
+      s.name,
+      new Map(
+        s.servers.map((v) => [
+          v.name,
+          { backend: s.name, name: v.name, address: v.address, port: v.port, weight: v.weight, adminState: 0, operState: 2, ...override[`${s.name}/${v.name}`] },
+        ]),
+      ),
+    ]),
+  );
+}
+
+describe('plan (pure)', () => {
+  const web = service('web', 8080, [server('a', 9001), server('b', 9002)]);
+  const running = state([web]);
+
+  test('nothing running: start', () => {
+    expect(plan(running, undefined, undefined).reloadReasons).toEqual(['start: no HAProxy is running']);
+  });
+
+  test('same state: nothing to do', () => {
+    expect(plan(running, running, actualOf([web]))).toEqual({ reloadReasons: [], actions: [] });
+  });
+
+  test('removed server → maint, with a reason', () => {
+    const p = plan(state([{ ...web, servers: [server('a', 9001)] }]), running, actualOf([web]));
+    expect(p.reloadReasons).toEqual([]);
+    expect(p.actions.map((a) => [a.command, a.reason])).toEqual([['set server web/b state maint', 'server web/b is no longer in the desired state']]);
+  });
+
+  test('a server already in maint is not sent maint again, and comes back with ready', () => {
+    const actual = actualOf([web], { 'web/b': { adminState: 1 } });
+    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, actual).actions).toEqual([]);
+    expect(plan(running, running, actual).actions.map((a) => a.command)).toEqual(['set server web/b state ready']);
+  });
+
+  test('new server → add server with every keyword spelled out, enable health when checked, ready; before removals', () => {
+    const checked = { ...web, serverOptions: ['check inter 2000'] };
+    const p = plan(state([{ ...checked, servers: [server('b', 9002), server('c', 9003, { options: ['backup'] })] }]), state([checked]), actualOf([checked]));
+    expect(p.reloadReasons).toEqual([]);
+    expect(p.actions.map((a) => a.command)).toEqual([
+      'add server web/c 127.0.0.1:9003 weight 1 check inter 2000 backup',
+      'enable health web/c',
+      'set server web/c state ready',
+      'set server web/a state maint',
+    ]);
+  });
+
+  test('weight and address changes are runtime commands', () => {
+    const p = plan(state([{ ...web, servers: [server('a', 9001, { weight: 7 }), server('b', 9005, { address: '127.0.0.2' })] }]), running, actualOf([web]));
+    expect(p.actions.map((a) => [a.command, a.reason])).toEqual([
+      ['set server web/a weight 7', 'weight of web/a 1 → 7'],
+      ['set server web/b addr 127.0.0.2 port 9005', 'address of web/b 127.0.0.1:9002 → 127.0.0.2:9005'],
+    ]);
+  });
+
+  test.each([
+    ['listen_options', { listenOptions: ['mode tcp'] }, 'reload: listen_options of web changed'],
+    ['server_options', { serverOptions: ['check'] }, 'reload: server_options of web changed'],
+    ['port', { port: 8081 }, 'reload: listen address of web changed 127.0.0.1:8080 → 127.0.0.1:8081'],
+  ])('%s change → reload with its reason', (_what, change, reason) => {
+    const p = plan(state([{ ...web, ...change }]), running, actualOf([web]));
+    expect(p.reloadReasons).toEqual([reason]);
+    expect(p.actions).toEqual([]);
+  });
+
+  test('new and removed services, globals and defaults → reload', () => {
+    const api = service('api', 8081, []);
+    expect(plan(state([web, api]), running, actualOf([web])).reloadReasons).toEqual(['reload: new service api']);
+    expect(plan(state([]), running, actualOf([web])).reloadReasons).toEqual(['reload: service web removed']);
+    const g = { ...running, haproxy: { global: ['maxconn 10'], defaults: ['mode tcp'] } };
+    expect(plan(g, running, actualOf([web])).reloadReasons).toEqual(['reload: haproxy global section changed', 'reload: haproxy defaults section changed']);
+  });
+
+  test('balance source cannot take dynamic servers or runtime weights: reload, saying why', () => {
+    const src = { ...web, listenOptions: ['mode tcp', 'balance source'] };
+    const r = state([src]);
+    expect(plan(state([{ ...src, servers: [...src.servers, server('c', 9003)] }]), r, actualOf([src])).reloadReasons).toEqual([
+      'reload: new server web/c (balance source cannot take dynamic servers)',
+    ]);
+    expect(plan(state([{ ...src, servers: [server('a', 9001, { weight: 3 }), server('b', 9002)] }]), r, actualOf([src])).reloadReasons).toEqual([
+      'reload: weight of web/a changed and balance source only takes 0% or 100% at runtime',
+    ]);
+  });
+
+  test('hostname addresses cannot be added at runtime on 2.6', () => {
+    const p = plan(state([{ ...web, servers: [...web.servers, server('c', 80, { address: 'db.example.com' })] }]), running, actualOf([web]));
+    expect(p.reloadReasons).toEqual(['reload: new server web/c (address db.example.com is a hostname; add server takes IP literals on HAProxy 2.6)']);
+  });
+
+  test('staticAlgorithm reads defaults, listen_options and hash-type', () => {
+    expect(staticAlgorithm(service('x', 1, [], { listenOptions: ['balance static-rr'] }), [])).toBe('balance static-rr');
+    expect(staticAlgorithm(service('x', 1, [], { listenOptions: [] }), ['balance source'])).toBe('balance source');
+    expect(staticAlgorithm(service('x', 1, [], { listenOptions: ['balance uri', 'hash-type consistent'] }), [])).toBeUndefined();
+    expect(staticAlgorithm(service('x', 1, [], { listenOptions: ['balance leastconn'] }), [])).toBeUndefined();
+  });
+});
