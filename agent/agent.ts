@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrConfig } from '../common/config';
 import { errorMessage, HaproxyConfigError, ProxyMgrError, StateError, StateProblem } from '../common/errors';
@@ -231,6 +231,9 @@ export class Agent {
       } catch (err) {
         this.log.warn({ err: errorMessage(err) }, 'cannot save server state before reload');
       }
+    } else if (!existsSync(this.serverStateFile)) {
+      // An empty state file (format version line only) spares HAProxy's "can't open" warning at first start.
+      await writeFileAtomic(this.serverStateFile, '1\n');
     }
     await writeFileAtomic(haproxy.configPath, text);
     const pid = await this.supervisor.startOrReload(fds);

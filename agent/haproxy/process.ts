@@ -23,6 +23,13 @@ export function backoffDelay(n: number, baseMs: number, maxMs: number): number {
   return Math.min(maxMs, baseMs * 2 ** Math.max(0, n - 1));
 }
 
+/** HAProxy tags its own lines [NOTICE], [WARNING], [ALERT]: keep that severity in the agent's log. */
+export function haproxyLogLevel(line: string): 'info' | 'warn' | 'error' {
+  if (/\[(ALERT|EMERG)\]/.test(line)) return 'error';
+  if (/\[WARNING\]/.test(line)) return 'warn';
+  return 'info';
+}
+
 type State = 'stopped' | 'starting' | 'running' | 'restarting' | 'stopping';
 
 /**
@@ -77,21 +84,21 @@ export class HaproxySupervisor extends EventEmitter {
     this.all.add(child);
     const log = this.opts.log.child({ haproxy_pid: child.pid });
     let tail = '';
-    const pipe = (stream: NodeJS.ReadableStream | null, level: 'info' | 'warn') => {
+    const pipe = (source: NodeJS.ReadableStream | null, stream: 'stdout' | 'stderr') => {
       let buf = '';
-      stream?.on('data', (c: Buffer) => {
+      source?.on('data', (c: Buffer) => {
         buf += c.toString();
         tail = (tail + c.toString()).slice(-2000);
         let i: number;
         while ((i = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, i).trim();
           buf = buf.slice(i + 1);
-          if (line) log[/ALERT|EMERG/.test(line) ? 'error' : level]({ stream: level === 'info' ? 'stdout' : 'stderr' }, line);
+          if (line) log[haproxyLogLevel(line)]({ stream }, line);
         }
       });
     };
-    pipe(child.stdout, 'info');
-    pipe(child.stderr, 'warn');
+    pipe(child.stdout, 'stdout');
+    pipe(child.stderr, 'stderr');
     let exited = false;
     child.once('exit', (code, signal) => {
       exited = true;
