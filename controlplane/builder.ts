@@ -1,0 +1,120 @@
+import { createHash } from 'node:crypto';
+import { StateProblem } from '../common/errors';
+import { DesiredState, HaproxyGlobals, Server, Service } from '../common/types';
+import { sanitizeState } from '../common/validate-state';
+import { Host, ServiceConfig } from './types';
+
+/** One service as discovery currently sees it: its accepted config and the hosts to run. */
+export interface ServiceView {
+  readonly config: ServiceConfig;
+  readonly hosts: readonly Host[];
+}
+
+/** Everything the builder needs; `previous` lets a rejected service fall back to the version that runs. */
+export interface DiscoveryView {
+  readonly haproxy: HaproxyGlobals;
+  readonly services: readonly ServiceView[];
+  readonly previous?: DesiredState;
+}
+
+export interface BuildResult {
+  readonly state: DesiredState;
+  /** Services or servers the final check rejected (e.g. two services on one port). */
+  readonly problems: readonly StateProblem[];
+}
+
+/**
+ * Builds the desired state: every service with its servers sorted by name, checked by sanitizeState, and a
+ * version that is a sha256 over the canonical JSON of the content — equal inputs give equal versions, across
+ * processes and restarts. Pure; results are memoized per (config, hosts) object pair, which stays correct because
+ * both are immutable.
+ */
+export function buildDesiredStateChecked(view: DiscoveryView): BuildResult {
+  const services = view.services.map((s) => buildService(s.config, s.hosts));
+  const draft: DesiredState = { version: '', haproxy: view.haproxy, services };
+  const { state, problems } = sanitizeState(draft, view.previous);
+  return { state: { ...state, version: stateVersion(state.haproxy, state.services) }, problems };
+}
+
+/** The snapshot for `view` (see buildDesiredStateChecked; problems are dropped). */
+export function buildDesiredState(view: DiscoveryView): DesiredState {
+  return buildDesiredStateChecked(view).state;
+}
+
+const builtByConfig = new WeakMap<ServiceConfig, WeakMap<readonly Host[], Service>>();
+const serviceHash = new WeakMap<Service, string>();
+
+/** One service: servers with unique names, sorted; memoized on the (immutable) inputs. */
+export function buildService(config: ServiceConfig, hosts: readonly Host[]): Service {
+  let byHosts = builtByConfig.get(config);
+  if (!byHosts) builtByConfig.set(config, (byHosts = new WeakMap()));
+  const cached = byHosts.get(hosts);
+  if (cached) return cached;
+  const service: Service = {
+    name: config.name,
+    port: config.port,
+    bindAddress: config.bindAddress,
+    listenOptions: config.listenOptions,
+    serverOptions: config.serverOptions,
+    servers: uniqueServers(hosts),
+  };
+  byHosts.set(hosts, service);
+  return service;
+}
+
+/**
+ * Server names must be unique within a backend. Two hosts claiming one name (e.g. two Nerve nodes with the same
+ * `name` on different ports) both get `name_address:port`; exact duplicates of address:port collapse into one.
+ */
+function uniqueServers(hosts: readonly Host[]): Server[] {
+  const byName = new Map<string, Host[]>();
+  for (const h of hosts) byName.set(h.name, [...(byName.get(h.name) ?? []), h]);
+  const out = new Map<string, Server>();
+  const sortedNames = [...byName.keys()].sort(compare);
+  for (const name of sortedNames) {
+    const group = byName.get(name)!;
+    const ordered = group.length === 1 ? group : [...group].sort((a, b) => compare(canonicalJson(toServer(a, '')), canonicalJson(toServer(b, ''))));
+    for (const h of ordered) {
+      const unique = group.length === 1 ? name : `${name}_${h.address}:${h.port}`;
+      if (!out.has(unique)) out.set(unique, toServer(h, unique));
+    }
+  }
+  return [...out.values()].sort((a, b) => compare(a.name, b.name));
+}
+
+function toServer(h: Host, name: string): Server {
+  return { name, address: h.address, port: h.port, weight: h.weight, options: h.options };
+}
+
+/** sha256 of the canonical JSON of the globals and of every service (each service hashed once, memoized). */
+export function stateVersion(haproxy: HaproxyGlobals, services: readonly Service[]): string {
+  const h = createHash('sha256');
+  h.update(canonicalJson({ global: haproxy.global, defaults: haproxy.defaults }));
+  for (const s of services) h.update('\n' + hashService(s));
+  return h.digest('hex').slice(0, 32);
+}
+
+function hashService(s: Service): string {
+  let hash = serviceHash.get(s);
+  if (hash === undefined) {
+    hash = createHash('sha256').update(canonicalJson(s)).digest('hex');
+    serviceHash.set(s, hash);
+  }
+  return hash;
+}
+
+/** JSON with object keys sorted at every level, so equal content always gives equal bytes. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const o = value as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .filter((k) => o[k] !== undefined)
+    .sort(compare)
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+    .join(',')}}`;
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

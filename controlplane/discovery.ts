@@ -1,0 +1,351 @@
+import { ControlPlaneConfig, DEFAULT_CONTROLPLANE_CONFIG, ProxyMgrConfig } from '../common/config';
+import { ErrorCode, errorMessage } from '../common/errors';
+import { Logger, silentLogger } from '../common/log';
+import { DesiredState, HaproxyGlobals } from '../common/types';
+import { buildDesiredStateChecked, ServiceView } from './builder';
+import { Clock, Coalescer, systemClock } from './coalescer';
+import { applyFailStatic } from './fail-static';
+import { parseServiceConfig } from './service-config';
+import { FileSource } from './sources/file';
+import { ZookeeperSource } from './sources/zookeeper';
+import { Host, HostReport, Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher } from './types';
+import { createWatcher, watcherIdentity, WatcherContext } from './watchers';
+import { ZkSessionManager } from './zk/manager';
+
+export interface DiscoveryOptions {
+  /** proxymgr.yml: `haproxy.global/defaults` go into every snapshot, `service_config` picks the source. */
+  readonly config: Pick<ProxyMgrConfig, 'haproxy' | 'serviceConfig'> & { readonly controlplane?: ControlPlaneConfig };
+  readonly log?: Logger;
+  /** Replaces the source named by `config.serviceConfig` (tests, embedding). */
+  readonly source?: ServiceConfigSource;
+  /** A shared session manager; by default Discovery makes (and closes) its own. */
+  readonly zk?: ZkSessionManager;
+  readonly clock?: Clock;
+}
+
+/** Everything that is wrong right now: the source's trouble and, per service, its problems. */
+export interface DiscoveryErrors {
+  readonly source: readonly Problem[];
+  readonly services: Readonly<Record<string, readonly Problem[]>>;
+}
+
+interface Entry {
+  readonly name: string;
+  raw?: string;
+  origin: string;
+  config?: ServiceConfig;
+  watcher?: Watcher;
+  watcherId?: string;
+  /** Bumped whenever the watcher is replaced, so late reports of a stopped watcher are ignored. */
+  generation: number;
+  /** The hosts that run (after fail static); undefined until the watcher first reported. */
+  hosts?: readonly Host[];
+  reported?: readonly Host[];
+  configProblem?: Problem;
+  hostProblems: Problem[];
+  unavailable?: Problem;
+  warning?: Problem;
+  buildProblems: Problem[];
+  timer?: unknown;
+}
+
+type SnapshotListener = (state: DesiredState) => void;
+
+/**
+ * Discovery: follows the service-config source, runs one watcher per service, applies fail static and publishes a
+ * new DesiredState whenever the result changes (bursts coalesced, bounded by `coalesce_max_ms`).
+ *
+ *   const d = new Discovery({ config: loadConfig('proxymgr.yml'), log });
+ *   d.onSnapshot((state) => push(state));   // or: for await (const s of d.snapshots(signal)) …
+ *   d.start();
+ *   d.errors();                             // per service: bad config, skipped host nodes, fail-static warnings
+ *   await d.stop();
+ */
+export class Discovery {
+  private readonly entries = new Map<string, Entry>();
+  private readonly listeners = new Set<SnapshotListener>();
+  private readonly cp: ControlPlaneConfig;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly zk: ZkSessionManager;
+  private readonly ownsZk: boolean;
+  private readonly source: ServiceConfigSource;
+  private readonly coalescer: Coalescer;
+  private readonly watcherCtx: WatcherContext;
+  private readonly haproxy: HaproxyGlobals;
+  private sourceSynced = false;
+  private sourceProblem: Problem | undefined;
+  private state: DesiredState | undefined;
+  private stopped = false;
+
+  constructor(options: DiscoveryOptions) {
+    this.cp = options.config.controlplane ?? DEFAULT_CONTROLPLANE_CONFIG;
+    this.log = (options.log ?? silentLogger).child({ component: 'discovery' });
+    this.clock = options.clock ?? systemClock;
+    this.ownsZk = options.zk === undefined;
+    this.zk = options.zk ?? new ZkSessionManager({ sessionTimeoutMs: this.cp.zkSessionTimeoutMs, log: this.log });
+    this.haproxy = { global: options.config.haproxy.global, defaults: options.config.haproxy.defaults };
+    const sc = options.config.serviceConfig;
+    this.watcherCtx = {
+      zk: this.zk,
+      defaultZkServers: sc?.type === 'zookeeper' ? sc.servers : undefined,
+      controlplane: this.cp,
+      log: this.log,
+    };
+    if (options.source) this.source = options.source;
+    else if (sc?.type === 'zookeeper') this.source = new ZookeeperSource({ zk: this.zk, servers: sc.servers, path: sc.path, log: this.log });
+    else if (sc?.type === 'file') this.source = new FileSource({ path: sc.path, pollMs: this.cp.filePollMs, log: this.log });
+    else throw new Error('discovery needs a service_config section (type zookeeper or file) in proxymgr.yml');
+    this.coalescer = new Coalescer(() => this.publish(), this.cp.coalesceMs, this.cp.coalesceMaxMs, this.clock);
+  }
+
+  start(): void {
+    this.source.start({
+      configs: (configs) => this.onConfigs(configs),
+      unavailable: (reason) => {
+        if (this.sourceProblem?.message !== reason) this.log.warn({ reason }, 'service configs unavailable; keeping every service as it is');
+        this.sourceProblem = this.problem('WATCHER_FAILED', 'service_config', reason, this.sourceProblem);
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.coalescer.cancel();
+    await this.source.stop();
+    for (const e of this.entries.values()) await this.stopWatcher(e);
+    if (this.ownsZk) this.zk.closeAll();
+    this.listeners.clear();
+  }
+
+  /** The latest snapshot, if one was published. */
+  current(): DesiredState | undefined {
+    return this.state;
+  }
+
+  /** Calls `listener` with every new snapshot (not with the current one). Returns the unsubscribe. */
+  onSnapshot(listener: SnapshotListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The current snapshot (if any), then every new one; a slow reader skips to the latest. Ends on `signal`. */
+  async *snapshots(signal?: AbortSignal): AsyncGenerator<DesiredState> {
+    let latest = this.state;
+    let wake: (() => void) | undefined;
+    const off = this.onSnapshot((s) => {
+      latest = s;
+      wake?.();
+    });
+    const onAbort = () => wake?.();
+    signal?.addEventListener('abort', onAbort);
+    try {
+      let sent: DesiredState | undefined;
+      while (!signal?.aborted && !this.stopped) {
+        if (latest && latest !== sent) {
+          sent = latest;
+          yield latest;
+          continue;
+        }
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    } finally {
+      off();
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Resolves with the first snapshot (current or future) that satisfies `predicate`. */
+  waitFor(predicate: (s: DesiredState) => boolean = () => true, timeoutMs = 10_000): Promise<DesiredState> {
+    if (this.state && predicate(this.state)) return Promise.resolve(this.state);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new Error(`no matching snapshot within ${timeoutMs} ms (current version ${this.state?.version ?? 'none'})`));
+      }, timeoutMs);
+      const off = this.onSnapshot((s) => {
+        if (!predicate(s)) return;
+        clearTimeout(timer);
+        off();
+        resolve(s);
+      });
+    });
+  }
+
+  /** What is wrong now, for logs and the admin API. */
+  errors(): DiscoveryErrors {
+    const services: Record<string, Problem[]> = {};
+    for (const e of [...this.entries.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const list = [e.configProblem, e.unavailable, e.warning, ...e.hostProblems, ...e.buildProblems].filter((p): p is Problem => p !== undefined);
+      if (list.length > 0) services[e.name] = list;
+    }
+    return { source: this.sourceProblem ? [this.sourceProblem] : [], services };
+  }
+
+  private onConfigs(configs: ReadonlyMap<string, RawServiceConfig>): void {
+    if (this.stopped) return;
+    if (this.sourceProblem) this.log.info({}, 'service configs available again');
+    this.sourceProblem = undefined;
+    for (const [name, e] of this.entries) {
+      if (configs.has(name)) continue;
+      this.log.info({ service: name }, 'service config removed; service removed');
+      void this.stopWatcher(e);
+      this.entries.delete(name);
+    }
+    for (const raw of configs.values()) this.onConfig(raw);
+    this.sourceSynced = true;
+    this.coalescer.poke();
+  }
+
+  private onConfig(raw: RawServiceConfig): void {
+    let e = this.entries.get(raw.name);
+    if (!e) {
+      e = { name: raw.name, origin: raw.origin, generation: 0, hostProblems: [], buildProblems: [] };
+      this.entries.set(raw.name, e);
+    }
+    if (e.raw === raw.text) return;
+    e.raw = raw.text;
+    e.origin = raw.origin;
+    let config: ServiceConfig;
+    let watcher: Watcher | undefined;
+    let id: string;
+    try {
+      config = parseServiceConfig(raw);
+      id = watcherIdentity(config, this.watcherCtx);
+      if (id !== e.watcherId) watcher = createWatcher(config, raw.origin, this.watcherCtx);
+    } catch (err) {
+      const keeping = e.config ? 'keeping its previous version' : 'the service is not served until this is fixed';
+      this.log.error({ service: raw.name, origin: raw.origin, err: errorMessage(err) }, `invalid service config; ${keeping}`);
+      e.configProblem = this.problem('SERVICE_CONFIG_INVALID', raw.origin, `${errorMessage(err)}; ${keeping}`, e.configProblem);
+      return;
+    }
+    if (e.configProblem) this.log.info({ service: raw.name }, 'service config valid again');
+    e.configProblem = undefined;
+    e.config = config;
+    if (watcher) {
+      void this.stopWatcher(e);
+      this.startWatcher(e, watcher, id);
+    }
+    this.log.info({ service: raw.name, type: config.watcher.type, port: config.port }, 'service config accepted');
+  }
+
+  private startWatcher(e: Entry, watcher: Watcher, id: string): void {
+    const generation = ++e.generation;
+    e.watcher = watcher;
+    e.watcherId = id;
+    // A watcher that stays silent must not hold the service (or the first snapshot) back forever.
+    e.timer = this.clock.setTimeout(() => {
+      if (e.generation !== generation || e.hosts !== undefined) return;
+      this.log.warn({ service: e.name }, `watcher did not report within ${this.cp.initialSyncTimeoutMs} ms; serving the service without hosts for now`);
+      e.hosts = [];
+      this.coalescer.poke();
+    }, this.cp.initialSyncTimeoutMs);
+    watcher.start({
+      hosts: (report) => {
+        if (e.generation === generation && !this.stopped) this.onHosts(e, report);
+      },
+      unavailable: (reason) => {
+        if (e.generation === generation && !this.stopped) this.onUnavailable(e, reason);
+      },
+    });
+  }
+
+  private async stopWatcher(e: Entry): Promise<void> {
+    e.generation++;
+    if (e.timer !== undefined) this.clock.clearTimeout(e.timer);
+    e.timer = undefined;
+    const w = e.watcher;
+    e.watcher = undefined;
+    e.watcherId = undefined;
+    if (w) await w.stop().catch((err) => this.log.warn({ service: e.name, err: errorMessage(err) }, 'stopping a watcher failed'));
+  }
+
+  private onHosts(e: Entry, report: HostReport): void {
+    if (e.unavailable) this.log.info({ service: e.name }, 'watcher available again');
+    e.unavailable = undefined;
+    const before = new Map(e.hostProblems.map((p) => [p.where + '\n' + p.message, p]));
+    e.hostProblems = report.problems.map((p) => {
+      const old = before.get(p.where + '\n' + p.message);
+      if (!old) this.log.error({ service: e.name, where: p.where }, p.message);
+      return old ?? this.problem('HOST_INVALID', p.where, p.message);
+    });
+    e.reported = report.hosts;
+    this.settleHosts(e);
+  }
+
+  /** Applies fail static and the removal cap to the last report; re-runs itself while removals are held back. */
+  private settleHosts(e: Entry): void {
+    if (!e.reported) return;
+    const r = applyFailStatic(e.hosts, e.reported, this.cp.maxRemovalShare);
+    if (r.warning) {
+      const detail = e.hostProblems.length > 0 ? ` (${e.hostProblems.map((p) => `${p.where}: ${p.message}`).slice(0, 3).join('; ')})` : '';
+      const message = r.warning + detail;
+      if (e.warning?.message !== message) this.log.warn({ service: e.name }, message);
+      e.warning = this.problem('FAIL_STATIC', `service ${e.name}`, message, e.warning);
+    } else {
+      if (e.warning) this.log.info({ service: e.name, hosts: r.hosts.length }, 'hosts reported again; fail static lifted');
+      e.warning = undefined;
+    }
+    if (r.hosts !== e.hosts) {
+      e.hosts = r.hosts;
+      this.coalescer.poke();
+    }
+    if (r.heldBack > 0) {
+      const generation = e.generation;
+      this.clock.setTimeout(() => {
+        if (e.generation === generation && !this.stopped) this.settleHosts(e);
+      }, this.cp.removalStepMs);
+    }
+  }
+
+  private onUnavailable(e: Entry, reason: string): void {
+    const n = e.hosts?.length ?? 0;
+    const message = `${reason}; keeping the ${n} previous host(s) (fail static)`;
+    if (e.unavailable?.message !== message) this.log.warn({ service: e.name }, message);
+    e.unavailable = this.problem(reason.includes('zookeeper') ? 'ZK_DISCONNECTED' : 'WATCHER_FAILED', `service ${e.name}`, message, e.unavailable);
+    if (e.hosts === undefined) {
+      e.hosts = [];
+      this.coalescer.poke();
+    }
+  }
+
+  private publish(): void {
+    if (this.stopped || !this.sourceSynced) return;
+    const views: ServiceView[] = [];
+    for (const e of this.entries.values()) {
+      if (!e.config) continue;
+      if (e.hosts === undefined) {
+        if (this.state === undefined) return; // first snapshot waits for every watcher (bounded by its timer)
+        continue; // a new service appears once its watcher reported, in one revision with its hosts
+      }
+      views.push({ config: e.config, hosts: e.hosts });
+    }
+    const started = Date.now();
+    const { state, problems } = buildDesiredStateChecked({ haproxy: this.haproxy, services: views, previous: this.state });
+    for (const e of this.entries.values()) e.buildProblems = [];
+    for (const p of problems) {
+      const e = p.service ? this.entries.get(p.service) : undefined;
+      if (e) e.buildProblems.push(this.problem('STATE_INVALID', p.where, p.message));
+      this.log.error({ service: p.service, where: p.where }, `rejected: ${p.message}`);
+    }
+    if (state.version === this.state?.version) return;
+    this.state = state;
+    this.log.info(
+      { version: state.version, services: state.services.length, servers: state.services.reduce((n, s) => n + s.servers.length, 0), buildMs: Date.now() - started },
+      'new desired state',
+    );
+    for (const l of [...this.listeners]) {
+      try {
+        l(state);
+      } catch (err) {
+        this.log.error({ err: errorMessage(err) }, 'snapshot listener failed');
+      }
+    }
+  }
+
+  private problem(code: ErrorCode, where: string, message: string, previous?: Problem): Problem {
+    if (previous && previous.message === message && previous.where === where && previous.code === code) return previous;
+    return { code, where, message, since: this.clock.now() };
+  }
+}

@@ -1,0 +1,138 @@
+import { isIP } from 'node:net';
+import yaml from 'js-yaml';
+import { ProxyMgrError } from '../common/errors';
+import { NAME_RE } from '../common/validate-state';
+import { DEFAULT_BIND_ADDRESS } from '../common/types';
+import { parseHostEntry } from './host';
+import { DnsBackend, Host, RawServiceConfig, ServiceConfig, WatcherSpec } from './types';
+
+/** Service configs larger than this are refused before parsing (a runaway writer must not stall discovery). */
+export const MAX_SERVICE_CONFIG_BYTES = 64 * 1024;
+
+export class ServiceConfigError extends ProxyMgrError {
+  readonly where: string;
+
+  constructor(where: string, message: string) {
+    super('SERVICE_CONFIG_INVALID', `${where}: ${message}`);
+    this.where = where;
+  }
+}
+
+const WATCHER_TYPES = ['zookeeper', 'dns', 'file', 'static'] as const;
+// eslint-disable-next-line no-control-regex
+const CONTROL_RE = /[\x00-\x1f\x7f]/;
+
+/**
+ * Parses and validates one service config (the original ProxyMgr's JSON, or the same document as YAML).
+ * Throws ServiceConfigError naming the origin, the key and what is expected.
+ */
+export function parseServiceConfig(raw: RawServiceConfig): ServiceConfig {
+  const at = raw.origin;
+  const fail = (message: string): never => {
+    throw new ServiceConfigError(at, message);
+  };
+  if (!NAME_RE.test(raw.name)) fail(`service name ${JSON.stringify(raw.name)} is not a valid HAProxy section name ([A-Za-z0-9_.:-]+)`);
+  const bytes = Buffer.byteLength(raw.text);
+  if (bytes > MAX_SERVICE_CONFIG_BYTES) fail(`${bytes} bytes is larger than the limit of ${MAX_SERVICE_CONFIG_BYTES} bytes`);
+  let doc: unknown;
+  try {
+    doc = raw.format === 'json' ? JSON.parse(raw.text) : yaml.load(raw.text, { filename: at });
+  } catch (err) {
+    fail(`not valid ${raw.format === 'json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) fail(`expected a ${raw.format === 'json' ? 'JSON object' : 'mapping'}, got ${describe(doc)}`);
+  const o = doc as Record<string, unknown>;
+  const type = o.type;
+  if (typeof type !== 'string' || !(WATCHER_TYPES as readonly string[]).includes(type)) {
+    fail(`type: unknown watcher type ${JSON.stringify(type)}; expected one of ${WATCHER_TYPES.map((t) => `"${t}"`).join(', ')}`);
+  }
+  const port = o.port;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) fail(`port: expected an integer 1-65535, got ${describe(port)}`);
+  let bindAddress = DEFAULT_BIND_ADDRESS;
+  if (o.bind_address !== undefined) {
+    if (typeof o.bind_address !== 'string' || isIP(o.bind_address) === 0) fail(`bind_address: expected an IPv4 or IPv6 literal, got ${describe(o.bind_address)}`);
+    bindAddress = o.bind_address as string;
+  }
+  return {
+    name: raw.name,
+    port: port as number,
+    bindAddress,
+    listenOptions: lines(o.listen_options, 'listen_options', fail),
+    serverOptions: lines(o.server_options, 'server_options', fail),
+    watcher: watcherSpec(type as WatcherSpec['type'], o, fail),
+  };
+}
+
+function watcherSpec(type: WatcherSpec['type'], o: Record<string, unknown>, fail: (m: string) => never): WatcherSpec {
+  switch (type) {
+    case 'zookeeper': {
+      const p = o.path;
+      if (typeof p !== 'string' || !p.startsWith('/') || p.length < 2 || p.endsWith('/') || p.includes('//')) {
+        fail(`path: expected a ZooKeeper path such as "/services/web", got ${describe(p)}`);
+      }
+      if (o.server === undefined) return { type, path: p as string };
+      const server = o.server;
+      if (typeof server !== 'string' || !server.split(',').every((hp) => /^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/.test(hp.trim()))) {
+        fail(`server: expected a "host:port[,host:port]" ZooKeeper ensemble, got ${describe(server)}`);
+      }
+      return { type, server: server as string, path: p as string };
+    }
+    case 'dns': {
+      if (!Array.isArray(o.backends) || o.backends.length === 0) fail(`backends: expected a non-empty list such as [{"name":"db.example.com","port":5432}] or [{"srv":"_http._tcp.web.example.com"}], got ${describe(o.backends)}`);
+      const backends = (o.backends as unknown[]).map((b, i): DnsBackend => {
+        const key = `backends[${i}]`;
+        if (typeof b !== 'object' || b === null || Array.isArray(b)) return fail(`${key}: expected an object, got ${describe(b)}`);
+        const e = b as Record<string, unknown>;
+        if (e.srv !== undefined) {
+          if (typeof e.srv !== 'string' || !dnsName(e.srv)) return fail(`${key}.srv: expected an SRV name such as "_http._tcp.web.example.com", got ${describe(e.srv)}`);
+          return { kind: 'srv', name: e.srv };
+        }
+        if (typeof e.name !== 'string' || !dnsName(e.name)) return fail(`${key}.name: expected a DNS name, got ${describe(e.name)}`);
+        if (typeof e.port !== 'number' || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535) return fail(`${key}.port: expected an integer 1-65535, got ${describe(e.port)}`);
+        return { kind: 'a', name: e.name, port: e.port };
+      });
+      if (o.nameservers === undefined) return { type, backends };
+      if (!Array.isArray(o.nameservers) || !o.nameservers.every((n) => typeof n === 'string' && n !== '')) fail(`nameservers: expected a list of "ip[:port]" strings, got ${describe(o.nameservers)}`);
+      return { type, backends, nameservers: o.nameservers as string[] };
+    }
+    case 'file': {
+      if (typeof o.file !== 'string' || !o.file.startsWith('/')) fail(`file: expected an absolute path of a file with one host:port per line, got ${describe(o.file)}`);
+      return { type, file: o.file as string };
+    }
+    case 'static': {
+      if (!Array.isArray(o.hosts)) fail(`hosts: expected a list of "host:port" strings or {"address","port"} objects, got ${describe(o.hosts)}`);
+      const hosts: Host[] = (o.hosts as unknown[]).map((h, i) => {
+        try {
+          return parseHostEntry(h);
+        } catch (err) {
+          return fail(`hosts[${i}]: ${(err as Error).message}`);
+        }
+      });
+      return { type, hosts };
+    }
+  }
+}
+
+function lines(value: unknown, key: string, fail: (m: string) => never): string[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) return fail(`${key}: expected a list of strings, got ${describe(value)}`);
+  return value.map((line, i) => {
+    if (typeof line !== 'string') return fail(`${key}[${i}]: expected a string, got ${describe(line)}`);
+    if (CONTROL_RE.test(line)) return fail(`${key}[${i}]: contains a newline or control character`);
+    return line;
+  });
+}
+
+function dnsName(s: string): boolean {
+  return s.length <= 253 && /^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?$/.test(s);
+}
+
+export function describe(value: unknown): string {
+  if (Array.isArray(value)) return 'a list';
+  if (value === null) return 'null';
+  if (value === undefined) return 'nothing';
+  if (typeof value === 'object') return 'an object';
+  const json = JSON.stringify(value);
+  return `${typeof value} ${json.length > 60 ? json.slice(0, 57) + '...' : json}`;
+}
+

@@ -1,0 +1,107 @@
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import yaml from 'js-yaml';
+import { Logger } from '../../common/log';
+import { followDir } from '../follow';
+import { RawServiceConfig, ServiceConfigSource, SourceListener } from '../types';
+
+export interface FileSourceOptions {
+  /** A directory with one `<service>.json|.yml|.yaml` per service, or one YAML/JSON file mapping name → config. */
+  readonly path: string;
+  readonly pollMs: number;
+  readonly log: Logger;
+}
+
+const EXT_RE = /^(.+)\.(json|ya?ml)$/;
+
+/**
+ * Service configs from disk, for a ZooKeeper-less start: the same documents as the ZooKeeper nodes, followed by
+ * fs events with a polling fallback. A file that cannot be read or parsed as a whole leaves everything as it was.
+ */
+export class FileSource implements ServiceConfigSource {
+  private stopFollow: (() => void) | undefined;
+  private last = '';
+  private scanning: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+
+  constructor(private readonly options: FileSourceOptions) {}
+
+  start(listener: SourceListener): void {
+    const target = this.options.path;
+    const scan = () => {
+      if (this.stopped) return;
+      if (this.scanning) {
+        this.again = true;
+        return;
+      }
+      this.scanning = this.scan(listener).finally(() => {
+        this.scanning = undefined;
+        if (this.again) {
+          this.again = false;
+          scan();
+        }
+      });
+    };
+    void fsp
+      .stat(target)
+      .then((st) => (st.isDirectory() ? target : path.dirname(target)))
+      .catch(() => path.dirname(target))
+      .then((dir) => {
+        if (this.stopped) return;
+        this.stopFollow = followDir(dir, scan, this.options.pollMs);
+        scan();
+      });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.stopFollow?.();
+    await this.scanning;
+  }
+
+  private async scan(listener: SourceListener): Promise<void> {
+    const target = this.options.path;
+    let configs: Map<string, RawServiceConfig>;
+    try {
+      const st = await fsp.stat(target);
+      configs = st.isDirectory() ? await readDir(target) : await readOne(target);
+    } catch (err) {
+      const reason = `service configs at ${target} cannot be read: ${(err as Error).message}`;
+      if (this.last !== reason) listener.unavailable(reason);
+      this.last = reason;
+      return;
+    }
+    const key = JSON.stringify([...configs.values()].map((c) => [c.name, c.text]));
+    if (key === this.last) return;
+    this.last = key;
+    listener.configs(configs);
+  }
+}
+
+async function readDir(dir: string): Promise<Map<string, RawServiceConfig>> {
+  const out = new Map<string, RawServiceConfig>();
+  for (const entry of (await fsp.readdir(dir)).sort()) {
+    const m = EXT_RE.exec(entry);
+    if (!m || entry.startsWith('.')) continue;
+    const file = path.join(dir, entry);
+    let text: string;
+    try {
+      text = await fsp.readFile(file, 'utf8');
+    } catch {
+      continue; // removed between readdir and read
+    }
+    out.set(m[1]!, { name: m[1]!, text, origin: file, format: m[2] === 'json' ? 'json' : 'yaml' });
+  }
+  return out;
+}
+
+async function readOne(file: string): Promise<Map<string, RawServiceConfig>> {
+  const doc = yaml.load(await fsp.readFile(file, 'utf8'), { filename: file });
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('expected a mapping of service name to service config');
+  const out = new Map<string, RawServiceConfig>();
+  for (const [name, value] of Object.entries(doc as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    out.set(name, { name, text: JSON.stringify(value), origin: `${file}: ${name}`, format: 'json' });
+  }
+  return out;
+}

@@ -1,0 +1,92 @@
+/**
+ * The seams of discovery: a service-config source feeds raw service configs, one watcher per service feeds its
+ * hosts, and the pure builder turns the accepted view into a DesiredState.
+ */
+import { ErrorCode } from '../common/errors';
+
+/** One backend host as a watcher reports it, already validated. */
+export interface Host {
+  /** Stable server name, `[A-Za-z0-9_.:-]+` (ZK child name, Nerve `name`, or `address_port`). */
+  readonly name: string;
+  readonly address: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly options: readonly string[];
+  /** Nerve labels, kept for later use (not rendered). */
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/** The watcher part of a service config; `type` picks the implementation. */
+export type WatcherSpec =
+  | { readonly type: 'zookeeper'; readonly server?: string; readonly path: string }
+  | { readonly type: 'dns'; readonly backends: readonly DnsBackend[]; readonly nameservers?: readonly string[] }
+  | { readonly type: 'file'; readonly file: string }
+  | { readonly type: 'static'; readonly hosts: readonly Host[] };
+
+export type DnsBackend =
+  | { readonly kind: 'a'; readonly name: string; readonly port: number }
+  | { readonly kind: 'srv'; readonly name: string };
+
+/** A parsed, valid service config: the `listen` section plus how to find its hosts. */
+export interface ServiceConfig {
+  readonly name: string;
+  readonly port: number;
+  readonly bindAddress: string;
+  readonly listenOptions: readonly string[];
+  readonly serverOptions: readonly string[];
+  readonly watcher: WatcherSpec;
+}
+
+/** A service config as a source delivers it: unparsed text plus where it came from (for error messages). */
+export interface RawServiceConfig {
+  readonly name: string;
+  readonly text: string;
+  /** A ZooKeeper path or a file path. */
+  readonly origin: string;
+  /** `json` (ZooKeeper, *.json) or `yaml` (*.yml, *.yaml); JSON is valid YAML, but errors read better per format. */
+  readonly format: 'json' | 'yaml';
+}
+
+/** Something worth telling an operator about one service; exposed through `Discovery.errors()`. */
+export interface Problem {
+  readonly code: ErrorCode;
+  /** What it is about: a ZooKeeper path, a file:line, a DNS name. */
+  readonly where: string;
+  readonly message: string;
+  /** Epoch ms when it was first seen. */
+  readonly since: number;
+}
+
+/** What a source tells discovery. */
+export interface SourceListener {
+  /** The complete current set of service configs (name → raw). */
+  configs(configs: ReadonlyMap<string, RawServiceConfig>): void;
+  /** The source cannot be read right now; everything stays as it was. */
+  unavailable(reason: string): void;
+}
+
+/** A source of service configs (`zookeeper` or `file`); one implementation per file under sources/. */
+export interface ServiceConfigSource {
+  start(listener: SourceListener): void;
+  stop(): Promise<void>;
+}
+
+/** One full report from a watcher. */
+export interface HostReport {
+  /** Every valid host the watcher sees now. */
+  readonly hosts: readonly Host[];
+  /** Entries that were skipped (malformed node, bad line, failed lookup), each naming where. */
+  readonly problems: readonly { readonly where: string; readonly message: string }[];
+}
+
+export interface WatcherListener {
+  hosts(report: HostReport): void;
+  /** The backing system cannot be read (lost session, DNS timeout, missing file): keep the previous hosts. */
+  unavailable(reason: string): void;
+}
+
+/** Follows the hosts of one service; one implementation per file under watchers/. */
+export interface Watcher {
+  start(listener: WatcherListener): void;
+  stop(): Promise<void>;
+}

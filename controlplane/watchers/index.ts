@@ -1,0 +1,48 @@
+import { ControlPlaneConfig } from '../../common/config';
+import { Logger } from '../../common/log';
+import { ServiceConfigError } from '../service-config';
+import { ServiceConfig, Watcher } from '../types';
+import { ZkSessionManager } from '../zk/manager';
+import { DnsWatcher } from './dns';
+import { FileWatcher } from './file';
+import { StaticWatcher } from './static';
+import { ZookeeperWatcher } from './zookeeper';
+
+export interface WatcherContext {
+  readonly zk: ZkSessionManager;
+  /** The service-config source's ensemble, used when a zookeeper watcher names no `server`. */
+  readonly defaultZkServers?: string;
+  readonly controlplane: ControlPlaneConfig;
+  readonly log: Logger;
+}
+
+/** The watcher a service config asks for. Throws ServiceConfigError when the config cannot be honoured here. */
+export function createWatcher(config: ServiceConfig, origin: string, ctx: WatcherContext): Watcher {
+  const spec = config.watcher;
+  const log = ctx.log.child({ service: config.name, watcher: spec.type });
+  switch (spec.type) {
+    case 'zookeeper': {
+      const servers = spec.server ?? ctx.defaultZkServers;
+      if (!servers) throw new ServiceConfigError(origin, 'server: missing; a zookeeper watcher needs "server" when service configs do not come from ZooKeeper');
+      return new ZookeeperWatcher({ zk: ctx.zk, servers, path: spec.path, log });
+    }
+    case 'dns':
+      return new DnsWatcher({
+        backends: spec.backends,
+        nameservers: spec.nameservers ?? ctx.controlplane.dnsNameservers,
+        minTtlMs: ctx.controlplane.dnsMinTtlMs,
+        maxTtlMs: ctx.controlplane.dnsMaxTtlMs,
+        log,
+      });
+    case 'file':
+      return new FileWatcher({ file: spec.file, pollMs: ctx.controlplane.filePollMs });
+    case 'static':
+      return new StaticWatcher(spec.hosts);
+  }
+}
+
+/** What identifies a running watcher: equal keys mean a config change can keep the watcher (and its hosts). */
+export function watcherIdentity(config: ServiceConfig, ctx: Pick<WatcherContext, 'defaultZkServers'>): string {
+  const spec = config.watcher;
+  return JSON.stringify(spec.type === 'zookeeper' ? { ...spec, server: spec.server ?? ctx.defaultZkServers } : spec);
+}

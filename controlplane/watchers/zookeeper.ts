@@ -1,0 +1,71 @@
+import { Logger } from '../../common/log';
+import { parseHostNode } from '../host';
+import { Host, Watcher, WatcherListener } from '../types';
+import { ZkChildrenWatch } from '../zk/children-watch';
+import { ZkLease, ZkSessionManager } from '../zk/manager';
+
+export interface ZookeeperWatcherOptions {
+  readonly zk: ZkSessionManager;
+  /** The service's own `server` ensemble, or the service-config source's. */
+  readonly servers: string;
+  readonly path: string;
+  readonly log: Logger;
+}
+
+/**
+ * Hosts from the children of a ZooKeeper path: `{"address","port"}` or Nerve's `{"host","port","name",...}`.
+ * Only changed children are re-read (see ZkChildrenWatch); a malformed node is skipped and named by its path.
+ */
+export class ZookeeperWatcher implements Watcher {
+  private lease: ZkLease | undefined;
+  private watch: ZkChildrenWatch | undefined;
+  /** Parsed hosts by the exact bytes they came from, so a report re-parses only the nodes that changed. */
+  private parsed = new Map<string, { data: Buffer; host?: Host; error?: string }>();
+
+  constructor(private readonly options: ZookeeperWatcherOptions) {}
+
+  start(listener: WatcherListener): void {
+    const { zk, servers, path, log } = this.options;
+    this.lease = zk.acquire(servers);
+    this.watch = new ZkChildrenWatch(
+      this.lease.session,
+      path,
+      {
+        children: (data) => {
+          const next = new Map<string, { data: Buffer; host?: Host; error?: string }>();
+          const hosts: Host[] = [];
+          const problems: { where: string; message: string }[] = [];
+          for (const [child, buf] of data) {
+            let entry = this.parsed.get(child);
+            if (!entry || !entry.data.equals(buf)) {
+              try {
+                entry = { data: buf, host: parseHostNode(child, buf) };
+              } catch (err) {
+                entry = { data: buf, error: (err as Error).message };
+              }
+            }
+            next.set(child, entry);
+            if (entry.host) hosts.push(entry.host);
+            else problems.push({ where: `zookeeper ${path}/${child}`, message: `malformed host node skipped: ${entry.error}` });
+          }
+          this.parsed = next;
+          listener.hosts({ hosts, problems });
+        },
+        missing: () => {
+          this.parsed.clear();
+          listener.hosts({ hosts: [], problems: [{ where: `zookeeper ${path}`, message: 'path does not exist' }] });
+        },
+        unavailable: (reason) => listener.unavailable(reason),
+      },
+      log.child({ component: 'watcher-zookeeper', path }),
+    );
+    this.watch.start();
+  }
+
+  async stop(): Promise<void> {
+    this.watch?.stop();
+    this.lease?.release();
+    this.watch = undefined;
+    this.lease = undefined;
+  }
+}

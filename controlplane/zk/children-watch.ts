@@ -1,0 +1,187 @@
+import zookeeper, { Client, Event } from 'node-zookeeper-client';
+import { Logger } from '../../common/log';
+import { Clock, systemClock } from '../coalescer';
+import { ZkSession } from './session';
+
+export interface ChildrenListener {
+  /** The complete current children of the path with their data, after every change. */
+  children(data: ReadonlyMap<string, Buffer>): void;
+  /** The path itself does not exist (it is watched and followed once created). */
+  missing(): void;
+  /** The session is disconnected or lost: what was reported last may be stale. */
+  unavailable(reason: string): void;
+}
+
+const RETRY_MS = 1000;
+/** A stream of changes that never lets the in-flight count reach zero still gets reported this often. */
+const MAX_QUIET_MS = 100;
+
+/**
+ * Follows the children of one ZooKeeper path and each child's data, with ZooKeeper's one-shot watches re-armed on
+ * every read. A children event reads only the new children; a data event re-reads only that child. After every
+ * (re)connection the whole path is read again, because events may have been missed meanwhile. Reports are sent
+ * when the reads in flight have all come back, so a listener never sees half of a resync.
+ */
+export class ZkChildrenWatch {
+  private client: Client | undefined;
+  private epoch = 0;
+  private inFlight = 0;
+  private dirty = false;
+  private lastReport = 0;
+  private stopped = false;
+  private unsubscribe: (() => void) | undefined;
+  private retryTimer: unknown;
+  private readonly data = new Map<string, Buffer>();
+  private readonly dataWatchers = new Map<string, (e: Event) => void>();
+  private readonly clock: Clock;
+
+  constructor(
+    private readonly session: ZkSession,
+    readonly path: string,
+    private readonly listener: ChildrenListener,
+    private readonly log: Logger,
+    clock?: Clock,
+  ) {
+    this.clock = clock ?? systemClock;
+  }
+
+  start(): void {
+    this.unsubscribe = this.session.subscribe({
+      connected: (client) => {
+        this.client = client;
+        this.epoch++;
+        this.inFlight = 0;
+        this.lastReport = this.clock.now();
+        this.readChildren(true);
+      },
+      disconnected: (reason) => {
+        this.client = undefined;
+        this.epoch++;
+        this.inFlight = 0;
+        this.listener.unavailable(reason);
+      },
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.epoch++;
+    this.unsubscribe?.();
+    if (this.retryTimer !== undefined) this.clock.clearTimeout(this.retryTimer);
+  }
+
+  private readonly childrenWatcher = (): void => {
+    if (!this.stopped) this.readChildren(false);
+  };
+
+  private readonly existsWatcher = (): void => {
+    if (!this.stopped) this.readChildren(true);
+  };
+
+  private dataWatcher(child: string): (e: Event) => void {
+    let w = this.dataWatchers.get(child);
+    if (!w) {
+      w = (e: Event) => {
+        if (!this.stopped && e.getType() === Event.NODE_DATA_CHANGED && this.data.has(child)) this.readChild(child);
+      };
+      this.dataWatchers.set(child, w);
+    }
+    return w;
+  }
+
+  /** Reads the children (re-arming the watch); `full` re-reads every child's data too. */
+  private readChildren(full: boolean): void {
+    const client = this.client;
+    if (!client) return;
+    const epoch = this.epoch;
+    this.inFlight++;
+    client.getChildren(this.path, this.childrenWatcher, (err, children) => {
+      if (epoch !== this.epoch) return;
+      this.inFlight--;
+      if (err) {
+        if ((err as { code?: number }).code === zookeeper.Exception.NO_NODE) {
+          this.watchExistence(client, epoch);
+        } else {
+          this.retryLater(`reading children of ${this.path} failed: ${String(err)}`, err);
+        }
+        this.maybeReport();
+        return;
+      }
+      const present = new Set(children);
+      for (const known of [...this.data.keys()]) {
+        if (!present.has(known)) {
+          this.data.delete(known);
+          this.dataWatchers.delete(known);
+          this.dirty = true;
+        }
+      }
+      if (full) this.dirty = true;
+      for (const child of children) {
+        if (full || !this.data.has(child)) this.readChild(child);
+      }
+      this.maybeReport();
+    });
+  }
+
+  private readChild(child: string): void {
+    const client = this.client;
+    if (!client) return;
+    const epoch = this.epoch;
+    this.inFlight++;
+    client.getData(`${this.path}/${child}`, this.dataWatcher(child), (err, data) => {
+      if (epoch !== this.epoch) return;
+      this.inFlight--;
+      if (err) {
+        if ((err as { code?: number }).code === zookeeper.Exception.NO_NODE) {
+          // Deleted between the children read and this one; the children watch reports the deletion too.
+          this.dirty = this.data.delete(child) || this.dirty;
+        } else {
+          this.retryLater(`reading ${this.path}/${child} failed: ${String(err)}`, err);
+        }
+      } else {
+        this.data.set(child, data ?? Buffer.alloc(0));
+        this.dirty = true;
+      }
+      this.maybeReport();
+    });
+  }
+
+  private watchExistence(client: Client, epoch: number): void {
+    this.inFlight++;
+    client.exists(this.path, this.existsWatcher, (err, stat) => {
+      if (epoch !== this.epoch) return;
+      this.inFlight--;
+      if (err) {
+        this.retryLater(`checking ${this.path} failed: ${String(err)}`, err);
+      } else if (stat) {
+        this.readChildren(true); // created between the two reads
+      } else {
+        this.data.clear();
+        this.dataWatchers.clear();
+        this.dirty = false;
+        this.listener.missing();
+      }
+    });
+  }
+
+  private maybeReport(): void {
+    if (!this.dirty) return;
+    const now = this.clock.now();
+    if (this.inFlight > 0 && now - this.lastReport < MAX_QUIET_MS) return;
+    this.dirty = false;
+    this.lastReport = now;
+    this.listener.children(new Map(this.data));
+  }
+
+  /** Errors other than a lost connection (which a reconnect resolves): try a full read again shortly. */
+  private retryLater(why: string, err?: unknown): void {
+    const code = (err as { code?: number } | undefined)?.code;
+    if (code === zookeeper.Exception.CONNECTION_LOSS || code === zookeeper.Exception.SESSION_EXPIRED) return;
+    this.log.warn({ path: this.path }, `${why}; retrying in ${RETRY_MS} ms`);
+    if (this.retryTimer !== undefined) return;
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.stopped) this.readChildren(true);
+    }, RETRY_MS);
+  }
+}

@@ -1,0 +1,63 @@
+import { Logger } from '../../common/log';
+import { ZkSession, ZkSessionOptions } from './session';
+
+export interface ZkLease {
+  readonly session: ZkSession;
+  /** Gives the session back; the last release closes it. */
+  release(): void;
+}
+
+/**
+ * One session per ensemble: sources and watchers that name the same ensemble (in any order of its servers)
+ * share one connection and one set of watches, as the original ProxyMgr did.
+ */
+export class ZkSessionManager {
+  private readonly sessions = new Map<string, { session: ZkSession; refs: number }>();
+
+  constructor(private readonly options: Omit<ZkSessionOptions, 'log'> & { log: Logger }) {}
+
+  acquire(connectString: string): ZkLease {
+    const key = normalizeEnsemble(connectString);
+    let entry = this.sessions.get(key);
+    if (!entry) {
+      entry = { session: new ZkSession(key, this.options), refs: 0 };
+      this.sessions.set(key, entry);
+      entry.session.start();
+    }
+    entry.refs++;
+    const e = entry;
+    let released = false;
+    return {
+      session: e.session,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (--e.refs === 0) {
+          e.session.close();
+          if (this.sessions.get(key) === e) this.sessions.delete(key);
+        }
+      },
+    };
+  }
+
+  /** Number of open sessions (for tests and metrics). */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  closeAll(): void {
+    for (const e of this.sessions.values()) e.session.close();
+    this.sessions.clear();
+  }
+}
+
+/** "b:2181, a:2181" and "a:2181,b:2181" are one ensemble. */
+export function normalizeEnsemble(connectString: string): string {
+  const [hosts, ...chroot] = connectString.split('/');
+  const sorted = (hosts ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter((h) => h !== '')
+    .sort();
+  return sorted.join(',') + (chroot.length ? '/' + chroot.join('/') : '');
+}

@@ -1,0 +1,177 @@
+import zookeeper, { Client, State } from 'node-zookeeper-client';
+import { Logger } from '../../common/log';
+import { Clock, systemClock } from '../coalescer';
+
+export interface ZkSessionOptions {
+  /** Requested session timeout; the server clamps it (2..20 ticks). */
+  readonly sessionTimeoutMs: number;
+  /**
+   * Within a session the client library reconnects by itself, waiting a random 0..spinDelayMs between rounds over
+   * the ensemble (jitter, and it keeps the session and its watches).
+   */
+  readonly spinDelayMs?: number;
+  /** A new session (after expiry, or when none could be opened) waits with exponential backoff and jitter. */
+  readonly backoffInitialMs?: number;
+  readonly backoffMaxMs?: number;
+  /** A client that never connected within this long is replaced (next server list round, new backoff step). */
+  readonly connectTimeoutMs?: number;
+  /**
+   * Disconnected this long (default 2 × session timeout) means the session is gone even if the server never said
+   * so (e.g. an ensemble rebuilt with an older zxid refuses the old session forever): open a fresh one.
+   */
+  readonly giveUpSessionAfterMs?: number;
+  readonly log: Logger;
+  readonly clock?: Clock;
+  readonly random?: () => number;
+  /** For tests: how a client is made. */
+  readonly createClient?: (connectString: string, options: { sessionTimeout: number; spinDelay: number; retries: number }) => Client;
+}
+
+export interface ZkSessionListener {
+  /** Connected; `newSession` is true for the first connection of every session (nothing is watched yet). */
+  connected(client: Client, info: { readonly newSession: boolean }): void;
+  /** The connection or the session is gone; watches may have missed events and must be resynced. */
+  disconnected(reason: string): void;
+}
+
+export type ZkSessionState = 'connecting' | 'connected' | 'disconnected' | 'closed';
+
+/**
+ * One ZooKeeper session for one ensemble, shared by every source and watcher that uses the ensemble. Listeners
+ * hear `connected` after every (re)connection — they re-arm their one-shot watches and resync in full — and
+ * `disconnected` when the connection drops or the session expires; an expired session is replaced by a new one.
+ */
+export class ZkSession {
+  private client: Client | undefined;
+  private generation = 0;
+  private connectedOnce = false;
+  private attempts = 0;
+  private timer: unknown;
+  private lostTimer: unknown;
+  private stateValue: ZkSessionState = 'connecting';
+  private readonly listeners = new Set<ZkSessionListener>();
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly log: Logger;
+
+  constructor(
+    readonly connectString: string,
+    private readonly options: ZkSessionOptions,
+  ) {
+    this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+    this.log = options.log.child({ component: 'zk-session', ensemble: connectString });
+  }
+
+  get state(): ZkSessionState {
+    return this.stateValue;
+  }
+
+  /** The live client while connected. */
+  get current(): Client | undefined {
+    return this.stateValue === 'connected' ? this.client : undefined;
+  }
+
+  start(): void {
+    if (this.client || this.stateValue === 'closed') return;
+    this.open();
+  }
+
+  /** Adds a listener; if the session is connected it hears `connected` at once. Returns the unsubscribe. */
+  subscribe(listener: ZkSessionListener): () => void {
+    this.listeners.add(listener);
+    if (this.stateValue === 'connected' && this.client) listener.connected(this.client, { newSession: true });
+    return () => this.listeners.delete(listener);
+  }
+
+  close(): void {
+    this.stateValue = 'closed';
+    this.clearTimers();
+    this.generation++;
+    this.client?.removeAllListeners();
+    this.client?.close();
+    this.client = undefined;
+    this.listeners.clear();
+  }
+
+  private open(): void {
+    const gen = ++this.generation;
+    const make = this.options.createClient ?? ((cs, o) => zookeeper.createClient(cs, o));
+    const client = make(this.connectString, {
+      sessionTimeout: this.options.sessionTimeoutMs,
+      spinDelay: this.options.spinDelayMs ?? 1000,
+      retries: 0,
+    });
+    this.client = client;
+    this.connectedOnce = false;
+    this.stateValue = 'connecting';
+    client.on('state', (s: State) => {
+      if (gen === this.generation) this.onState(client, s);
+    });
+    const connectTimeout = this.options.connectTimeoutMs ?? Math.max(2000, this.options.sessionTimeoutMs);
+    this.timer = this.clock.setTimeout(() => {
+      if (gen === this.generation && !this.connectedOnce) this.replace(`no connection to ${this.connectString} within ${connectTimeout} ms`);
+    }, connectTimeout);
+    client.connect();
+  }
+
+  private onState(client: Client, s: State): void {
+    if (s === State.SYNC_CONNECTED || s === State.CONNECTED_READ_ONLY) {
+      const newSession = !this.connectedOnce;
+      this.connectedOnce = true;
+      this.attempts = 0;
+      this.clearTimers();
+      this.stateValue = 'connected';
+      this.log.info({ newSession, sessionTimeoutMs: client.getSessionTimeout() }, 'zookeeper connected');
+      for (const l of [...this.listeners]) l.connected(client, { newSession });
+    } else if (s === State.DISCONNECTED) {
+      if (this.stateValue !== 'connected') return;
+      this.stateValue = 'disconnected';
+      this.log.warn({}, 'zookeeper connection lost; reconnecting (the session and its watches survive a short outage)');
+      this.emitDisconnected('zookeeper connection lost');
+      const giveUp = this.options.giveUpSessionAfterMs ?? 2 * this.options.sessionTimeoutMs;
+      const gen = this.generation;
+      this.lostTimer = this.clock.setTimeout(() => {
+        if (gen === this.generation && this.stateValue !== 'connected') this.replace(`disconnected for more than ${giveUp} ms; the session cannot be resumed`);
+      }, giveUp);
+    } else if (s === State.EXPIRED || s === State.AUTH_FAILED) {
+      const reason = s === State.EXPIRED ? 'zookeeper session expired' : 'zookeeper authentication failed';
+      if (this.stateValue !== 'connected') this.emitDisconnected(reason);
+      this.replace(reason);
+    }
+  }
+
+  private emitDisconnected(reason: string): void {
+    for (const l of [...this.listeners]) l.disconnected(reason);
+  }
+
+  /** Drops the current client and opens a new session after exponential backoff with jitter. */
+  private replace(reason: string): void {
+    this.clearTimers();
+    const old = this.client;
+    this.generation++;
+    this.client = undefined;
+    if (this.stateValue === 'connected') this.emitDisconnected(reason);
+    this.stateValue = 'disconnected';
+    if (old) {
+      old.removeAllListeners();
+      old.close();
+    }
+    const base = this.options.backoffInitialMs ?? 200;
+    const cap = this.options.backoffMaxMs ?? 30_000;
+    const step = Math.min(cap, base * 2 ** this.attempts);
+    const delay = Math.round(step / 2 + (this.random() * step) / 2);
+    this.attempts++;
+    this.log.warn({ reason, retryInMs: delay, attempt: this.attempts }, 'opening a new zookeeper session');
+    this.timer = this.clock.setTimeout(() => {
+      if (this.stateValue !== 'closed') this.open();
+    }, delay);
+  }
+
+  private clearTimers(): void {
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    if (this.lostTimer !== undefined) this.clock.clearTimeout(this.lostTimer);
+    this.timer = undefined;
+    this.lostTimer = undefined;
+  }
+}
