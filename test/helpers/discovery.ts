@@ -1,0 +1,25 @@
+import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource as SourceConfig } from '../../common/config';
+import { DesiredState, Service } from '../../common/types';
+import { Discovery } from '../../controlplane/discovery';
+
+/** A Discovery with test-friendly timings; stop it in `finally`. */
+export function testDiscovery(serviceConfig: SourceConfig, controlplane: Partial<ControlPlaneConfig> = {}, global: string[] = []): Discovery {
+  return new Discovery({
+    config: {
+      haproxy: { configPath: '/dev/null', socketPath: '/dev/null', binary: 'haproxy', global, defaults: ['timeout connect 5s'] },
+      serviceConfig,
+      controlplane: { ...DEFAULT_CONTROLPLANE_CONFIG, filePollMs: 200, initialSyncTimeoutMs: 2000, zkSessionTimeoutMs: 4000, ...controlplane },
+    },
+  });
+}
+
+/** `name → ["addr:port", …]` of a snapshot, sorted: the part of the state most assertions are about. */
+export function endpoints(state: DesiredState | undefined): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const s of state?.services ?? []) out[s.name] = s.servers.map((x) => `${x.address}:${x.port}`).sort();
+  return out;
+}
+
+export function service(state: DesiredState | undefined, name: string): Service | undefined {
+  return state?.services.find((s) => s.name === name);
+}
