@@ -1,54 +1,69 @@
 import { loadConfig } from '../common/config';
 import { parseFlags, UsageError } from '../common/args';
 import { createLogger } from '../common/log';
-import { DesiredState } from '../common/types';
-import { Agent } from './agent';
-import { FileStateSource } from './sources/file';
+import { AgentProcess } from './main';
 
-const HELP = `usage: proxymgr agent --config FILE --state FILE
+const HELP = `usage: proxymgr agent --config FILE [--node-id ID] [--labels k=v,...] [--state FILE]
 
 Runs the agent: binds every service's listening socket, runs HAProxy on those sockets and keeps it at the
-desired state — runtime API first, a seamless reload only when a service's shape changes.
+desired state from the control plane (agent.controlplanes in the config) — runtime API first, a seamless
+reload only when a service's shape changes. The last applied state is cached in agent.state_dir and served at
+start while no control plane answers.
 
 options:
-  --config FILE   proxymgr.yml (haproxy: config_path, socket_path, path, global, defaults; agent: state_dir, ...)
-  --state FILE    desired state (JSON or YAML, proto3 JSON form of proxymgr.v1.DesiredState), followed live
-  --help          show this help`;
+  --config FILE     proxymgr.yml (haproxy: config_path, socket_path, path, global, defaults;
+                    agent: controlplanes, node_id, labels, state_dir, admin_listen, metrics_listen, tls)
+  --node-id ID      overrides agent.node_id (default: the host name)
+  --labels k=v,...  overrides agent.labels
+  --state FILE      follow a desired-state file (JSON/YAML, proto3 JSON of proxymgr.v1.DesiredState)
+                    instead of a control plane
+  --help            show this help`;
 
-/** `proxymgr agent`: resolves to the exit code; keeps running until SIGINT/SIGTERM. */
+/** Parses "k=v,k2=v2". */
+export function parseLabels(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of text.split(',').filter((p) => p !== '')) {
+    const m = /^([A-Za-z0-9_./-]+)=([^,]*)$/.exec(pair);
+    if (!m) throw new UsageError(`--labels: "${pair}" is not key=value (key: [A-Za-z0-9_./-]+)`);
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/** Runs until SIGINT/SIGTERM, then stops HAProxy and everything else cleanly. */
+export async function runUntilSignal(stop: () => Promise<void>): Promise<number> {
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await stop();
+  return 0;
+}
+
+/** `proxymgr agent`. */
 export async function runAgentCommand(argv: string[]): Promise<number> {
   let flags;
   try {
-    flags = parseFlags(argv, { config: 'string', state: 'string', help: 'boolean' });
+    flags = parseFlags(argv, { config: 'string', state: 'string', 'node-id': 'string', labels: 'string', help: 'boolean' });
     if (flags.help) {
       console.log(HELP);
       return 0;
     }
     if (typeof flags.config !== 'string') throw new UsageError('--config is required');
-    if (typeof flags.state !== 'string') throw new UsageError('--state is required');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`proxymgr agent: ${err.message}\n\n${HELP}`);
     return 2;
   }
-  const config = loadConfig(flags.config);
-  const log = createLogger({ role: 'agent' });
-  const agent = new Agent({ config, log });
-  const source = new FileStateSource(flags.state, log.child({ component: 'state-file' }));
-  // The file may leave the HAProxy sections out; proxymgr.yml's global/defaults apply then.
-  const withGlobals = (s: DesiredState): DesiredState =>
-    s.haproxy.global.length === 0 && s.haproxy.defaults.length === 0 ? { ...s, haproxy: { global: config.haproxy.global, defaults: config.haproxy.defaults } } : s;
-  await source.start((state) => {
-    agent.apply(withGlobals(state)).catch((err: unknown) => log.error({ err: String(err) }, 'apply failed'));
+  let config = loadConfig(flags.config);
+  const nodeId = typeof flags['node-id'] === 'string' ? flags['node-id'] : undefined;
+  const labels = typeof flags.labels === 'string' ? parseLabels(flags.labels) : undefined;
+  config = { ...config, agent: { ...config.agent, ...(nodeId ? { nodeId } : {}), ...(labels ? { labels } : {}) } };
+  const log = createLogger({ role: 'agent', node_id: config.agent.nodeId });
+  const proc = new AgentProcess({ config, log, stateFile: typeof flags.state === 'string' ? flags.state : undefined });
+  await proc.start();
+  return runUntilSignal(async () => {
+    log.info({}, 'stopping');
+    await proc.stop();
   });
-  agent.startDriftRepair();
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  log.info({}, 'stopping');
-  source.stop();
-  await agent.stop();
-  return 0;
 }

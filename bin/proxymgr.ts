@@ -4,12 +4,15 @@
  * own --help.
  */
 import { runAgentCommand } from '../agent/cli';
+import { runControlPlaneCommand, runStandaloneCommand } from '../controlplane/cli';
 
 const USAGE = `usage: proxymgr <command> [options]
 
 commands:
-  agent      run the agent: own the local HAProxy and keep it at the desired state
-  help       show this help
+  controlplane  run a control plane: discovery from ZooKeeper/DNS/files, desired state to agents over gRPC
+  agent         run an agent: own the local HAProxy and keep it at the desired state
+  standalone    discovery and one agent in one process (the original ProxyMgr's single-host mode)
+  help          show this help
 
 Run "proxymgr <command> --help" for the options of a command.`;
 
@@ -18,6 +21,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'agent':
       return runAgentCommand(rest);
+    case 'controlplane':
+      return runControlPlaneCommand(rest);
+    case 'standalone':
+      return runStandaloneCommand(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
 import { ConfigError } from './errors';
+import type { TlsConfig } from './grpc';
 
 /**
  * proxymgr.yml, parsed and validated once at start. The original ProxyMgr's keys are kept as they were
@@ -31,6 +33,16 @@ export interface AgentConfig {
   readonly hardStopAfterMs: number;
   /** Kernel backlog of every listening socket the agent owns. */
   readonly backlog: number;
+  /** This agent's name at the control plane (default: the host name). */
+  readonly nodeId: string;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Control-plane gRPC addresses ("host:port"), tried in turn; empty = no control plane (standalone/--state). */
+  readonly controlplanes: readonly string[];
+  /** The agent's own gRPC server (AgentAdmin, health, reflection); empty string = off. */
+  readonly adminListen: string;
+  /** Prometheus `/metrics` ("host:port"); empty string = off. */
+  readonly metricsListen: string;
+  readonly tls?: TlsConfig;
 }
 
 /** The control plane's discovery settings (`controlplane:` in proxymgr.yml; every key optional). */
@@ -54,6 +66,15 @@ export interface ControlPlaneConfig {
   readonly filePollMs: number;
   /** How long the first snapshot waits for every watcher to report before it is published anyway. */
   readonly initialSyncTimeoutMs: number;
+  /** The gRPC server agents and operators connect to ("host:port"). */
+  readonly listen: string;
+  /** Prometheus `/metrics` ("host:port"); empty string = off. */
+  readonly metricsListen: string;
+  readonly tls?: TlsConfig;
+  /** New agent streams accepted per second; more are told to come back later. */
+  readonly newStreamsPerSecond: number;
+  /** Desired-state pushes per second across all agents. */
+  readonly pushesPerSecond: number;
 }
 
 export interface ProxyMgrConfig {
@@ -103,8 +124,14 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     driftCheckIntervalMs: optionalInt(agentRaw.drift_check_interval_ms, file, 'agent.drift_check_interval_ms', 100, 3_600_000) ?? 10_000,
     hardStopAfterMs: optionalInt(agentRaw.hard_stop_after_ms, file, 'agent.hard_stop_after_ms', 1000, 86_400_000) ?? 30_000,
     backlog: optionalInt(agentRaw.backlog, file, 'agent.backlog', 1, 65535) ?? 4096,
+    nodeId: optionalString(agentRaw.node_id, file, 'agent.node_id') ?? hostname(),
+    labels: optionalLabels(agentRaw.labels, file, 'agent.labels'),
+    controlplanes: optionalLines(agentRaw.controlplanes, file, 'agent.controlplanes').map((a, i) => hostPort(a, file, `agent.controlplanes[${i}]`)),
+    adminListen: optionalListen(agentRaw.admin_listen, file, 'agent.admin_listen', '127.0.0.1:7001'),
+    metricsListen: optionalListen(agentRaw.metrics_listen, file, 'agent.metrics_listen', ''),
+    tls: optionalTls(agentRaw.tls, file, 'agent.tls', base),
   };
-  const config: ProxyMgrConfig = { file, haproxy, agent, controlplane: parseControlPlane(root.controlplane, file) };
+  const config: ProxyMgrConfig = { file, haproxy, agent, controlplane: parseControlPlane(root.controlplane, file, base) };
   if (root.service_config !== undefined) {
     return { ...config, serviceConfig: parseServiceConfigSource(root.service_config, file, base) };
   }
@@ -131,7 +158,7 @@ function parseServiceConfigSource(value: unknown, file: string, base: string): S
   throw new ConfigError(`${file}: service_config.type: expected "zookeeper" or "file", got ${JSON.stringify(type)}`);
 }
 
-function parseControlPlane(value: unknown, file: string): ControlPlaneConfig {
+function parseControlPlane(value: unknown, file: string, base: string): ControlPlaneConfig {
   const raw = optionalObject(value, file, 'controlplane');
   const dnsRaw = optionalObject(raw.dns, file, 'controlplane.dns');
   const nameservers = optionalLines(dnsRaw.nameservers, file, 'controlplane.dns.nameservers');
@@ -165,11 +192,62 @@ function parseControlPlane(value: unknown, file: string): ControlPlaneConfig {
     zkSessionTimeoutMs: optionalInt(raw.zk_session_timeout_ms, file, 'controlplane.zk_session_timeout_ms', 1000, 120_000) ?? 10_000,
     filePollMs: optionalInt(raw.file_poll_ms, file, 'controlplane.file_poll_ms', 10, 3_600_000) ?? 2000,
     initialSyncTimeoutMs: optionalInt(raw.initial_sync_timeout_ms, file, 'controlplane.initial_sync_timeout_ms', 0, 600_000) ?? 5000,
+    listen: optionalListen(raw.listen, file, 'controlplane.listen', '0.0.0.0:7000'),
+    metricsListen: optionalListen(raw.metrics_listen, file, 'controlplane.metrics_listen', ''),
+    tls: optionalTls(raw.tls, file, 'controlplane.tls', base),
+    newStreamsPerSecond: optionalInt(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second', 1, 1_000_000) ?? 2000,
+    pushesPerSecond: optionalInt(raw.pushes_per_second, file, 'controlplane.pushes_per_second', 1, 1_000_000) ?? 5000,
   };
 }
 
 /** The control-plane defaults, for callers that build a config without a file (tests, tools). */
-export const DEFAULT_CONTROLPLANE_CONFIG: ControlPlaneConfig = parseControlPlane(undefined, '(defaults)');
+export const DEFAULT_CONTROLPLANE_CONFIG: ControlPlaneConfig = parseControlPlane(undefined, '(defaults)', '.');
+
+/** "host:port" with a port 1..65535 (host may be a name, an IPv4 or a bracketed IPv6). */
+function hostPort(value: string, file: string, key: string): string {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError(`${file}: ${key}: "${value}" is not host:port (e.g. "127.0.0.1:7000")`);
+  return value;
+}
+
+/** A listen address "host:port" (port 0 = any free port), or "" for off; `fallback` when absent. */
+function optionalListen(value: unknown, file: string, key: string, fallback: string): string {
+  if (value === '' || value === false) return '';
+  const s = optionalString(value, file, key);
+  if (s === undefined) return fallback;
+  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(s) || Number(s.slice(s.lastIndexOf(':') + 1)) > 65535) {
+    throw new ConfigError(`${file}: ${key}: "${s}" is not host:port (e.g. "127.0.0.1:7000"; "" turns it off)`);
+  }
+  return s;
+}
+
+function optionalLabels(value: unknown, file: string, key: string): Record<string, string> {
+  const raw = optionalObject(value, file, key);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (!/^[A-Za-z0-9_.\/-]+$/.test(k)) throw new ConfigError(`${file}: ${key}: label name "${k}" must match [A-Za-z0-9_./-]+`);
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new ConfigError(`${file}: ${key}.${k}: expected a string, got ${describe(v)}`);
+    out[k] = String(v);
+  }
+  return out;
+}
+
+function optionalTls(value: unknown, file: string, key: string, base: string): TlsConfig | undefined {
+  if (value === undefined || value === null) return undefined;
+  const raw = expectObject(value, file, key);
+  const p = (k: string) => {
+    const v = optionalString(raw[k], file, `${key}.${k}`);
+    return v === undefined ? undefined : resolvePath(base, v);
+  };
+  const requireClientCert = raw.require_client_cert;
+  if (requireClientCert !== undefined && typeof requireClientCert !== 'boolean') {
+    throw new ConfigError(`${file}: ${key}.require_client_cert: expected true or false, got ${describe(requireClientCert)}`);
+  }
+  const tls: TlsConfig = { ca: p('ca'), cert: p('cert'), key: p('key'), requireClientCert: requireClientCert === true };
+  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new ConfigError(`${file}: ${key}: cert and key go together (both or neither)`);
+  if (tls.requireClientCert && !tls.ca) throw new ConfigError(`${file}: ${key}.require_client_cert: needs ${key}.ca to check client certificates against`);
+  return tls;
+}
 
 function resolvePath(base: string, p: string): string {
   return path.isAbsolute(p) ? p : path.join(base, p);

@@ -6,11 +6,15 @@ import { Logger } from '../../common/log';
 import { fromJson } from '../../common/state-codec';
 import { DesiredState } from '../../common/types';
 import { stateVersion } from '../../common/version';
+import type { ApplyResult } from '../agent';
 
-/** Where desired states come from: a file now, the control plane's gRPC stream later — the agent sees only this. */
+/** Applies a state and says how it went (the gRPC source turns that into ACK/NACK). */
+export type ApplyFn = (state: DesiredState) => Promise<ApplyResult>;
+
+/** Where desired states come from: a file, or the control plane's gRPC stream — the agent sees only this. */
 export interface StateSource {
-  /** Calls `onState` with the current state and again on every change, until stop(). */
-  start(onState: (state: DesiredState) => void): Promise<void>;
+  /** Calls `apply` with the current state and again on every change, until stop(). */
+  start(apply: ApplyFn): Promise<void>;
   stop(): void;
 }
 
@@ -51,7 +55,7 @@ export class FileStateSource implements StateSource {
     private readonly pollMs = 1000,
   ) {}
 
-  async start(onState: (state: DesiredState) => void): Promise<void> {
+  async start(apply: ApplyFn): Promise<void> {
     const check = async () => {
       let text: string;
       try {
@@ -63,7 +67,7 @@ export class FileStateSource implements StateSource {
       if (text === this.lastText) return;
       this.lastText = text;
       try {
-        onState(await readStateFile(this.file));
+        await apply(await readStateFile(this.file));
       } catch (err) {
         this.log.error({ file: this.file, err: errorMessage(err) }, 'state file rejected; keeping the last state');
       }

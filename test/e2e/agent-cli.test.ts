@@ -32,7 +32,7 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
     const stateFile = path.join(tmp.dir, 'state.yml');
     writeFileSync(
       cfg,
-      `haproxy:\n  config_path: ${tmp.dir}/haproxy.cfg\n  socket_path: ${tmp.dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${tmp.dir}\n`,
+      `haproxy:\n  config_path: ${tmp.dir}/haproxy.cfg\n  socket_path: ${tmp.dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${tmp.dir}\n  admin_listen: 127.0.0.1:0\n`,
     );
     const write = (servers: Backend[]) => {
       const doc = {

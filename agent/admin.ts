@@ -1,0 +1,60 @@
+import * as grpc from '@grpc/grpc-js';
+import { toStatus } from '../common/grpc';
+import { AgentAdminServer, RuntimeServer as PbRuntimeServer } from '../common/gen/proxymgr/v1/admin';
+import { Agent } from './agent';
+import { ADMF_FDRAIN, inMaint, RuntimeServer } from './haproxy/servers-state';
+import { RuntimeApi } from './haproxy/runtime';
+
+/** What AgentAdmin reports about the connection to the control plane. */
+export interface ConnectionInfo {
+  readonly nodeId: string;
+  controlPlane(): string | undefined;
+  lastError(): string;
+}
+
+const OPER = ['down', 'starting', 'up', 'stopping'];
+
+function toPb(s: RuntimeServer): PbRuntimeServer {
+  return {
+    backend: s.backend,
+    name: s.name,
+    address: s.address,
+    port: s.port,
+    weight: s.weight,
+    adminState: inMaint(s) ? 'maint' : (s.adminState & ADMF_FDRAIN) !== 0 ? 'drain' : 'ready',
+    operState: OPER[s.operState] ?? String(s.operState),
+  };
+}
+
+/** AgentAdmin: status, the live HAProxy state and recent actions with their reasons. */
+export function agentAdminServer(agent: Agent, runtime: RuntimeApi, conn: ConnectionInfo): AgentAdminServer {
+  return {
+    status(_call, callback) {
+      callback(null, {
+        nodeId: conn.nodeId,
+        runningVersion: agent.current?.version ?? '',
+        haproxyRunning: agent.supervisor.running,
+        haproxyPid: agent.supervisor.pid ?? 0,
+        reloads: agent.counters.reloads,
+        restarts: agent.supervisor.restarts,
+        runtimeCommands: agent.counters.runtimeCommands,
+        controlPlane: conn.controlPlane() ?? '',
+        connected: conn.controlPlane() !== undefined,
+        lastError: conn.lastError(),
+        services: agent.current?.services.length ?? 0,
+      });
+    },
+    haproxyState(_call, callback) {
+      if (!agent.supervisor.running) return callback({ code: grpc.status.UNAVAILABLE, details: 'HAProxy is not running' });
+      runtime.serversState().then(
+        (state) => callback(null, { servers: [...state.values()].flatMap((be) => [...be.values()].map(toPb)) }),
+        (err) => callback(toStatus(err)),
+      );
+    },
+    recentActions(call, callback) {
+      const all = agent.recentActions();
+      const limit = call.request.limit || 50;
+      callback(null, { actions: all.slice(-limit).map((a) => ({ ...a })) });
+    },
+  };
+}

@@ -1,0 +1,181 @@
+import { execFileSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { ProxyMgrConfig } from '../common/config';
+import { errorMessage } from '../common/errors';
+import { writeFileAtomic } from '../common/fs';
+import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
+import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
+import { Logger } from '../common/log';
+import { commandKind, reasonKind, serveMetrics } from '../common/metrics';
+import { fromJson, toJson } from '../common/state-codec';
+import { DesiredState } from '../common/types';
+import { agentAdminServer } from './admin';
+import { Agent, ApplyResult } from './agent';
+import { StatsSocketClient } from './haproxy/runtime';
+import { GrpcStateSource } from './sources/grpc';
+import { FileStateSource, StateSource } from './sources/file';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentProcessOptions {
+  readonly config: ProxyMgrConfig;
+  readonly log: Logger;
+  /** Follow this desired-state file instead of a control plane. */
+  readonly stateFile?: string;
+  /** A source given directly (standalone mode runs discovery in-process). */
+  readonly source?: StateSource;
+}
+
+/**
+ * One agent process: the Agent, its source of desired states (control plane, file or in-process discovery), a
+ * disk cache of the last applied state (served at start when no control plane answers), the AgentAdmin gRPC
+ * server with health and reflection, and Prometheus metrics.
+ */
+export class AgentProcess {
+  readonly agent: Agent;
+  private readonly runtime: StatsSocketClient;
+  private source: StateSource | undefined;
+  private grpcServer: grpc.Server | undefined;
+  private metrics: { port: number; close: () => Promise<void> } | undefined;
+  private readonly registry = new Registry();
+  private readonly cacheFile: string;
+  private readonly log: Logger;
+  adminPort = 0;
+
+  constructor(private readonly opts: AgentProcessOptions) {
+    this.log = opts.log;
+    this.runtime = new StatsSocketClient(opts.config.haproxy.socketPath);
+    this.agent = new Agent({ config: opts.config, log: opts.log, runtime: this.runtime });
+    this.cacheFile = path.join(opts.config.agent.stateDir, 'desired-state.json');
+  }
+
+  get metricsPort(): number | undefined {
+    return this.metrics?.port;
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.opts;
+    const m = this.createMetrics();
+    const apply = async (state: DesiredState): Promise<ApplyResult> => {
+      const withGlobals = this.opts.stateFile && state.haproxy.global.length === 0 && state.haproxy.defaults.length === 0
+        ? { ...state, haproxy: { global: config.haproxy.global, defaults: config.haproxy.defaults } }
+        : state;
+      const result = await this.agent.apply(withGlobals);
+      m.record(result);
+      if (result.outcome !== 'rejected' && this.agent.current) {
+        await writeFileAtomic(this.cacheFile, JSON.stringify(toJson(this.agent.current), null, 1)).catch((err: unknown) =>
+          this.log.warn({ err: errorMessage(err) }, 'cannot write the state cache'),
+        );
+      }
+      return result;
+    };
+
+    // Serve the last applied state at once: the control plane may be down, and it is what ran before.
+    const cached = await this.readCache();
+    if (cached) {
+      this.log.info({ version: cached.version, file: this.cacheFile }, 'serving the cached desired state until the control plane answers');
+      await apply(cached);
+    }
+
+    const grpcSource = !this.opts.source && !this.opts.stateFile ? this.createGrpcSource() : undefined;
+    this.source = this.opts.source ?? (this.opts.stateFile ? new FileStateSource(this.opts.stateFile, this.log.child({ component: 'state-file' })) : grpcSource!);
+    if (config.agent.adminListen) {
+      this.grpcServer = new grpc.Server();
+      this.grpcServer.addService(
+        AgentAdminService,
+        agentAdminServer(this.agent, this.runtime, {
+          nodeId: config.agent.nodeId,
+          controlPlane: () => grpcSource?.connectedTo,
+          lastError: () => grpcSource?.lastError ?? '',
+        }),
+      );
+      addHealth(this.grpcServer, () => this.agent.supervisor.running);
+      addReflection(this.grpcServer);
+      this.adminPort = await bindServer(this.grpcServer, config.agent.adminListen, serverCredentials(config.agent.tls?.cert ? config.agent.tls : undefined));
+    }
+    if (config.agent.metricsListen) this.metrics = await serveMetrics(this.registry, config.agent.metricsListen);
+    await this.source.start(apply);
+    this.agent.startDriftRepair();
+    this.log.info({ admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId }, 'agent started');
+  }
+
+  async stop(): Promise<void> {
+    this.source?.stop();
+    await new Promise<void>((resolve) => (this.grpcServer ? this.grpcServer.tryShutdown(() => resolve()) : resolve()));
+    await this.metrics?.close();
+    await this.agent.stop();
+  }
+
+  private createGrpcSource(): GrpcStateSource {
+    const { agent, haproxy } = this.opts.config;
+    if (agent.controlplanes.length === 0) {
+      throw new Error(`${this.opts.config.file}: agent.controlplanes: no control plane address and no --state FILE: the agent has nowhere to get a desired state from`);
+    }
+    return new GrpcStateSource({
+      addresses: agent.controlplanes,
+      nodeId: agent.nodeId,
+      labels: agent.labels,
+      agentVersion: AGENT_VERSION,
+      haproxyVersion: haproxyVersion(haproxy.binary),
+      runningVersion: () => this.agent.current?.version ?? '',
+      tls: agent.tls,
+      log: this.log.child({ component: 'grpc' }),
+    });
+  }
+
+  private async readCache(): Promise<DesiredState | undefined> {
+    try {
+      return fromJson(JSON.parse(await fsp.readFile(this.cacheFile, 'utf8')));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: errorMessage(err), file: this.cacheFile }, 'ignoring an unreadable state cache');
+      return undefined;
+    }
+  }
+
+  private createMetrics() {
+    const r = this.registry;
+    const applies = new Counter({ name: 'proxymgr_agent_applies_total', help: 'Desired states applied, by outcome', labelNames: ['outcome'], registers: [r] });
+    const reloads = new Counter({ name: 'proxymgr_agent_reloads_total', help: 'HAProxy reloads, by reason', labelNames: ['reason'], registers: [r] });
+    const commands = new Counter({ name: 'proxymgr_agent_runtime_commands_total', help: 'Runtime API commands sent, by kind', labelNames: ['kind'], registers: [r] });
+    const version = new Gauge({ name: 'proxymgr_agent_running_version', help: 'The desired-state version running (value 1)', labelNames: ['version'], registers: [r] });
+    const agent = this.agent;
+    new Gauge({
+      name: 'proxymgr_agent_haproxy_restarts',
+      help: 'HAProxy crash restarts since the agent started',
+      registers: [r],
+      collect() {
+        this.set(agent.supervisor.restarts);
+      },
+    });
+    new Gauge({
+      name: 'proxymgr_agent_haproxy_up',
+      help: '1 while HAProxy runs',
+      registers: [r],
+      collect() {
+        this.set(agent.supervisor.running ? 1 : 0);
+      },
+    });
+    return {
+      record: (result: ApplyResult) => {
+        applies.inc({ outcome: result.outcome });
+        if (result.outcome === 'reload') for (const reason of result.reasons) reloads.inc({ reason: reasonKind(reason) });
+        for (const c of result.commands) commands.inc({ kind: commandKind(c) });
+        if (result.outcome !== 'rejected') {
+          version.reset();
+          version.set({ version: this.agent.current?.version ?? '' }, 1);
+        }
+      },
+    };
+  }
+}
+
+function haproxyVersion(binary: string): string {
+  try {
+    return /version (\S+)/.exec(execFileSync(binary, ['-v'], { encoding: 'utf8' }))?.[1] ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}

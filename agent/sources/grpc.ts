@@ -1,0 +1,150 @@
+import * as grpc from '@grpc/grpc-js';
+import { channelCredentials, TlsConfig } from '../../common/grpc';
+import { errorMessage, HaproxyConfigError } from '../../common/errors';
+import { Logger } from '../../common/log';
+import { fromProto } from '../../common/state-codec';
+import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage } from '../../common/gen/proxymgr/v1/stream';
+import { ApplyResult } from '../agent';
+import { ApplyFn, StateSource } from './file';
+
+export interface GrpcSourceOptions {
+  /** Control-plane addresses ("host:port"), tried in turn. */
+  readonly addresses: readonly string[];
+  readonly nodeId: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly agentVersion: string;
+  readonly haproxyVersion: string;
+  /** The version the agent runs now (sent in every hello so nothing is re-applied needlessly). */
+  readonly runningVersion: () => string;
+  readonly tls?: TlsConfig;
+  readonly log: Logger;
+  readonly backoffBaseMs?: number;
+  readonly backoffMaxMs?: number;
+}
+
+const METHOD: Record<ApplyResult['outcome'], ApplyMethod> = {
+  nothing: ApplyMethod.APPLY_METHOD_NOTHING,
+  runtime: ApplyMethod.APPLY_METHOD_RUNTIME,
+  reload: ApplyMethod.APPLY_METHOD_RELOAD,
+  rejected: ApplyMethod.APPLY_METHOD_UNSPECIFIED,
+};
+
+/** Reconnect delay: exponential from base, capped, with ±50 % jitter so a fleet does not reconnect in step. */
+export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
+  const d = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20));
+  return Math.round(d * (0.5 + random()));
+}
+
+/**
+ * Desired states from the control plane over the agent stream. Connects to each address in turn with backoff
+ * and jitter; answers every push with ACK or NACK. While disconnected nothing changes locally.
+ */
+export class GrpcStateSource implements StateSource {
+  private stopped = false;
+  private call: grpc.ClientDuplexStream<AgentMessage, ControlMessage> | undefined;
+  private client: InstanceType<typeof AgentStreamClient> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private attempt = 0;
+  private next = 0;
+  connectedTo: string | undefined;
+  lastError = '';
+
+  constructor(private readonly opts: GrpcSourceOptions) {}
+
+  async start(apply: ApplyFn): Promise<void> {
+    this.connect(apply);
+  }
+
+  private connect(apply: ApplyFn): void {
+    if (this.stopped) return;
+    const address = this.opts.addresses[this.next % this.opts.addresses.length]!;
+    this.next++;
+    const log = this.opts.log.child({ controlplane: address });
+    const client = new AgentStreamClient(address, channelCredentials(this.opts.tls), {
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 1,
+    });
+    this.client = client;
+    const call = client.stream();
+    this.call = call;
+    let gotMessage = false;
+    let ended = false;
+    // Applies run one after another, in the order pushes arrive.
+    let chain: Promise<unknown> = Promise.resolve();
+    call.write({
+      hello: {
+        nodeId: this.opts.nodeId,
+        labels: { ...this.opts.labels },
+        agentVersion: this.opts.agentVersion,
+        haproxyVersion: this.opts.haproxyVersion,
+        runningVersion: this.opts.runningVersion(),
+      },
+    });
+    call.on('data', (msg: ControlMessage) => {
+      if (!gotMessage) {
+        gotMessage = true;
+        this.attempt = 0;
+      }
+      this.connectedTo = address;
+      const push = msg.push;
+      if (!push) return;
+      chain = chain.then(async () => {
+        let reply: AgentMessage;
+        try {
+          const result = await apply(fromProto(push.state ?? { version: push.version, services: [] }));
+          reply =
+            result.outcome === 'rejected'
+              ? {
+                  nack: {
+                    version: push.version,
+                    nonce: push.nonce,
+                    reason: result.error?.message ?? 'rejected',
+                    haproxyOutput: result.error instanceof HaproxyConfigError ? result.error.output : '',
+                    runningVersion: this.opts.runningVersion(),
+                  },
+                }
+              : {
+                  ack: {
+                    version: push.version,
+                    nonce: push.nonce,
+                    method: METHOD[result.outcome],
+                    reasons: [...result.reasons],
+                    runtimeCommands: result.commands.length,
+                    durationMs: result.durationMs,
+                    warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
+                  },
+                };
+        } catch (err) {
+          reply = { nack: { version: push.version, nonce: push.nonce, reason: errorMessage(err), haproxyOutput: '', runningVersion: this.opts.runningVersion() } };
+        }
+        if (!ended) call.write(reply);
+      });
+    });
+    // Connected as soon as the server answers the stream's headers.
+    call.on('metadata', () => {
+      this.connectedTo = address;
+      log.info({}, 'connected to control plane');
+    });
+    const retry = (why: string) => {
+      if (ended) return;
+      ended = true;
+      this.connectedTo = undefined;
+      this.lastError = why;
+      client.close();
+      if (this.stopped) return;
+      const delay = reconnectDelay(this.attempt++, this.opts.backoffBaseMs ?? 200, this.opts.backoffMaxMs ?? 10_000);
+      log.warn({ err: why, retry_in_ms: delay }, 'control plane stream ended; keeping the current state and reconnecting');
+      this.timer = setTimeout(() => this.connect(apply), delay);
+    };
+    call.on('error', (err: grpc.ServiceError) => retry(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
+    call.on('end', () => retry('stream ended by the control plane'));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.call?.cancel();
+    this.client?.close();
+  }
+}

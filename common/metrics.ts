@@ -1,0 +1,57 @@
+import * as http from 'node:http';
+import { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
+
+/** Serves `GET /metrics` for a prom-client registry on "host:port"; resolves with the bound port. */
+export async function serveMetrics(registry: Registry, listen: string): Promise<{ port: number; close: () => Promise<void> }> {
+  const i = listen.lastIndexOf(':');
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(listen.slice(i + 1));
+  const server = http.createServer((req, res) => {
+    if (req.url !== '/metrics') {
+      res.writeHead(404).end('see /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (err: Error) => res.writeHead(500).end(err.message),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** A coarse, low-cardinality kind for a reload reason ("reload: listen_options of web changed" → "listen_options"). */
+export function reasonKind(reason: string): string {
+  const r = reason.replace(/^(drift: )?(reload: )?/, '');
+  const table: [RegExp, string][] = [
+    [/^start/, 'start'],
+    [/^new service/, 'new_service'],
+    [/^service \S+ removed/, 'service_removed'],
+    [/^listen address/, 'listen_address'],
+    [/^listen_options/, 'listen_options'],
+    [/^server_options/, 'server_options'],
+    [/^haproxy global/, 'global'],
+    [/^haproxy defaults/, 'defaults'],
+    [/^new server .*cannot take dynamic/, 'static_algorithm'],
+    [/^new server .*hostname/, 'hostname'],
+    [/^weight of .* only takes/, 'static_algorithm'],
+    [/^options of server/, 'server_options'],
+    [/^address of .* hostname/, 'hostname'],
+    [/^runtime command failed/, 'runtime_fallback'],
+  ];
+  return table.find(([re]) => re.test(r))?.[1] ?? 'other';
+}
+
+/** "set server web/a state maint" → "set_state_maint"; "add server web/c …" → "add_server". */
+export function commandKind(command: string): string {
+  const w = command.split(' ');
+  if (w[0] === 'set' && w[1] === 'server') return `set_${w[3] ?? ''}${w[3] === 'state' ? `_${w[4]}` : ''}`;
+  return `${w[0]}_${w[1]}`;
+}

@@ -1,0 +1,47 @@
+import * as grpc from '@grpc/grpc-js';
+import { toProto } from '../../common/state-codec';
+import { ControlPlaneAdminServer } from '../../common/gen/proxymgr/v1/admin';
+import { DesiredState } from '../../common/types';
+import { AgentRegistry } from './registry';
+import { DesiredStateSource } from './stream-server';
+
+/** ControlPlaneAdmin: services and hosts, agents and what they run, the state one agent should get. */
+export function controlPlaneAdminServer(
+  current: () => DesiredState | undefined,
+  errors: () => Record<string, string>,
+  source: DesiredStateSource,
+  registry: AgentRegistry,
+): ControlPlaneAdminServer {
+  return {
+    listServices(_call, callback) {
+      const state = current();
+      callback(null, { version: state?.version ?? '', services: state ? toProto(state).services : [], errors: errors() });
+    },
+    listAgents(_call, callback) {
+      callback(null, {
+        desiredVersion: current()?.version ?? '',
+        agents: registry.list().map((a) => ({
+          nodeId: a.nodeId,
+          labels: { ...a.labels },
+          connected: a.connected,
+          runningVersion: a.runningVersion,
+          lastAckedVersion: a.lastAckedVersion,
+          lastAckTime: a.lastAckTime?.toISOString() ?? '',
+          lastNackedVersion: a.lastNackedVersion,
+          lastError: a.lastError,
+          agentVersion: a.agentVersion,
+          haproxyVersion: a.haproxyVersion,
+          peer: a.peer,
+          connectedSince: a.connectedSince?.toISOString() ?? '',
+        })),
+      });
+    },
+    getAgentState(call, callback) {
+      const agent = registry.get(call.request.nodeId);
+      if (!agent) return callback({ code: grpc.status.NOT_FOUND, details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane` });
+      const state = source.desiredFor(agent);
+      if (!state) return callback({ code: grpc.status.UNAVAILABLE, details: 'no desired state yet (discovery has not synced)' });
+      callback(null, toProto(state));
+    },
+  };
+}

@@ -1,0 +1,83 @@
+/** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
+export interface AgentRecord {
+  nodeId: string;
+  labels: Record<string, string>;
+  agentVersion: string;
+  haproxyVersion: string;
+  peer: string;
+  connected: boolean;
+  connectedSince?: Date;
+  runningVersion: string;
+  lastAckedVersion: string;
+  lastAckTime?: Date;
+  lastNackedVersion: string;
+  lastError: string;
+}
+
+/** Listens to what happens on agent streams (metrics, rollout engine). */
+export interface RegistryEvents {
+  onAck?(agent: AgentRecord, version: string, method: string, reasons: readonly string[]): void;
+  onNack?(agent: AgentRecord, version: string, reason: string): void;
+  onConnectionChange?(connected: number): void;
+}
+
+/** The agents of this control-plane replica: their versions, ACKs and errors. */
+export class AgentRegistry {
+  private readonly agents = new Map<string, AgentRecord>();
+  private readonly streams = new Map<string, number>();
+
+  constructor(private readonly events: RegistryEvents = {}) {}
+
+  connect(hello: Omit<AgentRecord, 'connected' | 'connectedSince' | 'lastAckedVersion' | 'lastNackedVersion' | 'lastError' | 'lastAckTime'>): AgentRecord {
+    const prev = this.agents.get(hello.nodeId);
+    const record: AgentRecord = {
+      lastAckedVersion: prev?.lastAckedVersion ?? '',
+      lastAckTime: prev?.lastAckTime,
+      lastNackedVersion: prev?.lastNackedVersion ?? '',
+      lastError: prev?.lastError ?? '',
+      ...hello,
+      connected: true,
+      connectedSince: new Date(),
+    };
+    this.agents.set(record.nodeId, record);
+    this.streams.set(record.nodeId, (this.streams.get(record.nodeId) ?? 0) + 1);
+    this.events.onConnectionChange?.(this.connectedCount());
+    return record;
+  }
+
+  disconnect(record: AgentRecord): void {
+    const n = (this.streams.get(record.nodeId) ?? 1) - 1;
+    this.streams.set(record.nodeId, n);
+    if (n <= 0) record.connected = false;
+    this.events.onConnectionChange?.(this.connectedCount());
+  }
+
+  ack(record: AgentRecord, version: string, method: string, reasons: readonly string[], warnings: readonly string[]): void {
+    record.runningVersion = version;
+    record.lastAckedVersion = version;
+    record.lastAckTime = new Date();
+    record.lastError = warnings.length > 0 ? `applied with warnings: ${warnings.join('; ')}` : '';
+    this.events.onAck?.(record, version, method, reasons);
+  }
+
+  nack(record: AgentRecord, version: string, reason: string, runningVersion: string): void {
+    record.lastNackedVersion = version;
+    record.lastError = reason;
+    record.runningVersion = runningVersion;
+    this.events.onNack?.(record, version, reason);
+  }
+
+  get(nodeId: string): AgentRecord | undefined {
+    return this.agents.get(nodeId);
+  }
+
+  list(): AgentRecord[] {
+    return [...this.agents.values()].sort((a, b) => a.nodeId.localeCompare(b.nodeId));
+  }
+
+  connectedCount(): number {
+    let n = 0;
+    for (const a of this.agents.values()) if (a.connected) n++;
+    return n;
+  }
+}

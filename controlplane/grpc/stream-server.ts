@@ -1,0 +1,131 @@
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { Logger } from '../../common/log';
+import { TokenBucket } from '../../common/token-bucket';
+import { toProto } from '../../common/state-codec';
+import { DesiredState } from '../../common/types';
+import { AgentMessage, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { AgentRecord, AgentRegistry } from './registry';
+
+/** Where the stream server gets desired states from (discovery now; the rollout engine later). */
+export interface DesiredStateSource {
+  /** The state this agent should run now, or undefined while none is known. */
+  desiredFor(agent: AgentRecord): DesiredState | undefined;
+  /** Calls `fn` whenever desired states may have changed; returns an unsubscribe function. */
+  subscribe(fn: () => void): () => void;
+}
+
+export interface StreamLimits {
+  /** New streams accepted per second (burst: the same number); more are refused with RESOURCE_EXHAUSTED. */
+  readonly newStreamsPerSecond: number;
+  /** Pushes sent per second across all agents (burst: the same number); the rest wait their turn. */
+  readonly pushesPerSecond: number;
+}
+
+export const DEFAULT_LIMITS: StreamLimits = { newStreamsPerSecond: 2000, pushesPerSecond: 5000 };
+
+/**
+ * The agent stream (xDS-style). Per agent: push the desired state when it differs from what the agent runs,
+ * each push with a fresh nonce; an ACK records the version; a NACK records the error, and that version is not
+ * sent again — only a new desired state is.
+ */
+export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS): AgentStreamServer {
+  const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
+  const pushes = new TokenBucket(limits.pushesPerSecond, limits.pushesPerSecond);
+  return {
+    stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
+      if (!newStreams.tryTake()) {
+        call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: 'too many new agent streams; retry with backoff' });
+        return;
+      }
+      let agent: AgentRecord | undefined;
+      let unsubscribe: (() => void) | undefined;
+      let sentVersion = ''; // what the agent runs or was last sent
+      let nackedVersion = '';
+      let outstanding: { version: string; nonce: string } | undefined;
+      let pushTimer: NodeJS.Timeout | undefined;
+      let closed = false;
+      const alog = () => log.child({ node_id: agent?.nodeId, peer: call.getPeer() });
+
+      const maybePush = () => {
+        if (closed || !agent || pushTimer) return;
+        const desired = source.desiredFor(agent);
+        if (!desired || desired.version === sentVersion || desired.version === nackedVersion) return;
+        const wait = pushes.waitMs();
+        if (wait > 0 || !pushes.tryTake()) {
+          pushTimer = setTimeout(() => {
+            pushTimer = undefined;
+            maybePush();
+          }, Math.max(wait, 1));
+          return;
+        }
+        const nonce = randomBytes(8).toString('hex');
+        outstanding = { version: desired.version, nonce };
+        sentVersion = desired.version;
+        call.write({ push: { version: desired.version, nonce, state: toProto(desired) } });
+        alog().debug({ version: desired.version, nonce }, 'pushed desired state');
+      };
+
+      const onHello = (hello: Hello) => {
+        if (!hello.nodeId) {
+          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'hello.node_id is required' });
+          return;
+        }
+        agent = registry.connect({
+          nodeId: hello.nodeId,
+          labels: { ...hello.labels },
+          agentVersion: hello.agentVersion,
+          haproxyVersion: hello.haproxyVersion,
+          peer: call.getPeer(),
+          runningVersion: hello.runningVersion,
+        });
+        sentVersion = hello.runningVersion;
+        alog().info({ running_version: hello.runningVersion }, 'agent connected');
+        unsubscribe = source.subscribe(maybePush);
+        maybePush();
+      };
+
+      call.on('data', (msg: AgentMessage) => {
+        if (msg.hello) {
+          if (agent) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'hello sent twice on one stream' });
+          return onHello(msg.hello);
+        }
+        if (!agent) return call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: 'the first message must be a hello' });
+        if (msg.ack) {
+          if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since
+          outstanding = undefined;
+          registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), msg.ack.reasons, msg.ack.warnings);
+          alog().info({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons: msg.ack.reasons, duration_ms: msg.ack.durationMs }, 'ACK');
+          maybePush();
+        } else if (msg.nack) {
+          if (msg.nack.nonce !== outstanding?.nonce) return;
+          outstanding = undefined;
+          nackedVersion = msg.nack.version;
+          sentVersion = msg.nack.runningVersion;
+          registry.nack(agent, msg.nack.version, msg.nack.reason, msg.nack.runningVersion);
+          alog().warn({ version: msg.nack.version, reason: msg.nack.reason }, 'NACK; not re-sending this version');
+          maybePush();
+        }
+      });
+      const close = () => {
+        if (closed) return;
+        closed = true;
+        clearTimeout(pushTimer);
+        unsubscribe?.();
+        if (agent) {
+          registry.disconnect(agent);
+          alog().info({}, 'agent disconnected');
+        }
+      };
+      call.on('end', () => {
+        close();
+        call.end();
+      });
+      call.on('cancelled', close);
+      call.on('error', close);
+      call.on('close', close);
+    },
+  };
+}
+
+export { ApplyMethod };

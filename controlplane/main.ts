@@ -1,0 +1,105 @@
+import * as grpc from '@grpc/grpc-js';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { ProxyMgrConfig } from '../common/config';
+import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
+import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
+import { AgentStreamService } from '../common/gen/proxymgr/v1/stream';
+import { Logger } from '../common/log';
+import { serveMetrics } from '../common/metrics';
+import { Discovery } from './discovery';
+import { controlPlaneAdminServer } from './grpc/admin';
+import { AgentRegistry } from './grpc/registry';
+import { agentStreamServer, DesiredStateSource } from './grpc/stream-server';
+
+export interface ControlPlaneOptions {
+  readonly config: ProxyMgrConfig;
+  readonly log: Logger;
+}
+
+/**
+ * One control-plane process: discovery → desired state → the agent stream, plus ControlPlaneAdmin, health,
+ * reflection and Prometheus metrics.
+ */
+export class ControlPlaneProcess {
+  readonly discovery: Discovery;
+  readonly registry: AgentRegistry;
+  private server: grpc.Server | undefined;
+  private metrics: { port: number; close: () => Promise<void> } | undefined;
+  private readonly promRegistry = new Registry();
+  port = 0;
+
+  constructor(private readonly opts: ControlPlaneOptions) {
+    const r = this.promRegistry;
+    const acks = new Counter({ name: 'proxymgr_cp_acks_total', help: 'ACKs from agents, by apply method', labelNames: ['method'], registers: [r] });
+    const nacks = new Counter({ name: 'proxymgr_cp_nacks_total', help: 'NACKs from agents', registers: [r] });
+    const connected = new Gauge({ name: 'proxymgr_cp_connected_agents', help: 'Agents with an open stream to this replica', registers: [r] });
+    this.registry = new AgentRegistry({
+      onAck: (_a, _v, method) => acks.inc({ method }),
+      onNack: () => nacks.inc(),
+      onConnectionChange: (n) => connected.set(n),
+    });
+    this.discovery = new Discovery({ config: opts.config, log: opts.log });
+    const discovery = this.discovery;
+    new Gauge({
+      name: 'proxymgr_cp_desired_version',
+      help: 'The current desired-state version (value 1)',
+      labelNames: ['version'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const v = discovery.current()?.version;
+        if (v) this.set({ version: v }, 1);
+      },
+    });
+    new Gauge({
+      name: 'proxymgr_cp_watcher_errors',
+      help: 'Services with a discovery problem (bad config, skipped hosts, fail-static hold)',
+      registers: [r],
+      collect() {
+        this.set(Object.keys(discovery.errors().services).length);
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this.opts;
+    const source: DesiredStateSource = {
+      desiredFor: () => this.discovery.current(),
+      subscribe: (fn) => this.discovery.onSnapshot(() => fn()),
+    };
+    this.discovery.start();
+    this.server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 5000 });
+    this.server.addService(
+      AgentStreamService,
+      agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
+        newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
+        pushesPerSecond: config.controlplane.pushesPerSecond,
+      }),
+    );
+    this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry));
+    addHealth(this.server, () => true);
+    addReflection(this.server);
+    this.port = await bindServer(this.server, config.controlplane.listen, serverCredentials(config.controlplane.tls));
+    if (config.controlplane.metricsListen) this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen);
+    log.info({ port: this.port, metrics_port: this.metrics?.port }, 'control plane started');
+  }
+
+  get metricsPort(): number | undefined {
+    return this.metrics?.port;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.forceShutdown();
+    await this.metrics?.close();
+    await this.discovery.stop();
+  }
+
+  private errorSummary(): Record<string, string> {
+    const out: Record<string, string> = {};
+    const e = this.discovery.errors();
+    const text = (problems: readonly { where: string; message: string }[]) => problems.map((p) => `${p.where}: ${p.message}`).join('; ');
+    if (e.source.length > 0) out['service_config'] = text(e.source);
+    for (const [name, problems] of Object.entries(e.services)) out[name] = text(problems);
+    return out;
+  }
+}
