@@ -60,10 +60,7 @@ export class AgentProcess {
     const { config } = this.opts;
     const m = this.createMetrics();
     const apply = async (state: DesiredState): Promise<ApplyResult> => {
-      const withGlobals = this.opts.stateFile && state.haproxy.global.length === 0 && state.haproxy.defaults.length === 0
-        ? { ...state, haproxy: { global: config.haproxy.global, defaults: config.haproxy.defaults } }
-        : state;
-      const result = await this.agent.apply(withGlobals);
+      const result = await this.agent.apply(this.localize(state));
       m.record(result);
       if (result.outcome !== 'rejected' && this.agent.current) {
         await writeFileAtomic(this.cacheFile, JSON.stringify(toJson(this.agent.current), null, 1)).catch((err: unknown) =>
@@ -93,7 +90,7 @@ export class AgentProcess {
         }),
       );
       addHealth(this.grpcServer, () => this.agent.supervisor.running);
-      addReflection(this.grpcServer);
+      addReflection(this.grpcServer, ['proxymgr.v1.AgentAdmin']);
       this.adminPort = await bindServer(this.grpcServer, config.agent.adminListen, serverCredentials(config.agent.tls?.cert ? config.agent.tls : undefined));
     }
     if (config.agent.metricsListen) this.metrics = await serveMetrics(this.registry, config.agent.metricsListen);
@@ -107,6 +104,23 @@ export class AgentProcess {
     await new Promise<void>((resolve) => (this.grpcServer ? this.grpcServer.tryShutdown(() => resolve()) : resolve()));
     await this.metrics?.close();
     await this.agent.stop();
+  }
+
+  /**
+   * Local overrides: agent.bind_address replaces every service's listen address; a state file without HAProxy
+   * sections gets proxymgr.yml's global/defaults. The version stays the control plane's.
+   */
+  private localize(state: DesiredState): DesiredState {
+    const { agent, haproxy } = this.opts.config;
+    let out = state;
+    if (this.opts.stateFile && state.haproxy.global.length === 0 && state.haproxy.defaults.length === 0) {
+      out = { ...out, haproxy: { global: haproxy.global, defaults: haproxy.defaults } };
+    }
+    if (agent.bindAddress) {
+      const bindAddress = agent.bindAddress;
+      out = { ...out, services: out.services.map((s) => ({ ...s, bindAddress })) };
+    }
+    return out;
   }
 
   private createGrpcSource(): GrpcStateSource {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
@@ -36,6 +37,8 @@ export interface AgentConfig {
   /** This agent's name at the control plane (default: the host name). */
   readonly nodeId: string;
   readonly labels: Readonly<Record<string, string>>;
+  /** When set, every service listens on this address instead of the one in its service config. */
+  readonly bindAddress?: string;
   /** Control-plane gRPC addresses ("host:port"), tried in turn; empty = no control plane (standalone/--state). */
   readonly controlplanes: readonly string[];
   /** The agent's own gRPC server (AgentAdmin, health, reflection); empty string = off. */
@@ -126,6 +129,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     backlog: optionalInt(agentRaw.backlog, file, 'agent.backlog', 1, 65535) ?? 4096,
     nodeId: optionalString(agentRaw.node_id, file, 'agent.node_id') ?? hostname(),
     labels: optionalLabels(agentRaw.labels, file, 'agent.labels'),
+    bindAddress: optionalIp(agentRaw.bind_address, file, 'agent.bind_address'),
     controlplanes: optionalLines(agentRaw.controlplanes, file, 'agent.controlplanes').map((a, i) => hostPort(a, file, `agent.controlplanes[${i}]`)),
     adminListen: optionalListen(agentRaw.admin_listen, file, 'agent.admin_listen', '127.0.0.1:7001'),
     metricsListen: optionalListen(agentRaw.metrics_listen, file, 'agent.metrics_listen', ''),
@@ -218,6 +222,12 @@ function optionalListen(value: unknown, file: string, key: string, fallback: str
   if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(s) || Number(s.slice(s.lastIndexOf(':') + 1)) > 65535) {
     throw new ConfigError(`${file}: ${key}: "${s}" is not host:port (e.g. "127.0.0.1:7000"; "" turns it off)`);
   }
+  return s;
+}
+
+function optionalIp(value: unknown, file: string, key: string): string | undefined {
+  const s = optionalString(value, file, key);
+  if (s !== undefined && isIP(s) === 0) throw new ConfigError(`${file}: ${key}: "${s}" is not an IPv4 or IPv6 literal (e.g. 127.0.0.1, ::)`);
   return s;
 }
 

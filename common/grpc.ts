@@ -3,6 +3,11 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { FileDescriptorSet, FileDescriptorProto } = require('protobufjs/ext/descriptor') as {
+  FileDescriptorSet: { decode(b: Uint8Array): unknown };
+  FileDescriptorProto: { encode(m: object): { finish(): Uint8Array } };
+};
 import { HealthCheckResponse_ServingStatus, HealthServer, HealthService } from './gen/grpc/health/v1/health';
 import { ProxyMgrError } from './errors';
 
@@ -63,13 +68,16 @@ export function addHealth(server: grpc.Server, status: () => boolean) {
 }
 
 /**
- * Server reflection from the descriptor set `buf build` writes (proto/proxymgr.binpb): proto-loader's
- * loadSync mangles map<> entries, which real clients (grpcurl, buf curl) then reject.
+ * Server reflection (for `services`, fully qualified, plus health) from the descriptor set `buf build` writes
+ * (proto/proxymgr.binpb). Two traps avoided: proto-loader's loadSync mangles map<> entries, and its
+ * package definitions merge every file of a package into one (so clients see each service twice and give up).
+ * The reflection service only reads `fileDescriptorProtos` from the definition, so it gets the original files.
  */
-export function addReflection(server: grpc.Server): void {
-  const set = readFileSync(findUp(path.join('proto', 'proxymgr.binpb')));
-  const definition = protoLoader.loadFileDescriptorSetFromBuffer(set, { keepCase: true });
-  new ReflectionService(definition).addToServer(server);
+export function addReflection(server: grpc.Server, services: readonly string[]): void {
+  const set = FileDescriptorSet.decode(readFileSync(findUp(path.join('proto', 'proxymgr.binpb')))) as unknown as { file: object[] };
+  const files = set.file.map((f) => FileDescriptorProto.encode(f).finish());
+  const definition = { files: { format: 'Protocol Buffer 3 DescriptorProto', type: {}, fileDescriptorProtos: files } } as unknown as protoLoader.PackageDefinition;
+  new ReflectionService(definition, { services: [...services, 'grpc.health.v1.Health'] }).addToServer(server);
 }
 
 /** Finds `rel` in the nearest ancestor of this file (works from the sources and from dist/). */

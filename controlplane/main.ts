@@ -78,7 +78,7 @@ export class ControlPlaneProcess {
     );
     this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry));
     addHealth(this.server, () => true);
-    addReflection(this.server);
+    addReflection(this.server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin']);
     this.port = await bindServer(this.server, config.controlplane.listen, serverCredentials(config.controlplane.tls));
     if (config.controlplane.metricsListen) this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen);
     log.info({ port: this.port, metrics_port: this.metrics?.port }, 'control plane started');
