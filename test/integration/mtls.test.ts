@@ -1,0 +1,103 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { createLogger, silentLogger } from '../../common/log';
+import { parseConfig } from '../../common/config';
+import { ControlPlaneProcess } from '../../controlplane/main';
+import { GrpcStateSource } from '../../agent/sources/grpc';
+import { DesiredState } from '../../common/types';
+import { ApplyResult } from '../../agent/agent';
+import { eventually, freePort, sleep, tempDir } from '../helpers/net';
+
+jest.setTimeout(60_000);
+
+/** Makes a CA, a server certificate for 127.0.0.1, a client certificate, and a client certificate of another CA. */
+function makeCertificates(dir: string) {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const ca = (name: string) => ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.crt`);
+  const leaf = (name: string, signer: string, ext: string) => {
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
+    writeFileSync(path.join(dir, `${name}.ext`), ext);
+    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${signer}.crt`, '-CAkey', `${signer}.key`, '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
+  };
+  ca('ca');
+  ca('rogue-ca');
+  leaf('server', 'ca', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  leaf('agent', 'ca', 'extendedKeyUsage=clientAuth\n');
+  leaf('rogue', 'rogue-ca', 'extendedKeyUsage=clientAuth\n');
+  const f = (n: string) => path.join(dir, n);
+  return { ca: f('ca.crt'), serverCert: f('server.crt'), serverKey: f('server.key'), agentCert: f('agent.crt'), agentKey: f('agent.key'), rogueCert: f('rogue.crt'), rogueKey: f('rogue.key') };
+}
+
+describe('mTLS between agents and the control plane', () => {
+  const tmp = tempDir('proxymgr-mtls-');
+  let cp: ControlPlaneProcess;
+  let certs: ReturnType<typeof makeCertificates>;
+  const sources: GrpcStateSource[] = [];
+
+  beforeAll(async () => {
+    certs = makeCertificates(tmp.dir);
+    const services = path.join(tmp.dir, 'services');
+    mkdirSync(services);
+    writeFileSync(path.join(services, 'web.json'), JSON.stringify({ type: 'static', port: 18080, hosts: ['127.0.0.1:9001'] }));
+    const port = await freePort();
+    const config = parseConfig(
+      `service_config: {type: file, path: ${services}}
+controlplane:
+  listen: 127.0.0.1:${port}
+  tls: {ca: ${certs.ca}, cert: ${certs.serverCert}, key: ${certs.serverKey}, require_client_cert: true}
+`,
+      path.join(tmp.dir, 'cp.yml'),
+    );
+    cp = new ControlPlaneProcess({ config, log: process.env.PROXYMGR_TEST_LOG ? createLogger({}, 'debug') : silentLogger });
+    await cp.start();
+    await cp.discovery.waitFor((s) => s.services.length === 1);
+  });
+  afterAll(async () => {
+    for (const s of sources) s.stop();
+    await cp?.stop();
+    tmp.cleanup();
+  });
+
+  /** A real agent stream client; records the states it is pushed and ACKs them. */
+  function connect(nodeId: string, tls: { ca?: string; cert?: string; key?: string }) {
+    const received: DesiredState[] = [];
+    const source = new GrpcStateSource({
+      addresses: [`127.0.0.1:${cp.port}`],
+      nodeId,
+      labels: {},
+      agentVersion: 'test',
+      haproxyVersion: 'none',
+      runningVersion: () => received.at(-1)?.version ?? '',
+      tls,
+      log: silentLogger,
+      backoffBaseMs: 100,
+      backoffMaxMs: 200,
+    });
+    sources.push(source);
+    void source.start(async (state): Promise<ApplyResult> => {
+      received.push(state);
+      return { version: state.version, outcome: 'nothing', reasons: [], commands: [], problems: [], durationMs: 0 };
+    });
+    return { source, received };
+  }
+
+  test('an agent with a certificate from the CA gets the desired state', async () => {
+    const good = connect('good', { ca: certs.ca, cert: certs.agentCert, key: certs.agentKey });
+    expect(await eventually(() => good.received.length === 1)).toBe(true);
+    expect(good.received[0]!.services.map((s) => s.name)).toEqual(['web']);
+    expect(await eventually(() => cp.registry.get('good')?.lastAckedVersion === good.received[0]!.version)).toBe(true);
+  });
+
+  test('an agent without a client certificate, or with one from another CA, is refused', async () => {
+    const none = connect('no-cert', { ca: certs.ca });
+    const rogue = connect('rogue', { ca: certs.ca, cert: certs.rogueCert, key: certs.rogueKey });
+    await sleep(1500); // several reconnect attempts
+    expect(none.received).toEqual([]);
+    expect(rogue.received).toEqual([]);
+    expect(cp.registry.get('no-cert')).toBeUndefined();
+    expect(cp.registry.get('rogue')).toBeUndefined();
+    expect(none.source.lastError).toMatch(/UNAVAILABLE/);
+    expect(rogue.source.lastError).toMatch(/UNAVAILABLE/);
+  });
+});
