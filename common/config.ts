@@ -174,7 +174,7 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
   const dnsMinTtlMs = optionalInt(dnsRaw.min_ttl_ms, file, 'controlplane.dns.min_ttl_ms', 10, 86_400_000) ?? 1000;
   const dnsMaxTtlMs = optionalInt(dnsRaw.max_ttl_ms, file, 'controlplane.dns.max_ttl_ms', 10, 86_400_000) ?? 300_000;
   if (dnsMaxTtlMs < dnsMinTtlMs) throw new ConfigError(`${file}: controlplane.dns.max_ttl_ms: must be >= min_ttl_ms (${dnsMinTtlMs})`);
-  const coalesceMs = optionalInt(raw.coalesce_ms, file, 'controlplane.coalesce_ms', 0, 60_000) ?? 5;
+  const coalesceMs = optionalInt(raw.coalesce_ms, file, 'controlplane.coalesce_ms', 0, 60_000) ?? 2;
   const coalesceMaxMs = optionalInt(raw.coalesce_max_ms, file, 'controlplane.coalesce_max_ms', 0, 600_000) ?? 100;
   if (coalesceMaxMs < coalesceMs) throw new ConfigError(`${file}: controlplane.coalesce_max_ms: must be >= coalesce_ms (${coalesceMs})`);
   let maxRemovalShare = 1;

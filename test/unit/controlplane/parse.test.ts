@@ -101,7 +101,7 @@ describe('proxymgr.yml', () => {
       '/etc/proxymgr.yml',
     );
     expect(c.serviceConfig).toEqual({ type: 'zookeeper', servers: 'localhost:2181', path: '/service_config' });
-    expect(c.controlplane).toMatchObject({ coalesceMs: 5, coalesceMaxMs: 100, maxRemovalShare: 1, dnsNameservers: [] });
+    expect(c.controlplane).toMatchObject({ coalesceMs: 2, coalesceMaxMs: 100, maxRemovalShare: 1, dnsNameservers: [] });
   });
 
   test('controlplane keys are validated with file and key in the message', () => {
@@ -110,4 +110,16 @@ describe('proxymgr.yml', () => {
     const c = parseConfig('controlplane:\n  coalesce_ms: 2\n  dns: {nameservers: ["127.0.0.1:5353"], min_ttl_ms: 100}\n', '/x.yml');
     expect(c.controlplane).toMatchObject({ coalesceMs: 2, dnsNameservers: ['127.0.0.1:5353'], dnsMinTtlMs: 100 });
   });
+});
+
+test('the example service configs in deploy/examples parse', () => {
+  const fs = require('node:fs') as typeof import('node:fs');
+  const dir = require('node:path').join(__dirname, '../../../deploy/examples/service_config');
+  const files = fs.readdirSync(dir).sort();
+  expect(files.length).toBeGreaterThanOrEqual(3);
+  for (const f of files) {
+    const [name, ext] = f.split('.');
+    const c = parseServiceConfig({ name: name!, text: fs.readFileSync(`${dir}/${f}`, 'utf8'), origin: f, format: ext === 'json' ? 'json' : 'yaml' });
+    expect(c.name).toBe(name);
+  }
 });
