@@ -1,0 +1,205 @@
+/**
+ * churn: 1,000 random host events (add, remove, re-add, weight, address) applied one by one to a live agent
+ * whose HAProxy fronts real HTTP backends, while a few clients keep sending requests. Each event is a new
+ * desired state; apply time is measured around `agent.apply` (show servers state, plan, runtime commands,
+ * config file rewrite). The events come from a fixed seed, so runs are comparable.
+ *
+ * Baselines (same run): one runtime API round trip (`show info` over the stats socket; an apply needs at least
+ * two: read `show servers state`, send one command) and one atomic rewrite of the config file (temp file, fsync,
+ * rename), which every runtime apply also does. Together they are the floor under an apply.
+ * At the end `show servers state` must match the desired state exactly, or the benchmark fails.
+ *
+ * `npm run bench -- churn [--events=1000] [--seed=42] [--clients=1]` (clients per service; 0 = no traffic)
+ * → {"events":1000,"reloads":R,"apply_p50_ms":…,"apply_p99_ms":…}
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { ADMF_FMAINT } from '../agent/haproxy/servers-state';
+import { writeFileAtomic } from '../common/fs';
+import { DesiredState, Server } from '../common/types';
+import { server, service, startTestAgent, state } from '../test/helpers/agent';
+import { freePort, sleep } from '../test/helpers/net';
+import { describeTimings, intArg, killAgentNow, ms, onInterrupt, pickIndex, quantile, repeat, say, seededRandom } from './lib-common';
+import { BackendInfo, startTraffic, Traffic } from './lib-traffic';
+
+const SERVICES = 4;
+const INITIAL_HOSTS = 5;
+/** Real backends, spread over several loopback addresses so that address events change the IP, not just the port. */
+const BACKENDS = 24;
+const MIN_HOSTS = 2;
+
+type EventKind = 'add' | 'remove' | 're-add' | 'weight' | 'address';
+const KINDS: EventKind[] = ['add', 'remove', 're-add', 'weight', 'address'];
+
+/** One service's hosts as the control plane sees them: present ones, and removed ones that may come back. */
+interface Pool {
+  readonly name: string;
+  readonly port: number;
+  present: Map<string, Server>;
+  removed: Map<string, Server>;
+  nextId: number;
+}
+
+export async function main(args: string[]): Promise<object> {
+  const events = intArg(args, 'events', 1000);
+  const seed = intArg(args, 'seed', 42);
+  const clients = intArg(args, 'clients', 1);
+  const rand = seededRandom(seed);
+  say(`churn: ${events} host events (seed ${seed}) over ${SERVICES} services, ${BACKENDS} real backends`);
+
+  // Backends and clients run on a worker thread, off the agent's event loop (see lib-traffic.ts).
+  const traffic: Traffic = await startTraffic(Array.from({ length: BACKENDS }, (_, k) => ({ name: `b${k}`, host: `127.0.0.${2 + (k % 8)}` })));
+  const backends = traffic.backends;
+  const t = await startTestAgent();
+  const removeHandlers = onInterrupt(() => killAgentNow(t));
+  try {
+    const pools: Pool[] = [];
+    for (let i = 0; i < SERVICES; i++) {
+      const pool: Pool = { name: `svc${i}`, port: await freePort(), present: new Map(), removed: new Map(), nextId: 0 };
+      for (let j = 0; j < INITIAL_HOSTS; j++) addHost(pool, backends[pickIndex(rand, BACKENDS)]!);
+      pools.push(pool);
+    }
+    const first = await t.agent.apply(toState(pools));
+    if (first.outcome !== 'reload') throw new Error(`agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
+
+    // Baselines, measured under the same traffic as the applies. The runtime API's own round trip:
+    if (clients > 0) await traffic.startLoad(pools.map((p) => p.port), clients);
+    await sleep(200);
+    const floor = await repeat(300, () => t.runtime.command('show info'));
+    say(`baseline: runtime API round trip (show info) ${describeTimings(floor)}`);
+    // Every runtime apply also rewrites the config file atomically (temp file, fsync, rename): its own cost.
+    const text = readFileSync(t.config.haproxy.configPath, 'utf8');
+    const scratch = path.join(t.dir, 'scratch.cfg');
+    const writes = await repeat(100, (i) => writeFileAtomic(scratch, `${text}# ${i}\n`));
+    say(`baseline: atomic write of the ${text.length}-byte config file (fsync) ${describeTimings(writes)}`);
+
+    const reloadsBefore = t.agent.counters.reloads;
+    const pidBefore = t.agent.supervisor.pid;
+    const applies: number[] = [];
+    const byKind = new Map<EventKind, number[]>();
+    const outcomes = new Map<string, number>();
+    const started = performance.now();
+    for (let e = 0; e < events; e++) {
+      const pool = pools[pickIndex(rand, pools.length)]!;
+      const kind = randomEvent(pool, rand, backends);
+      const desired = toState(pools);
+      const start = performance.now();
+      const r = await t.agent.apply(desired);
+      const took = performance.now() - start;
+      applies.push(took);
+      if (!byKind.has(kind)) byKind.set(kind, []);
+      byKind.get(kind)!.push(took);
+      outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
+      if (r.outcome === 'rejected') throw new Error(`event ${e} (${kind} in ${pool.name}) rejected: ${r.error?.message}`);
+      if ((e + 1) % 250 === 0) say(`  ${e + 1} events, ${t.agent.counters.reloads - reloadsBefore} reloads, ${describeTimings(applies)}`);
+    }
+    const churnMs = performance.now() - started;
+    await sleep(200);
+    const results = await traffic.stopLoad();
+    const reloads = t.agent.counters.reloads - reloadsBefore;
+
+    say(`apply: ${describeTimings(applies)} over ${Math.round(churnMs)} ms; outcomes ${JSON.stringify(Object.fromEntries(outcomes))}`);
+    for (const k of KINDS) if (byKind.has(k)) say(`  ${k.padEnd(7)} ${describeTimings(byKind.get(k)!)}`);
+    say(`  vs baselines (p50): runtime round trip ${ms(quantile(floor, 0.5))} ms, atomic config write ${ms(quantile(writes, 0.5))} ms`);
+    say(`reloads during churn: ${reloads}; haproxy pid ${pidBefore === t.agent.supervisor.pid ? 'unchanged' : `changed ${pidBefore} → ${t.agent.supervisor.pid}`}`);
+    const ok = results.reduce((a, r) => a + r.ok, 0);
+    const failed = results.reduce((a, r) => a + r.refused + r.reset + r.empty + r.other, 0);
+    say(`traffic during churn: ${ok} requests ok, ${failed} failed${failed > 0 ? ` (${[...new Set(results.flatMap((r) => r.errors))].slice(0, 5).join(', ')})` : ''}`);
+
+    const mismatches = await verify(t, pools);
+    if (mismatches.length > 0) throw new Error(`HAProxy does not run the desired state after churn:\n${mismatches.slice(0, 20).join('\n')}`);
+    say('end state: show servers state and the config file match the desired state');
+
+    return { events, reloads, apply_p50_ms: ms(quantile(applies, 0.5)), apply_p99_ms: ms(quantile(applies, 0.99)) };
+  } finally {
+    await t.close();
+    await traffic.close();
+    removeHandlers();
+  }
+}
+
+function addHost(pool: Pool, b: BackendInfo): void {
+  const name = `h${pool.nextId++}`;
+  pool.present.set(name, server(name, b.port, { address: b.host }));
+}
+
+/** Applies one random event to `pool` (falling back to `add` when the drawn one is impossible); returns its kind. */
+function randomEvent(pool: Pool, rand: () => number, backends: readonly BackendInfo[]): EventKind {
+  let kind = KINDS[pickIndex(rand, KINDS.length)]!;
+  if (kind === 're-add' && pool.removed.size === 0) kind = 'add';
+  if (kind === 'remove' && pool.present.size <= MIN_HOSTS) kind = 'add';
+  const names = [...pool.present.keys()];
+  const name = names[pickIndex(rand, names.length)]!;
+  const cur = pool.present.get(name)!;
+  switch (kind) {
+    case 'add':
+      addHost(pool, backends[pickIndex(rand, backends.length)]!);
+      break;
+    case 'remove':
+      pool.present.delete(name);
+      pool.removed.set(name, cur);
+      break;
+    case 're-add': {
+      const gone = [...pool.removed.keys()];
+      const back = gone[pickIndex(rand, gone.length)]!;
+      pool.present.set(back, pool.removed.get(back)!);
+      pool.removed.delete(back);
+      break;
+    }
+    case 'weight': {
+      const weight = 1 + ((cur.weight + pickIndex(rand, 15)) % 16); // 1..16, never the current one
+      pool.present.set(name, { ...cur, weight });
+      break;
+    }
+    case 'address': {
+      const others = backends.filter((b) => b.port !== cur.port);
+      const b = others[pickIndex(rand, others.length)]!;
+      pool.present.set(name, { ...cur, address: b.host, port: b.port });
+      break;
+    }
+  }
+  return kind;
+}
+
+function toState(pools: readonly Pool[]): DesiredState {
+  return state(pools.map((p) => service(p.name, p.port, [...p.present.values()])));
+}
+
+/** Differences between what HAProxy runs (and the config file says) and the desired state; empty when equal. */
+async function verify(t: Awaited<ReturnType<typeof startTestAgent>>, pools: readonly Pool[]): Promise<string[]> {
+  const actual = await t.runtime.serversState();
+  const sections = configServers(readFileSync(t.config.haproxy.configPath, 'utf8'));
+  const out: string[] = [];
+  for (const p of pools) {
+    const live = actual.get(p.name);
+    const inFile = sections.get(p.name) ?? new Map<string, string>();
+    for (const [name, s] of p.present) {
+      const cur = live?.get(name);
+      if (!cur) out.push(`${p.name}/${name}: missing`);
+      else if ((cur.adminState & ADMF_FMAINT) !== 0) out.push(`${p.name}/${name}: in maint`);
+      else if (cur.address !== s.address || cur.port !== s.port || cur.weight !== s.weight) {
+        out.push(`${p.name}/${name}: runs ${cur.address}:${cur.port} weight ${cur.weight}, wanted ${s.address}:${s.port} weight ${s.weight}`);
+      }
+      if (inFile.get(name) !== `${s.address}:${s.port} weight ${s.weight}`) out.push(`${p.name}/${name}: config file has ${JSON.stringify(inFile.get(name))}`);
+    }
+    for (const name of inFile.keys()) if (!p.present.has(name)) out.push(`${p.name}/${name}: in the config file but not desired`);
+    for (const cur of live?.values() ?? []) {
+      if (!p.present.has(cur.name) && (cur.adminState & ADMF_FMAINT) === 0) out.push(`${p.name}/${cur.name}: not desired but not in maint`);
+    }
+  }
+  return out;
+}
+
+/** listen section → server name → the rest of its `server` line, from a rendered config. */
+function configServers(text: string): Map<string, Map<string, string>> {
+  const out = new Map<string, Map<string, string>>();
+  let current: Map<string, string> | undefined;
+  for (const line of text.split('\n')) {
+    const section = /^listen (\S+)/.exec(line);
+    if (section) out.set(section[1]!, (current = new Map()));
+    const srv = /^\s+server (\S+) (.*)$/.exec(line);
+    if (srv && current) current.set(srv[1]!, srv[2]!);
+  }
+  return out;
+}

@@ -1,0 +1,230 @@
+/**
+ * scale: how the agent's pure core and `haproxy -c` cope with a big host: 2,000 services × 20 servers (40,000
+ * server lines). Figures, each a median over repetitions:
+ * - render_ms: renderHaproxyConfig of the whole state (baseline: JSON.stringify of the same state, V8's native
+ *   serializer, as the floor for walking and printing that much data);
+ * - validate_ms: what the agent does before a reload — write the candidate and run `haproxy -c` with every
+ *   listening fd handed over (baseline: `haproxy -c` of a one-service config, the process start-up floor);
+ * - plan_one_change_ms: plan() for a desired state one host event away from what runs (add, remove, weight or
+ *   address of one random server; seeded), baseline: plan() of an unchanged state.
+ * Then (unless --no-live) a live agent on the same state: its first start, one-host-change applies and one
+ * reload, to show what an apply costs end to end at this size (printed, not part of the result object).
+ *
+ * `npm run bench -- scale [--services=2000] [--servers=20] [--no-live]`
+ * → {"services":2000,"servers_per_service":20,"render_ms":…,"validate_ms":…,"plan_one_change_ms":…}
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { checkConfig } from '../agent/haproxy/check';
+import { listenOrder, renderHaproxyConfig, RenderOptions } from '../agent/haproxy/render';
+import { parseServersState } from '../agent/haproxy/servers-state';
+import { SocketPool } from '../agent/haproxy/sockets';
+import { plan } from '../agent/plan';
+import { DesiredState, Server, Service } from '../common/types';
+import { sanitizeState } from '../common/validate-state';
+import { HTTP_DEFAULTS, startTestAgent } from '../test/helpers/agent';
+import { tempDir } from '../test/helpers/net';
+import { describeTimings, intArg, killAgentNow, median, ms, onInterrupt, pickIndex, repeat, say, seededRandom } from './lib-common';
+
+const SEED = 20_000;
+
+type LiveAgent = Awaited<ReturnType<typeof startTestAgent>>;
+// Below Linux's ephemeral range (32768+), so the ports the benchmark holds do not collide with the port-0
+// listeners of tests that may run at the same time.
+const FIRST_PORT = 21_000;
+
+export async function main(args: string[]): Promise<object> {
+  const serviceCount = intArg(args, 'services', 2000);
+  const perService = intArg(args, 'servers', 20);
+  const live = !args.includes('--no-live');
+  say(`scale: ${serviceCount} services × ${perService} servers = ${serviceCount * perService} servers`);
+
+  const tmp = tempDir('proxymgr-bench-scale-');
+  let liveAgent: LiveAgent | undefined;
+  const removeHandlers = onInterrupt(() => {
+    killAgentNow(liveAgent);
+    tmp.cleanup();
+  });
+  // HAProxy checks `bind fd@N` even with -c, so validation needs one real listening fd per service: 2,000 fds
+  // handed over through spawn's stdio array (fine below `ulimit -n`; the agent does exactly this).
+  const pool = new SocketPool(128);
+  try {
+    const ports = acquirePorts(pool, serviceCount);
+    const desired = bigState(ports, perService, ['check inter 2000']);
+    const opts: RenderOptions = { socketPath: path.join(tmp.dir, 'haproxy.sock'), serverStateFile: path.join(tmp.dir, 'server-state'), hardStopAfterMs: 30_000 };
+
+    // Render.
+    const text = renderHaproxyConfig(desired, opts);
+    renderHaproxyConfig(desired, opts); // warm-up: the first calls run before V8 has optimized anything
+    const renders = await repeat(10, () => renderHaproxyConfig(desired, opts));
+    const jsons = await repeat(10, () => JSON.stringify(desired));
+    say(`render: ${describeTimings(renders)}; ${(text.length / 1e6).toFixed(1)} MB, ${text.split('\n').length} lines`);
+    say(`  baseline JSON.stringify of the state: ${describeTimings(jsons)}`);
+
+    // Validate, as the agent does it: candidate file + `haproxy -c` with every fd in listen order.
+    const fds = listenOrder(desired).map((s) => pool.acquire(s.bindAddress, s.port));
+    const candidate = path.join(tmp.dir, 'haproxy.cfg.candidate');
+    const validates = await repeat(3, async () => {
+      await fsp.writeFile(candidate, text);
+      await checkConfig('haproxy', candidate, text, fds);
+    });
+    const one = bigState(ports.slice(0, 1), perService, ['check inter 2000']);
+    const oneText = renderHaproxyConfig(one, opts);
+    const floors = await repeat(3, async () => {
+      await fsp.writeFile(candidate, oneText);
+      await checkConfig('haproxy', candidate, oneText, fds.slice(0, 1));
+    });
+    say(`validate (haproxy -c, ${fds.length} fds): ${describeTimings(validates)}`);
+    say(`  baseline haproxy -c of one service: ${describeTimings(floors)}`);
+
+    // Plan one host change against what runs. `actual` is parsed from a `show servers state` text in HAProxy
+    // 2.6's format, as the agent reads it on every apply.
+    const stateText = serversStateText(desired);
+    const parses = await repeat(5, () => parseServersState(stateText));
+    const actual = parseServersState(stateText);
+    const sanitizes = await repeat(5, () => sanitizeState(desired, desired));
+    const rand = seededRandom(SEED);
+    const changes = Array.from({ length: 200 }, () => oneHostChange(desired, rand));
+    for (const c of changes.slice(0, 20)) plan(c.state, desired, actual); // warm-up
+    const plans: number[] = [];
+    for (const c of changes) {
+      const start = performance.now();
+      const p = plan(c.state, desired, actual);
+      plans.push(performance.now() - start);
+      if (p.reloadReasons.length > 0 || p.actions.length === 0) throw new Error(`plan of "${c.what}": expected runtime actions, got ${JSON.stringify(p).slice(0, 300)}`);
+    }
+    const unchanged = await repeat(50, () => plan(desired, desired, actual));
+    say(`plan of one host change (add/remove/weight/address): ${describeTimings(plans)}`);
+    say(`  baseline plan of an unchanged state: ${describeTimings(unchanged)}`);
+    say(`also on every apply: sanitizeState ${describeTimings(sanitizes)}`);
+    say(`                     parse show servers state (${(stateText.length / 1e6).toFixed(1)} MB): ${describeTimings(parses)}`);
+    const cpuPath = median(sanitizes) + median(parses) + median(plans) + median(renders);
+    say(`  → CPU of one runtime apply (sanitize + parse + plan + re-render the config file): ~${ms(cpuPath)} ms`);
+
+    const result = {
+      services: serviceCount,
+      servers_per_service: perService,
+      render_ms: ms(median(renders)),
+      validate_ms: ms(median(validates)),
+      plan_one_change_ms: ms(median(plans)),
+    };
+    say(`targets: plan ≤ 5 ms ${result.plan_one_change_ms <= 5 ? 'met' : 'MISSED'}, render ≤ 200 ms ${result.render_ms <= 200 ? 'met' : 'MISSED'}`);
+
+    pool.closeAll();
+    if (live) await liveApplies(ports, perService, rand, (t) => (liveAgent = t));
+    return result;
+  } finally {
+    pool.closeAll();
+    tmp.cleanup();
+    removeHandlers();
+  }
+}
+
+/**
+ * A real agent on the same state, minus health checks (40,000 checks against addresses that do not exist would
+ * load the 2 cores and measure the checks, not the agent): first start, then one-host-change applies.
+ */
+async function liveApplies(ports: number[], perService: number, rand: () => number, started: (t: LiveAgent) => void): Promise<void> {
+  const t = await startTestAgent();
+  started(t);
+  try {
+    const start = bigState(ports, perService, []);
+    const first = await t.agent.apply(start);
+    if (first.outcome !== 'reload') throw new Error(`live agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
+    say(`live agent: first start (sanitize, render, haproxy -c, start, show servers state) ${first.durationMs} ms`);
+    let current = start;
+    const applies: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      // Weight and address changes keep the state the same size, so every apply sees the same work.
+      const next = oneHostChange(current, rand, ['weight', 'address']).state;
+      const r = await t.agent.apply(next);
+      if (r.outcome !== 'runtime') throw new Error(`live apply ${i}: expected runtime, got ${r.outcome} ${r.reasons.join('; ')}`);
+      applies.push(r.durationMs);
+      current = next;
+    }
+    say(`live agent: one host change applied at runtime: ${describeTimings(applies)}; reloads after start ${t.agent.counters.reloads - 1}`);
+    // One shape change for comparison: a reload at this size (validate, new process on 2,000 fds, -sf).
+    const [svc0, ...rest] = current.services;
+    const reshaped = { ...current, version: `${current.version}+reshape`, services: [{ ...svc0!, listenOptions: [...svc0!.listenOptions, 'option forwardfor'] }, ...rest] };
+    const reload = await t.agent.apply(reshaped);
+    if (reload.outcome !== 'reload') throw new Error(`live reload: expected reload, got ${reload.outcome} ${reload.error?.message ?? ''}`);
+    say(`live agent: one listen_options change → reload in ${reload.durationMs} ms (${reload.reasons.join('; ')})`);
+  } finally {
+    await t.close();
+  }
+}
+
+/** Listens on `n` ports from FIRST_PORT up, skipping ports in use. */
+function acquirePorts(pool: SocketPool, n: number): number[] {
+  const ports: number[] = [];
+  for (let port = FIRST_PORT; ports.length < n; port++) {
+    if (port > 32_767) throw new Error(`cannot find ${n} free ports between ${FIRST_PORT} and 32767`);
+    try {
+      pool.acquire('127.0.0.1', port);
+      ports.push(port);
+    } catch {
+      // in use: next one
+    }
+  }
+  return ports;
+}
+
+function bigState(ports: readonly number[], perService: number, serverOptions: string[]): DesiredState {
+  const services: Service[] = ports.map((port, i) => ({
+    name: `svc-${String(i).padStart(4, '0')}`,
+    port,
+    bindAddress: '127.0.0.1',
+    listenOptions: ['mode http', 'balance roundrobin', 'option httpchk GET /health'],
+    serverOptions,
+    servers: Array.from({ length: perService }, (_, j) => host(i, j)),
+  }));
+  return { version: `scale-${ports.length}x${perService}`, haproxy: { global: [], defaults: HTTP_DEFAULTS }, services };
+}
+
+function host(service: number, j: number, weight = 1): Server {
+  return { name: `h${String(j).padStart(3, '0')}`, address: `10.${(service >> 8) & 255}.${service & 255}.${10 + (j % 240)}`, port: 8080, weight, options: [] };
+}
+
+type ChangeKind = 'add' | 'remove' | 'weight' | 'address';
+
+/**
+ * `state` with one random host event in one random service; the other services are shared, as in an immutable
+ * snapshot the control plane would send.
+ */
+function oneHostChange(state: DesiredState, rand: () => number, kinds: ChangeKind[] = ['add', 'remove', 'weight', 'address']): { state: DesiredState; what: string } {
+  const si = pickIndex(rand, state.services.length);
+  const svc = state.services[si]!;
+  const kind = kinds[pickIndex(rand, kinds.length)]!;
+  const hi = pickIndex(rand, svc.servers.length);
+  const h = svc.servers[hi]!;
+  let servers: Server[];
+  switch (kind) {
+    case 'add':
+      servers = [...svc.servers, { ...host(si, 0), name: `n${Math.floor(rand() * 1e9)}`, address: `10.200.${si & 255}.${1 + pickIndex(rand, 250)}` }];
+      break;
+    case 'remove':
+      servers = svc.servers.filter((_, k) => k !== hi);
+      break;
+    case 'weight':
+      servers = svc.servers.map((s, k) => (k === hi ? { ...s, weight: s.weight === 1 ? 2 + pickIndex(rand, 50) : 1 } : s));
+      break;
+    case 'address':
+      servers = svc.servers.map((s, k) => (k === hi ? { ...s, address: `10.201.${si & 255}.${1 + pickIndex(rand, 250)}`, port: 9000 + pickIndex(rand, 1000) } : s));
+      break;
+  }
+  const services = state.services.map((s, k) => (k === si ? { ...svc, servers } : s));
+  return { state: { ...state, version: `${state.version}+${kind}`, services }, what: `${kind} ${svc.name}/${h.name}` };
+}
+
+/** `show servers state` as HAProxy 2.6 prints it for `state` (every server up, not in maint). */
+function serversStateText(state: DesiredState): string {
+  const lines = [
+    '1',
+    '# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port',
+  ];
+  listenOrder(state).forEach((svc, i) =>
+    svc.servers.forEach((s, j) => lines.push(`${i + 2} ${svc.name} ${j + 1} ${s.name} ${s.address} 2 0 ${s.weight} ${s.weight} 0 6 3 4 6 0 0 0 - ${s.port} - 0 0 - - 0`)),
+  );
+  return lines.join('\n') + '\n';
+}
