@@ -30,7 +30,9 @@ done
 
 stamp=node_modules/.proxymgr-installed
 if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f agent/native/build/Release/listenfd.node ]; then
-  echo "ensure-deps: npm ci" >&2
-  npm ci --no-audit --no-fund >&2
+  # npm install, not npm ci: the lock file holds this platform's optional packages only (the registry mirror's
+  # metadata), which npm ci refuses as "out of sync"; npm install follows the lock and fills that in.
+  echo "ensure-deps: npm install" >&2
+  npm install --no-audit --no-fund >&2
   touch "$stamp"
 fi
