@@ -1,0 +1,193 @@
+/**
+ * fanout: one control plane (the built CLI, its own process, real ZooKeeper) and N simulated agents (real gRPC
+ * clients, one TCP connection each, in worker processes; see lib-sim-agents.ts). One host change in ZooKeeper →
+ * per agent, the time from the ZooKeeper write to the agent's ACK of the new version (the simulated agent ACKs
+ * as soon as grpc-js has decoded the push, so this is "push received" plus a few microseconds). Several changes
+ * per N; the samples of all of them are pooled. N steps up (100, 1000, 2000, 5000, 10000): the largest N whose agents
+ * all connected, stayed connected and got every change is `max_connected`.
+ *
+ * Baseline, same run, same clients and ZooKeeper: a bare grpc-js server that writes one push to every stream
+ * on each ZooKeeper watch event (lib-fanout-baseline.ts).
+ *
+ * `npm run bench -- fanout [--agents=100,1000,2000,5000,10000] [--changes=5] [--workers=2] [--hosts=20]
+ *   [--baseline-agents=1000] [--log-level=info] [--gap-ms=N]`
+ * → {"runs":[{"agents":N,"p50_ms":…,"p99_ms":…,"cp_rss_mb":…,…},…],"max_connected":N,"baseline":{…}}
+ */
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { freePort, sleep, tempDir } from '../test/helpers/net';
+import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
+import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
+import { startBaselineServer } from './lib-fanout-baseline';
+import { describeTimings, intArg, ms, quantile, say } from './lib-common';
+import { CliChild, controlPlaneYaml, intListArg, onInterruptStopChildren, listAgents, monoMs, procStats, startCli, stringArg, waitForDesiredState } from './lib-grpc';
+import { SimFleet } from './lib-sim-agents';
+
+const DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s'];
+const SERVICE_PATH = '/services/web';
+
+interface Measured {
+  readonly samples: number[];
+  /** Per change: when the last agent ACKed (ms after the write). */
+  readonly allAcked: number[];
+  readonly missing: number;
+}
+
+/** `changes` host changes (a host node added, removed, added, …), each timed from the write to every agent's ACK. */
+async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapMs: number): Promise<Measured> {
+  const samples: number[] = [];
+  const allAcked: number[] = [];
+  let missing = 0;
+  const node = `${SERVICE_PATH}/extra`;
+  for (let i = 0; i < changes; i++) {
+    const present = await new Promise<boolean>((resolve, reject) => zkc.client.exists(node, (err, stat) => (err ? reject(err) : resolve(!!stat))));
+    const id = await fleet.mark();
+    const t0 = monoMs();
+    // The raw client (not put()): one ZooKeeper request, started at t0.
+    await new Promise<void>((resolve, reject) => {
+      const cb = (err: unknown) => (err ? reject(err) : resolve());
+      if (!present) zkc.client.create(node, Buffer.from(JSON.stringify({ address: '10.0.1.1', port: 8080 })), cb);
+      else zkc.client.remove(node, -1, cb);
+    });
+    const r = await fleet.finish(id, 20_000);
+    const lat = r.acksAt.map((a) => a - t0);
+    samples.push(...lat);
+    allAcked.push(lat.reduce((a, b) => Math.max(a, b), 0));
+    missing += r.missing;
+    if (r.missing > 0) say(`  change ${i + 1}: ${r.missing} agents did not get it within 20 s`);
+    await sleep(gapMs);
+  }
+  return { samples, allAcked, missing };
+}
+
+export async function main(args: string[]): Promise<object> {
+  const steps = intListArg(args, 'agents', [100, 1000, 2000, 5000, 10000]);
+  const changes = intArg(args, 'changes', 5);
+  const workers = intArg(args, 'workers', 2);
+  const hosts = intArg(args, 'hosts', 20);
+  const baselineAgents = intArg(args, 'baseline-agents', 1000);
+  const logLevel = stringArg(args, 'log-level', 'info');
+  // By default the push limit (pushes_per_second, default 5000, burst the same) refills between changes, so each
+  // change measures a fan-out, not the limiter; --gap-ms=0 measures changes back to back.
+  const gapArg = intArg(args, 'gap-ms', -1);
+  const gapMs = gapArg >= 0 ? gapArg : undefined;
+  say(`fanout: N = ${steps.join(', ')} simulated agents in ${workers} worker processes; ${changes} host changes per N; service with ${hosts} hosts; control-plane log level ${logLevel}`);
+
+  const tmp = tempDir('proxymgr-bench-fanout-');
+  let zk: ZooKeeper | undefined;
+  const offInterrupt = onInterruptStopChildren(async () => {
+    await zk?.stop();
+    tmp.cleanup();
+  });
+  let zkc: ZkTestClient | undefined;
+  let cp: CliChild | undefined;
+  let fleet: SimFleet | undefined;
+  let baseline: Awaited<ReturnType<typeof startBaselineServer>> | undefined;
+  try {
+    zk = await startZooKeeper();
+    zkc = await connectZk(zk.connectString);
+    const webPort = 18080;
+    await zkc.put(
+      '/service_config/web',
+      JSON.stringify({ type: 'zookeeper', server: zk.connectString, path: SERVICE_PATH, port: webPort, listen_options: ['mode http', 'balance roundrobin'], server_options: ['check inter 2000'] }),
+    );
+    for (let i = 0; i < hosts; i++) await zkc.put(`${SERVICE_PATH}/h${i}`, JSON.stringify({ address: `10.0.0.${i + 1}`, port: 8080 }));
+
+    const cpPort = await freePort();
+    const cpAddress = `127.0.0.1:${cpPort}`;
+    const cfg = path.join(tmp.dir, 'controlplane.yml');
+    writeFileSync(cfg, controlPlaneYaml(zk.connectString, cpPort));
+    cp = startCli(['controlplane', '--config', cfg], path.join(tmp.dir, 'controlplane.log'), logLevel);
+    await waitForDesiredState(cp, cpAddress);
+    say(`control plane pid ${cp.pid} on ${cpAddress}, RSS ${procStats(cp.pid).rssMb} MB before any agent`);
+
+    fleet = await SimFleet.start(workers);
+    const runs: object[] = [];
+    let maxConnected = 0;
+    for (const n of steps) {
+      const before = await fleet.status();
+      await fleet.grow(cpAddress, n);
+      const connectMs = await fleet.waitConnected(n, 90_000, (s) => say(`  ${s.connected}/${n} connected (refused so far ${s.refused}, errors ${s.errors}${s.lastError ? `, last: ${s.lastError}` : ''})`));
+      const afterConnect = await fleet.status();
+      if (connectMs === undefined) {
+        say(`N=${n}: only ${afterConnect.connected} agents connected within 90 s (last error: ${afterConnect.lastError}); stopping here`);
+        runs.push({ agents: n, connected: afterConnect.connected, failed: 'not all agents connected within 90 s' });
+        break;
+      }
+      // Let the initial pushes' ACKs and logs drain, then check nobody dropped out meanwhile.
+      await sleep(1000 + n / 5);
+      const cpu0 = procStats(cp.pid).cpuMs;
+      const m = await measure(fleet, zkc, changes, gapMs ?? 300 + n / 5);
+      const cpuPerChange = (procStats(cp.pid).cpuMs - cpu0) / changes;
+      const after = await fleet.status();
+      const view = await listAgents(cpAddress);
+      const cpConnected = view.agents.filter((a) => a.connected).length;
+      const cpAcked = view.agents.filter((a) => a.connected && a.lastAckedVersion === view.desiredVersion).length;
+      const stats = procStats(cp.pid);
+      const drops = after.drops - before.drops;
+      const run = {
+        agents: n,
+        p50_ms: ms(quantile(m.samples, 0.5)),
+        p99_ms: ms(quantile(m.samples, 0.99)),
+        max_ms: ms(m.samples.reduce((a, b) => Math.max(a, b), 0)),
+        all_acked_p50_ms: ms(quantile(m.allAcked, 0.5)),
+        cp_rss_mb: stats.rssMb,
+        cp_rss_peak_mb: stats.peakRssMb,
+        cp_cpu_ms_per_change: Math.round(cpuPerChange),
+        connect_ms: Math.round(connectMs),
+        refused_while_connecting: afterConnect.refused - before.refused,
+        drops,
+        missing: m.missing,
+        cp_connected: cpConnected,
+        cp_acked: cpAcked,
+      };
+      runs.push(run);
+      say(
+        `N=${n}: write → ACK ${describeTimings(m.samples)}; all ${n} ACKed after ${ms(quantile(m.allAcked, 0.5))} ms (median of ${changes} changes); ` +
+          `CP RSS ${stats.rssMb} MB (peak ${stats.peakRssMb}), CPU ${run.cp_cpu_ms_per_change} ms per change; connected in ${run.connect_ms} ms ` +
+          `(${run.refused_while_connecting} refused by the new-stream limit and retried); drops ${drops}, missing ${m.missing}; the CP sees ${cpConnected} connected, ${cpAcked} on the new version`,
+      );
+      if (drops === 0 && m.missing === 0 && cpAcked === n) maxConnected = n;
+      else break;
+    }
+
+    let baselineResult: object | undefined;
+    if (baselineAgents > 0) {
+      // The control plane goes first so it does not compete for the CPU (it would still follow ZooKeeper).
+      await fleet.disconnectAll();
+      await cp.stop();
+      baseline = await startBaselineServer({ zk: zk.connectString, path: SERVICE_PATH, service: 'web', port: webPort, defaults: DEFAULTS });
+      await fleet.grow(`127.0.0.1:${baseline.port}`, baselineAgents);
+      const connectMs = await fleet.waitConnected(baselineAgents, 90_000);
+      if (connectMs === undefined) throw new Error(`baseline: not all ${baselineAgents} agents connected`);
+      await sleep(1000 + baselineAgents / 5);
+      const cpu0 = procStats(baseline.pid).cpuMs;
+      const m = await measure(fleet, zkc, changes, gapMs ?? 300 + baselineAgents / 5);
+      const stats = procStats(baseline.pid);
+      const cpuPerChange = Math.round((stats.cpuMs - cpu0) / changes);
+      baselineResult = {
+        agents: baselineAgents,
+        p50_ms: ms(quantile(m.samples, 0.5)),
+        p99_ms: ms(quantile(m.samples, 0.99)),
+        max_ms: ms(m.samples.reduce((a, b) => Math.max(a, b), 0)),
+        all_acked_p50_ms: ms(quantile(m.allAcked, 0.5)),
+        rss_mb: stats.rssMb,
+        cpu_ms_per_change: cpuPerChange,
+        missing: m.missing,
+      };
+      say(
+        `baseline (bare grpc-js fan-out on each ZooKeeper watch event), N=${baselineAgents}: write → ACK ${describeTimings(m.samples)}; ` +
+          `all ACKed after ${ms(quantile(m.allAcked, 0.5))} ms; RSS ${stats.rssMb} MB, CPU ${cpuPerChange} ms per change`,
+      );
+    }
+    return { runs, max_connected: maxConnected, ...(baselineResult ? { baseline: baselineResult } : {}) };
+  } finally {
+    await fleet?.close();
+    await baseline?.stop();
+    await cp?.stop();
+    zkc?.close();
+    await zk?.stop();
+    tmp.cleanup();
+    offInterrupt();
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * propagation: a host change written to ZooKeeper → the change visible in HAProxy's runtime state on a real
+ * agent. Real ZooKeeper, the built CLI as control plane and as agent (each its own process; the agent runs
+ * HAProxy), real HTTP backends. 200 changes of four kinds, in turn: a host node removed (→ `state maint`), the
+ * same node created again (→ `state ready`), a host's weight changed in its node (→ `set server … weight`), a
+ * brand-new host node (→ `add server`, `enable health`, `state ready`). Each is timed from just before the
+ * ZooKeeper request to the first `show servers state` reply that shows it (polled every ~1 ms on the agent's
+ * stats socket, so detection adds up to about a millisecond).
+ *
+ * The floor, interleaved with the changes in the same run: a ZooKeeper session of its own watches a scratch
+ * path; the same kind of write (children change or data change) → its watch fires → one runtime command
+ * (`set server web/anchor weight 1`, a write command HAProxy applies) on the same HAProxy → the reply. That is
+ * what any ZooKeeper-driven system must spend: learn of the change, tell HAProxy.
+ *
+ * `npm run bench -- propagation [--changes=200] [--gap-ms=50] [--coalesce-ms=N]`
+ * → {"p50_ms":…,"p99_ms":…,"floor_p50_ms":…,"floor_p99_ms":…,"reloads":0,…}
+ */
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import zookeeper, { Client, Event } from 'node-zookeeper-client';
+import { StatsSocketClient } from '../agent/haproxy/runtime';
+import { ADMF_FMAINT, parseServersState, RuntimeServer } from '../agent/haproxy/servers-state';
+import { Backend, startBackends } from '../test/helpers/backends';
+import { freePort, sleep, tempDir } from '../test/helpers/net';
+import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
+import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
+import { describeTimings, intArg, ms, quantile, say } from './lib-common';
+import { agentRecentActions, agentStatus, CliChild, controlPlaneYaml, onInterruptStopChildren, monoMs, startCli, waitForDesiredState } from './lib-grpc';
+
+const SERVICE = 'web';
+const HOSTS_PATH = `/services/${SERVICE}`;
+const FLOOR_PATH = '/bench/floor';
+const HOSTS = 8;
+
+type Kind = 'remove' | 'readd' | 'weight' | 'new';
+const KINDS: readonly Kind[] = ['remove', 'readd', 'weight', 'new'];
+
+/** One planned change: the ZooKeeper request and how to recognise it in `show servers state`. */
+interface Change {
+  readonly kind: Kind;
+  readonly write: (c: Client, cb: (err: unknown) => void) => void;
+  readonly visible: (servers: ReadonlyMap<string, RuntimeServer> | undefined) => boolean;
+}
+
+const hostNode = (b: Backend, weight?: number) => Buffer.from(JSON.stringify({ address: '127.0.0.1', port: b.port, ...(weight !== undefined ? { weight } : {}) }));
+
+/**
+ * The planned changes, deterministic so two runs make the same ones. A host comes back with the weight it
+ * had, so every change is exactly one runtime step (three for a new host: add server, enable health, ready).
+ */
+function planChanges(count: number, backends: readonly Backend[]): Change[] {
+  const weights = new Map<string, number>();
+  const out: Change[] = [];
+  for (let k = 0; k < count; k++) {
+    const kind = KINDS[k % KINDS.length]!;
+    const cycle = Math.floor(k / KINDS.length);
+    const host = `h${cycle % HOSTS}`;
+    const backend = backends[cycle % backends.length]!;
+    const notMaint = (s: ReadonlyMap<string, RuntimeServer> | undefined, name: string) => !!s?.get(name) && (s.get(name)!.adminState & ADMF_FMAINT) === 0;
+    if (kind === 'remove') {
+      out.push({ kind, write: (c, cb) => c.remove(`${HOSTS_PATH}/${host}`, -1, cb), visible: (s) => ((s?.get(host)?.adminState ?? 0) & ADMF_FMAINT) !== 0 });
+    } else if (kind === 'readd') {
+      const data = hostNode(backends[(cycle % HOSTS) % backends.length]!, weights.get(host));
+      out.push({ kind, write: (c, cb) => c.create(`${HOSTS_PATH}/${host}`, data, cb), visible: (s) => notMaint(s, host) });
+    } else if (kind === 'weight') {
+      const other = `h${(cycle + 1) % HOSTS}`;
+      const weight = 2 + (cycle % 100); // never the default 1, and not the weight this host had before
+      weights.set(other, weight);
+      const data = hostNode(backends[((cycle + 1) % HOSTS) % backends.length]!, weight);
+      out.push({ kind, write: (c, cb) => c.setData(`${HOSTS_PATH}/${other}`, data, -1, cb), visible: (s) => s?.get(other)?.weight === weight });
+    } else {
+      const name = `n${cycle}`;
+      out.push({ kind, write: (c, cb) => c.create(`${HOSTS_PATH}/${name}`, hostNode(backend), cb), visible: (s) => notMaint(s, name) });
+    }
+  }
+  return out;
+}
+
+/** A ZooKeeper session of its own for the floor (the writer's own session would see its watch early). */
+function connectWatcher(connectString: string): Promise<Client> {
+  const client = zookeeper.createClient(connectString, { sessionTimeout: 10_000, spinDelay: 100, retries: 0 });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('floor watcher: no ZooKeeper session')), 10_000);
+    client.once('connected', () => {
+      clearTimeout(t);
+      resolve(client);
+    });
+    client.connect();
+  });
+}
+
+const zkCall = (fn: (cb: (err: unknown) => void) => void) => new Promise<void>((resolve, reject) => fn((err) => (err ? reject(err) : resolve())));
+
+/**
+ * One floor sample: arm a watch (children watch for node create/delete, data watch for a data change), write,
+ * and when the watch fires send one runtime command. Returns [write → watch, write → command reply] in ms.
+ */
+async function floorSample(writer: Client, watcher: Client, kind: Kind, i: number, runtime: StatsSocketClient): Promise<[number, number]> {
+  const node = `${FLOOR_PATH}/n`;
+  const exists = await new Promise<boolean>((resolve, reject) => writer.exists(node, (err, stat) => (err ? reject(err) : resolve(!!stat))));
+  const dataChange = kind === 'weight';
+  let fired!: () => void;
+  const watchFired = new Promise<void>((r) => (fired = r));
+  const watch = (e: Event) => (e.getType() !== Event.NODE_DATA_CHANGED || dataChange) && fired();
+  // Arm the watch (not timed) before the write, as the control plane's watches are armed before a change.
+  if (dataChange) {
+    if (!exists) await zkCall((cb) => writer.create(node, Buffer.from('0'), cb));
+    await new Promise<void>((resolve, reject) => watcher.getData(node, watch, (err) => (err ? reject(err) : resolve())));
+  } else {
+    await new Promise<void>((resolve, reject) => watcher.getChildren(FLOOR_PATH, watch, (err) => (err ? reject(err) : resolve())));
+  }
+  const t0 = monoMs();
+  const write = zkCall((cb) => {
+    if (dataChange) writer.setData(node, Buffer.from(String(i)), -1, cb);
+    else if (exists) writer.remove(node, -1, cb);
+    else writer.create(node, Buffer.from(String(i)), cb);
+  });
+  await watchFired;
+  const tWatch = monoMs();
+  const reply = (await runtime.command(`set server ${SERVICE}/anchor weight 1`)).trim();
+  const tDone = monoMs();
+  if (reply !== '') throw new Error(`floor: runtime command answered ${JSON.stringify(reply)}`);
+  await write;
+  return [tWatch - t0, tDone - t0];
+}
+
+/** Polls `show servers state <backend>` every ~1 ms until `visible`; returns the monotonic ms of that reply. */
+async function pollUntil(runtime: StatsSocketClient, visible: Change['visible'], timeoutMs: number): Promise<number> {
+  const deadline = monoMs() + timeoutMs;
+  for (;;) {
+    const state = parseServersState(await runtime.command(`show servers state ${SERVICE}`));
+    const at = monoMs();
+    if (visible(state.get(SERVICE))) return at;
+    if (at > deadline) throw new Error(`change not visible in show servers state after ${timeoutMs} ms`);
+    await sleep(1);
+  }
+}
+
+export async function main(args: string[]): Promise<object> {
+  const changes = intArg(args, 'changes', 200);
+  const gapMs = intArg(args, 'gap-ms', 50);
+  // The control plane's controlplane.coalesce_ms; -1 (default) leaves the product default (5 ms).
+  const coalesceMs = intArg(args, 'coalesce-ms', -1);
+  say(`propagation: ${changes} host changes (${KINDS.join(', ')}, in turn), each followed by a floor sample; ${gapMs} ms between steps`);
+
+  const tmp = tempDir('proxymgr-bench-propagation-');
+  let zk: ZooKeeper | undefined;
+  const offInterrupt = onInterruptStopChildren(async () => {
+    await zk?.stop();
+    tmp.cleanup();
+  });
+  let zkc: ZkTestClient | undefined;
+  let watcher: Client | undefined;
+  let backends: Backend[] = [];
+  let cp: CliChild | undefined;
+  let agent: CliChild | undefined;
+  try {
+    [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b', 'c', 'd'])]);
+    zkc = await connectZk(zk.connectString);
+    watcher = await connectWatcher(zk.connectString);
+    const webPort = await freePort();
+    await zkc.put(
+      `/service_config/${SERVICE}`,
+      JSON.stringify({ type: 'zookeeper', server: zk.connectString, path: HOSTS_PATH, port: webPort, listen_options: ['mode http', 'balance roundrobin'], server_options: ['check inter 2000'] }),
+    );
+    for (let i = 0; i < HOSTS; i++) await zkc.put(`${HOSTS_PATH}/h${i}`, hostNode(backends[i % backends.length]!));
+    // Never changed: the target of the floor's runtime command.
+    await zkc.put(`${HOSTS_PATH}/anchor`, hostNode(backends[0]!));
+    await zkc.put(`${FLOOR_PATH}/keep`, '');
+
+    const cpPort = await freePort();
+    const cpAddress = `127.0.0.1:${cpPort}`;
+    writeFileSync(path.join(tmp.dir, 'controlplane.yml'), controlPlaneYaml(zk.connectString, cpPort, coalesceMs >= 0 ? `  coalesce_ms: ${coalesceMs}\n` : ''));
+    cp = startCli(['controlplane', '--config', path.join(tmp.dir, 'controlplane.yml')], path.join(tmp.dir, 'controlplane.log'));
+    const desired = await waitForDesiredState(cp, cpAddress);
+
+    const agentDir = path.join(tmp.dir, 'agent');
+    const adminPort = await freePort();
+    const socketPath = path.join(agentDir, 'haproxy.sock');
+    writeFileSync(
+      path.join(tmp.dir, 'agent.yml'),
+      `haproxy:
+  config_path: ${path.join(agentDir, 'haproxy.cfg')}
+  socket_path: ${socketPath}
+agent:
+  state_dir: ${agentDir}
+  node_id: bench-agent
+  controlplanes: ["${cpAddress}"]
+  admin_listen: 127.0.0.1:${adminPort}
+  bind_address: 127.0.0.1
+`,
+    );
+    agent = startCli(['agent', '--config', path.join(tmp.dir, 'agent.yml')], path.join(tmp.dir, 'agent.log'));
+    await agent.waitForLog(/agent started/);
+    const adminAddress = `127.0.0.1:${adminPort}`;
+    for (let i = 0; ; i++) {
+      const s = await agentStatus(adminAddress).catch(() => undefined);
+      if (s?.haproxyRunning && s.runningVersion === desired) break;
+      if (i > 400) throw new Error(`agent did not reach the desired state ${desired} within 20 s: ${agent.logs().slice(-2000)}`);
+      await sleep(50);
+    }
+    const before = await agentStatus(adminAddress);
+    const runtime = new StatsSocketClient(socketPath, 5000);
+    say(`control plane pid ${cp.pid}, agent pid ${agent.pid}, HAProxy pid ${before.haproxyPid}; ${HOSTS + 1} hosts on ${backends.length} backends`);
+
+    const lat: number[] = [];
+    const byKind = new Map<Kind, number[]>(KINDS.map((k) => [k, []]));
+    const floorWatch: number[] = [];
+    const floor: number[] = [];
+    const plan = planChanges(changes, backends);
+    for (const [k, change] of plan.entries()) {
+      const [w, f] = await floorSample(zkc.client, watcher, change.kind, k, runtime);
+      floorWatch.push(w);
+      floor.push(f);
+      await sleep(gapMs);
+
+      const t0 = monoMs();
+      const write = zkCall((cb) => change.write(zkc!.client, cb));
+      const seen = await pollUntil(runtime, change.visible, 10_000);
+      await write;
+      lat.push(seen - t0);
+      byKind.get(change.kind)!.push(seen - t0);
+      // Let the agent finish the apply (config file, ACK) before the next step.
+      await sleep(gapMs);
+    }
+    const after = await agentStatus(adminAddress);
+    const reloads = Number(after.reloads) - Number(before.reloads);
+    const commands = Number(after.runtimeCommands) - Number(before.runtimeCommands);
+    const expected = lat.length + 2 * byKind.get('new')!.length; // one command each; add server + enable health + ready
+    if (commands !== expected) {
+      say(`the agent sent ${commands} runtime commands, ${expected} expected; its recent actions:`);
+      for (const a of await agentRecentActions(adminAddress, 40)) say(`  ${a.at} ${a.trigger} ${a.kind} ${a.detail} — ${a.reason}`);
+    }
+
+    say(`ZooKeeper write → HAProxy runtime state changed: ${describeTimings(lat)}`);
+    for (const [kind, v] of byKind) say(`  ${kind.padEnd(6)} ${describeTimings(v)}`);
+    say(`floor: write → watch fired ${describeTimings(floorWatch)}`);
+    say(`floor: write → watch fired → one runtime command answered ${describeTimings(floor)}`);
+    say(
+      `p99 over the floor's p99: ${ms(quantile(lat, 0.99) - quantile(floor, 0.99))} ms (target ≤ 25 ms); reloads ${reloads}; ` +
+        `runtime commands sent by the agent ${commands} (${expected} expected); HAProxy pid ${before.haproxyPid} → ${after.haproxyPid}`,
+    );
+    return {
+      p50_ms: ms(quantile(lat, 0.5)),
+      p99_ms: ms(quantile(lat, 0.99)),
+      floor_p50_ms: ms(quantile(floor, 0.5)),
+      floor_p99_ms: ms(quantile(floor, 0.99)),
+      reloads,
+      changes,
+      max_ms: ms(Math.max(...lat)),
+      floor_watch_p50_ms: ms(quantile(floorWatch, 0.5)),
+      floor_watch_p99_ms: ms(quantile(floorWatch, 0.99)),
+    };
+  } finally {
+    await agent?.stop();
+    await cp?.stop();
+    watcher?.close();
+    zkc?.close();
+    await zk?.stop();
+    await Promise.all(backends.map((b) => b.close()));
+    tmp.cleanup();
+    offInterrupt();
+  }
+}
