@@ -7,5 +7,7 @@ module.exports = {
   // Integration tests start real HAProxy/ZooKeeper processes; two cores, so keep parallelism modest.
   maxWorkers: 2,
   testTimeout: 60000,
+  // A failed test must not leave CI waiting on a ZooKeeper client's reconnect timer; processes are stopped in afterAll.
+  forceExit: true,
   transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
 };

@@ -73,7 +73,7 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
       });
     const help = await run(['agent', '--help']);
     expect(help.code).toBe(0);
-    expect(help.out).toMatch(/usage: proxymgr agent --config FILE --state FILE/);
+    expect(help.out).toMatch(/usage: proxymgr agent --config FILE .*\[--state FILE\]/);
     const bad = await run(['agent', '--bogus']);
     expect(bad.code).toBe(2);
     expect(bad.out).toMatch(/unknown option --bogus/);

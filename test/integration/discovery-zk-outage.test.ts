@@ -1,3 +1,4 @@
+import * as net from 'node:net';
 import zookeeper from 'node-zookeeper-client';
 import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
 import { silentLogger } from '../../common/log';
@@ -85,27 +86,74 @@ test('all hosts deleted at once: the previous hosts stay and a warning says why'
 });
 
 test('session expiry: a new session is opened, every watch re-armed and the state resynced', async () => {
-  const zkm = new ZkSessionManager({ sessionTimeoutMs: 4000, backoffInitialMs: 50, log: silentLogger });
-  d = new Discovery({
-    config: { haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [] }, serviceConfig: { type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, controlplane: DEFAULT_CONTROLPLANE_CONFIG },
-    zk: zkm,
+  // Discovery reaches ZooKeeper through a TCP proxy the test can cut: while cut off, its session is closed by a
+  // second client (the classic trick), so when the proxy lets it through again the server says "expired".
+  const proxy = await startProxy(zk.port);
+  const zkm = new ZkSessionManager({
+    sessionTimeoutMs: 4000,
+    backoffInitialMs: 50,
+    log: silentLogger,
+    createClient: (_cs, o) => zookeeper.createClient(`127.0.0.1:${proxy.port}`, o),
   });
-  d.start();
-  await d.waitFor((s) => endpoints(s).web?.length === 3);
-  const lease = zkm.acquire(zk.connectString);
-  const victim = lease.session.current!;
-  const oldId = victim.getSessionId().toString('hex');
-  await expireSession(zk.connectString, victim.getSessionId(), victim.getSessionPassword());
-  await expect(waitUntil(() => lease.session.current !== undefined && lease.session.current.getSessionId().toString('hex') !== oldId, 15_000)).resolves.toBe(true);
-  await w.put('/services/web/h4', JSON.stringify({ address: '10.0.0.4', port: 80 }));
-  await d.waitFor((s) => endpoints(s).web?.includes('10.0.0.4:80') === true, 15_000);
-  expect(lease.session.current!.getSessionId().toString('hex')).not.toBe(oldId);
-  expect(zkm.size).toBe(1); // still one session for the ensemble
-  await w.remove('/services/web/h2');
-  await d.waitFor((s) => endpoints(s).web?.length === 3 && !endpoints(s).web!.includes('10.0.0.2:80'));
-  lease.release();
-  zkm.closeAll();
+  try {
+    d = new Discovery({
+      config: { haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [] }, serviceConfig: { type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, controlplane: DEFAULT_CONTROLPLANE_CONFIG },
+      zk: zkm,
+    });
+    d.start();
+    await d.waitFor((s) => endpoints(s).web?.length === 3);
+    const lease = zkm.acquire(zk.connectString);
+    const victim = lease.session.current!;
+    const oldId = victim.getSessionId().toString('hex');
+    proxy.cut();
+    await expireSession(zk.connectString, victim.getSessionId(), victim.getSessionPassword());
+    await w.put('/services/web/h4', JSON.stringify({ address: '10.0.0.4', port: 80 })); // missed while cut off
+    proxy.restore();
+    await expect(waitUntil(() => lease.session.current !== undefined && lease.session.current.getSessionId().toString('hex') !== oldId, 15_000)).resolves.toBe(true);
+    await d.waitFor((s) => endpoints(s).web?.includes('10.0.0.4:80') === true, 15_000);
+    expect(zkm.size).toBe(1); // still one session for the ensemble
+    await w.remove('/services/web/h2'); // the watches of the new session are armed
+    await d.waitFor((s) => endpoints(s).web?.length === 3 && !endpoints(s).web!.includes('10.0.0.2:80'));
+    lease.release();
+  } finally {
+    await d?.stop();
+    d = undefined;
+    zkm.closeAll();
+    await proxy.close();
+  }
 }, 30_000);
+
+/** A TCP proxy to 127.0.0.1:target that can refuse and drop every connection (cut) and let them through again. */
+async function startProxy(target: number) {
+  const conns = new Set<net.Socket>();
+  let open = true;
+  const server = net.createServer((client) => {
+    if (!open) return client.destroy();
+    const upstream = net.connect(target, '127.0.0.1');
+    conns.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      conns.delete(client);
+      conns.delete(upstream);
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    cut() {
+      open = false;
+      for (const c of conns) c.destroy();
+    },
+    restore() {
+      open = true;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
 
 /** The classic trick: a second client joins the same session and closes it, so the server expires it. */
 async function expireSession(connectString: string, id: Buffer, password: Buffer): Promise<void> {
