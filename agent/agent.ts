@@ -10,6 +10,7 @@ import { checkConfig } from './haproxy/check';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
+import { RuntimeServer, RuntimeState } from './haproxy/servers-state';
 import { SocketPool, socketKey } from './haproxy/sockets';
 import { plan, Running, RuntimeAction } from './plan';
 
@@ -55,6 +56,8 @@ export class Agent {
   private readonly serverStateFile: string;
   private running: Running | undefined;
   private lastGood: DesiredState | undefined;
+  /** `show servers state` as of the last change this agent made; see applyNow. */
+  private actualCache: Map<string, ReadonlyMap<string, RuntimeServer>> | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private driftTimer: NodeJS.Timeout | undefined;
   private readonly recent: ActionRecord[] = [];
@@ -67,7 +70,10 @@ export class Agent {
     this.sockets = new SocketPool(agent.backlog);
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
     this.supervisor = new HaproxySupervisor({ binary: haproxy.binary, configPath: haproxy.configPath, runtime: this.runtime, log: opts.log.child({ component: 'haproxy' }) });
-    this.supervisor.on('restarted', () => void this.repairDrift());
+    this.supervisor.on('restarted', () => {
+      this.actualCache = undefined;
+      void this.repairDrift();
+    });
   }
 
   /** The state applied last (what runs), if any. */
@@ -135,10 +141,12 @@ export class Agent {
     const problems = [...sanitized.problems];
     const state = this.withSockets(sanitized.state, problems);
 
-    let actual;
+    let actual: RuntimeState | undefined;
     if (this.supervisor.running) {
       try {
-        actual = await this.runtime.serversState();
+        // Updates plan against the state read after the last change (saves parsing every backend's servers on
+        // every host event); drift repair always reads it afresh and corrects whatever changed behind our back.
+        actual = trigger === 'update' && this.actualCache ? this.actualCache : await this.readActual();
       } catch (err) {
         this.log.warn({ err: errorMessage(err) }, 'cannot read show servers state; treating HAProxy as not running');
       }
@@ -164,12 +172,14 @@ export class Agent {
     }
     try {
       const commands = await this.runActions(p.actions, trigger);
+      await this.refreshActual(p.actions);
       this.running = mergeRunning(this.running!, state);
       await this.writeConfig(state);
       this.lastGood = state;
       if (trigger === 'drift') this.counters.driftRepairs++;
       return done('runtime', p.actions.map((a) => a.reason), commands, problems);
     } catch (err) {
+      this.actualCache = undefined; // some commands may have gone through
       const reason = `reload: runtime command failed (${errorMessage(err)})`;
       this.log.warn({ err: errorMessage(err) }, 'runtime API could not apply the change; falling back to a reload');
       try {
@@ -242,8 +252,32 @@ export class Agent {
     for (const reason of reasons) this.record(trigger, 'reload', `haproxy pid ${pid}`, reason);
     this.releaseUnusedSockets();
     // Saved states may say maint for a server that is desired again: one runtime pass right after.
-    const after = plan(state, this.running, await this.runtime.serversState());
-    return after.reloadReasons.length === 0 && after.actions.length > 0 ? this.runActions(after.actions, trigger) : [];
+    const after = plan(state, this.running, await this.readActual());
+    if (after.reloadReasons.length > 0 || after.actions.length === 0) return [];
+    const sent = await this.runActions(after.actions, trigger);
+    await this.refreshActual(after.actions);
+    return sent;
+  }
+
+  private async readActual(): Promise<RuntimeState> {
+    this.actualCache = undefined;
+    const actual = await this.runtime.serversState();
+    this.actualCache = new Map(actual);
+    return actual;
+  }
+
+  /** Re-reads the backends the actions touched into the cache (or drops the cache when that fails). */
+  private async refreshActual(actions: readonly RuntimeAction[]): Promise<void> {
+    const cache = this.actualCache;
+    if (!cache) return;
+    try {
+      for (const backend of new Set(actions.map((a) => a.backend))) {
+        cache.set(backend, (await this.runtime.serversState(backend)).get(backend) ?? new Map());
+      }
+    } catch (err) {
+      this.actualCache = undefined;
+      this.log.warn({ err: errorMessage(err) }, 'cannot re-read show servers state; the next apply reads it in full');
+    }
   }
 
   private releaseUnusedSockets(): void {

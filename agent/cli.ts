@@ -32,9 +32,11 @@ export function parseLabels(text: string): Record<string, string> {
 
 /** Runs until SIGINT/SIGTERM, then stops HAProxy and everything else cleanly. */
 export async function runUntilSignal(stop: () => Promise<void>): Promise<number> {
+  // Later signals are ignored while stopping: a second Ctrl-C must not kill the agent before it has stopped its
+  // HAProxy (which would be left running on the inherited sockets). SIGKILL still works.
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    process.on('SIGINT', resolve);
+    process.on('SIGTERM', resolve);
   });
   await stop();
   return 0;

@@ -85,7 +85,8 @@ export async function main(args: string[]): Promise<object> {
     const actual = parseServersState(stateText);
     const sanitizes = await repeat(5, () => sanitizeState(desired, desired));
     const rand = seededRandom(SEED);
-    const changes = Array.from({ length: 200 }, () => oneHostChange(desired, rand));
+    // Fresh objects, as a state decoded from the gRPC stream is: nothing shared with what runs.
+    const changes = Array.from({ length: 200 }, () => oneHostChange(desired, rand)).map((c) => ({ ...c, state: structuredClone(c.state) }));
     for (const c of changes.slice(0, 20)) plan(c.state, desired, actual); // warm-up
     const plans: number[] = [];
     for (const c of changes) {
@@ -94,7 +95,8 @@ export async function main(args: string[]): Promise<object> {
       plans.push(performance.now() - start);
       if (p.reloadReasons.length > 0 || p.actions.length === 0) throw new Error(`plan of "${c.what}": expected runtime actions, got ${JSON.stringify(p).slice(0, 300)}`);
     }
-    const unchanged = await repeat(50, () => plan(desired, desired, actual));
+    const fresh = structuredClone(desired);
+    const unchanged = await repeat(50, () => plan(fresh, desired, actual));
     say(`plan of one host change (add/remove/weight/address): ${describeTimings(plans)}`);
     say(`  baseline plan of an unchanged state: ${describeTimings(unchanged)}`);
     say(`also on every apply: sanitizeState ${describeTimings(sanitizes)}`);

@@ -6,7 +6,8 @@ import { parseServersState, RuntimeState } from './servers-state';
 export interface RuntimeApi {
   /** Sends one command and returns HAProxy's whole reply. */
   command(cmd: string): Promise<string>;
-  serversState(): Promise<RuntimeState>;
+  /** `show servers state [backend]`: every backend, or only the one named. */
+  serversState(backend?: string): Promise<RuntimeState>;
   /** The pid of the process answering on the socket. */
   pid(): Promise<number>;
 }
@@ -36,8 +37,8 @@ export class StatsSocketClient implements RuntimeApi {
     });
   }
 
-  async serversState(): Promise<RuntimeState> {
-    return parseServersState(await this.command('show servers state'));
+  async serversState(backend?: string): Promise<RuntimeState> {
+    return parseServersState(await this.command(backend ? `show servers state ${backend}` : 'show servers state'));
   }
 
   async pid(): Promise<number> {

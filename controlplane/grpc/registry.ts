@@ -19,12 +19,18 @@ export interface RegistryEvents {
   onAck?(agent: AgentRecord, version: string, method: string, reasons: readonly string[]): void;
   onNack?(agent: AgentRecord, version: string, reason: string): void;
   onConnectionChange?(connected: number): void;
+  /** An agent said hello (also on a second stream of the same node). */
+  onConnect?(agent: AgentRecord): void;
+  /** The last stream of an agent closed. */
+  onDisconnect?(agent: AgentRecord): void;
 }
 
 /** The agents of this control-plane replica: their versions, ACKs and errors. */
 export class AgentRegistry {
   private readonly agents = new Map<string, AgentRecord>();
   private readonly streams = new Map<string, number>();
+  /** Nodes with at least one open stream, kept as a count (a fleet of 10,000 connects and disconnects often). */
+  private connected = 0;
 
   constructor(private readonly events: RegistryEvents = {}) {}
 
@@ -40,16 +46,23 @@ export class AgentRegistry {
       connectedSince: new Date(),
     };
     this.agents.set(record.nodeId, record);
-    this.streams.set(record.nodeId, (this.streams.get(record.nodeId) ?? 0) + 1);
-    this.events.onConnectionChange?.(this.connectedCount());
+    const n = (this.streams.get(record.nodeId) ?? 0) + 1;
+    this.streams.set(record.nodeId, n);
+    if (n === 1) this.connected++;
+    this.events.onConnectionChange?.(this.connected);
+    this.events.onConnect?.(record);
     return record;
   }
 
   disconnect(record: AgentRecord): void {
     const n = (this.streams.get(record.nodeId) ?? 1) - 1;
     this.streams.set(record.nodeId, n);
-    if (n <= 0) record.connected = false;
-    this.events.onConnectionChange?.(this.connectedCount());
+    if (n <= 0) {
+      record.connected = false;
+      this.connected--;
+    }
+    this.events.onConnectionChange?.(this.connected);
+    if (n <= 0) this.events.onDisconnect?.(record);
   }
 
   ack(record: AgentRecord, version: string, method: string, reasons: readonly string[], warnings: readonly string[]): void {
@@ -76,8 +89,6 @@ export class AgentRegistry {
   }
 
   connectedCount(): number {
-    let n = 0;
-    for (const a of this.agents.values()) if (a.connected) n++;
-    return n;
+    return this.connected;
   }
 }

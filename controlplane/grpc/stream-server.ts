@@ -25,13 +25,60 @@ export interface StreamLimits {
 export const DEFAULT_LIMITS: StreamLimits = { newStreamsPerSecond: 2000, pushesPerSecond: 5000 };
 
 /**
+ * Paces pushes through one token bucket with one queue and one timer: when the bucket is empty, waiting streams
+ * queue up (each at most once) instead of each polling with its own timer.
+ */
+export class PushPacer {
+  private readonly queue = new Set<() => void>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly bucket: TokenBucket) {}
+
+  /** Runs `send` now if a token is free and nobody is waiting, else when its turn comes. */
+  schedule(send: () => void): void {
+    if (this.queue.size === 0 && this.bucket.tryTake()) return send();
+    this.queue.add(send);
+    this.arm();
+  }
+
+  cancel(send: () => void): void {
+    this.queue.delete(send);
+  }
+
+  private arm(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      for (const send of this.queue) {
+        if (!this.bucket.tryTake()) break;
+        this.queue.delete(send);
+        send();
+      }
+      if (this.queue.size > 0) this.arm();
+    }, Math.max(1, this.bucket.waitMs()));
+  }
+}
+
+/** Proto of a desired state, converted once per state however many agents it goes to. */
+const protoCache = new WeakMap<DesiredState, ReturnType<typeof toProto>>();
+function protoOf(state: DesiredState): ReturnType<typeof toProto> {
+  let pb = protoCache.get(state);
+  if (!pb) protoCache.set(state, (pb = toProto(state)));
+  return pb;
+}
+
+// Nonces only need to be unique per stream and unguessable across restarts: a random prefix and a counter.
+const noncePrefix = randomBytes(6).toString('hex');
+let nonceCounter = 0;
+
+/**
  * The agent stream (xDS-style). Per agent: push the desired state when it differs from what the agent runs,
  * each push with a fresh nonce; an ACK records the version; a NACK records the error, and that version is not
  * sent again — only a new desired state is.
  */
 export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS): AgentStreamServer {
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
-  const pushes = new TokenBucket(limits.pushesPerSecond, limits.pushesPerSecond);
+  const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushesPerSecond));
   return {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
       if (!newStreams.tryTake()) {
@@ -43,27 +90,28 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       let sentVersion = ''; // what the agent runs or was last sent
       let nackedVersion = '';
       let outstanding: { version: string; nonce: string } | undefined;
-      let pushTimer: NodeJS.Timeout | undefined;
+      let queued = false;
       let closed = false;
-      const alog = () => log.child({ node_id: agent?.nodeId, peer: call.getPeer() });
+      let alog = log;
 
-      const maybePush = () => {
-        if (closed || !agent || pushTimer) return;
+      // The state is picked when the push's turn comes, so a queued agent gets the newest one.
+      const send = () => {
+        queued = false;
+        if (closed || !agent) return;
         const desired = source.desiredFor(agent);
         if (!desired || desired.version === sentVersion || desired.version === nackedVersion) return;
-        const wait = pushes.waitMs();
-        if (wait > 0 || !pushes.tryTake()) {
-          pushTimer = setTimeout(() => {
-            pushTimer = undefined;
-            maybePush();
-          }, Math.max(wait, 1));
-          return;
-        }
-        const nonce = randomBytes(8).toString('hex');
+        const nonce = `${noncePrefix}-${++nonceCounter}`;
         outstanding = { version: desired.version, nonce };
         sentVersion = desired.version;
-        call.write({ push: { version: desired.version, nonce, state: toProto(desired) } });
-        alog().debug({ version: desired.version, nonce }, 'pushed desired state');
+        call.write({ push: { version: desired.version, nonce, state: protoOf(desired) } });
+        alog.debug({ version: desired.version, nonce }, 'pushed desired state');
+      };
+      const maybePush = () => {
+        if (closed || !agent || queued) return;
+        const desired = source.desiredFor(agent);
+        if (!desired || desired.version === sentVersion || desired.version === nackedVersion) return;
+        queued = true;
+        pacer.schedule(send);
       };
 
       const onHello = (hello: Hello) => {
@@ -80,7 +128,8 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           runningVersion: hello.runningVersion,
         });
         sentVersion = hello.runningVersion;
-        alog().info({ running_version: hello.runningVersion }, 'agent connected');
+        alog = log.child({ node_id: agent.nodeId, peer: call.getPeer() });
+        alog.info({ running_version: hello.runningVersion }, 'agent connected');
         unsubscribe = source.subscribe(maybePush);
         maybePush();
       };
@@ -95,7 +144,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since
           outstanding = undefined;
           registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), msg.ack.reasons, msg.ack.warnings);
-          alog().info({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons: msg.ack.reasons, duration_ms: msg.ack.durationMs }, 'ACK');
+          alog.info({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons: msg.ack.reasons, duration_ms: msg.ack.durationMs }, 'ACK');
           maybePush();
         } else if (msg.nack) {
           if (msg.nack.nonce !== outstanding?.nonce) return;
@@ -103,18 +152,18 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           nackedVersion = msg.nack.version;
           sentVersion = msg.nack.runningVersion;
           registry.nack(agent, msg.nack.version, msg.nack.reason, msg.nack.runningVersion);
-          alog().warn({ version: msg.nack.version, reason: msg.nack.reason }, 'NACK; not re-sending this version');
+          alog.warn({ version: msg.nack.version, reason: msg.nack.reason }, 'NACK; not re-sending this version');
           maybePush();
         }
       });
       const close = () => {
         if (closed) return;
         closed = true;
-        clearTimeout(pushTimer);
+        pacer.cancel(send);
         unsubscribe?.();
         if (agent) {
           registry.disconnect(agent);
-          alog().info({}, 'agent disconnected');
+          alog.info({}, 'agent disconnected');
         }
       };
       call.on('end', () => {
