@@ -1,7 +1,9 @@
-import { createHash } from 'node:crypto';
 import { StateProblem } from '../common/errors';
 import { DesiredState, HaproxyGlobals, Server, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
+import { canonicalJson, stateVersion } from '../common/version';
+
+export { canonicalJson, stateVersion };
 import { Host, ServiceConfig } from './types';
 
 /** One service as discovery currently sees it: its accepted config and the hosts to run. */
@@ -42,7 +44,6 @@ export function buildDesiredState(view: DiscoveryView): DesiredState {
 }
 
 const builtByConfig = new WeakMap<ServiceConfig, WeakMap<readonly Host[], Service>>();
-const serviceHash = new WeakMap<Service, string>();
 
 /** One service: servers with unique names, sorted; memoized on the (immutable) inputs. */
 export function buildService(config: ServiceConfig, hosts: readonly Host[]): Service {
@@ -87,34 +88,6 @@ function toServer(h: Host, name: string): Server {
 }
 
 /** sha256 of the canonical JSON of the globals and of every service (each service hashed once, memoized). */
-export function stateVersion(haproxy: HaproxyGlobals, services: readonly Service[]): string {
-  const h = createHash('sha256');
-  h.update(canonicalJson({ global: haproxy.global, defaults: haproxy.defaults }));
-  for (const s of services) h.update('\n' + hashService(s));
-  return h.digest('hex').slice(0, 32);
-}
-
-function hashService(s: Service): string {
-  let hash = serviceHash.get(s);
-  if (hash === undefined) {
-    hash = createHash('sha256').update(canonicalJson(s)).digest('hex');
-    serviceHash.set(s, hash);
-  }
-  return hash;
-}
-
-/** JSON with object keys sorted at every level, so equal content always gives equal bytes. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const o = value as Record<string, unknown>;
-  return `{${Object.keys(o)
-    .filter((k) => o[k] !== undefined)
-    .sort(compare)
-    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-    .join(',')}}`;
-}
-
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }

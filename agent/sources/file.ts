@@ -36,7 +36,7 @@ export async function readStateFile(file: string): Promise<DesiredState> {
     throw new ProxyMgrError('STATE_INVALID', `${file}: expected a mapping with "services" (and optionally "haproxy", "version")`);
   }
   const state = fromJson(doc);
-  return state.version ? state : { ...state, version: stateVersion(state) };
+  return state.version ? state : { ...state, version: stateVersion(state.haproxy, state.services) };
 }
 
 /**

@@ -45,5 +45,5 @@ export function service(name: string, port: number, servers: Server[], extra: Pa
 
 export function state(services: Service[], defaults = HTTP_DEFAULTS): DesiredState {
   const s = { haproxy: { global: [], defaults }, services };
-  return { version: stateVersion(s), ...s };
+  return { version: stateVersion(s.haproxy, s.services), ...s };
 }
