@@ -80,7 +80,16 @@ function listenKey(s: Service): string {
   return `${isIP(s.bindAddress) === 6 ? '6' : '4'}:${s.port}`;
 }
 
+/** Per (immutable) service object: discovery rebuilds a snapshot per host event but reuses unchanged services. */
+const problemCache = new WeakMap<Service, readonly StateProblem[]>();
+
 function serviceProblems(service: Service): StateProblem[] {
+  let cached = problemCache.get(service);
+  if (!cached) problemCache.set(service, (cached = computeServiceProblems(service)));
+  return [...cached];
+}
+
+function computeServiceProblems(service: Service): StateProblem[] {
   const where = `service ${JSON.stringify(service.name)}`;
   const problems: StateProblem[] = [];
   const add = (message: string, at = where) => problems.push({ service: service.name, where: at, message });
