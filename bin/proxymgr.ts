@@ -5,6 +5,7 @@
  */
 import { runAgentCommand } from '../agent/cli';
 import { runControlPlaneCommand, runStandaloneCommand } from '../controlplane/cli';
+import { runCtlCommand } from '../controlplane/ctl';
 
 const USAGE = `usage: proxymgr <command> [options]
 
@@ -12,6 +13,7 @@ commands:
   controlplane  run a control plane: discovery from ZooKeeper/DNS/files, desired state to agents over gRPC
   agent         run an agent: own the local HAProxy and keep it at the desired state
   standalone    discovery and one agent in one process (the original ProxyMgr's single-host mode)
+  ctl           operate rollouts through a control plane (ctl --controlplane HOST:PORT rollout status|...)
   help          show this help
 
 Run "proxymgr <command> --help" for the options of a command.`;
@@ -25,6 +27,8 @@ async function main(argv: string[]): Promise<number> {
       return runControlPlaneCommand(rest);
     case 'standalone':
       return runStandaloneCommand(rest);
+    case 'ctl':
+      return runCtlCommand(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -80,12 +80,38 @@ export interface ControlPlaneConfig {
   readonly pushesPerSecond: number;
 }
 
+/** One wave of a rollout: a number of agents, or a cumulative share of the fleet (0..1]. */
+export type WaveSpec = { readonly kind: 'count'; readonly count: number } | { readonly kind: 'share'; readonly share: number };
+
+/** The default rollout policy (`rollout:` in proxymgr.yml); each rollout may override it (ctl / admin). */
+export interface RolloutPolicyConfig {
+  readonly waves: readonly WaveSpec[];
+  /** After every agent of a wave ACKed, wait this long before the next wave. */
+  readonly bakeMs: number;
+  /** More NACKs than this (distinct agents) halt the rollout. */
+  readonly maxNacks: number;
+  /** On halt, give the agents that took the revision the previous one back. */
+  readonly autoRollback: boolean;
+}
+
+/** `rollout:` in proxymgr.yml. Without the section the control plane sends every change to every agent at once. */
+export interface RolloutConfig extends RolloutPolicyConfig {
+  /** ZooKeeper ensemble for rollout state, revisions, agent status and leader election (default: service_config.servers). */
+  readonly zookeeper: string;
+  /** Root of the control plane's own nodes in ZooKeeper. */
+  readonly zkPath: string;
+  /** This replica's name in ZooKeeper (default: host name and listen port). */
+  readonly replicaId: string;
+}
+
 export interface ProxyMgrConfig {
   readonly file: string;
   readonly haproxy: HaproxyConfig;
   readonly serviceConfig?: ServiceConfigSource;
   readonly agent: AgentConfig;
   readonly controlplane: ControlPlaneConfig;
+  /** Present only when proxymgr.yml has a `rollout:` section. */
+  readonly rollout?: RolloutConfig;
 }
 
 type Raw = Record<string, unknown>;
@@ -135,11 +161,57 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     metricsListen: optionalListen(agentRaw.metrics_listen, file, 'agent.metrics_listen', ''),
     tls: optionalTls(agentRaw.tls, file, 'agent.tls', base),
   };
-  const config: ProxyMgrConfig = { file, haproxy, agent, controlplane: parseControlPlane(root.controlplane, file, base) };
-  if (root.service_config !== undefined) {
-    return { ...config, serviceConfig: parseServiceConfigSource(root.service_config, file, base) };
+  const controlplane = parseControlPlane(root.controlplane, file, base);
+  const config: ProxyMgrConfig = { file, haproxy, agent, controlplane };
+  const serviceConfig = root.service_config !== undefined ? parseServiceConfigSource(root.service_config, file, base) : undefined;
+  const rollout = root.rollout !== undefined ? parseRollout(root.rollout, file, serviceConfig, controlplane) : undefined;
+  return { ...config, ...(serviceConfig ? { serviceConfig } : {}), ...(rollout ? { rollout } : {}) };
+}
+
+/** "1", 5, "10%": a wave spec; throws a message naming `key`. */
+export function parseWaveSpec(value: unknown, where: string): WaveSpec {
+  const s = typeof value === 'number' ? String(value) : value;
+  if (typeof s === 'string') {
+    const pct = /^(\d+(?:\.\d+)?)%$/.exec(s.trim());
+    if (pct && Number(pct[1]) > 0 && Number(pct[1]) <= 100) return { kind: 'share', share: Number(pct[1]) / 100 };
+    if (/^\d+$/.test(s.trim()) && Number(s) >= 1) return { kind: 'count', count: Number(s) };
   }
-  return config;
+  throw new ConfigError(`${where}: expected a number of agents (e.g. 1) or a share of the fleet (e.g. "10%"), got ${describe(value)}`);
+}
+
+/** The default rollout policy: one canary, then 10 %, 50 %, 100 %; 60 s bake; any NACK halts and rolls back. */
+export const DEFAULT_ROLLOUT_POLICY: RolloutPolicyConfig = {
+  waves: [{ kind: 'count', count: 1 }, { kind: 'share', share: 0.1 }, { kind: 'share', share: 0.5 }, { kind: 'share', share: 1 }],
+  bakeMs: 60_000,
+  maxNacks: 0,
+  autoRollback: true,
+};
+
+function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | undefined, cp: ControlPlaneConfig): RolloutConfig {
+  const raw = optionalObject(value, file, 'rollout');
+  let waves = DEFAULT_ROLLOUT_POLICY.waves;
+  if (raw.waves !== undefined && raw.waves !== null) {
+    if (!Array.isArray(raw.waves) || raw.waves.length === 0) throw new ConfigError(`${file}: rollout.waves: expected a non-empty list such as [1, "10%", "50%", "100%"], got ${describe(raw.waves)}`);
+    waves = raw.waves.map((w, i) => parseWaveSpec(w, `${file}: rollout.waves[${i}]`));
+  }
+  let autoRollback = DEFAULT_ROLLOUT_POLICY.autoRollback;
+  if (raw.auto_rollback !== undefined && raw.auto_rollback !== null) {
+    if (typeof raw.auto_rollback !== 'boolean') throw new ConfigError(`${file}: rollout.auto_rollback: expected true or false, got ${describe(raw.auto_rollback)}`);
+    autoRollback = raw.auto_rollback;
+  }
+  const zookeeper = optionalString(raw.zookeeper, file, 'rollout.zookeeper') ?? (sc?.type === 'zookeeper' ? sc.servers : undefined);
+  if (!zookeeper) throw new ConfigError(`${file}: rollout.zookeeper: missing; rollouts keep their state in ZooKeeper (set it, or use service_config type zookeeper)`);
+  const zkPath = optionalString(raw.zk_path, file, 'rollout.zk_path') ?? '/proxymgr';
+  if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(zkPath)) throw new ConfigError(`${file}: rollout.zk_path: "${zkPath}" is not a ZooKeeper path such as /proxymgr`);
+  return {
+    waves,
+    bakeMs: optionalInt(raw.bake_ms, file, 'rollout.bake_ms', 0, 86_400_000) ?? DEFAULT_ROLLOUT_POLICY.bakeMs,
+    maxNacks: optionalInt(raw.max_nacks, file, 'rollout.max_nacks', 0, 1_000_000) ?? DEFAULT_ROLLOUT_POLICY.maxNacks,
+    autoRollback,
+    zookeeper,
+    zkPath,
+    replicaId: optionalString(raw.replica_id, file, 'rollout.replica_id') ?? `${hostname()}:${cp.listen.slice(cp.listen.lastIndexOf(':') + 1)}`,
+  };
 }
 
 function parseServiceConfigSource(value: unknown, file: string, base: string): ServiceConfigSource {

@@ -76,6 +76,7 @@ export class Discovery {
   private sourceSynced = false;
   private sourceProblem: Problem | undefined;
   private state: DesiredState | undefined;
+  private selectors = '[]';
   private stopped = false;
 
   constructor(options: DiscoveryOptions) {
@@ -121,6 +122,11 @@ export class Discovery {
   /** The latest snapshot, if one was published. */
   current(): DesiredState | undefined {
     return this.state;
+  }
+
+  /** The accepted config of one service (e.g. its `agents` selector), as of the latest snapshot's build. */
+  configOf(name: string): ServiceConfig | undefined {
+    return this.entries.get(name)?.config;
   }
 
   /** Calls `listener` with every new snapshot (not with the current one). Returns the unsubscribe. */
@@ -329,12 +335,20 @@ export class Discovery {
       if (e) e.buildProblems.push(this.problem('STATE_INVALID', p.where, p.message));
       this.log.error({ service: p.service, where: p.where }, `rejected: ${p.message}`);
     }
-    if (state.version === this.state?.version) return;
+    // A change of an `agents` selector alone leaves the version as it is but is news for the rollout engine.
+    const selectors = JSON.stringify(views.filter((v) => v.config.agents).map((v) => [v.config.name, v.config.agents]));
+    if (state.version === this.state?.version && selectors === this.selectors) return;
+    this.selectors = selectors;
+    if (state.version === this.state?.version) return this.notify(this.state);
     this.state = state;
     this.log.info(
       { version: state.version, services: state.services.length, servers: state.services.reduce((n, s) => n + s.servers.length, 0), buildMs: Date.now() - started },
       'new desired state',
     );
+    this.notify(state);
+  }
+
+  private notify(state: DesiredState): void {
     for (const l of [...this.listeners]) {
       try {
         l(state);

@@ -10,6 +10,9 @@ import { Discovery } from './discovery';
 import { controlPlaneAdminServer } from './grpc/admin';
 import { AgentRegistry } from './grpc/registry';
 import { agentStreamServer, DesiredStateSource } from './grpc/stream-server';
+import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
+import { rolloutAdminServer } from './rollout/admin';
+import { RolloutCoordinator } from './rollout/coordinator';
 
 export interface ControlPlaneOptions {
   readonly config: ProxyMgrConfig;
@@ -23,6 +26,8 @@ export interface ControlPlaneOptions {
 export class ControlPlaneProcess {
   readonly discovery: Discovery;
   readonly registry: AgentRegistry;
+  /** Rollouts and HA (only with a `rollout:` section; otherwise every agent gets every change at once). */
+  readonly rollout: RolloutCoordinator | undefined;
   private server: grpc.Server | undefined;
   private metrics: { port: number; close: () => Promise<void> } | undefined;
   private readonly promRegistry = new Registry();
@@ -33,12 +38,25 @@ export class ControlPlaneProcess {
     const acks = new Counter({ name: 'proxymgr_cp_acks_total', help: 'ACKs from agents, by apply method', labelNames: ['method'], registers: [r] });
     const nacks = new Counter({ name: 'proxymgr_cp_nacks_total', help: 'NACKs from agents', registers: [r] });
     const connected = new Gauge({ name: 'proxymgr_cp_connected_agents', help: 'Agents with an open stream to this replica', registers: [r] });
-    this.registry = new AgentRegistry({
-      onAck: (_a, _v, method) => acks.inc({ method }),
-      onNack: () => nacks.inc(),
-      onConnectionChange: (n) => connected.set(n),
-    });
     this.discovery = new Discovery({ config: opts.config, log: opts.log });
+    const rollout = opts.config.rollout
+      ? new RolloutCoordinator({ config: opts.config.rollout, discovery: this.discovery, log: opts.log, zkSessionTimeoutMs: opts.config.controlplane.zkSessionTimeoutMs })
+      : undefined;
+    this.rollout = rollout;
+    const re = rollout?.registryEvents();
+    this.registry = new AgentRegistry({
+      onAck: (a, v, method, reasons) => {
+        acks.inc({ method });
+        re?.onAck(a, v, method, reasons);
+      },
+      onNack: (a, v, reason) => {
+        nacks.inc();
+        re?.onNack(a, v, reason);
+      },
+      onConnectionChange: (n) => connected.set(n),
+      onConnect: re?.onConnect,
+      onDisconnect: re?.onDisconnect,
+    });
     const discovery = this.discovery;
     new Gauge({
       name: 'proxymgr_cp_desired_version',
@@ -63,10 +81,11 @@ export class ControlPlaneProcess {
 
   async start(): Promise<void> {
     const { config, log } = this.opts;
-    const source: DesiredStateSource = {
+    const source: DesiredStateSource = this.rollout ?? {
       desiredFor: () => this.discovery.current(),
       subscribe: (fn) => this.discovery.onSnapshot(() => fn()),
     };
+    this.rollout?.start();
     this.discovery.start();
     this.server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 5000 });
     this.server.addService(
@@ -77,8 +96,9 @@ export class ControlPlaneProcess {
       }),
     );
     this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry));
+    this.server.addService(RolloutService, rolloutAdminServer(this.rollout));
     addHealth(this.server, () => true);
-    addReflection(this.server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin']);
+    addReflection(this.server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin', 'proxymgr.v1.Rollout']);
     this.port = await bindServer(this.server, config.controlplane.listen, serverCredentials(config.controlplane.tls));
     if (config.controlplane.metricsListen) this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen);
     log.info({ port: this.port, metrics_port: this.metrics?.port }, 'control plane started');
@@ -90,6 +110,7 @@ export class ControlPlaneProcess {
 
   async stop(): Promise<void> {
     this.server?.forceShutdown();
+    this.rollout?.stop();
     await this.metrics?.close();
     await this.discovery.stop();
   }

@@ -60,7 +60,20 @@ export function parseServiceConfig(raw: RawServiceConfig): ServiceConfig {
     listenOptions: lines(o.listen_options, 'listen_options', fail),
     serverOptions: lines(o.server_options, 'server_options', fail),
     watcher: watcherSpec(type as WatcherSpec['type'], o, fail),
+    ...(o.agents !== undefined && o.agents !== null ? { agents: labelSelector(o.agents, fail) } : {}),
   };
+}
+
+/** `agents`: a label selector, {"label": "value", ...}; every pair must match an agent's labels. */
+function labelSelector(value: unknown, fail: (m: string) => never): Record<string, string> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(`agents: expected a label selector such as {"zone": "eu"}, got ${describe(value)}`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (!/^[A-Za-z0-9_.\/-]+$/.test(k)) fail(`agents: label name ${JSON.stringify(k)} must match [A-Za-z0-9_./-]+`);
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') fail(`agents.${k}: expected a string, got ${describe(v)}`);
+    out[k] = String(v);
+  }
+  return out;
 }
 
 function watcherSpec(type: WatcherSpec['type'], o: Record<string, unknown>, fail: (m: string) => never): WatcherSpec {

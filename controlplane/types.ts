@@ -35,6 +35,11 @@ export interface ServiceConfig {
   readonly listenOptions: readonly string[];
   readonly serverOptions: readonly string[];
   readonly watcher: WatcherSpec;
+  /**
+   * Label selector (`"agents": {"zone": "eu"}`, matchLabels semantics): only agents whose hello labels include
+   * every pair get this service. Absent = every agent. Used by rollouts (controlplane/rollout).
+   */
+  readonly agents?: Readonly<Record<string, string>>;
 }
 
 /** A service config as a source delivers it: unparsed text plus where it came from (for error messages). */

@@ -1,0 +1,217 @@
+import * as grpc from '@grpc/grpc-js';
+import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+import { UsageError } from '../common/args';
+
+export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout COMMAND [options]
+
+Operates rollouts through any control-plane replica (the state lives in ZooKeeper; any replica answers).
+
+commands:
+  rollout status      the current (or last) rollout: waves, and per agent the revision, ACK/NACK and error
+  rollout pause       start no new wave; agents that have the revision keep it
+  rollout resume      continue a paused rollout (or a halted one, forgiving the NACKs so far)
+  rollout promote     release the revision to every agent now (no more waves, no bake time)
+  rollout abort       roll back: every agent gets the last fully released revision
+  rollout history     finished rollouts, newest first
+  rollout policy      change the current rollout's policy (--next: the next rollout's)
+
+options:
+  --controlplane HOST:PORT   a control plane (default 127.0.0.1:7000)
+  --json                     machine-readable output (one JSON object; with --watch one per line)
+  --watch                    status: redraw until the rollout finishes (live progress bar and table)
+  --interval-ms N            --watch refresh period (default 500)
+  --id ROLLOUT_ID            pause/resume/promote/abort only if this is the current rollout
+  --limit N                  history: how many (default 20)
+  --waves 1,10%,50%,100%     policy: wave sizes (counts or cumulative shares)
+  --bake-ms N  --max-nacks N  --auto-rollback true|false  --next
+  --help                     show this help`;
+
+const FLAGS: Record<string, 'string' | 'boolean'> = {
+  controlplane: 'string',
+  json: 'boolean',
+  watch: 'boolean',
+  'interval-ms': 'string',
+  id: 'string',
+  limit: 'string',
+  waves: 'string',
+  'bake-ms': 'string',
+  'max-nacks': 'string',
+  'auto-rollback': 'string',
+  next: 'boolean',
+  help: 'boolean',
+};
+
+type Flags = Record<string, string | boolean | undefined>;
+
+function parse(argv: readonly string[]): { positional: string[]; flags: Flags } {
+  const positional: string[] = [];
+  const flags: Flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const m = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/.exec(arg);
+    if (!m) {
+      positional.push(arg);
+      continue;
+    }
+    const kind = FLAGS[m[1]!];
+    if (!kind) throw new UsageError(`unknown option --${m[1]}`);
+    if (kind === 'boolean') flags[m[1]!] = true;
+    else {
+      const v = m[2] ?? argv[++i];
+      if (v === undefined) throw new UsageError(`--${m[1]} needs a value`);
+      flags[m[1]!] = v;
+    }
+  }
+  return { positional, flags };
+}
+
+const unary = <Req, Res>(fn: (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown, req: Req) =>
+  new Promise<Res>((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res))));
+
+function int(flags: Flags, name: string): number | undefined {
+  const v = flags[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${name}: expected a non-negative integer, got "${String(v)}"`);
+  return Number(v);
+}
+
+/** `proxymgr ctl …`. */
+export async function runCtlCommand(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  let positional: string[];
+  let flags: Flags;
+  try {
+    ({ positional, flags } = parse(argv));
+    if (flags.help) {
+      out(CTL_HELP + '\n');
+      return 0;
+    }
+    if (positional[0] !== 'rollout' || positional.length !== 2) throw new UsageError('expected "rollout COMMAND"');
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
+    return 2;
+  }
+  const address = typeof flags.controlplane === 'string' ? flags.controlplane : '127.0.0.1:7000';
+  const client = new RolloutClient(address, grpc.credentials.createInsecure());
+  const json = flags.json === true;
+  const print = (s: RolloutStatus) => out(json ? JSON.stringify(RolloutStatus.toJSON(s)) + '\n' : renderStatus(s));
+  try {
+    const cmd = positional[1]!;
+    switch (cmd) {
+      case 'status':
+        if (!flags.watch) {
+          print(await unary(client.status.bind(client), {}));
+          return 0;
+        }
+        return await watch(client, json, int(flags, 'interval-ms') ?? 500, out);
+      case 'pause':
+      case 'resume':
+      case 'promote':
+      case 'abort':
+        print(await unary(client[cmd].bind(client), { rolloutId: typeof flags.id === 'string' ? flags.id : '' }));
+        return 0;
+      case 'history': {
+        const h = await unary<{ limit: number }, RolloutHistoryResponse>(client.history.bind(client), { limit: int(flags, 'limit') ?? 20 });
+        out(json ? JSON.stringify(RolloutHistoryResponse.toJSON(h)) + '\n' : renderHistory(h.rollouts));
+        return 0;
+      }
+      case 'policy': {
+        const ar = flags['auto-rollback'];
+        if (ar !== undefined && ar !== 'true' && ar !== 'false') throw new UsageError('--auto-rollback: expected true or false');
+        const bake = int(flags, 'bake-ms');
+        const nacks = int(flags, 'max-nacks');
+        print(
+          await unary(client.setPolicy.bind(client), {
+            waves: typeof flags.waves === 'string' ? flags.waves.split(',').map((w) => w.trim()) : [],
+            hasBakeMs: bake !== undefined,
+            bakeMs: bake ?? 0,
+            hasMaxNacks: nacks !== undefined,
+            maxNacks: nacks ?? 0,
+            hasAutoRollback: ar !== undefined,
+            autoRollback: ar === 'true',
+            next: flags.next === true,
+          }),
+        );
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown rollout command "${cmd}"`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
+      return 2;
+    }
+    const e = err as grpc.ServiceError;
+    console.error(`proxymgr ctl: ${e.details ?? e.message}`);
+    return 1;
+  } finally {
+    client.close();
+  }
+}
+
+const ACTIVE = ['running', 'paused', 'halted'];
+
+/** Redraws the status until the rollout is no longer active; with --json prints each changed status on a line. */
+async function watch(client: InstanceType<typeof RolloutClient>, json: boolean, intervalMs: number, out: (s: string) => void): Promise<number> {
+  let last = '';
+  let sawActive = false;
+  for (;;) {
+    const s = await unary<object, RolloutStatus>(client.status.bind(client), {});
+    const text = json ? JSON.stringify(RolloutStatus.toJSON(s)) : renderStatus(s);
+    if (text !== last) {
+      out(json ? text + '\n' : (process.stdout.isTTY ? '\x1b[2J\x1b[H' : '') + text + '\n');
+      last = text;
+    }
+    const active = ACTIVE.includes(s.rollout?.state ?? '');
+    sawActive ||= active;
+    if (!active) return 0;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+function bar(done: number, total: number, width = 30): string {
+  const filled = total === 0 ? width : Math.round((done / total) * width);
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+const time = (iso: string) => (iso ? iso.slice(11, 23) : '-');
+
+/** The human view of a status: header, progress bar, waves, agents. */
+export function renderStatus(s: RolloutStatus): string {
+  if (!s.enabled) return 'rollouts are off on this control plane (no rollout section in proxymgr.yml)\n';
+  let text = `replica ${s.replica}  leader ${s.leader || '(none)'}  stable revision ${s.stableRevision || '(none)'}\n`;
+  const r = s.rollout;
+  if (!r) return text + 'no rollout yet\n';
+  text += `rollout ${r.id}: ${r.fromRevision} -> ${r.toRevision}  ${r.state.toUpperCase()}  (${r.reason})\n`;
+  if (r.changes.length) text += `changes: ${r.changes.join('; ')}\n`;
+  const p = r.policy;
+  if (p) text += `policy: waves ${p.waves.join(',')}  bake ${p.bakeMs} ms  max_nacks ${p.maxNacks}  auto_rollback ${p.autoRollback}\n`;
+  const total = s.agents.length;
+  const on = s.agents.filter((a) => a.runningRevision === r.toRevision).length;
+  text += `${bar(on, total)} agents on ${r.toRevision}; ${r.agentsNacked} NACK(s)\n\n`;
+  text += table([
+    ['WAVE', 'SPEC', 'AGENTS', 'ACKED', 'NACKED', 'STARTED', 'ACKED_AT', 'COMPLETED'],
+    ...r.waves.map((w) => [String(w.index), w.spec, String(w.agents.length), String(w.acked), String(w.nacked), time(w.startedAt), time(w.ackedAt), time(w.completedAt)]),
+    ...r.pendingWaves.map((spec) => ['-', spec, '-', '-', '-', 'pending', '-', '-']),
+  ]);
+  text += '\n';
+  text += table([
+    ['AGENT', 'WAVE', 'RELEASED', 'RUNNING', 'STATUS', 'REPLICA', 'ERROR'],
+    ...s.agents.map((a) => [a.nodeId, a.wave ? String(a.wave) : '-', a.releasedRevision, a.runningRevision || '-', a.connected ? a.status : `${a.status} (disconnected)`, a.replica || '-', a.error.replace(/\s+/g, ' ').slice(0, 160)]),
+  ]);
+  return text;
+}
+
+function renderHistory(rollouts: readonly RolloutInfo[]): string {
+  if (rollouts.length === 0) return 'no finished rollouts\n';
+  return table([
+    ['ROLLOUT', 'FROM', 'TO', 'STATE', 'WAVES', 'ACKED', 'NACKED', 'CREATED', 'FINISHED', 'REASON'],
+    ...rollouts.map((r) => [r.id, r.fromRevision, r.toRevision, r.state, String(r.waves.length), String(r.agentsAcked), String(r.agentsNacked), r.createdAt, r.finishedAt, r.reason]),
+  ]);
+}

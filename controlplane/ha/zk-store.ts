@@ -1,0 +1,333 @@
+import zookeeper, { Client, Event, Exception, Stat } from 'node-zookeeper-client';
+import { errorMessage } from '../../common/errors';
+import { Logger } from '../../common/log';
+import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
+import { Revision } from '../rollout/revision';
+import { ZkSession } from '../zk/session';
+
+/** What one replica says about one connected agent (an ephemeral node owned by that replica's session). */
+export interface AgentStatus {
+  readonly nodeId: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly replica: string;
+  readonly runningVersion: string;
+  readonly runningRevision: string;
+  readonly connectedAt: number;
+  readonly lastAck?: { readonly version: string; readonly revision: string; readonly at: number };
+  readonly lastNack?: { readonly version: string; readonly revision: string; readonly error: string; readonly at: number };
+}
+
+export interface HaStoreOptions {
+  readonly servers: string;
+  /** Root path, e.g. /proxymgr: `rollout` (the FleetDoc), `revisions/<id>`, `agents/<node>`, `leader/n_…`. */
+  readonly root: string;
+  readonly replicaId: string;
+  readonly sessionTimeoutMs: number;
+  readonly log: Logger;
+}
+
+export interface HaListener {
+  doc?(doc: FleetDoc): void;
+  agents?(agents: ReadonlyMap<string, AgentStatus>): void;
+  leadership?(isLeader: boolean, leader: string): void;
+}
+
+const code = (err: unknown) => (err instanceof Exception ? err.getCode() : undefined);
+
+/**
+ * The control plane's shared state in ZooKeeper: the fleet document (stable revision, current rollout, history)
+ * updated with compare-and-set, immutable revisions, one ephemeral status node per connected agent, and leader
+ * election (ephemeral sequential nodes; the lowest is the leader). Every (re)connection re-creates this replica's
+ * ephemeral nodes and re-arms every watch.
+ */
+export class HaStore {
+  private readonly session: ZkSession;
+  private readonly log: Logger;
+  private client: Client | undefined;
+  private readonly revisionCache = new Map<string, Revision>();
+  private readonly mine = new Map<string, AgentStatus>();
+  private readonly writes = new Map<string, Promise<void>>();
+  private readonly agentCache = new Map<string, AgentStatus>();
+  private leaderNode = '';
+  private leaderValue = false;
+  private leaderIdValue = '';
+  private docValue: FleetDoc | undefined;
+  private emitAgentsTimer: NodeJS.Immediate | undefined;
+  private closed = false;
+  private epoch = 0;
+
+  constructor(
+    private readonly opts: HaStoreOptions,
+    private readonly listener: HaListener,
+  ) {
+    this.log = opts.log.child({ component: 'ha' });
+    this.session = new ZkSession(opts.servers, { sessionTimeoutMs: opts.sessionTimeoutMs, spinDelayMs: 200, backoffInitialMs: 100, backoffMaxMs: 5000, log: this.log });
+  }
+
+  get isLeader(): boolean {
+    return this.leaderValue;
+  }
+
+  get leaderId(): string {
+    return this.leaderIdValue;
+  }
+
+  /** The fleet document as last read (undefined until the first read). */
+  get doc(): FleetDoc | undefined {
+    return this.docValue;
+  }
+
+  /** Connected agents as the replicas report them (kept current by watches). */
+  get agents(): ReadonlyMap<string, AgentStatus> {
+    return this.agentCache;
+  }
+
+  start(): void {
+    this.session.subscribe({
+      connected: (client) => void this.onConnected(client),
+      disconnected: (reason) => {
+        this.client = undefined;
+        if (this.leaderValue) this.log.warn({ reason }, 'lost ZooKeeper: no longer leading until reconnected');
+        this.setLeader(false, '');
+      },
+    });
+    this.session.start();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.session.close();
+    this.client = undefined;
+  }
+
+  private p(...parts: string[]): string {
+    return [this.opts.root, ...parts].join('/');
+  }
+
+  private async onConnected(client: Client): Promise<void> {
+    this.client = client;
+    const epoch = ++this.epoch;
+    try {
+      for (const dir of ['revisions', 'agents', 'leader']) await call<string>((cb) => client.mkdirp(this.p(dir), cb)).catch(ignore(Exception.NODE_EXISTS));
+      await call((cb) => client.create(this.p('rollout'), Buffer.from(JSON.stringify(EMPTY_DOC)), cb)).catch(ignore(Exception.NODE_EXISTS));
+      if (epoch !== this.epoch) return;
+      await this.watchDoc(client, epoch);
+      this.watchAgents(client, epoch);
+      for (const s of this.mine.values()) this.putAgent(s);
+      // A fresh node for every session: the old one dies with its session.
+      const created = await call<string>((cb) => client.create(this.p('leader', 'n_'), Buffer.from(this.opts.replicaId), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb));
+      this.leaderNode = created.slice(created.lastIndexOf('/') + 1);
+      this.watchLeader(client, epoch);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'ZooKeeper setup failed; retrying on the next connection');
+    }
+  }
+
+  private async watchDoc(client: Client, epoch: number): Promise<void> {
+    const [data] = await call2<Buffer, Stat>((cb) =>
+      client.getData(
+        this.p('rollout'),
+        () => {
+          if (epoch === this.epoch) void this.watchDoc(client, epoch).catch((err) => this.log.warn({ err: errorMessage(err) }, 'reading the rollout state failed'));
+        },
+        cb,
+      ),
+    );
+    const doc = parseDoc(data);
+    if (doc.seq === this.docValue?.seq && this.docValue !== undefined && JSON.stringify(doc) === JSON.stringify(this.docValue)) return;
+    this.docValue = doc;
+    this.listener.doc?.(doc);
+  }
+
+  private watchLeader(client: Client, epoch: number): void {
+    client.getChildren(
+      this.p('leader'),
+      () => epoch === this.epoch && this.watchLeader(client, epoch),
+      (err, children) => {
+        if (err || epoch !== this.epoch) return;
+        const sorted = children.filter((c) => c.startsWith('n_')).sort();
+        const first = sorted[0];
+        if (!first) return;
+        client.getData(this.p('leader', first), (e2, data) => {
+          if (epoch !== this.epoch) return;
+          this.setLeader(first === this.leaderNode, e2 ? '' : data.toString());
+        });
+      },
+    );
+  }
+
+  private setLeader(isLeader: boolean, leader: string): void {
+    if (isLeader === this.leaderValue && leader === this.leaderIdValue) return;
+    this.leaderValue = isLeader;
+    this.leaderIdValue = leader;
+    if (leader) this.log.info({ leader, me: this.opts.replicaId, leading: isLeader }, isLeader ? 'this replica leads rollouts' : 'following the rollout leader');
+    this.listener.leadership?.(isLeader, leader);
+  }
+
+  private watchAgents(client: Client, epoch: number): void {
+    client.getChildren(
+      this.p('agents'),
+      () => epoch === this.epoch && this.watchAgents(client, epoch),
+      (err, children) => {
+        if (err || epoch !== this.epoch) return;
+        const present = new Set(children);
+        for (const id of [...this.agentCache.keys()]) if (!present.has(id)) this.agentCache.delete(id);
+        this.emitAgents();
+        for (const id of children) if (!this.agentCache.has(id)) this.watchAgent(client, epoch, id);
+      },
+    );
+  }
+
+  private watchAgent(client: Client, epoch: number, id: string): void {
+    client.getData(
+      this.p('agents', id),
+      (ev: Event) => {
+        if (epoch !== this.epoch) return;
+        if (ev.getName() === 'NODE_DELETED') {
+          this.agentCache.delete(id);
+          this.emitAgents();
+          return;
+        }
+        this.watchAgent(client, epoch, id);
+      },
+      (err, data) => {
+        if (epoch !== this.epoch) return;
+        if (err) {
+          if (this.agentCache.delete(id)) this.emitAgents();
+          return;
+        }
+        try {
+          this.agentCache.set(id, JSON.parse(data.toString()) as AgentStatus);
+          this.emitAgents();
+        } catch {
+          // a foreign node: ignore
+        }
+      },
+    );
+  }
+
+  private emitAgents(): void {
+    if (this.emitAgentsTimer) return;
+    this.emitAgentsTimer = setImmediate(() => {
+      this.emitAgentsTimer = undefined;
+      this.listener.agents?.(this.agentCache);
+    });
+  }
+
+  /** Reads, transforms and writes the fleet document with compare-and-set (retried on a concurrent write). */
+  async update(fn: (doc: FleetDoc) => FleetDoc): Promise<FleetDoc> {
+    for (let attempt = 0; ; attempt++) {
+      const client = this.requireClient();
+      const [data, stat] = await call2<Buffer, Stat>((cb) => client.getData(this.p('rollout'), cb));
+      const before = parseDoc(data);
+      const after = fn(before);
+      if (after === before) return before;
+      try {
+        await call<Stat>((cb) => client.setData(this.p('rollout'), Buffer.from(JSON.stringify(after)), stat.version, cb));
+        this.docValue = after;
+        this.listener.doc?.(after);
+        return after;
+      } catch (err) {
+        if (code(err) !== Exception.BAD_VERSION || attempt > 20) throw err;
+      }
+    }
+  }
+
+  async putRevision(rev: Revision): Promise<void> {
+    if (this.revisionCache.has(rev.id)) return;
+    const client = this.requireClient();
+    await call((cb) => client.create(this.p('revisions', rev.id), Buffer.from(JSON.stringify(rev)), cb)).catch(ignore(Exception.NODE_EXISTS));
+    this.revisionCache.set(rev.id, rev);
+  }
+
+  /** A revision by id (immutable, cached after the first read). */
+  cachedRevision(id: string): Revision | undefined {
+    return this.revisionCache.get(id);
+  }
+
+  async getRevision(id: string): Promise<Revision | undefined> {
+    const cached = this.revisionCache.get(id);
+    if (cached) return cached;
+    const client = this.requireClient();
+    try {
+      const [data] = await call2<Buffer, Stat>((cb) => client.getData(this.p('revisions', id), cb));
+      const rev = JSON.parse(data.toString()) as Revision;
+      this.revisionCache.set(id, rev);
+      return rev;
+    } catch (err) {
+      if (code(err) === Exception.NO_NODE) return undefined;
+      throw err;
+    }
+  }
+
+  /** Records (or updates) the status of an agent connected to this replica; writes per agent are serialized. */
+  putAgent(status: AgentStatus): void {
+    this.mine.set(status.nodeId, status);
+    this.serialize(status.nodeId, async () => {
+      const client = this.client;
+      if (!client || this.mine.get(status.nodeId) !== status) return;
+      const path = this.p('agents', status.nodeId);
+      const data = Buffer.from(JSON.stringify(status));
+      try {
+        const [, stat] = await call2<Buffer, Stat>((cb) => client.getData(path, cb));
+        if (stat.ephemeralOwner.equals(client.getSessionId())) {
+          await call((cb) => client.setData(path, data, stat.version, cb));
+          return;
+        }
+        // The agent moved here from another replica (maybe a dead one whose session has not expired yet).
+        await call((cb) => client.remove(path, stat.version, (e) => cb(e, undefined))).catch(ignore(Exception.NO_NODE));
+      } catch (err) {
+        if (code(err) !== Exception.NO_NODE) throw err;
+      }
+      await call((cb) => client.create(path, data, zookeeper.CreateMode.EPHEMERAL, cb));
+    });
+  }
+
+  /** The agent left this replica: remove its node if this replica still owns it. */
+  removeAgent(nodeId: string): void {
+    this.mine.delete(nodeId);
+    this.serialize(nodeId, async () => {
+      const client = this.client;
+      if (!client || this.mine.has(nodeId)) return;
+      const path = this.p('agents', nodeId);
+      const [, stat] = await call2<Buffer, Stat>((cb) => client.getData(path, cb)).catch(() => [undefined, undefined] as const);
+      if (stat && stat.ephemeralOwner.equals(client.getSessionId())) await call((cb) => client.remove(path, stat.version, (e) => cb(e, undefined))).catch(() => undefined);
+    });
+  }
+
+  private serialize(key: string, job: () => Promise<void>): void {
+    const prev = this.writes.get(key) ?? Promise.resolve();
+    const next = prev.then(job).catch((err: unknown) => {
+      if (!this.closed) this.log.warn({ node_id: key, err: errorMessage(err) }, 'writing agent status to ZooKeeper failed');
+    });
+    this.writes.set(key, next);
+    void next.then(() => {
+      if (this.writes.get(key) === next) this.writes.delete(key);
+    });
+  }
+
+  private requireClient(): Client {
+    if (!this.client) throw new Error('ZooKeeper is not connected');
+    return this.client;
+  }
+}
+
+function parseDoc(data: Buffer | undefined): FleetDoc {
+  if (!data || data.length === 0) return EMPTY_DOC;
+  const d = JSON.parse(data.toString()) as Partial<FleetDoc>;
+  return { ...EMPTY_DOC, ...d };
+}
+
+function ignore(c: number) {
+  return (err: unknown) => {
+    if (code(err) !== c) throw err;
+  };
+}
+
+function call<T>(fn: (cb: (err: Error | Exception | null, v: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
+}
+
+function call2<A, B>(fn: (cb: (err: Error | Exception | null, a: A, b: B) => void) => void): Promise<[A, B]> {
+  return new Promise((resolve, reject) => fn((err, a, b) => (err ? reject(err) : resolve([a, b]))));
+}

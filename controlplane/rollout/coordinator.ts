@@ -1,0 +1,247 @@
+import { RolloutConfig } from '../../common/config';
+import { errorMessage } from '../../common/errors';
+import { Logger } from '../../common/log';
+import { DesiredState, Server } from '../../common/types';
+import { Discovery } from '../discovery';
+import { AgentRecord, RegistryEvents } from '../grpc/registry';
+import { DesiredStateSource } from '../grpc/stream-server';
+import { AgentStatus, HaStore } from '../ha/zk-store';
+import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc, PolicyDoc, releasedRevision, setPolicy, step } from './engine';
+import { composeState, describeChanges, Revision, revisionOf, revisionOfVersion, selectorMatches } from './revision';
+
+export interface RolloutCoordinatorOptions {
+  readonly config: RolloutConfig;
+  readonly discovery: Discovery;
+  readonly log: Logger;
+  readonly zkSessionTimeoutMs: number;
+  readonly now?: () => number;
+}
+
+/**
+ * One replica's part in rollouts. As a DesiredStateSource it serves every connected agent the revision the
+ * rollout released to it (read from ZooKeeper) × the current hosts from discovery; as RegistryEvents it reports
+ * its agents' hellos, ACKs and NACKs to ZooKeeper; while it is the leader it drives the engine: a new revision
+ * from discovery starts a rollout, agent reports advance its waves.
+ */
+export class RolloutCoordinator implements DesiredStateSource {
+  readonly store: HaStore;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly subscribers = new Set<() => void>();
+  private readonly statuses = new Map<string, AgentStatus>();
+  private readonly lastHosts = new Map<string, readonly Server[]>();
+  private readonly composed = new Map<string, DesiredState>();
+  private readonly loading = new Set<string>();
+  private readonly policy: PolicyDoc;
+  private offSnapshot: (() => void) | undefined;
+  private ticking = false;
+  private dirty = false;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(private readonly opts: RolloutCoordinatorOptions) {
+    this.log = opts.log.child({ component: 'rollout' });
+    this.now = opts.now ?? Date.now;
+    this.policy = policyDoc(opts.config);
+    this.store = new HaStore(
+      { servers: opts.config.zookeeper, root: opts.config.zkPath, replicaId: opts.config.replicaId, sessionTimeoutMs: opts.zkSessionTimeoutMs, log: opts.log },
+      {
+        doc: () => {
+          this.notify();
+          this.kick();
+        },
+        agents: () => this.kick(),
+        leadership: (leader) => leader && this.kick(),
+      },
+    );
+  }
+
+  get replicaId(): string {
+    return this.opts.config.replicaId;
+  }
+
+  get defaultPolicy(): PolicyDoc {
+    return this.policy;
+  }
+
+  start(): void {
+    this.offSnapshot = this.opts.discovery.onSnapshot((s) => {
+      for (const svc of s.services) this.lastHosts.set(svc.name, svc.servers);
+      this.notify();
+      this.kick();
+    });
+    this.store.start();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.offSnapshot?.();
+    clearTimeout(this.wakeTimer);
+    this.store.close();
+  }
+
+  // ------------------------------------------------------------------ DesiredStateSource
+
+  desiredFor(agent: AgentRecord): DesiredState | undefined {
+    const snap = this.opts.discovery.current();
+    const doc = this.store.doc;
+    if (!snap || !doc) return undefined; // keep what the agent runs until both are known
+    const id = releasedRevision(doc, agent.nodeId);
+    if (!id) return undefined;
+    const rev = this.store.cachedRevision(id);
+    if (!rev) {
+      this.load(id);
+      return undefined;
+    }
+    const matched = rev.services.filter((s) => selectorMatches(s.agents, agent.labels)).map((s) => s.name);
+    const key = `${rev.id}|${snap.version}|${matched.join(',')}`;
+    let state = this.composed.get(key);
+    if (!state) {
+      if (this.composed.size > 256) this.composed.clear();
+      const current = new Map(snap.services.map((s) => [s.name, s.servers]));
+      // A service the revision has but discovery no longer follows keeps the hosts it last had (fail static).
+      state = composeState(rev, agent.labels, (name) => current.get(name) ?? this.lastHosts.get(name) ?? []);
+      this.composed.set(key, state);
+    }
+    return state;
+  }
+
+  subscribe(fn: () => void): () => void {
+    this.subscribers.add(fn);
+    return () => this.subscribers.delete(fn);
+  }
+
+  private notify(): void {
+    for (const fn of [...this.subscribers]) fn();
+  }
+
+  private load(id: string): void {
+    if (this.loading.has(id)) return;
+    this.loading.add(id);
+    this.store
+      .getRevision(id)
+      .then((rev) => {
+        if (!rev) this.log.error({ revision: id }, 'revision not found in ZooKeeper');
+        else this.notify();
+      })
+      .catch((err) => this.log.warn({ revision: id, err: errorMessage(err) }, 'cannot read revision'))
+      .finally(() => setTimeout(() => this.loading.delete(id), 500));
+  }
+
+  // ------------------------------------------------------------------ agent reports → ZooKeeper
+
+  /** Registry events that report this replica's agents to ZooKeeper. */
+  registryEvents(): Required<Pick<RegistryEvents, 'onConnect' | 'onDisconnect' | 'onAck' | 'onNack'>> {
+    const put = (agent: AgentRecord, change: Partial<AgentStatus>) => {
+      const prev = this.statuses.get(agent.nodeId);
+      const status: AgentStatus = {
+        nodeId: agent.nodeId,
+        labels: agent.labels,
+        replica: this.replicaId,
+        runningVersion: agent.runningVersion,
+        runningRevision: revisionOfVersion(agent.runningVersion),
+        connectedAt: prev?.connectedAt ?? this.now(),
+        ...(prev?.lastAck ? { lastAck: prev.lastAck } : {}),
+        ...(prev?.lastNack ? { lastNack: prev.lastNack } : {}),
+        ...change,
+      };
+      this.statuses.set(agent.nodeId, status);
+      this.store.putAgent(status);
+    };
+    return {
+      onConnect: (agent) => {
+        this.statuses.delete(agent.nodeId);
+        put(agent, {});
+      },
+      onDisconnect: (agent) => {
+        this.statuses.delete(agent.nodeId);
+        this.store.removeAgent(agent.nodeId);
+      },
+      onAck: (agent, version) => put(agent, { lastAck: { version, revision: revisionOfVersion(version), at: this.now() } }),
+      onNack: (agent, version, reason) => put(agent, { lastNack: { version, revision: revisionOfVersion(version), error: reason, at: this.now() } }),
+    };
+  }
+
+  // ------------------------------------------------------------------ leader
+
+  private kick(): void {
+    if (this.stopped || !this.store.isLeader) return;
+    if (this.ticking) {
+      this.dirty = true;
+      return;
+    }
+    this.ticking = true;
+    void (async () => {
+      try {
+        do {
+          this.dirty = false;
+          await this.tick();
+        } while (this.dirty && !this.stopped);
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err) }, 'rollout step failed; retrying');
+        setTimeout(() => this.kick(), 500);
+      } finally {
+        this.ticking = false;
+      }
+    })();
+  }
+
+  private async tick(): Promise<void> {
+    if (!this.store.isLeader || !this.store.doc) return;
+    const snap = this.opts.discovery.current();
+    let rev: Revision | undefined;
+    let changes: string[] = [];
+    if (snap) {
+      rev = revisionOf(snap, (name) => this.opts.discovery.configOf(name)?.agents);
+      await this.store.putRevision(rev);
+      const doc = this.store.doc;
+      if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id) changes = describeChanges(await this.store.getRevision(doc.stable), rev);
+    }
+    const fleet = new Map<string, FleetAgent>();
+    for (const [id, a] of this.store.agents) fleet.set(id, { nodeId: id, runningRevision: a.runningRevision, ...(a.lastNack ? { lastNack: a.lastNack } : {}) });
+    const now = this.now();
+    let wakeAt: number | undefined;
+    let before: FleetDoc | undefined;
+    const after = await this.store.update((d) => {
+      before = d;
+      const withRev = rev ? onRevision(d, rev.id, this.policy, now, changes) : d;
+      const r = step(withRev, fleet, now);
+      wakeAt = r.wakeAt;
+      return r.doc;
+    });
+    if (before) this.logTransition(before, after);
+    clearTimeout(this.wakeTimer);
+    if (wakeAt !== undefined) this.wakeTimer = setTimeout(() => this.kick(), Math.max(0, wakeAt - this.now()) + 1);
+  }
+
+  private logTransition(a: FleetDoc, b: FleetDoc): void {
+    if (a.stable === '' && b.stable !== '') this.log.info({ revision: b.stable }, 'first revision released to every agent');
+    const r = b.current;
+    if (!r) return;
+    const prev = a.current?.id === r.id ? a.current : undefined;
+    if (!prev) this.log.info({ rollout: r.id, from: r.from, to: r.to, changes: r.changes, policy: r.policy }, 'rollout started');
+    for (const w of r.waves) {
+      const pw = prev?.waves.find((x) => x.index === w.index);
+      if (!pw) this.log.info({ rollout: r.id, wave: w.index, spec: w.spec, agents: w.agents }, `wave ${w.index} started`);
+      else if (pw.ackedAt === undefined && w.ackedAt !== undefined) this.log.info({ rollout: r.id, wave: w.index }, `wave ${w.index} ACKed; baking ${r.policy.bakeMs} ms`);
+    }
+    if (prev?.state !== r.state || !prev) this.log.info({ rollout: r.id, state: r.state, reason: r.reason }, `rollout ${r.state}`);
+  }
+
+  // ------------------------------------------------------------------ operations (any replica)
+
+  async command(cmd: Command, rolloutId: string): Promise<FleetDoc> {
+    const doc = await this.store.update((d) => command(d, cmd, this.now(), rolloutId));
+    this.log.info({ command: cmd, rollout: doc.current?.id, state: doc.current?.state }, `rollout ${cmd} by operator`);
+    return doc;
+  }
+
+  async setPolicy(change: Partial<PolicyDoc>, next: boolean): Promise<FleetDoc> {
+    return this.store.update((d) => setPolicy(d, change, next, this.policy, this.now()));
+  }
+
+  /** Whether any rollout is in progress (for metrics and tests). */
+  get active(): boolean {
+    return isActive(this.store.doc?.current);
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * The rollout engine: a pure state machine over one document (kept in ZooKeeper by controlplane/ha). Every
+ * function takes the document and the time and returns a new document; nothing here does I/O, so a leader that
+ * takes over mid-rollout simply continues from the document it reads.
+ *
+ *   doc = onRevision(doc, 'ab12…', policy, now, changes)   // a new revision: a rollout starts (or supersedes one)
+ *   doc = step(doc, fleet, now).doc                        // ACKs/NACKs in, waves out; call on every change
+ *   releasedRevision(doc, 'web-17')                        // what one agent may run: the only gate for pushes
+ */
+import { parseWaveSpec, RolloutPolicyConfig, WaveSpec } from '../../common/config';
+
+export type RolloutStateName = 'running' | 'paused' | 'halted' | 'completed' | 'rolled_back' | 'aborted' | 'superseded';
+
+/** States in which the revision stays with the agents it was released to. */
+export const ACTIVE_STATES: readonly RolloutStateName[] = ['running', 'paused', 'halted'];
+
+/** A policy as stored (waves as the operator wrote them: "1", "10%"). */
+export interface PolicyDoc {
+  readonly waves: readonly string[];
+  readonly bakeMs: number;
+  readonly maxNacks: number;
+  readonly autoRollback: boolean;
+}
+
+export interface WaveDoc {
+  /** 1-based. */
+  readonly index: number;
+  readonly spec: string;
+  readonly agents: readonly string[];
+  readonly startedAt: number;
+  readonly ackedAt?: number;
+  readonly completedAt?: number;
+}
+
+export interface AgentResult {
+  readonly status: 'pending' | 'acked' | 'nacked';
+  readonly wave: number;
+  readonly error?: string;
+  readonly at: number;
+}
+
+export interface RolloutDoc {
+  readonly id: string;
+  readonly from: string;
+  readonly to: string;
+  readonly state: RolloutStateName;
+  readonly policy: PolicyDoc;
+  readonly waves: readonly WaveDoc[];
+  /** Specs of policy.waves not yet started or skipped. */
+  readonly pending: readonly string[];
+  readonly results: Readonly<Record<string, AgentResult>>;
+  /** Agents whose NACKs were forgiven by a resume. */
+  readonly forgiven: readonly string[];
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  readonly finishedAt?: number;
+  readonly reason: string;
+  readonly changes: readonly string[];
+  /** Counts kept in history entries (whose results are dropped). */
+  readonly counts?: { readonly total: number; readonly acked: number; readonly nacked: number };
+}
+
+/** Everything the control planes agree on, in one ZooKeeper node. */
+export interface FleetDoc {
+  /** The last fully released revision ("" before the first one). */
+  readonly stable: string;
+  readonly current?: RolloutDoc;
+  /** Finished rollouts, newest first (without per-agent results). */
+  readonly history: readonly RolloutDoc[];
+  /** Policy override for the next rollout. */
+  readonly nextPolicy?: PolicyDoc;
+  /** Bumped on every change (for logs). */
+  readonly seq: number;
+}
+
+/** One agent as the replicas report it (ZooKeeper agent status nodes); only connected agents are present. */
+export interface FleetAgent {
+  readonly nodeId: string;
+  /** The revision the agent runs (from its last ACK or its hello). */
+  readonly runningRevision: string;
+  readonly lastNack?: { readonly revision: string; readonly error: string; readonly at: number };
+}
+
+export const HISTORY_LIMIT = 20;
+export const EMPTY_DOC: FleetDoc = { stable: '', history: [], seq: 0 };
+
+export function policyDoc(p: RolloutPolicyConfig): PolicyDoc {
+  return { waves: p.waves.map(waveText), bakeMs: p.bakeMs, maxNacks: p.maxNacks, autoRollback: p.autoRollback };
+}
+
+export function waveText(w: WaveSpec): string {
+  return w.kind === 'count' ? String(w.count) : `${+(w.share * 100).toFixed(4)}%`;
+}
+
+export function isActive(r: RolloutDoc | undefined): r is RolloutDoc & { readonly state: 'running' | 'paused' | 'halted' } {
+  return r !== undefined && ACTIVE_STATES.includes(r.state);
+}
+
+/**
+ * The revision one agent may run: the rollout's target once a wave released it to the agent (while the rollout
+ * is active), otherwise the last fully released revision. Agents that join mid-rollout get the stable one.
+ */
+export function releasedRevision(doc: FleetDoc, nodeId: string): string {
+  const r = doc.current;
+  if (isActive(r) && r.waves.some((w) => w.agents.includes(nodeId))) return r.to;
+  return doc.stable;
+}
+
+/** The wave (1-based) that released the current rollout to `nodeId`, or 0. */
+export function waveOf(r: RolloutDoc | undefined, nodeId: string): number {
+  return r?.waves.find((w) => w.agents.includes(nodeId))?.index ?? 0;
+}
+
+/**
+ * A new current revision. The first one ever is released at once (nothing to roll back to). The same target as the
+ * current/last rollout, or the stable revision itself, changes nothing — except that a running rollout whose change
+ * was reverted is superseded. Anything else supersedes the active rollout (its agents fall back to the stable
+ * revision) and starts a new rollout from the last fully released revision.
+ */
+export function onRevision(doc: FleetDoc, revision: string, policy: PolicyDoc, now: number, changes: readonly string[] = []): FleetDoc {
+  if (doc.stable === '') return { ...doc, stable: revision, seq: doc.seq + 1 };
+  const cur = doc.current;
+  if (cur && cur.to === revision && (isActive(cur) || cur.state !== 'superseded')) return doc;
+  let next = doc;
+  if (isActive(cur)) next = finish(next, cur, 'superseded', now, revision === doc.stable ? 'the change was reverted' : `superseded by revision ${revision}`);
+  if (revision === doc.stable) return next;
+  const use = next.nextPolicy ?? policy;
+  const rollout: RolloutDoc = {
+    id: `${revision}-${now.toString(36)}`,
+    from: doc.stable,
+    to: revision,
+    state: 'running',
+    policy: use,
+    waves: [],
+    pending: use.waves,
+    results: {},
+    forgiven: [],
+    createdAt: now,
+    updatedAt: now,
+    reason: 'started',
+    changes,
+  };
+  const { nextPolicy: _dropped, ...rest } = next;
+  return { ...rest, current: rollout, seq: next.seq + 1 };
+}
+
+export interface StepResult {
+  readonly doc: FleetDoc;
+  /** When step should run again even if nothing else happens (a bake time ends). */
+  readonly wakeAt?: number;
+}
+
+/**
+ * Advances the current rollout: records ACKs/NACKs of the agents it was released to, halts (and rolls back) past
+ * the NACK threshold, and starts the next wave once every connected agent of the current wave ACKed and the bake
+ * time passed. Agents of a wave that are not connected are not waited for; they get the revision when they return.
+ */
+export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): StepResult {
+  const r0 = doc.current;
+  if (!isActive(r0)) return { doc };
+  let r = withResults(r0, fleet, now);
+  const nacked = Object.entries(r.results).filter(([id, a]) => a.status === 'nacked' && !r.forgiven.includes(id));
+  if (r.state === 'running' && nacked.length > r.policy.maxNacks) {
+    const [id, a] = nacked[0]!;
+    const why = `${nacked.length} NACK(s), more than max_nacks ${r.policy.maxNacks}; ${id}: ${a.error ?? ''}`.trim();
+    if (r.policy.autoRollback) return { doc: finish(doc, r, 'rolled_back', now, `${why}; rolled back to ${r.from}`) };
+    r = { ...r, state: 'halted', reason: why, updatedAt: now };
+  }
+  if (r.state !== 'running') return { doc: replace(doc, r0, r) };
+
+  const last = r.waves[r.waves.length - 1];
+  if (last && last.completedAt === undefined) {
+    const done = last.agents.every((id) => !fleet.has(id) || r.results[id]?.status === 'acked' || r.results[id]?.status === 'nacked');
+    if (!done) return { doc: replace(doc, r0, r) };
+    const ackedAt = last.ackedAt ?? now;
+    const bakeEnd = ackedAt + (r.pending.length === 0 ? 0 : r.policy.bakeMs);
+    if (last.ackedAt === undefined) r = updateLast(r, { ...last, ackedAt }, now);
+    if (now < bakeEnd) return { doc: replace(doc, r0, r), wakeAt: bakeEnd };
+    r = updateLast(r, { ...r.waves[r.waves.length - 1]!, completedAt: now }, now);
+  }
+  // Start the next wave that releases to at least one agent; none left → the revision is fully released.
+  const assigned = new Set(r.waves.flatMap((w) => w.agents));
+  const candidates = [...fleet.keys()].filter((id) => !assigned.has(id)).sort();
+  const total = new Set([...assigned, ...fleet.keys()]).size;
+  let pending = [...r.pending];
+  while (pending.length > 0) {
+    const spec = pending.shift()!;
+    const w = parseWaveSpec(spec, 'wave');
+    const target = w.kind === 'count' ? assigned.size + w.count : Math.ceil(w.share * total - 1e-9);
+    const take = candidates.slice(0, Math.max(0, target - assigned.size));
+    if (take.length === 0) continue; // e.g. 10 % of 5 agents after the canary: nothing new, next spec
+    const wave: WaveDoc = { index: r.waves.length + 1, spec, agents: take, startedAt: now };
+    const results = { ...r.results };
+    for (const id of take) results[id] = { status: 'pending', wave: wave.index, at: now };
+    r = { ...r, waves: [...r.waves, wave], pending, results, updatedAt: now, reason: `wave ${wave.index} (${spec}) released to ${take.length} agent(s)` };
+    // The new wave's agents may already run the revision (e.g. it equals what they had): settle at once.
+    return step(replace(doc, r0, r), fleet, now);
+  }
+  return { doc: finish(doc, { ...r, pending: [] }, 'completed', now, `released to every agent (${assigned.size})`) };
+}
+
+/** Operator commands; each returns the new document or throws RolloutCommandError. */
+export type Command = 'pause' | 'resume' | 'promote' | 'abort';
+
+export class RolloutCommandError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'NO_ROLLOUT' | 'BAD_STATE' | 'WRONG_ROLLOUT',
+  ) {
+    super(message);
+  }
+}
+
+export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''): FleetDoc {
+  const r = doc.current;
+  if (!isActive(r)) throw new RolloutCommandError(`no rollout is in progress (last: ${r ? `${r.id} ${r.state}` : 'none'})`, 'NO_ROLLOUT');
+  if (rolloutId && rolloutId !== r.id) throw new RolloutCommandError(`rollout ${rolloutId} is not the current one (${r.id})`, 'WRONG_ROLLOUT');
+  switch (cmd) {
+    case 'pause':
+      if (r.state !== 'running') throw new RolloutCommandError(`rollout ${r.id} is ${r.state}, not running`, 'BAD_STATE');
+      return replace(doc, r, { ...r, state: 'paused', reason: 'paused by operator', updatedAt: now });
+    case 'resume': {
+      if (r.state === 'running') throw new RolloutCommandError(`rollout ${r.id} is already running`, 'BAD_STATE');
+      const forgiven = [...new Set([...r.forgiven, ...Object.entries(r.results).filter(([, a]) => a.status === 'nacked').map(([id]) => id)])];
+      return replace(doc, r, { ...r, state: 'running', forgiven, reason: `resumed by operator (from ${r.state})`, updatedAt: now });
+    }
+    case 'promote': {
+      const last = r.waves[r.waves.length - 1];
+      const waves = last && last.completedAt === undefined ? [...r.waves.slice(0, -1), { ...last, ackedAt: last.ackedAt ?? now, completedAt: now }] : r.waves;
+      return replace(doc, r, { ...r, state: 'running', waves, pending: ['100%'], policy: { ...r.policy, bakeMs: 0 }, reason: 'promoted by operator: released to every agent', updatedAt: now });
+    }
+    case 'abort':
+      return finish(doc, r, 'aborted', now, `aborted by operator; rolled back to ${r.from}`);
+  }
+}
+
+/** Changes the current rollout's policy (new waves replace the pending ones), or sets the next rollout's. */
+export function setPolicy(doc: FleetDoc, change: Partial<PolicyDoc>, next: boolean, base: PolicyDoc, now: number): FleetDoc {
+  for (const [i, w] of (change.waves ?? []).entries()) parseWaveSpec(w, `waves[${i}]`);
+  if (next) return { ...doc, nextPolicy: { ...(doc.nextPolicy ?? base), ...change }, seq: doc.seq + 1 };
+  const r = doc.current;
+  if (!isActive(r)) throw new RolloutCommandError('no rollout is in progress (use next to change the next one)', 'NO_ROLLOUT');
+  const policy = { ...r.policy, ...change };
+  return replace(doc, r, { ...r, policy, pending: change.waves ?? r.pending, reason: 'policy changed by operator', updatedAt: now });
+}
+
+/** Result counts of a rollout. */
+export function counts(r: RolloutDoc): { total: number; acked: number; nacked: number } {
+  if (r.counts) return r.counts;
+  const all = Object.values(r.results);
+  return { total: all.length, acked: all.filter((a) => a.status === 'acked').length, nacked: all.filter((a) => a.status === 'nacked').length };
+}
+
+function withResults(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): RolloutDoc {
+  let results: Record<string, AgentResult> | undefined;
+  for (const w of r.waves) {
+    for (const id of w.agents) {
+      const a = fleet.get(id);
+      const prev = r.results[id];
+      if (!a || !prev) continue;
+      let next: AgentResult = prev;
+      if (a.runningRevision === r.to) next = prev.status === 'acked' ? prev : { status: 'acked', wave: w.index, at: now };
+      else if (a.lastNack?.revision === r.to && a.lastNack.at >= w.startedAt) next = prev.status === 'nacked' && prev.error === a.lastNack.error ? prev : { status: 'nacked', wave: w.index, error: a.lastNack.error, at: now };
+      if (next !== prev) (results ??= { ...r.results })[id] = next;
+    }
+  }
+  return results ? { ...r, results, updatedAt: now } : r;
+}
+
+function updateLast(r: RolloutDoc, wave: WaveDoc, now: number): RolloutDoc {
+  return { ...r, waves: [...r.waves.slice(0, -1), wave], updatedAt: now };
+}
+
+function replace(doc: FleetDoc, before: RolloutDoc, after: RolloutDoc): FleetDoc {
+  return before === after ? doc : { ...doc, current: after, seq: doc.seq + 1 };
+}
+
+function finish(doc: FleetDoc, r: RolloutDoc, state: RolloutStateName, now: number, reason: string): FleetDoc {
+  const done: RolloutDoc = { ...r, state, reason, updatedAt: now, finishedAt: now };
+  const summary: RolloutDoc = { ...done, results: {}, counts: counts(done) };
+  return {
+    ...doc,
+    stable: state === 'completed' ? r.to : doc.stable,
+    current: done,
+    history: [summary, ...doc.history.filter((h) => h.id !== r.id)].slice(0, HISTORY_LIMIT),
+    seq: doc.seq + 1,
+  };
+}

@@ -1,0 +1,98 @@
+import { createHash } from 'node:crypto';
+import { DesiredState, HaproxyGlobals, Server, Service } from '../../common/types';
+import { canonicalJson, stateVersion } from '../builder';
+
+/** The shape of one service in a revision: everything but its hosts. */
+export interface ServiceShape {
+  readonly name: string;
+  readonly port: number;
+  readonly bindAddress: string;
+  readonly listenOptions: readonly string[];
+  readonly serverOptions: readonly string[];
+  /** Label selector (matchLabels); absent = every agent. */
+  readonly agents?: Readonly<Record<string, string>>;
+}
+
+/**
+ * A config revision: the shape of every service plus the HAProxy global/defaults. Host membership, weights and
+ * addresses are not part of it — an agent's desired state is (its revision) × (the current hosts), so host
+ * changes reach every agent at once whatever revision it runs. Immutable; `id` is a content hash.
+ */
+export interface Revision {
+  readonly id: string;
+  readonly haproxy: HaproxyGlobals;
+  readonly services: readonly ServiceShape[];
+}
+
+/** Length of revision ids (hex). */
+export const REVISION_ID_LENGTH = 12;
+
+/** The revision of a discovery snapshot; `selectorOf` gives each service's `agents` selector. */
+export function revisionOf(state: DesiredState, selectorOf: (service: string) => Readonly<Record<string, string>> | undefined): Revision {
+  const services: ServiceShape[] = state.services.map((s) => {
+    const agents = selectorOf(s.name);
+    return {
+      name: s.name,
+      port: s.port,
+      bindAddress: s.bindAddress,
+      listenOptions: s.listenOptions,
+      serverOptions: s.serverOptions,
+      ...(agents && Object.keys(agents).length > 0 ? { agents } : {}),
+    };
+  });
+  services.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const body = { haproxy: { global: state.haproxy.global, defaults: state.haproxy.defaults }, services };
+  return { id: createHash('sha256').update(canonicalJson(body)).digest('hex').slice(0, REVISION_ID_LENGTH), ...body };
+}
+
+/** matchLabels: every pair of the selector is among the labels. */
+export function selectorMatches(selector: Readonly<Record<string, string>> | undefined, labels: Readonly<Record<string, string>>): boolean {
+  if (!selector) return true;
+  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
+  return true;
+}
+
+/**
+ * The desired state of one agent: the revision's services that select it, with the current hosts of each.
+ * The version is `<revision id>.<content hash>`, so an ACK or a hello names the revision an agent runs, on any replica.
+ * A service without known hosts is served without servers only if it never had any (see RevisionComposer).
+ */
+export function composeState(revision: Revision, labels: Readonly<Record<string, string>>, hostsOf: (service: string) => readonly Server[]): DesiredState {
+  const services: Service[] = revision.services
+    .filter((s) => selectorMatches(s.agents, labels))
+    .map((s) => ({ name: s.name, port: s.port, bindAddress: s.bindAddress, listenOptions: s.listenOptions, serverOptions: s.serverOptions, servers: hostsOf(s.name) }));
+  return { version: `${revision.id}.${stateVersion(revision.haproxy, services).slice(0, 20)}`, haproxy: revision.haproxy, services };
+}
+
+/** The revision a composed version was built from ("" for versions from before rollouts). */
+export function revisionOfVersion(version: string): string {
+  const dot = version.indexOf('.');
+  return dot === REVISION_ID_LENGTH ? version.slice(0, dot) : '';
+}
+
+/** What `to` changes compared with `from`, for humans ("service api added", "listen_options of web changed"). */
+export function describeChanges(from: Revision | undefined, to: Revision): string[] {
+  if (!from) return ['initial revision'];
+  const out: string[] = [];
+  if (canonicalJson(from.haproxy.global) !== canonicalJson(to.haproxy.global)) out.push('haproxy global changed');
+  if (canonicalJson(from.haproxy.defaults) !== canonicalJson(to.haproxy.defaults)) out.push('haproxy defaults changed');
+  const before = new Map(from.services.map((s) => [s.name, s]));
+  const after = new Map(to.services.map((s) => [s.name, s]));
+  for (const [name, s] of after) {
+    const b = before.get(name);
+    if (!b) {
+      out.push(`service ${name} added`);
+      continue;
+    }
+    const fields: [string, unknown, unknown][] = [
+      ['port', b.port, s.port],
+      ['bind_address', b.bindAddress, s.bindAddress],
+      ['listen_options', b.listenOptions, s.listenOptions],
+      ['server_options', b.serverOptions, s.serverOptions],
+      ['agents', b.agents, s.agents],
+    ];
+    for (const [field, x, y] of fields) if (canonicalJson(x) !== canonicalJson(y)) out.push(`${field} of ${name} changed`);
+  }
+  for (const name of before.keys()) if (!after.has(name)) out.push(`service ${name} removed`);
+  return out;
+}
