@@ -68,3 +68,29 @@ describe('agent owns the listening sockets: reloads and crashes refuse nothing',
     expect((await tally(port, 4)).size).toBe(2);
   });
 });
+
+describe('server states survive a reload (server-state-file)', () => {
+  test('a server health checks found DOWN is still DOWN in the new process, not assumed UP', async () => {
+    const [live] = await startBackends(['live']);
+    const deadPort = await freePort(); // nothing listens here
+    const port = await freePort();
+    const t = await startTestAgent();
+    try {
+      const opts = { serverOptions: ['check inter 100 fall 1 rise 1'] };
+      const servers = [server('live', live!.port), server('dead', deadPort)];
+      await t.agent.apply(state([service('web', port, servers, opts)]));
+      const dead = async () => (await t.runtime.serversState()).get('web')?.get('dead')?.operState;
+      expect(await eventually(async () => (await dead()) === 0, 5000, 20)).toBe(true);
+
+      const r = await t.agent.apply(state([service('web', port, servers, { ...opts, listenOptions: ['mode http', 'balance roundrobin', 'option redispatch'] })]));
+      expect(r.outcome).toBe('reload');
+      // Read at once from the new process: the saved state says DOWN; without it the server would start UP.
+      expect(await dead()).toBe(0);
+      const counts = await tally(port, 10);
+      expect(counts.get('live')).toBe(10);
+    } finally {
+      await t.close();
+      await live!.close();
+    }
+  });
+});
