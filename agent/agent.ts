@@ -1,7 +1,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrConfig } from '../common/config';
-import { errorMessage, HaproxyConfigError, ProxyMgrError, StateError, StateProblem } from '../common/errors';
+import { errorMessage, ProxyMgrError, StateError, StateProblem } from '../common/errors';
 import { writeFileAtomic } from '../common/fs';
 import { Logger } from '../common/log';
 import { DesiredState } from '../common/types';
@@ -317,4 +317,3 @@ function mergeRunning(running: Running, state: DesiredState): Running {
   };
 }
 
-export { HaproxyConfigError };

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 
 /**
@@ -22,4 +22,13 @@ export async function writeFileAtomic(file: string, content: string, mode = 0o64
   }
   await fsp.rename(tmp, file);
   return true;
+}
+
+/** Finds `rel` below the nearest ancestor of `from` that has it (works from the sources and from dist/). */
+export function findUp(rel: string, from = __dirname): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, rel);
+    if (existsSync(candidate)) return candidate;
+    if (path.dirname(dir) === dir) throw new Error(`${rel} not found above ${from} (run npm install && npm run build)`);
+  }
 }

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -10,6 +10,7 @@ const { FileDescriptorSet, FileDescriptorProto } = require('protobufjs/ext/descr
 };
 import { HealthCheckResponse_ServingStatus, HealthServer, HealthService } from './gen/grpc/health/v1/health';
 import { ProxyMgrError } from './errors';
+import { findUp } from './fs';
 
 /** TLS settings from proxymgr.yml (PEM file paths). */
 export interface TlsConfig {
@@ -78,15 +79,6 @@ export function addReflection(server: grpc.Server, services: readonly string[]):
   const files = set.file.map((f) => FileDescriptorProto.encode(f).finish());
   const definition = { files: { format: 'Protocol Buffer 3 DescriptorProto', type: {}, fileDescriptorProtos: files } } as unknown as protoLoader.PackageDefinition;
   new ReflectionService(definition, { services: [...services, 'grpc.health.v1.Health'] }).addToServer(server);
-}
-
-/** Finds `rel` in the nearest ancestor of this file (works from the sources and from dist/). */
-export function findUp(rel: string): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, rel);
-    if (existsSync(candidate)) return candidate;
-    if (path.dirname(dir) === dir) throw new Error(`${rel} not found above ${__dirname} (run npm run build)`);
-  }
 }
 
 /** ProxyMgr errors become gRPC statuses here, at the edge. */

@@ -1,6 +1,6 @@
-import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrError } from '../../common/errors';
+import { findUp } from '../../common/fs';
 
 interface ListenFdAddon {
   listenTcp(host: string, port: number, backlog: number): number;
@@ -11,17 +11,8 @@ interface ListenFdAddon {
 // Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.
 const ADDON = path.join('agent', 'native', 'build', 'Release', 'listenfd.node');
 
-/** Finds the addon from both the sources (ts-jest) and dist/ (the built CLI). */
-function loadAddon(): ListenFdAddon {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, ADDON);
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    if (existsSync(candidate)) return require(candidate) as ListenFdAddon;
-    if (path.dirname(dir) === dir) throw new Error(`${ADDON} not found above ${__dirname}: run npm install (it builds the addon)`);
-  }
-}
-
-const addon = loadAddon();
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const addon = require(findUp(ADDON)) as ListenFdAddon;
 
 /**
  * The listening sockets the agent owns, one per bind address and port. They outlive every HAProxy process:
