@@ -1,0 +1,308 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { Backend, startBackends } from '../helpers/backends';
+import { CLI, CliProcess, startCli, stopAllCli } from '../helpers/cli';
+import { startLoad } from '../helpers/load';
+import { eventually, freePort, sleep, tempDir } from '../helpers/net';
+import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { connectZk } from '../helpers/zk-client';
+
+jest.setTimeout(150_000);
+
+interface Status {
+  enabled: boolean;
+  replica: string;
+  leader: string;
+  stableRevision: string;
+  rollout?: {
+    id: string;
+    fromRevision: string;
+    toRevision: string;
+    state: string;
+    reason: string;
+    waves?: { index: number; spec: string; agents: string[]; startedAt: string; ackedAt?: string; completedAt?: string }[];
+  };
+  agents: { nodeId: string; connected: boolean; replica: string; wave?: number; releasedRevision: string; runningRevision?: string; status: string; error?: string }[];
+}
+
+/**
+ * Rollouts and HA from the built CLI: a real ZooKeeper, two control-plane replicas, five agents each with its own
+ * HAProxy (127.0.0.1 … 127.0.0.5, same port), real HTTP backends. Every service-config change below alters the
+ * `X-Rev` response header, so which revision an agent's HAProxy runs is visible in its traffic.
+ */
+describe('rollouts across 2 control planes and 5 agents', () => {
+  let zk: ZooKeeper;
+  let zkc: Awaited<ReturnType<typeof connectZk>>;
+  let backends: Backend[];
+  let tmp: ReturnType<typeof tempDir>;
+  const cps: { id: string; port: number; config: string; proc?: CliProcess }[] = [];
+  const agents: { id: string; ip: string; config: string; proc?: CliProcess }[] = [];
+  let webPort: number;
+  let euPort: number;
+
+  const webConfig = (rev: string, extra: string[] = []) =>
+    JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', `http-response set-header X-Rev ${rev}`, ...extra] });
+  const host = (b: Backend) => JSON.stringify({ address: '127.0.0.1', port: b.port });
+
+  const ctl = (cp: number, ...args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cps[cp]!.port}`, 'rollout', ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+  const status = async (cp = 0): Promise<Status> => JSON.parse((await ctl(cp, 'status', '--json')).stdout) as Status;
+  /** The X-Rev header (the revision in traffic) and the backend of one request through an agent. */
+  const hit = (ip: string, port = webPort) =>
+    new Promise<{ rev: string; body: string }>((resolve, reject) => {
+      const req = http.get({ host: ip, port, path: '/', agent: false, timeout: 3000 }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ rev: String(res.headers['x-rev'] ?? ''), body: body.trim() }));
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+    });
+  const revs = async () => Promise.all(agents.map(async (a) => (await hit(a.ip)).rev));
+  const backendsOf = async (ip: string) => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 8; i++) seen.add((await hit(ip)).body);
+    return [...seen].sort().join(',');
+  };
+
+  /** Polls status until `pred`, recording every status seen; checks the release invariant on each. */
+  const seen: Status[] = [];
+  async function until(pred: (s: Status) => boolean, timeoutMs = 20_000, cp = 0): Promise<Status> {
+    let last: Status | undefined;
+    const ok = await eventually(async () => {
+      last = await status(cp);
+      seen.push(last);
+      return pred(last);
+    }, timeoutMs, 100);
+    if (!ok) throw new Error(`condition not met; last status: ${JSON.stringify(last, null, 1)}`);
+    return last!;
+  }
+  /** No agent ever runs the rollout's target unless a wave released it to that agent. */
+  function assertOnlyReleased(statuses: Status[]): void {
+    for (const s of statuses) {
+      const r = s.rollout;
+      if (!r || !['running', 'paused', 'halted'].includes(r.state)) continue;
+      for (const a of s.agents) if (a.runningRevision === r.toRevision) expect(a.wave ?? 0).toBeGreaterThan(0);
+    }
+  }
+
+  /** Every push of a version of `revision`, from both replicas' logs: which agent, when. */
+  function pushesOf(revision: string): { node: string; time: number }[] {
+    const out: { node: string; time: number }[] = [];
+    for (const cp of cps) {
+      for (const line of (cp.proc?.logs() ?? '').split('\n')) {
+        if (!line.includes('pushed desired state')) continue;
+        const l = JSON.parse(line) as { node_id: string; version: string; time: number };
+        if (l.version.startsWith(revision + '.')) out.push({ node: l.node_id, time: l.time });
+      }
+    }
+    return out;
+  }
+  /** The logs prove it: every push of the rollout's target went to an agent after its wave released it. */
+  function assertPushesReleased(s: Status): void {
+    const waves = s.rollout!.waves!;
+    for (const p of pushesOf(s.rollout!.toRevision)) {
+      const w = waves.find((x) => x.agents.includes(p.node));
+      expect({ node: p.node, released: w !== undefined }).toEqual({ node: p.node, released: true });
+      expect(p.time).toBeGreaterThanOrEqual(Date.parse(w!.startedAt));
+    }
+  }
+
+  beforeAll(async () => {
+    [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b', 'c'])]);
+    zkc = await connectZk(zk.connectString);
+    tmp = tempDir('proxymgr-rollout-');
+    webPort = await freePort();
+    euPort = await freePort();
+    await zkc.put('/service_config/web', webConfig('v1'));
+    await zkc.put('/service_config/eu', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: euPort, listen_options: ['mode http'], agents: { zone: 'eu' } }));
+    await zkc.put('/services/web/a', host(backends[0]!));
+    await zkc.put('/services/web/b', host(backends[1]!));
+    for (const id of ['cp0', 'cp1']) {
+      const port = await freePort();
+      const config = path.join(tmp.dir, `${id}.yml`);
+      writeFileSync(
+        config,
+        `haproxy:
+  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
+service_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}
+controlplane: {listen: "127.0.0.1:${port}", zk_session_timeout_ms: 2000}
+rollout: {bake_ms: 300, replica_id: ${id}}
+`,
+      );
+      cps.push({ id, port, config });
+    }
+    for (let i = 0; i < 5; i++) {
+      const dir = path.join(tmp.dir, `agent${i}`);
+      mkdirSync(dir);
+      const config = path.join(dir, 'proxymgr.yml');
+      const order = i < 3 ? [0, 1] : [1, 0];
+      writeFileSync(
+        config,
+        `haproxy: {config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}
+agent:
+  state_dir: ${dir}
+  node_id: agent${i}
+  labels: {zone: ${i < 2 ? 'eu' : 'us'}}
+  controlplanes: [${order.map((c) => `"127.0.0.1:${cps[c]!.port}"`).join(', ')}]
+  admin_listen: ""
+  bind_address: 127.0.0.${i + 1}
+  drift_check_interval_ms: 1000
+`,
+      );
+      agents.push({ id: `agent${i}`, ip: `127.0.0.${i + 1}`, config });
+    }
+  });
+
+  afterAll(async () => {
+    await stopAllCli();
+    zkc?.close();
+    await zk?.stop();
+    await Promise.all((backends ?? []).map((b) => b.close()));
+    tmp?.cleanup();
+  });
+
+  test('start: the first revision reaches all 5 agents at once; the eu service only agents labelled zone=eu', async () => {
+    for (const cp of cps) cp.proc = startCli(['controlplane', '--config', cp.config]);
+    for (const cp of cps) expect(await cp.proc!.waitForLog(/control plane started/)).toBe(true);
+    for (const a of agents) a.proc = startCli(['agent', '--config', a.config]);
+    expect(await eventually(async () => (await revs()).every((r) => r === 'v1'), 20_000)).toBe(true);
+    const s = await until((x) => x.agents.length === 5 && x.agents.every((a) => a.connected && a.runningRevision === x.stableRevision));
+    expect(['cp0', 'cp1']).toContain(s.leader);
+    expect(s.rollout).toBeUndefined();
+    expect(new Set(s.agents.map((a) => a.replica))).toEqual(new Set(['cp0', 'cp1']));
+    expect((await hit('127.0.0.1', euPort)).body).toMatch(/^[ab]$/);
+    expect((await hit('127.0.0.2', euPort)).body).toMatch(/^[ab]$/);
+    await expect(hit('127.0.0.3', euPort)).rejects.toThrow(/ECONNREFUSED/);
+  });
+
+  test('must show 1 + 5: a service-config change rolls out wave by wave (ctl shows each wave, in order); host changes reach every agent at once meanwhile', async () => {
+    expect((await ctl(1, 'policy', '--next', '--bake-ms', '1500')).code).toBe(0);
+    const watch = spawn(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cps[1]!.port}`, 'rollout', 'status', '--watch', '--json', '--interval-ms', '100']);
+    let lines = '';
+    watch.stdout.on('data', (c) => (lines += c));
+    await zkc.put('/service_config/web', webConfig('v2'));
+    const started = await until((s) => s.rollout?.state === 'running' && (s.rollout.waves?.length ?? 0) >= 1);
+    // Mid-rollout: a new host reaches all five agents — those on v1 and the canary on v2 — at once.
+    const t0 = Date.now();
+    await zkc.put('/services/web/c', host(backends[2]!));
+    expect(await eventually(async () => (await Promise.all(agents.map((a) => backendsOf(a.ip)))).every((b) => b === 'a,b,c'), 10_000)).toBe(true);
+    const hostMs = Date.now() - t0;
+    const mid = await status(0);
+    expect(mid.rollout!.id).toBe(started.rollout!.id);
+    expect(mid.rollout!.state).toBe('running'); // the host change did not wait for the rollout
+    expect((await revs()).filter((r) => r === 'v1').length).toBeGreaterThan(0);
+
+    const done = await until((s) => s.rollout?.id === started.rollout!.id && s.rollout.state === 'completed', 30_000);
+    expect(await eventually(() => watch.exitCode === 0, 5000)).toBe(true);
+    expect(await revs()).toEqual(['v2', 'v2', 'v2', 'v2', 'v2']);
+    const waves = done.rollout!.waves!;
+    expect(waves.map((w) => [w.spec, w.agents.length])).toEqual([
+      ['1', 1],
+      ['50%', 2],
+      ['100%', 2],
+    ]);
+    for (let i = 1; i < waves.length; i++) {
+      expect(Date.parse(waves[i]!.startedAt)).toBeGreaterThanOrEqual(Date.parse(waves[i - 1]!.ackedAt!) + 1500);
+      expect(Date.parse(waves[i]!.startedAt)).toBeGreaterThanOrEqual(Date.parse(waves[i - 1]!.completedAt!));
+    }
+    expect(done.stableRevision).toBe(done.rollout!.toRevision);
+    // The --watch output saw the waves appear one after another.
+    const watched = lines.trim().split('\n').map((l) => JSON.parse(l) as Status);
+    const counts = [...new Set(watched.filter((s) => s.rollout?.id === started.rollout!.id).map((s) => s.rollout!.waves?.length ?? 0))];
+    expect(counts).toEqual([1, 2, 3]);
+    assertOnlyReleased([...seen, ...watched]);
+    assertPushesReleased(done);
+    expect(new Set(pushesOf(done.rollout!.toRevision).map((p) => p.node)).size).toBe(5);
+    const text = (await ctl(0, 'status')).stdout;
+    expect(text).toMatch(/COMPLETED/);
+    expect(text).toMatch(/WAVE\s+SPEC\s+AGENTS/);
+    expect(text).toMatch(/\[#+\] 5\/5/);
+    console.log(`host change reached 5 agents in ${hostMs} ms mid-rollout\n${text}`);
+  });
+
+  test('must show 2: HAProxy rejects the change → the canary NACKs, the rollout halts, nobody else gets it, ctl shows the message, the canary is restored', async () => {
+    const stable = (await status()).stableRevision;
+    await zkc.put('/service_config/web', webConfig('v3', ['option no-such-option']));
+    const s = await until((x) => x.rollout?.state === 'rolled_back' && x.rollout.toRevision !== stable);
+    const canary = s.rollout!.waves![0]!.agents[0]!;
+    expect(s.rollout!.waves).toHaveLength(1);
+    expect(s.rollout!.reason).toMatch(/no-such-option/);
+    const c = s.agents.find((a) => a.nodeId === canary)!;
+    expect(c.status).toBe('nacked');
+    expect(c.error).toMatch(/unknown option 'no-such-option'/);
+    expect(s.agents.every((a) => a.releasedRevision === stable && a.runningRevision === stable)).toBe(true);
+    assertOnlyReleased(seen);
+    for (const x of seen.filter((y) => y.rollout?.id === s.rollout!.id)) {
+      for (const a of x.agents) if (a.nodeId !== canary) expect(a.wave ?? 0).toBe(0);
+    }
+    expect([...new Set(pushesOf(s.rollout!.toRevision).map((p) => p.node))]).toEqual([canary]);
+    const text = (await ctl(1, 'status')).stdout;
+    expect(text).toMatch(/ROLLED_BACK/);
+    expect(text).toMatch(/unknown option 'no-such-option'/);
+    expect(await revs()).toEqual(['v2', 'v2', 'v2', 'v2', 'v2']); // the canary kept serving its last good state
+    const history = JSON.parse((await ctl(0, 'history', '--json')).stdout) as { rollouts: { state: string }[] };
+    expect(history.rollouts.map((r) => r.state).slice(0, 2)).toEqual(['rolled_back', 'completed']);
+  });
+
+  test('must show 3: pause holds the next wave, resume continues it, abort rolls everyone back', async () => {
+    const stable = (await status()).stableRevision;
+    await zkc.put('/service_config/web', webConfig('v4'));
+    const s1 = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== stable && !!x.rollout.waves?.[0]?.ackedAt);
+    const paused = JSON.parse((await ctl(1, 'pause', '--json')).stdout) as Status;
+    expect(paused.rollout!.state).toBe('paused');
+    await sleep(1200); // far beyond the 300 ms bake
+    const p = await status(0);
+    expect(p.rollout!.state).toBe('paused');
+    expect(p.rollout!.waves).toHaveLength(1);
+    expect((await revs()).filter((r) => r === 'v4')).toHaveLength(1);
+    expect((await ctl(0, 'pause')).code).toBe(1); // already paused: refused with a message
+
+    expect(JSON.parse((await ctl(0, 'resume', '--json')).stdout).rollout.state).toBe('running');
+    await until((x) => x.rollout?.id === s1.rollout!.id && (x.rollout.waves?.length ?? 0) >= 2);
+    const pausedPushes = new Set(pushesOf(s1.rollout!.toRevision).map((p) => p.node));
+    expect(pausedPushes.size).toBeLessThanOrEqual(3);
+    const aborted = JSON.parse((await ctl(1, 'abort', '--json')).stdout) as Status;
+    expect(aborted.rollout!.state).toBe('aborted');
+    expect(await eventually(async () => (await revs()).every((r) => r === 'v2'), 15_000)).toBe(true);
+    const after = await status(1);
+    expect(after.stableRevision).toBe(stable);
+    expect(after.agents.every((a) => a.runningRevision === stable)).toBe(true);
+    assertOnlyReleased(seen);
+    assertPushesReleased(aborted);
+  });
+
+  test('must show 4: the leader is killed mid-rollout → the other replica completes it, agents reconnect, traffic never stops', async () => {
+    const before = await status(0);
+    const leader = cps.findIndex((c) => c.id === before.leader);
+    const survivor = 1 - leader;
+    expect((await ctl(survivor, 'policy', '--next', '--bake-ms', '1000')).code).toBe(0);
+    const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
+    await zkc.put('/service_config/web', webConfig('v5'));
+    const s = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== before.stableRevision && !!x.rollout.waves?.[0]?.ackedAt, 20_000, survivor);
+    await cps[leader]!.proc!.kill();
+    const killedAt = Date.now();
+    const done = await until((x) => x.rollout?.id === s.rollout!.id && x.rollout.state === 'completed', 40_000, survivor);
+    expect(done.leader).toBe(cps[survivor]!.id);
+    const later = done.rollout!.waves!.slice(1);
+    expect(later.length).toBeGreaterThan(0);
+    for (const w of later) expect(Date.parse(w.startedAt)).toBeGreaterThan(killedAt); // driven by the survivor
+    assertPushesReleased(done);
+    expect(await eventually(async () => (await revs()).every((r) => r === 'v5'), 10_000)).toBe(true);
+    const final = await until((x) => x.agents.length === 5 && x.agents.every((a) => a.connected && a.replica === cps[survivor]!.id), 20_000, survivor);
+    expect(final.agents.every((a) => a.runningRevision === done.rollout!.toRevision)).toBe(true);
+    const results = await Promise.all(loads.map((l) => l.stop()));
+    for (const r of results) {
+      expect(r.ok).toBeGreaterThan(20);
+      expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0 });
+    }
+    assertOnlyReleased(seen);
+    expect(cps[survivor]!.proc!.logs()).toMatch(/this replica leads rollouts/);
+  });
+});
