@@ -1,0 +1,135 @@
+import * as grpc from '@grpc/grpc-js';
+import { AgentMessage, AgentStreamClient, AgentStreamService, ControlMessage } from '../../common/gen/proxymgr/v1/stream';
+import { silentLogger } from '../../common/log';
+import { DesiredState } from '../../common/types';
+import { AgentRegistry } from '../../controlplane/grpc/registry';
+import { agentStreamServer, DesiredStateSource } from '../../controlplane/grpc/stream-server';
+import { eventually, sleep } from '../helpers/net';
+import { server, service, state } from '../helpers/agent';
+
+jest.setTimeout(30_000);
+
+/** A real gRPC server running the agent stream over a desired state the test controls. */
+async function startStreamServer(limits = { newStreamsPerSecond: 100, pushesPerSecond: 100 }) {
+  let current: DesiredState | undefined;
+  const subscribers = new Set<() => void>();
+  const source: DesiredStateSource = {
+    desiredFor: () => current,
+    subscribe: (fn) => {
+      subscribers.add(fn);
+      return () => subscribers.delete(fn);
+    },
+  };
+  const registry = new AgentRegistry();
+  const srv = new grpc.Server();
+  srv.addService(AgentStreamService, agentStreamServer(source, registry, silentLogger, limits));
+  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  return {
+    port,
+    registry,
+    set(s: DesiredState) {
+      current = s;
+      for (const fn of subscribers) fn();
+    },
+    /** Wakes every stream without changing the state (as a discovery event that changes nothing would). */
+    poke() {
+      for (const fn of subscribers) fn();
+    },
+    close: () => srv.forceShutdown(),
+  };
+}
+
+/** A raw agent-stream client that records pushes and errors. */
+function rawAgent(port: number, nodeId: string, runningVersion = '') {
+  const client = new AgentStreamClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const call = client.stream();
+  const pushes: ControlMessage['push'][] = [];
+  let error: grpc.ServiceError | undefined;
+  call.on('data', (m: ControlMessage) => pushes.push(m.push));
+  call.on('error', (e: grpc.ServiceError) => (error = e));
+  call.write({ hello: { nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion } });
+  return {
+    pushes,
+    error: () => error,
+    send: (m: AgentMessage) => call.write(m),
+    close: () => {
+      call.cancel();
+      client.close();
+    },
+  };
+}
+
+const v1 = state([service('web', 8080, [server('a', 9001)])]);
+const v2 = state([service('web', 8080, [server('a', 9001), server('b', 9002)])]);
+const v3 = state([service('web', 8080, [server('b', 9002)])]);
+
+describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', () => {
+  test('an agent already running the desired version is not sent it again', async () => {
+    const s = await startStreamServer();
+    s.set(v1);
+    const a = rawAgent(s.port, 'n1', v1.version);
+    const b = rawAgent(s.port, 'n2', '');
+    try {
+      expect(await eventually(() => b.pushes.length === 1)).toBe(true);
+      await sleep(200);
+      expect(a.pushes).toEqual([]);
+      expect(s.registry.get('n1')?.runningVersion).toBe(v1.version);
+    } finally {
+      a.close();
+      b.close();
+      s.close();
+    }
+  });
+
+  test('a NACKed version is not re-sent until the desired state changes; an ACK is recorded per nonce', async () => {
+    const s = await startStreamServer();
+    s.set(v1);
+    const a = rawAgent(s.port, 'n1');
+    try {
+      expect(await eventually(() => a.pushes.length === 1)).toBe(true);
+      const p1 = a.pushes[0]!;
+      expect(p1.version).toBe(v1.version);
+      a.send({ nack: { version: p1.version, nonce: p1.nonce, reason: 'haproxy -c said no', haproxyOutput: '', runningVersion: '' } });
+      expect(await eventually(() => s.registry.get('n1')?.lastError === 'haproxy -c said no')).toBe(true);
+      s.poke();
+      s.set(v1); // the same version again
+      await sleep(200);
+      expect(a.pushes).toHaveLength(1);
+
+      s.set(v2);
+      expect(await eventually(() => a.pushes.length === 2)).toBe(true);
+      const p2 = a.pushes[1]!;
+      expect(p2.version).toBe(v2.version);
+      expect(p2.nonce).not.toBe(p1.nonce);
+      // An ACK with a stale nonce is ignored; the right one is recorded.
+      a.send({ ack: { version: v2.version, nonce: p1.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [] } });
+      await sleep(100);
+      expect(s.registry.get('n1')?.lastAckedVersion).toBe('');
+      a.send({ ack: { version: v2.version, nonce: p2.nonce, method: 2, reasons: ['x'], runtimeCommands: 1, durationMs: 1, warnings: [] } });
+      expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v2.version)).toBe(true);
+      expect(s.registry.get('n1')?.lastError).toBe('');
+    } finally {
+      a.close();
+      s.close();
+    }
+  });
+
+  test('new streams beyond the rate are refused with RESOURCE_EXHAUSTED; pushes beyond the rate wait their turn', async () => {
+    const s = await startStreamServer({ newStreamsPerSecond: 3, pushesPerSecond: 5 });
+    s.set(v1);
+    const agents = Array.from({ length: 8 }, (_, i) => rawAgent(s.port, `n${i}`));
+    try {
+      expect(await eventually(() => agents.filter((a) => a.error()?.code === grpc.status.RESOURCE_EXHAUSTED).length === 5, 5000)).toBe(true);
+      const served = agents.filter((a) => !a.error());
+      expect(served).toHaveLength(3);
+      expect(await eventually(() => served.every((a) => a.pushes.length === 1))).toBe(true);
+      // Two more versions to 3 agents = 6 pushes at 5/s with a burst of 5: the last one waits ~200 ms.
+      s.set(v2);
+      s.set(v3);
+      expect(await eventually(() => served.every((a) => a.pushes.at(-1)?.version === v3.version), 5000)).toBe(true);
+    } finally {
+      for (const a of agents) a.close();
+      s.close();
+    }
+  });
+});
