@@ -24,7 +24,8 @@ describe('ZooKeeper → control plane → gRPC → agents → HAProxy → backen
   let cp: CliProcess;
   let cpPort: number;
   let cpConfig: string;
-  const agents: { name: string; ip: string; config: string; adminPort: number; proc?: CliProcess }[] = [];
+  const agents: { name: string; ip: string; config: string; adminPort: number; metricsPort: number; proc?: CliProcess }[] = [];
+  let cpMetricsPort: number;
   let webPort: number;
 
   const hostNode = (b: Backend) => JSON.stringify({ address: '127.0.0.1', port: b.port });
@@ -68,6 +69,7 @@ describe('ZooKeeper → control plane → gRPC → agents → HAProxy → backen
     tmp = tempDir('proxymgr-e2e-');
     webPort = await freePort();
     cpPort = await freePort();
+    cpMetricsPort = await freePort();
     await zkc.put(
       '/service_config/web',
       json({ type: 'zookeeper', server: zk.connectString, path: '/services/web', port: webPort, listen_options: ['mode http'], server_options: ['check inter 2000'] }),
@@ -85,12 +87,14 @@ service_config:
   path: /service_config
 controlplane:
   listen: 127.0.0.1:${cpPort}
+  metrics_listen: 127.0.0.1:${cpMetricsPort}
 `,
     );
     for (const [i, ip] of ['127.0.0.1', '127.0.0.2'].entries()) {
       const dir = path.join(tmp.dir, `agent${i}`);
       mkdirSync(dir);
       const adminPort = await freePort();
+      const metricsPort = await freePort();
       const config = path.join(dir, 'proxymgr.yml');
       writeFileSync(
         config,
@@ -105,9 +109,10 @@ agent:
   admin_listen: 127.0.0.1:${adminPort}
   bind_address: ${ip}
   drift_check_interval_ms: 1000
+  metrics_listen: 127.0.0.1:${metricsPort}
 `,
       );
-      agents.push({ name: `agent${i}`, ip, config, adminPort });
+      agents.push({ name: `agent${i}`, ip, config, adminPort, metricsPort });
     }
   });
 
@@ -214,5 +219,19 @@ agent:
       const health = await bufCurl([`http://127.0.0.1:${port}/grpc.health.v1.Health/Check`]);
       expect(JSON.parse(health.stdout)).toEqual({ status: 'SERVING' });
     }
+  });
+
+  test('Prometheus metrics of both processes count what happened', async () => {
+    const metrics = async (port: number) => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const cp = await metrics(cpMetricsPort);
+    expect(cp).toMatch(/^proxymgr_cp_connected_agents 2$/m);
+    expect(cp).toMatch(/^proxymgr_cp_nacks_total [1-9]/m);
+    expect(cp).toMatch(/^proxymgr_cp_acks_total\{method="APPLY_METHOD_RUNTIME"\} [1-9]/m);
+    expect(cp).toMatch(/^proxymgr_cp_desired_version\{version="[0-9a-f]+"\} 1$/m);
+    const agent = await metrics(agents[1]!.metricsPort);
+    expect(agent).toMatch(/^proxymgr_agent_reloads_total\{reason="new_service"\} 1$/m);
+    expect(agent).toMatch(/^proxymgr_agent_runtime_commands_total\{kind="set_state_maint"\} [1-9]/m);
+    expect(agent).toMatch(/^proxymgr_agent_applies_total\{outcome="rejected"\} [1-9]/m);
+    expect(agent).toMatch(/^proxymgr_agent_haproxy_up 1$/m);
   });
 });
