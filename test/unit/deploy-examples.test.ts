@@ -19,6 +19,12 @@ describe('deploy/examples stay in step with the code', () => {
     expect(() => loadConfig(path.join(examples, name))).not.toThrow();
   });
 
+  test('controlplane.yml: the rollout policy is read', () => {
+    const c = loadConfig(path.join(examples, 'controlplane.yml'));
+    expect(c.rollout).toMatchObject({ bakeMs: 60000, maxNacks: 0, autoRollback: true, zkPath: '/proxymgr', zookeeper: 'zk1:2181,zk2:2181,zk3:2181' });
+    expect(c.rollout!.waves).toEqual([{ kind: 'count', count: 1 }, { kind: 'share', share: 0.1 }, { kind: 'share', share: 0.5 }, { kind: 'share', share: 1 }]);
+  });
+
   test('agent.yml: control planes, labels and TLS are read', () => {
     const c = loadConfig(path.join(examples, 'agent.yml'));
     expect(c.agent.controlplanes).toEqual(['cp1.internal:7000', 'cp2.internal:7000']);
