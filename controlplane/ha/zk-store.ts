@@ -84,7 +84,7 @@ export class HaStore {
 
   start(): void {
     this.session.subscribe({
-      connected: (client) => void this.onConnected(client),
+      connected: (client, info) => void this.onConnected(client, info.newSession),
       disconnected: (reason) => {
         this.client = undefined;
         if (this.leaderValue) this.log.warn({ reason }, 'lost ZooKeeper: no longer leading until reconnected');
@@ -104,7 +104,7 @@ export class HaStore {
     return [this.opts.root, ...parts].join('/');
   }
 
-  private async onConnected(client: Client): Promise<void> {
+  private async onConnected(client: Client, newSession: boolean): Promise<void> {
     this.client = client;
     const epoch = ++this.epoch;
     try {
@@ -114,9 +114,13 @@ export class HaStore {
       await this.watchDoc(client, epoch);
       this.watchAgents(client, epoch);
       for (const s of this.mine.values()) this.putAgent(s);
-      // A fresh node for every session: the old one dies with its session.
-      const created = await call<string>((cb) => client.create(this.p('leader', 'n_'), Buffer.from(this.opts.replicaId), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb));
-      this.leaderNode = created.slice(created.lastIndexOf('/') + 1);
+      // One election node per session: after a mere reconnect the session's node is still there (a second one
+      // would sit behind it and nobody would lead); a new session's old node died with the old session.
+      const kept = !newSession && this.leaderNode !== '' && (await call<Stat | null>((cb) => client.exists(this.p('leader', this.leaderNode), cb)));
+      if (!kept) {
+        const created = await call<string>((cb) => client.create(this.p('leader', 'n_'), Buffer.from(this.opts.replicaId), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb));
+        this.leaderNode = created.slice(created.lastIndexOf('/') + 1);
+      }
       this.watchLeader(client, epoch);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'ZooKeeper setup failed; retrying on the next connection');

@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { Backend, startBackends } from '../helpers/backends';
-import { CLI, CliProcess, startCli, stopAllCli } from '../helpers/cli';
+import { bufCurl, CLI, CliProcess, startCli, stopAllCli } from '../helpers/cli';
 import { startLoad } from '../helpers/load';
 import { eventually, freePort, sleep, tempDir } from '../helpers/net';
 import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
@@ -180,6 +180,11 @@ agent:
     expect((await hit('127.0.0.1', euPort)).body).toMatch(/^[ab]$/);
     expect((await hit('127.0.0.2', euPort)).body).toMatch(/^[ab]$/);
     await expect(hit('127.0.0.3', euPort)).rejects.toThrow(/ECONNREFUSED/);
+    const methods = await bufCurl(['--list-methods', `http://127.0.0.1:${cps[0]!.port}`]);
+    expect(methods.stdout).toContain('proxymgr.v1.Rollout/Status');
+    expect(methods.stdout).toContain('proxymgr.v1.Rollout/Abort');
+    const viaReflection = JSON.parse((await bufCurl([`http://127.0.0.1:${cps[1]!.port}/proxymgr.v1.Rollout/Status`])).stdout) as Status;
+    expect(viaReflection.stableRevision).toBe(s.stableRevision);
   });
 
   test('must show 1 + 5: a service-config change rolls out wave by wave (ctl shows each wave, in order); host changes reach every agent at once meanwhile', async () => {
