@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { UsageError } from '../common/args';
+import { channelCredentials } from '../common/grpc';
 
 export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout COMMAND [options]
 
@@ -24,6 +25,9 @@ options:
   --limit N                  history: how many (default 20)
   --waves 1,10%,50%,100%     policy: wave sizes (counts or cumulative shares)
   --bake-ms N  --max-nacks N  --auto-rollback true|false  --next
+  --cacert FILE              TLS: the CA that signed the control plane's certificate
+  --cert FILE --key FILE     mTLS: this client's certificate and key
+  --timeout-ms N             give up on a call after this long (default 10000)
   --help                     show this help`;
 
 const FLAGS: Record<string, 'string' | 'boolean'> = {
@@ -38,6 +42,10 @@ const FLAGS: Record<string, 'string' | 'boolean'> = {
   'max-nacks': 'string',
   'auto-rollback': 'string',
   next: 'boolean',
+  cacert: 'string',
+  cert: 'string',
+  key: 'string',
+  'timeout-ms': 'string',
   help: 'boolean',
 };
 
@@ -65,8 +73,12 @@ function parse(argv: readonly string[]): { positional: string[]; flags: Flags } 
   return { positional, flags };
 }
 
-const unary = <Req, Res>(fn: (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown, req: Req) =>
-  new Promise<Res>((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res))));
+type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
+
+/** Calls are bounded by --timeout-ms: a control plane that does not answer must not hang a script. */
+let callTimeoutMs = 10_000;
+const unary = <Req, Res>(fn: UnaryFn<Req, Res>, req: Req) =>
+  new Promise<Res>((resolve, reject) => fn(req, new grpc.Metadata(), { deadline: Date.now() + callTimeoutMs }, (err, res) => (err ? reject(err) : resolve(res))));
 
 function int(flags: Flags, name: string): number | undefined {
   const v = flags[name];
@@ -92,7 +104,16 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
     return 2;
   }
   const address = typeof flags.controlplane === 'string' ? flags.controlplane : '127.0.0.1:7000';
-  const client = new RolloutClient(address, grpc.credentials.createInsecure());
+  const str = (name: string) => (typeof flags[name] === 'string' ? (flags[name] as string) : undefined);
+  const tls = str('cacert') || str('cert') || str('key') ? { ca: str('cacert'), cert: str('cert'), key: str('key') } : undefined;
+  let client: InstanceType<typeof RolloutClient>;
+  try {
+    callTimeoutMs = int(flags, 'timeout-ms') ?? 10_000;
+    client = new RolloutClient(address, channelCredentials(tls));
+  } catch (err) {
+    console.error(`proxymgr ctl: ${(err as Error).message}`);
+    return 2;
+  }
   const json = flags.json === true;
   const print = (s: RolloutStatus) => out(json ? JSON.stringify(RolloutStatus.toJSON(s)) + '\n' : renderStatus(s));
   try {
