@@ -2,7 +2,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { promises as dnsp } from 'node:dns';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { freePort, sleep, tempDir } from './net';
+import { freePort, sleep, tempDir, killAndWait } from './net';
 
 export interface SrvRecord {
   /** e.g. _http._tcp.web.proxymgr.test */
@@ -68,14 +68,7 @@ export async function startDnsmasq(hosts: Record<string, string[]> = {}, srv: re
     }
     throw new Error(`dnsmasq on port ${port} not ready: ${stderr}`);
   };
-  const kill = async () => {
-    const p = proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      p.once('exit', () => resolve());
-      p.kill('SIGKILL');
-    });
-  };
+  const kill = () => killAndWait(proc);
   await launch();
   return {
     server: `127.0.0.1:${port}`,

@@ -1,3 +1,4 @@
+import { ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import * as http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -68,3 +69,12 @@ export async function eventually(check: () => Promise<boolean> | boolean, timeou
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** SIGKILLs a child process (if it still runs) and waits for its exit. */
+export async function killAndWait(p: ChildProcess | undefined): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    p.once('exit', () => resolve());
+    p.kill('SIGKILL');
+  });
+}

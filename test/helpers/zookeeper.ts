@@ -2,7 +2,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { freePort, sleep, tempDir } from './net';
+import { freePort, sleep, tempDir, killAndWait } from './net';
 
 export interface ZooKeeper {
   readonly port: number;
@@ -73,14 +73,7 @@ export async function startZooKeeper(): Promise<ZooKeeper> {
     }
     throw new Error(`ZooKeeper on port ${port} not ready after 30 s: ${stderr}`);
   };
-  const kill = async () => {
-    const p = proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      p.once('exit', () => resolve());
-      p.kill('SIGKILL');
-    });
-  };
+  const kill = () => killAndWait(proc);
   await launch();
   return {
     port,
