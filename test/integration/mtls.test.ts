@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, silentLogger } from '../../common/log';
@@ -8,26 +7,9 @@ import { GrpcStateSource } from '../../agent/sources/grpc';
 import { DesiredState } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';
 import { eventually, freePort, sleep, tempDir } from '../helpers/net';
+import { makeCertificates } from '../helpers/certs';
 
 jest.setTimeout(60_000);
-
-/** Makes a CA, a server certificate for 127.0.0.1, a client certificate, and a client certificate of another CA. */
-function makeCertificates(dir: string) {
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ca = (name: string) => ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.crt`);
-  const leaf = (name: string, signer: string, ext: string) => {
-    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
-    writeFileSync(path.join(dir, `${name}.ext`), ext);
-    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${signer}.crt`, '-CAkey', `${signer}.key`, '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
-  };
-  ca('ca');
-  ca('rogue-ca');
-  leaf('server', 'ca', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
-  leaf('agent', 'ca', 'extendedKeyUsage=clientAuth\n');
-  leaf('rogue', 'rogue-ca', 'extendedKeyUsage=clientAuth\n');
-  const f = (n: string) => path.join(dir, n);
-  return { ca: f('ca.crt'), serverCert: f('server.crt'), serverKey: f('server.key'), agentCert: f('agent.crt'), agentKey: f('agent.key'), rogueCert: f('rogue.crt'), rogueKey: f('rogue.key') };
-}
 
 describe('mTLS between agents and the control plane', () => {
   const tmp = tempDir('proxymgr-mtls-');
