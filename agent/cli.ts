@@ -42,6 +42,16 @@ export async function runUntilSignal(stop: () => Promise<void>): Promise<number>
   return 0;
 }
 
+/** Starts a process; if that fails half-way, stops what did start (HAProxy included) before the error surfaces. */
+export async function startOrStop(proc: { start(): Promise<void>; stop(): Promise<void> }): Promise<void> {
+  try {
+    await proc.start();
+  } catch (err) {
+    await proc.stop().catch(() => undefined);
+    throw err;
+  }
+}
+
 /** `proxymgr agent`. */
 export async function runAgentCommand(argv: string[]): Promise<number> {
   let flags;
@@ -63,7 +73,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   config = { ...config, agent: { ...config.agent, ...(nodeId ? { nodeId } : {}), ...(labels ? { labels } : {}) } };
   const log = createLogger({ role: 'agent', node_id: config.agent.nodeId });
   const proc = new AgentProcess({ config, log, stateFile: typeof flags.state === 'string' ? flags.state : undefined });
-  await proc.start();
+  await startOrStop(proc);
   return runUntilSignal(async () => {
     log.info({}, 'stopping');
     await proc.stop();

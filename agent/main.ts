@@ -91,9 +91,22 @@ export class AgentProcess {
       );
       addHealth(this.grpcServer, () => this.agent.supervisor.running);
       addReflection(this.grpcServer, ['proxymgr.v1.AgentAdmin']);
-      this.adminPort = await bindServer(this.grpcServer, config.agent.adminListen, serverCredentials(config.agent.tls?.cert ? config.agent.tls : undefined));
+      try {
+        this.adminPort = await bindServer(this.grpcServer, config.agent.adminListen, serverCredentials(config.agent.tls?.cert ? config.agent.tls : undefined));
+      } catch (err) {
+        // The data plane matters more than introspection: keep serving, say loudly what is missing.
+        this.log.error({ err: errorMessage(err), key: 'agent.admin_listen' }, 'AgentAdmin server not started; the agent runs without it');
+        this.grpcServer.forceShutdown();
+        this.grpcServer = undefined;
+      }
     }
-    if (config.agent.metricsListen) this.metrics = await serveMetrics(this.registry, config.agent.metricsListen);
+    if (config.agent.metricsListen) {
+      try {
+        this.metrics = await serveMetrics(this.registry, config.agent.metricsListen);
+      } catch (err) {
+        this.log.error({ err: errorMessage(err), key: 'agent.metrics_listen' }, 'metrics endpoint not started; the agent runs without it');
+      }
+    }
     await this.source.start(apply);
     this.agent.startDriftRepair();
     this.log.info({ admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId }, 'agent started');

@@ -47,6 +47,6 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     console.error(`proxymgr: ${err instanceof Error ? err.message : String(err)}`);
-    process.exitCode = 1;
+    process.exit(1); // whatever handle is left (a ZooKeeper client retrying) must not keep a failed start alive
   },
 );

@@ -1,7 +1,7 @@
 import { loadConfig } from '../common/config';
 import { parseFlags, UsageError } from '../common/args';
 import { createLogger } from '../common/log';
-import { runUntilSignal } from '../agent/cli';
+import { runUntilSignal, startOrStop } from '../agent/cli';
 import { AgentProcess } from '../agent/main';
 import { StateSource } from '../agent/sources/file';
 import { Discovery } from './discovery';
@@ -50,7 +50,7 @@ export async function runControlPlaneCommand(argv: string[]): Promise<number> {
   const config = loadConfig(file);
   const log = createLogger({ role: 'controlplane' });
   const cp = new ControlPlaneProcess({ config, log });
-  await cp.start();
+  await startOrStop(cp);
   return runUntilSignal(async () => {
     log.info({}, 'stopping');
     await cp.stop();
@@ -84,7 +84,7 @@ export async function runStandaloneCommand(argv: string[]): Promise<number> {
   const log = createLogger({ role: 'standalone' });
   const discovery = new Discovery({ config, log });
   const proc = new AgentProcess({ config, log, source: new DiscoveryStateSource(discovery) });
-  await proc.start();
+  await startOrStop(proc);
   return runUntilSignal(async () => {
     log.info({}, 'stopping');
     await proc.stop(); // stops the source, and with it discovery
