@@ -49,6 +49,10 @@ service_config:
   type: zookeeper
   servers: ${zk.connectString}
   path: /service_config
+
+# The one addition: keep the agent's cache and server-state file out of /var/lib/proxymgr (the default).
+agent:
+  state_dir: ${tmp.dir}
 `,
     );
     // The default admin port (127.0.0.1:7001) may be taken on a test machine: the agent must run regardless.
