@@ -77,6 +77,36 @@ export class ControlPlaneProcess {
         this.set(Object.keys(discovery.errors().services).length);
       },
     });
+    if (rollout) {
+      new Gauge({
+        name: 'proxymgr_cp_leader',
+        help: '1 on the replica that drives rollouts',
+        registers: [r],
+        collect() {
+          this.set(rollout.store.isLeader ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'proxymgr_cp_rollout',
+        help: 'The current or last rollout (value 1): its state, target revision and waves started',
+        labelNames: ['state', 'revision', 'stable'],
+        registers: [r],
+        collect() {
+          this.reset();
+          const doc = rollout.store.doc;
+          const cur = doc?.current ?? doc?.history[0];
+          if (doc && cur) this.set({ state: cur.state, revision: cur.to, stable: doc.stable }, 1);
+        },
+      });
+      new Gauge({
+        name: 'proxymgr_cp_rollout_waves_started',
+        help: 'Waves of the current rollout released so far',
+        registers: [r],
+        collect() {
+          this.set(rollout.store.doc?.current?.waves.length ?? 0);
+        },
+      });
+    }
   }
 
   async start(): Promise<void> {

@@ -37,7 +37,7 @@ describe('rollouts across 2 control planes and 5 agents', () => {
   let zkc: Awaited<ReturnType<typeof connectZk>>;
   let backends: Backend[];
   let tmp: ReturnType<typeof tempDir>;
-  const cps: { id: string; port: number; config: string; proc?: CliProcess }[] = [];
+  const cps: { id: string; port: number; metricsPort: number; config: string; proc?: CliProcess }[] = [];
   const agents: { id: string; ip: string; config: string; proc?: CliProcess }[] = [];
   let webPort: number;
   let euPort: number;
@@ -126,17 +126,18 @@ describe('rollouts across 2 control planes and 5 agents', () => {
     await zkc.put('/services/web/b', host(backends[1]!));
     for (const id of ['cp0', 'cp1']) {
       const port = await freePort();
+      const metricsPort = await freePort();
       const config = path.join(tmp.dir, `${id}.yml`);
       writeFileSync(
         config,
         `haproxy:
   defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
 service_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}
-controlplane: {listen: "127.0.0.1:${port}", zk_session_timeout_ms: 2000}
+controlplane: {listen: "127.0.0.1:${port}", metrics_listen: "127.0.0.1:${metricsPort}", zk_session_timeout_ms: 2000}
 rollout: {bake_ms: 300, replica_id: ${id}}
 `,
       );
-      cps.push({ id, port, config });
+      cps.push({ id, port, metricsPort, config });
     }
     for (let i = 0; i < 5; i++) {
       const dir = path.join(tmp.dir, `agent${i}`);
@@ -254,6 +255,10 @@ agent:
     expect(await revs()).toEqual(['v2', 'v2', 'v2', 'v2', 'v2']); // the canary kept serving its last good state
     const history = JSON.parse((await ctl(0, 'history', '--json')).stdout) as { rollouts: { state: string }[] };
     expect(history.rollouts.map((r) => r.state).slice(0, 2)).toEqual(['rolled_back', 'completed']);
+    // Both replicas export the rollout and who leads.
+    const metrics = await Promise.all(cps.map(async (cp) => (await fetch(`http://127.0.0.1:${cp.metricsPort}/metrics`)).text()));
+    for (const m of metrics) expect(m).toContain(`proxymgr_cp_rollout{state="rolled_back",revision="${s.rollout!.toRevision}",stable="${stable}"} 1`);
+    expect(metrics.map((m) => /^proxymgr_cp_leader (\d)$/m.exec(m)?.[1]).sort()).toEqual(['0', '1']);
   });
 
   test('must show 3: pause holds the next wave, resume continues it, abort rolls everyone back', async () => {
