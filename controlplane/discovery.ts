@@ -4,7 +4,7 @@ import { Logger, silentLogger } from '../common/log';
 import { DesiredState, HaproxyGlobals } from '../common/types';
 import { buildDesiredStateChecked, ServiceView } from './builder';
 import { Clock, Coalescer, systemClock } from './coalescer';
-import { applyFailStatic } from './fail-static';
+import { applyFailStatic, removalBudget } from './fail-static';
 import { parseServiceConfig } from './service-config';
 import { FileSource } from './sources/file';
 import { ZookeeperSource } from './sources/zookeeper';
@@ -47,6 +47,8 @@ interface Entry {
   warning?: Problem;
   buildProblems: Problem[];
   timer?: unknown;
+  /** The current removal-cap step: when it began, how many removals it allows, how many it made. */
+  removalStep?: { start: number; budget: number; removed: number };
 }
 
 type SnapshotListener = (state: DesiredState) => void;
@@ -283,7 +285,16 @@ export class Discovery {
   /** Applies fail static and the removal cap to the last report; re-runs itself while removals are held back. */
   private settleHosts(e: Entry): void {
     if (!e.reported) return;
-    const r = applyFailStatic(e.hosts, e.reported, this.cp.maxRemovalShare);
+    // The cap holds per step of removal_step_ms, counted from the hosts at the step's start: deletions that
+    // arrive one by one (a registry collapsing node after node) are capped like one big deletion.
+    const now = this.clock.now();
+    let step = e.removalStep;
+    if (!step || now - step.start >= this.cp.removalStepMs) step = e.removalStep = { start: now, budget: removalBudget(e.hosts?.length ?? 0, this.cp.maxRemovalShare), removed: 0 };
+    const r = applyFailStatic(e.hosts, e.reported, this.cp.maxRemovalShare, this.cp.maxRemovalShare >= 1 ? undefined : Math.max(0, step.budget - step.removed));
+    if (e.hosts) {
+      const kept = new Set(r.hosts.map((h) => h.name));
+      step.removed += e.hosts.filter((h) => !kept.has(h.name)).length;
+    }
     if (r.warning) {
       const detail = e.hostProblems.length > 0 ? ` (${e.hostProblems.map((p) => `${p.where}: ${p.message}`).slice(0, 3).join('; ')})` : '';
       const message = r.warning + detail;
@@ -301,7 +312,7 @@ export class Discovery {
       const generation = e.generation;
       this.clock.setTimeout(() => {
         if (e.generation === generation && !this.stopped) this.settleHosts(e);
-      }, this.cp.removalStepMs);
+      }, Math.max(1, step.start + this.cp.removalStepMs - now));
     }
   }
 

@@ -138,3 +138,22 @@ async function waitUntil(check: () => boolean, timeoutMs = 5000): Promise<boolea
   }
   return check();
 }
+
+test("the removal cap: at most max_removal_share of a service's hosts go in one step, the rest after removal_step_ms", async () => {
+  await w.put('/service_config/testservice', README_CONFIG(zk.connectString));
+  for (const i of [1, 2, 3, 4]) await w.put(`/services/testservice/h${i}`, JSON.stringify({ address: `10.0.0.${i}`, port: 80 }));
+  d = testDiscovery({ type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, { maxRemovalShare: 0.5, removalStepMs: 500 });
+  const seen: string[][] = [];
+  d.onSnapshot((s) => seen.push(endpoints(s).testservice ?? []));
+  d.start();
+  await d.waitFor((s) => endpoints(s).testservice?.length === 4);
+  const removedAt = Date.now();
+  for (const i of [1, 2, 3]) await w.remove(`/services/testservice/h${i}`);
+  await d.waitFor((s) => endpoints(s).testservice?.length === 1, 5000);
+  expect(Date.now() - removedAt).toBeGreaterThanOrEqual(450);
+  // Every step took at most half of the hosts there were: 4 → (≥ 2) → … → 1, never straight from 4 to 1.
+  const sizes = seen.map((s) => s.length);
+  for (let i = 1; i < sizes.length; i++) expect(sizes[i]!).toBeGreaterThanOrEqual(Math.floor(sizes[i - 1]! / 2));
+  expect(sizes).toContain(2);
+  expect(endpoints(d.current()).testservice).toEqual(['10.0.0.4:80']);
+});

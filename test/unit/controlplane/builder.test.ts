@@ -1,6 +1,6 @@
 import { buildDesiredState, buildDesiredStateChecked, canonicalJson } from '../../../controlplane/builder';
 import { Coalescer, Clock } from '../../../controlplane/coalescer';
-import { applyFailStatic } from '../../../controlplane/fail-static';
+import { applyFailStatic, removalBudget } from '../../../controlplane/fail-static';
 import { Host, ServiceConfig } from '../../../controlplane/types';
 
 const haproxy = { global: ['maxconn 1000'], defaults: ['timeout connect 5s'] };
@@ -74,11 +74,19 @@ describe('fail static', () => {
     const r = applyFailStatic(prev, [host('a')], 0.5);
     expect(r.hosts.map((h) => h.name).sort()).toEqual(['a', 'd']);
     expect(r.heldBack).toBe(1);
-    expect(r.warning).toMatch(/3 of 4 host\(s\) removed at once exceeds max_removal_share 0.5; removing 2 now, holding back 1 \(d\)/);
+    expect(r.warning).toMatch(/3 of 4 host\(s\) removed exceeds max_removal_share 0.5 for this step; removing 2 now, holding back 1 \(d\)/);
     const next = applyFailStatic(r.hosts, [host('a')], 0.5);
     expect(next.heldBack).toBe(0);
     expect(next.warning).toBeUndefined();
     expect(next.hosts.map((h) => h.name)).toEqual(['a']);
+  });
+  test("a step's remaining budget overrides the share; at least one removal per step, so small services can shrink", () => {
+    const r = applyFailStatic(prev, [host('a'), host('b'), host('c')], 0.5, 0);
+    expect(r.hosts.map((h) => h.name).sort()).toEqual(['a', 'b', 'c', 'd']);
+    expect(r.heldBack).toBe(1);
+    expect(removalBudget(2, 0.4)).toBe(1);
+    expect(removalBudget(10, 0.25)).toBe(2);
+    expect(removalBudget(10, 1)).toBe(10);
   });
 });
 
