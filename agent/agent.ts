@@ -7,6 +7,7 @@ import { Logger } from '../common/log';
 import { DesiredState } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
 import { checkConfig } from './haproxy/check';
+import { stopOrphan } from './haproxy/orphan';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
@@ -54,6 +55,8 @@ export class Agent {
   private readonly sockets: SocketPool;
   private readonly log: Logger;
   private readonly serverStateFile: string;
+  private readonly pidFile: string;
+  private orphanChecked = false;
   private running: Running | undefined;
   private lastGood: DesiredState | undefined;
   /** `show servers state` as of the last change this agent made; see applyNow. */
@@ -69,7 +72,14 @@ export class Agent {
     this.runtime = opts.runtime ?? new StatsSocketClient(haproxy.socketPath);
     this.sockets = new SocketPool(agent.backlog);
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
-    this.supervisor = new HaproxySupervisor({ binary: haproxy.binary, configPath: haproxy.configPath, runtime: this.runtime, log: opts.log.child({ component: 'haproxy' }) });
+    this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
+    this.supervisor = new HaproxySupervisor({
+      binary: haproxy.binary,
+      configPath: haproxy.configPath,
+      runtime: this.runtime,
+      log: opts.log.child({ component: 'haproxy' }),
+      pidFile: this.pidFile,
+    });
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;
       void this.repairDrift();
@@ -139,6 +149,11 @@ export class Agent {
       return done('rejected', [], [], err.problems, err);
     }
     const problems = [...sanitized.problems];
+    if (!this.orphanChecked) {
+      // Before the first bind: a HAProxy left by a hard-killed agent would hold every port.
+      this.orphanChecked = true;
+      await stopOrphan(this.pidFile, this.opts.config.haproxy.configPath, this.log);
+    }
     const state = this.withSockets(sanitized.state, problems);
 
     let actual: RuntimeState | undefined;

@@ -1,6 +1,7 @@
 import { ChildProcess, spawn as nodeSpawn, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { ProxyMgrError } from '../../common/errors';
+import { writeFileAtomic } from '../../common/fs';
 import { Logger } from '../../common/log';
 import { RuntimeApi } from './runtime';
 
@@ -16,6 +17,8 @@ export interface SupervisorOptions {
   readonly readyTimeoutMs?: number;
   readonly restartBaseMs?: number;
   readonly restartMaxMs?: number;
+  /** Where the running HAProxy's pid is recorded (see orphan.ts). */
+  readonly pidFile?: string;
 }
 
 /** Restart delay after the n-th consecutive crash (n ≥ 1): base·2^(n-1), capped. */
@@ -128,6 +131,7 @@ export class HaproxySupervisor extends EventEmitter {
     this.fds = fds;
     this.state = 'running';
     this.lastStart = Date.now();
+    if (this.opts.pidFile) await writeFileAtomic(this.opts.pidFile, `${child.pid}\n`).catch((err: Error) => log.warn({ err: err.message }, 'cannot write the pid file'));
     log.info({ old_pid: oldPid }, oldPid ? 'haproxy reloaded' : 'haproxy started');
     return child.pid!;
   }

@@ -62,6 +62,43 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
     expect(() => process.kill(haproxyPid, 0)).toThrow();
   });
 
+  test('an agent killed hard leaves HAProxy serving; the next agent stops that HAProxy and takes its ports over', async () => {
+    const port = await freePort();
+    const dir = path.join(tmp.dir, 'orphan');
+    const cfg = path.join(tmp.dir, 'orphan.yml');
+    const stateFile = path.join(tmp.dir, 'orphan-state.json');
+    writeFileSync(
+      cfg,
+      `haproxy:\n  config_path: ${dir}/haproxy.cfg\n  socket_path: ${dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${dir}\n  admin_listen: ""\n`,
+    );
+    writeFileSync(stateFile, JSON.stringify({ services: [{ name: 'web', port, bind_address: '127.0.0.1', servers: [{ name: 'a', address: '127.0.0.1', port: backends[0]!.port }] }] }));
+    const start = () => {
+      const p = spawn(process.execPath, [CLI, 'agent', '--config', cfg, '--state', stateFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stderr!.on('data', (c) => (out += c.toString()));
+      return { p, out: () => out };
+    };
+    const first = start();
+    expect(await eventually(() => /haproxy started/.test(first.out()), 15_000)).toBe(true);
+    const orphan = Number(readFileSync(path.join(dir, 'haproxy.pid'), 'utf8'));
+    first.p.kill('SIGKILL');
+    await new Promise((r) => first.p.once('exit', r));
+    expect(() => process.kill(orphan, 0)).not.toThrow(); // still running, still serving
+    expect((await tally(port, 2)).get('a')).toBe(2);
+
+    const second = start();
+    try {
+      expect(await eventually(() => /haproxy started/.test(second.out()), 15_000)).toBe(true);
+      expect(second.out()).toMatch(new RegExp(`"haproxy_pid":${orphan}[^\\n]*a HAProxy left by a previous agent still runs`));
+      expect(() => process.kill(orphan, 0)).toThrow();
+      expect(Number(readFileSync(path.join(dir, 'haproxy.pid'), 'utf8'))).not.toBe(orphan);
+      expect((await tally(port, 2)).get('a')).toBe(2);
+    } finally {
+      second.p.kill('SIGTERM');
+      await new Promise((r) => second.p.once('exit', r));
+    }
+  });
+
   test('--help prints usage; a bad flag exits 2 naming it', async () => {
     const run = (args: string[]) =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
