@@ -153,7 +153,19 @@ agent:
     await sleep(300);
     const result = await load.stop();
     const after = await Promise.all([status(0), status(1)]);
-    expect(after.map((s, i) => s.reloads - before[i]!.reloads)).toEqual([1, 1]);
+    // On a mismatch the diff shows each agent's reload reasons.
+    const reloadReasons = async (i: number) =>
+      new Promise<string[]>((resolve, reject) => {
+        const c = agentAdmin(i);
+        c.recentActions({ limit: 200 }, (err, res) => {
+          c.close();
+          err ? reject(err) : resolve(res.actions.filter((a) => a.kind === 'reload').map((a) => a.reason));
+        });
+      });
+    expect(await Promise.all(after.map(async (s, i) => ({ reloads: s.reloads - before[i]!.reloads, reasons: (await reloadReasons(i)).slice(-(s.reloads - before[i]!.reloads)) })))).toEqual([
+      { reloads: 1, reasons: ['reload: new service api'] },
+      { reloads: 1, reasons: ['reload: new service api'] },
+    ]);
     expect(result.ok).toBeGreaterThan(50);
     expect({ refused: result.refused, reset: result.reset, empty: result.empty, other: result.other }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0 });
   });
