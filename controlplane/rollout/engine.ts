@@ -277,7 +277,8 @@ function replace(doc: FleetDoc, before: RolloutDoc, after: RolloutDoc): FleetDoc
 
 function finish(doc: FleetDoc, r: RolloutDoc, state: RolloutStateName, now: number, reason: string): FleetDoc {
   const done: RolloutDoc = { ...r, state, reason, updatedAt: now, finishedAt: now };
-  const summary: RolloutDoc = { ...done, results: {}, counts: counts(done) };
+  // History lives in the same ZooKeeper node (1 MB by default): keep counts, not per-agent lists.
+  const summary: RolloutDoc = { ...done, results: {}, waves: done.waves.map((w) => ({ ...w, agents: [] })), counts: counts(done) };
   return {
     ...doc,
     stable: state === 'completed' ? r.to : doc.stable,
