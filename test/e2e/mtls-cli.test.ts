@@ -4,6 +4,9 @@ import { Backend, startBackends } from '../helpers/backends';
 import { makeCertificates } from '../helpers/certs';
 import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
 import { eventually, freePort, get, sleep, tempDir } from '../helpers/net';
+import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { CLI } from '../helpers/cli';
+import { spawnSync } from 'node:child_process';
 
 jest.setTimeout(60_000);
 
@@ -15,9 +18,11 @@ describe('mTLS end to end (built CLI, real HAProxy)', () => {
   let cpPort: number;
   let webPort: number;
   let certs: ReturnType<typeof makeCertificates>;
+  let zk: ZooKeeper;
 
   beforeAll(async () => {
     certs = makeCertificates(tmp.dir);
+    zk = await startZooKeeper(); // rollouts keep their state there; `ctl` talks to the Rollout service over mTLS
     [backend] = (await startBackends(['tls-backend'])) as [Backend];
     [cpPort, webPort] = [await freePort(), await freePort()];
     const services = path.join(tmp.dir, 'services');
@@ -31,6 +36,7 @@ service_config: {type: file, path: ${services}}
 controlplane:
   listen: 127.0.0.1:${cpPort}
   tls: {ca: ${certs.ca}, cert: ${certs.serverCert}, key: ${certs.serverKey}, require_client_cert: true}
+rollout: {zookeeper: "${zk.connectString}", replica_id: cp0}
 `,
     );
     cp = startCli(['controlplane', '--config', cfg]);
@@ -39,6 +45,7 @@ controlplane:
   afterAll(async () => {
     await stopAllCli();
     await backend?.close();
+    await zk?.stop();
     tmp.cleanup();
   });
 
@@ -77,5 +84,17 @@ agent:
     await expect(get(webPort, '127.0.0.3', 1000)).rejects.toThrow(/ECONNREFUSED/);
     expect(cp.logs()).toMatch(/"node_id":"good"[^\n]*agent connected/);
     expect(cp.logs()).not.toMatch(/"node_id":"(none|rogue)"[^\n]*agent connected/);
+  });
+
+  test('proxymgr ctl reaches the Rollout service with a client certificate, and is refused without one', () => {
+    const ctl = (...args: string[]) =>
+      spawnSync(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, '--timeout-ms', '5000', ...args, 'rollout', 'status', '--json'], { encoding: 'utf8', timeout: 20_000 });
+    const ok = ctl('--cacert', certs.ca, '--cert', certs.agentCert, '--key', certs.agentKey);
+    expect(ok.stderr).not.toMatch(/proxymgr ctl:/); // (Node may warn about TLS to an IP literal; that is all)
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ leader: 'cp0' });
+    const refused = ctl('--cacert', certs.ca);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/proxymgr ctl: .*UNAVAILABLE|proxymgr ctl: .*No connection established/);
   });
 });
