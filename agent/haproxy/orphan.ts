@@ -1,10 +1,15 @@
 import { promises as fsp, readFileSync } from 'node:fs';
 import { Logger } from '../../common/log';
 
-function alive(pid: number): boolean {
+/** Whether `pid` runs; a zombie (exited, not reaped — PID 1 in some containers never reaps) counts as gone. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return false;
   }
@@ -41,6 +46,7 @@ export async function stopOrphan(pidFile: string, configPath: string, log: Logge
   const deadline = Date.now() + graceMs;
   while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   if (alive(pid)) process.kill(pid, 'SIGKILL');
-  while (alive(pid)) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 200 && alive(pid); i++) await new Promise((r) => setTimeout(r, 10));
+  if (alive(pid)) log.error({ haproxy_pid: pid }, 'the old HAProxy does not go away; its ports stay taken');
   return pid;
 }
