@@ -157,16 +157,23 @@ export class Agent {
     const state = this.withSockets(sanitized.state, problems);
 
     let actual: RuntimeState | undefined;
+    let unreadable: string | undefined;
     if (this.supervisor.running) {
       try {
         // Updates plan against the state read after the last change (saves parsing every backend's servers on
         // every host event); drift repair always reads it afresh and corrects whatever changed behind our back.
         actual = trigger === 'update' && this.actualCache ? this.actualCache : await this.readActual();
       } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, 'cannot read show servers state; treating HAProxy as not running');
+        unreadable = errorMessage(err);
+        this.log.warn({ err: unreadable, trigger }, 'cannot read show servers state');
       }
     }
-    const p = plan(state, this.supervisor.running ? this.running : undefined, actual);
+    if (unreadable !== undefined && trigger === 'drift') return done('nothing', [], [], problems); // next round
+    const p =
+      unreadable !== undefined
+        ? // Without the live state the runtime path is blind; the config file holds the full state, so reload it.
+          { reloadReasons: [`reload: cannot read show servers state (${unreadable})`], actions: [] }
+        : plan(state, this.supervisor.running ? this.running : undefined, actual);
     if (p.reloadReasons.length > 0) {
       try {
         const commands = await this.reload(state, p.reloadReasons, trigger);

@@ -49,6 +49,7 @@ export class HaproxySupervisor extends EventEmitter {
   private current: ChildProcess | undefined;
   private fds: readonly number[] = [];
   private readonly all = new Set<ChildProcess>();
+  private closed = false;
   private crashes = 0;
   private lastStart = 0;
   private restartTimer: NodeJS.Timeout | undefined;
@@ -71,7 +72,7 @@ export class HaproxySupervisor extends EventEmitter {
 
   /** Starts HAProxy (no process runs yet) or reloads it (one runs): resolves once the new process answers. */
   async startOrReload(fds: readonly number[]): Promise<number> {
-    if (this.state === 'stopping') throw new ProxyMgrError('HAPROXY_START_FAILED', 'supervisor is stopping');
+    if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
     clearTimeout(this.restartTimer);
     const old = this.state === 'running' || this.state === 'starting' ? this.current : undefined;
     const pid = await this.launch(fds, old?.pid);
@@ -127,6 +128,10 @@ export class HaproxySupervisor extends EventEmitter {
       }
       await new Promise((r) => setTimeout(r, 10));
     }
+    if (this.closed) {
+      child.kill('SIGTERM');
+      throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped while HAProxy started');
+    }
     this.current = child;
     this.fds = fds;
     this.state = 'running';
@@ -168,6 +173,7 @@ export class HaproxySupervisor extends EventEmitter {
 
   /** Stops every HAProxy process this supervisor started (hard stop) and waits for them to exit. */
   async stop(): Promise<void> {
+    this.closed = true; // for good: a late apply must not start a HAProxy nobody will stop
     this.state = 'stopping';
     clearTimeout(this.restartTimer);
     await Promise.all(
