@@ -5,22 +5,34 @@ export interface FlagSpec {
 
 export class UsageError extends Error {}
 
-export function parseFlags(argv: readonly string[], spec: FlagSpec): Record<string, string | boolean | undefined> {
-  const out: Record<string, string | boolean | undefined> = {};
+/** Flags and, in order, the other arguments (`proxymgr ctl … rollout status`). */
+export function parseArgs(argv: readonly string[], spec: FlagSpec): { flags: Record<string, string | boolean | undefined>; positional: string[] } {
+  const flags: Record<string, string | boolean | undefined> = {};
+  const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const m = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/.exec(arg);
-    if (!m) throw new UsageError(`unexpected argument "${arg}"`);
+    if (!m) {
+      positional.push(arg);
+      continue;
+    }
     const name = m[1]!;
     const kind = spec[name];
     if (!kind) throw new UsageError(`unknown option --${name}`);
     if (kind === 'boolean') {
-      out[name] = true;
+      flags[name] = true;
       continue;
     }
     const value = m[2] ?? argv[++i];
     if (value === undefined || (m[2] === undefined && value.startsWith('--'))) throw new UsageError(`--${name} needs a value`);
-    out[name] = value;
+    flags[name] = value;
   }
-  return out;
+  return { flags, positional };
+}
+
+/** Flags only: any other argument is an error. */
+export function parseFlags(argv: readonly string[], spec: FlagSpec): Record<string, string | boolean | undefined> {
+  const { flags, positional } = parseArgs(argv, spec);
+  if (positional.length > 0) throw new UsageError(`unexpected argument "${positional[0]}"`);
+  return flags;
 }

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
-import { UsageError } from '../common/args';
+import { FlagSpec, parseArgs, UsageError } from '../common/args';
 import { channelCredentials } from '../common/grpc';
 
 export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout COMMAND [options]
@@ -30,7 +30,7 @@ options:
   --timeout-ms N             give up on a call after this long (default 10000)
   --help                     show this help`;
 
-const FLAGS: Record<string, 'string' | 'boolean'> = {
+const FLAGS: FlagSpec = {
   controlplane: 'string',
   json: 'boolean',
   watch: 'boolean',
@@ -51,28 +51,6 @@ const FLAGS: Record<string, 'string' | 'boolean'> = {
 
 type Flags = Record<string, string | boolean | undefined>;
 
-function parse(argv: readonly string[]): { positional: string[]; flags: Flags } {
-  const positional: string[] = [];
-  const flags: Flags = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const m = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/.exec(arg);
-    if (!m) {
-      positional.push(arg);
-      continue;
-    }
-    const kind = FLAGS[m[1]!];
-    if (!kind) throw new UsageError(`unknown option --${m[1]}`);
-    if (kind === 'boolean') flags[m[1]!] = true;
-    else {
-      const v = m[2] ?? argv[++i];
-      if (v === undefined) throw new UsageError(`--${m[1]} needs a value`);
-      flags[m[1]!] = v;
-    }
-  }
-  return { positional, flags };
-}
-
 type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
 
 /** Calls are bounded by --timeout-ms: a control plane that does not answer must not hang a script. */
@@ -92,7 +70,7 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
   let positional: string[];
   let flags: Flags;
   try {
-    ({ positional, flags } = parse(argv));
+    ({ positional, flags } = parseArgs(argv, FLAGS));
     if (flags.help) {
       out(CTL_HELP + '\n');
       return 0;
