@@ -1,7 +1,7 @@
 import { loadConfig } from '../common/config';
 import { parseFlags, UsageError } from '../common/args';
 import { createLogger } from '../common/log';
-import { runUntilSignal, startOrStop } from '../agent/cli';
+import { runUntilSignal, startOrStop } from '../common/lifecycle';
 import { AgentProcess } from '../agent/main';
 import { StateSource } from '../agent/sources/file';
 import { Discovery } from './discovery';
