@@ -5,7 +5,7 @@ import { AgentAdminClient, ControlPlaneAdminClient, ListAgentsResponse, StatusRe
 import { Backend, startBackends } from '../helpers/backends';
 import { bufCurl, CliProcess, startCli, stopAllCli } from '../helpers/cli';
 import { startLoad } from '../helpers/load';
-import { eventually, freePort, get, sleep, tempDir } from '../helpers/net';
+import { eventually, freePort, sleep, tally, tempDir } from '../helpers/net';
 import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
 import { connectZk } from '../helpers/zk-client';
 
@@ -48,15 +48,7 @@ describe('ZooKeeper → control plane → gRPC → agents → HAProxy → backen
         err ? reject(err) : resolve(res);
       });
     });
-  const served = async (ip: string, port: number) => [...(await tally2(ip, port, 6)).keys()].sort().join(',');
-  async function tally2(ip: string, port: number, n: number) {
-    const counts = new Map<string, number>();
-    for (let i = 0; i < n; i++) {
-      const r = await get(port, ip);
-      counts.set(r.body.trim(), (counts.get(r.body.trim()) ?? 0) + 1);
-    }
-    return counts;
-  }
+  const served = async (ip: string, port: number) => [...(await tally(port, 6, ip)).keys()].sort().join(',');
   const allServe = (expected: string, port = webPort) =>
     eventually(async () => {
       for (const a of agents) if ((await served(a.ip, port)) !== expected) return false;

@@ -44,10 +44,10 @@ export function get(port: number, host = '127.0.0.1', timeoutMs = 5000): Promise
 }
 
 /** Counts which backend answered `n` fresh-connection requests. */
-export async function tally(port: number, n: number): Promise<Map<string, number>> {
+export async function tally(port: number, n: number, host = '127.0.0.1'): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
   for (let i = 0; i < n; i++) {
-    const r = await get(port);
+    const r = await get(port, host);
     const key = r.status === 200 ? r.body.trim() : `status ${r.status}`;
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
