@@ -82,7 +82,7 @@ agent:
     await sleep(500);
     await expect(get(webPort, '127.0.0.2', 1000)).rejects.toThrow(/ECONNREFUSED/);
     await expect(get(webPort, '127.0.0.3', 1000)).rejects.toThrow(/ECONNREFUSED/);
-    expect(cp.logs()).toMatch(/"node_id":"good"[^\n]*agent connected/);
+    expect(await cp.waitForLog(/"node_id":"good"[^\n]*agent connected/)).toBe(true);
     expect(cp.logs()).not.toMatch(/"node_id":"(none|rogue)"[^\n]*agent connected/);
   });
 

@@ -63,7 +63,8 @@ agent:
       expect(await eventually(async () => (await tally(port, 4)).size === 2, 20_000)).toBe(true);
       await zkc.remove('/services/testservice/b');
       expect(await eventually(async () => [...(await tally(port, 4)).keys()].join() === 'a', 10_000)).toBe(true);
-      expect(proc.logs()).toMatch(/server testservice\/b is no longer in the desired state/);
+      // HAProxy acts on the command before the agent logs it: wait for the line rather than expect it already there.
+      expect(await proc.waitForLog(/server testservice\/b is no longer in the desired state/)).toBe(true);
       expect(proc.logs().match(/haproxy (started|reloaded)/g)).toEqual(['haproxy started']);
       expect(await proc.stop()).toBe(0);
     } finally {

@@ -121,6 +121,12 @@ agent:
     expect(await cp.waitForLog(/control plane started/)).toBe(true);
     for (const a of agents) a.proc = startCli(['agent', '--config', a.config]);
     expect(await allServe('a,b')).toBe(true);
+    // HAProxy serves before the agent's ACK reaches the control plane: wait for both ACKs, then show the whole list.
+    const acked = async () => {
+      const l = await listAgents();
+      return l.agents.length === 2 && l.agents.every((a) => a.runningVersion === l.desiredVersion);
+    };
+    expect(await eventually(acked, 10_000)).toBe(true);
     const list = await listAgents();
     expect(list.agents.map((a) => [a.nodeId, a.connected, a.runningVersion === list.desiredVersion])).toEqual([
       ['agent0', true, true],
