@@ -1,18 +1,30 @@
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { Logger } from '../../common/log';
 
-/** Whether `pid` runs; a zombie (exited, not reaped — PID 1 in some containers never reaps) counts as gone. */
+/**
+ * Whether `pid` runs. A zombie (exited, not reaped — PID 1 in some containers never reaps) counts as gone, but only
+ * once all its threads are: a multi-threaded HAProxy's main thread shows as a zombie while its other threads are
+ * still exiting, and until the last of them has, the process's files (its listening sockets) are still open.
+ */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {
     return false;
   }
+  let tasks: string[];
   try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
     return false;
   }
+  return tasks.some((tid) => {
+    try {
+      return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+    } catch {
+      return false; // that thread is gone
+    }
+  });
 }
 
 /** The command line of a process, or "" if it is gone. */

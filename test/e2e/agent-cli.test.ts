@@ -53,9 +53,10 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
 
     write([backends[0]!]);
     expect(await eventually(async () => [...(await tally(port, 4)).keys()].join() === 'a', 10_000)).toBe(true);
-    expect(logs).toMatch(/server web\/b is no longer in the desired state/);
+    // HAProxy acts on the command before the agent rewrites the config and logs: wait for both.
+    expect(await eventually(() => /server web\/b is no longer in the desired state/.test(logs))).toBe(true);
+    expect(await eventually(() => !/server b /.test(readFileSync(path.join(tmp.dir, 'haproxy.cfg'), 'utf8')))).toBe(true);
     expect(logs).not.toMatch(/haproxy reloaded/);
-    expect(readFileSync(path.join(tmp.dir, 'haproxy.cfg'), 'utf8')).not.toMatch(/server b /);
 
     const exited = new Promise<number | null>((resolve) => proc!.once('exit', (code) => resolve(code)));
     proc.kill('SIGTERM');

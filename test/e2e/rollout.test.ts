@@ -263,11 +263,14 @@ agent:
 
   test('must show 3: pause holds the next wave, resume continues it, abort rolls everyone back', async () => {
     const stable = (await status()).stableRevision;
+    // A bake long enough that the pause below (a ctl process start away) surely lands before wave 2 is due.
+    expect((await ctl(1, 'policy', '--next', '--bake-ms', '2500')).code).toBe(0);
     await zkc.put('/service_config/web', webConfig('v4'));
     const s1 = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== stable && !!x.rollout.waves?.[0]?.ackedAt);
     const paused = JSON.parse((await ctl(1, 'pause', '--json')).stdout) as Status;
     expect(paused.rollout!.state).toBe('paused');
-    await sleep(1200); // far beyond the 300 ms bake
+    expect(paused.rollout!.waves).toHaveLength(1);
+    await sleep(3000); // beyond the 2.5 s bake
     const p = await status(0);
     expect(p.rollout!.state).toBe('paused');
     expect(p.rollout!.waves).toHaveLength(1);
@@ -281,9 +284,9 @@ agent:
     const aborted = JSON.parse((await ctl(1, 'abort', '--json')).stdout) as Status;
     expect(aborted.rollout!.state).toBe('aborted');
     expect(await eventually(async () => (await revs()).every((r) => r === 'v2'), 15_000)).toBe(true);
-    const after = await status(1);
+    // Traffic shows v2 before the agents' ACKs of it are recorded: wait for those.
+    const after = await until((x) => x.agents.every((a) => a.runningRevision === stable), 10_000, 1);
     expect(after.stableRevision).toBe(stable);
-    expect(after.agents.every((a) => a.runningRevision === stable)).toBe(true);
     assertOnlyReleased(seen);
     assertPushesReleased(aborted);
   });
