@@ -18,7 +18,20 @@ commands:
 
 Run "proxymgr <command> --help" for the options of a command.`;
 
+/**
+ * grpc-js always sets the TLS server name to the target's host, so TLS to an IP address (`127.0.0.1:7000`, the
+ * usual control-plane address) makes Node print DEP0123 once per process; the certificate is still verified
+ * against the IP. Every other warning is printed as Node would.
+ */
+function quietTlsIpWarning(): void {
+  process.removeAllListeners('warning');
+  process.on('warning', (w: Error & { code?: string }) => {
+    if (w.code !== 'DEP0123') console.error(`(node:${process.pid}) ${w.name}: ${w.message}`);
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
+  quietTlsIpWarning();
   const [command, ...rest] = argv;
   switch (command) {
     case 'agent':
