@@ -291,6 +291,34 @@ agent:
     assertPushesReleased(aborted);
   });
 
+  test('promote releases the rest at once (no bake); text-mode ctl status --watch draws each wave; history lists the rollouts', async () => {
+    const stable = (await status()).stableRevision;
+    expect((await ctl(0, 'policy', '--next', '--bake-ms', '60000')).code).toBe(0); // without promote: a minute per wave
+    await zkc.put('/service_config/web', webConfig('v6'));
+    const s1 = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== stable && !!x.rollout.waves?.[0]?.ackedAt);
+    const watch = spawn(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cps[1]!.port}`, 'rollout', 'status', '--watch', '--interval-ms', '100']);
+    let drawn = '';
+    watch.stdout.on('data', (c) => (drawn += c));
+    expect(await eventually(() => /RUNNING/.test(drawn), 10_000)).toBe(true);
+
+    const promoted = await ctl(1, 'promote', '--id', s1.rollout!.id);
+    expect(promoted.code).toBe(0);
+    expect(promoted.stdout).toMatch(/promoted by operator/);
+    const done = await until((x) => x.rollout?.id === s1.rollout!.id && x.rollout.state === 'completed', 15_000);
+    expect(done.rollout!.waves!.map((w) => w.spec)).toEqual(['1', '100%']);
+    expect(await revs()).toEqual(['v6', 'v6', 'v6', 'v6', 'v6']);
+    assertPushesReleased(done);
+
+    expect(await eventually(() => watch.exitCode === 0, 5000)).toBe(true);
+    expect(drawn).toMatch(/\[#{6}-+\] 1\/5 agents on/); // the canary alone
+    expect(drawn).toMatch(/COMPLETED[^\n]*\n(.*\n)*\[#{30}\] 5\/5 agents on/);
+    expect(drawn).toMatch(/^2\s+100%\s+4\s+4\s+0/m);
+
+    const history = (await ctl(0, 'history')).stdout.split('\n');
+    expect(history[0]).toMatch(/^ROLLOUT\s+FROM\s+TO\s+STATE/);
+    expect(history.slice(1, 4).map((l) => l.split(/\s+/)[3])).toEqual(['completed', 'aborted', 'rolled_back']);
+  });
+
   test('must show 4: the leader is killed mid-rollout → the other replica completes it, agents reconnect, traffic never stops', async () => {
     const before = await status(0);
     const leader = cps.findIndex((c) => c.id === before.leader);
