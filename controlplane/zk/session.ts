@@ -2,6 +2,31 @@ import zookeeper, { Client, State } from 'node-zookeeper-client';
 import { Logger } from '../../common/log';
 import { Clock, systemClock } from '../coalescer';
 
+/**
+ * node-zookeeper-client parses replies inside its socket 'data' handler, so a reply it cannot make sense of throws out
+ * of an event handler and kills the process ("Unknown code: …"; alexguan/node-zookeeper-client#23, #70, open for
+ * years). Seen here when a client that had not finished its handshake was closed (its close request takes xid 0,
+ * and the connect response, read as a reply header with xid 0, yields a garbage error code): a control plane died
+ * when ZooKeeper came back from an outage. The guard does what the library does itself for a reply out of order —
+ * drop the socket: a closing client then just closes, a live one reconnects and resumes its session.
+ */
+let repliesGuarded = false;
+function guardReplyParsing(log: Logger): void {
+  if (repliesGuarded) return;
+  repliesGuarded = true;
+  const cm = require('node-zookeeper-client/lib/ConnectionManager') as { prototype: { onSocketData(this: { socket?: { destroy(): void } }, b: Buffer): void } };
+  const parse = cm.prototype.onSocketData;
+  cm.prototype.onSocketData = function (this: { socket?: { destroy(): void }; pendingBuffer?: Buffer | null }, buffer: Buffer) {
+    try {
+      parse.call(this, buffer);
+    } catch (err) {
+      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'unparsable ZooKeeper reply; dropping the connection');
+      this.pendingBuffer = null;
+      this.socket?.destroy();
+    }
+  };
+}
+
 export interface ZkSessionOptions {
   /** Requested session timeout; the server clamps it (2..20 ticks). */
   readonly sessionTimeoutMs: number;
@@ -61,6 +86,7 @@ export class ZkSession {
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.log = options.log.child({ component: 'zk-session', ensemble: connectString });
+    guardReplyParsing(options.log);
   }
 
   get state(): ZkSessionState {

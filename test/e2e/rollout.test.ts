@@ -346,4 +346,31 @@ agent:
     assertOnlyReleased(seen);
     expect(cps[survivor]!.proc!.logs()).toMatch(/this replica leads rollouts/);
   });
+
+  test('ZooKeeper lost mid-rollout: traffic never stops, no wave starts while the rollout state cannot be written; once it is back the rollout completes', async () => {
+    const live = cps.findIndex((c) => c.proc!.proc.exitCode === null && c.proc!.proc.signalCode === null);
+    const before = await status(live);
+    expect((await ctl(live, 'policy', '--next', '--bake-ms', '2000')).code).toBe(0);
+    await zkc.put('/service_config/web', webConfig('v7'));
+    const s = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== before.stableRevision && !!x.rollout.waves?.[0]?.ackedAt, 20_000, live);
+    const canary = s.rollout!.waves![0]!.agents;
+    const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
+    await zk.kill();
+    await sleep(5000); // past the 2 s bake and the control plane's 2 s ZooKeeper session timeout
+    const during = await revs();
+    expect(agents.filter((_, i) => during[i] === 'v7').map((a) => a.id)).toEqual(canary);
+    expect(agents.filter((_, i) => during[i] !== 'v7').every((_, i) => during[i] !== '')).toBe(true);
+
+    await zk.restart();
+    const done = await until((x) => x.rollout?.id === s.rollout!.id && x.rollout.state === 'completed', 40_000, live);
+    expect(await eventually(async () => (await revs()).every((r) => r === 'v7'), 10_000)).toBe(true);
+    const results = await Promise.all(loads.map((l) => l.stop()));
+    for (const r of results) {
+      expect(r.ok).toBeGreaterThan(20);
+      expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0 });
+    }
+    assertPushesReleased(done);
+    for (const w of done.rollout!.waves!.slice(1)) expect(Date.parse(w.startedAt)).toBeGreaterThan(Date.parse(s.rollout!.waves![0]!.ackedAt!) + 5000);
+    assertOnlyReleased(seen);
+  });
 });

@@ -1,0 +1,42 @@
+import { Client } from 'node-zookeeper-client';
+import { silentLogger } from '../../common/log';
+import { ZkSession } from '../../controlplane/zk/session';
+import { eventually } from '../helpers/net';
+import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+
+jest.setTimeout(60_000);
+
+describe('ZkSession against a real ZooKeeper', () => {
+  let zk: ZooKeeper;
+  beforeAll(async () => {
+    zk = await startZooKeeper();
+  });
+  afterAll(async () => {
+    await zk?.stop();
+  });
+
+  test('a reply the client library cannot parse drops the connection instead of the process; the session resumes', async () => {
+    const session = new ZkSession(zk.connectString, { sessionTimeoutMs: 4000, log: silentLogger });
+    const seen: string[] = [];
+    let client: Client | undefined;
+    session.subscribe({
+      connected: (c, { newSession }) => {
+        client = c;
+        seen.push(newSession ? 'new session' : 'resumed');
+      },
+      disconnected: () => seen.push('disconnected'),
+    });
+    session.start();
+    try {
+      expect(await eventually(() => seen.includes('new session'))).toBe(true);
+      const sessionId = client!.getSessionId().toString('hex');
+      // A 4-byte frame where a reply header (16 bytes) belongs: node-zookeeper-client throws from its socket handler.
+      const manager = (client as unknown as { connectionManager: { onSocketData(b: Buffer): void } }).connectionManager;
+      expect(() => manager.onSocketData(Buffer.from([0, 0, 0, 4, 0, 0, 0, 1]))).not.toThrow();
+      expect(await eventually(() => seen.join() === 'new session,disconnected,resumed')).toBe(true);
+      expect(client!.getSessionId().toString('hex')).toBe(sessionId);
+    } finally {
+      session.close();
+    }
+  });
+});
