@@ -10,19 +10,32 @@ import { Clock, systemClock } from '../coalescer';
  * when ZooKeeper came back from an outage. The guard does what the library does itself for a reply out of order —
  * drop the socket: a closing client then just closes, a live one reconnects and resumes its session.
  */
+/** The parts of node-zookeeper-client's (untyped) ConnectionManager the guard touches. */
+interface ConnectionManager {
+  socket?: { destroy(): void };
+  pendingBuffer?: Buffer | null;
+  pendingQueue?: { callback?: (err: Error) => void }[];
+  onSocketData(buffer: Buffer): void;
+}
+/** The library's own CONNECTION_LOSS error (its `Exception.create` is not in the typings). */
+const connectionLoss = () => (zookeeper.Exception as unknown as { create(code: number): Error }).create(zookeeper.Exception.CONNECTION_LOSS);
 let repliesGuarded = false;
 function guardReplyParsing(log: Logger): void {
   if (repliesGuarded) return;
   repliesGuarded = true;
-  const cm = require('node-zookeeper-client/lib/ConnectionManager') as { prototype: { onSocketData(this: { socket?: { destroy(): void } }, b: Buffer): void } };
-  const parse = cm.prototype.onSocketData;
-  cm.prototype.onSocketData = function (this: { socket?: { destroy(): void }; pendingBuffer?: Buffer | null }, buffer: Buffer) {
+  const proto = (require('node-zookeeper-client/lib/ConnectionManager') as { prototype: ConnectionManager }).prototype;
+  const parse = proto.onSocketData;
+  proto.onSocketData = function (this: ConnectionManager, buffer: Buffer) {
+    const head = this.pendingQueue?.[0];
     try {
       parse.call(this, buffer);
     } catch (err) {
       log.warn({ err: err instanceof Error ? err.message : String(err) }, 'unparsable ZooKeeper reply; dropping the connection');
       this.pendingBuffer = null;
-      this.socket?.destroy();
+      this.socket?.destroy(); // fails every other pending request with CONNECTION_LOSS
+      // The request whose reply did not parse was already taken off the queue: fail it the same way, or its caller
+      // would wait forever.
+      if (head && this.pendingQueue?.[0] !== head) head.callback?.(connectionLoss());
     }
   };
 }

@@ -15,7 +15,7 @@ describe('ZkSession against a real ZooKeeper', () => {
     await zk?.stop();
   });
 
-  test('a reply the client library cannot parse drops the connection instead of the process; the session resumes', async () => {
+  test('a reply the client library cannot parse drops the connection instead of the process; the session resumes; the request it answered fails', async () => {
     const session = new ZkSession(zk.connectString, { sessionTimeoutMs: 4000, log: silentLogger });
     const seen: string[] = [];
     let client: Client | undefined;
@@ -35,6 +35,19 @@ describe('ZkSession against a real ZooKeeper', () => {
       expect(() => manager.onSocketData(Buffer.from([0, 0, 0, 4, 0, 0, 0, 1]))).not.toThrow();
       expect(await eventually(() => seen.join() === 'new session,disconnected,resumed')).toBe(true);
       expect(client!.getSessionId().toString('hex')).toBe(sessionId);
+
+      // A reply to a request in flight with an error code the library does not know ("Unknown code: …", the crash
+      // seen when ZooKeeper came back): that request fails with CONNECTION_LOSS instead of never answering.
+      const live = (client as unknown as { connectionManager: { onSocketData(b: Buffer): void; pendingQueue: { request: { header: { xid: number } } }[] } }).connectionManager;
+      const answer = new Promise<string>((resolve) => client!.exists('/zookeeper', (err) => resolve(err ? err.name : 'no error')));
+      const xid = live.pendingQueue[0]!.request.header.xid;
+      const frame = Buffer.alloc(20);
+      frame.writeInt32BE(16, 0);
+      frame.writeInt32BE(xid, 4);
+      frame.writeInt32BE(472317952, 16);
+      expect(() => live.onSocketData(frame)).not.toThrow();
+      expect(await answer).toBe('CONNECTION_LOSS');
+      expect(await eventually(() => seen.join() === 'new session,disconnected,resumed,disconnected,resumed')).toBe(true);
     } finally {
       session.close();
     }
