@@ -53,8 +53,5 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   const log = createLogger({ role: 'agent', node_id: config.agent.nodeId });
   const proc = new AgentProcess({ config, log, stateFile: typeof flags.state === 'string' ? flags.state : undefined });
   await startOrStop(proc);
-  return runUntilSignal(async () => {
-    log.info({}, 'stopping');
-    await proc.stop();
-  });
+  return runUntilSignal(log, () => proc.stop());
 }

@@ -23,7 +23,11 @@ export async function serveMetrics(registry: Registry, listen: string): Promise<
   });
   return {
     port: (server.address() as AddressInfo).port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections(); // a scrape in flight (or a kept-alive scraper) must not hold up a stop
+      }),
   };
 }
 

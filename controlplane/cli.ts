@@ -51,10 +51,7 @@ export async function runControlPlaneCommand(argv: string[]): Promise<number> {
   const log = createLogger({ role: 'controlplane' });
   const cp = new ControlPlaneProcess({ config, log });
   await startOrStop(cp);
-  return runUntilSignal(async () => {
-    log.info({}, 'stopping');
-    await cp.stop();
-  });
+  return runUntilSignal(log, () => cp.stop());
 }
 
 /** Feeds an in-process agent from discovery: every snapshot, in order, no network in between. */
@@ -85,8 +82,5 @@ export async function runStandaloneCommand(argv: string[]): Promise<number> {
   const discovery = new Discovery({ config, log });
   const proc = new AgentProcess({ config, log, source: new DiscoveryStateSource(discovery) });
   await startOrStop(proc);
-  return runUntilSignal(async () => {
-    log.info({}, 'stopping');
-    await proc.stop(); // stops the source, and with it discovery
-  });
+  return runUntilSignal(log, () => proc.stop()); // stopping the source stops discovery
 }

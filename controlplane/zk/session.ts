@@ -10,9 +10,10 @@ import { Clock, systemClock } from '../coalescer';
  * when ZooKeeper came back from an outage. The guard does what the library does itself for a reply out of order —
  * drop the socket: a closing client then just closes, a live one reconnects and resumes its session.
  */
-/** The parts of node-zookeeper-client's (untyped) ConnectionManager the guard touches. */
+/** The parts of node-zookeeper-client's (untyped) ConnectionManager that the code below touches. */
 interface ConnectionManager {
-  socket?: { destroy(): void };
+  state: number;
+  socket?: { destroy(): void; destroyed?: boolean };
   pendingBuffer?: Buffer | null;
   pendingQueue?: { callback?: (err: Error) => void }[];
   onSocketData(buffer: Buffer): void;
@@ -38,6 +39,29 @@ function guardReplyParsing(log: Logger): void {
       if (head && this.pendingQueue?.[0] !== head) head.callback?.(connectionLoss());
     }
   };
+}
+
+/** node-zookeeper-client's connection states (ConnectionManager.STATES). */
+const CLOSING = -1;
+const CLOSED = -2;
+/** How long a closed client may take to finish its close handshake before its socket is cut. */
+const CLOSE_GRACE_MS = 1000;
+
+/**
+ * Closes a client for good. The library's close is a request queued to the server; a client closed mid-handshake
+ * or between reconnect attempts can miss it and keep a socket to ZooKeeper open forever (seen: a stopped control
+ * plane that never exited). After a grace period its socket is destroyed in the CLOSING state, which the library
+ * ends in CLOSED without reconnecting.
+ */
+function abandon(client: Client): void {
+  client.removeAllListeners();
+  client.close();
+  const cm = (client as unknown as { connectionManager?: ConnectionManager }).connectionManager;
+  setTimeout(() => {
+    if (!cm || cm.state === CLOSED) return;
+    cm.state = CLOSING;
+    cm.socket?.destroy();
+  }, CLOSE_GRACE_MS).unref();
 }
 
 export interface ZkSessionOptions {
@@ -127,8 +151,7 @@ export class ZkSession {
     this.stateValue = 'closed';
     this.clearTimers();
     this.generation++;
-    this.client?.removeAllListeners();
-    this.client?.close();
+    if (this.client) abandon(this.client);
     this.client = undefined;
     this.listeners.clear();
   }
@@ -192,10 +215,7 @@ export class ZkSession {
     this.client = undefined;
     if (this.stateValue === 'connected') this.emitDisconnected(reason);
     this.stateValue = 'disconnected';
-    if (old) {
-      old.removeAllListeners();
-      old.close();
-    }
+    if (old) abandon(old);
     const base = this.options.backoffInitialMs ?? 200;
     const cap = this.options.backoffMaxMs ?? 30_000;
     const step = Math.min(cap, base * 2 ** this.attempts);

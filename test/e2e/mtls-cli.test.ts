@@ -43,10 +43,11 @@ rollout: {zookeeper: "${zk.connectString}", replica_id: cp0}
     expect(await cp.waitForLog(/control plane started/)).toBe(true);
   });
   afterAll(async () => {
-    await stopAllCli();
+    const hung = await stopAllCli();
     await backend?.close();
     await zk?.stop();
     tmp.cleanup();
+    expect(hung).toEqual([]);
   });
 
   function agentConfig(name: string, ip: string, tls: string): string {

@@ -162,11 +162,12 @@ agent:
   });
 
   afterAll(async () => {
-    await stopAllCli();
+    const hung = await stopAllCli();
     zkc?.close();
     await zk?.stop();
     await Promise.all((backends ?? []).map((b) => b.close()));
     tmp?.cleanup();
+    expect(hung).toEqual([]);
   });
 
   test('start: the first revision reaches all 5 agents at once; the eu service only agents labelled zone=eu', async () => {

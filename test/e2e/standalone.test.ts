@@ -23,10 +23,11 @@ describe('proxymgr standalone: the original proxymgr.yml on one host', () => {
     [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b'])]);
   });
   afterAll(async () => {
-    await stopAllCli();
+    const hung = await stopAllCli();
     await zk?.stop();
     await Promise.all((backends ?? []).map((b) => b.close()));
     tmp.cleanup();
+    expect(hung).toEqual([]);
   });
 
   test('service config and host nodes in ZooKeeper → traffic; a removed host stops getting it without a reload', async () => {

@@ -109,11 +109,12 @@ agent:
   });
 
   afterAll(async () => {
-    await stopAllCli();
+    const hung = await stopAllCli();
     zkc?.close();
     await zk?.stop();
     await Promise.all((backends ?? []).map((b) => b.close()));
     tmp?.cleanup();
+    expect(hung).toEqual([]);
   });
 
   test('1. service configs and host nodes in the original format → both agents route traffic', async () => {

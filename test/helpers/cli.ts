@@ -1,6 +1,6 @@
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { eventually } from './net';
+import { eventually, sleep } from './net';
 
 export const CLI = path.join(__dirname, '..', '..', 'dist', 'bin', 'proxymgr.js');
 const REPO = path.join(__dirname, '..', '..');
@@ -9,13 +9,15 @@ export interface CliProcess {
   readonly proc: ChildProcess;
   logs(): string;
   waitForLog(re: RegExp, timeoutMs?: number): Promise<boolean>;
-  /** SIGTERM and wait for the exit code. */
+  /** SIGTERM and wait for the exit code; throws (after SIGKILL) if the process does not exit in time. */
   stop(): Promise<number | null>;
   /** SIGKILL and wait. */
   kill(): Promise<void>;
 }
 
 const running = new Set<CliProcess>();
+/** A process that has not exited this long after SIGTERM is a bug: it is killed and the test fails saying so. */
+const STOP_GRACE_MS = 20_000;
 
 /** Starts the built CLI (`npm run build` first) with JSON logs captured. */
 export function startCli(args: string[]): CliProcess {
@@ -31,7 +33,12 @@ export function startCli(args: string[]): CliProcess {
     stop: async () => {
       running.delete(handle);
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      return exited;
+      const code = await Promise.race([exited, sleep(STOP_GRACE_MS).then(() => 'hung' as const)]);
+      if (code !== 'hung') return code;
+      proc.kill('SIGKILL');
+      await exited;
+      const tail = logs.trimEnd().split('\n').slice(-40).join('\n');
+      throw new Error(`proxymgr ${args.join(' ')} did not exit within ${STOP_GRACE_MS} ms of SIGTERM (killed); its last logs:\n${tail}`);
     },
     kill: async () => {
       running.delete(handle);
@@ -43,9 +50,10 @@ export function startCli(args: string[]): CliProcess {
   return handle;
 }
 
-/** Stops every CLI process a test started and did not stop (afterAll safety net). */
-export async function stopAllCli(): Promise<void> {
-  await Promise.all([...running].map((p) => p.stop()));
+/** Stops every CLI process a test started and did not stop (afterAll safety net); returns what did not stop in time. */
+export async function stopAllCli(): Promise<string[]> {
+  const results = await Promise.allSettled([...running].map((p) => p.stop()));
+  return results.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message ?? r.reason)] : []));
 }
 
 /** Runs `buf curl` (the real reflection client) against a plaintext gRPC server. */

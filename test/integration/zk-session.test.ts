@@ -52,4 +52,21 @@ describe('ZkSession against a real ZooKeeper', () => {
       session.close();
     }
   });
+
+  test('a closed session whose close request goes unanswered still lets go of its connection', async () => {
+    const session = new ZkSession(zk.connectString, { sessionTimeoutMs: 10_000, log: silentLogger });
+    let client: Client | undefined;
+    session.subscribe({ connected: (c) => (client = c), disconnected: () => undefined });
+    session.start();
+    expect(await eventually(() => client !== undefined)).toBe(true);
+    const toZk = () =>
+      (process as unknown as { _getActiveHandles(): { remotePort?: number; destroyed?: boolean }[] })._getActiveHandles().filter((h) => h.remotePort === zk.port && !h.destroyed).length;
+    expect(toZk()).toBe(1);
+    // The close request never reaches the server (as when a client is closed mid-handshake or between attempts).
+    const socket = (client as unknown as { connectionManager: { socket: { write(b: Buffer): boolean } } }).connectionManager.socket;
+    socket.write = () => true;
+    session.close();
+    // Without a reply the server would hold the connection until the 10 s session expires.
+    expect(await eventually(() => toZk() === 0, 3000)).toBe(true);
+  });
 });
