@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- discovery [changes] [services] [hosts]`: host changes written to a real ZooKeeper → time until
  * Discovery publishes the snapshot that contains them, against the raw ZooKeeper watch latency (write → watch
- * callback) measured in the same run as the floor; then the process RSS with 2,000 services × 20 hosts loaded.
+ * callback, one sample interleaved before each change) measured in the same run as the floor; then the process RSS with 2,000 services × 20 hosts loaded.
  */
 import { Event } from 'node-zookeeper-client';
 import { DEFAULT_CONTROLPLANE_CONFIG } from '../common/config';
@@ -61,10 +61,14 @@ async function populate(w: ZkTestClient, services: number, hosts: number, prefix
   await Promise.all(batch);
 }
 
-/** Writes `n` host changes one after another; each is timed until a snapshot carries it. */
-async function measureChanges(d: Discovery, w: ZkTestClient, n: number, services: number, hosts: number, prefix: string): Promise<number[]> {
+/**
+ * Writes `n` host changes one after another; each is timed until a snapshot carries it. With `floor`, one floor
+ * sample is taken before each change, so both see the same machine (GC, JIT, ZooKeeper's own pauses).
+ */
+async function measureChanges(d: Discovery, w: ZkTestClient, n: number, services: number, hosts: number, prefix: string, floor?: { sample(): Promise<number>; samples: number[] }): Promise<number[]> {
   const latencies: number[] = [];
   for (let i = 0; i < n; i++) {
+    if (floor) floor.samples.push(await floor.sample());
     const s = i % services;
     const h = (i * 7) % hosts;
     const name = `${prefix}${s}`;
@@ -87,32 +91,37 @@ async function measureChanges(d: Discovery, w: ZkTestClient, n: number, services
   return latencies;
 }
 
-/** The floor: setData → data-watch callback on a plain client, nothing else. */
-async function measureFloor(connectString: string, n: number): Promise<number[]> {
+/** The floor: setData → data-watch callback on a plain client, nothing else. One sample per call. */
+async function floorSampler(connectString: string): Promise<{ sample(): Promise<number>; close(): void }> {
   const w = await connectZk(connectString);
   const watcherClient = await connectZk(connectString);
   await w.put('/floor', 'x');
-  const latencies: number[] = [];
-  for (let i = 0; i < n; i++) {
-    let start = 0n;
-    const fired = new Promise<void>((resolve, reject) =>
-      watcherClient.client.getData(
-        '/floor',
-        (e: Event) => {
-          if (e.getType() === Event.NODE_DATA_CHANGED) resolve();
-        },
-        (err) => (err ? reject(err) : undefined),
-      ),
-    );
-    await new Promise((r) => setTimeout(r, 2)); // the watch is armed
-    start = process.hrtime.bigint();
-    await new Promise<void>((resolve, reject) => w.client.setData('/floor', Buffer.from(String(i)), (err) => (err ? reject(err) : resolve())));
-    await fired;
-    latencies.push(ms(start));
-  }
-  w.close();
-  watcherClient.close();
-  return latencies;
+  let i = 0;
+  return {
+    async sample() {
+      let fired!: Promise<void>;
+      // The getData reply means the watch is set on the server; only then write (else the write may come first).
+      await new Promise<void>((armed, reject) => {
+        fired = new Promise<void>((resolve) =>
+          watcherClient.client.getData(
+            '/floor',
+            (e: Event) => {
+              if (e.getType() === Event.NODE_DATA_CHANGED) resolve();
+            },
+            (err) => (err ? reject(err) : armed()),
+          ),
+        );
+      });
+      const start = process.hrtime.bigint();
+      await new Promise<void>((resolve, reject) => w.client.setData('/floor', Buffer.from(String(i++)), (err) => (err ? reject(err) : resolve())));
+      await fired;
+      return ms(start);
+    },
+    close() {
+      w.close();
+      watcherClient.close();
+    },
+  };
 }
 
 export async function main(args: string[]): Promise<object> {
@@ -128,8 +137,10 @@ export async function main(args: string[]): Promise<object> {
     d.start();
     await d.waitFor((s) => s.services.length === 50 && s.services.every((x) => x.servers.length === 20), 60_000);
     log(`discovery: 50 services × 20 hosts synced; timing ${changes} host changes`);
-    const floor = await measureFloor(zk.connectString, changes);
-    const lat = await measureChanges(d, w, changes, 50, 20, 'svc');
+    const sampler = await floorSampler(zk.connectString);
+    const floor: number[] = [];
+    const lat = await measureChanges(d, w, changes, 50, 20, 'svc', { sample: () => sampler.sample(), samples: floor });
+    sampler.close();
     log(`floor (setData → watch callback): p50 ${pct(floor, 50)} ms, p99 ${pct(floor, 99)} ms`);
     log(`change → snapshot: p50 ${pct(lat, 50)} ms, p99 ${pct(lat, 99)} ms (coalesce ${DEFAULT_CONTROLPLANE_CONFIG.coalesceMs} ms included)`);
     await d.stop();
