@@ -74,6 +74,10 @@ export async function startZooKeeper(): Promise<ZooKeeper> {
     throw new Error(`ZooKeeper on port ${port} not ready after 30 s: ${stderr}`);
   };
   const kill = () => killAndWait(proc);
+  // Safety net: a test process that ends without reaching stop() (a hook timed out, jest forced an exit) must not
+  // leave a JVM behind.
+  const onExit = () => proc?.kill('SIGKILL');
+  process.once('exit', onExit);
   await launch();
   return {
     port,
@@ -81,6 +85,7 @@ export async function startZooKeeper(): Promise<ZooKeeper> {
     kill,
     restart: launch,
     stop: async () => {
+      process.off('exit', onExit);
       await kill();
       tmp.cleanup();
     },
