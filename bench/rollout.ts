@@ -12,6 +12,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { decodeNode } from '../controlplane/ha/zk-store';
 import { FleetDoc } from '../controlplane/rollout/engine';
 import { freePort, sleep, tempDir } from '../test/helpers/net';
 import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
@@ -23,7 +24,7 @@ import { SimFleet } from './lib-sim-agents';
 const SERVICE_PATH = '/services/web';
 
 function readDoc(zkc: ZkTestClient): Promise<FleetDoc> {
-  return new Promise((resolve, reject) => zkc.client.getData('/proxymgr/rollout', (err, data) => (err ? reject(err) : resolve(JSON.parse(data.toString()) as FleetDoc))));
+  return new Promise((resolve, reject) => zkc.client.getData('/proxymgr/rollout', (err, data) => (err ? reject(err) : resolve(decodeNode(data) as FleetDoc))));
 }
 
 async function waitDoc(zkc: ZkTestClient, pred: (d: FleetDoc) => boolean, timeoutMs: number): Promise<FleetDoc> {

@@ -1,4 +1,5 @@
 import zookeeper, { Client, Event, Exception, Stat } from 'node-zookeeper-client';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
@@ -109,7 +110,7 @@ export class HaStore {
     const epoch = ++this.epoch;
     try {
       for (const dir of ['revisions', 'agents', 'leader']) await call<string>((cb) => client.mkdirp(this.p(dir), cb)).catch(ignore(Exception.NODE_EXISTS));
-      await call((cb) => client.create(this.p('rollout'), Buffer.from(JSON.stringify(EMPTY_DOC)), cb)).catch(ignore(Exception.NODE_EXISTS));
+      await call((cb) => client.create(this.p('rollout'), encodeNode(EMPTY_DOC, 'the rollout document'), cb)).catch(ignore(Exception.NODE_EXISTS));
       if (epoch !== this.epoch) return;
       await this.watchDoc(client, epoch);
       this.watchAgents(client, epoch);
@@ -227,7 +228,8 @@ export class HaStore {
       const after = fn(before);
       if (after === before) return before;
       try {
-        await call<Stat>((cb) => client.setData(this.p('rollout'), Buffer.from(JSON.stringify(after)), stat.version, cb));
+        const data = encodeNode(after, 'the rollout document');
+        await call<Stat>((cb) => client.setData(this.p('rollout'), data, stat.version, cb));
         this.docValue = after;
         this.listener.doc?.(after);
         return after;
@@ -240,7 +242,7 @@ export class HaStore {
   async putRevision(rev: Revision): Promise<void> {
     if (this.revisionCache.has(rev.id)) return;
     const client = this.requireClient();
-    await call((cb) => client.create(this.p('revisions', rev.id), Buffer.from(JSON.stringify(rev)), cb)).catch(ignore(Exception.NODE_EXISTS));
+    await call((cb) => client.create(this.p('revisions', rev.id), encodeNode(rev, `revision ${rev.id}`), cb)).catch(ignore(Exception.NODE_EXISTS));
     this.revisionCache.set(rev.id, rev);
   }
 
@@ -255,7 +257,7 @@ export class HaStore {
     const client = this.requireClient();
     try {
       const [data] = await call2<Buffer, Stat>((cb) => client.getData(this.p('revisions', id), cb));
-      const rev = JSON.parse(data.toString()) as Revision;
+      const rev = decodeNode(data) as Revision;
       this.revisionCache.set(id, rev);
       return rev;
     } catch (err) {
@@ -318,8 +320,33 @@ export class HaStore {
 
 function parseDoc(data: Buffer | undefined): FleetDoc {
   if (!data || data.length === 0) return EMPTY_DOC;
-  const d = JSON.parse(data.toString()) as Partial<FleetDoc>;
+  const d = decodeNode(data) as Partial<FleetDoc>;
   return { ...EMPTY_DOC, ...d };
+}
+
+/** Documents larger than this are stored gzip-compressed; smaller ones stay plain JSON (readable in zkCli). */
+const COMPRESS_ABOVE_BYTES = 64 * 1024;
+/** ZooKeeper's default jute.maxbuffer (1 MB) less room for the request; a bigger write makes it drop the connection. */
+export const MAX_NODE_BYTES = 1024 * 1024 - 8 * 1024;
+
+/**
+ * JSON for a ZooKeeper node. The rollout document grows with the fleet (about 100 bytes of per-agent results and
+ * wave membership per agent): above 64 KB it is gzipped (10–20× smaller), which keeps tens of thousands of agents
+ * under ZooKeeper's node limit. Past the limit the write is refused here with a message saying so, instead of the
+ * server dropping the session's connection.
+ */
+export function encodeNode(value: unknown, what: string): Buffer {
+  const json = Buffer.from(JSON.stringify(value));
+  const data = json.length > COMPRESS_ABOVE_BYTES ? gzipSync(json) : json;
+  if (data.length > MAX_NODE_BYTES) {
+    throw new Error(`${what} is ${data.length} bytes (${json.length} as JSON), over ZooKeeper's node limit of ${MAX_NODE_BYTES} bytes (jute.maxbuffer)`);
+  }
+  return data;
+}
+
+/** Reads what encodeNode wrote (gzip is recognised by its magic bytes; anything else is JSON). */
+export function decodeNode(data: Buffer): unknown {
+  return JSON.parse((data[0] === 0x1f && data[1] === 0x8b ? gunzipSync(data) : data).toString());
 }
 
 function ignore(c: number) {

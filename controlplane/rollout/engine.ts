@@ -102,13 +102,28 @@ export function isActive(r: RolloutDoc | undefined): r is RolloutDoc & { readonl
  */
 export function releasedRevision(doc: FleetDoc, nodeId: string): string {
   const r = doc.current;
-  if (isActive(r) && r.waves.some((w) => w.agents.includes(nodeId))) return r.to;
+  if (isActive(r) && wavesByAgent(r).has(nodeId)) return r.to;
   return doc.stable;
 }
 
 /** The wave (1-based) that released the current rollout to `nodeId`, or 0. */
 export function waveOf(r: RolloutDoc | undefined, nodeId: string): number {
-  return r?.waves.find((w) => w.agents.includes(nodeId))?.index ?? 0;
+  return r ? (wavesByAgent(r).get(nodeId) ?? 0) : 0;
+}
+
+/**
+ * Agent → wave of a rollout, built once per (immutable) rollout document: every push asks what one agent may run,
+ * and scanning the waves' agent lists made a push to every agent O(agents²) (seconds at 20,000 agents).
+ */
+const waveIndex = new WeakMap<RolloutDoc, ReadonlyMap<string, number>>();
+function wavesByAgent(r: RolloutDoc): ReadonlyMap<string, number> {
+  let index = waveIndex.get(r);
+  if (!index) {
+    const m = new Map<string, number>();
+    for (const w of r.waves) for (const id of w.agents) m.set(id, w.index);
+    waveIndex.set(r, (index = m));
+  }
+  return index;
 }
 
 /**
