@@ -331,7 +331,7 @@ export const MAX_NODE_BYTES = 1024 * 1024 - 8 * 1024;
 
 /**
  * JSON for a ZooKeeper node. The rollout document grows with the fleet (about 100 bytes of per-agent results and
- * wave membership per agent): above 64 KB it is gzipped (10–20× smaller), which keeps tens of thousands of agents
+ * wave membership per agent): above 64 KB it is gzipped (16–18× smaller: 68 KB at 12,000 agents), which keeps tens of thousands of agents
  * under ZooKeeper's node limit. Past the limit the write is refused here with a message saying so, instead of the
  * server dropping the session's connection.
  */

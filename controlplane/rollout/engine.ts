@@ -113,7 +113,7 @@ export function waveOf(r: RolloutDoc | undefined, nodeId: string): number {
 
 /**
  * Agent → wave of a rollout, built once per (immutable) rollout document: every push asks what one agent may run,
- * and scanning the waves' agent lists made a push to every agent O(agents²) (seconds at 20,000 agents).
+ * and scanning the waves' agent lists made a push to every agent O(agents²) (2·10⁸ comparisons at 20,000 agents).
  */
 const waveIndex = new WeakMap<RolloutDoc, ReadonlyMap<string, number>>();
 function wavesByAgent(r: RolloutDoc): ReadonlyMap<string, number> {

@@ -351,14 +351,14 @@ agent:
   test('ZooKeeper lost mid-rollout: traffic never stops, no wave starts while the rollout state cannot be written; once it is back the rollout completes', async () => {
     const live = cps.findIndex((c) => c.proc!.proc.exitCode === null && c.proc!.proc.signalCode === null);
     const before = await status(live);
-    expect((await ctl(live, 'policy', '--next', '--bake-ms', '2000')).code).toBe(0);
+    expect((await ctl(live, 'policy', '--next', '--bake-ms', '3000')).code).toBe(0); // ZooKeeper goes well before wave 2 is due
     const was = (await revs())[0]!;
     await zkc.put('/service_config/web', webConfig('v7'));
     const s = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== before.stableRevision && !!x.rollout.waves?.[0]?.ackedAt, 20_000, live);
     const canary = s.rollout!.waves![0]!.agents;
     const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
     await zk.kill();
-    await sleep(5000); // past the 2 s bake and the control plane's 2 s ZooKeeper session timeout
+    await sleep(5000); // past the 3 s bake and the control plane's 2 s ZooKeeper session timeout
     const during = await revs();
     expect(agents.filter((_, i) => during[i] === 'v7').map((a) => a.id)).toEqual(canary);
     expect(during.filter((r) => r !== 'v7')).toEqual(Array(agents.length - canary.length).fill(was)); // the rest on the stable revision
