@@ -92,6 +92,11 @@ export interface RolloutPolicyConfig {
   readonly maxNacks: number;
   /** On halt, give the agents that took the revision the previous one back. */
   readonly autoRollback: boolean;
+  /**
+   * An agent label (e.g. `zone`): every wave, the canary included, takes agents round-robin over its values, so
+   * early waves span as many zones as they can. Unset: node-id order.
+   */
+  readonly spreadBy?: string;
 }
 
 /** `rollout:` in proxymgr.yml. Without the section the control plane sends every change to every agent at once. */
@@ -201,6 +206,8 @@ function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | un
   }
   const zookeeper = optionalString(raw.zookeeper, file, 'rollout.zookeeper') ?? (sc?.type === 'zookeeper' ? sc.servers : undefined);
   if (!zookeeper) throw new ConfigError(`${file}: rollout.zookeeper: missing; rollouts keep their state in ZooKeeper (set it, or use service_config type zookeeper)`);
+  const spreadBy = optionalString(raw.spread_by, file, 'rollout.spread_by');
+  if (spreadBy !== undefined && !/^[A-Za-z0-9_./-]+$/.test(spreadBy)) throw new ConfigError(`${file}: rollout.spread_by: "${spreadBy}" is not a label key ([A-Za-z0-9_./-]+)`);
   const zkPath = optionalString(raw.zk_path, file, 'rollout.zk_path') ?? '/proxymgr';
   if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(zkPath)) throw new ConfigError(`${file}: rollout.zk_path: "${zkPath}" is not a ZooKeeper path such as /proxymgr`);
   return {
@@ -208,6 +215,7 @@ function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | un
     bakeMs: optionalInt(raw.bake_ms, file, 'rollout.bake_ms', 0, 86_400_000) ?? DEFAULT_ROLLOUT_POLICY.bakeMs,
     maxNacks: optionalInt(raw.max_nacks, file, 'rollout.max_nacks', 0, 1_000_000) ?? DEFAULT_ROLLOUT_POLICY.maxNacks,
     autoRollback,
+    ...(spreadBy ? { spreadBy } : {}),
     zookeeper,
     zkPath,
     replicaId: optionalString(raw.replica_id, file, 'rollout.replica_id') ?? `${hostname()}:${cp.listen.slice(cp.listen.lastIndexOf(':') + 1)}`,

@@ -190,7 +190,7 @@ export function renderStatus(s: RolloutStatus): string {
   text += `rollout ${r.id}: ${r.fromRevision} -> ${r.toRevision}  ${r.state.toUpperCase()}  (${r.reason})\n`;
   if (r.changes.length) text += `changes: ${r.changes.join('; ')}\n`;
   const p = r.policy;
-  if (p) text += `policy: waves ${p.waves.join(',')}  bake ${p.bakeMs} ms  max_nacks ${p.maxNacks}  auto_rollback ${p.autoRollback}\n`;
+  if (p) text += `policy: waves ${p.waves.join(',')}  bake ${p.bakeMs} ms  max_nacks ${p.maxNacks}  auto_rollback ${p.autoRollback}${p.spreadBy ? `  spread_by ${p.spreadBy}` : ''}\n`;
   const total = s.agents.length;
   const on = s.agents.filter((a) => a.runningRevision === r.toRevision).length;
   text += `${bar(on, total)} agents on ${r.toRevision}; ${r.agentsNacked} NACK(s)\n\n`;

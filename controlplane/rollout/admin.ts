@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { RolloutAgent, RolloutInfo, RolloutServer, RolloutStatus } from '../../common/gen/proxymgr/v1/rollout';
+import { RolloutAgent, RolloutInfo, RolloutPolicy, RolloutServer, RolloutStatus } from '../../common/gen/proxymgr/v1/rollout';
 import { ConfigError, errorMessage } from '../../common/errors';
 import { Command, counts, FleetDoc, PolicyDoc, releasedRevision, RolloutCommandError, RolloutDoc, waveOf } from './engine';
 import { RolloutCoordinator } from './coordinator';
@@ -80,9 +80,13 @@ export function rolloutStatus(c: RolloutCoordinator, doc: FleetDoc | undefined):
     stableRevision: doc?.stable ?? '',
     ...(r ? { rollout: info(r) } : {}),
     agents,
-    ...(doc?.nextPolicy ? { nextPolicy: { ...doc.nextPolicy, waves: [...doc.nextPolicy.waves] } } : {}),
-    defaultPolicy: { ...c.defaultPolicy, waves: [...c.defaultPolicy.waves] },
+    ...(doc?.nextPolicy ? { nextPolicy: policyInfo(doc.nextPolicy) } : {}),
+    defaultPolicy: policyInfo(c.defaultPolicy),
   };
+}
+
+function policyInfo(p: PolicyDoc): RolloutPolicy {
+  return { ...p, waves: [...p.waves], spreadBy: p.spreadBy ?? '' };
 }
 
 function info(r: RolloutDoc): RolloutInfo {
@@ -92,7 +96,7 @@ function info(r: RolloutDoc): RolloutInfo {
     fromRevision: r.from,
     toRevision: r.to,
     state: r.state,
-    policy: { ...r.policy, waves: [...r.policy.waves] },
+    policy: policyInfo(r.policy),
     waves: r.waves.map((w) => {
       const res = w.agents.map((id) => r.results[id]?.status);
       return {

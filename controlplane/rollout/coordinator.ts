@@ -198,7 +198,7 @@ export class RolloutCoordinator implements DesiredStateSource {
       if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id) changes = describeChanges(await this.store.getRevision(doc.stable), rev);
     }
     const fleet = new Map<string, FleetAgent>();
-    for (const [id, a] of this.store.agents) fleet.set(id, { nodeId: id, runningRevision: a.runningRevision, ...(a.lastNack ? { lastNack: a.lastNack } : {}) });
+    for (const [id, a] of this.store.agents) fleet.set(id, { nodeId: id, runningRevision: a.runningRevision, labels: a.labels, ...(a.lastNack ? { lastNack: a.lastNack } : {}) });
     const now = this.now();
     let wakeAt: number | undefined;
     let before: FleetDoc | undefined;

@@ -20,6 +20,8 @@ export interface PolicyDoc {
   readonly bakeMs: number;
   readonly maxNacks: number;
   readonly autoRollback: boolean;
+  /** Agent label each wave is spread across (see RolloutPolicyConfig.spreadBy). */
+  readonly spreadBy?: string;
 }
 
 export interface WaveDoc {
@@ -79,13 +81,14 @@ export interface FleetAgent {
   /** The revision the agent runs (from its last ACK or its hello). */
   readonly runningRevision: string;
   readonly lastNack?: { readonly revision: string; readonly error: string; readonly at: number };
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 export const HISTORY_LIMIT = 20;
 export const EMPTY_DOC: FleetDoc = { stable: '', history: [], seq: 0 };
 
 export function policyDoc(p: RolloutPolicyConfig): PolicyDoc {
-  return { waves: p.waves.map(waveText), bakeMs: p.bakeMs, maxNacks: p.maxNacks, autoRollback: p.autoRollback };
+  return { waves: p.waves.map(waveText), bakeMs: p.bakeMs, maxNacks: p.maxNacks, autoRollback: p.autoRollback, ...(p.spreadBy ? { spreadBy: p.spreadBy } : {}) };
 }
 
 export function waveText(w: WaveSpec): string {
@@ -195,7 +198,7 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
   }
   // Start the next wave that releases to at least one agent; none left → the revision is fully released.
   const assigned = new Set(r.waves.flatMap((w) => w.agents));
-  const candidates = [...fleet.keys()].filter((id) => !assigned.has(id)).sort();
+  const candidates = releaseOrder([...fleet.keys()].filter((id) => !assigned.has(id)), fleet, r.policy.spreadBy);
   const total = new Set([...assigned, ...fleet.keys()]).size;
   let pending = [...r.pending];
   while (pending.length > 0) {
@@ -257,6 +260,28 @@ export function setPolicy(doc: FleetDoc, change: Partial<PolicyDoc>, next: boole
   if (!isActive(r)) throw new RolloutCommandError('no rollout is in progress (use next to change the next one)', 'NO_ROLLOUT');
   const policy = { ...r.policy, ...change };
   return replace(doc, r, { ...r, policy, pending: change.waves ?? r.pending, reason: 'policy changed by operator', updatedAt: now });
+}
+
+/**
+ * The order in which agents not yet released are taken: node-id order, or with `spreadBy` round-robin over the
+ * values of that label in their sort order (each value's agents in node-id order; agents without the label come
+ * last, as one more group). Each wave orders what is left afresh, so no wave takes a second agent from one zone
+ * before one from every other zone that still has agents.
+ */
+export function releaseOrder(ids: readonly string[], fleet: ReadonlyMap<string, FleetAgent>, spreadBy?: string): string[] {
+  const sorted = [...ids].sort();
+  if (!spreadBy) return sorted;
+  const groups = new Map<string, string[]>();
+  for (const id of sorted) {
+    const value = fleet.get(id)?.labels?.[spreadBy] ?? '';
+    const group = groups.get(value);
+    if (group) group.push(id);
+    else groups.set(value, [id]);
+  }
+  const lists = [...groups.keys()].sort((a, b) => (a === '' ? 1 : b === '' ? -1 : a < b ? -1 : a > b ? 1 : 0)).map((k) => groups.get(k)!);
+  const out: string[] = [];
+  for (let i = 0; out.length < sorted.length; i++) for (const list of lists) if (i < list.length) out.push(list[i]!);
+  return out;
 }
 
 /** Result counts of a rollout. */

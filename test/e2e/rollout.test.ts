@@ -134,7 +134,7 @@ describe('rollouts across 2 control planes and 5 agents', () => {
   defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
 service_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}
 controlplane: {listen: "127.0.0.1:${port}", metrics_listen: "127.0.0.1:${metricsPort}", zk_session_timeout_ms: 2000}
-rollout: {bake_ms: 300, replica_id: ${id}}
+rollout: {bake_ms: 300, replica_id: ${id}, spread_by: rack}
 `,
       );
       cps.push({ id, port, metricsPort, config });
@@ -150,7 +150,7 @@ rollout: {bake_ms: 300, replica_id: ${id}}
 agent:
   state_dir: ${dir}
   node_id: agent${i}
-  labels: {zone: ${i < 2 ? 'eu' : 'us'}}
+  labels: {zone: ${i < 2 ? 'eu' : 'us'}, rack: r${(i + 1) % 2}}
   controlplanes: [${order.map((c) => `"127.0.0.1:${cps[c]!.port}"`).join(', ')}]
   admin_listen: ""
   bind_address: 127.0.0.${i + 1}
@@ -215,6 +215,8 @@ agent:
       ['50%', 2],
       ['100%', 2],
     ]);
+    // spread_by: rack — racks r0 (agent1, agent3) and r1 (agent0, agent2, agent4) take turns, r0 first.
+    expect(waves.map((w) => [...w.agents].sort())).toEqual([['agent1'], ['agent0', 'agent3'], ['agent2', 'agent4']]);
     for (let i = 1; i < waves.length; i++) {
       expect(Date.parse(waves[i]!.startedAt)).toBeGreaterThanOrEqual(Date.parse(waves[i - 1]!.ackedAt!) + 1500);
       expect(Date.parse(waves[i]!.startedAt)).toBeGreaterThanOrEqual(Date.parse(waves[i - 1]!.completedAt!));

@@ -16,6 +16,12 @@ describe('rollout config', () => {
     expect(() => parseConfig(zk + 'rollout: {waves: [1, "150%"]}\n', 'cp.yml')).toThrow(/cp\.yml: rollout\.waves\[1\]: expected a number of agents/);
     expect(() => parseConfig(zk + 'rollout: {auto_rollback: "yes"}\n', 'cp.yml')).toThrow(/rollout\.auto_rollback: expected true or false/);
     expect(() => parseConfig('service_config: {type: file, path: /x}\nrollout: {}\n', 'cp.yml')).toThrow(/rollout\.zookeeper: missing/);
+    expect(() => parseConfig(zk + 'rollout: {spread_by: "zone name"}\n', 'cp.yml')).toThrow(/cp\.yml: rollout\.spread_by: "zone name" is not a label key/);
+  });
+
+  test('spread_by names an agent label', () => {
+    expect(parseConfig(zk + 'rollout: {spread_by: zone}\n', 'cp.yml').rollout).toMatchObject({ spreadBy: 'zone' });
+    expect(parseConfig(zk + 'rollout: {}\n', 'cp.yml').rollout?.spreadBy).toBeUndefined();
   });
 
   test('a service config may carry an agents label selector', () => {

@@ -1,4 +1,4 @@
-import { command, EMPTY_DOC, FleetAgent, FleetDoc, onRevision, PolicyDoc, releasedRevision, setPolicy, step } from '../../../controlplane/rollout/engine';
+import { command, EMPTY_DOC, FleetAgent, FleetDoc, onRevision, PolicyDoc, releaseOrder, releasedRevision, setPolicy, step } from '../../../controlplane/rollout/engine';
 import { composeState, describeChanges, revisionOf, revisionOfVersion, selectorMatches } from '../../../controlplane/rollout/revision';
 import { DesiredState } from '../../../common/types';
 
@@ -37,6 +37,26 @@ describe('rollout engine', () => {
     const d2 = onRevision(d1, 'r2', POLICY, 5);
     expect(d2.current?.state).toBe('running');
     expect(releasedRevision(d2, 'a00')).toBe('r1');
+  });
+
+  test('spread_by: every wave takes agents round-robin over the label values; without it, node-id order', () => {
+    const zones: Record<string, string> = { a00: 'z1', a01: 'z1', a02: 'z1', a03: 'z1', a04: 'z2', a05: 'z2', a06: 'z3', a07: 'z3', a08: 'z3', a09: '' };
+    const fleet = new Map<string, FleetAgent>(Object.entries(zones).map(([id, z]) => [id, { nodeId: id, runningRevision: 'r1', ...(z ? { labels: { zone: z } } : {}) }]));
+    expect(releaseOrder([...fleet.keys()].reverse(), fleet)).toEqual(['a00', 'a01', 'a02', 'a03', 'a04', 'a05', 'a06', 'a07', 'a08', 'a09']);
+    // Groups in label order (agents without the label last), each by node id.
+    expect(releaseOrder([...fleet.keys()], fleet, 'zone')).toEqual(['a00', 'a04', 'a06', 'a09', 'a01', 'a05', 'a07', 'a02', 'a08', 'a03']);
+
+    const policy = { ...POLICY, waves: ['1', '40%', '100%'], bakeMs: 0, spreadBy: 'zone' };
+    let doc = onRevision(onRevision(EMPTY_DOC, 'r1', policy, 0), 'r2', policy, 1000);
+    const running = Object.fromEntries(Object.keys(zones).map((id) => [id, 'r1']));
+    const fleetNow = () => new Map([...fleet].map(([id, a]) => [id, { ...a, runningRevision: running[id]! }]));
+    for (let t = 1000; doc.current?.state === 'running' && t < 1010; t++) {
+      for (const id of Object.keys(running)) running[id] = releasedRevision(doc, id);
+      doc = step(doc, fleetNow(), t).doc;
+    }
+    expect(doc.current!.state).toBe('completed');
+    const waveZones = doc.current!.waves.map((w) => w.agents.map((id) => zones[id] || '-').sort().join(','));
+    expect(waveZones).toEqual(['z1', 'z1,z2,z3', '-,z1,z1,z2,z3,z3']); // each wave spreads what is left over every zone
   });
 
   test('default waves over 20 agents: 1, 2 (10 %), 10 (50 %), 20 (100 %), each after ACKs and the bake time', () => {
