@@ -1,6 +1,6 @@
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { eventually, sleep } from './net';
+import { eventually } from './net';
 
 export const CLI = path.join(__dirname, '..', '..', 'dist', 'bin', 'proxymgr.js');
 const REPO = path.join(__dirname, '..', '..');
@@ -33,7 +33,9 @@ export function startCli(args: string[]): CliProcess {
     stop: async () => {
       running.delete(handle);
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      const code = await Promise.race([exited, sleep(STOP_GRACE_MS).then(() => 'hung' as const)]);
+      let timer: NodeJS.Timeout | undefined;
+      const code = await Promise.race([exited, new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), STOP_GRACE_MS)))]);
+      clearTimeout(timer);
       if (code !== 'hung') return code;
       proc.kill('SIGKILL');
       await exited;
