@@ -2,14 +2,6 @@ import zookeeper, { Client, State } from 'node-zookeeper-client';
 import { Logger } from '../../common/log';
 import { Clock, systemClock } from '../coalescer';
 
-/**
- * node-zookeeper-client parses replies inside its socket 'data' handler, so a reply it cannot make sense of throws out
- * of an event handler and kills the process ("Unknown code: …"; alexguan/node-zookeeper-client#23, #70, open for
- * years). Seen here when a client that had not finished its handshake was closed (its close request takes xid 0,
- * and the connect response, read as a reply header with xid 0, yields a garbage error code): a control plane died
- * when ZooKeeper came back from an outage. The guard does what the library does itself for a reply out of order —
- * drop the socket: a closing client then just closes, a live one reconnects and resumes its session.
- */
 /** The parts of node-zookeeper-client's (untyped) ConnectionManager that the code below touches. */
 interface ConnectionManager {
   state: number;
@@ -18,9 +10,20 @@ interface ConnectionManager {
   pendingQueue?: { callback?: (err: Error) => void }[];
   onSocketData(buffer: Buffer): void;
 }
+
+let repliesGuarded = false;
+
 /** The library's own CONNECTION_LOSS error (its `Exception.create` is not in the typings). */
 const connectionLoss = () => (zookeeper.Exception as unknown as { create(code: number): Error }).create(zookeeper.Exception.CONNECTION_LOSS);
-let repliesGuarded = false;
+
+/**
+ * node-zookeeper-client parses replies inside its socket 'data' handler, so a reply it cannot make sense of throws out
+ * of an event handler and kills the process ("Unknown code: …"; alexguan/node-zookeeper-client#23, #70, open for
+ * years). Seen here when a client that had not finished its handshake was closed (its close request takes xid 0,
+ * and the connect response, read as a reply header with xid 0, yields a garbage error code): a control plane died
+ * when ZooKeeper came back from an outage. The guard does what the library does itself for a reply out of order —
+ * drop the socket: a closing client then just closes, a live one reconnects and resumes its session.
+ */
 function guardReplyParsing(log: Logger): void {
   if (repliesGuarded) return;
   repliesGuarded = true;
