@@ -1,7 +1,6 @@
 import { Logger } from '../../common/log';
 import { RawServiceConfig, ServiceConfigSource, SourceListener } from '../types';
-import { ZkChildrenWatch } from '../zk/children-watch';
-import { ZkLease, ZkSessionManager } from '../zk/manager';
+import { ZkSessionManager } from '../zk/manager';
 
 export interface ZookeeperSourceOptions {
   readonly zk: ZkSessionManager;
@@ -14,16 +13,14 @@ export interface ZookeeperSourceOptions {
 
 /** Service configs from the children of a ZooKeeper path (the original ProxyMgr layout), followed live. */
 export class ZookeeperSource implements ServiceConfigSource {
-  private lease: ZkLease | undefined;
-  private watch: ZkChildrenWatch | undefined;
+  private watch: { stop(): void } | undefined;
 
   constructor(private readonly options: ZookeeperSourceOptions) {}
 
   start(listener: SourceListener): void {
     const { zk, servers, path, log } = this.options;
-    this.lease = zk.acquire(servers);
-    this.watch = new ZkChildrenWatch(
-      this.lease.session,
+    this.watch = zk.watchChildren(
+      servers,
       path,
       {
         children: (data) => {
@@ -38,13 +35,10 @@ export class ZookeeperSource implements ServiceConfigSource {
       },
       log.child({ component: 'source-zookeeper', path }),
     );
-    this.watch.start();
   }
 
   async stop(): Promise<void> {
     this.watch?.stop();
-    this.lease?.release();
     this.watch = undefined;
-    this.lease = undefined;
   }
 }

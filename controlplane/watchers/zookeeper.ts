@@ -1,8 +1,7 @@
 import { Logger } from '../../common/log';
 import { parseHostNode } from '../host';
 import { Host, Watcher, WatcherListener } from '../types';
-import { ZkChildrenWatch } from '../zk/children-watch';
-import { ZkLease, ZkSessionManager } from '../zk/manager';
+import { ZkSessionManager } from '../zk/manager';
 
 export interface ZookeeperWatcherOptions {
   readonly zk: ZkSessionManager;
@@ -17,8 +16,7 @@ export interface ZookeeperWatcherOptions {
  * Only changed children are re-read (see ZkChildrenWatch); a malformed node is skipped and named by its path.
  */
 export class ZookeeperWatcher implements Watcher {
-  private lease: ZkLease | undefined;
-  private watch: ZkChildrenWatch | undefined;
+  private watch: { stop(): void } | undefined;
   /** Parsed hosts by the exact bytes they came from, so a report re-parses only the nodes that changed. */
   private parsed = new Map<string, { data: Buffer; host?: Host; error?: string }>();
 
@@ -26,9 +24,8 @@ export class ZookeeperWatcher implements Watcher {
 
   start(listener: WatcherListener): void {
     const { zk, servers, path, log } = this.options;
-    this.lease = zk.acquire(servers);
-    this.watch = new ZkChildrenWatch(
-      this.lease.session,
+    this.watch = zk.watchChildren(
+      servers,
       path,
       {
         children: (data) => {
@@ -59,13 +56,10 @@ export class ZookeeperWatcher implements Watcher {
       },
       log.child({ component: 'watcher-zookeeper', path }),
     );
-    this.watch.start();
   }
 
   async stop(): Promise<void> {
     this.watch?.stop();
-    this.lease?.release();
     this.watch = undefined;
-    this.lease = undefined;
   }
 }

@@ -1,4 +1,5 @@
 import { Logger } from '../../common/log';
+import { ChildrenListener, ZkChildrenWatch } from './children-watch';
 import { ZkSession, ZkSessionOptions } from './session';
 
 export interface ZkLease {
@@ -36,6 +37,19 @@ export class ZkSessionManager {
           e.session.close();
           if (this.sessions.get(key) === e) this.sessions.delete(key);
         }
+      },
+    };
+  }
+
+  /** Follows the children of `path` on the shared session of `connectString`; stop() also gives the session back. */
+  watchChildren(connectString: string, path: string, listener: ChildrenListener, log: Logger): { stop(): void } {
+    const lease = this.acquire(connectString);
+    const watch = new ZkChildrenWatch(lease.session, path, listener, log);
+    watch.start();
+    return {
+      stop: () => {
+        watch.stop();
+        lease.release();
       },
     };
   }
