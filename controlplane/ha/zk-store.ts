@@ -202,7 +202,7 @@ export class HaStore {
           return;
         }
         try {
-          this.agentCache.set(id, JSON.parse(data.toString()) as AgentStatus);
+          this.agentCache.set(id, decodeNode(data) as AgentStatus);
           this.emitAgents();
         } catch {
           // a foreign node: ignore
@@ -273,7 +273,7 @@ export class HaStore {
       const client = this.client;
       if (!client || this.mine.get(status.nodeId) !== status) return;
       const path = this.p('agents', status.nodeId);
-      const data = Buffer.from(JSON.stringify(status));
+      const data = encodeNode(status, `the status of agent ${status.nodeId}`);
       try {
         const [, stat] = await call2<Buffer, Stat>((cb) => client.getData(path, cb));
         if (stat.ephemeralOwner.equals(client.getSessionId())) {
