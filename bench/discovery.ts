@@ -29,7 +29,7 @@ const ms = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6;
 function discovery(connectString: string): Discovery {
   return new Discovery({
     config: {
-      haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [] },
+      haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
       serviceConfig: { type: 'zookeeper', servers: connectString, path: '/service_config' },
       controlplane: DEFAULT_CONTROLPLANE_CONFIG,
     },

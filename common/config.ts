@@ -20,6 +20,49 @@ export interface HaproxyConfig {
   readonly binary: string;
   readonly global: readonly string[];
   readonly defaults: readonly string[];
+  /**
+   * The unprivileged user (and group) HAProxy drops to after it got its sockets from the agent (`user`/`group` in
+   * `global`). Only applies when the agent runs as root; a non-root agent's HAProxy runs as the agent's user.
+   * Empty string = do not drop privileges.
+   */
+  readonly user: string;
+  readonly group: string;
+}
+
+/**
+ * What service configs may put into HAProxy (`service_options:`). Listen and server options are checked against
+ * HAProxy 2.6's keywords minus a deny list (common/option-policy.ts); these only widen that.
+ */
+export interface ServiceOptionsPolicy {
+  /** Extra keywords allowed as the first word of a `listen_options` line. */
+  readonly extraListenKeywords: readonly string[];
+  /** Extra keywords allowed in `server_options` and per-host options. */
+  readonly extraServerKeywords: readonly string[];
+  /** Directories under which directives that name a file (`errorfile`, `ca-file`, ...) may point. */
+  readonly fileDirs: readonly string[];
+}
+
+export type Role = 'agent' | 'viewer' | 'operator';
+export const ROLES: readonly Role[] = ['agent', 'viewer', 'operator'];
+
+/** How a client proves who it is: a client certificate (mTLS) whose fields match, or a bearer token from a file. */
+export type ClientMatch =
+  | { readonly kind: 'cert'; readonly cn?: string; readonly sanDns?: string; readonly sanUri?: string }
+  | { readonly kind: 'token'; readonly tokenFile: string };
+
+/** One entry of `auth.clients`: who (match), what (roles) and, for agents, as which node ids. */
+export interface AuthClient {
+  /** Shown in audit log lines and errors. */
+  readonly name: string;
+  readonly match: ClientMatch;
+  readonly roles: readonly Role[];
+  /** Node-id patterns an agent identity may say hello as (`*` wildcards; `{cn}`, `{san_dns}`, `{san_uri}`). */
+  readonly nodeIds: readonly string[];
+}
+
+/** `auth:` in proxymgr.yml; absent = no authentication (mutating calls from loopback peers only). */
+export interface AuthConfig {
+  readonly clients: readonly AuthClient[];
 }
 
 export type ServiceConfigSource =
@@ -78,6 +121,12 @@ export interface ControlPlaneConfig {
   readonly newStreamsPerSecond: number;
   /** Desired-state pushes per second across all agents. */
   readonly pushesPerSecond: number;
+  /** Agents disconnected longer than this are forgotten (memory stays bounded however many node ids are tried). */
+  readonly forgetAgentsAfterMs: number;
+  /** Directories `file` watchers may read (realpath); empty = `file` watchers are refused. */
+  readonly fileWatcherDirs: readonly string[];
+  /** `user:password` file for ZooKeeper digest authentication of every control-plane session; unset = none. */
+  readonly zkDigestFile?: string;
 }
 
 /** One wave of a rollout: a number of agents, or a cumulative share of the fleet (0..1]. */
@@ -117,6 +166,9 @@ export interface ProxyMgrConfig {
   readonly controlplane: ControlPlaneConfig;
   /** Present only when proxymgr.yml has a `rollout:` section. */
   readonly rollout?: RolloutConfig;
+  /** Present only when proxymgr.yml has an `auth:` section. */
+  readonly auth?: AuthConfig;
+  readonly serviceOptions: ServiceOptionsPolicy;
 }
 
 type Raw = Record<string, unknown>;
@@ -152,6 +204,8 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     binary: optionalString(haproxyRaw.path, file, 'haproxy.path') ?? 'haproxy',
     global: optionalLines(haproxyRaw.global, file, 'haproxy.global'),
     defaults: optionalLines(haproxyRaw.defaults, file, 'haproxy.defaults'),
+    user: optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
+    group: optionalName(haproxyRaw.group, file, 'haproxy.group') ?? optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
   };
   const agent: AgentConfig = {
     stateDir,
@@ -166,11 +220,86 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     metricsListen: optionalListen(agentRaw.metrics_listen, file, 'agent.metrics_listen', ''),
     tls: optionalTls(agentRaw.tls, file, 'agent.tls', base),
   };
-  const controlplane = parseControlPlane(root.controlplane, file, base);
-  const config: ProxyMgrConfig = { file, haproxy, agent, controlplane };
   const serviceConfig = root.service_config !== undefined ? parseServiceConfigSource(root.service_config, file, base) : undefined;
+  const controlplane = parseControlPlane(root.controlplane, file, base);
+  const serviceOptions = parseServiceOptions(root.service_options, file, base);
+  const config: ProxyMgrConfig = { file, haproxy, agent, controlplane, serviceOptions };
   const rollout = root.rollout !== undefined ? parseRollout(root.rollout, file, serviceConfig, controlplane) : undefined;
-  return { ...config, ...(serviceConfig ? { serviceConfig } : {}), ...(rollout ? { rollout } : {}) };
+  const auth = root.auth !== undefined && root.auth !== null ? parseAuth(root.auth, file, base) : undefined;
+  return { ...config, ...(serviceConfig ? { serviceConfig } : {}), ...(rollout ? { rollout } : {}), ...(auth ? { auth } : {}) };
+}
+
+/** No extra keywords, no file directories: the defaults of `service_options:`. */
+export const DEFAULT_SERVICE_OPTIONS: ServiceOptionsPolicy = { extraListenKeywords: [], extraServerKeywords: [], fileDirs: [] };
+
+function parseServiceOptions(value: unknown, file: string, base: string): ServiceOptionsPolicy {
+  const raw = optionalObject(value, file, 'service_options');
+  const keywords = (key: string) =>
+    optionalLines(raw[key], file, `service_options.${key}`).map((k, i) => {
+      if (!/^[a-z0-9][a-z0-9._-]*$/.test(k)) throw new ConfigError(`${file}: service_options.${key}[${i}]: "${k}" is not a HAProxy keyword (lower case letters, digits, . _ -)`);
+      return k;
+    });
+  return {
+    extraListenKeywords: keywords('extra_listen_keywords'),
+    extraServerKeywords: keywords('extra_server_keywords'),
+    fileDirs: absoluteDirs(raw.file_dirs, file, 'service_options.file_dirs', base),
+  };
+}
+
+function parseAuth(value: unknown, file: string, base: string): AuthConfig {
+  const raw = expectObject(value, file, 'auth');
+  for (const k of Object.keys(raw)) if (k !== 'clients') throw new ConfigError(`${file}: auth.${k}: unknown key (expected "clients")`);
+  if (!Array.isArray(raw.clients) || raw.clients.length === 0) {
+    throw new ConfigError(`${file}: auth.clients: expected a non-empty list of {name, cert: {cn|san_dns|san_uri} or token_file, roles, node_ids}`);
+  }
+  const names = new Set<string>();
+  const clients = raw.clients.map((c, i): AuthClient => {
+    const key = `auth.clients[${i}]`;
+    const o = expectObject(c, file, key);
+    for (const k of Object.keys(o)) {
+      if (!['name', 'cert', 'token_file', 'roles', 'node_ids'].includes(k)) throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected name, cert, token_file, roles, node_ids)`);
+    }
+    const name = requiredString(o.name, file, `${key}.name`, 'a name for audit logs, e.g. "ops"');
+    if (names.has(name)) throw new ConfigError(`${file}: ${key}.name: "${name}" is used twice`);
+    names.add(name);
+    if ((o.cert === undefined) === (o.token_file === undefined)) throw new ConfigError(`${file}: ${key}: expected exactly one of cert or token_file`);
+    let match: ClientMatch;
+    if (o.cert !== undefined) {
+      const cert = expectObject(o.cert, file, `${key}.cert`);
+      for (const k of Object.keys(cert)) if (!['cn', 'san_dns', 'san_uri'].includes(k)) throw new ConfigError(`${file}: ${key}.cert.${k}: unknown key (expected cn, san_dns, san_uri)`);
+      const cn = optionalString(cert.cn, file, `${key}.cert.cn`);
+      const sanDns = optionalString(cert.san_dns, file, `${key}.cert.san_dns`);
+      const sanUri = optionalString(cert.san_uri, file, `${key}.cert.san_uri`);
+      if (cn === undefined && sanDns === undefined && sanUri === undefined) throw new ConfigError(`${file}: ${key}.cert: give at least one of cn, san_dns, san_uri (patterns with * allowed)`);
+      match = { kind: 'cert', ...(cn !== undefined ? { cn } : {}), ...(sanDns !== undefined ? { sanDns } : {}), ...(sanUri !== undefined ? { sanUri } : {}) };
+    } else {
+      match = { kind: 'token', tokenFile: resolvePath(base, requiredString(o.token_file, file, `${key}.token_file`, 'a file holding the bearer token')) };
+    }
+    const roles = optionalLines(o.roles, file, `${key}.roles`).map((r, j) => {
+      if (!(ROLES as readonly string[]).includes(r)) throw new ConfigError(`${file}: ${key}.roles[${j}]: "${r}" is not a role (expected ${ROLES.join(', ')})`);
+      return r as Role;
+    });
+    if (roles.length === 0) throw new ConfigError(`${file}: ${key}.roles: missing; expected a list of ${ROLES.join(', ')}`);
+    const nodeIds = optionalLines(o.node_ids, file, `${key}.node_ids`);
+    if (roles.includes('agent') && nodeIds.length === 0) {
+      throw new ConfigError(`${file}: ${key}.node_ids: an agent identity needs the node ids it may stream as (e.g. ["{cn}"] or ["web-*"])`);
+    }
+    if (!roles.includes('agent') && nodeIds.length > 0) throw new ConfigError(`${file}: ${key}.node_ids: only agent identities have node ids`);
+    return { name, match, roles, nodeIds };
+  });
+  return { clients };
+}
+
+function absoluteDirs(value: unknown, file: string, key: string, base: string): string[] {
+  return optionalLines(value, file, key).map((d) => path.normalize(resolvePath(base, d)));
+}
+
+/** A user or group name (or "" for none). */
+function optionalName(value: unknown, file: string, key: string): string | undefined {
+  if (value === '') return '';
+  const s = optionalString(value, file, key);
+  if (s !== undefined && !/^[a-z_][a-z0-9_-]*\$?$/i.test(s)) throw new ConfigError(`${file}: ${key}: "${s}" is not a user or group name ("" keeps HAProxy as the agent's user)`);
+  return s;
 }
 
 /** "1", 5, "10%": a wave spec; throws a message naming `key`. */
@@ -281,6 +410,9 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     tls: optionalTls(raw.tls, file, 'controlplane.tls', base),
     newStreamsPerSecond: optionalInt(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second', 1, 1_000_000) ?? 2000,
     pushesPerSecond: optionalInt(raw.pushes_per_second, file, 'controlplane.pushes_per_second', 1, 1_000_000) ?? 5000,
+    forgetAgentsAfterMs: optionalInt(raw.forget_agents_after_ms, file, 'controlplane.forget_agents_after_ms', 1000, 30 * 86_400_000) ?? 3_600_000,
+    fileWatcherDirs: absoluteDirs(raw.file_watcher_dirs, file, 'controlplane.file_watcher_dirs', base),
+    ...(raw.zk_digest_file !== undefined && raw.zk_digest_file !== null ? { zkDigestFile: resolvePath(base, optionalString(raw.zk_digest_file, file, 'controlplane.zk_digest_file')!) } : {}),
   };
 }
 

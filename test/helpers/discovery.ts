@@ -6,7 +6,7 @@ import { Discovery } from '../../controlplane/discovery';
 export function testDiscovery(serviceConfig: SourceConfig, controlplane: Partial<ControlPlaneConfig> = {}, global: string[] = []): Discovery {
   return new Discovery({
     config: {
-      haproxy: { configPath: '/dev/null', socketPath: '/dev/null', binary: 'haproxy', global, defaults: ['timeout connect 5s'] },
+      haproxy: { configPath: '/dev/null', socketPath: '/dev/null', binary: 'haproxy', global, defaults: ['timeout connect 5s'], user: '', group: '' },
       serviceConfig,
       controlplane: { ...DEFAULT_CONTROLPLANE_CONFIG, filePollMs: 200, initialSyncTimeoutMs: 2000, zkSessionTimeoutMs: 4000, ...controlplane },
     },

@@ -97,7 +97,7 @@ test('session expiry: a new session is opened, every watch re-armed and the stat
   });
   try {
     d = new Discovery({
-      config: { haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [] }, serviceConfig: { type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, controlplane: DEFAULT_CONTROLPLANE_CONFIG },
+      config: { haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' }, serviceConfig: { type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, controlplane: DEFAULT_CONTROLPLANE_CONFIG },
       zk: zkm,
     });
     d.start();
