@@ -4,9 +4,11 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { ProxyMgrConfig } from '../common/config';
-import { errorMessage } from '../common/errors';
-import { writeFileAtomic } from '../common/fs';
+import { ConfigError, errorMessage } from '../common/errors';
+import { ensurePrivateDir, writeFileAtomic } from '../common/fs';
 import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
+import { Authorizer, readTokenFile } from '../common/auth';
+import { authInterceptor, authMetrics } from '../common/grpc-auth';
 import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
 import { Logger } from '../common/log';
 import { commandKind, reasonKind, serveMetrics } from '../common/metrics';
@@ -58,6 +60,10 @@ export class AgentProcess {
 
   async start(): Promise<void> {
     const { config } = this.opts;
+    // Owner-only before anything is written into it (also when it exists with looser modes).
+    await ensurePrivateDir(config.agent.stateDir).catch((err: unknown) => {
+      throw new ConfigError(`${config.file}: agent.state_dir: ${errorMessage(err)}`, { cause: err });
+    });
     const m = this.createMetrics();
     const apply = async (state: DesiredState): Promise<ApplyResult> => {
       const result = await this.agent.apply(this.localize(state));
@@ -80,7 +86,9 @@ export class AgentProcess {
     const grpcSource = !this.opts.source && !this.opts.stateFile ? this.createGrpcSource() : undefined;
     this.source = this.opts.source ?? (this.opts.stateFile ? new FileStateSource(this.opts.stateFile, this.log.child({ component: 'state-file' })) : grpcSource!);
     if (config.agent.adminListen) {
-      this.grpcServer = new grpc.Server();
+      const authorizer = new Authorizer(config.auth);
+      for (const w of authorizer.warnings) this.log.warn({}, w);
+      this.grpcServer = new grpc.Server({ interceptors: [authInterceptor(authorizer, this.log.child({ component: 'admin' }), authMetrics(this.registry, 'proxymgr_agent'))] });
       this.grpcServer.addService(
         AgentAdminService,
         agentAdminServer(this.agent, this.runtime, {
@@ -149,6 +157,7 @@ export class AgentProcess {
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
       tls: agent.tls,
+      ...(agent.tokenFile ? { token: readTokenFile(agent.tokenFile, 'agent.token_file') } : {}),
       log: this.log.child({ component: 'grpc' }),
     });
   }

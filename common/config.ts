@@ -27,6 +27,8 @@ export interface HaproxyConfig {
    */
   readonly user: string;
   readonly group: string;
+  /** proxymgr.yml set haproxy.user or haproxy.group: a user or group missing on the host is then an error, not a warning. */
+  readonly userConfigured?: boolean;
 }
 
 /**
@@ -63,6 +65,8 @@ export interface AuthClient {
 /** `auth:` in proxymgr.yml; absent = no authentication (mutating calls from loopback peers only). */
 export interface AuthConfig {
   readonly clients: readonly AuthClient[];
+  /** grpc.health.v1 without credentials (load-balancer and kubelet probes carry none); default false = viewer. */
+  readonly anonymousHealth: boolean;
 }
 
 export type ServiceConfigSource =
@@ -89,6 +93,8 @@ export interface AgentConfig {
   /** Prometheus `/metrics` ("host:port"); empty string = off. */
   readonly metricsListen: string;
   readonly tls?: TlsConfig;
+  /** A file holding the bearer token the agent presents to the control plane (where TLS client certs are not used). */
+  readonly tokenFile?: string;
 }
 
 /** The control plane's discovery settings (`controlplane:` in proxymgr.yml; every key optional). */
@@ -206,6 +212,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     defaults: optionalLines(haproxyRaw.defaults, file, 'haproxy.defaults'),
     user: optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
     group: optionalName(haproxyRaw.group, file, 'haproxy.group') ?? optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
+    userConfigured: haproxyRaw.user != null || haproxyRaw.group != null,
   };
   const agent: AgentConfig = {
     stateDir,
@@ -219,6 +226,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     adminListen: optionalListen(agentRaw.admin_listen, file, 'agent.admin_listen', '127.0.0.1:7001'),
     metricsListen: optionalListen(agentRaw.metrics_listen, file, 'agent.metrics_listen', ''),
     tls: optionalTls(agentRaw.tls, file, 'agent.tls', base),
+    ...(agentRaw.token_file !== undefined && agentRaw.token_file !== null ? { tokenFile: resolvePath(base, optionalString(agentRaw.token_file, file, 'agent.token_file')!) } : {}),
   };
   const serviceConfig = root.service_config !== undefined ? parseServiceConfigSource(root.service_config, file, base) : undefined;
   const controlplane = parseControlPlane(root.controlplane, file, base);
@@ -248,7 +256,9 @@ function parseServiceOptions(value: unknown, file: string, base: string): Servic
 
 function parseAuth(value: unknown, file: string, base: string): AuthConfig {
   const raw = expectObject(value, file, 'auth');
-  for (const k of Object.keys(raw)) if (k !== 'clients') throw new ConfigError(`${file}: auth.${k}: unknown key (expected "clients")`);
+  for (const k of Object.keys(raw)) if (k !== 'clients' && k !== 'anonymous_health') throw new ConfigError(`${file}: auth.${k}: unknown key (expected clients, anonymous_health)`);
+  const anonymousHealth = raw.anonymous_health ?? false;
+  if (typeof anonymousHealth !== 'boolean') throw new ConfigError(`${file}: auth.anonymous_health: expected true or false, got ${describe(anonymousHealth)}`);
   if (!Array.isArray(raw.clients) || raw.clients.length === 0) {
     throw new ConfigError(`${file}: auth.clients: expected a non-empty list of {name, cert: {cn|san_dns|san_uri} or token_file, roles, node_ids}`);
   }
@@ -287,7 +297,7 @@ function parseAuth(value: unknown, file: string, base: string): AuthConfig {
     if (!roles.includes('agent') && nodeIds.length > 0) throw new ConfigError(`${file}: ${key}.node_ids: only agent identities have node ids`);
     return { name, match, roles, nodeIds };
   });
-  return { clients };
+  return { clients, anonymousHealth };
 }
 
 function absoluteDirs(value: unknown, file: string, key: string, base: string): string[] {

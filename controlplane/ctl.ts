@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
 import { channelCredentials } from '../common/grpc';
+import { readTokenFile } from '../common/auth';
 
 export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout COMMAND [options]
 
@@ -26,7 +27,8 @@ options:
   --waves 1,10%,50%,100%     policy: wave sizes (counts or cumulative shares)
   --bake-ms N  --max-nacks N  --auto-rollback true|false  --next
   --cacert FILE              TLS: the CA that signed the control plane's certificate
-  --cert FILE --key FILE     mTLS: this client's certificate and key
+  --cert FILE --key FILE     mTLS: this client's certificate and key (its identity: auth.clients cert)
+  --token-file FILE          a file holding a bearer token (its identity: auth.clients token_file)
   --timeout-ms N             give up on a call after this long (default 10000)
   --help                     show this help`;
 
@@ -45,6 +47,7 @@ const FLAGS: FlagSpec = {
   cacert: 'string',
   cert: 'string',
   key: 'string',
+  'token-file': 'string',
   'timeout-ms': 'string',
   help: 'boolean',
 };
@@ -55,8 +58,10 @@ type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<gr
 
 /** Calls are bounded by --timeout-ms: a control plane that does not answer must not hang a script. */
 let callTimeoutMs = 10_000;
+/** `authorization: Bearer …` from --token-file, on every call. */
+let callMetadata = new grpc.Metadata();
 const unary = <Req, Res>(fn: UnaryFn<Req, Res>, req: Req) =>
-  new Promise<Res>((resolve, reject) => fn(req, new grpc.Metadata(), { deadline: Date.now() + callTimeoutMs }, (err, res) => (err ? reject(err) : resolve(res))));
+  new Promise<Res>((resolve, reject) => fn(req, callMetadata.clone(), { deadline: Date.now() + callTimeoutMs }, (err, res) => (err ? reject(err) : resolve(res))));
 
 function int(flags: Flags, name: string): number | undefined {
   const v = flags[name];
@@ -87,6 +92,9 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
   let client: InstanceType<typeof RolloutClient>;
   try {
     callTimeoutMs = int(flags, 'timeout-ms') ?? 10_000;
+    callMetadata = new grpc.Metadata();
+    const tokenFile = str('token-file');
+    if (tokenFile) callMetadata.set('authorization', `Bearer ${readTokenFile(tokenFile, '--token-file')}`);
     client = new RolloutClient(address, channelCredentials(tls));
   } catch (err) {
     console.error(`proxymgr ctl: ${(err as Error).message}`);
@@ -142,7 +150,8 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
       return 2;
     }
     const e = err as grpc.ServiceError;
-    console.error(`proxymgr ctl: ${e.details ?? e.message}`);
+    const auth = e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.UNAUTHENTICATED ? `${grpc.status[e.code]}: ` : '';
+    console.error(`proxymgr ctl: ${auth}${e.details ?? e.message}`);
     return 1;
   } finally {
     client.close();

@@ -2,13 +2,15 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { ProxyMgrConfig } from '../common/config';
 import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
+import { Authorizer } from '../common/auth';
+import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
 import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
 import { AgentStreamService } from '../common/gen/proxymgr/v1/stream';
 import { Logger } from '../common/log';
 import { serveMetrics } from '../common/metrics';
 import { Discovery } from './discovery';
 import { controlPlaneAdminServer } from './grpc/admin';
-import { AgentRegistry } from './grpc/registry';
+import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
 import { agentStreamServer, DesiredStateSource } from './grpc/stream-server';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
 import { rolloutAdminServer } from './rollout/admin';
@@ -31,6 +33,8 @@ export class ControlPlaneProcess {
   private server: grpc.Server | undefined;
   private metrics: { port: number; close: () => Promise<void> } | undefined;
   private readonly promRegistry = new Registry();
+  private readonly authorizer: Authorizer;
+  private readonly authMetrics: AuthMetrics;
   port = 0;
 
   constructor(private readonly opts: ControlPlaneOptions) {
@@ -44,6 +48,8 @@ export class ControlPlaneProcess {
       : undefined;
     this.rollout = rollout;
     const re = rollout?.registryEvents();
+    this.authorizer = new Authorizer(opts.config.auth);
+    this.authMetrics = authMetrics(r, 'proxymgr_cp');
     this.registry = new AgentRegistry({
       onAck: (a, v, method, reasons) => {
         acks.inc({ method });
@@ -56,6 +62,16 @@ export class ControlPlaneProcess {
       onConnectionChange: (n) => connected.set(n),
       onConnect: re?.onConnect,
       onDisconnect: re?.onDisconnect,
+    }, { ...DEFAULT_REGISTRY_LIMITS, forgetAfterMs: opts.config.controlplane.forgetAgentsAfterMs });
+    const registry = this.registry;
+    new Gauge({
+      name: 'proxymgr_cp_known_agents',
+      help: 'Agents this replica remembers (connected, or disconnected for less than forget_agents_after_ms)',
+      registers: [r],
+      collect() {
+        registry.prune();
+        this.set(registry.size());
+      },
     });
     const discovery = this.discovery;
     new Gauge({
@@ -117,13 +133,24 @@ export class ControlPlaneProcess {
     };
     this.rollout?.start();
     this.discovery.start();
-    this.server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 5000 });
+    for (const w of this.authorizer.warnings) log.warn({}, w);
+    if (!this.authorizer.enabled) {
+      log.warn(
+        { listen: config.controlplane.listen },
+        'no auth section in proxymgr.yml: agent streams are unauthenticated (any client may stream as any node id) and mutating calls are accepted from loopback peers only',
+      );
+    }
+    this.server = new grpc.Server({
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_ping_interval_without_data_ms': 5000,
+      interceptors: [authInterceptor(this.authorizer, log.child({ component: 'grpc' }), this.authMetrics)],
+    });
     this.server.addService(
       AgentStreamService,
       agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
         newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
         pushesPerSecond: config.controlplane.pushesPerSecond,
-      }),
+      }, this.authorizer),
     );
     this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry));
     this.server.addService(RolloutService, rolloutAdminServer(this.rollout));

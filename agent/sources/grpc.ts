@@ -17,6 +17,8 @@ export interface GrpcSourceOptions {
   /** The version the agent runs now (sent in every hello so nothing is re-applied needlessly). */
   readonly runningVersion: () => string;
   readonly tls?: TlsConfig;
+  /** Bearer token sent with the stream (`agent.token_file`); never logged. */
+  readonly token?: string;
   readonly log: Logger;
   readonly backoffBaseMs?: number;
   readonly backoffMaxMs?: number;
@@ -66,7 +68,9 @@ export class GrpcStateSource implements StateSource {
       'grpc.keepalive_permit_without_calls': 1,
     });
     this.client = client;
-    const call = client.stream();
+    const metadata = new grpc.Metadata();
+    if (this.opts.token) metadata.set('authorization', `Bearer ${this.opts.token}`);
+    const call = client.stream(metadata);
     this.call = call;
     let gotMessage = false;
     let ended = false;

@@ -7,6 +7,8 @@ export interface AgentRecord {
   peer: string;
   connected: boolean;
   connectedSince?: Date;
+  /** When the last stream closed (forgotten `forgetAfterMs` later). */
+  disconnectedAt?: number;
   runningVersion: string;
   lastAckedVersion: string;
   lastAckTime?: Date;
@@ -25,16 +27,36 @@ export interface RegistryEvents {
   onDisconnect?(agent: AgentRecord): void;
 }
 
-/** The agents of this control-plane replica: their versions, ACKs and errors. */
+export interface RegistryLimits {
+  /** Disconnected agents are forgotten this long after their last stream closed. */
+  readonly forgetAfterMs: number;
+  /** And at most this many disconnected agents are remembered (the oldest go first). */
+  readonly maxDisconnected: number;
+}
+
+export const DEFAULT_REGISTRY_LIMITS: RegistryLimits = { forgetAfterMs: 3_600_000, maxDisconnected: 50_000 };
+
+/**
+ * The agents of this control-plane replica: their versions, ACKs and errors. Disconnected agents are kept for
+ * ListAgents, but only for a while and only so many: memory stays bounded however many node ids are tried.
+ */
 export class AgentRegistry {
   private readonly agents = new Map<string, AgentRecord>();
   private readonly streams = new Map<string, number>();
+  /** Disconnected node ids, oldest first (a Map keeps insertion order). */
+  private readonly gone = new Map<string, number>();
   /** Nodes with at least one open stream, kept as a count (a fleet of 10,000 connects and disconnects often). */
   private connected = 0;
 
-  constructor(private readonly events: RegistryEvents = {}) {}
+  constructor(
+    private readonly events: RegistryEvents = {},
+    private readonly limits: RegistryLimits = DEFAULT_REGISTRY_LIMITS,
+    private readonly now: () => number = Date.now,
+  ) {}
 
-  connect(hello: Omit<AgentRecord, 'connected' | 'connectedSince' | 'lastAckedVersion' | 'lastNackedVersion' | 'lastError' | 'lastAckTime'>): AgentRecord {
+  connect(hello: Omit<AgentRecord, 'connected' | 'connectedSince' | 'disconnectedAt' | 'lastAckedVersion' | 'lastNackedVersion' | 'lastError' | 'lastAckTime'>): AgentRecord {
+    this.prune();
+    this.gone.delete(hello.nodeId);
     const prev = this.agents.get(hello.nodeId);
     const record: AgentRecord = {
       lastAckedVersion: prev?.lastAckedVersion ?? '',
@@ -59,10 +81,14 @@ export class AgentRegistry {
     this.streams.set(record.nodeId, n);
     if (n <= 0) {
       record.connected = false;
+      record.disconnectedAt = this.now();
+      this.streams.delete(record.nodeId);
+      this.gone.set(record.nodeId, record.disconnectedAt);
       this.connected--;
     }
     this.events.onConnectionChange?.(this.connected);
     if (n <= 0) this.events.onDisconnect?.(record);
+    this.prune();
   }
 
   ack(record: AgentRecord, version: string, method: string, reasons: readonly string[], warnings: readonly string[]): void {
@@ -81,11 +107,28 @@ export class AgentRegistry {
   }
 
   get(nodeId: string): AgentRecord | undefined {
+    this.prune();
     return this.agents.get(nodeId);
   }
 
   list(): AgentRecord[] {
+    this.prune();
     return [...this.agents.values()].sort((a, b) => a.nodeId.localeCompare(b.nodeId));
+  }
+
+  /** How many agents are remembered (connected or not). */
+  size(): number {
+    return this.agents.size;
+  }
+
+  /** Forgets agents gone longer than `forgetAfterMs`, and the oldest beyond `maxDisconnected`. */
+  prune(): void {
+    const cutoff = this.now() - this.limits.forgetAfterMs;
+    for (const [id, at] of this.gone) {
+      if (at > cutoff && this.gone.size <= this.limits.maxDisconnected) break;
+      this.gone.delete(id);
+      this.agents.delete(id);
+    }
   }
 
   connectedCount(): number {

@@ -5,6 +5,8 @@ import { TokenBucket } from '../../common/token-bucket';
 import { toProto } from '../../common/state-codec';
 import { DesiredState } from '../../common/types';
 import { AgentMessage, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
+import { identifyCall } from '../../common/grpc-auth';
 import { AgentRecord, AgentRegistry } from './registry';
 
 /** Where the stream server gets desired states from (discovery now; the rollout engine later). */
@@ -76,7 +78,7 @@ let nonceCounter = 0;
  * each push with a fresh nonce; an ACK records the version; a NACK records the error, and that version is not
  * sent again — only a new desired state is.
  */
-export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS): AgentStreamServer {
+export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS, authorizer: Authorizer = new Authorizer(undefined)): AgentStreamServer {
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
   const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushesPerSecond));
   return {
@@ -115,8 +117,17 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       };
 
       const onHello = (hello: Hello) => {
-        if (!hello.nodeId) {
-          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'hello.node_id is required' });
+        const bad = helloProblem(hello);
+        if (bad) {
+          call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: bad });
+          return;
+        }
+        // The interceptor authenticated the caller and checked its role; here: may it be this node?
+        const who = identifyCall(authorizer, AGENT_STREAM_METHOD, call);
+        if (!who.ok) return call.emit('error', { code: who.code, details: who.details });
+        if (!mayStreamAs(who.identity, hello.nodeId)) {
+          log.warn({ identity: who.identity.name, via: who.identity.via, node_id: hello.nodeId, peer: call.getPeer() }, 'agent stream refused: node id not allowed for this identity');
+          call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: `${who.identity.name} (${who.identity.via}) may not stream as node_id "${hello.nodeId}" (see auth.clients node_ids)` });
           return;
         }
         agent = registry.connect({
@@ -141,18 +152,22 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         }
         if (!agent) return call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: 'the first message must be a hello' });
         if (msg.ack) {
-          if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since
+          if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since (or never sent)
+          if (msg.ack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           outstanding = undefined;
-          registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), msg.ack.reasons, msg.ack.warnings);
-          alog.info({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons: msg.ack.reasons, duration_ms: msg.ack.durationMs }, 'ACK');
+          const reasons = clip(msg.ack.reasons);
+          registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings));
+          alog.info({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons, duration_ms: msg.ack.durationMs }, 'ACK');
           maybePush();
         } else if (msg.nack) {
           if (msg.nack.nonce !== outstanding?.nonce) return;
+          if (msg.nack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           outstanding = undefined;
           nackedVersion = msg.nack.version;
           sentVersion = msg.nack.runningVersion;
-          registry.nack(agent, msg.nack.version, msg.nack.reason, msg.nack.runningVersion);
-          alog.warn({ version: msg.nack.version, reason: msg.nack.reason }, 'NACK; not re-sending this version');
+          const reason = clipText(msg.nack.reason);
+          registry.nack(agent, msg.nack.version, reason, msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD));
+          alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
           maybePush();
         }
       });
@@ -178,3 +193,33 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
 }
 
 export { ApplyMethod };
+
+const NODE_ID_RE = /^[A-Za-z0-9_.:@-]{1,253}$/;
+const LABEL_KEY_RE = /^[A-Za-z0-9_.\/-]{1,63}$/;
+export const MAX_LABELS = 64;
+const MAX_LABEL_VALUE = 256;
+const MAX_VERSION_FIELD = 128;
+
+/** An agent's free text (NACK reasons, ACK reasons and warnings) is kept and logged only this long. */
+const MAX_TEXT = 4096;
+const MAX_ITEMS = 100;
+const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
+const clip = (items: readonly string[]) => [...items.slice(0, MAX_ITEMS).map(clipText), ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : [])];
+
+/** What is wrong with a hello (node id, labels, version strings), or undefined: the first message is hostile input. */
+export function helloProblem(hello: Hello): string | undefined {
+  if (!hello.nodeId) return 'hello.node_id is required';
+  if (!NODE_ID_RE.test(hello.nodeId)) return `hello.node_id: ${JSON.stringify(hello.nodeId.slice(0, 60))} is not a node id (1-253 of A-Z a-z 0-9 _ . : @ -)`;
+  const labels = Object.entries(hello.labels);
+  if (labels.length > MAX_LABELS) return `hello.labels: ${labels.length} labels, at most ${MAX_LABELS}`;
+  for (const [k, v] of labels) {
+    if (!LABEL_KEY_RE.test(k)) return `hello.labels: key ${JSON.stringify(k.slice(0, 60))} is not a label name (1-63 of A-Z a-z 0-9 _ . / -)`;
+    // eslint-disable-next-line no-control-regex
+    if (v.length > MAX_LABEL_VALUE || /[\x00-\x1f\x7f]/.test(v)) return `hello.labels.${k}: value longer than ${MAX_LABEL_VALUE} characters or with control characters`;
+  }
+  for (const [name, v] of [['agent_version', hello.agentVersion], ['haproxy_version', hello.haproxyVersion], ['running_version', hello.runningVersion]] as const) {
+    // eslint-disable-next-line no-control-regex
+    if (v.length > MAX_VERSION_FIELD || /[\x00-\x1f\x7f]/.test(v)) return `hello.${name}: longer than ${MAX_VERSION_FIELD} characters or with control characters`;
+  }
+  return undefined;
+}

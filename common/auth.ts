@@ -1,0 +1,282 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { PeerCertificate } from 'node:tls';
+import { AuthClient, AuthConfig, Role } from './config';
+import { ConfigError } from './errors';
+
+/**
+ * Who may call what on a ProxyMgr gRPC server. Three roles: `agent` (only AgentStream, only as its node ids),
+ * `viewer` (every read), `operator` (viewer + every mutating call). Identities come from client certificates
+ * (mTLS) or bearer tokens read from files; both are mapped to roles in proxymgr.yml (`auth.clients`).
+ * Without an `auth:` section nobody is authenticated: reads and agent streams are open, mutating calls are
+ * accepted from loopback peers only.
+ */
+
+/** Calls that change something: operator only (and audited). */
+export const MUTATING_METHODS: ReadonlySet<string> = new Set([
+  '/proxymgr.v1.Rollout/Pause',
+  '/proxymgr.v1.Rollout/Resume',
+  '/proxymgr.v1.Rollout/Promote',
+  '/proxymgr.v1.Rollout/Abort',
+  '/proxymgr.v1.Rollout/SetPolicy',
+]);
+
+export const AGENT_STREAM_METHOD = '/proxymgr.v1.AgentStream/Stream';
+
+const READ_METHODS: ReadonlySet<string> = new Set([
+  '/proxymgr.v1.ControlPlaneAdmin/ListServices',
+  '/proxymgr.v1.ControlPlaneAdmin/ListAgents',
+  '/proxymgr.v1.ControlPlaneAdmin/GetAgentState',
+  '/proxymgr.v1.Rollout/Status',
+  '/proxymgr.v1.Rollout/History',
+  '/proxymgr.v1.AgentAdmin/Status',
+  '/proxymgr.v1.AgentAdmin/HaproxyState',
+  '/proxymgr.v1.AgentAdmin/RecentActions',
+  '/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo',
+  '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo',
+]);
+
+const HEALTH_METHODS: ReadonlySet<string> = new Set(['/grpc.health.v1.Health/Check', '/grpc.health.v1.Health/Watch']);
+
+/** The role a method needs. Anything not listed (a method added later and forgotten here) needs `operator`. */
+export function requiredRole(method: string): Role {
+  if (method === AGENT_STREAM_METHOD) return 'agent';
+  if (READ_METHODS.has(method) || HEALTH_METHODS.has(method)) return 'viewer';
+  return 'operator';
+}
+
+/** An authenticated caller. */
+export interface Identity {
+  /** The `auth.clients` entry's name ("anonymous" without auth). */
+  readonly name: string;
+  /** How it was proven, for logs: "cert CN=…", "token", "none". */
+  readonly via: string;
+  readonly roles: ReadonlySet<Role>;
+  /** Node-id patterns (anchored) this identity may stream as; empty for non-agents. */
+  readonly nodeIds: readonly RegExp[];
+}
+
+/** What the server knows about a call before its handler runs. */
+export interface CallInfo {
+  readonly method: string;
+  /** grpc-js `getPeer()`: "address:port". */
+  readonly peer: string;
+  readonly certificate?: PeerCertificate;
+  /** The `authorization` metadata values. */
+  readonly authorization: readonly string[];
+}
+
+/** grpc status codes used here (numbers, so this file does not depend on grpc-js). */
+export const UNAUTHENTICATED = 16;
+export const PERMISSION_DENIED = 7;
+
+export type Decision = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly code: number; readonly details: string; readonly identity?: Identity };
+
+interface TokenEntry {
+  readonly client: AuthClient;
+  readonly digest: Buffer;
+}
+
+/** Tokens shorter than this are refused at start: a guessable token is no authentication. */
+export const MIN_TOKEN_LENGTH = 16;
+
+export class Authorizer {
+  private readonly tokens: readonly TokenEntry[];
+  readonly warnings: readonly string[];
+
+  /** `readFile` is injectable for tests; it reads token files once, at start. */
+  constructor(
+    private readonly config: AuthConfig | undefined,
+    readFile: (file: string) => string = (f) => readFileSync(f, 'utf8'),
+    mode: (file: string) => number | undefined = (f) => statSync(f).mode,
+  ) {
+    const warnings: string[] = [];
+    this.tokens = (config?.clients ?? []).flatMap((client): TokenEntry[] => {
+      if (client.match.kind !== 'token') return [];
+      const file = client.match.tokenFile;
+      let token: string;
+      try {
+        token = readFile(file).trim();
+      } catch (err) {
+        throw new ConfigError(`auth.clients "${client.name}": cannot read token_file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      if (token.length < MIN_TOKEN_LENGTH) throw new ConfigError(`auth.clients "${client.name}": token_file ${file} holds fewer than ${MIN_TOKEN_LENGTH} characters (use e.g. \`openssl rand -hex 32\`)`);
+      if (/\s/.test(token)) throw new ConfigError(`auth.clients "${client.name}": token_file ${file} must hold one token without whitespace`);
+      const m = mode(file);
+      if (m !== undefined && (m & 0o077) !== 0) warnings.push(`auth.clients "${client.name}": token_file ${file} is readable by group or others (chmod 600 it)`);
+      return [{ client, digest: sha256(token) }];
+    });
+    this.warnings = warnings;
+  }
+
+  /** True when proxymgr.yml has an `auth:` section. */
+  get enabled(): boolean {
+    return this.config !== undefined;
+  }
+
+  /** Identifies the caller and checks it may call `call.method`. */
+  check(call: CallInfo): Decision {
+    const role = requiredRole(call.method);
+    if (!this.config) {
+      if (role !== 'operator' || isLoopbackPeer(call.peer)) return { ok: true, identity: ANONYMOUS };
+      return { ok: false, code: PERMISSION_DENIED, details: `${call.method} changes the fleet: without authentication (no auth section in proxymgr.yml) it is accepted from loopback only, not from ${peerAddress(call.peer)}` };
+    }
+    if (role === 'viewer' && this.config.anonymousHealth && HEALTH_METHODS.has(call.method)) return { ok: true, identity: ANONYMOUS };
+    const found = this.identify(call);
+    if (!found.ok) return found;
+    const identity = found.identity;
+    if (!allows(identity.roles, role)) {
+      return { ok: false, code: PERMISSION_DENIED, identity, details: `${identity.name} (${identity.via}; roles ${[...identity.roles].join(', ')}) may not call ${call.method}: it needs the ${role} role` };
+    }
+    return found;
+  }
+
+  /** Who the caller is, from its client certificate or bearer token; UNAUTHENTICATED says what was missing. */
+  identify(call: CallInfo): Decision {
+    if (!this.config) return { ok: true, identity: ANONYMOUS };
+    const cert = call.certificate;
+    if (cert) {
+      const fields = certFields(cert);
+      for (const client of this.config.clients) {
+        if (client.match.kind === 'cert' && certMatches(client.match, fields)) return { ok: true, identity: identityOf(client, `cert ${describeCert(fields)}`, fields) };
+      }
+    }
+    const bearer = call.authorization.map((v) => /^Bearer\s+(\S+)\s*$/i.exec(v)?.[1]).find((t) => t !== undefined);
+    if (bearer !== undefined) {
+      const entry = this.matchToken(bearer);
+      if (entry) return { ok: true, identity: identityOf(entry.client, 'token', undefined) };
+    }
+    const tried: string[] = [];
+    tried.push(cert ? `client certificate ${describeCert(certFields(cert))} matches no auth.clients cert entry` : 'no client certificate');
+    if (bearer !== undefined) tried.push('the bearer token matches no auth.clients token_file');
+    else if (call.authorization.length > 0) tried.push('the authorization metadata is not "Bearer <token>"');
+    else tried.push('no bearer token (metadata "authorization: Bearer <token>")');
+    return { ok: false, code: UNAUTHENTICATED, details: `unknown caller: ${tried.join('; ')}` };
+  }
+
+  /** Every token is compared (in constant time per token), so timing says nothing about which one matched. */
+  private matchToken(token: string): TokenEntry | undefined {
+    const digest = sha256(token);
+    let found: TokenEntry | undefined;
+    for (const entry of this.tokens) if (timingSafeEqual(entry.digest, digest) && !found) found = entry;
+    return found;
+  }
+}
+
+/** A client's bearer token from its file (agent.token_file, ctl --token-file); the error never shows the content. */
+export function readTokenFile(file: string, what: string): string {
+  let token: string;
+  try {
+    token = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(`${what}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (token === '' || /\s/.test(token)) throw new ConfigError(`${what}: ${file} must hold one token without whitespace`);
+  return token;
+}
+
+/** May `identity` say hello as `nodeId`? Without authentication, any node id. */
+export function mayStreamAs(identity: Identity, nodeId: string): boolean {
+  if (identity === ANONYMOUS) return true;
+  return identity.roles.has('agent') && identity.nodeIds.some((re) => re.test(nodeId));
+}
+
+export const ANONYMOUS: Identity = { name: 'anonymous', via: 'none', roles: new Set<Role>(['agent', 'viewer', 'operator']), nodeIds: [/^/] };
+
+function allows(roles: ReadonlySet<Role>, needed: Role): boolean {
+  if (needed === 'agent') return roles.has('agent');
+  if (needed === 'viewer') return roles.has('viewer') || roles.has('operator');
+  return roles.has('operator');
+}
+
+interface CertFields {
+  readonly cn: string[];
+  readonly dns: string[];
+  readonly uri: string[];
+}
+
+function certFields(cert: PeerCertificate): CertFields {
+  const cnRaw = cert.subject?.CN as string | string[] | undefined;
+  const cn = cnRaw === undefined ? [] : Array.isArray(cnRaw) ? cnRaw : [cnRaw];
+  const dns: string[] = [];
+  const uri: string[] = [];
+  // "DNS:a.example, URI:spiffe://x/y, IP Address:…" — values cannot hold ", " unquoted; quoted ones are skipped.
+  for (const part of (cert.subjectaltname ?? '').split(', ')) {
+    if (part.startsWith('DNS:')) dns.push(part.slice(4));
+    else if (part.startsWith('URI:')) uri.push(part.slice(4));
+  }
+  return { cn, dns, uri };
+}
+
+function describeCert(f: CertFields): string {
+  const parts = [...f.cn.map((c) => `CN=${c}`), ...f.dns.map((d) => `DNS:${d}`), ...f.uri.map((u) => `URI:${u}`)];
+  return (parts.join(' ') || '(no CN or SAN)').slice(0, 200);
+}
+
+/** Every field the entry names must match one of the certificate's values. */
+function certMatches(m: { cn?: string; sanDns?: string; sanUri?: string }, f: CertFields): boolean {
+  const one = (pattern: string | undefined, values: string[]) => pattern === undefined || values.some((v) => globRegExp(pattern).test(v));
+  return one(m.cn, f.cn) && one(m.sanDns, f.dns) && one(m.sanUri, f.uri);
+}
+
+function identityOf(client: AuthClient, via: string, fields: CertFields | undefined): Identity {
+  const nodeIds = client.nodeIds.flatMap((pattern) => expandNodeId(pattern, fields)).map(globRegExp);
+  return { name: client.name, via, roles: new Set(client.roles), nodeIds };
+}
+
+/**
+ * `{cn}`, `{san_dns}`, `{san_uri}` become the certificate's values, taken literally (a certificate CN of "*"
+ * must not become a wildcard). A placeholder the certificate has no value for matches nothing.
+ */
+function expandNodeId(pattern: string, fields: CertFields | undefined): string[] {
+  let out = [pattern];
+  for (const [key, values] of [['{cn}', fields?.cn ?? []], ['{san_dns}', fields?.dns ?? []], ['{san_uri}', fields?.uri ?? []]] as const) {
+    if (!pattern.includes(key)) continue;
+    out = out.flatMap((p) => values.map((v) => p.split(key).join(escapeGlob(v))));
+  }
+  return out;
+}
+
+const ESCAPED_STAR = '\u0000';
+function escapeGlob(s: string): string {
+  return s.replace(/\*/g, ESCAPED_STAR);
+}
+
+const globCache = new Map<string, RegExp>();
+/** `*` matches any run of characters; everything else literally; anchored. */
+export function globRegExp(pattern: string): RegExp {
+  let re = globCache.get(pattern);
+  if (!re) {
+    const body = pattern
+      .split('*')
+      .map((lit) => lit.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(new RegExp(ESCAPED_STAR, 'g'), '\\*'))
+      .join('.*');
+    re = new RegExp(`^${body}$`, 's');
+    if (globCache.size < 10_000) globCache.set(pattern, re);
+  }
+  return re;
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/**
+ * grpc-js peers are "address:port" (IPv6 unbracketed: "::1:5000"): "127.0.0.1:5000" → "127.0.0.1";
+ * "::1:5000" and "[::1]:5000" → "::1"; "::ffff:127.0.0.1:5" → "127.0.0.1".
+ */
+export function peerAddress(peer: string): string {
+  let a = peer.replace(/^(ipv4|ipv6):/, '');
+  const bracket = /^\[([^\]]+)\](?::\d+)?$/.exec(a);
+  if (bracket) a = bracket[1]!;
+  else a = a.replace(/:\d+$/, '');
+  if (a.startsWith('::ffff:') && isIP(a.slice(7)) === 4) a = a.slice(7);
+  return a;
+}
+
+export function isLoopbackPeer(peer: string): boolean {
+  const a = peerAddress(peer);
+  if (isIP(a) === 4) return a.startsWith('127.');
+  return a === '::1';
+}
