@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { eventually } from './net';
 
 export const CLI = path.join(__dirname, '..', '..', 'dist', 'bin', 'proxymgr.js');
+/** The descriptor set `npm run build` writes: `buf curl --schema` without reflection (which needs the viewer role). */
+export const SCHEMA = path.join(__dirname, '..', '..', 'proto', 'proxymgr.binpb');
 const REPO = path.join(__dirname, '..', '..');
 
 export interface CliProcess {
@@ -58,10 +60,13 @@ export async function stopAllCli(): Promise<string[]> {
   return results.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message ?? r.reason)] : []));
 }
 
-/** Runs `buf curl` (the real reflection client) against a plaintext gRPC server. */
-export function bufCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs `buf curl` (the real reflection client) against a plaintext gRPC server (`tls`: over TLS, ALPN). */
+export function bufCurl(args: string[], opts: { tls?: boolean; wrap?: string[] } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const buf = path.join(REPO, 'node_modules', '.bin', 'buf');
+  const argv = [buf, 'curl', '--protocol', 'grpc', ...(opts.tls ? [] : ['--http2-prior-knowledge']), ...args];
+  const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv];
   return new Promise((resolve) => {
-    execFile(path.join(REPO, 'node_modules', '.bin', 'buf'), ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
+    execFile(cmd!, rest, { timeout: 30_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as NodeJS.ErrnoException & { code?: number }).code as unknown as number) ?? 1 : 0, stdout, stderr }),
     );
   });
