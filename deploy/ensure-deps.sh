@@ -10,6 +10,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || missing+=(zookeeper)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v ps >/dev/null 2>&1 || missing+=(procps)   # test/e2e/least-privilege.test.ts: ps -o user=
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${missing[*]} with apt-get" >&2
   if [ "$(id -u)" -ne 0 ]; then

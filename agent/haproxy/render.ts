@@ -9,6 +9,12 @@ export interface RenderPaths {
 
 export interface RenderOptions extends RenderPaths {
   readonly hardStopAfterMs: number;
+  /**
+   * The unprivileged user and group HAProxy drops to once it has read its config and state files and bound the
+   * stats socket (see privileges.ts for when that applies). Unset or "" = no `user`/`group` lines.
+   */
+  readonly user?: string;
+  readonly group?: string;
 }
 
 /** The first fd HAProxy gets a listening socket on (0-2 are stdio). */
@@ -36,6 +42,12 @@ export function renderHaproxyConfig(state: DesiredState, opts: RenderOptions): s
     // Spread the closing of idle keep-alive connections of a soft-stopping process, below hard-stop-after.
     out.push(indent(`close-spread-time ${Math.floor(opts.hardStopAfterMs / 2)}ms`));
   }
+  // An operator who names HAProxy's identity in haproxy.global decides it entirely (no half user/half group mix).
+  if (opts.user && !IDENTITY_KEYWORDS.some((k) => hasKeyword(state.haproxy.global, k))) {
+    out.push(indent(`user ${opts.user}`));
+    // Without `group`, HAProxy 2.6 keeps gid 0 after `user`: both or neither.
+    out.push(indent(`group ${opts.group || opts.user}`));
+  }
   out.push('');
   out.push('defaults');
   const defaults = state.haproxy.defaults.length > 0 ? state.haproxy.defaults : FALLBACK_DEFAULTS;
@@ -50,6 +62,7 @@ export function renderHaproxyConfig(state: DesiredState, opts: RenderOptions): s
 }
 
 const FALLBACK_DEFAULTS = ['mode tcp', 'timeout connect 5s', 'timeout client 60s', 'timeout server 60s'];
+const IDENTITY_KEYWORDS = ['user', 'uid', 'group', 'gid'];
 
 /** The `listen` section of one service; line 0 is the section header. */
 export function renderService(service: Service, fd: number): string[] {

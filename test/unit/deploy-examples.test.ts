@@ -49,3 +49,54 @@ describe('deploy/examples stay in step with the code', () => {
     expect(readdirSync(examples).filter((f) => f.endsWith('.yml')).sort()).toEqual(['agent.yml', 'controlplane.yml', 'proxymgr.yml', 'state.yml']);
   });
 });
+
+/** `Key=value` lines of a systemd unit (last one wins, as systemd reads them; comments dropped). */
+function unitSettings(name: string): Map<string, string> {
+  const text = readFileSync(path.join(__dirname, '..', '..', 'deploy', 'systemd', name), 'utf8');
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^([A-Za-z]+)=(.*)$/.exec(line.trim());
+    if (m) out.set(m[1]!, m[2]!.trim());
+  }
+  return out;
+}
+
+describe('deploy/systemd runs with least privilege', () => {
+  test('the agent: its own user, CAP_NET_BIND_SERVICE as its only capability, owner-only state, read-only system', () => {
+    const u = unitSettings('proxymgr-agent.service');
+    expect(u.get('User')).toBe('proxymgr');
+    expect(u.get('Group')).toBe('proxymgr');
+    expect(u.get('AmbientCapabilities')).toBe('CAP_NET_BIND_SERVICE');
+    expect(u.get('CapabilityBoundingSet')).toBe('CAP_NET_BIND_SERVICE');
+    expect(u.get('NoNewPrivileges')).toBe('yes');
+    expect(u.get('StateDirectoryMode')).toBe('0700');
+    expect(u.get('RuntimeDirectoryMode')).toBe('0700');
+    expect(u.get('ProtectSystem')).toBe('strict');
+    expect(u.get('ProtectHome')).toBe('yes');
+    expect(u.get('PrivateTmp')).toBe('yes');
+    // HAProxy is the agent's child and goes with it; V8's JIT needs W+X memory.
+    expect(u.get('KillMode')).toBe('mixed');
+    expect(u.has('MemoryDenyWriteExecute')).toBe(false);
+    expect(u.has('PrivateUsers')).toBe(false); // capabilities in a user namespace do not bind host ports
+  });
+
+  test('agent.yml keeps every file the agent writes in the unit\'s writable directories, and names HAProxy\'s user', () => {
+    const u = unitSettings('proxymgr-agent.service');
+    const c = loadConfig(path.join(examples, 'agent.yml'));
+    expect(c.agent.stateDir).toBe(`/var/lib/${u.get('StateDirectory')}`);
+    expect(path.dirname(c.haproxy.configPath)).toBe(c.agent.stateDir);
+    expect(path.dirname(c.haproxy.socketPath)).toBe(`/run/${u.get('RuntimeDirectory')}`);
+    expect(u.has('ReadWritePaths')).toBe(false); // nothing else needs to be writable
+    expect(c.haproxy).toMatchObject({ user: 'haproxy', group: 'haproxy', userConfigured: true });
+  });
+
+  test('the control plane: a dynamic user without any capability', () => {
+    const u = unitSettings('proxymgr-controlplane.service');
+    expect(u.get('DynamicUser')).toBe('yes');
+    expect(u.get('CapabilityBoundingSet')).toBe('');
+    expect(u.get('AmbientCapabilities')).toBe('');
+    expect(u.get('NoNewPrivileges')).toBe('yes');
+    expect(u.get('ProtectSystem')).toBe('strict');
+    expect(u.has('MemoryDenyWriteExecute')).toBe(false);
+  });
+});

@@ -49,4 +49,19 @@ describe('renderHaproxyConfig (pure)', () => {
     expect(out).toContain('    mode tcp');
     expect(renderHaproxyConfig(s, opts)).toBe(out);
   });
+
+  test('user and group when given, after the agent\'s own global lines; none by default', () => {
+    const s = state([]);
+    expect(renderHaproxyConfig(s, opts)).not.toMatch(/^\s*(user|group)\b/m);
+    const out = renderHaproxyConfig(s, { ...opts, user: 'haproxy', group: 'haproxy' });
+    expect(out).toContain(['    close-spread-time 15000ms', '    user haproxy', '    group haproxy', ''].join('\n'));
+    expect(renderHaproxyConfig(s, { ...opts, user: '', group: 'haproxy' })).not.toMatch(/^\s*(user|group)\b/m);
+  });
+
+  test.each(['user www', 'uid 33', 'group www', 'gid 33'])("the operator's %s in haproxy.global decides HAProxy's identity alone", (line) => {
+    const s = { ...state([]), haproxy: { global: [line], defaults: [] } };
+    const out = renderHaproxyConfig(s, { ...opts, user: 'haproxy', group: 'haproxy' });
+    expect(out).not.toMatch(/haproxy$/m);
+    expect(out.match(/^\s*(user|uid|group|gid)\b/gm)).toHaveLength(1);
+  });
 });
