@@ -1,9 +1,11 @@
-import zookeeper, { Client, Event, Exception, Stat } from 'node-zookeeper-client';
+import zookeeper, { ACL, Client, Event, Exception, Stat } from 'node-zookeeper-client';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
 import { Revision } from '../rollout/revision';
+import { ensurePath, secureNodes } from '../zk/acl';
+import { ZkDigest } from '../zk/digest';
 import { ZkSession } from '../zk/session';
 
 /** What one replica says about one connected agent (an ephemeral node owned by that replica's session). */
@@ -25,6 +27,11 @@ export interface HaStoreOptions {
   readonly replicaId: string;
   readonly sessionTimeoutMs: number;
   readonly log: Logger;
+  /**
+   * `controlplane.zk_digest_file`: the session authenticates with it, and every node written here (the root and
+   * its parents included) gets full rights for these credentials and READ for everyone. Unset: open ACLs.
+   */
+  readonly digest?: ZkDigest;
 }
 
 export interface HaListener {
@@ -56,13 +63,23 @@ export class HaStore {
   private emitAgentsTimer: NodeJS.Immediate | undefined;
   private closed = false;
   private epoch = 0;
+  private readonly acls: ACL[];
+  private aclsChecked = false;
 
   constructor(
     private readonly opts: HaStoreOptions,
     private readonly listener: HaListener,
   ) {
     this.log = opts.log.child({ component: 'ha' });
-    this.session = new ZkSession(opts.servers, { sessionTimeoutMs: opts.sessionTimeoutMs, spinDelayMs: 200, backoffInitialMs: 100, backoffMaxMs: 5000, log: this.log });
+    this.session = new ZkSession(opts.servers, {
+      sessionTimeoutMs: opts.sessionTimeoutMs,
+      spinDelayMs: 200,
+      backoffInitialMs: 100,
+      backoffMaxMs: 5000,
+      log: this.log,
+      ...(opts.digest ? { digest: opts.digest } : {}),
+    });
+    this.acls = opts.digest ? opts.digest.acls() : [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('world', 'anyone'))]; // OPEN_ACL_UNSAFE
   }
 
   get isLeader(): boolean {
@@ -84,6 +101,12 @@ export class HaStore {
   }
 
   start(): void {
+    if (!this.opts.digest) {
+      this.log.warn(
+        { zk_path: this.opts.root },
+        `controlplane.zk_digest_file is not set: the rollout state under ${this.opts.root} (rollout document, revisions, agent status, leader election) is writable by anyone who can reach ZooKeeper`,
+      );
+    }
     this.session.subscribe({
       connected: (client, info) => void this.onConnected(client, info.newSession),
       disconnected: (reason) => {
@@ -109,9 +132,18 @@ export class HaStore {
     this.client = client;
     const epoch = ++this.epoch;
     try {
-      for (const dir of ['revisions', 'agents', 'leader']) await call<string>((cb) => client.mkdirp(this.p(dir), cb)).catch(ignore(Exception.NODE_EXISTS));
-      await call((cb) => client.create(this.p('rollout'), encodeNode(EMPTY_DOC, 'the rollout document'), cb)).catch(ignore(Exception.NODE_EXISTS));
+      for (const dir of ['revisions', 'agents', 'leader']) await ensurePath(client, this.p(dir), this.acls);
+      await call((cb) => client.create(this.p('rollout'), encodeNode(EMPTY_DOC, 'the rollout document'), this.acls, cb)).catch(ignore(Exception.NODE_EXISTS));
       if (epoch !== this.epoch) return;
+      if (this.opts.digest && !this.aclsChecked) {
+        // Upgrading from open ACLs: what an earlier control plane created gets this store's ACLs. Ephemeral nodes of
+        // other sessions are left alone: they end with those sessions, and nobody else can create new ones.
+        const revisions = await call<string[]>((cb) => client.getChildren(this.p('revisions'), cb)).catch(() => [] as string[]);
+        const nodes = [this.opts.root, ...['rollout', 'revisions', 'agents', 'leader'].map((d) => this.p(d)), ...revisions.map((r) => this.p('revisions', r))];
+        const fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
+        if (fixed > 0) this.log.warn({ fixed, zk_path: this.opts.root }, `set the ACL of ${fixed} ZooKeeper node(s) that were writable by anyone`);
+        this.aclsChecked = true;
+      }
       await this.watchDoc(client, epoch);
       this.watchAgents(client, epoch);
       for (const s of this.mine.values()) this.putAgent(s);
@@ -119,7 +151,7 @@ export class HaStore {
       // would sit behind it and nobody would lead); a new session's old node died with the old session.
       const kept = !newSession && this.leaderNode !== '' && (await call<Stat | null>((cb) => client.exists(this.p('leader', this.leaderNode), cb)));
       if (!kept) {
-        const created = await call<string>((cb) => client.create(this.p('leader', 'n_'), Buffer.from(this.opts.replicaId), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb));
+        const created = await call<string>((cb) => client.create(this.p('leader', 'n_'), Buffer.from(this.opts.replicaId), this.acls, zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb));
         this.leaderNode = created.slice(created.lastIndexOf('/') + 1);
       }
       this.watchLeader(client, epoch);
@@ -242,7 +274,7 @@ export class HaStore {
   async putRevision(rev: Revision): Promise<void> {
     if (this.revisionCache.has(rev.id)) return;
     const client = this.requireClient();
-    await call((cb) => client.create(this.p('revisions', rev.id), encodeNode(rev, `revision ${rev.id}`), cb)).catch(ignore(Exception.NODE_EXISTS));
+    await call((cb) => client.create(this.p('revisions', rev.id), encodeNode(rev, `revision ${rev.id}`), this.acls, cb)).catch(ignore(Exception.NODE_EXISTS));
     this.revisionCache.set(rev.id, rev);
   }
 
@@ -285,7 +317,7 @@ export class HaStore {
       } catch (err) {
         if (code(err) !== Exception.NO_NODE) throw err;
       }
-      await call((cb) => client.create(path, data, zookeeper.CreateMode.EPHEMERAL, cb));
+      await call((cb) => client.create(path, data, this.acls, zookeeper.CreateMode.EPHEMERAL, cb));
     });
   }
 

@@ -44,7 +44,15 @@ export class RolloutCoordinator implements DesiredStateSource {
     this.now = opts.now ?? Date.now;
     this.policy = policyDoc(opts.config);
     this.store = new HaStore(
-      { servers: opts.config.zookeeper, root: opts.config.zkPath, replicaId: opts.config.replicaId, sessionTimeoutMs: opts.zkSessionTimeoutMs, log: opts.log },
+      {
+        servers: opts.config.zookeeper,
+        root: opts.config.zkPath,
+        replicaId: opts.config.replicaId,
+        sessionTimeoutMs: opts.zkSessionTimeoutMs,
+        log: opts.log,
+        // The same credentials as discovery's sessions (controlplane.zk_digest_file, read once by Discovery).
+        ...(opts.discovery.zkDigest ? { digest: opts.discovery.zkDigest } : {}),
+      },
       {
         doc: () => {
           this.notify();

@@ -1,5 +1,5 @@
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { MAX_HOSTS_FILE_BYTES, readConfinedFile } from '../confined-file';
 import { followDir } from '../follow';
 import { parseHostPort } from '../host';
 import { Host, Watcher, WatcherListener } from '../types';
@@ -8,9 +8,16 @@ export interface FileWatcherOptions {
   /** One `host:port` (optionally `weight=N`) per line; `#` starts a comment. */
   readonly file: string;
   readonly pollMs: number;
+  /** `controlplane.file_watcher_dirs`: the file is read only while its real path lies under one of these. */
+  readonly allowedDirs: readonly string[];
+  readonly maxBytes?: number;
 }
 
-/** Hosts from a file, followed by fs events with a polling fallback; a missing file keeps the previous hosts. */
+/**
+ * Hosts from a file, followed by fs events with a polling fallback; a missing, refused or unreadable file keeps the
+ * previous hosts. Every read checks the file's real path against the allowed directories again (the file may be
+ * replaced by a symlink at any time) and its size and type (no device, no FIFO, nothing huge).
+ */
 export class FileWatcher implements Watcher {
   private stopFollow: (() => void) | undefined;
   private last: string | undefined;
@@ -48,12 +55,13 @@ export class FileWatcher implements Watcher {
   }
 
   private async read(listener: WatcherListener): Promise<void> {
-    const file = this.options.file;
+    const { file, allowedDirs } = this.options;
     let text: string;
     try {
-      text = await fsp.readFile(file, 'utf8');
+      text = await readConfinedFile(file, allowedDirs, this.options.maxBytes ?? MAX_HOSTS_FILE_BYTES, 'controlplane.file_watcher_dirs');
     } catch (err) {
-      const reason = `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+      const e = err as NodeJS.ErrnoException;
+      const reason = e.name === 'FileRefusedError' ? e.message : `cannot read ${file}: ${e.code ?? e.message}`;
       if (this.last !== reason && !this.stopped) listener.unavailable(reason);
       this.last = reason;
       return;
@@ -64,18 +72,39 @@ export class FileWatcher implements Watcher {
   }
 }
 
-/** Parses a hosts file; bad lines are skipped and named `file:line`. Pure. */
+/** A file that is not a hosts file (a key, a binary) would otherwise log one problem per line. */
+export const MAX_LINE_PROBLEMS = 20;
+
+/**
+ * Parses a hosts file; bad lines are skipped and named `file:line` with what was expected — never with the line's
+ * text, since the file may be something else entirely (a key) and problems go to logs and the admin API. After
+ * MAX_LINE_PROBLEMS bad lines, one more problem counts the rest. Pure.
+ */
 export function parseHostsFile(text: string, file: string): { hosts: Host[]; problems: { where: string; message: string }[] } {
   const hosts: Host[] = [];
   const problems: { where: string; message: string }[] = [];
+  let more = 0;
+  let firstMore = 0;
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/#.*/, '').trim();
     if (line === '') return;
     try {
       hosts.push(parseHostPort(line));
     } catch (err) {
-      problems.push({ where: `${file}:${i + 1}`, message: `line skipped: ${(err as Error).message}` });
+      if (problems.length >= MAX_LINE_PROBLEMS) {
+        if (more++ === 0) firstMore = i + 1;
+        return;
+      }
+      problems.push({ where: `${file}:${i + 1}`, message: `line skipped: ${contentFree((err as Error).message, line)}` });
     }
   });
+  if (more > 0) problems.push({ where: `${file}:${firstMore}`, message: `${more} more line(s) skipped from here on (not host:port)` });
   return { hosts, problems };
+}
+
+/** The parser's message, unless some piece of the line shows up in it (then a generic one): a second safety net. */
+function contentFree(message: string, line: string): string {
+  const pieces = line.split(/[\s:[\]=,"']+/).filter((p) => p.length >= 3);
+  if (pieces.some((p) => message.includes(p))) return 'expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N';
+  return message;
 }

@@ -1,5 +1,6 @@
 import { ControlPlaneConfig } from '../../common/config';
 import { Logger } from '../../common/log';
+import { lexicallyInside } from '../confined-file';
 import { ServiceConfigError } from '../service-config';
 import { ServiceConfig, Watcher } from '../types';
 import { ZkSessionManager } from '../zk/manager';
@@ -34,8 +35,16 @@ export function createWatcher(config: ServiceConfig, origin: string, ctx: Watche
         maxTtlMs: ctx.controlplane.dnsMaxTtlMs,
         log,
       });
-    case 'file':
-      return new FileWatcher({ file: spec.file, pollMs: ctx.controlplane.filePollMs });
+    case 'file': {
+      const dirs = ctx.controlplane.fileWatcherDirs;
+      if (dirs.length === 0) {
+        throw new ServiceConfigError(origin, `service ${config.name}: file watcher refused for ${spec.file}: file watchers may only read under controlplane.file_watcher_dirs (controlplane.file_watcher_dirs: none listed)`);
+      }
+      if (!lexicallyInside(spec.file, dirs)) {
+        throw new ServiceConfigError(origin, `service ${config.name}: file watcher refused for ${spec.file}: not under controlplane.file_watcher_dirs (${dirs.join(', ')})`);
+      }
+      return new FileWatcher({ file: spec.file, pollMs: ctx.controlplane.filePollMs, allowedDirs: dirs });
+    }
     case 'static':
       return new StaticWatcher(spec.hosts);
   }

@@ -1,6 +1,7 @@
 import zookeeper, { Client, State } from 'node-zookeeper-client';
 import { Logger } from '../../common/log';
 import { Clock, systemClock } from '../coalescer';
+import { ZkDigest } from './digest';
 
 /** The parts of node-zookeeper-client's (untyped) ConnectionManager that the code below touches. */
 interface ConnectionManager {
@@ -86,6 +87,11 @@ export interface ZkSessionOptions {
    */
   readonly giveUpSessionAfterMs?: number;
   readonly log: Logger;
+  /**
+   * `controlplane.zk_digest_file`: every client of the session authenticates with these credentials before its first
+   * request (the client library re-sends them on every reconnect; a new session gets a new client, added again).
+   */
+  readonly digest?: ZkDigest;
   readonly clock?: Clock;
   readonly random?: () => number;
   /** For tests: how a client is made. */
@@ -167,6 +173,7 @@ export class ZkSession {
       spinDelay: this.options.spinDelayMs ?? 1000,
       retries: 0,
     });
+    if (this.options.digest) client.addAuthInfo('digest', this.options.digest.authInfo());
     this.client = client;
     this.connectedOnce = false;
     this.stateValue = 'connecting';

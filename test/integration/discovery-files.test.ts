@@ -30,7 +30,7 @@ test('file source (a directory of JSON/YAML configs) with file and static watche
   await put(path.join(configs, 'web.json'), JSON.stringify({ type: 'file', file: hostsFile, port: 8080, listen_options: ['mode http'] }));
   await put(path.join(configs, 'cache.yml'), 'type: static\nport: 6379\nhosts:\n  - 10.1.0.1:6379\n  - {address: 10.1.0.2, port: 6379, name: replica, weight: 0}\n');
   await put(path.join(configs, 'README.txt'), 'not a service');
-  d = testDiscovery({ type: 'file', path: configs }, { filePollMs: 5000 }); // fs events must do it, well before a poll
+  d = testDiscovery({ type: 'file', path: configs }, { filePollMs: 5000, fileWatcherDirs: [tmp.dir] }); // fs events must do it, well before a poll
   d.start();
 
   const first = await d.waitFor((s) => s.services.length === 2);

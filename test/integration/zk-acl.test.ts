@@ -1,0 +1,242 @@
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import zookeeper, { ACL, Client } from 'node-zookeeper-client';
+import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
+import { Logger, silentLogger } from '../../common/log';
+import { Discovery } from '../../controlplane/discovery';
+import { HaStore } from '../../controlplane/ha/zk-store';
+import { Revision } from '../../controlplane/rollout/revision';
+import { loadZkDigest, permsOf, ZkDigest } from '../../controlplane/zk/digest';
+import { ZkSession } from '../../controlplane/zk/session';
+import { endpoints } from '../helpers/discovery';
+import { eventually, tempDir } from '../helpers/net';
+import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { connectZk, ZkTestClient } from '../helpers/zk-client';
+
+jest.setTimeout(90_000);
+
+/**
+ * controlplane.zk_digest_file against a real ZooKeeper: the control plane's own nodes (rollout document, revisions,
+ * agent status, leader election) are writable only with its credentials and readable by everyone; replicas sharing
+ * the credentials cooperate; nodes left open by an earlier version are fixed; discovery reads digest-protected
+ * service configs.
+ */
+describe('ZooKeeper digest authentication and ACLs', () => {
+  let zk: ZooKeeper;
+  let tmp: ReturnType<typeof tempDir>;
+  let digest: ZkDigest;
+  let intruder: ZkTestClient;
+  /** A client with the control plane's credentials: ZooKeeper shows digest ids in getACL only to clients with ADMIN. */
+  let admin: ZkTestClient;
+  const stores: HaStore[] = [];
+  let lines: string[] = [];
+
+  function capturingLogger(bound: object = {}): Logger {
+    const rec = (level: string) => (fields: object, msg: string) => void lines.push(JSON.stringify({ level, ...bound, ...fields, msg }));
+    return { debug: () => undefined, info: rec('info'), warn: rec('warn'), error: rec('error'), child: (f) => capturingLogger({ ...bound, ...f }) };
+  }
+
+  function store(replicaId: string, root: string, withDigest: ZkDigest | undefined, log: Logger = silentLogger): { s: HaStore; leading: () => boolean } {
+    let leader = false;
+    const s = new HaStore(
+      { servers: zk.connectString, root, replicaId, sessionTimeoutMs: 4000, log, ...(withDigest ? { digest: withDigest } : {}) },
+      { leadership: (l) => (leader = l) },
+    );
+    stores.push(s);
+    s.start();
+    return { s, leading: () => leader };
+  }
+
+  /** The outcome of one request: 'OK' or the error's name (NO_AUTH, NODE_EXISTS, …). */
+  const op = (fn: (cb: (err: unknown) => void) => void) => new Promise<string>((resolve) => fn((err) => resolve(err ? String((err as { name?: string }).name) : 'OK')));
+  const getACL = (c: Client, p: string) => new Promise<ACL[]>((resolve, reject) => c.getACL(p, (err, acls) => (err ? reject(err) : resolve(acls))));
+  const aclText = (acls: ACL[]) => acls.map((a) => `${a.id.scheme}:${a.id.id}:${permsOf(a)}`).sort();
+  const children = (c: Client, p: string) => new Promise<string[]>((resolve, reject) => c.getChildren(p, (err, ch) => (err ? reject(err) : resolve(ch))));
+  const rev = (id: string): Revision => ({ id, haproxy: { global: [], defaults: [] }, services: [] });
+
+  beforeAll(async () => {
+    zk = await startZooKeeper();
+    tmp = tempDir('proxymgr-zkacl-');
+    const file = path.join(tmp.dir, 'zk.digest');
+    writeFileSync(file, 'proxymgr:correct-horse-battery\n', { mode: 0o600 });
+    digest = loadZkDigest(file, silentLogger);
+    intruder = await connectZk(zk.connectString);
+    admin = await connectZk(zk.connectString);
+    admin.client.addAuthInfo('digest', digest.authInfo());
+  });
+  afterAll(async () => {
+    for (const s of stores) s.close();
+    intruder?.close();
+    admin?.close();
+    await zk?.stop();
+    tmp?.cleanup();
+  });
+
+  test('others can read but not change the rollout document, revisions, agent status or leader election; a second replica with the credentials takes over', async () => {
+    const root = '/acl/proxymgr';
+    const a = store('cp-a', root, digest);
+    expect(await eventually(a.leading, 10_000)).toBe(true);
+    await a.s.putRevision(rev('aaaaaaaaaaaa'));
+    a.s.putAgent({ nodeId: 'agent-1', labels: {}, replica: 'cp-a', runningVersion: 'v1', runningRevision: 'aaaaaaaaaaaa', connectedAt: 1 });
+    await a.s.update((d) => ({ ...d, stable: 'aaaaaaaaaaaa', seq: d.seq + 1 }));
+    const c = intruder.client;
+    expect(await eventually(async () => (await children(c, `${root}/agents`)).includes('agent-1'))).toBe(true);
+
+    // every node the control plane created: full rights for its digest, READ for the world
+    const want = aclText(digest.acls());
+    expect(want).toEqual([`digest:${digest.id}:31`, 'world:anyone:1']);
+    const leaderNodes = await children(c, `${root}/leader`);
+    for (const p of ['/acl', root, `${root}/rollout`, `${root}/revisions`, `${root}/revisions/aaaaaaaaaaaa`, `${root}/agents`, `${root}/agents/agent-1`, `${root}/leader`, `${root}/leader/${leaderNodes[0]}`]) {
+      expect({ p, acl: aclText(await getACL(admin.client, p)) }).toEqual({ p, acl: want });
+    }
+    // (to others ZooKeeper shows the digest id without its hash)
+    expect(aclText(await getACL(c, root))).toEqual(['digest:proxymgr:x:31', 'world:anyone:1']);
+
+    // an unauthenticated client reads everything …
+    const data = await new Promise<Buffer>((resolve, reject) => c.getData(`${root}/rollout`, (err, d) => (err ? reject(err) : resolve(d))));
+    expect(JSON.parse(data.toString()).stable).toBe('aaaaaaaaaaaa');
+    expect(await op((cb) => c.getData(`${root}/revisions/aaaaaaaaaaaa`, cb))).toBe('OK');
+    // … and changes nothing
+    expect(await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{"stable":"evil","history":[],"seq":99}'), -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.remove(`${root}/revisions/aaaaaaaaaaaa`, -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.create(`${root}/revisions/bbbbbbbbbbbb`, Buffer.from('{}'), cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.remove(`${root}/agents/agent-1`, -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.setData(`${root}/agents/agent-1`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.create(`${root}/leader/n_`, Buffer.from('intruder'), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.remove(`${root}/leader/${leaderNodes[0]}`, -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.setACL(`${root}/rollout`, [new zookeeper.ACL(31, new zookeeper.Id('world', 'anyone'))], -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.remove(`${root}/rollout`, -1, cb))).toBe('NO_AUTH');
+
+    // other credentials are no better
+    const other = await connectZk(zk.connectString);
+    try {
+      other.client.addAuthInfo('digest', Buffer.from('proxymgr:wrong-password'));
+      expect(await op((cb) => other.client.setData(`${root}/rollout`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
+    } finally {
+      other.close();
+    }
+
+    // a second replica with the same credentials joins the election, writes, and leads once the first one is gone
+    const b = store('cp-b', root, digest);
+    expect(await eventually(async () => (await children(c, `${root}/leader`)).length === 2, 10_000)).toBe(true);
+    expect(b.leading()).toBe(false);
+    expect(await eventually(() => b.s.doc?.stable === 'aaaaaaaaaaaa')).toBe(true);
+    b.s.putAgent({ nodeId: 'agent-2', labels: {}, replica: 'cp-b', runningVersion: 'v1', runningRevision: 'aaaaaaaaaaaa', connectedAt: 2 });
+    await b.s.putRevision(rev('cccccccccccc'));
+    expect(await eventually(async () => (await children(c, `${root}/agents`)).sort().join() === 'agent-1,agent-2')).toBe(true);
+    a.s.close();
+    expect(await eventually(b.leading, 15_000)).toBe(true);
+    await b.s.update((d) => ({ ...d, stable: 'cccccccccccc', seq: d.seq + 1 }));
+    expect(b.s.doc?.stable).toBe('cccccccccccc');
+
+    // after a ZooKeeper restart the client reconnects and re-authenticates by itself: writes still pass
+    await zk.kill();
+    await zk.restart();
+    expect(
+      await eventually(async () => {
+        try {
+          await b.s.update((d) => ({ ...d, seq: d.seq + 1 }));
+          return true;
+        } catch {
+          return false;
+        }
+      }, 20_000),
+    ).toBe(true);
+    b.s.close();
+  });
+
+  test('every new session authenticates before its first request: after an expiry too', async () => {
+    expect(await op((cb) => admin.client.create('/authcheck', Buffer.from('0'), digest.acls(), cb))).toBe('OK');
+    const session = new ZkSession(zk.connectString, { sessionTimeoutMs: 4000, backoffInitialMs: 50, log: silentLogger, digest });
+    const fresh: Client[] = [];
+    session.subscribe({ connected: (client, { newSession }) => void (newSession && fresh.push(client)), disconnected: () => undefined });
+    session.start();
+    try {
+      expect(await eventually(() => fresh.length === 1)).toBe(true);
+      expect(await op((cb) => fresh[0]!.setData('/authcheck', Buffer.from('1'), -1, cb))).toBe('OK');
+      await expireSession(fresh[0]!.getSessionId(), fresh[0]!.getSessionPassword());
+      expect(await eventually(() => fresh.length === 2, 20_000)).toBe(true);
+      expect(fresh[1]).not.toBe(fresh[0]);
+      expect(await op((cb) => fresh[1]!.setData('/authcheck', Buffer.from('2'), -1, cb))).toBe('OK');
+    } finally {
+      session.close();
+    }
+  });
+
+  /** The classic trick: a second client joins the session and closes it, so the server expires it. */
+  async function expireSession(id: Buffer, password: Buffer): Promise<void> {
+    const c = zookeeper.createClient(zk.connectString, { sessionTimeout: 4000, spinDelay: 100, retries: 0 });
+    const cm = (c as unknown as { connectionManager: { sessionId: Buffer; sessionPassword: Buffer } }).connectionManager;
+    cm.sessionId = id;
+    cm.sessionPassword = password;
+    await new Promise<void>((resolve) => {
+      c.once('connected', () => resolve());
+      c.connect();
+    });
+    c.close();
+  }
+
+  test('upgrading from open ACLs: the nodes an earlier control plane left open get the digest ACLs, and it is logged', async () => {
+    const root = '/upgrade';
+    const old = store('cp-old', root, undefined, capturingLogger());
+    expect(await eventually(old.leading, 10_000)).toBe(true);
+    await old.s.putRevision(rev('dddddddddddd'));
+    expect(lines.some((l) => l.includes('controlplane.zk_digest_file is not set') && l.includes('writable by anyone'))).toBe(true);
+    old.s.close();
+    const c = intruder.client;
+    expect(aclText(await getACL(c, `${root}/revisions/dddddddddddd`))).toEqual(['world:anyone:31']);
+
+    lines = [];
+    const next = store('cp-new', root, digest, capturingLogger());
+    expect(await eventually(next.leading, 10_000)).toBe(true);
+    const want = aclText(digest.acls());
+    for (const p of [root, `${root}/rollout`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/agents`, `${root}/leader`]) {
+      expect({ p, acl: aclText(await getACL(admin.client, p)) }).toEqual({ p, acl: want });
+    }
+    const fixedLogs = lines.filter((l) => l.includes('had an ACL that let others change it'));
+    expect(fixedLogs.map((l) => JSON.parse(l).path).sort()).toEqual([root, `${root}/agents`, `${root}/leader`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/rollout`].sort());
+    expect(lines.some((l) => l.includes('set the ACL of 6 ZooKeeper node(s)'))).toBe(true);
+    expect(lines.join('\n')).not.toContain('correct-horse-battery');
+    expect(await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
+    next.s.close();
+  });
+
+  test('discovery authenticates too: service configs and hosts readable only with the digest are served', async () => {
+    // The operator's layout: writers have their own digest, the control plane's digest may only read.
+    const writer = await connectZk(zk.connectString);
+    writer.client.addAuthInfo('digest', Buffer.from('deployer:deployer-pw'));
+    const deployerId = `deployer:${require('node:crypto').createHash('sha1').update('deployer:deployer-pw').digest('base64')}`;
+    const acl = [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', deployerId)), new zookeeper.ACL(zookeeper.Permission.READ, new zookeeper.Id('digest', digest.id))];
+    const create = (p: string, data?: string) => op((cb) => writer.client.create(p, Buffer.from(data ?? ''), acl, cb));
+    try {
+      for (const p of ['/secured', '/secured/service_config', '/secured/services', '/secured/services/web']) expect(await create(p)).toBe('OK');
+      expect(await create('/secured/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/secured/services/web', port: 8080 }))).toBe('OK');
+      expect(await create('/secured/services/web/h1', JSON.stringify({ address: '10.0.0.1', port: 80 }))).toBe('OK');
+      // nobody else can read them
+      expect(await op((cb) => intruder.client.getData('/secured/service_config/web', cb))).toBe('NO_AUTH');
+
+      const config = (withDigest: boolean) => ({
+        haproxy: { configPath: '/dev/null', socketPath: '/dev/null', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
+        serviceConfig: { type: 'zookeeper' as const, servers: zk.connectString, path: '/secured/service_config' },
+        controlplane: { ...DEFAULT_CONTROLPLANE_CONFIG, zkSessionTimeoutMs: 4000, initialSyncTimeoutMs: 2000, ...(withDigest ? { zkDigestFile: digest.file } : {}) },
+      });
+      const d = new Discovery({ config: config(true) });
+      lines = [];
+      const without = new Discovery({ config: config(false), log: capturingLogger() });
+      d.start();
+      without.start();
+      try {
+        const s = await d.waitFor((x) => endpoints(x).web?.length === 1, 15_000);
+        expect(endpoints(s)).toEqual({ web: ['10.0.0.1:80'] });
+        // without the digest: nothing is read (ZooKeeper says NO_AUTH, logged), nothing is served
+        expect(await eventually(() => lines.some((l) => l.includes('NO_AUTH') && l.includes('/secured/service_config')), 15_000)).toBe(true);
+        expect(without.current()).toBeUndefined();
+      } finally {
+        await d.stop();
+        await without.stop();
+      }
+    } finally {
+      writer.close();
+    }
+  });
+});
