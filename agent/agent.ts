@@ -8,6 +8,7 @@ import { DesiredState } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
 import { checkConfig } from './haproxy/check';
 import { stopOrphan } from './haproxy/orphan';
+import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
@@ -56,6 +57,7 @@ export class Agent {
   private readonly log: Logger;
   private readonly serverStateFile: string;
   private readonly pidFile: string;
+  private readonly identity: HaproxyIdentity;
   private orphanChecked = false;
   private running: Running | undefined;
   private lastGood: DesiredState | undefined;
@@ -73,6 +75,7 @@ export class Agent {
     this.sockets = new SocketPool(agent.backlog);
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
     this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
+    this.identity = resolveHaproxyIdentity(opts.config, this.log);
     this.supervisor = new HaproxySupervisor({
       binary: haproxy.binary,
       configPath: haproxy.configPath,
@@ -141,7 +144,9 @@ export class Agent {
 
     let sanitized;
     try {
-      sanitized = sanitizeState(desired, this.lastGood);
+      // The agent applies its own proxymgr.yml's service_options: a control plane of another version (or a
+      // compromised one) cannot get past them.
+      sanitized = sanitizeState(desired, this.lastGood, this.opts.config.serviceOptions);
     } catch (err) {
       if (!(err instanceof StateError)) throw err;
       this.counters.rejected++;
@@ -236,7 +241,7 @@ export class Agent {
 
   private render(state: DesiredState): string {
     const { haproxy, agent } = this.opts.config;
-    return renderHaproxyConfig(state, { socketPath: haproxy.socketPath, serverStateFile: this.serverStateFile, hardStopAfterMs: agent.hardStopAfterMs });
+    return renderHaproxyConfig(state, { socketPath: haproxy.socketPath, serverStateFile: this.serverStateFile, hardStopAfterMs: agent.hardStopAfterMs, ...this.identity });
   }
 
   private async writeConfig(state: DesiredState): Promise<void> {
@@ -250,7 +255,7 @@ export class Agent {
     const fds = this.fdsFor(state);
     const candidate = `${haproxy.configPath}.candidate`;
     await fsp.mkdir(path.dirname(candidate), { recursive: true });
-    await fsp.writeFile(candidate, text);
+    await fsp.writeFile(candidate, text, { mode: 0o600 });
     try {
       await checkConfig(haproxy.binary, candidate, text, fds);
     } finally {

@@ -4,6 +4,8 @@ import { hostname } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
 import { ConfigError } from './errors';
+import { zkPathProblem } from './zk-path';
+import { deniedExtraKeyword, sectionLineProblem } from './option-policy';
 import type { TlsConfig } from './grpc';
 
 /**
@@ -208,8 +210,8 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     configPath: resolvePath(base, optionalString(haproxyRaw.config_path, file, 'haproxy.config_path') ?? path.join(stateDir, 'haproxy.cfg')),
     socketPath: resolvePath(base, optionalString(haproxyRaw.socket_path, file, 'haproxy.socket_path') ?? path.join(stateDir, 'haproxy.sock')),
     binary: optionalString(haproxyRaw.path, file, 'haproxy.path') ?? 'haproxy',
-    global: optionalLines(haproxyRaw.global, file, 'haproxy.global'),
-    defaults: optionalLines(haproxyRaw.defaults, file, 'haproxy.defaults'),
+    global: sectionFreeLines(haproxyRaw.global, file, 'haproxy.global'),
+    defaults: sectionFreeLines(haproxyRaw.defaults, file, 'haproxy.defaults'),
     user: optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
     group: optionalName(haproxyRaw.group, file, 'haproxy.group') ?? optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
     userConfigured: haproxyRaw.user != null || haproxyRaw.group != null,
@@ -242,16 +244,32 @@ export const DEFAULT_SERVICE_OPTIONS: ServiceOptionsPolicy = { extraListenKeywor
 
 function parseServiceOptions(value: unknown, file: string, base: string): ServiceOptionsPolicy {
   const raw = optionalObject(value, file, 'service_options');
-  const keywords = (key: string) =>
+  // Listen keywords may have several words ("option foo"); server keywords are one word each.
+  const keywords = (key: string, kind: 'listen' | 'server') =>
     optionalLines(raw[key], file, `service_options.${key}`).map((k, i) => {
-      if (!/^[a-z0-9][a-z0-9._-]*$/.test(k)) throw new ConfigError(`${file}: service_options.${key}[${i}]: "${k}" is not a HAProxy keyword (lower case letters, digits, . _ -)`);
+      const re = kind === 'listen' ? /^[a-z0-9][a-z0-9._-]*( [a-z0-9][a-z0-9._-]*)*$/ : /^[a-z0-9][a-z0-9._-]*$/;
+      if (!re.test(k)) {
+        throw new ConfigError(`${file}: service_options.${key}[${i}]: "${k}" is not a HAProxy keyword (lower case letters, digits, . _ -${kind === 'listen' ? ', words separated by one space' : ''})`);
+      }
+      const denied = deniedExtraKeyword(kind, k);
+      if (denied) throw new ConfigError(`${file}: service_options.${key}[${i}]: "${k}" is on the deny list (${denied}) and cannot be allowed; see docs/service-options.md`);
       return k;
     });
   return {
-    extraListenKeywords: keywords('extra_listen_keywords'),
-    extraServerKeywords: keywords('extra_server_keywords'),
+    extraListenKeywords: keywords('extra_listen_keywords', 'listen'),
+    extraServerKeywords: keywords('extra_server_keywords', 'server'),
     fileDirs: absoluteDirs(raw.file_dirs, file, 'service_options.file_dirs', base),
   };
+}
+
+/** Free-form lines of the operator's global/defaults section, except one that would open another section. */
+function sectionFreeLines(value: unknown, file: string, key: string): string[] {
+  const lines = optionalLines(value, file, key);
+  lines.forEach((line, i) => {
+    const problem = sectionLineProblem(line);
+    if (problem) throw new ConfigError(`${file}: ${key}[${i}]: ${problem}; these lines belong to the ${key.slice('haproxy.'.length)} section and HAProxy ignores indentation`);
+  });
+  return lines;
 }
 
 function parseAuth(value: unknown, file: string, base: string): AuthConfig {
@@ -372,7 +390,8 @@ function parseServiceConfigSource(value: unknown, file: string, base: string): S
       }
     }
     const zkPath = requiredString(raw.path, file, 'service_config.path', 'a ZooKeeper path such as /service_config');
-    if (!zkPath.startsWith('/')) throw new ConfigError(`${file}: service_config.path: "${zkPath}" must start with "/"`);
+    const bad = zkPathProblem(zkPath);
+    if (bad) throw new ConfigError(`${file}: service_config.path: "${zkPath.slice(0, 80)}" ${bad}`);
     return { type, servers, path: zkPath };
   }
   if (type === 'file') {

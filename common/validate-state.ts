@@ -1,5 +1,7 @@
 import { isIP } from 'node:net';
+import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from './config';
 import { StateError, StateProblem } from './errors';
+import { listenOptionProblem, OptionProblem, sectionLineProblem, serverOptionsProblems } from './option-policy';
 import { DesiredState, Server, Service } from './types';
 
 /** HAProxy section and server names: what HAProxy accepts and nothing that could break out of a config line. */
@@ -18,12 +20,13 @@ export interface SanitizedState {
 /**
  * Rejects hostile or impossible input before anything is rendered. A bad service is left out (or kept at its
  * version in `previous`), the rest is still served. Bad global/defaults lines reject the whole state: there is
- * nothing sensible to serve instead, so the caller keeps what runs.
+ * nothing sensible to serve instead, so the caller keeps what runs. Listen and server options are held to `policy`
+ * (common/option-policy.ts); the control plane and every agent pass their own proxymgr.yml's `service_options`.
  */
-export function sanitizeState(state: DesiredState, previous?: DesiredState): SanitizedState {
+export function sanitizeState(state: DesiredState, previous?: DesiredState, policy: ServiceOptionsPolicy = DEFAULT_SERVICE_OPTIONS): SanitizedState {
   const globalProblems = [
-    ...lineProblems(state.haproxy.global, 'haproxy.global'),
-    ...lineProblems(state.haproxy.defaults, 'haproxy.defaults'),
+    ...lineProblems(state.haproxy.global, 'haproxy.global', sectionLineProblem),
+    ...lineProblems(state.haproxy.defaults, 'haproxy.defaults', sectionLineProblem),
   ];
   if (globalProblems.length > 0) throw new StateError(globalProblems);
 
@@ -33,7 +36,7 @@ export function sanitizeState(state: DesiredState, previous?: DesiredState): San
   const rejected: Service[] = [];
   const seenNames = new Set<string>();
   for (const service of state.services) {
-    const own = serviceProblems(service);
+    const own = serviceProblems(service, policy);
     if (seenNames.has(service.name)) own.push({ service: service.name, where: `service ${service.name}`, message: 'duplicate service name' });
     seenNames.add(service.name);
     if (own.length > 0) {
@@ -80,16 +83,41 @@ function listenKey(s: Service): string {
   return `${isIP(s.bindAddress) === 6 ? '6' : '4'}:${s.port}`;
 }
 
-/** Per (immutable) service object: discovery rebuilds a snapshot per host event but reuses unchanged services. */
-const problemCache = new WeakMap<Service, readonly StateProblem[]>();
+/**
+ * Per policy and (immutable) service object: discovery rebuilds a snapshot per host event but reuses unchanged
+ * services. Option lists are cached on their own (a service's arrays outlive a change of its hosts).
+ */
+const problemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Service, readonly StateProblem[]>>();
+const optionCache = { listen: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>(), server: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>() };
 
-function serviceProblems(service: Service): StateProblem[] {
-  let cached = problemCache.get(service);
-  if (!cached) problemCache.set(service, (cached = computeServiceProblems(service)));
+function serviceProblems(service: Service, policy: ServiceOptionsPolicy): StateProblem[] {
+  let byService = problemCache.get(policy);
+  if (!byService) problemCache.set(policy, (byService = new WeakMap()));
+  let cached = byService.get(service);
+  if (!cached) byService.set(service, (cached = computeServiceProblems(service, policy)));
   return [...cached];
 }
 
-function computeServiceProblems(service: Service): StateProblem[] {
+/** Policy problems of one option list (listen options line by line, server options as one sequence). */
+function optionProblems(lines: readonly string[], kind: 'listen' | 'server', policy: ServiceOptionsPolicy): readonly OptionProblem[] {
+  if (lines.length === 0) return [];
+  let byList = optionCache[kind].get(policy);
+  if (!byList) optionCache[kind].set(policy, (byList = new WeakMap()));
+  let cached = byList.get(lines);
+  if (!cached) {
+    cached =
+      kind === 'server'
+        ? serverOptionsProblems(lines, policy)
+        : lines.flatMap((line, index) => {
+            const message = CONTROL_RE.test(line) ? undefined : listenOptionProblem(line, policy);
+            return message === undefined ? [] : [{ index, message }];
+          });
+    byList.set(lines, cached);
+  }
+  return cached;
+}
+
+function computeServiceProblems(service: Service, policy: ServiceOptionsPolicy): StateProblem[] {
   const where = `service ${JSON.stringify(service.name)}`;
   const problems: StateProblem[] = [];
   const add = (message: string, at = where) => problems.push({ service: service.name, where: at, message });
@@ -97,18 +125,20 @@ function computeServiceProblems(service: Service): StateProblem[] {
   if (!validPort(service.port)) add(`port ${service.port} is outside 1-65535`);
   if (isIP(service.bindAddress) === 0) add(`bind address ${JSON.stringify(service.bindAddress)} is not an IP literal`);
   for (const p of lineProblems(service.listenOptions, `${where} listen_options`)) add(p.message, p.where);
+  for (const p of optionProblems(service.listenOptions, 'listen', policy)) add(p.message, `${where} listen_options[${p.index}]`);
   for (const p of lineProblems(service.serverOptions, `${where} server_options`)) add(p.message, p.where);
+  for (const p of optionProblems(service.serverOptions, 'server', policy)) add(p.message, `${where} server_options[${p.index}]`);
   const serverNames = new Set<string>();
   for (const server of service.servers) {
     const at = `${where} server ${JSON.stringify(server.name)}`;
-    for (const message of serverProblems(server)) add(message, at);
+    for (const message of serverProblems(server, policy)) add(message, at);
     if (serverNames.has(server.name)) add('duplicate server name', at);
     serverNames.add(server.name);
   }
   return problems;
 }
 
-function serverProblems(server: Server): string[] {
+function serverProblems(server: Server, policy: ServiceOptionsPolicy): string[] {
   const problems: string[] = [];
   if (!NAME_RE.test(server.name)) problems.push('name must match [A-Za-z0-9_.:-]+');
   if (isIP(server.address) === 0 && !HOSTNAME_RE.test(server.address)) {
@@ -117,13 +147,16 @@ function serverProblems(server: Server): string[] {
   if (!validPort(server.port)) problems.push(`port ${server.port} is outside 1-65535`);
   if (!Number.isInteger(server.weight) || server.weight < 0 || server.weight > 256) problems.push(`weight ${server.weight} is outside 0-256`);
   for (const p of lineProblems(server.options, 'options')) problems.push(`${p.where}: ${p.message}`);
+  for (const p of optionProblems(server.options, 'server', policy)) problems.push(`options[${p.index}]: ${p.message}`);
   return problems;
 }
 
-function lineProblems(lines: readonly string[], where: string): StateProblem[] {
+/** Control characters (a newline would start a new config line), and whatever `extra` finds in a clean line. */
+function lineProblems(lines: readonly string[], where: string, extra?: (line: string) => string | undefined): StateProblem[] {
   const problems: StateProblem[] = [];
   lines.forEach((line, i) => {
-    if (CONTROL_RE.test(line)) problems.push({ where: `${where}[${i}]`, message: 'contains a newline or control character' });
+    const message = CONTROL_RE.test(line) ? 'contains a newline or control character' : extra?.(line);
+    if (message !== undefined) problems.push({ where: `${where}[${i}]`, message });
   });
   return problems;
 }

@@ -1,3 +1,4 @@
+import { ServiceOptionsPolicy } from '../common/config';
 import { StateProblem } from '../common/errors';
 import { DesiredState, HaproxyGlobals, Server, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
@@ -17,6 +18,8 @@ export interface DiscoveryView {
   readonly haproxy: HaproxyGlobals;
   readonly services: readonly ServiceView[];
   readonly previous?: DesiredState;
+  /** proxymgr.yml's `service_options`: what listen/server options may contain (default: HAProxy's keywords only). */
+  readonly policy?: ServiceOptionsPolicy;
 }
 
 export interface BuildResult {
@@ -34,7 +37,7 @@ export interface BuildResult {
 export function buildDesiredStateChecked(view: DiscoveryView): BuildResult {
   const services = view.services.map((s) => buildService(s.config, s.hosts));
   const draft: DesiredState = { version: '', haproxy: view.haproxy, services };
-  const { state, problems } = sanitizeState(draft, view.previous);
+  const { state, problems } = sanitizeState(draft, view.previous, view.policy);
   return { state: { ...state, version: stateVersion(state.haproxy, state.services) }, problems };
 }
 

@@ -1,4 +1,4 @@
-import { ControlPlaneConfig, DEFAULT_CONTROLPLANE_CONFIG, ProxyMgrConfig } from '../common/config';
+import { ControlPlaneConfig, DEFAULT_CONTROLPLANE_CONFIG, DEFAULT_SERVICE_OPTIONS, ProxyMgrConfig, ServiceOptionsPolicy } from '../common/config';
 import { ErrorCode, errorMessage } from '../common/errors';
 import { Logger, silentLogger } from '../common/log';
 import { DesiredState, HaproxyGlobals } from '../common/types';
@@ -10,16 +10,19 @@ import { FileSource } from './sources/file';
 import { ZookeeperSource } from './sources/zookeeper';
 import { Host, HostReport, Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher } from './types';
 import { createWatcher, watcherIdentity, WatcherContext } from './watchers';
+import { loadZkDigest, ZkDigest } from './zk/digest';
 import { ZkSessionManager } from './zk/manager';
 
 export interface DiscoveryOptions {
   /** proxymgr.yml: `haproxy.global/defaults` go into every snapshot, `service_config` picks the source. */
-  readonly config: Pick<ProxyMgrConfig, 'haproxy' | 'serviceConfig'> & { readonly controlplane?: ControlPlaneConfig };
+  readonly config: Pick<ProxyMgrConfig, 'haproxy' | 'serviceConfig'> & { readonly controlplane?: ControlPlaneConfig; readonly serviceOptions?: ServiceOptionsPolicy };
   readonly log?: Logger;
   /** Replaces the source named by `config.serviceConfig` (tests, embedding). */
   readonly source?: ServiceConfigSource;
   /** A shared session manager; by default Discovery makes (and closes) its own. */
   readonly zk?: ZkSessionManager;
+  /** ZooKeeper credentials; by default read from `controlplane.zk_digest_file` when that is set. */
+  readonly zkDigest?: ZkDigest;
   readonly clock?: Clock;
 }
 
@@ -71,10 +74,14 @@ export class Discovery {
   private readonly clock: Clock;
   private readonly zk: ZkSessionManager;
   private readonly ownsZk: boolean;
+  /** The control plane's ZooKeeper credentials (read once here; the rollout store uses the same). */
+  readonly zkDigest: ZkDigest | undefined;
   private readonly source: ServiceConfigSource;
   private readonly coalescer: Coalescer;
   private readonly watcherCtx: WatcherContext;
   private readonly haproxy: HaproxyGlobals;
+  /** `service_options`: what service configs may put into HAProxy (checked at parse time and by the builder). */
+  private readonly policy: ServiceOptionsPolicy;
   private sourceSynced = false;
   private sourceProblem: Problem | undefined;
   private state: DesiredState | undefined;
@@ -86,8 +93,10 @@ export class Discovery {
     this.log = (options.log ?? silentLogger).child({ component: 'discovery' });
     this.clock = options.clock ?? systemClock;
     this.ownsZk = options.zk === undefined;
-    this.zk = options.zk ?? new ZkSessionManager({ sessionTimeoutMs: this.cp.zkSessionTimeoutMs, log: this.log });
+    this.zkDigest = options.zkDigest ?? (this.cp.zkDigestFile ? loadZkDigest(this.cp.zkDigestFile, this.log) : undefined);
+    this.zk = options.zk ?? new ZkSessionManager({ sessionTimeoutMs: this.cp.zkSessionTimeoutMs, log: this.log, ...(this.zkDigest ? { digest: this.zkDigest } : {}) });
     this.haproxy = { global: options.config.haproxy.global, defaults: options.config.haproxy.defaults };
+    this.policy = options.config.serviceOptions ?? DEFAULT_SERVICE_OPTIONS;
     const sc = options.config.serviceConfig;
     this.watcherCtx = {
       zk: this.zk,
@@ -219,7 +228,7 @@ export class Discovery {
     let watcher: Watcher | undefined;
     let id: string;
     try {
-      config = parseServiceConfig(raw);
+      config = parseServiceConfig(raw, this.policy);
       id = watcherIdentity(config, this.watcherCtx);
       if (id !== e.watcherId) watcher = createWatcher(config, raw.origin, this.watcherCtx);
     } catch (err) {
@@ -339,7 +348,7 @@ export class Discovery {
       views.push({ config: e.config, hosts: e.hosts });
     }
     const started = Date.now();
-    const { state, problems } = buildDesiredStateChecked({ haproxy: this.haproxy, services: views, previous: this.state });
+    const { state, problems } = buildDesiredStateChecked({ haproxy: this.haproxy, services: views, previous: this.state, policy: this.policy });
     for (const e of this.entries.values()) e.buildProblems = [];
     for (const p of problems) {
       const e = p.service ? this.entries.get(p.service) : undefined;

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { DEFAULT_WEIGHT } from '../common/types';
 import { NAME_RE } from '../common/validate-state';
+import { syntaxErrorMessage } from './syntax-error';
 import { Host } from './types';
 
 const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
@@ -32,7 +33,7 @@ export function parseHostNode(childName: string, data: Buffer | undefined): Host
   try {
     doc = JSON.parse(data.toString('utf8'));
   } catch (err) {
-    throw new Error(`not valid JSON: ${(err as Error).message}`);
+    throw new Error(syntaxErrorMessage(err, data.toString('utf8'), 'json'));
   }
   return hostFromObject(doc, childName);
 }
@@ -43,20 +44,23 @@ export function parseHostEntry(value: unknown): Host {
   return hostFromObject(value, undefined);
 }
 
-/** `host:port`, `[v6]:port`, optionally followed by a weight: `10.0.0.1:80 weight=5`. */
+/**
+ * `host:port`, `[v6]:port`, optionally followed by a weight: `10.0.0.1:80 weight=5`. Messages say what is wrong
+ * without quoting the text: hosts files are read from disk, and a wrong file must not end up in logs line by line.
+ */
 export function parseHostPort(text: string): Host {
   const [hp, ...rest] = text.trim().split(/\s+/);
   const m = /^(\[([0-9A-Fa-f:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(hp ?? '');
-  if (!m) throw new Error(`${JSON.stringify(text)} is not host:port (e.g. "10.0.0.1:8080" or "[::1]:8080")`);
+  if (!m) throw new Error('expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N');
   const address = (m[2] ?? m[3])!;
   const port = Number(m[4]);
   let weight = DEFAULT_WEIGHT;
   for (const opt of rest) {
     const w = /^weight=(\d+)$/.exec(opt);
-    if (!w) throw new Error(`unknown option ${JSON.stringify(opt)} (only weight=N is allowed after host:port)`);
+    if (!w) throw new Error('unknown option after host:port (only weight=N is allowed)');
     weight = Number(w[1]);
   }
-  return checked({ name: addressPortName(address, port), address, port, weight, options: [] });
+  return checked({ name: addressPortName(address, port), address, port, weight, options: [] }, false);
 }
 
 function hostFromObject(doc: unknown, childName: string | undefined): Host {
@@ -95,11 +99,13 @@ function hostFromObject(doc: unknown, childName: string | undefined): Host {
   return checked(host);
 }
 
-function checked(h: Host): Host {
-  if (isIP(h.address) === 0 && !HOSTNAME_RE.test(h.address)) throw new Error(`address ${JSON.stringify(h.address)} is neither an IP literal nor a hostname`);
-  if (!Number.isInteger(h.port) || h.port < 1 || h.port > 65535) throw new Error(`port ${JSON.stringify(h.port)} is outside 1-65535`);
-  if (!Number.isInteger(h.weight) || h.weight < 0 || h.weight > 256) throw new Error(`weight ${JSON.stringify(h.weight)} is outside 0-256`);
-  if (!NAME_RE.test(h.name)) throw new Error(`server name ${JSON.stringify(h.name)} is invalid`);
+/** `quote`: name the offending value in the message (not for text read from files). */
+function checked(h: Host, quote = true): Host {
+  const q = (v: unknown) => (quote ? ` ${JSON.stringify(v)}` : '');
+  if (isIP(h.address) === 0 && !HOSTNAME_RE.test(h.address)) throw new Error(`address${q(h.address)} is neither an IP literal nor a hostname`);
+  if (!Number.isInteger(h.port) || h.port < 1 || h.port > 65535) throw new Error(`port${q(h.port)} is outside 1-65535`);
+  if (!Number.isInteger(h.weight) || h.weight < 0 || h.weight > 256) throw new Error(`weight${q(h.weight)} is outside 0-256`);
+  if (!NAME_RE.test(h.name)) throw new Error(`server name${q(h.name)} is invalid`);
   for (const opt of h.options) if (CONTROL_RE.test(opt)) throw new Error('haproxy_server_options contains a newline or control character');
   return h;
 }

@@ -1,9 +1,13 @@
 import { isIP } from 'node:net';
 import yaml from 'js-yaml';
+import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
+import { listenOptionProblem, serverOptionsProblems } from '../common/option-policy';
 import { NAME_RE } from '../common/validate-state';
+import { zkPathProblem } from '../common/zk-path';
 import { DEFAULT_BIND_ADDRESS } from '../common/types';
 import { parseHostEntry } from './host';
+import { syntaxErrorMessage } from './syntax-error';
 import { DnsBackend, Host, RawServiceConfig, ServiceConfig, WatcherSpec } from './types';
 
 /** Service configs larger than this are refused before parsing (a runaway writer must not stall discovery). */
@@ -24,9 +28,11 @@ const CONTROL_RE = /[\x00-\x1f\x7f]/;
 
 /**
  * Parses and validates one service config (the original ProxyMgr's JSON, or the same document as YAML).
- * Throws ServiceConfigError naming the origin, the key and what is expected.
+ * Throws ServiceConfigError naming the origin, the key and what is expected. Listen and server options are held to
+ * `policy` here already, for an early and precise error; the builder's and the agents' sanitizeState stay the
+ * authoritative check.
  */
-export function parseServiceConfig(raw: RawServiceConfig): ServiceConfig {
+export function parseServiceConfig(raw: RawServiceConfig, policy: ServiceOptionsPolicy = DEFAULT_SERVICE_OPTIONS): ServiceConfig {
   const at = raw.origin;
   const fail = (message: string): never => {
     throw new ServiceConfigError(at, message);
@@ -38,9 +44,9 @@ export function parseServiceConfig(raw: RawServiceConfig): ServiceConfig {
   try {
     doc = raw.format === 'json' ? JSON.parse(raw.text) : yaml.load(raw.text, { filename: at });
   } catch (err) {
-    fail(`not valid ${raw.format === 'json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`);
+    fail(syntaxErrorMessage(err, raw.text, raw.format)); // position only: parser messages quote the text
   }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) fail(`expected a ${raw.format === 'json' ? 'JSON object' : 'mapping'}, got ${describe(doc)}`);
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) fail(`expected a ${raw.format === 'json' ? 'JSON object' : 'mapping'}, got ${typeof doc === 'string' ? 'text' : describe(doc)}`);
   const o = doc as Record<string, unknown>;
   const type = o.type;
   if (typeof type !== 'string' || !(WATCHER_TYPES as readonly string[]).includes(type)) {
@@ -53,13 +59,26 @@ export function parseServiceConfig(raw: RawServiceConfig): ServiceConfig {
     if (typeof o.bind_address !== 'string' || isIP(o.bind_address) === 0) fail(`bind_address: expected an IPv4 or IPv6 literal, got ${describe(o.bind_address)}`);
     bindAddress = o.bind_address as string;
   }
+  const listenOptions = lines(o.listen_options, 'listen_options', fail);
+  const serverOptions = lines(o.server_options, 'server_options', fail);
+  listenOptions.forEach((line, i) => {
+    const problem = listenOptionProblem(line, policy);
+    if (problem) fail(`listen_options[${i}]: ${problem}`);
+  });
+  for (const p of serverOptionsProblems(serverOptions, policy)) fail(`server_options[${p.index}]: ${p.message}`);
+  const watcher = watcherSpec(type as WatcherSpec['type'], o, fail);
+  if (watcher.type === 'static') {
+    watcher.hosts.forEach((h, i) => {
+      for (const p of serverOptionsProblems(h.options, policy)) fail(`hosts[${i}] options[${p.index}]: ${p.message}`);
+    });
+  }
   return {
     name: raw.name,
     port: port as number,
     bindAddress,
-    listenOptions: lines(o.listen_options, 'listen_options', fail),
-    serverOptions: lines(o.server_options, 'server_options', fail),
-    watcher: watcherSpec(type as WatcherSpec['type'], o, fail),
+    listenOptions,
+    serverOptions,
+    watcher,
     ...(o.agents !== undefined && o.agents !== null ? { agents: labelSelector(o.agents, fail) } : {}),
   };
 }
@@ -80,9 +99,8 @@ function watcherSpec(type: WatcherSpec['type'], o: Record<string, unknown>, fail
   switch (type) {
     case 'zookeeper': {
       const p = o.path;
-      if (typeof p !== 'string' || !p.startsWith('/') || p.length < 2 || p.endsWith('/') || p.includes('//')) {
-        fail(`path: expected a ZooKeeper path such as "/services/web", got ${describe(p)}`);
-      }
+      const bad = zkPathProblem(p);
+      if (bad) fail(`path: ${bad}; got ${describe(p)}`);
       if (o.server === undefined) return { type, path: p as string };
       const server = o.server;
       if (typeof server !== 'string' || !server.split(',').every((hp) => /^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/.test(hp.trim()))) {

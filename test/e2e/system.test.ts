@@ -189,12 +189,12 @@ agent:
   test('4. a service config HAProxy rejects → agents NACK with its message and keep serving; the admin API shows it', async () => {
     await zkc.put(
       '/service_config/api',
-      json({ type: 'zookeeper', server: zk.connectString, path: '/services/api', port: apiPort, listen_options: ['mode http', 'option no-such-option'] }),
+      json({ type: 'zookeeper', server: zk.connectString, path: '/services/api', port: apiPort, listen_options: ['mode http', 'timeout server soon'] }),
     );
     expect(
       await eventually(async () => {
         const list = await listAgents();
-        return list.agents.every((a) => /unknown option 'no-such-option'/.test(a.lastError) && a.lastNackedVersion === list.desiredVersion);
+        return list.agents.every((a) => /unexpected character 's' in 'timeout server'/.test(a.lastError) && a.lastNackedVersion === list.desiredVersion);
       }, 15_000),
     ).toBe(true);
     const list = await listAgents();

@@ -27,9 +27,11 @@ describe('service config', () => {
     ['{"type":"zookeeper","path":"/s","port":70000}', /port: expected an integer 1-65535, got number 70000/],
     ['{"type":"zookeeper","path":"/s","port":80,"listen_options":"mode http"}', /listen_options: expected a list of strings/],
     ['{"type":"zookeeper","path":"/s","port":80,"listen_options":["a\\nb"]}', /listen_options\[0\]: contains a newline/],
-    ['{"type":"zookeeper","path":"s","port":80}', /path: expected a ZooKeeper path/],
+    ['{"type":"zookeeper","path":"s","port":80}', /path: must start with "\/"/],
+    ['{"type":"zookeeper","path":"/services/../x","port":80}', /path: has a "." or ".." segment/], // threw inside node-zookeeper-client
+    ['{"type":"zookeeper","path":"/services/web/","port":80}', /path: has an empty segment/],
     ['{"type":"dns","port":80,"backends":[{"name":"db","port":0}]}', /backends\[0\]\.port/],
-    ['{"type":"static","port":80,"hosts":["nope"]}', /hosts\[0\]: "nope" is not host:port/],
+    ['{"type":"static","port":80,"hosts":["nope"]}', /hosts\[0\]: expected host:port/],
     ['{"type":"file","port":80,"file":"relative.txt"}', /file: expected an absolute path/],
     ['{"type":"zookeeper","path":"/s","port":80,"bind_address":"localhost"}', /bind_address: expected an IPv4 or IPv6 literal/],
     ['[1,2]', /expected a JSON object, got a list/],
@@ -90,7 +92,7 @@ describe('host nodes', () => {
     expect(parseHostPort('[::1]:80 weight=3')).toEqual({ name: '::1_80', address: '::1', port: 80, weight: 3, options: [] });
     const r = parseHostsFile('# web\n10.0.0.1:80\n\nnope\n10.0.0.2:81 # second\n', '/etc/hosts.txt');
     expect(r.hosts.map((h) => h.name)).toEqual(['10.0.0.1_80', '10.0.0.2_81']);
-    expect(r.problems).toEqual([{ where: '/etc/hosts.txt:4', message: expect.stringContaining('"nope" is not host:port') }]);
+    expect(r.problems).toEqual([{ where: '/etc/hosts.txt:4', message: expect.stringContaining('expected host:port') }]);
   });
 });
 

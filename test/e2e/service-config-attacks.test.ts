@@ -1,0 +1,213 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { ControlPlaneAdminClient, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
+import { Backend, startBackends } from '../helpers/backends';
+import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
+import { eventually, freePort, get, sleep, tally, tempDir } from '../helpers/net';
+import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { connectZk } from '../helpers/zk-client';
+
+jest.setTimeout(180_000);
+
+/**
+ * Service configs cannot take over HAProxy, end to end: a real ZooKeeper, the built control plane, a real agent with
+ * its real HAProxy, real backends. An honest service carries traffic throughout; service configs written to
+ * ZooKeeper try to open a section with an admin stats socket, bind a port, open a TCP stats socket, run a program,
+ * read files and slip in server options. Each is refused with an error naming the service (ListServices, the log);
+ * nothing of it reaches the agent's haproxy.cfg, no port it names listens, and the honest service never misses a
+ * request. A service that was good and turns hostile keeps running its previous version.
+ */
+describe('hostile service configs in ZooKeeper → refused by name, nothing reaches HAProxy, the rest keeps serving', () => {
+  let zk: ZooKeeper;
+  let zkc: Awaited<ReturnType<typeof connectZk>>;
+  let backends: Backend[];
+  let tmp: ReturnType<typeof tempDir>;
+  let cp: CliProcess;
+  let agent: CliProcess;
+  let cpPort: number;
+  let webPort: number;
+  let web2Port: number;
+  let haproxyCfg: string;
+  /** Ports attacks try to open: none may ever listen. */
+  const attackPorts: number[] = [];
+  /** The honest service, probed every 20 ms on a fresh connection for the whole run. */
+  const probe = { ok: 0, failed: [] as string[], running: true, done: Promise.resolve() };
+
+  const json = (v: unknown) => JSON.stringify(v);
+  const hostNode = (b: Backend, extra: object = {}) => json({ address: '127.0.0.1', port: b.port, ...extra });
+  const serviceConfig = (name: string, port: number, extra: object = {}) =>
+    json({ type: 'zookeeper', server: zk.connectString, path: `/services/${name}`, port, listen_options: ['mode http'], server_options: ['check inter 2000'], ...extra });
+  const listServices = () =>
+    new Promise<ListServicesResponse>((resolve, reject) => {
+      const c = new ControlPlaneAdminClient(`127.0.0.1:${cpPort}`, grpc.credentials.createInsecure());
+      c.listServices({}, (err, res) => {
+        c.close();
+        err ? reject(err) : resolve(res);
+      });
+    });
+  const served = async (port: number) => [...(await tally(port, 4)).keys()].sort().join(',');
+  const listening = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1' });
+      s.setTimeout(1000);
+      const answer = (open: boolean) => {
+        s.destroy();
+        resolve(open);
+      };
+      s.once('connect', () => answer(true));
+      s.once('error', () => answer(false));
+      s.once('timeout', () => answer(true));
+    });
+  /** Waits until ListServices reports `message` for `service`; returns that error text. */
+  const refusal = async (service: string, message: RegExp): Promise<string> => {
+    let last = '';
+    const seen = await eventually(async () => {
+      last = (await listServices()).errors[service] ?? '';
+      return message.test(last);
+    }, 15_000);
+    if (!seen) throw new Error(`no error matching ${message} for service ${service}; ListServices says: ${JSON.stringify(last)}`);
+    return last;
+  };
+
+  beforeAll(async () => {
+    [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b', 'c'])]);
+    zkc = await connectZk(zk.connectString);
+    tmp = tempDir('proxymgr-attacks-');
+    [cpPort, webPort, web2Port] = [await freePort(), await freePort(), await freePort()];
+    for (let i = 0; i < 8; i++) attackPorts.push(await freePort());
+    await zkc.put('/service_config/web', serviceConfig('web', webPort, { listen_options: ['mode http', 'balance roundrobin', 'option httpchk GET /', 'http-response set-header X-Via proxymgr'] }));
+    await zkc.put('/services/web/a', hostNode(backends[0]!));
+    await zkc.put('/services/web/b', hostNode(backends[1]!));
+    await zkc.put('/service_config/web2', serviceConfig('web2', web2Port));
+    await zkc.put('/services/web2/c', hostNode(backends[2]!));
+    const cpConfig = path.join(tmp.dir, 'cp.yml');
+    writeFileSync(
+      cpConfig,
+      `haproxy:
+  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
+service_config:
+  type: zookeeper
+  servers: ${zk.connectString}
+  path: /service_config
+controlplane:
+  listen: 127.0.0.1:${cpPort}
+`,
+    );
+    const dir = path.join(tmp.dir, 'agent');
+    mkdirSync(dir);
+    haproxyCfg = path.join(dir, 'haproxy.cfg');
+    const agentConfig = path.join(dir, 'proxymgr.yml');
+    writeFileSync(
+      agentConfig,
+      `haproxy:
+  config_path: ${haproxyCfg}
+  socket_path: ${dir}/haproxy.sock
+agent:
+  state_dir: ${dir}
+  node_id: agent0
+  controlplanes: ["127.0.0.1:${cpPort}"]
+  admin_listen: 127.0.0.1:${await freePort()}
+  bind_address: 127.0.0.1
+`,
+    );
+    cp = startCli(['controlplane', '--config', cpConfig]);
+    expect(await cp.waitForLog(/control plane started/)).toBe(true);
+    agent = startCli(['agent', '--config', agentConfig]);
+    expect(await eventually(async () => (await served(webPort)) === 'a,b' && (await served(web2Port)) === 'c', 20_000)).toBe(true);
+    probe.done = (async () => {
+      while (probe.running) {
+        try {
+          const r = await get(webPort);
+          if (r.status === 200) probe.ok++;
+          else probe.failed.push(`status ${r.status}`);
+        } catch (err) {
+          probe.failed.push((err as Error).message);
+        }
+        await sleep(20);
+      }
+    })();
+  });
+
+  afterAll(async () => {
+    probe.running = false;
+    await probe.done;
+    const hung = await stopAllCli();
+    zkc?.close();
+    await zk?.stop();
+    await Promise.all((backends ?? []).map((b) => b.close()));
+    tmp?.cleanup();
+    expect(hung).toEqual([]);
+  });
+
+  const attacks: [string, (p: number) => object, RegExp][] = [
+    [
+      'a new section with an admin stats socket',
+      (p) => ({ listen_options: ['mode http', 'global', `stats socket ipv4@127.0.0.1:${p} level admin`, 'listen x'] }),
+      /listen_options\[1\]: "global" opens a new section/,
+    ],
+    ['a bind', (p) => ({ listen_options: ['mode http', `bind 127.0.0.1:${p}`] }), /listen_options\[1\]: "bind" is not allowed in a listen section: the agent owns every listening socket/],
+    ['a TCP stats socket', (p) => ({ listen_options: [`stats socket ipv4@127.0.0.1:${p} level admin`] }), /listen_options\[0\]: "stats socket" is not allowed in a listen section/],
+    ['option external-check', () => ({ listen_options: ['mode http', 'option external-check', 'external-check command /bin/touch'] }), /listen_options\[1\]: "option external-check" is not allowed .*runs a program/],
+    ['external-check command', () => ({ listen_options: ['external-check command /bin/touch'] }), /listen_options\[0\]: "external-check" is not allowed .*runs a program/],
+    ['errorfile /etc/passwd', () => ({ listen_options: ['mode http', 'errorfile 503 /etc/passwd'] }), /listen_options\[1\]: errorfile "\/etc\/passwd": file outside service_options.file_dirs \(none listed\)/],
+    ['http-request return file /etc/shadow', () => ({ listen_options: ['http-request return status 200 file /etc/shadow'] }), /listen_options\[0\]: file "\/etc\/shadow": file outside/],
+    ['a server option reading a file', () => ({ server_options: ['check', 'crt /etc/shadow'] }), /server_options\[1\]: crt "\/etc\/shadow": file outside/],
+    ['an unknown server option', (p) => ({ server_options: [`check inter 1000 global stats socket ipv4@127.0.0.1:${p}`] }), /server_options\[0\]: "global" is not a server option/],
+  ];
+
+  test.each(attacks.map(([what, make, message], i) => [what, make, message, i] as const))('%s: refused by name, nothing of it applied', async (_what, make, message, i) => {
+    const name = `evil${i}`;
+    const attackPort = attackPorts[i % attackPorts.length]!;
+    const ownPort = await freePort();
+    await zkc.put(`/services/${name}/a`, hostNode(backends[0]!));
+    await zkc.put(`/service_config/${name}`, serviceConfig(name, ownPort, make(attackPort)));
+    const error = await refusal(name, message);
+    expect(error).toMatch(/the service is not served until this is fixed/);
+    expect(error.length).toBeLessThan(600);
+    expect(await cp.waitForLog(new RegExp(`"service":"${name}".*invalid service config`))).toBe(true);
+    expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
+    expect(await listening(attackPort)).toBe(false);
+    expect(await listening(ownPort)).toBe(false);
+    expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
+    expect(await served(webPort)).toBe('a,b');
+  });
+
+  test('a hostile per-host option (Nerve haproxy_server_options) is refused by the builder, naming service and server', async () => {
+    const name = 'evilhost';
+    await zkc.put(`/services/${name}/x`, hostNode(backends[0]!, { haproxy_server_options: 'check ca-file /etc/shadow' }));
+    await zkc.put(`/service_config/${name}`, serviceConfig(name, await freePort()));
+    await refusal(name, /service "evilhost" server "x": options\[0\]: ca-file "\/etc\/shadow": file outside service_options.file_dirs/);
+    expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
+  });
+
+  test('a service that was good and turns hostile keeps its previous version', async () => {
+    const before = readFileSync(haproxyCfg, 'utf8');
+    expect(before).toContain('listen web2');
+    const attackPort = attackPorts[attackPorts.length - 1]!;
+    await zkc.put('/service_config/web2', serviceConfig('web2', web2Port, { listen_options: ['mode http', `bind 127.0.0.1:${attackPort}`, 'global', 'stats socket /tmp/evil.sock level admin'] }));
+    await refusal('web2', /listen_options\[1\]: "bind" is not allowed.*keeping its previous version/);
+    expect(await served(web2Port)).toBe('c');
+    // A hostile host under it, judged by the builder: web2 still runs its previous version (host c only).
+    await zkc.put('/service_config/web2', serviceConfig('web2', web2Port));
+    await zkc.put('/services/web2/z', hostNode(backends[0]!, { haproxy_server_options: ['check', 'namespace other'] }));
+    await refusal('web2', /server "z": options\[1\]: "namespace" is not allowed/);
+    expect(await served(web2Port)).toBe('c');
+    expect((await listServices()).services.find((s) => s.name === 'web2')?.servers.map((s) => s.name)).toEqual(['c']);
+    expect(await listening(attackPort)).toBe(false);
+  });
+
+  test('afterwards: a benign change still flows; haproxy.cfg holds nothing of any attack; no attack port listens; the honest service never missed a request', async () => {
+    await zkc.put('/services/web/c', hostNode(backends[2]!));
+    expect(await eventually(async () => (await served(webPort)) === 'a,b,c', 15_000)).toBe(true);
+    const cfg = readFileSync(haproxyCfg, 'utf8');
+    for (const marker of ['evil', 'stats socket ipv4@', 'external-check', '/etc/passwd', '/etc/shadow', 'listen x', 'namespace', 'crt ', 'ca-file']) expect(cfg).not.toContain(marker);
+    expect(cfg.match(/^\S.*$/gm)).toEqual(['# Generated by proxymgr agent from the desired state; rewritten on every change. Do not edit.', 'global', 'defaults', 'listen web', 'listen web2']);
+    for (const p of attackPorts) expect(await listening(p)).toBe(false);
+    probe.running = false;
+    await probe.done;
+    expect(probe.ok).toBeGreaterThan(20);
+    expect(probe.failed).toEqual([]);
+  });
+});

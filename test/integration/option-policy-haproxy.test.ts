@@ -1,0 +1,47 @@
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
+import { listenOptionProblem, serverOptionsProblems } from '../../common/option-policy';
+import { tempDir } from '../helpers/net';
+import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../helpers/service-options';
+
+/**
+ * The allow list is only useful if what it lets through is real HAProxy 2.6 configuration: the ordinary options the
+ * unit tests pass must also pass `haproxy -c` (the real binary), in a listen section and on server lines.
+ */
+test('every ordinary listen and server option the policy allows is accepted by haproxy -c', async () => {
+  const tmp = tempDir('proxymgr-policy-');
+  try {
+    const listen = ORDINARY_LISTEN_OPTIONS.filter((l) => l !== 'mode tcp'); // one mode (http) for the whole section
+    for (const l of listen) expect(listenOptionProblem(l, DEFAULT_SERVICE_OPTIONS)).toBeUndefined();
+    for (const o of ORDINARY_SERVER_OPTIONS) expect(serverOptionsProblems(o, DEFAULT_SERVICE_OPTIONS)).toEqual([]);
+    const cfg = [
+      'global',
+      '    log stdout format raw local0',
+      'defaults',
+      '    mode http',
+      '    timeout connect 1s',
+      '    timeout client 1s',
+      '    timeout server 1s',
+      'listen web',
+      '    bind 127.0.0.1:65001', // haproxy -c does not bind
+      ...listen.map((l) => `    ${l}`),
+      ...ORDINARY_SERVER_OPTIONS.map((o, i) => `    server s${i} 127.0.0.1:${9000 + i} weight 1 ${o.join(' ')}`),
+      'listen api',
+      '    bind 127.0.0.1:65002',
+      '    server a 127.0.0.1:9100',
+      'resolvers dns',
+      '    nameserver ns 127.0.0.1:53',
+      '',
+    ].join('\n');
+    const file = path.join(tmp.dir, 'haproxy.cfg');
+    writeFileSync(file, cfg);
+    const { code, output } = await new Promise<{ code: number; output: string }>((resolve) =>
+      execFile('haproxy', ['-c', '-f', file], (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr })),
+    );
+    expect({ code, alerts: output.split('\n').filter((l) => /ALERT/.test(l)) }).toEqual({ code: 0, alerts: [] });
+  } finally {
+    tmp.cleanup();
+  }
+});
