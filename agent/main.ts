@@ -85,8 +85,16 @@ export class AgentProcess {
 
     const grpcSource = !this.opts.source && !this.opts.stateFile ? this.createGrpcSource() : undefined;
     this.source = this.opts.source ?? (this.opts.stateFile ? new FileStateSource(this.opts.stateFile, this.log.child({ component: 'state-file' })) : grpcSource!);
+    let authorizer: Authorizer | undefined;
     if (config.agent.adminListen) {
-      const authorizer = new Authorizer(config.auth);
+      try {
+        authorizer = new Authorizer(config.auth);
+      } catch (err) {
+        // As with a port that cannot be bound: the data plane matters more than introspection.
+        this.log.error({ err: errorMessage(err), key: 'auth' }, 'AgentAdmin server not started: its auth section cannot be used; the agent runs without it');
+      }
+    }
+    if (config.agent.adminListen && authorizer) {
       for (const w of authorizer.warnings) this.log.warn({}, w);
       this.grpcServer = new grpc.Server({ interceptors: [authInterceptor(authorizer, this.log.child({ component: 'admin' }), authMetrics(this.registry, 'proxymgr_agent'))] });
       this.grpcServer.addService(
