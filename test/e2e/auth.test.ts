@@ -266,3 +266,48 @@ describe('without authentication: mutating calls from loopback only (real non-lo
     expect(cp!.logs()).toMatch(/"audit":true[^\n]*"method":"\/proxymgr.v1.Rollout\/Pause"[^\n]*"peer":"198.51.100.2"/);
   });
 });
+
+/** The agent's own admin server (AgentAdmin, health, reflection) takes the same auth section. */
+describe("the agent's admin server (built CLI, real HAProxy)", () => {
+  const tmp = tempDir('proxymgr-agent-auth-e2e-');
+  let agent: CliProcess | undefined;
+  let adminPort = 0;
+  const viewToken = `view-${'0123456789abcdef'.repeat(2)}`;
+
+  beforeAll(async () => {
+    writeFileSync(path.join(tmp.dir, 'view.token'), viewToken, { mode: 0o600 });
+    const state = path.join(tmp.dir, 'state.json');
+    writeFileSync(state, JSON.stringify({ services: [{ name: 'web', port: await freePort(), bind_address: '127.0.0.1', servers: [{ name: 'a', address: '127.0.0.1', port: 9 }] }] }));
+    adminPort = await freePort();
+    const cfg = path.join(tmp.dir, 'agent.yml');
+    writeFileSync(
+      cfg,
+      `haproxy: {config_path: ${tmp.dir}/haproxy.cfg, socket_path: ${tmp.dir}/haproxy.sock}
+agent: {state_dir: ${tmp.dir}/state, admin_listen: "127.0.0.1:${adminPort}"}
+auth:
+  clients:
+    - {name: dashboards, token_file: view.token, roles: [viewer]}
+`,
+    );
+    agent = startCli(['agent', '--config', cfg, '--state', state]);
+    expect(await agent.waitForLog(/agent started/)).toBe(true);
+  });
+  afterAll(async () => {
+    await agent?.stop();
+    tmp.cleanup();
+  });
+
+  test('a viewer token reads AgentAdmin/Status; no token is UNAUTHENTICATED; reflection needs the token too', async () => {
+    const url = `http://127.0.0.1:${adminPort}/proxymgr.v1.AgentAdmin/Status`;
+    const ok = await bufCurl(['--schema', SCHEMA, '-H', `Authorization: Bearer ${viewToken}`, '-d', '{}', url]);
+    expect(ok.stderr).toBe('');
+    expect(ok.stdout).toMatch(/"haproxyRunning": true/);
+    const none = await bufCurl(['--schema', SCHEMA, '-d', '{}', url]);
+    expect(none.stderr).toMatch(/unauthenticated/i);
+    expect(none.stderr).toMatch(/no bearer token/);
+    const reflection = await bufCurl(['--list-methods', `http://127.0.0.1:${adminPort}`]);
+    expect(reflection.code).not.toBe(0);
+    const reflected = await bufCurl(['--reflect-header', `Authorization: Bearer ${viewToken}`, '--list-methods', `http://127.0.0.1:${adminPort}`]);
+    expect(reflected.stdout).toMatch(/proxymgr.v1.AgentAdmin\/Status/);
+  });
+});
