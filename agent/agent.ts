@@ -7,7 +7,7 @@ import { Logger } from '../common/log';
 import { DesiredState } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
 import { checkConfig } from './haproxy/check';
-import { stopOrphan } from './haproxy/orphan';
+import { findOrphan, stopOrphan } from './haproxy/orphan';
 import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
@@ -155,9 +155,9 @@ export class Agent {
     }
     const problems = [...sanitized.problems];
     if (!this.orphanChecked) {
-      // Before the first bind: a HAProxy left by a hard-killed agent would hold every port.
+      // Before the first bind: a HAProxy left by the previous agent holds every port. Take it over.
       this.orphanChecked = true;
-      await stopOrphan(this.pidFile, this.opts.config.haproxy.configPath, this.log);
+      await this.takeOver(sanitized.state);
     }
     const state = this.withSockets(sanitized.state, problems);
 
@@ -222,6 +222,38 @@ export class Agent {
   }
 
   /** Opens (or reuses) the socket of every service; a service whose socket cannot be had is left out. */
+  /**
+   * A HAProxy the previous agent left running (a restart, an upgrade, a kill -9) is taken over, not stopped: its
+   * listening sockets are copied into the pool (pidfd_getfd), it becomes the supervisor's current process, and if
+   * `desired` renders to exactly the config file it runs, the agent knows its shape, so the first apply needs no
+   * reload. No port closes and no connection is cut. Only when the takeover fails is the old HAProxy stopped.
+   */
+  private async takeOver(desired: DesiredState): Promise<void> {
+    const configPath = this.opts.config.haproxy.configPath;
+    const pid = await findOrphan(this.pidFile, configPath);
+    if (pid === undefined) return;
+    try {
+      const sockets = this.sockets.adoptFrom(pid);
+      const state = this.withSockets(desired, []);
+      const onDisk = await fsp.readFile(configPath, 'utf8').catch(() => '');
+      const same = onDisk === this.render(state);
+      this.supervisor.adopt(pid, same ? this.fdsFor(state) : []);
+      if (same) this.running = state;
+      this.log.info({ haproxy_pid: pid, sockets, config_matches: same }, 'took over the HAProxy the previous agent left running, with its listening sockets');
+    } catch (err) {
+      this.log.warn({ haproxy_pid: pid, err: errorMessage(err) }, 'cannot take over the running HAProxy');
+      this.sockets.closeAll();
+      await stopOrphan(pid, this.log);
+    }
+  }
+
+  /** Hands HAProxy and its sockets over to the next agent (see HaproxySupervisor.handOver): nothing stops. */
+  async handOver(): Promise<void> {
+    clearInterval(this.driftTimer);
+    await this.queue.catch(() => undefined);
+    this.supervisor.handOver();
+  }
+
   private withSockets(state: DesiredState, problems: StateProblem[]): DesiredState {
     const services = state.services.filter((s) => {
       try {

@@ -11,6 +11,12 @@ desired state from the control plane (agent.controlplanes in the config) — run
 reload only when a service's shape changes. The last applied state is cached in agent.state_dir and served at
 start while no control plane answers.
 
+signals:
+  SIGTERM, SIGINT   stop: HAProxy ends, the ports close
+  SIGUSR2           hand over (restart, upgrade): the agent exits, HAProxy keeps serving on its sockets, and the
+                    next agent started with the same config takes it over — no port closes, no connection is cut.
+                    After a kill -9 the next agent takes over the same way.
+
 options:
   --config FILE     proxymgr.yml (haproxy: config_path, socket_path, path, global, defaults;
                     agent: controlplanes, node_id, labels, state_dir, admin_listen, metrics_listen, tls)
@@ -53,5 +59,9 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   const log = createLogger({ role: 'agent', node_id: config.agent.nodeId });
   const proc = new AgentProcess({ config, log, stateFile: typeof flags.state === 'string' ? flags.state : undefined });
   await startOrStop(proc);
-  return runUntilSignal(log, () => proc.stop());
+  return runUntilSignal(
+    log,
+    () => proc.stop(),
+    () => proc.handOver(),
+  );
 }

@@ -128,11 +128,22 @@ export class AgentProcess {
     this.log.info({ admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId }, 'agent started');
   }
 
+  /** Stops: HAProxy ends and the ports close. */
   async stop(): Promise<void> {
+    await this.stopServing();
+    await this.agent.stop();
+  }
+
+  /** Exits leaving HAProxy serving on its sockets; the next agent started with this configuration takes it over. */
+  async handOver(): Promise<void> {
+    await this.stopServing();
+    await this.agent.handOver();
+  }
+
+  private async stopServing(): Promise<void> {
     this.source?.stop();
     await new Promise<void>((resolve) => (this.grpcServer ? this.grpcServer.tryShutdown(() => resolve()) : resolve()));
     await this.metrics?.close();
-    await this.agent.stop();
   }
 
   /**

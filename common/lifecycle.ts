@@ -4,20 +4,28 @@ import { Logger } from './log';
 const EXIT_GRACE_MS = 5000;
 
 /**
- * Runs until SIGINT/SIGTERM, then stops HAProxy and everything else cleanly. Once `stop` is done, whatever a library
- * leaves open (a ZooKeeper client's reconnect timer, a socket) must not keep a stopped process alive: after a grace
- * period it exits anyway, naming what was still open.
+ * Runs until SIGINT/SIGTERM, then stops HAProxy and everything else cleanly. With `handOver`, SIGUSR2 instead
+ * exits leaving HAProxy serving on its sockets for the next agent (restart, upgrade). Once stopped, whatever a
+ * library leaves open (a ZooKeeper client's reconnect timer, a socket) must not keep the process alive: after a
+ * grace period it exits anyway, naming what was still open.
  */
-export async function runUntilSignal(log: Logger, stop: () => Promise<void>): Promise<number> {
+export async function runUntilSignal(log: Logger, stop: () => Promise<void>, handOver?: () => Promise<void>): Promise<number> {
   // Later signals are ignored while stopping: a second Ctrl-C must not kill the agent before it has stopped its
   // HAProxy (which would be left running on the inherited sockets). SIGKILL still works.
-  await new Promise<void>((resolve) => {
-    process.on('SIGINT', resolve);
-    process.on('SIGTERM', resolve);
+  const how = await new Promise<'stop' | 'hand over'>((resolve) => {
+    process.on('SIGINT', () => resolve('stop'));
+    process.on('SIGTERM', () => resolve('stop'));
+    if (handOver) process.on('SIGUSR2', () => resolve('hand over'));
   });
-  log.info({}, 'stopping');
-  await stop();
-  log.info({}, 'stopped');
+  if (how === 'hand over' && handOver) {
+    log.info({}, 'handing over: HAProxy keeps serving on its sockets until the next agent takes it over');
+    await handOver();
+    log.info({}, 'handed over');
+  } else {
+    log.info({}, 'stopping');
+    await stop();
+    log.info({}, 'stopped');
+  }
   setTimeout(() => {
     log.warn({ open: openHandles() }, `still running ${EXIT_GRACE_MS} ms after stopping; exiting`);
     process.exit(0);

@@ -37,13 +37,10 @@ function cmdline(pid: number): string {
 }
 
 /**
- * An agent that was killed hard (SIGKILL, OOM) leaves its HAProxy running on the inherited listening sockets: it
- * keeps serving, but the ports stay taken and the next agent could never bind them or change anything. The
- * supervisor records the running HAProxy's pid; at start the agent stops a HAProxy that still runs with its config
- * file (SIGTERM, then SIGKILL after `graceMs`) so it can take the ports over. Connections in flight on that old
- * process are cut — the price of recovering from a hard kill; a clean agent stop leaves nothing behind.
+ * The HAProxy a previous agent of this host left running (a restart, an upgrade, a kill -9), or undefined: the pid
+ * recorded in `pidFile`, if that process still runs with this agent's config file (pids get reused).
  */
-export async function stopOrphan(pidFile: string, configPath: string, log: Logger, graceMs = 3000): Promise<number | undefined> {
+export async function findOrphan(pidFile: string, configPath: string): Promise<number | undefined> {
   let pid: number;
   try {
     pid = Number((await fsp.readFile(pidFile, 'utf8')).trim());
@@ -53,12 +50,34 @@ export async function stopOrphan(pidFile: string, configPath: string, log: Logge
   if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) return undefined;
   const cmd = cmdline(pid);
   if (!/haproxy/.test(cmd) || !cmd.includes(configPath)) return undefined; // the pid was reused by something else
-  log.warn({ haproxy_pid: pid, pid_file: pidFile }, 'a HAProxy left by a previous agent still runs; stopping it to take over its ports');
-  process.kill(pid, 'SIGTERM');
+  return pid;
+}
+
+/**
+ * Stops a HAProxy the agent could not take over (see Agent.takeOver): SIGTERM, then SIGKILL after `graceMs`, so
+ * that its ports can be bound again. Connections in flight on it are cut — the fallback when adoption fails.
+ */
+export async function stopOrphan(pid: number, log: Logger, graceMs = 3000): Promise<void> {
+  log.warn({ haproxy_pid: pid }, 'stopping the HAProxy a previous agent left running, to take over its ports');
+  await stopPid(pid, graceMs);
+  if (alive(pid)) log.error({ haproxy_pid: pid }, 'the old HAProxy does not go away; its ports stay taken');
+}
+
+/** SIGTERM, SIGKILL after `graceMs`, and wait (bounded) until the process and all its threads are gone. */
+export async function stopPid(pid: number, graceMs = 3000): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
   const deadline = Date.now() + graceMs;
   while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
+  if (alive(pid)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return;
+    }
+  }
   for (let i = 0; i < 200 && alive(pid); i++) await new Promise((r) => setTimeout(r, 10));
-  if (alive(pid)) log.error({ haproxy_pid: pid }, 'the old HAProxy does not go away; its ports stay taken');
-  return pid;
 }

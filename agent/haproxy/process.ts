@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { ProxyMgrError } from '../../common/errors';
 import { writeFileAtomic } from '../../common/fs';
 import { Logger } from '../../common/log';
+import { alive, stopPid } from './orphan';
 import { RuntimeApi } from './runtime';
 
 export type SpawnFn = (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
@@ -35,6 +36,9 @@ export function haproxyLogLevel(line: string): 'info' | 'warn' | 'error' {
 
 type State = 'stopped' | 'starting' | 'running' | 'restarting' | 'stopping';
 
+/** How often an adopted HAProxy (not our child, so no exit event) is checked. */
+const ADOPTED_POLL_MS = 500;
+
 /**
  * Owns the HAProxy processes. HAProxy runs in the foreground (`-db`), one process per generation, listening on
  * fds the agent hands over. A reload starts a new process on the same fds with `-sf <old pid>`; the old one
@@ -53,6 +57,11 @@ export class HaproxySupervisor extends EventEmitter {
   private crashes = 0;
   private lastStart = 0;
   private restartTimer: NodeJS.Timeout | undefined;
+  /** A HAProxy a previous agent left running and this one took over (not our child: watched by polling). */
+  private adopted: number | undefined;
+  /** Every adopted pid not yet gone (an adopted process soft-stops after the next reload). */
+  private readonly adoptedPids = new Set<number>();
+  private adoptedWatch: NodeJS.Timeout | undefined;
   private readonly spawn: SpawnFn;
   reloads = 0;
   restarts = 0;
@@ -63,7 +72,7 @@ export class HaproxySupervisor extends EventEmitter {
   }
 
   get pid(): number | undefined {
-    return this.state === 'running' ? this.current?.pid : undefined;
+    return this.state === 'running' ? (this.current?.pid ?? this.adopted) : undefined;
   }
 
   get running(): boolean {
@@ -74,10 +83,63 @@ export class HaproxySupervisor extends EventEmitter {
   async startOrReload(fds: readonly number[]): Promise<number> {
     if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
     clearTimeout(this.restartTimer);
-    const old = this.state === 'running' || this.state === 'starting' ? this.current : undefined;
-    const pid = await this.launch(fds, old?.pid);
-    if (old) this.reloads++;
+    const oldPid = this.state === 'running' || this.state === 'starting' ? (this.current?.pid ?? this.adopted) : undefined;
+    const pid = await this.launch(fds, oldPid);
+    if (oldPid !== undefined) this.reloads++;
     return pid;
+  }
+
+  /**
+   * Takes over a HAProxy a previous agent left running (restart, upgrade, kill -9): it becomes the current
+   * process — the next reload soft-stops it with -sf — and is watched by polling, since it is not our child. A
+   * crash restarts HAProxy on `fds` (the sockets copied from it, in the order of its config file).
+   */
+  adopt(pid: number, fds: readonly number[]): void {
+    if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped');
+    this.adopted = pid;
+    this.adoptedPids.add(pid);
+    this.current = undefined;
+    this.fds = fds;
+    this.state = 'running';
+    this.lastStart = Date.now();
+    clearInterval(this.adoptedWatch);
+    this.adoptedWatch = setInterval(() => {
+      for (const p of this.adoptedPids) if (!alive(p)) this.adoptedPids.delete(p);
+      if (this.adopted !== undefined && !this.adoptedPids.has(this.adopted)) {
+        const gone = this.adopted;
+        this.adopted = undefined;
+        this.onAdoptedExit(gone);
+      }
+      if (this.adoptedPids.size === 0) clearInterval(this.adoptedWatch);
+    }, ADOPTED_POLL_MS);
+    this.adoptedWatch.unref();
+    this.opts.log.info({ haproxy_pid: pid }, 'took over the running haproxy');
+  }
+
+  private onAdoptedExit(pid: number): void {
+    this.emit('exit', { pid, code: null, signal: null, current: true });
+    if (this.state !== 'running') return;
+    this.crashes = Date.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
+    const delay = backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000);
+    this.opts.log.error({ haproxy_pid: pid, restart_in_ms: delay }, 'the adopted haproxy died; restarting on the same sockets');
+    this.state = 'restarting';
+    this.restartTimer = setTimeout(() => void this.restart(), delay);
+  }
+
+  /**
+   * Hands over: stops supervising without stopping anything. HAProxy keeps serving on its sockets; the next agent
+   * started with the same configuration takes it over (adopt). What `systemctl restart` and upgrades do.
+   */
+  handOver(): void {
+    this.closed = true;
+    clearTimeout(this.restartTimer);
+    clearInterval(this.adoptedWatch);
+    this.state = 'stopped';
+    for (const p of this.all) {
+      p.stdout?.destroy();
+      p.stderr?.destroy();
+      p.unref();
+    }
   }
 
   private async launch(fds: readonly number[], oldPid: number | undefined): Promise<number> {
@@ -114,7 +176,8 @@ export class HaproxySupervisor extends EventEmitter {
     const deadline = Date.now() + (this.opts.readyTimeoutMs ?? 10_000);
     for (;;) {
       if (exited) {
-        this.state = this.current && this.current !== child && this.current.exitCode === null ? 'running' : 'stopped';
+        const previousRuns = (this.current && this.current !== child && this.current.exitCode === null) || this.adopted !== undefined;
+        this.state = previousRuns ? 'running' : 'stopped';
         throw new ProxyMgrError('HAPROXY_START_FAILED', `haproxy exited during start: ${tail.trim()}`);
       }
       try {
@@ -133,6 +196,7 @@ export class HaproxySupervisor extends EventEmitter {
       throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped while HAProxy started');
     }
     this.current = child;
+    this.adopted = undefined; // an adopted process soft-stops (-sf); stop() still waits for it
     this.fds = fds;
     this.state = 'running';
     this.lastStart = Date.now();
@@ -171,11 +235,15 @@ export class HaproxySupervisor extends EventEmitter {
     }
   }
 
-  /** Stops every HAProxy process this supervisor started (hard stop) and waits for them to exit. */
+  /** Stops every HAProxy process this supervisor started or adopted (hard stop) and waits for them to exit. */
   async stop(): Promise<void> {
     this.closed = true; // for good: a late apply must not start a HAProxy nobody will stop
     this.state = 'stopping';
     clearTimeout(this.restartTimer);
+    clearInterval(this.adoptedWatch);
+    await Promise.all([...this.adoptedPids].map((pid) => stopPid(pid)));
+    this.adoptedPids.clear();
+    this.adopted = undefined;
     await Promise.all(
       [...this.all].map(
         (p) =>

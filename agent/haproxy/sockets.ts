@@ -1,3 +1,4 @@
+import { readdirSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrError } from '../../common/errors';
 import { findUp } from '../../common/fs';
@@ -6,6 +7,8 @@ interface ListenFdAddon {
   listenTcp(host: string, port: number, backlog: number): number;
   localPort(fd: number): number;
   closeFd(fd: number): void;
+  dupFrom(pid: number, fd: number): number;
+  socketInfo(fd: number): { address: string; port: number; listening: boolean; tcp: boolean } | null;
 }
 
 // Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.
@@ -52,6 +55,35 @@ export class SocketPool {
 
   closeAll(): void {
     this.release(new Set());
+  }
+
+  /**
+   * Copies the listening TCP sockets of a running process (the HAProxy a previous agent left) into the pool, so
+   * that the same sockets — and the connections in their backlog — go on to the next HAProxy: no port closes.
+   * Returns the address:port of each; sockets the pool already has are not copied twice.
+   */
+  adoptFrom(pid: number): string[] {
+    const adopted: string[] = [];
+    const dir = `/proc/${pid}/fd`;
+    for (const entry of readdirSync(dir)) {
+      let link: string;
+      try {
+        link = readlinkSync(path.join(dir, entry));
+      } catch {
+        continue; // closed meanwhile
+      }
+      if (!link.startsWith('socket:')) continue;
+      const fd = addon.dupFrom(pid, Number(entry));
+      const info = addon.socketInfo(fd);
+      const key = info && info.listening && info.tcp ? socketKey(info.address, info.port) : undefined;
+      if (key === undefined || this.fds.has(key)) {
+        addon.closeFd(fd);
+        continue;
+      }
+      this.fds.set(key, fd);
+      adopted.push(key.replace('|', ':'));
+    }
+    return adopted;
   }
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
@@ -113,11 +114,91 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+
+/*
+ * dupFrom(pid, fd): number — a copy of another process's fd (pidfd_open + pidfd_getfd, Linux >= 5.6), close-on-exec.
+ * HAProxy 2.6 does not export listeners it inherited as fd@N through `_getsocks` (measured: only its stats socket
+ * comes back, with `expose-fd listeners` set), so an agent that takes over a
+ * running HAProxy copies its listening sockets this way. Needs ptrace access to that process: root, or the same
+ * user while HAProxy has not changed its uid.
+ */
+static napi_value dup_from(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t pid = -1, fd = -1;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 2 || napi_get_value_int32(env, argv[0], &pid) != napi_ok || napi_get_value_int32(env, argv[1], &fd) != napi_ok || pid <= 0 || fd < 0) {
+    napi_throw_type_error(env, NULL, "dupFrom(pid, fd)");
+    return NULL;
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) return throw_errno(env, "pidfd_open", errno);
+  int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+  int err = errno;
+  close(pidfd);
+  if (copy < 0) return throw_errno(env, "pidfd_getfd", err);
+  napi_value result;
+  napi_create_int32(env, copy, &result);
+  return result;
+}
+
+/* socketInfo(fd): {address, port, listening, tcp} or null when fd is not an IPv4/IPv6 socket. */
+static napi_value socket_info(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "socketInfo(fd)");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  napi_value result;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  char host[INET6_ADDRSTRLEN] = "";
+  int port;
+  if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
+    port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  } else {
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+    port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  }
+  int accepting = 0, type = 0;
+  socklen_t optlen = sizeof accepting;
+  getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &optlen);
+  optlen = sizeof type;
+  getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen);
+  napi_create_object(env, &result);
+  napi_value v;
+  napi_create_string_utf8(env, host, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, result, "address", v);
+  napi_create_int32(env, port, &v);
+  napi_set_named_property(env, result, "port", v);
+  napi_get_boolean(env, accepting != 0, &v);
+  napi_set_named_property(env, result, "listening", v);
+  napi_get_boolean(env, type == SOCK_STREAM, &v);
+  napi_set_named_property(env, result, "tcp", v);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"listenTcp", NULL, listen_tcp, NULL, NULL, NULL, napi_default, NULL},
       {"localPort", NULL, local_port, NULL, NULL, NULL, napi_default, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"socketInfo", NULL, socket_info, NULL, NULL, NULL, napi_default, NULL},
+      {"dupFrom", NULL, dup_from, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

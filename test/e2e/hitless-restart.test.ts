@@ -1,0 +1,123 @@
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { alive } from '../../agent/haproxy/orphan';
+import { Backend, startBackends } from '../helpers/backends';
+import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
+import { startLoad } from '../helpers/load';
+import { eventually, freePort, sleep, tally, tempDir } from '../helpers/net';
+
+jest.setTimeout(120_000);
+
+/** The inodes of the sockets listening on `port` (from /proc/net/tcp): the same socket keeps the same inode. */
+function listeningInodes(port: number): string[] {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  const out: string[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[1]!.endsWith(`:${hex}`) && f[3] === '0A') out.push(f[9]!);
+    }
+  }
+  return out.sort();
+}
+
+const haproxyPid = (logs: string) => Number([...logs.matchAll(/"haproxy_pid":(\d+)[^\n]*"msg":"haproxy (?:started|reloaded)"/g)].at(-1)?.[1] ?? 0);
+
+/**
+ * The documented agent restart (SIGUSR2: hand over, then start) and kill -9 + start, under load: the new agent
+ * takes over the running HAProxy and its listening sockets — the same sockets, the same process — and the next
+ * reload is seamless. Real HAProxy, real backends, fresh connections throughout.
+ */
+describe('hitless agent restart and kill -9 (built CLI, real HAProxy)', () => {
+  const tmp = tempDir('proxymgr-hitless-');
+  let backends: Backend[];
+  let port: number;
+  const cfg = path.join(tmp.dir, 'agent.yml');
+  const stateFile = path.join(tmp.dir, 'state.json');
+  const agents: CliProcess[] = [];
+
+  const writeState = (servers: Backend[], listen: string[] = ['mode http']) => {
+    const doc = { services: [{ name: 'web', port, bind_address: '127.0.0.1', listen_options: listen, servers: servers.map((b) => ({ name: b.name, address: '127.0.0.1', port: b.port })) }] };
+    writeFileSync(`${stateFile}.tmp`, JSON.stringify(doc));
+    renameSync(`${stateFile}.tmp`, stateFile);
+  };
+  const start = async () => {
+    const a = startCli(['agent', '--config', cfg, '--state', stateFile]);
+    agents.push(a);
+    expect(await a.waitForLog(/agent started/, 20_000)).toBe(true);
+    return a;
+  };
+
+  beforeAll(async () => {
+    backends = await startBackends(['a', 'b']);
+    port = await freePort();
+    writeFileSync(
+      cfg,
+      `haproxy: {config_path: ${tmp.dir}/haproxy.cfg, socket_path: ${tmp.dir}/haproxy.sock, defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}
+agent: {state_dir: ${tmp.dir}/state, admin_listen: ""}
+`,
+    );
+    writeState(backends);
+  });
+  afterAll(async () => {
+    const hung = await stopAllCli();
+    await Promise.all((backends ?? []).map((b) => b.close()));
+    tmp.cleanup();
+    expect(hung).toEqual([]);
+  });
+
+  test('restart (SIGUSR2 + start) and kill -9 + start: 0 refused, 0 reset; same HAProxy, same sockets; the next reload is seamless', async () => {
+    let agent = await start();
+    expect(await eventually(async () => (await tally(port, 4)).size === 2, 15_000)).toBe(true);
+    const pid0 = haproxyPid(agent.logs());
+    const inodes = listeningInodes(port);
+    expect(pid0).toBeGreaterThan(0);
+    expect(inodes).toHaveLength(1);
+    const load = startLoad(port, 8);
+    await sleep(500);
+
+    // 1. The documented restart: hand over, then start again.
+    agent.proc.kill('SIGUSR2');
+    expect(await agent.stop()).toBe(0);
+    expect(agent.logs()).toMatch(/handed over/);
+    expect(alive(pid0)).toBe(true); // HAProxy keeps serving while no agent runs
+    await sleep(500);
+    agent = await start();
+    expect(await agent.waitForLog(/"config_matches":true[^\n]*took over the HAProxy the previous agent left running/)).toBe(true);
+    await sleep(500);
+    expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/); // adopted, not restarted
+    expect(listeningInodes(port)).toEqual(inodes);
+
+    // A host change goes through the runtime API of the adopted process.
+    writeState([backends[0]!]);
+    expect(await eventually(async () => [...(await tally(port, 4)).keys()].join() === 'a', 10_000)).toBe(true);
+    expect(agent.logs()).not.toMatch(/haproxy reloaded/);
+
+    // 2. kill -9, then start.
+    await agent.kill();
+    expect(alive(pid0)).toBe(true);
+    await sleep(500);
+    agent = await start();
+    expect(await agent.waitForLog(/took over the HAProxy the previous agent left running/)).toBe(true);
+    expect(listeningInodes(port)).toEqual(inodes);
+
+    // 3. The next reload is seamless: a new HAProxy on the same socket, the adopted one soft-stops.
+    writeState(backends, ['mode http', 'balance roundrobin']);
+    expect(await agent.waitForLog(/haproxy reloaded/)).toBe(true);
+    const pid1 = haproxyPid(agent.logs());
+    expect(pid1).not.toBe(pid0);
+    expect(await eventually(() => !alive(pid0), 15_000)).toBe(true);
+    expect(await eventually(async () => (await tally(port, 4)).size === 2, 10_000)).toBe(true);
+    expect(listeningInodes(port)).toEqual(inodes);
+    await sleep(500);
+
+    const r = await load.stop();
+    expect(r.ok).toBeGreaterThan(100);
+    expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other, errors: r.errors }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0, errors: [] });
+
+    // 4. Stop is a stop: HAProxy ends and the port closes.
+    expect(await agent.stop()).toBe(0);
+    expect(alive(pid1)).toBe(false);
+    expect(listeningInodes(port)).toEqual([]);
+  });
+});
