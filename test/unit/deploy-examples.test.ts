@@ -1,4 +1,6 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
 import { loadConfig, parseConfig } from '../../common/config';
@@ -74,8 +76,9 @@ describe('deploy/systemd runs with least privilege', () => {
     expect(u.get('ProtectSystem')).toBe('strict');
     expect(u.get('ProtectHome')).toBe('yes');
     expect(u.get('PrivateTmp')).toBe('yes');
-    // HAProxy is the agent's child and goes with it; V8's JIT needs W+X memory.
-    expect(u.get('KillMode')).toBe('mixed');
+    // HAProxy must outlive the agent across a restart (the agent stops it on a stop); V8's JIT needs W+X memory.
+    expect(u.get('KillMode')).toBe('process');
+    expect(u.get('RuntimeDirectoryPreserve')).toBe('yes');
     expect(u.has('MemoryDenyWriteExecute')).toBe(false);
     expect(u.has('PrivateUsers')).toBe(false); // capabilities in a user namespace do not bind host ports
   });
@@ -88,6 +91,35 @@ describe('deploy/systemd runs with least privilege', () => {
     expect(path.dirname(c.haproxy.socketPath)).toBe(`/run/${u.get('RuntimeDirectory')}`);
     expect(u.has('ReadWritePaths')).toBe(false); // nothing else needs to be writable
     expect(c.haproxy).toMatchObject({ user: 'haproxy', group: 'haproxy', userConfigured: true });
+  });
+
+  test('ExecStop: a restart job hands over (SIGUSR2), a stop stops (SIGTERM); ExecStopPost ends a leftover HAProxy only on a stop', async () => {
+    const u = unitSettings('proxymgr-agent.service');
+    const script = (key: string) => /^\/bin\/sh -c '(.*)'$/.exec(u.get(key)!)![1]!;
+    const tmp = mkdtempSync(path.join(tmpdir(), 'proxymgr-unit-'));
+    try {
+      // A fake systemctl that lists the given job, and a fake agent that records the signal it gets.
+      const run = async (job: string) => {
+        writeFileSync(path.join(tmp, 'systemctl'), `#!/bin/sh\n[ -n "${job}" ] && echo "42 proxymgr-agent.service ${job} running"\nexit 0\n`, { mode: 0o755 });
+        const got = path.join(tmp, 'got');
+        rmSync(got, { force: true });
+        const agent = spawn('/bin/sh', ['-c', `trap 'echo USR2 > ${got}; exit 0' USR2; trap 'echo TERM > ${got}; exit 0' TERM; while :; do sleep 0.05; done`]);
+        await new Promise((r) => setTimeout(r, 200));
+        const agentExit = new Promise((r) => agent.once('exit', r));
+        // Asynchronously: the fake agent must be reaped (as systemd reaps the real one) for `kill -0` to fail.
+        const stop = spawn('/bin/sh', ['-c', script('ExecStop')], { env: { PATH: `${tmp}:/usr/bin:/bin`, MAINPID: String(agent.pid) } });
+        expect(await new Promise((r) => stop.once('exit', r))).toBe(0); // returns only once the agent is gone
+        expect(await agentExit).toBe(0);
+        return readFileSync(got, 'utf8').trim();
+      };
+      expect(await run('restart')).toBe('USR2');
+      expect(await run('try-restart')).toBe('USR2');
+      expect(await run('stop')).toBe('TERM');
+      expect(await run('')).toBe('TERM');
+      expect(script('ExecStopPost')).toMatch(/if ! systemctl list-jobs/);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   test('the control plane: a dynamic user without any capability', () => {
