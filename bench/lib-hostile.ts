@@ -47,6 +47,13 @@ export function attackLines(port: number): string[] {
     'stats admin if TRUE',
     'glоbal', // Cyrillic o
     'GLOBAL',
+    // Escapes HAProxy decodes: \x00 ends a word for HAProxy (C strings), quotes and backslashes join words.
+    'http-request return status 200 content-type text/plain file\\x00 /etc/shadow',
+    'acl evil src -f\\x00 /etc/shadow',
+    '"listen\\x00" evil',
+    'stats "admin" if TRUE',
+    "option 'external-check'",
+    'stats\\ socket ipv4@127.0.0.1:1 level admin',
   ];
 }
 

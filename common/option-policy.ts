@@ -108,6 +108,11 @@ interface Tokens {
   /** A `$` inside double quotes: HAProxy substitutes an environment variable there. */
   readonly envExpansion: boolean;
   readonly unterminated: boolean;
+  /**
+   * A `\xNN` escape decoded to a control character. HAProxy keeps words as C strings, so `\x00` ends the word
+   * there: `file\x00` is `file` to HAProxy, which would slip a file argument past every check (found in review).
+   */
+  readonly controlEscape: boolean;
 }
 
 /** Splits a config line the way HAProxy 2.6 does (quotes, backslash escapes, `\xNN`, `#` comments). */
@@ -118,6 +123,7 @@ export function tokenize(line: string): Tokens {
   let inWord = false;
   let quote: '' | "'" | '"' = '';
   let envExpansion = false;
+  let controlEscape = false;
   const flush = () => {
     if (inWord) words.push({ raw, value });
     raw = value = '';
@@ -144,7 +150,9 @@ export function tokenize(line: string): Tokens {
         raw += n;
         i++;
       } else if (hex) {
-        value += String.fromCharCode(parseInt(line.slice(i + 2, i + 4), 16));
+        const code = parseInt(line.slice(i + 2, i + 4), 16);
+        if (code < 0x20 || code === 0x7f) controlEscape = true;
+        value += String.fromCharCode(code);
         raw += line.slice(i + 1, i + 4);
         i += 3;
       } else {
@@ -161,12 +169,14 @@ export function tokenize(line: string): Tokens {
   }
   const unterminated = quote !== '';
   flush();
-  return { words, envExpansion, unterminated };
+  return { words, envExpansion, unterminated, controlEscape };
 }
 
 /** For the operator's free-form `haproxy.global` / `haproxy.defaults`: a line that would open a section. */
 export function sectionLineProblem(line: string): string | undefined {
-  const words = tokenize(line).words.map((w) => w.value);
+  const t = tokenize(line);
+  if (t.controlEscape) return 'an escaped control character (\\x00-\\x1f, \\x7f) would cut or change a word';
+  const words = t.words.map((w) => w.value);
   const first = words[0] === 'no' || words[0] === 'default' ? [words[0], words[1]] : [words[0]];
   for (const w of first) {
     if (w !== undefined && SECTION_KEYWORDS.includes(w.toLowerCase())) return `${quote(w)} opens a new section`;
@@ -179,10 +189,20 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
   const p = compile(policy);
   const t = tokenize(line);
   if (t.unterminated) return 'unterminated quote';
+  if (t.controlEscape) return 'an escaped control character (\\x00-\\x1f, \\x7f) would cut or change a word (HAProxy ends a word at \\x00)';
   if (t.words.length === 0) return undefined; // blank or a comment
   if (t.envExpansion) return 'expands an environment variable ("$NAME" inside double quotes); write \\$ or use single quotes';
   const first = t.words[0]!;
   if (SECTION_KEYWORDS.includes(first.value.toLowerCase())) return `${quote(first.value)} opens a new section`;
+  // The deny list is matched on the words as HAProxy reads them (`stats "admin"` is `stats admin`), so an
+  // operator's extra single-word keyword cannot open a way around it (found in review).
+  const decoded = t.words.slice(0, 5).map((w) => w.value);
+  const from = decoded[0] === 'no' || decoded[0] === 'default' ? 1 : 0;
+  for (let n = 1; from + n <= decoded.length; n++) {
+    const k = decoded.slice(from, from + n).join(' ');
+    const reason = LISTEN_DENY[k];
+    if (reason) return `${quote(k)} is not allowed in a listen section: ${reason} (deny list; service_options.extra_listen_keywords cannot allow it)`;
+  }
   const kw: string[] = [];
   for (const w of t.words.slice(0, 4)) {
     if (w.raw !== w.value) break;

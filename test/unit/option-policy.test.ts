@@ -193,6 +193,28 @@ describe('server options', () => {
   });
 });
 
+describe('escapes HAProxy reads differently (found in review)', () => {
+  // Each of these passed `haproxy -c` on 2.6.12 and made HAProxy open the file: \x00 ends a word in C.
+  test.each([
+    'http-request return status 200 content-type text/plain file\\x00 /etc/shadow',
+    'http-request return status 200 content-type text/plain lf-file\\x00 /etc/shadow',
+    'acl x src -f\\x00 /etc/shadow',
+    'errorfile\\x00 503 /etc/shadow',
+    'mode http\\x0aglobal',
+  ])('an escaped control character is refused: %s', (line) => {
+    expect(listenOptionProblem(line, none)).toMatch(/escaped control character/);
+  });
+  test('in global/defaults too: "listen\\x00" would open a section', () => {
+    expect(sectionLineProblem('"listen\\x00" x')).toMatch(/escaped control character/);
+  });
+  test('the deny list sees decoded words: an extra "stats" keyword does not allow stats "admin"', () => {
+    const p = policy({ extraListenKeywords: ['stats', 'option'] });
+    expect(listenOptionProblem('stats "admin" if TRUE', p)).toMatch(/"stats admin" is not allowed/);
+    expect(listenOptionProblem("option 'external-check'", p)).toMatch(/"option external-check" is not allowed/);
+    expect(listenOptionProblem('stats\\ admin if TRUE', p)).toMatch(/not allowed|plainly/);
+  });
+});
+
 describe('global and defaults lines (the operator\'s own) may not open a section', () => {
   test.each(['listen evil', '  frontend f', '"backend" b', 'userlist u', 'no defaults'])('%s', (line) => {
     expect(sectionLineProblem(line)).toMatch(/opens a new section/);
