@@ -8,6 +8,7 @@ import { ConfigError, errorMessage } from '../common/errors';
 import { ensurePrivateDir, writeFileAtomic } from '../common/fs';
 import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
 import { Authorizer, readTokenFile } from '../common/auth';
+import { authTlsWarning } from '../common/config';
 import { authInterceptor, authMetrics } from '../common/grpc-auth';
 import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
 import { Logger } from '../common/log';
@@ -96,6 +97,8 @@ export class AgentProcess {
     }
     if (config.agent.adminListen && authorizer) {
       for (const w of authorizer.warnings) this.log.warn({}, w);
+      const tlsWarning = authTlsWarning(config.auth, config.agent.tls, config.file, 'agent.tls');
+      if (tlsWarning) this.log.warn({}, tlsWarning);
       this.grpcServer = new grpc.Server({ interceptors: [authInterceptor(authorizer, this.log.child({ component: 'admin' }), authMetrics(this.registry, 'proxymgr_agent'))] });
       this.grpcServer.addService(
         AgentAdminService,

@@ -107,6 +107,11 @@ export class Authorizer {
       if (m !== undefined && (m & 0o077) !== 0) warnings.push(`auth.clients "${client.name}": token_file ${file} is readable by group or others (chmod 600 it)`);
       return [{ client, digest: sha256(token) }];
     });
+    for (let i = 0; i < this.tokens.length; i++) {
+      for (let j = i + 1; j < this.tokens.length; j++) {
+        if (this.tokens[i]!.digest.equals(this.tokens[j]!.digest)) throw new ConfigError(`auth.clients "${this.tokens[i]!.client.name}" and "${this.tokens[j]!.client.name}" have the same token: one token, one identity`);
+      }
+    }
     this.warnings = warnings;
   }
 
@@ -201,10 +206,13 @@ function certFields(cert: PeerCertificate): CertFields {
   const cn = cnRaw === undefined ? [] : Array.isArray(cnRaw) ? cnRaw : [cnRaw];
   const dns: string[] = [];
   const uri: string[] = [];
-  // "DNS:a.example, URI:spiffe://x/y, IP Address:…" — values cannot hold ", " unquoted; quoted ones are skipped.
+  // Node writes "DNS:a.example, URI:spiffe://x/y, IP Address:…", and a value with a comma, quote or non-ASCII
+  // character JSON-quoted (DNS:"a, b"). Such values are dropped rather than guessed at: they match nothing.
   for (const part of (cert.subjectaltname ?? '').split(', ')) {
-    if (part.startsWith('DNS:')) dns.push(part.slice(4));
-    else if (part.startsWith('URI:')) uri.push(part.slice(4));
+    const value = part.slice(part.indexOf(':') + 1);
+    if (value.startsWith('"')) continue;
+    if (part.startsWith('DNS:')) dns.push(value);
+    else if (part.startsWith('URI:')) uri.push(value);
   }
   return { cn, dns, uri };
 }

@@ -313,9 +313,25 @@ function parseAuth(value: unknown, file: string, base: string): AuthConfig {
       throw new ConfigError(`${file}: ${key}.node_ids: an agent identity needs the node ids it may stream as (e.g. ["{cn}"] or ["web-*"])`);
     }
     if (!roles.includes('agent') && nodeIds.length > 0) throw new ConfigError(`${file}: ${key}.node_ids: only agent identities have node ids`);
+    if (match.kind === 'token' && nodeIds.some((n) => /\{(cn|san_dns|san_uri)\}/.test(n))) {
+      throw new ConfigError(`${file}: ${key}.node_ids: {cn}, {san_dns} and {san_uri} come from a client certificate; a token entry lists its node ids`);
+    }
     return { name, match, roles, nodeIds };
   });
   return { clients, anonymousHealth };
+}
+
+/**
+ * Certificate entries in `auth.clients` match only certificates the server verified (require_client_cert): the
+ * warning to log when they could never match on this server, else undefined. (A warning, not an error: replicas
+ * may share one auth section while only some speak mTLS.)
+ */
+export function authTlsWarning(auth: AuthConfig | undefined, tls: TlsConfig | undefined, file: string, key: string): string | undefined {
+  const certEntry = auth?.clients.find((c) => c.match.kind === 'cert');
+  if (certEntry && !tls?.requireClientCert) {
+    return `${file}: auth.clients "${certEntry.name}" and every other cert entry can never match here: ${key}.require_client_cert is not true, so no client certificate is verified`;
+  }
+  return undefined;
 }
 
 function absoluteDirs(value: unknown, file: string, key: string, base: string): string[] {

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { ProxyMgrConfig } from '../common/config';
+import { authTlsWarning, ProxyMgrConfig } from '../common/config';
 import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
 import { Authorizer } from '../common/auth';
 import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
@@ -133,6 +133,8 @@ export class ControlPlaneProcess {
     };
     this.rollout?.start();
     this.discovery.start();
+    const tlsWarning = authTlsWarning(config.auth, config.controlplane.tls, config.file, 'controlplane.tls');
+    if (tlsWarning) log.warn({}, tlsWarning);
     for (const w of this.authorizer.warnings) log.warn({}, w);
     if (!this.authorizer.enabled) {
       log.warn(

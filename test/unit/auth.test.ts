@@ -1,6 +1,6 @@
 import type { PeerCertificate } from 'node:tls';
 import { Authorizer, CallInfo, isLoopbackPeer, mayStreamAs, peerAddress, PERMISSION_DENIED, requiredRole, UNAUTHENTICATED } from '../../common/auth';
-import { parseConfig } from '../../common/config';
+import { authTlsWarning, parseConfig } from '../../common/config';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { helloProblem } from '../../controlplane/grpc/stream-server';
 
@@ -150,6 +150,25 @@ describe('auth configuration', () => {
     expect(() => new Authorizer(config.auth, () => 'secret1', () => 0o600)).not.toThrow(/secret1/);
     const loose = new Authorizer(config.auth, () => 'a'.repeat(32), () => 0o644);
     expect(loose.warnings.join()).toMatch(/readable by group or others/);
+  });
+});
+
+describe('review fixes', () => {
+  test('two clients with the same token are refused at start', () => {
+    const config = parseConfig('auth: {clients: [{name: a, token_file: /t/1, roles: [viewer]}, {name: b, token_file: /t/2, roles: [operator]}]}\n', '/e/p.yml');
+    expect(() => new Authorizer(config.auth, () => 'same-token-0123456789', () => 0o600)).toThrow(/"a" and "b" have the same token/);
+  });
+  test('{cn} in a token entry is refused: tokens have no certificate', () => {
+    expect(() => parseConfig('auth: {clients: [{name: a, token_file: /t, roles: [agent], node_ids: ["{cn}"]}]}\n', '/e/p.yml')).toThrow(/come from a client certificate/);
+  });
+  test('a quoted SAN value (Node quotes values with commas) matches nothing', () => {
+    const a = authorizer();
+    expect(a.check(call('/proxymgr.v1.Rollout/Status', { certificate: cert('x', 'DNS:"a, b.view.example"') }))).toMatchObject({ ok: false, code: UNAUTHENTICATED });
+  });
+  test('cert entries on a server that verifies no client certificate: a warning naming the key', () => {
+    const c = parseConfig('auth: {clients: [{name: ops, cert: {cn: x}, roles: [operator]}]}\n', '/e/p.yml');
+    expect(authTlsWarning(c.auth, undefined, '/e/p.yml', 'controlplane.tls')).toMatch(/"ops" .*can never match here: controlplane.tls.require_client_cert is not true/);
+    expect(authTlsWarning(c.auth, { ca: '/ca', cert: '/c', key: '/k', requireClientCert: true }, '/e/p.yml', 'controlplane.tls')).toBeUndefined();
   });
 });
 
