@@ -35,7 +35,9 @@ export function sanitizeState(state: DesiredState, previous?: DesiredState, poli
   const previousByName = new Map((previous?.services ?? []).map((s) => [s.name, s]));
   const rejected: Service[] = [];
   const seenNames = new Set<string>();
-  for (const service of state.services) {
+  for (const original of state.services) {
+    // A bad server (a host node, the least trusted input) is left out on its own; it must not freeze its service.
+    const service = withoutBadServers(original, policy, problems);
     const own = serviceProblems(service, policy);
     if (seenNames.has(service.name)) own.push({ service: service.name, where: `service ${service.name}`, message: 'duplicate service name' });
     seenNames.add(service.name);
@@ -131,11 +133,28 @@ function computeServiceProblems(service: Service, policy: ServiceOptionsPolicy):
   const serverNames = new Set<string>();
   for (const server of service.servers) {
     const at = `${where} server ${JSON.stringify(server.name)}`;
-    for (const message of serverProblems(server, policy)) add(message, at);
     if (serverNames.has(server.name)) add('duplicate server name', at);
     serverNames.add(server.name);
   }
   return problems;
+}
+
+const serverProblemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Server, readonly string[]>>();
+
+/** `service` without the servers that have problems (each reported); the same object when all are fine. */
+function withoutBadServers(service: Service, policy: ServiceOptionsPolicy, problems: StateProblem[]): Service {
+  let byServer = serverProblemCache.get(policy);
+  if (!byServer) serverProblemCache.set(policy, (byServer = new WeakMap()));
+  let bad: Set<Server> | undefined;
+  for (const server of service.servers) {
+    let found = byServer.get(server);
+    if (!found) byServer.set(server, (found = serverProblems(server, policy)));
+    if (found.length === 0) continue;
+    (bad ??= new Set()).add(server);
+    const at = `service ${JSON.stringify(service.name)} server ${JSON.stringify(server.name)}`;
+    for (const message of found) problems.push({ service: service.name, where: at, message: `${message}; this server is left out, the rest of the service is served` });
+  }
+  return bad ? { ...service, servers: service.servers.filter((s) => !bad!.has(s)) } : service;
 }
 
 function serverProblems(server: Server, policy: ServiceOptionsPolicy): string[] {

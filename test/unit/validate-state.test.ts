@@ -18,11 +18,17 @@ describe('sanitizeState (pure)', () => {
     expect(r.problems).toEqual([{ service: 'aaa', where: 'service aaa', message: 'port 80 is already used by service web' }]);
   });
 
+  test('a bad server is left out on its own; the rest of its service is served', () => {
+    const r = sanitizeState(state([service('web', 80, [server('a', 1), server('bad name', 2)])]));
+    expect(r.state.services.map((x) => [x.name, x.servers.map((y) => y.name)])).toEqual([['web', ['a']]]);
+    expect(r.problems[0]).toEqual({ service: 'web', where: 'service "web" server "bad name"', message: 'name must match [A-Za-z0-9_.:-]+; this server is left out, the rest of the service is served' });
+  });
+
   test('a rejected service falls back to its previous version', () => {
     const prev = state([service('web', 80, [server('a', 1)])]);
-    const r = sanitizeState(state([service('web', 80, [server('a', 1), server('bad name', 2)])]), prev);
+    const r = sanitizeState(state([service('web', 80, [server('a', 1)], { listenOptions: ['bind :1'] })]), prev);
     expect(r.state.services).toEqual(prev.services);
-    expect(r.problems[0]).toEqual({ service: 'web', where: 'service "web" server "bad name"', message: 'name must match [A-Za-z0-9_.:-]+' });
+    expect(r.problems[0]!.where).toBe('service "web" listen_options[0]');
   });
 
   test('weights, addresses, bind address and duplicate names are checked', () => {
@@ -34,10 +40,10 @@ describe('sanitizeState (pure)', () => {
         service('w4', 4, [server('a', 1), server('a', 2)]),
       ]),
     );
-    expect(r.state.services).toEqual([]);
+    expect(r.state.services.map((x) => [x.name, x.servers.length])).toEqual([['w1', 0], ['w2', 0]]); // bad servers left out
     expect(r.problems.map((p) => p.message)).toEqual([
-      'weight 300 is outside 0-256',
-      'address "not an address!" is neither an IP literal nor a hostname',
+      'weight 300 is outside 0-256; this server is left out, the rest of the service is served',
+      'address "not an address!" is neither an IP literal nor a hostname; this server is left out, the rest of the service is served',
       'bind address "localhost" is not an IP literal',
       'duplicate server name',
     ]);
@@ -96,7 +102,7 @@ describe('sanitizeState: service options (common/option-policy)', () => {
   test('per-host options are checked like server_options', () => {
     const r = sanitizeState(state([service('web', 80, [server('a', 1, { options: ['backup', 'ca-file /etc/ssl/private/x.pem'] })])]));
     expect(r.problems.map((p) => `${p.where}: ${p.message}`)).toEqual([
-      'service "web" server "a": options[1]: ca-file "/etc/ssl/private/x.pem": file outside service_options.file_dirs (none listed)',
+      'service "web" server "a": options[1]: ca-file "/etc/ssl/private/x.pem": file outside service_options.file_dirs (none listed); this server is left out, the rest of the service is served',
     ]);
   });
 
