@@ -145,6 +145,8 @@ export class ControlPlaneProcess {
     this.server = new grpc.Server({
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5000,
+      // An agent needs one stream, ctl a few: one connection must not open thousands of agent streams.
+      'grpc.max_concurrent_streams': 100,
       interceptors: [authInterceptor(this.authorizer, log.child({ component: 'grpc' }), this.authMetrics)],
     });
     this.server.addService(
@@ -156,7 +158,10 @@ export class ControlPlaneProcess {
     );
     this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry));
     this.server.addService(RolloutService, rolloutAdminServer(this.rollout));
-    addHealth(this.server, () => true);
+    // SERVING once discovery published its first snapshot: before that this replica has nothing to give an agent
+    // (a readiness probe keeps traffic away from it); a snapshot tells Watch streams at once.
+    const health = addHealth(this.server, () => this.discovery.current() !== undefined);
+    this.discovery.onSnapshot(() => health.changed());
     addReflection(this.server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin', 'proxymgr.v1.Rollout']);
     this.port = await bindServer(this.server, config.controlplane.listen, serverCredentials(config.controlplane.tls));
     if (config.controlplane.metricsListen) this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen);

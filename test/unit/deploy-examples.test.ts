@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { loadConfig, parseConfig } from '../../common/config';
+import { authTlsWarning, loadConfig, parseConfig } from '../../common/config';
 import { readStateFile } from '../../agent/sources/file';
 import { sanitizeState } from '../../common/validate-state';
 
@@ -19,6 +19,12 @@ describe('deploy/examples stay in step with the code', () => {
 
   test.each(['controlplane.yml', 'agent.yml'])('%s loads', (name) => {
     expect(() => loadConfig(path.join(examples, name))).not.toThrow();
+  });
+
+  test('controlplane.yml: roles for agents (as their own CN), operators and viewers', () => {
+    const c = loadConfig(path.join(examples, 'controlplane.yml'));
+    expect(c.auth?.clients.map((x) => [x.name, x.roles.join(), x.nodeIds.join()])).toEqual([['agents', 'agent', '{cn}'], ['operators', 'operator', ''], ['dashboards', 'viewer', '']]);
+    expect(authTlsWarning(c.auth, c.controlplane.tls, c.file, 'controlplane.tls')).toBeUndefined();
   });
 
   test('controlplane.yml: the rollout policy is read', () => {
