@@ -44,7 +44,7 @@ export class ControlPlaneProcess {
     const connected = new Gauge({ name: 'proxymgr_cp_connected_agents', help: 'Agents with an open stream to this replica', registers: [r] });
     this.discovery = new Discovery({ config: opts.config, log: opts.log });
     const rollout = opts.config.rollout
-      ? new RolloutCoordinator({ config: opts.config.rollout, discovery: this.discovery, log: opts.log, zkSessionTimeoutMs: opts.config.controlplane.zkSessionTimeoutMs })
+      ? new RolloutCoordinator({ config: opts.config.rollout, discovery: this.discovery, log: opts.log, zkSessionTimeoutMs: opts.config.controlplane.zkSessionTimeoutMs, serviceOptions: opts.config.serviceOptions })
       : undefined;
     this.rollout = rollout;
     const re = rollout?.registryEvents();

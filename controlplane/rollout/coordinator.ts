@@ -7,13 +7,16 @@ import { AgentRecord, RegistryEvents } from '../grpc/registry';
 import { DesiredStateSource } from '../grpc/stream-server';
 import { AgentStatus, HaStore } from '../ha/zk-store';
 import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc, PolicyDoc, releasedRevision, setPolicy, step } from './engine';
-import { composeState, describeChanges, Revision, revisionOf, revisionOfVersion, selectorMatches } from './revision';
+import { composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
+import { ServiceOptionsPolicy } from '../../common/config';
 
 export interface RolloutCoordinatorOptions {
   readonly config: RolloutConfig;
   readonly discovery: Discovery;
   readonly log: Logger;
   readonly zkSessionTimeoutMs: number;
+  /** proxymgr.yml's service_options: revisions read back from ZooKeeper are checked against them. */
+  readonly serviceOptions?: ServiceOptionsPolicy;
   readonly now?: () => number;
 }
 
@@ -101,6 +104,7 @@ export class RolloutCoordinator implements DesiredStateSource {
       this.load(id);
       return undefined;
     }
+    if (this.refused(rev)) return undefined; // the agent keeps what it runs
     const matched = rev.services.filter((s) => selectorMatches(s.agents, agent.labels)).map((s) => s.name);
     const key = `${rev.id}|${snap.version}|${matched.join(',')}`;
     let state = this.composed.get(key);
@@ -121,6 +125,20 @@ export class RolloutCoordinator implements DesiredStateSource {
 
   private notify(): void {
     for (const fn of [...this.subscribers]) fn();
+  }
+
+  /** Revisions checked so far: id → problem ("" = fine). A refused revision is logged once and never served. */
+  private readonly checked = new Map<string, string>();
+
+  private refused(rev: Revision): boolean {
+    let problem = this.checked.get(rev.id);
+    if (problem === undefined) {
+      problem = revisionProblem(rev, this.opts.serviceOptions) ?? '';
+      if (this.checked.size > 1024) this.checked.clear();
+      this.checked.set(rev.id, problem);
+      if (problem) this.log.error({ revision: rev.id, problem }, 'revision in ZooKeeper refused: it does not pass the checks a snapshot must pass; agents keep what they run');
+    }
+    return problem !== '';
   }
 
   private load(id: string): void {

@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
 import { DesiredState, HaproxyGlobals, Server, Service } from '../../common/types';
+import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../../common/config';
+import { errorMessage } from '../../common/errors';
+import { sanitizeState } from '../../common/validate-state';
 import { canonicalJson, stateVersion } from '../builder';
 
 /** The shape of one service in a revision: everything but its hosts. */
@@ -62,6 +65,36 @@ export function composeState(revision: Revision, labels: Readonly<Record<string,
     .filter((s) => selectorMatches(s.agents, labels))
     .map((s) => ({ name: s.name, port: s.port, bindAddress: s.bindAddress, listenOptions: s.listenOptions, serverOptions: s.serverOptions, servers: hostsOf(s.name) }));
   return { version: `${revision.id}.${stateVersion(revision.haproxy, services).slice(0, 20)}`, haproxy: revision.haproxy, services };
+}
+
+/**
+ * What is wrong with a revision read back from ZooKeeper, or undefined. Revisions are stored by the leader, but
+ * anyone who can write ZooKeeper (no `controlplane.zk_digest_file`) could plant one: it is checked like a fresh
+ * snapshot — shape, then sanitizeState with this replica's service_options — before any agent is served from it.
+ */
+export function revisionProblem(revision: unknown, policy: ServiceOptionsPolicy = DEFAULT_SERVICE_OPTIONS): string | undefined {
+  const r = revision as Partial<Revision> | null;
+  const lines = (v: unknown) => Array.isArray(v) && v.every((l) => typeof l === 'string');
+  if (typeof r !== 'object' || r === null || typeof r.id !== 'string' || !Array.isArray(r.services)) return 'not a revision (id, services)';
+  if (typeof r.haproxy !== 'object' || r.haproxy === null || !lines(r.haproxy.global) || !lines(r.haproxy.defaults)) return 'haproxy.global/defaults must be lists of lines';
+  for (const [i, sv] of r.services.entries()) {
+    const x = sv as Partial<ServiceShape> | null;
+    if (typeof x !== 'object' || x === null || typeof x.name !== 'string' || typeof x.port !== 'number' || typeof x.bindAddress !== 'string' || !lines(x.listenOptions) || !lines(x.serverOptions)) {
+      return `services[${i}] is not a service (name, port, bindAddress, listenOptions, serverOptions)`;
+    }
+  }
+  // Service by service: two services on one port are fine in a revision when their selectors pick different agents.
+  try {
+    for (const x of (r as Revision).services) {
+      const one: DesiredState = { version: '', haproxy: r.haproxy, services: [{ name: x.name, port: x.port, bindAddress: x.bindAddress, listenOptions: x.listenOptions, serverOptions: x.serverOptions, servers: [] }] };
+      const { problems } = sanitizeState(one, undefined, policy);
+      if (problems.length > 0) return problems.map((p) => `${p.where}: ${p.message}`).join('; ');
+    }
+    sanitizeState({ version: '', haproxy: r.haproxy, services: [] }, undefined, policy); // global/defaults
+  } catch (err) {
+    return errorMessage(err);
+  }
+  return undefined;
 }
 
 /** The revision a composed version was built from ("" for versions from before rollouts). */
