@@ -45,25 +45,71 @@ export function bindServer(server: grpc.Server, address: string, creds: grpc.Ser
   });
 }
 
+/** What addHealth returns: how the owner tells Watch streams about a change, and ends them at shutdown. */
+export interface Health {
+  /**
+   * The status may have changed: it is read again once the current event has run its course (a listener of an
+   * 'exit' event runs before the emitter updated its own state) and sent to every Watch stream whose last status
+   * differs. Safe to call often and from any event.
+   */
+  readonly changed: () => void;
+  /** Ends every Watch stream and stops polling (a graceful server shutdown would otherwise wait on them forever). */
+  readonly close: () => void;
+}
+
 /**
- * grpc.health.v1: "" (the whole server) and every named service answer with `status()`. Watch sends the
- * current status and then on every change signalled through the returned `changed()`.
+ * grpc.health.v1: "" (the whole server) and every named service answer with `status()`. Watch sends the current
+ * status and then every change: at once when the owner calls `changed()` (the agent: HAProxy exited or was
+ * restarted; the control plane: a snapshot was published), and otherwise within `pollMs`, because not every change
+ * comes with an event (HAProxy's first start, a reload). Polling runs only while a Watch stream is open.
  */
-export function addHealth(server: grpc.Server, status: () => boolean) {
-  const watchers = new Set<grpc.ServerWritableStream<unknown, unknown>>();
-  const current = () => ({ status: status() ? HealthCheckResponse_ServingStatus.SERVING : HealthCheckResponse_ServingStatus.NOT_SERVING });
+export function addHealth(server: grpc.Server, status: () => boolean, opts: { pollMs?: number } = {}): Health {
+  type Watcher = { call: grpc.ServerWritableStream<unknown, unknown>; last: HealthCheckResponse_ServingStatus };
+  const watchers = new Set<Watcher>();
+  const pollMs = opts.pollMs ?? 1000;
+  let timer: NodeJS.Timeout | undefined;
+  let scheduled = false;
+  const read = () => (status() ? HealthCheckResponse_ServingStatus.SERVING : HealthCheckResponse_ServingStatus.NOT_SERVING);
+  const check = () => {
+    scheduled = false;
+    if (watchers.size === 0) return;
+    const now = read();
+    for (const w of watchers) {
+      if (w.last === now) continue;
+      w.last = now;
+      w.call.write({ status: now });
+    }
+  };
+  const forget = (w: Watcher) => {
+    watchers.delete(w);
+    if (watchers.size === 0 && timer) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  };
   const impl: HealthServer = {
-    check: (_call, callback) => callback(null, current()),
+    check: (_call, callback) => callback(null, { status: read() }),
     watch: (call) => {
-      watchers.add(call as grpc.ServerWritableStream<unknown, unknown>);
-      call.write(current());
-      call.on('cancelled', () => watchers.delete(call as grpc.ServerWritableStream<unknown, unknown>));
+      const w: Watcher = { call: call as grpc.ServerWritableStream<unknown, unknown>, last: read() };
+      watchers.add(w);
+      call.write({ status: w.last });
+      call.on('cancelled', () => forget(w));
+      call.on('error', () => forget(w));
+      timer ??= setInterval(check, pollMs).unref();
     },
   };
   server.addService(HealthService, impl);
   return {
     changed: () => {
-      for (const w of watchers) w.write(current());
+      if (scheduled) return;
+      scheduled = true;
+      queueMicrotask(check);
+    },
+    close: () => {
+      for (const w of [...watchers]) {
+        forget(w);
+        w.call.end();
+      }
     },
   };
 }

@@ -17,7 +17,8 @@ export function fromProto(msg: pb.DesiredState): DesiredState {
           name: v.name,
           address: v.address,
           port: v.port,
-          weight: v.weight === 0 ? DEFAULT_WEIGHT : v.weight,
+          // Unset (an older control plane, a hand-written file) is the default; an explicit 0 is a drained server.
+          weight: v.weight ?? DEFAULT_WEIGHT,
           options: [...v.options],
         })),
       }),
@@ -36,7 +37,8 @@ export function toProto(state: DesiredState): pb.DesiredState {
       bindAddress: s.bindAddress,
       listenOptions: [...s.listenOptions],
       serverOptions: [...s.serverOptions],
-      servers: s.servers.map((v) => ({ ...v, options: [...v.options] })),
+      // The weight is always set (presence): 0 must reach the agent as 0, not as "unset".
+      servers: s.servers.map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [...v.options] })),
     })),
   });
 }

@@ -172,6 +172,11 @@ export interface StepResult {
  * Advances the current rollout: records ACKs/NACKs of the agents it was released to, halts (and rolls back) past
  * the NACK threshold, and starts the next wave once every connected agent of the current wave ACKed and the bake
  * time passed. Agents of a wave that are not connected are not waited for; they get the revision when they return.
+ *
+ * Nothing advances on no evidence: no wave completes, and the rollout never completes, before at least one agent
+ * ACKed the revision. A wave that settles without any ACK in the whole rollout (its agents left, or NACKed within
+ * max_nacks) is followed by a replacement wave of the same size taken from agents not tried yet; with no such agent
+ * (e.g. none connected) the rollout waits, and its reason says so.
  */
 export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): StepResult {
   const r0 = doc.current;
@@ -186,10 +191,22 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
   }
   if (r.state !== 'running') return { doc: replace(doc, r0, r) };
 
+  const assigned = new Set(r.waves.flatMap((w) => w.agents));
+  const candidates = releaseOrder([...fleet.keys()].filter((id) => !assigned.has(id)), fleet, r.policy.spreadBy);
+  const anyAck = Object.values(r.results).some((a) => a.status === 'acked');
   const last = r.waves[r.waves.length - 1];
   if (last && last.completedAt === undefined) {
     const done = last.agents.every((id) => !fleet.has(id) || r.results[id]?.status === 'acked' || r.results[id]?.status === 'nacked');
     if (!done) return { doc: replace(doc, r0, r) };
+    if (!anyAck) {
+      // Settled without a single ACK: nothing is known about the revision yet. Try it on as many other agents.
+      const take = candidates.slice(0, Math.max(1, last.agents.length));
+      const gone = last.agents.filter((id) => !fleet.has(id)).length;
+      const why = gone === last.agents.length ? `its ${gone} agent(s) disconnected` : `${last.agents.length - gone} NACKed${gone > 0 ? `, ${gone} disconnected` : ''}`;
+      if (take.length === 0) return { doc: replace(doc, r0, waiting(r, `waiting for an agent to ACK ${r.to}: wave ${last.index} ended without an ACK (${why}) and no other agent is connected`, now)) };
+      r = updateLast(r, { ...last, completedAt: now }, now);
+      return step(replace(doc, r0, startWave(r, last.spec, take, now, `wave ${last.index} ended without an ACK (${why}); `)), fleet, now);
+    }
     const ackedAt = last.ackedAt ?? now;
     const bakeEnd = ackedAt + (r.pending.length === 0 ? 0 : r.policy.bakeMs);
     if (last.ackedAt === undefined) r = updateLast(r, { ...last, ackedAt }, now);
@@ -197,8 +214,6 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     r = updateLast(r, { ...r.waves[r.waves.length - 1]!, completedAt: now }, now);
   }
   // Start the next wave that releases to at least one agent; none left → the revision is fully released.
-  const assigned = new Set(r.waves.flatMap((w) => w.agents));
-  const candidates = releaseOrder([...fleet.keys()].filter((id) => !assigned.has(id)), fleet, r.policy.spreadBy);
   const total = new Set([...assigned, ...fleet.keys()]).size;
   let pending = [...r.pending];
   while (pending.length > 0) {
@@ -207,14 +222,28 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     const target = w.kind === 'count' ? assigned.size + w.count : Math.ceil(w.share * total - 1e-9);
     const take = candidates.slice(0, Math.max(0, target - assigned.size));
     if (take.length === 0) continue; // e.g. 10 % of 5 agents after the canary: nothing new, next spec
-    const wave: WaveDoc = { index: r.waves.length + 1, spec, agents: take, startedAt: now };
-    const results = { ...r.results };
-    for (const id of take) results[id] = { status: 'pending', wave: wave.index, at: now };
-    r = { ...r, waves: [...r.waves, wave], pending, results, updatedAt: now, reason: `wave ${wave.index} (${spec}) released to ${take.length} agent(s)` };
     // The new wave's agents may already run the revision (e.g. it equals what they had): settle at once.
-    return step(replace(doc, r0, r), fleet, now);
+    return step(replace(doc, r0, startWave({ ...r, pending }, spec, take, now)), fleet, now);
+  }
+  if (!anyAck) {
+    // No wave could start (no agent connected) or none ACKed yet: completing now would make the revision stable for
+    // every agent that connects later, canary or not.
+    const why = fleet.size === 0 ? 'no agent is connected' : `none of the ${fleet.size} connected agent(s) ACKed it yet`;
+    return { doc: replace(doc, r0, waiting(r, `waiting for an agent to ACK ${r.to} before ${r.waves.length === 0 ? 'wave 1 starts' : 'completing'}: ${why}`, now)) };
   }
   return { doc: finish(doc, { ...r, pending: [] }, 'completed', now, `released to every agent (${assigned.size})`) };
+}
+
+function startWave(r: RolloutDoc, spec: string, take: readonly string[], now: number, why = ''): RolloutDoc {
+  const wave: WaveDoc = { index: r.waves.length + 1, spec, agents: [...take], startedAt: now };
+  const results = { ...r.results };
+  for (const id of take) results[id] = { status: 'pending', wave: wave.index, at: now };
+  return { ...r, waves: [...r.waves, wave], results, updatedAt: now, reason: `${why}wave ${wave.index} (${spec}) released to ${take.length} agent(s)` };
+}
+
+/** The rollout with `reason` (the same document when the reason is unchanged: no ZooKeeper write per step). */
+function waiting(r: RolloutDoc, reason: string, now: number): RolloutDoc {
+  return r.reason === reason ? r : { ...r, reason, updatedAt: now };
 }
 
 /** Operator commands; each returns the new document or throws RolloutCommandError. */

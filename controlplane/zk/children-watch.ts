@@ -13,14 +13,20 @@ export interface ChildrenListener {
 }
 
 const RETRY_MS = 1000;
-/** A stream of changes that never lets the in-flight count reach zero still gets reported this often. */
+/**
+ * A stream of changes that never lets the in-flight count reach zero still gets reported this often — once the
+ * path was read in full (see `synced`); before that, nothing is reported however long the replies take.
+ */
 const MAX_QUIET_MS = 100;
 
 /**
  * Follows the children of one ZooKeeper path and each child's data, with ZooKeeper's one-shot watches re-armed on
  * every read. A children event reads only the new children; a data event re-reads only that child. After every
  * (re)connection the whole path is read again, because events may have been missed meanwhile. Reports are sent
- * when the reads in flight have all come back, so a listener never sees half of a resync.
+ * when the reads in flight have all come back, so a listener never sees half of a resync. The first report after
+ * every (re)connection waits for the full read — the child list and the data of every child in it — however slow
+ * ZooKeeper answers: a list reported while its data was still on the way looked empty (or short) to discovery,
+ * which published a state without those services or servers.
  */
 export class ZkChildrenWatch {
   private client: Client | undefined;
@@ -28,6 +34,10 @@ export class ZkChildrenWatch {
   private inFlight = 0;
   private dirty = false;
   private lastReport = 0;
+  /** Whether the latest full read has completed: only then may a report go out with reads still in flight. */
+  private synced = false;
+  /** Children named by the latest full read whose data has not come back yet (undefined: the list itself has not). */
+  private awaiting: Set<string> | undefined;
   private stopped = false;
   private unsubscribe: (() => void) | undefined;
   private retryTimer: unknown;
@@ -94,6 +104,10 @@ export class ZkChildrenWatch {
     const client = this.client;
     if (!client) return;
     const epoch = this.epoch;
+    if (full) {
+      this.synced = false;
+      this.awaiting = undefined;
+    }
     this.inFlight++;
     client.getChildren(this.path, this.childrenWatcher, (err, children) => {
       if (epoch !== this.epoch) return;
@@ -115,7 +129,14 @@ export class ZkChildrenWatch {
           this.dirty = true;
         }
       }
-      if (full) this.dirty = true;
+      if (full) {
+        this.dirty = true;
+        this.awaiting = new Set(children);
+      } else if (this.awaiting) {
+        // A change while the full read is still completing: follow the list it names.
+        for (const known of [...this.awaiting]) if (!present.has(known)) this.awaiting.delete(known);
+        for (const child of children) if (!this.data.has(child)) this.awaiting.add(child);
+      }
       for (const child of children) {
         if (full || !this.data.has(child)) this.readChild(child);
       }
@@ -135,11 +156,14 @@ export class ZkChildrenWatch {
         if ((err as { code?: number }).code === zookeeper.Exception.NO_NODE) {
           // Deleted between the children read and this one; the children watch reports the deletion too.
           this.dirty = this.data.delete(child) || this.dirty;
+          this.awaiting?.delete(child);
         } else {
+          // Stays awaited: the retry's full read starts the count again.
           this.retryLater(`reading ${this.path}/${child} failed: ${String(err)}`, err);
         }
       } else {
         this.data.set(child, data ?? Buffer.alloc(0));
+        this.awaiting?.delete(child);
         this.dirty = true;
       }
       this.maybeReport();
@@ -159,6 +183,7 @@ export class ZkChildrenWatch {
         this.data.clear();
         this.dataWatchers.clear();
         this.dirty = false;
+        this.awaiting = undefined;
         this.listener.missing();
       }
     });
@@ -166,8 +191,15 @@ export class ZkChildrenWatch {
 
   private maybeReport(): void {
     if (!this.dirty) return;
+    if (!this.synced) {
+      // Nothing before the full read is in: neither the list (awaiting undefined) nor a child's data may be missing.
+      if (this.awaiting === undefined || this.awaiting.size > 0) return;
+      this.synced = true;
+      this.awaiting = undefined;
+    } else if (this.inFlight > 0 && this.clock.now() - this.lastReport < MAX_QUIET_MS) {
+      return;
+    }
     const now = this.clock.now();
-    if (this.inFlight > 0 && now - this.lastReport < MAX_QUIET_MS) return;
     this.dirty = false;
     this.lastReport = now;
     this.listener.children(new Map(this.data));

@@ -102,14 +102,68 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       expect(p2.version).toBe(v2.version);
       expect(p2.nonce).not.toBe(p1.nonce);
       // An ACK with a stale nonce is ignored; the right one is recorded.
-      a.send({ ack: { version: v2.version, nonce: p1.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [] } });
+      a.send({ ack: { version: v2.version, nonce: p1.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
       await sleep(100);
       expect(s.registry.get('n1')?.lastAckedVersion).toBe('');
-      a.send({ ack: { version: v2.version, nonce: p2.nonce, method: 2, reasons: ['x'], runtimeCommands: 1, durationMs: 1, warnings: [] } });
+      a.send({ ack: { version: v2.version, nonce: p2.nonce, method: 2, reasons: ['x'], runtimeCommands: 1, durationMs: 1, warnings: [], rejectedServices: [] } });
       expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v2.version)).toBe(true);
       expect(s.registry.get('n1')?.lastError).toBe('');
     } finally {
       a.close();
+      s.close();
+    }
+  });
+
+  // Issue 9g: the NACKed version used to be suppressed for the stream's whole life, so a state that flapped back to
+  // it after another version was ACKed never reached the agent again.
+  test('a NACKed version is sent again once a different version was sent and ACKed since, and the state flaps back', async () => {
+    const s = await startStreamServer();
+    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+    s.set(v1);
+    const a = rawAgent(s.port, 'n1');
+    try {
+      expect(await eventually(() => a.pushes.length === 1)).toBe(true);
+      ack(a.pushes[0]);
+      expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v1.version)).toBe(true);
+      s.set(v2);
+      expect(await eventually(() => a.pushes.length === 2)).toBe(true);
+      const p2 = a.pushes[1]!;
+      a.send({ nack: { version: v2.version, nonce: p2.nonce, reason: 'port in use', haproxyOutput: '', runningVersion: v1.version } });
+      expect(await eventually(() => s.registry.get('n1')?.lastNackedVersion === v2.version)).toBe(true);
+      s.poke(); // still v2: not re-sent in a loop
+      await sleep(200);
+      expect(a.pushes).toHaveLength(2);
+
+      s.set(v3);
+      expect(await eventually(() => a.pushes.length === 3)).toBe(true);
+      ack(a.pushes[2]);
+      expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v3.version)).toBe(true);
+      s.set(v2); // flaps back to the version NACKed earlier: the agent may well take it now
+      expect(await eventually(() => a.pushes.length === 4)).toBe(true);
+      expect(a.pushes[3]!.version).toBe(v2.version);
+    } finally {
+      a.close();
+      s.close();
+    }
+  });
+
+  // Issue 9j over real streams: the newer of two streams of one node closes first.
+  test('two streams of one node closing newer-first leave the node listed as disconnected', async () => {
+    const s = await startStreamServer();
+    s.set(v1);
+    const older = rawAgent(s.port, 'n1');
+    try {
+      expect(await eventually(() => older.pushes.length === 1)).toBe(true);
+      const newer = rawAgent(s.port, 'n1');
+      expect(await eventually(() => newer.pushes.length === 1)).toBe(true);
+      newer.close();
+      await sleep(200);
+      expect(s.registry.get('n1')?.connected).toBe(true);
+      older.close();
+      expect(await eventually(() => s.registry.get('n1')?.connected === false)).toBe(true);
+      expect(s.registry.connectedCount()).toBe(0);
+    } finally {
+      older.close();
       s.close();
     }
   });

@@ -122,7 +122,12 @@ describe('rollout engine', () => {
     const resumed = command(halted, 'resume', 1200);
     const next = step(resumed, fleetOf(running, nack), 1300);
     expect(next.doc.current!.state).toBe('running');
-    expect(step(next.doc, fleetOf(running, nack), next.wakeAt!).doc.current!.waves).toHaveLength(2);
+    // Nobody ACKed yet, so the rollout does not move on to 10 %: another canary gets the revision.
+    expect(next.doc.current!.waves.map((w) => [w.spec, w.agents])).toEqual([
+      ['1', ['a00']],
+      ['1', ['a01']],
+    ]);
+    expect(next.wakeAt).toBeUndefined();
   });
 
   test('pause holds the next wave, resume continues, abort rolls everyone back', () => {
@@ -169,14 +174,71 @@ describe('rollout engine', () => {
     expect(releasedRevision(reverted, 'a00')).toBe('r1');
   });
 
-  test('disconnected agents of a wave are not waited for', () => {
+  // Issue 9b: a rollout that saw no agent completed at once and its revision became stable: every agent that
+  // reconnected got it, no canary.
+  test('no agent connected: the rollout waits (and says why) instead of completing; the first agent to come is the canary', () => {
+    const { doc: d0 } = start(0);
+    const empty = step(d0, new Map(), 1000);
+    expect(empty.doc.current!.state).toBe('running');
+    expect(empty.doc.stable).toBe('r1');
+    expect(empty.doc.current!.waves).toHaveLength(0);
+    expect(empty.doc.current!.pending).toEqual(POLICY.waves);
+    expect(empty.doc.current!.reason).toMatch(/waiting for an agent to ACK r2 before wave 1 starts: no agent is connected/);
+    // Waiting writes nothing new on every step.
+    expect(step(empty.doc, new Map(), 5000).doc).toBe(empty.doc);
+    expect(releasedRevision(empty.doc, 'a00')).toBe('r1');
+
+    const running: Record<string, string> = Object.fromEntries(ids(10).map((id) => [id, 'r1']));
+    let doc = step(empty.doc, fleetOf(running), 6000).doc;
+    expect(doc.current!.waves.map((w) => w.agents.length)).toEqual([1]);
+    expect(releasedRevision(doc, 'a01')).toBe('r1');
+    const end = drive(doc, running, 6001);
+    expect(end.doc.current!.state).toBe('completed');
+    expect(end.doc.stable).toBe('r2');
+  });
+
+  test('a canary that leaves before ACKing does not advance the rollout: another canary is taken, or it waits', () => {
     const { doc: d0, running } = start(3);
     let doc = step(d0, fleetOf(running), 1000).doc;
+    expect(doc.current!.waves[0]!.agents).toEqual(['a00']);
     delete running['a00'];
-    const r = step(doc, fleetOf(running), 1100);
-    expect(r.wakeAt).toBe(1400);
-    doc = step(r.doc, fleetOf(running), 1400).doc;
-    expect(doc.current!.waves).toHaveLength(2);
+    doc = step(doc, fleetOf(running), 1100).doc;
+    expect(doc.current!.waves.map((w) => [w.spec, w.agents])).toEqual([
+      ['1', ['a00']],
+      ['1', ['a01']],
+    ]);
+    expect(doc.current!.reason).toMatch(/wave 1 ended without an ACK \(its 1 agent\(s\) disconnected\); wave 2 \(1\) released to 1 agent/);
+    expect(releasedRevision(doc, 'a02')).toBe('r1');
+    // The replacement leaves too, and the last agent disconnects: nothing completes, the rollout waits.
+    doc = step(doc, new Map(), 1200).doc;
+    expect(doc.current!.state).toBe('running');
+    expect(doc.stable).toBe('r1');
+    expect(doc.current!.reason).toMatch(/waiting for an agent to ACK r2: wave 2 ended without an ACK .* no other agent is connected/);
+    // The old canary comes back, gets the revision it was released, ACKs: the rollout goes on (after the bake).
+    const back = { a00: 'r2', a02: 'r1' };
+    const r = step(doc, fleetOf(back), 1300);
+    expect(r.doc.current!.waves).toHaveLength(2);
+    expect(r.wakeAt).toBe(1600);
+  });
+
+  test('promote with no agent connected does not complete the rollout either', () => {
+    const { doc: d0 } = start(0);
+    const doc = step(command(step(d0, new Map(), 1000).doc, 'promote', 1001), new Map(), 1002).doc;
+    expect(doc.current!.state).toBe('running');
+    expect(doc.stable).toBe('r1');
+  });
+
+  test('every wave after an ACK: agents of later waves that disconnect are not waited for', () => {
+    const { doc: d0, running } = start(4, { ...POLICY, waves: ['1', '2', '100%'] });
+    let doc = step(d0, fleetOf(running), 1000).doc;
+    running['a00'] = 'r2';
+    doc = step(step(doc, fleetOf(running), 1100).doc, fleetOf(running), 1400).doc;
+    expect(doc.current!.waves.map((w) => w.agents)).toEqual([['a00'], ['a01', 'a02']]);
+    delete running['a01'];
+    delete running['a02'];
+    doc = step(doc, fleetOf(running), 1500).doc;
+    doc = step(doc, fleetOf(running), 1800).doc;
+    expect(doc.current!.waves.map((w) => w.agents)).toEqual([['a00'], ['a01', 'a02'], ['a03']]);
   });
 
   test('policy changes: next rollout, and the current one', () => {
