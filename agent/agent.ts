@@ -1,20 +1,22 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrConfig } from '../common/config';
-import { errorMessage, ProxyMgrError, StateError, StateProblem } from '../common/errors';
+import { errorMessage, HaproxyConfigError, ProxyMgrError, StateError, StateProblem } from '../common/errors';
 import { writeFileAtomic } from '../common/fs';
 import { Logger } from '../common/log';
-import { DesiredState } from '../common/types';
+import { DesiredState, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
 import { checkConfig } from './haproxy/check';
-import { findOrphan, stopOrphan } from './haproxy/orphan';
+import { findHaproxies, findOrphan, stopOrphan } from './haproxy/orphan';
 import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
 import { RuntimeServer, RuntimeState } from './haproxy/servers-state';
 import { SocketPool, socketKey } from './haproxy/sockets';
-import { plan, Running, RuntimeAction } from './plan';
+import { OverrideTracker } from './overrides';
+import { RejectedServices } from './rejected-services';
+import { OverrideState, plan, Plan, Running, RuntimeAction } from './plan';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
 
@@ -34,7 +36,7 @@ export interface ApplyResult {
 export interface ActionRecord {
   readonly at: string;
   readonly trigger: 'update' | 'drift';
-  readonly kind: 'reload' | 'runtime' | 'rejected';
+  readonly kind: 'reload' | 'runtime' | 'rejected' | 'override';
   readonly detail: string;
   readonly reason: string;
 }
@@ -66,7 +68,12 @@ export class Agent {
   private queue: Promise<unknown> = Promise.resolve();
   private driftTimer: NodeJS.Timeout | undefined;
   private readonly recent: ActionRecord[] = [];
-  readonly counters = { reloads: 0, runtimeCommands: 0, rejected: 0, driftRepairs: 0 };
+  private readonly overrideTracker = new OverrideTracker();
+  /** Socket keys of this apply that can only be bound once an old socket on their port is closed (see vacate). */
+  private readonly awaitingBind = new Set<string>();
+  private readonly rejectedServices = new RejectedServices();
+  /** `errors`: I/O and other unexpected failures caught (state dir writes, spawn, …); the agent kept serving. */
+  readonly counters = { reloads: 0, runtimeCommands: 0, rejected: 0, driftRepairs: 0, errors: 0 };
 
   constructor(private readonly opts: AgentOptions) {
     const { haproxy, agent } = opts.config;
@@ -85,7 +92,8 @@ export class Agent {
     });
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;
-      void this.repairDrift();
+      this.overrideTracker.restarted();
+      void this.repairDrift(); // never rejects
     });
   }
 
@@ -99,9 +107,18 @@ export class Agent {
     return this.recent;
   }
 
-  /** Applies a desired state (serialized with every other apply and drift repair). */
+  /**
+   * Operator overrides: desired servers someone other than the agent put in drain or maint (`set server … state`
+   * on the stats socket, or an agent-check) after the agent had them ready. Drift repair leaves them alone until
+   * they are ready again or leave the desired state; a HAProxy crash restart gets them re-applied.
+   */
+  overrides(): { server: string; state: OverrideState }[] {
+    return this.overrideTracker.list();
+  }
+
+  /** Applies a desired state (serialized with every other apply and drift repair); never rejects. */
   apply(desired: DesiredState): Promise<ApplyResult> {
-    return this.serialize(() => this.applyNow(desired, 'update'));
+    return this.serialize(() => this.guarded(desired, 'update'));
   }
 
   /** Starts periodic drift repair: compares `show servers state` with the desired state and fixes differences. */
@@ -111,9 +128,9 @@ export class Agent {
     this.driftTimer.unref();
   }
 
-  /** One drift check now; resolves with what it did. */
+  /** One drift check now; resolves with what it did (never rejects: it runs from a timer and the restart handler). */
   repairDrift(): Promise<ApplyResult | undefined> {
-    return this.serialize(async () => (this.lastGood ? this.applyNow(this.lastGood, 'drift') : undefined));
+    return this.serialize(async () => (this.lastGood ? this.guarded(this.lastGood, 'drift') : undefined));
   }
 
   async stop(): Promise<void> {
@@ -127,6 +144,30 @@ export class Agent {
     const next = this.queue.then(fn, fn);
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /**
+   * applyNow, with nothing escaping: an exception used to be an unhandled rejection from the drift timer or the
+   * restart handler and ended the agent (issue 9 f). What runs keeps running; the next push or drift round retries.
+   */
+  private async guarded(desired: DesiredState, trigger: 'update' | 'drift'): Promise<ApplyResult> {
+    const started = Date.now();
+    try {
+      return await this.applyNow(desired, trigger);
+    } catch (err) {
+      const error = this.asProxyMgrError(err);
+      this.counters.rejected++;
+      this.record(trigger, 'rejected', error.message, 'failed');
+      this.log.error({ version: desired.version, trigger, code: error.code, err: error.message }, `${trigger}: failed; HAProxy keeps running what it runs`);
+      return { version: desired.version, outcome: 'rejected', reasons: [], commands: [], problems: [], error, durationMs: Date.now() - started };
+    }
+  }
+
+  /** ProxyMgrErrors as they are; anything else (an errno from fs or spawn) is counted and becomes IO_FAILED. */
+  private asProxyMgrError(err: unknown): ProxyMgrError {
+    if (err instanceof ProxyMgrError) return err;
+    this.counters.errors++;
+    return new ProxyMgrError('IO_FAILED', errorMessage(err), { cause: err });
   }
 
   private async applyNow(desired: DesiredState, trigger: 'update' | 'drift'): Promise<ApplyResult> {
@@ -159,7 +200,13 @@ export class Agent {
       this.orphanChecked = true;
       await this.takeOver(sanitized.state);
     }
-    const state = this.withSockets(sanitized.state, problems);
+    const reject = (err: unknown, reasons: readonly string[]): ApplyResult => {
+      const error = this.asProxyMgrError(err);
+      this.counters.rejected++;
+      this.record(trigger, 'rejected', error.message, reasons.join('; ') || 'rejected');
+      return done('rejected', [...reasons], [], problems, error);
+    };
+    let state = this.rejectedServices.withoutKnown(this.withSockets(sanitized.state, problems), this.lastGood, problems);
 
     let actual: RuntimeState | undefined;
     let unreadable: string | undefined;
@@ -167,58 +214,92 @@ export class Agent {
       try {
         // Updates plan against the state read after the last change (saves parsing every backend's servers on
         // every host event); drift repair always reads it afresh and corrects whatever changed behind our back.
-        actual = trigger === 'update' && this.actualCache ? this.actualCache : await this.readActual();
+        if (trigger === 'update' && this.actualCache) {
+          actual = this.actualCache;
+        } else {
+          actual = await this.readActual();
+          this.observe(actual, state);
+        }
       } catch (err) {
         unreadable = errorMessage(err);
         this.log.warn({ err: unreadable, trigger }, 'cannot read show servers state');
       }
     }
     if (unreadable !== undefined && trigger === 'drift') return done('nothing', [], [], problems); // next round
-    const p =
+    const planFor = (s: DesiredState): Plan =>
       unreadable !== undefined
         ? // Without the live state the runtime path is blind; the config file holds the full state, so reload it.
           { reloadReasons: [`reload: cannot read show servers state (${unreadable})`], actions: [] }
-        : plan(state, this.supervisor.running ? this.running : undefined, actual);
+        : plan(s, this.supervisor.running ? this.running : undefined, actual, this.overrideTracker.current);
+    let p = planFor(state);
     if (p.reloadReasons.length > 0) {
       try {
-        const commands = await this.reload(state, p.reloadReasons, trigger);
-        this.lastGood = state;
-        return done('reload', [...p.reloadReasons], commands, problems);
+        // A service HAProxy rejects keeps its previous version (or stays out) and the rest goes ahead.
+        const checked = await this.checkPerService(state, problems);
+        if (checked !== state) {
+          state = checked;
+          p = planFor(state);
+        }
       } catch (err) {
-        if (!(err instanceof ProxyMgrError)) throw err;
-        this.counters.rejected++;
-        this.record(trigger, 'rejected', err.message, p.reloadReasons.join('; '));
         this.releaseUnusedSockets();
-        return done('rejected', [...p.reloadReasons], [], problems, err);
+        return reject(err, p.reloadReasons);
+      }
+    }
+    if (p.reloadReasons.length > 0) {
+      try {
+        const ran = await this.reload(state, p.reloadReasons, trigger, problems, true);
+        this.lastGood = ran.state;
+        return done('reload', [...p.reloadReasons], ran.commands, problems);
+      } catch (err) {
+        this.releaseUnusedSockets();
+        return reject(err, p.reloadReasons);
       }
     }
     if (p.actions.length === 0) {
-      this.lastGood = state;
+      // Written before it counts as applied: a state whose file cannot be written is not reported as running.
       if (trigger === 'update') await this.writeConfig(state);
+      this.lastGood = state;
       return done('nothing', [], [], problems);
     }
+    let commands: string[];
     try {
-      const commands = await this.runActions(p.actions, trigger);
-      await this.refreshActual(p.actions);
-      this.running = mergeRunning(this.running!, state);
-      await this.writeConfig(state);
-      this.lastGood = state;
-      if (trigger === 'drift') this.counters.driftRepairs++;
-      return done('runtime', p.actions.map((a) => a.reason), commands, problems);
+      commands = await this.runActions(p.actions, trigger);
     } catch (err) {
       this.actualCache = undefined; // some commands may have gone through
       const reason = `reload: runtime command failed (${errorMessage(err)})`;
       this.log.warn({ err: errorMessage(err) }, 'runtime API could not apply the change; falling back to a reload');
       try {
-        const commands = await this.reload(state, [reason], trigger);
-        this.lastGood = state;
-        return done('reload', [reason], commands, problems);
+        const ran = await this.reload(state, [reason], trigger, problems, false);
+        this.lastGood = ran.state;
+        return done('reload', [reason], ran.commands, problems);
       } catch (err2) {
-        if (!(err2 instanceof ProxyMgrError)) throw err2;
-        this.counters.rejected++;
-        return done('rejected', [reason], [], problems, err2);
+        this.releaseUnusedSockets();
+        return reject(err2, [reason]);
       }
     }
+    await this.refreshActual(p.actions);
+    this.running = mergeRunning(this.running!, state);
+    try {
+      await this.writeConfig(state);
+    } catch (err) {
+      // HAProxy runs the change but its config file does not say so: not applied. The last written version stays
+      // the running one, and drift repair brings HAProxy back to it (a crash restart would load the file anyway).
+      const why = `applied at runtime, but ${errorMessage(err)}: the previous version stays, and drift repair returns HAProxy to it`;
+      return reject(new ProxyMgrError('IO_FAILED', why, { cause: err }), p.actions.map((a) => a.reason));
+    }
+    this.lastGood = state;
+    if (trigger === 'drift') this.counters.driftRepairs++;
+    return done('runtime', p.actions.map((a) => a.reason), commands, problems);
+  }
+
+  /** Operator overrides (issue 9 l) from a fresh `show servers state`; see OverrideTracker. */
+  private observe(actual: RuntimeState, desired: DesiredState): void {
+    for (const e of this.overrideTracker.observe(actual, desired)) this.noteOverride(e.server, e.what);
+  }
+
+  private noteOverride(id: string, what: string): void {
+    this.log.info({ server: id }, `server ${id} ${what}`);
+    this.record('drift', 'override', `${id} ${what}`, 'operator override');
   }
 
   /** Opens (or reuses) the socket of every service; a service whose socket cannot be had is left out. */
@@ -230,20 +311,24 @@ export class Agent {
    */
   private async takeOver(desired: DesiredState): Promise<void> {
     const configPath = this.opts.config.haproxy.configPath;
-    const pid = await findOrphan(this.pidFile, configPath);
+    // Killed mid-reload, the previous agent may have left a newer HAProxy the pid file does not name yet (or no pid
+    // file at all): take every one running our config; the newest is current, the others are soft-stopping.
+    const recorded = await findOrphan(this.pidFile, configPath);
+    const all = [...new Set([...findHaproxies(configPath), ...(recorded === undefined ? [] : [recorded])])];
+    const pid = all.at(-1);
     if (pid === undefined) return;
     try {
-      const sockets = this.sockets.adoptFrom(pid);
+      const sockets = all.flatMap((p) => this.sockets.adoptFrom(p));
       const state = this.withSockets(desired, []);
       const onDisk = await fsp.readFile(configPath, 'utf8').catch(() => '');
       const same = onDisk === this.render(state);
-      this.supervisor.adopt(pid, same ? this.fdsFor(state) : []);
+      this.supervisor.adopt(pid, same ? this.fdsFor(state) : [], all.slice(0, -1));
       if (same) this.running = state;
-      this.log.info({ haproxy_pid: pid, sockets, config_matches: same }, 'took over the HAProxy the previous agent left running, with its listening sockets');
+      this.log.info({ haproxy_pid: pid, also_running: all.slice(0, -1), sockets, config_matches: same }, 'took over the HAProxy the previous agent left running, with its listening sockets');
     } catch (err) {
       this.log.warn({ haproxy_pid: pid, err: errorMessage(err) }, 'cannot take over the running HAProxy');
       this.sockets.closeAll();
-      await stopOrphan(pid, this.log);
+      for (const p of all) await stopOrphan(p, this.log);
     }
   }
 
@@ -255,11 +340,17 @@ export class Agent {
   }
 
   private withSockets(state: DesiredState, problems: StateProblem[]): DesiredState {
+    this.awaitingBind.clear();
+    const wanted = new Set(state.services.map((s) => socketKey(s.bindAddress, s.port)));
     const services = state.services.filter((s) => {
       try {
         this.sockets.acquire(s.bindAddress, s.port);
         return true;
       } catch (err) {
+        if (this.blockedByUnwanted(s, err, wanted)) {
+          this.awaitingBind.add(socketKey(s.bindAddress, s.port));
+          return true;
+        }
         problems.push({ service: s.name, where: `service ${s.name}`, message: errorMessage(err) });
         return false;
       }
@@ -267,8 +358,119 @@ export class Agent {
     return services.length === state.services.length ? state : { ...state, services };
   }
 
-  private fdsFor(state: DesiredState): number[] {
-    return listenOrder(state).map((s) => this.sockets.acquire(s.bindAddress, s.port));
+  /**
+   * Linux refuses to bind 127.0.0.1:P while 0.0.0.0:P is bound (and the reverse). When the socket in the way is one
+   * of ours that the new state no longer wants (a bind_address change on the same port), the new one is bound
+   * inside the reload, once the old one is closed (vacate).
+   */
+  private blockedByUnwanted(s: Service, err: unknown, wanted: ReadonlySet<string>): boolean {
+    if (((err as { cause?: { code?: string } }).cause?.code ?? '') !== 'EADDRINUSE') return false;
+    return (this.running?.services ?? []).some((r) => r.port === s.port && !wanted.has(socketKey(r.bindAddress, r.port)));
+  }
+
+  /**
+   * The fds of the state's services in listen order. For `haproxy -c`, a service whose new address is not bound yet
+   * (awaitingBind) is checked on the old socket of its port: HAProxy checks that `fd@N` is a listening socket.
+   */
+  private fdsFor(state: DesiredState, forCheck = false): number[] {
+    return listenOrder(state).map((s) => {
+      if (forCheck && this.awaitingBind.has(socketKey(s.bindAddress, s.port))) {
+        const old = (this.running?.services ?? []).find((r) => r.port === s.port && r.bindAddress !== s.bindAddress);
+        if (old) return this.sockets.acquire(old.bindAddress, old.port);
+      }
+      return this.sockets.acquire(s.bindAddress, s.port);
+    });
+  }
+
+  /**
+   * Services with a bind address change on the same port (see blockedByUnwanted): HAProxy is first reloaded without
+   * them, so the old process soft-stops and closes its copies of their old sockets, the agent closes its own, and
+   * the new addresses are bound; the caller then reloads with everything. For the services that move, the port is
+   * closed between the two reloads, and connections still waiting in an old socket's backlog are reset: the price
+   * of an operation Linux does not allow otherwise (the other services are served throughout). A new address that
+   * still cannot be bound keeps the service at its previous version (reported), or leaves it out.
+   */
+  private async vacate(state: DesiredState, problems: StateProblem[], trigger: 'update' | 'drift'): Promise<DesiredState> {
+    const moving = state.services.filter((s) => this.awaitingBind.has(socketKey(s.bindAddress, s.port)));
+    if (moving.length === 0) return state;
+    const names = moving.map((s) => s.name).join(', ');
+    const interim: DesiredState = { ...state, services: state.services.filter((s) => !moving.includes(s)) };
+    if (this.supervisor.running) {
+      await this.saveServerState();
+      await this.write(this.opts.config.haproxy.configPath, this.render(interim));
+      const pid = await this.supervisor.startOrReload(this.fdsFor(interim));
+      this.counters.reloads++;
+      this.running = interim;
+      this.record(trigger, 'reload', `haproxy pid ${pid}`, `reload: without ${names} first, so that the old sockets of their ports close`);
+    }
+    this.sockets.release(new Set(interim.services.map((s) => socketKey(s.bindAddress, s.port))));
+    // The old process closes its listeners as soon as it gets the soft-stop signal; give it a moment.
+    const closedAt = Date.now();
+    const deadline = closedAt + 2000;
+    const previous = new Map((this.lastGood?.services ?? []).map((s) => [s.name, s]));
+    const services = [...interim.services];
+    for (const s of moving) {
+      for (;;) {
+        try {
+          this.sockets.acquire(s.bindAddress, s.port);
+          this.log.info({ service: s.name, address: `${s.bindAddress}:${s.port}`, waited_ms: Date.now() - closedAt }, 'listening on the new address');
+          services.push(s);
+          break;
+        } catch (err) {
+          if (Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 20));
+            continue;
+          }
+          const prev = previous.get(s.name);
+          let kept = false;
+          if (prev && !services.some((o) => o.port === prev.port)) {
+            try {
+              this.sockets.acquire(prev.bindAddress, prev.port);
+              services.push(prev);
+              kept = true;
+            } catch {
+              // its old address is gone too
+            }
+          }
+          problems.push({ service: s.name, where: `service ${s.name}`, message: `${errorMessage(err)} (after closing the old socket); ${kept ? 'kept its previous version' : 'left out'}` });
+          break;
+        }
+      }
+    }
+    this.awaitingBind.clear();
+    return { ...state, services: services.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+  }
+
+  /**
+   * `haproxy -c` on the whole candidate (issue 9 h). When every ALERT points at services, those services fall back to
+   * their previous version (or are left out when new), are reported as problems, and the rest is checked again;
+   * otherwise the whole version is rejected (see RejectedServices).
+   */
+  private async checkPerService(state: DesiredState, problems: StateProblem[]): Promise<DesiredState> {
+    let current = state;
+    for (let round = 1; ; round++) {
+      try {
+        await this.check(current);
+        return current;
+      } catch (err) {
+        if (!(err instanceof HaproxyConfigError) || round >= 3) throw err;
+        current = this.rejectedServices.fallBack(current, this.lastGood, err, problems);
+        this.log.warn({ services: err.services, err: err.message }, 'haproxy -c rejected these services; the rest goes ahead');
+      }
+    }
+  }
+
+  /** `haproxy -c` on the state's config, with the real fds (HAProxy checks `bind fd@N` even then). */
+  private async check(state: DesiredState): Promise<void> {
+    const { haproxy } = this.opts.config;
+    const text = this.render(state);
+    const candidate = `${haproxy.configPath}.candidate`;
+    await this.write(candidate, text);
+    try {
+      await checkConfig(haproxy.binary, candidate, text, this.fdsFor(state, true));
+    } finally {
+      await fsp.rm(candidate, { force: true }).catch(() => undefined);
+    }
   }
 
   private render(state: DesiredState): string {
@@ -277,45 +479,68 @@ export class Agent {
   }
 
   private async writeConfig(state: DesiredState): Promise<void> {
-    await writeFileAtomic(this.opts.config.haproxy.configPath, this.render(state));
+    await this.write(this.opts.config.haproxy.configPath, this.render(state));
   }
 
-  /** Validates, writes and (re)starts HAProxy on the state, then fixes server states at runtime. */
-  private async reload(state: DesiredState, reasons: readonly string[], trigger: 'update' | 'drift'): Promise<string[]> {
-    const { haproxy } = this.opts.config;
+  /** writeFileAtomic; a failure (ENOSPC, EROFS, …) is counted and becomes IO_FAILED naming the file. */
+  private async write(file: string, content: string): Promise<void> {
+    try {
+      await writeFileAtomic(file, content);
+    } catch (err) {
+      this.counters.errors++;
+      this.log.error({ file, err: errorMessage(err) }, 'cannot write a file of the state dir');
+      throw new ProxyMgrError('IO_FAILED', `cannot write ${file}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /** Health and admin states survive a reload through the server-state file. */
+  private async saveServerState(): Promise<void> {
+    try {
+      await writeFileAtomic(this.serverStateFile, await this.runtime.command('show servers state'));
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'cannot save server state before reload');
+    }
+  }
+
+  /**
+   * Validates (unless `checked`), writes and (re)starts HAProxy on the state, then fixes server states at runtime.
+   * Resolves with the state that runs (see vacate). Once the new HAProxy answers, the reload stands: a failing
+   * runtime pass after it is a warning in `problems` (drift repair makes up for it), not a rejection of a config
+   * that is running.
+   */
+  private async reload(state: DesiredState, reasons: readonly string[], trigger: 'update' | 'drift', problems: StateProblem[], checked: boolean): Promise<{ state: DesiredState; commands: string[] }> {
+    if (!checked) await this.check(state);
+    state = await this.vacate(state, problems, trigger);
     const text = this.render(state);
     const fds = this.fdsFor(state);
-    const candidate = `${haproxy.configPath}.candidate`;
-    await fsp.mkdir(path.dirname(candidate), { recursive: true });
-    await fsp.writeFile(candidate, text, { mode: 0o600 });
-    try {
-      await checkConfig(haproxy.binary, candidate, text, fds);
-    } finally {
-      await fsp.rm(candidate, { force: true });
-    }
     if (this.supervisor.running) {
-      // Health and admin states survive the reload through the server-state file.
-      try {
-        await writeFileAtomic(this.serverStateFile, await this.runtime.command('show servers state'));
-      } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, 'cannot save server state before reload');
-      }
+      await this.saveServerState();
     } else if (!existsSync(this.serverStateFile)) {
       // An empty state file (format version line only) spares HAProxy's "can't open" warning at first start.
-      await writeFileAtomic(this.serverStateFile, '1\n');
+      await this.write(this.serverStateFile, '1\n');
     }
-    await writeFileAtomic(haproxy.configPath, text);
+    await this.write(this.opts.config.haproxy.configPath, text);
     const pid = await this.supervisor.startOrReload(fds);
     this.counters.reloads++;
     this.running = state;
     for (const reason of reasons) this.record(trigger, 'reload', `haproxy pid ${pid}`, reason);
     this.releaseUnusedSockets();
-    // Saved states may say maint for a server that is desired again: one runtime pass right after.
-    const after = plan(state, this.running, await this.readActual());
-    if (after.reloadReasons.length > 0 || after.actions.length === 0) return [];
-    const sent = await this.runActions(after.actions, trigger);
-    await this.refreshActual(after.actions);
-    return sent;
+    try {
+      // Saved states may say maint for a server that is desired again: one runtime pass right after.
+      const actual = await this.readActual();
+      this.observe(actual, state);
+      const after = plan(state, this.running, actual, this.overrideTracker.current);
+      if (after.reloadReasons.length > 0 || after.actions.length === 0) return { state, commands: [] };
+      const sent = await this.runActions(after.actions, trigger);
+      await this.refreshActual(after.actions);
+      return { state, commands: sent };
+    } catch (err) {
+      this.actualCache = undefined;
+      const message = `runtime pass after the reload failed (${errorMessage(err)}); HAProxy runs the new config, drift repair finishes the server states`;
+      this.log.warn({ err: errorMessage(err) }, message);
+      problems.push({ where: 'haproxy', message });
+      return { state, commands: [] };
+    }
   }
 
   private async readActual(): Promise<RuntimeState> {
@@ -351,6 +576,7 @@ export class Agent {
       const reply = (await this.runtime.command(a.command)).trim();
       this.counters.runtimeCommands++;
       if (!a.ok.test(reply)) throw new ProxyMgrError('HAPROXY_RUNTIME', `"${a.command}" answered: ${reply}`);
+      this.overrideTracker.applied(a);
       sent.push(a.command);
       this.record(trigger, 'runtime', a.command, a.reason);
     }

@@ -6,7 +6,7 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { ProxyMgrConfig } from '../common/config';
 import { ConfigError, errorMessage } from '../common/errors';
 import { ensurePrivateDir, writeFileAtomic } from '../common/fs';
-import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
+import { addHealth, addReflection, bindServer, Health, serverCredentials } from '../common/grpc';
 import { Authorizer, readTokenFile } from '../common/auth';
 import { authTlsWarning } from '../common/config';
 import { authInterceptor, authMetrics } from '../common/grpc-auth';
@@ -42,6 +42,7 @@ export class AgentProcess {
   private readonly runtime: StatsSocketClient;
   private source: StateSource | undefined;
   private grpcServer: grpc.Server | undefined;
+  private health: Health | undefined;
   private metrics: { port: number; close: () => Promise<void> } | undefined;
   private readonly registry = new Registry();
   private readonly cacheFile: string;
@@ -70,9 +71,14 @@ export class AgentProcess {
       const result = await this.agent.apply(this.localize(state));
       m.record(result);
       if (result.outcome !== 'rejected' && this.agent.current) {
-        await writeFileAtomic(this.cacheFile, JSON.stringify(toJson(this.agent.current), null, 1)).catch((err: unknown) =>
-          this.log.warn({ err: errorMessage(err) }, 'cannot write the state cache'),
-        );
+        try {
+          await writeFileAtomic(this.cacheFile, JSON.stringify(toJson(this.agent.current), null, 1));
+        } catch (err) {
+          // The state runs, but a restart would not find it: said in the ACK's warnings, not passed over.
+          this.log.error({ err: errorMessage(err), file: this.cacheFile }, 'cannot write the state cache');
+          this.agent.counters.errors++;
+          return { ...result, problems: [...result.problems, { where: 'state cache', message: `cannot write ${this.cacheFile}: ${errorMessage(err)}; an agent restarted now would not serve this version before the control plane answers` }] };
+        }
       }
       return result;
     };
@@ -108,7 +114,9 @@ export class AgentProcess {
           lastError: () => grpcSource?.lastError ?? '',
         }),
       );
-      addHealth(this.grpcServer, () => this.agent.supervisor.running);
+      // Watch streams hear of HAProxy exiting and coming back at once (addHealth also polls, e.g. for the first start).
+      this.health = addHealth(this.grpcServer, () => this.agent.supervisor.running);
+      this.agent.supervisor.on('exit', this.health.changed).on('restarted', this.health.changed);
       addReflection(this.grpcServer, ['proxymgr.v1.AgentAdmin']);
       try {
         this.adminPort = await bindServer(this.grpcServer, config.agent.adminListen, serverCredentials(config.agent.tls?.cert ? config.agent.tls : undefined));
@@ -145,6 +153,7 @@ export class AgentProcess {
 
   private async stopServing(): Promise<void> {
     this.source?.stop();
+    this.health?.close(); // open Watch streams would hold the graceful shutdown forever
     await new Promise<void>((resolve) => (this.grpcServer ? this.grpcServer.tryShutdown(() => resolve()) : resolve()));
     await this.metrics?.close();
   }

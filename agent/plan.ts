@@ -5,7 +5,7 @@ import { ADMF_FDRAIN, ADMF_FMAINT, RuntimeServer, RuntimeState } from './haproxy
 
 /** One runtime API command with the reason it is sent and how to recognise HAProxy's success reply. */
 export interface RuntimeAction {
-  readonly kind: 'add' | 'enable-health' | 'ready' | 'weight' | 'addr' | 'maint';
+  readonly kind: 'add' | 'enable-health' | 'enable-agent' | 'ready' | 'weight' | 'addr' | 'maint' | 'override';
   readonly backend: string;
   readonly server: string;
   readonly command: string;
@@ -26,6 +26,15 @@ export interface Plan {
  * stay in it (HAProxy still has them, in maint) until the next reload.
  */
 export type Running = DesiredState;
+
+/** An admin state someone other than the agent set on a desired server (see Agent.overrides). */
+export type OverrideState = 'drain' | 'maint';
+
+/**
+ * Servers whose admin state belongs to an operator (or its agent-check), backend → server → state: the plan never
+ * readies them; one found ready (HAProxy restarted from an older server-state file) gets its state back.
+ */
+export type Overrides = ReadonlyMap<string, ReadonlyMap<string, OverrideState>>;
 
 const EMPTY = /^\s*$/;
 const EMPTY_BACKEND: ReadonlyMap<string, RuntimeServer> = new Map();
@@ -48,9 +57,9 @@ function serversByName(service: Service): ReadonlyMap<string, Server> {
 
 /**
  * Compares the desired state with what runs (`running` = the shape HAProxy loaded, `actual` = `show servers
- * state`) and says what to do, each step with a human reason (pure).
+ * state`) and says what to do, each step with a human reason (pure). `overrides` are left in their admin state.
  */
-export function plan(desired: DesiredState, running: Running | undefined, actual: RuntimeState | undefined): Plan {
+export function plan(desired: DesiredState, running: Running | undefined, actual: RuntimeState | undefined, overrides?: Overrides): Plan {
   if (!running || !actual) return { reloadReasons: ['start: no HAProxy is running'], actions: [] };
   const reasons: string[] = [];
   if (!sameLines(desired.haproxy.global, running.haproxy.global)) reasons.push('reload: haproxy global section changed');
@@ -79,6 +88,7 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
     let staticAlgo: string | undefined | null = null;
     const algo = () => (staticAlgo === null ? (staticAlgo = staticAlgorithm(service, desired.haproxy.defaults)) : staticAlgo);
     const live = actual.get(service.name) ?? EMPTY_BACKEND;
+    const held = overrides?.get(service.name);
     const defs = serversByName(was);
     let matched = 0;
     for (const server of service.servers) {
@@ -92,7 +102,9 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
       matched++;
       const def = defs.get(server.name);
       const sameOptions = def === undefined || def === server || sameLines(def.options, server.options);
-      if (sameOptions && cur.weight === server.weight && cur.port === server.port && cur.address === server.address && (cur.adminState & (ADMF_FMAINT | ADMF_FDRAIN)) === 0) {
+      const admin = cur.adminState & (ADMF_FMAINT | ADMF_FDRAIN);
+      const hold = held === undefined ? undefined : held.get(server.name);
+      if (sameOptions && cur.weight === server.weight && cur.port === server.port && cur.address === server.address && admin === 0 && hold === undefined) {
         continue; // the common case: nothing differs
       }
       const id = `${service.name}/${server.name}`;
@@ -124,7 +136,11 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
             reason: `weight of ${id} ${cur.weight} → ${server.weight}`,
           });
       }
-      if ((cur.adminState & (ADMF_FMAINT | ADMF_FDRAIN)) !== 0) {
+      if (hold !== undefined) {
+        if (admin === 0) {
+          removals.push({ kind: 'override', backend: service.name, server: server.name, command: `set server ${id} state ${hold}`, ok: EMPTY, reason: `operator override of ${id} (${hold}) re-applied: HAProxy restarted without it` });
+        }
+      } else if (admin !== 0) {
         adds.push(ready(service.name, server.name, `server ${id} is desired again`));
       }
     }
@@ -172,6 +188,10 @@ function addServer(service: Service, server: Server): RuntimeAction[] {
   ];
   if (keywords.some((k) => /(^|\s)check(\s|$)/.test(k))) {
     actions.push({ kind: 'enable-health', backend: service.name, server: server.name, command: `enable health ${id}`, ok: EMPTY, reason: `health checks for new server ${id}` });
+  }
+  // Like health checks, agent checks of a dynamic server start disabled.
+  if (keywords.some((k) => /(^|\s)agent-check(\s|$)/.test(k))) {
+    actions.push({ kind: 'enable-agent', backend: service.name, server: server.name, command: `enable agent ${id}`, ok: EMPTY, reason: `agent check for new server ${id}` });
   }
   actions.push(ready(service.name, server.name, `new server ${id} starts in maint`));
   return actions;

@@ -5,6 +5,8 @@ export type ErrorCode =
   | 'HAPROXY_CONFIG_INVALID'
   | 'HAPROXY_RUNTIME'
   | 'HAPROXY_START_FAILED'
+  | 'HAPROXY_CHECK_FAILED'
+  | 'IO_FAILED'
   | 'SOCKET_BIND_FAILED'
   | 'ZK_SESSION_EXPIRED'
   | 'WATCHER_FAILED'
@@ -33,6 +35,8 @@ export class ConfigError extends ProxyMgrError {
 /** One rejected part of a desired state: `where` names it (service or server), `message` says what is wrong. */
 export interface StateProblem {
   readonly service?: string;
+  /** Set when only this server of `service` was left out (the service itself was applied). */
+  readonly server?: string;
   readonly where: string;
   readonly message: string;
 }
@@ -49,12 +53,19 @@ export class StateError extends ProxyMgrError {
 export class HaproxyConfigError extends ProxyMgrError {
   /** HAProxy's own `-c` output, quoted to the operator. */
   readonly output: string;
+  /** The services (listen sections) HAProxy's alerts point at. */
   readonly services: readonly string[];
+  /** Alerts that point at no service (global, defaults, or no location): the whole config is to blame. */
+  readonly unattributed: readonly string[];
+  /** Per service, the alerts that point at it. */
+  readonly alertsByService: ReadonlyMap<string, readonly string[]>;
 
-  constructor(message: string, output: string, services: readonly string[]) {
+  constructor(message: string, output: string, services: readonly string[], unattributed: readonly string[] = [], alertsByService: ReadonlyMap<string, readonly string[]> = new Map()) {
     super('HAPROXY_CONFIG_INVALID', message);
     this.output = output;
     this.services = services;
+    this.unattributed = unattributed;
+    this.alertsByService = alertsByService;
   }
 }
 

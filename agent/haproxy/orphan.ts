@@ -54,6 +54,33 @@ export async function findOrphan(pidFile: string, configPath: string): Promise<n
 }
 
 /**
+ * Every running HAProxy started with this agent's config file, oldest first. An agent killed in the middle of a
+ * reload leaves two: the old one soft-stopping and the new one, which the pid file may not name yet.
+ */
+export function findHaproxies(configPath: string): number[] {
+  const found: { pid: number; start: number }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const argv = cmdline(pid).split(' ');
+    const f = argv.indexOf('-f');
+    if (!/haproxy$/.test(argv[0] ?? '') || f < 0 || argv[f + 1] !== configPath || !alive(pid)) continue;
+    found.push({ pid, start: startTime(pid) });
+  }
+  return found.sort((a, b) => a.start - b.start || a.pid - b.pid).map((x) => x.pid);
+}
+
+/** A process's start time in clock ticks since boot (/proc/PID/stat field 22), 0 if unknown. */
+function startTime(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
  * Stops a HAProxy the agent could not take over (see Agent.takeOver): SIGTERM, then SIGKILL after `graceMs`, so
  * that its ports can be bound again. Connections in flight on it are cut — the fallback when adoption fails.
  */

@@ -94,10 +94,11 @@ export class HaproxySupervisor extends EventEmitter {
    * process — the next reload soft-stops it with -sf — and is watched by polling, since it is not our child. A
    * crash restarts HAProxy on `fds` (the sockets copied from it, in the order of its config file).
    */
-  adopt(pid: number, fds: readonly number[]): void {
+  adopt(pid: number, fds: readonly number[], softStopping: readonly number[] = []): void {
     if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped');
     this.adopted = pid;
     this.adoptedPids.add(pid);
+    for (const p of softStopping) this.adoptedPids.add(p); // watched until gone; stop() ends them too
     this.current = undefined;
     this.fds = fds;
     this.state = 'running';
@@ -146,7 +147,14 @@ export class HaproxySupervisor extends EventEmitter {
     const args = ['-db', '-f', this.opts.configPath];
     if (oldPid !== undefined) args.push('-sf', String(oldPid));
     this.state = 'starting';
-    const child = this.spawn(this.opts.binary, args, { stdio: ['ignore', 'pipe', 'pipe', ...fds] });
+    let child: ChildProcess;
+    try {
+      child = this.spawn(this.opts.binary, args, { stdio: ['ignore', 'pipe', 'pipe', ...fds] });
+    } catch (err) {
+      // spawn throws for some errno values (EBADF, EINVAL …): nothing started, whatever ran keeps running.
+      this.settleFailedStart(undefined);
+      throw new ProxyMgrError('HAPROXY_START_FAILED', `cannot spawn ${this.opts.binary}: ${(err as Error).message}`, { cause: err });
+    }
     this.all.add(child);
     const log = this.opts.log.child({ haproxy_pid: child.pid });
     let tail = '';
@@ -171,14 +179,19 @@ export class HaproxySupervisor extends EventEmitter {
       this.all.delete(child);
       this.onExit(child, code, signal);
     });
-    child.once('error', (err) => log.error({ err: err.message }, 'cannot spawn haproxy'));
+    // EAGAIN, ENOENT … arrive as an event; no 'exit' may follow.
+    let spawnError: Error | undefined;
+    child.once('error', (err) => {
+      spawnError = err;
+      this.all.delete(child);
+      log.error({ err: err.message }, 'cannot spawn haproxy');
+    });
 
     const deadline = Date.now() + (this.opts.readyTimeoutMs ?? 10_000);
     for (;;) {
-      if (exited) {
-        const previousRuns = (this.current && this.current !== child && this.current.exitCode === null) || this.adopted !== undefined;
-        this.state = previousRuns ? 'running' : 'stopped';
-        throw new ProxyMgrError('HAPROXY_START_FAILED', `haproxy exited during start: ${tail.trim()}`);
+      if (exited || spawnError) {
+        this.settleFailedStart(child);
+        throw new ProxyMgrError('HAPROXY_START_FAILED', spawnError ? `cannot spawn ${this.opts.binary}: ${spawnError.message}` : `haproxy exited during start: ${tail.trim()}`, { cause: spawnError });
       }
       try {
         if ((await this.opts.runtime.pid()) === child.pid) break;
@@ -187,6 +200,8 @@ export class HaproxySupervisor extends EventEmitter {
       }
       if (Date.now() > deadline) {
         child.kill('SIGKILL');
+        // Whatever ran before stays current (and supervised); without this the state stayed 'starting' forever.
+        this.settleFailedStart(child);
         throw new ProxyMgrError('HAPROXY_START_FAILED', `haproxy pid ${child.pid} did not answer on the stats socket within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`);
       }
       await new Promise((r) => setTimeout(r, 10));
@@ -203,6 +218,13 @@ export class HaproxySupervisor extends EventEmitter {
     if (this.opts.pidFile) await writeFileAtomic(this.opts.pidFile, `${child.pid}\n`).catch((err: Error) => log.warn({ err: err.message }, 'cannot write the pid file'));
     log.info({ old_pid: oldPid }, oldPid ? 'haproxy reloaded' : 'haproxy started');
     return child.pid!;
+  }
+
+  /** After a failed start: the process that ran before keeps running (and stays current), else nothing runs. */
+  private settleFailedStart(child: ChildProcess | undefined): void {
+    const cur = this.current;
+    const previousRuns = (cur !== undefined && cur !== child && cur.exitCode === null && cur.signalCode === null) || this.adopted !== undefined;
+    this.state = previousRuns ? 'running' : 'stopped';
   }
 
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {

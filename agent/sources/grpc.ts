@@ -3,7 +3,7 @@ import { channelCredentials, TlsConfig } from '../../common/grpc';
 import { errorMessage, HaproxyConfigError } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { fromProto } from '../../common/state-codec';
-import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage } from '../../common/gen/proxymgr/v1/stream';
+import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
 import { ApplyResult } from '../agent';
 import { ApplyFn, StateSource } from './file';
 
@@ -39,7 +39,8 @@ export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, r
 
 /**
  * Desired states from the control plane over the agent stream. Connects to each address in turn with backoff
- * and jitter; answers every push with ACK or NACK. While disconnected nothing changes locally.
+ * and jitter; answers every push it applies with ACK or NACK (the latest push wins: one superseded while waiting
+ * is dropped unanswered). While disconnected nothing changes locally.
  */
 export class GrpcStateSource implements StateSource {
   private stopped = false;
@@ -74,8 +75,24 @@ export class GrpcStateSource implements StateSource {
     this.call = call;
     let gotMessage = false;
     let ended = false;
-    // Applies run one after another, in the order pushes arrive.
-    let chain: Promise<unknown> = Promise.resolve();
+    // Latest wins: one push is applied at a time and at most one waits; a newer push replaces the waiting one.
+    // A replaced push is never applied nor answered: the control plane takes only the answer to its newest nonce
+    // (stream-server.ts), so a slow apply neither grows a queue of full states nor applies stale ones.
+    let applying = false;
+    let waiting: Push | undefined;
+    const drain = async (): Promise<void> => {
+      applying = true;
+      try {
+        while (waiting && !ended) {
+          const push = waiting;
+          waiting = undefined;
+          const reply = await this.answer(push, apply);
+          if (!ended) call.write(reply);
+        }
+      } finally {
+        applying = false;
+      }
+    };
     call.write({
       hello: {
         nodeId: this.opts.nodeId,
@@ -93,37 +110,9 @@ export class GrpcStateSource implements StateSource {
       this.connectedTo = address;
       const push = msg.push;
       if (!push) return;
-      chain = chain.then(async () => {
-        let reply: AgentMessage;
-        try {
-          const result = await apply(fromProto(push.state ?? { version: push.version, services: [] }));
-          reply =
-            result.outcome === 'rejected'
-              ? {
-                  nack: {
-                    version: push.version,
-                    nonce: push.nonce,
-                    reason: result.error?.message ?? 'rejected',
-                    haproxyOutput: result.error instanceof HaproxyConfigError ? result.error.output : '',
-                    runningVersion: this.opts.runningVersion(),
-                  },
-                }
-              : {
-                  ack: {
-                    version: push.version,
-                    nonce: push.nonce,
-                    method: METHOD[result.outcome],
-                    reasons: [...result.reasons],
-                    runtimeCommands: result.commands.length,
-                    durationMs: result.durationMs,
-                    warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
-                  },
-                };
-        } catch (err) {
-          reply = { nack: { version: push.version, nonce: push.nonce, reason: errorMessage(err), haproxyOutput: '', runningVersion: this.opts.runningVersion() } };
-        }
-        if (!ended) call.write(reply);
-      });
+      if (waiting) log.debug({ superseded: waiting.version, nonce: waiting.nonce, by: push.version }, 'push superseded before it was applied; not answering it');
+      waiting = push;
+      if (!applying) void drain();
     });
     // Connected as soon as the server answers the stream's headers.
     call.on('metadata', () => {
@@ -143,6 +132,38 @@ export class GrpcStateSource implements StateSource {
     };
     call.on('error', (err: grpc.ServiceError) => retry(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
     call.on('end', () => retry('stream ended by the control plane'));
+  }
+
+  /** Applies one push and builds its ACK or NACK (never throws: an apply that throws is a NACK). */
+  private async answer(push: Push, apply: ApplyFn): Promise<AgentMessage> {
+    try {
+      const result = await apply(fromProto(push.state ?? { version: push.version, services: [] }));
+      if (result.outcome === 'rejected') {
+        return {
+          nack: {
+            version: push.version,
+            nonce: push.nonce,
+            reason: result.error?.message ?? 'rejected',
+            haproxyOutput: result.error instanceof HaproxyConfigError ? result.error.output : '',
+            runningVersion: this.opts.runningVersion(),
+          },
+        };
+      }
+      return {
+        ack: {
+          version: push.version,
+          nonce: push.nonce,
+          method: METHOD[result.outcome],
+          reasons: [...result.reasons],
+          runtimeCommands: result.commands.length,
+          durationMs: result.durationMs,
+          warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
+          rejectedServices: [...new Set(result.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])))],
+        },
+      };
+    } catch (err) {
+      return { nack: { version: push.version, nonce: push.nonce, reason: errorMessage(err), haproxyOutput: '', runningVersion: this.opts.runningVersion() } };
+    }
   }
 
   stop(): void {

@@ -3,14 +3,17 @@ import { parseConfig, ProxyMgrConfig } from '../../common/config';
 import { createLogger, silentLogger } from '../../common/log';
 import { DesiredState, Server, Service } from '../../common/types';
 import { stateVersion } from '../../common/version';
-import { Agent } from '../../agent/agent';
+import { Agent, AgentOptions } from '../../agent/agent';
 import { StatsSocketClient } from '../../agent/haproxy/runtime';
 import { tempDir } from './net';
 
 export const HTTP_DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s', 'retries 1'];
 
-/** A real agent (real HAProxy, real sockets) in a temp dir; `close()` stops HAProxy and removes the dir. */
-export async function startTestAgent(extraYaml = '') {
+/**
+ * A real agent (real HAProxy, real sockets) in a temp dir; `close()` stops HAProxy and removes the dir. `seams`
+ * replaces parts of the agent (e.g. a runtime API that fails on demand).
+ */
+export async function startTestAgent(extraYaml = '', seams: Partial<Omit<AgentOptions, 'config' | 'log'>> = {}) {
   const tmp = tempDir('proxymgr-agent-');
   const yml = `haproxy:
   config_path: ${path.join(tmp.dir, 'haproxy.cfg')}
@@ -22,7 +25,7 @@ agent:
 ${extraYaml}`;
   const config: ProxyMgrConfig = parseConfig(yml, path.join(tmp.dir, 'proxymgr.yml'));
   const log = process.env.PROXYMGR_TEST_LOG ? createLogger({ test: true }, 'debug') : silentLogger;
-  const agent = new Agent({ config, log });
+  const agent = new Agent({ config, log, ...seams });
   return {
     agent,
     config,

@@ -111,11 +111,19 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     expect(t.agent.counters.reloads).toBe(reloads + 2);
   });
 
-  test('drift repair puts back a server someone disabled by hand', async () => {
-    await t.runtime.command('set server web/a state maint');
+  test('drift repair puts back a weight changed by hand, but leaves an operator\'s maint alone (an override)', async () => {
+    await t.runtime.command('set server web/a weight 9');
     const r = await t.agent.repairDrift();
     expect(r?.outcome).toBe('runtime');
-    expect(r?.commands).toEqual(['set server web/a state ready']);
-    expect(t.agent.recentActions().at(-1)?.reason).toBe('drift: server web/a is desired again');
+    expect(r?.commands).toEqual(['set server web/a weight 1']);
+    expect(t.agent.recentActions().at(-1)?.reason).toBe('drift: weight of web/a 9 → 1');
+
+    await t.runtime.command('set server web/a state maint');
+    const r2 = await t.agent.repairDrift();
+    expect(r2?.outcome).toBe('nothing');
+    expect(t.agent.overrides()).toEqual([{ server: 'web/a', state: 'maint' }]);
+    await t.runtime.command('set server web/a state ready');
+    await t.agent.repairDrift();
+    expect(t.agent.overrides()).toEqual([]);
   });
 });

@@ -95,6 +95,23 @@ describe('plan (pure)', () => {
     expect(p.reloadReasons).toEqual(['reload: new server web/c (address db.example.com is a hostname; add server takes IP literals on HAProxy 2.6)']);
   });
 
+  test('operator overrides (issue 9 l): left in drain/maint, weights still applied; re-applied when found ready', () => {
+    const overrides = new Map([['web', new Map([['b', 'drain' as const]])]]);
+    const drained = actualOf([web], { 'web/b': { adminState: 8 } });
+    expect(plan(running, running, drained, overrides).actions).toEqual([]);
+    const heavier = state([{ ...web, servers: [server('a', 9001), server('b', 9002, { weight: 5 })] }]);
+    expect(plan(heavier, running, drained, overrides).actions.map((a) => a.command)).toEqual(['set server web/b weight 5']);
+    // Ready although held: HAProxy restarted from a server-state file older than the override.
+    expect(plan(running, running, actualOf([web]), overrides).actions.map((a) => [a.command, a.kind])).toEqual([['set server web/b state drain', 'override']]);
+    // Taken out of the desired state: the agent's maint, whatever the override.
+    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, drained, overrides).actions.map((a) => a.command)).toEqual(['set server web/b state maint']);
+  });
+
+  test('a new dynamic server with agent-check gets its agent check enabled', () => {
+    const p = plan(state([{ ...web, servers: [...web.servers, server('c', 9003, { options: ['agent-check', 'agent-port 7000'] })] }]), running, actualOf([web]));
+    expect(p.actions.map((a) => a.command)).toEqual(['add server web/c 127.0.0.1:9003 weight 1 agent-check agent-port 7000', 'enable agent web/c', 'set server web/c state ready']);
+  });
+
   test('staticAlgorithm reads defaults, listen_options and hash-type', () => {
     expect(staticAlgorithm(service('x', 1, [], { listenOptions: ['balance static-rr'] }), [])).toBe('balance static-rr');
     expect(staticAlgorithm(service('x', 1, [], { listenOptions: [] }), ['balance source'])).toBe('balance source');

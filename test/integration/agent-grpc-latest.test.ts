@@ -1,0 +1,76 @@
+import * as grpc from '@grpc/grpc-js';
+import { silentLogger } from '../../common/log';
+import { toProto } from '../../common/state-codec';
+import { AgentMessage, AgentStreamService, ControlMessage } from '../../common/gen/proxymgr/v1/stream';
+import { DesiredState } from '../../common/types';
+import { ApplyResult } from '../../agent/agent';
+import { GrpcStateSource } from '../../agent/sources/grpc';
+import { eventually, sleep } from '../helpers/net';
+import { server, service, state } from '../helpers/agent';
+
+jest.setTimeout(30_000);
+
+/** A control plane that pushes `versions` back to back as soon as the agent says hello, and records the answers. */
+async function fakeControlPlane(versions: DesiredState[]) {
+  const answers: AgentMessage[] = [];
+  const srv = new grpc.Server();
+  srv.addService(AgentStreamService, {
+    stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
+      call.on('data', (msg: AgentMessage) => {
+        if (msg.hello) {
+          versions.forEach((v, i) => call.write({ push: { version: v.version, nonce: `n${i + 1}`, state: toProto(v) } }));
+        } else {
+          answers.push(msg);
+        }
+      });
+      call.on('end', () => call.end());
+      call.on('error', () => undefined);
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return { port, answers, close: () => new Promise<void>((resolve) => srv.tryShutdown(() => resolve())) };
+}
+
+/**
+ * Issue 9 e: with slow applies and frequent pushes the agent used to queue every push (each a full state) and
+ * apply stale ones in order. Now at most one push waits; a newer one replaces it, and only applied pushes are
+ * answered (the control plane ignores answers to nonces it has superseded anyway).
+ */
+describe('the gRPC source applies the latest push, not every push', () => {
+  let cp: Awaited<ReturnType<typeof fakeControlPlane>> | undefined;
+  let source: GrpcStateSource | undefined;
+  afterEach(async () => {
+    source?.stop();
+    await cp?.close();
+  });
+
+  test('four pushes during one slow apply: the first and the last are applied and ACKed, the two between are dropped unanswered', async () => {
+    const versions = [1, 2, 3, 4].map((i) => state([service('web', 8000 + i, [server('a', 9000)])]));
+    cp = await fakeControlPlane(versions);
+    const applied: string[] = [];
+    let running = '';
+    const slowApply = async (s: DesiredState): Promise<ApplyResult> => {
+      applied.push(s.version);
+      await sleep(300);
+      running = s.version;
+      return { version: s.version, outcome: 'reload', reasons: ['reload: test'], commands: [], problems: [], durationMs: 300 };
+    };
+    source = new GrpcStateSource({
+      addresses: [`127.0.0.1:${cp.port}`],
+      nodeId: 'n1',
+      labels: {},
+      agentVersion: 'test',
+      haproxyVersion: 'test',
+      runningVersion: () => running,
+      log: silentLogger,
+    });
+    await source.start(slowApply);
+    expect(await eventually(() => cp!.answers.length >= 2, 10_000)).toBe(true);
+    await sleep(800); // a stale push would be applied (and answered) by now
+    expect(applied).toEqual([versions[0]!.version, versions[3]!.version]);
+    expect(cp.answers.map((a) => [a.ack?.nonce, a.ack?.version])).toEqual([
+      ['n1', versions[0]!.version],
+      ['n4', versions[3]!.version],
+    ]);
+  });
+});

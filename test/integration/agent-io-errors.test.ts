@@ -1,0 +1,107 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { silentLogger } from '../../common/log';
+import { ApplyFn } from '../../agent/sources/file';
+import { AgentProcess } from '../../agent/main';
+import { Backend, startBackends } from '../helpers/backends';
+import { freePort, tally } from '../helpers/net';
+import { server, service, startTestAgent, state } from '../helpers/agent';
+
+jest.setTimeout(60_000);
+
+/**
+ * Issue 9 f: an I/O error that is not a ProxyMgrError (ENOSPC, EROFS, EISDIR … on the state dir) in drift repair
+ * or the restart handler was an unhandled rejection that ended the agent, and an update whose haproxy.cfg could
+ * not be written escaped as an exception. Real I/O errors here: haproxy.cfg is replaced by a directory, so every
+ * write of it fails (EISDIR) the way a full or read-only disk would.
+ */
+describe('I/O errors in apply and drift repair (real HAProxy, real I/O errors)', () => {
+  let backends: Backend[];
+  let t: Awaited<ReturnType<typeof startTestAgent>>;
+  let port: number;
+  let cfgText: string;
+  const web = (names = ['a', 'b'], listenOptions = ['mode http', 'balance roundrobin']) =>
+    service('web', port, backends.filter((b) => names.includes(b.name)).map((b) => server(b.name, b.port)), { listenOptions });
+
+  beforeAll(async () => {
+    backends = await startBackends(['a', 'b']);
+    port = await freePort();
+    t = await startTestAgent();
+    expect((await t.agent.apply(state([web()]))).outcome).toBe('reload');
+    cfgText = readFileSync(t.config.haproxy.configPath, 'utf8');
+    rmSync(t.config.haproxy.configPath);
+    mkdirSync(t.config.haproxy.configPath);
+  });
+  afterAll(async () => {
+    await t?.close();
+    await Promise.all((backends ?? []).map((b) => b.close()));
+  });
+
+  async function expectServing(pid: number | undefined) {
+    expect(t.agent.supervisor.pid).toBe(pid);
+    const counts = await tally(port, 10);
+    expect(counts.get('a')).toBe(5);
+    expect(counts.get('b')).toBe(5);
+  }
+
+  test('drift repair that cannot write haproxy.cfg: resolves with the error, counted; HAProxy keeps serving', async () => {
+    const pid = t.agent.supervisor.pid;
+    const v1 = t.agent.current?.version;
+    await t.runtime.command('set server web/b weight 7'); // drift for the repair to fix
+    const r = await t.agent.repairDrift(); // used to reject: an unhandled rejection from the timer ended the agent
+    expect(r?.outcome).toBe('rejected');
+    expect(r?.error?.code).toBe('IO_FAILED');
+    expect(r?.error?.message).toMatch(/EISDIR/);
+    expect(t.agent.counters.errors).toBeGreaterThanOrEqual(1);
+    expect(t.agent.current?.version).toBe(v1);
+    await expectServing(pid);
+  });
+
+  test('an update needing a reload: rejected (a NACK), nothing half-applied, the previous state keeps running', async () => {
+    const pid = t.agent.supervisor.pid;
+    const v1 = t.agent.current?.version;
+    const r = await t.agent.apply(state([web(['a', 'b'], ['mode http', 'balance roundrobin', 'option forwardfor'])]));
+    expect(r.outcome).toBe('rejected');
+    expect(r.error?.code).toBe('IO_FAILED');
+    expect(r.error?.message).toMatch(/haproxy\.cfg.*EISDIR|EISDIR.*haproxy\.cfg/);
+    expect(t.agent.current?.version).toBe(v1);
+    await expectServing(pid);
+  });
+
+  test('an update applied at runtime whose haproxy.cfg cannot be written is not reported as applied; once the disk is back, drift repair restores what the file says', async () => {
+    const pid = t.agent.supervisor.pid;
+    const v1 = t.agent.current?.version;
+    const r = await t.agent.apply(state([web(['a'])]));
+    expect(r.outcome).toBe('rejected');
+    expect(r.error?.code).toBe('IO_FAILED');
+    expect(t.agent.current?.version).toBe(v1);
+    expect(t.agent.supervisor.pid).toBe(pid);
+
+    rmSync(t.config.haproxy.configPath, { recursive: true });
+    writeFileSync(t.config.haproxy.configPath, cfgText);
+    const repair = await t.agent.repairDrift();
+    expect(repair?.outcome).toBe('runtime');
+    await expectServing(pid);
+  });
+});
+
+describe('the state cache (real HAProxy)', () => {
+  test('a state cache that cannot be written is reported with the result, not passed over as a success', async () => {
+    const backends = await startBackends(['a']);
+    const port = await freePort();
+    const t = await startTestAgent();
+    mkdirSync(path.join(t.dir, 'desired-state.json')); // every write of the cache fails (EISDIR)
+    let apply: ApplyFn | undefined;
+    const proc = new AgentProcess({ config: t.config, log: silentLogger, source: { start: async (fn) => void (apply = fn), stop: () => undefined } });
+    try {
+      await proc.start();
+      const r = await apply!(state([service('web', port, [server('a', backends[0]!.port)])]));
+      expect(r.outcome).toBe('reload');
+      expect(r.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(/state cache.*EISDIR/);
+    } finally {
+      await proc.stop();
+      await t.close();
+      await backends[0]!.close();
+    }
+  });
+});
