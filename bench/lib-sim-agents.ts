@@ -94,7 +94,7 @@ class SimAgent {
       const push = msg.push;
       if (!push) return;
       // ACK first, then bookkeeping: the timestamp is taken when the ACK has been handed to grpc-js.
-      call.write({ ack: { version: push.version, nonce: push.nonce, method: ApplyMethod.APPLY_METHOD_NOTHING, reasons: [], runtimeCommands: 0, durationMs: 0, warnings: [] } });
+      call.write({ ack: { version: push.version, nonce: push.nonce, method: ApplyMethod.APPLY_METHOD_NOTHING, reasons: [], runtimeCommands: 0, durationMs: 0, warnings: [], rejectedServices: [] } });
       const at = monoMs();
       status.pushes++;
       this.attempt = 0;

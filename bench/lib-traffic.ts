@@ -18,13 +18,16 @@ export interface BackendInfo extends BackendSpec {
   readonly port: number;
 }
 
-type ToWorker = { type: 'load'; ports: number[]; clients: number } | { type: 'stop' } | { type: 'close' };
+/** A load target: a port on 127.0.0.1, or "host:port". */
+export type LoadTarget = number | string;
+
+type ToWorker = { type: 'load'; ports: LoadTarget[]; clients: number } | { type: 'stop' } | { type: 'close' };
 type FromWorker = { type: 'ready'; backends: BackendInfo[] } | { type: 'loading' } | { type: 'stopped'; results: LoadResult[] } | { type: 'closed' } | { type: 'error'; message: string };
 
 export interface Traffic {
   readonly backends: readonly BackendInfo[];
-  /** Starts `clients` fresh-connection clients on each port. */
-  startLoad(ports: readonly number[], clients: number): Promise<void>;
+  /** Starts `clients` fresh-connection clients on each port (127.0.0.1) or "host:port". */
+  startLoad(ports: readonly LoadTarget[], clients: number): Promise<void>;
   /** Stops the clients; one result per port. */
   stopLoad(): Promise<LoadResult[]>;
   /** Stops clients and backends and ends the worker. */
@@ -74,7 +77,7 @@ async function runWorker(specs: readonly BackendSpec[]): Promise<void> {
     void (async () => {
       try {
         if (m.type === 'load') {
-          loads.push(...m.ports.map((p) => startLoad(p, m.clients)));
+          loads.push(...m.ports.map((p) => (typeof p === 'number' ? startLoad(p, m.clients) : startLoad(Number(p.slice(p.lastIndexOf(':') + 1)), m.clients, p.slice(0, p.lastIndexOf(':'))))));
           send({ type: 'loading' });
         } else if (m.type === 'stop') {
           const results = await Promise.all(loads.map((l) => l.stop()));

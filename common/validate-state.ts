@@ -152,7 +152,7 @@ function withoutBadServers(service: Service, policy: ServiceOptionsPolicy, probl
     if (found.length === 0) continue;
     (bad ??= new Set()).add(server);
     const at = `service ${JSON.stringify(service.name)} server ${JSON.stringify(server.name)}`;
-    for (const message of found) problems.push({ service: service.name, where: at, message: `${message}; this server is left out, the rest of the service is served` });
+    for (const message of found) problems.push({ service: service.name, server: server.name, where: at, message: `${message}; this server is left out, the rest of the service is served` });
   }
   return bad ? { ...service, servers: service.servers.filter((s) => !bad!.has(s)) } : service;
 }

@@ -51,9 +51,9 @@ export class ControlPlaneProcess {
     this.authorizer = new Authorizer(opts.config.auth);
     this.authMetrics = authMetrics(r, 'proxymgr_cp');
     this.registry = new AgentRegistry({
-      onAck: (a, v, method, reasons) => {
+      onAck: (a, v, method, reasons, rejected, warnings) => {
         acks.inc({ method });
-        re?.onAck(a, v, method, reasons);
+        re?.onAck(a, v, method, reasons, rejected, warnings);
       },
       onNack: (a, v, reason) => {
         nacks.inc();

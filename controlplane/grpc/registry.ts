@@ -18,7 +18,8 @@ export interface AgentRecord {
 
 /** Listens to what happens on agent streams (metrics, rollout engine). */
 export interface RegistryEvents {
-  onAck?(agent: AgentRecord, version: string, method: string, reasons: readonly string[]): void;
+  /** `rejectedServices`: services of `version` the agent did not apply (a partial apply; `warnings` say why). */
+  onAck?(agent: AgentRecord, version: string, method: string, reasons: readonly string[], rejectedServices: readonly string[], warnings: readonly string[]): void;
   onNack?(agent: AgentRecord, version: string, reason: string): void;
   onConnectionChange?(connected: number): void;
   /** An agent said hello (also on a second stream of the same node). */
@@ -76,27 +77,41 @@ export class AgentRegistry {
     return record;
   }
 
+  /**
+   * One stream of `record`'s node closed. Each stream holds the record its own hello made, and a node's newer stream
+   * may close before its older one: when the last stream goes, the record listed now (the newest hello's) is the one
+   * marked disconnected, whichever stream's record this is.
+   */
   disconnect(record: AgentRecord): void {
     const n = (this.streams.get(record.nodeId) ?? 1) - 1;
     this.streams.set(record.nodeId, n);
+    const listed = this.agents.get(record.nodeId) ?? record;
     if (n <= 0) {
-      record.connected = false;
-      record.disconnectedAt = this.now();
+      const at = this.now();
+      for (const r of new Set([record, listed])) {
+        r.connected = false;
+        r.disconnectedAt = at;
+      }
       this.streams.delete(record.nodeId);
-      this.gone.set(record.nodeId, record.disconnectedAt);
+      this.gone.set(record.nodeId, at);
       this.connected--;
     }
     this.events.onConnectionChange?.(this.connected);
-    if (n <= 0) this.events.onDisconnect?.(record);
+    if (n <= 0) this.events.onDisconnect?.(listed);
     this.prune();
   }
 
-  ack(record: AgentRecord, version: string, method: string, reasons: readonly string[], warnings: readonly string[]): void {
+  ack(record: AgentRecord, version: string, method: string, reasons: readonly string[], warnings: readonly string[], rejectedServices: readonly string[] = []): void {
     record.runningVersion = version;
     record.lastAckedVersion = version;
     record.lastAckTime = new Date();
-    record.lastError = warnings.length > 0 ? `applied with warnings: ${warnings.join('; ')}` : '';
-    this.events.onAck?.(record, version, method, reasons);
+    record.lastError =
+      rejectedServices.length > 0
+        ? `applied without service(s) ${rejectedServices.join(', ')}: ${warnings.join('; ')}`
+        : warnings.length > 0
+          ? `applied with warnings: ${warnings.join('; ')}`
+          : '';
+    this.events.onAck?.(record, version, method, reasons, rejectedServices, warnings);
   }
 
   nack(record: AgentRecord, version: string, reason: string, runningVersion: string): void {

@@ -76,7 +76,9 @@ let nonceCounter = 0;
 /**
  * The agent stream (xDS-style). Per agent: push the desired state when it differs from what the agent runs,
  * each push with a fresh nonce; an ACK records the version; a NACK records the error, and that version is not
- * sent again — only a new desired state is.
+ * sent again while it is the last one this agent was sent — only a new desired state is. Once a different version
+ * went out (and was ACKed or NACKed in turn), a state that flaps back to the NACKed one is pushed again: it is a
+ * new change, not a loop, and what failed then (a port in use, a transient error) may well apply now.
  */
 export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS, authorizer: Authorizer = new Authorizer(undefined)): AgentStreamServer {
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
@@ -90,6 +92,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       let agent: AgentRecord | undefined;
       let unsubscribe: (() => void) | undefined;
       let sentVersion = ''; // what the agent runs or was last sent
+      /** The version NACKed by the last answer, held back until another version is sent (no resend loop). */
       let nackedVersion = '';
       let outstanding: { version: string; nonce: string } | undefined;
       let queued = false;
@@ -105,6 +108,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         const nonce = `${noncePrefix}-${++nonceCounter}`;
         outstanding = { version: desired.version, nonce };
         sentVersion = desired.version;
+        nackedVersion = ''; // a different version goes out: the NACKed one is no longer the last word
         call.write({ push: { version: desired.version, nonce, state: protoOf(desired) } });
         alog.debug({ version: desired.version, nonce }, 'pushed desired state');
       };
@@ -156,7 +160,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           if (msg.ack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           outstanding = undefined;
           const reasons = clip(msg.ack.reasons);
-          registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings));
+          registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings), clip(msg.ack.rejectedServices));
           alog.info({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons, duration_ms: msg.ack.durationMs }, 'ACK');
           maybePush();
         } else if (msg.nack) {

@@ -183,7 +183,14 @@ export class RolloutCoordinator implements DesiredStateSource {
         this.statuses.delete(agent.nodeId);
         this.store.removeAgent(agent.nodeId);
       },
-      onAck: (agent, version) => put(agent, { lastAck: { version, revision: revisionOfVersion(version), at: this.now() } }),
+      onAck: (agent, version, _method, _reasons, rejected, warnings) => {
+        const revision = revisionOfVersion(version);
+        if (rejected.length === 0) return put(agent, { lastAck: { version, revision, at: this.now() } });
+        // A partial apply (a service HAProxy refused here, a port taken on this host): the agent runs the rest, but
+        // for the rollout it did not take the revision — a NACK, so the canary halts the rollout as it should.
+        const error = `applied without service(s) ${rejected.join(', ')}: ${warnings.join('; ')}`;
+        put(agent, { runningRevision: this.statuses.get(agent.nodeId)?.runningRevision ?? '', lastNack: { version, revision, error, at: this.now() } });
+      },
       onNack: (agent, version, reason) => put(agent, { lastNack: { version, revision: revisionOfVersion(version), error: reason, at: this.now() } }),
     };
   }

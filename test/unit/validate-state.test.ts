@@ -21,7 +21,7 @@ describe('sanitizeState (pure)', () => {
   test('a bad server is left out on its own; the rest of its service is served', () => {
     const r = sanitizeState(state([service('web', 80, [server('a', 1), server('bad name', 2)])]));
     expect(r.state.services.map((x) => [x.name, x.servers.map((y) => y.name)])).toEqual([['web', ['a']]]);
-    expect(r.problems[0]).toEqual({ service: 'web', where: 'service "web" server "bad name"', message: 'name must match [A-Za-z0-9_.:-]+; this server is left out, the rest of the service is served' });
+    expect(r.problems[0]).toEqual({ service: 'web', server: 'bad name', where: 'service "web" server "bad name"', message: 'name must match [A-Za-z0-9_.:-]+; this server is left out, the rest of the service is served' });
   });
 
   test('a rejected service falls back to its previous version', () => {

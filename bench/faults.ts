@@ -1,0 +1,341 @@
+/**
+ * `npm run bench -- faults [--zk-down-ms=30000] [--clients=8] [--only=name,name]`: nothing may be lost on restart,
+ * upgrade or fault. Real ZooKeeper (behind a TCP proxy that can delay or cut its replies), two control-plane
+ * replicas with rollouts on, two agents with real HAProxy (127.0.0.1 and 127.0.0.2) and real backends, `clients`
+ * fresh-connection clients through each agent the whole time, and a host change every ~200 ms. The faults in
+ * turn, each followed by a check that both agents reached the hosts ZooKeeper holds; throughout, the agents'
+ * haproxy.cfg is sampled for a state with the service missing or fewer than its two permanent hosts (a partial
+ * snapshot). Baseline: the same traffic and churn with no fault (`steady`).
+ *
+ * Last line: {"faults":[{"name","requests","failed","refused","reset","converged_ms","partial_states"}],
+ *             "failed_total","all_converged"}
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { RolloutClient } from '../common/gen/proxymgr/v1/rollout';
+import { freePort, sleep, tempDir } from '../test/helpers/net';
+import { startSlowProxy } from '../test/helpers/slow-proxy';
+import { connectZk } from '../test/helpers/zk-client';
+import { startZooKeeper } from '../test/helpers/zookeeper';
+import { intArg, say } from './lib-common';
+import { CliChild, onInterruptStopChildren, startCli } from './lib-grpc';
+import { BackendInfo, startTraffic } from './lib-traffic';
+
+interface FaultResult {
+  name: string;
+  requests: number;
+  failed: number;
+  refused: number;
+  reset: number;
+  converged_ms: number;
+  partial_states: number;
+  note?: string;
+}
+
+const PERMANENT = 2;
+
+export async function main(args: string[]): Promise<object> {
+  const zkDownMs = intArg(args, 'zk-down-ms', 30_000);
+  const clients = intArg(args, 'clients', 8);
+  const only = (args.find((a) => a.startsWith('--only='))?.slice(7) ?? '').split(',').filter(Boolean);
+  const tmp = tempDir('proxymgr-faults-');
+  const zk = await startZooKeeper();
+  const proxy = await startSlowProxy(zk.port, { replyDelayMs: 0 });
+  // The benchmark's own ZooKeeper client (direct, not through the proxy). Its requests wait for a reconnect with no
+  // deadline and its session may expire while ZooKeeper is down: every write gets a deadline, and a client that
+  // failed is replaced.
+  let zkc = await connectZk(zk.connectString);
+  const zkWrite = async (op: (c: typeof zkc) => Promise<void>) => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([op(zkc), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('ZooKeeper write timed out')), 2000)))]);
+    } catch (err) {
+      const old = zkc;
+      zkc = await connectZk(zk.connectString).catch(() => old);
+      if (zkc !== old) old.close();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const traffic = await startTraffic(Array.from({ length: 6 }, (_, i) => ({ name: `b${i}`, host: '127.0.0.1' })));
+  const backends = traffic.backends;
+  const webPort = await freePort();
+  const children = new Set<CliChild>();
+  const stopInterrupt = onInterruptStopChildren(async () => {
+    await zk.stop();
+  });
+  const write = (name: string, text: string) => {
+    const f = path.join(tmp.dir, name);
+    writeFileSync(f, text);
+    return f;
+  };
+
+  // ZooKeeper content: the service and its hosts; b0, b1 always, b2..b5 come and go.
+  await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', 'retries 3', 'option redispatch'] }));
+  const hostNode = (b: BackendInfo) => JSON.stringify({ host: '127.0.0.1', port: b.port, name: b.name });
+  const present = new Set<string>();
+  for (const b of backends.slice(0, 4)) {
+    await zkc.put(`/services/web/${b.name}`, hostNode(b));
+    present.add(b.name);
+  }
+
+  // Two control-plane replicas, through the proxy.
+  const cpPorts = [await freePort(), await freePort()];
+  const cpConfig = (i: number) =>
+    write(
+      `cp${i}.yml`,
+      `haproxy: {defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}
+service_config: {type: zookeeper, servers: "${proxy.connectString}", path: /service_config}
+controlplane: {listen: "127.0.0.1:${cpPorts[i]}", zk_session_timeout_ms: 4000, initial_sync_timeout_ms: 10000}
+rollout: {waves: [1, "100%"], bake_ms: 500, replica_id: cp${i}}
+`,
+    );
+  const cps: (CliChild | undefined)[] = [undefined, undefined];
+  const startCp = async (i: number) => {
+    const c = startCli(['controlplane', '--config', cpConfig(i)], path.join(tmp.dir, `cp${i}.log`));
+    children.add(c);
+    cps[i] = c;
+    await c.waitForLog(/control plane started/, 60_000);
+  };
+  await startCp(0);
+  await startCp(1);
+
+  // Two agents: A on 127.0.0.1 (cp0 first), B on 127.0.0.2 (cp1 first).
+  const agentIps = ['127.0.0.1', '127.0.0.2'];
+  const agentDirs = agentIps.map((_, i) => path.join(tmp.dir, `agent${i}`));
+  const agentConfig = (i: number) => {
+    const dir = agentDirs[i]!;
+    mkdirSync(dir, { recursive: true });
+    const order = i === 0 ? cpPorts : [...cpPorts].reverse();
+    return write(
+      `agent${i}.yml`,
+      `haproxy: {config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}
+agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]}, admin_listen: "", controlplanes: [${order.map((p) => `"127.0.0.1:${p}"`).join(', ')}]}
+`,
+    );
+  };
+  const agents: (CliChild | undefined)[] = [undefined, undefined];
+  const startAgent = async (i: number) => {
+    const a = startCli(['agent', '--config', agentConfig(i)], path.join(tmp.dir, `agent${i}.log`));
+    children.add(a);
+    agents[i] = a;
+    await a.waitForLog(/agent started/, 30_000);
+  };
+
+  // state_dir_unwritable: agent 1's state dir on a 2 MB tmpfs that the fault fills (ENOSPC), where root may mount.
+  let tmpfs = false;
+  try {
+    mkdirSync(path.join(agentDirs[1]!, 'state'), { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', path.join(agentDirs[1]!, 'state')], { stdio: 'pipe' });
+    tmpfs = true;
+  } catch (err) {
+    say(`faults: cannot mount a tmpfs for state_dir_unwritable (${(err as Error).message.split('\n')[0]}); that fault is skipped`);
+  }
+  await startAgent(0);
+  await startAgent(1);
+
+  const servedBy = (i: number): string[] | undefined => {
+    let cfg: string;
+    try {
+      cfg = readFileSync(path.join(agentDirs[i]!, 'haproxy.cfg'), 'utf8');
+    } catch {
+      return undefined;
+    }
+    const section = /\nlisten web\n([\s\S]*?)(\n\n|$)/.exec(cfg)?.[1];
+    if (section === undefined) return undefined;
+    return [...section.matchAll(/^\s*server (\S+) /gm)].map((m) => m[1]!).sort();
+  };
+  let expectedHosts = () => [...present].sort().join();
+  const converged = () => agentIps.every((_, i) => servedBy(i)?.join() === expectedHosts());
+  /** What ZooKeeper holds now (a write whose reply was lost may have happened after all). */
+  const readHosts = () =>
+    new Promise<string>((resolve) => {
+      const t = setTimeout(() => resolve([...present].sort().join()), 2000);
+      zkc.client.getChildren('/services/web', (err, children) => {
+        clearTimeout(t);
+        resolve(err ? [...present].sort().join() : [...children].sort().join());
+      });
+    });
+  for (let i = 0; !converged(); i++) {
+    if (i > 600) throw new Error(`faults: the agents never served ${expectedHosts()}: ${servedBy(0)} / ${servedBy(1)}`);
+    await sleep(50);
+  }
+  say(`faults: web on :${webPort} through 127.0.0.1 and 127.0.0.2; ${clients} clients each; a host change every ~200 ms`);
+
+  // Churn: every ~200 ms one of b2..b5 joins or leaves (writes that fail while ZooKeeper is down are retried later).
+  const churn = {
+    running: false,
+    loop: Promise.resolve(),
+    start() {
+      this.running = true;
+      this.loop = (async () => {
+        for (let k = 0; this.running; k++) {
+          const b = backends[PERMANENT + (k % (backends.length - PERMANENT))]!;
+          try {
+            if (present.has(b.name)) {
+              await zkWrite((c) => c.remove(`/services/web/${b.name}`));
+              present.delete(b.name);
+            } else {
+              await zkWrite((c) => c.put(`/services/web/${b.name}`, hostNode(b)));
+              present.add(b.name);
+            }
+          } catch {
+            // ZooKeeper down: the next round tries again
+          }
+          await sleep(200);
+        }
+      })();
+    },
+    async stop() {
+      this.running = false;
+      await this.loop;
+    },
+  };
+  let partial = 0;
+  const sampler = setInterval(() => {
+    for (let i = 0; i < agentIps.length; i++) {
+      const s = servedBy(i);
+      if (s === undefined || !(s.includes('b0') && s.includes('b1'))) partial++;
+    }
+  }, 50);
+
+  const results: FaultResult[] = [];
+  const run = async (name: string, fault: () => Promise<string | void>) => {
+    if (only.length > 0 && !only.includes(name)) return;
+    await traffic.startLoad(agentIps.map((ip) => `${ip}:${webPort}`), clients);
+    partial = 0;
+    churn.start();
+    await sleep(1000);
+    const note = (await fault()) ?? undefined;
+    // Converged: churn paused, both agents serve exactly what ZooKeeper holds.
+    await churn.stop();
+    const holds = await readHosts();
+    expectedHosts = () => holds;
+    const t0 = Date.now();
+    let ms = -1;
+    while (Date.now() - t0 < 60_000) {
+      if (converged()) {
+        ms = Date.now() - t0;
+        break;
+      }
+      await sleep(20);
+    }
+    await sleep(1000);
+    const loads = await traffic.stopLoad();
+    const sum = (k: 'ok' | 'refused' | 'reset' | 'empty' | 'other') => loads.reduce((n, l) => n + l[k], 0);
+    const failed = sum('refused') + sum('reset') + sum('empty') + sum('other');
+    const r: FaultResult = { name, requests: sum('ok') + failed, failed, refused: sum('refused'), reset: sum('reset'), converged_ms: ms, partial_states: partial, ...(note ? { note } : {}) };
+    results.push(r);
+    say(`  ${JSON.stringify(r)}${failed > 0 ? `  errors: ${JSON.stringify(loads.map((l) => l.errors.slice(0, 5)))}` : ''}`);
+  };
+
+  /** The replica leading rollouts, from the Rollout status of either replica. */
+  const leader = async (): Promise<number> => {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      for (const port of cpPorts) {
+        const client = new RolloutClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+        const id = await new Promise<string>((resolve) => client.status({}, new grpc.Metadata(), { deadline: Date.now() + 2000 }, (err, res) => resolve(err ? '' : res.leader)));
+        client.close();
+        const m = /^cp(\d)$/.exec(id);
+        if (m) return Number(m[1]);
+      }
+      await sleep(100);
+    }
+    throw new Error('faults: no rollout leader');
+  };
+  const haproxyPid = (i: number) => Number(readFileSync(path.join(agentDirs[i]!, 'state', 'haproxy.pid'), 'utf8').trim());
+
+  await run('steady', async () => sleep(3000));
+  await run('zk_down', async () => {
+    await zk.kill(); // stop() would also remove its data dir
+    await sleep(zkDownMs);
+    await zk.restart();
+    await sleep(2000);
+  });
+  await run('zk_session_expiry', async () => {
+    const until = Date.now() + 4000 + 3000; // longer than the 4 s session timeout
+    while (Date.now() < until) {
+      proxy.cutAll();
+      await sleep(100);
+    }
+    await sleep(3000);
+  });
+  await run('cp_leader_kill9', async () => {
+    const j = await leader();
+    cps[j]!.proc.kill('SIGKILL');
+    await sleep(3000);
+    await startCp(j);
+    return `killed cp${j}`;
+  });
+  await run('cp_all_restart', async () => {
+    await Promise.all(cps.map((c) => c?.stop()));
+    await sleep(10_000);
+    await Promise.all([startCp(0), startCp(1)]);
+  });
+  await run('slow_zookeeper', async () => {
+    proxy.setDelay(300, 0);
+    await cps[1]!.stop();
+    await startCp(1);
+    await sleep(3000);
+    proxy.setDelay(0, 0);
+    return 'replies delayed 300 ms while cp1 restarted';
+  });
+  await run('agent_restart', async () => {
+    for (const i of [0, 1]) {
+      agents[i]!.proc.kill('SIGUSR2');
+      await agents[i]!.stop();
+      await startAgent(i);
+    }
+  });
+  await run('agent_kill9', async () => {
+    for (const i of [0, 1]) {
+      agents[i]!.proc.kill('SIGKILL');
+      await sleep(500);
+      await startAgent(i);
+    }
+  });
+  await run('haproxy_kill9', async () => {
+    for (const i of [0, 1]) process.kill(haproxyPid(i), 'SIGKILL');
+    await sleep(2000);
+  });
+  if (tmpfs) {
+    await run('state_dir_unwritable', async () => {
+      const filler = path.join(agentDirs[1]!, 'state', 'filler');
+      try {
+        execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k', 'count=64'], { stdio: 'pipe' });
+      } catch {
+        // dd stops at ENOSPC: that is the point
+      }
+      await sleep(4000);
+      execFileSync('rm', ['-f', filler]);
+      return 'agent1 state dir full (ENOSPC) for 4 s';
+    });
+  } else {
+    results.push({ name: 'state_dir_unwritable', requests: 0, failed: 0, refused: 0, reset: 0, converged_ms: -1, partial_states: 0, note: 'skipped: cannot mount a tmpfs here' });
+  }
+
+  clearInterval(sampler);
+  const crashed = [...children].filter((c) => c.proc.signalCode === null && c.proc.exitCode !== null && c.proc.exitCode !== 0).map((c) => path.basename(c.logFile));
+  for (const c of children) await c.stop();
+  if (tmpfs) execFileSync('umount', [path.join(agentDirs[1]!, 'state')], { stdio: 'pipe' });
+  await traffic.close();
+  await proxy.close();
+  zkc.close();
+  await zk.stop();
+  stopInterrupt();
+  if (process.env.BENCH_KEEP) say(`kept ${tmp.dir}`);
+  else tmp.cleanup();
+
+  const measured = results.filter((r) => !r.note?.startsWith('skipped'));
+  return {
+    bench: 'faults',
+    faults: results,
+    failed_total: results.reduce((n, r) => n + r.failed, 0),
+    partial_states_total: results.reduce((n, r) => n + r.partial_states, 0),
+    all_converged: measured.every((r) => r.converged_ms >= 0),
+    crashed_processes: crashed,
+  };
+}
