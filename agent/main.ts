@@ -207,6 +207,12 @@ export class AgentProcess {
     const applies = new Counter({ name: 'proxymgr_agent_applies_total', help: 'Desired states applied, by outcome', labelNames: ['outcome'], registers: [r] });
     const reloads = new Counter({ name: 'proxymgr_agent_reloads_total', help: 'HAProxy reloads, by reason', labelNames: ['reason'], registers: [r] });
     const commands = new Counter({ name: 'proxymgr_agent_runtime_commands_total', help: 'Runtime API commands sent, by kind', labelNames: ['kind'], registers: [r] });
+    const leftOut = new Counter({
+      name: 'proxymgr_agent_left_out_total',
+      help: 'Parts of applied states left out (service: kept at its previous version or absent; server: that host only), per apply',
+      labelNames: ['kind'],
+      registers: [r],
+    });
     const version = new Gauge({ name: 'proxymgr_agent_running_version', help: 'The desired-state version running (value 1)', labelNames: ['version'], registers: [r] });
     const agent = this.agent;
     new Gauge({
@@ -228,6 +234,7 @@ export class AgentProcess {
     return {
       record: (result: ApplyResult) => {
         applies.inc({ outcome: result.outcome });
+        for (const p of result.problems) if (p.service !== undefined) leftOut.inc({ kind: p.server === undefined ? 'service' : 'server' });
         if (result.outcome === 'reload') for (const reason of result.reasons) reloads.inc({ reason: reasonKind(reason) });
         for (const c of result.commands) commands.inc({ kind: commandKind(c) });
         if (result.outcome !== 'rejected') {

@@ -41,6 +41,7 @@ export class ControlPlaneProcess {
     const r = this.promRegistry;
     const acks = new Counter({ name: 'proxymgr_cp_acks_total', help: 'ACKs from agents, by apply method', labelNames: ['method'], registers: [r] });
     const nacks = new Counter({ name: 'proxymgr_cp_nacks_total', help: 'NACKs from agents', registers: [r] });
+    const partial = new Counter({ name: 'proxymgr_cp_partial_acks_total', help: 'ACKs of a version the agent applied without some of its services (named in ListAgents last_error)', registers: [r] });
     const connected = new Gauge({ name: 'proxymgr_cp_connected_agents', help: 'Agents with an open stream to this replica', registers: [r] });
     this.discovery = new Discovery({ config: opts.config, log: opts.log });
     const rollout = opts.config.rollout
@@ -53,6 +54,7 @@ export class ControlPlaneProcess {
     this.registry = new AgentRegistry({
       onAck: (a, v, method, reasons, rejected, warnings) => {
         acks.inc({ method });
+        if (rejected.length > 0) partial.inc();
         re?.onAck(a, v, method, reasons, rejected, warnings);
       },
       onNack: (a, v, reason) => {

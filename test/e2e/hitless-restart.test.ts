@@ -83,7 +83,8 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: ""}
     expect(alive(pid0)).toBe(true); // HAProxy keeps serving while no agent runs
     await sleep(500);
     agent = await start();
-    expect(await agent.waitForLog(/"config_matches":true[^\n]*took over the HAProxy the previous agent left running/)).toBe(true);
+    const tookOver = await agent.waitForLog(/"config_matches":true[^\n]*took over the HAProxy the previous agent left running/);
+    if (!tookOver) throw new Error(`no takeover with a matching config; the agent's log:\n${agent.logs().split('\n').filter((l) => !/"level":20/.test(l)).slice(-25).join('\n')}`);
     await sleep(500);
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/); // adopted, not restarted
     expect(listeningInodes(port)).toEqual(inodes);
