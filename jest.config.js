@@ -8,6 +8,6 @@ module.exports = {
   maxWorkers: 2,
   testTimeout: 60000,
   // A failed test must not leave CI waiting on a ZooKeeper client's reconnect timer; processes are stopped in afterAll.
-  forceExit: true,
+  forceExit: false,
   transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
 };

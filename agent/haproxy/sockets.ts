@@ -1,4 +1,4 @@
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrError } from '../../common/errors';
 import { findUp } from '../../common/fs';
@@ -65,6 +65,8 @@ export class SocketPool {
   adoptFrom(pid: number): string[] {
     const adopted: string[] = [];
     const dir = `/proc/${pid}/fd`;
+    // Only listening sockets are worth copying; under load HAProxy holds thousands of connection fds that come and go.
+    const listening = listeningInodes();
     for (const entry of readdirSync(dir)) {
       let link: string;
       try {
@@ -72,8 +74,14 @@ export class SocketPool {
       } catch {
         continue; // closed meanwhile
       }
-      if (!link.startsWith('socket:')) continue;
-      const fd = addon.dupFrom(pid, Number(entry));
+      const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1];
+      if (inode === undefined || !listening.has(inode)) continue;
+      let fd: number;
+      try {
+        fd = addon.dupFrom(pid, Number(entry));
+      } catch {
+        continue; // closed between readdir and the copy
+      }
       const info = addon.socketInfo(fd);
       const key = info && info.listening && info.tcp ? socketKey(info.address, info.port) : undefined;
       if (key === undefined || this.fds.has(key)) {
@@ -85,6 +93,24 @@ export class SocketPool {
     }
     return adopted;
   }
+}
+
+/** Inodes of the TCP sockets in LISTEN state (/proc/net/tcp and tcp6, column 10; state 0A). */
+function listeningInodes(): Set<string> {
+  const out = new Set<string>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue; // no IPv6
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] === '0A' && f[9] !== undefined) out.add(f[9]);
+    }
+  }
+  return out;
 }
 
 export function socketKey(address: string, port: number): string {
