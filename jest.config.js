@@ -7,7 +7,8 @@ module.exports = {
   // Integration tests start real HAProxy/ZooKeeper processes; two cores, so keep parallelism modest.
   maxWorkers: 2,
   testTimeout: 60000,
-  // A failed test must not leave CI waiting on a ZooKeeper client's reconnect timer; processes are stopped in afterAll.
-  forceExit: false,
+  // No forceExit: every test closes what it opened. And no test may leave a process behind (checked at the end).
+  globalSetup: '<rootDir>/test/global-setup.js',
+  globalTeardown: '<rootDir>/test/global-teardown.js',
   transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
 };
