@@ -1,5 +1,6 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { Clock } from '../common/clock';
 import { ProxyMgrConfig } from '../common/config';
 import { errorMessage, HaproxyConfigError, ProxyMgrError, StateError, StateProblem } from '../common/errors';
 import { writeFileAtomic } from '../common/fs';
@@ -45,6 +46,8 @@ export interface AgentOptions {
   readonly config: ProxyMgrConfig;
   readonly log: Logger;
   readonly runtime?: RuntimeApi;
+  /** HAProxy's crash-restart timers (default: the real clock). */
+  readonly clock?: Clock;
 }
 
 /**
@@ -89,6 +92,7 @@ export class Agent {
       runtime: this.runtime,
       log: opts.log.child({ component: 'haproxy' }),
       pidFile: this.pidFile,
+      ...(opts.clock ? { clock: opts.clock } : {}),
     });
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;

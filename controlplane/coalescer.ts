@@ -1,15 +1,8 @@
-/** setTimeout/clearTimeout/now, injectable so the timing is tested without waiting. */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
+import { Clock, systemClock } from '../common/clock';
 
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+// The clock moved to common/clock.ts; kept importable from here.
+export { systemClock };
+export type { Clock };
 
 /**
  * Coalesces bursts: `poke()` schedules `flush` `delayMs` after the latest poke, but never later than `maxDelayMs`

@@ -1,5 +1,7 @@
 import { ChildProcess, spawn as nodeSpawn, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { backoffMs } from '../../common/backoff';
+import { Clock, systemClock, Timer } from '../../common/clock';
 import { ProxyMgrError } from '../../common/errors';
 import { writeFileAtomic } from '../../common/fs';
 import { Logger } from '../../common/log';
@@ -20,11 +22,16 @@ export interface SupervisorOptions {
   readonly restartMaxMs?: number;
   /** Where the running HAProxy's pid is recorded (see orphan.ts). */
   readonly pidFile?: string;
+  /**
+   * Restart timers and the crash window (default: the real clock). Waiting for a new process to answer on its
+   * stats socket stays on real time: that is I/O, not policy.
+   */
+  readonly clock?: Clock;
 }
 
 /** Restart delay after the n-th consecutive crash (n ≥ 1): base·2^(n-1), capped. */
 export function backoffDelay(n: number, baseMs: number, maxMs: number): number {
-  return Math.min(maxMs, baseMs * 2 ** Math.max(0, n - 1));
+  return backoffMs(n - 1, { baseMs, maxMs });
 }
 
 /** HAProxy tags its own lines [NOTICE], [WARNING], [ALERT]: keep that severity in the agent's log. */
@@ -56,19 +63,21 @@ export class HaproxySupervisor extends EventEmitter {
   private closed = false;
   private crashes = 0;
   private lastStart = 0;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private restartTimer: Timer | undefined;
   /** A HAProxy a previous agent left running and this one took over (not our child: watched by polling). */
   private adopted: number | undefined;
   /** Every adopted pid not yet gone (an adopted process soft-stops after the next reload). */
   private readonly adoptedPids = new Set<number>();
   private adoptedWatch: NodeJS.Timeout | undefined;
   private readonly spawn: SpawnFn;
+  private readonly clock: Clock;
   reloads = 0;
   restarts = 0;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
     this.spawn = opts.spawn ?? nodeSpawn;
+    this.clock = opts.clock ?? systemClock;
   }
 
   get pid(): number | undefined {
@@ -82,7 +91,7 @@ export class HaproxySupervisor extends EventEmitter {
   /** Starts HAProxy (no process runs yet) or reloads it (one runs): resolves once the new process answers. */
   async startOrReload(fds: readonly number[]): Promise<number> {
     if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
-    clearTimeout(this.restartTimer);
+    this.clock.clearTimeout(this.restartTimer);
     const oldPid = this.state === 'running' || this.state === 'starting' ? (this.current?.pid ?? this.adopted) : undefined;
     const pid = await this.launch(fds, oldPid);
     if (oldPid !== undefined) this.reloads++;
@@ -102,7 +111,7 @@ export class HaproxySupervisor extends EventEmitter {
     this.current = undefined;
     this.fds = fds;
     this.state = 'running';
-    this.lastStart = Date.now();
+    this.lastStart = this.clock.now();
     clearInterval(this.adoptedWatch);
     this.adoptedWatch = setInterval(() => {
       for (const p of this.adoptedPids) if (!alive(p)) this.adoptedPids.delete(p);
@@ -120,11 +129,11 @@ export class HaproxySupervisor extends EventEmitter {
   private onAdoptedExit(pid: number): void {
     this.emit('exit', { pid, code: null, signal: null, current: true });
     if (this.state !== 'running') return;
-    this.crashes = Date.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
+    this.crashes = this.clock.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
     const delay = backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000);
     this.opts.log.error({ haproxy_pid: pid, restart_in_ms: delay }, 'the adopted haproxy died; restarting on the same sockets');
     this.state = 'restarting';
-    this.restartTimer = setTimeout(() => void this.restart(), delay);
+    this.restartTimer = this.clock.setTimeout(() => void this.restart(), delay);
   }
 
   /**
@@ -133,7 +142,7 @@ export class HaproxySupervisor extends EventEmitter {
    */
   handOver(): void {
     this.closed = true;
-    clearTimeout(this.restartTimer);
+    this.clock.clearTimeout(this.restartTimer);
     clearInterval(this.adoptedWatch);
     this.state = 'stopped';
     for (const p of this.all) {
@@ -214,7 +223,7 @@ export class HaproxySupervisor extends EventEmitter {
     this.adopted = undefined; // an adopted process soft-stops (-sf); stop() still waits for it
     this.fds = fds;
     this.state = 'running';
-    this.lastStart = Date.now();
+    this.lastStart = this.clock.now();
     if (this.opts.pidFile) await writeFileAtomic(this.opts.pidFile, `${child.pid}\n`).catch((err: Error) => log.warn({ err: err.message }, 'cannot write the pid file'));
     log.info({ old_pid: oldPid }, oldPid ? 'haproxy reloaded' : 'haproxy started');
     return child.pid!;
@@ -235,12 +244,12 @@ export class HaproxySupervisor extends EventEmitter {
       return;
     }
     if (this.state === 'starting') return; // a newer process is being started; it becomes current or fails
-    this.crashes = Date.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
+    this.crashes = this.clock.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
     const delay = backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000);
     this.opts.log.error({ haproxy_pid: child.pid, code, signal, restart_in_ms: delay }, 'haproxy died; restarting on the same sockets');
     this.state = 'restarting';
     this.current = undefined;
-    this.restartTimer = setTimeout(() => void this.restart(), delay);
+    this.restartTimer = this.clock.setTimeout(() => void this.restart(), delay);
   }
 
   private async restart(): Promise<void> {
@@ -253,7 +262,7 @@ export class HaproxySupervisor extends EventEmitter {
       this.opts.log.error({ err: (err as Error).message }, 'haproxy restart failed');
       this.crashes++;
       this.state = 'restarting';
-      this.restartTimer = setTimeout(() => void this.restart(), backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000));
+      this.restartTimer = this.clock.setTimeout(() => void this.restart(), backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000));
     }
   }
 
@@ -261,7 +270,7 @@ export class HaproxySupervisor extends EventEmitter {
   async stop(): Promise<void> {
     this.closed = true; // for good: a late apply must not start a HAProxy nobody will stop
     this.state = 'stopping';
-    clearTimeout(this.restartTimer);
+    this.clock.clearTimeout(this.restartTimer);
     clearInterval(this.adoptedWatch);
     await Promise.all([...this.adoptedPids].map((pid) => stopPid(pid)));
     this.adoptedPids.clear();

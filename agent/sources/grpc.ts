@@ -1,4 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
+import { backoffMs } from '../../common/backoff';
+import { Clock, systemClock, Timer } from '../../common/clock';
 import { channelCredentials, TlsConfig } from '../../common/grpc';
 import { errorMessage, HaproxyConfigError } from '../../common/errors';
 import { Logger } from '../../common/log';
@@ -22,6 +24,9 @@ export interface GrpcSourceOptions {
   readonly log: Logger;
   readonly backoffBaseMs?: number;
   readonly backoffMaxMs?: number;
+  /** For tests: the reconnect timers. */
+  readonly clock?: Clock;
+  readonly random?: () => number;
 }
 
 const METHOD: Record<ApplyResult['outcome'], ApplyMethod> = {
@@ -33,8 +38,7 @@ const METHOD: Record<ApplyResult['outcome'], ApplyMethod> = {
 
 /** Reconnect delay: exponential from base, capped, with ±50 % jitter so a fleet does not reconnect in step. */
 export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
-  const d = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 20));
-  return Math.round(d * (0.5 + random()));
+  return backoffMs(attempt, { baseMs, maxMs, jitter: 'centered', random });
 }
 
 /**
@@ -46,13 +50,17 @@ export class GrpcStateSource implements StateSource {
   private stopped = false;
   private call: grpc.ClientDuplexStream<AgentMessage, ControlMessage> | undefined;
   private client: InstanceType<typeof AgentStreamClient> | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private attempt = 0;
   private next = 0;
   connectedTo: string | undefined;
   lastError = '';
 
-  constructor(private readonly opts: GrpcSourceOptions) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly opts: GrpcSourceOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   async start(apply: ApplyFn): Promise<void> {
     this.connect(apply);
@@ -126,9 +134,9 @@ export class GrpcStateSource implements StateSource {
       this.lastError = why;
       client.close();
       if (this.stopped) return;
-      const delay = reconnectDelay(this.attempt++, this.opts.backoffBaseMs ?? 200, this.opts.backoffMaxMs ?? 10_000);
+      const delay = reconnectDelay(this.attempt++, this.opts.backoffBaseMs ?? 200, this.opts.backoffMaxMs ?? 10_000, this.opts.random);
       log.warn({ err: why, retry_in_ms: delay }, 'control plane stream ended; keeping the current state and reconnecting');
-      this.timer = setTimeout(() => this.connect(apply), delay);
+      this.timer = this.clock.setTimeout(() => this.connect(apply), delay);
     };
     call.on('error', (err: grpc.ServiceError) => retry(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
     call.on('end', () => retry('stream ended by the control plane'));
@@ -168,7 +176,7 @@ export class GrpcStateSource implements StateSource {
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
     this.call?.cancel();
     this.client?.close();
   }

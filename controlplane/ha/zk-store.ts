@@ -4,21 +4,12 @@ import { errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
 import { Revision } from '../rollout/revision';
+import { AgentStatus, RolloutStore, RolloutStoreListener } from '../rollout/store';
 import { ensurePath, secureNodes } from '../zk/acl';
 import { ZkDigest } from '../zk/digest';
 import { ZkSession } from '../zk/session';
 
-/** What one replica says about one connected agent (an ephemeral node owned by that replica's session). */
-export interface AgentStatus {
-  readonly nodeId: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly replica: string;
-  readonly runningVersion: string;
-  readonly runningRevision: string;
-  readonly connectedAt: number;
-  readonly lastAck?: { readonly version: string; readonly revision: string; readonly at: number };
-  readonly lastNack?: { readonly version: string; readonly revision: string; readonly error: string; readonly at: number };
-}
+export type { AgentStatus };
 
 export interface HaStoreOptions {
   readonly servers: string;
@@ -34,11 +25,7 @@ export interface HaStoreOptions {
   readonly digest?: ZkDigest;
 }
 
-export interface HaListener {
-  doc?(doc: FleetDoc): void;
-  agents?(agents: ReadonlyMap<string, AgentStatus>): void;
-  leadership?(isLeader: boolean, leader: string): void;
-}
+export type HaListener = RolloutStoreListener;
 
 const code = (err: unknown) => (err instanceof Exception ? err.getCode() : undefined);
 
@@ -48,7 +35,7 @@ const code = (err: unknown) => (err instanceof Exception ? err.getCode() : undef
  * election (ephemeral sequential nodes; the lowest is the leader). Every (re)connection re-creates this replica's
  * ephemeral nodes and re-arms every watch.
  */
-export class HaStore {
+export class HaStore implements RolloutStore {
   private readonly session: ZkSession;
   private readonly log: Logger;
   private client: Client | undefined;

@@ -1,3 +1,4 @@
+import { Clock, systemClock, Timer } from '../../common/clock';
 import { RolloutConfig } from '../../common/config';
 import { errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
@@ -5,19 +6,31 @@ import { DesiredState, Server } from '../../common/types';
 import { Discovery } from '../discovery';
 import { AgentRecord, RegistryEvents } from '../grpc/registry';
 import { DesiredStateSource } from '../grpc/stream-server';
-import { AgentStatus, HaStore } from '../ha/zk-store';
+import { HaStore } from '../ha/zk-store';
 import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc, PolicyDoc, releasedRevision, setPolicy, step } from './engine';
 import { composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
+import { AgentStatus, RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
+
+/** What the coordinator uses of discovery. */
+export type RolloutDiscovery = Pick<Discovery, 'current' | 'configOf' | 'onSnapshot' | 'zkDigest'>;
 
 export interface RolloutCoordinatorOptions {
   readonly config: RolloutConfig;
-  readonly discovery: Discovery;
+  readonly discovery: RolloutDiscovery;
   readonly log: Logger;
   readonly zkSessionTimeoutMs: number;
   /** proxymgr.yml's service_options: revisions read back from ZooKeeper are checked against them. */
   readonly serviceOptions?: ServiceOptionsPolicy;
+  /** The time rollouts are stamped with (default: the clock's). */
   readonly now?: () => number;
+  /** Timers: bake ends, step retries (default: the real clock). */
+  readonly clock?: Clock;
+  /**
+   * Makes the shared store, which must report to `listener` (default: a HaStore in ZooKeeper at `config.zookeeper`,
+   * `config.zkPath`; tests pass a MemoryRolloutStore).
+   */
+  readonly store?: (listener: RolloutStoreListener) => RolloutStore;
 }
 
 /**
@@ -27,8 +40,9 @@ export interface RolloutCoordinatorOptions {
  * from discovery starts a rollout, agent reports advance its waves.
  */
 export class RolloutCoordinator implements DesiredStateSource {
-  readonly store: HaStore;
+  readonly store: RolloutStore;
   private readonly log: Logger;
+  private readonly clock: Clock;
   private readonly now: () => number;
   private readonly subscribers = new Set<() => void>();
   private readonly statuses = new Map<string, AgentStatus>();
@@ -39,32 +53,36 @@ export class RolloutCoordinator implements DesiredStateSource {
   private offSnapshot: (() => void) | undefined;
   private ticking = false;
   private dirty = false;
-  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeTimer: Timer | undefined;
   private stopped = false;
 
   constructor(private readonly opts: RolloutCoordinatorOptions) {
     this.log = opts.log.child({ component: 'rollout' });
-    this.now = opts.now ?? Date.now;
+    const clock = (this.clock = opts.clock ?? systemClock);
+    this.now = opts.now ?? (() => clock.now());
     this.policy = policyDoc(opts.config);
-    this.store = new HaStore(
-      {
-        servers: opts.config.zookeeper,
-        root: opts.config.zkPath,
-        replicaId: opts.config.replicaId,
-        sessionTimeoutMs: opts.zkSessionTimeoutMs,
-        log: opts.log,
-        // The same credentials as discovery's sessions (controlplane.zk_digest_file, read once by Discovery).
-        ...(opts.discovery.zkDigest ? { digest: opts.discovery.zkDigest } : {}),
+    const listener: RolloutStoreListener = {
+      doc: () => {
+        this.notify();
+        this.kick();
       },
-      {
-        doc: () => {
-          this.notify();
-          this.kick();
-        },
-        agents: () => this.kick(),
-        leadership: (leader) => leader && this.kick(),
-      },
-    );
+      agents: () => this.kick(),
+      leadership: (leader) => leader && this.kick(),
+    };
+    this.store = opts.store
+      ? opts.store(listener)
+      : new HaStore(
+          {
+            servers: opts.config.zookeeper,
+            root: opts.config.zkPath,
+            replicaId: opts.config.replicaId,
+            sessionTimeoutMs: opts.zkSessionTimeoutMs,
+            log: opts.log,
+            // The same credentials as discovery's sessions (controlplane.zk_digest_file, read once by Discovery).
+            ...(opts.discovery.zkDigest ? { digest: opts.discovery.zkDigest } : {}),
+          },
+          listener,
+        );
   }
 
   get replicaId(): string {
@@ -87,7 +105,7 @@ export class RolloutCoordinator implements DesiredStateSource {
   stop(): void {
     this.stopped = true;
     this.offSnapshot?.();
-    clearTimeout(this.wakeTimer);
+    this.clock.clearTimeout(this.wakeTimer);
     this.store.close();
   }
 
@@ -151,7 +169,7 @@ export class RolloutCoordinator implements DesiredStateSource {
         else this.notify();
       })
       .catch((err) => this.log.warn({ revision: id, err: errorMessage(err) }, 'cannot read revision'))
-      .finally(() => setTimeout(() => this.loading.delete(id), 500));
+      .finally(() => this.clock.setTimeout(() => this.loading.delete(id), 500));
   }
 
   // ------------------------------------------------------------------ agent reports → ZooKeeper
@@ -212,7 +230,7 @@ export class RolloutCoordinator implements DesiredStateSource {
         } while (this.dirty && !this.stopped);
       } catch (err) {
         this.log.warn({ err: errorMessage(err) }, 'rollout step failed; retrying');
-        setTimeout(() => this.kick(), 500);
+        this.clock.setTimeout(() => this.kick(), 500);
       } finally {
         this.ticking = false;
       }
@@ -243,8 +261,8 @@ export class RolloutCoordinator implements DesiredStateSource {
       return r.doc;
     });
     if (before) this.logTransition(before, after);
-    clearTimeout(this.wakeTimer);
-    if (wakeAt !== undefined) this.wakeTimer = setTimeout(() => this.kick(), Math.max(0, wakeAt - this.now()) + 1);
+    this.clock.clearTimeout(this.wakeTimer);
+    if (wakeAt !== undefined) this.wakeTimer = this.clock.setTimeout(() => this.kick(), Math.max(0, wakeAt - this.now()) + 1);
   }
 
   private logTransition(a: FleetDoc, b: FleetDoc): void {

@@ -1,6 +1,6 @@
 import zookeeper, { Client, Event } from 'node-zookeeper-client';
 import { Logger } from '../../common/log';
-import { Clock, systemClock } from '../coalescer';
+import { Clock, systemClock } from '../../common/clock';
 import { ZkSession } from './session';
 
 export interface ChildrenListener {

@@ -1,6 +1,7 @@
 import zookeeper, { Client, State } from 'node-zookeeper-client';
 import { Logger } from '../../common/log';
-import { Clock, systemClock } from '../coalescer';
+import { backoffMs } from '../../common/backoff';
+import { Clock, systemClock, Timer } from '../../common/clock';
 import { ZkDigest } from './digest';
 
 /** The parts of node-zookeeper-client's (untyped) ConnectionManager that the code below touches. */
@@ -117,8 +118,8 @@ export class ZkSession {
   private generation = 0;
   private connectedOnce = false;
   private attempts = 0;
-  private timer: unknown;
-  private lostTimer: unknown;
+  private timer: Timer | undefined;
+  private lostTimer: Timer | undefined;
   private stateValue: ZkSessionState = 'connecting';
   private readonly listeners = new Set<ZkSessionListener>();
   private readonly clock: Clock;
@@ -226,10 +227,7 @@ export class ZkSession {
     if (this.stateValue === 'connected') this.emitDisconnected(reason);
     this.stateValue = 'disconnected';
     if (old) abandon(old);
-    const base = this.options.backoffInitialMs ?? 200;
-    const cap = this.options.backoffMaxMs ?? 30_000;
-    const step = Math.min(cap, base * 2 ** this.attempts);
-    const delay = Math.round(step / 2 + (this.random() * step) / 2);
+    const delay = backoffMs(this.attempts, { baseMs: this.options.backoffInitialMs ?? 200, maxMs: this.options.backoffMaxMs ?? 30_000, jitter: 'equal', random: this.random });
     this.attempts++;
     this.log.warn({ reason, retryInMs: delay, attempt: this.attempts }, 'opening a new zookeeper session');
     this.timer = this.clock.setTimeout(() => {

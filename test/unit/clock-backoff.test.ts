@@ -1,0 +1,114 @@
+import { ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { backoffMs } from '../../common/backoff';
+import { FakeClock } from '../../common/clock';
+import { silentLogger } from '../../common/log';
+import { HaproxySupervisor } from '../../agent/haproxy/process';
+import { RuntimeApi } from '../../agent/haproxy/runtime';
+import { reconnectDelay } from '../../agent/sources/grpc';
+
+describe('backoffMs', () => {
+  const seq = (n: number, f: (i: number) => number) => Array.from({ length: n }, (_, i) => f(i));
+
+  test('doubles from the base and is capped; without jitter it is exact', () => {
+    expect(seq(6, (i) => backoffMs(i, { baseMs: 100, maxMs: 1000 }))).toEqual([100, 200, 400, 800, 1000, 1000]);
+    expect(backoffMs(-1, { baseMs: 100, maxMs: 1000 })).toBe(100);
+    expect(backoffMs(10_000, { baseMs: 0, maxMs: 1000 })).toBe(0);
+  });
+
+  test('equal jitter spreads over [step/2, step]; centered over [step/2, 3·step/2)', () => {
+    const at = (r: number) => () => r;
+    expect([0, 0.5, 0.999].map((r) => backoffMs(2, { baseMs: 100, maxMs: 10_000, jitter: 'equal', random: at(r) }))).toEqual([200, 300, 400]);
+    expect([0, 0.5, 0.999].map((r) => backoffMs(2, { baseMs: 100, maxMs: 10_000, jitter: 'centered', random: at(r) }))).toEqual([200, 400, 600]);
+    expect(backoffMs(30, { baseMs: 100, maxMs: 1000, jitter: 'equal', random: at(0.999) })).toBe(1000); // never past the cap
+  });
+
+  test("the gRPC source's reconnect delay keeps its ±50 % jitter around the capped step", () => {
+    expect(reconnectDelay(0, 200, 10_000, () => 0.5)).toBe(200);
+    expect(reconnectDelay(3, 200, 10_000, () => 0)).toBe(800);
+    expect(reconnectDelay(50, 200, 10_000, () => 0.999)).toBe(14_990);
+  });
+});
+
+describe('FakeClock', () => {
+  test('runs due timers in time order (ties in the order set), including timers set by a callback', () => {
+    const clock = new FakeClock(1000);
+    const ran: string[] = [];
+    clock.setTimeout(() => ran.push(`b@${clock.now()}`), 20);
+    clock.setTimeout(() => {
+      ran.push(`a@${clock.now()}`);
+      clock.setTimeout(() => ran.push(`c@${clock.now()}`), 5);
+    }, 10);
+    clock.setTimeout(() => ran.push(`d@${clock.now()}`), 20);
+    const never = clock.setTimeout(() => ran.push('cleared'), 1);
+    clock.clearTimeout(never);
+    clock.clearTimeout(undefined);
+    clock.advance(9);
+    expect(ran).toEqual([]);
+    clock.advance(100);
+    expect(ran).toEqual(['a@1010', 'c@1015', 'b@1020', 'd@1020']);
+    expect(clock.now()).toBe(1109);
+    expect(clock.pending).toBe(0);
+  });
+});
+
+describe('HaproxySupervisor restart backoff on a fake clock', () => {
+  /** A child process that runs until the test ends it. */
+  class FakeChild extends EventEmitter {
+    exitCode: number | null = null;
+    signalCode: NodeJS.Signals | null = null;
+    readonly stdout = null;
+    readonly stderr = null;
+    constructor(readonly pid: number) {
+      super();
+    }
+    kill(): boolean {
+      this.die(null, 'SIGTERM');
+      return true;
+    }
+    unref(): void {}
+    die(code: number | null, signal: NodeJS.Signals | null = null): void {
+      if (this.exitCode !== null || this.signalCode !== null) return;
+      this.exitCode = code;
+      this.signalCode = signal;
+      this.emit('exit', code, signal);
+    }
+  }
+
+  test('restarts after base·2^(n-1) per consecutive crash; a process that ran 10 s resets the count', async () => {
+    const clock = new FakeClock();
+    const children: FakeChild[] = [];
+    const spawn = () => {
+      const c = new FakeChild(100 + children.length);
+      children.push(c);
+      return c as unknown as ChildProcess;
+    };
+    const runtime = { pid: async () => children[children.length - 1]!.pid } as unknown as RuntimeApi;
+    const s = new HaproxySupervisor({ binary: 'haproxy', configPath: '/dev/null', runtime, log: silentLogger, spawn, clock, restartBaseMs: 100, restartMaxMs: 1000 });
+    const restarted: number[] = [];
+    s.on('restarted', (pid: number) => restarted.push(pid));
+    await s.startOrReload([]);
+    expect(children).toHaveLength(1);
+
+    const crashAndWait = async (delay: number) => {
+      children[children.length - 1]!.die(1);
+      const before = children.length;
+      await clock.advanceAsync(delay - 1);
+      expect(children).toHaveLength(before); // still waiting
+      await clock.advanceAsync(1);
+      await new Promise((r) => setImmediate(r));
+      expect(children).toHaveLength(before + 1);
+      expect(s.running).toBe(true);
+    };
+    await crashAndWait(100);
+    await crashAndWait(200);
+    await crashAndWait(400);
+    expect(restarted).toEqual([101, 102, 103]);
+
+    await clock.advanceAsync(10_001); // ran long enough: the next crash is a first one again
+    await crashAndWait(100);
+
+    await s.stop();
+    expect(clock.pending).toBe(0);
+  });
+});
