@@ -5,7 +5,7 @@ import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
 import { Revision } from '../rollout/revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from '../rollout/store';
-import { ensurePath, secureNodes } from '../zk/acl';
+import { ensurePath, secureNodes, stillOpen } from '../zk/acl';
 import { ZkDigest } from '../zk/digest';
 import { ZkSession } from '../zk/session';
 
@@ -52,6 +52,8 @@ export class HaStore implements RolloutStore {
   private epoch = 0;
   private readonly acls: ACL[];
   private aclsChecked = false;
+  /** Some of our nodes stay writable by others (their ACL could not be fixed): this replica must not lead. */
+  private insecure = false;
 
   constructor(
     private readonly opts: HaStoreOptions,
@@ -129,13 +131,19 @@ export class HaStore implements RolloutStore {
         const nodes = [this.opts.root, ...['rollout', 'revisions', 'agents', 'leader'].map((d) => this.p(d)), ...revisions.map((r) => this.p('revisions', r))];
         const fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
         if (fixed > 0) this.log.warn({ fixed, zk_path: this.opts.root }, `set the ACL of ${fixed} ZooKeeper node(s) that were writable by anyone`);
-        this.aclsChecked = true;
+        // A node someone else may still change (pre-created without giving us ADMIN, so its ACL cannot be fixed)
+        // means the rollout state cannot be trusted: serve agents, but never lead (checked again on reconnect).
+        const open = await stillOpen(client, nodes, this.opts.digest);
+        this.insecure = open.length > 0;
+        if (this.insecure) this.log.error({ nodes: open, zk_path: this.opts.root }, 'refusing to lead rollouts: ZooKeeper nodes of the control plane stay writable by others (fix their ACLs by hand, see docs/security.md)');
+        else this.aclsChecked = true;
       }
       await this.watchDoc(client, epoch);
       this.watchAgents(client, epoch);
       for (const s of this.mine.values()) this.putAgent(s);
       // One election node per session: after a mere reconnect the session's node is still there (a second one
       // would sit behind it and nobody would lead); a new session's old node died with the old session.
+      if (this.insecure) return; // serves agents from the rollout state it reads, but never stands for leader
       const kept = !newSession && this.leaderNode !== '' && (await call<Stat | null>((cb) => client.exists(this.p('leader', this.leaderNode), cb)));
       if (!kept) {
         const created = await call<string>((cb) => client.create(this.p('leader', 'n_'), Buffer.from(this.opts.replicaId), this.acls, zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb));

@@ -47,6 +47,20 @@ export async function secureNodes(client: Client, paths: readonly string[], dige
   return fixed;
 }
 
+/** The nodes of `paths` that others may still change (read back after secureNodes); missing nodes do not count. */
+export async function stillOpen(client: Client, paths: readonly string[], digest: ZkDigest): Promise<string[]> {
+  const open: string[] = [];
+  for (const path of paths) {
+    try {
+      const acls = await new Promise<ACL[]>((resolve, reject) => client.getACL(path, (err, a) => (err ? reject(err) : resolve(a))));
+      if (digest.isOpen(acls)) open.push(path);
+    } catch (err) {
+      if (codeOf(err) !== Exception.NO_NODE) open.push(path);
+    }
+  }
+  return open;
+}
+
 /** An ACL as zkCli writes it (`world:anyone:cdrwa`); a digest id shows its user only. */
 export function describeAcl(a: ACL): string {
   const p = zookeeper.Permission;

@@ -205,6 +205,19 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     next.s.close();
   });
 
+  test('a node someone else pre-created without giving us ADMIN cannot be secured: the replica refuses to lead', async () => {
+    const root = '/hijack/proxymgr';
+    // The intruder creates the rollout document first, writable by anyone and without ADMIN for anybody.
+    await new Promise<void>((resolve, reject) => intruder.client.mkdirp(root, (err) => (err ? reject(err) : resolve())));
+    const open = [new zookeeper.ACL(zookeeper.Permission.READ | zookeeper.Permission.WRITE | zookeeper.Permission.CREATE | zookeeper.Permission.DELETE, new zookeeper.Id('world', 'anyone'))];
+    expect(await op((cb) => intruder.client.create(`${root}/rollout`, Buffer.from('{"stable":"","history":[],"seq":0}'), open, cb))).toBe('OK');
+    const h = store('cp-h', root, digest, capturingLogger());
+    expect(await eventually(() => lines.some((l) => /refusing to lead rollouts/.test(l) && l.includes(`${root}/rollout`)), 10_000)).toBe(true);
+    await sleep(2000);
+    expect(h.leading()).toBe(false);
+    expect(await children(intruder.client, `${root}/leader`)).toEqual([]); // it did not even stand
+  });
+
   test('discovery authenticates too: service configs and hosts readable only with the digest are served', async () => {
     // The operator's layout: writers have their own digest, the control plane's digest may only read.
     const writer = await connectZk(zk.connectString);
