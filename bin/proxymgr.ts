@@ -6,6 +6,7 @@
 import { runAgentCommand } from '../agent/cli';
 import { runControlPlaneCommand, runStandaloneCommand } from '../controlplane/cli';
 import { runCtlCommand } from '../controlplane/ctl';
+import { runCheckCommand } from '../controlplane/check';
 
 const USAGE = `usage: proxymgr <command> [options]
 
@@ -14,6 +15,7 @@ commands:
   agent         run an agent: own the local HAProxy and keep it at the desired state
   standalone    discovery and one agent in one process (the original ProxyMgr's single-host mode)
   ctl           operate rollouts through a control plane (ctl --controlplane HOST:PORT rollout status|...)
+  check         read every service config and host once and report what this version would refuse (dry run)
   help          show this help
 
 Run "proxymgr <command> --help" for the options of a command.`;
@@ -42,6 +44,8 @@ async function main(argv: string[]): Promise<number> {
       return runStandaloneCommand(rest);
     case 'ctl':
       return runCtlCommand(rest);
+    case 'check':
+      return runCheckCommand(rest);
     case undefined:
     case 'help':
     case '--help':
