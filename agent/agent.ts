@@ -1,9 +1,10 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Clock } from '../common/clock';
+import { Clock, systemClock, Timer, unrefTimer } from '../common/clock';
 import { ProxyMgrConfig } from '../common/config';
 import { errorMessage, HaproxyConfigError, ProxyMgrError, StateError, StateProblem } from '../common/errors';
 import { writeFileAtomic } from '../common/fs';
+import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { DesiredState, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
@@ -14,10 +15,11 @@ import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
 import { RuntimeServer, RuntimeState } from './haproxy/servers-state';
-import { SocketPool, socketKey } from './haproxy/sockets';
+import { SocketPool as NativeSocketPool, socketKey } from './haproxy/sockets';
 import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
 import { OverrideState, plan, Plan, Running, RuntimeAction } from './plan';
+import { ConfigCheck, FileWriter, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
 
@@ -46,9 +48,26 @@ export interface AgentOptions {
   readonly config: ProxyMgrConfig;
   readonly log: Logger;
   readonly runtime?: RuntimeApi;
-  /** HAProxy's crash-restart timers (default: the real clock). */
+  /**
+   * The drift-repair interval, the wait for a freed port, durations and timestamps, and the default supervisor's
+   * crash-restart timers (default: the real clock).
+   */
   readonly clock?: Clock;
+  /** The HAProxy processes (default: a HaproxySupervisor on `config.haproxy`, with `runtime` and `clock`). */
+  readonly supervisor?: Supervisor;
+  /** The listening sockets (default: the native pool, with `agent.backlog`). */
+  readonly sockets?: SocketPool;
+  /** `haproxy -c` on a candidate (default: checkConfig). */
+  readonly checkConfig?: ConfigCheck;
+  /** Writes haproxy.cfg, its candidate and the server-state file (default: writeFileAtomic). */
+  readonly writeFile?: FileWriter;
 }
+
+/**
+ * idle → running (the first apply or startDriftRepair) → stopping → stopped; or → handed-over (HAProxy keeps
+ * serving for the next agent). Once stopping, stopped or handed over, applies are refused.
+ */
+export type AgentState = 'idle' | 'running' | 'stopping' | 'stopped' | 'handed-over';
 
 /**
  * The agent's core: takes desired states, runs them on the local HAProxy — runtime API first, a seamless reload
@@ -56,9 +75,21 @@ export interface AgentOptions {
  * whenever a new one is rejected.
  */
 export class Agent {
-  readonly supervisor: HaproxySupervisor;
+  readonly supervisor: Supervisor;
   private readonly runtime: RuntimeApi;
   private readonly sockets: SocketPool;
+  private readonly clock: Clock;
+  private readonly checkConfig: ConfigCheck;
+  private readonly writeFile: FileWriter;
+  private readonly lifecycle = new Lifecycle<AgentState>('agent', 'idle', {
+    idle: ['running', 'stopping', 'handed-over'],
+    running: ['stopping', 'handed-over'],
+    stopping: ['stopped'],
+    stopped: [],
+    'handed-over': [],
+  });
+  private stopping: Promise<void> | undefined;
+  private handingOver: Promise<void> | undefined;
   private readonly log: Logger;
   private readonly serverStateFile: string;
   private readonly pidFile: string;
@@ -69,7 +100,7 @@ export class Agent {
   /** `show servers state` as of the last change this agent made; see applyNow. */
   private actualCache: Map<string, ReadonlyMap<string, RuntimeServer>> | undefined;
   private queue: Promise<unknown> = Promise.resolve();
-  private driftTimer: NodeJS.Timeout | undefined;
+  private driftTimer: Timer | undefined;
   private readonly recent: ActionRecord[] = [];
   private readonly overrideTracker = new OverrideTracker();
   /** Socket keys of this apply that can only be bound once an old socket on their port is closed (see vacate). */
@@ -82,23 +113,32 @@ export class Agent {
     const { haproxy, agent } = opts.config;
     this.log = opts.log.child({ component: 'agent' });
     this.runtime = opts.runtime ?? new StatsSocketClient(haproxy.socketPath);
-    this.sockets = new SocketPool(agent.backlog);
+    this.clock = opts.clock ?? systemClock;
+    this.sockets = opts.sockets ?? new NativeSocketPool(agent.backlog);
+    this.checkConfig = opts.checkConfig ?? checkConfig;
+    this.writeFile = opts.writeFile ?? writeFileAtomic;
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
     this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
     this.identity = resolveHaproxyIdentity(opts.config, this.log);
-    this.supervisor = new HaproxySupervisor({
-      binary: haproxy.binary,
-      configPath: haproxy.configPath,
-      runtime: this.runtime,
-      log: opts.log.child({ component: 'haproxy' }),
-      pidFile: this.pidFile,
-      ...(opts.clock ? { clock: opts.clock } : {}),
-    });
+    this.supervisor =
+      opts.supervisor ??
+      new HaproxySupervisor({
+        binary: haproxy.binary,
+        configPath: haproxy.configPath,
+        runtime: this.runtime,
+        log: opts.log.child({ component: 'haproxy' }),
+        pidFile: this.pidFile,
+        ...(opts.clock ? { clock: opts.clock } : {}),
+      });
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;
       this.overrideTracker.restarted();
       void this.repairDrift(); // never rejects
     });
+  }
+
+  get state(): AgentState {
+    return this.lifecycle.state;
   }
 
   /** The state applied last (what runs), if any. */
@@ -120,28 +160,72 @@ export class Agent {
     return this.overrideTracker.list();
   }
 
-  /** Applies a desired state (serialized with every other apply and drift repair); never rejects. */
+  /**
+   * Applies a desired state (serialized with every other apply and drift repair); never rejects. Once the agent is
+   * stopping, stopped or handed over, the state is refused (outcome 'rejected', a LIFECYCLE_INVALID error).
+   */
   apply(desired: DesiredState): Promise<ApplyResult> {
+    if (!this.lifecycle.is('idle', 'running')) return Promise.resolve(this.refused(desired.version));
+    if (this.lifecycle.is('idle')) this.lifecycle.to('running', 'apply a desired state');
     return this.serialize(() => this.guarded(desired, 'update'));
   }
 
-  /** Starts periodic drift repair: compares `show servers state` with the desired state and fixes differences. */
+  /**
+   * Starts periodic drift repair (on the clock): compares `show servers state` with the desired state and fixes
+   * differences. Throws LifecycleError once the agent is stopping, stopped or handed over.
+   */
   startDriftRepair(): void {
+    if (this.lifecycle.is('idle')) this.lifecycle.to('running', 'start drift repair');
+    else if (!this.lifecycle.is('running')) throw this.lifecycle.refuse('start drift repair');
     const every = this.opts.config.agent.driftCheckIntervalMs;
-    this.driftTimer = setInterval(() => void this.repairDrift(), every);
-    this.driftTimer.unref();
+    const arm = (): void => {
+      // The drift timer alone must not keep the process alive.
+      this.driftTimer = this.clock.setTimeout(() => {
+        if (!this.lifecycle.is('running')) return;
+        arm();
+        void this.repairDrift();
+      }, every);
+      unrefTimer(this.driftTimer);
+    };
+    this.clock.clearTimeout(this.driftTimer);
+    arm();
   }
 
-  /** One drift check now; resolves with what it did (never rejects: it runs from a timer and the restart handler). */
+  /**
+   * One drift check now; resolves with what it did (never rejects: it runs from a timer and the restart handler).
+   * Nothing once the agent is stopping, stopped or handed over.
+   */
   repairDrift(): Promise<ApplyResult | undefined> {
+    if (!this.lifecycle.is('idle', 'running')) return Promise.resolve(undefined);
     return this.serialize(async () => (this.lastGood ? this.guarded(this.lastGood, 'drift') : undefined));
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.driftTimer);
-    await this.queue.catch(() => undefined);
-    await this.supervisor.stop();
-    this.sockets.closeAll();
+  /**
+   * Stops: HAProxy ends and the ports close. Resolves once HAProxy has exited; every later call returns the same
+   * promise. After a hand-over there is nothing of this agent's left to stop: resolves with the hand-over.
+   */
+  stop(): Promise<void> {
+    if (this.handingOver) return this.handingOver;
+    return (this.stopping ??= this.shutdown());
+  }
+
+  private async shutdown(): Promise<void> {
+    this.lifecycle.to('stopping', 'stop');
+    this.clock.clearTimeout(this.driftTimer);
+    try {
+      await this.queue.catch(() => undefined);
+      await this.supervisor.stop();
+      this.sockets.closeAll();
+    } finally {
+      this.lifecycle.to('stopped');
+    }
+  }
+
+  /** A state offered after stop or hand-over: refused (apply never rejects), nothing changes. */
+  private refused(version: string): ApplyResult {
+    const error = this.lifecycle.refuse('apply a desired state');
+    this.log.warn({ version, state: this.lifecycle.state }, error.message);
+    return { version, outcome: 'rejected', reasons: [], commands: [], problems: [], error, durationMs: 0 };
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
@@ -155,7 +239,7 @@ export class Agent {
    * restart handler and ended the agent (issue 9 f). What runs keeps running; the next push or drift round retries.
    */
   private async guarded(desired: DesiredState, trigger: 'update' | 'drift'): Promise<ApplyResult> {
-    const started = Date.now();
+    const started = this.clock.now();
     try {
       return await this.applyNow(desired, trigger);
     } catch (err) {
@@ -163,7 +247,7 @@ export class Agent {
       this.counters.rejected++;
       this.record(trigger, 'rejected', error.message, 'failed');
       this.log.error({ version: desired.version, trigger, code: error.code, err: error.message }, `${trigger}: failed; HAProxy keeps running what it runs`);
-      return { version: desired.version, outcome: 'rejected', reasons: [], commands: [], problems: [], error, durationMs: Date.now() - started };
+      return { version: desired.version, outcome: 'rejected', reasons: [], commands: [], problems: [], error, durationMs: this.clock.now() - started };
     }
   }
 
@@ -175,9 +259,9 @@ export class Agent {
   }
 
   private async applyNow(desired: DesiredState, trigger: 'update' | 'drift'): Promise<ApplyResult> {
-    const started = Date.now();
+    const started = this.clock.now();
     const done = (outcome: Outcome, reasons: string[], commands: string[], problems: readonly StateProblem[], error?: ProxyMgrError): ApplyResult => {
-      const result = { version: desired.version, outcome, reasons, commands, problems, error, durationMs: Date.now() - started };
+      const result = { version: desired.version, outcome, reasons, commands, problems, error, durationMs: this.clock.now() - started };
       if (outcome !== 'nothing' || problems.length > 0) {
         this.log[outcome === 'rejected' ? 'error' : 'info'](
           { version: desired.version, trigger, outcome, reasons, problems: problems.map((p) => `${p.where}: ${p.message}`), error: error?.message, duration_ms: result.durationMs },
@@ -336,11 +420,20 @@ export class Agent {
     }
   }
 
-  /** Hands HAProxy and its sockets over to the next agent (see HaproxySupervisor.handOver): nothing stops. */
-  async handOver(): Promise<void> {
-    clearInterval(this.driftTimer);
-    await this.queue.catch(() => undefined);
-    this.supervisor.handOver();
+  /**
+   * Hands HAProxy and its sockets over to the next agent (see HaproxySupervisor.handOver): nothing stops. Every
+   * later call returns the same promise; refused (LifecycleError) once the agent is stopping or stopped.
+   */
+  handOver(): Promise<void> {
+    if (this.handingOver) return this.handingOver;
+    if (!this.lifecycle.is('idle', 'running')) return Promise.reject(this.lifecycle.refuse('hand over'));
+    this.lifecycle.to('handed-over', 'hand over');
+    this.clock.clearTimeout(this.driftTimer);
+    this.handingOver = (async () => {
+      await this.queue.catch(() => undefined);
+      this.supervisor.handOver();
+    })();
+    return this.handingOver;
   }
 
   private withSockets(state: DesiredState, problems: StateProblem[]): DesiredState {
@@ -409,7 +502,7 @@ export class Agent {
     }
     this.sockets.release(new Set(interim.services.map((s) => socketKey(s.bindAddress, s.port))));
     // The old process closes its listeners as soon as it gets the soft-stop signal; give it a moment.
-    const closedAt = Date.now();
+    const closedAt = this.clock.now();
     const deadline = closedAt + 2000;
     const previous = new Map((this.lastGood?.services ?? []).map((s) => [s.name, s]));
     const services = [...interim.services];
@@ -417,12 +510,12 @@ export class Agent {
       for (;;) {
         try {
           this.sockets.acquire(s.bindAddress, s.port);
-          this.log.info({ service: s.name, address: `${s.bindAddress}:${s.port}`, waited_ms: Date.now() - closedAt }, 'listening on the new address');
+          this.log.info({ service: s.name, address: `${s.bindAddress}:${s.port}`, waited_ms: this.clock.now() - closedAt }, 'listening on the new address');
           services.push(s);
           break;
         } catch (err) {
-          if (Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 20));
+          if (this.clock.now() < deadline) {
+            await new Promise((r) => this.clock.setTimeout(() => r(undefined), 20));
             continue;
           }
           const prev = previous.get(s.name);
@@ -471,7 +564,7 @@ export class Agent {
     const candidate = `${haproxy.configPath}.candidate`;
     await this.write(candidate, text);
     try {
-      await checkConfig(haproxy.binary, candidate, text, this.fdsFor(state, true));
+      await this.checkConfig(haproxy.binary, candidate, text, this.fdsFor(state, true));
     } finally {
       await fsp.rm(candidate, { force: true }).catch(() => undefined);
     }
@@ -486,10 +579,10 @@ export class Agent {
     await this.write(this.opts.config.haproxy.configPath, this.render(state));
   }
 
-  /** writeFileAtomic; a failure (ENOSPC, EROFS, …) is counted and becomes IO_FAILED naming the file. */
+  /** The file writer; a failure (ENOSPC, EROFS, …) is counted and becomes IO_FAILED naming the file. */
   private async write(file: string, content: string): Promise<void> {
     try {
-      await writeFileAtomic(file, content);
+      await this.writeFile(file, content);
     } catch (err) {
       this.counters.errors++;
       this.log.error({ file, err: errorMessage(err) }, 'cannot write a file of the state dir');
@@ -500,7 +593,7 @@ export class Agent {
   /** Health and admin states survive a reload through the server-state file. */
   private async saveServerState(): Promise<void> {
     try {
-      await writeFileAtomic(this.serverStateFile, await this.runtime.command('show servers state'));
+      await this.writeFile(this.serverStateFile, await this.runtime.command('show servers state'));
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'cannot save server state before reload');
     }
@@ -588,7 +681,7 @@ export class Agent {
   }
 
   private record(trigger: 'update' | 'drift', kind: ActionRecord['kind'], detail: string, reason: string): void {
-    this.recent.push({ at: new Date().toISOString(), trigger, kind, detail, reason: trigger === 'drift' ? `drift: ${reason}` : reason });
+    this.recent.push({ at: new Date(this.clock.now()).toISOString(), trigger, kind, detail, reason: trigger === 'drift' ? `drift: ${reason}` : reason });
     if (this.recent.length > 200) this.recent.splice(0, this.recent.length - 200);
   }
 }

@@ -11,6 +11,7 @@ import { Authorizer, readTokenFile } from '../common/auth';
 import { authTlsWarning } from '../common/config';
 import { authInterceptor, authMetrics } from '../common/grpc-auth';
 import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
+import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { commandKind, reasonKind, serveMetrics } from '../common/metrics';
 import { fromJson, toJson } from '../common/state-codec';
@@ -33,6 +34,12 @@ export interface AgentProcessOptions {
 }
 
 /**
+ * idle → starting → running → stopping → stopped; or → handed-over (HAProxy keeps serving for the next agent). A
+ * start that fails half-way is followed by stop() (startOrStop).
+ */
+export type AgentProcessState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'handed-over';
+
+/**
  * One agent process: the Agent, its source of desired states (control plane, file or in-process discovery), a
  * disk cache of the last applied state (served at start when no control plane answers), the AgentAdmin gRPC
  * server with health and reflection, and Prometheus metrics.
@@ -47,6 +54,16 @@ export class AgentProcess {
   private readonly registry = new Registry();
   private readonly cacheFile: string;
   private readonly log: Logger;
+  private readonly lifecycle = new Lifecycle<AgentProcessState>('agent process', 'idle', {
+    idle: ['starting', 'stopping', 'handed-over'],
+    starting: ['running', 'stopping', 'handed-over'],
+    running: ['stopping', 'handed-over'],
+    stopping: ['stopped'],
+    stopped: [],
+    'handed-over': [],
+  });
+  private stopping: Promise<void> | undefined;
+  private handingOver: Promise<void> | undefined;
   adminPort = 0;
 
   constructor(private readonly opts: AgentProcessOptions) {
@@ -60,7 +77,13 @@ export class AgentProcess {
     return this.metrics?.port;
   }
 
+  get state(): AgentProcessState {
+    return this.lifecycle.state;
+  }
+
+  /** Starts everything; throws LifecycleError when started twice or after stop/hand-over. */
   async start(): Promise<void> {
+    this.lifecycle.to('starting', 'start');
     const { config } = this.opts;
     // Owner-only before anything is written into it (also when it exists with looser modes).
     await ensurePrivateDir(config.agent.stateDir).catch((err: unknown) => {
@@ -136,23 +159,43 @@ export class AgentProcess {
     }
     await this.source.start(apply);
     this.agent.startDriftRepair();
+    this.lifecycle.to('running', 'finish starting');
     this.log.info({ admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId }, 'agent started');
   }
 
-  /** Stops: HAProxy ends and the ports close. */
-  async stop(): Promise<void> {
-    await this.stopServing();
-    await this.agent.stop();
+  /**
+   * Stops: HAProxy ends and the ports close. Every later call returns the same promise; after a hand-over it is
+   * the hand-over's (nothing of this process is left to stop).
+   */
+  stop(): Promise<void> {
+    if (this.handingOver) return this.handingOver;
+    return (this.stopping ??= (async () => {
+      this.lifecycle.to('stopping', 'stop');
+      try {
+        await this.stopServing();
+        await this.agent.stop();
+      } finally {
+        this.lifecycle.to('stopped');
+      }
+    })());
   }
 
-  /** Exits leaving HAProxy serving on its sockets; the next agent started with this configuration takes it over. */
-  async handOver(): Promise<void> {
-    await this.stopServing();
-    await this.agent.handOver();
+  /**
+   * Exits leaving HAProxy serving on its sockets; the next agent started with this configuration takes it over.
+   * Every later call returns the same promise; refused (LifecycleError) once stopping or stopped.
+   */
+  handOver(): Promise<void> {
+    if (this.handingOver) return this.handingOver;
+    if (this.lifecycle.is('stopping', 'stopped')) return Promise.reject(this.lifecycle.refuse('hand over'));
+    this.lifecycle.to('handed-over', 'hand over');
+    return (this.handingOver = (async () => {
+      await this.stopServing();
+      await this.agent.handOver();
+    })());
   }
 
   private async stopServing(): Promise<void> {
-    this.source?.stop();
+    await this.source?.stop();
     this.health?.close(); // open Watch streams would hold the graceful shutdown forever
     await new Promise<void>((resolve) => (this.grpcServer ? this.grpcServer.tryShutdown(() => resolve()) : resolve()));
     await this.metrics?.close();

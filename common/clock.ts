@@ -16,6 +16,11 @@ export const systemClock: Clock = {
   clearTimeout: (t) => clearTimeout(t as NodeJS.Timeout | undefined),
 };
 
+/** Lets a real timer not keep the process alive by itself; a fake clock's timers are left as they are. */
+export function unrefTimer(timer: Timer): void {
+  (timer as { unref?: () => void } | undefined)?.unref?.();
+}
+
 interface FakeTimer {
   readonly at: number;
   readonly seq: number;

@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'SERVICE_CONFIG_INVALID'
   | 'HOST_INVALID'
   | 'ZK_DISCONNECTED'
-  | 'FAIL_STATIC';
+  | 'FAIL_STATIC'
+  | 'LIFECYCLE_INVALID';
 
 /** Base class of every error ProxyMgr raises on purpose. */
 export class ProxyMgrError extends Error {
@@ -66,6 +67,13 @@ export class HaproxyConfigError extends ProxyMgrError {
     this.services = services;
     this.unattributed = unattributed;
     this.alertsByService = alertsByService;
+  }
+}
+
+/** An operation the component's lifecycle state does not allow (e.g. start after stop, apply after stop). */
+export class LifecycleError extends ProxyMgrError {
+  constructor(message: string) {
+    super('LIFECYCLE_INVALID', message);
   }
 }
 

@@ -1,3 +1,5 @@
+import { Clock, Timer } from './clock';
+import { LifecycleError } from './errors';
 import { Logger } from './log';
 
 /** How long a stopped process may take to exit by itself before it is made to. */
@@ -50,5 +52,62 @@ export async function startOrStop(proc: { start(): Promise<void>; stop(): Promis
   } catch (err) {
     await proc.stop().catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * A long-lived component's lifecycle state: a string union and the transitions allowed between its states, listed
+ * once. Any other transition throws a LifecycleError naming the component, its state and what was attempted.
+ *
+ *   type State = 'idle' | 'running' | 'stopping' | 'stopped';
+ *   const lc = new Lifecycle<State>('discovery', 'idle', { idle: ['running', 'stopping'], running: ['stopping'], stopping: ['stopped'], stopped: [] });
+ *   lc.to('running', 'start');           // throws "discovery: cannot start: it is stopped" once stopped
+ */
+export class Lifecycle<S extends string> {
+  private current: S;
+
+  constructor(
+    private readonly component: string,
+    initial: S,
+    private readonly transitions: { readonly [K in S]: readonly S[] },
+  ) {
+    this.current = initial;
+  }
+
+  get state(): S {
+    return this.current;
+  }
+
+  is(...states: readonly S[]): boolean {
+    return states.includes(this.current);
+  }
+
+  /** Moves to `next`; `action` (what the caller was asked to do) names the refused operation in the error. */
+  to(next: S, action: string = next): void {
+    if (!this.transitions[this.current].includes(next)) throw this.refuse(action);
+    this.current = next;
+  }
+
+  /** The error for `action` in the current state (for callers that report instead of throwing). */
+  refuse(action: string): LifecycleError {
+    return new LifecycleError(`${this.component}: cannot ${action}: it is ${this.current}`);
+  }
+}
+
+/**
+ * Waits until `p` settles (either way) or `ms` pass on `clock`, whichever comes first; true when it settled. For a
+ * stop() that waits for something it asked to end, without hanging on it if it never reports back.
+ */
+export async function settleWithin(p: Promise<unknown>, ms: number, clock: Clock): Promise<boolean> {
+  let bound: Timer | undefined;
+  const settled = p.then(
+    () => true,
+    () => true,
+  );
+  const timedOut = new Promise<boolean>((resolve) => (bound = clock.setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([settled, timedOut]);
+  } finally {
+    clock.clearTimeout(bound);
   }
 }

@@ -67,9 +67,9 @@ export class DiscoveryStateSource implements StateSource {
     if (first) await apply(first);
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.off?.();
-    void this.discovery.stop();
+    await this.discovery.stop();
   }
 }
 

@@ -4,6 +4,7 @@ import { Logger, silentLogger } from '../common/log';
 import { DesiredState, HaproxyGlobals } from '../common/types';
 import { buildDesiredStateChecked, ServiceView } from './builder';
 import { Clock, systemClock } from '../common/clock';
+import { Lifecycle } from '../common/lifecycle';
 import { Coalescer } from './coalescer';
 import { applyFailStatic, removalBudget } from './fail-static';
 import { parseServiceConfig } from './service-config';
@@ -57,6 +58,9 @@ interface Entry {
 
 type SnapshotListener = (state: DesiredState) => void;
 
+/** idle → running (start) → stopping → stopped (source, watchers and owned ZooKeeper sessions closed). */
+export type DiscoveryState = 'idle' | 'running' | 'stopping' | 'stopped';
+
 /**
  * Discovery: follows the service-config source, runs one watcher per service, applies fail static and publishes a
  * new DesiredState whenever the result changes (bursts coalesced, bounded by `coalesce_max_ms`).
@@ -85,9 +89,16 @@ export class Discovery {
   private readonly policy: ServiceOptionsPolicy;
   private sourceSynced = false;
   private sourceProblem: Problem | undefined;
-  private state: DesiredState | undefined;
+  /** The latest snapshot published. */
+  private snapshot: DesiredState | undefined;
   private selectors = '[]';
-  private stopped = false;
+  private readonly lifecycle = new Lifecycle<DiscoveryState>('discovery', 'idle', {
+    idle: ['running', 'stopping'],
+    running: ['stopping'],
+    stopping: ['stopped'],
+    stopped: [],
+  });
+  private stopping: Promise<void> | undefined;
 
   constructor(options: DiscoveryOptions) {
     this.cp = options.config.controlplane ?? DEFAULT_CONTROLPLANE_CONFIG;
@@ -112,7 +123,17 @@ export class Discovery {
     this.coalescer = new Coalescer(() => this.publish(), this.cp.coalesceMs, this.cp.coalesceMaxMs, this.clock);
   }
 
+  get state(): DiscoveryState {
+    return this.lifecycle.state;
+  }
+
+  private get stopped(): boolean {
+    return this.lifecycle.is('stopping', 'stopped');
+  }
+
+  /** Follows the source; throws LifecycleError when started twice or after stop. */
   start(): void {
+    this.lifecycle.to('running', 'start');
     this.source.start({
       configs: (configs) => this.onConfigs(configs),
       unavailable: (reason) => {
@@ -122,18 +143,27 @@ export class Discovery {
     });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.coalescer.cancel();
-    await this.source.stop();
-    for (const e of this.entries.values()) await this.stopWatcher(e);
-    if (this.ownsZk) this.zk.closeAll();
-    this.listeners.clear();
+  /** Stops the source and every watcher; resolves once they are closed. Every later call returns the same promise. */
+  stop(): Promise<void> {
+    return (this.stopping ??= this.shutdown());
+  }
+
+  private async shutdown(): Promise<void> {
+    this.lifecycle.to('stopping', 'stop');
+    try {
+      this.coalescer.cancel();
+      await this.source.stop();
+      for (const e of this.entries.values()) await this.stopWatcher(e);
+      if (this.ownsZk) this.zk.closeAll();
+      this.listeners.clear();
+    } finally {
+      this.lifecycle.to('stopped');
+    }
   }
 
   /** The latest snapshot, if one was published. */
   current(): DesiredState | undefined {
-    return this.state;
+    return this.snapshot;
   }
 
   /** The accepted config of one service (e.g. its `agents` selector), as of the latest snapshot's build. */
@@ -149,7 +179,7 @@ export class Discovery {
 
   /** The current snapshot (if any), then every new one; a slow reader skips to the latest. Ends on `signal`. */
   async *snapshots(signal?: AbortSignal): AsyncGenerator<DesiredState> {
-    let latest = this.state;
+    let latest = this.snapshot;
     let wake: (() => void) | undefined;
     const off = this.onSnapshot((s) => {
       latest = s;
@@ -176,11 +206,11 @@ export class Discovery {
 
   /** Resolves with the first snapshot (current or future) that satisfies `predicate`. */
   waitFor(predicate: (s: DesiredState) => boolean = () => true, timeoutMs = 10_000): Promise<DesiredState> {
-    if (this.state && predicate(this.state)) return Promise.resolve(this.state);
+    if (this.snapshot && predicate(this.snapshot)) return Promise.resolve(this.snapshot);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         off();
-        reject(new Error(`no matching snapshot within ${timeoutMs} ms (current version ${this.state?.version ?? 'none'})`));
+        reject(new Error(`no matching snapshot within ${timeoutMs} ms (current version ${this.snapshot?.version ?? 'none'})`));
       }, timeoutMs);
       const off = this.onSnapshot((s) => {
         if (!predicate(s)) return;
@@ -343,13 +373,13 @@ export class Discovery {
     for (const e of this.entries.values()) {
       if (!e.config) continue;
       if (e.hosts === undefined) {
-        if (this.state === undefined) return; // first snapshot waits for every watcher (bounded by its timer)
+        if (this.snapshot === undefined) return; // first snapshot waits for every watcher (bounded by its timer)
         continue; // a new service appears once its watcher reported, in one revision with its hosts
       }
       views.push({ config: e.config, hosts: e.hosts });
     }
     const started = Date.now();
-    const { state, problems } = buildDesiredStateChecked({ haproxy: this.haproxy, services: views, previous: this.state, policy: this.policy });
+    const { state, problems } = buildDesiredStateChecked({ haproxy: this.haproxy, services: views, previous: this.snapshot, policy: this.policy });
     for (const e of this.entries.values()) e.buildProblems = [];
     for (const p of problems) {
       const e = p.service ? this.entries.get(p.service) : undefined;
@@ -358,10 +388,10 @@ export class Discovery {
     }
     // A change of an `agents` selector alone leaves the version as it is but is news for the rollout engine.
     const selectors = JSON.stringify(views.filter((v) => v.config.agents).map((v) => [v.config.name, v.config.agents]));
-    if (state.version === this.state?.version && selectors === this.selectors) return;
+    if (state.version === this.snapshot?.version && selectors === this.selectors) return;
     this.selectors = selectors;
-    if (state.version === this.state?.version) return this.notify(this.state);
-    this.state = state;
+    if (state.version === this.snapshot?.version) return this.notify(this.snapshot);
+    this.snapshot = state;
     this.log.info(
       { version: state.version, services: state.services.length, servers: state.services.reduce((n, s) => n + s.servers.length, 0), buildMs: Date.now() - started },
       'new desired state',

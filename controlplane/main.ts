@@ -6,6 +6,7 @@ import { Authorizer } from '../common/auth';
 import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
 import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
 import { AgentStreamService } from '../common/gen/proxymgr/v1/stream';
+import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { serveMetrics } from '../common/metrics';
 import { Discovery } from './discovery';
@@ -21,6 +22,9 @@ export interface ControlPlaneOptions {
   readonly log: Logger;
 }
 
+/** idle → starting → running → stopping → stopped. A start that fails half-way is followed by stop() (startOrStop). */
+export type ControlPlaneState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
+
 /**
  * One control-plane process: discovery → desired state → the agent stream, plus ControlPlaneAdmin, health,
  * reflection and Prometheus metrics.
@@ -35,6 +39,14 @@ export class ControlPlaneProcess {
   private readonly promRegistry = new Registry();
   private readonly authorizer: Authorizer;
   private readonly authMetrics: AuthMetrics;
+  private readonly lifecycle = new Lifecycle<ControlPlaneState>('control plane', 'idle', {
+    idle: ['starting', 'stopping'],
+    starting: ['running', 'stopping'],
+    running: ['stopping'],
+    stopping: ['stopped'],
+    stopped: [],
+  });
+  private stopping: Promise<void> | undefined;
   port = 0;
 
   constructor(private readonly opts: ControlPlaneOptions) {
@@ -127,7 +139,13 @@ export class ControlPlaneProcess {
     }
   }
 
+  get state(): ControlPlaneState {
+    return this.lifecycle.state;
+  }
+
+  /** Starts discovery, rollouts and the gRPC server; throws LifecycleError when started twice or after stop. */
   async start(): Promise<void> {
+    this.lifecycle.to('starting', 'start');
     const { config, log } = this.opts;
     const source: DesiredStateSource = this.rollout ?? {
       desiredFor: () => this.discovery.current(),
@@ -167,6 +185,7 @@ export class ControlPlaneProcess {
     addReflection(this.server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin', 'proxymgr.v1.Rollout']);
     this.port = await bindServer(this.server, config.controlplane.listen, serverCredentials(config.controlplane.tls));
     if (config.controlplane.metricsListen) this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen);
+    this.lifecycle.to('running', 'finish starting');
     log.info({ port: this.port, metrics_port: this.metrics?.port }, 'control plane started');
   }
 
@@ -174,11 +193,19 @@ export class ControlPlaneProcess {
     return this.metrics?.port;
   }
 
-  async stop(): Promise<void> {
-    this.server?.forceShutdown();
-    this.rollout?.stop();
-    await this.metrics?.close();
-    await this.discovery.stop();
+  /** Closes the server, rollouts, metrics and discovery; resolves once they are closed. Later calls return the same promise. */
+  stop(): Promise<void> {
+    return (this.stopping ??= (async () => {
+      this.lifecycle.to('stopping', 'stop');
+      try {
+        this.server?.forceShutdown();
+        await this.rollout?.stop();
+        await this.metrics?.close();
+        await this.discovery.stop();
+      } finally {
+        this.lifecycle.to('stopped');
+      }
+    })());
   }
 
   private errorSummary(): Record<string, string> {

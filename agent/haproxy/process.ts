@@ -6,6 +6,7 @@ import { ProxyMgrError } from '../../common/errors';
 import { writeFileAtomic } from '../../common/fs';
 import { Logger } from '../../common/log';
 import { alive, stopPid } from './orphan';
+import type { Supervisor } from '../ports';
 import { RuntimeApi } from './runtime';
 
 export type SpawnFn = (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
@@ -55,7 +56,7 @@ const ADOPTED_POLL_MS = 500;
  *
  * Events: 'restarted' (pid) after a crash restart; 'exit' ({pid, code, signal, current}).
  */
-export class HaproxySupervisor extends EventEmitter {
+export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private state: State = 'stopped';
   private current: ChildProcess | undefined;
   private fds: readonly number[] = [];

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrError } from '../../common/errors';
 import { findUp } from '../../common/fs';
+import type * as ports from '../ports';
 
 interface ListenFdAddon {
   listenTcp(host: string, port: number, backlog: number): number;
@@ -21,7 +22,7 @@ const addon = require(findUp(ADDON)) as ListenFdAddon;
  * The listening sockets the agent owns, one per bind address and port. They outlive every HAProxy process:
  * connections queue in their backlog while HAProxy restarts or reloads, so none is refused.
  */
-export class SocketPool {
+export class SocketPool implements ports.SocketPool {
   private readonly fds = new Map<string, number>();
 
   constructor(private readonly backlog: number) {}

@@ -15,7 +15,8 @@ export type ApplyFn = (state: DesiredState) => Promise<ApplyResult>;
 export interface StateSource {
   /** Calls `apply` with the current state and again on every change, until stop(). */
   start(apply: ApplyFn): Promise<void>;
-  stop(): void;
+  /** Resolves once nothing of the source is left open (streams, watchers, timers). */
+  stop(): Promise<void>;
 }
 
 /** Reads a desired state (proto3 JSON form, as JSON or YAML). A missing version is filled with a content hash. */
@@ -87,7 +88,7 @@ export class FileStateSource implements StateSource {
     this.poll.unref();
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.watcher?.close();
     clearInterval(this.poll);
     clearTimeout(this.debounce);

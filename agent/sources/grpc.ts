@@ -3,6 +3,7 @@ import { backoffMs } from '../../common/backoff';
 import { Clock, systemClock, Timer } from '../../common/clock';
 import { channelCredentials, TlsConfig } from '../../common/grpc';
 import { errorMessage, HaproxyConfigError } from '../../common/errors';
+import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
 import { fromProto } from '../../common/state-codec';
 import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
@@ -36,6 +37,12 @@ const METHOD: Record<ApplyResult['outcome'], ApplyMethod> = {
   rejected: ApplyMethod.APPLY_METHOD_UNSPECIFIED,
 };
 
+/** idle → running (start) → stopping → stopped (stream cancelled and client closed). */
+export type GrpcSourceState = 'idle' | 'running' | 'stopping' | 'stopped';
+
+/** How long stop() waits for a cancelled stream to report its end before it closes the client anyway. */
+const STOP_WAIT_MS = 5000;
+
 /** Reconnect delay: exponential from base, capped, with ±50 % jitter so a fleet does not reconnect in step. */
 export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
   return backoffMs(attempt, { baseMs, maxMs, jitter: 'centered', random });
@@ -47,8 +54,16 @@ export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, r
  * is dropped unanswered). While disconnected nothing changes locally.
  */
 export class GrpcStateSource implements StateSource {
-  private stopped = false;
+  private readonly lifecycle = new Lifecycle<GrpcSourceState>('grpc state source', 'idle', {
+    idle: ['running', 'stopping'],
+    running: ['stopping'],
+    stopping: ['stopped'],
+    stopped: [],
+  });
+  private stopping: Promise<void> | undefined;
   private call: grpc.ClientDuplexStream<AgentMessage, ControlMessage> | undefined;
+  /** Resolves once the current call has ended (its status arrived). */
+  private callEnded: Promise<void> = Promise.resolve();
   private client: InstanceType<typeof AgentStreamClient> | undefined;
   private timer: Timer | undefined;
   private attempt = 0;
@@ -62,12 +77,18 @@ export class GrpcStateSource implements StateSource {
     this.clock = opts.clock ?? systemClock;
   }
 
+  get state(): GrpcSourceState {
+    return this.lifecycle.state;
+  }
+
+  /** Connects (and keeps reconnecting) until stop(); throws LifecycleError when started twice or after stop. */
   async start(apply: ApplyFn): Promise<void> {
+    this.lifecycle.to('running', 'start');
     this.connect(apply);
   }
 
   private connect(apply: ApplyFn): void {
-    if (this.stopped) return;
+    if (!this.lifecycle.is('running')) return;
     const address = this.opts.addresses[this.next % this.opts.addresses.length]!;
     this.next++;
     const log = this.opts.log.child({ controlplane: address });
@@ -81,6 +102,8 @@ export class GrpcStateSource implements StateSource {
     if (this.opts.token) metadata.set('authorization', `Bearer ${this.opts.token}`);
     const call = client.stream(metadata);
     this.call = call;
+    // 'status' comes exactly once per call, however it ends (an error, the server's end, our cancel).
+    this.callEnded = new Promise<void>((resolve) => call.once('status', () => resolve()));
     let gotMessage = false;
     let ended = false;
     // Latest wins: one push is applied at a time and at most one waits; a newer push replaces the waiting one.
@@ -133,7 +156,7 @@ export class GrpcStateSource implements StateSource {
       this.connectedTo = undefined;
       this.lastError = why;
       client.close();
-      if (this.stopped) return;
+      if (!this.lifecycle.is('running')) return;
       const delay = reconnectDelay(this.attempt++, this.opts.backoffBaseMs ?? 200, this.opts.backoffMaxMs ?? 10_000, this.opts.random);
       log.warn({ err: why, retry_in_ms: delay }, 'control plane stream ended; keeping the current state and reconnecting');
       this.timer = this.clock.setTimeout(() => this.connect(apply), delay);
@@ -174,10 +197,21 @@ export class GrpcStateSource implements StateSource {
     }
   }
 
-  stop(): void {
-    this.stopped = true;
+  /**
+   * Cancels the stream and closes the client; resolves once the stream has ended (bounded by STOP_WAIT_MS) and the
+   * client is closed. Every later call returns the same promise.
+   */
+  stop(): Promise<void> {
+    return (this.stopping ??= this.shutdown());
+  }
+
+  private async shutdown(): Promise<void> {
+    this.lifecycle.to('stopping', 'stop');
     this.clock.clearTimeout(this.timer);
+    const ended = this.callEnded;
     this.call?.cancel();
+    if (!(await settleWithin(ended, STOP_WAIT_MS, this.clock))) this.opts.log.warn({}, `the cancelled stream did not end within ${STOP_WAIT_MS} ms; closing the client anyway`);
     this.client?.close();
+    this.lifecycle.to('stopped');
   }
 }

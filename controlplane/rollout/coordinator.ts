@@ -1,6 +1,7 @@
 import { Clock, systemClock, Timer } from '../../common/clock';
 import { RolloutConfig } from '../../common/config';
 import { errorMessage } from '../../common/errors';
+import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
 import { DesiredState, Server } from '../../common/types';
 import { Discovery } from '../discovery';
@@ -33,6 +34,12 @@ export interface RolloutCoordinatorOptions {
   readonly store?: (listener: RolloutStoreListener) => RolloutStore;
 }
 
+/** idle → running (start) → stopping → stopped (store closed, no step running). */
+
+/** How long stop() waits for a running step to end (the store is closed under it, so it fails fast). */
+const STOP_WAIT_MS = 5000;
+export type RolloutCoordinatorState = 'idle' | 'running' | 'stopping' | 'stopped';
+
 /**
  * One replica's part in rollouts. As a DesiredStateSource it serves every connected agent the revision the
  * rollout released to it (read from ZooKeeper) × the current hosts from discovery; as RegistryEvents it reports
@@ -54,7 +61,16 @@ export class RolloutCoordinator implements DesiredStateSource {
   private ticking = false;
   private dirty = false;
   private wakeTimer: Timer | undefined;
-  private stopped = false;
+  private retryTimer: Timer | undefined;
+  /** The leader's step loop while one runs (stop waits for it). */
+  private ticks: Promise<void> | undefined;
+  private readonly lifecycle = new Lifecycle<RolloutCoordinatorState>('rollout coordinator', 'idle', {
+    idle: ['running', 'stopping'],
+    running: ['stopping'],
+    stopping: ['stopped'],
+    stopped: [],
+  });
+  private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: RolloutCoordinatorOptions) {
     this.log = opts.log.child({ component: 'rollout' });
@@ -93,7 +109,17 @@ export class RolloutCoordinator implements DesiredStateSource {
     return this.policy;
   }
 
+  get state(): RolloutCoordinatorState {
+    return this.lifecycle.state;
+  }
+
+  private get stopped(): boolean {
+    return this.lifecycle.is('stopping', 'stopped');
+  }
+
+  /** Follows discovery and the store; throws LifecycleError when started twice or after stop. */
   start(): void {
+    this.lifecycle.to('running', 'start');
     this.offSnapshot = this.opts.discovery.onSnapshot((s) => {
       for (const svc of s.services) this.lastHosts.set(svc.name, svc.servers);
       this.notify();
@@ -102,11 +128,22 @@ export class RolloutCoordinator implements DesiredStateSource {
     this.store.start();
   }
 
-  stop(): void {
-    this.stopped = true;
+  /**
+   * Stops following discovery, closes the store and resolves once a step that was running has ended. Every later
+   * call returns the same promise.
+   */
+  stop(): Promise<void> {
+    return (this.stopping ??= this.shutdown());
+  }
+
+  private async shutdown(): Promise<void> {
+    this.lifecycle.to('stopping', 'stop');
     this.offSnapshot?.();
     this.clock.clearTimeout(this.wakeTimer);
+    this.clock.clearTimeout(this.retryTimer);
     this.store.close();
+    if (this.ticks && !(await settleWithin(this.ticks, STOP_WAIT_MS, this.clock))) this.log.warn({}, `a rollout step still runs ${STOP_WAIT_MS} ms after stop; not waiting for it`);
+    this.lifecycle.to('stopped');
   }
 
   // ------------------------------------------------------------------ DesiredStateSource
@@ -222,15 +259,16 @@ export class RolloutCoordinator implements DesiredStateSource {
       return;
     }
     this.ticking = true;
-    void (async () => {
+    this.ticks = (async () => {
       try {
         do {
           this.dirty = false;
           await this.tick();
         } while (this.dirty && !this.stopped);
       } catch (err) {
+        if (this.stopped) return; // the store was closed under it
         this.log.warn({ err: errorMessage(err) }, 'rollout step failed; retrying');
-        this.clock.setTimeout(() => this.kick(), 500);
+        this.retryTimer = this.clock.setTimeout(() => this.kick(), 500);
       } finally {
         this.ticking = false;
       }

@@ -70,7 +70,7 @@ ${auth}`,
     }
   });
   afterAll(async () => {
-    for (const s of sources) s.stop();
+    await Promise.all(sources.map((s) => s.stop()));
     const hung = await stopAllCli();
     zkc?.close();
     await zk?.stop();

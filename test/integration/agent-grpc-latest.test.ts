@@ -40,7 +40,7 @@ describe('the gRPC source applies the latest push, not every push', () => {
   let cp: Awaited<ReturnType<typeof fakeControlPlane>> | undefined;
   let source: GrpcStateSource | undefined;
   afterEach(async () => {
-    source?.stop();
+    await source?.stop();
     await cp?.close();
   });
 

@@ -92,7 +92,7 @@ describe('the state cache (real HAProxy)', () => {
     const t = await startTestAgent();
     mkdirSync(path.join(t.dir, 'desired-state.json')); // every write of the cache fails (EISDIR)
     let apply: ApplyFn | undefined;
-    const proc = new AgentProcess({ config: t.config, log: silentLogger, source: { start: async (fn) => void (apply = fn), stop: () => undefined } });
+    const proc = new AgentProcess({ config: t.config, log: silentLogger, source: { start: async (fn) => void (apply = fn), stop: async () => undefined } });
     try {
       await proc.start();
       const r = await apply!(state([service('web', port, [server('a', backends[0]!.port)])]));

@@ -36,7 +36,7 @@ controlplane:
     await cp.discovery.waitFor((s) => s.services.length === 1);
   });
   afterAll(async () => {
-    for (const s of sources) s.stop();
+    await Promise.all(sources.map((s) => s.stop()));
     await cp?.stop();
     tmp.cleanup();
   });

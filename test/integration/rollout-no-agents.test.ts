@@ -22,7 +22,7 @@ beforeAll(async () => {
   tmp = tempDir('proxymgr-rollout-');
 });
 afterAll(async () => {
-  c?.stop();
+  await c?.stop();
   await d?.stop();
   await zk?.stop();
   tmp?.cleanup();

@@ -125,7 +125,7 @@ describe('RolloutCoordinator with an in-memory store and a fake clock', () => {
     expect(doc.current).toMatchObject({ state: 'completed', to: r2 });
     expect(doc.stable).toBe(r2);
     expect(t.c.active).toBe(false);
-    t.c.stop();
+    await t.c.stop();
     expect(t.clock.pending).toBe(0);
   });
 
@@ -144,7 +144,7 @@ describe('RolloutCoordinator with an in-memory store and a fake clock', () => {
     expect([a1, a2, a3].map(t.revisionFor)).toEqual([r1, r1, r1]);
     await t.clock.advanceAsync(10 * BAKE_MS);
     expect(t.store().doc!.current!.waves).toHaveLength(1);
-    t.c.stop();
+    await t.c.stop();
   });
 
   test('a partial ACK (a service the agent could not apply) counts as a NACK and halts the rollout', async () => {
@@ -163,6 +163,6 @@ describe('RolloutCoordinator with an in-memory store and a fake clock', () => {
     await t.clock.advanceAsync(10 * BAKE_MS);
     expect(t.store().doc!.current!.waves).toHaveLength(1);
     expect([a1, a2, a3].map(t.revisionFor)).toEqual([r2, r1, r1]);
-    t.c.stop();
+    await t.c.stop();
   });
 });

@@ -1,0 +1,50 @@
+import type { EventEmitter } from 'node:events';
+
+// The seams of the Agent: what it uses of HAProxy's processes, the listening sockets, `haproxy -c` and the state
+// dir, each as a small interface. The real implementations (HaproxySupervisor, haproxy/sockets.ts, checkConfig,
+// writeFileAtomic) are the defaults; unit tests pass fakes and run the Agent's timing logic in milliseconds.
+// This file imports no implementation: a fake must not load the native socket addon or spawn anything.
+
+/**
+ * What the Agent (and its admin API, health and metrics) uses of the HAProxy supervisor (see HaproxySupervisor).
+ * Events: 'restarted' (pid) after a crash restart; 'exit' ({ pid, code, signal, current }).
+ */
+export interface Supervisor extends Pick<EventEmitter, 'on' | 'once' | 'off'> {
+  /** Whether a HAProxy runs (started, reloaded or adopted). */
+  readonly running: boolean;
+  /** The current HAProxy's pid while one runs. */
+  readonly pid: number | undefined;
+  /** Crash restarts so far. */
+  readonly restarts: number;
+  /** Starts HAProxy on `fds` (none runs) or reloads it seamlessly (one runs); resolves with the new pid once it answers. */
+  startOrReload(fds: readonly number[]): Promise<number>;
+  /** Takes over a HAProxy a previous agent left running (and the older ones still soft-stopping). */
+  adopt(pid: number, fds: readonly number[], softStopping?: readonly number[]): void;
+  /** Stops supervising and leaves HAProxy serving for the next agent. */
+  handOver(): void;
+  /** Stops every HAProxy and waits until they have exited. */
+  stop(): Promise<void>;
+}
+
+/** The listening sockets the agent owns, one per address and port (see haproxy/sockets.ts). */
+export interface SocketPool {
+  /** The fd listening on address:port, bound on first use; throws SOCKET_BIND_FAILED (cause: the errno). */
+  acquire(address: string, port: number): number;
+  /** Closes every socket whose `address|port` key is not in `keep`; returns the `address:port` of each closed. */
+  release(keep: ReadonlySet<string>): string[];
+  closeAll(): void;
+  /** Copies the listening sockets of a running process into the pool; returns their `address:port`. */
+  adoptFrom(pid: number): string[];
+}
+
+/**
+ * `haproxy -c` on a candidate config with the listening fds (see haproxy/check.ts checkConfig). Throws
+ * HaproxyConfigError when HAProxy rejects it, HAPROXY_CHECK_FAILED when the check could not run.
+ */
+export type ConfigCheck = (binary: string, configFile: string, configText: string, fds: readonly number[]) => Promise<void>;
+
+/**
+ * Writes a file of the state dir atomically, unless it already holds `content` (see common/fs.ts writeFileAtomic).
+ * Resolves with whether it was (re)written.
+ */
+export type FileWriter = (file: string, content: string, mode?: number) => Promise<boolean>;

@@ -1,0 +1,229 @@
+import { EventEmitter } from 'node:events';
+import { FakeClock } from '../../common/clock';
+import { parseConfig, ProxyMgrConfig } from '../../common/config';
+import { ProxyMgrError } from '../../common/errors';
+import { silentLogger } from '../../common/log';
+import { Agent } from '../../agent/agent';
+import { RuntimeApi } from '../../agent/haproxy/runtime';
+import { RuntimeServer, RuntimeState } from '../../agent/haproxy/servers-state';
+import { ConfigCheck, FileWriter, SocketPool, Supervisor } from '../../agent/ports';
+
+// Fakes for every seam of the Agent: no HAProxy, no socket, no file, no timer of its own. The "HAProxy" is
+// FakeRuntime: it loads the servers of the config file the agent wrote (in FakeFiles) when FakeSupervisor
+// (re)starts it, and answers runtime commands the way HAProxy 2.6 does for the ones the agent sends.
+
+/** An in-memory state dir; `failWith` makes writes of matching files fail (ENOSPC, EROFS …). */
+export class FakeFiles {
+  readonly files = new Map<string, string>();
+  readonly writes: string[] = [];
+  failWith: ((file: string) => NodeJS.ErrnoException | undefined) | undefined;
+
+  readonly write: FileWriter = async (file, content) => {
+    const err = this.failWith?.(file);
+    if (err) throw err;
+    if (this.files.get(file) === content) return false;
+    this.files.set(file, content);
+    this.writes.push(file);
+    return true;
+  };
+}
+
+/** An errno error as fs raises it. */
+export function errno(code: string, message = code): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: ${message}`), { code });
+}
+
+const ADMIN: Record<string, number> = { ready: 0, maint: 0x01, drain: 0x08 };
+
+/** The runtime API of a pretend HAProxy; `commands` records what the agent sent. */
+export class FakeRuntime implements RuntimeApi {
+  readonly backends = new Map<string, Map<string, RuntimeServer>>();
+  readonly commands: string[] = [];
+  currentPid = 0;
+
+  /** What a (re)started HAProxy has: every `server` line of every `listen` section of `config`, ready. */
+  load(config: string, pid: number): void {
+    this.currentPid = pid;
+    this.backends.clear();
+    let backend: Map<string, RuntimeServer> | undefined;
+    let name = '';
+    for (const line of config.split('\n').map((l) => l.trim())) {
+      const listen = /^listen (\S+)/.exec(line);
+      if (listen) {
+        name = listen[1]!;
+        this.backends.set(name, (backend = new Map()));
+        continue;
+      }
+      const server = /^server (\S+) (\S+):(\d+) weight (\d+)/.exec(line);
+      if (server && backend) backend.set(server[1]!, this.server(name, server[1]!, server[2]!, Number(server[3]), Number(server[4]), 0));
+    }
+  }
+
+  /** Changes a server behind the agent's back (what drift repair is for). */
+  tamper(backend: string, server: string, change: Partial<RuntimeServer>): void {
+    const be = this.backends.get(backend)!;
+    be.set(server, { ...be.get(server)!, ...change });
+  }
+
+  async command(cmd: string): Promise<string> {
+    this.commands.push(cmd);
+    let m: RegExpExecArray | null;
+    if (cmd === 'show servers state') return '1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_port\n';
+    if ((m = /^set server (\S+)\/(\S+) weight (\d+)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { weight: Number(m[3]) }, '\n');
+    if ((m = /^set server (\S+)\/(\S+) state (ready|maint|drain)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { adminState: ADMIN[m[3]!]! }, '\n');
+    if ((m = /^set server (\S+)\/(\S+) addr (\S+) port (\d+)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { address: m[3]!, port: Number(m[4]) }, 'IP changed from a to b\n');
+    if ((m = /^enable (health|agent) (\S+)\/(\S+)$/.exec(cmd))) return '\n';
+    if ((m = /^add server (\S+)\/(\S+) (\S+):(\d+) weight (\d+)/.exec(cmd))) {
+      const be = this.backends.get(m[1]!);
+      if (!be) return `No such backend.\n`;
+      be.set(m[2]!, this.server(m[1]!, m[2]!, m[3]!, Number(m[4]), Number(m[5]), 0x01)); // dynamic servers start in maint
+      return 'New server registered.\n';
+    }
+    return 'Unknown command.\n';
+  }
+
+  async serversState(backend?: string): Promise<RuntimeState> {
+    const copy = (be: Map<string, RuntimeServer>) => new Map(be);
+    if (backend === undefined) return new Map([...this.backends].map(([k, v]) => [k, copy(v)]));
+    const be = this.backends.get(backend);
+    return be ? new Map([[backend, copy(be)]]) : new Map();
+  }
+
+  async pid(): Promise<number> {
+    return this.currentPid;
+  }
+
+  private change(backend: string, server: string, change: Partial<RuntimeServer>, ok: string): string {
+    if (!this.backends.get(backend)?.has(server)) return 'No such server.\n';
+    this.tamper(backend, server, change);
+    return ok;
+  }
+
+  private server(backend: string, name: string, address: string, port: number, weight: number, adminState: number): RuntimeServer {
+    return { backend, name, address, port, weight, adminState, operState: 2 };
+  }
+}
+
+/** Starts and reloads the pretend HAProxy on the config file the agent wrote; records every start with its fds. */
+export class FakeSupervisor extends EventEmitter implements Supervisor {
+  running = false;
+  restarts = 0;
+  readonly starts: { fds: readonly number[]; pid: number }[] = [];
+  stops = 0;
+  handOvers = 0;
+  private nextPid = 1000;
+  private currentPid: number | undefined;
+
+  constructor(
+    private readonly files: FakeFiles,
+    private readonly runtime: FakeRuntime,
+    private readonly configPath: string,
+  ) {
+    super();
+  }
+
+  get pid(): number | undefined {
+    return this.running ? this.currentPid : undefined;
+  }
+
+  async startOrReload(fds: readonly number[]): Promise<number> {
+    const pid = ++this.nextPid;
+    this.runtime.load(this.files.files.get(this.configPath) ?? '', pid);
+    this.starts.push({ fds: [...fds], pid });
+    this.currentPid = pid;
+    this.running = true;
+    return pid;
+  }
+
+  adopt(): void {
+    throw new Error('FakeSupervisor: nothing to adopt');
+  }
+
+  /** What a crash restart does: HAProxy comes back from the config file, and the agent hears of it. */
+  crashAndRestart(): void {
+    const pid = ++this.nextPid;
+    this.runtime.load(this.files.files.get(this.configPath) ?? '', pid);
+    this.currentPid = pid;
+    this.restarts++;
+    this.emit('restarted', pid);
+  }
+
+  handOver(): void {
+    this.handOvers++;
+    this.running = false;
+  }
+
+  async stop(): Promise<void> {
+    this.stops++;
+    this.running = false;
+  }
+}
+
+/** Listening sockets as numbers; `busy` ports fail to bind (EADDRINUSE), like a port another process holds. */
+export class FakeSocketPool implements SocketPool {
+  readonly open = new Map<string, number>();
+  readonly busy = new Set<number>();
+  private nextFd = 10;
+
+  acquire(address: string, port: number): number {
+    const key = `${address}|${port}`;
+    const fd = this.open.get(key);
+    if (fd !== undefined) return fd;
+    if (this.busy.has(port)) throw new ProxyMgrError('SOCKET_BIND_FAILED', `cannot listen on ${address}:${port}: EADDRINUSE`, { cause: errno('EADDRINUSE') });
+    this.open.set(key, ++this.nextFd);
+    return this.nextFd;
+  }
+
+  release(keep: ReadonlySet<string>): string[] {
+    const closed: string[] = [];
+    for (const key of [...this.open.keys()]) {
+      if (keep.has(key)) continue;
+      this.open.delete(key);
+      closed.push(key.replace('|', ':'));
+    }
+    return closed;
+  }
+
+  closeAll(): void {
+    this.release(new Set());
+  }
+
+  adoptFrom(): string[] {
+    return [];
+  }
+}
+
+/** `haproxy -c` that passes, or throws what `failWith` returns; records the fds of every check. */
+export class FakeCheck {
+  readonly calls: { configFile: string; fds: readonly number[] }[] = [];
+  failWith: ((configText: string) => Error | undefined) | undefined;
+
+  readonly check: ConfigCheck = async (_binary, configFile, configText, fds) => {
+    this.calls.push({ configFile, fds: [...fds] });
+    const err = this.failWith?.(configText);
+    if (err) throw err;
+  };
+}
+
+/** An Agent on fakes only, with the fakes to drive and inspect it. Paths point nowhere: nothing touches them. */
+export function fakeAgent(driftCheckIntervalMs = 1000) {
+  const dir = '/nonexistent/proxymgr-fake-agent';
+  const config: ProxyMgrConfig = parseConfig(
+    `haproxy:
+  config_path: ${dir}/haproxy.cfg
+  socket_path: ${dir}/haproxy.sock
+agent:
+  state_dir: ${dir}
+  drift_check_interval_ms: ${driftCheckIntervalMs}
+`,
+    `${dir}/proxymgr.yml`,
+  );
+  const clock = new FakeClock(1_000_000);
+  const files = new FakeFiles();
+  const runtime = new FakeRuntime();
+  const supervisor = new FakeSupervisor(files, runtime, config.haproxy.configPath);
+  const sockets = new FakeSocketPool();
+  const check = new FakeCheck();
+  const agent = new Agent({ config, log: silentLogger, runtime, clock, supervisor, sockets, checkConfig: check.check, writeFile: files.write });
+  return { agent, config, clock, files, runtime, supervisor, sockets, check };
+}

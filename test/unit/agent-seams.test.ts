@@ -1,0 +1,173 @@
+import { HaproxyConfigError, ProxyMgrError } from '../../common/errors';
+import { listenOrder } from '../../agent/haproxy/render';
+import { errno, fakeAgent } from '../helpers/fake-agent';
+import { server, service, state } from '../helpers/agent';
+
+// The Agent on fakes only (supervisor, sockets, haproxy -c, state dir, runtime API, clock): its decisions and its
+// timing in milliseconds, without HAProxy. test/integration/agent-*.test.ts check the same paths on a real one.
+
+const web = (...servers: ReturnType<typeof server>[]) => service('web', 8001, servers);
+const api = service('api', 8002, [server('x', 9100)]);
+
+/** Lets promise chains started by a timer (drift repair) settle; fails after `turns` turns of the event loop. */
+async function until(cond: () => boolean, turns = 200): Promise<void> {
+  for (let i = 0; i < turns && !cond(); i++) await new Promise((r) => setImmediate(r));
+  if (!cond()) throw new Error('condition not reached');
+}
+
+describe('Agent on fakes', () => {
+  test('a first apply checks and starts HAProxy on the sockets of its services, in listen order', async () => {
+    const f = fakeAgent();
+    const desired = state([web(server('a', 9001)), api]);
+    const r = await f.agent.apply(desired);
+
+    expect(r.outcome).toBe('reload');
+    expect(r.reasons).toEqual(['start: no HAProxy is running']);
+    const fds = listenOrder(desired).map((s) => f.sockets.open.get(`${s.bindAddress}|${s.port}`));
+    expect(fds).toHaveLength(2);
+    expect(f.supervisor.starts).toEqual([{ fds, pid: expect.any(Number) }]);
+    expect(f.check.calls).toEqual([{ configFile: `${f.config.haproxy.configPath}.candidate`, fds }]);
+    expect(f.files.files.get(f.config.haproxy.configPath)).toMatch(/listen web\n\s+bind fd@4\n[\s\S]*server a 127\.0\.0\.1:9001 weight 1/);
+    expect(f.agent.current?.version).toBe(desired.version);
+    expect(f.agent.state).toBe('running');
+    expect(f.agent.counters.reloads).toBe(1);
+  });
+
+  test('a host change goes through runtime commands, without a check or a reload', async () => {
+    const f = fakeAgent();
+    await f.agent.apply(state([web(server('a', 9001))]));
+    const next = state([web(server('a', 9001, { weight: 5 }), server('b', 9002))]);
+    const r = await f.agent.apply(next);
+
+    expect(r.outcome).toBe('runtime');
+    expect(r.commands).toEqual(['add server web/b 127.0.0.1:9002 weight 1', 'set server web/b state ready', 'set server web/a weight 5']);
+    expect(f.supervisor.starts).toHaveLength(1);
+    expect(f.check.calls).toHaveLength(1);
+    expect(f.runtime.backends.get('web')?.get('b')).toMatchObject({ adminState: 0, weight: 1 });
+    expect(f.files.files.get(f.config.haproxy.configPath)).toContain('server b 127.0.0.1:9002 weight 1');
+    expect(f.agent.current?.version).toBe(next.version);
+  });
+
+  test('a config haproxy -c rejects is refused as a whole, and the last good state keeps running', async () => {
+    const f = fakeAgent();
+    const good = state([web(server('a', 9001))]);
+    await f.agent.apply(good);
+    const cfg = f.files.files.get(f.config.haproxy.configPath);
+    f.check.failWith = (text) => (text.includes('maxconn') ? new HaproxyConfigError('haproxy -c rejected the configuration (global/defaults): bad', '[ALERT] bad', [], ['bad']) : undefined);
+    const bad = state([web(server('a', 9001))], ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s', 'maxconn 10']);
+    const r = await f.agent.apply(bad);
+
+    expect(r.outcome).toBe('rejected');
+    expect(r.error).toBeInstanceOf(HaproxyConfigError);
+    expect(f.agent.current?.version).toBe(good.version);
+    expect(f.supervisor.starts).toHaveLength(1);
+    expect(f.files.files.get(f.config.haproxy.configPath)).toBe(cfg);
+    expect(f.agent.counters.rejected).toBe(1);
+    // A later change of hosts still goes through on the good state's shape.
+    expect((await f.agent.apply(state([web(server('a', 9001), server('b', 9002))]))).outcome).toBe('runtime');
+  });
+
+  test('drift repair runs on the clock: nothing before the interval, a repair at it, and again at the next', async () => {
+    const f = fakeAgent(1000);
+    await f.agent.apply(state([web(server('a', 9001))]));
+    f.agent.startDriftRepair();
+    f.runtime.tamper('web', 'a', { weight: 7 });
+
+    await f.clock.advanceAsync(999);
+    expect(f.runtime.commands.filter((c) => c.startsWith('set server'))).toEqual([]);
+    await f.clock.advanceAsync(1);
+    await until(() => f.agent.counters.driftRepairs === 1);
+    expect(f.runtime.commands.at(-1)).toBe('set server web/a weight 1');
+    expect(f.agent.recentActions().at(-1)).toMatchObject({ trigger: 'drift', kind: 'runtime', reason: 'drift: weight of web/a 7 → 1' });
+
+    f.runtime.tamper('web', 'a', { weight: 3 });
+    await f.clock.advanceAsync(1000);
+    await until(() => f.agent.counters.driftRepairs === 2);
+    expect(f.runtime.backends.get('web')?.get('a')?.weight).toBe(1);
+    await f.agent.stop();
+    expect(f.clock.pending).toBe(0); // the drift timer is gone
+  });
+
+  test('a crash restart of HAProxy is followed by a drift repair at once', async () => {
+    const f = fakeAgent();
+    await f.agent.apply(state([web(server('a', 9001))]));
+    await f.agent.apply(state([web(server('a', 9001), server('b', 9002))])); // b is added at runtime only …
+    f.files.files.set(f.config.haproxy.configPath, f.files.files.get(f.config.haproxy.configPath)!.replace(/.*server b .*\n/, '')); // … and a stale file lacks it
+    f.supervisor.crashAndRestart();
+    await until(() => f.runtime.backends.get('web')?.get('b')?.adminState === 0);
+    expect(f.runtime.commands.slice(-2)).toEqual(['add server web/b 127.0.0.1:9002 weight 1', 'set server web/b state ready']);
+  });
+
+  test('a file that cannot be written is reported in the result, not thrown, and what ran keeps running', async () => {
+    const f = fakeAgent();
+    const good = state([web(server('a', 9001))]);
+    await f.agent.apply(good);
+    f.files.failWith = (file) => (file === f.config.haproxy.configPath ? errno('ENOSPC', 'no space left on device') : undefined);
+
+    const r = await f.agent.apply(state([web(server('a', 9001), server('b', 9002))]));
+    expect(r.outcome).toBe('rejected');
+    expect(r.error).toBeInstanceOf(ProxyMgrError);
+    expect(r.error?.code).toBe('IO_FAILED');
+    expect(r.error?.message).toContain('ENOSPC');
+    expect(f.agent.current?.version).toBe(good.version);
+
+    // A reload that cannot write its config is refused the same way, before HAProxy is touched.
+    const moved = await f.agent.apply(state([service('web', 8003, [server('a', 9001)])]));
+    expect(moved.outcome).toBe('rejected');
+    expect(moved.error?.code).toBe('IO_FAILED');
+    expect(f.supervisor.starts).toHaveLength(1);
+    expect(f.agent.counters.errors).toBeGreaterThanOrEqual(2);
+  });
+
+  test('a port another process holds leaves that service out, reported; the rest starts', async () => {
+    const f = fakeAgent();
+    f.sockets.busy.add(8002);
+    const r = await f.agent.apply(state([web(server('a', 9001)), api]));
+    expect(r.outcome).toBe('reload');
+    expect(r.problems).toEqual([expect.objectContaining({ service: 'api', message: expect.stringContaining('EADDRINUSE') })]);
+    expect(f.supervisor.starts[0]?.fds).toHaveLength(1);
+  });
+});
+
+describe('Agent lifecycle', () => {
+  test('idle until the first apply; stop is awaited once: a second stop returns the same promise', async () => {
+    const f = fakeAgent();
+    expect(f.agent.state).toBe('idle');
+    await f.agent.apply(state([web(server('a', 9001))]));
+    const first = f.agent.stop();
+    expect(f.agent.state).toBe('stopping');
+    expect(f.agent.stop()).toBe(first);
+    await first;
+    expect(f.agent.state).toBe('stopped');
+    expect(f.supervisor.stops).toBe(1);
+    expect(f.sockets.open.size).toBe(0);
+  });
+
+  test('after stop, an apply is refused with a clear error (not thrown), and nothing starts again', async () => {
+    const f = fakeAgent();
+    await f.agent.stop();
+    const r = await f.agent.apply(state([web(server('a', 9001))]));
+    expect(r.outcome).toBe('rejected');
+    expect(r.error?.code).toBe('LIFECYCLE_INVALID');
+    expect(r.error?.message).toBe('agent: cannot apply a desired state: it is stopped');
+    expect(f.supervisor.starts).toHaveLength(0);
+    expect(await f.agent.repairDrift()).toBeUndefined();
+    expect(() => f.agent.startDriftRepair()).toThrow('agent: cannot start drift repair: it is stopped');
+    await expect(f.agent.handOver()).rejects.toThrow('agent: cannot hand over: it is stopped');
+  });
+
+  test('a hand-over leaves HAProxy to the next agent: stop afterwards stops nothing, applies are refused', async () => {
+    const f = fakeAgent();
+    await f.agent.apply(state([web(server('a', 9001))]));
+    f.agent.startDriftRepair();
+    const handing = f.agent.handOver();
+    expect(f.agent.handOver()).toBe(handing);
+    await handing;
+    expect(f.agent.state).toBe('handed-over');
+    expect(f.supervisor.handOvers).toBe(1);
+    expect(f.clock.pending).toBe(0);
+    await f.agent.stop();
+    expect(f.supervisor.stops).toBe(0);
+    expect((await f.agent.apply(state([web(server('b', 9002))]))).error?.message).toBe('agent: cannot apply a desired state: it is handed-over');
+  });
+});
