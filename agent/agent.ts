@@ -412,6 +412,7 @@ export class Agent {
       const same = onDisk === this.render(state);
       this.supervisor.adopt(pid, same ? this.fdsFor(state) : [], all.slice(0, -1));
       if (same) this.running = state;
+      this.overrideTracker.adopted();
       this.log.info({ haproxy_pid: pid, also_running: all.slice(0, -1), sockets, config_matches: same }, 'took over the HAProxy the previous agent left running, with its listening sockets');
     } catch (err) {
       this.log.warn({ haproxy_pid: pid, err: errorMessage(err) }, 'cannot take over the running HAProxy');

@@ -21,6 +21,7 @@ export class OverrideTracker {
   private readonly seenReady = new Map<string, Set<string>>();
   private readonly held = new Map<string, Map<string, OverrideState>>();
   private restored = false;
+  private adoption = false;
 
   /** backend → server → state, for plan(). */
   get current(): Overrides {
@@ -33,6 +34,16 @@ export class OverrideTracker {
       .sort((a, b) => (a.server < b.server ? -1 : a.server > b.server ? 1 : 0));
   }
 
+  /**
+   * The agent took over a HAProxy a previous agent left running and knows nothing that one saw. Agents never put a
+   * server in drain, so in the next observation a desired server in drain was drained by someone else (an operator,
+   * an agent-check): an override, kept across the restart. Maint is not taken: a previous agent killed between `add
+   * server` and `state ready` leaves a desired server in maint, which must not stay there.
+   */
+  adopted(): void {
+    this.adoption = true;
+  }
+
   /** HAProxy was restarted after a crash: the next observation comes from an older server-state file. */
   restarted(): void {
     this.restored = true;
@@ -43,6 +54,8 @@ export class OverrideTracker {
     const events: OverrideEvent[] = [];
     const restored = this.restored;
     this.restored = false;
+    const adoption = this.adoption;
+    this.adoption = false;
     const wanted = new Set(desired.services.map((s) => s.name));
     for (const backend of this.seenReady.keys()) if (!wanted.has(backend)) this.seenReady.delete(backend);
     for (const backend of this.held.keys()) if (!wanted.has(backend)) this.held.delete(backend);
@@ -75,7 +88,7 @@ export class OverrideTracker {
         const state: OverrideState = (admin & ADMF_FMAINT) !== 0 ? 'maint' : 'drain';
         if (hold !== undefined) {
           if (hold !== state) held!.set(server.name, state);
-        } else if (!restored && seen?.has(server.name)) {
+        } else if (!restored && (seen?.has(server.name) || (adoption && state === 'drain'))) {
           if (!held) this.held.set(service.name, (held = new Map()));
           held.set(server.name, state);
           events.push({ server: id(), what: `found in ${state}: an operator override, left alone until it is ready again or leaves the desired state` });

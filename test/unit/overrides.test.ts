@@ -30,6 +30,16 @@ describe('OverrideTracker', () => {
     expect(t.list()).toEqual([{ server: 'web/a', state: 'drain' }]);
   });
 
+  test('after a takeover: a desired server found in drain is an override at once; one found in maint is the agent\'s to ready', () => {
+    const t = new OverrideTracker();
+    t.adopted();
+    expect(t.observe(actual({ a: 8, b: 1 }), desired)).toEqual([{ server: 'web/a', what: expect.stringMatching(/found in drain/) }]);
+    expect(t.list()).toEqual([{ server: 'web/a', state: 'drain' }]);
+    const u = new OverrideTracker();
+    u.observe(actual({ a: 8 }), desired); // without a takeover: not an override
+    expect(u.list()).toEqual([]);
+  });
+
   test('the agent\'s own maint (removal) ends an override and the seen-ready memory', () => {
     const t = new OverrideTracker();
     t.observe(actual({}), desired);
