@@ -103,6 +103,8 @@ export class Agent {
   private driftTimer: Timer | undefined;
   private readonly recent: ActionRecord[] = [];
   private readonly overrideTracker = new OverrideTracker();
+  /** Sockets were copied from an adopted HAProxy and are kept until it runs a config of ours (releaseUnusedSockets). */
+  private socketsPinned = false;
   /** Socket keys of this apply that can only be bound once an old socket on their port is closed (see vacate). */
   private readonly awaitingBind = new Set<string>();
   private readonly rejectedServices = new RejectedServices();
@@ -407,15 +409,20 @@ export class Agent {
     if (pid === undefined) return;
     try {
       const sockets = all.flatMap((p) => this.sockets.adoptFrom(p));
-      const state = this.withSockets(desired, []);
       const onDisk = await fsp.readFile(configPath, 'utf8').catch(() => '');
+      // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
+      const listeners = onDisk.match(/^\s*bind fd@\d+\s*$/gm)?.length ?? 0;
+      if (sockets.length < listeners) throw new Error(`copied ${sockets.length} of the ${listeners} listening sockets of HAProxy pid ${pid}`);
+      this.socketsPinned = sockets.length > 0;
+      const state = this.withSockets(desired, []);
       const same = onDisk === this.render(state);
       this.supervisor.adopt(pid, same ? this.fdsFor(state) : [], all.slice(0, -1));
       if (same) this.running = state;
       this.overrideTracker.adopted();
       this.log.info({ haproxy_pid: pid, also_running: all.slice(0, -1), sockets, config_matches: same }, 'took over the HAProxy the previous agent left running, with its listening sockets');
     } catch (err) {
-      this.log.warn({ haproxy_pid: pid, err: errorMessage(err) }, 'cannot take over the running HAProxy');
+      this.log.error({ haproxy_pid: pid, err: errorMessage(err) }, 'cannot take over the running HAProxy; stopping it and binding its ports again (connections in flight on it are cut)');
+      this.socketsPinned = false;
       this.sockets.closeAll();
       for (const p of all) await stopOrphan(p, this.log);
     }
@@ -663,6 +670,9 @@ export class Agent {
   }
 
   private releaseUnusedSockets(): void {
+    // Sockets copied from an adopted HAProxy stay until HAProxy runs a config this agent knows: closing them after a
+    // refused first apply would leave the next apply unable to bind its own ports (review).
+    if (this.running === undefined && this.socketsPinned) return;
     const keep = new Set((this.running?.services ?? []).map((s) => socketKey(s.bindAddress, s.port)));
     const closed = this.sockets.release(keep);
     if (closed.length > 0) this.log.info({ closed }, 'closed listening sockets no service uses');

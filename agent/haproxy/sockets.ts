@@ -8,7 +8,8 @@ interface ListenFdAddon {
   listenTcp(host: string, port: number, backlog: number): number;
   localPort(fd: number): number;
   closeFd(fd: number): void;
-  dupFrom(pid: number, fd: number): number;
+  /** null when that fd closed meanwhile; throws on anything else (EPERM: no ptrace access, seccomp). */
+  dupFrom(pid: number, fd: number): number | null;
   socketInfo(fd: number): { address: string; port: number; listening: boolean; tcp: boolean } | null;
 }
 
@@ -77,12 +78,8 @@ export class SocketPool implements ports.SocketPool {
       }
       const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1];
       if (inode === undefined || !listening.has(inode)) continue;
-      let fd: number;
-      try {
-        fd = addon.dupFrom(pid, Number(entry));
-      } catch {
-        continue; // closed between readdir and the copy
-      }
+      const fd = addon.dupFrom(pid, Number(entry));
+      if (fd === null) continue; // closed between readdir and the copy; any other failure throws
       const info = addon.socketInfo(fd);
       const key = info && info.listening && info.tcp ? socketKey(info.address, info.port) : undefined;
       if (key === undefined || this.fds.has(key)) {

@@ -122,7 +122,7 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 #endif
 
 /*
- * dupFrom(pid, fd): number — a copy of another process's fd (pidfd_open + pidfd_getfd, Linux >= 5.6), close-on-exec.
+ * dupFrom(pid, fd): number | null — a copy of another process's fd (pidfd_open + pidfd_getfd, Linux >= 5.6), close-on-exec.
  * HAProxy 2.6 does not export listeners it inherited as fd@N through `_getsocks` (measured: only its stats socket
  * comes back, with `expose-fd listeners` set), so an agent that takes over a
  * running HAProxy copies its listening sockets this way. Needs ptrace access to that process: root, or the same
@@ -142,8 +142,12 @@ static napi_value dup_from(napi_env env, napi_callback_info info) {
   int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
   int err = errno;
   close(pidfd);
-  if (copy < 0) return throw_errno(env, "pidfd_getfd", err);
   napi_value result;
+  if (copy < 0 && err == EBADF) { /* closed since it was listed: nothing to copy */
+    napi_get_null(env, &result);
+    return result;
+  }
+  if (copy < 0) return throw_errno(env, "pidfd_getfd (needs ptrace access to HAProxy: root, or the same user; seccomp must allow it)", err);
   napi_create_int32(env, copy, &result);
   return result;
 }

@@ -9,7 +9,7 @@ import { AgentRecord, RegistryEvents } from '../grpc/registry';
 import { DesiredStateSource } from '../grpc/stream-server';
 import { HaStore } from '../ha/zk-store';
 import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc, PolicyDoc, releasedRevision, setPolicy, step } from './engine';
-import { composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
+import { changedServices, composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
 
@@ -182,6 +182,18 @@ export class RolloutCoordinator implements DesiredStateSource {
     for (const fn of [...this.subscribers]) fn();
   }
 
+  /** Agents whose running version is a partial apply (see registryEvents' onAck): node id → that version. */
+  private readonly partial = new Map<string, string>();
+
+  /** The services the current rollout changes, when `revision` is its target and both revisions are known. */
+  private rolloutChanged(revision: string): Set<string> | undefined {
+    const r = this.store.doc?.current;
+    if (!r || r.to !== revision) return undefined;
+    const to = this.store.cachedRevision(r.to);
+    if (!to) return undefined;
+    return changedServices(r.from ? this.store.cachedRevision(r.from) : undefined, to);
+  }
+
   /** Revisions checked so far: id → problem ("" = fine). A refused revision is logged once and never served. */
   private readonly checked = new Map<string, string>();
 
@@ -220,7 +232,9 @@ export class RolloutCoordinator implements DesiredStateSource {
         labels: agent.labels,
         replica: this.replicaId,
         runningVersion: agent.runningVersion,
-        runningRevision: revisionOfVersion(agent.runningVersion),
+        // A version applied without a service its rollout changed does not count as running that revision, also
+        // after a reconnect re-reports it.
+        runningRevision: this.partial.get(agent.nodeId) === agent.runningVersion ? (prev?.runningRevision ?? '') : revisionOfVersion(agent.runningVersion),
         connectedAt: prev?.connectedAt ?? this.now(),
         ...(prev?.lastAck ? { lastAck: prev.lastAck } : {}),
         ...(prev?.lastNack ? { lastNack: prev.lastNack } : {}),
@@ -240,11 +254,19 @@ export class RolloutCoordinator implements DesiredStateSource {
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);
-        if (rejected.length === 0) return put(agent, { lastAck: { version, revision, at: this.now() } });
-        // A partial apply (a service HAProxy refused here, a port taken on this host): the agent runs the rest, but
-        // for the rollout it did not take the revision — a NACK, so the canary halts the rollout as it should.
-        const error = `applied without service(s) ${rejected.join(', ')}: ${warnings.join('; ')}`;
-        put(agent, { runningRevision: this.statuses.get(agent.nodeId)?.runningRevision ?? '', lastNack: { version, revision, error, at: this.now() } });
+        // A partial apply (a service HAProxy refused here, a port taken on this host) of a service the current
+        // rollout changed: the agent runs the rest, but it did not take the revision — a NACK, so the canary halts
+        // the rollout. A service the rollout did not touch (already refused before, a local port clash) is no
+        // reason to hold back every rollout on this host: a plain ACK (the agent's last error still names it).
+        const changed = this.rolloutChanged(revision);
+        const counted = rejected.filter((s) => changed?.has(s) ?? false);
+        if (counted.length === 0) {
+          this.partial.delete(agent.nodeId);
+          return put(agent, { lastAck: { version, revision, at: this.now() } });
+        }
+        this.partial.set(agent.nodeId, version);
+        const error = `applied without service(s) ${counted.join(', ')}: ${warnings.join('; ')}`;
+        put(agent, { lastNack: { version, revision, error, at: this.now() } });
       },
       onNack: (agent, version, reason) => put(agent, { lastNack: { version, revision: revisionOfVersion(version), error: reason, at: this.now() } }),
     };

@@ -68,6 +68,17 @@ export function composeState(revision: Revision, labels: Readonly<Record<string,
 }
 
 /**
+ * The services whose shape `to` changes from `from` (new ones included; a global/defaults change touches them all).
+ * A service an agent refuses counts against a rollout only if the rollout changed it.
+ */
+export function changedServices(from: Revision | undefined, to: Revision): Set<string> {
+  const all = new Set(to.services.map((s) => s.name));
+  if (!from || canonicalJson(from.haproxy) !== canonicalJson(to.haproxy)) return all;
+  const before = new Map(from.services.map((s) => [s.name, canonicalJson(s)]));
+  return new Set(to.services.filter((s) => before.get(s.name) !== canonicalJson(s)).map((s) => s.name));
+}
+
+/**
  * What is wrong with a revision read back from ZooKeeper, or undefined. Revisions are stored by the leader, but
  * anyone who can write ZooKeeper (no `controlplane.zk_digest_file`) could plant one: it is checked like a fresh
  * snapshot — shape, then sanitizeState with this replica's service_options — before any agent is served from it.

@@ -99,7 +99,7 @@ describe('deploy/systemd runs with least privilege', () => {
     expect(c.haproxy).toMatchObject({ user: 'haproxy', group: 'haproxy', userConfigured: true });
   });
 
-  test('ExecStop: a restart job hands over (SIGUSR2), a stop stops (SIGTERM); ExecStopPost ends a leftover HAProxy only on a stop', async () => {
+  test('ExecStop: only a stop job stops (SIGTERM), a restart or anything else hands over (SIGUSR2); ExecStopPost ends a leftover HAProxy only on a stop', async () => {
     const u = unitSettings('proxymgr-agent.service');
     const script = (key: string) => /^\/bin\/sh -c '(.*)'$/.exec(u.get(key)!)![1]!;
     const tmp = mkdtempSync(path.join(tmpdir(), 'proxymgr-unit-'));
@@ -107,22 +107,25 @@ describe('deploy/systemd runs with least privilege', () => {
       // A fake systemctl that lists the given job, and a fake agent that records the signal it gets.
       const run = async (job: string) => {
         writeFileSync(path.join(tmp, 'systemctl'), `#!/bin/sh\n[ -n "${job}" ] && echo "42 proxymgr-agent.service ${job} running"\nexit 0\n`, { mode: 0o755 });
+        const stopScript = script('ExecStop').split('%n').join('proxymgr-agent.service');
         const got = path.join(tmp, 'got');
         rmSync(got, { force: true });
         const agent = spawn('/bin/sh', ['-c', `trap 'echo USR2 > ${got}; exit 0' USR2; trap 'echo TERM > ${got}; exit 0' TERM; while :; do sleep 0.05; done`]);
         await new Promise((r) => setTimeout(r, 200));
         const agentExit = new Promise((r) => agent.once('exit', r));
         // Asynchronously: the fake agent must be reaped (as systemd reaps the real one) for `kill -0` to fail.
-        const stop = spawn('/bin/sh', ['-c', script('ExecStop')], { env: { PATH: `${tmp}:/usr/bin:/bin`, MAINPID: String(agent.pid) } });
+        const stop = spawn('/bin/sh', ['-c', stopScript], { env: { PATH: `${tmp}:/usr/bin:/bin`, MAINPID: String(agent.pid) } });
         expect(await new Promise((r) => stop.once('exit', r))).toBe(0); // returns only once the agent is gone
         expect(await agentExit).toBe(0);
         return readFileSync(got, 'utf8').trim();
       };
       expect(await run('restart')).toBe('USR2');
       expect(await run('try-restart')).toBe('USR2');
+      expect(await run('')).toBe('USR2'); // no job: not a stop
       expect(await run('stop')).toBe('TERM');
-      expect(await run('')).toBe('TERM');
-      expect(script('ExecStopPost')).toMatch(/if ! systemctl list-jobs/);
+      // ExecStopPost ends HAProxy only for a stop job (after a crash, Restart=always's next agent takes it over).
+      expect(script('ExecStopPost')).toMatch(/stop\(\[\[:space:\]\]\|\$\)"; then pid=/);
+      expect(u.get('SystemCallFilter')).toBe('pidfd_open pidfd_getfd'); // the takeover's syscalls (in @debug)
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }

@@ -165,4 +165,29 @@ describe('RolloutCoordinator with an in-memory store and a fake clock', () => {
     expect([a1, a2, a3].map(t.revisionFor)).toEqual([r2, r1, r1]);
     await t.c.stop();
   });
+
+  test('a partial ACK of a service the rollout did not change is an ACK; the rollout goes on (review)', async () => {
+    const t = setup({ autoRollback: false });
+    const { r2 } = await toRollout(t);
+    const [a1] = t.agents as [AgentRecord, AgentRecord, AgentRecord];
+    t.ack(a1, ['not-in-this-rollout']);
+    await settle();
+    expect(t.store().doc!.current).toMatchObject({ state: 'running', to: r2 });
+    expect(t.store().doc!.current!.results['a1']).toMatchObject({ status: 'acked' });
+    await t.c.stop();
+  });
+
+  test('a partial NACK stays a NACK when the agent reconnects reporting that version (review)', async () => {
+    const t = setup({ autoRollback: false });
+    await toRollout(t);
+    const [a1] = t.agents as [AgentRecord, AgentRecord, AgentRecord];
+    t.ack(a1, ['web']);
+    await settle();
+    t.events.onDisconnect(a1);
+    t.events.onConnect(a1); // the hello re-reports the partial version as running
+    await settle();
+    expect(t.store().doc!.current!.results['a1']).toMatchObject({ status: 'nacked' });
+    expect(t.store().agents.get('a1')!.runningRevision).not.toBe(t.store().doc!.current!.to);
+    await t.c.stop();
+  });
 });
