@@ -1,7 +1,7 @@
 import { loadConfig } from '../common/config';
 import { parseFlags, UsageError } from '../common/args';
 import { createLogger } from '../common/log';
-import { runUntilSignal, startOrStop } from '../common/lifecycle';
+import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
 import { AgentProcess } from './main';
 
 const HELP = `usage: proxymgr agent --config FILE [--node-id ID] [--labels k=v,...] [--state FILE]
@@ -58,10 +58,12 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   config = { ...config, agent: { ...config.agent, ...(nodeId ? { nodeId } : {}), ...(labels ? { labels } : {}) } };
   const log = createLogger({ role: 'agent', node_id: config.agent.nodeId });
   const proc = new AgentProcess({ config, log, stateFile: typeof flags.state === 'string' ? flags.state : undefined });
+  const signal = listenForSignals(true); // before starting: a signal during start is acted on once started
   await startOrStop(proc);
   return runUntilSignal(
     log,
     () => proc.stop(),
     () => proc.handOver(),
+    signal,
   );
 }

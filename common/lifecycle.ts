@@ -11,14 +11,13 @@ const EXIT_GRACE_MS = 5000;
  * library leaves open (a ZooKeeper client's reconnect timer, a socket) must not keep the process alive: after a
  * grace period it exits anyway, naming what was still open.
  */
-export async function runUntilSignal(log: Logger, stop: () => Promise<void>, handOver?: () => Promise<void>): Promise<number> {
-  // Later signals are ignored while stopping: a second Ctrl-C must not kill the agent before it has stopped its
-  // HAProxy (which would be left running on the inherited sockets). SIGKILL still works.
-  const how = await new Promise<'stop' | 'hand over'>((resolve) => {
-    process.on('SIGINT', () => resolve('stop'));
-    process.on('SIGTERM', () => resolve('stop'));
-    if (handOver) process.on('SIGUSR2', () => resolve('hand over'));
-  });
+export async function runUntilSignal(
+  log: Logger,
+  stop: () => Promise<void>,
+  handOver?: () => Promise<void>,
+  signal: Promise<'stop' | 'hand over'> = listenForSignals(handOver !== undefined),
+): Promise<number> {
+  const how = await signal;
   if (how === 'hand over' && handOver) {
     log.info({}, 'handing over: HAProxy keeps serving on its sockets until the next agent takes it over');
     await handOver();
@@ -33,6 +32,20 @@ export async function runUntilSignal(log: Logger, stop: () => Promise<void>, han
     process.exit(0);
   }, EXIT_GRACE_MS).unref();
   return 0;
+}
+
+/**
+ * Installs the signal handlers now and resolves with the first signal's meaning. Call it before starting: a
+ * SIGTERM or SIGUSR2 that arrives while the process starts (applying the cached state, a first reload) would
+ * otherwise end it with Node's default action, half-started. Later signals are ignored while stopping: a second
+ * Ctrl-C must not kill the agent before it has stopped its HAProxy. SIGKILL still works.
+ */
+export function listenForSignals(handOver: boolean): Promise<'stop' | 'hand over'> {
+  return new Promise((resolve) => {
+    process.on('SIGINT', () => resolve('stop'));
+    process.on('SIGTERM', () => resolve('stop'));
+    if (handOver) process.on('SIGUSR2', () => resolve('hand over'));
+  });
 }
 
 /** What keeps the event loop alive, by kind (and address for sockets). */

@@ -1,7 +1,7 @@
 import { loadConfig } from '../common/config';
 import { parseFlags, UsageError } from '../common/args';
 import { createLogger } from '../common/log';
-import { runUntilSignal, startOrStop } from '../common/lifecycle';
+import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
 import { AgentProcess } from '../agent/main';
 import { StateSource } from '../agent/sources/file';
 import { Discovery } from './discovery';
@@ -50,8 +50,9 @@ export async function runControlPlaneCommand(argv: string[]): Promise<number> {
   const config = loadConfig(file);
   const log = createLogger({ role: 'controlplane' });
   const cp = new ControlPlaneProcess({ config, log });
+  const signal = listenForSignals(false);
   await startOrStop(cp);
-  return runUntilSignal(log, () => cp.stop());
+  return runUntilSignal(log, () => cp.stop(), undefined, signal);
 }
 
 /** Feeds an in-process agent from discovery: every snapshot, in order, no network in between. */
@@ -81,6 +82,7 @@ export async function runStandaloneCommand(argv: string[]): Promise<number> {
   const log = createLogger({ role: 'standalone' });
   const discovery = new Discovery({ config, log });
   const proc = new AgentProcess({ config, log, source: new DiscoveryStateSource(discovery) });
+  const signal = listenForSignals(false);
   await startOrStop(proc);
-  return runUntilSignal(log, () => proc.stop()); // stopping the source stops discovery
+  return runUntilSignal(log, () => proc.stop(), undefined, signal); // stopping the source stops discovery
 }

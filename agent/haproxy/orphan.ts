@@ -47,10 +47,18 @@ export async function findOrphan(pidFile: string, configPath: string): Promise<n
   } catch {
     return undefined;
   }
-  if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) return undefined;
-  const cmd = cmdline(pid);
-  if (!/haproxy/.test(cmd) || !cmd.includes(configPath)) return undefined; // the pid was reused by something else
+  if (!Number.isInteger(pid) || pid <= 1 || !runsConfig(pid, configPath)) return undefined; // gone, or the pid was reused
   return pid;
+}
+
+/**
+ * Whether `pid` is a HAProxy serving `configPath`: the program is haproxy, `-f` names exactly that file, and it is
+ * not a `haproxy -c` check. (A looser match once took `vim …/haproxy.cfg` for a HAProxy — review.)
+ */
+function runsConfig(pid: number, configPath: string): boolean {
+  const argv = cmdline(pid).split(' ');
+  const f = argv.indexOf('-f');
+  return /(^|\/)haproxy$/.test(argv[0] ?? '') && f >= 0 && argv[f + 1] === configPath && !argv.includes('-c') && alive(pid);
 }
 
 /**
@@ -62,9 +70,7 @@ export function findHaproxies(configPath: string): number[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
-    const argv = cmdline(pid).split(' ');
-    const f = argv.indexOf('-f');
-    if (!/haproxy$/.test(argv[0] ?? '') || f < 0 || argv[f + 1] !== configPath || !alive(pid)) continue;
+    if (!runsConfig(pid, configPath)) continue;
     found.push({ pid, start: startTime(pid) });
   }
   return found.sort((a, b) => a.start - b.start || a.pid - b.pid).map((x) => x.pid);
