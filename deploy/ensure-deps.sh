@@ -11,6 +11,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ps >/dev/null 2>&1 || missing+=(procps)   # test/e2e/least-privilege.test.ts: ps -o user=
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # test/e2e/auth.test.ts: a network namespace with a veth pair
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${missing[*]} with apt-get" >&2
   if [ "$(id -u)" -ne 0 ]; then
