@@ -9,7 +9,7 @@ import { Logger } from '../common/log';
 import { DesiredState, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
 import { checkConfig } from './haproxy/check';
-import { findHaproxies, findOrphan, stopOrphan } from './haproxy/orphan';
+import { findHaproxies, stopOrphan } from './haproxy/orphan';
 import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
@@ -403,8 +403,7 @@ export class Agent {
     const configPath = this.opts.config.haproxy.configPath;
     // Killed mid-reload, the previous agent may have left a newer HAProxy the pid file does not name yet (or no pid
     // file at all): take every one running our config; the newest is current, the others are soft-stopping.
-    const recorded = await findOrphan(this.pidFile, configPath);
-    const all = [...new Set([...findHaproxies(configPath), ...(recorded === undefined ? [] : [recorded])])];
+    const all = findHaproxies(configPath);
     const pid = all.at(-1);
     if (pid === undefined) return;
     try {

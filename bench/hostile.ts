@@ -12,7 +12,6 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ControlPlaneAdminClient, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
@@ -20,7 +19,7 @@ import { RolloutClient } from '../common/gen/proxymgr/v1/rollout';
 import { AgentMessage, AgentStreamClient, ControlMessage } from '../common/gen/proxymgr/v1/stream';
 import { parseConfig } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
-import { freePort, sleep, tempDir } from '../test/helpers/net';
+import { freePort, listening, sleep, tempDir } from '../test/helpers/net';
 import { connectZk } from '../test/helpers/zk-client';
 import { startZooKeeper } from '../test/helpers/zookeeper';
 import { intArg, pickIndex, say, seededRandom } from './lib-common';
@@ -355,7 +354,7 @@ export async function main(args: string[]): Promise<object> {
   const loads = await traffic.stopLoad();
   const honestFailed = loads.reduce((n, r) => n + r.refused + r.reset + r.empty + r.other, 0);
   const honestOk = loads.reduce((n, r) => n + r.ok, 0);
-  const listening = (await Promise.all([attackPort].map(isListening))).filter(Boolean).length;
+  const attackPortsOpen = (await Promise.all([attackPort].map((p) => listening(p)))).filter(Boolean).length;
   const dead = crashed();
   const crashes = dead.length + Object.values(tallies).reduce((n, x) => n + x.crashes, 0);
   for (const line of injected) say(`  INJECTED: ${line}`);
@@ -381,7 +380,7 @@ export async function main(args: string[]): Promise<object> {
     rejected: sum('rejected'),
     accepted: sum('accepted'),
     crashes,
-    injected_lines_rendered: injected.size + listening,
+    injected_lines_rendered: injected.size + attackPortsOpen,
     honest_failed_requests: honestFailed,
     honest_ok_requests: honestOk,
     rejected_without_error_entry: namesNotInErrors,
@@ -470,21 +469,11 @@ function streamScenario(client: AgentStreamClient, kind: number, i: number, toke
 
 async function waitForPort(port: number): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    if (await isListening(port)) return;
+    if (await listening(port)) return;
     await sleep(50);
   }
   throw new Error(`nothing listens on ${port}`);
 }
 
-function isListening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 export { attackLines };

@@ -95,14 +95,8 @@ export class Authorizer {
     this.tokens = (config?.clients ?? []).flatMap((client): TokenEntry[] => {
       if (client.match.kind !== 'token') return [];
       const file = client.match.tokenFile;
-      let token: string;
-      try {
-        token = readFile(file).trim();
-      } catch (err) {
-        throw new ConfigError(`auth.clients "${client.name}": cannot read token_file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-      }
+      const token = readTokenFile(file, `auth.clients "${client.name}" token_file`, readFile);
       if (token.length < MIN_TOKEN_LENGTH) throw new ConfigError(`auth.clients "${client.name}": token_file ${file} holds fewer than ${MIN_TOKEN_LENGTH} characters (use e.g. \`openssl rand -hex 32\`)`);
-      if (/\s/.test(token)) throw new ConfigError(`auth.clients "${client.name}": token_file ${file} must hold one token without whitespace`);
       const m = mode(file);
       if (m !== undefined && (m & 0o077) !== 0) warnings.push(`auth.clients "${client.name}": token_file ${file} is readable by group or others (chmod 600 it)`);
       return [{ client, digest: sha256(token) }];
@@ -169,11 +163,14 @@ export class Authorizer {
   }
 }
 
-/** A client's bearer token from its file (agent.token_file, ctl --token-file); the error never shows the content. */
-export function readTokenFile(file: string, what: string): string {
+/**
+ * A bearer token from its file (auth.clients token_file, agent.token_file, ctl --token-file): one word, surrounding
+ * whitespace ignored. Errors name `what` and the file, never the content.
+ */
+export function readTokenFile(file: string, what: string, readFile: (file: string) => string = (f) => readFileSync(f, 'utf8')): string {
   let token: string;
   try {
-    token = readFileSync(file, 'utf8').trim();
+    token = readFile(file).trim();
   } catch (err) {
     throw new ConfigError(`${what}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }

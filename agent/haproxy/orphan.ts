@@ -1,4 +1,4 @@
-import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Logger } from '../../common/log';
 
 /**
@@ -34,21 +34,6 @@ function cmdline(pid: number): string {
   } catch {
     return '';
   }
-}
-
-/**
- * The HAProxy a previous agent of this host left running (a restart, an upgrade, a kill -9), or undefined: the pid
- * recorded in `pidFile`, if that process still runs with this agent's config file (pids get reused).
- */
-export async function findOrphan(pidFile: string, configPath: string): Promise<number | undefined> {
-  let pid: number;
-  try {
-    pid = Number((await fsp.readFile(pidFile, 'utf8')).trim());
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 1 || !runsConfig(pid, configPath)) return undefined; // gone, or the pid was reused
-  return pid;
 }
 
 /**

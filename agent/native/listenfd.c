@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -80,16 +81,22 @@ static napi_value listen_tcp(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* localPort(fd: number): number */
-static napi_value local_port(napi_env env, napi_callback_info info) {
+/* The one int32 argument of a function(fd); false (a TypeError thrown, naming `usage`) when it is missing. */
+static bool fd_arg(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
   size_t argc = 1;
   napi_value argv[1];
-  int32_t fd = -1;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "localPort(fd)");
-    return NULL;
+  if (argc != 1 || napi_get_value_int32(env, argv[0], fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
   }
+  return true;
+}
+
+/* localPort(fd: number): number */
+static napi_value local_port(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!fd_arg(env, info, "localPort(fd)", &fd)) return NULL;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return throw_errno(env, "getsockname", errno);
@@ -102,14 +109,8 @@ static napi_value local_port(napi_env env, napi_callback_info info) {
 
 /* closeFd(fd: number): void */
 static napi_value close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "closeFd(fd)");
-    return NULL;
-  }
+  int32_t fd;
+  if (!fd_arg(env, info, "closeFd(fd)", &fd)) return NULL;
   if (close(fd) < 0) return throw_errno(env, "close", errno);
   return NULL;
 }
@@ -154,14 +155,8 @@ static napi_value dup_from(napi_env env, napi_callback_info info) {
 
 /* socketInfo(fd): {address, port, listening, tcp} or null when fd is not an IPv4/IPv6 socket. */
 static napi_value socket_info(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "socketInfo(fd)");
-    return NULL;
-  }
+  int32_t fd;
+  if (!fd_arg(env, info, "socketInfo(fd)", &fd)) return NULL;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   napi_value result;

@@ -1,11 +1,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ControlPlaneAdminClient, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
 import { Backend, startBackends } from '../helpers/backends';
 import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, get, sleep, tally, tempDir } from '../helpers/net';
+import { eventually, freePort, get, listening, sleep, tally, tempDir } from '../helpers/net';
 import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
 import { connectZk } from '../helpers/zk-client';
 
@@ -48,18 +47,6 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
       });
     });
   const served = async (port: number) => [...(await tally(port, 4)).keys()].sort().join(',');
-  const listening = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const s = net.connect({ port, host: '127.0.0.1' });
-      s.setTimeout(1000);
-      const answer = (open: boolean) => {
-        s.destroy();
-        resolve(open);
-      };
-      s.once('connect', () => answer(true));
-      s.once('error', () => answer(false));
-      s.once('timeout', () => answer(true));
-    });
   /** Waits until ListServices reports `message` for `service`; returns that error text. */
   const refusal = async (service: string, message: RegExp): Promise<string> => {
     let last = '';

@@ -78,3 +78,21 @@ export async function killAndWait(p: ChildProcess | undefined): Promise<void> {
     p.kill('SIGKILL');
   });
 }
+
+/**
+ * Whether something accepts connections on host:port. A connect that neither succeeds nor fails within `timeoutMs`
+ * counts as listening (a full backlog): checks that a port must stay closed err on the side of failing.
+ */
+export function listening(port: number, host = '127.0.0.1', timeoutMs = 1000): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = net.connect({ port, host });
+    s.setTimeout(timeoutMs);
+    const answer = (open: boolean) => {
+      s.destroy();
+      resolve(open);
+    };
+    s.once('connect', () => answer(true));
+    s.once('error', () => answer(false));
+    s.once('timeout', () => answer(true));
+  });
+}
