@@ -285,8 +285,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
   });
   await run('agent_restart', async () => {
     for (const i of [0, 1]) {
-      agents[i]!.proc.kill('SIGUSR2');
-      await agents[i]!.stop();
+      await agents[i]!.stop(10_000, 'SIGUSR2'); // as systemd's ExecStop: the signal, then wait for the exit
       await startAgent(i);
     }
   });

@@ -39,8 +39,8 @@ export interface CliChild {
   logs(): string;
   /** Resolves once a log line matches `re`; throws after `timeoutMs` or if the process exits. */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<void>;
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves once it has exited. */
-  stop(graceMs?: number): Promise<void>;
+  /** `signal` (SIGTERM; SIGUSR2 for an agent's hand-over), then SIGKILL after `graceMs`; resolves once it has exited. */
+  stop(graceMs?: number, signal?: NodeJS.Signals): Promise<void>;
 }
 
 /** Every child this module started; CLI children (an agent owns an HAProxy) are stopped with SIGTERM. */
@@ -75,10 +75,10 @@ export function startCli(args: string[], logFile: string, logLevel = 'info'): Cl
         await sleep(25);
       }
     },
-    stop: async (graceMs = 10_000) => {
+    stop: async (graceMs = 10_000, signal = 'SIGTERM') => {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       signalled.add(proc);
-      proc.kill('SIGTERM');
+      proc.kill(signal);
       const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
       await exited;
       clearTimeout(t);

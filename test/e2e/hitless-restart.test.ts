@@ -77,8 +77,8 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: ""}
     await sleep(500);
 
     // 1. The documented restart: hand over, then start again.
-    agent.proc.kill('SIGUSR2');
-    expect(await agent.stop()).toBe(0);
+    // As systemd's ExecStop: the signal, then wait for the exit (a SIGTERM right behind it would race the hand-over).
+    expect(await agent.stop('SIGUSR2')).toBe(0);
     expect(agent.logs()).toMatch(/handed over/);
     expect(alive(pid0)).toBe(true); // HAProxy keeps serving while no agent runs
     await sleep(500);

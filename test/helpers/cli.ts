@@ -11,8 +11,11 @@ export interface CliProcess {
   readonly proc: ChildProcess;
   logs(): string;
   waitForLog(re: RegExp, timeoutMs?: number): Promise<boolean>;
-  /** SIGTERM and wait for the exit code; throws (after SIGKILL) if the process does not exit in time. */
-  stop(): Promise<number | null>;
+  /**
+   * Sends `signal` (SIGTERM; SIGUSR2 for an agent's hand-over) and waits for the exit code, as systemd's ExecStop
+   * does; throws (after SIGKILL) if the process does not exit in time.
+   */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
   /** SIGKILL and wait. */
   kill(): Promise<void>;
 }
@@ -32,9 +35,9 @@ export function startCli(args: string[]): CliProcess {
     proc,
     logs: () => logs,
     waitForLog: (re, timeoutMs = 15_000) => eventually(() => re.test(logs), timeoutMs),
-    stop: async () => {
+    stop: async (signal = 'SIGTERM') => {
       running.delete(handle);
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       let timer: NodeJS.Timeout | undefined;
       const code = await Promise.race([exited, new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), STOP_GRACE_MS)))]);
       clearTimeout(timer);
@@ -42,7 +45,7 @@ export function startCli(args: string[]): CliProcess {
       proc.kill('SIGKILL');
       await exited;
       const tail = logs.trimEnd().split('\n').slice(-40).join('\n');
-      throw new Error(`proxymgr ${args.join(' ')} did not exit within ${STOP_GRACE_MS} ms of SIGTERM (killed); its last logs:\n${tail}`);
+      throw new Error(`proxymgr ${args.join(' ')} did not exit within ${STOP_GRACE_MS} ms of ${signal} (killed); its last logs:\n${tail}`);
     },
     kill: async () => {
       running.delete(handle);
