@@ -230,6 +230,7 @@ export class AgentProcess {
       agentVersion: AGENT_VERSION,
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
+      initialState: () => this.agent.current,
       tls: agent.tls,
       ...(agent.tokenFile ? { token: readTokenFile(agent.tokenFile, 'agent.token_file') } : {}),
       log: this.log.child({ component: 'grpc' }),

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { ChildProcess, fork } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import zookeeper from 'node-zookeeper-client';
-import { AgentMessage, AgentStreamService, ControlMessage } from '../common/gen/proxymgr/v1/stream';
+import { AgentMessage, AgentStreamService, ControlMessage, Push } from '../common/gen/proxymgr/v1/stream';
 import { DesiredState } from '../common/gen/proxymgr/v1/state';
 import { trackChild } from './lib-grpc';
 
@@ -26,7 +26,7 @@ function runServer(opts: Options): void {
   const streams = new Set<grpc.ServerDuplexStream<AgentMessage, ControlMessage>>();
   let current: DesiredState | undefined;
   const push = (call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) => {
-    if (current) call.write({ push: { version: current.version, nonce: randomBytes(8).toString('hex'), state: current } });
+    if (current) call.write({ push: Push.fromPartial({ version: current.version, nonce: randomBytes(8).toString('hex'), state: current }) });
   };
 
   const server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 5000 });

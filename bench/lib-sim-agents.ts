@@ -10,7 +10,7 @@
 import { ChildProcess, fork } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { reconnectDelay } from '../agent/sources/grpc';
-import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage } from '../common/gen/proxymgr/v1/stream';
+import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, Hello } from '../common/gen/proxymgr/v1/stream';
 import { monoMs, trackChild } from './lib-grpc';
 
 export interface WorkerStatus {
@@ -89,7 +89,7 @@ class SimAgent {
     this.client = client;
     this.call = call;
     let ended = false;
-    call.write({ hello: { nodeId: this.id, labels: { bench: 'fanout' }, agentVersion: 'sim', haproxyVersion: 'none', runningVersion: this.version } });
+    call.write({ hello: Hello.fromPartial({ nodeId: this.id, labels: { bench: 'fanout' }, agentVersion: 'sim', haproxyVersion: 'none', runningVersion: this.version }) });
     call.on('data', (msg: ControlMessage) => {
       const push = msg.push;
       if (!push) return;

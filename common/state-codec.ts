@@ -6,23 +6,37 @@ export function fromProto(msg: pb.DesiredState): DesiredState {
   return {
     version: msg.version,
     haproxy: { global: [...(msg.haproxy?.global ?? [])], defaults: [...(msg.haproxy?.defaults ?? [])] },
-    services: msg.services.map(
-      (s): Service => ({
-        name: s.name,
-        port: s.port,
-        bindAddress: s.bindAddress || DEFAULT_BIND_ADDRESS,
-        listenOptions: [...s.listenOptions],
-        serverOptions: [...s.serverOptions],
-        servers: s.servers.map((v) => ({
-          name: v.name,
-          address: v.address,
-          port: v.port,
-          // Unset (an older control plane, a hand-written file) is the default; an explicit 0 is a drained server.
-          weight: v.weight ?? DEFAULT_WEIGHT,
-          options: [...v.options],
-        })),
-      }),
-    ),
+    services: msg.services.map(serviceFromProto),
+  };
+}
+
+export function serviceFromProto(s: pb.Service): Service {
+  return {
+    name: s.name,
+    port: s.port,
+    bindAddress: s.bindAddress || DEFAULT_BIND_ADDRESS,
+    listenOptions: [...s.listenOptions],
+    serverOptions: [...s.serverOptions],
+    servers: s.servers.map((v) => ({
+      name: v.name,
+      address: v.address,
+      port: v.port,
+      // Unset (an older control plane, a hand-written file) is the default; an explicit 0 is a drained server.
+      weight: v.weight ?? DEFAULT_WEIGHT,
+      options: [...v.options],
+    })),
+  };
+}
+
+export function serviceToProto(s: Service): pb.Service {
+  return {
+    name: s.name,
+    port: s.port,
+    bindAddress: s.bindAddress,
+    listenOptions: [...s.listenOptions],
+    serverOptions: [...s.serverOptions],
+    // The weight is always set (presence): 0 must reach the agent as 0, not as "unset".
+    servers: s.servers.map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [...v.options] })),
   };
 }
 
@@ -31,15 +45,7 @@ export function toProto(state: DesiredState): pb.DesiredState {
   return pb.DesiredState.fromPartial({
     version: state.version,
     haproxy: { global: [...state.haproxy.global], defaults: [...state.haproxy.defaults] },
-    services: state.services.map((s) => ({
-      name: s.name,
-      port: s.port,
-      bindAddress: s.bindAddress,
-      listenOptions: [...s.listenOptions],
-      serverOptions: [...s.serverOptions],
-      // The weight is always set (presence): 0 must reach the agent as 0, not as "unset".
-      servers: s.servers.map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [...v.options] })),
-    })),
+    services: state.services.map(serviceToProto),
   });
 }
 

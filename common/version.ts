@@ -15,7 +15,8 @@ export function stateVersion(haproxy: HaproxyGlobals, services: readonly Service
   return h.digest('hex').slice(0, 32);
 }
 
-function hashService(s: Service): string {
+/** sha256 (hex) of a service's canonical JSON, memoized per (immutable) service object. */
+export function hashService(s: Service): string {
   let hash = serviceHash.get(s);
   if (hash === undefined) {
     hash = createHash('sha256').update(canonicalJson(s)).digest('hex');

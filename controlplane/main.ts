@@ -5,7 +5,7 @@ import { addHealth, addReflection, bindServer, serverCredentials } from '../comm
 import { Authorizer } from '../common/auth';
 import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
 import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
-import { AgentStreamService } from '../common/gen/proxymgr/v1/stream';
+import { AgentStreamDefinition } from './grpc/push-encoding';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { serveMetrics } from '../common/metrics';
@@ -170,7 +170,7 @@ export class ControlPlaneProcess {
       interceptors: [authInterceptor(this.authorizer, log.child({ component: 'grpc' }), this.authMetrics)],
     });
     this.server.addService(
-      AgentStreamService,
+      AgentStreamDefinition,
       agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
         newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
         pushesPerSecond: config.controlplane.pushesPerSecond,

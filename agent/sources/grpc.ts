@@ -5,10 +5,11 @@ import { channelCredentials, TlsConfig } from '../../common/grpc';
 import { errorMessage, HaproxyConfigError } from '../../common/errors';
 import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
-import { fromProto } from '../../common/state-codec';
+import { DesiredState } from '../../common/types';
 import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
 import { ApplyResult } from '../agent';
 import { ApplyFn, StateSource } from './file';
+import { HeldState, PushMismatch } from './held-state';
 
 export interface GrpcSourceOptions {
   /** Control-plane addresses ("host:port"), tried in turn. */
@@ -19,6 +20,11 @@ export interface GrpcSourceOptions {
   readonly haproxyVersion: string;
   /** The version the agent runs now (sent in every hello so nothing is re-applied needlessly). */
   readonly runningVersion: () => string;
+  /**
+   * What the agent ran before this source received anything (its disk cache): declared in the first hello as
+   * what it holds, so the control plane sends only what differs (docs/protocol.md).
+   */
+  readonly initialState?: () => DesiredState | undefined;
   readonly tls?: TlsConfig;
   /** Bearer token sent with the stream (`agent.token_file`); never logged. */
   readonly token?: string;
@@ -43,15 +49,25 @@ export type GrpcSourceState = 'idle' | 'running' | 'stopping' | 'stopped';
 /** How long stop() waits for a cancelled stream to report its end before it closes the client anyway. */
 const STOP_WAIT_MS = 5000;
 
+/**
+ * The largest push an agent takes: a full push is the whole state (about 1.1 KiB per service of 20 servers, so
+ * 4,000 services are 4.5 MiB, over grpc-js's 4 MiB default). Raised on purpose rather than chunked: a full push
+ * is rare (first sync, resync) and must be applied whole anyway; 64 MiB holds some 55,000 such services, and the
+ * control plane, which builds the states, is trusted not to exceed it (docs/protocol.md).
+ */
+export const MAX_PUSH_BYTES = 64 * 1024 * 1024;
+
 /** Reconnect delay: exponential from base, capped, with ±50 % jitter so a fleet does not reconnect in step. */
 export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
   return backoffMs(attempt, { baseMs, maxMs, jitter: 'centered', random });
 }
 
 /**
- * Desired states from the control plane over the agent stream. Connects to each address in turn with backoff
- * and jitter; answers every push it applies with ACK or NACK (the latest push wins: one superseded while waiting
- * is dropped unanswered). While disconnected nothing changes locally.
+ * Desired states from the control plane over the agent stream (docs/protocol.md). Connects to each address in turn
+ * with backoff and jitter, saying in its hello what it holds; takes each push into what it holds (HeldState) as it
+ * arrives, in order, and asks for a full resync when one does not fit; answers every push it applies with ACK or
+ * NACK (the latest push wins: one superseded while waiting is dropped unanswered). While disconnected nothing
+ * changes locally.
  */
 export class GrpcStateSource implements StateSource {
   private readonly lifecycle = new Lifecycle<GrpcSourceState>('grpc state source', 'idle', {
@@ -68,6 +84,10 @@ export class GrpcStateSource implements StateSource {
   private timer: Timer | undefined;
   private attempt = 0;
   private next = 0;
+  /** What the agent holds of the control plane's state (kept across reconnects); undefined until the first connect. */
+  private held: HeldState | undefined;
+  /** Counts of pushes taken and resyncs asked for (metrics, tests). */
+  readonly stats = { pushes: 0, full: 0, resyncs: 0 };
   connectedTo: string | undefined;
   lastError = '';
 
@@ -96,6 +116,7 @@ export class GrpcStateSource implements StateSource {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
+      'grpc.max_receive_message_length': MAX_PUSH_BYTES,
     });
     this.client = client;
     const metadata = new grpc.Metadata();
@@ -110,20 +131,23 @@ export class GrpcStateSource implements StateSource {
     // A replaced push is never applied nor answered: the control plane takes only the answer to its newest nonce
     // (stream-server.ts), so a slow apply neither grows a queue of full states nor applies stale ones.
     let applying = false;
-    let waiting: Push | undefined;
+    let waiting: { push: Push; state: DesiredState } | undefined;
     const drain = async (): Promise<void> => {
       applying = true;
       try {
         while (waiting && !ended) {
-          const push = waiting;
+          const { push, state } = waiting;
           waiting = undefined;
-          const reply = await this.answer(push, apply);
+          const reply = await this.answer(push, state, apply);
           if (!ended) call.write(reply);
         }
       } finally {
         applying = false;
       }
     };
+    const held = (this.held ??= HeldState.of(this.opts.initialState?.()));
+    /** A push did not fit: only a full one is taken until it comes (one Resync per episode). */
+    let awaitingFull = false;
     call.write({
       hello: {
         nodeId: this.opts.nodeId,
@@ -131,6 +155,7 @@ export class GrpcStateSource implements StateSource {
         agentVersion: this.opts.agentVersion,
         haproxyVersion: this.opts.haproxyVersion,
         runningVersion: this.opts.runningVersion(),
+        ...held.hello(),
       },
     });
     call.on('data', (msg: ControlMessage) => {
@@ -141,8 +166,23 @@ export class GrpcStateSource implements StateSource {
       this.connectedTo = address;
       const push = msg.push;
       if (!push) return;
-      if (waiting) log.debug({ superseded: waiting.version, nonce: waiting.nonce, by: push.version }, 'push superseded before it was applied; not answering it');
-      waiting = push;
+      this.stats.pushes++;
+      if (awaitingFull && !push.full && !push.state) return log.debug({ nonce: push.nonce, version: push.version }, 'waiting for the full push; ignoring a delta');
+      let state: DesiredState;
+      try {
+        state = held.take(push);
+      } catch (err) {
+        if (!(err instanceof PushMismatch)) throw err;
+        this.stats.resyncs++;
+        awaitingFull = true;
+        log.warn({ nonce: push.nonce, version: push.version, err: err.message }, 'push does not fit what this agent holds; asking for a full resync (the running state is kept)');
+        call.write({ resync: { nonce: push.nonce, reason: err.message } });
+        return;
+      }
+      awaitingFull = false;
+      if (push.full || push.state) this.stats.full++;
+      if (waiting) log.debug({ superseded: waiting.push.version, nonce: waiting.push.nonce, by: push.version }, 'push superseded before it was applied; not answering it');
+      waiting = { push, state };
       if (!applying) void drain();
     });
     // Connected as soon as the server answers the stream's headers.
@@ -166,9 +206,9 @@ export class GrpcStateSource implements StateSource {
   }
 
   /** Applies one push and builds its ACK or NACK (never throws: an apply that throws is a NACK). */
-  private async answer(push: Push, apply: ApplyFn): Promise<AgentMessage> {
+  private async answer(push: Push, state: DesiredState, apply: ApplyFn): Promise<AgentMessage> {
     try {
-      const result = await apply(fromProto(push.state ?? { version: push.version, services: [] }));
+      const result = await apply(state);
       if (result.outcome === 'rejected') {
         return {
           nack: {

@@ -2,12 +2,13 @@ import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../../common/log';
 import { TokenBucket } from '../../common/token-bucket';
-import { toProto } from '../../common/state-codec';
+import { Delta, diff, Digest, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
 import { DesiredState } from '../../common/types';
 import { AgentMessage, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
 import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
 import { identifyCall } from '../../common/grpc-auth';
 import { AgentRecord, AgentRegistry } from './registry';
+import { encodeOnce, preEncodedPush, pushBody } from './push-encoding';
 
 /** Where the stream server gets desired states from (discovery now; the rollout engine later). */
 export interface DesiredStateSource {
@@ -61,24 +62,24 @@ export class PushPacer {
   }
 }
 
-/** Proto of a desired state, converted once per state however many agents it goes to. */
-const protoCache = new WeakMap<DesiredState, ReturnType<typeof toProto>>();
-function protoOf(state: DesiredState): ReturnType<typeof toProto> {
-  let pb = protoCache.get(state);
-  if (!pb) protoCache.set(state, (pb = toProto(state)));
-  return pb;
-}
+/** Counts for metrics and benchmarks: pushes by kind, resyncs asked for, bytes of push bodies written. */
+export const streamStats = { deltaPushes: 0, fullPushes: 0, protocol0Pushes: 0, resyncs: 0, bytes: 0 };
+
+/** What the control plane knows an agent holds: a state object it sent, or the set the agent declared in its hello. */
+type Held = { readonly state: DesiredState } | { readonly declared: ResourceSet & { readonly digest: string } };
 
 // Nonces only need to be unique per stream and unguessable across restarts: a random prefix and a counter.
 const noncePrefix = randomBytes(6).toString('hex');
 let nonceCounter = 0;
 
 /**
- * The agent stream (xDS-style). Per agent: push the desired state when it differs from what the agent runs,
- * each push with a fresh nonce; an ACK records the version; a NACK records the error, and that version is not
- * sent again while it is the last one this agent was sent — only a new desired state is. Once a different version
- * went out (and was ACKed or NACKed in turn), a state that flaps back to the NACKed one is pushed again: it is a
- * new change, not a loop, and what failed then (a port in use, a transient error) may well apply now.
+ * The agent stream (delta-xDS style, docs/protocol.md). Per agent: when the desired state differs from what the
+ * agent holds, push what changed — one encoding per (change, base), shared by every agent that gets it — each
+ * push with a fresh nonce; an ACK records the version; a NACK records the error. The agent holds what it was sent
+ * whether it applied it or not, so a NACKed version is not sent again while it is the last one this agent got;
+ * once a different version went out, a state that flaps back to the NACKed one is pushed again (as the delta back):
+ * a new change, not a loop, and what failed then (a port in use) may well apply now. A Resync gets a full push.
+ * Agents from before incremental pushes (protocol 0) get whole states, as before.
  */
 export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS, authorizer: Authorizer = new Authorizer(undefined)): AgentStreamServer {
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
@@ -91,31 +92,61 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       }
       let agent: AgentRecord | undefined;
       let unsubscribe: (() => void) | undefined;
-      let sentVersion = ''; // what the agent runs or was last sent
-      /** The version NACKed by the last answer, held back until another version is sent (no resend loop). */
+      let protocol = 0;
+      /** Protocol 2: what the agent holds (what it was sent last, or declared in its hello). */
+      let held: Held | undefined;
+      /** Protocol 2: the agent asked for a full push (Resync). */
+      let needFull = false;
+      /** Protocol 0: what the agent runs or was last sent, and the version NACKed by the last answer (no resend loop). */
+      let sentVersion = '';
       let nackedVersion = '';
       let outstanding: { version: string; nonce: string } | undefined;
       let queued = false;
       let closed = false;
       let alog = log;
 
+      /** Whether the agent lacks `desired`. */
+      const lacks = (desired: DesiredState): boolean => {
+        if (protocol === 0) return desired.version !== sentVersion && desired.version !== nackedVersion;
+        if (needFull || !held) return true;
+        if ('state' in held) return held.state !== desired && (held.state.version !== desired.version || resourceSet(held.state).digest !== resourceSet(desired).digest);
+        return held.declared.version !== desired.version || held.declared.digest !== resourceSet(desired).digest;
+      };
+      /** The encoded push (without nonce) that takes the agent from what it holds to `desired`. */
+      const bodyFor = (desired: DesiredState): { body: Buffer; kind: 'delta' | 'full' | 'protocol 0' } => {
+        if (protocol === 0) return { body: pushBody(desired, '\0protocol-0', () => 'protocol-0'), kind: 'protocol 0' };
+        if (needFull || !held) return { body: pushBody(desired, '\0full', () => fullDelta(desired)), kind: 'full' };
+        if ('state' in held) {
+          const base = held.state;
+          return { body: pushBody(desired, base.version, (): Delta => diff(resourceSet(base), desired)), kind: 'delta' };
+        }
+        return { body: encodeOnce(diff(held.declared, desired)), kind: 'delta' };
+      };
+
       // The state is picked when the push's turn comes, so a queued agent gets the newest one.
       const send = () => {
         queued = false;
         if (closed || !agent) return;
         const desired = source.desiredFor(agent);
-        if (!desired || desired.version === sentVersion || desired.version === nackedVersion) return;
+        if (!desired || !lacks(desired)) return;
         const nonce = `${noncePrefix}-${++nonceCounter}`;
+        const { body, kind } = bodyFor(desired);
         outstanding = { version: desired.version, nonce };
         sentVersion = desired.version;
         nackedVersion = ''; // a different version goes out: the NACKed one is no longer the last word
-        call.write({ push: { version: desired.version, nonce, state: protoOf(desired) } });
-        alog.debug({ version: desired.version, nonce }, 'pushed desired state');
+        held = { state: desired };
+        needFull = false;
+        if (kind === 'delta') streamStats.deltaPushes++;
+        else if (kind === 'full') streamStats.fullPushes++;
+        else streamStats.protocol0Pushes++;
+        streamStats.bytes += body.length;
+        call.write(preEncodedPush(body, nonce));
+        alog.debug({ version: desired.version, nonce, kind, bytes: body.length }, 'pushed desired state');
       };
       const maybePush = () => {
         if (closed || !agent || queued) return;
         const desired = source.desiredFor(agent);
-        if (!desired || desired.version === sentVersion || desired.version === nackedVersion) return;
+        if (!desired || !lacks(desired)) return;
         queued = true;
         pacer.schedule(send);
       };
@@ -124,6 +155,12 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         const bad = helloProblem(hello);
         if (bad) {
           call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: bad });
+          return;
+        }
+        const mismatch = protocolProblem(hello);
+        if (mismatch) {
+          log.warn({ node_id: hello.nodeId, protocol: hello.protocolVersion, peer: call.getPeer() }, 'agent stream refused: protocol version');
+          call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: mismatch });
           return;
         }
         // The interceptor authenticated the caller and checked its role; here: may it be this node?
@@ -143,8 +180,10 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           runningVersion: hello.runningVersion,
         });
         sentVersion = hello.runningVersion;
+        protocol = hello.protocolVersion;
+        if (protocol === PROTOCOL_VERSION && hello.baseVersion) held = { declared: declaredSet(hello) };
         alog = log.child({ node_id: agent.nodeId, peer: call.getPeer() });
-        alog.info({ running_version: hello.runningVersion }, 'agent connected');
+        alog.info({ running_version: hello.runningVersion, protocol, base_version: hello.baseVersion, base_resources: Object.keys(hello.baseResources).length }, 'agent connected');
         unsubscribe = source.subscribe(maybePush);
         maybePush();
       };
@@ -168,10 +207,17 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           if (msg.nack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           outstanding = undefined;
           nackedVersion = msg.nack.version;
-          sentVersion = msg.nack.runningVersion;
+          sentVersion = msg.nack.runningVersion; // protocol 0; protocol 2 agents hold what they were sent (held)
           const reason = clipText(msg.nack.reason);
           registry.nack(agent, msg.nack.version, reason, msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD));
           alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
+          maybePush();
+        } else if (msg.resync) {
+          if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
+          streamStats.resyncs++;
+          if (msg.resync.nonce === outstanding?.nonce) outstanding = undefined;
+          alog.warn({ nonce: msg.resync.nonce.slice(0, 60), reason: clipText(msg.resync.reason) }, 'agent asks for a full resync');
+          needFull = true;
           maybePush();
         }
       });
@@ -198,6 +244,18 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
 
 export { ApplyMethod };
 
+/** The resource set an agent declared in its hello (checked by helloProblem). */
+function declaredSet(hello: Hello): ResourceSet & { readonly digest: string } {
+  const digest = new Digest();
+  digest.toggleGlobals(hello.baseGlobalsVersion);
+  const resources = new Map<string, string>();
+  for (const [name, version] of Object.entries(hello.baseResources)) {
+    resources.set(name, version);
+    digest.toggle(name, version);
+  }
+  return { version: hello.baseVersion, globalsVersion: hello.baseGlobalsVersion, resources, digest: digest.hex() };
+}
+
 const NODE_ID_RE = /^[A-Za-z0-9_.:@-]{1,253}$/;
 const LABEL_KEY_RE = /^[A-Za-z0-9_.\/-]{1,63}$/;
 export const MAX_LABELS = 64;
@@ -210,6 +268,17 @@ const MAX_ITEMS = 100;
 const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
 const clip = (items: readonly string[]) => [...items.slice(0, MAX_ITEMS).map(clipText), ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : [])];
 
+/** A hello may declare this many resources (services) at most. */
+export const MAX_DECLARED_RESOURCES = 100_000;
+const RESOURCE_NAME_RE = /^[A-Za-z0-9_.:-]{1,253}$/;
+const RESOURCE_VERSION_RE = /^[0-9a-f]{1,64}$/;
+
+/** Why a hello's protocol version is refused (FAILED_PRECONDITION), or undefined. */
+export function protocolProblem(hello: Hello): string | undefined {
+  if (hello.protocolVersion === 0 || hello.protocolVersion === PROTOCOL_VERSION) return undefined;
+  return `the agent speaks stream protocol ${hello.protocolVersion}; this control plane speaks ${PROTOCOL_VERSION} (and 0, whole states, for agents from before incremental pushes): upgrade the control plane first (docs/protocol.md)`;
+}
+
 /** What is wrong with a hello (node id, labels, version strings), or undefined: the first message is hostile input. */
 export function helloProblem(hello: Hello): string | undefined {
   if (!hello.nodeId) return 'hello.node_id is required';
@@ -221,9 +290,16 @@ export function helloProblem(hello: Hello): string | undefined {
     // eslint-disable-next-line no-control-regex
     if (v.length > MAX_LABEL_VALUE || /[\x00-\x1f\x7f]/.test(v)) return `hello.labels.${k}: value longer than ${MAX_LABEL_VALUE} characters or with control characters`;
   }
-  for (const [name, v] of [['agent_version', hello.agentVersion], ['haproxy_version', hello.haproxyVersion], ['running_version', hello.runningVersion]] as const) {
+  for (const [name, v] of [['agent_version', hello.agentVersion], ['haproxy_version', hello.haproxyVersion], ['running_version', hello.runningVersion], ['base_version', hello.baseVersion]] as const) {
     // eslint-disable-next-line no-control-regex
     if (v.length > MAX_VERSION_FIELD || /[\x00-\x1f\x7f]/.test(v)) return `hello.${name}: longer than ${MAX_VERSION_FIELD} characters or with control characters`;
   }
+  const declared = Object.entries(hello.baseResources);
+  if (declared.length > MAX_DECLARED_RESOURCES) return `hello.base_resources: ${declared.length} resources, at most ${MAX_DECLARED_RESOURCES}`;
+  for (const [name, version] of declared) {
+    if (!RESOURCE_NAME_RE.test(name)) return `hello.base_resources: key ${JSON.stringify(name.slice(0, 60))} is not a service name (1-253 of A-Z a-z 0-9 _ . : -)`;
+    if (!RESOURCE_VERSION_RE.test(version)) return `hello.base_resources.${name}: ${JSON.stringify(version.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
+  }
+  if (hello.baseGlobalsVersion !== '' && !RESOURCE_VERSION_RE.test(hello.baseGlobalsVersion)) return `hello.base_globals_version: ${JSON.stringify(hello.baseGlobalsVersion.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
   return undefined;
 }

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { silentLogger } from '../../common/log';
 import { toProto } from '../../common/state-codec';
-import { AgentMessage, AgentStreamService, ControlMessage } from '../../common/gen/proxymgr/v1/stream';
+import { AgentMessage, AgentStreamService, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
 import { DesiredState } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
@@ -18,7 +18,7 @@ async function fakeControlPlane(versions: DesiredState[]) {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
       call.on('data', (msg: AgentMessage) => {
         if (msg.hello) {
-          versions.forEach((v, i) => call.write({ push: { version: v.version, nonce: `n${i + 1}`, state: toProto(v) } }));
+          versions.forEach((v, i) => call.write({ push: Push.fromPartial({ version: v.version, nonce: `n${i + 1}`, state: toProto(v) }) }));
         } else {
           answers.push(msg);
         }

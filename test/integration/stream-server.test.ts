@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import { AgentMessage, AgentStreamClient, AgentStreamService, ControlMessage } from '../../common/gen/proxymgr/v1/stream';
+import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
 import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
@@ -22,7 +23,7 @@ async function startStreamServer(limits = { newStreamsPerSecond: 100, pushesPerS
   };
   const registry = new AgentRegistry();
   const srv = new grpc.Server();
-  srv.addService(AgentStreamService, agentStreamServer(source, registry, silentLogger, limits));
+  srv.addService(AgentStreamDefinition, agentStreamServer(source, registry, silentLogger, limits));
   const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
   return {
     port,
@@ -47,7 +48,7 @@ function rawAgent(port: number, nodeId: string, runningVersion = '') {
   let error: grpc.ServiceError | undefined;
   call.on('data', (m: ControlMessage) => pushes.push(m.push));
   call.on('error', (e: grpc.ServiceError) => (error = e));
-  call.write({ hello: { nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion } });
+  call.write({ hello: Hello.fromPartial({ nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion }) });
   return {
     pushes,
     error: () => error,

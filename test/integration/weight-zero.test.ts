@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { AgentMessage, AgentStreamClient, AgentStreamService, ControlMessage } from '../../common/gen/proxymgr/v1/stream';
+import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
+import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
 import { silentLogger } from '../../common/log';
 import { fromProto } from '../../common/state-codec';
 import { DesiredState } from '../../common/types';
@@ -32,7 +33,7 @@ describe('weight 0 from the control plane to HAProxy', () => {
     t = await startTestAgent();
     srv = new grpc.Server();
     srv.addService(
-      AgentStreamService,
+      AgentStreamDefinition,
       agentStreamServer(
         {
           desiredFor: () => current,
@@ -54,7 +55,7 @@ describe('weight 0 from the control plane to HAProxy', () => {
       call.write({ ack: { version: m.push.version, nonce: m.push.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
     });
     call.on('error', () => undefined);
-    call.write({ hello: { nodeId: 'n1', labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion: '' } });
+    call.write({ hello: Hello.fromPartial({ nodeId: 'n1', labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion: '' }) });
   });
   afterAll(async () => {
     call?.cancel();

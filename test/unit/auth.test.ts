@@ -3,6 +3,7 @@ import { Authorizer, CallInfo, isLoopbackPeer, mayStreamAs, peerAddress, PERMISS
 import { authTlsWarning, parseConfig } from '../../common/config';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { helloProblem } from '../../controlplane/grpc/stream-server';
+import { Hello } from '../../common/gen/proxymgr/v1/stream';
 
 const OPS_TOKEN = 'ops-token-0123456789abcdef';
 const VIEW_TOKEN = 'view-token-0123456789abcdef';
@@ -189,7 +190,7 @@ describe('agent registry memory stays bounded', () => {
 });
 
 describe('hello checks', () => {
-  const hello = { nodeId: 'web-1', labels: { zone: 'eu' }, agentVersion: '0.1.0', haproxyVersion: '2.6.12', runningVersion: '' };
+  const hello = Hello.fromPartial({ nodeId: 'web-1', labels: { zone: 'eu' }, agentVersion: '0.1.0', haproxyVersion: '2.6.12', runningVersion: '' });
   test('odd node ids, too many or odd labels and huge version strings are refused with the field named', () => {
     expect(helloProblem(hello)).toBeUndefined();
     expect(helloProblem({ ...hello, nodeId: 'a b' })).toMatch(/hello.node_id/);

@@ -1,0 +1,95 @@
+import { serviceToProto, toProto } from '../../common/state-codec';
+import { Delta, resourceVersion } from '../../common/resources';
+import { DesiredState } from '../../common/types';
+import { AgentStreamService, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
+
+/**
+ * Pushes are encoded once and the same bytes go to every agent that gets the same change (docs/protocol.md): the
+ * protobuf encoding of a Push without its nonce is cached per (target state, base version), and each agent's
+ * message is that body with its nonce field appended (protobuf fields may come in any order) inside the
+ * ControlMessage's length-delimited `push` field. Per agent that is two small headers and one copy of the body.
+ */
+
+const PRE_ENCODED = Symbol('pre-encoded push');
+
+interface PreEncoded {
+  readonly [PRE_ENCODED]: { readonly body: Buffer; readonly nonce: string };
+}
+
+/** At most this many bases per target state keep their encoded delta (agents are mostly on one or two). */
+const MAX_BASES_PER_TARGET = 16;
+const cache = new WeakMap<DesiredState, Map<string, Buffer>>();
+export const encodingStats = { encoded: 0, reused: 0 };
+
+/** The Push body (no nonce) of `delta`, encoded once per (target, key) while `target` lives. */
+export function pushBody(target: DesiredState, key: string, make: () => Delta | 'protocol-0'): Buffer {
+  let byBase = cache.get(target);
+  if (!byBase) cache.set(target, (byBase = new Map()));
+  let body = byBase.get(key);
+  if (body) {
+    encodingStats.reused++;
+    return body;
+  }
+  const d = make();
+  body = Buffer.from(Push.encode(d === 'protocol-0' ? { ...emptyPush(target.version), state: toProto(target) } : deltaToPush(d)).finish());
+  encodingStats.encoded++;
+  if (byBase.size >= MAX_BASES_PER_TARGET) byBase.delete(byBase.keys().next().value!);
+  byBase.set(key, body);
+  return body;
+}
+
+/** Encodes a delta not worth caching (a reconnecting agent's own base). */
+export function encodeOnce(d: Delta): Buffer {
+  encodingStats.encoded++;
+  return Buffer.from(Push.encode(deltaToPush(d)).finish());
+}
+
+/** A ControlMessage to `call.write` that the serializer below turns into `body` + `nonce` without re-encoding. */
+export function preEncodedPush(body: Buffer, nonce: string): ControlMessage {
+  return { [PRE_ENCODED]: { body, nonce } } as unknown as ControlMessage;
+}
+
+function emptyPush(version: string): Push {
+  return { version, nonce: '', state: undefined, baseVersion: '', full: false, haproxy: undefined, globalsVersion: '', upserted: [], removed: [], digest: '' };
+}
+
+export function deltaToPush(d: Delta): Push {
+  return {
+    ...emptyPush(d.version),
+    baseVersion: d.baseVersion,
+    full: d.full,
+    haproxy: d.haproxy ? { global: [...d.haproxy.global], defaults: [...d.haproxy.defaults] } : undefined,
+    globalsVersion: d.globalsVersion,
+    upserted: d.upserted.map((s) => ({ name: s.name, version: resourceVersion(s), service: serviceToProto(s) })),
+    removed: [...d.removed],
+    digest: d.digest,
+  };
+}
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  while (n > 0x7f) {
+    bytes.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  bytes.push(n);
+  return Buffer.from(bytes);
+}
+
+const PUSH_FIELD = 0x0a; // ControlMessage.push: field 1, length-delimited
+const NONCE_FIELD = 0x12; // Push.nonce: field 2, length-delimited
+
+function serializeControl(value: ControlMessage): Buffer {
+  const pre = (value as unknown as Partial<PreEncoded>)[PRE_ENCODED];
+  if (!pre) return Buffer.from(ControlMessage.encode(value).finish());
+  const nonce = Buffer.from(pre.nonce, 'utf8');
+  const nonceLen = varint(nonce.length);
+  const pushLen = pre.body.length + 1 + nonceLen.length + nonce.length;
+  return Buffer.concat([Buffer.from([PUSH_FIELD]), varint(pushLen), pre.body, Buffer.from([NONCE_FIELD]), nonceLen, nonce]);
+}
+
+/** AgentStreamService with the serializer that understands pre-encoded pushes (register this one). */
+export const AgentStreamDefinition = {
+  ...AgentStreamService,
+  stream: { ...AgentStreamService.stream, responseSerialize: serializeControl },
+} as const;
