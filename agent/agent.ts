@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { Clock, systemClock, Timer, unrefTimer } from '../common/clock';
 import { ProxyMgrConfig } from '../common/config';
 import { errorMessage, HaproxyConfigError, ProxyMgrError, StateError, StateProblem } from '../common/errors';
+import { CoalescedFile } from '../common/coalesced-file';
 import { writeFileAtomic } from '../common/fs';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
@@ -108,6 +109,8 @@ export class Agent {
   /** Socket keys of this apply that can only be bound once an old socket on their port is closed (see vacate). */
   private readonly awaitingBind = new Set<string>();
   private readonly rejectedServices = new RejectedServices();
+  /** haproxy.cfg: written at once before every start or reload, coalesced after runtime changes (issue 10). */
+  private readonly configFile: CoalescedFile;
   /** `errors`: I/O and other unexpected failures caught (state dir writes, spawn, …); the agent kept serving. */
   readonly counters = { reloads: 0, runtimeCommands: 0, rejected: 0, driftRepairs: 0, errors: 0 };
 
@@ -122,6 +125,10 @@ export class Agent {
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
     this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
     this.identity = resolveHaproxyIdentity(opts.config, this.log);
+    this.configFile = new CoalescedFile(haproxy.configPath, (file, content) => this.writeFile(file, content), agent.writeDelayMs, this.clock, (file, err) => {
+      this.counters.errors++;
+      this.log.error({ file, err: errorMessage(err) }, 'cannot write haproxy.cfg after a runtime change; HAProxy runs the change, the write is retried');
+    });
     this.supervisor =
       opts.supervisor ??
       new HaproxySupervisor({
@@ -132,6 +139,10 @@ export class Agent {
         pidFile: this.pidFile,
         ...(opts.clock ? { clock: opts.clock } : {}),
       });
+    // A crash restart reads haproxy.cfg after its backoff: what is pending is written now (drift repair follows).
+    this.supervisor.on('exit', (e: { current?: boolean }) => {
+      if (e.current) void this.configFile.flush();
+    });
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;
       this.overrideTracker.restarted();
@@ -216,6 +227,8 @@ export class Agent {
     this.clock.clearTimeout(this.driftTimer);
     try {
       await this.queue.catch(() => undefined);
+      this.configFile.cancel(); // HAProxy stops: the next start writes the config first
+      await this.configFile.flush();
       await this.supervisor.stop();
       this.sockets.closeAll();
     } finally {
@@ -300,12 +313,15 @@ export class Agent {
 
     let actual: RuntimeState | undefined;
     let unreadable: string | undefined;
+    /** Planning against the cache: services that are the very objects HAProxy runs need no look (see plan). */
+    let fromCache = false;
     if (this.supervisor.running) {
       try {
         // Updates plan against the state read after the last change (saves parsing every backend's servers on
         // every host event); drift repair always reads it afresh and corrects whatever changed behind our back.
         if (trigger === 'update' && this.actualCache) {
           actual = this.actualCache;
+          fromCache = true;
         } else {
           actual = await this.readActual();
           this.observe(actual, state);
@@ -320,7 +336,7 @@ export class Agent {
       unreadable !== undefined
         ? // Without the live state the runtime path is blind; the config file holds the full state, so reload it.
           { reloadReasons: [`reload: cannot read show servers state (${unreadable})`], actions: [] }
-        : plan(s, this.supervisor.running ? this.running : undefined, actual, this.overrideTracker.current);
+        : plan(s, this.supervisor.running ? this.running : undefined, actual, this.overrideTracker.current, fromCache);
     let p = planFor(state);
     if (p.reloadReasons.length > 0) {
       try {
@@ -346,8 +362,7 @@ export class Agent {
       }
     }
     if (p.actions.length === 0) {
-      // Written before it counts as applied: a state whose file cannot be written is not reported as running.
-      if (trigger === 'update') await this.writeConfig(state);
+      if (trigger === 'update') this.scheduleConfig(state, problems);
       this.lastGood = state;
       return done('nothing', [], [], problems);
     }
@@ -369,14 +384,7 @@ export class Agent {
     }
     await this.refreshActual(p.actions);
     this.running = mergeRunning(this.running!, state);
-    try {
-      await this.writeConfig(state);
-    } catch (err) {
-      // HAProxy runs the change but its config file does not say so: not applied. The last written version stays
-      // the running one, and drift repair brings HAProxy back to it (a crash restart would load the file anyway).
-      const why = `applied at runtime, but ${errorMessage(err)}: the previous version stays, and drift repair returns HAProxy to it`;
-      return reject(new ProxyMgrError('IO_FAILED', why, { cause: err }), p.actions.map((a) => a.reason));
-    }
+    this.scheduleConfig(state, problems);
     this.lastGood = state;
     if (trigger === 'drift') this.counters.driftRepairs++;
     return done('runtime', p.actions.map((a) => a.reason), commands, problems);
@@ -438,6 +446,8 @@ export class Agent {
     this.clock.clearTimeout(this.driftTimer);
     this.handingOver = (async () => {
       await this.queue.catch(() => undefined);
+      // The next agent compares haproxy.cfg with its state to take HAProxy over without a reload: it must be current.
+      await this.configFile.flush();
       this.supervisor.handOver();
     })();
     return this.handingOver;
@@ -501,7 +511,7 @@ export class Agent {
     const interim: DesiredState = { ...state, services: state.services.filter((s) => !moving.includes(s)) };
     if (this.supervisor.running) {
       await this.saveServerState();
-      await this.write(this.opts.config.haproxy.configPath, this.render(interim));
+      await this.writeConfigNow(this.render(interim));
       const pid = await this.supervisor.startOrReload(this.fdsFor(interim));
       this.counters.reloads++;
       this.running = interim;
@@ -582,14 +592,37 @@ export class Agent {
     return renderHaproxyConfig(state, { socketPath: haproxy.socketPath, serverStateFile: this.serverStateFile, hardStopAfterMs: agent.hardStopAfterMs, ...this.identity });
   }
 
-  private async writeConfig(state: DesiredState): Promise<void> {
-    await this.write(this.opts.config.haproxy.configPath, this.render(state));
+  /**
+   * haproxy.cfg for a state that runs through the runtime API: written within `agent.write_delay_ms`, once for any
+   * number of changes in between (rendering 2,000 services and fsyncing the file cost more than the change itself).
+   * A write that failed is reported with every apply until one succeeds (it is retried meanwhile).
+   */
+  private scheduleConfig(state: DesiredState, problems: StateProblem[]): void {
+    this.configFile.schedule(() => this.render(state));
+    if (this.configFile.failure !== undefined) {
+      problems.push({ where: 'haproxy.cfg', message: `cannot write ${this.configFile.file}: ${this.configFile.failure}; HAProxy runs the change, a crash restart before the write succeeds would start from the previous file (drift repair then catches up)` });
+    }
+  }
+
+  /** Writes what is pending of haproxy.cfg now (tests, stop, hand-over); resolves once written or failed. */
+  flushFiles(): Promise<void> {
+    return this.configFile.flush();
+  }
+
+  /** haproxy.cfg before a start or reload: at once, replacing whatever was pending (see write for errors). */
+  private async writeConfigNow(content: string): Promise<void> {
+    const file = this.configFile.file;
+    await this.toIoError(file, this.configFile.writeNow(content));
   }
 
   /** The file writer; a failure (ENOSPC, EROFS, …) is counted and becomes IO_FAILED naming the file. */
   private async write(file: string, content: string): Promise<void> {
+    await this.toIoError(file, this.writeFile(file, content));
+  }
+
+  private async toIoError(file: string, writing: Promise<unknown>): Promise<void> {
     try {
-      await this.writeFile(file, content);
+      await writing;
     } catch (err) {
       this.counters.errors++;
       this.log.error({ file, err: errorMessage(err) }, 'cannot write a file of the state dir');
@@ -623,7 +656,7 @@ export class Agent {
       // An empty state file (format version line only) spares HAProxy's "can't open" warning at first start.
       await this.write(this.serverStateFile, '1\n');
     }
-    await this.write(this.opts.config.haproxy.configPath, text);
+    await this.writeConfigNow(text);
     const pid = await this.supervisor.startOrReload(fds);
     this.counters.reloads++;
     this.running = state;
@@ -696,15 +729,21 @@ export class Agent {
   }
 }
 
-/** After runtime changes: the desired servers, plus removed ones HAProxy still holds (in maint). */
+/**
+ * After runtime changes: the desired servers, plus removed ones HAProxy still holds (in maint). A service that is
+ * the same object as before, or lost no server, stays the desired object itself: identity is what lets the next
+ * plan skip it (work per change proportional to the change).
+ */
 function mergeRunning(running: Running, state: DesiredState): Running {
   const byName = new Map(running.services.map((s) => [s.name, s]));
   return {
     ...running,
     services: state.services.map((s) => {
       const was = byName.get(s.name);
+      if (!was || was === s) return s;
       const wanted = new Set(s.servers.map((v) => v.name));
-      return { ...s, servers: [...s.servers, ...(was?.servers ?? []).filter((v) => !wanted.has(v.name))] };
+      const held = was.servers.filter((v) => !wanted.has(v.name));
+      return held.length === 0 ? s : { ...s, servers: [...s.servers, ...held] };
     }),
   };
 }

@@ -5,6 +5,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { ProxyMgrConfig } from '../common/config';
 import { ConfigError, errorMessage } from '../common/errors';
+import { CoalescedFile } from '../common/coalesced-file';
+import { systemClock } from '../common/clock';
 import { ensurePrivateDir, writeFileAtomic } from '../common/fs';
 import { addHealth, addReflection, bindServer, Health, serverCredentials } from '../common/grpc';
 import { Authorizer, readTokenFile } from '../common/auth';
@@ -15,7 +17,7 @@ import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { commandKind, reasonKind, serveMetrics } from '../common/metrics';
 import { fromJson, toJson } from '../common/state-codec';
-import { DesiredState } from '../common/types';
+import { DesiredState, Service } from '../common/types';
 import { agentAdminServer } from './admin';
 import { Agent, ApplyResult } from './agent';
 import { StatsSocketClient } from './haproxy/runtime';
@@ -53,6 +55,10 @@ export class AgentProcess {
   private metrics: { port: number; close: () => Promise<void> } | undefined;
   private readonly registry = new Registry();
   private readonly cacheFile: string;
+  /** The state cache: written at once after a reload, coalesced after runtime changes (`agent.write_delay_ms`). */
+  private readonly cache: CoalescedFile;
+  /** agent.bind_address applied per (immutable) service object, so unchanged services stay the same objects. */
+  private readonly rebound = new WeakMap<Service, Service>();
   private readonly log: Logger;
   private readonly lifecycle = new Lifecycle<AgentProcessState>('agent process', 'idle', {
     idle: ['starting', 'stopping', 'handed-over'],
@@ -71,6 +77,10 @@ export class AgentProcess {
     this.runtime = new StatsSocketClient(opts.config.haproxy.socketPath);
     this.agent = new Agent({ config: opts.config, log: opts.log, runtime: this.runtime });
     this.cacheFile = path.join(opts.config.agent.stateDir, 'desired-state.json');
+    this.cache = new CoalescedFile(this.cacheFile, writeFileAtomic, opts.config.agent.writeDelayMs, systemClock, (file, err) => {
+      this.agent.counters.errors++;
+      this.log.error({ err: errorMessage(err), file }, 'cannot write the state cache');
+    });
   }
 
   get metricsPort(): number | undefined {
@@ -93,17 +103,21 @@ export class AgentProcess {
     const apply = async (state: DesiredState): Promise<ApplyResult> => {
       const result = await this.agent.apply(this.localize(state));
       m.record(result);
-      if (result.outcome !== 'rejected' && this.agent.current) {
-        try {
-          await writeFileAtomic(this.cacheFile, JSON.stringify(toJson(this.agent.current), null, 1));
-        } catch (err) {
-          // The state runs, but a restart would not find it: said in the ACK's warnings, not passed over.
-          this.log.error({ err: errorMessage(err), file: this.cacheFile }, 'cannot write the state cache');
+      const current = this.agent.current;
+      if (result.outcome === 'rejected' || !current) return result;
+      const text = () => JSON.stringify(toJson(current), null, 1);
+      if (result.outcome === 'reload') {
+        // A reload costs far more than the write, and a changed shape is what a restarted agent most needs.
+        await this.cache.writeNow(text()).catch((err: unknown) => {
           this.agent.counters.errors++;
-          return { ...result, problems: [...result.problems, { where: 'state cache', message: `cannot write ${this.cacheFile}: ${errorMessage(err)}; an agent restarted now would not serve this version before the control plane answers` }] };
-        }
+          this.log.error({ err: errorMessage(err), file: this.cacheFile }, 'cannot write the state cache');
+        });
+      } else {
+        this.cache.schedule(text);
       }
-      return result;
+      // The state runs, but a restart would not find it: said in the ACK's warnings, not passed over.
+      if (this.cache.failure === undefined) return result;
+      return { ...result, problems: [...result.problems, { where: 'state cache', message: `cannot write ${this.cacheFile}: ${this.cache.failure}; an agent restarted now would not serve this version before the control plane answers` }] };
     };
 
     // Serve the last applied state at once: the control plane may be down, and it is what ran before.
@@ -173,6 +187,7 @@ export class AgentProcess {
       this.lifecycle.to('stopping', 'stop');
       try {
         await this.stopServing();
+        await this.cache.flush(); // what the next start serves before the control plane answers
         await this.agent.stop();
       } finally {
         this.lifecycle.to('stopped');
@@ -190,6 +205,7 @@ export class AgentProcess {
     this.lifecycle.to('handed-over', 'hand over');
     return (this.handingOver = (async () => {
       await this.stopServing();
+      await this.cache.flush();
       await this.agent.handOver();
     })());
   }
@@ -213,7 +229,12 @@ export class AgentProcess {
     }
     if (agent.bindAddress) {
       const bindAddress = agent.bindAddress;
-      out = { ...out, services: out.services.map((s) => ({ ...s, bindAddress })) };
+      const rebind = (s: Service): Service => {
+        let r = this.rebound.get(s);
+        if (!r) this.rebound.set(s, (r = { ...s, bindAddress }));
+        return r;
+      };
+      out = { ...out, services: out.services.map(rebind) };
     }
     return out;
   }

@@ -58,8 +58,10 @@ function serversByName(service: Service): ReadonlyMap<string, Server> {
 /**
  * Compares the desired state with what runs (`running` = the shape HAProxy loaded, `actual` = `show servers
  * state`) and says what to do, each step with a human reason (pure). `overrides` are left in their admin state.
+ * With `skipSame`, a desired service that is the very object `running` holds is not looked at server by server:
+ * the caller vouches that `actual` is what its own last change left (not a fresh read, which may show drift).
  */
-export function plan(desired: DesiredState, running: Running | undefined, actual: RuntimeState | undefined, overrides?: Overrides): Plan {
+export function plan(desired: DesiredState, running: Running | undefined, actual: RuntimeState | undefined, overrides?: Overrides, skipSame = false): Plan {
   if (!running || !actual) return { reloadReasons: ['start: no HAProxy is running'], actions: [] };
   const reasons: string[] = [];
   if (!sameLines(desired.haproxy.global, running.haproxy.global)) reasons.push('reload: haproxy global section changed');
@@ -74,6 +76,7 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
   const removals: RuntimeAction[] = [];
   for (const service of desired.services) {
     const was = runningByName.get(service.name);
+    if (skipSame && was === service) continue;
     if (!was) {
       reasons.push(`reload: new service ${service.name}`);
       continue;

@@ -6,31 +6,38 @@
  * per N; the samples of all of them are pooled. N steps up (100, 1000, 2000, 5000, 10000): the largest N whose agents
  * all connected, stayed connected and got every change is `max_connected`.
  *
- * Baseline, same run, same clients and ZooKeeper: a bare grpc-js server that writes one push to every stream
- * on each ZooKeeper watch event (lib-fanout-baseline.ts).
+ * The control plane serves `--services` services of `--hosts` hosts each (lib-zk-services.ts); every change is
+ * one host of service `web`. The simulated agents speak stream protocol 2 (incremental pushes) and take every push
+ * into a HeldState, so `bytes_per_agent_per_change` (bytes of pushes received by all agents during a change's
+ * round / agents that got the change) is what one host change costs on the wire per agent.
  *
- * `npm run bench -- fanout [--agents=100,1000,2000,5000,10000] [--changes=5] [--workers=2] [--hosts=20]
- *   [--baseline-agents=1000] [--log-level=info] [--gap-ms=N]`
- * → {"runs":[{"agents":N,"p50_ms":…,"p99_ms":…,"cp_rss_mb":…,…},…],"max_connected":N,"baseline":{…}}
+ * Baseline, same run, same clients and ZooKeeper: a bare grpc-js server that writes one push (the whole state of
+ * service `web`, protocol 0) to every stream on each ZooKeeper watch event (lib-fanout-baseline.ts).
+ *
+ * `npm run bench -- fanout [--agents=100,1000,2000,5000,10000] [--changes=5] [--workers=2] [--services=1]
+ *   [--hosts=20] [--baseline-agents=1000] [--log-level=info] [--gap-ms=N]`
+ * → {"runs":[{"agents":N,"p50_ms":…,"p99_ms":…,"cp_rss_mb":…,"bytes_per_agent_per_change":…,…},…],
+ *    "max_connected":N,"baseline":{…}}
  */
-import { writeFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { freePort, sleep, tempDir } from '../test/helpers/net';
+import { sleep, tempDir } from '../test/helpers/net';
 import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
 import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { startBaselineServer } from './lib-fanout-baseline';
 import { describeTimings, intArg, ms, quantile, say } from './lib-common';
-import { CliChild, controlPlaneYaml, intListArg, onInterruptStopChildren, listAgents, monoMs, procStats, startCli, stringArg, waitForDesiredState } from './lib-grpc';
+import { CliChild, intListArg, onInterruptStopChildren, listAgents, monoMs, procStats, stringArg } from './lib-grpc';
 import { SimFleet } from './lib-sim-agents';
+import { createConfigs, createHosts, servicePath, startControlPlane } from './lib-zk-services';
 
 const DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s'];
-const SERVICE_PATH = '/services/web';
+const SERVICE_PATH = servicePath(0);
 
 interface Measured {
   readonly samples: number[];
   /** Per change: when the last agent ACKed (ms after the write). */
   readonly allAcked: number[];
   readonly missing: number;
+  /** Bytes of pushes received by all agents during the changes' rounds / agents that got the changes. */
+  readonly bytesPerAgentPerChange: number;
 }
 
 /** `changes` host changes (a host node added, removed, added, …), each timed from the write to every agent's ACK. */
@@ -38,6 +45,8 @@ async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapM
   const samples: number[] = [];
   const allAcked: number[] = [];
   let missing = 0;
+  let bytes = 0;
+  let got = 0;
   const node = `${SERVICE_PATH}/extra`;
   for (let i = 0; i < changes; i++) {
     const present = await new Promise<boolean>((resolve, reject) => zkc.client.exists(node, (err, stat) => (err ? reject(err) : resolve(!!stat))));
@@ -54,16 +63,19 @@ async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapM
     samples.push(...lat);
     allAcked.push(lat.reduce((a, b) => Math.max(a, b), 0));
     missing += r.missing;
+    bytes += r.bytes;
+    got += r.acksAt.length;
     if (r.missing > 0) say(`  change ${i + 1}: ${r.missing} agents did not get it within 20 s`);
     await sleep(gapMs);
   }
-  return { samples, allAcked, missing };
+  return { samples, allAcked, missing, bytesPerAgentPerChange: got > 0 ? Math.round(bytes / got) : 0 };
 }
 
 export async function main(args: string[]): Promise<object> {
   const steps = intListArg(args, 'agents', [100, 1000, 2000, 5000, 10000]);
   const changes = intArg(args, 'changes', 5);
   const workers = intArg(args, 'workers', 2);
+  const services = Math.max(1, intArg(args, 'services', 1));
   const hosts = intArg(args, 'hosts', 20);
   const baselineAgents = intArg(args, 'baseline-agents', 1000);
   const logLevel = stringArg(args, 'log-level', 'info');
@@ -71,7 +83,7 @@ export async function main(args: string[]): Promise<object> {
   // change measures a fan-out, not the limiter; --gap-ms=0 measures changes back to back.
   const gapArg = intArg(args, 'gap-ms', -1);
   const gapMs = gapArg >= 0 ? gapArg : undefined;
-  say(`fanout: N = ${steps.join(', ')} simulated agents in ${workers} worker processes; ${changes} host changes per N; service with ${hosts} hosts; control-plane log level ${logLevel}`);
+  say(`fanout: N = ${steps.join(', ')} simulated agents in ${workers} worker processes; ${changes} host changes per N; ${services} service(s) with ${hosts} hosts each; control-plane log level ${logLevel}`);
 
   const tmp = tempDir('proxymgr-bench-fanout-');
   let zk: ZooKeeper | undefined;
@@ -87,18 +99,12 @@ export async function main(args: string[]): Promise<object> {
     zk = await startZooKeeper();
     zkc = await connectZk(zk.connectString);
     const webPort = 18080;
-    await zkc.put(
-      '/service_config/web',
-      JSON.stringify({ type: 'zookeeper', server: zk.connectString, path: SERVICE_PATH, port: webPort, listen_options: ['mode http', 'balance roundrobin'], server_options: ['check inter 2000'] }),
-    );
-    for (let i = 0; i < hosts; i++) await zkc.put(`${SERVICE_PATH}/h${i}`, JSON.stringify({ address: `10.0.0.${i + 1}`, port: 8080 }));
+    await createHosts(zkc, 0, services, hosts);
+    await createConfigs(zkc, zk.connectString, 0, services);
 
-    const cpPort = await freePort();
-    const cpAddress = `127.0.0.1:${cpPort}`;
-    const cfg = path.join(tmp.dir, 'controlplane.yml');
-    writeFileSync(cfg, controlPlaneYaml(zk.connectString, cpPort));
-    cp = startCli(['controlplane', '--config', cfg], path.join(tmp.dir, 'controlplane.log'), logLevel);
-    await waitForDesiredState(cp, cpAddress);
+    const started = await startControlPlane(zk.connectString, tmp.dir, logLevel);
+    cp = started.cp;
+    const cpAddress = started.address;
     say(`control plane pid ${cp.pid} on ${cpAddress}, RSS ${procStats(cp.pid).rssMb} MB before any agent`);
 
     fleet = await SimFleet.start(workers);
@@ -112,6 +118,13 @@ export async function main(args: string[]): Promise<object> {
       if (connectMs === undefined) {
         say(`N=${n}: only ${afterConnect.connected} agents connected within 90 s (last error: ${afterConnect.lastError}); stopping here`);
         runs.push({ agents: n, connected: afterConnect.connected, failed: 'not all agents connected within 90 s' });
+        break;
+      }
+      // Every agent holds the whole state (the control plane may still have been reading ZooKeeper at the start).
+      if ((await fleet.waitHeld(services, services * hosts, 300_000)) === undefined) {
+        const s = await fleet.status();
+        say(`N=${n}: not every agent holds ${services} × ${hosts} servers within 300 s (fewest ${s.heldServersMin}, most ${s.heldServersMax}); stopping here`);
+        runs.push({ agents: n, connected: s.connected, failed: 'not every agent got the whole state within 300 s' });
         break;
       }
       // Let the initial pushes' ACKs and logs drain, then check nobody dropped out meanwhile.
@@ -140,11 +153,13 @@ export async function main(args: string[]): Promise<object> {
         missing: m.missing,
         cp_connected: cpConnected,
         cp_acked: cpAcked,
+        bytes_per_agent_per_change: m.bytesPerAgentPerChange,
+        resyncs: after.resyncs - before.resyncs,
       };
       runs.push(run);
       say(
         `N=${n}: write → ACK ${describeTimings(m.samples)}; all ${n} ACKed after ${ms(quantile(m.allAcked, 0.5))} ms (median of ${changes} changes); ` +
-          `CP RSS ${stats.rssMb} MB (peak ${stats.peakRssMb}), CPU ${run.cp_cpu_ms_per_change} ms per change; connected in ${run.connect_ms} ms ` +
+          `CP RSS ${stats.rssMb} MB (peak ${stats.peakRssMb}), CPU ${run.cp_cpu_ms_per_change} ms per change, ${m.bytesPerAgentPerChange} bytes per agent per change; connected in ${run.connect_ms} ms ` +
           `(${run.refused_while_connecting} refused by the new-stream limit and retried); drops ${drops}, missing ${m.missing}; the CP sees ${cpConnected} connected, ${cpAcked} on the new version`,
       );
       if (drops === 0 && m.missing === 0 && cpAcked === n) maxConnected = n;
@@ -174,10 +189,11 @@ export async function main(args: string[]): Promise<object> {
         rss_mb: stats.rssMb,
         cpu_ms_per_change: cpuPerChange,
         missing: m.missing,
+        bytes_per_agent_per_change: m.bytesPerAgentPerChange,
       };
       say(
         `baseline (bare grpc-js fan-out on each ZooKeeper watch event), N=${baselineAgents}: write → ACK ${describeTimings(m.samples)}; ` +
-          `all ACKed after ${ms(quantile(m.allAcked, 0.5))} ms; RSS ${stats.rssMb} MB, CPU ${cpuPerChange} ms per change`,
+          `all ACKed after ${ms(quantile(m.allAcked, 0.5))} ms; RSS ${stats.rssMb} MB, CPU ${cpuPerChange} ms per change, ${m.bytesPerAgentPerChange} bytes per agent per change (whole state of service web)`,
       );
     }
     return { runs, max_connected: maxConnected, ...(baselineResult ? { baseline: baselineResult } : {}) };

@@ -79,6 +79,11 @@ export interface AgentConfig {
   /** Where the agent keeps the server-state file and its cache of the last applied desired state. */
   readonly stateDir: string;
   readonly driftCheckIntervalMs: number;
+  /**
+   * How long haproxy.cfg and the state cache may lag behind a change applied through the runtime API: quick
+   * changes are written once (a reload always writes the config first).
+   */
+  readonly writeDelayMs: number;
   /** Upper bound for old HAProxy processes after a reload (`hard-stop-after`). */
   readonly hardStopAfterMs: number;
   /** Kernel backlog of every listening socket the agent owns. */
@@ -219,6 +224,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
   const agent: AgentConfig = {
     stateDir,
     driftCheckIntervalMs: optionalInt(agentRaw.drift_check_interval_ms, file, 'agent.drift_check_interval_ms', 100, 3_600_000) ?? 10_000,
+    writeDelayMs: optionalInt(agentRaw.write_delay_ms, file, 'agent.write_delay_ms', 0, 10_000) ?? 200,
     hardStopAfterMs: optionalInt(agentRaw.hard_stop_after_ms, file, 'agent.hard_stop_after_ms', 1000, 86_400_000) ?? 30_000,
     backlog: optionalInt(agentRaw.backlog, file, 'agent.backlog', 1, 65535) ?? 4096,
     nodeId: optionalString(agentRaw.node_id, file, 'agent.node_id') ?? hostname(),

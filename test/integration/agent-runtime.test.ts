@@ -45,6 +45,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     expect(pid()).toBe(before);
     expect(t.agent.counters.reloads).toBe(reloads);
     expect([...(await tally(port, 10)).keys()]).toEqual(['a']);
+    await t.agent.flushFiles(); // haproxy.cfg follows a runtime change within agent.write_delay_ms
     expect(readFileSync(t.config.haproxy.configPath, 'utf8')).not.toMatch(/server b /);
 
     const back = await t.agent.apply(state([service('web', port, [srv(A), srv(B)])]));
@@ -52,6 +53,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     expect(back.commands).toEqual(['set server web/b state ready']);
     expect(pid()).toBe(before);
     expect((await tally(port, 10)).get('b')).toBe(5);
+    await t.agent.flushFiles();
     expect(readFileSync(t.config.haproxy.configPath, 'utf8')).toMatch(/server b 127\.0\.0\.1:\d+ weight 1/);
   });
 
@@ -78,6 +80,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
 
     expect(pid()).toBe(before);
     expect(t.agent.counters.reloads).toBe(reloads);
+    await t.agent.flushFiles();
     const cfg = readFileSync(t.config.haproxy.configPath, 'utf8');
     expect(cfg).toContain(`server a 127.0.0.1:${backends[3]!.port} weight 1`);
     expect(cfg).toMatch(/server c 127\.0\.0\.1:\d+ weight 0/);

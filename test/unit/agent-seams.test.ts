@@ -44,6 +44,9 @@ describe('Agent on fakes', () => {
     expect(f.supervisor.starts).toHaveLength(1);
     expect(f.check.calls).toHaveLength(1);
     expect(f.runtime.backends.get('web')?.get('b')).toMatchObject({ adminState: 0, weight: 1 });
+    expect(f.files.files.get(f.config.haproxy.configPath)).not.toContain('server b'); // written within agent.write_delay_ms
+    f.clock.advance(f.config.agent.writeDelayMs);
+    await f.agent.flushFiles();
     expect(f.files.files.get(f.config.haproxy.configPath)).toContain('server b 127.0.0.1:9002 weight 1');
     expect(f.agent.current?.version).toBe(next.version);
   });
@@ -104,19 +107,29 @@ describe('Agent on fakes', () => {
     await f.agent.apply(good);
     f.files.failWith = (file) => (file === f.config.haproxy.configPath ? errno('ENOSPC', 'no space left on device') : undefined);
 
-    const r = await f.agent.apply(state([web(server('a', 9001), server('b', 9002))]));
-    expect(r.outcome).toBe('rejected');
-    expect(r.error).toBeInstanceOf(ProxyMgrError);
-    expect(r.error?.code).toBe('IO_FAILED');
-    expect(r.error?.message).toContain('ENOSPC');
-    expect(f.agent.current?.version).toBe(good.version);
+    // A runtime change stands (HAProxy runs it); haproxy.cfg is written later, and its failure is reported with
+    // every apply until a write succeeds.
+    const grown = state([web(server('a', 9001), server('b', 9002))]);
+    const r = await f.agent.apply(grown);
+    expect(r.outcome).toBe('runtime');
+    expect(f.agent.current?.version).toBe(grown.version);
+    await f.agent.flushFiles();
+    expect(f.agent.counters.errors).toBe(1);
+    const again = await f.agent.apply(state([web(server('a', 9001), server('b', 9002), server('c', 9003))]));
+    expect(again.outcome).toBe('runtime');
+    expect(again.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(/haproxy\.cfg: cannot write .*ENOSPC/);
 
-    // A reload that cannot write its config is refused the same way, before HAProxy is touched.
+    // A reload that cannot write its config is refused, before HAProxy is touched.
     const moved = await f.agent.apply(state([service('web', 8003, [server('a', 9001)])]));
     expect(moved.outcome).toBe('rejected');
     expect(moved.error?.code).toBe('IO_FAILED');
     expect(f.supervisor.starts).toHaveLength(1);
     expect(f.agent.counters.errors).toBeGreaterThanOrEqual(2);
+
+    // Once the disk is back, the pending content is written: the file holds what HAProxy runs.
+    f.files.failWith = undefined;
+    await f.agent.flushFiles();
+    expect(f.files.files.get(f.config.haproxy.configPath)).toMatch(/server c 127\.0\.0\.1:9003/);
   });
 
   test('a port another process holds leaves that service out, reported; the rest starts', async () => {

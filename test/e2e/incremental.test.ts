@@ -1,0 +1,281 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { loadConfig } from '../../common/config';
+import { ControlPlaneAdminClient, ListAgentsResponse } from '../../common/gen/proxymgr/v1/admin';
+import { silentLogger } from '../../common/log';
+import { fromProto } from '../../common/state-codec';
+import { DesiredState } from '../../common/types';
+import { resolveHaproxyIdentity } from '../../agent/haproxy/privileges';
+import { renderHaproxyConfig } from '../../agent/haproxy/render';
+import { StatsSocketClient } from '../../agent/haproxy/runtime';
+import { ADMF_FMAINT } from '../../agent/haproxy/servers-state';
+import { Backend, startBackends } from '../helpers/backends';
+import { CLI, CliProcess, startCli, stopAllCli } from '../helpers/cli';
+import { eventually, freePort, sleep, tally, tempDir } from '../helpers/net';
+import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { connectZk } from '../helpers/zk-client';
+
+jest.setTimeout(240_000);
+
+interface Agent {
+  readonly id: string;
+  readonly ip: string;
+  readonly dir: string;
+  readonly config: string;
+  proc?: CliProcess;
+}
+
+/**
+ * Issue 10, must show 1: incremental pushes converge to exactly the full desired state. A real ZooKeeper, a control
+ * plane with rollouts, two agents with their own HAProxy. After host changes, service changes (each a rollout),
+ * a control-plane restart and an agent restart, each agent's haproxy.cfg is byte for byte what the full desired
+ * state (the control plane's GetAgentState: what a full resync would send) renders to, and HAProxy's own
+ * `show servers state` has every desired server ready at its address, port and weight and nothing else in service.
+ * The logs show that the changes went as deltas (and a reconnect as a delta from what the agent declared), not as
+ * full states, and that no agent ever had to ask for a resync.
+ */
+describe('incremental pushes converge to the full desired state (ZooKeeper, control plane, 2 agents, HAProxy)', () => {
+  let zk: ZooKeeper;
+  let zkc: Awaited<ReturnType<typeof connectZk>>;
+  let backends: Backend[];
+  let tmp: ReturnType<typeof tempDir>;
+  let cp: CliProcess | undefined;
+  let cpPort: number;
+  let cpConfig: string;
+  let webPort: number;
+  let apiPort: number;
+  const agents: Agent[] = [];
+  /** Control-plane logs of every run (the restart starts a new process). */
+  const cpLogs: string[] = [];
+
+  const host = (b: Backend) => JSON.stringify({ address: '127.0.0.1', port: b.port });
+  const webConfig = (rev: string) => JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', `http-response set-header X-Rev ${rev}`], server_options: ['check inter 2000'] });
+
+  const admin = <T>(fn: (c: ControlPlaneAdminClient, cb: (err: grpc.ServiceError | null, res: T) => void) => void) =>
+    new Promise<T>((resolve, reject) => {
+      const c = new ControlPlaneAdminClient(`127.0.0.1:${cpPort}`, grpc.credentials.createInsecure());
+      fn(c, (err, res) => {
+        c.close();
+        err ? reject(err) : resolve(res);
+      });
+    });
+  const desiredFor = async (nodeId: string): Promise<DesiredState> => fromProto(await admin((c, cb) => c.getAgentState({ nodeId }, cb)));
+  const listAgents = () => admin<ListAgentsResponse>((c, cb) => c.listAgents({}, cb));
+  const rolloutStatus = () =>
+    new Promise<{ stableRevision: string; rollout?: { state: string; toRevision: string } }>((resolve, reject) =>
+      execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', 'status', '--json'], { timeout: 30_000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout)))),
+    );
+
+  /** What the agent renders for the full desired state: agent.bind_address applied, its own paths and user. */
+  function expectedConfig(a: Agent, desired: DesiredState): string {
+    const config = loadConfig(a.config);
+    const localized = { ...desired, services: desired.services.map((s) => ({ ...s, bindAddress: a.ip })) };
+    return renderHaproxyConfig(localized, {
+      socketPath: config.haproxy.socketPath,
+      serverStateFile: path.join(config.agent.stateDir, 'server-state'),
+      hardStopAfterMs: config.agent.hardStopAfterMs,
+      ...resolveHaproxyIdentity(config, silentLogger),
+    });
+  }
+
+  /** Differences between HAProxy's live servers and the desired state (empty when they agree). */
+  async function liveDifferences(a: Agent, desired: DesiredState): Promise<string[]> {
+    const live = await new StatsSocketClient(loadConfig(a.config).haproxy.socketPath).serversState();
+    const out: string[] = [];
+    for (const s of desired.services) {
+      const servers = live.get(s.name);
+      if (!servers) {
+        out.push(`${s.name}: no backend`);
+        continue;
+      }
+      const wanted = new Set(s.servers.map((v) => v.name));
+      for (const v of s.servers) {
+        const cur = servers.get(v.name);
+        if (!cur) out.push(`${s.name}/${v.name}: missing`);
+        else if (cur.address !== v.address || cur.port !== v.port || cur.weight !== v.weight || (cur.adminState & ADMF_FMAINT) !== 0) {
+          out.push(`${s.name}/${v.name}: ${cur.address}:${cur.port} weight ${cur.weight} admin ${cur.adminState}, desired ${v.address}:${v.port} weight ${v.weight} ready`);
+        }
+      }
+      for (const cur of servers.values()) if (!wanted.has(cur.name) && (cur.adminState & ADMF_FMAINT) === 0) out.push(`${s.name}/${cur.name}: in service but not desired`);
+    }
+    for (const name of live.keys()) if (!desired.services.some((s) => s.name === name)) out.push(`${name}: backend not desired`);
+    return out;
+  }
+
+  /**
+   * Every agent runs the control plane's desired state for it (ACKed), its haproxy.cfg is that state's render, and
+   * HAProxy's servers match it. Returns the desired states.
+   */
+  async function expectConverged(): Promise<DesiredState[]> {
+    const states: DesiredState[] = [];
+    for (const a of agents) {
+      let desired: DesiredState | undefined;
+      let problem = '';
+      const ok = await eventually(async () => {
+        desired = await desiredFor(a.id);
+        const info = (await listAgents()).agents.find((x) => x.nodeId === a.id);
+        if (!info?.connected || info.runningVersion !== desired.version) {
+          problem = `${a.id} runs ${info?.runningVersion}, desired ${desired.version}`;
+          return false;
+        }
+        const cfg = readFileSync(path.join(a.dir, 'haproxy.cfg'), 'utf8');
+        if (cfg !== expectedConfig(a, desired)) {
+          problem = `${a.id}: haproxy.cfg differs from the full desired state's render`;
+          return false;
+        }
+        const diffs = await liveDifferences(a, desired);
+        problem = diffs.join('; ');
+        return diffs.length === 0;
+      }, 30_000);
+      if (!ok) throw new Error(`${a.id} did not converge: ${problem}`);
+      states.push(desired!);
+    }
+    return states;
+  }
+
+  const allCpLogs = () => [...cpLogs, cp?.logs() ?? ''].join('\n');
+  /** The control plane's pushes to `node` (kind: delta, full, protocol 0) since `mark` lines of the current log. */
+  function pushKinds(node: string, logs: string): string[] {
+    return logs
+      .split('\n')
+      .filter((l) => l.includes('pushed desired state') && l.includes(`"node_id":"${node}"`))
+      .map((l) => (JSON.parse(l) as { kind: string }).kind);
+  }
+
+  async function startCp(): Promise<void> {
+    cp = startCli(['controlplane', '--config', cpConfig]);
+    expect(await cp.waitForLog(/control plane started/)).toBe(true);
+  }
+
+  async function waitForRolloutToFinish(): Promise<void> {
+    // A service-config change becomes a rollout; wait until it has completed and every agent runs the stable revision.
+    const ok = await eventually(async () => {
+      const s = await rolloutStatus();
+      return s.rollout === undefined || s.rollout.state === 'completed';
+    }, 60_000, 200);
+    expect(ok).toBe(true);
+  }
+
+  beforeAll(async () => {
+    [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b', 'c', 'd'])]);
+    zkc = await connectZk(zk.connectString);
+    tmp = tempDir('proxymgr-incremental-');
+    [webPort, apiPort, cpPort] = [await freePort(), await freePort(), await freePort()];
+    await zkc.put('/service_config/web', webConfig('v1'));
+    await zkc.put('/services/web/a', host(backends[0]!));
+    await zkc.put('/services/web/b', host(backends[1]!));
+    cpConfig = path.join(tmp.dir, 'cp.yml');
+    writeFileSync(
+      cpConfig,
+      `haproxy:
+  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
+service_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}
+controlplane: {listen: "127.0.0.1:${cpPort}"}
+rollout: {bake_ms: 200, replica_id: cp0}
+`,
+    );
+    for (let i = 0; i < 2; i++) {
+      const dir = path.join(tmp.dir, `agent${i}`);
+      mkdirSync(dir);
+      const config = path.join(dir, 'proxymgr.yml');
+      writeFileSync(
+        config,
+        `haproxy: {config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}
+agent:
+  state_dir: ${dir}
+  node_id: agent${i}
+  controlplanes: ["127.0.0.1:${cpPort}"]
+  admin_listen: ""
+  bind_address: 127.0.0.${i + 1}
+  drift_check_interval_ms: 60000
+  write_delay_ms: 100
+`,
+      );
+      agents.push({ id: `agent${i}`, ip: `127.0.0.${i + 1}`, dir, config });
+    }
+  });
+
+  afterAll(async () => {
+    const hung = await stopAllCli();
+    zkc?.close();
+    await zk?.stop();
+    await Promise.all((backends ?? []).map((b) => b.close()));
+    tmp?.cleanup();
+    expect(hung).toEqual([]);
+  });
+
+  test('first sync: a full push each, then the state served', async () => {
+    await startCp();
+    for (const a of agents) a.proc = startCli(['agent', '--config', a.config]);
+    await expectConverged();
+    for (const a of agents) expect(pushKinds(a.id, allCpLogs())[0]).toBe('full');
+    for (const a of agents) expect([...(await tally(webPort, 6, a.ip)).keys()].sort()).toEqual(['a', 'b']);
+  });
+
+  test('host changes: deltas only; both agents equal the full state', async () => {
+    const before = agents.map((a) => pushKinds(a.id, allCpLogs()).length);
+    await zkc.put('/services/web/c', host(backends[2]!));
+    await zkc.remove('/services/web/a');
+    await sleep(300);
+    await zkc.put('/services/web/a', JSON.stringify({ address: '127.0.0.1', port: backends[0]!.port, weight: 3 }));
+    await expectConverged();
+    for (const [i, a] of agents.entries()) {
+      const kinds = pushKinds(a.id, allCpLogs()).slice(before[i]);
+      expect(kinds.length).toBeGreaterThan(0);
+      expect(kinds.every((k) => k === 'delta')).toBe(true);
+    }
+  });
+
+  test('service changes (added, changed, removed), each a rollout: deltas; equal to the full state after each', async () => {
+    await zkc.put('/service_config/api', JSON.stringify({ type: 'zookeeper', path: '/services/api', port: apiPort, listen_options: ['mode http'] }));
+    await zkc.put('/services/api/d', host(backends[3]!));
+    await waitForRolloutToFinish();
+    await expectConverged();
+    for (const a of agents) expect([...(await tally(apiPort, 4, a.ip)).keys()]).toEqual(['d']);
+
+    await zkc.put('/service_config/web', webConfig('v2'));
+    await waitForRolloutToFinish();
+    const states = await expectConverged();
+    expect(states[0]!.services.find((s) => s.name === 'web')!.listenOptions).toContain('http-response set-header X-Rev v2');
+
+    await zkc.remove('/services/api/d');
+    await zkc.remove('/service_config/api');
+    await waitForRolloutToFinish();
+    const after = await expectConverged();
+    expect(after[0]!.services.map((s) => s.name)).toEqual(['web']);
+    for (const a of agents) expect(pushKinds(a.id, allCpLogs()).slice(1).every((k) => k === 'delta')).toBe(true);
+  });
+
+  test('control-plane restart: agents declare what they hold; a change made meanwhile arrives as a delta, not a full state', async () => {
+    cpLogs.push(cp!.logs());
+    expect(await cp!.stop()).toBe(0);
+    await zkc.put('/services/web/d', host(backends[3]!));
+    await startCp();
+    await expectConverged();
+    const logs = cp!.logs();
+    for (const a of agents) {
+      expect(logs).toMatch(new RegExp(`"node_id":"${a.id}"[^\\n]*"base_resources":1[^\\n]*agent connected|agent connected[^\\n]*"base_resources":1`));
+      expect(pushKinds(a.id, logs)).toEqual(['delta']);
+    }
+  });
+
+  test('agent restart (hand-over, then start): the cache is declared, a change made meanwhile arrives as a delta; no reload', async () => {
+    const a = agents[0]!;
+    expect(await a.proc!.stop('SIGUSR2')).toBe(0);
+    const mark = cp!.logs().length;
+    await zkc.remove('/services/web/b');
+    await sleep(500);
+    a.proc = startCli(['agent', '--config', a.config]);
+    expect(await a.proc.waitForLog(/took over the HAProxy the previous agent left running/)).toBe(true);
+    await expectConverged();
+    expect(pushKinds(a.id, cp!.logs().slice(mark))).toEqual(['delta']);
+    expect(a.proc.logs()).not.toMatch(/haproxy (started|reloaded)/);
+  });
+
+  test('no agent ever asked for a resync, and every agent ACKed each version it was sent', async () => {
+    expect(allCpLogs()).not.toMatch(/asks for a full resync/);
+    for (const a of agents) expect(a.proc!.logs()).not.toMatch(/asking for a full resync/);
+  });
+});
