@@ -2,7 +2,7 @@
  * fanout: one control plane (the built CLI, its own process, real ZooKeeper) and N simulated agents (real gRPC
  * clients, one TCP connection each, in worker processes; see lib-sim-agents.ts). One host change in ZooKeeper →
  * per agent, the time from the ZooKeeper write to the agent's ACK of the new version (the simulated agent ACKs
- * as soon as grpc-js has decoded the push, so this is "push received" plus a few microseconds). Several changes
+ * as soon as it has taken the push into its HeldState: "push received and merged"). Several changes
  * per N; the samples of all of them are pooled. N steps up (100, 1000, 2000, 5000, 10000): the largest N whose agents
  * all connected, stayed connected and got every change is `max_connected`.
  *

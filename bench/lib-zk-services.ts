@@ -9,9 +9,9 @@
  */
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { freePort } from '../test/helpers/net';
+import { freePort, sleep } from '../test/helpers/net';
 import { ZkTestClient } from '../test/helpers/zk-client';
-import { CliChild, controlPlaneYaml, startCli, waitForDesiredState } from './lib-grpc';
+import { CliChild, controlPlaneYaml, listAgents, startCli, waitForDesiredState } from './lib-grpc';
 
 export const serviceName = (s: number): string => (s === 0 ? 'web' : `web${s}`);
 export const servicePath = (s: number): string => `/services/${serviceName(s)}`;
@@ -79,4 +79,27 @@ export async function startControlPlane(zkConnect: string, dir: string, logLevel
   const cp = startCli(['controlplane', '--config', cfg], path.join(dir, 'controlplane.log'), logLevel);
   await waitForDesiredState(cp, address, 120_000);
   return { cp, address };
+}
+
+/**
+ * Polls ControlPlaneAdmin.ListAgents until `n` agents are connected and have ACKed the desired version, and that
+ * version has not changed for `quietMs`; returns false on timeout.
+ */
+export async function waitAllAcked(address: string, n: number, timeoutMs: number, quietMs = 500): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  let version = '';
+  let since = Date.now();
+  for (;;) {
+    const view = await listAgents(address).catch(() => undefined);
+    if (view) {
+      if (view.desiredVersion !== version) {
+        version = view.desiredVersion;
+        since = Date.now();
+      }
+      const acked = view.agents.filter((a) => a.connected && a.lastAckedVersion === view.desiredVersion).length;
+      if (acked >= n && Date.now() - since >= quietMs) return true;
+    }
+    if (Date.now() > deadline) return false;
+    await sleep(100);
+  }
 }

@@ -25,10 +25,18 @@ export class HeldState {
   private sorted: Service[] = [];
   private index = new Map<string, number>();
 
-  /** What an agent holds at start: its last applied state (the disk cache), hashed into resources; or nothing. */
+  /**
+   * What an agent holds at start: its last applied state (the disk cache), hashed into resources; or nothing (also
+   * when that state cannot be held, e.g. a service name twice: the control plane then sends a full push).
+   */
   static of(state: DesiredState | undefined): HeldState {
     const held = new HeldState();
-    if (state) held.replace(state.version, state.haproxy, state.services.map((s) => ({ service: s, version: resourceVersion(s) })));
+    try {
+      if (state) held.replace(state.version, state.haproxy, state.services.map((s) => ({ service: s, version: resourceVersion(s) })));
+    } catch (err) {
+      if (!(err instanceof PushMismatch)) throw err;
+      held.clear();
+    }
     return held;
   }
 
@@ -67,7 +75,7 @@ export class HeldState {
       // A control plane from before incremental pushes: every push is the whole state.
       const state = fromProto(push.state);
       this.replace(push.version, state.haproxy, state.services.map((s) => ({ service: s, version: resourceVersion(s) })));
-      return { ...state, version: push.version };
+      return { version: push.version, haproxy: this.haproxy, services: this.sorted };
     }
     if (push.full) {
       if (!push.haproxy) throw new PushMismatch(`full push ${push.nonce} has no haproxy globals`);

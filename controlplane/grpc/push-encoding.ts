@@ -38,12 +38,6 @@ export function pushBody(target: DesiredState, key: string, make: () => Delta | 
   return body;
 }
 
-/** Encodes a delta not worth caching (a reconnecting agent's own base). */
-export function encodeOnce(d: Delta): Buffer {
-  encodingStats.encoded++;
-  return Buffer.from(Push.encode(deltaToPush(d)).finish());
-}
-
 /** A ControlMessage to `call.write` that the serializer below turns into `body` + `nonce` without re-encoding. */
 export function preEncodedPush(body: Buffer, nonce: string): ControlMessage {
   return { [PRE_ENCODED]: { body, nonce } } as unknown as ControlMessage;

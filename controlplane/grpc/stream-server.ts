@@ -8,7 +8,7 @@ import { AgentMessage, AgentStreamServer, ApplyMethod, applyMethodToJSON, Contro
 import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
 import { identifyCall } from '../../common/grpc-auth';
 import { AgentRecord, AgentRegistry } from './registry';
-import { encodeOnce, preEncodedPush, pushBody } from './push-encoding';
+import { preEncodedPush, pushBody } from './push-encoding';
 
 /** Where the stream server gets desired states from (discovery now; the rollout engine later). */
 export interface DesiredStateSource {
@@ -120,7 +120,9 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           const base = held.state;
           return { body: pushBody(desired, base.version, (): Delta => diff(resourceSet(base), desired)), kind: 'delta' };
         }
-        return { body: encodeOnce(diff(held.declared, desired)), kind: 'delta' };
+        // After a control-plane restart most agents declare the same base: one encoding for all of them.
+        const declared = held.declared;
+        return { body: pushBody(desired, `\0declared\0${declared.version}\0${declared.digest}`, () => diff(declared, desired)), kind: 'delta' };
       };
 
       // The state is picked when the push's turn comes, so a queued agent gets the newest one.

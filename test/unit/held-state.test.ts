@@ -76,7 +76,7 @@ describe('HeldState: deltas from diff() rebuild the target exactly', () => {
       }
       if (rand() < 0.2) services = services.reverse(); // order of services in the state does not matter
       counts[kind]++;
-      const next = state(services, defaults);
+      const next = state(services, [...defaults]);
       const got = held.take(deltaPush(current, next));
       expectHolds(got, next);
       expect(held.version).toBe(next.version);
