@@ -134,6 +134,11 @@ export interface ControlPlaneConfig {
   readonly newStreamsPerSecond: number;
   /** Desired-state pushes per second across all agents. */
   readonly pushesPerSecond: number;
+  /**
+   * Bytes of pushes written but not yet sent on to agents, across all agents: more wait their turn (each agent has
+   * at most one push in flight). Bounds the memory a first sync of a big state to thousands of agents takes.
+   */
+  readonly pushBufferBytes: number;
   /** Agents disconnected longer than this are forgotten (memory stays bounded however many node ids are tried). */
   readonly forgetAgentsAfterMs: number;
   /** Directories `file` watchers may read (realpath); empty = `file` watchers are refused. */
@@ -461,6 +466,7 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     tls: optionalTls(raw.tls, file, 'controlplane.tls', base),
     newStreamsPerSecond: optionalInt(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second', 1, 1_000_000) ?? 2000,
     pushesPerSecond: optionalInt(raw.pushes_per_second, file, 'controlplane.pushes_per_second', 1, 1_000_000) ?? 5000,
+    pushBufferBytes: (optionalInt(raw.push_buffer_mb, file, 'controlplane.push_buffer_mb', 1, 65_536) ?? 32) * 1024 * 1024,
     forgetAgentsAfterMs: optionalInt(raw.forget_agents_after_ms, file, 'controlplane.forget_agents_after_ms', 1000, 30 * 86_400_000) ?? 3_600_000,
     fileWatcherDirs: absoluteDirs(raw.file_watcher_dirs, file, 'controlplane.file_watcher_dirs', base),
     ...(raw.zk_digest_file !== undefined && raw.zk_digest_file !== null ? { zkDigestFile: resolvePath(base, optionalString(raw.zk_digest_file, file, 'controlplane.zk_digest_file')!) } : {}),

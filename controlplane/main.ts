@@ -174,6 +174,7 @@ export class ControlPlaneProcess {
       agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
         newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
         pushesPerSecond: config.controlplane.pushesPerSecond,
+        pushBufferBytes: config.controlplane.pushBufferBytes,
       }, this.authorizer),
     );
     this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry));

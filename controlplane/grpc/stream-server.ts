@@ -23,23 +23,36 @@ export interface StreamLimits {
   readonly newStreamsPerSecond: number;
   /** Pushes sent per second across all agents (burst: the same number); the rest wait their turn. */
   readonly pushesPerSecond: number;
+  /** Bytes of pushes written and not yet sent on, across all agents; the rest wait their turn. */
+  readonly pushBufferBytes?: number;
 }
 
-export const DEFAULT_LIMITS: StreamLimits = { newStreamsPerSecond: 2000, pushesPerSecond: 5000 };
+export const DEFAULT_LIMITS: StreamLimits = { newStreamsPerSecond: 2000, pushesPerSecond: 5000, pushBufferBytes: 32 * 1024 * 1024 };
 
 /**
- * Paces pushes through one token bucket with one queue and one timer: when the bucket is empty, waiting streams
- * queue up (each at most once) instead of each polling with its own timer.
+ * Paces pushes through one token bucket and one byte budget, with one queue and one timer: when the bucket is
+ * empty or the bytes written and not yet sent on exceed the budget, waiting streams queue up (each at most once)
+ * instead of each polling with its own timer. The budget bounds the control plane's memory during a first sync of
+ * a big state to thousands of agents (each push is copied per agent by grpc-js and held until the agent reads it).
  */
 export class PushPacer {
   private readonly queue = new Set<() => void>();
   private timer: NodeJS.Timeout | undefined;
+  private inFlight = 0;
 
-  constructor(private readonly bucket: TokenBucket) {}
+  constructor(
+    private readonly bucket: TokenBucket,
+    private readonly maxBytes = Infinity,
+  ) {}
 
-  /** Runs `send` now if a token is free and nobody is waiting, else when its turn comes. */
+  /** Bytes written and not yet sent on. */
+  get bytesInFlight(): number {
+    return this.inFlight;
+  }
+
+  /** Runs `send` now if a token and budget are free and nobody is waiting, else when its turn comes. */
   schedule(send: () => void): void {
-    if (this.queue.size === 0 && this.bucket.tryTake()) return send();
+    if (this.queue.size === 0 && this.inFlight < this.maxBytes && this.bucket.tryTake()) return send();
     this.queue.add(send);
     this.arm();
   }
@@ -48,17 +61,31 @@ export class PushPacer {
     this.queue.delete(send);
   }
 
-  private arm(): void {
+  /** `bytes` were written; call the returned function once they are sent on (or the stream is gone), once. */
+  wrote(bytes: number): () => void {
+    this.inFlight += bytes;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.inFlight -= bytes;
+      if (this.queue.size > 0) this.arm(0);
+    };
+  }
+
+  private arm(delayMs?: number): void {
     if (this.timer) return;
+    // Over budget, it is a write completing that re-arms the queue (wrote's callback), not the bucket's timer.
+    if (this.inFlight >= this.maxBytes && delayMs === undefined) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       for (const send of this.queue) {
-        if (!this.bucket.tryTake()) break;
+        if (this.inFlight >= this.maxBytes || !this.bucket.tryTake()) break;
         this.queue.delete(send);
         send();
       }
       if (this.queue.size > 0) this.arm();
-    }, Math.max(1, this.bucket.waitMs()));
+    }, Math.max(delayMs ?? 1, this.bucket.waitMs()));
   }
 }
 
@@ -83,7 +110,7 @@ let nonceCounter = 0;
  */
 export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS, authorizer: Authorizer = new Authorizer(undefined)): AgentStreamServer {
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
-  const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushesPerSecond));
+  const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushesPerSecond), limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes);
   return {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
       if (!newStreams.tryTake()) {
@@ -102,6 +129,8 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       let nackedVersion = '';
       let outstanding: { version: string; nonce: string } | undefined;
       let queued = false;
+      /** The last push's bytes are written and not yet sent on: the next waits (one push in flight per agent). */
+      let sending: (() => void) | undefined;
       let closed = false;
       let alog = log;
 
@@ -128,7 +157,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       // The state is picked when the push's turn comes, so a queued agent gets the newest one.
       const send = () => {
         queued = false;
-        if (closed || !agent) return;
+        if (closed || !agent || sending) return;
         const desired = source.desiredFor(agent);
         if (!desired || !lacks(desired)) return;
         const nonce = `${noncePrefix}-${++nonceCounter}`;
@@ -142,11 +171,18 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         else if (kind === 'full') streamStats.fullPushes++;
         else streamStats.protocol0Pushes++;
         streamStats.bytes += body.length;
-        call.write(preEncodedPush(body, nonce));
+        const sent = pacer.wrote(body.length);
+        sending = sent;
+        call.write(preEncodedPush(body, nonce), () => {
+          sent();
+          if (sending !== sent) return;
+          sending = undefined;
+          maybePush(); // a change that came while this push was in flight
+        });
         alog.debug({ version: desired.version, nonce, kind, bytes: body.length }, 'pushed desired state');
       };
       const maybePush = () => {
-        if (closed || !agent || queued) return;
+        if (closed || !agent || queued || sending) return;
         const desired = source.desiredFor(agent);
         if (!desired || !lacks(desired)) return;
         queued = true;
@@ -227,6 +263,8 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         if (closed) return;
         closed = true;
         pacer.cancel(send);
+        sending?.(); // its bytes will never be sent on
+        sending = undefined;
         unsubscribe?.();
         if (agent) {
           registry.disconnect(agent);
