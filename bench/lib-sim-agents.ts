@@ -1,9 +1,9 @@
 /**
  * Simulated agents for the fanout, rollout, pushsize and sustained benchmarks: real gRPC clients of the agent
  * stream (one channel and one TCP connection each, like real agents on their own hosts) that speak stream
- * protocol 2 as real agents do — a hello with PROTOCOL_VERSION and what they hold, every push taken into a
- * HeldState of their own (agent/sources/held-state.ts: decoded, merged, digest checked), a Resync when a push
- * does not fit — and ACK every push they take at once (nothing is applied), then reconnect with the real agent's
+ * protocol 2 as real agents do — a hello with PROTOCOL_VERSION and what they hold, every push decoded and taken
+ * into what they hold (base version, removals and digest checked as agent/sources/held-state.ts does), a Resync
+ * when a push does not fit — and ACK every push they take at once (nothing is applied), then reconnect with the real agent's
  * backoff — including on RESOURCE_EXHAUSTED from the control plane's new-stream limit. They run in worker
  * processes (`fork` of this file), so the benchmark's own bookkeeping and the clients' decoding never share an
  * event loop with the control plane, nor with each other beyond a share of the CPUs.
@@ -20,7 +20,8 @@
 import { ChildProcess, fork } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { MAX_PUSH_BYTES, reconnectDelay } from '../agent/sources/grpc';
-import { HeldState, PushMismatch } from '../agent/sources/held-state';
+import { PushMismatch } from '../agent/sources/held-state';
+import { Digest, PROTOCOL_VERSION } from '../common/resources';
 import { AgentMessage, AgentStreamClient, AgentStreamService, ApplyMethod, ControlMessage, Hello, Push } from '../common/gen/proxymgr/v1/stream';
 import { monoMs, trackChild } from './lib-grpc';
 
@@ -143,10 +144,80 @@ function* markersIn(push: Push): Generator<number> {
   }
 }
 
+/**
+ * What a simulated agent holds: the resource versions and server counts of HeldState, without the service objects.
+ * A real agent holds one state per process; 500 simulated agents per worker holding 10,000 server objects each
+ * kept 1.6 GB live per worker, and garbage collection over that heap (not the protocol) made the workers the
+ * bottleneck of `sustained`. The checks are HeldState's: base version, removals of what is held, the digest.
+ */
+class HeldVersions {
+  version = '';
+  private globalsVersion = '';
+  private readonly resources = new Map<string, { version: string; servers: number }>();
+  private digest = new Digest();
+  services = 0;
+  servers = 0;
+
+  hello(): { protocolVersion: number; baseVersion: string; baseResources: { [name: string]: string }; baseGlobalsVersion: string } {
+    const baseResources: { [name: string]: string } = {};
+    if (this.version) for (const [name, r] of this.resources) baseResources[name] = r.version;
+    return { protocolVersion: PROTOCOL_VERSION, baseVersion: this.version, baseResources, baseGlobalsVersion: this.version ? this.globalsVersion : '' };
+  }
+
+  take(push: Push): void {
+    try {
+      this.takeOrThrow(push);
+    } catch (err) {
+      this.version = '';
+      this.resources.clear();
+      this.digest = new Digest();
+      throw err;
+    }
+  }
+
+  private takeOrThrow(push: Push): void {
+    if (push.full) {
+      this.resources.clear();
+      this.digest = new Digest();
+      this.globalsVersion = push.globalsVersion;
+      this.digest.toggleGlobals(push.globalsVersion);
+    } else {
+      if (!this.version || push.baseVersion !== this.version) throw new PushMismatch(`push ${push.nonce} builds on ${push.baseVersion}, this agent holds ${this.version || 'nothing'}`);
+      if (push.haproxy) {
+        this.digest.toggleGlobals(this.globalsVersion);
+        this.globalsVersion = push.globalsVersion;
+        this.digest.toggleGlobals(push.globalsVersion);
+      }
+    }
+    for (const name of push.removed) {
+      const had = this.resources.get(name);
+      if (!had) throw new PushMismatch(`push ${push.nonce} removes ${name}, which this agent does not hold`);
+      this.digest.toggle(name, had.version);
+      this.resources.delete(name);
+      this.servers -= had.servers;
+    }
+    for (const r of push.upserted) {
+      const had = this.resources.get(r.name);
+      if (had) {
+        this.digest.toggle(r.name, had.version);
+        this.servers -= had.servers;
+      }
+      const servers = r.service?.servers.length ?? 0;
+      this.resources.set(r.name, { version: r.version, servers });
+      this.servers += servers;
+      this.digest.toggle(r.name, r.version);
+    }
+    if (push.full) this.servers = [...this.resources.values()].reduce((n, r) => n + r.servers, 0);
+    this.services = this.resources.size;
+    this.version = push.version;
+    if (this.digest.hex() !== push.digest) throw new PushMismatch(`after push ${push.nonce} the digest is ${this.digest.hex()}, the control plane says ${push.digest}`);
+  }
+}
+
 class SimAgent {
   version = '';
   /** What this agent holds (kept across reconnects, as a real agent keeps it). */
-  readonly held = new HeldState();
+  readonly held = new HeldVersions();
   services = 0;
   servers = 0;
   /** With tracking on: per change marker, when this agent first held it (monotonic ms; 0 = not yet). */
@@ -192,9 +263,8 @@ class SimAgent {
         status.connected++;
       }
       if (awaitingFull && !push.full && !push.state) return;
-      let services: readonly { readonly servers: readonly unknown[] }[];
       try {
-        services = this.held.take(push).services;
+        this.held.take(push);
       } catch (err) {
         status.resyncs++;
         awaitingFull = true;
@@ -217,10 +287,8 @@ class SimAgent {
         round.acksAt.push(at);
       }
       this.version = push.version;
-      this.services = services.length;
-      let servers = 0;
-      for (const s of services) servers += s.servers.length;
-      this.servers = servers;
+      this.services = this.held.services;
+      this.servers = this.held.servers;
       if (trackCapacity > 0) {
         const seen = (this.seen ??= new Float64Array(trackCapacity + 1));
         for (const m of markersIn(push)) {
@@ -401,7 +469,7 @@ export class SimFleet {
 
   static async start(workers: number): Promise<SimFleet> {
     const handles = Array.from({ length: workers }, () => {
-      const proc = fork(__filename, ['sim-agents'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--max-old-space-size=4096'] });
+      const proc = fork(__filename, ['sim-agents'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--max-old-space-size=4096', ...(process.env.BENCH_SIM_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')] });
       trackChild(proc);
       return new WorkerHandle(proc);
     });

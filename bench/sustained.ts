@@ -41,6 +41,9 @@ export async function main(args: string[]): Promise<object> {
       `after ${baselineChanges} at 1/s (baseline); control-plane log level ${logLevel}`,
   );
 
+  // The control plane's push rate limit (controlplane.pushes_per_second); unset = its default.
+  const pushesPerSecond = intArg(args, 'pushes-per-second', 0);
+  const pushBurst = intArg(args, 'push-burst', 0);
   const tmp = tempDir('proxymgr-bench-sustained-');
   let zk: ZooKeeper | undefined;
   const offInterrupt = onInterruptStopChildren(async () => {
@@ -57,7 +60,8 @@ export async function main(args: string[]): Promise<object> {
     await createHosts(zkc, 0, services, hosts);
     await createConfigs(zkc, zk.connectString, 0, services);
     say(`ZooKeeper: ${services} services × ${hosts} host nodes written in ${Math.round(monoMs() - p0)} ms`);
-    const started = await startControlPlane(zk.connectString, tmp.dir, logLevel);
+    const extraYaml = (pushesPerSecond ? `  pushes_per_second: ${pushesPerSecond}\n` : '') + (pushBurst ? `  push_burst: ${pushBurst}\n` : '');
+    const started = await startControlPlane(zk.connectString, tmp.dir, logLevel, extraYaml);
     cp = started.cp;
     const address = started.address;
 

@@ -132,8 +132,10 @@ export interface ControlPlaneConfig {
   readonly tls?: TlsConfig;
   /** New agent streams accepted per second; more are told to come back later. */
   readonly newStreamsPerSecond: number;
-  /** Desired-state pushes per second across all agents. */
+  /** Desired-state pushes per second across all agents, sustained. */
   readonly pushesPerSecond: number;
+  /** Pushes that may go at once (one change to a whole fleet) before pushes_per_second applies. */
+  readonly pushBurst: number;
   /**
    * Bytes of pushes written but not yet sent on to agents, across all agents: more wait their turn (each agent has
    * at most one push in flight). Bounds the memory a first sync of a big state to thousands of agents takes.
@@ -465,7 +467,8 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     metricsListen: optionalListen(raw.metrics_listen, file, 'controlplane.metrics_listen', ''),
     tls: optionalTls(raw.tls, file, 'controlplane.tls', base),
     newStreamsPerSecond: optionalInt(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second', 1, 1_000_000) ?? 2000,
-    pushesPerSecond: optionalInt(raw.pushes_per_second, file, 'controlplane.pushes_per_second', 1, 1_000_000) ?? 5000,
+    pushesPerSecond: optionalInt(raw.pushes_per_second, file, 'controlplane.pushes_per_second', 1, 1_000_000) ?? 2000,
+    pushBurst: optionalInt(raw.push_burst, file, 'controlplane.push_burst', 1, 10_000_000) ?? 10_000,
     pushBufferBytes: (optionalInt(raw.push_buffer_mb, file, 'controlplane.push_buffer_mb', 1, 65_536) ?? 32) * 1024 * 1024,
     forgetAgentsAfterMs: optionalInt(raw.forget_agents_after_ms, file, 'controlplane.forget_agents_after_ms', 1000, 30 * 86_400_000) ?? 3_600_000,
     fileWatcherDirs: absoluteDirs(raw.file_watcher_dirs, file, 'controlplane.file_watcher_dirs', base),

@@ -33,12 +33,42 @@ const DIGEST_BYTES = 16;
 /** The globals' term uses a name no service can have (service names are `[A-Za-z0-9_.:-]+`). */
 const GLOBALS_TERM = '\0globals';
 
+/**
+ * The digest term of (name, version); see Digest. Recent terms are kept: a resource toggled on is toggled off
+ * later, and an agent's hello and its pushes name the same (name, version) pairs many times.
+ */
+const termCache = new Map<string, Buffer>();
+const TERM_CACHE_MAX = 50_000;
+function term(name: string, version: string): Buffer {
+  const key = `${name}\0${version}`;
+  let t = termCache.get(key);
+  if (!t) {
+    t = createHash('sha256').update(key).digest();
+    if (termCache.size >= TERM_CACHE_MAX) termCache.clear();
+    termCache.set(key, t);
+  }
+  return t;
+}
+
+/** Each service object's digest term, hashed once (a state of 500 services is then 500 XORs, not 500 hashes). */
+const serviceTerms = new WeakMap<Service, Buffer>();
+
 /** An order-independent digest of a resource set; add and remove are the same operation (XOR). */
 export class Digest {
   private readonly acc = Buffer.alloc(DIGEST_BYTES);
 
   toggle(name: string, version: string): void {
-    const h = createHash('sha256').update(name).update('\0').update(version).digest();
+    this.xor(term(name, version));
+  }
+
+  /** toggle(service.name, resourceVersion(service)), with the hash memoized per service object. */
+  toggleService(service: Service): void {
+    let t = serviceTerms.get(service);
+    if (!t) serviceTerms.set(service, (t = term(service.name, resourceVersion(service))));
+    this.xor(t);
+  }
+
+  private xor(h: Buffer): void {
     for (let i = 0; i < DIGEST_BYTES; i++) this.acc[i]! ^= h[i]!;
   }
 
@@ -76,9 +106,8 @@ export function resourceSet(state: DesiredState): ResourceSet & { readonly diges
     digest.toggleGlobals(gv);
     const resources = new Map<string, string>();
     for (const s of state.services) {
-      const v = resourceVersion(s);
-      resources.set(s.name, v);
-      digest.toggle(s.name, v);
+      resources.set(s.name, resourceVersion(s));
+      digest.toggleService(s);
     }
     set = { version: state.version, globalsVersion: gv, resources, digest: digest.hex() };
     resourceSets.set(state, set);

@@ -53,7 +53,9 @@ export function sanitizeState(state: DesiredState, previous?: DesiredState, poli
   const byListen = new Map<string, Service[]>();
   for (const s of accepted.values()) {
     const key = listenKey(s);
-    byListen.set(key, [...(byListen.get(key) ?? []), s]);
+    const group = byListen.get(key);
+    if (group) group.push(s);
+    else byListen.set(key, [s]);
   }
   for (const [key, group] of byListen) {
     if (group.length < 2) continue;
@@ -140,9 +142,26 @@ function computeServiceProblems(service: Service, policy: ServiceOptionsPolicy):
 }
 
 const serverProblemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Server, readonly string[]>>();
+const withoutBadCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Service, { readonly service: Service; readonly problems: readonly StateProblem[] }>>();
 
-/** `service` without the servers that have problems (each reported); the same object when all are fine. */
+/**
+ * `service` without the servers that have problems (each reported); the same object when all are fine. Memoized per
+ * policy and (immutable) service object: a snapshot after one host event re-checks only the service that changed.
+ */
 function withoutBadServers(service: Service, policy: ServiceOptionsPolicy, problems: StateProblem[]): Service {
+  let byService = withoutBadCache.get(policy);
+  if (!byService) withoutBadCache.set(policy, (byService = new WeakMap()));
+  let cached = byService.get(service);
+  if (!cached) {
+    const own: StateProblem[] = [];
+    cached = { service: checkServers(service, policy, own), problems: own };
+    byService.set(service, cached);
+  }
+  problems.push(...cached.problems);
+  return cached.service;
+}
+
+function checkServers(service: Service, policy: ServiceOptionsPolicy, problems: StateProblem[]): Service {
   let byServer = serverProblemCache.get(policy);
   if (!byServer) serverProblemCache.set(policy, (byServer = new WeakMap()));
   let bad: Set<Server> | undefined;

@@ -174,6 +174,7 @@ export class ControlPlaneProcess {
       agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
         newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
         pushesPerSecond: config.controlplane.pushesPerSecond,
+        pushBurst: config.controlplane.pushBurst,
         pushBufferBytes: config.controlplane.pushBufferBytes,
       }, this.authorizer),
     );

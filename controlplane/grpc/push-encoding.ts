@@ -16,8 +16,12 @@ interface PreEncoded {
   readonly [PRE_ENCODED]: { readonly body: Buffer; readonly nonce: string };
 }
 
-/** At most this many bases per target state keep their encoded delta (agents are mostly on one or two). */
-const MAX_BASES_PER_TARGET = 16;
+/**
+ * At most this many bases per target state keep their encoded delta. Quiet fleets are on one or two; under a stream
+ * of changes agents hold any of the last few dozen versions (each push carries what changed since the agent's last),
+ * and a cache smaller than that recomputes the same deltas over and over.
+ */
+const MAX_BASES_PER_TARGET = 128;
 const cache = new WeakMap<DesiredState, Map<string, Buffer>>();
 export const encodingStats = { encoded: 0, reused: 0 };
 

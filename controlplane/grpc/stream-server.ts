@@ -21,13 +21,20 @@ export interface DesiredStateSource {
 export interface StreamLimits {
   /** New streams accepted per second (burst: the same number); more are refused with RESOURCE_EXHAUSTED. */
   readonly newStreamsPerSecond: number;
-  /** Pushes sent per second across all agents (burst: the same number); the rest wait their turn. */
+  /** Pushes sent per second across all agents, sustained; the rest wait their turn. */
   readonly pushesPerSecond: number;
+  /** Pushes that may go at once (default: pushesPerSecond). */
+  readonly pushBurst?: number;
   /** Bytes of pushes written and not yet sent on, across all agents; the rest wait their turn. */
   readonly pushBufferBytes?: number;
+  /**
+   * How long a push may go unanswered before the next one is sent anyway. Until then an agent gets no new push: its
+   * answer is the flow control (a busy agent gets fewer, larger pushes instead of a backlog it would skip).
+   */
+  readonly answerTimeoutMs?: number;
 }
 
-export const DEFAULT_LIMITS: StreamLimits = { newStreamsPerSecond: 2000, pushesPerSecond: 5000, pushBufferBytes: 32 * 1024 * 1024 };
+export const DEFAULT_LIMITS: StreamLimits = { newStreamsPerSecond: 2000, pushesPerSecond: 2000, pushBurst: 10_000, pushBufferBytes: 32 * 1024 * 1024, answerTimeoutMs: 30_000 };
 
 /**
  * Paces pushes through one token bucket and one byte budget, with one queue and one timer: when the bucket is
@@ -110,7 +117,8 @@ let nonceCounter = 0;
  */
 export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS, authorizer: Authorizer = new Authorizer(undefined)): AgentStreamServer {
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
-  const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushesPerSecond), limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes);
+  const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond), limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes);
+  const answerTimeoutMs = limits.answerTimeoutMs ?? DEFAULT_LIMITS.answerTimeoutMs!;
   return {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
       if (!newStreams.tryTake()) {
@@ -128,12 +136,17 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       let sentVersion = '';
       let nackedVersion = '';
       let outstanding: { version: string; nonce: string } | undefined;
+      /** The outstanding push went unanswered for answerTimeoutMs: the next may go (its answer is still taken). */
+      let overdue = false;
+      let answerTimer: NodeJS.Timeout | undefined;
       let queued = false;
       /** The last push's bytes are written and not yet sent on: the next waits (one push in flight per agent). */
       let sending: (() => void) | undefined;
       let closed = false;
       let alog = log;
 
+      /** A push is out and neither answered nor overdue: the agent is still taking it; the next waits (flow control). */
+      const awaitingAnswer = () => outstanding !== undefined && !overdue;
       /** Whether the agent lacks `desired`. */
       const lacks = (desired: DesiredState): boolean => {
         if (protocol === 0) return desired.version !== sentVersion && desired.version !== nackedVersion;
@@ -157,12 +170,21 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       // The state is picked when the push's turn comes, so a queued agent gets the newest one.
       const send = () => {
         queued = false;
-        if (closed || !agent || sending) return;
+        if (closed || !agent || sending || awaitingAnswer()) return;
         const desired = source.desiredFor(agent);
         if (!desired || !lacks(desired)) return;
         const nonce = `${noncePrefix}-${++nonceCounter}`;
         const { body, kind } = bodyFor(desired);
         outstanding = { version: desired.version, nonce };
+        overdue = false;
+        clearTimeout(answerTimer);
+        answerTimer = setTimeout(() => {
+          if (outstanding?.nonce !== nonce) return;
+          overdue = true;
+          alog.warn({ version: desired.version, nonce, after_ms: answerTimeoutMs }, 'push not answered in time; the next change is pushed anyway');
+          maybePush();
+        }, answerTimeoutMs);
+        answerTimer.unref();
         sentVersion = desired.version;
         nackedVersion = ''; // a different version goes out: the NACKed one is no longer the last word
         held = { state: desired };
@@ -182,7 +204,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         alog.debug({ version: desired.version, nonce, kind, bytes: body.length }, 'pushed desired state');
       };
       const maybePush = () => {
-        if (closed || !agent || queued || sending) return;
+        if (closed || !agent || queued || sending || awaitingAnswer()) return;
         const desired = source.desiredFor(agent);
         if (!desired || !lacks(desired)) return;
         queued = true;
@@ -236,14 +258,17 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since (or never sent)
           if (msg.ack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           outstanding = undefined;
+          clearTimeout(answerTimer);
           const reasons = clip(msg.ack.reasons);
           registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings), clip(msg.ack.rejectedServices));
-          alog.info({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons, duration_ms: msg.ack.durationMs }, 'ACK');
+          // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
+          alog.debug({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons, duration_ms: msg.ack.durationMs }, 'ACK');
           maybePush();
         } else if (msg.nack) {
           if (msg.nack.nonce !== outstanding?.nonce) return;
           if (msg.nack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           outstanding = undefined;
+          clearTimeout(answerTimer);
           nackedVersion = msg.nack.version;
           sentVersion = msg.nack.runningVersion; // protocol 0; protocol 2 agents hold what they were sent (held)
           const reason = clipText(msg.nack.reason);
@@ -253,7 +278,9 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         } else if (msg.resync) {
           if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
           streamStats.resyncs++;
-          if (msg.resync.nonce === outstanding?.nonce) outstanding = undefined;
+          // The agent takes nothing until a full push: whatever is outstanding will not be answered.
+          outstanding = undefined;
+          clearTimeout(answerTimer);
           alog.warn({ nonce: msg.resync.nonce.slice(0, 60), reason: clipText(msg.resync.reason) }, 'agent asks for a full resync');
           needFull = true;
           maybePush();
@@ -263,6 +290,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         if (closed) return;
         closed = true;
         pacer.cancel(send);
+        clearTimeout(answerTimer);
         sending?.(); // its bytes will never be sent on
         sending = undefined;
         unsubscribe?.();

@@ -4,14 +4,14 @@ import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
 import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { agentStreamServer, DesiredStateSource } from '../../controlplane/grpc/stream-server';
+import { agentStreamServer, DesiredStateSource, StreamLimits } from '../../controlplane/grpc/stream-server';
 import { eventually, sleep } from '../helpers/net';
 import { server, service, state } from '../helpers/agent';
 
 jest.setTimeout(30_000);
 
 /** A real gRPC server running the agent stream over a desired state the test controls. */
-async function startStreamServer(limits = { newStreamsPerSecond: 100, pushesPerSecond: 100 }) {
+async function startStreamServer(limits: StreamLimits = { newStreamsPerSecond: 100, pushesPerSecond: 100 }) {
   let current: DesiredState | undefined;
   const subscribers = new Set<() => void>();
   const source: DesiredStateSource = {
@@ -169,6 +169,34 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
     }
   });
 
+  test('flow control: no new push until the outstanding one is answered (or overdue); then the newest state, once', async () => {
+    const s = await startStreamServer({ newStreamsPerSecond: 100, pushesPerSecond: 100, answerTimeoutMs: 1500 });
+    s.set(v1);
+    const a = rawAgent(s.port, 'n1');
+    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+    try {
+      expect(await eventually(() => a.pushes.length === 1)).toBe(true);
+      s.set(v2);
+      s.set(v3);
+      await sleep(300);
+      expect(a.pushes).toHaveLength(1); // v1 is not answered yet: v2 and v3 wait
+      ack(a.pushes[0]);
+      expect(await eventually(() => a.pushes.length === 2)).toBe(true);
+      expect(a.pushes[1]!.version).toBe(v3.version); // the newest, not v2 then v3
+      // Unanswered: after answerTimeoutMs the next change goes anyway, and a late answer to it still counts.
+      s.set(v1);
+      await sleep(500);
+      expect(a.pushes).toHaveLength(2);
+      expect(await eventually(() => a.pushes.length === 3, 3000)).toBe(true);
+      expect(a.pushes[2]!.version).toBe(v1.version);
+      ack(a.pushes[2]);
+      expect(await eventually(() => s.registry.get('n1')?.runningVersion === v1.version)).toBe(true);
+    } finally {
+      a.close();
+      s.close();
+    }
+  });
+
   test('new streams beyond the rate are refused with RESOURCE_EXHAUSTED; pushes beyond the rate wait their turn', async () => {
     const s = await startStreamServer({ newStreamsPerSecond: 3, pushesPerSecond: 5 });
     s.set(v1);
@@ -178,10 +206,22 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       const served = agents.filter((a) => !a.error());
       expect(served).toHaveLength(3);
       expect(await eventually(() => served.every((a) => a.pushes.length === 1))).toBe(true);
-      // Two more versions to 3 agents = 6 pushes at 5/s with a burst of 5: the last one waits ~200 ms.
+      // Two more versions to 3 agents, each answered as it comes = 6 pushes at 5/s with a burst of 5: the last waits.
+      const answered = new Set<string>();
+      const answerAll = () => {
+        for (const a of served) {
+          const p = a.pushes.at(-1);
+          if (p && !answered.has(p.nonce)) {
+            answered.add(p.nonce);
+            a.send({ ack: { version: p.version, nonce: p.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+          }
+        }
+      };
+      answerAll();
       s.set(v2);
+      expect(await eventually(() => (answerAll(), served.every((a) => a.pushes.at(-1)?.version === v2.version)), 5000)).toBe(true);
       s.set(v3);
-      expect(await eventually(() => served.every((a) => a.pushes.at(-1)?.version === v3.version), 5000)).toBe(true);
+      expect(await eventually(() => (answerAll(), served.every((a) => a.pushes.at(-1)?.version === v3.version)), 5000)).toBe(true);
     } finally {
       for (const a of agents) a.close();
       s.close();
