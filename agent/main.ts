@@ -16,7 +16,7 @@ import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { commandKind, reasonKind, serveMetrics } from '../common/metrics';
-import { fromJson, toJson } from '../common/state-codec';
+import { fromJson, stateJsonText } from '../common/state-codec';
 import { DesiredState, Service } from '../common/types';
 import { agentAdminServer } from './admin';
 import { Agent, ApplyResult } from './agent';
@@ -105,7 +105,7 @@ export class AgentProcess {
       m.record(result);
       const current = this.agent.current;
       if (result.outcome === 'rejected' || !current) return result;
-      const text = () => JSON.stringify(toJson(current), null, 1);
+      const text = () => stateJsonText(current);
       if (result.outcome === 'reload') {
         // A reload costs far more than the write, and a changed shape is what a restarted agent most needs.
         await this.cache.writeNow(text()).catch((err: unknown) => {

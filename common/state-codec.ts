@@ -57,3 +57,22 @@ export function fromJson(json: unknown): DesiredState {
 export function toJson(state: DesiredState): unknown {
   return pb.DesiredState.toJSON(toProto(state));
 }
+
+/** Each service's proto3 JSON text, memoized per (immutable) service object. */
+const serviceJson = new WeakMap<Service, string>();
+
+/**
+ * The proto3 JSON text of a state (what fromJson reads), built from per-service texts: the agent's state cache is
+ * rewritten after every change, and at 2,000 services only the services that changed are serialized again.
+ */
+export function stateJsonText(state: DesiredState): string {
+  const services = state.services.map((s) => {
+    let text = serviceJson.get(s);
+    if (text === undefined) serviceJson.set(s, (text = JSON.stringify(pb.Service.toJSON(serviceToProto(s)))));
+    return text;
+  });
+  const head = pb.DesiredState.toJSON({ version: state.version, haproxy: { global: [...state.haproxy.global], defaults: [...state.haproxy.defaults] }, services: [] }) as Record<string, unknown>;
+  delete head.services;
+  const prefix = JSON.stringify(head).slice(0, -1);
+  return `${prefix}${prefix.length > 1 ? ',' : ''}"services":[\n${services.join(',\n')}\n]}\n`;
+}

@@ -55,10 +55,25 @@ export function renderHaproxyConfig(state: DesiredState, opts: RenderOptions): s
   out.push(indent('load-server-state-from-file global'));
   listenOrder(state).forEach((service, i) => {
     out.push('');
-    out.push(...renderService(service, FIRST_LISTEN_FD + i).map((l, j) => (j === 0 ? l : indent(l))));
+    out.push(sectionText(service, FIRST_LISTEN_FD + i));
   });
   out.push('');
   return out.join('\n');
+}
+
+/**
+ * One service's section as text, memoized per (immutable) service object and fd: the config file is re-rendered
+ * after runtime changes (coalesced), and at 2,000 services only the services that changed are rendered again.
+ */
+const sections = new WeakMap<Service, { readonly fd: number; readonly text: string }>();
+function sectionText(service: Service, fd: number): string {
+  const cached = sections.get(service);
+  if (cached?.fd === fd) return cached.text;
+  const text = renderService(service, fd)
+    .map((l, j) => (j === 0 ? l : `    ${l}`))
+    .join('\n');
+  sections.set(service, { fd, text });
+  return text;
 }
 
 const FALLBACK_DEFAULTS = ['mode tcp', 'timeout connect 5s', 'timeout client 60s', 'timeout server 60s'];
