@@ -41,6 +41,9 @@ interface Measured {
 }
 
 /** `changes` host changes (a host node added, removed, added, …), each timed from the write to every agent's ACK. */
+/** Time for the push bucket (controlplane.pushes_per_second, default 2000) to refill after N pushes, plus a margin. */
+const refillGapMs = (n: number) => 300 + n / 2;
+
 async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapMs: number): Promise<Measured> {
   const samples: number[] = [];
   const allAcked: number[] = [];
@@ -79,7 +82,7 @@ export async function main(args: string[]): Promise<object> {
   const hosts = intArg(args, 'hosts', 20);
   const baselineAgents = intArg(args, 'baseline-agents', 1000);
   const logLevel = stringArg(args, 'log-level', 'info');
-  // By default the push limit (pushes_per_second, default 5000, burst the same) refills between changes, so each
+  // By default the push limit (pushes_per_second 2000, burst 10,000) refills between changes (N / 2000 s), so each
   // change measures a fan-out, not the limiter; --gap-ms=0 measures changes back to back.
   const gapArg = intArg(args, 'gap-ms', -1);
   const gapMs = gapArg >= 0 ? gapArg : undefined;
@@ -130,7 +133,7 @@ export async function main(args: string[]): Promise<object> {
       // Let the initial pushes' ACKs and logs drain, then check nobody dropped out meanwhile.
       await sleep(1000 + n / 5);
       const cpu0 = procStats(cp.pid).cpuMs;
-      const m = await measure(fleet, zkc, changes, gapMs ?? 300 + n / 5);
+      const m = await measure(fleet, zkc, changes, gapMs ?? refillGapMs(n));
       const cpuPerChange = (procStats(cp.pid).cpuMs - cpu0) / changes;
       const after = await fleet.status();
       const view = await listAgents(cpAddress);
@@ -177,7 +180,7 @@ export async function main(args: string[]): Promise<object> {
       if (connectMs === undefined) throw new Error(`baseline: not all ${baselineAgents} agents connected`);
       await sleep(1000 + baselineAgents / 5);
       const cpu0 = procStats(baseline.pid).cpuMs;
-      const m = await measure(fleet, zkc, changes, gapMs ?? 300 + baselineAgents / 5);
+      const m = await measure(fleet, zkc, changes, gapMs ?? refillGapMs(baselineAgents));
       const stats = procStats(baseline.pid);
       const cpuPerChange = Math.round((stats.cpuMs - cpu0) / changes);
       baselineResult = {

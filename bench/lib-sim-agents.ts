@@ -176,6 +176,15 @@ class HeldVersions {
   }
 
   private takeOrThrow(push: Push): void {
+    if (push.state) {
+      // A whole state (protocol 0: the fanout baseline server): counted, replacing what is held.
+      this.resources.clear();
+      this.digest = new Digest();
+      this.services = push.state.services.length;
+      this.servers = push.state.services.reduce((n, s) => n + s.servers.length, 0);
+      this.version = push.version;
+      return;
+    }
     if (push.full) {
       this.resources.clear();
       this.digest = new Digest();

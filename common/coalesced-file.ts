@@ -19,6 +19,10 @@ export class CoalescedFile {
   private timer: Timer | undefined;
   private chain: Promise<void> = Promise.resolve();
   private failures = 0;
+  /** Bumped by every writeNow: a scheduled write that fails after one must not come back over its content. */
+  private epoch = 0;
+  /** The scheduled content being written now (the fallback of a writeNow that fails behind it). */
+  private inFlight: (() => string) | undefined;
   /** The last write's error while writes fail; undefined once one succeeds. */
   failure: string | undefined;
 
@@ -46,7 +50,8 @@ export class CoalescedFile {
    * (what runs, when the caller's reload does not happen) is pending again.
    */
   writeNow(content: string): Promise<void> {
-    const dropped = this.pending;
+    this.epoch++;
+    const dropped = this.pending ?? this.inFlight;
     this.pending = undefined;
     this.clock.clearTimeout(this.timer);
     this.timer = undefined;
@@ -68,7 +73,9 @@ export class CoalescedFile {
     const content = this.pending;
     this.pending = undefined;
     if (!content) return this.chain;
+    const epoch = this.epoch;
     this.chain = this.chain.then(async () => {
+      this.inFlight = content;
       try {
         await this.write(this.file, content());
         this.succeeded();
@@ -76,11 +83,14 @@ export class CoalescedFile {
         this.failures++;
         this.failure = errorMessage(err);
         this.onError(this.file, err);
-        // Unless something newer came meanwhile, this content is still what the file should hold.
-        if (!this.pending) {
+        // Unless something newer came meanwhile (a schedule, or a writeNow queued behind this write), this content
+        // is still what the file should hold.
+        if (!this.pending && epoch === this.epoch) {
           this.pending = content;
           this.arm(Math.min(MAX_RETRY_MS, this.delayMs * 2 ** this.failures));
         }
+      } finally {
+        this.inFlight = undefined;
       }
     });
     return this.chain;

@@ -96,6 +96,12 @@ export class PushPacer {
   }
 }
 
+/**
+ * Pushes this large (first syncs and resyncs of big states) count against the pacer's byte budget until grpc-js has
+ * sent them on; deltas are a few KiB, and each agent has at most one unanswered push anyway (flow control).
+ */
+const LARGE_PUSH_BYTES = 64 * 1024;
+
 /** Counts for metrics and benchmarks: pushes by kind, resyncs asked for, bytes of push bodies written. */
 export const streamStats = { deltaPushes: 0, fullPushes: 0, protocol0Pushes: 0, resyncs: 0, bytes: 0 };
 
@@ -135,18 +141,40 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       /** Protocol 0: what the agent runs or was last sent, and the version NACKed by the last answer (no resend loop). */
       let sentVersion = '';
       let nackedVersion = '';
-      let outstanding: { version: string; nonce: string } | undefined;
-      /** The outstanding push went unanswered for answerTimeoutMs: the next may go (its answer is still taken). */
-      let overdue = false;
+      let outstanding: { version: string; nonce: string; at: number } | undefined;
+      /** Armed only while a change waits for the outstanding push's answer: it lets the change go once overdue. */
       let answerTimer: NodeJS.Timeout | undefined;
       let queued = false;
-      /** The last push's bytes are written and not yet sent on: the next waits (one push in flight per agent). */
+      /** A large push's bytes are written and not yet sent on: the next waits (see PushPacer's byte budget). */
       let sending: (() => void) | undefined;
       let closed = false;
       let alog = log;
 
-      /** A push is out and neither answered nor overdue: the agent is still taking it; the next waits (flow control). */
-      const awaitingAnswer = () => outstanding !== undefined && !overdue;
+      /**
+       * A push is out, unanswered and not overdue (answerTimeoutMs): the agent is still taking it, and the next waits
+       * (flow control: it will carry every change since). A late answer still counts.
+       */
+      const awaitingAnswer = (): boolean => {
+        if (!outstanding) return false;
+        const left = outstanding.at + answerTimeoutMs - Date.now();
+        if (left <= 0) return false;
+        if (!answerTimer) {
+          const overdue = outstanding;
+          answerTimer = setTimeout(() => {
+            answerTimer = undefined;
+            if (outstanding !== overdue) return;
+            alog.warn({ version: overdue.version, nonce: overdue.nonce, after_ms: answerTimeoutMs }, 'push not answered in time; the next change is pushed anyway');
+            maybePush();
+          }, left + 1);
+          answerTimer.unref();
+        }
+        return true;
+      };
+      const answered = () => {
+        outstanding = undefined;
+        clearTimeout(answerTimer);
+        answerTimer = undefined;
+      };
       /** Whether the agent lacks `desired`. */
       const lacks = (desired: DesiredState): boolean => {
         if (protocol === 0) return desired.version !== sentVersion && desired.version !== nackedVersion;
@@ -175,16 +203,8 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         if (!desired || !lacks(desired)) return;
         const nonce = `${noncePrefix}-${++nonceCounter}`;
         const { body, kind } = bodyFor(desired);
-        outstanding = { version: desired.version, nonce };
-        overdue = false;
-        clearTimeout(answerTimer);
-        answerTimer = setTimeout(() => {
-          if (outstanding?.nonce !== nonce) return;
-          overdue = true;
-          alog.warn({ version: desired.version, nonce, after_ms: answerTimeoutMs }, 'push not answered in time; the next change is pushed anyway');
-          maybePush();
-        }, answerTimeoutMs);
-        answerTimer.unref();
+        answered(); // an overdue one, if any: its late answer no longer matches
+        outstanding = { version: desired.version, nonce, at: Date.now() };
         sentVersion = desired.version;
         nackedVersion = ''; // a different version goes out: the NACKed one is no longer the last word
         held = { state: desired };
@@ -193,14 +213,18 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         else if (kind === 'full') streamStats.fullPushes++;
         else streamStats.protocol0Pushes++;
         streamStats.bytes += body.length;
-        const sent = pacer.wrote(body.length);
-        sending = sent;
-        call.write(preEncodedPush(body, nonce), () => {
-          sent();
-          if (sending !== sent) return;
-          sending = undefined;
-          maybePush(); // a change that came while this push was in flight
-        });
+        if (body.length < LARGE_PUSH_BYTES) {
+          call.write(preEncodedPush(body, nonce));
+        } else {
+          const sent = pacer.wrote(body.length);
+          sending = sent;
+          call.write(preEncodedPush(body, nonce), () => {
+            sent();
+            if (sending !== sent) return;
+            sending = undefined;
+            maybePush(); // a change that came while this push was in flight
+          });
+        }
         alog.debug({ version: desired.version, nonce, kind, bytes: body.length }, 'pushed desired state');
       };
       const maybePush = () => {
@@ -257,8 +281,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         if (msg.ack) {
           if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since (or never sent)
           if (msg.ack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
-          outstanding = undefined;
-          clearTimeout(answerTimer);
+          answered();
           const reasons = clip(msg.ack.reasons);
           registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings), clip(msg.ack.rejectedServices));
           // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
@@ -267,8 +290,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         } else if (msg.nack) {
           if (msg.nack.nonce !== outstanding?.nonce) return;
           if (msg.nack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
-          outstanding = undefined;
-          clearTimeout(answerTimer);
+          answered();
           nackedVersion = msg.nack.version;
           sentVersion = msg.nack.runningVersion; // protocol 0; protocol 2 agents hold what they were sent (held)
           const reason = clipText(msg.nack.reason);
@@ -279,8 +301,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
           streamStats.resyncs++;
           // The agent takes nothing until a full push: whatever is outstanding will not be answered.
-          outstanding = undefined;
-          clearTimeout(answerTimer);
+          answered();
           alog.warn({ nonce: msg.resync.nonce.slice(0, 60), reason: clipText(msg.resync.reason) }, 'agent asks for a full resync');
           needFull = true;
           maybePush();
@@ -290,7 +311,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         if (closed) return;
         closed = true;
         pacer.cancel(send);
-        clearTimeout(answerTimer);
+        answered();
         sending?.(); // its bytes will never be sent on
         sending = undefined;
         unsubscribe?.();

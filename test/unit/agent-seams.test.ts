@@ -1,5 +1,6 @@
 import { HaproxyConfigError, ProxyMgrError } from '../../common/errors';
 import { listenOrder } from '../../agent/haproxy/render';
+import * as planModule from '../../agent/plan';
 import { errno, fakeAgent } from '../helpers/fake-agent';
 import { server, service, state } from '../helpers/agent';
 
@@ -182,5 +183,103 @@ describe('Agent lifecycle', () => {
     await f.agent.stop();
     expect(f.supervisor.stops).toBe(0);
     expect((await f.agent.apply(state([web(server('b', 9002))]))).error?.message).toBe('agent: cannot apply a desired state: it is handed-over');
+  });
+});
+
+describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () => {
+  const db = service('db', 8003, [server('d1', 9200), server('d2', 9201)]);
+  const setServer = (cmds: readonly string[]) => cmds.filter((c) => !c.startsWith('show '));
+
+  /** Every plan the agent makes, with whether each desired service is the very object `running` holds. */
+  function watchPlans() {
+    const calls: { same: Record<string, boolean>; skipSame: boolean | undefined }[] = [];
+    const real = planModule.plan;
+    const spy = jest.spyOn(planModule, 'plan').mockImplementation((desired, running, actual, overrides, skipSame) => {
+      const byName = new Map((running?.services ?? []).map((s) => [s.name, s]));
+      calls.push({ same: Object.fromEntries(desired.services.map((s) => [s.name, byName.get(s.name) === s])), skipSame });
+      return real(desired, running, actual, overrides, skipSame);
+    });
+    return { calls, restore: () => spy.mockRestore() };
+  }
+
+  test('runtime changes to one service, then another, then none: commands only for the changed service; unchanged services stay the objects HAProxy runs', async () => {
+    const f = fakeAgent();
+    const plans = watchPlans();
+    try {
+      expect((await f.agent.apply(state([api, db, web(server('a', 9001), server('b', 9002))]))).outcome).toBe('reload');
+
+      const web1 = web(server('a', 9001, { weight: 5 }), server('b', 9002));
+      const r1 = await f.agent.apply(state([api, db, web1]));
+      expect(r1.outcome).toBe('runtime');
+      expect(r1.commands).toEqual(['set server web/a weight 5']);
+
+      const db2 = { ...db, servers: [...db.servers, server('d3', 9202)] };
+      const second = state([api, db2, web1]);
+      const sent = f.runtime.commands.length;
+      const r2 = await f.agent.apply(second);
+      expect(r2.outcome).toBe('runtime');
+      expect(r2.commands).toEqual(['add server db/d3 127.0.0.1:9202 weight 1', 'set server db/d3 state ready']);
+      expect(setServer(f.runtime.commands.slice(sent))).toEqual(r2.commands);
+      // Planned against the agent's cache, with web1 (changed by the apply before) and api already HAProxy's objects.
+      expect(plans.calls.at(-1)).toEqual({ same: { api: true, db: false, web: true }, skipSame: true });
+
+      const before = f.runtime.commands.length;
+      const r3 = await f.agent.apply(second);
+      expect(r3.outcome).toBe('nothing');
+      expect(r3.commands).toEqual([]);
+      expect(f.runtime.commands.slice(before)).toEqual([]); // not even a read: planned against the cache
+      expect(plans.calls.at(-1)).toEqual({ same: { api: true, db: true, web: true }, skipSame: true });
+
+      // An equal state made of new objects is planned server by server against the cache, and is nothing too.
+      const r4 = await f.agent.apply(structuredClone(second));
+      expect(r4.outcome).toBe('nothing');
+      expect(f.runtime.commands.slice(before)).toEqual([]);
+      expect(f.supervisor.starts).toHaveLength(1);
+      expect(f.runtime.backends.get('web')?.get('a')?.weight).toBe(5);
+      expect(f.runtime.backends.get('db')?.get('d3')).toMatchObject({ adminState: 0 });
+    } finally {
+      plans.restore();
+      await f.agent.stop();
+    }
+  });
+
+  test('a removed server is held in maint until a reload; when the service changes again and the server comes back, it is set ready', async () => {
+    const f = fakeAgent();
+    try {
+      await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002))]));
+      const r1 = await f.agent.apply(state([api, web(server('a', 9001))]));
+      expect(r1.commands).toEqual(['set server web/b state maint']);
+      expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(1);
+
+      // The service changes again without b: b stays in maint, and is not sent maint again.
+      const r2 = await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }))]));
+      expect(r2.outcome).toBe('runtime');
+      expect(r2.commands).toEqual(['set server web/a weight 3']);
+
+      // b comes back as it was: HAProxy still has it (in maint), so it is set ready, with no add and no reload.
+      const r3 = await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }), server('b', 9002))]));
+      expect(r3.outcome).toBe('runtime');
+      expect(r3.commands).toEqual(['set server web/b state ready']);
+      expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(0);
+      expect(f.supervisor.starts).toHaveLength(1);
+    } finally {
+      await f.agent.stop();
+    }
+  });
+
+  test('a held server that comes back with other options needs a reload (HAProxy holds it with its old options)', async () => {
+    const f = fakeAgent();
+    try {
+      await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002))]));
+      await f.agent.apply(state([api, web(server('a', 9001))]));
+      await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }))]));
+      const r = await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }), server('b', 9002, { options: ['backup'] }))]));
+      expect(r.outcome).toBe('reload');
+      expect(r.reasons).toEqual(['reload: options of server web/b changed']);
+      expect(f.supervisor.starts).toHaveLength(2);
+      expect(f.files.files.get(f.config.haproxy.configPath)).toContain('server b 127.0.0.1:9002 weight 1 backup');
+    } finally {
+      await f.agent.stop();
+    }
   });
 });

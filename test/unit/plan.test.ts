@@ -119,3 +119,52 @@ describe('plan (pure)', () => {
     expect(staticAlgorithm(service('x', 1, [], { listenOptions: ['balance leastconn'] }), [])).toBeUndefined();
   });
 });
+
+describe('plan with skipSame (runtime applies planned against the agent\'s own cache)', () => {
+  const web = service('web', 8080, [server('a', 9001), server('b', 9002)]);
+  const api = service('api', 8081, [server('x', 9003)]);
+  const running = state([api, web]);
+  /** Everything HAProxy could differ in for web: a weight, an admin state, a server missing, one too many. */
+  const drifted = () => {
+    const actual = new Map(actualOf([api, web], { 'web/a': { weight: 7 }, 'web/b': { adminState: 1 } }));
+    const live = new Map(actual.get('web')!);
+    live.set('z', { backend: 'web', name: 'z', address: '127.0.0.1', port: 9009, weight: 1, adminState: 0, operState: 2 });
+    actual.set('web', live);
+    return actual;
+  };
+
+  test("caller's contract: a desired service that is the very object running holds is skipped, even when actual differs for it", () => {
+    expect(plan(state([api, web]), running, drifted(), undefined, true)).toEqual({ reloadReasons: [], actions: [] });
+    const missing = actualOf([api, { ...web, servers: [server('a', 9001)] }]); // b not in HAProxy at all
+    expect(plan(state([api, web]), running, missing, undefined, true)).toEqual({ reloadReasons: [], actions: [] });
+  });
+
+  test('a changed copy is planned normally, drift included, next to a skipped same object', () => {
+    const api2 = { ...api, servers: [server('x', 9003, { weight: 4 })] };
+    const actual = drifted();
+    actual.set('api', new Map([['x', { ...actual.get('api')!.get('x')!, adminState: 1 }]]));
+    expect(plan(state([api2, web]), running, actual, undefined, true).actions.map((a) => a.command)).toEqual(['set server api/x state ready', 'set server api/x weight 4']);
+    // An equal copy of web (not the object running holds) gets its drift found.
+    expect(plan(state([api, { ...web }]), running, drifted(), undefined, true).actions.map((a) => a.command)).toEqual([
+      'set server web/b state ready',
+      'set server web/a weight 1',
+      'set server web/z state maint',
+    ]);
+  });
+
+  test('without skipSame, drift in a service that is the very object running holds is still found (drift repair)', () => {
+    expect(plan(state([api, web]), running, drifted()).actions.map((a) => a.command)).toEqual([
+      'set server web/b state ready',
+      'set server web/a weight 1',
+      'set server web/z state maint',
+    ]);
+    expect(plan(state([api, web]), running, drifted(), undefined, false).actions).toHaveLength(3);
+  });
+
+  test('skipSame still sees changed globals, removed services and new services', () => {
+    const g = { ...running, haproxy: { global: ['maxconn 10'], defaults: running.haproxy.defaults } };
+    expect(plan(g, running, actualOf([api, web]), undefined, true).reloadReasons).toEqual(['reload: haproxy global section changed']);
+    expect(plan(state([web]), running, actualOf([api, web]), undefined, true).reloadReasons).toEqual(['reload: service api removed']);
+    expect(plan(state([api, web, service('new', 8090, [])]), running, actualOf([api, web]), undefined, true).reloadReasons).toEqual(['reload: new service new']);
+  });
+});
