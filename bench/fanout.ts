@@ -130,8 +130,8 @@ export async function main(args: string[]): Promise<object> {
         runs.push({ agents: n, connected: s.connected, failed: 'not every agent got the whole state within 300 s' });
         break;
       }
-      // Let the initial pushes' ACKs and logs drain, then check nobody dropped out meanwhile.
-      await sleep(1000 + n / 5);
+      // Let the initial pushes' ACKs and logs drain and the push bucket refill, then check nobody dropped out meanwhile.
+      await sleep(700 + refillGapMs(n));
       const cpu0 = procStats(cp.pid).cpuMs;
       const m = await measure(fleet, zkc, changes, gapMs ?? refillGapMs(n));
       const cpuPerChange = (procStats(cp.pid).cpuMs - cpu0) / changes;

@@ -64,14 +64,22 @@ export function deltaToPush(d: Delta): Push {
   };
 }
 
-function varint(n: number): Buffer {
-  const bytes: number[] = [];
+function varintLength(n: number): number {
+  let len = 1;
   while (n > 0x7f) {
-    bytes.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+function writeVarint(buf: Buffer, at: number, n: number): number {
+  while (n > 0x7f) {
+    buf[at++] = (n & 0x7f) | 0x80;
     n = Math.floor(n / 128);
   }
-  bytes.push(n);
-  return Buffer.from(bytes);
+  buf[at++] = n;
+  return at;
 }
 
 const PUSH_FIELD = 0x0a; // ControlMessage.push: field 1, length-delimited
@@ -80,10 +88,17 @@ const NONCE_FIELD = 0x12; // Push.nonce: field 2, length-delimited
 function serializeControl(value: ControlMessage): Buffer {
   const pre = (value as unknown as Partial<PreEncoded>)[PRE_ENCODED];
   if (!pre) return Buffer.from(ControlMessage.encode(value).finish());
-  const nonce = Buffer.from(pre.nonce, 'utf8');
-  const nonceLen = varint(nonce.length);
-  const pushLen = pre.body.length + 1 + nonceLen.length + nonce.length;
-  return Buffer.concat([Buffer.from([PUSH_FIELD]), varint(pushLen), pre.body, Buffer.from([NONCE_FIELD]), nonceLen, nonce]);
+  // One allocation per agent: [push tag][push length][body][nonce tag][nonce length][nonce].
+  const nonceBytes = Buffer.byteLength(pre.nonce, 'utf8');
+  const pushLen = pre.body.length + 1 + varintLength(nonceBytes) + nonceBytes;
+  const out = Buffer.allocUnsafe(1 + varintLength(pushLen) + pushLen);
+  out[0] = PUSH_FIELD;
+  let at = writeVarint(out, 1, pushLen);
+  at += pre.body.copy(out, at);
+  out[at++] = NONCE_FIELD;
+  at = writeVarint(out, at, nonceBytes);
+  out.write(pre.nonce, at, 'utf8');
+  return out;
 }
 
 /** AgentStreamService with the serializer that understands pre-encoded pushes (register this one). */
