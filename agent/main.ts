@@ -296,6 +296,29 @@ export class AgentProcess {
         this.set(agent.supervisor.running ? 1 : 0);
       },
     });
+    const streamStats = () => (this.source instanceof GrpcStateSource ? this.source.stats : undefined);
+    new Counter({
+      name: 'proxymgr_agent_pushes_total',
+      help: 'Pushes taken from the control plane, by kind (delta, full: a first sync or the answer to a resync)',
+      labelNames: ['kind'],
+      registers: [r],
+      collect() {
+        this.reset();
+        const s = streamStats();
+        if (!s) return;
+        this.inc({ kind: 'full' }, s.full);
+        this.inc({ kind: 'delta' }, s.deltas);
+      },
+    });
+    new Counter({
+      name: 'proxymgr_agent_resyncs_total',
+      help: 'Full resyncs asked for: a push that did not fit what the agent held (lost, reordered, digest differs)',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(streamStats()?.resyncs ?? 0);
+      },
+    });
     return {
       record: (result: ApplyResult) => {
         applies.inc({ outcome: result.outcome });

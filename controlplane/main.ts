@@ -5,14 +5,14 @@ import { addHealth, addReflection, bindServer, serverCredentials } from '../comm
 import { Authorizer } from '../common/auth';
 import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
 import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
-import { AgentStreamDefinition } from './grpc/push-encoding';
+import { AgentStreamDefinition, encodingStats } from './grpc/push-encoding';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { serveMetrics } from '../common/metrics';
 import { Discovery } from './discovery';
 import { controlPlaneAdminServer } from './grpc/admin';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
-import { agentStreamServer, DesiredStateSource } from './grpc/stream-server';
+import { agentStreamServer, DesiredStateSource, streamStats } from './grpc/stream-server';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
 import { rolloutAdminServer } from './rollout/admin';
 import { RolloutCoordinator } from './rollout/coordinator';
@@ -78,6 +78,29 @@ export class ControlPlaneProcess {
       onDisconnect: re?.onDisconnect,
     }, { ...DEFAULT_REGISTRY_LIMITS, forgetAfterMs: opts.config.controlplane.forgetAgentsAfterMs });
     const registry = this.registry;
+    // Incremental pushes (docs/protocol.md): what went out, how big, how often an agent had to ask for a resync.
+    const counterOf = (name: string, help: string, labelNames: string[], values: () => [Record<string, string>, number][]) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [r],
+        collect() {
+          this.reset();
+          for (const [labels, v] of values()) this.inc(labels, v);
+        },
+      });
+    counterOf('proxymgr_cp_pushes_total', 'Pushes sent to agents, by kind (delta, full, protocol0: whole states for agents from before protocol 2)', ['kind'], () => [
+      [{ kind: 'delta' }, streamStats.deltaPushes],
+      [{ kind: 'full' }, streamStats.fullPushes],
+      [{ kind: 'protocol0' }, streamStats.protocol0Pushes],
+    ]);
+    counterOf('proxymgr_cp_push_bytes_total', 'Bytes of push bodies sent to agents', [], () => [[{}, streamStats.bytes]]);
+    counterOf('proxymgr_cp_resyncs_total', 'Full resyncs agents asked for (a push that did not fit what they held)', [], () => [[{}, streamStats.resyncs]]);
+    counterOf('proxymgr_cp_push_encodings_total', 'Push bodies encoded, and reused for another agent on the same change and base', ['result'], () => [
+      [{ result: 'encoded' }, encodingStats.encoded],
+      [{ result: 'reused' }, encodingStats.reused],
+    ]);
     new Gauge({
       name: 'proxymgr_cp_known_agents',
       help: 'Agents this replica remembers (connected, or disconnected for less than forget_agents_after_ms)',

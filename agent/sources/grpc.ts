@@ -87,7 +87,7 @@ export class GrpcStateSource implements StateSource {
   /** What the agent holds of the control plane's state (kept across reconnects); undefined until the first connect. */
   private held: HeldState | undefined;
   /** Counts of pushes taken and resyncs asked for (metrics, tests). */
-  readonly stats = { pushes: 0, full: 0, resyncs: 0 };
+  readonly stats = { pushes: 0, full: 0, deltas: 0, resyncs: 0 };
   connectedTo: string | undefined;
   lastError = '';
 
@@ -181,6 +181,7 @@ export class GrpcStateSource implements StateSource {
       }
       awaitingFull = false;
       if (push.full || push.state) this.stats.full++;
+      else this.stats.deltas++;
       if (waiting) log.debug({ superseded: waiting.push.version, nonce: waiting.push.nonce, by: push.version }, 'push superseded before it was applied; not answering it');
       waiting = { push, state };
       if (!applying) void drain();

@@ -43,6 +43,7 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
   let tmp: ReturnType<typeof tempDir>;
   let cp: CliProcess | undefined;
   let cpPort: number;
+  let metricsPort: number;
   let cpConfig: string;
   let webPort: number;
   let apiPort: number;
@@ -162,7 +163,7 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
     [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b', 'c', 'd'])]);
     zkc = await connectZk(zk.connectString);
     tmp = tempDir('proxymgr-incremental-');
-    [webPort, apiPort, cpPort] = [await freePort(), await freePort(), await freePort()];
+    [webPort, apiPort, cpPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
     await zkc.put('/service_config/web', webConfig('v1'));
     await zkc.put('/services/web/a', host(backends[0]!));
     await zkc.put('/services/web/b', host(backends[1]!));
@@ -172,7 +173,7 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
       `haproxy:
   defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
 service_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}
-controlplane: {listen: "127.0.0.1:${cpPort}"}
+controlplane: {listen: "127.0.0.1:${cpPort}", metrics_listen: "127.0.0.1:${metricsPort}"}
 rollout: {bake_ms: 200, replica_id: cp0}
 `,
     );
@@ -274,8 +275,12 @@ agent:
     expect(a.proc.logs()).not.toMatch(/haproxy (started|reloaded)/);
   });
 
-  test('no agent ever asked for a resync, and every agent ACKed each version it was sent', async () => {
+  test('no agent ever asked for a resync; the metrics say so too', async () => {
     expect(allCpLogs()).not.toMatch(/asks for a full resync/);
     for (const a of agents) expect(a.proc!.logs()).not.toMatch(/asking for a full resync/);
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^proxymgr_cp_pushes_total\{kind="delta"\} [1-9]/m);
+    expect(metrics).toMatch(/^proxymgr_cp_resyncs_total 0$/m);
+    expect(metrics).toMatch(/^proxymgr_cp_push_encodings_total\{result="encoded"\} [1-9]/m);
   });
 });
