@@ -138,11 +138,9 @@ export class Agent {
         log: opts.log.child({ component: 'haproxy' }),
         pidFile: this.pidFile,
         ...(opts.clock ? { clock: opts.clock } : {}),
+        // A runtime change whose haproxy.cfg write is still pending must not be lost to a crash restart.
+        beforeRestart: () => this.configFile.flush(),
       });
-    // A crash restart reads haproxy.cfg after its backoff: what is pending is written now (drift repair follows).
-    this.supervisor.on('exit', (e: { current?: boolean }) => {
-      if (e.current) void this.configFile.flush();
-    });
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;
       this.overrideTracker.restarted();

@@ -57,6 +57,8 @@ export class AgentProcess {
   private readonly cacheFile: string;
   /** The state cache: written at once after a reload, coalesced after runtime changes (`agent.write_delay_ms`). */
   private readonly cache: CoalescedFile;
+  /** Applies in progress (see start's `apply`). */
+  private readonly applying = new Set<Promise<ApplyResult>>();
   /** agent.bind_address applied per (immutable) service object, so unchanged services stay the same objects. */
   private readonly rebound = new WeakMap<Service, Service>();
   private readonly log: Logger;
@@ -100,7 +102,14 @@ export class AgentProcess {
       throw new ConfigError(`${config.file}: agent.state_dir: ${errorMessage(err)}`, { cause: err });
     });
     const m = this.createMetrics();
-    const apply = async (state: DesiredState): Promise<ApplyResult> => {
+    const apply = (state: DesiredState): Promise<ApplyResult> => {
+      // Tracked, so that stop and hand-over write the state cache only after the last apply has scheduled it.
+      const applying = applyAndCache(state);
+      this.applying.add(applying);
+      applying.finally(() => this.applying.delete(applying)).catch(() => undefined);
+      return applying;
+    };
+    const applyAndCache = async (state: DesiredState): Promise<ApplyResult> => {
       const result = await this.agent.apply(this.localize(state));
       m.record(result);
       const current = this.agent.current;
@@ -187,7 +196,7 @@ export class AgentProcess {
       this.lifecycle.to('stopping', 'stop');
       try {
         await this.stopServing();
-        await this.cache.flush(); // what the next start serves before the control plane answers
+        await this.flushCache(); // what the next start serves before the control plane answers
         await this.agent.stop();
       } finally {
         this.lifecycle.to('stopped');
@@ -205,9 +214,15 @@ export class AgentProcess {
     this.lifecycle.to('handed-over', 'hand over');
     return (this.handingOver = (async () => {
       await this.stopServing();
-      await this.cache.flush();
+      await this.flushCache();
       await this.agent.handOver();
     })());
+  }
+
+  /** Waits for applies in progress (each schedules its cache write), then writes the state cache. */
+  private async flushCache(): Promise<void> {
+    await Promise.allSettled([...this.applying]);
+    await this.cache.flush();
   }
 
   private async stopServing(): Promise<void> {

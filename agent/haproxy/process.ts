@@ -28,6 +28,8 @@ export interface SupervisorOptions {
    * stats socket stays on real time: that is I/O, not policy.
    */
   readonly clock?: Clock;
+  /** Runs (awaited, errors ignored) before a crashed HAProxy is started again: the agent writes a pending haproxy.cfg. */
+  readonly beforeRestart?: () => Promise<void>;
 }
 
 /** Restart delay after the n-th consecutive crash (n ≥ 1): base·2^(n-1), capped. */
@@ -256,6 +258,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private async restart(): Promise<void> {
     if (this.state !== 'restarting') return;
     try {
+      await this.opts.beforeRestart?.().catch(() => undefined);
+      if (this.state !== 'restarting') return;
       const pid = await this.launch(this.fds, undefined);
       this.restarts++;
       this.emit('restarted', pid);

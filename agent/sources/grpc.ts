@@ -86,6 +86,12 @@ export class GrpcStateSource implements StateSource {
   private next = 0;
   /** What the agent holds of the control plane's state (kept across reconnects); undefined until the first connect. */
   private held: HeldState | undefined;
+  /**
+   * Whether the newest push taken into `held` was applied (and answered). A push taken but never applied (the
+   * stream ended while an earlier one was applying) must not be declared as held in the next hello: the control
+   * plane would see nothing missing, and the agent would keep running the earlier state.
+   */
+  private heldApplied = true;
   /** Counts of pushes taken and resyncs asked for (metrics, tests). */
   readonly stats = { pushes: 0, full: 0, deltas: 0, resyncs: 0 };
   connectedTo: string | undefined;
@@ -139,13 +145,19 @@ export class GrpcStateSource implements StateSource {
           const { push, state } = waiting;
           waiting = undefined;
           const reply = await this.answer(push, state, apply);
+          if (this.held?.version === push.version) this.heldApplied = true;
           if (!ended) call.write(reply);
         }
       } finally {
         applying = false;
       }
     };
+    if (this.held && !this.heldApplied) {
+      log.info({ held: this.held.version }, 'the last push taken was never applied (the stream ended first): declaring what runs instead');
+      this.held = undefined;
+    }
     const held = (this.held ??= HeldState.of(this.opts.initialState?.()));
+    this.heldApplied = true;
     /** A push did not fit: only a full one is taken until it comes (one Resync per episode). */
     let awaitingFull = false;
     call.write({
@@ -180,6 +192,7 @@ export class GrpcStateSource implements StateSource {
         return;
       }
       awaitingFull = false;
+      this.heldApplied = false;
       if (push.full || push.state) this.stats.full++;
       else this.stats.deltas++;
       if (waiting) log.debug({ superseded: waiting.push.version, nonce: waiting.push.nonce, by: push.version }, 'push superseded before it was applied; not answering it');

@@ -25,20 +25,28 @@ const MAX_BASES_PER_TARGET = 128;
 const cache = new WeakMap<DesiredState, Map<string, Buffer>>();
 export const encodingStats = { encoded: 0, reused: 0 };
 
-/** The Push body (no nonce) of `delta`, encoded once per (target, key) while `target` lives. */
-export function pushBody(target: DesiredState, key: string, make: () => Delta | 'protocol-0'): Buffer {
+/**
+ * The Push body (no nonce) of `make()`'s delta, encoded once per (target, key) while `target` lives; a body larger
+ * than `maxCachedBytes` is encoded for this caller only.
+ */
+export function pushBody(target: DesiredState, key: string, make: () => Delta | 'protocol-0', maxCachedBytes = Infinity): Buffer {
+  const cached = cachedBody(target, key);
+  if (cached) return cached;
+  const d = make();
+  const body = Buffer.from(Push.encode(d === 'protocol-0' ? { ...emptyPush(target.version), state: toProto(target) } : deltaToPush(d)).finish());
+  encodingStats.encoded++;
+  if (body.length > maxCachedBytes) return body;
   let byBase = cache.get(target);
   if (!byBase) cache.set(target, (byBase = new Map()));
-  let body = byBase.get(key);
-  if (body) {
-    encodingStats.reused++;
-    return body;
-  }
-  const d = make();
-  body = Buffer.from(Push.encode(d === 'protocol-0' ? { ...emptyPush(target.version), state: toProto(target) } : deltaToPush(d)).finish());
-  encodingStats.encoded++;
   if (byBase.size >= MAX_BASES_PER_TARGET) byBase.delete(byBase.keys().next().value!);
   byBase.set(key, body);
+  return body;
+}
+
+/** The body encoded for (target, key), if it is still kept. */
+export function cachedBody(target: DesiredState, key: string): Buffer | undefined {
+  const body = cache.get(target)?.get(key);
+  if (body) encodingStats.reused++;
   return body;
 }
 

@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../../common/log';
 import { TokenBucket } from '../../common/token-bucket';
-import { Delta, diff, Digest, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
+import { createHash } from 'node:crypto';
+import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
 import { DesiredState } from '../../common/types';
 import { AgentMessage, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
 import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
 import { identifyCall } from '../../common/grpc-auth';
 import { AgentRecord, AgentRegistry } from './registry';
-import { preEncodedPush, pushBody } from './push-encoding';
+import { cachedBody, preEncodedPush, pushBody } from './push-encoding';
 
 /** Where the stream server gets desired states from (discovery now; the rollout engine later). */
 export interface DesiredStateSource {
@@ -106,7 +107,15 @@ const LARGE_PUSH_BYTES = 64 * 1024;
 export const streamStats = { deltaPushes: 0, fullPushes: 0, protocol0Pushes: 0, resyncs: 0, bytes: 0 };
 
 /** What the control plane knows an agent holds: a state object it sent, or the set the agent declared in its hello. */
-type Held = { readonly state: DesiredState } | { readonly declared: ResourceSet & { readonly digest: string } };
+type Held = { readonly state: DesiredState } | { readonly declared: Declared };
+
+/**
+ * What an agent declared it holds. `key` is a sha256 of the whole declaration (not the XOR digest, which a hostile
+ * agent could make collide with another set): two agents with the same key hold the same set and share a delta.
+ */
+interface Declared extends ResourceSet {
+  readonly key: string;
+}
 
 // Nonces only need to be unique per stream and unguessable across restarts: a random prefix and a counter.
 const noncePrefix = randomBytes(6).toString('hex');
@@ -142,6 +151,8 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       let sentVersion = '';
       let nackedVersion = '';
       let outstanding: { version: string; nonce: string; at: number } | undefined;
+      /** Pushes sent since the agent last answered, by nonce: a Resync must name one of them. */
+      const unanswered = new Map<string, 'delta' | 'full' | 'protocol 0'>();
       /** Armed only while a change waits for the outstanding push's answer: it lets the change go once overdue. */
       let answerTimer: NodeJS.Timeout | undefined;
       let queued = false;
@@ -180,7 +191,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         if (protocol === 0) return desired.version !== sentVersion && desired.version !== nackedVersion;
         if (needFull || !held) return true;
         if ('state' in held) return held.state !== desired && (held.state.version !== desired.version || resourceSet(held.state).digest !== resourceSet(desired).digest);
-        return held.declared.version !== desired.version || held.declared.digest !== resourceSet(desired).digest;
+        return !holdsExactly(held.declared, desired);
       };
       /** The encoded push (without nonce) that takes the agent from what it holds to `desired`. */
       const bodyFor = (desired: DesiredState): { body: Buffer; kind: 'delta' | 'full' | 'protocol 0' } => {
@@ -190,9 +201,16 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           const base = held.state;
           return { body: pushBody(desired, base.version, (): Delta => diff(resourceSet(base), desired)), kind: 'delta' };
         }
-        // After a control-plane restart most agents declare the same base: one encoding for all of them.
+        // After a control-plane restart most agents declare the same base: one encoding for all of them. A base that
+        // shares little with the desired state gets the full push (encoded once per state), and a large delta is
+        // not kept: declarations cannot fill the cache with near-full bodies.
         const declared = held.declared;
-        return { body: pushBody(desired, `\0declared\0${declared.version}\0${declared.digest}`, () => diff(declared, desired)), kind: 'delta' };
+        const key = `\0declared\0${declared.key}`;
+        const cached = cachedBody(desired, key);
+        if (cached) return { body: cached, kind: 'delta' };
+        const d = diff(declared, desired);
+        if (d.upserted.length * 2 > desired.services.length && d.upserted.length > 1) return { body: pushBody(desired, '\0full', () => fullDelta(desired)), kind: 'full' };
+        return { body: pushBody(desired, key, () => d, MAX_CACHED_DECLARED_BYTES), kind: 'delta' };
       };
 
       // The state is picked when the push's turn comes, so a queued agent gets the newest one.
@@ -205,6 +223,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         const { body, kind } = bodyFor(desired);
         answered(); // an overdue one, if any: its late answer no longer matches
         outstanding = { version: desired.version, nonce, at: Date.now() };
+        unanswered.set(nonce, kind);
         sentVersion = desired.version;
         nackedVersion = ''; // a different version goes out: the NACKed one is no longer the last word
         held = { state: desired };
@@ -282,6 +301,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since (or never sent)
           if (msg.ack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           answered();
+          unanswered.clear();
           const reasons = clip(msg.ack.reasons);
           registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings), clip(msg.ack.rejectedServices));
           // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
@@ -291,6 +311,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           if (msg.nack.nonce !== outstanding?.nonce) return;
           if (msg.nack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
           answered();
+          unanswered.clear();
           nackedVersion = msg.nack.version;
           sentVersion = msg.nack.runningVersion; // protocol 0; protocol 2 agents hold what they were sent (held)
           const reason = clipText(msg.nack.reason);
@@ -299,10 +320,19 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           maybePush();
         } else if (msg.resync) {
           if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
+          const reason = clipText(msg.resync.reason);
+          const kind = unanswered.get(msg.resync.nonce);
+          // One Resync per push it could not take: anything else would let an agent have full pushes on demand.
+          if (kind === undefined) return alog.debug({ nonce: msg.resync.nonce.slice(0, 60) }, 'Resync for no push awaiting an answer on this stream; ignored');
+          if (kind === 'full') {
+            alog.error({ nonce: msg.resync.nonce, reason }, 'the agent could not take a full push; closing its stream (it reconnects with backoff)');
+            return call.emit('error', { code: grpc.status.INTERNAL, details: `the agent could not take full push ${msg.resync.nonce}: ${reason}` });
+          }
           streamStats.resyncs++;
           // The agent takes nothing until a full push: whatever is outstanding will not be answered.
+          unanswered.clear();
           answered();
-          alog.warn({ nonce: msg.resync.nonce.slice(0, 60), reason: clipText(msg.resync.reason) }, 'agent asks for a full resync');
+          alog.warn({ nonce: msg.resync.nonce.slice(0, 60), reason }, 'agent asks for a full resync');
           needFull = true;
           maybePush();
         }
@@ -333,16 +363,23 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
 
 export { ApplyMethod };
 
-/** The resource set an agent declared in its hello (checked by helloProblem). */
-function declaredSet(hello: Hello): ResourceSet & { readonly digest: string } {
-  const digest = new Digest();
-  digest.toggleGlobals(hello.baseGlobalsVersion);
-  const resources = new Map<string, string>();
-  for (const [name, version] of Object.entries(hello.baseResources)) {
-    resources.set(name, version);
-    digest.toggle(name, version);
-  }
-  return { version: hello.baseVersion, globalsVersion: hello.baseGlobalsVersion, resources, digest: digest.hex() };
+/** Deltas from a declared base larger than this are encoded for their stream only. */
+const MAX_CACHED_DECLARED_BYTES = 256 * 1024;
+
+/** The resource set an agent declared in its hello (checked by helloProblem): one hash, not one per resource. */
+function declaredSet(hello: Hello): Declared {
+  const entries = Object.entries(hello.baseResources).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const h = createHash('sha256').update(hello.baseVersion).update('\0').update(hello.baseGlobalsVersion);
+  for (const [name, version] of entries) h.update(`\n${name}\0${version}`);
+  return { version: hello.baseVersion, globalsVersion: hello.baseGlobalsVersion, resources: new Map(entries), key: h.digest('hex') };
+}
+
+/** Whether a declared set is exactly `desired` (same version, globals and resource versions). */
+function holdsExactly(declared: Declared, desired: DesiredState): boolean {
+  const want = resourceSet(desired);
+  if (declared.version !== desired.version || declared.globalsVersion !== want.globalsVersion || declared.resources.size !== want.resources.size) return false;
+  for (const [name, version] of want.resources) if (declared.resources.get(name) !== version) return false;
+  return true;
 }
 
 const NODE_ID_RE = /^[A-Za-z0-9_.:@-]{1,253}$/;

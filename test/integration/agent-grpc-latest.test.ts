@@ -74,3 +74,62 @@ describe('the gRPC source applies the latest push, not every push', () => {
     ]);
   });
 });
+
+/**
+ * Review of issue 10: a push taken into what the agent holds but never applied (the stream ended while an earlier
+ * push was still applying) must not be declared as held in the next hello, or the control plane would see
+ * nothing missing and the agent would keep running the earlier state.
+ */
+describe('a push taken but never applied is not declared as held after a reconnect', () => {
+  test('the stream ends while v1 applies and v2 waits: the next hello declares what runs, not v2', async () => {
+    const v1 = state([service('web', 8001, [server('a', 9000)])]);
+    const v2 = state([service('web', 8002, [server('a', 9000)])]);
+    const hellos: AgentMessage['hello'][] = [];
+    const srv = new grpc.Server();
+    srv.addService(AgentStreamService, {
+      stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
+        call.on('data', (msg: AgentMessage) => {
+          if (!msg.hello) return;
+          hellos.push(msg.hello);
+          if (hellos.length > 1) return;
+          call.write({ push: Push.fromPartial({ version: v1.version, nonce: 'n1', state: toProto(v1) }) });
+          call.write({ push: Push.fromPartial({ version: v2.version, nonce: 'n2', state: toProto(v2) }) });
+          setTimeout(() => call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'control plane going away (test)' }), 100);
+        });
+        call.on('end', () => call.end());
+        call.on('error', () => undefined);
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    let running: DesiredState | undefined;
+    const applied: string[] = [];
+    const source = new GrpcStateSource({
+      addresses: [`127.0.0.1:${port}`],
+      nodeId: 'n1',
+      labels: {},
+      agentVersion: 'test',
+      haproxyVersion: 'test',
+      runningVersion: () => running?.version ?? '',
+      initialState: () => running,
+      log: silentLogger,
+      backoffBaseMs: 50,
+      backoffMaxMs: 100,
+    });
+    try {
+      await source.start(async (s: DesiredState): Promise<ApplyResult> => {
+        applied.push(s.version);
+        await sleep(400);
+        running = s;
+        return { version: s.version, outcome: 'reload', reasons: ['reload: test'], commands: [], problems: [], durationMs: 400 };
+      });
+      expect(await eventually(() => hellos.length >= 2, 10_000)).toBe(true);
+      expect(hellos[1]!.baseVersion).not.toBe(v2.version); // v2 was taken, never applied
+      await sleep(600);
+      expect(applied).toEqual([v1.version]);
+      expect(running?.version).toBe(v1.version);
+    } finally {
+      await source.stop();
+      await new Promise<void>((resolve) => srv.tryShutdown(() => resolve()));
+    }
+  });
+});

@@ -227,9 +227,10 @@ describe('agent stream protocol 2 (real gRPC)', () => {
     }
   });
 
-  test('(c) a Resync gets a full push although the version did not change', async () => {
+  test('(c) a Resync of the unanswered delta gets a full push of the same version; one per push, never on demand', async () => {
     const s = await startStreamServer();
     const v1 = state([service('web', 8080, [server('a', 9001)]), service('api', 8081, [server('a', 9101)])]);
+    const v2 = state([service('web', 8080, [server('a', 9001), server('b', 9002)]), service('api', 8081, [server('a', 9101)])]);
     s.set(v1);
     const before = { ...streamStats };
     const a = rawAgent(s.port, { nodeId: 'n1', protocolVersion: PROTOCOL_VERSION });
@@ -241,21 +242,33 @@ describe('agent stream protocol 2 (real gRPC)', () => {
       s.poke(); // nothing changed: nothing is sent
       await sleep(200);
       expect(a.pushes).toHaveLength(1);
+      // A Resync naming a push already answered is ignored: no full push on demand.
+      a.send({ resync: { nonce: p1.nonce, reason: 'asking again (test)' } });
+      await sleep(200);
+      expect(a.pushes).toHaveLength(1);
 
-      a.send({ resync: { nonce: p1.nonce, reason: 'digest mismatch (test)' } });
+      s.set(v2);
       expect(await eventually(() => a.pushes.length === 2)).toBe(true);
       const p2 = a.pushes[1]!;
-      expect(p2.full).toBe(true);
-      expect(p2.version).toBe(v1.version);
-      expect(p2.nonce).not.toBe(p1.nonce);
-      expect(p2.baseVersion).toBe('');
-      expect(names(p2)).toEqual(['api', 'web']);
-      expect(p2.haproxy).toBeDefined();
+      expect(p2.full).toBe(false);
+      a.send({ resync: { nonce: p2.nonce, reason: 'digest mismatch (test)' } });
+      a.send({ resync: { nonce: p2.nonce, reason: 'the same, twice (test)' } });
+      expect(await eventually(() => a.pushes.length === 3)).toBe(true);
+      const p3 = a.pushes[2]!;
+      expect(p3.full).toBe(true);
+      expect(p3.version).toBe(v2.version);
+      expect(p3.baseVersion).toBe('');
+      expect(names(p3)).toEqual(['api', 'web']);
+      expect(p3.haproxy).toBeDefined();
       expect(streamStats.resyncs - before.resyncs).toBe(1);
       expect(streamStats.fullPushes - before.fullPushes).toBe(2);
       // One resync, one full push: not a loop.
       await sleep(200);
-      expect(a.pushes).toHaveLength(2);
+      expect(a.pushes).toHaveLength(3);
+      // An agent that cannot take even a full push has its stream closed (it reconnects with backoff).
+      a.send({ resync: { nonce: p3.nonce, reason: 'cannot take it (test)' } });
+      expect(await eventually(() => a.error()?.code === grpc.status.INTERNAL)).toBe(true);
+      expect(a.error()?.details).toMatch(/could not take full push/);
     } finally {
       a.close();
       s.close();
