@@ -137,8 +137,8 @@ export interface ControlPlaneConfig {
   /** Pushes that may go at once (one change to a whole fleet) before pushes_per_second applies. */
   readonly pushBurst: number;
   /**
-   * Bytes of pushes written but not yet sent on to agents, across all agents: more wait their turn (each agent has
-   * at most one push in flight). Bounds the memory a first sync of a big state to thousands of agents takes.
+   * Bytes of large pushes (over 64 KiB) written but not yet sent on to agents, across all agents: more wait their
+   * turn. Bounds the memory a first sync of a big state to thousands of agents takes.
    */
   readonly pushBufferBytes: number;
   /** Agents disconnected longer than this are forgotten (memory stays bounded however many node ids are tried). */
