@@ -2,7 +2,7 @@ import type { PeerCertificate } from 'node:tls';
 import { Authorizer, CallInfo, isLoopbackPeer, mayStreamAs, peerAddress, PERMISSION_DENIED, requiredRole, UNAUTHENTICATED } from '../../common/auth';
 import { authTlsWarning, parseConfig } from '../../common/config';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { helloProblem } from '../../controlplane/grpc/stream-server';
+import { helloProblem, MAX_DECLARED_RESOURCES, protocolProblem } from '../../controlplane/grpc/stream-server';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
 
 const OPS_TOKEN = 'ops-token-0123456789abcdef';
@@ -199,5 +199,20 @@ describe('hello checks', () => {
     expect(helloProblem({ ...hello, labels: { 'bad key': 'v' } })).toMatch(/hello.labels: key/);
     expect(helloProblem({ ...hello, labels: { k: 'x'.repeat(1000) } })).toMatch(/hello.labels.k/);
     expect(helloProblem({ ...hello, agentVersion: 'v\n1' })).toMatch(/hello.agent_version/);
+  });
+
+  test('the declared base (protocol 2) is hostile input too: names, versions and count are checked', () => {
+    const v = 'a'.repeat(32);
+    expect(helloProblem({ ...hello, protocolVersion: 2, baseVersion: 'v1', baseResources: { web: v }, baseGlobalsVersion: v })).toBeUndefined();
+    expect(helloProblem({ ...hello, baseVersion: 'x'.repeat(200) })).toMatch(/hello.base_version/);
+    expect(helloProblem({ ...hello, baseResources: { 'we b': v } })).toMatch(/hello.base_resources: key "we b" is not a service name/);
+    expect(helloProblem({ ...hello, baseResources: { web: 'NOT-HEX' } })).toMatch(/hello.base_resources.web: "NOT-HEX" is not a resource version/);
+    expect(helloProblem({ ...hello, baseResources: { web: 'a'.repeat(65) } })).toMatch(/hello.base_resources.web/);
+    expect(helloProblem({ ...hello, baseGlobalsVersion: 'zz' })).toMatch(/hello.base_globals_version/);
+    const many = Object.fromEntries(Array.from({ length: MAX_DECLARED_RESOURCES + 1 }, (_, i) => [`s${i}`, v]));
+    expect(helloProblem({ ...hello, baseResources: many })).toMatch(new RegExp(`${MAX_DECLARED_RESOURCES + 1} resources, at most ${MAX_DECLARED_RESOURCES}`));
+    expect(protocolProblem({ ...hello, protocolVersion: 0 })).toBeUndefined();
+    expect(protocolProblem({ ...hello, protocolVersion: 2 })).toBeUndefined();
+    expect(protocolProblem({ ...hello, protocolVersion: 7 })).toMatch(/speaks stream protocol 7; this control plane speaks 2/);
   });
 });
