@@ -1,14 +1,19 @@
 import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+import { ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
 import { channelCredentials } from '../common/grpc';
 import { readTokenFile } from '../common/auth';
 
 export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout COMMAND [options]
+       proxymgr ctl --controlplane HOST:PORT agents [--json]
 
-Operates rollouts through any control-plane replica (the state lives in ZooKeeper; any replica answers).
+Operates rollouts through any control-plane replica (the state lives in ZooKeeper; any replica answers), and
+shows the fleet.
 
 commands:
+  agents              every agent this replica knows: state (SYNCED, STALE, NACKED, DISCONNECTED), revision and
+                      version it runs and should run, age of its last ACK, labels, last error
   rollout status      the current (or last) rollout: waves, and per agent the revision, ACK/NACK and error
   rollout pause       start no new wave; agents that have the revision keep it
   rollout resume      continue a paused rollout (or a halted one, forgiving the NACKs so far)
@@ -80,7 +85,8 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
       out(CTL_HELP + '\n');
       return 0;
     }
-    if (positional[0] !== 'rollout' || positional.length !== 2) throw new UsageError('expected "rollout COMMAND"');
+    const isAgents = positional[0] === 'agents' && positional.length === 1;
+    if (!isAgents && (positional[0] !== 'rollout' || positional.length !== 2)) throw new UsageError('expected "rollout COMMAND" or "agents"');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
@@ -95,10 +101,14 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
     callMetadata = new grpc.Metadata();
     const tokenFile = str('token-file');
     if (tokenFile) callMetadata.set('authorization', `Bearer ${readTokenFile(tokenFile, '--token-file')}`);
+    if (positional[0] === 'agents') return await agentsCommand(new ControlPlaneAdminClient(address, channelCredentials(tls)), flags.json === true, out);
     client = new RolloutClient(address, channelCredentials(tls));
   } catch (err) {
-    console.error(`proxymgr ctl: ${(err as Error).message}`);
-    return 2;
+    if (typeof (err as { code?: unknown }).code !== 'number') {
+      console.error(`proxymgr ctl: ${(err as Error).message}`);
+      return 2;
+    }
+    return callFailed(err as grpc.ServiceError);
   }
   const json = flags.json === true;
   const print = (s: RolloutStatus) => out(json ? JSON.stringify(RolloutStatus.toJSON(s)) + '\n' : renderStatus(s));
@@ -149,13 +159,63 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
       console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
       return 2;
     }
-    const e = err as grpc.ServiceError;
-    const auth = e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.UNAUTHENTICATED ? `${grpc.status[e.code]}: ` : '';
-    console.error(`proxymgr ctl: ${auth}${e.details ?? e.message}`);
-    return 1;
+    return callFailed(err as grpc.ServiceError);
   } finally {
     client.close();
   }
+}
+
+function callFailed(e: grpc.ServiceError): number {
+  const auth = e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.UNAUTHENTICATED ? `${grpc.status[e.code]}: ` : '';
+  console.error(`proxymgr ctl: ${auth}${e.details ?? e.message}`);
+  return 1;
+}
+
+/** `ctl agents`: the fleet as this replica sees it. */
+async function agentsCommand(client: InstanceType<typeof ControlPlaneAdminClient>, json: boolean, out: (s: string) => void): Promise<number> {
+  try {
+    const list = await unary<object, ListAgentsResponse>(client.listAgents.bind(client), {});
+    out(json ? JSON.stringify(ListAgentsResponse.toJSON(list)) + '\n' : renderAgents(list, Date.now()));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** With rollouts a version is `<revision>.<content hash>`; without, a content hash alone (no revision). */
+const revisionOf = (version: string) => (/^[0-9a-f]{6,}\.[0-9a-f]+$/.test(version) ? version.slice(0, version.indexOf('.')) : '-');
+const shortVersion = (version: string) => (version ? (version.length > 20 ? `${version.slice(0, 20)}…` : version) : '-');
+
+function age(iso: string, now: number): string {
+  if (!iso) return 'never';
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** The human view of ListAgents: one line per agent, states first so that trouble stands out. */
+export function renderAgents(list: ListAgentsResponse, now: number): string {
+  if (list.agents.length === 0) return 'no agents have connected to this control plane\n';
+  const order: Record<string, number> = { NACKED: 0, STALE: 1, DISCONNECTED: 2, SYNCED: 3 };
+  const agents = [...list.agents].sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || (a.nodeId < b.nodeId ? -1 : 1));
+  const counts = ['SYNCED', 'STALE', 'NACKED', 'DISCONNECTED'].map((s) => `${agents.filter((a) => a.state === s).length} ${s}`).join(', ');
+  return (
+    `${agents.length} agents: ${counts}\n\n` +
+    table([
+      ['AGENT', 'STATE', 'REVISION', 'RUNS', 'SHOULD RUN', 'LAST ACK', 'LABELS', 'ERROR'],
+      ...agents.map((a) => [
+        a.nodeId,
+        a.state,
+        revisionOf(a.runningVersion),
+        shortVersion(a.runningVersion),
+        a.desiredVersion === a.runningVersion ? '=' : shortVersion(a.desiredVersion),
+        age(a.lastAckTime, now),
+        Object.entries(a.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(',') || '-',
+        a.lastError.replace(/\s+/g, ' ').slice(0, 160),
+      ]),
+    ])
+  );
 }
 
 const ACTIVE = ['running', 'paused', 'halted'];

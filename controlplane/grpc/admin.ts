@@ -2,8 +2,22 @@ import * as grpc from '@grpc/grpc-js';
 import { toProto } from '../../common/state-codec';
 import { ControlPlaneAdminServer } from '../../common/gen/proxymgr/v1/admin';
 import { DesiredState } from '../../common/types';
-import { AgentRegistry } from './registry';
+import { AgentRecord, AgentRegistry } from './registry';
 import { DesiredStateSource } from './stream-server';
+
+export type AgentSyncState = 'SYNCED' | 'STALE' | 'NACKED' | 'DISCONNECTED';
+
+/** Where an agent stands against what this control plane wants it to run. */
+export function syncOf(a: Pick<AgentRecord, 'connected' | 'runningVersion' | 'lastNackedVersion'>, desiredVersion: string): { desiredVersion: string; state: AgentSyncState } {
+  const state: AgentSyncState = !a.connected
+    ? 'DISCONNECTED'
+    : desiredVersion !== '' && a.runningVersion === desiredVersion
+      ? 'SYNCED'
+      : desiredVersion !== '' && a.lastNackedVersion === desiredVersion
+        ? 'NACKED'
+        : 'STALE';
+  return { desiredVersion, state };
+}
 
 /** ControlPlaneAdmin: services and hosts, agents and what they run, the state one agent should get. */
 export function controlPlaneAdminServer(
@@ -21,6 +35,7 @@ export function controlPlaneAdminServer(
       callback(null, {
         desiredVersion: current()?.version ?? '',
         agents: registry.list().map((a) => ({
+          ...syncOf(a, source.desiredFor(a)?.version ?? ''),
           nodeId: a.nodeId,
           labels: { ...a.labels },
           connected: a.connected,

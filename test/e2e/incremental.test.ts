@@ -283,4 +283,22 @@ agent:
     expect(metrics).toMatch(/^proxymgr_cp_resyncs_total 0$/m);
     expect(metrics).toMatch(/^proxymgr_cp_push_encodings_total\{result="encoded"\} [1-9]/m);
   });
+
+  test('ctl agents: both SYNCED on what the control plane wants them to run; a stopped agent is DISCONNECTED', async () => {
+    const ctl = (...args: string[]) =>
+      new Promise<{ code: number; stdout: string }>((resolve) =>
+        execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'agents', ...args], { timeout: 30_000 }, (err, stdout) => resolve({ code: err ? 1 : 0, stdout })),
+      );
+    const listed = JSON.parse((await ctl('--json')).stdout) as { agents: { nodeId: string; state: string; runningVersion: string; desiredVersion: string }[] };
+    expect(listed.agents.map((a) => [a.nodeId, a.state]).sort()).toEqual([
+      ['agent0', 'SYNCED'],
+      ['agent1', 'SYNCED'],
+    ]);
+    for (const a of listed.agents) expect(a.runningVersion).toBe((await desiredFor(a.nodeId)).version);
+    const text = (await ctl()).stdout;
+    expect(text).toMatch(/^2 agents: 2 SYNCED, 0 STALE, 0 NACKED, 0 DISCONNECTED$/m);
+    expect(text).toMatch(/^agent0 +SYNCED +[0-9a-f]{12} /m); // the revision it runs (rollouts are on)
+    expect(await agents[1]!.proc!.stop()).toBe(0);
+    expect(await eventually(async () => /^agent1 +DISCONNECTED /m.test((await ctl()).stdout), 10_000)).toBe(true);
+  });
 });
