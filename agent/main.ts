@@ -15,13 +15,14 @@ import { authInterceptor, authMetrics } from '../common/grpc-auth';
 import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
-import { commandKind, reasonKind, serveMetrics } from '../common/metrics';
+import { collectStandardMetrics, commandKind, reasonKind, serveMetrics } from '../common/metrics';
 import { fromJson, stateJsonText } from '../common/state-codec';
 import { DesiredState, Service } from '../common/types';
 import { agentAdminServer } from './admin';
 import { Agent, ApplyResult } from './agent';
 import { StatsSocketClient } from './haproxy/runtime';
 import { GrpcStateSource } from './sources/grpc';
+import { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
 import { FileStateSource, StateSource } from './sources/file';
 
 export const AGENT_VERSION = '0.1.0';
@@ -39,6 +40,9 @@ export interface AgentProcessOptions {
  * idle → starting → running → stopping → stopped; or → handed-over (HAProxy keeps serving for the next agent). A
  * start that fails half-way is followed by stop() (startOrStop).
  */
+/** How often HAProxy's per-service counters are sampled (besides every scrape); see ServiceStatsTracker. */
+const STATS_SAMPLE_MS = 5000;
+
 export type AgentProcessState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'handed-over';
 
 /**
@@ -57,6 +61,9 @@ export class AgentProcess {
   private readonly cacheFile: string;
   /** The state cache: written at once after a reload, coalesced after runtime changes (`agent.write_delay_ms`). */
   private readonly cache: CoalescedFile;
+  /** HAProxy's per-service counters for /metrics (see ServiceStatsTracker). */
+  private readonly serviceStats: ServiceStatsTracker;
+  private statsTimer: NodeJS.Timeout | undefined;
   /** Applies in progress (see start's `apply`). */
   private readonly applying = new Set<Promise<ApplyResult>>();
   /** agent.bind_address applied per (immutable) service object, so unchanged services stay the same objects. */
@@ -78,6 +85,7 @@ export class AgentProcess {
     this.log = opts.log;
     this.runtime = new StatsSocketClient(opts.config.haproxy.socketPath);
     this.agent = new Agent({ config: opts.config, log: opts.log, runtime: this.runtime });
+    this.serviceStats = new ServiceStatsTracker(this.runtime);
     this.cacheFile = path.join(opts.config.agent.stateDir, 'desired-state.json');
     this.cache = new CoalescedFile(this.cacheFile, writeFileAtomic, opts.config.agent.writeDelayMs, systemClock, (file, err) => {
       this.agent.counters.errors++;
@@ -182,6 +190,11 @@ export class AgentProcess {
     }
     await this.source.start(apply);
     this.agent.startDriftRepair();
+    // HAProxy's counters restart at zero on every reload: sampled every few seconds, at most that much is lost.
+    this.statsTimer = setInterval(() => {
+      if (this.agent.supervisor.running) void this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
+    }, STATS_SAMPLE_MS);
+    this.statsTimer.unref();
     this.lifecycle.to('running', 'finish starting');
     this.log.info({ admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId }, 'agent started');
   }
@@ -226,6 +239,7 @@ export class AgentProcess {
   }
 
   private async stopServing(): Promise<void> {
+    clearInterval(this.statsTimer);
     await this.source?.stop();
     this.health?.close(); // open Watch streams would hold the graceful shutdown forever
     await new Promise<void>((resolve) => (this.grpcServer ? this.grpcServer.tryShutdown(() => resolve()) : resolve()));
@@ -311,6 +325,51 @@ export class AgentProcess {
         this.set(agent.supervisor.running ? 1 : 0);
       },
     });
+    collectStandardMetrics(r);
+    // HAProxy's own per-service counters (show stat), carried across reloads; read on each scrape.
+    const tracker = this.serviceStats;
+    const supervisor = this.agent.supervisor;
+    let sampling: Promise<void> | undefined;
+    const sample = () =>
+      (sampling ??= tracker
+        .sample(supervisor.running ? supervisor.pid : undefined)
+        .catch(() => undefined)
+        .finally(() => (sampling = undefined)));
+    const perService = (name: string, help: string, kind: 'counter' | 'gauge', value: (s: ServiceStats) => number) => {
+      if (kind === 'gauge') {
+        return new Gauge({
+          name,
+          help,
+          labelNames: ['service'],
+          registers: [r],
+          async collect() {
+            await sample();
+            this.reset();
+            for (const [service, s] of tracker.current()) this.set({ service }, value(s));
+          },
+        });
+      }
+      return new Counter({
+        name,
+        help,
+        labelNames: ['service'],
+        registers: [r],
+        async collect() {
+          await sample();
+          this.reset();
+          for (const [service, s] of tracker.current()) this.inc({ service }, value(s));
+        },
+      });
+    };
+    perService('proxymgr_agent_service_requests_total', 'HTTP requests received by the service (HAProxy frontend req_tot; carried across reloads)', 'counter', (s) => s.counters.requests);
+    perService('proxymgr_agent_service_responses_5xx_total', '5xx responses sent to clients, HAProxy\'s own included (frontend hrsp_5xx)', 'counter', (s) => s.counters.responses5xx);
+    perService('proxymgr_agent_service_sessions_total', 'Client sessions (frontend stot; the request count of tcp services)', 'counter', (s) => s.counters.sessions);
+    perService('proxymgr_agent_service_connection_errors_total', 'Failed connections to servers (backend econ)', 'counter', (s) => s.counters.connectionErrors);
+    perService('proxymgr_agent_service_response_errors_total', 'Failed or aborted server responses (backend eresp)', 'counter', (s) => s.counters.responseErrors);
+    perService('proxymgr_agent_service_retries_total', 'Connection retries and redispatches (backend wretr + wredis)', 'counter', (s) => s.counters.retries);
+    perService('proxymgr_agent_service_servers_down', 'Servers HAProxy sees DOWN (health checks; maint and drain not counted)', 'gauge', (s) => s.gauges.serversDown);
+    perService('proxymgr_agent_service_servers', 'Servers in the service\'s backend', 'gauge', (s) => s.gauges.serversTotal);
+    perService('proxymgr_agent_service_queue', 'Requests waiting for a server (backend qcur)', 'gauge', (s) => s.gauges.queue);
     const streamStats = () => (this.source instanceof GrpcStateSource ? this.source.stats : undefined);
     new Counter({
       name: 'proxymgr_agent_pushes_total',

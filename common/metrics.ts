@@ -1,6 +1,6 @@
 import * as http from 'node:http';
 import { AddressInfo } from 'node:net';
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 
 /** Serves `GET /metrics` for a prom-client registry on "host:port"; resolves with the bound port. */
 export async function serveMetrics(registry: Registry, listen: string): Promise<{ port: number; close: () => Promise<void> }> {
@@ -58,4 +58,14 @@ export function commandKind(command: string): string {
   const w = command.split(' ');
   if (w[0] === 'set' && w[1] === 'server') return `set_${w[3] ?? ''}${w[3] === 'state' ? `_${w[4]}` : ''}`;
   return `${w[0]}_${w[1]}`;
+}
+
+/**
+ * The standard process and Node.js metrics (prom-client's defaults), minus three gauges it names with a `_total`
+ * suffix (nodejs_active_handles_total, …), which `promtool check metrics` rejects: Prometheus reserves `_total` for
+ * counters. The same figures remain as their per-type breakdowns (nodejs_active_handles{type}, …).
+ */
+export function collectStandardMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
 }

@@ -8,7 +8,7 @@ import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
 import { AgentStreamDefinition, encodingStats } from './grpc/push-encoding';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
-import { serveMetrics } from '../common/metrics';
+import { collectStandardMetrics, serveMetrics } from '../common/metrics';
 import { Discovery } from './discovery';
 import { controlPlaneAdminServer } from './grpc/admin';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
@@ -78,6 +78,7 @@ export class ControlPlaneProcess {
       onDisconnect: re?.onDisconnect,
     }, { ...DEFAULT_REGISTRY_LIMITS, forgetAfterMs: opts.config.controlplane.forgetAgentsAfterMs });
     const registry = this.registry;
+    collectStandardMetrics(r);
     // Incremental pushes (docs/protocol.md): what went out, how big, how often an agent had to ask for a resync.
     const counterOf = (name: string, help: string, labelNames: string[], values: () => [Record<string, string>, number][]) =>
       new Counter({

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `npm test`, `npm run demo` and `npm run bench` need on a fresh Debian 12 machine:
-# HAProxy, ZooKeeper (+ a JRE), dnsmasq from apt (as root), and the npm packages. Idempotent and quiet when
+# HAProxy, ZooKeeper (+ a JRE), dnsmasq, promtool (package prometheus) from apt (as root), and the npm packages. Idempotent and quiet when
 # everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsm
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ps >/dev/null 2>&1 || missing+=(procps)   # test/e2e/least-privilege.test.ts: ps -o user=
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # test/e2e/auth.test.ts: a network namespace with a veth pair
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # test/e2e/system.test.ts: promtool check metrics
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${missing[*]} with apt-get" >&2
   if [ "$(id -u)" -ne 0 ]; then
@@ -24,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Debian starts services on install where it can; tests start their own instances on free ports.
-for svc in haproxy zookeeper dnsmasq; do
+for svc in haproxy zookeeper dnsmasq prometheus prometheus-node-exporter; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" >/dev/null 2>&1 || true
   fi

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -244,5 +245,16 @@ agent:
     expect(agent).toMatch(/^proxymgr_agent_runtime_commands_total\{kind="set_state_maint"\} [1-9]/m);
     expect(agent).toMatch(/^proxymgr_agent_left_out_total\{kind="service"\} [1-9]/m); // the api service of test 4
     expect(agent).toMatch(/^proxymgr_agent_haproxy_up 1$/m);
+    // HAProxy's own per-service counters (show stat, carried across the reload of test 2), labelled by service.
+    expect(Number(/^proxymgr_agent_service_requests_total\{service="web"\} (\d+)$/m.exec(agent)?.[1])).toBeGreaterThan(0);
+    expect(agent).toMatch(/^proxymgr_agent_service_servers\{service="web"\} [1-9]/m);
+    expect(agent).toMatch(/^proxymgr_agent_service_servers_down\{service="web"\} 0$/m);
+    // The standard process and Node.js metrics, in both processes; and both expositions pass promtool's lint.
+    for (const m of [cp, agent]) {
+      expect(m).toMatch(/^process_cpu_seconds_total \d/m);
+      expect(m).toMatch(/^nodejs_heap_size_used_bytes \d/m);
+      const lint = spawnSync('promtool', ['check', 'metrics'], { input: m, encoding: 'utf8' });
+      expect(`${lint.status} ${lint.stdout}${lint.stderr}`.trim()).toBe('0');
+    }
   });
 });

@@ -1,0 +1,128 @@
+import { RuntimeApi } from './runtime';
+
+/** Per-service counters from HAProxy's `show stat` (monotonic) and gauges (current values). */
+export interface ServiceCounters {
+  /** HTTP requests received (frontend req_tot; 0 for tcp services). */
+  requests: number;
+  /** 5xx responses sent to clients, HAProxy's own 503s included (frontend hrsp_5xx). */
+  responses5xx: number;
+  /** Client sessions (frontend stot): the request count of tcp services. */
+  sessions: number;
+  /** Failed connections to servers (backend econ). */
+  connectionErrors: number;
+  /** Failed or aborted server responses (backend eresp). */
+  responseErrors: number;
+  /** Connection retries and redispatches (backend wretr + wredis). */
+  retries: number;
+}
+
+export interface ServiceGauges {
+  /** Servers in the backend whose status is DOWN (maint and drain excluded: those are someone's decision). */
+  serversDown: number;
+  serversTotal: number;
+  /** Requests waiting for a server (backend qcur). */
+  queue: number;
+}
+
+export interface ServiceStats {
+  readonly counters: ServiceCounters;
+  readonly gauges: ServiceGauges;
+}
+
+const COUNTERS: readonly (keyof ServiceCounters)[] = ['requests', 'responses5xx', 'sessions', 'connectionErrors', 'responseErrors', 'retries'];
+
+/** Parses `show stat` (CSV with a `# pxname,svname,…` header) into per-proxy stats; unknown columns are ignored. */
+export function parseShowStat(text: string): Map<string, ServiceStats> {
+  const lines = text.split('\n');
+  const header = lines[0]?.replace(/^#\s*/, '').split(',') ?? [];
+  const col = new Map(header.map((h, i) => [h, i]));
+  const num = (row: string[], name: string) => {
+    const i = col.get(name);
+    const v = i === undefined ? '' : (row[i] ?? '');
+    return v === '' ? 0 : Number(v) || 0;
+  };
+  const str = (row: string[], name: string) => {
+    const i = col.get(name);
+    return i === undefined ? '' : (row[i] ?? '');
+  };
+  const out = new Map<string, ServiceStats>();
+  const entry = (name: string): ServiceStats => {
+    let e = out.get(name);
+    if (!e) {
+      e = { counters: { requests: 0, responses5xx: 0, sessions: 0, connectionErrors: 0, responseErrors: 0, retries: 0 }, gauges: { serversDown: 0, serversTotal: 0, queue: 0 } };
+      out.set(name, e);
+    }
+    return e;
+  };
+  for (const line of lines.slice(1)) {
+    if (line.trim() === '') continue;
+    const row = line.split(',');
+    const px = row[0]!;
+    const sv = row[1] ?? '';
+    const e = entry(px);
+    if (sv === 'FRONTEND') {
+      e.counters.requests = num(row, 'req_tot');
+      e.counters.responses5xx = num(row, 'hrsp_5xx');
+      e.counters.sessions = num(row, 'stot');
+    } else if (sv === 'BACKEND') {
+      e.counters.connectionErrors = num(row, 'econ');
+      e.counters.responseErrors = num(row, 'eresp');
+      e.counters.retries = num(row, 'wretr') + num(row, 'wredis');
+      e.gauges.queue = num(row, 'qcur');
+    } else {
+      e.gauges.serversTotal++;
+      if (/^DOWN/.test(str(row, 'status'))) e.gauges.serversDown++;
+    }
+  }
+  return out;
+}
+
+/**
+ * Per-service counters that survive reloads: HAProxy 2.6 starts every new process at zero, so when the process
+ * answering changes, what the old one had counted is carried into a per-service base. Counts the old process makes
+ * after the last sample (soft-stopping connections) are not seen; sampling often (`sample` on every scrape and on a
+ * timer) keeps that small.
+ */
+export class ServiceStatsTracker {
+  private pid: number | undefined;
+  private readonly base = new Map<string, ServiceCounters>();
+  private readonly last = new Map<string, ServiceCounters>();
+  private gauges = new Map<string, ServiceGauges>();
+
+  constructor(private readonly runtime: Pick<RuntimeApi, 'command'>) {}
+
+  /** Reads `show stat` from HAProxy `pid` (the supervisor's current process) and folds it in. */
+  async sample(pid: number | undefined): Promise<void> {
+    if (pid === undefined) return;
+    const stats = parseShowStat(await this.runtime.command('show stat'));
+    const restarted = this.pid !== undefined && pid !== this.pid;
+    this.pid = pid;
+    for (const [name, s] of stats) {
+      const last = this.last.get(name);
+      const base = this.base.get(name) ?? zero();
+      // A new process, or a counter that went backwards (a restart the pid did not show): carry the old counts.
+      if (last && (restarted || COUNTERS.some((k) => s.counters[k] < last[k]))) for (const k of COUNTERS) base[k] += last[k];
+      this.base.set(name, base);
+      this.last.set(name, { ...s.counters });
+    }
+    if (restarted) for (const name of this.last.keys()) if (!stats.has(name)) this.last.delete(name);
+    this.gauges = new Map([...stats].map(([name, s]) => [name, s.gauges]));
+  }
+
+  /** Monotonic counters and current gauges per service (services HAProxy runs now). */
+  current(): Map<string, ServiceStats> {
+    const out = new Map<string, ServiceStats>();
+    for (const [name, gauges] of this.gauges) {
+      const base = this.base.get(name) ?? zero();
+      const last = this.last.get(name) ?? zero();
+      const counters = zero();
+      for (const k of COUNTERS) counters[k] = base[k] + last[k];
+      out.set(name, { counters, gauges });
+    }
+    return out;
+  }
+}
+
+function zero(): ServiceCounters {
+  return { requests: 0, responses5xx: 0, sessions: 0, connectionErrors: 0, responseErrors: 0, retries: 0 };
+}

@@ -1,0 +1,42 @@
+import { parseShowStat, ServiceStatsTracker } from '../../agent/haproxy/stats';
+
+const HEADER = '# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot';
+/** One proxy's rows in 2.6's column order (only the columns the parser reads are filled). */
+function rows(px: string, f: { req: number; x5: number; stot: number }, b: { econ: number; eresp: number; wretr: number; wredis: number; qcur: number }, servers: string[]): string {
+  const row = (sv: string, v: Record<number, string | number>) => Array.from({ length: 49 }, (_, i) => (i === 0 ? px : i === 1 ? sv : (v[i] ?? ''))).join(',');
+  return [
+    row('FRONTEND', { 7: f.stot, 43: f.x5, 48: f.req, 17: 'OPEN' }),
+    ...servers.map((status, i) => row(`s${i}`, { 17: status })),
+    row('BACKEND', { 2: b.qcur, 13: b.econ, 14: b.eresp, 15: b.wretr, 16: b.wredis, 17: 'UP' }),
+  ].join('\n');
+}
+
+describe('show stat per service', () => {
+  test('counters from the frontend and backend rows, DOWN servers counted (maint is not DOWN)', () => {
+    const s = parseShowStat([HEADER, rows('web', { req: 100, x5: 7, stot: 90 }, { econ: 2, eresp: 3, wretr: 4, wredis: 1, qcur: 5 }, ['UP', 'DOWN', 'MAINT', 'DOWN 1/2']), ''].join('\n'));
+    expect(s.get('web')).toEqual({
+      counters: { requests: 100, responses5xx: 7, sessions: 90, connectionErrors: 2, responseErrors: 3, retries: 5 },
+      gauges: { serversDown: 2, serversTotal: 4, queue: 5 },
+    });
+  });
+
+  test('the tracker carries counts across a new HAProxy process (and a counter going backwards); gauges are current', async () => {
+    let text = '';
+    const tracker = new ServiceStatsTracker({ command: async () => text });
+    const at = (req: number, x5: number, qcur = 0) => [HEADER, rows('web', { req, x5, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur }, ['UP']), ''].join('\n');
+    text = at(10, 1);
+    await tracker.sample(100);
+    text = at(15, 2, 3);
+    await tracker.sample(100);
+    expect(tracker.current().get('web')!.counters.requests).toBe(15);
+    text = at(4, 0); // reloaded: pid 101 starts at zero
+    await tracker.sample(101);
+    expect(tracker.current().get('web')!.counters).toMatchObject({ requests: 19, responses5xx: 2 });
+    expect(tracker.current().get('web')!.gauges.queue).toBe(0);
+    text = at(1, 0); // backwards under the same pid (a restart the pid did not show)
+    await tracker.sample(101);
+    expect(tracker.current().get('web')!.counters.requests).toBe(20);
+    await tracker.sample(undefined); // no HAProxy: nothing changes
+    expect(tracker.current().get('web')!.counters.requests).toBe(20);
+  });
+});
