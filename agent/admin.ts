@@ -14,7 +14,8 @@ export interface ConnectionInfo {
 
 const OPER = ['down', 'starting', 'up', 'stopping'];
 
-function toPb(s: RuntimeServer): PbRuntimeServer {
+/** A `show servers state` entry as AgentAdmin and the stream's StateReport show it. */
+export function toPb(s: RuntimeServer): PbRuntimeServer {
   return {
     backend: s.backend,
     name: s.name,

@@ -18,7 +18,7 @@ import { Logger } from '../common/log';
 import { collectStandardMetrics, commandKind, reasonKind, serveMetrics } from '../common/metrics';
 import { fromJson, stateJsonText } from '../common/state-codec';
 import { DesiredState, Service } from '../common/types';
-import { agentAdminServer } from './admin';
+import { agentAdminServer, toPb } from './admin';
 import { Agent, ApplyResult } from './agent';
 import { StatsSocketClient } from './haproxy/runtime';
 import { GrpcStateSource } from './sources/grpc';
@@ -281,6 +281,11 @@ export class AgentProcess {
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
       initialState: () => this.agent.current,
+      reportState: async () => {
+        if (!this.agent.supervisor.running) return 'HAProxy is not running';
+        const state = await this.runtime.serversState();
+        return [...state.values()].flatMap((backend) => [...backend.values()].map(toPb));
+      },
       tls: agent.tls,
       ...(agent.tokenFile ? { token: readTokenFile(agent.tokenFile, 'agent.token_file') } : {}),
       log: this.log.child({ component: 'grpc' }),

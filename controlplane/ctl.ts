@@ -1,12 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
-import { ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
+import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
 import { channelCredentials } from '../common/grpc';
 import { readTokenFile } from '../common/auth';
 
 export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout COMMAND [options]
        proxymgr ctl --controlplane HOST:PORT agents [--json]
+       proxymgr ctl --controlplane HOST:PORT agent NODE [--json]
 
 Operates rollouts through any control-plane replica (the state lives in ZooKeeper; any replica answers), and
 shows the fleet.
@@ -14,6 +15,8 @@ shows the fleet.
 commands:
   agents              every agent this replica knows: state (SYNCED, STALE, NACKED, DISCONNECTED), revision and
                       version it runs and should run, age of its last ACK, labels, last error
+  agent NODE          one agent three ways: what the control plane wants it to run, what it ACKed, and what its
+                      HAProxy has (asked of the agent), server by server, with the differences marked "!" 
   rollout status      the current (or last) rollout: waves, and per agent the revision, ACK/NACK and error
   rollout pause       start no new wave; agents that have the revision keep it
   rollout resume      continue a paused rollout (or a halted one, forgiving the NACKs so far)
@@ -85,8 +88,8 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
       out(CTL_HELP + '\n');
       return 0;
     }
-    const isAgents = positional[0] === 'agents' && positional.length === 1;
-    if (!isAgents && (positional[0] !== 'rollout' || positional.length !== 2)) throw new UsageError('expected "rollout COMMAND" or "agents"');
+    const isFleet = (positional[0] === 'agents' && positional.length === 1) || (positional[0] === 'agent' && positional.length === 2);
+    if (!isFleet && (positional[0] !== 'rollout' || positional.length !== 2)) throw new UsageError('expected "rollout COMMAND", "agents" or "agent NODE"');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
@@ -102,6 +105,7 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
     const tokenFile = str('token-file');
     if (tokenFile) callMetadata.set('authorization', `Bearer ${readTokenFile(tokenFile, '--token-file')}`);
     if (positional[0] === 'agents') return await agentsCommand(new ControlPlaneAdminClient(address, channelCredentials(tls)), flags.json === true, out);
+    if (positional[0] === 'agent') return await agentCommand(new ControlPlaneAdminClient(address, channelCredentials(tls)), positional[1]!, flags.json === true, out);
     client = new RolloutClient(address, channelCredentials(tls));
   } catch (err) {
     if (typeof (err as { code?: unknown }).code !== 'number') {
@@ -180,6 +184,76 @@ async function agentsCommand(client: InstanceType<typeof ControlPlaneAdminClient
   } finally {
     client.close();
   }
+}
+
+/** `ctl agent NODE`: the three-way view. */
+async function agentCommand(client: InstanceType<typeof ControlPlaneAdminClient>, nodeId: string, json: boolean, out: (s: string) => void): Promise<number> {
+  try {
+    // The control plane waits up to 5 s for the agent's answer: the call gets longer than that.
+    callTimeoutMs = Math.max(callTimeoutMs, 8000);
+    const view = await unary<{ nodeId: string }, AgentView>(client.getAgentView.bind(client), { nodeId });
+    out(json ? JSON.stringify(AgentView.toJSON(view)) + '\n' : renderAgentView(view, Date.now()));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** Differences between what is wanted and what HAProxy has, per server (a `!` note each), and the table. */
+export function renderAgentView(view: AgentView, now: number): string {
+  const a = view.agent!;
+  let text = `agent ${a.nodeId}  ${a.state}  ${a.connected ? `connected since ${a.connectedSince.slice(0, 19)} from ${a.peer}` : 'disconnected'}`;
+  const labels = Object.entries(a.labels).map(([k, v]) => `${k}=${v}`);
+  if (labels.length) text += `  labels ${labels.join(',')}`;
+  text += `\n  runs        ${a.runningVersion || '-'}  (last ACK ${age(a.lastAckTime, now)}${a.lastAckTime ? ' ago' : ''})\n`;
+  text += `  should run  ${a.desiredVersion || '(no desired state yet)'}\n`;
+  if (a.lastNackedVersion) text += `  last NACK   ${a.lastNackedVersion}\n`;
+  if (a.lastError) text += `  last error  ${a.lastError.replace(/\s+/g, ' ').slice(0, 300)}\n`;
+  const rows: string[][] = [['SERVICE', 'SERVER', 'WANTED', 'HAPROXY', 'DIFFERENCE']];
+  let differences = 0;
+  const note = (s: string) => {
+    differences++;
+    return `! ${s}`;
+  };
+  const live = new Map<string, Map<string, AgentView['haproxy'][number]>>();
+  for (const s of view.haproxy) {
+    if (!live.has(s.backend)) live.set(s.backend, new Map());
+    live.get(s.backend)!.set(s.name, s);
+  }
+  const known = view.haproxyError === '';
+  for (const svc of view.desired?.services ?? []) {
+    const have = live.get(svc.name);
+    if (known && !have) rows.push([svc.name, '*', `${svc.servers.length} servers`, '-', note('service missing in HAProxy')]);
+    for (const want of svc.servers) {
+      const cur = have?.get(want.name);
+      const wanted = `${want.address}:${want.port} w${want.weight ?? 1}`;
+      if (!known) {
+        rows.push([svc.name, want.name, wanted, '?', '']);
+        continue;
+      }
+      if (!cur) {
+        if (have) rows.push([svc.name, want.name, wanted, '-', note('missing in HAProxy')]);
+        continue;
+      }
+      const diffs: string[] = [];
+      if (cur.address !== want.address || cur.port !== want.port) diffs.push(`address ${cur.address}:${cur.port}`);
+      if (cur.weight !== (want.weight ?? 1)) diffs.push(`weight ${cur.weight}, wanted ${want.weight ?? 1}`);
+      if (cur.adminState !== 'ready') diffs.push(cur.adminState);
+      if (cur.operState === 'down') diffs.push('DOWN (health check)');
+      rows.push([svc.name, want.name, wanted, `${cur.address}:${cur.port} w${cur.weight} ${cur.adminState} ${cur.operState}`, diffs.length ? note(diffs.join('; ')) : '']);
+    }
+    if (!have) continue;
+    const wantedNames = new Set(svc.servers.map((s) => s.name));
+    for (const cur of have.values()) {
+      if (wantedNames.has(cur.name)) continue;
+      const where = `${cur.address}:${cur.port} w${cur.weight} ${cur.adminState} ${cur.operState}`;
+      rows.push([svc.name, cur.name, '-', where, cur.adminState === 'maint' ? '(removed; in maint until the next reload)' : note('in service but not wanted')]);
+    }
+  }
+  const wantedServices = new Set((view.desired?.services ?? []).map((s) => s.name));
+  for (const [backend, servers] of live) if (!wantedServices.has(backend)) rows.push([backend, '*', '-', `${servers.size} servers`, note('service in HAProxy but not wanted')]);
+  text += known ? `HAProxy (from the agent): ${view.haproxy.length} servers in ${live.size} backends; ${differences} difference(s)\n\n` : `HAProxy: unknown (${view.haproxyError})\n\n`;
+  return text + (rows.length > 1 ? table(rows) : 'no services\n');
 }
 
 /** With rollouts a version is `<revision>.<content hash>`; without, a content hash alone (no revision). */

@@ -13,6 +13,7 @@ import { Discovery } from './discovery';
 import { controlPlaneAdminServer } from './grpc/admin';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
 import { agentStreamServer, DesiredStateSource, streamStats } from './grpc/stream-server';
+import { AgentStateRequests } from './grpc/state-requests';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
 import { rolloutAdminServer } from './rollout/admin';
 import { RolloutCoordinator } from './rollout/coordinator';
@@ -193,6 +194,7 @@ export class ControlPlaneProcess {
       'grpc.max_concurrent_streams': 100,
       interceptors: [authInterceptor(this.authorizer, log.child({ component: 'grpc' }), this.authMetrics)],
     });
+    const stateRequests = new AgentStateRequests();
     this.server.addService(
       AgentStreamDefinition,
       agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
@@ -200,9 +202,9 @@ export class ControlPlaneProcess {
         pushesPerSecond: config.controlplane.pushesPerSecond,
         pushBurst: config.controlplane.pushBurst,
         pushBufferBytes: config.controlplane.pushBufferBytes,
-      }, this.authorizer),
+      }, this.authorizer, stateRequests),
     );
-    this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry));
+    this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry, stateRequests));
     this.server.addService(RolloutService, rolloutAdminServer(this.rollout));
     // SERVING once discovery published its first snapshot: before that this replica has nothing to give an agent
     // (a readiness probe keeps traffic away from it); a snapshot tells Watch streams at once.

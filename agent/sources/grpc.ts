@@ -7,6 +7,7 @@ import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
+import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ApplyResult } from '../agent';
 import { ApplyFn, StateSource } from './file';
 import { HeldState, PushMismatch } from './held-state';
@@ -25,6 +26,8 @@ export interface GrpcSourceOptions {
    * what it holds, so the control plane sends only what differs (docs/protocol.md).
    */
   readonly initialState?: () => DesiredState | undefined;
+  /** What HAProxy has now, for the control plane's StateRequest (`proxymgr ctl agent NODE`); a sentence when unknown. */
+  readonly reportState?: () => Promise<RuntimeServer[] | string>;
   readonly tls?: TlsConfig;
   /** Bearer token sent with the stream (`agent.token_file`); never logged. */
   readonly token?: string;
@@ -176,6 +179,7 @@ export class GrpcStateSource implements StateSource {
         this.attempt = 0;
       }
       this.connectedTo = address;
+      if (msg.stateRequest) return void this.report(call, msg.stateRequest.id);
       const push = msg.push;
       if (!push) return;
       this.stats.pushes++;
@@ -217,6 +221,20 @@ export class GrpcStateSource implements StateSource {
     };
     call.on('error', (err: grpc.ServiceError) => retry(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
     call.on('end', () => retry('stream ended by the control plane'));
+  }
+
+  /** Answers a StateRequest with what HAProxy has (never throws: a failure is the report's error). */
+  private async report(call: grpc.ClientDuplexStream<AgentMessage, ControlMessage>, id: string): Promise<void> {
+    let servers: RuntimeServer[] = [];
+    let error = '';
+    try {
+      const state = this.opts.reportState ? await this.opts.reportState() : 'this agent does not report its HAProxy state';
+      if (typeof state === 'string') error = state;
+      else servers = state;
+    } catch (err) {
+      error = errorMessage(err);
+    }
+    if (call === this.call) call.write({ stateReport: { id, servers, error, runningVersion: this.opts.runningVersion() } });
   }
 
   /** Applies one push and builds its ACK or NACK (never throws: an apply that throws is a NACK). */

@@ -10,6 +10,7 @@ import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth'
 import { identifyCall } from '../../common/grpc-auth';
 import { AgentRecord, AgentRegistry } from './registry';
 import { cachedBody, preEncodedPush, pushBody } from './push-encoding';
+import { AgentStateRequests } from './state-requests';
 
 /** Where the stream server gets desired states from (discovery now; the rollout engine later). */
 export interface DesiredStateSource {
@@ -130,7 +131,14 @@ let nonceCounter = 0;
  * a new change, not a loop, and what failed then (a port in use) may well apply now. A Resync gets a full push.
  * Agents from before incremental pushes (protocol 0) get whole states, as before.
  */
-export function agentStreamServer(source: DesiredStateSource, registry: AgentRegistry, log: Logger, limits: StreamLimits = DEFAULT_LIMITS, authorizer: Authorizer = new Authorizer(undefined)): AgentStreamServer {
+export function agentStreamServer(
+  source: DesiredStateSource,
+  registry: AgentRegistry,
+  log: Logger,
+  limits: StreamLimits = DEFAULT_LIMITS,
+  authorizer: Authorizer = new Authorizer(undefined),
+  stateRequests: AgentStateRequests = new AgentStateRequests(),
+): AgentStreamServer {
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
   const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond), limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes);
   const answerTimeoutMs = limits.answerTimeoutMs ?? DEFAULT_LIMITS.answerTimeoutMs!;
@@ -142,6 +150,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
       }
       let agent: AgentRecord | undefined;
       let unsubscribe: (() => void) | undefined;
+      let unregisterRequests: (() => void) | undefined;
       let protocol = 0;
       /** Protocol 2: what the agent holds (what it was sent last, or declared in its hello). */
       let held: Held | undefined;
@@ -288,6 +297,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         alog = log.child({ node_id: agent.nodeId, peer: call.getPeer() });
         alog.info({ running_version: hello.runningVersion, protocol, base_version: hello.baseVersion, base_resources: Object.keys(hello.baseResources).length }, 'agent connected');
         unsubscribe = source.subscribe(maybePush);
+        if (protocol === PROTOCOL_VERSION) unregisterRequests = stateRequests.register(hello.nodeId, (id) => call.write({ stateRequest: { id } }));
         maybePush();
       };
 
@@ -318,6 +328,8 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
           registry.nack(agent, msg.nack.version, reason, msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD));
           alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
           maybePush();
+        } else if (msg.stateReport) {
+          stateRequests.answer(agent.nodeId, msg.stateReport);
         } else if (msg.resync) {
           if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
           const reason = clipText(msg.resync.reason);
@@ -342,6 +354,7 @@ export function agentStreamServer(source: DesiredStateSource, registry: AgentReg
         closed = true;
         pacer.cancel(send);
         answered();
+        unregisterRequests?.();
         sending?.(); // its bytes will never be sent on
         sending = undefined;
         unsubscribe?.();

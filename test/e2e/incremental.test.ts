@@ -284,6 +284,33 @@ agent:
     expect(metrics).toMatch(/^proxymgr_cp_push_encodings_total\{result="encoded"\} [1-9]/m);
   });
 
+  test('ctl agent NODE: wanted, ACKed and what HAProxy has (from the agent), with one agent drifted by hand', async () => {
+    const run = (...args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, ...args], { timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr })),
+      );
+    // Drift agent0's HAProxy behind the agent's back (drift repair runs once a minute here).
+    const a0 = agents[0]!;
+    const runtime = new StatsSocketClient(loadConfig(a0.config).haproxy.socketPath);
+    const web = (await desiredFor(a0.id)).services.find((s) => s.name === 'web')!;
+    const victim = web.servers[0]!;
+    await runtime.command(`set server web/${victim.name} weight 9`);
+    const drifted = await run('agent', a0.id);
+    expect(drifted.code).toBe(0);
+    expect(drifted.stdout).toMatch(new RegExp(`^agent ${a0.id} +SYNCED`, 'm'));
+    expect(drifted.stdout).toMatch(/^HAProxy \(from the agent\): \d+ servers in 1 backends; 1 difference\(s\)$/m);
+    expect(drifted.stdout).toMatch(new RegExp(`^web +${victim.name} +${victim.address}:${victim.port} w${victim.weight} +${victim.address}:${victim.port} w9 ready \\w+ +! weight 9, wanted ${victim.weight}$`, 'm'));
+    const json = JSON.parse((await run('agent', a0.id, '--json')).stdout) as { agent: { state: string }; desired: { version: string }; haproxy: { backend: string; name: string; weight: number }[] };
+    expect(json.desired.version).toBe((await desiredFor(a0.id)).version);
+    expect(json.haproxy.find((s) => s.backend === 'web' && s.name === victim.name)?.weight).toBe(9);
+    // The other agent has not drifted; an unknown node is a clear error.
+    expect((await run('agent', agents[1]!.id)).stdout).toMatch(/; 0 difference\(s\)$/m);
+    const unknown = await run('agent', 'nobody');
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no agent with node_id "nobody"/);
+    await runtime.command(`set server web/${victim.name} weight ${victim.weight}`);
+  });
+
   test('ctl agents: both SYNCED on what the control plane wants them to run; a stopped agent is DISCONNECTED', async () => {
     const ctl = (...args: string[]) =>
       new Promise<{ code: number; stdout: string }>((resolve) =>

@@ -1,6 +1,7 @@
 import { syncOf } from '../../../controlplane/grpc/admin';
-import { renderAgents } from '../../../controlplane/ctl';
-import { AgentInfo, ListAgentsResponse } from '../../../common/gen/proxymgr/v1/admin';
+import { AgentStateRequests } from '../../../controlplane/grpc/state-requests';
+import { renderAgents, renderAgentView } from '../../../controlplane/ctl';
+import { AgentInfo, AgentView, ListAgentsResponse } from '../../../common/gen/proxymgr/v1/admin';
 
 describe('agent sync states (as istioctl proxy-status shows them)', () => {
   const agent = (o: Partial<{ connected: boolean; runningVersion: string; lastNackedVersion: string }>) => ({ connected: true, runningVersion: 'v1', lastNackedVersion: '', ...o });
@@ -31,5 +32,54 @@ describe('agent sync states (as istioctl proxy-status shows them)', () => {
     expect(lines[4]).toMatch(/^c +DISCONNECTED +- +0123456789abcdef0123… += +never /);
     expect(lines[5]).toMatch(/^a +SYNCED +abcdef123456 +abcdef123456\.0011 += +10s +zone=eu/);
     expect(renderAgents(ListAgentsResponse.fromPartial({}), now)).toMatch(/no agents/);
+  });
+});
+
+describe('ctl agent NODE: the three-way view', () => {
+  const srv = (name: string, port: number, weight = 1) => ({ name, address: '10.0.0.1', port, weight, options: [] });
+  const live = (backend: string, name: string, port: number, o: Partial<{ weight: number; adminState: string; operState: string }> = {}) => ({ backend, name, address: '10.0.0.1', port, weight: 1, adminState: 'ready', operState: 'up', ...o });
+  const desired = { version: 'v2', services: [{ name: 'web', port: 80, bindAddress: '', listenOptions: [], serverOptions: [], servers: [srv('a', 1), srv('b', 2), srv('c', 3)] }, { name: 'api', port: 81, bindAddress: '', listenOptions: [], serverOptions: [], servers: [srv('x', 9)] }] };
+  const agent = { nodeId: 'n1', state: 'STALE', connected: true, runningVersion: 'v1', desiredVersion: 'v2', lastError: 'applied with warnings: x' };
+
+  test('every difference is marked: weight, admin and health state, missing, extra, whole services; a removed server in maint is not one', () => {
+    const view = AgentView.fromPartial({
+      agent,
+      desired,
+      haproxy: [live('web', 'a', 1), live('web', 'b', 2, { weight: 5, operState: 'down' }), live('web', 'old', 7, { adminState: 'maint' }), live('web', 'rogue', 8), live('legacy', 'z', 5)],
+    });
+    const text = renderAgentView(view, Date.now());
+    expect(text).toMatch(/^agent n1 +STALE +connected/m);
+    expect(text).toMatch(/^ +runs +v1 /m);
+    expect(text).toMatch(/^ +should run +v2$/m);
+    expect(text).toMatch(/^ +last error +applied with warnings: x$/m);
+    expect(text).toMatch(/5 servers in 2 backends; 5 difference\(s\)/);
+    expect(text).toMatch(/^web +a +10\.0\.0\.1:1 w1 +10\.0\.0\.1:1 w1 ready up *$/m);
+    expect(text).toMatch(/^web +b .* ! weight 5, wanted 1; DOWN \(health check\)$/m);
+    expect(text).toMatch(/^web +c .* ! missing in HAProxy$/m);
+    expect(text).toMatch(/^web +old .* \(removed; in maint until the next reload\)$/m);
+    expect(text).toMatch(/^web +rogue .* ! in service but not wanted$/m);
+    expect(text).toMatch(/^api +\* +1 servers +- +! service missing in HAProxy$/m);
+    expect(text).toMatch(/^legacy +\* .* ! service in HAProxy but not wanted$/m);
+  });
+
+  test('when the agent cannot say, the view says why and marks nothing', () => {
+    const text = renderAgentView(AgentView.fromPartial({ agent: { ...agent, connected: false, state: 'DISCONNECTED' }, desired, haproxyError: 'agent n1 has no stream to this control plane that can answer' }), Date.now());
+    expect(text).toMatch(/^HAProxy: unknown \(agent n1 has no stream/m);
+    expect(text).not.toMatch(/!/);
+  });
+});
+
+describe('questions to agents about their HAProxy', () => {
+  test('only the agent asked can answer; an agent without a stream, or silent, gets a sentence', async () => {
+    const q = new AgentStateRequests();
+    const asked: string[] = [];
+    const off = q.register('n1', (id) => asked.push(id));
+    const pending = q.ask('n1', 1000);
+    q.answer('n2', { id: asked[0]!, servers: [], error: 'forged', runningVersion: '' }); // another agent: ignored
+    q.answer('n1', { id: asked[0]!, servers: [], error: '', runningVersion: 'v1' });
+    expect(await pending).toMatchObject({ runningVersion: 'v1' });
+    expect(await q.ask('n1', 50)).toMatch(/did not answer within 50 ms/);
+    off();
+    expect(await q.ask('n1', 50)).toMatch(/has no stream to this control plane/);
   });
 });
