@@ -1,5 +1,6 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
@@ -8,6 +9,14 @@ import { eventually, freePort, tempDir } from '../helpers/net';
 jest.setTimeout(300_000);
 
 const SERVICES = 4000;
+
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
 const SERVERS = 20;
 
 /**
@@ -58,10 +67,11 @@ describe(`a ${SERVICES} × ${SERVERS} state end to end (built CLI, real HAProxy)
     backend = http.createServer((req, res) => res.end(`backend via ${req.socket.localAddress}`));
     await new Promise<void>((resolve) => backend.listen(0, '0.0.0.0', resolve));
     backendPort = (backend.address() as AddressInfo).port;
-    const seen = new Set<number>();
-    while (ports.length < SERVICES) {
-      const p = await freePort();
-      if (!seen.has(p)) ports.push(p), seen.add(p);
+    // Below the ephemeral range (32768+): 4,000 ports taken from it would collide with the outgoing connections of
+    // tests running at the same time, and a service whose port was taken meanwhile is left out.
+    for (let p = 22_000; ports.length < SERVICES; p++) {
+      if (p >= 32_768) throw new Error(`fewer than ${SERVICES} free ports between 22000 and 32767`);
+      if (await isFree(p)) ports.push(p);
     }
     servicesFile = path.join(tmp.dir, 'services.json');
     writeFileSync(servicesFile, JSON.stringify(services(allHosts)));
