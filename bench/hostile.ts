@@ -274,7 +274,7 @@ export async function main(args: string[]): Promise<object> {
     const client = new AgentStreamClient(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
     for (let i = 0; i < total; i++) {
       t.inputs++;
-      const outcome = await streamScenario(client, pickIndex(rand, 12), i, tokens);
+      const outcome = await streamScenario(client, pickIndex(rand, 16), i, tokens);
       if (outcome === 'refused') t.rejected++;
       else t.accepted++;
     }
@@ -402,6 +402,8 @@ async function settle(list: () => Promise<ListServicesResponse>, names: readonly
 
 type StreamOutcome = 'refused' | 'taken';
 
+const pick3 = <T>(xs: readonly T[], i: number): T => xs[i % xs.length]!;
+
 /** One AgentStream conversation; refused = the server ended it with an error status. */
 function streamScenario(client: AgentStreamClient, kind: number, i: number, tokens: Record<string, string>): Promise<StreamOutcome> {
   const md = new grpc.Metadata();
@@ -429,6 +431,12 @@ function streamScenario(client: AgentStreamClient, kind: number, i: number, toke
       if (kind === 8) call.write({ ack: { version: p.version, nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 } } as unknown as AgentMessage); // replayed
       if (kind === 9) call.write({ ack: { version: 'other', nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 } } as unknown as AgentMessage);
       if (kind === 10) call.write({ nack: { version: p.version, nonce: p.nonce, reason: 'r'.repeat(1_000_000), runningVersion: 'v'.repeat(10_000) } } as unknown as AgentMessage);
+      if (kind === 13) {
+        // Protocol 2: Resync spam (unknown nonces, the real one twice, then one for the full push that answers it).
+        for (let k = 0; k < 50; k++) call.write({ resync: { nonce: `forged-${k}`, reason: 'x'.repeat(k * 100) } });
+        call.write({ resync: { nonce: p.nonce, reason: p.full ? 'cannot take even a full push' : 'does not fit' } });
+        call.write({ resync: { nonce: p.nonce, reason: 'again' } });
+      }
     });
     switch (kind) {
       case 0:
@@ -455,6 +463,19 @@ function streamScenario(client: AgentStreamClient, kind: number, i: number, toke
       case 7:
         call.write(hello(`attacker-${i}`));
         call.write(hello(`attacker-${i}`)); // twice
+        break;
+      case 12: // protocol 2 with a declared base that is junk
+        call.write(hello(`attacker-${i}`, { protocolVersion: 2, baseVersion: 'v', baseResources: pick3([{ 'a b': 'ff' }, { web: 'NOT-HEX' }, Object.fromEntries(Array.from({ length: 120_000 }, (_, k) => [`s${k}`, 'ab']))], i), baseGlobalsVersion: '' }));
+        break;
+      case 13:
+        call.write(hello(`attacker-${i}`, { protocolVersion: 2, baseVersion: 'v1', baseResources: { web: 'a'.repeat(32) }, baseGlobalsVersion: 'b'.repeat(32) }));
+        break;
+      case 14:
+        call.write(hello(`attacker-${i}`, { protocolVersion: 99 }));
+        break;
+      case 15: // a StateReport nobody asked for, with a big server list
+        call.write(hello(`attacker-${i}`, { protocolVersion: 2 }));
+        call.write({ stateReport: { id: `q${i}`, servers: Array.from({ length: 20_000 }, (_, k) => ({ backend: 'web', name: `s${k}`, address: '10.0.0.1', port: 80, weight: 1, adminState: 'ready', operState: 'up' })), error: '', runningVersion: '' } });
         break;
       case 11:
         call.write(hello(`attacker-${i}`));
