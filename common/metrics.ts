@@ -2,20 +2,39 @@ import * as http from 'node:http';
 import { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 
-/** Serves `GET /metrics` for a prom-client registry on "host:port"; resolves with the bound port. */
-export async function serveMetrics(registry: Registry, listen: string): Promise<{ port: number; close: () => Promise<void> }> {
+/** A page served next to /metrics: its content type and body. */
+export type Route = () => Promise<{ type: string; body: string }> | { type: string; body: string };
+
+export interface HttpOptions {
+  /** More pages by path (the control plane's status page). */
+  readonly routes?: Readonly<Record<string, Route>>;
+  /** Refuses a request (a status and a sentence) or lets it through (undefined); every path, /metrics included. */
+  readonly authorize?: (req: http.IncomingMessage) => { status: number; message: string } | undefined;
+}
+
+/** Serves `GET /metrics` for a prom-client registry (and `routes`) on "host:port"; resolves with the bound port. */
+export async function serveMetrics(registry: Registry, listen: string, opts: HttpOptions = {}): Promise<{ port: number; close: () => Promise<void> }> {
   const i = listen.lastIndexOf(':');
   const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(listen.slice(i + 1));
   const server = http.createServer((req, res) => {
-    if (req.url !== '/metrics') {
-      res.writeHead(404).end('see /metrics\n');
+    const path = (req.url ?? '').split('?')[0]!;
+    const route = path === '/metrics' ? async () => ({ type: registry.contentType, body: await registry.metrics() }) : opts.routes?.[path];
+    if (!route || req.method !== 'GET') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`${req.method} ${path.slice(0, 100)}: not here; see ${['/metrics', ...Object.keys(opts.routes ?? {})].join(', ')}\n`);
       return;
     }
-    registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (err: Error) => res.writeHead(500).end(err.message),
-    );
+    const refused = opts.authorize?.(req);
+    if (refused) {
+      res.writeHead(refused.status, { 'content-type': 'text/plain', ...(refused.status === 401 ? { 'www-authenticate': 'Bearer' } : {}) }).end(`${refused.message}\n`);
+      return;
+    }
+    Promise.resolve()
+      .then(route)
+      .then(
+        ({ type, body }) => res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }).end(body),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+      );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

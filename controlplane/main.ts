@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { authTlsWarning, ProxyMgrConfig } from '../common/config';
 import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
-import { Authorizer } from '../common/auth';
+import { Authorizer, UNAUTHENTICATED } from '../common/auth';
 import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
 import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
 import { AgentStreamDefinition, encodingStats } from './grpc/push-encoding';
@@ -10,12 +10,13 @@ import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { collectStandardMetrics, serveMetrics } from '../common/metrics';
 import { Discovery } from './discovery';
-import { controlPlaneAdminServer } from './grpc/admin';
+import { controlPlaneAdminServer, listAgents, listServices } from './grpc/admin';
+import { renderStatusPage, StatusData, statusJson } from './status-page';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
 import { agentStreamServer, DesiredStateSource, streamStats } from './grpc/stream-server';
 import { AgentStateRequests } from './grpc/state-requests';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
-import { rolloutAdminServer } from './rollout/admin';
+import { currentRolloutStatus, rolloutAdminServer } from './rollout/admin';
 import { RolloutCoordinator } from './rollout/coordinator';
 
 export interface ControlPlaneOptions {
@@ -212,7 +213,28 @@ export class ControlPlaneProcess {
     this.discovery.onSnapshot(() => health.changed());
     addReflection(this.server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin', 'proxymgr.v1.Rollout']);
     this.port = await bindServer(this.server, config.controlplane.listen, serverCredentials(config.controlplane.tls));
-    if (config.controlplane.metricsListen) this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen);
+    if (config.controlplane.metricsListen) {
+      const data = (): StatusData => ({
+        rollout: currentRolloutStatus(this.rollout),
+        agents: listAgents(() => this.discovery.current(), source, this.registry),
+        services: listServices(() => this.discovery.current(), () => this.errorSummary()),
+      });
+      this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen, {
+        routes: {
+          '/': () => ({ type: 'text/html; charset=utf-8', body: renderStatusPage(data(), Date.now()) }),
+          '/status.json': () => ({ type: 'application/json', body: statusJson(data()) }),
+        },
+        // The page, its JSON and /metrics are reads: the viewer role, as ControlPlaneAdmin/ListAgents.
+        authorize: (req) => {
+          const d = this.authorizer.check({
+            method: '/proxymgr.v1.ControlPlaneAdmin/ListAgents',
+            peer: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`,
+            authorization: req.headers.authorization ? [req.headers.authorization] : [],
+          });
+          return d.ok ? undefined : { status: d.code === UNAUTHENTICATED ? 401 : 403, message: d.details };
+        },
+      });
+    }
     this.lifecycle.to('running', 'finish starting');
     log.info({ port: this.port, metrics_port: this.metrics?.port }, 'control plane started');
   }

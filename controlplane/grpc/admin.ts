@@ -1,22 +1,58 @@
 import * as grpc from '@grpc/grpc-js';
 import { toProto } from '../../common/state-codec';
-import { AgentInfo, ControlPlaneAdminServer } from '../../common/gen/proxymgr/v1/admin';
+import { AgentInfo, ControlPlaneAdminServer, ListAgentsResponse, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
 import { DesiredState } from '../../common/types';
 import { AgentRecord, AgentRegistry } from './registry';
 import { AgentStateRequests } from './state-requests';
 import { DesiredStateSource } from './stream-server';
+
+/** ListServices: the desired services with their hosts, and discovery's problems per service. */
+export function listServices(current: () => DesiredState | undefined, errors: () => Record<string, string>): ListServicesResponse {
+  const state = current();
+  return { version: state?.version ?? '', services: state ? toProto(state).services : [], errors: errors() };
+}
+
+/** ListAgents: every agent this replica knows, with its state against what it should run. */
+export function listAgents(current: () => DesiredState | undefined, source: DesiredStateSource, registry: AgentRegistry): ListAgentsResponse {
+  return { desiredVersion: current()?.version ?? '', agents: registry.list().map((a) => agentInfo(a, source)) };
+}
+
+function agentInfo(a: AgentRecord, source: DesiredStateSource): AgentInfo {
+  return {
+    ...syncOf(a, source.desiredFor(a)?.version ?? ''),
+    nodeId: a.nodeId,
+    labels: { ...a.labels },
+    connected: a.connected,
+    runningVersion: a.runningVersion,
+    lastAckedVersion: a.lastAckedVersion,
+    lastAckTime: a.lastAckTime?.toISOString() ?? '',
+    lastNackedVersion: a.lastNackedVersion,
+    lastError: a.lastError,
+    agentVersion: a.agentVersion,
+    haproxyVersion: a.haproxyVersion,
+    peer: a.peer,
+    connectedSince: a.connectedSince?.toISOString() ?? '',
+  };
+}
 
 /** How long GetAgentView waits for the agent's answer about its HAProxy. */
 const AGENT_ANSWER_MS = 5000;
 
 export type AgentSyncState = 'SYNCED' | 'STALE' | 'NACKED' | 'DISCONNECTED';
 
-/** Where an agent stands against what this control plane wants it to run. */
-export function syncOf(a: Pick<AgentRecord, 'connected' | 'runningVersion' | 'lastNackedVersion'>, desiredVersion: string): { desiredVersion: string; state: AgentSyncState } {
+/**
+ * Where an agent stands against what this control plane wants it to run. An agent that runs the version but left
+ * services of it out (a partial apply, e.g. a port taken on that host) refused part of it: NACKED, as a rollout
+ * counts it.
+ */
+export function syncOf(a: Pick<AgentRecord, 'connected' | 'runningVersion' | 'lastNackedVersion' | 'rejectedServices'>, desiredVersion: string): { desiredVersion: string; state: AgentSyncState } {
+  const runs = desiredVersion !== '' && a.runningVersion === desiredVersion;
   const state: AgentSyncState = !a.connected
     ? 'DISCONNECTED'
-    : desiredVersion !== '' && a.runningVersion === desiredVersion
-      ? 'SYNCED'
+    : runs && (a.rejectedServices?.length ?? 0) > 0
+      ? 'NACKED'
+      : runs
+        ? 'SYNCED'
       : desiredVersion !== '' && a.lastNackedVersion === desiredVersion
         ? 'NACKED'
         : 'STALE';
@@ -31,31 +67,13 @@ export function controlPlaneAdminServer(
   registry: AgentRegistry,
   stateRequests: AgentStateRequests = new AgentStateRequests(),
 ): ControlPlaneAdminServer {
-  const info = (a: AgentRecord): AgentInfo => ({
-    ...syncOf(a, source.desiredFor(a)?.version ?? ''),
-    nodeId: a.nodeId,
-    labels: { ...a.labels },
-    connected: a.connected,
-    runningVersion: a.runningVersion,
-    lastAckedVersion: a.lastAckedVersion,
-    lastAckTime: a.lastAckTime?.toISOString() ?? '',
-    lastNackedVersion: a.lastNackedVersion,
-    lastError: a.lastError,
-    agentVersion: a.agentVersion,
-    haproxyVersion: a.haproxyVersion,
-    peer: a.peer,
-    connectedSince: a.connectedSince?.toISOString() ?? '',
-  });
+
   return {
     listServices(_call, callback) {
-      const state = current();
-      callback(null, { version: state?.version ?? '', services: state ? toProto(state).services : [], errors: errors() });
+      callback(null, listServices(current, errors));
     },
     listAgents(_call, callback) {
-      callback(null, {
-        desiredVersion: current()?.version ?? '',
-        agents: registry.list().map(info),
-      });
+      callback(null, listAgents(current, source, registry));
     },
     getAgentState(call, callback) {
       const agent = registry.get(call.request.nodeId);
@@ -70,7 +88,7 @@ export function controlPlaneAdminServer(
       const desired = source.desiredFor(agent);
       void stateRequests.ask(agent.nodeId, AGENT_ANSWER_MS).then((report) => {
         const haproxy = typeof report === 'string' ? { haproxy: [], haproxyError: report } : { haproxy: report.servers, haproxyError: report.error };
-        callback(null, { agent: info(agent), desired: desired ? toProto(desired) : undefined, ...haproxy });
+        callback(null, { agent: agentInfo(agent, source), desired: desired ? toProto(desired) : undefined, ...haproxy });
       });
     },
   };

@@ -14,6 +14,8 @@ export interface AgentRecord {
   lastAckTime?: Date;
   lastNackedVersion: string;
   lastError: string;
+  /** Services of the last ACKed version the agent left out (a partial apply); empty when it applied all. */
+  rejectedServices?: readonly string[];
 }
 
 /** Listens to what happens on agent streams (metrics, rollout engine). */
@@ -104,6 +106,7 @@ export class AgentRegistry {
   ack(record: AgentRecord, version: string, method: string, reasons: readonly string[], warnings: readonly string[], rejectedServices: readonly string[] = []): void {
     record.runningVersion = version;
     record.lastAckedVersion = version;
+    record.rejectedServices = [...rejectedServices];
     record.lastAckTime = new Date();
     record.lastError =
       rejectedServices.length > 0

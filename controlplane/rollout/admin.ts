@@ -7,8 +7,13 @@ import { RolloutCoordinator } from './coordinator';
 const iso = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
 
 /** The Rollout admin service; with rollouts off (no `rollout:` section) it answers `enabled: false`. */
+/** Rollout/Status's answer (rollouts off: `enabled` false). */
+export function currentRolloutStatus(coordinator: RolloutCoordinator | undefined, doc: FleetDoc | undefined = coordinator?.store.doc): RolloutStatus {
+  return coordinator ? rolloutStatus(coordinator, doc) : { enabled: false, replica: '', leader: '', stableRevision: '', agents: [] };
+}
+
 export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined): RolloutServer {
-  const status = (doc: FleetDoc | undefined = coordinator?.store.doc): RolloutStatus => (coordinator ? rolloutStatus(coordinator, doc) : { enabled: false, replica: '', leader: '', stableRevision: '', agents: [] });
+  const status = (doc: FleetDoc | undefined = coordinator?.store.doc): RolloutStatus => currentRolloutStatus(coordinator, doc);
   const run = (cmd: Command) => (call: grpc.ServerUnaryCall<{ rolloutId: string }, RolloutStatus>, callback: grpc.sendUnaryData<RolloutStatus>) => {
     if (!coordinator) return callback({ code: grpc.status.FAILED_PRECONDITION, details: 'rollouts are off: proxymgr.yml has no rollout section' });
     coordinator.command(cmd, call.request.rolloutId).then(

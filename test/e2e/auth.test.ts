@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
@@ -197,7 +197,21 @@ ${auth}`,
 
   test('metrics count mutating calls and refusals; refused agent streams never reach the registry', async () => {
     const metricsPort = Number(/"metrics_port":(\d+)/.exec(cps[0]!.proc.logs())![1]);
-    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    // /metrics, the status page and its JSON are reads behind the viewer role (bearer tokens: plain HTTP here).
+    const bearer = (file: string) => ({ authorization: `Bearer ${readFileSync(file, 'utf8').trim()}` });
+    const http = (p: string, headers: Record<string, string> = {}) => fetch(`http://127.0.0.1:${metricsPort}${p}`, { headers });
+    for (const p of ['/metrics', '/', '/status.json']) {
+      const none = await http(p);
+      expect(none.status).toBe(401);
+      expect(none.headers.get('www-authenticate')).toBe('Bearer');
+      expect(await none.text()).toMatch(/unknown caller: no client certificate; no bearer token/);
+      const agentToken = await http(p, bearer(token.edge!));
+      expect(agentToken.status).toBe(403);
+      expect(await agentToken.text()).toMatch(/needs the viewer role/);
+      expect((await http(p, bearer(token.view!))).status).toBe(200);
+    }
+    expect(await (await http('/', bearer(token.view!))).text()).toMatch(/<h1>ProxyMgr control plane/);
+    const metrics = await (await http('/metrics', bearer(token.view!))).text();
     expect(metrics).toMatch(/proxymgr_cp_mutating_calls_total\{method="\/proxymgr.v1.Rollout\/Pause",identity="ops",result="OK"\} 1/);
     expect(metrics).toMatch(/proxymgr_cp_mutating_calls_total\{method="\/proxymgr.v1.Rollout\/Pause",identity="viewers",result="PERMISSION_DENIED"\} 1/);
     expect(metrics).toMatch(/proxymgr_cp_auth_denied_total\{method="\/proxymgr.v1.ControlPlaneAdmin\/ListAgents",code="PERMISSION_DENIED"\} 1/);

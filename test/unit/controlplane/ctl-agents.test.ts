@@ -13,6 +13,8 @@ describe('agent sync states (as istioctl proxy-status shows them)', () => {
     expect(syncOf(agent({ connected: false }), 'v1').state).toBe('DISCONNECTED');
     expect(syncOf(agent({ runningVersion: '' }), '').state).toBe('STALE'); // no desired state yet
     expect(syncOf(agent({}), 'v1').desiredVersion).toBe('v1');
+    expect(syncOf({ ...agent({}), rejectedServices: ['api'] }, 'v1').state).toBe('NACKED'); // runs it, but not all of it
+    expect(syncOf({ ...agent({}), rejectedServices: [] }, 'v1').state).toBe('SYNCED');
   });
 
   test('the table puts trouble first, counts each state, shows revision, should-run and the error', () => {

@@ -1,0 +1,118 @@
+import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
+import { RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+
+/** What the status page shows: the same answers ctl and grpcurl get. */
+export interface StatusData {
+  readonly rollout: RolloutStatus;
+  readonly agents: ListAgentsResponse;
+  readonly services: ListServicesResponse;
+}
+
+/** How often the page reloads itself (server-rendered: whatever puts a header in front of it does so each time). */
+export const REFRESH_SECONDS = 2;
+
+/** HTML-escapes text from the fleet (service names, labels, NACK messages are input: never markup). */
+function esc(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+function table(headers: string[], rows: string[][], cls = ''): string {
+  if (rows.length === 0) return '<p class="empty">none</p>';
+  return `<table class="${cls}"><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.join('')}</tr>`).join('')}</tbody></table>`;
+}
+
+const td = (text: string, cls = '') => `<td${cls ? ` class="${cls}"` : ''}>${esc(text)}</td>`;
+const time = (iso: string) => (iso ? iso.slice(11, 19) : '');
+
+function age(iso: string, now: number): string {
+  if (!iso) return 'never';
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+}
+
+/**
+ * The control plane's status page (served next to /metrics, behind the viewer role): rollout progress with its
+ * waves, the agents with their states (as `ctl agents`), per-agent errors, and the services with their hosts.
+ * Server-rendered and reloading itself every REFRESH_SECONDS; no script, nothing fetched from elsewhere.
+ */
+export function renderStatusPage(d: StatusData, now: number): string {
+  const r = d.rollout;
+  const agents = [...d.agents.agents].sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+  const counts = ['SYNCED', 'STALE', 'NACKED', 'DISCONNECTED'].map((s) => `<span class="state ${s}">${agents.filter((a) => a.state === s).length} ${s}</span>`).join(' ');
+
+  let rollout: string;
+  if (!r.enabled) rollout = '<p>Rollouts are off on this control plane (no <code>rollout</code> section in proxymgr.yml): every change goes to every agent at once.</p>';
+  else if (!r.rollout) rollout = `<p>Stable revision <code>${esc(r.stableRevision || '(none)')}</code>; no rollout yet.</p>`;
+  else {
+    const ro = r.rollout;
+    const on = r.agents.filter((a) => a.runningRevision === ro.toRevision).length;
+    const total = r.agents.length;
+    const pct = total === 0 ? 0 : Math.round((on / total) * 100);
+    rollout =
+      `<p class="rollout-head"><b id="rollout-id">${esc(ro.id)}</b>: <code>${esc(ro.fromRevision)}</code> → <code>${esc(ro.toRevision)}</code> ` +
+      `<span class="rstate ${esc(ro.state)}" id="rollout-state">${esc(ro.state.toUpperCase())}</span> ${esc(ro.reason)}</p>` +
+      (ro.changes.length ? `<p>Changes: ${esc(ro.changes.join('; '))}</p>` : '') +
+      (ro.policy ? `<p>Policy: waves ${esc(ro.policy.waves.join(', '))} · bake ${ro.policy.bakeMs} ms · max NACKs ${ro.policy.maxNacks} · auto-rollback ${ro.policy.autoRollback}</p>` : '') +
+      `<div class="bar"><div style="width:${pct}%"></div></div><p>${on} of ${total} agents on <code>${esc(ro.toRevision)}</code>; ${ro.agentsNacked} NACK(s)</p>` +
+      table(
+        ['wave', 'spec', 'agents', 'ACKed', 'NACKed', 'started', 'all ACKed', 'completed'],
+        [
+          ...ro.waves.map((w) => [td(String(w.index)), td(w.spec), td(w.agents.join(', ')), td(String(w.acked)), td(String(w.nacked), w.nacked > 0 ? 'bad' : ''), td(time(w.startedAt)), td(time(w.ackedAt)), td(time(w.completedAt))]),
+          ...ro.pendingWaves.map((spec) => [td('-'), td(spec), td(''), td(''), td(''), td('pending'), td(''), td('')]),
+        ],
+        'waves',
+      );
+  }
+
+  const rolloutAgents = new Map(r.agents.map((a) => [a.nodeId, a]));
+  const agentRows = agents.map((a) => {
+    const ra = rolloutAgents.get(a.nodeId);
+    return [
+      td(a.nodeId),
+      td(a.state, `state ${a.state}`),
+      td(ra ? ra.runningRevision || '-' : '-'),
+      td(a.runningVersion || '-', 'version'),
+      td(a.desiredVersion === a.runningVersion ? '=' : a.desiredVersion || '-', 'version'),
+      td(age(a.lastAckTime, now)),
+      td(Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(', ')),
+      td(a.lastError, a.lastError ? 'error' : ''),
+    ];
+  });
+
+  const services = d.services.services.map((s) => [
+    td(s.name),
+    td(`${s.bindAddress || '0.0.0.0'}:${s.port}`),
+    td(String(s.servers.length)),
+    td(s.servers.map((v) => `${v.name} ${v.address}:${v.port} w${v.weight ?? 1}`).join(', ')),
+    td(d.services.errors[s.name] ?? '', d.services.errors[s.name] ? 'error' : ''),
+  ]);
+  for (const [name, err] of Object.entries(d.services.errors)) if (!d.services.services.some((s) => s.name === name)) services.push([td(name), td('-'), td('0'), td(''), td(err, 'error')]);
+
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="${REFRESH_SECONDS}">
+<title>ProxyMgr · ${esc(r.replica || 'control plane')}</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size:12px}.error,.bad{color:#a40000}
+.state{font-weight:600}.SYNCED{color:#176b00}.STALE{color:#8a6d00}.NACKED{color:#a40000}.DISCONNECTED{color:#666}
+.rstate{font-weight:700;padding:0 .4em;border-radius:3px;background:#eee}.running{background:#dcecff}.halted,.rolled_back{background:#ffdcdc}.completed{background:#dcffd9}
+.bar{width:420px;height:12px;background:#eee;border-radius:6px;overflow:hidden}.bar div{height:100%;background:#3a7bd5}.empty{color:#666}
+</style></head><body>
+<h1>ProxyMgr control plane <code>${esc(r.replica || '')}</code></h1>
+<p>Leader <code>${esc(r.leader || '(none)')}</code> · stable revision <code>${esc(r.stableRevision || '-')}</code> · desired version <code>${esc(d.agents.desiredVersion || '-')}</code> · ${agents.length} agents: ${counts}</p>
+<h2>Rollout</h2>
+<section id="rollout">${rollout}</section>
+<h2>Agents</h2>
+<section id="agents">${table(['agent', 'state', 'revision', 'runs', 'should run', 'last ACK', 'labels', 'last error'], agentRows, 'agents')}</section>
+<h2>Services</h2>
+<section id="services">${table(['service', 'listen', 'hosts', 'servers', 'problem'], services, 'services')}</section>
+<p class="empty">Refreshes every ${REFRESH_SECONDS} s · ${esc(new Date(now).toISOString())} · the same data as <code>proxymgr ctl agents</code>, <code>ctl rollout status</code> and ListServices; JSON at <a href="status.json">status.json</a></p>
+</body></html>
+`;
+}
+
+/** The page's data as JSON (proto3 JSON of each part). */
+export function statusJson(d: StatusData): string {
+  return JSON.stringify({ rollout: RolloutStatus.toJSON(d.rollout), agents: ListAgentsResponse.toJSON(d.agents), services: ListServicesResponse.toJSON(d.services) });
+}
