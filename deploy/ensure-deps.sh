@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `npm test`, `npm run demo` and `npm run bench` need on a fresh Debian 12 machine:
-# HAProxy, ZooKeeper (+ a JRE), dnsmasq, promtool (package prometheus) from apt (as root), and the npm packages. Idempotent and quiet when
+# HAProxy, ZooKeeper (+ a JRE), dnsmasq, promtool (package prometheus), Chromium from apt (as root), and the npm
+# packages. Idempotent and quiet when
 # everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ps >/dev/null 2>&1 || missing+=(procps)   # test/e2e/least-privilege.test.ts: ps -o user=
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)  # test/e2e/auth.test.ts: a network namespace with a veth pair
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)  # test/e2e/system.test.ts: promtool check metrics
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # test/e2e/status-page.test.ts: the page in a real headless browser
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-deps: installing ${missing[*]} with apt-get" >&2
   if [ "$(id -u)" -ne 0 ]; then
