@@ -40,6 +40,9 @@ export interface AgentProcessOptions {
  * idle → starting → running → stopping → stopped; or → handed-over (HAProxy keeps serving for the next agent). A
  * start that fails half-way is followed by stop() (startOrStop).
  */
+/** The most servers a StateReport carries (see reportState). */
+const MAX_REPORTED_SERVERS = 40_000;
+
 /** How often HAProxy's per-service counters are sampled (besides every scrape); see ServiceStatsTracker. */
 const STATS_SAMPLE_MS = 5000;
 
@@ -284,7 +287,10 @@ export class AgentProcess {
       reportState: async () => {
         if (!this.agent.supervisor.running) return 'HAProxy is not running';
         const state = await this.runtime.serversState();
-        return [...state.values()].flatMap((backend) => [...backend.values()].map(toPb));
+        const servers = [...state.values()].flatMap((backend) => [...backend.values()].map(toPb));
+        // Within the control plane's 4 MiB receive limit (about 60 bytes a server): a larger answer would end the stream.
+        if (servers.length > MAX_REPORTED_SERVERS) return `HAProxy has ${servers.length} servers, more than the ${MAX_REPORTED_SERVERS} an answer may hold; ask the agent's AgentAdmin/HaproxyState`;
+        return servers;
       },
       tls: agent.tls,
       ...(agent.tokenFile ? { token: readTokenFile(agent.tokenFile, 'agent.token_file') } : {}),

@@ -3,7 +3,12 @@ import { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 
 /** A page served next to /metrics: its content type and body. */
-export type Route = () => Promise<{ type: string; body: string }> | { type: string; body: string };
+export interface Page {
+  readonly type: string;
+  readonly body: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+export type Route = () => Promise<Page> | Page;
 
 export interface HttpOptions {
   /** More pages by path (the control plane's status page). */
@@ -32,7 +37,7 @@ export async function serveMetrics(registry: Registry, listen: string, opts: Htt
     Promise.resolve()
       .then(route)
       .then(
-        ({ type, body }) => res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }).end(body),
+        ({ type, body, headers }) => res.writeHead(200, { ...headers, 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }).end(body),
         (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
       );
   });

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
@@ -104,8 +105,8 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
     callMetadata = new grpc.Metadata();
     const tokenFile = str('token-file');
     if (tokenFile) callMetadata.set('authorization', `Bearer ${readTokenFile(tokenFile, '--token-file')}`);
-    if (positional[0] === 'agents') return await agentsCommand(new ControlPlaneAdminClient(address, channelCredentials(tls)), flags.json === true, out);
-    if (positional[0] === 'agent') return await agentCommand(new ControlPlaneAdminClient(address, channelCredentials(tls)), positional[1]!, flags.json === true, out);
+    if (positional[0] === 'agents') return await agentsCommand(new ControlPlaneAdminClient(address, channelCredentials(tls), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }), flags.json === true, out);
+    if (positional[0] === 'agent') return await agentCommand(new ControlPlaneAdminClient(address, channelCredentials(tls), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }), positional[1]!, flags.json === true, out);
     client = new RolloutClient(address, channelCredentials(tls));
   } catch (err) {
     if (typeof (err as { code?: unknown }).code !== 'number') {
@@ -115,7 +116,7 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
     return callFailed(err as grpc.ServiceError);
   }
   const json = flags.json === true;
-  const print = (s: RolloutStatus) => out(json ? JSON.stringify(RolloutStatus.toJSON(s)) + '\n' : renderStatus(s));
+  const print = (s: RolloutStatus) => out(json ? JSON.stringify(RolloutStatus.toJSON(s)) + '\n' : printableText(renderStatus(s)));
   try {
     const cmd = positional[1]!;
     switch (cmd) {
@@ -133,7 +134,7 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
         return 0;
       case 'history': {
         const h = await unary<{ limit: number }, RolloutHistoryResponse>(client.history.bind(client), { limit: int(flags, 'limit') ?? 20 });
-        out(json ? JSON.stringify(RolloutHistoryResponse.toJSON(h)) + '\n' : renderHistory(h.rollouts));
+        out(json ? JSON.stringify(RolloutHistoryResponse.toJSON(h)) + '\n' : printableText(renderHistory(h.rollouts)));
         return 0;
       }
       case 'policy': {
@@ -179,7 +180,7 @@ function callFailed(e: grpc.ServiceError): number {
 async function agentsCommand(client: InstanceType<typeof ControlPlaneAdminClient>, json: boolean, out: (s: string) => void): Promise<number> {
   try {
     const list = await unary<object, ListAgentsResponse>(client.listAgents.bind(client), {});
-    out(json ? JSON.stringify(ListAgentsResponse.toJSON(list)) + '\n' : renderAgents(list, Date.now()));
+    out(json ? JSON.stringify(ListAgentsResponse.toJSON(list)) + '\n' : printableText(renderAgents(list, Date.now())));
     return 0;
   } finally {
     client.close();
@@ -192,7 +193,7 @@ async function agentCommand(client: InstanceType<typeof ControlPlaneAdminClient>
     // The control plane waits up to 5 s for the agent's answer: the call gets longer than that.
     callTimeoutMs = Math.max(callTimeoutMs, 8000);
     const view = await unary<{ nodeId: string }, AgentView>(client.getAgentView.bind(client), { nodeId });
-    out(json ? JSON.stringify(AgentView.toJSON(view)) + '\n' : renderAgentView(view, Date.now()));
+    out(json ? JSON.stringify(AgentView.toJSON(view)) + '\n' : printableText(renderAgentView(view, Date.now())));
     return 0;
   } finally {
     client.close();
@@ -236,7 +237,8 @@ export function renderAgentView(view: AgentView, now: number): string {
         continue;
       }
       const diffs: string[] = [];
-      if (cur.address !== want.address || cur.port !== want.port) diffs.push(`address ${cur.address}:${cur.port}`);
+      // A hostname server shows its resolved IP in HAProxy: only the port can be compared.
+      if ((isIP(want.address) !== 0 && cur.address !== want.address) || cur.port !== want.port) diffs.push(`address ${cur.address}:${cur.port}`);
       if (cur.weight !== (want.weight ?? 1)) diffs.push(`weight ${cur.weight}, wanted ${want.weight ?? 1}`);
       if (cur.adminState !== 'ready') diffs.push(cur.adminState);
       if (cur.operState === 'down') diffs.push('DOWN (health check)');
@@ -300,7 +302,7 @@ async function watch(client: InstanceType<typeof RolloutClient>, json: boolean, 
   let sawActive = false;
   for (;;) {
     const s = await unary<object, RolloutStatus>(client.status.bind(client), {});
-    const text = json ? JSON.stringify(RolloutStatus.toJSON(s)) : renderStatus(s);
+    const text = json ? JSON.stringify(RolloutStatus.toJSON(s)) : printableText(renderStatus(s));
     if (text !== last) {
       out(json ? text + '\n' : (process.stdout.isTTY ? '\x1b[2J\x1b[H' : '') + text + '\n');
       last = text;
@@ -317,7 +319,15 @@ function bar(done: number, total: number, width = 30): string {
   return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total}`;
 }
 
+/** Text from the fleet (NACK messages, names an agent reports) cannot drive the operator's terminal. */
+// eslint-disable-next-line no-control-regex
+const printable = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
+/** The same for a whole rendered text: line breaks stay. */
+// eslint-disable-next-line no-control-regex
+const printableText = (s: string) => s.replace(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/g, ' ');
+
 function table(rows: string[][]): string {
+  rows = rows.map((r) => r.map(printable));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
 }

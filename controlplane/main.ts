@@ -219,10 +219,21 @@ export class ControlPlaneProcess {
         agents: listAgents(() => this.discovery.current(), source, this.registry),
         services: listServices(() => this.discovery.current(), () => this.errorSummary()),
       });
+      // Rendered at most once a second however many tabs reload it: the page walks every service and server.
+      const cached = (render: () => string) => {
+        let at = 0;
+        let body = '';
+        return () => {
+          if (Date.now() - at >= 1000) [at, body] = [Date.now(), render()];
+          return body;
+        };
+      };
+      const page = cached(() => renderStatusPage(data(), Date.now()));
+      const pageJson = cached(() => statusJson(data()));
       this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen, {
         routes: {
-          '/': () => ({ type: 'text/html; charset=utf-8', body: renderStatusPage(data(), Date.now()) }),
-          '/status.json': () => ({ type: 'application/json', body: statusJson(data()) }),
+          '/': () => ({ type: 'text/html; charset=utf-8', body: page(), headers: { 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'" } }),
+          '/status.json': () => ({ type: 'application/json', body: pageJson() }),
         },
         // The page, its JSON and /metrics are reads: the viewer role, as ControlPlaneAdmin/ListAgents.
         authorize: (req) => {

@@ -36,6 +36,10 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
   const lines = text.split('\n');
   const header = lines[0]?.replace(/^#\s*/, '').split(',') ?? [];
   const col = new Map(header.map((h, i) => [h, i]));
+  // An error reply or a cut one must not read as zeros (a reset, carried into the base twice).
+  for (const needed of ['pxname', 'svname', 'stot', 'econ', 'eresp', 'wretr', 'wredis', 'status', 'qcur', 'hrsp_5xx', 'req_tot']) {
+    if (!col.has(needed)) throw new Error(`show stat: no "${needed}" column in ${JSON.stringify((lines[0] ?? '').slice(0, 120))}`);
+  }
   const num = (row: string[], name: string) => {
     const i = col.get(name);
     const v = i === undefined ? '' : (row[i] ?? '');
@@ -57,6 +61,7 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
   for (const line of lines.slice(1)) {
     if (line.trim() === '') continue;
     const row = line.split(',');
+    if (row.length < header.length - 1) throw new Error(`show stat: a row with ${row.length} of ${header.length} columns (a cut reply)`);
     const px = row[0]!;
     const sv = row[1] ?? '';
     const e = entry(px);
@@ -88,11 +93,19 @@ export class ServiceStatsTracker {
   private readonly base = new Map<string, ServiceCounters>();
   private readonly last = new Map<string, ServiceCounters>();
   private gauges = new Map<string, ServiceGauges>();
+  /** Samples run one at a time, in order: two answers folded in out of order would read as a reset. */
+  private chain: Promise<void> = Promise.resolve();
 
   constructor(private readonly runtime: Pick<RuntimeApi, 'command'>) {}
 
-  /** Reads `show stat` from HAProxy `pid` (the supervisor's current process) and folds it in. */
-  async sample(pid: number | undefined): Promise<void> {
+  /** Reads `show stat` from HAProxy `pid` (the supervisor's current process) and folds it in, after any sample in progress. */
+  sample(pid: number | undefined): Promise<void> {
+    const next = this.chain.then(() => this.sampleNow(pid));
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async sampleNow(pid: number | undefined): Promise<void> {
     if (pid === undefined) return;
     const stats = parseShowStat(await this.runtime.command('show stat'));
     const restarted = this.pid !== undefined && pid !== this.pid;
@@ -105,7 +118,16 @@ export class ServiceStatsTracker {
       this.base.set(name, base);
       this.last.set(name, { ...s.counters });
     }
-    if (restarted) for (const name of this.last.keys()) if (!stats.has(name)) this.last.delete(name);
+    // A service the new process does not run (yet): what it had counted goes into its base, so a return is not a reset.
+    if (restarted) {
+      for (const [name, last] of this.last) {
+        if (stats.has(name)) continue;
+        const base = this.base.get(name) ?? zero();
+        for (const k of COUNTERS) base[k] += last[k];
+        this.base.set(name, base);
+        this.last.delete(name);
+      }
+    }
     this.gauges = new Map([...stats].map(([name, s]) => [name, s.gauges]));
   }
 

@@ -66,6 +66,8 @@ export class AgentRegistry {
       lastAckTime: prev?.lastAckTime,
       lastNackedVersion: prev?.lastNackedVersion ?? '',
       lastError: prev?.lastError ?? '',
+      // Still running the version it applied partially: still without those services (no new ACK will say so).
+      ...(prev?.rejectedServices && prev.runningVersion === hello.runningVersion ? { rejectedServices: prev.rejectedServices } : {}),
       ...hello,
       connected: true,
       connectedSince: new Date(),

@@ -17,7 +17,15 @@ export class AgentStateRequests {
   register(nodeId: string, send: (id: string) => void): () => void {
     this.streams.set(nodeId, send);
     return () => {
-      if (this.streams.get(nodeId) === send) this.streams.delete(nodeId);
+      if (this.streams.get(nodeId) !== send) return;
+      this.streams.delete(nodeId);
+      // Questions that stream will never answer: said now, not after their timeout.
+      for (const [id, p] of this.pending) {
+        if (p.nodeId !== nodeId) continue;
+        this.pending.delete(id);
+        clearTimeout(p.timer);
+        p.resolve(`agent ${nodeId} disconnected before it answered`);
+      }
     };
   }
 
@@ -41,6 +49,7 @@ export class AgentStateRequests {
         this.pending.delete(id);
         resolve(`agent ${nodeId} did not answer within ${timeoutMs} ms`);
       }, timeoutMs);
+      timer.unref();
       this.pending.set(id, { nodeId, resolve, timer });
       send(id);
     });

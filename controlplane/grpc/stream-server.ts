@@ -329,7 +329,15 @@ export function agentStreamServer(
           alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
           maybePush();
         } else if (msg.stateReport) {
-          stateRequests.answer(agent.nodeId, msg.stateReport);
+          // Hostile input like any answer: every text clipped and stripped of control characters.
+          const r = msg.stateReport;
+          const t = (s: string) => plain(s).slice(0, 256);
+          stateRequests.answer(agent.nodeId, {
+            id: r.id,
+            error: plain(clipText(r.error)),
+            runningVersion: t(r.runningVersion),
+            servers: r.servers.map((s) => ({ backend: t(s.backend), name: t(s.name), address: t(s.address), port: s.port, weight: s.weight, adminState: t(s.adminState), operState: t(s.operState) })),
+          });
         } else if (msg.resync) {
           if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
           const reason = clipText(msg.resync.reason);
@@ -404,6 +412,8 @@ const MAX_VERSION_FIELD = 128;
 /** An agent's free text (NACK reasons, ACK reasons and warnings) is kept and logged only this long. */
 const MAX_TEXT = 4096;
 const MAX_ITEMS = 100;
+// eslint-disable-next-line no-control-regex
+const plain = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
 const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
 const clip = (items: readonly string[]) => [...items.slice(0, MAX_ITEMS).map(clipText), ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : [])];
 

@@ -39,4 +39,23 @@ describe('show stat per service', () => {
     await tracker.sample(undefined); // no HAProxy: nothing changes
     expect(tracker.current().get('web')!.counters.requests).toBe(20);
   });
+
+  test('a service the new process does not run keeps its count for when it returns; a reply that is not show stat is refused', async () => {
+    let text = '';
+    const tracker = new ServiceStatsTracker({ command: async () => text });
+    const web = (req: number) => rows('web', { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
+    const api = (req: number) => rows('api', { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
+    text = [HEADER, web(5), api(30), ''].join('\n');
+    await tracker.sample(1);
+    text = [HEADER, web(1), ''].join('\n'); // reloaded without api
+    await tracker.sample(2);
+    expect(tracker.current().has('api')).toBe(false);
+    text = [HEADER, web(2), api(3), ''].join('\n'); // reloaded with api again, counting from zero
+    await tracker.sample(3);
+    expect(tracker.current().get('api')!.counters.requests).toBe(33); // never below the 30 it had
+    expect(tracker.current().get('web')!.counters.requests).toBe(8);
+    text = 'Unknown command.\n';
+    await expect(tracker.sample(3)).rejects.toThrow(/show stat: no "pxname" column/);
+    expect(tracker.current().get('web')!.counters.requests).toBe(8);
+  });
 });

@@ -84,4 +84,24 @@ describe('questions to agents about their HAProxy', () => {
     off();
     expect(await q.ask('n1', 50)).toMatch(/has no stream to this control plane/);
   });
+
+  test('a question to an agent whose stream closes is answered at once, not after its timeout', async () => {
+    const q = new AgentStateRequests();
+    const off = q.register('n1', () => undefined);
+    const t0 = Date.now();
+    const pending = q.ask('n1', 10_000);
+    off();
+    expect(await pending).toMatch(/disconnected before it answered/);
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+});
+
+describe('fleet text cannot drive the terminal', () => {
+  test('escape sequences in a NACK message or a label are printed as spaces', () => {
+    const list = ListAgentsResponse.fromPartial({ agents: [AgentInfo.fromPartial({ nodeId: 'n1', state: 'NACKED', connected: true, labels: { zone: 'eu\x1b]52;c;ZXZpbA==\x07' }, lastError: 'bad\x1b[2J\x1b[31m\u009bred' })] });
+    const text = renderAgents(list, Date.now());
+    // eslint-disable-next-line no-control-regex
+    expect(text).not.toMatch(/[\x1b\x07\u009b]/);
+    expect(text).toMatch(/bad \[2J \[31m red/);
+  });
 });
