@@ -233,6 +233,8 @@ export function agentStreamServer(
         answered(); // an overdue one, if any: its late answer no longer matches
         outstanding = { version: desired.version, nonce, at: Date.now() };
         unanswered.set(nonce, kind);
+        // An agent that never answers gets a push per answer timeout: keep only the latest few.
+        if (unanswered.size > 16) unanswered.delete(unanswered.keys().next().value!);
         sentVersion = desired.version;
         nackedVersion = ''; // a different version goes out: the NACKed one is no longer the last word
         held = { state: desired };
