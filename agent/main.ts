@@ -284,6 +284,21 @@ export class AgentProcess {
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
       initialState: () => this.agent.current,
+      counters: async () => {
+        await this.serviceStats.sample(this.agent.supervisor.running ? this.agent.supervisor.pid : undefined);
+        return [...this.serviceStats.current()].map(([service, s]) => ({
+          service,
+          requests: s.counters.requests,
+          responses5xx: s.counters.responses5xx,
+          sessions: s.counters.sessions,
+          connectionErrors: s.counters.connectionErrors,
+          responseErrors: s.counters.responseErrors,
+          retries: s.counters.retries,
+          serversDown: s.gauges.serversDown,
+          servers: s.gauges.serversTotal,
+          queue: s.gauges.queue,
+        }));
+      },
       reportState: async () => {
         if (!this.agent.supervisor.running) return 'HAProxy is not running';
         const state = await this.runtime.serversState();

@@ -288,7 +288,7 @@ class SimAgent {
       awaitingFull = false;
       // Taken (decoded, merged, digest checked); ACK, then bookkeeping: the timestamp is taken when the ACK has been
       // handed to grpc-js.
-      call.write({ ack: { version: push.version, nonce: push.nonce, method: ApplyMethod.APPLY_METHOD_NOTHING, reasons: [], runtimeCommands: 0, durationMs: 0, warnings: [], rejectedServices: [] } });
+      call.write({ ack: { version: push.version, nonce: push.nonce, method: ApplyMethod.APPLY_METHOD_NOTHING, reasons: [], runtimeCommands: 0, durationMs: 0, warnings: [], rejectedServices: [], counters: [] } });
       const at = monoMs();
       const had = round?.pending.get(this);
       if (round && had !== undefined && had !== push.version) {

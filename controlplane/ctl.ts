@@ -255,7 +255,15 @@ export function renderAgentView(view: AgentView, now: number): string {
   const wantedServices = new Set((view.desired?.services ?? []).map((s) => s.name));
   for (const [backend, servers] of live) if (!wantedServices.has(backend)) rows.push([backend, '*', '-', `${servers.size} servers`, note('service in HAProxy but not wanted')]);
   text += known ? `HAProxy (from the agent): ${view.haproxy.length} servers in ${live.size} backends; ${differences} difference(s)\n\n` : `HAProxy: unknown (${view.haproxyError})\n\n`;
-  return text + (rows.length > 1 ? table(rows) : 'no services\n');
+  text += rows.length > 1 ? table(rows) : 'no services\n';
+  if (a.counters.length > 0) {
+    text += `\nTraffic (HAProxy's counters since the agent started, reported ${age(a.countersTime, now)}${a.countersTime ? ' ago' : ''}):\n`;
+    text += table([
+      ['SERVICE', 'REQUESTS', '5XX', 'SESSIONS', 'CONN ERRORS', 'RESP ERRORS', 'RETRIES', 'DOWN', 'QUEUE'],
+      ...a.counters.map((c) => [c.service, String(c.requests), String(c.responses5xx), String(c.sessions), String(c.connectionErrors), String(c.responseErrors), String(c.retries), `${c.serversDown}/${c.servers}`, String(c.queue)]),
+    ]);
+  }
+  return text;
 }
 
 /** With rollouts a version is `<revision>.<content hash>`; without, a content hash alone (no revision). */

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { backoffMs } from '../../common/backoff';
-import { Clock, systemClock, Timer } from '../../common/clock';
+import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
 import { channelCredentials, TlsConfig } from '../../common/grpc';
 import { errorMessage, HaproxyConfigError } from '../../common/errors';
 import { Lifecycle, settleWithin } from '../../common/lifecycle';
@@ -8,6 +8,7 @@ import { Logger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
+import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { ApplyResult } from '../agent';
 import { ApplyFn, StateSource } from './file';
 import { HeldState, PushMismatch } from './held-state';
@@ -26,6 +27,8 @@ export interface GrpcSourceOptions {
    * what it holds, so the control plane sends only what differs (docs/protocol.md).
    */
   readonly initialState?: () => DesiredState | undefined;
+  /** HAProxy's per-service counters, sent with every ACK and every STATS_INTERVAL_MS (empty when unknown). */
+  readonly counters?: () => Promise<ServiceCounters[]>;
   /** What HAProxy has now, for the control plane's StateRequest (`proxymgr ctl agent NODE`); a sentence when unknown. */
   readonly reportState?: () => Promise<RuntimeServer[] | string>;
   readonly tls?: TlsConfig;
@@ -59,6 +62,9 @@ const STOP_WAIT_MS = 5000;
  * control plane, which builds the states, is trusted not to exceed it (docs/protocol.md).
  */
 export const MAX_PUSH_BYTES = 64 * 1024 * 1024;
+
+/** How often the agent sends its per-service counters between ACKs. */
+export const STATS_INTERVAL_MS = 10_000;
 
 /** Reconnect delay: exponential from base, capped, with ±50 % jitter so a fleet does not reconnect in step. */
 export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
@@ -208,9 +214,22 @@ export class GrpcStateSource implements StateSource {
       this.connectedTo = address;
       log.info({}, 'connected to control plane');
     });
+    // Counters between ACKs, so the control plane sees traffic while nothing changes (protocol 2 control planes).
+    let statsTimer: Timer | undefined;
+    const sendStatsLater = () => {
+      statsTimer = this.clock.setTimeout(() => {
+        void this.countersNow().then((counters) => {
+          if (!ended && counters.length > 0) call.write({ stats: { counters } });
+        });
+        sendStatsLater();
+      }, STATS_INTERVAL_MS);
+      unrefTimer(statsTimer);
+    };
+    if (this.opts.counters) sendStatsLater();
     const retry = (why: string) => {
       if (ended) return;
       ended = true;
+      this.clock.clearTimeout(statsTimer);
       this.connectedTo = undefined;
       this.lastError = why;
       client.close();
@@ -221,6 +240,15 @@ export class GrpcStateSource implements StateSource {
     };
     call.on('error', (err: grpc.ServiceError) => retry(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
     call.on('end', () => retry('stream ended by the control plane'));
+  }
+
+  /** The counters to send now; never throws (they are figures for the control plane, not part of the apply). */
+  private async countersNow(): Promise<ServiceCounters[]> {
+    try {
+      return (await this.opts.counters?.()) ?? [];
+    } catch {
+      return [];
+    }
   }
 
   /** Answers a StateRequest with what HAProxy has (never throws: a failure is the report's error). */
@@ -262,6 +290,7 @@ export class GrpcStateSource implements StateSource {
           durationMs: result.durationMs,
           warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
           rejectedServices: [...new Set(result.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])))],
+          counters: await this.countersNow(),
         },
       };
     } catch (err) {

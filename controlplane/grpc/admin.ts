@@ -32,6 +32,8 @@ function agentInfo(a: AgentRecord, source: DesiredStateSource): AgentInfo {
     haproxyVersion: a.haproxyVersion,
     peer: a.peer,
     connectedSince: a.connectedSince?.toISOString() ?? '',
+    counters: [...(a.counters ?? [])],
+    countersTime: a.countersAt?.toISOString() ?? '',
   };
 }
 

@@ -1,3 +1,4 @@
+import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 /** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
 export interface AgentRecord {
   nodeId: string;
@@ -16,6 +17,9 @@ export interface AgentRecord {
   lastError: string;
   /** Services of the last ACKed version the agent left out (a partial apply); empty when it applied all. */
   rejectedServices?: readonly string[];
+  /** HAProxy's per-service counters as the agent last reported them (with an ACK or its periodic Stats), and when. */
+  counters?: readonly ServiceCounters[];
+  countersAt?: Date;
 }
 
 /** Listens to what happens on agent streams (metrics, rollout engine). */
@@ -117,6 +121,12 @@ export class AgentRegistry {
           ? `applied with warnings: ${warnings.join('; ')}`
           : '';
     this.events.onAck?.(record, version, method, reasons, rejectedServices, warnings);
+  }
+
+  /** The agent's latest per-service counters (checked by the stream: names clipped, at most MAX_COUNTED_SERVICES). */
+  counters(record: AgentRecord, counters: readonly ServiceCounters[], at: Date): void {
+    record.counters = counters;
+    record.countersAt = at;
   }
 
   nack(record: AgentRecord, version: string, reason: string, runningVersion: string): void {

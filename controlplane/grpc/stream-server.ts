@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
 import { DesiredState } from '../../common/types';
 import { AgentMessage, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
 import { identifyCall } from '../../common/grpc-auth';
 import { AgentRecord, AgentRegistry } from './registry';
@@ -316,6 +317,7 @@ export function agentStreamServer(
           unanswered.clear();
           const reasons = clip(msg.ack.reasons);
           registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings), clip(msg.ack.rejectedServices));
+          if (msg.ack.counters.length > 0) registry.counters(agent, checkedCounters(msg.ack.counters), new Date());
           // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
           alog.debug({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons, duration_ms: msg.ack.durationMs }, 'ACK');
           maybePush();
@@ -330,6 +332,8 @@ export function agentStreamServer(
           registry.nack(agent, msg.nack.version, reason, msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD));
           alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
           maybePush();
+        } else if (msg.stats) {
+          registry.counters(agent, checkedCounters(msg.stats.counters), new Date());
         } else if (msg.stateReport) {
           // Hostile input like any answer: every text clipped and stripped of control characters.
           const r = msg.stateReport;
@@ -418,6 +422,26 @@ const MAX_ITEMS = 100;
 const plain = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
 const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
 const clip = (items: readonly string[]) => [...items.slice(0, MAX_ITEMS).map(clipText), ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : [])];
+
+/** An agent reports counters for at most this many services (more are dropped). */
+export const MAX_COUNTED_SERVICES = 10_000;
+
+/** Counters from an agent, as hostile input: at most MAX_COUNTED_SERVICES, names clipped and plain, numbers finite. */
+function checkedCounters(counters: readonly ServiceCounters[]): ServiceCounters[] {
+  const n = (v: number) => (Number.isFinite(v) && v >= 0 ? v : 0);
+  return counters.slice(0, MAX_COUNTED_SERVICES).map((c) => ({
+    service: plain(c.service).slice(0, 253),
+    requests: n(c.requests),
+    responses5xx: n(c.responses5xx),
+    sessions: n(c.sessions),
+    connectionErrors: n(c.connectionErrors),
+    responseErrors: n(c.responseErrors),
+    retries: n(c.retries),
+    serversDown: n(c.serversDown),
+    servers: n(c.servers),
+    queue: n(c.queue),
+  }));
+}
 
 /** A hello may declare this many resources (services) at most. */
 export const MAX_DECLARED_RESOURCES = 100_000;

@@ -309,6 +309,17 @@ agent:
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/no agent with node_id "nobody"/);
     await runtime.command(`set server web/${victim.name} weight ${victim.weight}`);
+
+    // HAProxy's own per-service counters reach the control plane with the next ACK (and every 10 s).
+    const counted = async () => {
+      const v = JSON.parse((await run('agent', a0.id, '--json')).stdout) as { agent: { counters?: { service: string; requests?: string | number }[] } };
+      return Number(v.agent.counters?.find((c) => c.service === 'web')?.requests ?? 0);
+    };
+    const before = await counted(); // from earlier ACKs (the traffic of the first tests), or 0
+    await tally(webPort, 6, a0.ip);
+    await zkc.put('/services/web/d', JSON.stringify({ address: '127.0.0.1', port: backends[3]!.port, weight: 2 }));
+    expect(await eventually(async () => (await counted()) >= before + 6, 15_000)).toBe(true);
+    expect((await run('agent', a0.id)).stdout).toMatch(/^Traffic \(HAProxy's counters since the agent started, reported \d+s ago\):$/m);
   });
 
   test('ctl agents: both SYNCED on what the control plane wants them to run; a stopped agent is DISCONNECTED', async () => {

@@ -64,7 +64,7 @@ function rawAgent(port: number, hello: Partial<Hello>) {
     raw,
     error: () => error,
     send: (m: AgentMessage) => call.write(m),
-    ack: (p: Push) => call.write({ ack: { version: p.version, nonce: p.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } }),
+    ack: (p: Push) => call.write({ ack: { version: p.version, nonce: p.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } }),
     close: () => {
       call.cancel();
       client.close();

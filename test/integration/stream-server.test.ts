@@ -103,10 +103,10 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       expect(p2.version).toBe(v2.version);
       expect(p2.nonce).not.toBe(p1.nonce);
       // An ACK with a stale nonce is ignored; the right one is recorded.
-      a.send({ ack: { version: v2.version, nonce: p1.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+      a.send({ ack: { version: v2.version, nonce: p1.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
       await sleep(100);
       expect(s.registry.get('n1')?.lastAckedVersion).toBe('');
-      a.send({ ack: { version: v2.version, nonce: p2.nonce, method: 2, reasons: ['x'], runtimeCommands: 1, durationMs: 1, warnings: [], rejectedServices: [] } });
+      a.send({ ack: { version: v2.version, nonce: p2.nonce, method: 2, reasons: ['x'], runtimeCommands: 1, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
       expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v2.version)).toBe(true);
       expect(s.registry.get('n1')?.lastError).toBe('');
     } finally {
@@ -119,7 +119,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
   // it after another version was ACKed never reached the agent again.
   test('a NACKed version is sent again once a different version was sent and ACKed since, and the state flaps back', async () => {
     const s = await startStreamServer();
-    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
     try {
@@ -173,7 +173,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
     const s = await startStreamServer({ newStreamsPerSecond: 100, pushesPerSecond: 100, answerTimeoutMs: 1500 });
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
-    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       s.set(v2);
@@ -213,7 +213,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
           const p = a.pushes.at(-1);
           if (p && !answered.has(p.nonce)) {
             answered.add(p.nonce);
-            a.send({ ack: { version: p.version, nonce: p.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+            a.send({ ack: { version: p.version, nonce: p.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
           }
         }
       };

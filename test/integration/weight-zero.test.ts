@@ -52,7 +52,7 @@ describe('weight 0 from the control plane to HAProxy', () => {
     call.on('data', (m: ControlMessage) => {
       if (!m.push?.state) return;
       pushes.push(fromProto(m.push.state));
-      call.write({ ack: { version: m.push.version, nonce: m.push.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [] } });
+      call.write({ ack: { version: m.push.version, nonce: m.push.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
     });
     call.on('error', () => undefined);
     call.write({ hello: Hello.fromPartial({ nodeId: 'n1', labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion: '' }) });
