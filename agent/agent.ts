@@ -15,7 +15,7 @@ import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
-import { RuntimeServer, RuntimeState } from './haproxy/servers-state';
+import { inMaint, RuntimeServer, RuntimeState } from './haproxy/servers-state';
 import { SocketPool as NativeSocketPool, socketKey } from './haproxy/sockets';
 import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
@@ -155,6 +155,25 @@ export class Agent {
   /** The state applied last (what runs), if any. */
   get current(): DesiredState | undefined {
     return this.lastGood;
+  }
+
+  /**
+   * Per service: servers HAProxy has (maint excluded) and how many of them are DOWN, from the `show servers state`
+   * the agent read last (after its own changes, and on every drift check); empty before HAProxy runs.
+   */
+  serverCounts(): Map<string, { total: number; down: number }> {
+    const out = new Map<string, { total: number; down: number }>();
+    for (const [backend, servers] of this.actualCache ?? []) {
+      let total = 0;
+      let down = 0;
+      for (const s of servers.values()) {
+        if (inMaint(s)) continue;
+        total++;
+        if (s.operState === 0) down++;
+      }
+      out.set(backend, { total, down });
+    }
+    return out;
   }
 
   /** Recent reloads and runtime commands with their reasons, newest last. */

@@ -284,8 +284,9 @@ export class AgentProcess {
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
       initialState: () => this.agent.current,
+      // The latest sample (at most STATS_SAMPLE_MS old): an ACK does not wait for a `show stat`.
       counters: async () => {
-        await this.serviceStats.sample(this.agent.supervisor.running ? this.agent.supervisor.pid : undefined);
+        const servers = this.agent.serverCounts();
         return [...this.serviceStats.current()].map(([service, s]) => ({
           service,
           requests: s.counters.requests,
@@ -294,8 +295,8 @@ export class AgentProcess {
           connectionErrors: s.counters.connectionErrors,
           responseErrors: s.counters.responseErrors,
           retries: s.counters.retries,
-          serversDown: s.gauges.serversDown,
-          servers: s.gauges.serversTotal,
+          serversDown: servers.get(service)?.down ?? 0,
+          servers: servers.get(service)?.total ?? 0,
           queue: s.gauges.queue,
         }));
       },
@@ -361,7 +362,7 @@ export class AgentProcess {
         .sample(supervisor.running ? supervisor.pid : undefined)
         .catch(() => undefined)
         .finally(() => (sampling = undefined)));
-    const perService = (name: string, help: string, kind: 'counter' | 'gauge', value: (s: ServiceStats) => number) => {
+    const perService = (name: string, help: string, kind: 'counter' | 'gauge', value: (s: ServiceStats, service: string) => number) => {
       if (kind === 'gauge') {
         return new Gauge({
           name,
@@ -371,7 +372,7 @@ export class AgentProcess {
           async collect() {
             await sample();
             this.reset();
-            for (const [service, s] of tracker.current()) this.set({ service }, value(s));
+            for (const [service, s] of tracker.current()) this.set({ service }, value(s, service));
           },
         });
       }
@@ -383,7 +384,7 @@ export class AgentProcess {
         async collect() {
           await sample();
           this.reset();
-          for (const [service, s] of tracker.current()) this.inc({ service }, value(s));
+          for (const [service, s] of tracker.current()) this.inc({ service }, value(s, service));
         },
       });
     };
@@ -393,8 +394,9 @@ export class AgentProcess {
     perService('proxymgr_agent_service_connection_errors_total', 'Failed connections to servers (backend econ)', 'counter', (s) => s.counters.connectionErrors);
     perService('proxymgr_agent_service_response_errors_total', 'Failed or aborted server responses (backend eresp)', 'counter', (s) => s.counters.responseErrors);
     perService('proxymgr_agent_service_retries_total', 'Connection retries and redispatches (backend wretr + wredis)', 'counter', (s) => s.counters.retries);
-    perService('proxymgr_agent_service_servers_down', 'Servers HAProxy sees DOWN (health checks; maint and drain not counted)', 'gauge', (s) => s.gauges.serversDown);
-    perService('proxymgr_agent_service_servers', 'Servers in the service\'s backend', 'gauge', (s) => s.gauges.serversTotal);
+    const agentRef = this.agent;
+    perService('proxymgr_agent_service_servers_down', 'Servers HAProxy sees DOWN (health checks; maint not counted), as of the agent\'s last show servers state', 'gauge', (_s, service) => agentRef.serverCounts().get(service)?.down ?? 0);
+    perService('proxymgr_agent_service_servers', 'Servers in the service\'s backend (maint not counted)', 'gauge', (_s, service) => agentRef.serverCounts().get(service)?.total ?? 0);
     perService('proxymgr_agent_service_queue', 'Requests waiting for a server (backend qcur)', 'gauge', (s) => s.gauges.queue);
     const streamStats = () => (this.source instanceof GrpcStateSource ? this.source.stats : undefined);
     new Counter({

@@ -107,7 +107,9 @@ export class ServiceStatsTracker {
 
   private async sampleNow(pid: number | undefined): Promise<void> {
     if (pid === undefined) return;
-    const stats = parseShowStat(await this.runtime.command('show stat'));
+    // Frontend and backend rows only (`-1 3 -1`): two rows per service, however many servers (a 2,000 × 20 HAProxy's
+    // full `show stat` is some 16 MB). Servers DOWN come from the agent's `show servers state` (Agent.serverCounts).
+    const stats = parseShowStat(await this.runtime.command('show stat -1 3 -1'));
     const restarted = this.pid !== undefined && pid !== this.pid;
     this.pid = pid;
     for (const [name, s] of stats) {

@@ -7,8 +7,8 @@ jest.setTimeout(60_000);
 
 /**
  * Issue 11 (part): HAProxy's own per-service counters, as the agent exports them, from a real HAProxy with real
- * backends: requests, HAProxy's own 503s, servers DOWN; and counts that survive a reload (2.6 starts every new
- * process at zero).
+ * backends (`show stat -1 3 -1`: frontend and backend rows): requests, HAProxy's own 503s; servers DOWN from the
+ * agent's show servers state; and counts that survive a reload (2.6 starts every new process at zero).
  */
 describe('per-service counters from show stat (real HAProxy)', () => {
   let backends: Backend[];
@@ -42,9 +42,12 @@ describe('per-service counters from show stat (real HAProxy)', () => {
     let s = tracker.current();
     expect(s.get('web')!.counters.requests).toBe(10);
     expect(s.get('web')!.counters.responses5xx).toBe(0);
-    expect(s.get('web')!.gauges).toEqual({ serversDown: 0, serversTotal: 2, queue: 0 });
+    expect(s.get('web')!.gauges.queue).toBe(0);
     expect(s.get('empty')!.counters.responses5xx).toBe(3);
-    expect(s.get('empty')!.gauges.serversDown).toBe(1);
+    // Servers DOWN: from the agent's show servers state (a drift check reads it afresh), not from show stat.
+    await t.agent.repairDrift();
+    expect(t.agent.serverCounts().get('web')).toEqual({ total: 2, down: 0 });
+    expect(t.agent.serverCounts().get('empty')).toEqual({ total: 1, down: 1 });
 
     // A reload (a listen option changed): the new process counts from zero; the tracker carries the 10 and the 3.
     const pid0 = t.agent.supervisor.pid;
