@@ -284,8 +284,12 @@ export class AgentProcess {
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
       initialState: () => this.agent.current,
-      // The latest sample (at most STATS_SAMPLE_MS old): an ACK does not wait for a `show stat`.
+      // The latest sample (at most STATS_SAMPLE_MS old): an ACK waits for a `show stat` only when there is none that
+      // recent (right after start).
       counters: async () => {
+        if (Date.now() - this.serviceStats.sampledAt > STATS_SAMPLE_MS && this.agent.supervisor.running) {
+          await this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
+        }
         const servers = this.agent.serverCounts();
         return [...this.serviceStats.current()].map(([service, s]) => ({
           service,

@@ -67,6 +67,8 @@ export function renderStatusPage(d: StatusData, now: number): string {
   const rolloutAgents = new Map(r.agents.map((a) => [a.nodeId, a]));
   const agentRows = agents.map((a) => {
     const ra = rolloutAgents.get(a.nodeId);
+    const sum = (k: 'requests' | 'responses5xx') => a.counters.reduce((n, c) => n + c[k], 0);
+    const traffic = a.counters.length === 0 ? '-' : `${sum('requests')} / ${sum('responses5xx')}`;
     return [
       td(a.nodeId),
       td(a.state, `state ${a.state}`),
@@ -74,6 +76,7 @@ export function renderStatusPage(d: StatusData, now: number): string {
       td(a.runningVersion || '-', 'version'),
       td(a.desiredVersion === a.runningVersion ? '=' : a.desiredVersion || '-', 'version'),
       td(age(a.lastAckTime, now)),
+      td(traffic, a.counters.some((c) => c.responses5xx > 0) ? 'bad' : ''),
       td(Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(', ')),
       td(a.lastError, a.lastError ? 'error' : ''),
     ];
@@ -104,7 +107,7 @@ th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size
 <h2>Rollout</h2>
 <section id="rollout">${rollout}</section>
 <h2>Agents</h2>
-<section id="agents">${table(['agent', 'state', 'revision', 'runs', 'should run', 'last ACK', 'labels', 'last error'], agentRows, 'agents')}</section>
+<section id="agents">${table(['agent', 'state', 'revision', 'runs', 'should run', 'last ACK', 'requests / 5xx', 'labels', 'last error'], agentRows, 'agents')}</section>
 <h2>Services</h2>
 <section id="services">${table(['service', 'listen', 'hosts', 'servers', 'problem'], services, 'services')}</section>
 <p class="empty">Refreshes every ${REFRESH_SECONDS} s · ${esc(new Date(now).toISOString())} · the same data as <code>proxymgr ctl agents</code>, <code>ctl rollout status</code> and ListServices; JSON at <a href="status.json">status.json</a></p>

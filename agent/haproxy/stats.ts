@@ -93,6 +93,8 @@ export class ServiceStatsTracker {
   private readonly base = new Map<string, ServiceCounters>();
   private readonly last = new Map<string, ServiceCounters>();
   private gauges = new Map<string, ServiceGauges>();
+  /** When the last sample was folded in (ms since the epoch; 0 = never). */
+  sampledAt = 0;
   /** Samples run one at a time, in order: two answers folded in out of order would read as a reset. */
   private chain: Promise<void> = Promise.resolve();
 
@@ -131,6 +133,7 @@ export class ServiceStatsTracker {
       }
     }
     this.gauges = new Map([...stats].map(([name, s]) => [name, s.gauges]));
+    this.sampledAt = Date.now();
   }
 
   /** Monotonic counters and current gauges per service (services HAProxy runs now). */

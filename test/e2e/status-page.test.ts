@@ -106,6 +106,8 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
     // The agents table: both agents, agent0's error naming the service and the bind failure.
     expect(dom).toMatch(/<td>agent0<\/td><td class="state NACKED">NACKED<\/td>.*<td class="error">applied without service\(s\) api: [^<]*Address already in use<\/td>/s);
     expect(dom).toMatch(/<td>agent1<\/td><td class="state SYNCED">SYNCED<\/td>/);
+    // HAProxy's counters as each agent reported them with its last ACK: requests / 5xx over its services.
+    expect(dom).toMatch(/<td>agent1<\/td>(<td[^>]*>[^<]*<\/td>){5}<td(?: class="bad")?>\d+ \/ \d+<\/td>/);
     expect(dom).toMatch(/<td>zone=z1<\/td>/);
     // Services with their hosts.
     expect(dom).toMatch(/<td>web<\/td><td>0\.0\.0\.0:\d+<\/td><td>2<\/td>/);
