@@ -21,6 +21,8 @@ function table(headers: string[], rows: string[][], cls = ''): string {
   return `<table class="${cls}"><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.join('')}</tr>`).join('')}</tbody></table>`;
 }
 
+/** With rollouts a version is `<revision>.<content hash>`: the revision it runs, as `ctl agents` shows it. */
+const revisionOf = (version: string) => (/^[0-9a-f]{6,}\.[0-9a-f]+$/.test(version) ? version.slice(0, version.indexOf('.')) : '-');
 const td = (text: string, cls = '') => `<td${cls ? ` class="${cls}"` : ''}>${esc(text)}</td>`;
 const time = (iso: string) => (iso ? iso.slice(11, 19) : '');
 
@@ -64,15 +66,13 @@ export function renderStatusPage(d: StatusData, now: number): string {
       );
   }
 
-  const rolloutAgents = new Map(r.agents.map((a) => [a.nodeId, a]));
   const agentRows = agents.map((a) => {
-    const ra = rolloutAgents.get(a.nodeId);
     const sum = (k: 'requests' | 'responses5xx') => a.counters.reduce((n, c) => n + c[k], 0);
     const traffic = a.counters.length === 0 ? '-' : `${sum('requests')} / ${sum('responses5xx')}`;
     return [
       td(a.nodeId),
       td(a.state, `state ${a.state}`),
-      td(ra ? ra.runningRevision || '-' : '-'),
+      td(revisionOf(a.runningVersion)),
       td(a.runningVersion || '-', 'version'),
       td(a.desiredVersion === a.runningVersion ? '=' : a.desiredVersion || '-', 'version'),
       td(age(a.lastAckTime, now)),
