@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
+import { revisionOfVersion } from './rollout/revision';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
 import { channelCredentials } from '../common/grpc';
 import { readTokenFile } from '../common/auth';
@@ -266,8 +267,6 @@ export function renderAgentView(view: AgentView, now: number): string {
   return text;
 }
 
-/** With rollouts a version is `<revision>.<content hash>`; without, a content hash alone (no revision). */
-const revisionOf = (version: string) => (/^[0-9a-f]{6,}\.[0-9a-f]+$/.test(version) ? version.slice(0, version.indexOf('.')) : '-');
 const shortVersion = (version: string) => (version ? (version.length > 20 ? `${version.slice(0, 20)}…` : version) : '-');
 
 function age(iso: string, now: number): string {
@@ -289,7 +288,7 @@ export function renderAgents(list: ListAgentsResponse, now: number): string {
       ...agents.map((a) => [
         a.nodeId,
         a.state,
-        revisionOf(a.runningVersion),
+        revisionOfVersion(a.runningVersion) || '-',
         shortVersion(a.runningVersion),
         a.desiredVersion === a.runningVersion ? '=' : shortVersion(a.desiredVersion),
         age(a.lastAckTime, now),

@@ -1,5 +1,6 @@
 import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
 import { RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+import { revisionOfVersion } from './rollout/revision';
 
 /** What the status page shows: the same answers ctl and grpcurl get. */
 export interface StatusData {
@@ -21,8 +22,6 @@ function table(headers: string[], rows: string[][], cls = ''): string {
   return `<table class="${cls}"><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.join('')}</tr>`).join('')}</tbody></table>`;
 }
 
-/** With rollouts a version is `<revision>.<content hash>`: the revision it runs, as `ctl agents` shows it. */
-const revisionOf = (version: string) => (/^[0-9a-f]{6,}\.[0-9a-f]+$/.test(version) ? version.slice(0, version.indexOf('.')) : '-');
 const td = (text: string, cls = '') => `<td${cls ? ` class="${cls}"` : ''}>${esc(text)}</td>`;
 const time = (iso: string) => (iso ? iso.slice(11, 19) : '');
 
@@ -72,7 +71,7 @@ export function renderStatusPage(d: StatusData, now: number): string {
     return [
       td(a.nodeId),
       td(a.state, `state ${a.state}`),
-      td(revisionOf(a.runningVersion)),
+      td(revisionOfVersion(a.runningVersion) || '-'),
       td(a.runningVersion || '-', 'version'),
       td(a.desiredVersion === a.runningVersion ? '=' : a.desiredVersion || '-', 'version'),
       td(age(a.lastAckTime, now)),
