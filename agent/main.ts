@@ -194,10 +194,13 @@ export class AgentProcess {
     await this.source.start(apply);
     this.agent.startDriftRepair();
     // HAProxy's counters restart at zero on every reload: sampled every few seconds, at most that much is lost.
-    this.statsTimer = setInterval(() => {
-      if (this.agent.supervisor.running) void this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
-    }, STATS_SAMPLE_MS);
-    this.statsTimer.unref();
+    // (Not once a stop or hand-over began while the source was starting: it has cleared the timer already.)
+    if (this.lifecycle.is('starting')) {
+      this.statsTimer = setInterval(() => {
+        if (this.agent.supervisor.running) void this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
+      }, STATS_SAMPLE_MS);
+      this.statsTimer.unref();
+    }
     this.lifecycle.to('running', 'finish starting');
     this.log.info({ admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId }, 'agent started');
   }
