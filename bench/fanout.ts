@@ -25,8 +25,8 @@ import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { startBaselineServer } from './lib-fanout-baseline';
 import { describeTimings, intArg, ms, quantile, say } from './lib-common';
 import { CliChild, intListArg, onInterruptStopChildren, listAgents, monoMs, procStats, stringArg } from './lib-grpc';
-import { SimFleet } from './lib-sim-agents';
-import { createConfigs, createHosts, servicePath, startControlPlane } from './lib-zk-services';
+import { connectProgress, SimFleet } from './lib-sim-agents';
+import { createConfigs, createHosts, refillGapMs, servicePath, startControlPlane } from './lib-zk-services';
 
 const DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s'];
 const SERVICE_PATH = servicePath(0);
@@ -41,9 +41,6 @@ interface Measured {
 }
 
 /** `changes` host changes (a host node added, removed, added, …), each timed from the write to every agent's ACK. */
-/** Time for the push bucket (controlplane.pushes_per_second, default 2000) to refill after N pushes, plus a margin. */
-const refillGapMs = (n: number) => 300 + n / 2;
-
 async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapMs: number): Promise<Measured> {
   const samples: number[] = [];
   const allAcked: number[] = [];
@@ -116,7 +113,7 @@ export async function main(args: string[]): Promise<object> {
     for (const n of steps) {
       const before = await fleet.status();
       await fleet.grow(cpAddress, n);
-      const connectMs = await fleet.waitConnected(n, 90_000, (s) => say(`  ${s.connected}/${n} connected (refused so far ${s.refused}, errors ${s.errors}${s.lastError ? `, last: ${s.lastError}` : ''})`));
+      const connectMs = await fleet.waitConnected(n, 90_000, connectProgress(n));
       const afterConnect = await fleet.status();
       if (connectMs === undefined) {
         say(`N=${n}: only ${afterConnect.connected} agents connected within 90 s (last error: ${afterConnect.lastError}); stopping here`);

@@ -23,6 +23,7 @@ import { MAX_PUSH_BYTES, reconnectDelay } from '../agent/sources/grpc';
 import { PushMismatch } from '../agent/sources/held-state';
 import { Digest, PROTOCOL_VERSION } from '../common/resources';
 import { AgentMessage, AgentStreamClient, AgentStreamService, ApplyMethod, ControlMessage, Hello, Push } from '../common/gen/proxymgr/v1/stream';
+import { say } from './lib-common';
 import { monoMs, trackChild } from './lib-grpc';
 
 export interface WorkerStatus {
@@ -623,4 +624,9 @@ export class SimFleet {
       ),
     );
   }
+}
+
+/** The progress line of SimFleet.waitConnected: `n` agents wanted. */
+export function connectProgress(n: number): (s: WorkerStatus) => void {
+  return (s) => say(`  ${s.connected}/${n} connected (refused so far ${s.refused}, errors ${s.errors}${s.lastError ? `, last: ${s.lastError}` : ''})`);
 }

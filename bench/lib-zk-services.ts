@@ -13,6 +13,12 @@ import { freePort, sleep } from '../test/helpers/net';
 import { ZkTestClient } from '../test/helpers/zk-client';
 import { CliChild, controlPlaneYaml, listAgents, startCli, waitForDesiredState } from './lib-grpc';
 
+/**
+ * Time for the control plane's push bucket (controlplane.pushes_per_second, default 2000) to refill after N pushes,
+ * plus a margin: waited between changes, each change measures a fan-out, not the limiter.
+ */
+export const refillGapMs = (n: number): number => 300 + n / 2;
+
 export const serviceName = (s: number): string => (s === 0 ? 'web' : `web${s}`);
 export const servicePath = (s: number): string => `/services/${serviceName(s)}`;
 export const hostPath = (s: number, h: number): string => `${servicePath(s)}/h${h}`;

@@ -22,8 +22,8 @@ import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
 import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { describeTimings, intArg, ms, quantile, say } from './lib-common';
 import { CliChild, monoMs, onInterruptStopChildren, procStats, stringArg } from './lib-grpc';
-import { SimFleet } from './lib-sim-agents';
-import { createConfigs, createHosts, hostData, hostPath, setData, startControlPlane, waitAllAcked } from './lib-zk-services';
+import { connectProgress, SimFleet } from './lib-sim-agents';
+import { createConfigs, createHosts, hostData, hostPath, refillGapMs, setData, startControlPlane, waitAllAcked } from './lib-zk-services';
 
 interface Phase {
   readonly servers: number;
@@ -45,7 +45,7 @@ export async function main(args: string[]): Promise<object> {
   const logLevel = stringArg(args, 'log-level', 'info');
   const gapArg = intArg(args, 'gap-ms', -1);
   // As in fanout: by default the push limiter (pushes_per_second) refills between changes.
-  const gapMs = gapArg >= 0 ? gapArg : 300 + agents / 5;
+  const gapMs = gapArg >= 0 ? gapArg : refillGapMs(agents);
   say(`pushsize: ${agents} simulated agents in ${workers} worker processes; ${changes} host changes at 1 × ${hosts} and at ${largeServices} × ${hosts}; control-plane log level ${logLevel}`);
 
   const tmp = tempDir('proxymgr-bench-pushsize-');
@@ -71,7 +71,7 @@ export async function main(args: string[]): Promise<object> {
 
     fleet = await SimFleet.start(workers);
     await fleet.grow(address, agents);
-    const connectMs = await fleet.waitConnected(agents, 120_000, (s) => say(`  ${s.connected}/${agents} connected (refused so far ${s.refused}, errors ${s.errors}${s.lastError ? `, last: ${s.lastError}` : ''})`));
+    const connectMs = await fleet.waitConnected(agents, 120_000, connectProgress(agents));
     if (connectMs === undefined) throw new Error(`not all ${agents} agents connected within 120 s: ${JSON.stringify(await fleet.status())}`);
     if ((await fleet.waitHeld(1, hosts, 60_000)) === undefined) throw new Error(`not every agent holds 1 × ${hosts} servers: ${JSON.stringify(await fleet.status())}`);
     if (!(await waitAllAcked(address, agents, 60_000))) throw new Error('the control plane does not see every agent on its desired version');

@@ -20,7 +20,7 @@ import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
 import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { describeTimings, intArg, ms, pickIndex, quantile, say, seededRandom } from './lib-common';
 import { CliChild, monoMs, onInterruptStopChildren, procStats, stringArg } from './lib-grpc';
-import { markerAddress, SimFleet } from './lib-sim-agents';
+import { connectProgress, markerAddress, SimFleet } from './lib-sim-agents';
 import { createConfigs, createHosts, hostData, hostPath, setData, startControlPlane, waitAllAcked } from './lib-zk-services';
 
 export async function main(args: string[]): Promise<object> {
@@ -67,7 +67,7 @@ export async function main(args: string[]): Promise<object> {
 
     fleet = await SimFleet.start(workers);
     await fleet.grow(address, agents);
-    const connectMs = await fleet.waitConnected(agents, 120_000, (s) => say(`  ${s.connected}/${agents} connected (refused so far ${s.refused}, errors ${s.errors}${s.lastError ? `, last: ${s.lastError}` : ''})`));
+    const connectMs = await fleet.waitConnected(agents, 120_000, connectProgress(agents));
     if (connectMs === undefined) throw new Error(`not all ${agents} agents connected within 120 s: ${JSON.stringify(await fleet.status())}`);
     const heldMs = await fleet.waitHeld(services, services * hosts, 900_000, (s) => say(`  fewest servers held ${s.heldServersMin}/${services * hosts}`));
     if (heldMs === undefined) throw new Error(`not every agent holds ${services} × ${hosts} servers within 900 s: ${JSON.stringify(await fleet.status())}`);

@@ -1,44 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
-import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
-import { silentLogger } from '../../common/log';
-import { DesiredState } from '../../common/types';
-import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { agentStreamServer, DesiredStateSource, StreamLimits } from '../../controlplane/grpc/stream-server';
 import { eventually, sleep } from '../helpers/net';
+import { startStreamServer } from '../helpers/stream-server';
 import { server, service, state } from '../helpers/agent';
 
 jest.setTimeout(30_000);
-
-/** A real gRPC server running the agent stream over a desired state the test controls. */
-async function startStreamServer(limits: StreamLimits = { newStreamsPerSecond: 100, pushesPerSecond: 100 }) {
-  let current: DesiredState | undefined;
-  const subscribers = new Set<() => void>();
-  const source: DesiredStateSource = {
-    desiredFor: () => current,
-    subscribe: (fn) => {
-      subscribers.add(fn);
-      return () => subscribers.delete(fn);
-    },
-  };
-  const registry = new AgentRegistry();
-  const srv = new grpc.Server();
-  srv.addService(AgentStreamDefinition, agentStreamServer(source, registry, silentLogger, limits));
-  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-  return {
-    port,
-    registry,
-    set(s: DesiredState) {
-      current = s;
-      for (const fn of subscribers) fn();
-    },
-    /** Wakes every stream without changing the state (as a discovery event that changes nothing would). */
-    poke() {
-      for (const fn of subscribers) fn();
-    },
-    close: () => srv.forceShutdown(),
-  };
-}
 
 /** A raw agent-stream client that records pushes and errors. */
 function rawAgent(port: number, nodeId: string, runningVersion = '') {

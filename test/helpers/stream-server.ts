@@ -1,0 +1,39 @@
+import * as grpc from '@grpc/grpc-js';
+import { silentLogger } from '../../common/log';
+import { DesiredState } from '../../common/types';
+import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
+import { AgentRegistry } from '../../controlplane/grpc/registry';
+import { agentStreamServer, DesiredStateSource, StreamLimits } from '../../controlplane/grpc/stream-server';
+
+/**
+ * A real gRPC server running the agent stream (with the pre-encoding serializer, as the control plane registers it)
+ * over a desired state the test controls.
+ */
+export async function startStreamServer(limits: StreamLimits = { newStreamsPerSecond: 100, pushesPerSecond: 100 }) {
+  let current: DesiredState | undefined;
+  const subscribers = new Set<() => void>();
+  const source: DesiredStateSource = {
+    desiredFor: () => current,
+    subscribe: (fn) => {
+      subscribers.add(fn);
+      return () => subscribers.delete(fn);
+    },
+  };
+  const registry = new AgentRegistry();
+  const srv = new grpc.Server();
+  srv.addService(AgentStreamDefinition, agentStreamServer(source, registry, silentLogger, limits));
+  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  return {
+    port,
+    registry,
+    set(s: DesiredState) {
+      current = s;
+      for (const fn of subscribers) fn();
+    },
+    /** Wakes every stream without changing the state (as a discovery event that changes nothing would). */
+    poke() {
+      for (const fn of subscribers) fn();
+    },
+    close: () => srv.forceShutdown(),
+  };
+}
