@@ -6,42 +6,13 @@ import { DesiredState, Service } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { HeldState } from '../../agent/sources/held-state';
-import { AgentStreamDefinition, deltaToPush, encodingStats } from '../../controlplane/grpc/push-encoding';
-import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { agentStreamServer, DesiredStateSource, streamStats } from '../../controlplane/grpc/stream-server';
+import { deltaToPush, encodingStats } from '../../controlplane/grpc/push-encoding';
+import { MAX_COUNTED_SERVICES, streamStats } from '../../controlplane/grpc/stream-server';
 import { eventually, sleep } from '../helpers/net';
+import { startStreamServer } from '../helpers/stream-server';
 import { server, service, state } from '../helpers/agent';
 
 jest.setTimeout(30_000);
-
-/** A real gRPC server running the agent stream (with the pre-encoding serializer) over a state the test controls. */
-async function startStreamServer() {
-  let current: DesiredState | undefined;
-  const subscribers = new Set<() => void>();
-  const source: DesiredStateSource = {
-    desiredFor: () => current,
-    subscribe: (fn) => {
-      subscribers.add(fn);
-      return () => subscribers.delete(fn);
-    },
-  };
-  const registry = new AgentRegistry();
-  const srv = new grpc.Server();
-  srv.addService(AgentStreamDefinition, agentStreamServer(source, registry, silentLogger, { newStreamsPerSecond: 1000, pushesPerSecond: 1000 }));
-  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-  return {
-    port,
-    registry,
-    set(s: DesiredState) {
-      current = s;
-      for (const fn of subscribers) fn();
-    },
-    poke() {
-      for (const fn of subscribers) fn();
-    },
-    close: () => srv.forceShutdown(),
-  };
-}
 
 /**
  * A raw agent-stream client that keeps each message's bytes as they came over the wire (no re-encoding), and the
@@ -116,7 +87,7 @@ function bigState(n: number, servers: number, change: (s: Service) => Service = 
 
 describe('agent stream protocol 2 (real gRPC)', () => {
   test('(a) no base: a full push; then a host change is a delta of that one service, a removal is `removed`; deltas are far smaller', async () => {
-    const s = await startStreamServer();
+    const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     const v1 = bigState(40, 8);
     const moved = (x: Service) => (x.name === 'svc7' ? { ...x, servers: x.servers.map((v, j) => (j === 3 ? { ...v, address: '10.9.9.9' } : v)) } : x);
     const v2 = bigState(40, 8, moved);
@@ -179,7 +150,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
   });
 
   test('(b) a hello declaring a base gets a delta from it; a hello declaring exactly the desired state gets no push', async () => {
-    const s = await startStreamServer();
+    const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     const web = service('web', 8080, [server('a', 9001)]);
     const api = service('api', 8081, [server('a', 9101)]);
     const db = service('db', 5432, [server('p', 5433)]);
@@ -228,7 +199,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
   });
 
   test('(c) a Resync of the unanswered delta gets a full push of the same version; one per push, never on demand', async () => {
-    const s = await startStreamServer();
+    const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     const v1 = state([service('web', 8080, [server('a', 9001)]), service('api', 8081, [server('a', 9101)])]);
     const v2 = state([service('web', 8080, [server('a', 9001), server('b', 9002)]), service('api', 8081, [server('a', 9101)])]);
     s.set(v1);
@@ -276,7 +247,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
   });
 
   test('(c2) a Resync on a protocol-0 stream is refused; protocol 0 still gets whole states', async () => {
-    const s = await startStreamServer();
+    const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     const v1 = state([service('web', 8080, [server('a', 9001)])]);
     s.set(v1);
     const a = rawAgent(s.port, { nodeId: 'old' });
@@ -294,8 +265,30 @@ describe('agent stream protocol 2 (real gRPC)', () => {
     }
   });
 
+  test('(c3) counters from an agent are hostile input: at most MAX_COUNTED_SERVICES kept, names clipped and without control characters', async () => {
+    const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
+    s.set(state([service('web', 8080, [server('a', 9001)])]));
+    const a = rawAgent(s.port, { nodeId: 'n1', protocolVersion: PROTOCOL_VERSION });
+    try {
+      expect(await eventually(() => a.pushes.length === 1)).toBe(true);
+      const counter = (service: string) => ({ service, requests: 5, responses5xx: 1, sessions: 5, connectionErrors: 0, responseErrors: 0, retries: 0, serversDown: 0, servers: 1, queue: 0 });
+      const hostile = `web\x1b[2J${'x'.repeat(1000)}`;
+      a.send({ stats: { counters: [counter(hostile), ...Array.from({ length: MAX_COUNTED_SERVICES + 50 }, (_, i) => counter(`s${i}`))] } });
+      expect(await eventually(() => (s.registry.get('n1')?.counters?.length ?? 0) > 0)).toBe(true);
+      const got = s.registry.get('n1')!.counters!;
+      expect(got).toHaveLength(MAX_COUNTED_SERVICES);
+      expect(got[0]!.service).toHaveLength(253);
+      // eslint-disable-next-line no-control-regex
+      expect(got[0]!.service).not.toMatch(/[\x00-\x1f]/);
+      expect(got[0]).toMatchObject({ requests: 5, responses5xx: 1 });
+    } finally {
+      a.close();
+      s.close();
+    }
+  });
+
   test('(d) protocolVersion 3 is refused with FAILED_PRECONDITION naming both versions', async () => {
-    const s = await startStreamServer();
+    const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     s.set(state([service('web', 8080, [server('a', 9001)])]));
     const a = rawAgent(s.port, { nodeId: 'future', protocolVersion: 3 });
     try {
@@ -313,7 +306,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
   });
 
   test('(e) two agents on the same base get byte-identical push bodies apart from the nonce; the change is encoded once', async () => {
-    const s = await startStreamServer();
+    const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     const v1 = bigState(10, 4);
     const v2 = bigState(10, 4, (x) => (x.name === 'svc2' ? { ...x, port: 11_111 } : x));
     s.set(v1);
