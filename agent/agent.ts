@@ -37,6 +37,19 @@ export interface ApplyResult {
   readonly durationMs: number;
 }
 
+/** What a preflight found (see Agent.preflight). */
+export interface PreflightResult {
+  /** The state would apply whole. */
+  readonly ok: boolean;
+  readonly error?: string;
+  readonly haproxyOutput?: string;
+  /** How it would be applied, and why. */
+  readonly method: 'nothing' | 'runtime' | 'reload';
+  readonly reasons: readonly string[];
+  /** What would be left out (services, servers) and why. */
+  readonly problems: readonly StateProblem[];
+}
+
 export interface ActionRecord {
   readonly at: string;
   readonly trigger: 'update' | 'drift';
@@ -198,6 +211,51 @@ export class Agent {
     if (!this.lifecycle.is('idle', 'running')) return Promise.resolve(this.refused(desired.version));
     if (this.lifecycle.is('idle')) this.lifecycle.to('running', 'apply a desired state');
     return this.serialize(() => this.guarded(desired, 'update'));
+  }
+
+  /**
+   * Whether `desired` would apply whole, without applying it (a rollout asks every agent before its first wave):
+   * the checks an apply makes — sanitizing, binding every new socket, the plan, `haproxy -c` of the config it would
+   * run with the real fds — and nothing else. Sockets opened for it are closed again; HAProxy is not touched.
+   * Serialized with applies; never rejects.
+   */
+  preflight(desired: DesiredState): Promise<PreflightResult> {
+    if (!this.lifecycle.is('idle', 'running')) return Promise.resolve({ ok: false, error: this.lifecycle.refuse('preflight a desired state').message, method: 'nothing', reasons: [], problems: [] });
+    return this.serialize(async () => {
+      try {
+        return await this.preflightNow(desired);
+      } catch (err) {
+        return { ok: false, error: errorMessage(err), method: 'nothing' as const, reasons: [], problems: [] };
+      } finally {
+        this.awaitingBind.clear();
+        this.releaseUnusedSockets();
+      }
+    });
+  }
+
+  private async preflightNow(desired: DesiredState): Promise<PreflightResult> {
+    let sanitized;
+    try {
+      sanitized = sanitizeState(desired, this.lastGood, this.opts.config.serviceOptions);
+    } catch (err) {
+      if (!(err instanceof StateError)) throw err;
+      return { ok: false, error: err.message, method: 'nothing', reasons: [], problems: err.problems };
+    }
+    const problems = [...sanitized.problems];
+    let state = this.withSockets(sanitized.state, problems);
+    let actual: RuntimeState | undefined;
+    if (this.supervisor.running) actual = this.actualCache ?? (await this.readActual().catch(() => undefined));
+    const p = plan(state, this.supervisor.running ? this.running : undefined, actual, this.overrideTracker.current, actual === this.actualCache);
+    const method: PreflightResult['method'] = p.reloadReasons.length > 0 ? 'reload' : p.actions.length > 0 ? 'runtime' : 'nothing';
+    const reasons = p.reloadReasons.length > 0 ? [...p.reloadReasons] : p.actions.map((a) => a.reason);
+    try {
+      state = await this.checkPerService(state, problems);
+    } catch (err) {
+      return { ok: false, error: errorMessage(err), ...(err instanceof HaproxyConfigError ? { haproxyOutput: err.output } : {}), method, reasons, problems };
+    }
+    const services = problems.filter((x) => x.service !== undefined && x.server === undefined);
+    if (services.length > 0) return { ok: false, error: services.map((x) => `${x.where}: ${x.message}`).join('; '), method, reasons, problems };
+    return { ok: true, method, reasons, problems };
   }
 
   /**

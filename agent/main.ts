@@ -287,10 +287,11 @@ export class AgentProcess {
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
       initialState: () => this.agent.current,
-      // The latest sample (at most STATS_SAMPLE_MS old): an ACK waits for a `show stat` only when there is none that
-      // recent (right after start).
-      counters: async () => {
-        if (Date.now() - this.serviceStats.sampledAt > STATS_SAMPLE_MS && this.agent.supervisor.running) {
+      // The latest sample, if recent enough (at most STATS_SAMPLE_MS old, or what the caller asks): a `show stat`
+      // only when there is none that recent.
+      preflight: (state) => this.agent.preflight(state),
+      counters: async (maxAgeMs) => {
+        if (Date.now() - this.serviceStats.sampledAt > Math.min(maxAgeMs, STATS_SAMPLE_MS) && this.agent.supervisor.running) {
           await this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
         }
         const servers = this.agent.serverCounts();

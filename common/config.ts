@@ -166,7 +166,48 @@ export interface RolloutPolicyConfig {
    * early waves span as many zones as they can. Unset: node-id order.
    */
   readonly spreadBy?: string;
+  readonly preflight?: PreflightPolicy;
+  readonly gate?: GatePolicy;
 }
+
+export type GateMetric = 'http_5xx' | 'errors' | 'retries' | 'servers_down' | 'queue';
+export const GATE_METRICS: readonly GateMetric[] = ['http_5xx', 'errors', 'retries', 'servers_down', 'queue'];
+
+export interface GatePolicy {
+  readonly enabled: boolean;
+  /** A key is judged on its ratios only once the new revision's agents served this many requests in the window. */
+  readonly minRequests: number;
+  /**
+   * The largest regression allowed per metric: for ratios (5xx, connection + response errors, retries per request;
+   * servers DOWN per server) an increase in share (0.05 = 5 points), for queue an increase in requests queued per agent.
+   */
+  readonly thresholds: Readonly<Record<GateMetric, number>>;
+  /** A wave whose bake ends with too few requests to judge: 'pass' (said in status and log) or 'halt'. */
+  readonly onInsufficientTraffic: 'pass' | 'halt';
+  /** How often agents report counters and replicas publish sums while a rollout runs. */
+  readonly sampleMs: number;
+  /** How far back an agent's "before" window reaches from its ACK. */
+  readonly baselineMs: number;
+}
+
+export const DEFAULT_GATE_POLICY: GatePolicy = {
+  enabled: true,
+  minRequests: 100,
+  thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10 },
+  onInsufficientTraffic: 'pass',
+  sampleMs: 2000,
+  baselineMs: 60_000,
+};
+
+export interface PreflightPolicy {
+  readonly enabled: boolean;
+  /** More agents failing preflight than this halt the rollout before any agent runs the revision. */
+  readonly maxFailures: number;
+  /** Agents that have not answered by then are not waited for (they are listed). */
+  readonly timeoutMs: number;
+}
+
+export const DEFAULT_PREFLIGHT_POLICY: PreflightPolicy = { enabled: true, maxFailures: 0, timeoutMs: 30_000 };
 
 /** `rollout:` in proxymgr.yml. Without the section the control plane sends every change to every agent at once. */
 export interface RolloutConfig extends RolloutPolicyConfig {
@@ -397,6 +438,8 @@ function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | un
   const zkPath = optionalString(raw.zk_path, file, 'rollout.zk_path') ?? '/proxymgr';
   if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(zkPath)) throw new ConfigError(`${file}: rollout.zk_path: "${zkPath}" is not a ZooKeeper path such as /proxymgr`);
   return {
+    preflight: parsePreflight(raw.preflight, file),
+    gate: parseGate(raw.gate, file),
     waves,
     bakeMs: optionalInt(raw.bake_ms, file, 'rollout.bake_ms', 0, 86_400_000) ?? DEFAULT_ROLLOUT_POLICY.bakeMs,
     maxNacks: optionalInt(raw.max_nacks, file, 'rollout.max_nacks', 0, 1_000_000) ?? DEFAULT_ROLLOUT_POLICY.maxNacks,
@@ -406,6 +449,62 @@ function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | un
     zkPath,
     replicaId: optionalString(raw.replica_id, file, 'rollout.replica_id') ?? `${hostname()}:${cp.listen.slice(cp.listen.lastIndexOf(':') + 1)}`,
   };
+}
+
+/** `rollout.preflight`: `true`/`false`, or a mapping of enabled, max_failures, timeout_ms. */
+function parsePreflight(value: unknown, file: string): PreflightPolicy {
+  if (value === undefined || value === null) return DEFAULT_PREFLIGHT_POLICY;
+  if (typeof value === 'boolean') return { ...DEFAULT_PREFLIGHT_POLICY, enabled: value };
+  const raw = expectObject(value, file, 'rollout.preflight');
+  onlyKeys(raw, file, 'rollout.preflight', ['enabled', 'max_failures', 'timeout_ms']);
+  return {
+    enabled: optionalBool(raw.enabled, file, 'rollout.preflight.enabled') ?? DEFAULT_PREFLIGHT_POLICY.enabled,
+    maxFailures: optionalInt(raw.max_failures, file, 'rollout.preflight.max_failures', 0, 1_000_000) ?? DEFAULT_PREFLIGHT_POLICY.maxFailures,
+    timeoutMs: optionalInt(raw.timeout_ms, file, 'rollout.preflight.timeout_ms', 1000, 3_600_000) ?? DEFAULT_PREFLIGHT_POLICY.timeoutMs,
+  };
+}
+
+/** `rollout.gate`: `true`/`false`, or a mapping (see GatePolicy). */
+function parseGate(value: unknown, file: string): GatePolicy {
+  const d = DEFAULT_GATE_POLICY;
+  if (value === undefined || value === null) return d;
+  if (typeof value === 'boolean') return { ...d, enabled: value };
+  const raw = expectObject(value, file, 'rollout.gate');
+  onlyKeys(raw, file, 'rollout.gate', ['enabled', 'min_requests', 'sample_ms', 'baseline_ms', 'on_insufficient_traffic', 'thresholds']);
+  const t = optionalObject(raw.thresholds, file, 'rollout.gate.thresholds');
+  onlyKeys(t, file, 'rollout.gate.thresholds', [...GATE_METRICS]);
+  const thresholds = Object.fromEntries(
+    GATE_METRICS.map((m) => {
+      const key = `rollout.gate.thresholds.${m}`;
+      const v = t[m];
+      if (v === undefined || v === null) return [m, d.thresholds[m]];
+      const max = m === 'queue' ? 1_000_000 : 1;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) {
+        throw new ConfigError(`${file}: ${key}: expected ${m === 'queue' ? 'a number of queued requests per agent (e.g. 10)' : 'a share 0..1 (e.g. 0.05 for 5 points)'}, got ${describe(v)}`);
+      }
+      return [m, v];
+    }),
+  ) as Record<GateMetric, number>;
+  const onInsufficient = raw.on_insufficient_traffic ?? d.onInsufficientTraffic;
+  if (onInsufficient !== 'pass' && onInsufficient !== 'halt') throw new ConfigError(`${file}: rollout.gate.on_insufficient_traffic: expected "pass" or "halt", got ${describe(onInsufficient)}`);
+  return {
+    enabled: optionalBool(raw.enabled, file, 'rollout.gate.enabled') ?? d.enabled,
+    minRequests: optionalInt(raw.min_requests, file, 'rollout.gate.min_requests', 1, 1_000_000_000) ?? d.minRequests,
+    sampleMs: optionalInt(raw.sample_ms, file, 'rollout.gate.sample_ms', 200, 60_000) ?? d.sampleMs,
+    baselineMs: optionalInt(raw.baseline_ms, file, 'rollout.gate.baseline_ms', 1000, 3_600_000) ?? d.baselineMs,
+    onInsufficientTraffic: onInsufficient,
+    thresholds,
+  };
+}
+
+function onlyKeys(raw: Raw, file: string, key: string, allowed: readonly string[]): void {
+  for (const k of Object.keys(raw)) if (!allowed.includes(k)) throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected ${allowed.join(', ')})`);
+}
+
+function optionalBool(value: unknown, file: string, key: string): boolean | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw new ConfigError(`${file}: ${key}: expected true or false, got ${describe(value)}`);
+  return value;
 }
 
 function parseServiceConfigSource(value: unknown, file: string, base: string): ServiceConfigSource {

@@ -14,7 +14,7 @@ import { controlPlaneAdminServer, listAgents, listServices } from './grpc/admin'
 import { renderStatusPage, StatusData, statusJson } from './status-page';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
 import { agentStreamServer, DesiredStateSource, streamStats } from './grpc/stream-server';
-import { AgentStateRequests } from './grpc/state-requests';
+import { AgentPreflights, AgentStateRequests } from './grpc/agent-questions';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
 import { currentRolloutStatus, rolloutAdminServer } from './rollout/admin';
 import { RolloutCoordinator } from './rollout/coordinator';
@@ -39,6 +39,8 @@ export class ControlPlaneProcess {
   private server: grpc.Server | undefined;
   private metrics: { port: number; close: () => Promise<void> } | undefined;
   private readonly promRegistry = new Registry();
+  /** Preflight questions to this replica's agents (the rollout coordinator asks, the agent stream carries them). */
+  private readonly preflights = new AgentPreflights();
   private readonly authorizer: Authorizer;
   private readonly authMetrics: AuthMetrics;
   private readonly lifecycle = new Lifecycle<ControlPlaneState>('control plane', 'idle', {
@@ -59,7 +61,14 @@ export class ControlPlaneProcess {
     const connected = new Gauge({ name: 'proxymgr_cp_connected_agents', help: 'Agents with an open stream to this replica', registers: [r] });
     this.discovery = new Discovery({ config: opts.config, log: opts.log });
     const rollout = opts.config.rollout
-      ? new RolloutCoordinator({ config: opts.config.rollout, discovery: this.discovery, log: opts.log, zkSessionTimeoutMs: opts.config.controlplane.zkSessionTimeoutMs, serviceOptions: opts.config.serviceOptions })
+      ? new RolloutCoordinator({
+          config: opts.config.rollout,
+          discovery: this.discovery,
+          log: opts.log,
+          zkSessionTimeoutMs: opts.config.controlplane.zkSessionTimeoutMs,
+          serviceOptions: opts.config.serviceOptions,
+          preflights: this.preflights,
+        })
       : undefined;
     this.rollout = rollout;
     const re = rollout?.registryEvents();
@@ -78,6 +87,7 @@ export class ControlPlaneProcess {
       onConnectionChange: (n) => connected.set(n),
       onConnect: re?.onConnect,
       onDisconnect: re?.onDisconnect,
+      onCounters: re?.onCounters,
     }, { ...DEFAULT_REGISTRY_LIMITS, forgetAfterMs: opts.config.controlplane.forgetAgentsAfterMs });
     const registry = this.registry;
     collectStandardMetrics(r);
@@ -196,6 +206,7 @@ export class ControlPlaneProcess {
       interceptors: [authInterceptor(this.authorizer, log.child({ component: 'grpc' }), this.authMetrics)],
     });
     const stateRequests = new AgentStateRequests();
+    const preflights = this.preflights;
     this.server.addService(
       AgentStreamDefinition,
       agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
@@ -203,7 +214,7 @@ export class ControlPlaneProcess {
         pushesPerSecond: config.controlplane.pushesPerSecond,
         pushBurst: config.controlplane.pushBurst,
         pushBufferBytes: config.controlplane.pushBufferBytes,
-      }, this.authorizer, stateRequests),
+      }, this.authorizer, { state: stateRequests, preflight: preflights }),
     );
     this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry, stateRequests));
     this.server.addService(RolloutService, rolloutAdminServer(this.rollout));

@@ -6,10 +6,12 @@ import { errorMessage, HaproxyConfigError } from '../../common/errors';
 import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
 import { DesiredState } from '../../common/types';
-import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
+import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, PreflightReport, Push } from '../../common/gen/proxymgr/v1/stream';
+import { DesiredState as ProtoState } from '../../common/gen/proxymgr/v1/state';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { ApplyResult } from '../agent';
+import { ApplyResult, PreflightResult } from '../agent';
+import { fromProto } from '../../common/state-codec';
 import { ApplyFn, StateSource } from './file';
 import { HeldState, PushMismatch } from './held-state';
 
@@ -27,8 +29,13 @@ export interface GrpcSourceOptions {
    * what it holds, so the control plane sends only what differs (docs/protocol.md).
    */
   readonly initialState?: () => DesiredState | undefined;
-  /** HAProxy's per-service counters, sent with every ACK and every STATS_INTERVAL_MS (empty when unknown). */
-  readonly counters?: () => Promise<ServiceCounters[]>;
+  /**
+   * HAProxy's per-service counters no older than `maxAgeMs` (empty when unknown), sent with every ACK and every
+   * stats interval (STATS_INTERVAL_MS, or what the control plane's AgentSettings say).
+   */
+  readonly counters?: (maxAgeMs: number) => Promise<ServiceCounters[]>;
+  /** Whether a state would apply whole, without applying it (the control plane's PreflightRequest before a rollout's first wave). */
+  readonly preflight?: (state: DesiredState) => Promise<PreflightResult>;
   /** What HAProxy has now, for the control plane's StateRequest (`proxymgr ctl agent NODE`); a sentence when unknown. */
   readonly reportState?: () => Promise<RuntimeServer[] | string>;
   readonly tls?: TlsConfig;
@@ -63,8 +70,12 @@ const STOP_WAIT_MS = 5000;
  */
 export const MAX_PUSH_BYTES = 64 * 1024 * 1024;
 
-/** How often the agent sends its per-service counters between ACKs. */
+/** How often the agent sends its per-service counters between ACKs, unless the control plane's AgentSettings say otherwise. */
 export const STATS_INTERVAL_MS = 10_000;
+/** How old the counters sent with an ACK may be. */
+const ACK_COUNTERS_MAX_AGE_MS = 500;
+/** The shortest stats interval the agent takes from a control plane. */
+const MIN_STATS_INTERVAL_MS = 200;
 
 /** Reconnect delay: exponential from base, capped, with ±50 % jitter so a fleet does not reconnect in step. */
 export function reconnectDelay(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
@@ -177,6 +188,7 @@ export class GrpcStateSource implements StateSource {
         haproxyVersion: this.opts.haproxyVersion,
         runningVersion: this.opts.runningVersion(),
         ...held.hello(),
+        capabilities: ['settings', ...(this.opts.preflight ? ['preflight'] : [])],
       },
     });
     call.on('data', (msg: ControlMessage) => {
@@ -186,6 +198,19 @@ export class GrpcStateSource implements StateSource {
       }
       this.connectedTo = address;
       if (msg.stateRequest) return void this.report(call, msg.stateRequest.id);
+      if (msg.preflightRequest) return void this.preflight(call, msg.preflightRequest.id, msg.preflightRequest.state, log);
+      if (msg.settings) {
+        const every = msg.settings.statsIntervalMs === 0 ? STATS_INTERVAL_MS : Math.max(MIN_STATS_INTERVAL_MS, msg.settings.statsIntervalMs);
+        if (every !== statsEvery) {
+          log.info({ stats_interval_ms: every }, 'control plane set the stats interval');
+          statsEvery = every;
+          if (this.opts.counters && !ended) {
+            this.clock.clearTimeout(statsTimer);
+            sendStatsLater();
+          }
+        }
+        return;
+      }
       const push = msg.push;
       if (!push) return;
       this.stats.pushes++;
@@ -216,13 +241,14 @@ export class GrpcStateSource implements StateSource {
     });
     // Counters between ACKs, so the control plane sees traffic while nothing changes (protocol 2 control planes).
     let statsTimer: Timer | undefined;
+    let statsEvery = STATS_INTERVAL_MS;
     const sendStatsLater = () => {
       statsTimer = this.clock.setTimeout(() => {
-        void this.countersNow().then((counters) => {
+        void this.countersNow(statsEvery / 2).then((counters) => {
           if (!ended && counters.length > 0) call.write({ stats: { counters } });
         });
         sendStatsLater();
-      }, STATS_INTERVAL_MS);
+      }, statsEvery);
       unrefTimer(statsTimer);
     };
     if (this.opts.counters) sendStatsLater();
@@ -243,9 +269,9 @@ export class GrpcStateSource implements StateSource {
   }
 
   /** The counters to send now; never throws (they are figures for the control plane, not part of the apply). */
-  private async countersNow(): Promise<ServiceCounters[]> {
+  private async countersNow(maxAgeMs: number): Promise<ServiceCounters[]> {
     try {
-      return (await this.opts.counters?.()) ?? [];
+      return (await this.opts.counters?.(maxAgeMs)) ?? [];
     } catch {
       return [];
     }
@@ -263,6 +289,29 @@ export class GrpcStateSource implements StateSource {
       error = errorMessage(err);
     }
     if (call === this.call) call.write({ stateReport: { id, servers, error, runningVersion: this.opts.runningVersion() } });
+  }
+
+  /** Answers a PreflightRequest (never throws: a failure is the report's error). Nothing is applied. */
+  private async preflight(call: grpc.ClientDuplexStream<AgentMessage, ControlMessage>, id: string, proto: ProtoState | undefined, log: Logger): Promise<void> {
+    let report: PreflightReport;
+    try {
+      if (!proto || !this.opts.preflight) throw new Error(proto ? 'this agent cannot preflight' : 'preflight request without a state');
+      const r = await this.opts.preflight(fromProto(proto));
+      report = {
+        id,
+        ok: r.ok,
+        error: r.error ?? '',
+        haproxyOutput: r.haproxyOutput ?? '',
+        method: METHOD[r.method],
+        reasons: [...r.reasons],
+        rejectedServices: [...new Set(r.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])))],
+        warnings: r.problems.map((p) => `${p.where}: ${p.message}`),
+      };
+    } catch (err) {
+      report = { id, ok: false, error: errorMessage(err), haproxyOutput: '', method: ApplyMethod.APPLY_METHOD_UNSPECIFIED, reasons: [], rejectedServices: [], warnings: [] };
+    }
+    log.info({ version: proto?.version, ok: report.ok, method: report.method, error: report.error || undefined }, 'preflight');
+    if (call === this.call) call.write({ preflightReport: report });
   }
 
   /** Applies one push and builds its ACK or NACK (never throws: an apply that throws is a NACK). */
@@ -290,7 +339,8 @@ export class GrpcStateSource implements StateSource {
           durationMs: result.durationMs,
           warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
           rejectedServices: [...new Set(result.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])))],
-          counters: await this.countersNow(),
+          // Fresh: the traffic gates count what came after this sample for the version it ACKs.
+          counters: await this.countersNow(ACK_COUNTERS_MAX_AGE_MS),
         },
       };
     } catch (err) {

@@ -3,7 +3,7 @@ import { toProto } from '../../common/state-codec';
 import { AgentInfo, ControlPlaneAdminServer, ListAgentsResponse, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
 import { DesiredState } from '../../common/types';
 import { AgentRecord, AgentRegistry } from './registry';
-import { AgentStateRequests } from './state-requests';
+import { AgentStateRequests } from './agent-questions';
 import { DesiredStateSource } from './stream-server';
 
 /** ListServices: the desired services with their hosts, and discovery's problems per service. */
@@ -88,7 +88,7 @@ export function controlPlaneAdminServer(
       const agent = registry.get(call.request.nodeId);
       if (!agent) return callback({ code: grpc.status.NOT_FOUND, details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane` });
       const desired = source.desiredFor(agent);
-      void stateRequests.ask(agent.nodeId, AGENT_ANSWER_MS).then((report) => {
+      void stateRequests.ask(agent.nodeId, undefined, AGENT_ANSWER_MS).then((report) => {
         const haproxy = typeof report === 'string' ? { haproxy: [], haproxyError: report } : { haproxy: report.servers, haproxyError: report.error };
         callback(null, { agent: agentInfo(agent, source), desired: desired ? toProto(desired) : undefined, ...haproxy });
       });

@@ -11,6 +11,8 @@ export interface AgentRecord {
   /** When the last stream closed (forgotten `forgetAfterMs` later). */
   disconnectedAt?: number;
   runningVersion: string;
+  /** What the agent said it can do beyond protocol 2 (hello.capabilities: "preflight", "settings"). */
+  capabilities?: readonly string[];
   lastAckedVersion: string;
   lastAckTime?: Date;
   lastNackedVersion: string;
@@ -32,6 +34,8 @@ export interface RegistryEvents {
   onConnect?(agent: AgentRecord): void;
   /** The last stream of an agent closed. */
   onDisconnect?(agent: AgentRecord): void;
+  /** The agent reported its per-service counters (with an ACK, after onAck, or periodically). */
+  onCounters?(agent: AgentRecord, counters: readonly ServiceCounters[], at: Date): void;
 }
 
 export interface RegistryLimits {
@@ -127,6 +131,7 @@ export class AgentRegistry {
   counters(record: AgentRecord, counters: readonly ServiceCounters[], at: Date): void {
     record.counters = counters;
     record.countersAt = at;
+    this.events.onCounters?.(record, counters, at);
   }
 
   nack(record: AgentRecord, version: string, reason: string, runningVersion: string): void {

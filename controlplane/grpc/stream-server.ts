@@ -5,13 +5,14 @@ import { TokenBucket } from '../../common/token-bucket';
 import { createHash } from 'node:crypto';
 import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
 import { DesiredState } from '../../common/types';
-import { AgentMessage, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { AgentMessage, AgentSettings, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { toProto } from '../../common/state-codec';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
 import { identifyCall } from '../../common/grpc-auth';
 import { AgentRecord, AgentRegistry } from './registry';
 import { cachedBody, preEncodedPush, pushBody } from './push-encoding';
-import { AgentStateRequests } from './state-requests';
+import { AgentPreflights, AgentStateRequests } from './agent-questions';
 
 /** Where the stream server gets desired states from (discovery now; the rollout engine later). */
 export interface DesiredStateSource {
@@ -19,6 +20,14 @@ export interface DesiredStateSource {
   desiredFor(agent: AgentRecord): DesiredState | undefined;
   /** Calls `fn` whenever desired states may have changed; returns an unsubscribe function. */
   subscribe(fn: () => void): () => void;
+  /** How agents should behave on their streams now (sent on connect and whenever it changes; checked on `subscribe`). */
+  agentSettings?(): AgentSettings;
+}
+
+/** Questions the stream carries to agents (see agent-questions.ts). */
+export interface StreamQuestions {
+  readonly state?: AgentStateRequests;
+  readonly preflight?: AgentPreflights;
 }
 
 export interface StreamLimits {
@@ -138,8 +147,9 @@ export function agentStreamServer(
   log: Logger,
   limits: StreamLimits = DEFAULT_LIMITS,
   authorizer: Authorizer = new Authorizer(undefined),
-  stateRequests: AgentStateRequests = new AgentStateRequests(),
+  questions: StreamQuestions = {},
 ): AgentStreamServer {
+  const stateRequests = questions.state ?? new AgentStateRequests();
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
   const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond), limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes);
   const answerTimeoutMs = limits.answerTimeoutMs ?? DEFAULT_LIMITS.answerTimeoutMs!;
@@ -152,6 +162,9 @@ export function agentStreamServer(
       let agent: AgentRecord | undefined;
       let unsubscribe: (() => void) | undefined;
       let unregisterRequests: (() => void) | undefined;
+      let unregisterPreflights: (() => void) | undefined;
+      /** The settings last sent (JSON), so that a change is sent once. */
+      let sentSettings = '';
       let protocol = 0;
       /** Protocol 2: what the agent holds (what it was sent last, or declared in its hello). */
       let held: Held | undefined;
@@ -293,14 +306,30 @@ export function agentStreamServer(
           haproxyVersion: hello.haproxyVersion,
           peer: call.getPeer(),
           runningVersion: hello.runningVersion,
+          capabilities: [...new Set(hello.capabilities)].sort(),
         });
         sentVersion = hello.runningVersion;
         protocol = hello.protocolVersion;
         if (protocol === PROTOCOL_VERSION && hello.baseVersion) held = { declared: declaredSet(hello) };
         alog = log.child({ node_id: agent.nodeId, peer: call.getPeer() });
         alog.info({ running_version: hello.runningVersion, protocol, base_version: hello.baseVersion, base_resources: Object.keys(hello.baseResources).length }, 'agent connected');
-        unsubscribe = source.subscribe(maybePush);
+        const caps = new Set(hello.capabilities);
+        const sendSettings = () => {
+          const settings = caps.has('settings') ? source.agentSettings?.() : undefined;
+          const text = settings ? JSON.stringify(settings) : '';
+          if (closed || !settings || text === sentSettings) return;
+          sentSettings = text;
+          call.write({ settings });
+        };
+        unsubscribe = source.subscribe(() => {
+          sendSettings();
+          maybePush();
+        });
         if (protocol === PROTOCOL_VERSION) unregisterRequests = stateRequests.register(hello.nodeId, (id) => call.write({ stateRequest: { id } }));
+        if (protocol === PROTOCOL_VERSION && caps.has('preflight') && questions.preflight) {
+          unregisterPreflights = questions.preflight.register(hello.nodeId, (id, state) => call.write({ preflightRequest: { id, state: toProto(state) } }));
+        }
+        sendSettings();
         maybePush();
       };
 
@@ -344,6 +373,18 @@ export function agentStreamServer(
             runningVersion: t(r.runningVersion),
             servers: r.servers.map((s) => ({ backend: t(s.backend), name: t(s.name), address: t(s.address), port: s.port, weight: s.weight, adminState: t(s.adminState), operState: t(s.operState) })),
           });
+        } else if (msg.preflightReport) {
+          const r = msg.preflightReport;
+          questions.preflight?.answer(agent.nodeId, {
+            id: r.id,
+            ok: r.ok,
+            error: plain(clipText(r.error)),
+            haproxyOutput: plain(clipText(r.haproxyOutput)),
+            method: r.method,
+            reasons: clip(r.reasons).map(plain),
+            rejectedServices: clip(r.rejectedServices).map((x) => plain(x).slice(0, 256)),
+            warnings: clip(r.warnings).map(plain),
+          });
         } else if (msg.resync) {
           if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
           const reason = clipText(msg.resync.reason);
@@ -369,6 +410,7 @@ export function agentStreamServer(
         pacer.cancel(send);
         answered();
         unregisterRequests?.();
+        unregisterPreflights?.();
         sending?.(); // its bytes will never be sent on
         sending = undefined;
         unsubscribe?.();
@@ -414,6 +456,7 @@ const LABEL_KEY_RE = /^[A-Za-z0-9_.\/-]{1,63}$/;
 export const MAX_LABELS = 64;
 const MAX_LABEL_VALUE = 256;
 const MAX_VERSION_FIELD = 128;
+const MAX_CAPABILITIES = 16;
 
 /** An agent's free text (NACK reasons, ACK reasons and warnings) is kept and logged only this long. */
 const MAX_TEXT = 4096;
@@ -476,5 +519,7 @@ export function helloProblem(hello: Hello): string | undefined {
     if (!RESOURCE_VERSION_RE.test(version)) return `hello.base_resources.${name}: ${JSON.stringify(version.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
   }
   if (hello.baseGlobalsVersion !== '' && !RESOURCE_VERSION_RE.test(hello.baseGlobalsVersion)) return `hello.base_globals_version: ${JSON.stringify(hello.baseGlobalsVersion.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
+  if (hello.capabilities.length > MAX_CAPABILITIES) return `hello.capabilities: ${hello.capabilities.length} entries, at most ${MAX_CAPABILITIES}`;
+  for (const c of hello.capabilities) if (!/^[a-z0-9_.-]{1,32}$/.test(c)) return `hello.capabilities: ${JSON.stringify(c.slice(0, 40))} is not a capability name (1-32 of a-z 0-9 _ . -)`;
   return undefined;
 }

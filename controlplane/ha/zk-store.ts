@@ -3,6 +3,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
+import { ReplicaTraffic, TrafficView } from '../rollout/gate';
 import { Revision } from '../rollout/revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from '../rollout/store';
 import { ensurePath, secureNodes, stillOpen } from '../zk/acl';
@@ -121,14 +122,14 @@ export class HaStore implements RolloutStore {
     this.client = client;
     const epoch = ++this.epoch;
     try {
-      for (const dir of ['revisions', 'agents', 'leader']) await ensurePath(client, this.p(dir), this.acls);
+      for (const dir of ['revisions', 'agents', 'leader', 'traffic']) await ensurePath(client, this.p(dir), this.acls);
       await call((cb) => client.create(this.p('rollout'), encodeNode(EMPTY_DOC, 'the rollout document'), this.acls, cb)).catch(ignore(Exception.NODE_EXISTS));
       if (epoch !== this.epoch) return;
       if (this.opts.digest && !this.aclsChecked) {
         // Upgrading from open ACLs: what an earlier control plane created gets this store's ACLs. Ephemeral nodes of
         // other sessions are left alone: they end with those sessions, and nobody else can create new ones.
         const revisions = await call<string[]>((cb) => client.getChildren(this.p('revisions'), cb)).catch(() => [] as string[]);
-        const nodes = [this.opts.root, ...['rollout', 'revisions', 'agents', 'leader'].map((d) => this.p(d)), ...revisions.map((r) => this.p('revisions', r))];
+        const nodes = [this.opts.root, ...['rollout', 'revisions', 'agents', 'leader', 'traffic'].map((d) => this.p(d)), ...revisions.map((r) => this.p('revisions', r))];
         const fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
         if (fixed > 0) this.log.warn({ fixed, zk_path: this.opts.root }, `set the ACL of ${fixed} ZooKeeper node(s) that were writable by anyone`);
         // A node someone else may still change (pre-created without giving us ADMIN, so its ACL cannot be fixed)
@@ -141,6 +142,7 @@ export class HaStore implements RolloutStore {
       await this.watchDoc(client, epoch);
       this.watchAgents(client, epoch);
       for (const s of this.mine.values()) this.putAgent(s);
+      if (this.myTraffic) this.putTraffic(this.myTraffic);
       // One election node per session: after a mere reconnect the session's node is still there (a second one
       // would sit behind it and nobody would lead); a new session's old node died with the old session.
       if (this.insecure) return; // serves agents from the rollout state it reads, but never stands for leader
@@ -328,6 +330,48 @@ export class HaStore implements RolloutStore {
     });
   }
 
+  /** This replica's traffic sums: one ephemeral node, traffic/<replica id> (a dead replica's go with its session). */
+  putTraffic(traffic: ReplicaTraffic): void {
+    this.myTraffic = traffic;
+    this.serialize('\0traffic', async () => {
+      const client = this.client;
+      if (!client || this.myTraffic !== traffic) return;
+      const path = this.p('traffic', this.opts.replicaId);
+      const data = encodeNode(traffic, 'the traffic sums of this replica');
+      try {
+        await call((cb) => client.setData(path, data, -1, cb));
+      } catch (err) {
+        if (code(err) !== Exception.NO_NODE) throw err;
+        await call((cb) => client.create(path, data, this.acls, zookeeper.CreateMode.EPHEMERAL, cb));
+      }
+    });
+  }
+
+  private myTraffic: ReplicaTraffic | undefined;
+
+  /** Every replica's traffic sums; a node that is not one (or cannot be read) is left out. */
+  async readTraffic(): Promise<TrafficView> {
+    const client = this.requireClient();
+    const out = new Map<string, ReplicaTraffic>();
+    const names = await call<string[]>((cb) => client.getChildren(this.p('traffic'), cb)).catch((err) => {
+      if (code(err) === Exception.NO_NODE) return [] as string[];
+      throw err;
+    });
+    await Promise.all(
+      names.map(async (name) => {
+        try {
+          const [data] = await call2<Buffer, Stat>((cb) => client.getData(this.p('traffic', name), cb));
+          const t = decodeNode(data);
+          if (isReplicaTraffic(t)) out.set(name, t);
+          else this.log.warn({ node: name }, 'traffic node of a replica is malformed; left out of the gates');
+        } catch (err) {
+          if (code(err) !== Exception.NO_NODE) this.log.warn({ node: name, err: errorMessage(err) }, 'cannot read the traffic node of a replica');
+        }
+      }),
+    );
+    return out;
+  }
+
   private serialize(key: string, job: () => Promise<void>): void {
     const prev = this.writes.get(key) ?? Promise.resolve();
     const next = prev.then(job).catch((err: unknown) => {
@@ -343,6 +387,14 @@ export class HaStore implements RolloutStore {
     if (!this.client) throw new Error('ZooKeeper is not connected');
     return this.client;
   }
+}
+
+/** The shape of a traffic node: written by control planes, but read like any input. */
+function isReplicaTraffic(t: unknown): t is ReplicaTraffic {
+  const o = t as Partial<ReplicaTraffic> | null;
+  const vecs = (m: unknown) => typeof m === 'object' && m !== null && Object.values(m).every((v) => Array.isArray(v) && v.length <= 8 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0));
+  const nested = (m: unknown) => typeof m === 'object' && m !== null && Object.values(m).every(vecs);
+  return typeof o === 'object' && o !== null && typeof o.epoch === 'string' && typeof o.rollout === 'string' && typeof o.at === 'number' && nested(o.sums) && nested(o.gauges) && vecs(o.baseline) && vecs(o.baselineGauges);
 }
 
 function parseDoc(data: Buffer | undefined): FleetDoc {

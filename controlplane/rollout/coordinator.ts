@@ -8,7 +8,11 @@ import { Discovery } from '../discovery';
 import { AgentRecord, RegistryEvents } from '../grpc/registry';
 import { DesiredStateSource } from '../grpc/stream-server';
 import { HaStore } from '../ha/zk-store';
-import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc, PolicyDoc, releasedRevision, setPolicy, step } from './engine';
+import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc, PolicyDoc, releasedRevision, RolloutDoc, setPolicy, step } from './engine';
+import { DEFAULT_GATE_POLICY, TrafficView } from './gate';
+import { MAX_GATED_SERVICES, TrafficLedger } from './traffic';
+import { AgentPreflights } from '../grpc/agent-questions';
+import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
 import { changedServices, composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
@@ -32,7 +36,12 @@ export interface RolloutCoordinatorOptions {
    * `config.zkPath`; tests pass a MemoryRolloutStore).
    */
   readonly store?: (listener: RolloutStoreListener) => RolloutStore;
+  /** Preflight questions to this replica's agents (carried by the agent stream); without it no agent is asked. */
+  readonly preflights?: AgentPreflights;
 }
+
+/** How long an agent has to answer a preflight request (one `haproxy -c`: seconds on a big config). */
+const PREFLIGHT_ANSWER_MS = 20_000;
 
 /** idle → running (start) → stopping → stopped (store closed, no step running). */
 
@@ -71,14 +80,22 @@ export class RolloutCoordinator implements DesiredStateSource {
     stopped: [],
   });
   private stopping: Promise<void> | undefined;
+  /** This replica's traffic sums for the gates, published while a rollout is active. */
+  private readonly ledger: TrafficLedger;
+  private trafficTimer: Timer | undefined;
+  private lastTraffic = '';
+  /** Preflights asked of this replica's agents: node id → rollout id. */
+  private readonly preflightAsked = new Map<string, string>();
 
   constructor(private readonly opts: RolloutCoordinatorOptions) {
     this.log = opts.log.child({ component: 'rollout' });
     const clock = (this.clock = opts.clock ?? systemClock);
     this.now = opts.now ?? (() => clock.now());
     this.policy = policyDoc(opts.config);
+    this.ledger = new TrafficLedger((opts.config.gate ?? DEFAULT_GATE_POLICY).baselineMs);
     const listener: RolloutStoreListener = {
-      doc: () => {
+      doc: (doc) => {
+        this.followRollout(doc);
         this.notify();
         this.kick();
       },
@@ -140,6 +157,7 @@ export class RolloutCoordinator implements DesiredStateSource {
     this.lifecycle.to('stopping', 'stop');
     this.offSnapshot?.();
     this.clock.clearTimeout(this.wakeTimer);
+    this.clock.clearTimeout(this.trafficTimer);
     this.clock.clearTimeout(this.retryTimer);
     this.store.close();
     if (this.ticks && !(await settleWithin(this.ticks, STOP_WAIT_MS, this.clock))) this.log.warn({}, `a rollout step still runs ${STOP_WAIT_MS} ms after stop; not waiting for it`);
@@ -149,25 +167,38 @@ export class RolloutCoordinator implements DesiredStateSource {
   // ------------------------------------------------------------------ DesiredStateSource
 
   desiredFor(agent: AgentRecord): DesiredState | undefined {
-    const snap = this.opts.discovery.current();
     const doc = this.store.doc;
-    if (!snap || !doc) return undefined; // keep what the agent runs until both are known
-    const id = releasedRevision(doc, agent.nodeId);
-    if (!id) return undefined;
+    if (!doc) return undefined; // keep what the agent runs until both are known
+    return this.stateOf(releasedRevision(doc, agent.nodeId), agent.labels);
+  }
+
+  /**
+   * While a rollout is active the agents report their counters every gate.sample_ms (the gates judge from them),
+   * otherwise at the agent's own default (0).
+   */
+  agentSettings(): { statsIntervalMs: number } {
+    const r = this.store.doc?.current;
+    return { statsIntervalMs: isActive(r) && r.policy.gate?.enabled ? r.policy.gate.sampleMs : 0 };
+  }
+
+  /** The state of revision `id` for an agent with `labels`, with the current hosts (undefined while not known). */
+  private stateOf(id: string, labels: Readonly<Record<string, string>>): DesiredState | undefined {
+    const snap = this.opts.discovery.current();
+    if (!snap || !id) return undefined;
     const rev = this.store.cachedRevision(id);
     if (!rev) {
       this.load(id);
       return undefined;
     }
     if (this.refused(rev)) return undefined; // the agent keeps what it runs
-    const matched = rev.services.filter((s) => selectorMatches(s.agents, agent.labels)).map((s) => s.name);
+    const matched = rev.services.filter((s) => selectorMatches(s.agents, labels)).map((s) => s.name);
     const key = `${rev.id}|${snap.version}|${matched.join(',')}`;
     let state = this.composed.get(key);
     if (!state) {
       if (this.composed.size > 256) this.composed.clear();
       const current = new Map(snap.services.map((s) => [s.name, s.servers]));
       // A service the revision has but discovery no longer follows keeps the hosts it last had (fail static).
-      state = composeState(rev, agent.labels, (name) => current.get(name) ?? this.lastHosts.get(name) ?? []);
+      state = composeState(rev, labels, (name) => current.get(name) ?? this.lastHosts.get(name) ?? []);
       this.composed.set(key, state);
     }
     return state;
@@ -215,7 +246,10 @@ export class RolloutCoordinator implements DesiredStateSource {
       .getRevision(id)
       .then((rev) => {
         if (!rev) this.log.error({ revision: id }, 'revision not found in ZooKeeper');
-        else this.notify();
+        else {
+          if (this.store.doc && !this.stopped) this.followRollout(this.store.doc);
+          this.notify();
+        }
       })
       .catch((err) => this.log.warn({ revision: id, err: errorMessage(err) }, 'cannot read revision'))
       .finally(() => this.clock.setTimeout(() => this.loading.delete(id), 500));
@@ -224,7 +258,7 @@ export class RolloutCoordinator implements DesiredStateSource {
   // ------------------------------------------------------------------ agent reports → ZooKeeper
 
   /** Registry events that report this replica's agents to ZooKeeper. */
-  registryEvents(): Required<Pick<RegistryEvents, 'onConnect' | 'onDisconnect' | 'onAck' | 'onNack'>> {
+  registryEvents(): Required<Pick<RegistryEvents, 'onConnect' | 'onDisconnect' | 'onAck' | 'onNack' | 'onCounters'>> {
     const put = (agent: AgentRecord, change: Partial<AgentStatus>) => {
       const prev = this.statuses.get(agent.nodeId);
       const status: AgentStatus = {
@@ -238,19 +272,31 @@ export class RolloutCoordinator implements DesiredStateSource {
         connectedAt: prev?.connectedAt ?? this.now(),
         ...(prev?.lastAck ? { lastAck: prev.lastAck } : {}),
         ...(prev?.lastNack ? { lastNack: prev.lastNack } : {}),
+        ...(prev?.preflight ? { preflight: prev.preflight } : {}),
+        ...(this.opts.preflights && agent.capabilities?.includes('preflight') ? { canPreflight: true } : {}),
         ...change,
       };
       this.statuses.set(agent.nodeId, status);
       this.store.putAgent(status);
     };
+    this.putStatus = put;
     return {
       onConnect: (agent) => {
         this.statuses.delete(agent.nodeId);
+        this.preflightAsked.delete(agent.nodeId);
+        this.records.set(agent.nodeId, agent);
         put(agent, {});
+        setImmediate(() => this.askPreflights()); // once the stream has registered for questions
       },
       onDisconnect: (agent) => {
         this.statuses.delete(agent.nodeId);
+        this.preflightAsked.delete(agent.nodeId);
+        this.records.delete(agent.nodeId);
+        this.ledger.forget(agent.nodeId);
         this.store.removeAgent(agent.nodeId);
+      },
+      onCounters: (agent, counters, at) => {
+        this.ledger.sample(agent.nodeId, this.statuses.get(agent.nodeId)?.runningRevision ?? revisionOfVersion(agent.runningVersion), counters, at.getTime());
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);
@@ -270,6 +316,84 @@ export class RolloutCoordinator implements DesiredStateSource {
       },
       onNack: (agent, version, reason) => put(agent, { lastNack: { version, revision: revisionOfVersion(version), error: reason, at: this.now() } }),
     };
+  }
+
+  /** Writes an agent's status (set by registryEvents). */
+  private putStatus: ((agent: AgentRecord, change: Partial<AgentStatus>) => void) | undefined;
+  /** This replica's agent records by node id, for preflights (set by registryEvents' onConnect). */
+  private readonly records = new Map<string, AgentRecord>();
+
+  // ------------------------------------------------------------------ preflight and traffic (every replica)
+
+  /**
+   * While the current rollout is in its preflight, asks each agent of this replica that can preflight (once per
+   * rollout) whether it could run the rollout's revision, and records the answer in its status for the leader.
+   */
+  private askPreflights(): void {
+    const r = this.store.doc?.current;
+    const preflights = this.opts.preflights;
+    if (!preflights || !r || r.state !== 'running' || r.waves.length > 0 || !r.policy.preflight?.enabled || r.preflight?.completedAt) return;
+    const rev = this.store.cachedRevision(r.to);
+    if (!rev) return this.load(r.to);
+    const changed = changedServices(r.from ? this.store.cachedRevision(r.from) : undefined, rev);
+    for (const [nodeId, status] of this.statuses) {
+      if (this.preflightAsked.get(nodeId) === r.id || !preflights.has(nodeId)) continue;
+      const state = this.stateOf(r.to, status.labels);
+      if (!state) continue;
+      this.preflightAsked.set(nodeId, r.id);
+      void preflights.ask(nodeId, state, PREFLIGHT_ANSWER_MS).then((report) => {
+        const agent = this.records.get(nodeId);
+        if (!agent || this.statuses.get(nodeId) === undefined || this.preflightAsked.get(nodeId) !== r.id) return;
+        let ok = false;
+        let error: string;
+        let method = '';
+        let reasons: readonly string[] = [];
+        if (typeof report === 'string') error = report;
+        else {
+          // Only services this rollout changes count (as for a partial apply): an old local problem does not block it.
+          const counted = report.rejectedServices.filter((s) => changed.has(s));
+          // (haproxy_output is set only when the config failed as a whole.)
+          ok = report.ok || (report.rejectedServices.length > 0 && counted.length === 0 && report.haproxyOutput === '');
+          error = ok ? '' : report.error || `would leave out ${counted.join(', ')}`;
+          method = applyMethodToJSON(report.method).replace('APPLY_METHOD_', '').toLowerCase();
+          reasons = report.reasons.slice(0, 20);
+        }
+        this.log.info({ rollout: r.id, node_id: nodeId, ok, method, error: error || undefined }, 'preflight answered');
+        this.putStatus?.(agent, { preflight: { rollout: r.id, ok, error, method, reasons, at: this.now() } });
+      });
+    }
+  }
+
+  /** Follows the current rollout's revisions in the traffic ledger, and publishes the sums while one is active. */
+  private followRollout(doc: FleetDoc): void {
+    this.askPreflights();
+    const r = doc.current;
+    if (!isActive(r) || !r.policy.gate?.enabled) {
+      this.ledger.follow(undefined);
+      this.clock.clearTimeout(this.trafficTimer);
+      this.trafficTimer = undefined;
+      return;
+    }
+    const to = this.store.cachedRevision(r.to);
+    const keys = new Set(to ? [...changedServices(r.from ? this.store.cachedRevision(r.from) : undefined, to)].sort().slice(0, MAX_GATED_SERVICES) : []);
+    this.ledger.follow({ id: r.id, from: r.from, to: r.to, keys });
+    if (!to) this.load(r.to);
+    if (this.trafficTimer === undefined) this.publishTraffic(r.policy.gate.sampleMs);
+  }
+
+  private publishTraffic(every: number): void {
+    this.trafficTimer = this.clock.setTimeout(() => {
+      if (this.stopped || this.trafficTimer === undefined) return;
+      const report = this.ledger.report(this.now());
+      if (report) {
+        const text = JSON.stringify({ ...report, at: 0 });
+        if (text !== this.lastTraffic) {
+          this.lastTraffic = text;
+          this.store.putTraffic(report);
+        }
+      }
+      this.publishTraffic(every);
+    }, every);
   }
 
   // ------------------------------------------------------------------ leader
@@ -309,14 +433,26 @@ export class RolloutCoordinator implements DesiredStateSource {
       if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id) changes = describeChanges(await this.store.getRevision(doc.stable), rev);
     }
     const fleet = new Map<string, FleetAgent>();
-    for (const [id, a] of this.store.agents) fleet.set(id, { nodeId: id, runningRevision: a.runningRevision, labels: a.labels, ...(a.lastNack ? { lastNack: a.lastNack } : {}) });
+    for (const [id, a] of this.store.agents) {
+      fleet.set(id, {
+        nodeId: id,
+        runningRevision: a.runningRevision,
+        labels: a.labels,
+        ...(a.lastNack ? { lastNack: a.lastNack } : {}),
+        ...(a.canPreflight ? { canPreflight: true } : {}),
+        ...(a.preflight ? { preflight: a.preflight } : {}),
+      });
+    }
+    // The replicas' traffic sums, while a wave of an active rollout may be judged.
+    const cur = this.store.doc.current;
+    const traffic: TrafficView | undefined = isActive(cur) && cur.policy.gate?.enabled && cur.waves.length > 0 ? await this.store.readTraffic() : undefined;
     const now = this.now();
     let wakeAt: number | undefined;
     let before: FleetDoc | undefined;
     const after = await this.store.update((d) => {
       before = d;
       const withRev = rev ? onRevision(d, rev.id, this.policy, now, changes) : d;
-      const r = step(withRev, fleet, now);
+      const r = step(withRev, fleet, now, traffic);
       wakeAt = r.wakeAt;
       return r.doc;
     });

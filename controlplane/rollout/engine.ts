@@ -7,7 +7,8 @@
  *   doc = step(doc, fleet, now).doc                        // ACKs/NACKs in, waves out; call on every change
  *   releasedRevision(doc, 'web-17')                        // what one agent may run: the only gate for pushes
  */
-import { parseWaveSpec, RolloutPolicyConfig, WaveSpec } from '../../common/config';
+import { DEFAULT_GATE_POLICY, DEFAULT_PREFLIGHT_POLICY, GatePolicy, parseWaveSpec, PreflightPolicy, RolloutPolicyConfig, WaveSpec } from '../../common/config';
+import { ALL, ByKey, COUNTS_LENGTH, Counts, GateResult, gateStart, GateStart, Gauges, GAUGES_LENGTH, judge, REQUESTS, sumOver, TrafficView, windowCounts } from './gate';
 
 export type RolloutStateName = 'running' | 'paused' | 'halted' | 'completed' | 'rolled_back' | 'aborted' | 'superseded';
 
@@ -22,7 +23,26 @@ export interface PolicyDoc {
   readonly autoRollback: boolean;
   /** Agent label each wave is spread across (see RolloutPolicyConfig.spreadBy). */
   readonly spreadBy?: string;
+  /** Preflight before wave 1 (absent in documents from before it: none). */
+  readonly preflight?: PreflightPolicy;
+  /** Traffic gates during each bake (absent in documents from before them: none). */
+  readonly gate?: GatePolicy;
 }
+
+/** The preflight of a rollout, as the leader saw it (agents that fail are listed, at most MAX_LISTED). */
+export interface PreflightDoc {
+  readonly startedAt: number;
+  readonly completedAt?: number;
+  readonly passed: number;
+  readonly failed: readonly { readonly nodeId: string; readonly error: string }[];
+  readonly failedCount: number;
+  /** Agents that could preflight but had not answered when it ended. */
+  readonly unanswered: number;
+  /** A resume let the waves start despite failures. */
+  readonly overridden?: boolean;
+}
+
+export const MAX_LISTED = 20;
 
 export interface WaveDoc {
   /** 1-based. */
@@ -32,6 +52,12 @@ export interface WaveDoc {
   readonly startedAt: number;
   readonly ackedAt?: number;
   readonly completedAt?: number;
+  /** Where the traffic gate's window began (each replica's sums when every agent of the wave had ACKed). */
+  readonly gateStart?: GateStart;
+  /** The traffic gate's latest judgement of this wave (final once the wave completed or halted). */
+  readonly gate?: GateResult;
+  /** A resume after the gate halted this wave: it is not judged again. */
+  readonly gateOverridden?: boolean;
 }
 
 export interface AgentResult {
@@ -60,6 +86,12 @@ export interface RolloutDoc {
   readonly changes: readonly string[];
   /** Counts kept in history entries (whose results are dropped). */
   readonly counts?: { readonly total: number; readonly acked: number; readonly nacked: number };
+  readonly preflight?: PreflightDoc;
+  /**
+   * The traffic of the rollout's agents before they took its revision, as the leader last read it from the replicas
+   * (kept here so that a replica that goes away, or a new leader, does not lose it).
+   */
+  readonly baseline?: { readonly counts: ByKey<Counts>; readonly gauges: ByKey<Gauges> };
 }
 
 /** Everything the control planes agree on, in one ZooKeeper node. */
@@ -82,13 +114,25 @@ export interface FleetAgent {
   readonly runningRevision: string;
   readonly lastNack?: { readonly revision: string; readonly error: string; readonly at: number };
   readonly labels?: Readonly<Record<string, string>>;
+  /** Whether the agent can preflight (it said so in its hello). */
+  readonly canPreflight?: boolean;
+  /** Its answer to the latest preflight it was asked for. */
+  readonly preflight?: { readonly rollout: string; readonly ok: boolean; readonly error: string };
 }
 
 export const HISTORY_LIMIT = 20;
 export const EMPTY_DOC: FleetDoc = { stable: '', history: [], seq: 0 };
 
 export function policyDoc(p: RolloutPolicyConfig): PolicyDoc {
-  return { waves: p.waves.map(waveText), bakeMs: p.bakeMs, maxNacks: p.maxNacks, autoRollback: p.autoRollback, ...(p.spreadBy ? { spreadBy: p.spreadBy } : {}) };
+  return {
+    waves: p.waves.map(waveText),
+    bakeMs: p.bakeMs,
+    maxNacks: p.maxNacks,
+    autoRollback: p.autoRollback,
+    ...(p.spreadBy ? { spreadBy: p.spreadBy } : {}),
+    preflight: p.preflight ?? DEFAULT_PREFLIGHT_POLICY,
+    gate: p.gate ?? DEFAULT_GATE_POLICY,
+  };
 }
 
 export function waveText(w: WaveSpec): string {
@@ -178,7 +222,7 @@ export interface StepResult {
  * max_nacks) is followed by a replacement wave of the same size taken from agents not tried yet; with no such agent
  * (e.g. none connected) the rollout waits, and its reason says so.
  */
-export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): StepResult {
+export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number, traffic?: TrafficView): StepResult {
   const r0 = doc.current;
   if (!isActive(r0)) return { doc };
   let r = withResults(r0, fleet, now);
@@ -190,6 +234,12 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     r = { ...r, state: 'halted', reason: why, updatedAt: now };
   }
   if (r.state !== 'running') return { doc: replace(doc, r0, r) };
+
+  if (r.waves.length === 0 && r.policy.preflight?.enabled && !r.preflight?.completedAt) {
+    const pf = preflightStep(r, fleet, now);
+    r = pf.rollout;
+    if (pf.wakeAt !== undefined || r.state !== 'running') return { doc: replace(doc, r0, r), ...(pf.wakeAt !== undefined ? { wakeAt: pf.wakeAt } : {}) };
+  }
 
   const assigned = new Set(r.waves.flatMap((w) => w.agents));
   const candidates = releaseOrder([...fleet.keys()].filter((id) => !assigned.has(id)), fleet, r.policy.spreadBy);
@@ -209,7 +259,20 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     }
     const ackedAt = last.ackedAt ?? now;
     const bakeEnd = ackedAt + (r.pending.length === 0 ? 0 : r.policy.bakeMs);
-    if (last.ackedAt === undefined) r = updateLast(r, { ...last, ackedAt }, now);
+    // The last wave has no bake, so nothing to judge: the gates judge every wave before it.
+    const gate = r.policy.gate?.enabled && traffic && bakeEnd > ackedAt && !last.gateOverridden ? r.policy.gate : undefined;
+    if (last.ackedAt === undefined) r = updateLast(r, { ...last, ackedAt, ...(gate && traffic ? { gateStart: gateStart(traffic, r.from, r.to) } : {}) }, now);
+    if (gate && traffic) {
+      const judged = judgeWave(r, gate, traffic, now >= bakeEnd, now);
+      r = judged.rollout;
+      const g = judged.result;
+      if (g.verdict === 'fail' || (g.verdict === 'insufficient' && gate.onInsufficientTraffic === 'halt')) {
+        const why = `wave ${last.index}: ${g.reason}`;
+        if (g.verdict === 'fail' && r.policy.autoRollback) return { doc: finish(doc, r, 'rolled_back', now, `${why}; rolled back to ${r.from}`) };
+        return { doc: replace(doc, r0, { ...r, state: 'halted', reason: g.verdict === 'fail' ? why : `${why} (gate.on_insufficient_traffic: halt)`, updatedAt: now }) };
+      }
+      if (now < bakeEnd) return { doc: replace(doc, r0, r), wakeAt: Math.min(bakeEnd, now + gate.sampleMs) };
+    }
     if (now < bakeEnd) return { doc: replace(doc, r0, r), wakeAt: bakeEnd };
     r = updateLast(r, { ...r.waves[r.waves.length - 1]!, completedAt: now }, now);
   }
@@ -232,6 +295,74 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     return { doc: replace(doc, r0, waiting(r, `waiting for an agent to ACK ${r.to} before ${r.waves.length === 0 ? 'wave 1 starts' : 'completing'}: ${why}`, now)) };
   }
   return { doc: finish(doc, { ...r, pending: [] }, 'completed', now, `released to every agent (${assigned.size})`) };
+}
+
+/**
+ * Preflight before wave 1: every connected agent that can preflight is asked (by its replica) to check the revision
+ * without applying it. Done once each of them answered, or at the timeout (the rest are counted as unanswered);
+ * more failures than max_failures halt the rollout before any agent runs the revision.
+ */
+function preflightStep(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): { rollout: RolloutDoc; wakeAt?: number } {
+  const policy = r.policy.preflight!;
+  const startedAt = r.preflight?.startedAt ?? now;
+  let passed = 0;
+  let unanswered = 0;
+  const failed: { nodeId: string; error: string }[] = [];
+  for (const a of [...fleet.values()].sort((x, y) => (x.nodeId < y.nodeId ? -1 : 1))) {
+    const res = a.preflight?.rollout === r.id ? a.preflight : undefined;
+    if (!res) {
+      if (a.canPreflight) unanswered++;
+    } else if (res.ok) passed++;
+    else failed.push({ nodeId: a.nodeId, error: res.error });
+  }
+  const timedOut = now >= startedAt + policy.timeoutMs;
+  const done = unanswered === 0 || timedOut;
+  const pf: PreflightDoc = { startedAt, passed, failed: failed.slice(0, MAX_LISTED), failedCount: failed.length, unanswered, ...(done ? { completedAt: now } : {}) };
+  const same = r.preflight && JSON.stringify(r.preflight) === JSON.stringify(pf);
+  let rollout = same ? r : { ...r, preflight: pf, updatedAt: now };
+  if (failed.length > policy.maxFailures) {
+    const list = failed.slice(0, 3).map((f) => `${f.nodeId}: ${f.error}`).join('; ');
+    const reason = `preflight failed on ${failed.length} agent(s), more than preflight.max_failures ${policy.maxFailures}; no agent runs ${r.to}; ${list}`;
+    return { rollout: { ...rollout, preflight: { ...pf, completedAt: now }, state: 'halted', reason, updatedAt: now } };
+  }
+  if (!done) {
+    const reason = `preflight: ${passed} passed, waiting for ${unanswered} agent(s)`;
+    if (rollout.reason !== reason) rollout = { ...rollout, reason, updatedAt: now };
+    return { rollout, wakeAt: startedAt + policy.timeoutMs };
+  }
+  return { rollout };
+}
+
+/** The gate's judgement of the rollout's last wave now; the result is kept in the wave (and the baseline in the rollout). */
+function judgeWave(r: RolloutDoc, gate: GatePolicy, traffic: TrafficView, final: boolean, now: number): { rollout: RolloutDoc; result: GateResult } {
+  const wave = r.waves[r.waves.length - 1]!;
+  const start = wave.gateStart ?? {};
+  // The baseline only grows as agents take the revision; a replica that went away must not shrink it.
+  const counts = sumOver(traffic, (t) => (t.rollout === r.id ? t.baseline : undefined), COUNTS_LENGTH);
+  const gauges = sumOver(traffic, (t) => (t.rollout === r.id ? t.baselineGauges : undefined), GAUGES_LENGTH);
+  let baseline = r.baseline;
+  const more = counts.has(ALL) && (counts.get(ALL)![REQUESTS] ?? 0) > (baseline?.counts[ALL]?.[REQUESTS] ?? -1);
+  if (more || (!baseline?.gauges[ALL] && gauges.has(ALL))) {
+    baseline = { counts: Object.fromEntries(counts), gauges: Object.fromEntries(gauges) };
+  }
+  const result = judge({
+    policy: gate,
+    canary: windowCounts(traffic, start, 'to', r.to),
+    stable: windowCounts(traffic, start, 'from', r.from),
+    before: new Map(Object.entries(baseline?.counts ?? {})),
+    canaryGauges: sumOver(traffic, (t) => t.gauges[r.to], GAUGES_LENGTH),
+    stableGauges: sumOver(traffic, (t) => t.gauges[r.from], GAUGES_LENGTH),
+    beforeGauges: new Map(Object.entries(baseline?.gauges ?? {})),
+    final,
+    now,
+  });
+  // Kept only when the figures changed (a ZooKeeper write per sample at most, not per step).
+  const prev = wave.gate;
+  const changed = !prev || prev.verdict !== result.verdict || JSON.stringify(prev.figures) !== JSON.stringify(result.figures);
+  let rollout = r;
+  if (changed) rollout = updateLast(rollout, { ...wave, gate: result }, now);
+  if (baseline !== r.baseline && baseline) rollout = { ...rollout, baseline, updatedAt: now };
+  return { rollout, result: changed ? result : prev! };
 }
 
 function startWave(r: RolloutDoc, spec: string, take: readonly string[], now: number, why = ''): RolloutDoc {
@@ -269,7 +400,11 @@ export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''
     case 'resume': {
       if (r.state === 'running') throw new RolloutCommandError(`rollout ${r.id} is already running`, 'BAD_STATE');
       const forgiven = [...new Set([...r.forgiven, ...Object.entries(r.results).filter(([, a]) => a.status === 'nacked').map(([id]) => id)])];
-      return replace(doc, r, { ...r, state: 'running', forgiven, reason: `resumed by operator (from ${r.state})`, updatedAt: now });
+      // A halted preflight: the operator lets the waves start anyway. A halted gate: the wave's bake starts over.
+      const preflight = r.preflight && r.waves.length === 0 && r.state === 'halted' ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true } : r.preflight;
+      const last = r.waves[r.waves.length - 1];
+      const waves = last && last.completedAt === undefined && last.gate ? [...r.waves.slice(0, -1), { ...last, gateOverridden: true }] : r.waves;
+      return replace(doc, r, { ...r, state: 'running', forgiven, waves, ...(preflight ? { preflight } : {}), reason: `resumed by operator (from ${r.state})`, updatedAt: now });
     }
     case 'promote': {
       const last = r.waves[r.waves.length - 1];

@@ -1,4 +1,5 @@
 import { EMPTY_DOC, FleetDoc } from './engine';
+import { ReplicaTraffic, TrafficView } from './gate';
 import { Revision } from './revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from './store';
 
@@ -8,6 +9,8 @@ export interface MemoryRolloutStoreOptions {
   readonly leader?: boolean;
   /** The fleet document found at start (default: empty). */
   readonly doc?: FleetDoc;
+  /** Traffic sums shared by the replicas of a test (default: this store's own). */
+  readonly traffic?: Map<string, ReplicaTraffic>;
 }
 
 /**
@@ -117,6 +120,21 @@ export class MemoryRolloutStore implements RolloutStore {
       if (!this.closed) this.listener.agents?.(this.agentMap);
     });
   }
+
+  putTraffic(traffic: ReplicaTraffic): void {
+    if (!this.closed) this.trafficMap.set(this.options.replicaId ?? 'memory', traffic);
+  }
+
+  async readTraffic(): Promise<TrafficView> {
+    this.requireOpen();
+    return new Map(this.trafficMap);
+  }
+
+  private get trafficMap(): Map<string, ReplicaTraffic> {
+    return (this.ownTraffic ??= this.options.traffic ?? new Map());
+  }
+
+  private ownTraffic: Map<string, ReplicaTraffic> | undefined;
 
   private requireOpen(): void {
     if (this.closed || !this.started) throw new Error('the store is not open');

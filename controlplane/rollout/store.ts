@@ -1,4 +1,5 @@
 import { FleetDoc } from './engine';
+import { ReplicaTraffic, TrafficView } from './gate';
 import { Revision } from './revision';
 
 /** What one replica says about one connected agent (an ephemeral node owned by that replica's session). */
@@ -11,6 +12,21 @@ export interface AgentStatus {
   readonly connectedAt: number;
   readonly lastAck?: { readonly version: string; readonly revision: string; readonly at: number };
   readonly lastNack?: { readonly version: string; readonly revision: string; readonly error: string; readonly at: number };
+  /** The agent can check a revision without applying it (its hello said so). */
+  readonly canPreflight?: boolean;
+  /** Its answer to the latest preflight (see engine.ts). */
+  readonly preflight?: PreflightStatus;
+}
+
+export interface PreflightStatus {
+  readonly rollout: string;
+  readonly ok: boolean;
+  /** Why it failed (HAProxy's message, a port that cannot be bound). */
+  readonly error: string;
+  /** How the agent would apply the revision: reload, runtime or nothing, and why. */
+  readonly method: string;
+  readonly reasons: readonly string[];
+  readonly at: number;
 }
 
 /** What the store reports; the coordinator steps the rollout on each. */
@@ -46,4 +62,8 @@ export interface RolloutStore {
   putAgent(status: AgentStatus): void;
   /** The agent left this replica. */
   removeAgent(nodeId: string): void;
+  /** Publishes this replica's traffic sums for the gates (replacing its previous ones). */
+  putTraffic(traffic: ReplicaTraffic): void;
+  /** Every replica's traffic sums (the leader reads them while a wave bakes). */
+  readTraffic(): Promise<TrafficView>;
 }

@@ -1,5 +1,5 @@
 import { syncOf } from '../../../controlplane/grpc/admin';
-import { AgentStateRequests } from '../../../controlplane/grpc/state-requests';
+import { AgentStateRequests } from '../../../controlplane/grpc/agent-questions';
 import { renderAgents, renderAgentView } from '../../../controlplane/ctl';
 import { AgentInfo, AgentView, ListAgentsResponse } from '../../../common/gen/proxymgr/v1/admin';
 
@@ -76,20 +76,20 @@ describe('questions to agents about their HAProxy', () => {
     const q = new AgentStateRequests();
     const asked: string[] = [];
     const off = q.register('n1', (id) => asked.push(id));
-    const pending = q.ask('n1', 1000);
+    const pending = q.ask('n1', undefined, 1000);
     q.answer('n2', { id: asked[0]!, servers: [], error: 'forged', runningVersion: '' }); // another agent: ignored
     q.answer('n1', { id: asked[0]!, servers: [], error: '', runningVersion: 'v1' });
     expect(await pending).toMatchObject({ runningVersion: 'v1' });
-    expect(await q.ask('n1', 50)).toMatch(/did not answer within 50 ms/);
+    expect(await q.ask('n1', undefined, 50)).toMatch(/did not answer within 50 ms/);
     off();
-    expect(await q.ask('n1', 50)).toMatch(/has no stream to this control plane/);
+    expect(await q.ask('n1', undefined, 50)).toMatch(/has no stream to this control plane/);
   });
 
   test('a question to an agent whose stream closes is answered at once, not after its timeout', async () => {
     const q = new AgentStateRequests();
     const off = q.register('n1', () => undefined);
     const t0 = Date.now();
-    const pending = q.ask('n1', 10_000);
+    const pending = q.ask('n1', undefined, 10_000);
     off();
     expect(await pending).toMatch(/disconnected before it answered/);
     expect(Date.now() - t0).toBeLessThan(1000);

@@ -1,0 +1,162 @@
+import { randomBytes } from 'node:crypto';
+import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
+import { ALL, AGENTS, COUNTS_LENGTH, DOWN, GAUGES_LENGTH, QUEUE, ReplicaTraffic, SERVERS } from './gate';
+
+/** The rollout a ledger sums for: its revisions and the keys judged (ALL and the services it changes). */
+export interface LedgerRollout {
+  readonly id: string;
+  readonly from: string;
+  readonly to: string;
+  readonly keys: ReadonlySet<string>;
+}
+
+/** Services judged one by one at most (the rest count in ALL only). */
+export const MAX_GATED_SERVICES = 50;
+
+interface Sample {
+  readonly at: number;
+  readonly revision: string;
+  readonly counters: readonly ServiceCounters[];
+}
+
+interface AgentTraffic {
+  last: Sample;
+  /** Earlier samples, oldest first, at least a quarter of the baseline window apart (for the "before" window). */
+  ring: Sample[];
+  /** The rollout this agent's baseline was taken for. */
+  baselined: string;
+}
+
+type Vec = number[];
+
+/**
+ * One replica's sums of its agents' counters for the traffic gates (see gate.ts). Each sample an agent sends (with
+ * an ACK or its periodic Stats) is compared with its previous one; the difference counts for the revision the
+ * agent ran in between (an ACK carries the counters at the apply, so the new revision's traffic starts there). A
+ * counter that went down is an agent restart: the new value counts. When an agent takes the rollout's revision,
+ * its traffic over the `baselineMs` before is added to the rollout's baseline.
+ */
+export class TrafficLedger {
+  readonly epoch = randomBytes(6).toString('hex');
+  private readonly agents = new Map<string, AgentTraffic>();
+  private rollout: LedgerRollout | undefined;
+  private sums = new Map<string, Map<string, Vec>>();
+  private baseline = new Map<string, Vec>();
+  private baselineGauges = new Map<string, Vec>();
+
+  constructor(private readonly baselineMs: number) {}
+
+  /** The rollout to sum for (undefined: none; nothing is summed). A different one starts every sum afresh. */
+  follow(rollout: LedgerRollout | undefined): void {
+    const same = this.rollout && rollout && this.rollout.id === rollout.id && [...this.rollout.keys].join() === [...rollout.keys].join();
+    if (same) return;
+    this.rollout = rollout;
+    this.sums = new Map();
+    this.baseline = new Map();
+    this.baselineGauges = new Map();
+  }
+
+  /** A sample of `nodeId`, running `revision`. */
+  sample(nodeId: string, revision: string, counters: readonly ServiceCounters[], at: number): void {
+    const now: Sample = { at, revision, counters };
+    const a = this.agents.get(nodeId);
+    if (!a) {
+      this.agents.set(nodeId, { last: now, ring: [], baselined: '' });
+      return;
+    }
+    const r = this.rollout;
+    if (r && (a.last.revision === r.from || a.last.revision === r.to)) {
+      const cur = this.vectors(counters, r.keys);
+      const prev = this.vectors(a.last.counters, r.keys);
+      let sums = this.sums.get(a.last.revision);
+      if (!sums) this.sums.set(a.last.revision, (sums = new Map()));
+      for (const [key, v] of cur) add(sums, key, delta(v, prev.get(key)));
+    }
+    if (r && revision === r.to && a.last.revision !== r.to && a.baselined !== r.id) {
+      // Taking the revision: the agent's own traffic before it, from the oldest sample in the window to the last one.
+      a.baselined = r.id;
+      const oldest = [...a.ring, a.last].find((s) => s.at >= at - this.baselineMs && s.revision === a.last.revision);
+      if (oldest && oldest !== a.last) {
+        const end = this.vectors(a.last.counters, r.keys);
+        const begin = this.vectors(oldest.counters, r.keys);
+        for (const [key, v] of end) add(this.baseline, key, delta(v, begin.get(key)));
+      }
+      for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys)) add(this.baselineGauges, key, g);
+    }
+    const lastKept = a.ring[a.ring.length - 1];
+    if (!lastKept || a.last.at - lastKept.at >= this.baselineMs / 4) a.ring.push(a.last);
+    while (a.ring.length > 0 && a.ring[0]!.at < at - this.baselineMs * 1.25) a.ring.shift();
+    a.last = now;
+  }
+
+  /** The agent left this replica: its next sample (on any replica) starts afresh. */
+  forget(nodeId: string): void {
+    this.agents.delete(nodeId);
+  }
+
+  /** What this replica reports to the leader (ZooKeeper node traffic/<replica>); undefined while no rollout is followed. */
+  report(at: number): ReplicaTraffic | undefined {
+    const r = this.rollout;
+    if (!r) return undefined;
+    const gauges: Record<string, Record<string, Vec>> = {};
+    for (const a of this.agents.values()) {
+      if (a.last.revision !== r.from && a.last.revision !== r.to) continue;
+      const m = (gauges[a.last.revision] ??= {});
+      for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys)) {
+        const acc = (m[key] ??= new Array<number>(GAUGES_LENGTH).fill(0));
+        for (let i = 0; i < GAUGES_LENGTH; i++) acc[i]! += g[i]!;
+      }
+    }
+    const obj = (m: Map<string, Vec>) => Object.fromEntries(m);
+    return {
+      epoch: this.epoch,
+      at,
+      rollout: r.id,
+      sums: Object.fromEntries([...this.sums].map(([rev, m]) => [rev, obj(m)])),
+      gauges,
+      baseline: obj(this.baseline),
+      baselineGauges: obj(this.baselineGauges),
+    };
+  }
+
+  /** Counts per key (ALL, and each of `keys` the agent serves). Requests are HTTP requests, or sessions for tcp. */
+  private vectors(counters: readonly ServiceCounters[], keys: ReadonlySet<string>): Map<string, Vec> {
+    const out = new Map<string, Vec>();
+    const all = new Array<number>(COUNTS_LENGTH).fill(0);
+    for (const c of counters) {
+      const v = [c.requests > 0 ? c.requests : c.sessions, c.responses5xx, c.connectionErrors, c.responseErrors, c.retries];
+      for (let i = 0; i < COUNTS_LENGTH; i++) all[i]! += v[i]!;
+      if (keys.has(c.service)) out.set(c.service, v);
+    }
+    out.set(ALL, all);
+    return out;
+  }
+
+  private gaugeVectors(counters: readonly ServiceCounters[], keys: ReadonlySet<string>): Map<string, Vec> {
+    const out = new Map<string, Vec>();
+    const all = [0, 0, 0, 1];
+    for (const c of counters) {
+      const g = [c.serversDown, c.servers, c.queue, 1];
+      all[DOWN]! += g[DOWN]!;
+      all[SERVERS]! += g[SERVERS]!;
+      all[QUEUE]! += g[QUEUE]!;
+      if (keys.has(c.service)) out.set(c.service, g);
+    }
+    all[AGENTS] = 1;
+    out.set(ALL, all);
+    return out;
+  }
+}
+
+/** cur − prev per counter; a counter that went down means the agent restarted: then the new values count. */
+function delta(cur: Vec, prev: Vec | undefined): Vec {
+  if (!prev) return cur;
+  if (cur.some((x, i) => x < (prev[i] ?? 0))) return cur;
+  return cur.map((x, i) => x - (prev[i] ?? 0));
+}
+
+function add(m: Map<string, Vec>, key: string, v: Vec): void {
+  const acc = m.get(key);
+  if (!acc) m.set(key, [...v]);
+  else for (let i = 0; i < v.length; i++) acc[i]! += v[i]!;
+}
