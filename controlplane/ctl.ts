@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+import { GatePolicy, PreflightPolicy, RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutPlan, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
 import { revisionOfVersion } from './rollout/revision';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
@@ -25,6 +25,8 @@ commands:
   rollout promote     release the revision to every agent now (no more waves, no bake time)
   rollout abort       roll back: every agent gets the last fully released revision
   rollout history     finished rollouts, newest first
+  rollout plan        what the pending revision changes: services added, removed, changed; which agents get
+                      them; per agent its preflight (passed/failed, reload or runtime and why)
   rollout policy      change the current rollout's policy (--next: the next rollout's)
 
 options:
@@ -36,6 +38,9 @@ options:
   --limit N                  history: how many (default 20)
   --waves 1,10%,50%,100%     policy: wave sizes (counts or cumulative shares)
   --bake-ms N  --max-nacks N  --auto-rollback true|false  --next
+  --preflight on|off  --preflight-max-failures N
+  --gate on|off  --gate-min-requests N  --gate-on-insufficient pass|halt
+  --gate-threshold METRIC=X[,METRIC=X]   http_5xx, errors, retries, servers_down (shares, 0.05 = 5 points), queue
   --cacert FILE              TLS: the CA that signed the control plane's certificate
   --cert FILE --key FILE     mTLS: this client's certificate and key (its identity: auth.clients cert)
   --token-file FILE          a file holding a bearer token (its identity: auth.clients token_file)
@@ -54,6 +59,12 @@ const FLAGS: FlagSpec = {
   'max-nacks': 'string',
   'auto-rollback': 'string',
   next: 'boolean',
+  preflight: 'string',
+  'preflight-max-failures': 'string',
+  gate: 'string',
+  'gate-min-requests': 'string',
+  'gate-on-insufficient': 'string',
+  'gate-threshold': 'string',
   cacert: 'string',
   cert: 'string',
   key: 'string',
@@ -138,13 +149,32 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
         out(json ? JSON.stringify(RolloutHistoryResponse.toJSON(h)) + '\n' : printableText(renderHistory(h.rollouts)));
         return 0;
       }
+      case 'plan': {
+        const plan = await unary<object, RolloutPlan>(client.plan.bind(client), {});
+        out(json ? JSON.stringify(RolloutPlan.toJSON(plan)) + '\n' : printableText(renderPlan(plan)));
+        return 0;
+      }
       case 'policy': {
         const ar = flags['auto-rollback'];
         if (ar !== undefined && ar !== 'true' && ar !== 'false') throw new UsageError('--auto-rollback: expected true or false');
         const bake = int(flags, 'bake-ms');
         const nacks = int(flags, 'max-nacks');
+        // Gate and preflight policies are replaced whole: start from the policy they change.
+        const wantsGate = ['gate', 'gate-min-requests', 'gate-on-insufficient', 'gate-threshold'].some((f) => flags[f] !== undefined);
+        const wantsPreflight = flags.preflight !== undefined || flags['preflight-max-failures'] !== undefined;
+        let gate: GatePolicy | undefined;
+        let preflight: PreflightPolicy | undefined;
+        if (wantsGate || wantsPreflight) {
+          const st = await unary(client.status.bind(client), {});
+          const base = flags.next === true ? (st.nextPolicy ?? st.defaultPolicy) : st.rollout?.policy;
+          if (!base?.gate || !base.preflight) throw new UsageError(flags.next === true ? 'the control plane did not say its policy' : 'no current rollout to change (use --next)');
+          if (wantsGate) gate = gateFlags(flags, base.gate);
+          if (wantsPreflight) preflight = { ...base.preflight, ...(flags.preflight !== undefined ? { enabled: onOff(flags, 'preflight') } : {}), ...(int(flags, 'preflight-max-failures') !== undefined ? { maxFailures: int(flags, 'preflight-max-failures')! } : {}) };
+        }
         print(
           await unary(client.setPolicy.bind(client), {
+            ...(gate ? { gate } : {}),
+            ...(preflight ? { preflight } : {}),
             waves: typeof flags.waves === 'string' ? flags.waves.split(',').map((w) => w.trim()) : [],
             hasBakeMs: bake !== undefined,
             bakeMs: bake ?? 0,
@@ -169,6 +199,67 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
   } finally {
     client.close();
   }
+}
+
+function onOff(flags: Flags, name: string): boolean {
+  const v = flags[name];
+  if (v !== 'on' && v !== 'off') throw new UsageError(`--${name}: expected on or off, got "${String(v)}"`);
+  return v === 'on';
+}
+
+/** The gate policy `base` with the --gate* flags applied (the control plane checks the values). */
+function gateFlags(flags: Flags, base: GatePolicy): GatePolicy {
+  const g: GatePolicy = { ...base, thresholds: { ...(base.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0 }) } };
+  if (flags.gate !== undefined) g.enabled = onOff(flags, 'gate');
+  const min = int(flags, 'gate-min-requests');
+  if (min !== undefined) g.minRequests = min;
+  const ins = flags['gate-on-insufficient'];
+  if (ins !== undefined) {
+    if (ins !== 'pass' && ins !== 'halt') throw new UsageError(`--gate-on-insufficient: expected pass or halt, got "${String(ins)}"`);
+    g.onInsufficientTraffic = ins;
+  }
+  const names: Record<string, keyof NonNullable<GatePolicy['thresholds']>> = { http_5xx: 'http5xx', errors: 'errors', retries: 'retries', servers_down: 'serversDown', queue: 'queue' };
+  const spec = flags['gate-threshold'];
+  if (spec !== undefined) {
+    for (const part of String(spec).split(',')) {
+      const m = /^\s*([a-z_0-9]+)\s*=\s*([0-9.]+)\s*$/.exec(part);
+      const key = m ? names[m[1]!] : undefined;
+      if (!m || !key || !Number.isFinite(Number(m[2]))) throw new UsageError(`--gate-threshold: expected METRIC=NUMBER with METRIC one of ${Object.keys(names).join(', ')}, got "${part}"`);
+      g.thresholds![key] = Number(m[2]);
+    }
+  }
+  return g;
+}
+
+const pct = (x: number) => `${+(x * 100).toFixed(2)}%`;
+
+/** A gate verdict with the figures that decided it. */
+function renderGate(w: RolloutInfo['waves'][number]): string {
+  const g = w.gate;
+  if (!g) return '';
+  let text = `  wave ${w.index} gate: ${g.verdict.toUpperCase()}${g.overridden ? ' (overridden by operator)' : ''}${g.reason ? `: ${g.reason}` : ''}\n`;
+  if (g.figures.length === 0) return text;
+  text += table([
+    ['    KEY', 'METRIC', 'NEW', 'STABLE', 'BEFORE', 'ALLOWED', 'REQUESTS', ''],
+    ...g.figures.map((f) => {
+      const fmt = f.metric === 'queue' ? (x: number) => String(+x.toFixed(2)) : pct;
+      return [`    ${f.key}`, f.metric, fmt(f.canary), f.hasStable ? fmt(f.stable) : '-', f.hasBefore ? fmt(f.before) : '-', `+${fmt(f.threshold)}`, String(f.requests), f.regressed ? '! regressed' : ''];
+    }),
+  ]);
+  return text;
+}
+
+/** `ctl rollout plan` as text. */
+export function renderPlan(p: RolloutPlan): string {
+  if (!p.pending) return 'nothing pending: the revision discovery has is the stable one\n';
+  let text = `revision ${p.fromRevision || '(none)'} -> ${p.toRevision}${p.rolloutId ? `  rollout ${p.rolloutId} ${p.state.toUpperCase()}` : '  (no rollout started yet)'}\n`;
+  if (p.changes.length) text += `changes: ${p.changes.join('; ')}\n`;
+  text += `services added: ${p.servicesAdded.join(', ') || '-'}\nservices removed: ${p.servicesRemoved.join(', ') || '-'}\nservices changed: ${p.servicesChanged.join(', ') || '-'}\n\n`;
+  text += table([
+    ['AGENT', 'GETS', 'PREFLIGHT', 'APPLY', 'WHY'],
+    ...p.agents.map((a) => [a.nodeId, a.services.join(',') || '-', a.preflight, a.method || '-', (a.error ? `${a.error}` : a.reasons.join('; ')).replace(/\s+/g, ' ').slice(0, 200)]),
+  ]);
+  return text;
 }
 
 function callFailed(e: grpc.ServiceError): number {
@@ -350,7 +441,12 @@ export function renderStatus(s: RolloutStatus): string {
   text += `rollout ${r.id}: ${r.fromRevision} -> ${r.toRevision}  ${r.state.toUpperCase()}  (${r.reason})\n`;
   if (r.changes.length) text += `changes: ${r.changes.join('; ')}\n`;
   const p = r.policy;
-  if (p) text += `policy: waves ${p.waves.join(',')}  bake ${p.bakeMs} ms  max_nacks ${p.maxNacks}  auto_rollback ${p.autoRollback}${p.spreadBy ? `  spread_by ${p.spreadBy}` : ''}\n`;
+  if (p) {
+    text += `policy: waves ${p.waves.join(',')}  bake ${p.bakeMs} ms  max_nacks ${p.maxNacks}  auto_rollback ${p.autoRollback}${p.spreadBy ? `  spread_by ${p.spreadBy}` : ''}`;
+    text += `  preflight ${p.preflight?.enabled ? 'on' : 'off'}`;
+    const g = p.gate;
+    text += g?.enabled && g.thresholds ? `  gate on (min_requests ${g.minRequests}; 5xx +${pct(g.thresholds.http5xx)}, errors +${pct(g.thresholds.errors)}, retries +${pct(g.thresholds.retries)}, servers_down +${pct(g.thresholds.serversDown)}, queue +${g.thresholds.queue})\n` : '  gate off\n';
+  }
   const total = s.agents.length;
   const on = s.agents.filter((a) => a.runningRevision === r.toRevision).length;
   text += `${bar(on, total)} agents on ${r.toRevision}; ${r.agentsNacked} NACK(s)\n\n`;
@@ -359,6 +455,12 @@ export function renderStatus(s: RolloutStatus): string {
     ...r.waves.map((w) => [String(w.index), w.spec, String(w.agents.length), String(w.acked), String(w.nacked), time(w.startedAt), time(w.ackedAt), time(w.completedAt)]),
     ...r.pendingWaves.map((spec) => ['-', spec, '-', '-', '-', 'pending', '-', '-']),
   ]);
+  for (const w of r.waves) text += renderGate(w);
+  const pf = r.preflight;
+  if (pf) {
+    text += `preflight: ${pf.passed} passed, ${pf.failed} failed, ${pf.unanswered} unanswered${pf.completedAt ? '' : ' (running)'}${pf.overridden ? ' (overridden by operator)' : ''}\n`;
+    for (const f of pf.failures) text += `  ${f.nodeId}: ${f.error.replace(/\s+/g, ' ').slice(0, 300)}\n`;
+  }
   text += '\n';
   text += table([
     ['AGENT', 'WAVE', 'RELEASED', 'RUNNING', 'STATUS', 'REPLICA', 'ERROR'],

@@ -1,7 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
-import { RolloutAgent, RolloutInfo, RolloutPolicy, RolloutServer, RolloutStatus } from '../../common/gen/proxymgr/v1/rollout';
+import { GatePolicy as GatePolicyPb, GateResult as GateResultPb, PreflightInfo, RolloutAgent, RolloutInfo, RolloutPlan, RolloutPolicy, RolloutServer, RolloutStatus } from '../../common/gen/proxymgr/v1/rollout';
+import { GatePolicy, PreflightPolicy } from '../../common/config';
+import { GateResult } from './gate';
 import { ConfigError, errorMessage } from '../../common/errors';
-import { Command, counts, FleetDoc, PolicyDoc, releasedRevision, RolloutCommandError, RolloutDoc, waveOf } from './engine';
+import { Command, counts, FleetDoc, isActive, PolicyDoc, PreflightDoc, releasedRevision, RolloutCommandError, RolloutDoc, waveOf } from './engine';
 import { RolloutCoordinator } from './coordinator';
 
 const iso = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
@@ -37,8 +39,21 @@ export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined):
       if (r.hasBakeMs) change.bakeMs = r.bakeMs;
       if (r.hasMaxNacks) change.maxNacks = r.maxNacks;
       if (r.hasAutoRollback) change.autoRollback = r.autoRollback;
+      try {
+        if (r.gate) change.gate = gatePolicyFromPb(r.gate);
+        if (r.preflight) change.preflight = preflightPolicyFromPb(r.preflight);
+      } catch (err) {
+        return callback({ code: grpc.status.INVALID_ARGUMENT, details: errorMessage(err) });
+      }
       coordinator.setPolicy(change, r.next).then(
         (doc) => callback(null, status(doc)),
+        (err) => callback(toStatus(err)),
+      );
+    },
+    plan(_call, callback) {
+      if (!coordinator) return callback({ code: grpc.status.FAILED_PRECONDITION, details: 'rollouts are off: proxymgr.yml has no rollout section' });
+      coordinator.plan().then(
+        (plan) => callback(null, plan),
         (err) => callback(toStatus(err)),
       );
     },
@@ -74,8 +89,9 @@ export function rolloutStatus(c: RolloutCoordinator, doc: FleetDoc | undefined):
       releasedRevision: released,
       runningRevision: a?.runningRevision ?? '',
       status: res?.status ?? (a && a.runningRevision === released ? 'acked' : 'waiting'),
-      error: res?.error ?? nack?.error ?? '',
+      error: res?.error ?? nack?.error ?? (a?.preflight && a.preflight.rollout === r?.id && !a.preflight.ok ? `preflight: ${a.preflight.error}` : ''),
       at: iso(res?.at),
+      preflight: a?.preflight && a.preflight.rollout === r?.id ? (a.preflight.ok ? 'passed' : 'failed') : '',
     });
   }
   return {
@@ -91,7 +107,118 @@ export function rolloutStatus(c: RolloutCoordinator, doc: FleetDoc | undefined):
 }
 
 function policyInfo(p: PolicyDoc): RolloutPolicy {
-  return { ...p, waves: [...p.waves], spreadBy: p.spreadBy ?? '' };
+  return {
+    waves: [...p.waves],
+    bakeMs: p.bakeMs,
+    maxNacks: p.maxNacks,
+    autoRollback: p.autoRollback,
+    spreadBy: p.spreadBy ?? '',
+    ...(p.preflight ? { preflight: { ...p.preflight } } : {}),
+    ...(p.gate ? { gate: gatePolicyPb(p.gate) } : {}),
+  };
+}
+
+function gatePolicyPb(g: GatePolicy): GatePolicyPb {
+  const t = g.thresholds;
+  return {
+    enabled: g.enabled,
+    minRequests: g.minRequests,
+    thresholds: { http5xx: t.http_5xx, errors: t.errors, retries: t.retries, serversDown: t.servers_down, queue: t.queue },
+    onInsufficientTraffic: g.onInsufficientTraffic,
+    sampleMs: g.sampleMs,
+    baselineMs: g.baselineMs,
+  };
+}
+
+/** A gate policy from SetPolicy: every field is checked (it replaces the policy's gate whole). */
+export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
+  const t = g.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0 };
+  const ratio = (name: string, v: number) => {
+    if (!Number.isFinite(v) || v < 0 || v > 1) throw new ConfigError(`gate.thresholds.${name}: expected a share 0..1 (0.05 = 5 points), got ${v}`);
+    return v;
+  };
+  if (!Number.isFinite(t.queue) || t.queue < 0) throw new ConfigError(`gate.thresholds.queue: expected a number of queued requests per agent >= 0, got ${t.queue}`);
+  if (g.onInsufficientTraffic !== 'pass' && g.onInsufficientTraffic !== 'halt') throw new ConfigError(`gate.on_insufficient_traffic: expected "pass" or "halt", got ${JSON.stringify(g.onInsufficientTraffic.slice(0, 40))}`);
+  if (g.minRequests < 1) throw new ConfigError('gate.min_requests: expected at least 1');
+  if (g.sampleMs < 200 || g.sampleMs > 60_000) throw new ConfigError(`gate.sample_ms: expected 200..60000, got ${g.sampleMs}`);
+  if (g.baselineMs < 1000 || g.baselineMs > 3_600_000) throw new ConfigError(`gate.baseline_ms: expected 1000..3600000, got ${g.baselineMs}`);
+  return {
+    enabled: g.enabled,
+    minRequests: g.minRequests,
+    thresholds: { http_5xx: ratio('http_5xx', t.http5xx), errors: ratio('errors', t.errors), retries: ratio('retries', t.retries), servers_down: ratio('servers_down', t.serversDown), queue: t.queue },
+    onInsufficientTraffic: g.onInsufficientTraffic,
+    sampleMs: g.sampleMs,
+    baselineMs: g.baselineMs,
+  };
+}
+
+export function preflightPolicyFromPb(p: { enabled: boolean; maxFailures: number; timeoutMs: number }): PreflightPolicy {
+  if (p.timeoutMs < 1000 || p.timeoutMs > 3_600_000) throw new ConfigError(`preflight.timeout_ms: expected 1000..3600000, got ${p.timeoutMs}`);
+  return { enabled: p.enabled, maxFailures: p.maxFailures, timeoutMs: p.timeoutMs };
+}
+
+function gateInfo(g: GateResult, overridden: boolean): GateResultPb {
+  return {
+    verdict: g.verdict,
+    reason: g.reason,
+    at: iso(g.at),
+    overridden,
+    figures: g.figures.map((f) => ({
+      key: f.key,
+      metric: f.metric,
+      canary: f.canary,
+      hasStable: f.stable !== undefined,
+      stable: f.stable ?? 0,
+      hasBefore: f.before !== undefined,
+      before: f.before ?? 0,
+      threshold: f.threshold,
+      requests: f.requests,
+      regressed: f.regressed,
+    })),
+  };
+}
+
+function preflightInfo(p: PreflightDoc): PreflightInfo {
+  return {
+    startedAt: iso(p.startedAt),
+    completedAt: iso(p.completedAt),
+    passed: p.passed,
+    failed: p.failedCount,
+    unanswered: p.unanswered,
+    failures: p.failed.map((f) => ({ nodeId: f.nodeId, error: f.error })),
+    overridden: p.overridden ?? false,
+  };
+}
+
+/** `ctl rollout plan`: what the pending revision changes, per agent with its preflight. */
+export function rolloutPlan(c: RolloutCoordinator, doc: FleetDoc | undefined, pending: { from: string; to: string } | undefined, changed: { added: string[]; removed: string[]; changed: string[]; changes: string[]; servicesFor: (labels: Readonly<Record<string, string>>) => string[] } | undefined): RolloutPlan {
+  if (!pending || !changed) return { pending: false, fromRevision: '', toRevision: '', rolloutId: '', state: '', servicesAdded: [], servicesRemoved: [], servicesChanged: [], changes: [], agents: [] };
+  const r = doc?.current && doc.current.to === pending.to && isActive(doc.current) ? doc.current : undefined;
+  const agents = [...c.store.agents.values()].sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1)).map((a) => {
+    const pf = r && a.preflight?.rollout === r.id ? a.preflight : undefined;
+    const asked = r && r.policy.preflight?.enabled && a.canPreflight && !r.preflight?.completedAt;
+    return {
+      nodeId: a.nodeId,
+      labels: { ...a.labels },
+      services: changed.servicesFor(a.labels),
+      preflight: pf ? (pf.ok ? 'passed' : 'failed') : asked ? 'pending' : 'not asked',
+      method: pf?.method ?? '',
+      reasons: [...(pf?.reasons ?? [])],
+      error: pf?.error ?? '',
+    };
+  });
+  return {
+    pending: true,
+    fromRevision: pending.from,
+    toRevision: pending.to,
+    rolloutId: r?.id ?? '',
+    state: r?.state ?? '',
+    servicesAdded: changed.added,
+    servicesRemoved: changed.removed,
+    servicesChanged: changed.changed,
+    changes: changed.changes,
+    agents,
+  };
 }
 
 function info(r: RolloutDoc): RolloutInfo {
@@ -113,6 +240,7 @@ function info(r: RolloutDoc): RolloutInfo {
         completedAt: iso(w.completedAt),
         acked: res.filter((s) => s === 'acked').length,
         nacked: res.filter((s) => s === 'nacked').length,
+        ...(w.gate ? { gate: gateInfo(w.gate, w.gateOverridden ?? false) } : {}),
       };
     }),
     pendingWaves: [...r.pending],
@@ -124,5 +252,6 @@ function info(r: RolloutDoc): RolloutInfo {
     agentsAcked: n.acked,
     agentsNacked: n.nacked,
     changes: [...r.changes],
+    ...(r.preflight ? { preflight: preflightInfo(r.preflight) } : {}),
   };
 }

@@ -12,6 +12,8 @@ import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc
 import { DEFAULT_GATE_POLICY, TrafficView } from './gate';
 import { MAX_GATED_SERVICES, TrafficLedger } from './traffic';
 import { AgentPreflights } from '../grpc/agent-questions';
+import { RolloutPlan } from '../../common/gen/proxymgr/v1/rollout';
+import { rolloutPlan } from './admin';
 import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
 import { changedServices, composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from './store';
@@ -485,6 +487,43 @@ export class RolloutCoordinator implements DesiredStateSource {
 
   async setPolicy(change: Partial<PolicyDoc>, next: boolean): Promise<FleetDoc> {
     return this.store.update((d) => setPolicy(d, change, next, this.policy, this.now()));
+  }
+
+  /**
+   * What the pending revision changes: the active rollout's target, or else the revision of discovery's current
+   * snapshot when it is not the stable one (a rollout about to start).
+   */
+  async plan(): Promise<RolloutPlan> {
+    const doc = this.store.doc;
+    const r = doc?.current;
+    let pending: { from: string; to: string } | undefined;
+    let toRev: Revision | undefined;
+    if (isActive(r)) pending = { from: r.from, to: r.to };
+    else {
+      const snap = this.opts.discovery.current();
+      if (snap && doc) {
+        toRev = revisionOf(snap, (name) => this.opts.discovery.configOf(name)?.agents);
+        if (toRev.id !== doc.stable) pending = { from: doc.stable, to: toRev.id };
+      }
+    }
+    if (!pending) return rolloutPlan(this, doc, undefined, undefined);
+    const to = toRev ?? (await this.store.getRevision(pending.to));
+    const from = pending.from ? await this.store.getRevision(pending.from) : undefined;
+    if (!to) throw new Error(`revision ${pending.to} is not in ZooKeeper yet; try again`);
+    const before = new Set(from?.services.map((x) => x.name) ?? []);
+    const after = new Set(to.services.map((x) => x.name));
+    const changedSet = changedServices(from, to);
+    const added = [...after].filter((n) => !before.has(n)).sort();
+    const removed = [...before].filter((n) => !after.has(n)).sort();
+    const changed = [...changedSet].filter((n) => before.has(n)).sort();
+    const touched = to.services.filter((x) => changedSet.has(x.name));
+    return rolloutPlan(this, doc, pending, {
+      added,
+      removed,
+      changed,
+      changes: describeChanges(from, to),
+      servicesFor: (labels) => [...touched.filter((x) => selectorMatches(x.agents, labels)).map((x) => x.name), ...removed.filter((n) => selectorMatches(from?.services.find((x) => x.name === n)?.agents, labels))],
+    });
   }
 
   /** Whether any rollout is in progress (for metrics and tests). */

@@ -233,6 +233,12 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     if (r.policy.autoRollback) return { doc: finish(doc, r, 'rolled_back', now, `${why}; rolled back to ${r.from}`) };
     r = { ...r, state: 'halted', reason: why, updatedAt: now };
   }
+  if (r.state === 'halted' && r.waves.length === 0 && r.preflight && !r.preflight.overridden && r.policy.preflight) {
+    // Halted by its preflight: later answers still count, so status lists every agent that fails it.
+    const pf = preflightStep({ ...r, state: 'running' }, fleet, now).rollout.preflight!;
+    const tally = { ...pf, completedAt: r.preflight.completedAt };
+    if (JSON.stringify(tally) !== JSON.stringify(r.preflight)) r = { ...r, preflight: tally, updatedAt: now };
+  }
   if (r.state !== 'running') return { doc: replace(doc, r0, r) };
 
   if (r.waves.length === 0 && r.policy.preflight?.enabled && !r.preflight?.completedAt) {
@@ -242,7 +248,10 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
   }
 
   const assigned = new Set(r.waves.flatMap((w) => w.agents));
-  const candidates = releaseOrder([...fleet.keys()].filter((id) => !assigned.has(id)), fleet, r.policy.spreadBy);
+  // Agents whose preflight failed (within max_failures) go last: a canary should be an agent that can run it.
+  const failedPreflight = (id: string) => fleet.get(id)?.preflight?.rollout === r.id && fleet.get(id)?.preflight?.ok === false;
+  const ordered = releaseOrder([...fleet.keys()].filter((id) => !assigned.has(id)), fleet, r.policy.spreadBy);
+  const candidates = [...ordered.filter((id) => !failedPreflight(id)), ...ordered.filter(failedPreflight)];
   const anyAck = Object.values(r.results).some((a) => a.status === 'acked');
   const last = r.waves[r.waves.length - 1];
   if (last && last.completedAt === undefined) {
@@ -255,7 +264,7 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
       const why = gone === last.agents.length ? `its ${gone} agent(s) disconnected` : `${last.agents.length - gone} NACKed${gone > 0 ? `, ${gone} disconnected` : ''}`;
       if (take.length === 0) return { doc: replace(doc, r0, waiting(r, `waiting for an agent to ACK ${r.to}: wave ${last.index} ended without an ACK (${why}) and no other agent is connected`, now)) };
       r = updateLast(r, { ...last, completedAt: now }, now);
-      return step(replace(doc, r0, startWave(r, last.spec, take, now, `wave ${last.index} ended without an ACK (${why}); `)), fleet, now);
+      return step(replace(doc, r0, startWave(r, last.spec, take, now, `wave ${last.index} ended without an ACK (${why}); `)), fleet, now, traffic);
     }
     const ackedAt = last.ackedAt ?? now;
     const bakeEnd = ackedAt + (r.pending.length === 0 ? 0 : r.policy.bakeMs);
@@ -286,7 +295,7 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     const take = candidates.slice(0, Math.max(0, target - assigned.size));
     if (take.length === 0) continue; // e.g. 10 % of 5 agents after the canary: nothing new, next spec
     // The new wave's agents may already run the revision (e.g. it equals what they had): settle at once.
-    return step(replace(doc, r0, startWave({ ...r, pending }, spec, take, now)), fleet, now);
+    return step(replace(doc, r0, startWave({ ...r, pending }, spec, take, now)), fleet, now, traffic);
   }
   if (!anyAck) {
     // No wave could start (no agent connected) or none ACKed yet: completing now would make the revision stable for
@@ -400,10 +409,12 @@ export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''
     case 'resume': {
       if (r.state === 'running') throw new RolloutCommandError(`rollout ${r.id} is already running`, 'BAD_STATE');
       const forgiven = [...new Set([...r.forgiven, ...Object.entries(r.results).filter(([, a]) => a.status === 'nacked').map(([id]) => id)])];
-      // A halted preflight: the operator lets the waves start anyway. A halted gate: the wave's bake starts over.
+      // A halted preflight: the operator lets the waves start anyway. A wave its gate halted: it is not judged again
+      // (its bake goes on from its ACK). A pause or a NACK halt leaves the gate as it was.
       const preflight = r.preflight && r.waves.length === 0 && r.state === 'halted' ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true } : r.preflight;
       const last = r.waves[r.waves.length - 1];
-      const waves = last && last.completedAt === undefined && last.gate ? [...r.waves.slice(0, -1), { ...last, gateOverridden: true }] : r.waves;
+      const gateHalted = r.state === 'halted' && last?.completedAt === undefined && (last?.gate?.verdict === 'fail' || last?.gate?.verdict === 'insufficient');
+      const waves = gateHalted ? [...r.waves.slice(0, -1), { ...last!, gateOverridden: true }] : r.waves;
       return replace(doc, r, { ...r, state: 'running', forgiven, waves, ...(preflight ? { preflight } : {}), reason: `resumed by operator (from ${r.state})`, updatedAt: now });
     }
     case 'promote': {

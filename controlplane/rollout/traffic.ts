@@ -37,7 +37,8 @@ type Vec = number[];
  * its traffic over the `baselineMs` before is added to the rollout's baseline.
  */
 export class TrafficLedger {
-  readonly epoch = randomBytes(6).toString('hex');
+  /** Changes whenever the sums start again from zero (see ReplicaTraffic.epoch). */
+  epoch = newEpoch();
   private readonly agents = new Map<string, AgentTraffic>();
   private rollout: LedgerRollout | undefined;
   private sums = new Map<string, Map<string, Vec>>();
@@ -51,6 +52,7 @@ export class TrafficLedger {
     const same = this.rollout && rollout && this.rollout.id === rollout.id && [...this.rollout.keys].join() === [...rollout.keys].join();
     if (same) return;
     this.rollout = rollout;
+    this.epoch = newEpoch();
     this.sums = new Map();
     this.baseline = new Map();
     this.baselineGauges = new Map();
@@ -66,21 +68,15 @@ export class TrafficLedger {
     }
     const r = this.rollout;
     if (r && (a.last.revision === r.from || a.last.revision === r.to)) {
-      const cur = this.vectors(counters, r.keys);
-      const prev = this.vectors(a.last.counters, r.keys);
       let sums = this.sums.get(a.last.revision);
       if (!sums) this.sums.set(a.last.revision, (sums = new Map()));
-      for (const [key, v] of cur) add(sums, key, delta(v, prev.get(key)));
+      for (const [key, v] of this.deltas(a.last.counters, counters, r.keys)) add(sums, key, v);
     }
     if (r && revision === r.to && a.last.revision !== r.to && a.baselined !== r.id) {
       // Taking the revision: the agent's own traffic before it, from the oldest sample in the window to the last one.
       a.baselined = r.id;
       const oldest = [...a.ring, a.last].find((s) => s.at >= at - this.baselineMs && s.revision === a.last.revision);
-      if (oldest && oldest !== a.last) {
-        const end = this.vectors(a.last.counters, r.keys);
-        const begin = this.vectors(oldest.counters, r.keys);
-        for (const [key, v] of end) add(this.baseline, key, delta(v, begin.get(key)));
-      }
+      if (oldest && oldest !== a.last) for (const [key, v] of this.deltas(oldest.counters, a.last.counters, r.keys)) add(this.baseline, key, v);
       for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys)) add(this.baselineGauges, key, g);
     }
     const lastKept = a.ring[a.ring.length - 1];
@@ -119,14 +115,20 @@ export class TrafficLedger {
     };
   }
 
-  /** Counts per key (ALL, and each of `keys` the agent serves). Requests are HTTP requests, or sessions for tcp. */
-  private vectors(counters: readonly ServiceCounters[], keys: ReadonlySet<string>): Map<string, Vec> {
+  /**
+   * What each service counted between two samples of one agent (ALL: their sum; per key for `keys`). Service by
+   * service, so a service that comes or goes does not read as a restart of the others. Requests are HTTP requests,
+   * or sessions for tcp services.
+   */
+  private deltas(before: readonly ServiceCounters[], after: readonly ServiceCounters[], keys: ReadonlySet<string>): Map<string, Vec> {
+    const prev = new Map(before.map((c) => [c.service, c]));
     const out = new Map<string, Vec>();
     const all = new Array<number>(COUNTS_LENGTH).fill(0);
-    for (const c of counters) {
-      const v = [c.requests > 0 ? c.requests : c.sessions, c.responses5xx, c.connectionErrors, c.responseErrors, c.retries];
-      for (let i = 0; i < COUNTS_LENGTH; i++) all[i]! += v[i]!;
-      if (keys.has(c.service)) out.set(c.service, v);
+    for (const c of after) {
+      const p = prev.get(c.service);
+      const d = delta(counts(c), p && counts(p));
+      for (let i = 0; i < COUNTS_LENGTH; i++) all[i]! += d[i]!;
+      if (keys.has(c.service)) out.set(c.service, d);
     }
     out.set(ALL, all);
     return out;
@@ -146,6 +148,14 @@ export class TrafficLedger {
     out.set(ALL, all);
     return out;
   }
+}
+
+function newEpoch(): string {
+  return randomBytes(6).toString('hex');
+}
+
+function counts(c: ServiceCounters): Vec {
+  return [c.requests > 0 ? c.requests : c.sessions, c.responses5xx, c.connectionErrors, c.responseErrors, c.retries];
 }
 
 /** cur − prev per counter; a counter that went down means the agent restarted: then the new values count. */

@@ -23,8 +23,9 @@ interface Status {
     state: string;
     reason: string;
     waves?: { index: number; spec: string; agents: string[]; startedAt: string; ackedAt?: string; completedAt?: string }[];
+    preflight?: { passed?: number; failed?: number; unanswered?: number };
   };
-  agents: { nodeId: string; connected: boolean; replica: string; wave?: number; releasedRevision: string; runningRevision?: string; status: string; error?: string }[];
+  agents: { nodeId: string; connected: boolean; replica: string; wave?: number; releasedRevision: string; runningRevision?: string; status: string; error?: string; preflight?: string }[];
 }
 
 /**
@@ -236,9 +237,36 @@ agent:
     console.log(`host change reached 5 agents in ${hostMs} ms mid-rollout\n${text}`);
   });
 
-  test('must show 2: HAProxy rejects the change → the canary NACKs, the rollout halts, nobody else gets it, ctl shows the message, the canary is restored', async () => {
+  test('preflight: a change HAProxy rejects halts before wave 1 (no agent is sent it); ctl rollout plan and status show each agent\'s message', async () => {
     const stable = (await status()).stableRevision;
     await zkc.put('/service_config/web', webConfig('v3', ['timeout server soon']));
+    // It halts at the first failure (max_failures 0); the answers that come after are still listed.
+    const s = await until((x) => x.rollout?.state === 'halted' && x.rollout.toRevision !== stable && x.rollout.preflight?.failed === 5);
+    expect(s.rollout!.waves ?? []).toHaveLength(0);
+    expect(s.rollout!.reason).toMatch(/^preflight failed on \d agent\(s\), more than preflight.max_failures 0; no agent runs \w+; agent\d: .*unexpected character 's' in 'timeout server'/);
+    expect(s.rollout!.preflight).toMatchObject({ failed: 5 });
+    expect(s.agents.every((a) => a.releasedRevision === stable && a.runningRevision === stable && a.preflight === 'failed')).toBe(true);
+    expect(pushesOf(s.rollout!.toRevision)).toEqual([]);
+    const text = (await ctl(1, 'status')).stdout;
+    expect(text).toMatch(/preflight: 0 passed, 5 failed/);
+    expect(text).toMatch(/unexpected character 's' in 'timeout server'/);
+    const plan = JSON.parse((await ctl(0, 'plan', '--json')).stdout) as { toRevision: string; servicesChanged: string[]; agents: { nodeId: string; preflight: string; error: string; services: string[] }[] };
+    expect(plan.toRevision).toBe(s.rollout!.toRevision);
+    expect(plan.servicesChanged).toEqual(['web']);
+    expect(plan.agents).toHaveLength(5);
+    for (const a of plan.agents) {
+      expect(a).toMatchObject({ preflight: 'failed', services: ['web'] });
+      expect(a.error).toMatch(/unexpected character 's' in 'timeout server'/);
+    }
+    expect((await ctl(0, 'plan')).stdout).toMatch(/services changed: web/);
+    expect(await revs()).toEqual(['v2', 'v2', 'v2', 'v2', 'v2']);
+    // The next rollout goes without preflight: the NACK path (next test) is what stops it then.
+    expect((await ctl(0, 'policy', '--next', '--preflight', 'off')).code).toBe(0);
+  });
+
+  test('must show 2: HAProxy rejects the change → the canary NACKs, the rollout halts, nobody else gets it, ctl shows the message, the canary is restored', async () => {
+    const stable = (await status()).stableRevision;
+    await zkc.put('/service_config/web', webConfig('v3', ['timeout server soon', 'description nack-path']));
     const s = await until((x) => x.rollout?.state === 'rolled_back' && x.rollout.toRevision !== stable);
     const canary = s.rollout!.waves![0]!.agents[0]!;
     expect(s.rollout!.waves).toHaveLength(1);
@@ -257,7 +285,7 @@ agent:
     expect(text).toMatch(/unexpected character 's' in 'timeout server'/);
     expect(await revs()).toEqual(['v2', 'v2', 'v2', 'v2', 'v2']); // the canary kept serving its last good state
     const history = JSON.parse((await ctl(0, 'history', '--json')).stdout) as { rollouts: { state: string }[] };
-    expect(history.rollouts.map((r) => r.state).slice(0, 2)).toEqual(['rolled_back', 'completed']);
+    expect(history.rollouts.map((r) => r.state).slice(0, 3)).toEqual(['rolled_back', 'superseded', 'completed']);
     // Both replicas export the rollout and who leads.
     const metrics = await Promise.all(cps.map(async (cp) => (await fetch(`http://127.0.0.1:${cp.metricsPort}/metrics`)).text()));
     for (const m of metrics) expect(m).toContain(`proxymgr_cp_rollout{state="rolled_back",revision="${s.rollout!.toRevision}",stable="${stable}"} 1`);
