@@ -1,5 +1,5 @@
 import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
-import { RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+import { GatePolicy, PreflightInfo, RolloutStatus, RolloutWave } from '../common/gen/proxymgr/v1/rollout';
 import { revisionOfVersion } from './rollout/revision';
 
 /** What the status page shows: the same answers ctl and grpcurl get. */
@@ -31,6 +31,42 @@ function age(iso: string, now: number): string {
   return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
 }
 
+const share = (x: number) => `${+(x * 100).toFixed(2)}%`;
+
+function gatePolicyText(g: GatePolicy | undefined): string {
+  if (!g?.enabled || !g.thresholds) return 'off';
+  const t = g.thresholds;
+  return `on (min ${g.minRequests} requests; 5xx +${share(t.http5xx)}, errors +${share(t.errors)}, retries +${share(t.retries)}, servers DOWN +${share(t.serversDown)}, queue +${t.queue})`;
+}
+
+function preflightSection(p: PreflightInfo | undefined): string {
+  if (!p) return '';
+  const head = `<p id="preflight">Preflight: ${p.passed} passed · <span class="${p.failed > 0 ? 'bad' : ''}">${p.failed} failed</span> · ${p.unanswered} unanswered${p.completedAt ? '' : ' (running)'}${p.overridden ? ' · overridden by operator' : ''}</p>`;
+  return head + (p.failures.length ? table(['agent', 'why it would fail'], p.failures.map((f) => [td(f.nodeId), td(f.error, 'error')]), 'preflight') : '');
+}
+
+/** A wave's traffic gate: its verdict and the figures it rests on. */
+function gateSection(w: RolloutWave): string {
+  const g = w.gate;
+  if (!g) return '';
+  const cls = g.verdict === 'fail' ? 'bad' : g.verdict === 'pass' ? 'good' : '';
+  const fmt = (metric: string, x: number) => (metric === 'queue' ? String(+x.toFixed(2)) : share(x));
+  const rows = g.figures.map((f) => [
+    td(f.key === '*' ? 'all services' : f.key),
+    td(f.metric),
+    td(fmt(f.metric, f.canary), f.regressed ? 'bad' : ''),
+    td(f.hasStable ? fmt(f.metric, f.stable) : '-'),
+    td(f.hasBefore ? fmt(f.metric, f.before) : '-'),
+    td(`+${fmt(f.metric, f.threshold)}`),
+    td(String(f.requests)),
+    td(f.regressed ? 'regressed' : 'ok', f.regressed ? 'bad' : ''),
+  ]);
+  return (
+    `<p class="gate" id="gate-${w.index}">Wave ${w.index} traffic gate: <b class="${cls}">${esc(g.verdict.toUpperCase())}</b>${g.overridden ? ' (overridden by operator)' : ''} ${esc(g.reason)}</p>` +
+    (rows.length ? table(['service', 'metric', 'new revision', 'stable agents', 'before', 'allowed', 'requests', ''], rows, 'gate') : '')
+  );
+}
+
 /**
  * The control plane's status page (served next to /metrics, behind the viewer role): rollout progress with its
  * waves, the agents with their states (as `ctl agents`), per-agent errors, and the services with their hosts.
@@ -53,7 +89,8 @@ export function renderStatusPage(d: StatusData, now: number): string {
       `<p class="rollout-head"><b id="rollout-id">${esc(ro.id)}</b>: <code>${esc(ro.fromRevision)}</code> → <code>${esc(ro.toRevision)}</code> ` +
       `<span class="rstate ${esc(ro.state)}" id="rollout-state">${esc(ro.state.toUpperCase())}</span> ${esc(ro.reason)}</p>` +
       (ro.changes.length ? `<p>Changes: ${esc(ro.changes.join('; '))}</p>` : '') +
-      (ro.policy ? `<p>Policy: waves ${esc(ro.policy.waves.join(', '))} · bake ${ro.policy.bakeMs} ms · max NACKs ${ro.policy.maxNacks} · auto-rollback ${ro.policy.autoRollback}</p>` : '') +
+      (ro.policy ? `<p>Policy: waves ${esc(ro.policy.waves.join(', '))} · bake ${ro.policy.bakeMs} ms · max NACKs ${ro.policy.maxNacks} · auto-rollback ${ro.policy.autoRollback} · preflight ${ro.policy.preflight?.enabled ? 'on' : 'off'} · traffic gate ${gatePolicyText(ro.policy.gate)}</p>` : '') +
+      preflightSection(ro.preflight) +
       `<div class="bar"><div style="width:${pct}%"></div></div><p>${on} of ${total} agents on <code>${esc(ro.toRevision)}</code>; ${ro.agentsNacked} NACK(s)</p>` +
       table(
         ['wave', 'spec', 'agents', 'ACKed', 'NACKed', 'started', 'all ACKed', 'completed'],
@@ -62,7 +99,8 @@ export function renderStatusPage(d: StatusData, now: number): string {
           ...ro.pendingWaves.map((spec) => [td('-'), td(spec), td(''), td(''), td(''), td('pending'), td(''), td('')]),
         ],
         'waves',
-      );
+      ) +
+      ro.waves.map(gateSection).join('');
   }
 
   const agentRows = agents.map((a) => {
@@ -96,7 +134,7 @@ export function renderStatusPage(d: StatusData, now: number): string {
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size:12px}.error,.bad{color:#a40000}
+th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size:12px}.error,.bad{color:#a40000}.good{color:#176b00}
 .state{font-weight:600}.SYNCED{color:#176b00}.STALE{color:#8a6d00}.NACKED{color:#a40000}.DISCONNECTED{color:#666}
 .rstate{font-weight:700;padding:0 .4em;border-radius:3px;background:#eee}.running{background:#dcecff}.halted,.rolled_back{background:#ffdcdc}.completed{background:#dcffd9}
 .bar{width:420px;height:12px;background:#eee;border-radius:6px;overflow:hidden}.bar div{height:100%;background:#3a7bd5}.empty{color:#666}

@@ -245,7 +245,7 @@ export class GrpcStateSource implements StateSource {
     const sendStatsLater = () => {
       statsTimer = this.clock.setTimeout(() => {
         void this.countersNow(statsEvery / 2).then((counters) => {
-          if (!ended && counters.length > 0) call.write({ stats: { counters } });
+          if (!ended && counters.length > 0) call.write({ stats: { counters, runningVersion: this.opts.runningVersion() } });
         });
         sendStatsLater();
       }, statsEvery);

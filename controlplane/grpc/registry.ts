@@ -34,8 +34,11 @@ export interface RegistryEvents {
   onConnect?(agent: AgentRecord): void;
   /** The last stream of an agent closed. */
   onDisconnect?(agent: AgentRecord): void;
-  /** The agent reported its per-service counters (with an ACK, after onAck, or periodically). */
-  onCounters?(agent: AgentRecord, counters: readonly ServiceCounters[], at: Date): void;
+  /**
+   * The agent reported its per-service counters (with an ACK, after onAck, or periodically), running `version`
+   * ("" when an older agent did not say).
+   */
+  onCounters?(agent: AgentRecord, counters: readonly ServiceCounters[], at: Date, version: string): void;
 }
 
 export interface RegistryLimits {
@@ -128,10 +131,10 @@ export class AgentRegistry {
   }
 
   /** The agent's latest per-service counters (checked by the stream: names clipped, at most MAX_COUNTED_SERVICES). */
-  counters(record: AgentRecord, counters: readonly ServiceCounters[], at: Date): void {
+  counters(record: AgentRecord, counters: readonly ServiceCounters[], at: Date, version = ''): void {
     record.counters = counters;
     record.countersAt = at;
-    this.events.onCounters?.(record, counters, at);
+    this.events.onCounters?.(record, counters, at, version);
   }
 
   nack(record: AgentRecord, version: string, reason: string, runningVersion: string): void {

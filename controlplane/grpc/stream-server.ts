@@ -346,7 +346,7 @@ export function agentStreamServer(
           unanswered.clear();
           const reasons = clip(msg.ack.reasons);
           registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings), clip(msg.ack.rejectedServices));
-          if (msg.ack.counters.length > 0) registry.counters(agent, checkedCounters(msg.ack.counters), new Date());
+          if (msg.ack.counters.length > 0) registry.counters(agent, checkedCounters(msg.ack.counters), new Date(), msg.ack.version);
           // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
           alog.debug({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons, duration_ms: msg.ack.durationMs }, 'ACK');
           maybePush();
@@ -362,7 +362,7 @@ export function agentStreamServer(
           alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
           maybePush();
         } else if (msg.stats) {
-          registry.counters(agent, checkedCounters(msg.stats.counters), new Date());
+          registry.counters(agent, checkedCounters(msg.stats.counters), new Date(), msg.stats.runningVersion.slice(0, MAX_VERSION_FIELD));
         } else if (msg.stateReport) {
           // Hostile input like any answer: every text clipped and stripped of control characters.
           const r = msg.stateReport;

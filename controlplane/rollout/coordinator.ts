@@ -297,8 +297,12 @@ export class RolloutCoordinator implements DesiredStateSource {
         this.ledger.forget(agent.nodeId);
         this.store.removeAgent(agent.nodeId);
       },
-      onCounters: (agent, counters, at) => {
-        this.ledger.sample(agent.nodeId, this.statuses.get(agent.nodeId)?.runningRevision ?? revisionOfVersion(agent.runningVersion), counters, at.getTime());
+      onCounters: (agent, counters, at, version) => {
+        // The revision the agent ran as it sent them: its word for periodic stats (an ACK's status is already set,
+        // but a Stats sent right after an apply may arrive before the ACK), else what its status says.
+        const status = this.statuses.get(agent.nodeId);
+        const revision = version && this.partial.get(agent.nodeId) !== version ? revisionOfVersion(version) : (status?.runningRevision ?? revisionOfVersion(agent.runningVersion));
+        this.ledger.sample(agent.nodeId, revision, counters, at.getTime());
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);

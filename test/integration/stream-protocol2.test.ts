@@ -273,7 +273,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       const counter = (service: string) => ({ service, requests: 5, responses5xx: 1, sessions: 5, connectionErrors: 0, responseErrors: 0, retries: 0, serversDown: 0, servers: 1, queue: 0 });
       const hostile = `web\x1b[2J${'x'.repeat(1000)}`;
-      a.send({ stats: { counters: [counter(hostile), ...Array.from({ length: MAX_COUNTED_SERVICES + 50 }, (_, i) => counter(`s${i}`))] } });
+      a.send({ stats: { runningVersion: 'x'.repeat(10_000), counters: [counter(hostile), ...Array.from({ length: MAX_COUNTED_SERVICES + 50 }, (_, i) => counter(`s${i}`))] } });
       expect(await eventually(() => (s.registry.get('n1')?.counters?.length ?? 0) > 0)).toBe(true);
       const got = s.registry.get('n1')!.counters!;
       expect(got).toHaveLength(MAX_COUNTED_SERVICES);
