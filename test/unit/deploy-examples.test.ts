@@ -31,6 +31,8 @@ describe('deploy/examples stay in step with the code', () => {
     const c = loadConfig(path.join(examples, 'controlplane.yml'));
     expect(c.rollout).toMatchObject({ bakeMs: 60000, maxNacks: 0, autoRollback: true, zkPath: '/proxymgr', zookeeper: 'zk1:2181,zk2:2181,zk3:2181' });
     expect(c.rollout!.waves).toEqual([{ kind: 'count', count: 1 }, { kind: 'share', share: 0.1 }, { kind: 'share', share: 0.5 }, { kind: 'share', share: 1 }]);
+    expect(c.rollout!.preflight).toEqual({ enabled: true, maxFailures: 0, timeoutMs: 30000 });
+    expect(c.rollout!.gate).toEqual({ enabled: true, minRequests: 100, onInsufficientTraffic: 'pass', sampleMs: 2000, baselineMs: 60000, thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10 } });
   });
 
   test('agent.yml: control planes, labels and TLS are read', () => {
