@@ -287,9 +287,10 @@ export class AgentProcess {
       haproxyVersion: haproxyVersion(haproxy.binary),
       runningVersion: () => this.agent.current?.version ?? '',
       initialState: () => this.agent.current,
+      // Checked as it would be applied: with the local overrides (agent.bind_address), as apply does.
+      preflight: (state) => this.agent.preflight(this.localize(state)),
       // The latest sample, if recent enough (at most STATS_SAMPLE_MS old, or what the caller asks): a `show stat`
       // only when there is none that recent.
-      preflight: (state) => this.agent.preflight(state),
       counters: async (maxAgeMs) => {
         if (Date.now() - this.serviceStats.sampledAt > Math.min(maxAgeMs, STATS_SAMPLE_MS) && this.agent.supervisor.running) {
           await this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);

@@ -1,9 +1,9 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { Backend, startBackends } from '../helpers/backends';
-import { bufCurl, CLI, CliProcess, startCli, stopAllCli } from '../helpers/cli';
+import { bufCurl, CLI, CliProcess, runCli, startCli, stopAllCli } from '../helpers/cli';
 import { startLoad } from '../helpers/load';
 import { eventually, freePort, sleep, tempDir } from '../helpers/net';
 import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
@@ -47,12 +47,7 @@ describe('rollouts across 2 control planes and 5 agents', () => {
     JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', `http-response set-header X-Rev ${rev}`, ...extra] });
   const host = (b: Backend) => JSON.stringify({ address: '127.0.0.1', port: b.port });
 
-  const ctl = (cp: number, ...args: string[]) =>
-    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-      execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cps[cp]!.port}`, 'rollout', ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-      ),
-    );
+  const ctl = (cp: number, ...args: string[]) => runCli(['ctl', '--controlplane', `127.0.0.1:${cps[cp]!.port}`, 'rollout', ...args]);
   const status = async (cp = 0): Promise<Status> => JSON.parse((await ctl(cp, 'status', '--json')).stdout) as Status;
   /** The X-Rev header (the revision in traffic) and the backend of one request through an agent. */
   const hit = (ip: string, port = webPort) =>

@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Backend, startBackends } from '../helpers/backends';
-import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, tempDir } from '../helpers/net';
+import { CliProcess, runCli, startCli, stopAllCli } from '../helpers/cli';
+import { eventually, freePort, get, sleep, tempDir } from '../helpers/net';
 import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
 import { connectZk } from '../helpers/zk-client';
 
@@ -27,9 +27,10 @@ function chromium(url: string, screenshot?: string): string {
 }
 
 /**
- * Issue 11 (part): the control plane's status page in a real headless Chromium, against a real fleet (ZooKeeper,
- * control plane with rollouts, two agents with HAProxy): a running rollout with its waves, and the canary's NACK (a
- * new service whose port is taken on that host) with its message.
+ * Issue 11: the control plane's status page in a real headless Chromium, against a real fleet (ZooKeeper, control
+ * plane with rollouts, two agents with HAProxy): a running rollout with its waves, and the canary's NACK (a new
+ * service whose port is taken on that host; preflight off, or it would have stopped the rollout before wave 1) with
+ * its message; then a rollout's preflight and its canary wave's traffic gate with the figures.
  */
 describe('the status page in Chromium (ZooKeeper, control plane, 2 agents, HAProxy)', () => {
   let zk: ZooKeeper;
@@ -37,6 +38,8 @@ describe('the status page in Chromium (ZooKeeper, control plane, 2 agents, HAPro
   let backends: Backend[];
   let tmp: ReturnType<typeof tempDir>;
   let cp: CliProcess;
+  let cpPort: number;
+  let webPort: number;
   let metricsPort: number;
   let blocker: net.Server | undefined;
   const agents: CliProcess[] = [];
@@ -45,7 +48,7 @@ describe('the status page in Chromium (ZooKeeper, control plane, 2 agents, HAPro
     [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b'])]);
     zkc = await connectZk(zk.connectString);
     tmp = tempDir('proxymgr-status-page-');
-    const [webPort, cpPort] = [await freePort(), await freePort()];
+    [webPort, cpPort] = [await freePort(), await freePort()];
     metricsPort = await freePort();
     await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http'] }));
     for (const b of backends) await zkc.put(`/services/web/${b.name}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
@@ -56,7 +59,7 @@ describe('the status page in Chromium (ZooKeeper, control plane, 2 agents, HAPro
   defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
 service_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}
 controlplane: {listen: "127.0.0.1:${cpPort}", metrics_listen: "127.0.0.1:${metricsPort}"}
-rollout: {replica_id: cp0, waves: [1, "100%"], bake_ms: 120000, max_nacks: 1, auto_rollback: false}
+rollout: {replica_id: cp0, waves: [1, "100%"], bake_ms: 120000, max_nacks: 1, auto_rollback: false, preflight: false, gate: {min_requests: 20, sample_ms: 500}}
 `,
     );
     cp = startCli(['controlplane', '--config', cpConfig]);
@@ -115,5 +118,38 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
     expect(dom).toMatch(/<meta http-equiv="refresh" content="2">/);
     // /metrics is still there next to it.
     expect(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).toMatch(/^proxymgr_cp_connected_agents 2$/m);
+  });
+
+  test('the next rollout: its preflight and the canary wave\'s traffic gate with its figures, while traffic flows', async () => {
+    const ctl = (...args: string[]) => runCli(['ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', ...args]);
+    expect((await ctl('abort')).code).toBe(0);
+    blocker?.close();
+    blocker = undefined;
+    expect((await ctl('policy', '--next', '--preflight', 'on')).code).toBe(0);
+    // Steady traffic through both agents, so the gate has figures to show.
+    let running = true;
+    const load = [1, 2].map(async (i) => {
+      while (running) await Promise.all([get(webPort, `127.0.0.${i}`, 2000).catch(() => undefined), sleep(20)]);
+    });
+    try {
+      await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', 'http-response set-header X-Rev 2'] }));
+      let last: unknown;
+      const figures = async () => {
+        const r = (await json()).rollout.rollout as { state: string; preflight?: { passed?: number }; waves?: { gate?: { figures?: { metric: string }[] } }[] } | undefined;
+        last = r;
+        // Ratios are judged (and shown) once the canary served min_requests; gauges from its first report.
+        return r?.state === 'running' && (r.preflight?.passed ?? 0) === 2 && (r.waves?.[0]?.gate?.figures ?? []).some((f) => f.metric === 'http_5xx');
+      };
+      if (!(await eventually(figures, 30_000, 200))) throw new Error(`no gate figures; last rollout: ${JSON.stringify(last)}`);
+      const dom = chromium(`http://127.0.0.1:${metricsPort}/`, path.join(ARTIFACTS, 'status-page-gate.png'));
+      expect(dom).toMatch(/<p id="preflight">Preflight: 2 passed · <span class="">0 failed<\/span> · 0 unanswered<\/p>/);
+      expect(dom).toMatch(/<p class="gate" id="gate-1">Wave 1 traffic gate: <b class="">PENDING<\/b>/);
+      // The figures table: all services, the 5xx share of the new revision against the stable agent and its own before.
+      expect(dom).toMatch(/<table class="gate">.*<td>all services<\/td><td>http_5xx<\/td><td>0%<\/td><td>0%<\/td><td>(0%|-)<\/td><td>\+5%<\/td><td>\d+<\/td><td>ok<\/td>/s);
+      expect(dom).toMatch(/traffic gate on \(min 20 requests; 5xx \+5%/);
+    } finally {
+      running = false;
+      await Promise.all(load);
+    }
   });
 });

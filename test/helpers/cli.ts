@@ -63,6 +63,13 @@ export async function stopAllCli(): Promise<string[]> {
   return results.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message ?? r.reason)] : []));
 }
 
+/** Runs the built CLI to completion (e.g. `ctl …`); resolves with its exit code and output. */
+export function runCli(args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) =>
+    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+  );
+}
+
 /** Runs `buf curl` (the real reflection client) against a plaintext gRPC server (`tls`: over TLS, ALPN). */
 export function bufCurl(args: string[], opts: { tls?: boolean; wrap?: string[] } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const buf = path.join(REPO, 'node_modules', '.bin', 'buf');
