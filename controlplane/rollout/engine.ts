@@ -43,6 +43,8 @@ export interface PreflightDoc {
 }
 
 export const MAX_LISTED = 20;
+/** Characters of a failing agent's preflight message kept in the rollout document. */
+export const MAX_LISTED_ERROR = 600;
 
 export interface WaveDoc {
   /** 1-based. */
@@ -326,7 +328,9 @@ function preflightStep(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, no
   }
   const timedOut = now >= startedAt + policy.timeoutMs;
   const done = unanswered === 0 || timedOut;
-  const pf: PreflightDoc = { startedAt, passed, failed: failed.slice(0, MAX_LISTED), failedCount: failed.length, unanswered, ...(done ? { completedAt: now } : {}) };
+  // Listed with their messages cut short: the document is shared by every replica (the full ones are in agent status).
+  const listed = failed.slice(0, MAX_LISTED).map((f) => ({ nodeId: f.nodeId, error: f.error.length > MAX_LISTED_ERROR ? `${f.error.slice(0, MAX_LISTED_ERROR)}…` : f.error }));
+  const pf: PreflightDoc = { startedAt, passed, failed: listed, failedCount: failed.length, unanswered, ...(done ? { completedAt: now } : {}) };
   const same = r.preflight && JSON.stringify(r.preflight) === JSON.stringify(pf);
   let rollout = same ? r : { ...r, preflight: pf, updatedAt: now };
   if (failed.length > policy.maxFailures) {
@@ -492,8 +496,10 @@ function replace(doc: FleetDoc, before: RolloutDoc, after: RolloutDoc): FleetDoc
 
 function finish(doc: FleetDoc, r: RolloutDoc, state: RolloutStateName, now: number, reason: string): FleetDoc {
   const done: RolloutDoc = { ...r, state, reason, updatedAt: now, finishedAt: now };
-  // History lives in the same ZooKeeper node (1 MB by default): keep counts, not per-agent lists.
-  const summary: RolloutDoc = { ...done, results: {}, waves: done.waves.map((w) => ({ ...w, agents: [] })), counts: counts(done) };
+  // History lives in the same ZooKeeper node (1 MB by default): keep counts and verdicts, not per-agent lists or the
+  // gates' per-replica sums.
+  const { baseline: _baseline, ...kept } = done;
+  const summary: RolloutDoc = { ...kept, results: {}, waves: done.waves.map(({ gateStart: _start, ...w }) => ({ ...w, agents: [] })), counts: counts(done) };
   return {
     ...doc,
     stable: state === 'completed' ? r.to : doc.stable,
