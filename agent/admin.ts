@@ -43,6 +43,12 @@ export function agentAdminServer(agent: Agent, runtime: RuntimeApi, conn: Connec
         connected: conn.controlPlane() !== undefined,
         lastError: conn.lastError(),
         services: agent.current?.services.length ?? 0,
+        draining: agent.draining().map((d) => ({
+          server: d.server,
+          since: d.since !== undefined ? new Date(d.since).toISOString() : '',
+          deadline: d.deadline !== undefined ? new Date(d.deadline).toISOString() : '',
+          ageSeconds: d.since !== undefined ? Math.max(0, Math.round((Date.now() - d.since) / 1000)) : 0,
+        })),
       });
     },
     haproxyState(_call, callback) {

@@ -19,7 +19,8 @@ import { inMaint, RuntimeServer, RuntimeState } from './haproxy/servers-state';
 import { SocketPool as NativeSocketPool, socketKey } from './haproxy/sockets';
 import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
-import { OverrideState, plan, Plan, Running, RuntimeAction } from './plan';
+import { OverrideState, Overrides, plan, Plan, Running, RuntimeAction } from './plan';
+import { Drains } from './drains';
 import { ConfigCheck, FileWriter, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
@@ -117,6 +118,9 @@ export class Agent {
   private driftTimer: Timer | undefined;
   private readonly recent: ActionRecord[] = [];
   private readonly overrideTracker = new OverrideTracker();
+  /** Servers that left the desired state and drain until their service's drain timeout (see Drains). */
+  private readonly drains: Drains;
+  private drainTimer: Timer | undefined;
   /** Sockets were copied from an adopted HAProxy and are kept until it runs a config of ours (releaseUnusedSockets). */
   private socketsPinned = false;
   /** Socket keys of this apply that can only be bound once an old socket on their port is closed (see vacate). */
@@ -138,6 +142,7 @@ export class Agent {
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
     this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
     this.identity = resolveHaproxyIdentity(opts.config, this.log);
+    this.drains = new Drains(agent.drainTimeoutMs);
     this.configFile = new CoalescedFile(haproxy.configPath, (file, content) => this.writeFile(file, content), agent.writeDelayMs, this.clock, (file, err) => {
       this.counters.errors++;
       this.log.error({ file, err: errorMessage(err) }, 'cannot write haproxy.cfg after a runtime change; HAProxy runs the change, the write is retried');
@@ -245,7 +250,7 @@ export class Agent {
     let state = this.withSockets(sanitized.state, problems);
     let actual: RuntimeState | undefined;
     if (this.supervisor.running) actual = this.actualCache ?? (await this.readActual().catch(() => undefined));
-    const p = plan(state, this.supervisor.running ? this.running : undefined, actual, this.overrideTracker.current, actual === this.actualCache);
+    const p = plan(state, this.supervisor.running ? this.running : undefined, actual, this.holds(), actual === this.actualCache);
     const method: PreflightResult['method'] = p.reloadReasons.length > 0 ? 'reload' : p.actions.length > 0 ? 'runtime' : 'nothing';
     const reasons = p.reloadReasons.length > 0 ? [...p.reloadReasons] : p.actions.map((a) => a.reason);
     try {
@@ -300,6 +305,7 @@ export class Agent {
   private async shutdown(): Promise<void> {
     this.lifecycle.to('stopping', 'stop');
     this.clock.clearTimeout(this.driftTimer);
+    this.clock.clearTimeout(this.drainTimer);
     try {
       await this.queue.catch(() => undefined);
       this.configFile.cancel(); // HAProxy stops: the next start writes the config first
@@ -385,6 +391,8 @@ export class Agent {
       return done('rejected', [...reasons], [], problems, error);
     };
     let state = this.rejectedServices.withoutKnown(this.withSockets(sanitized.state, problems), this.lastGood, problems);
+    // A draining server that is desired again is simply desired (the plan readies it).
+    if (trigger === 'update' && this.drains.forgetDesired(state) > 0) this.armDrainTimer();
 
     let actual: RuntimeState | undefined;
     let unreadable: string | undefined;
@@ -411,7 +419,7 @@ export class Agent {
       unreadable !== undefined
         ? // Without the live state the runtime path is blind; the config file holds the full state, so reload it.
           { reloadReasons: [`reload: cannot read show servers state (${unreadable})`], actions: [] }
-        : plan(s, this.supervisor.running ? this.running : undefined, actual, this.overrideTracker.current, fromCache);
+        : plan(s, this.supervisor.running ? this.running : undefined, actual, this.holds(), fromCache);
     let p = planFor(state);
     if (p.reloadReasons.length > 0) {
       try {
@@ -459,10 +467,101 @@ export class Agent {
     }
     await this.refreshActual(p.actions);
     this.running = mergeRunning(this.running!, state);
+    this.noteDrains(p.actions, state);
     this.scheduleConfig(state, problems);
     this.lastGood = state;
     if (trigger === 'drift') this.counters.driftRepairs++;
     return done('runtime', p.actions.map((a) => a.reason), commands, problems);
+  }
+
+  /** Operator overrides, and the servers draining on their way out (held in drain). */
+  private holds(): Overrides {
+    return this.drains.holds(this.overrideTracker.current);
+  }
+
+  /** Servers this apply set to drain (they left the desired state): their drain starts now. */
+  private noteDrains(actions: readonly RuntimeAction[], desired: DesiredState): void {
+    let started = false;
+    for (const a of actions) {
+      if (a.kind !== 'drain') continue;
+      const def = this.running?.services.find((x) => x.name === a.backend)?.servers.find((v) => v.name === a.server);
+      if (!def) continue;
+      this.drains.started(a.backend, def, desired.services.find((x) => x.name === a.backend), this.clock.now());
+      started = true;
+    }
+    if (started) this.armDrainTimer();
+  }
+
+  /** Servers draining now: the ones on their way out (with their deadline), and those at weight 0 (no deadline). */
+  draining(): { server: string; since?: number; deadline?: number }[] {
+    const out: { server: string; since?: number; deadline?: number }[] = this.drains.list().map((d) => ({ server: `${d.backend}/${d.server.name}`, since: d.since, deadline: d.deadline }));
+    for (const s of this.lastGood?.services ?? []) for (const v of s.servers) if (v.weight === 0) out.push({ server: `${s.name}/${v.name}` });
+    return out;
+  }
+
+  private armDrainTimer(): void {
+    this.clock.clearTimeout(this.drainTimer);
+    this.drainTimer = undefined;
+    const at = this.drains.nextDeadline();
+    if (at === undefined || !this.lifecycle.is('running')) return;
+    this.drainTimer = this.clock.setTimeout(() => void this.serialize(() => this.sweepDrains()), Math.max(20, at - this.clock.now()));
+    unrefTimer(this.drainTimer);
+  }
+
+  /**
+   * Servers whose drain timeout passed: maint, their remaining sessions shut down, deleted (`del server`), so that
+   * HAProxy's server list does not grow with churn. HAProxy refuses the deletion while connections (idle ones
+   * included) remain: retried every second, at most DRAIN_DELETE_ATTEMPTS times; then the server stays in maint
+   * until the next reload. Never rejects (it runs from a timer).
+   */
+  private async sweepDrains(): Promise<void> {
+    try {
+      if (!this.lifecycle.is('running') || !this.supervisor.running) return;
+      const now = this.clock.now();
+      let deleted = false;
+      for (const d of this.drains.due(now)) {
+        const id = `${d.backend}/${d.server.name}`;
+        try {
+          if (d.attempts === 0) {
+            await this.command(`set server ${id} state maint`, EMPTY_REPLY);
+            await this.command(`shutdown sessions server ${id}`, EMPTY_REPLY);
+          }
+          await this.command(`del server ${id}`, /Server deleted/);
+        } catch (err) {
+          d.attempts++;
+          if (d.attempts < DRAIN_DELETE_ATTEMPTS) {
+            d.deadline = now + 1000;
+            continue;
+          }
+          this.drains.delete(d);
+          this.log.warn({ server: id, err: errorMessage(err) }, 'drained server could not be deleted; it stays in maint until the next reload');
+          continue;
+        }
+        this.drains.delete(d);
+        deleted = true;
+        this.running = withoutServer(this.running, d.backend, d.server.name);
+        const live = this.actualCache?.get(d.backend);
+        if (live) {
+          const rest = new Map(live);
+          rest.delete(d.server.name);
+          this.actualCache!.set(d.backend, rest);
+        }
+        this.record('update', 'runtime', `del server ${id}`, `drain of ${id} ended after ${Math.round((now - d.since) / 1000)} s: sessions shut down, server deleted`);
+        this.log.info({ server: id, drained_ms: now - d.since }, 'drained server deleted');
+      }
+      if (deleted && this.lastGood) this.configFile.schedule(() => this.render(this.drains.withDraining(this.lastGood!)));
+    } catch (err) {
+      this.counters.errors++;
+      this.log.error({ err: errorMessage(err) }, 'sweeping drained servers failed; retrying');
+    } finally {
+      this.armDrainTimer();
+    }
+  }
+
+  private async command(command: string, ok: RegExp): Promise<void> {
+    const reply = (await this.runtime.command(command)).trim();
+    this.counters.runtimeCommands++;
+    if (!ok.test(reply)) throw new ProxyMgrError('HAPROXY_RUNTIME', `"${command}" answered: ${reply}`);
   }
 
   /** Operator overrides (issue 9 l) from a fresh `show servers state`; see OverrideTracker. */
@@ -673,7 +772,7 @@ export class Agent {
    * A write that failed is reported with every apply until one succeeds (it is retried meanwhile).
    */
   private scheduleConfig(state: DesiredState, problems: StateProblem[]): void {
-    this.configFile.schedule(() => this.render(state));
+    this.configFile.schedule(() => this.render(this.drains.withDraining(state)));
     if (this.configFile.failure !== undefined) {
       problems.push({ where: 'haproxy.cfg', message: `cannot write ${this.configFile.file}: ${this.configFile.failure}; HAProxy runs the change, a crash restart before the write succeeds would start from the previous file (drift repair then catches up)` });
     }
@@ -723,7 +822,9 @@ export class Agent {
   private async reload(state: DesiredState, reasons: readonly string[], trigger: 'update' | 'drift', problems: StateProblem[], checked: boolean): Promise<{ state: DesiredState; commands: string[] }> {
     if (!checked) await this.check(state);
     state = await this.vacate(state, problems, trigger);
-    const text = this.render(state);
+    // Draining servers stay in the config (and in drain) until their deadline: a reload does not cut them short.
+    const full = this.drains.withDraining(state);
+    const text = this.render(full);
     const fds = this.fdsFor(state);
     if (this.supervisor.running) {
       await this.saveServerState();
@@ -734,17 +835,19 @@ export class Agent {
     await this.writeConfigNow(text);
     const pid = await this.supervisor.startOrReload(fds);
     this.counters.reloads++;
-    this.running = state;
+    this.running = full;
     for (const reason of reasons) this.record(trigger, 'reload', `haproxy pid ${pid}`, reason);
     this.releaseUnusedSockets();
     try {
-      // Saved states may say maint for a server that is desired again: one runtime pass right after.
+      // Saved states may say maint for a server that is desired again (or not say drain for one draining): one
+      // runtime pass right after.
       const actual = await this.readActual();
       this.observe(actual, state);
-      const after = plan(state, this.running, actual, this.overrideTracker.current);
+      const after = plan(full, this.running, actual, this.holds());
       if (after.reloadReasons.length > 0 || after.actions.length === 0) return { state, commands: [] };
       const sent = await this.runActions(after.actions, trigger);
       await this.refreshActual(after.actions);
+      this.noteDrains(after.actions, state);
       return { state, commands: sent };
     } catch (err) {
       this.actualCache = undefined;
@@ -809,6 +912,16 @@ export class Agent {
  * the same object as before, or lost no server, stays the desired object itself: identity is what lets the next
  * plan skip it (work per change proportional to the change).
  */
+/** How often deleting a drained server is tried (once a second) before it is left in maint. */
+const DRAIN_DELETE_ATTEMPTS = 30;
+const EMPTY_REPLY = /^\s*$/;
+
+/** `running` without one server (deleted at runtime). */
+function withoutServer(running: Running | undefined, backend: string, server: string): Running | undefined {
+  if (!running) return running;
+  return { ...running, services: running.services.map((s) => (s.name === backend ? { ...s, servers: s.servers.filter((v) => v.name !== server) } : s)) };
+}
+
 function mergeRunning(running: Running, state: DesiredState): Running {
   const byName = new Map(running.services.map((s) => [s.name, s]));
   return {

@@ -40,6 +40,21 @@ export interface AgentProcessOptions {
  * idle → starting → running → stopping → stopped; or → handed-over (HAProxy keeps serving for the next agent). A
  * start that fails half-way is followed by stop() (startOrStop).
  */
+/**
+ * One service as this agent runs it: on `bindAddress` when set; with zone-aware routing (`zoneLabel`, and this agent
+ * has that label), the servers of other zones — or of no zone — become `backup`: HAProxy sends them traffic only
+ * when no server of the agent's zone is up (the control plane adds `option allbackups`, so then all of them share
+ * it). An agent without the label uses every server.
+ */
+export function localService(s: Service, bindAddress: string | undefined, labels: Readonly<Record<string, string>>): Service {
+  let out = bindAddress ? { ...s, bindAddress } : s;
+  const zone = s.zoneLabel ? labels[s.zoneLabel] : undefined;
+  if (zone !== undefined) {
+    out = { ...out, servers: s.servers.map((v) => (v.zone === zone || v.options.includes('backup') ? v : { ...v, options: [...v.options, 'backup'] })) };
+  }
+  return out;
+}
+
 /** The most servers a StateReport carries (see reportState). */
 const MAX_REPORTED_SERVERS = 40_000;
 
@@ -253,8 +268,10 @@ export class AgentProcess {
   }
 
   /**
-   * Local overrides: agent.bind_address replaces every service's listen address; a state file without HAProxy
-   * sections gets proxymgr.yml's global/defaults. The version stays the control plane's.
+   * Local overrides: agent.bind_address replaces every service's listen address; zone-aware services (zone_label)
+   * make the servers of other zones than this agent's backups; a state file without HAProxy sections gets
+   * proxymgr.yml's global/defaults. The version stays the control plane's. Each service is localized once per
+   * (immutable) service object, so an unchanged service stays the object HAProxy runs (plan skips it).
    */
   private localize(state: DesiredState): DesiredState {
     const { agent, haproxy } = this.opts.config;
@@ -262,15 +279,12 @@ export class AgentProcess {
     if (this.opts.stateFile && state.haproxy.global.length === 0 && state.haproxy.defaults.length === 0) {
       out = { ...out, haproxy: { global: haproxy.global, defaults: haproxy.defaults } };
     }
-    if (agent.bindAddress) {
-      const bindAddress = agent.bindAddress;
-      const rebind = (s: Service): Service => {
-        let r = this.rebound.get(s);
-        if (!r) this.rebound.set(s, (r = { ...s, bindAddress }));
-        return r;
-      };
-      out = { ...out, services: out.services.map(rebind) };
-    }
+    const local = (s: Service): Service => {
+      let r = this.rebound.get(s);
+      if (!r) this.rebound.set(s, (r = localService(s, agent.bindAddress, agent.labels)));
+      return r;
+    };
+    if (agent.bindAddress || out.services.some((s) => s.zoneLabel)) out = { ...out, services: out.services.map(local) };
     return out;
   }
 
@@ -359,6 +373,26 @@ export class AgentProcess {
       registers: [r],
       collect() {
         this.set(agent.supervisor.running ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'proxymgr_agent_servers_draining',
+      help: 'Servers draining: removed from discovery and waiting for their drain deadline (deadline="yes"), or at weight 0 (deadline="no")',
+      labelNames: ['deadline'],
+      registers: [r],
+      collect() {
+        const d = agent.draining();
+        this.set({ deadline: 'yes' }, d.filter((x) => x.deadline !== undefined).length);
+        this.set({ deadline: 'no' }, d.filter((x) => x.deadline === undefined).length);
+      },
+    });
+    new Gauge({
+      name: 'proxymgr_agent_drain_oldest_seconds',
+      help: 'Age of the longest-draining server removed from discovery (0 when none drains)',
+      registers: [r],
+      collect() {
+        const since = agent.draining().flatMap((x) => (x.since !== undefined ? [x.since] : []));
+        this.set(since.length === 0 ? 0 : Math.max(0, (Date.now() - Math.min(...since)) / 1000));
       },
     });
     collectStandardMetrics(r);

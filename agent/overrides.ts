@@ -98,13 +98,13 @@ export class OverrideTracker {
     return events;
   }
 
-  /** What the agent's own successful commands mean: it readied the server, or took it out of the desired state. */
+  /** What the agent's own successful commands mean: it readied the server, or drained it as it left the desired state. */
   applied(a: RuntimeAction): void {
     if (a.kind === 'ready') {
       let seen = this.seenReady.get(a.backend);
       if (!seen) this.seenReady.set(a.backend, (seen = new Set()));
       seen.add(a.server);
-    } else if (a.kind === 'maint') {
+    } else if (a.kind === 'drain') {
       this.seenReady.get(a.backend)?.delete(a.server);
       this.held.get(a.backend)?.delete(a.server);
     }

@@ -5,7 +5,7 @@ import { ADMF_FDRAIN, ADMF_FMAINT, RuntimeServer, RuntimeState } from './haproxy
 
 /** One runtime API command with the reason it is sent and how to recognise HAProxy's success reply. */
 export interface RuntimeAction {
-  readonly kind: 'add' | 'enable-health' | 'enable-agent' | 'ready' | 'weight' | 'addr' | 'maint' | 'override';
+  readonly kind: 'add' | 'enable-health' | 'enable-agent' | 'ready' | 'weight' | 'addr' | 'drain' | 'override';
   readonly backend: string;
   readonly server: string;
   readonly command: string;
@@ -23,7 +23,7 @@ export interface Plan {
 
 /**
  * What HAProxy runs: the state it was last (re)loaded with, plus servers added at runtime since. Removed servers
- * stay in it (HAProxy still has them, in maint) until the next reload.
+ * stay in it (HAProxy still has them, draining) until the agent deletes them or the next reload.
  */
 export type Running = DesiredState;
 
@@ -150,14 +150,19 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
     if (matched === live.size) continue; // every server HAProxy has is wanted: nothing to take out
     const wanted = new Set(service.servers.map((v) => v.name));
     for (const cur of live.values()) {
-      if (wanted.has(cur.name) || (cur.adminState & ADMF_FMAINT) !== 0) continue;
+      if (wanted.has(cur.name)) continue;
+      // A server that left: drained (no new sessions, the current ones finish); the agent deletes it once its
+      // drain timeout passed (Agent's drains, which hold it in drain). One already on its way out: nothing to do.
+      // One an operator had drained or put in maint: drained by the agent too, so that it is deleted in time.
+      const hold = held?.get(cur.name);
+      if (hold === 'drain' && (cur.adminState & (ADMF_FDRAIN | ADMF_FMAINT)) !== 0) continue;
       removals.push({
-        kind: 'maint',
+        kind: 'drain',
         backend: service.name,
         server: cur.name,
-        command: `set server ${service.name}/${cur.name} state maint`,
+        command: `set server ${service.name}/${cur.name} state drain`,
         ok: EMPTY,
-        reason: `server ${service.name}/${cur.name} is no longer in the desired state`,
+        reason: hold === 'drain' ? `server ${service.name}/${cur.name} is draining: HAProxy restarted without its drain state` : `server ${service.name}/${cur.name} is no longer in the desired state: draining`,
       });
     }
   }

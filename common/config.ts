@@ -86,6 +86,11 @@ export interface AgentConfig {
   readonly writeDelayMs: number;
   /** Upper bound for old HAProxy processes after a reload (`hard-stop-after`). */
   readonly hardStopAfterMs: number;
+  /**
+   * How long a server that left discovery drains (no new sessions; current ones finish) before it is put in maint,
+   * its remaining sessions are shut down and it is deleted from HAProxy (a service config's drain_timeout_ms wins).
+   */
+  readonly drainTimeoutMs: number;
   /** Kernel backlog of every listening socket the agent owns. */
   readonly backlog: number;
   /** This agent's name at the control plane (default: the host name). */
@@ -274,6 +279,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     driftCheckIntervalMs: optionalInt(agentRaw.drift_check_interval_ms, file, 'agent.drift_check_interval_ms', 100, 3_600_000) ?? 10_000,
     writeDelayMs: optionalInt(agentRaw.write_delay_ms, file, 'agent.write_delay_ms', 0, 10_000) ?? 200,
     hardStopAfterMs: optionalInt(agentRaw.hard_stop_after_ms, file, 'agent.hard_stop_after_ms', 1000, 86_400_000) ?? 30_000,
+    drainTimeoutMs: optionalInt(agentRaw.drain_timeout_ms, file, 'agent.drain_timeout_ms', 0, 86_400_000) ?? 30_000,
     backlog: optionalInt(agentRaw.backlog, file, 'agent.backlog', 1, 65535) ?? 4096,
     nodeId: optionalString(agentRaw.node_id, file, 'agent.node_id') ?? hostname(),
     labels: optionalLabels(agentRaw.labels, file, 'agent.labels'),

@@ -24,7 +24,10 @@ export function serviceFromProto(s: pb.Service): Service {
       // Unset (an older control plane, a hand-written file) is the default; an explicit 0 is a drained server.
       weight: v.weight ?? DEFAULT_WEIGHT,
       options: [...v.options],
+      ...(v.zone ? { zone: v.zone } : {}),
     })),
+    ...(s.drainTimeoutMs ? { drainTimeoutMs: s.drainTimeoutMs } : {}),
+    ...(s.zoneLabel ? { zoneLabel: s.zoneLabel } : {}),
   };
 }
 
@@ -36,7 +39,9 @@ export function serviceToProto(s: Service): pb.Service {
     listenOptions: [...s.listenOptions],
     serverOptions: [...s.serverOptions],
     // The weight is always set (presence): 0 must reach the agent as 0, not as "unset".
-    servers: s.servers.map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [...v.options] })),
+    servers: s.servers.map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [...v.options], zone: v.zone ?? '' })),
+    drainTimeoutMs: s.drainTimeoutMs ?? 0,
+    zoneLabel: s.zoneLabel ?? '',
   };
 }
 

@@ -13,6 +13,8 @@ export interface Server {
   readonly weight: number;
   /** Per-server options appended after the service's server_options. */
   readonly options: readonly string[];
+  /** The host's value of the service's `zoneLabel` (zone-aware routing); absent when the service has none. */
+  readonly zone?: string;
 }
 
 export interface Service {
@@ -24,6 +26,10 @@ export interface Service {
   readonly listenOptions: readonly string[];
   readonly serverOptions: readonly string[];
   readonly servers: readonly Server[];
+  /** How long a removed server drains before it is deleted (absent: the agent's `drain_timeout_ms`). */
+  readonly drainTimeoutMs?: number;
+  /** Zone-aware routing: the agent label naming its zone; servers of other zones are backups (absent: off). */
+  readonly zoneLabel?: string;
 }
 
 export interface HaproxyGlobals {

@@ -54,13 +54,17 @@ export function buildService(config: ServiceConfig, hosts: readonly Host[]): Ser
   if (!byHosts) builtByConfig.set(config, (byHosts = new WeakMap()));
   const cached = byHosts.get(hosts);
   if (cached) return cached;
+  let servers = uniqueServers(hosts, config.zoneLabel);
+  if (config.canary) servers = canaryWeights(servers, hosts, config.canary);
   const service: Service = {
     name: config.name,
     port: config.port,
     bindAddress: config.bindAddress,
     listenOptions: config.listenOptions,
     serverOptions: config.serverOptions,
-    servers: uniqueServers(hosts),
+    servers,
+    ...(config.drainTimeoutMs !== undefined ? { drainTimeoutMs: config.drainTimeoutMs } : {}),
+    ...(config.zoneLabel ? { zoneLabel: config.zoneLabel } : {}),
   };
   byHosts.set(hosts, service);
   return service;
@@ -70,24 +74,55 @@ export function buildService(config: ServiceConfig, hosts: readonly Host[]): Ser
  * Server names must be unique within a backend. Two hosts claiming one name (e.g. two Nerve nodes with the same
  * `name` on different ports) both get `name_address:port`; exact duplicates of address:port collapse into one.
  */
-function uniqueServers(hosts: readonly Host[]): Server[] {
+function uniqueServers(hosts: readonly Host[], zoneLabel?: string): Server[] {
   const byName = new Map<string, Host[]>();
   for (const h of hosts) byName.set(h.name, [...(byName.get(h.name) ?? []), h]);
   const out = new Map<string, Server>();
   const sortedNames = [...byName.keys()].sort(compare);
   for (const name of sortedNames) {
     const group = byName.get(name)!;
-    const ordered = group.length === 1 ? group : [...group].sort((a, b) => compare(canonicalJson(toServer(a, '')), canonicalJson(toServer(b, ''))));
+    const ordered = group.length === 1 ? group : [...group].sort((a, b) => compare(canonicalJson(toServer(a, '', zoneLabel)), canonicalJson(toServer(b, '', zoneLabel))));
     for (const h of ordered) {
       const unique = group.length === 1 ? name : `${name}_${h.address}:${h.port}`;
-      if (!out.has(unique)) out.set(unique, toServer(h, unique));
+      if (!out.has(unique)) out.set(unique, toServer(h, unique, zoneLabel));
     }
   }
   return [...out.values()].sort((a, b) => compare(a.name, b.name));
 }
 
-function toServer(h: Host, name: string): Server {
-  return { name, address: h.address, port: h.port, weight: h.weight, options: h.options };
+function toServer(h: Host, name: string, zoneLabel?: string): Server {
+  const zone = zoneLabel ? h.labels?.[zoneLabel] : undefined;
+  return { name, address: h.address, port: h.port, weight: h.weight, options: h.options, ...(zone ? { zone } : {}) };
+}
+
+/**
+ * Weighted canaries: the servers whose host matches `canary.labels` get `canary.share` of the traffic, the others
+ * the rest, however many hosts each side has: every server of a side gets that side's weight (1-256), chosen so
+ * that canaries·wc / (canaries·wc + others·ws) is as close to the share as HAProxy's integer weights allow. Servers
+ * at weight 0 (drained through discovery) stay at 0. With no server on one side, weights stay as discovered.
+ */
+export function canaryWeights(servers: readonly Server[], hosts: readonly Host[], canary: { readonly labels: Readonly<Record<string, string>>; readonly share: number }): Server[] {
+  const isCanary = new Set(hosts.filter((h) => Object.entries(canary.labels).every(([k, v]) => h.labels?.[k] === v)).map((h) => `${h.address}:${h.port}`));
+  const live = servers.filter((s) => s.weight > 0);
+  const nc = live.filter((s) => isCanary.has(`${s.address}:${s.port}`)).length;
+  const ns = live.length - nc;
+  if (nc === 0 || ns === 0) return [...servers];
+  const { wc, ws } = shareWeights(nc, ns, canary.share);
+  return servers.map((s) => (s.weight === 0 ? s : { ...s, weight: isCanary.has(`${s.address}:${s.port}`) ? wc : ws }));
+}
+
+/** Integer weights (1-256) for nc canaries and ns others whose traffic share is closest to `share`. */
+export function shareWeights(nc: number, ns: number, share: number): { wc: number; ws: number } {
+  let best = { wc: 1, ws: 1, err: Infinity };
+  for (let ws = 1; ws <= 256; ws++) {
+    const ideal = (share * ns * ws) / ((1 - share) * nc);
+    for (const wc of [Math.floor(ideal), Math.ceil(ideal)]) {
+      if (wc < 1 || wc > 256) continue;
+      const err = Math.abs((nc * wc) / (nc * wc + ns * ws) - share);
+      if (err < best.err - 1e-12) best = { wc, ws, err };
+    }
+  }
+  return { wc: best.wc, ws: best.ws };
 }
 
 /** sha256 of the canonical JSON of the globals and of every service (each service hashed once, memoized). */

@@ -72,15 +72,61 @@ export function parseServiceConfig(raw: RawServiceConfig, policy: ServiceOptions
       for (const p of serverOptionsProblems(h.options, policy)) fail(`hosts[${i}] options[${p.index}]: ${p.message}`);
     });
   }
+  const traffic = trafficOptions(o, listenOptions, fail);
   return {
     name: raw.name,
     port: port as number,
     bindAddress,
-    listenOptions,
-    serverOptions,
+    // Zone-aware routing needs every backup used when no server of the zone is up (not only the first one).
+    listenOptions: traffic.zoneLabel && !listenOptions.some((l) => /^\s*option\s+allbackups\s*$/.test(l)) ? [...listenOptions, 'option allbackups'] : listenOptions,
+    // Slow start is HAProxy's own `slowstart` on every server, the ones added at runtime included.
+    serverOptions: traffic.slowStartMs ? [...serverOptions, `slowstart ${traffic.slowStartMs}ms`] : serverOptions,
     watcher,
     ...(o.agents !== undefined && o.agents !== null ? { agents: labelSelector(o.agents, fail) } : {}),
+    ...(traffic.drainTimeoutMs !== undefined ? { drainTimeoutMs: traffic.drainTimeoutMs } : {}),
+    ...(traffic.zoneLabel ? { zoneLabel: traffic.zoneLabel } : {}),
+    ...(traffic.canary ? { canary: traffic.canary } : {}),
   };
+}
+
+/** Balance algorithms HAProxy cannot ramp (static, map-based): slow start and runtime weights do nothing there. */
+const STATIC_BALANCE_RE = /^\s*balance\s+(static-rr|source|uri|url_param|hdr|rdp-cookie|hash)\b/;
+
+/**
+ * The traffic-management options (docs/discovery.md): `drain_timeout_ms`, `slow_start_ms`, `zone_label`, `canary`.
+ */
+function trafficOptions(o: Record<string, unknown>, listenOptions: readonly string[], fail: (m: string) => never) {
+  const int = (key: string, min: number, max: number): number | undefined => {
+    const v = o[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) return fail(`${key}: expected an integer ${min}-${max} (milliseconds), got ${describe(v)}`);
+    return v;
+  };
+  const drainTimeoutMs = int('drain_timeout_ms', 1, 86_400_000);
+  const slowStartMs = int('slow_start_ms', 1, 3_600_000);
+  if (slowStartMs !== undefined) {
+    const fixed = listenOptions.find((l) => STATIC_BALANCE_RE.test(l));
+    if (fixed) fail(`slow_start_ms: "${fixed.trim()}" is a static algorithm, which HAProxy cannot ramp (use roundrobin, leastconn, random or first)`);
+  }
+  let zoneLabel: string | undefined;
+  if (o.zone_label !== undefined && o.zone_label !== null) {
+    if (typeof o.zone_label !== 'string' || !/^[A-Za-z0-9_.\/-]{1,63}$/.test(o.zone_label)) fail(`zone_label: expected a label name such as "zone" ([A-Za-z0-9_./-], at most 63), got ${describe(o.zone_label)}`);
+    zoneLabel = o.zone_label as string;
+  }
+  let canary: { labels: Record<string, string>; share: number } | undefined;
+  if (o.canary !== undefined && o.canary !== null) {
+    const c = o.canary as Record<string, unknown>;
+    if (typeof c !== 'object' || Array.isArray(c)) fail(`canary: expected {"labels": {"canary": "true"}, "share": 0.05}, got ${describe(o.canary)}`);
+    for (const k of Object.keys(c)) if (k !== 'labels' && k !== 'share') fail(`canary.${k}: unknown key (expected labels, share)`);
+    const share = c.share;
+    if (typeof share !== 'number' || !(share > 0 && share < 1)) fail(`canary.share: expected a share of the traffic between 0 and 1 (e.g. 0.05 for 5 %), got ${describe(share)}`);
+    const labels = labelSelector(c.labels, (m) => fail(m.replace(/^agents/, 'canary.labels')));
+    if (Object.keys(labels).length === 0) fail('canary.labels: expected at least one label, such as {"canary": "true"}');
+    const fixed = listenOptions.find((l) => STATIC_BALANCE_RE.test(l));
+    if (fixed) fail(`canary: "${fixed.trim()}" is a static algorithm, which takes no runtime weights (use roundrobin, leastconn or random)`);
+    canary = { labels, share: share as number };
+  }
+  return { drainTimeoutMs, slowStartMs, zoneLabel, canary };
 }
 
 /** `agents`: a label selector, {"label": "value", ...}; every pair must match an agent's labels. */

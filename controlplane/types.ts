@@ -40,6 +40,12 @@ export interface ServiceConfig {
    * every pair get this service. Absent = every agent. Used by rollouts (controlplane/rollout).
    */
   readonly agents?: Readonly<Record<string, string>>;
+  /** `drain_timeout_ms`: how long a removed server drains before it is deleted (absent: the agent's default). */
+  readonly drainTimeoutMs?: number;
+  /** `zone_label`: zone-aware routing by this host/agent label (see Service.zoneLabel). */
+  readonly zoneLabel?: string;
+  /** `canary`: hosts matching `labels` get `share` (0..1) of the service's traffic through their weights. */
+  readonly canary?: { readonly labels: Readonly<Record<string, string>>; readonly share: number };
 }
 
 /** A service config as a source delivers it: unparsed text plus where it came from (for error messages). */

@@ -14,6 +14,8 @@ export interface ServiceShape {
   readonly serverOptions: readonly string[];
   /** Label selector (matchLabels); absent = every agent. */
   readonly agents?: Readonly<Record<string, string>>;
+  readonly drainTimeoutMs?: number;
+  readonly zoneLabel?: string;
 }
 
 /**
@@ -41,6 +43,8 @@ export function revisionOf(state: DesiredState, selectorOf: (service: string) =>
       listenOptions: s.listenOptions,
       serverOptions: s.serverOptions,
       ...(agents && Object.keys(agents).length > 0 ? { agents } : {}),
+      ...(s.drainTimeoutMs !== undefined ? { drainTimeoutMs: s.drainTimeoutMs } : {}),
+      ...(s.zoneLabel ? { zoneLabel: s.zoneLabel } : {}),
     };
   });
   services.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -63,7 +67,16 @@ export function selectorMatches(selector: Readonly<Record<string, string>> | und
 export function composeState(revision: Revision, labels: Readonly<Record<string, string>>, hostsOf: (service: string) => readonly Server[]): DesiredState {
   const services: Service[] = revision.services
     .filter((s) => selectorMatches(s.agents, labels))
-    .map((s) => ({ name: s.name, port: s.port, bindAddress: s.bindAddress, listenOptions: s.listenOptions, serverOptions: s.serverOptions, servers: hostsOf(s.name) }));
+    .map((s) => ({
+      name: s.name,
+      port: s.port,
+      bindAddress: s.bindAddress,
+      listenOptions: s.listenOptions,
+      serverOptions: s.serverOptions,
+      servers: hostsOf(s.name),
+      ...(s.drainTimeoutMs !== undefined ? { drainTimeoutMs: s.drainTimeoutMs } : {}),
+      ...(s.zoneLabel ? { zoneLabel: s.zoneLabel } : {}),
+    }));
   return { version: `${revision.id}.${stateVersion(revision.haproxy, services).slice(0, 20)}`, haproxy: revision.haproxy, services };
 }
 
@@ -134,6 +147,8 @@ export function describeChanges(from: Revision | undefined, to: Revision): strin
       ['listen_options', b.listenOptions, s.listenOptions],
       ['server_options', b.serverOptions, s.serverOptions],
       ['agents', b.agents, s.agents],
+      ['drain_timeout_ms', b.drainTimeoutMs, s.drainTimeoutMs],
+      ['zone_label', b.zoneLabel, s.zoneLabel],
     ];
     for (const [field, x, y] of fields) if (canonicalJson(x) !== canonicalJson(y)) out.push(`${field} of ${name} changed`);
   }

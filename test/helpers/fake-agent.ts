@@ -59,6 +59,9 @@ export class FakeRuntime implements RuntimeApi {
     }
   }
 
+  /** `del server` of these (backend/server) is refused this many more times ("still has connections"). */
+  readonly busy = new Map<string, number>();
+
   /** Changes a server behind the agent's back (what drift repair is for). */
   tamper(backend: string, server: string, change: Partial<RuntimeServer>): void {
     const be = this.backends.get(backend)!;
@@ -73,6 +76,20 @@ export class FakeRuntime implements RuntimeApi {
     if ((m = /^set server (\S+)\/(\S+) state (ready|maint|drain)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { adminState: ADMIN[m[3]!]! }, '\n');
     if ((m = /^set server (\S+)\/(\S+) addr (\S+) port (\d+)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { address: m[3]!, port: Number(m[4]) }, 'IP changed from a to b\n');
     if ((m = /^enable (health|agent) (\S+)\/(\S+)$/.exec(cmd))) return '\n';
+    if ((m = /^shutdown sessions server (\S+)\/(\S+)$/.exec(cmd))) return this.backends.get(m[1]!)?.has(m[2]!) ? '\n' : 'No such server.\n';
+    if ((m = /^del server (\S+)\/(\S+)$/.exec(cmd))) {
+      const be = this.backends.get(m[1]!);
+      const srv = be?.get(m[2]!);
+      if (!be || !srv) return 'No such server.\n';
+      // As HAProxy: only a server in maint, and not while it still has connections.
+      if ((srv.adminState & 0x01) === 0) return 'Only servers in maintenance mode can be deleted.\n';
+      if ((this.busy.get(`${m[1]}/${m[2]}`) ?? 0) > 0) {
+        this.busy.set(`${m[1]}/${m[2]}`, this.busy.get(`${m[1]}/${m[2]}`)! - 1);
+        return 'Server still has connections attached to it, cannot remove it.\n';
+      }
+      be.delete(m[2]!);
+      return 'Server deleted.\n';
+    }
     if ((m = /^add server (\S+)\/(\S+) (\S+):(\d+) weight (\d+)/.exec(cmd))) {
       const be = this.backends.get(m[1]!);
       if (!be) return `No such backend.\n`;

@@ -243,24 +243,78 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
     }
   });
 
-  test('a removed server is held in maint until a reload; when the service changes again and the server comes back, it is set ready', async () => {
+  test('drain timeout: maint, sessions shut down, deleted (retried while HAProxy says connections remain); the config file loses it', async () => {
+    const f = fakeAgent();
+    try {
+      await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002), server('c', 9003))]));
+      const drainMs = f.config.agent.drainTimeoutMs;
+      // b leaves; c leaves a second later with a service-level drain timeout of 5 s (its service config's).
+      await f.agent.apply(state([api, web(server('a', 9001), server('c', 9003))]));
+      await f.clock.advanceAsync(1000);
+      await f.agent.apply(state([api, { ...web(server('a', 9001)), drainTimeoutMs: 5000 }]));
+      expect(f.agent.draining().map((d) => [d.server, d.deadline! - d.since!])).toEqual([
+        ['web/b', drainMs],
+        ['web/c', 5000],
+      ]);
+      f.runtime.busy.set('web/c', 2);
+      f.runtime.commands.length = 0;
+      await f.clock.advanceAsync(5000); // c's deadline: maint, shutdown, del refused twice, then deleted
+      await f.clock.advanceAsync(2100);
+      expect(f.runtime.commands.filter((c) => c.includes('web/c'))).toEqual(['set server web/c state maint', 'shutdown sessions server web/c', 'del server web/c', 'del server web/c', 'del server web/c']);
+      expect(f.runtime.backends.get('web')?.has('c')).toBe(false);
+      expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(8); // still draining
+      await f.clock.advanceAsync(drainMs);
+      expect(f.runtime.backends.get('web')?.has('b')).toBe(false);
+      expect(f.agent.draining()).toEqual([]);
+      await f.agent.flushFiles();
+      const cfg = f.files.files.get(f.config.haproxy.configPath) ?? '';
+      expect(cfg).toMatch(/server a 127\.0\.0\.1:9001/);
+      expect(cfg).not.toMatch(/server [bc] /);
+      // a comes and goes again: a new drain, and the next apply plans without the deleted servers.
+      const r = await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002))]));
+      expect(r.outcome).toBe('runtime');
+      expect(r.commands).toEqual(['add server web/b 127.0.0.1:9002 weight 1', 'set server web/b state ready']);
+    } finally {
+      await f.agent.stop();
+    }
+  });
+
+  test('a reload while servers drain keeps them in the config and in drain', async () => {
+    const f = fakeAgent();
+    try {
+      await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002))]));
+      await f.agent.apply(state([api, web(server('a', 9001))]));
+      // A shape change (listen options): a reload. b stays in the new config, and drains on.
+      const r = await f.agent.apply(state([api, { ...web(server('a', 9001)), listenOptions: ['mode http', 'option httplog'] }]));
+      expect(r.outcome).toBe('reload');
+      expect(f.files.files.get(f.config.haproxy.configPath) ?? '').toMatch(/server b 127\.0\.0\.1:9002/);
+      expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(8);
+      expect(f.agent.draining().map((d) => d.server)).toEqual(['web/b']);
+    } finally {
+      await f.agent.stop();
+    }
+  });
+
+  test('a removed server drains until its deadline; when the service changes again and the server comes back, it is set ready', async () => {
     const f = fakeAgent();
     try {
       await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002))]));
       const r1 = await f.agent.apply(state([api, web(server('a', 9001))]));
-      expect(r1.commands).toEqual(['set server web/b state maint']);
-      expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(1);
+      expect(r1.commands).toEqual(['set server web/b state drain']);
+      expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(8);
+      expect(f.agent.draining()).toEqual([{ server: 'web/b', since: expect.any(Number), deadline: expect.any(Number) }]);
 
-      // The service changes again without b: b stays in maint, and is not sent maint again.
+      // The service changes again without b: b keeps draining, and is not sent drain again.
       const r2 = await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }))]));
       expect(r2.outcome).toBe('runtime');
       expect(r2.commands).toEqual(['set server web/a weight 3']);
 
-      // b comes back as it was: HAProxy still has it (in maint), so it is set ready, with no add and no reload.
+      // b comes back as it was: HAProxy still has it (draining), so it is set ready, with no add and no reload.
       const r3 = await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }), server('b', 9002))]));
       expect(r3.outcome).toBe('runtime');
       expect(r3.commands).toEqual(['set server web/b state ready']);
       expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(0);
+      expect(f.agent.draining()).toEqual([]);
       expect(f.supervisor.starts).toHaveLength(1);
     } finally {
       await f.agent.stop();

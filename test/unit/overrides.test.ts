@@ -40,12 +40,12 @@ describe('OverrideTracker', () => {
     expect(u.list()).toEqual([]);
   });
 
-  test('the agent\'s own maint (removal) ends an override and the seen-ready memory', () => {
+  test('the agent\'s own drain (removal) ends an override and the seen-ready memory', () => {
     const t = new OverrideTracker();
     t.observe(actual({}), desired);
     t.observe(actual({ b: 8 }), desired);
-    t.applied({ kind: 'maint', backend: 'web', server: 'b', command: '', ok: /x/, reason: '' });
+    t.applied({ kind: 'drain', backend: 'web', server: 'b', command: '', ok: /x/, reason: '' });
     expect(t.list()).toEqual([]);
-    expect(t.observe(actual({ b: 1 }), desired)).toEqual([]); // back in the desired state, still in maint: the agent readies it
+    expect(t.observe(actual({ b: 1 }), desired)).toEqual([]); // back in the desired state, still in maint or drain: the agent readies it
   });
 });

@@ -29,15 +29,25 @@ describe('plan (pure)', () => {
     expect(plan(running, running, actualOf([web]))).toEqual({ reloadReasons: [], actions: [] });
   });
 
-  test('removed server → maint, with a reason', () => {
+  test('removed server → drain, with a reason', () => {
     const p = plan(state([{ ...web, servers: [server('a', 9001)] }]), running, actualOf([web]));
     expect(p.reloadReasons).toEqual([]);
-    expect(p.actions.map((a) => [a.command, a.reason])).toEqual([['set server web/b state maint', 'server web/b is no longer in the desired state']]);
+    expect(p.actions.map((a) => [a.command, a.reason, a.kind])).toEqual([['set server web/b state drain', 'server web/b is no longer in the desired state: draining', 'drain']]);
   });
 
-  test('a server already in maint is not sent maint again, and comes back with ready', () => {
+  test('a removed server the agent drains (held) is not sent drain again, nor once in maint (being deleted); it comes back with ready', () => {
+    const holds = new Map([['web', new Map([['b', 'drain' as const]])]]);
+    const without = state([{ ...web, servers: [server('a', 9001)] }]);
+    for (const adminState of [8, 1]) expect(plan(without, running, actualOf([web], { 'web/b': { adminState } }), holds).actions).toEqual([]);
+    // Found ready although draining (HAProxy restarted without the state): drained again.
+    expect(plan(without, running, actualOf([web]), holds).actions.map((a) => [a.command, a.reason])).toEqual([['set server web/b state drain', 'server web/b is draining: HAProxy restarted without its drain state']]);
+    // Desired again: ready (the agent stops holding it).
+    expect(plan(running, running, actualOf([web], { 'web/b': { adminState: 8 } })).actions.map((a) => a.command)).toEqual(['set server web/b state ready']);
+  });
+
+  test('a removed server an operator had in maint is drained by the agent too (so that it is deleted in time)', () => {
     const actual = actualOf([web], { 'web/b': { adminState: 1 } });
-    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, actual).actions).toEqual([]);
+    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, actual).actions.map((a) => a.command)).toEqual(['set server web/b state drain']);
     expect(plan(running, running, actual).actions.map((a) => a.command)).toEqual(['set server web/b state ready']);
   });
 
@@ -49,7 +59,7 @@ describe('plan (pure)', () => {
       'add server web/c 127.0.0.1:9003 weight 1 check inter 2000 backup',
       'enable health web/c',
       'set server web/c state ready',
-      'set server web/a state maint',
+      'set server web/a state drain',
     ]);
   });
 
@@ -103,8 +113,8 @@ describe('plan (pure)', () => {
     expect(plan(heavier, running, drained, overrides).actions.map((a) => a.command)).toEqual(['set server web/b weight 5']);
     // Ready although held: HAProxy restarted from a server-state file older than the override.
     expect(plan(running, running, actualOf([web]), overrides).actions.map((a) => [a.command, a.kind])).toEqual([['set server web/b state drain', 'override']]);
-    // Taken out of the desired state: the agent's maint, whatever the override.
-    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, drained, overrides).actions.map((a) => a.command)).toEqual(['set server web/b state maint']);
+    // Taken out of the desired state: the agent's drain (which ends in its deletion), whatever the override.
+    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, drained, new Map()).actions.map((a) => a.command)).toEqual(['set server web/b state drain']);
   });
 
   test('a new dynamic server with agent-check gets its agent check enabled', () => {
@@ -148,7 +158,7 @@ describe('plan with skipSame (runtime applies planned against the agent\'s own c
     expect(plan(state([api, { ...web }]), running, drifted(), undefined, true).actions.map((a) => a.command)).toEqual([
       'set server web/b state ready',
       'set server web/a weight 1',
-      'set server web/z state maint',
+      'set server web/z state drain',
     ]);
   });
 
@@ -156,7 +166,7 @@ describe('plan with skipSame (runtime applies planned against the agent\'s own c
     expect(plan(state([api, web]), running, drifted()).actions.map((a) => a.command)).toEqual([
       'set server web/b state ready',
       'set server web/a weight 1',
-      'set server web/z state maint',
+      'set server web/z state drain',
     ]);
     expect(plan(state([api, web]), running, drifted(), undefined, false).actions).toHaveLength(3);
   });

@@ -35,7 +35,7 @@ describe('state codec: weight', () => {
     old.uint32(10).string('s0').uint32(18).string('10.0.0.1').uint32(24).uint32(80);
     const server = pb.Server.decode(old.finish());
     expect(server.weight).toBeUndefined();
-    const decoded = fromProto({ version: 'v', services: [{ name: 'web', port: 1, bindAddress: '', listenOptions: [], serverOptions: [], servers: [server] }] });
+    const decoded = fromProto({ version: 'v', services: [{ name: 'web', port: 1, bindAddress: '', listenOptions: [], serverOptions: [], servers: [server], drainTimeoutMs: 0, zoneLabel: '' }] });
     expect(weightsOf(decoded)).toEqual([1]);
     expect(weightsOf(fromJson({ version: 'v', services: [{ name: 'web', port: 1, servers: [{ name: 's0', address: '10.0.0.1', port: 80 }] }] }))).toEqual([1]);
   });
