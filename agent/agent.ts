@@ -49,6 +49,8 @@ export interface PreflightResult {
   readonly reasons: readonly string[];
   /** What would be left out (services, servers) and why. */
   readonly problems: readonly StateProblem[];
+  /** It failed as a whole (not only services left out): invalid input, the whole config refused, the check not run. */
+  readonly wholeConfig?: boolean;
 }
 
 export interface ActionRecord {
@@ -230,7 +232,7 @@ export class Agent {
       try {
         return await this.preflightNow(desired);
       } catch (err) {
-        return { ok: false, error: errorMessage(err), method: 'nothing' as const, reasons: [], problems: [] };
+        return { ok: false, error: errorMessage(err), method: 'nothing' as const, reasons: [], problems: [], wholeConfig: true };
       } finally {
         this.awaitingBind.clear();
         this.releaseUnusedSockets();
@@ -244,19 +246,20 @@ export class Agent {
       sanitized = sanitizeState(desired, this.lastGood, this.opts.config.serviceOptions);
     } catch (err) {
       if (!(err instanceof StateError)) throw err;
-      return { ok: false, error: err.message, method: 'nothing', reasons: [], problems: err.problems };
+      return { ok: false, error: err.message, method: 'nothing', reasons: [], problems: err.problems, wholeConfig: true };
     }
     const problems = [...sanitized.problems];
     let state = this.withSockets(sanitized.state, problems);
     let actual: RuntimeState | undefined;
-    if (this.supervisor.running) actual = this.actualCache ?? (await this.readActual().catch(() => undefined));
+    // Read for the plan only: the cache stays what the agent's own last change left (overrides are observed there).
+    if (this.supervisor.running) actual = this.actualCache ?? (await this.runtime.serversState().catch(() => undefined));
     const p = plan(state, this.supervisor.running ? this.running : undefined, actual, this.holds(), actual === this.actualCache);
     const method: PreflightResult['method'] = p.reloadReasons.length > 0 ? 'reload' : p.actions.length > 0 ? 'runtime' : 'nothing';
     const reasons = p.reloadReasons.length > 0 ? [...p.reloadReasons] : p.actions.map((a) => a.reason);
     try {
       state = await this.checkPerService(state, problems);
     } catch (err) {
-      return { ok: false, error: errorMessage(err), ...(err instanceof HaproxyConfigError ? { haproxyOutput: err.output } : {}), method, reasons, problems };
+      return { ok: false, error: errorMessage(err), ...(err instanceof HaproxyConfigError ? { haproxyOutput: err.output } : {}), method, reasons, problems, wholeConfig: true };
     }
     const services = problems.filter((x) => x.service !== undefined && x.server === undefined);
     if (services.length > 0) return { ok: false, error: services.map((x) => `${x.where}: ${x.message}`).join('; '), method, reasons, problems };

@@ -72,14 +72,14 @@ export class Drains {
     return at;
   }
 
-  /** `overrides` plus every draining server held in drain (the plan re-applies it if HAProxy lost it). */
+  /** `overrides` plus every draining server, held as 'draining' (the plan re-applies drain if HAProxy lost it). */
   holds(overrides: Overrides): Overrides {
     if (this.entries.size === 0) return overrides;
-    const out = new Map<string, Map<string, OverrideState>>([...overrides].map(([b, m]) => [b, new Map(m)]));
+    const out = new Map<string, Map<string, OverrideState | 'draining'>>([...overrides].map(([b, m]) => [b, new Map(m)]));
     for (const d of this.entries.values()) {
       let m = out.get(d.backend);
       if (!m) out.set(d.backend, (m = new Map()));
-      m.set(d.server.name, 'drain');
+      m.set(d.server.name, 'draining');
     }
     return out;
   }

@@ -29,12 +29,16 @@ export type Running = DesiredState;
 
 /** An admin state someone other than the agent set on a desired server (see Agent.overrides). */
 export type OverrideState = 'drain' | 'maint';
+/*
+ * Overrides also hold the agent's own drains ('draining': a server on its way out, see agent/drains.ts), so that a
+ * reload, whose config keeps draining servers, re-applies their drain state rather than readying them.
+ */
 
 /**
  * Servers whose admin state belongs to an operator (or its agent-check), backend → server → state: the plan never
  * readies them; one found ready (HAProxy restarted from an older server-state file) gets its state back.
  */
-export type Overrides = ReadonlyMap<string, ReadonlyMap<string, OverrideState>>;
+export type Overrides = ReadonlyMap<string, ReadonlyMap<string, OverrideState | 'draining'>>;
 
 const EMPTY = /^\s*$/;
 const EMPTY_BACKEND: ReadonlyMap<string, RuntimeServer> = new Map();
@@ -141,7 +145,11 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
       }
       if (hold !== undefined) {
         if (admin === 0) {
-          removals.push({ kind: 'override', backend: service.name, server: server.name, command: `set server ${id} state ${hold}`, ok: EMPTY, reason: `operator override of ${id} (${hold}) re-applied: HAProxy restarted without it` });
+          removals.push(
+            hold === 'draining'
+              ? { kind: 'override', backend: service.name, server: server.name, command: `set server ${id} state drain`, ok: EMPTY, reason: `server ${id} is draining: HAProxy restarted without its drain state` }
+              : { kind: 'override', backend: service.name, server: server.name, command: `set server ${id} state ${hold}`, ok: EMPTY, reason: `operator override of ${id} (${hold}) re-applied: HAProxy restarted without it` },
+          );
         }
       } else if (admin !== 0) {
         adds.push(ready(service.name, server.name, `server ${id} is desired again`));
@@ -155,14 +163,14 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
       // drain timeout passed (Agent's drains, which hold it in drain). One already on its way out: nothing to do.
       // One an operator had drained or put in maint: drained by the agent too, so that it is deleted in time.
       const hold = held?.get(cur.name);
-      if (hold === 'drain' && (cur.adminState & (ADMF_FDRAIN | ADMF_FMAINT)) !== 0) continue;
+      if (hold === 'draining' && (cur.adminState & (ADMF_FDRAIN | ADMF_FMAINT)) !== 0) continue;
       removals.push({
         kind: 'drain',
         backend: service.name,
         server: cur.name,
         command: `set server ${service.name}/${cur.name} state drain`,
         ok: EMPTY,
-        reason: hold === 'drain' ? `server ${service.name}/${cur.name} is draining: HAProxy restarted without its drain state` : `server ${service.name}/${cur.name} is no longer in the desired state: draining`,
+        reason: hold === 'draining' ? `server ${service.name}/${cur.name} is draining: HAProxy restarted without its drain state` : `server ${service.name}/${cur.name} is no longer in the desired state: draining`,
       });
     }
   }

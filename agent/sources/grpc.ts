@@ -306,9 +306,10 @@ export class GrpcStateSource implements StateSource {
         reasons: [...r.reasons],
         rejectedServices: [...new Set(r.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])))],
         warnings: r.problems.map((p) => `${p.where}: ${p.message}`),
+        wholeConfig: !r.ok && r.wholeConfig === true,
       };
     } catch (err) {
-      report = { id, ok: false, error: errorMessage(err), haproxyOutput: '', method: ApplyMethod.APPLY_METHOD_UNSPECIFIED, reasons: [], rejectedServices: [], warnings: [] };
+      report = { id, ok: false, error: errorMessage(err), haproxyOutput: '', method: ApplyMethod.APPLY_METHOD_UNSPECIFIED, reasons: [], rejectedServices: [], warnings: [], wholeConfig: true };
     }
     log.info({ version: proto?.version, ok: report.ok, method: report.method, error: report.error || undefined }, 'preflight');
     if (call === this.call) call.write({ preflightReport: report });

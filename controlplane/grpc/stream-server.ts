@@ -384,6 +384,7 @@ export function agentStreamServer(
             reasons: clip(r.reasons).map(plain),
             rejectedServices: clip(r.rejectedServices).map((x) => plain(x).slice(0, 256)),
             warnings: clip(r.warnings).map(plain),
+            wholeConfig: r.wholeConfig,
           });
         } else if (msg.resync) {
           if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });

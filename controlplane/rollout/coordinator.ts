@@ -16,7 +16,7 @@ import { RolloutPlan } from '../../common/gen/proxymgr/v1/rollout';
 import { rolloutPlan } from './admin';
 import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
 import { changedServices, composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
-import { AgentStatus, RolloutStore, RolloutStoreListener } from './store';
+import { AgentStatus, PreflightStatus, RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
 
 /** What the coordinator uses of discovery. */
@@ -42,8 +42,10 @@ export interface RolloutCoordinatorOptions {
   readonly preflights?: AgentPreflights;
 }
 
-/** How long an agent has to answer a preflight request (one `haproxy -c`: seconds on a big config). */
-const PREFLIGHT_ANSWER_MS = 20_000;
+/** Text from agents kept in shared state is cut to this many characters. */
+function clipText(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max)}…` : s;
+}
 
 /** idle → running (start) → stopping → stopped (store closed, no step running). */
 
@@ -287,7 +289,9 @@ export class RolloutCoordinator implements DesiredStateSource {
         this.statuses.delete(agent.nodeId);
         this.preflightAsked.delete(agent.nodeId);
         this.records.set(agent.nodeId, agent);
-        put(agent, {});
+        // Its answer to the current rollout's preflight stands across a reconnect (a failure keeps it from being the canary).
+        const pf = this.preflightResults.get(agent.nodeId);
+        put(agent, pf ? { preflight: pf } : {});
         setImmediate(() => this.askPreflights()); // once the stream has registered for questions
       },
       onDisconnect: (agent) => {
@@ -298,11 +302,13 @@ export class RolloutCoordinator implements DesiredStateSource {
         this.store.removeAgent(agent.nodeId);
       },
       onCounters: (agent, counters, at, version) => {
-        // The revision the agent ran as it sent them: its word for periodic stats (an ACK's status is already set,
-        // but a Stats sent right after an apply may arrive before the ACK), else what its status says.
         const status = this.statuses.get(agent.nodeId);
-        const revision = version && this.partial.get(agent.nodeId) !== version ? revisionOfVersion(version) : (status?.runningRevision ?? revisionOfVersion(agent.runningVersion));
-        this.ledger.sample(agent.nodeId, revision, counters, at.getTime());
+        const revision = status?.runningRevision ?? revisionOfVersion(agent.runningVersion);
+        // A Stats that names another version than the agent's ACKed one (sent right after an apply, before its ACK
+        // arrived — or a lie): a boundary, nothing counted, so traffic is never put on a revision the agent did not
+        // ACK. A partial apply's traffic counts for neither side.
+        const countable = (version === '' || version === agent.runningVersion) && this.partial.get(agent.nodeId) !== agent.runningVersion;
+        this.ledger.sample(agent.nodeId, revision, counters, at.getTime(), countable);
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);
@@ -331,60 +337,87 @@ export class RolloutCoordinator implements DesiredStateSource {
 
   // ------------------------------------------------------------------ preflight and traffic (every replica)
 
+  /** The services a rollout changes (cached per rollout; undefined while its revisions are not both known). */
+  private changedBy(r: RolloutDoc): Set<string> | undefined {
+    if (this.changedCache?.id === r.id) return this.changedCache.changed;
+    const to = this.store.cachedRevision(r.to);
+    const from = r.from ? this.store.cachedRevision(r.from) : undefined;
+    if (!to || (r.from && !from)) {
+      if (!to) this.load(r.to);
+      if (r.from && !from) this.load(r.from);
+      return undefined;
+    }
+    const changed = changedServices(from, to);
+    this.changedCache = { id: r.id, changed };
+    return changed;
+  }
+
+  private changedCache: { id: string; changed: Set<string> } | undefined;
+  private askCounter = 0;
+
   /**
    * While the current rollout is in its preflight, asks each agent of this replica that can preflight (once per
    * rollout) whether it could run the rollout's revision, and records the answer in its status for the leader.
+   * An agent that does not answer in time (or leaves) is not recorded: the leader counts it as unanswered.
    */
   private askPreflights(): void {
     const r = this.store.doc?.current;
     const preflights = this.opts.preflights;
     if (!preflights || !r || r.state !== 'running' || r.waves.length > 0 || !r.policy.preflight?.enabled || r.preflight?.completedAt) return;
-    const rev = this.store.cachedRevision(r.to);
-    if (!rev) return this.load(r.to);
-    const changed = changedServices(r.from ? this.store.cachedRevision(r.from) : undefined, rev);
+    const changed = this.changedBy(r);
+    if (!changed) return; // asked again once the revisions are loaded (load → followRollout)
     for (const [nodeId, status] of this.statuses) {
-      if (this.preflightAsked.get(nodeId) === r.id || !preflights.has(nodeId)) continue;
+      if (this.preflightAsked.get(nodeId)?.startsWith(`${r.id}#`) || !preflights.has(nodeId)) continue;
       const state = this.stateOf(r.to, status.labels);
       if (!state) continue;
-      this.preflightAsked.set(nodeId, r.id);
-      void preflights.ask(nodeId, state, PREFLIGHT_ANSWER_MS).then((report) => {
+      const token = `${r.id}#${++this.askCounter}`;
+      this.preflightAsked.set(nodeId, token);
+      void preflights.ask(nodeId, state, r.policy.preflight.timeoutMs).then((report) => {
         const agent = this.records.get(nodeId);
-        if (!agent || this.statuses.get(nodeId) === undefined || this.preflightAsked.get(nodeId) !== r.id) return;
-        let ok = false;
-        let error: string;
-        let method = '';
-        let reasons: readonly string[] = [];
-        if (typeof report === 'string') error = report;
-        else {
-          // Only services this rollout changes count (as for a partial apply): an old local problem does not block it.
-          const counted = report.rejectedServices.filter((s) => changed.has(s));
-          // (haproxy_output is set only when the config failed as a whole.)
-          ok = report.ok || (report.rejectedServices.length > 0 && counted.length === 0 && report.haproxyOutput === '');
-          error = ok ? '' : report.error || `would leave out ${counted.join(', ')}`;
-          method = applyMethodToJSON(report.method).replace('APPLY_METHOD_', '').toLowerCase();
-          reasons = report.reasons.slice(0, 20);
+        // Only the answer to the latest question to this agent counts (a reconnect asks again).
+        if (!agent || this.statuses.get(nodeId) === undefined || this.preflightAsked.get(nodeId) !== token) return;
+        if (typeof report === 'string') {
+          this.log.warn({ rollout: r.id, node_id: nodeId, why: report }, 'no preflight answer; the leader counts the agent as unanswered');
+          return;
         }
+        // Only services this rollout changes count (as for a partial apply): an old local problem does not block it.
+        const counted = report.rejectedServices.filter((x) => changed.has(x));
+        const ok = report.ok || (!report.wholeConfig && report.rejectedServices.length > 0 && counted.length === 0);
+        const error = ok ? '' : clipText(report.error || `would leave out ${counted.join(', ')}`, 600);
+        const method = applyMethodToJSON(report.method).replace('APPLY_METHOD_', '').toLowerCase();
+        const result: PreflightStatus = { rollout: r.id, ok, error, method, reasons: report.reasons.slice(0, 20).map((x) => clipText(x, 256)), at: this.now() };
+        this.preflightResults.set(nodeId, result);
         this.log.info({ rollout: r.id, node_id: nodeId, ok, method, error: error || undefined }, 'preflight answered');
-        this.putStatus?.(agent, { preflight: { rollout: r.id, ok, error, method, reasons, at: this.now() } });
+        this.putStatus?.(agent, { preflight: result });
       });
     }
   }
 
+  /** Preflight answers of the current rollout, kept across an agent's reconnects (see registryEvents' onConnect). */
+  private readonly preflightResults = new Map<string, PreflightStatus>();
+  private followedPolicy: { sampleMs: number; baselineMs: number } | undefined;
+
   /** Follows the current rollout's revisions in the traffic ledger, and publishes the sums while one is active. */
   private followRollout(doc: FleetDoc): void {
-    this.askPreflights();
     const r = doc.current;
+    if (this.preflightResults.size > 0 && [...this.preflightResults.values()][0]!.rollout !== r?.id) this.preflightResults.clear();
+    this.askPreflights();
     if (!isActive(r) || !r.policy.gate?.enabled) {
       this.ledger.follow(undefined);
       this.clock.clearTimeout(this.trafficTimer);
       this.trafficTimer = undefined;
+      this.followedPolicy = undefined;
       return;
     }
-    const to = this.store.cachedRevision(r.to);
-    const keys = new Set(to ? [...changedServices(r.from ? this.store.cachedRevision(r.from) : undefined, to)].sort().slice(0, MAX_GATED_SERVICES) : []);
-    this.ledger.follow({ id: r.id, from: r.from, to: r.to, keys });
-    if (!to) this.load(r.to);
-    if (this.trafficTimer === undefined) this.publishTraffic(r.policy.gate.sampleMs);
+    const changed = this.changedBy(r);
+    const keys = new Set(changed ? [...changed].sort().slice(0, MAX_GATED_SERVICES) : []);
+    const gate = r.policy.gate;
+    this.ledger.follow({ id: r.id, from: r.from, to: r.to, keys, baselineMs: gate.baselineMs });
+    if (this.trafficTimer === undefined || this.followedPolicy?.sampleMs !== gate.sampleMs) {
+      this.clock.clearTimeout(this.trafficTimer);
+      this.followedPolicy = { sampleMs: gate.sampleMs, baselineMs: gate.baselineMs };
+      this.publishTraffic(gate.sampleMs);
+    }
   }
 
   private publishTraffic(every: number): void {

@@ -43,6 +43,8 @@ export interface PreflightDoc {
 }
 
 export const MAX_LISTED = 20;
+/** A baking wave's gate figures are written to the rollout document at most this often (verdict changes at once). */
+export const GATE_FIGURES_EVERY_MS = 5000;
 /** Characters of a failing agent's preflight message kept in the rollout document. */
 export const MAX_LISTED_ERROR = 600;
 
@@ -285,7 +287,8 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
       if (now < bakeEnd) return { doc: replace(doc, r0, r), wakeAt: Math.min(bakeEnd, now + gate.sampleMs) };
     }
     if (now < bakeEnd) return { doc: replace(doc, r0, r), wakeAt: bakeEnd };
-    r = updateLast(r, { ...r.waves[r.waves.length - 1]!, completedAt: now }, now);
+    const { gateStart: _done, ...completed } = r.waves[r.waves.length - 1]!;
+    r = updateLast(r, { ...completed, completedAt: now }, now);
   }
   // Start the next wave that releases to at least one agent; none left → the revision is fully released.
   const total = new Set([...assigned, ...fleet.keys()]).size;
@@ -334,7 +337,7 @@ function preflightStep(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, no
   const same = r.preflight && JSON.stringify(r.preflight) === JSON.stringify(pf);
   let rollout = same ? r : { ...r, preflight: pf, updatedAt: now };
   if (failed.length > policy.maxFailures) {
-    const list = failed.slice(0, 3).map((f) => `${f.nodeId}: ${f.error}`).join('; ');
+    const list = listed.slice(0, 3).map((f) => `${f.nodeId}: ${f.error}`).join('; ');
     const reason = `preflight failed on ${failed.length} agent(s), more than preflight.max_failures ${policy.maxFailures}; no agent runs ${r.to}; ${list}`;
     return { rollout: { ...rollout, preflight: { ...pf, completedAt: now }, state: 'halted', reason, updatedAt: now } };
   }
@@ -348,11 +351,18 @@ function preflightStep(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, no
 
 /** The gate's judgement of the rollout's last wave now; the result is kept in the wave (and the baseline in the rollout). */
 function judgeWave(r: RolloutDoc, gate: GatePolicy, traffic: TrafficView, final: boolean, now: number): { rollout: RolloutDoc; result: GateResult } {
-  const wave = r.waves[r.waves.length - 1]!;
-  const start = wave.gateStart ?? {};
+  let wave = r.waves[r.waves.length - 1]!;
+  // Only what the replicas say about this rollout (a traffic node not yet republished may be about the last one).
+  const mine: TrafficView = new Map([...traffic].filter(([, t]) => t.rollout === r.id));
+  // No start recorded (the wave settled in a step without the traffic view): it starts now.
+  if (!wave.gateStart) {
+    wave = { ...wave, gateStart: gateStart(mine, r.from, r.to) };
+    r = updateLast(r, wave, now);
+  }
+  const start = wave.gateStart!;
   // The baseline only grows as agents take the revision; a replica that went away must not shrink it.
-  const counts = sumOver(traffic, (t) => (t.rollout === r.id ? t.baseline : undefined), COUNTS_LENGTH);
-  const gauges = sumOver(traffic, (t) => (t.rollout === r.id ? t.baselineGauges : undefined), GAUGES_LENGTH);
+  const counts = sumOver(mine, (t) => t.baseline, COUNTS_LENGTH);
+  const gauges = sumOver(mine, (t) => t.baselineGauges, GAUGES_LENGTH);
   let baseline = r.baseline;
   const more = counts.has(ALL) && (counts.get(ALL)![REQUESTS] ?? 0) > (baseline?.counts[ALL]?.[REQUESTS] ?? -1);
   if (more || (!baseline?.gauges[ALL] && gauges.has(ALL))) {
@@ -360,18 +370,19 @@ function judgeWave(r: RolloutDoc, gate: GatePolicy, traffic: TrafficView, final:
   }
   const result = judge({
     policy: gate,
-    canary: windowCounts(traffic, start, 'to', r.to),
-    stable: windowCounts(traffic, start, 'from', r.from),
+    canary: windowCounts(mine, start, 'to', r.to),
+    stable: windowCounts(mine, start, 'from', r.from),
     before: new Map(Object.entries(baseline?.counts ?? {})),
-    canaryGauges: sumOver(traffic, (t) => t.gauges[r.to], GAUGES_LENGTH),
-    stableGauges: sumOver(traffic, (t) => t.gauges[r.from], GAUGES_LENGTH),
+    canaryGauges: sumOver(mine, (t) => t.gauges[r.to], GAUGES_LENGTH),
+    stableGauges: sumOver(mine, (t) => t.gauges[r.from], GAUGES_LENGTH),
     beforeGauges: new Map(Object.entries(baseline?.gauges ?? {})),
     final,
     now,
   });
-  // Kept only when the figures changed (a ZooKeeper write per sample at most, not per step).
+  // Kept when the verdict changes, and new figures at most every GATE_FIGURES_EVERY_MS: the document is shared by
+  // every replica, and rewriting it on every sample would load ZooKeeper and each of them.
   const prev = wave.gate;
-  const changed = !prev || prev.verdict !== result.verdict || JSON.stringify(prev.figures) !== JSON.stringify(result.figures);
+  const changed = !prev || prev.verdict !== result.verdict || (now - prev.at >= GATE_FIGURES_EVERY_MS && JSON.stringify(prev.figures) !== JSON.stringify(result.figures));
   let rollout = r;
   if (changed) rollout = updateLast(rollout, { ...wave, gate: result }, now);
   if (baseline !== r.baseline && baseline) rollout = { ...rollout, baseline, updatedAt: now };
@@ -423,8 +434,10 @@ export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''
     }
     case 'promote': {
       const last = r.waves[r.waves.length - 1];
+      // Promote means now: a preflight still running (or one that halted the rollout) is not waited for.
+      const preflight = r.preflight && r.waves.length === 0 ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true } : r.preflight;
       const waves = last && last.completedAt === undefined ? [...r.waves.slice(0, -1), { ...last, ackedAt: last.ackedAt ?? now, completedAt: now }] : r.waves;
-      return replace(doc, r, { ...r, state: 'running', waves, pending: ['100%'], policy: { ...r.policy, bakeMs: 0 }, reason: 'promoted by operator: released to every agent', updatedAt: now });
+      return replace(doc, r, { ...r, state: 'running', waves, ...(preflight ? { preflight } : {}), pending: ['100%'], policy: { ...r.policy, bakeMs: 0 }, reason: 'promoted by operator: released to every agent', updatedAt: now });
     }
     case 'abort':
       return finish(doc, r, 'aborted', now, `aborted by operator; rolled back to ${r.from}`);

@@ -148,7 +148,7 @@ const queuePerAgent = (g: Gauges | undefined) => (g && (g[AGENTS] ?? 0) > 0 ? (g
  * (the stable agents in the same window, the same agents before) by more than its threshold; with no reference it
  * is compared with zero. So a backend that fails for everyone (the stable agents too) is not the revision's fault,
  * and a service that only the new revision's agents serve is still judged. Ratios count only with `minRequests`
- * requests; gauges (servers DOWN, queue) whenever agents of the new revision report.
+ * requests (and may halt a wave mid-bake); gauges (servers DOWN, queue) are judged at the end of the bake.
  */
 export function judge(input: GateInput): GateResult {
   const { policy, canary, stable, before } = input;
@@ -182,7 +182,8 @@ export function judge(input: GateInput): GateResult {
       add('errors', errors(c), s && errors(s), b && errors(b));
       add('retries', ratio(c, RETRIES), s && ratio(s, RETRIES), b && ratio(b, RETRIES));
     }
-    const g = input.canaryGauges.get(key);
+    // Gauges are a moment's values: judged at the end of the bake only, so that one spike does not halt a wave.
+    const g = input.final ? input.canaryGauges.get(key) : undefined;
     if (g && (g[AGENTS] ?? 0) > 0) {
       const sg = input.stableGauges.get(key);
       const bg = input.beforeGauges.get(key);

@@ -8,7 +8,15 @@ export interface LedgerRollout {
   readonly from: string;
   readonly to: string;
   readonly keys: ReadonlySet<string>;
+  /** How far back an agent's "before" window reaches (the rollout's gate.baseline_ms). */
+  readonly baselineMs?: number;
 }
+
+/**
+ * The most requests (and errors) one agent's sample may add per second: a bound on what an agent can claim, far
+ * above what one HAProxy serves.
+ */
+export const MAX_REQUESTS_PER_SECOND = 1_000_000;
 
 /** Services judged one by one at most (the rest count in ALL only). */
 export const MAX_GATED_SERVICES = 50;
@@ -45,12 +53,18 @@ export class TrafficLedger {
   private baseline = new Map<string, Vec>();
   private baselineGauges = new Map<string, Vec>();
 
-  constructor(private readonly baselineMs: number) {}
+  constructor(private baselineMs: number) {}
 
-  /** The rollout to sum for (undefined: none; nothing is summed). A different one starts every sum afresh. */
+  /**
+   * The rollout to sum for (undefined: none; nothing is summed). A different one starts every sum afresh (a new
+   * epoch); the same one with other keys (its revisions got known) or another baseline keeps what was summed.
+   */
   follow(rollout: LedgerRollout | undefined): void {
-    const same = this.rollout && rollout && this.rollout.id === rollout.id && [...this.rollout.keys].join() === [...rollout.keys].join();
-    if (same) return;
+    if (rollout?.baselineMs !== undefined) this.baselineMs = rollout.baselineMs;
+    if (this.rollout && rollout && this.rollout.id === rollout.id) {
+      this.rollout = rollout;
+      return;
+    }
     this.rollout = rollout;
     this.epoch = newEpoch();
     this.sums = new Map();
@@ -58,8 +72,11 @@ export class TrafficLedger {
     this.baselineGauges = new Map();
   }
 
-  /** A sample of `nodeId`, running `revision`. */
-  sample(nodeId: string, revision: string, counters: readonly ServiceCounters[], at: number): void {
+  /**
+   * A sample of `nodeId`, running `revision`. Not `countable` (the agent's word on its version does not match its
+   * ACK, or it runs a partial apply): a boundary only — what it counted since its previous sample counts nowhere.
+   */
+  sample(nodeId: string, revision: string, counters: readonly ServiceCounters[], at: number, countable = true): void {
     const now: Sample = { at, revision, counters };
     const a = this.agents.get(nodeId);
     if (!a) {
@@ -67,16 +84,16 @@ export class TrafficLedger {
       return;
     }
     const r = this.rollout;
-    if (r && (a.last.revision === r.from || a.last.revision === r.to)) {
+    if (r && countable && (a.last.revision === r.from || a.last.revision === r.to)) {
       let sums = this.sums.get(a.last.revision);
       if (!sums) this.sums.set(a.last.revision, (sums = new Map()));
-      for (const [key, v] of this.deltas(a.last.counters, counters, r.keys)) add(sums, key, v);
+      for (const [key, v] of this.deltas(a.last.counters, counters, r.keys, at - a.last.at)) add(sums, key, v);
     }
     if (r && revision === r.to && a.last.revision !== r.to && a.baselined !== r.id) {
       // Taking the revision: the agent's own traffic before it, from the oldest sample in the window to the last one.
       a.baselined = r.id;
       const oldest = [...a.ring, a.last].find((s) => s.at >= at - this.baselineMs && s.revision === a.last.revision);
-      if (oldest && oldest !== a.last) for (const [key, v] of this.deltas(oldest.counters, a.last.counters, r.keys)) add(this.baseline, key, v);
+      if (oldest && oldest !== a.last) for (const [key, v] of this.deltas(oldest.counters, a.last.counters, r.keys, a.last.at - oldest.at)) add(this.baseline, key, v);
       for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys)) add(this.baselineGauges, key, g);
     }
     const lastKept = a.ring[a.ring.length - 1];
@@ -103,7 +120,8 @@ export class TrafficLedger {
         for (let i = 0; i < GAUGES_LENGTH; i++) acc[i]! += g[i]!;
       }
     }
-    const obj = (m: Map<string, Vec>) => Object.fromEntries(m);
+    // Copies: what is published must not change under the reader (an in-memory store keeps the object).
+    const obj = (m: Map<string, Vec>) => Object.fromEntries([...m].map(([k, v]) => [k, [...v]]));
     return {
       epoch: this.epoch,
       at,
@@ -120,13 +138,15 @@ export class TrafficLedger {
    * service, so a service that comes or goes does not read as a restart of the others. Requests are HTTP requests,
    * or sessions for tcp services.
    */
-  private deltas(before: readonly ServiceCounters[], after: readonly ServiceCounters[], keys: ReadonlySet<string>): Map<string, Vec> {
+  private deltas(before: readonly ServiceCounters[], after: readonly ServiceCounters[], keys: ReadonlySet<string>, elapsedMs = Infinity): Map<string, Vec> {
+    // An agent's claim is bounded by what one HAProxy can serve in the time that passed.
+    const cap = Number.isFinite(elapsedMs) ? Math.max(1, (MAX_REQUESTS_PER_SECOND * Math.max(elapsedMs, 1000)) / 1000) : Infinity;
     const prev = new Map(before.map((c) => [c.service, c]));
     const out = new Map<string, Vec>();
     const all = new Array<number>(COUNTS_LENGTH).fill(0);
     for (const c of after) {
       const p = prev.get(c.service);
-      const d = delta(counts(c), p && counts(p));
+      const d = delta(counts(c), p && counts(p)).map((x) => Math.min(x, cap));
       for (let i = 0; i < COUNTS_LENGTH; i++) all[i]! += d[i]!;
       if (keys.has(c.service)) out.set(c.service, d);
     }

@@ -69,7 +69,9 @@ describe('operator overrides survive drift repair (real HAProxy)', () => {
     await t.agent.repairDrift();
     expect(t.agent.overrides()).toEqual([{ server: 'web/b', state: 'drain' }]);
     const out = await t.agent.apply(state([service('web', port, [srv('a')])]));
-    expect(out.commands).toEqual(['set server web/b state maint']);
+    // Leaving the desired state: the agent's own drain (ending in its deletion at the drain timeout).
+    expect(out.commands).toEqual(['set server web/b state drain']);
+    expect(t.agent.draining().map((d) => d.server)).toEqual(['web/b']);
     expect(t.agent.overrides()).toEqual([]);
     const back = await t.agent.apply(state([service('web', port, [srv('a'), srv('b')])]));
     expect(back.commands).toEqual(['set server web/b state ready']);

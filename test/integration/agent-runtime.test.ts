@@ -40,13 +40,14 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     const reloads = t.agent.counters.reloads;
     const r = await t.agent.apply(state([service('web', port, [srv(A)])]));
     expect(r.outcome).toBe('runtime');
-    expect(r.commands).toEqual(['set server web/b state maint']);
-    expect(r.reasons).toEqual(['server web/b is no longer in the desired state']);
+    expect(r.commands).toEqual(['set server web/b state drain']);
+    expect(r.reasons).toEqual(['server web/b is no longer in the desired state: draining']);
     expect(pid()).toBe(before);
     expect(t.agent.counters.reloads).toBe(reloads);
     expect([...(await tally(port, 10)).keys()]).toEqual(['a']);
     await t.agent.flushFiles(); // haproxy.cfg follows a runtime change within agent.write_delay_ms
-    expect(readFileSync(t.config.haproxy.configPath, 'utf8')).not.toMatch(/server b /);
+    // Draining until agent.drain_timeout_ms: it stays in the file (a reload keeps it draining) until it is deleted.
+    expect(readFileSync(t.config.haproxy.configPath, 'utf8')).toMatch(/server b /);
 
     const back = await t.agent.apply(state([service('web', port, [srv(A), srv(B)])]));
     expect(back.outcome).toBe('runtime');

@@ -194,12 +194,12 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     const next = store('cp-new', root, digest, capturingLogger());
     expect(await eventually(next.leading, 10_000)).toBe(true);
     const want = aclText(digest.acls());
-    for (const p of [root, `${root}/rollout`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/agents`, `${root}/leader`]) {
+    for (const p of [root, `${root}/rollout`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/agents`, `${root}/leader`, `${root}/traffic`]) {
       expect({ p, acl: aclText(await getACL(admin.client, p)) }).toEqual({ p, acl: want });
     }
     const fixedLogs = lines.filter((l) => l.includes('had an ACL that let others change it'));
-    expect(fixedLogs.map((l) => JSON.parse(l).path).sort()).toEqual([root, `${root}/agents`, `${root}/leader`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/rollout`].sort());
-    expect(lines.some((l) => l.includes('set the ACL of 6 ZooKeeper node(s)'))).toBe(true);
+    expect(fixedLogs.map((l) => JSON.parse(l).path).sort()).toEqual([root, `${root}/agents`, `${root}/leader`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/rollout`, `${root}/traffic`].sort());
+    expect(lines.some((l) => l.includes('set the ACL of 7 ZooKeeper node(s)'))).toBe(true);
     expect(lines.join('\n')).not.toContain('correct-horse-battery');
     expect(await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
     next.s.close();

@@ -36,7 +36,7 @@ describe('plan (pure)', () => {
   });
 
   test('a removed server the agent drains (held) is not sent drain again, nor once in maint (being deleted); it comes back with ready', () => {
-    const holds = new Map([['web', new Map([['b', 'drain' as const]])]]);
+    const holds = new Map([['web', new Map([['b', 'draining' as const]])]]);
     const without = state([{ ...web, servers: [server('a', 9001)] }]);
     for (const adminState of [8, 1]) expect(plan(without, running, actualOf([web], { 'web/b': { adminState } }), holds).actions).toEqual([]);
     // Found ready although draining (HAProxy restarted without the state): drained again.
@@ -114,7 +114,7 @@ describe('plan (pure)', () => {
     // Ready although held: HAProxy restarted from a server-state file older than the override.
     expect(plan(running, running, actualOf([web]), overrides).actions.map((a) => [a.command, a.kind])).toEqual([['set server web/b state drain', 'override']]);
     // Taken out of the desired state: the agent's drain (which ends in its deletion), whatever the override.
-    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, drained, new Map()).actions.map((a) => a.command)).toEqual(['set server web/b state drain']);
+    expect(plan(state([{ ...web, servers: [server('a', 9001)] }]), running, drained, overrides).actions.map((a) => a.command)).toEqual(['set server web/b state drain']);
   });
 
   test('a new dynamic server with agent-check gets its agent check enabled', () => {

@@ -95,19 +95,20 @@ describe('judge', () => {
     expect(fig(retries.figures, 'web', 'retries')).toMatchObject({ canary: 0.15, stable: 0.04, regressed: true });
   });
 
-  test('servers DOWN is a gauge: a regression is caught without any request minimum', () => {
-    const r = judge(input({ canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(0, 4, 0, 3) }) }));
+  test('servers DOWN is a gauge: judged at the end of the bake (one spike mid-bake does not halt), without any request minimum', () => {
+    expect(judge(input({ canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(0, 4, 0, 3) }) })).verdict).toBe('pending');
+    const r = judge(input({ final: true, canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(0, 4, 0, 3) }) }));
     expect(r.verdict).toBe('fail');
     expect(fig(r.figures, 'web', 'servers_down')).toEqual({ key: 'web', metric: 'servers_down', canary: 0.5, stable: 0, threshold: 0.2, requests: 0, regressed: true });
     expect(r.reason).toContain('service web: servers DOWN 50% over 0 request(s) (stable 0%) > +20% allowed');
     // The same share DOWN on the stable agents: the servers are down for everyone.
-    expect(judge(input({ canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(6, 12, 0, 3) }) })).verdict).toBe('pending');
+    expect(judge(input({ final: true, canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(6, 12, 0, 3) }) })).verdict).toBe('insufficient');
     // No agent of the new revision reporting: nothing judged.
-    expect(judge(input({ canaryGauges: map({ web: g(4, 4, 0, 0) }) })).figures).toEqual([]);
+    expect(judge(input({ final: true, canaryGauges: map({ web: g(4, 4, 0, 0) }) })).figures).toEqual([]);
   });
 
   test('queue: requests queued per agent, threshold in requests', () => {
-    const at = (queued: number) => judge(input({ canaryGauges: map({ [ALL]: g(0, 4, queued, 2) }), stableGauges: map({ [ALL]: g(0, 8, 20, 4) }) }));
+    const at = (queued: number) => judge(input({ final: true, canaryGauges: map({ [ALL]: g(0, 4, queued, 2) }), stableGauges: map({ [ALL]: g(0, 8, 20, 4) }) }));
     expect(fig(at(30).figures, ALL, 'queue')).toMatchObject({ canary: 15, stable: 5, regressed: false }); // +10: allowed
     const bad = at(32);
     expect(bad.verdict).toBe('fail');
@@ -378,7 +379,8 @@ describe('engine: traffic gate', () => {
     const mid = step(doc, fleetOf(running), 3000, good(id));
     expect(mid.doc.current!.state).toBe('running');
     expect(mid.doc.current!.waves).toHaveLength(1);
-    expect(mid.doc.current!.waves[0]!.gate).toMatchObject({ verdict: 'pending', at: 3000 });
+    // Pending since the ACK's step (figures are written on a verdict change, then at most every 5 s).
+    expect(mid.doc.current!.waves[0]!.gate).toMatchObject({ verdict: 'pending', at: 2000 });
     expect(mid.wakeAt).toBe(4000);
     const end = step(mid.doc, fleetOf(running), 12_000, good(id, 10));
     const w = end.doc.current!.waves;
@@ -632,9 +634,9 @@ describe('review findings (fixed)', () => {
     expect(l.report(1000)!.sums['r1']![ALL]).toEqual(c(10, 0));
   });
 
-  // traffic.ts follow(): a change of keys (same rollout) or of rollout starts the sums afresh, but `epoch` (whose
-  // contract in gate.ts is to change "whenever the replica's sums start again from zero") is fixed per ledger; a
-  // gate window started before is then clamped to 0 by windowCounts until the new sums pass the old ones.
+  // traffic.ts follow(): a new rollout starts the sums afresh, and `epoch` (whose contract in gate.ts is to change
+  // "whenever the replica's sums start again from zero") changes with them; the same rollout with other keys (its
+  // revisions got known) keeps what was summed.
   test('follow() starting the sums afresh changes the reported epoch', () => {
     const l = new TrafficLedger(60_000);
     l.follow(ROLLOUT);
@@ -642,6 +644,8 @@ describe('review findings (fixed)', () => {
     l.sample('A', 'r2', [sc('web', 100)], 1000);
     const first = l.report(1000)!;
     l.follow({ ...ROLLOUT, keys: new Set(['web', 'api']) });
+    expect(l.report(1000)).toMatchObject({ epoch: first.epoch, sums: first.sums });
+    l.follow({ ...ROLLOUT, id: 'another' });
     const second = l.report(1000)!;
     expect(second.sums).toEqual({});
     expect(second.epoch).not.toBe(first.epoch);
