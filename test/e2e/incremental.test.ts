@@ -192,6 +192,7 @@ agent:
   bind_address: 127.0.0.${i + 1}
   drift_check_interval_ms: 60000
   write_delay_ms: 100
+  drain_timeout_ms: 0  # removed servers are deleted at once: what HAProxy has is the desired state
 `,
       );
       agents.push({ id: `agent${i}`, ip: `127.0.0.${i + 1}`, dir, config });

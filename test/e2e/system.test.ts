@@ -225,7 +225,7 @@ agent:
     const live = JSON.parse((await bufCurl([`http://127.0.0.1:${agents[1]!.adminPort}/proxymgr.v1.AgentAdmin/HaproxyState`])).stdout) as { servers: { backend: string; name: string; adminState: string }[] };
     expect(live.servers.filter((s) => s.backend === 'web' && s.adminState === 'ready').map((s) => s.name).sort()).toEqual(['a', 'b', 'c']);
     const actions = JSON.parse((await bufCurl(['-d', '{"limit":100}', `http://127.0.0.1:${agents[1]!.adminPort}/proxymgr.v1.AgentAdmin/RecentActions`])).stdout) as { actions: { reason: string }[] };
-    expect(actions.actions.map((a) => a.reason)).toContain('server web/b is no longer in the desired state');
+    expect(actions.actions.map((a) => a.reason)).toContain('server web/b is no longer in the desired state: draining');
 
     for (const port of [cpPort, agents[0]!.adminPort]) {
       const health = await bufCurl([`http://127.0.0.1:${port}/grpc.health.v1.Health/Check`]);
@@ -242,7 +242,8 @@ agent:
     expect(cp).toMatch(/^proxymgr_cp_desired_version\{version="[0-9a-f]+"\} 1$/m);
     const agent = await metrics(agents[1]!.metricsPort);
     expect(agent).toMatch(/^proxymgr_agent_reloads_total\{reason="new_service"\} 1$/m);
-    expect(agent).toMatch(/^proxymgr_agent_runtime_commands_total\{kind="set_state_maint"\} [1-9]/m);
+    expect(agent).toMatch(/^proxymgr_agent_runtime_commands_total\{kind="set_state_drain"\} [1-9]/m);
+    expect(agent).toMatch(/^proxymgr_agent_servers_draining\{deadline="yes"\} \d+$/m);
     expect(agent).toMatch(/^proxymgr_agent_left_out_total\{kind="service"\} [1-9]/m); // the api service of test 4
     expect(agent).toMatch(/^proxymgr_agent_haproxy_up 1$/m);
     // HAProxy's own per-service counters (show stat, carried across the reload of test 2), labelled by service.
