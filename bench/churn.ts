@@ -7,10 +7,14 @@
  * Baselines (same run): one runtime API round trip (`show info` over the stats socket; an apply needs at least
  * two: read `show servers state`, send one command) and one atomic rewrite of the config file (temp file, fsync,
  * rename), which every runtime apply also does. Together they are the floor under an apply.
- * At the end `show servers state` must match the desired state exactly, or the benchmark fails.
+ * Removed hosts drain for `--drain-ms` and are then deleted (issue 12): every 10 events the benchmark counts the
+ * servers HAProxy has and the servers desired; HAProxy's may exceed the desired ones only by the servers draining
+ * (`"bound_exceeded"` counts samples where it did more), so HAProxy's server list does not grow with churn.
+ * At the end (after the last drains) `show servers state` and the config file must match the desired state
+ * exactly, or the benchmark fails.
  *
- * `npm run bench -- churn [--events=1000] [--seed=42] [--clients=1]` (clients per service; 0 = no traffic)
- * → {"events":1000,"reloads":R,"apply_p50_ms":…,"apply_p99_ms":…}
+ * `npm run bench -- churn [--events=1000] [--seed=42] [--clients=1] [--drain-ms=2000]` (clients per service; 0 = no traffic)
+ * → {"events":1000,"reloads":R,"apply_p50_ms":…,"apply_p99_ms":…,"haproxy_servers_max":…,"desired_servers_max":…,"draining_max":…}
  */
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -45,13 +49,14 @@ export async function main(args: string[]): Promise<object> {
   const events = intArg(args, 'events', 1000);
   const seed = intArg(args, 'seed', 42);
   const clients = intArg(args, 'clients', 1);
+  const drainMs = intArg(args, 'drain-ms', 2000);
   const rand = seededRandom(seed);
   say(`churn: ${events} host events (seed ${seed}) over ${SERVICES} services, ${BACKENDS} real backends`);
 
   // Backends and clients run on a worker thread, off the agent's event loop (see lib-traffic.ts).
   const traffic: Traffic = await startTraffic(Array.from({ length: BACKENDS }, (_, k) => ({ name: `b${k}`, host: `127.0.0.${2 + (k % 8)}` })));
   const backends = traffic.backends;
-  const t = await startTestAgent();
+  const t = await startTestAgent(`  drain_timeout_ms: ${drainMs}\n`);
   const removeHandlers = onInterrupt(() => killAgentNow(t));
   try {
     const pools: Pool[] = [];
@@ -79,6 +84,19 @@ export async function main(args: string[]): Promise<object> {
     const applies: number[] = [];
     const byKind = new Map<EventKind, number[]>();
     const outcomes = new Map<string, number>();
+    // HAProxy's server list against the desired one (and the servers draining), sampled every 10 events.
+    const size = { haproxy: 0, desired: 0, draining: 0, exceeded: 0, samples: 0 };
+    const sampleSizes = async () => {
+      const live = await t.runtime.serversState();
+      const haproxy = [...live.values()].reduce((n, be) => n + be.size, 0);
+      const desired = pools.reduce((n, p) => n + p.present.size, 0);
+      const draining = t.agent.draining().filter((d) => d.deadline !== undefined).length;
+      size.haproxy = Math.max(size.haproxy, haproxy);
+      size.desired = Math.max(size.desired, desired);
+      size.draining = Math.max(size.draining, draining);
+      size.samples++;
+      if (haproxy > desired + draining) size.exceeded++;
+    };
     const started = performance.now();
     for (let e = 0; e < events; e++) {
       const pool = pools[pickIndex(rand, pools.length)]!;
@@ -92,7 +110,8 @@ export async function main(args: string[]): Promise<object> {
       byKind.get(kind)!.push(took);
       outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
       if (r.outcome === 'rejected') throw new Error(`event ${e} (${kind} in ${pool.name}) rejected: ${r.error?.message}`);
-      if ((e + 1) % 250 === 0) say(`  ${e + 1} events, ${t.agent.counters.reloads - reloadsBefore} reloads, ${describeTimings(applies)}`);
+      if ((e + 1) % 10 === 0) await sampleSizes();
+      if ((e + 1) % 250 === 0) say(`  ${e + 1} events, ${t.agent.counters.reloads - reloadsBefore} reloads, ${describeTimings(applies)}; servers: HAProxy ≤ ${size.haproxy}, desired ≤ ${size.desired}, draining ≤ ${size.draining}`);
     }
     const churnMs = performance.now() - started;
     await sleep(200);
@@ -107,11 +126,25 @@ export async function main(args: string[]): Promise<object> {
     const failed = results.reduce((a, r) => a + r.refused + r.reset + r.empty + r.other, 0);
     say(`traffic during churn: ${ok} requests ok, ${failed} failed${failed > 0 ? ` (${[...new Set(results.flatMap((r) => r.errors))].slice(0, 5).join(', ')})` : ''}`);
 
+    say(`servers (every 10 events): HAProxy at most ${size.haproxy}, desired at most ${size.desired}, draining at most ${size.draining}; HAProxy above desired + draining in ${size.exceeded} of ${size.samples} samples`);
+    // The last drains end (deleted), and the file follows.
+    for (let i = 0; i < 100 && t.agent.draining().some((d) => d.deadline !== undefined); i++) await sleep(Math.max(50, drainMs / 20));
+    await t.agent.flushFiles();
     const mismatches = await verify(t, pools);
     if (mismatches.length > 0) throw new Error(`HAProxy does not run the desired state after churn:\n${mismatches.slice(0, 20).join('\n')}`);
     say('end state: show servers state and the config file match the desired state');
 
-    return { events, reloads, apply_p50_ms: ms(quantile(applies, 0.5)), apply_p99_ms: ms(quantile(applies, 0.99)) };
+    return {
+      events,
+      reloads,
+      apply_p50_ms: ms(quantile(applies, 0.5)),
+      apply_p99_ms: ms(quantile(applies, 0.99)),
+      drain_ms: drainMs,
+      haproxy_servers_max: size.haproxy,
+      desired_servers_max: size.desired,
+      draining_max: size.draining,
+      bound_exceeded: size.exceeded,
+    };
   } finally {
     await t.close();
     await traffic.close();
@@ -184,9 +217,8 @@ async function verify(t: Awaited<ReturnType<typeof startTestAgent>>, pools: read
       if (inFile.get(name) !== `${s.address}:${s.port} weight ${s.weight}`) out.push(`${p.name}/${name}: config file has ${JSON.stringify(inFile.get(name))}`);
     }
     for (const name of inFile.keys()) if (!p.present.has(name)) out.push(`${p.name}/${name}: in the config file but not desired`);
-    for (const cur of live?.values() ?? []) {
-      if (!p.present.has(cur.name) && (cur.adminState & ADMF_FMAINT) === 0) out.push(`${p.name}/${cur.name}: not desired but not in maint`);
-    }
+    // Drained servers are deleted at their deadline: nothing else is left.
+    for (const cur of live?.values() ?? []) if (!p.present.has(cur.name)) out.push(`${p.name}/${cur.name}: not desired but still in HAProxy`);
   }
   return out;
 }
