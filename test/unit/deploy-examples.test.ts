@@ -6,6 +6,8 @@ import yaml from 'js-yaml';
 import { authTlsWarning, loadConfig, parseConfig } from '../../common/config';
 import { readStateFile } from '../../agent/sources/file';
 import { sanitizeState } from '../../common/validate-state';
+import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
+import { parseServiceConfig } from '../../controlplane/service-config';
 
 const examples = path.join(__dirname, '..', '..', 'deploy', 'examples');
 
@@ -53,6 +55,18 @@ describe('deploy/examples stay in step with the code', () => {
     const docs = yaml.loadAll(readFileSync(path.join(__dirname, '..', '..', 'deploy', 'k8s', 'proxymgr.yaml'), 'utf8')) as { kind: string; data?: Record<string, string> }[];
     const cm = docs.find((d) => d.kind === 'ConfigMap')!;
     for (const [name, text] of Object.entries(cm.data!)) expect(() => parseConfig(text, name)).not.toThrow();
+  });
+
+  test('every service config example parses (the traffic-management one with all four options)', () => {
+    const dir = path.join(examples, 'service_config');
+    for (const f of readdirSync(dir)) {
+      const text = readFileSync(path.join(dir, f), 'utf8');
+      const c = parseServiceConfig({ name: f.replace(/\.(json|yml)$/, ''), text, origin: f, format: f.endsWith('.json') ? 'json' : 'yaml' }, { ...DEFAULT_SERVICE_OPTIONS, fileDirs: ['/etc/proxymgr'] });
+      if (f === 'api.json') {
+        expect(c).toMatchObject({ drainTimeoutMs: 60000, zoneLabel: 'zone', canary: { labels: { canary: 'true' }, share: 0.05 } });
+        expect(c.serverOptions).toContain('slowstart 30000ms');
+      }
+    }
   });
 
   test('every example file is covered here', () => {
