@@ -1,14 +1,21 @@
 /** @type {import('jest').Config} */
-module.exports = {
+const project = (name) => ({
+  displayName: name,
   preset: 'ts-jest',
   testEnvironment: 'node',
-  roots: ['<rootDir>/test'],
+  roots: [`<rootDir>/test/${name}`],
   testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
+});
+
+module.exports = {
+  // Three tiers (README, "Testing"): `npm run test:unit` (pure logic, fakes), `test:integration` (one real HAProxy,
+  // ZooKeeper, dnsmasq or gRPC server at a time), `test:e2e` (the built CLI, whole fleets); `npm test` runs all.
+  projects: [project('unit'), project('integration'), project('e2e')],
   // Integration tests start real HAProxy/ZooKeeper processes; two cores, so keep parallelism modest.
   maxWorkers: 2,
   testTimeout: 60000,
   // No forceExit: every test closes what it opened. And no test may leave a process behind (checked at the end).
   globalSetup: '<rootDir>/test/global-setup.js',
   globalTeardown: '<rootDir>/test/global-teardown.js',
-  transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
 };

@@ -4,7 +4,8 @@
  * own --help.
  */
 import { runAgentCommand } from '../agent/cli';
-import { runControlPlaneCommand, runStandaloneCommand } from '../controlplane/cli';
+import { runControlPlaneCommand } from '../controlplane/cli';
+import { runStandaloneCommand } from './standalone';
 import { runCtlCommand } from '../controlplane/ctl';
 import { runCheckCommand } from '../controlplane/check';
 

@@ -36,3 +36,20 @@ export function parseFlags(argv: readonly string[], spec: FlagSpec): Record<stri
   if (positional.length > 0) throw new UsageError(`unexpected argument "${positional[0]}"`);
   return flags;
 }
+
+/** `--config FILE` (required) and `--help` of a command: the file, or the exit code when there is nothing to run. */
+export function configFlag(argv: string[], help: string, name: string): string | number {
+  try {
+    const flags = parseFlags(argv, { config: 'string', help: 'boolean' });
+    if (flags.help) {
+      console.log(help);
+      return 0;
+    }
+    if (typeof flags.config !== 'string') throw new UsageError('--config is required');
+    return flags.config;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`proxymgr ${name}: ${err.message}\n\n${help}`);
+    return 2;
+  }
+}
