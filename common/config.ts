@@ -612,7 +612,7 @@ function optionalLabels(value: unknown, file: string, key: string): Record<strin
   const raw = optionalObject(value, file, key);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
-    if (!/^[A-Za-z0-9_.\/-]+$/.test(k)) throw new ConfigError(`${file}: ${key}: label name "${k}" must match [A-Za-z0-9_./-]+`);
+    if (!/^[A-Za-z0-9_./-]+$/.test(k)) throw new ConfigError(`${file}: ${key}: label name "${k}" must match [A-Za-z0-9_./-]+`);
     if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new ConfigError(`${file}: ${key}.${k}: expected a string, got ${describe(v)}`);
     out[k] = String(v);
   }
@@ -676,7 +676,7 @@ function optionalLines(value: unknown, file: string, key: string): string[] {
   if (!Array.isArray(value)) throw new ConfigError(`${file}: ${key}: expected a list of lines, got ${describe(value)}`);
   return value.map((line, i) => {
     if (typeof line !== 'string') throw new ConfigError(`${file}: ${key}[${i}]: expected a string, got ${describe(line)}`);
-    // eslint-disable-next-line no-control-regex
+    // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
     if (/[\x00-\x1f\x7f]/.test(line)) throw new ConfigError(`${file}: ${key}[${i}]: contains a newline or control character`);
     return line;
   });

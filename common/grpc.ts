@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- protobufjs/ext/descriptor has no typings and no ES module entry
 const { FileDescriptorSet, FileDescriptorProto } = require('protobufjs/ext/descriptor') as {
   FileDescriptorSet: { decode(b: Uint8Array): unknown };
   FileDescriptorProto: { encode(m: object): { finish(): Uint8Array } };

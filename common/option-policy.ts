@@ -317,7 +317,7 @@ export function serverOptionsProblems(options: readonly string[], policy: Servic
   const p = compile(policy);
   const tokens: { value: string; index: number }[] = [];
   for (const [index, option] of options.entries()) {
-    // eslint-disable-next-line no-control-regex
+    // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
     if (/[\x00-\x1f\x7f]/.test(option)) continue; // reported as a control character by the caller
     if (SERVER_UNSAFE_RE.test(option)) {
       return [{ index, message: `${quote(option)}: server options are plain words (no quotes, backslashes, #, $, ; or \`): they also go through HAProxy's runtime API` }];

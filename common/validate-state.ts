@@ -7,7 +7,7 @@ import { DesiredState, Server, Service } from './types';
 /** HAProxy section and server names: what HAProxy accepts and nothing that could break out of a config line. */
 export const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
 const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const CONTROL_RE = /[\x00-\x1f\x7f]/;
 
 export interface SanitizedState {

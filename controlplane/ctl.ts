@@ -418,10 +418,10 @@ function bar(done: number, total: number, width = 30): string {
 }
 
 /** Text from the fleet (NACK messages, names an agent reports) cannot drive the operator's terminal. */
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const printable = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
 /** The same for a whole rendered text: line breaks stay. */
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const printableText = (s: string) => s.replace(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/g, ' ');
 
 function table(rows: string[][]): string {

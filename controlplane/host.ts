@@ -5,7 +5,7 @@ import { syntaxErrorMessage } from './syntax-error';
 import { Host } from './types';
 
 const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const CONTROL_RE = /[\x00-\x1f\x7f]/;
 /** Host nodes are a few hundred bytes; anything far larger is a mistake and is not parsed. */
 export const MAX_HOST_NODE_BYTES = 16 * 1024;

@@ -23,7 +23,7 @@ export class ServiceConfigError extends ProxyMgrError {
 }
 
 const WATCHER_TYPES = ['zookeeper', 'dns', 'file', 'static'] as const;
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const CONTROL_RE = /[\x00-\x1f\x7f]/;
 
 /**
@@ -110,7 +110,7 @@ function trafficOptions(o: Record<string, unknown>, listenOptions: readonly stri
   }
   let zoneLabel: string | undefined;
   if (o.zone_label !== undefined && o.zone_label !== null) {
-    if (typeof o.zone_label !== 'string' || !/^[A-Za-z0-9_.\/-]{1,63}$/.test(o.zone_label)) fail(`zone_label: expected a label name such as "zone" ([A-Za-z0-9_./-], at most 63), got ${describe(o.zone_label)}`);
+    if (typeof o.zone_label !== 'string' || !/^[A-Za-z0-9_./-]{1,63}$/.test(o.zone_label)) fail(`zone_label: expected a label name such as "zone" ([A-Za-z0-9_./-], at most 63), got ${describe(o.zone_label)}`);
     zoneLabel = o.zone_label as string;
   }
   let canary: { labels: Record<string, string>; share: number } | undefined;
@@ -134,7 +134,7 @@ function labelSelector(value: unknown, fail: (m: string) => never): Record<strin
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(`agents: expected a label selector such as {"zone": "eu"}, got ${describe(value)}`);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    if (!/^[A-Za-z0-9_.\/-]+$/.test(k)) fail(`agents: label name ${JSON.stringify(k)} must match [A-Za-z0-9_./-]+`);
+    if (!/^[A-Za-z0-9_./-]+$/.test(k)) fail(`agents: label name ${JSON.stringify(k)} must match [A-Za-z0-9_./-]+`);
     if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') fail(`agents.${k}: expected a string, got ${describe(v)}`);
     out[k] = String(v);
   }

@@ -16,7 +16,7 @@ interface ListenFdAddon {
 // Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.
 const ADDON = path.join('agent', 'native', 'build', 'Release', 'listenfd.node');
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon (a .node file) loads only through require()
 const addon = require(findUp(ADDON)) as ListenFdAddon;
 
 /**

@@ -453,7 +453,7 @@ function holdsExactly(declared: Declared, desired: DesiredState): boolean {
 }
 
 const NODE_ID_RE = /^[A-Za-z0-9_.:@-]{1,253}$/;
-const LABEL_KEY_RE = /^[A-Za-z0-9_.\/-]{1,63}$/;
+const LABEL_KEY_RE = /^[A-Za-z0-9_./-]{1,63}$/;
 export const MAX_LABELS = 64;
 const MAX_LABEL_VALUE = 256;
 const MAX_VERSION_FIELD = 128;
@@ -462,7 +462,7 @@ const MAX_CAPABILITIES = 16;
 /** An agent's free text (NACK reasons, ACK reasons and warnings) is kept and logged only this long. */
 const MAX_TEXT = 4096;
 const MAX_ITEMS = 100;
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const plain = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
 const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
 const clip = (items: readonly string[]) => [...items.slice(0, MAX_ITEMS).map(clipText), ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : [])];
@@ -506,11 +506,11 @@ export function helloProblem(hello: Hello): string | undefined {
   if (labels.length > MAX_LABELS) return `hello.labels: ${labels.length} labels, at most ${MAX_LABELS}`;
   for (const [k, v] of labels) {
     if (!LABEL_KEY_RE.test(k)) return `hello.labels: key ${JSON.stringify(k.slice(0, 60))} is not a label name (1-63 of A-Z a-z 0-9 _ . / -)`;
-    // eslint-disable-next-line no-control-regex
+    // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
     if (v.length > MAX_LABEL_VALUE || /[\x00-\x1f\x7f]/.test(v)) return `hello.labels.${k}: value longer than ${MAX_LABEL_VALUE} characters or with control characters`;
   }
   for (const [name, v] of [['agent_version', hello.agentVersion], ['haproxy_version', hello.haproxyVersion], ['running_version', hello.runningVersion], ['base_version', hello.baseVersion]] as const) {
-    // eslint-disable-next-line no-control-regex
+    // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
     if (v.length > MAX_VERSION_FIELD || /[\x00-\x1f\x7f]/.test(v)) return `hello.${name}: longer than ${MAX_VERSION_FIELD} characters or with control characters`;
   }
   const declared = Object.entries(hello.baseResources);

@@ -292,7 +292,7 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
   }
   // Start the next wave that releases to at least one agent; none left → the revision is fully released.
   const total = new Set([...assigned, ...fleet.keys()]).size;
-  let pending = [...r.pending];
+  const pending = [...r.pending];
   while (pending.length > 0) {
     const spec = pending.shift()!;
     const w = parseWaveSpec(spec, 'wave');

@@ -84,7 +84,7 @@ export function loadZkDigest(file: string, log: Logger): ZkDigest {
     if (fd !== undefined) closeSync(fd);
   }
   const line = text.replace(/\r?\n$/, '');
-  // eslint-disable-next-line no-control-regex
+  // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
   if (line.includes('\n') || /[\x00-\x1f\x7f]/.test(line)) fail('expected exactly one line "user:password" (without control characters)');
   const colon = line.indexOf(':');
   if (colon <= 0 || colon === line.length - 1) fail('expected one line "user:password" (a non-empty user, a colon, a non-empty password)');

@@ -29,6 +29,7 @@ const connectionLoss = () => (zookeeper.Exception as unknown as { create(code: n
 function guardReplyParsing(log: Logger): void {
   if (repliesGuarded) return;
   repliesGuarded = true;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a file inside the package (not an exported module, no typings)
   const proto = (require('node-zookeeper-client/lib/ConnectionManager') as { prototype: ConnectionManager }).prototype;
   const parse = proto.onSocketData;
   proto.onSocketData = function (this: ConnectionManager, buffer: Buffer) {
