@@ -146,7 +146,8 @@ export function listAgents(address: string): Promise<ListAgentsResponse> {
     const c = new ControlPlaneAdminClient(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
     c.listAgents({}, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => {
       c.close();
-      err ? reject(err) : resolve(res);
+      if (err) reject(err);
+      else resolve(res);
     });
   });
 }
@@ -169,7 +170,8 @@ export function agentStatus(address: string): Promise<StatusResponse> {
     const c = new AgentAdminClient(address, grpc.credentials.createInsecure());
     c.status({}, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
       c.close();
-      err ? reject(err) : resolve(res);
+      if (err) reject(err);
+      else resolve(res);
     });
   });
 }
@@ -180,7 +182,8 @@ export function agentRecentActions(address: string, limit = 200): Promise<Action
     const c = new AgentAdminClient(address, grpc.credentials.createInsecure());
     c.recentActions({ limit }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
       c.close();
-      err ? reject(err) : resolve(res.actions);
+      if (err) reject(err);
+      else resolve(res.actions);
     });
   });
 }

@@ -59,7 +59,8 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
       const c = new ControlPlaneAdminClient(`127.0.0.1:${cpPort}`, grpc.credentials.createInsecure());
       fn(c, (err, res) => {
         c.close();
-        err ? reject(err) : resolve(res);
+        if (err) reject(err);
+        else resolve(res);
       });
     });
   const desiredFor = async (nodeId: string): Promise<DesiredState> => fromProto(await admin((c, cb) => c.getAgentState({ nodeId }, cb)));

@@ -24,7 +24,6 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
   let backends: Backend[];
   let tmp: ReturnType<typeof tempDir>;
   let cp: CliProcess;
-  let agent: CliProcess;
   let cpPort: number;
   let webPort: number;
   let web2Port: number;
@@ -43,7 +42,8 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
       const c = new ControlPlaneAdminClient(`127.0.0.1:${cpPort}`, grpc.credentials.createInsecure());
       c.listServices({}, (err, res) => {
         c.close();
-        err ? reject(err) : resolve(res);
+        if (err) reject(err);
+        else resolve(res);
       });
     });
   const served = async (port: number) => [...(await tally(port, 4)).keys()].sort().join(',');
@@ -101,7 +101,7 @@ agent:
     );
     cp = startCli(['controlplane', '--config', cpConfig]);
     expect(await cp.waitForLog(/control plane started/)).toBe(true);
-    agent = startCli(['agent', '--config', agentConfig]);
+    startCli(['agent', '--config', agentConfig]); // stopped by stopAllCli in afterAll
     expect(await eventually(async () => (await served(webPort)) === 'a,b' && (await served(web2Port)) === 'c', 20_000)).toBe(true);
     probe.done = (async () => {
       while (probe.running) {

@@ -38,7 +38,8 @@ describe('ZooKeeper → control plane → gRPC → agents → HAProxy → backen
       const c = agentAdmin(i);
       c.status({}, (err, res) => {
         c.close();
-        err ? reject(err) : resolve(res);
+        if (err) reject(err);
+        else resolve(res);
       });
     });
   const listAgents = () =>
@@ -46,7 +47,8 @@ describe('ZooKeeper → control plane → gRPC → agents → HAProxy → backen
       const c = new ControlPlaneAdminClient(`127.0.0.1:${cpPort}`, grpc.credentials.createInsecure());
       c.listAgents({}, (err, res) => {
         c.close();
-        err ? reject(err) : resolve(res);
+        if (err) reject(err);
+        else resolve(res);
       });
     });
   const served = async (ip: string, port: number) => [...(await tally(port, 6, ip)).keys()].sort().join(',');
@@ -159,7 +161,8 @@ agent:
         const c = agentAdmin(i);
         c.recentActions({ limit: 200 }, (err, res) => {
           c.close();
-          err ? reject(err) : resolve(res.actions.filter((a) => a.kind === 'reload').map((a) => a.reason));
+          if (err) reject(err);
+          else resolve(res.actions.filter((a) => a.kind === 'reload').map((a) => a.reason));
         });
       });
     expect(await Promise.all(after.map(async (s, i) => ({ reloads: s.reloads - before[i]!.reloads, reasons: (await reloadReasons(i)).slice(-(s.reloads - before[i]!.reloads)) })))).toEqual([

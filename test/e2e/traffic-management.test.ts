@@ -187,6 +187,20 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
     expect((await counts(agents[1]!.ip, ports.web, 8)).get('w2')).toBe(4);
   });
 
+  test('a reload while a host drains (a listen_options change) keeps it draining, and it is still deleted at its deadline', async () => {
+    await zkc.remove('/services/web/w2');
+    expect(await eventually(async () => (await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState === 8, 10_000, 50)).toBe(true);
+    const pid = await pidOf(0);
+    await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: ports.web, listen_options: ['mode http', 'balance roundrobin', 'option httplog'], drain_timeout_ms: 5000 }));
+    expect(await eventually(async () => (await pidOf(0).catch(() => pid)) !== pid, 10_000, 100)).toBe(true);
+    // The new HAProxy has it, in drain; new requests avoid it; then it goes at the deadline.
+    expect((await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState).toBe(8);
+    expect([...(await counts(agents[0]!.ip, ports.web, 20)).keys()]).toEqual(['w1']);
+    expect(await eventually(async () => !(await socketOf(0).serversState('web')).get('web')?.has('w2'), 10_000, 100)).toBe(true);
+    await zkc.put('/services/web/w2', nerve(backends.get('w2')!));
+    expect(await eventually(async () => (await counts(agents[0]!.ip, ports.web, 8)).has('w2'), 10_000, 100)).toBe(true);
+  });
+
   test('must show 2: zone-aware — traffic stays in the agent\'s zone, crosses when its servers are down or removed, comes back; no reload', async () => {
     const pids = [await pidOf(0), await pidOf(1)];
     expect([...(await counts(agents[0]!.ip, ports.zoned, 20)).keys()]).toEqual(['east']);

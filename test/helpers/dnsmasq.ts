@@ -1,6 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { promises as dnsp } from 'node:dns';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { freePort, sleep, tempDir, killAndWait } from './net';
 
@@ -28,15 +28,13 @@ export async function startDnsmasq(hosts: Record<string, string[]> = {}, srv: re
   const port = await freePort();
   const tmp = tempDir('proxymgr-dns-');
   const hostsDir = path.join(tmp.dir, 'hosts');
-  require('node:fs').mkdirSync(hostsDir);
-  let hostsSeq = 0;
+  mkdirSync(hostsDir);
   const setHosts = (records: Record<string, string[]>) => {
     const lines = Object.entries(records).flatMap(([name, ips]) => ips.map((ip) => `${ip} ${name}`));
     // A new file per change: dnsmasq (inotify) reads new and changed files; stale ones are emptied.
     const file = path.join(hostsDir, 'records');
     writeFileSync(file + '.tmp', lines.join('\n') + '\n');
-    require('node:fs').renameSync(file + '.tmp', file);
-    hostsSeq++;
+    renameSync(file + '.tmp', file);
   };
   setHosts(hosts);
   let proc: ChildProcess | undefined;

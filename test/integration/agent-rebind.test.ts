@@ -57,6 +57,6 @@ describe('a bind_address change on the same port (real HAProxy)', () => {
     const result = await load.stop();
     expect(result.ok).toBeGreaterThan(20);
     expect(result).toMatchObject({ refused: 0, reset: 0, empty: 0, other: 0 });
-    expect(readFileSync(t.config.haproxy.configPath, 'utf8')).toMatch(/listen web\n    bind fd@\d+/);
+    expect(readFileSync(t.config.haproxy.configPath, 'utf8')).toMatch(/listen web\n {4}bind fd@\d+/);
   });
 });

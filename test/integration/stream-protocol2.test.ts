@@ -278,7 +278,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
       const got = s.registry.get('n1')!.counters!;
       expect(got).toHaveLength(MAX_COUNTED_SERVICES);
       expect(got[0]!.service).toHaveLength(253);
-      // eslint-disable-next-line no-control-regex
+      // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
       expect(got[0]!.service).not.toMatch(/[\x00-\x1f]/);
       expect(got[0]).toMatchObject({ requests: 5, responses5xx: 1 });
     } finally {

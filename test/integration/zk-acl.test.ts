@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import zookeeper, { ACL, Client } from 'node-zookeeper-client';
@@ -222,7 +223,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     // The operator's layout: writers have their own digest, the control plane's digest may only read.
     const writer = await connectZk(zk.connectString);
     writer.client.addAuthInfo('digest', Buffer.from('deployer:deployer-pw'));
-    const deployerId = `deployer:${require('node:crypto').createHash('sha1').update('deployer:deployer-pw').digest('base64')}`;
+    const deployerId = `deployer:${createHash('sha1').update('deployer:deployer-pw').digest('base64')}`;
     const acl = [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', deployerId)), new zookeeper.ACL(zookeeper.Permission.READ, new zookeeper.Id('digest', digest.id))];
     const create = (p: string, data?: string) => op((cb) => writer.client.create(p, Buffer.from(data ?? ''), acl, cb));
     try {

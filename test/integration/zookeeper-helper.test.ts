@@ -10,7 +10,8 @@ test('the ZooKeeper helper starts a real server that takes writes and restarts w
         c.once('connected', () =>
           c.create(path, Buffer.from('x'), (err) => {
             c.close();
-            err ? reject(err) : resolve();
+            if (err) reject(err);
+            else resolve();
           }),
         );
         c.connect();
@@ -21,7 +22,8 @@ test('the ZooKeeper helper starts a real server that takes writes and restarts w
         c.once('connected', () =>
           c.exists('/probe', (err, stat) => {
             c.close();
-            err ? reject(err) : resolve(!!stat);
+            if (err) reject(err);
+            else resolve(!!stat);
           }),
         );
         c.connect();

@@ -1,4 +1,4 @@
-import { HaproxyConfigError, ProxyMgrError } from '../../common/errors';
+import { HaproxyConfigError } from '../../common/errors';
 import { listenOrder } from '../../agent/haproxy/render';
 import * as planModule from '../../agent/plan';
 import { errno, fakeAgent } from '../helpers/fake-agent';

@@ -48,6 +48,19 @@ describe('the codebase keeps its layers apart', () => {
   });
 });
 
+describe('lint', () => {
+  test('every eslint-disable says why (`-- reason`), outside generated code', () => {
+    const files = ['bin', 'common', 'agent', 'controlplane', 'test', 'bench', 'deploy'].flatMap((d) => sources(d));
+    const bare = files.flatMap((f) =>
+      readFileSync(path.join(REPO, f), 'utf8')
+        .split('\n')
+        .flatMap((line, i) => (/(\/\/|\/\*)\s*eslint-disable/.test(line) && !/eslint-disable\S*\s+\S+\s+--\s+\S/.test(line) ? [`${f}:${i + 1}: ${line.trim()}`] : [])),
+    );
+    expect(files.length).toBeGreaterThan(100);
+    expect(bare).toEqual([]);
+  });
+});
+
 describe('npm pack ships what runs, not tests or benchmarks', () => {
   test('npm pack --dry-run lists no test, benchmark or demo file, and does list the CLI, the agent and the protos', () => {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

@@ -100,7 +100,7 @@ describe('fleet text cannot drive the terminal', () => {
   test('escape sequences in a NACK message or a label are printed as spaces', () => {
     const list = ListAgentsResponse.fromPartial({ agents: [AgentInfo.fromPartial({ nodeId: 'n1', state: 'NACKED', connected: true, labels: { zone: 'eu\x1b]52;c;ZXZpbA==\x07' }, lastError: 'bad\x1b[2J\x1b[31m\u009bred' })] });
     const text = renderAgents(list, Date.now());
-    // eslint-disable-next-line no-control-regex
+    // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
     expect(text).not.toMatch(/[\x1b\x07\u009b]/);
     expect(text).toMatch(/bad \[2J \[31m red/);
   });

@@ -1,5 +1,8 @@
+import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { inspect } from 'node:util';
+import yaml from 'js-yaml';
 import { parseHostNode } from '../../../controlplane/host';
 import { parseServiceConfig } from '../../../controlplane/service-config';
 import { jsonErrorOffset, syntaxErrorMessage } from '../../../controlplane/syntax-error';
@@ -70,7 +73,7 @@ describe('syntax errors give a position, never the text', () => {
     const text = 'web:\n  type: static\n  hosts: [secretkey\n';
     const err = (() => {
       try {
-        require('js-yaml').load(text);
+        yaml.load(text);
       } catch (e) {
         return e;
       }
@@ -81,7 +84,7 @@ describe('syntax errors give a position, never the text', () => {
     expect(m).not.toContain('secret');
     const alias = (() => {
       try {
-        require('js-yaml').load('a: *secretalias\n');
+        yaml.load('a: *secretalias\n');
       } catch (e) {
         return e;
       }
@@ -116,10 +119,10 @@ describe('controlplane.zk_digest_file', () => {
     writeFileSync(f, 'proxymgr:s3cr:et\n', { mode: 0o600 });
     const d = loadZkDigest(f, log);
     expect(d.user).toBe('proxymgr');
-    expect(d.id).toBe(`proxymgr:${require('node:crypto').createHash('sha1').update('proxymgr:s3cr:et').digest('base64')}`);
+    expect(d.id).toBe(`proxymgr:${createHash('sha1').update('proxymgr:s3cr:et').digest('base64')}`);
     expect(d.authInfo().toString()).toBe('proxymgr:s3cr:et');
     expect(JSON.stringify(d)).not.toContain('s3cr');
-    expect(require('node:util').inspect(d)).not.toContain('s3cr');
+    expect(inspect(d)).not.toContain('s3cr');
     expect(warnings).toEqual([]);
   });
 

@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { parseConfig } from '../../../common/config';
 import { parseHostNode, parseHostPort } from '../../../controlplane/host';
 import { parseServiceConfig } from '../../../controlplane/service-config';
@@ -115,13 +117,12 @@ describe('proxymgr.yml', () => {
 });
 
 test('the example service configs in deploy/examples parse', () => {
-  const fs = require('node:fs') as typeof import('node:fs');
-  const dir = require('node:path').join(__dirname, '../../../deploy/examples/service_config');
-  const files = fs.readdirSync(dir).sort();
+  const dir = path.join(__dirname, '../../../deploy/examples/service_config');
+  const files = readdirSync(dir).sort();
   expect(files.length).toBeGreaterThanOrEqual(3);
   for (const f of files) {
     const [name, ext] = f.split('.');
-    const c = parseServiceConfig({ name: name!, text: fs.readFileSync(`${dir}/${f}`, 'utf8'), origin: f, format: ext === 'json' ? 'json' : 'yaml' });
+    const c = parseServiceConfig({ name: name!, text: readFileSync(`${dir}/${f}`, 'utf8'), origin: f, format: ext === 'json' ? 'json' : 'yaml' });
     expect(c.name).toBe(name);
   }
 });

@@ -189,7 +189,7 @@ describe('rollout engine', () => {
     expect(releasedRevision(empty.doc, 'a00')).toBe('r1');
 
     const running: Record<string, string> = Object.fromEntries(ids(10).map((id) => [id, 'r1']));
-    let doc = step(empty.doc, fleetOf(running), 6000).doc;
+    const doc = step(empty.doc, fleetOf(running), 6000).doc;
     expect(doc.current!.waves.map((w) => w.agents.length)).toEqual([1]);
     expect(releasedRevision(doc, 'a01')).toBe('r1');
     const end = drive(doc, running, 6001);
