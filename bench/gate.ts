@@ -1,0 +1,139 @@
+/**
+ * gate: preflight and traffic gates against real components — ZooKeeper, one control plane (the built CLI), N
+ * agents (default 5) each with its own HAProxy on its own 127.0.0.x, real HTTP backends, and paced HTTP clients
+ * through every agent the whole time (bench/lib-gate.ts). Policy: waves 1, 50 %, 100 %; bake `--bake-ms`; gate
+ * sample_ms 1000, min_requests 20; auto_rollback. Three cases in sequence (bench/lib-gate-cases.ts):
+ *
+ *   (a) a revision HAProxy accepts but that answers 503 → halted at wave 1 by the traffic gate, rolled back; only
+ *       the canary was given it and only the canary's clients saw failures; detect_ms = finishedAt − wave 1 ackedAt
+ *   (b) a new service on a port taken on one agent's IP → preflight halts the rollout, nobody is given it
+ *   (c) a harmless change → every judged wave passes, the rollout completes (no false positive)
+ *
+ * Baseline, same run, same fleet and load: failed requests over a quiet period before any rollout.
+ *
+ * `npm run bench -- gate [--agents=5] [--bake-ms=8000] [--rate=40] [--quiet-ms=12000]`
+ * → {"halted_at_wave":1,"rolled_back":true,"agents_given_bad_revision":1,"failed_requests_outside_canary":0,
+ *    "detect_ms":…,"bake_ms":8000,"preflight_blocked":true,"agents_given_preflight_failing_revision":0,
+ *    "good_completed":true,"good_gate_verdicts":["pass","pass"],"false_positive":false,…}
+ */
+import * as path from 'node:path';
+import { sleep } from '../test/helpers/net';
+import { intArg, say } from './lib-common';
+import { badRevisionCase, byAgent, goodRevisionCase, preflightBlockedCase } from './lib-gate-cases';
+import { GateFleet } from './lib-gate';
+import { CLI, onInterruptStopChildren, startCli } from './lib-grpc';
+
+export async function main(args: string[]): Promise<object> {
+  const agents = intArg(args, 'agents', 5);
+  const bakeMs = intArg(args, 'bake-ms', 8000);
+  const rate = intArg(args, 'rate', 40);
+  // The quiet period is the failure baseline, and gives every agent time to send two counter samples (every 10 s
+  // outside rollouts) before the first rollout: the gates' "before" figure needs two samples of an agent before its ACK.
+  const quietMs = intArg(args, 'quiet-ms', 12_000);
+  const sampleMs = 1000;
+  const minRequests = 20;
+  say(`gate: ${agents} agents (real HAProxy each), 1 control plane, waves 1,50%,100%, bake ${bakeMs} ms, gate sample_ms ${sampleMs} min_requests ${minRequests}, ${rate} req/s through each agent`);
+  let fleet: GateFleet | undefined;
+  const offInterrupt = onInterruptStopChildren(async () => {
+    await fleet?.close();
+  });
+  const t0 = Date.now();
+  try {
+    fleet = await GateFleet.start({
+      cli: CLI,
+      // Control planes log at debug: the pushes counted per agent are debug lines.
+      start: (argv, name, dir) => {
+        const c = startCli(argv, path.join(dir, `${name}.log`), 'debug');
+        return { proc: c.proc, logs: c.logs, kill: () => c.stop(0, 'SIGKILL'), stop: () => c.stop() };
+      },
+      agents,
+      controlPlanes: 1,
+      bakeMs,
+      sampleMs,
+      minRequests,
+      ratePerAgent: rate,
+      say,
+    });
+    const f = fleet;
+
+    // Baseline: the same load through every agent, no rollout.
+    const q0 = Date.now();
+    const n0 = f.load.total();
+    await sleep(quietMs);
+    const quietFailures = f.load.failures(q0, Date.now());
+    say(`baseline: ${f.load.total() - n0} requests in a ${quietMs} ms quiet period, ${quietFailures.length} failed`);
+
+    say('(a) a revision HAProxy accepts but that answers 503 …');
+    const a = await badRevisionCase(f);
+    const wave1 = a.rollout.waves[0];
+    say(`(a) rollout ${a.rollout.id}: ${a.rollout.state} after ${a.rollout.waves.length} wave(s): ${a.rollout.reason}`);
+    say(`(a) canary ${a.canary.join(',')}; pushed to ${a.pushedTo.join(',') || 'nobody'}; detect ${a.detectMs} ms after wave 1 ACKed (bake ${bakeMs} ms); canary clients saw ${a.failuresCanary.length} failures over ${a.canaryBadMs} ms; outside the canary ${a.failuresOutsideCanary.length} of ${a.requests} requests failed`);
+    say(a.statusText);
+
+    say('(b) a new service on a port taken on one agent\'s IP …');
+    const b = await preflightBlockedCase(f);
+    say(`(b) rollout ${b.rollout.id}: ${b.rollout.state}: ${b.rollout.reason}`);
+    say(`(b) pushes of it: ${b.pushes}; abort → ${b.abort.state}; ${b.failures.length} failed requests meanwhile`);
+    say(b.statusText);
+
+    say('(c) a harmless change …');
+    const c = await goodRevisionCase(f);
+    say(`(c) rollout ${c.rollout.id}: ${c.rollout.state} in ${c.totalMs} ms: ${c.rollout.reason}; gate verdicts ${c.verdicts.join(',')}; ${c.failures.length} of ${c.requests} requests failed`);
+    say(c.statusText);
+
+    const figures = wave1?.gate?.figures ?? [];
+    const regressed = figures.filter((x) => x.regressed).map((x) => `${x.key}:${x.metric}=${+(x.canary * 100).toFixed(1)}%`);
+    const all5xx = figures.find((x) => x.key === '*' && x.metric === 'http_5xx');
+    return {
+      agents,
+      control_planes: 1,
+      bake_ms: bakeMs,
+      gate_sample_ms: sampleMs,
+      gate_min_requests: minRequests,
+      requests_per_s_per_agent: rate,
+      baseline_request_failures_before_rollouts: quietFailures.length,
+      baseline_quiet_ms: quietMs,
+      // (a)
+      bad_state: a.rollout.state,
+      halted_at_wave: a.rollout.waves.length,
+      rolled_back: a.rollout.state === 'rolled_back',
+      bad_reason_is_traffic_gate: /traffic gate/.test(a.rollout.reason),
+      bad_gate_verdict: wave1?.gate?.verdict ?? '',
+      bad_gate_regressed: regressed,
+      // The figure that failed it, over all services: the canary's 5xx share vs the stable agents' in the same window
+      // and the canary's own before its ACK (absent: fewer than min_requests there).
+      bad_gate_http_5xx_all: all5xx ? { canary: all5xx.canary, stable: all5xx.stable, before: all5xx.before, requests: all5xx.requests } : null,
+      agents_given_bad_revision: a.pushedTo.length,
+      failed_requests_outside_canary: a.failuresOutsideCanary.length,
+      failed_requests_canary: a.failuresCanary.length,
+      canary_clients_saw_bad_ms: a.canaryBadMs,
+      detect_ms: a.detectMs,
+      detect_within_bake_plus_5s: a.detectMs <= bakeMs + 5000,
+      // (b)
+      preflight_blocked: b.rollout.state === 'halted' && b.rollout.reason.startsWith('preflight failed'),
+      preflight_failed_agents: b.rollout.preflight?.failed.map((x) => x.nodeId) ?? [],
+      preflight_blocked_agent: b.blockedAgent,
+      agents_given_preflight_failing_revision: b.pushes,
+      preflight_aborted: b.abort.state === 'aborted',
+      failed_requests_during_preflight_case: b.failures.length,
+      // (c)
+      good_completed: c.rollout.state === 'completed',
+      good_gate_verdicts: c.verdicts,
+      false_positive: c.rollout.state !== 'completed' || c.verdicts.some((v) => v !== 'pass'),
+      good_total_ms: c.totalMs,
+      failed_requests_during_good_rollout: c.failures.length,
+      failed_requests_by_agent_good: byAgent(f, c.failures),
+      requests_total: f.load.total(),
+      total_s: Math.round((Date.now() - t0) / 100) / 10,
+    };
+  } catch (err) {
+    // Keep the logs of a failed run (control plane at debug, agents) for a look.
+    if (fleet) say(`failed; logs kept in ${fleet.tmpDir}`);
+    await fleet?.close(true);
+    fleet = undefined;
+    throw err;
+  } finally {
+    await fleet?.close();
+    offInterrupt();
+  }
+}
