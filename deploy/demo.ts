@@ -254,10 +254,16 @@ Ctrl-C stops everything.
     say(`traffic  ${line()}`);
     if (round === 2) {
       await zkc.remove('/services/web/backend-c');
-      say('zookeeper: removed /services/web/backend-c');
+      say('zookeeper: removed /services/web/backend-c (it drains: requests it serves finish, new ones go elsewhere)');
     } else if (round === 4) {
       await zkc.put('/services/web/backend-c', JSON.stringify({ address: '127.0.0.1', port: backends[2]!.port }));
       say('zookeeper: re-created /services/web/backend-c');
+    }
+    if (round === 2 || round === 4) {
+      // The next line counts from here: requests already on their way (and the few ms the change takes to reach
+      // every agent) belong to the line before.
+      await sleep(300);
+      line();
     }
     await sleep(2000);
   }

@@ -33,7 +33,7 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
     const stateFile = path.join(tmp.dir, 'state.yml');
     writeFileSync(
       cfg,
-      `haproxy:\n  config_path: ${tmp.dir}/haproxy.cfg\n  socket_path: ${tmp.dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${tmp.dir}\n  admin_listen: 127.0.0.1:0\n`,
+      `haproxy:\n  config_path: ${tmp.dir}/haproxy.cfg\n  socket_path: ${tmp.dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${tmp.dir}\n  admin_listen: 127.0.0.1:0\n  drain_timeout_ms: 1000\n`,
     );
     const write = (servers: Backend[]) => {
       const doc = {
@@ -53,8 +53,10 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
 
     write([backends[0]!]);
     expect(await eventually(async () => [...(await tally(port, 4)).keys()].join() === 'a', 10_000)).toBe(true);
-    // HAProxy acts on the command before the agent rewrites the config and logs: wait for both.
-    expect(await eventually(() => /server web\/b is no longer in the desired state/.test(logs))).toBe(true);
+    // HAProxy acts on the command before the agent rewrites the config and logs: wait for both. b drains, and is
+    // deleted (and leaves the file) after agent.drain_timeout_ms.
+    expect(await eventually(() => /server web\/b is no longer in the desired state: draining/.test(logs))).toBe(true);
+    expect(await eventually(() => /drained server deleted/.test(logs), 5000)).toBe(true);
     expect(await eventually(() => !/server b /.test(readFileSync(path.join(tmp.dir, 'haproxy.cfg'), 'utf8')))).toBe(true);
     expect(logs).not.toMatch(/haproxy reloaded/);
 

@@ -35,7 +35,7 @@ test('npm run demo: host churn, a waved rollout, a gate-halted bad change; it st
   const traffic = lines.filter((l) => l.startsWith('traffic'));
   // Once every agent served, each reaches all three backends; right after backend-c left, none reaches it.
   expect(parseTraffic(traffic[1]!).map((a) => a.backends)).toEqual(['abc', 'abc', 'abc', 'abc']);
-  const afterRemoval = lines[lines.indexOf('zookeeper: removed /services/web/backend-c') + 1]!;
+  const afterRemoval = lines[lines.findIndex((l) => l.startsWith('zookeeper: removed /services/web/backend-c')) + 1]!;
   expect(parseTraffic(afterRemoval).map((a) => a.backends)).toEqual(['ab', 'ab', 'ab', 'ab']);
 
   // The good change: preflight on all four, three waves (canary first), the gate passing the two that bake.
