@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
+import { integerKey, schemaProblems } from './config-schema';
 import { ConfigError } from './errors';
 import { zkPathProblem } from './zk-path';
 import { deniedExtraKeyword, sectionLineProblem } from './option-policy';
@@ -276,11 +277,11 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
   };
   const agent: AgentConfig = {
     stateDir,
-    driftCheckIntervalMs: optionalInt(agentRaw.drift_check_interval_ms, file, 'agent.drift_check_interval_ms', 100, 3_600_000) ?? 10_000,
-    writeDelayMs: optionalInt(agentRaw.write_delay_ms, file, 'agent.write_delay_ms', 0, 10_000) ?? 200,
-    hardStopAfterMs: optionalInt(agentRaw.hard_stop_after_ms, file, 'agent.hard_stop_after_ms', 1000, 86_400_000) ?? 30_000,
-    drainTimeoutMs: optionalInt(agentRaw.drain_timeout_ms, file, 'agent.drain_timeout_ms', 0, 86_400_000) ?? 30_000,
-    backlog: optionalInt(agentRaw.backlog, file, 'agent.backlog', 1, 65535) ?? 4096,
+    driftCheckIntervalMs: intKey(agentRaw.drift_check_interval_ms, file, 'agent.drift_check_interval_ms'),
+    writeDelayMs: intKey(agentRaw.write_delay_ms, file, 'agent.write_delay_ms'),
+    hardStopAfterMs: intKey(agentRaw.hard_stop_after_ms, file, 'agent.hard_stop_after_ms'),
+    drainTimeoutMs: intKey(agentRaw.drain_timeout_ms, file, 'agent.drain_timeout_ms'),
+    backlog: intKey(agentRaw.backlog, file, 'agent.backlog'),
     nodeId: optionalString(agentRaw.node_id, file, 'agent.node_id') ?? hostname(),
     labels: optionalLabels(agentRaw.labels, file, 'agent.labels'),
     bindAddress: optionalIp(agentRaw.bind_address, file, 'agent.bind_address'),
@@ -296,6 +297,9 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
   const config: ProxyMgrConfig = { file, haproxy, agent, controlplane, serviceOptions };
   const rollout = root.rollout !== undefined ? parseRollout(root.rollout, file, serviceConfig, controlplane) : undefined;
   const auth = root.auth !== undefined && root.auth !== null ? parseAuth(root.auth, file, base) : undefined;
+  // What the checks above do not cover (unknown keys above all: a typo is not silently ignored) — the schema.
+  const problems = schemaProblems(doc, file);
+  if (problems.length > 0) throw new ConfigError(problems.slice(0, 5).join('; '));
   return { ...config, ...(serviceConfig ? { serviceConfig } : {}), ...(rollout ? { rollout } : {}), ...(auth ? { auth } : {}) };
 }
 
@@ -447,8 +451,8 @@ function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | un
     preflight: parsePreflight(raw.preflight, file),
     gate: parseGate(raw.gate, file),
     waves,
-    bakeMs: optionalInt(raw.bake_ms, file, 'rollout.bake_ms', 0, 86_400_000) ?? DEFAULT_ROLLOUT_POLICY.bakeMs,
-    maxNacks: optionalInt(raw.max_nacks, file, 'rollout.max_nacks', 0, 1_000_000) ?? DEFAULT_ROLLOUT_POLICY.maxNacks,
+    bakeMs: intKey(raw.bake_ms, file, 'rollout.bake_ms'),
+    maxNacks: intKey(raw.max_nacks, file, 'rollout.max_nacks'),
     autoRollback,
     ...(spreadBy ? { spreadBy } : {}),
     zookeeper,
@@ -465,8 +469,8 @@ function parsePreflight(value: unknown, file: string): PreflightPolicy {
   onlyKeys(raw, file, 'rollout.preflight', ['enabled', 'max_failures', 'timeout_ms']);
   return {
     enabled: optionalBool(raw.enabled, file, 'rollout.preflight.enabled') ?? DEFAULT_PREFLIGHT_POLICY.enabled,
-    maxFailures: optionalInt(raw.max_failures, file, 'rollout.preflight.max_failures', 0, 1_000_000) ?? DEFAULT_PREFLIGHT_POLICY.maxFailures,
-    timeoutMs: optionalInt(raw.timeout_ms, file, 'rollout.preflight.timeout_ms', 1000, 3_600_000) ?? DEFAULT_PREFLIGHT_POLICY.timeoutMs,
+    maxFailures: intKey(raw.max_failures, file, 'rollout.preflight.max_failures'),
+    timeoutMs: intKey(raw.timeout_ms, file, 'rollout.preflight.timeout_ms'),
   };
 }
 
@@ -495,9 +499,9 @@ function parseGate(value: unknown, file: string): GatePolicy {
   if (onInsufficient !== 'pass' && onInsufficient !== 'halt') throw new ConfigError(`${file}: rollout.gate.on_insufficient_traffic: expected "pass" or "halt", got ${describe(onInsufficient)}`);
   return {
     enabled: optionalBool(raw.enabled, file, 'rollout.gate.enabled') ?? d.enabled,
-    minRequests: optionalInt(raw.min_requests, file, 'rollout.gate.min_requests', 1, 1_000_000_000) ?? d.minRequests,
-    sampleMs: optionalInt(raw.sample_ms, file, 'rollout.gate.sample_ms', 200, 60_000) ?? d.sampleMs,
-    baselineMs: optionalInt(raw.baseline_ms, file, 'rollout.gate.baseline_ms', 1000, 3_600_000) ?? d.baselineMs,
+    minRequests: intKey(raw.min_requests, file, 'rollout.gate.min_requests'),
+    sampleMs: intKey(raw.sample_ms, file, 'rollout.gate.sample_ms'),
+    baselineMs: intKey(raw.baseline_ms, file, 'rollout.gate.baseline_ms'),
     onInsufficientTraffic: onInsufficient,
     thresholds,
   };
@@ -543,11 +547,11 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
       throw new ConfigError(`${file}: controlplane.dns.nameservers[${i}]: "${ns}" is not an IP or IP:port (e.g. "127.0.0.1:53", "[::1]:53")`);
     }
   });
-  const dnsMinTtlMs = optionalInt(dnsRaw.min_ttl_ms, file, 'controlplane.dns.min_ttl_ms', 10, 86_400_000) ?? 1000;
-  const dnsMaxTtlMs = optionalInt(dnsRaw.max_ttl_ms, file, 'controlplane.dns.max_ttl_ms', 10, 86_400_000) ?? 300_000;
+  const dnsMinTtlMs = intKey(dnsRaw.min_ttl_ms, file, 'controlplane.dns.min_ttl_ms');
+  const dnsMaxTtlMs = intKey(dnsRaw.max_ttl_ms, file, 'controlplane.dns.max_ttl_ms');
   if (dnsMaxTtlMs < dnsMinTtlMs) throw new ConfigError(`${file}: controlplane.dns.max_ttl_ms: must be >= min_ttl_ms (${dnsMinTtlMs})`);
-  const coalesceMs = optionalInt(raw.coalesce_ms, file, 'controlplane.coalesce_ms', 0, 60_000) ?? 2;
-  const coalesceMaxMs = optionalInt(raw.coalesce_max_ms, file, 'controlplane.coalesce_max_ms', 0, 600_000) ?? 100;
+  const coalesceMs = intKey(raw.coalesce_ms, file, 'controlplane.coalesce_ms');
+  const coalesceMaxMs = intKey(raw.coalesce_max_ms, file, 'controlplane.coalesce_max_ms');
   if (coalesceMaxMs < coalesceMs) throw new ConfigError(`${file}: controlplane.coalesce_max_ms: must be >= coalesce_ms (${coalesceMs})`);
   let maxRemovalShare = 1;
   if (raw.max_removal_share !== undefined && raw.max_removal_share !== null) {
@@ -564,18 +568,18 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     coalesceMs,
     coalesceMaxMs,
     maxRemovalShare,
-    removalStepMs: optionalInt(raw.removal_step_ms, file, 'controlplane.removal_step_ms', 10, 3_600_000) ?? 10_000,
-    zkSessionTimeoutMs: optionalInt(raw.zk_session_timeout_ms, file, 'controlplane.zk_session_timeout_ms', 1000, 120_000) ?? 10_000,
-    filePollMs: optionalInt(raw.file_poll_ms, file, 'controlplane.file_poll_ms', 10, 3_600_000) ?? 2000,
-    initialSyncTimeoutMs: optionalInt(raw.initial_sync_timeout_ms, file, 'controlplane.initial_sync_timeout_ms', 0, 600_000) ?? 5000,
+    removalStepMs: intKey(raw.removal_step_ms, file, 'controlplane.removal_step_ms'),
+    zkSessionTimeoutMs: intKey(raw.zk_session_timeout_ms, file, 'controlplane.zk_session_timeout_ms'),
+    filePollMs: intKey(raw.file_poll_ms, file, 'controlplane.file_poll_ms'),
+    initialSyncTimeoutMs: intKey(raw.initial_sync_timeout_ms, file, 'controlplane.initial_sync_timeout_ms'),
     listen: optionalListen(raw.listen, file, 'controlplane.listen', '0.0.0.0:7000'),
     metricsListen: optionalListen(raw.metrics_listen, file, 'controlplane.metrics_listen', ''),
     tls: optionalTls(raw.tls, file, 'controlplane.tls', base),
-    newStreamsPerSecond: optionalInt(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second', 1, 1_000_000) ?? 2000,
-    pushesPerSecond: optionalInt(raw.pushes_per_second, file, 'controlplane.pushes_per_second', 1, 1_000_000) ?? 2000,
-    pushBurst: optionalInt(raw.push_burst, file, 'controlplane.push_burst', 1, 10_000_000) ?? 10_000,
-    pushBufferBytes: (optionalInt(raw.push_buffer_mb, file, 'controlplane.push_buffer_mb', 1, 65_536) ?? 32) * 1024 * 1024,
-    forgetAgentsAfterMs: optionalInt(raw.forget_agents_after_ms, file, 'controlplane.forget_agents_after_ms', 1000, 30 * 86_400_000) ?? 3_600_000,
+    newStreamsPerSecond: intKey(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second'),
+    pushesPerSecond: intKey(raw.pushes_per_second, file, 'controlplane.pushes_per_second'),
+    pushBurst: intKey(raw.push_burst, file, 'controlplane.push_burst'),
+    pushBufferBytes: (intKey(raw.push_buffer_mb, file, 'controlplane.push_buffer_mb')) * 1024 * 1024,
+    forgetAgentsAfterMs: intKey(raw.forget_agents_after_ms, file, 'controlplane.forget_agents_after_ms'),
     fileWatcherDirs: absoluteDirs(raw.file_watcher_dirs, file, 'controlplane.file_watcher_dirs', base),
     ...(raw.zk_digest_file !== undefined && raw.zk_digest_file !== null ? { zkDigestFile: resolvePath(base, optionalString(raw.zk_digest_file, file, 'controlplane.zk_digest_file')!) } : {}),
   };
@@ -661,6 +665,17 @@ function requiredString(value: unknown, file: string, key: string, what: string)
   const s = optionalString(value, file, key);
   if (s === undefined) throw new ConfigError(`${file}: ${key}: missing; expected ${what}`);
   return s;
+}
+
+/**
+ * An integer key whose range and default are the schema's (common/config.schema.json): the value, checked, or the
+ * default. A key without a default in the schema gives undefined when unset.
+ */
+function intKey(value: unknown, file: string, key: string): number {
+  const k = integerKey(key);
+  const v = optionalInt(value, file, key, k.min, k.max) ?? k.default;
+  if (v === undefined) throw new Error(`config schema: ${key} has no default`);
+  return v;
 }
 
 function optionalInt(value: unknown, file: string, key: string, min: number, max: number): number | undefined {

@@ -1,5 +1,7 @@
 import { isIP } from 'node:net';
 import yaml from 'js-yaml';
+import Ajv, { ValidateFunction } from 'ajv';
+import serviceConfigSchema from './service-config.schema.json';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { listenOptionProblem, serverOptionsProblems } from '../common/option-policy';
@@ -73,7 +75,7 @@ export function parseServiceConfig(raw: RawServiceConfig, policy: ServiceOptions
     });
   }
   const traffic = trafficOptions(o, listenOptions, fail);
-  return {
+  const config: ServiceConfig = {
     name: raw.name,
     port: port as number,
     bindAddress,
@@ -87,6 +89,21 @@ export function parseServiceConfig(raw: RawServiceConfig, policy: ServiceOptions
     ...(traffic.zoneLabel ? { zoneLabel: traffic.zoneLabel } : {}),
     ...(traffic.canary ? { canary: traffic.canary } : {}),
   };
+  // What the checks above do not cover: the schema editors validate with (controlplane/service-config.schema.json).
+  const schemaProblem = serviceConfigSchemaProblem(o);
+  if (schemaProblem) fail(schemaProblem);
+  return config;
+}
+
+let serviceSchema: ValidateFunction | undefined;
+
+function serviceConfigSchemaProblem(doc: unknown): string | undefined {
+  serviceSchema ??= new Ajv({ allErrors: false, strict: false }).compile(serviceConfigSchema);
+  if (serviceSchema(doc)) return undefined;
+  const e = serviceSchema.errors?.[0];
+  if (!e) return 'does not match the service-config schema';
+  const at = e.instancePath.split('/').slice(1).join('.');
+  return `${at || '(top level)'}: ${e.message ?? 'is not valid'}`;
 }
 
 /** Balance algorithms HAProxy cannot ramp (static, map-based): slow start and runtime weights do nothing there. */

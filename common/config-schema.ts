@@ -1,0 +1,107 @@
+/**
+ * proxymgr.yml's JSON Schema (common/config.schema.json): the single source of its keys, their types, ranges and
+ * defaults, and their documentation. The loader checks every document against it (after its own, more specific
+ * checks), integer keys take their range and default from it, the README's configuration reference is generated from
+ * it (`npm run docs:config`; test/unit/config-schema.test.ts fails when the two differ), and editors validate
+ * configs with it (`# yaml-language-server: $schema=…` in deploy/examples).
+ */
+import Ajv, { ErrorObject, ValidateFunction } from 'ajv';
+import schemaJson from './config.schema.json';
+
+/** The subset of JSON Schema the file uses. */
+export interface SchemaNode {
+  readonly type?: string | readonly string[];
+  readonly description?: string;
+  /** The README's "default" column (markdown), when it is not simply `default`. */
+  readonly 'x-default'?: string;
+  readonly default?: unknown;
+  readonly minimum?: number;
+  readonly maximum?: number;
+  readonly properties?: Readonly<Record<string, SchemaNode>>;
+  readonly items?: SchemaNode;
+  readonly anyOf?: readonly SchemaNode[];
+  readonly additionalProperties?: boolean | SchemaNode;
+}
+
+export const CONFIG_SCHEMA = schemaJson as unknown as SchemaNode;
+
+let validator: ValidateFunction | undefined;
+
+/**
+ * Checks a parsed proxymgr.yml document against the schema; returns what is wrong as messages naming the file and
+ * the key (`proxymgr.yml: agent.drift_interval: unknown key (expected state_dir, node_id, …)`), empty when fine.
+ */
+export function schemaProblems(doc: unknown, file: string): string[] {
+  validator ??= new Ajv({ allErrors: true, strict: false }).compile(schemaJson);
+  if (validator(doc ?? {})) return [];
+  return (validator.errors ?? []).filter((e) => e.keyword !== 'anyOf').map((e) => `${file}: ${describeError(e)}`);
+}
+
+function describeError(e: ErrorObject): string {
+  const at = e.instancePath
+    .split('/')
+    .slice(1)
+    .map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`))
+    .join('')
+    .replace(/^\./, '');
+  if (e.keyword === 'additionalProperties') {
+    const extra = (e.params as { additionalProperty: string }).additionalProperty;
+    const known = Object.keys(nodeAt(e.schemaPath)?.properties ?? {});
+    return `${at ? `${at}.` : ''}${extra}: unknown key${known.length ? ` (expected one of ${known.join(', ')})` : ''}`;
+  }
+  return `${at || '(top level)'}: ${e.message ?? 'is not valid'}`;
+}
+
+/** The schema node a `schemaPath` (`#/properties/agent/additionalProperties`) points into (its parent object). */
+function nodeAt(schemaPath: string): SchemaNode | undefined {
+  let node: unknown = schemaJson;
+  for (const part of schemaPath.replace(/^#\//, '').split('/').slice(0, -1)) node = (node as Record<string, unknown> | undefined)?.[part];
+  return node as SchemaNode | undefined;
+}
+
+/** The schema node of a dotted key (`rollout.gate.min_requests`); objects allowed as one branch of an `anyOf`. */
+export function schemaNode(key: string, root: SchemaNode = CONFIG_SCHEMA): SchemaNode | undefined {
+  let node: SchemaNode | undefined = root;
+  for (const part of key.split('.')) {
+    const props: Readonly<Record<string, SchemaNode>> | undefined = node?.properties ?? node?.anyOf?.find((n) => n.properties)?.properties;
+    node = props?.[part];
+  }
+  return node;
+}
+
+/** An integer key's range and default, from the schema (throws for a key the schema lacks: a programming error). */
+export function integerKey(key: string): { min: number; max: number; default: number | undefined } {
+  const n = schemaNode(key);
+  if (!n || n.minimum === undefined || n.maximum === undefined) throw new Error(`config schema: ${key} is not an integer key with a range`);
+  return { min: n.minimum, max: n.maximum, default: typeof n.default === 'number' ? n.default : undefined };
+}
+
+/**
+ * The README's configuration reference: one row per documented key (a node with a description and an
+ * `x-default`), depth first in the schema's order.
+ */
+export function configReference(root: SchemaNode = CONFIG_SCHEMA): string {
+  const rows: string[] = ['| key | default | meaning |', '|---|---|---|'];
+  const walk = (node: SchemaNode, prefix: string) => {
+    const props = node.properties ?? node.anyOf?.find((n) => n.properties)?.properties ?? node.items?.properties ?? {};
+    for (const [name, child] of Object.entries(props)) {
+      const key = `${prefix}${name}${child.items?.properties ? '[]' : ''}`;
+      if (child.description !== undefined && child['x-default'] !== undefined) rows.push(`| \`${key}\` | ${child['x-default']} | ${child.description} |`);
+      walk(child, `${key}.`);
+    }
+  };
+  walk(root, '');
+  return rows.join('\n') + '\n';
+}
+
+/** The markers around the generated table in README.md. */
+export const REFERENCE_START = '<!-- config-reference: generated from common/config.schema.json by `npm run docs:config`; do not edit -->';
+export const REFERENCE_END = '<!-- config-reference end -->';
+
+/** README text with the generated table put between the markers. */
+export function withConfigReference(readme: string, table = configReference()): string {
+  const start = readme.indexOf(REFERENCE_START);
+  const end = readme.indexOf(REFERENCE_END);
+  if (start < 0 || end < start) throw new Error(`README.md has no ${REFERENCE_START} … ${REFERENCE_END} section`);
+  return `${readme.slice(0, start + REFERENCE_START.length)}\n${table}${readme.slice(end)}`;
+}
