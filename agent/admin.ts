@@ -52,7 +52,8 @@ export function agentAdminServer(agent: Agent, runtime: RuntimeApi, conn: Connec
       });
     },
     haproxyState(_call, callback) {
-      if (!agent.supervisor.running) return callback({ code: grpc.status.UNAVAILABLE, details: 'HAProxy is not running' });
+      if (!agent.supervisor.running)
+        return callback({ code: grpc.status.UNAVAILABLE, details: 'HAProxy is not running' });
       runtime.serversState().then(
         (state) => callback(null, { servers: [...state.values()].flatMap((be) => [...be.values()].map(toPb)) }),
         (err) => callback(toStatus(err)),

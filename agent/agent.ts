@@ -145,10 +145,19 @@ export class Agent {
     this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
     this.identity = resolveHaproxyIdentity(opts.config, this.log);
     this.drains = new Drains(agent.drainTimeoutMs);
-    this.configFile = new CoalescedFile(haproxy.configPath, (file, content) => this.writeFile(file, content), agent.writeDelayMs, this.clock, (file, err) => {
-      this.counters.errors++;
-      this.log.error({ file, err: errorMessage(err) }, 'cannot write haproxy.cfg after a runtime change; HAProxy runs the change, the write is retried');
-    });
+    this.configFile = new CoalescedFile(
+      haproxy.configPath,
+      (file, content) => this.writeFile(file, content),
+      agent.writeDelayMs,
+      this.clock,
+      (file, err) => {
+        this.counters.errors++;
+        this.log.error(
+          { file, err: errorMessage(err) },
+          'cannot write haproxy.cfg after a runtime change; HAProxy runs the change, the write is retried',
+        );
+      },
+    );
     this.supervisor =
       opts.supervisor ??
       new HaproxySupervisor({
@@ -227,12 +236,26 @@ export class Agent {
    * Serialized with applies; never rejects.
    */
   preflight(desired: DesiredState): Promise<PreflightResult> {
-    if (!this.lifecycle.is('idle', 'running')) return Promise.resolve({ ok: false, error: this.lifecycle.refuse('preflight a desired state').message, method: 'nothing', reasons: [], problems: [] });
+    if (!this.lifecycle.is('idle', 'running'))
+      return Promise.resolve({
+        ok: false,
+        error: this.lifecycle.refuse('preflight a desired state').message,
+        method: 'nothing',
+        reasons: [],
+        problems: [],
+      });
     return this.serialize(async () => {
       try {
         return await this.preflightNow(desired);
       } catch (err) {
-        return { ok: false, error: errorMessage(err), method: 'nothing' as const, reasons: [], problems: [], wholeConfig: true };
+        return {
+          ok: false,
+          error: errorMessage(err),
+          method: 'nothing' as const,
+          reasons: [],
+          problems: [],
+          wholeConfig: true,
+        };
       } finally {
         this.awaitingBind.clear();
         this.releaseUnusedSockets();
@@ -246,23 +269,53 @@ export class Agent {
       sanitized = sanitizeState(desired, this.lastGood, this.opts.config.serviceOptions);
     } catch (err) {
       if (!(err instanceof StateError)) throw err;
-      return { ok: false, error: err.message, method: 'nothing', reasons: [], problems: err.problems, wholeConfig: true };
+      return {
+        ok: false,
+        error: err.message,
+        method: 'nothing',
+        reasons: [],
+        problems: err.problems,
+        wholeConfig: true,
+      };
     }
     const problems = [...sanitized.problems];
     let state = this.withSockets(sanitized.state, problems);
     let actual: RuntimeState | undefined;
     // Read for the plan only: the cache stays what the agent's own last change left (overrides are observed there).
-    if (this.supervisor.running) actual = this.actualCache ?? (await this.runtime.serversState().catch(() => undefined));
-    const p = plan(state, this.supervisor.running ? this.running : undefined, actual, this.holds(), actual === this.actualCache);
-    const method: PreflightResult['method'] = p.reloadReasons.length > 0 ? 'reload' : p.actions.length > 0 ? 'runtime' : 'nothing';
+    if (this.supervisor.running)
+      actual = this.actualCache ?? (await this.runtime.serversState().catch(() => undefined));
+    const p = plan(
+      state,
+      this.supervisor.running ? this.running : undefined,
+      actual,
+      this.holds(),
+      actual === this.actualCache,
+    );
+    const method: PreflightResult['method'] =
+      p.reloadReasons.length > 0 ? 'reload' : p.actions.length > 0 ? 'runtime' : 'nothing';
     const reasons = p.reloadReasons.length > 0 ? [...p.reloadReasons] : p.actions.map((a) => a.reason);
     try {
       state = await this.checkPerService(state, problems);
     } catch (err) {
-      return { ok: false, error: errorMessage(err), ...(err instanceof HaproxyConfigError ? { haproxyOutput: err.output } : {}), method, reasons, problems, wholeConfig: true };
+      return {
+        ok: false,
+        error: errorMessage(err),
+        ...(err instanceof HaproxyConfigError ? { haproxyOutput: err.output } : {}),
+        method,
+        reasons,
+        problems,
+        wholeConfig: true,
+      };
     }
     const services = problems.filter((x) => x.service !== undefined && x.server === undefined);
-    if (services.length > 0) return { ok: false, error: services.map((x) => `${x.where}: ${x.message}`).join('; '), method, reasons, problems };
+    if (services.length > 0)
+      return {
+        ok: false,
+        error: services.map((x) => `${x.where}: ${x.message}`).join('; '),
+        method,
+        reasons,
+        problems,
+      };
     return { ok: true, method, reasons, problems };
   }
 
@@ -345,8 +398,19 @@ export class Agent {
       const error = this.asProxyMgrError(err);
       this.counters.rejected++;
       this.record(trigger, 'rejected', error.message, 'failed');
-      this.log.error({ version: desired.version, trigger, code: error.code, err: error.message }, `${trigger}: failed; HAProxy keeps running what it runs`);
-      return { version: desired.version, outcome: 'rejected', reasons: [], commands: [], problems: [], error, durationMs: this.clock.now() - started };
+      this.log.error(
+        { version: desired.version, trigger, code: error.code, err: error.message },
+        `${trigger}: failed; HAProxy keeps running what it runs`,
+      );
+      return {
+        version: desired.version,
+        outcome: 'rejected',
+        reasons: [],
+        commands: [],
+        problems: [],
+        error,
+        durationMs: this.clock.now() - started,
+      };
     }
   }
 
@@ -359,11 +423,33 @@ export class Agent {
 
   private async applyNow(desired: DesiredState, trigger: 'update' | 'drift'): Promise<ApplyResult> {
     const started = this.clock.now();
-    const done = (outcome: Outcome, reasons: string[], commands: string[], problems: readonly StateProblem[], error?: ProxyMgrError): ApplyResult => {
-      const result = { version: desired.version, outcome, reasons, commands, problems, error, durationMs: this.clock.now() - started };
+    const done = (
+      outcome: Outcome,
+      reasons: string[],
+      commands: string[],
+      problems: readonly StateProblem[],
+      error?: ProxyMgrError,
+    ): ApplyResult => {
+      const result = {
+        version: desired.version,
+        outcome,
+        reasons,
+        commands,
+        problems,
+        error,
+        durationMs: this.clock.now() - started,
+      };
       if (outcome !== 'nothing' || problems.length > 0) {
         this.log[outcome === 'rejected' ? 'error' : 'info'](
-          { version: desired.version, trigger, outcome, reasons, problems: problems.map((p) => `${p.where}: ${p.message}`), error: error?.message, duration_ms: result.durationMs },
+          {
+            version: desired.version,
+            trigger,
+            outcome,
+            reasons,
+            problems: problems.map((p) => `${p.where}: ${p.message}`),
+            error: error?.message,
+            duration_ms: result.durationMs,
+          },
           `${trigger}: ${outcome}`,
         );
       }
@@ -393,7 +479,11 @@ export class Agent {
       this.record(trigger, 'rejected', error.message, reasons.join('; ') || 'rejected');
       return done('rejected', [...reasons], [], problems, error);
     };
-    let state = this.rejectedServices.withoutKnown(this.withSockets(sanitized.state, problems), this.lastGood, problems);
+    let state = this.rejectedServices.withoutKnown(
+      this.withSockets(sanitized.state, problems),
+      this.lastGood,
+      problems,
+    );
     // A draining server that is desired again is simply desired (the plan readies it).
     if (trigger === 'update' && this.drains.forgetDesired(state) > 0) this.armDrainTimer();
 
@@ -474,7 +564,12 @@ export class Agent {
     this.scheduleConfig(state, problems);
     this.lastGood = state;
     if (trigger === 'drift') this.counters.driftRepairs++;
-    return done('runtime', p.actions.map((a) => a.reason), commands, problems);
+    return done(
+      'runtime',
+      p.actions.map((a) => a.reason),
+      commands,
+      problems,
+    );
   }
 
   /** Operator overrides, and the servers draining on their way out (held in drain). */
@@ -489,7 +584,12 @@ export class Agent {
       if (a.kind !== 'drain') continue;
       const def = this.running?.services.find((x) => x.name === a.backend)?.servers.find((v) => v.name === a.server);
       if (!def) continue;
-      this.drains.started(a.backend, def, desired.services.find((x) => x.name === a.backend), this.clock.now());
+      this.drains.started(
+        a.backend,
+        def,
+        desired.services.find((x) => x.name === a.backend),
+        this.clock.now(),
+      );
       started = true;
     }
     if (started) this.armDrainTimer();
@@ -497,8 +597,11 @@ export class Agent {
 
   /** Servers draining now: the ones on their way out (with their deadline), and those at weight 0 (no deadline). */
   draining(): { server: string; since?: number; deadline?: number }[] {
-    const out: { server: string; since?: number; deadline?: number }[] = this.drains.list().map((d) => ({ server: `${d.backend}/${d.server.name}`, since: d.since, deadline: d.deadline }));
-    for (const s of this.lastGood?.services ?? []) for (const v of s.servers) if (v.weight === 0) out.push({ server: `${s.name}/${v.name}` });
+    const out: { server: string; since?: number; deadline?: number }[] = this.drains
+      .list()
+      .map((d) => ({ server: `${d.backend}/${d.server.name}`, since: d.since, deadline: d.deadline }));
+    for (const s of this.lastGood?.services ?? [])
+      for (const v of s.servers) if (v.weight === 0) out.push({ server: `${s.name}/${v.name}` });
     return out;
   }
 
@@ -507,7 +610,10 @@ export class Agent {
     this.drainTimer = undefined;
     const at = this.drains.nextDeadline();
     if (at === undefined || !this.lifecycle.is('running')) return;
-    this.drainTimer = this.clock.setTimeout(() => void this.serialize(() => this.sweepDrains()), Math.max(20, at - this.clock.now()));
+    this.drainTimer = this.clock.setTimeout(
+      () => void this.serialize(() => this.sweepDrains()),
+      Math.max(20, at - this.clock.now()),
+    );
     unrefTimer(this.drainTimer);
   }
 
@@ -537,7 +643,10 @@ export class Agent {
             continue;
           }
           this.drains.delete(d);
-          this.log.warn({ server: id, err: errorMessage(err) }, 'drained server could not be deleted; it stays in maint until the next reload');
+          this.log.warn(
+            { server: id, err: errorMessage(err) },
+            'drained server could not be deleted; it stays in maint until the next reload',
+          );
           continue;
         }
         this.drains.delete(d);
@@ -549,10 +658,16 @@ export class Agent {
           rest.delete(d.server.name);
           this.actualCache!.set(d.backend, rest);
         }
-        this.record('update', 'runtime', `del server ${id}`, `drain of ${id} ended after ${Math.round((now - d.since) / 1000)} s: sessions shut down, server deleted`);
+        this.record(
+          'update',
+          'runtime',
+          `del server ${id}`,
+          `drain of ${id} ended after ${Math.round((now - d.since) / 1000)} s: sessions shut down, server deleted`,
+        );
         this.log.info({ server: id, drained_ms: now - d.since }, 'drained server deleted');
       }
-      if (deleted && this.lastGood) this.configFile.schedule(() => this.render(this.drains.withDraining(this.lastGood!)));
+      if (deleted && this.lastGood)
+        this.configFile.schedule(() => this.render(this.drains.withDraining(this.lastGood!)));
     } catch (err) {
       this.counters.errors++;
       this.log.error({ err: errorMessage(err) }, 'sweeping drained servers failed; retrying');
@@ -596,16 +711,23 @@ export class Agent {
       const onDisk = await fsp.readFile(configPath, 'utf8').catch(() => '');
       // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
       const listeners = onDisk.match(/^\s*bind fd@\d+\s*$/gm)?.length ?? 0;
-      if (sockets.length < listeners) throw new Error(`copied ${sockets.length} of the ${listeners} listening sockets of HAProxy pid ${pid}`);
+      if (sockets.length < listeners)
+        throw new Error(`copied ${sockets.length} of the ${listeners} listening sockets of HAProxy pid ${pid}`);
       this.socketsPinned = sockets.length > 0;
       const state = this.withSockets(desired, []);
       const same = onDisk === this.render(state);
       this.supervisor.adopt(pid, same ? this.fdsFor(state) : [], all.slice(0, -1));
       if (same) this.running = state;
       this.overrideTracker.adopted();
-      this.log.info({ haproxy_pid: pid, also_running: all.slice(0, -1), sockets, config_matches: same }, 'took over the HAProxy the previous agent left running, with its listening sockets');
+      this.log.info(
+        { haproxy_pid: pid, also_running: all.slice(0, -1), sockets, config_matches: same },
+        'took over the HAProxy the previous agent left running, with its listening sockets',
+      );
     } catch (err) {
-      this.log.error({ haproxy_pid: pid, err: errorMessage(err) }, 'cannot take over the running HAProxy; stopping it and binding its ports again (connections in flight on it are cut)');
+      this.log.error(
+        { haproxy_pid: pid, err: errorMessage(err) },
+        'cannot take over the running HAProxy; stopping it and binding its ports again (connections in flight on it are cut)',
+      );
       this.socketsPinned = false;
       this.sockets.closeAll();
       for (const p of all) await stopOrphan(p, this.log);
@@ -656,7 +778,9 @@ export class Agent {
    */
   private blockedByUnwanted(s: Service, err: unknown, wanted: ReadonlySet<string>): boolean {
     if (((err as { cause?: { code?: string } }).cause?.code ?? '') !== 'EADDRINUSE') return false;
-    return (this.running?.services ?? []).some((r) => r.port === s.port && !wanted.has(socketKey(r.bindAddress, r.port)));
+    return (this.running?.services ?? []).some(
+      (r) => r.port === s.port && !wanted.has(socketKey(r.bindAddress, r.port)),
+    );
   }
 
   /**
@@ -681,7 +805,11 @@ export class Agent {
    * of an operation Linux does not allow otherwise (the other services are served throughout). A new address that
    * still cannot be bound keeps the service at its previous version (reported), or leaves it out.
    */
-  private async vacate(state: DesiredState, problems: StateProblem[], trigger: 'update' | 'drift'): Promise<DesiredState> {
+  private async vacate(
+    state: DesiredState,
+    problems: StateProblem[],
+    trigger: 'update' | 'drift',
+  ): Promise<DesiredState> {
     const moving = state.services.filter((s) => this.awaitingBind.has(socketKey(s.bindAddress, s.port)));
     if (moving.length === 0) return state;
     const names = moving.map((s) => s.name).join(', ');
@@ -692,7 +820,12 @@ export class Agent {
       const pid = await this.supervisor.startOrReload(this.fdsFor(interim));
       this.counters.reloads++;
       this.running = interim;
-      this.record(trigger, 'reload', `haproxy pid ${pid}`, `reload: without ${names} first, so that the old sockets of their ports close`);
+      this.record(
+        trigger,
+        'reload',
+        `haproxy pid ${pid}`,
+        `reload: without ${names} first, so that the old sockets of their ports close`,
+      );
     }
     this.sockets.release(new Set(interim.services.map((s) => socketKey(s.bindAddress, s.port))));
     // The old process closes its listeners as soon as it gets the soft-stop signal; give it a moment.
@@ -704,7 +837,10 @@ export class Agent {
       for (;;) {
         try {
           this.sockets.acquire(s.bindAddress, s.port);
-          this.log.info({ service: s.name, address: `${s.bindAddress}:${s.port}`, waited_ms: this.clock.now() - closedAt }, 'listening on the new address');
+          this.log.info(
+            { service: s.name, address: `${s.bindAddress}:${s.port}`, waited_ms: this.clock.now() - closedAt },
+            'listening on the new address',
+          );
           services.push(s);
           break;
         } catch (err) {
@@ -723,7 +859,11 @@ export class Agent {
               // its old address is gone too
             }
           }
-          problems.push({ service: s.name, where: `service ${s.name}`, message: `${errorMessage(err)} (after closing the old socket); ${kept ? 'kept its previous version' : 'left out'}` });
+          problems.push({
+            service: s.name,
+            where: `service ${s.name}`,
+            message: `${errorMessage(err)} (after closing the old socket); ${kept ? 'kept its previous version' : 'left out'}`,
+          });
           break;
         }
       }
@@ -746,7 +886,10 @@ export class Agent {
       } catch (err) {
         if (!(err instanceof HaproxyConfigError) || round >= 3) throw err;
         current = this.rejectedServices.fallBack(current, this.lastGood, err, problems);
-        this.log.warn({ services: err.services, err: err.message }, 'haproxy -c rejected these services; the rest goes ahead');
+        this.log.warn(
+          { services: err.services, err: err.message },
+          'haproxy -c rejected these services; the rest goes ahead',
+        );
       }
     }
   }
@@ -766,7 +909,12 @@ export class Agent {
 
   private render(state: DesiredState): string {
     const { haproxy, agent } = this.opts.config;
-    return renderHaproxyConfig(state, { socketPath: haproxy.socketPath, serverStateFile: this.serverStateFile, hardStopAfterMs: agent.hardStopAfterMs, ...this.identity });
+    return renderHaproxyConfig(state, {
+      socketPath: haproxy.socketPath,
+      serverStateFile: this.serverStateFile,
+      hardStopAfterMs: agent.hardStopAfterMs,
+      ...this.identity,
+    });
   }
 
   /**
@@ -777,7 +925,10 @@ export class Agent {
   private scheduleConfig(state: DesiredState, problems: StateProblem[]): void {
     this.configFile.schedule(() => this.render(this.drains.withDraining(state)));
     if (this.configFile.failure !== undefined) {
-      problems.push({ where: 'haproxy.cfg', message: `cannot write ${this.configFile.file}: ${this.configFile.failure}; HAProxy runs the change, a crash restart before the write succeeds would start from the previous file (drift repair then catches up)` });
+      problems.push({
+        where: 'haproxy.cfg',
+        message: `cannot write ${this.configFile.file}: ${this.configFile.failure}; HAProxy runs the change, a crash restart before the write succeeds would start from the previous file (drift repair then catches up)`,
+      });
     }
   }
 
@@ -822,7 +973,13 @@ export class Agent {
    * runtime pass after it is a warning in `problems` (drift repair makes up for it), not a rejection of a config
    * that is running.
    */
-  private async reload(state: DesiredState, reasons: readonly string[], trigger: 'update' | 'drift', problems: StateProblem[], checked: boolean): Promise<{ state: DesiredState; commands: string[] }> {
+  private async reload(
+    state: DesiredState,
+    reasons: readonly string[],
+    trigger: 'update' | 'drift',
+    problems: StateProblem[],
+    checked: boolean,
+  ): Promise<{ state: DesiredState; commands: string[] }> {
     if (!checked) await this.check(state);
     state = await this.vacate(state, problems, trigger);
     // Draining servers stay in the config (and in drain) until their deadline: a reload does not cut them short.
@@ -905,7 +1062,13 @@ export class Agent {
   }
 
   private record(trigger: 'update' | 'drift', kind: ActionRecord['kind'], detail: string, reason: string): void {
-    this.recent.push({ at: new Date(this.clock.now()).toISOString(), trigger, kind, detail, reason: trigger === 'drift' ? `drift: ${reason}` : reason });
+    this.recent.push({
+      at: new Date(this.clock.now()).toISOString(),
+      trigger,
+      kind,
+      detail,
+      reason: trigger === 'drift' ? `drift: ${reason}` : reason,
+    });
     if (this.recent.length > 200) this.recent.splice(0, this.recent.length - 200);
   }
 }
@@ -922,7 +1085,12 @@ const EMPTY_REPLY = /^\s*$/;
 /** `running` without one server (deleted at runtime). */
 function withoutServer(running: Running | undefined, backend: string, server: string): Running | undefined {
   if (!running) return running;
-  return { ...running, services: running.services.map((s) => (s.name === backend ? { ...s, servers: s.servers.filter((v) => v.name !== server) } : s)) };
+  return {
+    ...running,
+    services: running.services.map((s) =>
+      s.name === backend ? { ...s, servers: s.servers.filter((v) => v.name !== server) } : s,
+    ),
+  };
 }
 
 function mergeRunning(running: Running, state: DesiredState): Running {
@@ -938,4 +1106,3 @@ function mergeRunning(running: Running, state: DesiredState): Running {
     }),
   };
 }
-

@@ -41,7 +41,13 @@ export function parseLabels(text: string): Record<string, string> {
 export async function runAgentCommand(argv: string[]): Promise<number> {
   let flags;
   try {
-    flags = parseFlags(argv, { config: 'string', state: 'string', 'node-id': 'string', labels: 'string', help: 'boolean' });
+    flags = parseFlags(argv, {
+      config: 'string',
+      state: 'string',
+      'node-id': 'string',
+      labels: 'string',
+      help: 'boolean',
+    });
     if (flags.help) {
       console.log(HELP);
       return 0;

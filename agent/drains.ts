@@ -75,7 +75,9 @@ export class Drains {
   /** `overrides` plus every draining server, held as 'draining' (the plan re-applies drain if HAProxy lost it). */
   holds(overrides: Overrides): Overrides {
     if (this.entries.size === 0) return overrides;
-    const out = new Map<string, Map<string, OverrideState | 'draining'>>([...overrides].map(([b, m]) => [b, new Map(m)]));
+    const out = new Map<string, Map<string, OverrideState | 'draining'>>(
+      [...overrides].map(([b, m]) => [b, new Map(m)]),
+    );
     for (const d of this.entries.values()) {
       let m = out.get(d.backend);
       if (!m) out.set(d.backend, (m = new Map()));
@@ -94,7 +96,10 @@ export class Drains {
       const extra = (byBackend.get(s.name) ?? []).filter((v) => !s.servers.some((x) => x.name === v.name));
       if (extra.length === 0) return s;
       changed = true;
-      return { ...s, servers: [...s.servers, ...extra].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+      return {
+        ...s,
+        servers: [...s.servers, ...extra].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+      };
     });
     return changed ? { ...state, services } : state;
   }

@@ -46,11 +46,20 @@ export interface AgentProcessOptions {
  * when no server of the agent's zone is up (the control plane adds `option allbackups`, so then all of them share
  * it). An agent without the label uses every server.
  */
-export function localService(s: Service, bindAddress: string | undefined, labels: Readonly<Record<string, string>>): Service {
+export function localService(
+  s: Service,
+  bindAddress: string | undefined,
+  labels: Readonly<Record<string, string>>,
+): Service {
   let out = bindAddress ? { ...s, bindAddress } : s;
   const zone = s.zoneLabel ? labels[s.zoneLabel] : undefined;
   if (zone !== undefined) {
-    out = { ...out, servers: s.servers.map((v) => (v.zone === zone || v.options.includes('backup') ? v : { ...v, options: [...v.options, 'backup'] })) };
+    out = {
+      ...out,
+      servers: s.servers.map((v) =>
+        v.zone === zone || v.options.includes('backup') ? v : { ...v, options: [...v.options, 'backup'] },
+      ),
+    };
   }
   return out;
 }
@@ -105,10 +114,16 @@ export class AgentProcess {
     this.agent = new Agent({ config: opts.config, log: opts.log, runtime: this.runtime });
     this.serviceStats = new ServiceStatsTracker(this.runtime);
     this.cacheFile = path.join(opts.config.agent.stateDir, 'desired-state.json');
-    this.cache = new CoalescedFile(this.cacheFile, writeFileAtomic, opts.config.agent.writeDelayMs, systemClock, (file, err) => {
-      this.agent.counters.errors++;
-      this.log.error({ err: errorMessage(err), file }, 'cannot write the state cache');
-    });
+    this.cache = new CoalescedFile(
+      this.cacheFile,
+      writeFileAtomic,
+      opts.config.agent.writeDelayMs,
+      systemClock,
+      (file, err) => {
+        this.agent.counters.errors++;
+        this.log.error({ err: errorMessage(err), file }, 'cannot write the state cache');
+      },
+    );
   }
 
   get metricsPort(): number | undefined {
@@ -152,32 +167,59 @@ export class AgentProcess {
       }
       // The state runs, but a restart would not find it: said in the ACK's warnings, not passed over.
       if (this.cache.failure === undefined) return result;
-      return { ...result, problems: [...result.problems, { where: 'state cache', message: `cannot write ${this.cacheFile}: ${this.cache.failure}; an agent restarted now would not serve this version before the control plane answers` }] };
+      return {
+        ...result,
+        problems: [
+          ...result.problems,
+          {
+            where: 'state cache',
+            message: `cannot write ${this.cacheFile}: ${this.cache.failure}; an agent restarted now would not serve this version before the control plane answers`,
+          },
+        ],
+      };
     };
 
     // Serve the last applied state at once: the control plane may be down, and it is what ran before.
     const cached = await this.readCache();
     if (cached) {
-      this.log.info({ version: cached.version, file: this.cacheFile }, 'serving the cached desired state until the control plane answers');
+      this.log.info(
+        { version: cached.version, file: this.cacheFile },
+        'serving the cached desired state until the control plane answers',
+      );
       await apply(cached);
     }
 
     const grpcSource = !this.opts.source && !this.opts.stateFile ? this.createGrpcSource() : undefined;
-    this.source = this.opts.source ?? (this.opts.stateFile ? new FileStateSource(this.opts.stateFile, this.log.child({ component: 'state-file' })) : grpcSource!);
+    this.source =
+      this.opts.source ??
+      (this.opts.stateFile
+        ? new FileStateSource(this.opts.stateFile, this.log.child({ component: 'state-file' }))
+        : grpcSource!);
     let authorizer: Authorizer | undefined;
     if (config.agent.adminListen) {
       try {
         authorizer = new Authorizer(config.auth);
       } catch (err) {
         // As with a port that cannot be bound: the data plane matters more than introspection.
-        this.log.error({ err: errorMessage(err), key: 'auth' }, 'AgentAdmin server not started: its auth section cannot be used; the agent runs without it');
+        this.log.error(
+          { err: errorMessage(err), key: 'auth' },
+          'AgentAdmin server not started: its auth section cannot be used; the agent runs without it',
+        );
       }
     }
     if (config.agent.adminListen && authorizer) {
       for (const w of authorizer.warnings) this.log.warn({}, w);
       const tlsWarning = authTlsWarning(config.auth, config.agent.tls, config.file, 'agent.tls');
       if (tlsWarning) this.log.warn({}, tlsWarning);
-      this.grpcServer = new grpc.Server({ interceptors: [authInterceptor(authorizer, this.log.child({ component: 'admin' }), authMetrics(this.registry, 'proxymgr_agent'))] });
+      this.grpcServer = new grpc.Server({
+        interceptors: [
+          authInterceptor(
+            authorizer,
+            this.log.child({ component: 'admin' }),
+            authMetrics(this.registry, 'proxymgr_agent'),
+          ),
+        ],
+      });
       this.grpcServer.addService(
         AgentAdminService,
         agentAdminServer(this.agent, this.runtime, {
@@ -191,10 +233,17 @@ export class AgentProcess {
       this.agent.supervisor.on('exit', this.health.changed).on('restarted', this.health.changed);
       addReflection(this.grpcServer, ['proxymgr.v1.AgentAdmin']);
       try {
-        this.adminPort = await bindServer(this.grpcServer, config.agent.adminListen, serverCredentials(config.agent.tls?.cert ? config.agent.tls : undefined));
+        this.adminPort = await bindServer(
+          this.grpcServer,
+          config.agent.adminListen,
+          serverCredentials(config.agent.tls?.cert ? config.agent.tls : undefined),
+        );
       } catch (err) {
         // The data plane matters more than introspection: keep serving, say loudly what is missing.
-        this.log.error({ err: errorMessage(err), key: 'agent.admin_listen' }, 'AgentAdmin server not started; the agent runs without it');
+        this.log.error(
+          { err: errorMessage(err), key: 'agent.admin_listen' },
+          'AgentAdmin server not started; the agent runs without it',
+        );
         this.grpcServer.forceShutdown();
         this.grpcServer = undefined;
       }
@@ -203,7 +252,10 @@ export class AgentProcess {
       try {
         this.metrics = await serveMetrics(this.registry, config.agent.metricsListen);
       } catch (err) {
-        this.log.error({ err: errorMessage(err), key: 'agent.metrics_listen' }, 'metrics endpoint not started; the agent runs without it');
+        this.log.error(
+          { err: errorMessage(err), key: 'agent.metrics_listen' },
+          'metrics endpoint not started; the agent runs without it',
+        );
       }
     }
     await this.source.start(apply);
@@ -212,12 +264,16 @@ export class AgentProcess {
     // (Not once a stop or hand-over began while the source was starting: it has cleared the timer already.)
     if (this.lifecycle.is('starting')) {
       this.statsTimer = setInterval(() => {
-        if (this.agent.supervisor.running) void this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
+        if (this.agent.supervisor.running)
+          void this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
       }, STATS_SAMPLE_MS);
       this.statsTimer.unref();
     }
     this.lifecycle.to('running', 'finish starting');
-    this.log.info({ admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId }, 'agent started');
+    this.log.info(
+      { admin_port: this.adminPort, metrics_port: this.metrics?.port, node_id: config.agent.nodeId },
+      'agent started',
+    );
   }
 
   /**
@@ -291,7 +347,9 @@ export class AgentProcess {
   private createGrpcSource(): GrpcStateSource {
     const { agent, haproxy } = this.opts.config;
     if (agent.controlplanes.length === 0) {
-      throw new Error(`${this.opts.config.file}: agent.controlplanes: no control plane address and no --state FILE: the agent has nowhere to get a desired state from`);
+      throw new Error(
+        `${this.opts.config.file}: agent.controlplanes: no control plane address and no --state FILE: the agent has nowhere to get a desired state from`,
+      );
     }
     return new GrpcStateSource({
       addresses: agent.controlplanes,
@@ -306,7 +364,10 @@ export class AgentProcess {
       // The latest sample, if recent enough (at most STATS_SAMPLE_MS old, or what the caller asks): a `show stat`
       // only when there is none that recent.
       counters: async (maxAgeMs) => {
-        if (Date.now() - this.serviceStats.sampledAt > Math.min(maxAgeMs, STATS_SAMPLE_MS) && this.agent.supervisor.running) {
+        if (
+          Date.now() - this.serviceStats.sampledAt > Math.min(maxAgeMs, STATS_SAMPLE_MS) &&
+          this.agent.supervisor.running
+        ) {
           await this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
         }
         const servers = this.agent.serverCounts();
@@ -328,7 +389,8 @@ export class AgentProcess {
         const state = await this.runtime.serversState();
         const servers = [...state.values()].flatMap((backend) => [...backend.values()].map(toPb));
         // Within the control plane's 4 MiB receive limit (about 60 bytes a server): a larger answer would end the stream.
-        if (servers.length > MAX_REPORTED_SERVERS) return `HAProxy has ${servers.length} servers, more than the ${MAX_REPORTED_SERVERS} an answer may hold; ask the agent's AgentAdmin/HaproxyState`;
+        if (servers.length > MAX_REPORTED_SERVERS)
+          return `HAProxy has ${servers.length} servers, more than the ${MAX_REPORTED_SERVERS} an answer may hold; ask the agent's AgentAdmin/HaproxyState`;
         return servers;
       },
       tls: agent.tls,
@@ -341,23 +403,44 @@ export class AgentProcess {
     try {
       return fromJson(JSON.parse(await fsp.readFile(this.cacheFile, 'utf8')));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: errorMessage(err), file: this.cacheFile }, 'ignoring an unreadable state cache');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.log.warn({ err: errorMessage(err), file: this.cacheFile }, 'ignoring an unreadable state cache');
       return undefined;
     }
   }
 
   private createMetrics() {
     const r = this.registry;
-    const applies = new Counter({ name: 'proxymgr_agent_applies_total', help: 'Desired states applied, by outcome', labelNames: ['outcome'], registers: [r] });
-    const reloads = new Counter({ name: 'proxymgr_agent_reloads_total', help: 'HAProxy reloads, by reason', labelNames: ['reason'], registers: [r] });
-    const commands = new Counter({ name: 'proxymgr_agent_runtime_commands_total', help: 'Runtime API commands sent, by kind', labelNames: ['kind'], registers: [r] });
+    const applies = new Counter({
+      name: 'proxymgr_agent_applies_total',
+      help: 'Desired states applied, by outcome',
+      labelNames: ['outcome'],
+      registers: [r],
+    });
+    const reloads = new Counter({
+      name: 'proxymgr_agent_reloads_total',
+      help: 'HAProxy reloads, by reason',
+      labelNames: ['reason'],
+      registers: [r],
+    });
+    const commands = new Counter({
+      name: 'proxymgr_agent_runtime_commands_total',
+      help: 'Runtime API commands sent, by kind',
+      labelNames: ['kind'],
+      registers: [r],
+    });
     const leftOut = new Counter({
       name: 'proxymgr_agent_left_out_total',
       help: 'Parts of applied states left out (service: kept at its previous version or absent; server: that host only), per apply',
       labelNames: ['kind'],
       registers: [r],
     });
-    const version = new Gauge({ name: 'proxymgr_agent_running_version', help: 'The desired-state version running (value 1)', labelNames: ['version'], registers: [r] });
+    const version = new Gauge({
+      name: 'proxymgr_agent_running_version',
+      help: 'The desired-state version running (value 1)',
+      labelNames: ['version'],
+      registers: [r],
+    });
     const agent = this.agent;
     new Gauge({
       name: 'proxymgr_agent_haproxy_restarts',
@@ -405,7 +488,12 @@ export class AgentProcess {
         .sample(supervisor.running ? supervisor.pid : undefined)
         .catch(() => undefined)
         .finally(() => (sampling = undefined)));
-    const perService = (name: string, help: string, kind: 'counter' | 'gauge', value: (s: ServiceStats, service: string) => number) => {
+    const perService = (
+      name: string,
+      help: string,
+      kind: 'counter' | 'gauge',
+      value: (s: ServiceStats, service: string) => number,
+    ) => {
       if (kind === 'gauge') {
         return new Gauge({
           name,
@@ -431,16 +519,61 @@ export class AgentProcess {
         },
       });
     };
-    perService('proxymgr_agent_service_requests_total', 'HTTP requests received by the service (HAProxy frontend req_tot; carried across reloads)', 'counter', (s) => s.counters.requests);
-    perService('proxymgr_agent_service_responses_5xx_total', '5xx responses sent to clients, HAProxy\'s own included (frontend hrsp_5xx)', 'counter', (s) => s.counters.responses5xx);
-    perService('proxymgr_agent_service_sessions_total', 'Client sessions (frontend stot; the request count of tcp services)', 'counter', (s) => s.counters.sessions);
-    perService('proxymgr_agent_service_connection_errors_total', 'Failed connections to servers (backend econ)', 'counter', (s) => s.counters.connectionErrors);
-    perService('proxymgr_agent_service_response_errors_total', 'Failed or aborted server responses (backend eresp)', 'counter', (s) => s.counters.responseErrors);
-    perService('proxymgr_agent_service_retries_total', 'Connection retries and redispatches (backend wretr + wredis)', 'counter', (s) => s.counters.retries);
+    perService(
+      'proxymgr_agent_service_requests_total',
+      'HTTP requests received by the service (HAProxy frontend req_tot; carried across reloads)',
+      'counter',
+      (s) => s.counters.requests,
+    );
+    perService(
+      'proxymgr_agent_service_responses_5xx_total',
+      "5xx responses sent to clients, HAProxy's own included (frontend hrsp_5xx)",
+      'counter',
+      (s) => s.counters.responses5xx,
+    );
+    perService(
+      'proxymgr_agent_service_sessions_total',
+      'Client sessions (frontend stot; the request count of tcp services)',
+      'counter',
+      (s) => s.counters.sessions,
+    );
+    perService(
+      'proxymgr_agent_service_connection_errors_total',
+      'Failed connections to servers (backend econ)',
+      'counter',
+      (s) => s.counters.connectionErrors,
+    );
+    perService(
+      'proxymgr_agent_service_response_errors_total',
+      'Failed or aborted server responses (backend eresp)',
+      'counter',
+      (s) => s.counters.responseErrors,
+    );
+    perService(
+      'proxymgr_agent_service_retries_total',
+      'Connection retries and redispatches (backend wretr + wredis)',
+      'counter',
+      (s) => s.counters.retries,
+    );
     const agentRef = this.agent;
-    perService('proxymgr_agent_service_servers_down', 'Servers HAProxy sees DOWN (health checks; maint not counted), as of the agent\'s last show servers state', 'gauge', (_s, service) => agentRef.serverCounts().get(service)?.down ?? 0);
-    perService('proxymgr_agent_service_servers', 'Servers in the service\'s backend (maint not counted)', 'gauge', (_s, service) => agentRef.serverCounts().get(service)?.total ?? 0);
-    perService('proxymgr_agent_service_queue', 'Requests waiting for a server (backend qcur)', 'gauge', (s) => s.gauges.queue);
+    perService(
+      'proxymgr_agent_service_servers_down',
+      "Servers HAProxy sees DOWN (health checks; maint not counted), as of the agent's last show servers state",
+      'gauge',
+      (_s, service) => agentRef.serverCounts().get(service)?.down ?? 0,
+    );
+    perService(
+      'proxymgr_agent_service_servers',
+      "Servers in the service's backend (maint not counted)",
+      'gauge',
+      (_s, service) => agentRef.serverCounts().get(service)?.total ?? 0,
+    );
+    perService(
+      'proxymgr_agent_service_queue',
+      'Requests waiting for a server (backend qcur)',
+      'gauge',
+      (s) => s.gauges.queue,
+    );
     const streamStats = () => (this.source instanceof GrpcStateSource ? this.source.stats : undefined);
     new Counter({
       name: 'proxymgr_agent_pushes_total',
@@ -467,8 +600,10 @@ export class AgentProcess {
     return {
       record: (result: ApplyResult) => {
         applies.inc({ outcome: result.outcome });
-        for (const p of result.problems) if (p.service !== undefined) leftOut.inc({ kind: p.server === undefined ? 'service' : 'server' });
-        if (result.outcome === 'reload') for (const reason of result.reasons) reloads.inc({ reason: reasonKind(reason) });
+        for (const p of result.problems)
+          if (p.service !== undefined) leftOut.inc({ kind: p.server === undefined ? 'service' : 'server' });
+        if (result.outcome === 'reload')
+          for (const reason of result.reasons) reloads.inc({ reason: reasonKind(reason) });
         for (const c of result.commands) commands.inc({ kind: commandKind(c) });
         if (result.outcome !== 'rejected') {
           version.reset();

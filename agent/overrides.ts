@@ -91,7 +91,10 @@ export class OverrideTracker {
         } else if (!restored && (seen?.has(server.name) || (adoption && state === 'drain'))) {
           if (!held) this.held.set(service.name, (held = new Map()));
           held.set(server.name, state);
-          events.push({ server: id(), what: `found in ${state}: an operator override, left alone until it is ready again or leaves the desired state` });
+          events.push({
+            server: id(),
+            what: `found in ${state}: an operator override, left alone until it is ready again or leaves the desired state`,
+          });
         }
       }
     }

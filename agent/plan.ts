@@ -65,11 +65,19 @@ function serversByName(service: Service): ReadonlyMap<string, Server> {
  * With `skipSame`, a desired service that is the very object `running` holds is not looked at server by server:
  * the caller vouches that `actual` is what its own last change left (not a fresh read, which may show drift).
  */
-export function plan(desired: DesiredState, running: Running | undefined, actual: RuntimeState | undefined, overrides?: Overrides, skipSame = false): Plan {
+export function plan(
+  desired: DesiredState,
+  running: Running | undefined,
+  actual: RuntimeState | undefined,
+  overrides?: Overrides,
+  skipSame = false,
+): Plan {
   if (!running || !actual) return { reloadReasons: ['start: no HAProxy is running'], actions: [] };
   const reasons: string[] = [];
-  if (!sameLines(desired.haproxy.global, running.haproxy.global)) reasons.push('reload: haproxy global section changed');
-  if (!sameLines(desired.haproxy.defaults, running.haproxy.defaults)) reasons.push('reload: haproxy defaults section changed');
+  if (!sameLines(desired.haproxy.global, running.haproxy.global))
+    reasons.push('reload: haproxy global section changed');
+  if (!sameLines(desired.haproxy.defaults, running.haproxy.defaults))
+    reasons.push('reload: haproxy defaults section changed');
 
   const runningByName = servicesByName(running);
   const desiredNames = new Set(desired.services.map((s) => s.name));
@@ -93,7 +101,8 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
     // The hot loop runs once per server of the fleet (2,000 × 20 in bench/scale): no per-call allocation
     // unless something differs, and the algorithm is only looked at when it matters.
     let staticAlgo: string | undefined | null = null;
-    const algo = () => (staticAlgo === null ? (staticAlgo = staticAlgorithm(service, desired.haproxy.defaults)) : staticAlgo);
+    const algo = () =>
+      staticAlgo === null ? (staticAlgo = staticAlgorithm(service, desired.haproxy.defaults)) : staticAlgo;
     const live = actual.get(service.name) ?? EMPTY_BACKEND;
     const held = overrides?.get(service.name);
     const defs = serversByName(was);
@@ -111,7 +120,14 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
       const sameOptions = def === undefined || def === server || sameLines(def.options, server.options);
       const admin = cur.adminState & (ADMF_FMAINT | ADMF_FDRAIN);
       const hold = held === undefined ? undefined : held.get(server.name);
-      if (sameOptions && cur.weight === server.weight && cur.port === server.port && cur.address === server.address && admin === 0 && hold === undefined) {
+      if (
+        sameOptions &&
+        cur.weight === server.weight &&
+        cur.port === server.port &&
+        cur.address === server.address &&
+        admin === 0 &&
+        hold === undefined
+      ) {
         continue; // the common case: nothing differs
       }
       const id = `${service.name}/${server.name}`;
@@ -120,7 +136,8 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
         continue;
       }
       if (isIP(server.address) === 0) {
-        if (def && def.address !== server.address) reasons.push(`reload: address of ${id} is now hostname ${server.address} (runtime API takes IP literals)`);
+        if (def && def.address !== server.address)
+          reasons.push(`reload: address of ${id} is now hostname ${server.address} (runtime API takes IP literals)`);
       } else if (!sameAddress(cur, server)) {
         updates.push({
           kind: 'addr',
@@ -147,8 +164,22 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
         if (admin === 0) {
           removals.push(
             hold === 'draining'
-              ? { kind: 'override', backend: service.name, server: server.name, command: `set server ${id} state drain`, ok: EMPTY, reason: `server ${id} is draining: HAProxy restarted without its drain state` }
-              : { kind: 'override', backend: service.name, server: server.name, command: `set server ${id} state ${hold}`, ok: EMPTY, reason: `operator override of ${id} (${hold}) re-applied: HAProxy restarted without it` },
+              ? {
+                  kind: 'override',
+                  backend: service.name,
+                  server: server.name,
+                  command: `set server ${id} state drain`,
+                  ok: EMPTY,
+                  reason: `server ${id} is draining: HAProxy restarted without its drain state`,
+                }
+              : {
+                  kind: 'override',
+                  backend: service.name,
+                  server: server.name,
+                  command: `set server ${id} state ${hold}`,
+                  ok: EMPTY,
+                  reason: `operator override of ${id} (${hold}) re-applied: HAProxy restarted without it`,
+                },
           );
         }
       } else if (admin !== 0) {
@@ -170,7 +201,10 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
         server: cur.name,
         command: `set server ${service.name}/${cur.name} state drain`,
         ok: EMPTY,
-        reason: hold === 'draining' ? `server ${service.name}/${cur.name} is draining: HAProxy restarted without its drain state` : `server ${service.name}/${cur.name} is no longer in the desired state: draining`,
+        reason:
+          hold === 'draining'
+            ? `server ${service.name}/${cur.name} is draining: HAProxy restarted without its drain state`
+            : `server ${service.name}/${cur.name} is no longer in the desired state: draining`,
       });
     }
   }
@@ -181,10 +215,14 @@ export function plan(desired: DesiredState, running: Running | undefined, actual
 function shapeChanges(service: Service, was: Service): string[] {
   const out: string[] = [];
   if (service.port !== was.port || service.bindAddress !== was.bindAddress) {
-    out.push(`reload: listen address of ${service.name} changed ${was.bindAddress}:${was.port} → ${service.bindAddress}:${service.port}`);
+    out.push(
+      `reload: listen address of ${service.name} changed ${was.bindAddress}:${was.port} → ${service.bindAddress}:${service.port}`,
+    );
   }
-  if (!sameLines(service.listenOptions, was.listenOptions)) out.push(`reload: listen_options of ${service.name} changed`);
-  if (!sameLines(service.serverOptions, was.serverOptions)) out.push(`reload: server_options of ${service.name} changed`);
+  if (!sameLines(service.listenOptions, was.listenOptions))
+    out.push(`reload: listen_options of ${service.name} changed`);
+  if (!sameLines(service.serverOptions, was.serverOptions))
+    out.push(`reload: server_options of ${service.name} changed`);
   return out;
 }
 
@@ -203,11 +241,25 @@ function addServer(service: Service, server: Server): RuntimeAction[] {
     },
   ];
   if (keywords.some((k) => /(^|\s)check(\s|$)/.test(k))) {
-    actions.push({ kind: 'enable-health', backend: service.name, server: server.name, command: `enable health ${id}`, ok: EMPTY, reason: `health checks for new server ${id}` });
+    actions.push({
+      kind: 'enable-health',
+      backend: service.name,
+      server: server.name,
+      command: `enable health ${id}`,
+      ok: EMPTY,
+      reason: `health checks for new server ${id}`,
+    });
   }
   // Like health checks, agent checks of a dynamic server start disabled.
   if (keywords.some((k) => /(^|\s)agent-check(\s|$)/.test(k))) {
-    actions.push({ kind: 'enable-agent', backend: service.name, server: server.name, command: `enable agent ${id}`, ok: EMPTY, reason: `agent check for new server ${id}` });
+    actions.push({
+      kind: 'enable-agent',
+      backend: service.name,
+      server: server.name,
+      command: `enable agent ${id}`,
+      ok: EMPTY,
+      reason: `agent check for new server ${id}`,
+    });
   }
   actions.push(ready(service.name, server.name, `new server ${id} starts in maint`));
   return actions;
@@ -220,7 +272,8 @@ function ready(backend: string, server: string, reason: string): RuntimeAction {
 /** Why `add server` cannot take this server, or undefined when it can. */
 function cannotAdd(server: Server, staticAlgo: string | undefined): string | undefined {
   if (staticAlgo) return `${staticAlgo} cannot take dynamic servers`;
-  if (isIP(server.address) === 0) return `address ${server.address} is a hostname; add server takes IP literals on HAProxy 2.6`;
+  if (isIP(server.address) === 0)
+    return `address ${server.address} is a hostname; add server takes IP literals on HAProxy 2.6`;
   return undefined;
 }
 
@@ -244,7 +297,10 @@ export function staticAlgorithm(service: Service, defaults: readonly string[]): 
 }
 
 function sameAddress(cur: RuntimeServer, server: Server): boolean {
-  return cur.port === server.port && (cur.address === server.address || normalizeIp(cur.address) === normalizeIp(server.address));
+  return (
+    cur.port === server.port &&
+    (cur.address === server.address || normalizeIp(cur.address) === normalizeIp(server.address))
+  );
 }
 
 function normalizeIp(a: string): string {

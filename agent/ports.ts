@@ -41,7 +41,12 @@ export interface SocketPool {
  * `haproxy -c` on a candidate config with the listening fds (see haproxy/check.ts checkConfig). Throws
  * HaproxyConfigError when HAProxy rejects it, HAPROXY_CHECK_FAILED when the check could not run.
  */
-export type ConfigCheck = (binary: string, configFile: string, configText: string, fds: readonly number[]) => Promise<void>;
+export type ConfigCheck = (
+  binary: string,
+  configFile: string,
+  configText: string,
+  fds: readonly number[],
+) => Promise<void>;
 
 /**
  * Writes a file of the state dir atomically, unless it already holds `content` (see common/fs.ts writeFileAtomic).

@@ -37,7 +37,12 @@ export class RejectedServices {
    * Throws `err` when the whole version is to blame: an ALERT names no service, or a blamed service is the very
    * version that runs (its own change did not break it: globals or defaults did).
    */
-  fallBack(state: DesiredState, previous: DesiredState | undefined, err: HaproxyConfigError, problems: StateProblem[]): DesiredState {
+  fallBack(
+    state: DesiredState,
+    previous: DesiredState | undefined,
+    err: HaproxyConfigError,
+    problems: StateProblem[],
+  ): DesiredState {
     if (err.unattributed.length > 0 || err.services.length === 0) throw err;
     const prevByName = new Map((previous?.services ?? []).map((s) => [s.name, s]));
     const blamed = new Set(err.services);
@@ -70,5 +75,9 @@ function inputOf(service: Service, state: DesiredState): string {
 }
 
 function problem(name: string, kept: boolean, alerts: string): StateProblem {
-  return { service: name, where: `service ${name}`, message: `haproxy -c rejected it (${kept ? 'kept its previous version' : 'left out'}): ${alerts}` };
+  return {
+    service: name,
+    where: `service ${name}`,
+    message: `haproxy -c rejected it (${kept ? 'kept its previous version' : 'left out'}): ${alerts}`,
+  };
 }

@@ -24,7 +24,18 @@ import { writeFileAtomic } from '../common/fs';
 import { DesiredState, Server } from '../common/types';
 import { server, service, startTestAgent, state } from '../test/helpers/agent';
 import { freePort, sleep } from '../test/helpers/net';
-import { describeTimings, intArg, killAgentNow, ms, onInterrupt, pickIndex, quantile, repeat, say, seededRandom } from './lib-common';
+import {
+  describeTimings,
+  intArg,
+  killAgentNow,
+  ms,
+  onInterrupt,
+  pickIndex,
+  quantile,
+  repeat,
+  say,
+  seededRandom,
+} from './lib-common';
 import { BackendInfo, startTraffic, Traffic } from './lib-traffic';
 
 const SERVICES = 4;
@@ -54,7 +65,9 @@ export async function main(args: string[]): Promise<object> {
   say(`churn: ${events} host events (seed ${seed}) over ${SERVICES} services, ${BACKENDS} real backends`);
 
   // Backends and clients run on a worker thread, off the agent's event loop (see lib-traffic.ts).
-  const traffic: Traffic = await startTraffic(Array.from({ length: BACKENDS }, (_, k) => ({ name: `b${k}`, host: `127.0.0.${2 + (k % 8)}` })));
+  const traffic: Traffic = await startTraffic(
+    Array.from({ length: BACKENDS }, (_, k) => ({ name: `b${k}`, host: `127.0.0.${2 + (k % 8)}` })),
+  );
   const backends = traffic.backends;
   const t = await startTestAgent(`  drain_timeout_ms: ${drainMs}\n`);
   const removeHandlers = onInterrupt(() => killAgentNow(t));
@@ -66,10 +79,15 @@ export async function main(args: string[]): Promise<object> {
       pools.push(pool);
     }
     const first = await t.agent.apply(toState(pools));
-    if (first.outcome !== 'reload') throw new Error(`agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
+    if (first.outcome !== 'reload')
+      throw new Error(`agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
 
     // Baselines, measured under the same traffic as the applies. The runtime API's own round trip:
-    if (clients > 0) await traffic.startLoad(pools.map((p) => p.port), clients);
+    if (clients > 0)
+      await traffic.startLoad(
+        pools.map((p) => p.port),
+        clients,
+      );
     await sleep(200);
     const floor = await repeat(300, () => t.runtime.command('show info'));
     say(`baseline: runtime API round trip (show info) ${describeTimings(floor)}`);
@@ -109,29 +127,45 @@ export async function main(args: string[]): Promise<object> {
       if (!byKind.has(kind)) byKind.set(kind, []);
       byKind.get(kind)!.push(took);
       outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
-      if (r.outcome === 'rejected') throw new Error(`event ${e} (${kind} in ${pool.name}) rejected: ${r.error?.message}`);
+      if (r.outcome === 'rejected')
+        throw new Error(`event ${e} (${kind} in ${pool.name}) rejected: ${r.error?.message}`);
       if ((e + 1) % 10 === 0) await sampleSizes();
-      if ((e + 1) % 250 === 0) say(`  ${e + 1} events, ${t.agent.counters.reloads - reloadsBefore} reloads, ${describeTimings(applies)}; servers: HAProxy ≤ ${size.haproxy}, desired ≤ ${size.desired}, draining ≤ ${size.draining}`);
+      if ((e + 1) % 250 === 0)
+        say(
+          `  ${e + 1} events, ${t.agent.counters.reloads - reloadsBefore} reloads, ${describeTimings(applies)}; servers: HAProxy ≤ ${size.haproxy}, desired ≤ ${size.desired}, draining ≤ ${size.draining}`,
+        );
     }
     const churnMs = performance.now() - started;
     await sleep(200);
     const results = await traffic.stopLoad();
     const reloads = t.agent.counters.reloads - reloadsBefore;
 
-    say(`apply: ${describeTimings(applies)} over ${Math.round(churnMs)} ms; outcomes ${JSON.stringify(Object.fromEntries(outcomes))}`);
+    say(
+      `apply: ${describeTimings(applies)} over ${Math.round(churnMs)} ms; outcomes ${JSON.stringify(Object.fromEntries(outcomes))}`,
+    );
     for (const k of KINDS) if (byKind.has(k)) say(`  ${k.padEnd(7)} ${describeTimings(byKind.get(k)!)}`);
-    say(`  vs baselines (p50): runtime round trip ${ms(quantile(floor, 0.5))} ms, atomic config write ${ms(quantile(writes, 0.5))} ms`);
-    say(`reloads during churn: ${reloads}; haproxy pid ${pidBefore === t.agent.supervisor.pid ? 'unchanged' : `changed ${pidBefore} → ${t.agent.supervisor.pid}`}`);
+    say(
+      `  vs baselines (p50): runtime round trip ${ms(quantile(floor, 0.5))} ms, atomic config write ${ms(quantile(writes, 0.5))} ms`,
+    );
+    say(
+      `reloads during churn: ${reloads}; haproxy pid ${pidBefore === t.agent.supervisor.pid ? 'unchanged' : `changed ${pidBefore} → ${t.agent.supervisor.pid}`}`,
+    );
     const ok = results.reduce((a, r) => a + r.ok, 0);
     const failed = results.reduce((a, r) => a + r.refused + r.reset + r.empty + r.other, 0);
-    say(`traffic during churn: ${ok} requests ok, ${failed} failed${failed > 0 ? ` (${[...new Set(results.flatMap((r) => r.errors))].slice(0, 5).join(', ')})` : ''}`);
+    say(
+      `traffic during churn: ${ok} requests ok, ${failed} failed${failed > 0 ? ` (${[...new Set(results.flatMap((r) => r.errors))].slice(0, 5).join(', ')})` : ''}`,
+    );
 
-    say(`servers (every 10 events): HAProxy at most ${size.haproxy}, desired at most ${size.desired}, draining at most ${size.draining}; HAProxy above desired + draining in ${size.exceeded} of ${size.samples} samples`);
+    say(
+      `servers (every 10 events): HAProxy at most ${size.haproxy}, desired at most ${size.desired}, draining at most ${size.draining}; HAProxy above desired + draining in ${size.exceeded} of ${size.samples} samples`,
+    );
     // The last drains end (deleted), and the file follows.
-    for (let i = 0; i < 100 && t.agent.draining().some((d) => d.deadline !== undefined); i++) await sleep(Math.max(50, drainMs / 20));
+    for (let i = 0; i < 100 && t.agent.draining().some((d) => d.deadline !== undefined); i++)
+      await sleep(Math.max(50, drainMs / 20));
     await t.agent.flushFiles();
     const mismatches = await verify(t, pools);
-    if (mismatches.length > 0) throw new Error(`HAProxy does not run the desired state after churn:\n${mismatches.slice(0, 20).join('\n')}`);
+    if (mismatches.length > 0)
+      throw new Error(`HAProxy does not run the desired state after churn:\n${mismatches.slice(0, 20).join('\n')}`);
     say('end state: show servers state and the config file match the desired state');
 
     return {
@@ -212,13 +246,18 @@ async function verify(t: Awaited<ReturnType<typeof startTestAgent>>, pools: read
       if (!cur) out.push(`${p.name}/${name}: missing`);
       else if ((cur.adminState & ADMF_FMAINT) !== 0) out.push(`${p.name}/${name}: in maint`);
       else if (cur.address !== s.address || cur.port !== s.port || cur.weight !== s.weight) {
-        out.push(`${p.name}/${name}: runs ${cur.address}:${cur.port} weight ${cur.weight}, wanted ${s.address}:${s.port} weight ${s.weight}`);
+        out.push(
+          `${p.name}/${name}: runs ${cur.address}:${cur.port} weight ${cur.weight}, wanted ${s.address}:${s.port} weight ${s.weight}`,
+        );
       }
-      if (inFile.get(name) !== `${s.address}:${s.port} weight ${s.weight}`) out.push(`${p.name}/${name}: config file has ${JSON.stringify(inFile.get(name))}`);
+      if (inFile.get(name) !== `${s.address}:${s.port} weight ${s.weight}`)
+        out.push(`${p.name}/${name}: config file has ${JSON.stringify(inFile.get(name))}`);
     }
-    for (const name of inFile.keys()) if (!p.present.has(name)) out.push(`${p.name}/${name}: in the config file but not desired`);
+    for (const name of inFile.keys())
+      if (!p.present.has(name)) out.push(`${p.name}/${name}: in the config file but not desired`);
     // Drained servers are deleted at their deadline: nothing else is left.
-    for (const cur of live?.values() ?? []) if (!p.present.has(cur.name)) out.push(`${p.name}/${cur.name}: not desired but still in HAProxy`);
+    for (const cur of live?.values() ?? [])
+      if (!p.present.has(cur.name)) out.push(`${p.name}/${cur.name}: not desired but still in HAProxy`);
   }
   return out;
 }

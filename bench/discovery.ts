@@ -39,7 +39,9 @@ function discovery(connectString: string): Discovery {
 /** Creates `services` × `hosts` nodes, pipelined (node-zookeeper-client keeps many requests in flight). */
 async function populate(w: ZkTestClient, services: number, hosts: number, prefix: string): Promise<void> {
   const create = (p: string, data: string) =>
-    new Promise<void>((resolve, reject) => w.client.create(p, Buffer.from(data), (err) => (err ? reject(err) : resolve())));
+    new Promise<void>((resolve, reject) =>
+      w.client.create(p, Buffer.from(data), (err) => (err ? reject(err) : resolve())),
+    );
   await w.put('/service_config', '');
   await w.put('/services', '');
   const batch: Promise<void>[] = [];
@@ -50,13 +52,21 @@ async function populate(w: ZkTestClient, services: number, hosts: number, prefix
   await Promise.all(batch.splice(0));
   for (let s = 0; s < services; s++) {
     const name = `${prefix}${s}`;
-    for (let h = 0; h < hosts; h++) batch.push(create(`/services/${name}/h${h}`, JSON.stringify({ address: `10.${s >> 8}.${s & 255}.${h + 1}`, port: 8000 })));
+    for (let h = 0; h < hosts; h++)
+      batch.push(
+        create(`/services/${name}/h${h}`, JSON.stringify({ address: `10.${s >> 8}.${s & 255}.${h + 1}`, port: 8000 })),
+      );
     if (batch.length > 5000) await Promise.all(batch.splice(0));
   }
   await Promise.all(batch.splice(0));
   for (let s = 0; s < services; s++) {
     const name = `${prefix}${s}`;
-    batch.push(create(`/service_config/${name}`, JSON.stringify({ type: 'zookeeper', path: `/services/${name}`, port: 10000 + s, listen_options: ['mode tcp'] })));
+    batch.push(
+      create(
+        `/service_config/${name}`,
+        JSON.stringify({ type: 'zookeeper', path: `/services/${name}`, port: 10000 + s, listen_options: ['mode tcp'] }),
+      ),
+    );
   }
   await Promise.all(batch);
 }
@@ -65,7 +75,15 @@ async function populate(w: ZkTestClient, services: number, hosts: number, prefix
  * Writes `n` host changes one after another; each is timed until a snapshot carries it. With `floor`, one floor
  * sample is taken before each change, so both see the same machine (GC, JIT, ZooKeeper's own pauses).
  */
-async function measureChanges(d: Discovery, w: ZkTestClient, n: number, services: number, hosts: number, prefix: string, floor?: { sample(): Promise<number>; samples: number[] }): Promise<number[]> {
+async function measureChanges(
+  d: Discovery,
+  w: ZkTestClient,
+  n: number,
+  services: number,
+  hosts: number,
+  prefix: string,
+  floor?: { sample(): Promise<number>; samples: number[] },
+): Promise<number[]> {
   const latencies: number[] = [];
   for (let i = 0; i < n; i++) {
     if (floor) floor.samples.push(await floor.sample());
@@ -113,7 +131,9 @@ async function floorSampler(connectString: string): Promise<{ sample(): Promise<
         );
       });
       const start = process.hrtime.bigint();
-      await new Promise<void>((resolve, reject) => w.client.setData('/floor', Buffer.from(String(i++)), (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        w.client.setData('/floor', Buffer.from(String(i++)), (err) => (err ? reject(err) : resolve())),
+      );
       await fired;
       return ms(start);
     },
@@ -142,7 +162,9 @@ export async function main(args: string[]): Promise<object> {
     const lat = await measureChanges(d, w, changes, 50, 20, 'svc', { sample: () => sampler.sample(), samples: floor });
     sampler.close();
     log(`floor (setData → watch callback): p50 ${pct(floor, 50)} ms, p99 ${pct(floor, 99)} ms`);
-    log(`change → snapshot: p50 ${pct(lat, 50)} ms, p99 ${pct(lat, 99)} ms (coalesce ${DEFAULT_CONTROLPLANE_CONFIG.coalesceMs} ms included)`);
+    log(
+      `change → snapshot: p50 ${pct(lat, 50)} ms, p99 ${pct(lat, 99)} ms (coalesce ${DEFAULT_CONTROLPLANE_CONFIG.coalesceMs} ms included)`,
+    );
     await d.stop();
     await w.removeTree('/service_config');
     await w.removeTree('/services');
@@ -156,12 +178,17 @@ export async function main(args: string[]): Promise<object> {
     const t1 = Date.now();
     d = discovery(zk.connectString);
     d.start();
-    await d.waitFor((s) => s.services.length === bigServices && s.services.every((x) => x.servers.length === bigHosts), 120_000);
+    await d.waitFor(
+      (s) => s.services.length === bigServices && s.services.every((x) => x.servers.length === bigHosts),
+      120_000,
+    );
     const syncMs = Date.now() - t1;
     gc();
     const rss = process.memoryUsage().rss;
     const heap = process.memoryUsage().heapUsed;
-    log(`${bigServices} × ${bigHosts}: full sync ${syncMs} ms, RSS ${(rss / 2 ** 20).toFixed(1)} MB (before discovery ${(rssBefore / 2 ** 20).toFixed(1)} MB), heap ${(heap / 2 ** 20).toFixed(1)} MB`);
+    log(
+      `${bigServices} × ${bigHosts}: full sync ${syncMs} ms, RSS ${(rss / 2 ** 20).toFixed(1)} MB (before discovery ${(rssBefore / 2 ** 20).toFixed(1)} MB), heap ${(heap / 2 ** 20).toFixed(1)} MB`,
+    );
     const bigLat = await measureChanges(d, w, 50, bigServices, bigHosts, 's');
     log(`change → snapshot at ${bigServices} × ${bigHosts}: p50 ${pct(bigLat, 50)} ms, p99 ${pct(bigLat, 99)} ms`);
     await d.stop();

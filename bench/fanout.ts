@@ -49,7 +49,9 @@ async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapM
   let got = 0;
   const node = `${SERVICE_PATH}/extra`;
   for (let i = 0; i < changes; i++) {
-    const present = await new Promise<boolean>((resolve, reject) => zkc.client.exists(node, (err, stat) => (err ? reject(err) : resolve(!!stat))));
+    const present = await new Promise<boolean>((resolve, reject) =>
+      zkc.client.exists(node, (err, stat) => (err ? reject(err) : resolve(!!stat))),
+    );
     const id = await fleet.mark();
     const t0 = monoMs();
     // The raw client (not put()): one ZooKeeper request, started at t0.
@@ -83,7 +85,9 @@ export async function main(args: string[]): Promise<object> {
   // change measures a fan-out, not the limiter; --gap-ms=0 measures changes back to back.
   const gapArg = intArg(args, 'gap-ms', -1);
   const gapMs = gapArg >= 0 ? gapArg : undefined;
-  say(`fanout: N = ${steps.join(', ')} simulated agents in ${workers} worker processes; ${changes} host changes per N; ${services} service(s) with ${hosts} hosts each; control-plane log level ${logLevel}`);
+  say(
+    `fanout: N = ${steps.join(', ')} simulated agents in ${workers} worker processes; ${changes} host changes per N; ${services} service(s) with ${hosts} hosts each; control-plane log level ${logLevel}`,
+  );
 
   const tmp = tempDir('proxymgr-bench-fanout-');
   let zk: ZooKeeper | undefined;
@@ -116,14 +120,18 @@ export async function main(args: string[]): Promise<object> {
       const connectMs = await fleet.waitConnected(n, 90_000, connectProgress(n));
       const afterConnect = await fleet.status();
       if (connectMs === undefined) {
-        say(`N=${n}: only ${afterConnect.connected} agents connected within 90 s (last error: ${afterConnect.lastError}); stopping here`);
+        say(
+          `N=${n}: only ${afterConnect.connected} agents connected within 90 s (last error: ${afterConnect.lastError}); stopping here`,
+        );
         runs.push({ agents: n, connected: afterConnect.connected, failed: 'not all agents connected within 90 s' });
         break;
       }
       // Every agent holds the whole state (the control plane may still have been reading ZooKeeper at the start).
       if ((await fleet.waitHeld(services, services * hosts, 300_000)) === undefined) {
         const s = await fleet.status();
-        say(`N=${n}: not every agent holds ${services} × ${hosts} servers within 300 s (fewest ${s.heldServersMin}, most ${s.heldServersMax}); stopping here`);
+        say(
+          `N=${n}: not every agent holds ${services} × ${hosts} servers within 300 s (fewest ${s.heldServersMin}, most ${s.heldServersMax}); stopping here`,
+        );
         runs.push({ agents: n, connected: s.connected, failed: 'not every agent got the whole state within 300 s' });
         break;
       }
@@ -171,7 +179,13 @@ export async function main(args: string[]): Promise<object> {
       // The control plane goes first so it does not compete for the CPU (it would still follow ZooKeeper).
       await fleet.disconnectAll();
       await cp.stop();
-      baseline = await startBaselineServer({ zk: zk.connectString, path: SERVICE_PATH, service: 'web', port: webPort, defaults: DEFAULTS });
+      baseline = await startBaselineServer({
+        zk: zk.connectString,
+        path: SERVICE_PATH,
+        service: 'web',
+        port: webPort,
+        defaults: DEFAULTS,
+      });
       await fleet.grow(`127.0.0.1:${baseline.port}`, baselineAgents);
       const connectMs = await fleet.waitConnected(baselineAgents, 90_000);
       if (connectMs === undefined) throw new Error(`baseline: not all ${baselineAgents} agents connected`);

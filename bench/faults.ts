@@ -50,7 +50,12 @@ export async function main(args: string[]): Promise<object> {
   const zkWrite = async (op: (c: typeof zkc) => Promise<void>) => {
     let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([op(zkc), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('ZooKeeper write timed out')), 2000)))]);
+      await Promise.race([
+        op(zkc),
+        new Promise<never>(
+          (_, reject) => (timer = setTimeout(() => reject(new Error('ZooKeeper write timed out')), 2000)),
+        ),
+      ]);
     } catch (err) {
       const old = zkc;
       zkc = await connectZk(zk.connectString).catch(() => old);
@@ -74,7 +79,15 @@ export async function main(args: string[]): Promise<object> {
   };
 
   // ZooKeeper content: the service and its hosts; b0, b1 always, b2..b5 come and go.
-  await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', 'retries 3', 'option redispatch'] }));
+  await zkc.put(
+    '/service_config/web',
+    JSON.stringify({
+      type: 'zookeeper',
+      path: '/services/web',
+      port: webPort,
+      listen_options: ['mode http', 'retries 3', 'option redispatch'],
+    }),
+  );
   const hostNode = (b: BackendInfo) => JSON.stringify({ host: '127.0.0.1', port: b.port, name: b.name });
   const present = new Set<string>();
   for (const b of backends.slice(0, 4)) {
@@ -129,10 +142,14 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
   let tmpfs = false;
   try {
     mkdirSync(path.join(agentDirs[1]!, 'state'), { recursive: true });
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', path.join(agentDirs[1]!, 'state')], { stdio: 'pipe' });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', path.join(agentDirs[1]!, 'state')], {
+      stdio: 'pipe',
+    });
     tmpfs = true;
   } catch (err) {
-    say(`faults: cannot mount a tmpfs for state_dir_unwritable (${(err as Error).message.split('\n')[0]}); that fault is skipped`);
+    say(
+      `faults: cannot mount a tmpfs for state_dir_unwritable (${(err as Error).message.split('\n')[0]}); that fault is skipped`,
+    );
   }
   await startAgent(0);
   await startAgent(1);
@@ -163,7 +180,9 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     if (i > 600) throw new Error(`faults: the agents never served ${expectedHosts()}: ${servedBy(0)} / ${servedBy(1)}`);
     await sleep(50);
   }
-  say(`faults: web on :${webPort} through 127.0.0.1 and 127.0.0.2; ${clients} clients each; a host change every ~200 ms`);
+  say(
+    `faults: web on :${webPort} through 127.0.0.1 and 127.0.0.2; ${clients} clients each; a host change every ~200 ms`,
+  );
 
   // Churn: every ~200 ms one of b2..b5 joins or leaves (writes that fail while ZooKeeper is down are retried later).
   const churn = {
@@ -205,7 +224,10 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
   const results: FaultResult[] = [];
   const run = async (name: string, fault: () => Promise<string | void>) => {
     if (only.length > 0 && !only.includes(name)) return;
-    await traffic.startLoad(agentIps.map((ip) => `${ip}:${webPort}`), clients);
+    await traffic.startLoad(
+      agentIps.map((ip) => `${ip}:${webPort}`),
+      clients,
+    );
     partial = 0;
     churn.start();
     await sleep(1000);
@@ -227,9 +249,20 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     const loads = await traffic.stopLoad();
     const sum = (k: 'ok' | 'refused' | 'reset' | 'empty' | 'other') => loads.reduce((n, l) => n + l[k], 0);
     const failed = sum('refused') + sum('reset') + sum('empty') + sum('other');
-    const r: FaultResult = { name, requests: sum('ok') + failed, failed, refused: sum('refused'), reset: sum('reset'), converged_ms: ms, partial_states: partial, ...(note ? { note } : {}) };
+    const r: FaultResult = {
+      name,
+      requests: sum('ok') + failed,
+      failed,
+      refused: sum('refused'),
+      reset: sum('reset'),
+      converged_ms: ms,
+      partial_states: partial,
+      ...(note ? { note } : {}),
+    };
     results.push(r);
-    say(`  ${JSON.stringify(r)}${failed > 0 ? `  errors: ${JSON.stringify(loads.map((l) => l.errors.slice(0, 5)))}` : ''}`);
+    say(
+      `  ${JSON.stringify(r)}${failed > 0 ? `  errors: ${JSON.stringify(loads.map((l) => l.errors.slice(0, 5)))}` : ''}`,
+    );
   };
 
   /** The replica leading rollouts, from the Rollout status of either replica. */
@@ -237,7 +270,11 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     for (let attempt = 0; attempt < 100; attempt++) {
       for (const port of cpPorts) {
         const client = new RolloutClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-        const id = await new Promise<string>((resolve) => client.status({}, new grpc.Metadata(), { deadline: Date.now() + 2000 }, (err, res) => resolve(err ? '' : res.leader)));
+        const id = await new Promise<string>((resolve) =>
+          client.status({}, new grpc.Metadata(), { deadline: Date.now() + 2000 }, (err, res) =>
+            resolve(err ? '' : res.leader),
+          ),
+        );
         client.close();
         const m = /^cp(\d)$/.exec(id);
         if (m) return Number(m[1]);
@@ -246,7 +283,8 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     }
     throw new Error('faults: no rollout leader');
   };
-  const haproxyPid = (i: number) => Number(readFileSync(path.join(agentDirs[i]!, 'state', 'haproxy.pid'), 'utf8').trim());
+  const haproxyPid = (i: number) =>
+    Number(readFileSync(path.join(agentDirs[i]!, 'state', 'haproxy.pid'), 'utf8').trim());
 
   await run('steady', async () => sleep(3000));
   await run('zk_down', async () => {
@@ -313,11 +351,22 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
       return 'agent1 state dir full (ENOSPC) for 4 s';
     });
   } else {
-    results.push({ name: 'state_dir_unwritable', requests: 0, failed: 0, refused: 0, reset: 0, converged_ms: -1, partial_states: 0, note: 'skipped: cannot mount a tmpfs here' });
+    results.push({
+      name: 'state_dir_unwritable',
+      requests: 0,
+      failed: 0,
+      refused: 0,
+      reset: 0,
+      converged_ms: -1,
+      partial_states: 0,
+      note: 'skipped: cannot mount a tmpfs here',
+    });
   }
 
   clearInterval(sampler);
-  const crashed = [...children].filter((c) => c.proc.signalCode === null && c.proc.exitCode !== null && c.proc.exitCode !== 0).map((c) => path.basename(c.logFile));
+  const crashed = [...children]
+    .filter((c) => c.proc.signalCode === null && c.proc.exitCode !== null && c.proc.exitCode !== 0)
+    .map((c) => path.basename(c.logFile));
   for (const c of children) await c.stop();
   if (tmpfs) execFileSync('umount', [path.join(agentDirs[1]!, 'state')], { stdio: 'pipe' });
   await traffic.close();

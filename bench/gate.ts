@@ -32,7 +32,9 @@ export async function main(args: string[]): Promise<object> {
   const quietMs = intArg(args, 'quiet-ms', 12_000);
   const sampleMs = 1000;
   const minRequests = 20;
-  say(`gate: ${agents} agents (real HAProxy each), 1 control plane, waves 1,50%,100%, bake ${bakeMs} ms, gate sample_ms ${sampleMs} min_requests ${minRequests}, ${rate} req/s through each agent`);
+  say(
+    `gate: ${agents} agents (real HAProxy each), 1 control plane, waves 1,50%,100%, bake ${bakeMs} ms, gate sample_ms ${sampleMs} min_requests ${minRequests}, ${rate} req/s through each agent`,
+  );
   let fleet: GateFleet | undefined;
   const offInterrupt = onInterruptStopChildren(async () => {
     await fleet?.close();
@@ -67,10 +69,12 @@ export async function main(args: string[]): Promise<object> {
     const a = await badRevisionCase(f);
     const wave1 = a.rollout.waves[0];
     say(`(a) rollout ${a.rollout.id}: ${a.rollout.state} after ${a.rollout.waves.length} wave(s): ${a.rollout.reason}`);
-    say(`(a) canary ${a.canary.join(',')}; pushed to ${a.pushedTo.join(',') || 'nobody'}; detect ${a.detectMs} ms after wave 1 ACKed (bake ${bakeMs} ms); canary clients saw ${a.failuresCanary.length} failures over ${a.canaryBadMs} ms; outside the canary ${a.failuresOutsideCanary.length} of ${a.requests} requests failed`);
+    say(
+      `(a) canary ${a.canary.join(',')}; pushed to ${a.pushedTo.join(',') || 'nobody'}; detect ${a.detectMs} ms after wave 1 ACKed (bake ${bakeMs} ms); canary clients saw ${a.failuresCanary.length} failures over ${a.canaryBadMs} ms; outside the canary ${a.failuresOutsideCanary.length} of ${a.requests} requests failed`,
+    );
     say(a.statusText);
 
-    say('(b) a new service on a port taken on one agent\'s IP …');
+    say("(b) a new service on a port taken on one agent's IP …");
     const b = await preflightBlockedCase(f);
     say(`(b) rollout ${b.rollout.id}: ${b.rollout.state}: ${b.rollout.reason}`);
     say(`(b) pushes of it: ${b.pushes}; abort → ${b.abort.state}; ${b.failures.length} failed requests meanwhile`);
@@ -78,11 +82,15 @@ export async function main(args: string[]): Promise<object> {
 
     say('(c) a harmless change …');
     const c = await goodRevisionCase(f);
-    say(`(c) rollout ${c.rollout.id}: ${c.rollout.state} in ${c.totalMs} ms: ${c.rollout.reason}; gate verdicts ${c.verdicts.join(',')}; ${c.failures.length} of ${c.requests} requests failed`);
+    say(
+      `(c) rollout ${c.rollout.id}: ${c.rollout.state} in ${c.totalMs} ms: ${c.rollout.reason}; gate verdicts ${c.verdicts.join(',')}; ${c.failures.length} of ${c.requests} requests failed`,
+    );
     say(c.statusText);
 
     const figures = wave1?.gate?.figures ?? [];
-    const regressed = figures.filter((x) => x.regressed).map((x) => `${x.key}:${x.metric}=${+(x.canary * 100).toFixed(1)}%`);
+    const regressed = figures
+      .filter((x) => x.regressed)
+      .map((x) => `${x.key}:${x.metric}=${+(x.canary * 100).toFixed(1)}%`);
     const all5xx = figures.find((x) => x.key === '*' && x.metric === 'http_5xx');
     return {
       agents,
@@ -102,7 +110,9 @@ export async function main(args: string[]): Promise<object> {
       bad_gate_regressed: regressed,
       // The figure that failed it, over all services: the canary's 5xx share vs the stable agents' in the same window
       // and the canary's own before its ACK (absent: fewer than min_requests there).
-      bad_gate_http_5xx_all: all5xx ? { canary: all5xx.canary, stable: all5xx.stable, before: all5xx.before, requests: all5xx.requests } : null,
+      bad_gate_http_5xx_all: all5xx
+        ? { canary: all5xx.canary, stable: all5xx.stable, before: all5xx.before, requests: all5xx.requests }
+        : null,
       agents_given_bad_revision: a.pushedTo.length,
       failed_requests_outside_canary: a.failuresOutsideCanary.length,
       failed_requests_canary: a.failuresCanary.length,

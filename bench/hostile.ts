@@ -24,7 +24,16 @@ import { connectZk } from '../test/helpers/zk-client';
 import { startZooKeeper } from '../test/helpers/zookeeper';
 import { intArg, pickIndex, say, seededRandom } from './lib-common';
 import { CLI, CliChild, onInterruptStopChildren, startCli } from './lib-grpc';
-import { attackLines, configText, FORBIDDEN_MARKERS, hostNodeText, oddName, picker, serviceConfigText, stateFileText } from './lib-hostile';
+import {
+  attackLines,
+  configText,
+  FORBIDDEN_MARKERS,
+  hostNodeText,
+  oddName,
+  picker,
+  serviceConfigText,
+  stateFileText,
+} from './lib-hostile';
 import { startTraffic } from './lib-traffic';
 
 interface Tally {
@@ -34,7 +43,21 @@ interface Tally {
   crashes: number;
 }
 
-const SECTION_WORDS = new Set(['global', 'defaults', 'frontend', 'backend', 'listen', 'peers', 'resolvers', 'userlist', 'program', 'cache', 'ring', 'http-errors', 'mailers']);
+const SECTION_WORDS = new Set([
+  'global',
+  'defaults',
+  'frontend',
+  'backend',
+  'listen',
+  'peers',
+  'resolvers',
+  'userlist',
+  'program',
+  'cache',
+  'ring',
+  'http-errors',
+  'mailers',
+]);
 
 export async function main(args: string[]): Promise<object> {
   const seed = intArg(args, 'seed', 7);
@@ -62,8 +85,16 @@ export async function main(args: string[]): Promise<object> {
     - {name: ops, token_file: ${tmp.dir}/ops.token, roles: [operator]}
     - {name: viewer, token_file: ${tmp.dir}/view.token, roles: [viewer]}
 `;
-  const haproxyYaml = 'haproxy: {defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}';
-  const [honestA, honestB, attackPort, cp1Port, cp2Port, zkwebPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const haproxyYaml =
+    'haproxy: {defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}';
+  const [honestA, honestB, attackPort, cp1Port, cp2Port, zkwebPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   const used = new Set([honestA, honestB, attackPort, cp1Port, cp2Port, zkwebPort, backend.port, zk.port]);
   const free = () => {
     for (;;) {
@@ -72,9 +103,17 @@ export async function main(args: string[]): Promise<object> {
     }
   };
   const portsFor = { free, honest: honestA, attack: attackPort };
-  const honestConfig = JSON.stringify({ type: 'static', port: honestA, listen_options: ['mode http', 'balance roundrobin'], hosts: [`127.0.0.1:${backend.port}`] });
+  const honestConfig = JSON.stringify({
+    type: 'static',
+    port: honestA,
+    listen_options: ['mode http', 'balance roundrobin'],
+    hosts: [`127.0.0.1:${backend.port}`],
+  });
   await zkc.put('/service_config/honest', honestConfig);
-  await zkc.put('/service_config/zkweb', JSON.stringify({ type: 'zookeeper', path: '/services/zkweb', port: zkwebPort, listen_options: ['mode http'] }));
+  await zkc.put(
+    '/service_config/zkweb',
+    JSON.stringify({ type: 'zookeeper', path: '/services/zkweb', port: zkwebPort, listen_options: ['mode http'] }),
+  );
   await zkc.put('/services/zkweb/base', JSON.stringify({ address: '127.0.0.1', port: backend.port }));
   const fileConfigs = path.join(tmp.dir, 'file-configs');
   mkdirSync(fileConfigs);
@@ -84,9 +123,26 @@ export async function main(args: string[]): Promise<object> {
     writeFileSync(f, text);
     return f;
   };
-  const cp1 = startCli(['controlplane', '--config', write('cp1.yml', `${haproxyYaml}\nservice_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}\ncontrolplane: {listen: "127.0.0.1:${cp1Port}"}\n${auth}`)], path.join(tmp.dir, 'cp1.log'));
+  const cp1 = startCli(
+    [
+      'controlplane',
+      '--config',
+      write(
+        'cp1.yml',
+        `${haproxyYaml}\nservice_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}\ncontrolplane: {listen: "127.0.0.1:${cp1Port}"}\n${auth}`,
+      ),
+    ],
+    path.join(tmp.dir, 'cp1.log'),
+  );
   const cp2 = startCli(
-    ['controlplane', '--config', write('cp2.yml', `${haproxyYaml}\nservice_config: {type: file, path: ${fileConfigs}}\ncontrolplane: {listen: "127.0.0.1:${cp2Port}"}\nrollout: {zookeeper: "${zk.connectString}", zk_path: /hostile-cp2, replica_id: cp2, bake_ms: 1000}\n${auth}`)],
+    [
+      'controlplane',
+      '--config',
+      write(
+        'cp2.yml',
+        `${haproxyYaml}\nservice_config: {type: file, path: ${fileConfigs}}\ncontrolplane: {listen: "127.0.0.1:${cp2Port}"}\nrollout: {zookeeper: "${zk.connectString}", zk_path: /hostile-cp2, replica_id: cp2, bake_ms: 1000}\n${auth}`,
+      ),
+    ],
     path.join(tmp.dir, 'cp2.log'),
   );
   children.push(cp1, cp2);
@@ -95,18 +151,42 @@ export async function main(args: string[]): Promise<object> {
   const agentYaml = (name: string, extra: string) => {
     const dir = path.join(tmp.dir, name);
     mkdirSync(dir);
-    return write(`${name}.yml`, `${haproxyYaml.slice(0, -1)}, config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}\nagent: {state_dir: ${dir}, bind_address: 127.0.0.1, admin_listen: "", ${extra}}\n`);
+    return write(
+      `${name}.yml`,
+      `${haproxyYaml.slice(0, -1)}, config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}\nagent: {state_dir: ${dir}, bind_address: 127.0.0.1, admin_listen: "", ${extra}}\n`,
+    );
   };
   const cfgA = path.join(tmp.dir, 'agent-a', 'haproxy.cfg');
   const cfgB = path.join(tmp.dir, 'agent-b', 'haproxy.cfg');
-  const agentA = startCli(['agent', '--config', agentYaml('agent-a', `node_id: honest-a, controlplanes: ["127.0.0.1:${cp1Port}"], token_file: ${tmp.dir}/agent.token`)], path.join(tmp.dir, 'agent-a.log'));
-  const honestService = { name: 'honest', port: honestB, bind_address: '127.0.0.1', listen_options: ['mode http'], servers: [{ name: 'b1', address: '127.0.0.1', port: backend.port }] };
+  const agentA = startCli(
+    [
+      'agent',
+      '--config',
+      agentYaml(
+        'agent-a',
+        `node_id: honest-a, controlplanes: ["127.0.0.1:${cp1Port}"], token_file: ${tmp.dir}/agent.token`,
+      ),
+    ],
+    path.join(tmp.dir, 'agent-a.log'),
+  );
+  const honestService = {
+    name: 'honest',
+    port: honestB,
+    bind_address: '127.0.0.1',
+    listen_options: ['mode http'],
+    servers: [{ name: 'b1', address: '127.0.0.1', port: backend.port }],
+  };
   const stateFile = write('state.json', JSON.stringify({ services: [honestService] }));
-  const agentB = startCli(['agent', '--config', agentYaml('agent-b', 'node_id: honest-b'), '--state', stateFile], path.join(tmp.dir, 'agent-b.log'));
+  const agentB = startCli(
+    ['agent', '--config', agentYaml('agent-b', 'node_id: honest-b'), '--state', stateFile],
+    path.join(tmp.dir, 'agent-b.log'),
+  );
   children.push(agentA, agentB);
   await waitForPort(honestA);
   await waitForPort(honestB);
-  say(`hostile: honest service on :${honestA} (agent A, control plane) and :${honestB} (agent B, state file); seed ${seed}`);
+  say(
+    `hostile: honest service on :${honestA} (agent A, control plane) and :${honestB} (agent B, state file); seed ${seed}`,
+  );
   await traffic.startLoad([honestA, honestB], 4);
 
   const injected = new Set<string>();
@@ -140,7 +220,10 @@ export async function main(args: string[]): Promise<object> {
       }
     }
   };
-  const crashed = () => children.filter((c) => c.proc.exitCode !== null || c.proc.signalCode !== null).map((c) => `${path.basename(c.logFile)} exited ${c.proc.exitCode ?? c.proc.signalCode}`);
+  const crashed = () =>
+    children
+      .filter((c) => c.proc.exitCode !== null || c.proc.signalCode !== null)
+      .map((c) => `${path.basename(c.logFile)} exited ${c.proc.exitCode ?? c.proc.signalCode}`);
 
   const rpcOpts = { 'grpc.max_receive_message_length': 64 * 1024 * 1024 };
   const admin1 = new ControlPlaneAdminClient(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
@@ -152,7 +235,11 @@ export async function main(args: string[]): Promise<object> {
     return m;
   };
   const listServices = (c: ControlPlaneAdminClient) =>
-    new Promise<ListServicesResponse>((resolve, reject) => c.listServices({}, md(tokens.view), { deadline: Date.now() + 5000 }, (err, res) => (err ? reject(err) : resolve(res))));
+    new Promise<ListServicesResponse>((resolve, reject) =>
+      c.listServices({}, md(tokens.view), { deadline: Date.now() + 5000 }, (err, res) =>
+        err ? reject(err) : resolve(res),
+      ),
+    );
 
   const share = (n: number) => Math.round((target * n) / 24);
   const tallies: Record<string, Tally> = {};
@@ -163,7 +250,7 @@ export async function main(args: string[]): Promise<object> {
   {
     const t = tally('zk_service_config');
     const total = share(7);
-    for (let i = 0; i < total; ) {
+    for (let i = 0; i < total;) {
       const batch: string[] = [];
       for (let j = 0; j < 25 && i < total; j++, i++) {
         const name = oddName(rand, i);
@@ -194,11 +281,13 @@ export async function main(args: string[]): Promise<object> {
   {
     const t = tally('file_service_config');
     const total = share(3);
-    for (let i = 0; i < total; ) {
+    for (let i = 0; i < total;) {
       const batch: string[] = [];
       for (let j = 0; j < 25 && i < total; j++, i++) {
-        // eslint-disable-next-line no-control-regex -- a file name cannot hold "/" or NUL: both are replaced on purpose
-        const name = oddName(rand, i).replace(/[/\u0000]/g, '_').slice(0, 200);
+        // A file name cannot hold "/" or NUL: both are replaced on purpose.
+        // eslint-disable-next-line no-control-regex -- NUL is what this pattern finds
+        const unsafe = /[/\u0000]/g;
+        const name = oddName(rand, i).replace(unsafe, '_').slice(0, 200);
         t.inputs++;
         const ext = pick(['.json', '.yml', '.yaml', '.json']);
         try {
@@ -223,7 +312,7 @@ export async function main(args: string[]): Promise<object> {
   {
     const t = tally('zk_host');
     const total = share(4);
-    for (let i = 0; i < total; ) {
+    for (let i = 0; i < total;) {
       const batch: string[] = [];
       for (let j = 0; j < 40 && i < total; j++, i++) {
         const node = `h${i}`;
@@ -289,7 +378,16 @@ export async function main(args: string[]): Promise<object> {
     const total = share(2);
     for (let i = 0; i < total; i++) {
       t.inputs++;
-      const tok = pick([tokens.ops, tokens.ops, tokens.view, tokens.attacker, undefined, 'x', 'Bearer', '\u00ff'.repeat(10)]);
+      const tok = pick([
+        tokens.ops,
+        tokens.ops,
+        tokens.view,
+        tokens.attacker,
+        undefined,
+        'x',
+        'Bearer',
+        '\u00ff'.repeat(10),
+      ]);
       const odd = pick(['', 'x', 'a'.repeat(100_000), '\u0000', '../../etc', '"; DROP', String(i)]);
       const call = pickIndex(rand, 7);
       const done = new Promise<boolean>((resolve) => {
@@ -301,8 +399,32 @@ export async function main(args: string[]): Promise<object> {
         } catch {
           return resolve(false); // grpc-js refuses the header value itself
         }
-        if (call === 0) rollout2.setPolicy({ waves: pick([['0'], ['-1'], ['101%'], ['abc'], ['1e309'], Array.from({ length: 10_000 }, () => '1'), ['1', '100%']]), hasBakeMs: true, bakeMs: pick([0, -1, 2 ** 31, 1e12]), hasMaxNacks: true, maxNacks: pick([0, 1_000_000, -5]), hasAutoRollback: false, autoRollback: false, next: rand() < 0.5 }, m, opts, cb);
-        else if (call === 1) rollout2[pick(['pause', 'resume', 'promote', 'abort'] as const)]({ rolloutId: odd }, m, opts, cb);
+        if (call === 0)
+          rollout2.setPolicy(
+            {
+              waves: pick([
+                ['0'],
+                ['-1'],
+                ['101%'],
+                ['abc'],
+                ['1e309'],
+                Array.from({ length: 10_000 }, () => '1'),
+                ['1', '100%'],
+              ]),
+              hasBakeMs: true,
+              bakeMs: pick([0, -1, 2 ** 31, 1e12]),
+              hasMaxNacks: true,
+              maxNacks: pick([0, 1_000_000, -5]),
+              hasAutoRollback: false,
+              autoRollback: false,
+              next: rand() < 0.5,
+            },
+            m,
+            opts,
+            cb,
+          );
+        else if (call === 1)
+          rollout2[pick(['pause', 'resume', 'promote', 'abort'] as const)]({ rolloutId: odd }, m, opts, cb);
         else if (call === 2) rollout2.history({ limit: pick([0, 1, 2 ** 31 - 1, 4e9]) }, m, opts, cb);
         else if (call === 3) admin1.getAgentState({ nodeId: odd }, m, opts, cb);
         else if (call === 4) admin2.getAgentState({ nodeId: odd }, m, opts, cb);
@@ -327,7 +449,11 @@ export async function main(args: string[]): Promise<object> {
       const file = path.join(cfgDir, `c${i}.yml`);
       if (i < 12) {
         writeFileSync(file, text);
-        const r = spawnSync(process.execPath, [CLI, 'agent', '--config', file, '--state', path.join(cfgDir, 'missing.json')], { encoding: 'utf8', timeout: 5000, env: { ...process.env, PROXYMGR_LOG_LEVEL: 'error' } });
+        const r = spawnSync(
+          process.execPath,
+          [CLI, 'agent', '--config', file, '--state', path.join(cfgDir, 'missing.json')],
+          { encoding: 'utf8', timeout: 5000, env: { ...process.env, PROXYMGR_LOG_LEVEL: 'error' } },
+        );
         if (r.signal === 'SIGTERM' || r.status === 0 || r.status === null) {
           t.accepted++; // it started (the timeout stopped it): the document was valid
         } else if (/\n\s+at /.test(r.stderr)) {
@@ -390,7 +516,10 @@ export async function main(args: string[]): Promise<object> {
 }
 
 /** Polls ListServices until every name of the batch is served or reported (or 3 s passed). */
-async function settle(list: () => Promise<ListServicesResponse>, names: readonly string[]): Promise<{ served: Set<string>; errors: Set<string> }> {
+async function settle(
+  list: () => Promise<ListServicesResponse>,
+  names: readonly string[],
+): Promise<{ served: Set<string>; errors: Set<string> }> {
   const deadline = Date.now() + 3000;
   for (;;) {
     const r = await list();
@@ -406,11 +535,19 @@ type StreamOutcome = 'refused' | 'taken';
 const pick3 = <T>(xs: readonly T[], i: number): T => xs[i % xs.length]!;
 
 /** One AgentStream conversation; refused = the server ended it with an error status. */
-function streamScenario(client: AgentStreamClient, kind: number, i: number, tokens: Record<string, string>): Promise<StreamOutcome> {
+function streamScenario(
+  client: AgentStreamClient,
+  kind: number,
+  i: number,
+  tokens: Record<string, string>,
+): Promise<StreamOutcome> {
   const md = new grpc.Metadata();
   if (kind !== 0) md.set('authorization', `Bearer ${kind === 1 ? tokens.agent : tokens.attacker}`);
   const call = client.stream(md, { deadline: Date.now() + 5000 });
-  const hello = (nodeId: string, extra: object = {}) => ({ hello: { nodeId, labels: {}, agentVersion: 'x', haproxyVersion: 'x', runningVersion: '', ...extra } }) as AgentMessage;
+  const hello = (nodeId: string, extra: object = {}) =>
+    ({
+      hello: { nodeId, labels: {}, agentVersion: 'x', haproxyVersion: 'x', runningVersion: '', ...extra },
+    }) as AgentMessage;
   return new Promise((resolve) => {
     let settled = false;
     const finish = (o: StreamOutcome) => {
@@ -428,10 +565,27 @@ function streamScenario(client: AgentStreamClient, kind: number, i: number, toke
       pushes.push(m);
       const p = m.push;
       if (!p) return;
-      if (kind === 8) call.write({ ack: { version: p.version, nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 } } as unknown as AgentMessage);
-      if (kind === 8) call.write({ ack: { version: p.version, nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 } } as unknown as AgentMessage); // replayed
-      if (kind === 9) call.write({ ack: { version: 'other', nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 } } as unknown as AgentMessage);
-      if (kind === 10) call.write({ nack: { version: p.version, nonce: p.nonce, reason: 'r'.repeat(1_000_000), runningVersion: 'v'.repeat(10_000) } } as unknown as AgentMessage);
+      if (kind === 8)
+        call.write({
+          ack: { version: p.version, nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 },
+        } as unknown as AgentMessage);
+      if (kind === 8)
+        call.write({
+          ack: { version: p.version, nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 },
+        } as unknown as AgentMessage); // replayed
+      if (kind === 9)
+        call.write({
+          ack: { version: 'other', nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 },
+        } as unknown as AgentMessage);
+      if (kind === 10)
+        call.write({
+          nack: {
+            version: p.version,
+            nonce: p.nonce,
+            reason: 'r'.repeat(1_000_000),
+            runningVersion: 'v'.repeat(10_000),
+          },
+        } as unknown as AgentMessage);
       if (kind === 13) {
         // Protocol 2: Resync spam (unknown nonces, the real one twice, then one for the full push that answers it).
         for (let k = 0; k < 50; k++) call.write({ resync: { nonce: `forged-${k}`, reason: 'x'.repeat(k * 100) } });
@@ -450,7 +604,11 @@ function streamScenario(client: AgentStreamClient, kind: number, i: number, toke
         call.write(hello('honest-a')); // impersonation of the honest agent
         break;
       case 3:
-        call.write(hello(`attacker-${i}`, { labels: Object.fromEntries(Array.from({ length: 1000 }, (_, k) => [`k${k}`, 'v'])) }));
+        call.write(
+          hello(`attacker-${i}`, {
+            labels: Object.fromEntries(Array.from({ length: 1000 }, (_, k) => [`k${k}`, 'v'])),
+          }),
+        );
         break;
       case 4:
         call.write(hello(`attacker-${i}`, { labels: { zone: 'x'.repeat(100_000) } }));
@@ -459,28 +617,68 @@ function streamScenario(client: AgentStreamClient, kind: number, i: number, toke
         call.write(hello(['', 'attacker- x', `attacker-${'x'.repeat(300)}`, 'attacker-\n', 'attacker-ü'][i % 5]!));
         break;
       case 6:
-        call.write({ ack: { version: 'v', nonce: 'n', method: 1, reasons: [], warnings: [], durationMs: 0 } } as unknown as AgentMessage); // before hello
+        call.write({
+          ack: { version: 'v', nonce: 'n', method: 1, reasons: [], warnings: [], durationMs: 0 },
+        } as unknown as AgentMessage); // before hello
         break;
       case 7:
         call.write(hello(`attacker-${i}`));
         call.write(hello(`attacker-${i}`)); // twice
         break;
       case 12: // protocol 2 with a declared base that is junk
-        call.write(hello(`attacker-${i}`, { protocolVersion: 2, baseVersion: 'v', baseResources: pick3([{ 'a b': 'ff' }, { web: 'NOT-HEX' }, Object.fromEntries(Array.from({ length: 120_000 }, (_, k) => [`s${k}`, 'ab']))], i), baseGlobalsVersion: '' }));
+        call.write(
+          hello(`attacker-${i}`, {
+            protocolVersion: 2,
+            baseVersion: 'v',
+            baseResources: pick3(
+              [
+                { 'a b': 'ff' },
+                { web: 'NOT-HEX' },
+                Object.fromEntries(Array.from({ length: 120_000 }, (_, k) => [`s${k}`, 'ab'])),
+              ],
+              i,
+            ),
+            baseGlobalsVersion: '',
+          }),
+        );
         break;
       case 13:
-        call.write(hello(`attacker-${i}`, { protocolVersion: 2, baseVersion: 'v1', baseResources: { web: 'a'.repeat(32) }, baseGlobalsVersion: 'b'.repeat(32) }));
+        call.write(
+          hello(`attacker-${i}`, {
+            protocolVersion: 2,
+            baseVersion: 'v1',
+            baseResources: { web: 'a'.repeat(32) },
+            baseGlobalsVersion: 'b'.repeat(32),
+          }),
+        );
         break;
       case 14:
         call.write(hello(`attacker-${i}`, { protocolVersion: 99 }));
         break;
       case 15: // a StateReport nobody asked for, with a big server list
         call.write(hello(`attacker-${i}`, { protocolVersion: 2 }));
-        call.write({ stateReport: { id: `q${i}`, servers: Array.from({ length: 20_000 }, (_, k) => ({ backend: 'web', name: `s${k}`, address: '10.0.0.1', port: 80, weight: 1, adminState: 'ready', operState: 'up' })), error: '', runningVersion: '' } });
+        call.write({
+          stateReport: {
+            id: `q${i}`,
+            servers: Array.from({ length: 20_000 }, (_, k) => ({
+              backend: 'web',
+              name: `s${k}`,
+              address: '10.0.0.1',
+              port: 80,
+              weight: 1,
+              adminState: 'ready',
+              operState: 'up',
+            })),
+            error: '',
+            runningVersion: '',
+          },
+        });
         break;
       case 11:
         call.write(hello(`attacker-${i}`));
-        call.write({ ack: { version: 'v', nonce: `unknown-${i}`, method: 1, reasons: [], warnings: [], durationMs: 0 } } as unknown as AgentMessage);
+        call.write({
+          ack: { version: 'v', nonce: `unknown-${i}`, method: 1, reasons: [], warnings: [], durationMs: 0 },
+        } as unknown as AgentMessage);
         call.write({} as AgentMessage);
         break;
       default:
@@ -496,6 +694,5 @@ async function waitForPort(port: number): Promise<void> {
   }
   throw new Error(`nothing listens on ${port}`);
 }
-
 
 export { attackLines };

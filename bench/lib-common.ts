@@ -74,7 +74,8 @@ export function intArg(args: readonly string[], name: string, fallback: number):
   const raw = args.find((a) => a.startsWith(prefix));
   if (raw === undefined) return fallback;
   const n = Number(raw.slice(prefix.length));
-  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} wants a non-negative integer, got ${JSON.stringify(raw.slice(prefix.length))}`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new Error(`--${name} wants a non-negative integer, got ${JSON.stringify(raw.slice(prefix.length))}`);
   return n;
 }
 

@@ -26,10 +26,16 @@ function runServer(opts: Options): void {
   const streams = new Set<grpc.ServerDuplexStream<AgentMessage, ControlMessage>>();
   let current: DesiredState | undefined;
   const push = (call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) => {
-    if (current) call.write({ push: Push.fromPartial({ version: current.version, nonce: randomBytes(8).toString('hex'), state: current }) });
+    if (current)
+      call.write({
+        push: Push.fromPartial({ version: current.version, nonce: randomBytes(8).toString('hex'), state: current }),
+      });
   };
 
-  const server = new grpc.Server({ 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 5000 });
+  const server = new grpc.Server({
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 5000,
+  });
   server.addService(AgentStreamService, {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
       call.on('data', (msg: AgentMessage) => {
@@ -89,11 +95,16 @@ function runServer(opts: Options): void {
   });
 }
 
-if (require.main === module && process.argv[2] === 'baseline-server') runServer(JSON.parse(process.argv[3]!) as Options);
+if (require.main === module && process.argv[2] === 'baseline-server')
+  runServer(JSON.parse(process.argv[3]!) as Options);
 
 /** Starts the baseline server in a child process; resolves with its pid, port and a stop function. */
-export async function startBaselineServer(opts: Options): Promise<{ pid: number; port: number; proc: ChildProcess; stop: () => Promise<void> }> {
-  const proc = fork(__filename, ['baseline-server', JSON.stringify(opts)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+export async function startBaselineServer(
+  opts: Options,
+): Promise<{ pid: number; port: number; proc: ChildProcess; stop: () => Promise<void> }> {
+  const proc = fork(__filename, ['baseline-server', JSON.stringify(opts)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   trackChild(proc);
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('baseline server: not listening after 20 s')), 20_000);

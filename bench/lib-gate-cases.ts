@@ -14,8 +14,18 @@ import { GateFleet, StatusJson, TERMINAL_STATES } from './lib-gate';
 import { FailedRequest } from './lib-paced-load';
 
 /** A rollout that differs from the one current in `before`, once it left `running`/`paused` (or timed out). */
-async function nextRolloutSettled(f: GateFleet, before: FleetDoc, timeoutMs: number, what: string, settled: (r: RolloutDoc) => boolean): Promise<RolloutDoc> {
-  const doc = await f.waitDoc((d) => !!d.current && d.current.id !== before.current?.id && settled(d.current), timeoutMs, what);
+async function nextRolloutSettled(
+  f: GateFleet,
+  before: FleetDoc,
+  timeoutMs: number,
+  what: string,
+  settled: (r: RolloutDoc) => boolean,
+): Promise<RolloutDoc> {
+  const doc = await f.waitDoc(
+    (d) => !!d.current && d.current.id !== before.current?.id && settled(d.current),
+    timeoutMs,
+    what,
+  );
   return doc.current!;
 }
 
@@ -48,9 +58,19 @@ export async function badRevisionCase(f: GateFleet, rev = 'bad', timeoutMs = 60_
   const t0 = Date.now();
   const n0 = f.load.total();
   await f.setWeb(rev, ['http-request return status 503']);
-  const r = await nextRolloutSettled(f, before, timeoutMs, `the rollout of the 503 revision (${rev}) to end`, (x) => x.state !== 'running' && x.state !== 'paused');
+  const r = await nextRolloutSettled(
+    f,
+    before,
+    timeoutMs,
+    `the rollout of the 503 revision (${rev}) to end`,
+    (x) => x.state !== 'running' && x.state !== 'paused',
+  );
   // The canary got the stable revision back: every agent answers 200 again.
-  await f.until(async () => (await Promise.all(f.agents.map((a) => f.hit(a.ip)))).every((h) => h.status === 200), 20_000, 'every agent answering 200 after the rollback');
+  await f.until(
+    async () => (await Promise.all(f.agents.map((a) => f.hit(a.ip)))).every((h) => h.status === 200),
+    20_000,
+    'every agent answering 200 after the rollback',
+  );
   await sleep(1000); // requests in flight settle
   const t1 = Date.now();
   // The rollback left the 503 config in ZooKeeper: put the stable one back, so the next case starts from it.
@@ -79,7 +99,11 @@ export interface BlockedCase {
   readonly rollout: RolloutDoc;
   readonly status: StatusJson;
   readonly statusText: string;
-  readonly plan: { toRevision?: string; servicesAdded?: string[]; agents?: { nodeId: string; preflight?: string; error?: string; services?: string[] }[] };
+  readonly plan: {
+    toRevision?: string;
+    servicesAdded?: string[];
+    agents?: { nodeId: string; preflight?: string; error?: string; services?: string[] }[];
+  };
   readonly blockedAgent: string;
   readonly port: number;
   readonly pushes: number;
@@ -103,14 +127,37 @@ export async function preflightBlockedCase(f: GateFleet, blockIndex = 2, timeout
   try {
     const before = await f.readDoc();
     const t0 = Date.now();
-    await f.put('/service_config/extra', JSON.stringify({ type: 'zookeeper', path: '/services/web', port, listen_options: ['mode http'] }));
-    const halted = await nextRolloutSettled(f, before, timeoutMs, `the rollout adding service extra on port ${port} to halt`, (x) => x.state !== 'running' && x.state !== 'paused');
+    await f.put(
+      '/service_config/extra',
+      JSON.stringify({ type: 'zookeeper', path: '/services/web', port, listen_options: ['mode http'] }),
+    );
+    const halted = await nextRolloutSettled(
+      f,
+      before,
+      timeoutMs,
+      `the rollout adding service extra on port ${port} to halt`,
+      (x) => x.state !== 'running' && x.state !== 'paused',
+    );
     // It halts at the first failure; the answers that come later are still tallied (and listed): wait for them all.
-    const r = halted.state !== 'halted' ? halted : (await f.waitDoc((d) => d.current?.id === halted.id && (d.current.preflight?.unanswered ?? 0) === 0, 20_000, 'every agent to answer the preflight')).current!;
-    const [status, text, planOut] = await Promise.all([f.status(), f.ctl(f.liveCp(), 'status'), f.ctl(f.liveCp(), 'plan', '--json')]);
+    const r =
+      halted.state !== 'halted'
+        ? halted
+        : (
+            await f.waitDoc(
+              (d) => d.current?.id === halted.id && (d.current.preflight?.unanswered ?? 0) === 0,
+              20_000,
+              'every agent to answer the preflight',
+            )
+          ).current!;
+    const [status, text, planOut] = await Promise.all([
+      f.status(),
+      f.ctl(f.liveCp(), 'status'),
+      f.ctl(f.liveCp(), 'plan', '--json'),
+    ]);
     const pushes = f.pushesOf(r.to).length;
     const aborted = await f.ctl(f.liveCp(), 'abort', '--json', '--id', r.id);
-    const abortState = aborted.code === 0 ? ((JSON.parse(aborted.stdout) as StatusJson).rollout?.state ?? '') : aborted.stderr.trim();
+    const abortState =
+      aborted.code === 0 ? ((JSON.parse(aborted.stdout) as StatusJson).rollout?.state ?? '') : aborted.stderr.trim();
     await f.remove('/service_config/extra');
     await f.waitNothingPending();
     return {
@@ -147,7 +194,13 @@ export async function goodRevisionCase(f: GateFleet, rev = 'good', timeoutMs = 1
   const t0 = Date.now();
   const n0 = f.load.total();
   await f.setWeb(rev);
-  const r = await nextRolloutSettled(f, before, timeoutMs, `the rollout of the good revision (${rev}) to end`, (x) => TERMINAL_STATES.includes(x.state) || x.state === 'halted');
+  const r = await nextRolloutSettled(
+    f,
+    before,
+    timeoutMs,
+    `the rollout of the good revision (${rev}) to end`,
+    (x) => TERMINAL_STATES.includes(x.state) || x.state === 'halted',
+  );
   if (r.state === 'completed') {
     await f.waitServing(rev);
     f.stableRev = rev;

@@ -66,17 +66,52 @@ export interface StatusJson {
     reason?: string;
     createdAt?: string;
     finishedAt?: string;
-    waves?: { index: number; spec: string; agents?: string[]; startedAt?: string; ackedAt?: string; completedAt?: string; gate?: GateJson }[];
-    preflight?: { passed?: number; failed?: number; unanswered?: number; completedAt?: string; failures?: { nodeId: string; error?: string }[] };
+    waves?: {
+      index: number;
+      spec: string;
+      agents?: string[];
+      startedAt?: string;
+      ackedAt?: string;
+      completedAt?: string;
+      gate?: GateJson;
+    }[];
+    preflight?: {
+      passed?: number;
+      failed?: number;
+      unanswered?: number;
+      completedAt?: string;
+      failures?: { nodeId: string; error?: string }[];
+    };
   };
-  agents?: { nodeId: string; connected?: boolean; replica?: string; wave?: number; releasedRevision?: string; runningRevision?: string; status?: string; error?: string; preflight?: string }[];
+  agents?: {
+    nodeId: string;
+    connected?: boolean;
+    replica?: string;
+    wave?: number;
+    releasedRevision?: string;
+    runningRevision?: string;
+    status?: string;
+    error?: string;
+    preflight?: string;
+  }[];
 }
 
 export interface GateJson {
   verdict: string;
   reason?: string;
   at?: string;
-  figures?: { key: string; metric: string; canary?: number; hasStable?: boolean; stable?: number; hasBefore?: boolean; before?: number; threshold?: number; requests?: string | number; regressed?: boolean }[];
+  figures?: {
+    key: string;
+    metric: string;
+    canary?: number;
+    hasStable?: boolean;
+    stable?: number;
+    hasBefore?: boolean;
+    before?: number;
+    threshold?: number;
+    requests?: string | number;
+    regressed?: boolean;
+  }[];
 }
 
 export interface FleetAgentInfo {
@@ -95,7 +130,12 @@ export interface FleetCp {
 export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)),
+      ),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -145,7 +185,8 @@ export class GateFleet {
     this.zkc = await connectZk(this.zk.connectString);
     this.webPort = await freePort();
     await this.setWeb('v1');
-    for (const [i, b] of this.backends.entries()) await this.put(`/services/web/h${i}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
+    for (const [i, b] of this.backends.entries())
+      await this.put(`/services/web/h${i}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
     for (let i = 0; i < (o.controlPlanes ?? 1); i++) {
       const id = `cp${i}`;
       const port = await freePort();
@@ -195,13 +236,24 @@ agent:
       a.proc = o.start(['agent', '--config', config], id, this.tmp.dir);
     }
     const t0 = Date.now();
-    await this.until(async () => (await Promise.all(this.agents.map((a) => this.hit(a.ip)))).every((h) => h.status === 200 && h.rev === 'v1'), 30_000, 'every agent serving the first revision (X-Rev v1)');
+    await this.until(
+      async () =>
+        (await Promise.all(this.agents.map((a) => this.hit(a.ip)))).every((h) => h.status === 200 && h.rev === 'v1'),
+      30_000,
+      'every agent serving the first revision (X-Rev v1)',
+    );
     const doc = await this.waitDoc((d) => d.stable !== '', 20_000, 'the first revision released');
-    await this.until(async () => {
-      const s = await this.status();
-      return (s.agents ?? []).filter((a) => a.connected && a.runningRevision === doc.stable).length === nAgents;
-    }, 20_000, `all ${nAgents} agents connected and reporting revision ${doc.stable}`);
-    this.say(`fleet: ${this.cps.length} control plane(s), ${nAgents} agents (127.0.0.1-${nAgents}, each its own HAProxy) on revision ${doc.stable} in ${Date.now() - t0} ms`);
+    await this.until(
+      async () => {
+        const s = await this.status();
+        return (s.agents ?? []).filter((a) => a.connected && a.runningRevision === doc.stable).length === nAgents;
+      },
+      20_000,
+      `all ${nAgents} agents connected and reporting revision ${doc.stable}`,
+    );
+    this.say(
+      `fleet: ${this.cps.length} control plane(s), ${nAgents} agents (127.0.0.1-${nAgents}, each its own HAProxy) on revision ${doc.stable} in ${Date.now() - t0} ms`,
+    );
     this.load = new PacedLoad(
       this.agents.map((a) => ({ ip: a.ip, port: this.webPort })),
       o.ratePerAgent ?? 40,
@@ -210,7 +262,15 @@ agent:
 
   /** The web service's config: `X-Rev rev` on every response, plus `extra` listen options. */
   setWeb(rev: string, extra: string[] = []): Promise<void> {
-    return this.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: this.webPort, listen_options: ['mode http', `http-response set-header X-Rev ${rev}`, ...extra] }));
+    return this.put(
+      '/service_config/web',
+      JSON.stringify({
+        type: 'zookeeper',
+        path: '/services/web',
+        port: this.webPort,
+        listen_options: ['mode http', `http-response set-header X-Rev ${rev}`, ...extra],
+      }),
+    );
   }
 
   /** A ZooKeeper write that throws instead of hanging when ZooKeeper does not answer. */
@@ -224,17 +284,25 @@ agent:
 
   /** Waits until discovery is back on the stable revision: `ctl rollout plan` shows nothing pending. */
   async waitNothingPending(timeoutMs = 15_000): Promise<void> {
-    await this.until(async () => {
-      const p = await this.ctl(this.liveCp(), 'plan', '--json');
-      return p.code === 0 && !(JSON.parse(p.stdout) as { pending?: boolean }).pending;
-    }, timeoutMs, 'ctl rollout plan to show nothing pending');
+    await this.until(
+      async () => {
+        const p = await this.ctl(this.liveCp(), 'plan', '--json');
+        return p.code === 0 && !(JSON.parse(p.stdout) as { pending?: boolean }).pending;
+      },
+      timeoutMs,
+      'ctl rollout plan to show nothing pending',
+    );
   }
 
   /** `proxymgr ctl --controlplane <cp> rollout ARGS…`. */
   ctl(cp: number, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve) =>
-      execFile(process.execPath, [this.opts.cli, 'ctl', '--controlplane', `127.0.0.1:${this.cps[cp]!.port}`, 'rollout', ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      execFile(
+        process.execPath,
+        [this.opts.cli, 'ctl', '--controlplane', `127.0.0.1:${this.cps[cp]!.port}`, 'rollout', ...args],
+        { timeout: 30_000 },
+        (err, stdout, stderr) =>
+          resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       ),
     );
   }
@@ -255,16 +323,35 @@ agent:
 
   /** The rollout document, read from ZooKeeper directly (ctl does not show gateStart or baseline). */
   readDoc(): Promise<FleetDoc> {
-    const read = new Promise<FleetDoc>((resolve, reject) => this.zkc.client.getData('/proxymgr/rollout', (err, data) => (err ? reject(err) : resolve(decodeNode(data) as FleetDoc))));
+    const read = new Promise<FleetDoc>((resolve, reject) =>
+      this.zkc.client.getData('/proxymgr/rollout', (err, data) =>
+        err ? reject(err) : resolve(decodeNode(data) as FleetDoc),
+      ),
+    );
     return within(read, 10_000, 'reading the rollout document from ZooKeeper');
   }
 
   async waitDoc(pred: (d: FleetDoc) => boolean, timeoutMs: number, what: string): Promise<FleetDoc> {
     let last: FleetDoc | undefined;
-    await this.until(async () => {
-      last = await this.readDoc();
-      return pred(last);
-    }, timeoutMs, what, () => JSON.stringify(last?.current ? { id: last.current.id, state: last.current.state, waves: last.current.waves.length, reason: last.current.reason } : last));
+    await this.until(
+      async () => {
+        last = await this.readDoc();
+        return pred(last);
+      },
+      timeoutMs,
+      what,
+      () =>
+        JSON.stringify(
+          last?.current
+            ? {
+                id: last.current.id,
+                state: last.current.state,
+                waves: last.current.waves.length,
+                reason: last.current.reason,
+              }
+            : last,
+        ),
+    );
     return last!;
   }
 
@@ -281,7 +368,10 @@ agent:
       } catch (err) {
         lastErr = (err as Error).message;
       }
-      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail ? `; last: ${detail()}` : ''}${lastErr ? `; last error: ${lastErr}` : ''}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting for ${what}${detail ? `; last: ${detail()}` : ''}${lastErr ? `; last error: ${lastErr}` : ''}`,
+        );
       await sleep(100);
     }
   }
@@ -290,8 +380,12 @@ agent:
   private async waitLog(p: FleetProcess, re: RegExp, timeoutMs: number, name: string): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!re.test(p.logs())) {
-      if (p.proc.exitCode !== null || p.proc.signalCode !== null) throw new Error(`${name} exited (${p.proc.exitCode ?? p.proc.signalCode}) before logging ${re}: ${p.logs().slice(-2000)}`);
-      if (Date.now() > deadline) throw new Error(`${name}: no log line matching ${re} within ${timeoutMs} ms: ${p.logs().slice(-2000)}`);
+      if (p.proc.exitCode !== null || p.proc.signalCode !== null)
+        throw new Error(
+          `${name} exited (${p.proc.exitCode ?? p.proc.signalCode}) before logging ${re}: ${p.logs().slice(-2000)}`,
+        );
+      if (Date.now() > deadline)
+        throw new Error(`${name}: no log line matching ${re} within ${timeoutMs} ms: ${p.logs().slice(-2000)}`);
       await sleep(50);
     }
   }
@@ -324,13 +418,23 @@ agent:
       sock.on('data', (c) => (data += c.toString()));
       sock.on('timeout', () => sock.destroy(new Error('timeout')));
       sock.on('error', reject);
-      sock.on('close', () => resolve({ status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(data)?.[1] ?? 0), rev: /\r\nx-rev: *([^\r]*)/i.exec(data)?.[1] ?? '' }));
+      sock.on('close', () =>
+        resolve({
+          status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(data)?.[1] ?? 0),
+          rev: /\r\nx-rev: *([^\r]*)/i.exec(data)?.[1] ?? '',
+        }),
+      );
     });
   }
 
   /** Waits until every agent answers 200 with X-Rev `rev`. */
   async waitServing(rev: string, timeoutMs = 20_000): Promise<void> {
-    await this.until(async () => (await Promise.all(this.agents.map((a) => this.hit(a.ip)))).every((h) => h.status === 200 && h.rev === rev), timeoutMs, `every agent serving X-Rev ${rev}`);
+    await this.until(
+      async () =>
+        (await Promise.all(this.agents.map((a) => this.hit(a.ip)))).every((h) => h.status === 200 && h.rev === rev),
+      timeoutMs,
+      `every agent serving X-Rev ${rev}`,
+    );
   }
 
   /** Agent index by node id. */

@@ -7,7 +7,13 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { Action, AgentAdminClient, ControlPlaneAdminClient, ListAgentsResponse, StatusResponse } from '../common/gen/proxymgr/v1/admin';
+import {
+  Action,
+  AgentAdminClient,
+  ControlPlaneAdminClient,
+  ListAgentsResponse,
+  StatusResponse,
+} from '../common/gen/proxymgr/v1/admin';
 import { sleep } from '../test/helpers/net';
 
 export const CLI = path.join(__dirname, '..', 'bin', 'proxymgr.js');
@@ -28,7 +34,11 @@ export function procStats(pid: number): { rssMb: number; peakRssMb: number; cpuM
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11]) + Number(fields[12]);
-  return { rssMb: Math.round(kb('VmRSS') / 102.4) / 10, peakRssMb: Math.round(kb('VmHWM') / 102.4) / 10, cpuMs: ticks * 10 };
+  return {
+    rssMb: Math.round(kb('VmRSS') / 102.4) / 10,
+    peakRssMb: Math.round(kb('VmHWM') / 102.4) / 10,
+    cpuMs: ticks * 10,
+  };
 }
 
 /** One `proxymgr <role> --config FILE` child process; its JSON logs go to a file (a full pipe would stall it). */
@@ -56,7 +66,10 @@ let exitHookInstalled = false;
 export function startCli(args: string[], logFile: string, logLevel = 'info'): CliChild {
   const fd = openSync(logFile, 'a');
   const nodeArgs = (process.env.BENCH_CLI_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-  const proc = spawn(process.execPath, [...nodeArgs, CLI, ...args], { stdio: ['ignore', fd, fd], env: { ...process.env, PROXYMGR_LOG_LEVEL: logLevel } });
+  const proc = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, PROXYMGR_LOG_LEVEL: logLevel },
+  });
   closeSync(fd);
   track(proc, 'SIGTERM');
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
@@ -70,8 +83,14 @@ export function startCli(args: string[], logFile: string, logLevel = 'info'): Cl
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         if (re.test(logs())) return;
-        if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`proxymgr ${args[0]} exited (${proc.exitCode ?? proc.signalCode}) before logging ${re}: ${logs().slice(-2000)}`);
-        if (Date.now() > deadline) throw new Error(`proxymgr ${args[0]}: no log line matching ${re} within ${timeoutMs} ms: ${logs().slice(-2000)}`);
+        if (proc.exitCode !== null || proc.signalCode !== null)
+          throw new Error(
+            `proxymgr ${args[0]} exited (${proc.exitCode ?? proc.signalCode}) before logging ${re}: ${logs().slice(-2000)}`,
+          );
+        if (Date.now() > deadline)
+          throw new Error(
+            `proxymgr ${args[0]}: no log line matching ${re} within ${timeoutMs} ms: ${logs().slice(-2000)}`,
+          );
         await sleep(25);
       }
     },
@@ -143,7 +162,9 @@ export function onInterruptStopChildren(cleanup: () => Promise<void>): () => voi
 /** ControlPlaneAdmin.ListAgents. */
 export function listAgents(address: string): Promise<ListAgentsResponse> {
   return new Promise((resolve, reject) => {
-    const c = new ControlPlaneAdminClient(address, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+    const c = new ControlPlaneAdminClient(address, grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    });
     c.listAgents({}, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => {
       c.close();
       if (err) reject(err);
@@ -156,10 +177,17 @@ export function listAgents(address: string): Promise<ListAgentsResponse> {
 export async function waitForDesiredState(cp: CliChild, address: string, timeoutMs = 20_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (cp.proc.exitCode !== null || cp.proc.signalCode !== null) throw new Error(`control plane exited: ${cp.logs().slice(-2000)}`);
-    const version = await listAgents(address).then((r) => r.desiredVersion, () => '');
+    if (cp.proc.exitCode !== null || cp.proc.signalCode !== null)
+      throw new Error(`control plane exited: ${cp.logs().slice(-2000)}`);
+    const version = await listAgents(address).then(
+      (r) => r.desiredVersion,
+      () => '',
+    );
     if (version) return version;
-    if (Date.now() > deadline) throw new Error(`control plane at ${address}: no desired state within ${timeoutMs} ms: ${cp.logs().slice(-2000)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `control plane at ${address}: no desired state within ${timeoutMs} ms: ${cp.logs().slice(-2000)}`,
+      );
     await sleep(50);
   }
 }
@@ -206,7 +234,8 @@ export function intListArg(args: readonly string[], name: string, fallback: numb
   const raw = args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
   if (raw === undefined) return fallback;
   const list = raw.split(',').map(Number);
-  if (list.length === 0 || !list.every((n) => Number.isInteger(n) && n > 0)) throw new Error(`--${name} wants positive integers separated by commas, got ${JSON.stringify(raw)}`);
+  if (list.length === 0 || !list.every((n) => Number.isInteger(n) && n > 0))
+    throw new Error(`--${name} wants positive integers separated by commas, got ${JSON.stringify(raw)}`);
   return list;
 }
 

@@ -73,9 +73,34 @@ export function attackServerOptions(port: number): string[] {
 }
 
 /** Substrings that must not appear in any rendered haproxy.cfg. */
-export const FORBIDDEN_MARKERS = ['evil', 'external-check', 'insecure-fork-wanted', '/etc/shadow', '/etc/passwd', '/proc/self', 'lua', 'server-template', 'default-server', 'stats admin', 'glоbal', 'GLOBAL', 'xxxxxxxxxx'];
+export const FORBIDDEN_MARKERS = [
+  'evil',
+  'external-check',
+  'insecure-fork-wanted',
+  '/etc/shadow',
+  '/etc/passwd',
+  '/proc/self',
+  'lua',
+  'server-template',
+  'default-server',
+  'stats admin',
+  'glоbal',
+  'GLOBAL',
+  'xxxxxxxxxx',
+];
 
-const BENIGN_LISTEN = ['mode http', 'mode tcp', 'balance roundrobin', 'balance leastconn', 'option httplog', 'timeout server 30s', 'option httpchk GET /health', 'http-request set-header X-Pm 1', 'retries 3', 'option redispatch'];
+const BENIGN_LISTEN = [
+  'mode http',
+  'mode tcp',
+  'balance roundrobin',
+  'balance leastconn',
+  'option httplog',
+  'timeout server 30s',
+  'option httpchk GET /health',
+  'http-request set-header X-Pm 1',
+  'retries 3',
+  'option redispatch',
+];
 const BENIGN_SERVER = ['check', 'check inter 2000', 'check inter 2000 rise 2 fall 3', 'maxconn 100', 'slowstart 10s'];
 
 export type Pick = <T>(items: readonly T[]) => T;
@@ -104,7 +129,11 @@ export function oddName(rand: () => number, i: number): string {
 }
 
 /** One service config document as text: valid JSON with hostile fields, or broken text. */
-export function serviceConfigText(rand: () => number, i: number, ports: { free: () => number; honest: number; attack: number }): string {
+export function serviceConfigText(
+  rand: () => number,
+  i: number,
+  ports: { free: () => number; honest: number; attack: number },
+): string {
   const pick = picker(rand);
   const attack = attackLines(ports.attack);
   const base = (): Record<string, unknown> => ({
@@ -141,18 +170,40 @@ export function serviceConfigText(rand: () => number, i: number, ports: { free: 
       break;
     case 10:
       o.type = 'file';
-      o.file = pick(['/etc/shadow', '/etc/passwd', '/dev/zero', '/proc/self/environ', '../../etc/shadow', 'relative', '/root/.ssh/id_rsa', '/']);
+      o.file = pick([
+        '/etc/shadow',
+        '/etc/passwd',
+        '/dev/zero',
+        '/proc/self/environ',
+        '../../etc/shadow',
+        'relative',
+        '/root/.ssh/id_rsa',
+        '/',
+      ]);
       break;
     case 11:
       o.type = 'dns';
-      o.backends = pick([[{ name: 'a'.repeat(300), port: 80 }], [{ srv: '_x._tcp.evil\nglobal' }], [], 'x', [{ name: 'ok.example', port: 0 }]]);
+      o.backends = pick([
+        [{ name: 'a'.repeat(300), port: 80 }],
+        [{ srv: '_x._tcp.evil\nglobal' }],
+        [],
+        'x',
+        [{ name: 'ok.example', port: 0 }],
+      ]);
       break;
     case 12:
       o.type = 'zookeeper';
       o.path = pick(['/services/../x', '', 'rel', '/a//b', '/' + 'p'.repeat(2000), '/services/web/']);
       break;
     case 13:
-      o.hosts = pick([[`127.0.0.1:${ports.attack} check\nglobal`], ['evil host:80'], [{ address: '1.2.3.4\nglobal', port: 80 }], [{ host: '127.0.0.1', port: 80, haproxy_server_options: 'check\nglobal' }], 'x', [null]]);
+      o.hosts = pick([
+        [`127.0.0.1:${ports.attack} check\nglobal`],
+        ['evil host:80'],
+        [{ address: '1.2.3.4\nglobal', port: 80 }],
+        [{ host: '127.0.0.1', port: 80, haproxy_server_options: 'check\nglobal' }],
+        'x',
+        [null],
+      ]);
       break;
     case 14:
       o.listen_options = Array.from({ length: 5000 }, () => pick(BENIGN_LISTEN));
@@ -167,7 +218,18 @@ export function serviceConfigText(rand: () => number, i: number, ports: { free: 
       o.agents = pick([{ 'bad key': 'x' }, { zone: { a: 1 } }, 'x', []]);
       break;
     case 18:
-      return pick(['{', '', 'null', '[]', '"x"', '{"type":', '\u0000\u0001', '\ufeff{"type":"static"}', 'type: static\nport: 80\n', '{"__proto__":{"polluted":1},"type":"static","port":1}']);
+      return pick([
+        '{',
+        '',
+        'null',
+        '[]',
+        '"x"',
+        '{"type":',
+        '\u0000\u0001',
+        '\ufeff{"type":"static"}',
+        'type: static\nport: 80\n',
+        '{"__proto__":{"polluted":1},"type":"static","port":1}',
+      ]);
     case 19:
       return '['.repeat(20_000) + ']'.repeat(20_000);
     case 20:
@@ -194,25 +256,58 @@ export function hostNodeText(rand: () => number, ports: { free: () => number; at
     case 0:
       return JSON.stringify({ address: '127.0.0.1', port });
     case 1:
-      return JSON.stringify({ host: '127.0.0.1', port, name: `n${port}`, weight: pick([0, 1, 10, 256]), labels: { zone: 'a' } });
+      return JSON.stringify({
+        host: '127.0.0.1',
+        port,
+        name: `n${port}`,
+        weight: pick([0, 1, 10, 256]),
+        labels: { zone: 'a' },
+      });
     case 2:
-      return JSON.stringify({ address: pick(['1.2.3.4\nglobal', 'evil host', '', 'a'.repeat(300), '127.0.0.1 check', '::1]:80', '999.1.1.1']), port });
+      return JSON.stringify({
+        address: pick(['1.2.3.4\nglobal', 'evil host', '', 'a'.repeat(300), '127.0.0.1 check', '::1]:80', '999.1.1.1']),
+        port,
+      });
     case 3:
       return JSON.stringify({ address: '127.0.0.1', port: pick([0, -1, 65536, '80', null, 1.5, 1e20]) });
     case 4:
-      return JSON.stringify({ host: '127.0.0.1', port, haproxy_server_options: pick(attackServerOptions(ports.attack)) });
+      return JSON.stringify({
+        host: '127.0.0.1',
+        port,
+        haproxy_server_options: pick(attackServerOptions(ports.attack)),
+      });
     case 5:
-      return JSON.stringify({ host: '127.0.0.1', port, name: pick(['s\nglobal', 'x y', '', 'a'.repeat(500), 'evil;listen']) });
+      return JSON.stringify({
+        host: '127.0.0.1',
+        port,
+        name: pick(['s\nglobal', 'x y', '', 'a'.repeat(500), 'evil;listen']),
+      });
     case 6:
       return JSON.stringify({ host: '127.0.0.1', port, weight: pick([-1, 257, 1e9, '5', null, 1.5]) });
     case 7:
-      return JSON.stringify({ host: '127.0.0.1', port, labels: pick([{ ['k'.repeat(1000)]: 'v' }, 'x', [1], { a: { b: 1 } }]) });
+      return JSON.stringify({
+        host: '127.0.0.1',
+        port,
+        labels: pick([{ ['k'.repeat(1000)]: 'v' }, 'x', [1], { a: { b: 1 } }]),
+      });
     case 8:
-      return pick(['', '{', 'null', '[]', '\u0000', '127.0.0.1:80', '{"address":"127.0.0.1","port":80,"address":"evil"}']);
+      return pick([
+        '',
+        '{',
+        'null',
+        '[]',
+        '\u0000',
+        '127.0.0.1:80',
+        '{"address":"127.0.0.1","port":80,"address":"evil"}',
+      ]);
     case 9:
       return 'x'.repeat(pick([1000, 100_000, 900_000]));
     case 10:
-      return JSON.stringify({ host: '127.0.0.1', port, haproxy_server_options: [pick(BENIGN_SERVER), pick(attackServerOptions(ports.attack))] });
+      return JSON.stringify({
+        host: '127.0.0.1',
+        port,
+        haproxy_server_options: [pick(BENIGN_SERVER), pick(attackServerOptions(ports.attack))],
+      });
     case 11:
       return JSON.stringify({ host: '127.0.0.1', port, haproxy_server_options: pick(BENIGN_SERVER) });
     case 12:
@@ -223,7 +318,11 @@ export function hostNodeText(rand: () => number, ports: { free: () => number; at
 }
 
 /** A desired-state file for `proxymgr agent --state` with the honest service and one hostile one. */
-export function stateFileText(rand: () => number, honest: object, ports: { free: () => number; attack: number }): string {
+export function stateFileText(
+  rand: () => number,
+  honest: object,
+  ports: { free: () => number; attack: number },
+): string {
   const pick = picker(rand);
   const v = pickIndex(rand, 12);
   const svc: Record<string, unknown> = {
@@ -254,12 +353,29 @@ export function stateFileText(rand: () => number, honest: object, ports: { free:
     case 7:
       // Broken documents. (Every document that parses keeps the honest service: a state file without it is a
       // legitimate order to remove it.)
-      return pick(['{', 'services: [', '', 'null', '- 1\n- 2', 'services: x', '\u0000', JSON.stringify({ services: [honest, { name: 'a', port: '80' }] })]);
+      return pick([
+        '{',
+        'services: [',
+        '',
+        'null',
+        '- 1\n- 2',
+        'services: x',
+        '\u0000',
+        JSON.stringify({ services: [honest, { name: 'a', port: '80' }] }),
+      ]);
     case 8:
       // haproxy.global/defaults are the operator's and free-form, but may not open a section.
-      return JSON.stringify({ haproxy: { global: ['maxconn 1000', pick(['listen evil', 'frontend evil', 'backend evil', 'userlist evil'])], defaults: ['mode http'] }, services: [honest] });
+      return JSON.stringify({
+        haproxy: {
+          global: ['maxconn 1000', pick(['listen evil', 'frontend evil', 'backend evil', 'userlist evil'])],
+          defaults: ['mode http'],
+        },
+        services: [honest],
+      });
     case 9:
-      svc.servers = [{ name: 's1', address: '127.0.0.1', port: 80, options: [pick(attackServerOptions(ports.attack))] }];
+      svc.servers = [
+        { name: 's1', address: '127.0.0.1', port: 80, options: [pick(attackServerOptions(ports.attack))] },
+      ];
       break;
     case 10:
       svc.port = (honest as { port: number }).port; // the honest service's port

@@ -40,7 +40,8 @@ export class PacedLoad {
     this.failed = targets.map(() => 0);
     const intervalMs = (1000 * concurrency) / ratePerAgent;
     targets.forEach((_, agent) => {
-      for (let w = 0; w < concurrency; w++) this.workers.push(this.worker(agent, intervalMs, (w * intervalMs) / concurrency));
+      for (let w = 0; w < concurrency; w++)
+        this.workers.push(this.worker(agent, intervalMs, (w * intervalMs) / concurrency));
     });
   }
 

@@ -22,7 +22,15 @@ import * as grpc from '@grpc/grpc-js';
 import { MAX_PUSH_BYTES, reconnectDelay } from '../agent/sources/grpc';
 import { PushMismatch } from '../agent/sources/held-state';
 import { Digest, PROTOCOL_VERSION } from '../common/resources';
-import { AgentMessage, AgentStreamClient, AgentStreamService, ApplyMethod, ControlMessage, Hello, Push } from '../common/gen/proxymgr/v1/stream';
+import {
+  AgentMessage,
+  AgentStreamClient,
+  AgentStreamService,
+  ApplyMethod,
+  ControlMessage,
+  Hello,
+  Push,
+} from '../common/gen/proxymgr/v1/stream';
 import { say } from './lib-common';
 import { monoMs, trackChild } from './lib-grpc';
 
@@ -130,7 +138,21 @@ interface Round {
   bytes: number;
 }
 
-const status: WorkerStatus = { connected: 0, agents: 0, refused: 0, drops: 0, errors: 0, lastError: '', pushes: 0, bytes: 0, resyncs: 0, heldServicesMin: 0, heldServersMin: 0, heldServersMax: 0, markerMin: 0 };
+const status: WorkerStatus = {
+  connected: 0,
+  agents: 0,
+  refused: 0,
+  drops: 0,
+  errors: 0,
+  lastError: '',
+  pushes: 0,
+  bytes: 0,
+  resyncs: 0,
+  heldServicesMin: 0,
+  heldServersMin: 0,
+  heldServersMax: 0,
+  markerMin: 0,
+};
 const agents: SimAgent[] = [];
 let round: Round | undefined;
 /** Change markers tracked (1..capacity), or 0 when tracking is off. */
@@ -139,10 +161,12 @@ let trackCapacity = 0;
 /** The change markers on the servers a push carries (only services it sends are looked at). */
 function* markersIn(push: Push): Generator<number> {
   const services = push.state ? push.state.services : push.upserted.map((r) => r.service);
-  for (const s of services) if (s) for (const v of s.servers) {
-    const m = markerOf(v.address);
-    if (m > 0) yield m;
-  }
+  for (const s of services)
+    if (s)
+      for (const v of s.servers) {
+        const m = markerOf(v.address);
+        if (m > 0) yield m;
+      }
 }
 
 /**
@@ -159,10 +183,20 @@ class HeldVersions {
   services = 0;
   servers = 0;
 
-  hello(): { protocolVersion: number; baseVersion: string; baseResources: { [name: string]: string }; baseGlobalsVersion: string } {
+  hello(): {
+    protocolVersion: number;
+    baseVersion: string;
+    baseResources: { [name: string]: string };
+    baseGlobalsVersion: string;
+  } {
     const baseResources: { [name: string]: string } = {};
     if (this.version) for (const [name, r] of this.resources) baseResources[name] = r.version;
-    return { protocolVersion: PROTOCOL_VERSION, baseVersion: this.version, baseResources, baseGlobalsVersion: this.version ? this.globalsVersion : '' };
+    return {
+      protocolVersion: PROTOCOL_VERSION,
+      baseVersion: this.version,
+      baseResources,
+      baseGlobalsVersion: this.version ? this.globalsVersion : '',
+    };
   }
 
   take(push: Push): void {
@@ -192,7 +226,10 @@ class HeldVersions {
       this.globalsVersion = push.globalsVersion;
       this.digest.toggleGlobals(push.globalsVersion);
     } else {
-      if (!this.version || push.baseVersion !== this.version) throw new PushMismatch(`push ${push.nonce} builds on ${push.baseVersion}, this agent holds ${this.version || 'nothing'}`);
+      if (!this.version || push.baseVersion !== this.version)
+        throw new PushMismatch(
+          `push ${push.nonce} builds on ${push.baseVersion}, this agent holds ${this.version || 'nothing'}`,
+        );
       if (push.haproxy) {
         this.digest.toggleGlobals(this.globalsVersion);
         this.globalsVersion = push.globalsVersion;
@@ -220,7 +257,10 @@ class HeldVersions {
     if (push.full) this.servers = [...this.resources.values()].reduce((n, r) => n + r.servers, 0);
     this.services = this.resources.size;
     this.version = push.version;
-    if (this.digest.hex() !== push.digest) throw new PushMismatch(`after push ${push.nonce} the digest is ${this.digest.hex()}, the control plane says ${push.digest}`);
+    if (this.digest.hex() !== push.digest)
+      throw new PushMismatch(
+        `after push ${push.nonce} the digest is ${this.digest.hex()}, the control plane says ${push.digest}`,
+      );
   }
 }
 
@@ -259,7 +299,16 @@ class SimAgent {
     let ended = false;
     /** A push did not fit: only a full one is taken until it comes (as agent/sources/grpc.ts does). */
     let awaitingFull = false;
-    call.write({ hello: Hello.fromPartial({ nodeId: this.id, labels: { bench: 'fanout' }, agentVersion: 'sim', haproxyVersion: 'none', runningVersion: this.held.version, ...this.held.hello() }) });
+    call.write({
+      hello: Hello.fromPartial({
+        nodeId: this.id,
+        labels: { bench: 'fanout' },
+        agentVersion: 'sim',
+        haproxyVersion: 'none',
+        runningVersion: this.held.version,
+        ...this.held.hello(),
+      }),
+    });
     call.on('data', (msg: ControlMessage) => {
       const push = msg.push;
       if (!push) return;
@@ -289,7 +338,19 @@ class SimAgent {
       awaitingFull = false;
       // Taken (decoded, merged, digest checked); ACK, then bookkeeping: the timestamp is taken when the ACK has been
       // handed to grpc-js.
-      call.write({ ack: { version: push.version, nonce: push.nonce, method: ApplyMethod.APPLY_METHOD_NOTHING, reasons: [], runtimeCommands: 0, durationMs: 0, warnings: [], rejectedServices: [], counters: [] } });
+      call.write({
+        ack: {
+          version: push.version,
+          nonce: push.nonce,
+          method: ApplyMethod.APPLY_METHOD_NOTHING,
+          reasons: [],
+          runtimeCommands: 0,
+          durationMs: 0,
+          warnings: [],
+          rejectedServices: [],
+          counters: [],
+        },
+      });
       const at = monoMs();
       const had = round?.pending.get(this);
       if (round && had !== undefined && had !== push.version) {
@@ -324,7 +385,9 @@ class SimAgent {
       }
       this.timer = setTimeout(() => this.start(), reconnectDelay(this.attempt++, 200, 10_000));
     };
-    call.on('error', (err: grpc.ServiceError) => retry(err.code, `${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
+    call.on('error', (err: grpc.ServiceError) =>
+      retry(err.code, `${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`),
+    );
     call.on('end', () => retry(undefined, 'stream ended by the control plane'));
   }
 
@@ -407,7 +470,10 @@ function handle(req: Request): Reply {
         serversMin = Math.min(serversMin, a.servers);
         serversMax = Math.max(serversMax, a.servers);
       }
-      const held = agents.length > 0 ? { heldServicesMin: servicesMin, heldServersMin: serversMin, heldServersMax: serversMax, markerMin } : { heldServicesMin: 0, heldServersMin: 0, heldServersMax: 0, markerMin: 0 };
+      const held =
+        agents.length > 0
+          ? { heldServicesMin: servicesMin, heldServersMin: serversMin, heldServersMax: serversMax, markerMin }
+          : { heldServicesMin: 0, heldServersMin: 0, heldServersMax: 0, markerMin: 0 };
       return { type: 'status', status: { ...status, ...held } };
     }
     case 'track':
@@ -455,7 +521,11 @@ class WorkerHandle {
     const seq = ++this.seq;
     return new Promise((resolve, reject) => {
       if (!this.proc.connected) return reject(new Error(`sim-agent worker ${this.proc.pid} is gone`));
-      this.waiting.set(seq, (r) => (r.type === type ? resolve(r as Extract<Reply, { type: T }>) : reject(new Error(`sim-agent worker: expected ${type}, got ${r.type}`))));
+      this.waiting.set(seq, (r) =>
+        r.type === type
+          ? resolve(r as Extract<Reply, { type: T }>)
+          : reject(new Error(`sim-agent worker: expected ${type}, got ${r.type}`)),
+      );
       this.proc.send({ seq, req });
     });
   }
@@ -479,7 +549,13 @@ export class SimFleet {
 
   static async start(workers: number): Promise<SimFleet> {
     const handles = Array.from({ length: workers }, () => {
-      const proc = fork(__filename, ['sim-agents'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--max-old-space-size=4096', ...(process.env.BENCH_SIM_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')] });
+      const proc = fork(__filename, ['sim-agents'], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        execArgv: [
+          '--max-old-space-size=4096',
+          ...(process.env.BENCH_SIM_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
+        ],
+      });
       trackChild(proc);
       return new WorkerHandle(proc);
     });
@@ -501,7 +577,21 @@ export class SimFleet {
 
   async status(): Promise<WorkerStatus> {
     const all = await Promise.all(this.workers.map((w) => w.ask({ type: 'status' }, 'status')));
-    const sum: WorkerStatus = { connected: 0, agents: 0, refused: 0, drops: 0, errors: 0, lastError: '', pushes: 0, bytes: 0, resyncs: 0, heldServicesMin: Infinity, heldServersMin: Infinity, heldServersMax: 0, markerMin: Infinity };
+    const sum: WorkerStatus = {
+      connected: 0,
+      agents: 0,
+      refused: 0,
+      drops: 0,
+      errors: 0,
+      lastError: '',
+      pushes: 0,
+      bytes: 0,
+      resyncs: 0,
+      heldServicesMin: Infinity,
+      heldServersMin: Infinity,
+      heldServersMax: 0,
+      markerMin: Infinity,
+    };
     for (const { status: s } of all) {
       sum.connected += s.connected;
       sum.agents += s.agents;
@@ -527,12 +617,18 @@ export class SimFleet {
    * Polls until every agent holds at least `services` services and `servers` servers, all agents the same number of
    * servers; returns how long that took, or undefined on timeout.
    */
-  async waitHeld(services: number, servers: number, timeoutMs: number, onTick?: (s: WorkerStatus) => void): Promise<number | undefined> {
+  async waitHeld(
+    services: number,
+    servers: number,
+    timeoutMs: number,
+    onTick?: (s: WorkerStatus) => void,
+  ): Promise<number | undefined> {
     const started = monoMs();
     let lastTick = started;
     for (;;) {
       const s = await this.status();
-      if (s.heldServicesMin >= services && s.heldServersMin >= servers && s.heldServersMax === s.heldServersMin) return monoMs() - started;
+      if (s.heldServicesMin >= services && s.heldServersMin >= servers && s.heldServersMax === s.heldServersMin)
+        return monoMs() - started;
       if (onTick && monoMs() - lastTick > 2000) {
         lastTick = monoMs();
         onTick(s);
@@ -601,7 +697,11 @@ export class SimFleet {
       await new Promise((r) => setTimeout(r, 20));
     }
     const parts = await Promise.all(this.workers.map((w) => w.ask({ type: 'collect', round: id }, 'collect')));
-    return { acksAt: parts.flatMap((p) => p.acksAt), missing: parts.reduce((n, p) => n + p.pending, 0), bytes: parts.reduce((n, p) => n + p.bytes, 0) };
+    return {
+      acksAt: parts.flatMap((p) => p.acksAt),
+      missing: parts.reduce((n, p) => n + p.pending, 0),
+      bytes: parts.reduce((n, p) => n + p.bytes, 0),
+    };
   }
 
   /** Closes every agent's stream (the workers stay). */
@@ -628,5 +728,8 @@ export class SimFleet {
 
 /** The progress line of SimFleet.waitConnected: `n` agents wanted. */
 export function connectProgress(n: number): (s: WorkerStatus) => void {
-  return (s) => say(`  ${s.connected}/${n} connected (refused so far ${s.refused}, errors ${s.errors}${s.lastError ? `, last: ${s.lastError}` : ''})`);
+  return (s) =>
+    say(
+      `  ${s.connected}/${n} connected (refused so far ${s.refused}, errors ${s.errors}${s.lastError ? `, last: ${s.lastError}` : ''})`,
+    );
 }

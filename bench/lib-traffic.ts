@@ -22,7 +22,12 @@ export interface BackendInfo extends BackendSpec {
 export type LoadTarget = number | string;
 
 type ToWorker = { type: 'load'; ports: LoadTarget[]; clients: number } | { type: 'stop' } | { type: 'close' };
-type FromWorker = { type: 'ready'; backends: BackendInfo[] } | { type: 'loading' } | { type: 'stopped'; results: LoadResult[] } | { type: 'closed' } | { type: 'error'; message: string };
+type FromWorker =
+  | { type: 'ready'; backends: BackendInfo[] }
+  | { type: 'loading' }
+  | { type: 'stopped'; results: LoadResult[] }
+  | { type: 'closed' }
+  | { type: 'error'; message: string };
 
 export interface Traffic {
   readonly backends: readonly BackendInfo[];
@@ -47,7 +52,11 @@ export async function startTraffic(specs: readonly BackendSpec[]): Promise<Traff
   const next = <T extends FromWorker['type']>(type: T, msg?: ToWorker): Promise<Extract<FromWorker, { type: T }>> =>
     new Promise((resolve, reject) => {
       if (failure) return reject(failure);
-      waiting.push((m) => (m.type === type ? resolve(m as Extract<FromWorker, { type: T }>) : reject(new Error(`traffic worker: ${m.type === 'error' ? m.message : `expected ${type}, got ${m.type}`}`))));
+      waiting.push((m) =>
+        m.type === type
+          ? resolve(m as Extract<FromWorker, { type: T }>)
+          : reject(new Error(`traffic worker: ${m.type === 'error' ? m.message : `expected ${type}, got ${m.type}`}`)),
+      );
       if (msg) worker.postMessage(msg);
     });
   const ready = await next('ready');
@@ -77,7 +86,13 @@ async function runWorker(specs: readonly BackendSpec[]): Promise<void> {
     void (async () => {
       try {
         if (m.type === 'load') {
-          loads.push(...m.ports.map((p) => (typeof p === 'number' ? startLoad(p, m.clients) : startLoad(Number(p.slice(p.lastIndexOf(':') + 1)), m.clients, p.slice(0, p.lastIndexOf(':'))))));
+          loads.push(
+            ...m.ports.map((p) =>
+              typeof p === 'number'
+                ? startLoad(p, m.clients)
+                : startLoad(Number(p.slice(p.lastIndexOf(':') + 1)), m.clients, p.slice(0, p.lastIndexOf(':'))),
+            ),
+          );
           send({ type: 'loading' });
         } else if (m.type === 'stop') {
           const results = await Promise.all(loads.map((l) => l.stop()));

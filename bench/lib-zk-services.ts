@@ -25,7 +25,10 @@ export const hostPath = (s: number, h: number): string => `${servicePath(s)}/h${
 
 /** A host node's data: `{"address","port"}`; `address` and `port` override the defaults above. */
 export function hostData(s: number, h: number, override: { address?: string; port?: number } = {}): string {
-  return JSON.stringify({ address: override.address ?? `10.${(s >> 8) & 255}.${s & 255}.${(h % 254) + 1}`, port: override.port ?? 8080 + Math.floor(h / 254) });
+  return JSON.stringify({
+    address: override.address ?? `10.${(s >> 8) & 255}.${s & 255}.${(h % 254) + 1}`,
+    port: override.port ?? 8080 + Math.floor(h / 254),
+  });
 }
 
 /** Service s's config node: a zookeeper watcher on its host nodes (the fanout benchmark's service, one per index). */
@@ -41,7 +44,9 @@ export function serviceConfig(s: number, zkConnect: string): string {
 }
 
 function create(zkc: ZkTestClient, p: string, data: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => zkc.client.create(p, Buffer.from(data), (err) => (err ? reject(err) : resolve())));
+  return new Promise<void>((resolve, reject) =>
+    zkc.client.create(p, Buffer.from(data), (err) => (err ? reject(err) : resolve())),
+  );
 }
 
 async function pipelined(items: Iterable<() => Promise<void>>, inFlight = 5000): Promise<void> {
@@ -56,28 +61,44 @@ async function pipelined(items: Iterable<() => Promise<void>>, inFlight = 5000):
 /** Creates the host nodes of services [from, to), `hosts` each (and /services, /service_config if missing). */
 export async function createHosts(zkc: ZkTestClient, from: number, to: number, hosts: number): Promise<void> {
   for (const p of ['/services', '/service_config']) {
-    const exists = await new Promise<boolean>((resolve, reject) => zkc.client.exists(p, (err, stat) => (err ? reject(err) : resolve(!!stat))));
+    const exists = await new Promise<boolean>((resolve, reject) =>
+      zkc.client.exists(p, (err, stat) => (err ? reject(err) : resolve(!!stat))),
+    );
     if (!exists) await create(zkc, p, '');
   }
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
   await pipelined(range(to - from).map((i) => () => create(zkc, servicePath(from + i), '')));
   await pipelined(
-    range(to - from).flatMap((i) => range(hosts).map((h) => () => create(zkc, hostPath(from + i, h), hostData(from + i, h)))),
+    range(to - from).flatMap((i) =>
+      range(hosts).map((h) => () => create(zkc, hostPath(from + i, h), hostData(from + i, h))),
+    ),
   );
 }
 
 /** Creates the config nodes of services [from, to): from then on the control plane serves them. */
 export async function createConfigs(zkc: ZkTestClient, zkConnect: string, from: number, to: number): Promise<void> {
-  await pipelined(Array.from({ length: to - from }, (_, i) => () => create(zkc, `/service_config/${serviceName(from + i)}`, serviceConfig(from + i, zkConnect))));
+  await pipelined(
+    Array.from(
+      { length: to - from },
+      (_, i) => () => create(zkc, `/service_config/${serviceName(from + i)}`, serviceConfig(from + i, zkConnect)),
+    ),
+  );
 }
 
 /** One ZooKeeper request (setData on an existing node, any version); resolves when ZooKeeper has answered. */
 export function setData(zkc: ZkTestClient, p: string, data: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => zkc.client.setData(p, Buffer.from(data), -1, (err) => (err ? reject(err) : resolve())));
+  return new Promise<void>((resolve, reject) =>
+    zkc.client.setData(p, Buffer.from(data), -1, (err) => (err ? reject(err) : resolve())),
+  );
 }
 
 /** The control plane (built CLI, its own process) following /service_config; resolves once it has a desired state. */
-export async function startControlPlane(zkConnect: string, dir: string, logLevel: string, extraYaml = ''): Promise<{ cp: CliChild; address: string }> {
+export async function startControlPlane(
+  zkConnect: string,
+  dir: string,
+  logLevel: string,
+  extraYaml = '',
+): Promise<{ cp: CliChild; address: string }> {
   const port = await freePort();
   const address = `127.0.0.1:${port}`;
   const cfg = path.join(dir, 'controlplane.yml');

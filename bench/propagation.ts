@@ -25,7 +25,16 @@ import { freePort, sleep, tempDir } from '../test/helpers/net';
 import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
 import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { describeTimings, intArg, ms, quantile, say } from './lib-common';
-import { agentRecentActions, agentStatus, CliChild, controlPlaneYaml, onInterruptStopChildren, monoMs, startCli, waitForDesiredState } from './lib-grpc';
+import {
+  agentRecentActions,
+  agentStatus,
+  CliChild,
+  controlPlaneYaml,
+  onInterruptStopChildren,
+  monoMs,
+  startCli,
+  waitForDesiredState,
+} from './lib-grpc';
 
 const SERVICE = 'web';
 const HOSTS_PATH = `/services/${SERVICE}`;
@@ -42,7 +51,8 @@ interface Change {
   readonly visible: (servers: ReadonlyMap<string, RuntimeServer> | undefined) => boolean;
 }
 
-const hostNode = (b: Backend, weight?: number) => Buffer.from(JSON.stringify({ address: '127.0.0.1', port: b.port, ...(weight !== undefined ? { weight } : {}) }));
+const hostNode = (b: Backend, weight?: number) =>
+  Buffer.from(JSON.stringify({ address: '127.0.0.1', port: b.port, ...(weight !== undefined ? { weight } : {}) }));
 
 /**
  * The planned changes, deterministic so two runs make the same ones. A host comes back with the weight it
@@ -56,21 +66,38 @@ function planChanges(count: number, backends: readonly Backend[]): Change[] {
     const cycle = Math.floor(k / KINDS.length);
     const host = `h${cycle % HOSTS}`;
     const backend = backends[cycle % backends.length]!;
-    const notMaint = (s: ReadonlyMap<string, RuntimeServer> | undefined, name: string) => !!s?.get(name) && (s.get(name)!.adminState & ADMF_FMAINT) === 0;
+    const notMaint = (s: ReadonlyMap<string, RuntimeServer> | undefined, name: string) =>
+      !!s?.get(name) && (s.get(name)!.adminState & ADMF_FMAINT) === 0;
     if (kind === 'remove') {
-      out.push({ kind, write: (c, cb) => c.remove(`${HOSTS_PATH}/${host}`, -1, cb), visible: (s) => ((s?.get(host)?.adminState ?? 0) & ADMF_FMAINT) !== 0 });
+      out.push({
+        kind,
+        write: (c, cb) => c.remove(`${HOSTS_PATH}/${host}`, -1, cb),
+        visible: (s) => ((s?.get(host)?.adminState ?? 0) & ADMF_FMAINT) !== 0,
+      });
     } else if (kind === 'readd') {
       const data = hostNode(backends[(cycle % HOSTS) % backends.length]!, weights.get(host));
-      out.push({ kind, write: (c, cb) => c.create(`${HOSTS_PATH}/${host}`, data, cb), visible: (s) => notMaint(s, host) });
+      out.push({
+        kind,
+        write: (c, cb) => c.create(`${HOSTS_PATH}/${host}`, data, cb),
+        visible: (s) => notMaint(s, host),
+      });
     } else if (kind === 'weight') {
       const other = `h${(cycle + 1) % HOSTS}`;
       const weight = 2 + (cycle % 100); // never the default 1, and not the weight this host had before
       weights.set(other, weight);
       const data = hostNode(backends[((cycle + 1) % HOSTS) % backends.length]!, weight);
-      out.push({ kind, write: (c, cb) => c.setData(`${HOSTS_PATH}/${other}`, data, -1, cb), visible: (s) => s?.get(other)?.weight === weight });
+      out.push({
+        kind,
+        write: (c, cb) => c.setData(`${HOSTS_PATH}/${other}`, data, -1, cb),
+        visible: (s) => s?.get(other)?.weight === weight,
+      });
     } else {
       const name = `n${cycle}`;
-      out.push({ kind, write: (c, cb) => c.create(`${HOSTS_PATH}/${name}`, hostNode(backend), cb), visible: (s) => notMaint(s, name) });
+      out.push({
+        kind,
+        write: (c, cb) => c.create(`${HOSTS_PATH}/${name}`, hostNode(backend), cb),
+        visible: (s) => notMaint(s, name),
+      });
     }
   }
   return out;
@@ -89,15 +116,24 @@ function connectWatcher(connectString: string): Promise<Client> {
   });
 }
 
-const zkCall = (fn: (cb: (err: unknown) => void) => void) => new Promise<void>((resolve, reject) => fn((err) => (err ? reject(err) : resolve())));
+const zkCall = (fn: (cb: (err: unknown) => void) => void) =>
+  new Promise<void>((resolve, reject) => fn((err) => (err ? reject(err) : resolve())));
 
 /**
  * One floor sample: arm a watch (children watch for node create/delete, data watch for a data change), write,
  * and when the watch fires send one runtime command. Returns [write → watch, write → command reply] in ms.
  */
-async function floorSample(writer: Client, watcher: Client, kind: Kind, i: number, runtime: StatsSocketClient): Promise<[number, number]> {
+async function floorSample(
+  writer: Client,
+  watcher: Client,
+  kind: Kind,
+  i: number,
+  runtime: StatsSocketClient,
+): Promise<[number, number]> {
   const node = `${FLOOR_PATH}/n`;
-  const exists = await new Promise<boolean>((resolve, reject) => writer.exists(node, (err, stat) => (err ? reject(err) : resolve(!!stat))));
+  const exists = await new Promise<boolean>((resolve, reject) =>
+    writer.exists(node, (err, stat) => (err ? reject(err) : resolve(!!stat))),
+  );
   const dataChange = kind === 'weight';
   let fired!: () => void;
   const watchFired = new Promise<void>((r) => (fired = r));
@@ -105,9 +141,13 @@ async function floorSample(writer: Client, watcher: Client, kind: Kind, i: numbe
   // Arm the watch (not timed) before the write, as the control plane's watches are armed before a change.
   if (dataChange) {
     if (!exists) await zkCall((cb) => writer.create(node, Buffer.from('0'), cb));
-    await new Promise<void>((resolve, reject) => watcher.getData(node, watch, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      watcher.getData(node, watch, (err) => (err ? reject(err) : resolve())),
+    );
   } else {
-    await new Promise<void>((resolve, reject) => watcher.getChildren(FLOOR_PATH, watch, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      watcher.getChildren(FLOOR_PATH, watch, (err) => (err ? reject(err) : resolve())),
+    );
   }
   const t0 = monoMs();
   const write = zkCall((cb) => {
@@ -141,7 +181,9 @@ export async function main(args: string[]): Promise<object> {
   const gapMs = intArg(args, 'gap-ms', 50);
   // The control plane's controlplane.coalesce_ms; -1 (default) leaves the product default (5 ms).
   const coalesceMs = intArg(args, 'coalesce-ms', -1);
-  say(`propagation: ${changes} host changes (${KINDS.join(', ')}, in turn), each followed by a floor sample; ${gapMs} ms between steps`);
+  say(
+    `propagation: ${changes} host changes (${KINDS.join(', ')}, in turn), each followed by a floor sample; ${gapMs} ms between steps`,
+  );
 
   const tmp = tempDir('proxymgr-bench-propagation-');
   let zk: ZooKeeper | undefined;
@@ -161,7 +203,14 @@ export async function main(args: string[]): Promise<object> {
     const webPort = await freePort();
     await zkc.put(
       `/service_config/${SERVICE}`,
-      JSON.stringify({ type: 'zookeeper', server: zk.connectString, path: HOSTS_PATH, port: webPort, listen_options: ['mode http', 'balance roundrobin'], server_options: ['check inter 2000'] }),
+      JSON.stringify({
+        type: 'zookeeper',
+        server: zk.connectString,
+        path: HOSTS_PATH,
+        port: webPort,
+        listen_options: ['mode http', 'balance roundrobin'],
+        server_options: ['check inter 2000'],
+      }),
     );
     for (let i = 0; i < HOSTS; i++) await zkc.put(`${HOSTS_PATH}/h${i}`, hostNode(backends[i % backends.length]!));
     // Never changed: the target of the floor's runtime command.
@@ -170,8 +219,14 @@ export async function main(args: string[]): Promise<object> {
 
     const cpPort = await freePort();
     const cpAddress = `127.0.0.1:${cpPort}`;
-    writeFileSync(path.join(tmp.dir, 'controlplane.yml'), controlPlaneYaml(zk.connectString, cpPort, coalesceMs >= 0 ? `  coalesce_ms: ${coalesceMs}\n` : ''));
-    cp = startCli(['controlplane', '--config', path.join(tmp.dir, 'controlplane.yml')], path.join(tmp.dir, 'controlplane.log'));
+    writeFileSync(
+      path.join(tmp.dir, 'controlplane.yml'),
+      controlPlaneYaml(zk.connectString, cpPort, coalesceMs >= 0 ? `  coalesce_ms: ${coalesceMs}\n` : ''),
+    );
+    cp = startCli(
+      ['controlplane', '--config', path.join(tmp.dir, 'controlplane.yml')],
+      path.join(tmp.dir, 'controlplane.log'),
+    );
     const desired = await waitForDesiredState(cp, cpAddress);
 
     const agentDir = path.join(tmp.dir, 'agent');
@@ -196,12 +251,15 @@ agent:
     for (let i = 0; ; i++) {
       const s = await agentStatus(adminAddress).catch(() => undefined);
       if (s?.haproxyRunning && s.runningVersion === desired) break;
-      if (i > 400) throw new Error(`agent did not reach the desired state ${desired} within 20 s: ${agent.logs().slice(-2000)}`);
+      if (i > 400)
+        throw new Error(`agent did not reach the desired state ${desired} within 20 s: ${agent.logs().slice(-2000)}`);
       await sleep(50);
     }
     const before = await agentStatus(adminAddress);
     const runtime = new StatsSocketClient(socketPath, 5000);
-    say(`control plane pid ${cp.pid}, agent pid ${agent.pid}, HAProxy pid ${before.haproxyPid}; ${HOSTS + 1} hosts on ${backends.length} backends`);
+    say(
+      `control plane pid ${cp.pid}, agent pid ${agent.pid}, HAProxy pid ${before.haproxyPid}; ${HOSTS + 1} hosts on ${backends.length} backends`,
+    );
 
     const lat: number[] = [];
     const byKind = new Map<Kind, number[]>(KINDS.map((k) => [k, []]));
@@ -229,7 +287,8 @@ agent:
     const expected = lat.length + 2 * byKind.get('new')!.length; // one command each; add server + enable health + ready
     if (commands !== expected) {
       say(`the agent sent ${commands} runtime commands, ${expected} expected; its recent actions:`);
-      for (const a of await agentRecentActions(adminAddress, 40)) say(`  ${a.at} ${a.trigger} ${a.kind} ${a.detail} — ${a.reason}`);
+      for (const a of await agentRecentActions(adminAddress, 40))
+        say(`  ${a.at} ${a.trigger} ${a.kind} ${a.detail} — ${a.reason}`);
     }
 
     say(`ZooKeeper write → HAProxy runtime state changed: ${describeTimings(lat)}`);

@@ -23,7 +23,16 @@ import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { describeTimings, intArg, ms, quantile, say } from './lib-common';
 import { CliChild, monoMs, onInterruptStopChildren, procStats, stringArg } from './lib-grpc';
 import { connectProgress, SimFleet } from './lib-sim-agents';
-import { createConfigs, createHosts, hostData, hostPath, refillGapMs, setData, startControlPlane, waitAllAcked } from './lib-zk-services';
+import {
+  createConfigs,
+  createHosts,
+  hostData,
+  hostPath,
+  refillGapMs,
+  setData,
+  startControlPlane,
+  waitAllAcked,
+} from './lib-zk-services';
 
 interface Phase {
   readonly servers: number;
@@ -46,7 +55,9 @@ export async function main(args: string[]): Promise<object> {
   const gapArg = intArg(args, 'gap-ms', -1);
   // As in fanout: by default the push limiter (pushes_per_second) refills between changes.
   const gapMs = gapArg >= 0 ? gapArg : refillGapMs(agents);
-  say(`pushsize: ${agents} simulated agents in ${workers} worker processes; ${changes} host changes at 1 × ${hosts} and at ${largeServices} × ${hosts}; control-plane log level ${logLevel}`);
+  say(
+    `pushsize: ${agents} simulated agents in ${workers} worker processes; ${changes} host changes at 1 × ${hosts} and at ${largeServices} × ${hosts}; control-plane log level ${logLevel}`,
+  );
 
   const tmp = tempDir('proxymgr-bench-pushsize-');
   let zk: ZooKeeper | undefined;
@@ -64,7 +75,9 @@ export async function main(args: string[]): Promise<object> {
     const t0 = monoMs();
     await createHosts(zkc, 0, largeServices, hosts);
     await createConfigs(zkc, zk.connectString, 0, 1);
-    say(`ZooKeeper: ${largeServices} × ${hosts} host nodes written in ${Math.round(monoMs() - t0)} ms; 1 service configured`);
+    say(
+      `ZooKeeper: ${largeServices} × ${hosts} host nodes written in ${Math.round(monoMs() - t0)} ms; 1 service configured`,
+    );
     const started = await startControlPlane(zk.connectString, tmp.dir, logLevel);
     cp = started.cp;
     const address = started.address;
@@ -72,10 +85,15 @@ export async function main(args: string[]): Promise<object> {
     fleet = await SimFleet.start(workers);
     await fleet.grow(address, agents);
     const connectMs = await fleet.waitConnected(agents, 120_000, connectProgress(agents));
-    if (connectMs === undefined) throw new Error(`not all ${agents} agents connected within 120 s: ${JSON.stringify(await fleet.status())}`);
-    if ((await fleet.waitHeld(1, hosts, 60_000)) === undefined) throw new Error(`not every agent holds 1 × ${hosts} servers: ${JSON.stringify(await fleet.status())}`);
-    if (!(await waitAllAcked(address, agents, 60_000))) throw new Error('the control plane does not see every agent on its desired version');
-    say(`${agents} agents connected in ${Math.round(connectMs)} ms; control plane pid ${cp.pid}, RSS ${procStats(cp.pid).rssMb} MB`);
+    if (connectMs === undefined)
+      throw new Error(`not all ${agents} agents connected within 120 s: ${JSON.stringify(await fleet.status())}`);
+    if ((await fleet.waitHeld(1, hosts, 60_000)) === undefined)
+      throw new Error(`not every agent holds 1 × ${hosts} servers: ${JSON.stringify(await fleet.status())}`);
+    if (!(await waitAllAcked(address, agents, 60_000)))
+      throw new Error('the control plane does not see every agent on its desired version');
+    say(
+      `${agents} agents connected in ${Math.round(connectMs)} ms; control plane pid ${cp.pid}, RSS ${procStats(cp.pid).rssMb} MB`,
+    );
     await sleep(1000);
 
     let seq = 0;
@@ -129,9 +147,15 @@ export async function main(args: string[]): Promise<object> {
     const g0 = monoMs();
     const before = await fleet.status();
     await createConfigs(zkc, zk.connectString, 1, largeServices);
-    const heldMs = await fleet.waitHeld(largeServices, largeServices * hosts, 900_000, (s) => say(`  growing: fewest servers held ${s.heldServersMin}/${largeServices * hosts}, resyncs ${s.resyncs}`));
-    if (heldMs === undefined) throw new Error(`not every agent holds ${largeServices} × ${hosts} servers within 900 s: ${JSON.stringify(await fleet.status())}`);
-    if (!(await waitAllAcked(address, agents, 120_000, 1000))) throw new Error('the control plane does not see every agent on its desired version');
+    const heldMs = await fleet.waitHeld(largeServices, largeServices * hosts, 900_000, (s) =>
+      say(`  growing: fewest servers held ${s.heldServersMin}/${largeServices * hosts}, resyncs ${s.resyncs}`),
+    );
+    if (heldMs === undefined)
+      throw new Error(
+        `not every agent holds ${largeServices} × ${hosts} servers within 900 s: ${JSON.stringify(await fleet.status())}`,
+      );
+    if (!(await waitAllAcked(address, agents, 120_000, 1000)))
+      throw new Error('the control plane does not see every agent on its desired version');
     const grown = await fleet.status();
     const growMs = monoMs() - g0;
     say(
@@ -143,7 +167,9 @@ export async function main(args: string[]): Promise<object> {
     const large = await phase('large', largeServices);
     const stats = procStats(cp.pid);
     const end = await fleet.status();
-    say(`control plane after the large rounds: RSS ${stats.rssMb} MB (peak ${stats.peakRssMb}); agents: drops ${end.drops}, resyncs ${end.resyncs}, errors ${end.errors}${end.lastError ? ` (last: ${end.lastError})` : ''}`);
+    say(
+      `control plane after the large rounds: RSS ${stats.rssMb} MB (peak ${stats.peakRssMb}); agents: drops ${end.drops}, resyncs ${end.resyncs}, errors ${end.errors}${end.lastError ? ` (last: ${end.lastError})` : ''}`,
+    );
 
     const targets = {
       p99_ms: large.p99_ms <= 1.5 * small.p99_ms + 20,

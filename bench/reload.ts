@@ -30,11 +30,25 @@ interface StormResult {
 /** The web service of reload number `gen`: a changed listen option per step makes every step a real reload. */
 function stormState(port: number, backends: readonly BackendInfo[], gen: number): DesiredState {
   const listenOptions = ['mode http', 'balance roundrobin', `http-response set-header X-Gen ${gen}`];
-  return state([service('web', port, backends.map((b) => server(b.name, b.port)), { listenOptions })]);
+  return state([
+    service(
+      'web',
+      port,
+      backends.map((b) => server(b.name, b.port)),
+      { listenOptions },
+    ),
+  ]);
 }
 
 /** Runs `reloadOnce(i)` `reloads` times under `clients` fresh-connection clients; counts what failed. */
-async function storm(traffic: Traffic, port: number, clients: number, reloads: number, gapMs: number, reloadOnce: (i: number) => Promise<void>): Promise<StormResult> {
+async function storm(
+  traffic: Traffic,
+  port: number,
+  clients: number,
+  reloads: number,
+  gapMs: number,
+  reloadOnce: (i: number) => Promise<void>,
+): Promise<StormResult> {
   await traffic.startLoad([port], clients);
   await sleep(200);
   const started = Date.now();
@@ -98,13 +112,15 @@ class NaiveHaproxy {
     child.once('exit', () => this.children.delete(child));
     const deadline = Date.now() + 10_000;
     for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`naive haproxy exited during start: ${stderr.trim()}`);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`naive haproxy exited during start: ${stderr.trim()}`);
       try {
         if ((await this.runtime.pid()) === child.pid) break;
       } catch {
         // not up yet
       }
-      if (Date.now() > deadline) throw new Error(`naive haproxy pid ${child.pid} not ready after 10 s: ${stderr.trim()}`);
+      if (Date.now() > deadline)
+        throw new Error(`naive haproxy pid ${child.pid} not ready after 10 s: ${stderr.trim()}`);
       await sleep(5);
     }
     this.current = child;
@@ -147,7 +163,9 @@ export async function main(args: string[]): Promise<object> {
   const reloads = intArg(args, 'reloads', 50);
   const clients = intArg(args, 'clients', 16);
   const gapMs = intArg(args, 'gap-ms', 20);
-  say(`reload: ${reloads} reloads, ${clients} clients opening fresh connections without pause, ${gapMs} ms between reloads`);
+  say(
+    `reload: ${reloads} reloads, ${clients} clients opening fresh connections without pause, ${gapMs} ms between reloads`,
+  );
 
   // Backends and clients run on a worker thread, off the agent's event loop (see lib-traffic.ts).
   const traffic = await startTraffic([
@@ -173,13 +191,15 @@ export async function main(args: string[]): Promise<object> {
     t = await startTestAgent();
     const agent = t.agent;
     const first = await agent.apply(stormState(agentPort, backends, 0));
-    if (first.outcome !== 'reload') throw new Error(`agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
+    if (first.outcome !== 'reload')
+      throw new Error(`agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
     const reloadsBefore = agent.counters.reloads;
     const agentRun = await storm(traffic, agentPort, clients, reloads, gapMs, async (i) => {
       const r = await agent.apply(stormState(agentPort, backends, i));
       if (r.outcome !== 'reload') throw new Error(`agent reload ${i}: outcome ${r.outcome} ${r.error?.message ?? ''}`);
     });
-    if (agent.counters.reloads - reloadsBefore !== reloads) throw new Error(`agent counted ${agent.counters.reloads - reloadsBefore} reloads, expected ${reloads}`);
+    if (agent.counters.reloads - reloadsBefore !== reloads)
+      throw new Error(`agent counted ${agent.counters.reloads - reloadsBefore} reloads, expected ${reloads}`);
     say(describe('agent (fd handoff, -sf)', agentRun, reloads));
     await t.close();
     t = undefined;
@@ -195,7 +215,9 @@ export async function main(args: string[]): Promise<object> {
     say(describe('naive (bind in config, kill + start)', naiveRun, reloads));
     // A refused connect fails in microseconds and the client retries at once, so the naive failure count says
     // how many attempts hit a closed port; the time the port was closed is the steadier figure.
-    say(`naive: port closed from kill to ready ${describeTimings(gaps)}, ${Math.round(gaps.reduce((a, b) => a + b, 0))} ms in total`);
+    say(
+      `naive: port closed from kill to ready ${describeTimings(gaps)}, ${Math.round(gaps.reduce((a, b) => a + b, 0))} ms in total`,
+    );
 
     return {
       reloads,

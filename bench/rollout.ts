@@ -18,13 +18,23 @@ import { freePort, sleep, tempDir } from '../test/helpers/net';
 import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
 import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { intArg, ms, say } from './lib-common';
-import { CliChild, controlPlaneYaml, monoMs, onInterruptStopChildren, procStats, startCli, waitForDesiredState } from './lib-grpc';
+import {
+  CliChild,
+  controlPlaneYaml,
+  monoMs,
+  onInterruptStopChildren,
+  procStats,
+  startCli,
+  waitForDesiredState,
+} from './lib-grpc';
 import { SimFleet } from './lib-sim-agents';
 
 const SERVICE_PATH = '/services/web';
 
 function readDoc(zkc: ZkTestClient): Promise<FleetDoc> {
-  return new Promise((resolve, reject) => zkc.client.getData('/proxymgr/rollout', (err, data) => (err ? reject(err) : resolve(decodeNode(data) as FleetDoc))));
+  return new Promise((resolve, reject) =>
+    zkc.client.getData('/proxymgr/rollout', (err, data) => (err ? reject(err) : resolve(decodeNode(data) as FleetDoc))),
+  );
 }
 
 async function waitDoc(zkc: ZkTestClient, pred: (d: FleetDoc) => boolean, timeoutMs: number): Promise<FleetDoc> {
@@ -32,7 +42,10 @@ async function waitDoc(zkc: ZkTestClient, pred: (d: FleetDoc) => boolean, timeou
   for (;;) {
     const d = await readDoc(zkc).catch(() => undefined);
     if (d && pred(d)) return d;
-    if (monoMs() > deadline) throw new Error(`rollout state not reached within ${timeoutMs} ms: ${JSON.stringify(d?.current ? { state: d.current.state, waves: d.current.waves.length, reason: d.current.reason } : d)}`);
+    if (monoMs() > deadline)
+      throw new Error(
+        `rollout state not reached within ${timeoutMs} ms: ${JSON.stringify(d?.current ? { state: d.current.state, waves: d.current.waves.length, reason: d.current.reason } : d)}`,
+      );
     await sleep(5);
   }
 }
@@ -53,9 +66,16 @@ export async function main(args: string[]): Promise<object> {
   try {
     zk = await startZooKeeper();
     zkc = await connectZk(zk.connectString);
-    const config = (rev: number) => JSON.stringify({ type: 'zookeeper', path: SERVICE_PATH, port: 18080, listen_options: ['mode http', `http-response set-header X-Rev ${rev}`] });
+    const config = (rev: number) =>
+      JSON.stringify({
+        type: 'zookeeper',
+        path: SERVICE_PATH,
+        port: 18080,
+        listen_options: ['mode http', `http-response set-header X-Rev ${rev}`],
+      });
     await zkc.put('/service_config/web', config(1));
-    for (let i = 0; i < 20; i++) await zkc.put(`${SERVICE_PATH}/h${i}`, JSON.stringify({ address: `10.0.0.${i + 1}`, port: 8080 }));
+    for (let i = 0; i < 20; i++)
+      await zkc.put(`${SERVICE_PATH}/h${i}`, JSON.stringify({ address: `10.0.0.${i + 1}`, port: 8080 }));
     const cpPort = await freePort();
     const cpAddress = `127.0.0.1:${cpPort}`;
     const cfg = path.join(tmp.dir, 'controlplane.yml');
@@ -66,7 +86,8 @@ export async function main(args: string[]): Promise<object> {
 
     fleet = await SimFleet.start(workers);
     await fleet.grow(cpAddress, agents);
-    if ((await fleet.waitConnected(agents, 90_000)) === undefined) throw new Error(`not all ${agents} agents connected`);
+    if ((await fleet.waitConnected(agents, 90_000)) === undefined)
+      throw new Error(`not all ${agents} agents connected`);
     await sleep(1000 + agents / 5);
 
     // Baseline: a host change reaches every agent at once.
@@ -75,7 +96,9 @@ export async function main(args: string[]): Promise<object> {
     await zkc.put(`${SERVICE_PATH}/extra`, JSON.stringify({ address: '10.0.1.1', port: 8080 }));
     const base = await fleet.finish(round, 20_000);
     const baselineMs = base.acksAt.reduce((a, b) => Math.max(a, b), 0) - b0;
-    say(`baseline: a host change reached all ${agents} agents (ACKed) in ${ms(baselineMs)} ms (missing ${base.missing})`);
+    say(
+      `baseline: a host change reached all ${agents} agents (ACKed) in ${ms(baselineMs)} ms (missing ${base.missing})`,
+    );
     await sleep(500);
 
     const cpu0 = procStats(cp.pid).cpuMs;
@@ -87,7 +110,9 @@ export async function main(args: string[]): Promise<object> {
     const cpuS = (procStats(cp.pid).cpuMs - cpu0) / 1000;
     const r = done.current!;
     const waveMs = r.waves.map((w) => (w.ackedAt ?? w.startedAt) - w.startedAt);
-    say(`rollout ${r.id}: ${r.waves.length} waves (${r.waves.map((w) => `${w.spec}: ${w.agents.length}`).join(', ')}); ${ms(totalMs)} ms from the write to completed (first wave ${r.waves[0]!.startedAt - wall0} ms after the write); per wave release → all ACKed: ${waveMs.join(', ')} ms; CP CPU ${cpuS.toFixed(2)} s`);
+    say(
+      `rollout ${r.id}: ${r.waves.length} waves (${r.waves.map((w) => `${w.spec}: ${w.agents.length}`).join(', ')}); ${ms(totalMs)} ms from the write to completed (first wave ${r.waves[0]!.startedAt - wall0} ms after the write); per wave release → all ACKed: ${waveMs.join(', ')} ms; CP CPU ${cpuS.toFixed(2)} s`,
+    );
     return {
       agents,
       waves: r.waves.length,

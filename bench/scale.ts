@@ -27,7 +27,19 @@ import { DesiredState, Server, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
 import { HTTP_DEFAULTS, startTestAgent } from '../test/helpers/agent';
 import { tempDir } from '../test/helpers/net';
-import { describeTimings, intArg, killAgentNow, median, ms, onInterrupt, pickIndex, quantile, repeat, say, seededRandom } from './lib-common';
+import {
+  describeTimings,
+  intArg,
+  killAgentNow,
+  median,
+  ms,
+  onInterrupt,
+  pickIndex,
+  quantile,
+  repeat,
+  say,
+  seededRandom,
+} from './lib-common';
 
 const SEED = 20_000;
 
@@ -54,7 +66,11 @@ export async function main(args: string[]): Promise<object> {
   try {
     const ports = acquirePorts(pool, serviceCount);
     const desired = bigState(ports, perService, ['check inter 2000']);
-    const opts: RenderOptions = { socketPath: path.join(tmp.dir, 'haproxy.sock'), serverStateFile: path.join(tmp.dir, 'server-state'), hardStopAfterMs: 30_000 };
+    const opts: RenderOptions = {
+      socketPath: path.join(tmp.dir, 'haproxy.sock'),
+      serverStateFile: path.join(tmp.dir, 'server-state'),
+      hardStopAfterMs: 30_000,
+    };
 
     // Render.
     const text = renderHaproxyConfig(desired, opts);
@@ -95,14 +111,18 @@ export async function main(args: string[]): Promise<object> {
     const sanitizes = await repeat(5, () => sanitizeState(desired, desired));
     const rand = seededRandom(SEED);
     // Fresh objects, as a state decoded from the gRPC stream is: nothing shared with what runs.
-    const changes = Array.from({ length: 200 }, () => oneHostChange(desired, rand)).map((c) => ({ ...c, state: structuredClone(c.state) }));
+    const changes = Array.from({ length: 200 }, () => oneHostChange(desired, rand)).map((c) => ({
+      ...c,
+      state: structuredClone(c.state),
+    }));
     for (const c of changes.slice(0, 20)) plan(c.state, desired, actual); // warm-up
     const plans: number[] = [];
     for (const c of changes) {
       const start = performance.now();
       const p = plan(c.state, desired, actual);
       plans.push(performance.now() - start);
-      if (p.reloadReasons.length > 0 || p.actions.length === 0) throw new Error(`plan of "${c.what}": expected runtime actions, got ${JSON.stringify(p).slice(0, 300)}`);
+      if (p.reloadReasons.length > 0 || p.actions.length === 0)
+        throw new Error(`plan of "${c.what}": expected runtime actions, got ${JSON.stringify(p).slice(0, 300)}`);
     }
     // As the agent plans an update from the stream (protocol 2): unchanged services are the objects that run, and
     // only the changed one is looked at server by server (plan's skipSame).
@@ -113,17 +133,24 @@ export async function main(args: string[]): Promise<object> {
       const start = performance.now();
       const p = plan(c.state, desired, actual, undefined, true);
       deltaPlans.push(performance.now() - start);
-      if (p.reloadReasons.length > 0 || p.actions.length === 0) throw new Error(`delta plan of "${c.what}": expected runtime actions, got ${JSON.stringify(p).slice(0, 300)}`);
+      if (p.reloadReasons.length > 0 || p.actions.length === 0)
+        throw new Error(`delta plan of "${c.what}": expected runtime actions, got ${JSON.stringify(p).slice(0, 300)}`);
     }
     const fresh = structuredClone(desired);
     const unchanged = await repeat(50, () => plan(fresh, desired, actual));
     say(`plan of one host change (add/remove/weight/address), every server compared: ${describeTimings(plans)}`);
-    say(`  the same, unchanged services skipped by identity (what an update from the stream does): ${describeTimings(deltaPlans)}`);
+    say(
+      `  the same, unchanged services skipped by identity (what an update from the stream does): ${describeTimings(deltaPlans)}`,
+    );
     say(`  baseline plan of an unchanged state: ${describeTimings(unchanged)}`);
     say(`also on every apply: sanitizeState ${describeTimings(sanitizes)}`);
-    say(`                     parse show servers state (${(stateText.length / 1e6).toFixed(1)} MB): ${describeTimings(parses)}`);
+    say(
+      `                     parse show servers state (${(stateText.length / 1e6).toFixed(1)} MB): ${describeTimings(parses)}`,
+    );
     const cpuPath = median(sanitizes) + median(parses) + median(plans) + median(renders);
-    say(`  → CPU of one runtime apply of a whole new state (sanitize + parse + full plan + cold render): ~${ms(cpuPath)} ms; an update from the stream skips most of it (see the live figures)`);
+    say(
+      `  → CPU of one runtime apply of a whole new state (sanitize + parse + full plan + cold render): ~${ms(cpuPath)} ms; an update from the stream skips most of it (see the live figures)`,
+    );
 
     const result = {
       services: serviceCount,
@@ -134,12 +161,16 @@ export async function main(args: string[]): Promise<object> {
       plan_one_change_delta_ms: ms(median(deltaPlans)),
       render_one_change_ms: ms(median(renderOne)),
     };
-    say(`targets: plan ≤ 5 ms ${result.plan_one_change_delta_ms <= 5 ? 'met' : 'MISSED'} (delta; full ${result.plan_one_change_ms <= 5 ? 'met' : 'missed'}), render ≤ 200 ms ${result.render_ms <= 200 ? 'met' : 'MISSED'}`);
+    say(
+      `targets: plan ≤ 5 ms ${result.plan_one_change_delta_ms <= 5 ? 'met' : 'MISSED'} (delta; full ${result.plan_one_change_ms <= 5 ? 'met' : 'missed'}), render ≤ 200 ms ${result.render_ms <= 200 ? 'met' : 'MISSED'}`,
+    );
 
     pool.closeAll();
     if (!live) return result;
     const figures = await liveApplies(ports, perService, rand, (t) => (liveAgent = t));
-    say(`targets: live change p50 ≤ 5 ms ${figures.live_change_p50_ms <= 5 ? 'met' : 'MISSED'}, p99 ≤ 20 ms ${figures.live_change_p99_ms <= 20 ? 'met' : 'MISSED'}`);
+    say(
+      `targets: live change p50 ≤ 5 ms ${figures.live_change_p50_ms <= 5 ? 'met' : 'MISSED'}, p99 ≤ 20 ms ${figures.live_change_p99_ms <= 20 ? 'met' : 'MISSED'}`,
+    );
     return { ...result, ...figures };
   } finally {
     pool.closeAll();
@@ -157,13 +188,19 @@ async function liveApplies(
   perService: number,
   rand: () => number,
   started: (t: LiveAgent) => void,
-): Promise<{ live_change_p50_ms: number; live_change_p99_ms: number; live_floor_p50_ms: number; live_floor_p99_ms: number }> {
+): Promise<{
+  live_change_p50_ms: number;
+  live_change_p99_ms: number;
+  live_floor_p50_ms: number;
+  live_floor_p99_ms: number;
+}> {
   const t = await startTestAgent();
   started(t);
   try {
     const start = bigState(ports, perService, []);
     const first = await t.agent.apply(start);
-    if (first.outcome !== 'reload') throw new Error(`live agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
+    if (first.outcome !== 'reload')
+      throw new Error(`live agent did not start: ${first.outcome} ${first.error?.message ?? ''}`);
     say(`live agent: first start (sanitize, render, haproxy -c, start, show servers state) ${first.durationMs} ms`);
     let current = start;
     const applies: number[] = [];
@@ -174,7 +211,8 @@ async function liveApplies(
       const t0 = performance.now();
       const r = await t.agent.apply(next);
       applies.push(performance.now() - t0);
-      if (r.outcome !== 'runtime') throw new Error(`live apply ${i}: expected runtime, got ${r.outcome} ${r.reasons.join('; ')}`);
+      if (r.outcome !== 'runtime')
+        throw new Error(`live apply ${i}: expected runtime, got ${r.outcome} ${r.reasons.join('; ')}`);
       current = next;
       // The floor, interleaved: the runtime command alone, sent straight to the stats socket.
       const svc = current.services[pickIndex(rand, current.services.length)]!;
@@ -183,16 +221,28 @@ async function liveApplies(
       floor.push(performance.now() - f0);
     }
     await t.agent.flushFiles();
-    say(`live agent: one host change applied at runtime: ${describeTimings(applies)}; reloads after start ${t.agent.counters.reloads - 1}`);
+    say(
+      `live agent: one host change applied at runtime: ${describeTimings(applies)}; reloads after start ${t.agent.counters.reloads - 1}`,
+    );
     say(`  floor: the same kind of runtime command alone on the stats socket: ${describeTimings(floor)}`);
     const q = (xs: number[], p: number) => ms(quantile(xs, p));
     // One shape change for comparison: a reload at this size (validate, new process on 2,000 fds, -sf).
     const [svc0, ...rest] = current.services;
-    const reshaped = { ...current, version: `${current.version}+reshape`, services: [{ ...svc0!, listenOptions: [...svc0!.listenOptions, 'option forwardfor'] }, ...rest] };
+    const reshaped = {
+      ...current,
+      version: `${current.version}+reshape`,
+      services: [{ ...svc0!, listenOptions: [...svc0!.listenOptions, 'option forwardfor'] }, ...rest],
+    };
     const reload = await t.agent.apply(reshaped);
-    if (reload.outcome !== 'reload') throw new Error(`live reload: expected reload, got ${reload.outcome} ${reload.error?.message ?? ''}`);
+    if (reload.outcome !== 'reload')
+      throw new Error(`live reload: expected reload, got ${reload.outcome} ${reload.error?.message ?? ''}`);
     say(`live agent: one listen_options change → reload in ${reload.durationMs} ms (${reload.reasons.join('; ')})`);
-    return { live_change_p50_ms: q(applies, 0.5), live_change_p99_ms: q(applies, 0.99), live_floor_p50_ms: q(floor, 0.5), live_floor_p99_ms: q(floor, 0.99) };
+    return {
+      live_change_p50_ms: q(applies, 0.5),
+      live_change_p99_ms: q(applies, 0.99),
+      live_floor_p50_ms: q(floor, 0.5),
+      live_floor_p99_ms: q(floor, 0.99),
+    };
   } finally {
     await t.close();
   }
@@ -226,7 +276,13 @@ function bigState(ports: readonly number[], perService: number, serverOptions: s
 }
 
 function host(service: number, j: number, weight = 1): Server {
-  return { name: `h${String(j).padStart(3, '0')}`, address: `10.${(service >> 8) & 255}.${service & 255}.${10 + (j % 240)}`, port: 8080, weight, options: [] };
+  return {
+    name: `h${String(j).padStart(3, '0')}`,
+    address: `10.${(service >> 8) & 255}.${service & 255}.${10 + (j % 240)}`,
+    port: 8080,
+    weight,
+    options: [],
+  };
 }
 
 type ChangeKind = 'add' | 'remove' | 'weight' | 'address';
@@ -235,7 +291,11 @@ type ChangeKind = 'add' | 'remove' | 'weight' | 'address';
  * `state` with one random host event in one random service; the other services are shared, as in an immutable
  * snapshot the control plane would send.
  */
-function oneHostChange(state: DesiredState, rand: () => number, kinds: ChangeKind[] = ['add', 'remove', 'weight', 'address']): { state: DesiredState; what: string } {
+function oneHostChange(
+  state: DesiredState,
+  rand: () => number,
+  kinds: ChangeKind[] = ['add', 'remove', 'weight', 'address'],
+): { state: DesiredState; what: string } {
   const si = pickIndex(rand, state.services.length);
   const svc = state.services[si]!;
   const kind = kinds[pickIndex(rand, kinds.length)]!;
@@ -244,16 +304,29 @@ function oneHostChange(state: DesiredState, rand: () => number, kinds: ChangeKin
   let servers: Server[];
   switch (kind) {
     case 'add':
-      servers = [...svc.servers, { ...host(si, 0), name: `n${Math.floor(rand() * 1e9)}`, address: `10.200.${si & 255}.${1 + pickIndex(rand, 250)}` }];
+      servers = [
+        ...svc.servers,
+        {
+          ...host(si, 0),
+          name: `n${Math.floor(rand() * 1e9)}`,
+          address: `10.200.${si & 255}.${1 + pickIndex(rand, 250)}`,
+        },
+      ];
       break;
     case 'remove':
       servers = svc.servers.filter((_, k) => k !== hi);
       break;
     case 'weight':
-      servers = svc.servers.map((s, k) => (k === hi ? { ...s, weight: s.weight === 1 ? 2 + pickIndex(rand, 50) : 1 } : s));
+      servers = svc.servers.map((s, k) =>
+        k === hi ? { ...s, weight: s.weight === 1 ? 2 + pickIndex(rand, 50) : 1 } : s,
+      );
       break;
     case 'address':
-      servers = svc.servers.map((s, k) => (k === hi ? { ...s, address: `10.201.${si & 255}.${1 + pickIndex(rand, 250)}`, port: 9000 + pickIndex(rand, 1000) } : s));
+      servers = svc.servers.map((s, k) =>
+        k === hi
+          ? { ...s, address: `10.201.${si & 255}.${1 + pickIndex(rand, 250)}`, port: 9000 + pickIndex(rand, 1000) }
+          : s,
+      );
       break;
   }
   const services = state.services.map((s, k) => (k === si ? { ...svc, servers } : s));
@@ -267,7 +340,11 @@ function serversStateText(state: DesiredState): string {
     '# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port',
   ];
   listenOrder(state).forEach((svc, i) =>
-    svc.servers.forEach((s, j) => lines.push(`${i + 2} ${svc.name} ${j + 1} ${s.name} ${s.address} 2 0 ${s.weight} ${s.weight} 0 6 3 4 6 0 0 0 - ${s.port} - 0 0 - - 0`)),
+    svc.servers.forEach((s, j) =>
+      lines.push(
+        `${i + 2} ${svc.name} ${j + 1} ${s.name} ${s.address} 2 0 ${s.weight} ${s.weight} 0 6 3 4 6 0 0 0 - ${s.port} - 0 0 - - 0`,
+      ),
+    ),
   );
   return lines.join('\n') + '\n';
 }

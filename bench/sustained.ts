@@ -21,7 +21,15 @@ import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
 import { describeTimings, intArg, ms, pickIndex, quantile, say, seededRandom } from './lib-common';
 import { CliChild, monoMs, onInterruptStopChildren, procStats, stringArg } from './lib-grpc';
 import { connectProgress, markerAddress, SimFleet } from './lib-sim-agents';
-import { createConfigs, createHosts, hostData, hostPath, setData, startControlPlane, waitAllAcked } from './lib-zk-services';
+import {
+  createConfigs,
+  createHosts,
+  hostData,
+  hostPath,
+  setData,
+  startControlPlane,
+  waitAllAcked,
+} from './lib-zk-services';
 
 export async function main(args: string[]): Promise<object> {
   const agents = intArg(args, 'agents', 1000);
@@ -60,7 +68,9 @@ export async function main(args: string[]): Promise<object> {
     await createHosts(zkc, 0, services, hosts);
     await createConfigs(zkc, zk.connectString, 0, services);
     say(`ZooKeeper: ${services} services × ${hosts} host nodes written in ${Math.round(monoMs() - p0)} ms`);
-    const extraYaml = (pushesPerSecond ? `  pushes_per_second: ${pushesPerSecond}\n` : '') + (pushBurst ? `  push_burst: ${pushBurst}\n` : '');
+    const extraYaml =
+      (pushesPerSecond ? `  pushes_per_second: ${pushesPerSecond}\n` : '') +
+      (pushBurst ? `  push_burst: ${pushBurst}\n` : '');
     const started = await startControlPlane(zk.connectString, tmp.dir, logLevel, extraYaml);
     cp = started.cp;
     const address = started.address;
@@ -68,11 +78,20 @@ export async function main(args: string[]): Promise<object> {
     fleet = await SimFleet.start(workers);
     await fleet.grow(address, agents);
     const connectMs = await fleet.waitConnected(agents, 120_000, connectProgress(agents));
-    if (connectMs === undefined) throw new Error(`not all ${agents} agents connected within 120 s: ${JSON.stringify(await fleet.status())}`);
-    const heldMs = await fleet.waitHeld(services, services * hosts, 900_000, (s) => say(`  fewest servers held ${s.heldServersMin}/${services * hosts}`));
-    if (heldMs === undefined) throw new Error(`not every agent holds ${services} × ${hosts} servers within 900 s: ${JSON.stringify(await fleet.status())}`);
-    if (!(await waitAllAcked(address, agents, 120_000, 1000))) throw new Error('the control plane does not see every agent on its desired version');
-    say(`${agents} agents connected in ${Math.round(connectMs)} ms and hold ${services} × ${hosts}; control plane pid ${cp.pid}, RSS ${procStats(cp.pid).rssMb} MB`);
+    if (connectMs === undefined)
+      throw new Error(`not all ${agents} agents connected within 120 s: ${JSON.stringify(await fleet.status())}`);
+    const heldMs = await fleet.waitHeld(services, services * hosts, 900_000, (s) =>
+      say(`  fewest servers held ${s.heldServersMin}/${services * hosts}`),
+    );
+    if (heldMs === undefined)
+      throw new Error(
+        `not every agent holds ${services} × ${hosts} servers within 900 s: ${JSON.stringify(await fleet.status())}`,
+      );
+    if (!(await waitAllAcked(address, agents, 120_000, 1000)))
+      throw new Error('the control plane does not see every agent on its desired version');
+    say(
+      `${agents} agents connected in ${Math.round(connectMs)} ms and hold ${services} × ${hosts}; control plane pid ${cp.pid}, RSS ${procStats(cp.pid).rssMb} MB`,
+    );
     await sleep(1000);
 
     // Every change: one setData of a random host with its marker address. writes[k-1] / hostKeys[k-1]: change k.
@@ -129,7 +148,8 @@ export async function main(args: string[]): Promise<object> {
       await sleep(100);
       drained = await fleet.status();
     }
-    if (drained.markerMin < last) say(`  not every agent got the last change within 60 s (lowest marker held ${drained.markerMin} of ${last})`);
+    if (drained.markerMin < last)
+      say(`  not every agent got the last change within 60 s (lowest marker held ${drained.markerMin} of ${last})`);
 
     const lag = await fleet.lag(writes, hostKeys);
     const lags = (from: number, to: number, pred: (t: number) => boolean = () => true) => {
@@ -155,7 +175,12 @@ export async function main(args: string[]): Promise<object> {
       window_s: windowS,
       lag_p99_first_window_ms: ms(quantile(firstLags, 0.99)),
       lag_p99_last_window_ms: ms(quantile(lastLags, 0.99)),
-      baseline: { rate_per_s: 1, changes: baselineChanges, lag_p50_ms: ms(quantile(baseLags, 0.5)), lag_p99_ms: ms(quantile(baseLags, 0.99)) },
+      baseline: {
+        rate_per_s: 1,
+        changes: baselineChanges,
+        lag_p50_ms: ms(quantile(baseLags, 0.5)),
+        lag_p99_ms: ms(quantile(baseLags, 0.99)),
+      },
       agents,
       servers: services * hosts,
       rate,
@@ -173,12 +198,16 @@ export async function main(args: string[]): Promise<object> {
     };
     say(`baseline (1 change/s, ${baselineChanges} changes): write → every agent ACKed ${describeTimings(baseLags)}`);
     say(`${rate}/s for ${seconds} s (${mainChanges} changes): write → every agent ACKed ${describeTimings(mainLags)}`);
-    say(`  first ${windowS} s: p99 ${result.lag_p99_first_window_ms} ms · last ${windowS} s: p99 ${result.lag_p99_last_window_ms} ms; changes some agent never got: ${missingChanges}`);
+    say(
+      `  first ${windowS} s: p99 ${result.lag_p99_first_window_ms} ms · last ${windowS} s: p99 ${result.lag_p99_last_window_ms} ms; changes some agent never got: ${missingChanges}`,
+    );
     say(
       `  control plane CPU ${(cpuMs / 1000).toFixed(2)} s over ${(wallMs / 1000).toFixed(2)} s (share ${result.cp_cpu_share}); RSS ${stats.rssMb} MB; ` +
         `most changes pending at one agent: ${lag.queueMax}; per agent ${result.pushes_per_agent_per_s} pushes/s, ${result.bytes_per_agent_per_change} bytes per change`,
     );
-    say(`  write path: one ZooKeeper setData per change, round trip ${describeTimings(rtts)}; drops ${drained.drops}, resyncs ${drained.resyncs}`);
+    say(
+      `  write path: one ZooKeeper setData per change, round trip ${describeTimings(rtts)}; drops ${drained.drops}, resyncs ${drained.resyncs}`,
+    );
     return result;
   } finally {
     await fleet?.close();

@@ -29,7 +29,8 @@ Run "proxymgr <command> --help" for the options of a command.`;
 function quietTlsIpWarning(): void {
   process.removeAllListeners('warning');
   process.on('warning', (w: Error & { code?: string }) => {
-    if (w.code !== 'DEP0123') console.error(`(node:${process.pid}) ${w.code ? `[${w.code}] ` : ''}${w.name}: ${w.message}`);
+    if (w.code !== 'DEP0123')
+      console.error(`(node:${process.pid}) ${w.code ? `[${w.code}] ` : ''}${w.name}: ${w.message}`);
   });
 }
 

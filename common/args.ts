@@ -6,7 +6,10 @@ export interface FlagSpec {
 export class UsageError extends Error {}
 
 /** Flags and, in order, the other arguments (`proxymgr ctl … rollout status`). */
-export function parseArgs(argv: readonly string[], spec: FlagSpec): { flags: Record<string, string | boolean | undefined>; positional: string[] } {
+export function parseArgs(
+  argv: readonly string[],
+  spec: FlagSpec,
+): { flags: Record<string, string | boolean | undefined>; positional: string[] } {
   const flags: Record<string, string | boolean | undefined> = {};
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -24,7 +27,8 @@ export function parseArgs(argv: readonly string[], spec: FlagSpec): { flags: Rec
       continue;
     }
     const value = m[2] ?? argv[++i];
-    if (value === undefined || (m[2] === undefined && value.startsWith('--'))) throw new UsageError(`--${name} needs a value`);
+    if (value === undefined || (m[2] === undefined && value.startsWith('--')))
+      throw new UsageError(`--${name} needs a value`);
     flags[name] = value;
   }
   return { flags, positional };

@@ -72,7 +72,9 @@ export interface CallInfo {
 export const UNAUTHENTICATED = 16;
 export const PERMISSION_DENIED = 7;
 
-export type Decision = { readonly ok: true; readonly identity: Identity } | { readonly ok: false; readonly code: number; readonly details: string; readonly identity?: Identity };
+export type Decision =
+  | { readonly ok: true; readonly identity: Identity }
+  | { readonly ok: false; readonly code: number; readonly details: string; readonly identity?: Identity };
 
 interface TokenEntry {
   readonly client: AuthClient;
@@ -97,14 +99,23 @@ export class Authorizer {
       if (client.match.kind !== 'token') return [];
       const file = client.match.tokenFile;
       const token = readTokenFile(file, `auth.clients "${client.name}" token_file`, readFile);
-      if (token.length < MIN_TOKEN_LENGTH) throw new ConfigError(`auth.clients "${client.name}": token_file ${file} holds fewer than ${MIN_TOKEN_LENGTH} characters (use e.g. \`openssl rand -hex 32\`)`);
+      if (token.length < MIN_TOKEN_LENGTH)
+        throw new ConfigError(
+          `auth.clients "${client.name}": token_file ${file} holds fewer than ${MIN_TOKEN_LENGTH} characters (use e.g. \`openssl rand -hex 32\`)`,
+        );
       const m = mode(file);
-      if (m !== undefined && (m & 0o077) !== 0) warnings.push(`auth.clients "${client.name}": token_file ${file} is readable by group or others (chmod 600 it)`);
+      if (m !== undefined && (m & 0o077) !== 0)
+        warnings.push(
+          `auth.clients "${client.name}": token_file ${file} is readable by group or others (chmod 600 it)`,
+        );
       return [{ client, digest: sha256(token) }];
     });
     for (let i = 0; i < this.tokens.length; i++) {
       for (let j = i + 1; j < this.tokens.length; j++) {
-        if (this.tokens[i]!.digest.equals(this.tokens[j]!.digest)) throw new ConfigError(`auth.clients "${this.tokens[i]!.client.name}" and "${this.tokens[j]!.client.name}" have the same token: one token, one identity`);
+        if (this.tokens[i]!.digest.equals(this.tokens[j]!.digest))
+          throw new ConfigError(
+            `auth.clients "${this.tokens[i]!.client.name}" and "${this.tokens[j]!.client.name}" have the same token: one token, one identity`,
+          );
       }
     }
     this.warnings = warnings;
@@ -120,14 +131,24 @@ export class Authorizer {
     const role = requiredRole(call.method);
     if (!this.config) {
       if (role !== 'operator' || isLoopbackPeer(call.peer)) return { ok: true, identity: ANONYMOUS };
-      return { ok: false, code: PERMISSION_DENIED, details: `${call.method} changes the fleet: without authentication (no auth section in proxymgr.yml) it is accepted from loopback only, not from ${peerAddress(call.peer)}` };
+      return {
+        ok: false,
+        code: PERMISSION_DENIED,
+        details: `${call.method} changes the fleet: without authentication (no auth section in proxymgr.yml) it is accepted from loopback only, not from ${peerAddress(call.peer)}`,
+      };
     }
-    if (role === 'viewer' && this.config.anonymousHealth && HEALTH_METHODS.has(call.method)) return { ok: true, identity: ANONYMOUS };
+    if (role === 'viewer' && this.config.anonymousHealth && HEALTH_METHODS.has(call.method))
+      return { ok: true, identity: ANONYMOUS };
     const found = this.identify(call);
     if (!found.ok) return found;
     const identity = found.identity;
     if (!allows(identity.roles, role)) {
-      return { ok: false, code: PERMISSION_DENIED, identity, details: `${identity.name} (${identity.via}; roles ${[...identity.roles].join(', ')}) may not call ${call.method}: it needs the ${role} role` };
+      return {
+        ok: false,
+        code: PERMISSION_DENIED,
+        identity,
+        details: `${identity.name} (${identity.via}; roles ${[...identity.roles].join(', ')}) may not call ${call.method}: it needs the ${role} role`,
+      };
     }
     return found;
   }
@@ -139,7 +160,8 @@ export class Authorizer {
     if (cert) {
       const fields = certFields(cert);
       for (const client of this.config.clients) {
-        if (client.match.kind === 'cert' && certMatches(client.match, fields)) return { ok: true, identity: identityOf(client, `cert ${describeCert(fields)}`, fields) };
+        if (client.match.kind === 'cert' && certMatches(client.match, fields))
+          return { ok: true, identity: identityOf(client, `cert ${describeCert(fields)}`, fields) };
       }
     }
     const bearer = call.authorization.map((v) => /^Bearer\s+(\S+)\s*$/i.exec(v)?.[1]).find((t) => t !== undefined);
@@ -148,7 +170,11 @@ export class Authorizer {
       if (entry) return { ok: true, identity: identityOf(entry.client, 'token', undefined) };
     }
     const tried: string[] = [];
-    tried.push(cert ? `client certificate ${describeCert(certFields(cert))} matches no auth.clients cert entry` : 'no client certificate');
+    tried.push(
+      cert
+        ? `client certificate ${describeCert(certFields(cert))} matches no auth.clients cert entry`
+        : 'no client certificate',
+    );
     if (bearer !== undefined) tried.push('the bearer token matches no auth.clients token_file');
     else if (call.authorization.length > 0) tried.push('the authorization metadata is not "Bearer <token>"');
     else tried.push('no bearer token (metadata "authorization: Bearer <token>")');
@@ -168,14 +194,21 @@ export class Authorizer {
  * A bearer token from its file (auth.clients token_file, agent.token_file, ctl --token-file): one word, surrounding
  * whitespace ignored. Errors name `what` and the file, never the content.
  */
-export function readTokenFile(file: string, what: string, readFile: (file: string) => string = (f) => readFileSync(f, 'utf8')): string {
+export function readTokenFile(
+  file: string,
+  what: string,
+  readFile: (file: string) => string = (f) => readFileSync(f, 'utf8'),
+): string {
   let token: string;
   try {
     token = readFile(file).trim();
   } catch (err) {
-    throw new ConfigError(`${what}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new ConfigError(
+      `${what}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   }
-  if (token === '' || /\s/.test(token)) throw new ConfigError(`${what}: ${file} must hold one token without whitespace`);
+  if (token === '' || /\s/.test(token))
+    throw new ConfigError(`${what}: ${file} must hold one token without whitespace`);
   return token;
 }
 
@@ -185,7 +218,12 @@ export function mayStreamAs(identity: Identity, nodeId: string): boolean {
   return identity.roles.has('agent') && identity.nodeIds.some((re) => re.test(nodeId));
 }
 
-export const ANONYMOUS: Identity = { name: 'anonymous', via: 'none', roles: new Set<Role>(['agent', 'viewer', 'operator']), nodeIds: [/^/] };
+export const ANONYMOUS: Identity = {
+  name: 'anonymous',
+  via: 'none',
+  roles: new Set<Role>(['agent', 'viewer', 'operator']),
+  nodeIds: [/^/],
+};
 
 function allows(roles: ReadonlySet<Role>, needed: Role): boolean {
   if (needed === 'agent') return roles.has('agent');
@@ -222,7 +260,8 @@ function describeCert(f: CertFields): string {
 
 /** Every field the entry names must match one of the certificate's values. */
 function certMatches(m: { cn?: string; sanDns?: string; sanUri?: string }, f: CertFields): boolean {
-  const one = (pattern: string | undefined, values: string[]) => pattern === undefined || values.some((v) => globRegExp(pattern).test(v));
+  const one = (pattern: string | undefined, values: string[]) =>
+    pattern === undefined || values.some((v) => globRegExp(pattern).test(v));
   return one(m.cn, f.cn) && one(m.sanDns, f.dns) && one(m.sanUri, f.uri);
 }
 
@@ -237,7 +276,11 @@ function identityOf(client: AuthClient, via: string, fields: CertFields | undefi
  */
 function expandNodeId(pattern: string, fields: CertFields | undefined): string[] {
   let out = [pattern];
-  for (const [key, values] of [['{cn}', fields?.cn ?? []], ['{san_dns}', fields?.dns ?? []], ['{san_uri}', fields?.uri ?? []]] as const) {
+  for (const [key, values] of [
+    ['{cn}', fields?.cn ?? []],
+    ['{san_dns}', fields?.dns ?? []],
+    ['{san_uri}', fields?.uri ?? []],
+  ] as const) {
     if (!pattern.includes(key)) continue;
     out = out.flatMap((p) => values.map((v) => p.split(key).join(escapeGlob(v))));
   }

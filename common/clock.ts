@@ -91,7 +91,8 @@ export class FakeClock implements Clock {
 
   private next(): FakeTimer | undefined {
     let first: FakeTimer | undefined;
-    for (const t of this.timers.values()) if (!first || t.at < first.at || (t.at === first.at && t.seq < first.seq)) first = t;
+    for (const t of this.timers.values())
+      if (!first || t.at < first.at || (t.at === first.at && t.seq < first.seq)) first = t;
     return first;
   }
 

@@ -55,7 +55,8 @@ function describeError(e: ErrorObject): string {
 /** The schema node a `schemaPath` (`#/properties/agent/additionalProperties`) points into (its parent object). */
 function nodeAt(schemaPath: string): SchemaNode | undefined {
   let node: unknown = schemaJson;
-  for (const part of schemaPath.replace(/^#\//, '').split('/').slice(0, -1)) node = (node as Record<string, unknown> | undefined)?.[part];
+  for (const part of schemaPath.replace(/^#\//, '').split('/').slice(0, -1))
+    node = (node as Record<string, unknown> | undefined)?.[part];
   return node as SchemaNode | undefined;
 }
 
@@ -63,7 +64,8 @@ function nodeAt(schemaPath: string): SchemaNode | undefined {
 export function schemaNode(key: string, root: SchemaNode = CONFIG_SCHEMA): SchemaNode | undefined {
   let node: SchemaNode | undefined = root;
   for (const part of key.split('.')) {
-    const props: Readonly<Record<string, SchemaNode>> | undefined = node?.properties ?? node?.anyOf?.find((n) => n.properties)?.properties;
+    const props: Readonly<Record<string, SchemaNode>> | undefined =
+      node?.properties ?? node?.anyOf?.find((n) => n.properties)?.properties;
     node = props?.[part];
   }
   return node;
@@ -72,7 +74,8 @@ export function schemaNode(key: string, root: SchemaNode = CONFIG_SCHEMA): Schem
 /** An integer key's range and default, from the schema (throws for a key the schema lacks: a programming error). */
 export function integerKey(key: string): { min: number; max: number; default: number | undefined } {
   const n = schemaNode(key);
-  if (!n || n.minimum === undefined || n.maximum === undefined) throw new Error(`config schema: ${key} is not an integer key with a range`);
+  if (!n || n.minimum === undefined || n.maximum === undefined)
+    throw new Error(`config schema: ${key} is not an integer key with a range`);
   return { min: n.minimum, max: n.maximum, default: typeof n.default === 'number' ? n.default : undefined };
 }
 
@@ -86,7 +89,8 @@ export function configReference(root: SchemaNode = CONFIG_SCHEMA): string {
     const props = node.properties ?? node.anyOf?.find((n) => n.properties)?.properties ?? node.items?.properties ?? {};
     for (const [name, child] of Object.entries(props)) {
       const key = `${prefix}${name}${child.items?.properties ? '[]' : ''}`;
-      if (child.description !== undefined && child['x-default'] !== undefined) rows.push(`| \`${key}\` | ${child['x-default']} | ${child.description} |`);
+      if (child.description !== undefined && child['x-default'] !== undefined)
+        rows.push(`| \`${key}\` | ${child['x-default']} | ${child.description} |`);
       walk(child, `${key}.`);
     }
   };
@@ -95,7 +99,8 @@ export function configReference(root: SchemaNode = CONFIG_SCHEMA): string {
 }
 
 /** The markers around the generated table in README.md. */
-export const REFERENCE_START = '<!-- config-reference: generated from common/config.schema.json by `npm run docs:config`; do not edit -->';
+export const REFERENCE_START =
+  '<!-- config-reference: generated from common/config.schema.json by `npm run docs:config`; do not edit -->';
 export const REFERENCE_END = '<!-- config-reference end -->';
 
 /** README text with the generated table put between the markers. */

@@ -156,7 +156,8 @@ export interface ControlPlaneConfig {
 }
 
 /** One wave of a rollout: a number of agents, or a cumulative share of the fleet (0..1]. */
-export type WaveSpec = { readonly kind: 'count'; readonly count: number } | { readonly kind: 'share'; readonly share: number };
+export type WaveSpec =
+  { readonly kind: 'count'; readonly count: number } | { readonly kind: 'share'; readonly share: number };
 
 /** The default rollout policy (`rollout:` in proxymgr.yml); each rollout may override it (ctl / admin). */
 export interface RolloutPolicyConfig {
@@ -263,16 +264,28 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
   const root = expectObject(doc, file, '(top level)');
   const base = path.dirname(path.resolve(file));
   const agentRaw = optionalObject(root.agent, file, 'agent');
-  const stateDir = resolvePath(base, optionalString(agentRaw.state_dir, file, 'agent.state_dir') ?? '/var/lib/proxymgr');
+  const stateDir = resolvePath(
+    base,
+    optionalString(agentRaw.state_dir, file, 'agent.state_dir') ?? '/var/lib/proxymgr',
+  );
   const haproxyRaw = optionalObject(root.haproxy, file, 'haproxy');
   const haproxy: HaproxyConfig = {
-    configPath: resolvePath(base, optionalString(haproxyRaw.config_path, file, 'haproxy.config_path') ?? path.join(stateDir, 'haproxy.cfg')),
-    socketPath: resolvePath(base, optionalString(haproxyRaw.socket_path, file, 'haproxy.socket_path') ?? path.join(stateDir, 'haproxy.sock')),
+    configPath: resolvePath(
+      base,
+      optionalString(haproxyRaw.config_path, file, 'haproxy.config_path') ?? path.join(stateDir, 'haproxy.cfg'),
+    ),
+    socketPath: resolvePath(
+      base,
+      optionalString(haproxyRaw.socket_path, file, 'haproxy.socket_path') ?? path.join(stateDir, 'haproxy.sock'),
+    ),
     binary: optionalString(haproxyRaw.path, file, 'haproxy.path') ?? 'haproxy',
     global: sectionFreeLines(haproxyRaw.global, file, 'haproxy.global'),
     defaults: sectionFreeLines(haproxyRaw.defaults, file, 'haproxy.defaults'),
     user: optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
-    group: optionalName(haproxyRaw.group, file, 'haproxy.group') ?? optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
+    group:
+      optionalName(haproxyRaw.group, file, 'haproxy.group') ??
+      optionalName(haproxyRaw.user, file, 'haproxy.user') ??
+      'haproxy',
     userConfigured: haproxyRaw.user != null || haproxyRaw.group != null,
   };
   const agent: AgentConfig = {
@@ -285,26 +298,41 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     nodeId: optionalString(agentRaw.node_id, file, 'agent.node_id') ?? hostname(),
     labels: optionalLabels(agentRaw.labels, file, 'agent.labels'),
     bindAddress: optionalIp(agentRaw.bind_address, file, 'agent.bind_address'),
-    controlplanes: optionalLines(agentRaw.controlplanes, file, 'agent.controlplanes').map((a, i) => hostPort(a, file, `agent.controlplanes[${i}]`)),
+    controlplanes: optionalLines(agentRaw.controlplanes, file, 'agent.controlplanes').map((a, i) =>
+      hostPort(a, file, `agent.controlplanes[${i}]`),
+    ),
     adminListen: optionalListen(agentRaw.admin_listen, file, 'agent.admin_listen', '127.0.0.1:7001'),
     metricsListen: optionalListen(agentRaw.metrics_listen, file, 'agent.metrics_listen', ''),
     tls: optionalTls(agentRaw.tls, file, 'agent.tls', base),
-    ...(agentRaw.token_file !== undefined && agentRaw.token_file !== null ? { tokenFile: resolvePath(base, optionalString(agentRaw.token_file, file, 'agent.token_file')!) } : {}),
+    ...(agentRaw.token_file !== undefined && agentRaw.token_file !== null
+      ? { tokenFile: resolvePath(base, optionalString(agentRaw.token_file, file, 'agent.token_file')!) }
+      : {}),
   };
-  const serviceConfig = root.service_config !== undefined ? parseServiceConfigSource(root.service_config, file, base) : undefined;
+  const serviceConfig =
+    root.service_config !== undefined ? parseServiceConfigSource(root.service_config, file, base) : undefined;
   const controlplane = parseControlPlane(root.controlplane, file, base);
   const serviceOptions = parseServiceOptions(root.service_options, file, base);
   const config: ProxyMgrConfig = { file, haproxy, agent, controlplane, serviceOptions };
-  const rollout = root.rollout !== undefined ? parseRollout(root.rollout, file, serviceConfig, controlplane) : undefined;
+  const rollout =
+    root.rollout !== undefined ? parseRollout(root.rollout, file, serviceConfig, controlplane) : undefined;
   const auth = root.auth !== undefined && root.auth !== null ? parseAuth(root.auth, file, base) : undefined;
   // What the checks above do not cover (unknown keys above all: a typo is not silently ignored) — the schema.
   const problems = schemaProblems(doc, file);
   if (problems.length > 0) throw new ConfigError(problems.slice(0, 5).join('; '));
-  return { ...config, ...(serviceConfig ? { serviceConfig } : {}), ...(rollout ? { rollout } : {}), ...(auth ? { auth } : {}) };
+  return {
+    ...config,
+    ...(serviceConfig ? { serviceConfig } : {}),
+    ...(rollout ? { rollout } : {}),
+    ...(auth ? { auth } : {}),
+  };
 }
 
 /** No extra keywords, no file directories: the defaults of `service_options:`. */
-export const DEFAULT_SERVICE_OPTIONS: ServiceOptionsPolicy = { extraListenKeywords: [], extraServerKeywords: [], fileDirs: [] };
+export const DEFAULT_SERVICE_OPTIONS: ServiceOptionsPolicy = {
+  extraListenKeywords: [],
+  extraServerKeywords: [],
+  fileDirs: [],
+};
 
 function parseServiceOptions(value: unknown, file: string, base: string): ServiceOptionsPolicy {
   const raw = optionalObject(value, file, 'service_options');
@@ -313,10 +341,15 @@ function parseServiceOptions(value: unknown, file: string, base: string): Servic
     optionalLines(raw[key], file, `service_options.${key}`).map((k, i) => {
       const re = kind === 'listen' ? /^[a-z0-9][a-z0-9._-]*( [a-z0-9][a-z0-9._-]*)*$/ : /^[a-z0-9][a-z0-9._-]*$/;
       if (!re.test(k)) {
-        throw new ConfigError(`${file}: service_options.${key}[${i}]: "${k}" is not a HAProxy keyword (lower case letters, digits, . _ -${kind === 'listen' ? ', words separated by one space' : ''})`);
+        throw new ConfigError(
+          `${file}: service_options.${key}[${i}]: "${k}" is not a HAProxy keyword (lower case letters, digits, . _ -${kind === 'listen' ? ', words separated by one space' : ''})`,
+        );
       }
       const denied = deniedExtraKeyword(kind, k);
-      if (denied) throw new ConfigError(`${file}: service_options.${key}[${i}]: "${k}" is on the deny list (${denied}) and cannot be allowed; see docs/service-options.md`);
+      if (denied)
+        throw new ConfigError(
+          `${file}: service_options.${key}[${i}]: "${k}" is on the deny list (${denied}) and cannot be allowed; see docs/service-options.md`,
+        );
       return k;
     });
   return {
@@ -331,54 +364,87 @@ function sectionFreeLines(value: unknown, file: string, key: string): string[] {
   const lines = optionalLines(value, file, key);
   lines.forEach((line, i) => {
     const problem = sectionLineProblem(line);
-    if (problem) throw new ConfigError(`${file}: ${key}[${i}]: ${problem}; these lines belong to the ${key.slice('haproxy.'.length)} section and HAProxy ignores indentation`);
+    if (problem)
+      throw new ConfigError(
+        `${file}: ${key}[${i}]: ${problem}; these lines belong to the ${key.slice('haproxy.'.length)} section and HAProxy ignores indentation`,
+      );
   });
   return lines;
 }
 
 function parseAuth(value: unknown, file: string, base: string): AuthConfig {
   const raw = expectObject(value, file, 'auth');
-  for (const k of Object.keys(raw)) if (k !== 'clients' && k !== 'anonymous_health') throw new ConfigError(`${file}: auth.${k}: unknown key (expected clients, anonymous_health)`);
+  for (const k of Object.keys(raw))
+    if (k !== 'clients' && k !== 'anonymous_health')
+      throw new ConfigError(`${file}: auth.${k}: unknown key (expected clients, anonymous_health)`);
   const anonymousHealth = raw.anonymous_health ?? false;
-  if (typeof anonymousHealth !== 'boolean') throw new ConfigError(`${file}: auth.anonymous_health: expected true or false, got ${describe(anonymousHealth)}`);
+  if (typeof anonymousHealth !== 'boolean')
+    throw new ConfigError(`${file}: auth.anonymous_health: expected true or false, got ${describe(anonymousHealth)}`);
   if (!Array.isArray(raw.clients) || raw.clients.length === 0) {
-    throw new ConfigError(`${file}: auth.clients: expected a non-empty list of {name, cert: {cn|san_dns|san_uri} or token_file, roles, node_ids}`);
+    throw new ConfigError(
+      `${file}: auth.clients: expected a non-empty list of {name, cert: {cn|san_dns|san_uri} or token_file, roles, node_ids}`,
+    );
   }
   const names = new Set<string>();
   const clients = raw.clients.map((c, i): AuthClient => {
     const key = `auth.clients[${i}]`;
     const o = expectObject(c, file, key);
     for (const k of Object.keys(o)) {
-      if (!['name', 'cert', 'token_file', 'roles', 'node_ids'].includes(k)) throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected name, cert, token_file, roles, node_ids)`);
+      if (!['name', 'cert', 'token_file', 'roles', 'node_ids'].includes(k))
+        throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected name, cert, token_file, roles, node_ids)`);
     }
     const name = requiredString(o.name, file, `${key}.name`, 'a name for audit logs, e.g. "ops"');
     if (names.has(name)) throw new ConfigError(`${file}: ${key}.name: "${name}" is used twice`);
     names.add(name);
-    if ((o.cert === undefined) === (o.token_file === undefined)) throw new ConfigError(`${file}: ${key}: expected exactly one of cert or token_file`);
+    if ((o.cert === undefined) === (o.token_file === undefined))
+      throw new ConfigError(`${file}: ${key}: expected exactly one of cert or token_file`);
     let match: ClientMatch;
     if (o.cert !== undefined) {
       const cert = expectObject(o.cert, file, `${key}.cert`);
-      for (const k of Object.keys(cert)) if (!['cn', 'san_dns', 'san_uri'].includes(k)) throw new ConfigError(`${file}: ${key}.cert.${k}: unknown key (expected cn, san_dns, san_uri)`);
+      for (const k of Object.keys(cert))
+        if (!['cn', 'san_dns', 'san_uri'].includes(k))
+          throw new ConfigError(`${file}: ${key}.cert.${k}: unknown key (expected cn, san_dns, san_uri)`);
       const cn = optionalString(cert.cn, file, `${key}.cert.cn`);
       const sanDns = optionalString(cert.san_dns, file, `${key}.cert.san_dns`);
       const sanUri = optionalString(cert.san_uri, file, `${key}.cert.san_uri`);
-      if (cn === undefined && sanDns === undefined && sanUri === undefined) throw new ConfigError(`${file}: ${key}.cert: give at least one of cn, san_dns, san_uri (patterns with * allowed)`);
-      match = { kind: 'cert', ...(cn !== undefined ? { cn } : {}), ...(sanDns !== undefined ? { sanDns } : {}), ...(sanUri !== undefined ? { sanUri } : {}) };
+      if (cn === undefined && sanDns === undefined && sanUri === undefined)
+        throw new ConfigError(
+          `${file}: ${key}.cert: give at least one of cn, san_dns, san_uri (patterns with * allowed)`,
+        );
+      match = {
+        kind: 'cert',
+        ...(cn !== undefined ? { cn } : {}),
+        ...(sanDns !== undefined ? { sanDns } : {}),
+        ...(sanUri !== undefined ? { sanUri } : {}),
+      };
     } else {
-      match = { kind: 'token', tokenFile: resolvePath(base, requiredString(o.token_file, file, `${key}.token_file`, 'a file holding the bearer token')) };
+      match = {
+        kind: 'token',
+        tokenFile: resolvePath(
+          base,
+          requiredString(o.token_file, file, `${key}.token_file`, 'a file holding the bearer token'),
+        ),
+      };
     }
     const roles = optionalLines(o.roles, file, `${key}.roles`).map((r, j) => {
-      if (!(ROLES as readonly string[]).includes(r)) throw new ConfigError(`${file}: ${key}.roles[${j}]: "${r}" is not a role (expected ${ROLES.join(', ')})`);
+      if (!(ROLES as readonly string[]).includes(r))
+        throw new ConfigError(`${file}: ${key}.roles[${j}]: "${r}" is not a role (expected ${ROLES.join(', ')})`);
       return r as Role;
     });
-    if (roles.length === 0) throw new ConfigError(`${file}: ${key}.roles: missing; expected a list of ${ROLES.join(', ')}`);
+    if (roles.length === 0)
+      throw new ConfigError(`${file}: ${key}.roles: missing; expected a list of ${ROLES.join(', ')}`);
     const nodeIds = optionalLines(o.node_ids, file, `${key}.node_ids`);
     if (roles.includes('agent') && nodeIds.length === 0) {
-      throw new ConfigError(`${file}: ${key}.node_ids: an agent identity needs the node ids it may stream as (e.g. ["{cn}"] or ["web-*"])`);
+      throw new ConfigError(
+        `${file}: ${key}.node_ids: an agent identity needs the node ids it may stream as (e.g. ["{cn}"] or ["web-*"])`,
+      );
     }
-    if (!roles.includes('agent') && nodeIds.length > 0) throw new ConfigError(`${file}: ${key}.node_ids: only agent identities have node ids`);
+    if (!roles.includes('agent') && nodeIds.length > 0)
+      throw new ConfigError(`${file}: ${key}.node_ids: only agent identities have node ids`);
     if (match.kind === 'token' && nodeIds.some((n) => /\{(cn|san_dns|san_uri)\}/.test(n))) {
-      throw new ConfigError(`${file}: ${key}.node_ids: {cn}, {san_dns} and {san_uri} come from a client certificate; a token entry lists its node ids`);
+      throw new ConfigError(
+        `${file}: ${key}.node_ids: {cn}, {san_dns} and {san_uri} come from a client certificate; a token entry lists its node ids`,
+      );
     }
     return { name, match, roles, nodeIds };
   });
@@ -390,7 +456,12 @@ function parseAuth(value: unknown, file: string, base: string): AuthConfig {
  * warning to log when they could never match on this server, else undefined. (A warning, not an error: replicas
  * may share one auth section while only some speak mTLS.)
  */
-export function authTlsWarning(auth: AuthConfig | undefined, tls: TlsConfig | undefined, file: string, key: string): string | undefined {
+export function authTlsWarning(
+  auth: AuthConfig | undefined,
+  tls: TlsConfig | undefined,
+  file: string,
+  key: string,
+): string | undefined {
   const certEntry = auth?.clients.find((c) => c.match.kind === 'cert');
   if (certEntry && !tls?.requireClientCert) {
     return `${file}: auth.clients "${certEntry.name}" and every other cert entry can never match here: ${key}.require_client_cert is not true, so no client certificate is verified`;
@@ -406,7 +477,8 @@ function absoluteDirs(value: unknown, file: string, key: string, base: string): 
 function optionalName(value: unknown, file: string, key: string): string | undefined {
   if (value === '') return '';
   const s = optionalString(value, file, key);
-  if (s !== undefined && !/^[a-z_][a-z0-9_-]*\$?$/i.test(s)) throw new ConfigError(`${file}: ${key}: "${s}" is not a user or group name ("" keeps HAProxy as the agent's user)`);
+  if (s !== undefined && !/^[a-z_][a-z0-9_-]*\$?$/i.test(s))
+    throw new ConfigError(`${file}: ${key}: "${s}" is not a user or group name ("" keeps HAProxy as the agent's user)`);
   return s;
 }
 
@@ -418,35 +490,59 @@ export function parseWaveSpec(value: unknown, where: string): WaveSpec {
     if (pct && Number(pct[1]) > 0 && Number(pct[1]) <= 100) return { kind: 'share', share: Number(pct[1]) / 100 };
     if (/^\d+$/.test(s.trim()) && Number(s) >= 1) return { kind: 'count', count: Number(s) };
   }
-  throw new ConfigError(`${where}: expected a number of agents (e.g. 1) or a share of the fleet (e.g. "10%"), got ${describe(value)}`);
+  throw new ConfigError(
+    `${where}: expected a number of agents (e.g. 1) or a share of the fleet (e.g. "10%"), got ${describe(value)}`,
+  );
 }
 
 /** The default rollout policy: one canary, then 10 %, 50 %, 100 %; 60 s bake; any NACK halts and rolls back. */
 export const DEFAULT_ROLLOUT_POLICY: RolloutPolicyConfig = {
-  waves: [{ kind: 'count', count: 1 }, { kind: 'share', share: 0.1 }, { kind: 'share', share: 0.5 }, { kind: 'share', share: 1 }],
+  waves: [
+    { kind: 'count', count: 1 },
+    { kind: 'share', share: 0.1 },
+    { kind: 'share', share: 0.5 },
+    { kind: 'share', share: 1 },
+  ],
   bakeMs: 60_000,
   maxNacks: 0,
   autoRollback: true,
 };
 
-function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | undefined, cp: ControlPlaneConfig): RolloutConfig {
+function parseRollout(
+  value: unknown,
+  file: string,
+  sc: ServiceConfigSource | undefined,
+  cp: ControlPlaneConfig,
+): RolloutConfig {
   const raw = optionalObject(value, file, 'rollout');
   let waves = DEFAULT_ROLLOUT_POLICY.waves;
   if (raw.waves !== undefined && raw.waves !== null) {
-    if (!Array.isArray(raw.waves) || raw.waves.length === 0) throw new ConfigError(`${file}: rollout.waves: expected a non-empty list such as [1, "10%", "50%", "100%"], got ${describe(raw.waves)}`);
+    if (!Array.isArray(raw.waves) || raw.waves.length === 0)
+      throw new ConfigError(
+        `${file}: rollout.waves: expected a non-empty list such as [1, "10%", "50%", "100%"], got ${describe(raw.waves)}`,
+      );
     waves = raw.waves.map((w, i) => parseWaveSpec(w, `${file}: rollout.waves[${i}]`));
   }
   let autoRollback = DEFAULT_ROLLOUT_POLICY.autoRollback;
   if (raw.auto_rollback !== undefined && raw.auto_rollback !== null) {
-    if (typeof raw.auto_rollback !== 'boolean') throw new ConfigError(`${file}: rollout.auto_rollback: expected true or false, got ${describe(raw.auto_rollback)}`);
+    if (typeof raw.auto_rollback !== 'boolean')
+      throw new ConfigError(
+        `${file}: rollout.auto_rollback: expected true or false, got ${describe(raw.auto_rollback)}`,
+      );
     autoRollback = raw.auto_rollback;
   }
-  const zookeeper = optionalString(raw.zookeeper, file, 'rollout.zookeeper') ?? (sc?.type === 'zookeeper' ? sc.servers : undefined);
-  if (!zookeeper) throw new ConfigError(`${file}: rollout.zookeeper: missing; rollouts keep their state in ZooKeeper (set it, or use service_config type zookeeper)`);
+  const zookeeper =
+    optionalString(raw.zookeeper, file, 'rollout.zookeeper') ?? (sc?.type === 'zookeeper' ? sc.servers : undefined);
+  if (!zookeeper)
+    throw new ConfigError(
+      `${file}: rollout.zookeeper: missing; rollouts keep their state in ZooKeeper (set it, or use service_config type zookeeper)`,
+    );
   const spreadBy = optionalString(raw.spread_by, file, 'rollout.spread_by');
-  if (spreadBy !== undefined && !/^[A-Za-z0-9_./-]+$/.test(spreadBy)) throw new ConfigError(`${file}: rollout.spread_by: "${spreadBy}" is not a label key ([A-Za-z0-9_./-]+)`);
+  if (spreadBy !== undefined && !/^[A-Za-z0-9_./-]+$/.test(spreadBy))
+    throw new ConfigError(`${file}: rollout.spread_by: "${spreadBy}" is not a label key ([A-Za-z0-9_./-]+)`);
   const zkPath = optionalString(raw.zk_path, file, 'rollout.zk_path') ?? '/proxymgr';
-  if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(zkPath)) throw new ConfigError(`${file}: rollout.zk_path: "${zkPath}" is not a ZooKeeper path such as /proxymgr`);
+  if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(zkPath))
+    throw new ConfigError(`${file}: rollout.zk_path: "${zkPath}" is not a ZooKeeper path such as /proxymgr`);
   return {
     preflight: parsePreflight(raw.preflight, file),
     gate: parseGate(raw.gate, file),
@@ -457,7 +553,9 @@ function parseRollout(value: unknown, file: string, sc: ServiceConfigSource | un
     ...(spreadBy ? { spreadBy } : {}),
     zookeeper,
     zkPath,
-    replicaId: optionalString(raw.replica_id, file, 'rollout.replica_id') ?? `${hostname()}:${cp.listen.slice(cp.listen.lastIndexOf(':') + 1)}`,
+    replicaId:
+      optionalString(raw.replica_id, file, 'rollout.replica_id') ??
+      `${hostname()}:${cp.listen.slice(cp.listen.lastIndexOf(':') + 1)}`,
   };
 }
 
@@ -480,7 +578,14 @@ function parseGate(value: unknown, file: string): GatePolicy {
   if (value === undefined || value === null) return d;
   if (typeof value === 'boolean') return { ...d, enabled: value };
   const raw = expectObject(value, file, 'rollout.gate');
-  onlyKeys(raw, file, 'rollout.gate', ['enabled', 'min_requests', 'sample_ms', 'baseline_ms', 'on_insufficient_traffic', 'thresholds']);
+  onlyKeys(raw, file, 'rollout.gate', [
+    'enabled',
+    'min_requests',
+    'sample_ms',
+    'baseline_ms',
+    'on_insufficient_traffic',
+    'thresholds',
+  ]);
   const t = optionalObject(raw.thresholds, file, 'rollout.gate.thresholds');
   onlyKeys(t, file, 'rollout.gate.thresholds', [...GATE_METRICS]);
   const thresholds = Object.fromEntries(
@@ -490,13 +595,18 @@ function parseGate(value: unknown, file: string): GatePolicy {
       if (v === undefined || v === null) return [m, d.thresholds[m]];
       const max = m === 'queue' ? 1_000_000 : 1;
       if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) {
-        throw new ConfigError(`${file}: ${key}: expected ${m === 'queue' ? 'a number of queued requests per agent (e.g. 10)' : 'a share 0..1 (e.g. 0.05 for 5 points)'}, got ${describe(v)}`);
+        throw new ConfigError(
+          `${file}: ${key}: expected ${m === 'queue' ? 'a number of queued requests per agent (e.g. 10)' : 'a share 0..1 (e.g. 0.05 for 5 points)'}, got ${describe(v)}`,
+        );
       }
       return [m, v];
     }),
   ) as Record<GateMetric, number>;
   const onInsufficient = raw.on_insufficient_traffic ?? d.onInsufficientTraffic;
-  if (onInsufficient !== 'pass' && onInsufficient !== 'halt') throw new ConfigError(`${file}: rollout.gate.on_insufficient_traffic: expected "pass" or "halt", got ${describe(onInsufficient)}`);
+  if (onInsufficient !== 'pass' && onInsufficient !== 'halt')
+    throw new ConfigError(
+      `${file}: rollout.gate.on_insufficient_traffic: expected "pass" or "halt", got ${describe(onInsufficient)}`,
+    );
   return {
     enabled: optionalBool(raw.enabled, file, 'rollout.gate.enabled') ?? d.enabled,
     minRequests: intKey(raw.min_requests, file, 'rollout.gate.min_requests'),
@@ -508,12 +618,15 @@ function parseGate(value: unknown, file: string): GatePolicy {
 }
 
 function onlyKeys(raw: Raw, file: string, key: string, allowed: readonly string[]): void {
-  for (const k of Object.keys(raw)) if (!allowed.includes(k)) throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected ${allowed.join(', ')})`);
+  for (const k of Object.keys(raw))
+    if (!allowed.includes(k))
+      throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected ${allowed.join(', ')})`);
 }
 
 function optionalBool(value: unknown, file: string, key: string): boolean | undefined {
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'boolean') throw new ConfigError(`${file}: ${key}: expected true or false, got ${describe(value)}`);
+  if (typeof value !== 'boolean')
+    throw new ConfigError(`${file}: ${key}: expected true or false, got ${describe(value)}`);
   return value;
 }
 
@@ -524,7 +637,9 @@ function parseServiceConfigSource(value: unknown, file: string, base: string): S
     const servers = requiredString(raw.servers, file, 'service_config.servers', 'a "host:port,host:port" list');
     for (const hp of servers.split(',')) {
       if (!/^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/.test(hp.trim())) {
-        throw new ConfigError(`${file}: service_config.servers: "${hp}" is not host:port (expected e.g. "zk1:2181,zk2:2181")`);
+        throw new ConfigError(
+          `${file}: service_config.servers: "${hp}" is not host:port (expected e.g. "zk1:2181,zk2:2181")`,
+        );
       }
     }
     const zkPath = requiredString(raw.path, file, 'service_config.path', 'a ZooKeeper path such as /service_config');
@@ -533,7 +648,13 @@ function parseServiceConfigSource(value: unknown, file: string, base: string): S
     return { type, servers, path: zkPath };
   }
   if (type === 'file') {
-    return { type, path: resolvePath(base, requiredString(raw.path, file, 'service_config.path', 'a directory or file of service configs')) };
+    return {
+      type,
+      path: resolvePath(
+        base,
+        requiredString(raw.path, file, 'service_config.path', 'a directory or file of service configs'),
+      ),
+    };
   }
   throw new ConfigError(`${file}: service_config.type: expected "zookeeper" or "file", got ${JSON.stringify(type)}`);
 }
@@ -544,20 +665,26 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
   const nameservers = optionalLines(dnsRaw.nameservers, file, 'controlplane.dns.nameservers');
   nameservers.forEach((ns, i) => {
     if (!/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?$|^[0-9a-fA-F:]+$/.test(ns)) {
-      throw new ConfigError(`${file}: controlplane.dns.nameservers[${i}]: "${ns}" is not an IP or IP:port (e.g. "127.0.0.1:53", "[::1]:53")`);
+      throw new ConfigError(
+        `${file}: controlplane.dns.nameservers[${i}]: "${ns}" is not an IP or IP:port (e.g. "127.0.0.1:53", "[::1]:53")`,
+      );
     }
   });
   const dnsMinTtlMs = intKey(dnsRaw.min_ttl_ms, file, 'controlplane.dns.min_ttl_ms');
   const dnsMaxTtlMs = intKey(dnsRaw.max_ttl_ms, file, 'controlplane.dns.max_ttl_ms');
-  if (dnsMaxTtlMs < dnsMinTtlMs) throw new ConfigError(`${file}: controlplane.dns.max_ttl_ms: must be >= min_ttl_ms (${dnsMinTtlMs})`);
+  if (dnsMaxTtlMs < dnsMinTtlMs)
+    throw new ConfigError(`${file}: controlplane.dns.max_ttl_ms: must be >= min_ttl_ms (${dnsMinTtlMs})`);
   const coalesceMs = intKey(raw.coalesce_ms, file, 'controlplane.coalesce_ms');
   const coalesceMaxMs = intKey(raw.coalesce_max_ms, file, 'controlplane.coalesce_max_ms');
-  if (coalesceMaxMs < coalesceMs) throw new ConfigError(`${file}: controlplane.coalesce_max_ms: must be >= coalesce_ms (${coalesceMs})`);
+  if (coalesceMaxMs < coalesceMs)
+    throw new ConfigError(`${file}: controlplane.coalesce_max_ms: must be >= coalesce_ms (${coalesceMs})`);
   let maxRemovalShare = 1;
   if (raw.max_removal_share !== undefined && raw.max_removal_share !== null) {
     const v = raw.max_removal_share;
     if (typeof v !== 'number' || !(v > 0 && v <= 1)) {
-      throw new ConfigError(`${file}: controlplane.max_removal_share: expected a number in (0, 1] (e.g. 0.5), got ${describe(v)}`);
+      throw new ConfigError(
+        `${file}: controlplane.max_removal_share: expected a number in (0, 1] (e.g. 0.5), got ${describe(v)}`,
+      );
     }
     maxRemovalShare = v;
   }
@@ -578,10 +705,12 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     newStreamsPerSecond: intKey(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second'),
     pushesPerSecond: intKey(raw.pushes_per_second, file, 'controlplane.pushes_per_second'),
     pushBurst: intKey(raw.push_burst, file, 'controlplane.push_burst'),
-    pushBufferBytes: (intKey(raw.push_buffer_mb, file, 'controlplane.push_buffer_mb')) * 1024 * 1024,
+    pushBufferBytes: intKey(raw.push_buffer_mb, file, 'controlplane.push_buffer_mb') * 1024 * 1024,
     forgetAgentsAfterMs: intKey(raw.forget_agents_after_ms, file, 'controlplane.forget_agents_after_ms'),
     fileWatcherDirs: absoluteDirs(raw.file_watcher_dirs, file, 'controlplane.file_watcher_dirs', base),
-    ...(raw.zk_digest_file !== undefined && raw.zk_digest_file !== null ? { zkDigestFile: resolvePath(base, optionalString(raw.zk_digest_file, file, 'controlplane.zk_digest_file')!) } : {}),
+    ...(raw.zk_digest_file !== undefined && raw.zk_digest_file !== null
+      ? { zkDigestFile: resolvePath(base, optionalString(raw.zk_digest_file, file, 'controlplane.zk_digest_file')!) }
+      : {}),
   };
 }
 
@@ -591,7 +720,8 @@ export const DEFAULT_CONTROLPLANE_CONFIG: ControlPlaneConfig = parseControlPlane
 /** "host:port" with a port 1..65535 (host may be a name, an IPv4 or a bracketed IPv6). */
 function hostPort(value: string, file: string, key: string): string {
   const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError(`${file}: ${key}: "${value}" is not host:port (e.g. "127.0.0.1:7000")`);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535)
+    throw new ConfigError(`${file}: ${key}: "${value}" is not host:port (e.g. "127.0.0.1:7000")`);
   return value;
 }
 
@@ -608,7 +738,8 @@ function optionalListen(value: unknown, file: string, key: string, fallback: str
 
 function optionalIp(value: unknown, file: string, key: string): string | undefined {
   const s = optionalString(value, file, key);
-  if (s !== undefined && isIP(s) === 0) throw new ConfigError(`${file}: ${key}: "${s}" is not an IPv4 or IPv6 literal (e.g. 127.0.0.1, ::)`);
+  if (s !== undefined && isIP(s) === 0)
+    throw new ConfigError(`${file}: ${key}: "${s}" is not an IPv4 or IPv6 literal (e.g. 127.0.0.1, ::)`);
   return s;
 }
 
@@ -616,8 +747,10 @@ function optionalLabels(value: unknown, file: string, key: string): Record<strin
   const raw = optionalObject(value, file, key);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
-    if (!/^[A-Za-z0-9_./-]+$/.test(k)) throw new ConfigError(`${file}: ${key}: label name "${k}" must match [A-Za-z0-9_./-]+`);
-    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new ConfigError(`${file}: ${key}.${k}: expected a string, got ${describe(v)}`);
+    if (!/^[A-Za-z0-9_./-]+$/.test(k))
+      throw new ConfigError(`${file}: ${key}: label name "${k}" must match [A-Za-z0-9_./-]+`);
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')
+      throw new ConfigError(`${file}: ${key}.${k}: expected a string, got ${describe(v)}`);
     out[k] = String(v);
   }
   return out;
@@ -632,11 +765,15 @@ function optionalTls(value: unknown, file: string, key: string, base: string): T
   };
   const requireClientCert = raw.require_client_cert;
   if (requireClientCert !== undefined && typeof requireClientCert !== 'boolean') {
-    throw new ConfigError(`${file}: ${key}.require_client_cert: expected true or false, got ${describe(requireClientCert)}`);
+    throw new ConfigError(
+      `${file}: ${key}.require_client_cert: expected true or false, got ${describe(requireClientCert)}`,
+    );
   }
   const tls: TlsConfig = { ca: p('ca'), cert: p('cert'), key: p('key'), requireClientCert: requireClientCert === true };
-  if ((tls.cert === undefined) !== (tls.key === undefined)) throw new ConfigError(`${file}: ${key}: cert and key go together (both or neither)`);
-  if (tls.requireClientCert && !tls.ca) throw new ConfigError(`${file}: ${key}.require_client_cert: needs ${key}.ca to check client certificates against`);
+  if ((tls.cert === undefined) !== (tls.key === undefined))
+    throw new ConfigError(`${file}: ${key}: cert and key go together (both or neither)`);
+  if (tls.requireClientCert && !tls.ca)
+    throw new ConfigError(`${file}: ${key}.require_client_cert: needs ${key}.ca to check client certificates against`);
   return tls;
 }
 
@@ -657,7 +794,8 @@ function optionalObject(value: unknown, file: string, key: string): Raw {
 
 function optionalString(value: unknown, file: string, key: string): string | undefined {
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string' || value === '') throw new ConfigError(`${file}: ${key}: expected a non-empty string, got ${describe(value)}`);
+  if (typeof value !== 'string' || value === '')
+    throw new ConfigError(`${file}: ${key}: expected a non-empty string, got ${describe(value)}`);
   return value;
 }
 
@@ -690,9 +828,11 @@ function optionalLines(value: unknown, file: string, key: string): string[] {
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) throw new ConfigError(`${file}: ${key}: expected a list of lines, got ${describe(value)}`);
   return value.map((line, i) => {
-    if (typeof line !== 'string') throw new ConfigError(`${file}: ${key}[${i}]: expected a string, got ${describe(line)}`);
+    if (typeof line !== 'string')
+      throw new ConfigError(`${file}: ${key}[${i}]: expected a string, got ${describe(line)}`);
     // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-    if (/[\x00-\x1f\x7f]/.test(line)) throw new ConfigError(`${file}: ${key}[${i}]: contains a newline or control character`);
+    if (/[\x00-\x1f\x7f]/.test(line))
+      throw new ConfigError(`${file}: ${key}[${i}]: contains a newline or control character`);
     return line;
   });
 }

@@ -61,7 +61,13 @@ export class HaproxyConfigError extends ProxyMgrError {
   /** Per service, the alerts that point at it. */
   readonly alertsByService: ReadonlyMap<string, readonly string[]>;
 
-  constructor(message: string, output: string, services: readonly string[], unattributed: readonly string[] = [], alertsByService: ReadonlyMap<string, readonly string[]> = new Map()) {
+  constructor(
+    message: string,
+    output: string,
+    services: readonly string[],
+    unattributed: readonly string[] = [],
+    alertsByService: ReadonlyMap<string, readonly string[]> = new Map(),
+  ) {
     super('HAPROXY_CONFIG_INVALID', message);
     this.output = output;
     this.services = services;

@@ -44,7 +44,10 @@ export async function ensurePrivateDir(dir: string): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const st = await fsp.stat(dir);
   if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
-  if ((st.mode & 0o1002) !== 0) throw new Error(`${dir} is a shared directory (mode ${(st.mode & 0o7777).toString(8)}); give the agent a directory of its own`);
+  if ((st.mode & 0o1002) !== 0)
+    throw new Error(
+      `${dir} is a shared directory (mode ${(st.mode & 0o7777).toString(8)}); give the agent a directory of its own`,
+    );
   if ((st.mode & 0o077) !== 0) await fsp.chmod(dir, 0o700);
 }
 

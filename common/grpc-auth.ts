@@ -12,13 +12,27 @@ export interface AuthMetrics {
 
 export function authMetrics(registry: Registry, prefix: string): AuthMetrics {
   return {
-    mutatingCalls: new Counter({ name: `${prefix}_mutating_calls_total`, help: 'Mutating gRPC calls (also written to the audit log), by method, caller identity and result', labelNames: ['method', 'identity', 'result'], registers: [registry] }),
-    denied: new Counter({ name: `${prefix}_auth_denied_total`, help: 'gRPC calls refused by authentication or authorization, by method and status', labelNames: ['method', 'code'], registers: [registry] }),
+    mutatingCalls: new Counter({
+      name: `${prefix}_mutating_calls_total`,
+      help: 'Mutating gRPC calls (also written to the audit log), by method, caller identity and result',
+      labelNames: ['method', 'identity', 'result'],
+      registers: [registry],
+    }),
+    denied: new Counter({
+      name: `${prefix}_auth_denied_total`,
+      help: 'gRPC calls refused by authentication or authorization, by method and status',
+      labelNames: ['method', 'code'],
+      registers: [registry],
+    }),
   };
 }
 
 /** What the authorizer needs from a call, taken from grpc-js. */
-export function callInfo(method: string, call: { getPeer(): string; getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null }, metadata: grpc.Metadata): CallInfo {
+export function callInfo(
+  method: string,
+  call: { getPeer(): string; getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null },
+  metadata: grpc.Metadata,
+): CallInfo {
   return {
     method,
     peer: call.getPeer(),
@@ -28,7 +42,15 @@ export function callInfo(method: string, call: { getPeer(): string; getAuthConte
 }
 
 /** The caller of a running call, as the handler sees it (AgentStream checks the hello's node id with it). */
-export function identifyCall(authorizer: Authorizer, method: string, call: { getPeer(): string; getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null; metadata: grpc.Metadata }): Decision {
+export function identifyCall(
+  authorizer: Authorizer,
+  method: string,
+  call: {
+    getPeer(): string;
+    getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null;
+    metadata: grpc.Metadata;
+  },
+): Decision {
   return authorizer.identify(callInfo(method, call, call.metadata));
 }
 
@@ -50,9 +72,21 @@ export function authInterceptor(authorizer: Authorizer, log: Logger, metrics?: A
         decision = authorizer.check(callInfo(method, call, metadata));
         if (decision.ok) return next(metadata);
         metrics?.denied.inc({ method, code: grpc.status[decision.code] ?? String(decision.code) });
-        const fields = { audit: mutating, method, peer: peerAddress(call.getPeer()), identity: decision.identity?.name ?? '', code: grpc.status[decision.code], details: decision.details };
+        const fields = {
+          audit: mutating,
+          method,
+          peer: peerAddress(call.getPeer()),
+          identity: decision.identity?.name ?? '',
+          code: grpc.status[decision.code],
+          details: decision.details,
+        };
         (mutating ? audit : log).warn(fields, 'call refused');
-        if (mutating) metrics?.mutatingCalls.inc({ method, identity: decision.identity?.name ?? 'unknown', result: grpc.status[decision.code] ?? 'error' });
+        if (mutating)
+          metrics?.mutatingCalls.inc({
+            method,
+            identity: decision.identity?.name ?? 'unknown',
+            result: grpc.status[decision.code] ?? 'error',
+          });
         call.sendStatus({ code: decision.code, details: decision.details, metadata: new grpc.Metadata() });
       })
       .withOnReceiveMessage((message, next) => {
@@ -72,7 +106,16 @@ export function authInterceptor(authorizer: Authorizer, log: Logger, metrics?: A
             text = '(unprintable)';
           }
           audit.info(
-            { audit: true, method, identity: decision.identity.name, via: decision.identity.via, peer: peerAddress(call.getPeer()), request: text.length > MAX_AUDIT_REQUEST ? text.slice(0, MAX_AUDIT_REQUEST) + '…' : text, result, details: status.details ?? '' },
+            {
+              audit: true,
+              method,
+              identity: decision.identity.name,
+              via: decision.identity.via,
+              peer: peerAddress(call.getPeer()),
+              request: text.length > MAX_AUDIT_REQUEST ? text.slice(0, MAX_AUDIT_REQUEST) + '…' : text,
+              result,
+              details: status.details ?? '',
+            },
             'mutating call',
           );
           metrics?.mutatingCalls.inc({ method, identity: decision.identity.name, result });

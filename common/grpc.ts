@@ -25,8 +25,16 @@ export function serverCredentials(tls: TlsConfig | undefined): grpc.ServerCreden
   if (!tls) return grpc.ServerCredentials.createInsecure();
   if (!tls.cert || !tls.key) throw new ProxyMgrError('CONFIG_INVALID', 'tls: a server needs both cert and key');
   const ca = tls.ca ? readFileSync(tls.ca) : null;
-  if (tls.requireClientCert && !ca) throw new ProxyMgrError('CONFIG_INVALID', 'tls.require_client_cert needs tls.ca to check client certificates against');
-  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], tls.requireClientCert ?? false);
+  if (tls.requireClientCert && !ca)
+    throw new ProxyMgrError(
+      'CONFIG_INVALID',
+      'tls.require_client_cert needs tls.ca to check client certificates against',
+    );
+  return grpc.ServerCredentials.createSsl(
+    ca,
+    [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }],
+    tls.requireClientCert ?? false,
+  );
 }
 
 export function channelCredentials(tls: TlsConfig | undefined): grpc.ChannelCredentials {
@@ -41,7 +49,11 @@ export function channelCredentials(tls: TlsConfig | undefined): grpc.ChannelCred
 /** Binds `server` to "host:port" (port 0 picks a free one) and resolves with the port. */
 export function bindServer(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, creds, (err, port) => (err ? reject(new ProxyMgrError('CONFIG_INVALID', `cannot listen on ${address}: ${err.message}`, { cause: err })) : resolve(port)));
+    server.bindAsync(address, creds, (err, port) =>
+      err
+        ? reject(new ProxyMgrError('CONFIG_INVALID', `cannot listen on ${address}: ${err.message}`, { cause: err }))
+        : resolve(port),
+    );
   });
 }
 
@@ -69,7 +81,8 @@ export function addHealth(server: grpc.Server, status: () => boolean, opts: { po
   const pollMs = opts.pollMs ?? 1000;
   let timer: NodeJS.Timeout | undefined;
   let scheduled = false;
-  const read = () => (status() ? HealthCheckResponse_ServingStatus.SERVING : HealthCheckResponse_ServingStatus.NOT_SERVING);
+  const read = () =>
+    status() ? HealthCheckResponse_ServingStatus.SERVING : HealthCheckResponse_ServingStatus.NOT_SERVING;
   const check = () => {
     scheduled = false;
     if (watchers.size === 0) return;
@@ -121,16 +134,23 @@ export function addHealth(server: grpc.Server, status: () => boolean, opts: { po
  * The reflection service only reads `fileDescriptorProtos` from the definition, so it gets the original files.
  */
 export function addReflection(server: grpc.Server, services: readonly string[]): void {
-  const set = FileDescriptorSet.decode(readFileSync(findUp(path.join('proto', 'proxymgr.binpb')))) as unknown as { file: object[] };
+  const set = FileDescriptorSet.decode(readFileSync(findUp(path.join('proto', 'proxymgr.binpb')))) as unknown as {
+    file: object[];
+  };
   const files = set.file.map((f) => FileDescriptorProto.encode(f).finish());
-  const definition = { files: { format: 'Protocol Buffer 3 DescriptorProto', type: {}, fileDescriptorProtos: files } } as unknown as protoLoader.PackageDefinition;
+  const definition = {
+    files: { format: 'Protocol Buffer 3 DescriptorProto', type: {}, fileDescriptorProtos: files },
+  } as unknown as protoLoader.PackageDefinition;
   new ReflectionService(definition, { services: [...services, 'grpc.health.v1.Health'] }).addToServer(server);
 }
 
 /** ProxyMgr errors become gRPC statuses here, at the edge. */
 export function toStatus(err: unknown): Partial<grpc.StatusObject> {
   if (err instanceof ProxyMgrError) {
-    const code = err.code === 'STATE_INVALID' || err.code === 'CONFIG_INVALID' ? grpc.status.INVALID_ARGUMENT : grpc.status.FAILED_PRECONDITION;
+    const code =
+      err.code === 'STATE_INVALID' || err.code === 'CONFIG_INVALID'
+        ? grpc.status.INVALID_ARGUMENT
+        : grpc.status.FAILED_PRECONDITION;
     return { code, details: `${err.code}: ${err.message}` };
   }
   return { code: grpc.status.INTERNAL, details: err instanceof Error ? err.message : String(err) };

@@ -54,7 +54,11 @@ function openHandles(): string[] {
   return handles.map((h) => {
     const name = h.constructor?.name ?? typeof h;
     const sock = h as { remoteAddress?: string; remotePort?: number; localPort?: number };
-    return sock.remoteAddress ? `${name} ${sock.remoteAddress}:${sock.remotePort}` : sock.localPort ? `${name} :${sock.localPort}` : name;
+    return sock.remoteAddress
+      ? `${name} ${sock.remoteAddress}:${sock.remotePort}`
+      : sock.localPort
+        ? `${name} :${sock.localPort}`
+        : name;
   });
 }
 

@@ -18,26 +18,50 @@ export interface HttpOptions {
 }
 
 /** Serves `GET /metrics` for a prom-client registry (and `routes`) on "host:port"; resolves with the bound port. */
-export async function serveMetrics(registry: Registry, listen: string, opts: HttpOptions = {}): Promise<{ port: number; close: () => Promise<void> }> {
+export async function serveMetrics(
+  registry: Registry,
+  listen: string,
+  opts: HttpOptions = {},
+): Promise<{ port: number; close: () => Promise<void> }> {
   const i = listen.lastIndexOf(':');
   const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(listen.slice(i + 1));
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0]!;
-    const route = path === '/metrics' ? async () => ({ type: registry.contentType, body: await registry.metrics() }) : opts.routes?.[path];
+    const route =
+      path === '/metrics'
+        ? async () => ({ type: registry.contentType, body: await registry.metrics() })
+        : opts.routes?.[path];
     if (!route || req.method !== 'GET') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end(`${req.method} ${path.slice(0, 100)}: not here; see ${['/metrics', ...Object.keys(opts.routes ?? {})].join(', ')}\n`);
+      res
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end(
+          `${req.method} ${path.slice(0, 100)}: not here; see ${['/metrics', ...Object.keys(opts.routes ?? {})].join(', ')}\n`,
+        );
       return;
     }
     const refused = opts.authorize?.(req);
     if (refused) {
-      res.writeHead(refused.status, { 'content-type': 'text/plain', ...(refused.status === 401 ? { 'www-authenticate': 'Bearer' } : {}) }).end(`${refused.message}\n`);
+      res
+        .writeHead(refused.status, {
+          'content-type': 'text/plain',
+          ...(refused.status === 401 ? { 'www-authenticate': 'Bearer' } : {}),
+        })
+        .end(`${refused.message}\n`);
       return;
     }
     Promise.resolve()
       .then(route)
       .then(
-        ({ type, body, headers }) => res.writeHead(200, { ...headers, 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' }).end(body),
+        ({ type, body, headers }) =>
+          res
+            .writeHead(200, {
+              ...headers,
+              'content-type': type,
+              'cache-control': 'no-store',
+              'x-content-type-options': 'nosniff',
+            })
+            .end(body),
         (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
       );
   });
@@ -91,5 +115,6 @@ export function commandKind(command: string): string {
  */
 export function collectStandardMetrics(registry: Registry): void {
   collectDefaultMetrics({ register: registry });
-  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'])
+    registry.removeSingleMetric(name);
 }

@@ -1,6 +1,12 @@
 import * as path from 'node:path';
 import type { ServiceOptionsPolicy } from './config';
-import { HAPROXY_DOC_VERSION, LISTEN_KEYWORDS, NEGATABLE_LISTEN_KEYWORDS, SERVER_KEYWORDS, ServerKeywordSpec } from './haproxy-keywords';
+import {
+  HAPROXY_DOC_VERSION,
+  LISTEN_KEYWORDS,
+  NEGATABLE_LISTEN_KEYWORDS,
+  SERVER_KEYWORDS,
+  ServerKeywordSpec,
+} from './haproxy-keywords';
 
 /**
  * What a service config may put into HAProxy. Service owners write `listen_options` (lines of their `listen`
@@ -17,13 +23,30 @@ import { HAPROXY_DOC_VERSION, LISTEN_KEYWORDS, NEGATABLE_LISTEN_KEYWORDS, SERVER
 
 /** Words that start a new section in some HAProxy version; a line starting with one leaves the `listen` section. */
 export const SECTION_KEYWORDS: readonly string[] = [
-  'global', 'defaults', 'frontend', 'backend', 'listen', 'peers', 'resolvers', 'userlist', 'program', 'cache', 'ring',
-  'http-errors', 'mailers', 'fcgi-app', 'log-forward', 'namespace_list',
+  'global',
+  'defaults',
+  'frontend',
+  'backend',
+  'listen',
+  'peers',
+  'resolvers',
+  'userlist',
+  'program',
+  'cache',
+  'ring',
+  'http-errors',
+  'mailers',
+  'fcgi-app',
+  'log-forward',
+  'namespace_list',
   // later HAProxy versions: refused too, so an upgraded HAProxy cannot be surprised
-  'traces', 'crt-store', 'acme', 'dynamic-update',
+  'traces',
+  'crt-store',
+  'acme',
+  'dynamic-update',
 ];
 
-const SERVERS_FROM_WATCHERS = 'servers come from the service\'s watcher (its hosts), not from listen_options';
+const SERVERS_FROM_WATCHERS = "servers come from the service's watcher (its hosts), not from listen_options";
 
 /** Listen keywords no service config may use, and why. The extra lists cannot re-allow them. */
 export const LISTEN_DENY: Readonly<Record<string, string>> = {
@@ -31,7 +54,7 @@ export const LISTEN_DENY: Readonly<Record<string, string>> = {
   server: SERVERS_FROM_WATCHERS,
   'server-template': SERVERS_FROM_WATCHERS,
   'default-server': `${SERVERS_FROM_WATCHERS}; servers added at run time would not inherit it either`,
-  dispatch: 'sends traffic to an address outside the watcher\'s hosts',
+  dispatch: "sends traffic to an address outside the watcher's hosts",
   'external-check': 'runs a program on the HAProxy host',
   'option external-check': 'runs a program on the HAProxy host',
   'stats admin': 'lets HTTP clients of this port change the servers of every service',
@@ -49,7 +72,8 @@ export const SERVER_DENY: Readonly<Record<string, string>> = {
 const SERVER_FILE_KEYWORDS = new Set(['ca-file', 'crt', 'crl-file']);
 
 /** Converters and actions whose first argument is a file (maps and ACL files). */
-const FILE_FUNCTION_RE = /(?:^|[^A-Za-z0-9_.-])(map(?:_[a-z0-9]+)*|set-map|del-map|add-acl|del-acl|jwt_verify)\(([^)]*)/g;
+const FILE_FUNCTION_RE =
+  /(?:^|[^A-Za-z0-9_.-])(map(?:_[a-z0-9]+)*|set-map|del-map|add-acl|del-acl|jwt_verify)\(([^)]*)/g;
 const LUA_RE = /(?:^|[^A-Za-z0-9_-])lua\./;
 const ENV_FETCH_RE = /(?:^|[^A-Za-z0-9_.-])env\(/;
 const PLAIN_KEYWORD_RE = /^[A-Za-z0-9_.-]+$/;
@@ -189,9 +213,11 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
   const p = compile(policy);
   const t = tokenize(line);
   if (t.unterminated) return 'unterminated quote';
-  if (t.controlEscape) return 'an escaped control character (\\x00-\\x1f, \\x7f) would cut or change a word (HAProxy ends a word at \\x00)';
+  if (t.controlEscape)
+    return 'an escaped control character (\\x00-\\x1f, \\x7f) would cut or change a word (HAProxy ends a word at \\x00)';
   if (t.words.length === 0) return undefined; // blank or a comment
-  if (t.envExpansion) return 'expands an environment variable ("$NAME" inside double quotes); write \\$ or use single quotes';
+  if (t.envExpansion)
+    return 'expands an environment variable ("$NAME" inside double quotes); write \\$ or use single quotes';
   const first = t.words[0]!;
   if (SECTION_KEYWORDS.includes(first.value.toLowerCase())) return `${quote(first.value)} opens a new section`;
   // The deny list is matched on the words as HAProxy reads them (`stats "admin"` is `stats admin`), so an
@@ -201,7 +227,8 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
   for (let n = 1; from + n <= decoded.length; n++) {
     const k = decoded.slice(from, from + n).join(' ');
     const reason = LISTEN_DENY[k];
-    if (reason) return `${quote(k)} is not allowed in a listen section: ${reason} (deny list; service_options.extra_listen_keywords cannot allow it)`;
+    if (reason)
+      return `${quote(k)} is not allowed in a listen section: ${reason} (deny list; service_options.extra_listen_keywords cannot allow it)`;
   }
   const kw: string[] = [];
   for (const w of t.words.slice(0, 4)) {
@@ -216,11 +243,13 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
   }
   const prefixed = kw[0] === 'no' || kw[0] === 'default';
   const rest = prefixed ? kw.slice(1) : kw;
-  if (prefixed && rest[0] !== undefined && SECTION_KEYWORDS.includes(rest[0].toLowerCase())) return `${quote(rest[0])} opens a new section`;
+  if (prefixed && rest[0] !== undefined && SECTION_KEYWORDS.includes(rest[0].toLowerCase()))
+    return `${quote(rest[0])} opens a new section`;
   for (let n = 1; n <= rest.length; n++) {
     const k = rest.slice(0, n).join(' ');
     const reason = LISTEN_DENY[k];
-    if (reason) return `${quote(k)} is not allowed in a listen section: ${reason} (deny list; service_options.extra_listen_keywords cannot allow it)`;
+    if (reason)
+      return `${quote(k)} is not allowed in a listen section: ${reason} (deny list; service_options.extra_listen_keywords cannot allow it)`;
   }
   let keyword: string | undefined;
   for (let n = rest.length; n >= 1 && keyword === undefined; n--) {
@@ -231,7 +260,8 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
     const shown = rest.length === 0 ? kw.join(' ') : rest.slice(0, p.heads.has(rest[0]!) ? 2 : 1).join(' ');
     return `${quote(shown)} is not allowed in a listen section (not a listen keyword of HAProxy ${HAPROXY_DOC_VERSION}; operators can add keywords with service_options.extra_listen_keywords)`;
   }
-  if (prefixed && !p.negatable.has(keyword)) return `${quote(`${kw[0]} ${keyword}`)}: "${kw[0]}" only goes before options HAProxy lets you turn off`;
+  if (prefixed && !p.negatable.has(keyword))
+    return `${quote(`${kw[0]} ${keyword}`)}: "${kw[0]}" only goes before options HAProxy lets you turn off`;
 
   const args = t.words.slice(prefixed ? 1 : 0);
   return expressionProblem(args.slice(1), p) ?? fileArgumentProblem(keyword, args, p);
@@ -249,7 +279,8 @@ function expressionProblem(words: readonly Word[], p: Compiled): string | undefi
       if (fn === 'jwt_verify') {
         // <key> is a secret for HMAC algorithms, a variable, or the path of a certificate read at start-up.
         const [alg, key] = fnArgs;
-        if (key === undefined || /^(proc|sess|txn|req|res)\./.test(key) || /^HS(256|384|512)$/.test(alg ?? '')) continue;
+        if (key === undefined || /^(proc|sess|txn|req|res)\./.test(key) || /^HS(256|384|512)$/.test(alg ?? ''))
+          continue;
         file = key;
       }
       const problem = fileProblem(`${fn}()`, file ?? '', file ?? '', p);
@@ -269,8 +300,10 @@ function fileArgumentProblem(keyword: string, words: readonly Word[], p: Compile
   if (keyword === 'log' && words[1] !== undefined) {
     // A log target is "global", an address, a ring, stdout/stderr — or a unix socket path, judged like a file.
     const target = words[1].value;
-    if (target.startsWith('fd@') && !/^fd@[12]$/.test(target)) return `log target ${quote(target)} writes to a file descriptor of HAProxy`;
-    if (target.startsWith('abns@')) return `log target ${quote(target)} is an abstract unix socket (local IPC outside service_options.file_dirs)`;
+    if (target.startsWith('fd@') && !/^fd@[12]$/.test(target))
+      return `log target ${quote(target)} writes to a file descriptor of HAProxy`;
+    if (target.startsWith('abns@'))
+      return `log target ${quote(target)} is an abstract unix socket (local IPC outside service_options.file_dirs)`;
     if (target.startsWith('/') || /^(unix|uxdg|uxst)@/.test(target)) {
       const socket = target.replace(/^(unix|uxdg|uxst)@/, '');
       return fileProblem('log socket', words[1].raw === target ? socket : words[1].raw, socket, p);
@@ -292,8 +325,10 @@ function fileArgumentProblem(keyword: string, words: readonly Word[], p: Compile
 /** A file argument must be written plainly, absolute, and inside one of the operator's file_dirs. */
 function fileProblem(what: string, raw: string, value: string, p: Compiled): string | undefined {
   if (value === '') return `${what}: expects a file name`;
-  if (raw !== value || !PLAIN_PATH_RE.test(value)) return `${what} ${quote(raw)}: a file name must be written plainly (letters, digits and . _ / + @ : -)`;
-  if (!value.startsWith('/')) return `${what} ${quote(value)}: not an absolute path (it must lie inside service_options.file_dirs)`;
+  if (raw !== value || !PLAIN_PATH_RE.test(value))
+    return `${what} ${quote(raw)}: a file name must be written plainly (letters, digits and . _ / + @ : -)`;
+  if (!value.startsWith('/'))
+    return `${what} ${quote(value)}: not an absolute path (it must lie inside service_options.file_dirs)`;
   const normalized = path.posix.normalize(value);
   const inside = p.fileDirs.some((d) => normalized === d || normalized.startsWith(d === '/' ? '/' : `${d}/`));
   if (inside) return undefined;
@@ -320,15 +355,24 @@ export function serverOptionsProblems(options: readonly string[], policy: Servic
     // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
     if (/[\x00-\x1f\x7f]/.test(option)) continue; // reported as a control character by the caller
     if (SERVER_UNSAFE_RE.test(option)) {
-      return [{ index, message: `${quote(option)}: server options are plain words (no quotes, backslashes, #, $, ; or \`): they also go through HAProxy's runtime API` }];
+      return [
+        {
+          index,
+          message: `${quote(option)}: server options are plain words (no quotes, backslashes, #, $, ; or \`): they also go through HAProxy's runtime API`,
+        },
+      ];
     }
     for (const value of option.split(/[ \t]+/)) if (value !== '') tokens.push({ value, index });
   }
-  const isKeyword = (v: string) => SERVER_KEYWORDS[v] !== undefined || p.extraServer.has(v) || SERVER_DENY[v] !== undefined;
-  for (let i = 0; i < tokens.length; ) {
+  const isKeyword = (v: string) =>
+    SERVER_KEYWORDS[v] !== undefined || p.extraServer.has(v) || SERVER_DENY[v] !== undefined;
+  for (let i = 0; i < tokens.length;) {
     const { value: kw, index } = tokens[i++]!;
     const fail = (message: string, at = index): OptionProblem[] => [{ index: at, message }];
-    if (SERVER_DENY[kw]) return fail(`${quote(kw)} is not allowed: ${SERVER_DENY[kw]} (deny list; service_options.extra_server_keywords cannot allow it)`);
+    if (SERVER_DENY[kw])
+      return fail(
+        `${quote(kw)} is not allowed: ${SERVER_DENY[kw]} (deny list; service_options.extra_server_keywords cannot allow it)`,
+      );
     const spec: ServerKeywordSpec | undefined = SERVER_KEYWORDS[kw];
     const args: { value: string; index: number }[] = [];
     if (spec) {
@@ -346,10 +390,15 @@ export function serverOptionsProblems(options: readonly string[], policy: Servic
     } else if (p.extraServer.has(kw)) {
       while (i < tokens.length && !isKeyword(tokens[i]!.value)) args.push(tokens[i++]!);
     } else {
-      return fail(`${quote(kw)} is not a server option of HAProxy ${HAPROXY_DOC_VERSION} (operators can add keywords with service_options.extra_server_keywords)`);
+      return fail(
+        `${quote(kw)} is not a server option of HAProxy ${HAPROXY_DOC_VERSION} (operators can add keywords with service_options.extra_server_keywords)`,
+      );
     }
     if (kw === 'track' && args[0]?.value.includes('/')) {
-      return fail(`${quote(`track ${args[0].value}`)} follows a server of another proxy; a service may only track its own servers ("track <server>")`, args[0].index);
+      return fail(
+        `${quote(`track ${args[0].value}`)} follows a server of another proxy; a service may only track its own servers ("track <server>")`,
+        args[0].index,
+      );
     }
     for (const arg of args) {
       const word = { raw: arg.value, value: arg.value };

@@ -23,7 +23,10 @@ const globalsVersions = new WeakMap<HaproxyGlobals, string>();
 export function globalsVersion(haproxy: HaproxyGlobals): string {
   let v = globalsVersions.get(haproxy);
   if (v === undefined) {
-    v = createHash('sha256').update(canonicalJson({ global: haproxy.global, defaults: haproxy.defaults })).digest('hex').slice(0, VERSION_CHARS);
+    v = createHash('sha256')
+      .update(canonicalJson({ global: haproxy.global, defaults: haproxy.defaults }))
+      .digest('hex')
+      .slice(0, VERSION_CHARS);
     globalsVersions.set(haproxy, v);
   }
   return v;
@@ -132,7 +135,16 @@ export interface Delta {
 /** The whole state as a delta that replaces whatever the agent holds. */
 export function fullDelta(target: DesiredState): Delta {
   const t = resourceSet(target);
-  return { version: target.version, baseVersion: '', full: true, haproxy: target.haproxy, globalsVersion: t.globalsVersion, upserted: target.services, removed: [], digest: t.digest };
+  return {
+    version: target.version,
+    baseVersion: '',
+    full: true,
+    haproxy: target.haproxy,
+    globalsVersion: t.globalsVersion,
+    upserted: target.services,
+    removed: [],
+    digest: t.digest,
+  };
 }
 
 /**

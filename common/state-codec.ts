@@ -39,7 +39,14 @@ export function serviceToProto(s: Service): pb.Service {
     listenOptions: [...s.listenOptions],
     serverOptions: [...s.serverOptions],
     // The weight is always set (presence): 0 must reach the agent as 0, not as "unset".
-    servers: s.servers.map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [...v.options], zone: v.zone ?? '' })),
+    servers: s.servers.map((v) => ({
+      name: v.name,
+      address: v.address,
+      port: v.port,
+      weight: v.weight,
+      options: [...v.options],
+      zone: v.zone ?? '',
+    })),
     drainTimeoutMs: s.drainTimeoutMs ?? 0,
     zoneLabel: s.zoneLabel ?? '',
   };
@@ -76,7 +83,11 @@ export function stateJsonText(state: DesiredState): string {
     if (text === undefined) serviceJson.set(s, (text = JSON.stringify(pb.Service.toJSON(serviceToProto(s)))));
     return text;
   });
-  const head = pb.DesiredState.toJSON({ version: state.version, haproxy: { global: [...state.haproxy.global], defaults: [...state.haproxy.defaults] }, services: [] }) as Record<string, unknown>;
+  const head = pb.DesiredState.toJSON({
+    version: state.version,
+    haproxy: { global: [...state.haproxy.global], defaults: [...state.haproxy.defaults] },
+    services: [],
+  }) as Record<string, unknown>;
   delete head.services;
   const prefix = JSON.stringify(head).slice(0, -1);
   return `${prefix}${prefix.length > 1 ? ',' : ''}"services":[\n${services.join(',\n')}\n]}\n`;

@@ -23,7 +23,11 @@ export interface SanitizedState {
  * nothing sensible to serve instead, so the caller keeps what runs. Listen and server options are held to `policy`
  * (common/option-policy.ts); the control plane and every agent pass their own proxymgr.yml's `service_options`.
  */
-export function sanitizeState(state: DesiredState, previous?: DesiredState, policy: ServiceOptionsPolicy = DEFAULT_SERVICE_OPTIONS): SanitizedState {
+export function sanitizeState(
+  state: DesiredState,
+  previous?: DesiredState,
+  policy: ServiceOptionsPolicy = DEFAULT_SERVICE_OPTIONS,
+): SanitizedState {
   const globalProblems = [
     ...lineProblems(state.haproxy.global, 'haproxy.global', sectionLineProblem),
     ...lineProblems(state.haproxy.defaults, 'haproxy.defaults', sectionLineProblem),
@@ -39,7 +43,8 @@ export function sanitizeState(state: DesiredState, previous?: DesiredState, poli
     // A bad server (a host node, the least trusted input) is left out on its own; it must not freeze its service.
     const service = withoutBadServers(original, policy, problems);
     const own = serviceProblems(service, policy);
-    if (seenNames.has(service.name)) own.push({ service: service.name, where: `service ${service.name}`, message: 'duplicate service name' });
+    if (seenNames.has(service.name))
+      own.push({ service: service.name, where: `service ${service.name}`, message: 'duplicate service name' });
     seenNames.add(service.name);
     if (own.length > 0) {
       problems.push(...own);
@@ -59,11 +64,17 @@ export function sanitizeState(state: DesiredState, previous?: DesiredState, poli
   }
   for (const [key, group] of byListen) {
     if (group.length < 2) continue;
-    const incumbent = group.find((s) => previousByName.get(s.name) !== undefined && listenKey(previousByName.get(s.name)!) === key);
+    const incumbent = group.find(
+      (s) => previousByName.get(s.name) !== undefined && listenKey(previousByName.get(s.name)!) === key,
+    );
     const keeper = incumbent ?? [...group].sort((a, b) => a.name.localeCompare(b.name))[0]!;
     for (const s of group) {
       if (s === keeper) continue;
-      problems.push({ service: s.name, where: `service ${s.name}`, message: `port ${s.port} is already used by service ${keeper.name}` });
+      problems.push({
+        service: s.name,
+        where: `service ${s.name}`,
+        message: `port ${s.port} is already used by service ${keeper.name}`,
+      });
       accepted.delete(s.name);
       rejected.push(s);
     }
@@ -92,7 +103,10 @@ function listenKey(s: Service): string {
  * services. Option lists are cached on their own (a service's arrays outlive a change of its hosts).
  */
 const problemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Service, readonly StateProblem[]>>();
-const optionCache = { listen: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>(), server: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>() };
+const optionCache = {
+  listen: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>(),
+  server: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>(),
+};
 
 function serviceProblems(service: Service, policy: ServiceOptionsPolicy): StateProblem[] {
   let byService = problemCache.get(policy);
@@ -103,7 +117,11 @@ function serviceProblems(service: Service, policy: ServiceOptionsPolicy): StateP
 }
 
 /** Policy problems of one option list (listen options line by line, server options as one sequence). */
-function optionProblems(lines: readonly string[], kind: 'listen' | 'server', policy: ServiceOptionsPolicy): readonly OptionProblem[] {
+function optionProblems(
+  lines: readonly string[],
+  kind: 'listen' | 'server',
+  policy: ServiceOptionsPolicy,
+): readonly OptionProblem[] {
   if (lines.length === 0) return [];
   let byList = optionCache[kind].get(policy);
   if (!byList) optionCache[kind].set(policy, (byList = new WeakMap()));
@@ -129,9 +147,11 @@ function computeServiceProblems(service: Service, policy: ServiceOptionsPolicy):
   if (!validPort(service.port)) add(`port ${service.port} is outside 1-65535`);
   if (isIP(service.bindAddress) === 0) add(`bind address ${JSON.stringify(service.bindAddress)} is not an IP literal`);
   for (const p of lineProblems(service.listenOptions, `${where} listen_options`)) add(p.message, p.where);
-  for (const p of optionProblems(service.listenOptions, 'listen', policy)) add(p.message, `${where} listen_options[${p.index}]`);
+  for (const p of optionProblems(service.listenOptions, 'listen', policy))
+    add(p.message, `${where} listen_options[${p.index}]`);
   for (const p of lineProblems(service.serverOptions, `${where} server_options`)) add(p.message, p.where);
-  for (const p of optionProblems(service.serverOptions, 'server', policy)) add(p.message, `${where} server_options[${p.index}]`);
+  for (const p of optionProblems(service.serverOptions, 'server', policy))
+    add(p.message, `${where} server_options[${p.index}]`);
   const serverNames = new Set<string>();
   for (const server of service.servers) {
     const at = `${where} server ${JSON.stringify(server.name)}`;
@@ -142,7 +162,10 @@ function computeServiceProblems(service: Service, policy: ServiceOptionsPolicy):
 }
 
 const serverProblemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Server, readonly string[]>>();
-const withoutBadCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Service, { readonly service: Service; readonly problems: readonly StateProblem[] }>>();
+const withoutBadCache = new WeakMap<
+  ServiceOptionsPolicy,
+  WeakMap<Service, { readonly service: Service; readonly problems: readonly StateProblem[] }>
+>();
 
 /**
  * `service` without the servers that have problems (each reported); the same object when all are fine. Memoized per
@@ -171,7 +194,13 @@ function checkServers(service: Service, policy: ServiceOptionsPolicy, problems: 
     if (found.length === 0) continue;
     (bad ??= new Set()).add(server);
     const at = `service ${JSON.stringify(service.name)} server ${JSON.stringify(server.name)}`;
-    for (const message of found) problems.push({ service: service.name, server: server.name, where: at, message: `${message}; this server is left out, the rest of the service is served` });
+    for (const message of found)
+      problems.push({
+        service: service.name,
+        server: server.name,
+        where: at,
+        message: `${message}; this server is left out, the rest of the service is served`,
+      });
   }
   return bad ? { ...service, servers: service.servers.filter((s) => !bad!.has(s)) } : service;
 }
@@ -183,14 +212,19 @@ function serverProblems(server: Server, policy: ServiceOptionsPolicy): string[] 
     problems.push(`address ${JSON.stringify(server.address)} is neither an IP literal nor a hostname`);
   }
   if (!validPort(server.port)) problems.push(`port ${server.port} is outside 1-65535`);
-  if (!Number.isInteger(server.weight) || server.weight < 0 || server.weight > 256) problems.push(`weight ${server.weight} is outside 0-256`);
+  if (!Number.isInteger(server.weight) || server.weight < 0 || server.weight > 256)
+    problems.push(`weight ${server.weight} is outside 0-256`);
   for (const p of lineProblems(server.options, 'options')) problems.push(`${p.where}: ${p.message}`);
   for (const p of optionProblems(server.options, 'server', policy)) problems.push(`options[${p.index}]: ${p.message}`);
   return problems;
 }
 
 /** Control characters (a newline would start a new config line), and whatever `extra` finds in a clean line. */
-function lineProblems(lines: readonly string[], where: string, extra?: (line: string) => string | undefined): StateProblem[] {
+function lineProblems(
+  lines: readonly string[],
+  where: string,
+  extra?: (line: string) => string | undefined,
+): StateProblem[] {
   const problems: StateProblem[] = [];
   lines.forEach((line, i) => {
     const message = CONTROL_RE.test(line) ? 'contains a newline or control character' : extra?.(line);

@@ -12,7 +12,9 @@ export function zkPathProblem(p: unknown): string | undefined {
   if (segments.some((s) => s === '.' || s === '..')) return 'has a "." or ".." segment';
   // ZooKeeper refuses these characters in node names (PathUtils.validatePath).
   // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-  if (/[\u0000-\u001f\u007f-\u009f\ud800-\uf8ff\ufff0-\uffff]/.test(p)) return 'contains a control, surrogate or reserved character';
-  if (segments.includes('zookeeper') && segments[0] === 'zookeeper') return 'is under /zookeeper (ZooKeeper\'s own nodes)';
+  if (/[\u0000-\u001f\u007f-\u009f\ud800-\uf8ff\ufff0-\uffff]/.test(p))
+    return 'contains a control, surrogate or reserved character';
+  if (segments.includes('zookeeper') && segments[0] === 'zookeeper')
+    return "is under /zookeeper (ZooKeeper's own nodes)";
   return undefined;
 }

@@ -81,7 +81,12 @@ function uniqueServers(hosts: readonly Host[], zoneLabel?: string): Server[] {
   const sortedNames = [...byName.keys()].sort(compare);
   for (const name of sortedNames) {
     const group = byName.get(name)!;
-    const ordered = group.length === 1 ? group : [...group].sort((a, b) => compare(canonicalJson(toServer(a, '', zoneLabel)), canonicalJson(toServer(b, '', zoneLabel))));
+    const ordered =
+      group.length === 1
+        ? group
+        : [...group].sort((a, b) =>
+            compare(canonicalJson(toServer(a, '', zoneLabel)), canonicalJson(toServer(b, '', zoneLabel))),
+          );
     for (const h of ordered) {
       const unique = group.length === 1 ? name : `${name}_${h.address}:${h.port}`;
       if (!out.has(unique)) out.set(unique, toServer(h, unique, zoneLabel));
@@ -101,8 +106,16 @@ function toServer(h: Host, name: string, zoneLabel?: string): Server {
  * that canaries·wc / (canaries·wc + others·ws) is as close to the share as HAProxy's integer weights allow. Servers
  * at weight 0 (drained through discovery) stay at 0. With no server on one side, weights stay as discovered.
  */
-export function canaryWeights(servers: readonly Server[], hosts: readonly Host[], canary: { readonly labels: Readonly<Record<string, string>>; readonly share: number }): Server[] {
-  const isCanary = new Set(hosts.filter((h) => Object.entries(canary.labels).every(([k, v]) => h.labels?.[k] === v)).map((h) => `${h.address}:${h.port}`));
+export function canaryWeights(
+  servers: readonly Server[],
+  hosts: readonly Host[],
+  canary: { readonly labels: Readonly<Record<string, string>>; readonly share: number },
+): Server[] {
+  const isCanary = new Set(
+    hosts
+      .filter((h) => Object.entries(canary.labels).every(([k, v]) => h.labels?.[k] === v))
+      .map((h) => `${h.address}:${h.port}`),
+  );
   const live = servers.filter((s) => s.weight > 0);
   const nc = live.filter((s) => isCanary.has(`${s.address}:${s.port}`)).length;
   const ns = live.length - nc;

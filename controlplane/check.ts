@@ -20,7 +20,10 @@ options:
   --help            show this help`;
 
 /** `proxymgr check`: a dry run of discovery and the option policy against the configured sources. */
-export async function runCheckCommand(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+export async function runCheckCommand(
+  argv: string[],
+  out: (s: string) => void = (s) => process.stdout.write(s),
+): Promise<number> {
   let flags;
   try {
     flags = parseFlags(argv, { config: 'string', json: 'boolean', 'timeout-ms': 'string', help: 'boolean' });
@@ -29,7 +32,8 @@ export async function runCheckCommand(argv: string[], out: (s: string) => void =
       return 0;
     }
     if (typeof flags.config !== 'string') throw new UsageError('--config is required');
-    if (flags['timeout-ms'] !== undefined && !/^\d+$/.test(String(flags['timeout-ms']))) throw new UsageError('--timeout-ms: expected a number of milliseconds');
+    if (flags['timeout-ms'] !== undefined && !/^\d+$/.test(String(flags['timeout-ms'])))
+      throw new UsageError('--timeout-ms: expected a number of milliseconds');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`proxymgr check: ${err.message}\n\n${CHECK_HELP}`);
@@ -39,7 +43,10 @@ export async function runCheckCommand(argv: string[], out: (s: string) => void =
   try {
     const config = loadConfig(flags.config);
     if (!config.serviceConfig) throw new UsageError(`${flags.config}: no service_config section: nothing to check`);
-    discovery = new Discovery({ config, log: createLogger({ role: 'check' }, process.env.PROXYMGR_LOG_LEVEL ?? 'error') });
+    discovery = new Discovery({
+      config,
+      log: createLogger({ role: 'check' }, process.env.PROXYMGR_LOG_LEVEL ?? 'error'),
+    });
   } catch (err) {
     console.error(`proxymgr check: ${errorMessage(err)}`);
     return 2;
@@ -50,7 +57,8 @@ export async function runCheckCommand(argv: string[], out: (s: string) => void =
     const errors = discovery.errors();
     const problems: Record<string, string[]> = {};
     if (errors.source.length > 0) problems['service_config'] = errors.source.map((p) => `${p.where}: ${p.message}`);
-    for (const [name, list] of Object.entries(errors.services)) problems[name] = list.map((p) => `${p.where}: ${p.message}`);
+    for (const [name, list] of Object.entries(errors.services))
+      problems[name] = list.map((p) => `${p.where}: ${p.message}`);
     const served = state.services.map((s) => s.name);
     if (flags.json) {
       out(JSON.stringify({ version: state.version, services: served, problems }) + '\n');

@@ -36,22 +36,36 @@ export function lexicallyInside(file: string, dirs: readonly string[]): boolean 
  * of the open descriptor is checked again, which closes the window between the check and the open.
  * Throws FileRefusedError (or the file system's own error for a missing file); messages never quote the content.
  */
-export async function readConfinedFile(file: string, dirs: readonly string[], maxBytes: number, dirsKey = 'allowed directories'): Promise<string> {
-  const realDirs = (await Promise.all(dirs.map((d) => fsp.realpath(d).catch(() => undefined)))).filter((d): d is string => d !== undefined);
-  const outside = () => new FileRefusedError(file, `refused: it resolves (through a symlink or "..") to a path outside ${dirsKey} (${dirs.join(', ') || 'none listed'})`);
+export async function readConfinedFile(
+  file: string,
+  dirs: readonly string[],
+  maxBytes: number,
+  dirsKey = 'allowed directories',
+): Promise<string> {
+  const realDirs = (await Promise.all(dirs.map((d) => fsp.realpath(d).catch(() => undefined)))).filter(
+    (d): d is string => d !== undefined,
+  );
+  const outside = () =>
+    new FileRefusedError(
+      file,
+      `refused: it resolves (through a symlink or "..") to a path outside ${dirsKey} (${dirs.join(', ') || 'none listed'})`,
+    );
   const real = await fsp.realpath(file);
   if (!realDirs.some((d) => isInside(real, d))) throw outside();
   // O_NONBLOCK: opening a FIFO must not hang discovery; it is refused as not regular right after.
-  const fh = await fsp.open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ELOOP') throw outside(); // the last component became a symlink since realpath
-    throw err;
-  });
+  const fh = await fsp
+    .open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY)
+    .catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ELOOP') throw outside(); // the last component became a symlink since realpath
+      throw err;
+    });
   try {
     const opened = await fsp.readlink(`/proc/self/fd/${fh.fd}`).catch(() => undefined);
     if (opened !== undefined && !realDirs.some((d) => isInside(opened, d))) throw outside();
     const st = await fh.stat();
     if (!st.isFile()) throw new FileRefusedError(file, 'refused: not a regular file');
-    if (st.size > maxBytes) throw new FileRefusedError(file, `refused: ${st.size} bytes is over the limit of ${maxBytes} bytes`);
+    if (st.size > maxBytes)
+      throw new FileRefusedError(file, `refused: ${st.size} bytes is over the limit of ${maxBytes} bytes`);
     // The size may grow between fstat and the read: stop one byte past the limit, and refuse if that byte came.
     const chunks: Buffer[] = [];
     let total = 0;

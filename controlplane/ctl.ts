@@ -1,6 +1,14 @@
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { GatePolicy, PreflightPolicy, RolloutClient, RolloutHistoryResponse, RolloutInfo, RolloutPlan, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+import {
+  GatePolicy,
+  PreflightPolicy,
+  RolloutClient,
+  RolloutHistoryResponse,
+  RolloutInfo,
+  RolloutPlan,
+  RolloutStatus,
+} from '../common/gen/proxymgr/v1/rollout';
 import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
 import { revisionOfVersion } from './rollout/revision';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
@@ -75,24 +83,37 @@ const FLAGS: FlagSpec = {
 
 type Flags = Record<string, string | boolean | undefined>;
 
-type UnaryFn<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
+type UnaryFn<Req, Res> = (
+  req: Req,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  cb: (err: grpc.ServiceError | null, res: Res) => void,
+) => unknown;
 
 /** Calls are bounded by --timeout-ms: a control plane that does not answer must not hang a script. */
 let callTimeoutMs = 10_000;
 /** `authorization: Bearer …` from --token-file, on every call. */
 let callMetadata = new grpc.Metadata();
 const unary = <Req, Res>(fn: UnaryFn<Req, Res>, req: Req) =>
-  new Promise<Res>((resolve, reject) => fn(req, callMetadata.clone(), { deadline: Date.now() + callTimeoutMs }, (err, res) => (err ? reject(err) : resolve(res))));
+  new Promise<Res>((resolve, reject) =>
+    fn(req, callMetadata.clone(), { deadline: Date.now() + callTimeoutMs }, (err, res) =>
+      err ? reject(err) : resolve(res),
+    ),
+  );
 
 function int(flags: Flags, name: string): number | undefined {
   const v = flags[name];
   if (v === undefined) return undefined;
-  if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${name}: expected a non-negative integer, got "${String(v)}"`);
+  if (typeof v !== 'string' || !/^\d+$/.test(v))
+    throw new UsageError(`--${name}: expected a non-negative integer, got "${String(v)}"`);
   return Number(v);
 }
 
 /** `proxymgr ctl …`. */
-export async function runCtlCommand(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+export async function runCtlCommand(
+  argv: string[],
+  out: (s: string) => void = (s) => process.stdout.write(s),
+): Promise<number> {
   let positional: string[];
   let flags: Flags;
   try {
@@ -101,8 +122,10 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
       out(CTL_HELP + '\n');
       return 0;
     }
-    const isFleet = (positional[0] === 'agents' && positional.length === 1) || (positional[0] === 'agent' && positional.length === 2);
-    if (!isFleet && (positional[0] !== 'rollout' || positional.length !== 2)) throw new UsageError('expected "rollout COMMAND", "agents" or "agent NODE"');
+    const isFleet =
+      (positional[0] === 'agents' && positional.length === 1) || (positional[0] === 'agent' && positional.length === 2);
+    if (!isFleet && (positional[0] !== 'rollout' || positional.length !== 2))
+      throw new UsageError('expected "rollout COMMAND", "agents" or "agent NODE"');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
@@ -110,15 +133,31 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
   }
   const address = typeof flags.controlplane === 'string' ? flags.controlplane : '127.0.0.1:7000';
   const str = (name: string) => (typeof flags[name] === 'string' ? (flags[name] as string) : undefined);
-  const tls = str('cacert') || str('cert') || str('key') ? { ca: str('cacert'), cert: str('cert'), key: str('key') } : undefined;
+  const tls =
+    str('cacert') || str('cert') || str('key') ? { ca: str('cacert'), cert: str('cert'), key: str('key') } : undefined;
   let client: InstanceType<typeof RolloutClient>;
   try {
     callTimeoutMs = int(flags, 'timeout-ms') ?? 10_000;
     callMetadata = new grpc.Metadata();
     const tokenFile = str('token-file');
     if (tokenFile) callMetadata.set('authorization', `Bearer ${readTokenFile(tokenFile, '--token-file')}`);
-    if (positional[0] === 'agents') return await agentsCommand(new ControlPlaneAdminClient(address, channelCredentials(tls), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }), flags.json === true, out);
-    if (positional[0] === 'agent') return await agentCommand(new ControlPlaneAdminClient(address, channelCredentials(tls), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 }), positional[1]!, flags.json === true, out);
+    if (positional[0] === 'agents')
+      return await agentsCommand(
+        new ControlPlaneAdminClient(address, channelCredentials(tls), {
+          'grpc.max_receive_message_length': 64 * 1024 * 1024,
+        }),
+        flags.json === true,
+        out,
+      );
+    if (positional[0] === 'agent')
+      return await agentCommand(
+        new ControlPlaneAdminClient(address, channelCredentials(tls), {
+          'grpc.max_receive_message_length': 64 * 1024 * 1024,
+        }),
+        positional[1]!,
+        flags.json === true,
+        out,
+      );
     client = new RolloutClient(address, channelCredentials(tls));
   } catch (err) {
     if (typeof (err as { code?: unknown }).code !== 'number') {
@@ -128,7 +167,8 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
     return callFailed(err as grpc.ServiceError);
   }
   const json = flags.json === true;
-  const print = (s: RolloutStatus) => out(json ? JSON.stringify(RolloutStatus.toJSON(s)) + '\n' : printableText(renderStatus(s)));
+  const print = (s: RolloutStatus) =>
+    out(json ? JSON.stringify(RolloutStatus.toJSON(s)) + '\n' : printableText(renderStatus(s)));
   try {
     const cmd = positional[1]!;
     switch (cmd) {
@@ -145,7 +185,9 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
         print(await unary(client[cmd].bind(client), { rolloutId: typeof flags.id === 'string' ? flags.id : '' }));
         return 0;
       case 'history': {
-        const h = await unary<{ limit: number }, RolloutHistoryResponse>(client.history.bind(client), { limit: int(flags, 'limit') ?? 20 });
+        const h = await unary<{ limit: number }, RolloutHistoryResponse>(client.history.bind(client), {
+          limit: int(flags, 'limit') ?? 20,
+        });
         out(json ? JSON.stringify(RolloutHistoryResponse.toJSON(h)) + '\n' : printableText(renderHistory(h.rollouts)));
         return 0;
       }
@@ -156,20 +198,35 @@ export async function runCtlCommand(argv: string[], out: (s: string) => void = (
       }
       case 'policy': {
         const ar = flags['auto-rollback'];
-        if (ar !== undefined && ar !== 'true' && ar !== 'false') throw new UsageError('--auto-rollback: expected true or false');
+        if (ar !== undefined && ar !== 'true' && ar !== 'false')
+          throw new UsageError('--auto-rollback: expected true or false');
         const bake = int(flags, 'bake-ms');
         const nacks = int(flags, 'max-nacks');
         // Gate and preflight policies are replaced whole: start from the policy they change.
-        const wantsGate = ['gate', 'gate-min-requests', 'gate-on-insufficient', 'gate-threshold'].some((f) => flags[f] !== undefined);
+        const wantsGate = ['gate', 'gate-min-requests', 'gate-on-insufficient', 'gate-threshold'].some(
+          (f) => flags[f] !== undefined,
+        );
         const wantsPreflight = flags.preflight !== undefined || flags['preflight-max-failures'] !== undefined;
         let gate: GatePolicy | undefined;
         let preflight: PreflightPolicy | undefined;
         if (wantsGate || wantsPreflight) {
           const st = await unary(client.status.bind(client), {});
           const base = flags.next === true ? (st.nextPolicy ?? st.defaultPolicy) : st.rollout?.policy;
-          if (!base?.gate || !base.preflight) throw new UsageError(flags.next === true ? 'the control plane did not say its policy' : 'no current rollout to change (use --next)');
+          if (!base?.gate || !base.preflight)
+            throw new UsageError(
+              flags.next === true
+                ? 'the control plane did not say its policy'
+                : 'no current rollout to change (use --next)',
+            );
           if (wantsGate) gate = gateFlags(flags, base.gate);
-          if (wantsPreflight) preflight = { ...base.preflight, ...(flags.preflight !== undefined ? { enabled: onOff(flags, 'preflight') } : {}), ...(int(flags, 'preflight-max-failures') !== undefined ? { maxFailures: int(flags, 'preflight-max-failures')! } : {}) };
+          if (wantsPreflight)
+            preflight = {
+              ...base.preflight,
+              ...(flags.preflight !== undefined ? { enabled: onOff(flags, 'preflight') } : {}),
+              ...(int(flags, 'preflight-max-failures') !== undefined
+                ? { maxFailures: int(flags, 'preflight-max-failures')! }
+                : {}),
+            };
         }
         print(
           await unary(client.setPolicy.bind(client), {
@@ -209,22 +266,35 @@ function onOff(flags: Flags, name: string): boolean {
 
 /** The gate policy `base` with the --gate* flags applied (the control plane checks the values). */
 function gateFlags(flags: Flags, base: GatePolicy): GatePolicy {
-  const g: GatePolicy = { ...base, thresholds: { ...(base.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0 }) } };
+  const g: GatePolicy = {
+    ...base,
+    thresholds: { ...(base.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0 }) },
+  };
   if (flags.gate !== undefined) g.enabled = onOff(flags, 'gate');
   const min = int(flags, 'gate-min-requests');
   if (min !== undefined) g.minRequests = min;
   const ins = flags['gate-on-insufficient'];
   if (ins !== undefined) {
-    if (ins !== 'pass' && ins !== 'halt') throw new UsageError(`--gate-on-insufficient: expected pass or halt, got "${String(ins)}"`);
+    if (ins !== 'pass' && ins !== 'halt')
+      throw new UsageError(`--gate-on-insufficient: expected pass or halt, got "${String(ins)}"`);
     g.onInsufficientTraffic = ins;
   }
-  const names: Record<string, keyof NonNullable<GatePolicy['thresholds']>> = { http_5xx: 'http5xx', errors: 'errors', retries: 'retries', servers_down: 'serversDown', queue: 'queue' };
+  const names: Record<string, keyof NonNullable<GatePolicy['thresholds']>> = {
+    http_5xx: 'http5xx',
+    errors: 'errors',
+    retries: 'retries',
+    servers_down: 'serversDown',
+    queue: 'queue',
+  };
   const spec = flags['gate-threshold'];
   if (spec !== undefined) {
     for (const part of String(spec).split(',')) {
       const m = /^\s*([a-z_0-9]+)\s*=\s*([0-9.]+)\s*$/.exec(part);
       const key = m ? names[m[1]!] : undefined;
-      if (!m || !key || !Number.isFinite(Number(m[2]))) throw new UsageError(`--gate-threshold: expected METRIC=NUMBER with METRIC one of ${Object.keys(names).join(', ')}, got "${part}"`);
+      if (!m || !key || !Number.isFinite(Number(m[2])))
+        throw new UsageError(
+          `--gate-threshold: expected METRIC=NUMBER with METRIC one of ${Object.keys(names).join(', ')}, got "${part}"`,
+        );
       g.thresholds![key] = Number(m[2]);
     }
   }
@@ -243,7 +313,16 @@ function renderGate(w: RolloutInfo['waves'][number]): string {
     ['    KEY', 'METRIC', 'NEW', 'STABLE', 'BEFORE', 'ALLOWED', 'REQUESTS', ''],
     ...g.figures.map((f) => {
       const fmt = f.metric === 'queue' ? (x: number) => String(+x.toFixed(2)) : pct;
-      return [`    ${f.key}`, f.metric, fmt(f.canary), f.hasStable ? fmt(f.stable) : '-', f.hasBefore ? fmt(f.before) : '-', `+${fmt(f.threshold)}`, String(f.requests), f.regressed ? '! regressed' : ''];
+      return [
+        `    ${f.key}`,
+        f.metric,
+        fmt(f.canary),
+        f.hasStable ? fmt(f.stable) : '-',
+        f.hasBefore ? fmt(f.before) : '-',
+        `+${fmt(f.threshold)}`,
+        String(f.requests),
+        f.regressed ? '! regressed' : '',
+      ];
     }),
   ]);
   return text;
@@ -257,19 +336,32 @@ export function renderPlan(p: RolloutPlan): string {
   text += `services added: ${p.servicesAdded.join(', ') || '-'}\nservices removed: ${p.servicesRemoved.join(', ') || '-'}\nservices changed: ${p.servicesChanged.join(', ') || '-'}\n\n`;
   text += table([
     ['AGENT', 'GETS', 'PREFLIGHT', 'APPLY', 'WHY'],
-    ...p.agents.map((a) => [a.nodeId, a.services.join(',') || '-', a.preflight, a.method || '-', (a.error ? `${a.error}` : a.reasons.join('; ')).replace(/\s+/g, ' ').slice(0, 200)]),
+    ...p.agents.map((a) => [
+      a.nodeId,
+      a.services.join(',') || '-',
+      a.preflight,
+      a.method || '-',
+      (a.error ? `${a.error}` : a.reasons.join('; ')).replace(/\s+/g, ' ').slice(0, 200),
+    ]),
   ]);
   return text;
 }
 
 function callFailed(e: grpc.ServiceError): number {
-  const auth = e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.UNAUTHENTICATED ? `${grpc.status[e.code]}: ` : '';
+  const auth =
+    e.code === grpc.status.PERMISSION_DENIED || e.code === grpc.status.UNAUTHENTICATED
+      ? `${grpc.status[e.code]}: `
+      : '';
   console.error(`proxymgr ctl: ${auth}${e.details ?? e.message}`);
   return 1;
 }
 
 /** `ctl agents`: the fleet as this replica sees it. */
-async function agentsCommand(client: InstanceType<typeof ControlPlaneAdminClient>, json: boolean, out: (s: string) => void): Promise<number> {
+async function agentsCommand(
+  client: InstanceType<typeof ControlPlaneAdminClient>,
+  json: boolean,
+  out: (s: string) => void,
+): Promise<number> {
   try {
     const list = await unary<object, ListAgentsResponse>(client.listAgents.bind(client), {});
     out(json ? JSON.stringify(ListAgentsResponse.toJSON(list)) + '\n' : printableText(renderAgents(list, Date.now())));
@@ -280,7 +372,12 @@ async function agentsCommand(client: InstanceType<typeof ControlPlaneAdminClient
 }
 
 /** `ctl agent NODE`: the three-way view. */
-async function agentCommand(client: InstanceType<typeof ControlPlaneAdminClient>, nodeId: string, json: boolean, out: (s: string) => void): Promise<number> {
+async function agentCommand(
+  client: InstanceType<typeof ControlPlaneAdminClient>,
+  nodeId: string,
+  json: boolean,
+  out: (s: string) => void,
+): Promise<number> {
   try {
     // The control plane waits up to 5 s for the agent's answer: the call gets longer than that.
     callTimeoutMs = Math.max(callTimeoutMs, 8000);
@@ -316,7 +413,8 @@ export function renderAgentView(view: AgentView, now: number): string {
   const known = view.haproxyError === '';
   for (const svc of view.desired?.services ?? []) {
     const have = live.get(svc.name);
-    if (known && !have) rows.push([svc.name, '*', `${svc.servers.length} servers`, '-', note('service missing in HAProxy')]);
+    if (known && !have)
+      rows.push([svc.name, '*', `${svc.servers.length} servers`, '-', note('service missing in HAProxy')]);
     for (const want of svc.servers) {
       const cur = have?.get(want.name);
       const wanted = `${want.address}:${want.port} w${want.weight ?? 1}`;
@@ -330,35 +428,63 @@ export function renderAgentView(view: AgentView, now: number): string {
       }
       const diffs: string[] = [];
       // A hostname server shows its resolved IP in HAProxy: only the port can be compared.
-      if ((isIP(want.address) !== 0 && cur.address !== want.address) || cur.port !== want.port) diffs.push(`address ${cur.address}:${cur.port}`);
+      if ((isIP(want.address) !== 0 && cur.address !== want.address) || cur.port !== want.port)
+        diffs.push(`address ${cur.address}:${cur.port}`);
       if (cur.weight !== (want.weight ?? 1)) diffs.push(`weight ${cur.weight}, wanted ${want.weight ?? 1}`);
       if (cur.adminState !== 'ready') diffs.push(cur.adminState);
       if (cur.operState === 'down') diffs.push('DOWN (health check)');
-      rows.push([svc.name, want.name, wanted, `${cur.address}:${cur.port} w${cur.weight} ${cur.adminState} ${cur.operState}`, diffs.length ? note(diffs.join('; ')) : '']);
+      rows.push([
+        svc.name,
+        want.name,
+        wanted,
+        `${cur.address}:${cur.port} w${cur.weight} ${cur.adminState} ${cur.operState}`,
+        diffs.length ? note(diffs.join('; ')) : '',
+      ]);
     }
     if (!have) continue;
     const wantedNames = new Set(svc.servers.map((s) => s.name));
     for (const cur of have.values()) {
       if (wantedNames.has(cur.name)) continue;
       const where = `${cur.address}:${cur.port} w${cur.weight} ${cur.adminState} ${cur.operState}`;
-      rows.push([svc.name, cur.name, '-', where, cur.adminState === 'maint' ? '(removed; in maint until the next reload)' : note('in service but not wanted')]);
+      rows.push([
+        svc.name,
+        cur.name,
+        '-',
+        where,
+        cur.adminState === 'maint' ? '(removed; in maint until the next reload)' : note('in service but not wanted'),
+      ]);
     }
   }
   const wantedServices = new Set((view.desired?.services ?? []).map((s) => s.name));
-  for (const [backend, servers] of live) if (!wantedServices.has(backend)) rows.push([backend, '*', '-', `${servers.size} servers`, note('service in HAProxy but not wanted')]);
-  text += known ? `HAProxy (from the agent): ${view.haproxy.length} servers in ${live.size} backends; ${differences} difference(s)\n\n` : `HAProxy: unknown (${view.haproxyError})\n\n`;
+  for (const [backend, servers] of live)
+    if (!wantedServices.has(backend))
+      rows.push([backend, '*', '-', `${servers.size} servers`, note('service in HAProxy but not wanted')]);
+  text += known
+    ? `HAProxy (from the agent): ${view.haproxy.length} servers in ${live.size} backends; ${differences} difference(s)\n\n`
+    : `HAProxy: unknown (${view.haproxyError})\n\n`;
   text += rows.length > 1 ? table(rows) : 'no services\n';
   if (a.counters.length > 0) {
     text += `\nTraffic (HAProxy's counters since the agent started, reported ${age(a.countersTime, now)}${a.countersTime ? ' ago' : ''}):\n`;
     text += table([
       ['SERVICE', 'REQUESTS', '5XX', 'SESSIONS', 'CONN ERRORS', 'RESP ERRORS', 'RETRIES', 'DOWN', 'QUEUE'],
-      ...a.counters.map((c) => [c.service, String(c.requests), String(c.responses5xx), String(c.sessions), String(c.connectionErrors), String(c.responseErrors), String(c.retries), `${c.serversDown}/${c.servers}`, String(c.queue)]),
+      ...a.counters.map((c) => [
+        c.service,
+        String(c.requests),
+        String(c.responses5xx),
+        String(c.sessions),
+        String(c.connectionErrors),
+        String(c.responseErrors),
+        String(c.retries),
+        `${c.serversDown}/${c.servers}`,
+        String(c.queue),
+      ]),
     ]);
   }
   return text;
 }
 
-const shortVersion = (version: string) => (version ? (version.length > 20 ? `${version.slice(0, 20)}…` : version) : '-');
+const shortVersion = (version: string) =>
+  version ? (version.length > 20 ? `${version.slice(0, 20)}…` : version) : '-';
 
 function age(iso: string, now: number): string {
   if (!iso) return 'never';
@@ -370,8 +496,12 @@ function age(iso: string, now: number): string {
 export function renderAgents(list: ListAgentsResponse, now: number): string {
   if (list.agents.length === 0) return 'no agents have connected to this control plane\n';
   const order: Record<string, number> = { NACKED: 0, STALE: 1, DISCONNECTED: 2, SYNCED: 3 };
-  const agents = [...list.agents].sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || (a.nodeId < b.nodeId ? -1 : 1));
-  const counts = ['SYNCED', 'STALE', 'NACKED', 'DISCONNECTED'].map((s) => `${agents.filter((a) => a.state === s).length} ${s}`).join(', ');
+  const agents = [...list.agents].sort(
+    (a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || (a.nodeId < b.nodeId ? -1 : 1),
+  );
+  const counts = ['SYNCED', 'STALE', 'NACKED', 'DISCONNECTED']
+    .map((s) => `${agents.filter((a) => a.state === s).length} ${s}`)
+    .join(', ');
   return (
     `${agents.length} agents: ${counts}\n\n` +
     table([
@@ -395,7 +525,12 @@ export function renderAgents(list: ListAgentsResponse, now: number): string {
 const ACTIVE = ['running', 'paused', 'halted'];
 
 /** Redraws the status until the rollout is no longer active; with --json prints each changed status on a line. */
-async function watch(client: InstanceType<typeof RolloutClient>, json: boolean, intervalMs: number, out: (s: string) => void): Promise<number> {
+async function watch(
+  client: InstanceType<typeof RolloutClient>,
+  json: boolean,
+  intervalMs: number,
+  out: (s: string) => void,
+): Promise<number> {
   let last = '';
   let sawActive = false;
   for (;;) {
@@ -445,14 +580,26 @@ export function renderStatus(s: RolloutStatus): string {
     text += `policy: waves ${p.waves.join(',')}  bake ${p.bakeMs} ms  max_nacks ${p.maxNacks}  auto_rollback ${p.autoRollback}${p.spreadBy ? `  spread_by ${p.spreadBy}` : ''}`;
     text += `  preflight ${p.preflight?.enabled ? 'on' : 'off'}`;
     const g = p.gate;
-    text += g?.enabled && g.thresholds ? `  gate on (min_requests ${g.minRequests}; 5xx +${pct(g.thresholds.http5xx)}, errors +${pct(g.thresholds.errors)}, retries +${pct(g.thresholds.retries)}, servers_down +${pct(g.thresholds.serversDown)}, queue +${g.thresholds.queue})\n` : '  gate off\n';
+    text +=
+      g?.enabled && g.thresholds
+        ? `  gate on (min_requests ${g.minRequests}; 5xx +${pct(g.thresholds.http5xx)}, errors +${pct(g.thresholds.errors)}, retries +${pct(g.thresholds.retries)}, servers_down +${pct(g.thresholds.serversDown)}, queue +${g.thresholds.queue})\n`
+        : '  gate off\n';
   }
   const total = s.agents.length;
   const on = s.agents.filter((a) => a.runningRevision === r.toRevision).length;
   text += `${bar(on, total)} agents on ${r.toRevision}; ${r.agentsNacked} NACK(s)\n\n`;
   text += table([
     ['WAVE', 'SPEC', 'AGENTS', 'ACKED', 'NACKED', 'STARTED', 'ACKED_AT', 'COMPLETED'],
-    ...r.waves.map((w) => [String(w.index), w.spec, String(w.agents.length), String(w.acked), String(w.nacked), time(w.startedAt), time(w.ackedAt), time(w.completedAt)]),
+    ...r.waves.map((w) => [
+      String(w.index),
+      w.spec,
+      String(w.agents.length),
+      String(w.acked),
+      String(w.nacked),
+      time(w.startedAt),
+      time(w.ackedAt),
+      time(w.completedAt),
+    ]),
     ...r.pendingWaves.map((spec) => ['-', spec, '-', '-', '-', 'pending', '-', '-']),
   ]);
   for (const w of r.waves) text += renderGate(w);
@@ -464,7 +611,15 @@ export function renderStatus(s: RolloutStatus): string {
   text += '\n';
   text += table([
     ['AGENT', 'WAVE', 'RELEASED', 'RUNNING', 'STATUS', 'REPLICA', 'ERROR'],
-    ...s.agents.map((a) => [a.nodeId, a.wave ? String(a.wave) : '-', a.releasedRevision, a.runningRevision || '-', a.connected ? a.status : `${a.status} (disconnected)`, a.replica || '-', a.error.replace(/\s+/g, ' ').slice(0, 160)]),
+    ...s.agents.map((a) => [
+      a.nodeId,
+      a.wave ? String(a.wave) : '-',
+      a.releasedRevision,
+      a.runningRevision || '-',
+      a.connected ? a.status : `${a.status} (disconnected)`,
+      a.replica || '-',
+      a.error.replace(/\s+/g, ' ').slice(0, 160),
+    ]),
   ]);
   return text;
 }
@@ -473,6 +628,17 @@ function renderHistory(rollouts: readonly RolloutInfo[]): string {
   if (rollouts.length === 0) return 'no finished rollouts\n';
   return table([
     ['ROLLOUT', 'FROM', 'TO', 'STATE', 'WAVES', 'ACKED', 'NACKED', 'CREATED', 'FINISHED', 'REASON'],
-    ...rollouts.map((r) => [r.id, r.fromRevision, r.toRevision, r.state, String(r.waves.length), String(r.agentsAcked), String(r.agentsNacked), r.createdAt, r.finishedAt, r.reason]),
+    ...rollouts.map((r) => [
+      r.id,
+      r.fromRevision,
+      r.toRevision,
+      r.state,
+      String(r.waves.length),
+      String(r.agentsAcked),
+      String(r.agentsNacked),
+      r.createdAt,
+      r.finishedAt,
+      r.reason,
+    ]),
   ]);
 }

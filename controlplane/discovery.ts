@@ -1,4 +1,10 @@
-import { ControlPlaneConfig, DEFAULT_CONTROLPLANE_CONFIG, DEFAULT_SERVICE_OPTIONS, ProxyMgrConfig, ServiceOptionsPolicy } from '../common/config';
+import {
+  ControlPlaneConfig,
+  DEFAULT_CONTROLPLANE_CONFIG,
+  DEFAULT_SERVICE_OPTIONS,
+  ProxyMgrConfig,
+  ServiceOptionsPolicy,
+} from '../common/config';
 import { ErrorCode, errorMessage } from '../common/errors';
 import { Logger, silentLogger } from '../common/log';
 import { DesiredState, HaproxyGlobals } from '../common/types';
@@ -17,7 +23,10 @@ import { ZkSessionManager } from './zk/manager';
 
 export interface DiscoveryOptions {
   /** proxymgr.yml: `haproxy.global/defaults` go into every snapshot, `service_config` picks the source. */
-  readonly config: Pick<ProxyMgrConfig, 'haproxy' | 'serviceConfig'> & { readonly controlplane?: ControlPlaneConfig; readonly serviceOptions?: ServiceOptionsPolicy };
+  readonly config: Pick<ProxyMgrConfig, 'haproxy' | 'serviceConfig'> & {
+    readonly controlplane?: ControlPlaneConfig;
+    readonly serviceOptions?: ServiceOptionsPolicy;
+  };
   readonly log?: Logger;
   /** Replaces the source named by `config.serviceConfig` (tests, embedding). */
   readonly source?: ServiceConfigSource;
@@ -105,8 +114,15 @@ export class Discovery {
     this.log = (options.log ?? silentLogger).child({ component: 'discovery' });
     this.clock = options.clock ?? systemClock;
     this.ownsZk = options.zk === undefined;
-    this.zkDigest = options.zkDigest ?? (this.cp.zkDigestFile ? loadZkDigest(this.cp.zkDigestFile, this.log) : undefined);
-    this.zk = options.zk ?? new ZkSessionManager({ sessionTimeoutMs: this.cp.zkSessionTimeoutMs, log: this.log, ...(this.zkDigest ? { digest: this.zkDigest } : {}) });
+    this.zkDigest =
+      options.zkDigest ?? (this.cp.zkDigestFile ? loadZkDigest(this.cp.zkDigestFile, this.log) : undefined);
+    this.zk =
+      options.zk ??
+      new ZkSessionManager({
+        sessionTimeoutMs: this.cp.zkSessionTimeoutMs,
+        log: this.log,
+        ...(this.zkDigest ? { digest: this.zkDigest } : {}),
+      });
     this.haproxy = { global: options.config.haproxy.global, defaults: options.config.haproxy.defaults };
     this.policy = options.config.serviceOptions ?? DEFAULT_SERVICE_OPTIONS;
     const sc = options.config.serviceConfig;
@@ -117,8 +133,10 @@ export class Discovery {
       log: this.log,
     };
     if (options.source) this.source = options.source;
-    else if (sc?.type === 'zookeeper') this.source = new ZookeeperSource({ zk: this.zk, servers: sc.servers, path: sc.path, log: this.log });
-    else if (sc?.type === 'file') this.source = new FileSource({ path: sc.path, pollMs: this.cp.filePollMs, log: this.log });
+    else if (sc?.type === 'zookeeper')
+      this.source = new ZookeeperSource({ zk: this.zk, servers: sc.servers, path: sc.path, log: this.log });
+    else if (sc?.type === 'file')
+      this.source = new FileSource({ path: sc.path, pollMs: this.cp.filePollMs, log: this.log });
     else throw new Error('discovery needs a service_config section (type zookeeper or file) in proxymgr.yml');
     this.coalescer = new Coalescer(() => this.publish(), this.cp.coalesceMs, this.cp.coalesceMaxMs, this.clock);
   }
@@ -137,7 +155,8 @@ export class Discovery {
     this.source.start({
       configs: (configs) => this.onConfigs(configs),
       unavailable: (reason) => {
-        if (this.sourceProblem?.message !== reason) this.log.warn({ reason }, 'service configs unavailable; keeping every service as it is');
+        if (this.sourceProblem?.message !== reason)
+          this.log.warn({ reason }, 'service configs unavailable; keeping every service as it is');
         this.sourceProblem = this.problem('WATCHER_FAILED', 'service_config', reason, this.sourceProblem);
       },
     });
@@ -210,7 +229,11 @@ export class Discovery {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         off();
-        reject(new Error(`no matching snapshot within ${timeoutMs} ms (current version ${this.snapshot?.version ?? 'none'})`));
+        reject(
+          new Error(
+            `no matching snapshot within ${timeoutMs} ms (current version ${this.snapshot?.version ?? 'none'})`,
+          ),
+        );
       }, timeoutMs);
       const off = this.onSnapshot((s) => {
         if (!predicate(s)) return;
@@ -225,7 +248,9 @@ export class Discovery {
   errors(): DiscoveryErrors {
     const services: Record<string, Problem[]> = {};
     for (const e of [...this.entries.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const list = [e.configProblem, e.unavailable, e.warning, ...e.hostProblems, ...e.buildProblems].filter((p): p is Problem => p !== undefined);
+      const list = [e.configProblem, e.unavailable, e.warning, ...e.hostProblems, ...e.buildProblems].filter(
+        (p): p is Problem => p !== undefined,
+      );
       if (list.length > 0) services[e.name] = list;
     }
     return { source: this.sourceProblem ? [this.sourceProblem] : [], services };
@@ -264,8 +289,16 @@ export class Discovery {
       if (id !== e.watcherId) watcher = createWatcher(config, raw.origin, this.watcherCtx);
     } catch (err) {
       const keeping = e.config ? 'keeping its previous version' : 'the service is not served until this is fixed';
-      this.log.error({ service: raw.name, origin: raw.origin, err: errorMessage(err) }, `invalid service config; ${keeping}`);
-      e.configProblem = this.problem('SERVICE_CONFIG_INVALID', raw.origin, `${errorMessage(err)}; ${keeping}`, e.configProblem);
+      this.log.error(
+        { service: raw.name, origin: raw.origin, err: errorMessage(err) },
+        `invalid service config; ${keeping}`,
+      );
+      e.configProblem = this.problem(
+        'SERVICE_CONFIG_INVALID',
+        raw.origin,
+        `${errorMessage(err)}; ${keeping}`,
+        e.configProblem,
+      );
       return;
     }
     if (e.configProblem) this.log.info({ service: raw.name }, 'service config valid again');
@@ -285,7 +318,10 @@ export class Discovery {
     // A watcher that stays silent must not hold the service (or the first snapshot) back forever.
     e.timer = this.clock.setTimeout(() => {
       if (e.generation !== generation || e.hosts !== undefined) return;
-      this.log.warn({ service: e.name }, `watcher did not report within ${this.cp.initialSyncTimeoutMs} ms; serving the service without hosts for now`);
+      this.log.warn(
+        { service: e.name },
+        `watcher did not report within ${this.cp.initialSyncTimeoutMs} ms; serving the service without hosts for now`,
+      );
       e.hosts = [];
       this.coalescer.poke();
     }, this.cp.initialSyncTimeoutMs);
@@ -306,7 +342,10 @@ export class Discovery {
     const w = e.watcher;
     e.watcher = undefined;
     e.watcherId = undefined;
-    if (w) await w.stop().catch((err) => this.log.warn({ service: e.name, err: errorMessage(err) }, 'stopping a watcher failed'));
+    if (w)
+      await w
+        .stop()
+        .catch((err) => this.log.warn({ service: e.name, err: errorMessage(err) }, 'stopping a watcher failed'));
   }
 
   private onHosts(e: Entry, report: HostReport): void {
@@ -329,19 +368,36 @@ export class Discovery {
     // arrive one by one (a registry collapsing node after node) are capped like one big deletion.
     const now = this.clock.now();
     let step = e.removalStep;
-    if (!step || now - step.start >= this.cp.removalStepMs) step = e.removalStep = { start: now, budget: removalBudget(e.hosts?.length ?? 0, this.cp.maxRemovalShare), removed: 0 };
-    const r = applyFailStatic(e.hosts, e.reported, this.cp.maxRemovalShare, this.cp.maxRemovalShare >= 1 ? undefined : Math.max(0, step.budget - step.removed));
+    if (!step || now - step.start >= this.cp.removalStepMs)
+      step = e.removalStep = {
+        start: now,
+        budget: removalBudget(e.hosts?.length ?? 0, this.cp.maxRemovalShare),
+        removed: 0,
+      };
+    const r = applyFailStatic(
+      e.hosts,
+      e.reported,
+      this.cp.maxRemovalShare,
+      this.cp.maxRemovalShare >= 1 ? undefined : Math.max(0, step.budget - step.removed),
+    );
     if (e.hosts) {
       const kept = new Set(r.hosts.map((h) => h.name));
       step.removed += e.hosts.filter((h) => !kept.has(h.name)).length;
     }
     if (r.warning) {
-      const detail = e.hostProblems.length > 0 ? ` (${e.hostProblems.map((p) => `${p.where}: ${p.message}`).slice(0, 3).join('; ')})` : '';
+      const detail =
+        e.hostProblems.length > 0
+          ? ` (${e.hostProblems
+              .map((p) => `${p.where}: ${p.message}`)
+              .slice(0, 3)
+              .join('; ')})`
+          : '';
       const message = r.warning + detail;
       if (e.warning?.message !== message) this.log.warn({ service: e.name }, message);
       e.warning = this.problem('FAIL_STATIC', `service ${e.name}`, message, e.warning);
     } else {
-      if (e.warning) this.log.info({ service: e.name, hosts: r.hosts.length }, 'hosts reported again; fail static lifted');
+      if (e.warning)
+        this.log.info({ service: e.name, hosts: r.hosts.length }, 'hosts reported again; fail static lifted');
       e.warning = undefined;
     }
     if (r.hosts !== e.hosts) {
@@ -350,9 +406,12 @@ export class Discovery {
     }
     if (r.heldBack > 0) {
       const generation = e.generation;
-      this.clock.setTimeout(() => {
-        if (e.generation === generation && !this.stopped) this.settleHosts(e);
-      }, Math.max(1, step.start + this.cp.removalStepMs - now));
+      this.clock.setTimeout(
+        () => {
+          if (e.generation === generation && !this.stopped) this.settleHosts(e);
+        },
+        Math.max(1, step.start + this.cp.removalStepMs - now),
+      );
     }
   }
 
@@ -360,7 +419,12 @@ export class Discovery {
     const n = e.hosts?.length ?? 0;
     const message = `${reason}; keeping the ${n} previous host(s) (fail static)`;
     if (e.unavailable?.message !== message) this.log.warn({ service: e.name }, message);
-    e.unavailable = this.problem(reason.includes('zookeeper') ? 'ZK_DISCONNECTED' : 'WATCHER_FAILED', `service ${e.name}`, message, e.unavailable);
+    e.unavailable = this.problem(
+      reason.includes('zookeeper') ? 'ZK_DISCONNECTED' : 'WATCHER_FAILED',
+      `service ${e.name}`,
+      message,
+      e.unavailable,
+    );
     if (e.hosts === undefined) {
       e.hosts = [];
       this.coalescer.poke();
@@ -379,7 +443,12 @@ export class Discovery {
       views.push({ config: e.config, hosts: e.hosts });
     }
     const started = Date.now();
-    const { state, problems } = buildDesiredStateChecked({ haproxy: this.haproxy, services: views, previous: this.snapshot, policy: this.policy });
+    const { state, problems } = buildDesiredStateChecked({
+      haproxy: this.haproxy,
+      services: views,
+      previous: this.snapshot,
+      policy: this.policy,
+    });
     for (const e of this.entries.values()) e.buildProblems = [];
     for (const p of problems) {
       const e = p.service ? this.entries.get(p.service) : undefined;
@@ -393,7 +462,12 @@ export class Discovery {
     if (state.version === this.snapshot?.version) return this.notify(this.snapshot);
     this.snapshot = state;
     this.log.info(
-      { version: state.version, services: state.services.length, servers: state.services.reduce((n, s) => n + s.servers.length, 0), buildMs: Date.now() - started },
+      {
+        version: state.version,
+        services: state.services.length,
+        servers: state.services.reduce((n, s) => n + s.servers.length, 0),
+        buildMs: Date.now() - started,
+      },
       'new desired state',
     );
     this.notify(state);

@@ -16,14 +16,25 @@ export interface FailStaticResult {
  * later step. `allowedRemovals` overrides the count the share gives (discovery passes what is left of the current
  * step's budget, so a burst of one-by-one deletions is capped like one big one). Pure.
  */
-export function applyFailStatic(previous: readonly Host[] | undefined, reported: readonly Host[], maxRemovalShare = 1, allowedRemovals?: number): FailStaticResult {
+export function applyFailStatic(
+  previous: readonly Host[] | undefined,
+  reported: readonly Host[],
+  maxRemovalShare = 1,
+  allowedRemovals?: number,
+): FailStaticResult {
   if (!previous || previous.length === 0) return { hosts: reported, heldBack: 0 };
   if (reported.length === 0) {
-    return { hosts: previous, heldBack: 0, warning: `watcher reported no hosts; keeping the ${previous.length} previous host(s) (fail static)` };
+    return {
+      hosts: previous,
+      heldBack: 0,
+      warning: `watcher reported no hosts; keeping the ${previous.length} previous host(s) (fail static)`,
+    };
   }
   if (maxRemovalShare >= 1) return { hosts: reported, heldBack: 0 };
   const reportedNames = new Set(reported.map((h) => h.name));
-  const removed = previous.filter((h) => !reportedNames.has(h.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const removed = previous
+    .filter((h) => !reportedNames.has(h.name))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const allowed = allowedRemovals ?? removalBudget(previous.length, maxRemovalShare);
   if (removed.length <= allowed) return { hosts: reported, heldBack: 0 };
   const kept = removed.slice(allowed);
@@ -32,7 +43,10 @@ export function applyFailStatic(previous: readonly Host[] | undefined, reported:
     heldBack: kept.length,
     warning:
       `${removed.length} of ${previous.length} host(s) removed exceeds max_removal_share ${maxRemovalShare} for this step; ` +
-      `removing ${allowed} now, holding back ${kept.length} (${kept.map((h) => h.name).slice(0, 5).join(', ')}${kept.length > 5 ? ', ...' : ''})`,
+      `removing ${allowed} now, holding back ${kept.length} (${kept
+        .map((h) => h.name)
+        .slice(0, 5)
+        .join(', ')}${kept.length > 5 ? ', ...' : ''})`,
   };
 }
 

@@ -28,7 +28,8 @@ export function addressPortName(address: string, port: number): string {
  */
 export function parseHostNode(childName: string, data: Buffer | undefined): Host {
   if (!data || data.length === 0) throw new Error('empty node; expected JSON {"address":"1.2.3.4","port":8080}');
-  if (data.length > MAX_HOST_NODE_BYTES) throw new Error(`${data.length} bytes is larger than the limit of ${MAX_HOST_NODE_BYTES}`);
+  if (data.length > MAX_HOST_NODE_BYTES)
+    throw new Error(`${data.length} bytes is larger than the limit of ${MAX_HOST_NODE_BYTES}`);
   let doc: unknown;
   try {
     doc = JSON.parse(data.toString('utf8'));
@@ -64,16 +65,21 @@ export function parseHostPort(text: string): Host {
 }
 
 function hostFromObject(doc: unknown, childName: string | undefined): Host {
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error(`expected a JSON object with "address" and "port", got ${Array.isArray(doc) ? 'a list' : typeof doc}`);
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+    throw new Error(
+      `expected a JSON object with "address" and "port", got ${Array.isArray(doc) ? 'a list' : typeof doc}`,
+    );
   const o = doc as Record<string, unknown>;
   const nerve = o.address === undefined && o.host !== undefined;
   const address = nerve ? o.host : o.address;
-  if (typeof address !== 'string' || address === '') throw new Error(`${nerve ? 'host' : 'address'}: expected an IP or hostname string, got ${JSON.stringify(address)}`);
+  if (typeof address !== 'string' || address === '')
+    throw new Error(`${nerve ? 'host' : 'address'}: expected an IP or hostname string, got ${JSON.stringify(address)}`);
   const port = typeof o.port === 'string' && /^\d+$/.test(o.port) ? Number(o.port) : o.port;
   if (typeof port !== 'number') throw new Error(`port: expected an integer 1-65535, got ${JSON.stringify(o.port)}`);
   let weight = DEFAULT_WEIGHT;
   if (o.weight !== undefined && o.weight !== null) {
-    if (typeof o.weight !== 'number') throw new Error(`weight: expected an integer 0-256, got ${JSON.stringify(o.weight)}`);
+    if (typeof o.weight !== 'number')
+      throw new Error(`weight: expected an integer 0-256, got ${JSON.stringify(o.weight)}`);
     weight = o.weight;
   }
   const options: string[] = [];
@@ -87,7 +93,8 @@ function hostFromObject(doc: unknown, childName: string | undefined): Host {
   }
   let labels: Record<string, string> | undefined;
   if (o.labels !== undefined && o.labels !== null) {
-    if (typeof o.labels !== 'object' || Array.isArray(o.labels)) throw new Error('labels: expected an object of strings');
+    if (typeof o.labels !== 'object' || Array.isArray(o.labels))
+      throw new Error('labels: expected an object of strings');
     labels = {};
     for (const [k, v] of Object.entries(o.labels as Record<string, unknown>)) labels[k] = String(v);
   }
@@ -102,10 +109,13 @@ function hostFromObject(doc: unknown, childName: string | undefined): Host {
 /** `quote`: name the offending value in the message (not for text read from files). */
 function checked(h: Host, quote = true): Host {
   const q = (v: unknown) => (quote ? ` ${JSON.stringify(v)}` : '');
-  if (isIP(h.address) === 0 && !HOSTNAME_RE.test(h.address)) throw new Error(`address${q(h.address)} is neither an IP literal nor a hostname`);
+  if (isIP(h.address) === 0 && !HOSTNAME_RE.test(h.address))
+    throw new Error(`address${q(h.address)} is neither an IP literal nor a hostname`);
   if (!Number.isInteger(h.port) || h.port < 1 || h.port > 65535) throw new Error(`port${q(h.port)} is outside 1-65535`);
-  if (!Number.isInteger(h.weight) || h.weight < 0 || h.weight > 256) throw new Error(`weight${q(h.weight)} is outside 0-256`);
+  if (!Number.isInteger(h.weight) || h.weight < 0 || h.weight > 256)
+    throw new Error(`weight${q(h.weight)} is outside 0-256`);
   if (!NAME_RE.test(h.name)) throw new Error(`server name${q(h.name)} is invalid`);
-  for (const opt of h.options) if (CONTROL_RE.test(opt)) throw new Error('haproxy_server_options contains a newline or control character');
+  for (const opt of h.options)
+    if (CONTROL_RE.test(opt)) throw new Error('haproxy_server_options contains a newline or control character');
   return h;
 }

@@ -55,10 +55,23 @@ export class ControlPlaneProcess {
 
   constructor(private readonly opts: ControlPlaneOptions) {
     const r = this.promRegistry;
-    const acks = new Counter({ name: 'proxymgr_cp_acks_total', help: 'ACKs from agents, by apply method', labelNames: ['method'], registers: [r] });
+    const acks = new Counter({
+      name: 'proxymgr_cp_acks_total',
+      help: 'ACKs from agents, by apply method',
+      labelNames: ['method'],
+      registers: [r],
+    });
     const nacks = new Counter({ name: 'proxymgr_cp_nacks_total', help: 'NACKs from agents', registers: [r] });
-    const partial = new Counter({ name: 'proxymgr_cp_partial_acks_total', help: 'ACKs of a version the agent applied without some of its services (named in ListAgents last_error)', registers: [r] });
-    const connected = new Gauge({ name: 'proxymgr_cp_connected_agents', help: 'Agents with an open stream to this replica', registers: [r] });
+    const partial = new Counter({
+      name: 'proxymgr_cp_partial_acks_total',
+      help: 'ACKs of a version the agent applied without some of its services (named in ListAgents last_error)',
+      registers: [r],
+    });
+    const connected = new Gauge({
+      name: 'proxymgr_cp_connected_agents',
+      help: 'Agents with an open stream to this replica',
+      registers: [r],
+    });
     this.discovery = new Discovery({ config: opts.config, log: opts.log });
     const rollout = opts.config.rollout
       ? new RolloutCoordinator({
@@ -74,25 +87,33 @@ export class ControlPlaneProcess {
     const re = rollout?.registryEvents();
     this.authorizer = new Authorizer(opts.config.auth);
     this.authMetrics = authMetrics(r, 'proxymgr_cp');
-    this.registry = new AgentRegistry({
-      onAck: (a, v, method, reasons, rejected, warnings) => {
-        acks.inc({ method });
-        if (rejected.length > 0) partial.inc();
-        re?.onAck(a, v, method, reasons, rejected, warnings);
+    this.registry = new AgentRegistry(
+      {
+        onAck: (a, v, method, reasons, rejected, warnings) => {
+          acks.inc({ method });
+          if (rejected.length > 0) partial.inc();
+          re?.onAck(a, v, method, reasons, rejected, warnings);
+        },
+        onNack: (a, v, reason) => {
+          nacks.inc();
+          re?.onNack(a, v, reason);
+        },
+        onConnectionChange: (n) => connected.set(n),
+        onConnect: re?.onConnect,
+        onDisconnect: re?.onDisconnect,
+        onCounters: re?.onCounters,
       },
-      onNack: (a, v, reason) => {
-        nacks.inc();
-        re?.onNack(a, v, reason);
-      },
-      onConnectionChange: (n) => connected.set(n),
-      onConnect: re?.onConnect,
-      onDisconnect: re?.onDisconnect,
-      onCounters: re?.onCounters,
-    }, { ...DEFAULT_REGISTRY_LIMITS, forgetAfterMs: opts.config.controlplane.forgetAgentsAfterMs });
+      { ...DEFAULT_REGISTRY_LIMITS, forgetAfterMs: opts.config.controlplane.forgetAgentsAfterMs },
+    );
     const registry = this.registry;
     collectStandardMetrics(r);
     // Incremental pushes (docs/protocol.md): what went out, how big, how often an agent had to ask for a resync.
-    const counterOf = (name: string, help: string, labelNames: string[], values: () => [Record<string, string>, number][]) =>
+    const counterOf = (
+      name: string,
+      help: string,
+      labelNames: string[],
+      values: () => [Record<string, string>, number][],
+    ) =>
       new Counter({
         name,
         help,
@@ -103,17 +124,34 @@ export class ControlPlaneProcess {
           for (const [labels, v] of values()) this.inc(labels, v);
         },
       });
-    counterOf('proxymgr_cp_pushes_total', 'Pushes sent to agents, by kind (delta, full, protocol0: whole states for agents from before protocol 2)', ['kind'], () => [
-      [{ kind: 'delta' }, streamStats.deltaPushes],
-      [{ kind: 'full' }, streamStats.fullPushes],
-      [{ kind: 'protocol0' }, streamStats.protocol0Pushes],
+    counterOf(
+      'proxymgr_cp_pushes_total',
+      'Pushes sent to agents, by kind (delta, full, protocol0: whole states for agents from before protocol 2)',
+      ['kind'],
+      () => [
+        [{ kind: 'delta' }, streamStats.deltaPushes],
+        [{ kind: 'full' }, streamStats.fullPushes],
+        [{ kind: 'protocol0' }, streamStats.protocol0Pushes],
+      ],
+    );
+    counterOf('proxymgr_cp_push_bytes_total', 'Bytes of push bodies sent to agents', [], () => [
+      [{}, streamStats.bytes],
     ]);
-    counterOf('proxymgr_cp_push_bytes_total', 'Bytes of push bodies sent to agents', [], () => [[{}, streamStats.bytes]]);
-    counterOf('proxymgr_cp_resyncs_total', 'Full resyncs agents asked for (a push that did not fit what they held)', [], () => [[{}, streamStats.resyncs]]);
-    counterOf('proxymgr_cp_push_encodings_total', 'Push bodies encoded, and reused for another agent on the same change and base', ['result'], () => [
-      [{ result: 'encoded' }, encodingStats.encoded],
-      [{ result: 'reused' }, encodingStats.reused],
-    ]);
+    counterOf(
+      'proxymgr_cp_resyncs_total',
+      'Full resyncs agents asked for (a push that did not fit what they held)',
+      [],
+      () => [[{}, streamStats.resyncs]],
+    );
+    counterOf(
+      'proxymgr_cp_push_encodings_total',
+      'Push bodies encoded, and reused for another agent on the same change and base',
+      ['result'],
+      () => [
+        [{ result: 'encoded' }, encodingStats.encoded],
+        [{ result: 'reused' }, encodingStats.reused],
+      ],
+    );
     new Gauge({
       name: 'proxymgr_cp_known_agents',
       help: 'Agents this replica remembers (connected, or disconnected for less than forget_agents_after_ms)',
@@ -209,14 +247,30 @@ export class ControlPlaneProcess {
     const preflights = this.preflights;
     this.server.addService(
       AgentStreamDefinition,
-      agentStreamServer(source, this.registry, log.child({ component: 'stream' }), {
-        newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
-        pushesPerSecond: config.controlplane.pushesPerSecond,
-        pushBurst: config.controlplane.pushBurst,
-        pushBufferBytes: config.controlplane.pushBufferBytes,
-      }, this.authorizer, { state: stateRequests, preflight: preflights }),
+      agentStreamServer(
+        source,
+        this.registry,
+        log.child({ component: 'stream' }),
+        {
+          newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
+          pushesPerSecond: config.controlplane.pushesPerSecond,
+          pushBurst: config.controlplane.pushBurst,
+          pushBufferBytes: config.controlplane.pushBufferBytes,
+        },
+        this.authorizer,
+        { state: stateRequests, preflight: preflights },
+      ),
     );
-    this.server.addService(ControlPlaneAdminService, controlPlaneAdminServer(() => this.discovery.current(), () => this.errorSummary(), source, this.registry, stateRequests));
+    this.server.addService(
+      ControlPlaneAdminService,
+      controlPlaneAdminServer(
+        () => this.discovery.current(),
+        () => this.errorSummary(),
+        source,
+        this.registry,
+        stateRequests,
+      ),
+    );
     this.server.addService(RolloutService, rolloutAdminServer(this.rollout));
     // SERVING once discovery published its first snapshot: before that this replica has nothing to give an agent
     // (a readiness probe keeps traffic away from it); a snapshot tells Watch streams at once.
@@ -228,7 +282,10 @@ export class ControlPlaneProcess {
       const data = (): StatusData => ({
         rollout: currentRolloutStatus(this.rollout),
         agents: listAgents(() => this.discovery.current(), source, this.registry),
-        services: listServices(() => this.discovery.current(), () => this.errorSummary()),
+        services: listServices(
+          () => this.discovery.current(),
+          () => this.errorSummary(),
+        ),
       });
       // Rendered at most once a second however many tabs reload it: the page walks every service and server.
       const cached = (render: () => string) => {
@@ -243,7 +300,13 @@ export class ControlPlaneProcess {
       const pageJson = cached(() => statusJson(data()));
       this.metrics = await serveMetrics(this.promRegistry, config.controlplane.metricsListen, {
         routes: {
-          '/': () => ({ type: 'text/html; charset=utf-8', body: page(), headers: { 'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'" } }),
+          '/': () => ({
+            type: 'text/html; charset=utf-8',
+            body: page(),
+            headers: {
+              'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            },
+          }),
           '/status.json': () => ({ type: 'application/json', body: pageJson() }),
         },
         // The page, its JSON and /metrics are reads: the viewer role, as ControlPlaneAdmin/ListAgents.
@@ -283,7 +346,8 @@ export class ControlPlaneProcess {
   private errorSummary(): Record<string, string> {
     const out: Record<string, string> = {};
     const e = this.discovery.errors();
-    const text = (problems: readonly { where: string; message: string }[]) => problems.map((p) => `${p.where}: ${p.message}`).join('; ');
+    const text = (problems: readonly { where: string; message: string }[]) =>
+      problems.map((p) => `${p.where}: ${p.message}`).join('; ');
     if (e.source.length > 0) out['service_config'] = text(e.source);
     for (const [name, problems] of Object.entries(e.services)) out[name] = text(problems);
     return out;

@@ -42,7 +42,16 @@ function gatePolicyText(g: GatePolicy | undefined): string {
 function preflightSection(p: PreflightInfo | undefined): string {
   if (!p) return '';
   const head = `<p id="preflight">Preflight: ${p.passed} passed · <span class="${p.failed > 0 ? 'bad' : ''}">${p.failed} failed</span> · ${p.unanswered} unanswered${p.completedAt ? '' : ' (running)'}${p.overridden ? ' · overridden by operator' : ''}</p>`;
-  return head + (p.failures.length ? table(['agent', 'why it would fail'], p.failures.map((f) => [td(f.nodeId), td(f.error, 'error')]), 'preflight') : '');
+  return (
+    head +
+    (p.failures.length
+      ? table(
+          ['agent', 'why it would fail'],
+          p.failures.map((f) => [td(f.nodeId), td(f.error, 'error')]),
+          'preflight',
+        )
+      : '')
+  );
 }
 
 /** A wave's traffic gate: its verdict and the figures it rests on. */
@@ -63,7 +72,9 @@ function gateSection(w: RolloutWave): string {
   ]);
   return (
     `<p class="gate" id="gate-${w.index}">Wave ${w.index} traffic gate: <b class="${cls}">${esc(g.verdict.toUpperCase())}</b>${g.overridden ? ' (overridden by operator)' : ''} ${esc(g.reason)}</p>` +
-    (rows.length ? table(['service', 'metric', 'new revision', 'stable agents', 'before', 'allowed', 'requests', ''], rows, 'gate') : '')
+    (rows.length
+      ? table(['service', 'metric', 'new revision', 'stable agents', 'before', 'allowed', 'requests', ''], rows, 'gate')
+      : '')
   );
 }
 
@@ -75,11 +86,16 @@ function gateSection(w: RolloutWave): string {
 export function renderStatusPage(d: StatusData, now: number): string {
   const r = d.rollout;
   const agents = [...d.agents.agents].sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
-  const counts = ['SYNCED', 'STALE', 'NACKED', 'DISCONNECTED'].map((s) => `<span class="state ${s}">${agents.filter((a) => a.state === s).length} ${s}</span>`).join(' ');
+  const counts = ['SYNCED', 'STALE', 'NACKED', 'DISCONNECTED']
+    .map((s) => `<span class="state ${s}">${agents.filter((a) => a.state === s).length} ${s}</span>`)
+    .join(' ');
 
   let rollout: string;
-  if (!r.enabled) rollout = '<p>Rollouts are off on this control plane (no <code>rollout</code> section in proxymgr.yml): every change goes to every agent at once.</p>';
-  else if (!r.rollout) rollout = `<p>Stable revision <code>${esc(r.stableRevision || '(none)')}</code>; no rollout yet.</p>`;
+  if (!r.enabled)
+    rollout =
+      '<p>Rollouts are off on this control plane (no <code>rollout</code> section in proxymgr.yml): every change goes to every agent at once.</p>';
+  else if (!r.rollout)
+    rollout = `<p>Stable revision <code>${esc(r.stableRevision || '(none)')}</code>; no rollout yet.</p>`;
   else {
     const ro = r.rollout;
     const on = r.agents.filter((a) => a.runningRevision === ro.toRevision).length;
@@ -89,13 +105,24 @@ export function renderStatusPage(d: StatusData, now: number): string {
       `<p class="rollout-head"><b id="rollout-id">${esc(ro.id)}</b>: <code>${esc(ro.fromRevision)}</code> → <code>${esc(ro.toRevision)}</code> ` +
       `<span class="rstate ${esc(ro.state)}" id="rollout-state">${esc(ro.state.toUpperCase())}</span> ${esc(ro.reason)}</p>` +
       (ro.changes.length ? `<p>Changes: ${esc(ro.changes.join('; '))}</p>` : '') +
-      (ro.policy ? `<p>Policy: waves ${esc(ro.policy.waves.join(', '))} · bake ${ro.policy.bakeMs} ms · max NACKs ${ro.policy.maxNacks} · auto-rollback ${ro.policy.autoRollback} · preflight ${ro.policy.preflight?.enabled ? 'on' : 'off'} · traffic gate ${gatePolicyText(ro.policy.gate)}</p>` : '') +
+      (ro.policy
+        ? `<p>Policy: waves ${esc(ro.policy.waves.join(', '))} · bake ${ro.policy.bakeMs} ms · max NACKs ${ro.policy.maxNacks} · auto-rollback ${ro.policy.autoRollback} · preflight ${ro.policy.preflight?.enabled ? 'on' : 'off'} · traffic gate ${gatePolicyText(ro.policy.gate)}</p>`
+        : '') +
       preflightSection(ro.preflight) +
       `<div class="bar"><div style="width:${pct}%"></div></div><p>${on} of ${total} agents on <code>${esc(ro.toRevision)}</code>; ${ro.agentsNacked} NACK(s)</p>` +
       table(
         ['wave', 'spec', 'agents', 'ACKed', 'NACKed', 'started', 'all ACKed', 'completed'],
         [
-          ...ro.waves.map((w) => [td(String(w.index)), td(w.spec), td(w.agents.join(', ')), td(String(w.acked)), td(String(w.nacked), w.nacked > 0 ? 'bad' : ''), td(time(w.startedAt)), td(time(w.ackedAt)), td(time(w.completedAt))]),
+          ...ro.waves.map((w) => [
+            td(String(w.index)),
+            td(w.spec),
+            td(w.agents.join(', ')),
+            td(String(w.acked)),
+            td(String(w.nacked), w.nacked > 0 ? 'bad' : ''),
+            td(time(w.startedAt)),
+            td(time(w.ackedAt)),
+            td(time(w.completedAt)),
+          ]),
           ...ro.pendingWaves.map((spec) => [td('-'), td(spec), td(''), td(''), td(''), td('pending'), td(''), td('')]),
         ],
         'waves',
@@ -114,7 +141,11 @@ export function renderStatusPage(d: StatusData, now: number): string {
       td(a.desiredVersion === a.runningVersion ? '=' : a.desiredVersion || '-', 'version'),
       td(age(a.lastAckTime, now)),
       td(traffic, a.counters.some((c) => c.responses5xx > 0) ? 'bad' : ''),
-      td(Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(', ')),
+      td(
+        Object.entries(a.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(', '),
+      ),
       td(a.lastError, a.lastError ? 'error' : ''),
     ];
   });
@@ -126,7 +157,9 @@ export function renderStatusPage(d: StatusData, now: number): string {
     td(s.servers.map((v) => `${v.name} ${v.address}:${v.port} w${v.weight ?? 1}`).join(', ')),
     td(d.services.errors[s.name] ?? '', d.services.errors[s.name] ? 'error' : ''),
   ]);
-  for (const [name, err] of Object.entries(d.services.errors)) if (!d.services.services.some((s) => s.name === name)) services.push([td(name), td('-'), td('0'), td(''), td(err, 'error')]);
+  for (const [name, err] of Object.entries(d.services.errors))
+    if (!d.services.services.some((s) => s.name === name))
+      services.push([td(name), td('-'), td('0'), td(''), td(err, 'error')]);
 
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="${REFRESH_SECONDS}">
@@ -154,5 +187,9 @@ th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size
 
 /** The page's data as JSON (proto3 JSON of each part). */
 export function statusJson(d: StatusData): string {
-  return JSON.stringify({ rollout: RolloutStatus.toJSON(d.rollout), agents: ListAgentsResponse.toJSON(d.agents), services: ListServicesResponse.toJSON(d.services) });
+  return JSON.stringify({
+    rollout: RolloutStatus.toJSON(d.rollout),
+    agents: ListAgentsResponse.toJSON(d.agents),
+    services: ListServicesResponse.toJSON(d.services),
+  });
 }

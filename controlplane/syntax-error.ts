@@ -11,7 +11,8 @@ export function syntaxErrorMessage(err: unknown, text: string, format: 'json' | 
     if (e && typeof e.reason === 'string') {
       const what = safeReason(e.reason);
       const mark = e.mark;
-      if (mark && typeof mark.line === 'number' && typeof mark.column === 'number') return `not valid YAML: ${what} at line ${mark.line + 1}, column ${mark.column + 1}`;
+      if (mark && typeof mark.line === 'number' && typeof mark.column === 'number')
+        return `not valid YAML: ${what} at line ${mark.line + 1}, column ${mark.column + 1}`;
       return `not valid YAML: ${what}`;
     }
     return 'not valid YAML';

@@ -104,9 +104,17 @@ async function main(): Promise<void> {
 
   // The original ProxyMgr's layout: one node per service under /service_config, one per host under its path.
   const webConfig = (extra: string[] = []) =>
-    JSON.stringify({ type: 'zookeeper', server: zk.connectString, path: '/services/web', port: webPort, listen_options: ['mode http', 'balance roundrobin', ...extra], server_options: ['check inter 2000'] });
+    JSON.stringify({
+      type: 'zookeeper',
+      server: zk.connectString,
+      path: '/services/web',
+      port: webPort,
+      listen_options: ['mode http', 'balance roundrobin', ...extra],
+      server_options: ['check inter 2000'],
+    });
   await zkc.put('/service_config/web', webConfig());
-  for (const b of backends) await zkc.put(`/services/web/${b.name}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
+  for (const b of backends)
+    await zkc.put(`/services/web/${b.name}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
 
   const log = (name: string, proc: ChildProcess) => {
     const file = path.join(tmp.dir, `${name}.log`);
@@ -135,7 +143,9 @@ rollout:
   gate: {min_requests: 20, sample_ms: 1000}
 `,
   );
-  const cp = spawn(process.execPath, [CLI, 'controlplane', '--config', cpConfig], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const cp = spawn(process.execPath, [CLI, 'controlplane', '--config', cpConfig], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   children.push(cp);
   log('controlplane', cp);
   for (const [i, ip] of ips.entries()) {
@@ -207,7 +217,13 @@ Ctrl-C stops everything.
   // Wait until every agent serves before showing traffic.
   for (const ip of ips) {
     for (let t = 0; t < 150 && !stopping; t++) {
-      if (await get(webPort, ip, 500).then((r) => r.status === 200, () => false)) break;
+      if (
+        await get(webPort, ip, 500).then(
+          (r) => r.status === 200,
+          () => false,
+        )
+      )
+        break;
       await sleep(100);
     }
   }
@@ -215,7 +231,8 @@ Ctrl-C stops everything.
   const traffic = ips.map((ip) => startClients(webPort, ip));
   const line = () => traffic.map((t, i) => `agent${i + 1} ${t.take()}`).join('  |  ');
   const rollouts = new RolloutClient(`127.0.0.1:${cpPort}`, grpc.credentials.createInsecure());
-  const rolloutStatus = () => new Promise<RolloutStatus>((resolve, reject) => rollouts.status({}, (err, s) => (err ? reject(err) : resolve(s))));
+  const rolloutStatus = () =>
+    new Promise<RolloutStatus>((resolve, reject) => rollouts.status({}, (err, s) => (err ? reject(err) : resolve(s))));
 
   /** Prints a rollout as it happens, until it finishes (or the demo stops). */
   const follow = async (before: string): Promise<RolloutStatus | undefined> => {
@@ -229,12 +246,23 @@ Ctrl-C stops everything.
       const r = s?.rollout;
       if (s && r && r.id !== before) {
         once(`start ${r.id}`, `rollout  ${r.id}: ${r.fromRevision} -> ${r.toRevision} (${r.changes.join('; ')})`);
-        if (r.preflight?.completedAt) once('preflight', `rollout  preflight on every agent: ${r.preflight.passed} passed, ${r.preflight.failed} failed`);
+        if (r.preflight?.completedAt)
+          once(
+            'preflight',
+            `rollout  preflight on every agent: ${r.preflight.passed} passed, ${r.preflight.failed} failed`,
+          );
         for (const w of r.waves) {
           once(`wave ${w.index}`, `rollout  wave ${w.index} (${w.spec}) released to ${w.agents.join(', ')}`);
           const last = r.pendingWaves.length === 0 && w.index === r.waves.length;
-          if (w.ackedAt) once(`ack ${w.index}`, last ? `rollout  wave ${w.index} ACKed (the last wave: no bake)` : `rollout  wave ${w.index} ACKed; baking ${r.policy?.bakeMs ?? 0} ms while the traffic gate watches`);
-          if (w.gate && w.gate.verdict !== 'pending') once(`gate ${w.index}`, `rollout  wave ${w.index} gate ${w.gate.verdict.toUpperCase()}: ${w.gate.reason}`);
+          if (w.ackedAt)
+            once(
+              `ack ${w.index}`,
+              last
+                ? `rollout  wave ${w.index} ACKed (the last wave: no bake)`
+                : `rollout  wave ${w.index} ACKed; baking ${r.policy?.bakeMs ?? 0} ms while the traffic gate watches`,
+            );
+          if (w.gate && w.gate.verdict !== 'pending')
+            once(`gate ${w.index}`, `rollout  wave ${w.index} gate ${w.gate.verdict.toUpperCase()}: ${w.gate.reason}`);
         }
         if (!['running', 'paused'].includes(r.state)) {
           say(`rollout  ${r.state.toUpperCase()}: ${r.reason}`);
@@ -276,7 +304,10 @@ Ctrl-C stops everything.
   if (!stopping) {
     say('\nzookeeper: /service_config/web gets a rule that answers 503 (HAProxy accepts it; traffic breaks)');
     const before = await lastId();
-    await zkc.put('/service_config/web', webConfig(['http-response set-header X-Demo v2', 'http-request return status 503']));
+    await zkc.put(
+      '/service_config/web',
+      webConfig(['http-response set-header X-Demo v2', 'http-request return status 503']),
+    );
     await follow(before);
     say(`see it: ${ctl} rollout status   ${ctl} rollout history   http://127.0.0.1:${statusPort}/\n`);
   }

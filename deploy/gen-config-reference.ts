@@ -10,4 +10,8 @@ const readme = path.join(__dirname, '..', '..', 'README.md');
 const before = readFileSync(readme, 'utf8');
 const after = withConfigReference(before);
 if (after !== before) writeFileSync(readme, after);
-console.log(after === before ? 'README.md: the configuration reference is up to date' : 'README.md: configuration reference rewritten from the schema');
+console.log(
+  after === before
+    ? 'README.md: the configuration reference is up to date'
+    : 'README.md: configuration reference rewritten from the schema',
+);

@@ -28,5 +28,7 @@ module.exports = async () => {
       // gone meanwhile
     }
   }
-  throw new Error(`tests left ${leftover.length} process(es) running (killed now):\n${leftover.map((p) => `  ${p.pid} ${p.cmd}`).join('\n')}`);
+  throw new Error(
+    `tests left ${leftover.length} process(es) running (killed now):\n${leftover.map((p) => `  ${p.pid} ${p.cmd}`).join('\n')}`,
+  );
 };

@@ -16,19 +16,34 @@ export const DEFAULT_CHECK_TIMEOUT_MS = 30_000;
  * the services whose lines HAProxy complained about and quoting its messages, or HAPROXY_CHECK_FAILED when the
  * check itself could not run or did not finish in time (it is killed then).
  */
-export async function checkConfig(binary: string, configFile: string, configText: string, fds: readonly number[], opts: CheckOptions = {}): Promise<void> {
+export async function checkConfig(
+  binary: string,
+  configFile: string,
+  configText: string,
+  fds: readonly number[],
+  opts: CheckOptions = {},
+): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS;
   const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
     let child;
     try {
-      child = (opts.spawn ?? nodeSpawn)(binary, ['-c', '-f', configFile], { stdio: ['ignore', 'pipe', 'pipe', ...fds] });
+      child = (opts.spawn ?? nodeSpawn)(binary, ['-c', '-f', configFile], {
+        stdio: ['ignore', 'pipe', 'pipe', ...fds],
+      });
     } catch (err) {
-      return reject(new ProxyMgrError('HAPROXY_CHECK_FAILED', `cannot run ${binary} -c: ${(err as Error).message}`, { cause: err }));
+      return reject(
+        new ProxyMgrError('HAPROXY_CHECK_FAILED', `cannot run ${binary} -c: ${(err as Error).message}`, { cause: err }),
+      );
     }
     let output = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new ProxyMgrError('HAPROXY_CHECK_FAILED', `haproxy -c did not finish within ${timeoutMs} ms (killed): ${output.trim().slice(-500)}`));
+      reject(
+        new ProxyMgrError(
+          'HAPROXY_CHECK_FAILED',
+          `haproxy -c did not finish within ${timeoutMs} ms (killed): ${output.trim().slice(-500)}`,
+        ),
+      );
     }, timeoutMs);
     child.stdout!.on('data', (c) => (output += c.toString()));
     child.stderr!.on('data', (c) => (output += c.toString()));
@@ -44,9 +59,18 @@ export async function checkConfig(binary: string, configFile: string, configText
   if (code === 0) return;
   const { alerts, byService, unattributed } = attributeAlerts(output, configText);
   const services = [...byService.keys()];
-  const where = services.length > 0 ? `service ${services.join(', ')}${unattributed.length > 0 ? ' and global/defaults' : ''}` : 'global/defaults';
+  const where =
+    services.length > 0
+      ? `service ${services.join(', ')}${unattributed.length > 0 ? ' and global/defaults' : ''}`
+      : 'global/defaults';
   const quoted = alerts.length > 0 ? alerts.join(' | ') : output.trim();
-  throw new HaproxyConfigError(`haproxy -c rejected the configuration (${where}): ${quoted}`, output, services, unattributed, byService);
+  throw new HaproxyConfigError(
+    `haproxy -c rejected the configuration (${where}): ${quoted}`,
+    output,
+    services,
+    unattributed,
+    byService,
+  );
 }
 
 export interface Attribution {
@@ -59,7 +83,8 @@ export interface Attribution {
 }
 
 // HAProxy's closing summary lines: they name no cause of their own.
-const SUMMARY = /Fatal errors found in configuration|Error\(s\) found in configuration file|Errors found in configuration file/;
+const SUMMARY =
+  /Fatal errors found in configuration|Error\(s\) found in configuration file|Errors found in configuration file/;
 
 /**
  * Maps `haproxy -c` output back to the `listen` sections of the rendered config (pure). HAProxy 2.6 locates an

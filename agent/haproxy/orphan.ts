@@ -43,7 +43,9 @@ function cmdline(pid: number): string {
 function runsConfig(pid: number, configPath: string): boolean {
   const argv = cmdline(pid).split(' ');
   const f = argv.indexOf('-f');
-  return /(^|\/)haproxy$/.test(argv[0] ?? '') && f >= 0 && argv[f + 1] === configPath && !argv.includes('-c') && alive(pid);
+  return (
+    /(^|\/)haproxy$/.test(argv[0] ?? '') && f >= 0 && argv[f + 1] === configPath && !argv.includes('-c') && alive(pid)
+  );
 }
 
 /**

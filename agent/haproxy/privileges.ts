@@ -45,14 +45,23 @@ export function resolveHaproxyIdentity(
   }
   if (host.euid !== 0) {
     // The normal unprivileged setup: nothing to drop to, and HAProxy would fail trying.
-    log[explicit ? 'warn' : 'debug']({ key: 'haproxy.user', euid: host.euid }, `the agent does not run as root: HAProxy runs as the agent's user, not ${user}`);
+    log[explicit ? 'warn' : 'debug'](
+      { key: 'haproxy.user', euid: host.euid },
+      `the agent does not run as root: HAProxy runs as the agent's user, not ${user}`,
+    );
     return KEEP;
   }
   if (!host.canSetIds) {
-    log.warn({ key: 'haproxy.user' }, `the agent runs as root without CAP_SETUID/CAP_SETGID: HAProxy cannot drop to ${user} and runs as root`);
+    log.warn(
+      { key: 'haproxy.user' },
+      `the agent runs as root without CAP_SETUID/CAP_SETGID: HAProxy cannot drop to ${user} and runs as root`,
+    );
     return KEEP;
   }
-  const missing = [...(host.userExists(user) ? [] : [`user "${user}"`]), ...(host.groupExists(group) ? [] : [`group "${group}"`])];
+  const missing = [
+    ...(host.userExists(user) ? [] : [`user "${user}"`]),
+    ...(host.groupExists(group) ? [] : [`group "${group}"`]),
+  ];
   if (missing.length === 0) {
     log.info({ user, group }, `HAProxy drops to user ${user}, group ${group} once it has its sockets and files`);
     return { user, group };

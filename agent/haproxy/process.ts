@@ -93,9 +93,11 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
 
   /** Starts HAProxy (no process runs yet) or reloads it (one runs): resolves once the new process answers. */
   async startOrReload(fds: readonly number[]): Promise<number> {
-    if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
+    if (this.closed)
+      throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
     this.clock.clearTimeout(this.restartTimer);
-    const oldPid = this.state === 'running' || this.state === 'starting' ? (this.current?.pid ?? this.adopted) : undefined;
+    const oldPid =
+      this.state === 'running' || this.state === 'starting' ? (this.current?.pid ?? this.adopted) : undefined;
     const pid = await this.launch(fds, oldPid);
     if (oldPid !== undefined) this.reloads++;
     return pid;
@@ -134,7 +136,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     if (this.state !== 'running') return;
     this.crashes = this.clock.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
     const delay = backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000);
-    this.opts.log.error({ haproxy_pid: pid, restart_in_ms: delay }, 'the adopted haproxy died; restarting on the same sockets');
+    this.opts.log.error(
+      { haproxy_pid: pid, restart_in_ms: delay },
+      'the adopted haproxy died; restarting on the same sockets',
+    );
     this.state = 'restarting';
     this.restartTimer = this.clock.setTimeout(() => void this.restart(), delay);
   }
@@ -165,7 +170,9 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     } catch (err) {
       // spawn throws for some errno values (EBADF, EINVAL …): nothing started, whatever ran keeps running.
       this.settleFailedStart(undefined);
-      throw new ProxyMgrError('HAPROXY_START_FAILED', `cannot spawn ${this.opts.binary}: ${(err as Error).message}`, { cause: err });
+      throw new ProxyMgrError('HAPROXY_START_FAILED', `cannot spawn ${this.opts.binary}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     this.all.add(child);
     const log = this.opts.log.child({ haproxy_pid: child.pid });
@@ -203,7 +210,13 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     for (;;) {
       if (exited || spawnError) {
         this.settleFailedStart(child);
-        throw new ProxyMgrError('HAPROXY_START_FAILED', spawnError ? `cannot spawn ${this.opts.binary}: ${spawnError.message}` : `haproxy exited during start: ${tail.trim()}`, { cause: spawnError });
+        throw new ProxyMgrError(
+          'HAPROXY_START_FAILED',
+          spawnError
+            ? `cannot spawn ${this.opts.binary}: ${spawnError.message}`
+            : `haproxy exited during start: ${tail.trim()}`,
+          { cause: spawnError },
+        );
       }
       try {
         if ((await this.opts.runtime.pid()) === child.pid) break;
@@ -214,7 +227,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
         child.kill('SIGKILL');
         // Whatever ran before stays current (and supervised); without this the state stayed 'starting' forever.
         this.settleFailedStart(child);
-        throw new ProxyMgrError('HAPROXY_START_FAILED', `haproxy pid ${child.pid} did not answer on the stats socket within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`);
+        throw new ProxyMgrError(
+          'HAPROXY_START_FAILED',
+          `haproxy pid ${child.pid} did not answer on the stats socket within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -227,7 +243,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.fds = fds;
     this.state = 'running';
     this.lastStart = this.clock.now();
-    if (this.opts.pidFile) await writeFileAtomic(this.opts.pidFile, `${child.pid}\n`).catch((err: Error) => log.warn({ err: err.message }, 'cannot write the pid file'));
+    if (this.opts.pidFile)
+      await writeFileAtomic(this.opts.pidFile, `${child.pid}\n`).catch((err: Error) =>
+        log.warn({ err: err.message }, 'cannot write the pid file'),
+      );
     log.info({ old_pid: oldPid }, oldPid ? 'haproxy reloaded' : 'haproxy started');
     return child.pid!;
   }
@@ -235,7 +254,9 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   /** After a failed start: the process that ran before keeps running (and stays current), else nothing runs. */
   private settleFailedStart(child: ChildProcess | undefined): void {
     const cur = this.current;
-    const previousRuns = (cur !== undefined && cur !== child && cur.exitCode === null && cur.signalCode === null) || this.adopted !== undefined;
+    const previousRuns =
+      (cur !== undefined && cur !== child && cur.exitCode === null && cur.signalCode === null) ||
+      this.adopted !== undefined;
     this.state = previousRuns ? 'running' : 'stopped';
   }
 
@@ -249,7 +270,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     if (this.state === 'starting') return; // a newer process is being started; it becomes current or fails
     this.crashes = this.clock.now() - this.lastStart > 10_000 ? 1 : this.crashes + 1;
     const delay = backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000);
-    this.opts.log.error({ haproxy_pid: child.pid, code, signal, restart_in_ms: delay }, 'haproxy died; restarting on the same sockets');
+    this.opts.log.error(
+      { haproxy_pid: child.pid, code, signal, restart_in_ms: delay },
+      'haproxy died; restarting on the same sockets',
+    );
     this.state = 'restarting';
     this.current = undefined;
     this.restartTimer = this.clock.setTimeout(() => void this.restart(), delay);
@@ -267,7 +291,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       this.opts.log.error({ err: (err as Error).message }, 'haproxy restart failed');
       this.crashes++;
       this.state = 'restarting';
-      this.restartTimer = this.clock.setTimeout(() => void this.restart(), backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000));
+      this.restartTimer = this.clock.setTimeout(
+        () => void this.restart(),
+        backoffDelay(this.crashes, this.opts.restartBaseMs ?? 100, this.opts.restartMaxMs ?? 5000),
+      );
     }
   }
 

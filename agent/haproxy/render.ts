@@ -37,7 +37,8 @@ export function renderHaproxyConfig(state: DesiredState, opts: RenderOptions): s
   out.push(...state.haproxy.global.map(indent));
   out.push(indent(`stats socket ${opts.socketPath} mode 600 level admin`));
   out.push(indent(`server-state-file ${opts.serverStateFile}`));
-  if (!hasKeyword(state.haproxy.global, 'hard-stop-after')) out.push(indent(`hard-stop-after ${opts.hardStopAfterMs}ms`));
+  if (!hasKeyword(state.haproxy.global, 'hard-stop-after'))
+    out.push(indent(`hard-stop-after ${opts.hardStopAfterMs}ms`));
   if (!hasKeyword(state.haproxy.global, 'close-spread-time')) {
     // Spread the closing of idle keep-alive connections of a soft-stopping process, below hard-stop-after.
     out.push(indent(`close-spread-time ${Math.floor(opts.hardStopAfterMs / 2)}ms`));

@@ -19,7 +19,10 @@ export class StatsSocketClient implements RuntimeApi {
   ) {}
 
   command(cmd: string): Promise<string> {
-    if (/[\n\r;]/.test(cmd)) return Promise.reject(new RuntimeApiError(`refusing runtime command with a newline or ';': ${JSON.stringify(cmd)}`));
+    if (/[\n\r;]/.test(cmd))
+      return Promise.reject(
+        new RuntimeApiError(`refusing runtime command with a newline or ';': ${JSON.stringify(cmd)}`),
+      );
     return new Promise((resolve, reject) => {
       const sock = net.connect(this.socketPath);
       const chunks: Buffer[] = [];

@@ -37,7 +37,9 @@ export class SocketPool implements ports.SocketPool {
     try {
       fd = addon.listenTcp(address, port, this.backlog);
     } catch (err) {
-      throw new ProxyMgrError('SOCKET_BIND_FAILED', `cannot listen on ${address}:${port}: ${(err as Error).message}`, { cause: err });
+      throw new ProxyMgrError('SOCKET_BIND_FAILED', `cannot listen on ${address}:${port}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     this.fds.set(key, fd);
     return fd;

@@ -29,7 +29,14 @@ export interface ServiceStats {
   readonly gauges: ServiceGauges;
 }
 
-const COUNTERS: readonly (keyof ServiceCounters)[] = ['requests', 'responses5xx', 'sessions', 'connectionErrors', 'responseErrors', 'retries'];
+const COUNTERS: readonly (keyof ServiceCounters)[] = [
+  'requests',
+  'responses5xx',
+  'sessions',
+  'connectionErrors',
+  'responseErrors',
+  'retries',
+];
 
 /** Parses `show stat` (CSV with a `# pxname,svname,…` header) into per-proxy stats; unknown columns are ignored. */
 export function parseShowStat(text: string): Map<string, ServiceStats> {
@@ -37,8 +44,21 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
   const header = lines[0]?.replace(/^#\s*/, '').split(',') ?? [];
   const col = new Map(header.map((h, i) => [h, i]));
   // An error reply or a cut one must not read as zeros (a reset, carried into the base twice).
-  for (const needed of ['pxname', 'svname', 'stot', 'econ', 'eresp', 'wretr', 'wredis', 'status', 'qcur', 'hrsp_5xx', 'req_tot']) {
-    if (!col.has(needed)) throw new Error(`show stat: no "${needed}" column in ${JSON.stringify((lines[0] ?? '').slice(0, 120))}`);
+  for (const needed of [
+    'pxname',
+    'svname',
+    'stot',
+    'econ',
+    'eresp',
+    'wretr',
+    'wredis',
+    'status',
+    'qcur',
+    'hrsp_5xx',
+    'req_tot',
+  ]) {
+    if (!col.has(needed))
+      throw new Error(`show stat: no "${needed}" column in ${JSON.stringify((lines[0] ?? '').slice(0, 120))}`);
   }
   const num = (row: string[], name: string) => {
     const i = col.get(name);
@@ -53,7 +73,10 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
   const entry = (name: string): ServiceStats => {
     let e = out.get(name);
     if (!e) {
-      e = { counters: { requests: 0, responses5xx: 0, sessions: 0, connectionErrors: 0, responseErrors: 0, retries: 0 }, gauges: { serversDown: 0, serversTotal: 0, queue: 0 } };
+      e = {
+        counters: { requests: 0, responses5xx: 0, sessions: 0, connectionErrors: 0, responseErrors: 0, retries: 0 },
+        gauges: { serversDown: 0, serversTotal: 0, queue: 0 },
+      };
       out.set(name, e);
     }
     return e;
@@ -61,7 +84,8 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
   for (const line of lines.slice(1)) {
     if (line.trim() === '') continue;
     const row = line.split(',');
-    if (row.length < header.length - 1) throw new Error(`show stat: a row with ${row.length} of ${header.length} columns (a cut reply)`);
+    if (row.length < header.length - 1)
+      throw new Error(`show stat: a row with ${row.length} of ${header.length} columns (a cut reply)`);
     const px = row[0]!;
     const sv = row[1] ?? '';
     const e = entry(px);
@@ -118,7 +142,8 @@ export class ServiceStatsTracker {
       const last = this.last.get(name);
       const base = this.base.get(name) ?? zero();
       // A new process, or a counter that went backwards (a restart the pid did not show): carry the old counts.
-      if (last && (restarted || COUNTERS.some((k) => s.counters[k] < last[k]))) for (const k of COUNTERS) base[k] += last[k];
+      if (last && (restarted || COUNTERS.some((k) => s.counters[k] < last[k])))
+        for (const k of COUNTERS) base[k] += last[k];
       this.base.set(name, base);
       this.last.set(name, { ...s.counters });
     }

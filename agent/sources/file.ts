@@ -34,12 +34,18 @@ export async function readStateFile(file: string): Promise<DesiredState> {
     throw new ProxyMgrError('STATE_INVALID', `${file}: not valid JSON/YAML: ${errorMessage(err)}`, { cause: err });
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
-    throw new ProxyMgrError('STATE_INVALID', `${file}: expected a mapping with "services" (and optionally "haproxy", "version")`);
+    throw new ProxyMgrError(
+      'STATE_INVALID',
+      `${file}: expected a mapping with "services" (and optionally "haproxy", "version")`,
+    );
   }
   // A document without a list of services must not read as "no services": that would drop every listener.
   const services = (doc as Record<string, unknown>).services;
   if (!Array.isArray(services)) {
-    throw new ProxyMgrError('STATE_INVALID', `${file}: services: expected a list of services (an empty list [] removes every service), got ${services === undefined ? 'nothing' : typeof services}`);
+    throw new ProxyMgrError(
+      'STATE_INVALID',
+      `${file}: services: expected a list of services (an empty list [] removes every service), got ${services === undefined ? 'nothing' : typeof services}`,
+    );
   }
   const state = fromJson(doc);
   return state.version ? state : { ...state, version: stateVersion(state.haproxy, state.services) };

@@ -6,7 +6,14 @@ import { errorMessage, HaproxyConfigError } from '../../common/errors';
 import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
 import { DesiredState } from '../../common/types';
-import { AgentMessage, AgentStreamClient, ApplyMethod, ControlMessage, PreflightReport, Push } from '../../common/gen/proxymgr/v1/stream';
+import {
+  AgentMessage,
+  AgentStreamClient,
+  ApplyMethod,
+  ControlMessage,
+  PreflightReport,
+  Push,
+} from '../../common/gen/proxymgr/v1/stream';
 import { DesiredState as ProtoState } from '../../common/gen/proxymgr/v1/state';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
@@ -173,7 +180,10 @@ export class GrpcStateSource implements StateSource {
       }
     };
     if (this.held && !this.heldApplied) {
-      log.info({ held: this.held.version }, 'the last push taken was never applied (the stream ended first): declaring what runs instead');
+      log.info(
+        { held: this.held.version },
+        'the last push taken was never applied (the stream ended first): declaring what runs instead',
+      );
       this.held = undefined;
     }
     const held = (this.held ??= HeldState.of(this.opts.initialState?.()));
@@ -198,9 +208,13 @@ export class GrpcStateSource implements StateSource {
       }
       this.connectedTo = address;
       if (msg.stateRequest) return void this.report(call, msg.stateRequest.id);
-      if (msg.preflightRequest) return void this.preflight(call, msg.preflightRequest.id, msg.preflightRequest.state, log);
+      if (msg.preflightRequest)
+        return void this.preflight(call, msg.preflightRequest.id, msg.preflightRequest.state, log);
       if (msg.settings) {
-        const every = msg.settings.statsIntervalMs === 0 ? STATS_INTERVAL_MS : Math.max(MIN_STATS_INTERVAL_MS, msg.settings.statsIntervalMs);
+        const every =
+          msg.settings.statsIntervalMs === 0
+            ? STATS_INTERVAL_MS
+            : Math.max(MIN_STATS_INTERVAL_MS, msg.settings.statsIntervalMs);
         if (every !== statsEvery) {
           log.info({ stats_interval_ms: every }, 'control plane set the stats interval');
           statsEvery = every;
@@ -214,7 +228,8 @@ export class GrpcStateSource implements StateSource {
       const push = msg.push;
       if (!push) return;
       this.stats.pushes++;
-      if (awaitingFull && !push.full && !push.state) return log.debug({ nonce: push.nonce, version: push.version }, 'waiting for the full push; ignoring a delta');
+      if (awaitingFull && !push.full && !push.state)
+        return log.debug({ nonce: push.nonce, version: push.version }, 'waiting for the full push; ignoring a delta');
       let state: DesiredState;
       try {
         state = held.take(push);
@@ -222,7 +237,10 @@ export class GrpcStateSource implements StateSource {
         if (!(err instanceof PushMismatch)) throw err;
         this.stats.resyncs++;
         awaitingFull = true;
-        log.warn({ nonce: push.nonce, version: push.version, err: err.message }, 'push does not fit what this agent holds; asking for a full resync (the running state is kept)');
+        log.warn(
+          { nonce: push.nonce, version: push.version, err: err.message },
+          'push does not fit what this agent holds; asking for a full resync (the running state is kept)',
+        );
         call.write({ resync: { nonce: push.nonce, reason: err.message } });
         return;
       }
@@ -230,7 +248,11 @@ export class GrpcStateSource implements StateSource {
       this.heldApplied = false;
       if (push.full || push.state) this.stats.full++;
       else this.stats.deltas++;
-      if (waiting) log.debug({ superseded: waiting.push.version, nonce: waiting.push.nonce, by: push.version }, 'push superseded before it was applied; not answering it');
+      if (waiting)
+        log.debug(
+          { superseded: waiting.push.version, nonce: waiting.push.nonce, by: push.version },
+          'push superseded before it was applied; not answering it',
+        );
       waiting = { push, state };
       if (!applying) void drain();
     });
@@ -245,7 +267,8 @@ export class GrpcStateSource implements StateSource {
     const sendStatsLater = () => {
       statsTimer = this.clock.setTimeout(() => {
         void this.countersNow(statsEvery / 2).then((counters) => {
-          if (!ended && counters.length > 0) call.write({ stats: { counters, runningVersion: this.opts.runningVersion() } });
+          if (!ended && counters.length > 0)
+            call.write({ stats: { counters, runningVersion: this.opts.runningVersion() } });
         });
         sendStatsLater();
       }, statsEvery);
@@ -260,11 +283,21 @@ export class GrpcStateSource implements StateSource {
       this.lastError = why;
       client.close();
       if (!this.lifecycle.is('running')) return;
-      const delay = reconnectDelay(this.attempt++, this.opts.backoffBaseMs ?? 200, this.opts.backoffMaxMs ?? 10_000, this.opts.random);
-      log.warn({ err: why, retry_in_ms: delay }, 'control plane stream ended; keeping the current state and reconnecting');
+      const delay = reconnectDelay(
+        this.attempt++,
+        this.opts.backoffBaseMs ?? 200,
+        this.opts.backoffMaxMs ?? 10_000,
+        this.opts.random,
+      );
+      log.warn(
+        { err: why, retry_in_ms: delay },
+        'control plane stream ended; keeping the current state and reconnecting',
+      );
       this.timer = this.clock.setTimeout(() => this.connect(apply), delay);
     };
-    call.on('error', (err: grpc.ServiceError) => retry(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
+    call.on('error', (err: grpc.ServiceError) =>
+      retry(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`),
+    );
     call.on('end', () => retry('stream ended by the control plane'));
   }
 
@@ -282,20 +315,29 @@ export class GrpcStateSource implements StateSource {
     let servers: RuntimeServer[] = [];
     let error = '';
     try {
-      const state = this.opts.reportState ? await this.opts.reportState() : 'this agent does not report its HAProxy state';
+      const state = this.opts.reportState
+        ? await this.opts.reportState()
+        : 'this agent does not report its HAProxy state';
       if (typeof state === 'string') error = state;
       else servers = state;
     } catch (err) {
       error = errorMessage(err);
     }
-    if (call === this.call) call.write({ stateReport: { id, servers, error, runningVersion: this.opts.runningVersion() } });
+    if (call === this.call)
+      call.write({ stateReport: { id, servers, error, runningVersion: this.opts.runningVersion() } });
   }
 
   /** Answers a PreflightRequest (never throws: a failure is the report's error). Nothing is applied. */
-  private async preflight(call: grpc.ClientDuplexStream<AgentMessage, ControlMessage>, id: string, proto: ProtoState | undefined, log: Logger): Promise<void> {
+  private async preflight(
+    call: grpc.ClientDuplexStream<AgentMessage, ControlMessage>,
+    id: string,
+    proto: ProtoState | undefined,
+    log: Logger,
+  ): Promise<void> {
     let report: PreflightReport;
     try {
-      if (!proto || !this.opts.preflight) throw new Error(proto ? 'this agent cannot preflight' : 'preflight request without a state');
+      if (!proto || !this.opts.preflight)
+        throw new Error(proto ? 'this agent cannot preflight' : 'preflight request without a state');
       const r = await this.opts.preflight(fromProto(proto));
       report = {
         id,
@@ -304,14 +346,29 @@ export class GrpcStateSource implements StateSource {
         haproxyOutput: r.haproxyOutput ?? '',
         method: METHOD[r.method],
         reasons: [...r.reasons],
-        rejectedServices: [...new Set(r.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])))],
+        rejectedServices: [
+          ...new Set(r.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : []))),
+        ],
         warnings: r.problems.map((p) => `${p.where}: ${p.message}`),
         wholeConfig: !r.ok && r.wholeConfig === true,
       };
     } catch (err) {
-      report = { id, ok: false, error: errorMessage(err), haproxyOutput: '', method: ApplyMethod.APPLY_METHOD_UNSPECIFIED, reasons: [], rejectedServices: [], warnings: [], wholeConfig: true };
+      report = {
+        id,
+        ok: false,
+        error: errorMessage(err),
+        haproxyOutput: '',
+        method: ApplyMethod.APPLY_METHOD_UNSPECIFIED,
+        reasons: [],
+        rejectedServices: [],
+        warnings: [],
+        wholeConfig: true,
+      };
     }
-    log.info({ version: proto?.version, ok: report.ok, method: report.method, error: report.error || undefined }, 'preflight');
+    log.info(
+      { version: proto?.version, ok: report.ok, method: report.method, error: report.error || undefined },
+      'preflight',
+    );
     if (call === this.call) call.write({ preflightReport: report });
   }
 
@@ -339,13 +396,25 @@ export class GrpcStateSource implements StateSource {
           runtimeCommands: result.commands.length,
           durationMs: result.durationMs,
           warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
-          rejectedServices: [...new Set(result.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])))],
+          rejectedServices: [
+            ...new Set(
+              result.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])),
+            ),
+          ],
           // Fresh: the traffic gates count what came after this sample for the version it ACKs.
           counters: await this.countersNow(ACK_COUNTERS_MAX_AGE_MS),
         },
       };
     } catch (err) {
-      return { nack: { version: push.version, nonce: push.nonce, reason: errorMessage(err), haproxyOutput: '', runningVersion: this.opts.runningVersion() } };
+      return {
+        nack: {
+          version: push.version,
+          nonce: push.nonce,
+          reason: errorMessage(err),
+          haproxyOutput: '',
+          runningVersion: this.opts.runningVersion(),
+        },
+      };
     }
   }
 
@@ -362,7 +431,8 @@ export class GrpcStateSource implements StateSource {
     this.clock.clearTimeout(this.timer);
     const ended = this.callEnded;
     this.call?.cancel();
-    if (!(await settleWithin(ended, STOP_WAIT_MS, this.clock))) this.opts.log.warn({}, `the cancelled stream did not end within ${STOP_WAIT_MS} ms; closing the client anyway`);
+    if (!(await settleWithin(ended, STOP_WAIT_MS, this.clock)))
+      this.opts.log.warn({}, `the cancelled stream did not end within ${STOP_WAIT_MS} ms; closing the client anyway`);
     this.client?.close();
     this.lifecycle.to('stopped');
   }

@@ -32,7 +32,12 @@ export class HeldState {
   static of(state: DesiredState | undefined): HeldState {
     const held = new HeldState();
     try {
-      if (state) held.replace(state.version, state.haproxy, state.services.map((s) => ({ service: s, version: resourceVersion(s) })));
+      if (state)
+        held.replace(
+          state.version,
+          state.haproxy,
+          state.services.map((s) => ({ service: s, version: resourceVersion(s) })),
+        );
     } catch (err) {
       if (!(err instanceof PushMismatch)) throw err;
       held.clear();
@@ -45,10 +50,20 @@ export class HeldState {
   }
 
   /** The hello's base fields: what this agent holds, so that nothing unchanged is re-sent. */
-  hello(): { protocolVersion: number; baseVersion: string; baseResources: { [name: string]: string }; baseGlobalsVersion: string } {
+  hello(): {
+    protocolVersion: number;
+    baseVersion: string;
+    baseResources: { [name: string]: string };
+    baseGlobalsVersion: string;
+  } {
     const baseResources: { [name: string]: string } = {};
     if (this.versionHeld) for (const [name, r] of this.services) baseResources[name] = r.version;
-    return { protocolVersion: PROTOCOL_VERSION, baseVersion: this.versionHeld, baseResources, baseGlobalsVersion: this.versionHeld ? this.globalsVersion : '' };
+    return {
+      protocolVersion: PROTOCOL_VERSION,
+      baseVersion: this.versionHeld,
+      baseResources,
+      baseGlobalsVersion: this.versionHeld ? this.globalsVersion : '',
+    };
   }
 
   /** Forgets everything (after a push that did not fit: the next one must be full). */
@@ -74,20 +89,38 @@ export class HeldState {
     if (push.state) {
       // A control plane from before incremental pushes: every push is the whole state.
       const state = fromProto(push.state);
-      this.replace(push.version, state.haproxy, state.services.map((s) => ({ service: s, version: resourceVersion(s) })));
+      this.replace(
+        push.version,
+        state.haproxy,
+        state.services.map((s) => ({ service: s, version: resourceVersion(s) })),
+      );
       return { version: push.version, haproxy: this.haproxy, services: this.sorted };
     }
     if (push.full) {
       if (!push.haproxy) throw new PushMismatch(`full push ${push.nonce} has no haproxy globals`);
-      this.replace(push.version, push.haproxy, push.upserted.map((r) => ({ service: this.service(r.name, r.service, push.nonce), version: r.version })), push.globalsVersion);
+      this.replace(
+        push.version,
+        push.haproxy,
+        push.upserted.map((r) => ({ service: this.service(r.name, r.service, push.nonce), version: r.version })),
+        push.globalsVersion,
+      );
     } else {
-      if (!this.versionHeld) throw new PushMismatch(`push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds nothing it can build on`);
-      if (push.baseVersion !== this.versionHeld) throw new PushMismatch(`push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds ${this.versionHeld}: a push was lost or came out of order`);
+      if (!this.versionHeld)
+        throw new PushMismatch(
+          `push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds nothing it can build on`,
+        );
+      if (push.baseVersion !== this.versionHeld)
+        throw new PushMismatch(
+          `push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds ${this.versionHeld}: a push was lost or came out of order`,
+        );
       this.patch(push);
     }
     this.versionHeld = push.version;
     const digest = this.digest.hex();
-    if (push.digest !== digest) throw new PushMismatch(`after push ${push.nonce} (version ${push.version}) this agent holds resources with digest ${digest}, the control plane says ${push.digest}`);
+    if (push.digest !== digest)
+      throw new PushMismatch(
+        `after push ${push.nonce} (version ${push.version}) this agent holds resources with digest ${digest}, the control plane says ${push.digest}`,
+      );
     return { version: push.version, haproxy: this.haproxy, services: this.sorted };
   }
 
@@ -101,7 +134,10 @@ export class HeldState {
     let namesChanged = false;
     for (const name of push.removed) {
       const had = this.services.get(name);
-      if (!had) throw new PushMismatch(`push ${push.nonce} removes service ${JSON.stringify(name.slice(0, 60))}, which this agent does not hold`);
+      if (!had)
+        throw new PushMismatch(
+          `push ${push.nonce} removes service ${JSON.stringify(name.slice(0, 60))}, which this agent does not hold`,
+        );
       this.digest.toggle(name, had.version);
       this.services.delete(name);
       namesChanged = true;
@@ -125,11 +161,19 @@ export class HeldState {
 
   private service(name: string, pb: Push['upserted'][number]['service'], nonce: string): Service {
     if (!pb) throw new PushMismatch(`push ${nonce}: resource ${JSON.stringify(name.slice(0, 60))} has no service`);
-    if (pb.name !== name) throw new PushMismatch(`push ${nonce}: resource ${JSON.stringify(name.slice(0, 60))} holds service ${JSON.stringify(pb.name.slice(0, 60))}`);
+    if (pb.name !== name)
+      throw new PushMismatch(
+        `push ${nonce}: resource ${JSON.stringify(name.slice(0, 60))} holds service ${JSON.stringify(pb.name.slice(0, 60))}`,
+      );
     return serviceFromProto(pb);
   }
 
-  private replace(version: string, haproxy: HaproxyGlobals, services: readonly { service: Service; version: string }[], gv = globalsVersion(haproxy)): void {
+  private replace(
+    version: string,
+    haproxy: HaproxyGlobals,
+    services: readonly { service: Service; version: string }[],
+    gv = globalsVersion(haproxy),
+  ): void {
     this.versionHeld = version;
     this.haproxy = { global: [...haproxy.global], defaults: [...haproxy.defaults] };
     this.globalsVersion = gv;
@@ -137,7 +181,8 @@ export class HeldState {
     this.digest = new Digest();
     this.digest.toggleGlobals(gv);
     for (const r of services) {
-      if (this.services.has(r.service.name)) throw new PushMismatch(`service ${JSON.stringify(r.service.name.slice(0, 60))} appears twice`);
+      if (this.services.has(r.service.name))
+        throw new PushMismatch(`service ${JSON.stringify(r.service.name.slice(0, 60))} appears twice`);
       this.services.set(r.service.name, r);
       this.digest.toggle(r.service.name, r.version);
     }

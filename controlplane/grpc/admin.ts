@@ -1,19 +1,31 @@
 import * as grpc from '@grpc/grpc-js';
 import { toProto } from '../../common/state-codec';
-import { AgentInfo, ControlPlaneAdminServer, ListAgentsResponse, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
+import {
+  AgentInfo,
+  ControlPlaneAdminServer,
+  ListAgentsResponse,
+  ListServicesResponse,
+} from '../../common/gen/proxymgr/v1/admin';
 import { DesiredState } from '../../common/types';
 import { AgentRecord, AgentRegistry } from './registry';
 import { AgentStateRequests } from './agent-questions';
 import { DesiredStateSource } from './stream-server';
 
 /** ListServices: the desired services with their hosts, and discovery's problems per service. */
-export function listServices(current: () => DesiredState | undefined, errors: () => Record<string, string>): ListServicesResponse {
+export function listServices(
+  current: () => DesiredState | undefined,
+  errors: () => Record<string, string>,
+): ListServicesResponse {
   const state = current();
   return { version: state?.version ?? '', services: state ? toProto(state).services : [], errors: errors() };
 }
 
 /** ListAgents: every agent this replica knows, with its state against what it should run. */
-export function listAgents(current: () => DesiredState | undefined, source: DesiredStateSource, registry: AgentRegistry): ListAgentsResponse {
+export function listAgents(
+  current: () => DesiredState | undefined,
+  source: DesiredStateSource,
+  registry: AgentRegistry,
+): ListAgentsResponse {
   return { desiredVersion: current()?.version ?? '', agents: registry.list().map((a) => agentInfo(a, source)) };
 }
 
@@ -47,7 +59,10 @@ export type AgentSyncState = 'SYNCED' | 'STALE' | 'NACKED' | 'DISCONNECTED';
  * services of it out (a partial apply, e.g. a port taken on that host) refused part of it: NACKED, as a rollout
  * counts it.
  */
-export function syncOf(a: Pick<AgentRecord, 'connected' | 'runningVersion' | 'lastNackedVersion' | 'rejectedServices'>, desiredVersion: string): { desiredVersion: string; state: AgentSyncState } {
+export function syncOf(
+  a: Pick<AgentRecord, 'connected' | 'runningVersion' | 'lastNackedVersion' | 'rejectedServices'>,
+  desiredVersion: string,
+): { desiredVersion: string; state: AgentSyncState } {
   const runs = desiredVersion !== '' && a.runningVersion === desiredVersion;
   const state: AgentSyncState = !a.connected
     ? 'DISCONNECTED'
@@ -55,9 +70,9 @@ export function syncOf(a: Pick<AgentRecord, 'connected' | 'runningVersion' | 'la
       ? 'NACKED'
       : runs
         ? 'SYNCED'
-      : desiredVersion !== '' && a.lastNackedVersion === desiredVersion
-        ? 'NACKED'
-        : 'STALE';
+        : desiredVersion !== '' && a.lastNackedVersion === desiredVersion
+          ? 'NACKED'
+          : 'STALE';
   return { desiredVersion, state };
 }
 
@@ -69,7 +84,6 @@ export function controlPlaneAdminServer(
   registry: AgentRegistry,
   stateRequests: AgentStateRequests = new AgentStateRequests(),
 ): ControlPlaneAdminServer {
-
   return {
     listServices(_call, callback) {
       callback(null, listServices(current, errors));
@@ -79,18 +93,34 @@ export function controlPlaneAdminServer(
     },
     getAgentState(call, callback) {
       const agent = registry.get(call.request.nodeId);
-      if (!agent) return callback({ code: grpc.status.NOT_FOUND, details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane` });
+      if (!agent)
+        return callback({
+          code: grpc.status.NOT_FOUND,
+          details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane`,
+        });
       const state = source.desiredFor(agent);
-      if (!state) return callback({ code: grpc.status.UNAVAILABLE, details: 'no desired state yet (discovery has not synced)' });
+      if (!state)
+        return callback({ code: grpc.status.UNAVAILABLE, details: 'no desired state yet (discovery has not synced)' });
       callback(null, toProto(state));
     },
     getAgentView(call, callback) {
       const agent = registry.get(call.request.nodeId);
-      if (!agent) return callback({ code: grpc.status.NOT_FOUND, details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane` });
+      if (!agent)
+        return callback({
+          code: grpc.status.NOT_FOUND,
+          details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane`,
+        });
       const desired = source.desiredFor(agent);
       void stateRequests.ask(agent.nodeId, undefined, AGENT_ANSWER_MS).then((report) => {
-        const haproxy = typeof report === 'string' ? { haproxy: [], haproxyError: report } : { haproxy: report.servers, haproxyError: report.error };
-        callback(null, { agent: agentInfo(agent, source), desired: desired ? toProto(desired) : undefined, ...haproxy });
+        const haproxy =
+          typeof report === 'string'
+            ? { haproxy: [], haproxyError: report }
+            : { haproxy: report.servers, haproxyError: report.error };
+        callback(null, {
+          agent: agentInfo(agent, source),
+          desired: desired ? toProto(desired) : undefined,
+          ...haproxy,
+        });
       });
     },
   };

@@ -10,7 +10,10 @@ import { DesiredState } from '../../common/types';
  */
 export class AgentQuestions<Q, A extends { readonly id: string }> {
   private readonly streams = new Map<string, (id: string, question: Q) => void>();
-  private readonly pending = new Map<string, { nodeId: string; resolve: (r: A | string) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<
+    string,
+    { nodeId: string; resolve: (r: A | string) => void; timer: NodeJS.Timeout }
+  >();
   private counter = 0;
 
   /** `maxPending`: at most this many questions wait for answers at once (more are answered with a sentence). */
@@ -51,8 +54,12 @@ export class AgentQuestions<Q, A extends { readonly id: string }> {
   /** The agent's report, or why there is none (a sentence). */
   ask(nodeId: string, question: Q, timeoutMs: number): Promise<A | string> {
     const send = this.streams.get(nodeId);
-    if (!send) return Promise.resolve(`agent ${nodeId} has no stream to this control plane that can answer (disconnected, or an agent from before ${this.what})`);
-    if (this.pending.size >= this.maxPending) return Promise.resolve(`${this.maxPending} questions to agents are already waiting; try again`);
+    if (!send)
+      return Promise.resolve(
+        `agent ${nodeId} has no stream to this control plane that can answer (disconnected, or an agent from before ${this.what})`,
+      );
+    if (this.pending.size >= this.maxPending)
+      return Promise.resolve(`${this.maxPending} questions to agents are already waiting; try again`);
     const id = `q${++this.counter}`;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {

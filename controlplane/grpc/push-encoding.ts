@@ -29,11 +29,20 @@ export const encodingStats = { encoded: 0, reused: 0 };
  * The Push body (no nonce) of `make()`'s delta, encoded once per (target, key) while `target` lives; a body larger
  * than `maxCachedBytes` is encoded for this caller only.
  */
-export function pushBody(target: DesiredState, key: string, make: () => Delta | 'protocol-0', maxCachedBytes = Infinity): Buffer {
+export function pushBody(
+  target: DesiredState,
+  key: string,
+  make: () => Delta | 'protocol-0',
+  maxCachedBytes = Infinity,
+): Buffer {
   const cached = cachedBody(target, key);
   if (cached) return cached;
   const d = make();
-  const body = Buffer.from(Push.encode(d === 'protocol-0' ? { ...emptyPush(target.version), state: toProto(target) } : deltaToPush(d)).finish());
+  const body = Buffer.from(
+    Push.encode(
+      d === 'protocol-0' ? { ...emptyPush(target.version), state: toProto(target) } : deltaToPush(d),
+    ).finish(),
+  );
   encodingStats.encoded++;
   if (body.length > maxCachedBytes) return body;
   let byBase = cache.get(target);
@@ -56,7 +65,18 @@ export function preEncodedPush(body: Buffer, nonce: string): ControlMessage {
 }
 
 function emptyPush(version: string): Push {
-  return { version, nonce: '', state: undefined, baseVersion: '', full: false, haproxy: undefined, globalsVersion: '', upserted: [], removed: [], digest: '' };
+  return {
+    version,
+    nonce: '',
+    state: undefined,
+    baseVersion: '',
+    full: false,
+    haproxy: undefined,
+    globalsVersion: '',
+    upserted: [],
+    removed: [],
+    digest: '',
+  };
 }
 
 export function deltaToPush(d: Delta): Push {

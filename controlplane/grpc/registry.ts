@@ -27,7 +27,14 @@ export interface AgentRecord {
 /** Listens to what happens on agent streams (metrics, rollout engine). */
 export interface RegistryEvents {
   /** `rejectedServices`: services of `version` the agent did not apply (a partial apply; `warnings` say why). */
-  onAck?(agent: AgentRecord, version: string, method: string, reasons: readonly string[], rejectedServices: readonly string[], warnings: readonly string[]): void;
+  onAck?(
+    agent: AgentRecord,
+    version: string,
+    method: string,
+    reasons: readonly string[],
+    rejectedServices: readonly string[],
+    warnings: readonly string[],
+  ): void;
   onNack?(agent: AgentRecord, version: string, reason: string): void;
   onConnectionChange?(connected: number): void;
   /** An agent said hello (also on a second stream of the same node). */
@@ -68,7 +75,18 @@ export class AgentRegistry {
     private readonly now: () => number = Date.now,
   ) {}
 
-  connect(hello: Omit<AgentRecord, 'connected' | 'connectedSince' | 'disconnectedAt' | 'lastAckedVersion' | 'lastNackedVersion' | 'lastError' | 'lastAckTime'>): AgentRecord {
+  connect(
+    hello: Omit<
+      AgentRecord,
+      | 'connected'
+      | 'connectedSince'
+      | 'disconnectedAt'
+      | 'lastAckedVersion'
+      | 'lastNackedVersion'
+      | 'lastError'
+      | 'lastAckTime'
+    >,
+  ): AgentRecord {
     this.prune();
     this.gone.delete(hello.nodeId);
     const prev = this.agents.get(hello.nodeId);
@@ -78,7 +96,9 @@ export class AgentRegistry {
       lastNackedVersion: prev?.lastNackedVersion ?? '',
       lastError: prev?.lastError ?? '',
       // Still running the version it applied partially: still without those services (no new ACK will say so).
-      ...(prev?.rejectedServices && prev.runningVersion === hello.runningVersion ? { rejectedServices: prev.rejectedServices } : {}),
+      ...(prev?.rejectedServices && prev.runningVersion === hello.runningVersion
+        ? { rejectedServices: prev.rejectedServices }
+        : {}),
       ...hello,
       connected: true,
       connectedSince: new Date(),
@@ -116,7 +136,14 @@ export class AgentRegistry {
     this.prune();
   }
 
-  ack(record: AgentRecord, version: string, method: string, reasons: readonly string[], warnings: readonly string[], rejectedServices: readonly string[] = []): void {
+  ack(
+    record: AgentRecord,
+    version: string,
+    method: string,
+    reasons: readonly string[],
+    warnings: readonly string[],
+    rejectedServices: readonly string[] = [],
+  ): void {
     record.runningVersion = version;
     record.lastAckedVersion = version;
     record.rejectedServices = [...rejectedServices];

@@ -5,7 +5,15 @@ import { TokenBucket } from '../../common/token-bucket';
 import { createHash } from 'node:crypto';
 import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
 import { DesiredState } from '../../common/types';
-import { AgentMessage, AgentSettings, AgentStreamServer, ApplyMethod, applyMethodToJSON, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import {
+  AgentMessage,
+  AgentSettings,
+  AgentStreamServer,
+  ApplyMethod,
+  applyMethodToJSON,
+  ControlMessage,
+  Hello,
+} from '../../common/gen/proxymgr/v1/stream';
 import { toProto } from '../../common/state-codec';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
@@ -46,7 +54,13 @@ export interface StreamLimits {
   readonly answerTimeoutMs?: number;
 }
 
-export const DEFAULT_LIMITS: StreamLimits = { newStreamsPerSecond: 2000, pushesPerSecond: 2000, pushBurst: 10_000, pushBufferBytes: 32 * 1024 * 1024, answerTimeoutMs: 30_000 };
+export const DEFAULT_LIMITS: StreamLimits = {
+  newStreamsPerSecond: 2000,
+  pushesPerSecond: 2000,
+  pushBurst: 10_000,
+  pushBufferBytes: 32 * 1024 * 1024,
+  answerTimeoutMs: 30_000,
+};
 
 /**
  * Paces pushes through one token bucket and one byte budget, with one queue and one timer: when the bucket is
@@ -96,15 +110,18 @@ export class PushPacer {
     if (this.timer) return;
     // Over budget, it is a write completing that re-arms the queue (wrote's callback), not the bucket's timer.
     if (this.inFlight >= this.maxBytes && delayMs === undefined) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      for (const send of this.queue) {
-        if (this.inFlight >= this.maxBytes || !this.bucket.tryTake()) break;
-        this.queue.delete(send);
-        send();
-      }
-      if (this.queue.size > 0) this.arm();
-    }, Math.max(delayMs ?? 1, this.bucket.waitMs()));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        for (const send of this.queue) {
+          if (this.inFlight >= this.maxBytes || !this.bucket.tryTake()) break;
+          this.queue.delete(send);
+          send();
+        }
+        if (this.queue.size > 0) this.arm();
+      },
+      Math.max(delayMs ?? 1, this.bucket.waitMs()),
+    );
   }
 }
 
@@ -151,12 +168,18 @@ export function agentStreamServer(
 ): AgentStreamServer {
   const stateRequests = questions.state ?? new AgentStateRequests();
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
-  const pacer = new PushPacer(new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond), limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes);
+  const pacer = new PushPacer(
+    new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond),
+    limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes,
+  );
   const answerTimeoutMs = limits.answerTimeoutMs ?? DEFAULT_LIMITS.answerTimeoutMs!;
   return {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
       if (!newStreams.tryTake()) {
-        call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: 'too many new agent streams; retry with backoff' });
+        call.emit('error', {
+          code: grpc.status.RESOURCE_EXHAUSTED,
+          details: 'too many new agent streams; retry with backoff',
+        });
         return;
       }
       let agent: AgentRecord | undefined;
@@ -197,7 +220,10 @@ export function agentStreamServer(
           answerTimer = setTimeout(() => {
             answerTimer = undefined;
             if (outstanding !== overdue) return;
-            alog.warn({ version: overdue.version, nonce: overdue.nonce, after_ms: answerTimeoutMs }, 'push not answered in time; the next change is pushed anyway');
+            alog.warn(
+              { version: overdue.version, nonce: overdue.nonce, after_ms: answerTimeoutMs },
+              'push not answered in time; the next change is pushed anyway',
+            );
             maybePush();
           }, left + 1);
           answerTimer.unref();
@@ -213,7 +239,11 @@ export function agentStreamServer(
       const lacks = (desired: DesiredState): boolean => {
         if (protocol === 0) return desired.version !== sentVersion && desired.version !== nackedVersion;
         if (needFull || !held) return true;
-        if ('state' in held) return held.state !== desired && (held.state.version !== desired.version || resourceSet(held.state).digest !== resourceSet(desired).digest);
+        if ('state' in held)
+          return (
+            held.state !== desired &&
+            (held.state.version !== desired.version || resourceSet(held.state).digest !== resourceSet(desired).digest)
+          );
         return !holdsExactly(held.declared, desired);
       };
       /** The encoded push (without nonce) that takes the agent from what it holds to `desired`. */
@@ -222,7 +252,10 @@ export function agentStreamServer(
         if (needFull || !held) return { body: pushBody(desired, '\0full', () => fullDelta(desired)), kind: 'full' };
         if ('state' in held) {
           const base = held.state;
-          return { body: pushBody(desired, base.version, (): Delta => diff(resourceSet(base), desired)), kind: 'delta' };
+          return {
+            body: pushBody(desired, base.version, (): Delta => diff(resourceSet(base), desired)),
+            kind: 'delta',
+          };
         }
         // After a control-plane restart most agents declare the same base: one encoding for all of them. A base that
         // shares little with the desired state gets the full push (encoded once per state), and a large delta is
@@ -232,7 +265,8 @@ export function agentStreamServer(
         const cached = cachedBody(desired, key);
         if (cached) return { body: cached, kind: 'delta' };
         const d = diff(declared, desired);
-        if (d.upserted.length * 2 > desired.services.length && d.upserted.length > 1) return { body: pushBody(desired, '\0full', () => fullDelta(desired)), kind: 'full' };
+        if (d.upserted.length * 2 > desired.services.length && d.upserted.length > 1)
+          return { body: pushBody(desired, '\0full', () => fullDelta(desired)), kind: 'full' };
         return { body: pushBody(desired, key, () => d, MAX_CACHED_DECLARED_BYTES), kind: 'delta' };
       };
 
@@ -287,7 +321,10 @@ export function agentStreamServer(
         }
         const mismatch = protocolProblem(hello);
         if (mismatch) {
-          log.warn({ node_id: hello.nodeId, protocol: hello.protocolVersion, peer: call.getPeer() }, 'agent stream refused: protocol version');
+          log.warn(
+            { node_id: hello.nodeId, protocol: hello.protocolVersion, peer: call.getPeer() },
+            'agent stream refused: protocol version',
+          );
           call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: mismatch });
           return;
         }
@@ -295,8 +332,14 @@ export function agentStreamServer(
         const who = identifyCall(authorizer, AGENT_STREAM_METHOD, call);
         if (!who.ok) return call.emit('error', { code: who.code, details: who.details });
         if (!mayStreamAs(who.identity, hello.nodeId)) {
-          log.warn({ identity: who.identity.name, via: who.identity.via, node_id: hello.nodeId, peer: call.getPeer() }, 'agent stream refused: node id not allowed for this identity');
-          call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: `${who.identity.name} (${who.identity.via}) may not stream as node_id "${hello.nodeId}" (see auth.clients node_ids)` });
+          log.warn(
+            { identity: who.identity.name, via: who.identity.via, node_id: hello.nodeId, peer: call.getPeer() },
+            'agent stream refused: node id not allowed for this identity',
+          );
+          call.emit('error', {
+            code: grpc.status.PERMISSION_DENIED,
+            details: `${who.identity.name} (${who.identity.via}) may not stream as node_id "${hello.nodeId}" (see auth.clients node_ids)`,
+          });
           return;
         }
         agent = registry.connect({
@@ -312,7 +355,15 @@ export function agentStreamServer(
         protocol = hello.protocolVersion;
         if (protocol === PROTOCOL_VERSION && hello.baseVersion) held = { declared: declaredSet(hello) };
         alog = log.child({ node_id: agent.nodeId, peer: call.getPeer() });
-        alog.info({ running_version: hello.runningVersion, protocol, base_version: hello.baseVersion, base_resources: Object.keys(hello.baseResources).length }, 'agent connected');
+        alog.info(
+          {
+            running_version: hello.runningVersion,
+            protocol,
+            base_version: hello.baseVersion,
+            base_resources: Object.keys(hello.baseResources).length,
+          },
+          'agent connected',
+        );
         const caps = new Set(hello.capabilities);
         const sendSettings = () => {
           const settings = caps.has('settings') ? source.agentSettings?.() : undefined;
@@ -325,9 +376,12 @@ export function agentStreamServer(
           sendSettings();
           maybePush();
         });
-        if (protocol === PROTOCOL_VERSION) unregisterRequests = stateRequests.register(hello.nodeId, (id) => call.write({ stateRequest: { id } }));
+        if (protocol === PROTOCOL_VERSION)
+          unregisterRequests = stateRequests.register(hello.nodeId, (id) => call.write({ stateRequest: { id } }));
         if (protocol === PROTOCOL_VERSION && caps.has('preflight') && questions.preflight) {
-          unregisterPreflights = questions.preflight.register(hello.nodeId, (id, state) => call.write({ preflightRequest: { id, state: toProto(state) } }));
+          unregisterPreflights = questions.preflight.register(hello.nodeId, (id, state) =>
+            call.write({ preflightRequest: { id, state: toProto(state) } }),
+          );
         }
         sendSettings();
         maybePush();
@@ -335,24 +389,56 @@ export function agentStreamServer(
 
       call.on('data', (msg: AgentMessage) => {
         if (msg.hello) {
-          if (agent) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: 'hello sent twice on one stream' });
+          if (agent)
+            return call.emit('error', {
+              code: grpc.status.INVALID_ARGUMENT,
+              details: 'hello sent twice on one stream',
+            });
           return onHello(msg.hello);
         }
-        if (!agent) return call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: 'the first message must be a hello' });
+        if (!agent)
+          return call.emit('error', {
+            code: grpc.status.FAILED_PRECONDITION,
+            details: 'the first message must be a hello',
+          });
         if (msg.ack) {
           if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since (or never sent)
-          if (msg.ack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
+          if (msg.ack.version !== outstanding.version)
+            return call.emit('error', {
+              code: grpc.status.INVALID_ARGUMENT,
+              details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}`,
+            });
           answered();
           unanswered.clear();
           const reasons = clip(msg.ack.reasons);
-          registry.ack(agent, msg.ack.version, applyMethodToJSON(msg.ack.method), reasons, clip(msg.ack.warnings), clip(msg.ack.rejectedServices));
-          if (msg.ack.counters.length > 0) registry.counters(agent, checkedCounters(msg.ack.counters), new Date(), msg.ack.version);
+          registry.ack(
+            agent,
+            msg.ack.version,
+            applyMethodToJSON(msg.ack.method),
+            reasons,
+            clip(msg.ack.warnings),
+            clip(msg.ack.rejectedServices),
+          );
+          if (msg.ack.counters.length > 0)
+            registry.counters(agent, checkedCounters(msg.ack.counters), new Date(), msg.ack.version);
           // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
-          alog.debug({ version: msg.ack.version, method: applyMethodToJSON(msg.ack.method), reasons, duration_ms: msg.ack.durationMs }, 'ACK');
+          alog.debug(
+            {
+              version: msg.ack.version,
+              method: applyMethodToJSON(msg.ack.method),
+              reasons,
+              duration_ms: msg.ack.durationMs,
+            },
+            'ACK',
+          );
           maybePush();
         } else if (msg.nack) {
           if (msg.nack.nonce !== outstanding?.nonce) return;
-          if (msg.nack.version !== outstanding.version) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}` });
+          if (msg.nack.version !== outstanding.version)
+            return call.emit('error', {
+              code: grpc.status.INVALID_ARGUMENT,
+              details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}`,
+            });
           answered();
           unanswered.clear();
           nackedVersion = msg.nack.version;
@@ -362,7 +448,12 @@ export function agentStreamServer(
           alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
           maybePush();
         } else if (msg.stats) {
-          registry.counters(agent, checkedCounters(msg.stats.counters), new Date(), msg.stats.runningVersion.slice(0, MAX_VERSION_FIELD));
+          registry.counters(
+            agent,
+            checkedCounters(msg.stats.counters),
+            new Date(),
+            msg.stats.runningVersion.slice(0, MAX_VERSION_FIELD),
+          );
         } else if (msg.stateReport) {
           // Hostile input like any answer: every text clipped and stripped of control characters.
           const r = msg.stateReport;
@@ -371,7 +462,15 @@ export function agentStreamServer(
             id: r.id,
             error: plain(clipText(r.error)),
             runningVersion: t(r.runningVersion),
-            servers: r.servers.map((s) => ({ backend: t(s.backend), name: t(s.name), address: t(s.address), port: s.port, weight: s.weight, adminState: t(s.adminState), operState: t(s.operState) })),
+            servers: r.servers.map((s) => ({
+              backend: t(s.backend),
+              name: t(s.name),
+              address: t(s.address),
+              port: s.port,
+              weight: s.weight,
+              adminState: t(s.adminState),
+              operState: t(s.operState),
+            })),
           });
         } else if (msg.preflightReport) {
           const r = msg.preflightReport;
@@ -387,14 +486,28 @@ export function agentStreamServer(
             wholeConfig: r.wholeConfig,
           });
         } else if (msg.resync) {
-          if (protocol !== PROTOCOL_VERSION) return call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}` });
+          if (protocol !== PROTOCOL_VERSION)
+            return call.emit('error', {
+              code: grpc.status.INVALID_ARGUMENT,
+              details: `Resync is part of stream protocol ${PROTOCOL_VERSION}; this stream's hello said ${protocol}`,
+            });
           const reason = clipText(msg.resync.reason);
           const kind = unanswered.get(msg.resync.nonce);
           // One Resync per push it could not take: anything else would let an agent have full pushes on demand.
-          if (kind === undefined) return alog.debug({ nonce: msg.resync.nonce.slice(0, 60) }, 'Resync for no push awaiting an answer on this stream; ignored');
+          if (kind === undefined)
+            return alog.debug(
+              { nonce: msg.resync.nonce.slice(0, 60) },
+              'Resync for no push awaiting an answer on this stream; ignored',
+            );
           if (kind === 'full') {
-            alog.error({ nonce: msg.resync.nonce, reason }, 'the agent could not take a full push; closing its stream (it reconnects with backoff)');
-            return call.emit('error', { code: grpc.status.INTERNAL, details: `the agent could not take full push ${msg.resync.nonce}: ${reason}` });
+            alog.error(
+              { nonce: msg.resync.nonce, reason },
+              'the agent could not take a full push; closing its stream (it reconnects with backoff)',
+            );
+            return call.emit('error', {
+              code: grpc.status.INTERNAL,
+              details: `the agent could not take full push ${msg.resync.nonce}: ${reason}`,
+            });
           }
           streamStats.resyncs++;
           // The agent takes nothing until a full push: whatever is outstanding will not be answered.
@@ -441,13 +554,23 @@ function declaredSet(hello: Hello): Declared {
   const entries = Object.entries(hello.baseResources).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const h = createHash('sha256').update(hello.baseVersion).update('\0').update(hello.baseGlobalsVersion);
   for (const [name, version] of entries) h.update(`\n${name}\0${version}`);
-  return { version: hello.baseVersion, globalsVersion: hello.baseGlobalsVersion, resources: new Map(entries), key: h.digest('hex') };
+  return {
+    version: hello.baseVersion,
+    globalsVersion: hello.baseGlobalsVersion,
+    resources: new Map(entries),
+    key: h.digest('hex'),
+  };
 }
 
 /** Whether a declared set is exactly `desired` (same version, globals and resource versions). */
 function holdsExactly(declared: Declared, desired: DesiredState): boolean {
   const want = resourceSet(desired);
-  if (declared.version !== desired.version || declared.globalsVersion !== want.globalsVersion || declared.resources.size !== want.resources.size) return false;
+  if (
+    declared.version !== desired.version ||
+    declared.globalsVersion !== want.globalsVersion ||
+    declared.resources.size !== want.resources.size
+  )
+    return false;
   for (const [name, version] of want.resources) if (declared.resources.get(name) !== version) return false;
   return true;
 }
@@ -465,7 +588,10 @@ const MAX_ITEMS = 100;
 // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const plain = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
 const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
-const clip = (items: readonly string[]) => [...items.slice(0, MAX_ITEMS).map(clipText), ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : [])];
+const clip = (items: readonly string[]) => [
+  ...items.slice(0, MAX_ITEMS).map(clipText),
+  ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : []),
+];
 
 /** An agent reports counters for at most this many services (more are dropped). */
 export const MAX_COUNTED_SERVICES = 10_000;
@@ -501,26 +627,42 @@ export function protocolProblem(hello: Hello): string | undefined {
 /** What is wrong with a hello (node id, labels, version strings), or undefined: the first message is hostile input. */
 export function helloProblem(hello: Hello): string | undefined {
   if (!hello.nodeId) return 'hello.node_id is required';
-  if (!NODE_ID_RE.test(hello.nodeId)) return `hello.node_id: ${JSON.stringify(hello.nodeId.slice(0, 60))} is not a node id (1-253 of A-Z a-z 0-9 _ . : @ -)`;
+  if (!NODE_ID_RE.test(hello.nodeId))
+    return `hello.node_id: ${JSON.stringify(hello.nodeId.slice(0, 60))} is not a node id (1-253 of A-Z a-z 0-9 _ . : @ -)`;
   const labels = Object.entries(hello.labels);
   if (labels.length > MAX_LABELS) return `hello.labels: ${labels.length} labels, at most ${MAX_LABELS}`;
   for (const [k, v] of labels) {
-    if (!LABEL_KEY_RE.test(k)) return `hello.labels: key ${JSON.stringify(k.slice(0, 60))} is not a label name (1-63 of A-Z a-z 0-9 _ . / -)`;
+    if (!LABEL_KEY_RE.test(k))
+      return `hello.labels: key ${JSON.stringify(k.slice(0, 60))} is not a label name (1-63 of A-Z a-z 0-9 _ . / -)`;
     // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-    if (v.length > MAX_LABEL_VALUE || /[\x00-\x1f\x7f]/.test(v)) return `hello.labels.${k}: value longer than ${MAX_LABEL_VALUE} characters or with control characters`;
+    if (v.length > MAX_LABEL_VALUE || /[\x00-\x1f\x7f]/.test(v))
+      return `hello.labels.${k}: value longer than ${MAX_LABEL_VALUE} characters or with control characters`;
   }
-  for (const [name, v] of [['agent_version', hello.agentVersion], ['haproxy_version', hello.haproxyVersion], ['running_version', hello.runningVersion], ['base_version', hello.baseVersion]] as const) {
+  for (const [name, v] of [
+    ['agent_version', hello.agentVersion],
+    ['haproxy_version', hello.haproxyVersion],
+    ['running_version', hello.runningVersion],
+    ['base_version', hello.baseVersion],
+  ] as const) {
     // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-    if (v.length > MAX_VERSION_FIELD || /[\x00-\x1f\x7f]/.test(v)) return `hello.${name}: longer than ${MAX_VERSION_FIELD} characters or with control characters`;
+    if (v.length > MAX_VERSION_FIELD || /[\x00-\x1f\x7f]/.test(v))
+      return `hello.${name}: longer than ${MAX_VERSION_FIELD} characters or with control characters`;
   }
   const declared = Object.entries(hello.baseResources);
-  if (declared.length > MAX_DECLARED_RESOURCES) return `hello.base_resources: ${declared.length} resources, at most ${MAX_DECLARED_RESOURCES}`;
+  if (declared.length > MAX_DECLARED_RESOURCES)
+    return `hello.base_resources: ${declared.length} resources, at most ${MAX_DECLARED_RESOURCES}`;
   for (const [name, version] of declared) {
-    if (!RESOURCE_NAME_RE.test(name)) return `hello.base_resources: key ${JSON.stringify(name.slice(0, 60))} is not a service name (1-253 of A-Z a-z 0-9 _ . : -)`;
-    if (!RESOURCE_VERSION_RE.test(version)) return `hello.base_resources.${name}: ${JSON.stringify(version.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
+    if (!RESOURCE_NAME_RE.test(name))
+      return `hello.base_resources: key ${JSON.stringify(name.slice(0, 60))} is not a service name (1-253 of A-Z a-z 0-9 _ . : -)`;
+    if (!RESOURCE_VERSION_RE.test(version))
+      return `hello.base_resources.${name}: ${JSON.stringify(version.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
   }
-  if (hello.baseGlobalsVersion !== '' && !RESOURCE_VERSION_RE.test(hello.baseGlobalsVersion)) return `hello.base_globals_version: ${JSON.stringify(hello.baseGlobalsVersion.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
-  if (hello.capabilities.length > MAX_CAPABILITIES) return `hello.capabilities: ${hello.capabilities.length} entries, at most ${MAX_CAPABILITIES}`;
-  for (const c of hello.capabilities) if (!/^[a-z0-9_.-]{1,32}$/.test(c)) return `hello.capabilities: ${JSON.stringify(c.slice(0, 40))} is not a capability name (1-32 of a-z 0-9 _ . -)`;
+  if (hello.baseGlobalsVersion !== '' && !RESOURCE_VERSION_RE.test(hello.baseGlobalsVersion))
+    return `hello.base_globals_version: ${JSON.stringify(hello.baseGlobalsVersion.slice(0, 60))} is not a resource version (1-64 lowercase hex digits)`;
+  if (hello.capabilities.length > MAX_CAPABILITIES)
+    return `hello.capabilities: ${hello.capabilities.length} entries, at most ${MAX_CAPABILITIES}`;
+  for (const c of hello.capabilities)
+    if (!/^[a-z0-9_.-]{1,32}$/.test(c))
+      return `hello.capabilities: ${JSON.stringify(c.slice(0, 40))} is not a capability name (1-32 of a-z 0-9 _ . -)`;
   return undefined;
 }

@@ -69,7 +69,9 @@ export class HaStore implements RolloutStore {
       log: this.log,
       ...(opts.digest ? { digest: opts.digest } : {}),
     });
-    this.acls = opts.digest ? opts.digest.acls() : [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('world', 'anyone'))]; // OPEN_ACL_UNSAFE
+    this.acls = opts.digest
+      ? opts.digest.acls()
+      : [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('world', 'anyone'))]; // OPEN_ACL_UNSAFE
   }
 
   get isLeader(): boolean {
@@ -123,20 +125,36 @@ export class HaStore implements RolloutStore {
     const epoch = ++this.epoch;
     try {
       for (const dir of ['revisions', 'agents', 'leader', 'traffic']) await ensurePath(client, this.p(dir), this.acls);
-      await call((cb) => client.create(this.p('rollout'), encodeNode(EMPTY_DOC, 'the rollout document'), this.acls, cb)).catch(ignore(Exception.NODE_EXISTS));
+      await call((cb) =>
+        client.create(this.p('rollout'), encodeNode(EMPTY_DOC, 'the rollout document'), this.acls, cb),
+      ).catch(ignore(Exception.NODE_EXISTS));
       if (epoch !== this.epoch) return;
       if (this.opts.digest && !this.aclsChecked) {
         // Upgrading from open ACLs: what an earlier control plane created gets this store's ACLs. Ephemeral nodes of
         // other sessions are left alone: they end with those sessions, and nobody else can create new ones.
-        const revisions = await call<string[]>((cb) => client.getChildren(this.p('revisions'), cb)).catch(() => [] as string[]);
-        const nodes = [this.opts.root, ...['rollout', 'revisions', 'agents', 'leader', 'traffic'].map((d) => this.p(d)), ...revisions.map((r) => this.p('revisions', r))];
+        const revisions = await call<string[]>((cb) => client.getChildren(this.p('revisions'), cb)).catch(
+          () => [] as string[],
+        );
+        const nodes = [
+          this.opts.root,
+          ...['rollout', 'revisions', 'agents', 'leader', 'traffic'].map((d) => this.p(d)),
+          ...revisions.map((r) => this.p('revisions', r)),
+        ];
         const fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
-        if (fixed > 0) this.log.warn({ fixed, zk_path: this.opts.root }, `set the ACL of ${fixed} ZooKeeper node(s) that were writable by anyone`);
+        if (fixed > 0)
+          this.log.warn(
+            { fixed, zk_path: this.opts.root },
+            `set the ACL of ${fixed} ZooKeeper node(s) that were writable by anyone`,
+          );
         // A node someone else may still change (pre-created without giving us ADMIN, so its ACL cannot be fixed)
         // means the rollout state cannot be trusted: serve agents, but never lead (checked again on reconnect).
         const open = await stillOpen(client, nodes, this.opts.digest);
         this.insecure = open.length > 0;
-        if (this.insecure) this.log.error({ nodes: open, zk_path: this.opts.root }, 'refusing to lead rollouts: ZooKeeper nodes of the control plane stay writable by others (fix their ACLs by hand, see docs/security.md)');
+        if (this.insecure)
+          this.log.error(
+            { nodes: open, zk_path: this.opts.root },
+            'refusing to lead rollouts: ZooKeeper nodes of the control plane stay writable by others (fix their ACLs by hand, see docs/security.md)',
+          );
         else this.aclsChecked = true;
       }
       await this.watchDoc(client, epoch);
@@ -146,9 +164,20 @@ export class HaStore implements RolloutStore {
       // One election node per session: after a mere reconnect the session's node is still there (a second one
       // would sit behind it and nobody would lead); a new session's old node died with the old session.
       if (this.insecure) return; // serves agents from the rollout state it reads, but never stands for leader
-      const kept = !newSession && this.leaderNode !== '' && (await call<Stat | null>((cb) => client.exists(this.p('leader', this.leaderNode), cb)));
+      const kept =
+        !newSession &&
+        this.leaderNode !== '' &&
+        (await call<Stat | null>((cb) => client.exists(this.p('leader', this.leaderNode), cb)));
       if (!kept) {
-        const created = await call<string>((cb) => client.create(this.p('leader', 'n_'), Buffer.from(this.opts.replicaId), this.acls, zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb));
+        const created = await call<string>((cb) =>
+          client.create(
+            this.p('leader', 'n_'),
+            Buffer.from(this.opts.replicaId),
+            this.acls,
+            zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL,
+            cb,
+          ),
+        );
         this.leaderNode = created.slice(created.lastIndexOf('/') + 1);
       }
       this.watchLeader(client, epoch);
@@ -162,13 +191,21 @@ export class HaStore implements RolloutStore {
       client.getData(
         this.p('rollout'),
         () => {
-          if (epoch === this.epoch) void this.watchDoc(client, epoch).catch((err) => this.log.warn({ err: errorMessage(err) }, 'reading the rollout state failed'));
+          if (epoch === this.epoch)
+            void this.watchDoc(client, epoch).catch((err) =>
+              this.log.warn({ err: errorMessage(err) }, 'reading the rollout state failed'),
+            );
         },
         cb,
       ),
     );
     const doc = parseDoc(data);
-    if (doc.seq === this.docValue?.seq && this.docValue !== undefined && JSON.stringify(doc) === JSON.stringify(this.docValue)) return;
+    if (
+      doc.seq === this.docValue?.seq &&
+      this.docValue !== undefined &&
+      JSON.stringify(doc) === JSON.stringify(this.docValue)
+    )
+      return;
     this.docValue = doc;
     this.listener.doc?.(doc);
   }
@@ -194,7 +231,11 @@ export class HaStore implements RolloutStore {
     if (isLeader === this.leaderValue && leader === this.leaderIdValue) return;
     this.leaderValue = isLeader;
     this.leaderIdValue = leader;
-    if (leader) this.log.info({ leader, me: this.opts.replicaId, leading: isLeader }, isLeader ? 'this replica leads rollouts' : 'following the rollout leader');
+    if (leader)
+      this.log.info(
+        { leader, me: this.opts.replicaId, leading: isLeader },
+        isLeader ? 'this replica leads rollouts' : 'following the rollout leader',
+      );
     this.listener.leadership?.(isLeader, leader);
   }
 
@@ -271,7 +312,9 @@ export class HaStore implements RolloutStore {
   async putRevision(rev: Revision): Promise<void> {
     if (this.revisionCache.has(rev.id)) return;
     const client = this.requireClient();
-    await call((cb) => client.create(this.p('revisions', rev.id), encodeNode(rev, `revision ${rev.id}`), this.acls, cb)).catch(ignore(Exception.NODE_EXISTS));
+    await call((cb) =>
+      client.create(this.p('revisions', rev.id), encodeNode(rev, `revision ${rev.id}`), this.acls, cb),
+    ).catch(ignore(Exception.NODE_EXISTS));
     this.revisionCache.set(rev.id, rev);
   }
 
@@ -325,8 +368,11 @@ export class HaStore implements RolloutStore {
       const client = this.client;
       if (!client || this.mine.has(nodeId)) return;
       const path = this.p('agents', nodeId);
-      const [, stat] = await call2<Buffer, Stat>((cb) => client.getData(path, cb)).catch(() => [undefined, undefined] as const);
-      if (stat && stat.ephemeralOwner.equals(client.getSessionId())) await call((cb) => client.remove(path, stat.version, (e) => cb(e, undefined))).catch(() => undefined);
+      const [, stat] = await call2<Buffer, Stat>((cb) => client.getData(path, cb)).catch(
+        () => [undefined, undefined] as const,
+      );
+      if (stat && stat.ephemeralOwner.equals(client.getSessionId()))
+        await call((cb) => client.remove(path, stat.version, (e) => cb(e, undefined))).catch(() => undefined);
     });
   }
 
@@ -365,7 +411,8 @@ export class HaStore implements RolloutStore {
           if (isReplicaTraffic(t)) out.set(name, t);
           else this.log.warn({ node: name }, 'traffic node of a replica is malformed; left out of the gates');
         } catch (err) {
-          if (code(err) !== Exception.NO_NODE) this.log.warn({ node: name, err: errorMessage(err) }, 'cannot read the traffic node of a replica');
+          if (code(err) !== Exception.NO_NODE)
+            this.log.warn({ node: name, err: errorMessage(err) }, 'cannot read the traffic node of a replica');
         }
       }),
     );
@@ -375,7 +422,8 @@ export class HaStore implements RolloutStore {
   private serialize(key: string, job: () => Promise<void>): void {
     const prev = this.writes.get(key) ?? Promise.resolve();
     const next = prev.then(job).catch((err: unknown) => {
-      if (!this.closed) this.log.warn({ node_id: key, err: errorMessage(err) }, 'writing agent status to ZooKeeper failed');
+      if (!this.closed)
+        this.log.warn({ node_id: key, err: errorMessage(err) }, 'writing agent status to ZooKeeper failed');
     });
     this.writes.set(key, next);
     void next.then(() => {
@@ -392,9 +440,24 @@ export class HaStore implements RolloutStore {
 /** The shape of a traffic node: written by control planes, but read like any input. */
 function isReplicaTraffic(t: unknown): t is ReplicaTraffic {
   const o = t as Partial<ReplicaTraffic> | null;
-  const vecs = (m: unknown) => typeof m === 'object' && m !== null && Object.values(m).every((v) => Array.isArray(v) && v.length <= 8 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0));
+  const vecs = (m: unknown) =>
+    typeof m === 'object' &&
+    m !== null &&
+    Object.values(m).every(
+      (v) => Array.isArray(v) && v.length <= 8 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0),
+    );
   const nested = (m: unknown) => typeof m === 'object' && m !== null && Object.values(m).every(vecs);
-  return typeof o === 'object' && o !== null && typeof o.epoch === 'string' && typeof o.rollout === 'string' && typeof o.at === 'number' && nested(o.sums) && nested(o.gauges) && vecs(o.baseline) && vecs(o.baselineGauges);
+  return (
+    typeof o === 'object' &&
+    o !== null &&
+    typeof o.epoch === 'string' &&
+    typeof o.rollout === 'string' &&
+    typeof o.at === 'number' &&
+    nested(o.sums) &&
+    nested(o.gauges) &&
+    vecs(o.baseline) &&
+    vecs(o.baselineGauges)
+  );
 }
 
 function parseDoc(data: Buffer | undefined): FleetDoc {
@@ -418,7 +481,9 @@ export function encodeNode(value: unknown, what: string): Buffer {
   const json = Buffer.from(JSON.stringify(value));
   const data = json.length > COMPRESS_ABOVE_BYTES ? gzipSync(json) : json;
   if (data.length > MAX_NODE_BYTES) {
-    throw new Error(`${what} is ${data.length} bytes (${json.length} as JSON), over ZooKeeper's node limit of ${MAX_NODE_BYTES} bytes (jute.maxbuffer)`);
+    throw new Error(
+      `${what} is ${data.length} bytes (${json.length} as JSON), over ZooKeeper's node limit of ${MAX_NODE_BYTES} bytes (jute.maxbuffer)`,
+    );
   }
   return data;
 }

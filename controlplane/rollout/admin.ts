@@ -1,28 +1,61 @@
 import * as grpc from '@grpc/grpc-js';
-import { GatePolicy as GatePolicyPb, GateResult as GateResultPb, PreflightInfo, RolloutAgent, RolloutInfo, RolloutPlan, RolloutPolicy, RolloutServer, RolloutStatus } from '../../common/gen/proxymgr/v1/rollout';
+import {
+  GatePolicy as GatePolicyPb,
+  GateResult as GateResultPb,
+  PreflightInfo,
+  RolloutAgent,
+  RolloutInfo,
+  RolloutPlan,
+  RolloutPolicy,
+  RolloutServer,
+  RolloutStatus,
+} from '../../common/gen/proxymgr/v1/rollout';
 import { GatePolicy, PreflightPolicy } from '../../common/config';
 import { GateResult } from './gate';
 import { ConfigError, errorMessage } from '../../common/errors';
-import { Command, counts, FleetDoc, isActive, PolicyDoc, PreflightDoc, releasedRevision, RolloutCommandError, RolloutDoc, waveOf } from './engine';
+import {
+  Command,
+  counts,
+  FleetDoc,
+  isActive,
+  PolicyDoc,
+  PreflightDoc,
+  releasedRevision,
+  RolloutCommandError,
+  RolloutDoc,
+  waveOf,
+} from './engine';
 import { RolloutCoordinator } from './coordinator';
 
 const iso = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
 
 /** The Rollout admin service; with rollouts off (no `rollout:` section) it answers `enabled: false`. */
 /** Rollout/Status's answer (rollouts off: `enabled` false). */
-export function currentRolloutStatus(coordinator: RolloutCoordinator | undefined, doc: FleetDoc | undefined = coordinator?.store.doc): RolloutStatus {
-  return coordinator ? rolloutStatus(coordinator, doc) : { enabled: false, replica: '', leader: '', stableRevision: '', agents: [] };
+export function currentRolloutStatus(
+  coordinator: RolloutCoordinator | undefined,
+  doc: FleetDoc | undefined = coordinator?.store.doc,
+): RolloutStatus {
+  return coordinator
+    ? rolloutStatus(coordinator, doc)
+    : { enabled: false, replica: '', leader: '', stableRevision: '', agents: [] };
 }
 
 export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined): RolloutServer {
-  const status = (doc: FleetDoc | undefined = coordinator?.store.doc): RolloutStatus => currentRolloutStatus(coordinator, doc);
-  const run = (cmd: Command) => (call: grpc.ServerUnaryCall<{ rolloutId: string }, RolloutStatus>, callback: grpc.sendUnaryData<RolloutStatus>) => {
-    if (!coordinator) return callback({ code: grpc.status.FAILED_PRECONDITION, details: 'rollouts are off: proxymgr.yml has no rollout section' });
-    coordinator.command(cmd, call.request.rolloutId).then(
-      (doc) => callback(null, status(doc)),
-      (err) => callback(toStatus(err)),
-    );
-  };
+  const status = (doc: FleetDoc | undefined = coordinator?.store.doc): RolloutStatus =>
+    currentRolloutStatus(coordinator, doc);
+  const run =
+    (cmd: Command) =>
+    (call: grpc.ServerUnaryCall<{ rolloutId: string }, RolloutStatus>, callback: grpc.sendUnaryData<RolloutStatus>) => {
+      if (!coordinator)
+        return callback({
+          code: grpc.status.FAILED_PRECONDITION,
+          details: 'rollouts are off: proxymgr.yml has no rollout section',
+        });
+      coordinator.command(cmd, call.request.rolloutId).then(
+        (doc) => callback(null, status(doc)),
+        (err) => callback(toStatus(err)),
+      );
+    };
   return {
     status(_call, callback) {
       callback(null, status());
@@ -32,7 +65,11 @@ export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined):
     promote: run('promote'),
     abort: run('abort'),
     setPolicy(call, callback) {
-      if (!coordinator) return callback({ code: grpc.status.FAILED_PRECONDITION, details: 'rollouts are off: proxymgr.yml has no rollout section' });
+      if (!coordinator)
+        return callback({
+          code: grpc.status.FAILED_PRECONDITION,
+          details: 'rollouts are off: proxymgr.yml has no rollout section',
+        });
       const r = call.request;
       const change: { -readonly [K in keyof PolicyDoc]?: PolicyDoc[K] } = {};
       if (r.waves.length > 0) change.waves = r.waves;
@@ -51,7 +88,11 @@ export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined):
       );
     },
     plan(_call, callback) {
-      if (!coordinator) return callback({ code: grpc.status.FAILED_PRECONDITION, details: 'rollouts are off: proxymgr.yml has no rollout section' });
+      if (!coordinator)
+        return callback({
+          code: grpc.status.FAILED_PRECONDITION,
+          details: 'rollouts are off: proxymgr.yml has no rollout section',
+        });
       coordinator.plan().then(
         (plan) => callback(null, plan),
         (err) => callback(toStatus(err)),
@@ -66,7 +107,8 @@ export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined):
 }
 
 function toStatus(err: unknown): Partial<grpc.StatusObject> {
-  if (err instanceof RolloutCommandError || err instanceof ConfigError) return { code: grpc.status.FAILED_PRECONDITION, details: err.message };
+  if (err instanceof RolloutCommandError || err instanceof ConfigError)
+    return { code: grpc.status.FAILED_PRECONDITION, details: err.message };
   return { code: grpc.status.UNAVAILABLE, details: errorMessage(err) };
 }
 
@@ -89,7 +131,10 @@ export function rolloutStatus(c: RolloutCoordinator, doc: FleetDoc | undefined):
       releasedRevision: released,
       runningRevision: a?.runningRevision ?? '',
       status: res?.status ?? (a && a.runningRevision === released ? 'acked' : 'waiting'),
-      error: res?.error ?? nack?.error ?? (a?.preflight && a.preflight.rollout === r?.id && !a.preflight.ok ? `preflight: ${a.preflight.error}` : ''),
+      error:
+        res?.error ??
+        nack?.error ??
+        (a?.preflight && a.preflight.rollout === r?.id && !a.preflight.ok ? `preflight: ${a.preflight.error}` : ''),
       at: iso(res?.at),
       preflight: a?.preflight && a.preflight.rollout === r?.id ? (a.preflight.ok ? 'passed' : 'failed') : '',
     });
@@ -123,7 +168,13 @@ function gatePolicyPb(g: GatePolicy): GatePolicyPb {
   return {
     enabled: g.enabled,
     minRequests: g.minRequests,
-    thresholds: { http5xx: t.http_5xx, errors: t.errors, retries: t.retries, serversDown: t.servers_down, queue: t.queue },
+    thresholds: {
+      http5xx: t.http_5xx,
+      errors: t.errors,
+      retries: t.retries,
+      serversDown: t.servers_down,
+      queue: t.queue,
+    },
     onInsufficientTraffic: g.onInsufficientTraffic,
     sampleMs: g.sampleMs,
     baselineMs: g.baselineMs,
@@ -134,26 +185,44 @@ function gatePolicyPb(g: GatePolicy): GatePolicyPb {
 export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
   const t = g.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0 };
   const ratio = (name: string, v: number) => {
-    if (!Number.isFinite(v) || v < 0 || v > 1) throw new ConfigError(`gate.thresholds.${name}: expected a share 0..1 (0.05 = 5 points), got ${v}`);
+    if (!Number.isFinite(v) || v < 0 || v > 1)
+      throw new ConfigError(`gate.thresholds.${name}: expected a share 0..1 (0.05 = 5 points), got ${v}`);
     return v;
   };
-  if (!Number.isFinite(t.queue) || t.queue < 0) throw new ConfigError(`gate.thresholds.queue: expected a number of queued requests per agent >= 0, got ${t.queue}`);
-  if (g.onInsufficientTraffic !== 'pass' && g.onInsufficientTraffic !== 'halt') throw new ConfigError(`gate.on_insufficient_traffic: expected "pass" or "halt", got ${JSON.stringify(g.onInsufficientTraffic.slice(0, 40))}`);
+  if (!Number.isFinite(t.queue) || t.queue < 0)
+    throw new ConfigError(`gate.thresholds.queue: expected a number of queued requests per agent >= 0, got ${t.queue}`);
+  if (g.onInsufficientTraffic !== 'pass' && g.onInsufficientTraffic !== 'halt')
+    throw new ConfigError(
+      `gate.on_insufficient_traffic: expected "pass" or "halt", got ${JSON.stringify(g.onInsufficientTraffic.slice(0, 40))}`,
+    );
   if (g.minRequests < 1) throw new ConfigError('gate.min_requests: expected at least 1');
-  if (g.sampleMs < 200 || g.sampleMs > 60_000) throw new ConfigError(`gate.sample_ms: expected 200..60000, got ${g.sampleMs}`);
-  if (g.baselineMs < 1000 || g.baselineMs > 3_600_000) throw new ConfigError(`gate.baseline_ms: expected 1000..3600000, got ${g.baselineMs}`);
+  if (g.sampleMs < 200 || g.sampleMs > 60_000)
+    throw new ConfigError(`gate.sample_ms: expected 200..60000, got ${g.sampleMs}`);
+  if (g.baselineMs < 1000 || g.baselineMs > 3_600_000)
+    throw new ConfigError(`gate.baseline_ms: expected 1000..3600000, got ${g.baselineMs}`);
   return {
     enabled: g.enabled,
     minRequests: g.minRequests,
-    thresholds: { http_5xx: ratio('http_5xx', t.http5xx), errors: ratio('errors', t.errors), retries: ratio('retries', t.retries), servers_down: ratio('servers_down', t.serversDown), queue: t.queue },
+    thresholds: {
+      http_5xx: ratio('http_5xx', t.http5xx),
+      errors: ratio('errors', t.errors),
+      retries: ratio('retries', t.retries),
+      servers_down: ratio('servers_down', t.serversDown),
+      queue: t.queue,
+    },
     onInsufficientTraffic: g.onInsufficientTraffic,
     sampleMs: g.sampleMs,
     baselineMs: g.baselineMs,
   };
 }
 
-export function preflightPolicyFromPb(p: { enabled: boolean; maxFailures: number; timeoutMs: number }): PreflightPolicy {
-  if (p.timeoutMs < 1000 || p.timeoutMs > 3_600_000) throw new ConfigError(`preflight.timeout_ms: expected 1000..3600000, got ${p.timeoutMs}`);
+export function preflightPolicyFromPb(p: {
+  enabled: boolean;
+  maxFailures: number;
+  timeoutMs: number;
+}): PreflightPolicy {
+  if (p.timeoutMs < 1000 || p.timeoutMs > 3_600_000)
+    throw new ConfigError(`preflight.timeout_ms: expected 1000..3600000, got ${p.timeoutMs}`);
   return { enabled: p.enabled, maxFailures: p.maxFailures, timeoutMs: p.timeoutMs };
 }
 
@@ -191,22 +260,49 @@ function preflightInfo(p: PreflightDoc): PreflightInfo {
 }
 
 /** `ctl rollout plan`: what the pending revision changes, per agent with its preflight. */
-export function rolloutPlan(c: RolloutCoordinator, doc: FleetDoc | undefined, pending: { from: string; to: string } | undefined, changed: { added: string[]; removed: string[]; changed: string[]; changes: string[]; servicesFor: (labels: Readonly<Record<string, string>>) => string[] } | undefined): RolloutPlan {
-  if (!pending || !changed) return { pending: false, fromRevision: '', toRevision: '', rolloutId: '', state: '', servicesAdded: [], servicesRemoved: [], servicesChanged: [], changes: [], agents: [] };
-  const r = doc?.current && doc.current.to === pending.to && isActive(doc.current) ? doc.current : undefined;
-  const agents = [...c.store.agents.values()].sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1)).map((a) => {
-    const pf = r && a.preflight?.rollout === r.id ? a.preflight : undefined;
-    const asked = r && r.policy.preflight?.enabled && a.canPreflight && !r.preflight?.completedAt;
+export function rolloutPlan(
+  c: RolloutCoordinator,
+  doc: FleetDoc | undefined,
+  pending: { from: string; to: string } | undefined,
+  changed:
+    | {
+        added: string[];
+        removed: string[];
+        changed: string[];
+        changes: string[];
+        servicesFor: (labels: Readonly<Record<string, string>>) => string[];
+      }
+    | undefined,
+): RolloutPlan {
+  if (!pending || !changed)
     return {
-      nodeId: a.nodeId,
-      labels: { ...a.labels },
-      services: changed.servicesFor(a.labels),
-      preflight: pf ? (pf.ok ? 'passed' : 'failed') : asked ? 'pending' : 'not asked',
-      method: pf?.method ?? '',
-      reasons: [...(pf?.reasons ?? [])],
-      error: pf?.error ?? '',
+      pending: false,
+      fromRevision: '',
+      toRevision: '',
+      rolloutId: '',
+      state: '',
+      servicesAdded: [],
+      servicesRemoved: [],
+      servicesChanged: [],
+      changes: [],
+      agents: [],
     };
-  });
+  const r = doc?.current && doc.current.to === pending.to && isActive(doc.current) ? doc.current : undefined;
+  const agents = [...c.store.agents.values()]
+    .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1))
+    .map((a) => {
+      const pf = r && a.preflight?.rollout === r.id ? a.preflight : undefined;
+      const asked = r && r.policy.preflight?.enabled && a.canPreflight && !r.preflight?.completedAt;
+      return {
+        nodeId: a.nodeId,
+        labels: { ...a.labels },
+        services: changed.servicesFor(a.labels),
+        preflight: pf ? (pf.ok ? 'passed' : 'failed') : asked ? 'pending' : 'not asked',
+        method: pf?.method ?? '',
+        reasons: [...(pf?.reasons ?? [])],
+        error: pf?.error ?? '',
+      };
+    });
   return {
     pending: true,
     fromRevision: pending.from,

@@ -8,14 +8,36 @@ import { Discovery } from '../discovery';
 import { AgentRecord, RegistryEvents } from '../grpc/registry';
 import { DesiredStateSource } from '../grpc/stream-server';
 import { HaStore } from '../ha/zk-store';
-import { command, Command, FleetAgent, FleetDoc, isActive, onRevision, policyDoc, PolicyDoc, releasedRevision, RolloutDoc, setPolicy, step } from './engine';
+import {
+  command,
+  Command,
+  FleetAgent,
+  FleetDoc,
+  isActive,
+  onRevision,
+  policyDoc,
+  PolicyDoc,
+  releasedRevision,
+  RolloutDoc,
+  setPolicy,
+  step,
+} from './engine';
 import { DEFAULT_GATE_POLICY, TrafficView } from './gate';
 import { MAX_GATED_SERVICES, TrafficLedger } from './traffic';
 import { AgentPreflights } from '../grpc/agent-questions';
 import { RolloutPlan } from '../../common/gen/proxymgr/v1/rollout';
 import { rolloutPlan } from './admin';
 import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
-import { changedServices, composeState, describeChanges, Revision, revisionOf, revisionOfVersion, revisionProblem, selectorMatches } from './revision';
+import {
+  changedServices,
+  composeState,
+  describeChanges,
+  Revision,
+  revisionOf,
+  revisionOfVersion,
+  revisionProblem,
+  selectorMatches,
+} from './revision';
 import { AgentStatus, PreflightStatus, RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
 
@@ -164,7 +186,8 @@ export class RolloutCoordinator implements DesiredStateSource {
     this.clock.clearTimeout(this.trafficTimer);
     this.clock.clearTimeout(this.retryTimer);
     this.store.close();
-    if (this.ticks && !(await settleWithin(this.ticks, STOP_WAIT_MS, this.clock))) this.log.warn({}, `a rollout step still runs ${STOP_WAIT_MS} ms after stop; not waiting for it`);
+    if (this.ticks && !(await settleWithin(this.ticks, STOP_WAIT_MS, this.clock)))
+      this.log.warn({}, `a rollout step still runs ${STOP_WAIT_MS} ms after stop; not waiting for it`);
     this.lifecycle.to('stopped');
   }
 
@@ -238,7 +261,11 @@ export class RolloutCoordinator implements DesiredStateSource {
       problem = revisionProblem(rev, this.opts.serviceOptions) ?? '';
       if (this.checked.size > 1024) this.checked.clear();
       this.checked.set(rev.id, problem);
-      if (problem) this.log.error({ revision: rev.id, problem }, 'revision in ZooKeeper refused: it does not pass the checks a snapshot must pass; agents keep what they run');
+      if (problem)
+        this.log.error(
+          { revision: rev.id, problem },
+          'revision in ZooKeeper refused: it does not pass the checks a snapshot must pass; agents keep what they run',
+        );
     }
     return problem !== '';
   }
@@ -272,7 +299,10 @@ export class RolloutCoordinator implements DesiredStateSource {
         runningVersion: agent.runningVersion,
         // A version applied without a service its rollout changed does not count as running that revision, also
         // after a reconnect re-reports it.
-        runningRevision: this.partial.get(agent.nodeId) === agent.runningVersion ? (prev?.runningRevision ?? '') : revisionOfVersion(agent.runningVersion),
+        runningRevision:
+          this.partial.get(agent.nodeId) === agent.runningVersion
+            ? (prev?.runningRevision ?? '')
+            : revisionOfVersion(agent.runningVersion),
         connectedAt: prev?.connectedAt ?? this.now(),
         ...(prev?.lastAck ? { lastAck: prev.lastAck } : {}),
         ...(prev?.lastNack ? { lastNack: prev.lastNack } : {}),
@@ -307,7 +337,9 @@ export class RolloutCoordinator implements DesiredStateSource {
         // A Stats that names another version than the agent's ACKed one (sent right after an apply, before its ACK
         // arrived — or a lie): a boundary, nothing counted, so traffic is never put on a revision the agent did not
         // ACK. A partial apply's traffic counts for neither side.
-        const countable = (version === '' || version === agent.runningVersion) && this.partial.get(agent.nodeId) !== agent.runningVersion;
+        const countable =
+          (version === '' || version === agent.runningVersion) &&
+          this.partial.get(agent.nodeId) !== agent.runningVersion;
         this.ledger.sample(agent.nodeId, revision, counters, at.getTime(), countable);
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
@@ -326,7 +358,8 @@ export class RolloutCoordinator implements DesiredStateSource {
         const error = `applied without service(s) ${counted.join(', ')}: ${warnings.join('; ')}`;
         put(agent, { lastNack: { version, revision, error, at: this.now() } });
       },
-      onNack: (agent, version, reason) => put(agent, { lastNack: { version, revision: revisionOfVersion(version), error: reason, at: this.now() } }),
+      onNack: (agent, version, reason) =>
+        put(agent, { lastNack: { version, revision: revisionOfVersion(version), error: reason, at: this.now() } }),
     };
   }
 
@@ -363,7 +396,15 @@ export class RolloutCoordinator implements DesiredStateSource {
   private askPreflights(): void {
     const r = this.store.doc?.current;
     const preflights = this.opts.preflights;
-    if (!preflights || !r || r.state !== 'running' || r.waves.length > 0 || !r.policy.preflight?.enabled || r.preflight?.completedAt) return;
+    if (
+      !preflights ||
+      !r ||
+      r.state !== 'running' ||
+      r.waves.length > 0 ||
+      !r.policy.preflight?.enabled ||
+      r.preflight?.completedAt
+    )
+      return;
     const changed = this.changedBy(r);
     if (!changed) return; // asked again once the revisions are loaded (load → followRollout)
     for (const [nodeId, status] of this.statuses) {
@@ -377,7 +418,10 @@ export class RolloutCoordinator implements DesiredStateSource {
         // Only the answer to the latest question to this agent counts (a reconnect asks again).
         if (!agent || this.statuses.get(nodeId) === undefined || this.preflightAsked.get(nodeId) !== token) return;
         if (typeof report === 'string') {
-          this.log.warn({ rollout: r.id, node_id: nodeId, why: report }, 'no preflight answer; the leader counts the agent as unanswered');
+          this.log.warn(
+            { rollout: r.id, node_id: nodeId, why: report },
+            'no preflight answer; the leader counts the agent as unanswered',
+          );
           return;
         }
         // Only services this rollout changes count (as for a partial apply): an old local problem does not block it.
@@ -385,7 +429,14 @@ export class RolloutCoordinator implements DesiredStateSource {
         const ok = report.ok || (!report.wholeConfig && report.rejectedServices.length > 0 && counted.length === 0);
         const error = ok ? '' : clipText(report.error || `would leave out ${counted.join(', ')}`, 600);
         const method = applyMethodToJSON(report.method).replace('APPLY_METHOD_', '').toLowerCase();
-        const result: PreflightStatus = { rollout: r.id, ok, error, method, reasons: report.reasons.slice(0, 20).map((x) => clipText(x, 256)), at: this.now() };
+        const result: PreflightStatus = {
+          rollout: r.id,
+          ok,
+          error,
+          method,
+          reasons: report.reasons.slice(0, 20).map((x) => clipText(x, 256)),
+          at: this.now(),
+        };
         this.preflightResults.set(nodeId, result);
         this.log.info({ rollout: r.id, node_id: nodeId, ok, method, error: error || undefined }, 'preflight answered');
         this.putStatus?.(agent, { preflight: result });
@@ -400,7 +451,8 @@ export class RolloutCoordinator implements DesiredStateSource {
   /** Follows the current rollout's revisions in the traffic ledger, and publishes the sums while one is active. */
   private followRollout(doc: FleetDoc): void {
     const r = doc.current;
-    if (this.preflightResults.size > 0 && [...this.preflightResults.values()][0]!.rollout !== r?.id) this.preflightResults.clear();
+    if (this.preflightResults.size > 0 && [...this.preflightResults.values()][0]!.rollout !== r?.id)
+      this.preflightResults.clear();
     this.askPreflights();
     if (!isActive(r) || !r.policy.gate?.enabled) {
       this.ledger.follow(undefined);
@@ -469,7 +521,8 @@ export class RolloutCoordinator implements DesiredStateSource {
       rev = revisionOf(snap, (name) => this.opts.discovery.configOf(name)?.agents);
       await this.store.putRevision(rev);
       const doc = this.store.doc;
-      if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id) changes = describeChanges(await this.store.getRevision(doc.stable), rev);
+      if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id)
+        changes = describeChanges(await this.store.getRevision(doc.stable), rev);
     }
     const fleet = new Map<string, FleetAgent>();
     for (const [id, a] of this.store.agents) {
@@ -484,7 +537,8 @@ export class RolloutCoordinator implements DesiredStateSource {
     }
     // The replicas' traffic sums, while a wave of an active rollout may be judged.
     const cur = this.store.doc.current;
-    const traffic: TrafficView | undefined = isActive(cur) && cur.policy.gate?.enabled && cur.waves.length > 0 ? await this.store.readTraffic() : undefined;
+    const traffic: TrafficView | undefined =
+      isActive(cur) && cur.policy.gate?.enabled && cur.waves.length > 0 ? await this.store.readTraffic() : undefined;
     const now = this.now();
     let wakeAt: number | undefined;
     let before: FleetDoc | undefined;
@@ -497,21 +551,27 @@ export class RolloutCoordinator implements DesiredStateSource {
     });
     if (before) this.logTransition(before, after);
     this.clock.clearTimeout(this.wakeTimer);
-    if (wakeAt !== undefined) this.wakeTimer = this.clock.setTimeout(() => this.kick(), Math.max(0, wakeAt - this.now()) + 1);
+    if (wakeAt !== undefined)
+      this.wakeTimer = this.clock.setTimeout(() => this.kick(), Math.max(0, wakeAt - this.now()) + 1);
   }
 
   private logTransition(a: FleetDoc, b: FleetDoc): void {
-    if (a.stable === '' && b.stable !== '') this.log.info({ revision: b.stable }, 'first revision released to every agent');
+    if (a.stable === '' && b.stable !== '')
+      this.log.info({ revision: b.stable }, 'first revision released to every agent');
     const r = b.current;
     if (!r) return;
     const prev = a.current?.id === r.id ? a.current : undefined;
-    if (!prev) this.log.info({ rollout: r.id, from: r.from, to: r.to, changes: r.changes, policy: r.policy }, 'rollout started');
+    if (!prev)
+      this.log.info({ rollout: r.id, from: r.from, to: r.to, changes: r.changes, policy: r.policy }, 'rollout started');
     for (const w of r.waves) {
       const pw = prev?.waves.find((x) => x.index === w.index);
-      if (!pw) this.log.info({ rollout: r.id, wave: w.index, spec: w.spec, agents: w.agents }, `wave ${w.index} started`);
-      else if (pw.ackedAt === undefined && w.ackedAt !== undefined) this.log.info({ rollout: r.id, wave: w.index }, `wave ${w.index} ACKed; baking ${r.policy.bakeMs} ms`);
+      if (!pw)
+        this.log.info({ rollout: r.id, wave: w.index, spec: w.spec, agents: w.agents }, `wave ${w.index} started`);
+      else if (pw.ackedAt === undefined && w.ackedAt !== undefined)
+        this.log.info({ rollout: r.id, wave: w.index }, `wave ${w.index} ACKed; baking ${r.policy.bakeMs} ms`);
     }
-    if (prev?.state !== r.state || !prev) this.log.info({ rollout: r.id, state: r.state, reason: r.reason }, `rollout ${r.state}`);
+    if (prev?.state !== r.state || !prev)
+      this.log.info({ rollout: r.id, state: r.state, reason: r.reason }, `rollout ${r.state}`);
   }
 
   // ------------------------------------------------------------------ operations (any replica)
@@ -559,7 +619,10 @@ export class RolloutCoordinator implements DesiredStateSource {
       removed,
       changed,
       changes: describeChanges(from, to),
-      servicesFor: (labels) => [...touched.filter((x) => selectorMatches(x.agents, labels)).map((x) => x.name), ...removed.filter((n) => selectorMatches(from?.services.find((x) => x.name === n)?.agents, labels))],
+      servicesFor: (labels) => [
+        ...touched.filter((x) => selectorMatches(x.agents, labels)).map((x) => x.name),
+        ...removed.filter((n) => selectorMatches(from?.services.find((x) => x.name === n)?.agents, labels)),
+      ],
     });
   }
 

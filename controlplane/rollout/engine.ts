@@ -7,8 +7,31 @@
  *   doc = step(doc, fleet, now).doc                        // ACKs/NACKs in, waves out; call on every change
  *   releasedRevision(doc, 'web-17')                        // what one agent may run: the only gate for pushes
  */
-import { DEFAULT_GATE_POLICY, DEFAULT_PREFLIGHT_POLICY, GatePolicy, parseWaveSpec, PreflightPolicy, RolloutPolicyConfig, WaveSpec } from '../../common/config';
-import { ALL, ByKey, COUNTS_LENGTH, Counts, GateResult, gateStart, GateStart, Gauges, GAUGES_LENGTH, judge, REQUESTS, sumOver, TrafficView, windowCounts } from './gate';
+import {
+  DEFAULT_GATE_POLICY,
+  DEFAULT_PREFLIGHT_POLICY,
+  GatePolicy,
+  parseWaveSpec,
+  PreflightPolicy,
+  RolloutPolicyConfig,
+  WaveSpec,
+} from '../../common/config';
+import {
+  ALL,
+  ByKey,
+  COUNTS_LENGTH,
+  Counts,
+  GateResult,
+  gateStart,
+  GateStart,
+  Gauges,
+  GAUGES_LENGTH,
+  judge,
+  REQUESTS,
+  sumOver,
+  TrafficView,
+  windowCounts,
+} from './gate';
 
 export type RolloutStateName = 'running' | 'paused' | 'halted' | 'completed' | 'rolled_back' | 'aborted' | 'superseded';
 
@@ -143,7 +166,9 @@ export function waveText(w: WaveSpec): string {
   return w.kind === 'count' ? String(w.count) : `${+(w.share * 100).toFixed(4)}%`;
 }
 
-export function isActive(r: RolloutDoc | undefined): r is RolloutDoc & { readonly state: 'running' | 'paused' | 'halted' } {
+export function isActive(
+  r: RolloutDoc | undefined,
+): r is RolloutDoc & { readonly state: 'running' | 'paused' | 'halted' } {
   return r !== undefined && ACTIVE_STATES.includes(r.state);
 }
 
@@ -183,12 +208,25 @@ function wavesByAgent(r: RolloutDoc): ReadonlyMap<string, number> {
  * was reverted is superseded. Anything else supersedes the active rollout (its agents fall back to the stable
  * revision) and starts a new rollout from the last fully released revision.
  */
-export function onRevision(doc: FleetDoc, revision: string, policy: PolicyDoc, now: number, changes: readonly string[] = []): FleetDoc {
+export function onRevision(
+  doc: FleetDoc,
+  revision: string,
+  policy: PolicyDoc,
+  now: number,
+  changes: readonly string[] = [],
+): FleetDoc {
   if (doc.stable === '') return { ...doc, stable: revision, seq: doc.seq + 1 };
   const cur = doc.current;
   if (cur && cur.to === revision && (isActive(cur) || cur.state !== 'superseded')) return doc;
   let next = doc;
-  if (isActive(cur)) next = finish(next, cur, 'superseded', now, revision === doc.stable ? 'the change was reverted' : `superseded by revision ${revision}`);
+  if (isActive(cur))
+    next = finish(
+      next,
+      cur,
+      'superseded',
+      now,
+      revision === doc.stable ? 'the change was reverted' : `superseded by revision ${revision}`,
+    );
   if (revision === doc.stable) return next;
   const use = next.nextPolicy ?? policy;
   const rollout: RolloutDoc = {
@@ -226,7 +264,12 @@ export interface StepResult {
  * max_nacks) is followed by a replacement wave of the same size taken from agents not tried yet; with no such agent
  * (e.g. none connected) the rollout waits, and its reason says so.
  */
-export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number, traffic?: TrafficView): StepResult {
+export function step(
+  doc: FleetDoc,
+  fleet: ReadonlyMap<string, FleetAgent>,
+  now: number,
+  traffic?: TrafficView,
+): StepResult {
   const r0 = doc.current;
   if (!isActive(r0)) return { doc };
   let r = withResults(r0, fleet, now);
@@ -248,41 +291,82 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
   if (r.waves.length === 0 && r.policy.preflight?.enabled && !r.preflight?.completedAt) {
     const pf = preflightStep(r, fleet, now);
     r = pf.rollout;
-    if (pf.wakeAt !== undefined || r.state !== 'running') return { doc: replace(doc, r0, r), ...(pf.wakeAt !== undefined ? { wakeAt: pf.wakeAt } : {}) };
+    if (pf.wakeAt !== undefined || r.state !== 'running')
+      return { doc: replace(doc, r0, r), ...(pf.wakeAt !== undefined ? { wakeAt: pf.wakeAt } : {}) };
   }
 
   const assigned = new Set(r.waves.flatMap((w) => w.agents));
   // Agents whose preflight failed (within max_failures) go last: a canary should be an agent that can run it.
-  const failedPreflight = (id: string) => fleet.get(id)?.preflight?.rollout === r.id && fleet.get(id)?.preflight?.ok === false;
-  const ordered = releaseOrder([...fleet.keys()].filter((id) => !assigned.has(id)), fleet, r.policy.spreadBy);
+  const failedPreflight = (id: string) =>
+    fleet.get(id)?.preflight?.rollout === r.id && fleet.get(id)?.preflight?.ok === false;
+  const ordered = releaseOrder(
+    [...fleet.keys()].filter((id) => !assigned.has(id)),
+    fleet,
+    r.policy.spreadBy,
+  );
   const candidates = [...ordered.filter((id) => !failedPreflight(id)), ...ordered.filter(failedPreflight)];
   const anyAck = Object.values(r.results).some((a) => a.status === 'acked');
   const last = r.waves[r.waves.length - 1];
   if (last && last.completedAt === undefined) {
-    const done = last.agents.every((id) => !fleet.has(id) || r.results[id]?.status === 'acked' || r.results[id]?.status === 'nacked');
+    const done = last.agents.every(
+      (id) => !fleet.has(id) || r.results[id]?.status === 'acked' || r.results[id]?.status === 'nacked',
+    );
     if (!done) return { doc: replace(doc, r0, r) };
     if (!anyAck) {
       // Settled without a single ACK: nothing is known about the revision yet. Try it on as many other agents.
       const take = candidates.slice(0, Math.max(1, last.agents.length));
       const gone = last.agents.filter((id) => !fleet.has(id)).length;
-      const why = gone === last.agents.length ? `its ${gone} agent(s) disconnected` : `${last.agents.length - gone} NACKed${gone > 0 ? `, ${gone} disconnected` : ''}`;
-      if (take.length === 0) return { doc: replace(doc, r0, waiting(r, `waiting for an agent to ACK ${r.to}: wave ${last.index} ended without an ACK (${why}) and no other agent is connected`, now)) };
+      const why =
+        gone === last.agents.length
+          ? `its ${gone} agent(s) disconnected`
+          : `${last.agents.length - gone} NACKed${gone > 0 ? `, ${gone} disconnected` : ''}`;
+      if (take.length === 0)
+        return {
+          doc: replace(
+            doc,
+            r0,
+            waiting(
+              r,
+              `waiting for an agent to ACK ${r.to}: wave ${last.index} ended without an ACK (${why}) and no other agent is connected`,
+              now,
+            ),
+          ),
+        };
       r = updateLast(r, { ...last, completedAt: now }, now);
-      return step(replace(doc, r0, startWave(r, last.spec, take, now, `wave ${last.index} ended without an ACK (${why}); `)), fleet, now, traffic);
+      return step(
+        replace(doc, r0, startWave(r, last.spec, take, now, `wave ${last.index} ended without an ACK (${why}); `)),
+        fleet,
+        now,
+        traffic,
+      );
     }
     const ackedAt = last.ackedAt ?? now;
     const bakeEnd = ackedAt + (r.pending.length === 0 ? 0 : r.policy.bakeMs);
     // The last wave has no bake, so nothing to judge: the gates judge every wave before it.
-    const gate = r.policy.gate?.enabled && traffic && bakeEnd > ackedAt && !last.gateOverridden ? r.policy.gate : undefined;
-    if (last.ackedAt === undefined) r = updateLast(r, { ...last, ackedAt, ...(gate && traffic ? { gateStart: gateStart(traffic, r.from, r.to) } : {}) }, now);
+    const gate =
+      r.policy.gate?.enabled && traffic && bakeEnd > ackedAt && !last.gateOverridden ? r.policy.gate : undefined;
+    if (last.ackedAt === undefined)
+      r = updateLast(
+        r,
+        { ...last, ackedAt, ...(gate && traffic ? { gateStart: gateStart(traffic, r.from, r.to) } : {}) },
+        now,
+      );
     if (gate && traffic) {
       const judged = judgeWave(r, gate, traffic, now >= bakeEnd, now);
       r = judged.rollout;
       const g = judged.result;
       if (g.verdict === 'fail' || (g.verdict === 'insufficient' && gate.onInsufficientTraffic === 'halt')) {
         const why = `wave ${last.index}: ${g.reason}`;
-        if (g.verdict === 'fail' && r.policy.autoRollback) return { doc: finish(doc, r, 'rolled_back', now, `${why}; rolled back to ${r.from}`) };
-        return { doc: replace(doc, r0, { ...r, state: 'halted', reason: g.verdict === 'fail' ? why : `${why} (gate.on_insufficient_traffic: halt)`, updatedAt: now }) };
+        if (g.verdict === 'fail' && r.policy.autoRollback)
+          return { doc: finish(doc, r, 'rolled_back', now, `${why}; rolled back to ${r.from}`) };
+        return {
+          doc: replace(doc, r0, {
+            ...r,
+            state: 'halted',
+            reason: g.verdict === 'fail' ? why : `${why} (gate.on_insufficient_traffic: halt)`,
+            updatedAt: now,
+          }),
+        };
       }
       if (now < bakeEnd) return { doc: replace(doc, r0, r), wakeAt: Math.min(bakeEnd, now + gate.sampleMs) };
     }
@@ -305,8 +389,19 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
   if (!anyAck) {
     // No wave could start (no agent connected) or none ACKed yet: completing now would make the revision stable for
     // every agent that connects later, canary or not.
-    const why = fleet.size === 0 ? 'no agent is connected' : `none of the ${fleet.size} connected agent(s) ACKed it yet`;
-    return { doc: replace(doc, r0, waiting(r, `waiting for an agent to ACK ${r.to} before ${r.waves.length === 0 ? 'wave 1 starts' : 'completing'}: ${why}`, now)) };
+    const why =
+      fleet.size === 0 ? 'no agent is connected' : `none of the ${fleet.size} connected agent(s) ACKed it yet`;
+    return {
+      doc: replace(
+        doc,
+        r0,
+        waiting(
+          r,
+          `waiting for an agent to ACK ${r.to} before ${r.waves.length === 0 ? 'wave 1 starts' : 'completing'}: ${why}`,
+          now,
+        ),
+      ),
+    };
   }
   return { doc: finish(doc, { ...r, pending: [] }, 'completed', now, `released to every agent (${assigned.size})`) };
 }
@@ -316,7 +411,11 @@ export function step(doc: FleetDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
  * without applying it. Done once each of them answered, or at the timeout (the rest are counted as unanswered);
  * more failures than max_failures halt the rollout before any agent runs the revision.
  */
-function preflightStep(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): { rollout: RolloutDoc; wakeAt?: number } {
+function preflightStep(
+  r: RolloutDoc,
+  fleet: ReadonlyMap<string, FleetAgent>,
+  now: number,
+): { rollout: RolloutDoc; wakeAt?: number } {
   const policy = r.policy.preflight!;
   const startedAt = r.preflight?.startedAt ?? now;
   let passed = 0;
@@ -332,12 +431,25 @@ function preflightStep(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, no
   const timedOut = now >= startedAt + policy.timeoutMs;
   const done = unanswered === 0 || timedOut;
   // Listed with their messages cut short: the document is shared by every replica (the full ones are in agent status).
-  const listed = failed.slice(0, MAX_LISTED).map((f) => ({ nodeId: f.nodeId, error: f.error.length > MAX_LISTED_ERROR ? `${f.error.slice(0, MAX_LISTED_ERROR)}…` : f.error }));
-  const pf: PreflightDoc = { startedAt, passed, failed: listed, failedCount: failed.length, unanswered, ...(done ? { completedAt: now } : {}) };
+  const listed = failed.slice(0, MAX_LISTED).map((f) => ({
+    nodeId: f.nodeId,
+    error: f.error.length > MAX_LISTED_ERROR ? `${f.error.slice(0, MAX_LISTED_ERROR)}…` : f.error,
+  }));
+  const pf: PreflightDoc = {
+    startedAt,
+    passed,
+    failed: listed,
+    failedCount: failed.length,
+    unanswered,
+    ...(done ? { completedAt: now } : {}),
+  };
   const same = r.preflight && JSON.stringify(r.preflight) === JSON.stringify(pf);
   let rollout = same ? r : { ...r, preflight: pf, updatedAt: now };
   if (failed.length > policy.maxFailures) {
-    const list = listed.slice(0, 3).map((f) => `${f.nodeId}: ${f.error}`).join('; ');
+    const list = listed
+      .slice(0, 3)
+      .map((f) => `${f.nodeId}: ${f.error}`)
+      .join('; ');
     const reason = `preflight failed on ${failed.length} agent(s), more than preflight.max_failures ${policy.maxFailures}; no agent runs ${r.to}; ${list}`;
     return { rollout: { ...rollout, preflight: { ...pf, completedAt: now }, state: 'halted', reason, updatedAt: now } };
   }
@@ -350,7 +462,13 @@ function preflightStep(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, no
 }
 
 /** The gate's judgement of the rollout's last wave now; the result is kept in the wave (and the baseline in the rollout). */
-function judgeWave(r: RolloutDoc, gate: GatePolicy, traffic: TrafficView, final: boolean, now: number): { rollout: RolloutDoc; result: GateResult } {
+function judgeWave(
+  r: RolloutDoc,
+  gate: GatePolicy,
+  traffic: TrafficView,
+  final: boolean,
+  now: number,
+): { rollout: RolloutDoc; result: GateResult } {
   let wave = r.waves[r.waves.length - 1]!;
   // Only what the replicas say about this rollout (a traffic node not yet republished may be about the last one).
   const mine: TrafficView = new Map([...traffic].filter(([, t]) => t.rollout === r.id));
@@ -382,7 +500,10 @@ function judgeWave(r: RolloutDoc, gate: GatePolicy, traffic: TrafficView, final:
   // Kept when the verdict changes, and new figures at most every GATE_FIGURES_EVERY_MS: the document is shared by
   // every replica, and rewriting it on every sample would load ZooKeeper and each of them.
   const prev = wave.gate;
-  const changed = !prev || prev.verdict !== result.verdict || (now - prev.at >= GATE_FIGURES_EVERY_MS && JSON.stringify(prev.figures) !== JSON.stringify(result.figures));
+  const changed =
+    !prev ||
+    prev.verdict !== result.verdict ||
+    (now - prev.at >= GATE_FIGURES_EVERY_MS && JSON.stringify(prev.figures) !== JSON.stringify(result.figures));
   let rollout = r;
   if (changed) rollout = updateLast(rollout, { ...wave, gate: result }, now);
   if (baseline !== r.baseline && baseline) rollout = { ...rollout, baseline, updatedAt: now };
@@ -393,7 +514,13 @@ function startWave(r: RolloutDoc, spec: string, take: readonly string[], now: nu
   const wave: WaveDoc = { index: r.waves.length + 1, spec, agents: [...take], startedAt: now };
   const results = { ...r.results };
   for (const id of take) results[id] = { status: 'pending', wave: wave.index, at: now };
-  return { ...r, waves: [...r.waves, wave], results, updatedAt: now, reason: `${why}wave ${wave.index} (${spec}) released to ${take.length} agent(s)` };
+  return {
+    ...r,
+    waves: [...r.waves, wave],
+    results,
+    updatedAt: now,
+    reason: `${why}wave ${wave.index} (${spec}) released to ${take.length} agent(s)`,
+  };
 }
 
 /** The rollout with `reason` (the same document when the reason is unchanged: no ZooKeeper write per step). */
@@ -415,29 +542,71 @@ export class RolloutCommandError extends Error {
 
 export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''): FleetDoc {
   const r = doc.current;
-  if (!isActive(r)) throw new RolloutCommandError(`no rollout is in progress (last: ${r ? `${r.id} ${r.state}` : 'none'})`, 'NO_ROLLOUT');
-  if (rolloutId && rolloutId !== r.id) throw new RolloutCommandError(`rollout ${rolloutId} is not the current one (${r.id})`, 'WRONG_ROLLOUT');
+  if (!isActive(r))
+    throw new RolloutCommandError(
+      `no rollout is in progress (last: ${r ? `${r.id} ${r.state}` : 'none'})`,
+      'NO_ROLLOUT',
+    );
+  if (rolloutId && rolloutId !== r.id)
+    throw new RolloutCommandError(`rollout ${rolloutId} is not the current one (${r.id})`, 'WRONG_ROLLOUT');
   switch (cmd) {
     case 'pause':
-      if (r.state !== 'running') throw new RolloutCommandError(`rollout ${r.id} is ${r.state}, not running`, 'BAD_STATE');
+      if (r.state !== 'running')
+        throw new RolloutCommandError(`rollout ${r.id} is ${r.state}, not running`, 'BAD_STATE');
       return replace(doc, r, { ...r, state: 'paused', reason: 'paused by operator', updatedAt: now });
     case 'resume': {
       if (r.state === 'running') throw new RolloutCommandError(`rollout ${r.id} is already running`, 'BAD_STATE');
-      const forgiven = [...new Set([...r.forgiven, ...Object.entries(r.results).filter(([, a]) => a.status === 'nacked').map(([id]) => id)])];
+      const forgiven = [
+        ...new Set([
+          ...r.forgiven,
+          ...Object.entries(r.results)
+            .filter(([, a]) => a.status === 'nacked')
+            .map(([id]) => id),
+        ]),
+      ];
       // A halted preflight: the operator lets the waves start anyway. A wave its gate halted: it is not judged again
       // (its bake goes on from its ACK). A pause or a NACK halt leaves the gate as it was.
-      const preflight = r.preflight && r.waves.length === 0 && r.state === 'halted' ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true } : r.preflight;
+      const preflight =
+        r.preflight && r.waves.length === 0 && r.state === 'halted'
+          ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true }
+          : r.preflight;
       const last = r.waves[r.waves.length - 1];
-      const gateHalted = r.state === 'halted' && last?.completedAt === undefined && (last?.gate?.verdict === 'fail' || last?.gate?.verdict === 'insufficient');
+      const gateHalted =
+        r.state === 'halted' &&
+        last?.completedAt === undefined &&
+        (last?.gate?.verdict === 'fail' || last?.gate?.verdict === 'insufficient');
       const waves = gateHalted ? [...r.waves.slice(0, -1), { ...last!, gateOverridden: true }] : r.waves;
-      return replace(doc, r, { ...r, state: 'running', forgiven, waves, ...(preflight ? { preflight } : {}), reason: `resumed by operator (from ${r.state})`, updatedAt: now });
+      return replace(doc, r, {
+        ...r,
+        state: 'running',
+        forgiven,
+        waves,
+        ...(preflight ? { preflight } : {}),
+        reason: `resumed by operator (from ${r.state})`,
+        updatedAt: now,
+      });
     }
     case 'promote': {
       const last = r.waves[r.waves.length - 1];
       // Promote means now: a preflight still running (or one that halted the rollout) is not waited for.
-      const preflight = r.preflight && r.waves.length === 0 ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true } : r.preflight;
-      const waves = last && last.completedAt === undefined ? [...r.waves.slice(0, -1), { ...last, ackedAt: last.ackedAt ?? now, completedAt: now }] : r.waves;
-      return replace(doc, r, { ...r, state: 'running', waves, ...(preflight ? { preflight } : {}), pending: ['100%'], policy: { ...r.policy, bakeMs: 0 }, reason: 'promoted by operator: released to every agent', updatedAt: now });
+      const preflight =
+        r.preflight && r.waves.length === 0
+          ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true }
+          : r.preflight;
+      const waves =
+        last && last.completedAt === undefined
+          ? [...r.waves.slice(0, -1), { ...last, ackedAt: last.ackedAt ?? now, completedAt: now }]
+          : r.waves;
+      return replace(doc, r, {
+        ...r,
+        state: 'running',
+        waves,
+        ...(preflight ? { preflight } : {}),
+        pending: ['100%'],
+        policy: { ...r.policy, bakeMs: 0 },
+        reason: 'promoted by operator: released to every agent',
+        updatedAt: now,
+      });
     }
     case 'abort':
       return finish(doc, r, 'aborted', now, `aborted by operator; rolled back to ${r.from}`);
@@ -445,13 +614,26 @@ export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''
 }
 
 /** Changes the current rollout's policy (new waves replace the pending ones), or sets the next rollout's. */
-export function setPolicy(doc: FleetDoc, change: Partial<PolicyDoc>, next: boolean, base: PolicyDoc, now: number): FleetDoc {
+export function setPolicy(
+  doc: FleetDoc,
+  change: Partial<PolicyDoc>,
+  next: boolean,
+  base: PolicyDoc,
+  now: number,
+): FleetDoc {
   for (const [i, w] of (change.waves ?? []).entries()) parseWaveSpec(w, `waves[${i}]`);
   if (next) return { ...doc, nextPolicy: { ...(doc.nextPolicy ?? base), ...change }, seq: doc.seq + 1 };
   const r = doc.current;
-  if (!isActive(r)) throw new RolloutCommandError('no rollout is in progress (use next to change the next one)', 'NO_ROLLOUT');
+  if (!isActive(r))
+    throw new RolloutCommandError('no rollout is in progress (use next to change the next one)', 'NO_ROLLOUT');
   const policy = { ...r.policy, ...change };
-  return replace(doc, r, { ...r, policy, pending: change.waves ?? r.pending, reason: 'policy changed by operator', updatedAt: now });
+  return replace(doc, r, {
+    ...r,
+    policy,
+    pending: change.waves ?? r.pending,
+    reason: 'policy changed by operator',
+    updatedAt: now,
+  });
 }
 
 /**
@@ -460,7 +642,11 @@ export function setPolicy(doc: FleetDoc, change: Partial<PolicyDoc>, next: boole
  * last, as one more group). Each wave orders what is left afresh, so no wave takes a second agent from one zone
  * before one from every other zone that still has agents.
  */
-export function releaseOrder(ids: readonly string[], fleet: ReadonlyMap<string, FleetAgent>, spreadBy?: string): string[] {
+export function releaseOrder(
+  ids: readonly string[],
+  fleet: ReadonlyMap<string, FleetAgent>,
+  spreadBy?: string,
+): string[] {
   const sorted = [...ids].sort();
   if (!spreadBy) return sorted;
   const groups = new Map<string, string[]>();
@@ -470,7 +656,9 @@ export function releaseOrder(ids: readonly string[], fleet: ReadonlyMap<string, 
     if (group) group.push(id);
     else groups.set(value, [id]);
   }
-  const lists = [...groups.keys()].sort((a, b) => (a === '' ? 1 : b === '' ? -1 : a < b ? -1 : a > b ? 1 : 0)).map((k) => groups.get(k)!);
+  const lists = [...groups.keys()]
+    .sort((a, b) => (a === '' ? 1 : b === '' ? -1 : a < b ? -1 : a > b ? 1 : 0))
+    .map((k) => groups.get(k)!);
   const out: string[] = [];
   for (let i = 0; out.length < sorted.length; i++) for (const list of lists) if (i < list.length) out.push(list[i]!);
   return out;
@@ -480,7 +668,11 @@ export function releaseOrder(ids: readonly string[], fleet: ReadonlyMap<string, 
 export function counts(r: RolloutDoc): { total: number; acked: number; nacked: number } {
   if (r.counts) return r.counts;
   const all = Object.values(r.results);
-  return { total: all.length, acked: all.filter((a) => a.status === 'acked').length, nacked: all.filter((a) => a.status === 'nacked').length };
+  return {
+    total: all.length,
+    acked: all.filter((a) => a.status === 'acked').length,
+    nacked: all.filter((a) => a.status === 'nacked').length,
+  };
 }
 
 function withResults(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): RolloutDoc {
@@ -491,8 +683,13 @@ function withResults(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
       const prev = r.results[id];
       if (!a || !prev) continue;
       let next: AgentResult = prev;
-      if (a.runningRevision === r.to) next = prev.status === 'acked' ? prev : { status: 'acked', wave: w.index, at: now };
-      else if (a.lastNack?.revision === r.to && a.lastNack.at >= w.startedAt) next = prev.status === 'nacked' && prev.error === a.lastNack.error ? prev : { status: 'nacked', wave: w.index, error: a.lastNack.error, at: now };
+      if (a.runningRevision === r.to)
+        next = prev.status === 'acked' ? prev : { status: 'acked', wave: w.index, at: now };
+      else if (a.lastNack?.revision === r.to && a.lastNack.at >= w.startedAt)
+        next =
+          prev.status === 'nacked' && prev.error === a.lastNack.error
+            ? prev
+            : { status: 'nacked', wave: w.index, error: a.lastNack.error, at: now };
       if (next !== prev) (results ??= { ...r.results })[id] = next;
     }
   }
@@ -512,7 +709,12 @@ function finish(doc: FleetDoc, r: RolloutDoc, state: RolloutStateName, now: numb
   // History lives in the same ZooKeeper node (1 MB by default): keep counts and verdicts, not per-agent lists or the
   // gates' per-replica sums.
   const { baseline: _baseline, ...kept } = done;
-  const summary: RolloutDoc = { ...kept, results: {}, waves: done.waves.map(({ gateStart: _start, ...w }) => ({ ...w, agents: [] })), counts: counts(done) };
+  const summary: RolloutDoc = {
+    ...kept,
+    results: {},
+    waves: done.waves.map(({ gateStart: _start, ...w }) => ({ ...w, agents: [] })),
+    counts: counts(done),
+  };
   return {
     ...doc,
     stable: state === 'completed' ? r.to : doc.stable,

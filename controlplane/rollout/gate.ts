@@ -56,7 +56,9 @@ export interface ReplicaTraffic {
 export type TrafficView = ReadonlyMap<string, ReplicaTraffic>;
 
 /** Each replica's sums of the two revisions when the window began (kept in the wave). */
-export type GateStart = Readonly<Record<string, { readonly epoch: string; readonly to: ByKey<Counts>; readonly from: ByKey<Counts> }>>;
+export type GateStart = Readonly<
+  Record<string, { readonly epoch: string; readonly to: ByKey<Counts>; readonly from: ByKey<Counts> }>
+>;
 
 /** One figure that a verdict rests on. */
 export interface GateFigure {
@@ -87,7 +89,12 @@ export interface GateResult {
 export const MAX_FIGURES = 12;
 
 /** Sums over every replica of `revision`'s counts since `start` (a replica that restarted counts from zero). */
-export function windowCounts(traffic: TrafficView, start: GateStart, side: 'to' | 'from', revision: string): Map<string, number[]> {
+export function windowCounts(
+  traffic: TrafficView,
+  start: GateStart,
+  side: 'to' | 'from',
+  revision: string,
+): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const [replica, t] of traffic) {
     const s = start[replica];
@@ -110,7 +117,11 @@ export function gateStart(traffic: TrafficView, from: string, to: string): GateS
 }
 
 /** Sums `pick(t)` over every replica, key by key. */
-export function sumOver(traffic: TrafficView, pick: (t: ReplicaTraffic) => ByKey<readonly number[]> | undefined, length: number): Map<string, number[]> {
+export function sumOver(
+  traffic: TrafficView,
+  pick: (t: ReplicaTraffic) => ByKey<readonly number[]> | undefined,
+  length: number,
+): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const t of traffic.values()) {
     for (const [key, v] of Object.entries(pick(t) ?? {})) {
@@ -139,7 +150,8 @@ export interface GateInput {
 }
 
 const ratio = (v: Counts | undefined, i: number) => (v && (v[REQUESTS] ?? 0) > 0 ? (v[i] ?? 0) / v[REQUESTS]! : 0);
-const errors = (v: Counts | undefined) => (v && (v[REQUESTS] ?? 0) > 0 ? ((v[CONN_ERRORS] ?? 0) + (v[RESP_ERRORS] ?? 0)) / v[REQUESTS]! : 0);
+const errors = (v: Counts | undefined) =>
+  v && (v[REQUESTS] ?? 0) > 0 ? ((v[CONN_ERRORS] ?? 0) + (v[RESP_ERRORS] ?? 0)) / v[REQUESTS]! : 0;
 const downShare = (g: Gauges | undefined) => (g && (g[SERVERS] ?? 0) > 0 ? (g[DOWN] ?? 0) / g[SERVERS]! : 0);
 const queuePerAgent = (g: Gauges | undefined) => (g && (g[AGENTS] ?? 0) > 0 ? (g[QUEUE] ?? 0) / g[AGENTS]! : 0);
 
@@ -156,11 +168,18 @@ export function judge(input: GateInput): GateResult {
   const enough = (v: Counts | undefined) => (v?.[REQUESTS] ?? 0) >= policy.minRequests;
   const figures: GateFigure[] = [];
   let judged = 0;
-  const keys = [...new Set([...canary.keys(), ...input.canaryGauges.keys()])].sort((a, b) => (a === ALL ? -1 : b === ALL ? 1 : a < b ? -1 : a > b ? 1 : 0));
+  const keys = [...new Set([...canary.keys(), ...input.canaryGauges.keys()])].sort((a, b) =>
+    a === ALL ? -1 : b === ALL ? 1 : a < b ? -1 : a > b ? 1 : 0,
+  );
   for (const key of keys) {
     const c = canary.get(key);
     const requests = c?.[REQUESTS] ?? 0;
-    const add = (metric: GateMetric, value: number, stableValue: number | undefined, beforeValue: number | undefined) => {
+    const add = (
+      metric: GateMetric,
+      value: number,
+      stableValue: number | undefined,
+      beforeValue: number | undefined,
+    ) => {
       const refs = [stableValue, beforeValue].filter((x): x is number => x !== undefined);
       const reference = refs.length > 0 ? Math.max(...refs) : 0;
       figures.push({
@@ -194,13 +213,29 @@ export function judge(input: GateInput): GateResult {
   }
   const bad = figures.filter((f) => f.regressed);
   const shown = [...bad, ...figures.filter((f) => !f.regressed)].slice(0, MAX_FIGURES);
-  if (bad.length > 0) return { verdict: 'fail', reason: `traffic gate: ${bad.slice(0, 3).map(describeFigure).join('; ')}`, figures: shown, at: input.now };
+  if (bad.length > 0)
+    return {
+      verdict: 'fail',
+      reason: `traffic gate: ${bad.slice(0, 3).map(describeFigure).join('; ')}`,
+      figures: shown,
+      at: input.now,
+    };
   const total = canary.get(ALL)?.[REQUESTS] ?? 0;
   if (!input.final) return { verdict: 'pending', reason: '', figures: shown, at: input.now };
   if (judged === 0) {
-    return { verdict: 'insufficient', reason: `traffic gate: too little traffic to judge (${total} request(s) on the new revision in the bake, min_requests ${policy.minRequests})`, figures: shown, at: input.now };
+    return {
+      verdict: 'insufficient',
+      reason: `traffic gate: too little traffic to judge (${total} request(s) on the new revision in the bake, min_requests ${policy.minRequests})`,
+      figures: shown,
+      at: input.now,
+    };
   }
-  return { verdict: 'pass', reason: `traffic gate passed (${total} request(s) on the new revision, ${judged} key(s) judged)`, figures: shown, at: input.now };
+  return {
+    verdict: 'pass',
+    reason: `traffic gate passed (${total} request(s) on the new revision, ${judged} key(s) judged)`,
+    figures: shown,
+    at: input.now,
+  };
 }
 
 const pct = (x: number) => `${+(x * 100).toFixed(2)}%`;
@@ -208,8 +243,13 @@ const pct = (x: number) => `${+(x * 100).toFixed(2)}%`;
 /** "service web: 5xx 97.5% (stable 0%, before 0.1%) > +5% allowed" */
 export function describeFigure(f: GateFigure): string {
   const fmt = f.metric === 'queue' ? (x: number) => String(+x.toFixed(2)) : pct;
-  const refs = [f.stable !== undefined ? `stable ${fmt(f.stable)}` : '', f.before !== undefined ? `before ${fmt(f.before)}` : ''].filter(Boolean);
+  const refs = [
+    f.stable !== undefined ? `stable ${fmt(f.stable)}` : '',
+    f.before !== undefined ? `before ${fmt(f.before)}` : '',
+  ].filter(Boolean);
   const where = f.key === ALL ? 'all services' : `service ${f.key}`;
-  const name = { http_5xx: '5xx', errors: 'errors', retries: 'retries', servers_down: 'servers DOWN', queue: 'queue' }[f.metric];
+  const name = { http_5xx: '5xx', errors: 'errors', retries: 'retries', servers_down: 'servers DOWN', queue: 'queue' }[
+    f.metric
+  ];
   return `${where}: ${name} ${fmt(f.canary)} over ${f.requests} request(s) (${refs.join(', ') || 'no reference'}) ${f.regressed ? '>' : '<='} +${fmt(f.threshold)} allowed`;
 }

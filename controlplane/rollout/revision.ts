@@ -33,7 +33,10 @@ export interface Revision {
 export const REVISION_ID_LENGTH = 12;
 
 /** The revision of a discovery snapshot; `selectorOf` gives each service's `agents` selector. */
-export function revisionOf(state: DesiredState, selectorOf: (service: string) => Readonly<Record<string, string>> | undefined): Revision {
+export function revisionOf(
+  state: DesiredState,
+  selectorOf: (service: string) => Readonly<Record<string, string>> | undefined,
+): Revision {
   const services: ServiceShape[] = state.services.map((s) => {
     const agents = selectorOf(s.name);
     return {
@@ -53,7 +56,10 @@ export function revisionOf(state: DesiredState, selectorOf: (service: string) =>
 }
 
 /** matchLabels: every pair of the selector is among the labels. */
-export function selectorMatches(selector: Readonly<Record<string, string>> | undefined, labels: Readonly<Record<string, string>>): boolean {
+export function selectorMatches(
+  selector: Readonly<Record<string, string>> | undefined,
+  labels: Readonly<Record<string, string>>,
+): boolean {
   if (!selector) return true;
   for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
   return true;
@@ -64,7 +70,11 @@ export function selectorMatches(selector: Readonly<Record<string, string>> | und
  * The version is `<revision id>.<content hash>`, so an ACK or a hello names the revision an agent runs, on any replica.
  * A service without known hosts is served without servers only if it never had any (see RevisionComposer).
  */
-export function composeState(revision: Revision, labels: Readonly<Record<string, string>>, hostsOf: (service: string) => readonly Server[]): DesiredState {
+export function composeState(
+  revision: Revision,
+  labels: Readonly<Record<string, string>>,
+  hostsOf: (service: string) => readonly Server[],
+): DesiredState {
   const services: Service[] = revision.services
     .filter((s) => selectorMatches(s.agents, labels))
     .map((s) => ({
@@ -77,7 +87,11 @@ export function composeState(revision: Revision, labels: Readonly<Record<string,
       ...(s.drainTimeoutMs !== undefined ? { drainTimeoutMs: s.drainTimeoutMs } : {}),
       ...(s.zoneLabel ? { zoneLabel: s.zoneLabel } : {}),
     }));
-  return { version: `${revision.id}.${stateVersion(revision.haproxy, services).slice(0, 20)}`, haproxy: revision.haproxy, services };
+  return {
+    version: `${revision.id}.${stateVersion(revision.haproxy, services).slice(0, 20)}`,
+    haproxy: revision.haproxy,
+    services,
+  };
 }
 
 /**
@@ -96,21 +110,47 @@ export function changedServices(from: Revision | undefined, to: Revision): Set<s
  * anyone who can write ZooKeeper (no `controlplane.zk_digest_file`) could plant one: it is checked like a fresh
  * snapshot — shape, then sanitizeState with this replica's service_options — before any agent is served from it.
  */
-export function revisionProblem(revision: unknown, policy: ServiceOptionsPolicy = DEFAULT_SERVICE_OPTIONS): string | undefined {
+export function revisionProblem(
+  revision: unknown,
+  policy: ServiceOptionsPolicy = DEFAULT_SERVICE_OPTIONS,
+): string | undefined {
   const r = revision as Partial<Revision> | null;
   const lines = (v: unknown) => Array.isArray(v) && v.every((l) => typeof l === 'string');
-  if (typeof r !== 'object' || r === null || typeof r.id !== 'string' || !Array.isArray(r.services)) return 'not a revision (id, services)';
-  if (typeof r.haproxy !== 'object' || r.haproxy === null || !lines(r.haproxy.global) || !lines(r.haproxy.defaults)) return 'haproxy.global/defaults must be lists of lines';
+  if (typeof r !== 'object' || r === null || typeof r.id !== 'string' || !Array.isArray(r.services))
+    return 'not a revision (id, services)';
+  if (typeof r.haproxy !== 'object' || r.haproxy === null || !lines(r.haproxy.global) || !lines(r.haproxy.defaults))
+    return 'haproxy.global/defaults must be lists of lines';
   for (const [i, sv] of r.services.entries()) {
     const x = sv as Partial<ServiceShape> | null;
-    if (typeof x !== 'object' || x === null || typeof x.name !== 'string' || typeof x.port !== 'number' || typeof x.bindAddress !== 'string' || !lines(x.listenOptions) || !lines(x.serverOptions)) {
+    if (
+      typeof x !== 'object' ||
+      x === null ||
+      typeof x.name !== 'string' ||
+      typeof x.port !== 'number' ||
+      typeof x.bindAddress !== 'string' ||
+      !lines(x.listenOptions) ||
+      !lines(x.serverOptions)
+    ) {
       return `services[${i}] is not a service (name, port, bindAddress, listenOptions, serverOptions)`;
     }
   }
   // Service by service: two services on one port are fine in a revision when their selectors pick different agents.
   try {
     for (const x of (r as Revision).services) {
-      const one: DesiredState = { version: '', haproxy: r.haproxy, services: [{ name: x.name, port: x.port, bindAddress: x.bindAddress, listenOptions: x.listenOptions, serverOptions: x.serverOptions, servers: [] }] };
+      const one: DesiredState = {
+        version: '',
+        haproxy: r.haproxy,
+        services: [
+          {
+            name: x.name,
+            port: x.port,
+            bindAddress: x.bindAddress,
+            listenOptions: x.listenOptions,
+            serverOptions: x.serverOptions,
+            servers: [],
+          },
+        ],
+      };
       const { problems } = sanitizeState(one, undefined, policy);
       if (problems.length > 0) return problems.map((p) => `${p.where}: ${p.message}`).join('; ');
     }
@@ -150,7 +190,8 @@ export function describeChanges(from: Revision | undefined, to: Revision): strin
       ['drain_timeout_ms', b.drainTimeoutMs, s.drainTimeoutMs],
       ['zone_label', b.zoneLabel, s.zoneLabel],
     ];
-    for (const [field, x, y] of fields) if (canonicalJson(x) !== canonicalJson(y)) out.push(`${field} of ${name} changed`);
+    for (const [field, x, y] of fields)
+      if (canonicalJson(x) !== canonicalJson(y)) out.push(`${field} of ${name} changed`);
   }
   for (const name of before.keys()) if (!after.has(name)) out.push(`service ${name} removed`);
   return out;

@@ -11,7 +11,12 @@ export interface AgentStatus {
   readonly runningRevision: string;
   readonly connectedAt: number;
   readonly lastAck?: { readonly version: string; readonly revision: string; readonly at: number };
-  readonly lastNack?: { readonly version: string; readonly revision: string; readonly error: string; readonly at: number };
+  readonly lastNack?: {
+    readonly version: string;
+    readonly revision: string;
+    readonly error: string;
+    readonly at: number;
+  };
   /** The agent can check a revision without applying it (its hello said so). */
   readonly canPreflight?: boolean;
   /** Its answer to the latest preflight (see engine.ts). */

@@ -93,7 +93,9 @@ export class TrafficLedger {
       // Taking the revision: the agent's own traffic before it, from the oldest sample in the window to the last one.
       a.baselined = r.id;
       const oldest = [...a.ring, a.last].find((s) => s.at >= at - this.baselineMs && s.revision === a.last.revision);
-      if (oldest && oldest !== a.last) for (const [key, v] of this.deltas(oldest.counters, a.last.counters, r.keys, a.last.at - oldest.at)) add(this.baseline, key, v);
+      if (oldest && oldest !== a.last)
+        for (const [key, v] of this.deltas(oldest.counters, a.last.counters, r.keys, a.last.at - oldest.at))
+          add(this.baseline, key, v);
       for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys)) add(this.baselineGauges, key, g);
     }
     const lastKept = a.ring[a.ring.length - 1];
@@ -138,9 +140,16 @@ export class TrafficLedger {
    * service, so a service that comes or goes does not read as a restart of the others. Requests are HTTP requests,
    * or sessions for tcp services.
    */
-  private deltas(before: readonly ServiceCounters[], after: readonly ServiceCounters[], keys: ReadonlySet<string>, elapsedMs = Infinity): Map<string, Vec> {
+  private deltas(
+    before: readonly ServiceCounters[],
+    after: readonly ServiceCounters[],
+    keys: ReadonlySet<string>,
+    elapsedMs = Infinity,
+  ): Map<string, Vec> {
     // An agent's claim is bounded by what one HAProxy can serve in the time that passed.
-    const cap = Number.isFinite(elapsedMs) ? Math.max(1, (MAX_REQUESTS_PER_SECOND * Math.max(elapsedMs, 1000)) / 1000) : Infinity;
+    const cap = Number.isFinite(elapsedMs)
+      ? Math.max(1, (MAX_REQUESTS_PER_SECOND * Math.max(elapsedMs, 1000)) / 1000)
+      : Infinity;
     const prev = new Map(before.map((c) => [c.service, c]));
     const out = new Map<string, Vec>();
     const all = new Array<number>(COUNTS_LENGTH).fill(0);

@@ -124,7 +124,8 @@ async function readOne(file: string): Promise<Map<string, RawServiceConfig>> {
   } catch (err) {
     throw new Error(`${file}: ${syntaxErrorMessage(err, text, 'yaml')}`);
   }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new Error('expected a mapping of service name to service config');
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+    throw new Error('expected a mapping of service name to service config');
   const out = new Map<string, RawServiceConfig>();
   for (const [name, value] of Object.entries(doc as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1))) {
     out.set(name, { name, text: JSON.stringify(value), origin: `${file}: ${name}`, format: 'json' });

@@ -26,7 +26,12 @@ export class ZookeeperSource implements ServiceConfigSource {
         children: (data) => {
           const configs = new Map<string, RawServiceConfig>();
           for (const [name, buf] of data) {
-            configs.set(name, { name, text: buf.toString('utf8'), origin: `zookeeper ${path}/${name}`, format: 'json' });
+            configs.set(name, {
+              name,
+              text: buf.toString('utf8'),
+              origin: `zookeeper ${path}/${name}`,
+              format: 'json',
+            });
           }
           listener.configs(configs);
         },

@@ -69,7 +69,11 @@ export class DnsWatcher implements Watcher {
   }
 
   private async resolveAll(): Promise<Resolved> {
-    const parts = await Promise.all(this.options.backends.map((b) => (b.kind === 'a' ? this.resolveA(b.name, b.port, DEFAULT_WEIGHT) : this.resolveSrv(b.name))));
+    const parts = await Promise.all(
+      this.options.backends.map((b) =>
+        b.kind === 'a' ? this.resolveA(b.name, b.port, DEFAULT_WEIGHT) : this.resolveSrv(b.name),
+      ),
+    );
     const seen = new Set<string>();
     const hosts: Host[] = [];
     for (const h of parts.flatMap((p) => p.hosts)) {
@@ -78,15 +82,33 @@ export class DnsWatcher implements Watcher {
       hosts.push(h);
     }
     hosts.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    return { hosts, problems: parts.flatMap((p) => p.problems), ttlMs: Math.min(...parts.map((p) => p.ttlMs), this.options.maxTtlMs) };
+    return {
+      hosts,
+      problems: parts.flatMap((p) => p.problems),
+      ttlMs: Math.min(...parts.map((p) => p.ttlMs), this.options.maxTtlMs),
+    };
   }
 
   private async resolveA(name: string, port: number, weight: number): Promise<Resolved> {
-    const [v4, v6] = await Promise.all([this.records(() => this.resolver.resolve4(name, { ttl: true })), this.records(() => this.resolver.resolve6(name, { ttl: true }))]);
+    const [v4, v6] = await Promise.all([
+      this.records(() => this.resolver.resolve4(name, { ttl: true })),
+      this.records(() => this.resolver.resolve6(name, { ttl: true })),
+    ]);
     const answers = [...v4, ...v6];
-    if (answers.length === 0) return { hosts: [], problems: [{ where: `dns ${name}`, message: 'no A or AAAA records' }], ttlMs: this.options.minTtlMs };
+    if (answers.length === 0)
+      return {
+        hosts: [],
+        problems: [{ where: `dns ${name}`, message: 'no A or AAAA records' }],
+        ttlMs: this.options.minTtlMs,
+      };
     return {
-      hosts: answers.map((a) => ({ name: addressPortName(a.address, port), address: a.address, port, weight, options: [] })),
+      hosts: answers.map((a) => ({
+        name: addressPortName(a.address, port),
+        address: a.address,
+        port,
+        weight,
+        options: [],
+      })),
       problems: [],
       ttlMs: Math.min(...answers.map((a) => a.ttl * 1000)),
     };
@@ -94,15 +116,24 @@ export class DnsWatcher implements Watcher {
 
   private async resolveSrv(name: string): Promise<Resolved> {
     const srv = await this.records(() => this.resolver.resolveSrv(name));
-    if (srv.length === 0) return { hosts: [], problems: [{ where: `dns ${name}`, message: 'no SRV records' }], ttlMs: this.options.minTtlMs };
+    if (srv.length === 0)
+      return {
+        hosts: [],
+        problems: [{ where: `dns ${name}`, message: 'no SRV records' }],
+        ttlMs: this.options.minTtlMs,
+      };
     // Only the best (lowest) priority is used, as SRV clients do; SRV weight 0 means "no preference", not "off".
     const best = Math.min(...srv.map((s) => s.priority));
     const targets = await Promise.all(
-      srv.filter((s) => s.priority === best).map((s) => this.resolveA(s.name, s.port, Math.min(256, Math.max(1, s.weight)))),
+      srv
+        .filter((s) => s.priority === best)
+        .map((s) => this.resolveA(s.name, s.port, Math.min(256, Math.max(1, s.weight)))),
     );
     return {
       hosts: targets.flatMap((t) => t.hosts),
-      problems: targets.flatMap((t) => t.problems.map((p) => ({ ...p, message: `${p.message} (SRV target of ${name})` }))),
+      problems: targets.flatMap((t) =>
+        t.problems.map((p) => ({ ...p, message: `${p.message} (SRV target of ${name})` })),
+      ),
       ttlMs: Math.min(this.options.minTtlMs, ...targets.map((t) => t.ttlMs)),
     };
   }

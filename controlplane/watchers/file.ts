@@ -58,7 +58,12 @@ export class FileWatcher implements Watcher {
     const { file, allowedDirs } = this.options;
     let text: string;
     try {
-      text = await readConfinedFile(file, allowedDirs, this.options.maxBytes ?? MAX_HOSTS_FILE_BYTES, 'controlplane.file_watcher_dirs');
+      text = await readConfinedFile(
+        file,
+        allowedDirs,
+        this.options.maxBytes ?? MAX_HOSTS_FILE_BYTES,
+        'controlplane.file_watcher_dirs',
+      );
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const reason = e.name === 'FileRefusedError' ? e.message : `cannot read ${file}: ${e.code ?? e.message}`;
@@ -80,7 +85,10 @@ export const MAX_LINE_PROBLEMS = 20;
  * text, since the file may be something else entirely (a key) and problems go to logs and the admin API. After
  * MAX_LINE_PROBLEMS bad lines, one more problem counts the rest. Pure.
  */
-export function parseHostsFile(text: string, file: string): { hosts: Host[]; problems: { where: string; message: string }[] } {
+export function parseHostsFile(
+  text: string,
+  file: string,
+): { hosts: Host[]; problems: { where: string; message: string }[] } {
   const hosts: Host[] = [];
   const problems: { where: string; message: string }[] = [];
   let more = 0;
@@ -95,16 +103,24 @@ export function parseHostsFile(text: string, file: string): { hosts: Host[]; pro
         if (more++ === 0) firstMore = i + 1;
         return;
       }
-      problems.push({ where: `${file}:${i + 1}`, message: `line skipped: ${contentFree((err as Error).message, line)}` });
+      problems.push({
+        where: `${file}:${i + 1}`,
+        message: `line skipped: ${contentFree((err as Error).message, line)}`,
+      });
     }
   });
-  if (more > 0) problems.push({ where: `${file}:${firstMore}`, message: `${more} more line(s) skipped from here on (not host:port)` });
+  if (more > 0)
+    problems.push({
+      where: `${file}:${firstMore}`,
+      message: `${more} more line(s) skipped from here on (not host:port)`,
+    });
   return { hosts, problems };
 }
 
 /** The parser's message, unless some piece of the line shows up in it (then a generic one): a second safety net. */
 function contentFree(message: string, line: string): string {
   const pieces = line.split(/[\s:[\]=,"']+/).filter((p) => p.length >= 3);
-  if (pieces.some((p) => message.includes(p))) return 'expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N';
+  if (pieces.some((p) => message.includes(p)))
+    return 'expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N';
   return message;
 }

@@ -24,7 +24,11 @@ export function createWatcher(config: ServiceConfig, origin: string, ctx: Watche
   switch (spec.type) {
     case 'zookeeper': {
       const servers = spec.server ?? ctx.defaultZkServers;
-      if (!servers) throw new ServiceConfigError(origin, 'server: missing; a zookeeper watcher needs "server" when service configs do not come from ZooKeeper');
+      if (!servers)
+        throw new ServiceConfigError(
+          origin,
+          'server: missing; a zookeeper watcher needs "server" when service configs do not come from ZooKeeper',
+        );
       return new ZookeeperWatcher({ zk: ctx.zk, servers, path: spec.path, log });
     }
     case 'dns':
@@ -38,10 +42,16 @@ export function createWatcher(config: ServiceConfig, origin: string, ctx: Watche
     case 'file': {
       const dirs = ctx.controlplane.fileWatcherDirs;
       if (dirs.length === 0) {
-        throw new ServiceConfigError(origin, `service ${config.name}: file watcher refused for ${spec.file}: file watchers may only read under controlplane.file_watcher_dirs (controlplane.file_watcher_dirs: none listed)`);
+        throw new ServiceConfigError(
+          origin,
+          `service ${config.name}: file watcher refused for ${spec.file}: file watchers may only read under controlplane.file_watcher_dirs (controlplane.file_watcher_dirs: none listed)`,
+        );
       }
       if (!lexicallyInside(spec.file, dirs)) {
-        throw new ServiceConfigError(origin, `service ${config.name}: file watcher refused for ${spec.file}: not under controlplane.file_watcher_dirs (${dirs.join(', ')})`);
+        throw new ServiceConfigError(
+          origin,
+          `service ${config.name}: file watcher refused for ${spec.file}: not under controlplane.file_watcher_dirs (${dirs.join(', ')})`,
+        );
       }
       return new FileWatcher({ file: spec.file, pollMs: ctx.controlplane.filePollMs, allowedDirs: dirs });
     }

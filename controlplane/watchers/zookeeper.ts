@@ -43,7 +43,11 @@ export class ZookeeperWatcher implements Watcher {
             }
             next.set(child, entry);
             if (entry.host) hosts.push(entry.host);
-            else problems.push({ where: `zookeeper ${path}/${child}`, message: `malformed host node skipped: ${entry.error}` });
+            else
+              problems.push({
+                where: `zookeeper ${path}/${child}`,
+                message: `malformed host node skipped: ${entry.error}`,
+              });
           }
           this.parsed = next;
           listener.hosts({ hosts, problems });

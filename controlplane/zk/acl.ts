@@ -29,19 +29,33 @@ export async function ensurePath(client: Client, path: string, acls: ACL[]): Pro
  * the digest's ACLs: full rights for the digest, READ for everyone. Logs each change; a node it may not change is
  * logged with the zkCli command that fixes it by hand. Returns how many were changed.
  */
-export async function secureNodes(client: Client, paths: readonly string[], digest: ZkDigest, log: Logger): Promise<number> {
+export async function secureNodes(
+  client: Client,
+  paths: readonly string[],
+  digest: ZkDigest,
+  log: Logger,
+): Promise<number> {
   const acls = digest.acls();
   let fixed = 0;
   for (const path of paths) {
     try {
-      const [was, stat] = await new Promise<[ACL[], Stat]>((resolve, reject) => client.getACL(path, (err, a, s) => (err ? reject(err) : resolve([a, s]))));
+      const [was, stat] = await new Promise<[ACL[], Stat]>((resolve, reject) =>
+        client.getACL(path, (err, a, s) => (err ? reject(err) : resolve([a, s]))),
+      );
       if (!digest.isOpen(was)) continue;
       await call<Stat>((cb) => client.setACL(path, acls, stat.aversion, cb));
       fixed++;
-      if (fixed <= 20) log.warn({ path, was: was.map(describeAcl).join(','), now: acls.map(describeAcl).join(',') }, 'ZooKeeper node of the control plane had an ACL that let others change it; ACL set');
+      if (fixed <= 20)
+        log.warn(
+          { path, was: was.map(describeAcl).join(','), now: acls.map(describeAcl).join(',') },
+          'ZooKeeper node of the control plane had an ACL that let others change it; ACL set',
+        );
     } catch (err) {
       if (codeOf(err) === Exception.NO_NODE) continue;
-      log.error({ path, err: errorMessage(err) }, `cannot set the ACL of a control-plane node; set it by hand: setAcl ${path} digest:${digest.id}:cdrwa,world:anyone:r`);
+      log.error(
+        { path, err: errorMessage(err) },
+        `cannot set the ACL of a control-plane node; set it by hand: setAcl ${path} digest:${digest.id}:cdrwa,world:anyone:r`,
+      );
     }
   }
   return fixed;
@@ -52,7 +66,9 @@ export async function stillOpen(client: Client, paths: readonly string[], digest
   const open: string[] = [];
   for (const path of paths) {
     try {
-      const acls = await new Promise<ACL[]>((resolve, reject) => client.getACL(path, (err, a) => (err ? reject(err) : resolve(a))));
+      const acls = await new Promise<ACL[]>((resolve, reject) =>
+        client.getACL(path, (err, a) => (err ? reject(err) : resolve(a))),
+      );
       if (digest.isOpen(acls)) open.push(path);
     } catch (err) {
       if (codeOf(err) !== Exception.NO_NODE) open.push(path);
@@ -64,7 +80,13 @@ export async function stillOpen(client: Client, paths: readonly string[], digest
 /** An ACL as zkCli writes it (`world:anyone:cdrwa`); a digest id shows its user only. */
 export function describeAcl(a: ACL): string {
   const p = zookeeper.Permission;
-  const bits: [number, string][] = [[p.CREATE, 'c'], [p.DELETE, 'd'], [p.READ, 'r'], [p.WRITE, 'w'], [p.ADMIN, 'a']];
+  const bits: [number, string][] = [
+    [p.CREATE, 'c'],
+    [p.DELETE, 'd'],
+    [p.READ, 'r'],
+    [p.WRITE, 'w'],
+    [p.ADMIN, 'a'],
+  ];
   const id = a.id.scheme === 'digest' ? `${a.id.id.slice(0, a.id.id.indexOf(':'))}:…` : a.id.id;
   return `${a.id.scheme}:${id}:${bits.map(([bit, ch]) => (permsOf(a) & bit ? ch : '')).join('')}`;
 }

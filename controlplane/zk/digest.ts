@@ -40,7 +40,10 @@ export class ZkDigest {
 
   /** Full rights for these credentials, READ for everyone else: only the control plane changes its own nodes. */
   acls(): ACL[] {
-    return [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', this.id)), new zookeeper.ACL(zookeeper.Permission.READ, new zookeeper.Id('world', 'anyone'))];
+    return [
+      new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', this.id)),
+      new zookeeper.ACL(zookeeper.Permission.READ, new zookeeper.Id('world', 'anyone')),
+    ];
   }
 
   /** True when `acls` lets anyone but these credentials change the node, or does not give them full rights. */
@@ -72,7 +75,10 @@ export function loadZkDigest(file: string, log: Logger): ZkDigest {
     if (!st.isFile()) fail('not a regular file');
     if (st.size > MAX_DIGEST_FILE_BYTES) fail(`${st.size} bytes; expected one line "user:password"`);
     if ((st.mode & 0o077) !== 0) {
-      log.warn({ file, mode: '0' + (st.mode & 0o777).toString(8) }, 'controlplane.zk_digest_file is accessible to group or others; chmod 600 it (only the control plane\'s user needs to read it)');
+      log.warn(
+        { file, mode: '0' + (st.mode & 0o777).toString(8) },
+        "controlplane.zk_digest_file is accessible to group or others; chmod 600 it (only the control plane's user needs to read it)",
+      );
     }
     const buf = Buffer.alloc(MAX_DIGEST_FILE_BYTES);
     const n = readSync(fd, buf, 0, buf.length, 0);
@@ -85,8 +91,10 @@ export function loadZkDigest(file: string, log: Logger): ZkDigest {
   }
   const line = text.replace(/\r?\n$/, '');
   // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-  if (line.includes('\n') || /[\x00-\x1f\x7f]/.test(line)) fail('expected exactly one line "user:password" (without control characters)');
+  if (line.includes('\n') || /[\x00-\x1f\x7f]/.test(line))
+    fail('expected exactly one line "user:password" (without control characters)');
   const colon = line.indexOf(':');
-  if (colon <= 0 || colon === line.length - 1) fail('expected one line "user:password" (a non-empty user, a colon, a non-empty password)');
+  if (colon <= 0 || colon === line.length - 1)
+    fail('expected one line "user:password" (a non-empty user, a colon, a non-empty password)');
   return new ZkDigest(line, file);
 }

@@ -16,7 +16,8 @@ interface ConnectionManager {
 let repliesGuarded = false;
 
 /** The library's own CONNECTION_LOSS error (its `Exception.create` is not in the typings). */
-const connectionLoss = () => (zookeeper.Exception as unknown as { create(code: number): Error }).create(zookeeper.Exception.CONNECTION_LOSS);
+const connectionLoss = () =>
+  (zookeeper.Exception as unknown as { create(code: number): Error }).create(zookeeper.Exception.CONNECTION_LOSS);
 
 /**
  * node-zookeeper-client parses replies inside its socket 'data' handler, so a reply it cannot make sense of throws out
@@ -37,7 +38,10 @@ function guardReplyParsing(log: Logger): void {
     try {
       parse.call(this, buffer);
     } catch (err) {
-      log.warn({ err: err instanceof Error ? err.message : String(err) }, 'unparsable ZooKeeper reply; dropping the connection');
+      log.warn(
+        { err: err instanceof Error ? err.message : String(err) },
+        'unparsable ZooKeeper reply; dropping the connection',
+      );
       this.pendingBuffer = null;
       this.socket?.destroy(); // fails every other pending request with CONNECTION_LOSS
       // The request whose reply did not parse was already taken off the queue: fail it the same way, or its caller
@@ -97,7 +101,10 @@ export interface ZkSessionOptions {
   readonly clock?: Clock;
   readonly random?: () => number;
   /** For tests: how a client is made. */
-  readonly createClient?: (connectString: string, options: { sessionTimeout: number; spinDelay: number; retries: number }) => Client;
+  readonly createClient?: (
+    connectString: string,
+    options: { sessionTimeout: number; spinDelay: number; retries: number },
+  ) => Client;
 }
 
 export interface ZkSessionListener {
@@ -184,7 +191,8 @@ export class ZkSession {
     });
     const connectTimeout = this.options.connectTimeoutMs ?? Math.max(2000, this.options.sessionTimeoutMs);
     this.timer = this.clock.setTimeout(() => {
-      if (gen === this.generation && !this.connectedOnce) this.replace(`no connection to ${this.connectString} within ${connectTimeout} ms`);
+      if (gen === this.generation && !this.connectedOnce)
+        this.replace(`no connection to ${this.connectString} within ${connectTimeout} ms`);
     }, connectTimeout);
     client.connect();
   }
@@ -206,7 +214,8 @@ export class ZkSession {
       const giveUp = this.options.giveUpSessionAfterMs ?? 2 * this.options.sessionTimeoutMs;
       const gen = this.generation;
       this.lostTimer = this.clock.setTimeout(() => {
-        if (gen === this.generation && this.stateValue !== 'connected') this.replace(`disconnected for more than ${giveUp} ms; the session cannot be resumed`);
+        if (gen === this.generation && this.stateValue !== 'connected')
+          this.replace(`disconnected for more than ${giveUp} ms; the session cannot be resumed`);
       }, giveUp);
     } else if (s === State.EXPIRED || s === State.AUTH_FAILED) {
       const reason = s === State.EXPIRED ? 'zookeeper session expired' : 'zookeeper authentication failed';
@@ -228,7 +237,12 @@ export class ZkSession {
     if (this.stateValue === 'connected') this.emitDisconnected(reason);
     this.stateValue = 'disconnected';
     if (old) abandon(old);
-    const delay = backoffMs(this.attempts, { baseMs: this.options.backoffInitialMs ?? 200, maxMs: this.options.backoffMaxMs ?? 30_000, jitter: 'equal', random: this.random });
+    const delay = backoffMs(this.attempts, {
+      baseMs: this.options.backoffInitialMs ?? 200,
+      maxMs: this.options.backoffMaxMs ?? 30_000,
+      jitter: 'equal',
+      random: this.random,
+    });
     this.attempts++;
     this.log.warn({ reason, retryInMs: delay, attempt: this.attempts }, 'opening a new zookeeper session');
     this.timer = this.clock.setTimeout(() => {

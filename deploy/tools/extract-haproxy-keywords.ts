@@ -93,12 +93,16 @@ export function extractKeywords(text: string): ExtractedKeywords {
       if (g === '...') continue;
       const opt = /^\[\s*([a-z][a-z0-9-]*)\s+(.*)\]\*?$/.exec(g);
       if (opt && /[<{]/.test(opt[2]!)) optional.push(opt[1]!);
-      else if (enclosed(g) && !(groups.length === 1 && g.includes('|'))) continue; // optional argument
+      else if (enclosed(g) && !(groups.length === 1 && g.includes('|')))
+        continue; // optional argument
       else args++;
     }
     const prev = server[kw!];
     const allOptional = [...new Set([...(prev?.optional ?? []), ...optional])];
-    server[kw!] = { args: Math.max(prev?.args ?? 0, args), ...(allOptional.length > 0 ? { optional: allOptional } : {}) };
+    server[kw!] = {
+      args: Math.max(prev?.args ?? 0, args),
+      ...(allOptional.length > 0 ? { optional: allOptional } : {}),
+    };
   }
   return { version: `${version} (${date})`, listen: [...listen].sort(), negatable: [...negatable].sort(), server };
 }

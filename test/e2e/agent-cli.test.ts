@@ -37,13 +37,23 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
     );
     const write = (servers: Backend[]) => {
       const doc = {
-        services: [{ name: 'web', port, bind_address: '127.0.0.1', listen_options: ['balance roundrobin'], servers: servers.map((b) => ({ name: b.name, address: '127.0.0.1', port: b.port })) }],
+        services: [
+          {
+            name: 'web',
+            port,
+            bind_address: '127.0.0.1',
+            listen_options: ['balance roundrobin'],
+            servers: servers.map((b) => ({ name: b.name, address: '127.0.0.1', port: b.port })),
+          },
+        ],
       };
       writeFileSync(`${stateFile}.tmp`, JSON.stringify(doc));
       renameSync(`${stateFile}.tmp`, stateFile);
     };
     write(backends);
-    proc = spawn(process.execPath, [CLI, 'agent', '--config', cfg, '--state', stateFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    proc = spawn(process.execPath, [CLI, 'agent', '--config', cfg, '--state', stateFile], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     proc.stderr!.on('data', (c) => (logs += c.toString()));
 
     expect(await eventually(async () => (await tally(port, 2)).size === 2, 15_000)).toBe(true);
@@ -57,7 +67,9 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
     // deleted (and leaves the file) after agent.drain_timeout_ms.
     expect(await eventually(() => /server web\/b is no longer in the desired state: draining/.test(logs))).toBe(true);
     expect(await eventually(() => /drained server deleted/.test(logs), 5000)).toBe(true);
-    expect(await eventually(() => !/server b /.test(readFileSync(path.join(tmp.dir, 'haproxy.cfg'), 'utf8')))).toBe(true);
+    expect(await eventually(() => !/server b /.test(readFileSync(path.join(tmp.dir, 'haproxy.cfg'), 'utf8')))).toBe(
+      true,
+    );
     expect(logs).not.toMatch(/haproxy reloaded/);
 
     const exited = new Promise<number | null>((resolve) => proc!.once('exit', (code) => resolve(code)));
@@ -75,9 +87,23 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
       cfg,
       `haproxy:\n  config_path: ${dir}/haproxy.cfg\n  socket_path: ${dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${dir}\n  admin_listen: ""\n`,
     );
-    writeFileSync(stateFile, JSON.stringify({ services: [{ name: 'web', port, bind_address: '127.0.0.1', servers: [{ name: 'a', address: '127.0.0.1', port: backends[0]!.port }] }] }));
+    writeFileSync(
+      stateFile,
+      JSON.stringify({
+        services: [
+          {
+            name: 'web',
+            port,
+            bind_address: '127.0.0.1',
+            servers: [{ name: 'a', address: '127.0.0.1', port: backends[0]!.port }],
+          },
+        ],
+      }),
+    );
     const start = () => {
-      const p = spawn(process.execPath, [CLI, 'agent', '--config', cfg, '--state', stateFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(process.execPath, [CLI, 'agent', '--config', cfg, '--state', stateFile], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
       p.stderr!.on('data', (c) => (out += c.toString()));
       return { p, out: () => out };
@@ -93,7 +119,9 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
     const second = start();
     try {
       expect(await eventually(() => /agent started/.test(second.out()), 15_000)).toBe(true);
-      expect(second.out()).toMatch(new RegExp(`"haproxy_pid":${orphan}[^\\n]*took over the HAProxy the previous agent left running`));
+      expect(second.out()).toMatch(
+        new RegExp(`"haproxy_pid":${orphan}[^\\n]*took over the HAProxy the previous agent left running`),
+      );
       expect(second.out()).not.toMatch(/haproxy (started|reloaded)/); // adopted, not replaced
       expect(alive(orphan)).toBe(true);
       expect((await tally(port, 2)).get('a')).toBe(2);

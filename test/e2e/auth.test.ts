@@ -29,7 +29,13 @@ describe('authentication and authorization (built CLI, real ZooKeeper)', () => {
   const sources: GrpcStateSource[] = [];
   let webPort: number;
 
-  const webConfig = (timeout: string) => JSON.stringify({ type: 'static', port: webPort, listen_options: ['mode tcp', `timeout server ${timeout}`], hosts: ['127.0.0.1:9001'] });
+  const webConfig = (timeout: string) =>
+    JSON.stringify({
+      type: 'static',
+      port: webPort,
+      listen_options: ['mode tcp', `timeout server ${timeout}`],
+      hosts: ['127.0.0.1:9001'],
+    });
 
   beforeAll(async () => {
     certs = makeCertificates(tmp.dir);
@@ -52,7 +58,10 @@ describe('authentication and authorization (built CLI, real ZooKeeper)', () => {
     - {name: dash, token_file: ${token.view}, roles: [viewer]}
     - {name: edge-agents, token_file: ${token.edge}, roles: [agent], node_ids: ["edge-*"]}
 `;
-    for (const [i, tls] of [`  tls: {ca: ${certs.ca}, cert: ${certs.serverCert}, key: ${certs.serverKey}, require_client_cert: true}\n`, ''].entries()) {
+    for (const [i, tls] of [
+      `  tls: {ca: ${certs.ca}, cert: ${certs.serverCert}, key: ${certs.serverKey}, require_client_cert: true}\n`,
+      '',
+    ].entries()) {
       const port = await freePort();
       const file = path.join(tmp.dir, `cp${i}.yml`);
       writeFileSync(
@@ -79,7 +88,11 @@ ${auth}`,
   });
 
   /** A real agent stream client that ACKs every push without applying it. */
-  function agent(cp: number, nodeId: string, creds: { tls?: { ca: string; cert: string; key: string }; token?: string }) {
+  function agent(
+    cp: number,
+    nodeId: string,
+    creds: { tls?: { ca: string; cert: string; key: string }; token?: string },
+  ) {
     const received: DesiredState[] = [];
     const source = new GrpcStateSource({
       addresses: [`127.0.0.1:${cps[cp]!.port}`],
@@ -102,12 +115,47 @@ ${auth}`,
   }
 
   const ctl = (cp: number, creds: string[], ...args: string[]) => {
-    const r = spawnSync(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cps[cp]!.port}`, '--timeout-ms', '5000', ...creds, 'rollout', ...args, '--json'], { encoding: 'utf8', timeout: 20_000 });
-    return { code: r.status, stdout: r.stdout, stderr: r.stderr, json: () => JSON.parse(r.stdout.trim().split('\n').at(-1)!) };
+    const r = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        'ctl',
+        '--controlplane',
+        `127.0.0.1:${cps[cp]!.port}`,
+        '--timeout-ms',
+        '5000',
+        ...creds,
+        'rollout',
+        ...args,
+        '--json',
+      ],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    return {
+      code: r.status,
+      stdout: r.stdout,
+      stderr: r.stderr,
+      json: () => JSON.parse(r.stdout.trim().split('\n').at(-1)!),
+    };
   };
   const withCert = (cn: string) => ['--cacert', certs.ca, '--cert', cert[cn]!.cert, '--key', cert[cn]!.key];
   const curlTls = (cn: string, method: string, body = '{}') =>
-    bufCurl(['--schema', SCHEMA, '--cacert', certs.ca, '--cert', cert[cn]!.cert, '--key', cert[cn]!.key, '-d', body, `https://127.0.0.1:${cps[0]!.port}/proxymgr.v1.${method}`], { tls: true });
+    bufCurl(
+      [
+        '--schema',
+        SCHEMA,
+        '--cacert',
+        certs.ca,
+        '--cert',
+        cert[cn]!.cert,
+        '--key',
+        cert[cn]!.key,
+        '-d',
+        body,
+        `https://127.0.0.1:${cps[0]!.port}/proxymgr.v1.${method}`,
+      ],
+      { tls: true },
+    );
 
   test('an operator certificate pauses and promotes a rollout; viewer and agent certificates get PERMISSION_DENIED from buf curl; every mutating call is audited', async () => {
     const a1 = agent(0, 'agent-1', { tls: { ca: certs.ca, ...cert['agent-1']! } });
@@ -121,17 +169,27 @@ ${auth}`,
     await zkc.put('/service_config/web', webConfig('31s'));
     let status: { rollout?: { id: string; state: string; toRevision: string; waves?: { ackedAt?: string }[] } } = {};
     expect(
-      await eventually(() => {
-        status = ctl(0, withCert('viewer-bob'), 'status').json();
-        return status.rollout?.state === 'running' && status.rollout.toRevision !== v1 && !!status.rollout.waves?.[0]?.ackedAt;
-      }, 20_000, 200),
+      await eventually(
+        () => {
+          status = ctl(0, withCert('viewer-bob'), 'status').json();
+          return (
+            status.rollout?.state === 'running' &&
+            status.rollout.toRevision !== v1 &&
+            !!status.rollout.waves?.[0]?.ackedAt
+          );
+        },
+        20_000,
+        200,
+      ),
     ).toBe(true);
     const id = status.rollout!.id;
 
     const viewerPause = await curlTls('viewer-bob', 'Rollout/Pause', JSON.stringify({ rollout_id: id }));
     expect(viewerPause.code).not.toBe(0);
     expect(viewerPause.stderr).toMatch(/permission_denied/i);
-    expect(viewerPause.stderr).toMatch(/viewers .*may not call \/proxymgr.v1.Rollout\/Pause: it needs the operator role/);
+    expect(viewerPause.stderr).toMatch(
+      /viewers .*may not call \/proxymgr.v1.Rollout\/Pause: it needs the operator role/,
+    );
     const agentPromote = await curlTls('agent-1', 'Rollout/Promote');
     expect(agentPromote.stderr).toMatch(/permission_denied/i);
     const agentReads = await curlTls('agent-1', 'ControlPlaneAdmin/ListAgents');
@@ -149,13 +207,30 @@ ${auth}`,
     expect(paused.json().rollout.state).toBe('paused');
     const promoted = ctl(0, withCert('ops-alice'), 'promote', '--id', id);
     expect(promoted.code).toBe(0);
-    expect(await eventually(() => ctl(0, withCert('viewer-bob'), 'status').json().rollout.state === 'completed', 20_000, 200)).toBe(true);
+    expect(
+      await eventually(
+        () => ctl(0, withCert('viewer-bob'), 'status').json().rollout.state === 'completed',
+        20_000,
+        200,
+      ),
+    ).toBe(true);
     expect(a2.received.at(-1)!.version).toBe(a1.received.at(-1)!.version);
 
-    const audit = cps[0]!.proc.logs().split('\n').filter((l) => l.includes('"audit":true'));
-    expect(audit.some((l) => /"method":"\/proxymgr.v1.Rollout\/Pause".*"identity":"ops".*"result":"OK"/.test(l))).toBe(true);
-    expect(audit.some((l) => /"method":"\/proxymgr.v1.Rollout\/Promote".*"identity":"ops".*"result":"OK"/.test(l))).toBe(true);
-    expect(audit.some((l) => /"method":"\/proxymgr.v1.Rollout\/Pause".*"identity":"viewers".*"code":"PERMISSION_DENIED"/.test(l))).toBe(true);
+    const audit = cps[0]!.proc
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('"audit":true'));
+    expect(audit.some((l) => /"method":"\/proxymgr.v1.Rollout\/Pause".*"identity":"ops".*"result":"OK"/.test(l))).toBe(
+      true,
+    );
+    expect(
+      audit.some((l) => /"method":"\/proxymgr.v1.Rollout\/Promote".*"identity":"ops".*"result":"OK"/.test(l)),
+    ).toBe(true);
+    expect(
+      audit.some((l) =>
+        /"method":"\/proxymgr.v1.Rollout\/Pause".*"identity":"viewers".*"code":"PERMISSION_DENIED"/.test(l),
+      ),
+    ).toBe(true);
   });
 
   test('an agent certificate whose hello claims another node id is refused; nothing is pushed to it', async () => {
@@ -176,15 +251,27 @@ ${auth}`,
     expect(ok.stderr).toBe('');
     expect(ok.json().nextPolicy.bakeMs).toBe(1000);
     const viewer = ctl(1, ['--token-file', token.view!], 'policy', '--next', '--bake-ms', '1');
-    expect(viewer.stderr).toMatch(/PERMISSION_DENIED: dash \(token; roles viewer\) may not call \/proxymgr.v1.Rollout\/SetPolicy/);
+    expect(viewer.stderr).toMatch(
+      /PERMISSION_DENIED: dash \(token; roles viewer\) may not call \/proxymgr.v1.Rollout\/SetPolicy/,
+    );
     expect(ctl(1, ['--token-file', token.view!], 'status').code).toBe(0);
     const wrong = ctl(1, ['--token-file', path.join(tmp.dir, 'wrong.token')], 'status');
-    expect(wrong.stderr).toMatch(/UNAUTHENTICATED: unknown caller: no client certificate; the bearer token matches no auth.clients token_file/);
+    expect(wrong.stderr).toMatch(
+      /UNAUTHENTICATED: unknown caller: no client certificate; the bearer token matches no auth.clients token_file/,
+    );
     expect(wrong.stderr).not.toMatch(/wrong-0123/);
     const none = ctl(1, [], 'status');
     expect(none.stderr).toMatch(/UNAUTHENTICATED: .*no bearer token/);
     // buf curl with a header, the way an operator scripts it
-    const curl = await bufCurl(['--schema', SCHEMA, '-H', `Authorization: Bearer ${'view-' + '0123456789abcdef'.repeat(2)}`, '-d', '{}', `http://127.0.0.1:${cps[1]!.port}/proxymgr.v1.Rollout/Abort`]);
+    const curl = await bufCurl([
+      '--schema',
+      SCHEMA,
+      '-H',
+      `Authorization: Bearer ${'view-' + '0123456789abcdef'.repeat(2)}`,
+      '-d',
+      '{}',
+      `http://127.0.0.1:${cps[1]!.port}/proxymgr.v1.Rollout/Abort`,
+    ]);
     expect(curl.stderr).toMatch(/permission_denied/i);
 
     const edge = agent(1, 'edge-7', { token: 'edge-' + '0123456789abcdef'.repeat(2) });
@@ -199,7 +286,8 @@ ${auth}`,
     const metricsPort = Number(/"metrics_port":(\d+)/.exec(cps[0]!.proc.logs())![1]);
     // /metrics, the status page and its JSON are reads behind the viewer role (bearer tokens: plain HTTP here).
     const bearer = (file: string) => ({ authorization: `Bearer ${readFileSync(file, 'utf8').trim()}` });
-    const http = (p: string, headers: Record<string, string> = {}) => fetch(`http://127.0.0.1:${metricsPort}${p}`, { headers });
+    const http = (p: string, headers: Record<string, string> = {}) =>
+      fetch(`http://127.0.0.1:${metricsPort}${p}`, { headers });
     for (const p of ['/metrics', '/', '/status.json']) {
       const none = await http(p);
       expect(none.status).toBe(401);
@@ -212,10 +300,35 @@ ${auth}`,
     }
     expect(await (await http('/', bearer(token.view!))).text()).toMatch(/<h1>ProxyMgr control plane/);
     const metrics = await (await http('/metrics', bearer(token.view!))).text();
-    expect(metrics).toMatch(/proxymgr_cp_mutating_calls_total\{method="\/proxymgr.v1.Rollout\/Pause",identity="ops",result="OK"\} 1/);
-    expect(metrics).toMatch(/proxymgr_cp_mutating_calls_total\{method="\/proxymgr.v1.Rollout\/Pause",identity="viewers",result="PERMISSION_DENIED"\} 1/);
-    expect(metrics).toMatch(/proxymgr_cp_auth_denied_total\{method="\/proxymgr.v1.ControlPlaneAdmin\/ListAgents",code="PERMISSION_DENIED"\} 1/);
-    const listed = execFileSync(path.join(__dirname, '..', '..', 'node_modules', '.bin', 'buf'), ['curl', '--protocol', 'grpc', '--schema', SCHEMA, '--cacert', certs.ca, '--cert', cert['viewer-bob']!.cert, '--key', cert['viewer-bob']!.key, '-d', '{}', `https://127.0.0.1:${cps[0]!.port}/proxymgr.v1.ControlPlaneAdmin/ListAgents`], { encoding: 'utf8' });
+    expect(metrics).toMatch(
+      /proxymgr_cp_mutating_calls_total\{method="\/proxymgr.v1.Rollout\/Pause",identity="ops",result="OK"\} 1/,
+    );
+    expect(metrics).toMatch(
+      /proxymgr_cp_mutating_calls_total\{method="\/proxymgr.v1.Rollout\/Pause",identity="viewers",result="PERMISSION_DENIED"\} 1/,
+    );
+    expect(metrics).toMatch(
+      /proxymgr_cp_auth_denied_total\{method="\/proxymgr.v1.ControlPlaneAdmin\/ListAgents",code="PERMISSION_DENIED"\} 1/,
+    );
+    const listed = execFileSync(
+      path.join(__dirname, '..', '..', 'node_modules', '.bin', 'buf'),
+      [
+        'curl',
+        '--protocol',
+        'grpc',
+        '--schema',
+        SCHEMA,
+        '--cacert',
+        certs.ca,
+        '--cert',
+        cert['viewer-bob']!.cert,
+        '--key',
+        cert['viewer-bob']!.key,
+        '-d',
+        '{}',
+        `https://127.0.0.1:${cps[0]!.port}/proxymgr.v1.ControlPlaneAdmin/ListAgents`,
+      ],
+      { encoding: 'utf8' },
+    );
     const ids = (JSON.parse(listed) as { agents: { nodeId: string }[] }).agents.map((a) => a.nodeId);
     expect(ids).toEqual(['agent-1', 'agent-2']); // not "ops-alice", and the impostor did not replace agent-2
   });
@@ -251,7 +364,10 @@ describe('without authentication: mutating calls from loopback only (real non-lo
     }
     port = await freePort('198.51.100.1');
     const file = path.join(tmp.dir, 'cp.yml');
-    writeFileSync(file, `service_config: {type: file, path: ${tmp.dir}/services}\ncontrolplane: {listen: "198.51.100.1:${port}"}\n`);
+    writeFileSync(
+      file,
+      `service_config: {type: file, path: ${tmp.dir}/services}\ncontrolplane: {listen: "198.51.100.1:${port}"}\n`,
+    );
     mkdirSync(path.join(tmp.dir, 'services'));
     cp = startCli(['controlplane', '--config', file]);
     expect(await cp.waitForLog(/control plane started/)).toBe(true);
@@ -268,14 +384,26 @@ describe('without authentication: mutating calls from loopback only (real non-lo
   test('the control plane warns at start; a mutating call from 198.51.100.2 is PERMISSION_DENIED, a read is answered', async () => {
     expect(cp!.logs()).toMatch(/no auth section in proxymgr.yml: agent streams are unauthenticated/);
     const inNs = { wrap: ['ip', 'netns', 'exec', ns] };
-    const pause = await bufCurl(['--schema', SCHEMA, '-d', '{}', `http://198.51.100.1:${port}/proxymgr.v1.Rollout/Pause`], inNs);
+    const pause = await bufCurl(
+      ['--schema', SCHEMA, '-d', '{}', `http://198.51.100.1:${port}/proxymgr.v1.Rollout/Pause`],
+      inNs,
+    );
     expect(pause.stderr).toMatch(/permission_denied/i);
     expect(pause.stderr).toMatch(/accepted from loopback only, not from 198.51.100.2/);
-    const read = await bufCurl(['--schema', SCHEMA, '-d', '{}', `http://198.51.100.1:${port}/proxymgr.v1.ControlPlaneAdmin/ListServices`], inNs);
+    const read = await bufCurl(
+      ['--schema', SCHEMA, '-d', '{}', `http://198.51.100.1:${port}/proxymgr.v1.ControlPlaneAdmin/ListServices`],
+      inNs,
+    );
     expect(read.stderr).toBe('');
     expect(read.code).toBe(0);
     // The same call from the host's own (non-loopback) address is refused too: only loopback counts.
-    const fromHost = await bufCurl(['--schema', SCHEMA, '-d', '{}', `http://198.51.100.1:${port}/proxymgr.v1.Rollout/Abort`]);
+    const fromHost = await bufCurl([
+      '--schema',
+      SCHEMA,
+      '-d',
+      '{}',
+      `http://198.51.100.1:${port}/proxymgr.v1.Rollout/Abort`,
+    ]);
     expect(fromHost.stderr).toMatch(/not from 198.51.100.1/);
     expect(cp!.logs()).toMatch(/"audit":true[^\n]*"method":"\/proxymgr.v1.Rollout\/Pause"[^\n]*"peer":"198.51.100.2"/);
   });
@@ -291,7 +419,19 @@ describe("the agent's admin server (built CLI, real HAProxy)", () => {
   beforeAll(async () => {
     writeFileSync(path.join(tmp.dir, 'view.token'), viewToken, { mode: 0o600 });
     const state = path.join(tmp.dir, 'state.json');
-    writeFileSync(state, JSON.stringify({ services: [{ name: 'web', port: await freePort(), bind_address: '127.0.0.1', servers: [{ name: 'a', address: '127.0.0.1', port: 9 }] }] }));
+    writeFileSync(
+      state,
+      JSON.stringify({
+        services: [
+          {
+            name: 'web',
+            port: await freePort(),
+            bind_address: '127.0.0.1',
+            servers: [{ name: 'a', address: '127.0.0.1', port: 9 }],
+          },
+        ],
+      }),
+    );
     adminPort = await freePort();
     const cfg = path.join(tmp.dir, 'agent.yml');
     writeFileSync(
@@ -321,7 +461,12 @@ auth:
     expect(none.stderr).toMatch(/no bearer token/);
     const reflection = await bufCurl(['--list-methods', `http://127.0.0.1:${adminPort}`]);
     expect(reflection.code).not.toBe(0);
-    const reflected = await bufCurl(['--reflect-header', `Authorization: Bearer ${viewToken}`, '--list-methods', `http://127.0.0.1:${adminPort}`]);
+    const reflected = await bufCurl([
+      '--reflect-header',
+      `Authorization: Bearer ${viewToken}`,
+      '--list-methods',
+      `http://127.0.0.1:${adminPort}`,
+    ]);
     expect(reflected.stdout).toMatch(/proxymgr.v1.AgentAdmin\/Status/);
   });
 });

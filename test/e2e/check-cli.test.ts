@@ -13,14 +13,32 @@ describe('proxymgr check (built CLI)', () => {
   const cfg = path.join(tmp.dir, 'cp.yml');
   afterAll(() => tmp.cleanup());
 
-  const check = (...args: string[]) => spawnSync(process.execPath, [CLI, 'check', '--config', cfg, '--timeout-ms', '10000', ...args], { encoding: 'utf8', timeout: 30_000 });
+  const check = (...args: string[]) =>
+    spawnSync(process.execPath, [CLI, 'check', '--config', cfg, '--timeout-ms', '10000', ...args], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
 
   test('names every service this version would refuse and why; exit 1', () => {
     mkdirSync(services);
     writeFileSync(cfg, `service_config: {type: file, path: ${services}}\n`);
-    writeFileSync(path.join(services, 'web.json'), JSON.stringify({ type: 'static', port: 18080, listen_options: ['mode http'], hosts: ['127.0.0.1:9001'] }));
-    writeFileSync(path.join(services, 'evil.json'), JSON.stringify({ type: 'static', port: 18081, listen_options: ['mode http', 'stats socket ipv4@0.0.0.0:9999 level admin'], hosts: ['127.0.0.1:9002'] }));
-    writeFileSync(path.join(services, 'files.json'), JSON.stringify({ type: 'file', file: '/etc/passwd', port: 18082 }));
+    writeFileSync(
+      path.join(services, 'web.json'),
+      JSON.stringify({ type: 'static', port: 18080, listen_options: ['mode http'], hosts: ['127.0.0.1:9001'] }),
+    );
+    writeFileSync(
+      path.join(services, 'evil.json'),
+      JSON.stringify({
+        type: 'static',
+        port: 18081,
+        listen_options: ['mode http', 'stats socket ipv4@0.0.0.0:9999 level admin'],
+        hosts: ['127.0.0.1:9002'],
+      }),
+    );
+    writeFileSync(
+      path.join(services, 'files.json'),
+      JSON.stringify({ type: 'file', file: '/etc/passwd', port: 18082 }),
+    );
     const r = check();
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/^1 service\(s\) would be served: web$/m);

@@ -56,9 +56,13 @@ test('npm run demo: host churn, a waved rollout, a gate-halted bad change; it st
   expect(bad).not.toMatch(/wave 2 /);
   expect(bad).toMatch(/wave 1 gate FAIL: traffic gate: .*5xx 100%/);
   expect(bad).toMatch(/rollout {2}ROLLED_BACK: wave 1: traffic gate/);
-  const during = bad.split('\n').filter((l) => l.startsWith('traffic')).map(parseTraffic);
+  const during = bad
+    .split('\n')
+    .filter((l) => l.startsWith('traffic'))
+    .map(parseTraffic);
   expect(during.some((agents) => agents[Number(canary) - 1]!.failures > 0)).toBe(true);
-  for (const agents of during) for (const [i, a] of agents.entries()) if (i !== Number(canary) - 1) expect(a.failures).toBe(0);
+  for (const agents of during)
+    for (const [i, a] of agents.entries()) if (i !== Number(canary) - 1) expect(a.failures).toBe(0);
 
   expect(out).toMatch(/status page http:\/\/127\.0\.0\.1:\d+\//);
   expect(out).toMatch(/stopped; logs were in/);

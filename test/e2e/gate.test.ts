@@ -32,7 +32,7 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     expect(hung).toEqual([]);
   });
 
-  test('a revision HAProxy accepts but that answers 503: the canary\'s traffic gate fails (5xx regressed), the rollout rolls back at wave 1; only the canary was given it and only its clients saw failures', async () => {
+  test("a revision HAProxy accepts but that answers 503: the canary's traffic gate fails (5xx regressed), the rollout rolls back at wave 1; only the canary was given it and only its clients saw failures", async () => {
     const stable = (await f.readDoc()).stable;
     const bad = await badRevisionCase(f, 'bad');
     const r = bad.rollout;
@@ -54,7 +54,11 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     expect(g.figures.filter((x) => x.regressed).every((x) => x.metric === 'http_5xx')).toBe(true);
     const w = bad.status.rollout!.waves![0]!;
     expect(w.gate!.verdict).toBe('fail');
-    expect(w.gate!.figures!.find((x) => x.key === 'web' && x.metric === 'http_5xx')).toMatchObject({ regressed: true, canary: 1, hasStable: true });
+    expect(w.gate!.figures!.find((x) => x.key === 'web' && x.metric === 'http_5xx')).toMatchObject({
+      regressed: true,
+      canary: 1,
+      hasStable: true,
+    });
     expect(bad.statusText).toMatch(/ROLLED_BACK/);
     expect(bad.statusText).toMatch(/wave 1 gate: FAIL: traffic gate: /);
     expect(bad.statusText).toMatch(/^\s+web\s+http_5xx\s+100%\s+.*! regressed$/m);
@@ -63,7 +67,7 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     expect(bad.status.rollout!.preflight).toMatchObject({ passed: 5 }); // HAProxy accepts it: preflight cannot stop it
   });
 
-  test('a new service on a port taken on one agent\'s IP: that agent\'s preflight fails, the rollout halts before wave 1, nobody is given it; ctl status and plan name the agent and its message', async () => {
+  test("a new service on a port taken on one agent's IP: that agent's preflight fails, the rollout halts before wave 1, nobody is given it; ctl status and plan name the agent and its message", async () => {
     const stable = (await f.readDoc()).stable;
     const b = await preflightBlockedCase(f, 2);
     const r = b.rollout;
@@ -71,7 +75,9 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     expect(r.state).toBe('halted');
     expect(r.waves).toEqual([]);
     const msg = new RegExp(`service extra: cannot listen on 127\\.0\\.0\\.3:${b.port}: .*Address already in use`);
-    expect(r.reason).toMatch(/^preflight failed on 1 agent\(s\), more than preflight.max_failures 0; no agent runs \w+; agent2: /);
+    expect(r.reason).toMatch(
+      /^preflight failed on 1 agent\(s\), more than preflight.max_failures 0; no agent runs \w+; agent2: /,
+    );
     expect(r.reason).toMatch(msg);
     expect(r.preflight).toMatchObject({ passed: 4, failedCount: 1, unanswered: 0 });
     expect(r.preflight!.failed).toEqual([{ nodeId: 'agent2', error: expect.stringMatching(msg) }]);
@@ -79,32 +85,47 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     // ctl status --json and text, ctl plan --json.
     expect(b.status.rollout!.preflight).toMatchObject({ passed: 4, failed: 1 });
     expect(b.status.rollout!.preflight!.failures).toEqual([{ nodeId: 'agent2', error: expect.stringMatching(msg) }]);
-    expect(b.status.agents!.find((a) => a.nodeId === 'agent2')).toMatchObject({ preflight: 'failed', error: expect.stringMatching(msg) });
-    expect(b.status.agents!.filter((a) => a.preflight === 'passed').map((a) => a.nodeId)).toEqual(['agent0', 'agent1', 'agent3', 'agent4']);
+    expect(b.status.agents!.find((a) => a.nodeId === 'agent2')).toMatchObject({
+      preflight: 'failed',
+      error: expect.stringMatching(msg),
+    });
+    expect(b.status.agents!.filter((a) => a.preflight === 'passed').map((a) => a.nodeId)).toEqual([
+      'agent0',
+      'agent1',
+      'agent3',
+      'agent4',
+    ]);
     expect(b.status.agents!.every((a) => a.releasedRevision === stable && a.runningRevision === stable)).toBe(true);
     expect(b.statusText).toMatch(/preflight: 4 passed, 1 failed, 0 unanswered/);
-    expect(b.statusText).toMatch(new RegExp(`^  agent2: service extra: cannot listen on 127\\.0\\.0\\.3:${b.port}`, 'm'));
+    expect(b.statusText).toMatch(
+      new RegExp(`^  agent2: service extra: cannot listen on 127\\.0\\.0\\.3:${b.port}`, 'm'),
+    );
     expect(b.plan.toRevision).toBe(r.to);
     expect(b.plan.servicesAdded).toEqual(['extra']);
     const plan = new Map((b.plan.agents ?? []).map((a) => [a.nodeId, a]));
     expect(plan.get('agent2')).toMatchObject({ preflight: 'failed', error: expect.stringMatching(msg) });
-    for (const id of ['agent0', 'agent1', 'agent3', 'agent4']) expect(plan.get(id)).toMatchObject({ preflight: 'passed', services: ['extra'] });
+    for (const id of ['agent0', 'agent1', 'agent3', 'agent4'])
+      expect(plan.get(id)).toMatchObject({ preflight: 'passed', services: ['extra'] });
     // Cleared for the next test: aborted by ctl, the service removed, nothing pending; no request failed meanwhile.
     expect(b.abort).toEqual({ code: 0, state: 'aborted' });
     expect(b.failures).toEqual([]);
     expect((await f.readDoc()).current).toMatchObject({ id: r.id, state: 'aborted' });
   });
 
-  test('a harmless change: every judged wave\'s gate passes (no false positive), the rollout completes, no request fails', async () => {
+  test("a harmless change: every judged wave's gate passes (no false positive), the rollout completes, no request fails", async () => {
     const c = await goodRevisionCase(f, 'good');
     expect(c.rollout.state).toBe('completed');
     expect(c.rollout.waves.map((w) => w.agents.length)).toEqual([1, 2, 2]);
     // Waves 1 and 2 bake and are judged; the last wave has no bake, so no gate.
     expect(c.verdicts).toEqual(['pass', 'pass']);
     for (const w of c.rollout.waves.slice(0, 2)) {
-      expect(w.gate!.reason).toMatch(/^traffic gate passed \(\d+ request\(s\) on the new revision, 2 key\(s\) judged\)$/);
+      expect(w.gate!.reason).toMatch(
+        /^traffic gate passed \(\d+ request\(s\) on the new revision, 2 key\(s\) judged\)$/,
+      );
       expect(w.gate!.figures.some((x) => x.regressed)).toBe(false);
-      expect(w.gate!.figures.find((x) => x.key === 'web' && x.metric === 'http_5xx')!.requests).toBeGreaterThanOrEqual(20);
+      expect(w.gate!.figures.find((x) => x.key === 'web' && x.metric === 'http_5xx')!.requests).toBeGreaterThanOrEqual(
+        20,
+      );
     }
     expect(c.rollout.waves[2]!.gate).toBeUndefined();
     expect(c.status.rollout!.waves!.map((w) => w.gate?.verdict ?? '')).toEqual(['pass', 'pass', '']);
@@ -127,9 +148,15 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     const t0 = Date.now();
     await f.setWeb('bad2', ['http-request return status 503']);
     const d1 = await f.waitDoc(
-      (d) => !!d.current && d.current.to !== stable && d.current.state === 'running' && d.current.waves[0]?.ackedAt !== undefined && d.current.waves[0].gateStart !== undefined && (d.current.baseline?.counts['*']?.[0] ?? 0) > 0,
+      (d) =>
+        !!d.current &&
+        d.current.to !== stable &&
+        d.current.state === 'running' &&
+        d.current.waves[0]?.ackedAt !== undefined &&
+        d.current.waves[0].gateStart !== undefined &&
+        (d.current.baseline?.counts['*']?.[0] ?? 0) > 0,
       30_000,
-      'wave 1 ACKed with its gate window started and the canary\'s baseline in the rollout document',
+      "wave 1 ACKed with its gate window started and the canary's baseline in the rollout document",
     );
     const r1 = d1.current!;
     expect(r1.waves).toHaveLength(1);
@@ -147,14 +174,21 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     await f.cps[leader]!.proc!.kill();
     const killedAt = Date.now();
     f.load.resume(0);
-    const d3 = await f.waitDoc((d) => d.current?.id === r1.id && d.current.state !== 'running', 40_000, 'the surviving replica to end the rollout');
+    const d3 = await f.waitDoc(
+      (d) => d.current?.id === r1.id && d.current.state !== 'running',
+      40_000,
+      'the surviving replica to end the rollout',
+    );
     const r3 = d3.current!;
     expect(r3.state).toBe('rolled_back');
     expect(r3.reason).toMatch(/^wave 1: traffic gate: .*5xx 100% .*rolled back to /);
     expect(r3.finishedAt!).toBeGreaterThan(killedAt);
     expect(r3.waves[0]!.gate).toMatchObject({ verdict: 'fail' });
     expect(r3.waves[0]!.gate!.at).toBeGreaterThan(killedAt);
-    expect(r3.waves[0]!.gate!.figures.find((x) => x.key === 'web' && x.metric === 'http_5xx')).toMatchObject({ regressed: true, canary: 1 });
+    expect(r3.waves[0]!.gate!.figures.find((x) => x.key === 'web' && x.metric === 'http_5xx')).toMatchObject({
+      regressed: true,
+      canary: 1,
+    });
     // What the dead leader wrote is what the survivor judged on.
     expect(r3.waves[0]!.gateStart).toEqual(gateStart);
     expect(r3.baseline).toBeDefined();
@@ -165,11 +199,22 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     expect(s.rollout).toMatchObject({ id: r1.id, state: 'rolled_back' });
     expect(f.cps[survivor]!.proc!.logs()).toMatch(/this replica leads rollouts/);
     // Every agent ends on the survivor, on the stable revision; only the canary was ever given bad2.
-    await f.until(async () => {
-      const x = await f.status(survivor);
-      return x.agents!.length === 5 && x.agents!.every((a) => a.connected && a.replica === f.cps[survivor]!.id && a.runningRevision === stable);
-    }, 20_000, 'every agent on the survivor, running the stable revision');
-    await f.until(async () => (await Promise.all(f.agents.map((a) => f.hit(a.ip)))).every((h) => h.status === 200), 20_000, 'every agent answering 200');
+    await f.until(
+      async () => {
+        const x = await f.status(survivor);
+        return (
+          x.agents!.length === 5 &&
+          x.agents!.every((a) => a.connected && a.replica === f.cps[survivor]!.id && a.runningRevision === stable)
+        );
+      },
+      20_000,
+      'every agent on the survivor, running the stable revision',
+    );
+    await f.until(
+      async () => (await Promise.all(f.agents.map((a) => f.hit(a.ip)))).every((h) => h.status === 200),
+      20_000,
+      'every agent answering 200',
+    );
     expect([...new Set(f.pushesOf(r1.to).map((p) => p.node))]).toEqual(['agent0']);
     const others = new Set([1, 2, 3, 4]);
     expect(f.load.failures(t0, Date.now(), others)).toEqual([]);

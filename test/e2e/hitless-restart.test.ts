@@ -21,7 +21,8 @@ function listeningInodes(port: number): string[] {
   return out.sort();
 }
 
-const haproxyPid = (logs: string) => Number([...logs.matchAll(/"haproxy_pid":(\d+)[^\n]*"msg":"haproxy (?:started|reloaded)"/g)].at(-1)?.[1] ?? 0);
+const haproxyPid = (logs: string) =>
+  Number([...logs.matchAll(/"haproxy_pid":(\d+)[^\n]*"msg":"haproxy (?:started|reloaded)"/g)].at(-1)?.[1] ?? 0);
 
 /**
  * The documented agent restart (SIGUSR2: hand over, then start) and kill -9 + start, under load: the new agent
@@ -37,7 +38,17 @@ describe('hitless agent restart and kill -9 (built CLI, real HAProxy)', () => {
   const agents: CliProcess[] = [];
 
   const writeState = (servers: Backend[], listen: string[] = ['mode http']) => {
-    const doc = { services: [{ name: 'web', port, bind_address: '127.0.0.1', listen_options: listen, servers: servers.map((b) => ({ name: b.name, address: '127.0.0.1', port: b.port })) }] };
+    const doc = {
+      services: [
+        {
+          name: 'web',
+          port,
+          bind_address: '127.0.0.1',
+          listen_options: listen,
+          servers: servers.map((b) => ({ name: b.name, address: '127.0.0.1', port: b.port })),
+        },
+      ],
+    };
     writeFileSync(`${stateFile}.tmp`, JSON.stringify(doc));
     renameSync(`${stateFile}.tmp`, stateFile);
   };
@@ -83,8 +94,18 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: ""}
     expect(alive(pid0)).toBe(true); // HAProxy keeps serving while no agent runs
     await sleep(500);
     agent = await start();
-    const tookOver = await agent.waitForLog(/"config_matches":true[^\n]*took over the HAProxy the previous agent left running/);
-    if (!tookOver) throw new Error(`no takeover with a matching config; the agent's log:\n${agent.logs().split('\n').filter((l) => !/"level":20/.test(l)).slice(-25).join('\n')}`);
+    const tookOver = await agent.waitForLog(
+      /"config_matches":true[^\n]*took over the HAProxy the previous agent left running/,
+    );
+    if (!tookOver)
+      throw new Error(
+        `no takeover with a matching config; the agent's log:\n${agent
+          .logs()
+          .split('\n')
+          .filter((l) => !/"level":20/.test(l))
+          .slice(-25)
+          .join('\n')}`,
+      );
     await sleep(500);
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/); // adopted, not restarted
     expect(listeningInodes(port)).toEqual(inodes);
@@ -114,7 +135,13 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: ""}
 
     const r = await load.stop();
     expect(r.ok).toBeGreaterThan(100);
-    expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other, errors: r.errors }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0, errors: [] });
+    expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other, errors: r.errors }).toEqual({
+      refused: 0,
+      reset: 0,
+      empty: 0,
+      other: 0,
+      errors: [],
+    });
 
     // 4. Stop is a stop: HAProxy ends and the port closes.
     expect(await agent.stop()).toBe(0);

@@ -52,7 +52,14 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
   const cpLogs: string[] = [];
 
   const host = (b: Backend) => JSON.stringify({ address: '127.0.0.1', port: b.port });
-  const webConfig = (rev: string) => JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', `http-response set-header X-Rev ${rev}`], server_options: ['check inter 2000'] });
+  const webConfig = (rev: string) =>
+    JSON.stringify({
+      type: 'zookeeper',
+      path: '/services/web',
+      port: webPort,
+      listen_options: ['mode http', `http-response set-header X-Rev ${rev}`],
+      server_options: ['check inter 2000'],
+    });
 
   const admin = <T>(fn: (c: ControlPlaneAdminClient, cb: (err: grpc.ServiceError | null, res: T) => void) => void) =>
     new Promise<T>((resolve, reject) => {
@@ -63,11 +70,17 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
         else resolve(res);
       });
     });
-  const desiredFor = async (nodeId: string): Promise<DesiredState> => fromProto(await admin((c, cb) => c.getAgentState({ nodeId }, cb)));
+  const desiredFor = async (nodeId: string): Promise<DesiredState> =>
+    fromProto(await admin((c, cb) => c.getAgentState({ nodeId }, cb)));
   const listAgents = () => admin<ListAgentsResponse>((c, cb) => c.listAgents({}, cb));
   const rolloutStatus = () =>
     new Promise<{ stableRevision: string; rollout?: { state: string; toRevision: string } }>((resolve, reject) =>
-      execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', 'status', '--json'], { timeout: 30_000 }, (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout)))),
+      execFile(
+        process.execPath,
+        [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', 'status', '--json'],
+        { timeout: 30_000 },
+        (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout))),
+      ),
     );
 
   /** What the agent renders for the full desired state: agent.bind_address applied, its own paths and user. */
@@ -96,13 +109,23 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
       for (const v of s.servers) {
         const cur = servers.get(v.name);
         if (!cur) out.push(`${s.name}/${v.name}: missing`);
-        else if (cur.address !== v.address || cur.port !== v.port || cur.weight !== v.weight || (cur.adminState & ADMF_FMAINT) !== 0) {
-          out.push(`${s.name}/${v.name}: ${cur.address}:${cur.port} weight ${cur.weight} admin ${cur.adminState}, desired ${v.address}:${v.port} weight ${v.weight} ready`);
+        else if (
+          cur.address !== v.address ||
+          cur.port !== v.port ||
+          cur.weight !== v.weight ||
+          (cur.adminState & ADMF_FMAINT) !== 0
+        ) {
+          out.push(
+            `${s.name}/${v.name}: ${cur.address}:${cur.port} weight ${cur.weight} admin ${cur.adminState}, desired ${v.address}:${v.port} weight ${v.weight} ready`,
+          );
         }
       }
-      for (const cur of servers.values()) if (!wanted.has(cur.name) && (cur.adminState & ADMF_FMAINT) === 0) out.push(`${s.name}/${cur.name}: in service but not desired`);
+      for (const cur of servers.values())
+        if (!wanted.has(cur.name) && (cur.adminState & ADMF_FMAINT) === 0)
+          out.push(`${s.name}/${cur.name}: in service but not desired`);
     }
-    for (const name of live.keys()) if (!desired.services.some((s) => s.name === name)) out.push(`${name}: backend not desired`);
+    for (const name of live.keys())
+      if (!desired.services.some((s) => s.name === name)) out.push(`${name}: backend not desired`);
     return out;
   }
 
@@ -153,10 +176,14 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
 
   async function waitForRolloutToFinish(): Promise<void> {
     // A service-config change becomes a rollout; wait until it has completed and every agent runs the stable revision.
-    const ok = await eventually(async () => {
-      const s = await rolloutStatus();
-      return s.rollout === undefined || s.rollout.state === 'completed';
-    }, 60_000, 200);
+    const ok = await eventually(
+      async () => {
+        const s = await rolloutStatus();
+        return s.rollout === undefined || s.rollout.state === 'completed';
+      },
+      60_000,
+      200,
+    );
     expect(ok).toBe(true);
   }
 
@@ -232,7 +259,10 @@ agent:
   });
 
   test('service changes (added, changed, removed), each a rollout: deltas; equal to the full state after each', async () => {
-    await zkc.put('/service_config/api', JSON.stringify({ type: 'zookeeper', path: '/services/api', port: apiPort, listen_options: ['mode http'] }));
+    await zkc.put(
+      '/service_config/api',
+      JSON.stringify({ type: 'zookeeper', path: '/services/api', port: apiPort, listen_options: ['mode http'] }),
+    );
     await zkc.put('/services/api/d', host(backends[3]!));
     await waitForRolloutToFinish();
     await expectConverged();
@@ -241,14 +271,21 @@ agent:
     await zkc.put('/service_config/web', webConfig('v2'));
     await waitForRolloutToFinish();
     const states = await expectConverged();
-    expect(states[0]!.services.find((s) => s.name === 'web')!.listenOptions).toContain('http-response set-header X-Rev v2');
+    expect(states[0]!.services.find((s) => s.name === 'web')!.listenOptions).toContain(
+      'http-response set-header X-Rev v2',
+    );
 
     await zkc.remove('/services/api/d');
     await zkc.remove('/service_config/api');
     await waitForRolloutToFinish();
     const after = await expectConverged();
     expect(after[0]!.services.map((s) => s.name)).toEqual(['web']);
-    for (const a of agents) expect(pushKinds(a.id, allCpLogs()).slice(1).every((k) => k === 'delta')).toBe(true);
+    for (const a of agents)
+      expect(
+        pushKinds(a.id, allCpLogs())
+          .slice(1)
+          .every((k) => k === 'delta'),
+      ).toBe(true);
   });
 
   test('control-plane restart: agents declare what they hold; a change made meanwhile arrives as a delta, not a full state', async () => {
@@ -259,7 +296,11 @@ agent:
     await expectConverged();
     const logs = cp!.logs();
     for (const a of agents) {
-      expect(logs).toMatch(new RegExp(`"node_id":"${a.id}"[^\\n]*"base_resources":1[^\\n]*agent connected|agent connected[^\\n]*"base_resources":1`));
+      expect(logs).toMatch(
+        new RegExp(
+          `"node_id":"${a.id}"[^\\n]*"base_resources":1[^\\n]*agent connected|agent connected[^\\n]*"base_resources":1`,
+        ),
+      );
       expect(pushKinds(a.id, logs)).toEqual(['delta']);
     }
   });
@@ -289,7 +330,12 @@ agent:
   test('ctl agent NODE: wanted, ACKed and what HAProxy has (from the agent), with one agent drifted by hand', async () => {
     const run = (...args: string[]) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, ...args], { timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr })),
+        execFile(
+          process.execPath,
+          [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, ...args],
+          { timeout: 30_000 },
+          (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }),
+        ),
       );
     // Drift agent0's HAProxy behind the agent's back (drift repair runs once a minute here).
     const a0 = agents[0]!;
@@ -301,8 +347,17 @@ agent:
     expect(drifted.code).toBe(0);
     expect(drifted.stdout).toMatch(new RegExp(`^agent ${a0.id} +SYNCED`, 'm'));
     expect(drifted.stdout).toMatch(/^HAProxy \(from the agent\): \d+ servers in 1 backends; 1 difference\(s\)$/m);
-    expect(drifted.stdout).toMatch(new RegExp(`^web +${victim.name} +${victim.address}:${victim.port} w${victim.weight} +${victim.address}:${victim.port} w9 ready \\w+ +! weight 9, wanted ${victim.weight}$`, 'm'));
-    const json = JSON.parse((await run('agent', a0.id, '--json')).stdout) as { agent: { state: string }; desired: { version: string }; haproxy: { backend: string; name: string; weight: number }[] };
+    expect(drifted.stdout).toMatch(
+      new RegExp(
+        `^web +${victim.name} +${victim.address}:${victim.port} w${victim.weight} +${victim.address}:${victim.port} w9 ready \\w+ +! weight 9, wanted ${victim.weight}$`,
+        'm',
+      ),
+    );
+    const json = JSON.parse((await run('agent', a0.id, '--json')).stdout) as {
+      agent: { state: string };
+      desired: { version: string };
+      haproxy: { backend: string; name: string; weight: number }[];
+    };
     expect(json.desired.version).toBe((await desiredFor(a0.id)).version);
     expect(json.haproxy.find((s) => s.backend === 'web' && s.name === victim.name)?.weight).toBe(9);
     // The other agent has not drifted; an unknown node is a clear error.
@@ -314,22 +369,33 @@ agent:
 
     // HAProxy's own per-service counters reach the control plane with the next ACK (and every 10 s).
     const counted = async () => {
-      const v = JSON.parse((await run('agent', a0.id, '--json')).stdout) as { agent: { counters?: { service: string; requests?: string | number }[] } };
+      const v = JSON.parse((await run('agent', a0.id, '--json')).stdout) as {
+        agent: { counters?: { service: string; requests?: string | number }[] };
+      };
       return Number(v.agent.counters?.find((c) => c.service === 'web')?.requests ?? 0);
     };
     const before = await counted(); // from earlier ACKs (the traffic of the first tests), or 0
     await tally(webPort, 6, a0.ip);
     await zkc.put('/services/web/d', JSON.stringify({ address: '127.0.0.1', port: backends[3]!.port, weight: 2 }));
     expect(await eventually(async () => (await counted()) >= before + 6, 15_000)).toBe(true);
-    expect((await run('agent', a0.id)).stdout).toMatch(/^Traffic \(HAProxy's counters since the agent started, reported \d+s ago\):$/m);
+    expect((await run('agent', a0.id)).stdout).toMatch(
+      /^Traffic \(HAProxy's counters since the agent started, reported \d+s ago\):$/m,
+    );
   });
 
   test('ctl agents: both SYNCED on what the control plane wants them to run; a stopped agent is DISCONNECTED', async () => {
     const ctl = (...args: string[]) =>
       new Promise<{ code: number; stdout: string }>((resolve) =>
-        execFile(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'agents', ...args], { timeout: 30_000 }, (err, stdout) => resolve({ code: err ? 1 : 0, stdout })),
+        execFile(
+          process.execPath,
+          [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'agents', ...args],
+          { timeout: 30_000 },
+          (err, stdout) => resolve({ code: err ? 1 : 0, stdout }),
+        ),
       );
-    const listed = JSON.parse((await ctl('--json')).stdout) as { agents: { nodeId: string; state: string; runningVersion: string; desiredVersion: string }[] };
+    const listed = JSON.parse((await ctl('--json')).stdout) as {
+      agents: { nodeId: string; state: string; runningVersion: string; desiredVersion: string }[];
+    };
     expect(listed.agents.map((a) => [a.nodeId, a.state]).sort()).toEqual([
       ['agent0', 'SYNCED'],
       ['agent1', 'SYNCED'],

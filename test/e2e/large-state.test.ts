@@ -35,7 +35,18 @@ describe(`a ${SERVICES} × ${SERVERS} state end to end (built CLI, real HAProxy)
   const ports: number[] = [];
 
   const services = (hostsOf: (i: number) => string[]) =>
-    Object.fromEntries(ports.map((port, i) => [`svc${String(i).padStart(4, '0')}`, { type: 'static', port, hosts: hostsOf(i), listen_options: listenOptions(i), server_options: ['inter 2000', 'rise 2', 'fall 3'] }]));
+    Object.fromEntries(
+      ports.map((port, i) => [
+        `svc${String(i).padStart(4, '0')}`,
+        {
+          type: 'static',
+          port,
+          hosts: hostsOf(i),
+          listen_options: listenOptions(i),
+          server_options: ['inter 2000', 'rise 2', 'fall 3'],
+        },
+      ]),
+    );
   /** What a real service config carries (about 250 bytes): with it the full push is over grpc-js's 4 MiB default. */
   const listenOptions = (i: number) => [
     'mode http',
@@ -108,7 +119,10 @@ agent: {state_dir: ${dir}, node_id: big, controlplanes: ["127.0.0.1:${cpPort}"],
 
   test('the first sync (a full push over 4 MiB) is applied, and every sampled service serves', async () => {
     expect(await agent.waitForLog(/"outcome":"reload"[^\n]*update: reload/, 120_000)).toBe(true);
-    const push = cp.logs().split('\n').find((l) => l.includes('pushed desired state'));
+    const push = cp
+      .logs()
+      .split('\n')
+      .find((l) => l.includes('pushed desired state'));
     const { kind, bytes } = JSON.parse(push!) as { kind: string; bytes: number };
     expect(kind).toBe('full');
     expect(bytes).toBeGreaterThan(4 * 1024 * 1024);
@@ -123,7 +137,10 @@ agent: {state_dir: ${dir}, node_id: big, controlplanes: ["127.0.0.1:${cpPort}"],
   test('a host change is a delta of one service (a few KiB), applied at runtime without a reload', async () => {
     const marks = { cp: cp.logs().length, agent: agent.logs().length };
     // Atomically (a 4 MB file written in place could be polled half-written).
-    writeFileSync(`${servicesFile}.tmp`, JSON.stringify(services((i) => (i === 1234 ? allHosts().slice(0, 1) : allHosts()))));
+    writeFileSync(
+      `${servicesFile}.tmp`,
+      JSON.stringify(services((i) => (i === 1234 ? allHosts().slice(0, 1) : allHosts()))),
+    );
     renameSync(`${servicesFile}.tmp`, servicesFile);
     expect(await eventually(() => /"outcome":"runtime"/.test(agent.logs().slice(marks.agent)), 30_000)).toBe(true);
     const pushes = cp

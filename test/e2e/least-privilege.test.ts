@@ -1,5 +1,14 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -37,7 +46,10 @@ const started = new Set<Agent>();
 /** Runs the built CLI's agent, optionally behind a command prefix (setpriv), with debug JSON logs captured. */
 function startAgent(cfg: string, stateFile: string, prefix: string[] = []): Agent {
   const argv = [...prefix, process.execPath, CLI, 'agent', '--config', cfg, '--state', stateFile];
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PROXYMGR_LOG_LEVEL: 'debug' } });
+  const proc = spawn(argv[0]!, argv.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PROXYMGR_LOG_LEVEL: 'debug' },
+  });
   let out = '';
   proc.stdout!.on('data', (c) => (out += c.toString()));
   proc.stderr!.on('data', (c) => (out += c.toString()));
@@ -63,7 +75,17 @@ function startAgent(cfg: string, stateFile: string, prefix: string[] = []): Agen
 }
 
 function writeState(file: string, port: number, servers: Backend[], listenOptions = ['balance roundrobin']): void {
-  const doc = { services: [{ name: 'web', port, bind_address: '127.0.0.1', listen_options: listenOptions, servers: servers.map((b) => ({ name: b.name, address: '127.0.0.1', port: b.port })) }] };
+  const doc = {
+    services: [
+      {
+        name: 'web',
+        port,
+        bind_address: '127.0.0.1',
+        listen_options: listenOptions,
+        servers: servers.map((b) => ({ name: b.name, address: '127.0.0.1', port: b.port })),
+      },
+    ],
+  };
   writeFileSync(`${file}.tmp`, JSON.stringify(doc));
   chmodSync(`${file}.tmp`, 0o644);
   renameSync(`${file}.tmp`, file);
@@ -182,13 +204,24 @@ describeAsRoot('least privilege: HAProxy unprivileged, agent optionally unprivil
     expect(await eventually(() => !alive(pid), 10_000)).toBe(true); // the old one soft-stopped
     expect(modeOf(path.join(dir, 'server-state'))).toBe(0o600);
     expect(readFileSync(path.join(dir, 'server-state'), 'utf8')).toMatch(/^\d+ web \d+ a 127\.0\.0\.1 \d+ \d+ 7 /m);
-    expect(await eventually(async () => /proxymgr_agent_runtime_commands_total\{kind="set_weight"\} 1$/m.test(await httpGet(`http://127.0.0.1:${metricsPort}/metrics`)))).toBe(true);
+    expect(
+      await eventually(async () =>
+        /proxymgr_agent_runtime_commands_total\{kind="set_weight"\} 1$/m.test(
+          await httpGet(`http://127.0.0.1:${metricsPort}/metrics`),
+        ),
+      ),
+    ).toBe(true);
     expect(agent.logs()).not.toMatch(/server state file|Permission denied/i);
     expect((await tally(port, 2)).get('a')).toBe(2);
 
     // kill -9 of HAProxy: the agent restarts it on the same sockets, unprivileged again.
     process.kill(reloaded, 'SIGKILL');
-    expect(await eventually(() => existsSync(path.join(dir, 'haproxy.pid')) && readPid(dir) !== reloaded && alive(readPid(dir)), 10_000)).toBe(true);
+    expect(
+      await eventually(
+        () => existsSync(path.join(dir, 'haproxy.pid')) && readPid(dir) !== reloaded && alive(readPid(dir)),
+        10_000,
+      ),
+    ).toBe(true);
     const restarted = readPid(dir);
     haproxyPids.add(restarted);
     expect(psUser(restarted)).toBe('haproxy');
@@ -208,13 +241,36 @@ describeAsRoot('least privilege: HAProxy unprivileged, agent optionally unprivil
     chmodSync(dir, 0o755); // looser than it should be: the agent tightens it
     const cfg = path.join(tmp.dir, 'nobody.yml');
     const stateFile = path.join(tmp.dir, 'nobody-state.json');
-    writeFileSync(cfg, `haproxy:\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${dir}\n  admin_listen: ""\n`);
+    writeFileSync(
+      cfg,
+      `haproxy:\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${dir}\n  admin_listen: ""\n`,
+    );
     chmodSync(cfg, 0o644);
     writeState(stateFile, port, backends);
     // What the systemd unit does (User=, AmbientCapabilities=, CapabilityBoundingSet=, NoNewPrivileges=).
-    const setpriv = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--no-new-privs', '--bounding-set=-all,+net_bind_service', '--inh-caps=+net_bind_service', '--ambient-caps=+net_bind_service'];
+    const setpriv = [
+      'setpriv',
+      '--reuid=nobody',
+      '--regid=nogroup',
+      '--clear-groups',
+      '--no-new-privs',
+      '--bounding-set=-all,+net_bind_service',
+      '--inh-caps=+net_bind_service',
+      '--ambient-caps=+net_bind_service',
+    ];
     // The built code, node_modules and the native addon must be readable by that user.
-    expect(execFileSync(setpriv[0]!, [...setpriv.slice(1), process.execPath, '-e', `require(${JSON.stringify(path.join(path.dirname(CLI), '..', 'agent', 'main.js'))}); console.log('readable')`], { encoding: 'utf8' }).trim()).toBe('readable');
+    expect(
+      execFileSync(
+        setpriv[0]!,
+        [
+          ...setpriv.slice(1),
+          process.execPath,
+          '-e',
+          `require(${JSON.stringify(path.join(path.dirname(CLI), '..', 'agent', 'main.js'))}); console.log('readable')`,
+        ],
+        { encoding: 'utf8' },
+      ).trim(),
+    ).toBe('readable');
 
     const first = startAgent(cfg, stateFile, setpriv);
     expect(await first.waitFor(/haproxy started/)).toBe(true);
@@ -236,7 +292,11 @@ describeAsRoot('least privilege: HAProxy unprivileged, agent optionally unprivil
     expect((await tally(port, 2)).size).toBeGreaterThan(0);
     // The same user may copy its own HAProxy's sockets (pidfd_getfd): no privilege beyond CAP_NET_BIND_SERVICE.
     const second = startAgent(cfg, stateFile, setpriv);
-    expect(await second.waitFor(new RegExp(`"haproxy_pid":${pid}[^\\n]*took over the HAProxy the previous agent left running`))).toBe(true);
+    expect(
+      await second.waitFor(
+        new RegExp(`"haproxy_pid":${pid}[^\\n]*took over the HAProxy the previous agent left running`),
+      ),
+    ).toBe(true);
     expect(second.logs()).not.toMatch(/haproxy (started|reloaded)/);
     expect(alive(pid)).toBe(true);
     expect(psUser(pid)).toBe('nobody');
@@ -248,12 +308,17 @@ describeAsRoot('least privilege: HAProxy unprivileged, agent optionally unprivil
   test('a configured haproxy.user that does not exist stops the agent at start, naming the key and the fix', async () => {
     const cfg = path.join(tmp.dir, 'nosuch.yml');
     const stateFile = path.join(tmp.dir, 'nosuch-state.json');
-    writeFileSync(cfg, `haproxy:\n  user: proxymgr-no-such-user\nagent:\n  state_dir: ${path.join(tmp.dir, 'nosuch-state')}\n  admin_listen: ""\n`);
+    writeFileSync(
+      cfg,
+      `haproxy:\n  user: proxymgr-no-such-user\nagent:\n  state_dir: ${path.join(tmp.dir, 'nosuch-state')}\n  admin_listen: ""\n`,
+    );
     writeState(stateFile, await freePort(), backends);
     const agent = startAgent(cfg, stateFile);
     expect(await agent.exited).toBe(1);
     started.delete(agent);
-    expect(agent.logs()).toMatch(/nosuch\.yml: haproxy\.user\/haproxy\.group: user "proxymgr-no-such-user" and group "proxymgr-no-such-user" do not exist on this host; create it/);
+    expect(agent.logs()).toMatch(
+      /nosuch\.yml: haproxy\.user\/haproxy\.group: user "proxymgr-no-such-user" and group "proxymgr-no-such-user" do not exist on this host; create it/,
+    );
     expect(agent.logs()).not.toMatch(/haproxy started/);
   });
 });

@@ -27,7 +27,15 @@ describe('mTLS end to end (built CLI, real HAProxy)', () => {
     [cpPort, webPort] = [await freePort(), await freePort()];
     const services = path.join(tmp.dir, 'services');
     mkdirSync(services);
-    writeFileSync(path.join(services, 'web.json'), JSON.stringify({ type: 'static', port: webPort, listen_options: ['mode http'], hosts: [`127.0.0.1:${backend.port}`] }));
+    writeFileSync(
+      path.join(services, 'web.json'),
+      JSON.stringify({
+        type: 'static',
+        port: webPort,
+        listen_options: ['mode http'],
+        hosts: [`127.0.0.1:${backend.port}`],
+      }),
+    );
     const cfg = path.join(tmp.dir, 'cp.yml');
     writeFileSync(
       cfg,
@@ -70,14 +78,24 @@ agent:
   }
 
   test('an agent with a certificate from the CA serves traffic; one without, or with a foreign one, is refused', async () => {
-    const good = startCli(['agent', '--config', agentConfig('good', '127.0.0.1', `{ca: ${certs.ca}, cert: ${certs.agentCert}, key: ${certs.agentKey}}`)]);
+    const good = startCli([
+      'agent',
+      '--config',
+      agentConfig('good', '127.0.0.1', `{ca: ${certs.ca}, cert: ${certs.agentCert}, key: ${certs.agentKey}}`),
+    ]);
     const none = startCli(['agent', '--config', agentConfig('none', '127.0.0.2', `{ca: ${certs.ca}}`)]);
-    const rogue = startCli(['agent', '--config', agentConfig('rogue', '127.0.0.3', `{ca: ${certs.ca}, cert: ${certs.rogueCert}, key: ${certs.rogueKey}}`)]);
+    const rogue = startCli([
+      'agent',
+      '--config',
+      agentConfig('rogue', '127.0.0.3', `{ca: ${certs.ca}, cert: ${certs.rogueCert}, key: ${certs.rogueKey}}`),
+    ]);
     expect(await eventually(async () => (await get(webPort, '127.0.0.1')).body === 'tls-backend\n', 15_000)).toBe(true);
     expect(await good.waitForLog(/connected to control plane/)).toBe(true);
 
     for (const refused of [none, rogue]) {
-      expect(await refused.waitForLog(/control plane stream ended; keeping the current state and reconnecting/)).toBe(true);
+      expect(await refused.waitForLog(/control plane stream ended; keeping the current state and reconnecting/)).toBe(
+        true,
+      );
       expect(refused.logs()).not.toMatch(/connected to control plane/);
     }
     await sleep(500);
@@ -89,7 +107,22 @@ agent:
 
   test('proxymgr ctl reaches the Rollout service with a client certificate, and is refused without one', () => {
     const ctl = (...args: string[]) =>
-      spawnSync(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, '--timeout-ms', '5000', ...args, 'rollout', 'status', '--json'], { encoding: 'utf8', timeout: 20_000 });
+      spawnSync(
+        process.execPath,
+        [
+          CLI,
+          'ctl',
+          '--controlplane',
+          `127.0.0.1:${cpPort}`,
+          '--timeout-ms',
+          '5000',
+          ...args,
+          'rollout',
+          'status',
+          '--json',
+        ],
+        { encoding: 'utf8', timeout: 20_000 },
+      );
     const ok = ctl('--cacert', certs.ca, '--cert', certs.agentCert, '--key', certs.agentKey);
     expect(ok.stderr).toBe(''); // not even Node's DEP0123 about TLS to an IP literal
     expect(ok.status).toBe(0);

@@ -22,10 +22,27 @@ interface Status {
     toRevision: string;
     state: string;
     reason: string;
-    waves?: { index: number; spec: string; agents: string[]; startedAt: string; ackedAt?: string; completedAt?: string }[];
+    waves?: {
+      index: number;
+      spec: string;
+      agents: string[];
+      startedAt: string;
+      ackedAt?: string;
+      completedAt?: string;
+    }[];
     preflight?: { passed?: number; failed?: number; unanswered?: number };
   };
-  agents: { nodeId: string; connected: boolean; replica: string; wave?: number; releasedRevision: string; runningRevision?: string; status: string; error?: string; preflight?: string }[];
+  agents: {
+    nodeId: string;
+    connected: boolean;
+    replica: string;
+    wave?: number;
+    releasedRevision: string;
+    runningRevision?: string;
+    status: string;
+    error?: string;
+    preflight?: string;
+  }[];
 }
 
 /**
@@ -44,10 +61,16 @@ describe('rollouts across 2 control planes and 5 agents', () => {
   let euPort: number;
 
   const webConfig = (rev: string, extra: string[] = []) =>
-    JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', `http-response set-header X-Rev ${rev}`, ...extra] });
+    JSON.stringify({
+      type: 'zookeeper',
+      path: '/services/web',
+      port: webPort,
+      listen_options: ['mode http', `http-response set-header X-Rev ${rev}`, ...extra],
+    });
   const host = (b: Backend) => JSON.stringify({ address: '127.0.0.1', port: b.port });
 
-  const ctl = (cp: number, ...args: string[]) => runCli(['ctl', '--controlplane', `127.0.0.1:${cps[cp]!.port}`, 'rollout', ...args]);
+  const ctl = (cp: number, ...args: string[]) =>
+    runCli(['ctl', '--controlplane', `127.0.0.1:${cps[cp]!.port}`, 'rollout', ...args]);
   const status = async (cp = 0): Promise<Status> => JSON.parse((await ctl(cp, 'status', '--json')).stdout) as Status;
   /** The X-Rev header (the revision in traffic) and the backend of one request through an agent. */
   const hit = (ip: string, port = webPort) =>
@@ -71,11 +94,15 @@ describe('rollouts across 2 control planes and 5 agents', () => {
   const seen: Status[] = [];
   async function until(pred: (s: Status) => boolean, timeoutMs = 20_000, cp = 0): Promise<Status> {
     let last: Status | undefined;
-    const ok = await eventually(async () => {
-      last = await status(cp);
-      seen.push(last);
-      return pred(last);
-    }, timeoutMs, 100);
+    const ok = await eventually(
+      async () => {
+        last = await status(cp);
+        seen.push(last);
+        return pred(last);
+      },
+      timeoutMs,
+      100,
+    );
     if (!ok) throw new Error(`condition not met; last status: ${JSON.stringify(last, null, 1)}`);
     return last!;
   }
@@ -117,7 +144,16 @@ describe('rollouts across 2 control planes and 5 agents', () => {
     webPort = await freePort();
     euPort = await freePort();
     await zkc.put('/service_config/web', webConfig('v1'));
-    await zkc.put('/service_config/eu', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: euPort, listen_options: ['mode http'], agents: { zone: 'eu' } }));
+    await zkc.put(
+      '/service_config/eu',
+      JSON.stringify({
+        type: 'zookeeper',
+        path: '/services/web',
+        port: euPort,
+        listen_options: ['mode http'],
+        agents: { zone: 'eu' },
+      }),
+    );
     await zkc.put('/services/web/a', host(backends[0]!));
     await zkc.put('/services/web/b', host(backends[1]!));
     for (const id of ['cp0', 'cp1']) {
@@ -171,7 +207,9 @@ agent:
     for (const cp of cps) expect(await cp.proc!.waitForLog(/control plane started/)).toBe(true);
     for (const a of agents) a.proc = startCli(['agent', '--config', a.config]);
     expect(await eventually(async () => (await revs()).every((r) => r === 'v1'), 20_000)).toBe(true);
-    const s = await until((x) => x.agents.length === 5 && x.agents.every((a) => a.connected && a.runningRevision === x.stableRevision));
+    const s = await until(
+      (x) => x.agents.length === 5 && x.agents.every((a) => a.connected && a.runningRevision === x.stableRevision),
+    );
     expect(['cp0', 'cp1']).toContain(s.leader);
     expect(s.rollout).toBeUndefined();
     expect(new Set(s.agents.map((a) => a.replica))).toEqual(new Set(['cp0', 'cp1']));
@@ -181,13 +219,26 @@ agent:
     const methods = await bufCurl(['--list-methods', `http://127.0.0.1:${cps[0]!.port}`]);
     expect(methods.stdout).toContain('proxymgr.v1.Rollout/Status');
     expect(methods.stdout).toContain('proxymgr.v1.Rollout/Abort');
-    const viaReflection = JSON.parse((await bufCurl([`http://127.0.0.1:${cps[1]!.port}/proxymgr.v1.Rollout/Status`])).stdout) as Status;
+    const viaReflection = JSON.parse(
+      (await bufCurl([`http://127.0.0.1:${cps[1]!.port}/proxymgr.v1.Rollout/Status`])).stdout,
+    ) as Status;
     expect(viaReflection.stableRevision).toBe(s.stableRevision);
   });
 
   test('must show 1 + 5: a service-config change rolls out wave by wave (ctl shows each wave, in order); host changes reach every agent at once meanwhile', async () => {
     expect((await ctl(1, 'policy', '--next', '--bake-ms', '1500')).code).toBe(0);
-    const watch = spawn(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cps[1]!.port}`, 'rollout', 'status', '--watch', '--json', '--interval-ms', '100']);
+    const watch = spawn(process.execPath, [
+      CLI,
+      'ctl',
+      '--controlplane',
+      `127.0.0.1:${cps[1]!.port}`,
+      'rollout',
+      'status',
+      '--watch',
+      '--json',
+      '--interval-ms',
+      '100',
+    ]);
     let lines = '';
     watch.stdout.on('data', (c) => (lines += c));
     await zkc.put('/service_config/web', webConfig('v2'));
@@ -195,7 +246,12 @@ agent:
     // Mid-rollout: a new host reaches all five agents — those on v1 and the canary on v2 — at once.
     const t0 = Date.now();
     await zkc.put('/services/web/c', host(backends[2]!));
-    expect(await eventually(async () => (await Promise.all(agents.map((a) => backendsOf(a.ip)))).every((b) => b === 'a,b,c'), 10_000)).toBe(true);
+    expect(
+      await eventually(
+        async () => (await Promise.all(agents.map((a) => backendsOf(a.ip)))).every((b) => b === 'a,b,c'),
+        10_000,
+      ),
+    ).toBe(true);
     const hostMs = Date.now() - t0;
     const mid = await status(0);
     expect(mid.rollout!.id).toBe(started.rollout!.id);
@@ -219,8 +275,15 @@ agent:
     }
     expect(done.stableRevision).toBe(done.rollout!.toRevision);
     // The --watch output saw the waves appear one after another.
-    const watched = lines.trim().split('\n').map((l) => JSON.parse(l) as Status);
-    const counts = [...new Set(watched.filter((s) => s.rollout?.id === started.rollout!.id).map((s) => s.rollout!.waves?.length ?? 0))];
+    const watched = lines
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Status);
+    const counts = [
+      ...new Set(
+        watched.filter((s) => s.rollout?.id === started.rollout!.id).map((s) => s.rollout!.waves?.length ?? 0),
+      ),
+    ];
     expect(counts).toEqual([1, 2, 3]);
     assertOnlyReleased([...seen, ...watched]);
     assertPushesReleased(done);
@@ -232,20 +295,30 @@ agent:
     console.log(`host change reached 5 agents in ${hostMs} ms mid-rollout\n${text}`);
   });
 
-  test('preflight: a change HAProxy rejects halts before wave 1 (no agent is sent it); ctl rollout plan and status show each agent\'s message', async () => {
+  test("preflight: a change HAProxy rejects halts before wave 1 (no agent is sent it); ctl rollout plan and status show each agent's message", async () => {
     const stable = (await status()).stableRevision;
     await zkc.put('/service_config/web', webConfig('v3', ['timeout server soon']));
     // It halts at the first failure (max_failures 0); the answers that come after are still listed.
-    const s = await until((x) => x.rollout?.state === 'halted' && x.rollout.toRevision !== stable && x.rollout.preflight?.failed === 5);
+    const s = await until(
+      (x) => x.rollout?.state === 'halted' && x.rollout.toRevision !== stable && x.rollout.preflight?.failed === 5,
+    );
     expect(s.rollout!.waves ?? []).toHaveLength(0);
-    expect(s.rollout!.reason).toMatch(/^preflight failed on \d agent\(s\), more than preflight.max_failures 0; no agent runs \w+; agent\d: .*unexpected character 's' in 'timeout server'/);
+    expect(s.rollout!.reason).toMatch(
+      /^preflight failed on \d agent\(s\), more than preflight.max_failures 0; no agent runs \w+; agent\d: .*unexpected character 's' in 'timeout server'/,
+    );
     expect(s.rollout!.preflight).toMatchObject({ failed: 5 });
-    expect(s.agents.every((a) => a.releasedRevision === stable && a.runningRevision === stable && a.preflight === 'failed')).toBe(true);
+    expect(
+      s.agents.every((a) => a.releasedRevision === stable && a.runningRevision === stable && a.preflight === 'failed'),
+    ).toBe(true);
     expect(pushesOf(s.rollout!.toRevision)).toEqual([]);
     const text = (await ctl(1, 'status')).stdout;
     expect(text).toMatch(/preflight: 0 passed, 5 failed/);
     expect(text).toMatch(/unexpected character 's' in 'timeout server'/);
-    const plan = JSON.parse((await ctl(0, 'plan', '--json')).stdout) as { toRevision: string; servicesChanged: string[]; agents: { nodeId: string; preflight: string; error: string; services: string[] }[] };
+    const plan = JSON.parse((await ctl(0, 'plan', '--json')).stdout) as {
+      toRevision: string;
+      servicesChanged: string[];
+      agents: { nodeId: string; preflight: string; error: string; services: string[] }[];
+    };
     expect(plan.toRevision).toBe(s.rollout!.toRevision);
     expect(plan.servicesChanged).toEqual(['web']);
     expect(plan.agents).toHaveLength(5);
@@ -282,8 +355,13 @@ agent:
     const history = JSON.parse((await ctl(0, 'history', '--json')).stdout) as { rollouts: { state: string }[] };
     expect(history.rollouts.map((r) => r.state).slice(0, 3)).toEqual(['rolled_back', 'superseded', 'completed']);
     // Both replicas export the rollout and who leads.
-    const metrics = await Promise.all(cps.map(async (cp) => (await fetch(`http://127.0.0.1:${cp.metricsPort}/metrics`)).text()));
-    for (const m of metrics) expect(m).toContain(`proxymgr_cp_rollout{state="rolled_back",revision="${s.rollout!.toRevision}",stable="${stable}"} 1`);
+    const metrics = await Promise.all(
+      cps.map(async (cp) => (await fetch(`http://127.0.0.1:${cp.metricsPort}/metrics`)).text()),
+    );
+    for (const m of metrics)
+      expect(m).toContain(
+        `proxymgr_cp_rollout{state="rolled_back",revision="${s.rollout!.toRevision}",stable="${stable}"} 1`,
+      );
     expect(metrics.map((m) => /^proxymgr_cp_leader (\d)$/m.exec(m)?.[1]).sort()).toEqual(['0', '1']);
   });
 
@@ -292,7 +370,9 @@ agent:
     // A bake long enough that the pause below (a ctl process start away) surely lands before wave 2 is due.
     expect((await ctl(1, 'policy', '--next', '--bake-ms', '2500')).code).toBe(0);
     await zkc.put('/service_config/web', webConfig('v4'));
-    const s1 = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== stable && !!x.rollout.waves?.[0]?.ackedAt);
+    const s1 = await until(
+      (x) => x.rollout?.state === 'running' && x.rollout.toRevision !== stable && !!x.rollout.waves?.[0]?.ackedAt,
+    );
     const paused = JSON.parse((await ctl(1, 'pause', '--json')).stdout) as Status;
     expect(paused.rollout!.state).toBe('paused');
     expect(paused.rollout!.waves).toHaveLength(1);
@@ -321,8 +401,20 @@ agent:
     const stable = (await status()).stableRevision;
     expect((await ctl(0, 'policy', '--next', '--bake-ms', '60000')).code).toBe(0); // without promote: a minute per wave
     await zkc.put('/service_config/web', webConfig('v6'));
-    const s1 = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== stable && !!x.rollout.waves?.[0]?.ackedAt);
-    const watch = spawn(process.execPath, [CLI, 'ctl', '--controlplane', `127.0.0.1:${cps[1]!.port}`, 'rollout', 'status', '--watch', '--interval-ms', '100']);
+    const s1 = await until(
+      (x) => x.rollout?.state === 'running' && x.rollout.toRevision !== stable && !!x.rollout.waves?.[0]?.ackedAt,
+    );
+    const watch = spawn(process.execPath, [
+      CLI,
+      'ctl',
+      '--controlplane',
+      `127.0.0.1:${cps[1]!.port}`,
+      'rollout',
+      'status',
+      '--watch',
+      '--interval-ms',
+      '100',
+    ]);
     let drawn = '';
     watch.stdout.on('data', (c) => (drawn += c));
     expect(await eventually(() => /RUNNING/.test(drawn), 10_000)).toBe(true);
@@ -352,22 +444,42 @@ agent:
     expect((await ctl(survivor, 'policy', '--next', '--bake-ms', '1000')).code).toBe(0);
     const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
     await zkc.put('/service_config/web', webConfig('v5'));
-    const s = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== before.stableRevision && !!x.rollout.waves?.[0]?.ackedAt, 20_000, survivor);
+    const s = await until(
+      (x) =>
+        x.rollout?.state === 'running' &&
+        x.rollout.toRevision !== before.stableRevision &&
+        !!x.rollout.waves?.[0]?.ackedAt,
+      20_000,
+      survivor,
+    );
     await cps[leader]!.proc!.kill();
     const killedAt = Date.now();
-    const done = await until((x) => x.rollout?.id === s.rollout!.id && x.rollout.state === 'completed', 40_000, survivor);
+    const done = await until(
+      (x) => x.rollout?.id === s.rollout!.id && x.rollout.state === 'completed',
+      40_000,
+      survivor,
+    );
     expect(done.leader).toBe(cps[survivor]!.id);
     const later = done.rollout!.waves!.slice(1);
     expect(later.length).toBeGreaterThan(0);
     for (const w of later) expect(Date.parse(w.startedAt)).toBeGreaterThan(killedAt); // driven by the survivor
     assertPushesReleased(done);
     expect(await eventually(async () => (await revs()).every((r) => r === 'v5'), 10_000)).toBe(true);
-    const final = await until((x) => x.agents.length === 5 && x.agents.every((a) => a.connected && a.replica === cps[survivor]!.id), 20_000, survivor);
+    const final = await until(
+      (x) => x.agents.length === 5 && x.agents.every((a) => a.connected && a.replica === cps[survivor]!.id),
+      20_000,
+      survivor,
+    );
     expect(final.agents.every((a) => a.runningRevision === done.rollout!.toRevision)).toBe(true);
     const results = await Promise.all(loads.map((l) => l.stop()));
     for (const r of results) {
       expect(r.ok).toBeGreaterThan(20);
-      expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0 });
+      expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other }).toEqual({
+        refused: 0,
+        reset: 0,
+        empty: 0,
+        other: 0,
+      });
     }
     assertOnlyReleased(seen);
     expect(cps[survivor]!.proc!.logs()).toMatch(/this replica leads rollouts/);
@@ -379,7 +491,14 @@ agent:
     expect((await ctl(live, 'policy', '--next', '--bake-ms', '3000')).code).toBe(0); // ZooKeeper goes well before wave 2 is due
     const was = (await revs())[0]!;
     await zkc.put('/service_config/web', webConfig('v7'));
-    const s = await until((x) => x.rollout?.state === 'running' && x.rollout.toRevision !== before.stableRevision && !!x.rollout.waves?.[0]?.ackedAt, 20_000, live);
+    const s = await until(
+      (x) =>
+        x.rollout?.state === 'running' &&
+        x.rollout.toRevision !== before.stableRevision &&
+        !!x.rollout.waves?.[0]?.ackedAt,
+      20_000,
+      live,
+    );
     const canary = s.rollout!.waves![0]!.agents;
     const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
     await zk.kill();
@@ -394,10 +513,16 @@ agent:
     const results = await Promise.all(loads.map((l) => l.stop()));
     for (const r of results) {
       expect(r.ok).toBeGreaterThan(20);
-      expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0 });
+      expect({ refused: r.refused, reset: r.reset, empty: r.empty, other: r.other }).toEqual({
+        refused: 0,
+        reset: 0,
+        empty: 0,
+        other: 0,
+      });
     }
     assertPushesReleased(done);
-    for (const w of done.rollout!.waves!.slice(1)) expect(Date.parse(w.startedAt)).toBeGreaterThan(Date.parse(s.rollout!.waves![0]!.ackedAt!) + 5000);
+    for (const w of done.rollout!.waves!.slice(1))
+      expect(Date.parse(w.startedAt)).toBeGreaterThan(Date.parse(s.rollout!.waves![0]!.ackedAt!) + 5000);
     assertOnlyReleased(seen);
   });
 });

@@ -36,7 +36,15 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
   const json = (v: unknown) => JSON.stringify(v);
   const hostNode = (b: Backend, extra: object = {}) => json({ address: '127.0.0.1', port: b.port, ...extra });
   const serviceConfig = (name: string, port: number, extra: object = {}) =>
-    json({ type: 'zookeeper', server: zk.connectString, path: `/services/${name}`, port, listen_options: ['mode http'], server_options: ['check inter 2000'], ...extra });
+    json({
+      type: 'zookeeper',
+      server: zk.connectString,
+      path: `/services/${name}`,
+      port,
+      listen_options: ['mode http'],
+      server_options: ['check inter 2000'],
+      ...extra,
+    });
   const listServices = () =>
     new Promise<ListServicesResponse>((resolve, reject) => {
       const c = new ControlPlaneAdminClient(`127.0.0.1:${cpPort}`, grpc.credentials.createInsecure());
@@ -54,7 +62,10 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
       last = (await listServices()).errors[service] ?? '';
       return message.test(last);
     }, 15_000);
-    if (!seen) throw new Error(`no error matching ${message} for service ${service}; ListServices says: ${JSON.stringify(last)}`);
+    if (!seen)
+      throw new Error(
+        `no error matching ${message} for service ${service}; ListServices says: ${JSON.stringify(last)}`,
+      );
     return last;
   };
 
@@ -64,7 +75,17 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
     tmp = tempDir('proxymgr-attacks-');
     [cpPort, webPort, web2Port] = [await freePort(), await freePort(), await freePort()];
     for (let i = 0; i < 8; i++) attackPorts.push(await freePort());
-    await zkc.put('/service_config/web', serviceConfig('web', webPort, { listen_options: ['mode http', 'balance roundrobin', 'option httpchk GET /', 'http-response set-header X-Via proxymgr'] }));
+    await zkc.put(
+      '/service_config/web',
+      serviceConfig('web', webPort, {
+        listen_options: [
+          'mode http',
+          'balance roundrobin',
+          'option httpchk GET /',
+          'http-response set-header X-Via proxymgr',
+        ],
+      }),
+    );
     await zkc.put('/services/web/a', hostNode(backends[0]!));
     await zkc.put('/services/web/b', hostNode(backends[1]!));
     await zkc.put('/service_config/web2', serviceConfig('web2', web2Port));
@@ -102,7 +123,9 @@ agent:
     cp = startCli(['controlplane', '--config', cpConfig]);
     expect(await cp.waitForLog(/control plane started/)).toBe(true);
     startCli(['agent', '--config', agentConfig]); // stopped by stopAllCli in afterAll
-    expect(await eventually(async () => (await served(webPort)) === 'a,b' && (await served(web2Port)) === 'c', 20_000)).toBe(true);
+    expect(
+      await eventually(async () => (await served(webPort)) === 'a,b' && (await served(web2Port)) === 'c', 20_000),
+    ).toBe(true);
     probe.done = (async () => {
       while (probe.running) {
         try {
@@ -134,40 +157,90 @@ agent:
       (p) => ({ listen_options: ['mode http', 'global', `stats socket ipv4@127.0.0.1:${p} level admin`, 'listen x'] }),
       /listen_options\[1\]: "global" opens a new section/,
     ],
-    ['a bind', (p) => ({ listen_options: ['mode http', `bind 127.0.0.1:${p}`] }), /listen_options\[1\]: "bind" is not allowed in a listen section: the agent owns every listening socket/],
-    ['a TCP stats socket', (p) => ({ listen_options: [`stats socket ipv4@127.0.0.1:${p} level admin`] }), /listen_options\[0\]: "stats socket" is not allowed in a listen section/],
-    ['option external-check', () => ({ listen_options: ['mode http', 'option external-check', 'external-check command /bin/touch'] }), /listen_options\[1\]: "option external-check" is not allowed .*runs a program/],
-    ['external-check command', () => ({ listen_options: ['external-check command /bin/touch'] }), /listen_options\[0\]: "external-check" is not allowed .*runs a program/],
-    ['errorfile /etc/passwd', () => ({ listen_options: ['mode http', 'errorfile 503 /etc/passwd'] }), /listen_options\[1\]: errorfile "\/etc\/passwd": file outside service_options.file_dirs \(none listed\)/],
-    ['http-request return file /etc/shadow', () => ({ listen_options: ['http-request return status 200 file /etc/shadow'] }), /listen_options\[0\]: file "\/etc\/shadow": file outside/],
-    ['a server option reading a file', () => ({ server_options: ['check', 'crt /etc/shadow'] }), /server_options\[1\]: crt "\/etc\/shadow": file outside/],
-    ['an unknown server option', (p) => ({ server_options: [`check inter 1000 global stats socket ipv4@127.0.0.1:${p}`] }), /server_options\[0\]: "global" is not a server option/],
+    [
+      'a bind',
+      (p) => ({ listen_options: ['mode http', `bind 127.0.0.1:${p}`] }),
+      /listen_options\[1\]: "bind" is not allowed in a listen section: the agent owns every listening socket/,
+    ],
+    [
+      'a TCP stats socket',
+      (p) => ({ listen_options: [`stats socket ipv4@127.0.0.1:${p} level admin`] }),
+      /listen_options\[0\]: "stats socket" is not allowed in a listen section/,
+    ],
+    [
+      'option external-check',
+      () => ({ listen_options: ['mode http', 'option external-check', 'external-check command /bin/touch'] }),
+      /listen_options\[1\]: "option external-check" is not allowed .*runs a program/,
+    ],
+    [
+      'external-check command',
+      () => ({ listen_options: ['external-check command /bin/touch'] }),
+      /listen_options\[0\]: "external-check" is not allowed .*runs a program/,
+    ],
+    [
+      'errorfile /etc/passwd',
+      () => ({ listen_options: ['mode http', 'errorfile 503 /etc/passwd'] }),
+      /listen_options\[1\]: errorfile "\/etc\/passwd": file outside service_options.file_dirs \(none listed\)/,
+    ],
+    [
+      'http-request return file /etc/shadow',
+      () => ({ listen_options: ['http-request return status 200 file /etc/shadow'] }),
+      /listen_options\[0\]: file "\/etc\/shadow": file outside/,
+    ],
+    [
+      'a server option reading a file',
+      () => ({ server_options: ['check', 'crt /etc/shadow'] }),
+      /server_options\[1\]: crt "\/etc\/shadow": file outside/,
+    ],
+    [
+      'an unknown server option',
+      (p) => ({ server_options: [`check inter 1000 global stats socket ipv4@127.0.0.1:${p}`] }),
+      /server_options\[0\]: "global" is not a server option/,
+    ],
   ];
 
-  test.each(attacks.map(([what, make, message], i) => [what, make, message, i] as const))('%s: refused by name, nothing of it applied', async (_what, make, message, i) => {
-    const name = `evil${i}`;
-    const attackPort = attackPorts[i % attackPorts.length]!;
-    const ownPort = await freePort();
-    await zkc.put(`/services/${name}/a`, hostNode(backends[0]!));
-    await zkc.put(`/service_config/${name}`, serviceConfig(name, ownPort, make(attackPort)));
-    const error = await refusal(name, message);
-    expect(error).toMatch(/the service is not served until this is fixed/);
-    expect(error.length).toBeLessThan(600);
-    expect(await cp.waitForLog(new RegExp(`"service":"${name}".*invalid service config`))).toBe(true);
-    expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
-    expect(await listening(attackPort)).toBe(false);
-    expect(await listening(ownPort)).toBe(false);
-    expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
-    expect(await served(webPort)).toBe('a,b');
-  });
+  test.each(attacks.map(([what, make, message], i) => [what, make, message, i] as const))(
+    '%s: refused by name, nothing of it applied',
+    async (_what, make, message, i) => {
+      const name = `evil${i}`;
+      const attackPort = attackPorts[i % attackPorts.length]!;
+      const ownPort = await freePort();
+      await zkc.put(`/services/${name}/a`, hostNode(backends[0]!));
+      await zkc.put(`/service_config/${name}`, serviceConfig(name, ownPort, make(attackPort)));
+      const error = await refusal(name, message);
+      expect(error).toMatch(/the service is not served until this is fixed/);
+      expect(error.length).toBeLessThan(600);
+      expect(await cp.waitForLog(new RegExp(`"service":"${name}".*invalid service config`))).toBe(true);
+      expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
+      expect(await listening(attackPort)).toBe(false);
+      expect(await listening(ownPort)).toBe(false);
+      expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
+      expect(await served(webPort)).toBe('a,b');
+    },
+  );
 
   test('a hostile per-host option (Nerve haproxy_server_options): that host is left out by name, its service is served without it', async () => {
     const name = 'hostopts';
-    await zkc.put(`/services/${name}/x`, hostNode(backends[0]!, { haproxy_server_options: 'check ca-file /etc/shadow' }));
+    await zkc.put(
+      `/services/${name}/x`,
+      hostNode(backends[0]!, { haproxy_server_options: 'check ca-file /etc/shadow' }),
+    );
     await zkc.put(`/services/${name}/y`, hostNode(backends[1]!));
     await zkc.put(`/service_config/${name}`, serviceConfig(name, await freePort()));
-    await refusal(name, /service "hostopts" server "x": options\[0\]: ca-file "\/etc\/shadow": file outside service_options.file_dirs.*this server is left out/);
-    expect(await eventually(async () => (await listServices()).services.find((s) => s.name === name)?.servers.map((x) => x.name).join() === 'y', 10_000)).toBe(true);
+    await refusal(
+      name,
+      /service "hostopts" server "x": options\[0\]: ca-file "\/etc\/shadow": file outside service_options.file_dirs.*this server is left out/,
+    );
+    expect(
+      await eventually(
+        async () =>
+          (await listServices()).services
+            .find((s) => s.name === name)
+            ?.servers.map((x) => x.name)
+            .join() === 'y',
+        10_000,
+      ),
+    ).toBe(true);
     expect(await eventually(() => readFileSync(haproxyCfg, 'utf8').includes(`listen ${name}`), 10_000)).toBe(true);
     expect(readFileSync(haproxyCfg, 'utf8')).not.toContain('/etc/shadow');
   });
@@ -176,7 +249,17 @@ agent:
     const before = readFileSync(haproxyCfg, 'utf8');
     expect(before).toContain('listen web2');
     const attackPort = attackPorts[attackPorts.length - 1]!;
-    await zkc.put('/service_config/web2', serviceConfig('web2', web2Port, { listen_options: ['mode http', `bind 127.0.0.1:${attackPort}`, 'global', 'stats socket /tmp/evil.sock level admin'] }));
+    await zkc.put(
+      '/service_config/web2',
+      serviceConfig('web2', web2Port, {
+        listen_options: [
+          'mode http',
+          `bind 127.0.0.1:${attackPort}`,
+          'global',
+          'stats socket /tmp/evil.sock level admin',
+        ],
+      }),
+    );
     await refusal('web2', /listen_options\[1\]: "bind" is not allowed.*keeping its previous version/);
     expect(await served(web2Port)).toBe('c');
     // A hostile host under it, judged by the builder: web2 still runs its previous version (host c only).
@@ -192,8 +275,26 @@ agent:
     await zkc.put('/services/web/c', hostNode(backends[2]!));
     expect(await eventually(async () => (await served(webPort)) === 'a,b,c', 15_000)).toBe(true);
     const cfg = readFileSync(haproxyCfg, 'utf8');
-    for (const marker of ['evil', 'stats socket ipv4@', 'external-check', '/etc/passwd', '/etc/shadow', 'listen x', 'namespace', 'crt ', 'ca-file']) expect(cfg).not.toContain(marker);
-    expect(cfg.match(/^\S.*$/gm)).toEqual(['# Generated by proxymgr agent from the desired state; rewritten on every change. Do not edit.', 'global', 'defaults', 'listen hostopts', 'listen web', 'listen web2']);
+    for (const marker of [
+      'evil',
+      'stats socket ipv4@',
+      'external-check',
+      '/etc/passwd',
+      '/etc/shadow',
+      'listen x',
+      'namespace',
+      'crt ',
+      'ca-file',
+    ])
+      expect(cfg).not.toContain(marker);
+    expect(cfg.match(/^\S.*$/gm)).toEqual([
+      '# Generated by proxymgr agent from the desired state; rewritten on every change. Do not edit.',
+      'global',
+      'defaults',
+      'listen hostopts',
+      'listen web',
+      'listen web2',
+    ]);
     for (const p of attackPorts) expect(await listening(p)).toBe(false);
     probe.running = false;
     await probe.done;

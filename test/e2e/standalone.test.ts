@@ -35,9 +35,17 @@ describe('proxymgr standalone: the original proxymgr.yml on one host', () => {
     const zkc = await connectZk(zk.connectString);
     await zkc.put(
       '/service_config/testservice',
-      JSON.stringify({ type: 'zookeeper', server: zk.connectString, path: '/services/testservice', port, listen_options: ['mode http'], server_options: ['check inter 2000'] }),
+      JSON.stringify({
+        type: 'zookeeper',
+        server: zk.connectString,
+        path: '/services/testservice',
+        port,
+        listen_options: ['mode http'],
+        server_options: ['check inter 2000'],
+      }),
     );
-    for (const b of backends) await zkc.put(`/services/testservice/${b.name}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
+    for (const b of backends)
+      await zkc.put(`/services/testservice/${b.name}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
     const cfg = path.join(tmp.dir, 'proxymgr.yml');
     writeFileSync(
       cfg,

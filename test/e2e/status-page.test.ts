@@ -16,12 +16,26 @@ const ARTIFACTS = path.join(__dirname, '..', '..', 'test-results');
 
 /** The page as a real headless Chromium renders it (DOM after load), and a screenshot of it. */
 function chromium(url: string, screenshot?: string): string {
-  const args = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--user-data-dir=' + tempDir('proxymgr-chromium-').dir];
+  const args = [
+    '--headless=new',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-dev-shm-usage',
+    '--no-first-run',
+    '--user-data-dir=' + tempDir('proxymgr-chromium-').dir,
+  ];
   if (screenshot) {
-    const r = spawnSync(CHROMIUM, [...args, `--screenshot=${screenshot}`, '--window-size=1280,1000', url], { encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(CHROMIUM, [...args, `--screenshot=${screenshot}`, '--window-size=1280,1000', url], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     if (r.status !== 0) throw new Error(`chromium --screenshot exited ${r.status}: ${r.stderr}`);
   }
-  const r = spawnSync(CHROMIUM, [...args, '--dump-dom', url], { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
+  const r = spawnSync(CHROMIUM, [...args, '--dump-dom', url], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
   if (r.status !== 0) throw new Error(`chromium --dump-dom exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }
@@ -50,8 +64,12 @@ describe('the status page in Chromium (ZooKeeper, control plane, 2 agents, HAPro
     tmp = tempDir('proxymgr-status-page-');
     [webPort, cpPort] = [await freePort(), await freePort()];
     metricsPort = await freePort();
-    await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http'] }));
-    for (const b of backends) await zkc.put(`/services/web/${b.name}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
+    await zkc.put(
+      '/service_config/web',
+      JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http'] }),
+    );
+    for (const b of backends)
+      await zkc.put(`/services/web/${b.name}`, JSON.stringify({ address: '127.0.0.1', port: b.port }));
     const cpConfig = path.join(tmp.dir, 'cp.yml');
     writeFileSync(
       cpConfig,
@@ -87,16 +105,30 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
     expect(hung).toEqual([]);
   });
 
-  const json = async () => (await (await fetch(`http://127.0.0.1:${metricsPort}/status.json`)).json()) as { rollout: { rollout?: { state: string; waves?: { nacked?: number }[] } }; agents: { agents: { nodeId: string; state: string }[] } };
+  const json = async () =>
+    (await (await fetch(`http://127.0.0.1:${metricsPort}/status.json`)).json()) as {
+      rollout: { rollout?: { state: string; waves?: { nacked?: number }[] } };
+      agents: { agents: { nodeId: string; state: string }[] };
+    };
 
   test('a running rollout with its waves and the canary NACK, rendered by Chromium; a screenshot is kept', async () => {
-    expect(await eventually(async () => (await json()).agents.agents.filter((a) => a.state === 'SYNCED').length === 2, 30_000)).toBe(true);
+    expect(
+      await eventually(
+        async () => (await json()).agents.agents.filter((a) => a.state === 'SYNCED').length === 2,
+        30_000,
+      ),
+    ).toBe(true);
     // The canary (agent0, node-id order) cannot bind the new service's port on its address: it is taken there.
     const apiPort = await freePort();
     blocker = net.createServer();
     await new Promise<void>((resolve) => blocker!.listen(apiPort, '127.0.0.1', resolve));
-    await zkc.put('/service_config/api', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: apiPort, listen_options: ['mode http'] }));
-    expect(await eventually(async () => ((await json()).rollout.rollout?.waves?.[0]?.nacked ?? 0) === 1, 30_000)).toBe(true);
+    await zkc.put(
+      '/service_config/api',
+      JSON.stringify({ type: 'zookeeper', path: '/services/web', port: apiPort, listen_options: ['mode http'] }),
+    );
+    expect(await eventually(async () => ((await json()).rollout.rollout?.waves?.[0]?.nacked ?? 0) === 1, 30_000)).toBe(
+      true,
+    );
 
     mkdirSync(ARTIFACTS, { recursive: true });
     const shot = path.join(ARTIFACTS, 'status-page.png');
@@ -104,10 +136,14 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
     expect(existsSync(shot) && statSync(shot).size).toBeGreaterThan(10_000);
     expect(dom).toMatch(/<span class="rstate running" id="rollout-state">RUNNING<\/span>/);
     // The waves table: wave 1 (the canary, one NACK) started; wave 2 (100%) pending until the bake ends.
-    expect(dom).toMatch(/<table class="waves">.*<td>1<\/td><td>1<\/td><td>agent0<\/td><td>0<\/td><td class="bad">1<\/td>/s);
+    expect(dom).toMatch(
+      /<table class="waves">.*<td>1<\/td><td>1<\/td><td>agent0<\/td><td>0<\/td><td class="bad">1<\/td>/s,
+    );
     expect(dom).toMatch(/<td>-<\/td><td>100%<\/td><td><\/td><td><\/td><td><\/td><td>pending<\/td>/);
     // The agents table: both agents, agent0's error naming the service and the bind failure.
-    expect(dom).toMatch(/<td>agent0<\/td><td class="state NACKED">NACKED<\/td>.*<td class="error">applied without service\(s\) api: [^<]*Address already in use<\/td>/s);
+    expect(dom).toMatch(
+      /<td>agent0<\/td><td class="state NACKED">NACKED<\/td>.*<td class="error">applied without service\(s\) api: [^<]*Address already in use<\/td>/s,
+    );
     expect(dom).toMatch(/<td>agent1<\/td><td class="state SYNCED">SYNCED<\/td>/);
     // HAProxy's counters as each agent reported them with its last ACK: requests / 5xx over its services.
     expect(dom).toMatch(/<td>agent1<\/td>(<td[^>]*>[^<]*<\/td>){5}<td(?: class="bad")?>\d+ \/ \d+<\/td>/);
@@ -117,10 +153,12 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
     // It reloads itself.
     expect(dom).toMatch(/<meta http-equiv="refresh" content="2">/);
     // /metrics is still there next to it.
-    expect(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).toMatch(/^proxymgr_cp_connected_agents 2$/m);
+    expect(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).toMatch(
+      /^proxymgr_cp_connected_agents 2$/m,
+    );
   });
 
-  test('the next rollout: its preflight and the canary wave\'s traffic gate with its figures, while traffic flows', async () => {
+  test("the next rollout: its preflight and the canary wave's traffic gate with its figures, while traffic flows", async () => {
     const ctl = (...args: string[]) => runCli(['ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', ...args]);
     expect((await ctl('abort')).code).toBe(0);
     blocker?.close();
@@ -132,20 +170,39 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
       while (running) await Promise.all([get(webPort, `127.0.0.${i}`, 2000).catch(() => undefined), sleep(20)]);
     });
     try {
-      await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: webPort, listen_options: ['mode http', 'http-response set-header X-Rev 2'] }));
+      await zkc.put(
+        '/service_config/web',
+        JSON.stringify({
+          type: 'zookeeper',
+          path: '/services/web',
+          port: webPort,
+          listen_options: ['mode http', 'http-response set-header X-Rev 2'],
+        }),
+      );
       let last: unknown;
       const figures = async () => {
-        const r = (await json()).rollout.rollout as { state: string; preflight?: { passed?: number }; waves?: { gate?: { figures?: { metric: string }[] } }[] } | undefined;
+        const r = (await json()).rollout.rollout as
+          | { state: string; preflight?: { passed?: number }; waves?: { gate?: { figures?: { metric: string }[] } }[] }
+          | undefined;
         last = r;
         // Ratios are judged (and shown) once the canary served min_requests; gauges from its first report.
-        return r?.state === 'running' && (r.preflight?.passed ?? 0) === 2 && (r.waves?.[0]?.gate?.figures ?? []).some((f) => f.metric === 'http_5xx');
+        return (
+          r?.state === 'running' &&
+          (r.preflight?.passed ?? 0) === 2 &&
+          (r.waves?.[0]?.gate?.figures ?? []).some((f) => f.metric === 'http_5xx')
+        );
       };
-      if (!(await eventually(figures, 30_000, 200))) throw new Error(`no gate figures; last rollout: ${JSON.stringify(last)}`);
+      if (!(await eventually(figures, 30_000, 200)))
+        throw new Error(`no gate figures; last rollout: ${JSON.stringify(last)}`);
       const dom = chromium(`http://127.0.0.1:${metricsPort}/`, path.join(ARTIFACTS, 'status-page-gate.png'));
-      expect(dom).toMatch(/<p id="preflight">Preflight: 2 passed · <span class="">0 failed<\/span> · 0 unanswered<\/p>/);
+      expect(dom).toMatch(
+        /<p id="preflight">Preflight: 2 passed · <span class="">0 failed<\/span> · 0 unanswered<\/p>/,
+      );
       expect(dom).toMatch(/<p class="gate" id="gate-1">Wave 1 traffic gate: <b class="">PENDING<\/b>/);
       // The figures table: all services, the 5xx share of the new revision against the stable agent and its own before.
-      expect(dom).toMatch(/<table class="gate">.*<td>all services<\/td><td>http_5xx<\/td><td>0%<\/td><td>0%<\/td><td>(0%|-)<\/td><td>\+5%<\/td><td>\d+<\/td><td>ok<\/td>/s);
+      expect(dom).toMatch(
+        /<table class="gate">.*<td>all services<\/td><td>http_5xx<\/td><td>0%<\/td><td>0%<\/td><td>(0%|-)<\/td><td>\+5%<\/td><td>\d+<\/td><td>ok<\/td>/s,
+      );
       expect(dom).toMatch(/traffic gate on \(min 20 requests; 5xx \+5%/);
     } finally {
       running = false;

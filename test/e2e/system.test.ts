@@ -2,7 +2,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { AgentAdminClient, ControlPlaneAdminClient, ListAgentsResponse, StatusResponse } from '../../common/gen/proxymgr/v1/admin';
+import {
+  AgentAdminClient,
+  ControlPlaneAdminClient,
+  ListAgentsResponse,
+  StatusResponse,
+} from '../../common/gen/proxymgr/v1/admin';
 import { Backend, startBackends } from '../helpers/backends';
 import { bufCurl, CliProcess, startCli, stopAllCli } from '../helpers/cli';
 import { startLoad } from '../helpers/load';
@@ -25,14 +30,22 @@ describe('ZooKeeper → control plane → gRPC → agents → HAProxy → backen
   let cp: CliProcess;
   let cpPort: number;
   let cpConfig: string;
-  const agents: { name: string; ip: string; config: string; adminPort: number; metricsPort: number; proc?: CliProcess }[] = [];
+  const agents: {
+    name: string;
+    ip: string;
+    config: string;
+    adminPort: number;
+    metricsPort: number;
+    proc?: CliProcess;
+  }[] = [];
   let cpMetricsPort: number;
   let webPort: number;
 
   const hostNode = (b: Backend) => JSON.stringify({ address: '127.0.0.1', port: b.port });
   const json = (v: unknown) => JSON.stringify(v);
   let apiPort: number;
-  const agentAdmin = (i: number) => new AgentAdminClient(`127.0.0.1:${agents[i]!.adminPort}`, grpc.credentials.createInsecure());
+  const agentAdmin = (i: number) =>
+    new AgentAdminClient(`127.0.0.1:${agents[i]!.adminPort}`, grpc.credentials.createInsecure());
   const status = (i: number) =>
     new Promise<StatusResponse>((resolve, reject) => {
       const c = agentAdmin(i);
@@ -67,7 +80,14 @@ describe('ZooKeeper → control plane → gRPC → agents → HAProxy → backen
     cpMetricsPort = await freePort();
     await zkc.put(
       '/service_config/web',
-      json({ type: 'zookeeper', server: zk.connectString, path: '/services/web', port: webPort, listen_options: ['mode http'], server_options: ['check inter 2000'] }),
+      json({
+        type: 'zookeeper',
+        server: zk.connectString,
+        path: '/services/web',
+        port: webPort,
+        listen_options: ['mode http'],
+        server_options: ['check inter 2000'],
+      }),
     );
     await zkc.put('/services/web/a', hostNode(backends[0]!));
     await zkc.put('/services/web/b', hostNode(backends[1]!));
@@ -149,7 +169,16 @@ agent:
     expect(mid.map((s) => s.reloads)).toEqual(before.map((s) => s.reloads));
 
     apiPort = await freePort();
-    await zkc.put('/service_config/api', json({ type: 'zookeeper', server: zk.connectString, path: '/services/api', port: apiPort, listen_options: ['mode http'] }));
+    await zkc.put(
+      '/service_config/api',
+      json({
+        type: 'zookeeper',
+        server: zk.connectString,
+        path: '/services/api',
+        port: apiPort,
+        listen_options: ['mode http'],
+      }),
+    );
     await zkc.put('/services/api/d', hostNode(backends[3]!));
     expect(await allServe('d', apiPort)).toBe(true);
     await sleep(300);
@@ -165,12 +194,24 @@ agent:
           else resolve(res.actions.filter((a) => a.kind === 'reload').map((a) => a.reason));
         });
       });
-    expect(await Promise.all(after.map(async (s, i) => ({ reloads: s.reloads - before[i]!.reloads, reasons: (await reloadReasons(i)).slice(-(s.reloads - before[i]!.reloads)) })))).toEqual([
+    expect(
+      await Promise.all(
+        after.map(async (s, i) => ({
+          reloads: s.reloads - before[i]!.reloads,
+          reasons: (await reloadReasons(i)).slice(-(s.reloads - before[i]!.reloads)),
+        })),
+      ),
+    ).toEqual([
       { reloads: 1, reasons: ['reload: new service api'] },
       { reloads: 1, reasons: ['reload: new service api'] },
     ]);
     expect(result.ok).toBeGreaterThan(50);
-    expect({ refused: result.refused, reset: result.reset, empty: result.empty, other: result.other }).toEqual({ refused: 0, reset: 0, empty: 0, other: 0 });
+    expect({ refused: result.refused, reset: result.reset, empty: result.empty, other: result.other }).toEqual({
+      refused: 0,
+      reset: 0,
+      empty: 0,
+      other: 0,
+    });
   });
 
   test('3. control plane killed: traffic continues, changes made meanwhile arrive after its restart; an agent restarted meanwhile serves its cache', async () => {
@@ -190,16 +231,26 @@ agent:
     expect(await allServe('a,b,c', webPort)).toBe(true);
   });
 
-  test('4. a service config HAProxy rejects → agents apply the rest, name the service with HAProxy\'s message, keep serving; the admin API shows it', async () => {
+  test("4. a service config HAProxy rejects → agents apply the rest, name the service with HAProxy's message, keep serving; the admin API shows it", async () => {
     await zkc.put(
       '/service_config/api',
-      json({ type: 'zookeeper', server: zk.connectString, path: '/services/api', port: apiPort, listen_options: ['mode http', 'timeout server soon'] }),
+      json({
+        type: 'zookeeper',
+        server: zk.connectString,
+        path: '/services/api',
+        port: apiPort,
+        listen_options: ['mode http', 'timeout server soon'],
+      }),
     );
     expect(
       await eventually(async () => {
         const list = await listAgents();
         // A partial apply: the version is ACKed, the service HAProxy refused is left out and named.
-        return list.agents.every((a) => /applied without service\(s\) api: .*unexpected character 's' in 'timeout server'/.test(a.lastError) && a.runningVersion === list.desiredVersion);
+        return list.agents.every(
+          (a) =>
+            /applied without service\(s\) api: .*unexpected character 's' in 'timeout server'/.test(a.lastError) &&
+            a.runningVersion === list.desiredVersion,
+        );
       }, 15_000),
     ).toBe(true);
     const list = await listAgents();
@@ -219,15 +270,45 @@ agent:
 
     const services = await bufCurl([`http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/ListServices`]);
     const parsed = JSON.parse(services.stdout) as { services: { name: string; servers: { name: string }[] }[] };
-    expect(parsed.services.find((s) => s.name === 'web')?.servers.map((s) => s.name).sort()).toEqual(['a', 'b', 'c']);
-    const agentsOut = JSON.parse((await bufCurl([`http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/ListAgents`])).stdout) as { agents: { nodeId: string; labels: Record<string, string> }[] };
+    expect(
+      parsed.services
+        .find((s) => s.name === 'web')
+        ?.servers.map((s) => s.name)
+        .sort(),
+    ).toEqual(['a', 'b', 'c']);
+    const agentsOut = JSON.parse(
+      (await bufCurl([`http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/ListAgents`])).stdout,
+    ) as { agents: { nodeId: string; labels: Record<string, string> }[] };
     expect(agentsOut.agents.map((a) => a.labels.zone)).toEqual(['z0', 'z1']);
-    const state = JSON.parse((await bufCurl(['-d', '{"node_id":"agent1"}', `http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/GetAgentState`])).stdout) as { services: unknown[] };
+    const state = JSON.parse(
+      (
+        await bufCurl([
+          '-d',
+          '{"node_id":"agent1"}',
+          `http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/GetAgentState`,
+        ])
+      ).stdout,
+    ) as { services: unknown[] };
     expect(state.services.length).toBeGreaterThanOrEqual(1);
 
-    const live = JSON.parse((await bufCurl([`http://127.0.0.1:${agents[1]!.adminPort}/proxymgr.v1.AgentAdmin/HaproxyState`])).stdout) as { servers: { backend: string; name: string; adminState: string }[] };
-    expect(live.servers.filter((s) => s.backend === 'web' && s.adminState === 'ready').map((s) => s.name).sort()).toEqual(['a', 'b', 'c']);
-    const actions = JSON.parse((await bufCurl(['-d', '{"limit":100}', `http://127.0.0.1:${agents[1]!.adminPort}/proxymgr.v1.AgentAdmin/RecentActions`])).stdout) as { actions: { reason: string }[] };
+    const live = JSON.parse(
+      (await bufCurl([`http://127.0.0.1:${agents[1]!.adminPort}/proxymgr.v1.AgentAdmin/HaproxyState`])).stdout,
+    ) as { servers: { backend: string; name: string; adminState: string }[] };
+    expect(
+      live.servers
+        .filter((s) => s.backend === 'web' && s.adminState === 'ready')
+        .map((s) => s.name)
+        .sort(),
+    ).toEqual(['a', 'b', 'c']);
+    const actions = JSON.parse(
+      (
+        await bufCurl([
+          '-d',
+          '{"limit":100}',
+          `http://127.0.0.1:${agents[1]!.adminPort}/proxymgr.v1.AgentAdmin/RecentActions`,
+        ])
+      ).stdout,
+    ) as { actions: { reason: string }[] };
     expect(actions.actions.map((a) => a.reason)).toContain('server web/b is no longer in the desired state: draining');
 
     for (const port of [cpPort, agents[0]!.adminPort]) {
@@ -250,7 +331,9 @@ agent:
     expect(agent).toMatch(/^proxymgr_agent_left_out_total\{kind="service"\} [1-9]/m); // the api service of test 4
     expect(agent).toMatch(/^proxymgr_agent_haproxy_up 1$/m);
     // HAProxy's own per-service counters (show stat, carried across the reload of test 2), labelled by service.
-    expect(Number(/^proxymgr_agent_service_requests_total\{service="web"\} (\d+)$/m.exec(agent)?.[1])).toBeGreaterThan(0);
+    expect(Number(/^proxymgr_agent_service_requests_total\{service="web"\} (\d+)$/m.exec(agent)?.[1])).toBeGreaterThan(
+      0,
+    );
     expect(agent).toMatch(/^proxymgr_agent_service_servers\{service="web"\} [1-9]/m);
     expect(agent).toMatch(/^proxymgr_agent_service_servers_down\{service="web"\} 0$/m);
     // The standard process and Node.js metrics, in both processes; and both expositions pass promtool's lint.

@@ -69,7 +69,8 @@ async function counts(ip: string, port: number, n: number): Promise<Map<string, 
   const out = new Map<string, number>();
   try {
     for (let i = 0; i < n; i += 4) {
-      for (const name of await Promise.all([0, 1, 2, 3].map(() => hit(ip, port, agent)))) out.set(name, (out.get(name) ?? 0) + 1);
+      for (const name of await Promise.all([0, 1, 2, 3].map(() => hit(ip, port, agent))))
+        out.set(name, (out.get(name) ?? 0) + 1);
     }
   } finally {
     agent.destroy();
@@ -77,7 +78,8 @@ async function counts(ip: string, port: number, n: number): Promise<Map<string, 
   return out;
 }
 
-const nerve = (b: NamedBackend, labels: Record<string, string> = {}) => JSON.stringify({ host: '127.0.0.1', port: b.port, name: b.name, labels });
+const nerve = (b: NamedBackend, labels: Record<string, string> = {}) =>
+  JSON.stringify({ host: '127.0.0.1', port: b.port, name: b.name, labels });
 
 /**
  * Issue 12 against the real things (ZooKeeper, a control plane, two agents with HAProxy in zones east and west, real
@@ -105,7 +107,17 @@ describe('traffic management: drain, zones, canaries, slow start (real HAProxy, 
     }
     const be = (n: string) => backends.get(n)!;
     for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await freePort();
-    const service = (name: string, port: number, extra: Record<string, unknown>) => zkc.put(`/service_config/${name}`, JSON.stringify({ type: 'zookeeper', path: `/services/${name}`, port, listen_options: ['mode http', 'balance roundrobin'], ...extra }));
+    const service = (name: string, port: number, extra: Record<string, unknown>) =>
+      zkc.put(
+        `/service_config/${name}`,
+        JSON.stringify({
+          type: 'zookeeper',
+          path: `/services/${name}`,
+          port,
+          listen_options: ['mode http', 'balance roundrobin'],
+          ...extra,
+        }),
+      );
     await service('web', ports.web, { drain_timeout_ms: 5000 });
     await zkc.put('/services/web/w1', nerve(be('w1')));
     await zkc.put('/services/web/w2', nerve(be('w2')));
@@ -139,10 +151,16 @@ controlplane: {listen: "127.0.0.1:${cpPort}"}
 agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlplanes: ["127.0.0.1:${cpPort}"], admin_listen: "", bind_address: 127.0.0.${i + 1}, drift_check_interval_ms: 60000}
 `,
       );
-      agents.push({ ip: `127.0.0.${i + 1}`, dir, proc: startCli(['agent', '--config', path.join(dir, 'proxymgr.yml')]) });
+      agents.push({
+        ip: `127.0.0.${i + 1}`,
+        dir,
+        proc: startCli(['agent', '--config', path.join(dir, 'proxymgr.yml')]),
+      });
     }
     for (const a of agents) {
-      expect(await eventually(async () => (await counts(a.ip, ports.web, 4).catch(() => new Map())).size === 2, 30_000, 200)).toBe(true);
+      expect(
+        await eventually(async () => (await counts(a.ip, ports.web, 4).catch(() => new Map())).size === 2, 30_000, 200),
+      ).toBe(true);
     }
   });
 
@@ -163,7 +181,13 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
     const long = [0, 1, 2, 3].map(() => hit(a.ip, ports.web, pool, '/slow?ms=2500'));
     await sleep(300);
     await zkc.remove('/services/web/w2');
-    expect(await eventually(async () => (await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState === 8, 10_000, 50)).toBe(true);
+    expect(
+      await eventually(
+        async () => (await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState === 8,
+        10_000,
+        50,
+      ),
+    ).toBe(true);
     // New requests avoid it at once; the ones it is serving finish.
     const fresh = await counts(a.ip, ports.web, 40);
     expect([...fresh.keys()]).toEqual(['w1']);
@@ -171,7 +195,9 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
     expect(done.sort()).toEqual(['w1', 'w1', 'w2', 'w2']);
     // The agent shows it draining, with its deadline; after the deadline it is gone from HAProxy.
     expect((await socketOf(0).serversState('web')).get('web')?.has('w2')).toBe(true);
-    expect(await eventually(async () => !(await socketOf(0).serversState('web')).get('web')?.has('w2'), 10_000, 100)).toBe(true);
+    expect(
+      await eventually(async () => !(await socketOf(0).serversState('web')).get('web')?.has('w2'), 10_000, 100),
+    ).toBe(true);
     expect(await pidOf(0)).toBe(pid);
     // It comes back (a new host with the same name): added at runtime, serving again.
     await zkc.put('/services/web/w2', nerve(backends.get('w2')!));
@@ -181,42 +207,95 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
 
   test('a host that comes back while draining is ready again at once', async () => {
     await zkc.remove('/services/web/w2');
-    expect(await eventually(async () => (await socketOf(1).serversState('web')).get('web')?.get('w2')?.adminState === 8, 10_000, 50)).toBe(true);
+    expect(
+      await eventually(
+        async () => (await socketOf(1).serversState('web')).get('web')?.get('w2')?.adminState === 8,
+        10_000,
+        50,
+      ),
+    ).toBe(true);
     await zkc.put('/services/web/w2', nerve(backends.get('w2')!));
-    expect(await eventually(async () => (await socketOf(1).serversState('web')).get('web')?.get('w2')?.adminState === 0, 10_000, 50)).toBe(true);
+    expect(
+      await eventually(
+        async () => (await socketOf(1).serversState('web')).get('web')?.get('w2')?.adminState === 0,
+        10_000,
+        50,
+      ),
+    ).toBe(true);
     expect((await counts(agents[1]!.ip, ports.web, 8)).get('w2')).toBe(4);
   });
 
   test('a reload while a host drains (a listen_options change) keeps it draining, and it is still deleted at its deadline', async () => {
     await zkc.remove('/services/web/w2');
-    expect(await eventually(async () => (await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState === 8, 10_000, 50)).toBe(true);
+    expect(
+      await eventually(
+        async () => (await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState === 8,
+        10_000,
+        50,
+      ),
+    ).toBe(true);
     const pid = await pidOf(0);
-    await zkc.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/services/web', port: ports.web, listen_options: ['mode http', 'balance roundrobin', 'option httplog'], drain_timeout_ms: 5000 }));
+    await zkc.put(
+      '/service_config/web',
+      JSON.stringify({
+        type: 'zookeeper',
+        path: '/services/web',
+        port: ports.web,
+        listen_options: ['mode http', 'balance roundrobin', 'option httplog'],
+        drain_timeout_ms: 5000,
+      }),
+    );
     expect(await eventually(async () => (await pidOf(0).catch(() => pid)) !== pid, 10_000, 100)).toBe(true);
     // The new HAProxy has it, in drain; new requests avoid it; then it goes at the deadline.
     expect((await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState).toBe(8);
     expect([...(await counts(agents[0]!.ip, ports.web, 20)).keys()]).toEqual(['w1']);
-    expect(await eventually(async () => !(await socketOf(0).serversState('web')).get('web')?.has('w2'), 10_000, 100)).toBe(true);
+    expect(
+      await eventually(async () => !(await socketOf(0).serversState('web')).get('web')?.has('w2'), 10_000, 100),
+    ).toBe(true);
     await zkc.put('/services/web/w2', nerve(backends.get('w2')!));
     expect(await eventually(async () => (await counts(agents[0]!.ip, ports.web, 8)).has('w2'), 10_000, 100)).toBe(true);
   });
 
-  test('must show 2: zone-aware — traffic stays in the agent\'s zone, crosses when its servers are down or removed, comes back; no reload', async () => {
+  test("must show 2: zone-aware — traffic stays in the agent's zone, crosses when its servers are down or removed, comes back; no reload", async () => {
     const pids = [await pidOf(0), await pidOf(1)];
     expect([...(await counts(agents[0]!.ip, ports.zoned, 20)).keys()]).toEqual(['east']);
     expect([...(await counts(agents[1]!.ip, ports.zoned, 20)).keys()]).toEqual(['west']);
     // east goes down (its health check fails): agent0's traffic crosses to west; agent1 is unaffected.
     const east = backends.get('east')!;
     await east.stop();
-    expect(await eventually(async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'west', 10_000, 100)).toBe(true);
+    expect(
+      await eventually(
+        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'west',
+        10_000,
+        100,
+      ),
+    ).toBe(true);
     expect([...(await counts(agents[1]!.ip, ports.zoned, 8)).keys()]).toEqual(['west']);
     await east.start();
-    expect(await eventually(async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'east', 10_000, 100)).toBe(true);
+    expect(
+      await eventually(
+        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'east',
+        10_000,
+        100,
+      ),
+    ).toBe(true);
     // east is removed from discovery: the same; and back.
     await zkc.remove('/services/zoned/east');
-    expect(await eventually(async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'west', 10_000, 100)).toBe(true);
+    expect(
+      await eventually(
+        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'west',
+        10_000,
+        100,
+      ),
+    ).toBe(true);
     await zkc.put('/services/zoned/east', nerve(east, { zone: 'east' }));
-    expect(await eventually(async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'east', 10_000, 100)).toBe(true);
+    expect(
+      await eventually(
+        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'east',
+        10_000,
+        100,
+      ),
+    ).toBe(true);
     expect([await pidOf(0), await pidOf(1)]).toEqual(pids);
   });
 
@@ -234,19 +313,29 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
     await zkc.put('/services/canaried/c2', nerve(backends.get('c2')!, { canary: 'true' }));
     await zkc.put('/services/canaried/s4', nerve(backends.get('s4')!));
     await zkc.put('/services/canaried/s5', nerve(backends.get('s5')!));
-    expect(await eventually(async () => (await counts(agents[0]!.ip, ports.canaried, 200)).has('s5'), 10_000, 100)).toBe(true);
+    expect(
+      await eventually(async () => (await counts(agents[0]!.ip, ports.canaried, 200)).has('s5'), 10_000, 100),
+    ).toBe(true);
     const after = await share();
     expect(after.c.get('c2') ?? 0).toBeGreaterThan(0);
     expect(Math.abs(after.share - 0.05)).toBeLessThanOrEqual(0.02);
     expect(await pidOf(0)).toBe(pid);
-    console.log(`canary share: ${(before.share * 100).toFixed(2)} % (1 canary, 3 others), ${(after.share * 100).toFixed(2)} % (2 canaries, 5 others) over 2,000 requests each`);
+    console.log(
+      `canary share: ${(before.share * 100).toFixed(2)} % (1 canary, 3 others), ${(after.share * 100).toFixed(2)} % (2 canaries, 5 others) over 2,000 requests each`,
+    );
   });
 
-  test('must show 4: slow start — a new server\'s share rises over the ramp instead of jumping', async () => {
+  test("must show 4: slow start — a new server's share rises over the ramp instead of jumping", async () => {
     const pid = await pidOf(0);
     await zkc.put('/services/slow/new', nerve(backends.get('new')!));
     // From the moment HAProxy has it: its share in each 1 s window.
-    expect(await eventually(async () => (await socketOf(0).serversState('slow')).get('slow')?.get('new')?.adminState === 0, 10_000, 20)).toBe(true);
+    expect(
+      await eventually(
+        async () => (await socketOf(0).serversState('slow')).get('slow')?.get('new')?.adminState === 0,
+        10_000,
+        20,
+      ),
+    ).toBe(true);
     const shares: number[] = [];
     const t0 = Date.now();
     while (Date.now() - t0 < 10_000) {
@@ -255,7 +344,10 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
       let fresh = 0;
       const pool = new http.Agent({ keepAlive: true, maxSockets: 2 });
       while (Date.now() < until) {
-        for (const name of await Promise.all([hit(agents[0]!.ip, ports.slow, pool), hit(agents[0]!.ip, ports.slow, pool)])) {
+        for (const name of await Promise.all([
+          hit(agents[0]!.ip, ports.slow, pool),
+          hit(agents[0]!.ip, ports.slow, pool),
+        ])) {
           n++;
           if (name === 'new') fresh++;
         }
@@ -263,7 +355,9 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
       pool.destroy();
       shares.push(fresh / n);
     }
-    console.log(`slow start: the new server's share per second: ${shares.map((s) => `${Math.round(s * 100)}%`).join(' ')}`);
+    console.log(
+      `slow start: the new server's share per second: ${shares.map((s) => `${Math.round(s * 100)}%`).join(' ')}`,
+    );
     // It starts low, rises, and ends near its full half (two servers of equal weight).
     expect(shares[0]!).toBeLessThan(0.25);
     expect(shares[4]!).toBeGreaterThan(shares[0]! + 0.1);

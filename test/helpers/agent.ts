@@ -7,7 +7,13 @@ import { Agent, AgentOptions } from '../../agent/agent';
 import { StatsSocketClient } from '../../agent/haproxy/runtime';
 import { tempDir } from './net';
 
-export const HTTP_DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s', 'retries 1'];
+export const HTTP_DEFAULTS = [
+  'mode http',
+  'timeout connect 2s',
+  'timeout client 10s',
+  'timeout server 10s',
+  'retries 1',
+];
 
 /**
  * A real agent (real HAProxy, real sockets) in a temp dir; `close()` stops HAProxy and removes the dir. `seams`
@@ -43,7 +49,15 @@ export function server(name: string, port: number, extra: Partial<Server> = {}):
 }
 
 export function service(name: string, port: number, servers: Server[], extra: Partial<Service> = {}): Service {
-  return { name, port, bindAddress: '127.0.0.1', listenOptions: ['mode http', 'balance roundrobin'], serverOptions: [], servers, ...extra };
+  return {
+    name,
+    port,
+    bindAddress: '127.0.0.1',
+    listenOptions: ['mode http', 'balance roundrobin'],
+    serverOptions: [],
+    servers,
+    ...extra,
+  };
 }
 
 export function state(services: Service[], defaults = HTTP_DEFAULTS): DesiredState {

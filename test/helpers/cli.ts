@@ -26,7 +26,10 @@ const STOP_GRACE_MS = 20_000;
 
 /** Starts the built CLI (`npm run build` first) with JSON logs captured. */
 export function startCli(args: string[]): CliProcess {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROXYMGR_LOG_LEVEL: 'debug' } });
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PROXYMGR_LOG_LEVEL: 'debug' },
+  });
   let logs = '';
   proc.stdout!.on('data', (c) => (logs += c.toString()));
   proc.stderr!.on('data', (c) => (logs += c.toString()));
@@ -39,13 +42,18 @@ export function startCli(args: string[]): CliProcess {
       running.delete(handle);
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       let timer: NodeJS.Timeout | undefined;
-      const code = await Promise.race([exited, new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), STOP_GRACE_MS)))]);
+      const code = await Promise.race([
+        exited,
+        new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), STOP_GRACE_MS))),
+      ]);
       clearTimeout(timer);
       if (code !== 'hung') return code;
       proc.kill('SIGKILL');
       await exited;
       const tail = logs.trimEnd().split('\n').slice(-40).join('\n');
-      throw new Error(`proxymgr ${args.join(' ')} did not exit within ${STOP_GRACE_MS} ms of ${signal} (killed); its last logs:\n${tail}`);
+      throw new Error(
+        `proxymgr ${args.join(' ')} did not exit within ${STOP_GRACE_MS} ms of ${signal} (killed); its last logs:\n${tail}`,
+      );
     },
     kill: async () => {
       running.delete(handle);
@@ -66,18 +74,27 @@ export async function stopAllCli(): Promise<string[]> {
 /** Runs the built CLI to completion (e.g. `ctl …`); resolves with its exit code and output. */
 export function runCli(args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
-    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
   );
 }
 
 /** Runs `buf curl` (the real reflection client) against a plaintext gRPC server (`tls`: over TLS, ALPN). */
-export function bufCurl(args: string[], opts: { tls?: boolean; wrap?: string[] } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function bufCurl(
+  args: string[],
+  opts: { tls?: boolean; wrap?: string[] } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const buf = path.join(REPO, 'node_modules', '.bin', 'buf');
   const argv = [buf, 'curl', '--protocol', 'grpc', ...(opts.tls ? [] : ['--http2-prior-knowledge']), ...args];
   const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv];
   return new Promise((resolve) => {
     execFile(cmd!, rest, { timeout: 30_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as NodeJS.ErrnoException & { code?: number }).code as unknown as number) ?? 1 : 0, stdout, stderr }),
+      resolve({
+        code: err ? (((err as NodeJS.ErrnoException & { code?: number }).code as unknown as number) ?? 1) : 0,
+        stdout,
+        stderr,
+      }),
     );
   });
 }

@@ -1,14 +1,36 @@
-import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource as SourceConfig } from '../../common/config';
+import {
+  DEFAULT_CONTROLPLANE_CONFIG,
+  ControlPlaneConfig,
+  ServiceConfigSource as SourceConfig,
+} from '../../common/config';
 import { DesiredState, Service } from '../../common/types';
 import { Discovery } from '../../controlplane/discovery';
 
 /** A Discovery with test-friendly timings; stop it in `finally`. */
-export function testDiscovery(serviceConfig: SourceConfig, controlplane: Partial<ControlPlaneConfig> = {}, global: string[] = []): Discovery {
+export function testDiscovery(
+  serviceConfig: SourceConfig,
+  controlplane: Partial<ControlPlaneConfig> = {},
+  global: string[] = [],
+): Discovery {
   return new Discovery({
     config: {
-      haproxy: { configPath: '/dev/null', socketPath: '/dev/null', binary: 'haproxy', global, defaults: ['timeout connect 5s'], user: '', group: '' },
+      haproxy: {
+        configPath: '/dev/null',
+        socketPath: '/dev/null',
+        binary: 'haproxy',
+        global,
+        defaults: ['timeout connect 5s'],
+        user: '',
+        group: '',
+      },
       serviceConfig,
-      controlplane: { ...DEFAULT_CONTROLPLANE_CONFIG, filePollMs: 200, initialSyncTimeoutMs: 2000, zkSessionTimeoutMs: 4000, ...controlplane },
+      controlplane: {
+        ...DEFAULT_CONTROLPLANE_CONFIG,
+        filePollMs: 200,
+        initialSyncTimeoutMs: 2000,
+        zkSessionTimeoutMs: 4000,
+        ...controlplane,
+      },
     },
   });
 }

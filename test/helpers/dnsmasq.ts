@@ -24,7 +24,10 @@ export interface Dnsmasq {
 }
 
 /** A real dnsmasq on a free loopback port, authoritative for proxymgr.test, TTL 0. */
-export async function startDnsmasq(hosts: Record<string, string[]> = {}, srv: readonly SrvRecord[] = []): Promise<Dnsmasq> {
+export async function startDnsmasq(
+  hosts: Record<string, string[]> = {},
+  srv: readonly SrvRecord[] = [],
+): Promise<Dnsmasq> {
   const port = await freePort();
   const tmp = tempDir('proxymgr-dns-');
   const hostsDir = path.join(tmp.dir, 'hosts');
@@ -41,8 +44,18 @@ export async function startDnsmasq(hosts: Record<string, string[]> = {}, srv: re
   let currentSrv = srv;
   const launch = async () => {
     const args = [
-      '--no-daemon', '-C', '/dev/null', '--no-resolv', '--no-hosts', '--user=root', `--port=${port}`,
-      '--listen-address=127.0.0.1', '--bind-interfaces', '--local-ttl=0', '--local=/proxymgr.test/', `--hostsdir=${hostsDir}`,
+      '--no-daemon',
+      '-C',
+      '/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      '--user=root',
+      `--port=${port}`,
+      '--listen-address=127.0.0.1',
+      '--bind-interfaces',
+      '--local-ttl=0',
+      '--local=/proxymgr.test/',
+      `--hostsdir=${hostsDir}`,
       `--pid-file=${path.join(tmp.dir, 'pid')}`,
       ...currentSrv.map((s) => `--srv-host=${s.name},${s.target},${s.port},${s.priority ?? 0},${s.weight ?? 10}`),
     ];
@@ -60,7 +73,8 @@ export async function startDnsmasq(hosts: Record<string, string[]> = {}, srv: re
         return;
       } catch (err) {
         // ENOTFOUND means dnsmasq answered: it is up.
-        if ((err as NodeJS.ErrnoException).code === 'ENOTFOUND' || (err as NodeJS.ErrnoException).code === 'ENODATA') return;
+        if ((err as NodeJS.ErrnoException).code === 'ENOTFOUND' || (err as NodeJS.ErrnoException).code === 'ENODATA')
+          return;
       }
       await sleep(50);
     }

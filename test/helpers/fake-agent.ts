@@ -55,7 +55,8 @@ export class FakeRuntime implements RuntimeApi {
         continue;
       }
       const server = /^server (\S+) (\S+):(\d+) weight (\d+)/.exec(line);
-      if (server && backend) backend.set(server[1]!, this.server(name, server[1]!, server[2]!, Number(server[3]), Number(server[4]), 0));
+      if (server && backend)
+        backend.set(server[1]!, this.server(name, server[1]!, server[2]!, Number(server[3]), Number(server[4]), 0));
     }
   }
 
@@ -71,12 +72,17 @@ export class FakeRuntime implements RuntimeApi {
   async command(cmd: string): Promise<string> {
     this.commands.push(cmd);
     let m: RegExpExecArray | null;
-    if (cmd === 'show servers state') return '1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_port\n';
-    if ((m = /^set server (\S+)\/(\S+) weight (\d+)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { weight: Number(m[3]) }, '\n');
-    if ((m = /^set server (\S+)\/(\S+) state (ready|maint|drain)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { adminState: ADMIN[m[3]!]! }, '\n');
-    if ((m = /^set server (\S+)\/(\S+) addr (\S+) port (\d+)$/.exec(cmd))) return this.change(m[1]!, m[2]!, { address: m[3]!, port: Number(m[4]) }, 'IP changed from a to b\n');
+    if (cmd === 'show servers state')
+      return '1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_port\n';
+    if ((m = /^set server (\S+)\/(\S+) weight (\d+)$/.exec(cmd)))
+      return this.change(m[1]!, m[2]!, { weight: Number(m[3]) }, '\n');
+    if ((m = /^set server (\S+)\/(\S+) state (ready|maint|drain)$/.exec(cmd)))
+      return this.change(m[1]!, m[2]!, { adminState: ADMIN[m[3]!]! }, '\n');
+    if ((m = /^set server (\S+)\/(\S+) addr (\S+) port (\d+)$/.exec(cmd)))
+      return this.change(m[1]!, m[2]!, { address: m[3]!, port: Number(m[4]) }, 'IP changed from a to b\n');
     if ((m = /^enable (health|agent) (\S+)\/(\S+)$/.exec(cmd))) return '\n';
-    if ((m = /^shutdown sessions server (\S+)\/(\S+)$/.exec(cmd))) return this.backends.get(m[1]!)?.has(m[2]!) ? '\n' : 'No such server.\n';
+    if ((m = /^shutdown sessions server (\S+)\/(\S+)$/.exec(cmd)))
+      return this.backends.get(m[1]!)?.has(m[2]!) ? '\n' : 'No such server.\n';
     if ((m = /^del server (\S+)\/(\S+)$/.exec(cmd))) {
       const be = this.backends.get(m[1]!);
       const srv = be?.get(m[2]!);
@@ -116,7 +122,14 @@ export class FakeRuntime implements RuntimeApi {
     return ok;
   }
 
-  private server(backend: string, name: string, address: string, port: number, weight: number, adminState: number): RuntimeServer {
+  private server(
+    backend: string,
+    name: string,
+    address: string,
+    port: number,
+    weight: number,
+    adminState: number,
+  ): RuntimeServer {
     return { backend, name, address, port, weight, adminState, operState: 2 };
   }
 }
@@ -186,7 +199,10 @@ export class FakeSocketPool implements SocketPool {
     const key = `${address}|${port}`;
     const fd = this.open.get(key);
     if (fd !== undefined) return fd;
-    if (this.busy.has(port)) throw new ProxyMgrError('SOCKET_BIND_FAILED', `cannot listen on ${address}:${port}: EADDRINUSE`, { cause: errno('EADDRINUSE') });
+    if (this.busy.has(port))
+      throw new ProxyMgrError('SOCKET_BIND_FAILED', `cannot listen on ${address}:${port}: EADDRINUSE`, {
+        cause: errno('EADDRINUSE'),
+      });
     this.open.set(key, ++this.nextFd);
     return this.nextFd;
   }
@@ -241,6 +257,15 @@ agent:
   const supervisor = new FakeSupervisor(files, runtime, config.haproxy.configPath);
   const sockets = new FakeSocketPool();
   const check = new FakeCheck();
-  const agent = new Agent({ config, log: silentLogger, runtime, clock, supervisor, sockets, checkConfig: check.check, writeFile: files.write });
+  const agent = new Agent({
+    config,
+    log: silentLogger,
+    runtime,
+    clock,
+    supervisor,
+    sockets,
+    checkConfig: check.check,
+    writeFile: files.write,
+  });
   return { agent, config, clock, files, runtime, supervisor, sockets, check };
 }

@@ -31,13 +31,16 @@ export interface Reply {
 /** One GET over a fresh TCP connection (no keep-alive), so every call exercises accept() on the listener. */
 export function get(port: number, host = '127.0.0.1', timeoutMs = 5000): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path: '/', agent: false, headers: { connection: 'close' }, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
+    const req = http.get(
+      { host, port, path: '/', agent: false, headers: { connection: 'close' }, timeout: timeoutMs },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
     req.on('error', reject);
   });
@@ -55,7 +58,11 @@ export async function tally(port: number, n: number, host = '127.0.0.1'): Promis
 }
 
 /** Polls `check` until it returns true or `timeoutMs` passes; returns whether it became true. */
-export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 10_000, everyMs = 50): Promise<boolean> {
+export async function eventually(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 10_000,
+  everyMs = 50,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

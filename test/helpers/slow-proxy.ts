@@ -22,7 +22,10 @@ export interface SlowProxy {
  *   … connect to p.connectString …
  *   await p.close();
  */
-export async function startSlowProxy(targetPort: number, opts: { replyDelayMs: number; requestDelayMs?: number; targetHost?: string }): Promise<SlowProxy> {
+export async function startSlowProxy(
+  targetPort: number,
+  opts: { replyDelayMs: number; requestDelayMs?: number; targetHost?: string },
+): Promise<SlowProxy> {
   let replyDelay = opts.replyDelayMs;
   let requestDelay = opts.requestDelayMs ?? 0;
   const sockets = new Set<net.Socket>();

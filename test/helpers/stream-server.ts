@@ -22,7 +22,9 @@ export async function startStreamServer(limits: StreamLimits = { newStreamsPerSe
   const registry = new AgentRegistry();
   const srv = new grpc.Server();
   srv.addService(AgentStreamDefinition, agentStreamServer(source, registry, silentLogger, limits));
-  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const port = await new Promise<number>((resolve, reject) =>
+    srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
   return {
     port,
     registry,

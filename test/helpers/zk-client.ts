@@ -25,8 +25,10 @@ export async function connectZk(connectString: string, sessionTimeout = 5000): P
     <T>(resolve: (v: T) => void, reject: (e: unknown) => void) =>
     (err: unknown, v?: T) =>
       err ? reject(err) : resolve(v as T);
-  const exists = (p: string) => new Promise<boolean>((resolve, reject) => client.exists(p, (err, stat) => (err ? reject(err) : resolve(!!stat))));
-  const children = (p: string) => new Promise<string[]>((resolve, reject) => client.getChildren(p, (err, c) => (err ? reject(err) : resolve(c))));
+  const exists = (p: string) =>
+    new Promise<boolean>((resolve, reject) => client.exists(p, (err, stat) => (err ? reject(err) : resolve(!!stat))));
+  const children = (p: string) =>
+    new Promise<string[]>((resolve, reject) => client.getChildren(p, (err, c) => (err ? reject(err) : resolve(c))));
   const api: ZkTestClient = {
     client,
     put: async (p, data) => {

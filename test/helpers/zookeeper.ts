@@ -56,7 +56,16 @@ export async function startZooKeeper(): Promise<ZooKeeper> {
   const launch = async () => {
     proc = spawn(
       'java',
-      ['-Xmx256m', '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Dzookeeper.log.dir=' + tmp.dir, '-cp', '/usr/share/java/zookeeper.jar', 'org.apache.zookeeper.server.ZooKeeperServerMain', cfg],
+      [
+        '-Xmx256m',
+        '-XX:+UseSerialGC',
+        '-XX:TieredStopAtLevel=1',
+        '-Dzookeeper.log.dir=' + tmp.dir,
+        '-cp',
+        '/usr/share/java/zookeeper.jar',
+        'org.apache.zookeeper.server.ZooKeeperServerMain',
+        cfg,
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let stderr = '';

@@ -27,7 +27,10 @@ describe('a failure after a successful reload (real HAProxy, a runtime API that 
     const runtime: RuntimeApi = {
       command: (cmd) => real().command(cmd),
       pid: () => real().pid(),
-      serversState: (be) => (failStateReads ? Promise.reject(new RuntimeApiError('runtime API: "show servers state": no reply within 5000 ms')) : real().serversState(be)),
+      serversState: (be) =>
+        failStateReads
+          ? Promise.reject(new RuntimeApiError('runtime API: "show servers state": no reply within 5000 ms'))
+          : real().serversState(be),
     };
     t = await startTestAgent('', { runtime });
     dir.socket = t.config.haproxy.socketPath;
@@ -47,7 +50,9 @@ describe('a failure after a successful reload (real HAProxy, a runtime API that 
     const r = await t.agent.apply(v2);
     expect(r.outcome).toBe('reload');
     expect(r.error).toBeUndefined();
-    expect(r.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(/after the reload.*show servers state/);
+    expect(r.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(
+      /after the reload.*show servers state/,
+    );
     expect(t.agent.current?.version).toBe(v2.version);
     expect(t.agent.supervisor.pid).not.toBe(pid);
     expect(readFileSync(path.join(t.config.haproxy.configPath), 'utf8')).toMatch(/X-V 2/);

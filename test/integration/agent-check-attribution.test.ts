@@ -42,7 +42,13 @@ describe('a service that fails haproxy -c next to good ones (real HAProxy)', () 
     expect(r.outcome).toBe('reload');
     expect(r.error).toBeUndefined();
     expect(r.problems).toEqual([
-      { service: 'web', where: 'service web', message: expect.stringMatching(/haproxy -c rejected it.*previous version.*unexpected character 's' in 'timeout server'/) },
+      {
+        service: 'web',
+        where: 'service web',
+        message: expect.stringMatching(
+          /haproxy -c rejected it.*previous version.*unexpected character 's' in 'timeout server'/,
+        ),
+      },
     ]);
     expect(t.agent.current?.services.find((s) => s.name === 'web')).toEqual(web);
     expect(t.agent.current?.services.find((s) => s.name === 'api')).toEqual(newApi);
@@ -54,7 +60,11 @@ describe('a service that fails haproxy -c next to good ones (real HAProxy)', () 
 
   test('later versions that still carry the bad service: host changes of the others apply at runtime, no reload', async () => {
     const badWeb = { ...web, listenOptions: ['mode http', 'timeout server soon'] };
-    const newApi = { ...api, listenOptions: [...api.listenOptions, 'http-response set-header X-Api 2'], servers: [srv('b'), srv('c')] };
+    const newApi = {
+      ...api,
+      listenOptions: [...api.listenOptions, 'http-response set-header X-Api 2'],
+      servers: [srv('b'), srv('c')],
+    };
     const pid = t.agent.supervisor.pid;
     const r = await t.agent.apply(state([badWeb, newApi]));
     expect(r.outcome).toBe('runtime');
@@ -66,10 +76,18 @@ describe('a service that fails haproxy -c next to good ones (real HAProxy)', () 
   });
 
   test('a new service that fails haproxy -c is left out and reported; the rest is applied', async () => {
-    const badNew = service('fresh', await freePort(), [srv('a')], { listenOptions: ['mode http', 'timeout client forever'] });
+    const badNew = service('fresh', await freePort(), [srv('a')], {
+      listenOptions: ['mode http', 'timeout client forever'],
+    });
     const r = await t.agent.apply(state([web, api, badNew]));
     expect(r.outcome).not.toBe('rejected');
-    expect(r.problems).toEqual([{ service: 'fresh', where: 'service fresh', message: expect.stringMatching(/haproxy -c rejected it \(left out\).*timeout client/) }]);
+    expect(r.problems).toEqual([
+      {
+        service: 'fresh',
+        where: 'service fresh',
+        message: expect.stringMatching(/haproxy -c rejected it \(left out\).*timeout client/),
+      },
+    ]);
     expect(t.agent.current?.services.map((s) => s.name).sort()).toEqual(['api', 'web']);
     expect(cfg()).not.toMatch(/listen fresh/);
   });

@@ -18,7 +18,9 @@ async function fakeControlPlane(versions: DesiredState[]) {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
       call.on('data', (msg: AgentMessage) => {
         if (msg.hello) {
-          versions.forEach((v, i) => call.write({ push: Push.fromPartial({ version: v.version, nonce: `n${i + 1}`, state: toProto(v) }) }));
+          versions.forEach((v, i) =>
+            call.write({ push: Push.fromPartial({ version: v.version, nonce: `n${i + 1}`, state: toProto(v) }) }),
+          );
         } else {
           answers.push(msg);
         }
@@ -27,7 +29,9 @@ async function fakeControlPlane(versions: DesiredState[]) {
       call.on('error', () => undefined);
     },
   });
-  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const port = await new Promise<number>((resolve, reject) =>
+    srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
   return { port, answers, close: () => new Promise<void>((resolve) => srv.tryShutdown(() => resolve())) };
 }
 
@@ -53,7 +57,14 @@ describe('the gRPC source applies the latest push, not every push', () => {
       applied.push(s.version);
       await sleep(300);
       running = s.version;
-      return { version: s.version, outcome: 'reload', reasons: ['reload: test'], commands: [], problems: [], durationMs: 300 };
+      return {
+        version: s.version,
+        outcome: 'reload',
+        reasons: ['reload: test'],
+        commands: [],
+        problems: [],
+        durationMs: 300,
+      };
     };
     source = new GrpcStateSource({
       addresses: [`127.0.0.1:${cp.port}`],
@@ -94,13 +105,20 @@ describe('a push taken but never applied is not declared as held after a reconne
           if (hellos.length > 1) return;
           call.write({ push: Push.fromPartial({ version: v1.version, nonce: 'n1', state: toProto(v1) }) });
           call.write({ push: Push.fromPartial({ version: v2.version, nonce: 'n2', state: toProto(v2) }) });
-          setTimeout(() => call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'control plane going away (test)' }), 100);
+          setTimeout(
+            () => call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'control plane going away (test)' }),
+            100,
+          );
         });
         call.on('end', () => call.end());
         call.on('error', () => undefined);
       },
     });
-    const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const port = await new Promise<number>((resolve, reject) =>
+      srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
     let running: DesiredState | undefined;
     const applied: string[] = [];
     const source = new GrpcStateSource({
@@ -120,7 +138,14 @@ describe('a push taken but never applied is not declared as held after a reconne
         applied.push(s.version);
         await sleep(400);
         running = s;
-        return { version: s.version, outcome: 'reload', reasons: ['reload: test'], commands: [], problems: [], durationMs: 400 };
+        return {
+          version: s.version,
+          outcome: 'reload',
+          reasons: ['reload: test'],
+          commands: [],
+          problems: [],
+          durationMs: 400,
+        };
       });
       expect(await eventually(() => hellos.length >= 2, 10_000)).toBe(true);
       expect(hellos[1]!.baseVersion).not.toBe(v2.version); // v2 was taken, never applied

@@ -21,7 +21,12 @@ describe('I/O errors in apply and drift repair (real HAProxy, real I/O errors)',
   let port: number;
   let cfgText: string;
   const web = (names = ['a', 'b'], listenOptions = ['mode http', 'balance roundrobin']) =>
-    service('web', port, backends.filter((b) => names.includes(b.name)).map((b) => server(b.name, b.port)), { listenOptions });
+    service(
+      'web',
+      port,
+      backends.filter((b) => names.includes(b.name)).map((b) => server(b.name, b.port)),
+      { listenOptions },
+    );
 
   beforeAll(async () => {
     backends = await startBackends(['a', 'b']);
@@ -77,7 +82,9 @@ describe('I/O errors in apply and drift repair (real HAProxy, real I/O errors)',
     await t.agent.flushFiles();
     const again = await t.agent.apply(onlyA);
     expect(again.outcome).toBe('nothing');
-    expect(again.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(/haproxy\.cfg: cannot write .*EISDIR/);
+    expect(again.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(
+      /haproxy\.cfg: cannot write .*EISDIR/,
+    );
     expect(t.agent.supervisor.pid).toBe(pid);
 
     rmSync(t.config.haproxy.configPath, { recursive: true });
@@ -102,7 +109,11 @@ describe('the state cache (real HAProxy)', () => {
     const t = await startTestAgent();
     mkdirSync(path.join(t.dir, 'desired-state.json')); // every write of the cache fails (EISDIR)
     let apply: ApplyFn | undefined;
-    const proc = new AgentProcess({ config: t.config, log: silentLogger, source: { start: async (fn) => void (apply = fn), stop: async () => undefined } });
+    const proc = new AgentProcess({
+      config: t.config,
+      log: silentLogger,
+      source: { start: async (fn) => void (apply = fn), stop: async () => undefined },
+    });
     try {
       await proc.start();
       const r = await apply!(state([service('web', port, [server('a', backends[0]!.port)])]));

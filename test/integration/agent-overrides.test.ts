@@ -19,7 +19,8 @@ describe('operator overrides survive drift repair (real HAProxy)', () => {
   let port: number;
   let agentCheck: net.Server;
   let agentCheckPort: number;
-  const srv = (name: string, extra: Partial<Server> = {}) => server(name, backends.find((b) => b.name === name)!.port, extra);
+  const srv = (name: string, extra: Partial<Server> = {}) =>
+    server(name, backends.find((b) => b.name === name)!.port, extra);
   const adminOf = async (name: string) => (await t.runtime.serversState('web')).get('web')?.get(name)?.adminState;
 
   beforeAll(async () => {

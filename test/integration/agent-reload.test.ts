@@ -38,7 +38,13 @@ describe('agent owns the listening sockets: reloads and crashes refuse nothing',
     const result = await load.stop();
     expect(t.agent.counters.reloads - reloadsBefore).toBe(50);
     expect(result.ok).toBeGreaterThan(1000);
-    expect({ refused: result.refused, reset: result.reset, empty: result.empty, other: result.other, errors: result.errors }).toEqual({
+    expect({
+      refused: result.refused,
+      reset: result.reset,
+      empty: result.empty,
+      other: result.other,
+      errors: result.errors,
+    }).toEqual({
       refused: 0,
       reset: 0,
       empty: 0,
@@ -53,7 +59,11 @@ describe('agent owns the listening sockets: reloads and crashes refuse nothing',
     const victim = t.agent.supervisor.pid!;
     const killedAt = Date.now();
     process.kill(victim, 'SIGKILL');
-    const back = await eventually(() => t.agent.supervisor.pid !== undefined && t.agent.supervisor.pid !== victim, 1000, 5);
+    const back = await eventually(
+      () => t.agent.supervisor.pid !== undefined && t.agent.supervisor.pid !== victim,
+      1000,
+      5,
+    );
     const backAfterMs = Date.now() - killedAt;
     await sleep(500);
     const result = await load.stop();
@@ -82,7 +92,14 @@ describe('server states survive a reload (server-state-file)', () => {
       const dead = async () => (await t.runtime.serversState()).get('web')?.get('dead')?.operState;
       expect(await eventually(async () => (await dead()) === 0, 5000, 20)).toBe(true);
 
-      const r = await t.agent.apply(state([service('web', port, servers, { ...opts, listenOptions: ['mode http', 'balance roundrobin', 'option redispatch'] })]));
+      const r = await t.agent.apply(
+        state([
+          service('web', port, servers, {
+            ...opts,
+            listenOptions: ['mode http', 'balance roundrobin', 'option redispatch'],
+          }),
+        ]),
+      );
       expect(r.outcome).toBe('reload');
       // Read at once from the new process: the saved state says DOWN; without it the server would start UP.
       expect(await dead()).toBe(0);

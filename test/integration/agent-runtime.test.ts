@@ -68,15 +68,22 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     expect(added.commands).toContain('set server web/c state ready');
     expect((await tally(port, 30)).get('c')).toBe(10);
 
-    const weighted = await t.agent.apply(state([service('web', port, [srv(A, { weight: 3 }), srv(B, { weight: 0 }), srv(C, { weight: 0 })])]));
+    const weighted = await t.agent.apply(
+      state([service('web', port, [srv(A, { weight: 3 }), srv(B, { weight: 0 }), srv(C, { weight: 0 })])]),
+    );
     expect(weighted.outcome).toBe('runtime');
     expect(weighted.reasons).toContain('weight of web/a 1 → 3');
     expect([...(await tally(port, 12)).keys()]).toEqual(['a']);
 
     // Server "a" moves to backend d's port: same name, new address.
-    const moved = await t.agent.apply(state([service('web', port, [server('a', backends[3]!.port), srv(B, { weight: 0 }), srv(C, { weight: 0 })])]));
+    const moved = await t.agent.apply(
+      state([service('web', port, [server('a', backends[3]!.port), srv(B, { weight: 0 }), srv(C, { weight: 0 })])]),
+    );
     expect(moved.outcome).toBe('runtime');
-    expect(moved.commands).toEqual([`set server web/a addr 127.0.0.1 port ${backends[3]!.port}`, 'set server web/a weight 1']);
+    expect(moved.commands).toEqual([
+      `set server web/a addr 127.0.0.1 port ${backends[3]!.port}`,
+      'set server web/a weight 1',
+    ]);
     expect([...(await tally(port, 6)).keys()]).toEqual(['d']);
 
     expect(pid()).toBe(before);
@@ -103,19 +110,29 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     expect(await eventually(async () => (await get(port)).status === 200)).toBe(true);
 
     const r2 = await t.agent.apply(
-      state([service('web', port, base, { listenOptions: ['mode http', 'balance roundrobin', 'http-response set-header X-Via proxymgr'] }), service('api', port2, [srv(C)])]),
+      state([
+        service('web', port, base, {
+          listenOptions: ['mode http', 'balance roundrobin', 'http-response set-header X-Via proxymgr'],
+        }),
+        service('api', port2, [srv(C)]),
+      ]),
     );
     expect(r2.reasons).toEqual(['reload: listen_options of web changed']);
     expect(t.agent.counters.reloads).toBe(reloads + 2);
     // The same state again: nothing to do.
     const r3 = await t.agent.apply(
-      state([service('web', port, base, { listenOptions: ['mode http', 'balance roundrobin', 'http-response set-header X-Via proxymgr'] }), service('api', port2, [srv(C)])]),
+      state([
+        service('web', port, base, {
+          listenOptions: ['mode http', 'balance roundrobin', 'http-response set-header X-Via proxymgr'],
+        }),
+        service('api', port2, [srv(C)]),
+      ]),
     );
     expect(r3.outcome).toBe('nothing');
     expect(t.agent.counters.reloads).toBe(reloads + 2);
   });
 
-  test('drift repair puts back a weight changed by hand, but leaves an operator\'s maint alone (an override)', async () => {
+  test("drift repair puts back a weight changed by hand, but leaves an operator's maint alone (an override)", async () => {
     await t.runtime.command('set server web/a weight 9');
     const r = await t.agent.repairDrift();
     expect(r?.outcome).toBe('runtime');

@@ -18,14 +18,29 @@ let lines: string[];
 
 /** Every log call as one JSON line, children included: what an operator (or an attacker reading logs) would see. */
 function capturingLogger(bound: object = {}): Logger {
-  const rec = (level: string) => (fields: object, msg: string) => void lines.push(JSON.stringify({ level, ...bound, ...fields, msg }));
-  return { debug: rec('debug'), info: rec('info'), warn: rec('warn'), error: rec('error'), child: (f) => capturingLogger({ ...bound, ...f }) };
+  const rec = (level: string) => (fields: object, msg: string) =>
+    void lines.push(JSON.stringify({ level, ...bound, ...fields, msg }));
+  return {
+    debug: rec('debug'),
+    info: rec('info'),
+    warn: rec('warn'),
+    error: rec('error'),
+    child: (f) => capturingLogger({ ...bound, ...f }),
+  };
 }
 
 function discovery(source: ServiceConfigSource, cp: Partial<ControlPlaneConfig>): Discovery {
   return new Discovery({
     config: {
-      haproxy: { configPath: '/dev/null', socketPath: '/dev/null', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
+      haproxy: {
+        configPath: '/dev/null',
+        socketPath: '/dev/null',
+        binary: 'haproxy',
+        global: [],
+        defaults: [],
+        user: '',
+        group: '',
+      },
       serviceConfig: source,
       controlplane: { ...DEFAULT_CONTROLPLANE_CONFIG, filePollMs: 100, initialSyncTimeoutMs: 1000, ...cp },
     },
@@ -43,7 +58,8 @@ const KEY_LINES = [
 ];
 const KEY = KEY_LINES.join('\n') + '\n';
 /** Pieces of the key (4+ characters) found in `text`. */
-const leaked = (text: string) => KEY_LINES.flatMap((l) => l.split(/[\s:]+/)).filter((p) => p.length >= 4 && p !== 'PRIVATE' && text.includes(p));
+const leaked = (text: string) =>
+  KEY_LINES.flatMap((l) => l.split(/[\s:]+/)).filter((p) => p.length >= 4 && p !== 'PRIVATE' && text.includes(p));
 
 beforeEach(() => {
   tmp = tempDir('proxymgr-reach-');
@@ -75,7 +91,10 @@ const problems = (name: string) => d!.errors().services[name] ?? [];
 const text = () => JSON.stringify(d!.errors()) + '\n' + lines.join('\n');
 
 test('without controlplane.file_watcher_dirs every file watcher is refused, naming the service and the file', async () => {
-  await setup({ web: { type: 'file', file: '/etc/passwd', port: 8080 }, api: { type: 'static', port: 8081, hosts: ['10.0.0.1:80'] } });
+  await setup({
+    web: { type: 'file', file: '/etc/passwd', port: 8080 },
+    api: { type: 'static', port: 8081, hosts: ['10.0.0.1:80'] },
+  });
   d = discovery({ type: 'file', path: path.join(tmp.dir, 'services.json') }, {});
   d.start();
   const s = await d.waitFor((x) => x.services.length > 0);
@@ -83,7 +102,9 @@ test('without controlplane.file_watcher_dirs every file watcher is refused, nami
   expect(problems('web')).toEqual([
     expect.objectContaining({
       code: 'SERVICE_CONFIG_INVALID',
-      message: expect.stringContaining('service web: file watcher refused for /etc/passwd: file watchers may only read under controlplane.file_watcher_dirs (controlplane.file_watcher_dirs: none listed)'),
+      message: expect.stringContaining(
+        'service web: file watcher refused for /etc/passwd: file watchers may only read under controlplane.file_watcher_dirs (controlplane.file_watcher_dirs: none listed)',
+      ),
     }),
   ]);
 });
@@ -103,8 +124,18 @@ test('a file outside the listed directories (also by "..") is refused; one insid
   d.start();
   const s = await d.waitFor((x) => x.services.length > 0);
   expect(endpoints(s)).toEqual({ web: ['10.0.0.1:80'] });
-  for (const [name, file] of [['direct', path.join(outside, 'tls.key')], ['dotdot', `${allowed}/../secret/tls.key`]]) {
-    expect(problems(name!)).toEqual([expect.objectContaining({ code: 'SERVICE_CONFIG_INVALID', message: expect.stringContaining(`service ${name}: file watcher refused for ${file}: not under controlplane.file_watcher_dirs (${allowed})`) })]);
+  for (const [name, file] of [
+    ['direct', path.join(outside, 'tls.key')],
+    ['dotdot', `${allowed}/../secret/tls.key`],
+  ]) {
+    expect(problems(name!)).toEqual([
+      expect.objectContaining({
+        code: 'SERVICE_CONFIG_INVALID',
+        message: expect.stringContaining(
+          `service ${name}: file watcher refused for ${file}: not under controlplane.file_watcher_dirs (${allowed})`,
+        ),
+      }),
+    ]);
   }
   expect(leaked(text())).toEqual([]);
 });
@@ -127,7 +158,9 @@ test('a symlink inside an allowed directory pointing outside is refused — also
     expect.objectContaining({
       code: 'WATCHER_FAILED',
       where: 'service evil',
-      message: expect.stringContaining(`${evil}: refused: it resolves (through a symlink or "..") to a path outside controlplane.file_watcher_dirs (${allowed})`),
+      message: expect.stringContaining(
+        `${evil}: refused: it resolves (through a symlink or "..") to a path outside controlplane.file_watcher_dirs (${allowed})`,
+      ),
     }),
   ]);
 
@@ -144,13 +177,17 @@ test('a "private key" inside an allowed directory: errors name file:line, neithe
   const { allowed } = await setup({});
   const key = path.join(allowed, 'web.txt');
   await fsp.writeFile(key, KEY);
-  await fsp.writeFile(path.join(tmp.dir, 'services.json'), JSON.stringify({ web: { type: 'file', file: key, port: 8080 } }));
+  await fsp.writeFile(
+    path.join(tmp.dir, 'services.json'),
+    JSON.stringify({ web: { type: 'file', file: key, port: 8080 } }),
+  );
   d = discovery({ type: 'file', path: path.join(tmp.dir, 'services.json') }, { fileWatcherDirs: [allowed] });
   d.start();
   await eventually(() => problems('web').filter((p) => p.code === 'HOST_INVALID').length === 6);
   const hostProblems = problems('web').filter((p) => p.code === 'HOST_INVALID');
   expect(hostProblems.map((p) => p.where)).toEqual([1, 2, 3, 4, 5, 6].map((n) => `${key}:${n}`));
-  for (const p of hostProblems) expect(p.message).toMatch(/^line skipped: (expected host:port|address is neither|unknown option)/);
+  for (const p of hostProblems)
+    expect(p.message).toMatch(/^line skipped: (expected host:port|address is neither|unknown option)/);
   // 'admin:hunter2' has no numeric port, the base64 line has a port but no valid host: nothing becomes a host
   expect(endpoints(d.current()).web ?? []).toEqual([]);
   expect(lines.some((l) => l.includes(`${key}:1`))).toBe(true); // the log names the lines …
@@ -185,16 +222,25 @@ test('file source: entries may not lead out of the directory; ConfigMap-style sy
   const { outside } = await setup({});
   const dir = path.join(tmp.dir, 'service_config');
   await fsp.mkdir(path.join(dir, '..data'), { recursive: true });
-  await fsp.writeFile(path.join(dir, '..data', 'web.json'), JSON.stringify({ type: 'static', port: 8080, hosts: ['10.0.0.1:80'] }));
+  await fsp.writeFile(
+    path.join(dir, '..data', 'web.json'),
+    JSON.stringify({ type: 'static', port: 8080, hosts: ['10.0.0.1:80'] }),
+  );
   await fsp.symlink('..data/web.json', path.join(dir, 'web.json'));
   await fsp.symlink(path.join(outside, 'tls.key'), path.join(dir, 'key.yml'));
-  await fsp.writeFile(path.join(outside, 'api.json'), JSON.stringify({ type: 'static', port: 8081, hosts: ['10.0.0.2:80'] }));
+  await fsp.writeFile(
+    path.join(outside, 'api.json'),
+    JSON.stringify({ type: 'static', port: 8081, hosts: ['10.0.0.2:80'] }),
+  );
   await fsp.symlink(path.join(outside, 'api.json'), path.join(dir, 'api.json'));
   d = discovery({ type: 'file', path: dir }, {});
   d.start();
   const s = await d.waitFor((x) => x.services.length > 0);
   expect(endpoints(s)).toEqual({ web: ['10.0.0.1:80'] });
-  expect(lines.filter((l) => l.includes('refused: it resolves')).map((l) => JSON.parse(l).file)).toEqual([path.join(dir, 'api.json'), path.join(dir, 'key.yml')]);
+  expect(lines.filter((l) => l.includes('refused: it resolves')).map((l) => JSON.parse(l).file)).toEqual([
+    path.join(dir, 'api.json'),
+    path.join(dir, 'key.yml'),
+  ]);
   expect(leaked(text())).toEqual([]);
 
   // a service config file given as one file: a symlink out of its directory makes the source unavailable

@@ -27,8 +27,14 @@ test('file source (a directory of JSON/YAML configs) with file and static watche
   await fsp.mkdir(configs);
   const hostsFile = path.join(tmp.dir, 'web.hosts');
   await put(hostsFile, '# web backends\n10.0.0.1:80\n10.0.0.2:80 weight=3\n');
-  await put(path.join(configs, 'web.json'), JSON.stringify({ type: 'file', file: hostsFile, port: 8080, listen_options: ['mode http'] }));
-  await put(path.join(configs, 'cache.yml'), 'type: static\nport: 6379\nhosts:\n  - 10.1.0.1:6379\n  - {address: 10.1.0.2, port: 6379, name: replica, weight: 0}\n');
+  await put(
+    path.join(configs, 'web.json'),
+    JSON.stringify({ type: 'file', file: hostsFile, port: 8080, listen_options: ['mode http'] }),
+  );
+  await put(
+    path.join(configs, 'cache.yml'),
+    'type: static\nport: 6379\nhosts:\n  - 10.1.0.1:6379\n  - {address: 10.1.0.2, port: 6379, name: replica, weight: 0}\n',
+  );
   await put(path.join(configs, 'README.txt'), 'not a service');
   d = testDiscovery({ type: 'file', path: configs }, { filePollMs: 5000, fileWatcherDirs: [tmp.dir] }); // fs events must do it, well before a poll
   d.start();
@@ -77,7 +83,10 @@ test('file source as one YAML file mapping name → config, rewritten in place; 
   expect(d.errors().source[0]!.message).toMatch(/services.yml cannot be read: .*services.yml/);
   expect(endpoints(d.current()).web).toEqual(['10.0.0.1:80']);
   // in-place rewrite, then a second service
-  await fsp.writeFile(file, 'web:\n  type: static\n  port: 8080\n  hosts: ["10.0.0.2:80"]\napi:\n  type: static\n  port: 8081\n  hosts: ["10.0.0.3:80"]\n');
+  await fsp.writeFile(
+    file,
+    'web:\n  type: static\n  port: 8080\n  hosts: ["10.0.0.2:80"]\napi:\n  type: static\n  port: 8081\n  hosts: ["10.0.0.3:80"]\n',
+  );
   const s = await d.waitFor((x) => endpoints(x).web?.join() === '10.0.0.2:80' && endpoints(x).api !== undefined, 3000);
   expect(endpoints(s)).toEqual({ api: ['10.0.0.3:80'], web: ['10.0.0.2:80'] });
   expect(d.errors().source).toEqual([]);

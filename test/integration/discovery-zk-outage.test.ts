@@ -38,8 +38,12 @@ test('ZooKeeper killed for 10 s: no host dropped meanwhile; afterwards changes m
   await zk.kill();
   const outageStart = Date.now();
   // The loss is visible as a fail-static warning on the service, naming the reason.
-  await expect(waitUntil(() => (d!.errors().services.web ?? []).some((p) => p.code === 'ZK_DISCONNECTED'))).resolves.toBe(true);
-  expect(d.errors().services.web![0]!.message).toMatch(/zookeeper connection lost; keeping the 3 previous host\(s\) \(fail static\)/);
+  await expect(
+    waitUntil(() => (d!.errors().services.web ?? []).some((p) => p.code === 'ZK_DISCONNECTED')),
+  ).resolves.toBe(true);
+  expect(d.errors().services.web![0]!.message).toMatch(
+    /zookeeper connection lost; keeping the 3 previous host\(s\) \(fail static\)/,
+  );
   while (Date.now() - outageStart < 10_000) {
     expect(endpoints(d.current()).web).toEqual(['10.0.0.1:80', '10.0.0.2:80', '10.0.0.3:80']);
     await sleep(500);
@@ -54,7 +58,10 @@ test('ZooKeeper killed for 10 s: no host dropped meanwhile; afterwards changes m
   await w.remove('/services/web/h1');
   await w.put('/services/web/h2', JSON.stringify({ address: '10.0.0.2', port: 8080 }));
   await w.put('/service_config/api', JSON.stringify({ type: 'static', port: 8081, hosts: ['10.9.9.9:80'] }));
-  const after = await d.waitFor((s) => endpoints(s).web?.includes('10.0.0.4:80') === true && endpoints(s).api !== undefined, 15_000);
+  const after = await d.waitFor(
+    (s) => endpoints(s).web?.includes('10.0.0.4:80') === true && endpoints(s).api !== undefined,
+    15_000,
+  );
   expect(endpoints(after)).toEqual({ api: ['10.9.9.9:80'], web: ['10.0.0.2:8080', '10.0.0.3:80', '10.0.0.4:80'] });
   // no snapshot ever dropped a host during the outage (there was no new snapshot at all), nor afterwards
   expect(snapshotsDuringOutage).toBe(1);
@@ -72,11 +79,21 @@ test('all hosts deleted at once: the previous hosts stay and a warning says why'
   const before = await d.waitFor((s) => endpoints(s).web?.length === 3);
   // one ZooKeeper transaction: every host node and the service's path vanish at the same instant
   await new Promise<void>((resolve, reject) =>
-    w.client.transaction().remove('/services/web/h1').remove('/services/web/h2').remove('/services/web/h3').remove('/services/web').commit((err) => (err ? reject(err) : resolve())),
+    w.client
+      .transaction()
+      .remove('/services/web/h1')
+      .remove('/services/web/h2')
+      .remove('/services/web/h3')
+      .remove('/services/web')
+      .commit((err) => (err ? reject(err) : resolve())),
   );
-  await expect(waitUntil(() => (d!.errors().services.web ?? []).some((p) => p.code === 'FAIL_STATIC'))).resolves.toBe(true);
+  await expect(waitUntil(() => (d!.errors().services.web ?? []).some((p) => p.code === 'FAIL_STATIC'))).resolves.toBe(
+    true,
+  );
   const warning = d.errors().services.web!.find((p) => p.code === 'FAIL_STATIC')!;
-  expect(warning.message).toMatch(/watcher reported no hosts; keeping the 3 previous host\(s\) \(fail static\) \(zookeeper \/services\/web: path does not exist\)/);
+  expect(warning.message).toMatch(
+    /watcher reported no hosts; keeping the 3 previous host\(s\) \(fail static\) \(zookeeper \/services\/web: path does not exist\)/,
+  );
   expect(d.current()!.version).toBe(before.version);
   // hosts come back: the warning goes and the new list is taken
   await w.put('/services/web/h9', JSON.stringify({ address: '10.0.0.9', port: 80 }));
@@ -97,7 +114,11 @@ test('session expiry: a new session is opened, every watch re-armed and the stat
   });
   try {
     d = new Discovery({
-      config: { haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' }, serviceConfig: { type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, controlplane: DEFAULT_CONTROLPLANE_CONFIG },
+      config: {
+        haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
+        serviceConfig: { type: 'zookeeper', servers: zk.connectString, path: '/service_config' },
+        controlplane: DEFAULT_CONTROLPLANE_CONFIG,
+      },
       zk: zkm,
     });
     d.start();
@@ -109,7 +130,12 @@ test('session expiry: a new session is opened, every watch re-armed and the stat
     await expireSession(zk.connectString, victim.getSessionId(), victim.getSessionPassword());
     await w.put('/services/web/h4', JSON.stringify({ address: '10.0.0.4', port: 80 })); // missed while cut off
     proxy.restore();
-    await expect(waitUntil(() => lease.session.current !== undefined && lease.session.current.getSessionId().toString('hex') !== oldId, 15_000)).resolves.toBe(true);
+    await expect(
+      waitUntil(
+        () => lease.session.current !== undefined && lease.session.current.getSessionId().toString('hex') !== oldId,
+        15_000,
+      ),
+    ).resolves.toBe(true);
     await d.waitFor((s) => endpoints(s).web?.includes('10.0.0.4:80') === true, 15_000);
     expect(zkm.size).toBe(1); // still one session for the ensemble
     await w.remove('/services/web/h2'); // the watches of the new session are armed

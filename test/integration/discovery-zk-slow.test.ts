@@ -25,7 +25,10 @@ beforeAll(async () => {
   w = await connectZk(zk.connectString);
   for (const [i, name] of SERVICES.entries()) {
     // No "server": the watchers use the source's ensemble, i.e. they go through the slow proxy too.
-    await w.put(`/service_config/${name}`, JSON.stringify({ type: 'zookeeper', path: `/services/${name}`, port: 9000 + i }));
+    await w.put(
+      `/service_config/${name}`,
+      JSON.stringify({ type: 'zookeeper', path: `/services/${name}`, port: 9000 + i }),
+    );
     expected[name] = [];
     for (const h of [1, 2, 3]) {
       await w.put(`/services/${name}/h${h}`, JSON.stringify({ address: `10.0.${i}.${h}`, port: 80 }));
@@ -47,11 +50,18 @@ afterEach(async () => {
 test('replies delayed by 300 ms during start: the first snapshot holds every service and every server ZooKeeper holds', async () => {
   proxy = await startSlowProxy(zk.port, { replyDelayMs: 300 });
   // The silent-watcher timeout is not what this test is about: keep it well out of the way.
-  d = testDiscovery({ type: 'zookeeper', servers: proxy.connectString, path: '/service_config' }, { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000 });
+  d = testDiscovery(
+    { type: 'zookeeper', servers: proxy.connectString, path: '/service_config' },
+    { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000 },
+  );
   const seen: DesiredState[] = [];
   d.onSnapshot((s) => seen.push(s));
   d.start();
-  await d.waitFor((s) => Object.keys(endpoints(s)).length === SERVICES.length && Object.values(endpoints(s)).every((e) => e.length === 3), 15_000);
+  await d.waitFor(
+    (s) =>
+      Object.keys(endpoints(s)).length === SERVICES.length && Object.values(endpoints(s)).every((e) => e.length === 3),
+    15_000,
+  );
   expect(seen.length).toBeGreaterThan(0);
   expect(endpoints(seen[0])).toEqual(expected);
   expect(seen.length).toBe(1);
@@ -61,9 +71,17 @@ test('host watchers alone (service configs from a file): the first snapshot has 
   proxy = await startSlowProxy(zk.port, { replyDelayMs: 300 });
   const tmp = tempDir('proxymgr-slow-');
   try {
-    const services = Object.fromEntries(SERVICES.map((name, i) => [name, { type: 'zookeeper', server: proxy!.connectString, path: `/services/${name}`, port: 9000 + i }]));
+    const services = Object.fromEntries(
+      SERVICES.map((name, i) => [
+        name,
+        { type: 'zookeeper', server: proxy!.connectString, path: `/services/${name}`, port: 9000 + i },
+      ]),
+    );
     writeFileSync(path.join(tmp.dir, 'services.yml'), JSON.stringify(services));
-    d = testDiscovery({ type: 'file', path: path.join(tmp.dir, 'services.yml') }, { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000 });
+    d = testDiscovery(
+      { type: 'file', path: path.join(tmp.dir, 'services.yml') },
+      { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000 },
+    );
     const seen: DesiredState[] = [];
     d.onSnapshot((s) => seen.push(s));
     d.start();
@@ -78,7 +96,10 @@ test('host watchers alone (service configs from a file): the first snapshot has 
 
 test('a reconnect through the slow proxy resyncs without reporting less, and a host added meanwhile arrives', async () => {
   proxy = await startSlowProxy(zk.port, { replyDelayMs: 0 });
-  d = testDiscovery({ type: 'zookeeper', servers: proxy.connectString, path: '/service_config' }, { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000 });
+  d = testDiscovery(
+    { type: 'zookeeper', servers: proxy.connectString, path: '/service_config' },
+    { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000 },
+  );
   const seen: DesiredState[] = [];
   d.onSnapshot((s) => seen.push(s));
   d.start();
@@ -88,7 +109,8 @@ test('a reconnect through the slow proxy resyncs without reporting less, and a h
   await w.put('/services/alpha/h4', JSON.stringify({ address: '10.0.0.4', port: 80 }));
   try {
     await d.waitFor((s) => endpoints(s).alpha?.length === 4, 15_000);
-    for (const s of seen) for (const name of SERVICES) expect(endpoints(s)[name]).toEqual(expect.arrayContaining(expected[name]!));
+    for (const s of seen)
+      for (const name of SERVICES) expect(endpoints(s)[name]).toEqual(expect.arrayContaining(expected[name]!));
   } finally {
     await w.remove('/services/alpha/h4');
   }

@@ -4,7 +4,14 @@ import { connectZk, ZkTestClient } from '../helpers/zk-client';
 import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
 
 const README_CONFIG = (server: string) =>
-  JSON.stringify({ type: 'zookeeper', server, path: '/services/testservice', port: 8080, listen_options: ['mode http'], server_options: ['check inter 2000'] });
+  JSON.stringify({
+    type: 'zookeeper',
+    server,
+    path: '/services/testservice',
+    port: 8080,
+    listen_options: ['mode http'],
+    server_options: ['check inter 2000'],
+  });
 
 let zk: ZooKeeper;
 let w: ZkTestClient;
@@ -72,8 +79,14 @@ test('the original ProxyMgr layout gives the expected snapshot and follows host 
 });
 
 test('Nerve-format host nodes work, with name, weight and haproxy_server_options', async () => {
-  await w.put('/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/nerve/services/web/services', port: 8100 }));
-  await w.put('/nerve/services/web/services/i-0abc_web_0000000001', '{"host":"10.1.0.1","port":3000,"name":"i-0abc","weight":5,"haproxy_server_options":"backup","labels":{"az":"us-east-1a"}}');
+  await w.put(
+    '/service_config/web',
+    JSON.stringify({ type: 'zookeeper', path: '/nerve/services/web/services', port: 8100 }),
+  );
+  await w.put(
+    '/nerve/services/web/services/i-0abc_web_0000000001',
+    '{"host":"10.1.0.1","port":3000,"name":"i-0abc","weight":5,"haproxy_server_options":"backup","labels":{"az":"us-east-1a"}}',
+  );
   await w.put('/nerve/services/web/services/i-0def_web_0000000002', '{"host":"10.1.0.2","port":3000,"name":"i-0def"}');
   d = testDiscovery({ type: 'zookeeper', servers: zk.connectString, path: '/service_config' });
   d.start();
@@ -88,7 +101,10 @@ test('Nerve-format host nodes work, with name, weight and haproxy_server_options
 test('malformed service configs and host nodes give clear errors and leave everything else as it was', async () => {
   await w.put('/service_config/good', JSON.stringify({ type: 'zookeeper', path: '/services/good', port: 9001 }));
   await w.put('/services/good/h1', '{"address":"10.0.0.1","port":80}');
-  await w.put('/service_config/victim', JSON.stringify({ type: 'zookeeper', path: '/services/victim', port: 9002, listen_options: ['mode http'] }));
+  await w.put(
+    '/service_config/victim',
+    JSON.stringify({ type: 'zookeeper', path: '/services/victim', port: 9002, listen_options: ['mode http'] }),
+  );
   await w.put('/services/victim/h1', '{"address":"10.0.0.2","port":80}');
   d = testDiscovery({ type: 'zookeeper', servers: zk.connectString, path: '/service_config' });
   d.start();
@@ -96,10 +112,26 @@ test('malformed service configs and host nodes give clear errors and leave every
   const victimBefore = service(base, 'victim');
 
   const cases: [string, string | Buffer, RegExp][] = [
-    ['malformed JSON', '{"type":"zookeeper", "port": ', /zookeeper \/service_config\/victim: not valid JSON: .*; keeping its previous version/],
-    ['wrong types', JSON.stringify({ type: 'zookeeper', path: '/services/victim', port: 9002, listen_options: 'mode http' }), /listen_options: expected a list of strings, got string "mode http"/],
-    ['unknown watcher type', JSON.stringify({ type: 'eureka', path: '/services/victim', port: 9002 }), /type: unknown watcher type "eureka"/],
-    ['out-of-range port', JSON.stringify({ type: 'zookeeper', path: '/services/victim', port: 70000 }), /port: expected an integer 1-65535, got number 70000/],
+    [
+      'malformed JSON',
+      '{"type":"zookeeper", "port": ',
+      /zookeeper \/service_config\/victim: not valid JSON: .*; keeping its previous version/,
+    ],
+    [
+      'wrong types',
+      JSON.stringify({ type: 'zookeeper', path: '/services/victim', port: 9002, listen_options: 'mode http' }),
+      /listen_options: expected a list of strings, got string "mode http"/,
+    ],
+    [
+      'unknown watcher type',
+      JSON.stringify({ type: 'eureka', path: '/services/victim', port: 9002 }),
+      /type: unknown watcher type "eureka"/,
+    ],
+    [
+      'out-of-range port',
+      JSON.stringify({ type: 'zookeeper', path: '/services/victim', port: 70000 }),
+      /port: expected an integer 1-65535, got number 70000/,
+    ],
     ['1 MB node', Buffer.alloc(1_000_000, 'x'), /1000000 bytes is larger than the limit of 65536 bytes/],
   ];
   for (const [what, data, message] of cases) {
@@ -121,7 +153,11 @@ test('malformed service configs and host nodes give clear errors and leave every
   const next = await d.waitFor((s) => endpoints(s).good?.length === 2);
   expect(endpoints(next)).toEqual({ good: ['10.0.0.1:80', '10.0.0.4:80'], victim: ['10.0.0.2:80'] });
   expect(d.errors().services.good).toEqual([
-    expect.objectContaining({ code: 'HOST_INVALID', where: 'zookeeper /services/good/h2', message: expect.stringMatching(/malformed host node skipped: port: expected an integer/) }),
+    expect.objectContaining({
+      code: 'HOST_INVALID',
+      where: 'zookeeper /services/good/h2',
+      message: expect.stringMatching(/malformed host node skipped: port: expected an integer/),
+    }),
   ]);
 
   // fixing the config clears the error and applies the new version
@@ -141,8 +177,12 @@ async function waitUntil(check: () => boolean, timeoutMs = 5000): Promise<boolea
 
 test("the removal cap: at most max_removal_share of a service's hosts go in one step, the rest after removal_step_ms", async () => {
   await w.put('/service_config/testservice', README_CONFIG(zk.connectString));
-  for (const i of [1, 2, 3, 4]) await w.put(`/services/testservice/h${i}`, JSON.stringify({ address: `10.0.0.${i}`, port: 80 }));
-  d = testDiscovery({ type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, { maxRemovalShare: 0.5, removalStepMs: 500 });
+  for (const i of [1, 2, 3, 4])
+    await w.put(`/services/testservice/h${i}`, JSON.stringify({ address: `10.0.0.${i}`, port: 80 }));
+  d = testDiscovery(
+    { type: 'zookeeper', servers: zk.connectString, path: '/service_config' },
+    { maxRemovalShare: 0.5, removalStepMs: 500 },
+  );
   const seen: string[][] = [];
   d.onSnapshot((s) => seen.push(endpoints(s).testservice ?? []));
   d.start();

@@ -2,7 +2,11 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { parseConfig } from '../../common/config';
-import { HealthCheckResponse, HealthCheckResponse_ServingStatus as S, HealthClient } from '../../common/gen/grpc/health/v1/health';
+import {
+  HealthCheckResponse,
+  HealthCheckResponse_ServingStatus as S,
+  HealthClient,
+} from '../../common/gen/grpc/health/v1/health';
 import { addHealth, Health } from '../../common/grpc';
 import { silentLogger } from '../../common/log';
 import { AgentProcess } from '../../agent/main';
@@ -24,7 +28,10 @@ function watchHealth(port: number) {
   call.on('data', (r: HealthCheckResponse) => seen.push(r.status));
   call.on('error', () => (ended = true));
   call.on('end', () => (ended = true));
-  const check = () => new Promise<S>((resolve, reject) => client.check({ service: '' }, (err, r) => (err ? reject(err) : resolve(r!.status))));
+  const check = () =>
+    new Promise<S>((resolve, reject) =>
+      client.check({ service: '' }, (err, r) => (err ? reject(err) : resolve(r!.status))),
+    );
   return {
     seen,
     ended: () => ended,
@@ -44,7 +51,9 @@ describe('addHealth (real gRPC server and client)', () => {
   beforeAll(async () => {
     server = new grpc.Server();
     health = addHealth(server, () => up, { pollMs: 100 });
-    port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    );
   });
   afterAll(() => server?.forceShutdown());
 
@@ -89,9 +98,25 @@ describe('health of real processes', () => {
     const port = await freePort();
     const dir = path.join(tmp.dir, 'agent');
     const stateFile = path.join(tmp.dir, 'state.json');
-    writeFileSync(stateFile, JSON.stringify({ services: [{ name: 'web', port, bind_address: '127.0.0.1', servers: [{ name: 'a', address: '127.0.0.1', port: backends[0]!.port }] }] }));
+    writeFileSync(
+      stateFile,
+      JSON.stringify({
+        services: [
+          {
+            name: 'web',
+            port,
+            bind_address: '127.0.0.1',
+            servers: [{ name: 'a', address: '127.0.0.1', port: backends[0]!.port }],
+          },
+        ],
+      }),
+    );
     const yml = `haproxy:\n  config_path: ${dir}/haproxy.cfg\n  socket_path: ${dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${dir}\n  admin_listen: 127.0.0.1:0\n`;
-    const agent = new AgentProcess({ config: parseConfig(yml, path.join(tmp.dir, 'agent.yml')), log: silentLogger, stateFile });
+    const agent = new AgentProcess({
+      config: parseConfig(yml, path.join(tmp.dir, 'agent.yml')),
+      log: silentLogger,
+      stateFile,
+    });
     let w: ReturnType<typeof watchHealth> | undefined;
     let stopped = false;
     try {
@@ -102,10 +127,15 @@ describe('health of real processes', () => {
       const pid = agent.agent.supervisor.pid!;
       process.kill(pid, 'SIGKILL');
       expect(await eventually(() => w!.seen.includes(S.NOT_SERVING), 5000)).toBe(true);
-      expect(await eventually(() => w!.seen.at(-1) === S.SERVING && agent.agent.supervisor.pid !== pid, 15_000)).toBe(true);
+      expect(await eventually(() => w!.seen.at(-1) === S.SERVING && agent.agent.supervisor.pid !== pid, 15_000)).toBe(
+        true,
+      );
       expect(await w.check()).toBe(S.SERVING);
       // Stopping with a Watch stream open neither hangs nor leaves the stream open.
-      await Promise.race([agent.stop(), sleep(10_000).then(() => Promise.reject(new Error('agent stop hung on an open Watch stream')))]);
+      await Promise.race([
+        agent.stop(),
+        sleep(10_000).then(() => Promise.reject(new Error('agent stop hung on an open Watch stream'))),
+      ]);
       stopped = true;
       expect(await eventually(() => w!.ended(), 2000)).toBe(true);
     } finally {

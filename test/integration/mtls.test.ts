@@ -21,7 +21,10 @@ describe('mTLS between agents and the control plane', () => {
     certs = makeCertificates(tmp.dir);
     const services = path.join(tmp.dir, 'services');
     mkdirSync(services);
-    writeFileSync(path.join(services, 'web.json'), JSON.stringify({ type: 'static', port: 18080, hosts: ['127.0.0.1:9001'] }));
+    writeFileSync(
+      path.join(services, 'web.json'),
+      JSON.stringify({ type: 'static', port: 18080, hosts: ['127.0.0.1:9001'] }),
+    );
     const port = await freePort();
     const config = parseConfig(
       `service_config: {type: file, path: ${services}}
@@ -31,7 +34,10 @@ controlplane:
 `,
       path.join(tmp.dir, 'cp.yml'),
     );
-    cp = new ControlPlaneProcess({ config, log: process.env.PROXYMGR_TEST_LOG ? createLogger({}, 'debug') : silentLogger });
+    cp = new ControlPlaneProcess({
+      config,
+      log: process.env.PROXYMGR_TEST_LOG ? createLogger({}, 'debug') : silentLogger,
+    });
     await cp.start();
     await cp.discovery.waitFor((s) => s.services.length === 1);
   });

@@ -38,7 +38,9 @@ test('every ordinary listen and server option the policy allows is accepted by h
     const file = path.join(tmp.dir, 'haproxy.cfg');
     writeFileSync(file, cfg);
     const { code, output } = await new Promise<{ code: number; output: string }>((resolve) =>
-      execFile('haproxy', ['-c', '-f', file], (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr })),
+      execFile('haproxy', ['-c', '-f', file], (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
+      ),
     );
     expect({ code, alerts: output.split('\n').filter((l) => /ALERT/.test(l)) }).toEqual({ code: 0, alerts: [] });
   } finally {

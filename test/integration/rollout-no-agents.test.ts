@@ -30,11 +30,23 @@ afterAll(async () => {
 
 test('a revision released while no agent is connected waits for an ACK; the first agent gets it as the canary', async () => {
   const file = path.join(tmp.dir, 'services.yml');
-  const write = (port: number) => writeFileSync(file, JSON.stringify({ web: { type: 'static', port, hosts: ['10.0.0.1:80'] } }));
+  const write = (port: number) =>
+    writeFileSync(file, JSON.stringify({ web: { type: 'static', port, hosts: ['10.0.0.1:80'] } }));
   write(8080);
   d = testDiscovery({ type: 'file', path: file }, { filePollMs: 100 });
   c = new RolloutCoordinator({
-    config: { waves: [{ kind: 'count', count: 1 }, { kind: 'share', share: 1 }], bakeMs: 0, maxNacks: 0, autoRollback: true, zookeeper: zk.connectString, zkPath: '/proxymgr', replicaId: 'cp1' },
+    config: {
+      waves: [
+        { kind: 'count', count: 1 },
+        { kind: 'share', share: 1 },
+      ],
+      bakeMs: 0,
+      maxNacks: 0,
+      autoRollback: true,
+      zookeeper: zk.connectString,
+      zkPath: '/proxymgr',
+      replicaId: 'cp1',
+    },
     discovery: d,
     log: silentLogger,
     zkSessionTimeoutMs: 4000,
@@ -53,13 +65,29 @@ test('a revision released while no agent is connected waits for an ACK; the firs
   expect(doc.current!.reason).toMatch(/waiting for an agent to ACK .*: no agent is connected/);
 
   // An agent connects (as the stream server reports it): it is the canary, gets the new revision, ACKs.
-  const agent: AgentRecord = { nodeId: 'a1', labels: {}, agentVersion: 't', haproxyVersion: 't', peer: 'test', connected: true, runningVersion: '', lastAckedVersion: '', lastNackedVersion: '', lastError: '' };
+  const agent: AgentRecord = {
+    nodeId: 'a1',
+    labels: {},
+    agentVersion: 't',
+    haproxyVersion: 't',
+    peer: 'test',
+    connected: true,
+    runningVersion: '',
+    lastAckedVersion: '',
+    lastNackedVersion: '',
+    lastError: '',
+  };
   const events = c.registryEvents();
   events.onConnect(agent);
   expect(await eventually(() => c!.store.doc?.current?.waves.length === 1, 15_000)).toBe(true);
   expect(c.store.doc!.current!.waves[0]!.agents).toEqual(['a1']);
   let pushed = '';
-  expect(await eventually(() => revisionOfVersion((pushed = c!.desiredFor(agent)?.version ?? '')) === c!.store.doc!.current!.to, 15_000)).toBe(true);
+  expect(
+    await eventually(
+      () => revisionOfVersion((pushed = c!.desiredFor(agent)?.version ?? '')) === c!.store.doc!.current!.to,
+      15_000,
+    ),
+  ).toBe(true);
   agent.runningVersion = pushed;
   events.onAck(agent, pushed, 'reload', [], [], []);
   expect(await eventually(() => c!.store.doc?.current?.state === 'completed', 15_000)).toBe(true);

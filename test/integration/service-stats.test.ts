@@ -23,7 +23,11 @@ describe('per-service counters from show stat (real HAProxy)', () => {
     const closed = await freePort(); // nothing listens there: a health-checked server that is DOWN
     const r = await t.agent.apply(
       state([
-        service('web', port, backends.map((b) => server(b.name, b.port))),
+        service(
+          'web',
+          port,
+          backends.map((b) => server(b.name, b.port)),
+        ),
         service('empty', emptyPort, [server('gone', closed, { options: ['check', 'inter', '100'] })]),
       ]),
     );
@@ -53,7 +57,12 @@ describe('per-service counters from show stat (real HAProxy)', () => {
     const pid0 = t.agent.supervisor.pid;
     const r = await t.agent.apply(
       state([
-        service('web', port, backends.map((b) => server(b.name, b.port)), { listenOptions: ['mode http', 'balance roundrobin', 'option forwardfor'] }),
+        service(
+          'web',
+          port,
+          backends.map((b) => server(b.name, b.port)),
+          { listenOptions: ['mode http', 'balance roundrobin', 'option forwardfor'] },
+        ),
         service('empty', emptyPort, [server('gone', await freePort(), { options: ['check', 'inter', '100'] })]),
       ]),
     );
@@ -61,7 +70,9 @@ describe('per-service counters from show stat (real HAProxy)', () => {
     expect(t.agent.supervisor.pid).not.toBe(pid0);
     await tally(port, 4);
     expect((await get(emptyPort)).status).toBe(503);
-    expect((await t.runtime.command('show stat')).split('\n').find((l) => l.startsWith('web,FRONTEND'))).toMatch(/^web,FRONTEND,/);
+    expect((await t.runtime.command('show stat')).split('\n').find((l) => l.startsWith('web,FRONTEND'))).toMatch(
+      /^web,FRONTEND,/,
+    );
     await tracker.sample(t.agent.supervisor.pid);
     s = tracker.current();
     expect(s.get('web')!.counters.requests).toBe(14);

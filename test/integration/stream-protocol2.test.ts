@@ -20,7 +20,11 @@ jest.setTimeout(30_000);
  */
 function rawAgent(port: number, hello: Partial<Hello>) {
   const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  const call = client.makeBidiStreamRequest<AgentMessage, Buffer>(AgentStreamService.stream.path, AgentStreamService.stream.requestSerialize, (b: Buffer) => Buffer.from(b));
+  const call = client.makeBidiStreamRequest<AgentMessage, Buffer>(
+    AgentStreamService.stream.path,
+    AgentStreamService.stream.requestSerialize,
+    (b: Buffer) => Buffer.from(b),
+  );
   const pushes: Push[] = [];
   const raw: Buffer[] = [];
   let error: grpc.ServiceError | undefined;
@@ -35,7 +39,20 @@ function rawAgent(port: number, hello: Partial<Hello>) {
     raw,
     error: () => error,
     send: (m: AgentMessage) => call.write(m),
-    ack: (p: Push) => call.write({ ack: { version: p.version, nonce: p.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } }),
+    ack: (p: Push) =>
+      call.write({
+        ack: {
+          version: p.version,
+          nonce: p.nonce,
+          method: 2,
+          reasons: [],
+          runtimeCommands: 0,
+          durationMs: 1,
+          warnings: [],
+          rejectedServices: [],
+          counters: [],
+        },
+      }),
     close: () => {
       call.cancel();
       client.close();
@@ -73,7 +90,12 @@ function bodyWithoutNonce(raw: Buffer): Buffer {
 }
 
 /** `n` services of `servers` servers each: a fleet-sized state where one change is a small part. */
-function bigState(n: number, servers: number, change: (s: Service) => Service = (s) => s, drop: string[] = []): DesiredState {
+function bigState(
+  n: number,
+  servers: number,
+  change: (s: Service) => Service = (s) => s,
+  drop: string[] = [],
+): DesiredState {
   const services = Array.from({ length: n }, (_, i) =>
     service(
       `svc${i}`,
@@ -89,7 +111,8 @@ describe('agent stream protocol 2 (real gRPC)', () => {
   test('(a) no base: a full push; then a host change is a delta of that one service, a removal is `removed`; deltas are far smaller', async () => {
     const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     const v1 = bigState(40, 8);
-    const moved = (x: Service) => (x.name === 'svc7' ? { ...x, servers: x.servers.map((v, j) => (j === 3 ? { ...v, address: '10.9.9.9' } : v)) } : x);
+    const moved = (x: Service) =>
+      x.name === 'svc7' ? { ...x, servers: x.servers.map((v, j) => (j === 3 ? { ...v, address: '10.9.9.9' } : v)) } : x;
     const v2 = bigState(40, 8, moved);
     const v3 = bigState(40, 8, moved, ['svc3']);
     // The service objects of v1/v2/v3 are distinct objects with (mostly) equal content, as a rebuilt snapshot is.
@@ -201,7 +224,10 @@ describe('agent stream protocol 2 (real gRPC)', () => {
   test('(c) a Resync of the unanswered delta gets a full push of the same version; one per push, never on demand', async () => {
     const s = await startStreamServer({ newStreamsPerSecond: 1000, pushesPerSecond: 1000 });
     const v1 = state([service('web', 8080, [server('a', 9001)]), service('api', 8081, [server('a', 9101)])]);
-    const v2 = state([service('web', 8080, [server('a', 9001), server('b', 9002)]), service('api', 8081, [server('a', 9101)])]);
+    const v2 = state([
+      service('web', 8080, [server('a', 9001), server('b', 9002)]),
+      service('api', 8081, [server('a', 9101)]),
+    ]);
     s.set(v1);
     const before = { ...streamStats };
     const a = rawAgent(s.port, { nodeId: 'n1', protocolVersion: PROTOCOL_VERSION });
@@ -271,9 +297,28 @@ describe('agent stream protocol 2 (real gRPC)', () => {
     const a = rawAgent(s.port, { nodeId: 'n1', protocolVersion: PROTOCOL_VERSION });
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
-      const counter = (service: string) => ({ service, requests: 5, responses5xx: 1, sessions: 5, connectionErrors: 0, responseErrors: 0, retries: 0, serversDown: 0, servers: 1, queue: 0 });
+      const counter = (service: string) => ({
+        service,
+        requests: 5,
+        responses5xx: 1,
+        sessions: 5,
+        connectionErrors: 0,
+        responseErrors: 0,
+        retries: 0,
+        serversDown: 0,
+        servers: 1,
+        queue: 0,
+      });
       const hostile = `web\x1b[2J${'x'.repeat(1000)}`;
-      a.send({ stats: { runningVersion: 'x'.repeat(10_000), counters: [counter(hostile), ...Array.from({ length: MAX_COUNTED_SERVICES + 50 }, (_, i) => counter(`s${i}`))] } });
+      a.send({
+        stats: {
+          runningVersion: 'x'.repeat(10_000),
+          counters: [
+            counter(hostile),
+            ...Array.from({ length: MAX_COUNTED_SERVICES + 50 }, (_, i) => counter(`s${i}`)),
+          ],
+        },
+      });
       expect(await eventually(() => (s.registry.get('n1')?.counters?.length ?? 0) > 0)).toBe(true);
       const got = s.registry.get('n1')!.counters!;
       expect(got).toHaveLength(MAX_COUNTED_SERVICES);
@@ -318,7 +363,13 @@ describe('agent stream protocol 2 (real gRPC)', () => {
       expect(bodyWithoutNonce(a.raw[0]!).equals(bodyWithoutNonce(b.raw[0]!))).toBe(true);
       a.ack(a.pushes[0]!);
       b.ack(b.pushes[0]!);
-      expect(await eventually(() => s.registry.get('a')?.lastAckedVersion === v1.version && s.registry.get('b')?.lastAckedVersion === v1.version)).toBe(true);
+      expect(
+        await eventually(
+          () =>
+            s.registry.get('a')?.lastAckedVersion === v1.version &&
+            s.registry.get('b')?.lastAckedVersion === v1.version,
+        ),
+      ).toBe(true);
 
       const enc0 = { ...encodingStats };
       s.set(v2);
@@ -344,7 +395,10 @@ describe('agent stream protocol 2 (real gRPC)', () => {
 });
 
 /** A hand-written control plane: records what the agent sends, lets the test write pushes, and hooks for hello and Resync. */
-async function fakeControlPlane(on: { hello?: (write: (p: Push) => void, hello: Hello) => void; resync?: (write: (p: Push) => void, msg: AgentMessage) => void }) {
+async function fakeControlPlane(on: {
+  hello?: (write: (p: Push) => void, hello: Hello) => void;
+  resync?: (write: (p: Push) => void, msg: AgentMessage) => void;
+}) {
   const received: AgentMessage[] = [];
   let write: ((p: Push) => void) | undefined;
   const srv = new grpc.Server();
@@ -361,7 +415,9 @@ async function fakeControlPlane(on: { hello?: (write: (p: Push) => void, hello: 
       call.on('error', () => undefined);
     },
   });
-  const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const port = await new Promise<number>((resolve, reject) =>
+    srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
   return {
     port,
     received,
@@ -428,11 +484,13 @@ describe('GrpcStateSource with protocol 2 (end to end against a hand-written con
       expect(resyncs).toHaveLength(1);
       expect(resyncs[0]!.resync!.nonce).toBe('n2');
       expect(resyncs[0]!.resync!.reason).toMatch(/lost or came out of order/);
-      expect(cp.received.filter((m) => !m.hello).map((m) => (m.ack ? `ack ${m.ack.nonce} ${m.ack.version}` : m.resync ? `resync ${m.resync.nonce}` : 'other'))).toEqual([
-        `ack n1 ${v1.version}`,
-        'resync n2',
-        `ack n4 ${v3.version}`,
-      ]);
+      expect(
+        cp.received
+          .filter((m) => !m.hello)
+          .map((m) =>
+            m.ack ? `ack ${m.ack.nonce} ${m.ack.version}` : m.resync ? `resync ${m.resync.nonce}` : 'other',
+          ),
+      ).toEqual([`ack n1 ${v1.version}`, 'resync n2', `ack n4 ${v3.version}`]);
       // v2 was never applied; the full push was, whole.
       expect(applied.map((s) => s.version)).toEqual([v1.version, v3.version]);
       expect(applied[1]!.haproxy).toEqual(v3.haproxy);

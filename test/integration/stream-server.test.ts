@@ -14,7 +14,9 @@ function rawAgent(port: number, nodeId: string, runningVersion = '') {
   let error: grpc.ServiceError | undefined;
   call.on('data', (m: ControlMessage) => pushes.push(m.push));
   call.on('error', (e: grpc.ServiceError) => (error = e));
-  call.write({ hello: Hello.fromPartial({ nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion }) });
+  call.write({
+    hello: Hello.fromPartial({ nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion }),
+  });
   return {
     pushes,
     error: () => error,
@@ -56,7 +58,15 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       const p1 = a.pushes[0]!;
       expect(p1.version).toBe(v1.version);
-      a.send({ nack: { version: p1.version, nonce: p1.nonce, reason: 'haproxy -c said no', haproxyOutput: '', runningVersion: '' } });
+      a.send({
+        nack: {
+          version: p1.version,
+          nonce: p1.nonce,
+          reason: 'haproxy -c said no',
+          haproxyOutput: '',
+          runningVersion: '',
+        },
+      });
       expect(await eventually(() => s.registry.get('n1')?.lastError === 'haproxy -c said no')).toBe(true);
       s.poke();
       s.set(v1); // the same version again
@@ -69,10 +79,34 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       expect(p2.version).toBe(v2.version);
       expect(p2.nonce).not.toBe(p1.nonce);
       // An ACK with a stale nonce is ignored; the right one is recorded.
-      a.send({ ack: { version: v2.version, nonce: p1.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
+      a.send({
+        ack: {
+          version: v2.version,
+          nonce: p1.nonce,
+          method: 2,
+          reasons: [],
+          runtimeCommands: 0,
+          durationMs: 1,
+          warnings: [],
+          rejectedServices: [],
+          counters: [],
+        },
+      });
       await sleep(100);
       expect(s.registry.get('n1')?.lastAckedVersion).toBe('');
-      a.send({ ack: { version: v2.version, nonce: p2.nonce, method: 2, reasons: ['x'], runtimeCommands: 1, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
+      a.send({
+        ack: {
+          version: v2.version,
+          nonce: p2.nonce,
+          method: 2,
+          reasons: ['x'],
+          runtimeCommands: 1,
+          durationMs: 1,
+          warnings: [],
+          rejectedServices: [],
+          counters: [],
+        },
+      });
       expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v2.version)).toBe(true);
       expect(s.registry.get('n1')?.lastError).toBe('');
     } finally {
@@ -85,7 +119,20 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
   // it after another version was ACKed never reached the agent again.
   test('a NACKed version is sent again once a different version was sent and ACKed since, and the state flaps back', async () => {
     const s = await startStreamServer();
-    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
+    const ack = (p: ControlMessage['push']) =>
+      a.send({
+        ack: {
+          version: p!.version,
+          nonce: p!.nonce,
+          method: 2,
+          reasons: [],
+          runtimeCommands: 0,
+          durationMs: 1,
+          warnings: [],
+          rejectedServices: [],
+          counters: [],
+        },
+      });
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
     try {
@@ -95,7 +142,15 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       s.set(v2);
       expect(await eventually(() => a.pushes.length === 2)).toBe(true);
       const p2 = a.pushes[1]!;
-      a.send({ nack: { version: v2.version, nonce: p2.nonce, reason: 'port in use', haproxyOutput: '', runningVersion: v1.version } });
+      a.send({
+        nack: {
+          version: v2.version,
+          nonce: p2.nonce,
+          reason: 'port in use',
+          haproxyOutput: '',
+          runningVersion: v1.version,
+        },
+      });
       expect(await eventually(() => s.registry.get('n1')?.lastNackedVersion === v2.version)).toBe(true);
       s.poke(); // still v2: not re-sent in a loop
       await sleep(200);
@@ -139,7 +194,20 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
     const s = await startStreamServer({ newStreamsPerSecond: 100, pushesPerSecond: 100, answerTimeoutMs: 1500 });
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
-    const ack = (p: ControlMessage['push']) => a.send({ ack: { version: p!.version, nonce: p!.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
+    const ack = (p: ControlMessage['push']) =>
+      a.send({
+        ack: {
+          version: p!.version,
+          nonce: p!.nonce,
+          method: 2,
+          reasons: [],
+          runtimeCommands: 0,
+          durationMs: 1,
+          warnings: [],
+          rejectedServices: [],
+          counters: [],
+        },
+      });
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       s.set(v2);
@@ -168,7 +236,12 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
     s.set(v1);
     const agents = Array.from({ length: 8 }, (_, i) => rawAgent(s.port, `n${i}`));
     try {
-      expect(await eventually(() => agents.filter((a) => a.error()?.code === grpc.status.RESOURCE_EXHAUSTED).length === 5, 5000)).toBe(true);
+      expect(
+        await eventually(
+          () => agents.filter((a) => a.error()?.code === grpc.status.RESOURCE_EXHAUSTED).length === 5,
+          5000,
+        ),
+      ).toBe(true);
       const served = agents.filter((a) => !a.error());
       expect(served).toHaveLength(3);
       expect(await eventually(() => served.every((a) => a.pushes.length === 1))).toBe(true);
@@ -179,15 +252,31 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
           const p = a.pushes.at(-1);
           if (p && !answered.has(p.nonce)) {
             answered.add(p.nonce);
-            a.send({ ack: { version: p.version, nonce: p.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
+            a.send({
+              ack: {
+                version: p.version,
+                nonce: p.nonce,
+                method: 2,
+                reasons: [],
+                runtimeCommands: 0,
+                durationMs: 1,
+                warnings: [],
+                rejectedServices: [],
+                counters: [],
+              },
+            });
           }
         }
       };
       answerAll();
       s.set(v2);
-      expect(await eventually(() => (answerAll(), served.every((a) => a.pushes.at(-1)?.version === v2.version)), 5000)).toBe(true);
+      expect(
+        await eventually(() => (answerAll(), served.every((a) => a.pushes.at(-1)?.version === v2.version)), 5000),
+      ).toBe(true);
       s.set(v3);
-      expect(await eventually(() => (answerAll(), served.every((a) => a.pushes.at(-1)?.version === v3.version)), 5000)).toBe(true);
+      expect(
+        await eventually(() => (answerAll(), served.every((a) => a.pushes.at(-1)?.version === v3.version)), 5000),
+      ).toBe(true);
     } finally {
       for (const a of agents) a.close();
       s.close();

@@ -46,16 +46,38 @@ describe('weight 0 from the control plane to HAProxy', () => {
         silentLogger,
       ),
     );
-    const grpcPort = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    const grpcPort = await new Promise<number>((resolve, reject) =>
+      srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    );
     client = new AgentStreamClient(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure());
     call = client.stream();
     call.on('data', (m: ControlMessage) => {
       if (!m.push?.state) return;
       pushes.push(fromProto(m.push.state));
-      call.write({ ack: { version: m.push.version, nonce: m.push.nonce, method: 2, reasons: [], runtimeCommands: 0, durationMs: 1, warnings: [], rejectedServices: [], counters: [] } });
+      call.write({
+        ack: {
+          version: m.push.version,
+          nonce: m.push.nonce,
+          method: 2,
+          reasons: [],
+          runtimeCommands: 0,
+          durationMs: 1,
+          warnings: [],
+          rejectedServices: [],
+          counters: [],
+        },
+      });
     });
     call.on('error', () => undefined);
-    call.write({ hello: Hello.fromPartial({ nodeId: 'n1', labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion: '' }) });
+    call.write({
+      hello: Hello.fromPartial({
+        nodeId: 'n1',
+        labels: {},
+        agentVersion: 't',
+        haproxyVersion: 't',
+        runningVersion: '',
+      }),
+    });
   });
   afterAll(async () => {
     call?.cancel();
@@ -89,11 +111,15 @@ describe('weight 0 from the control plane to HAProxy', () => {
   });
 
   test('a server drained to weight 0 later: `set server web/b weight 0` at runtime, no reload', async () => {
-    const up = await t.agent.apply(await viaStream(state([service('web', port, [a(), server('b', backends[1]!.port, { weight: 1 })])])));
+    const up = await t.agent.apply(
+      await viaStream(state([service('web', port, [a(), server('b', backends[1]!.port, { weight: 1 })])])),
+    );
     expect(up.commands).toEqual(['set server web/b weight 1']);
     expect(await weights()).toEqual({ a: 1, b: 1 });
     const reloads = t.agent.counters.reloads;
-    const drained = await t.agent.apply(await viaStream(state([service('web', port, [a(), server('b', backends[1]!.port, { weight: 0 })])])));
+    const drained = await t.agent.apply(
+      await viaStream(state([service('web', port, [a(), server('b', backends[1]!.port, { weight: 0 })])])),
+    );
     expect(drained.outcome).toBe('runtime');
     expect(drained.commands).toEqual(['set server web/b weight 0']);
     expect(t.agent.counters.reloads).toBe(reloads);

@@ -34,14 +34,33 @@ describe('ZooKeeper digest authentication and ACLs', () => {
   let lines: string[] = [];
 
   function capturingLogger(bound: object = {}): Logger {
-    const rec = (level: string) => (fields: object, msg: string) => void lines.push(JSON.stringify({ level, ...bound, ...fields, msg }));
-    return { debug: () => undefined, info: rec('info'), warn: rec('warn'), error: rec('error'), child: (f) => capturingLogger({ ...bound, ...f }) };
+    const rec = (level: string) => (fields: object, msg: string) =>
+      void lines.push(JSON.stringify({ level, ...bound, ...fields, msg }));
+    return {
+      debug: () => undefined,
+      info: rec('info'),
+      warn: rec('warn'),
+      error: rec('error'),
+      child: (f) => capturingLogger({ ...bound, ...f }),
+    };
   }
 
-  function store(replicaId: string, root: string, withDigest: ZkDigest | undefined, log: Logger = silentLogger): { s: HaStore; leading: () => boolean } {
+  function store(
+    replicaId: string,
+    root: string,
+    withDigest: ZkDigest | undefined,
+    log: Logger = silentLogger,
+  ): { s: HaStore; leading: () => boolean } {
     let leader = false;
     const s = new HaStore(
-      { servers: zk.connectString, root, replicaId, sessionTimeoutMs: 4000, log, ...(withDigest ? { digest: withDigest } : {}) },
+      {
+        servers: zk.connectString,
+        root,
+        replicaId,
+        sessionTimeoutMs: 4000,
+        log,
+        ...(withDigest ? { digest: withDigest } : {}),
+      },
       { leadership: (l) => (leader = l) },
     );
     stores.push(s);
@@ -50,10 +69,13 @@ describe('ZooKeeper digest authentication and ACLs', () => {
   }
 
   /** The outcome of one request: 'OK' or the error's name (NO_AUTH, NODE_EXISTS, …). */
-  const op = (fn: (cb: (err: unknown) => void) => void) => new Promise<string>((resolve) => fn((err) => resolve(err ? String((err as { name?: string }).name) : 'OK')));
-  const getACL = (c: Client, p: string) => new Promise<ACL[]>((resolve, reject) => c.getACL(p, (err, acls) => (err ? reject(err) : resolve(acls))));
+  const op = (fn: (cb: (err: unknown) => void) => void) =>
+    new Promise<string>((resolve) => fn((err) => resolve(err ? String((err as { name?: string }).name) : 'OK')));
+  const getACL = (c: Client, p: string) =>
+    new Promise<ACL[]>((resolve, reject) => c.getACL(p, (err, acls) => (err ? reject(err) : resolve(acls))));
   const aclText = (acls: ACL[]) => acls.map((a) => `${a.id.scheme}:${a.id.id}:${permsOf(a)}`).sort();
-  const children = (c: Client, p: string) => new Promise<string[]>((resolve, reject) => c.getChildren(p, (err, ch) => (err ? reject(err) : resolve(ch))));
+  const children = (c: Client, p: string) =>
+    new Promise<string[]>((resolve, reject) => c.getChildren(p, (err, ch) => (err ? reject(err) : resolve(ch))));
   const rev = (id: string): Revision => ({ id, haproxy: { global: [], defaults: [] }, services: [] });
 
   beforeAll(async () => {
@@ -79,7 +101,14 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     const a = store('cp-a', root, digest);
     expect(await eventually(a.leading, 10_000)).toBe(true);
     await a.s.putRevision(rev('aaaaaaaaaaaa'));
-    a.s.putAgent({ nodeId: 'agent-1', labels: {}, replica: 'cp-a', runningVersion: 'v1', runningRevision: 'aaaaaaaaaaaa', connectedAt: 1 });
+    a.s.putAgent({
+      nodeId: 'agent-1',
+      labels: {},
+      replica: 'cp-a',
+      runningVersion: 'v1',
+      runningRevision: 'aaaaaaaaaaaa',
+      connectedAt: 1,
+    });
     await a.s.update((d) => ({ ...d, stable: 'aaaaaaaaaaaa', seq: d.seq + 1 }));
     const c = intruder.client;
     expect(await eventually(async () => (await children(c, `${root}/agents`)).includes('agent-1'))).toBe(true);
@@ -88,25 +117,47 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     const want = aclText(digest.acls());
     expect(want).toEqual([`digest:${digest.id}:31`, 'world:anyone:1']);
     const leaderNodes = await children(c, `${root}/leader`);
-    for (const p of ['/acl', root, `${root}/rollout`, `${root}/revisions`, `${root}/revisions/aaaaaaaaaaaa`, `${root}/agents`, `${root}/agents/agent-1`, `${root}/leader`, `${root}/leader/${leaderNodes[0]}`]) {
+    for (const p of [
+      '/acl',
+      root,
+      `${root}/rollout`,
+      `${root}/revisions`,
+      `${root}/revisions/aaaaaaaaaaaa`,
+      `${root}/agents`,
+      `${root}/agents/agent-1`,
+      `${root}/leader`,
+      `${root}/leader/${leaderNodes[0]}`,
+    ]) {
       expect({ p, acl: aclText(await getACL(admin.client, p)) }).toEqual({ p, acl: want });
     }
     // (to others ZooKeeper shows the digest id without its hash)
     expect(aclText(await getACL(c, root))).toEqual(['digest:proxymgr:x:31', 'world:anyone:1']);
 
     // an unauthenticated client reads everything …
-    const data = await new Promise<Buffer>((resolve, reject) => c.getData(`${root}/rollout`, (err, d) => (err ? reject(err) : resolve(d))));
+    const data = await new Promise<Buffer>((resolve, reject) =>
+      c.getData(`${root}/rollout`, (err, d) => (err ? reject(err) : resolve(d))),
+    );
     expect(JSON.parse(data.toString()).stable).toBe('aaaaaaaaaaaa');
     expect(await op((cb) => c.getData(`${root}/revisions/aaaaaaaaaaaa`, cb))).toBe('OK');
     // … and changes nothing
-    expect(await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{"stable":"evil","history":[],"seq":99}'), -1, cb))).toBe('NO_AUTH');
+    expect(
+      await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{"stable":"evil","history":[],"seq":99}'), -1, cb)),
+    ).toBe('NO_AUTH');
     expect(await op((cb) => c.remove(`${root}/revisions/aaaaaaaaaaaa`, -1, cb))).toBe('NO_AUTH');
     expect(await op((cb) => c.create(`${root}/revisions/bbbbbbbbbbbb`, Buffer.from('{}'), cb))).toBe('NO_AUTH');
     expect(await op((cb) => c.remove(`${root}/agents/agent-1`, -1, cb))).toBe('NO_AUTH');
     expect(await op((cb) => c.setData(`${root}/agents/agent-1`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
-    expect(await op((cb) => c.create(`${root}/leader/n_`, Buffer.from('intruder'), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb))).toBe('NO_AUTH');
+    expect(
+      await op((cb) =>
+        c.create(`${root}/leader/n_`, Buffer.from('intruder'), zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL, cb),
+      ),
+    ).toBe('NO_AUTH');
     expect(await op((cb) => c.remove(`${root}/leader/${leaderNodes[0]}`, -1, cb))).toBe('NO_AUTH');
-    expect(await op((cb) => c.setACL(`${root}/rollout`, [new zookeeper.ACL(31, new zookeeper.Id('world', 'anyone'))], -1, cb))).toBe('NO_AUTH');
+    expect(
+      await op((cb) =>
+        c.setACL(`${root}/rollout`, [new zookeeper.ACL(31, new zookeeper.Id('world', 'anyone'))], -1, cb),
+      ),
+    ).toBe('NO_AUTH');
     expect(await op((cb) => c.remove(`${root}/rollout`, -1, cb))).toBe('NO_AUTH');
 
     // other credentials are no better
@@ -123,9 +174,18 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     expect(await eventually(async () => (await children(c, `${root}/leader`)).length === 2, 10_000)).toBe(true);
     expect(b.leading()).toBe(false);
     expect(await eventually(() => b.s.doc?.stable === 'aaaaaaaaaaaa')).toBe(true);
-    b.s.putAgent({ nodeId: 'agent-2', labels: {}, replica: 'cp-b', runningVersion: 'v1', runningRevision: 'aaaaaaaaaaaa', connectedAt: 2 });
+    b.s.putAgent({
+      nodeId: 'agent-2',
+      labels: {},
+      replica: 'cp-b',
+      runningVersion: 'v1',
+      runningRevision: 'aaaaaaaaaaaa',
+      connectedAt: 2,
+    });
     await b.s.putRevision(rev('cccccccccccc'));
-    expect(await eventually(async () => (await children(c, `${root}/agents`)).sort().join() === 'agent-1,agent-2')).toBe(true);
+    expect(
+      await eventually(async () => (await children(c, `${root}/agents`)).sort().join() === 'agent-1,agent-2'),
+    ).toBe(true);
     a.s.close();
     expect(await eventually(b.leading, 15_000)).toBe(true);
     await b.s.update((d) => ({ ...d, stable: 'cccccccccccc', seq: d.seq + 1 }));
@@ -158,9 +218,17 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     expect(await op((cb) => admin.client.create('/authcheck', Buffer.from('0'), digest.acls(), cb))).toBe('OK');
     // Through a proxy that can cut every connection: a session lost for longer than it can be resumed is replaced.
     const proxy = await startSlowProxy(zk.port, { replyDelayMs: 0 });
-    const session = new ZkSession(proxy.connectString, { sessionTimeoutMs: 2000, backoffInitialMs: 50, log: silentLogger, digest });
+    const session = new ZkSession(proxy.connectString, {
+      sessionTimeoutMs: 2000,
+      backoffInitialMs: 50,
+      log: silentLogger,
+      digest,
+    });
     const fresh: Client[] = [];
-    session.subscribe({ connected: (client, { newSession }) => void (newSession && fresh.push(client)), disconnected: () => undefined });
+    session.subscribe({
+      connected: (client, { newSession }) => void (newSession && fresh.push(client)),
+      disconnected: () => undefined,
+    });
     session.start();
     try {
       expect(await eventually(() => fresh.length === 1)).toBe(true);
@@ -179,14 +247,14 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     }
   });
 
-
-
   test('upgrading from open ACLs: the nodes an earlier control plane left open get the digest ACLs, and it is logged', async () => {
     const root = '/upgrade';
     const old = store('cp-old', root, undefined, capturingLogger());
     expect(await eventually(old.leading, 10_000)).toBe(true);
     await old.s.putRevision(rev('dddddddddddd'));
-    expect(lines.some((l) => l.includes('controlplane.zk_digest_file is not set') && l.includes('writable by anyone'))).toBe(true);
+    expect(
+      lines.some((l) => l.includes('controlplane.zk_digest_file is not set') && l.includes('writable by anyone')),
+    ).toBe(true);
     old.s.close();
     const c = intruder.client;
     expect(aclText(await getACL(c, `${root}/revisions/dddddddddddd`))).toEqual(['world:anyone:31']);
@@ -195,11 +263,29 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     const next = store('cp-new', root, digest, capturingLogger());
     expect(await eventually(next.leading, 10_000)).toBe(true);
     const want = aclText(digest.acls());
-    for (const p of [root, `${root}/rollout`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/agents`, `${root}/leader`, `${root}/traffic`]) {
+    for (const p of [
+      root,
+      `${root}/rollout`,
+      `${root}/revisions`,
+      `${root}/revisions/dddddddddddd`,
+      `${root}/agents`,
+      `${root}/leader`,
+      `${root}/traffic`,
+    ]) {
       expect({ p, acl: aclText(await getACL(admin.client, p)) }).toEqual({ p, acl: want });
     }
     const fixedLogs = lines.filter((l) => l.includes('had an ACL that let others change it'));
-    expect(fixedLogs.map((l) => JSON.parse(l).path).sort()).toEqual([root, `${root}/agents`, `${root}/leader`, `${root}/revisions`, `${root}/revisions/dddddddddddd`, `${root}/rollout`, `${root}/traffic`].sort());
+    expect(fixedLogs.map((l) => JSON.parse(l).path).sort()).toEqual(
+      [
+        root,
+        `${root}/agents`,
+        `${root}/leader`,
+        `${root}/revisions`,
+        `${root}/revisions/dddddddddddd`,
+        `${root}/rollout`,
+        `${root}/traffic`,
+      ].sort(),
+    );
     expect(lines.some((l) => l.includes('set the ACL of 7 ZooKeeper node(s)'))).toBe(true);
     expect(lines.join('\n')).not.toContain('correct-horse-battery');
     expect(await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
@@ -209,11 +295,30 @@ describe('ZooKeeper digest authentication and ACLs', () => {
   test('a node someone else pre-created without giving us ADMIN cannot be secured: the replica refuses to lead', async () => {
     const root = '/hijack/proxymgr';
     // The intruder creates the rollout document first, writable by anyone and without ADMIN for anybody.
-    await new Promise<void>((resolve, reject) => intruder.client.mkdirp(root, (err) => (err ? reject(err) : resolve())));
-    const open = [new zookeeper.ACL(zookeeper.Permission.READ | zookeeper.Permission.WRITE | zookeeper.Permission.CREATE | zookeeper.Permission.DELETE, new zookeeper.Id('world', 'anyone'))];
-    expect(await op((cb) => intruder.client.create(`${root}/rollout`, Buffer.from('{"stable":"","history":[],"seq":0}'), open, cb))).toBe('OK');
+    await new Promise<void>((resolve, reject) =>
+      intruder.client.mkdirp(root, (err) => (err ? reject(err) : resolve())),
+    );
+    const open = [
+      new zookeeper.ACL(
+        zookeeper.Permission.READ |
+          zookeeper.Permission.WRITE |
+          zookeeper.Permission.CREATE |
+          zookeeper.Permission.DELETE,
+        new zookeeper.Id('world', 'anyone'),
+      ),
+    ];
+    expect(
+      await op((cb) =>
+        intruder.client.create(`${root}/rollout`, Buffer.from('{"stable":"","history":[],"seq":0}'), open, cb),
+      ),
+    ).toBe('OK');
     const h = store('cp-h', root, digest, capturingLogger());
-    expect(await eventually(() => lines.some((l) => /refusing to lead rollouts/.test(l) && l.includes(`${root}/rollout`)), 10_000)).toBe(true);
+    expect(
+      await eventually(
+        () => lines.some((l) => /refusing to lead rollouts/.test(l) && l.includes(`${root}/rollout`)),
+        10_000,
+      ),
+    ).toBe(true);
     await sleep(2000);
     expect(h.leading()).toBe(false);
     expect(await children(intruder.client, `${root}/leader`)).toEqual([]); // it did not even stand
@@ -224,19 +329,41 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     const writer = await connectZk(zk.connectString);
     writer.client.addAuthInfo('digest', Buffer.from('deployer:deployer-pw'));
     const deployerId = `deployer:${createHash('sha1').update('deployer:deployer-pw').digest('base64')}`;
-    const acl = [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', deployerId)), new zookeeper.ACL(zookeeper.Permission.READ, new zookeeper.Id('digest', digest.id))];
+    const acl = [
+      new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', deployerId)),
+      new zookeeper.ACL(zookeeper.Permission.READ, new zookeeper.Id('digest', digest.id)),
+    ];
     const create = (p: string, data?: string) => op((cb) => writer.client.create(p, Buffer.from(data ?? ''), acl, cb));
     try {
-      for (const p of ['/secured', '/secured/service_config', '/secured/services', '/secured/services/web']) expect(await create(p)).toBe('OK');
-      expect(await create('/secured/service_config/web', JSON.stringify({ type: 'zookeeper', path: '/secured/services/web', port: 8080 }))).toBe('OK');
+      for (const p of ['/secured', '/secured/service_config', '/secured/services', '/secured/services/web'])
+        expect(await create(p)).toBe('OK');
+      expect(
+        await create(
+          '/secured/service_config/web',
+          JSON.stringify({ type: 'zookeeper', path: '/secured/services/web', port: 8080 }),
+        ),
+      ).toBe('OK');
       expect(await create('/secured/services/web/h1', JSON.stringify({ address: '10.0.0.1', port: 80 }))).toBe('OK');
       // nobody else can read them
       expect(await op((cb) => intruder.client.getData('/secured/service_config/web', cb))).toBe('NO_AUTH');
 
       const config = (withDigest: boolean) => ({
-        haproxy: { configPath: '/dev/null', socketPath: '/dev/null', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
+        haproxy: {
+          configPath: '/dev/null',
+          socketPath: '/dev/null',
+          binary: 'haproxy',
+          global: [],
+          defaults: [],
+          user: '',
+          group: '',
+        },
         serviceConfig: { type: 'zookeeper' as const, servers: zk.connectString, path: '/secured/service_config' },
-        controlplane: { ...DEFAULT_CONTROLPLANE_CONFIG, zkSessionTimeoutMs: 4000, initialSyncTimeoutMs: 2000, ...(withDigest ? { zkDigestFile: digest.file } : {}) },
+        controlplane: {
+          ...DEFAULT_CONTROLPLANE_CONFIG,
+          zkSessionTimeoutMs: 4000,
+          initialSyncTimeoutMs: 2000,
+          ...(withDigest ? { zkDigestFile: digest.file } : {}),
+        },
       });
       const d = new Discovery({ config: config(true) });
       lines = [];
@@ -247,7 +374,12 @@ describe('ZooKeeper digest authentication and ACLs', () => {
         const s = await d.waitFor((x) => endpoints(x).web?.length === 1, 15_000);
         expect(endpoints(s)).toEqual({ web: ['10.0.0.1:80'] });
         // without the digest: nothing is read (ZooKeeper says NO_AUTH, logged), nothing is served
-        expect(await eventually(() => lines.some((l) => l.includes('NO_AUTH') && l.includes('/secured/service_config')), 15_000)).toBe(true);
+        expect(
+          await eventually(
+            () => lines.some((l) => l.includes('NO_AUTH') && l.includes('/secured/service_config')),
+            15_000,
+          ),
+        ).toBe(true);
         expect(without.current()).toBeUndefined();
       } finally {
         await d.stop();

@@ -38,8 +38,17 @@ describe('ZkSession against a real ZooKeeper', () => {
 
       // A reply to a request in flight with an error code the library does not know ("Unknown code: …", the crash
       // seen when ZooKeeper came back): that request fails with CONNECTION_LOSS instead of never answering.
-      const live = (client as unknown as { connectionManager: { onSocketData(b: Buffer): void; pendingQueue: { request: { header: { xid: number } } }[] } }).connectionManager;
-      const answer = new Promise<string>((resolve) => client!.exists('/zookeeper', (err) => resolve(err ? err.name : 'no error')));
+      const live = (
+        client as unknown as {
+          connectionManager: {
+            onSocketData(b: Buffer): void;
+            pendingQueue: { request: { header: { xid: number } } }[];
+          };
+        }
+      ).connectionManager;
+      const answer = new Promise<string>((resolve) =>
+        client!.exists('/zookeeper', (err) => resolve(err ? err.name : 'no error')),
+      );
       const xid = live.pendingQueue[0]!.request.header.xid;
       const frame = Buffer.alloc(20);
       frame.writeInt32BE(16, 0);
@@ -47,7 +56,9 @@ describe('ZkSession against a real ZooKeeper', () => {
       frame.writeInt32BE(472317952, 16);
       expect(() => live.onSocketData(frame)).not.toThrow();
       expect(await answer).toBe('CONNECTION_LOSS');
-      expect(await eventually(() => seen.join() === 'new session,disconnected,resumed,disconnected,resumed')).toBe(true);
+      expect(await eventually(() => seen.join() === 'new session,disconnected,resumed,disconnected,resumed')).toBe(
+        true,
+      );
     } finally {
       session.close();
     }
@@ -60,10 +71,13 @@ describe('ZkSession against a real ZooKeeper', () => {
     session.start();
     expect(await eventually(() => client !== undefined)).toBe(true);
     const toZk = () =>
-      (process as unknown as { _getActiveHandles(): { remotePort?: number; destroyed?: boolean }[] })._getActiveHandles().filter((h) => h.remotePort === zk.port && !h.destroyed).length;
+      (process as unknown as { _getActiveHandles(): { remotePort?: number; destroyed?: boolean }[] })
+        ._getActiveHandles()
+        .filter((h) => h.remotePort === zk.port && !h.destroyed).length;
     expect(toZk()).toBe(1);
     // The close request never reaches the server (as when a client is closed mid-handshake or between attempts).
-    const socket = (client as unknown as { connectionManager: { socket: { write(b: Buffer): boolean } } }).connectionManager.socket;
+    const socket = (client as unknown as { connectionManager: { socket: { write(b: Buffer): boolean } } })
+      .connectionManager.socket;
     socket.write = () => true;
     session.close();
     // Without a reply the server would hold the connection until the 10 s session expires.

@@ -28,7 +28,9 @@ describe('Agent on fakes', () => {
     expect(fds).toHaveLength(2);
     expect(f.supervisor.starts).toEqual([{ fds, pid: expect.any(Number) }]);
     expect(f.check.calls).toEqual([{ configFile: `${f.config.haproxy.configPath}.candidate`, fds }]);
-    expect(f.files.files.get(f.config.haproxy.configPath)).toMatch(/listen web\n\s+bind fd@4\n[\s\S]*server a 127\.0\.0\.1:9001 weight 1/);
+    expect(f.files.files.get(f.config.haproxy.configPath)).toMatch(
+      /listen web\n\s+bind fd@4\n[\s\S]*server a 127\.0\.0\.1:9001 weight 1/,
+    );
     expect(f.agent.current?.version).toBe(desired.version);
     expect(f.agent.state).toBe('running');
     expect(f.agent.counters.reloads).toBe(1);
@@ -41,7 +43,11 @@ describe('Agent on fakes', () => {
     const r = await f.agent.apply(next);
 
     expect(r.outcome).toBe('runtime');
-    expect(r.commands).toEqual(['add server web/b 127.0.0.1:9002 weight 1', 'set server web/b state ready', 'set server web/a weight 5']);
+    expect(r.commands).toEqual([
+      'add server web/b 127.0.0.1:9002 weight 1',
+      'set server web/b state ready',
+      'set server web/a weight 5',
+    ]);
     expect(f.supervisor.starts).toHaveLength(1);
     expect(f.check.calls).toHaveLength(1);
     expect(f.runtime.backends.get('web')?.get('b')).toMatchObject({ adminState: 0, weight: 1 });
@@ -57,8 +63,19 @@ describe('Agent on fakes', () => {
     const good = state([web(server('a', 9001))]);
     await f.agent.apply(good);
     const cfg = f.files.files.get(f.config.haproxy.configPath);
-    f.check.failWith = (text) => (text.includes('maxconn') ? new HaproxyConfigError('haproxy -c rejected the configuration (global/defaults): bad', '[ALERT] bad', [], ['bad']) : undefined);
-    const bad = state([web(server('a', 9001))], ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s', 'maxconn 10']);
+    f.check.failWith = (text) =>
+      text.includes('maxconn')
+        ? new HaproxyConfigError(
+            'haproxy -c rejected the configuration (global/defaults): bad',
+            '[ALERT] bad',
+            [],
+            ['bad'],
+          )
+        : undefined;
+    const bad = state(
+      [web(server('a', 9001))],
+      ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s', 'maxconn 10'],
+    );
     const r = await f.agent.apply(bad);
 
     expect(r.outcome).toBe('rejected');
@@ -82,7 +99,11 @@ describe('Agent on fakes', () => {
     await f.clock.advanceAsync(1);
     await until(() => f.agent.counters.driftRepairs === 1);
     expect(f.runtime.commands.at(-1)).toBe('set server web/a weight 1');
-    expect(f.agent.recentActions().at(-1)).toMatchObject({ trigger: 'drift', kind: 'runtime', reason: 'drift: weight of web/a 7 → 1' });
+    expect(f.agent.recentActions().at(-1)).toMatchObject({
+      trigger: 'drift',
+      kind: 'runtime',
+      reason: 'drift: weight of web/a 7 → 1',
+    });
 
     f.runtime.tamper('web', 'a', { weight: 3 });
     await f.clock.advanceAsync(1000);
@@ -96,17 +117,24 @@ describe('Agent on fakes', () => {
     const f = fakeAgent();
     await f.agent.apply(state([web(server('a', 9001))]));
     await f.agent.apply(state([web(server('a', 9001), server('b', 9002))])); // b is added at runtime only …
-    f.files.files.set(f.config.haproxy.configPath, f.files.files.get(f.config.haproxy.configPath)!.replace(/.*server b .*\n/, '')); // … and a stale file lacks it
+    f.files.files.set(
+      f.config.haproxy.configPath,
+      f.files.files.get(f.config.haproxy.configPath)!.replace(/.*server b .*\n/, ''),
+    ); // … and a stale file lacks it
     f.supervisor.crashAndRestart();
     await until(() => f.runtime.backends.get('web')?.get('b')?.adminState === 0);
-    expect(f.runtime.commands.slice(-2)).toEqual(['add server web/b 127.0.0.1:9002 weight 1', 'set server web/b state ready']);
+    expect(f.runtime.commands.slice(-2)).toEqual([
+      'add server web/b 127.0.0.1:9002 weight 1',
+      'set server web/b state ready',
+    ]);
   });
 
   test('a file that cannot be written is reported in the result, not thrown, and what ran keeps running', async () => {
     const f = fakeAgent();
     const good = state([web(server('a', 9001))]);
     await f.agent.apply(good);
-    f.files.failWith = (file) => (file === f.config.haproxy.configPath ? errno('ENOSPC', 'no space left on device') : undefined);
+    f.files.failWith = (file) =>
+      file === f.config.haproxy.configPath ? errno('ENOSPC', 'no space left on device') : undefined;
 
     // A runtime change stands (HAProxy runs it); haproxy.cfg is written later, and its failure is reported with
     // every apply until a write succeeds.
@@ -118,7 +146,9 @@ describe('Agent on fakes', () => {
     expect(f.agent.counters.errors).toBe(1);
     const again = await f.agent.apply(state([web(server('a', 9001), server('b', 9002), server('c', 9003))]));
     expect(again.outcome).toBe('runtime');
-    expect(again.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(/haproxy\.cfg: cannot write .*ENOSPC/);
+    expect(again.problems.map((p) => `${p.where}: ${p.message}`).join('\n')).toMatch(
+      /haproxy\.cfg: cannot write .*ENOSPC/,
+    );
 
     // A reload that cannot write its config is refused, before HAProxy is touched.
     const moved = await f.agent.apply(state([service('web', 8003, [server('a', 9001)])]));
@@ -138,7 +168,9 @@ describe('Agent on fakes', () => {
     f.sockets.busy.add(8002);
     const r = await f.agent.apply(state([web(server('a', 9001)), api]));
     expect(r.outcome).toBe('reload');
-    expect(r.problems).toEqual([expect.objectContaining({ service: 'api', message: expect.stringContaining('EADDRINUSE') })]);
+    expect(r.problems).toEqual([
+      expect.objectContaining({ service: 'api', message: expect.stringContaining('EADDRINUSE') }),
+    ]);
     expect(f.supervisor.starts[0]?.fds).toHaveLength(1);
   });
 });
@@ -182,7 +214,9 @@ describe('Agent lifecycle', () => {
     expect(f.clock.pending).toBe(0);
     await f.agent.stop();
     expect(f.supervisor.stops).toBe(0);
-    expect((await f.agent.apply(state([web(server('b', 9002))]))).error?.message).toBe('agent: cannot apply a desired state: it is handed-over');
+    expect((await f.agent.apply(state([web(server('b', 9002))]))).error?.message).toBe(
+      'agent: cannot apply a desired state: it is handed-over',
+    );
   });
 });
 
@@ -196,7 +230,10 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
     const real = planModule.plan;
     const spy = jest.spyOn(planModule, 'plan').mockImplementation((desired, running, actual, overrides, skipSame) => {
       const byName = new Map((running?.services ?? []).map((s) => [s.name, s]));
-      calls.push({ same: Object.fromEntries(desired.services.map((s) => [s.name, byName.get(s.name) === s])), skipSame });
+      calls.push({
+        same: Object.fromEntries(desired.services.map((s) => [s.name, byName.get(s.name) === s])),
+        skipSame,
+      });
       return real(desired, running, actual, overrides, skipSame);
     });
     return { calls, restore: () => spy.mockRestore() };
@@ -260,7 +297,13 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
       f.runtime.commands.length = 0;
       await f.clock.advanceAsync(5000); // c's deadline: maint, shutdown, del refused twice, then deleted
       await f.clock.advanceAsync(2100);
-      expect(f.runtime.commands.filter((c) => c.includes('web/c'))).toEqual(['set server web/c state maint', 'shutdown sessions server web/c', 'del server web/c', 'del server web/c', 'del server web/c']);
+      expect(f.runtime.commands.filter((c) => c.includes('web/c'))).toEqual([
+        'set server web/c state maint',
+        'shutdown sessions server web/c',
+        'del server web/c',
+        'del server web/c',
+        'del server web/c',
+      ]);
       expect(f.runtime.backends.get('web')?.has('c')).toBe(false);
       expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(8); // still draining
       await f.clock.advanceAsync(drainMs);
@@ -285,7 +328,9 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
       await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002))]));
       await f.agent.apply(state([api, web(server('a', 9001))]));
       // A shape change (listen options): a reload. b stays in the new config, and drains on.
-      const r = await f.agent.apply(state([api, { ...web(server('a', 9001)), listenOptions: ['mode http', 'option httplog'] }]));
+      const r = await f.agent.apply(
+        state([api, { ...web(server('a', 9001)), listenOptions: ['mode http', 'option httplog'] }]),
+      );
       expect(r.outcome).toBe('reload');
       expect(f.files.files.get(f.config.haproxy.configPath) ?? '').toMatch(/server b 127\.0\.0\.1:9002/);
       expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(8);
@@ -302,7 +347,9 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
       const r1 = await f.agent.apply(state([api, web(server('a', 9001))]));
       expect(r1.commands).toEqual(['set server web/b state drain']);
       expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(8);
-      expect(f.agent.draining()).toEqual([{ server: 'web/b', since: expect.any(Number), deadline: expect.any(Number) }]);
+      expect(f.agent.draining()).toEqual([
+        { server: 'web/b', since: expect.any(Number), deadline: expect.any(Number) },
+      ]);
 
       // The service changes again without b: b keeps draining, and is not sent drain again.
       const r2 = await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }))]));
@@ -327,7 +374,9 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
       await f.agent.apply(state([api, web(server('a', 9001), server('b', 9002))]));
       await f.agent.apply(state([api, web(server('a', 9001))]));
       await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }))]));
-      const r = await f.agent.apply(state([api, web(server('a', 9001, { weight: 3 }), server('b', 9002, { options: ['backup'] }))]));
+      const r = await f.agent.apply(
+        state([api, web(server('a', 9001, { weight: 3 }), server('b', 9002, { options: ['backup'] }))]),
+      );
       expect(r.outcome).toBe('reload');
       expect(r.reasons).toEqual(['reload: options of server web/b changed']);
       expect(f.supervisor.starts).toHaveLength(2);

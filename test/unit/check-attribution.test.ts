@@ -2,8 +2,28 @@ import { attributeAlerts } from '../../agent/haproxy/check';
 
 /** Issue 9 h: `haproxy -c` output (HAProxy 2.6.12, verbatim shapes) mapped back to the services' listen sections. */
 describe('attributeAlerts (pure)', () => {
-  const cfg = ['global', '    maxconn 100', '', 'defaults', '    mode http', '', 'listen web', '    bind fd@3', '    timeout server soon', '', 'listen api', '    bind fd@4', '    server a 127.0.0.1:1 track x/y', ''].join('\n');
-  const out = (...lines: string[]) => ['[NOTICE]   (1) : haproxy version is 2.6.12', ...lines, '[ALERT]    (1) : config : Fatal errors found in configuration.'].join('\n');
+  const cfg = [
+    'global',
+    '    maxconn 100',
+    '',
+    'defaults',
+    '    mode http',
+    '',
+    'listen web',
+    '    bind fd@3',
+    '    timeout server soon',
+    '',
+    'listen api',
+    '    bind fd@4',
+    '    server a 127.0.0.1:1 track x/y',
+    '',
+  ].join('\n');
+  const out = (...lines: string[]) =>
+    [
+      '[NOTICE]   (1) : haproxy version is 2.6.12',
+      ...lines,
+      '[ALERT]    (1) : config : Fatal errors found in configuration.',
+    ].join('\n');
 
   test('a parse error by file:line, a server error by file:line, a post-parse error by proxy name', () => {
     const a = attributeAlerts(
@@ -23,8 +43,15 @@ describe('attributeAlerts (pure)', () => {
   });
 
   test('an alert in global/defaults or without a location is unattributed', () => {
-    expect(attributeAlerts(out("[ALERT]    (1) : config : parsing [/s/c:5] : unknown keyword 'mdoe' in 'defaults' section"), cfg).unattributed).toHaveLength(1);
-    expect(attributeAlerts(out("[ALERT]    (1) : config : Proxy 'ghost': something"), cfg).unattributed).toHaveLength(1);
+    expect(
+      attributeAlerts(
+        out("[ALERT]    (1) : config : parsing [/s/c:5] : unknown keyword 'mdoe' in 'defaults' section"),
+        cfg,
+      ).unattributed,
+    ).toHaveLength(1);
+    expect(attributeAlerts(out("[ALERT]    (1) : config : Proxy 'ghost': something"), cfg).unattributed).toHaveLength(
+      1,
+    );
     expect(attributeAlerts('Segmentation fault', cfg).unattributed).toEqual(['Segmentation fault']);
   });
 });

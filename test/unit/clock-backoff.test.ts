@@ -18,8 +18,12 @@ describe('backoffMs', () => {
 
   test('equal jitter spreads over [step/2, step]; centered over [step/2, 3·step/2)', () => {
     const at = (r: number) => () => r;
-    expect([0, 0.5, 0.999].map((r) => backoffMs(2, { baseMs: 100, maxMs: 10_000, jitter: 'equal', random: at(r) }))).toEqual([200, 300, 400]);
-    expect([0, 0.5, 0.999].map((r) => backoffMs(2, { baseMs: 100, maxMs: 10_000, jitter: 'centered', random: at(r) }))).toEqual([200, 400, 600]);
+    expect(
+      [0, 0.5, 0.999].map((r) => backoffMs(2, { baseMs: 100, maxMs: 10_000, jitter: 'equal', random: at(r) })),
+    ).toEqual([200, 300, 400]);
+    expect(
+      [0, 0.5, 0.999].map((r) => backoffMs(2, { baseMs: 100, maxMs: 10_000, jitter: 'centered', random: at(r) })),
+    ).toEqual([200, 400, 600]);
     expect(backoffMs(30, { baseMs: 100, maxMs: 1000, jitter: 'equal', random: at(0.999) })).toBe(1000); // never past the cap
   });
 
@@ -84,7 +88,16 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
       return c as unknown as ChildProcess;
     };
     const runtime = { pid: async () => children[children.length - 1]!.pid } as unknown as RuntimeApi;
-    const s = new HaproxySupervisor({ binary: 'haproxy', configPath: '/dev/null', runtime, log: silentLogger, spawn, clock, restartBaseMs: 100, restartMaxMs: 1000 });
+    const s = new HaproxySupervisor({
+      binary: 'haproxy',
+      configPath: '/dev/null',
+      runtime,
+      log: silentLogger,
+      spawn,
+      clock,
+      restartBaseMs: 100,
+      restartMaxMs: 1000,
+    });
     const restarted: number[] = [];
     s.on('restarted', (pid: number) => restarted.push(pid));
     await s.startOrReload([]);

@@ -60,7 +60,9 @@ function setup(delayMs = DELAY) {
   const clock = new FakeClock(0);
   const disk = new FakeDisk();
   const errors: { file: string; message: string }[] = [];
-  const file = new CoalescedFile(FILE, disk.write, delayMs, clock, (f, err) => errors.push({ file: f, message: (err as Error).message }));
+  const file = new CoalescedFile(FILE, disk.write, delayMs, clock, (f, err) =>
+    errors.push({ file: f, message: (err as Error).message }),
+  );
   /** A content producer that counts its calls. */
   const produced: string[] = [];
   const producer = (text: string) => () => {
@@ -149,7 +151,7 @@ describe('CoalescedFile: writeNow', () => {
     expect(produced).toEqual([]);
   });
 
-  test('writeNow while a scheduled write is in flight waits for it: the file ends with writeNow\'s content', async () => {
+  test("writeNow while a scheduled write is in flight waits for it: the file ends with writeNow's content", async () => {
     const { clock, disk, file, producer } = setup();
     disk.hold = true;
     file.schedule(producer('old'));
@@ -172,7 +174,7 @@ describe('CoalescedFile: writeNow', () => {
     expect(file.dirty).toBe(false);
   });
 
-  test('a failed writeNow rejects with the write\'s error; then what it dropped is pending again, written on the next timer', async () => {
+  test("a failed writeNow rejects with the write's error; then what it dropped is pending again, written on the next timer", async () => {
     const { clock, disk, errors, file, produced, producer } = setup();
     file.schedule(producer('runtime change'));
     disk.failWith = (c) => (c === 'reload config' ? new Error('ENOSPC: no space left on device') : undefined);
@@ -214,7 +216,7 @@ describe('CoalescedFile: writeNow', () => {
 
   // A scheduled write that failed while a writeNow waited behind it used to put its (older) content back as
   // pending, and the retry timer then wrote it over writeNow's newer content (found by this test).
-  test('a scheduled write failing while writeNow waits behind it does not land after writeNow\'s content', async () => {
+  test("a scheduled write failing while writeNow waits behind it does not land after writeNow's content", async () => {
     const { clock, disk, file, producer } = setup();
     disk.hold = true;
     file.schedule(producer('old'));

@@ -1,19 +1,34 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_GATE_POLICY, DEFAULT_PREFLIGHT_POLICY, DEFAULT_ROLLOUT_POLICY, parseConfig } from '../../common/config';
-import { CONFIG_SCHEMA, configReference, REFERENCE_END, REFERENCE_START, SchemaNode, schemaNode, withConfigReference } from '../../common/config-schema';
+import {
+  DEFAULT_GATE_POLICY,
+  DEFAULT_PREFLIGHT_POLICY,
+  DEFAULT_ROLLOUT_POLICY,
+  parseConfig,
+} from '../../common/config';
+import {
+  CONFIG_SCHEMA,
+  configReference,
+  REFERENCE_END,
+  REFERENCE_START,
+  SchemaNode,
+  schemaNode,
+  withConfigReference,
+} from '../../common/config-schema';
 import { ConfigError } from '../../common/errors';
 
 const REPO = path.join(__dirname, '..', '..');
 const readme = () => readFileSync(path.join(REPO, 'README.md'), 'utf8');
 
 describe('proxymgr.yml schema (common/config.schema.json)', () => {
-  test('the README\'s configuration reference is the one generated from the schema (npm run docs:config)', () => {
+  test("the README's configuration reference is the one generated from the schema (npm run docs:config)", () => {
     expect(withConfigReference(readme())).toBe(readme());
   });
 
   test('a key added to the schema only makes the README check fail', () => {
-    const extra = JSON.parse(JSON.stringify(CONFIG_SCHEMA)) as { properties: { agent: { properties: Record<string, SchemaNode> } } };
+    const extra = JSON.parse(JSON.stringify(CONFIG_SCHEMA)) as {
+      properties: { agent: { properties: Record<string, SchemaNode> } };
+    };
     extra.properties.agent.properties.new_knob = { type: 'integer', description: 'a new knob', 'x-default': '`1`' };
     const table = configReference(extra as SchemaNode);
     expect(table).toContain('| `agent.new_knob` | `1` | a new knob |');
@@ -25,14 +40,22 @@ describe('proxymgr.yml schema (common/config.schema.json)', () => {
   test('unknown keys are refused, naming the file, the key and the keys that exist', () => {
     const load = (text: string) => () => parseConfig(text, '/etc/proxymgr/proxymgr.yml');
     expect(load('agent:\n  drift_interval_ms: 500\n')).toThrow(ConfigError);
-    expect(load('agent:\n  drift_interval_ms: 500\n')).toThrow(/^\/etc\/proxymgr\/proxymgr\.yml: agent\.drift_interval_ms: unknown key \(expected one of state_dir, node_id, .*drift_check_interval_ms/);
-    expect(load('rollout:\n  zookeeper: "zk:2181"\n  gate: {thresholds: {http_500: 0.1}}\n')).toThrow(/rollout\.gate\.thresholds\.http_500: unknown key \(expected http_5xx, errors, retries, servers_down, queue\)/);
-    expect(load('controlplanes:\n  listen: 127.0.0.1:7000\n')).toThrow(/proxymgr\.yml: controlplanes: unknown key \(expected one of haproxy, service_options, service_config, controlplane, rollout, agent, auth\)/);
+    expect(load('agent:\n  drift_interval_ms: 500\n')).toThrow(
+      /^\/etc\/proxymgr\/proxymgr\.yml: agent\.drift_interval_ms: unknown key \(expected one of state_dir, node_id, .*drift_check_interval_ms/,
+    );
+    expect(load('rollout:\n  zookeeper: "zk:2181"\n  gate: {thresholds: {http_500: 0.1}}\n')).toThrow(
+      /rollout\.gate\.thresholds\.http_500: unknown key \(expected http_5xx, errors, retries, servers_down, queue\)/,
+    );
+    expect(load('controlplanes:\n  listen: 127.0.0.1:7000\n')).toThrow(
+      /proxymgr\.yml: controlplanes: unknown key \(expected one of haproxy, service_options, service_config, controlplane, rollout, agent, auth\)/,
+    );
     // What the loader's own checks say stays as precise as before (they run first).
-    expect(load('agent:\n  drift_check_interval_ms: 5\n')).toThrow(/agent\.drift_check_interval_ms: expected an integer 100\.\.3600000, got number 5/);
+    expect(load('agent:\n  drift_check_interval_ms: 5\n')).toThrow(
+      /agent\.drift_check_interval_ms: expected an integer 100\.\.3600000, got number 5/,
+    );
   });
 
-  test('integer keys take their range and default from the schema; the rollout defaults in code are the schema\'s', () => {
+  test("integer keys take their range and default from the schema; the rollout defaults in code are the schema's", () => {
     const c = parseConfig('rollout: {zookeeper: "zk:2181"}\n', '/etc/proxymgr/proxymgr.yml');
     const d = (key: string) => schemaNode(key)!.default;
     expect(c.agent.driftCheckIntervalMs).toBe(d('agent.drift_check_interval_ms'));
@@ -40,17 +63,29 @@ describe('proxymgr.yml schema (common/config.schema.json)', () => {
     expect(c.controlplane.pushesPerSecond).toBe(d('controlplane.pushes_per_second'));
     expect(c.controlplane.pushBufferBytes).toBe((d('controlplane.push_buffer_mb') as number) * 1024 * 1024);
     expect(c.rollout!.bakeMs).toBe(d('rollout.bake_ms'));
-    expect(DEFAULT_ROLLOUT_POLICY).toMatchObject({ bakeMs: d('rollout.bake_ms'), maxNacks: d('rollout.max_nacks'), autoRollback: d('rollout.auto_rollback') });
-    expect(DEFAULT_PREFLIGHT_POLICY).toEqual({ enabled: true, maxFailures: d('rollout.preflight.max_failures'), timeoutMs: d('rollout.preflight.timeout_ms') });
+    expect(DEFAULT_ROLLOUT_POLICY).toMatchObject({
+      bakeMs: d('rollout.bake_ms'),
+      maxNacks: d('rollout.max_nacks'),
+      autoRollback: d('rollout.auto_rollback'),
+    });
+    expect(DEFAULT_PREFLIGHT_POLICY).toEqual({
+      enabled: true,
+      maxFailures: d('rollout.preflight.max_failures'),
+      timeoutMs: d('rollout.preflight.timeout_ms'),
+    });
     expect(DEFAULT_GATE_POLICY).toEqual({
       enabled: true,
       minRequests: d('rollout.gate.min_requests'),
       sampleMs: d('rollout.gate.sample_ms'),
       baselineMs: d('rollout.gate.baseline_ms'),
       onInsufficientTraffic: d('rollout.gate.on_insufficient_traffic'),
-      thresholds: Object.fromEntries(['http_5xx', 'errors', 'retries', 'servers_down', 'queue'].map((m) => [m, d(`rollout.gate.thresholds.${m}`)])),
+      thresholds: Object.fromEntries(
+        ['http_5xx', 'errors', 'retries', 'servers_down', 'queue'].map((m) => [m, d(`rollout.gate.thresholds.${m}`)]),
+      ),
     });
-    expect(() => parseConfig('agent: {backlog: 70000}\n', 'p.yml')).toThrow(`p.yml: agent.backlog: expected an integer ${schemaNode('agent.backlog')!.minimum}..${schemaNode('agent.backlog')!.maximum}, got number 70000`);
+    expect(() => parseConfig('agent: {backlog: 70000}\n', 'p.yml')).toThrow(
+      `p.yml: agent.backlog: expected an integer ${schemaNode('agent.backlog')!.minimum}..${schemaNode('agent.backlog')!.maximum}, got number 70000`,
+    );
   });
 
   test('the example configs name the schema for editors (the original ProxyMgr example stays as it was)', () => {

@@ -25,16 +25,38 @@ describe('deploy/examples stay in step with the code', () => {
 
   test('controlplane.yml: roles for agents (as their own CN), operators and viewers', () => {
     const c = loadConfig(path.join(examples, 'controlplane.yml'));
-    expect(c.auth?.clients.map((x) => [x.name, x.roles.join(), x.nodeIds.join()])).toEqual([['agents', 'agent', '{cn}'], ['operators', 'operator', ''], ['dashboards', 'viewer', '']]);
+    expect(c.auth?.clients.map((x) => [x.name, x.roles.join(), x.nodeIds.join()])).toEqual([
+      ['agents', 'agent', '{cn}'],
+      ['operators', 'operator', ''],
+      ['dashboards', 'viewer', ''],
+    ]);
     expect(authTlsWarning(c.auth, c.controlplane.tls, c.file, 'controlplane.tls')).toBeUndefined();
   });
 
   test('controlplane.yml: the rollout policy is read', () => {
     const c = loadConfig(path.join(examples, 'controlplane.yml'));
-    expect(c.rollout).toMatchObject({ bakeMs: 60000, maxNacks: 0, autoRollback: true, zkPath: '/proxymgr', zookeeper: 'zk1:2181,zk2:2181,zk3:2181' });
-    expect(c.rollout!.waves).toEqual([{ kind: 'count', count: 1 }, { kind: 'share', share: 0.1 }, { kind: 'share', share: 0.5 }, { kind: 'share', share: 1 }]);
+    expect(c.rollout).toMatchObject({
+      bakeMs: 60000,
+      maxNacks: 0,
+      autoRollback: true,
+      zkPath: '/proxymgr',
+      zookeeper: 'zk1:2181,zk2:2181,zk3:2181',
+    });
+    expect(c.rollout!.waves).toEqual([
+      { kind: 'count', count: 1 },
+      { kind: 'share', share: 0.1 },
+      { kind: 'share', share: 0.5 },
+      { kind: 'share', share: 1 },
+    ]);
     expect(c.rollout!.preflight).toEqual({ enabled: true, maxFailures: 0, timeoutMs: 30000 });
-    expect(c.rollout!.gate).toEqual({ enabled: true, minRequests: 100, onInsufficientTraffic: 'pass', sampleMs: 2000, baselineMs: 60000, thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10 } });
+    expect(c.rollout!.gate).toEqual({
+      enabled: true,
+      minRequests: 100,
+      onInsufficientTraffic: 'pass',
+      sampleMs: 2000,
+      baselineMs: 60000,
+      thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10 },
+    });
   });
 
   test('agent.yml: control planes, labels and TLS are read', () => {
@@ -52,7 +74,9 @@ describe('deploy/examples stay in step with the code', () => {
   });
 
   test('the k8s configmap holds configs that load', () => {
-    const docs = yaml.loadAll(readFileSync(path.join(__dirname, '..', '..', 'deploy', 'k8s', 'proxymgr.yaml'), 'utf8')) as { kind: string; data?: Record<string, string> }[];
+    const docs = yaml.loadAll(
+      readFileSync(path.join(__dirname, '..', '..', 'deploy', 'k8s', 'proxymgr.yaml'), 'utf8'),
+    ) as { kind: string; data?: Record<string, string> }[];
     const cm = docs.find((d) => d.kind === 'ConfigMap')!;
     for (const [name, text] of Object.entries(cm.data!)) expect(() => parseConfig(text, name)).not.toThrow();
   });
@@ -61,16 +85,27 @@ describe('deploy/examples stay in step with the code', () => {
     const dir = path.join(examples, 'service_config');
     for (const f of readdirSync(dir)) {
       const text = readFileSync(path.join(dir, f), 'utf8');
-      const c = parseServiceConfig({ name: f.replace(/\.(json|yml)$/, ''), text, origin: f, format: f.endsWith('.json') ? 'json' : 'yaml' }, { ...DEFAULT_SERVICE_OPTIONS, fileDirs: ['/etc/proxymgr'] });
+      const c = parseServiceConfig(
+        { name: f.replace(/\.(json|yml)$/, ''), text, origin: f, format: f.endsWith('.json') ? 'json' : 'yaml' },
+        { ...DEFAULT_SERVICE_OPTIONS, fileDirs: ['/etc/proxymgr'] },
+      );
       if (f === 'api.json') {
-        expect(c).toMatchObject({ drainTimeoutMs: 60000, zoneLabel: 'zone', canary: { labels: { canary: 'true' }, share: 0.05 } });
+        expect(c).toMatchObject({
+          drainTimeoutMs: 60000,
+          zoneLabel: 'zone',
+          canary: { labels: { canary: 'true' }, share: 0.05 },
+        });
         expect(c.serverOptions).toContain('slowstart 30000ms');
       }
     }
   });
 
   test('every example file is covered here', () => {
-    expect(readdirSync(examples).filter((f) => f.endsWith('.yml')).sort()).toEqual(['agent.yml', 'controlplane.yml', 'proxymgr.yml', 'state.yml']);
+    expect(
+      readdirSync(examples)
+        .filter((f) => f.endsWith('.yml'))
+        .sort(),
+    ).toEqual(['agent.yml', 'controlplane.yml', 'proxymgr.yml', 'state.yml']);
   });
 });
 
@@ -105,7 +140,7 @@ describe('deploy/systemd runs with least privilege', () => {
     expect(u.has('PrivateUsers')).toBe(false); // capabilities in a user namespace do not bind host ports
   });
 
-  test('agent.yml keeps every file the agent writes in the unit\'s writable directories, and names HAProxy\'s user', () => {
+  test("agent.yml keeps every file the agent writes in the unit's writable directories, and names HAProxy's user", () => {
     const u = unitSettings('proxymgr-agent.service');
     const c = loadConfig(path.join(examples, 'agent.yml'));
     expect(c.agent.stateDir).toBe(`/var/lib/${u.get('StateDirectory')}`);
@@ -122,15 +157,24 @@ describe('deploy/systemd runs with least privilege', () => {
     try {
       // A fake systemctl that lists the given job, and a fake agent that records the signal it gets.
       const run = async (job: string) => {
-        writeFileSync(path.join(tmp, 'systemctl'), `#!/bin/sh\n[ -n "${job}" ] && echo "42 proxymgr-agent.service ${job} running"\nexit 0\n`, { mode: 0o755 });
+        writeFileSync(
+          path.join(tmp, 'systemctl'),
+          `#!/bin/sh\n[ -n "${job}" ] && echo "42 proxymgr-agent.service ${job} running"\nexit 0\n`,
+          { mode: 0o755 },
+        );
         const stopScript = script('ExecStop').split('%n').join('proxymgr-agent.service');
         const got = path.join(tmp, 'got');
         rmSync(got, { force: true });
-        const agent = spawn('/bin/sh', ['-c', `trap 'echo USR2 > ${got}; exit 0' USR2; trap 'echo TERM > ${got}; exit 0' TERM; while :; do sleep 0.05; done`]);
+        const agent = spawn('/bin/sh', [
+          '-c',
+          `trap 'echo USR2 > ${got}; exit 0' USR2; trap 'echo TERM > ${got}; exit 0' TERM; while :; do sleep 0.05; done`,
+        ]);
         await new Promise((r) => setTimeout(r, 200));
         const agentExit = new Promise((r) => agent.once('exit', r));
         // Asynchronously: the fake agent must be reaped (as systemd reaps the real one) for `kill -0` to fail.
-        const stop = spawn('/bin/sh', ['-c', stopScript], { env: { PATH: `${tmp}:/usr/bin:/bin`, MAINPID: String(agent.pid) } });
+        const stop = spawn('/bin/sh', ['-c', stopScript], {
+          env: { PATH: `${tmp}:/usr/bin:/bin`, MAINPID: String(agent.pid) },
+        });
         expect(await new Promise((r) => stop.once('exit', r))).toBe(0); // returns only once the agent is gone
         expect(await agentExit).toBe(0);
         return readFileSync(got, 'utf8').trim();

@@ -70,7 +70,14 @@ describe('haproxy -c and readiness time out (fake binaries)', () => {
     });
 
     test('a reload whose new process never answers: the old one stays current and running, the new one is killed', async () => {
-      sup = new HaproxySupervisor({ binary: hang, configPath: '/x.cfg', runtime, log: silentLogger, spawn: recordingSpawn, readyTimeoutMs: 300 });
+      sup = new HaproxySupervisor({
+        binary: hang,
+        configPath: '/x.cfg',
+        runtime,
+        log: silentLogger,
+        spawn: recordingSpawn,
+        readyTimeoutMs: 300,
+      });
       const first = await sup.startOrReload([]);
       answering = () => first; // the new process never takes over the stats socket
       await expect(sup.startOrReload([])).rejects.toThrow(/did not answer on the stats socket within 300 ms/);
@@ -87,7 +94,14 @@ describe('haproxy -c and readiness time out (fake binaries)', () => {
     });
 
     test('a first start that never answers leaves the supervisor stopped, and a later start works', async () => {
-      sup = new HaproxySupervisor({ binary: hang, configPath: '/x.cfg', runtime, log: silentLogger, spawn: recordingSpawn, readyTimeoutMs: 300 });
+      sup = new HaproxySupervisor({
+        binary: hang,
+        configPath: '/x.cfg',
+        runtime,
+        log: silentLogger,
+        spawn: recordingSpawn,
+        readyTimeoutMs: 300,
+      });
       answering = () => undefined;
       await expect(sup.startOrReload([])).rejects.toThrow(/did not answer/);
       expect(sup.running).toBe(false);
@@ -104,7 +118,14 @@ describe('haproxy -c and readiness time out (fake binaries)', () => {
         if (fail) throw Object.assign(new Error('spawn EAGAIN'), { code: 'EAGAIN' });
         return recordingSpawn(cmd, args, opts);
       };
-      sup = new HaproxySupervisor({ binary: hang, configPath: '/x.cfg', runtime, log: silentLogger, spawn: flaky, readyTimeoutMs: 300 });
+      sup = new HaproxySupervisor({
+        binary: hang,
+        configPath: '/x.cfg',
+        runtime,
+        log: silentLogger,
+        spawn: flaky,
+        readyTimeoutMs: 300,
+      });
       const first = await sup.startOrReload([]);
       fail = true;
       const err = await sup.startOrReload([]).catch((e: unknown) => e);

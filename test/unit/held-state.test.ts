@@ -40,7 +40,10 @@ function rng(seed: number) {
 
 const web = service('web', 8080, [server('a', 9001), server('b', 9002)]);
 const api = service('api', 8081, [server('a', 9101)]);
-const db = service('db', 5432, [server('p', 5433, { weight: 0 })], { listenOptions: ['mode tcp'], bindAddress: '0.0.0.0' });
+const db = service('db', 5432, [server('p', 5433, { weight: 0 })], {
+  listenOptions: ['mode tcp'],
+  bindAddress: '0.0.0.0',
+});
 
 describe('HeldState: deltas from diff() rebuild the target exactly', () => {
   test('a long random sequence of changes (servers, services added, removed, renamed, globals) ends where the control plane is', () => {
@@ -48,7 +51,13 @@ describe('HeldState: deltas from diff() rebuild the target exactly', () => {
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     let nextName = 0;
     const newService = (): Service =>
-      service(`svc${++nextName}`, 10_000 + nextName, Array.from({ length: 1 + Math.floor(rand() * 4) }, (_, i) => server(`s${i}`, 20_000 + i, { weight: Math.floor(rand() * 3) })));
+      service(
+        `svc${++nextName}`,
+        10_000 + nextName,
+        Array.from({ length: 1 + Math.floor(rand() * 4) }, (_, i) =>
+          server(`s${i}`, 20_000 + i, { weight: Math.floor(rand() * 3) }),
+        ),
+      );
 
     let current = state([web, api, db, newService(), newService()]);
     const held = new HeldState();
@@ -93,7 +102,10 @@ describe('HeldState: deltas from diff() rebuild the target exactly', () => {
     const s1 = state([db, web]);
     const held = new HeldState();
     expectHolds(held.take(fullPush(s1)), s1);
-    const s2 = state([{ ...db, servers: [server('p', 5433, { weight: 0, options: ['backup'] }), server('q', 5434, { weight: 0 })] }, web]);
+    const s2 = state([
+      { ...db, servers: [server('p', 5433, { weight: 0, options: ['backup'] }), server('q', 5434, { weight: 0 })] },
+      web,
+    ]);
     const got = held.take(deltaPush(s1, s2));
     expectHolds(got, s2);
     expect(got.services.find((s) => s.name === 'db')!.servers.map((v) => v.weight)).toEqual([0, 0]);
@@ -149,7 +161,12 @@ describe('HeldState: pushes that do not fit', () => {
 
   function expectCleared(held: HeldState) {
     expect(held.version).toBe('');
-    expect(held.hello()).toEqual({ protocolVersion: PROTOCOL_VERSION, baseVersion: '', baseResources: {}, baseGlobalsVersion: '' });
+    expect(held.hello()).toEqual({
+      protocolVersion: PROTOCOL_VERSION,
+      baseVersion: '',
+      baseResources: {},
+      baseGlobalsVersion: '',
+    });
   }
 
   test('a delta built on another version (a push was lost) throws PushMismatch and clears what is held', () => {
@@ -289,7 +306,12 @@ describe('HeldState: full pushes, protocol-0 pushes, hello', () => {
   test('HeldState.of(undefined) holds nothing and declares no base', () => {
     const held = HeldState.of(undefined);
     expect(held.version).toBe('');
-    expect(held.hello()).toEqual({ protocolVersion: PROTOCOL_VERSION, baseVersion: '', baseResources: {}, baseGlobalsVersion: '' });
+    expect(held.hello()).toEqual({
+      protocolVersion: PROTOCOL_VERSION,
+      baseVersion: '',
+      baseResources: {},
+      baseGlobalsVersion: '',
+    });
     expect(() => held.take(deltaPush(state([web]), state([api])))).toThrow(PushMismatch);
   });
 });

@@ -34,17 +34,29 @@ describe('the codebase keeps its layers apart', () => {
     ['common', 'agent'],
     ['common', 'controlplane'],
   ])('nothing in %s/ imports from %s/ (bin/ is where processes are assembled)', (from, forbidden) => {
-    const offending = sources(from).flatMap((f) => importedTops(f).filter((i) => i.top === forbidden).map((i) => `${f} imports ${i.spec}`));
+    const offending = sources(from).flatMap((f) =>
+      importedTops(f)
+        .filter((i) => i.top === forbidden)
+        .map((i) => `${f} imports ${i.spec}`),
+    );
     expect(offending).toEqual([]);
   });
 
   test('shipped code (bin, common, agent, controlplane) imports no test or benchmark code', () => {
-    const offending = ['bin', 'common', 'agent', 'controlplane'].flatMap((d) => sources(d).flatMap((f) => importedTops(f).filter((i) => i.top === 'test' || i.top === 'bench').map((i) => `${f} imports ${i.spec}`)));
+    const offending = ['bin', 'common', 'agent', 'controlplane'].flatMap((d) =>
+      sources(d).flatMap((f) =>
+        importedTops(f)
+          .filter((i) => i.top === 'test' || i.top === 'bench')
+          .map((i) => `${f} imports ${i.spec}`),
+      ),
+    );
     expect(offending).toEqual([]);
   });
 
   test('the check itself sees imports (a known one is found)', () => {
-    expect(importedTops('bin/standalone.ts').map((i) => i.top)).toEqual(expect.arrayContaining(['agent', 'controlplane', 'common']));
+    expect(importedTops('bin/standalone.ts').map((i) => i.top)).toEqual(
+      expect.arrayContaining(['agent', 'controlplane', 'common']),
+    );
   });
 });
 
@@ -54,7 +66,11 @@ describe('lint', () => {
     const bare = files.flatMap((f) =>
       readFileSync(path.join(REPO, f), 'utf8')
         .split('\n')
-        .flatMap((line, i) => (/(\/\/|\/\*)\s*eslint-disable/.test(line) && !/eslint-disable\S*\s+\S+\s+--\s+\S/.test(line) ? [`${f}:${i + 1}: ${line.trim()}`] : [])),
+        .flatMap((line, i) =>
+          /(\/\/|\/\*)\s*eslint-disable/.test(line) && !/eslint-disable\S*\s+\S+\s+--\s+\S/.test(line)
+            ? [`${f}:${i + 1}: ${line.trim()}`]
+            : [],
+        ),
     );
     expect(files.length).toBeGreaterThan(100);
     expect(bare).toEqual([]);
@@ -63,9 +79,23 @@ describe('lint', () => {
 
 describe('npm pack ships what runs, not tests or benchmarks', () => {
   test('npm pack --dry-run lists no test, benchmark or demo file, and does list the CLI, the agent and the protos', () => {
-    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
+      cwd: REPO,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const files = (JSON.parse(out) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
     expect(files.filter((f) => /(^|\/)(test|bench)\/|\.test\.|(^|\/)deploy\/demo\./.test(f))).toEqual([]);
-    expect(files).toEqual(expect.arrayContaining(['dist/bin/proxymgr.js', 'dist/agent/main.js', 'dist/controlplane/main.js', 'proto/proxymgr/v1/stream.proto', 'agent/native/listenfd.c', 'package.json', 'README.md']));
+    expect(files).toEqual(
+      expect.arrayContaining([
+        'dist/bin/proxymgr.js',
+        'dist/agent/main.js',
+        'dist/controlplane/main.js',
+        'proto/proxymgr/v1/stream.proto',
+        'agent/native/listenfd.c',
+        'package.json',
+        'README.md',
+      ]),
+    );
   });
 });

@@ -18,7 +18,8 @@ import { testDiscovery } from '../helpers/discovery';
 
 describe('Lifecycle', () => {
   type S = 'idle' | 'running' | 'stopped';
-  const make = () => new Lifecycle<S>('thing', 'idle', { idle: ['running', 'stopped'], running: ['stopped'], stopped: [] });
+  const make = () =>
+    new Lifecycle<S>('thing', 'idle', { idle: ['running', 'stopped'], running: ['stopped'], stopped: [] });
 
   test('allows the listed transitions and refuses the others, naming the component, the action and the state', () => {
     const lc = make();
@@ -28,7 +29,10 @@ describe('Lifecycle', () => {
     expect(() => lc.to('running', 'start')).toThrow(new LifecycleError('thing: cannot start: it is running'));
     lc.to('stopped');
     expect(() => lc.to('running', 'start')).toThrow('thing: cannot start: it is stopped');
-    expect(lc.refuse('apply')).toMatchObject({ code: 'LIFECYCLE_INVALID', message: 'thing: cannot apply: it is stopped' });
+    expect(lc.refuse('apply')).toMatchObject({
+      code: 'LIFECYCLE_INVALID',
+      message: 'thing: cannot apply: it is stopped',
+    });
   });
 
   test('settleWithin: true once the promise settles (either way), false when the clock runs out first', async () => {
@@ -53,7 +57,13 @@ class SilentSource implements ServiceConfigSource {
 describe('Discovery lifecycle', () => {
   test('idle → running → stopped; stop twice is one stop; start again is refused', async () => {
     const source = new SilentSource();
-    const d = new Discovery({ config: { haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' } }, source, log: silentLogger });
+    const d = new Discovery({
+      config: {
+        haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
+      },
+      source,
+      log: silentLogger,
+    });
     expect(d.state).toBe('idle');
     d.start();
     expect(d.state).toBe('running');
@@ -79,8 +89,21 @@ describe('RolloutCoordinator lifecycle', () => {
     const clock = new FakeClock();
     let store: MemoryRolloutStore | undefined;
     const c = new RolloutCoordinator({
-      config: { waves: [{ kind: 'share', share: 1 }], bakeMs: 1000, maxNacks: 0, autoRollback: true, zookeeper: '', zkPath: '/proxymgr', replicaId: 'cp1' },
-      discovery: { zkDigest: undefined, current: () => undefined, configOf: () => undefined, onSnapshot: () => () => undefined },
+      config: {
+        waves: [{ kind: 'share', share: 1 }],
+        bakeMs: 1000,
+        maxNacks: 0,
+        autoRollback: true,
+        zookeeper: '',
+        zkPath: '/proxymgr',
+        replicaId: 'cp1',
+      },
+      discovery: {
+        zkDigest: undefined,
+        current: () => undefined,
+        configOf: () => undefined,
+        onSnapshot: () => () => undefined,
+      },
       log: silentLogger,
       zkSessionTimeoutMs: 4000,
       clock,
@@ -126,7 +149,9 @@ describe('GrpcStateSource lifecycle', () => {
       throw new Error('nothing is pushed');
     });
     expect(source.state).toBe('running');
-    await expect(source.start(async () => Promise.reject(new Error('x')))).rejects.toThrow('grpc state source: cannot start: it is running');
+    await expect(source.start(async () => Promise.reject(new Error('x')))).rejects.toThrow(
+      'grpc state source: cannot start: it is running',
+    );
     const stopping = source.stop();
     expect(source.stop()).toBe(stopping);
     await stopping;

@@ -1,7 +1,13 @@
 import { DEFAULT_SERVICE_OPTIONS, parseConfig, ServiceOptionsPolicy } from '../../common/config';
 import { ConfigError } from '../../common/errors';
 import { LISTEN_KEYWORDS, SERVER_KEYWORDS } from '../../common/haproxy-keywords';
-import { listenOptionProblem, quote, sectionLineProblem, serverOptionsProblems, tokenize } from '../../common/option-policy';
+import {
+  listenOptionProblem,
+  quote,
+  sectionLineProblem,
+  serverOptionsProblems,
+  tokenize,
+} from '../../common/option-policy';
 import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../helpers/service-options';
 
 const policy = (p: Partial<ServiceOptionsPolicy> = {}): ServiceOptionsPolicy => ({ ...DEFAULT_SERVICE_OPTIONS, ...p });
@@ -10,7 +16,18 @@ const withDirs = policy({ fileDirs: ['/etc/haproxy/errors', '/etc/ssl/proxymgr/'
 
 describe('the keyword tables (generated from the HAProxy 2.6 manual)', () => {
   test('hold the listen and server keywords services use', () => {
-    for (const k of ['mode', 'balance', 'option httpchk', 'timeout server', 'http-request', 'stats uri', 'stick-table', 'use_backend', 'errorfile']) expect(LISTEN_KEYWORDS).toContain(k);
+    for (const k of [
+      'mode',
+      'balance',
+      'option httpchk',
+      'timeout server',
+      'http-request',
+      'stats uri',
+      'stick-table',
+      'use_backend',
+      'errorfile',
+    ])
+      expect(LISTEN_KEYWORDS).toContain(k);
     expect(LISTEN_KEYWORDS).not.toContain('stats socket');
     expect(SERVER_KEYWORDS.check).toEqual({ args: 0 });
     expect(SERVER_KEYWORDS.inter).toEqual({ args: 1 });
@@ -51,8 +68,14 @@ describe('listen options', () => {
   });
 
   test.each([
-    ['stats socket ipv4@0.0.0.0:9999 level admin', /^"stats socket" is not allowed in a listen section: opens an admin socket/],
-    ['bind 127.0.0.1:9999', /^"bind" is not allowed in a listen section: the agent owns every listening socket .*\(deny list; service_options.extra_listen_keywords cannot allow it\)$/],
+    [
+      'stats socket ipv4@0.0.0.0:9999 level admin',
+      /^"stats socket" is not allowed in a listen section: opens an admin socket/,
+    ],
+    [
+      'bind 127.0.0.1:9999',
+      /^"bind" is not allowed in a listen section: the agent owns every listening socket .*\(deny list; service_options.extra_listen_keywords cannot allow it\)$/,
+    ],
     ['bind :80 ssl crt /etc/shadow', /"bind" is not allowed/],
     ['server evil 10.0.0.1:80', /"server" is not allowed .*watcher/],
     ['server-template s 10 db.example.com:80', /"server-template" is not allowed/],
@@ -70,7 +93,10 @@ describe('listen options', () => {
   });
 
   test.each([
-    ['option no-such-option', /^"option no-such-option" is not allowed in a listen section \(not a listen keyword of HAProxy 2\.6 .*extra_listen_keywords\)$/],
+    [
+      'option no-such-option',
+      /^"option no-such-option" is not allowed in a listen section \(not a listen keyword of HAProxy 2\.6 .*extra_listen_keywords\)$/,
+    ],
     ['frobnicate 1 2', /^"frobnicate" is not allowed/],
     ['stats bogus', /"stats bogus" is not allowed/],
     ['no option httplog', /"no option httplog": "no" only goes before options/],
@@ -82,12 +108,18 @@ describe('listen options', () => {
   });
 
   test.each([
-    ['errorfile 503 /etc/shadow', /^errorfile "\/etc\/shadow": file outside service_options.file_dirs \(none listed\)$/],
+    [
+      'errorfile 503 /etc/shadow',
+      /^errorfile "\/etc\/shadow": file outside service_options.file_dirs \(none listed\)$/,
+    ],
     ['errorfile 503 /etc/passwd', /file outside service_options.file_dirs/],
     ['errorfile 503 "/etc/shadow"', /errorfile "\\"\/etc\/shadow\\"": a file name must be written plainly/],
     ['errorfile 503 503.http', /not an absolute path/],
     ['http-request return status 200 file /etc/shadow', /^file "\/etc\/shadow": file outside/],
-    ['http-request return status 200 content-type text/plain lf-file /etc/passwd', /^lf-file "\/etc\/passwd": file outside/],
+    [
+      'http-request return status 200 content-type text/plain lf-file /etc/passwd',
+      /^lf-file "\/etc\/passwd": file outside/,
+    ],
     ['http-request return status 503 errorfile /etc/shadow', /^errorfile "\/etc\/shadow": file outside/],
     ['http-response return status 200 file /etc/shadow', /file outside/],
     ['http-error status 503 content-type text/html file /etc/shadow', /file outside/],
@@ -96,10 +128,16 @@ describe('listen options', () => {
     ['http-request set-header X %[req.hdr(x),map(/etc/shadow)]', /^map\(\) "\/etc\/shadow": file outside/],
     ['http-request set-header X %[req.hdr(x),map_beg(/etc/shadow,none)]', /^map_beg\(\) "\/etc\/shadow"/],
     ['http-request set-var(txn.x) req.hdr(x),map_str_int(/etc/shadow,0)', /map_str_int\(\)/],
-    ["http-request set-header X \"%[req.hdr(x),map('/etc/shadow')]\"", /map\(\) "'\/etc\/shadow'": a file name must be written plainly/],
+    [
+      'http-request set-header X "%[req.hdr(x),map(\'/etc/shadow\')]"',
+      /map\(\) "'\/etc\/shadow'": a file name must be written plainly/,
+    ],
     ['http-request set-map(/etc/passwd) %[src] x', /^set-map\(\) "\/etc\/passwd"/],
     ['http-request add-acl(/etc/passwd) %[src]', /add-acl\(\)/],
-    ['http-request deny unless { req.hdr(authorization),jwt_verify(RS256,/etc/ssl/private/key.pem) -m int 1 }', /^jwt_verify\(\) "\/etc\/ssl\/private\/key.pem": file outside/],
+    [
+      'http-request deny unless { req.hdr(authorization),jwt_verify(RS256,/etc/ssl/private/key.pem) -m int 1 }',
+      /^jwt_verify\(\) "\/etc\/ssl\/private\/key.pem": file outside/,
+    ],
     ['filter spoe engine x config /etc/shadow', /^filter config "\/etc\/shadow": file outside/],
     ['log /dev/log local0', /^log socket "\/dev\/log": file outside service_options.file_dirs \(none listed\)$/],
     ['log unix@/run/other.sock local0', /log socket "\/run\/other.sock"/],
@@ -111,7 +149,9 @@ describe('listen options', () => {
 
   test('files inside file_dirs are fine; .. cannot climb out; the list of dirs is shown', () => {
     expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors/503.http', withDirs)).toBeUndefined();
-    expect(listenOptionProblem('http-request return status 200 file /etc/haproxy/errors/ok.txt', withDirs)).toBeUndefined();
+    expect(
+      listenOptionProblem('http-request return status 200 file /etc/haproxy/errors/ok.txt', withDirs),
+    ).toBeUndefined();
     expect(listenOptionProblem('acl allow src -f /etc/ssl/proxymgr/allow.lst', withDirs)).toBeUndefined();
     expect(listenOptionProblem('log /dev/log local0', withDirs)).toBeUndefined();
     expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors/../../shadow', withDirs)).toMatch(
@@ -136,7 +176,9 @@ describe('listen options', () => {
     const extra = policy({ extraListenKeywords: ['option my-patched-option', 'frobnicate', 'bind', 'global'] });
     expect(listenOptionProblem('option my-patched-option 1', extra)).toBeUndefined();
     expect(listenOptionProblem('frobnicate', extra)).toBeUndefined();
-    expect(listenOptionProblem('bind :80', extra)).toMatch(/deny list; service_options.extra_listen_keywords cannot allow it/);
+    expect(listenOptionProblem('bind :80', extra)).toMatch(
+      /deny list; service_options.extra_listen_keywords cannot allow it/,
+    );
     expect(listenOptionProblem('global', extra)).toMatch(/opens a new section/);
     expect(listenOptionProblem('frobnicate %[lua.x]', extra)).toMatch(/calls Lua/);
   });
@@ -154,7 +196,12 @@ describe('server options', () => {
   });
 
   test('a file inside file_dirs is fine', () => {
-    expect(serverOptionsProblems(['ssl verify required ca-file /etc/ssl/proxymgr/ca.pem crt /etc/ssl/proxymgr/client.pem'], withDirs)).toEqual([]);
+    expect(
+      serverOptionsProblems(
+        ['ssl verify required ca-file /etc/ssl/proxymgr/ca.pem crt /etc/ssl/proxymgr/client.pem'],
+        withDirs,
+      ),
+    ).toEqual([]);
   });
 
   test.each([
@@ -188,7 +235,9 @@ describe('server options', () => {
   test('extra_server_keywords: arguments run to the next known keyword, whose own checks still apply', () => {
     const extra = policy({ extraServerKeywords: ['curves', 'namespace'] });
     expect(serverOptionsProblems(['ssl curves X25519:P-256 check inter 2000'], extra)).toEqual([]);
-    expect(serverOptionsProblems(['curves X25519 crt /etc/shadow'], extra)[0]?.message).toMatch(/crt "\/etc\/shadow": file outside/);
+    expect(serverOptionsProblems(['curves X25519 crt /etc/shadow'], extra)[0]?.message).toMatch(
+      /crt "\/etc\/shadow": file outside/,
+    );
     expect(serverOptionsProblems(['namespace x'], extra)[0]?.message).toMatch(/deny list/);
   });
 });
@@ -215,31 +264,54 @@ describe('escapes HAProxy reads differently (found in review)', () => {
   });
 });
 
-describe('global and defaults lines (the operator\'s own) may not open a section', () => {
+describe("global and defaults lines (the operator's own) may not open a section", () => {
   test.each(['listen evil', '  frontend f', '"backend" b', 'userlist u', 'no defaults'])('%s', (line) => {
     expect(sectionLineProblem(line)).toMatch(/opens a new section/);
   });
-  test.each(['maxconn 4096', 'stats socket /run/haproxy.sock level admin', 'log stdout format raw local0', 'mode http', 'option httplog', 'lua-load /etc/haproxy/x.lua', ''])('free-form: %s', (line) => {
+  test.each([
+    'maxconn 4096',
+    'stats socket /run/haproxy.sock level admin',
+    'log stdout format raw local0',
+    'mode http',
+    'option httplog',
+    'lua-load /etc/haproxy/x.lua',
+    '',
+  ])('free-form: %s', (line) => {
     expect(sectionLineProblem(line)).toBeUndefined();
   });
 
   test('proxymgr.yml: the error names the file, the key and the index', () => {
     expect(() => parseConfig('haproxy:\n  global: ["maxconn 10", "listen evil"]\n', '/etc/proxymgr.yml')).toThrow(
-      new ConfigError('/etc/proxymgr.yml: haproxy.global[1]: "listen" opens a new section; these lines belong to the global section and HAProxy ignores indentation'),
+      new ConfigError(
+        '/etc/proxymgr.yml: haproxy.global[1]: "listen" opens a new section; these lines belong to the global section and HAProxy ignores indentation',
+      ),
     );
-    expect(() => parseConfig('haproxy:\n  defaults: ["mode http", "  backend b"]\n', 'p.yml')).toThrow(/p.yml: haproxy.defaults\[1\]: "backend" opens a new section/);
+    expect(() => parseConfig('haproxy:\n  defaults: ["mode http", "  backend b"]\n', 'p.yml')).toThrow(
+      /p.yml: haproxy.defaults\[1\]: "backend" opens a new section/,
+    );
   });
 
   test('proxymgr.yml: service_options are read; a denied extra keyword is refused by name', () => {
-    const c = parseConfig('service_options:\n  extra_listen_keywords: ["option foo", "bar"]\n  extra_server_keywords: [curves]\n  file_dirs: [/etc/haproxy/errors/]\n', '/x/p.yml');
-    expect(c.serviceOptions).toEqual({ extraListenKeywords: ['option foo', 'bar'], extraServerKeywords: ['curves'], fileDirs: ['/etc/haproxy/errors/'] });
+    const c = parseConfig(
+      'service_options:\n  extra_listen_keywords: ["option foo", "bar"]\n  extra_server_keywords: [curves]\n  file_dirs: [/etc/haproxy/errors/]\n',
+      '/x/p.yml',
+    );
+    expect(c.serviceOptions).toEqual({
+      extraListenKeywords: ['option foo', 'bar'],
+      extraServerKeywords: ['curves'],
+      fileDirs: ['/etc/haproxy/errors/'],
+    });
     expect(() => parseConfig('service_options:\n  extra_listen_keywords: ["stats admin"]\n', 'p.yml')).toThrow(
       /p.yml: service_options.extra_listen_keywords\[0\]: "stats admin" is on the deny list \(.*\) and cannot be allowed/,
     );
     expect(() => parseConfig('service_options:\n  extra_listen_keywords: [bind]\n', 'p.yml')).toThrow(/deny list/);
-    expect(() => parseConfig('service_options:\n  extra_listen_keywords: [global]\n', 'p.yml')).toThrow(/opens a new section/);
+    expect(() => parseConfig('service_options:\n  extra_listen_keywords: [global]\n', 'p.yml')).toThrow(
+      /opens a new section/,
+    );
     expect(() => parseConfig('service_options:\n  extra_server_keywords: [namespace]\n', 'p.yml')).toThrow(/deny list/);
-    expect(() => parseConfig('service_options:\n  extra_server_keywords: ["a b"]\n', 'p.yml')).toThrow(/is not a HAProxy keyword/);
+    expect(() => parseConfig('service_options:\n  extra_server_keywords: ["a b"]\n', 'p.yml')).toThrow(
+      /is not a HAProxy keyword/,
+    );
   });
 });
 
@@ -250,7 +322,7 @@ describe('tokenize reads a line as HAProxy 2.6 does', () => {
     expect(values('\\x67lobal')).toEqual(['global']);
     expect(values('g\\lobal')).toEqual(['g\\lobal']);
     expect(tokenize('x "$HOME"').envExpansion).toBe(true);
-    expect(tokenize("x '$HOME' $HOME \"\\$HOME\"").envExpansion).toBe(false);
+    expect(tokenize('x \'$HOME\' $HOME "\\$HOME"').envExpansion).toBe(false);
     expect(tokenize('x "abc').unterminated).toBe(true);
   });
 });

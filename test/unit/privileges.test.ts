@@ -28,10 +28,22 @@ const config = (yml = '') => parseConfig(`haproxy:\n  config_path: /x/haproxy.cf
 
 describe('resolveHaproxyIdentity', () => {
   test('a root agent drops HAProxy to haproxy:haproxy by default, or to the configured user and group', () => {
-    expect(resolveHaproxyIdentity(config(), recordingLogger().log, host())).toEqual({ user: 'haproxy', group: 'haproxy' });
-    expect(resolveHaproxyIdentity(config('  user: www\n'), recordingLogger().log, host())).toEqual({ user: 'www', group: 'www' });
-    expect(resolveHaproxyIdentity(config('  user: www\n  group: haproxy\n'), recordingLogger().log, host())).toEqual({ user: 'www', group: 'haproxy' });
-    expect(resolveHaproxyIdentity(config('  user: www\n  group: ""\n'), recordingLogger().log, host())).toEqual({ user: 'www', group: 'www' });
+    expect(resolveHaproxyIdentity(config(), recordingLogger().log, host())).toEqual({
+      user: 'haproxy',
+      group: 'haproxy',
+    });
+    expect(resolveHaproxyIdentity(config('  user: www\n'), recordingLogger().log, host())).toEqual({
+      user: 'www',
+      group: 'www',
+    });
+    expect(resolveHaproxyIdentity(config('  user: www\n  group: haproxy\n'), recordingLogger().log, host())).toEqual({
+      user: 'www',
+      group: 'haproxy',
+    });
+    expect(resolveHaproxyIdentity(config('  user: www\n  group: ""\n'), recordingLogger().log, host())).toEqual({
+      user: 'www',
+      group: 'www',
+    });
   });
 
   test('a non-root agent renders nothing (HAProxy runs as the agent user); a configured user earns a warning', () => {
@@ -39,26 +51,38 @@ describe('resolveHaproxyIdentity', () => {
     expect(resolveHaproxyIdentity(config(), quiet.log, host({ euid: 65534 }))).toEqual({ user: '', group: '' });
     expect(quiet.warnings()).toEqual([]);
     const loud = recordingLogger();
-    expect(resolveHaproxyIdentity(config('  user: www\n'), loud.log, host({ euid: 65534 }))).toEqual({ user: '', group: '' });
+    expect(resolveHaproxyIdentity(config('  user: www\n'), loud.log, host({ euid: 65534 }))).toEqual({
+      user: '',
+      group: '',
+    });
     expect(loud.warnings().join()).toMatch(/does not run as root/);
   });
 
   test('haproxy.user: "" keeps HAProxy as the agent user', () => {
-    expect(resolveHaproxyIdentity(config('  user: ""\n'), recordingLogger().log, host())).toEqual({ user: '', group: '' });
+    expect(resolveHaproxyIdentity(config('  user: ""\n'), recordingLogger().log, host())).toEqual({
+      user: '',
+      group: '',
+    });
   });
 
   test('a configured user or group that does not exist is an error naming the file, the keys and the fix', () => {
-    expect(() => resolveHaproxyIdentity(config('  user: nosuch\n'), recordingLogger().log, host())).toThrow(ConfigError);
+    expect(() => resolveHaproxyIdentity(config('  user: nosuch\n'), recordingLogger().log, host())).toThrow(
+      ConfigError,
+    );
     expect(() => resolveHaproxyIdentity(config('  user: nosuch\n'), recordingLogger().log, host())).toThrow(
       /\/etc\/proxymgr\/agent\.yml: haproxy\.user\/haproxy\.group: user "nosuch" and group "nosuch" do not exist on this host; create it \(useradd/,
     );
-    expect(() => resolveHaproxyIdentity(config('  group: nosuch\n'), recordingLogger().log, host())).toThrow(/group "nosuch"/);
+    expect(() => resolveHaproxyIdentity(config('  group: nosuch\n'), recordingLogger().log, host())).toThrow(
+      /group "nosuch"/,
+    );
   });
 
   test('the default user missing on this host: HAProxy stays root, with a warning saying so and how to fix it', () => {
     const r = recordingLogger();
     expect(resolveHaproxyIdentity(config(), r.log, host({ userExists: () => false }))).toEqual({ user: '', group: '' });
-    expect(r.warnings().join()).toMatch(/user "haproxy" does not exist \(the default for haproxy\.user\): HAProxy runs as ROOT; create it/);
+    expect(r.warnings().join()).toMatch(
+      /user "haproxy" does not exist \(the default for haproxy\.user\): HAProxy runs as ROOT; create it/,
+    );
   });
 
   test('root without CAP_SETUID/CAP_SETGID cannot drop: no user lines (HAProxy would fail to start), a warning', () => {

@@ -5,7 +5,11 @@ import { server, service, state } from '../helpers/agent';
 // renderHaproxyConfig memoizes each service's section per (service object, fd). Whatever it reuses, its text must
 // be exactly what a render of fresh objects gives: structuredClone makes objects the memo has never seen.
 
-const opts = { socketPath: '/run/pm/haproxy.sock', serverStateFile: '/var/lib/pm/server-state', hardStopAfterMs: 30000 };
+const opts = {
+  socketPath: '/run/pm/haproxy.sock',
+  serverStateFile: '/var/lib/pm/server-state',
+  hardStopAfterMs: 30000,
+};
 const render = (s: DesiredState) => renderHaproxyConfig(s, opts);
 const fresh = (s: DesiredState) => render(structuredClone(s));
 
@@ -26,7 +30,17 @@ describe('renderHaproxyConfig: memoized sections', () => {
     const after = state([api, db, web2]);
     const second = render(after);
     expect(second).toBe(fresh(after));
-    expect(section(second, 'web')).toBe(['listen web', '    bind fd@5', '    mode http', '    balance roundrobin', '    server w1 127.0.0.1:9003 weight 9', '    server w3 [::1]:9005 weight 1', ''].join('\n'));
+    expect(section(second, 'web')).toBe(
+      [
+        'listen web',
+        '    bind fd@5',
+        '    mode http',
+        '    balance roundrobin',
+        '    server w1 127.0.0.1:9003 weight 9',
+        '    server w3 [::1]:9005 weight 1',
+        '',
+      ].join('\n'),
+    );
     // Only web's section differs from the first render.
     expect(section(second, 'api')).toBe(section(first, 'api'));
     expect(section(second, 'db')).toBe(section(first, 'db'));
@@ -65,7 +79,16 @@ describe('renderHaproxyConfig: memoized sections', () => {
     ] as const) {
       const out = render(s);
       expect(out).toBe(fresh(s));
-      expect(section(out, 'mmm')).toBe(['listen mmm', `    bind fd@${fd}`, '    mode http', '    balance roundrobin', '    server s 127.0.0.1:9100 weight 1', ''].join('\n'));
+      expect(section(out, 'mmm')).toBe(
+        [
+          'listen mmm',
+          `    bind fd@${fd}`,
+          '    mode http',
+          '    balance roundrobin',
+          '    server s 127.0.0.1:9100 weight 1',
+          '',
+        ].join('\n'),
+      );
     }
   });
 });

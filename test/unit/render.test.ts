@@ -1,12 +1,18 @@
 import { renderHaproxyConfig } from '../../agent/haproxy/render';
 import { server, service, state } from '../helpers/agent';
 
-const opts = { socketPath: '/run/pm/haproxy.sock', serverStateFile: '/var/lib/pm/server-state', hardStopAfterMs: 30000 };
+const opts = {
+  socketPath: '/run/pm/haproxy.sock',
+  serverStateFile: '/var/lib/pm/server-state',
+  hardStopAfterMs: 30000,
+};
 
 describe('renderHaproxyConfig (pure)', () => {
   test('one listen section per service bound to fd@N in name order, stats socket admin 600, server state', () => {
     const s = state([
-      service('web', 8080, [server('a', 9001, { weight: 5 }), server('b6', 9002, { address: '::1' })], { serverOptions: ['check inter 2000'] }),
+      service('web', 8080, [server('a', 9001, { weight: 5 }), server('b6', 9002, { address: '::1' })], {
+        serverOptions: ['check inter 2000'],
+      }),
       service('api', 8081, [server('x', 9003, { options: ['backup'] })], { listenOptions: ['mode tcp'] }),
     ]);
     expect(renderHaproxyConfig(s, opts)).toBe(
@@ -50,7 +56,7 @@ describe('renderHaproxyConfig (pure)', () => {
     expect(renderHaproxyConfig(s, opts)).toBe(out);
   });
 
-  test('user and group when given, after the agent\'s own global lines; none by default', () => {
+  test("user and group when given, after the agent's own global lines; none by default", () => {
     const s = state([]);
     expect(renderHaproxyConfig(s, opts)).not.toMatch(/^\s*(user|group)\b/m);
     const out = renderHaproxyConfig(s, { ...opts, user: 'haproxy', group: 'haproxy' });
@@ -58,10 +64,13 @@ describe('renderHaproxyConfig (pure)', () => {
     expect(renderHaproxyConfig(s, { ...opts, user: '', group: 'haproxy' })).not.toMatch(/^\s*(user|group)\b/m);
   });
 
-  test.each(['user www', 'uid 33', 'group www', 'gid 33'])("the operator's %s in haproxy.global decides HAProxy's identity alone", (line) => {
-    const s = { ...state([]), haproxy: { global: [line], defaults: [] } };
-    const out = renderHaproxyConfig(s, { ...opts, user: 'haproxy', group: 'haproxy' });
-    expect(out).not.toMatch(/haproxy$/m);
-    expect(out.match(/^\s*(user|uid|group|gid)\b/gm)).toHaveLength(1);
-  });
+  test.each(['user www', 'uid 33', 'group www', 'gid 33'])(
+    "the operator's %s in haproxy.global decides HAProxy's identity alone",
+    (line) => {
+      const s = { ...state([]), haproxy: { global: [line], defaults: [] } };
+      const out = renderHaproxyConfig(s, { ...opts, user: 'haproxy', group: 'haproxy' });
+      expect(out).not.toMatch(/haproxy$/m);
+      expect(out.match(/^\s*(user|uid|group|gid)\b/gm)).toHaveLength(1);
+    },
+  );
 });

@@ -1,4 +1,13 @@
-import { diff, Digest, fullDelta, globalsVersion, PROTOCOL_VERSION, resourceSet, ResourceSet, resourceVersion } from '../../common/resources';
+import {
+  diff,
+  Digest,
+  fullDelta,
+  globalsVersion,
+  PROTOCOL_VERSION,
+  resourceSet,
+  ResourceSet,
+  resourceVersion,
+} from '../../common/resources';
 import { DesiredState, Service } from '../../common/types';
 import { HTTP_DEFAULTS, server, service, state } from '../helpers/agent';
 
@@ -21,11 +30,20 @@ describe('resource versions', () => {
     expect(copy).not.toBe(web);
     expect(resourceVersion(copy)).toBe(resourceVersion(web));
     // Key order does not matter (canonical JSON).
-    const reordered: Service = { servers: web.servers, serverOptions: web.serverOptions, listenOptions: web.listenOptions, bindAddress: web.bindAddress, port: web.port, name: web.name };
+    const reordered: Service = {
+      servers: web.servers,
+      serverOptions: web.serverOptions,
+      listenOptions: web.listenOptions,
+      bindAddress: web.bindAddress,
+      port: web.port,
+      name: web.name,
+    };
     expect(resourceVersion(reordered)).toBe(resourceVersion(web));
 
     expect(resourceVersion({ ...web, port: 8090 })).not.toBe(resourceVersion(web));
-    expect(resourceVersion({ ...web, servers: [server('a', 9001), server('b', 9002, { weight: 0 })] })).not.toBe(resourceVersion(web));
+    expect(resourceVersion({ ...web, servers: [server('a', 9001), server('b', 9002, { weight: 0 })] })).not.toBe(
+      resourceVersion(web),
+    );
     expect(resourceVersion({ ...web, servers: [server('a', 9001)] })).not.toBe(resourceVersion(web));
     expect(resourceVersion({ ...web, name: 'web2' })).not.toBe(resourceVersion(web));
     expect(resourceVersion(web)).toMatch(/^[0-9a-f]{32}$/);
@@ -147,7 +165,16 @@ describe('diff', () => {
 
   test('diff of identical states is empty', () => {
     const d = diff(resourceSet(v1), v1);
-    expect(d).toEqual({ version: v1.version, baseVersion: v1.version, full: false, haproxy: undefined, globalsVersion: resourceSet(v1).globalsVersion, upserted: [], removed: [], digest: resourceSet(v1).digest });
+    expect(d).toEqual({
+      version: v1.version,
+      baseVersion: v1.version,
+      full: false,
+      haproxy: undefined,
+      globalsVersion: resourceSet(v1).globalsVersion,
+      upserted: [],
+      removed: [],
+      digest: resourceSet(v1).digest,
+    });
     // Equal content in other objects (a rebuilt snapshot) is also empty.
     const rebuilt = state(clone([web, api, db]));
     const d2 = diff(resourceSet(v1), rebuilt);

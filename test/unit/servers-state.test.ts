@@ -12,7 +12,15 @@ const SAMPLE = `1
 test('parseServersState reads servers by column name', () => {
   const s = parseServersState(SAMPLE);
   const a = s.get('web')?.get('a');
-  expect(a).toEqual({ backend: 'web', name: 'a', address: '127.0.0.1', port: 9001, weight: 3, adminState: 0, operState: 2 });
+  expect(a).toEqual({
+    backend: 'web',
+    name: 'a',
+    address: '127.0.0.1',
+    port: 9001,
+    weight: 3,
+    adminState: 0,
+    operState: 2,
+  });
   const b = s.get('web')?.get('b');
   expect(b?.address).toBe('::1');
   expect(inMaint(b!)).toBe(true);

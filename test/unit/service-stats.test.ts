@@ -1,9 +1,16 @@
 import { parseShowStat, ServiceStatsTracker } from '../../agent/haproxy/stats';
 
-const HEADER = '# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot';
+const HEADER =
+  '# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot';
 /** One proxy's rows in 2.6's column order (only the columns the parser reads are filled). */
-function rows(px: string, f: { req: number; x5: number; stot: number }, b: { econ: number; eresp: number; wretr: number; wredis: number; qcur: number }, servers: string[]): string {
-  const row = (sv: string, v: Record<number, string | number>) => Array.from({ length: 49 }, (_, i) => (i === 0 ? px : i === 1 ? sv : (v[i] ?? ''))).join(',');
+function rows(
+  px: string,
+  f: { req: number; x5: number; stot: number },
+  b: { econ: number; eresp: number; wretr: number; wredis: number; qcur: number },
+  servers: string[],
+): string {
+  const row = (sv: string, v: Record<number, string | number>) =>
+    Array.from({ length: 49 }, (_, i) => (i === 0 ? px : i === 1 ? sv : (v[i] ?? ''))).join(',');
   return [
     row('FRONTEND', { 7: f.stot, 43: f.x5, 48: f.req, 17: 'OPEN' }),
     ...servers.map((status, i) => row(`s${i}`, { 17: status })),
@@ -13,7 +20,18 @@ function rows(px: string, f: { req: number; x5: number; stot: number }, b: { eco
 
 describe('show stat per service', () => {
   test('counters from the frontend and backend rows, DOWN servers counted (maint is not DOWN)', () => {
-    const s = parseShowStat([HEADER, rows('web', { req: 100, x5: 7, stot: 90 }, { econ: 2, eresp: 3, wretr: 4, wredis: 1, qcur: 5 }, ['UP', 'DOWN', 'MAINT', 'DOWN 1/2']), ''].join('\n'));
+    const s = parseShowStat(
+      [
+        HEADER,
+        rows('web', { req: 100, x5: 7, stot: 90 }, { econ: 2, eresp: 3, wretr: 4, wredis: 1, qcur: 5 }, [
+          'UP',
+          'DOWN',
+          'MAINT',
+          'DOWN 1/2',
+        ]),
+        '',
+      ].join('\n'),
+    );
     expect(s.get('web')).toEqual({
       counters: { requests: 100, responses5xx: 7, sessions: 90, connectionErrors: 2, responseErrors: 3, retries: 5 },
       gauges: { serversDown: 2, serversTotal: 4, queue: 5 },
@@ -23,7 +41,10 @@ describe('show stat per service', () => {
   test('the tracker carries counts across a new HAProxy process (and a counter going backwards); gauges are current', async () => {
     let text = '';
     const tracker = new ServiceStatsTracker({ command: async () => text });
-    const at = (req: number, x5: number, qcur = 0) => [HEADER, rows('web', { req, x5, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur }, ['UP']), ''].join('\n');
+    const at = (req: number, x5: number, qcur = 0) =>
+      [HEADER, rows('web', { req, x5, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur }, ['UP']), ''].join(
+        '\n',
+      );
     text = at(10, 1);
     await tracker.sample(100);
     text = at(15, 2, 3);
@@ -43,8 +64,10 @@ describe('show stat per service', () => {
   test('a service the new process does not run keeps its count for when it returns; a reply that is not show stat is refused', async () => {
     let text = '';
     const tracker = new ServiceStatsTracker({ command: async () => text });
-    const web = (req: number) => rows('web', { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
-    const api = (req: number) => rows('api', { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
+    const web = (req: number) =>
+      rows('web', { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
+    const api = (req: number) =>
+      rows('api', { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
     text = [HEADER, web(5), api(30), ''].join('\n');
     await tracker.sample(1);
     text = [HEADER, web(1), ''].join('\n'); // reloaded without api

@@ -14,7 +14,13 @@ const state = (weights: number[]): DesiredState => ({
       bindAddress: '0.0.0.0',
       listenOptions: [],
       serverOptions: [],
-      servers: weights.map((weight, i) => ({ name: `s${i}`, address: `10.0.0.${i + 1}`, port: 80, weight, options: [] })),
+      servers: weights.map((weight, i) => ({
+        name: `s${i}`,
+        address: `10.0.0.${i + 1}`,
+        port: 80,
+        weight,
+        options: [],
+      })),
     },
   ],
 });
@@ -25,7 +31,9 @@ const weightsOf = (s: DesiredState) => s.services[0]!.servers.map((v) => v.weigh
 describe('state codec: weight', () => {
   test('weight 0 survives the wire (binary) and the JSON form (state files, the agent cache)', () => {
     const s = state([0, 1, 7, 256]);
-    expect(weightsOf(fromProto(pb.DesiredState.decode(pb.DesiredState.encode(toProto(s)).finish())))).toEqual([0, 1, 7, 256]);
+    expect(weightsOf(fromProto(pb.DesiredState.decode(pb.DesiredState.encode(toProto(s)).finish())))).toEqual([
+      0, 1, 7, 256,
+    ]);
     expect(weightsOf(fromJson(JSON.parse(JSON.stringify(toJson(s)))))).toEqual([0, 1, 7, 256]);
   });
 
@@ -35,13 +43,36 @@ describe('state codec: weight', () => {
     old.uint32(10).string('s0').uint32(18).string('10.0.0.1').uint32(24).uint32(80);
     const server = pb.Server.decode(old.finish());
     expect(server.weight).toBeUndefined();
-    const decoded = fromProto({ version: 'v', services: [{ name: 'web', port: 1, bindAddress: '', listenOptions: [], serverOptions: [], servers: [server], drainTimeoutMs: 0, zoneLabel: '' }] });
+    const decoded = fromProto({
+      version: 'v',
+      services: [
+        {
+          name: 'web',
+          port: 1,
+          bindAddress: '',
+          listenOptions: [],
+          serverOptions: [],
+          servers: [server],
+          drainTimeoutMs: 0,
+          zoneLabel: '',
+        },
+      ],
+    });
     expect(weightsOf(decoded)).toEqual([1]);
-    expect(weightsOf(fromJson({ version: 'v', services: [{ name: 'web', port: 1, servers: [{ name: 's0', address: '10.0.0.1', port: 80 }] }] }))).toEqual([1]);
+    expect(
+      weightsOf(
+        fromJson({
+          version: 'v',
+          services: [{ name: 'web', port: 1, servers: [{ name: 's0', address: '10.0.0.1', port: 80 }] }],
+        }),
+      ),
+    ).toEqual([1]);
   });
 
   test('an explicit 0 is on the wire as field 4 = 0 (what an older agent reads as its old default, 1)', () => {
-    const bytes = pb.Server.encode(pb.Server.fromPartial({ name: 's', address: '10.0.0.1', port: 80, weight: 0 })).finish();
+    const bytes = pb.Server.encode(
+      pb.Server.fromPartial({ name: 's', address: '10.0.0.1', port: 80, weight: 0 }),
+    ).finish();
     // tag 4 << 3 | varint = 0x20, then 0x00
     expect(Buffer.from(bytes).includes(Buffer.from([0x20, 0x00]))).toBe(true);
   });
@@ -89,7 +120,10 @@ describe('state codec: stateJsonText', () => {
     ['empty globals', { ...rich, haproxy: { global: [], defaults: [] } }],
     ['only global, only defaults', { ...rich, haproxy: { global: ['maxconn 5'], defaults: [] } }],
     ['no services', { ...rich, services: [] }],
-    ['the empty state (no version, no globals, no services)', { version: '', haproxy: { global: [], defaults: [] }, services: [] }],
+    [
+      'the empty state (no version, no globals, no services)',
+      { version: '', haproxy: { global: [], defaults: [] }, services: [] },
+    ],
   ])('fromJson(stateJsonText(s)) is s, and the text is the document toJson makes: %s', (_what, s) => {
     expect(roundTrip(s)).toEqual(s);
     // toJson leaves an empty list out; stateJsonText always writes "services".
@@ -107,7 +141,10 @@ describe('state codec: stateJsonText', () => {
   test('a service replaced by a changed copy: only its part of the document changes; unchanged objects keep their text', () => {
     const [api, web, empty] = rich.services as [Service, Service, Service];
     const before = stateJsonText(rich);
-    const web2: Service = { ...web, servers: [...web.servers, { name: 'b', address: '10.0.0.9', port: 90, weight: 0, options: [] }] };
+    const web2: Service = {
+      ...web,
+      servers: [...web.servers, { name: 'b', address: '10.0.0.9', port: 90, weight: 0, options: [] }],
+    };
     const next: DesiredState = { ...rich, version: 'v43', services: [api, web2, empty] };
     const after = stateJsonText(next);
 

@@ -13,9 +13,12 @@ describe('desired-state files (agent --state)', () => {
   };
 
   // Found by the hostile campaign: "services: x" read as no services and dropped every listener.
-  test.each([['services: x\n'], ['{}\n'], ['haproxy: {global: []}\n'], ['services: {web: 1}\n']])('%j is refused, not read as "no services"', async (text) => {
-    await expect(read('bad.yml', text)).rejects.toThrow(/services: expected a list of services/);
-  });
+  test.each([['services: x\n'], ['{}\n'], ['haproxy: {global: []}\n'], ['services: {web: 1}\n']])(
+    '%j is refused, not read as "no services"',
+    async (text) => {
+      await expect(read('bad.yml', text)).rejects.toThrow(/services: expected a list of services/);
+    },
+  );
 
   test('an explicit empty list is a state without services', async () => {
     expect((await read('empty.yml', 'services: []\n')).services).toEqual([]);

@@ -15,13 +15,20 @@ describe('sanitizeState (pure)', () => {
     const prev = state([service('web', 80, [])]);
     const r = sanitizeState(state([service('aaa', 80, []), service('web', 80, [])]), prev);
     expect(r.state.services.map((x) => x.name)).toEqual(['web']);
-    expect(r.problems).toEqual([{ service: 'aaa', where: 'service aaa', message: 'port 80 is already used by service web' }]);
+    expect(r.problems).toEqual([
+      { service: 'aaa', where: 'service aaa', message: 'port 80 is already used by service web' },
+    ]);
   });
 
   test('a bad server is left out on its own; the rest of its service is served', () => {
     const r = sanitizeState(state([service('web', 80, [server('a', 1), server('bad name', 2)])]));
     expect(r.state.services.map((x) => [x.name, x.servers.map((y) => y.name)])).toEqual([['web', ['a']]]);
-    expect(r.problems[0]).toEqual({ service: 'web', server: 'bad name', where: 'service "web" server "bad name"', message: 'name must match [A-Za-z0-9_.:-]+; this server is left out, the rest of the service is served' });
+    expect(r.problems[0]).toEqual({
+      service: 'web',
+      server: 'bad name',
+      where: 'service "web" server "bad name"',
+      message: 'name must match [A-Za-z0-9_.:-]+; this server is left out, the rest of the service is served',
+    });
   });
 
   test('a rejected service falls back to its previous version', () => {
@@ -40,7 +47,10 @@ describe('sanitizeState (pure)', () => {
         service('w4', 4, [server('a', 1), server('a', 2)]),
       ]),
     );
-    expect(r.state.services.map((x) => [x.name, x.servers.length])).toEqual([['w1', 0], ['w2', 0]]); // bad servers left out
+    expect(r.state.services.map((x) => [x.name, x.servers.length])).toEqual([
+      ['w1', 0],
+      ['w2', 0],
+    ]); // bad servers left out
     expect(r.problems.map((p) => p.message)).toEqual([
       'weight 300 is outside 0-256; this server is left out, the rest of the service is served',
       'address "not an address!" is neither an IP literal nor a hostname; this server is left out, the rest of the service is served',
@@ -59,7 +69,9 @@ describe('sanitizeState (pure)', () => {
     expect(() => sanitizeState({ ...s, haproxy: { global: ['maxconn 100', 'listen evil'], defaults: [] } })).toThrow(
       new StateError([{ where: 'haproxy.global[1]', message: '"listen" opens a new section' }]),
     );
-    expect(() => sanitizeState({ ...s, haproxy: { global: [], defaults: ['mode http', '  "frontend" f'] } })).toThrow(/haproxy.defaults\[1\]: "frontend" opens a new section/);
+    expect(() => sanitizeState({ ...s, haproxy: { global: [], defaults: ['mode http', '  "frontend" f'] } })).toThrow(
+      /haproxy.defaults\[1\]: "frontend" opens a new section/,
+    );
   });
 });
 
@@ -67,7 +79,9 @@ describe('sanitizeState: service options (common/option-policy)', () => {
   const honest = service('api', 81, [server('a', 1)]);
 
   test('a hostile listen option rejects only its service, naming it, the option and why; the others stay', () => {
-    const evil = service('web', 80, [server('a', 1)], { listenOptions: ['mode http', 'global', 'stats socket ipv4@0.0.0.0:9999 level admin', 'listen x'] });
+    const evil = service('web', 80, [server('a', 1)], {
+      listenOptions: ['mode http', 'global', 'stats socket ipv4@0.0.0.0:9999 level admin', 'listen x'],
+    });
     const r = sanitizeState(state([evil, honest]));
     expect(r.state.services.map((s) => s.name)).toEqual(['api']);
     expect(r.problems.map((p) => `${p.where}: ${p.message}`)).toEqual([
@@ -87,10 +101,30 @@ describe('sanitizeState: service options (common/option-policy)', () => {
   });
 
   test.each([
-    ['server_options', { serverOptions: ['check', 'crt /etc/shadow'] }, 'service "web" server_options[1]', /crt "\/etc\/shadow": file outside service_options.file_dirs \(none listed\)/],
-    ['server_options', { serverOptions: ['check bogus'] }, 'service "web" server_options[0]', /"bogus" is not a server option/],
-    ['listen_options', { listenOptions: ['errorfile 503 /etc/shadow'] }, 'service "web" listen_options[0]', /errorfile "\/etc\/shadow": file outside/],
-    ['listen_options', { listenOptions: ['external-check command /bin/touch'] }, 'service "web" listen_options[0]', /runs a program/],
+    [
+      'server_options',
+      { serverOptions: ['check', 'crt /etc/shadow'] },
+      'service "web" server_options[1]',
+      /crt "\/etc\/shadow": file outside service_options.file_dirs \(none listed\)/,
+    ],
+    [
+      'server_options',
+      { serverOptions: ['check bogus'] },
+      'service "web" server_options[0]',
+      /"bogus" is not a server option/,
+    ],
+    [
+      'listen_options',
+      { listenOptions: ['errorfile 503 /etc/shadow'] },
+      'service "web" listen_options[0]',
+      /errorfile "\/etc\/shadow": file outside/,
+    ],
+    [
+      'listen_options',
+      { listenOptions: ['external-check command /bin/touch'] },
+      'service "web" listen_options[0]',
+      /runs a program/,
+    ],
   ])('%s: %j', (_key, extra, where, message) => {
     const r = sanitizeState(state([service('web', 80, [], extra)]));
     expect(r.state.services).toEqual([]);
@@ -100,7 +134,9 @@ describe('sanitizeState: service options (common/option-policy)', () => {
   });
 
   test('per-host options are checked like server_options', () => {
-    const r = sanitizeState(state([service('web', 80, [server('a', 1, { options: ['backup', 'ca-file /etc/ssl/private/x.pem'] })])]));
+    const r = sanitizeState(
+      state([service('web', 80, [server('a', 1, { options: ['backup', 'ca-file /etc/ssl/private/x.pem'] })])]),
+    );
     expect(r.problems.map((p) => `${p.where}: ${p.message}`)).toEqual([
       'service "web" server "a": options[1]: ca-file "/etc/ssl/private/x.pem": file outside service_options.file_dirs (none listed); this server is left out, the rest of the service is served',
     ]);
@@ -112,10 +148,16 @@ describe('sanitizeState: service options (common/option-policy)', () => {
   });
 
   test('the policy comes from the caller; answers are cached per policy, not across policies', () => {
-    const web = service('web', 80, [server('a', 1, { options: ['curves X25519'] })], { listenOptions: ['mode http', 'errorfile 503 /srv/errors/503.http', 'option my-option'] });
+    const web = service('web', 80, [server('a', 1, { options: ['curves X25519'] })], {
+      listenOptions: ['mode http', 'errorfile 503 /srv/errors/503.http', 'option my-option'],
+    });
     const s = state([web]);
     expect(sanitizeState(s).problems).toHaveLength(3);
-    const policy = { extraListenKeywords: ['option my-option'], extraServerKeywords: ['curves'], fileDirs: ['/srv/errors'] };
+    const policy = {
+      extraListenKeywords: ['option my-option'],
+      extraServerKeywords: ['curves'],
+      fileDirs: ['/srv/errors'],
+    };
     expect(sanitizeState(s, undefined, policy).problems).toEqual([]);
     expect(sanitizeState(s, undefined, DEFAULT_SERVICE_OPTIONS).problems).toHaveLength(3);
   });

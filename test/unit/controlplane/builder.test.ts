@@ -12,11 +12,23 @@ const config = (name: string, port: number): ServiceConfig => ({
   serverOptions: ['check inter 2000'],
   watcher: { type: 'zookeeper', path: `/services/${name}` },
 });
-const host = (name: string, address = '10.0.0.1', port = 80, weight = 1): Host => ({ name, address, port, weight, options: [] });
+const host = (name: string, address = '10.0.0.1', port = 80, weight = 1): Host => ({
+  name,
+  address,
+  port,
+  weight,
+  options: [],
+});
 
 describe('buildDesiredState', () => {
   test('services and servers sorted, fields mapped, content-hash version', () => {
-    const s = buildDesiredState({ haproxy, services: [{ config: config('web', 8080), hosts: [host('b', '10.0.0.2'), host('a')] }, { config: config('api', 8081), hosts: [] }] });
+    const s = buildDesiredState({
+      haproxy,
+      services: [
+        { config: config('web', 8080), hosts: [host('b', '10.0.0.2'), host('a')] },
+        { config: config('api', 8081), hosts: [] },
+      ],
+    });
     expect(s.services.map((x) => x.name)).toEqual(['api', 'web']);
     expect(s.services[1]).toEqual({
       name: 'web',
@@ -34,29 +46,67 @@ describe('buildDesiredState', () => {
   });
 
   test('equal inputs in any order give the same version; any change gives another', () => {
-    const a = buildDesiredState({ haproxy, services: [{ config: config('web', 8080), hosts: [host('a'), host('b', '10.0.0.2')] }, { config: config('x', 1), hosts: [] }] });
-    const b = buildDesiredState({ haproxy: { ...haproxy }, services: [{ config: config('x', 1), hosts: [] }, { config: config('web', 8080), hosts: [host('b', '10.0.0.2'), host('a')] }] });
+    const a = buildDesiredState({
+      haproxy,
+      services: [
+        { config: config('web', 8080), hosts: [host('a'), host('b', '10.0.0.2')] },
+        { config: config('x', 1), hosts: [] },
+      ],
+    });
+    const b = buildDesiredState({
+      haproxy: { ...haproxy },
+      services: [
+        { config: config('x', 1), hosts: [] },
+        { config: config('web', 8080), hosts: [host('b', '10.0.0.2'), host('a')] },
+      ],
+    });
     expect(b.version).toBe(a.version);
-    const c = buildDesiredState({ haproxy, services: [{ config: config('web', 8080), hosts: [host('a'), host('b', '10.0.0.2', 80, 2)] }, { config: config('x', 1), hosts: [] }] });
+    const c = buildDesiredState({
+      haproxy,
+      services: [
+        { config: config('web', 8080), hosts: [host('a'), host('b', '10.0.0.2', 80, 2)] },
+        { config: config('x', 1), hosts: [] },
+      ],
+    });
     expect(c.version).not.toBe(a.version);
-    const d = buildDesiredState({ haproxy: { ...haproxy, global: ['maxconn 2000'] }, services: [{ config: config('web', 8080), hosts: [host('a'), host('b', '10.0.0.2')] }, { config: config('x', 1), hosts: [] }] });
+    const d = buildDesiredState({
+      haproxy: { ...haproxy, global: ['maxconn 2000'] },
+      services: [
+        { config: config('web', 8080), hosts: [host('a'), host('b', '10.0.0.2')] },
+        { config: config('x', 1), hosts: [] },
+      ],
+    });
     expect(d.version).not.toBe(a.version);
   });
 
   test('duplicate names get address:port suffixes; exact duplicates collapse', () => {
-    const s = buildDesiredState({ haproxy, services: [{ config: config('web', 8080), hosts: [host('n', '10.0.0.2'), host('n', '10.0.0.1'), host('n', '10.0.0.1')] }] });
+    const s = buildDesiredState({
+      haproxy,
+      services: [
+        { config: config('web', 8080), hosts: [host('n', '10.0.0.2'), host('n', '10.0.0.1'), host('n', '10.0.0.1')] },
+      ],
+    });
     expect(s.services[0]!.servers.map((x) => x.name)).toEqual(['n_10.0.0.1:80', 'n_10.0.0.2:80']);
   });
 
   test('two services on one port: the one already running keeps it and the problem is reported', () => {
     const first = buildDesiredState({ haproxy, services: [{ config: config('old', 80), hosts: [] }] });
-    const r = buildDesiredStateChecked({ haproxy, services: [{ config: config('aaa', 80), hosts: [] }, { config: config('old', 80), hosts: [] }], previous: first });
+    const r = buildDesiredStateChecked({
+      haproxy,
+      services: [
+        { config: config('aaa', 80), hosts: [] },
+        { config: config('old', 80), hosts: [] },
+      ],
+      previous: first,
+    });
     expect(r.state.services.map((s) => s.name)).toEqual(['old']);
     expect(r.problems[0]).toMatchObject({ service: 'aaa', message: 'port 80 is already used by service old' });
   });
 
   test('canonicalJson sorts keys at every level', () => {
-    expect(canonicalJson({ b: 1, a: { d: [2, { z: 1, y: 2 }], c: null } })).toBe('{"a":{"c":null,"d":[2,{"y":2,"z":1}]},"b":1}');
+    expect(canonicalJson({ b: 1, a: { d: [2, { z: 1, y: 2 }], c: null } })).toBe(
+      '{"a":{"c":null,"d":[2,{"y":2,"z":1}]},"b":1}',
+    );
   });
 });
 
@@ -74,7 +124,9 @@ describe('fail static', () => {
     const r = applyFailStatic(prev, [host('a')], 0.5);
     expect(r.hosts.map((h) => h.name).sort()).toEqual(['a', 'd']);
     expect(r.heldBack).toBe(1);
-    expect(r.warning).toMatch(/3 of 4 host\(s\) removed exceeds max_removal_share 0.5 for this step; removing 2 now, holding back 1 \(d\)/);
+    expect(r.warning).toMatch(
+      /3 of 4 host\(s\) removed exceeds max_removal_share 0.5 for this step; removing 2 now, holding back 1 \(d\)/,
+    );
     const next = applyFailStatic(r.hosts, [host('a')], 0.5);
     expect(next.heldBack).toBe(0);
     expect(next.warning).toBeUndefined();

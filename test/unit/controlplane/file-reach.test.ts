@@ -19,30 +19,63 @@ const KEY = [
   'Proc-Type: 4,ENCRYPTED',
   '-----END PRIVATE KEY-----',
 ];
-const leaks = (text: string) => KEY.flatMap((l) => l.split(/[\s:,]+/)).filter((piece) => piece.length >= 4 && text.includes(piece));
+const leaks = (text: string) =>
+  KEY.flatMap((l) => l.split(/[\s:,]+/)).filter((piece) => piece.length >= 4 && text.includes(piece));
 
 describe('hosts files', () => {
   test('good lines become hosts; bad lines are named file:line with what was expected, never with their text', () => {
-    const r = parseHostsFile(['# web', '10.0.0.1:80', 'web-1.example.com:8080 weight=3', 'nope', '10.0.0.2:99999', '10.0.0.3:80 wieght=2', '[::1]:81'].join('\n'), '/srv/hosts/web.txt');
-    expect(r.hosts.map((h) => `${h.address}:${h.port}/${h.weight}`)).toEqual(['10.0.0.1:80/1', 'web-1.example.com:8080/3', '::1:81/1']);
+    const r = parseHostsFile(
+      [
+        '# web',
+        '10.0.0.1:80',
+        'web-1.example.com:8080 weight=3',
+        'nope',
+        '10.0.0.2:99999',
+        '10.0.0.3:80 wieght=2',
+        '[::1]:81',
+      ].join('\n'),
+      '/srv/hosts/web.txt',
+    );
+    expect(r.hosts.map((h) => `${h.address}:${h.port}/${h.weight}`)).toEqual([
+      '10.0.0.1:80/1',
+      'web-1.example.com:8080/3',
+      '::1:81/1',
+    ]);
     expect(r.problems).toEqual([
-      { where: '/srv/hosts/web.txt:4', message: 'line skipped: expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N' },
+      {
+        where: '/srv/hosts/web.txt:4',
+        message:
+          'line skipped: expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N',
+      },
       { where: '/srv/hosts/web.txt:5', message: 'line skipped: port is outside 1-65535' },
-      { where: '/srv/hosts/web.txt:6', message: 'line skipped: unknown option after host:port (only weight=N is allowed)' },
+      {
+        where: '/srv/hosts/web.txt:6',
+        message: 'line skipped: unknown option after host:port (only weight=N is allowed)',
+      },
     ]);
     expect(r.problems.map((p) => p.message).join()).not.toMatch(/nope|99999|wieght/);
   });
 
   test('a private key read as a hosts file: one problem per line, none quoting it', () => {
     const r = parseHostsFile(KEY.join('\n') + '\n', '/srv/hosts/key.pem');
-    expect(r.problems.map((p) => p.where)).toEqual(['/srv/hosts/key.pem:1', '/srv/hosts/key.pem:2', '/srv/hosts/key.pem:3', '/srv/hosts/key.pem:4', '/srv/hosts/key.pem:5', '/srv/hosts/key.pem:6']);
+    expect(r.problems.map((p) => p.where)).toEqual([
+      '/srv/hosts/key.pem:1',
+      '/srv/hosts/key.pem:2',
+      '/srv/hosts/key.pem:3',
+      '/srv/hosts/key.pem:4',
+      '/srv/hosts/key.pem:5',
+      '/srv/hosts/key.pem:6',
+    ]);
     expect(leaks(JSON.stringify(r))).toEqual([]);
   });
 
   test('a long file of garbage reports a bounded number of problems', () => {
     const r = parseHostsFile(Array.from({ length: 5000 }, (_, i) => `garbage-${i}`).join('\n'), '/srv/hosts/big');
     expect(r.problems).toHaveLength(MAX_LINE_PROBLEMS + 1);
-    expect(r.problems.at(-1)).toEqual({ where: `/srv/hosts/big:${MAX_LINE_PROBLEMS + 1}`, message: `${5000 - MAX_LINE_PROBLEMS} more line(s) skipped from here on (not host:port)` });
+    expect(r.problems.at(-1)).toEqual({
+      where: `/srv/hosts/big:${MAX_LINE_PROBLEMS + 1}`,
+      message: `${5000 - MAX_LINE_PROBLEMS} more line(s) skipped from here on (not host:port)`,
+    });
   });
 });
 
@@ -66,7 +99,8 @@ describe('syntax errors give a position, never the text', () => {
   });
 
   test('valid JSON has no error offset', () => {
-    for (const t of ['{}', '[]', '0', '-1.5e+3', '"\\u00e9\\n"', ' {"a": [true, false, null, {"b": "c"}]} ']) expect(jsonErrorOffset(t)).toBeUndefined();
+    for (const t of ['{}', '[]', '0', '-1.5e+3', '"\\u00e9\\n"', ' {"a": [true, false, null, {"b": "c"}]} '])
+      expect(jsonErrorOffset(t)).toBeUndefined();
   });
 
   test('YAML: js-yaml quotes the lines around the error; the message keeps the position and the reason only', () => {
@@ -93,8 +127,17 @@ describe('syntax errors give a position, never the text', () => {
   });
 
   test('service configs and host nodes use it: a key given as a service config or a host node is not quoted', () => {
-    const raw = (text: string, format: 'json' | 'yaml') => ({ name: 'web', text, origin: '/etc/proxymgr/service_config/web', format });
-    for (const [text, format] of [[KEY.join('\n'), 'json'], [KEY.join('\n'), 'yaml'], [`{"type": "${KEY[1]}`, 'json']] as const) {
+    const raw = (text: string, format: 'json' | 'yaml') => ({
+      name: 'web',
+      text,
+      origin: '/etc/proxymgr/service_config/web',
+      format,
+    });
+    for (const [text, format] of [
+      [KEY.join('\n'), 'json'],
+      [KEY.join('\n'), 'yaml'],
+      [`{"type": "${KEY[1]}`, 'json'],
+    ] as const) {
       let message = '';
       try {
         parseServiceConfig(raw(text, format));
@@ -104,7 +147,9 @@ describe('syntax errors give a position, never the text', () => {
       expect(message).toMatch(/^\/etc\/proxymgr\/service_config\/web: (not valid|expected a)/);
       expect(leaks(message)).toEqual([]);
     }
-    expect(() => parseHostNode('h', Buffer.from(KEY.join('\n')))).toThrow(/^not valid JSON: unexpected character at line 1, column 1$/);
+    expect(() => parseHostNode('h', Buffer.from(KEY.join('\n')))).toThrow(
+      /^not valid JSON: unexpected character at line 1, column 1$/,
+    );
   });
 });
 
@@ -112,7 +157,13 @@ describe('controlplane.zk_digest_file', () => {
   const tmp = tempDir('proxymgr-digest-');
   afterAll(() => tmp.cleanup());
   const warnings: object[] = [];
-  const log = { warn: (f: object) => warnings.push(f), info: () => undefined, error: () => undefined, debug: () => undefined, child: () => log };
+  const log = {
+    warn: (f: object) => warnings.push(f),
+    info: () => undefined,
+    error: () => undefined,
+    debug: () => undefined,
+    child: () => log,
+  };
 
   test('user:password; the digest id is user:base64(sha1(user:password)); the password never shows', () => {
     const f = path.join(tmp.dir, 'zk.digest');
@@ -154,7 +205,9 @@ describe('controlplane.zk_digest_file', () => {
   });
 
   test('missing file and directory are refused naming the file', () => {
-    expect(() => loadZkDigest(path.join(tmp.dir, 'missing'), log)).toThrow(`${path.join(tmp.dir, 'missing')}: controlplane.zk_digest_file: cannot read: ENOENT`);
+    expect(() => loadZkDigest(path.join(tmp.dir, 'missing'), log)).toThrow(
+      `${path.join(tmp.dir, 'missing')}: controlplane.zk_digest_file: cannot read: ENOENT`,
+    );
     const dir = path.join(tmp.dir, 'd');
     mkdirSync(dir);
     expect(() => loadZkDigest(dir, log)).toThrow(/not a regular file/);

@@ -1,6 +1,13 @@
 import { AgentRecord, AgentRegistry } from '../../../controlplane/grpc/registry';
 
-const hello = (nodeId: string, peer = '') => ({ nodeId, labels: {}, agentVersion: '', haproxyVersion: '', peer, runningVersion: '' });
+const hello = (nodeId: string, peer = '') => ({
+  nodeId,
+  labels: {},
+  agentVersion: '',
+  haproxyVersion: '',
+  peer,
+  runningVersion: '',
+});
 
 // Issue 9j: each stream holds the record made by its own hello; when the newer stream closed first and the older
 // one last, the older record was marked disconnected while ListAgents showed the newer one, connected forever.
@@ -10,7 +17,11 @@ describe('agent registry: two streams of one node', () => {
       let now = 0;
       const disconnects: AgentRecord[] = [];
       const counts: number[] = [];
-      const r = new AgentRegistry({ onDisconnect: (a) => disconnects.push(a), onConnectionChange: (n) => counts.push(n) }, { forgetAfterMs: 1000, maxDisconnected: 10 }, () => now);
+      const r = new AgentRegistry(
+        { onDisconnect: (a) => disconnects.push(a), onConnectionChange: (n) => counts.push(n) },
+        { forgetAfterMs: 1000, maxDisconnected: 10 },
+        () => now,
+      );
       const older = r.connect(hello('n1', 'peer-1'));
       const newer = r.connect(hello('n1', 'peer-2'));
       expect(r.connectedCount()).toBe(1);

@@ -9,8 +9,30 @@ const gate = {
   at: '2026-11-30T08:00:05.000Z',
   overridden: false,
   figures: [
-    { key: 'web', metric: 'http_5xx', canary: 1, hasStable: true, stable: 0, hasBefore: true, before: 0, threshold: 0.05, requests: 40, regressed: true },
-    { key: '*', metric: 'queue', canary: 0, hasStable: false, stable: 0, hasBefore: false, before: 0, threshold: 10, requests: 40, regressed: false },
+    {
+      key: 'web',
+      metric: 'http_5xx',
+      canary: 1,
+      hasStable: true,
+      stable: 0,
+      hasBefore: true,
+      before: 0,
+      threshold: 0.05,
+      requests: 40,
+      regressed: true,
+    },
+    {
+      key: '*',
+      metric: 'queue',
+      canary: 0,
+      hasStable: false,
+      stable: 0,
+      hasBefore: false,
+      before: 0,
+      threshold: 10,
+      requests: 40,
+      regressed: false,
+    },
   ],
 };
 
@@ -25,17 +47,56 @@ const status = RolloutStatus.fromPartial({
     toRevision: 'bbbbbbbbbbbb',
     state: 'rolled_back',
     reason: 'wave 1: traffic gate: …',
-    policy: { waves: ['1', '100%'], bakeMs: 8000, preflight: { enabled: true, maxFailures: 0, timeoutMs: 30000 }, gate: { enabled: true, minRequests: 20, thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10 }, onInsufficientTraffic: 'pass', sampleMs: 1000, baselineMs: 60000 } },
-    waves: [{ index: 1, spec: '1', agents: ['n1'], startedAt: '2026-11-30T08:00:00.000Z', ackedAt: '2026-11-30T08:00:01.000Z', gate }],
-    preflight: { startedAt: '2026-11-30T07:59:59.000Z', completedAt: '2026-11-30T08:00:00.000Z', passed: 4, failed: 1, unanswered: 0, failures: [{ nodeId: 'n5', error: 'service api: cannot listen on 127.0.0.5:9000: Address already in use' }] },
+    policy: {
+      waves: ['1', '100%'],
+      bakeMs: 8000,
+      preflight: { enabled: true, maxFailures: 0, timeoutMs: 30000 },
+      gate: {
+        enabled: true,
+        minRequests: 20,
+        thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10 },
+        onInsufficientTraffic: 'pass',
+        sampleMs: 1000,
+        baselineMs: 60000,
+      },
+    },
+    waves: [
+      {
+        index: 1,
+        spec: '1',
+        agents: ['n1'],
+        startedAt: '2026-11-30T08:00:00.000Z',
+        ackedAt: '2026-11-30T08:00:01.000Z',
+        gate,
+      },
+    ],
+    preflight: {
+      startedAt: '2026-11-30T07:59:59.000Z',
+      completedAt: '2026-11-30T08:00:00.000Z',
+      passed: 4,
+      failed: 1,
+      unanswered: 0,
+      failures: [{ nodeId: 'n5', error: 'service api: cannot listen on 127.0.0.5:9000: Address already in use' }],
+    },
   },
-  agents: [{ nodeId: 'n1', status: 'acked', releasedRevision: 'aaaaaaaaaaaa', runningRevision: 'aaaaaaaaaaaa', connected: true, preflight: 'passed' }],
+  agents: [
+    {
+      nodeId: 'n1',
+      status: 'acked',
+      releasedRevision: 'aaaaaaaaaaaa',
+      runningRevision: 'aaaaaaaaaaaa',
+      connected: true,
+      preflight: 'passed',
+    },
+  ],
 });
 
 describe('rollout gates and preflight as ctl and the status page show them', () => {
-  test('ctl rollout status: the policy, the preflight with each failing agent, each wave\'s verdict with its figures', () => {
+  test("ctl rollout status: the policy, the preflight with each failing agent, each wave's verdict with its figures", () => {
     const text = renderStatus(status);
-    expect(text).toMatch(/preflight on {2}gate on \(min_requests 20; 5xx \+5%, errors \+5%, retries \+10%, servers_down \+20%, queue \+10\)/);
+    expect(text).toMatch(
+      /preflight on {2}gate on \(min_requests 20; 5xx \+5%, errors \+5%, retries \+10%, servers_down \+20%, queue \+10\)/,
+    );
     expect(text).toMatch(/^ {2}wave 1 gate: FAIL: traffic gate: service web: 5xx 100%/m);
     expect(text).toMatch(/^ {4}web +http_5xx +100% +0% +0% +\+5% +40 +! regressed$/m);
     expect(text).toMatch(/^ {4}\* +queue +0 +- +- +\+10 +40 *$/m);
@@ -54,8 +115,20 @@ describe('rollout gates and preflight as ctl and the status page show them', () 
       servicesChanged: ['web'],
       changes: ['service api added', 'listen_options of web changed'],
       agents: [
-        { nodeId: 'n1', services: ['api', 'web'], preflight: 'passed', method: 'reload', reasons: ['reload: service api added'] },
-        { nodeId: 'n5', services: ['api', 'web'], preflight: 'failed', method: 'reload', error: 'service api: Address\x1b[2J already in use' },
+        {
+          nodeId: 'n1',
+          services: ['api', 'web'],
+          preflight: 'passed',
+          method: 'reload',
+          reasons: ['reload: service api added'],
+        },
+        {
+          nodeId: 'n5',
+          services: ['api', 'web'],
+          preflight: 'failed',
+          method: 'reload',
+          error: 'service api: Address\x1b[2J already in use',
+        },
       ],
     });
     const text = renderPlan(plan);
@@ -70,13 +143,32 @@ describe('rollout gates and preflight as ctl and the status page show them', () 
   });
 
   test('the status page: preflight failures and gate figures, every fleet text escaped', () => {
-    const hostile = RolloutStatus.fromPartial({ ...status, rollout: { ...status.rollout!, preflight: { ...status.rollout!.preflight!, failures: [{ nodeId: 'n5', error: '<script>alert(1)</script>' }] } } });
-    const html = renderStatusPage({ rollout: hostile, agents: ListAgentsResponse.fromPartial({ agents: [] }), services: ListServicesResponse.fromPartial({ services: [] }) }, Date.parse('2026-11-30T08:00:10Z'));
-    expect(html).toMatch(/<p id="preflight">Preflight: 4 passed · <span class="bad">1 failed<\/span> · 0 unanswered<\/p>/);
+    const hostile = RolloutStatus.fromPartial({
+      ...status,
+      rollout: {
+        ...status.rollout!,
+        preflight: { ...status.rollout!.preflight!, failures: [{ nodeId: 'n5', error: '<script>alert(1)</script>' }] },
+      },
+    });
+    const html = renderStatusPage(
+      {
+        rollout: hostile,
+        agents: ListAgentsResponse.fromPartial({ agents: [] }),
+        services: ListServicesResponse.fromPartial({ services: [] }),
+      },
+      Date.parse('2026-11-30T08:00:10Z'),
+    );
+    expect(html).toMatch(
+      /<p id="preflight">Preflight: 4 passed · <span class="bad">1 failed<\/span> · 0 unanswered<\/p>/,
+    );
     expect(html).toContain('<td class="error">&lt;script&gt;alert(1)&lt;/script&gt;</td>');
     expect(html).not.toContain('<script>');
-    expect(html).toMatch(/<p class="gate" id="gate-1">Wave 1 traffic gate: <b class="bad">FAIL<\/b> traffic gate: service web/);
-    expect(html).toMatch(/<td>web<\/td><td>http_5xx<\/td><td class="bad">100%<\/td><td>0%<\/td><td>0%<\/td><td>\+5%<\/td><td>40<\/td><td class="bad">regressed<\/td>/);
+    expect(html).toMatch(
+      /<p class="gate" id="gate-1">Wave 1 traffic gate: <b class="bad">FAIL<\/b> traffic gate: service web/,
+    );
+    expect(html).toMatch(
+      /<td>web<\/td><td>http_5xx<\/td><td class="bad">100%<\/td><td>0%<\/td><td>0%<\/td><td>\+5%<\/td><td>40<\/td><td class="bad">regressed<\/td>/,
+    );
     expect(html).toMatch(/<td>all services<\/td><td>queue<\/td><td>0<\/td><td>-<\/td><td>-<\/td><td>\+10<\/td>/);
   });
 });

@@ -6,15 +6,40 @@ import { Host } from '../../../controlplane/types';
 
 const raw = (extra: Record<string, unknown>, name = 'web') => ({
   name,
-  text: JSON.stringify({ type: 'zookeeper', path: '/services/web', port: 8080, listen_options: ['mode http'], ...extra }),
+  text: JSON.stringify({
+    type: 'zookeeper',
+    path: '/services/web',
+    port: 8080,
+    listen_options: ['mode http'],
+    ...extra,
+  }),
   origin: `zookeeper /service_config/${name}`,
   format: 'json' as const,
 });
-const host = (name: string, labels?: Record<string, string>, weight = 1): Host => parseHostNode(name, Buffer.from(JSON.stringify({ host: `10.0.0.${name.replace(/\D/g, '') || 1}`, port: 80, name, weight, ...(labels ? { labels } : {}) })));
+const host = (name: string, labels?: Record<string, string>, weight = 1): Host =>
+  parseHostNode(
+    name,
+    Buffer.from(
+      JSON.stringify({
+        host: `10.0.0.${name.replace(/\D/g, '') || 1}`,
+        port: 80,
+        name,
+        weight,
+        ...(labels ? { labels } : {}),
+      }),
+    ),
+  );
 
 describe('service-config traffic options (issue 12)', () => {
   test('drain_timeout_ms, slow_start_ms, zone_label and canary parse into the config', () => {
-    const c = parseServiceConfig(raw({ drain_timeout_ms: 5000, slow_start_ms: 20000, zone_label: 'zone', canary: { labels: { canary: true }, share: 0.05 } }));
+    const c = parseServiceConfig(
+      raw({
+        drain_timeout_ms: 5000,
+        slow_start_ms: 20000,
+        zone_label: 'zone',
+        canary: { labels: { canary: true }, share: 0.05 },
+      }),
+    );
     expect(c.drainTimeoutMs).toBe(5000);
     expect(c.zoneLabel).toBe('zone');
     expect(c.canary).toEqual({ labels: { canary: 'true' }, share: 0.05 });
@@ -26,12 +51,21 @@ describe('service-config traffic options (issue 12)', () => {
   test.each([
     [{ drain_timeout_ms: 0 }, /drain_timeout_ms: expected an integer 1-86400000 \(milliseconds\), got number 0/],
     [{ slow_start_ms: '10s' }, /slow_start_ms: expected an integer 1-3600000 \(milliseconds\), got string "10s"/],
-    [{ slow_start_ms: 1000, listen_options: ['mode http', 'balance source'] }, /slow_start_ms: "balance source" is a static algorithm, which HAProxy cannot ramp/],
+    [
+      { slow_start_ms: 1000, listen_options: ['mode http', 'balance source'] },
+      /slow_start_ms: "balance source" is a static algorithm, which HAProxy cannot ramp/,
+    ],
     [{ zone_label: 'zone name' }, /zone_label: expected a label name such as "zone"/],
-    [{ canary: { labels: { canary: 'true' }, share: 5 } }, /canary.share: expected a share of the traffic between 0 and 1 \(e.g. 0.05 for 5 %\), got number 5/],
+    [
+      { canary: { labels: { canary: 'true' }, share: 5 } },
+      /canary.share: expected a share of the traffic between 0 and 1 \(e.g. 0.05 for 5 %\), got number 5/,
+    ],
     [{ canary: { labels: {}, share: 0.05 } }, /canary.labels: expected at least one label/],
     [{ canary: { label: 'canary', share: 0.05 } }, /canary.label: unknown key \(expected labels, share\)/],
-    [{ canary: { labels: { canary: 'true' }, share: 0.1 }, listen_options: ['balance static-rr'] }, /canary: "balance static-rr" is a static algorithm, which takes no runtime weights/],
+    [
+      { canary: { labels: { canary: 'true' }, share: 0.1 }, listen_options: ['balance static-rr'] },
+      /canary: "balance static-rr" is a static algorithm, which takes no runtime weights/,
+    ],
   ])('%j is refused with a message naming the key', (extra, message) => {
     expect(() => parseServiceConfig(raw(extra))).toThrow(message);
   });
@@ -60,12 +94,14 @@ describe('weighted canaries: runtime weights for a share of the traffic', () => 
     expect(w.h4).toBe(0);
     expect(Math.abs(w.h1! / (w.h1! + w.h2! + w.h3!) - 0.05)).toBeLessThan(0.005);
     expect(w.h2).toBe(w.h3);
-    expect(canaryWeights(s.servers, [host('h2'), host('h3')], config.canary!).map((v) => v.weight)).toEqual(s.servers.map((v) => v.weight));
+    expect(canaryWeights(s.servers, [host('h2'), host('h3')], config.canary!).map((v) => v.weight)).toEqual(
+      s.servers.map((v) => v.weight),
+    );
   });
 });
 
 describe('zone-aware routing', () => {
-  test('servers carry their host\'s zone; an agent in a zone makes the others backups; an agent without the label uses every server', () => {
+  test("servers carry their host's zone; an agent in a zone makes the others backups; an agent without the label uses every server", () => {
     const config = parseServiceConfig(raw({ zone_label: 'zone' }));
     const s = buildService(config, [host('h1', { zone: 'east' }), host('h2', { zone: 'west' }), host('h3')]);
     expect(s.zoneLabel).toBe('zone');
@@ -82,6 +118,10 @@ describe('zone-aware routing', () => {
     ]);
     expect(localService(s, undefined, { rack: 'r1' })).toBe(s);
     // Idempotent: a state the agent cached (already localized) is not marked twice.
-    expect(localService(east, undefined, { zone: 'east' }).servers.map((v) => v.options)).toEqual([[], ['backup'], ['backup']]);
+    expect(localService(east, undefined, { zone: 'east' }).servers.map((v) => v.options)).toEqual([
+      [],
+      ['backup'],
+      ['backup'],
+    ]);
   });
 });

@@ -33,7 +33,16 @@ class FakeDiscovery implements RolloutDiscovery {
     this.state = {
       version: `v${port}`,
       haproxy: { global: [], defaults: [] },
-      services: [{ name: 'web', port, bindAddress: '0.0.0.0', listenOptions: [], serverOptions: [], servers: [{ name: 'a', address: '10.0.0.1', port: 80, weight: 1, options: [] }] }],
+      services: [
+        {
+          name: 'web',
+          port,
+          bindAddress: '0.0.0.0',
+          listenOptions: [],
+          serverOptions: [],
+          servers: [{ name: 'a', address: '10.0.0.1', port: 80, weight: 1, options: [] }],
+        },
+      ],
     };
     for (const l of [...this.listeners]) l(this.state);
   }
@@ -46,7 +55,19 @@ function setup(config: Partial<RolloutConfig> = {}) {
   const discovery = new FakeDiscovery();
   let store: MemoryRolloutStore | undefined;
   const c = new RolloutCoordinator({
-    config: { waves: [{ kind: 'count', count: 1 }, { kind: 'share', share: 1 }], bakeMs: BAKE_MS, maxNacks: 0, autoRollback: true, zookeeper: '', zkPath: '/proxymgr', replicaId: 'cp1', ...config },
+    config: {
+      waves: [
+        { kind: 'count', count: 1 },
+        { kind: 'share', share: 1 },
+      ],
+      bakeMs: BAKE_MS,
+      maxNacks: 0,
+      autoRollback: true,
+      zookeeper: '',
+      zkPath: '/proxymgr',
+      replicaId: 'cp1',
+      ...config,
+    },
     discovery,
     log: silentLogger,
     zkSessionTimeoutMs: 4000,
@@ -54,14 +75,30 @@ function setup(config: Partial<RolloutConfig> = {}) {
     store: (listener) => (store = new MemoryRolloutStore(listener, { replicaId: 'cp1' })),
   });
   const events = c.registryEvents();
-  const agents = ['a1', 'a2', 'a3'].map(
-    (nodeId): AgentRecord => ({ nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', peer: 'test', connected: true, runningVersion: '', lastAckedVersion: '', lastNackedVersion: '', lastError: '' }),
-  );
+  const agents = ['a1', 'a2', 'a3'].map((nodeId): AgentRecord => ({
+    nodeId,
+    labels: {},
+    agentVersion: 't',
+    haproxyVersion: 't',
+    peer: 'test',
+    connected: true,
+    runningVersion: '',
+    lastAckedVersion: '',
+    lastNackedVersion: '',
+    lastError: '',
+  }));
   /** What the registry does on an ACK: the agent runs the version, then the coordinator hears of it. */
   const ack = (a: AgentRecord, rejected: string[] = []) => {
     const version = c.desiredFor(a)!.version;
     a.runningVersion = version;
-    events.onAck(a, version, 'reload', [], rejected, rejected.map((s) => `${s}: port in use`));
+    events.onAck(
+      a,
+      version,
+      'reload',
+      [],
+      rejected,
+      rejected.map((s) => `${s}: port in use`),
+    );
   };
   const nack = (a: AgentRecord, reason: string) => events.onNack(a, c.desiredFor(a)!.version, reason);
   const revisionFor = (a: AgentRecord) => revisionOfVersion(c.desiredFor(a)?.version ?? '');

@@ -1,13 +1,38 @@
-import { command, EMPTY_DOC, FleetAgent, FleetDoc, onRevision, PolicyDoc, releaseOrder, releasedRevision, setPolicy, step } from '../../../controlplane/rollout/engine';
-import { composeState, describeChanges, revisionOf, revisionOfVersion, selectorMatches } from '../../../controlplane/rollout/revision';
+import {
+  command,
+  EMPTY_DOC,
+  FleetAgent,
+  FleetDoc,
+  onRevision,
+  PolicyDoc,
+  releaseOrder,
+  releasedRevision,
+  setPolicy,
+  step,
+} from '../../../controlplane/rollout/engine';
+import {
+  composeState,
+  describeChanges,
+  revisionOf,
+  revisionOfVersion,
+  selectorMatches,
+} from '../../../controlplane/rollout/revision';
 import { DesiredState } from '../../../common/types';
 
 const POLICY: PolicyDoc = { waves: ['1', '10%', '50%', '100%'], bakeMs: 300, maxNacks: 0, autoRollback: true };
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `a${String(i).padStart(2, '0')}`);
 
 /** A simulated fleet: agents run a revision; `ackAll` makes every agent released the target run it. */
-function fleetOf(running: Record<string, string>, nacks: Record<string, { revision: string; error: string }> = {}): Map<string, FleetAgent> {
-  return new Map(Object.entries(running).map(([id, rev]) => [id, { nodeId: id, runningRevision: rev, ...(nacks[id] ? { lastNack: { ...nacks[id]!, at: 1e15 } } : {}) }]));
+function fleetOf(
+  running: Record<string, string>,
+  nacks: Record<string, { revision: string; error: string }> = {},
+): Map<string, FleetAgent> {
+  return new Map(
+    Object.entries(running).map(([id, rev]) => [
+      id,
+      { nodeId: id, runningRevision: rev, ...(nacks[id] ? { lastNack: { ...nacks[id]!, at: 1e15 } } : {}) },
+    ]),
+  );
 }
 
 function start(n: number, policy = POLICY): { doc: FleetDoc; running: Record<string, string> } {
@@ -18,7 +43,12 @@ function start(n: number, policy = POLICY): { doc: FleetDoc; running: Record<str
 }
 
 /** Lets agents apply what is released to them, steps, advances time past bakes; returns the wave sizes seen. */
-function drive(doc: FleetDoc, running: Record<string, string>, t0: number, maxSteps = 50): { doc: FleetDoc; t: number } {
+function drive(
+  doc: FleetDoc,
+  running: Record<string, string>,
+  t0: number,
+  maxSteps = 50,
+): { doc: FleetDoc; t: number } {
   let t = t0;
   for (let i = 0; i < maxSteps && doc.current && ['running'].includes(doc.current.state); i++) {
     for (const id of Object.keys(running)) running[id] = releasedRevision(doc, id);
@@ -40,11 +70,49 @@ describe('rollout engine', () => {
   });
 
   test('spread_by: every wave takes agents round-robin over the label values; without it, node-id order', () => {
-    const zones: Record<string, string> = { a00: 'z1', a01: 'z1', a02: 'z1', a03: 'z1', a04: 'z2', a05: 'z2', a06: 'z3', a07: 'z3', a08: 'z3', a09: '' };
-    const fleet = new Map<string, FleetAgent>(Object.entries(zones).map(([id, z]) => [id, { nodeId: id, runningRevision: 'r1', ...(z ? { labels: { zone: z } } : {}) }]));
-    expect(releaseOrder([...fleet.keys()].reverse(), fleet)).toEqual(['a00', 'a01', 'a02', 'a03', 'a04', 'a05', 'a06', 'a07', 'a08', 'a09']);
+    const zones: Record<string, string> = {
+      a00: 'z1',
+      a01: 'z1',
+      a02: 'z1',
+      a03: 'z1',
+      a04: 'z2',
+      a05: 'z2',
+      a06: 'z3',
+      a07: 'z3',
+      a08: 'z3',
+      a09: '',
+    };
+    const fleet = new Map<string, FleetAgent>(
+      Object.entries(zones).map(([id, z]) => [
+        id,
+        { nodeId: id, runningRevision: 'r1', ...(z ? { labels: { zone: z } } : {}) },
+      ]),
+    );
+    expect(releaseOrder([...fleet.keys()].reverse(), fleet)).toEqual([
+      'a00',
+      'a01',
+      'a02',
+      'a03',
+      'a04',
+      'a05',
+      'a06',
+      'a07',
+      'a08',
+      'a09',
+    ]);
     // Groups in label order (agents without the label last), each by node id.
-    expect(releaseOrder([...fleet.keys()], fleet, 'zone')).toEqual(['a00', 'a04', 'a06', 'a09', 'a01', 'a05', 'a07', 'a02', 'a08', 'a03']);
+    expect(releaseOrder([...fleet.keys()], fleet, 'zone')).toEqual([
+      'a00',
+      'a04',
+      'a06',
+      'a09',
+      'a01',
+      'a05',
+      'a07',
+      'a02',
+      'a08',
+      'a03',
+    ]);
 
     const policy = { ...POLICY, waves: ['1', '40%', '100%'], bakeMs: 0, spreadBy: 'zone' };
     let doc = onRevision(onRevision(EMPTY_DOC, 'r1', policy, 0), 'r2', policy, 1000);
@@ -55,7 +123,12 @@ describe('rollout engine', () => {
       doc = step(doc, fleetNow(), t).doc;
     }
     expect(doc.current!.state).toBe('completed');
-    const waveZones = doc.current!.waves.map((w) => w.agents.map((id) => zones[id] || '-').sort().join(','));
+    const waveZones = doc.current!.waves.map((w) =>
+      w.agents
+        .map((id) => zones[id] || '-')
+        .sort()
+        .join(','),
+    );
     expect(waveZones).toEqual(['z1', 'z1,z2,z3', '-,z1,z1,z2,z3,z3']); // each wave spreads what is left over every zone
   });
 
@@ -183,7 +256,9 @@ describe('rollout engine', () => {
     expect(empty.doc.stable).toBe('r1');
     expect(empty.doc.current!.waves).toHaveLength(0);
     expect(empty.doc.current!.pending).toEqual(POLICY.waves);
-    expect(empty.doc.current!.reason).toMatch(/waiting for an agent to ACK r2 before wave 1 starts: no agent is connected/);
+    expect(empty.doc.current!.reason).toMatch(
+      /waiting for an agent to ACK r2 before wave 1 starts: no agent is connected/,
+    );
     // Waiting writes nothing new on every step.
     expect(step(empty.doc, new Map(), 5000).doc).toBe(empty.doc);
     expect(releasedRevision(empty.doc, 'a00')).toBe('r1');
@@ -207,13 +282,17 @@ describe('rollout engine', () => {
       ['1', ['a00']],
       ['1', ['a01']],
     ]);
-    expect(doc.current!.reason).toMatch(/wave 1 ended without an ACK \(its 1 agent\(s\) disconnected\); wave 2 \(1\) released to 1 agent/);
+    expect(doc.current!.reason).toMatch(
+      /wave 1 ended without an ACK \(its 1 agent\(s\) disconnected\); wave 2 \(1\) released to 1 agent/,
+    );
     expect(releasedRevision(doc, 'a02')).toBe('r1');
     // The replacement leaves too, and the last agent disconnects: nothing completes, the rollout waits.
     doc = step(doc, new Map(), 1200).doc;
     expect(doc.current!.state).toBe('running');
     expect(doc.stable).toBe('r1');
-    expect(doc.current!.reason).toMatch(/waiting for an agent to ACK r2: wave 2 ended without an ACK .* no other agent is connected/);
+    expect(doc.current!.reason).toMatch(
+      /waiting for an agent to ACK r2: wave 2 ended without an ACK .* no other agent is connected/,
+    );
     // The old canary comes back, gets the revision it was released, ACKs: the rollout goes on (after the bake).
     const back = { a00: 'r2', a02: 'r1' };
     const r = step(doc, fleetOf(back), 1300);
@@ -258,7 +337,20 @@ describe('revisions', () => {
     version: 'x',
     haproxy: { global: [], defaults: ['mode http'] },
     services: [
-      { name: 'web', port: 80, bindAddress: '0.0.0.0', listenOptions: listen, serverOptions: [], servers: Array.from({ length: servers }, (_, i) => ({ name: `s${i}`, address: '10.0.0.1', port: 8000 + i, weight: 1, options: [] })) },
+      {
+        name: 'web',
+        port: 80,
+        bindAddress: '0.0.0.0',
+        listenOptions: listen,
+        serverOptions: [],
+        servers: Array.from({ length: servers }, (_, i) => ({
+          name: `s${i}`,
+          address: '10.0.0.1',
+          port: 8000 + i,
+          weight: 1,
+          options: [],
+        })),
+      },
       { name: 'eu', port: 81, bindAddress: '0.0.0.0', listenOptions: [], serverOptions: [], servers: [] },
     ],
   });
@@ -267,8 +359,15 @@ describe('revisions', () => {
   test('hosts are not part of a revision; shapes and selectors are', () => {
     expect(revisionOf(state(['mode http'], 1), sel).id).toBe(revisionOf(state(['mode http'], 5), sel).id);
     expect(revisionOf(state(['mode http'], 1), sel).id).not.toBe(revisionOf(state(['mode tcp'], 1), sel).id);
-    expect(revisionOf(state(['mode http'], 1), sel).id).not.toBe(revisionOf(state(['mode http'], 1), () => undefined).id);
-    expect(describeChanges(revisionOf(state(['mode http'], 1), sel), revisionOf(state(['mode tcp'], 1), () => undefined))).toEqual(['agents of eu changed', 'listen_options of web changed']);
+    expect(revisionOf(state(['mode http'], 1), sel).id).not.toBe(
+      revisionOf(state(['mode http'], 1), () => undefined).id,
+    );
+    expect(
+      describeChanges(
+        revisionOf(state(['mode http'], 1), sel),
+        revisionOf(state(['mode tcp'], 1), () => undefined),
+      ),
+    ).toEqual(['agents of eu changed', 'listen_options of web changed']);
   });
 
   test('an agent gets the services whose selector matches its labels, with the current hosts; the version names the revision', () => {

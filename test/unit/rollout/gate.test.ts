@@ -4,10 +4,40 @@
  * Pure logic over hand-built data: no processes, no timers (every `now` is explicit).
  */
 import { ConfigError } from '../../../common/errors';
-import { DEFAULT_GATE_POLICY, DEFAULT_PREFLIGHT_POLICY, GatePolicy, parseConfig, PreflightPolicy } from '../../../common/config';
+import {
+  DEFAULT_GATE_POLICY,
+  DEFAULT_PREFLIGHT_POLICY,
+  GatePolicy,
+  parseConfig,
+  PreflightPolicy,
+} from '../../../common/config';
 import { ServiceCounters } from '../../../common/gen/proxymgr/v1/counters';
-import { command, EMPTY_DOC, FleetAgent, FleetDoc, onRevision, PolicyDoc, policyDoc, releasedRevision, step } from '../../../controlplane/rollout/engine';
-import { ALL, Counts, describeFigure, GateFigure, GateInput, gateStart, Gauges, judge, MAX_FIGURES, ReplicaTraffic, sumOver, TrafficView, windowCounts } from '../../../controlplane/rollout/gate';
+import {
+  command,
+  EMPTY_DOC,
+  FleetAgent,
+  FleetDoc,
+  onRevision,
+  PolicyDoc,
+  policyDoc,
+  releasedRevision,
+  step,
+} from '../../../controlplane/rollout/engine';
+import {
+  ALL,
+  Counts,
+  describeFigure,
+  GateFigure,
+  GateInput,
+  gateStart,
+  Gauges,
+  judge,
+  MAX_FIGURES,
+  ReplicaTraffic,
+  sumOver,
+  TrafficView,
+  windowCounts,
+} from '../../../controlplane/rollout/gate';
 import { TrafficLedger } from '../../../controlplane/rollout/traffic';
 
 /** A counts vector: requests, 5xx, connection errors, response errors, retries. */
@@ -21,29 +51,63 @@ const map = <T>(o: Record<string, T>): Map<string, T> => new Map(Object.entries(
 const POLICY: GatePolicy = { ...DEFAULT_GATE_POLICY, minRequests: 100 };
 
 function input(over: Partial<GateInput>): GateInput {
-  return { policy: POLICY, canary: new Map(), stable: new Map(), before: new Map(), canaryGauges: new Map(), stableGauges: new Map(), beforeGauges: new Map(), final: false, now: 42, ...over };
+  return {
+    policy: POLICY,
+    canary: new Map(),
+    stable: new Map(),
+    before: new Map(),
+    canaryGauges: new Map(),
+    stableGauges: new Map(),
+    beforeGauges: new Map(),
+    final: false,
+    now: 42,
+    ...over,
+  };
 }
 
-const fig = (figures: readonly GateFigure[], key: string, metric: GateFigure['metric']) => figures.find((f) => f.key === key && f.metric === metric);
+const fig = (figures: readonly GateFigure[], key: string, metric: GateFigure['metric']) =>
+  figures.find((f) => f.key === key && f.metric === metric);
 
 describe('judge', () => {
   test('a canary at 100 % 5xx over min_requests while stable is at 0 %: fail, naming the service and 5xx (without waiting for the bake to end)', () => {
-    const r = judge(input({ canary: map({ [ALL]: c(200, 200), web: c(200, 200) }), stable: map({ [ALL]: c(1000, 0), web: c(1000, 0) }) }));
+    const r = judge(
+      input({
+        canary: map({ [ALL]: c(200, 200), web: c(200, 200) }),
+        stable: map({ [ALL]: c(1000, 0), web: c(1000, 0) }),
+      }),
+    );
     expect(r.verdict).toBe('fail');
     expect(r.at).toBe(42);
     expect(r.reason).toMatch(/^traffic gate: /);
     expect(r.reason).toContain('service web: 5xx 100% over 200 request(s) (stable 0%) > +5% allowed');
     expect(r.reason).toContain('all services: 5xx 100%');
-    expect(fig(r.figures, 'web', 'http_5xx')).toEqual({ key: 'web', metric: 'http_5xx', canary: 1, stable: 0, threshold: 0.05, requests: 200, regressed: true });
+    expect(fig(r.figures, 'web', 'http_5xx')).toEqual({
+      key: 'web',
+      metric: 'http_5xx',
+      canary: 1,
+      stable: 0,
+      threshold: 0.05,
+      requests: 200,
+      regressed: true,
+    });
     // Regressions come first; only http_5xx regressed.
-    expect(r.figures.filter((f) => f.regressed).map((f) => `${f.key}/${f.metric}`)).toEqual(['*/http_5xx', 'web/http_5xx']);
+    expect(r.figures.filter((f) => f.regressed).map((f) => `${f.key}/${f.metric}`)).toEqual([
+      '*/http_5xx',
+      'web/http_5xx',
+    ]);
     expect(r.figures[0]!.regressed).toBe(true);
     expect(r.figures[1]!.regressed).toBe(true);
     expect(r.figures.slice(2).every((f) => !f.regressed)).toBe(true);
   });
 
-  test('a backend failing for everyone (stable at 100 % 5xx too) is not the revision\'s fault', () => {
-    const r = judge(input({ canary: map({ [ALL]: c(200, 200), web: c(200, 200) }), stable: map({ [ALL]: c(1000, 1000), web: c(1000, 1000) }), final: true }));
+  test("a backend failing for everyone (stable at 100 % 5xx too) is not the revision's fault", () => {
+    const r = judge(
+      input({
+        canary: map({ [ALL]: c(200, 200), web: c(200, 200) }),
+        stable: map({ [ALL]: c(1000, 1000), web: c(1000, 1000) }),
+        final: true,
+      }),
+    );
     expect(r.verdict).toBe('pass');
     expect(fig(r.figures, 'web', 'http_5xx')).toMatchObject({ canary: 1, stable: 1, regressed: false });
     // The agents' own "before" rate counts as a reference just as well (no stable traffic left, e.g. the last waves).
@@ -55,7 +119,15 @@ describe('judge', () => {
 
   test('a reference must exceed every reference; references below min_requests are ignored (then compared with zero)', () => {
     // Stable bad but before good: the canary at 100 % exceeds the higher one (stable 100 %) by 0: no regression.
-    expect(judge(input({ canary: map({ web: c(200, 200) }), stable: map({ web: c(200, 200) }), before: map({ web: c(200, 0) }) })).verdict).toBe('pending');
+    expect(
+      judge(
+        input({
+          canary: map({ web: c(200, 200) }),
+          stable: map({ web: c(200, 200) }),
+          before: map({ web: c(200, 0) }),
+        }),
+      ).verdict,
+    ).toBe('pending');
     // Stable has 50 requests at 100 % 5xx: too few to count; the canary's 10 % is compared with 0.
     const r = judge(input({ canary: map({ web: c(1000, 100) }), stable: map({ web: c(50, 50) }) }));
     expect(r.verdict).toBe('fail');
@@ -69,13 +141,21 @@ describe('judge', () => {
     expect(pending).toEqual({ verdict: 'pending', reason: '', figures: [], at: 42 });
     const fin = judge(input({ ...few, final: true }));
     expect(fin.verdict).toBe('insufficient');
-    expect(fin.reason).toBe('traffic gate: too little traffic to judge (99 request(s) on the new revision in the bake, min_requests 100)');
+    expect(fin.reason).toBe(
+      'traffic gate: too little traffic to judge (99 request(s) on the new revision in the bake, min_requests 100)',
+    );
     // Exactly min_requests is enough.
     expect(judge(input({ canary: map({ [ALL]: c(100, 100) }), final: true })).verdict).toBe('fail');
   });
 
   test('good traffic at the end of the bake: pass, saying what was judged', () => {
-    const r = judge(input({ canary: map({ [ALL]: c(500, 1), web: c(300, 1), api: c(50) }), stable: map({ [ALL]: c(5000, 10) }), final: true }));
+    const r = judge(
+      input({
+        canary: map({ [ALL]: c(500, 1), web: c(300, 1), api: c(50) }),
+        stable: map({ [ALL]: c(5000, 10) }),
+        final: true,
+      }),
+    );
     expect(r.verdict).toBe('pass');
     // api (50 requests) is below min_requests: only * and web are judged.
     expect(r.reason).toBe('traffic gate passed (500 request(s) on the new revision, 2 key(s) judged)');
@@ -84,31 +164,60 @@ describe('judge', () => {
   });
 
   test('thresholds: exactly the allowed increase passes, more fails; errors count connection + response errors', () => {
-    expect(judge(input({ canary: map({ web: c(1000, 50) }), stable: map({ web: c(1000, 0) }), final: true })).verdict).toBe('pass');
-    expect(judge(input({ canary: map({ web: c(1000, 51) }), stable: map({ web: c(1000, 0) }), final: true })).verdict).toBe('fail');
+    expect(
+      judge(input({ canary: map({ web: c(1000, 50) }), stable: map({ web: c(1000, 0) }), final: true })).verdict,
+    ).toBe('pass');
+    expect(
+      judge(input({ canary: map({ web: c(1000, 51) }), stable: map({ web: c(1000, 0) }), final: true })).verdict,
+    ).toBe('fail');
     const errs = judge(input({ canary: map({ web: c(1000, 0, 30, 30) }), stable: map({ web: c(1000, 0, 0, 0) }) }));
     expect(errs.verdict).toBe('fail');
     expect(fig(errs.figures, 'web', 'errors')).toMatchObject({ canary: 0.06, regressed: true });
     expect(fig(errs.figures, 'web', 'http_5xx')).toMatchObject({ regressed: false });
     expect(errs.reason).toContain('service web: errors 6%');
-    const retries = judge(input({ canary: map({ web: c(1000, 0, 0, 0, 150) }), stable: map({ web: c(1000, 0, 0, 0, 40) }) }));
+    const retries = judge(
+      input({ canary: map({ web: c(1000, 0, 0, 0, 150) }), stable: map({ web: c(1000, 0, 0, 0, 40) }) }),
+    );
     expect(fig(retries.figures, 'web', 'retries')).toMatchObject({ canary: 0.15, stable: 0.04, regressed: true });
   });
 
   test('servers DOWN is a gauge: judged at the end of the bake (one spike mid-bake does not halt), without any request minimum', () => {
-    expect(judge(input({ canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(0, 4, 0, 3) }) })).verdict).toBe('pending');
-    const r = judge(input({ final: true, canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(0, 4, 0, 3) }) }));
+    expect(
+      judge(input({ canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(0, 4, 0, 3) }) })).verdict,
+    ).toBe('pending');
+    const r = judge(
+      input({ final: true, canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(0, 4, 0, 3) }) }),
+    );
     expect(r.verdict).toBe('fail');
-    expect(fig(r.figures, 'web', 'servers_down')).toEqual({ key: 'web', metric: 'servers_down', canary: 0.5, stable: 0, threshold: 0.2, requests: 0, regressed: true });
+    expect(fig(r.figures, 'web', 'servers_down')).toEqual({
+      key: 'web',
+      metric: 'servers_down',
+      canary: 0.5,
+      stable: 0,
+      threshold: 0.2,
+      requests: 0,
+      regressed: true,
+    });
     expect(r.reason).toContain('service web: servers DOWN 50% over 0 request(s) (stable 0%) > +20% allowed');
     // The same share DOWN on the stable agents: the servers are down for everyone.
-    expect(judge(input({ final: true, canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(6, 12, 0, 3) }) })).verdict).toBe('insufficient');
+    expect(
+      judge(
+        input({ final: true, canaryGauges: map({ web: g(2, 4, 0, 1) }), stableGauges: map({ web: g(6, 12, 0, 3) }) }),
+      ).verdict,
+    ).toBe('insufficient');
     // No agent of the new revision reporting: nothing judged.
     expect(judge(input({ final: true, canaryGauges: map({ web: g(4, 4, 0, 0) }) })).figures).toEqual([]);
   });
 
   test('queue: requests queued per agent, threshold in requests', () => {
-    const at = (queued: number) => judge(input({ final: true, canaryGauges: map({ [ALL]: g(0, 4, queued, 2) }), stableGauges: map({ [ALL]: g(0, 8, 20, 4) }) }));
+    const at = (queued: number) =>
+      judge(
+        input({
+          final: true,
+          canaryGauges: map({ [ALL]: g(0, 4, queued, 2) }),
+          stableGauges: map({ [ALL]: g(0, 8, 20, 4) }),
+        }),
+      );
     expect(fig(at(30).figures, ALL, 'queue')).toMatchObject({ canary: 15, stable: 5, regressed: false }); // +10: allowed
     const bad = at(32);
     expect(bad.verdict).toBe('fail');
@@ -127,9 +236,20 @@ describe('judge', () => {
   });
 
   test('describeFigure', () => {
-    const f: GateFigure = { key: 'web', metric: 'http_5xx', canary: 0.975, stable: 0, before: 0.001, threshold: 0.05, requests: 40, regressed: true };
+    const f: GateFigure = {
+      key: 'web',
+      metric: 'http_5xx',
+      canary: 0.975,
+      stable: 0,
+      before: 0.001,
+      threshold: 0.05,
+      requests: 40,
+      regressed: true,
+    };
     expect(describeFigure(f)).toBe('service web: 5xx 97.5% over 40 request(s) (stable 0%, before 0.1%) > +5% allowed');
-    expect(describeFigure({ key: ALL, metric: 'retries', canary: 0.01, threshold: 0.1, requests: 7, regressed: false })).toBe('all services: retries 1% over 7 request(s) (no reference) <= +10% allowed');
+    expect(
+      describeFigure({ key: ALL, metric: 'retries', canary: 0.01, threshold: 0.1, requests: 7, regressed: false }),
+    ).toBe('all services: retries 1% over 7 request(s) (no reference) <= +10% allowed');
   });
 });
 
@@ -192,7 +312,12 @@ describe('windowCounts / gateStart / sumOver', () => {
 
 // ---------------------------------------------------------------------------------------------------- ledger
 
-const sc = (service: string, requests: number, responses5xx = 0, more: Partial<ServiceCounters> = {}): ServiceCounters => ({
+const sc = (
+  service: string,
+  requests: number,
+  responses5xx = 0,
+  more: Partial<ServiceCounters> = {},
+): ServiceCounters => ({
   service,
   requests,
   responses5xx,
@@ -273,7 +398,7 @@ describe('TrafficLedger', () => {
     expect(l.report(2000)).toBeUndefined();
   });
 
-  test('forget: the agent\'s next sample starts afresh (counted by whichever replica had it meanwhile)', () => {
+  test("forget: the agent's next sample starts afresh (counted by whichever replica had it meanwhile)", () => {
     const l = new TrafficLedger(60_000);
     l.follow(ROLLOUT);
     l.sample('A', 'r1', [sc('web', 10)], 0);
@@ -307,7 +432,11 @@ function startRollout(policy: PolicyDoc): FleetDoc {
 }
 
 /** One replica's view: sums[revision][key]. */
-const view = (rollout: string, sums: Record<string, Record<string, Counts>>, gauges: ReplicaTraffic['gauges'] = {}): TrafficView => new Map([['rep1', replica({ rollout, sums, gauges })]]);
+const view = (
+  rollout: string,
+  sums: Record<string, Record<string, Counts>>,
+  gauges: ReplicaTraffic['gauges'] = {},
+): TrafficView => new Map([['rep1', replica({ rollout, sums, gauges })]]);
 
 /** Wave 1 (a00) released at 1000 and ACKed at 2000; returns the doc after the ACK step. */
 function canaryAcked(policy: PolicyDoc, trafficAtAck: (id: string) => TrafficView) {
@@ -331,7 +460,9 @@ describe('engine: traffic gate', () => {
     const { doc, wakeAt } = canaryAcked(GATED, atAck);
     const w = doc.current!.waves[0]!;
     expect(w.ackedAt).toBe(2000);
-    expect(w.gateStart).toEqual({ rep1: { epoch: 'e1', to: { [ALL]: c(2), web: c(2) }, from: { [ALL]: c(100), web: c(100) } } });
+    expect(w.gateStart).toEqual({
+      rep1: { epoch: 'e1', to: { [ALL]: c(2), web: c(2) }, from: { [ALL]: c(100), web: c(100) } },
+    });
     expect(w.gate?.verdict).toBe('pending');
     expect(wakeAt).toBe(3000);
     // Near the end of the bake the wake is the bake's end, not a sample later.
@@ -344,14 +475,21 @@ describe('engine: traffic gate', () => {
     const { id, running, doc } = canaryAcked(GATED, atAck);
     const out = step(doc, fleetOf(running), 3000, bad(id)).doc;
     expect(out.current!.state).toBe('rolled_back');
-    expect(out.current!.reason).toMatch(/^wave 1: traffic gate: .*service web: 5xx 100% over 50 request\(s\) \(stable 0%\).*; rolled back to r1$/);
+    expect(out.current!.reason).toMatch(
+      /^wave 1: traffic gate: .*service web: 5xx 100% over 50 request\(s\) \(stable 0%\).*; rolled back to r1$/,
+    );
     expect(out.stable).toBe('r1');
     for (const a of AGENTS) expect(releasedRevision(out, a)).toBe('r1');
     const hist = out.history[0]!;
     expect(hist.id).toBe(id);
     expect(hist.state).toBe('rolled_back');
     expect(hist.waves[0]!.gate?.verdict).toBe('fail');
-    expect(fig(hist.waves[0]!.gate!.figures, 'web', 'http_5xx')).toMatchObject({ canary: 1, stable: 0, requests: 50, regressed: true });
+    expect(fig(hist.waves[0]!.gate!.figures, 'web', 'http_5xx')).toMatchObject({
+      canary: 1,
+      stable: 0,
+      requests: 50,
+      regressed: true,
+    });
   });
 
   test('without auto_rollback the gate halts and the canary keeps the revision; resume lets the rollout go on', () => {
@@ -403,7 +541,9 @@ describe('engine: traffic gate', () => {
     expect(passed.current!.state).toBe('running');
     expect(passed.current!.waves).toHaveLength(2);
     expect(passed.current!.waves[0]!.gate?.verdict).toBe('insufficient');
-    expect(passed.current!.waves[0]!.gate?.reason).toMatch(/too little traffic to judge \(0 request\(s\).*min_requests 10\)/);
+    expect(passed.current!.waves[0]!.gate?.reason).toMatch(
+      /too little traffic to judge \(0 request\(s\).*min_requests 10\)/,
+    );
 
     const halt = canaryAcked({ ...GATED, gate: { ...GATE, onInsufficientTraffic: 'halt' } }, none);
     // Before the bake ends, too little traffic is only pending.
@@ -411,7 +551,9 @@ describe('engine: traffic gate', () => {
     expect(mid.current!.state).toBe('running');
     const halted = step(mid, fleetOf(halt.running), 12_000, none(halt.id)).doc;
     expect(halted.current!.state).toBe('halted'); // not rolled back, even with auto_rollback
-    expect(halted.current!.reason).toMatch(/^wave 1: traffic gate: too little traffic .*\(gate\.on_insufficient_traffic: halt\)$/);
+    expect(halted.current!.reason).toMatch(
+      /^wave 1: traffic gate: too little traffic .*\(gate\.on_insufficient_traffic: halt\)$/,
+    );
     expect(halted.current!.waves).toHaveLength(1);
     expect(releasedRevision(halted, 'a00')).toBe('r2');
   });
@@ -432,12 +574,24 @@ describe('engine: traffic gate', () => {
   test('the baseline of the replicas (for this rollout only) is kept in the rollout and only grows', () => {
     const { id, running, doc } = canaryAcked(GATED, atAck);
     const withBaseline = (n: number, rollout = id): TrafficView =>
-      new Map([['rep1', replica({ rollout, sums: { r2: { [ALL]: c(52) } }, baseline: { [ALL]: c(n) }, baselineGauges: { [ALL]: g(0, 2, 0, 1) } })]]);
+      new Map([
+        [
+          'rep1',
+          replica({
+            rollout,
+            sums: { r2: { [ALL]: c(52) } },
+            baseline: { [ALL]: c(n) },
+            baselineGauges: { [ALL]: g(0, 2, 0, 1) },
+          }),
+        ],
+      ]);
     const d1 = step(doc, fleetOf(running), 3000, withBaseline(40)).doc;
     expect(d1.current!.baseline).toEqual({ counts: { [ALL]: c(40) }, gauges: { [ALL]: g(0, 2, 0, 1) } });
     // A replica that lost its baseline (restart) does not shrink it; another rollout's baseline is ignored.
     expect(step(d1, fleetOf(running), 4000, withBaseline(10)).doc.current!.baseline?.counts[ALL]).toEqual(c(40));
-    expect(step(d1, fleetOf(running), 4000, withBaseline(900, 'other')).doc.current!.baseline?.counts[ALL]).toEqual(c(40));
+    expect(step(d1, fleetOf(running), 4000, withBaseline(900, 'other')).doc.current!.baseline?.counts[ALL]).toEqual(
+      c(40),
+    );
     expect(step(d1, fleetOf(running), 4000, withBaseline(90)).doc.current!.baseline?.counts[ALL]).toEqual(c(90));
   });
 });
@@ -448,29 +602,48 @@ const PF: PreflightPolicy = { enabled: true, maxFailures: 0, timeoutMs: 5000 };
 const PREFLIGHTED: PolicyDoc = { waves: ['1', '100%'], bakeMs: 0, maxNacks: 0, autoRollback: true, preflight: PF };
 
 type Answer = { ok: boolean; error?: string; rollout?: string };
-function pfFleet(rolloutId: string, answers: Record<string, Answer> = {}, can: Record<string, boolean> = {}): Map<string, FleetAgent> {
+function pfFleet(
+  rolloutId: string,
+  answers: Record<string, Answer> = {},
+  can: Record<string, boolean> = {},
+): Map<string, FleetAgent> {
   return new Map(
     AGENTS.map((id) => {
       const a = answers[id];
-      const agent: FleetAgent = { nodeId: id, runningRevision: 'r1', canPreflight: can[id] ?? true, ...(a ? { preflight: { rollout: a.rollout ?? rolloutId, ok: a.ok, error: a.error ?? '' } } : {}) };
+      const agent: FleetAgent = {
+        nodeId: id,
+        runningRevision: 'r1',
+        canPreflight: can[id] ?? true,
+        ...(a ? { preflight: { rollout: a.rollout ?? rolloutId, ok: a.ok, error: a.error ?? '' } } : {}),
+      };
       return [id, agent];
     }),
   );
 }
 
 describe('engine: preflight', () => {
-  test('waits for the agents\' answers before wave 1, until the timeout', () => {
+  test("waits for the agents' answers before wave 1, until the timeout", () => {
     const d0 = startRollout(PREFLIGHTED);
     const id = d0.current!.id;
     const s1 = step(d0, pfFleet(id), 1000);
     expect(s1.doc.current!.waves).toEqual([]);
     expect(s1.doc.current!.state).toBe('running');
     expect(s1.doc.current!.reason).toBe('preflight: 0 passed, waiting for 3 agent(s)');
-    expect(s1.doc.current!.preflight).toEqual({ startedAt: 1000, passed: 0, failed: [], failedCount: 0, unanswered: 3 });
+    expect(s1.doc.current!.preflight).toEqual({
+      startedAt: 1000,
+      passed: 0,
+      failed: [],
+      failedCount: 0,
+      unanswered: 3,
+    });
     expect(s1.wakeAt).toBe(6000);
     for (const a of AGENTS) expect(releasedRevision(s1.doc, a)).toBe('r1');
     // One answer; one answer about another rollout (ignored, even a failure).
-    const s2 = step(s1.doc, pfFleet(id, { a00: { ok: true }, a01: { ok: false, error: 'old', rollout: 'older-rollout' } }), 2000);
+    const s2 = step(
+      s1.doc,
+      pfFleet(id, { a00: { ok: true }, a01: { ok: false, error: 'old', rollout: 'older-rollout' } }),
+      2000,
+    );
     expect(s2.doc.current!.state).toBe('running');
     expect(s2.doc.current!.reason).toBe('preflight: 1 passed, waiting for 2 agent(s)');
     expect(s2.doc.current!.preflight).toMatchObject({ startedAt: 1000, passed: 1, unanswered: 2 });
@@ -486,9 +659,16 @@ describe('engine: preflight', () => {
     const halted = step(d1, fleet, 1500).doc;
     const r = halted.current!;
     expect(r.state).toBe('halted');
-    expect(r.reason).toMatch(/^preflight failed on 1 agent\(s\), more than preflight\.max_failures 0; no agent runs r2; a01: haproxy -c: unknown keyword$/);
+    expect(r.reason).toMatch(
+      /^preflight failed on 1 agent\(s\), more than preflight\.max_failures 0; no agent runs r2; a01: haproxy -c: unknown keyword$/,
+    );
     expect(r.waves).toEqual([]);
-    expect(r.preflight).toMatchObject({ passed: 1, failed: [{ nodeId: 'a01', error: 'haproxy -c: unknown keyword' }], failedCount: 1, completedAt: 1500 });
+    expect(r.preflight).toMatchObject({
+      passed: 1,
+      failed: [{ nodeId: 'a01', error: 'haproxy -c: unknown keyword' }],
+      failedCount: 1,
+      completedAt: 1500,
+    });
     for (const a of AGENTS) expect(releasedRevision(halted, a)).toBe(halted.stable);
     expect(halted.stable).toBe('r1');
     // Still halted on later steps.
@@ -508,7 +688,14 @@ describe('engine: preflight', () => {
     const id = d0.current!.id;
     const d1 = step(d0, pfFleet(id), 1000).doc;
     const ok = step(d1, pfFleet(id, { a00: { ok: true }, a01: { ok: true }, a02: { ok: true } }), 1200).doc;
-    expect(ok.current!.preflight).toEqual({ startedAt: 1000, completedAt: 1200, passed: 3, failed: [], failedCount: 0, unanswered: 0 });
+    expect(ok.current!.preflight).toEqual({
+      startedAt: 1000,
+      completedAt: 1200,
+      passed: 3,
+      failed: [],
+      failedCount: 0,
+      unanswered: 0,
+    });
     expect(ok.current!.waves.map((w) => w.agents)).toEqual([['a00']]);
     expect(releasedRevision(ok, 'a00')).toBe('r2');
   });
@@ -535,7 +722,11 @@ describe('engine: preflight', () => {
     expect(out.current!.waves).toHaveLength(1);
     // Two failures with max_failures 1: halted.
     const d2 = startRollout({ ...PREFLIGHTED, preflight: { ...PF, maxFailures: 1 } });
-    const two = step(d2, pfFleet(d2.current!.id, { a00: { ok: false, error: 'x' }, a01: { ok: false, error: 'y' } }), 1000).doc;
+    const two = step(
+      d2,
+      pfFleet(d2.current!.id, { a00: { ok: false, error: 'x' }, a01: { ok: false, error: 'y' } }),
+      1000,
+    ).doc;
     expect(two.current!.state).toBe('halted');
     expect(two.current!.reason).toContain('preflight failed on 2 agent(s)');
   });
@@ -549,9 +740,14 @@ const rollout = (yaml: string) => parseConfig(`${zk}rollout: ${yaml}\n`, 'cp.yml
 describe('config: rollout.gate and rollout.preflight', () => {
   test('defaults, booleans and mappings', () => {
     expect(rollout('{}')).toMatchObject({ gate: DEFAULT_GATE_POLICY, preflight: DEFAULT_PREFLIGHT_POLICY });
-    expect(rollout('{gate: false, preflight: false}')).toMatchObject({ gate: { ...DEFAULT_GATE_POLICY, enabled: false }, preflight: { ...DEFAULT_PREFLIGHT_POLICY, enabled: false } });
+    expect(rollout('{gate: false, preflight: false}')).toMatchObject({
+      gate: { ...DEFAULT_GATE_POLICY, enabled: false },
+      preflight: { ...DEFAULT_PREFLIGHT_POLICY, enabled: false },
+    });
     expect(rollout('{gate: true}').gate).toEqual(DEFAULT_GATE_POLICY);
-    const r = rollout('{gate: {min_requests: 50, sample_ms: 500, baseline_ms: 30000, on_insufficient_traffic: halt, thresholds: {http_5xx: 0.1, queue: 25}}, preflight: {max_failures: 2, timeout_ms: 5000}}');
+    const r = rollout(
+      '{gate: {min_requests: 50, sample_ms: 500, baseline_ms: 30000, on_insufficient_traffic: halt, thresholds: {http_5xx: 0.1, queue: 25}}, preflight: {max_failures: 2, timeout_ms: 5000}}',
+    );
     expect(r.gate).toEqual({
       enabled: true,
       minRequests: 50,
@@ -574,7 +770,10 @@ describe('config: rollout.gate and rollout.preflight', () => {
       ['{gate: {min_requests: 0}}', /rollout\.gate\.min_requests: expected an integer 1\.\./],
       ['{gate: {on_insufficient_traffic: maybe}}', /rollout\.gate\.on_insufficient_traffic: expected "pass" or "halt"/],
       ['{gate: "yes"}', /rollout\.gate: expected a mapping/],
-      ['{preflight: {timeout_ms: "x"}}', /^cp\.yml: rollout\.preflight\.timeout_ms: expected an integer 1000\.\.3600000, got string "x"/],
+      [
+        '{preflight: {timeout_ms: "x"}}',
+        /^cp\.yml: rollout\.preflight\.timeout_ms: expected an integer 1000\.\.3600000, got string "x"/,
+      ],
       ['{preflight: {enabled: "no"}}', /rollout\.preflight\.enabled: expected true or false/],
       ['{preflight: {retries: 1}}', /rollout\.preflight\.retries: unknown key/],
     ];
@@ -625,7 +824,7 @@ describe('review findings (fixed)', () => {
   // traffic.ts sample(): the restart check (delta()) runs on the ALL vector too, so when one service's counters go
   // down or vanish (a service removed by the revision) while the others keep counting, ALL counts the lifetime
   // totals of every other service instead of their increase.
-  test('a service removed from an agent does not make ALL count the other services\' lifetime totals', () => {
+  test("a service removed from an agent does not make ALL count the other services' lifetime totals", () => {
     const l = new TrafficLedger(60_000);
     l.follow(ROLLOUT);
     l.sample('A', 'r1', [sc('web', 100_000, 5000), sc('api', 50)], 0);

@@ -1,6 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { decodeNode, encodeNode, MAX_NODE_BYTES } from '../../../controlplane/ha/zk-store';
-import { EMPTY_DOC, FleetAgent, FleetDoc, onRevision, releasedRevision, step } from '../../../controlplane/rollout/engine';
+import {
+  EMPTY_DOC,
+  FleetAgent,
+  FleetDoc,
+  onRevision,
+  releasedRevision,
+  step,
+} from '../../../controlplane/rollout/engine';
 
 const POLICY = { waves: ['1', '10%', '50%', '100%'], bakeMs: 0, maxNacks: 0, autoRollback: true };
 
@@ -40,5 +47,7 @@ test('the rollout document of 12,000 agents is compressed under ZooKeeper’s no
 
 test('past the limit the write is refused with a message that says so', () => {
   const big = { blob: randomBytes(1536 * 1024).toString('base64') }; // random: gzip cannot bring it under 1 MB
-  expect(() => encodeNode(big, 'the rollout document')).toThrow(/^the rollout document is \d+ bytes \(\d+ as JSON\), over ZooKeeper's node limit of \d+ bytes \(jute\.maxbuffer\)$/);
+  expect(() => encodeNode(big, 'the rollout document')).toThrow(
+    /^the rollout document is \d+ bytes \(\d+ as JSON\), over ZooKeeper's node limit of \d+ bytes \(jute\.maxbuffer\)$/,
+  );
 });
