@@ -2,7 +2,7 @@ import { loadConfig } from '../common/config';
 import { parseFlags, UsageError } from '../common/args';
 import { createLogger } from '../common/log';
 import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
-import { AgentProcess } from './main';
+import { AgentProcess } from './agent-process';
 
 const HELP = `usage: proxymgr agent --config FILE [--node-id ID] [--labels k=v,...] [--state FILE]
 

@@ -1,4 +1,6 @@
 import type { EventEmitter } from 'node:events';
+import type { DesiredState } from '../common/types';
+import type { ApplyResult } from './agent';
 
 // The seams of the Agent: what it uses of HAProxy's processes, the listening sockets, `haproxy -c` and the state
 // dir, each as a small interface. The real implementations (HaproxySupervisor, haproxy/sockets.ts, checkConfig,
@@ -53,3 +55,14 @@ export type ConfigCheck = (
  * Resolves with whether it was (re)written.
  */
 export type FileWriter = (file: string, content: string, mode?: number) => Promise<boolean>;
+
+/** Applies a desired state (the agent's apply). */
+export type ApplyFn = (state: DesiredState) => Promise<ApplyResult>;
+
+/** Where desired states come from: a file, or the control plane's gRPC stream — the agent sees only this. */
+export interface StateSource {
+  /** Calls `apply` with the current state and again on every change, until stop(). */
+  start(apply: ApplyFn): Promise<void>;
+  /** Resolves once nothing of the source is left open (streams, watchers, timers). */
+  stop(): Promise<void>;
+}

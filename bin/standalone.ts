@@ -6,8 +6,8 @@ import { configFlag } from '../common/args';
 import { loadConfig } from '../common/config';
 import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
 import { createLogger } from '../common/log';
-import { AgentProcess } from '../agent/main';
-import { StateSource } from '../agent/sources/file';
+import { AgentProcess } from '../agent/agent-process';
+import { StateSource } from '../agent/ports';
 import { Discovery } from '../controlplane/discovery';
 
 const STANDALONE_HELP = `usage: proxymgr standalone --config FILE

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { DesiredState, HaproxyGlobals, Service } from './types';
-import { canonicalJson, hashService } from './version';
+import { canonicalJson, hashService } from './state-hash';
 
 /**
  * The agent stream's resources (docs/protocol.md): each service is a resource named by its service name, and the

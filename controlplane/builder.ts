@@ -2,7 +2,7 @@ import { ServiceOptionsPolicy } from '../common/config';
 import { StateProblem } from '../common/errors';
 import { DesiredState, HaproxyGlobals, Server, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
-import { canonicalJson, stateVersion } from '../common/version';
+import { canonicalJson, stateVersion } from '../common/state-hash';
 
 export { canonicalJson, stateVersion };
 import { Host, ServiceConfig } from './types';

@@ -2,7 +2,7 @@ import { loadConfig } from '../common/config';
 import { configFlag } from '../common/args';
 import { createLogger } from '../common/log';
 import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
-import { ControlPlaneProcess } from './main';
+import { ControlPlaneProcess } from './control-plane-process';
 
 const CONTROLPLANE_HELP = `usage: proxymgr controlplane --config FILE
 

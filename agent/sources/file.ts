@@ -5,21 +5,13 @@ import { ProxyMgrError, errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { fromJson } from '../../common/state-codec';
 import { DesiredState } from '../../common/types';
-import { stateVersion } from '../../common/version';
-import type { ApplyResult } from '../agent';
+import { stateVersion } from '../../common/state-hash';
+import { ApplyFn, StateSource } from '../ports';
 
 /** Applies a state and says how it went (the gRPC source turns that into ACK/NACK). */
-export type ApplyFn = (state: DesiredState) => Promise<ApplyResult>;
-
-/** Where desired states come from: a file, or the control plane's gRPC stream — the agent sees only this. */
-export interface StateSource {
-  /** Calls `apply` with the current state and again on every change, until stop(). */
-  start(apply: ApplyFn): Promise<void>;
-  /** Resolves once nothing of the source is left open (streams, watchers, timers). */
-  stop(): Promise<void>;
-}
 
 /** Reads a desired state (proto3 JSON form, as JSON or YAML). A missing version is filled with a content hash. */
+
 export async function readStateFile(file: string): Promise<DesiredState> {
   let text: string;
   try {

@@ -19,7 +19,7 @@ import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { ApplyResult, PreflightResult } from '../agent';
 import { fromProto } from '../../common/state-codec';
-import { ApplyFn, StateSource } from './file';
+import { ApplyFn, StateSource } from '../ports';
 import { HeldState, PushMismatch } from './held-state';
 
 export interface GrpcSourceOptions {

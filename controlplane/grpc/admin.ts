@@ -7,9 +7,9 @@ import {
   ListServicesResponse,
 } from '../../common/gen/proxymgr/v1/admin';
 import { DesiredState } from '../../common/types';
-import { AgentRecord, AgentRegistry } from './registry';
+import { AgentRegistry } from './registry';
 import { AgentStateRequests } from './agent-questions';
-import { DesiredStateSource } from './stream-server';
+import { AgentRecord, DesiredStateSource } from '../ports';
 
 /** ListServices: the desired services with their hosts, and discovery's problems per service. */
 export function listServices(

@@ -1,52 +1,5 @@
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-/** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
-export interface AgentRecord {
-  nodeId: string;
-  labels: Record<string, string>;
-  agentVersion: string;
-  haproxyVersion: string;
-  peer: string;
-  connected: boolean;
-  connectedSince?: Date;
-  /** When the last stream closed (forgotten `forgetAfterMs` later). */
-  disconnectedAt?: number;
-  runningVersion: string;
-  /** What the agent said it can do beyond protocol 2 (hello.capabilities: "preflight", "settings"). */
-  capabilities?: readonly string[];
-  lastAckedVersion: string;
-  lastAckTime?: Date;
-  lastNackedVersion: string;
-  lastError: string;
-  /** Services of the last ACKed version the agent left out (a partial apply); empty when it applied all. */
-  rejectedServices?: readonly string[];
-  /** HAProxy's per-service counters as the agent last reported them (with an ACK or its periodic Stats), and when. */
-  counters?: readonly ServiceCounters[];
-  countersAt?: Date;
-}
-
-/** Listens to what happens on agent streams (metrics, rollout engine). */
-export interface RegistryEvents {
-  /** `rejectedServices`: services of `version` the agent did not apply (a partial apply; `warnings` say why). */
-  onAck?(
-    agent: AgentRecord,
-    version: string,
-    method: string,
-    reasons: readonly string[],
-    rejectedServices: readonly string[],
-    warnings: readonly string[],
-  ): void;
-  onNack?(agent: AgentRecord, version: string, reason: string): void;
-  onConnectionChange?(connected: number): void;
-  /** An agent said hello (also on a second stream of the same node). */
-  onConnect?(agent: AgentRecord): void;
-  /** The last stream of an agent closed. */
-  onDisconnect?(agent: AgentRecord): void;
-  /**
-   * The agent reported its per-service counters (with an ACK, after onAck, or periodically), running `version`
-   * ("" when an older agent did not say).
-   */
-  onCounters?(agent: AgentRecord, counters: readonly ServiceCounters[], at: Date, version: string): void;
-}
+import { AgentRecord, RegistryEvents } from '../ports';
 
 export interface RegistryLimits {
   /** Disconnected agents are forgotten this long after their last stream closed. */

@@ -7,7 +7,6 @@ import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } fr
 import { DesiredState } from '../../common/types';
 import {
   AgentMessage,
-  AgentSettings,
   AgentStreamServer,
   ApplyMethod,
   applyMethodToJSON,
@@ -18,19 +17,10 @@ import { toProto } from '../../common/state-codec';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
 import { identifyCall } from '../../common/grpc-auth';
-import { AgentRecord, AgentRegistry } from './registry';
+import { AgentRegistry } from './registry';
+import { AgentRecord, DesiredStateSource } from '../ports';
 import { cachedBody, preEncodedPush, pushBody } from './push-encoding';
 import { AgentPreflights, AgentStateRequests } from './agent-questions';
-
-/** Where the stream server gets desired states from (discovery now; the rollout engine later). */
-export interface DesiredStateSource {
-  /** The state this agent should run now, or undefined while none is known. */
-  desiredFor(agent: AgentRecord): DesiredState | undefined;
-  /** Calls `fn` whenever desired states may have changed; returns an unsubscribe function. */
-  subscribe(fn: () => void): () => void;
-  /** How agents should behave on their streams now (sent on connect and whenever it changes; checked on `subscribe`). */
-  agentSettings?(): AgentSettings;
-}
 
 /** Questions the stream carries to agents (see agent-questions.ts). */
 export interface StreamQuestions {

@@ -5,9 +5,7 @@ import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
 import { DesiredState, Server } from '../../common/types';
 import { Discovery } from '../discovery';
-import { AgentRecord, RegistryEvents } from '../grpc/registry';
-import { DesiredStateSource } from '../grpc/stream-server';
-import { HaStore } from '../ha/zk-store';
+import { HaStore } from '../ha/ha-store';
 import {
   command,
   Command,
@@ -24,9 +22,9 @@ import {
 } from './engine';
 import { DEFAULT_GATE_POLICY, TrafficView } from './gate';
 import { MAX_GATED_SERVICES, TrafficLedger } from './traffic';
-import { AgentPreflights } from '../grpc/agent-questions';
+import { AgentRecord, DesiredStateSource, PreflightAsker, RegistryEvents } from '../ports';
 import { RolloutPlan } from '../../common/gen/proxymgr/v1/rollout';
-import { rolloutPlan } from './admin';
+import { rolloutPlan } from './plan';
 import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
 import {
   changedServices,
@@ -61,7 +59,7 @@ export interface RolloutCoordinatorOptions {
    */
   readonly store?: (listener: RolloutStoreListener) => RolloutStore;
   /** Preflight questions to this replica's agents (carried by the agent stream); without it no agent is asked. */
-  readonly preflights?: AgentPreflights;
+  readonly preflights?: PreflightAsker;
 }
 
 /** Text from agents kept in shared state is cut to this many characters. */

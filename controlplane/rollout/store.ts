@@ -44,7 +44,7 @@ export interface RolloutStoreListener {
 /**
  * The state the control-plane replicas share for rollouts: the fleet document (changed only by compare-and-set),
  * immutable revisions, the status of every connected agent, and which replica leads. HaStore keeps it in ZooKeeper
- * (controlplane/ha/zk-store.ts); MemoryRolloutStore keeps it in memory for tests.
+ * (controlplane/ha/ha-store.ts); MemoryRolloutStore keeps it in memory for tests.
  */
 export interface RolloutStore {
   /** Whether this replica leads rollouts (only the leader steps them). */

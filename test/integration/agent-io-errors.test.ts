@@ -1,8 +1,8 @@
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { silentLogger } from '../../common/log';
-import { ApplyFn } from '../../agent/sources/file';
-import { AgentProcess } from '../../agent/main';
+import { ApplyFn } from '../../agent/ports';
+import { AgentProcess } from '../../agent/agent-process';
 import { Backend, startBackends } from '../helpers/backends';
 import { freePort, tally } from '../helpers/net';
 import { server, service, startTestAgent, state } from '../helpers/agent';

@@ -9,8 +9,8 @@ import {
 } from '../../common/gen/grpc/health/v1/health';
 import { addHealth, Health } from '../../common/grpc';
 import { silentLogger } from '../../common/log';
-import { AgentProcess } from '../../agent/main';
-import { ControlPlaneProcess } from '../../controlplane/main';
+import { AgentProcess } from '../../agent/agent-process';
+import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
 import { Backend, startBackends } from '../helpers/backends';
 import { eventually, freePort, sleep, tempDir } from '../helpers/net';
 

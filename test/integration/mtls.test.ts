@@ -2,7 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { createLogger, silentLogger } from '../../common/log';
 import { parseConfig } from '../../common/config';
-import { ControlPlaneProcess } from '../../controlplane/main';
+import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { DesiredState } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { silentLogger } from '../../common/log';
 import { Discovery } from '../../controlplane/discovery';
-import { AgentRecord } from '../../controlplane/grpc/registry';
+import { AgentRecord } from '../../controlplane/ports';
 import { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
 import { revisionOfVersion } from '../../controlplane/rollout/revision';
 import { testDiscovery } from '../helpers/discovery';

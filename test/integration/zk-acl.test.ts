@@ -5,7 +5,7 @@ import zookeeper, { ACL, Client } from 'node-zookeeper-client';
 import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
 import { Logger, silentLogger } from '../../common/log';
 import { Discovery } from '../../controlplane/discovery';
-import { HaStore } from '../../controlplane/ha/zk-store';
+import { HaStore } from '../../controlplane/ha/ha-store';
 import { Revision } from '../../controlplane/rollout/revision';
 import { loadZkDigest, permsOf, ZkDigest } from '../../controlplane/zk/digest';
 import { ZkSession } from '../../controlplane/zk/session';

@@ -89,8 +89,8 @@ describe('npm pack ships what runs, not tests or benchmarks', () => {
     expect(files).toEqual(
       expect.arrayContaining([
         'dist/bin/proxymgr.js',
-        'dist/agent/main.js',
-        'dist/controlplane/main.js',
+        'dist/agent/agent-process.js',
+        'dist/controlplane/control-plane-process.js',
         'proto/proxymgr/v1/stream.proto',
         'agent/native/listenfd.c',
         'package.json',

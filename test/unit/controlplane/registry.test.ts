@@ -1,4 +1,5 @@
-import { AgentRecord, AgentRegistry } from '../../../controlplane/grpc/registry';
+import { AgentRegistry } from '../../../controlplane/grpc/registry';
+import { AgentRecord } from '../../../controlplane/ports';
 
 const hello = (nodeId: string, peer = '') => ({
   nodeId,

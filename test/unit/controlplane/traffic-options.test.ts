@@ -1,7 +1,7 @@
 import { buildService, canaryWeights, shareWeights } from '../../../controlplane/builder';
 import { parseHostNode } from '../../../controlplane/host';
 import { parseServiceConfig } from '../../../controlplane/service-config';
-import { localService } from '../../../agent/main';
+import { localService } from '../../../agent/agent-process';
 import { Host } from '../../../controlplane/types';
 
 const raw = (extra: Record<string, unknown>, name = 'web') => ({

@@ -2,7 +2,7 @@ import { FakeClock } from '../../../common/clock';
 import { RolloutConfig } from '../../../common/config';
 import { silentLogger } from '../../../common/log';
 import { DesiredState } from '../../../common/types';
-import { AgentRecord } from '../../../controlplane/grpc/registry';
+import { AgentRecord } from '../../../controlplane/ports';
 import { RolloutCoordinator, RolloutDiscovery } from '../../../controlplane/rollout/coordinator';
 import { MemoryRolloutStore } from '../../../controlplane/rollout/memory-store';
 import { revisionOfVersion } from '../../../controlplane/rollout/revision';

@@ -23,7 +23,8 @@ import { Agent, ApplyResult } from './agent';
 import { StatsSocketClient } from './haproxy/runtime';
 import { GrpcStateSource } from './sources/grpc';
 import { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
-import { FileStateSource, StateSource } from './sources/file';
+import { FileStateSource } from './sources/file';
+import { StateSource } from './ports';
 
 export const AGENT_VERSION = '0.1.0';
 

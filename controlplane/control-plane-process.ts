@@ -13,10 +13,11 @@ import { Discovery } from './discovery';
 import { controlPlaneAdminServer, listAgents, listServices } from './grpc/admin';
 import { renderStatusPage, StatusData, statusJson } from './status-page';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
-import { agentStreamServer, DesiredStateSource, streamStats } from './grpc/stream-server';
+import { agentStreamServer, streamStats } from './grpc/stream-server';
+import { DesiredStateSource } from './ports';
 import { AgentPreflights, AgentStateRequests } from './grpc/agent-questions';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
-import { currentRolloutStatus, rolloutAdminServer } from './rollout/admin';
+import { currentRolloutStatus, rolloutAdminServer } from './grpc/rollout-admin';
 import { RolloutCoordinator } from './rollout/coordinator';
 
 export interface ControlPlaneOptions {

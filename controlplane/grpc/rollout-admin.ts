@@ -5,27 +5,25 @@ import {
   PreflightInfo,
   RolloutAgent,
   RolloutInfo,
-  RolloutPlan,
   RolloutPolicy,
   RolloutServer,
   RolloutStatus,
 } from '../../common/gen/proxymgr/v1/rollout';
 import { GatePolicy, PreflightPolicy } from '../../common/config';
-import { GateResult } from './gate';
+import { GateResult } from '../rollout/gate';
 import { ConfigError, errorMessage } from '../../common/errors';
 import {
   Command,
   counts,
   FleetDoc,
-  isActive,
   PolicyDoc,
   PreflightDoc,
   releasedRevision,
   RolloutCommandError,
   RolloutDoc,
   waveOf,
-} from './engine';
-import { RolloutCoordinator } from './coordinator';
+} from '../rollout/engine';
+import { RolloutCoordinator } from '../rollout/coordinator';
 
 const iso = (ms: number | undefined) => (ms === undefined ? '' : new Date(ms).toISOString());
 
@@ -256,64 +254,6 @@ function preflightInfo(p: PreflightDoc): PreflightInfo {
     unanswered: p.unanswered,
     failures: p.failed.map((f) => ({ nodeId: f.nodeId, error: f.error })),
     overridden: p.overridden ?? false,
-  };
-}
-
-/** `ctl rollout plan`: what the pending revision changes, per agent with its preflight. */
-export function rolloutPlan(
-  c: RolloutCoordinator,
-  doc: FleetDoc | undefined,
-  pending: { from: string; to: string } | undefined,
-  changed:
-    | {
-        added: string[];
-        removed: string[];
-        changed: string[];
-        changes: string[];
-        servicesFor: (labels: Readonly<Record<string, string>>) => string[];
-      }
-    | undefined,
-): RolloutPlan {
-  if (!pending || !changed)
-    return {
-      pending: false,
-      fromRevision: '',
-      toRevision: '',
-      rolloutId: '',
-      state: '',
-      servicesAdded: [],
-      servicesRemoved: [],
-      servicesChanged: [],
-      changes: [],
-      agents: [],
-    };
-  const r = doc?.current && doc.current.to === pending.to && isActive(doc.current) ? doc.current : undefined;
-  const agents = [...c.store.agents.values()]
-    .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1))
-    .map((a) => {
-      const pf = r && a.preflight?.rollout === r.id ? a.preflight : undefined;
-      const asked = r && r.policy.preflight?.enabled && a.canPreflight && !r.preflight?.completedAt;
-      return {
-        nodeId: a.nodeId,
-        labels: { ...a.labels },
-        services: changed.servicesFor(a.labels),
-        preflight: pf ? (pf.ok ? 'passed' : 'failed') : asked ? 'pending' : 'not asked',
-        method: pf?.method ?? '',
-        reasons: [...(pf?.reasons ?? [])],
-        error: pf?.error ?? '',
-      };
-    });
-  return {
-    pending: true,
-    fromRevision: pending.from,
-    toRevision: pending.to,
-    rolloutId: r?.id ?? '',
-    state: r?.state ?? '',
-    servicesAdded: changed.added,
-    servicesRemoved: changed.removed,
-    servicesChanged: changed.changed,
-    changes: changed.changes,
-    agents,
   };
 }
 
