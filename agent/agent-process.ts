@@ -15,7 +15,7 @@ import { authInterceptor, authMetrics } from '../common/grpc-auth';
 import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
-import { collectStandardMetrics, commandKind, reasonKind, serveMetrics } from '../common/metrics';
+import { collectStandardMetrics, commandKind, serveMetrics } from '../common/metrics';
 import { fromJson, stateJsonText } from '../common/state-codec';
 import { DesiredState, Service } from '../common/types';
 import { agentAdminServer, toPb } from './admin';
@@ -603,8 +603,7 @@ export class AgentProcess {
         applies.inc({ outcome: result.outcome });
         for (const p of result.problems)
           if (p.service !== undefined) leftOut.inc({ kind: p.server === undefined ? 'service' : 'server' });
-        if (result.outcome === 'reload')
-          for (const reason of result.reasons) reloads.inc({ reason: reasonKind(reason) });
+        if (result.outcome === 'reload') for (const reason of result.reasons) reloads.inc({ reason: reason.kind });
         for (const c of result.commands) commands.inc({ kind: commandKind(c) });
         if (result.outcome !== 'rejected') {
           version.reset();

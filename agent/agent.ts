@@ -19,7 +19,7 @@ import { inMaint, RuntimeServer, RuntimeState } from './haproxy/servers-state';
 import { SocketPool as NativeSocketPool, socketKey } from './haproxy/sockets';
 import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
-import { OverrideState, Overrides, plan, Plan, Running, RuntimeAction } from './plan';
+import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
 import { Drains } from './drains';
 import { ConfigCheck, FileWriter, SocketPool, Supervisor } from './ports';
 
@@ -28,8 +28,8 @@ export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
 export interface ApplyResult {
   readonly version: string;
   readonly outcome: Outcome;
-  /** Reload reasons, or the reasons of the runtime commands sent. */
-  readonly reasons: readonly string[];
+  /** Reload reasons, or the reasons of the runtime commands sent: each a kind and its sentence. */
+  readonly reasons: readonly Reason[];
   readonly commands: readonly string[];
   /** Parts of the input that were rejected (the rest was applied). */
   readonly problems: readonly StateProblem[];
@@ -293,7 +293,7 @@ export class Agent {
     );
     const method: PreflightResult['method'] =
       p.reloadReasons.length > 0 ? 'reload' : p.actions.length > 0 ? 'runtime' : 'nothing';
-    const reasons = p.reloadReasons.length > 0 ? [...p.reloadReasons] : p.actions.map((a) => a.reason);
+    const reasons = p.reloadReasons.length > 0 ? p.reloadReasons.map((r) => r.text) : p.actions.map((a) => a.reason);
     try {
       state = await this.checkPerService(state, problems);
     } catch (err) {
@@ -425,7 +425,7 @@ export class Agent {
     const started = this.clock.now();
     const done = (
       outcome: Outcome,
-      reasons: string[],
+      reasons: readonly Reason[],
       commands: string[],
       problems: readonly StateProblem[],
       error?: ProxyMgrError,
@@ -445,7 +445,7 @@ export class Agent {
             version: desired.version,
             trigger,
             outcome,
-            reasons,
+            reasons: reasons.map((r) => r.text),
             problems: problems.map((p) => `${p.where}: ${p.message}`),
             error: error?.message,
             duration_ms: result.durationMs,
@@ -473,11 +473,11 @@ export class Agent {
       this.orphanChecked = true;
       await this.takeOver(sanitized.state);
     }
-    const reject = (err: unknown, reasons: readonly string[]): ApplyResult => {
+    const reject = (err: unknown, reasons: readonly Reason[]): ApplyResult => {
       const error = this.asProxyMgrError(err);
       this.counters.rejected++;
-      this.record(trigger, 'rejected', error.message, reasons.join('; ') || 'rejected');
-      return done('rejected', [...reasons], [], problems, error);
+      this.record(trigger, 'rejected', error.message, reasons.map((r) => r.text).join('; ') || 'rejected');
+      return done('rejected', reasons, [], problems, error);
     };
     let state = this.rejectedServices.withoutKnown(
       this.withSockets(sanitized.state, problems),
@@ -511,7 +511,10 @@ export class Agent {
     const planFor = (s: DesiredState): Plan =>
       unreadable !== undefined
         ? // Without the live state the runtime path is blind; the config file holds the full state, so reload it.
-          { reloadReasons: [`reload: cannot read show servers state (${unreadable})`], actions: [] }
+          {
+            reloadReasons: [reason('state_unreadable', `reload: cannot read show servers state (${unreadable})`)],
+            actions: [],
+          }
         : plan(s, this.supervisor.running ? this.running : undefined, actual, this.holds(), fromCache);
     let p = planFor(state);
     if (p.reloadReasons.length > 0) {
@@ -531,7 +534,7 @@ export class Agent {
       try {
         const ran = await this.reload(state, p.reloadReasons, trigger, problems, true);
         this.lastGood = ran.state;
-        return done('reload', [...p.reloadReasons], ran.commands, problems);
+        return done('reload', p.reloadReasons, ran.commands, problems);
       } catch (err) {
         this.releaseUnusedSockets();
         return reject(err, p.reloadReasons);
@@ -547,15 +550,15 @@ export class Agent {
       commands = await this.runActions(p.actions, trigger);
     } catch (err) {
       this.actualCache = undefined; // some commands may have gone through
-      const reason = `reload: runtime command failed (${errorMessage(err)})`;
+      const why = reason('runtime_fallback', `reload: runtime command failed (${errorMessage(err)})`);
       this.log.warn({ err: errorMessage(err) }, 'runtime API could not apply the change; falling back to a reload');
       try {
-        const ran = await this.reload(state, [reason], trigger, problems, false);
+        const ran = await this.reload(state, [why], trigger, problems, false);
         this.lastGood = ran.state;
-        return done('reload', [reason], ran.commands, problems);
+        return done('reload', [why], ran.commands, problems);
       } catch (err2) {
         this.releaseUnusedSockets();
-        return reject(err2, [reason]);
+        return reject(err2, [why]);
       }
     }
     await this.refreshActual(p.actions);
@@ -566,7 +569,7 @@ export class Agent {
     if (trigger === 'drift') this.counters.driftRepairs++;
     return done(
       'runtime',
-      p.actions.map((a) => a.reason),
+      p.actions.map((a) => reason(a.kind, a.reason)),
       commands,
       problems,
     );
@@ -975,7 +978,7 @@ export class Agent {
    */
   private async reload(
     state: DesiredState,
-    reasons: readonly string[],
+    reasons: readonly Reason[],
     trigger: 'update' | 'drift',
     problems: StateProblem[],
     checked: boolean,
@@ -996,7 +999,7 @@ export class Agent {
     const pid = await this.supervisor.startOrReload(fds);
     this.counters.reloads++;
     this.running = full;
-    for (const reason of reasons) this.record(trigger, 'reload', `haproxy pid ${pid}`, reason);
+    for (const r of reasons) this.record(trigger, 'reload', `haproxy pid ${pid}`, r.text);
     this.releaseUnusedSockets();
     try {
       // Saved states may say maint for a server that is desired again (or not say drain for one draining): one

@@ -14,9 +14,32 @@ export interface RuntimeAction {
   readonly reason: string;
 }
 
+/** Why a reload is needed: a kind (metrics label, tests) and the sentence logs, ACKs and RecentActions show. */
+export type ReloadKind =
+  | 'start'
+  | 'global'
+  | 'defaults'
+  | 'new_service'
+  | 'service_removed'
+  | 'listen_address'
+  | 'listen_options'
+  | 'server_options'
+  | 'static_algorithm'
+  | 'hostname'
+  | 'runtime_fallback'
+  | 'state_unreadable';
+
+/** A reason as data: logs, metrics and ACKs are made from it (never parsed back from the text). */
+export interface Reason {
+  readonly kind: ReloadKind | RuntimeAction['kind'];
+  readonly text: string;
+}
+
+export const reason = (kind: Reason['kind'], text: string): Reason => ({ kind, text });
+
 export interface Plan {
   /** Non-empty: the shape changed (or HAProxy cannot do it at runtime) and a reload is needed; one reason each. */
-  readonly reloadReasons: readonly string[];
+  readonly reloadReasons: readonly Reason[];
   /** Runtime commands, in order: capacity is added before it is taken away. */
   readonly actions: readonly RuntimeAction[];
 }
@@ -72,16 +95,17 @@ export function plan(
   overrides?: Overrides,
   skipSame = false,
 ): Plan {
-  if (!running || !actual) return { reloadReasons: ['start: no HAProxy is running'], actions: [] };
-  const reasons: string[] = [];
+  if (!running || !actual) return { reloadReasons: [reason('start', 'start: no HAProxy is running')], actions: [] };
+  const reasons: Reason[] = [];
   if (!sameLines(desired.haproxy.global, running.haproxy.global))
-    reasons.push('reload: haproxy global section changed');
+    reasons.push(reason('global', 'reload: haproxy global section changed'));
   if (!sameLines(desired.haproxy.defaults, running.haproxy.defaults))
-    reasons.push('reload: haproxy defaults section changed');
+    reasons.push(reason('defaults', 'reload: haproxy defaults section changed'));
 
   const runningByName = servicesByName(running);
   const desiredNames = new Set(desired.services.map((s) => s.name));
-  for (const s of running.services) if (!desiredNames.has(s.name)) reasons.push(`reload: service ${s.name} removed`);
+  for (const s of running.services)
+    if (!desiredNames.has(s.name)) reasons.push(reason('service_removed', `reload: service ${s.name} removed`));
 
   const adds: RuntimeAction[] = [];
   const updates: RuntimeAction[] = [];
@@ -90,7 +114,7 @@ export function plan(
     const was = runningByName.get(service.name);
     if (skipSame && was === service) continue;
     if (!was) {
-      reasons.push(`reload: new service ${service.name}`);
+      reasons.push(reason('new_service', `reload: new service ${service.name}`));
       continue;
     }
     const shape = shapeChanges(service, was);
@@ -111,7 +135,13 @@ export function plan(
       const cur = live.get(server.name);
       if (!cur) {
         const why = cannotAdd(server, algo());
-        if (why) reasons.push(`reload: new server ${service.name}/${server.name} (${why})`);
+        if (why)
+          reasons.push(
+            reason(
+              algo() ? 'static_algorithm' : 'hostname',
+              `reload: new server ${service.name}/${server.name} (${why})`,
+            ),
+          );
         else adds.push(...addServer(service, server));
         continue;
       }
@@ -132,12 +162,17 @@ export function plan(
       }
       const id = `${service.name}/${server.name}`;
       if (!sameOptions) {
-        reasons.push(`reload: options of server ${id} changed`);
+        reasons.push(reason('server_options', `reload: options of server ${id} changed`));
         continue;
       }
       if (isIP(server.address) === 0) {
         if (def && def.address !== server.address)
-          reasons.push(`reload: address of ${id} is now hostname ${server.address} (runtime API takes IP literals)`);
+          reasons.push(
+            reason(
+              'hostname',
+              `reload: address of ${id} is now hostname ${server.address} (runtime API takes IP literals)`,
+            ),
+          );
       } else if (!sameAddress(cur, server)) {
         updates.push({
           kind: 'addr',
@@ -149,7 +184,13 @@ export function plan(
         });
       }
       if (cur.weight !== server.weight) {
-        if (algo()) reasons.push(`reload: weight of ${id} changed and ${algo()} only takes 0% or 100% at runtime`);
+        if (algo())
+          reasons.push(
+            reason(
+              'static_algorithm',
+              `reload: weight of ${id} changed and ${algo()} only takes 0% or 100% at runtime`,
+            ),
+          );
         else
           updates.push({
             kind: 'weight',
@@ -212,17 +253,20 @@ export function plan(
 }
 
 /** Reasons a service's shape differs from what HAProxy loaded (each one forces a reload). */
-function shapeChanges(service: Service, was: Service): string[] {
-  const out: string[] = [];
+function shapeChanges(service: Service, was: Service): Reason[] {
+  const out: Reason[] = [];
   if (service.port !== was.port || service.bindAddress !== was.bindAddress) {
     out.push(
-      `reload: listen address of ${service.name} changed ${was.bindAddress}:${was.port} → ${service.bindAddress}:${service.port}`,
+      reason(
+        'listen_address',
+        `reload: listen address of ${service.name} changed ${was.bindAddress}:${was.port} → ${service.bindAddress}:${service.port}`,
+      ),
     );
   }
   if (!sameLines(service.listenOptions, was.listenOptions))
-    out.push(`reload: listen_options of ${service.name} changed`);
+    out.push(reason('listen_options', `reload: listen_options of ${service.name} changed`));
   if (!sameLines(service.serverOptions, was.serverOptions))
-    out.push(`reload: server_options of ${service.name} changed`);
+    out.push(reason('server_options', `reload: server_options of ${service.name} changed`));
   return out;
 }
 

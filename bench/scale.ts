@@ -212,7 +212,9 @@ async function liveApplies(
       const r = await t.agent.apply(next);
       applies.push(performance.now() - t0);
       if (r.outcome !== 'runtime')
-        throw new Error(`live apply ${i}: expected runtime, got ${r.outcome} ${r.reasons.join('; ')}`);
+        throw new Error(
+          `live apply ${i}: expected runtime, got ${r.outcome} ${r.reasons.map((x) => x.text).join('; ')}`,
+        );
       current = next;
       // The floor, interleaved: the runtime command alone, sent straight to the stats socket.
       const svc = current.services[pickIndex(rand, current.services.length)]!;
@@ -236,7 +238,9 @@ async function liveApplies(
     const reload = await t.agent.apply(reshaped);
     if (reload.outcome !== 'reload')
       throw new Error(`live reload: expected reload, got ${reload.outcome} ${reload.error?.message ?? ''}`);
-    say(`live agent: one listen_options change → reload in ${reload.durationMs} ms (${reload.reasons.join('; ')})`);
+    say(
+      `live agent: one listen_options change → reload in ${reload.durationMs} ms (${reload.reasons.map((x) => x.text).join('; ')})`,
+    );
     return {
       live_change_p50_ms: q(applies, 0.5),
       live_change_p99_ms: q(applies, 0.99),

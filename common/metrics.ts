@@ -79,28 +79,6 @@ export async function serveMetrics(
   };
 }
 
-/** A coarse, low-cardinality kind for a reload reason ("reload: listen_options of web changed" → "listen_options"). */
-export function reasonKind(reason: string): string {
-  const r = reason.replace(/^(drift: )?(reload: )?/, '');
-  const table: [RegExp, string][] = [
-    [/^start/, 'start'],
-    [/^new service/, 'new_service'],
-    [/^service \S+ removed/, 'service_removed'],
-    [/^listen address/, 'listen_address'],
-    [/^listen_options/, 'listen_options'],
-    [/^server_options/, 'server_options'],
-    [/^haproxy global/, 'global'],
-    [/^haproxy defaults/, 'defaults'],
-    [/^new server .*cannot take dynamic/, 'static_algorithm'],
-    [/^new server .*hostname/, 'hostname'],
-    [/^weight of .* only takes/, 'static_algorithm'],
-    [/^options of server/, 'server_options'],
-    [/^address of .* hostname/, 'hostname'],
-    [/^runtime command failed/, 'runtime_fallback'],
-  ];
-  return table.find(([re]) => re.test(r))?.[1] ?? 'other';
-}
-
 /** "set server web/a state maint" → "set_state_maint"; "add server web/c …" → "add_server". */
 export function commandKind(command: string): string {
   const w = command.split(' ');

@@ -392,7 +392,7 @@ export class GrpcStateSource implements StateSource {
           version: push.version,
           nonce: push.nonce,
           method: METHOD[result.outcome],
-          reasons: [...result.reasons],
+          reasons: result.reasons.map((r) => r.text),
           runtimeCommands: result.commands.length,
           durationMs: result.durationMs,
           warnings: result.problems.map((p) => `${p.where}: ${p.message}`),

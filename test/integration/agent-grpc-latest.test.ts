@@ -60,7 +60,7 @@ describe('the gRPC source applies the latest push, not every push', () => {
       return {
         version: s.version,
         outcome: 'reload',
-        reasons: ['reload: test'],
+        reasons: [{ kind: 'listen_options', text: 'reload: test' }],
         commands: [],
         problems: [],
         durationMs: 300,
@@ -141,7 +141,7 @@ describe('a push taken but never applied is not declared as held after a reconne
         return {
           version: s.version,
           outcome: 'reload',
-          reasons: ['reload: test'],
+          reasons: [{ kind: 'listen_options', text: 'reload: test' }],
           commands: [],
           problems: [],
           durationMs: 400,

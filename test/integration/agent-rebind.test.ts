@@ -43,7 +43,9 @@ describe('a bind_address change on the same port (real HAProxy)', () => {
     const r2 = await t.agent.apply(state([web('127.0.0.1'), api()]));
     expect(r2.problems).toEqual([]);
     expect(r2.outcome).toBe('reload');
-    expect(r2.reasons.join('\n')).toMatch(/listen address of web changed 0\.0\.0\.0:\d+ → 127\.0\.0\.1:\d+/);
+    expect(r2.reasons.map((x) => x.text).join('\n')).toMatch(
+      /listen address of web changed 0\.0\.0\.0:\d+ → 127\.0\.0\.1:\d+/,
+    );
     expect(t.agent.current?.services.find((s) => s.name === 'web')?.bindAddress).toBe('127.0.0.1');
     expect(await body('127.0.0.1')).toBe('a');
     await expect(get(port, '127.0.0.2')).rejects.toThrow(/ECONNREFUSED/);

@@ -27,7 +27,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
   test('1. traffic reaches the backends through the handed-off socket', async () => {
     const r = await t.agent.apply(state([service('web', port, [srv(A), srv(B)])]));
     expect(r.outcome).toBe('reload');
-    expect(r.reasons).toEqual(['start: no HAProxy is running']);
+    expect(r.reasons.map((x) => x.text)).toEqual(['start: no HAProxy is running']);
     const counts = await tally(port, 20);
     expect(counts.get('a')).toBe(10);
     expect(counts.get('b')).toBe(10);
@@ -41,7 +41,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     const r = await t.agent.apply(state([service('web', port, [srv(A)])]));
     expect(r.outcome).toBe('runtime');
     expect(r.commands).toEqual(['set server web/b state drain']);
-    expect(r.reasons).toEqual(['server web/b is no longer in the desired state: draining']);
+    expect(r.reasons.map((x) => x.text)).toEqual(['server web/b is no longer in the desired state: draining']);
     expect(pid()).toBe(before);
     expect(t.agent.counters.reloads).toBe(reloads);
     expect([...(await tally(port, 10)).keys()]).toEqual(['a']);
@@ -72,7 +72,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
       state([service('web', port, [srv(A, { weight: 3 }), srv(B, { weight: 0 }), srv(C, { weight: 0 })])]),
     );
     expect(weighted.outcome).toBe('runtime');
-    expect(weighted.reasons).toContain('weight of web/a 1 → 3');
+    expect(weighted.reasons.map((x) => x.text)).toContain('weight of web/a 1 → 3');
     expect([...(await tally(port, 12)).keys()]).toEqual(['a']);
 
     // Server "a" moves to backend d's port: same name, new address.
@@ -103,7 +103,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
 
     const r = await t.agent.apply(state([service('web', port, base), service('api', port2, [srv(C)])]));
     expect(r.outcome).toBe('reload');
-    expect(r.reasons).toEqual(['reload: new service api']);
+    expect(r.reasons.map((x) => x.text)).toEqual(['reload: new service api']);
     expect(t.agent.counters.reloads).toBe(reloads + 1);
     expect(pid()).not.toBe(before);
     expect((await get(port2)).body).toBe('c\n');
@@ -117,7 +117,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
         service('api', port2, [srv(C)]),
       ]),
     );
-    expect(r2.reasons).toEqual(['reload: listen_options of web changed']);
+    expect(r2.reasons.map((x) => x.text)).toEqual(['reload: listen_options of web changed']);
     expect(t.agent.counters.reloads).toBe(reloads + 2);
     // The same state again: nothing to do.
     const r3 = await t.agent.apply(

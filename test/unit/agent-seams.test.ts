@@ -23,7 +23,7 @@ describe('Agent on fakes', () => {
     const r = await f.agent.apply(desired);
 
     expect(r.outcome).toBe('reload');
-    expect(r.reasons).toEqual(['start: no HAProxy is running']);
+    expect(r.reasons.map((x) => x.text)).toEqual(['start: no HAProxy is running']);
     const fds = listenOrder(desired).map((s) => f.sockets.open.get(`${s.bindAddress}|${s.port}`));
     expect(fds).toHaveLength(2);
     expect(f.supervisor.starts).toEqual([{ fds, pid: expect.any(Number) }]);
@@ -378,7 +378,7 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
         state([api, web(server('a', 9001, { weight: 3 }), server('b', 9002, { options: ['backup'] }))]),
       );
       expect(r.outcome).toBe('reload');
-      expect(r.reasons).toEqual(['reload: options of server web/b changed']);
+      expect(r.reasons.map((x) => x.text)).toEqual(['reload: options of server web/b changed']);
       expect(f.supervisor.starts).toHaveLength(2);
       expect(f.files.files.get(f.config.haproxy.configPath)).toContain('server b 127.0.0.1:9002 weight 1 backup');
     } finally {

@@ -42,6 +42,16 @@ describe('the codebase keeps its layers apart', () => {
     expect(offending).toEqual([]);
   });
 
+  test('the rollout logic talks to agents through controlplane/ports.ts, never through the gRPC code', () => {
+    const offending = sources('controlplane/rollout').flatMap((f) =>
+      importedTops(f)
+        .filter((i) => path.relative(REPO, path.resolve(REPO, path.dirname(f), i.spec)).startsWith('controlplane/grpc'))
+        .map((i) => `${f} imports ${i.spec}`),
+    );
+    expect(sources('controlplane/rollout').length).toBeGreaterThan(5);
+    expect(offending).toEqual([]);
+  });
+
   test('shipped code (bin, common, agent, controlplane) imports no test or benchmark code', () => {
     const offending = ['bin', 'common', 'agent', 'controlplane'].flatMap((d) =>
       sources(d).flatMap((f) =>

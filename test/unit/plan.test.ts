@@ -31,16 +31,37 @@ describe('plan (pure)', () => {
   const running = state([web]);
 
   test('nothing running: start', () => {
-    expect(plan(running, undefined, undefined).reloadReasons).toEqual(['start: no HAProxy is running']);
+    expect(plan(running, undefined, undefined).reloadReasons.map((r) => r.text)).toEqual([
+      'start: no HAProxy is running',
+    ]);
   });
 
   test('same state: nothing to do', () => {
     expect(plan(running, running, actualOf([web]))).toEqual({ reloadReasons: [], actions: [] });
   });
 
+  test('reload reasons are data: a kind for metrics, a sentence for logs and ACKs', () => {
+    const g = { ...state([web]), haproxy: { global: ['maxconn 100'], defaults: [] } };
+    expect(plan(running, undefined, undefined).reloadReasons).toEqual([
+      { kind: 'start', text: 'start: no HAProxy is running' },
+    ]);
+    expect(plan(g, running, actualOf([web])).reloadReasons.map((r) => r.kind)).toEqual(['global', 'defaults']);
+    const extra = service('api', 8081, []);
+    expect(plan(state([web, extra]), running, actualOf([web])).reloadReasons.map((r) => r.kind)).toEqual([
+      'new_service',
+    ]);
+    expect(
+      plan(
+        state([{ ...web, listenOptions: ['mode http', 'option httplog'] }]),
+        running,
+        actualOf([web]),
+      ).reloadReasons.map((r) => r.kind),
+    ).toEqual(['listen_options']);
+  });
+
   test('removed server → drain, with a reason', () => {
     const p = plan(state([{ ...web, servers: [server('a', 9001)] }]), running, actualOf([web]));
-    expect(p.reloadReasons).toEqual([]);
+    expect(p.reloadReasons.map((r) => r.text)).toEqual([]);
     expect(p.actions.map((a) => [a.command, a.reason, a.kind])).toEqual([
       ['set server web/b state drain', 'server web/b is no longer in the desired state: draining', 'drain'],
     ]);
@@ -76,7 +97,7 @@ describe('plan (pure)', () => {
       state([checked]),
       actualOf([checked]),
     );
-    expect(p.reloadReasons).toEqual([]);
+    expect(p.reloadReasons.map((r) => r.text)).toEqual([]);
     expect(p.actions.map((a) => a.command)).toEqual([
       'add server web/c 127.0.0.1:9003 weight 1 check inter 2000 backup',
       'enable health web/c',
@@ -103,16 +124,20 @@ describe('plan (pure)', () => {
     ['port', { port: 8081 }, 'reload: listen address of web changed 127.0.0.1:8080 → 127.0.0.1:8081'],
   ])('%s change → reload with its reason', (_what, change, reason) => {
     const p = plan(state([{ ...web, ...change }]), running, actualOf([web]));
-    expect(p.reloadReasons).toEqual([reason]);
+    expect(p.reloadReasons.map((r) => r.text)).toEqual([reason]);
     expect(p.actions).toEqual([]);
   });
 
   test('new and removed services, globals and defaults → reload', () => {
     const api = service('api', 8081, []);
-    expect(plan(state([web, api]), running, actualOf([web])).reloadReasons).toEqual(['reload: new service api']);
-    expect(plan(state([]), running, actualOf([web])).reloadReasons).toEqual(['reload: service web removed']);
+    expect(plan(state([web, api]), running, actualOf([web])).reloadReasons.map((r) => r.text)).toEqual([
+      'reload: new service api',
+    ]);
+    expect(plan(state([]), running, actualOf([web])).reloadReasons.map((r) => r.text)).toEqual([
+      'reload: service web removed',
+    ]);
     const g = { ...running, haproxy: { global: ['maxconn 10'], defaults: ['mode tcp'] } };
-    expect(plan(g, running, actualOf([web])).reloadReasons).toEqual([
+    expect(plan(g, running, actualOf([web])).reloadReasons.map((r) => r.text)).toEqual([
       'reload: haproxy global section changed',
       'reload: haproxy defaults section changed',
     ]);
@@ -122,11 +147,16 @@ describe('plan (pure)', () => {
     const src = { ...web, listenOptions: ['mode tcp', 'balance source'] };
     const r = state([src]);
     expect(
-      plan(state([{ ...src, servers: [...src.servers, server('c', 9003)] }]), r, actualOf([src])).reloadReasons,
+      plan(state([{ ...src, servers: [...src.servers, server('c', 9003)] }]), r, actualOf([src])).reloadReasons.map(
+        (r) => r.text,
+      ),
     ).toEqual(['reload: new server web/c (balance source cannot take dynamic servers)']);
     expect(
-      plan(state([{ ...src, servers: [server('a', 9001, { weight: 3 }), server('b', 9002)] }]), r, actualOf([src]))
-        .reloadReasons,
+      plan(
+        state([{ ...src, servers: [server('a', 9001, { weight: 3 }), server('b', 9002)] }]),
+        r,
+        actualOf([src]),
+      ).reloadReasons.map((r) => r.text),
     ).toEqual(['reload: weight of web/a changed and balance source only takes 0% or 100% at runtime']);
   });
 
@@ -136,7 +166,7 @@ describe('plan (pure)', () => {
       running,
       actualOf([web]),
     );
-    expect(p.reloadReasons).toEqual([
+    expect(p.reloadReasons.map((r) => r.text)).toEqual([
       'reload: new server web/c (address db.example.com is a hostname; add server takes IP literals on HAProxy 2.6)',
     ]);
   });
@@ -242,14 +272,20 @@ describe("plan with skipSame (runtime applies planned against the agent's own ca
 
   test('skipSame still sees changed globals, removed services and new services', () => {
     const g = { ...running, haproxy: { global: ['maxconn 10'], defaults: running.haproxy.defaults } };
-    expect(plan(g, running, actualOf([api, web]), undefined, true).reloadReasons).toEqual([
+    expect(plan(g, running, actualOf([api, web]), undefined, true).reloadReasons.map((r) => r.text)).toEqual([
       'reload: haproxy global section changed',
     ]);
-    expect(plan(state([web]), running, actualOf([api, web]), undefined, true).reloadReasons).toEqual([
-      'reload: service api removed',
-    ]);
+    expect(plan(state([web]), running, actualOf([api, web]), undefined, true).reloadReasons.map((r) => r.text)).toEqual(
+      ['reload: service api removed'],
+    );
     expect(
-      plan(state([api, web, service('new', 8090, [])]), running, actualOf([api, web]), undefined, true).reloadReasons,
+      plan(
+        state([api, web, service('new', 8090, [])]),
+        running,
+        actualOf([api, web]),
+        undefined,
+        true,
+      ).reloadReasons.map((r) => r.text),
     ).toEqual(['reload: new service new']);
   });
 });
