@@ -1,9 +1,15 @@
+import { ProxyMgrError } from './errors';
 /** A tiny flag parser: `--name value`, `--name=value` and boolean `--flag`; unknown flags are errors. */
 export interface FlagSpec {
   readonly [name: string]: 'string' | 'boolean';
 }
 
-export class UsageError extends Error {}
+/** A command line that cannot be run (an unknown flag, a missing value): exit code 2 with the command's help. */
+export class UsageError extends ProxyMgrError {
+  constructor(message: string) {
+    super('USAGE', message);
+  }
+}
 
 /** Flags and, in order, the other arguments (`proxymgr ctl … rollout status`). */
 export function parseArgs(

@@ -14,9 +14,18 @@ export type ErrorCode =
   | 'HOST_INVALID'
   | 'ZK_DISCONNECTED'
   | 'FAIL_STATIC'
-  | 'LIFECYCLE_INVALID';
+  | 'LIFECYCLE_INVALID'
+  | 'USAGE'
+  | 'FILE_REFUSED'
+  | 'ROLLOUT_NONE'
+  | 'ROLLOUT_BAD_STATE'
+  | 'ROLLOUT_WRONG_ID'
+  | 'UNAVAILABLE';
 
-/** Base class of every error ProxyMgr raises on purpose. */
+/**
+ * Base class of every error ProxyMgr raises on purpose, each with a stable code. They become gRPC statuses in one
+ * place, common/grpc.ts's toStatus, and exit codes in the CLI; nothing else looks at messages.
+ */
 export class ProxyMgrError extends Error {
   readonly code: ErrorCode;
 

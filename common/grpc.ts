@@ -9,7 +9,7 @@ const { FileDescriptorSet, FileDescriptorProto } = require('protobufjs/ext/descr
   FileDescriptorProto: { encode(m: object): { finish(): Uint8Array } };
 };
 import { HealthCheckResponse_ServingStatus, HealthServer, HealthService } from './gen/grpc/health/v1/health';
-import { ProxyMgrError } from './errors';
+import { ErrorCode, ProxyMgrError } from './errors';
 import { findUp } from './fs';
 
 /** TLS settings from proxymgr.yml (PEM file paths). */
@@ -144,14 +144,36 @@ export function addReflection(server: grpc.Server, services: readonly string[]):
   new ReflectionService(definition, { services: [...services, 'grpc.health.v1.Health'] }).addToServer(server);
 }
 
-/** ProxyMgr errors become gRPC statuses here, at the edge. */
+/** The gRPC status of each error code: the one place where ProxyMgr errors become gRPC statuses. */
+const STATUS_OF: Record<ErrorCode, grpc.status> = {
+  CONFIG_INVALID: grpc.status.INVALID_ARGUMENT,
+  STATE_INVALID: grpc.status.INVALID_ARGUMENT,
+  SERVICE_CONFIG_INVALID: grpc.status.INVALID_ARGUMENT,
+  HOST_INVALID: grpc.status.INVALID_ARGUMENT,
+  USAGE: grpc.status.INVALID_ARGUMENT,
+  HAPROXY_CONFIG_INVALID: grpc.status.FAILED_PRECONDITION,
+  HAPROXY_RUNTIME: grpc.status.FAILED_PRECONDITION,
+  HAPROXY_START_FAILED: grpc.status.FAILED_PRECONDITION,
+  HAPROXY_CHECK_FAILED: grpc.status.FAILED_PRECONDITION,
+  SOCKET_BIND_FAILED: grpc.status.FAILED_PRECONDITION,
+  FAIL_STATIC: grpc.status.FAILED_PRECONDITION,
+  LIFECYCLE_INVALID: grpc.status.FAILED_PRECONDITION,
+  FILE_REFUSED: grpc.status.FAILED_PRECONDITION,
+  ROLLOUT_NONE: grpc.status.FAILED_PRECONDITION,
+  ROLLOUT_BAD_STATE: grpc.status.FAILED_PRECONDITION,
+  ROLLOUT_WRONG_ID: grpc.status.FAILED_PRECONDITION,
+  IO_FAILED: grpc.status.UNAVAILABLE,
+  ZK_SESSION_EXPIRED: grpc.status.UNAVAILABLE,
+  ZK_DISCONNECTED: grpc.status.UNAVAILABLE,
+  WATCHER_FAILED: grpc.status.UNAVAILABLE,
+  UNAVAILABLE: grpc.status.UNAVAILABLE,
+};
+
+/**
+ * ProxyMgr errors become gRPC statuses here, at the edge (`CODE: message`). Anything else is a failure of
+ * something underneath (ZooKeeper, the file system) at the moment: UNAVAILABLE, so a client may retry.
+ */
 export function toStatus(err: unknown): Partial<grpc.StatusObject> {
-  if (err instanceof ProxyMgrError) {
-    const code =
-      err.code === 'STATE_INVALID' || err.code === 'CONFIG_INVALID'
-        ? grpc.status.INVALID_ARGUMENT
-        : grpc.status.FAILED_PRECONDITION;
-    return { code, details: `${err.code}: ${err.message}` };
-  }
-  return { code: grpc.status.INTERNAL, details: err instanceof Error ? err.message : String(err) };
+  if (err instanceof ProxyMgrError) return { code: STATUS_OF[err.code], details: `${err.code}: ${err.message}` };
+  return { code: grpc.status.UNAVAILABLE, details: err instanceof Error ? err.message : String(err) };
 }

@@ -1,3 +1,4 @@
+import { ProxyMgrError } from '../common/errors';
 import { constants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 
@@ -7,13 +8,12 @@ export const MAX_HOSTS_FILE_BYTES = 4 * 1024 * 1024;
 export const MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024;
 
 /** Why a file was not read; the message names the file and never anything from inside it. */
-export class FileRefusedError extends Error {
+export class FileRefusedError extends ProxyMgrError {
   constructor(
     readonly file: string,
     message: string,
   ) {
-    super(`${file}: ${message}`);
-    this.name = 'FileRefusedError';
+    super('FILE_REFUSED', `${file}: ${message}`);
   }
 }
 

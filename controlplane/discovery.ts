@@ -1,3 +1,4 @@
+import { ProxyMgrError } from '../common/errors';
 import {
   ControlPlaneConfig,
   DEFAULT_CONTROLPLANE_CONFIG,
@@ -137,7 +138,11 @@ export class Discovery {
       this.source = new ZookeeperSource({ zk: this.zk, servers: sc.servers, path: sc.path, log: this.log });
     else if (sc?.type === 'file')
       this.source = new FileSource({ path: sc.path, pollMs: this.cp.filePollMs, log: this.log });
-    else throw new Error('discovery needs a service_config section (type zookeeper or file) in proxymgr.yml');
+    else
+      throw new ProxyMgrError(
+        'CONFIG_INVALID',
+        'discovery needs a service_config section (type zookeeper or file) in proxymgr.yml',
+      );
     this.coalescer = new Coalescer(() => this.publish(), this.cp.coalesceMs, this.cp.coalesceMaxMs, this.clock);
   }
 

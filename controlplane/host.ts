@@ -1,3 +1,4 @@
+import { ProxyMgrError } from '../common/errors';
 import { isIP } from 'node:net';
 import { DEFAULT_WEIGHT } from '../common/types';
 import { NAME_RE } from '../common/validate-state';
@@ -11,6 +12,13 @@ const CONTROL_RE = /[\x00-\x1f\x7f]/;
 export const MAX_HOST_NODE_BYTES = 16 * 1024;
 
 /** Turns anything into a valid HAProxy server name (`[A-Za-z0-9_.:-]+`), deterministically. */
+/** A host entry that is not one (the watcher leaves it out, naming it; its service keeps its other hosts). */
+export class HostError extends ProxyMgrError {
+  constructor(message: string) {
+    super('HOST_INVALID', message);
+  }
+}
+
 export function serverName(raw: string): string {
   const s = raw.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 200);
   return s === '' ? '_' : s;
@@ -27,14 +35,14 @@ export function addressPortName(address: string, port: number): string {
  * present, otherwise the child node's name. Throws an Error saying what is wrong (the caller adds the path).
  */
 export function parseHostNode(childName: string, data: Buffer | undefined): Host {
-  if (!data || data.length === 0) throw new Error('empty node; expected JSON {"address":"1.2.3.4","port":8080}');
+  if (!data || data.length === 0) throw new HostError('empty node; expected JSON {"address":"1.2.3.4","port":8080}');
   if (data.length > MAX_HOST_NODE_BYTES)
-    throw new Error(`${data.length} bytes is larger than the limit of ${MAX_HOST_NODE_BYTES}`);
+    throw new HostError(`${data.length} bytes is larger than the limit of ${MAX_HOST_NODE_BYTES}`);
   let doc: unknown;
   try {
     doc = JSON.parse(data.toString('utf8'));
   } catch (err) {
-    throw new Error(syntaxErrorMessage(err, data.toString('utf8'), 'json'));
+    throw new HostError(syntaxErrorMessage(err, data.toString('utf8'), 'json'));
   }
   return hostFromObject(doc, childName);
 }
@@ -52,13 +60,14 @@ export function parseHostEntry(value: unknown): Host {
 export function parseHostPort(text: string): Host {
   const [hp, ...rest] = text.trim().split(/\s+/);
   const m = /^(\[([0-9A-Fa-f:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(hp ?? '');
-  if (!m) throw new Error('expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N');
+  if (!m)
+    throw new HostError('expected host:port (e.g. "10.0.0.1:8080" or "[::1]:8080"), optionally followed by weight=N');
   const address = (m[2] ?? m[3])!;
   const port = Number(m[4]);
   let weight = DEFAULT_WEIGHT;
   for (const opt of rest) {
     const w = /^weight=(\d+)$/.exec(opt);
-    if (!w) throw new Error('unknown option after host:port (only weight=N is allowed)');
+    if (!w) throw new HostError('unknown option after host:port (only weight=N is allowed)');
     weight = Number(w[1]);
   }
   return checked({ name: addressPortName(address, port), address, port, weight, options: [] }, false);
@@ -66,20 +75,22 @@ export function parseHostPort(text: string): Host {
 
 function hostFromObject(doc: unknown, childName: string | undefined): Host {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
-    throw new Error(
+    throw new HostError(
       `expected a JSON object with "address" and "port", got ${Array.isArray(doc) ? 'a list' : typeof doc}`,
     );
   const o = doc as Record<string, unknown>;
   const nerve = o.address === undefined && o.host !== undefined;
   const address = nerve ? o.host : o.address;
   if (typeof address !== 'string' || address === '')
-    throw new Error(`${nerve ? 'host' : 'address'}: expected an IP or hostname string, got ${JSON.stringify(address)}`);
+    throw new HostError(
+      `${nerve ? 'host' : 'address'}: expected an IP or hostname string, got ${JSON.stringify(address)}`,
+    );
   const port = typeof o.port === 'string' && /^\d+$/.test(o.port) ? Number(o.port) : o.port;
-  if (typeof port !== 'number') throw new Error(`port: expected an integer 1-65535, got ${JSON.stringify(o.port)}`);
+  if (typeof port !== 'number') throw new HostError(`port: expected an integer 1-65535, got ${JSON.stringify(o.port)}`);
   let weight = DEFAULT_WEIGHT;
   if (o.weight !== undefined && o.weight !== null) {
     if (typeof o.weight !== 'number')
-      throw new Error(`weight: expected an integer 0-256, got ${JSON.stringify(o.weight)}`);
+      throw new HostError(`weight: expected an integer 0-256, got ${JSON.stringify(o.weight)}`);
     weight = o.weight;
   }
   const options: string[] = [];
@@ -89,12 +100,12 @@ function hostFromObject(doc: unknown, childName: string | undefined): Host {
   } else if (Array.isArray(hso) && hso.every((x) => typeof x === 'string')) {
     options.push(...(hso as string[]));
   } else if (hso !== undefined && hso !== null) {
-    throw new Error(`haproxy_server_options: expected a string or a list of strings, got ${JSON.stringify(hso)}`);
+    throw new HostError(`haproxy_server_options: expected a string or a list of strings, got ${JSON.stringify(hso)}`);
   }
   let labels: Record<string, string> | undefined;
   if (o.labels !== undefined && o.labels !== null) {
     if (typeof o.labels !== 'object' || Array.isArray(o.labels))
-      throw new Error('labels: expected an object of strings');
+      throw new HostError('labels: expected an object of strings');
     labels = {};
     for (const [k, v] of Object.entries(o.labels as Record<string, unknown>)) labels[k] = String(v);
   }
@@ -110,12 +121,13 @@ function hostFromObject(doc: unknown, childName: string | undefined): Host {
 function checked(h: Host, quote = true): Host {
   const q = (v: unknown) => (quote ? ` ${JSON.stringify(v)}` : '');
   if (isIP(h.address) === 0 && !HOSTNAME_RE.test(h.address))
-    throw new Error(`address${q(h.address)} is neither an IP literal nor a hostname`);
-  if (!Number.isInteger(h.port) || h.port < 1 || h.port > 65535) throw new Error(`port${q(h.port)} is outside 1-65535`);
+    throw new HostError(`address${q(h.address)} is neither an IP literal nor a hostname`);
+  if (!Number.isInteger(h.port) || h.port < 1 || h.port > 65535)
+    throw new HostError(`port${q(h.port)} is outside 1-65535`);
   if (!Number.isInteger(h.weight) || h.weight < 0 || h.weight > 256)
-    throw new Error(`weight${q(h.weight)} is outside 0-256`);
-  if (!NAME_RE.test(h.name)) throw new Error(`server name${q(h.name)} is invalid`);
+    throw new HostError(`weight${q(h.weight)} is outside 0-256`);
+  if (!NAME_RE.test(h.name)) throw new HostError(`server name${q(h.name)} is invalid`);
   for (const opt of h.options)
-    if (CONTROL_RE.test(opt)) throw new Error('haproxy_server_options contains a newline or control character');
+    if (CONTROL_RE.test(opt)) throw new HostError('haproxy_server_options contains a newline or control character');
   return h;
 }

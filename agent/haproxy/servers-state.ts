@@ -1,3 +1,4 @@
+import { ProxyMgrError } from '../../common/errors';
 /** One server as HAProxy runs it, from `show servers state`. */
 export interface RuntimeServer {
   readonly backend: string;
@@ -37,11 +38,15 @@ export function isDraining(s: RuntimeServer): boolean {
 export function parseServersState(text: string): RuntimeState {
   const lines = text.split('\n');
   const header = lines.find((l) => l.startsWith('# '));
-  if (!header) throw new Error(`show servers state: no header line in ${JSON.stringify(text.slice(0, 200))}`);
+  if (!header)
+    throw new ProxyMgrError(
+      'HAPROXY_RUNTIME',
+      `show servers state: no header line in ${JSON.stringify(text.slice(0, 200))}`,
+    );
   const cols = header.slice(2).trim().split(/\s+/);
   const col = (name: string) => {
     const i = cols.indexOf(name);
-    if (i < 0) throw new Error(`show servers state: no column ${name}`);
+    if (i < 0) throw new ProxyMgrError('HAPROXY_RUNTIME', `show servers state: no column ${name}`);
     return i;
   };
   const iBe = col('be_name');

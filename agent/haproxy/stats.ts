@@ -1,3 +1,4 @@
+import { ProxyMgrError } from '../../common/errors';
 import { RuntimeApi } from './runtime';
 
 /** Per-service counters from HAProxy's `show stat` (monotonic) and gauges (current values). */
@@ -58,7 +59,10 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
     'req_tot',
   ]) {
     if (!col.has(needed))
-      throw new Error(`show stat: no "${needed}" column in ${JSON.stringify((lines[0] ?? '').slice(0, 120))}`);
+      throw new ProxyMgrError(
+        'HAPROXY_RUNTIME',
+        `show stat: no "${needed}" column in ${JSON.stringify((lines[0] ?? '').slice(0, 120))}`,
+      );
   }
   const num = (row: string[], name: string) => {
     const i = col.get(name);
@@ -85,7 +89,10 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
     if (line.trim() === '') continue;
     const row = line.split(',');
     if (row.length < header.length - 1)
-      throw new Error(`show stat: a row with ${row.length} of ${header.length} columns (a cut reply)`);
+      throw new ProxyMgrError(
+        'HAPROXY_RUNTIME',
+        `show stat: a row with ${row.length} of ${header.length} columns (a cut reply)`,
+      );
     const px = row[0]!;
     const sv = row[1] ?? '';
     const e = entry(px);

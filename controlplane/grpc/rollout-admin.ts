@@ -1,3 +1,4 @@
+import { toStatus } from '../../common/grpc';
 import * as grpc from '@grpc/grpc-js';
 import {
   GatePolicy as GatePolicyPb,
@@ -11,7 +12,7 @@ import {
 } from '../../common/gen/proxymgr/v1/rollout';
 import { GatePolicy, PreflightPolicy } from '../../common/config';
 import { GateResult } from '../rollout/gate';
-import { ConfigError, errorMessage } from '../../common/errors';
+import { ConfigError } from '../../common/errors';
 import {
   Command,
   counts,
@@ -19,7 +20,6 @@ import {
   PolicyDoc,
   PreflightDoc,
   releasedRevision,
-  RolloutCommandError,
   RolloutDoc,
   waveOf,
 } from '../rollout/engine';
@@ -78,7 +78,7 @@ export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined):
         if (r.gate) change.gate = gatePolicyFromPb(r.gate);
         if (r.preflight) change.preflight = preflightPolicyFromPb(r.preflight);
       } catch (err) {
-        return callback({ code: grpc.status.INVALID_ARGUMENT, details: errorMessage(err) });
+        return callback(toStatus(err));
       }
       coordinator.setPolicy(change, r.next).then(
         (doc) => callback(null, status(doc)),
@@ -102,12 +102,6 @@ export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined):
       callback(null, { rollouts: (doc?.history ?? []).slice(0, limit).map(info) });
     },
   };
-}
-
-function toStatus(err: unknown): Partial<grpc.StatusObject> {
-  if (err instanceof RolloutCommandError || err instanceof ConfigError)
-    return { code: grpc.status.FAILED_PRECONDITION, details: err.message };
-  return { code: grpc.status.UNAVAILABLE, details: errorMessage(err) };
 }
 
 /** The status one replica sees: rollout state from ZooKeeper, agents from every replica's reports. */

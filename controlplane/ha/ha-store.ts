@@ -1,6 +1,6 @@
 import zookeeper, { ACL, Client, Event, Exception, Stat } from 'node-zookeeper-client';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { errorMessage } from '../../common/errors';
+import { errorMessage, ProxyMgrError } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
 import { ReplicaTraffic, TrafficView } from '../rollout/gate';
@@ -432,7 +432,7 @@ export class HaStore implements RolloutStore {
   }
 
   private requireClient(): Client {
-    if (!this.client) throw new Error('ZooKeeper is not connected');
+    if (!this.client) throw new ProxyMgrError('ZK_DISCONNECTED', 'ZooKeeper is not connected');
     return this.client;
   }
 }

@@ -1,3 +1,4 @@
+import { ProxyMgrError } from '../../common/errors';
 import { Clock, systemClock, Timer } from '../../common/clock';
 import { RolloutConfig } from '../../common/config';
 import { errorMessage } from '../../common/errors';
@@ -604,7 +605,7 @@ export class RolloutCoordinator implements DesiredStateSource {
     if (!pending) return rolloutPlan(this, doc, undefined, undefined);
     const to = toRev ?? (await this.store.getRevision(pending.to));
     const from = pending.from ? await this.store.getRevision(pending.from) : undefined;
-    if (!to) throw new Error(`revision ${pending.to} is not in ZooKeeper yet; try again`);
+    if (!to) throw new ProxyMgrError('UNAVAILABLE', `revision ${pending.to} is not in ZooKeeper yet; try again`);
     const before = new Set(from?.services.map((x) => x.name) ?? []);
     const after = new Set(to.services.map((x) => x.name));
     const changedSet = changedServices(from, to);

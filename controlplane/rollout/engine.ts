@@ -7,6 +7,7 @@
  *   doc = step(doc, fleet, now).doc                        // ACKs/NACKs in, waves out; call on every change
  *   releasedRevision(doc, 'web-17')                        // what one agent may run: the only gate for pushes
  */
+import { ProxyMgrError } from '../../common/errors';
 import {
   DEFAULT_GATE_POLICY,
   DEFAULT_PREFLIGHT_POLICY,
@@ -531,12 +532,10 @@ function waiting(r: RolloutDoc, reason: string, now: number): RolloutDoc {
 /** Operator commands; each returns the new document or throws RolloutCommandError. */
 export type Command = 'pause' | 'resume' | 'promote' | 'abort';
 
-export class RolloutCommandError extends Error {
-  constructor(
-    message: string,
-    readonly code: 'NO_ROLLOUT' | 'BAD_STATE' | 'WRONG_ROLLOUT',
-  ) {
-    super(message);
+/** An operator command the rollout's state does not allow (no rollout, already running, another rollout's id). */
+export class RolloutCommandError extends ProxyMgrError {
+  constructor(message: string, code: 'ROLLOUT_NONE' | 'ROLLOUT_BAD_STATE' | 'ROLLOUT_WRONG_ID') {
+    super(code, message);
   }
 }
 
@@ -545,17 +544,18 @@ export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''
   if (!isActive(r))
     throw new RolloutCommandError(
       `no rollout is in progress (last: ${r ? `${r.id} ${r.state}` : 'none'})`,
-      'NO_ROLLOUT',
+      'ROLLOUT_NONE',
     );
   if (rolloutId && rolloutId !== r.id)
-    throw new RolloutCommandError(`rollout ${rolloutId} is not the current one (${r.id})`, 'WRONG_ROLLOUT');
+    throw new RolloutCommandError(`rollout ${rolloutId} is not the current one (${r.id})`, 'ROLLOUT_WRONG_ID');
   switch (cmd) {
     case 'pause':
       if (r.state !== 'running')
-        throw new RolloutCommandError(`rollout ${r.id} is ${r.state}, not running`, 'BAD_STATE');
+        throw new RolloutCommandError(`rollout ${r.id} is ${r.state}, not running`, 'ROLLOUT_BAD_STATE');
       return replace(doc, r, { ...r, state: 'paused', reason: 'paused by operator', updatedAt: now });
     case 'resume': {
-      if (r.state === 'running') throw new RolloutCommandError(`rollout ${r.id} is already running`, 'BAD_STATE');
+      if (r.state === 'running')
+        throw new RolloutCommandError(`rollout ${r.id} is already running`, 'ROLLOUT_BAD_STATE');
       const forgiven = [
         ...new Set([
           ...r.forgiven,
@@ -625,7 +625,7 @@ export function setPolicy(
   if (next) return { ...doc, nextPolicy: { ...(doc.nextPolicy ?? base), ...change }, seq: doc.seq + 1 };
   const r = doc.current;
   if (!isActive(r))
-    throw new RolloutCommandError('no rollout is in progress (use next to change the next one)', 'NO_ROLLOUT');
+    throw new RolloutCommandError('no rollout is in progress (use next to change the next one)', 'ROLLOUT_NONE');
   const policy = { ...r.policy, ...change };
   return replace(doc, r, {
     ...r,

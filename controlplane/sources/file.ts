@@ -1,3 +1,4 @@
+import { ProxyMgrError } from '../../common/errors';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
@@ -122,10 +123,10 @@ async function readOne(file: string): Promise<Map<string, RawServiceConfig>> {
   try {
     doc = yaml.load(text, { filename: file });
   } catch (err) {
-    throw new Error(`${file}: ${syntaxErrorMessage(err, text, 'yaml')}`);
+    throw new ProxyMgrError('SERVICE_CONFIG_INVALID', `${file}: ${syntaxErrorMessage(err, text, 'yaml')}`);
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
-    throw new Error('expected a mapping of service name to service config');
+    throw new ProxyMgrError('SERVICE_CONFIG_INVALID', 'expected a mapping of service name to service config');
   const out = new Map<string, RawServiceConfig>();
   for (const [name, value] of Object.entries(doc as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1))) {
     out.set(name, { name, text: JSON.stringify(value), origin: `${file}: ${name}`, format: 'json' });

@@ -109,3 +109,15 @@ describe('npm pack ships what runs, not tests or benchmarks', () => {
     );
   });
 });
+
+describe('one error hierarchy', () => {
+  test('every error class the code defines is a ProxyMgrError (a stable code; one mapping to gRPC status)', () => {
+    const files = ['bin', 'common', 'agent', 'controlplane'].flatMap((d) => sources(d));
+    const offending = files.flatMap((f) =>
+      [...readFileSync(path.join(REPO, f), 'utf8').matchAll(/class (\w+) extends (\w+)/g)]
+        .filter((m) => m[1]!.endsWith('Error') && m[2] === 'Error' && m[1] !== 'ProxyMgrError')
+        .map((m) => `${f}: ${m[1]} extends Error`),
+    );
+    expect(offending).toEqual([]);
+  });
+});
