@@ -266,7 +266,7 @@ describeAsRoot('least privilege: HAProxy unprivileged, agent optionally unprivil
           ...setpriv.slice(1),
           process.execPath,
           '-e',
-          `require(${JSON.stringify(path.join(path.dirname(CLI), '..', 'agent', 'main.js'))}); console.log('readable')`,
+          `require(${JSON.stringify(path.join(path.dirname(CLI), '..', 'agent', 'agent-process.js'))}); console.log('readable')`,
         ],
         { encoding: 'utf8' },
       ).trim(),
