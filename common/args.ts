@@ -1,5 +1,6 @@
+import { parseArgs as nodeParseArgs } from 'node:util';
 import { ProxyMgrError } from './errors';
-/** A tiny flag parser: `--name value`, `--name=value` and boolean `--flag`; unknown flags are errors. */
+/** The flags a command takes: `--name value` / `--name=value` (string) or `--flag` (boolean); others are errors. */
 export interface FlagSpec {
   readonly [name: string]: 'string' | 'boolean';
 }
@@ -11,33 +12,46 @@ export class UsageError extends ProxyMgrError {
   }
 }
 
-/** Flags and, in order, the other arguments (`proxymgr ctl … rollout status`). */
+/**
+ * Flags and, in order, the other arguments (`proxymgr ctl … rollout status`), parsed by Node's own
+ * `util.parseArgs` (strict: an unknown flag, a missing value or a value given to a boolean is a UsageError whose
+ * message names the flag). `--name --other` is a missing value, not the value "--other" (`--name=--other` is one).
+ */
 export function parseArgs(
   argv: readonly string[],
   spec: FlagSpec,
 ): { flags: Record<string, string | boolean | undefined>; positional: string[] } {
-  const flags: Record<string, string | boolean | undefined> = {};
-  const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const m = /^--([a-z][a-z0-9-]*)(?:=(.*))?$/.exec(arg);
-    if (!m) {
-      positional.push(arg);
-      continue;
-    }
-    const name = m[1]!;
-    const kind = spec[name];
-    if (!kind) throw new UsageError(`unknown option --${name}`);
-    if (kind === 'boolean') {
-      flags[name] = true;
-      continue;
-    }
-    const value = m[2] ?? argv[++i];
-    if (value === undefined || (m[2] === undefined && value.startsWith('--')))
-      throw new UsageError(`--${name} needs a value`);
-    flags[name] = value;
+  const options = Object.fromEntries(Object.entries(spec).map(([name, type]) => [name, { type }])) as Record<
+    string,
+    { type: 'string' | 'boolean' }
+  >;
+  let parsed;
+  try {
+    parsed = nodeParseArgs({ args: [...argv], options, strict: true, allowPositionals: true, allowNegative: false });
+  } catch (err) {
+    throw new UsageError(usageMessage(err, argv));
   }
-  return { flags, positional };
+  const flags: Record<string, string | boolean | undefined> = {};
+  for (const [name, value] of Object.entries(parsed.values)) flags[name] = value as string | boolean;
+  return { flags, positional: parsed.positionals };
+}
+
+/** util.parseArgs's errors, said as the rest of the CLI says them ("unknown option --bogus", "--config needs a value"). */
+function usageMessage(err: unknown, argv: readonly string[]): string {
+  const e = err as { code?: string; message?: string };
+  const flag = /'(-{1,2}[^' ]+)/.exec(e.message ?? '')?.[1] ?? '';
+  switch (e.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${flag.startsWith('--') ? flag : (argv.find((a) => a.startsWith(flag)) ?? flag)}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
+      const name = flag.split(' ')[0];
+      if (/argument missing|ambiguous/.test(e.message ?? '')) return `${name} needs a value`;
+      if (/does not take an argument/.test(e.message ?? '')) return `${name} takes no value`;
+      return `${name}: ${(e.message ?? '').split('\n')[0]}`;
+    }
+    default:
+      return e.message ?? String(err);
+  }
 }
 
 /** Flags only: any other argument is an error. */
