@@ -14,7 +14,7 @@ import { ChildProcess, execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { decodeNode } from '../controlplane/ha/ha-store';
+import { decodeNode } from '../controlplane/ha/node-codec';
 import { FleetDoc } from '../controlplane/rollout/engine';
 import { Backend, startBackends } from '../test/helpers/backends';
 import { freePort, sleep, tempDir } from '../test/helpers/net';

@@ -12,7 +12,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { decodeNode } from '../controlplane/ha/ha-store';
+import { decodeNode } from '../controlplane/ha/node-codec';
 import { FleetDoc } from '../controlplane/rollout/engine';
 import { freePort, sleep, tempDir } from '../test/helpers/net';
 import { connectZk, ZkTestClient } from '../test/helpers/zk-client';

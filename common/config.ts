@@ -1,9 +1,27 @@
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { integerKey, schemaProblems } from './config-schema';
+import { schemaProblems } from './config-schema';
+import {
+  absoluteDirs,
+  describe,
+  expectObject,
+  hostPort,
+  intKey,
+  onlyKeys,
+  optionalBool,
+  optionalIp,
+  optionalLabels,
+  optionalLines,
+  optionalListen,
+  optionalName,
+  optionalObject,
+  optionalString,
+  optionalTls,
+  requiredString,
+  resolvePath,
+} from './config-readers';
 import { ConfigError } from './errors';
 import { zkPathProblem } from './zk-path';
 import { deniedExtraKeyword, sectionLineProblem } from './option-policy';
@@ -239,8 +257,6 @@ export interface ProxyMgrConfig {
   readonly serviceOptions: ServiceOptionsPolicy;
 }
 
-type Raw = Record<string, unknown>;
-
 /** Reads and validates a proxymgr.yml file; every error names the file, the key and what is expected. */
 export function loadConfig(file: string): ProxyMgrConfig {
   let text: string;
@@ -469,19 +485,6 @@ export function authTlsWarning(
   return undefined;
 }
 
-function absoluteDirs(value: unknown, file: string, key: string, base: string): string[] {
-  return optionalLines(value, file, key).map((d) => path.normalize(resolvePath(base, d)));
-}
-
-/** A user or group name (or "" for none). */
-function optionalName(value: unknown, file: string, key: string): string | undefined {
-  if (value === '') return '';
-  const s = optionalString(value, file, key);
-  if (s !== undefined && !/^[a-z_][a-z0-9_-]*\$?$/i.test(s))
-    throw new ConfigError(`${file}: ${key}: "${s}" is not a user or group name ("" keeps HAProxy as the agent's user)`);
-  return s;
-}
-
 /** "1", 5, "10%": a wave spec; throws a message naming `key`. */
 export function parseWaveSpec(value: unknown, where: string): WaveSpec {
   const s = typeof value === 'number' ? String(value) : value;
@@ -617,19 +620,6 @@ function parseGate(value: unknown, file: string): GatePolicy {
   };
 }
 
-function onlyKeys(raw: Raw, file: string, key: string, allowed: readonly string[]): void {
-  for (const k of Object.keys(raw))
-    if (!allowed.includes(k))
-      throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected ${allowed.join(', ')})`);
-}
-
-function optionalBool(value: unknown, file: string, key: string): boolean | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'boolean')
-    throw new ConfigError(`${file}: ${key}: expected true or false, got ${describe(value)}`);
-  return value;
-}
-
 function parseServiceConfigSource(value: unknown, file: string, base: string): ServiceConfigSource {
   const raw = expectObject(value, file, 'service_config');
   const type = raw.type;
@@ -716,130 +706,3 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
 
 /** The control-plane defaults, for callers that build a config without a file (tests, tools). */
 export const DEFAULT_CONTROLPLANE_CONFIG: ControlPlaneConfig = parseControlPlane(undefined, '(defaults)', '.');
-
-/** "host:port" with a port 1..65535 (host may be a name, an IPv4 or a bracketed IPv6). */
-function hostPort(value: string, file: string, key: string): string {
-  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535)
-    throw new ConfigError(`${file}: ${key}: "${value}" is not host:port (e.g. "127.0.0.1:7000")`);
-  return value;
-}
-
-/** A listen address "host:port" (port 0 = any free port), or "" for off; `fallback` when absent. */
-function optionalListen(value: unknown, file: string, key: string, fallback: string): string {
-  if (value === '' || value === false) return '';
-  const s = optionalString(value, file, key);
-  if (s === undefined) return fallback;
-  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(s) || Number(s.slice(s.lastIndexOf(':') + 1)) > 65535) {
-    throw new ConfigError(`${file}: ${key}: "${s}" is not host:port (e.g. "127.0.0.1:7000"; "" turns it off)`);
-  }
-  return s;
-}
-
-function optionalIp(value: unknown, file: string, key: string): string | undefined {
-  const s = optionalString(value, file, key);
-  if (s !== undefined && isIP(s) === 0)
-    throw new ConfigError(`${file}: ${key}: "${s}" is not an IPv4 or IPv6 literal (e.g. 127.0.0.1, ::)`);
-  return s;
-}
-
-function optionalLabels(value: unknown, file: string, key: string): Record<string, string> {
-  const raw = optionalObject(value, file, key);
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(raw)) {
-    if (!/^[A-Za-z0-9_./-]+$/.test(k))
-      throw new ConfigError(`${file}: ${key}: label name "${k}" must match [A-Za-z0-9_./-]+`);
-    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')
-      throw new ConfigError(`${file}: ${key}.${k}: expected a string, got ${describe(v)}`);
-    out[k] = String(v);
-  }
-  return out;
-}
-
-function optionalTls(value: unknown, file: string, key: string, base: string): TlsConfig | undefined {
-  if (value === undefined || value === null) return undefined;
-  const raw = expectObject(value, file, key);
-  const p = (k: string) => {
-    const v = optionalString(raw[k], file, `${key}.${k}`);
-    return v === undefined ? undefined : resolvePath(base, v);
-  };
-  const requireClientCert = raw.require_client_cert;
-  if (requireClientCert !== undefined && typeof requireClientCert !== 'boolean') {
-    throw new ConfigError(
-      `${file}: ${key}.require_client_cert: expected true or false, got ${describe(requireClientCert)}`,
-    );
-  }
-  const tls: TlsConfig = { ca: p('ca'), cert: p('cert'), key: p('key'), requireClientCert: requireClientCert === true };
-  if ((tls.cert === undefined) !== (tls.key === undefined))
-    throw new ConfigError(`${file}: ${key}: cert and key go together (both or neither)`);
-  if (tls.requireClientCert && !tls.ca)
-    throw new ConfigError(`${file}: ${key}.require_client_cert: needs ${key}.ca to check client certificates against`);
-  return tls;
-}
-
-function resolvePath(base: string, p: string): string {
-  return path.isAbsolute(p) ? p : path.join(base, p);
-}
-
-function expectObject(value: unknown, file: string, key: string): Raw {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new ConfigError(`${file}: ${key}: expected a mapping, got ${describe(value)}`);
-  }
-  return value as Raw;
-}
-
-function optionalObject(value: unknown, file: string, key: string): Raw {
-  return value === undefined || value === null ? {} : expectObject(value, file, key);
-}
-
-function optionalString(value: unknown, file: string, key: string): string | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string' || value === '')
-    throw new ConfigError(`${file}: ${key}: expected a non-empty string, got ${describe(value)}`);
-  return value;
-}
-
-function requiredString(value: unknown, file: string, key: string, what: string): string {
-  const s = optionalString(value, file, key);
-  if (s === undefined) throw new ConfigError(`${file}: ${key}: missing; expected ${what}`);
-  return s;
-}
-
-/**
- * An integer key whose range and default are the schema's (common/config.schema.json): the value, checked, or the
- * default. A key without a default in the schema gives undefined when unset.
- */
-function intKey(value: unknown, file: string, key: string): number {
-  const k = integerKey(key);
-  const v = optionalInt(value, file, key, k.min, k.max) ?? k.default;
-  if (v === undefined) throw new Error(`config schema: ${key} has no default`);
-  return v;
-}
-
-function optionalInt(value: unknown, file: string, key: string, min: number, max: number): number | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${file}: ${key}: expected an integer ${min}..${max}, got ${describe(value)}`);
-  }
-  return value;
-}
-
-function optionalLines(value: unknown, file: string, key: string): string[] {
-  if (value === undefined || value === null) return [];
-  if (!Array.isArray(value)) throw new ConfigError(`${file}: ${key}: expected a list of lines, got ${describe(value)}`);
-  return value.map((line, i) => {
-    if (typeof line !== 'string')
-      throw new ConfigError(`${file}: ${key}[${i}]: expected a string, got ${describe(line)}`);
-    // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-    if (/[\x00-\x1f\x7f]/.test(line))
-      throw new ConfigError(`${file}: ${key}[${i}]: contains a newline or control character`);
-    return line;
-  });
-}
-
-function describe(value: unknown): string {
-  if (Array.isArray(value)) return 'a list';
-  if (value === null) return 'null';
-  if (typeof value === 'object') return 'a mapping';
-  return `${typeof value} ${JSON.stringify(value)}`;
-}

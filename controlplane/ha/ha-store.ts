@@ -1,5 +1,4 @@
 import zookeeper, { ACL, Client, Event, Exception, Stat } from 'node-zookeeper-client';
-import { gunzipSync, gzipSync } from 'node:zlib';
 import { errorMessage, ProxyMgrError } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
@@ -7,6 +6,9 @@ import { ReplicaTraffic, TrafficView } from '../rollout/gate';
 import { Revision } from '../rollout/revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from '../rollout/store';
 import { ensurePath, secureNodes, stillOpen } from '../zk/acl';
+import { call, call2, ignore, zkCode } from '../zk/calls';
+import { decodeNode, encodeNode } from './node-codec';
+
 import { ZkDigest } from '../zk/digest';
 import { ZkSession } from '../zk/session';
 
@@ -27,8 +29,6 @@ export interface HaStoreOptions {
 }
 
 export type HaListener = RolloutStoreListener;
-
-const code = (err: unknown) => (err instanceof Exception ? err.getCode() : undefined);
 
 /**
  * The control plane's shared state in ZooKeeper: the fleet document (stable revision, current rollout, history)
@@ -304,7 +304,7 @@ export class HaStore implements RolloutStore {
         this.listener.doc?.(after);
         return after;
       } catch (err) {
-        if (code(err) !== Exception.BAD_VERSION || attempt > 20) throw err;
+        if (zkCode(err) !== Exception.BAD_VERSION || attempt > 20) throw err;
       }
     }
   }
@@ -333,7 +333,7 @@ export class HaStore implements RolloutStore {
       this.revisionCache.set(id, rev);
       return rev;
     } catch (err) {
-      if (code(err) === Exception.NO_NODE) return undefined;
+      if (zkCode(err) === Exception.NO_NODE) return undefined;
       throw err;
     }
   }
@@ -355,7 +355,7 @@ export class HaStore implements RolloutStore {
         // The agent moved here from another replica (maybe a dead one whose session has not expired yet).
         await call((cb) => client.remove(path, stat.version, (e) => cb(e, undefined))).catch(ignore(Exception.NO_NODE));
       } catch (err) {
-        if (code(err) !== Exception.NO_NODE) throw err;
+        if (zkCode(err) !== Exception.NO_NODE) throw err;
       }
       await call((cb) => client.create(path, data, this.acls, zookeeper.CreateMode.EPHEMERAL, cb));
     });
@@ -387,7 +387,7 @@ export class HaStore implements RolloutStore {
       try {
         await call((cb) => client.setData(path, data, -1, cb));
       } catch (err) {
-        if (code(err) !== Exception.NO_NODE) throw err;
+        if (zkCode(err) !== Exception.NO_NODE) throw err;
         await call((cb) => client.create(path, data, this.acls, zookeeper.CreateMode.EPHEMERAL, cb));
       }
     });
@@ -400,7 +400,7 @@ export class HaStore implements RolloutStore {
     const client = this.requireClient();
     const out = new Map<string, ReplicaTraffic>();
     const names = await call<string[]>((cb) => client.getChildren(this.p('traffic'), cb)).catch((err) => {
-      if (code(err) === Exception.NO_NODE) return [] as string[];
+      if (zkCode(err) === Exception.NO_NODE) return [] as string[];
       throw err;
     });
     await Promise.all(
@@ -411,7 +411,7 @@ export class HaStore implements RolloutStore {
           if (isReplicaTraffic(t)) out.set(name, t);
           else this.log.warn({ node: name }, 'traffic node of a replica is malformed; left out of the gates');
         } catch (err) {
-          if (code(err) !== Exception.NO_NODE)
+          if (zkCode(err) !== Exception.NO_NODE)
             this.log.warn({ node: name, err: errorMessage(err) }, 'cannot read the traffic node of a replica');
         }
       }),
@@ -464,45 +464,4 @@ function parseDoc(data: Buffer | undefined): FleetDoc {
   if (!data || data.length === 0) return EMPTY_DOC;
   const d = decodeNode(data) as Partial<FleetDoc>;
   return { ...EMPTY_DOC, ...d };
-}
-
-/** Documents larger than this are stored gzip-compressed; smaller ones stay plain JSON (readable in zkCli). */
-const COMPRESS_ABOVE_BYTES = 64 * 1024;
-/** ZooKeeper's default jute.maxbuffer (1 MB) less room for the request; a bigger write makes it drop the connection. */
-export const MAX_NODE_BYTES = 1024 * 1024 - 8 * 1024;
-
-/**
- * JSON for a ZooKeeper node. The rollout document grows with the fleet (about 100 bytes of per-agent results and
- * wave membership per agent): above 64 KB it is gzipped (16–18× smaller: 68 KB at 12,000 agents), which keeps tens of thousands of agents
- * under ZooKeeper's node limit. Past the limit the write is refused here with a message saying so, instead of the
- * server dropping the session's connection.
- */
-export function encodeNode(value: unknown, what: string): Buffer {
-  const json = Buffer.from(JSON.stringify(value));
-  const data = json.length > COMPRESS_ABOVE_BYTES ? gzipSync(json) : json;
-  if (data.length > MAX_NODE_BYTES) {
-    throw new Error(
-      `${what} is ${data.length} bytes (${json.length} as JSON), over ZooKeeper's node limit of ${MAX_NODE_BYTES} bytes (jute.maxbuffer)`,
-    );
-  }
-  return data;
-}
-
-/** Reads what encodeNode wrote (gzip is recognised by its magic bytes; anything else is JSON). */
-export function decodeNode(data: Buffer): unknown {
-  return JSON.parse((data[0] === 0x1f && data[1] === 0x8b ? gunzipSync(data) : data).toString());
-}
-
-function ignore(c: number) {
-  return (err: unknown) => {
-    if (code(err) !== c) throw err;
-  };
-}
-
-function call<T>(fn: (cb: (err: Error | Exception | null, v: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
-}
-
-function call2<A, B>(fn: (cb: (err: Error | Exception | null, a: A, b: B) => void) => void): Promise<[A, B]> {
-  return new Promise((resolve, reject) => fn((err, a, b) => (err ? reject(err) : resolve([a, b]))));
 }

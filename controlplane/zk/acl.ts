@@ -3,11 +3,7 @@ import { errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { permsOf, ZkDigest } from './digest';
 
-const codeOf = (err: unknown) => (err instanceof Exception ? err.getCode() : undefined);
-
-function call<T>(fn: (cb: (err: Error | Exception | null, v: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
-}
+import { call, zkCode as codeOf } from './calls';
 
 /**
  * Creates `path` and its missing parents with `acls`. Parents that exist are left as they are: a parent above the

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { decodeNode, encodeNode, MAX_NODE_BYTES } from '../../../controlplane/ha/ha-store';
+import { decodeNode, encodeNode, MAX_NODE_BYTES } from '../../../controlplane/ha/node-codec';
 import {
   EMPTY_DOC,
   FleetAgent,
