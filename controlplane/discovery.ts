@@ -1,3 +1,4 @@
+import { ServiceEntry } from './service-entry';
 import { ProxyMgrError } from '../common/errors';
 import {
   ControlPlaneConfig,
@@ -17,7 +18,7 @@ import { applyFailStatic, removalBudget } from './fail-static';
 import { parseServiceConfig } from './service-config';
 import { FileSource } from './sources/file';
 import { ZookeeperSource } from './sources/zookeeper';
-import { Host, HostReport, Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher } from './types';
+import { HostReport, Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher } from './types';
 import { createWatcher, watcherIdentity, WatcherContext } from './watchers';
 import { loadZkDigest, ZkDigest } from './zk/digest';
 import { ZkSessionManager } from './zk/manager';
@@ -44,28 +45,6 @@ export interface DiscoveryErrors {
   readonly services: Readonly<Record<string, readonly Problem[]>>;
 }
 
-interface Entry {
-  readonly name: string;
-  raw?: string;
-  origin: string;
-  config?: ServiceConfig;
-  watcher?: Watcher;
-  watcherId?: string;
-  /** Bumped whenever the watcher is replaced, so late reports of a stopped watcher are ignored. */
-  generation: number;
-  /** The hosts that run (after fail static); undefined until the watcher first reported. */
-  hosts?: readonly Host[];
-  reported?: readonly Host[];
-  configProblem?: Problem;
-  hostProblems: Problem[];
-  unavailable?: Problem;
-  warning?: Problem;
-  buildProblems: Problem[];
-  timer?: unknown;
-  /** The current removal-cap step: when it began, how many removals it allows, how many it made. */
-  removalStep?: { start: number; budget: number; removed: number };
-}
-
 type SnapshotListener = (state: DesiredState) => void;
 
 /** idle → running (start) → stopping → stopped (source, watchers and owned ZooKeeper sessions closed). */
@@ -82,7 +61,7 @@ export type DiscoveryState = 'idle' | 'running' | 'stopping' | 'stopped';
  *   await d.stop();
  */
 export class Discovery {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, ServiceEntry>();
   private readonly listeners = new Set<SnapshotListener>();
   private readonly cp: ControlPlaneConfig;
   private readonly log: Logger;
@@ -253,9 +232,7 @@ export class Discovery {
   errors(): DiscoveryErrors {
     const services: Record<string, Problem[]> = {};
     for (const e of [...this.entries.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const list = [e.configProblem, e.unavailable, e.warning, ...e.hostProblems, ...e.buildProblems].filter(
-        (p): p is Problem => p !== undefined,
-      );
+      const list = e.problems();
       if (list.length > 0) services[e.name] = list;
     }
     return { source: this.sourceProblem ? [this.sourceProblem] : [], services };
@@ -279,7 +256,7 @@ export class Discovery {
   private onConfig(raw: RawServiceConfig): void {
     let e = this.entries.get(raw.name);
     if (!e) {
-      e = { name: raw.name, origin: raw.origin, generation: 0, hostProblems: [], buildProblems: [] };
+      e = new ServiceEntry(raw.name, raw.origin);
       this.entries.set(raw.name, e);
     }
     if (e.raw === raw.text) return;
@@ -316,7 +293,7 @@ export class Discovery {
     this.log.info({ service: raw.name, type: config.watcher.type, port: config.port }, 'service config accepted');
   }
 
-  private startWatcher(e: Entry, watcher: Watcher, id: string): void {
+  private startWatcher(e: ServiceEntry, watcher: Watcher, id: string): void {
     const generation = ++e.generation;
     e.watcher = watcher;
     e.watcherId = id;
@@ -340,7 +317,7 @@ export class Discovery {
     });
   }
 
-  private async stopWatcher(e: Entry): Promise<void> {
+  private async stopWatcher(e: ServiceEntry): Promise<void> {
     e.generation++;
     if (e.timer !== undefined) this.clock.clearTimeout(e.timer);
     e.timer = undefined;
@@ -353,7 +330,7 @@ export class Discovery {
         .catch((err) => this.log.warn({ service: e.name, err: errorMessage(err) }, 'stopping a watcher failed'));
   }
 
-  private onHosts(e: Entry, report: HostReport): void {
+  private onHosts(e: ServiceEntry, report: HostReport): void {
     if (e.unavailable) this.log.info({ service: e.name }, 'watcher available again');
     e.unavailable = undefined;
     const before = new Map(e.hostProblems.map((p) => [p.where + '\n' + p.message, p]));
@@ -367,7 +344,7 @@ export class Discovery {
   }
 
   /** Applies fail static and the removal cap to the last report; re-runs itself while removals are held back. */
-  private settleHosts(e: Entry): void {
+  private settleHosts(e: ServiceEntry): void {
     if (!e.reported) return;
     // The cap holds per step of removal_step_ms, counted from the hosts at the step's start: deletions that
     // arrive one by one (a registry collapsing node after node) are capped like one big deletion.
@@ -420,7 +397,7 @@ export class Discovery {
     }
   }
 
-  private onUnavailable(e: Entry, reason: string): void {
+  private onUnavailable(e: ServiceEntry, reason: string): void {
     const n = e.hosts?.length ?? 0;
     const message = `${reason}; keeping the ${n} previous host(s) (fail static)`;
     if (e.unavailable?.message !== message) this.log.warn({ service: e.name }, message);

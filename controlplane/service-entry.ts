@@ -1,0 +1,38 @@
+import { Host, Problem, ServiceConfig, Watcher } from './types';
+
+/**
+ * What discovery holds about one service: its config as last read (and what was wrong with it), its watcher, the
+ * hosts it runs (after fail static) and every problem to report. Mutable: discovery updates it as reports arrive.
+ */
+export class ServiceEntry {
+  raw?: string;
+  config?: ServiceConfig;
+  watcher?: Watcher;
+  watcherId?: string;
+  /** Bumped whenever the watcher is replaced, so late reports of a stopped watcher are ignored. */
+  generation = 0;
+  /** The hosts that run (after fail static); undefined until the watcher first reported. */
+  hosts?: readonly Host[];
+  /** What the watcher last reported (before fail static). */
+  reported?: readonly Host[];
+  configProblem?: Problem;
+  hostProblems: Problem[] = [];
+  unavailable?: Problem;
+  warning?: Problem;
+  buildProblems: Problem[] = [];
+  timer?: unknown;
+  /** The current removal-cap step: when it began, how many removals it allows, how many it made. */
+  removalStep?: { start: number; budget: number; removed: number };
+
+  constructor(
+    readonly name: string,
+    public origin: string,
+  ) {}
+
+  /** Everything wrong with the service now, most fundamental first (config, availability, fail static, hosts, build). */
+  problems(): Problem[] {
+    return [this.configProblem, this.unavailable, this.warning, ...this.hostProblems, ...this.buildProblems].filter(
+      (p): p is Problem => p !== undefined,
+    );
+  }
+}
