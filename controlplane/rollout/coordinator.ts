@@ -22,7 +22,7 @@ import {
   step,
 } from './engine';
 import { DEFAULT_GATE_POLICY, TrafficView } from './gate';
-import { MAX_GATED_SERVICES, TrafficLedger } from './traffic';
+import { TrafficPublisher } from './traffic-publisher';
 import { AgentRecord, DesiredStateSource, PreflightAsker, RegistryEvents } from '../ports';
 import { RolloutPlan } from '../../common/gen/proxymgr/v1/rollout';
 import { rolloutPlan } from './plan';
@@ -106,9 +106,7 @@ export class RolloutCoordinator implements DesiredStateSource {
   });
   private stopping: Promise<void> | undefined;
   /** This replica's traffic sums for the gates, published while a rollout is active. */
-  private readonly ledger: TrafficLedger;
-  private trafficTimer: Timer | undefined;
-  private lastTraffic = '';
+  private readonly traffic: TrafficPublisher;
   /** Preflights asked of this replica's agents: node id → rollout id. */
   private readonly preflightAsked = new Map<string, string>();
 
@@ -117,7 +115,9 @@ export class RolloutCoordinator implements DesiredStateSource {
     const clock = (this.clock = opts.clock ?? systemClock);
     this.now = opts.now ?? (() => clock.now());
     this.policy = policyDoc(opts.config);
-    this.ledger = new TrafficLedger((opts.config.gate ?? DEFAULT_GATE_POLICY).baselineMs);
+    this.traffic = new TrafficPublisher((opts.config.gate ?? DEFAULT_GATE_POLICY).baselineMs, clock, this.now, (t) =>
+      this.store.putTraffic(t),
+    );
     const listener: RolloutStoreListener = {
       doc: (doc) => {
         this.followRollout(doc);
@@ -182,7 +182,7 @@ export class RolloutCoordinator implements DesiredStateSource {
     this.lifecycle.to('stopping', 'stop');
     this.offSnapshot?.();
     this.clock.clearTimeout(this.wakeTimer);
-    this.clock.clearTimeout(this.trafficTimer);
+    this.traffic.close();
     this.clock.clearTimeout(this.retryTimer);
     this.store.close();
     if (this.ticks && !(await settleWithin(this.ticks, STOP_WAIT_MS, this.clock)))
@@ -327,7 +327,7 @@ export class RolloutCoordinator implements DesiredStateSource {
         this.statuses.delete(agent.nodeId);
         this.preflightAsked.delete(agent.nodeId);
         this.records.delete(agent.nodeId);
-        this.ledger.forget(agent.nodeId);
+        this.traffic.forget(agent.nodeId);
         this.store.removeAgent(agent.nodeId);
       },
       onCounters: (agent, counters, at, version) => {
@@ -339,7 +339,7 @@ export class RolloutCoordinator implements DesiredStateSource {
         const countable =
           (version === '' || version === agent.runningVersion) &&
           this.partial.get(agent.nodeId) !== agent.runningVersion;
-        this.ledger.sample(agent.nodeId, revision, counters, at.getTime(), countable);
+        this.traffic.sample(agent.nodeId, revision, counters, at.getTime(), countable);
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);
@@ -445,45 +445,14 @@ export class RolloutCoordinator implements DesiredStateSource {
 
   /** Preflight answers of the current rollout, kept across an agent's reconnects (see registryEvents' onConnect). */
   private readonly preflightResults = new Map<string, PreflightStatus>();
-  private followedPolicy: { sampleMs: number; baselineMs: number } | undefined;
 
-  /** Follows the current rollout's revisions in the traffic ledger, and publishes the sums while one is active. */
+  /** On every document: preflights to ask, and the traffic sums of the current rollout (TrafficPublisher). */
   private followRollout(doc: FleetDoc): void {
     const r = doc.current;
     if (this.preflightResults.size > 0 && [...this.preflightResults.values()][0]!.rollout !== r?.id)
       this.preflightResults.clear();
     this.askPreflights();
-    if (!isActive(r) || !r.policy.gate?.enabled) {
-      this.ledger.follow(undefined);
-      this.clock.clearTimeout(this.trafficTimer);
-      this.trafficTimer = undefined;
-      this.followedPolicy = undefined;
-      return;
-    }
-    const changed = this.changedBy(r);
-    const keys = new Set(changed ? [...changed].sort().slice(0, MAX_GATED_SERVICES) : []);
-    const gate = r.policy.gate;
-    this.ledger.follow({ id: r.id, from: r.from, to: r.to, keys, baselineMs: gate.baselineMs });
-    if (this.trafficTimer === undefined || this.followedPolicy?.sampleMs !== gate.sampleMs) {
-      this.clock.clearTimeout(this.trafficTimer);
-      this.followedPolicy = { sampleMs: gate.sampleMs, baselineMs: gate.baselineMs };
-      this.publishTraffic(gate.sampleMs);
-    }
-  }
-
-  private publishTraffic(every: number): void {
-    this.trafficTimer = this.clock.setTimeout(() => {
-      if (this.stopped || this.trafficTimer === undefined) return;
-      const report = this.ledger.report(this.now());
-      if (report) {
-        const text = JSON.stringify({ ...report, at: 0 });
-        if (text !== this.lastTraffic) {
-          this.lastTraffic = text;
-          this.store.putTraffic(report);
-        }
-      }
-      this.publishTraffic(every);
-    }, every);
+    this.traffic.follow(r, isActive(r) ? this.changedBy(r) : undefined);
   }
 
   // ------------------------------------------------------------------ leader
