@@ -1,4 +1,4 @@
-import zookeeper, { ACL, Client, Event, Exception, Stat } from 'node-zookeeper-client';
+import zookeeper, { ACL, Client, Exception, Stat } from 'node-zookeeper-client';
 import { errorMessage, ProxyMgrError } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
@@ -8,6 +8,9 @@ import { AgentStatus, RolloutStore, RolloutStoreListener } from '../rollout/stor
 import { ensurePath, secureNodes, stillOpen } from '../zk/acl';
 import { call, call2, ignore, zkCode } from '../zk/calls';
 import { decodeNode, encodeNode } from './node-codec';
+import { AgentStatusNodes } from './agent-status-nodes';
+import { LeaderElection } from './leader-election';
+import { TrafficNodes } from './traffic-nodes';
 
 import { ZkDigest } from '../zk/digest';
 import { ZkSession } from '../zk/session';
@@ -30,6 +33,20 @@ export interface HaStoreOptions {
 
 export type HaListener = RolloutStoreListener;
 
+/** What the parts of the HA store share: the current ZooKeeper client and connection epoch, paths, ACLs, log. */
+export interface HaContext {
+  readonly log: Logger;
+  readonly replicaId: string;
+  readonly acls: ACL[];
+  /** The client of the current connection (undefined while disconnected). */
+  client(): Client | undefined;
+  /** Bumped on every (re)connection: watches of an earlier one stop. */
+  epoch(): number;
+  /** A path under the store's root. */
+  p(...parts: string[]): string;
+  closed(): boolean;
+}
+
 /**
  * The control plane's shared state in ZooKeeper: the fleet document (stable revision, current rollout, history)
  * updated with compare-and-set, immutable revisions, one ephemeral status node per connected agent, and leader
@@ -41,14 +58,10 @@ export class HaStore implements RolloutStore {
   private readonly log: Logger;
   private client: Client | undefined;
   private readonly revisionCache = new Map<string, Revision>();
-  private readonly mine = new Map<string, AgentStatus>();
-  private readonly writes = new Map<string, Promise<void>>();
-  private readonly agentCache = new Map<string, AgentStatus>();
-  private leaderNode = '';
-  private leaderValue = false;
-  private leaderIdValue = '';
+  private readonly election: LeaderElection;
+  private readonly agentNodes: AgentStatusNodes;
+  private readonly trafficNodes: TrafficNodes;
   private docValue: FleetDoc | undefined;
-  private emitAgentsTimer: NodeJS.Immediate | undefined;
   private closed = false;
   private epoch = 0;
   private readonly acls: ACL[];
@@ -72,14 +85,26 @@ export class HaStore implements RolloutStore {
     this.acls = opts.digest
       ? opts.digest.acls()
       : [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('world', 'anyone'))]; // OPEN_ACL_UNSAFE
+    const ctx: HaContext = {
+      log: this.log,
+      replicaId: opts.replicaId,
+      acls: this.acls,
+      client: () => this.client,
+      epoch: () => this.epoch,
+      p: (...parts) => this.p(...parts),
+      closed: () => this.closed,
+    };
+    this.election = new LeaderElection(ctx, (isLeader, leader) => this.listener.leadership?.(isLeader, leader));
+    this.agentNodes = new AgentStatusNodes(ctx, (agents) => this.listener.agents?.(agents));
+    this.trafficNodes = new TrafficNodes(ctx);
   }
 
   get isLeader(): boolean {
-    return this.leaderValue;
+    return this.election.isLeader;
   }
 
   get leaderId(): string {
-    return this.leaderIdValue;
+    return this.election.leaderId;
   }
 
   /** The fleet document as last read (undefined until the first read). */
@@ -89,7 +114,7 @@ export class HaStore implements RolloutStore {
 
   /** Connected agents as the replicas report them (kept current by watches). */
   get agents(): ReadonlyMap<string, AgentStatus> {
-    return this.agentCache;
+    return this.agentNodes.agents;
   }
 
   start(): void {
@@ -103,8 +128,8 @@ export class HaStore implements RolloutStore {
       connected: (client, info) => void this.onConnected(client, info.newSession),
       disconnected: (reason) => {
         this.client = undefined;
-        if (this.leaderValue) this.log.warn({ reason }, 'lost ZooKeeper: no longer leading until reconnected');
-        this.setLeader(false, '');
+        if (this.election.isLeader) this.log.warn({ reason }, 'lost ZooKeeper: no longer leading until reconnected');
+        this.election.lost();
       },
     });
     this.session.start();
@@ -158,29 +183,10 @@ export class HaStore implements RolloutStore {
         else this.aclsChecked = true;
       }
       await this.watchDoc(client, epoch);
-      this.watchAgents(client, epoch);
-      for (const s of this.mine.values()) this.putAgent(s);
-      if (this.myTraffic) this.putTraffic(this.myTraffic);
-      // One election node per session: after a mere reconnect the session's node is still there (a second one
-      // would sit behind it and nobody would lead); a new session's old node died with the old session.
+      this.agentNodes.connected(client, epoch);
+      this.trafficNodes.connected();
       if (this.insecure) return; // serves agents from the rollout state it reads, but never stands for leader
-      const kept =
-        !newSession &&
-        this.leaderNode !== '' &&
-        (await call<Stat | null>((cb) => client.exists(this.p('leader', this.leaderNode), cb)));
-      if (!kept) {
-        const created = await call<string>((cb) =>
-          client.create(
-            this.p('leader', 'n_'),
-            Buffer.from(this.opts.replicaId),
-            this.acls,
-            zookeeper.CreateMode.EPHEMERAL_SEQUENTIAL,
-            cb,
-          ),
-        );
-        this.leaderNode = created.slice(created.lastIndexOf('/') + 1);
-      }
-      this.watchLeader(client, epoch);
+      await this.election.stand(client, epoch, newSession);
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'ZooKeeper setup failed; retrying on the next connection');
     }
@@ -208,85 +214,6 @@ export class HaStore implements RolloutStore {
       return;
     this.docValue = doc;
     this.listener.doc?.(doc);
-  }
-
-  private watchLeader(client: Client, epoch: number): void {
-    client.getChildren(
-      this.p('leader'),
-      () => epoch === this.epoch && this.watchLeader(client, epoch),
-      (err, children) => {
-        if (err || epoch !== this.epoch) return;
-        const sorted = children.filter((c) => c.startsWith('n_')).sort();
-        const first = sorted[0];
-        if (!first) return;
-        client.getData(this.p('leader', first), (e2, data) => {
-          if (epoch !== this.epoch) return;
-          this.setLeader(first === this.leaderNode, e2 ? '' : data.toString());
-        });
-      },
-    );
-  }
-
-  private setLeader(isLeader: boolean, leader: string): void {
-    if (isLeader === this.leaderValue && leader === this.leaderIdValue) return;
-    this.leaderValue = isLeader;
-    this.leaderIdValue = leader;
-    if (leader)
-      this.log.info(
-        { leader, me: this.opts.replicaId, leading: isLeader },
-        isLeader ? 'this replica leads rollouts' : 'following the rollout leader',
-      );
-    this.listener.leadership?.(isLeader, leader);
-  }
-
-  private watchAgents(client: Client, epoch: number): void {
-    client.getChildren(
-      this.p('agents'),
-      () => epoch === this.epoch && this.watchAgents(client, epoch),
-      (err, children) => {
-        if (err || epoch !== this.epoch) return;
-        const present = new Set(children);
-        for (const id of [...this.agentCache.keys()]) if (!present.has(id)) this.agentCache.delete(id);
-        this.emitAgents();
-        for (const id of children) if (!this.agentCache.has(id)) this.watchAgent(client, epoch, id);
-      },
-    );
-  }
-
-  private watchAgent(client: Client, epoch: number, id: string): void {
-    client.getData(
-      this.p('agents', id),
-      (ev: Event) => {
-        if (epoch !== this.epoch) return;
-        if (ev.getName() === 'NODE_DELETED') {
-          this.agentCache.delete(id);
-          this.emitAgents();
-          return;
-        }
-        this.watchAgent(client, epoch, id);
-      },
-      (err, data) => {
-        if (epoch !== this.epoch) return;
-        if (err) {
-          if (this.agentCache.delete(id)) this.emitAgents();
-          return;
-        }
-        try {
-          this.agentCache.set(id, decodeNode(data) as AgentStatus);
-          this.emitAgents();
-        } catch {
-          // a foreign node: ignore
-        }
-      },
-    );
-  }
-
-  private emitAgents(): void {
-    if (this.emitAgentsTimer) return;
-    this.emitAgentsTimer = setImmediate(() => {
-      this.emitAgentsTimer = undefined;
-      this.listener.agents?.(this.agentCache);
-    });
   }
 
   /** Reads, transforms and writes the fleet document with compare-and-set (retried on a concurrent write). */
@@ -338,126 +265,30 @@ export class HaStore implements RolloutStore {
     }
   }
 
-  /** Records (or updates) the status of an agent connected to this replica; writes per agent are serialized. */
+  /** Records (or updates) the status of an agent connected to this replica (see AgentStatusNodes). */
   putAgent(status: AgentStatus): void {
-    this.mine.set(status.nodeId, status);
-    this.serialize(status.nodeId, async () => {
-      const client = this.client;
-      if (!client || this.mine.get(status.nodeId) !== status) return;
-      const path = this.p('agents', status.nodeId);
-      const data = encodeNode(status, `the status of agent ${status.nodeId}`);
-      try {
-        const [, stat] = await call2<Buffer, Stat>((cb) => client.getData(path, cb));
-        if (stat.ephemeralOwner.equals(client.getSessionId())) {
-          await call((cb) => client.setData(path, data, stat.version, cb));
-          return;
-        }
-        // The agent moved here from another replica (maybe a dead one whose session has not expired yet).
-        await call((cb) => client.remove(path, stat.version, (e) => cb(e, undefined))).catch(ignore(Exception.NO_NODE));
-      } catch (err) {
-        if (zkCode(err) !== Exception.NO_NODE) throw err;
-      }
-      await call((cb) => client.create(path, data, this.acls, zookeeper.CreateMode.EPHEMERAL, cb));
-    });
+    this.agentNodes.putAgent(status);
   }
 
   /** The agent left this replica: remove its node if this replica still owns it. */
   removeAgent(nodeId: string): void {
-    this.mine.delete(nodeId);
-    this.serialize(nodeId, async () => {
-      const client = this.client;
-      if (!client || this.mine.has(nodeId)) return;
-      const path = this.p('agents', nodeId);
-      const [, stat] = await call2<Buffer, Stat>((cb) => client.getData(path, cb)).catch(
-        () => [undefined, undefined] as const,
-      );
-      if (stat && stat.ephemeralOwner.equals(client.getSessionId()))
-        await call((cb) => client.remove(path, stat.version, (e) => cb(e, undefined))).catch(() => undefined);
-    });
+    this.agentNodes.removeAgent(nodeId);
   }
 
-  /** This replica's traffic sums: one ephemeral node, traffic/<replica id> (a dead replica's go with its session). */
+  /** This replica's traffic sums (see TrafficNodes). */
   putTraffic(traffic: ReplicaTraffic): void {
-    this.myTraffic = traffic;
-    this.serialize('\0traffic', async () => {
-      const client = this.client;
-      if (!client || this.myTraffic !== traffic) return;
-      const path = this.p('traffic', this.opts.replicaId);
-      const data = encodeNode(traffic, 'the traffic sums of this replica');
-      try {
-        await call((cb) => client.setData(path, data, -1, cb));
-      } catch (err) {
-        if (zkCode(err) !== Exception.NO_NODE) throw err;
-        await call((cb) => client.create(path, data, this.acls, zookeeper.CreateMode.EPHEMERAL, cb));
-      }
-    });
+    this.trafficNodes.putTraffic(traffic);
   }
 
-  private myTraffic: ReplicaTraffic | undefined;
-
-  /** Every replica's traffic sums; a node that is not one (or cannot be read) is left out. */
-  async readTraffic(): Promise<TrafficView> {
-    const client = this.requireClient();
-    const out = new Map<string, ReplicaTraffic>();
-    const names = await call<string[]>((cb) => client.getChildren(this.p('traffic'), cb)).catch((err) => {
-      if (zkCode(err) === Exception.NO_NODE) return [] as string[];
-      throw err;
-    });
-    await Promise.all(
-      names.map(async (name) => {
-        try {
-          const [data] = await call2<Buffer, Stat>((cb) => client.getData(this.p('traffic', name), cb));
-          const t = decodeNode(data);
-          if (isReplicaTraffic(t)) out.set(name, t);
-          else this.log.warn({ node: name }, 'traffic node of a replica is malformed; left out of the gates');
-        } catch (err) {
-          if (zkCode(err) !== Exception.NO_NODE)
-            this.log.warn({ node: name, err: errorMessage(err) }, 'cannot read the traffic node of a replica');
-        }
-      }),
-    );
-    return out;
-  }
-
-  private serialize(key: string, job: () => Promise<void>): void {
-    const prev = this.writes.get(key) ?? Promise.resolve();
-    const next = prev.then(job).catch((err: unknown) => {
-      if (!this.closed)
-        this.log.warn({ node_id: key, err: errorMessage(err) }, 'writing agent status to ZooKeeper failed');
-    });
-    this.writes.set(key, next);
-    void next.then(() => {
-      if (this.writes.get(key) === next) this.writes.delete(key);
-    });
+  /** Every replica's traffic sums. */
+  readTraffic(): Promise<TrafficView> {
+    return this.trafficNodes.readTraffic();
   }
 
   private requireClient(): Client {
     if (!this.client) throw new ProxyMgrError('ZK_DISCONNECTED', 'ZooKeeper is not connected');
     return this.client;
   }
-}
-
-/** The shape of a traffic node: written by control planes, but read like any input. */
-function isReplicaTraffic(t: unknown): t is ReplicaTraffic {
-  const o = t as Partial<ReplicaTraffic> | null;
-  const vecs = (m: unknown) =>
-    typeof m === 'object' &&
-    m !== null &&
-    Object.values(m).every(
-      (v) => Array.isArray(v) && v.length <= 8 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0),
-    );
-  const nested = (m: unknown) => typeof m === 'object' && m !== null && Object.values(m).every(vecs);
-  return (
-    typeof o === 'object' &&
-    o !== null &&
-    typeof o.epoch === 'string' &&
-    typeof o.rollout === 'string' &&
-    typeof o.at === 'number' &&
-    nested(o.sums) &&
-    nested(o.gauges) &&
-    vecs(o.baseline) &&
-    vecs(o.baselineGauges)
-  );
 }
 
 function parseDoc(data: Buffer | undefined): FleetDoc {
