@@ -23,21 +23,20 @@ import {
 } from './engine';
 import { DEFAULT_GATE_POLICY, TrafficView } from './gate';
 import { TrafficPublisher } from './traffic-publisher';
+import { AgentReports } from './agent-reports';
 import { AgentRecord, DesiredStateSource, PreflightAsker, RegistryEvents } from '../ports';
 import { RolloutPlan } from '../../common/gen/proxymgr/v1/rollout';
 import { rolloutPlan } from './plan';
-import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
 import {
   changedServices,
   composeState,
   describeChanges,
   Revision,
   revisionOf,
-  revisionOfVersion,
   revisionProblem,
   selectorMatches,
 } from './revision';
-import { AgentStatus, PreflightStatus, RolloutStore, RolloutStoreListener } from './store';
+import { RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
 
 /** What the coordinator uses of discovery. */
@@ -63,11 +62,6 @@ export interface RolloutCoordinatorOptions {
   readonly preflights?: PreflightAsker;
 }
 
-/** Text from agents kept in shared state is cut to this many characters. */
-function clipText(s: string, max: number): string {
-  return s.length > max ? `${s.slice(0, max)}…` : s;
-}
-
 /** idle → running (start) → stopping → stopped (store closed, no step running). */
 
 /** How long stop() waits for a running step to end (the store is closed under it, so it fails fast). */
@@ -75,10 +69,11 @@ const STOP_WAIT_MS = 5000;
 export type RolloutCoordinatorState = 'idle' | 'running' | 'stopping' | 'stopped';
 
 /**
- * One replica's part in rollouts. As a DesiredStateSource it serves every connected agent the revision the
- * rollout released to it (read from ZooKeeper) × the current hosts from discovery; as RegistryEvents it reports
- * its agents' hellos, ACKs and NACKs to ZooKeeper; while it is the leader it drives the engine: a new revision
- * from discovery starts a rollout, agent reports advance its waves.
+ * One replica's part in rollouts, assembled from three roles. As a DesiredStateSource it serves every connected
+ * agent the revision the rollout released to it (read from ZooKeeper) × the current hosts from discovery. Its
+ * agents' reports go to ZooKeeper through AgentReports (statuses, preflight answers) and TrafficPublisher (the
+ * traffic sums). While it is the leader it drives the engine (kick/tick below): a new revision from discovery starts
+ * a rollout, agent reports advance its waves. Operator commands work on any replica.
  */
 export class RolloutCoordinator implements DesiredStateSource {
   readonly store: RolloutStore;
@@ -86,7 +81,6 @@ export class RolloutCoordinator implements DesiredStateSource {
   private readonly clock: Clock;
   private readonly now: () => number;
   private readonly subscribers = new Set<() => void>();
-  private readonly statuses = new Map<string, AgentStatus>();
   private readonly lastHosts = new Map<string, readonly Server[]>();
   private readonly composed = new Map<string, DesiredState>();
   private readonly loading = new Set<string>();
@@ -107,14 +101,25 @@ export class RolloutCoordinator implements DesiredStateSource {
   private stopping: Promise<void> | undefined;
   /** This replica's traffic sums for the gates, published while a rollout is active. */
   private readonly traffic: TrafficPublisher;
-  /** Preflights asked of this replica's agents: node id → rollout id. */
-  private readonly preflightAsked = new Map<string, string>();
+  /** This replica's agents: their statuses in ZooKeeper, preflight questions, counters (AgentReports). */
+  private readonly reports: AgentReports;
 
   constructor(private readonly opts: RolloutCoordinatorOptions) {
     this.log = opts.log.child({ component: 'rollout' });
     const clock = (this.clock = opts.clock ?? systemClock);
     this.now = opts.now ?? (() => clock.now());
     this.policy = policyDoc(opts.config);
+    this.reports = new AgentReports({
+      store: () => this.store,
+      replicaId: opts.config.replicaId,
+      log: this.log,
+      now: this.now,
+      traffic: () => this.traffic,
+      ...(opts.preflights ? { preflights: opts.preflights } : {}),
+      stateOf: (id, labels) => this.stateOf(id, labels),
+      changedBy: (r) => this.changedBy(r),
+      rolloutChanged: (revision) => this.rolloutChanged(revision),
+    });
     this.traffic = new TrafficPublisher((opts.config.gate ?? DEFAULT_GATE_POLICY).baselineMs, clock, this.now, (t) =>
       this.store.putTraffic(t),
     );
@@ -239,9 +244,6 @@ export class RolloutCoordinator implements DesiredStateSource {
     for (const fn of [...this.subscribers]) fn();
   }
 
-  /** Agents whose running version is a partial apply (see registryEvents' onAck): node id → that version. */
-  private readonly partial = new Map<string, string>();
-
   /** The services the current rollout changes, when `revision` is its target and both revisions are known. */
   private rolloutChanged(revision: string): Set<string> | undefined {
     const r = this.store.doc?.current;
@@ -285,88 +287,6 @@ export class RolloutCoordinator implements DesiredStateSource {
       .finally(() => this.clock.setTimeout(() => this.loading.delete(id), 500));
   }
 
-  // ------------------------------------------------------------------ agent reports → ZooKeeper
-
-  /** Registry events that report this replica's agents to ZooKeeper. */
-  registryEvents(): Required<Pick<RegistryEvents, 'onConnect' | 'onDisconnect' | 'onAck' | 'onNack' | 'onCounters'>> {
-    const put = (agent: AgentRecord, change: Partial<AgentStatus>) => {
-      const prev = this.statuses.get(agent.nodeId);
-      const status: AgentStatus = {
-        nodeId: agent.nodeId,
-        labels: agent.labels,
-        replica: this.replicaId,
-        runningVersion: agent.runningVersion,
-        // A version applied without a service its rollout changed does not count as running that revision, also
-        // after a reconnect re-reports it.
-        runningRevision:
-          this.partial.get(agent.nodeId) === agent.runningVersion
-            ? (prev?.runningRevision ?? '')
-            : revisionOfVersion(agent.runningVersion),
-        connectedAt: prev?.connectedAt ?? this.now(),
-        ...(prev?.lastAck ? { lastAck: prev.lastAck } : {}),
-        ...(prev?.lastNack ? { lastNack: prev.lastNack } : {}),
-        ...(prev?.preflight ? { preflight: prev.preflight } : {}),
-        ...(this.opts.preflights && agent.capabilities?.includes('preflight') ? { canPreflight: true } : {}),
-        ...change,
-      };
-      this.statuses.set(agent.nodeId, status);
-      this.store.putAgent(status);
-    };
-    this.putStatus = put;
-    return {
-      onConnect: (agent) => {
-        this.statuses.delete(agent.nodeId);
-        this.preflightAsked.delete(agent.nodeId);
-        this.records.set(agent.nodeId, agent);
-        // Its answer to the current rollout's preflight stands across a reconnect (a failure keeps it from being the canary).
-        const pf = this.preflightResults.get(agent.nodeId);
-        put(agent, pf ? { preflight: pf } : {});
-        setImmediate(() => this.askPreflights()); // once the stream has registered for questions
-      },
-      onDisconnect: (agent) => {
-        this.statuses.delete(agent.nodeId);
-        this.preflightAsked.delete(agent.nodeId);
-        this.records.delete(agent.nodeId);
-        this.traffic.forget(agent.nodeId);
-        this.store.removeAgent(agent.nodeId);
-      },
-      onCounters: (agent, counters, at, version) => {
-        const status = this.statuses.get(agent.nodeId);
-        const revision = status?.runningRevision ?? revisionOfVersion(agent.runningVersion);
-        // A Stats that names another version than the agent's ACKed one (sent right after an apply, before its ACK
-        // arrived — or a lie): a boundary, nothing counted, so traffic is never put on a revision the agent did not
-        // ACK. A partial apply's traffic counts for neither side.
-        const countable =
-          (version === '' || version === agent.runningVersion) &&
-          this.partial.get(agent.nodeId) !== agent.runningVersion;
-        this.traffic.sample(agent.nodeId, revision, counters, at.getTime(), countable);
-      },
-      onAck: (agent, version, _method, _reasons, rejected, warnings) => {
-        const revision = revisionOfVersion(version);
-        // A partial apply (a service HAProxy refused here, a port taken on this host) of a service the current
-        // rollout changed: the agent runs the rest, but it did not take the revision — a NACK, so the canary halts
-        // the rollout. A service the rollout did not touch (already refused before, a local port clash) is no
-        // reason to hold back every rollout on this host: a plain ACK (the agent's last error still names it).
-        const changed = this.rolloutChanged(revision);
-        const counted = rejected.filter((s) => changed?.has(s) ?? false);
-        if (counted.length === 0) {
-          this.partial.delete(agent.nodeId);
-          return put(agent, { lastAck: { version, revision, at: this.now() } });
-        }
-        this.partial.set(agent.nodeId, version);
-        const error = `applied without service(s) ${counted.join(', ')}: ${warnings.join('; ')}`;
-        put(agent, { lastNack: { version, revision, error, at: this.now() } });
-      },
-      onNack: (agent, version, reason) =>
-        put(agent, { lastNack: { version, revision: revisionOfVersion(version), error: reason, at: this.now() } }),
-    };
-  }
-
-  /** Writes an agent's status (set by registryEvents). */
-  private putStatus: ((agent: AgentRecord, change: Partial<AgentStatus>) => void) | undefined;
-  /** This replica's agent records by node id, for preflights (set by registryEvents' onConnect). */
-  private readonly records = new Map<string, AgentRecord>();
-
   // ------------------------------------------------------------------ preflight and traffic (every replica)
 
   /** The services a rollout changes (cached per rollout; undefined while its revisions are not both known). */
@@ -385,74 +305,17 @@ export class RolloutCoordinator implements DesiredStateSource {
   }
 
   private changedCache: { id: string; changed: Set<string> } | undefined;
-  private askCounter = 0;
-
-  /**
-   * While the current rollout is in its preflight, asks each agent of this replica that can preflight (once per
-   * rollout) whether it could run the rollout's revision, and records the answer in its status for the leader.
-   * An agent that does not answer in time (or leaves) is not recorded: the leader counts it as unanswered.
-   */
-  private askPreflights(): void {
-    const r = this.store.doc?.current;
-    const preflights = this.opts.preflights;
-    if (
-      !preflights ||
-      !r ||
-      r.state !== 'running' ||
-      r.waves.length > 0 ||
-      !r.policy.preflight?.enabled ||
-      r.preflight?.completedAt
-    )
-      return;
-    const changed = this.changedBy(r);
-    if (!changed) return; // asked again once the revisions are loaded (load → followRollout)
-    for (const [nodeId, status] of this.statuses) {
-      if (this.preflightAsked.get(nodeId)?.startsWith(`${r.id}#`) || !preflights.has(nodeId)) continue;
-      const state = this.stateOf(r.to, status.labels);
-      if (!state) continue;
-      const token = `${r.id}#${++this.askCounter}`;
-      this.preflightAsked.set(nodeId, token);
-      void preflights.ask(nodeId, state, r.policy.preflight.timeoutMs).then((report) => {
-        const agent = this.records.get(nodeId);
-        // Only the answer to the latest question to this agent counts (a reconnect asks again).
-        if (!agent || this.statuses.get(nodeId) === undefined || this.preflightAsked.get(nodeId) !== token) return;
-        if (typeof report === 'string') {
-          this.log.warn(
-            { rollout: r.id, node_id: nodeId, why: report },
-            'no preflight answer; the leader counts the agent as unanswered',
-          );
-          return;
-        }
-        // Only services this rollout changes count (as for a partial apply): an old local problem does not block it.
-        const counted = report.rejectedServices.filter((x) => changed.has(x));
-        const ok = report.ok || (!report.wholeConfig && report.rejectedServices.length > 0 && counted.length === 0);
-        const error = ok ? '' : clipText(report.error || `would leave out ${counted.join(', ')}`, 600);
-        const method = applyMethodToJSON(report.method).replace('APPLY_METHOD_', '').toLowerCase();
-        const result: PreflightStatus = {
-          rollout: r.id,
-          ok,
-          error,
-          method,
-          reasons: report.reasons.slice(0, 20).map((x) => clipText(x, 256)),
-          at: this.now(),
-        };
-        this.preflightResults.set(nodeId, result);
-        this.log.info({ rollout: r.id, node_id: nodeId, ok, method, error: error || undefined }, 'preflight answered');
-        this.putStatus?.(agent, { preflight: result });
-      });
-    }
-  }
-
-  /** Preflight answers of the current rollout, kept across an agent's reconnects (see registryEvents' onConnect). */
-  private readonly preflightResults = new Map<string, PreflightStatus>();
 
   /** On every document: preflights to ask, and the traffic sums of the current rollout (TrafficPublisher). */
   private followRollout(doc: FleetDoc): void {
     const r = doc.current;
-    if (this.preflightResults.size > 0 && [...this.preflightResults.values()][0]!.rollout !== r?.id)
-      this.preflightResults.clear();
-    this.askPreflights();
+    this.reports.follow(r);
     this.traffic.follow(r, isActive(r) ? this.changedBy(r) : undefined);
+  }
+
+  /** Registry events that report this replica's agents to ZooKeeper (see AgentReports). */
+  registryEvents(): Required<Pick<RegistryEvents, 'onConnect' | 'onDisconnect' | 'onAck' | 'onNack' | 'onCounters'>> {
+    return this.reports.events();
   }
 
   // ------------------------------------------------------------------ leader
