@@ -71,6 +71,13 @@ export function schemaNode(key: string, root: SchemaNode = CONFIG_SCHEMA): Schem
   return node;
 }
 
+/** The schema's default of a key (throws for a key without one: a programming error, caught by the unit tests). */
+export function schemaDefault<T = never>(key: string): T {
+  const n = schemaNode(key);
+  if (n?.default === undefined) throw new Error(`config schema: ${key} has no default`);
+  return n.default as T;
+}
+
 /** An integer key's range and default, from the schema (throws for a key the schema lacks: a programming error). */
 export function integerKey(key: string): { min: number; max: number; default: number | undefined } {
   const n = schemaNode(key);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { schemaProblems } from './config-schema';
+import { schemaDefault, schemaProblems } from './config-schema';
 import {
   absoluteDirs,
   describe,
@@ -216,12 +216,18 @@ export interface GatePolicy {
 }
 
 export const DEFAULT_GATE_POLICY: GatePolicy = {
-  enabled: true,
-  minRequests: 100,
-  thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10 },
-  onInsufficientTraffic: 'pass',
-  sampleMs: 2000,
-  baselineMs: 60_000,
+  enabled: schemaDefault('rollout.gate.enabled'),
+  minRequests: schemaDefault('rollout.gate.min_requests'),
+  thresholds: {
+    http_5xx: schemaDefault('rollout.gate.thresholds.http_5xx'),
+    errors: schemaDefault('rollout.gate.thresholds.errors'),
+    retries: schemaDefault('rollout.gate.thresholds.retries'),
+    servers_down: schemaDefault('rollout.gate.thresholds.servers_down'),
+    queue: schemaDefault('rollout.gate.thresholds.queue'),
+  },
+  onInsufficientTraffic: schemaDefault('rollout.gate.on_insufficient_traffic'),
+  sampleMs: schemaDefault('rollout.gate.sample_ms'),
+  baselineMs: schemaDefault('rollout.gate.baseline_ms'),
 };
 
 export interface PreflightPolicy {
@@ -232,7 +238,11 @@ export interface PreflightPolicy {
   readonly timeoutMs: number;
 }
 
-export const DEFAULT_PREFLIGHT_POLICY: PreflightPolicy = { enabled: true, maxFailures: 0, timeoutMs: 30_000 };
+export const DEFAULT_PREFLIGHT_POLICY: PreflightPolicy = {
+  enabled: schemaDefault('rollout.preflight.enabled'),
+  maxFailures: schemaDefault('rollout.preflight.max_failures'),
+  timeoutMs: schemaDefault('rollout.preflight.timeout_ms'),
+};
 
 /** `rollout:` in proxymgr.yml. Without the section the control plane sends every change to every agent at once. */
 export interface RolloutConfig extends RolloutPolicyConfig {
@@ -282,7 +292,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
   const agentRaw = optionalObject(root.agent, file, 'agent');
   const stateDir = resolvePath(
     base,
-    optionalString(agentRaw.state_dir, file, 'agent.state_dir') ?? '/var/lib/proxymgr',
+    optionalString(agentRaw.state_dir, file, 'agent.state_dir') ?? schemaDefault<string>('agent.state_dir'),
   );
   const haproxyRaw = optionalObject(root.haproxy, file, 'haproxy');
   const haproxy: HaproxyConfig = {
@@ -294,10 +304,10 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
       base,
       optionalString(haproxyRaw.socket_path, file, 'haproxy.socket_path') ?? path.join(stateDir, 'haproxy.sock'),
     ),
-    binary: optionalString(haproxyRaw.path, file, 'haproxy.path') ?? 'haproxy',
+    binary: optionalString(haproxyRaw.path, file, 'haproxy.path') ?? schemaDefault<string>('haproxy.path'),
     global: sectionFreeLines(haproxyRaw.global, file, 'haproxy.global'),
     defaults: sectionFreeLines(haproxyRaw.defaults, file, 'haproxy.defaults'),
-    user: optionalName(haproxyRaw.user, file, 'haproxy.user') ?? 'haproxy',
+    user: optionalName(haproxyRaw.user, file, 'haproxy.user') ?? schemaDefault<string>('haproxy.user'),
     group:
       optionalName(haproxyRaw.group, file, 'haproxy.group') ??
       optionalName(haproxyRaw.user, file, 'haproxy.user') ??
@@ -317,7 +327,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     controlplanes: optionalLines(agentRaw.controlplanes, file, 'agent.controlplanes').map((a, i) =>
       hostPort(a, file, `agent.controlplanes[${i}]`),
     ),
-    adminListen: optionalListen(agentRaw.admin_listen, file, 'agent.admin_listen', '127.0.0.1:7001'),
+    adminListen: optionalListen(agentRaw.admin_listen, file, 'agent.admin_listen', schemaDefault('agent.admin_listen')),
     metricsListen: optionalListen(agentRaw.metrics_listen, file, 'agent.metrics_listen', ''),
     tls: optionalTls(agentRaw.tls, file, 'agent.tls', base),
     ...(agentRaw.token_file !== undefined && agentRaw.token_file !== null
@@ -393,7 +403,7 @@ function parseAuth(value: unknown, file: string, base: string): AuthConfig {
   for (const k of Object.keys(raw))
     if (k !== 'clients' && k !== 'anonymous_health')
       throw new ConfigError(`${file}: auth.${k}: unknown key (expected clients, anonymous_health)`);
-  const anonymousHealth = raw.anonymous_health ?? false;
+  const anonymousHealth = raw.anonymous_health ?? schemaDefault<boolean>('auth.anonymous_health');
   if (typeof anonymousHealth !== 'boolean')
     throw new ConfigError(`${file}: auth.anonymous_health: expected true or false, got ${describe(anonymousHealth)}`);
   if (!Array.isArray(raw.clients) || raw.clients.length === 0) {
@@ -500,15 +510,12 @@ export function parseWaveSpec(value: unknown, where: string): WaveSpec {
 
 /** The default rollout policy: one canary, then 10 %, 50 %, 100 %; 60 s bake; any NACK halts and rolls back. */
 export const DEFAULT_ROLLOUT_POLICY: RolloutPolicyConfig = {
-  waves: [
-    { kind: 'count', count: 1 },
-    { kind: 'share', share: 0.1 },
-    { kind: 'share', share: 0.5 },
-    { kind: 'share', share: 1 },
-  ],
-  bakeMs: 60_000,
-  maxNacks: 0,
-  autoRollback: true,
+  waves: schemaDefault<(number | string)[]>('rollout.waves').map((w, i) =>
+    parseWaveSpec(w, `schema default rollout.waves[${i}]`),
+  ),
+  bakeMs: schemaDefault('rollout.bake_ms'),
+  maxNacks: schemaDefault('rollout.max_nacks'),
+  autoRollback: schemaDefault('rollout.auto_rollback'),
 };
 
 function parseRollout(
@@ -543,7 +550,7 @@ function parseRollout(
   const spreadBy = optionalString(raw.spread_by, file, 'rollout.spread_by');
   if (spreadBy !== undefined && !/^[A-Za-z0-9_./-]+$/.test(spreadBy))
     throw new ConfigError(`${file}: rollout.spread_by: "${spreadBy}" is not a label key ([A-Za-z0-9_./-]+)`);
-  const zkPath = optionalString(raw.zk_path, file, 'rollout.zk_path') ?? '/proxymgr';
+  const zkPath = optionalString(raw.zk_path, file, 'rollout.zk_path') ?? schemaDefault<string>('rollout.zk_path');
   if (!/^\/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.-]$/.test(zkPath))
     throw new ConfigError(`${file}: rollout.zk_path: "${zkPath}" is not a ZooKeeper path such as /proxymgr`);
   return {
@@ -689,7 +696,7 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     zkSessionTimeoutMs: intKey(raw.zk_session_timeout_ms, file, 'controlplane.zk_session_timeout_ms'),
     filePollMs: intKey(raw.file_poll_ms, file, 'controlplane.file_poll_ms'),
     initialSyncTimeoutMs: intKey(raw.initial_sync_timeout_ms, file, 'controlplane.initial_sync_timeout_ms'),
-    listen: optionalListen(raw.listen, file, 'controlplane.listen', '0.0.0.0:7000'),
+    listen: optionalListen(raw.listen, file, 'controlplane.listen', schemaDefault('controlplane.listen')),
     metricsListen: optionalListen(raw.metrics_listen, file, 'controlplane.metrics_listen', ''),
     tls: optionalTls(raw.tls, file, 'controlplane.tls', base),
     newStreamsPerSecond: intKey(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second'),
