@@ -192,11 +192,14 @@ export class Agent {
    */
   serverCounts(): Map<string, { total: number; down: number }> {
     const out = new Map<string, { total: number; down: number }>();
+    // Servers on their way out (draining after leaving discovery) are not the service's servers any more: a host
+    // that is gone fails its checks while it drains, and must not read as a server DOWN (the traffic gates judge it).
+    const leaving = new Set(this.drains.list().map((d) => `${d.backend}/${d.server.name}`));
     for (const [backend, servers] of this.actualCache ?? []) {
       let total = 0;
       let down = 0;
       for (const s of servers.values()) {
-        if (inMaint(s)) continue;
+        if (inMaint(s) || leaving.has(`${backend}/${s.name}`)) continue;
         total++;
         if (s.operState === 0) down++;
       }
@@ -628,16 +631,21 @@ export class Agent {
    */
   private async sweepDrains(): Promise<void> {
     try {
-      if (!this.lifecycle.is('running') || !this.supervisor.running) return;
+      if (!this.lifecycle.is('running')) return;
       const now = this.clock.now();
+      if (!this.supervisor.running) {
+        // HAProxy is (re)starting: try again in a second (not in a tight loop on a past deadline).
+        for (const d of this.drains.due(now)) d.deadline = now + 1000;
+        return;
+      }
       let deleted = false;
       for (const d of this.drains.due(now)) {
         const id = `${d.backend}/${d.server.name}`;
         try {
-          if (d.attempts === 0) {
-            await this.command(`set server ${id} state maint`, EMPTY_REPLY);
-            await this.command(`shutdown sessions server ${id}`, EMPTY_REPLY);
-          }
+          // Each attempt from the start (all three are idempotent): HAProxy may have restarted in between and have
+          // the server ready or draining again, and it deletes only a server in maint.
+          await this.command(`set server ${id} state maint`, EMPTY_REPLY);
+          await this.command(`shutdown sessions server ${id}`, EMPTY_REPLY);
           await this.command(`del server ${id}`, /Server deleted/);
         } catch (err) {
           d.attempts++;

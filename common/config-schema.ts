@@ -33,8 +33,22 @@ let validator: ValidateFunction | undefined;
  */
 export function schemaProblems(doc: unknown, file: string): string[] {
   validator ??= new Ajv({ allErrors: true, strict: false }).compile(schemaJson);
-  if (validator(doc ?? {})) return [];
+  if (validator(withoutNulls(doc) ?? {})) return [];
   return (validator.errors ?? []).filter((e) => e.keyword !== 'anyOf').map((e) => `${file}: ${describeError(e)}`);
+}
+
+/**
+ * The document with every key whose value is null left out: YAML writes an empty key (`agent:`, `backlog:`) as null,
+ * and the loader has always read that as "not set" — the schema must too.
+ */
+export function withoutNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutNulls);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(
+    Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== null)
+      .map(([k, v]) => [k, withoutNulls(v)]),
+  );
 }
 
 function describeError(e: ErrorObject): string {

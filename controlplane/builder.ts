@@ -129,8 +129,9 @@ export function shareWeights(nc: number, ns: number, share: number): { wc: numbe
   let best = { wc: 1, ws: 1, err: Infinity };
   for (let ws = 1; ws <= 256; ws++) {
     const ideal = (share * ns * ws) / ((1 - share) * nc);
-    for (const wc of [Math.floor(ideal), Math.ceil(ideal)]) {
-      if (wc < 1 || wc > 256) continue;
+    // Clamped into 1..256: when the share cannot be reached (one canary among thousands at a high share), the
+    // nearest reachable one wins rather than an even split.
+    for (const wc of [Math.floor(ideal), Math.ceil(ideal)].map((w) => Math.min(256, Math.max(1, w)))) {
       const err = Math.abs((nc * wc) / (nc * wc + ns * ws) - share);
       if (err < best.err - 1e-12) best = { wc, ws, err };
     }

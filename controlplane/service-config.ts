@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import yaml from 'js-yaml';
 import Ajv, { ValidateFunction } from 'ajv';
 import serviceConfigSchema from './service-config.schema.json';
+import { withoutNulls } from '../common/config-schema';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { listenOptionProblem, serverOptionsProblems } from '../common/option-policy';
@@ -114,7 +115,7 @@ let serviceSchema: ValidateFunction | undefined;
 
 function serviceConfigSchemaProblem(doc: unknown): string | undefined {
   serviceSchema ??= new Ajv({ allErrors: false, strict: false }).compile(serviceConfigSchema);
-  if (serviceSchema(doc)) return undefined;
+  if (serviceSchema(withoutNulls(doc))) return undefined;
   const e = serviceSchema.errors?.[0];
   if (!e) return 'does not match the service-config schema';
   const at = e.instancePath.split('/').slice(1).join('.');

@@ -297,13 +297,8 @@ describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () =>
       f.runtime.commands.length = 0;
       await f.clock.advanceAsync(5000); // c's deadline: maint, shutdown, del refused twice, then deleted
       await f.clock.advanceAsync(2100);
-      expect(f.runtime.commands.filter((c) => c.includes('web/c'))).toEqual([
-        'set server web/c state maint',
-        'shutdown sessions server web/c',
-        'del server web/c',
-        'del server web/c',
-        'del server web/c',
-      ]);
+      const attempt = ['set server web/c state maint', 'shutdown sessions server web/c', 'del server web/c'];
+      expect(f.runtime.commands.filter((c) => c.includes('web/c'))).toEqual([...attempt, ...attempt, ...attempt]);
       expect(f.runtime.backends.get('web')?.has('c')).toBe(false);
       expect(f.runtime.backends.get('web')?.get('b')?.adminState).toBe(8); // still draining
       await f.clock.advanceAsync(drainMs);

@@ -95,3 +95,15 @@ describe('proxymgr.yml schema (common/config.schema.json)', () => {
     }
   });
 });
+
+describe('review findings', () => {
+  test('empty sections and keys (YAML nulls) and listen false still load, as before the schema', () => {
+    const c = parseConfig(
+      'agent:\n  backlog:\n  admin_listen: false\n  labels:\nhaproxy:\ncontrolplane:\n  dns:\n  metrics_listen: false\n',
+      'p.yml',
+    );
+    expect(c.agent.backlog).toBe(schemaNode('agent.backlog')!.default);
+    expect(c.agent.adminListen).toBe('');
+    expect(c.controlplane.metricsListen).toBe('');
+  });
+});

@@ -125,3 +125,23 @@ describe('zone-aware routing', () => {
     ]);
   });
 });
+
+describe('review findings', () => {
+  test('a share the weights cannot reach gets the nearest one, not an even split', () => {
+    const { wc, ws } = shareWeights(1, 2000, 0.15);
+    expect(wc).toBe(256);
+    expect(ws).toBe(1);
+    expect(256 / (256 + 2000)).toBeGreaterThan(0.1);
+  });
+
+  test('null values in a YAML service config read as absent, also for the schema check', () => {
+    const c = parseServiceConfig({
+      name: 'web',
+      text: 'type: zookeeper\npath: /services/web\nport: 8080\nlisten_options:\nagents:\nserver_options:\n',
+      origin: 'web.yml',
+      format: 'yaml',
+    });
+    expect(c.listenOptions).toEqual([]);
+    expect(c.agents).toBeUndefined();
+  });
+});
