@@ -908,7 +908,8 @@ export class Agent {
   /** `haproxy -c` on the state's config, with the real fds (HAProxy checks `bind fd@N` even then). */
   private async check(state: DesiredState): Promise<void> {
     const { haproxy } = this.opts.config;
-    const text = this.render(state);
+    // The config a reload would start: with the servers still draining (see reload).
+    const text = this.render(this.drains.withDraining(state));
     const candidate = `${haproxy.configPath}.candidate`;
     await this.write(candidate, text);
     try {
