@@ -451,7 +451,11 @@ export function renderAgentView(view: AgentView, now: number): string {
         cur.name,
         '-',
         where,
-        cur.adminState === 'maint' ? '(removed; in maint until the next reload)' : note('in service but not wanted'),
+        cur.adminState === 'drain'
+          ? '(removed; draining until its drain timeout, then deleted)'
+          : cur.adminState === 'maint'
+            ? '(removed; in maint, being deleted)'
+            : note('in service but not wanted'),
       ]);
     }
   }

@@ -96,7 +96,7 @@ describe('ctl agent NODE: the three-way view', () => {
     lastError: 'applied with warnings: x',
   };
 
-  test('every difference is marked: weight, admin and health state, missing, extra, whole services; a removed server in maint is not one', () => {
+  test('every difference is marked: weight, admin and health state, missing, extra, whole services; a removed server in maint or draining is not one', () => {
     const view = AgentView.fromPartial({
       agent,
       desired,
@@ -104,6 +104,7 @@ describe('ctl agent NODE: the three-way view', () => {
         live('web', 'a', 1),
         live('web', 'b', 2, { weight: 5, operState: 'down' }),
         live('web', 'old', 7, { adminState: 'maint' }),
+        live('web', 'leaving', 9, { adminState: 'drain' }),
         live('web', 'rogue', 8),
         live('legacy', 'z', 5),
       ],
@@ -113,11 +114,12 @@ describe('ctl agent NODE: the three-way view', () => {
     expect(text).toMatch(/^ +runs +v1 /m);
     expect(text).toMatch(/^ +should run +v2$/m);
     expect(text).toMatch(/^ +last error +applied with warnings: x$/m);
-    expect(text).toMatch(/5 servers in 2 backends; 5 difference\(s\)/);
+    expect(text).toMatch(/6 servers in 2 backends; 5 difference\(s\)/);
     expect(text).toMatch(/^web +a +10\.0\.0\.1:1 w1 +10\.0\.0\.1:1 w1 ready up *$/m);
     expect(text).toMatch(/^web +b .* ! weight 5, wanted 1; DOWN \(health check\)$/m);
     expect(text).toMatch(/^web +c .* ! missing in HAProxy$/m);
-    expect(text).toMatch(/^web +old .* \(removed; in maint until the next reload\)$/m);
+    expect(text).toMatch(/^web +old .* \(removed; in maint, being deleted\)$/m);
+    expect(text).toMatch(/^web +leaving .* \(removed; draining until its drain timeout, then deleted\)$/m);
     expect(text).toMatch(/^web +rogue .* ! in service but not wanted$/m);
     expect(text).toMatch(/^api +\* +1 servers +- +! service missing in HAProxy$/m);
     expect(text).toMatch(/^legacy +\* .* ! service in HAProxy but not wanted$/m);
