@@ -1,3 +1,4 @@
+import { ageText, plainText } from '../common/text';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -395,7 +396,7 @@ export function renderAgentView(view: AgentView, now: number): string {
   let text = `agent ${a.nodeId}  ${a.state}  ${a.connected ? `connected since ${a.connectedSince.slice(0, 19)} from ${a.peer}` : 'disconnected'}`;
   const labels = Object.entries(a.labels).map(([k, v]) => `${k}=${v}`);
   if (labels.length) text += `  labels ${labels.join(',')}`;
-  text += `\n  runs        ${a.runningVersion || '-'}  (last ACK ${age(a.lastAckTime, now)}${a.lastAckTime ? ' ago' : ''})\n`;
+  text += `\n  runs        ${a.runningVersion || '-'}  (last ACK ${ageText(a.lastAckTime, now)}${a.lastAckTime ? ' ago' : ''})\n`;
   text += `  should run  ${a.desiredVersion || '(no desired state yet)'}\n`;
   if (a.lastNackedVersion) text += `  last NACK   ${a.lastNackedVersion}\n`;
   if (a.lastError) text += `  last error  ${a.lastError.replace(/\s+/g, ' ').slice(0, 300)}\n`;
@@ -468,7 +469,7 @@ export function renderAgentView(view: AgentView, now: number): string {
     : `HAProxy: unknown (${view.haproxyError})\n\n`;
   text += rows.length > 1 ? table(rows) : 'no services\n';
   if (a.counters.length > 0) {
-    text += `\nTraffic (HAProxy's counters since the agent started, reported ${age(a.countersTime, now)}${a.countersTime ? ' ago' : ''}):\n`;
+    text += `\nTraffic (HAProxy's counters since the agent started, reported ${ageText(a.countersTime, now)}${a.countersTime ? ' ago' : ''}):\n`;
     text += table([
       ['SERVICE', 'REQUESTS', '5XX', 'SESSIONS', 'CONN ERRORS', 'RESP ERRORS', 'RETRIES', 'DOWN', 'QUEUE'],
       ...a.counters.map((c) => [
@@ -490,12 +491,6 @@ export function renderAgentView(view: AgentView, now: number): string {
 const shortVersion = (version: string) =>
   version ? (version.length > 20 ? `${version.slice(0, 20)}…` : version) : '-';
 
-function age(iso: string, now: number): string {
-  if (!iso) return 'never';
-  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
-  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
-}
-
 /** The human view of ListAgents: one line per agent, states first so that trouble stands out. */
 export function renderAgents(list: ListAgentsResponse, now: number): string {
   if (list.agents.length === 0) return 'no agents have connected to this control plane\n';
@@ -516,7 +511,7 @@ export function renderAgents(list: ListAgentsResponse, now: number): string {
         revisionOfVersion(a.runningVersion) || '-',
         shortVersion(a.runningVersion),
         a.desiredVersion === a.runningVersion ? '=' : shortVersion(a.desiredVersion),
-        age(a.lastAckTime, now),
+        ageText(a.lastAckTime, now),
         Object.entries(a.labels)
           .map(([k, v]) => `${k}=${v}`)
           .join(',') || '-',
@@ -557,11 +552,9 @@ function bar(done: number, total: number, width = 30): string {
 }
 
 /** Text from the fleet (NACK messages, names an agent reports) cannot drive the operator's terminal. */
-// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-const printable = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
+const printable = (s: string) => plainText(s);
 /** The same for a whole rendered text: line breaks stay. */
-// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-const printableText = (s: string) => s.replace(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/g, ' ');
+const printableText = (s: string) => plainText(s, true);
 
 function table(rows: string[][]): string {
   rows = rows.map((r) => r.map(printable));

@@ -1,3 +1,4 @@
+import { ageText } from '../common/text';
 import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
 import { GatePolicy, PreflightInfo, RolloutStatus, RolloutWave } from '../common/gen/proxymgr/v1/rollout';
 import { revisionOfVersion } from './rollout/revision';
@@ -25,10 +26,10 @@ function table(headers: string[], rows: string[][], cls = ''): string {
 const td = (text: string, cls = '') => `<td${cls ? ` class="${cls}"` : ''}>${esc(text)}</td>`;
 const time = (iso: string) => (iso ? iso.slice(11, 19) : '');
 
+/** "42s ago" (see ageText). */
 function age(iso: string, now: number): string {
-  if (!iso) return 'never';
-  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
-  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+  const a = ageText(iso, now);
+  return a === 'never' ? a : `${a} ago`;
 }
 
 const share = (x: number) => `${+(x * 100).toFixed(2)}%`;

@@ -1,3 +1,4 @@
+import { plainText } from '../../common/text';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../../common/log';
@@ -575,8 +576,7 @@ const MAX_CAPABILITIES = 16;
 /** An agent's free text (NACK reasons, ACK reasons and warnings) is kept and logged only this long. */
 const MAX_TEXT = 4096;
 const MAX_ITEMS = 100;
-// eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
-const plain = (s: string) => s.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ');
+const plain = (s: string) => plainText(s);
 const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
 const clip = (items: readonly string[]) => [
   ...items.slice(0, MAX_ITEMS).map(clipText),

@@ -1,0 +1,15 @@
+/**
+ * Text from the fleet (agents' messages, labels, names) made safe to print: control characters — escape sequences
+ * that would drive a terminal — become spaces. `keepNewlines` keeps line breaks (a whole rendered text).
+ */
+export function plainText(s: string, keepNewlines = false): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
+  return s.replace(keepNewlines ? /[\x00-\x09\x0b-\x1f\x7f-\x9f]/g : /[\x00-\x1f\x7f-\x9f]/g, ' ');
+}
+
+/** How long ago `iso` was, coarse ("42s", "17m", "3h"; "never" for none). */
+export function ageText(iso: string, now: number): string {
+  if (!iso) return 'never';
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
