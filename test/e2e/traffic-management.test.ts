@@ -95,6 +95,11 @@ describe('traffic management: drain, zones, canaries, slow start (real HAProxy, 
   const socketOf = (i: number) => new StatsSocketClient(path.join(agents[i]!.dir, 'haproxy.sock'));
   /** HAProxy's pid on agent i (unchanged = no reload). */
   const pidOf = async (i: number) => Number(/^Pid: (\d+)$/m.exec(await socketOf(i).command('show info'))?.[1]);
+  /** A server's admin state in agent i's HAProxy (8 drain, 0 ready); undefined once HAProxy no longer has it. */
+  const adminOf = async (i: number, backend: string, server: string) =>
+    (await socketOf(i).serversState(backend)).get(backend)?.get(server)?.adminState;
+  /** Which backends answered `n` requests through agent i, in the order they first did, joined ("east", "w1,w2"). */
+  const servedBy = async (i: number, port: number, n = 8) => [...(await counts(agents[i]!.ip, port, n)).keys()].join();
 
   beforeAll(async () => {
     zk = await startZooKeeper();
@@ -181,23 +186,15 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
     const long = [0, 1, 2, 3].map(() => hit(a.ip, ports.web, pool, '/slow?ms=2500'));
     await sleep(300);
     await zkc.remove('/services/web/w2');
-    expect(
-      await eventually(
-        async () => (await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState === 8,
-        10_000,
-        50,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await adminOf(0, 'web', 'w2')) === 8, 10_000, 50)).toBe(true);
     // New requests avoid it at once; the ones it is serving finish.
     const fresh = await counts(a.ip, ports.web, 40);
     expect([...fresh.keys()]).toEqual(['w1']);
     const done = await Promise.all(long);
     expect(done.sort()).toEqual(['w1', 'w1', 'w2', 'w2']);
     // The agent shows it draining, with its deadline; after the deadline it is gone from HAProxy.
-    expect((await socketOf(0).serversState('web')).get('web')?.has('w2')).toBe(true);
-    expect(
-      await eventually(async () => !(await socketOf(0).serversState('web')).get('web')?.has('w2'), 10_000, 100),
-    ).toBe(true);
+    expect(await adminOf(0, 'web', 'w2')).not.toBeUndefined();
+    expect(await eventually(async () => (await adminOf(0, 'web', 'w2')) === undefined, 10_000, 100)).toBe(true);
     expect(await pidOf(0)).toBe(pid);
     // It comes back (a new host with the same name): added at runtime, serving again.
     await zkc.put('/services/web/w2', nerve(backends.get('w2')!));
@@ -207,33 +204,15 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
 
   test('a host that comes back while draining is ready again at once', async () => {
     await zkc.remove('/services/web/w2');
-    expect(
-      await eventually(
-        async () => (await socketOf(1).serversState('web')).get('web')?.get('w2')?.adminState === 8,
-        10_000,
-        50,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await adminOf(1, 'web', 'w2')) === 8, 10_000, 50)).toBe(true);
     await zkc.put('/services/web/w2', nerve(backends.get('w2')!));
-    expect(
-      await eventually(
-        async () => (await socketOf(1).serversState('web')).get('web')?.get('w2')?.adminState === 0,
-        10_000,
-        50,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await adminOf(1, 'web', 'w2')) === 0, 10_000, 50)).toBe(true);
     expect((await counts(agents[1]!.ip, ports.web, 8)).get('w2')).toBe(4);
   });
 
   test('a reload while a host drains (a listen_options change) keeps it draining, and it is still deleted at its deadline', async () => {
     await zkc.remove('/services/web/w2');
-    expect(
-      await eventually(
-        async () => (await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState === 8,
-        10_000,
-        50,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await adminOf(0, 'web', 'w2')) === 8, 10_000, 50)).toBe(true);
     const pid = await pidOf(0);
     await zkc.put(
       '/service_config/web',
@@ -247,55 +226,29 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
     );
     expect(await eventually(async () => (await pidOf(0).catch(() => pid)) !== pid, 10_000, 100)).toBe(true);
     // The new HAProxy has it, in drain; new requests avoid it; then it goes at the deadline.
-    expect((await socketOf(0).serversState('web')).get('web')?.get('w2')?.adminState).toBe(8);
-    expect([...(await counts(agents[0]!.ip, ports.web, 20)).keys()]).toEqual(['w1']);
-    expect(
-      await eventually(async () => !(await socketOf(0).serversState('web')).get('web')?.has('w2'), 10_000, 100),
-    ).toBe(true);
+    expect(await adminOf(0, 'web', 'w2')).toBe(8);
+    expect(await servedBy(0, ports.web, 20)).toBe('w1');
+    expect(await eventually(async () => (await adminOf(0, 'web', 'w2')) === undefined, 10_000, 100)).toBe(true);
     await zkc.put('/services/web/w2', nerve(backends.get('w2')!));
     expect(await eventually(async () => (await counts(agents[0]!.ip, ports.web, 8)).has('w2'), 10_000, 100)).toBe(true);
   });
 
   test("must show 2: zone-aware — traffic stays in the agent's zone, crosses when its servers are down or removed, comes back; no reload", async () => {
     const pids = [await pidOf(0), await pidOf(1)];
-    expect([...(await counts(agents[0]!.ip, ports.zoned, 20)).keys()]).toEqual(['east']);
-    expect([...(await counts(agents[1]!.ip, ports.zoned, 20)).keys()]).toEqual(['west']);
+    expect(await servedBy(0, ports.zoned, 20)).toBe('east');
+    expect(await servedBy(1, ports.zoned, 20)).toBe('west');
     // east goes down (its health check fails): agent0's traffic crosses to west; agent1 is unaffected.
     const east = backends.get('east')!;
     await east.stop();
-    expect(
-      await eventually(
-        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'west',
-        10_000,
-        100,
-      ),
-    ).toBe(true);
-    expect([...(await counts(agents[1]!.ip, ports.zoned, 8)).keys()]).toEqual(['west']);
+    expect(await eventually(async () => (await servedBy(0, ports.zoned)) === 'west', 10_000, 100)).toBe(true);
+    expect(await servedBy(1, ports.zoned, 8)).toBe('west');
     await east.start();
-    expect(
-      await eventually(
-        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'east',
-        10_000,
-        100,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await servedBy(0, ports.zoned)) === 'east', 10_000, 100)).toBe(true);
     // east is removed from discovery: the same; and back.
     await zkc.remove('/services/zoned/east');
-    expect(
-      await eventually(
-        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'west',
-        10_000,
-        100,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await servedBy(0, ports.zoned)) === 'west', 10_000, 100)).toBe(true);
     await zkc.put('/services/zoned/east', nerve(east, { zone: 'east' }));
-    expect(
-      await eventually(
-        async () => [...(await counts(agents[0]!.ip, ports.zoned, 8)).keys()].join() === 'east',
-        10_000,
-        100,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await servedBy(0, ports.zoned)) === 'east', 10_000, 100)).toBe(true);
     expect([await pidOf(0), await pidOf(1)]).toEqual(pids);
   });
 
@@ -329,13 +282,7 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: ${zone}}, controlp
     const pid = await pidOf(0);
     await zkc.put('/services/slow/new', nerve(backends.get('new')!));
     // From the moment HAProxy has it: its share in each 1 s window.
-    expect(
-      await eventually(
-        async () => (await socketOf(0).serversState('slow')).get('slow')?.get('new')?.adminState === 0,
-        10_000,
-        20,
-      ),
-    ).toBe(true);
+    expect(await eventually(async () => (await adminOf(0, 'slow', 'new')) === 0, 10_000, 20)).toBe(true);
     const shares: number[] = [];
     const t0 = Date.now();
     while (Date.now() - t0 < 10_000) {
