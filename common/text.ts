@@ -13,3 +13,9 @@ export function ageText(iso: string, now: number): string {
   const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
   return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
 }
+
+/** `s` cut to `max` characters, marked "…" (and, with `sayLength`, how long it was), or `s` when it fits. */
+export function clipText(s: string, max: number, sayLength = false): string {
+  if (s.length <= max) return s;
+  return `${s.slice(0, max)}…${sayLength ? ` (${s.length} characters)` : ''}`;
+}

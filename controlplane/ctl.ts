@@ -1,4 +1,4 @@
-import { ageText, plainText } from '../common/text';
+import { ageText, clipText, plainText } from '../common/text';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -488,8 +488,7 @@ export function renderAgentView(view: AgentView, now: number): string {
   return text;
 }
 
-const shortVersion = (version: string) =>
-  version ? (version.length > 20 ? `${version.slice(0, 20)}…` : version) : '-';
+const shortVersion = (version: string) => (version ? clipText(version, 20) : '-');
 
 /** The human view of ListAgents: one line per agent, states first so that trouble stands out. */
 export function renderAgents(list: ListAgentsResponse, now: number): string {

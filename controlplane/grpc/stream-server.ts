@@ -1,4 +1,4 @@
-import { plainText } from '../../common/text';
+import { clipText as clipAt, plainText } from '../../common/text';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../../common/log';
@@ -577,7 +577,7 @@ const MAX_CAPABILITIES = 16;
 const MAX_TEXT = 4096;
 const MAX_ITEMS = 100;
 const plain = (s: string) => plainText(s);
-const clipText = (s: string) => (s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT)}… (${s.length} characters)` : s);
+const clipText = (s: string) => clipAt(s, MAX_TEXT, true);
 const clip = (items: readonly string[]) => [
   ...items.slice(0, MAX_ITEMS).map(clipText),
   ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : []),

@@ -1,5 +1,6 @@
 import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
 import { Logger } from '../../common/log';
+import { clipText } from '../../common/text';
 import { DesiredState } from '../../common/types';
 import { AgentRecord, PreflightAsker, RegistryEvents } from '../ports';
 import { RolloutDoc } from './engine';
@@ -22,11 +23,6 @@ export interface AgentReportsDeps {
   changedBy(r: RolloutDoc): Set<string> | undefined;
   /** The services the current rollout changes when `revision` is its target. */
   rolloutChanged(revision: string): Set<string> | undefined;
-}
-
-/** Text from agents kept in shared state is cut to this many characters. */
-function clipText(s: string, max: number): string {
-  return s.length > max ? `${s.slice(0, max)}…` : s;
 }
 
 /**

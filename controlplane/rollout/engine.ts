@@ -8,6 +8,7 @@
  *   releasedRevision(doc, 'web-17')                        // what one agent may run: the only gate for pushes
  */
 import { ProxyMgrError } from '../../common/errors';
+import { clipText } from '../../common/text';
 import {
   DEFAULT_GATE_POLICY,
   DEFAULT_PREFLIGHT_POLICY,
@@ -434,7 +435,7 @@ function preflightStep(
   // Listed with their messages cut short: the document is shared by every replica (the full ones are in agent status).
   const listed = failed.slice(0, MAX_LISTED).map((f) => ({
     nodeId: f.nodeId,
-    error: f.error.length > MAX_LISTED_ERROR ? `${f.error.slice(0, MAX_LISTED_ERROR)}…` : f.error,
+    error: clipText(f.error, MAX_LISTED_ERROR),
   }));
   const pf: PreflightDoc = {
     startedAt,
