@@ -13,6 +13,7 @@ import {
 import { GatePolicy, PreflightPolicy } from '../../common/config';
 import { GateResult } from '../rollout/gate';
 import { ConfigError } from '../../common/errors';
+import { integerKey } from '../../common/config-schema';
 import {
   Command,
   counts,
@@ -187,11 +188,10 @@ export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
     throw new ConfigError(
       `gate.on_insufficient_traffic: expected "pass" or "halt", got ${JSON.stringify(g.onInsufficientTraffic.slice(0, 40))}`,
     );
-  if (g.minRequests < 1) throw new ConfigError('gate.min_requests: expected at least 1');
-  if (g.sampleMs < 200 || g.sampleMs > 60_000)
-    throw new ConfigError(`gate.sample_ms: expected 200..60000, got ${g.sampleMs}`);
-  if (g.baselineMs < 1000 || g.baselineMs > 3_600_000)
-    throw new ConfigError(`gate.baseline_ms: expected 1000..3600000, got ${g.baselineMs}`);
+  if (g.minRequests < integerKey('rollout.gate.min_requests').min)
+    throw new ConfigError(`gate.min_requests: expected at least ${integerKey('rollout.gate.min_requests').min}`);
+  inRange('gate.sample_ms', g.sampleMs);
+  inRange('gate.baseline_ms', g.baselineMs);
   return {
     enabled: g.enabled,
     minRequests: g.minRequests,
@@ -208,13 +208,18 @@ export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
   };
 }
 
+/** A policy value within the range proxymgr.yml allows for the same key (the schema's, rollout.<key>). */
+function inRange(key: string, v: number): void {
+  const { min, max } = integerKey(`rollout.${key}`);
+  if (v < min || v > max) throw new ConfigError(`${key}: expected ${min}..${max}, got ${v}`);
+}
+
 export function preflightPolicyFromPb(p: {
   enabled: boolean;
   maxFailures: number;
   timeoutMs: number;
 }): PreflightPolicy {
-  if (p.timeoutMs < 1000 || p.timeoutMs > 3_600_000)
-    throw new ConfigError(`preflight.timeout_ms: expected 1000..3600000, got ${p.timeoutMs}`);
+  inRange('preflight.timeout_ms', p.timeoutMs);
   return { enabled: p.enabled, maxFailures: p.maxFailures, timeoutMs: p.timeoutMs };
 }
 
