@@ -19,3 +19,8 @@ export function clipText(s: string, max: number, sayLength = false): string {
   if (s.length <= max) return s;
   return `${s.slice(0, max)}…${sayLength ? ` (${s.length} characters)` : ''}`;
 }
+
+/** A share 0..1 as a percentage, at most two decimals ("5%", "97.5%"). */
+export function percent(x: number): string {
+  return `${+(x * 100).toFixed(2)}%`;
+}

@@ -1,4 +1,4 @@
-import { ageText, clipText, plainText } from '../common/text';
+import { ageText, clipText, percent, plainText } from '../common/text';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -11,6 +11,7 @@ import {
   RolloutStatus,
 } from '../common/gen/proxymgr/v1/rollout';
 import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
+import { figureText } from './rollout/gate';
 import { revisionOfVersion } from './rollout/revision';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
 import { channelCredentials } from '../common/grpc';
@@ -302,8 +303,6 @@ function gateFlags(flags: Flags, base: GatePolicy): GatePolicy {
   return g;
 }
 
-const pct = (x: number) => `${+(x * 100).toFixed(2)}%`;
-
 /** A gate verdict with the figures that decided it. */
 function renderGate(w: RolloutInfo['waves'][number]): string {
   const g = w.gate;
@@ -313,7 +312,7 @@ function renderGate(w: RolloutInfo['waves'][number]): string {
   text += table([
     ['    KEY', 'METRIC', 'NEW', 'STABLE', 'BEFORE', 'ALLOWED', 'REQUESTS', ''],
     ...g.figures.map((f) => {
-      const fmt = f.metric === 'queue' ? (x: number) => String(+x.toFixed(2)) : pct;
+      const fmt = (x: number) => figureText(f.metric, x);
       return [
         `    ${f.key}`,
         f.metric,
@@ -578,7 +577,7 @@ export function renderStatus(s: RolloutStatus): string {
     const g = p.gate;
     text +=
       g?.enabled && g.thresholds
-        ? `  gate on (min_requests ${g.minRequests}; 5xx +${pct(g.thresholds.http5xx)}, errors +${pct(g.thresholds.errors)}, retries +${pct(g.thresholds.retries)}, servers_down +${pct(g.thresholds.serversDown)}, queue +${g.thresholds.queue})\n`
+        ? `  gate on (min_requests ${g.minRequests}; 5xx +${percent(g.thresholds.http5xx)}, errors +${percent(g.thresholds.errors)}, retries +${percent(g.thresholds.retries)}, servers_down +${percent(g.thresholds.serversDown)}, queue +${g.thresholds.queue})\n`
         : '  gate off\n';
   }
   const total = s.agents.length;

@@ -1,6 +1,7 @@
-import { ageText } from '../common/text';
+import { ageText, percent } from '../common/text';
 import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
 import { GatePolicy, PreflightInfo, RolloutStatus, RolloutWave } from '../common/gen/proxymgr/v1/rollout';
+import { figureText } from './rollout/gate';
 import { revisionOfVersion } from './rollout/revision';
 
 /** What the status page shows: the same answers ctl and grpcurl get. */
@@ -32,12 +33,10 @@ function age(iso: string, now: number): string {
   return a === 'never' ? a : `${a} ago`;
 }
 
-const share = (x: number) => `${+(x * 100).toFixed(2)}%`;
-
 function gatePolicyText(g: GatePolicy | undefined): string {
   if (!g?.enabled || !g.thresholds) return 'off';
   const t = g.thresholds;
-  return `on (min ${g.minRequests} requests; 5xx +${share(t.http5xx)}, errors +${share(t.errors)}, retries +${share(t.retries)}, servers DOWN +${share(t.serversDown)}, queue +${t.queue})`;
+  return `on (min ${g.minRequests} requests; 5xx +${percent(t.http5xx)}, errors +${percent(t.errors)}, retries +${percent(t.retries)}, servers DOWN +${percent(t.serversDown)}, queue +${t.queue})`;
 }
 
 function preflightSection(p: PreflightInfo | undefined): string {
@@ -60,14 +59,13 @@ function gateSection(w: RolloutWave): string {
   const g = w.gate;
   if (!g) return '';
   const cls = g.verdict === 'fail' ? 'bad' : g.verdict === 'pass' ? 'good' : '';
-  const fmt = (metric: string, x: number) => (metric === 'queue' ? String(+x.toFixed(2)) : share(x));
   const rows = g.figures.map((f) => [
     td(f.key === '*' ? 'all services' : f.key),
     td(f.metric),
-    td(fmt(f.metric, f.canary), f.regressed ? 'bad' : ''),
-    td(f.hasStable ? fmt(f.metric, f.stable) : '-'),
-    td(f.hasBefore ? fmt(f.metric, f.before) : '-'),
-    td(`+${fmt(f.metric, f.threshold)}`),
+    td(figureText(f.metric, f.canary), f.regressed ? 'bad' : ''),
+    td(f.hasStable ? figureText(f.metric, f.stable) : '-'),
+    td(f.hasBefore ? figureText(f.metric, f.before) : '-'),
+    td(`+${figureText(f.metric, f.threshold)}`),
     td(String(f.requests)),
     td(f.regressed ? 'regressed' : 'ok', f.regressed ? 'bad' : ''),
   ]);

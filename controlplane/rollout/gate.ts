@@ -8,6 +8,7 @@
  *   const v = judge(policy, rollout, start, traffic, baseline, { final })  // 'fail' halts; 'pass' / 'insufficient' at the end
  */
 import { GateMetric, GatePolicy } from '../../common/config';
+import { percent } from '../../common/text';
 
 export { DEFAULT_GATE_POLICY, GATE_METRICS } from '../../common/config';
 export type { GateMetric, GatePolicy } from '../../common/config';
@@ -238,11 +239,14 @@ export function judge(input: GateInput): GateResult {
   };
 }
 
-const pct = (x: number) => `${+(x * 100).toFixed(2)}%`;
+/** A gate figure as people read it: a percentage for the ratios, requests per agent (two decimals) for the queue. */
+export function figureText(metric: string, x: number): string {
+  return metric === 'queue' ? String(+x.toFixed(2)) : percent(x);
+}
 
 /** "service web: 5xx 97.5% (stable 0%, before 0.1%) > +5% allowed" */
 export function describeFigure(f: GateFigure): string {
-  const fmt = f.metric === 'queue' ? (x: number) => String(+x.toFixed(2)) : pct;
+  const fmt = (x: number) => figureText(f.metric, x);
   const refs = [
     f.stable !== undefined ? `stable ${fmt(f.stable)}` : '',
     f.before !== undefined ? `before ${fmt(f.before)}` : '',
