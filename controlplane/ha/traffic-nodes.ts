@@ -67,7 +67,7 @@ export class TrafficNodes {
 }
 
 /** The shape of a traffic node: written by control planes, but read like any input. */
-function isReplicaTraffic(t: unknown): t is ReplicaTraffic {
+export function isReplicaTraffic(t: unknown): t is ReplicaTraffic {
   const o = t as Partial<ReplicaTraffic> | null;
   const vecs = (m: unknown) =>
     typeof m === 'object' &&
