@@ -677,8 +677,7 @@ export class Agent {
         );
         this.log.info({ server: id, drained_ms: now - d.since }, 'drained server deleted');
       }
-      if (deleted && this.lastGood)
-        this.configFile.schedule(() => this.render(this.drains.withDraining(this.lastGood!)));
+      if (deleted && this.lastGood) this.configFile.schedule(() => this.configText(this.lastGood!));
     } catch (err) {
       this.counters.errors++;
       this.log.error({ err: errorMessage(err) }, 'sweeping drained servers failed; retrying');
@@ -726,12 +725,25 @@ export class Agent {
         throw new Error(`copied ${sockets.length} of the ${listeners} listening sockets of HAProxy pid ${pid}`);
       this.socketsPinned = sockets.length > 0;
       const state = this.withSockets(desired, []);
-      const same = onDisk === this.render(state);
+      // Servers the previous agent was draining are in that config, with their drains: they go on draining (no
+      // reload cuts their sessions short) when the config is exactly what this agent would write.
+      const drains = this.drains.restore(onDisk, state);
+      const same = onDisk === this.configText(state);
+      if (!same) this.drains.clear();
       this.supervisor.adopt(pid, same ? this.fdsFor(state) : [], all.slice(0, -1));
-      if (same) this.running = state;
+      if (same) {
+        this.running = this.drains.withDraining(state);
+        this.armDrainTimer();
+      }
       this.overrideTracker.adopted();
       this.log.info(
-        { haproxy_pid: pid, also_running: all.slice(0, -1), sockets, config_matches: same },
+        {
+          haproxy_pid: pid,
+          also_running: all.slice(0, -1),
+          sockets,
+          config_matches: same,
+          draining: same ? drains : 0,
+        },
         'took over the HAProxy the previous agent left running, with its listening sockets',
       );
     } catch (err) {
@@ -827,10 +839,10 @@ export class Agent {
     const interim: DesiredState = { ...state, services: state.services.filter((s) => !moving.includes(s)) };
     if (this.supervisor.running) {
       await this.saveServerState();
-      await this.writeConfigNow(this.render(interim));
+      await this.writeConfigNow(this.configText(interim));
       const pid = await this.supervisor.startOrReload(this.fdsFor(interim));
       this.counters.reloads++;
-      this.running = interim;
+      this.running = this.drains.withDraining(interim);
       this.record(
         trigger,
         'reload',
@@ -919,6 +931,11 @@ export class Agent {
     }
   }
 
+  /** haproxy.cfg for `state`: with the servers still draining, and their drains for the next agent (Drains.trailer). */
+  private configText(state: DesiredState): string {
+    return this.render(this.drains.withDraining(state)) + this.drains.trailer();
+  }
+
   private render(state: DesiredState): string {
     const { haproxy, agent } = this.opts.config;
     return renderHaproxyConfig(state, {
@@ -935,7 +952,7 @@ export class Agent {
    * A write that failed is reported with every apply until one succeeds (it is retried meanwhile).
    */
   private scheduleConfig(state: DesiredState, problems: StateProblem[]): void {
-    this.configFile.schedule(() => this.render(this.drains.withDraining(state)));
+    this.configFile.schedule(() => this.configText(state));
     if (this.configFile.failure !== undefined) {
       problems.push({
         where: 'haproxy.cfg',
@@ -996,7 +1013,7 @@ export class Agent {
     state = await this.vacate(state, problems, trigger);
     // Draining servers stay in the config (and in drain) until their deadline: a reload does not cut them short.
     const full = this.drains.withDraining(state);
-    const text = this.render(full);
+    const text = this.configText(state);
     const fds = this.fdsFor(state);
     if (this.supervisor.running) {
       await this.saveServerState();

@@ -13,6 +13,10 @@ export interface Drain {
   attempts: number;
 }
 
+/** The comment block at the end of haproxy.cfg that carries the drains to the next agent (see Drains.trailer). */
+const TRAILER_HEAD = '# proxymgr agent: servers draining on their way out (read back by the next agent on takeover)';
+const TRAILER_LINE = '# draining ';
+
 /**
  * Servers draining on their way out (issue 12): a server that leaves discovery is set to `drain` (no new sessions;
  * current ones finish); after its service's drain timeout it is put in maint, its remaining sessions are shut down
@@ -54,6 +58,43 @@ export class Drains {
       }
     }
     return n;
+  }
+
+  /**
+   * Comment lines for the end of haproxy.cfg, one JSON object per draining server (empty when none drains). They
+   * travel with the config HAProxy runs, written in the same atomic write, so an agent that takes the running
+   * HAProxy over (a restart, an upgrade, a kill -9) finds the drains of exactly that config: see `restore`.
+   */
+  trailer(): string {
+    if (this.entries.size === 0) return '';
+    const lines = [...this.entries.values()]
+      .sort((a, b) => (a.backend + '/' + a.server.name < b.backend + '/' + b.server.name ? -1 : 1))
+      .map((d) => TRAILER_LINE + drainJson(d));
+    return `${TRAILER_HEAD}\n${lines.join('\n')}\n`;
+  }
+
+  /**
+   * Takes over the drains a previous agent wrote into `configText` (its haproxy.cfg), for servers of `state`'s
+   * services that `state` no longer has. Entries that do not parse are skipped; the caller keeps them only if the
+   * config then renders to exactly `configText` (so nothing read here reaches HAProxy unless it already runs it).
+   * Returns how many were taken.
+   */
+  restore(configText: string, state: DesiredState): number {
+    const services = new Map(state.services.map((s) => [s.name, s]));
+    let n = 0;
+    for (const line of configText.split('\n')) {
+      if (!line.startsWith(TRAILER_LINE)) continue;
+      const d = parseDrain(line.slice(TRAILER_LINE.length));
+      const service = d && services.get(d.backend);
+      if (!d || !service || service.servers.some((v) => v.name === d.server.name)) continue;
+      this.entries.set(`${d.backend}/${d.server.name}`, d);
+      n++;
+    }
+    return n;
+  }
+
+  clear(): void {
+    this.entries.clear();
   }
 
   delete(d: Drain): void {
@@ -103,4 +144,61 @@ export class Drains {
     });
     return changed ? { ...state, services } : state;
   }
+}
+
+/** A drain as one line of JSON, its keys in a fixed order (restore re-renders it byte for byte). */
+function drainJson(d: Drain): string {
+  const v = d.server;
+  const server = {
+    name: v.name,
+    address: v.address,
+    port: v.port,
+    weight: v.weight,
+    options: v.options,
+    ...(v.zone !== undefined ? { zone: v.zone } : {}),
+  };
+  return JSON.stringify({ backend: d.backend, server, since: d.since, deadline: d.deadline });
+}
+
+/** One trailer line's JSON, or undefined when it is not a drain (see Drains.restore for why this may be loose). */
+function parseDrain(json: string): Drain | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(json);
+  } catch {
+    return undefined;
+  }
+  const o = v as { backend?: unknown; server?: Record<string, unknown>; since?: unknown; deadline?: unknown };
+  const server = o?.server;
+  if (
+    typeof o?.backend !== 'string' ||
+    typeof server !== 'object' ||
+    server === null ||
+    typeof server.name !== 'string' ||
+    typeof server.address !== 'string' ||
+    typeof server.port !== 'number' ||
+    typeof server.weight !== 'number' ||
+    !Array.isArray(server.options) ||
+    !server.options.every((x) => typeof x === 'string') ||
+    (server.zone !== undefined && typeof server.zone !== 'string') ||
+    typeof o.since !== 'number' ||
+    typeof o.deadline !== 'number' ||
+    !Number.isFinite(o.since) ||
+    !Number.isFinite(o.deadline)
+  )
+    return undefined;
+  return {
+    backend: o.backend,
+    server: {
+      name: server.name,
+      address: server.address,
+      port: server.port,
+      weight: server.weight,
+      options: server.options as string[],
+      ...(server.zone !== undefined ? { zone: server.zone as string } : {}),
+    },
+    since: o.since,
+    deadline: o.deadline,
+    attempts: 0,
+  };
 }

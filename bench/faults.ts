@@ -3,7 +3,8 @@
  * upgrade or fault. Real ZooKeeper (behind a TCP proxy that can delay or cut its replies), two control-plane
  * replicas with rollouts on, two agents with real HAProxy (127.0.0.1 and 127.0.0.2) and real backends, `clients`
  * fresh-connection clients through each agent the whole time, and a host change every ~200 ms. The faults in
- * turn, each followed by a check that both agents reached the hosts ZooKeeper holds; throughout, the agents'
+ * turn, each followed by a check that both agents' HAProxies take sessions on exactly the hosts ZooKeeper holds
+ * (removed hosts may still drain, as they do in production); throughout, the agents'
  * haproxy.cfg is sampled for a state with the service missing or fewer than its two permanent hosts (a partial
  * snapshot). Baseline: the same traffic and churn with no fault (`steady`).
  *
@@ -14,6 +15,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { StatsSocketClient } from '../agent/haproxy/runtime';
+import { inMaint, isDraining } from '../agent/haproxy/servers-state';
 import { RolloutClient } from '../common/gen/proxymgr/v1/rollout';
 import { freePort, sleep, tempDir } from '../test/helpers/net';
 import { startSlowProxy } from '../test/helpers/slow-proxy';
@@ -165,8 +168,34 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     if (section === undefined) return undefined;
     return [...section.matchAll(/^\s*server (\S+) /gm)].map((m) => m[1]!).sort();
   };
+  /**
+   * The servers an agent's HAProxy takes new sessions on: in its running process, not in maint and not draining.
+   * A host that left discovery stays in haproxy.cfg while it drains (up to `drain_timeout_ms`, issue 12), so the
+   * config file alone would read as "not converged" for 30 s after every removal.
+   */
+  const takingSessions = async (i: number): Promise<string | undefined> => {
+    try {
+      const state = await new StatsSocketClient(path.join(agentDirs[i]!, 'haproxy.sock'), 2000).serversState('web');
+      return [...(state.get('web')?.values() ?? [])]
+        .filter((s) => !inMaint(s) && !isDraining(s))
+        .map((s) => s.name)
+        .sort()
+        .join();
+    } catch {
+      return undefined; // HAProxy restarting: not converged yet
+    }
+  };
   let expectedHosts = () => [...present].sort().join();
-  const converged = () => agentIps.every((_, i) => servedBy(i)?.join() === expectedHosts());
+  /** Converged: each agent's HAProxy takes sessions on exactly ZooKeeper's hosts, and its haproxy.cfg has them all. */
+  const converged = async () => {
+    const want = expectedHosts();
+    for (let i = 0; i < agentIps.length; i++) {
+      const inConfig = new Set(servedBy(i) ?? []);
+      if (!want.split(',').every((h) => inConfig.has(h))) return false;
+      if ((await takingSessions(i)) !== want) return false;
+    }
+    return true;
+  };
   /** What ZooKeeper holds now (a write whose reply was lost may have happened after all). */
   const readHosts = () =>
     new Promise<string>((resolve) => {
@@ -176,7 +205,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
         resolve(err ? [...present].sort().join() : [...children].sort().join());
       });
     });
-  for (let i = 0; !converged(); i++) {
+  for (let i = 0; !(await converged()); i++) {
     if (i > 600) throw new Error(`faults: the agents never served ${expectedHosts()}: ${servedBy(0)} / ${servedBy(1)}`);
     await sleep(50);
   }
@@ -239,7 +268,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     const t0 = Date.now();
     let ms = -1;
     while (Date.now() - t0 < 60_000) {
-      if (converged()) {
+      if (await converged()) {
         ms = Date.now() - t0;
         break;
       }

@@ -14,8 +14,13 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { ControlPlaneAdminClient, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
-import { RolloutClient } from '../common/gen/proxymgr/v1/rollout';
+import {
+  AgentView,
+  ControlPlaneAdminClient,
+  ListAgentsResponse,
+  ListServicesResponse,
+} from '../common/gen/proxymgr/v1/admin';
+import { RolloutClient, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { AgentMessage, AgentStreamClient, ControlMessage } from '../common/gen/proxymgr/v1/stream';
 import { parseConfig } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
@@ -28,10 +33,19 @@ import {
   attackLines,
   configText,
   FORBIDDEN_MARKERS,
+  HOSTILE_INTEGERS,
+  hostileCapabilities,
+  hostilePreflightReport,
+  hostileSetPolicy,
+  hostileStateReport,
+  hostileStats,
   hostNodeText,
   oddName,
+  oddNodeId,
   picker,
+  RawPb,
   serviceConfigText,
+  serviceOptionsText,
   stateFileText,
 } from './lib-hostile';
 import { startTraffic } from './lib-traffic';
@@ -87,7 +101,8 @@ export async function main(args: string[]): Promise<object> {
 `;
   const haproxyYaml =
     'haproxy: {defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}';
-  const [honestA, honestB, attackPort, cp1Port, cp2Port, zkwebPort] = [
+  const [honestA, honestB, attackPort, cp1Port, cp2Port, zkwebPort, agentAdminPort] = [
+    await freePort(),
     await freePort(),
     await freePort(),
     await freePort(),
@@ -95,7 +110,17 @@ export async function main(args: string[]): Promise<object> {
     await freePort(),
     await freePort(),
   ];
-  const used = new Set([honestA, honestB, attackPort, cp1Port, cp2Port, zkwebPort, backend.port, zk.port]);
+  const used = new Set([
+    honestA,
+    honestB,
+    attackPort,
+    cp1Port,
+    cp2Port,
+    zkwebPort,
+    agentAdminPort,
+    backend.port,
+    zk.port,
+  ]);
   const free = () => {
     for (;;) {
       const p = 20_000 + pickIndex(rand, 40_000);
@@ -115,6 +140,16 @@ export async function main(args: string[]): Promise<object> {
     JSON.stringify({ type: 'zookeeper', path: '/services/zkweb', port: zkwebPort, listen_options: ['mode http'] }),
   );
   await zkc.put('/services/zkweb/base', JSON.stringify({ address: '127.0.0.1', port: backend.port }));
+  // Hosts for the traffic options (canary weights, zones): canaries and others, one with a hostile label value.
+  const canaryPath = '/services/canaryweb';
+  for (const [node, labels] of [
+    ['c1', { canary: 'true', zone: 'a', rack: 'r1' }],
+    ['c2', { canary: 'true', zone: 'b', rack: 'evil listen' }],
+    ['s1', { zone: 'a', rack: 'r1' }],
+    ['s2', { zone: 'b', rack: 'x'.repeat(200) }],
+    ['s3', { zone: 'c' }],
+  ] as const)
+    await zkc.put(`${canaryPath}/${node}`, JSON.stringify({ host: '127.0.0.1', port: free(), name: node, labels }));
   const fileConfigs = path.join(tmp.dir, 'file-configs');
   mkdirSync(fileConfigs);
 
@@ -140,7 +175,7 @@ export async function main(args: string[]): Promise<object> {
       '--config',
       write(
         'cp2.yml',
-        `${haproxyYaml}\nservice_config: {type: file, path: ${fileConfigs}}\ncontrolplane: {listen: "127.0.0.1:${cp2Port}"}\nrollout: {zookeeper: "${zk.connectString}", zk_path: /hostile-cp2, replica_id: cp2, bake_ms: 1000}\n${auth}`,
+        `${haproxyYaml}\nservice_config: {type: file, path: ${fileConfigs}}\ncontrolplane: {listen: "127.0.0.1:${cp2Port}"}\nrollout: {zookeeper: "${zk.connectString}", zk_path: /hostile-cp2, replica_id: cp2, bake_ms: 1000, preflight: {timeout_ms: 1000}}\n${auth}`,
       ),
     ],
     path.join(tmp.dir, 'cp2.log'),
@@ -148,14 +183,21 @@ export async function main(args: string[]): Promise<object> {
   children.push(cp1, cp2);
   await cp1.waitForLog(/control plane started/);
   await cp2.waitForLog(/control plane started/);
-  const agentYaml = (name: string, extra: string) => {
+  const agentYaml = (name: string, extra: string, adminListen = '', tail = '') => {
     const dir = path.join(tmp.dir, name);
     mkdirSync(dir);
     return write(
       `${name}.yml`,
-      `${haproxyYaml.slice(0, -1)}, config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}\nagent: {state_dir: ${dir}, bind_address: 127.0.0.1, admin_listen: "", ${extra}}\n`,
+      `${haproxyYaml.slice(0, -1)}, config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}\nagent: {state_dir: ${dir}, bind_address: 127.0.0.1, admin_listen: "${adminListen}", ${extra}}\n${tail}`,
     );
   };
+  // Agent A serves AgentAdmin, with its own auth: the viewer and operator tokens, and the attacker's (agent role).
+  const agentAuth = `auth:
+  clients:
+    - {name: viewer, token_file: ${tmp.dir}/view.token, roles: [viewer]}
+    - {name: ops, token_file: ${tmp.dir}/ops.token, roles: [operator]}
+    - {name: attacker-agent, token_file: ${tmp.dir}/attacker.token, roles: [agent], node_ids: ["attacker-*"]}
+`;
   const cfgA = path.join(tmp.dir, 'agent-a', 'haproxy.cfg');
   const cfgB = path.join(tmp.dir, 'agent-b', 'haproxy.cfg');
   const agentA = startCli(
@@ -165,6 +207,8 @@ export async function main(args: string[]): Promise<object> {
       agentYaml(
         'agent-a',
         `node_id: honest-a, controlplanes: ["127.0.0.1:${cp1Port}"], token_file: ${tmp.dir}/agent.token`,
+        `127.0.0.1:${agentAdminPort}`,
+        agentAuth,
       ),
     ],
     path.join(tmp.dir, 'agent-a.log'),
@@ -184,6 +228,7 @@ export async function main(args: string[]): Promise<object> {
   children.push(agentA, agentB);
   await waitForPort(honestA);
   await waitForPort(honestB);
+  await waitForPort(agentAdminPort);
   say(
     `hostile: honest service on :${honestA} (agent A, control plane) and :${honestB} (agent B, state file); seed ${seed}`,
   );
@@ -241,7 +286,209 @@ export async function main(args: string[]): Promise<object> {
       ),
     );
 
-  const share = (n: number) => Math.round((target * n) / 24);
+  /** One unary call with a raw body (what the generated encoders refuse to write), any credentials. */
+  const unary = (client: grpc.Client, method: string, body: Buffer, tok: string | undefined, deadlineMs = 8000) =>
+    new Promise<{ ok: boolean; code: number; res?: Buffer }>((resolve) => {
+      let m: grpc.Metadata;
+      try {
+        m = md(tok);
+      } catch {
+        return resolve({ ok: false, code: -1 }); // grpc-js refuses the header value itself
+      }
+      client.makeUnaryRequest<Buffer, Buffer>(
+        method,
+        (b) => b,
+        (b) => b,
+        body,
+        m,
+        { deadline: Date.now() + deadlineMs },
+        (err, res) => resolve(err ? { ok: false, code: err.code } : { ok: true, code: 0, res }),
+      );
+    });
+  const garbage = (n: number) => Buffer.from(Array.from({ length: n }, () => pickIndex(rand, 256)));
+  const statusCodes: Record<string, Record<string, number>> = {};
+  const count = (entry: string, code: number) => {
+    const name = code === -1 ? 'BAD_HEADER' : (grpc.status[code] ?? String(code));
+    const m = (statusCodes[entry] ??= {});
+    m[name] = (m[name] ?? 0) + 1;
+  };
+  /** SetPolicy notes (hostile values) a control plane accepted. */
+  const acceptedPolicies = new Set<string>();
+  /** What the stream-report scenarios saw: real questions answered, kept text that was not plain, forged answers taken. */
+  const reportFigures = { preflight_questions: 0, state_questions: 0, unsanitized: 0, forged_answers_taken: 0 };
+  const checkPlain = (what: string, texts: readonly string[], max: number) => {
+    // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
+    const bad = texts.find((x) => /[\x00-\x1f\x7f-\x9f]/.test(x) || x.length > max);
+    if (bad === undefined) return;
+    reportFigures.unsanitized++;
+    say(`  UNSANITIZED ${what}: ${JSON.stringify(bad.slice(0, 80))} (${bad.length} characters)`);
+  };
+  const helloBytes = (nodeId: string, protocolVersion: number, capabilities: string[] = []) =>
+    Buffer.from(
+      AgentMessage.encode(
+        AgentMessage.fromPartial({
+          hello: { nodeId, agentVersion: 'x', haproxyVersion: 'x', protocolVersion, capabilities },
+        }),
+      ).finish(),
+    );
+  const listAgents = (c: ControlPlaneAdminClient) =>
+    new Promise<ListAgentsResponse | undefined>((resolve) =>
+      c.listAgents({}, md(tokens.view), { deadline: Date.now() + 5000 }, (err, res) => resolve(err ? undefined : res)),
+    );
+  const rolloutStatusOf = () =>
+    new Promise<RolloutStatus | undefined>((resolve) =>
+      rollout2.status({}, md(tokens.view), { deadline: Date.now() + 5000 }, (err, res) =>
+        resolve(err ? undefined : res),
+      ),
+    );
+  /** Counters a control plane kept of an agent's Stats: at most 10,000, names plain, numbers finite and >= 0. */
+  const checkCounters = async (c: ControlPlaneAdminClient, nodeId: string) => {
+    const a = (await listAgents(c))?.agents.find((x) => x.nodeId === nodeId);
+    if (!a) return;
+    checkPlain(
+      `counters of ${nodeId}`,
+      a.counters.map((x) => x.service),
+      253,
+    );
+    if (a.counters.length > 10_000) checkPlain(`counters of ${nodeId}`, ['x'.repeat(a.counters.length)], 10_000);
+    const nums = a.counters.flatMap((x) => [x.requests, x.responses5xx, x.sessions, x.queue, x.servers]);
+    const badNum = nums.find((n) => !Number.isFinite(n) || n < 0);
+    if (badNum !== undefined) checkPlain(`counter value of ${nodeId}`, [`\u0000${badNum}`], 100);
+  };
+  let questionsMissed = 0;
+
+  /** One conversation of section 5b; refused = the server ended the (first) stream with an error status. */
+  const reportScenario = async (
+    kind: number,
+    i: number,
+    raw1: grpc.Client,
+    raw2: grpc.Client,
+    trigger: string,
+  ): Promise<StreamOutcome> => {
+    if (kind === 0 || kind === 1) {
+      // Hello capabilities: unknown names, more than 16, long strings, control characters.
+      const s = openRaw(kind === 0 ? raw1 : raw2, tokens.attacker);
+      s.write(helloBytes(`attacker-cap-${i}`, 2, hostileCapabilities(rand)));
+      await sleep(400);
+      return s.close();
+    }
+    if (kind === 2 || kind === 3) {
+      // Stats with hostile counters, to both control planes (cp2 feeds its rollouts' traffic gates with them).
+      const nodeId = `attacker-stats-${i % 4}`;
+      const stats = hostileStats(rand);
+      const s = openRaw(kind === 2 ? raw1 : raw2, tokens.attacker);
+      s.write(helloBytes(nodeId, 2, ['settings']));
+      s.write(stats.message);
+      await sleep(stats.services > 1 ? 900 : 400);
+      const outcome = await s.close();
+      await checkCounters(kind === 2 ? admin1 : admin2, nodeId);
+      return outcome;
+    }
+    if (kind === 4) {
+      // Stats before the hello.
+      const s = openRaw(raw1, tokens.attacker);
+      s.write(hostileStats(rand).message);
+      s.write(helloBytes(`attacker-${i}`, 2));
+      await sleep(400);
+      return s.close();
+    }
+    if (kind === 5 || kind === 8) {
+      // Reports nobody asked for: PreflightReports with unknown ids and huge lists (protocol 2, or protocol 0 where
+      // no question is ever asked), plus on protocol 0 a Stats and a StateReport too.
+      const report = hostilePreflightReport(rand);
+      const state = hostileStateReport(rand);
+      const s = openRaw(i % 2 === 0 ? raw1 : raw2, tokens.attacker);
+      s.write(helloBytes(`attacker-pr-${i}`, kind === 5 ? 2 : 0, ['preflight']));
+      s.write(report());
+      if (kind === 8) {
+        s.write(hostileStats(rand).message);
+        s.write(state(`q${pickIndex(rand, 100)}`));
+      }
+      await sleep(500);
+      return s.close();
+    }
+    if (kind === 6 || kind === 9) {
+      // A real preflight question (cp2, a new revision written to its file source): the wrong agent answers it
+      // first (ok), then the agent asked answers with a hostile report (6) or with the wrong id (9).
+      const pNode = `attacker-pf-${i}`;
+      const report = hostilePreflightReport(rand);
+      const p = openRaw(raw2, tokens.attacker);
+      const w = openRaw(raw2, tokens.attacker);
+      p.write(helloBytes(pNode, 2, ['preflight', 'settings']));
+      w.write(helloBytes(`attacker-pw-${i}`, 2, ['preflight']));
+      await sleep(300);
+      writeFileSync(
+        trigger,
+        JSON.stringify({ type: 'static', port: free(), listen_options: ['mode http'], hosts: [`127.0.0.1:${free()}`] }),
+      );
+      const q = await p.next((m) => m.preflightRequest !== undefined, questionsMissed > 3 ? 1000 : 3000);
+      if (!q?.preflightRequest) {
+        questionsMissed++;
+        p.write(report());
+      } else {
+        reportFigures.preflight_questions++;
+        const id = q.preflightRequest.id;
+        w.write(new RawPb().bytes(7, new RawPb().bytes(1, id).varint(2, true)).finish());
+        if (kind === 6) {
+          p.write(report(id));
+          p.write(report(id)); // twice
+        } else p.write(report(`${id}x`));
+        await sleep(kind === 9 ? 1500 : 700); // 9: past the preflight timeout (1 s): the question went unanswered
+        const a = (await rolloutStatusOf())?.agents.find((x) => x.nodeId === pNode);
+        if (a) {
+          checkPlain('Rollout/Status agent error', [a.error], 1000);
+          if (kind === 9 && a.preflight === 'passed') {
+            reportFigures.forged_answers_taken++;
+            say(`  FORGED preflight answer taken for ${pNode}`);
+          }
+        }
+      }
+      await w.close();
+      return p.close();
+    }
+    // kind 7: GetAgentView asks an attacker agent what its HAProxy has; another attacker answers first with a
+    // forged report, then the agent asked answers with a hostile one. The view must hold neither raw.
+    const aNode = `attacker-sv-${i % 8}`;
+    const state = hostileStateReport(rand);
+    const a = openRaw(raw1, tokens.attacker);
+    const w = openRaw(raw1, tokens.attacker);
+    a.write(helloBytes(aNode, 2));
+    w.write(helloBytes(`attacker-sw-${i % 8}`, 2));
+    await a.next((m) => m.push !== undefined, 1000);
+    const view = new Promise<AgentView | undefined>((resolve) =>
+      admin1.getAgentView({ nodeId: aNode }, md(tokens.view), { deadline: Date.now() + 8000 }, (err, res) =>
+        resolve(err ? undefined : res),
+      ),
+    );
+    const q = await a.next((m) => m.stateRequest !== undefined, 2000);
+    if (q?.stateRequest) {
+      reportFigures.state_questions++;
+      const forged = new RawPb()
+        .bytes(1, q.stateRequest.id)
+        .bytes(2, new RawPb().bytes(1, 'FORGED').bytes(2, 'x').bytes(3, '10.9.9.9').varint(4, 1n));
+      w.write(new RawPb().bytes(5, forged).finish());
+      a.write(state(q.stateRequest.id));
+    }
+    const v = await view;
+    if (v) {
+      checkPlain(
+        'GetAgentView',
+        v.haproxy.flatMap((s) => [s.backend, s.name, s.address, s.adminState, s.operState]),
+        256,
+      );
+      checkPlain('GetAgentView haproxy_error', [v.haproxyError], 4200);
+      if (v.haproxy.some((s) => s.backend === 'FORGED')) {
+        reportFigures.forged_answers_taken++;
+        say(`  FORGED state report taken for ${aNode}`);
+      }
+    }
+    await w.close();
+    return a.close();
+  };
+
+  // Shares of the inputs in 48ths: 550 / 150 / 250 / 350 / 150 / 150 / 150 / 150 / 150 / 100 and the rest (250)
+  // for proxymgr.yml at the default 2,400.
+  const share = (n: number) => Math.round((target * n) / 48);
   const tallies: Record<string, Tally> = {};
   const tally = (name: string) => (tallies[name] ??= { inputs: 0, rejected: 0, accepted: 0, crashes: 0 });
   let namesNotInErrors = 0;
@@ -249,7 +496,7 @@ export async function main(args: string[]): Promise<object> {
   // 1. Service configs in ZooKeeper, in batches: wait until each is served or reported, then remove the batch.
   {
     const t = tally('zk_service_config');
-    const total = share(7);
+    const total = share(11);
     for (let i = 0; i < total;) {
       const batch: string[] = [];
       for (let j = 0; j < 25 && i < total; j++, i++) {
@@ -277,10 +524,42 @@ export async function main(args: string[]): Promise<object> {
     say(`  zk service configs: ${JSON.stringify(t)}`);
   }
 
+  // 1b. The traffic options of a service config (canary, drain_timeout_ms, slow_start_ms, zone_label) in ZooKeeper:
+  // served through agent A's real HAProxy when valid (canary weights computed from the labelled hosts).
+  {
+    const t = tally('zk_service_options');
+    const total = share(3);
+    for (let i = 0; i < total;) {
+      const batch: string[] = [];
+      for (let j = 0; j < 25 && i < total; j++, i++) {
+        const name = `opt-${i}`;
+        t.inputs++;
+        try {
+          await zkc.put(`/service_config/${name}`, serviceOptionsText(rand, i, portsFor, canaryPath));
+          batch.push(name);
+        } catch {
+          t.rejected++; // ZooKeeper itself refused the node (its size)
+        }
+      }
+      const verdicts = await settle(() => listServices(admin1), batch);
+      scan();
+      for (const name of batch) {
+        if (verdicts.served.has(name)) t.accepted++;
+        else {
+          t.rejected++;
+          if (!verdicts.errors.has(name)) namesNotInErrors++;
+        }
+      }
+      for (const name of batch) await zkc.remove(`/service_config/${name}`).catch(() => undefined);
+      await sleep(50);
+    }
+    say(`  zk service options: ${JSON.stringify(t)}`);
+  }
+
   // 2. Service configs in files (second control plane).
   {
     const t = tally('file_service_config');
-    const total = share(3);
+    const total = share(5);
     for (let i = 0; i < total;) {
       const batch: string[] = [];
       for (let j = 0; j < 25 && i < total; j++, i++) {
@@ -311,7 +590,7 @@ export async function main(args: string[]): Promise<object> {
   // 3. Host nodes under a watched path, both formats.
   {
     const t = tally('zk_host');
-    const total = share(4);
+    const total = share(7);
     for (let i = 0; i < total;) {
       const batch: string[] = [];
       for (let j = 0; j < 40 && i < total; j++, i++) {
@@ -338,7 +617,7 @@ export async function main(args: string[]): Promise<object> {
   // 4. Desired-state files for agent B: each write is judged from the agent's log lines that follow it.
   {
     const t = tally('state_file');
-    const total = share(2);
+    const total = share(3);
     for (let i = 0; i < total; i++) {
       t.inputs++;
       const before = agentB.logs().length;
@@ -360,7 +639,7 @@ export async function main(args: string[]): Promise<object> {
   // 5. AgentStream messages: odd hellos, impersonation, unknown and replayed nonces, out-of-order ACKs.
   {
     const t = tally('agent_stream');
-    const total = share(2);
+    const total = share(3);
     const client = new AgentStreamClient(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
     for (let i = 0; i < total; i++) {
       t.inputs++;
@@ -372,10 +651,33 @@ export async function main(args: string[]): Promise<object> {
     say(`  agent stream messages: ${JSON.stringify(t)}`);
   }
 
+  // 5b. AgentStream messages added since the first campaign: hello capabilities, Stats with hostile counters,
+  // PreflightReports (ids nobody asked, the wrong agent's answer to a real question, huge lists) and StateReports
+  // answering a real GetAgentView question with hostile text. What the control plane keeps of them is read back
+  // (ListAgents, Rollout/Status, GetAgentView) and must be plain text within its bounds.
+  {
+    const t = tally('agent_stream_reports');
+    const total = share(3);
+    const raw1 = new grpc.Client(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
+    const raw2 = new grpc.Client(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), rpcOpts);
+    const trigger = path.join(fileConfigs, 'pftrigger.json');
+    for (let i = 0; i < total; i++) {
+      t.inputs++;
+      const kind = pickIndex(rand, 10);
+      const outcome = await reportScenario(kind, i, raw1, raw2, trigger);
+      if (outcome === 'refused') t.rejected++;
+      else t.accepted++;
+    }
+    rmSync(trigger, { force: true });
+    raw1.close();
+    raw2.close();
+    say(`  agent stream reports: ${JSON.stringify(t)} ${JSON.stringify(reportFigures)}`);
+  }
+
   // 6. Admin requests with odd arguments and odd credentials.
   {
     const t = tally('admin');
-    const total = share(2);
+    const total = share(3);
     for (let i = 0; i < total; i++) {
       t.inputs++;
       const tok = pick([
@@ -437,6 +739,139 @@ export async function main(args: string[]): Promise<object> {
     say(`  admin requests: ${JSON.stringify(t)}`);
   }
 
+  // 6b. Rollout/SetPolicy (hostile gate and preflight values), Rollout/Plan and ControlPlaneAdmin/GetAgentView
+  // (odd, huge, unknown node ids), with every kind of credential, and garbage request bodies.
+  {
+    const t = tally('rollout_admin');
+    const total = share(3);
+    const raw1 = new grpc.Client(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
+    const raw2 = new grpc.Client(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), rpcOpts);
+    const methods = [
+      '/proxymgr.v1.Rollout/SetPolicy',
+      '/proxymgr.v1.Rollout/Plan',
+      '/proxymgr.v1.ControlPlaneAdmin/GetAgentView',
+    ];
+    for (let i = 0; i < total; i++) {
+      t.inputs++;
+      const tok = pick([
+        tokens.ops,
+        tokens.ops,
+        tokens.ops,
+        tokens.view,
+        tokens.attacker,
+        tokens.agent,
+        undefined,
+        'wrong-token-0123456789abcdef',
+        'Bearer',
+        '\u00ff'.repeat(10),
+      ]);
+      const call = pickIndex(rand, 4);
+      let method: string;
+      let body: Buffer;
+      let note = '';
+      let client = raw2;
+      if (call === 0) {
+        const p = hostileSetPolicy(rand);
+        method = methods[0]!;
+        body = p.body;
+        note = p.note;
+      } else if (call === 1) {
+        method = methods[1]!;
+        body = pick([Buffer.alloc(0), new RawPb().bytes(15, 'x'.repeat(1000)).varint(3, -1n).finish()]);
+        client = pick([raw1, raw2]);
+      } else if (call === 2) {
+        method = methods[2]!;
+        body = new RawPb().bytes(1, oddNodeId(rand, i)).finish();
+        client = pick([raw1, raw2]);
+      } else {
+        method = pick(methods);
+        body = garbage(1 + pickIndex(rand, 64));
+      }
+      const r = await unary(client, method, body, tok);
+      count('rollout_admin', r.code);
+      if (!r.ok) {
+        t.rejected++;
+        continue;
+      }
+      t.accepted++;
+      if (method === methods[0] && note !== 'valid') acceptedPolicies.add(note);
+      if (method === methods[2] && r.res) {
+        const v = AgentView.decode(r.res);
+        checkPlain(
+          'GetAgentView',
+          v.haproxy.flatMap((s) => [s.backend, s.name, s.address, s.adminState, s.operState]),
+          256,
+        );
+        checkPlain('GetAgentView haproxy_error', [v.haproxyError], 4200);
+      }
+    }
+    raw1.close();
+    raw2.close();
+    say(`  rollout admin requests: ${JSON.stringify(t)} ${JSON.stringify(statusCodes.rollout_admin ?? {})}`);
+    if (acceptedPolicies.size > 0) say(`  SetPolicy values accepted: ${[...acceptedPolicies].sort().join(' | ')}`);
+  }
+
+  // 6c. Agent A's own admin server (AgentAdmin, bearer tokens, viewer role): every method, methods it does not
+  // serve, odd limits, garbage and oversized bodies, with every kind of credential.
+  let agentAdminAlive = false;
+  {
+    const t = tally('agent_admin');
+    const total = share(2);
+    const client = new grpc.Client(`127.0.0.1:${agentAdminPort}`, grpc.credentials.createInsecure(), rpcOpts);
+    for (let i = 0; i < total; i++) {
+      t.inputs++;
+      const tok = pick([
+        tokens.view,
+        tokens.view,
+        tokens.ops,
+        tokens.attacker,
+        tokens.agent,
+        undefined,
+        'wrong-token-0123456789abcdef',
+        'Bearer',
+        '\u00ff'.repeat(10),
+      ]);
+      const method = pick([
+        '/proxymgr.v1.AgentAdmin/Status',
+        '/proxymgr.v1.AgentAdmin/HaproxyState',
+        '/proxymgr.v1.AgentAdmin/RecentActions',
+        '/proxymgr.v1.AgentAdmin/RecentActions',
+        '/proxymgr.v1.AgentAdmin/RecentActions',
+        '/proxymgr.v1.AgentAdmin/Evil',
+        '/proxymgr.v1.ControlPlaneAdmin/ListServices',
+        '/proxymgr.v1.Rollout/SetPolicy',
+        '/grpc.health.v1.Health/Check',
+        '/proxymgr.v1.AgentStream/Stream',
+      ]);
+      const shape = pickIndex(rand, 8);
+      const body =
+        shape === 0
+          ? Buffer.alloc(0)
+          : shape === 1
+            ? new RawPb().varint(1, pick(HOSTILE_INTEGERS)).finish() // RecentActions.limit
+            : shape === 2
+              ? new RawPb().varint(1, pick([0n, 1n, 50n, 4_294_967_295n])).finish()
+              : shape === 3
+                ? new RawPb().double(1, pick([NaN, Infinity, -1])).finish() // the wrong wire type
+                : shape === 4
+                  ? Buffer.from([0x08, 0xff]) // a truncated varint
+                  : shape === 5
+                    ? garbage(1 + pickIndex(rand, 64))
+                    : shape === 6
+                      ? new RawPb().bytes(15, 'x'.repeat(1_000_000)).finish() // 1 MB unknown field
+                      : new RawPb().bytes(15, 'x'.repeat(5_000_000)).finish(); // past the 4 MB limit
+      const r = await unary(client, method, body, tok);
+      count('agent_admin', r.code);
+      if (r.ok) t.accepted++;
+      else t.rejected++;
+    }
+    agentAdminAlive = (await unary(client, '/proxymgr.v1.AgentAdmin/Status', Buffer.alloc(0), tokens.view)).ok;
+    client.close();
+    say(
+      `  agent admin requests: ${JSON.stringify(t)} ${JSON.stringify(statusCodes.agent_admin ?? {})}; final Status ${agentAdminAlive ? 'ok' : 'FAILED'}`,
+    );
+  }
+
   // 7. proxymgr.yml documents: parsed by the real parser in process; a handful also by a real `proxymgr agent`.
   {
     const t = tally('proxymgr_yml');
@@ -483,7 +918,20 @@ export async function main(args: string[]): Promise<object> {
   const honestOk = loads.reduce((n, r) => n + r.ok, 0);
   const attackPortsOpen = (await Promise.all([attackPort].map((p) => listening(p)))).filter(Boolean).length;
   const dead = crashed();
-  const crashes = dead.length + Object.values(tallies).reduce((n, x) => n + x.crashes, 0);
+  // A crash that did not (yet) end a process: an unhandled rejection or uncaught exception printed to its log
+  // (every log line of ours is JSON; node's own crash output is not).
+  const logCrashes = children.flatMap((c) => {
+    const lines = c
+      .logs()
+      .split('\n')
+      .filter((l) => !l.startsWith('{') && /Unhandled|Uncaught|FATAL ERROR|^\s+at /.test(l));
+    return lines.length > 0 ? [`${path.basename(c.logFile)}: ${lines.slice(0, 6).join(' | ').slice(0, 600)}`] : [];
+  });
+  const crashes =
+    dead.length +
+    logCrashes.filter((l) => !dead.some((d) => d.startsWith(l.split(':')[0]!))).length +
+    Object.values(tallies).reduce((n, x) => n + x.crashes, 0);
+  for (const l of logCrashes) say(`  CRASH OUTPUT in ${l}`);
   for (const line of injected) say(`  INJECTED: ${line}`);
   for (const d of dead) say(`  PROCESS DIED: ${d}`);
   if (honestFailed > 0) say(`  honest failures: ${JSON.stringify(loads.map((l) => l.errors))}`);
@@ -511,6 +959,13 @@ export async function main(args: string[]): Promise<object> {
     honest_failed_requests: honestFailed,
     honest_ok_requests: honestOk,
     rejected_without_error_entry: namesNotInErrors,
+    unsanitized_texts_kept: reportFigures.unsanitized,
+    forged_answers_taken: reportFigures.forged_answers_taken,
+    preflight_questions_answered: reportFigures.preflight_questions,
+    state_questions_answered: reportFigures.state_questions,
+    agent_admin_alive: agentAdminAlive,
+    setpolicy_hostile_values_accepted: [...acceptedPolicies].sort(),
+    status_codes: statusCodes,
     by_entry_point: tallies,
   };
 }
@@ -685,6 +1140,76 @@ function streamScenario(
         call.write(hello(`attacker-${i}`));
     }
   });
+}
+
+/** A raw AgentStream: messages written as bytes (RawPb or the generated encoder), answers decoded. */
+interface RawStream {
+  write(b: Buffer): void;
+  /** The first control message so far or to come that matches `f`; undefined after `ms` or once the stream ended. */
+  next(f: (m: ControlMessage) => boolean, ms: number): Promise<ControlMessage | undefined>;
+  /** Cancels the stream; refused when the server had ended it with an error status first. */
+  close(): Promise<StreamOutcome>;
+}
+
+function openRaw(client: grpc.Client, token: string | undefined): RawStream {
+  const md = new grpc.Metadata();
+  if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+  const call = client.makeBidiStreamRequest<Buffer, ControlMessage>(
+    '/proxymgr.v1.AgentStream/Stream',
+    (b) => b,
+    (b) => ControlMessage.decode(b),
+    md,
+    { deadline: Date.now() + 30_000 },
+  );
+  let settle!: (o: StreamOutcome) => void;
+  let done = false;
+  const outcome = new Promise<StreamOutcome>((resolve) => {
+    settle = (o) => {
+      if (done) return;
+      done = true;
+      resolve(o);
+    };
+  });
+  const seen: ControlMessage[] = [];
+  const waiters = new Set<() => void>();
+  const wake = () => {
+    for (const w of [...waiters]) w();
+  };
+  call.on('data', (m: ControlMessage) => {
+    seen.push(m);
+    wake();
+  });
+  // The status says how the stream ended; 'error' must be listened to (or it throws) but says the same.
+  call.on('status', (st: grpc.StatusObject) => {
+    settle(st.code === grpc.status.OK || st.code === grpc.status.CANCELLED ? 'taken' : 'refused');
+    wake();
+  });
+  call.on('error', () => undefined);
+  return {
+    write(b) {
+      if (!done) call.write(b);
+    },
+    next(f, ms) {
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => finish(undefined), ms);
+        const finish = (m: ControlMessage | undefined) => {
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(m);
+        };
+        const check = () => {
+          const m = seen.find(f);
+          if (m || done) finish(m);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+    close() {
+      call.cancel();
+      return outcome;
+    },
+  };
 }
 
 async function waitForPort(port: number): Promise<void> {

@@ -13,7 +13,10 @@ import { ConfigError } from './errors';
  * accepted from loopback peers only.
  */
 
-/** Calls that change something: operator only (and audited). */
+/**
+ * Calls that change something: operator only. Every call that needs `operator` is audited, listed here or not
+ * (see `requiredRole`); this list says which ones are meant to.
+ */
 export const MUTATING_METHODS: ReadonlySet<string> = new Set([
   '/proxymgr.v1.Rollout/Pause',
   '/proxymgr.v1.Rollout/Resume',
@@ -31,6 +34,7 @@ const READ_METHODS: ReadonlySet<string> = new Set([
   '/proxymgr.v1.ControlPlaneAdmin/GetAgentView',
   '/proxymgr.v1.Rollout/Status',
   '/proxymgr.v1.Rollout/History',
+  '/proxymgr.v1.Rollout/Plan',
   '/proxymgr.v1.AgentAdmin/Status',
   '/proxymgr.v1.AgentAdmin/HaproxyState',
   '/proxymgr.v1.AgentAdmin/RecentActions',
@@ -39,6 +43,16 @@ const READ_METHODS: ReadonlySet<string> = new Set([
 ]);
 
 const HEALTH_METHODS: ReadonlySet<string> = new Set(['/grpc.health.v1.Health/Check', '/grpc.health.v1.Health/Watch']);
+
+/** Whether `method` is listed above (a test checks that every method the servers offer is). */
+export function isClassified(method: string): boolean {
+  return (
+    method === AGENT_STREAM_METHOD ||
+    READ_METHODS.has(method) ||
+    HEALTH_METHODS.has(method) ||
+    MUTATING_METHODS.has(method)
+  );
+}
 
 /** The role a method needs. Anything not listed (a method added later and forgotten here) needs `operator`. */
 export function requiredRole(method: string): Role {

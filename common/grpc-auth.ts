@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
 import { Counter, Registry } from 'prom-client';
-import { Authorizer, CallInfo, Decision, MUTATING_METHODS, peerAddress } from './auth';
+import { Authorizer, CallInfo, Decision, peerAddress, requiredRole } from './auth';
 import { Logger } from './log';
 
 /** The metrics of one server's authorization: every mutating call by result, every refused call. */
@@ -64,7 +64,8 @@ export function authInterceptor(authorizer: Authorizer, log: Logger, metrics?: A
   const audit = log.child({ component: 'audit' });
   return (descriptor, call) => {
     const method = descriptor.path;
-    const mutating = MUTATING_METHODS.has(method);
+    // Audited: every call that needs operator, including a method added later and not yet listed (fail closed).
+    const mutating = requiredRole(method) === 'operator';
     let decision: Decision | undefined;
     let request: unknown;
     const listener = new grpc.ServerListenerBuilder()

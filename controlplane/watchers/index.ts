@@ -1,6 +1,8 @@
+import { realpathSync } from 'node:fs';
+import * as path from 'node:path';
 import { ControlPlaneConfig } from '../../common/config';
 import { Logger } from '../../common/log';
-import { lexicallyInside } from '../confined-file';
+import { isInside, lexicallyInside } from '../confined-file';
 import { ServiceConfigError } from '../service-config';
 import { ServiceConfig, Watcher } from '../types';
 import { ZkSessionManager } from '../zk/manager';
@@ -53,6 +55,16 @@ export function createWatcher(config: ServiceConfig, origin: string, ctx: Watche
           `service ${config.name}: file watcher refused for ${spec.file}: not under controlplane.file_watcher_dirs (${dirs.join(', ')})`,
         );
       }
+      // A symlink already in place is refused here, with the service (not served at all), rather than at the first
+      // read (which would serve the service without hosts on its port). A symlink put in place later is refused at
+      // every read: the service keeps its previous hosts, and the file is never read.
+      const real = realPathOrUndefined(spec.file);
+      if (real !== undefined && !dirs.some((d) => isInside(real, realPathOrUndefined(d) ?? path.resolve(d)))) {
+        throw new ServiceConfigError(
+          origin,
+          `service ${config.name}: file watcher refused for ${spec.file}: it resolves (through a symlink) to a path outside controlplane.file_watcher_dirs (${dirs.join(', ')})`,
+        );
+      }
       return new FileWatcher({ file: spec.file, pollMs: ctx.controlplane.filePollMs, allowedDirs: dirs });
     }
     case 'static':
@@ -64,4 +76,13 @@ export function createWatcher(config: ServiceConfig, origin: string, ctx: Watche
 export function watcherIdentity(config: ServiceConfig, ctx: Pick<WatcherContext, 'defaultZkServers'>): string {
   const spec = config.watcher;
   return JSON.stringify(spec.type === 'zookeeper' ? { ...spec, server: spec.server ?? ctx.defaultZkServers } : spec);
+}
+
+/** The real path of `p` (symlinks resolved), or undefined when it does not exist (yet) or cannot be resolved. */
+function realPathOrUndefined(p: string): string | undefined {
+  try {
+    return realpathSync(p);
+  } catch {
+    return undefined;
+  }
 }

@@ -1,6 +1,8 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { alive } from '../../agent/haproxy/orphan';
+import { StatsSocketClient } from '../../agent/haproxy/runtime';
+import { inMaint, isDraining } from '../../agent/haproxy/servers-state';
 import { Backend, startBackends } from '../helpers/backends';
 import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
 import { startLoad } from '../helpers/load';
@@ -52,6 +54,13 @@ describe('hitless agent restart and kill -9 (built CLI, real HAProxy)', () => {
     writeFileSync(`${stateFile}.tmp`, JSON.stringify(doc));
     renameSync(`${stateFile}.tmp`, stateFile);
   };
+  /** Server `name` of web as the running HAProxy has it: drain, ready, maint, or absent. */
+  const adminState = async (name: string) => {
+    const state = await new StatsSocketClient(path.join(tmp.dir, 'haproxy.sock')).serversState('web');
+    const s = state.get('web')?.get(name);
+    if (!s) return 'absent';
+    return inMaint(s) ? 'maint' : isDraining(s) ? 'drain' : 'ready';
+  };
   const start = async () => {
     const a = startCli(['agent', '--config', cfg, '--state', stateFile]);
     agents.push(a);
@@ -65,7 +74,7 @@ describe('hitless agent restart and kill -9 (built CLI, real HAProxy)', () => {
     writeFileSync(
       cfg,
       `haproxy: {config_path: ${tmp.dir}/haproxy.cfg, socket_path: ${tmp.dir}/haproxy.sock, defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}
-agent: {state_dir: ${tmp.dir}/state, admin_listen: ""}
+agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 8000}
 `,
     );
     writeState(backends);
@@ -110,20 +119,37 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: ""}
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/); // adopted, not restarted
     expect(listeningInodes(port)).toEqual(inodes);
 
-    // A host change goes through the runtime API of the adopted process.
+    // A host change goes through the runtime API of the adopted process; the removed host drains (8 s).
     writeState([backends[0]!]);
     expect(await eventually(async () => [...(await tally(port, 4)).keys()].join() === 'a', 10_000)).toBe(true);
     expect(agent.logs()).not.toMatch(/haproxy reloaded/);
+    expect(await adminState('b')).toBe('drain');
+    // haproxy.cfg (written within agent.write_delay_ms of a runtime change) keeps b, and its drain for the next agent.
+    const cfgFile = path.join(tmp.dir, 'haproxy.cfg');
+    expect(await eventually(() => readFileSync(cfgFile, 'utf8').includes('# draining {"backend":"web"'), 5000)).toBe(
+      true,
+    );
 
-    // 2. kill -9, then start.
+    // 2. kill -9 while b drains, then start: the drain goes on in the same process (no reload would cut it short),
+    // and ends at its deadline.
     await agent.kill();
     expect(alive(pid0)).toBe(true);
     await sleep(500);
     agent = await start();
-    expect(await agent.waitForLog(/took over the HAProxy the previous agent left running/)).toBe(true);
+    expect(
+      await agent.waitForLog(/"config_matches":true,"draining":1[^\n]*took over the HAProxy the previous agent left/),
+    ).toBe(true);
     expect(listeningInodes(port)).toEqual(inodes);
+    await sleep(500);
+    expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/);
+    expect(await adminState('b')).toBe('drain');
+    expect(await agent.waitForLog(/"server":"web\/b"[^\n]*drained server deleted/, 15_000)).toBe(true);
+    expect(await adminState('b')).toBe('absent');
+    expect(await eventually(() => !readFileSync(cfgFile, 'utf8').includes('# draining'), 5000)).toBe(true);
+    expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/);
 
-    // 3. The next reload is seamless: a new HAProxy on the same socket, the adopted one soft-stops.
+    // 3. The next reload (the first since the first agent started) is seamless: a new HAProxy on the same socket,
+    // the adopted one soft-stops.
     writeState(backends, ['mode http', 'balance roundrobin']);
     expect(await agent.waitForLog(/haproxy reloaded/)).toBe(true);
     const pid1 = haproxyPid(agent.logs());

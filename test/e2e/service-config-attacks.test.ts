@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ControlPlaneAdminClient, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
@@ -14,9 +14,10 @@ jest.setTimeout(180_000);
  * Service configs cannot take over HAProxy, end to end: a real ZooKeeper, the built control plane, a real agent with
  * its real HAProxy, real backends. An honest service carries traffic throughout; service configs written to
  * ZooKeeper try to open a section with an admin stats socket, bind a port, open a TCP stats socket, run a program,
- * read files and slip in server options. Each is refused with an error naming the service (ListServices, the log);
- * nothing of it reaches the agent's haproxy.cfg, no port it names listens, and the honest service never misses a
- * request. A service that was good and turns hostile keeps running its previous version.
+ * read files and slip in server options, and `file` watchers try to read outside controlplane.file_watcher_dirs.
+ * Each is refused with an error naming the service (ListServices, the log); nothing of it reaches the agent's
+ * haproxy.cfg, no port it names listens, nothing of a file outside the listed directory shows up anywhere, and the
+ * honest service never misses a request. A service that was good and turns hostile keeps running its previous version.
  */
 describe('hostile service configs in ZooKeeper → refused by name, nothing reaches HAProxy, the rest keeps serving', () => {
   let zk: ZooKeeper;
@@ -30,6 +31,24 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
   let haproxyCfg: string;
   /** Ports attacks try to open: none may ever listen. */
   const attackPorts: number[] = [];
+  /** controlplane.file_watcher_dirs: the only directory `file` watchers may read under. */
+  let allowedDir: string;
+  /** A "private key" outside allowedDir: file watchers must never read it, nothing of it may show up anywhere. */
+  let secretFile: string;
+  const SECRET_LINES = [
+    '-----BEGIN PRIVATE KEY-----',
+    'MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj',
+    'root:$6$pr0xymgrS3cret$Zq9wQx:19000:0:99999:7:::',
+    'admin:hunter2-b4ttery-st4ple',
+    '-----END PRIVATE KEY-----',
+  ];
+  /** Pieces (6+ characters) of the secret found in `text`. */
+  const leaked = (text: string) =>
+    SECRET_LINES.flatMap((l) => l.split(/[\s:$]+/)).filter((p) => p.length >= 6 && p !== 'PRIVATE' && text.includes(p));
+  /** Everything an operator (or an attacker reading the admin API or logs) sees: ListServices, the log, haproxy.cfg. */
+  const everywhere = async () =>
+    [JSON.stringify(await listServices()), cp.logs(), readFileSync(haproxyCfg, 'utf8')].join('\n');
+  const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   /** The honest service, probed every 20 ms on a fresh connection for the whole run. */
   const probe = { ok: 0, failed: [] as string[], running: true, done: Promise.resolve() };
 
@@ -75,6 +94,11 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
     tmp = tempDir('proxymgr-attacks-');
     [cpPort, webPort, web2Port] = [await freePort(), await freePort(), await freePort()];
     for (let i = 0; i < 8; i++) attackPorts.push(await freePort());
+    allowedDir = path.join(tmp.dir, 'hosts');
+    mkdirSync(allowedDir);
+    mkdirSync(path.join(tmp.dir, 'secret'));
+    secretFile = path.join(tmp.dir, 'secret', 'tls.key');
+    writeFileSync(secretFile, SECRET_LINES.join('\n') + '\n');
     await zkc.put(
       '/service_config/web',
       serviceConfig('web', webPort, {
@@ -101,6 +125,8 @@ service_config:
   path: /service_config
 controlplane:
   listen: 127.0.0.1:${cpPort}
+  file_watcher_dirs: ["${allowedDir}"]
+  file_poll_ms: 200
 `,
     );
     const dir = path.join(tmp.dir, 'agent');
@@ -219,6 +245,79 @@ agent:
     },
   );
 
+  const fileWatcher = (file: string, port: number) =>
+    json({ type: 'file', file, port, listen_options: ['mode http'], server_options: ['check inter 2000'] });
+
+  test('positive control: a file watcher inside controlplane.file_watcher_dirs is served; lines that are not host:port are named by file:line, never quoted', async () => {
+    const name = 'filehosts';
+    const file = path.join(allowedDir, 'filehosts.txt');
+    // the secret's lines inside the allowed directory: read, skipped by line number, quoted nowhere
+    writeFileSync(file, ['# hosts of filehosts', `127.0.0.1:${backends[2]!.port}`, ...SECRET_LINES].join('\n') + '\n');
+    const port = await freePort();
+    await zkc.put(`/service_config/${name}`, fileWatcher(file, port));
+    expect(await eventually(async () => (await served(port)) === 'c', 15_000)).toBe(true);
+    expect((await listServices()).services.find((s) => s.name === name)?.servers.length).toBe(1);
+    const error = await refusal(name, new RegExp(`${escapeRe(file)}:3: line skipped`));
+    for (const n of [3, 4, 5, 6, 7]) expect(error).toContain(`${file}:${n}: line skipped`);
+    expect(readFileSync(haproxyCfg, 'utf8')).toContain(`listen ${name}`);
+    expect(leaked(await everywhere())).toEqual([]);
+    expect(await served(webPort)).toBe('a,b');
+  });
+
+  const fileAttacks: [string, () => string][] = [
+    ['/etc/shadow', () => '/etc/shadow'],
+    ['a file outside the listed directory', () => secretFile],
+    ['a ".." escape from inside the listed directory', () => `${allowedDir}/../secret/tls.key`],
+  ];
+
+  test.each(fileAttacks.map(([what, file], i) => [what, file, i] as const))(
+    'a file watcher reading %s: refused by name, nothing of the file anywhere',
+    async (_what, fileOf, i) => {
+      const name = `evilfile${i}`;
+      const file = fileOf();
+      const ownPort = await freePort();
+      await zkc.put(`/service_config/${name}`, fileWatcher(file, ownPort));
+      const error = await refusal(
+        name,
+        new RegExp(
+          `service ${name}: file watcher refused for ${escapeRe(file)}: not under controlplane.file_watcher_dirs \\(${escapeRe(allowedDir)}\\)`,
+        ),
+      );
+      expect(error).toMatch(/the service is not served until this is fixed/);
+      expect(error.length).toBeLessThan(600);
+      expect(await cp.waitForLog(new RegExp(`"service":"${name}".*invalid service config`))).toBe(true);
+      expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
+      expect(await listening(ownPort)).toBe(false);
+      expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
+      expect(leaked(await everywhere())).toEqual([]);
+      expect(await served(webPort)).toBe('a,b');
+    },
+  );
+
+  test('a file watcher reading through a symlink from inside the listed directory to a file outside: refused by name, nothing of the file anywhere', async () => {
+    const name = 'evilfilelink';
+    const link = path.join(allowedDir, 'linked.txt');
+    symlinkSync(secretFile, link);
+    const ownPort = await freePort();
+    await zkc.put(`/service_config/${name}`, fileWatcher(link, ownPort));
+    // Lexically inside the directory, but its real path is not: refused with the service, like the attacks above.
+    const error = await refusal(
+      name,
+      new RegExp(
+        `service ${name}: file watcher refused for ${escapeRe(link)}: it resolves \\(through a symlink\\) to a path outside controlplane.file_watcher_dirs \\(${escapeRe(allowedDir)}\\)`,
+      ),
+    );
+    expect(error).toMatch(/the service is not served until this is fixed/);
+    expect(error.length).toBeLessThan(600);
+    expect(await cp.waitForLog(new RegExp(`"service":"${name}".*invalid service config`))).toBe(true);
+    expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
+    expect(await listening(ownPort)).toBe(false);
+    expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
+    expect(leaked(await everywhere())).toEqual([]);
+    expect(await served(webPort)).toBe('a,b');
+    await zkc.remove(`/service_config/${name}`);
+  });
+
   test('a hostile per-host option (Nerve haproxy_server_options): that host is left out by name, its service is served without it', async () => {
     const name = 'hostopts';
     await zkc.put(
@@ -291,11 +390,13 @@ agent:
       '# Generated by proxymgr agent from the desired state; rewritten on every change. Do not edit.',
       'global',
       'defaults',
+      'listen filehosts',
       'listen hostopts',
       'listen web',
       'listen web2',
     ]);
     for (const p of attackPorts) expect(await listening(p)).toBe(false);
+    expect(leaked(await everywhere())).toEqual([]);
     probe.running = false;
     await probe.done;
     expect(probe.ok).toBeGreaterThan(20);

@@ -6,6 +6,7 @@ import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
 import { Logger, silentLogger } from '../../common/log';
 import { Discovery } from '../../controlplane/discovery';
 import { HaStore } from '../../controlplane/ha/ha-store';
+import { ALL, ReplicaTraffic } from '../../controlplane/rollout/gate';
 import { Revision } from '../../controlplane/rollout/revision';
 import { loadZkDigest, permsOf, ZkDigest } from '../../controlplane/zk/digest';
 import { ZkSession } from '../../controlplane/zk/session';
@@ -19,7 +20,7 @@ jest.setTimeout(90_000);
 
 /**
  * controlplane.zk_digest_file against a real ZooKeeper: the control plane's own nodes (rollout document, revisions,
- * agent status, leader election) are writable only with its credentials and readable by everyone; replicas sharing
+ * agent status, leader election, each replica's traffic sums for the rollout gates) are writable only with its credentials and readable by everyone; replicas sharing
  * the credentials cooperate; nodes left open by an earlier version are fixed; discovery reads digest-protected
  * service configs.
  */
@@ -77,6 +78,16 @@ describe('ZooKeeper digest authentication and ACLs', () => {
   const children = (c: Client, p: string) =>
     new Promise<string[]>((resolve, reject) => c.getChildren(p, (err, ch) => (err ? reject(err) : resolve(ch))));
   const rev = (id: string): Revision => ({ id, haproxy: { global: [], defaults: [] }, services: [] });
+  /** One replica's traffic sums as the publisher writes them: the rollout gates add every replica's up. */
+  const traffic = (replica: string): ReplicaTraffic => ({
+    epoch: `epoch-${replica}`,
+    at: 1,
+    rollout: 'r1',
+    sums: { aaaaaaaaaaaa: { [ALL]: [100, 0, 0] } },
+    gauges: {},
+    baseline: { [ALL]: [100, 0, 0] },
+    baselineGauges: {},
+  });
 
   beforeAll(async () => {
     zk = await startZooKeeper();
@@ -96,7 +107,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     tmp?.cleanup();
   });
 
-  test('others can read but not change the rollout document, revisions, agent status or leader election; a second replica with the credentials takes over', async () => {
+  test('others can read but not change the rollout document, revisions, agent status, leader election or traffic sums; a second replica with the credentials takes over', async () => {
     const root = '/acl/proxymgr';
     const a = store('cp-a', root, digest);
     expect(await eventually(a.leading, 10_000)).toBe(true);
@@ -110,8 +121,10 @@ describe('ZooKeeper digest authentication and ACLs', () => {
       connectedAt: 1,
     });
     await a.s.update((d) => ({ ...d, stable: 'aaaaaaaaaaaa', seq: d.seq + 1 }));
+    a.s.putTraffic(traffic('cp-a'));
     const c = intruder.client;
     expect(await eventually(async () => (await children(c, `${root}/agents`)).includes('agent-1'))).toBe(true);
+    expect(await eventually(async () => (await children(c, `${root}/traffic`)).includes('cp-a'))).toBe(true);
 
     // every node the control plane created: full rights for its digest, READ for the world
     const want = aclText(digest.acls());
@@ -127,6 +140,8 @@ describe('ZooKeeper digest authentication and ACLs', () => {
       `${root}/agents/agent-1`,
       `${root}/leader`,
       `${root}/leader/${leaderNodes[0]}`,
+      `${root}/traffic`,
+      `${root}/traffic/cp-a`,
     ]) {
       expect({ p, acl: aclText(await getACL(admin.client, p)) }).toEqual({ p, acl: want });
     }
@@ -159,6 +174,24 @@ describe('ZooKeeper digest authentication and ACLs', () => {
       ),
     ).toBe('NO_AUTH');
     expect(await op((cb) => c.remove(`${root}/rollout`, -1, cb))).toBe('NO_AUTH');
+    // Traffic sums steer the rollout gates: forged ones (a replica's overwritten, another replica's made up, a
+    // replica's removed so its figures drop out) could pass a bad canary or fail a good one.
+    const forged = Buffer.from(JSON.stringify({ ...traffic('cp-a'), sums: { aaaaaaaaaaaa: { [ALL]: [1e9, 0, 0] } } }));
+    expect(await op((cb) => c.getData(`${root}/traffic/cp-a`, cb))).toBe('OK');
+    expect(await op((cb) => c.setData(`${root}/traffic/cp-a`, forged, -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.remove(`${root}/traffic/cp-a`, -1, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.create(`${root}/traffic/cp-forged`, forged, cb))).toBe('NO_AUTH');
+    expect(await op((cb) => c.create(`${root}/traffic/cp-forged`, forged, zookeeper.CreateMode.EPHEMERAL, cb))).toBe(
+      'NO_AUTH',
+    );
+    expect(
+      await op((cb) =>
+        c.setACL(`${root}/traffic`, [new zookeeper.ACL(31, new zookeeper.Id('world', 'anyone'))], -1, cb),
+      ),
+    ).toBe('NO_AUTH');
+    expect(await op((cb) => c.remove(`${root}/traffic`, -1, cb))).toBe('NO_AUTH');
+    // … so the gates read exactly what the replica wrote
+    expect([...(await a.s.readTraffic()).entries()]).toEqual([['cp-a', traffic('cp-a')]]);
 
     // other credentials are no better
     const other = await connectZk(zk.connectString);

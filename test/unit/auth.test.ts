@@ -1,7 +1,9 @@
 import type { PeerCertificate } from 'node:tls';
+import type * as grpc from '@grpc/grpc-js';
 import {
   Authorizer,
   CallInfo,
+  isClassified,
   isLoopbackPeer,
   mayStreamAs,
   peerAddress,
@@ -13,6 +15,10 @@ import { authTlsWarning, parseConfig } from '../../common/config';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { helloProblem, MAX_DECLARED_RESOURCES, protocolProblem } from '../../controlplane/grpc/stream-server';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
+import { AgentAdminService, ControlPlaneAdminService } from '../../common/gen/proxymgr/v1/admin';
+import { RolloutService } from '../../common/gen/proxymgr/v1/rollout';
+import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
+import { addHealth, addReflection } from '../../common/grpc';
 
 const OPS_TOKEN = 'ops-token-0123456789abcdef';
 const VIEW_TOKEN = 'view-token-0123456789abcdef';
@@ -63,6 +69,21 @@ describe('roles per method', () => {
     for (const m of ['Pause', 'Resume', 'Promote', 'Abort', 'SetPolicy'])
       expect(requiredRole(`/proxymgr.v1.Rollout/${m}`)).toBe('operator');
     expect(requiredRole('/proxymgr.v1.Rollout/SomethingNew')).toBe('operator');
+    expect(requiredRole('/proxymgr.v1.Rollout/Plan')).toBe('viewer'); // a read: ctl rollout plan for viewers
+  });
+
+  test('every method either server offers is listed with its role (none falls to the operator default)', () => {
+    // The services as the control plane and the agent register them, health and reflection included.
+    const paths: string[] = [];
+    const server = {
+      addService: (def: grpc.ServiceDefinition) => paths.push(...Object.values(def).map((m) => m.path)),
+    } as unknown as grpc.Server;
+    for (const def of [AgentStreamDefinition, ControlPlaneAdminService, RolloutService, AgentAdminService])
+      server.addService(def as unknown as grpc.ServiceDefinition, {});
+    addHealth(server, () => true).close();
+    addReflection(server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin', 'proxymgr.v1.Rollout']);
+    expect(paths.length).toBeGreaterThanOrEqual(20);
+    expect(paths.filter((p) => !isClassified(p))).toEqual([]);
   });
 });
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
@@ -183,8 +183,29 @@ describe('deploy/systemd runs with least privilege', () => {
       expect(await run('try-restart')).toBe('USR2');
       expect(await run('')).toBe('USR2'); // no job: not a stop
       expect(await run('stop')).toBe('TERM');
-      // ExecStopPost ends HAProxy only for a stop job (after a crash, Restart=always's next agent takes it over).
-      expect(script('ExecStopPost')).toMatch(/stop\(\[\[:space:\]\]\|\$\)"; then pid=/);
+      // ExecStopPost ends HAProxy only for a stop job (after a crash, Restart=always's next agent takes it over),
+      // whether haproxy.path is a bare name or absolute (the example's /usr/sbin/haproxy), and nothing else.
+      const stopPost = async (job: string, argv0: string) => {
+        writeFileSync(
+          path.join(tmp, 'systemctl'),
+          `#!/bin/sh\n[ -n "${job}" ] && echo "42 proxymgr-agent.service ${job} running"\nexit 0\n`,
+          { mode: 0o755 },
+        );
+        const haproxy = spawn('/bin/sh', ['-c', 'while :; do sleep 0.05; done', '-f', '/x/haproxy.cfg'], { argv0 });
+        mkdirSync(path.join(tmp, 'proxymgr'), { recursive: true });
+        writeFileSync(path.join(tmp, 'proxymgr', 'haproxy.pid'), `${haproxy.pid}\n`);
+        const exited = new Promise<NodeJS.Signals | null>((r) => haproxy.once('exit', (_code, sig) => r(sig)));
+        const post = script('ExecStopPost').split('%n').join('proxymgr-agent.service').split('%S').join(tmp);
+        const done = spawn('/bin/sh', ['-c', post], { env: { PATH: `${tmp}:/usr/bin:/bin` } });
+        expect(await new Promise((r) => done.once('exit', r))).toBe(0);
+        const sig = await Promise.race([exited, new Promise((r) => setTimeout(() => r('alive'), 500))]);
+        haproxy.kill('SIGKILL');
+        return sig;
+      };
+      expect(await stopPost('stop', '/usr/sbin/haproxy')).toBe('SIGTERM');
+      expect(await stopPost('stop', 'haproxy')).toBe('SIGTERM');
+      expect(await stopPost('restart', '/usr/sbin/haproxy')).toBe('alive');
+      expect(await stopPost('stop', '/usr/bin/not-haproxy')).toBe('alive'); // a reused pid is left alone
       expect(u.get('SystemCallFilter')).toBe('pidfd_open pidfd_getfd'); // the takeover's syscalls (in @debug)
     } finally {
       rmSync(tmp, { recursive: true, force: true });
