@@ -4,6 +4,7 @@ import { AgentStatus } from '../rollout/store';
 import { call, call2, ignore, zkCode } from '../zk/calls';
 import type { HaContext } from './ha-store';
 import { decodeNode, encodeNode } from './node-codec';
+import { isPersistent } from './traffic-nodes';
 
 /**
  * The status of every connected agent: one ephemeral node per agent under `agents/`, written by the replica the
@@ -95,9 +96,10 @@ export class AgentStatusNodes {
         }
         this.watchAgent(client, epoch, id);
       },
-      (err, data) => {
+      (err, data, stat) => {
         if (epoch !== this.ctx.epoch()) return;
-        if (err) {
+        // Replicas write only ephemeral status nodes: a persistent one is nobody's agent.
+        if (err || isPersistent(stat)) {
           if (this.agentCache.delete(id)) this.emitAgents();
           return;
         }

@@ -5,7 +5,7 @@ import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
 import { ReplicaTraffic, TrafficView } from '../rollout/gate';
 import { Revision } from '../rollout/revision';
 import { AgentStatus, RolloutStore, RolloutStoreListener } from '../rollout/store';
-import { ensurePath, secureNodes, stillOpen } from '../zk/acl';
+import { ensurePath, removeOpenChildren, secureNodes, stillOpen } from '../zk/acl';
 import { call, call2, ignore, zkCode } from '../zk/calls';
 import { decodeNode, encodeNode } from './node-codec';
 import { AgentStatusNodes } from './agent-status-nodes';
@@ -165,7 +165,9 @@ export class HaStore implements RolloutStore {
           ...['rollout', 'revisions', 'agents', 'leader', 'traffic'].map((d) => this.p(d)),
           ...revisions.map((r) => this.p('revisions', r)),
         ];
-        const fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
+        let fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
+        for (const dir of ['agents', 'traffic'])
+          fixed += await removeOpenChildren(client, this.p(dir), this.opts.digest, this.log);
         if (fixed > 0)
           this.log.warn(
             { fixed, zk_path: this.opts.root },

@@ -52,7 +52,12 @@ export class TrafficNodes {
     await Promise.all(
       names.map(async (name) => {
         try {
-          const [data] = await call2<Buffer, Stat>((cb) => client.getData(this.ctx.p('traffic', name), cb));
+          const [data, stat] = await call2<Buffer, Stat>((cb) => client.getData(this.ctx.p('traffic', name), cb));
+          // Replicas write only ephemeral nodes here: a persistent one is nobody's traffic.
+          if (isPersistent(stat)) {
+            this.ctx.log.warn({ node: name }, 'traffic node is not ephemeral (not written by a replica); left out');
+            return;
+          }
           const t = decodeNode(data);
           if (isReplicaTraffic(t)) out.set(name, t);
           else this.ctx.log.warn({ node: name }, 'traffic node of a replica is malformed; left out of the gates');
@@ -87,4 +92,9 @@ export function isReplicaTraffic(t: unknown): t is ReplicaTraffic {
     vecs(o.baseline) &&
     vecs(o.baselineGauges)
   );
+}
+
+/** A node that no session owns (ephemeralOwner 0): not one a replica wrote. */
+export function isPersistent(stat: Stat): boolean {
+  return stat.ephemeralOwner.every((b) => b === 0);
 }

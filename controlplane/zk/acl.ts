@@ -57,6 +57,39 @@ export async function secureNodes(
   return fixed;
 }
 
+/**
+ * Removes the children of `parent` that others may change. Under `agents/` and `traffic/` every node of the control
+ * plane is ephemeral and re-written by its replica; one with an open ACL was made before the credentials were set
+ * (by an older replica, which writes it again, or by anyone who could write then, and whose content cannot be
+ * trusted). Returns how many were removed.
+ */
+export async function removeOpenChildren(
+  client: Client,
+  parent: string,
+  digest: ZkDigest,
+  log: Logger,
+): Promise<number> {
+  const children = await call<string[]>((cb) => client.getChildren(parent, cb)).catch(() => [] as string[]);
+  let removed = 0;
+  for (const child of children) {
+    const path = `${parent}/${child}`;
+    try {
+      const acls = await new Promise<ACL[]>((resolve, reject) =>
+        client.getACL(path, (err, a) => (err ? reject(err) : resolve(a))),
+      );
+      if (!digest.isOpen(acls)) continue;
+      await call((cb) => client.remove(path, -1, (e) => cb(e, undefined)));
+      removed++;
+      if (removed <= 20)
+        log.warn({ path, was: acls.map(describeAcl).join(',') }, 'removed a ZooKeeper node others could change');
+    } catch (err) {
+      if (codeOf(err) === Exception.NO_NODE) continue;
+      log.error({ path, err: errorMessage(err) }, 'cannot remove a ZooKeeper node others could change');
+    }
+  }
+  return removed;
+}
+
 /** The nodes of `paths` that others may still change (read back after secureNodes); missing nodes do not count. */
 export async function stillOpen(client: Client, paths: readonly string[], digest: ZkDigest): Promise<string[]> {
   const open: string[] = [];

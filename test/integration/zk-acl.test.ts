@@ -291,6 +291,10 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     old.s.close();
     const c = intruder.client;
     expect(aclText(await getACL(c, `${root}/revisions/dddddddddddd`))).toEqual(['world:anyone:31']);
+    // While the ACLs were open, someone planted traffic sums and an agent status of their own (persistent nodes).
+    const planted = Buffer.from(JSON.stringify({ ...traffic('cp-forged'), sums: { x: { [ALL]: [1e9, 1e9, 0] } } }));
+    expect(await op((cb) => c.create(`${root}/traffic/cp-forged`, planted, cb))).toBe('OK');
+    expect(await op((cb) => c.create(`${root}/agents/forged-agent`, Buffer.from('{}'), cb))).toBe('OK');
 
     lines = [];
     const next = store('cp-new', root, digest, capturingLogger());
@@ -319,7 +323,16 @@ describe('ZooKeeper digest authentication and ACLs', () => {
         `${root}/traffic`,
       ].sort(),
     );
-    expect(lines.some((l) => l.includes('set the ACL of 7 ZooKeeper node(s)'))).toBe(true);
+    // The planted nodes are removed (replicas write only ephemeral nodes there, and write them again).
+    expect(
+      lines
+        .filter((l) => l.includes('removed a ZooKeeper node others could change'))
+        .map((l) => JSON.parse(l).path)
+        .sort(),
+    ).toEqual([`${root}/agents/forged-agent`, `${root}/traffic/cp-forged`]);
+    expect(await children(c, `${root}/traffic`)).not.toContain('cp-forged');
+    expect([...(await next.s.readTraffic()).keys()]).not.toContain('cp-forged');
+    expect(lines.some((l) => l.includes('set the ACL of 9 ZooKeeper node(s)'))).toBe(true);
     expect(lines.join('\n')).not.toContain('correct-horse-battery');
     expect(await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
     next.s.close();
