@@ -113,7 +113,7 @@ export class AgentProcess {
     this.log = opts.log;
     this.runtime = new StatsSocketClient(opts.config.haproxy.socketPath);
     this.agent = new Agent({ config: opts.config, log: opts.log, runtime: this.runtime });
-    this.serviceStats = new ServiceStatsTracker(this.runtime);
+    this.serviceStats = new ServiceStatsTracker(this.runtime, (pid) => pid === this.agent.supervisor.adoptedPid);
     this.cacheFile = path.join(opts.config.agent.stateDir, 'desired-state.json');
     this.cache = new CoalescedFile(
       this.cacheFile,

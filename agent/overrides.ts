@@ -9,12 +9,12 @@ export interface OverrideEvent {
 }
 
 /**
- * Operator overrides (issue 9 l; docs/agent-faults.md). The agent itself only ever puts servers in maint that left
- * the desired state, and readies servers that enter it; so a desired server found in drain or maint after the
- * agent had seen it ready was put there by someone else — an operator on the stats socket, or an agent-check — and
- * is left alone until it is ready again or leaves the desired state. Right after a HAProxy crash restart the states
- * come from the server-state file of the last reload and say nothing about operators: no override is taken from
- * them, and known ones that came back ready stay (the plan re-applies them).
+ * Operator overrides (issue 9 l; docs/agent-faults.md). The agent itself only ever drains (then puts in maint)
+ * servers that left the desired state, and readies servers that enter it; so a desired server found in drain or
+ * maint after the agent had seen it ready was put there by someone else — an operator on the stats socket, or an
+ * agent-check — and is left alone until it is ready again or leaves the desired state. Right after a HAProxy crash
+ * restart the states come from the server-state file of the last reload and say nothing about operators: no
+ * override is taken from them, and known ones that came back ready stay (the plan re-applies them).
  */
 export class OverrideTracker {
   /** Desired servers seen ready since they (re)entered the desired state: backend → servers. */
@@ -35,8 +35,8 @@ export class OverrideTracker {
   }
 
   /**
-   * The agent took over a HAProxy a previous agent left running and knows nothing that one saw. Agents never put a
-   * server in drain, so in the next observation a desired server in drain was drained by someone else (an operator,
+   * The agent took over a HAProxy a previous agent left running and knows nothing that one saw. Agents drain only
+   * servers that left the desired state, so in the next observation a desired server in drain was drained by someone else (an operator,
    * an agent-check): an override, kept across the restart. Maint is not taken: a previous agent killed between `add
    * server` and `state ready` leaves a desired server in maint, which must not stay there.
    */

@@ -18,6 +18,8 @@ export interface Supervisor extends Pick<EventEmitter, 'on' | 'once' | 'off'> {
   readonly pid: number | undefined;
   /** Crash restarts so far. */
   readonly restarts: number;
+  /** The pid of the HAProxy taken over from a previous agent, while it is the current process. */
+  readonly adoptedPid: number | undefined;
   /** Starts HAProxy on `fds` (none runs) or reloads it seamlessly (one runs); resolves with the new pid once it answers. */
   startOrReload(fds: readonly number[]): Promise<number>;
   /** Takes over a HAProxy a previous agent left running (and the older ones still soft-stopping). */

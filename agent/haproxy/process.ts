@@ -87,6 +87,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     return this.state === 'running' ? (this.current?.pid ?? this.adopted) : undefined;
   }
 
+  get adoptedPid(): number | undefined {
+    return this.state === 'running' && this.current === undefined ? this.adopted : undefined;
+  }
+
   get running(): boolean {
     return this.state === 'running';
   }

@@ -129,7 +129,15 @@ export class ServiceStatsTracker {
   /** Samples run one at a time, in order: two answers folded in out of order would read as a reset. */
   private chain: Promise<void> = Promise.resolve();
 
-  constructor(private readonly runtime: Pick<RuntimeApi, 'command'>) {}
+  /**
+   * `countsFromZero(pid)`: whether this tracker's first sample of `pid` is its zero point. True for a HAProxy taken
+   * over from a previous agent: what it counted before was reported by that agent (with that agent's base for the
+   * processes before it), so counting it again would put hours of traffic into one interval of the rollout gates.
+   */
+  constructor(
+    private readonly runtime: Pick<RuntimeApi, 'command'>,
+    private readonly countsFromZero: (pid: number) => boolean = () => false,
+  ) {}
 
   /** Reads `show stat` from HAProxy `pid` (the supervisor's current process) and folds it in, after any sample in progress. */
   sample(pid: number | undefined): Promise<void> {
@@ -144,6 +152,8 @@ export class ServiceStatsTracker {
     // full `show stat` is some 16 MB). Servers DOWN come from the agent's `show servers state` (Agent.serverCounts).
     const stats = parseShowStat(await this.runtime.command('show stat -1 3 -1'));
     const restarted = this.pid !== undefined && pid !== this.pid;
+    if (this.pid === undefined && this.countsFromZero(pid))
+      for (const [name, s] of stats) this.base.set(name, negated(s.counters));
     this.pid = pid;
     for (const [name, s] of stats) {
       const last = this.last.get(name);
@@ -184,4 +194,11 @@ export class ServiceStatsTracker {
 
 function zero(): ServiceCounters {
   return { requests: 0, responses5xx: 0, sessions: 0, connectionErrors: 0, responseErrors: 0, retries: 0 };
+}
+
+/** Counters that cancel `c` (a base that makes what a process counted so far read as zero). */
+function negated(c: ServiceCounters): ServiceCounters {
+  const out = zero();
+  for (const k of COUNTERS) out[k] = -c[k];
+  return out;
 }

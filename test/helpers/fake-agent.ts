@@ -138,6 +138,7 @@ export class FakeRuntime implements RuntimeApi {
 export class FakeSupervisor extends EventEmitter implements Supervisor {
   running = false;
   restarts = 0;
+  readonly adoptedPid = undefined;
   readonly starts: { fds: readonly number[]; pid: number }[] = [];
   stops = 0;
   handOvers = 0;

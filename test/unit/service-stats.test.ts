@@ -61,6 +61,31 @@ describe('show stat per service', () => {
     expect(tracker.current().get('web')!.counters.requests).toBe(20);
   });
 
+  test("a HAProxy taken over from a previous agent counts from zero: its earlier traffic was that agent's to report", async () => {
+    let text = '';
+    const at = (req: number, x5: number) =>
+      [
+        HEADER,
+        rows('web', { req, x5, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']),
+        '',
+      ].join('\n');
+    const adopted = new ServiceStatsTracker({ command: async () => text }, (pid) => pid === 7);
+    text = at(100_000, 900); // hours of traffic (and 5xx) before this agent
+    await adopted.sample(7);
+    expect(adopted.current().get('web')!.counters).toMatchObject({ requests: 0, responses5xx: 0 });
+    text = at(100_010, 901);
+    await adopted.sample(7);
+    expect(adopted.current().get('web')!.counters).toMatchObject({ requests: 10, responses5xx: 1 });
+    text = at(5, 0); // the next reload: pid 8 starts at zero, the count goes on
+    await adopted.sample(8);
+    expect(adopted.current().get('web')!.counters).toMatchObject({ requests: 15, responses5xx: 1 });
+    // A HAProxy this agent started counts everything it counted.
+    const own = new ServiceStatsTracker({ command: async () => text }, () => false);
+    text = at(3, 1);
+    await own.sample(9);
+    expect(own.current().get('web')!.counters).toMatchObject({ requests: 3, responses5xx: 1 });
+  });
+
   test('a service the new process does not run keeps its count for when it returns; a reply that is not show stat is refused', async () => {
     let text = '';
     const tracker = new ServiceStatsTracker({ command: async () => text });
