@@ -73,10 +73,34 @@ describe('deploy/examples stay in step with the code', () => {
     expect(sanitizeState(s).problems).toEqual([]);
   });
 
+  test('k8s: the control plane runs as a non-root user without any capability, and can read its tokens', () => {
+    const text = readFileSync(path.join(__dirname, '..', '..', 'deploy', 'k8s', 'proxymgr.yaml'), 'utf8');
+    const docs = yaml.loadAll(text) as {
+      kind: string;
+      metadata: { name: string };
+      spec: { template: { spec: Record<string, unknown> } };
+    }[];
+    const pod = docs.find((d) => d.kind === 'Deployment' && d.metadata.name === 'proxymgr-controlplane')!.spec.template
+      .spec as {
+      securityContext: { runAsNonRoot: boolean; runAsUser: number; fsGroup: number };
+      containers: { securityContext: { allowPrivilegeEscalation: boolean; capabilities: { drop: string[] } } }[];
+      volumes: { name: string; secret?: object }[];
+    };
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true });
+    expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
+    expect(pod.containers[0]!.securityContext).toMatchObject({
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    });
+    // Secret files belong to root with the pod's fsGroup as group: the mode must let that group read them. (Kubernetes
+    // reads a leading 0 as octal, js-yaml as decimal: compare the text.)
+    expect(pod.volumes.find((v) => v.name === 'tokens')!.secret).toBeDefined();
+    expect(text).toMatch(/\{name: tokens, secret: \{secretName: proxymgr-tokens, defaultMode: 0440\}\}/);
+  });
+
   test('the k8s configmap holds configs that load', () => {
-    const docs = yaml.loadAll(
-      readFileSync(path.join(__dirname, '..', '..', 'deploy', 'k8s', 'proxymgr.yaml'), 'utf8'),
-    ) as { kind: string; data?: Record<string, string> }[];
+    const text = readFileSync(path.join(__dirname, '..', '..', 'deploy', 'k8s', 'proxymgr.yaml'), 'utf8');
+    const docs = yaml.loadAll(text) as { kind: string; data?: Record<string, string> }[];
     const cm = docs.find((d) => d.kind === 'ConfigMap')!;
     for (const [name, text] of Object.entries(cm.data!)) expect(() => parseConfig(text, name)).not.toThrow();
   });
