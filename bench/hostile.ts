@@ -754,18 +754,19 @@ export async function main(args: string[]): Promise<object> {
     ];
     for (let i = 0; i < total; i++) {
       t.inputs++;
-      const tok = pick([
-        tokens.ops,
-        tokens.ops,
-        tokens.ops,
-        tokens.view,
-        tokens.attacker,
-        tokens.agent,
-        undefined,
-        'wrong-token-0123456789abcdef',
-        'Bearer',
-        '\u00ff'.repeat(10),
-      ]);
+      // Half with the operator's token (so the values reach validation), half with every other credential.
+      const tok =
+        rand() < 0.5
+          ? tokens.ops
+          : pick([
+              tokens.view,
+              tokens.attacker,
+              tokens.agent,
+              undefined,
+              'wrong-token-0123456789abcdef',
+              'Bearer',
+              '\u00ff'.repeat(10),
+            ]);
       const call = pickIndex(rand, 4);
       let method: string;
       let body: Buffer;

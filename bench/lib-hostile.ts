@@ -773,7 +773,14 @@ export function hostileSetPolicy(rand: () => number): { body: Buffer; note: stri
     notes.push(`bake_ms=${bake}, max_nacks=${nacks}`);
   }
   req.varint(8, rand() < 0.7); // next
-  return { body: req.finish(), note: notes.join(', ') };
+  // Only the values the request carries: no gate (shape 1) or an empty one (2), no preflight (0).
+  const sent = notes.filter(
+    (n) =>
+      n !== 'valid' &&
+      !(n.startsWith('gate.') && (shape === 1 || shape === 2)) &&
+      !(n.startsWith('preflight.') && shape === 0),
+  );
+  return { body: req.finish(), note: sent.length > 0 ? sent.join(', ') : 'valid' };
 }
 
 /**
