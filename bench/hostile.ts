@@ -747,6 +747,7 @@ export async function main(args: string[]): Promise<object> {
     const total = share(3);
     const raw1 = new grpc.Client(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
     const raw2 = new grpc.Client(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), rpcOpts);
+    let deadlines = 0;
     const methods = [
       '/proxymgr.v1.Rollout/SetPolicy',
       '/proxymgr.v1.Rollout/Plan',
@@ -791,6 +792,8 @@ export async function main(args: string[]): Promise<object> {
       }
       const r = await unary(client, method, body, tok);
       count('rollout_admin', r.code);
+      if (r.code === grpc.status.DEADLINE_EXCEEDED && (deadlines++ < 3 || process.env.BENCH_VERBOSE))
+        say(`  no answer in 8 s: ${method} with a ${body.length}-byte request`);
       if (!r.ok) {
         t.rejected++;
         continue;

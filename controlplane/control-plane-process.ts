@@ -317,7 +317,16 @@ export class ControlPlaneProcess {
             peer: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`,
             authorization: req.headers.authorization ? [req.headers.authorization] : [],
           });
-          return d.ok ? undefined : { status: d.code === UNAUTHENTICATED ? 401 : 403, message: d.details };
+          if (d.ok) return undefined;
+          // Counted and logged like a refused gRPC read (the method label says which HTTP path).
+          const path = (req.url ?? '/').split('?')[0]!;
+          const method = `HTTP ${['/', '/status.json', '/metrics'].includes(path) ? path : '(other)'}`; // bounded labels
+          this.authMetrics.denied.inc({
+            method,
+            code: d.code === UNAUTHENTICATED ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED',
+          });
+          log.warn({ method, peer: req.socket.remoteAddress ?? '', details: d.details }, 'call refused');
+          return { status: d.code === UNAUTHENTICATED ? 401 : 403, message: d.details };
         },
       });
     }

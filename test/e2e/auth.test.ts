@@ -309,6 +309,11 @@ ${auth}`,
     expect(metrics).toMatch(
       /proxymgr_cp_auth_denied_total\{method="\/proxymgr.v1.ControlPlaneAdmin\/ListAgents",code="PERMISSION_DENIED"\} 1/,
     );
+    // The HTTP refusals above, one of each per path (labels bounded to the known paths).
+    for (const p of ['/metrics', '/', '/status.json']) {
+      expect(metrics).toContain(`proxymgr_cp_auth_denied_total{method="HTTP ${p}",code="UNAUTHENTICATED"} 1`);
+      expect(metrics).toContain(`proxymgr_cp_auth_denied_total{method="HTTP ${p}",code="PERMISSION_DENIED"} 1`);
+    }
     const listed = execFileSync(
       path.join(__dirname, '..', '..', 'node_modules', '.bin', 'buf'),
       [
