@@ -36,9 +36,9 @@ export class OverrideTracker {
 
   /**
    * The agent took over a HAProxy a previous agent left running and knows nothing that one saw. Agents drain only
-   * servers that left the desired state, so in the next observation a desired server in drain was drained by someone else (an operator,
-   * an agent-check): an override, kept across the restart. Maint is not taken: a previous agent killed between `add
-   * server` and `state ready` leaves a desired server in maint, which must not stay there.
+   * servers that left the desired state, so in the next observation a desired server in drain was drained by
+   * someone else (an operator, an agent-check): an override, kept across the restart. Maint is not taken: a previous
+   * agent killed between `add server` and `state ready` leaves a desired server in maint, which must not stay there.
    */
   adopted(): void {
     this.adoption = true;
