@@ -271,6 +271,8 @@ export async function main(args: string[]): Promise<object> {
       .map((c) => `${path.basename(c.logFile)} exited ${c.proc.exitCode ?? c.proc.signalCode}`);
 
   const rpcOpts = { 'grpc.max_receive_message_length': 64 * 1024 * 1024 };
+  /** Options for a client with a connection of its own (grpc-js shares one per target across clients otherwise). */
+  const isolated = { ...rpcOpts, 'grpc.use_local_subchannel_pool': 1 };
   const admin1 = new ControlPlaneAdminClient(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
   const admin2 = new ControlPlaneAdminClient(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), rpcOpts);
   const rollout2 = new RolloutClient(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), rpcOpts);
@@ -697,6 +699,11 @@ export async function main(args: string[]): Promise<object> {
       ]);
       const odd = pick(['', 'x', 'a'.repeat(100_000), '\u0000', '../../etc', '"; DROP', String(i)]);
       const call = pickIndex(rand, 7);
+      // Each request on a connection of its own: a request that stalls its HTTP/2 connection (an answer too large
+      // to send) must not make the next ones look refused.
+      const a1 = new ControlPlaneAdminClient(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), isolated);
+      const a2 = new ControlPlaneAdminClient(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), isolated);
+      const r2 = new RolloutClient(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), isolated);
       const done = new Promise<boolean>((resolve) => {
         const cb = (err: grpc.ServiceError | null) => {
           if (err && /serializ/i.test(err.details)) onClientError(err.details);
@@ -725,16 +732,18 @@ export async function main(args: string[]): Promise<object> {
           req.varint(2, true).varint(3, pick([0n, -1n, 2n ** 31n, 10n ** 12n]));
           req.varint(4, true).varint(5, pick([0n, 1_000_000n, -5n]));
           req.varint(8, rand() < 0.5);
-          void unary(rollout2, '/proxymgr.v1.Rollout/SetPolicy', req.finish(), tok, 5000).then((r) => resolve(r.ok));
+          void unary(r2, '/proxymgr.v1.Rollout/SetPolicy', req.finish(), tok, 5000).then((r) => resolve(r.ok));
         } else if (call === 1)
-          rollout2[pick(['pause', 'resume', 'promote', 'abort'] as const)]({ rolloutId: odd }, m, opts, cb);
-        else if (call === 2) rollout2.history({ limit: pick([0, 1, 2 ** 31 - 1, 4e9]) }, m, opts, cb);
-        else if (call === 3) admin1.getAgentState({ nodeId: odd }, m, opts, cb);
-        else if (call === 4) admin2.getAgentState({ nodeId: odd }, m, opts, cb);
-        else if (call === 5) admin1.listAgents({}, m, opts, cb);
-        else rollout2.status({}, m, opts, cb);
+          r2[pick(['pause', 'resume', 'promote', 'abort'] as const)]({ rolloutId: odd }, m, opts, cb);
+        else if (call === 2) r2.history({ limit: pick([0, 1, 2 ** 31 - 1, 4e9]) }, m, opts, cb);
+        else if (call === 3) a1.getAgentState({ nodeId: odd }, m, opts, cb);
+        else if (call === 4) a2.getAgentState({ nodeId: odd }, m, opts, cb);
+        else if (call === 5) a1.listAgents({}, m, opts, cb);
+        else r2.status({}, m, opts, cb);
       });
-      if (await done) t.accepted++;
+      const ok = await done;
+      for (const c of [a1, a2, r2]) c.close();
+      if (ok) t.accepted++;
       else t.rejected++;
     }
     say(`  admin requests: ${JSON.stringify(t)}`);
@@ -745,8 +754,9 @@ export async function main(args: string[]): Promise<object> {
   {
     const t = tally('rollout_admin');
     const total = share(3);
-    const raw1 = new grpc.Client(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
-    const raw2 = new grpc.Client(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), rpcOpts);
+    // Each request on a connection of its own (see section 6).
+    const cp1Addr = `127.0.0.1:${cp1Port}`;
+    const cp2Addr = `127.0.0.1:${cp2Port}`;
     let deadlines = 0;
     const methods = [
       '/proxymgr.v1.Rollout/SetPolicy',
@@ -772,7 +782,7 @@ export async function main(args: string[]): Promise<object> {
       let method: string;
       let body: Buffer;
       let note = '';
-      let client = raw2;
+      let addr = cp2Addr;
       if (call === 0) {
         const p = hostileSetPolicy(rand);
         method = methods[0]!;
@@ -781,16 +791,18 @@ export async function main(args: string[]): Promise<object> {
       } else if (call === 1) {
         method = methods[1]!;
         body = pick([Buffer.alloc(0), new RawPb().bytes(15, 'x'.repeat(1000)).varint(3, -1n).finish()]);
-        client = pick([raw1, raw2]);
+        addr = pick([cp1Addr, cp2Addr]);
       } else if (call === 2) {
         method = methods[2]!;
         body = new RawPb().bytes(1, oddNodeId(rand, i)).finish();
-        client = pick([raw1, raw2]);
+        addr = pick([cp1Addr, cp2Addr]);
       } else {
         method = pick(methods);
         body = garbage(1 + pickIndex(rand, 64));
       }
+      const client = new grpc.Client(addr, grpc.credentials.createInsecure(), isolated);
       const r = await unary(client, method, body, tok);
+      client.close();
       count('rollout_admin', r.code);
       if (r.code === grpc.status.DEADLINE_EXCEEDED && (deadlines++ < 3 || process.env.BENCH_VERBOSE))
         say(`  no answer in 8 s: ${method} with a ${body.length}-byte request`);
@@ -810,8 +822,6 @@ export async function main(args: string[]): Promise<object> {
         checkPlain('GetAgentView haproxy_error', [v.haproxyError], 4200);
       }
     }
-    raw1.close();
-    raw2.close();
     say(`  rollout admin requests: ${JSON.stringify(t)} ${JSON.stringify(statusCodes.rollout_admin ?? {})}`);
     if (acceptedPolicies.size > 0) say(`  SetPolicy values accepted: ${[...acceptedPolicies].sort().join(' | ')}`);
   }
@@ -822,7 +832,7 @@ export async function main(args: string[]): Promise<object> {
   {
     const t = tally('agent_admin');
     const total = share(2);
-    const client = new grpc.Client(`127.0.0.1:${agentAdminPort}`, grpc.credentials.createInsecure(), rpcOpts);
+    const agentAddr = `127.0.0.1:${agentAdminPort}`;
     for (let i = 0; i < total; i++) {
       t.inputs++;
       const tok = pick([
@@ -865,13 +875,16 @@ export async function main(args: string[]): Promise<object> {
                     : shape === 6
                       ? new RawPb().bytes(15, 'x'.repeat(1_000_000)).finish() // 1 MB unknown field
                       : new RawPb().bytes(15, 'x'.repeat(5_000_000)).finish(); // past the 4 MB limit
+      const client = new grpc.Client(agentAddr, grpc.credentials.createInsecure(), isolated); // see section 6
       const r = await unary(client, method, body, tok);
+      client.close();
       count('agent_admin', r.code);
       if (r.ok) t.accepted++;
       else t.rejected++;
     }
-    agentAdminAlive = (await unary(client, '/proxymgr.v1.AgentAdmin/Status', Buffer.alloc(0), tokens.view)).ok;
-    client.close();
+    const last = new grpc.Client(agentAddr, grpc.credentials.createInsecure(), isolated);
+    agentAdminAlive = (await unary(last, '/proxymgr.v1.AgentAdmin/Status', Buffer.alloc(0), tokens.view)).ok;
+    last.close();
     say(
       `  agent admin requests: ${JSON.stringify(t)} ${JSON.stringify(statusCodes.agent_admin ?? {})}; final Status ${agentAdminAlive ? 'ok' : 'FAILED'}`,
     );

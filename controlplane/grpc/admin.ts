@@ -6,6 +6,7 @@ import {
   ListAgentsResponse,
   ListServicesResponse,
 } from '../../common/gen/proxymgr/v1/admin';
+import { clipText, plainText } from '../../common/text';
 import { DesiredState } from '../../common/types';
 import { AgentRegistry } from './registry';
 import { AgentStateRequests } from './agent-questions';
@@ -93,11 +94,7 @@ export function controlPlaneAdminServer(
     },
     getAgentState(call, callback) {
       const agent = registry.get(call.request.nodeId);
-      if (!agent)
-        return callback({
-          code: grpc.status.NOT_FOUND,
-          details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane`,
-        });
+      if (!agent) return callback(unknownAgent(call.request.nodeId));
       const state = source.desiredFor(agent);
       if (!state)
         return callback({ code: grpc.status.UNAVAILABLE, details: 'no desired state yet (discovery has not synced)' });
@@ -105,11 +102,7 @@ export function controlPlaneAdminServer(
     },
     getAgentView(call, callback) {
       const agent = registry.get(call.request.nodeId);
-      if (!agent)
-        return callback({
-          code: grpc.status.NOT_FOUND,
-          details: `no agent with node_id "${call.request.nodeId}" has connected to this control plane`,
-        });
+      if (!agent) return callback(unknownAgent(call.request.nodeId));
       const desired = source.desiredFor(agent);
       void stateRequests.ask(agent.nodeId, undefined, AGENT_ANSWER_MS).then((report) => {
         const haproxy =
@@ -124,4 +117,14 @@ export function controlPlaneAdminServer(
       });
     },
   };
+}
+
+/**
+ * NOT_FOUND for a node id no agent connected with, quoting the id clipped and without control characters: a caller's
+ * 100 KB id in the status details was more than grpc-js could send, and the call (with every other call on its
+ * connection) hung until its deadline.
+ */
+function unknownAgent(nodeId: string): { code: grpc.status; details: string } {
+  const shown = JSON.stringify(clipText(plainText(nodeId), 253, true));
+  return { code: grpc.status.NOT_FOUND, details: `no agent with node_id ${shown} has connected to this control plane` };
 }

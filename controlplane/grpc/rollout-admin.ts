@@ -72,10 +72,11 @@ export function rolloutAdminServer(coordinator: RolloutCoordinator | undefined):
       const r = call.request;
       const change: { -readonly [K in keyof PolicyDoc]?: PolicyDoc[K] } = {};
       if (r.waves.length > 0) change.waves = r.waves;
-      if (r.hasBakeMs) change.bakeMs = r.bakeMs;
-      if (r.hasMaxNacks) change.maxNacks = r.maxNacks;
       if (r.hasAutoRollback) change.autoRollback = r.autoRollback;
       try {
+        // The same ranges as proxymgr.yml's rollout keys (a uint32 on the wire reaches 4,294,967,295).
+        if (r.hasBakeMs) change.bakeMs = inRange('bake_ms', r.bakeMs);
+        if (r.hasMaxNacks) change.maxNacks = inRange('max_nacks', r.maxNacks);
         if (r.gate) change.gate = gatePolicyFromPb(r.gate);
         if (r.preflight) change.preflight = preflightPolicyFromPb(r.preflight);
       } catch (err) {
@@ -188,8 +189,7 @@ export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
     throw new ConfigError(
       `gate.on_insufficient_traffic: expected "pass" or "halt", got ${JSON.stringify(g.onInsufficientTraffic.slice(0, 40))}`,
     );
-  if (g.minRequests < integerKey('rollout.gate.min_requests').min)
-    throw new ConfigError(`gate.min_requests: expected at least ${integerKey('rollout.gate.min_requests').min}`);
+  inRange('gate.min_requests', g.minRequests);
   inRange('gate.sample_ms', g.sampleMs);
   inRange('gate.baseline_ms', g.baselineMs);
   return {
@@ -209,9 +209,10 @@ export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
 }
 
 /** A policy value within the range proxymgr.yml allows for the same key (the schema's, rollout.<key>). */
-function inRange(key: string, v: number): void {
+function inRange(key: string, v: number): number {
   const { min, max } = integerKey(`rollout.${key}`);
-  if (v < min || v > max) throw new ConfigError(`${key}: expected ${min}..${max}, got ${v}`);
+  if (!Number.isInteger(v) || v < min || v > max) throw new ConfigError(`${key}: expected ${min}..${max}, got ${v}`);
+  return v;
 }
 
 export function preflightPolicyFromPb(p: {
@@ -220,6 +221,7 @@ export function preflightPolicyFromPb(p: {
   timeoutMs: number;
 }): PreflightPolicy {
   inRange('preflight.timeout_ms', p.timeoutMs);
+  inRange('preflight.max_failures', p.maxFailures);
   return { enabled: p.enabled, maxFailures: p.maxFailures, timeoutMs: p.timeoutMs };
 }
 

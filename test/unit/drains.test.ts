@@ -17,7 +17,11 @@ const service = (name: string, servers: Server[]): Service => ({
   serverOptions: [],
   servers,
 });
-const state = (...services: Service[]): DesiredState => ({ version: 'v1', haproxy: { global: [], defaults: [] }, services });
+const state = (...services: Service[]): DesiredState => ({
+  version: 'v1',
+  haproxy: { global: [], defaults: [] },
+  services,
+});
 
 describe('Drains: carried to the next agent in haproxy.cfg', () => {
   test('the trailer restores every drain as it was (server definition, since, deadline), in a fixed order', () => {

@@ -1,6 +1,12 @@
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
 import { helloProblem } from '../../controlplane/grpc/stream-server';
-import { gatePolicyFromPb, preflightPolicyFromPb } from '../../controlplane/grpc/rollout-admin';
+import * as grpc from '@grpc/grpc-js';
+import { gatePolicyFromPb, preflightPolicyFromPb, rolloutAdminServer } from '../../controlplane/grpc/rollout-admin';
+import { controlPlaneAdminServer } from '../../controlplane/grpc/admin';
+import { AgentRegistry } from '../../controlplane/grpc/registry';
+import { SetPolicyRequest } from '../../common/gen/proxymgr/v1/rollout';
+import type { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
+import type { DesiredStateSource } from '../../controlplane/ports';
 import { isReplicaTraffic } from '../../controlplane/ha/traffic-nodes';
 import { AgentPreflights } from '../../controlplane/grpc/agent-questions';
 import { DesiredState } from '../../common/types';
@@ -62,6 +68,73 @@ describe('hostile values at the rollout inputs', () => {
     expect(() => preflightPolicyFromPb({ enabled: true, maxFailures: 0, timeoutMs: 0 })).toThrow(
       'preflight.timeout_ms: expected 1000..3600000, got 0',
     );
+  });
+
+  test("SetPolicy bake_ms, max_nacks, preflight.max_failures and gate.min_requests keep to proxymgr.yml's ranges (uint32 on the wire)", async () => {
+    const changes: unknown[] = [];
+    const coordinator = {
+      store: { doc: undefined, agents: new Map() },
+      setPolicy: async (change: unknown) => {
+        changes.push(change);
+        throw new Error('recorded'); // (the status of a real document is not what this test is about)
+      },
+    } as unknown as RolloutCoordinator;
+    const server = rolloutAdminServer(coordinator);
+    const call = (r: Partial<SetPolicyRequest>) =>
+      new Promise<grpc.ServiceError | null>((resolve) =>
+        server.setPolicy(
+          { request: SetPolicyRequest.fromPartial(r) } as grpc.ServerUnaryCall<SetPolicyRequest, never>,
+          (err) => resolve(err as grpc.ServiceError | null),
+        ),
+      );
+    const refused = async (r: Partial<SetPolicyRequest>, message: string) => {
+      const err = await call(r);
+      expect({ code: err?.code, details: err?.details }).toEqual({
+        code: grpc.status.INVALID_ARGUMENT,
+        details: `CONFIG_INVALID: ${message}`,
+      });
+    };
+    await refused({ hasBakeMs: true, bakeMs: 86_400_001 }, 'bake_ms: expected 0..86400000, got 86400001');
+    await refused({ hasMaxNacks: true, maxNacks: 4_294_967_295 }, 'max_nacks: expected 0..1000000, got 4294967295');
+    const gate = {
+      enabled: true,
+      minRequests: 4_294_967_295,
+      thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10 },
+      onInsufficientTraffic: 'pass',
+      sampleMs: 1000,
+      baselineMs: 60000,
+    };
+    await refused({ gate }, 'gate.min_requests: expected 1..1000000000, got 4294967295');
+    await refused(
+      { preflight: { enabled: true, maxFailures: 1_000_001, timeoutMs: 5000 } },
+      'preflight.max_failures: expected 0..1000000, got 1000001',
+    );
+    expect(changes).toEqual([]); // nothing refused reached the coordinator
+    expect((await call({ hasBakeMs: true, bakeMs: 86_400_000, hasMaxNacks: true, maxNacks: 3 }))?.details).toMatch(
+      /recorded/,
+    );
+    expect(changes).toEqual([{ bakeMs: 86_400_000, maxNacks: 3 }]);
+  });
+
+  test('an unknown node id of 1 MB is answered NOT_FOUND with the id clipped (grpc-js could not send it whole)', async () => {
+    const admin = controlPlaneAdminServer(
+      () => undefined,
+      () => ({}),
+      {} as DesiredStateSource,
+      new AgentRegistry(),
+    );
+    const huge = 'n'.repeat(1_000_000) + '\x1b[2J';
+    for (const method of ['getAgentState', 'getAgentView'] as const) {
+      const err = await new Promise<grpc.ServiceError>((resolve) =>
+        (admin[method] as (c: unknown, cb: (e: grpc.ServiceError) => void) => void)(
+          { request: { nodeId: huge } },
+          resolve,
+        ),
+      );
+      expect(err.code).toBe(grpc.status.NOT_FOUND);
+      expect(err.details!.length).toBeLessThan(400);
+      expect(err.details).toMatch(/^no agent with node_id "n{253}… \(1000004 characters\)" has connected/);
+    }
   });
 
   test('a preflight answer counts only from the agent asked, for the question asked', async () => {
