@@ -154,15 +154,16 @@ test('a symlink inside an allowed directory pointing outside is refused — also
   d.start();
   await d.waitFor((x) => endpoints(x).web?.length === 2);
   await eventually(() => problems('evil').length > 0);
+  // A symlink already in place is refused with the service config: the service is not served at all.
   expect(problems('evil')).toEqual([
     expect.objectContaining({
-      code: 'WATCHER_FAILED',
-      where: 'service evil',
+      code: 'SERVICE_CONFIG_INVALID',
       message: expect.stringContaining(
-        `${evil}: refused: it resolves (through a symlink or "..") to a path outside controlplane.file_watcher_dirs (${allowed})`,
+        `service evil: file watcher refused for ${evil}: it resolves (through a symlink) to a path outside controlplane.file_watcher_dirs (${allowed}); the service is not served until this is fixed`,
       ),
     }),
   ]);
+  expect(Object.keys(endpoints(d.current()))).toEqual(['web']);
 
   // web.txt becomes a symlink to the key (atomically): refused on the next read, the previous hosts stay
   await fsp.symlink(path.join(outside, 'tls.key'), web + '.new');
