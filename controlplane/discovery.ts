@@ -157,7 +157,7 @@ export class Discovery {
       this.coalescer.cancel();
       await this.source.stop();
       for (const e of this.entries.values()) await this.stopWatcher(e);
-      if (this.ownsZk) this.zk.closeAll();
+      if (this.ownsZk) await this.zk.closeAll();
       this.listeners.clear();
     } finally {
       this.lifecycle.to('stopped');

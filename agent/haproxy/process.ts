@@ -1,7 +1,7 @@
 import { ChildProcess, spawn as nodeSpawn, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { backoffMs } from '../../common/backoff';
-import { Clock, systemClock, Timer } from '../../common/clock';
+import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
 import { ProxyMgrError } from '../../common/errors';
 import { writeFileAtomic } from '../../common/fs';
 import { Logger } from '../../common/log';
@@ -71,7 +71,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private adopted: number | undefined;
   /** Every adopted pid not yet gone (an adopted process soft-stops after the next reload). */
   private readonly adoptedPids = new Set<number>();
-  private adoptedWatch: NodeJS.Timeout | undefined;
+  private adoptedWatch: Timer | undefined;
   private readonly spawn: SpawnFn;
   private readonly clock: Clock;
   reloads = 0;
@@ -121,17 +121,22 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.fds = fds;
     this.state = 'running';
     this.lastStart = this.clock.now();
-    clearInterval(this.adoptedWatch);
-    this.adoptedWatch = setInterval(() => {
+    this.clock.clearTimeout(this.adoptedWatch);
+    const poll = () => {
+      this.adoptedWatch = undefined;
       for (const p of this.adoptedPids) if (!alive(p)) this.adoptedPids.delete(p);
       if (this.adopted !== undefined && !this.adoptedPids.has(this.adopted)) {
         const gone = this.adopted;
         this.adopted = undefined;
         this.onAdoptedExit(gone);
       }
-      if (this.adoptedPids.size === 0) clearInterval(this.adoptedWatch);
-    }, ADOPTED_POLL_MS);
-    this.adoptedWatch.unref();
+      if (this.adoptedPids.size > 0 && !this.closed) watch();
+    };
+    const watch = () => {
+      this.adoptedWatch = this.clock.setTimeout(poll, ADOPTED_POLL_MS);
+      unrefTimer(this.adoptedWatch);
+    };
+    watch();
     this.opts.log.info({ haproxy_pid: pid }, 'took over the running haproxy');
   }
 
@@ -155,7 +160,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   handOver(): void {
     this.closed = true;
     this.clock.clearTimeout(this.restartTimer);
-    clearInterval(this.adoptedWatch);
+    this.clock.clearTimeout(this.adoptedWatch);
     this.state = 'stopped';
     for (const p of this.all) {
       p.stdout?.destroy();
@@ -210,7 +215,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       log.error({ err: err.message }, 'cannot spawn haproxy');
     });
 
-    const deadline = Date.now() + (this.opts.readyTimeoutMs ?? 10_000);
+    const deadline = this.clock.now() + (this.opts.readyTimeoutMs ?? 10_000);
     for (;;) {
       if (exited || spawnError) {
         this.settleFailedStart(child);
@@ -227,7 +232,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       } catch {
         // socket not there yet
       }
-      if (Date.now() > deadline) {
+      if (this.clock.now() > deadline) {
         child.kill('SIGKILL');
         // Whatever ran before stays current (and supervised); without this the state stayed 'starting' forever.
         this.settleFailedStart(child);
@@ -236,7 +241,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
           `haproxy pid ${child.pid} did not answer on the stats socket within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`,
         );
       }
-      await new Promise((r) => setTimeout(r, 10));
+      await new Promise<void>((r) => this.clock.setTimeout(r, 10));
     }
     if (this.closed) {
       child.kill('SIGTERM');
@@ -307,7 +312,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.closed = true; // for good: a late apply must not start a HAProxy nobody will stop
     this.state = 'stopping';
     this.clock.clearTimeout(this.restartTimer);
-    clearInterval(this.adoptedWatch);
+    this.clock.clearTimeout(this.adoptedWatch);
     await Promise.all([...this.adoptedPids].map((pid) => stopPid(pid)));
     this.adoptedPids.clear();
     this.adopted = undefined;

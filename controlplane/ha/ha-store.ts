@@ -135,10 +135,11 @@ export class HaStore implements RolloutStore {
     this.session.start();
   }
 
-  close(): void {
+  /** Closes the session (its ephemeral nodes go at once: agent status, traffic, election); resolves once closed. */
+  close(): Promise<void> {
     this.closed = true;
-    this.session.close();
     this.client = undefined;
+    return this.session.close();
   }
 
   private p(...parts: string[]): string {

@@ -189,7 +189,7 @@ export class RolloutCoordinator implements DesiredStateSource {
     this.clock.clearTimeout(this.wakeTimer);
     this.traffic.close();
     this.clock.clearTimeout(this.retryTimer);
-    this.store.close();
+    await this.store.close();
     if (this.ticks && !(await settleWithin(this.ticks, STOP_WAIT_MS, this.clock)))
       this.log.warn({}, `a rollout step still runs ${STOP_WAIT_MS} ms after stop; not waiting for it`);
     this.lifecycle.to('stopped');

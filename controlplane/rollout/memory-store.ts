@@ -64,7 +64,7 @@ export class MemoryRolloutStore implements RolloutStore {
     });
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.closed = true;
   }
 

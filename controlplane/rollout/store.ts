@@ -56,7 +56,8 @@ export interface RolloutStore {
   /** Connected agents as every replica reports them. */
   readonly agents: ReadonlyMap<string, AgentStatus>;
   start(): void;
-  close(): void;
+  /** Resolves once the store's connection is closed. */
+  close(): Promise<void>;
   /** Reads, transforms and writes the fleet document atomically; `fn` returning its argument writes nothing. */
   update(fn: (doc: FleetDoc) => FleetDoc): Promise<FleetDoc>;
   putRevision(rev: Revision): Promise<void>;

@@ -34,7 +34,7 @@ export class ZkSessionManager {
         if (released) return;
         released = true;
         if (--e.refs === 0) {
-          e.session.close();
+          void e.session.close(); // the session ends by itself; closeAll awaits the ones still open
           if (this.sessions.get(key) === e) this.sessions.delete(key);
         }
       },
@@ -59,9 +59,11 @@ export class ZkSessionManager {
     return this.sessions.size;
   }
 
-  closeAll(): void {
-    for (const e of this.sessions.values()) e.session.close();
+  /** Closes every session; resolves once their connections are closed. */
+  async closeAll(): Promise<void> {
+    const open = [...this.sessions.values()];
     this.sessions.clear();
+    await Promise.all(open.map((e) => e.session.close()));
   }
 }
 

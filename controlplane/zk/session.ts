@@ -7,7 +7,7 @@ import { ZkDigest } from './digest';
 /** The parts of node-zookeeper-client's (untyped) ConnectionManager that the code below touches. */
 interface ConnectionManager {
   state: number;
-  socket?: { destroy(): void; destroyed?: boolean };
+  socket?: { destroy(): void; destroyed?: boolean; once(event: 'close', fn: () => void): unknown };
   pendingBuffer?: Buffer | null;
   pendingQueue?: { callback?: (err: Error) => void }[];
   onSocketData(buffer: Buffer): void;
@@ -63,15 +63,23 @@ const CLOSE_GRACE_MS = 1000;
  * plane that never exited). After a grace period its socket is destroyed in the CLOSING state, which the library
  * ends in CLOSED without reconnecting.
  */
-function abandon(client: Client): void {
+function abandon(client: Client): Promise<void> {
   client.removeAllListeners();
   client.close();
   const cm = (client as unknown as { connectionManager?: ConnectionManager }).connectionManager;
+  const socket = cm?.socket;
+  // Resolves once the socket is closed (the server answered the close, or the grace ran out and it was cut).
+  const closed = new Promise<void>((resolve) => {
+    if (!socket || socket.destroyed) return resolve();
+    socket.once('close', () => resolve());
+    setTimeout(resolve, CLOSE_GRACE_MS + 500).unref(); // never wait longer than the cut below
+  });
   setTimeout(() => {
     if (!cm || cm.state === CLOSED) return;
     cm.state = CLOSING;
     cm.socket?.destroy();
   }, CLOSE_GRACE_MS).unref();
+  return closed;
 }
 
 export interface ZkSessionOptions {
@@ -165,13 +173,15 @@ export class ZkSession {
     return () => this.listeners.delete(listener);
   }
 
-  close(): void {
+  /** Closes the session; resolves once its connection to ZooKeeper is closed (at most about a second). */
+  close(): Promise<void> {
     this.stateValue = 'closed';
     this.clearTimers();
     this.generation++;
-    if (this.client) abandon(this.client);
+    const closing = this.client ? abandon(this.client) : Promise.resolve();
     this.client = undefined;
     this.listeners.clear();
+    return closing;
   }
 
   private open(): void {

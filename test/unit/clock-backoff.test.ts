@@ -1,4 +1,4 @@
-import { ChildProcess } from 'node:child_process';
+import { ChildProcess, spawn as realSpawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { backoffMs } from '../../common/backoff';
 import { FakeClock } from '../../common/clock';
@@ -121,6 +121,44 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
     await clock.advanceAsync(10_001); // ran long enough: the next crash is a first one again
     await crashAndWait(100);
 
+    await s.stop();
+    expect(clock.pending).toBe(0);
+  });
+
+  test('an adopted HAProxy (not our child) is watched on the clock: when it dies, it is restarted after the backoff', async () => {
+    const clock = new FakeClock();
+    const children: FakeChild[] = [];
+    const spawn = () => {
+      const c = new FakeChild(200 + children.length);
+      children.push(c);
+      return c as unknown as ChildProcess;
+    };
+    const runtime = { pid: async () => children[children.length - 1]?.pid ?? 0 } as unknown as RuntimeApi;
+    const s = new HaproxySupervisor({
+      binary: 'haproxy',
+      configPath: '/dev/null',
+      runtime,
+      log: silentLogger,
+      spawn,
+      clock,
+      restartBaseMs: 100,
+    });
+    // A real process stands in for the HAProxy a previous agent left (the watch reads /proc).
+    const orphan = realSpawn('sleep', ['30'], { stdio: 'ignore' });
+    const exited = new Promise((r) => orphan.once('exit', r));
+    s.adopt(orphan.pid!, [7]);
+    expect(s.adoptedPid).toBe(orphan.pid);
+    await clock.advanceAsync(2000);
+    expect(children).toHaveLength(0); // alive: nothing to do
+    orphan.kill('SIGKILL');
+    await exited;
+    await clock.advanceAsync(500); // the next look sees it gone: a restart is due after 100 ms
+    expect(children).toHaveLength(0);
+    await clock.advanceAsync(100);
+    await new Promise((r) => setImmediate(r));
+    expect(children).toHaveLength(1);
+    expect(s.running).toBe(true);
+    expect(s.adoptedPid).toBeUndefined();
     await s.stop();
     expect(clock.pending).toBe(0);
   });
