@@ -15,7 +15,7 @@ import { Clock, systemClock } from '../common/clock';
 import { Lifecycle } from '../common/lifecycle';
 import { Coalescer } from './coalescer';
 import { applyFailStatic, removalBudget } from './fail-static';
-import { parseServiceConfig } from './service-config';
+import { parseServiceConfig, ServiceConfigError } from './service-config';
 import { FileSource } from './sources/file';
 import { ZookeeperSource } from './sources/zookeeper';
 import { HostReport, Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher } from './types';
@@ -275,12 +275,9 @@ export class Discovery {
         { service: raw.name, origin: raw.origin, err: errorMessage(err) },
         `invalid service config; ${keeping}`,
       );
-      e.configProblem = this.problem(
-        'SERVICE_CONFIG_INVALID',
-        raw.origin,
-        `${errorMessage(err)}; ${keeping}`,
-        e.configProblem,
-      );
+      // The problem names the origin as its place: the message does not say it again.
+      const message = err instanceof ServiceConfigError && err.where === raw.origin ? err.detail : errorMessage(err);
+      e.configProblem = this.problem('SERVICE_CONFIG_INVALID', raw.origin, `${message}; ${keeping}`, e.configProblem);
       return;
     }
     if (e.configProblem) this.log.info({ service: raw.name }, 'service config valid again');

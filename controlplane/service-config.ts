@@ -18,10 +18,13 @@ export const MAX_SERVICE_CONFIG_BYTES = 64 * 1024;
 
 export class ServiceConfigError extends ProxyMgrError {
   readonly where: string;
+  /** The message without `where` (for reports that name the place apart). */
+  readonly detail: string;
 
   constructor(where: string, message: string) {
     super('SERVICE_CONFIG_INVALID', `${where}: ${message}`);
     this.where = where;
+    this.detail = message;
   }
 }
 

@@ -115,7 +115,7 @@ test('malformed service configs and host nodes give clear errors and leave every
     [
       'malformed JSON',
       '{"type":"zookeeper", "port": ',
-      /zookeeper \/service_config\/victim: not valid JSON: .*; keeping its previous version/,
+      /^not valid JSON: .*; keeping its previous version/, // (its place, the node's path, is the problem's `where`)
     ],
     [
       'wrong types',
