@@ -21,7 +21,7 @@ import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
 import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
 import { Drains } from './drains';
-import { ConfigCheck, FileWriter, SocketPool, Supervisor } from './ports';
+import { ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
 
@@ -78,6 +78,8 @@ export interface AgentOptions {
   readonly checkConfig?: ConfigCheck;
   /** Writes haproxy.cfg, its candidate and the server-state file (default: writeFileAtomic). */
   readonly writeFile?: FileWriter;
+  /** Finds, reads and stops the HAProxy a previous agent left running (default: /proc and the file system). */
+  readonly previous?: PreviousHaproxy;
 }
 
 /**
@@ -98,6 +100,7 @@ export class Agent {
   private readonly clock: Clock;
   private readonly checkConfig: ConfigCheck;
   private readonly writeFile: FileWriter;
+  private readonly previous: PreviousHaproxy;
   private readonly lifecycle = new Lifecycle<AgentState>('agent', 'idle', {
     idle: ['running', 'stopping', 'handed-over'],
     running: ['stopping', 'handed-over'],
@@ -141,6 +144,11 @@ export class Agent {
     this.sockets = opts.sockets ?? new NativeSocketPool(agent.backlog);
     this.checkConfig = opts.checkConfig ?? checkConfig;
     this.writeFile = opts.writeFile ?? writeFileAtomic;
+    this.previous = opts.previous ?? {
+      find: findHaproxies,
+      readConfig: (file) => fsp.readFile(file, 'utf8').catch(() => ''),
+      stop: (pid) => stopOrphan(pid, this.log),
+    };
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
     this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
     this.identity = resolveHaproxyIdentity(opts.config, this.log);
@@ -713,12 +721,12 @@ export class Agent {
     const configPath = this.opts.config.haproxy.configPath;
     // Killed mid-reload, the previous agent may have left a newer HAProxy the pid file does not name yet (or no pid
     // file at all): take every one running our config; the newest is current, the others are soft-stopping.
-    const all = findHaproxies(configPath);
+    const all = this.previous.find(configPath);
     const pid = all.at(-1);
     if (pid === undefined) return;
     try {
       const sockets = all.flatMap((p) => this.sockets.adoptFrom(p));
-      const onDisk = await fsp.readFile(configPath, 'utf8').catch(() => '');
+      const onDisk = await this.previous.readConfig(configPath);
       // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
       const listeners = onDisk.match(/^\s*bind fd@\d+\s*$/gm)?.length ?? 0;
       if (sockets.length < listeners)
@@ -753,7 +761,7 @@ export class Agent {
       );
       this.socketsPinned = false;
       this.sockets.closeAll();
-      for (const p of all) await stopOrphan(p, this.log);
+      for (const p of all) await this.previous.stop(p);
     }
   }
 

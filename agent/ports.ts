@@ -68,3 +68,13 @@ export interface StateSource {
   /** Resolves once nothing of the source is left open (streams, watchers, timers). */
   stop(): Promise<void>;
 }
+
+/** The HAProxy a previous agent left running (a restart, an upgrade, a kill -9), as the takeover sees it. */
+export interface PreviousHaproxy {
+  /** Every HAProxy running `configPath` (not `-c`), oldest first: the newest is current, the others soft-stop. */
+  find(configPath: string): number[];
+  /** The config file it runs (empty when unreadable). */
+  readConfig(configPath: string): Promise<string>;
+  /** Stops one that cannot be taken over, so that its ports can be bound again. */
+  stop(pid: number): Promise<void>;
+}

@@ -138,7 +138,9 @@ export class FakeRuntime implements RuntimeApi {
 export class FakeSupervisor extends EventEmitter implements Supervisor {
   running = false;
   restarts = 0;
-  readonly adoptedPid = undefined;
+  adoptedPid: number | undefined;
+  /** Every adopt: the pid taken over and the fds it was given. */
+  readonly adoptions: { pid: number; fds: readonly number[] }[] = [];
   readonly starts: { fds: readonly number[]; pid: number }[] = [];
   stops = 0;
   handOvers = 0;
@@ -162,12 +164,18 @@ export class FakeSupervisor extends EventEmitter implements Supervisor {
     this.runtime.load(this.files.files.get(this.configPath) ?? '', pid);
     this.starts.push({ fds: [...fds], pid });
     this.currentPid = pid;
+    this.adoptedPid = undefined;
     this.running = true;
     return pid;
   }
 
-  adopt(): void {
-    throw new Error('FakeSupervisor: nothing to adopt');
+  /** Takes over the pretend HAProxy as it is (the runtime keeps its servers and states). */
+  adopt(pid: number, fds: readonly number[]): void {
+    this.adoptions.push({ pid, fds: [...fds] });
+    this.currentPid = pid;
+    this.adoptedPid = pid;
+    this.runtime.currentPid = pid;
+    this.running = true;
   }
 
   /** What a crash restart does: HAProxy comes back from the config file, and the agent hears of it. */
@@ -194,6 +202,8 @@ export class FakeSupervisor extends EventEmitter implements Supervisor {
 export class FakeSocketPool implements SocketPool {
   readonly open = new Map<string, number>();
   readonly busy = new Set<number>();
+  /** The listening sockets a previous agent's HAProxy holds (`address|port` → fd), copied by adoptFrom. */
+  readonly inherited = new Map<string, number>();
   private nextFd = 10;
 
   acquire(address: string, port: number): number {
@@ -223,7 +233,8 @@ export class FakeSocketPool implements SocketPool {
   }
 
   adoptFrom(): string[] {
-    return [];
+    for (const [key, fd] of this.inherited) this.open.set(key, fd);
+    return [...this.inherited.keys()].map((k) => k.replace('|', ':'));
   }
 }
 
@@ -240,7 +251,7 @@ export class FakeCheck {
 }
 
 /** An Agent on fakes only, with the fakes to drive and inspect it. Paths point nowhere: nothing touches them. */
-export function fakeAgent(driftCheckIntervalMs = 1000) {
+export function fakeAgent(driftCheckIntervalMs = 1000, previous?: PreviousAgent) {
   const dir = '/nonexistent/proxymgr-fake-agent';
   const config: ProxyMgrConfig = parseConfig(
     `haproxy:
@@ -252,11 +263,14 @@ agent:
 `,
     `${dir}/proxymgr.yml`,
   );
-  const clock = new FakeClock(1_000_000);
-  const files = new FakeFiles();
-  const runtime = new FakeRuntime();
+  // A second agent on the same host shares the state dir, the running HAProxy and the time of the first.
+  const clock = previous?.clock ?? new FakeClock(1_000_000);
+  const files = previous?.files ?? new FakeFiles();
+  const runtime = previous?.runtime ?? new FakeRuntime();
   const supervisor = new FakeSupervisor(files, runtime, config.haproxy.configPath);
   const sockets = new FakeSocketPool();
+  for (const [key, fd] of previous?.sockets.open ?? []) sockets.inherited.set(key, fd);
+  const stopped: number[] = [];
   const check = new FakeCheck();
   const agent = new Agent({
     config,
@@ -267,6 +281,21 @@ agent:
     sockets,
     checkConfig: check.check,
     writeFile: files.write,
+    previous: {
+      find: () => (previous ? [previous.haproxyPid] : []),
+      readConfig: async (file) => files.files.get(file) ?? '',
+      stop: async (pid) => void stopped.push(pid),
+    },
   });
-  return { agent, config, clock, files, runtime, supervisor, sockets, check };
+  return { agent, config, clock, files, runtime, supervisor, sockets, check, stopped };
+}
+
+/** What a second fakeAgent takes over from the first (see fakeAgent): its state dir, HAProxy, sockets and time. */
+export interface PreviousAgent {
+  readonly clock: FakeClock;
+  readonly files: FakeFiles;
+  readonly runtime: FakeRuntime;
+  readonly sockets: FakeSocketPool;
+  /** The pid of the HAProxy it left running. */
+  readonly haproxyPid: number;
 }

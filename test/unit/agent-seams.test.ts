@@ -220,6 +220,62 @@ describe('Agent lifecycle', () => {
   });
 });
 
+describe('Agent on fakes: taking over from a previous agent', () => {
+  const handOverWithDrain = async () => {
+    const first = fakeAgent();
+    await first.agent.apply(state([web(server('a', 9001), server('b', 9002))]));
+    first.clock.advance(5000);
+    const left = state([web(server('a', 9001))]);
+    expect((await first.agent.apply(left)).commands).toEqual(['set server web/b state drain']);
+    const pid = first.supervisor.pid!;
+    await first.agent.handOver(); // writes haproxy.cfg (with b and its drain) before leaving
+    return { first, left, pid };
+  };
+
+  test('a server draining when the previous agent handed over goes on draining: adopted without a reload, deleted at its deadline', async () => {
+    const { first, left, pid } = await handOverWithDrain();
+    const deadline = first.agent.draining()[0]!.deadline!;
+    const next = fakeAgent(1000, { ...first, haproxyPid: pid });
+    const r = await next.agent.apply(left); // the cached state, as the restarted agent applies it first
+
+    expect(next.supervisor.adoptions).toEqual([{ pid, fds: [...first.sockets.open.values()] }]);
+    expect(next.supervisor.starts).toEqual([]); // no reload: the config HAProxy runs is the one this agent writes
+    expect(r.outcome).toBe('nothing'); // what runs is what is wanted: b stays in drain
+    expect(r.commands).toEqual([]);
+    expect(next.agent.draining()).toEqual([{ server: 'web/b', since: deadline - 30_000, deadline }]);
+    expect(next.runtime.backends.get('web')?.get('b')?.adminState).toBe(8);
+
+    next.clock.advance(deadline - next.clock.now() - 1);
+    expect(next.runtime.backends.get('web')?.has('b')).toBe(true);
+    await next.clock.advanceAsync(1);
+    await until(() => !next.runtime.backends.get('web')?.has('b'));
+    expect(next.agent.draining()).toEqual([]);
+    await next.clock.advanceAsync(next.config.agent.writeDelayMs);
+    await next.agent.flushFiles();
+    const cfg = next.files.files.get(next.config.haproxy.configPath)!;
+    expect(cfg).not.toContain('server b ');
+    expect(cfg).not.toContain('# draining');
+    expect(next.stopped).toEqual([]);
+    await next.agent.stop();
+  });
+
+  test('a config that does not match (here: the previous agent was killed before writing it) is reloaded, without the unknown drains', async () => {
+    const { first, left, pid } = await handOverWithDrain();
+    const file = first.config.haproxy.configPath;
+    // The trailer of a config this agent would not write (a drain of a server of another service) is not taken.
+    first.files.files.set(
+      file,
+      first.files.files.get(file)!.replace('"backend":"web"', '"backend":"web","note":"x"') + 'extra\n',
+    );
+    const next = fakeAgent(1000, { ...first, haproxyPid: pid });
+    const r = await next.agent.apply(left);
+    expect(next.supervisor.adoptions).toEqual([{ pid, fds: [] }]); // adopted, but its shape is unknown
+    expect(r.outcome).toBe('reload');
+    expect(next.agent.draining()).toEqual([]);
+    await next.agent.stop();
+  });
+});
+
 describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () => {
   const db = service('db', 8003, [server('d1', 9200), server('d2', 9201)]);
   const setServer = (cmds: readonly string[]) => cmds.filter((c) => !c.startsWith('show '));
