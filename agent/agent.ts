@@ -113,6 +113,9 @@ export class Agent {
   private readonly log: Logger;
   private readonly serverStateFile: string;
   private readonly pidFile: string;
+  /** The servers this agent drains (see saveDrainIds); the last text written there. */
+  private readonly drainIdsFile: string;
+  private drainIdsWritten = '';
   private readonly identity: HaproxyIdentity;
   private orphanChecked = false;
   private running: Running | undefined;
@@ -146,11 +149,12 @@ export class Agent {
     this.writeFile = opts.writeFile ?? writeFileAtomic;
     this.previous = opts.previous ?? {
       find: findHaproxies,
-      readConfig: (file) => fsp.readFile(file, 'utf8').catch(() => ''),
+      readFile: (file) => fsp.readFile(file, 'utf8').catch(() => ''),
       stop: (pid) => stopOrphan(pid, this.log),
     };
     this.serverStateFile = path.join(agent.stateDir, 'server-state');
     this.pidFile = path.join(agent.stateDir, 'haproxy.pid');
+    this.drainIdsFile = path.join(agent.stateDir, 'agent-drains.json');
     this.identity = resolveHaproxyIdentity(opts.config, this.log);
     this.drains = new Drains(agent.drainTimeoutMs);
     this.configFile = new CoalescedFile(
@@ -556,6 +560,10 @@ export class Agent {
       this.lastGood = state;
       return done('nothing', [], [], problems);
     }
+    // Said before HAProxy hears of it: an agent that takes over after a kill -9 must not read these drains as an
+    // operator's (haproxy.cfg and the state cache are written only within agent.write_delay_ms).
+    const draining = p.actions.filter((a) => a.kind === 'drain').map((a) => `${a.backend}/${a.server}`);
+    if (draining.length > 0) await this.saveDrainIds(draining);
     let commands: string[];
     try {
       commands = await this.runActions(p.actions, trigger);
@@ -575,6 +583,7 @@ export class Agent {
     await this.refreshActual(p.actions);
     this.running = mergeRunning(this.running!, state);
     this.noteDrains(p.actions, state);
+    await this.saveDrainIds();
     this.scheduleConfig(state, problems);
     this.lastGood = state;
     if (trigger === 'drift') this.counters.driftRepairs++;
@@ -607,6 +616,27 @@ export class Agent {
       started = true;
     }
     if (started) this.armDrainTimer();
+  }
+
+  /**
+   * Writes the ids of the servers this agent drains (and `also`, about to be drained) to the state dir, at once and
+   * only when they changed: a few bytes, unlike haproxy.cfg. An agent that takes HAProxy over reads them to tell its
+   * predecessor's drains from an operator's (OverrideTracker.adopted). Never throws: a failed write is logged.
+   */
+  private async saveDrainIds(also: readonly string[] = []): Promise<void> {
+    const ids = new Set([...this.drains.list().map((d) => `${d.backend}/${d.server.name}`), ...also]);
+    const text = `${JSON.stringify([...ids].sort())}\n`;
+    if (text === this.drainIdsWritten) return;
+    try {
+      await this.writeFile(this.drainIdsFile, text);
+      this.drainIdsWritten = text;
+    } catch (err) {
+      this.counters.errors++;
+      this.log.warn(
+        { file: this.drainIdsFile, err: errorMessage(err) },
+        'cannot write the servers this agent drains; an agent that takes over after a kill -9 may read them as operator overrides',
+      );
+    }
   }
 
   /** Servers draining now: the ones on their way out (with their deadline), and those at weight 0 (no deadline). */
@@ -686,6 +716,7 @@ export class Agent {
         this.log.info({ server: id, drained_ms: now - d.since }, 'drained server deleted');
       }
       if (deleted && this.lastGood) this.configFile.schedule(() => this.configText(this.lastGood!));
+      if (deleted) await this.saveDrainIds();
     } catch (err) {
       this.counters.errors++;
       this.log.error({ err: errorMessage(err) }, 'sweeping drained servers failed; retrying');
@@ -725,10 +756,12 @@ export class Agent {
     const pid = all.at(-1);
     if (pid === undefined) return;
     try {
-      const sockets = all.flatMap((p) => this.sockets.adoptFrom(p));
-      const onDisk = await this.previous.readConfig(configPath);
+      const onDisk = await this.previous.readFile(configPath);
+      // The listeners of the config the newest one runs, by the fd numbers it inherited them at (`bind fd@N`).
+      const listenFds = [...onDisk.matchAll(/^\s*bind fd@(\d+)\s*$/gm)].map((m) => Number(m[1]));
+      const sockets = this.sockets.adoptFrom(pid, listenFds);
       // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
-      const listeners = onDisk.match(/^\s*bind fd@\d+\s*$/gm)?.length ?? 0;
+      const listeners = listenFds.length;
       if (sockets.length < listeners)
         throw new Error(`copied ${sockets.length} of the ${listeners} listening sockets of HAProxy pid ${pid}`);
       this.socketsPinned = sockets.length > 0;
@@ -743,7 +776,7 @@ export class Agent {
         this.running = this.drains.withDraining(state);
         this.armDrainTimer();
       }
-      this.overrideTracker.adopted();
+      this.overrideTracker.adopted(parseDrainIds(await this.previous.readFile(this.drainIdsFile)));
       this.log.info(
         {
           haproxy_pid: pid,
@@ -1045,6 +1078,7 @@ export class Agent {
       const sent = await this.runActions(after.actions, trigger);
       await this.refreshActual(after.actions);
       this.noteDrains(after.actions, state);
+      await this.saveDrainIds();
       return { state, commands: sent };
     } catch (err) {
       this.actualCache = undefined;
@@ -1142,4 +1176,14 @@ function mergeRunning(running: Running, state: DesiredState): Running {
       return held.length === 0 ? s : { ...s, servers: [...s.servers, ...held] };
     }),
   };
+}
+
+/** The journal saveDrainIds writes: server ids ("backend/server"); anything else in it is ignored. */
+function parseDrainIds(text: string): Set<string> {
+  try {
+    const v: unknown = JSON.parse(text);
+    return new Set(Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string' && x.length <= 600) : []);
+  } catch {
+    return new Set();
+  }
 }

@@ -22,6 +22,8 @@ export class OverrideTracker {
   private readonly held = new Map<string, Map<string, OverrideState>>();
   private restored = false;
   private adoption = false;
+  /** At adoption: servers the previous agent itself drained (its journal), which are therefore not overrides. */
+  private agentDrained: ReadonlySet<string> = new Set();
 
   /** backend → server → state, for plan(). */
   get current(): Overrides {
@@ -40,8 +42,9 @@ export class OverrideTracker {
    * someone else (an operator, an agent-check): an override, kept across the restart. Maint is not taken: a previous
    * agent killed between `add server` and `state ready` leaves a desired server in maint, which must not stay there.
    */
-  adopted(): void {
+  adopted(agentDrained: ReadonlySet<string> = new Set()): void {
     this.adoption = true;
+    this.agentDrained = agentDrained;
   }
 
   /** HAProxy was restarted after a crash: the next observation comes from an older server-state file. */
@@ -56,6 +59,8 @@ export class OverrideTracker {
     this.restored = false;
     const adoption = this.adoption;
     this.adoption = false;
+    const agentDrained = this.agentDrained;
+    this.agentDrained = new Set();
     const wanted = new Set(desired.services.map((s) => s.name));
     for (const backend of this.seenReady.keys()) if (!wanted.has(backend)) this.seenReady.delete(backend);
     for (const backend of this.held.keys()) if (!wanted.has(backend)) this.held.delete(backend);
@@ -88,7 +93,10 @@ export class OverrideTracker {
         const state: OverrideState = (admin & ADMF_FMAINT) !== 0 ? 'maint' : 'drain';
         if (hold !== undefined) {
           if (hold !== state) held!.set(server.name, state);
-        } else if (!restored && (seen?.has(server.name) || (adoption && state === 'drain'))) {
+        } else if (
+          !restored &&
+          (seen?.has(server.name) || (adoption && state === 'drain' && !agentDrained.has(id())))
+        ) {
           if (!held) this.held.set(service.name, (held = new Map()));
           held.set(server.name, state);
           events.push({

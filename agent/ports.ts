@@ -38,7 +38,7 @@ export interface SocketPool {
   release(keep: ReadonlySet<string>): string[];
   closeAll(): void;
   /** Copies the listening sockets of a running process into the pool; returns their `address:port`. */
-  adoptFrom(pid: number): string[];
+  adoptFrom(pid: number, fds: readonly number[]): string[];
 }
 
 /**
@@ -73,8 +73,8 @@ export interface StateSource {
 export interface PreviousHaproxy {
   /** Every HAProxy running `configPath` (not `-c`), oldest first: the newest is current, the others soft-stop. */
   find(configPath: string): number[];
-  /** The config file it runs (empty when unreadable). */
-  readConfig(configPath: string): Promise<string>;
+  /** A file the previous agent left: the config HAProxy runs, the servers it drained (empty when unreadable). */
+  readFile(file: string): Promise<string>;
   /** Stops one that cannot be taken over, so that its ports can be bound again. */
   stop(pid: number): Promise<void>;
 }

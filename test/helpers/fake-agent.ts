@@ -283,7 +283,7 @@ agent:
     writeFile: files.write,
     previous: {
       find: () => (previous ? [previous.haproxyPid] : []),
-      readConfig: async (file) => files.files.get(file) ?? '',
+      readFile: async (file) => files.files.get(file) ?? '',
       stop: async (pid) => void stopped.push(pid),
     },
   });

@@ -259,6 +259,41 @@ describe('Agent on fakes: taking over from a previous agent', () => {
     await next.agent.stop();
   });
 
+  test("killed (kill -9) within write_delay_ms of a removal: the next agent reads the drain from the journal, not as an operator's", async () => {
+    const first = fakeAgent();
+    await first.agent.apply(state([web(server('a', 9001), server('b', 9002))]));
+    await first.clock.advanceAsync(first.config.agent.writeDelayMs);
+    await first.agent.flushFiles(); // haproxy.cfg (and, in the agent process, the state cache) say a and b
+    await first.agent.apply(state([web(server('a', 9001))])); // b drains in HAProxy; the files are not written yet
+    expect(first.runtime.backends.get('web')?.get('b')?.adminState).toBe(8);
+    expect(first.files.files.get(`${first.config.agent.stateDir}/agent-drains.json`)).toBe('["web/b"]\n');
+
+    const next = fakeAgent(1000, { ...first, haproxyPid: first.supervisor.pid! });
+    const r = await next.agent.apply(state([web(server('a', 9001), server('b', 9002))])); // the stale cache
+    expect(next.supervisor.starts).toEqual([]); // the files match each other: adopted without a reload
+    expect(next.agent.overrides()).toEqual([]); // b's drain was the agent's own, not an operator's
+    expect(r.commands).toEqual(['set server web/b state ready']); // what the cached state says, until told otherwise
+    // The control plane says b is gone: it drains again (and, desired again later, would be readied again).
+    expect((await next.agent.apply(state([web(server('a', 9001))]))).commands).toEqual([
+      'set server web/b state drain',
+    ]);
+    await next.agent.stop();
+  });
+
+  test('an operator drain on a desired server is still an override after a takeover (it is not in the journal)', async () => {
+    const first = fakeAgent();
+    await first.agent.apply(state([web(server('a', 9001), server('b', 9002))]));
+    await first.runtime.command('set server web/b state drain'); // an operator, on the stats socket
+    const pid = first.supervisor.pid!;
+    await first.agent.handOver();
+    const next = fakeAgent(1000, { ...first, haproxyPid: pid });
+    const r = await next.agent.apply(state([web(server('a', 9001), server('b', 9002))]));
+    expect(next.agent.overrides()).toEqual([{ server: 'web/b', state: 'drain' }]);
+    expect(r.commands).toEqual([]);
+    expect(next.runtime.backends.get('web')?.get('b')?.adminState).toBe(8);
+    await next.agent.stop();
+  });
+
   test('a config that does not match (here: the previous agent was killed before writing it) is reloaded, without the unknown drains', async () => {
     const { first, left, pid } = await handOverWithDrain();
     const file = first.config.haproxy.configPath;
