@@ -72,7 +72,10 @@ export async function main(args: string[]): Promise<object> {
   const backends = traffic.backends;
   const webPort = await freePort();
   const children = new Set<CliChild>();
+  /** The tmpfs of state_dir_unwritable, while mounted (an interrupted run unmounts it too). */
+  let mounted: string | undefined;
   const stopInterrupt = onInterruptStopChildren(async () => {
+    if (mounted) execFileSync('umount', ['-l', mounted], { stdio: 'pipe' });
     await zk.stop();
   });
   const write = (name: string, text: string) => {
@@ -149,6 +152,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
       stdio: 'pipe',
     });
     tmpfs = true;
+    mounted = path.join(agentDirs[1]!, 'state');
   } catch (err) {
     say(
       `faults: cannot mount a tmpfs for state_dir_unwritable (${(err as Error).message.split('\n')[0]}); that fault is skipped`,
@@ -408,7 +412,8 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     .filter((c) => c.proc.signalCode === null && c.proc.exitCode !== null && c.proc.exitCode !== 0)
     .map((c) => path.basename(c.logFile));
   for (const c of children) await c.stop();
-  if (tmpfs) execFileSync('umount', [path.join(agentDirs[1]!, 'state')], { stdio: 'pipe' });
+  if (mounted) execFileSync('umount', [mounted], { stdio: 'pipe' });
+  mounted = undefined;
   await traffic.close();
   await proxy.close();
   zkc.close();
