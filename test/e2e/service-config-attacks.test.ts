@@ -4,7 +4,8 @@ import * as grpc from '@grpc/grpc-js';
 import { ControlPlaneAdminClient, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
 import { Backend, startBackends } from '../helpers/backends';
 import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, get, listening, sleep, tally, tempDir } from '../helpers/net';
+import { eventually, freePort, get, listening, pidsListenOn, sleep, tally, tempDir } from '../helpers/net';
+import { findHaproxies } from '../../agent/haproxy/orphan';
 import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
 import { connectZk } from '../helpers/zk-client';
 
@@ -31,6 +32,7 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
   let haproxyCfg: string;
   /** Ports attacks try to open: none may ever listen. */
   const attackPorts: number[] = [];
+  let agentPid: number | undefined;
   /** controlplane.file_watcher_dirs: the only directory `file` watchers may read under. */
   let allowedDir: string;
   /** A "private key" outside allowedDir: file watchers must never read it, nothing of it may show up anywhere. */
@@ -48,6 +50,12 @@ describe('hostile service configs in ZooKeeper → refused by name, nothing reac
   /** Everything an operator (or an attacker reading the admin API or logs) sees: ListServices, the log, haproxy.cfg. */
   const everywhere = async () =>
     [JSON.stringify(await listServices()), cp.logs(), readFileSync(haproxyCfg, 'utf8')].join('\n');
+  /**
+   * Whether this test's agent or HAProxy listens on `port`. The attack ports were free when picked, but a test file
+   * running alongside may take one later: only our own processes count.
+   */
+  const oursListen = (port: number) =>
+    pidsListenOn([...findHaproxies(haproxyCfg), ...(agentPid ? [agentPid] : [])], port);
   const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   /** The honest service, probed every 20 ms on a fresh connection for the whole run. */
   const probe = { ok: 0, failed: [] as string[], running: true, done: Promise.resolve() };
@@ -148,7 +156,7 @@ agent:
     );
     cp = startCli(['controlplane', '--config', cpConfig]);
     expect(await cp.waitForLog(/control plane started/)).toBe(true);
-    startCli(['agent', '--config', agentConfig]); // stopped by stopAllCli in afterAll
+    agentPid = startCli(['agent', '--config', agentConfig]).proc.pid; // stopped by stopAllCli in afterAll
     expect(
       await eventually(async () => (await served(webPort)) === 'a,b' && (await served(web2Port)) === 'c', 20_000),
     ).toBe(true);
@@ -238,7 +246,7 @@ agent:
       expect(error.length).toBeLessThan(600);
       expect(await cp.waitForLog(new RegExp(`"service":"${name}".*invalid service config`))).toBe(true);
       expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
-      expect(await listening(attackPort)).toBe(false);
+      expect(oursListen(attackPort)).toBe(false);
       expect(await listening(ownPort)).toBe(false);
       expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
       expect(await served(webPort)).toBe('a,b');
@@ -367,7 +375,7 @@ agent:
     await refusal('web2', /server "z": options\[1\]: "namespace" is not allowed/);
     expect(await served(web2Port)).toBe('c');
     expect((await listServices()).services.find((s) => s.name === 'web2')?.servers.map((s) => s.name)).toEqual(['c']);
-    expect(await listening(attackPort)).toBe(false);
+    expect(oursListen(attackPort)).toBe(false);
   });
 
   test('afterwards: a benign change still flows; haproxy.cfg holds nothing of any attack; no attack port listens; the honest service never missed a request', async () => {
@@ -395,7 +403,8 @@ agent:
       'listen web',
       'listen web2',
     ]);
-    for (const p of attackPorts) expect(await listening(p)).toBe(false);
+    expect(oursListen(webPort)).toBe(true); // the check sees our listeners (so it cannot pass for want of looking)
+    for (const p of attackPorts) expect(oursListen(p)).toBe(false);
     expect(leaked(await everywhere())).toEqual([]);
     probe.running = false;
     await probe.done;

@@ -1,7 +1,7 @@
 import { ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import * as http from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -102,4 +102,42 @@ export function listening(port: number, host = '127.0.0.1', timeoutMs = 1000): P
     s.once('error', () => answer(false));
     s.once('timeout', () => answer(true));
   });
+}
+
+/**
+ * Whether one of `pids` holds a TCP socket listening on `port` (read from /proc). Unlike `listening`, another
+ * process that happens to listen on the port (a test running alongside took it after freePort) does not count.
+ */
+export function pidsListenOn(pids: readonly number[], port: number): boolean {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set<string>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue; // no IPv6
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[1]!.endsWith(hex) && f[3] === '0A') inodes.add(f[9]!);
+    }
+  }
+  for (const pid of pids) {
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue; // gone
+    }
+    for (const fd of fds) {
+      try {
+        const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1];
+        if (inode !== undefined && inodes.has(inode)) return true;
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return false;
 }
