@@ -426,6 +426,10 @@ export class Agent {
         error,
         durationMs: this.clock.now() - started,
       };
+    } finally {
+      // The drain journal follows every apply (drains end by deadline, by return, by a service leaving, or after a
+      // takeover; the first apply also replaces a predecessor's journal). Written only when it changed.
+      await this.saveDrainIds();
     }
   }
 
@@ -716,7 +720,7 @@ export class Agent {
         this.log.info({ server: id, drained_ms: now - d.since }, 'drained server deleted');
       }
       if (deleted && this.lastGood) this.configFile.schedule(() => this.configText(this.lastGood!));
-      if (deleted) await this.saveDrainIds();
+      await this.saveDrainIds(); // (only written when the set changed: deleted or given up)
     } catch (err) {
       this.counters.errors++;
       this.log.error({ err: errorMessage(err) }, 'sweeping drained servers failed; retrying');
@@ -756,19 +760,17 @@ export class Agent {
     const pid = all.at(-1);
     if (pid === undefined) return;
     try {
+      const sockets = all.flatMap((p) => this.sockets.adoptFrom(p));
       const onDisk = await this.previous.readFile(configPath);
-      // The listeners of the config the newest one runs, by the fd numbers it inherited them at (`bind fd@N`).
-      const listenFds = [...onDisk.matchAll(/^\s*bind fd@(\d+)\s*$/gm)].map((m) => Number(m[1]));
-      const sockets = this.sockets.adoptFrom(pid, listenFds);
       // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
-      const listeners = listenFds.length;
+      const listeners = onDisk.match(/^\s*bind fd@\d+\s*$/gm)?.length ?? 0;
       if (sockets.length < listeners)
         throw new Error(`copied ${sockets.length} of the ${listeners} listening sockets of HAProxy pid ${pid}`);
       this.socketsPinned = sockets.length > 0;
       const state = this.withSockets(desired, []);
       // Servers the previous agent was draining are in that config, with their drains: they go on draining (no
       // reload cuts their sessions short) when the config is exactly what this agent would write.
-      const drains = this.drains.restore(onDisk, state);
+      const drains = this.drains.restore(onDisk, state, this.clock.now());
       const same = onDisk === this.configText(state);
       if (!same) this.drains.clear();
       this.supervisor.adopt(pid, same ? this.fdsFor(state) : [], all.slice(0, -1));

@@ -16,6 +16,8 @@ export interface Drain {
 /** The comment block at the end of haproxy.cfg that carries the drains to the next agent (see Drains.trailer). */
 const TRAILER_HEAD = '# proxymgr agent: servers draining on their way out (read back by the next agent on takeover)';
 const TRAILER_LINE = '# draining ';
+/** The longest drain timeout proxymgr.yml and service configs allow (24 h). */
+const MAX_DRAIN_MS = 86_400_000;
 
 /**
  * Servers draining on their way out (issue 12): a server that leaves discovery is set to `drain` (no new sessions;
@@ -79,7 +81,7 @@ export class Drains {
    * config then renders to exactly `configText` (so nothing read here reaches HAProxy unless it already runs it).
    * Returns how many were taken.
    */
-  restore(configText: string, state: DesiredState): number {
+  restore(configText: string, state: DesiredState, now: number): number {
     const services = new Map(state.services.map((s) => [s.name, s]));
     let n = 0;
     for (const line of configText.split('\n')) {
@@ -87,6 +89,8 @@ export class Drains {
       const d = parseDrain(line.slice(TRAILER_LINE.length));
       const service = d && services.get(d.backend);
       if (!d || !service || service.servers.some((v) => v.name === d.server.name)) continue;
+      // A deadline from a skewed clock (or a file written by hand) is held to the longest drain timeout allowed.
+      d.deadline = Math.min(d.deadline, now + MAX_DRAIN_MS);
       this.entries.set(`${d.backend}/${d.server.name}`, d);
       n++;
     }

@@ -38,7 +38,7 @@ export interface SocketPool {
   release(keep: ReadonlySet<string>): string[];
   closeAll(): void;
   /** Copies the listening sockets of a running process into the pool; returns their `address:port`. */
-  adoptFrom(pid: number, fds: readonly number[]): string[];
+  adoptFrom(pid: number): string[];
 }
 
 /**

@@ -24,8 +24,8 @@ export interface SupervisorOptions {
   /** Where the running HAProxy's pid is recorded (see orphan.ts). */
   readonly pidFile?: string;
   /**
-   * Restart timers and the crash window (default: the real clock). Waiting for a new process to answer on its
-   * stats socket stays on real time: that is I/O, not policy.
+   * Restart timers, the crash window, the watch of an adopted process and the readiness deadline (default: the real
+   * clock). With a fake clock, a start waits for its process to answer only while the clock is advanced.
    */
   readonly clock?: Clock;
   /** Runs (awaited, errors ignored) before a crashed HAProxy is started again: the agent writes a pending haproxy.cfg. */

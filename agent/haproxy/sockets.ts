@@ -1,3 +1,4 @@
+import { readdirSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrError } from '../../common/errors';
 import { findUp } from '../../common/fs';
@@ -63,15 +64,24 @@ export class SocketPool implements ports.SocketPool {
   /**
    * Copies the listening TCP sockets of a running process (the HAProxy a previous agent left) into the pool, so
    * that the same sockets — and the connections in their backlog — go on to the next HAProxy: no port closes.
-   * `fds` are the fd numbers its config listens on (`bind fd@N`: HAProxy keeps the fds it inherits at their
-   * numbers), so only those are looked at (matching every socket fd against /proc/net/tcp took seconds under heavy
-   * load, with tens of thousands of TIME_WAIT entries). Returns the address:port of each; a socket the pool already
-   * has is not copied twice.
+   * Every socket fd of the process is copied and asked whether it listens (SO_ACCEPTCONN); the copies of the others
+   * are closed at once (closing a copy leaves the process's own fd as it is). Looking the listeners up in
+   * /proc/net/tcp instead took seconds under load (tens of thousands of TIME_WAIT entries); taking only the fd
+   * numbers haproxy.cfg names would miss a listener when the file is newer than the process (a failed reload).
+   * Returns the address:port of each; a socket the pool already has is not copied twice.
    */
-  adoptFrom(pid: number, fds: readonly number[]): string[] {
+  adoptFrom(pid: number): string[] {
     const adopted: string[] = [];
-    for (const n of fds) {
-      const key = this.copyListener(pid, n);
+    const dir = `/proc/${pid}/fd`;
+    for (const entry of readdirSync(dir)) {
+      let link: string;
+      try {
+        link = readlinkSync(path.join(dir, entry));
+      } catch {
+        continue; // closed meanwhile
+      }
+      if (!link.startsWith('socket:')) continue;
+      const key = this.copyListener(pid, Number(entry));
       if (key !== undefined) adopted.push(key);
     }
     return adopted;

@@ -150,10 +150,11 @@ export class ServiceStatsTracker {
     if (pid === undefined) return;
     // Frontend and backend rows only (`-1 3 -1`): two rows per service, however many servers (a 2,000 × 20 HAProxy's
     // full `show stat` is some 16 MB). Servers DOWN come from the agent's `show servers state` (Agent.serverCounts).
+    // Asked before the read: a reload meanwhile makes another process current, but this answer is the adopted one's.
+    const fromZero = this.pid === undefined && this.countsFromZero(pid);
     const stats = parseShowStat(await this.runtime.command('show stat -1 3 -1'));
     const restarted = this.pid !== undefined && pid !== this.pid;
-    if (this.pid === undefined && this.countsFromZero(pid))
-      for (const [name, s] of stats) this.base.set(name, negated(s.counters));
+    if (fromZero) for (const [name, s] of stats) this.base.set(name, negated(s.counters));
     this.pid = pid;
     for (const [name, s] of stats) {
       const last = this.last.get(name);

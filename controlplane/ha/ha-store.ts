@@ -166,9 +166,10 @@ export class HaStore implements RolloutStore {
           ...['rollout', 'revisions', 'agents', 'leader', 'traffic'].map((d) => this.p(d)),
           ...revisions.map((r) => this.p('revisions', r)),
         ];
-        let fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
+        const fixed = await secureNodes(client, nodes, this.opts.digest, this.log);
+        // Persistent nodes others planted under agents/ and traffic/ while the ACLs were open (logged one by one).
         for (const dir of ['agents', 'traffic'])
-          fixed += await removeOpenChildren(client, this.p(dir), this.opts.digest, this.log);
+          await removeOpenChildren(client, this.p(dir), this.opts.digest, this.log);
         if (fixed > 0)
           this.log.warn(
             { fixed, zk_path: this.opts.root },

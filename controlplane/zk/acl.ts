@@ -58,10 +58,10 @@ export async function secureNodes(
 }
 
 /**
- * Removes the children of `parent` that others may change. Under `agents/` and `traffic/` every node of the control
- * plane is ephemeral and re-written by its replica; one with an open ACL was made before the credentials were set
- * (by an older replica, which writes it again, or by anyone who could write then, and whose content cannot be
- * trusted). Returns how many were removed.
+ * Removes the persistent children of `parent` that others may change. Under `agents/` and `traffic/` every node of
+ * the control plane is ephemeral; a persistent one with an open ACL was planted while the ACLs were open, and its
+ * content cannot be trusted (the readers ignore persistent nodes there too). Ephemeral ones are left: an older
+ * replica's, during a rolling change to credentials, go with its session. Returns how many were removed.
  */
 export async function removeOpenChildren(
   client: Client,
@@ -74,10 +74,10 @@ export async function removeOpenChildren(
   for (const child of children) {
     const path = `${parent}/${child}`;
     try {
-      const acls = await new Promise<ACL[]>((resolve, reject) =>
-        client.getACL(path, (err, a) => (err ? reject(err) : resolve(a))),
+      const [acls, stat] = await new Promise<[ACL[], Stat]>((resolve, reject) =>
+        client.getACL(path, (err, a, s) => (err ? reject(err) : resolve([a, s]))),
       );
-      if (!digest.isOpen(acls)) continue;
+      if (!digest.isOpen(acls) || !stat.ephemeralOwner.every((b) => b === 0)) continue;
       await call((cb) => client.remove(path, -1, (e) => cb(e, undefined)));
       removed++;
       if (removed <= 20)

@@ -14,6 +14,8 @@ export interface ZkLease {
  */
 export class ZkSessionManager {
   private readonly sessions = new Map<string, { session: ZkSession; refs: number }>();
+  /** Sessions released and still closing: closeAll waits for them too. */
+  private readonly closing = new Set<Promise<void>>();
 
   constructor(private readonly options: Omit<ZkSessionOptions, 'log'> & { log: Logger }) {}
 
@@ -34,7 +36,9 @@ export class ZkSessionManager {
         if (released) return;
         released = true;
         if (--e.refs === 0) {
-          void e.session.close(); // the session ends by itself; closeAll awaits the ones still open
+          const closed = e.session.close();
+          this.closing.add(closed);
+          void closed.finally(() => this.closing.delete(closed));
           if (this.sessions.get(key) === e) this.sessions.delete(key);
         }
       },
@@ -63,7 +67,7 @@ export class ZkSessionManager {
   async closeAll(): Promise<void> {
     const open = [...this.sessions.values()];
     this.sessions.clear();
-    await Promise.all(open.map((e) => e.session.close()));
+    await Promise.all([...open.map((e) => e.session.close()), ...this.closing]);
   }
 }
 

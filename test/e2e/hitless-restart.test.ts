@@ -87,7 +87,7 @@ describe('hitless agent restart and kill -9 (built CLI, real HAProxy)', () => {
     writeFileSync(
       cfg,
       `haproxy: {config_path: ${tmp.dir}/haproxy.cfg, socket_path: ${tmp.dir}/haproxy.sock, defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}
-agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 8000}
+agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 12000}
 `,
     );
     writeState(backends);
@@ -132,7 +132,7 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 8000}
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/); // adopted, not restarted
     expect(listeningInodes(port)).toEqual(inodes);
 
-    // A host change goes through the runtime API of the adopted process; the removed host drains (8 s).
+    // A host change goes through the runtime API of the adopted process; the removed host drains (12 s).
     writeState([backends[0]!]);
     // (Waiting for the drain itself: with the load's requests in HAProxy's round robin, four test requests can all
     // land on a while b is still ready.)
@@ -158,7 +158,7 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 8000}
     await sleep(500);
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/);
     await expectAdmin(agent, 'b', 'drain');
-    expect(await agent.waitForLog(/"server":"web\/b"[^\n]*drained server deleted/, 15_000)).toBe(true);
+    expect(await agent.waitForLog(/"server":"web\/b"[^\n]*drained server deleted/, 20_000)).toBe(true);
     await expectAdmin(agent, 'b', 'absent');
     expect(await eventually(() => !readFileSync(cfgFile, 'utf8').includes('# draining'), 5000)).toBe(true);
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/);

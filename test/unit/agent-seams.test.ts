@@ -297,7 +297,8 @@ describe('Agent on fakes: taking over from a previous agent', () => {
   test('a config that does not match (here: the previous agent was killed before writing it) is reloaded, without the unknown drains', async () => {
     const { first, left, pid } = await handOverWithDrain();
     const file = first.config.haproxy.configPath;
-    // The trailer of a config this agent would not write (a drain of a server of another service) is not taken.
+    // A config this agent would not write (here: a line it never writes, and a trailer entry it would write
+    // differently): neither the adoption without a reload nor the drains it names are taken.
     first.files.files.set(
       file,
       first.files.files.get(file)!.replace('"backend":"web"', '"backend":"web","note":"x"') + 'extra\n',

@@ -146,20 +146,24 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
     // A real process stands in for the HAProxy a previous agent left (the watch reads /proc).
     const orphan = realSpawn('sleep', ['30'], { stdio: 'ignore' });
     const exited = new Promise((r) => orphan.once('exit', r));
-    s.adopt(orphan.pid!, [7]);
-    expect(s.adoptedPid).toBe(orphan.pid);
-    await clock.advanceAsync(2000);
-    expect(children).toHaveLength(0); // alive: nothing to do
-    orphan.kill('SIGKILL');
-    await exited;
-    await clock.advanceAsync(500); // the next look sees it gone: a restart is due after 100 ms
-    expect(children).toHaveLength(0);
-    await clock.advanceAsync(100);
-    await new Promise((r) => setImmediate(r));
-    expect(children).toHaveLength(1);
-    expect(s.running).toBe(true);
-    expect(s.adoptedPid).toBeUndefined();
-    await s.stop();
-    expect(clock.pending).toBe(0);
+    try {
+      s.adopt(orphan.pid!, [7]);
+      expect(s.adoptedPid).toBe(orphan.pid);
+      await clock.advanceAsync(2000);
+      expect(children).toHaveLength(0); // alive: nothing to do
+      orphan.kill('SIGKILL');
+      await exited;
+      await clock.advanceAsync(500); // the next look sees it gone: a restart is due after 100 ms
+      expect(children).toHaveLength(0);
+      await clock.advanceAsync(100);
+      await new Promise((r) => setImmediate(r));
+      expect(children).toHaveLength(1);
+      expect(s.running).toBe(true);
+      expect(s.adoptedPid).toBeUndefined();
+      await s.stop();
+      expect(clock.pending).toBe(0);
+    } finally {
+      orphan.kill('SIGKILL'); // (already gone unless an expectation failed first)
+    }
   });
 });

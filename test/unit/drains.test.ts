@@ -35,7 +35,7 @@ describe('Drains: carried to the next agent in haproxy.cfg', () => {
 
     const next = new Drains(30_000);
     const desired = state(service('web', [server('a')]), service('api', [server('y')]));
-    expect(next.restore(`listen web\n    server a 127.0.0.1:8000\n${trailer}`, desired)).toBe(2);
+    expect(next.restore(`listen web\n    server a 127.0.0.1:8000\n${trailer}`, desired, 0)).toBe(2);
     expect(next.trailer()).toBe(trailer); // byte for byte: the takeover compares whole files
     expect(next.list().map((x) => [x.backend, x.server, x.since, x.deadline, x.attempts])).toEqual([
       ['api', server('x'), 2000, 7000, 0],
@@ -48,8 +48,15 @@ describe('Drains: carried to the next agent in haproxy.cfg', () => {
     d.started('web', server('b'), undefined, 0);
     d.started('gone', server('c'), undefined, 0);
     const next = new Drains(30_000);
-    expect(next.restore(d.trailer(), state(service('web', [server('b')])))).toBe(0);
+    expect(next.restore(d.trailer(), state(service('web', [server('b')])), 0)).toBe(0);
     expect(next.size).toBe(0);
+  });
+
+  test('a restored deadline further away than the longest drain timeout (a skewed clock) is held to it', () => {
+    const d = new Drains(30_000);
+    const far = { backend: 'web', server: server('b'), since: 0, deadline: 1e15 };
+    expect(d.restore(`# draining ${JSON.stringify(far)}`, state(service('web', [server('a')])), 5000)).toBe(1);
+    expect(d.nextDeadline()).toBe(5000 + 86_400_000);
   });
 
   test('lines that are not drains are skipped: junk JSON, wrong types, infinite deadlines, no comment marker', () => {
@@ -67,7 +74,7 @@ describe('Drains: carried to the next agent in haproxy.cfg', () => {
       `    # draining ${JSON.stringify(ok)}`,
     ];
     const d = new Drains(30_000);
-    expect(d.restore(lines.join('\n'), desired)).toBe(0);
-    expect(d.restore(`# draining ${JSON.stringify(ok)}`, desired)).toBe(1);
+    expect(d.restore(lines.join('\n'), desired, 0)).toBe(0);
+    expect(d.restore(`# draining ${JSON.stringify(ok)}`, desired, 0)).toBe(1);
   });
 });
