@@ -500,17 +500,18 @@ export async function main(args: string[]): Promise<object> {
   const tally = (name: string) => (tallies[name] ??= { inputs: 0, rejected: 0, accepted: 0, crashes: 0 });
   let namesNotInErrors = 0;
 
-  // 1. Service configs in ZooKeeper, in batches: wait until each is served or reported, then remove the batch.
-  {
-    const t = tally('zk_service_config');
-    const total = share(11);
+  /**
+   * Service configs written to ZooKeeper in batches of 25: each batch is waited for until every config is served
+   * or reported (scanning both haproxy.cfg files), then removed.
+   */
+  const zkConfigBatches = async (t: Tally, total: number, next: (i: number) => { name: string; text: string }) => {
     for (let i = 0; i < total;) {
       const batch: string[] = [];
       for (let j = 0; j < 25 && i < total; j++, i++) {
-        const name = oddName(rand, i);
+        const { name, text } = next(i);
         t.inputs++;
         try {
-          await zkc.put(`/service_config/${name}`, serviceConfigText(rand, i, portsFor));
+          await zkc.put(`/service_config/${name}`, text);
           batch.push(name);
         } catch {
           t.rejected++; // ZooKeeper itself refused the node name or size
@@ -528,6 +529,15 @@ export async function main(args: string[]): Promise<object> {
       for (const name of batch) await zkc.remove(`/service_config/${name}`).catch(() => undefined);
       await sleep(50);
     }
+  };
+
+  // 1. Service configs in ZooKeeper.
+  {
+    const t = tally('zk_service_config');
+    await zkConfigBatches(t, share(11), (i) => ({
+      name: oddName(rand, i),
+      text: serviceConfigText(rand, i, portsFor),
+    }));
     say(`  zk service configs: ${JSON.stringify(t)}`);
   }
 
@@ -535,31 +545,10 @@ export async function main(args: string[]): Promise<object> {
   // served through agent A's real HAProxy when valid (canary weights computed from the labelled hosts).
   {
     const t = tally('zk_service_options');
-    const total = share(3);
-    for (let i = 0; i < total;) {
-      const batch: string[] = [];
-      for (let j = 0; j < 25 && i < total; j++, i++) {
-        const name = `opt-${i}`;
-        t.inputs++;
-        try {
-          await zkc.put(`/service_config/${name}`, serviceOptionsText(rand, i, portsFor, canaryPath));
-          batch.push(name);
-        } catch {
-          t.rejected++; // ZooKeeper itself refused the node (its size)
-        }
-      }
-      const verdicts = await settle(() => listServices(admin1), batch);
-      scan();
-      for (const name of batch) {
-        if (verdicts.served.has(name)) t.accepted++;
-        else {
-          t.rejected++;
-          if (!verdicts.errors.has(name)) namesNotInErrors++;
-        }
-      }
-      for (const name of batch) await zkc.remove(`/service_config/${name}`).catch(() => undefined);
-      await sleep(50);
-    }
+    await zkConfigBatches(t, share(3), (i) => ({
+      name: `opt-${i}`,
+      text: serviceOptionsText(rand, i, portsFor, canaryPath),
+    }));
     say(`  zk service options: ${JSON.stringify(t)}`);
   }
 

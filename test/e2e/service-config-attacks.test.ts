@@ -278,42 +278,13 @@ agent:
     ['a ".." escape from inside the listed directory', () => `${allowedDir}/../secret/tls.key`],
   ];
 
-  test.each(fileAttacks.map(([what, file], i) => [what, file, i] as const))(
-    'a file watcher reading %s: refused by name, nothing of the file anywhere',
-    async (_what, fileOf, i) => {
-      const name = `evilfile${i}`;
-      const file = fileOf();
-      const ownPort = await freePort();
-      await zkc.put(`/service_config/${name}`, fileWatcher(file, ownPort));
-      const error = await refusal(
-        name,
-        new RegExp(
-          `service ${name}: file watcher refused for ${escapeRe(file)}: not under controlplane.file_watcher_dirs \\(${escapeRe(allowedDir)}\\)`,
-        ),
-      );
-      expect(error).toMatch(/the service is not served until this is fixed/);
-      expect(error.length).toBeLessThan(600);
-      expect(await cp.waitForLog(new RegExp(`"service":"${name}".*invalid service config`))).toBe(true);
-      expect((await listServices()).services.map((s) => s.name)).not.toContain(name);
-      expect(oursListen(ownPort)).toBe(false);
-      expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
-      expect(leaked(await everywhere())).toEqual([]);
-      expect(await served(webPort)).toBe('a,b');
-    },
-  );
-
-  test('a file watcher reading through a symlink from inside the listed directory to a file outside: refused by name, nothing of the file anywhere', async () => {
-    const name = 'evilfilelink';
-    const link = path.join(allowedDir, 'linked.txt');
-    symlinkSync(secretFile, link);
+  /** A file watcher at `file` written to ZooKeeper: refused with `why`, by name, with nothing of the file anywhere. */
+  const fileWatcherRefused = async (name: string, file: string, why: string) => {
     const ownPort = await freePort();
-    await zkc.put(`/service_config/${name}`, fileWatcher(link, ownPort));
-    // Lexically inside the directory, but its real path is not: refused with the service, like the attacks above.
+    await zkc.put(`/service_config/${name}`, fileWatcher(file, ownPort));
     const error = await refusal(
       name,
-      new RegExp(
-        `service ${name}: file watcher refused for ${escapeRe(link)}: it resolves \\(through a symlink\\) to a path outside controlplane.file_watcher_dirs \\(${escapeRe(allowedDir)}\\)`,
-      ),
+      new RegExp(`service ${name}: file watcher refused for ${escapeRe(file)}: ${why} \\(${escapeRe(allowedDir)}\\)`),
     );
     expect(error).toMatch(/the service is not served until this is fixed/);
     expect(error.length).toBeLessThan(600);
@@ -323,7 +294,24 @@ agent:
     expect(readFileSync(haproxyCfg, 'utf8')).not.toContain(name);
     expect(leaked(await everywhere())).toEqual([]);
     expect(await served(webPort)).toBe('a,b');
-    await zkc.remove(`/service_config/${name}`);
+  };
+
+  test.each(fileAttacks.map(([what, file], i) => [what, file, i] as const))(
+    'a file watcher reading %s: refused by name, nothing of the file anywhere',
+    async (_what, fileOf, i) =>
+      fileWatcherRefused(`evilfile${i}`, fileOf(), 'not under controlplane.file_watcher_dirs'),
+  );
+
+  test('a file watcher reading through a symlink from inside the listed directory to a file outside: refused by name, nothing of the file anywhere', async () => {
+    const link = path.join(allowedDir, 'linked.txt');
+    symlinkSync(secretFile, link);
+    // Lexically inside the directory, but its real path is not: refused with the service, like the attacks above.
+    await fileWatcherRefused(
+      'evilfilelink',
+      link,
+      'it resolves \\(through a symlink\\) to a path outside controlplane.file_watcher_dirs',
+    );
+    await zkc.remove('/service_config/evilfilelink');
   });
 
   test('a hostile per-host option (Nerve haproxy_server_options): that host is left out by name, its service is served without it', async () => {
