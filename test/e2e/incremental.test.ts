@@ -176,15 +176,17 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
 
   async function waitForRolloutToFinish(): Promise<void> {
     // A service-config change becomes a rollout; wait until it has completed and every agent runs the stable revision.
+    let last: unknown;
     const ok = await eventually(
       async () => {
         const s = await rolloutStatus();
+        last = s.rollout;
         return s.rollout === undefined || s.rollout.state === 'completed';
       },
       60_000,
       200,
     );
-    expect(ok).toBe(true);
+    if (!ok) throw new Error(`the rollout did not complete; last: ${JSON.stringify(last, null, 1)}`);
   }
 
   beforeAll(async () => {

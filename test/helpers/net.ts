@@ -6,14 +6,42 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
+/** Ports this process handed out already: not again while others are left. */
+const handedOut = new Set<number>();
+/**
+ * Ports are picked below the kernel's ephemeral range (ip_local_port_range, 32768–60999 by default): a port the
+ * kernel picks for `listen(0)` comes from that range, which every outgoing connection also draws its source port
+ * from, and under load (thousands of connections next to the test) such a port was taken before the test bound it.
+ * Each jest worker draws from its own slice of 20000–32767, so two test files running side by side never pick the
+ * same port either (a port is only checked free when picked; the test binds it later).
+ */
+const PORT_LOW = 20000;
+const SLICE = 1500;
+const worker = Number(process.env.JEST_WORKER_ID ?? 0) % 8; // 0: not under jest (benchmarks, the demo)
+const sliceLow = PORT_LOW + worker * SLICE;
+
+/** A TCP port nothing listens on now, outside the ephemeral range, in this process's slice. */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+  // Checked on the wildcard address too: a service bound to 0.0.0.0 must not meet another test's 127.0.0.1.
+  const hosts = net.isIPv6(host) ? [host] : [host, '0.0.0.0'];
+  for (let attempt = 0; attempt < 3 * SLICE; attempt++) {
+    if (handedOut.size >= SLICE - 100) handedOut.clear(); // a long run: ports of finished tests are free again
+    const port = sliceLow + Math.floor(Math.random() * SLICE);
+    if (handedOut.has(port)) continue;
+    let free = true;
+    for (const h of hosts) if (!(await canListen(port, h))) free = false;
+    if (!free) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`freePort: no free port in ${sliceLow}-${sliceLow + SLICE - 1}`);
+}
+
+function canListen(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host, exclusive: true }, () => srv.close(() => resolve(true)));
   });
 }
 
