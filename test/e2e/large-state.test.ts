@@ -79,9 +79,10 @@ describe(`a ${SERVICES} × ${SERVERS} state end to end (built CLI, real HAProxy)
     await new Promise<void>((resolve) => backend.listen(0, '0.0.0.0', resolve));
     backendPort = (backend.address() as AddressInfo).port;
     // Below the ephemeral range (32768+): 4,000 ports taken from it would collide with the outgoing connections of
-    // tests running at the same time, and a service whose port was taken meanwhile is left out.
-    for (let p = 22_000; ports.length < SERVICES; p++) {
-      if (p >= 32_768) throw new Error(`fewer than ${SERVICES} free ports between 22000 and 32767`);
+    // tests running at the same time, and a service whose port was taken meanwhile is left out. Above 28000: the
+    // other tests' freePort slices end there (test/helpers/net.ts).
+    for (let p = 28_000; ports.length < SERVICES; p++) {
+      if (p >= 32_768) throw new Error(`fewer than ${SERVICES} free ports between 28000 and 32767`);
       if (await isFree(p)) ports.push(p);
     }
     servicesFile = path.join(tmp.dir, 'services.json');
