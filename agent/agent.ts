@@ -20,7 +20,7 @@ import { SocketPool as NativeSocketPool, socketKey } from './haproxy/sockets';
 import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
 import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
-import { Drains } from './drains';
+import { drainId, Drains } from './drains';
 import { ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
@@ -206,7 +206,7 @@ export class Agent {
     const out = new Map<string, { total: number; down: number }>();
     // Servers on their way out (draining after leaving discovery) are not the service's servers any more: a host
     // that is gone fails its checks while it drains, and must not read as a server DOWN (the traffic gates judge it).
-    const leaving = new Set(this.drains.list().map((d) => `${d.backend}/${d.server.name}`));
+    const leaving = new Set(this.drains.ids());
     for (const [backend, servers] of this.actualCache ?? []) {
       let total = 0;
       let down = 0;
@@ -628,7 +628,7 @@ export class Agent {
    * predecessor's drains from an operator's (OverrideTracker.adopted). Never throws: a failed write is logged.
    */
   private async saveDrainIds(also: readonly string[] = []): Promise<void> {
-    const ids = new Set([...this.drains.list().map((d) => `${d.backend}/${d.server.name}`), ...also]);
+    const ids = new Set([...this.drains.ids(), ...also]);
     const text = `${JSON.stringify([...ids].sort())}\n`;
     if (text === this.drainIdsWritten) return;
     try {
@@ -647,7 +647,7 @@ export class Agent {
   draining(): { server: string; since?: number; deadline?: number }[] {
     const out: { server: string; since?: number; deadline?: number }[] = this.drains
       .list()
-      .map((d) => ({ server: `${d.backend}/${d.server.name}`, since: d.since, deadline: d.deadline }));
+      .map((d) => ({ server: drainId(d), since: d.since, deadline: d.deadline }));
     for (const s of this.lastGood?.services ?? [])
       for (const v of s.servers) if (v.weight === 0) out.push({ server: `${s.name}/${v.name}` });
     return out;
@@ -682,7 +682,7 @@ export class Agent {
       }
       let deleted = false;
       for (const d of this.drains.due(now)) {
-        const id = `${d.backend}/${d.server.name}`;
+        const id = drainId(d);
         try {
           // Each attempt from the start (all three are idempotent): HAProxy may have restarted in between and have
           // the server ready or draining again, and it deletes only a server in maint.

@@ -13,6 +13,11 @@ export interface Drain {
   attempts: number;
 }
 
+/** "backend/server": how a drain is named in logs, the runtime API and the journal (and keyed here). */
+export function drainId(d: Pick<Drain, 'backend' | 'server'>): string {
+  return `${d.backend}/${d.server.name}`;
+}
+
 /** The comment block at the end of haproxy.cfg that carries the drains to the next agent (see Drains.trailer). */
 const TRAILER_HEAD = '# proxymgr agent: servers draining on their way out (read back by the next agent on takeover)';
 const TRAILER_LINE = '# draining ';
@@ -39,9 +44,14 @@ export class Drains {
     return [...this.entries.values()];
   }
 
+  /** The ids (drainId) of the servers draining. */
+  ids(): string[] {
+    return [...this.entries.keys()];
+  }
+
   /** A server the agent just set to drain (its own removal); an entry already there keeps its deadline. */
   started(backend: string, server: Server, service: Service | undefined, now: number): void {
-    const id = `${backend}/${server.name}`;
+    const id = drainId({ backend, server });
     if (this.entries.has(id)) return;
     const timeout = service?.drainTimeoutMs ?? this.defaultTimeoutMs;
     this.entries.set(id, { backend, server, since: now, deadline: now + timeout, attempts: 0 });
@@ -70,7 +80,7 @@ export class Drains {
   trailer(): string {
     if (this.entries.size === 0) return '';
     const lines = [...this.entries.values()]
-      .sort((a, b) => (a.backend + '/' + a.server.name < b.backend + '/' + b.server.name ? -1 : 1))
+      .sort((a, b) => (drainId(a) < drainId(b) ? -1 : 1))
       .map((d) => TRAILER_LINE + drainJson(d));
     return `${TRAILER_HEAD}\n${lines.join('\n')}\n`;
   }
@@ -91,7 +101,7 @@ export class Drains {
       if (!d || !service || service.servers.some((v) => v.name === d.server.name)) continue;
       // A deadline from a skewed clock (or a file written by hand) is held to the longest drain timeout allowed.
       d.deadline = Math.min(d.deadline, now + MAX_DRAIN_MS);
-      this.entries.set(`${d.backend}/${d.server.name}`, d);
+      this.entries.set(drainId(d), d);
       n++;
     }
     return n;
@@ -102,7 +112,7 @@ export class Drains {
   }
 
   delete(d: Drain): void {
-    this.entries.delete(`${d.backend}/${d.server.name}`);
+    this.entries.delete(drainId(d));
   }
 
   /** Drains whose deadline passed. */

@@ -24,6 +24,7 @@ import { RolloutClient, RolloutStatus } from '../common/gen/proxymgr/v1/rollout'
 import { AgentMessage, AgentStreamClient, ControlMessage } from '../common/gen/proxymgr/v1/stream';
 import { parseConfig } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
+import { SECTION_KEYWORDS } from '../common/option-policy';
 import { freePort, listening, sleep, tempDir } from '../test/helpers/net';
 import { connectZk } from '../test/helpers/zk-client';
 import { startZooKeeper } from '../test/helpers/zookeeper';
@@ -57,21 +58,8 @@ interface Tally {
   crashes: number;
 }
 
-const SECTION_WORDS = new Set([
-  'global',
-  'defaults',
-  'frontend',
-  'backend',
-  'listen',
-  'peers',
-  'resolvers',
-  'userlist',
-  'program',
-  'cache',
-  'ring',
-  'http-errors',
-  'mailers',
-]);
+/** Words that open a section: in a rendered haproxy.cfg only global, defaults and listen may. */
+const SECTION_WORDS = new Set(SECTION_KEYWORDS);
 
 export async function main(args: string[]): Promise<object> {
   const seed = intArg(args, 'seed', 7);

@@ -1,10 +1,9 @@
 import zookeeper, { Client, Event, Exception, Stat } from 'node-zookeeper-client';
 import { errorMessage } from '../../common/errors';
 import { AgentStatus } from '../rollout/store';
-import { call, call2, ignore, zkCode } from '../zk/calls';
+import { call, call2, ignore, isPersistent, zkCode } from '../zk/calls';
 import type { HaContext } from './ha-store';
 import { decodeNode, encodeNode } from './node-codec';
-import { isPersistent } from './traffic-nodes';
 
 /**
  * The status of every connected agent: one ephemeral node per agent under `agents/`, written by the replica the

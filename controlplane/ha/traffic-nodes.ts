@@ -1,7 +1,7 @@
 import zookeeper, { Exception, Stat } from 'node-zookeeper-client';
 import { errorMessage, ProxyMgrError } from '../../common/errors';
 import { ReplicaTraffic, TrafficView } from '../rollout/gate';
-import { call, call2, zkCode } from '../zk/calls';
+import { call, call2, isPersistent, zkCode } from '../zk/calls';
 import type { HaContext } from './ha-store';
 import { decodeNode, encodeNode } from './node-codec';
 
@@ -92,9 +92,4 @@ export function isReplicaTraffic(t: unknown): t is ReplicaTraffic {
     vecs(o.baseline) &&
     vecs(o.baselineGauges)
   );
-}
-
-/** A node that no session owns (ephemeralOwner 0): not one a replica wrote. */
-export function isPersistent(stat: Stat): boolean {
-  return stat.ephemeralOwner.every((b) => b === 0);
 }

@@ -3,7 +3,7 @@ import { errorMessage } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { permsOf, ZkDigest } from './digest';
 
-import { call, zkCode as codeOf } from './calls';
+import { call, isPersistent, zkCode as codeOf } from './calls';
 
 /**
  * Creates `path` and its missing parents with `acls`. Parents that exist are left as they are: a parent above the
@@ -77,7 +77,7 @@ export async function removeOpenChildren(
       const [acls, stat] = await new Promise<[ACL[], Stat]>((resolve, reject) =>
         client.getACL(path, (err, a, s) => (err ? reject(err) : resolve([a, s]))),
       );
-      if (!digest.isOpen(acls) || !stat.ephemeralOwner.every((b) => b === 0)) continue;
+      if (!digest.isOpen(acls) || !isPersistent(stat)) continue;
       await call((cb) => client.remove(path, -1, (e) => cb(e, undefined)));
       removed++;
       if (removed <= 20)

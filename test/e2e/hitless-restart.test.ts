@@ -6,22 +6,9 @@ import { inMaint, isDraining } from '../../agent/haproxy/servers-state';
 import { Backend, startBackends } from '../helpers/backends';
 import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
 import { startLoad } from '../helpers/load';
-import { eventually, freePort, sleep, tally, tempDir } from '../helpers/net';
+import { eventually, freePort, listeningInodes, sleep, tally, tempDir } from '../helpers/net';
 
 jest.setTimeout(120_000);
-
-/** The inodes of the sockets listening on `port` (from /proc/net/tcp): the same socket keeps the same inode. */
-function listeningInodes(port: number): string[] {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  const out: string[] = [];
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length > 9 && f[1]!.endsWith(`:${hex}`) && f[3] === '0A') out.push(f[9]!);
-    }
-  }
-  return out.sort();
-}
 
 const haproxyPid = (logs: string) =>
   Number([...logs.matchAll(/"haproxy_pid":(\d+)[^\n]*"msg":"haproxy (?:started|reloaded)"/g)].at(-1)?.[1] ?? 0);

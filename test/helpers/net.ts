@@ -147,20 +147,7 @@ export function listening(port: number, host = '127.0.0.1', timeoutMs = 1000): P
  * process that happens to listen on the port (a test running alongside took it after freePort) does not count.
  */
 export function pidsListenOn(pids: readonly number[], port: number): boolean {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const inodes = new Set<string>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      continue; // no IPv6
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length > 9 && f[1]!.endsWith(hex) && f[3] === '0A') inodes.add(f[9]!);
-    }
-  }
+  const inodes = new Set(listeningInodes(port));
   for (const pid of pids) {
     let fds: string[] = [];
     try {
@@ -178,4 +165,23 @@ export function pidsListenOn(pids: readonly number[], port: number): boolean {
     }
   }
   return false;
+}
+
+/** The inodes of the sockets listening on `port` (from /proc/net/tcp and tcp6): the same socket keeps its inode. */
+export function listeningInodes(port: number): string[] {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const out: string[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue; // no IPv6
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[1]!.endsWith(hex) && f[3] === '0A') out.push(f[9]!);
+    }
+  }
+  return out.sort();
 }

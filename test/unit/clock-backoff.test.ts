@@ -79,15 +79,17 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
     }
   }
 
-  test('restarts after base·2^(n-1) per consecutive crash; a process that ran 10 s resets the count', async () => {
+  /** A supervisor on a fake clock whose spawns are FakeChild processes numbered from `firstPid`. */
+  const supervisorOnFakes = (firstPid: number, restartMaxMs?: number) => {
     const clock = new FakeClock();
     const children: FakeChild[] = [];
     const spawn = () => {
-      const c = new FakeChild(100 + children.length);
+      const c = new FakeChild(firstPid + children.length);
       children.push(c);
       return c as unknown as ChildProcess;
     };
-    const runtime = { pid: async () => children[children.length - 1]!.pid } as unknown as RuntimeApi;
+    // The newest child answers on the "stats socket" at once.
+    const runtime = { pid: async () => children[children.length - 1]?.pid ?? 0 } as unknown as RuntimeApi;
     const s = new HaproxySupervisor({
       binary: 'haproxy',
       configPath: '/dev/null',
@@ -96,8 +98,13 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
       spawn,
       clock,
       restartBaseMs: 100,
-      restartMaxMs: 1000,
+      ...(restartMaxMs !== undefined ? { restartMaxMs } : {}),
     });
+    return { clock, children, s };
+  };
+
+  test('restarts after base·2^(n-1) per consecutive crash; a process that ran 10 s resets the count', async () => {
+    const { clock, children, s } = supervisorOnFakes(100, 1000);
     const restarted: number[] = [];
     s.on('restarted', (pid: number) => restarted.push(pid));
     await s.startOrReload([]);
@@ -126,23 +133,7 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
   });
 
   test('an adopted HAProxy (not our child) is watched on the clock: when it dies, it is restarted after the backoff', async () => {
-    const clock = new FakeClock();
-    const children: FakeChild[] = [];
-    const spawn = () => {
-      const c = new FakeChild(200 + children.length);
-      children.push(c);
-      return c as unknown as ChildProcess;
-    };
-    const runtime = { pid: async () => children[children.length - 1]?.pid ?? 0 } as unknown as RuntimeApi;
-    const s = new HaproxySupervisor({
-      binary: 'haproxy',
-      configPath: '/dev/null',
-      runtime,
-      log: silentLogger,
-      spawn,
-      clock,
-      restartBaseMs: 100,
-    });
+    const { clock, children, s } = supervisorOnFakes(200);
     // A real process stands in for the HAProxy a previous agent left (the watch reads /proc).
     const orphan = realSpawn('sleep', ['30'], { stdio: 'ignore' });
     const exited = new Promise((r) => orphan.once('exit', r));
