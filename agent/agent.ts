@@ -1092,8 +1092,15 @@ export class Agent {
   }
 
   private async readActual(): Promise<RuntimeState> {
-    this.actualCache = undefined;
-    const actual = await this.runtime.serversState();
+    // The previous read stays readable while this one is in flight (serverCounts feeds /metrics and the traffic
+    // gates: cleared here, a scrape during every drift check read 0 servers); a failed read drops it.
+    let actual: RuntimeState;
+    try {
+      actual = await this.runtime.serversState();
+    } catch (err) {
+      this.actualCache = undefined;
+      throw err;
+    }
     this.actualCache = new Map(actual);
     return actual;
   }
