@@ -22,11 +22,10 @@ import { performance } from 'node:perf_hooks';
 import { ADMF_FMAINT } from '../agent/haproxy/servers-state';
 import { writeFileAtomic } from '../common/fs';
 import { DesiredState, Server } from '../common/types';
-import { server, service, startTestAgent, state } from '../test/helpers/agent';
-import { freePort, sleep } from '../test/helpers/net';
+import { server, service, startTestAgent, state } from '../testkit/agent';
+import { freePort, sleep } from '../testkit/net';
 import {
   describeTimings,
-  intArg,
   killAgentNow,
   ms,
   onInterrupt,
@@ -37,6 +36,7 @@ import {
   seededRandom,
 } from './lib-common';
 import { BackendInfo, startTraffic, Traffic } from './lib-traffic';
+import { defineBenchmark, Figures, int, OptionsOf } from './harness';
 
 const SERVICES = 4;
 const INITIAL_HOSTS = 5;
@@ -56,11 +56,18 @@ interface Pool {
   nextId: number;
 }
 
-export async function main(args: string[]): Promise<object> {
-  const events = intArg(args, 'events', 1000);
-  const seed = intArg(args, 'seed', 42);
-  const clients = intArg(args, 'clients', 1);
-  const drainMs = intArg(args, 'drain-ms', 2000);
+const options = {
+  events: int(1000, 'host events (add, remove, re-add, weight, address)'),
+  seed: int(42, 'seed of the event sequence'),
+  clients: int(1, 'HTTP clients per service (0: no traffic)'),
+  drainMs: int(2000, 'how long a removed server drains'),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const events = o.events;
+  const seed = o.seed;
+  const clients = o.clients;
+  const drainMs = o.drainMs;
   const rand = seededRandom(seed);
   say(`churn: ${events} host events (seed ${seed}) over ${SERVICES} services, ${BACKENDS} real backends`);
 
@@ -274,3 +281,29 @@ function configServers(text: string): Map<string, Map<string, string>> {
   }
   return out;
 }
+
+export const benchmark = defineBenchmark({
+  name: 'churn',
+  summary:
+    '1,000 seeded host events applied one by one to a live agent with traffic, against a runtime round trip and a config write',
+  options,
+  smoke: { events: 30, drainMs: 200 },
+  fields: [
+    'events',
+    'reloads',
+    'apply_p50_ms',
+    'apply_p99_ms',
+    'haproxy_servers_max',
+    'desired_servers_max',
+    'bound_exceeded',
+  ],
+  run,
+  targets: (r) => [
+    { name: 'reloads = 0', held: r.reloads === 0, value: r.reloads },
+    {
+      name: 'bound_exceeded = 0 (HAProxy holds no more servers than desired + draining)',
+      held: r.bound_exceeded === 0,
+      value: r.bound_exceeded,
+    },
+  ],
+});

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- discovery [changes] [services] [hosts]`: host changes written to a real ZooKeeper → time until
+ * `npm run bench -- discovery [--changes=200] [--services=2000] [--hosts=20]`: host changes written to a real ZooKeeper → time until
  * Discovery publishes the snapshot that contains them, against the raw ZooKeeper watch latency (write → watch
  * callback, one sample interleaved before each change) measured in the same run as the floor; then the process RSS with 2,000 services × 20 hosts loaded.
  */
@@ -7,11 +7,12 @@ import { Event } from 'node-zookeeper-client';
 import { DEFAULT_CONTROLPLANE_CONFIG } from '../common/config';
 import { DesiredState } from '../common/types';
 import { Discovery } from '../controlplane/discovery';
-import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
-import { startZooKeeper } from '../test/helpers/zookeeper';
+import { connectZk, ZkTestClient } from '../testkit/zk-client';
+import { startZooKeeper } from '../testkit/zookeeper';
 
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { defineBenchmark, Figures, int, num, OptionsOf } from './harness';
 
 const log = (msg: string) => process.stderr.write(msg + '\n');
 
@@ -144,10 +145,14 @@ async function floorSampler(connectString: string): Promise<{ sample(): Promise<
   };
 }
 
-export async function main(args: string[]): Promise<object> {
-  const changes = Number(args[0] ?? 200);
-  const bigServices = Number(args[1] ?? 2000);
-  const bigHosts = Number(args[2] ?? 20);
+const options = {
+  changes: int(200, 'host changes timed at 50 services × 20 hosts, and again at the large size', 1),
+  services: int(2000, 'services of the large state', 1),
+  hosts: int(20, 'hosts per service of the large state', 1),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const { changes, services: bigServices, hosts: bigHosts } = o;
   const zk = await startZooKeeper();
   try {
     const w = await connectZk(zk.connectString, 10_000);
@@ -209,3 +214,20 @@ export async function main(args: string[]): Promise<object> {
     await zk.stop();
   }
 }
+
+export const benchmark = defineBenchmark({
+  name: 'discovery',
+  summary:
+    'a host change in ZooKeeper → a new desired-state snapshot, against the raw watch latency; memory at 2,000 × 20',
+  options,
+  smoke: { changes: 10, services: 100, hosts: 5 },
+  fields: ['changes', 'p50_ms', 'p99_ms', 'floor_p50_ms', 'floor_p99_ms', 'rss_mb_2000x20', 'full_sync_ms_2000x20'],
+  run,
+  targets: (r) => [
+    {
+      name: 'p99_ms ≤ floor_p99_ms + 10 ms',
+      held: num(r.p99_ms) <= num(r.floor_p99_ms) + 10,
+      value: num(r.p99_ms) - num(r.floor_p99_ms),
+    },
+  ],
+});

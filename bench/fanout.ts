@@ -19,14 +19,15 @@
  * → {"runs":[{"agents":N,"p50_ms":…,"p99_ms":…,"cp_rss_mb":…,"bytes_per_agent_per_change":…,…},…],
  *    "max_connected":N,"baseline":{…}}
  */
-import { sleep, tempDir } from '../test/helpers/net';
-import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
+import { sleep, tempDir } from '../testkit/net';
+import { connectZk, ZkTestClient } from '../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../testkit/zookeeper';
 import { startBaselineServer } from './lib-fanout-baseline';
-import { describeTimings, intArg, ms, quantile, say } from './lib-common';
-import { CliChild, intListArg, onInterruptStopChildren, listAgents, monoMs, procStats, stringArg } from './lib-grpc';
+import { describeTimings, ms, quantile, say } from './lib-common';
+import { CliChild, onInterruptStopChildren, listAgents, monoMs, procStats } from './lib-grpc';
 import { connectProgress, SimFleet } from './lib-sim-agents';
 import { createConfigs, createHosts, refillGapMs, servicePath, startControlPlane } from './lib-zk-services';
+import { defineBenchmark, Figures, int, intOrDefault, ints, OptionsOf, text } from './harness';
 
 const DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s'];
 const SERVICE_PATH = servicePath(0);
@@ -73,17 +74,28 @@ async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapM
   return { samples, allAcked, missing, bytesPerAgentPerChange: got > 0 ? Math.round(bytes / got) : 0 };
 }
 
-export async function main(args: string[]): Promise<object> {
-  const steps = intListArg(args, 'agents', [100, 1000, 2000, 5000, 10000]);
-  const changes = intArg(args, 'changes', 5);
-  const workers = intArg(args, 'workers', 2);
-  const services = Math.max(1, intArg(args, 'services', 1));
-  const hosts = intArg(args, 'hosts', 20);
-  const baselineAgents = intArg(args, 'baseline-agents', 1000);
-  const logLevel = stringArg(args, 'log-level', 'info');
+const options = {
+  agents: ints([100, 1000, 2000, 5000, 10000], 'fleet sizes, in turn'),
+  changes: int(5, 'host changes per fleet size', 1),
+  workers: int(2, 'worker processes of simulated agents', 1),
+  services: int(1, 'services', 1),
+  hosts: int(20, 'hosts per service', 1),
+  baselineAgents: int(1000, 'agents of the plain gRPC baseline (0: none)'),
+  logLevel: text('info', "the control plane's log level"),
+  gapMs: intOrDefault('ms between changes (-1: as long as the push limiter takes to refill)'),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const steps = o.agents;
+  const changes = o.changes;
+  const workers = o.workers;
+  const services = o.services;
+  const hosts = o.hosts;
+  const baselineAgents = o.baselineAgents;
+  const logLevel = o.logLevel;
   // By default the push limit (pushes_per_second 2000, burst 10,000) refills between changes (N / 2000 s), so each
   // change measures a fan-out, not the limiter; --gap-ms=0 measures changes back to back.
-  const gapArg = intArg(args, 'gap-ms', -1);
+  const gapArg = o.gapMs;
   const gapMs = gapArg >= 0 ? gapArg : undefined;
   say(
     `fanout: N = ${steps.join(', ')} simulated agents in ${workers} worker processes; ${changes} host changes per N; ${services} service(s) with ${hosts} hosts each; control-plane log level ${logLevel}`,
@@ -221,3 +233,12 @@ export async function main(args: string[]): Promise<object> {
     offInterrupt();
   }
 }
+
+export const benchmark = defineBenchmark({
+  name: 'fanout',
+  summary: 'one host change to N simulated agents, timed to every ACK, against a plain gRPC fan-out',
+  options,
+  smoke: { agents: [20], changes: 2, baselineAgents: 20 },
+  fields: ['runs', 'max_connected'],
+  run,
+});

@@ -18,13 +18,14 @@ import * as grpc from '@grpc/grpc-js';
 import { StatsSocketClient } from '../agent/haproxy/runtime';
 import { inMaint, isDraining } from '../agent/haproxy/servers-state';
 import { RolloutClient } from '../common/gen/proxymgr/v1/rollout';
-import { freePort, sleep, tempDir } from '../test/helpers/net';
-import { startSlowProxy } from '../test/helpers/slow-proxy';
-import { connectZk } from '../test/helpers/zk-client';
-import { startZooKeeper } from '../test/helpers/zookeeper';
-import { intArg, say } from './lib-common';
+import { freePort, sleep, tempDir } from '../testkit/net';
+import { startSlowProxy } from '../testkit/slow-proxy';
+import { connectZk } from '../testkit/zk-client';
+import { startZooKeeper } from '../testkit/zookeeper';
+import { say } from './lib-common';
 import { CliChild, onInterruptStopChildren, startCli } from './lib-grpc';
 import { BackendInfo, startTraffic } from './lib-traffic';
+import { defineBenchmark, Figures, int, OptionsOf, text } from './harness';
 
 interface FaultResult {
   name: string;
@@ -39,10 +40,16 @@ interface FaultResult {
 
 const PERMANENT = 2;
 
-export async function main(args: string[]): Promise<object> {
-  const zkDownMs = intArg(args, 'zk-down-ms', 30_000);
-  const clients = intArg(args, 'clients', 8);
-  const only = (args.find((a) => a.startsWith('--only='))?.slice(7) ?? '').split(',').filter(Boolean);
+const options = {
+  zkDownMs: int(30000, 'how long ZooKeeper stays down'),
+  clients: int(8, 'HTTP clients'),
+  only: text('', 'comma-separated fault names to run (default: all)'),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const zkDownMs = o.zkDownMs;
+  const clients = o.clients;
+  const only = o.only.split(',').filter(Boolean);
   const tmp = tempDir('proxymgr-faults-');
   const zk = await startZooKeeper();
   const proxy = await startSlowProxy(zk.port, { replyDelayMs: 0 });
@@ -432,3 +439,17 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     crashed_processes: crashed,
   };
 }
+
+export const benchmark = defineBenchmark({
+  name: 'faults',
+  summary:
+    'faults injected into a real fleet (ZooKeeper down or slow, kill -9, restarts): requests lost, partial states, convergence',
+  options,
+  smoke: {},
+  fields: ['faults', 'failed_total', 'partial_states_total', 'all_converged', 'crashed_processes'],
+  run,
+  targets: (r) => [
+    { name: 'all_converged', held: r.all_converged === true, value: String(r.all_converged) },
+    { name: 'failed_total = 0', held: r.failed_total === 0, value: r.failed_total },
+  ],
+});

@@ -17,19 +17,27 @@
  *    "good_completed":true,"good_gate_verdicts":["pass","pass"],"false_positive":false,…}
  */
 import * as path from 'node:path';
-import { sleep } from '../test/helpers/net';
-import { intArg, say } from './lib-common';
+import { sleep } from '../testkit/net';
+import { say } from './lib-common';
 import { badRevisionCase, byAgent, goodRevisionCase, preflightBlockedCase } from './lib-gate-cases';
 import { GateFleet } from './lib-gate';
 import { CLI, onInterruptStopChildren, startCli } from './lib-grpc';
+import { defineBenchmark, Figures, int, OptionsOf } from './harness';
 
-export async function main(args: string[]): Promise<object> {
-  const agents = intArg(args, 'agents', 5);
-  const bakeMs = intArg(args, 'bake-ms', 8000);
-  const rate = intArg(args, 'rate', 40);
+const options = {
+  agents: int(5, 'agents, each with a real HAProxy', 2),
+  bakeMs: int(8000, 'bake per wave'),
+  rate: int(40, 'requests per second through each agent', 1),
+  quietMs: int(12000, 'traffic before the first rollout (the failure baseline)'),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const agents = o.agents;
+  const bakeMs = o.bakeMs;
+  const rate = o.rate;
   // The quiet period is the failure baseline, and gives every agent time to send two counter samples (every 10 s
   // outside rollouts) before the first rollout: the gates' "before" figure needs two samples of an agent before its ACK.
-  const quietMs = intArg(args, 'quiet-ms', 12_000);
+  const quietMs = o.quietMs;
   const sampleMs = 1000;
   const minRequests = 20;
   say(
@@ -147,3 +155,26 @@ export async function main(args: string[]): Promise<object> {
     offInterrupt();
   }
 }
+
+export const benchmark = defineBenchmark({
+  name: 'gate',
+  summary:
+    'preflight and traffic gates against real HAProxy and traffic: a bad canary halted, a good revision completed',
+  options,
+  smoke: {},
+  fields: ['bad_state', 'rolled_back', 'preflight_blocked', 'good_completed', 'false_positive', 'detect_ms'],
+  run,
+  targets: (r) => [
+    { name: 'a bad canary is rolled back', held: r.rolled_back === true, value: String(r.bad_state) },
+    {
+      name: 'preflight blocks a revision HAProxy refuses',
+      held: r.preflight_blocked === true,
+      value: String(r.preflight_blocked),
+    },
+    {
+      name: 'a good revision completes (no false positive)',
+      held: r.false_positive === false,
+      value: String(r.good_completed),
+    },
+  ],
+});

@@ -25,10 +25,10 @@ import { AgentMessage, AgentStreamClient, ControlMessage } from '../common/gen/p
 import { parseConfig } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { SECTION_KEYWORDS } from '../common/option-policy';
-import { freePort, listening, sleep, tempDir } from '../test/helpers/net';
-import { connectZk } from '../test/helpers/zk-client';
-import { startZooKeeper } from '../test/helpers/zookeeper';
-import { intArg, pickIndex, say, seededRandom } from './lib-common';
+import { freePort, listening, sleep, tempDir } from '../testkit/net';
+import { connectZk } from '../testkit/zk-client';
+import { startZooKeeper } from '../testkit/zookeeper';
+import { pickIndex, say, seededRandom } from './lib-common';
 import { CLI, CliChild, onInterruptStopChildren, startCli } from './lib-grpc';
 import {
   attackLines,
@@ -50,6 +50,7 @@ import {
   stateFileText,
 } from './lib-hostile';
 import { startTraffic } from './lib-traffic';
+import { defineBenchmark, Figures, int, OptionsOf } from './harness';
 
 interface Tally {
   inputs: number;
@@ -61,9 +62,14 @@ interface Tally {
 /** Words that open a section: in a rendered haproxy.cfg only global, defaults and listen may. */
 const SECTION_WORDS = new Set(SECTION_KEYWORDS);
 
-export async function main(args: string[]): Promise<object> {
-  const seed = intArg(args, 'seed', 7);
-  const target = intArg(args, 'inputs', 2400);
+const options = {
+  seed: int(7, 'seed of the input mix'),
+  inputs: int(2400, 'hostile inputs', 1),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const seed = o.seed;
+  const target = o.inputs;
   const rand = seededRandom(seed);
   const pick = picker(rand);
   const tmp = tempDir('proxymgr-hostile-');
@@ -1225,3 +1231,18 @@ async function waitForPort(port: number): Promise<void> {
 }
 
 export { attackLines };
+
+export const benchmark = defineBenchmark({
+  name: 'hostile',
+  summary:
+    'seeded hostile inputs at every entry point of real processes: rejected with a message, nothing crashes or leaks',
+  options,
+  smoke: {},
+  fields: ['inputs', 'rejected', 'accepted', 'crashes', 'injected_lines_rendered', 'honest_failed_requests'],
+  run,
+  targets: (r) => [
+    { name: 'crashes = 0', held: r.crashes === 0, value: r.crashes },
+    { name: 'injected_lines_rendered = 0', held: r.injected_lines_rendered === 0, value: r.injected_lines_rendered },
+    { name: 'honest_failed_requests = 0', held: r.honest_failed_requests === 0, value: r.honest_failed_requests },
+  ],
+});

@@ -68,17 +68,6 @@ export function describeTimings(values: readonly number[]): string {
   return `p50 ${ms(quantile(values, 0.5))} ms · p99 ${ms(quantile(values, 0.99))} ms · max ${ms(Math.max(...values))} ms (n=${values.length})`;
 }
 
-/** Integer option `--name=N` from the bench's args, or `fallback`. */
-export function intArg(args: readonly string[], name: string, fallback: number): number {
-  const prefix = `--${name}=`;
-  const raw = args.find((a) => a.startsWith(prefix));
-  if (raw === undefined) return fallback;
-  const n = Number(raw.slice(prefix.length));
-  if (!Number.isInteger(n) || n < 0)
-    throw new Error(`--${name} wants a non-negative integer, got ${JSON.stringify(raw.slice(prefix.length))}`);
-  return n;
-}
-
 /**
  * Runs `cleanup` (synchronous: kill child processes, remove temp dirs) if the benchmark is interrupted by SIGINT
  * or SIGTERM, then exits; finally blocks do not run on signals. Returns a function that removes the handlers.

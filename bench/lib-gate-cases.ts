@@ -9,7 +9,7 @@
  */
 import * as net from 'node:net';
 import { FleetDoc, RolloutDoc } from '../controlplane/rollout/engine';
-import { freePort, sleep } from '../test/helpers/net';
+import { freePort, sleep } from '../testkit/net';
 import { GateFleet, StatusJson, TERMINAL_STATES } from './lib-gate';
 import { FailedRequest } from './lib-paced-load';
 

@@ -16,10 +16,10 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { decodeNode } from '../controlplane/ha/node-codec';
 import { FleetDoc } from '../controlplane/rollout/engine';
-import { Backend, startBackends } from '../test/helpers/backends';
-import { freePort, sleep, tempDir } from '../test/helpers/net';
-import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
+import { Backend, startBackends } from '../testkit/backends';
+import { freePort, sleep, tempDir } from '../testkit/net';
+import { connectZk, ZkTestClient } from '../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../testkit/zookeeper';
 import { PacedLoad } from './lib-paced-load';
 
 /** A CLI child process as the caller starts it (the bench: logs to a file; the test: the test helper). */

@@ -1,7 +1,6 @@
 /**
  * Shared by the gRPC benchmarks (fanout, propagation): the built CLI as a child process (so its memory and CPU
- * are its own, readable from /proc), a clock that several processes agree on, small admin-API calls and
- * argument helpers that lib-common.ts does not have.
+ * are its own, readable from /proc), a clock that several processes agree on, and small admin-API calls.
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
@@ -14,7 +13,7 @@ import {
   ListAgentsResponse,
   StatusResponse,
 } from '../common/gen/proxymgr/v1/admin';
-import { sleep } from '../test/helpers/net';
+import { sleep } from '../testkit/net';
 
 export const CLI = path.join(__dirname, '..', 'bin', 'proxymgr.js');
 
@@ -227,19 +226,4 @@ service_config:
 controlplane:
   listen: 127.0.0.1:${listenPort}
 ${extra}`;
-}
-
-/** `--name=A,B,C` (positive integers) from the args, or `fallback`. */
-export function intListArg(args: readonly string[], name: string, fallback: number[]): number[] {
-  const raw = args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-  if (raw === undefined) return fallback;
-  const list = raw.split(',').map(Number);
-  if (list.length === 0 || !list.every((n) => Number.isInteger(n) && n > 0))
-    throw new Error(`--${name} wants positive integers separated by commas, got ${JSON.stringify(raw)}`);
-  return list;
-}
-
-/** `--name=VALUE` from the args, or `fallback`. */
-export function stringArg(args: readonly string[], name: string, fallback: string): string {
-  return args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
 }

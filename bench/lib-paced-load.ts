@@ -7,7 +7,7 @@
  *   load.failures(t0, t1, new Set([1, 2]))                         // failed requests of targets 1 and 2 in [t0, t1]
  */
 import * as net from 'node:net';
-import { sleep } from '../test/helpers/net';
+import { sleep } from '../testkit/net';
 
 export interface FailedRequest {
   /** Wall-clock ms when it ended. */

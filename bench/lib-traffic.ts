@@ -1,13 +1,13 @@
 /**
- * Real HTTP backends and fresh-connection clients (test/helpers) on a worker thread. A benchmark that times the
+ * Real HTTP backends and fresh-connection clients (testkit) on a worker thread. A benchmark that times the
  * agent must not share its event loop with thousands of requests per second: in production the agent is its own
  * process and traffic only passes through HAProxy. Measured here: with backends and clients on the agent's
  * thread, churn's apply p50 doubled.
  */
 import * as path from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { Backend, startBackend } from '../test/helpers/backends';
-import { LoadResult, startLoad } from '../test/helpers/load';
+import { Backend, startBackend } from '../testkit/backends';
+import { LoadResult, startLoad } from '../testkit/load';
 
 export interface BackendSpec {
   readonly name: string;

@@ -9,8 +9,8 @@
  */
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { freePort, sleep } from '../test/helpers/net';
-import { ZkTestClient } from '../test/helpers/zk-client';
+import { freePort, sleep } from '../testkit/net';
+import { ZkTestClient } from '../testkit/zk-client';
 import { CliChild, controlPlaneYaml, listAgents, startCli, waitForDesiredState } from './lib-grpc';
 
 /**

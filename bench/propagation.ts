@@ -1,8 +1,8 @@
 /**
  * propagation: a host change written to ZooKeeper → the change visible in HAProxy's runtime state on a real
  * agent. Real ZooKeeper, the built CLI as control plane and as agent (each its own process; the agent runs
- * HAProxy), real HTTP backends. 200 changes of four kinds, in turn: a host node removed (→ `state maint`), the
- * same node created again (→ `state ready`), a host's weight changed in its node (→ `set server … weight`), a
+ * HAProxy), real HTTP backends. 200 changes of four kinds, in turn: a host node removed (→ `state drain`: no new
+ * sessions), the same node created again (→ `state ready`: neither drain nor maint), a host's weight changed in its node (→ `set server … weight`), a
  * brand-new host node (→ `add server`, `enable health`, `state ready`). Each is timed from just before the
  * ZooKeeper request to the first `show servers state` reply that shows it (polled every ~1 ms on the agent's
  * stats socket, so detection adds up to about a millisecond).
@@ -19,12 +19,13 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import zookeeper, { Client, Event } from 'node-zookeeper-client';
 import { StatsSocketClient } from '../agent/haproxy/runtime';
-import { ADMF_FMAINT, parseServersState, RuntimeServer } from '../agent/haproxy/servers-state';
-import { Backend, startBackends } from '../test/helpers/backends';
-import { freePort, sleep, tempDir } from '../test/helpers/net';
-import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
-import { describeTimings, intArg, ms, quantile, say } from './lib-common';
+import { inMaint, isDraining, parseServersState, RuntimeServer } from '../agent/haproxy/servers-state';
+import { Backend, startBackends } from '../testkit/backends';
+import { freePort, sleep, tempDir } from '../testkit/net';
+import { connectZk, ZkTestClient } from '../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../testkit/zookeeper';
+import { defineBenchmark, Figures, int, num, intOrDefault, OptionsOf } from './harness';
+import { describeTimings, ms, quantile, say } from './lib-common';
 import {
   agentRecentActions,
   agentStatus,
@@ -55,6 +56,16 @@ const hostNode = (b: Backend, weight?: number) =>
   Buffer.from(JSON.stringify({ address: '127.0.0.1', port: b.port, ...(weight !== undefined ? { weight } : {}) }));
 
 /**
+ * Whether HAProxy sends new sessions to `name`: the server exists and is neither in maintenance nor draining. A
+ * removal is visible once this turns false (the agent drains a removed server, then deletes it); a re-add or a new
+ * host once it turns true, so a server still draining never counts as re-added.
+ */
+function takesNewSessions(servers: ReadonlyMap<string, RuntimeServer> | undefined, name: string): boolean {
+  const s = servers?.get(name);
+  return s !== undefined && !inMaint(s) && !isDraining(s);
+}
+
+/**
  * The planned changes, deterministic so two runs make the same ones. A host comes back with the weight it
  * had, so every change is exactly one runtime step (three for a new host: add server, enable health, ready).
  */
@@ -66,20 +77,18 @@ function planChanges(count: number, backends: readonly Backend[]): Change[] {
     const cycle = Math.floor(k / KINDS.length);
     const host = `h${cycle % HOSTS}`;
     const backend = backends[cycle % backends.length]!;
-    const notMaint = (s: ReadonlyMap<string, RuntimeServer> | undefined, name: string) =>
-      !!s?.get(name) && (s.get(name)!.adminState & ADMF_FMAINT) === 0;
     if (kind === 'remove') {
       out.push({
         kind,
         write: (c, cb) => c.remove(`${HOSTS_PATH}/${host}`, -1, cb),
-        visible: (s) => ((s?.get(host)?.adminState ?? 0) & ADMF_FMAINT) !== 0,
+        visible: (s) => !takesNewSessions(s, host),
       });
     } else if (kind === 'readd') {
       const data = hostNode(backends[(cycle % HOSTS) % backends.length]!, weights.get(host));
       out.push({
         kind,
         write: (c, cb) => c.create(`${HOSTS_PATH}/${host}`, data, cb),
-        visible: (s) => notMaint(s, host),
+        visible: (s) => takesNewSessions(s, host),
       });
     } else if (kind === 'weight') {
       const other = `h${(cycle + 1) % HOSTS}`;
@@ -96,7 +105,7 @@ function planChanges(count: number, backends: readonly Backend[]): Change[] {
       out.push({
         kind,
         write: (c, cb) => c.create(`${HOSTS_PATH}/${name}`, hostNode(backend), cb),
-        visible: (s) => notMaint(s, name),
+        visible: (s) => takesNewSessions(s, name),
       });
     }
   }
@@ -176,11 +185,14 @@ async function pollUntil(runtime: StatsSocketClient, visible: Change['visible'],
   }
 }
 
-export async function main(args: string[]): Promise<object> {
-  const changes = intArg(args, 'changes', 200);
-  const gapMs = intArg(args, 'gap-ms', 50);
-  // The control plane's controlplane.coalesce_ms; -1 (default) leaves the product default (5 ms).
-  const coalesceMs = intArg(args, 'coalesce-ms', -1);
+const options = {
+  changes: int(200, 'host changes, four kinds in turn (remove, re-add, weight, new host)', 4),
+  gapMs: int(50, 'ms between steps'),
+  coalesceMs: intOrDefault("the control plane's controlplane.coalesce_ms (-1: the product default)"),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const { changes, gapMs, coalesceMs } = o;
   say(
     `propagation: ${changes} host changes (${KINDS.join(', ')}, in turn), each followed by a floor sample; ${gapMs} ms between steps`,
   );
@@ -321,3 +333,20 @@ agent:
     offInterrupt();
   }
 }
+
+export const benchmark = defineBenchmark({
+  name: 'propagation',
+  summary: "a host change in ZooKeeper → HAProxy's runtime state (real control plane, agent, HAProxy), against a floor",
+  options,
+  smoke: { changes: 8, gapMs: 10 },
+  fields: ['p50_ms', 'p99_ms', 'floor_p50_ms', 'floor_p99_ms', 'reloads', 'max_ms'],
+  run,
+  targets: (r) => [
+    {
+      name: 'p99_ms ≤ floor_p99_ms + 25 ms',
+      held: num(r.p99_ms) <= num(r.floor_p99_ms) + 25,
+      value: ms(num(r.p99_ms) - num(r.floor_p99_ms)),
+    },
+    { name: 'reloads = 0', held: r.reloads === 0, value: r.reloads },
+  ],
+});

@@ -17,11 +17,11 @@
  * → {"agents":1000,"small":{"servers":20,"p50_ms":…,"p99_ms":…,"cp_cpu_ms_per_change":…,"bytes_per_agent_per_change":…},
  *    "large":{"servers":10000,…},"cp_rss_mb_large":…,"targets":{…}}
  */
-import { sleep, tempDir } from '../test/helpers/net';
-import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
-import { describeTimings, intArg, ms, quantile, say } from './lib-common';
-import { CliChild, monoMs, onInterruptStopChildren, procStats, stringArg } from './lib-grpc';
+import { sleep, tempDir } from '../testkit/net';
+import { connectZk, ZkTestClient } from '../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../testkit/zookeeper';
+import { describeTimings, ms, quantile, say } from './lib-common';
+import { CliChild, monoMs, onInterruptStopChildren, procStats } from './lib-grpc';
 import { connectProgress, SimFleet } from './lib-sim-agents';
 import {
   createConfigs,
@@ -33,6 +33,7 @@ import {
   startControlPlane,
   waitAllAcked,
 } from './lib-zk-services';
+import { defineBenchmark, Figures, int, intOrDefault, OptionsOf, text } from './harness';
 
 interface Phase {
   readonly servers: number;
@@ -45,14 +46,24 @@ interface Phase {
   readonly missing: number;
 }
 
-export async function main(args: string[]): Promise<object> {
-  const agents = intArg(args, 'agents', 1000);
-  const changes = Math.max(1, intArg(args, 'changes', 5));
-  const largeServices = Math.max(2, intArg(args, 'services', 500));
-  const hosts = Math.max(1, intArg(args, 'hosts', 20));
-  const workers = Math.max(1, intArg(args, 'workers', 2));
-  const logLevel = stringArg(args, 'log-level', 'info');
-  const gapArg = intArg(args, 'gap-ms', -1);
+const options = {
+  agents: int(1000, 'simulated agents', 1),
+  changes: int(5, 'host changes per size', 1),
+  services: int(500, 'services of the large state', 2),
+  hosts: int(20, 'hosts per service', 1),
+  workers: int(2, 'worker processes of simulated agents', 1),
+  logLevel: text('info', "the control plane's log level"),
+  gapMs: intOrDefault('ms between changes (-1: as long as the push limiter takes to refill)'),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const agents = o.agents;
+  const changes = o.changes;
+  const largeServices = o.services;
+  const hosts = o.hosts;
+  const workers = o.workers;
+  const logLevel = o.logLevel;
+  const gapArg = o.gapMs;
   // As in fanout: by default the push limiter (pushes_per_second) refills between changes.
   const gapMs = gapArg >= 0 ? gapArg : refillGapMs(agents);
   say(
@@ -201,3 +212,12 @@ export async function main(args: string[]): Promise<object> {
     offInterrupt();
   }
 }
+
+export const benchmark = defineBenchmark({
+  name: 'pushsize',
+  summary: 'bytes and time of one host change at 20 servers and at 10,000 servers, to N simulated agents',
+  options,
+  smoke: { agents: 20, changes: 2, services: 20 },
+  fields: ['agents', 'small', 'large', 'cp_rss_mb_large', 'drops', 'resyncs'],
+  run,
+});

@@ -14,11 +14,12 @@ import { performance } from 'node:perf_hooks';
 import { renderHaproxyConfig } from '../agent/haproxy/render';
 import { StatsSocketClient } from '../agent/haproxy/runtime';
 import { DesiredState } from '../common/types';
-import { server, service, startTestAgent, state } from '../test/helpers/agent';
-import { LoadResult } from '../test/helpers/load';
-import { freePort, sleep, tempDir } from '../test/helpers/net';
-import { describeTimings, intArg, killAgentNow, onInterrupt, say } from './lib-common';
+import { server, service, startTestAgent, state } from '../testkit/agent';
+import { LoadResult } from '../testkit/load';
+import { freePort, sleep, tempDir } from '../testkit/net';
+import { describeTimings, killAgentNow, onInterrupt, say } from './lib-common';
 import { BackendInfo, startTraffic, Traffic } from './lib-traffic';
+import { defineBenchmark, Figures, int, OptionsOf } from './harness';
 
 interface StormResult {
   readonly connections: number;
@@ -159,10 +160,16 @@ class NaiveHaproxy {
   }
 }
 
-export async function main(args: string[]): Promise<object> {
-  const reloads = intArg(args, 'reloads', 50);
-  const clients = intArg(args, 'clients', 16);
-  const gapMs = intArg(args, 'gap-ms', 20);
+const options = {
+  reloads: int(50, 'reloads per run', 1),
+  clients: int(16, 'fresh-connection clients', 1),
+  gapMs: int(20, 'ms between reloads'),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const reloads = o.reloads;
+  const clients = o.clients;
+  const gapMs = o.gapMs;
   say(
     `reload: ${reloads} reloads, ${clients} clients opening fresh connections without pause, ${gapMs} ms between reloads`,
   );
@@ -235,3 +242,13 @@ export async function main(args: string[]): Promise<object> {
     process.removeListener('exit', onExit);
   }
 }
+
+export const benchmark = defineBenchmark({
+  name: 'reload',
+  summary: 'a reload storm on handed-over fds against a naive kill-and-start, under fresh-connection load',
+  options,
+  smoke: { reloads: 3, clients: 2 },
+  fields: ['reloads', 'connections', 'failed_agent', 'failed_naive'],
+  run,
+  targets: (r) => [{ name: 'failed_agent = 0', held: r.failed_agent === 0, value: r.failed_agent }],
+});

@@ -14,10 +14,10 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { decodeNode } from '../controlplane/ha/node-codec';
 import { FleetDoc } from '../controlplane/rollout/engine';
-import { freePort, sleep, tempDir } from '../test/helpers/net';
-import { connectZk, ZkTestClient } from '../test/helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../test/helpers/zookeeper';
-import { intArg, ms, say } from './lib-common';
+import { freePort, sleep, tempDir } from '../testkit/net';
+import { connectZk, ZkTestClient } from '../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../testkit/zookeeper';
+import { ms, say } from './lib-common';
 import {
   CliChild,
   controlPlaneYaml,
@@ -28,6 +28,7 @@ import {
   waitForDesiredState,
 } from './lib-grpc';
 import { SimFleet } from './lib-sim-agents';
+import { defineBenchmark, Figures, int, OptionsOf } from './harness';
 
 const SERVICE_PATH = '/services/web';
 
@@ -50,9 +51,14 @@ async function waitDoc(zkc: ZkTestClient, pred: (d: FleetDoc) => boolean, timeou
   }
 }
 
-export async function main(args: string[]): Promise<object> {
-  const agents = intArg(args, 'agents', 1000);
-  const workers = intArg(args, 'workers', 2);
+const options = {
+  agents: int(1000, 'simulated agents', 1),
+  workers: int(2, 'worker processes of simulated agents', 1),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const agents = o.agents;
+  const workers = o.workers;
   say(`rollout: ${agents} simulated agents in ${workers} worker processes; default waves, bake_ms 0`);
   const tmp = tempDir('proxymgr-bench-rollout-');
   let zk: ZooKeeper | undefined;
@@ -131,3 +137,12 @@ export async function main(args: string[]): Promise<object> {
     offInterrupt();
   }
 }
+
+export const benchmark = defineBenchmark({
+  name: 'rollout',
+  summary: 'a config revision released in waves to N simulated agents, against a host change to all at once',
+  options,
+  smoke: { agents: 20 },
+  fields: ['agents', 'waves', 'total_ms', 'cp_cpu_s', 'baseline_all_at_once_ms'],
+  run,
+});

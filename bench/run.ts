@@ -1,27 +1,27 @@
 /**
- * `npm run bench -- NAME [args]`: runs bench/NAME.ts's `main(args)`, which prints its figures as it goes and
- * returns one result object; that object is printed as the last line of output, as JSON.
+ * `npm run bench -- NAME [options]` (or `node dist/bench/run.js NAME …`): runs one benchmark on the harness
+ * (harness.ts: options, teardown, the result as JSON on the last line, the exit code). `--help` after a name lists
+ * its options; without a name, the benchmarks.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { BENCHMARKS } from './benchmarks';
+import { runBenchmark } from './harness';
 
-async function run(): Promise<void> {
+async function run(): Promise<number> {
   const [name, ...args] = process.argv.slice(2);
-  const available = fs
-    .readdirSync(__dirname)
-    .filter((f) => f.endsWith('.js') && f !== 'run.js' && !f.startsWith('lib-'))
-    .map((f) => f.slice(0, -3));
-  if (!name || !available.includes(name)) {
-    console.error(`usage: npm run bench -- NAME   (NAME one of: ${available.join(', ')})`);
-    process.exit(2);
+  const b = BENCHMARKS.find((x) => x.name === name);
+  if (!b) {
+    console.error(
+      `usage: npm run bench -- NAME [--help] [--smoke] [--save] [options]\n\n${BENCHMARKS.map((x) => `  ${x.name.padEnd(12)} ${x.summary}`).join('\n')}`,
+    );
+    return 2;
   }
-  const mod = (await import(path.join(__dirname, name))) as { main: (args: string[]) => Promise<object> };
-  const result = await mod.main(args);
-  console.log(JSON.stringify(result));
-  process.exit(0);
+  return runBenchmark(b, args);
 }
 
-run().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+run().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(3);
+  },
+);

@@ -25,11 +25,10 @@ import { SocketPool } from '../agent/haproxy/sockets';
 import { plan } from '../agent/plan';
 import { DesiredState, Server, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
-import { HTTP_DEFAULTS, startTestAgent } from '../test/helpers/agent';
-import { tempDir } from '../test/helpers/net';
+import { HTTP_DEFAULTS, startTestAgent } from '../testkit/agent';
+import { tempDir } from '../testkit/net';
 import {
   describeTimings,
-  intArg,
   killAgentNow,
   median,
   ms,
@@ -40,6 +39,7 @@ import {
   say,
   seededRandom,
 } from './lib-common';
+import { defineBenchmark, Figures, flag, int, num, OptionsOf } from './harness';
 
 const SEED = 20_000;
 
@@ -48,10 +48,15 @@ type LiveAgent = Awaited<ReturnType<typeof startTestAgent>>;
 // listeners of tests that may run at the same time.
 const FIRST_PORT = 21_000;
 
-export async function main(args: string[]): Promise<object> {
-  const serviceCount = intArg(args, 'services', 2000);
-  const perService = intArg(args, 'servers', 20);
-  const live = !args.includes('--no-live');
+const options = {
+  services: int(2000, 'services', 1),
+  servers: int(20, 'servers per service', 1),
+  noLive: flag('skip the live agent (render, validate and plan only)'),
+};
+
+async function run(o: OptionsOf<typeof options>): Promise<Figures> {
+  const { services: serviceCount, servers: perService } = o;
+  const live = !o.noLive;
   say(`scale: ${serviceCount} services × ${perService} servers = ${serviceCount * perService} servers`);
 
   const tmp = tempDir('proxymgr-bench-scale-');
@@ -352,3 +357,22 @@ function serversStateText(state: DesiredState): string {
   );
   return lines.join('\n') + '\n';
 }
+
+export const benchmark = defineBenchmark({
+  name: 'scale',
+  summary: 'render, haproxy -c, plan and live one-host applies at 2,000 services × 20 servers, each against a floor',
+  options,
+  smoke: { services: 40, servers: 5 },
+  fields: [
+    'render_ms',
+    'validate_ms',
+    'plan_one_change_ms',
+    'live_change_p50_ms',
+    'live_change_p99_ms',
+    'live_floor_p99_ms',
+  ],
+  run,
+  targets: (r) => [
+    { name: 'live_change_p99_ms ≤ 20 ms', held: num(r.live_change_p99_ms) <= 20, value: r.live_change_p99_ms },
+  ],
+});

@@ -14,10 +14,10 @@ import { RolloutClient, RolloutStatus } from '../common/gen/proxymgr/v1/rollout'
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { startBackends } from '../test/helpers/backends';
-import { freePort, get, sleep, tempDir } from '../test/helpers/net';
-import { startZooKeeper } from '../test/helpers/zookeeper';
-import { connectZk } from '../test/helpers/zk-client';
+import { startBackends } from '../testkit/backends';
+import { freePort, get, sleep, tempDir } from '../testkit/net';
+import { startZooKeeper } from '../testkit/zookeeper';
+import { connectZk } from '../testkit/zk-client';
 
 const CLI = path.join(__dirname, '..', 'bin', 'proxymgr.js');
 

@@ -2,8 +2,8 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import * as path from 'node:path';
 import { alive } from '../../agent/haproxy/orphan';
-import { Backend, startBackends } from '../helpers/backends';
-import { eventually, freePort, tally, tempDir } from '../helpers/net';
+import { Backend, startBackends } from '../../testkit/backends';
+import { eventually, freePort, tally, tempDir } from '../../testkit/net';
 
 jest.setTimeout(60_000);
 

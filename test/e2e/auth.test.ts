@@ -5,11 +5,11 @@ import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';
-import { clientCertificate, makeCertificates } from '../helpers/certs';
-import { bufCurl, CLI, CliProcess, SCHEMA, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, sleep, tempDir } from '../helpers/net';
-import { connectZk, ZkTestClient } from '../helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { clientCertificate, makeCertificates } from '../../testkit/certs';
+import { bufCurl, CLI, CliProcess, SCHEMA, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
+import { connectZk, ZkTestClient } from '../../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
 
 jest.setTimeout(120_000);
 

@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { CLI } from '../helpers/cli';
-import { tempDir } from '../helpers/net';
+import { CLI } from '../../testkit/cli';
+import { tempDir } from '../../testkit/net';
 
 jest.setTimeout(60_000);
 

@@ -1,7 +1,7 @@
 import { badRevisionCase, goodRevisionCase, preflightBlockedCase } from '../../bench/lib-gate-cases';
 import { GateFleet } from '../../bench/lib-gate';
-import { CLI, startCli, stopAllCli } from '../helpers/cli';
-import { sleep } from '../helpers/net';
+import { CLI, startCli, stopAllCli } from '../../testkit/cli';
+import { sleep } from '../../testkit/net';
 
 jest.setTimeout(120_000);
 

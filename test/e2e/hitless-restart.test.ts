@@ -3,10 +3,10 @@ import * as path from 'node:path';
 import { alive } from '../../agent/haproxy/orphan';
 import { StatsSocketClient } from '../../agent/haproxy/runtime';
 import { inMaint, isDraining } from '../../agent/haproxy/servers-state';
-import { Backend, startBackends } from '../helpers/backends';
-import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { startLoad } from '../helpers/load';
-import { eventually, freePort, listeningInodes, sleep, tally, tempDir } from '../helpers/net';
+import { Backend, startBackends } from '../../testkit/backends';
+import { CliProcess, startCli, stopAllCli } from '../../testkit/cli';
+import { startLoad } from '../../testkit/load';
+import { eventually, freePort, listeningInodes, sleep, tally, tempDir } from '../../testkit/net';
 
 jest.setTimeout(120_000);
 

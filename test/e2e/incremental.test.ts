@@ -11,11 +11,11 @@ import { resolveHaproxyIdentity } from '../../agent/haproxy/privileges';
 import { renderHaproxyConfig } from '../../agent/haproxy/render';
 import { StatsSocketClient } from '../../agent/haproxy/runtime';
 import { ADMF_FMAINT } from '../../agent/haproxy/servers-state';
-import { Backend, startBackends } from '../helpers/backends';
-import { CLI, CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, sleep, tally, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { connectZk } from '../helpers/zk-client';
+import { Backend, startBackends } from '../../testkit/backends';
+import { CLI, CliProcess, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, sleep, tally, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { connectZk } from '../../testkit/zk-client';
 
 jest.setTimeout(240_000);
 

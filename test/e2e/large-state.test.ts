@@ -3,8 +3,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, tempDir } from '../helpers/net';
+import { CliProcess, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, tempDir } from '../../testkit/net';
 
 jest.setTimeout(300_000);
 
@@ -80,7 +80,7 @@ describe(`a ${SERVICES} × ${SERVERS} state end to end (built CLI, real HAProxy)
     backendPort = (backend.address() as AddressInfo).port;
     // Below the ephemeral range (32768+): 4,000 ports taken from it would collide with the outgoing connections of
     // tests running at the same time, and a service whose port was taken meanwhile is left out. Above 28000: the
-    // other tests' freePort slices end there (test/helpers/net.ts).
+    // other tests' freePort slices end there (testkit/net.ts).
     for (let p = 28_000; ports.length < SERVICES; p++) {
       if (p >= 32_768) throw new Error(`fewer than ${SERVICES} free ports between 28000 and 32767`);
       if (await isFree(p)) ports.push(p);

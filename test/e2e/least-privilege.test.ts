@@ -14,8 +14,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { alive } from '../../agent/haproxy/orphan';
 import { StatsSocketClient } from '../../agent/haproxy/runtime';
-import { Backend, startBackends } from '../helpers/backends';
-import { eventually, freePort, tally, tempDir } from '../helpers/net';
+import { Backend, startBackends } from '../../testkit/backends';
+import { eventually, freePort, tally, tempDir } from '../../testkit/net';
 
 jest.setTimeout(90_000);
 

@@ -1,11 +1,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Backend, startBackends } from '../helpers/backends';
-import { makeCertificates } from '../helpers/certs';
-import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, get, sleep, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { CLI } from '../helpers/cli';
+import { Backend, startBackends } from '../../testkit/backends';
+import { makeCertificates } from '../../testkit/certs';
+import { CliProcess, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, get, sleep, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { CLI } from '../../testkit/cli';
 import { spawnSync } from 'node:child_process';
 
 jest.setTimeout(60_000);

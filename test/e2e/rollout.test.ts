@@ -2,12 +2,12 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { Backend, startBackends } from '../helpers/backends';
-import { bufCurl, CLI, CliProcess, runCli, startCli, stopAllCli } from '../helpers/cli';
-import { startLoad } from '../helpers/load';
-import { eventually, freePort, sleep, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { connectZk } from '../helpers/zk-client';
+import { Backend, startBackends } from '../../testkit/backends';
+import { bufCurl, CLI, CliProcess, runCli, startCli, stopAllCli } from '../../testkit/cli';
+import { startLoad } from '../../testkit/load';
+import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { connectZk } from '../../testkit/zk-client';
 
 jest.setTimeout(150_000);
 
@@ -441,7 +441,11 @@ agent:
     const before = await status(0);
     const leader = cps.findIndex((c) => c.id === before.leader);
     const survivor = 1 - leader;
-    expect((await ctl(survivor, 'policy', '--next', '--bake-ms', '1000')).code).toBe(0);
+    // The bake must outlast the time this test needs to notice the canary's ACK (a ctl process per poll, up to a
+    // second or two on 2 busy cores) and kill the leader. With a 1 s bake the leader itself once started wave 2
+    // 434 ms before the kill: the rollout was right, the test's assumption was not.
+    const bakeMs = 6000;
+    expect((await ctl(survivor, 'policy', '--next', '--bake-ms', String(bakeMs))).code).toBe(0);
     const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
     await zkc.put('/service_config/web', webConfig('v5'));
     const s = await until(
@@ -452,8 +456,12 @@ agent:
       20_000,
       survivor,
     );
-    await cps[leader]!.proc!.kill();
+    // SIGKILL: the leader runs nothing after this instant, so a wave started later was started by the survivor.
     const killedAt = Date.now();
+    await cps[leader]!.proc!.kill();
+    const canaryAckedAt = Date.parse(s.rollout!.waves![0]!.ackedAt!);
+    if (killedAt >= canaryAckedAt + bakeMs)
+      throw new Error(`the leader was killed ${killedAt - canaryAckedAt} ms after the canary's ACK, past the bake`);
     const done = await until(
       (x) => x.rollout?.id === s.rollout!.id && x.rollout.state === 'completed',
       40_000,

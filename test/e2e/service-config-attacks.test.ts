@@ -2,12 +2,12 @@ import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ControlPlaneAdminClient, ListServicesResponse } from '../../common/gen/proxymgr/v1/admin';
-import { Backend, startBackends } from '../helpers/backends';
-import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, get, pidsListenOn, sleep, tally, tempDir } from '../helpers/net';
+import { Backend, startBackends } from '../../testkit/backends';
+import { CliProcess, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, get, pidsListenOn, sleep, tally, tempDir } from '../../testkit/net';
 import { findHaproxies } from '../../agent/haproxy/orphan';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { connectZk } from '../helpers/zk-client';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { connectZk } from '../../testkit/zk-client';
 
 jest.setTimeout(180_000);
 

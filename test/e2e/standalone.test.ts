@@ -1,11 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { Backend, startBackends } from '../helpers/backends';
-import { CLI, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, tally, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { connectZk } from '../helpers/zk-client';
+import { Backend, startBackends } from '../../testkit/backends';
+import { CLI, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, tally, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { connectZk } from '../../testkit/zk-client';
 import { spawnSync } from 'node:child_process';
 
 jest.setTimeout(60_000);

@@ -1,12 +1,13 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { Backend, startBackends } from '../helpers/backends';
-import { CliProcess, runCli, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, get, sleep, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { connectZk } from '../helpers/zk-client';
+import { Backend, startBackends } from '../../testkit/backends';
+import { CliProcess, runCli, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, get, sleep, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { connectZk } from '../../testkit/zk-client';
 
 jest.setTimeout(180_000);
 
@@ -14,30 +15,41 @@ const CHROMIUM = '/usr/bin/chromium';
 /** Where the screenshot is kept (gitignored). */
 const ARTIFACTS = path.join(__dirname, '..', '..', 'test-results');
 
+/**
+ * Runs Chromium without blocking this worker's event loop. A spawnSync here froze the test's own ZooKeeper client
+ * and load for as long as Chromium ran (10–20 s on 2 busy cores): its 5 s session expired, and the next write failed
+ * with CONNECTION_LOSS.
+ */
+async function runChromium(args: string[]): Promise<string> {
+  const child = spawn(CHROMIUM, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  clearTimeout(timer);
+  if (code !== 0) throw new Error(`chromium ${args.join(' ')} exited ${code ?? signal}: ${stderr}`);
+  return stdout;
+}
+
 /** The page as a real headless Chromium renders it (DOM after load), and a screenshot of it. */
-function chromium(url: string, screenshot?: string): string {
+async function chromium(url: string, screenshot?: string): Promise<string> {
+  const profile = tempDir('proxymgr-chromium-');
   const args = [
     '--headless=new',
     '--no-sandbox',
     '--disable-gpu',
     '--disable-dev-shm-usage',
     '--no-first-run',
-    '--user-data-dir=' + tempDir('proxymgr-chromium-').dir,
+    '--user-data-dir=' + profile.dir,
   ];
-  if (screenshot) {
-    const r = spawnSync(CHROMIUM, [...args, `--screenshot=${screenshot}`, '--window-size=1280,1000', url], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    if (r.status !== 0) throw new Error(`chromium --screenshot exited ${r.status}: ${r.stderr}`);
+  try {
+    if (screenshot) await runChromium([...args, `--screenshot=${screenshot}`, '--window-size=1280,1000', url]);
+    return await runChromium([...args, '--dump-dom', url]);
+  } finally {
+    profile.cleanup();
   }
-  const r = spawnSync(CHROMIUM, [...args, '--dump-dom', url], {
-    encoding: 'utf8',
-    timeout: 60_000,
-    maxBuffer: 16 * 1024 * 1024,
-  });
-  if (r.status !== 0) throw new Error(`chromium --dump-dom exited ${r.status}: ${r.stderr}`);
-  return r.stdout;
 }
 
 /**
@@ -132,7 +144,7 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
 
     mkdirSync(ARTIFACTS, { recursive: true });
     const shot = path.join(ARTIFACTS, 'status-page.png');
-    const dom = chromium(`http://127.0.0.1:${metricsPort}/`, shot);
+    const dom = await chromium(`http://127.0.0.1:${metricsPort}/`, shot);
     expect(existsSync(shot) && statSync(shot).size).toBeGreaterThan(10_000);
     expect(dom).toMatch(/<span class="rstate running" id="rollout-state">RUNNING<\/span>/);
     // The waves table: wave 1 (the canary, one NACK) started; wave 2 (100%) pending until the bake ends.
@@ -194,7 +206,7 @@ agent: {state_dir: ${dir}, node_id: agent${i}, labels: {zone: z${i}}, controlpla
       };
       if (!(await eventually(figures, 30_000, 200)))
         throw new Error(`no gate figures; last rollout: ${JSON.stringify(last)}`);
-      const dom = chromium(`http://127.0.0.1:${metricsPort}/`, path.join(ARTIFACTS, 'status-page-gate.png'));
+      const dom = await chromium(`http://127.0.0.1:${metricsPort}/`, path.join(ARTIFACTS, 'status-page-gate.png'));
       expect(dom).toMatch(
         /<p id="preflight">Preflight: 2 passed · <span class="">0 failed<\/span> · 0 unanswered<\/p>/,
       );

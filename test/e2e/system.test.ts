@@ -8,12 +8,12 @@ import {
   ListAgentsResponse,
   StatusResponse,
 } from '../../common/gen/proxymgr/v1/admin';
-import { Backend, startBackends } from '../helpers/backends';
-import { bufCurl, CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { startLoad } from '../helpers/load';
-import { eventually, freePort, sleep, tally, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { connectZk } from '../helpers/zk-client';
+import { Backend, startBackends } from '../../testkit/backends';
+import { bufCurl, CliProcess, startCli, stopAllCli } from '../../testkit/cli';
+import { startLoad } from '../../testkit/load';
+import { eventually, freePort, sleep, tally, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { connectZk } from '../../testkit/zk-client';
 
 jest.setTimeout(180_000);
 

@@ -3,10 +3,10 @@ import * as http from 'node:http';
 import { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { StatsSocketClient } from '../../agent/haproxy/runtime';
-import { CliProcess, startCli, stopAllCli } from '../helpers/cli';
-import { eventually, freePort, sleep, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { connectZk } from '../helpers/zk-client';
+import { CliProcess, startCli, stopAllCli } from '../../testkit/cli';
+import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { connectZk } from '../../testkit/zk-client';
 
 jest.setTimeout(240_000);
 

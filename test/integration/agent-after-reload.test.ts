@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { RuntimeApiError } from '../../common/errors';
 import { RuntimeApi, StatsSocketClient } from '../../agent/haproxy/runtime';
-import { Backend, startBackends } from '../helpers/backends';
-import { freePort, get } from '../helpers/net';
-import { server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { freePort, get } from '../../testkit/net';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
 
 jest.setTimeout(60_000);
 

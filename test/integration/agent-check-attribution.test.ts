@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Backend, startBackends } from '../helpers/backends';
-import { freePort, get, tally } from '../helpers/net';
-import { HTTP_DEFAULTS, server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { freePort, get, tally } from '../../testkit/net';
+import { HTTP_DEFAULTS, server, service, startTestAgent, state } from '../../testkit/agent';
 import { Service } from '../../common/types';
 
 jest.setTimeout(60_000);

@@ -5,8 +5,8 @@ import { AgentMessage, AgentStreamService, ControlMessage, Push } from '../../co
 import { DesiredState } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
-import { eventually, sleep } from '../helpers/net';
-import { server, service, state } from '../helpers/agent';
+import { eventually, sleep } from '../../testkit/net';
+import { server, service, state } from '../../testkit/agent';
 
 jest.setTimeout(30_000);
 

@@ -3,9 +3,9 @@ import * as path from 'node:path';
 import { silentLogger } from '../../common/log';
 import { ApplyFn } from '../../agent/ports';
 import { AgentProcess } from '../../agent/agent-process';
-import { Backend, startBackends } from '../helpers/backends';
-import { freePort, tally } from '../helpers/net';
-import { server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { freePort, tally } from '../../testkit/net';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
 
 jest.setTimeout(60_000);
 

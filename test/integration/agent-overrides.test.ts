@@ -1,8 +1,8 @@
 import * as net from 'node:net';
 import { ADMF_FDRAIN, ADMF_FMAINT } from '../../agent/haproxy/servers-state';
-import { Backend, startBackends } from '../helpers/backends';
-import { eventually, freePort, tally } from '../helpers/net';
-import { server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { eventually, freePort, tally } from '../../testkit/net';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
 import { Server } from '../../common/types';
 
 jest.setTimeout(60_000);

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { Backend, startBackends } from '../helpers/backends';
-import { freePort, get, sleep } from '../helpers/net';
-import { startLoad } from '../helpers/load';
-import { server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { freePort, get, sleep } from '../../testkit/net';
+import { startLoad } from '../../testkit/load';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
 
 jest.setTimeout(60_000);
 

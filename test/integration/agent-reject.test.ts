@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Backend, startBackends } from '../helpers/backends';
-import { freePort, tally } from '../helpers/net';
-import { server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { freePort, tally } from '../../testkit/net';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
 import { Service } from '../../common/types';
 
 jest.setTimeout(60_000);

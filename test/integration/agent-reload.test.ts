@@ -1,7 +1,7 @@
-import { Backend, startBackends } from '../helpers/backends';
-import { eventually, freePort, sleep, tally } from '../helpers/net';
-import { startLoad } from '../helpers/load';
-import { server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { eventually, freePort, sleep, tally } from '../../testkit/net';
+import { startLoad } from '../../testkit/load';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
 
 jest.setTimeout(120_000);
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Backend, startBackends } from '../helpers/backends';
-import { eventually, freePort, get, tally } from '../helpers/net';
-import { server, service, startTestAgent, state } from '../helpers/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { eventually, freePort, get, tally } from '../../testkit/net';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
 
 jest.setTimeout(60_000);
 

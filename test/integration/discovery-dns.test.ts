@@ -1,9 +1,9 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Discovery } from '../../controlplane/discovery';
-import { startDnsmasq, Dnsmasq } from '../helpers/dnsmasq';
-import { endpoints, service, testDiscovery } from '../helpers/discovery';
-import { tempDir } from '../helpers/net';
+import { startDnsmasq, Dnsmasq } from '../../testkit/dnsmasq';
+import { endpoints, service, testDiscovery } from '../../testkit/discovery';
+import { tempDir } from '../../testkit/net';
 
 let dns: Dnsmasq | undefined;
 let d: Discovery | undefined;

@@ -4,8 +4,8 @@ import * as path from 'node:path';
 import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource } from '../../common/config';
 import { Logger } from '../../common/log';
 import { Discovery } from '../../controlplane/discovery';
-import { endpoints } from '../helpers/discovery';
-import { tempDir } from '../helpers/net';
+import { endpoints } from '../../testkit/discovery';
+import { tempDir } from '../../testkit/net';
 
 /**
  * How far `file` watchers and the `file` service-config source reach: only under controlplane.file_watcher_dirs

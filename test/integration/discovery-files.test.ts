@@ -1,8 +1,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Discovery } from '../../controlplane/discovery';
-import { endpoints, service, testDiscovery } from '../helpers/discovery';
-import { tempDir } from '../helpers/net';
+import { endpoints, service, testDiscovery } from '../../testkit/discovery';
+import { tempDir } from '../../testkit/net';
 
 let d: Discovery | undefined;
 let tmp: { dir: string; cleanup: () => void };

@@ -5,10 +5,10 @@ import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { Discovery } from '../../controlplane/discovery';
 import { ZkSessionManager } from '../../controlplane/zk/manager';
-import { endpoints, testDiscovery } from '../helpers/discovery';
-import { sleep } from '../helpers/net';
-import { connectZk, ZkTestClient } from '../helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { endpoints, testDiscovery } from '../../testkit/discovery';
+import { sleep } from '../../testkit/net';
+import { connectZk, ZkTestClient } from '../../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
 
 let zk: ZooKeeper;
 let w: ZkTestClient;

@@ -2,11 +2,11 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DesiredState } from '../../common/types';
 import { Discovery } from '../../controlplane/discovery';
-import { endpoints, testDiscovery } from '../helpers/discovery';
-import { tempDir } from '../helpers/net';
-import { SlowProxy, startSlowProxy } from '../helpers/slow-proxy';
-import { connectZk, ZkTestClient } from '../helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { endpoints, testDiscovery } from '../../testkit/discovery';
+import { tempDir } from '../../testkit/net';
+import { SlowProxy, startSlowProxy } from '../../testkit/slow-proxy';
+import { connectZk, ZkTestClient } from '../../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
 
 // Issue 9a: with a ZooKeeper whose replies take longer than the children watch's quiet period (100 ms), the still
 // empty child list was reported as the first full one: discovery published a state without services (every agent

@@ -1,7 +1,7 @@
 import { Discovery } from '../../controlplane/discovery';
-import { endpoints, service, testDiscovery } from '../helpers/discovery';
-import { connectZk, ZkTestClient } from '../helpers/zk-client';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { endpoints, service, testDiscovery } from '../../testkit/discovery';
+import { connectZk, ZkTestClient } from '../../testkit/zk-client';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
 
 const README_CONFIG = (server: string) =>
   JSON.stringify({

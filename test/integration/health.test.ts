@@ -11,8 +11,8 @@ import { addHealth, Health } from '../../common/grpc';
 import { silentLogger } from '../../common/log';
 import { AgentProcess } from '../../agent/agent-process';
 import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
-import { Backend, startBackends } from '../helpers/backends';
-import { eventually, freePort, sleep, tempDir } from '../helpers/net';
+import { Backend, startBackends } from '../../testkit/backends';
+import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
 
 jest.setTimeout(60_000);
 

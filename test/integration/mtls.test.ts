@@ -6,8 +6,8 @@ import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { DesiredState } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';
-import { eventually, freePort, sleep, tempDir } from '../helpers/net';
-import { makeCertificates } from '../helpers/certs';
+import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
+import { makeCertificates } from '../../testkit/certs';
 
 jest.setTimeout(60_000);
 

@@ -3,8 +3,8 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
 import { listenOptionProblem, serverOptionsProblems } from '../../common/option-policy';
-import { tempDir } from '../helpers/net';
-import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../helpers/service-options';
+import { tempDir } from '../../testkit/net';
+import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../../testkit/service-options';
 
 /**
  * The allow list is only useful if what it lets through is real HAProxy 2.6 configuration: the ordinary options the

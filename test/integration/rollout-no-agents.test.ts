@@ -5,9 +5,9 @@ import { Discovery } from '../../controlplane/discovery';
 import { AgentRecord } from '../../controlplane/ports';
 import { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
 import { revisionOfVersion } from '../../controlplane/rollout/revision';
-import { testDiscovery } from '../helpers/discovery';
-import { eventually, sleep, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { testDiscovery } from '../../testkit/discovery';
+import { eventually, sleep, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
 
 // Issue 9b through the coordinator (real ZooKeeper for the rollout document and agent status): a new revision while
 // no agent is connected must not complete and become stable; the first agent that comes is its canary.

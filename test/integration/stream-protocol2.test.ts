@@ -8,9 +8,9 @@ import { GrpcStateSource } from '../../agent/sources/grpc';
 import { HeldState } from '../../agent/sources/held-state';
 import { deltaToPush, encodingStats } from '../../controlplane/grpc/push-encoding';
 import { MAX_COUNTED_SERVICES, streamStats } from '../../controlplane/grpc/stream-server';
-import { eventually, sleep } from '../helpers/net';
-import { startStreamServer } from '../helpers/stream-server';
-import { server, service, state } from '../helpers/agent';
+import { eventually, sleep } from '../../testkit/net';
+import { startStreamServer } from '../../testkit/stream-server';
+import { server, service, state } from '../../testkit/agent';
 
 jest.setTimeout(30_000);
 

@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
-import { eventually, sleep } from '../helpers/net';
-import { startStreamServer } from '../helpers/stream-server';
-import { server, service, state } from '../helpers/agent';
+import { eventually, sleep } from '../../testkit/net';
+import { startStreamServer } from '../../testkit/stream-server';
+import { server, service, state } from '../../testkit/agent';
 
 jest.setTimeout(30_000);
 

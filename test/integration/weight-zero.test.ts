@@ -7,9 +7,9 @@ import { fromProto } from '../../common/state-codec';
 import { DesiredState } from '../../common/types';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { agentStreamServer } from '../../controlplane/grpc/stream-server';
-import { server, service, startTestAgent, state } from '../helpers/agent';
-import { Backend, startBackends } from '../helpers/backends';
-import { eventually, freePort, tally } from '../helpers/net';
+import { server, service, startTestAgent, state } from '../../testkit/agent';
+import { Backend, startBackends } from '../../testkit/backends';
+import { eventually, freePort, tally } from '../../testkit/net';
 
 jest.setTimeout(60_000);
 

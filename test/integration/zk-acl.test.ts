@@ -10,11 +10,11 @@ import { ALL, ReplicaTraffic } from '../../controlplane/rollout/gate';
 import { Revision } from '../../controlplane/rollout/revision';
 import { loadZkDigest, permsOf, ZkDigest } from '../../controlplane/zk/digest';
 import { ZkSession } from '../../controlplane/zk/session';
-import { endpoints } from '../helpers/discovery';
-import { eventually, sleep, tempDir } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
-import { startSlowProxy } from '../helpers/slow-proxy';
-import { connectZk, ZkTestClient } from '../helpers/zk-client';
+import { endpoints } from '../../testkit/discovery';
+import { eventually, sleep, tempDir } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
+import { startSlowProxy } from '../../testkit/slow-proxy';
+import { connectZk, ZkTestClient } from '../../testkit/zk-client';
 
 jest.setTimeout(90_000);
 

@@ -1,8 +1,8 @@
 import { Client } from 'node-zookeeper-client';
 import { silentLogger } from '../../common/log';
 import { ZkSession } from '../../controlplane/zk/session';
-import { eventually } from '../helpers/net';
-import { startZooKeeper, ZooKeeper } from '../helpers/zookeeper';
+import { eventually } from '../../testkit/net';
+import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
 
 jest.setTimeout(60_000);
 

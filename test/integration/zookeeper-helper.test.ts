@@ -1,5 +1,5 @@
 import zookeeper from 'node-zookeeper-client';
-import { startZooKeeper } from '../helpers/zookeeper';
+import { startZooKeeper } from '../../testkit/zookeeper';
 
 test('the ZooKeeper helper starts a real server that takes writes and restarts with its data', async () => {
   const zk = await startZooKeeper();

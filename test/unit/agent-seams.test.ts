@@ -1,8 +1,8 @@
 import { HaproxyConfigError } from '../../common/errors';
 import { listenOrder } from '../../agent/haproxy/render';
 import * as planModule from '../../agent/plan';
-import { errno, fakeAgent } from '../helpers/fake-agent';
-import { server, service, state } from '../helpers/agent';
+import { errno, fakeAgent } from '../../testkit/fake-agent';
+import { server, service, state } from '../../testkit/agent';
 
 // The Agent on fakes only (supervisor, sockets, haproxy -c, state dir, runtime API, clock): its decisions and its
 // timing in milliseconds, without HAProxy. test/integration/agent-*.test.ts check the same paths on a real one.

@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import * as path from 'node:path';
 import { ensurePrivateDir, writeFileAtomic } from '../../common/fs';
-import { tempDir } from '../helpers/net';
+import { tempDir } from '../../testkit/net';
 
 test('writeFileAtomic writes via a temp file, and leaves an unchanged file alone', async () => {
   const tmp = tempDir();

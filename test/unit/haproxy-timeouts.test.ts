@@ -6,7 +6,7 @@ import { ProxyMgrError } from '../../common/errors';
 import { checkConfig } from '../../agent/haproxy/check';
 import { HaproxySupervisor, SpawnFn } from '../../agent/haproxy/process';
 import { RuntimeApi } from '../../agent/haproxy/runtime';
-import { eventually, tempDir } from '../helpers/net';
+import { eventually, tempDir } from '../../testkit/net';
 
 jest.setTimeout(15_000);
 

@@ -4,7 +4,7 @@ import { toProto } from '../../common/state-codec';
 import { DesiredState, Server, Service } from '../../common/types';
 import { Push } from '../../common/gen/proxymgr/v1/stream';
 import { deltaToPush } from '../../controlplane/grpc/push-encoding';
-import { HTTP_DEFAULTS, server, service, state } from '../helpers/agent';
+import { HTTP_DEFAULTS, server, service, state } from '../../testkit/agent';
 
 let nonces = 0;
 /** A delta as the agent receives it: encoded by the control plane's code, with a nonce, over the wire. */

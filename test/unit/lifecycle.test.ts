@@ -11,7 +11,7 @@ import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
 import { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
 import { MemoryRolloutStore } from '../../controlplane/rollout/memory-store';
 import { ServiceConfigSource, SourceListener } from '../../controlplane/types';
-import { testDiscovery } from '../helpers/discovery';
+import { testDiscovery } from '../../testkit/discovery';
 
 // Guarded lifecycle transitions of the long-lived components: stop is awaited and idempotent (the same promise),
 // and whatever would start again after stop is refused with a LifecycleError naming the component and its state.

@@ -8,7 +8,7 @@ import {
   serverOptionsProblems,
   tokenize,
 } from '../../common/option-policy';
-import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../helpers/service-options';
+import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../../testkit/service-options';
 
 const policy = (p: Partial<ServiceOptionsPolicy> = {}): ServiceOptionsPolicy => ({ ...DEFAULT_SERVICE_OPTIONS, ...p });
 const none = DEFAULT_SERVICE_OPTIONS;

@@ -1,6 +1,6 @@
 import { OverrideTracker } from '../../agent/overrides';
 import { RuntimeState } from '../../agent/haproxy/servers-state';
-import { server, service, state } from '../helpers/agent';
+import { server, service, state } from '../../testkit/agent';
 
 /** Issue 9 l: which drain/maint states are an operator's (pure; see docs/agent-faults.md). */
 describe('OverrideTracker', () => {

@@ -1,6 +1,6 @@
 import { plan, staticAlgorithm } from '../../agent/plan';
 import { RuntimeServer, RuntimeState } from '../../agent/haproxy/servers-state';
-import { server, service, state } from '../helpers/agent';
+import { server, service, state } from '../../testkit/agent';
 import { Service } from '../../common/types';
 
 function actualOf(services: Service[], override: Record<string, Partial<RuntimeServer>> = {}): RuntimeState {

@@ -1,6 +1,6 @@
 import { renderHaproxyConfig } from '../../agent/haproxy/render';
 import { DesiredState } from '../../common/types';
-import { server, service, state } from '../helpers/agent';
+import { server, service, state } from '../../testkit/agent';
 
 // renderHaproxyConfig memoizes each service's section per (service object, fd). Whatever it reuses, its text must
 // be exactly what a render of fresh objects gives: structuredClone makes objects the memo has never seen.

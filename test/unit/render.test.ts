@@ -1,5 +1,5 @@
 import { renderHaproxyConfig } from '../../agent/haproxy/render';
-import { server, service, state } from '../helpers/agent';
+import { server, service, state } from '../../testkit/agent';
 
 const opts = {
   socketPath: '/run/pm/haproxy.sock',

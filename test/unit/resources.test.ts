@@ -9,7 +9,7 @@ import {
   resourceVersion,
 } from '../../common/resources';
 import { DesiredState, Service } from '../../common/types';
-import { HTTP_DEFAULTS, server, service, state } from '../helpers/agent';
+import { HTTP_DEFAULTS, server, service, state } from '../../testkit/agent';
 
 const names = (services: readonly Service[]) => services.map((s) => s.name).sort();
 

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { readStateFile } from '../../agent/sources/file';
-import { tempDir } from '../helpers/net';
+import { tempDir } from '../../testkit/net';
 
 describe('desired-state files (agent --state)', () => {
   const tmp = tempDir('proxymgr-state-file-');

@@ -1,7 +1,7 @@
 import { sanitizeState } from '../../common/validate-state';
 import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
 import { StateError } from '../../common/errors';
-import { server, service, state } from '../helpers/agent';
+import { server, service, state } from '../../testkit/agent';
 
 describe('sanitizeState (pure)', () => {
   test('a clean state passes unchanged, services sorted by name', () => {

@@ -8,7 +8,7 @@ import { parseServiceConfig } from '../../../controlplane/service-config';
 import { jsonErrorOffset, syntaxErrorMessage } from '../../../controlplane/syntax-error';
 import { MAX_LINE_PROBLEMS, parseHostsFile } from '../../../controlplane/watchers/file';
 import { loadZkDigest } from '../../../controlplane/zk/digest';
-import { tempDir } from '../../helpers/net';
+import { tempDir } from '../../../testkit/net';
 
 /** A made-up key: every test below checks that no line of it shows up in a message. */
 const KEY = [

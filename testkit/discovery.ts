@@ -1,10 +1,6 @@
-import {
-  DEFAULT_CONTROLPLANE_CONFIG,
-  ControlPlaneConfig,
-  ServiceConfigSource as SourceConfig,
-} from '../../common/config';
-import { DesiredState, Service } from '../../common/types';
-import { Discovery } from '../../controlplane/discovery';
+import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource as SourceConfig } from '../common/config';
+import { DesiredState, Service } from '../common/types';
+import { Discovery } from '../controlplane/discovery';
 
 /** A Discovery with test-friendly timings; stop it in `finally`. */
 export function testDiscovery(

@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { FakeClock } from '../../common/clock';
-import { parseConfig, ProxyMgrConfig } from '../../common/config';
-import { ProxyMgrError } from '../../common/errors';
-import { silentLogger } from '../../common/log';
-import { Agent } from '../../agent/agent';
-import { RuntimeApi } from '../../agent/haproxy/runtime';
-import { RuntimeServer, RuntimeState } from '../../agent/haproxy/servers-state';
-import { ConfigCheck, FileWriter, SocketPool, Supervisor } from '../../agent/ports';
+import { FakeClock } from '../common/clock';
+import { parseConfig, ProxyMgrConfig } from '../common/config';
+import { ProxyMgrError } from '../common/errors';
+import { silentLogger } from '../common/log';
+import { Agent } from '../agent/agent';
+import { RuntimeApi } from '../agent/haproxy/runtime';
+import { RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';
+import { ConfigCheck, FileWriter, SocketPool, Supervisor } from '../agent/ports';
 
 // Fakes for every seam of the Agent: no HAProxy, no socket, no file, no timer of its own. The "HAProxy" is
 // FakeRuntime: it loads the servers of the config file the agent wrote (in FakeFiles) when FakeSupervisor

@@ -1,10 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
-import { silentLogger } from '../../common/log';
-import { DesiredState } from '../../common/types';
-import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
-import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { agentStreamServer, StreamLimits } from '../../controlplane/grpc/stream-server';
-import { DesiredStateSource } from '../../controlplane/ports';
+import { silentLogger } from '../common/log';
+import { DesiredState } from '../common/types';
+import { AgentStreamDefinition } from '../controlplane/grpc/push-encoding';
+import { AgentRegistry } from '../controlplane/grpc/registry';
+import { agentStreamServer, StreamLimits } from '../controlplane/grpc/stream-server';
+import { DesiredStateSource } from '../controlplane/ports';
 
 /**
  * A real gRPC server running the agent stream (with the pre-encoding serializer, as the control plane registers it)

@@ -1,10 +1,10 @@
 import * as path from 'node:path';
-import { parseConfig, ProxyMgrConfig } from '../../common/config';
-import { createLogger, silentLogger } from '../../common/log';
-import { DesiredState, Server, Service } from '../../common/types';
-import { stateVersion } from '../../common/state-hash';
-import { Agent, AgentOptions } from '../../agent/agent';
-import { StatsSocketClient } from '../../agent/haproxy/runtime';
+import { parseConfig, ProxyMgrConfig } from '../common/config';
+import { createLogger, silentLogger } from '../common/log';
+import { DesiredState, Server, Service } from '../common/types';
+import { stateVersion } from '../common/state-hash';
+import { Agent, AgentOptions } from '../agent/agent';
+import { StatsSocketClient } from '../agent/haproxy/runtime';
 import { tempDir } from './net';
 
 export const HTTP_DEFAULTS = [
