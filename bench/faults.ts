@@ -40,6 +40,20 @@ interface FaultResult {
 
 const PERMANENT = 2;
 
+/** The faults, in the order they run. */
+const FAULT_NAMES = [
+  'steady',
+  'zk_down',
+  'zk_session_expiry',
+  'cp_leader_kill9',
+  'cp_all_restart',
+  'slow_zookeeper',
+  'agent_restart',
+  'agent_kill9',
+  'haproxy_kill9',
+  'state_dir_unwritable',
+];
+
 const options = {
   zkDownMs: int(30000, 'how long ZooKeeper stays down'),
   clients: int(8, 'HTTP clients'),
@@ -50,6 +64,9 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
   const zkDownMs = o.zkDownMs;
   const clients = o.clients;
   const only = o.only.split(',').filter(Boolean);
+  const unknown = only.filter((n) => !FAULT_NAMES.includes(n));
+  if (unknown.length > 0)
+    throw new Error(`--only: no fault named ${unknown.join(', ')} (faults: ${FAULT_NAMES.join(', ')})`);
   const tmp = tempDir('proxymgr-faults-');
   const zk = await startZooKeeper();
   const proxy = await startSlowProxy(zk.port, { replyDelayMs: 0 });
@@ -445,7 +462,7 @@ export const benchmark = defineBenchmark({
   summary:
     'faults injected into a real fleet (ZooKeeper down or slow, kill -9, restarts): requests lost, partial states, convergence',
   options,
-  smoke: {},
+  smoke: { zkDownMs: 1000, clients: 1 },
   fields: ['faults', 'failed_total', 'partial_states_total', 'all_converged', 'crashed_processes'],
   run,
   targets: (r) => [

@@ -25,7 +25,7 @@ import { CLI, onInterruptStopChildren, startCli } from './lib-grpc';
 import { defineBenchmark, Figures, int, OptionsOf } from './harness';
 
 const options = {
-  agents: int(5, 'agents, each with a real HAProxy', 2),
+  agents: int(5, 'agents, each with a real HAProxy', 5),
   bakeMs: int(8000, 'bake per wave'),
   rate: int(40, 'requests per second through each agent', 1),
   quietMs: int(12000, 'traffic before the first rollout (the failure baseline)'),
@@ -161,7 +161,7 @@ export const benchmark = defineBenchmark({
   summary:
     'preflight and traffic gates against real HAProxy and traffic: a bad canary halted, a good revision completed',
   options,
-  smoke: {},
+  smoke: { bakeMs: 2000, quietMs: 3000, rate: 20 },
   fields: ['bad_state', 'rolled_back', 'preflight_blocked', 'good_completed', 'false_positive', 'detect_ms'],
   run,
   targets: (r) => [

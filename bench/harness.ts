@@ -13,6 +13,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { FlagSpec, parseArgs, UsageError } from '../common/args';
+import { REPO } from '../testkit/paths';
 
 /** One option of a benchmark: `--kebab-name=value` on the command line, camelCase in the options object. */
 export interface OptionSpec<T> {
@@ -56,6 +57,12 @@ export interface Target {
   readonly name: string;
   readonly held: boolean;
   readonly value: unknown;
+  /**
+   * Set when the target is reported but does not decide the verdict, saying why: a wall-clock target that needs
+   * more than the machine the run shares (a simulated fleet on the cores of the control plane it measures). Such a
+   * target stands beside a judged one on a figure that is a property of the code (CPU or bytes per change).
+   */
+  readonly notJudged?: string;
 }
 
 export interface BenchContext {
@@ -151,8 +158,8 @@ export function missingFields(result: Figures, fields: readonly string[]): strin
   return fields.filter((f) => r[f] === undefined || r[f] === null || (typeof r[f] === 'number' && !isFinite(r[f])));
 }
 
-/** Where `--save` writes: bench/results/ in the source tree (dist/bench/ → ../../bench/results). */
-export const RESULTS_DIR = path.join(__dirname, '..', '..', 'bench', 'results');
+/** Where `--save` writes: bench/results/ in the source tree. */
+export const RESULTS_DIR = path.join(REPO, 'bench', 'results');
 
 const say = (msg: string) => process.stderr.write(`${msg}\n`);
 
@@ -202,8 +209,11 @@ export async function runBenchmark(b: AnyBenchmark, argv: readonly string[]): Pr
   }
   const missing = missingFields(result, b.fields);
   const targets = parsed.smoke ? [] : (b.targets?.(result, parsed.options) ?? []);
-  const verdict = parsed.smoke ? 'smoke' : targets.every((t) => t.held) ? 'held' : 'missed';
-  for (const t of targets) say(`target ${t.held ? 'held' : 'MISSED'}: ${t.name} (${t.value})`);
+  const verdict = parsed.smoke ? 'smoke' : targets.every((t) => t.held || t.notJudged) ? 'held' : 'missed';
+  for (const t of targets)
+    say(
+      `target ${t.held ? 'held' : 'MISSED'}: ${t.name} (${String(t.value)})${t.notJudged ? ` — not judged: ${t.notJudged}` : ''}`,
+    );
   // `judged`, not `targets`: some results already carry a field of that name.
   const out = { ...result, judged: targets, verdict };
   const line = JSON.stringify(out);

@@ -1237,7 +1237,7 @@ export const benchmark = defineBenchmark({
   summary:
     'seeded hostile inputs at every entry point of real processes: rejected with a message, nothing crashes or leaks',
   options,
-  smoke: {},
+  smoke: { inputs: 60 },
   fields: ['inputs', 'rejected', 'accepted', 'crashes', 'injected_lines_rendered', 'honest_failed_requests'],
   run,
   targets: (r) => [

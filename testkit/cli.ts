@@ -1,11 +1,11 @@
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { eventually } from './net';
+import { REPO } from './paths';
 
-export const CLI = path.join(__dirname, '..', '..', 'dist', 'bin', 'proxymgr.js');
+export const CLI = path.join(REPO, 'dist', 'bin', 'proxymgr.js');
 /** The descriptor set `npm run build` writes: `buf curl --schema` without reflection (which needs the viewer role). */
-export const SCHEMA = path.join(__dirname, '..', '..', 'proto', 'proxymgr.binpb');
-const REPO = path.join(__dirname, '..', '..');
+export const SCHEMA = path.join(REPO, 'proto', 'proxymgr.binpb');
 
 export interface CliProcess {
   readonly proc: ChildProcess;

@@ -22,6 +22,15 @@ const worker = Number(process.env.JEST_WORKER_ID ?? 0) % 8; // 0: not under jest
 const sliceLow = PORT_LOW + worker * SLICE;
 
 /**
+ * Where a process may bind many ports at once (a benchmark's thousands of listeners) without taking ports another
+ * jest worker picked: under jest (a smoke run inherits its worker's id), the upper half of this worker's slice,
+ * which freePort also skips while they are bound; otherwise 21000–27999.
+ */
+export function bulkPortRange(): { low: number; high: number } {
+  return worker > 0 ? { low: sliceLow + SLICE / 2, high: sliceLow + SLICE - 1 } : { low: 21_000, high: 27_999 };
+}
+
+/**
  * A TCP port nothing listens on now on `host`: outside the ephemeral range, in this process's slice; if none of a
  * few hundred tries is free there, one the kernel picks (as before the slices).
  */

@@ -52,11 +52,11 @@ describe('the codebase keeps its layers apart', () => {
     expect(offending).toEqual([]);
   });
 
-  test('shipped code (bin, common, agent, controlplane) imports no test or benchmark code', () => {
+  test('shipped code (bin, common, agent, controlplane) imports no test, test-kit or benchmark code', () => {
     const offending = ['bin', 'common', 'agent', 'controlplane'].flatMap((d) =>
       sources(d).flatMap((f) =>
         importedTops(f)
-          .filter((i) => i.top === 'test' || i.top === 'bench')
+          .filter((i) => i.top === 'test' || i.top === 'bench' || i.top === 'testkit')
           .map((i) => `${f} imports ${i.spec}`),
       ),
     );
@@ -72,7 +72,7 @@ describe('the codebase keeps its layers apart', () => {
 
 describe('lint', () => {
   test('every eslint-disable says why (`-- reason`), outside generated code', () => {
-    const files = ['bin', 'common', 'agent', 'controlplane', 'test', 'bench', 'deploy'].flatMap((d) => sources(d));
+    const files = ['bin', 'common', 'agent', 'controlplane', 'test', 'testkit', 'bench', 'deploy'].flatMap((d) => sources(d));
     const bare = files.flatMap((f) =>
       readFileSync(path.join(REPO, f), 'utf8')
         .split('\n')
@@ -95,7 +95,7 @@ describe('npm pack ships what runs, not tests or benchmarks', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const files = (JSON.parse(out) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
-    expect(files.filter((f) => /(^|\/)(test|bench)\/|\.test\.|(^|\/)deploy\/demo\./.test(f))).toEqual([]);
+    expect(files.filter((f) => /(^|\/)(test|testkit|bench)\/|\.test\.|(^|\/)deploy\/demo\./.test(f))).toEqual([]);
     expect(files).toEqual(
       expect.arrayContaining([
         'dist/bin/proxymgr.js',

@@ -1,0 +1,58 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import * as path from 'node:path';
+import { BENCHMARKS } from '../bench/benchmarks';
+import { REPO } from './paths';
+
+/**
+ * The smoke runs, in three groups (one test file each, so jest spreads them over its workers); every benchmark is
+ * in exactly one (a unit test checks).
+ */
+export const SMOKE_GROUPS = {
+  agent: ['reload', 'scale', 'churn', 'propagation', 'hostile'],
+  fleet: ['discovery', 'fanout', 'pushsize', 'sustained', 'rollout'],
+  faults: ['gate', 'faults'],
+} as const;
+
+const RUNNER = path.join(REPO, 'dist', 'bench', 'run.js');
+
+export interface BenchRun {
+  readonly code: number | null;
+  readonly stderr: string;
+  /** The last line of stdout, parsed (undefined when it is not JSON). */
+  readonly result: Record<string, unknown> | undefined;
+}
+
+/** Runs the built benchmark (`npm run build` first) as `npm run bench -- NAME …` would, without blocking. */
+export async function runBench(name: string, args: readonly string[] = []): Promise<BenchRun> {
+  const child = spawn(process.execPath, [RUNNER, name, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-20_000)));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  const last = stdout.trim().split('\n').at(-1) ?? '';
+  let result: Record<string, unknown> | undefined;
+  try {
+    result = JSON.parse(last) as Record<string, unknown>;
+  } catch {
+    result = undefined;
+  }
+  return { code, stderr, result };
+}
+
+/**
+ * The smoke run of one benchmark inside `npm test`: it must finish (exit 0) with a result that carries every field
+ * the benchmark declares, not null. Throws with the benchmark's stderr otherwise.
+ */
+export async function smokeBench(name: string): Promise<Record<string, unknown>> {
+  const b = BENCHMARKS.find((x) => x.name === name);
+  if (!b) throw new Error(`no benchmark named ${name}`);
+  const run = await runBench(name, ['--smoke']);
+  const missing = b.fields.filter((f) => run.result?.[f] === undefined || run.result[f] === null);
+  if (run.code !== 0 || !run.result || run.result.verdict !== 'smoke' || missing.length > 0)
+    throw new Error(
+      `bench ${name} --smoke: exit ${run.code}${missing.length > 0 ? `, result lacks ${missing.join(', ')}` : ''}\n${run.stderr.slice(-6000)}`,
+    );
+  return run.result;
+}
