@@ -27,7 +27,7 @@ import { describeTimings, ms, quantile, say } from './lib-common';
 import { CliChild, onInterruptStopChildren, listAgents, monoMs, procStats } from './lib-grpc';
 import { connectProgress, SimFleet } from './lib-sim-agents';
 import { createConfigs, createHosts, refillGapMs, servicePath, startControlPlane } from './lib-zk-services';
-import { defineBenchmark, Figures, int, intOrDefault, ints, OptionsOf, text } from './harness';
+import { defineBenchmark, Figures, num, int, intOrDefault, ints, OptionsOf, text } from './harness';
 
 const DEFAULTS = ['mode http', 'timeout connect 2s', 'timeout client 10s', 'timeout server 10s'];
 const SERVICE_PATH = servicePath(0);
@@ -241,4 +241,40 @@ export const benchmark = defineBenchmark({
   smoke: { agents: [20], changes: 2, baselineAgents: 20 },
   fields: ['runs', 'max_connected'],
   run,
+  targets: (r, o) => {
+    type Run = {
+      agents: number;
+      p99_ms?: number;
+      cp_rss_mb?: number;
+      drops?: number;
+      missing?: number;
+      failed?: string;
+    };
+    const runs = (r.runs ?? []) as Run[];
+    const at1000 = runs.find((x) => x.agents === 1000);
+    return [
+      {
+        name: 'every fleet size connected, stayed connected and got every change (max_connected = the largest --agents)',
+        held: r.max_connected === Math.max(...o.agents),
+        value: r.max_connected,
+      },
+      {
+        name: 'no drops and no missing changes in any run',
+        held: runs.every((x) => !x.failed && x.drops === 0 && x.missing === 0),
+        value: runs.map((x) => `${x.agents}: ${x.failed ?? `drops ${x.drops}, missing ${x.missing}`}`).join('; '),
+      },
+      ...(at1000
+        ? [
+            { name: 'cp_rss_mb ≤ 300 at 1,000 agents', held: num(at1000.cp_rss_mb) <= 300, value: at1000.cp_rss_mb },
+            {
+              name: 'p99_ms ≤ 1000 at 1,000 agents',
+              held: num(at1000.p99_ms) <= 1000,
+              value: at1000.p99_ms,
+              notJudged:
+                'the simulated fleet and the control plane share 2 cores; judged on connections, drops and RSS',
+            },
+          ]
+        : []),
+    ];
+  },
 });

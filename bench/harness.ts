@@ -7,7 +7,7 @@
  *
  *   0  the run finished and every target held (a smoke run: it finished and its result has every field)
  *   1  the run finished and a target was missed (the JSON says which)
- *   2  the command line was wrong
+ *   2  the command line was wrong (also an option the run itself refuses: a UsageError)
  *   3  the run crashed (no JSON), or a smoke run's result lacks a field
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -200,6 +200,10 @@ export async function runBenchmark(b: AnyBenchmark, argv: readonly string[]): Pr
   try {
     result = await b.run(parsed.options, ctx);
   } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`bench ${b.name}: ${err.message}\n\n${usage(b)}`);
+      return 2;
+    }
     say(`bench ${b.name} crashed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     return 3;
   } finally {
@@ -229,7 +233,8 @@ export async function runBenchmark(b: AnyBenchmark, argv: readonly string[]): Pr
   console.log(line);
   if (missing.length > 0) {
     say(`bench ${b.name}: the result lacks ${missing.join(', ')}`);
-    return 3;
+    // A full run may leave parts out on purpose (scale --no-live); a smoke run runs every part.
+    if (parsed.smoke) return 3;
   }
   return verdict === 'missed' ? 1 : 0;
 }

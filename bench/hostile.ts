@@ -8,7 +8,8 @@
  * an attack tried to inject, and the processes are checked for crashes.
  *
  * Last line: {"inputs","rejected","accepted","crashes","injected_lines_rendered","honest_failed_requests",...}.
- * Targets: crashes 0, injected_lines_rendered 0, honest_failed_requests 0, inputs ≥ 2,000.
+ * Targets (judged by the harness): crashes, injected lines, honest failures, client-side errors, unsanitized texts and
+ * forged answers all 0; the agent admin API alive; at least `--inputs` inputs thrown.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -50,7 +51,7 @@ import {
   stateFileText,
 } from './lib-hostile';
 import { startTraffic } from './lib-traffic';
-import { defineBenchmark, Figures, int, OptionsOf } from './harness';
+import { defineBenchmark, Figures, int, num, OptionsOf } from './harness';
 
 interface Tally {
   inputs: number;
@@ -1240,9 +1241,18 @@ export const benchmark = defineBenchmark({
   smoke: { inputs: 60 },
   fields: ['inputs', 'rejected', 'accepted', 'crashes', 'injected_lines_rendered', 'honest_failed_requests'],
   run,
-  targets: (r) => [
+  targets: (r, o) => [
     { name: 'crashes = 0', held: r.crashes === 0, value: r.crashes },
     { name: 'injected_lines_rendered = 0', held: r.injected_lines_rendered === 0, value: r.injected_lines_rendered },
     { name: 'honest_failed_requests = 0', held: r.honest_failed_requests === 0, value: r.honest_failed_requests },
+    { name: 'client_side_errors = 0', held: r.client_side_errors === 0, value: r.client_side_errors },
+    { name: 'unsanitized_texts_kept = 0', held: r.unsanitized_texts_kept === 0, value: r.unsanitized_texts_kept },
+    { name: 'forged_answers_taken = 0', held: r.forged_answers_taken === 0, value: r.forged_answers_taken },
+    {
+      name: 'the agent admin API still answers',
+      held: r.agent_admin_alive === true,
+      value: String(r.agent_admin_alive),
+    },
+    { name: 'inputs ≥ --inputs', held: num(r.inputs) >= o.inputs, value: r.inputs },
   ],
 });

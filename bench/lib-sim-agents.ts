@@ -2,7 +2,7 @@
  * Simulated agents for the fanout, rollout, pushsize and sustained benchmarks: real gRPC clients of the agent
  * stream (one channel and one TCP connection each, like real agents on their own hosts) that speak stream
  * protocol 2 as real agents do — a hello with PROTOCOL_VERSION and what they hold, every push decoded and taken
- * into what they hold (base version, removals and digest checked as agent/sources/held-state.ts does), a Resync
+ * into what they hold with the agent's own ResourceLedger (agent/sources/held-state.ts), a Resync
  * when a push does not fit — and ACK every push they take at once (nothing is applied), then reconnect with the real agent's
  * backoff — including on RESOURCE_EXHAUSTED from the control plane's new-stream limit. They run in worker
  * processes (`fork` of this file), so the benchmark's own bookkeeping and the clients' decoding never share an
@@ -20,8 +20,7 @@
 import { ChildProcess, fork } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { MAX_PUSH_BYTES, reconnectDelay } from '../agent/sources/grpc';
-import { PushMismatch } from '../agent/sources/held-state';
-import { Digest, PROTOCOL_VERSION } from '../common/resources';
+import { PushMismatch, ResourceLedger } from '../agent/sources/held-state';
 import {
   AgentMessage,
   AgentStreamClient,
@@ -170,97 +169,49 @@ function* markersIn(push: Push): Generator<number> {
 }
 
 /**
- * What a simulated agent holds: the resource versions and server counts of HeldState, without the service objects.
- * A real agent holds one state per process; 500 simulated agents per worker holding 10,000 server objects each
- * kept 1.6 GB live per worker, and garbage collection over that heap (not the protocol) made the workers the
- * bottleneck of `sustained`. The checks are HeldState's: base version, removals of what is held, the digest.
+ * What a simulated agent holds: the agent's own ResourceLedger (agent/sources/held-state.ts: base version, removals of
+ * what is held, the digest — the same checks, the same code), keeping each service's server count instead of the
+ * service. A real agent holds one state per process; 500 simulated agents per worker holding 10,000 server objects
+ * each kept 1.6 GB live per worker, and garbage collection over that heap (not the protocol) made the workers the
+ * bottleneck of `sustained`.
  */
 class HeldVersions {
-  version = '';
-  private globalsVersion = '';
-  private readonly resources = new Map<string, { version: string; servers: number }>();
-  private digest = new Digest();
+  private readonly ledger = new ResourceLedger<number>();
   services = 0;
   servers = 0;
 
-  hello(): {
-    protocolVersion: number;
-    baseVersion: string;
-    baseResources: { [name: string]: string };
-    baseGlobalsVersion: string;
-  } {
-    const baseResources: { [name: string]: string } = {};
-    if (this.version) for (const [name, r] of this.resources) baseResources[name] = r.version;
-    return {
-      protocolVersion: PROTOCOL_VERSION,
-      baseVersion: this.version,
-      baseResources,
-      baseGlobalsVersion: this.version ? this.globalsVersion : '',
-    };
+  get version(): string {
+    return this.ledger.version;
+  }
+
+  hello(): ReturnType<ResourceLedger<number>['hello']> {
+    return this.ledger.hello();
   }
 
   take(push: Push): void {
-    try {
-      this.takeOrThrow(push);
-    } catch (err) {
-      this.version = '';
-      this.resources.clear();
-      this.digest = new Digest();
-      throw err;
-    }
-  }
-
-  private takeOrThrow(push: Push): void {
     if (push.state) {
-      // A whole state (protocol 0: the fanout baseline server): counted, replacing what is held.
-      this.resources.clear();
-      this.digest = new Digest();
+      // A whole state (protocol 0: the fanout baseline server): counted, holding its version and no resources.
+      this.ledger.replace(push.version, '', []);
       this.services = push.state.services.length;
       this.servers = push.state.services.reduce((n, s) => n + s.servers.length, 0);
-      this.version = push.version;
       return;
     }
-    if (push.full) {
-      this.resources.clear();
-      this.digest = new Digest();
-      this.globalsVersion = push.globalsVersion;
-      this.digest.toggleGlobals(push.globalsVersion);
+    let change;
+    try {
+      change = this.ledger.take(push, (r) => r.service?.servers.length ?? 0);
+    } catch (err) {
+      this.services = 0;
+      this.servers = 0;
+      throw err;
+    }
+    if (change.full) {
+      this.servers = 0;
+      for (const e of this.ledger.values()) this.servers += e.value;
     } else {
-      if (!this.version || push.baseVersion !== this.version)
-        throw new PushMismatch(
-          `push ${push.nonce} builds on ${push.baseVersion}, this agent holds ${this.version || 'nothing'}`,
-        );
-      if (push.haproxy) {
-        this.digest.toggleGlobals(this.globalsVersion);
-        this.globalsVersion = push.globalsVersion;
-        this.digest.toggleGlobals(push.globalsVersion);
-      }
+      for (const n of change.removed) this.servers -= n;
+      for (const u of change.upserted) this.servers += u.value - (u.before ?? 0);
     }
-    for (const name of push.removed) {
-      const had = this.resources.get(name);
-      if (!had) throw new PushMismatch(`push ${push.nonce} removes ${name}, which this agent does not hold`);
-      this.digest.toggle(name, had.version);
-      this.resources.delete(name);
-      this.servers -= had.servers;
-    }
-    for (const r of push.upserted) {
-      const had = this.resources.get(r.name);
-      if (had) {
-        this.digest.toggle(r.name, had.version);
-        this.servers -= had.servers;
-      }
-      const servers = r.service?.servers.length ?? 0;
-      this.resources.set(r.name, { version: r.version, servers });
-      this.servers += servers;
-      this.digest.toggle(r.name, r.version);
-    }
-    if (push.full) this.servers = [...this.resources.values()].reduce((n, r) => n + r.servers, 0);
-    this.services = this.resources.size;
-    this.version = push.version;
-    if (this.digest.hex() !== push.digest)
-      throw new PushMismatch(
-        `after push ${push.nonce} the digest is ${this.digest.hex()}, the control plane says ${push.digest}`,
-      );
+    this.services = this.ledger.size;
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * propagation: a host change written to ZooKeeper → the change visible in HAProxy's runtime state on a real
  * agent. Real ZooKeeper, the built CLI as control plane and as agent (each its own process; the agent runs
- * HAProxy), real HTTP backends. 200 changes of four kinds, in turn: a host node removed (→ `state drain`: no new
+ * HAProxy), real HTTP backends. 400 changes of four kinds, in turn: a host node removed (→ `state drain`: no new
  * sessions), the same node created again (→ `state ready`: neither drain nor maint), a host's weight changed in its node (→ `set server … weight`), a
  * brand-new host node (→ `add server`, `enable health`, `state ready`). Each is timed from just before the
  * ZooKeeper request to the first `show servers state` reply that shows it (polled every ~1 ms on the agent's
@@ -12,7 +12,7 @@
  * (`set server web/anchor weight 1`, a write command HAProxy applies) on the same HAProxy → the reply. That is
  * what any ZooKeeper-driven system must spend: learn of the change, tell HAProxy.
  *
- * `npm run bench -- propagation [--changes=200] [--gap-ms=50] [--coalesce-ms=N]`
+ * `npm run bench -- propagation [--changes=400] [--gap-ms=50] [--coalesce-ms=N]`
  * → {"p50_ms":…,"p99_ms":…,"floor_p50_ms":…,"floor_p99_ms":…,"reloads":0,…}
  */
 import { writeFileSync } from 'node:fs';
@@ -186,7 +186,7 @@ async function pollUntil(runtime: StatsSocketClient, visible: Change['visible'],
 }
 
 const options = {
-  changes: int(200, 'host changes, four kinds in turn (remove, re-add, weight, new host)', 4),
+  changes: int(400, 'host changes, four kinds in turn (remove, re-add, weight, new host)', 4),
   gapMs: int(50, 'ms between steps'),
   coalesceMs: intOrDefault("the control plane's controlplane.coalesce_ms (-1: the product default)"),
 };

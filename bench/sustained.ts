@@ -250,7 +250,8 @@ export const benchmark = defineBenchmark({
       name: 'lag_p99_ms ≤ 1000 ms',
       held: num(r.lag_p99_ms) <= 1000,
       value: r.lag_p99_ms,
-      notJudged: 'the simulated fleet and the control plane share 2 cores; judged on CPU and bytes per agent and change',
+      notJudged:
+        'the simulated fleet and the control plane share 2 cores; judged on CPU and bytes per agent and change',
     },
     {
       name: 'cp_cpu_us_per_agent_change ≤ 15 µs',

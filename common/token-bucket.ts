@@ -1,3 +1,5 @@
+import { Clock, systemClock } from './clock';
+
 /**
  * A token bucket: `rate` tokens per second, at most `burst` saved up. Used to rate-limit new agent streams and
  * pushes so thousands of agents reconnecting at once (a control-plane restart) do not sink the control plane.
@@ -9,14 +11,14 @@ export class TokenBucket {
   constructor(
     private readonly rate: number,
     private readonly burst: number,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Pick<Clock, 'now'> = systemClock,
   ) {
     this.tokens = burst;
-    this.last = now();
+    this.last = clock.now();
   }
 
   private refill(): void {
-    const t = this.now();
+    const t = this.clock.now();
     this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) / 1000) * this.rate);
     this.last = t;
   }

@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { Clock, systemClock } from '../common/clock';
 import { silentLogger } from '../common/log';
 import { DesiredState } from '../common/types';
 import { AgentStreamDefinition } from '../controlplane/grpc/push-encoding';
@@ -8,9 +9,12 @@ import { DesiredStateSource } from '../controlplane/ports';
 
 /**
  * A real gRPC server running the agent stream (with the pre-encoding serializer, as the control plane registers it)
- * over a desired state the test controls.
+ * over a desired state the test controls; its timers (answer timeout, push pacing) run on `clock`.
  */
-export async function startStreamServer(limits: StreamLimits = { newStreamsPerSecond: 100, pushesPerSecond: 100 }) {
+export async function startStreamServer(
+  limits: StreamLimits = { newStreamsPerSecond: 100, pushesPerSecond: 100 },
+  clock: Clock = systemClock,
+) {
   let current: DesiredState | undefined;
   const subscribers = new Set<() => void>();
   const source: DesiredStateSource = {
@@ -22,7 +26,10 @@ export async function startStreamServer(limits: StreamLimits = { newStreamsPerSe
   };
   const registry = new AgentRegistry();
   const srv = new grpc.Server();
-  srv.addService(AgentStreamDefinition, agentStreamServer(source, registry, silentLogger, limits));
+  srv.addService(
+    AgentStreamDefinition,
+    agentStreamServer(source, registry, silentLogger, limits, undefined, undefined, clock),
+  );
   const port = await new Promise<number>((resolve, reject) =>
     srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );

@@ -9,6 +9,171 @@ export class PushMismatch extends Error {}
 const EMPTY_GLOBALS: HaproxyGlobals = { global: [], defaults: [] };
 const byName = (a: Service, b: Service) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
+/** One resource held: the value kept for it and the version the control plane gave it. */
+interface Entry<T> {
+  readonly value: T;
+  readonly version: string;
+}
+
+/** What one push changed in a ledger. */
+export interface LedgerChange<T> {
+  /** A full push: everything held was replaced. */
+  readonly full: boolean;
+  /** Values of the resources removed (a delta push). */
+  readonly removed: readonly T[];
+  /** Each resource upserted: its new value, and the value it replaces (undefined for a new name). */
+  readonly upserted: readonly { readonly value: T; readonly before: T | undefined }[];
+  /** Names came or went (a full push, a new name or a removal). */
+  readonly namesChanged: boolean;
+}
+
+/**
+ * The stream protocol's bookkeeping of held resources (docs/protocol.md), whatever is kept per resource: the version
+ * held, each resource's version, the globals version and the digest over them; pushes are checked against it (the
+ * base version, removals of what is held, the digest afterwards) and applied to it. The agent keeps services
+ * (HeldState); the benchmarks' simulated agents keep server counts only, with the very same checks.
+ */
+export class ResourceLedger<T> {
+  private held = '';
+  private globals = '';
+  private readonly entries = new Map<string, Entry<T>>();
+  private digest = new Digest();
+
+  /** The version held ('' for nothing). */
+  get version(): string {
+    return this.held;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  values(): IterableIterator<Entry<T>> {
+    return this.entries.values();
+  }
+
+  /** The hello's base fields: what is held, so that nothing unchanged is re-sent. */
+  hello(): {
+    protocolVersion: number;
+    baseVersion: string;
+    baseResources: { [name: string]: string };
+    baseGlobalsVersion: string;
+  } {
+    const baseResources: { [name: string]: string } = {};
+    if (this.held) for (const [name, r] of this.entries) baseResources[name] = r.version;
+    return {
+      protocolVersion: PROTOCOL_VERSION,
+      baseVersion: this.held,
+      baseResources,
+      baseGlobalsVersion: this.held ? this.globals : '',
+    };
+  }
+
+  /** Holds exactly `entries` at `version`; a name twice is a PushMismatch (nothing is then held). */
+  replace(version: string, globals: string, entries: readonly { name: string; value: T; version: string }[]): void {
+    this.held = version;
+    this.globals = globals;
+    this.entries.clear();
+    this.digest = new Digest();
+    this.digest.toggleGlobals(globals);
+    for (const e of entries) {
+      if (this.entries.has(e.name)) {
+        this.clear();
+        throw new PushMismatch(`service ${JSON.stringify(e.name.slice(0, 60))} appears twice`);
+      }
+      this.entries.set(e.name, { value: e.value, version: e.version });
+      this.digest.toggle(e.name, e.version);
+    }
+  }
+
+  /** Holds nothing. */
+  clear(): void {
+    this.held = '';
+    this.globals = '';
+    this.entries.clear();
+    this.digest = new Digest();
+  }
+
+  /**
+   * Takes a full or delta push (not a whole state from before incremental pushes). `valueOf` makes the value kept
+   * for an upserted resource (and may throw PushMismatch). Throws PushMismatch when the push does not build on what
+   * is held (lost or reordered) or the digest afterwards differs from the control plane's; nothing is then held,
+   * and only a full push is taken until one comes.
+   */
+  take(push: Push, valueOf: (r: Push['upserted'][number]) => T): LedgerChange<T> {
+    try {
+      return this.takeOrThrow(push, valueOf);
+    } catch (err) {
+      this.clear();
+      throw err;
+    }
+  }
+
+  private takeOrThrow(push: Push, valueOf: (r: Push['upserted'][number]) => T): LedgerChange<T> {
+    let change: LedgerChange<T>;
+    if (push.full) {
+      if (!push.haproxy) throw new PushMismatch(`full push ${push.nonce} has no haproxy globals`);
+      const entries = push.upserted.map((r) => ({ name: r.name, value: valueOf(r), version: r.version }));
+      this.replace(push.version, push.globalsVersion, entries);
+      change = {
+        full: true,
+        removed: [],
+        upserted: entries.map((e) => ({ value: e.value, before: undefined })),
+        namesChanged: true,
+      };
+    } else {
+      if (!this.held)
+        throw new PushMismatch(
+          `push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds nothing it can build on`,
+        );
+      if (push.baseVersion !== this.held)
+        throw new PushMismatch(
+          `push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds ${this.held}: a push was lost or came out of order`,
+        );
+      change = this.patch(push, valueOf);
+      this.held = push.version;
+    }
+    const digest = this.digest.hex();
+    if (push.digest !== digest)
+      throw new PushMismatch(
+        `after push ${push.nonce} (version ${push.version}) this agent holds resources with digest ${digest}, the control plane says ${push.digest}`,
+      );
+    return change;
+  }
+
+  private patch(push: Push, valueOf: (r: Push['upserted'][number]) => T): LedgerChange<T> {
+    if (push.haproxy) {
+      this.digest.toggleGlobals(this.globals);
+      this.globals = push.globalsVersion;
+      this.digest.toggleGlobals(this.globals);
+    }
+    let namesChanged = false;
+    const removed: T[] = [];
+    for (const name of push.removed) {
+      const had = this.entries.get(name);
+      if (!had)
+        throw new PushMismatch(
+          `push ${push.nonce} removes service ${JSON.stringify(name.slice(0, 60))}, which this agent does not hold`,
+        );
+      this.digest.toggle(name, had.version);
+      this.entries.delete(name);
+      removed.push(had.value);
+      namesChanged = true;
+    }
+    const upserted: { value: T; before: T | undefined }[] = [];
+    for (const r of push.upserted) {
+      const value = valueOf(r);
+      const had = this.entries.get(r.name);
+      if (had) this.digest.toggle(r.name, had.version);
+      else namesChanged = true;
+      this.entries.set(r.name, { value, version: r.version });
+      this.digest.toggle(r.name, r.version);
+      upserted.push({ value, before: had?.value });
+    }
+    return { full: false, removed, upserted, namesChanged };
+  }
+}
+
 /**
  * What the agent holds of the control plane's desired state, as versioned resources (docs/protocol.md): pushes are
  * applied to it — services upserted or removed, the globals replaced — and it yields the whole state for the
@@ -16,11 +181,8 @@ const byName = (a: Service, b: Service) => (a.name < b.name ? -1 : a.name > b.na
  * that did not change stay the same objects (the agent's apply path skips them by identity).
  */
 export class HeldState {
-  private versionHeld = '';
+  private readonly ledger = new ResourceLedger<Service>();
   private haproxy: HaproxyGlobals = EMPTY_GLOBALS;
-  private globalsVersion = '';
-  private readonly services = new Map<string, { readonly service: Service; readonly version: string }>();
-  private digest = new Digest();
   /** The services sorted by name, and each one's index in it (rebuilt only when names come or go). */
   private sorted: Service[] = [];
   private index = new Map<string, number>();
@@ -32,12 +194,7 @@ export class HeldState {
   static of(state: DesiredState | undefined): HeldState {
     const held = new HeldState();
     try {
-      if (state)
-        held.replace(
-          state.version,
-          state.haproxy,
-          state.services.map((s) => ({ service: s, version: resourceVersion(s) })),
-        );
+      if (state) held.replaceWhole(state.version, state.haproxy, state.services);
     } catch (err) {
       if (!(err instanceof PushMismatch)) throw err;
       held.clear();
@@ -46,29 +203,19 @@ export class HeldState {
   }
 
   get version(): string {
-    return this.versionHeld;
+    return this.ledger.version;
   }
 
   /** The hello's base fields: what this agent holds, so that nothing unchanged is re-sent. */
-  hello(): {
-    protocolVersion: number;
-    baseVersion: string;
-    baseResources: { [name: string]: string };
-    baseGlobalsVersion: string;
-  } {
-    const baseResources: { [name: string]: string } = {};
-    if (this.versionHeld) for (const [name, r] of this.services) baseResources[name] = r.version;
-    return {
-      protocolVersion: PROTOCOL_VERSION,
-      baseVersion: this.versionHeld,
-      baseResources,
-      baseGlobalsVersion: this.versionHeld ? this.globalsVersion : '',
-    };
+  hello(): ReturnType<ResourceLedger<Service>['hello']> {
+    return this.ledger.hello();
   }
 
   /** Forgets everything (after a push that did not fit: the next one must be full). */
   clear(): void {
-    this.replace('', EMPTY_GLOBALS, []);
+    this.ledger.clear();
+    this.haproxy = EMPTY_GLOBALS;
+    this.resort();
   }
 
   /**
@@ -89,74 +236,22 @@ export class HeldState {
     if (push.state) {
       // A control plane from before incremental pushes: every push is the whole state.
       const state = fromProto(push.state);
-      this.replace(
-        push.version,
-        state.haproxy,
-        state.services.map((s) => ({ service: s, version: resourceVersion(s) })),
-      );
-      return { version: push.version, haproxy: this.haproxy, services: this.sorted };
+      this.replaceWhole(push.version, state.haproxy, state.services);
+      return this.current();
     }
-    if (push.full) {
-      if (!push.haproxy) throw new PushMismatch(`full push ${push.nonce} has no haproxy globals`);
-      this.replace(
-        push.version,
-        push.haproxy,
-        push.upserted.map((r) => ({ service: this.service(r.name, r.service, push.nonce), version: r.version })),
-        push.globalsVersion,
-      );
-    } else {
-      if (!this.versionHeld)
-        throw new PushMismatch(
-          `push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds nothing it can build on`,
-        );
-      if (push.baseVersion !== this.versionHeld)
-        throw new PushMismatch(
-          `push ${push.nonce} builds on version ${push.baseVersion}, but this agent holds ${this.versionHeld}: a push was lost or came out of order`,
-        );
-      this.patch(push);
+    const change = this.ledger.take(push, (r) => this.service(r.name, r.service, push.nonce));
+    if (push.haproxy) this.haproxy = { global: [...push.haproxy.global], defaults: [...push.haproxy.defaults] };
+    if (change.namesChanged) this.resort();
+    else if (change.upserted.length > 0) {
+      // Same names: a copy of the sorted list with the changed entries replaced (a new array: states are immutable).
+      this.sorted = [...this.sorted];
+      for (const { value } of change.upserted) this.sorted[this.index.get(value.name)!] = value;
     }
-    this.versionHeld = push.version;
-    const digest = this.digest.hex();
-    if (push.digest !== digest)
-      throw new PushMismatch(
-        `after push ${push.nonce} (version ${push.version}) this agent holds resources with digest ${digest}, the control plane says ${push.digest}`,
-      );
-    return { version: push.version, haproxy: this.haproxy, services: this.sorted };
+    return this.current();
   }
 
-  private patch(push: Push): void {
-    if (push.haproxy) {
-      this.digest.toggleGlobals(this.globalsVersion);
-      this.haproxy = { global: [...push.haproxy.global], defaults: [...push.haproxy.defaults] };
-      this.globalsVersion = push.globalsVersion;
-      this.digest.toggleGlobals(this.globalsVersion);
-    }
-    let namesChanged = false;
-    for (const name of push.removed) {
-      const had = this.services.get(name);
-      if (!had)
-        throw new PushMismatch(
-          `push ${push.nonce} removes service ${JSON.stringify(name.slice(0, 60))}, which this agent does not hold`,
-        );
-      this.digest.toggle(name, had.version);
-      this.services.delete(name);
-      namesChanged = true;
-    }
-    const updated: Service[] = [];
-    for (const r of push.upserted) {
-      const service = this.service(r.name, r.service, push.nonce);
-      const had = this.services.get(r.name);
-      if (had) this.digest.toggle(r.name, had.version);
-      else namesChanged = true;
-      this.services.set(r.name, { service, version: r.version });
-      this.digest.toggle(r.name, r.version);
-      updated.push(service);
-    }
-    if (namesChanged) return this.resort();
-    if (updated.length === 0) return;
-    // Same names: a copy of the sorted list with the changed entries replaced (a new array: states are immutable).
-    this.sorted = [...this.sorted];
-    for (const s of updated) this.sorted[this.index.get(s.name)!] = s;
+  private current(): DesiredState {
+    return { version: this.ledger.version, haproxy: this.haproxy, services: this.sorted };
   }
 
   private service(name: string, pb: Push['upserted'][number]['service'], nonce: string): Service {
@@ -168,29 +263,19 @@ export class HeldState {
     return serviceFromProto(pb);
   }
 
-  private replace(
-    version: string,
-    haproxy: HaproxyGlobals,
-    services: readonly { service: Service; version: string }[],
-    gv = globalsVersion(haproxy),
-  ): void {
-    this.versionHeld = version;
+  /** Holds a whole state (the disk cache, or a push from before incremental pushes), each service hashed. */
+  private replaceWhole(version: string, haproxy: HaproxyGlobals, services: readonly Service[]): void {
+    this.ledger.replace(
+      version,
+      globalsVersion(haproxy),
+      services.map((s) => ({ name: s.name, value: s, version: resourceVersion(s) })),
+    );
     this.haproxy = { global: [...haproxy.global], defaults: [...haproxy.defaults] };
-    this.globalsVersion = gv;
-    this.services.clear();
-    this.digest = new Digest();
-    this.digest.toggleGlobals(gv);
-    for (const r of services) {
-      if (this.services.has(r.service.name))
-        throw new PushMismatch(`service ${JSON.stringify(r.service.name.slice(0, 60))} appears twice`);
-      this.services.set(r.service.name, r);
-      this.digest.toggle(r.service.name, r.version);
-    }
     this.resort();
   }
 
   private resort(): void {
-    this.sorted = [...this.services.values()].map((r) => r.service).sort(byName);
+    this.sorted = [...this.ledger.values()].map((r) => r.value).sort(byName);
     this.index = new Map(this.sorted.map((s, i) => [s.name, i]));
   }
 }

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../../common/log';
 import { TokenBucket } from '../../common/token-bucket';
+import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
 import { createHash } from 'node:crypto';
 import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
 import { DesiredState } from '../../common/types';
@@ -61,12 +62,13 @@ export const DEFAULT_LIMITS: StreamLimits = {
  */
 export class PushPacer {
   private readonly queue = new Set<() => void>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private inFlight = 0;
 
   constructor(
     private readonly bucket: TokenBucket,
     private readonly maxBytes = Infinity,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /** Bytes written and not yet sent on. */
@@ -101,7 +103,7 @@ export class PushPacer {
     if (this.timer) return;
     // Over budget, it is a write completing that re-arms the queue (wrote's callback), not the bucket's timer.
     if (this.inFlight >= this.maxBytes && delayMs === undefined) return;
-    this.timer = setTimeout(
+    this.timer = this.clock.setTimeout(
       () => {
         this.timer = undefined;
         for (const send of this.queue) {
@@ -156,12 +158,14 @@ export function agentStreamServer(
   limits: StreamLimits = DEFAULT_LIMITS,
   authorizer: Authorizer = new Authorizer(undefined),
   questions: StreamQuestions = {},
+  clock: Clock = systemClock,
 ): AgentStreamServer {
   const stateRequests = questions.state ?? new AgentStateRequests();
-  const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond);
+  const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond, clock);
   const pacer = new PushPacer(
-    new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond),
+    new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond, clock),
     limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes,
+    clock,
   );
   const answerTimeoutMs = limits.answerTimeoutMs ?? DEFAULT_LIMITS.answerTimeoutMs!;
   return {
@@ -191,7 +195,7 @@ export function agentStreamServer(
       /** Pushes sent since the agent last answered, by nonce: a Resync must name one of them. */
       const unanswered = new Map<string, 'delta' | 'full' | 'protocol 0'>();
       /** Armed only while a change waits for the outstanding push's answer: it lets the change go once overdue. */
-      let answerTimer: NodeJS.Timeout | undefined;
+      let answerTimer: Timer | undefined;
       let queued = false;
       /** A large push's bytes are written and not yet sent on: the next waits (see PushPacer's byte budget). */
       let sending: (() => void) | undefined;
@@ -204,11 +208,11 @@ export function agentStreamServer(
        */
       const awaitingAnswer = (): boolean => {
         if (!outstanding) return false;
-        const left = outstanding.at + answerTimeoutMs - Date.now();
+        const left = outstanding.at + answerTimeoutMs - clock.now();
         if (left <= 0) return false;
         if (!answerTimer) {
           const overdue = outstanding;
-          answerTimer = setTimeout(() => {
+          answerTimer = clock.setTimeout(() => {
             answerTimer = undefined;
             if (outstanding !== overdue) return;
             alog.warn(
@@ -217,13 +221,13 @@ export function agentStreamServer(
             );
             maybePush();
           }, left + 1);
-          answerTimer.unref();
+          unrefTimer(answerTimer);
         }
         return true;
       };
       const answered = () => {
         outstanding = undefined;
-        clearTimeout(answerTimer);
+        clock.clearTimeout(answerTimer);
         answerTimer = undefined;
       };
       /** Whether the agent lacks `desired`. */
@@ -270,7 +274,7 @@ export function agentStreamServer(
         const nonce = `${noncePrefix}-${++nonceCounter}`;
         const { body, kind } = bodyFor(desired);
         answered(); // an overdue one, if any: its late answer no longer matches
-        outstanding = { version: desired.version, nonce, at: Date.now() };
+        outstanding = { version: desired.version, nonce, at: clock.now() };
         unanswered.set(nonce, kind);
         // An agent that never answers gets a push per answer timeout: keep only the latest few.
         if (unanswered.size > 16) unanswered.delete(unanswered.keys().next().value!);

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { FakeClock } from '../../common/clock';
 import { eventually, sleep } from '../../testkit/net';
 import { startStreamServer } from '../../testkit/stream-server';
 import { server, service, state } from '../../testkit/agent';
@@ -191,7 +192,9 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
   });
 
   test('flow control: no new push until the outstanding one is answered (or overdue); then the newest state, once', async () => {
-    const s = await startStreamServer({ newStreamsPerSecond: 100, pushesPerSecond: 100, answerTimeoutMs: 1500 });
+    // The answer timeout runs on a fake clock: the test moves time past it instead of waiting it out.
+    const clock = new FakeClock(Date.now());
+    const s = await startStreamServer({ newStreamsPerSecond: 100, pushesPerSecond: 100, answerTimeoutMs: 1500 }, clock);
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
     const ack = (p: ControlMessage['push']) =>
@@ -219,8 +222,10 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       expect(a.pushes[1]!.version).toBe(v3.version); // the newest, not v2 then v3
       // Unanswered: after answerTimeoutMs the next change goes anyway, and a late answer to it still counts.
       s.set(v1);
-      await sleep(500);
-      expect(a.pushes).toHaveLength(2);
+      clock.advance(1499);
+      await sleep(200);
+      expect(a.pushes).toHaveLength(2); // not yet overdue
+      clock.advance(2);
       expect(await eventually(() => a.pushes.length === 3, 3000)).toBe(true);
       expect(a.pushes[2]!.version).toBe(v1.version);
       ack(a.pushes[2]);

@@ -72,7 +72,9 @@ describe('the codebase keeps its layers apart', () => {
 
 describe('lint', () => {
   test('every eslint-disable says why (`-- reason`), outside generated code', () => {
-    const files = ['bin', 'common', 'agent', 'controlplane', 'test', 'testkit', 'bench', 'deploy'].flatMap((d) => sources(d));
+    const files = ['bin', 'common', 'agent', 'controlplane', 'test', 'testkit', 'bench', 'deploy'].flatMap((d) =>
+      sources(d),
+    );
     const bare = files.flatMap((f) =>
       readFileSync(path.join(REPO, f), 'utf8')
         .split('\n')
