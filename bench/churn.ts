@@ -299,11 +299,12 @@ export const benchmark = defineBenchmark({
   ],
   run,
   targets: (r) => [
-    { name: 'reloads = 0', held: r.reloads === 0, value: r.reloads },
+    { name: 'reloads = 0', held: r.reloads === 0, value: r.reloads, smoke: true },
     {
       name: 'bound_exceeded = 0 (HAProxy holds no more servers than desired + draining)',
       held: r.bound_exceeded === 0,
       value: r.bound_exceeded,
+      smoke: true,
     },
   ],
 });

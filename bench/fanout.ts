@@ -75,7 +75,7 @@ async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapM
 }
 
 const options = {
-  agents: ints([100, 1000, 2000, 5000, 10000], 'fleet sizes, in turn'),
+  agents: ints([100, 1000, 2000, 5000, 10000], 'fleet sizes, in turn', 1),
   changes: int(5, 'host changes per fleet size', 1),
   workers: int(2, 'worker processes of simulated agents', 1),
   services: int(1, 'services', 1),
@@ -257,10 +257,12 @@ export const benchmark = defineBenchmark({
         name: 'every fleet size connected, stayed connected and got every change (max_connected = the largest --agents)',
         held: r.max_connected === Math.max(...o.agents),
         value: r.max_connected,
+        smoke: true,
       },
       {
         name: 'no drops and no missing changes in any run',
         held: runs.every((x) => !x.failed && x.drops === 0 && x.missing === 0),
+        smoke: true,
         value: runs.map((x) => `${x.agents}: ${x.failed ?? `drops ${x.drops}, missing ${x.missing}`}`).join('; '),
       },
       ...(at1000

@@ -471,7 +471,7 @@ export const benchmark = defineBenchmark({
     const killed = faults.find((f) => f.name === 'haproxy_kill9');
     const others = faults.filter((f) => f.name !== 'haproxy_kill9');
     return [
-      { name: 'all_converged', held: r.all_converged === true, value: String(r.all_converged) },
+      { name: 'all_converged', held: r.all_converged === true, value: String(r.all_converged), smoke: true },
       {
         name: 'no request failed in any fault but haproxy_kill9',
         held: others.every((f) => f.failed === 0),
@@ -492,6 +492,7 @@ export const benchmark = defineBenchmark({
         name: 'no process crashed',
         held: Array.isArray(r.crashed_processes) && r.crashed_processes.length === 0,
         value: JSON.stringify(r.crashed_processes),
+        smoke: true,
       },
     ];
   },

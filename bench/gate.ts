@@ -165,11 +165,12 @@ export const benchmark = defineBenchmark({
   fields: ['bad_state', 'rolled_back', 'preflight_blocked', 'good_completed', 'false_positive', 'detect_ms'],
   run,
   targets: (r) => [
-    { name: 'a bad canary is rolled back', held: r.rolled_back === true, value: String(r.bad_state) },
+    { name: 'a bad canary is rolled back', held: r.rolled_back === true, value: String(r.bad_state), smoke: true },
     {
       name: 'preflight blocks a revision HAProxy refuses',
       held: r.preflight_blocked === true,
       value: String(r.preflight_blocked),
+      smoke: true,
     },
     {
       name: 'a good revision completes (no false positive)',

@@ -5,10 +5,11 @@
  * against the result. `runBenchmark` parses the command line, runs it, always runs its teardowns (also on
  * SIGINT/SIGTERM), prints the result as one JSON object on the last line of stdout and returns the exit code:
  *
- *   0  the run finished and every target held (a smoke run: it finished and its result has every field)
+ *   0  the run finished and every target held (a smoke run: it finished, its result has every field and the
+ *      targets marked `smoke` held)
  *   1  the run finished and a target was missed (the JSON says which)
  *   2  the command line was wrong (also an option the run itself refuses: a UsageError)
- *   3  the run crashed (no JSON), or a smoke run's result lacks a field
+ *   3  the run crashed (no JSON), judging its targets crashed, or a smoke run's result lacks a field
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -63,15 +64,19 @@ export interface Target {
    * target stands beside a judged one on a figure that is a property of the code (CPU or bytes per change).
    */
   readonly notJudged?: string;
+  /** Judged in the smoke run too: a target of correctness that holds at any size (no request lost, no crash). */
+  readonly smoke?: boolean;
 }
 
 export interface BenchContext {
   /** Progress and figures, on stderr (stdout's last line is the result). */
   say(msg: string): void;
-  /** Registers a teardown: teardowns run last-in first-out after the run, whether it succeeded or not, and on
-   * SIGINT/SIGTERM. */
+  /**
+   * Registers a teardown: teardowns run last-in first-out after the run, whether it succeeded or not, and on
+   * SIGINT/SIGTERM (then the process exits 130/143).
+   */
   defer(teardown: () => unknown): void;
-  /** True in the smoke run inside `npm test`: a tiny size, targets not judged. */
+  /** True in the smoke run inside `npm test`: a tiny size, judged only on the targets marked `smoke`. */
   readonly smoke: boolean;
 }
 
@@ -181,21 +186,33 @@ export async function runBenchmark(b: AnyBenchmark, argv: readonly string[]): Pr
     return 0;
   }
   const teardowns: (() => unknown)[] = [];
-  const tearDown = async () => {
-    while (teardowns.length > 0) {
-      try {
-        await teardowns.pop()!();
-      } catch (err) {
-        say(`bench ${b.name}: teardown failed: ${String(err)}`);
+  let tearingDown: Promise<void> | undefined;
+  /** Runs the deferred teardowns once, last-in first-out; the end of the run and a signal share the one run. */
+  const tearDown = (): Promise<void> =>
+    (tearingDown ??= (async () => {
+      while (teardowns.length > 0) {
+        try {
+          await teardowns.pop()!();
+        } catch (err) {
+          say(`bench ${b.name}: teardown failed: ${String(err)}`);
+        }
       }
-    }
-  };
+    })());
   const onSignal = (sig: NodeJS.Signals) => {
     void tearDown().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const ctx: BenchContext = { say, defer: (t) => teardowns.push(t), smoke: parsed.smoke };
+  let handlingSignals = false;
+  const defer = (teardown: () => unknown) => {
+    teardowns.push(teardown);
+    // Signal handlers only once something is deferred: a benchmark that cleans up in its own handler
+    // (onInterrupt, onInterruptStopChildren) must not be cut short by an exit from here.
+    if (!handlingSignals) {
+      handlingSignals = true;
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+    }
+  };
+  const ctx: BenchContext = { say, defer, smoke: parsed.smoke };
   let result: Figures;
   try {
     result = await b.run(parsed.options, ctx);
@@ -212,11 +229,21 @@ export async function runBenchmark(b: AnyBenchmark, argv: readonly string[]): Pr
     process.removeListener('SIGTERM', onSignal);
   }
   const missing = missingFields(result, b.fields);
-  const targets = parsed.smoke ? [] : (b.targets?.(result, parsed.options) ?? []);
-  const verdict = parsed.smoke ? 'smoke' : targets.every((t) => t.held || t.notJudged) ? 'held' : 'missed';
+  let targets: Target[];
+  try {
+    targets = b.targets?.(result, parsed.options) ?? [];
+  } catch (err) {
+    say(
+      `bench ${b.name}: judging the targets crashed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+    );
+    return 3;
+  }
+  // A smoke run is judged only on the targets that hold at any size (smoke: true); a full run on all but notJudged.
+  const decides = (t: Target) => (parsed.smoke ? t.smoke === true : !t.notJudged);
+  const verdict = targets.every((t) => t.held || !decides(t)) ? (parsed.smoke ? 'smoke' : 'held') : 'missed';
   for (const t of targets)
     say(
-      `target ${t.held ? 'held' : 'MISSED'}: ${t.name} (${String(t.value)})${t.notJudged ? ` — not judged: ${t.notJudged}` : ''}`,
+      `target ${t.held ? 'held' : 'MISSED'}: ${t.name} (${String(t.value)})${t.notJudged ? ` — not judged: ${t.notJudged}` : ''}${parsed.smoke && !t.smoke ? ' — not judged in a smoke run' : ''}`,
     );
   // `judged`, not `targets`: some results already carry a field of that name.
   const out = { ...result, judged: targets, verdict };

@@ -6,6 +6,14 @@
 import { BENCHMARKS } from './benchmarks';
 import { runBenchmark } from './harness';
 
+// A crash outside the run's own promise chain (a stray callback) is a crash, exit 3, not Node's default 1 (which the
+// harness means as "a target was missed").
+for (const event of ['uncaughtException', 'unhandledRejection'] as const)
+  process.on(event, (err: unknown) => {
+    console.error(`bench crashed (${event}):`, err);
+    process.exit(3);
+  });
+
 async function run(): Promise<number> {
   const [name, ...args] = process.argv.slice(2);
   const b = BENCHMARKS.find((x) => x.name === name);

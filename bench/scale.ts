@@ -44,8 +44,6 @@ import { defineBenchmark, Figures, flag, int, num, OptionsOf } from './harness';
 const SEED = 20_000;
 
 type LiveAgent = Awaited<ReturnType<typeof startTestAgent>>;
-// Below Linux's ephemeral range (32768+), so the ports the benchmark holds do not collide with the port-0
-// listeners of tests that may run at the same time.
 
 const options = {
   services: int(2000, 'services', 1),

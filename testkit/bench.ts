@@ -23,14 +23,27 @@ export interface BenchRun {
   readonly result: Record<string, unknown> | undefined;
 }
 
-/** Runs the built benchmark (`npm run build` first) as `npm run bench -- NAME …` would, without blocking. */
-export async function runBench(name: string, args: readonly string[] = []): Promise<BenchRun> {
+/**
+ * Runs the built benchmark (`npm run build` first) as `npm run bench -- NAME …` would, without blocking. Past
+ * `deadlineMs` it gets SIGTERM (its own handlers stop what it started), then SIGKILL 20 s later.
+ */
+export async function runBench(name: string, args: readonly string[] = [], deadlineMs = 100_000): Promise<BenchRun> {
   const child = spawn(process.execPath, [RUNNER, name, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-20_000)));
-  const [code] = (await once(child, 'exit')) as [number | null];
+  let overdue = false;
+  const term = setTimeout(() => {
+    overdue = true;
+    child.kill('SIGTERM');
+  }, deadlineMs);
+  const kill = setTimeout(() => child.kill('SIGKILL'), deadlineMs + 20_000);
+  // 'close', not 'exit': the result is the last line of stdout, which may still be in the pipe at 'exit'.
+  const [code] = (await once(child, 'close')) as [number | null];
+  clearTimeout(term);
+  clearTimeout(kill);
+  if (overdue) stderr += `\n(stopped: still running after ${deadlineMs} ms)`;
   const last = stdout.trim().split('\n').at(-1) ?? '';
   let result: Record<string, unknown> | undefined;
   try {
@@ -42,13 +55,14 @@ export async function runBench(name: string, args: readonly string[] = []): Prom
 }
 
 /**
- * The smoke run of one benchmark inside `npm test`: it must finish (exit 0) with a result that carries every field
- * the benchmark declares, not null. Throws with the benchmark's stderr otherwise.
+ * The smoke run of one benchmark inside `npm test`: it must finish (exit 0) within `deadlineMs` with a result that
+ * carries every field the benchmark declares, not null, and its targets marked `smoke` held. Throws with the
+ * benchmark's stderr otherwise.
  */
-export async function smokeBench(name: string): Promise<Record<string, unknown>> {
+export async function smokeBench(name: string, deadlineMs = 100_000): Promise<Record<string, unknown>> {
   const b = BENCHMARKS.find((x) => x.name === name);
   if (!b) throw new Error(`no benchmark named ${name}`);
-  const run = await runBench(name, ['--smoke']);
+  const run = await runBench(name, ['--smoke'], deadlineMs);
   const missing = b.fields.filter((f) => run.result?.[f] === undefined || run.result[f] === null);
   if (run.code !== 0 || !run.result || run.result.verdict !== 'smoke' || missing.length > 0)
     throw new Error(

@@ -1,6 +1,6 @@
 import { SMOKE_GROUPS, smokeBench } from '../../testkit/bench';
 
-jest.setTimeout(240_000);
+jest.setTimeout(330_000);
 
 /**
  * Each benchmark at a tiny size, run as `npm run bench -- NAME --smoke` runs it (the built runner, real HAProxy,
@@ -9,7 +9,7 @@ jest.setTimeout(240_000);
  */
 describe('benchmark smoke runs: rollouts judged on traffic, and faults', () => {
   test.each(SMOKE_GROUPS.faults)('%s', async (name) => {
-    const r = await smokeBench(name);
+    const r = await smokeBench(name, 270_000);
     expect(r.verdict).toBe('smoke');
   });
 });

@@ -27,7 +27,8 @@ async function runChromium(args: string[]): Promise<string> {
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
   const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  // 'close', not 'exit': the DOM Chromium printed may still be in the pipe at 'exit'.
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
   clearTimeout(timer);
   if (code !== 0) throw new Error(`chromium ${args.join(' ')} exited ${code ?? signal}: ${stderr}`);
   return stdout;

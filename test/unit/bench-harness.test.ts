@@ -73,11 +73,71 @@ describe('the benchmark harness', () => {
     });
   });
 
-  test('a smoke run is not judged, but fails (exit 3) when the result lacks a field or has it null (NaN)', async () => {
+  test('a smoke run ignores targets not marked smoke, but fails (exit 3) when the result lacks a field or has it null (NaN)', async () => {
     expect((await run(fake(false).b, ['--smoke'])).code).toBe(0);
     expect((await run(fake(true, { p99_ms: 5 }).b, ['--smoke'])).code).toBe(3);
     expect((await run(fake(true, { p99_ms: NaN, n: 1 }).b, ['--smoke'])).code).toBe(3);
     expect(missingFields({ a: 1, b: null, c: Infinity }, ['a', 'b', 'c', 'd'])).toEqual(['b', 'c', 'd']);
+  });
+
+  test('a smoke run is judged on the targets marked smoke (exit 1 when one is missed); targets that throw exit 3', async () => {
+    const withSmokeTarget = (held: boolean, throws = false) =>
+      defineBenchmark({
+        name: 'smoked',
+        summary: 'one correctness target',
+        options: {},
+        smoke: {},
+        fields: ['lost'],
+        run: () => Promise.resolve({ lost: held ? 0 : 2 }),
+        targets: (r) => {
+          if (throws) throw new Error('a target read a field wrong');
+          return [
+            { name: 'lost = 0', held: r.lost === 0, value: r.lost, smoke: true },
+            { name: 'p99 ≤ 1 ms', held: false, value: 9 }, // a timing target: not judged in a smoke run
+          ];
+        },
+      });
+    const ok = await run(withSmokeTarget(true), ['--smoke']);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.last!)).toMatchObject({ verdict: 'smoke', judged: [{ held: true }, { held: false }] });
+    const lost = await run(withSmokeTarget(false), ['--smoke']);
+    expect(lost.code).toBe(1);
+    expect(JSON.parse(lost.last!)).toMatchObject({ verdict: 'missed' });
+    expect((await run(withSmokeTarget(true, true), ['--smoke'])).code).toBe(3);
+    expect((await run(withSmokeTarget(true), [])).code).toBe(1); // a full run judges the timing target too
+  });
+
+  test('signal handlers only while teardowns are deferred, so a benchmark with its own is not cut short', async () => {
+    const before = process.listenerCount('SIGTERM');
+    let during = -1;
+    const plain = defineBenchmark({
+      name: 'plain',
+      summary: 'defers nothing',
+      options: {},
+      smoke: {},
+      fields: [],
+      run: () => {
+        during = process.listenerCount('SIGTERM');
+        return Promise.resolve({});
+      },
+    });
+    await run(plain, []);
+    expect(during).toBe(before);
+    const deferring = defineBenchmark({
+      name: 'deferring',
+      summary: 'defers a teardown',
+      options: {},
+      smoke: {},
+      fields: [],
+      run: (_o, ctx) => {
+        ctx.defer(() => undefined);
+        during = process.listenerCount('SIGTERM');
+        return Promise.resolve({});
+      },
+    });
+    await run(deferring, []);
+    expect(during).toBe(before + 1);
+    expect(process.listenerCount('SIGTERM')).toBe(before);
   });
 
   test('a run that throws exits 3, after its teardowns', async () => {
