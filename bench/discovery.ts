@@ -227,7 +227,7 @@ export const benchmark = defineBenchmark({
     {
       name: 'p99_ms ≤ floor_p99_ms + 10 ms',
       held: num(r.p99_ms) <= num(r.floor_p99_ms) + 10,
-      value: num(r.p99_ms) - num(r.floor_p99_ms),
+      value: Math.round((num(r.p99_ms) - num(r.floor_p99_ms)) * 100) / 100,
     },
   ],
 });
