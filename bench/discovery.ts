@@ -13,6 +13,7 @@ import { startZooKeeper } from '../testkit/zookeeper';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { defineBenchmark, Figures, int, num, OptionsOf } from './harness';
+import { ms as roundMs } from './lib-common';
 
 const log = (msg: string) => process.stderr.write(msg + '\n');
 
@@ -227,7 +228,7 @@ export const benchmark = defineBenchmark({
     {
       name: 'p99_ms ≤ floor_p99_ms + 10 ms',
       held: num(r.p99_ms) <= num(r.floor_p99_ms) + 10,
-      value: Math.round((num(r.p99_ms) - num(r.floor_p99_ms)) * 100) / 100,
+      value: roundMs(num(r.p99_ms) - num(r.floor_p99_ms)),
     },
   ],
 });

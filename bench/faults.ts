@@ -290,6 +290,8 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
 
   const results: FaultResult[] = [];
   const run = async (name: string, fault: () => Promise<string | void>) => {
+    // FAULT_NAMES is what --only is checked against: a fault missing there could never be selected.
+    if (!FAULT_NAMES.includes(name)) throw new Error(`fault ${name} is not in FAULT_NAMES`);
     if (only.length > 0 && !only.includes(name)) return;
     await traffic.startLoad(
       agentIps.map((ip) => `${ip}:${webPort}`),

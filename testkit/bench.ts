@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
 import { BENCHMARKS } from '../bench/benchmarks';
+import { missingFields } from '../bench/harness';
 import { REPO } from './paths';
 
 /**
@@ -63,7 +64,7 @@ export async function smokeBench(name: string, deadlineMs = 100_000): Promise<Re
   const b = BENCHMARKS.find((x) => x.name === name);
   if (!b) throw new Error(`no benchmark named ${name}`);
   const run = await runBench(name, ['--smoke'], deadlineMs);
-  const missing = b.fields.filter((f) => run.result?.[f] === undefined || run.result[f] === null);
+  const missing = run.result ? missingFields(run.result, b.fields) : [];
   if (run.code !== 0 || !run.result || run.result.verdict !== 'smoke' || missing.length > 0)
     throw new Error(
       `bench ${name} --smoke: exit ${run.code}${missing.length > 0 ? `, result lacks ${missing.join(', ')}` : ''}\n${run.stderr.slice(-6000)}`,

@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -14,6 +14,7 @@ jest.setTimeout(180_000);
 const CHROMIUM = '/usr/bin/chromium';
 /** Where the screenshot is kept (gitignored). */
 const ARTIFACTS = path.join(__dirname, '..', '..', 'test-results');
+const execFileAsync = promisify(execFile);
 
 /**
  * Runs Chromium without blocking this worker's event loop. A spawnSync here froze the test's own ZooKeeper client
@@ -21,17 +22,12 @@ const ARTIFACTS = path.join(__dirname, '..', '..', 'test-results');
  * with CONNECTION_LOSS.
  */
 async function runChromium(args: string[]): Promise<string> {
-  const child = spawn(CHROMIUM, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  // 'close', not 'exit': the DOM Chromium printed may still be in the pipe at 'exit'.
-  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
-  clearTimeout(timer);
-  if (code !== 0) throw new Error(`chromium ${args.join(' ')} exited ${code ?? signal}: ${stderr}`);
-  return stdout;
+  try {
+    return (await execFileAsync(CHROMIUM, args, { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 })).stdout;
+  } catch (err) {
+    const e = err as { code?: number; signal?: string; stderr?: string };
+    throw new Error(`chromium ${args.join(' ')} exited ${e.code ?? e.signal}: ${e.stderr ?? String(err)}`);
+  }
 }
 
 /** The page as a real headless Chromium renders it (DOM after load), and a screenshot of it. */
