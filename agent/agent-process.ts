@@ -20,7 +20,7 @@ import { fromJson, stateJsonText } from '../common/state-codec';
 import { DesiredState, Service } from '../common/types';
 import { agentAdminServer, toPb } from './admin';
 import { Agent, ApplyResult } from './agent';
-import { StatsSocketClient } from './haproxy/runtime';
+import { RuntimeApi } from './haproxy/runtime';
 import { GrpcStateSource } from './sources/grpc';
 import { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
 import { FileStateSource } from './sources/file';
@@ -80,7 +80,7 @@ export type AgentProcessState = 'idle' | 'starting' | 'running' | 'stopping' | '
  */
 export class AgentProcess {
   readonly agent: Agent;
-  private readonly runtime: StatsSocketClient;
+  private readonly runtime: RuntimeApi;
   private source: StateSource | undefined;
   private grpcServer: grpc.Server | undefined;
   private health: Health | undefined;
@@ -111,8 +111,8 @@ export class AgentProcess {
 
   constructor(private readonly opts: AgentProcessOptions) {
     this.log = opts.log;
-    this.runtime = new StatsSocketClient(opts.config.haproxy.socketPath);
-    this.agent = new Agent({ config: opts.config, log: opts.log, runtime: this.runtime });
+    this.agent = new Agent({ config: opts.config, log: opts.log });
+    this.runtime = this.agent.runtime;
     this.serviceStats = new ServiceStatsTracker(this.runtime, (pid) => pid === this.agent.supervisor.adoptedPid);
     this.cacheFile = path.join(opts.config.agent.stateDir, 'desired-state.json');
     this.cache = new CoalescedFile(
@@ -199,7 +199,7 @@ export class AgentProcess {
     let authorizer: Authorizer | undefined;
     if (config.agent.adminListen) {
       try {
-        authorizer = new Authorizer(config.auth);
+        authorizer = new Authorizer(config.auth, undefined, undefined, { log: this.log });
       } catch (err) {
         // As with a port that cannot be bound: the data plane matters more than introspection.
         this.log.error(

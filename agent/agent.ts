@@ -14,6 +14,7 @@ import { findHaproxies, stopOrphan } from './haproxy/orphan';
 import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
 import { listenOrder, renderHaproxyConfig } from './haproxy/render';
+import { AdminChannels } from './haproxy/admin-channel';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
 import { inMaint, RuntimeServer, RuntimeState } from './haproxy/servers-state';
 import { SocketPool as NativeSocketPool, socketKey } from './haproxy/sockets';
@@ -95,7 +96,10 @@ export type AgentState = 'idle' | 'running' | 'stopping' | 'stopped' | 'handed-o
  */
 export class Agent {
   readonly supervisor: Supervisor;
-  private readonly runtime: RuntimeApi;
+  /** HAProxy's runtime API: the admin channel of the current process (AdminChannels), or what the caller gave. */
+  readonly runtime: RuntimeApi;
+  /** The admin channels of the HAProxy processes the default supervisor starts. */
+  readonly channels: AdminChannels | undefined;
   private readonly sockets: SocketPool;
   private readonly clock: Clock;
   private readonly checkConfig: ConfigCheck;
@@ -142,7 +146,18 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     const { haproxy, agent } = opts.config;
     this.log = opts.log.child({ component: 'agent' });
-    this.runtime = opts.runtime ?? new StatsSocketClient(haproxy.socketPath);
+    // Every HAProxy the agent starts gets its admin channel at fd 3 (render.ts); `runtime` only replaces what the
+    // agent sends its commands to (tests wrap the channel to fail on demand).
+    const channels = opts.supervisor
+      ? undefined
+      : new AdminChannels({
+          observer: new StatsSocketClient(haproxy.socketPath),
+          keeperFile: path.join(agent.stateDir, 'admin-channel.json'),
+        });
+    this.channels = channels;
+    const runtime = opts.runtime ?? channels;
+    if (!runtime) throw new TypeError('Agent: a custom supervisor needs a runtime');
+    this.runtime = runtime;
     this.clock = opts.clock ?? systemClock;
     this.sockets = opts.sockets ?? new NativeSocketPool(agent.backlog);
     this.checkConfig = opts.checkConfig ?? checkConfig;
@@ -175,7 +190,7 @@ export class Agent {
       new HaproxySupervisor({
         binary: haproxy.binary,
         configPath: haproxy.configPath,
-        runtime: this.runtime,
+        channels: channels!,
         log: opts.log.child({ component: 'haproxy' }),
         pidFile: this.pidFile,
         ...(opts.clock ? { clock: opts.clock } : {}),
@@ -382,6 +397,7 @@ export class Agent {
       this.configFile.cancel(); // HAProxy stops: the next start writes the config first
       await this.configFile.flush();
       await this.supervisor.stop();
+      this.channels?.close();
       this.sockets.closeAll();
     } finally {
       this.lifecycle.to('stopped');
@@ -758,7 +774,10 @@ export class Agent {
     // file at all): take every one running our config; the newest is current, the others are soft-stopping.
     const all = this.previous.find(configPath);
     const pid = all.at(-1);
-    if (pid === undefined) return;
+    if (pid === undefined) {
+      this.channels?.stopRecordedKeeper();
+      return;
+    }
     try {
       const sockets = all.flatMap((p) => this.sockets.adoptFrom(p));
       const onDisk = await this.previous.readFile(configPath);
@@ -779,6 +798,12 @@ export class Agent {
         this.armDrainTimer();
       }
       this.overrideTracker.adopted(parseDrainIds(await this.previous.readFile(this.drainIdsFile)));
+      const noChannel = await this.channels?.recover(pid);
+      if (noChannel !== undefined)
+        this.log.warn(
+          { haproxy_pid: pid, reason: noChannel },
+          'no admin channel to the adopted HAProxy: reads go to the read-only socket, the first change reloads it',
+        );
       this.log.info(
         {
           haproxy_pid: pid,
@@ -797,6 +822,7 @@ export class Agent {
       this.socketsPinned = false;
       this.sockets.closeAll();
       for (const p of all) await this.previous.stop(p);
+      this.channels?.stopRecordedKeeper();
     }
   }
 
@@ -814,6 +840,7 @@ export class Agent {
       // The next agent compares haproxy.cfg with its state to take HAProxy over without a reload: it must be current.
       await this.configFile.flush();
       this.supervisor.handOver();
+      this.channels?.release(); // its keeper stays, for the next agent
     })();
     return this.handingOver;
   }
@@ -983,6 +1010,7 @@ export class Agent {
     const { haproxy, agent } = this.opts.config;
     return renderHaproxyConfig(state, {
       socketPath: haproxy.socketPath,
+      ...(haproxy.socketLevel ? { socketLevel: haproxy.socketLevel } : {}),
       serverStateFile: this.serverStateFile,
       hardStopAfterMs: agent.hardStopAfterMs,
       ...this.identity,

@@ -8,6 +8,8 @@
  *       the canary was given it and only the canary's clients saw failures; detect_ms = finishedAt − wave 1 ackedAt
  *   (b) a new service on a port taken on one agent's IP → preflight halts the rollout, nobody is given it
  *   (c) a harmless change → every judged wave passes, the rollout completes (no false positive)
+ *   (d) poisoned: the 503 revision again while one more agent (a raw gRPC client) floods Stats as a stable agent,
+ *       each claiming a million more requests, all 5xx → the gate still halts at wave 1 (poisoned_halted)
  *
  * Baseline, same run, same fleet and load: failed requests over a quiet period before any rollout.
  *
@@ -19,7 +21,7 @@
 import * as path from 'node:path';
 import { sleep } from '../testkit/net';
 import { say } from './lib-common';
-import { badRevisionCase, byAgent, goodRevisionCase, preflightBlockedCase } from './lib-gate-cases';
+import { badRevisionCase, byAgent, goodRevisionCase, poisonedCase, preflightBlockedCase } from './lib-gate-cases';
 import { GateFleet } from './lib-gate';
 import { CLI, onInterruptStopChildren, startCli } from './lib-grpc';
 import { defineBenchmark, Figures, int, OptionsOf } from './harness';
@@ -95,6 +97,16 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     );
     say(c.statusText);
 
+    say(
+      '(d) poisoned: the 503 revision while one more agent floods Stats claiming huge 5xx counts as a stable agent …',
+    );
+    const d = await poisonedCase(f);
+    say(
+      `(d) rollout ${d.bad.rollout.id}: ${d.bad.rollout.state} after ${d.bad.rollout.waves.length} wave(s): ${d.bad.rollout.reason}; the poisoner wrote ${d.statsSent} Stats in ${d.floodMs} ms`,
+    );
+    say(d.bad.statusText);
+    const d5xx = d.bad.rollout.waves[0]?.gate?.figures.find((x) => x.key === 'web' && x.metric === 'http_5xx');
+
     const figures = wave1?.gate?.figures ?? [];
     const regressed = figures
       .filter((x) => x.regressed)
@@ -141,6 +153,16 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
       good_total_ms: c.totalMs,
       failed_requests_during_good_rollout: c.failures.length,
       failed_requests_by_agent_good: byAgent(f, c.failures),
+      // (d)
+      poisoned_halted: d.halted,
+      poisoned_state: d.bad.rollout.state,
+      poisoned_reason: d.bad.rollout.reason,
+      poisoned_stats_sent: d.statsSent,
+      poisoned_stats_per_s: Math.round(d.statsSent / Math.max(0.001, d.floodMs / 1000)),
+      poisoned_agents_given_bad_revision: d.bad.pushedTo.length,
+      poisoned_gate_http_5xx_web: d5xx
+        ? { canary: d5xx.canary, stable: d5xx.stable, before: d5xx.before, median: d5xx.median, voices: d5xx.voices }
+        : null,
       requests_total: f.load.total(),
       total_s: Math.round((Date.now() - t0) / 100) / 10,
     };
@@ -162,7 +184,15 @@ export const benchmark = defineBenchmark({
     'preflight and traffic gates against real HAProxy and traffic: a bad canary halted, a good revision completed',
   options,
   smoke: { bakeMs: 2000, quietMs: 3000, rate: 20 },
-  fields: ['bad_state', 'rolled_back', 'preflight_blocked', 'good_completed', 'false_positive', 'detect_ms'],
+  fields: [
+    'bad_state',
+    'rolled_back',
+    'preflight_blocked',
+    'good_completed',
+    'false_positive',
+    'poisoned_halted',
+    'detect_ms',
+  ],
   run,
   targets: (r) => [
     { name: 'a bad canary is rolled back', held: r.rolled_back === true, value: String(r.bad_state), smoke: true },
@@ -170,6 +200,12 @@ export const benchmark = defineBenchmark({
       name: 'preflight blocks a revision HAProxy refuses',
       held: r.preflight_blocked === true,
       value: String(r.preflight_blocked),
+      smoke: true,
+    },
+    {
+      name: 'a canary poisoned by one flooding agent still halts',
+      held: r.poisoned_halted === true,
+      value: String(r.poisoned_state),
       smoke: true,
     },
     {

@@ -6,8 +6,11 @@
  *   bad:       HAProxy accepts the revision but it answers 503 → the canary's gate fails, the rollout rolls back
  *   blocked:   a new service on a port taken on one agent's IP → that agent's preflight fails, nobody gets it
  *   good:      a harmless change → every wave's gate passes, the rollout completes
+ *   poisoned:  the bad revision while one more (raw) agent floods Stats claiming huge 5xx counts as a stable agent
  */
+import * as grpc from '@grpc/grpc-js';
 import * as net from 'node:net';
+import { Ack, AgentStreamClient, ControlMessage, Hello } from '../common/gen/proxymgr/v1/stream';
 import { FleetDoc, RolloutDoc } from '../controlplane/rollout/engine';
 import { freePort, sleep } from '../testkit/net';
 import { GateFleet, StatusJson, TERMINAL_STATES } from './lib-gate';
@@ -218,4 +221,77 @@ export async function goodRevisionCase(f: GateFleet, rev = 'good', timeoutMs = 1
     totalMs: (r.finishedAt ?? t1) - r.createdAt,
     requests: f.load.total() - n0,
   };
+}
+
+export interface PoisonedCase {
+  readonly bad: BadCase;
+  /** Stats messages the poisoner wrote, and how long it flooded. */
+  readonly statsSent: number;
+  readonly floodMs: number;
+  /** Whether the traffic gate halted the rollout (or rolled it back) before every agent had it, despite the flood. */
+  readonly halted: boolean;
+}
+
+/**
+ * (d) The 503 revision again, while one more agent — a raw gRPC client, not a real agent — streams as a stable agent
+ * (node id zz-poison: it sorts last, so the real agent0 stays the canary) and writes Stats as fast as its stream
+ * takes them, each claiming a million more requests for service web, every one a 5xx: pooled, that raises the stable
+ * reference to about 100 % and the 503 canary would not stand out. The gate must still halt it.
+ */
+export async function poisonedCase(f: GateFleet, timeoutMs = 60_000): Promise<PoisonedCase> {
+  const client = new AgentStreamClient(`127.0.0.1:${f.cps[f.liveCp()]!.port}`, grpc.credentials.createInsecure());
+  const call = client.stream();
+  let stop = false;
+  let sent = 0;
+  let n = 0;
+  call.on('data', (m: ControlMessage) => {
+    // ACK every push: it runs what the control plane says (the stable revision), as an honest agent would claim.
+    if (m.push) call.write({ ack: Ack.fromPartial({ nonce: m.push.nonce, version: m.push.version }) });
+  });
+  call.on('error', () => undefined);
+  call.write({ hello: Hello.fromPartial({ nodeId: 'zz-poison', agentVersion: 'poison', haproxyVersion: '2.6' }) });
+  const flood = async () => {
+    while (!stop) {
+      n += 1_000_000;
+      const ok = call.write({
+        stats: {
+          runningVersion: '',
+          counters: [
+            {
+              service: 'web',
+              requests: n,
+              responses5xx: n,
+              sessions: n,
+              connectionErrors: 0,
+              responseErrors: 0,
+              retries: 0,
+              serversDown: 0,
+              servers: 1,
+              queue: 0,
+            },
+          ],
+        },
+      });
+      sent++;
+      // As fast as the stream takes them: wait only when grpc-js's buffer is full (and yield now and then).
+      if (!ok) await new Promise<void>((resolve) => call.once('drain', () => resolve()));
+      else if (sent % 200 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  };
+  await sleep(3000); // connected, ACKed, and counted as a stable agent with samples before the rollout
+  const t0 = Date.now();
+  const flooding = flood();
+  try {
+    const bad = await badRevisionCase(f, 'poisoned', timeoutMs);
+    const halted =
+      (bad.rollout.state === 'rolled_back' || bad.rollout.state === 'halted') &&
+      bad.pushedTo.length < f.agents.length &&
+      /traffic gate/.test(bad.rollout.reason);
+    return { bad, statsSent: sent, floodMs: Date.now() - t0, halted };
+  } finally {
+    stop = true;
+    await flooding;
+    call.cancel();
+    client.close();
+  }
 }

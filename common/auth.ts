@@ -3,7 +3,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
 import { AuthClient, AuthConfig, Role } from './config';
-import { ConfigError } from './errors';
+import { ConfigError, errorMessage } from './errors';
+import { Logger, silentLogger } from './log';
 
 /**
  * Who may call what on a ProxyMgr gRPC server. Three roles: `agent` (only AgentStream, only as its node ids),
@@ -70,6 +71,15 @@ export interface Identity {
   readonly roles: ReadonlySet<Role>;
   /** Node-id patterns (anchored) this identity may stream as; empty for non-agents. */
   readonly nodeIds: readonly RegExp[];
+  /** Label name → value patterns (anchored) its agents may claim; undefined = self-declared. */
+  readonly labels?: ReadonlyMap<string, readonly RegExp[]>;
+  /** Distinct node ids it may hold at once on a control plane; undefined = unbounded (no auth). */
+  readonly maxNodeIds?: number;
+  /**
+   * One credential: the entry and, for certificates, the certificate's names (entries match many certificates).
+   * New-stream budgets are kept per credential and peer address.
+   */
+  readonly credential: string;
 }
 
 /** What the server knows about a call before its handler runs. */
@@ -92,8 +102,23 @@ export type Decision =
 
 interface TokenEntry {
   readonly client: AuthClient;
-  readonly digest: Buffer;
+  /** The token's sha256; undefined while the file is unreadable or holds no valid token (the client is denied). */
+  digest: Buffer | undefined;
+  /** The file's stat when it was read ("" when it could not be stat'ed), and when that was last checked. */
+  signature: string;
+  checkedAt: number;
 }
+
+/** How token files are watched: stat'ed at most every `recheckMs` when a token is presented, re-read on change. */
+export interface TokenFileOptions {
+  readonly stat?: (file: string) => { mtimeMs: number; size: number; ino: number };
+  readonly now?: () => number;
+  readonly recheckMs?: number;
+  readonly log?: Logger;
+}
+
+/** A changed token file is noticed this long after the change at most (it is stat'ed when a token is presented). */
+export const TOKEN_RECHECK_MS = 1000;
 
 /** Tokens shorter than this are refused at start: a guessable token is no authentication. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -101,13 +126,26 @@ export const MIN_TOKEN_LENGTH = 16;
 export class Authorizer {
   private readonly tokens: readonly TokenEntry[];
   readonly warnings: readonly string[];
+  private readonly stat: (file: string) => { mtimeMs: number; size: number; ino: number };
+  private readonly now: () => number;
+  private readonly recheckMs: number;
+  private readonly log: Logger;
 
-  /** `readFile` is injectable for tests; it reads token files once, at start. */
+  /**
+   * Token files are read at start (a bad one is a ConfigError) and again whenever they change (stat on use, at most
+   * every TOKEN_RECHECK_MS): a revoked or replaced token takes effect without a restart, and a file that becomes
+   * unreadable or empty denies its client (logged) instead of failing. `readFile`, `mode` and `files` are for tests.
+   */
   constructor(
     private readonly config: AuthConfig | undefined,
-    readFile: (file: string) => string = (f) => readFileSync(f, 'utf8'),
+    private readonly readFile: (file: string) => string = (f) => readFileSync(f, 'utf8'),
     mode: (file: string) => number | undefined = (f) => statSync(f).mode,
+    files: TokenFileOptions = {},
   ) {
+    this.stat = files.stat ?? ((f) => statSync(f));
+    this.now = files.now ?? Date.now;
+    this.recheckMs = files.recheckMs ?? TOKEN_RECHECK_MS;
+    this.log = (files.log ?? silentLogger).child({ component: 'auth' });
     const warnings: string[] = [];
     this.tokens = (config?.clients ?? []).flatMap((client): TokenEntry[] => {
       if (client.match.kind !== 'token') return [];
@@ -122,11 +160,11 @@ export class Authorizer {
         warnings.push(
           `auth.clients "${client.name}": token_file ${file} is readable by group or others (chmod 600 it)`,
         );
-      return [{ client, digest: sha256(token) }];
+      return [{ client, digest: sha256(token), signature: this.signatureOf(file), checkedAt: this.now() }];
     });
     for (let i = 0; i < this.tokens.length; i++) {
       for (let j = i + 1; j < this.tokens.length; j++) {
-        if (this.tokens[i]!.digest.equals(this.tokens[j]!.digest))
+        if (this.tokens[i]!.digest!.equals(this.tokens[j]!.digest!))
           throw new ConfigError(
             `auth.clients "${this.tokens[i]!.client.name}" and "${this.tokens[j]!.client.name}" have the same token: one token, one identity`,
           );
@@ -175,13 +213,16 @@ export class Authorizer {
       const fields = certFields(cert);
       for (const client of this.config.clients) {
         if (client.match.kind === 'cert' && certMatches(client.match, fields))
-          return { ok: true, identity: identityOf(client, `cert ${describeCert(fields)}`, fields) };
+          return {
+            ok: true,
+            identity: identityOf(client, `cert ${describeCert(fields)}`, fields, this.config.maxNodeIds),
+          };
       }
     }
     const bearer = call.authorization.map((v) => /^Bearer\s+(\S+)\s*$/i.exec(v)?.[1]).find((t) => t !== undefined);
     if (bearer !== undefined) {
       const entry = this.matchToken(bearer);
-      if (entry) return { ok: true, identity: identityOf(entry.client, 'token', undefined) };
+      if (entry) return { ok: true, identity: identityOf(entry.client, 'token', undefined, this.config.maxNodeIds) };
     }
     const tried: string[] = [];
     tried.push(
@@ -199,8 +240,54 @@ export class Authorizer {
   private matchToken(token: string): TokenEntry | undefined {
     const digest = sha256(token);
     let found: TokenEntry | undefined;
-    for (const entry of this.tokens) if (timingSafeEqual(entry.digest, digest) && !found) found = entry;
+    for (const entry of this.tokens) {
+      this.refresh(entry);
+      if (entry.digest && timingSafeEqual(entry.digest, digest) && !found) found = entry;
+    }
     return found;
+  }
+
+  private signatureOf(file: string): string {
+    try {
+      const st = this.stat(file);
+      return `${st.ino}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      return '';
+    }
+  }
+
+  /** Re-reads a token file that changed since it was read; a bad one denies its client until it is fixed. */
+  private refresh(entry: TokenEntry): void {
+    const t = this.now();
+    if (t - entry.checkedAt < this.recheckMs) return;
+    entry.checkedAt = t;
+    const file = (entry.client.match as { tokenFile: string }).tokenFile;
+    const signature = this.signatureOf(file);
+    if (signature === entry.signature) return;
+    entry.signature = signature;
+    const what = `auth.clients "${entry.client.name}" token_file`;
+    let problem: string | undefined;
+    let digest: Buffer | undefined;
+    try {
+      const token = readTokenFile(file, what, this.readFile);
+      if (token.length < MIN_TOKEN_LENGTH) problem = `${what} ${file} holds fewer than ${MIN_TOKEN_LENGTH} characters`;
+      else digest = sha256(token);
+    } catch (err) {
+      problem = errorMessage(err);
+    }
+    const other = digest && this.tokens.find((e) => e !== entry && e.digest && e.digest.equals(digest));
+    if (other)
+      problem = `${what} ${file} now holds the token of auth.clients "${other.client.name}": one token, one identity`;
+    if (problem) {
+      entry.digest = undefined;
+      this.log.error(
+        { client: entry.client.name, file },
+        `${problem}; client "${entry.client.name}" is denied until the file is fixed`,
+      );
+    } else {
+      entry.digest = digest;
+      this.log.info({ client: entry.client.name, file }, 'token file changed; re-read');
+    }
   }
 }
 
@@ -237,7 +324,26 @@ export const ANONYMOUS: Identity = {
   via: 'none',
   roles: new Set<Role>(['agent', 'viewer', 'operator']),
   nodeIds: [/^/],
+  credential: 'anonymous',
 };
+
+/**
+ * The first label of a hello that `identity` may not claim, as a sentence naming the label and the identity, or
+ * undefined. An identity without label rules (or no auth) may claim any label: labels are then self-declared.
+ */
+export function labelRefusal(identity: Identity, labels: Readonly<Record<string, string>>): string | undefined {
+  const rules = identity.labels;
+  if (!rules) return undefined;
+  for (const [name, value] of Object.entries(labels)) {
+    const patterns = rules.get(name);
+    const shown = JSON.stringify(value.slice(0, 60));
+    if (!patterns)
+      return `${identity.name} (${identity.via}) may not claim label ${name}=${shown}: auth.clients "${identity.name}" labels lists ${[...rules.keys()].join(', ') || 'no label'}`;
+    if (!patterns.some((re) => re.test(value)))
+      return `${identity.name} (${identity.via}) may not claim label ${name}=${shown}: not a value auth.clients "${identity.name}" labels.${name} allows`;
+  }
+  return undefined;
+}
 
 function allows(roles: ReadonlySet<Role>, needed: Role): boolean {
   if (needed === 'agent') return roles.has('agent');
@@ -279,9 +385,25 @@ function certMatches(m: { cn?: string; sanDns?: string; sanUri?: string }, f: Ce
   return one(m.cn, f.cn) && one(m.sanDns, f.dns) && one(m.sanUri, f.uri);
 }
 
-function identityOf(client: AuthClient, via: string, fields: CertFields | undefined): Identity {
-  const nodeIds = client.nodeIds.flatMap((pattern) => expandNodeId(pattern, fields)).map(globRegExp);
-  return { name: client.name, via, roles: new Set(client.roles), nodeIds };
+function identityOf(
+  client: AuthClient,
+  via: string,
+  fields: CertFields | undefined,
+  maxNodeIds: number | undefined,
+): Identity {
+  const expand = (patterns: readonly string[]) => patterns.flatMap((p) => expandNodeId(p, fields)).map(globRegExp);
+  const labels = client.labels
+    ? new Map(Object.entries(client.labels).map(([name, patterns]) => [name, expand(patterns)]))
+    : undefined;
+  return {
+    name: client.name,
+    via,
+    roles: new Set(client.roles),
+    nodeIds: expand(client.nodeIds),
+    ...(labels ? { labels } : {}),
+    ...(client.roles.includes('agent') ? { maxNodeIds: client.maxNodeIds ?? maxNodeIds } : {}),
+    credential: fields ? `${client.name}\0${describeCert(fields)}` : client.name,
+  };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
 import { schemaDefault, schemaProblems } from './config-schema';
@@ -24,7 +24,19 @@ import {
 } from './config-readers';
 import { ConfigError } from './errors';
 import { zkPathProblem } from './zk-path';
+import { ensembleOverlapProblem, parseWatcherEnsembles, WatcherEnsemble } from './zk-ensembles';
+import { optionalMaxNodeIds, parseClientLabels } from './auth-labels';
 import { deniedExtraKeyword, sectionLineProblem } from './option-policy';
+import {
+  LocalFacts,
+  localFacts,
+  NO_LOCAL_FACTS,
+  parsePortList,
+  parseTargetRule,
+  PortRange,
+  TargetRule,
+  TargetRules,
+} from './target-policy';
 import type { TlsConfig } from './grpc';
 
 /**
@@ -35,8 +47,13 @@ import type { TlsConfig } from './grpc';
 export interface HaproxyConfig {
   /** haproxy.cfg the agent writes. */
   readonly configPath: string;
-  /** The admin stats socket the agent talks to. */
+  /**
+   * The stats socket with a path, for operators and tools; the agent itself talks over a channel with no path
+   * (agent/haproxy/admin-channel.ts).
+   */
   readonly socketPath: string;
+  /** What that socket allows: `user` (read-only, the default), `operator` or `admin`. */
+  readonly socketLevel?: 'user' | 'operator' | 'admin';
   /** The HAProxy binary. */
   readonly binary: string;
   readonly global: readonly string[];
@@ -63,6 +80,14 @@ export interface ServiceOptionsPolicy {
   readonly extraServerKeywords: readonly string[];
   /** Directories under which directives that name a file (`errorfile`, `ca-file`, ...) may point. */
   readonly fileDirs: readonly string[];
+  /** Where servers and checks may point, beyond the built-in refusals (`service_options.targets`). */
+  readonly targets: TargetRules;
+  /** Ports a service config may listen on (`service_options.bind_ports`). */
+  readonly bindPorts: readonly PortRange[];
+  /** Whether a service config may listen on a loopback address (`service_options.bind_loopback`). */
+  readonly bindLoopback: boolean;
+  /** This process's host: ProxyMgr's own ports and the host's addresses (from proxymgr.yml and loadConfig). */
+  readonly local: LocalFacts;
 }
 
 export type Role = 'agent' | 'viewer' | 'operator';
@@ -81,6 +106,13 @@ export interface AuthClient {
   readonly roles: readonly Role[];
   /** Node-id patterns an agent identity may say hello as (`*` wildcards; `{cn}`, `{san_dns}`, `{san_uri}`). */
   readonly nodeIds: readonly string[];
+  /**
+   * Label name → value patterns an agent of this identity may claim (see common/auth-labels.ts); names not listed
+   * are refused. Absent = self-declared.
+   */
+  readonly labels?: Readonly<Record<string, readonly string[]>>;
+  /** Distinct node ids this identity may hold at once (records and streams); default `auth.max_node_ids`. */
+  readonly maxNodeIds?: number;
 }
 
 /** `auth:` in proxymgr.yml; absent = no authentication (mutating calls from loopback peers only). */
@@ -88,6 +120,8 @@ export interface AuthConfig {
   readonly clients: readonly AuthClient[];
   /** grpc.health.v1 without credentials (load-balancer and kubelet probes carry none); default false = viewer. */
   readonly anonymousHealth: boolean;
+  /** Distinct node ids one agent identity may hold at once, unless its entry says `max_node_ids`. */
+  readonly maxNodeIds: number;
 }
 
 export type ServiceConfigSource =
@@ -156,6 +190,8 @@ export interface ControlPlaneConfig {
   readonly tls?: TlsConfig;
   /** New agent streams accepted per second; more are told to come back later. */
   readonly newStreamsPerSecond: number;
+  /** New agent streams accepted per second from one credential at one peer address (with auth). */
+  readonly newStreamsPerIdentityPerSecond: number;
   /** Desired-state pushes per second across all agents, sustained. */
   readonly pushesPerSecond: number;
   /** Pushes that may go at once (one change to a whole fleet) before pushes_per_second applies. */
@@ -169,8 +205,16 @@ export interface ControlPlaneConfig {
   readonly forgetAgentsAfterMs: number;
   /** Directories `file` watchers may read (realpath); empty = `file` watchers are refused. */
   readonly fileWatcherDirs: readonly string[];
-  /** `user:password` file for ZooKeeper digest authentication of every control-plane session; unset = none. */
+  /**
+   * `user:password` file for ZooKeeper digest authentication, sent only to the service-config ensemble
+   * (`service_config.servers`) and the rollout ensemble; unset = none.
+   */
   readonly zkDigestFile?: string;
+  /**
+   * Ensembles `zookeeper` watchers may name besides the service-config ensemble, each with its own credentials (sent
+   * to it only). A watcher naming any other server is refused.
+   */
+  readonly watcherEnsembles: readonly WatcherEnsemble[];
 }
 
 /** One wave of a rollout: a number of agents, or a cumulative share of the fleet (0..1]. */
@@ -267,6 +311,17 @@ export interface ProxyMgrConfig {
   readonly serviceOptions: ServiceOptionsPolicy;
 }
 
+const SOCKET_LEVELS = ['user', 'operator', 'admin'] as const;
+
+function socketLevel(value: unknown, file: string): NonNullable<HaproxyConfig['socketLevel']> {
+  const level = optionalString(value, file, 'haproxy.socket_level') ?? 'user';
+  if (!(SOCKET_LEVELS as readonly string[]).includes(level))
+    throw new ConfigError(
+      `${file}: haproxy.socket_level: expected one of ${SOCKET_LEVELS.join(', ')}, got ${JSON.stringify(level)}`,
+    );
+  return level as NonNullable<HaproxyConfig['socketLevel']>;
+}
+
 /** Reads and validates a proxymgr.yml file; every error names the file, the key and what is expected. */
 export function loadConfig(file: string): ProxyMgrConfig {
   let text: string;
@@ -275,7 +330,13 @@ export function loadConfig(file: string): ProxyMgrConfig {
   } catch (err) {
     throw new ConfigError(`${file}: cannot read: ${(err as Error).message}`, { cause: err });
   }
-  return parseConfig(text, file);
+  const config = parseConfig(text, file);
+  // The host's addresses, read once per process: a target on them at one of ProxyMgr's ports is refused.
+  const local = localFacts([], networkInterfaces());
+  return {
+    ...config,
+    serviceOptions: { ...config.serviceOptions, local: { ...config.serviceOptions.local, addresses: local.addresses } },
+  };
 }
 
 /** Parses proxymgr.yml text; `file` names the source in messages and anchors relative paths. */
@@ -304,6 +365,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
       base,
       optionalString(haproxyRaw.socket_path, file, 'haproxy.socket_path') ?? path.join(stateDir, 'haproxy.sock'),
     ),
+    socketLevel: socketLevel(haproxyRaw.socket_level, file),
     binary: optionalString(haproxyRaw.path, file, 'haproxy.path') ?? schemaDefault<string>('haproxy.path'),
     global: sectionFreeLines(haproxyRaw.global, file, 'haproxy.global'),
     defaults: sectionFreeLines(haproxyRaw.defaults, file, 'haproxy.defaults'),
@@ -337,7 +399,18 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
   const serviceConfig =
     root.service_config !== undefined ? parseServiceConfigSource(root.service_config, file, base) : undefined;
   const controlplane = parseControlPlane(root.controlplane, file, base);
-  const serviceOptions = parseServiceOptions(root.service_options, file, base);
+  const overlap = ensembleOverlapProblem(
+    controlplane.watcherEnsembles,
+    serviceConfig?.type === 'zookeeper' ? serviceConfig.servers : undefined,
+  );
+  if (overlap) throw new ConfigError(`${file}: ${overlap}`);
+  const serviceOptions = parseServiceOptions(root.service_options, file, base, [
+    controlplane.listen,
+    controlplane.metricsListen,
+    agent.adminListen,
+    agent.metricsListen,
+    ...agent.controlplanes,
+  ]);
   const config: ProxyMgrConfig = { file, haproxy, agent, controlplane, serviceOptions };
   const rollout =
     root.rollout !== undefined ? parseRollout(root.rollout, file, serviceConfig, controlplane) : undefined;
@@ -358,9 +431,18 @@ export const DEFAULT_SERVICE_OPTIONS: ServiceOptionsPolicy = {
   extraListenKeywords: [],
   extraServerKeywords: [],
   fileDirs: [],
+  targets: { allow: [], deny: [] },
+  bindPorts: [[1024, 65535]],
+  bindLoopback: false,
+  local: NO_LOCAL_FACTS,
 };
 
-function parseServiceOptions(value: unknown, file: string, base: string): ServiceOptionsPolicy {
+function parseServiceOptions(
+  value: unknown,
+  file: string,
+  base: string,
+  listens: readonly string[],
+): ServiceOptionsPolicy {
   const raw = optionalObject(value, file, 'service_options');
   // Listen keywords may have several words ("option foo"); server keywords are one word each.
   const keywords = (key: string, kind: 'listen' | 'server') =>
@@ -382,7 +464,34 @@ function parseServiceOptions(value: unknown, file: string, base: string): Servic
     extraListenKeywords: keywords('extra_listen_keywords', 'listen'),
     extraServerKeywords: keywords('extra_server_keywords', 'server'),
     fileDirs: absoluteDirs(raw.file_dirs, file, 'service_options.file_dirs', base),
+    targets: parseTargets(raw.targets, file),
+    bindPorts: bindPorts(raw.bind_ports, file),
+    bindLoopback: optionalBool(raw.bind_loopback, file, 'service_options.bind_loopback') ?? false,
+    local: localFacts(listens),
   };
+}
+
+/** `service_options.targets: {allow: [...], deny: [...]}`, each entry a CIDR with an optional port or port range. */
+function parseTargets(value: unknown, file: string): TargetRules {
+  const raw = optionalObject(value, file, 'service_options.targets');
+  const list = (key: 'allow' | 'deny'): TargetRule[] =>
+    optionalLines(raw[key], file, `service_options.targets.${key}`).map((text, i) => {
+      const r = parseTargetRule(text);
+      if (typeof r === 'string')
+        throw new ConfigError(
+          `${file}: service_options.targets.${key}[${i}]: ${r}; expected a CIDR with an optional port, e.g. "127.0.0.1/32:9100", "169.254.0.0/16" or "[fe80::/10]:80"`,
+        );
+      return r;
+    });
+  return { allow: list('allow'), deny: list('deny') };
+}
+
+function bindPorts(value: unknown, file: string): PortRange[] {
+  if (value === undefined || value === null) return [[1024, 65535]];
+  const r =
+    typeof value === 'string' ? parsePortList(value) : `expected a string such as "1024-65535" or "80,443,1024-65535"`;
+  if (typeof r === 'string') throw new ConfigError(`${file}: service_options.bind_ports: ${r}`);
+  return r;
 }
 
 /** Free-form lines of the operator's global/defaults section, except one that would open another section. */
@@ -401,8 +510,8 @@ function sectionFreeLines(value: unknown, file: string, key: string): string[] {
 function parseAuth(value: unknown, file: string, base: string): AuthConfig {
   const raw = expectObject(value, file, 'auth');
   for (const k of Object.keys(raw))
-    if (k !== 'clients' && k !== 'anonymous_health')
-      throw new ConfigError(`${file}: auth.${k}: unknown key (expected clients, anonymous_health)`);
+    if (k !== 'clients' && k !== 'anonymous_health' && k !== 'max_node_ids')
+      throw new ConfigError(`${file}: auth.${k}: unknown key (expected clients, anonymous_health, max_node_ids)`);
   const anonymousHealth = raw.anonymous_health ?? schemaDefault<boolean>('auth.anonymous_health');
   if (typeof anonymousHealth !== 'boolean')
     throw new ConfigError(`${file}: auth.anonymous_health: expected true or false, got ${describe(anonymousHealth)}`);
@@ -416,8 +525,10 @@ function parseAuth(value: unknown, file: string, base: string): AuthConfig {
     const key = `auth.clients[${i}]`;
     const o = expectObject(c, file, key);
     for (const k of Object.keys(o)) {
-      if (!['name', 'cert', 'token_file', 'roles', 'node_ids'].includes(k))
-        throw new ConfigError(`${file}: ${key}.${k}: unknown key (expected name, cert, token_file, roles, node_ids)`);
+      if (!['name', 'cert', 'token_file', 'roles', 'node_ids', 'labels', 'max_node_ids'].includes(k))
+        throw new ConfigError(
+          `${file}: ${key}.${k}: unknown key (expected name, cert, token_file, roles, node_ids, labels, max_node_ids)`,
+        );
     }
     const name = requiredString(o.name, file, `${key}.name`, 'a name for audit logs, e.g. "ops"');
     if (names.has(name)) throw new ConfigError(`${file}: ${key}.name: "${name}" is used twice`);
@@ -472,9 +583,20 @@ function parseAuth(value: unknown, file: string, base: string): AuthConfig {
         `${file}: ${key}.node_ids: {cn}, {san_dns} and {san_uri} come from a client certificate; a token entry lists its node ids`,
       );
     }
-    return { name, match, roles, nodeIds };
+    const labels = parseClientLabels(o.labels, file, `${key}.labels`, match.kind === 'cert');
+    const maxNodeIds = optionalMaxNodeIds(o.max_node_ids, file, `${key}.max_node_ids`);
+    if ((labels !== undefined || maxNodeIds !== undefined) && !roles.includes('agent'))
+      throw new ConfigError(`${file}: ${key}: labels and max_node_ids are for agent identities (roles: [agent])`);
+    return {
+      name,
+      match,
+      roles,
+      nodeIds,
+      ...(labels !== undefined ? { labels } : {}),
+      ...(maxNodeIds !== undefined ? { maxNodeIds } : {}),
+    };
   });
-  return { clients, anonymousHealth };
+  return { clients, anonymousHealth, maxNodeIds: intKey(raw.max_node_ids, file, 'auth.max_node_ids') };
 }
 
 /**
@@ -700,6 +822,11 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     metricsListen: optionalListen(raw.metrics_listen, file, 'controlplane.metrics_listen', ''),
     tls: optionalTls(raw.tls, file, 'controlplane.tls', base),
     newStreamsPerSecond: intKey(raw.new_streams_per_second, file, 'controlplane.new_streams_per_second'),
+    newStreamsPerIdentityPerSecond: intKey(
+      raw.new_streams_per_identity_per_second,
+      file,
+      'controlplane.new_streams_per_identity_per_second',
+    ),
     pushesPerSecond: intKey(raw.pushes_per_second, file, 'controlplane.pushes_per_second'),
     pushBurst: intKey(raw.push_burst, file, 'controlplane.push_burst'),
     pushBufferBytes: intKey(raw.push_buffer_mb, file, 'controlplane.push_buffer_mb') * 1024 * 1024,
@@ -708,6 +835,7 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     ...(raw.zk_digest_file !== undefined && raw.zk_digest_file !== null
       ? { zkDigestFile: resolvePath(base, optionalString(raw.zk_digest_file, file, 'controlplane.zk_digest_file')!) }
       : {}),
+    watcherEnsembles: parseWatcherEnsembles(raw.watcher_ensembles, file, base),
   };
 }
 

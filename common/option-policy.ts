@@ -1,6 +1,15 @@
 import * as path from 'node:path';
 import type { ServiceOptionsPolicy } from './config';
 import {
+  CheckArgs,
+  ConnectArgs,
+  connectArgs,
+  listenArgumentsProblem,
+  referenceProblem,
+  serverArgumentProblem,
+  withCheckArg,
+} from './option-grammar';
+import {
   HAPROXY_DOC_VERSION,
   LISTEN_KEYWORDS,
   NEGATABLE_LISTEN_KEYWORDS,
@@ -17,8 +26,10 @@ import {
  * manual) or an operator's `service_options.extra_listen_keywords`, and not on LISTEN_DENY. Server options: every
  * word is read as HAProxy reads a server line — a keyword, then as many arguments as it takes — and every keyword
  * must be known (or an operator's extra) and not on SERVER_DENY. In both, arguments that name a file must lie in
- * `service_options.file_dirs`, and Lua, `env()` and environment expansion are refused. docs/service-options.md
- * explains every entry. Pure; the same answer on the control plane and on every agent.
+ * `service_options.file_dirs`, and Lua, `env()` and environment expansion are refused. Arguments that take an
+ * address, a table, a backend or a variable are typed by common/option-grammar.ts (references judged against the
+ * service's own name). docs/service-options.md explains every entry. Pure; the same answer on the control plane and
+ * on every agent.
  */
 
 /** Words that start a new section in some HAProxy version; a line starting with one leaves the `listen` section. */
@@ -55,9 +66,15 @@ export const LISTEN_DENY: Readonly<Record<string, string>> = {
   'server-template': SERVERS_FROM_WATCHERS,
   'default-server': `${SERVERS_FROM_WATCHERS}; servers added at run time would not inherit it either`,
   dispatch: "sends traffic to an address outside the watcher's hosts",
+  transparent: "connects to the client's original destination: an open relay to any address the host can reach",
+  'option transparent':
+    "connects to the client's original destination: an open relay to any address the host can reach",
+  stats:
+    'a stats page shows (and its options configure) every service of that HAProxy, not only this one; operators run one in haproxy.global/defaults or use the agent metrics',
   'external-check': 'runs a program on the HAProxy host',
   'option external-check': 'runs a program on the HAProxy host',
   'stats admin': 'lets HTTP clients of this port change the servers of every service',
+  'stats http-request': 'a stats page shows every service of that HAProxy',
   'stats socket': 'opens an admin socket (a global keyword)',
   'load-server-state-from-file': 'the agent owns the server-state file',
   'server-state-file-name': 'the agent owns the server-state file (and it names a file to read)',
@@ -114,7 +131,7 @@ export function deniedExtraKeyword(kind: 'listen' | 'server', keyword: string): 
   if (kind === 'server') return SERVER_DENY[keyword];
   if (SECTION_KEYWORDS.includes(keyword.split(' ')[0]!)) return 'it opens a new section';
   const words = keyword.split(' ');
-  for (let n = 1; n <= words.length; n++) {
+  for (let n = words.length; n >= 1; n--) {
     const reason = LISTEN_DENY[words.slice(0, n).join(' ')];
     if (reason) return reason;
   }
@@ -208,8 +225,11 @@ export function sectionLineProblem(line: string): string | undefined {
   return undefined;
 }
 
-/** Why a `listen_options` line is refused, or undefined when it may go into the service's `listen` section. */
-export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy): string | undefined {
+/**
+ * Why a `listen_options` line is refused, or undefined when it may go into the service's `listen` section.
+ * `service` is the service's name (its listen section and stick table), for the rules on references.
+ */
+export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy, service: string): string | undefined {
   const p = compile(policy);
   const t = tokenize(line);
   if (t.unterminated) return 'unterminated quote';
@@ -224,7 +244,7 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
   // operator's extra single-word keyword cannot open a way around it (found in review).
   const decoded = t.words.slice(0, 5).map((w) => w.value);
   const from = decoded[0] === 'no' || decoded[0] === 'default' ? 1 : 0;
-  for (let n = 1; from + n <= decoded.length; n++) {
+  for (let n = decoded.length - from; n >= 1; n--) {
     const k = decoded.slice(from, from + n).join(' ');
     const reason = LISTEN_DENY[k];
     if (reason)
@@ -245,7 +265,7 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
   const rest = prefixed ? kw.slice(1) : kw;
   if (prefixed && rest[0] !== undefined && SECTION_KEYWORDS.includes(rest[0].toLowerCase()))
     return `${quote(rest[0])} opens a new section`;
-  for (let n = 1; n <= rest.length; n++) {
+  for (let n = rest.length; n >= 1; n--) {
     const k = rest.slice(0, n).join(' ');
     const reason = LISTEN_DENY[k];
     if (reason)
@@ -264,7 +284,28 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy):
     return `${quote(`${kw[0]} ${keyword}`)}: "${kw[0]}" only goes before options HAProxy lets you turn off`;
 
   const args = t.words.slice(prefixed ? 1 : 0);
-  return expressionProblem(args.slice(1), p) ?? fileArgumentProblem(keyword, args, p);
+  return (
+    expressionProblem(args.slice(1), p) ??
+    fileArgumentProblem(keyword, args, p) ??
+    listenArgumentsProblem(
+      keyword,
+      args.map((w) => w.value),
+      service,
+    )
+  );
+}
+
+/** The targets of a service's `tcp-check connect` / `http-check connect` rules (lines already accepted). */
+export function connectTargets(listenOptions: readonly string[]): ConnectArgs[] {
+  const out: ConnectArgs[] = [];
+  for (const line of listenOptions) {
+    const words = tokenize(line).words.map((w) => w.value);
+    if ((words[0] === 'tcp-check' || words[0] === 'http-check') && words[1] === 'connect') {
+      const { addr, port } = connectArgs(words.slice(2));
+      out.push({ ...(addr !== undefined ? { addr } : {}), ...(port !== undefined ? { port } : {}) });
+    }
+  }
+  return out;
 }
 
 /** Lua, `env()` and file-reading converters anywhere in the arguments. */
@@ -348,7 +389,38 @@ export interface OptionProblem {
  * judged — the whole list is refused anyway. An operator's extra keyword takes every following word up to the next
  * known keyword as its arguments (its arity is not known).
  */
-export function serverOptionsProblems(options: readonly string[], policy: ServiceOptionsPolicy): OptionProblem[] {
+export function serverOptionsProblems(
+  options: readonly string[],
+  policy: ServiceOptionsPolicy,
+  service: string,
+): OptionProblem[] {
+  return readServerOptions(options, policy, service).problems;
+}
+
+/**
+ * The health-check, agent-check and socks4 targets server options set (later settings win), for the target policy
+ * (common/target-policy.ts). Options the grammar refuses set nothing.
+ */
+export function serverCheckArgs(options: readonly string[], policy: ServiceOptionsPolicy, service: string): CheckArgs {
+  return readServerOptions(options, policy, service).checks;
+}
+
+function readServerOptions(
+  options: readonly string[],
+  policy: ServiceOptionsPolicy,
+  service: string,
+): { problems: OptionProblem[]; checks: CheckArgs } {
+  let checks: CheckArgs = { initAddrs: [] };
+  const problems = walkServerOptions(options, policy, service, (kw, args) => (checks = withCheckArg(checks, kw, args)));
+  return { problems, checks: problems.length > 0 ? { initAddrs: [] } : checks };
+}
+
+function walkServerOptions(
+  options: readonly string[],
+  policy: ServiceOptionsPolicy,
+  service: string,
+  onSetting: (keyword: string, args: readonly string[]) => void,
+): OptionProblem[] {
   const p = compile(policy);
   const tokens: { value: string; index: number }[] = [];
   for (const [index, option] of options.entries()) {
@@ -382,10 +454,10 @@ export function serverOptionsProblems(options: readonly string[], policy: Servic
         args.push(arg);
       }
       while (spec.optional?.includes(tokens[i]?.value ?? '')) {
-        const word = tokens[i++]!.value;
+        const word = tokens[i++]!;
         const arg = tokens[i++];
-        if (!arg) return fail(`${quote(`${kw} ... ${word}`)} expects an argument after ${quote(word)}`);
-        args.push(arg);
+        if (!arg) return fail(`${quote(`${kw} ... ${word.value}`)} expects an argument after ${quote(word.value)}`);
+        args.push(word, arg);
       }
     } else if (p.extraServer.has(kw)) {
       while (i < tokens.length && !isKeyword(tokens[i]!.value)) args.push(tokens[i++]!);
@@ -404,9 +476,16 @@ export function serverOptionsProblems(options: readonly string[], policy: Servic
       const word = { raw: arg.value, value: arg.value };
       // "@system-ca": the system's trusted CAs, public by definition.
       const file = SERVER_FILE_KEYWORDS.has(kw) && !(kw === 'ca-file' && arg.value === '@system-ca');
-      const problem = (file ? fileProblem(kw, arg.value, arg.value, p) : undefined) ?? expressionProblem([word], p);
+      const problem =
+        (file ? fileProblem(kw, arg.value, arg.value, p) : undefined) ??
+        expressionProblem([word], p) ??
+        referenceProblem([arg.value], service);
       if (problem) return fail(problem, arg.index);
     }
+    const values = args.map((a) => a.value);
+    const typed = spec ? serverArgumentProblem(kw, values) : undefined;
+    if (typed) return fail(typed, args[0]?.index ?? index);
+    onSetting(kw, values);
   }
   return [];
 }

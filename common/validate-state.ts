@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from './config';
+import { serverTargetProblems, serviceTargetProblems } from './check-targets';
 import { StateError, StateProblem } from './errors';
 import { listenOptionProblem, OptionProblem, sectionLineProblem, serverOptionsProblems } from './option-policy';
 import { DesiredState, Server, Service } from './types';
@@ -103,10 +104,8 @@ function listenKey(s: Service): string {
  * services. Option lists are cached on their own (a service's arrays outlive a change of its hosts).
  */
 const problemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Service, readonly StateProblem[]>>();
-const optionCache = {
-  listen: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>(),
-  server: new WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], readonly OptionProblem[]>>(),
-};
+type OptionCache = WeakMap<ServiceOptionsPolicy, WeakMap<readonly string[], Map<string, readonly OptionProblem[]>>>;
+const optionCache: { listen: OptionCache; server: OptionCache } = { listen: new WeakMap(), server: new WeakMap() };
 
 function serviceProblems(service: Service, policy: ServiceOptionsPolicy): StateProblem[] {
   let byService = problemCache.get(policy);
@@ -116,25 +115,31 @@ function serviceProblems(service: Service, policy: ServiceOptionsPolicy): StateP
   return [...cached];
 }
 
-/** Policy problems of one option list (listen options line by line, server options as one sequence). */
+/**
+ * Policy problems of one option list (listen options line by line, server options as one sequence) of the service
+ * named `service` (references to tables and backends are judged against that name).
+ */
 function optionProblems(
   lines: readonly string[],
   kind: 'listen' | 'server',
   policy: ServiceOptionsPolicy,
+  service: string,
 ): readonly OptionProblem[] {
   if (lines.length === 0) return [];
   let byList = optionCache[kind].get(policy);
   if (!byList) optionCache[kind].set(policy, (byList = new WeakMap()));
-  let cached = byList.get(lines);
+  let byName = byList.get(lines);
+  if (!byName) byList.set(lines, (byName = new Map()));
+  let cached = byName.get(service);
   if (!cached) {
     cached =
       kind === 'server'
-        ? serverOptionsProblems(lines, policy)
+        ? serverOptionsProblems(lines, policy, service)
         : lines.flatMap((line, index) => {
-            const message = CONTROL_RE.test(line) ? undefined : listenOptionProblem(line, policy);
+            const message = CONTROL_RE.test(line) ? undefined : listenOptionProblem(line, policy, service);
             return message === undefined ? [] : [{ index, message }];
           });
-    byList.set(lines, cached);
+    byName.set(service, cached);
   }
   return cached;
 }
@@ -147,11 +152,12 @@ function computeServiceProblems(service: Service, policy: ServiceOptionsPolicy):
   if (!validPort(service.port)) add(`port ${service.port} is outside 1-65535`);
   if (isIP(service.bindAddress) === 0) add(`bind address ${JSON.stringify(service.bindAddress)} is not an IP literal`);
   for (const p of lineProblems(service.listenOptions, `${where} listen_options`)) add(p.message, p.where);
-  for (const p of optionProblems(service.listenOptions, 'listen', policy))
+  for (const p of optionProblems(service.listenOptions, 'listen', policy, service.name))
     add(p.message, `${where} listen_options[${p.index}]`);
   for (const p of lineProblems(service.serverOptions, `${where} server_options`)) add(p.message, p.where);
-  for (const p of optionProblems(service.serverOptions, 'server', policy))
+  for (const p of optionProblems(service.serverOptions, 'server', policy, service.name))
     add(p.message, `${where} server_options[${p.index}]`);
+  if (problems.length === 0) for (const message of serviceTargetProblems(service, policy)) add(message);
   const serverNames = new Set<string>();
   for (const server of service.servers) {
     const at = `${where} server ${JSON.stringify(server.name)}`;
@@ -161,7 +167,17 @@ function computeServiceProblems(service: Service, policy: ServiceOptionsPolicy):
   return problems;
 }
 
-const serverProblemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Server, readonly string[]>>();
+/**
+ * Per policy and server; a server's problems also depend on its service's name and options (its check targets), so
+ * an entry holds those it was judged with and is used only while they are the same objects.
+ */
+interface ServerVerdict {
+  readonly name: string;
+  readonly serverOptions: readonly string[];
+  readonly listenOptions: readonly string[];
+  readonly problems: readonly string[];
+}
+const serverProblemCache = new WeakMap<ServiceOptionsPolicy, WeakMap<Server, ServerVerdict>>();
 const withoutBadCache = new WeakMap<
   ServiceOptionsPolicy,
   WeakMap<Service, { readonly service: Service; readonly problems: readonly StateProblem[] }>
@@ -189,8 +205,21 @@ function checkServers(service: Service, policy: ServiceOptionsPolicy, problems: 
   if (!byServer) serverProblemCache.set(policy, (byServer = new WeakMap()));
   let bad: Set<Server> | undefined;
   for (const server of service.servers) {
-    let found = byServer.get(server);
-    if (!found) byServer.set(server, (found = serverProblems(server, policy)));
+    let verdict = byServer.get(server);
+    if (
+      verdict?.name !== service.name ||
+      verdict.serverOptions !== service.serverOptions ||
+      verdict.listenOptions !== service.listenOptions
+    ) {
+      verdict = {
+        name: service.name,
+        serverOptions: service.serverOptions,
+        listenOptions: service.listenOptions,
+        problems: serverProblems(service, server, policy),
+      };
+      byServer.set(server, verdict);
+    }
+    const found = verdict.problems;
     if (found.length === 0) continue;
     (bad ??= new Set()).add(server);
     const at = `service ${JSON.stringify(service.name)} server ${JSON.stringify(server.name)}`;
@@ -205,7 +234,7 @@ function checkServers(service: Service, policy: ServiceOptionsPolicy, problems: 
   return bad ? { ...service, servers: service.servers.filter((s) => !bad!.has(s)) } : service;
 }
 
-function serverProblems(server: Server, policy: ServiceOptionsPolicy): string[] {
+function serverProblems(service: Service, server: Server, policy: ServiceOptionsPolicy): string[] {
   const problems: string[] = [];
   if (!NAME_RE.test(server.name)) problems.push('name must match [A-Za-z0-9_.:-]+');
   if (isIP(server.address) === 0 && !HOSTNAME_RE.test(server.address)) {
@@ -215,7 +244,9 @@ function serverProblems(server: Server, policy: ServiceOptionsPolicy): string[] 
   if (!Number.isInteger(server.weight) || server.weight < 0 || server.weight > 256)
     problems.push(`weight ${server.weight} is outside 0-256`);
   for (const p of lineProblems(server.options, 'options')) problems.push(`${p.where}: ${p.message}`);
-  for (const p of optionProblems(server.options, 'server', policy)) problems.push(`options[${p.index}]: ${p.message}`);
+  for (const p of optionProblems(server.options, 'server', policy, service.name))
+    problems.push(`options[${p.index}]: ${p.message}`);
+  if (problems.length === 0) problems.push(...serverTargetProblems(service, server, policy));
   return problems;
 }
 

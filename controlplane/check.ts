@@ -9,7 +9,9 @@ export const CHECK_HELP = `usage: proxymgr check --config FILE [--json] [--timeo
 Reads every service config and the hosts behind each once, the way a control plane of this version would, and
 reports what it would refuse (a service config, an option, a host) — before upgrading the control plane (a service
 whose options this version refuses would be removed from every agent), or after editing service configs.
-Nothing is written anywhere.
+Hosts and check targets the target policy refuses (ProxyMgr's own ports on loopback or this host's addresses,
+link-local ranges, service_options.targets.deny) are listed per server; they are judged with this host's
+addresses, and each agent judges again with its own. Nothing is written anywhere.
 
 exit status: 0 nothing refused, 1 something refused (listed), 2 usage or config error, 3 no snapshot in time
 

@@ -86,7 +86,7 @@ export class ControlPlaneProcess {
       : undefined;
     this.rollout = rollout;
     const re = rollout?.registryEvents();
-    this.authorizer = new Authorizer(opts.config.auth);
+    this.authorizer = new Authorizer(opts.config.auth, undefined, undefined, { log: opts.log });
     this.authMetrics = authMetrics(r, 'proxymgr_cp');
     this.registry = new AgentRegistry(
       {
@@ -143,6 +143,12 @@ export class ControlPlaneProcess {
       'Full resyncs agents asked for (a push that did not fit what they held)',
       [],
       () => [[{}, streamStats.resyncs]],
+    );
+    counterOf(
+      'proxymgr_cp_stats_dropped_total',
+      "Stats messages dropped for coming sooner than the minimum interval after the stream's previous one",
+      [],
+      () => [[{}, streamStats.statsDropped]],
     );
     counterOf(
       'proxymgr_cp_push_encodings_total',
@@ -254,6 +260,7 @@ export class ControlPlaneProcess {
         log.child({ component: 'stream' }),
         {
           newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
+          newStreamsPerIdentityPerSecond: config.controlplane.newStreamsPerIdentityPerSecond,
           pushesPerSecond: config.controlplane.pushesPerSecond,
           pushBurst: config.controlplane.pushBurst,
           pushBufferBytes: config.controlplane.pushBufferBytes,

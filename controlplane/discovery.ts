@@ -96,19 +96,31 @@ export class Discovery {
     this.ownsZk = options.zk === undefined;
     this.zkDigest =
       options.zkDigest ?? (this.cp.zkDigestFile ? loadZkDigest(this.cp.zkDigestFile, this.log) : undefined);
+    const sc = options.config.serviceConfig;
+    // Each ensemble with its own credentials: the service-config ensemble with zk_digest_file, each listed watcher
+    // ensemble with its digest_file. A session gets only the credentials of the ensemble it connects to.
+    const ensembles = [
+      ...(sc?.type === 'zookeeper' ? [{ servers: sc.servers, digest: this.zkDigest }] : []),
+      ...this.cp.watcherEnsembles.map((e, i) => ({
+        servers: e.servers,
+        digest: e.digestFile
+          ? loadZkDigest(e.digestFile, this.log, `controlplane.watcher_ensembles[${i}].digest_file`)
+          : undefined,
+      })),
+    ];
     this.zk =
       options.zk ??
       new ZkSessionManager({
         sessionTimeoutMs: this.cp.zkSessionTimeoutMs,
         log: this.log,
-        ...(this.zkDigest ? { digest: this.zkDigest } : {}),
+        credentials: ensembles.flatMap((e) => (e.digest ? [{ servers: e.servers, digest: e.digest }] : [])),
       });
     this.haproxy = { global: options.config.haproxy.global, defaults: options.config.haproxy.defaults };
     this.policy = options.config.serviceOptions ?? DEFAULT_SERVICE_OPTIONS;
-    const sc = options.config.serviceConfig;
     this.watcherCtx = {
       zk: this.zk,
       defaultZkServers: sc?.type === 'zookeeper' ? sc.servers : undefined,
+      zkEnsembles: ensembles,
       controlplane: this.cp,
       log: this.log,
     };

@@ -6,6 +6,7 @@ import { withoutNulls } from '../common/config-schema';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { listenOptionProblem, serverOptionsProblems } from '../common/option-policy';
+import { bindProblem } from '../common/target-policy';
 import { NAME_RE } from '../common/validate-state';
 import { zkPathProblem } from '../common/zk-path';
 import { DEFAULT_BIND_ADDRESS } from '../common/types';
@@ -80,17 +81,22 @@ export function parseServiceConfig(
   const listenOptions = lines(o.listen_options, 'listen_options', fail);
   const serverOptions = lines(o.server_options, 'server_options', fail);
   listenOptions.forEach((line, i) => {
-    const problem = listenOptionProblem(line, policy);
+    const problem = listenOptionProblem(line, policy, raw.name);
     if (problem) fail(`listen_options[${i}]: ${problem}`);
   });
-  for (const p of serverOptionsProblems(serverOptions, policy)) fail(`server_options[${p.index}]: ${p.message}`);
+  for (const p of serverOptionsProblems(serverOptions, policy, raw.name))
+    fail(`server_options[${p.index}]: ${p.message}`);
   const watcher = watcherSpec(type as WatcherSpec['type'], o, fail);
   if (watcher.type === 'static') {
     watcher.hosts.forEach((h, i) => {
-      for (const p of serverOptionsProblems(h.options, policy)) fail(`hosts[${i}] options[${p.index}]: ${p.message}`);
+      for (const p of serverOptionsProblems(h.options, policy, raw.name))
+        fail(`hosts[${i}] options[${p.index}]: ${p.message}`);
     });
   }
   const traffic = trafficOptions(o, listenOptions, fail);
+  // Checked here, where a service owner picks them; agent.bind_address and standalone state files are the operator's.
+  const bind = bindProblem(bindAddress, port as number, policy.bindPorts, policy.bindLoopback);
+  if (bind) fail(bind);
   const config: ServiceConfig = {
     name: raw.name,
     port: port as number,

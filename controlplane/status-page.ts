@@ -19,6 +19,12 @@ function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
+/**
+ * Escapes any value from a decoded document: a field typed as a number (proto, JSON, a ZooKeeper node) may hold a
+ * string at run time, so numbers are escaped like text.
+ */
+const txt = (x: unknown): string => esc(String(x));
+
 function table(headers: string[], rows: string[][], cls = ''): string {
   if (rows.length === 0) return '<p class="empty">none</p>';
   return `<table class="${cls}"><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.join('')}</tr>`).join('')}</tbody></table>`;
@@ -41,7 +47,7 @@ function gatePolicyText(g: GatePolicy | undefined): string {
 
 function preflightSection(p: PreflightInfo | undefined): string {
   if (!p) return '';
-  const head = `<p id="preflight">Preflight: ${p.passed} passed · <span class="${p.failed > 0 ? 'bad' : ''}">${p.failed} failed</span> · ${p.unanswered} unanswered${p.completedAt ? '' : ' (running)'}${p.overridden ? ' · overridden by operator' : ''}</p>`;
+  const head = `<p id="preflight">Preflight: ${txt(p.passed)} passed · <span class="${p.failed > 0 ? 'bad' : ''}">${txt(p.failed)} failed</span> · ${txt(p.unanswered)} unanswered${p.completedAt ? '' : ' (running)'}${p.overridden ? ' · overridden by operator' : ''}</p>`;
   return (
     head +
     (p.failures.length
@@ -70,7 +76,7 @@ function gateSection(w: RolloutWave): string {
     td(f.regressed ? 'regressed' : 'ok', f.regressed ? 'bad' : ''),
   ]);
   return (
-    `<p class="gate" id="gate-${w.index}">Wave ${w.index} traffic gate: <b class="${cls}">${esc(g.verdict.toUpperCase())}</b>${g.overridden ? ' (overridden by operator)' : ''} ${esc(g.reason)}</p>` +
+    `<p class="gate" id="gate-${txt(w.index)}">Wave ${txt(w.index)} traffic gate: <b class="${cls}">${esc(g.verdict.toUpperCase())}</b>${g.overridden ? ' (overridden by operator)' : ''} ${esc(g.reason)}</p>` +
     (rows.length
       ? table(['service', 'metric', 'new revision', 'stable agents', 'before', 'allowed', 'requests', ''], rows, 'gate')
       : '')
@@ -99,16 +105,16 @@ export function renderStatusPage(d: StatusData, now: number): string {
     const ro = r.rollout;
     const on = r.agents.filter((a) => a.runningRevision === ro.toRevision).length;
     const total = r.agents.length;
-    const pct = total === 0 ? 0 : Math.round((on / total) * 100);
+    const pct = total === 0 ? 0 : Math.min(100, Math.max(0, Math.round((on / total) * 100) || 0));
     rollout =
       `<p class="rollout-head"><b id="rollout-id">${esc(ro.id)}</b>: <code>${esc(ro.fromRevision)}</code> → <code>${esc(ro.toRevision)}</code> ` +
       `<span class="rstate ${esc(ro.state)}" id="rollout-state">${esc(ro.state.toUpperCase())}</span> ${esc(ro.reason)}</p>` +
       (ro.changes.length ? `<p>Changes: ${esc(ro.changes.join('; '))}</p>` : '') +
       (ro.policy
-        ? `<p>Policy: waves ${esc(ro.policy.waves.join(', '))} · bake ${ro.policy.bakeMs} ms · max NACKs ${ro.policy.maxNacks} · auto-rollback ${ro.policy.autoRollback} · preflight ${ro.policy.preflight?.enabled ? 'on' : 'off'} · traffic gate ${gatePolicyText(ro.policy.gate)}</p>`
+        ? `<p>Policy: waves ${esc(ro.policy.waves.join(', '))} · bake ${txt(ro.policy.bakeMs)} ms · max NACKs ${txt(ro.policy.maxNacks)} · auto-rollback ${txt(ro.policy.autoRollback)} · preflight ${ro.policy.preflight?.enabled ? 'on' : 'off'} · traffic gate ${esc(gatePolicyText(ro.policy.gate))}</p>`
         : '') +
       preflightSection(ro.preflight) +
-      `<div class="bar"><div style="width:${pct}%"></div></div><p>${on} of ${total} agents on <code>${esc(ro.toRevision)}</code>; ${ro.agentsNacked} NACK(s)</p>` +
+      `<div class="bar"><div style="width:${pct}%"></div></div><p>${txt(on)} of ${txt(total)} agents on <code>${esc(ro.toRevision)}</code>; ${txt(ro.agentsNacked)} NACK(s)</p>` +
       table(
         ['wave', 'spec', 'agents', 'ACKed', 'NACKed', 'started', 'all ACKed', 'completed'],
         [

@@ -4,7 +4,6 @@ import { createLogger, silentLogger } from '../common/log';
 import { DesiredState, Server, Service } from '../common/types';
 import { stateVersion } from '../common/state-hash';
 import { Agent, AgentOptions } from '../agent/agent';
-import { StatsSocketClient } from '../agent/haproxy/runtime';
 import { tempDir } from './net';
 
 export const HTTP_DEFAULTS = [
@@ -36,7 +35,8 @@ ${extraYaml}`;
     agent,
     config,
     dir: tmp.dir,
-    runtime: new StatsSocketClient(config.haproxy.socketPath),
+    // The agent's own admin channel: tests that play an operator changing servers use it.
+    runtime: agent.runtime,
     close: async () => {
       await agent.stop();
       tmp.cleanup();

@@ -1,5 +1,6 @@
 import { spawn as nodeSpawn } from 'node:child_process';
 import { HaproxyConfigError, ProxyMgrError } from '../../common/errors';
+import { nativeAddon } from './native';
 import type { SpawnFn } from './process';
 
 export interface CheckOptions {
@@ -11,8 +12,9 @@ export interface CheckOptions {
 export const DEFAULT_CHECK_TIMEOUT_MS = 30_000;
 
 /**
- * Runs `haproxy -c` on a candidate config. HAProxy checks `bind fd@N` even in check mode, so the listening fds
- * are handed over exactly as for a real start (the check process never accepts). Throws HaproxyConfigError naming
+ * Runs `haproxy -c` on a candidate config. HAProxy checks `bind fd@N` and `stats socket sockpair@3` even in check
+ * mode, so the listening fds are handed over exactly as for a real start (the check process never accepts), with a
+ * socketpair of its own at fd 3 in place of the admin channel. Throws HaproxyConfigError naming
  * the services whose lines HAProxy complained about and quoting its messages, or HAPROXY_CHECK_FAILED when the
  * check itself could not run or did not finish in time (it is killed then).
  */
@@ -24,11 +26,12 @@ export async function checkConfig(
   opts: CheckOptions = {},
 ): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS;
+  const pair = nativeAddon().socketPair(true);
   const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
     let child;
     try {
       child = (opts.spawn ?? nodeSpawn)(binary, ['-c', '-f', configFile], {
-        stdio: ['ignore', 'pipe', 'pipe', ...fds],
+        stdio: ['ignore', 'pipe', 'pipe', pair[1], ...fds],
       });
     } catch (err) {
       return reject(
@@ -55,7 +58,7 @@ export async function checkConfig(
       clearTimeout(timer);
       resolve({ code, output });
     });
-  });
+  }).finally(() => pair.forEach((fd) => nativeAddon().closeFd(fd)));
   if (code === 0) return;
   const { alerts, byService, unattributed } = attributeAlerts(output, configText);
   const services = [...byService.keys()];

@@ -7,6 +7,7 @@ import { writeFileAtomic } from '../../common/fs';
 import { Logger } from '../../common/log';
 import { alive, stopPid } from './orphan';
 import type { Supervisor } from '../ports';
+import { AdminChannelSource, OpenedChannel } from './admin-channel';
 import { RuntimeApi } from './runtime';
 
 export type SpawnFn = (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
@@ -14,10 +15,15 @@ export type SpawnFn = (cmd: string, args: string[], opts: SpawnOptions) => Child
 export interface SupervisorOptions {
   readonly binary: string;
   readonly configPath: string;
-  readonly runtime: RuntimeApi;
+  /**
+   * Gives each process it starts its own admin channel (fd 3), through which it is asked whether it answers. Without
+   * one (unit tests on a fake spawn), `runtime` is asked and fd 3 is left closed.
+   */
+  readonly channels?: AdminChannelSource;
+  readonly runtime?: RuntimeApi;
   readonly log: Logger;
   readonly spawn?: SpawnFn;
-  /** How long a new HAProxy may take until it answers on the stats socket. */
+  /** How long a new HAProxy may take until it answers on its admin channel. */
   readonly readyTimeoutMs?: number;
   readonly restartBaseMs?: number;
   readonly restartMaxMs?: number;
@@ -79,6 +85,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
+    if (!opts.channels && !opts.runtime) throw new TypeError('HaproxySupervisor: give channels or a runtime');
     this.spawn = opts.spawn ?? nodeSpawn;
     this.clock = opts.clock ?? systemClock;
   }
@@ -174,15 +181,22 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     if (oldPid !== undefined) args.push('-sf', String(oldPid));
     this.state = 'starting';
     let child: ChildProcess;
+    let channel: OpenedChannel | undefined;
     try {
-      child = this.spawn(this.opts.binary, args, { stdio: ['ignore', 'pipe', 'pipe', ...fds] });
+      channel = this.opts.channels?.open();
+      child = this.spawn(this.opts.binary, args, {
+        stdio: ['ignore', 'pipe', 'pipe', channel?.haproxyEnd ?? 'ignore', ...fds],
+      });
     } catch (err) {
       // spawn throws for some errno values (EBADF, EINVAL …): nothing started, whatever ran keeps running.
+      channel?.close();
       this.settleFailedStart(undefined);
       throw new ProxyMgrError('HAPROXY_START_FAILED', `cannot spawn ${this.opts.binary}: ${(err as Error).message}`, {
         cause: err,
       });
     }
+    channel?.releaseHaproxyEnd(); // the child has its copy
+    const answering = (channel ?? this.opts.runtime)!; // one of them, checked by the constructor
     this.all.add(child);
     const log = this.opts.log.child({ haproxy_pid: child.pid });
     let tail = '';
@@ -218,6 +232,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     const deadline = this.clock.now() + (this.opts.readyTimeoutMs ?? 10_000);
     for (;;) {
       if (exited || spawnError) {
+        channel?.close();
         this.settleFailedStart(child);
         throw new ProxyMgrError(
           'HAPROXY_START_FAILED',
@@ -228,25 +243,28 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
         );
       }
       try {
-        if ((await this.opts.runtime.pid()) === child.pid) break;
+        if ((await answering.pid()) === child.pid) break;
       } catch {
-        // socket not there yet
+        // not answering yet
       }
       if (this.clock.now() > deadline) {
         child.kill('SIGKILL');
+        channel?.close();
         // Whatever ran before stays current (and supervised); without this the state stayed 'starting' forever.
         this.settleFailedStart(child);
         throw new ProxyMgrError(
           'HAPROXY_START_FAILED',
-          `haproxy pid ${child.pid} did not answer on the stats socket within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`,
+          `haproxy pid ${child.pid} did not answer on ${channel ? 'its admin channel' : 'the stats socket'} within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`,
         );
       }
       await new Promise<void>((r) => this.clock.setTimeout(r, 10));
     }
     if (this.closed) {
       child.kill('SIGTERM');
+      channel?.close();
       throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped while HAProxy started');
     }
+    if (channel) this.opts.channels!.activate(channel, child.pid);
     this.current = child;
     this.adopted = undefined; // an adopted process soft-stops (-sf); stop() still waits for it
     this.fds = fds;

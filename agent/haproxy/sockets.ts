@@ -1,23 +1,8 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { ProxyMgrError } from '../../common/errors';
-import { findUp } from '../../common/fs';
+import { nativeAddon } from './native';
 import type * as ports from '../ports';
-
-interface ListenFdAddon {
-  listenTcp(host: string, port: number, backlog: number): number;
-  localPort(fd: number): number;
-  closeFd(fd: number): void;
-  /** null when that fd closed meanwhile; throws on anything else (EPERM: no ptrace access, seccomp). */
-  dupFrom(pid: number, fd: number): number | null;
-  socketInfo(fd: number): { address: string; port: number; listening: boolean; tcp: boolean } | null;
-}
-
-// Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.
-const ADDON = path.join('agent', 'native', 'build', 'Release', 'listenfd.node');
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon (a .node file) loads only through require()
-const addon = require(findUp(ADDON)) as ListenFdAddon;
 
 /**
  * The listening sockets the agent owns, one per bind address and port. They outlive every HAProxy process:
@@ -35,7 +20,7 @@ export class SocketPool implements ports.SocketPool {
     if (existing !== undefined) return existing;
     let fd: number;
     try {
-      fd = addon.listenTcp(address, port, this.backlog);
+      fd = nativeAddon().listenTcp(address, port, this.backlog);
     } catch (err) {
       throw new ProxyMgrError('SOCKET_BIND_FAILED', `cannot listen on ${address}:${port}: ${(err as Error).message}`, {
         cause: err,
@@ -50,7 +35,7 @@ export class SocketPool implements ports.SocketPool {
     const closed: string[] = [];
     for (const [key, fd] of this.fds) {
       if (keep.has(key)) continue;
-      addon.closeFd(fd);
+      nativeAddon().closeFd(fd);
       this.fds.delete(key);
       closed.push(key.replace('|', ':'));
     }
@@ -89,12 +74,12 @@ export class SocketPool implements ports.SocketPool {
 
   /** Copies fd `n` of process `pid` into the pool if it is a listening TCP socket the pool lacks: its address:port. */
   private copyListener(pid: number, n: number): string | undefined {
-    const fd = addon.dupFrom(pid, n);
+    const fd = nativeAddon().dupFrom(pid, n);
     if (fd === null) return undefined; // closed meanwhile (or no such fd); any other failure throws
-    const info = addon.socketInfo(fd);
+    const info = nativeAddon().socketInfo(fd);
     const key = info && info.listening && info.tcp ? socketKey(info.address, info.port) : undefined;
     if (key === undefined || this.fds.has(key)) {
-      addon.closeFd(fd);
+      nativeAddon().closeFd(fd);
       return undefined;
     }
     this.fds.set(key, fd);

@@ -191,6 +191,61 @@ static napi_value socket_info(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * socketPair(datagram: boolean): [number, number] — an AF_UNIX socketpair, close-on-exec. The agent's admin channel to
+ * HAProxy is a datagram pair (`stats socket sockpair@3`): HAProxy receives one connection per datagram, as an fd
+ * (SCM_RIGHTS). A datagram pair, unlike a stream pair, does not wake HAProxy forever once the agent's end is closed
+ * (measured on 2.6.12: a stream pair whose peer closed kept one HAProxy thread spinning at 100 % CPU). Each
+ * conversation is a stream pair whose one end is sent over the channel.
+ */
+static napi_value socket_pair(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool datagram = false;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 1 || napi_get_value_bool(env, argv[0], &datagram) != napi_ok) {
+    napi_throw_type_error(env, NULL, "socketPair(datagram: boolean)");
+    return NULL;
+  }
+  int sv[2];
+  if (socketpair(AF_UNIX, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0, sv) < 0)
+    return throw_errno(env, "socketpair", errno);
+  napi_value result, v;
+  napi_create_array_with_length(env, 2, &result);
+  napi_create_int32(env, sv[0], &v);
+  napi_set_element(env, result, 0, v);
+  napi_create_int32(env, sv[1], &v);
+  napi_set_element(env, result, 1, v);
+  return result;
+}
+
+/* sendFd(via, fd): void — sends `fd` over the unix socket `via` (one byte and SCM_RIGHTS), never blocking. */
+static napi_value send_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t via = -1, fd = -1;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 2 || napi_get_value_int32(env, argv[0], &via) != napi_ok || napi_get_value_int32(env, argv[1], &fd) != napi_ok || via < 0 || fd < 0) {
+    napi_throw_type_error(env, NULL, "sendFd(via, fd)");
+    return NULL;
+  }
+  char byte = 0;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    struct cmsghdr hdr;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+  if (sendmsg(via, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) return throw_errno(env, "sendmsg", errno);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"listenTcp", NULL, listen_tcp, NULL, NULL, NULL, napi_default, NULL},
@@ -198,6 +253,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
       {"socketInfo", NULL, socket_info, NULL, NULL, NULL, napi_default, NULL},
       {"dupFrom", NULL, dup_from, NULL, NULL, NULL, napi_default, NULL},
+      {"socketPair", NULL, socket_pair, NULL, NULL, NULL, napi_default, NULL},
+      {"sendFd", NULL, send_fd, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -21,12 +21,39 @@ export class AgentRegistry {
   private readonly gone = new Map<string, number>();
   /** Nodes with at least one open stream, kept as a count (a fleet of 10,000 connects and disconnects often). */
   private connected = 0;
+  /** The identity (auth.clients entry) whose hello made each node id's record, its node ids and its open streams. */
+  private readonly ownerOf = new Map<string, string>();
+  private readonly owned = new Map<string, Set<string>>();
+  private readonly ownerStreams = new Map<string, number>();
+  private readonly streamOwner = new WeakMap<AgentRecord, string>();
 
   constructor(
     private readonly events: RegistryEvents = {},
     private readonly limits: RegistryLimits = DEFAULT_REGISTRY_LIMITS,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /**
+   * Whether identity `owner` may take `nodeId` (call before connect, with the same owner): an identity holds at most
+   * `maxNodeIds` distinct node ids (connected or remembered) and twice that many open streams, so a wildcard
+   * `node_ids` credential cannot fill the control plane with records. At the bound, its own longest-disconnected node
+   * id is forgotten to make room; when all of its node ids are connected, the refusal (a sentence naming the
+   * identity) is returned.
+   */
+  admit(nodeId: string, owner: string, maxNodeIds: number): string | undefined {
+    this.prune();
+    const streams = this.ownerStreams.get(owner) ?? 0;
+    if (streams >= 2 * maxNodeIds)
+      return `identity ${owner} has ${streams} open agent streams, the most its max_node_ids (${maxNodeIds}) allows (twice that); node id "${nodeId}" refused`;
+    const nodes = this.owned.get(owner);
+    if (!nodes || nodes.has(nodeId) || nodes.size < maxNodeIds) return undefined;
+    for (const id of this.gone.keys()) {
+      if (this.ownerOf.get(id) !== owner) continue;
+      this.forget(id);
+      return undefined;
+    }
+    return `identity ${owner} holds ${nodes.size} node ids with open streams, its max_node_ids (auth.clients); node id "${nodeId}" refused`;
+  }
 
   connect(
     hello: Omit<
@@ -39,6 +66,8 @@ export class AgentRegistry {
       | 'lastError'
       | 'lastAckTime'
     >,
+    /** The identity whose hello this is (see admit); undefined without authentication. */
+    owner?: string,
   ): AgentRecord {
     this.prune();
     this.gone.delete(hello.nodeId);
@@ -57,6 +86,11 @@ export class AgentRegistry {
       connectedSince: new Date(),
     };
     this.agents.set(record.nodeId, record);
+    this.setOwner(record.nodeId, owner);
+    if (owner !== undefined) {
+      this.streamOwner.set(record, owner);
+      this.ownerStreams.set(owner, (this.ownerStreams.get(owner) ?? 0) + 1);
+    }
     const n = (this.streams.get(record.nodeId) ?? 0) + 1;
     this.streams.set(record.nodeId, n);
     if (n === 1) this.connected++;
@@ -71,6 +105,13 @@ export class AgentRegistry {
    * marked disconnected, whichever stream's record this is.
    */
   disconnect(record: AgentRecord): void {
+    const owner = this.streamOwner.get(record);
+    if (owner !== undefined) {
+      this.streamOwner.delete(record);
+      const left = (this.ownerStreams.get(owner) ?? 1) - 1;
+      if (left > 0) this.ownerStreams.set(owner, left);
+      else this.ownerStreams.delete(owner);
+    }
     const n = (this.streams.get(record.nodeId) ?? 1) - 1;
     this.streams.set(record.nodeId, n);
     const listed = this.agents.get(record.nodeId) ?? record;
@@ -144,8 +185,35 @@ export class AgentRegistry {
     const cutoff = this.now() - this.limits.forgetAfterMs;
     for (const [id, at] of this.gone) {
       if (at > cutoff && this.gone.size <= this.limits.maxDisconnected) break;
-      this.gone.delete(id);
-      this.agents.delete(id);
+      this.forget(id);
+    }
+  }
+
+  /** Node ids held by identity `owner` (connected or remembered). */
+  heldBy(owner: string): number {
+    return this.owned.get(owner)?.size ?? 0;
+  }
+
+  private forget(id: string): void {
+    this.gone.delete(id);
+    this.agents.delete(id);
+    this.setOwner(id, undefined);
+  }
+
+  private setOwner(id: string, owner: string | undefined): void {
+    const before = this.ownerOf.get(id);
+    if (before === owner) return;
+    if (before !== undefined) {
+      const set = this.owned.get(before);
+      set?.delete(id);
+      if (set?.size === 0) this.owned.delete(before);
+    }
+    if (owner === undefined) this.ownerOf.delete(id);
+    else {
+      this.ownerOf.set(id, owner);
+      let set = this.owned.get(owner);
+      if (!set) this.owned.set(owner, (set = new Set()));
+      set.add(id);
     }
   }
 

@@ -2,7 +2,7 @@ import { clipText as clipAt, plainText } from '../../common/text';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Logger } from '../../common/log';
-import { TokenBucket } from '../../common/token-bucket';
+import { KeyedTokenBuckets, TokenBucket } from '../../common/token-bucket';
 import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
 import { createHash } from 'node:crypto';
 import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
@@ -17,7 +17,7 @@ import {
 } from '../../common/gen/proxymgr/v1/stream';
 import { toProto } from '../../common/state-codec';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { AGENT_STREAM_METHOD, Authorizer, mayStreamAs } from '../../common/auth';
+import { AGENT_STREAM_METHOD, Authorizer, labelRefusal, mayStreamAs, peerAddress } from '../../common/auth';
 import { identifyCall } from '../../common/grpc-auth';
 import { AgentRegistry } from './registry';
 import { AgentRecord, DesiredStateSource } from '../ports';
@@ -33,12 +33,23 @@ export interface StreamQuestions {
 export interface StreamLimits {
   /** New streams accepted per second (burst: the same number); more are refused with RESOURCE_EXHAUSTED. */
   readonly newStreamsPerSecond: number;
+  /**
+   * New streams accepted per second from one authenticated credential at one peer address (burst: the same number),
+   * so one credential reconnecting in a loop cannot use up newStreamsPerSecond for everyone. Without auth there is
+   * no credential to tell callers apart: only the global budget applies.
+   */
+  readonly newStreamsPerIdentityPerSecond?: number;
   /** Pushes sent per second across all agents, sustained; the rest wait their turn. */
   readonly pushesPerSecond: number;
   /** Pushes that may go at once (default: pushesPerSecond). */
   readonly pushBurst?: number;
   /** Bytes of pushes written and not yet sent on, across all agents; the rest wait their turn. */
   readonly pushBufferBytes?: number;
+  /**
+   * A Stats message sooner than this after the stream's last accepted one is dropped (and counted): an agent sends
+   * them every gate.sample_ms (200 ms at the least), and a flood must not buy its sender more samples.
+   */
+  readonly minStatsIntervalMs?: number;
   /**
    * How long a push may go unanswered before the next one is sent anyway. Until then an agent gets no new push: its
    * answer is the flow control (a busy agent gets fewer, larger pushes instead of a backlog it would skip).
@@ -48,11 +59,16 @@ export interface StreamLimits {
 
 export const DEFAULT_LIMITS: StreamLimits = {
   newStreamsPerSecond: 2000,
+  newStreamsPerIdentityPerSecond: 20,
   pushesPerSecond: 2000,
   pushBurst: 10_000,
   pushBufferBytes: 32 * 1024 * 1024,
   answerTimeoutMs: 30_000,
+  minStatsIntervalMs: 100,
 };
+
+/** A stream's dropped Stats are logged at most this often (with the count since the last such line). */
+export const STATS_DROP_LOG_EVERY_MS = 60_000;
 
 /**
  * Paces pushes through one token bucket and one byte budget, with one queue and one timer: when the bucket is
@@ -124,8 +140,18 @@ export class PushPacer {
  */
 const LARGE_PUSH_BYTES = 64 * 1024;
 
-/** Counts for metrics and benchmarks: pushes by kind, resyncs asked for, bytes of push bodies written. */
-export const streamStats = { deltaPushes: 0, fullPushes: 0, protocol0Pushes: 0, resyncs: 0, bytes: 0 };
+/**
+ * Counts for metrics and benchmarks: pushes by kind, resyncs asked for, bytes of push bodies written, Stats messages
+ * dropped for coming too soon after the stream's previous one.
+ */
+export const streamStats = {
+  deltaPushes: 0,
+  fullPushes: 0,
+  protocol0Pushes: 0,
+  resyncs: 0,
+  bytes: 0,
+  statsDropped: 0,
+};
 
 /** What the control plane knows an agent holds: a state object it sent, or the set the agent declared in its hello. */
 type Held = { readonly state: DesiredState } | { readonly declared: Declared };
@@ -162,14 +188,30 @@ export function agentStreamServer(
 ): AgentStreamServer {
   const stateRequests = questions.state ?? new AgentStateRequests();
   const newStreams = new TokenBucket(limits.newStreamsPerSecond, limits.newStreamsPerSecond, clock);
+  const perIdentity = limits.newStreamsPerIdentityPerSecond ?? DEFAULT_LIMITS.newStreamsPerIdentityPerSecond!;
+  const newStreamsOf = new KeyedTokenBuckets(perIdentity, perIdentity, clock);
   const pacer = new PushPacer(
     new TokenBucket(limits.pushesPerSecond, limits.pushBurst ?? limits.pushesPerSecond, clock),
     limits.pushBufferBytes ?? DEFAULT_LIMITS.pushBufferBytes,
     clock,
   );
   const answerTimeoutMs = limits.answerTimeoutMs ?? DEFAULT_LIMITS.answerTimeoutMs!;
+  const minStatsIntervalMs = limits.minStatsIntervalMs ?? DEFAULT_LIMITS.minStatsIntervalMs!;
   return {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {
+      // Its own budget first: a credential over its budget takes nothing from the global one.
+      const caller = authorizer.enabled ? identifyCall(authorizer, AGENT_STREAM_METHOD, call) : undefined;
+      if (caller?.ok && !newStreamsOf.tryTake(`${caller.identity.credential}\0${peerAddress(call.getPeer())}`)) {
+        log.warn(
+          { identity: caller.identity.name, via: caller.identity.via, peer: call.getPeer() },
+          'agent stream refused: new-stream budget of this credential used up',
+        );
+        call.emit('error', {
+          code: grpc.status.RESOURCE_EXHAUSTED,
+          details: `too many new agent streams from ${caller.identity.name} (${caller.identity.via}) at ${peerAddress(call.getPeer())}: at most ${perIdentity} per second (controlplane.new_streams_per_identity_per_second); retry with backoff`,
+        });
+        return;
+      }
       if (!newStreams.tryTake()) {
         call.emit('error', {
           code: grpc.status.RESOURCE_EXHAUSTED,
@@ -201,6 +243,10 @@ export function agentStreamServer(
       let sending: (() => void) | undefined;
       let closed = false;
       let alog = log;
+      /** When this stream's last Stats was accepted (control plane clock), and the drops not yet logged. */
+      let statsAcceptedAt = -Infinity;
+      let statsDroppedUnlogged = 0;
+      let statsDropLoggedAt = -Infinity;
 
       /**
        * A push is out, unanswered and not overdue (answerTimeoutMs): the agent is still taking it, and the next waits
@@ -337,15 +383,31 @@ export function agentStreamServer(
           });
           return;
         }
-        agent = registry.connect({
-          nodeId: hello.nodeId,
-          labels: { ...hello.labels },
-          agentVersion: hello.agentVersion,
-          haproxyVersion: hello.haproxyVersion,
-          peer: call.getPeer(),
-          runningVersion: hello.runningVersion,
-          capabilities: [...new Set(hello.capabilities)].sort(),
-        });
+        const refused =
+          labelRefusal(who.identity, hello.labels) ??
+          (who.identity.maxNodeIds !== undefined
+            ? registry.admit(hello.nodeId, who.identity.name, who.identity.maxNodeIds)
+            : undefined);
+        if (refused) {
+          log.warn(
+            { identity: who.identity.name, via: who.identity.via, node_id: hello.nodeId, peer: call.getPeer() },
+            `agent stream refused: ${refused}`,
+          );
+          call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: refused });
+          return;
+        }
+        agent = registry.connect(
+          {
+            nodeId: hello.nodeId,
+            labels: { ...hello.labels },
+            agentVersion: hello.agentVersion,
+            haproxyVersion: hello.haproxyVersion,
+            peer: call.getPeer(),
+            runningVersion: hello.runningVersion,
+            capabilities: [...new Set(hello.capabilities)].sort(),
+          },
+          who.identity.maxNodeIds !== undefined ? who.identity.name : undefined,
+        );
         sentVersion = hello.runningVersion;
         protocol = hello.protocolVersion;
         if (protocol === PROTOCOL_VERSION && hello.baseVersion) held = { declared: declaredSet(hello) };
@@ -415,7 +477,7 @@ export function agentStreamServer(
             clip(msg.ack.rejectedServices),
           );
           if (msg.ack.counters.length > 0)
-            registry.counters(agent, checkedCounters(msg.ack.counters), new Date(), msg.ack.version);
+            registry.counters(agent, checkedCounters(msg.ack.counters), new Date(clock.now()), msg.ack.version);
           // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
           alog.debug(
             {
@@ -443,10 +505,26 @@ export function agentStreamServer(
           alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
           maybePush();
         } else if (msg.stats) {
+          const now = clock.now();
+          if (now - statsAcceptedAt < minStatsIntervalMs) {
+            // The stream stays up (an agent whose timer fired early is no attacker); the flood buys nothing.
+            streamStats.statsDropped++;
+            statsDroppedUnlogged++;
+            if (now - statsDropLoggedAt >= STATS_DROP_LOG_EVERY_MS) {
+              alog.warn(
+                { dropped: statsDroppedUnlogged, min_interval_ms: minStatsIntervalMs },
+                'Stats sent faster than allowed; dropped',
+              );
+              statsDropLoggedAt = now;
+              statsDroppedUnlogged = 0;
+            }
+            return;
+          }
+          statsAcceptedAt = now;
           registry.counters(
             agent,
             checkedCounters(msg.stats.counters),
-            new Date(),
+            new Date(now),
             msg.stats.runningVersion.slice(0, MAX_VERSION_FIELD),
           );
         } else if (msg.stateReport) {

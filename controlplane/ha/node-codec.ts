@@ -22,7 +22,27 @@ export function encodeNode(value: unknown, what: string): Buffer {
   return data;
 }
 
+/**
+ * The most a compressed node may inflate to. A node holds at most jute.maxbuffer (1 MB) and what encodeNode writes
+ * compresses 16–18×; 64 MiB leaves room for that and refuses a gzip bomb (1 MB of zeros inflates to about 1 GB) that
+ * anyone able to write the node could plant.
+ */
+export const MAX_DECODED_NODE_BYTES = 64 * 1024 * 1024;
+
 /** Reads what encodeNode wrote (gzip is recognised by its magic bytes; anything else is JSON). */
-export function decodeNode(data: Buffer): unknown {
-  return JSON.parse((data[0] === 0x1f && data[1] === 0x8b ? gunzipSync(data) : data).toString());
+export function decodeNode(data: Buffer, what = 'ZooKeeper node'): unknown {
+  if (!(data[0] === 0x1f && data[1] === 0x8b)) return JSON.parse(data.toString());
+  let json: Buffer;
+  try {
+    json = gunzipSync(data, { maxOutputLength: MAX_DECODED_NODE_BYTES });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ERR_BUFFER_TOO_LARGE')
+      throw new Error(
+        `${what}: ${data.length} bytes of gzip inflate to more than ${MAX_DECODED_NODE_BYTES} bytes (MAX_DECODED_NODE_BYTES); refused`,
+        { cause: err },
+      );
+    throw new Error(`${what}: not valid gzip (${code ?? (err as Error).message})`, { cause: err });
+  }
+  return JSON.parse(json.toString());
 }

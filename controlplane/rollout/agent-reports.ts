@@ -1,3 +1,4 @@
+import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
 import { Logger } from '../../common/log';
 import { clipText } from '../../common/text';
@@ -100,7 +101,8 @@ export class AgentReports {
         const countable =
           (version === '' || version === agent.runningVersion) &&
           this.partial.get(agent.nodeId) !== agent.runningVersion;
-        this.deps.traffic().sample(agent.nodeId, revision, counters, at.getTime(), countable);
+        const state = this.deps.stateOf(revision, agent.labels);
+        this.deps.traffic().sample(agent.nodeId, revision, boundedGauges(counters, state), at.getTime(), countable);
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);
@@ -191,4 +193,28 @@ export class AgentReports {
 
   /** Preflight answers of the current rollout, kept across an agent's reconnects (see registryEvents' onConnect). */
   private readonly preflightResults = new Map<string, PreflightStatus>();
+}
+
+/** Servers per service of a desired state (kept per state object: every agent's every sample reads it). */
+const serversOf = new WeakMap<DesiredState, Map<string, number>>();
+
+/**
+ * An agent's gauges as far as the control plane can vouch for them: its servers of a service at most the servers it
+ * was sent for that service (when its state is known), DOWN at most those. A claimed huge fleet cannot dilute the
+ * DOWN share, nor a stable agent claim more DOWN servers than it runs.
+ */
+export function boundedGauges(
+  counters: readonly ServiceCounters[],
+  state: DesiredState | undefined,
+): readonly ServiceCounters[] {
+  let sent: Map<string, number> | undefined;
+  if (state) {
+    sent = serversOf.get(state);
+    if (!sent) serversOf.set(state, (sent = new Map(state.services.map((s) => [s.name, s.servers.length]))));
+  }
+  return counters.map((c) => {
+    const servers = sent ? Math.min(c.servers, sent.get(c.service) ?? 0) : c.servers;
+    const serversDown = Math.min(c.serversDown, servers);
+    return servers === c.servers && serversDown === c.serversDown ? c : { ...c, servers, serversDown };
+  });
 }

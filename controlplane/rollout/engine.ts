@@ -32,8 +32,8 @@ import {
   REQUESTS,
   sumOver,
   TrafficView,
-  windowCounts,
 } from './gate';
+import { gateWindow, waveGateInput } from './gate-input';
 
 export type RolloutStateName = 'running' | 'paused' | 'halted' | 'completed' | 'rolled_back' | 'aborted' | 'superseded';
 
@@ -488,17 +488,20 @@ function judgeWave(
   if (more || (!baseline?.gauges[ALL] && gauges.has(ALL))) {
     baseline = { counts: Object.fromEntries(counts), gauges: Object.fromEntries(gauges) };
   }
-  const result = judge({
-    policy: gate,
-    canary: windowCounts(mine, start, 'to', r.to),
-    stable: windowCounts(mine, start, 'from', r.from),
-    before: new Map(Object.entries(baseline?.counts ?? {})),
-    canaryGauges: sumOver(mine, (t) => t.gauges[r.to], GAUGES_LENGTH),
-    stableGauges: sumOver(mine, (t) => t.gauges[r.from], GAUGES_LENGTH),
-    beforeGauges: new Map(Object.entries(baseline?.gauges ?? {})),
-    final,
-    now,
-  });
+  const result = judge(
+    waveGateInput({
+      policy: gate,
+      from: r.from,
+      to: r.to,
+      traffic: mine,
+      start,
+      window: gateWindow(wave),
+      before: baseline?.counts ?? {},
+      beforeGauges: baseline?.gauges ?? {},
+      final,
+      now,
+    }),
+  );
   // Kept when the verdict changes, and new figures at most every GATE_FIGURES_EVERY_MS: the document is shared by
   // every replica, and rewriting it on every sample would load ZooKeeper and each of them.
   const prev = wave.gate;

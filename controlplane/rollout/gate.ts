@@ -9,6 +9,7 @@
  */
 import { GateMetric, GatePolicy } from '../../common/config';
 import { percent } from '../../common/text';
+import { lowerMedian, upperMedian } from './voices';
 
 export { DEFAULT_GATE_POLICY, GATE_METRICS } from '../../common/config';
 export type { GateMetric, GatePolicy } from '../../common/config';
@@ -51,6 +52,15 @@ export interface ReplicaTraffic {
   /** The rollout's agents before they took its revision (each agent's last `baseline_ms` before its ACK). */
   readonly baseline: ByKey<Counts>;
   readonly baselineGauges: ByKey<Gauges>;
+  /** The gate window the voices are about (gateWindow of the rollout's last wave); absent: none kept. */
+  readonly window?: string;
+  /** Per-agent counts in `window`, grouped into voices (voices.ts): revision → key → one vector per voice. */
+  readonly voices?: Readonly<Record<string, ByKey<readonly Counts[]>>>;
+  /** Per-agent current gauges, one vector per voice: revision → key → voices. */
+  readonly gaugeVoices?: Readonly<Record<string, ByKey<readonly Gauges[]>>>;
+  /** The rollout's agents before they took its revision, one vector per voice. */
+  readonly baselineVoices?: ByKey<readonly Counts[]>;
+  readonly baselineGaugeVoices?: ByKey<readonly Gauges[]>;
 }
 
 /** Every replica's report, by replica id. */
@@ -71,6 +81,10 @@ export interface GateFigure {
   readonly stable?: number;
   /** The new revision's agents before they took it (absent: too little traffic). */
   readonly before?: number;
+  /** The upper median of the canary's voices (per-agent figures; absent: none with enough traffic, or none kept). */
+  readonly median?: number;
+  /** Voices that median was taken over. */
+  readonly voices?: number;
   readonly threshold: number;
   readonly requests: number;
   readonly regressed: boolean;
@@ -145,6 +159,16 @@ export interface GateInput {
   readonly canaryGauges: ReadonlyMap<string, Gauges>;
   readonly stableGauges: ReadonlyMap<string, Gauges>;
   readonly beforeGauges: ReadonlyMap<string, Gauges>;
+  /**
+   * The same sides as voices (per-agent figures, voices.ts); a side without them is judged on its pooled figure
+   * alone (a replica from before voices, or one that has not yet seen the window).
+   */
+  readonly canaryVoices?: ReadonlyMap<string, readonly Counts[]>;
+  readonly stableVoices?: ReadonlyMap<string, readonly Counts[]>;
+  readonly beforeVoices?: ReadonlyMap<string, readonly Counts[]>;
+  readonly canaryGaugeVoices?: ReadonlyMap<string, readonly Gauges[]>;
+  readonly stableGaugeVoices?: ReadonlyMap<string, readonly Gauges[]>;
+  readonly beforeGaugeVoices?: ReadonlyMap<string, readonly Gauges[]>;
   /** The bake is over: no more waiting for traffic. */
   readonly final: boolean;
   readonly now: number;
@@ -157,11 +181,26 @@ const downShare = (g: Gauges | undefined) => (g && (g[SERVERS] ?? 0) > 0 ? (g[DO
 const queuePerAgent = (g: Gauges | undefined) => (g && (g[AGENTS] ?? 0) > 0 ? (g[QUEUE] ?? 0) / g[AGENTS]! : 0);
 
 /**
+ * A reference side's figure: the lower of its pooled figure and the lower median of its voices (either may be
+ * absent), so that one agent claiming huge error counts on the stable revision cannot raise the bar.
+ */
+function referenceOf(pooled: number | undefined, voices: readonly number[] | undefined): number | undefined {
+  const m = voices && lowerMedian(voices);
+  if (m === undefined) return pooled;
+  return pooled === undefined ? m : Math.min(pooled, m);
+}
+
+/**
  * Judges one wave. A metric regresses when the new revision's figure exceeds every reference that has enough data
  * (the stable agents in the same window, the same agents before) by more than its threshold; with no reference it
  * is compared with zero. So a backend that fails for everyone (the stable agents too) is not the revision's fault,
  * and a service that only the new revision's agents serve is still judged. Ratios count only with `minRequests`
  * requests (and may halt a wave mid-bake); gauges (servers DOWN, queue) are judged at the end of the bake.
+ *
+ * Every figure is judged twice when the sides come with voices (per-agent figures, voices.ts): pooled, and as the
+ * upper median of the canary's voices against the lower median of each reference's; the canary regresses if either
+ * says so, and a reference is the lower of the two. A voice counts for ratios with `minRequests` requests (agents
+ * with less are pooled into voices by the replicas), so the same minimum holds per agent and pooled.
  */
 export function judge(input: GateInput): GateResult {
   const { policy, canary, stable, before } = input;
@@ -172,44 +211,72 @@ export function judge(input: GateInput): GateResult {
   const keys = [...new Set([...canary.keys(), ...input.canaryGauges.keys()])].sort((a, b) =>
     a === ALL ? -1 : b === ALL ? 1 : a < b ? -1 : a > b ? 1 : 0,
   );
+  const hasAgents = (x: Gauges | undefined): x is Gauges => x !== undefined && (x[AGENTS] ?? 0) > 0;
   for (const key of keys) {
     const c = canary.get(key);
     const requests = c?.[REQUESTS] ?? 0;
+    /**
+     * `value` is the canary's pooled figure, `voices` its voices' figures (the upper median counts too: the canary
+     * regresses if either does); each reference is already the lower of its pooled figure and its voices' median.
+     */
     const add = (
       metric: GateMetric,
       value: number,
+      voices: readonly number[] | undefined,
       stableValue: number | undefined,
       beforeValue: number | undefined,
     ) => {
       const refs = [stableValue, beforeValue].filter((x): x is number => x !== undefined);
       const reference = refs.length > 0 ? Math.max(...refs) : 0;
+      const median = voices && upperMedian(voices);
+      const judgedValue = median === undefined ? value : Math.max(value, median);
       figures.push({
         key,
         metric,
         canary: value,
         ...(stableValue !== undefined ? { stable: stableValue } : {}),
         ...(beforeValue !== undefined ? { before: beforeValue } : {}),
+        ...(median !== undefined ? { median, voices: voices!.length } : {}),
         threshold: t[metric],
         requests,
-        regressed: value - reference > t[metric] + 1e-12,
+        regressed: judgedValue - reference > t[metric] + 1e-12,
       });
     };
     if (enough(c)) {
       judged++;
       const s = enough(stable.get(key)) ? stable.get(key) : undefined;
       const b = enough(before.get(key)) ? before.get(key) : undefined;
-      add('http_5xx', ratio(c, HTTP_5XX), s && ratio(s, HTTP_5XX), b && ratio(b, HTTP_5XX));
-      add('errors', errors(c), s && errors(s), b && errors(b));
-      add('retries', ratio(c, RETRIES), s && ratio(s, RETRIES), b && ratio(b, RETRIES));
+      const of = (voices: ReadonlyMap<string, readonly Counts[]> | undefined, f: (v: Counts) => number) =>
+        voices?.get(key)?.filter(enough).map(f);
+      const ratioFigure = (metric: GateMetric, f: (v: Counts) => number) =>
+        add(
+          metric,
+          f(c!),
+          of(input.canaryVoices, f),
+          referenceOf(s && f(s), of(input.stableVoices, f)),
+          referenceOf(b && f(b), of(input.beforeVoices, f)),
+        );
+      ratioFigure('http_5xx', (v) => ratio(v, HTTP_5XX));
+      ratioFigure('errors', errors);
+      ratioFigure('retries', (v) => ratio(v, RETRIES));
     }
     // Gauges are a moment's values: judged at the end of the bake only, so that one spike does not halt a wave.
     const g = input.final ? input.canaryGauges.get(key) : undefined;
-    if (g && (g[AGENTS] ?? 0) > 0) {
+    if (hasAgents(g)) {
       const sg = input.stableGauges.get(key);
       const bg = input.beforeGauges.get(key);
-      const has = (x: Gauges | undefined) => x !== undefined && (x[AGENTS] ?? 0) > 0;
-      add('servers_down', downShare(g), has(sg) ? downShare(sg) : undefined, has(bg) ? downShare(bg) : undefined);
-      add('queue', queuePerAgent(g), has(sg) ? queuePerAgent(sg) : undefined, has(bg) ? queuePerAgent(bg) : undefined);
+      const of = (voices: ReadonlyMap<string, readonly Gauges[]> | undefined, f: (v: Gauges) => number) =>
+        voices?.get(key)?.filter(hasAgents).map(f);
+      const gaugeFigure = (metric: GateMetric, f: (v: Gauges) => number) =>
+        add(
+          metric,
+          f(g),
+          of(input.canaryGaugeVoices, f),
+          referenceOf(hasAgents(sg) ? f(sg) : undefined, of(input.stableGaugeVoices, f)),
+          referenceOf(hasAgents(bg) ? f(bg) : undefined, of(input.beforeGaugeVoices, f)),
+        );
+      gaugeFigure('servers_down', downShare);
+      gaugeFigure('queue', queuePerAgent);
     }
   }
   const bad = figures.filter((f) => f.regressed);
@@ -241,10 +308,11 @@ export function judge(input: GateInput): GateResult {
 
 /** A gate figure as people read it: a percentage for the ratios, requests per agent (two decimals) for the queue. */
 export function figureText(metric: string, x: number): string {
-  return metric === 'queue' ? String(+x.toFixed(2)) : percent(x);
+  // Number(): a figure decoded from a document may be a string; it must not throw (the status page renders it).
+  return metric === 'queue' ? String(+Number(x).toFixed(2)) : percent(Number(x));
 }
 
-/** "service web: 5xx 97.5% (stable 0%, before 0.1%) > +5% allowed" */
+/** "service web: 5xx 97.5%, per-agent median 98% of 3 voice(s) over 1200 request(s) (stable 0%, before 0.1%) > +5% allowed" */
 export function describeFigure(f: GateFigure): string {
   const fmt = (x: number) => figureText(f.metric, x);
   const refs = [
@@ -255,5 +323,6 @@ export function describeFigure(f: GateFigure): string {
   const name = { http_5xx: '5xx', errors: 'errors', retries: 'retries', servers_down: 'servers DOWN', queue: 'queue' }[
     f.metric
   ];
-  return `${where}: ${name} ${fmt(f.canary)} over ${f.requests} request(s) (${refs.join(', ') || 'no reference'}) ${f.regressed ? '>' : '<='} +${fmt(f.threshold)} allowed`;
+  const median = f.median !== undefined ? `, per-agent median ${fmt(f.median)} of ${f.voices ?? 0} voice(s)` : '';
+  return `${where}: ${name} ${fmt(f.canary)}${median} over ${f.requests} request(s) (${refs.join(', ') || 'no reference'}) ${f.regressed ? '>' : '<='} +${fmt(f.threshold)} allowed`;
 }

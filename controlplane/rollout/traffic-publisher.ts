@@ -2,6 +2,7 @@ import { Clock, Timer } from '../../common/clock';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { isActive, RolloutDoc } from './engine';
 import { ReplicaTraffic } from './gate';
+import { gateWindow } from './gate-input';
 import { MAX_GATED_SERVICES, TrafficLedger } from './traffic';
 
 /**
@@ -48,7 +49,16 @@ export class TrafficPublisher {
     }
     const gate = r.policy.gate;
     const keys = new Set(changed ? [...changed].sort().slice(0, MAX_GATED_SERVICES) : []);
-    this.ledger.follow({ id: r.id, from: r.from, to: r.to, keys, baselineMs: gate.baselineMs });
+    const window = gateWindow(r.waves[r.waves.length - 1]);
+    this.ledger.follow({
+      id: r.id,
+      from: r.from,
+      to: r.to,
+      keys,
+      baselineMs: gate.baselineMs,
+      minRequests: gate.minRequests,
+      ...(window !== undefined ? { window } : {}),
+    });
     if (this.timer === undefined || this.every !== gate.sampleMs) {
       this.stopTimer();
       this.every = gate.sampleMs;

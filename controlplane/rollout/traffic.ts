@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { ALL, AGENTS, COUNTS_LENGTH, DOWN, GAUGES_LENGTH, QUEUE, ReplicaTraffic, SERVERS } from './gate';
+import { groupVoices } from './voices';
 
 /** The rollout a ledger sums for: its revisions and the keys judged (ALL and the services it changes). */
 export interface LedgerRollout {
@@ -10,13 +11,20 @@ export interface LedgerRollout {
   readonly keys: ReadonlySet<string>;
   /** How far back an agent's "before" window reaches (the rollout's gate.baseline_ms). */
   readonly baselineMs?: number;
+  /** The gate window of the current wave (gateWindow in gate.ts); per-agent figures are kept from its start. */
+  readonly window?: string;
+  /** The rollout's gate.min_requests: agents with less are pooled into voices of at least this many. */
+  readonly minRequests?: number;
 }
 
 /**
- * The most requests (and errors) one agent's sample may add per second: a bound on what an agent can claim, far
- * above what one HAProxy serves.
+ * The most requests (and errors) one agent's sample may add per second of real time (the control plane's clock
+ * between its accepted samples): a bound on what an agent can claim, far above what one HAProxy serves.
  */
 export const MAX_REQUESTS_PER_SECOND = 1_000_000;
+
+/** Requests queued one agent may report per service (a gauge; HAProxy's queues are far shorter in practice). */
+export const MAX_QUEUE_PER_SERVICE = 100_000;
 
 /** Services judged one by one at most (the rest count in ALL only). */
 export const MAX_GATED_SERVICES = 50;
@@ -52,6 +60,12 @@ export class TrafficLedger {
   private sums = new Map<string, Map<string, Vec>>();
   private baseline = new Map<string, Vec>();
   private baselineGauges = new Map<string, Vec>();
+  /** Per agent, what it counted in the current gate window: node id → revision → key → counts. */
+  private windowed = new Map<string, Map<string, Map<string, Vec>>>();
+  private window: string | undefined;
+  /** Per agent, its traffic before it took the rollout's revision: node id → key → counts. */
+  private agentBaseline = new Map<string, Map<string, Vec>>();
+  private agentBaselineGauges = new Map<string, Map<string, Vec>>();
 
   constructor(private baselineMs: number) {}
 
@@ -61,6 +75,10 @@ export class TrafficLedger {
    */
   follow(rollout: LedgerRollout | undefined): void {
     if (rollout?.baselineMs !== undefined) this.baselineMs = rollout.baselineMs;
+    if (rollout?.window !== this.window) {
+      this.window = rollout?.window;
+      this.windowed = new Map();
+    }
     if (this.rollout && rollout && this.rollout.id === rollout.id) {
       this.rollout = rollout;
       return;
@@ -70,6 +88,8 @@ export class TrafficLedger {
     this.sums = new Map();
     this.baseline = new Map();
     this.baselineGauges = new Map();
+    this.agentBaseline = new Map();
+    this.agentBaselineGauges = new Map();
   }
 
   /**
@@ -87,16 +107,33 @@ export class TrafficLedger {
     if (r && countable && (a.last.revision === r.from || a.last.revision === r.to)) {
       let sums = this.sums.get(a.last.revision);
       if (!sums) this.sums.set(a.last.revision, (sums = new Map()));
-      for (const [key, v] of this.deltas(a.last.counters, counters, r.keys, at - a.last.at)) add(sums, key, v);
+      let mine: Map<string, Vec> | undefined;
+      if (this.window !== undefined) {
+        let byRevision = this.windowed.get(nodeId);
+        if (!byRevision) this.windowed.set(nodeId, (byRevision = new Map()));
+        mine = byRevision.get(a.last.revision);
+        if (!mine) byRevision.set(a.last.revision, (mine = new Map()));
+      }
+      for (const [key, v] of this.deltas(a.last.counters, counters, r.keys, at - a.last.at)) {
+        add(sums, key, v);
+        if (mine) add(mine, key, v);
+      }
     }
     if (r && revision === r.to && a.last.revision !== r.to && a.baselined !== r.id) {
       // Taking the revision: the agent's own traffic before it, from the oldest sample in the window to the last one.
       a.baselined = r.id;
       const oldest = [...a.ring, a.last].find((s) => s.at >= at - this.baselineMs && s.revision === a.last.revision);
-      if (oldest && oldest !== a.last)
-        for (const [key, v] of this.deltas(oldest.counters, a.last.counters, r.keys, a.last.at - oldest.at))
+      if (oldest && oldest !== a.last) {
+        const mine = new Map<string, Vec>();
+        for (const [key, v] of this.deltas(oldest.counters, a.last.counters, r.keys, a.last.at - oldest.at)) {
           add(this.baseline, key, v);
-      for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys)) add(this.baselineGauges, key, g);
+          add(mine, key, v);
+        }
+        this.agentBaseline.set(nodeId, mine);
+      }
+      const gauges = this.gaugeVectors(a.last.counters, r.keys);
+      for (const [key, g] of gauges) add(this.baselineGauges, key, g);
+      this.agentBaselineGauges.set(nodeId, gauges);
     }
     const lastKept = a.ring[a.ring.length - 1];
     if (!lastKept || a.last.at - lastKept.at >= this.baselineMs / 4) a.ring.push(a.last);
@@ -124,6 +161,33 @@ export class TrafficLedger {
     }
     // Copies: what is published must not change under the reader (an in-memory store keeps the object).
     const obj = (m: Map<string, Vec>) => Object.fromEntries([...m].map(([k, v]) => [k, [...v]]));
+    const min = r.minRequests ?? 1;
+    const byNode = <T>(m: Map<string, T>) => [...m].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    // Per-agent figures as voices (voices.ts), in node id order: a fixed grouping the agents do not choose.
+    const voices: Record<string, Record<string, number[][]>> = {};
+    for (const rev of [r.from, r.to]) {
+      const perKey = new Map<string, Vec[]>();
+      for (const [, byRevision] of byNode(this.windowed))
+        for (const [key, v] of byRevision.get(rev) ?? []) perKey.set(key, [...(perKey.get(key) ?? []), v]);
+      if (perKey.size > 0)
+        voices[rev] = Object.fromEntries([...perKey].map(([k, list]) => [k, groupVoices(list, min, false)]));
+    }
+    const gaugeVoices: Record<string, Record<string, number[][]>> = {};
+    for (const rev of [r.from, r.to]) {
+      const perKey = new Map<string, Vec[]>();
+      for (const [, a] of byNode(this.agents)) {
+        if (a.last.revision !== rev) continue;
+        for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys))
+          perKey.set(key, [...(perKey.get(key) ?? []), g]);
+      }
+      if (perKey.size > 0)
+        gaugeVoices[rev] = Object.fromEntries([...perKey].map(([k, list]) => [k, groupVoices(list, 0, false, AGENTS)]));
+    }
+    const perAgent = (m: Map<string, Map<string, Vec>>, min: number, sizeIndex: number) => {
+      const perKey = new Map<string, Vec[]>();
+      for (const [, byKey] of byNode(m)) for (const [key, v] of byKey) perKey.set(key, [...(perKey.get(key) ?? []), v]);
+      return Object.fromEntries([...perKey].map(([k, list]) => [k, groupVoices(list, min, false, sizeIndex)]));
+    };
     return {
       epoch: this.epoch,
       at,
@@ -132,6 +196,10 @@ export class TrafficLedger {
       gauges,
       baseline: obj(this.baseline),
       baselineGauges: obj(this.baselineGauges),
+      ...(this.window !== undefined ? { window: this.window, voices } : {}),
+      gaugeVoices,
+      baselineVoices: perAgent(this.agentBaseline, min, 0),
+      baselineGaugeVoices: perAgent(this.agentBaselineGauges, 0, AGENTS),
     };
   }
 
@@ -146,9 +214,10 @@ export class TrafficLedger {
     keys: ReadonlySet<string>,
     elapsedMs = Infinity,
   ): Map<string, Vec> {
-    // An agent's claim is bounded by what one HAProxy can serve in the time that passed.
+    // An agent's claim is bounded by what one HAProxy can serve in the real time that passed (the control plane's
+    // clock between two accepted samples, not what the agent says): a flood of samples adds nothing.
     const cap = Number.isFinite(elapsedMs)
-      ? Math.max(1, (MAX_REQUESTS_PER_SECOND * Math.max(elapsedMs, 1000)) / 1000)
+      ? Math.floor((MAX_REQUESTS_PER_SECOND * Math.max(elapsedMs, 0)) / 1000)
       : Infinity;
     const prev = new Map(before.map((c) => [c.service, c]));
     const out = new Map<string, Vec>();
@@ -167,7 +236,8 @@ export class TrafficLedger {
     const out = new Map<string, Vec>();
     const all = [0, 0, 0, 1];
     for (const c of counters) {
-      const g = [c.serversDown, c.servers, c.queue, 1];
+      // Bounded: DOWN is at most the servers the agent reports (themselves bounded by the stream), the queue capped.
+      const g = [Math.min(c.serversDown, c.servers), c.servers, Math.min(c.queue, MAX_QUEUE_PER_SERVICE), 1];
       all[DOWN]! += g[DOWN]!;
       all[SERVERS]! += g[SERVERS]!;
       all[QUEUE]! += g[QUEUE]!;

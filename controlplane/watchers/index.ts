@@ -6,6 +6,7 @@ import { isInside, lexicallyInside } from '../confined-file';
 import { ServiceConfigError } from '../service-config';
 import { ServiceConfig, Watcher } from '../types';
 import { ZkSessionManager } from '../zk/manager';
+import { ensembleOf } from '../../common/zk-ensembles';
 import { DnsWatcher } from './dns';
 import { FileWatcher } from './file';
 import { StaticWatcher } from './static';
@@ -15,6 +16,11 @@ export interface WatcherContext {
   readonly zk: ZkSessionManager;
   /** The service-config source's ensemble, used when a zookeeper watcher names no `server`. */
   readonly defaultZkServers?: string;
+  /**
+   * The ensembles zookeeper watchers may name (the service-config ensemble and `controlplane.watcher_ensembles`):
+   * every server of a watcher's connect string must belong to one of them.
+   */
+  readonly zkEnsembles: readonly { readonly servers: string }[];
   readonly controlplane: ControlPlaneConfig;
   readonly log: Logger;
 }
@@ -31,6 +37,14 @@ export function createWatcher(config: ServiceConfig, origin: string, ctx: Watche
           origin,
           'server: missing; a zookeeper watcher needs "server" when service configs do not come from ZooKeeper',
         );
+      const allowed = ensembleOf(servers, ctx.zkEnsembles);
+      if (!allowed.ok) {
+        const listed = ctx.zkEnsembles.map((e) => e.servers).join('; ') || 'none';
+        throw new ServiceConfigError(
+          origin,
+          `service ${config.name}: zookeeper watcher refused for server ${allowed.server}: it ${allowed.why}; a watcher may name the service-config ensemble or one listed in controlplane.watcher_ensembles (allowed: ${listed})`,
+        );
+      }
       return new ZookeeperWatcher({ zk: ctx.zk, servers, path: spec.path, log });
     }
     case 'dns':

@@ -60,12 +60,13 @@ export class ZkDigest {
 }
 
 /**
- * Reads `controlplane.zk_digest_file` once: one line `user:password` (a trailing newline is fine). Errors name the
- * file and what is expected, never its content; a file that group or others may access is loaded with a warning.
+ * Reads `controlplane.zk_digest_file` (or the file of another `key`, e.g. a watcher ensemble's `digest_file`) once:
+ * one line `user:password` (a trailing newline is fine). Errors name the file, the key and what is expected, never
+ * its content; a file that group or others may access is loaded with a warning.
  */
-export function loadZkDigest(file: string, log: Logger): ZkDigest {
+export function loadZkDigest(file: string, log: Logger, key = 'controlplane.zk_digest_file'): ZkDigest {
   const fail = (what: string, cause?: unknown): never => {
-    throw new ConfigError(`${file}: controlplane.zk_digest_file: ${what}`, cause === undefined ? undefined : { cause });
+    throw new ConfigError(`${file}: ${key}: ${what}`, cause === undefined ? undefined : { cause });
   };
   let text = '';
   let fd: number | undefined;
@@ -76,8 +77,8 @@ export function loadZkDigest(file: string, log: Logger): ZkDigest {
     if (st.size > MAX_DIGEST_FILE_BYTES) fail(`${st.size} bytes; expected one line "user:password"`);
     if ((st.mode & 0o077) !== 0) {
       log.warn(
-        { file, mode: '0' + (st.mode & 0o777).toString(8) },
-        "controlplane.zk_digest_file is accessible to group or others; chmod 600 it (only the control plane's user needs to read it)",
+        { file, key, mode: '0' + (st.mode & 0o777).toString(8) },
+        `${key} is accessible to group or others; chmod 600 it (only the control plane's user needs to read it)`,
       );
     }
     const buf = Buffer.alloc(MAX_DIGEST_FILE_BYTES);

@@ -1,6 +1,14 @@
 import { Logger } from '../../common/log';
+import { ensembleOf } from '../../common/zk-ensembles';
 import { ChildrenListener, ZkChildrenWatch } from './children-watch';
+import { ZkDigest } from './digest';
 import { ZkSession, ZkSessionOptions } from './session';
+
+/** Credentials that belong to one ensemble: sent to a session only when every server it names is one of `servers`. */
+export interface ZkCredential {
+  readonly servers: string;
+  readonly digest: ZkDigest;
+}
 
 export interface ZkLease {
   readonly session: ZkSession;
@@ -10,20 +18,35 @@ export interface ZkLease {
 
 /**
  * One session per ensemble: sources and watchers that name the same ensemble (in any order of its servers)
- * share one connection and one set of watches, as the original ProxyMgr did.
+ * share one connection and one set of watches, as the original ProxyMgr did. Credentials are per ensemble: a
+ * session gets the digest of the one credential whose servers include every server it connects to, and none when
+ * there is no such credential (node-zookeeper-client sends its auth info to whatever server it was given).
  */
 export class ZkSessionManager {
   private readonly sessions = new Map<string, { session: ZkSession; refs: number }>();
   /** Sessions released and still closing: closeAll waits for them too. */
   private readonly closing = new Set<Promise<void>>();
 
-  constructor(private readonly options: Omit<ZkSessionOptions, 'log'> & { log: Logger }) {}
+  constructor(
+    private readonly options: Omit<ZkSessionOptions, 'log' | 'digest'> & {
+      log: Logger;
+      readonly credentials?: readonly ZkCredential[];
+    },
+  ) {}
+
+  /** The digest a session to `connectString` authenticates with, if one belongs to that ensemble. */
+  digestFor(connectString: string): ZkDigest | undefined {
+    const match = ensembleOf(connectString, this.options.credentials ?? []);
+    return match.ok ? match.ensemble.digest : undefined;
+  }
 
   acquire(connectString: string): ZkLease {
     const key = normalizeEnsemble(connectString);
     let entry = this.sessions.get(key);
     if (!entry) {
-      entry = { session: new ZkSession(key, this.options), refs: 0 };
+      const { credentials: _credentials, ...options } = this.options;
+      const digest = this.digestFor(key);
+      entry = { session: new ZkSession(key, { ...options, ...(digest ? { digest } : {}) }), refs: 0 };
       this.sessions.set(key, entry);
       entry.session.start();
     }

@@ -102,8 +102,9 @@ export interface ZkSessionOptions {
   readonly giveUpSessionAfterMs?: number;
   readonly log: Logger;
   /**
-   * `controlplane.zk_digest_file`: every client of the session authenticates with these credentials before its first
-   * request (the client library re-sends them on every reconnect; a new session gets a new client, added again).
+   * The credentials of this session's ensemble (ZkSessionManager picks them; never another ensemble's): every client
+   * of the session authenticates with them before its first request (the client library re-sends them on every
+   * reconnect; a new session gets a new client, added again).
    */
   readonly digest?: ZkDigest;
   readonly clock?: Clock;

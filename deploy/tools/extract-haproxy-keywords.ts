@@ -184,6 +184,9 @@ ${servers}
 if (require.main === module) {
   const file = process.argv[2] ?? '/usr/share/doc/haproxy/configuration.txt.gz';
   const raw = readFileSync(file);
-  const text = file.endsWith('.gz') ? gunzipSync(raw).toString('utf8') : raw.toString('utf8');
+  // configuration.txt of 2.6 is under 1 MiB; the bound keeps a wrong or hostile .gz from inflating without end.
+  const text = file.endsWith('.gz')
+    ? gunzipSync(raw, { maxOutputLength: 64 * 1024 * 1024 }).toString('utf8')
+    : raw.toString('utf8');
   process.stdout.write(renderModule(extractKeywords(text), file));
 }

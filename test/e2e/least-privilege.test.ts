@@ -154,7 +154,9 @@ describeAsRoot('least privilege: HAProxy unprivileged, agent optionally unprivil
     const stateFile = path.join(tmp.dir, 'root-state.json');
     writeFileSync(
       cfg,
-      `haproxy:\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\n` +
+      // HAProxy drops to its own user, which cannot open the root-owned socket: the documented case for
+      // socket_level admin (an operator's socket with a path).
+      `haproxy:\n  socket_level: admin\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\n` +
         `agent:\n  state_dir: ${dir}\n  admin_listen: ""\n  metrics_listen: 127.0.0.1:0\n  drift_check_interval_ms: 600000\n`,
     );
     writeState(stateFile, port, backends);
@@ -182,7 +184,7 @@ describeAsRoot('least privilege: HAProxy unprivileged, agent optionally unprivil
     const metricsPort = Number(/"metrics_port":(\d+)[^\n]*agent started/.exec(agent.logs())?.[1]);
     expect(metricsPort).toBeGreaterThan(0);
 
-    // A host change goes through the runtime API (the stats socket still answers the agent): no reload.
+    // A host change goes through the runtime API (the agent's admin channel): no reload.
     writeState(stateFile, port, [backends[0]!]);
     expect(await eventually(async () => [...(await tally(port, 4)).keys()].join() === 'a', 10_000)).toBe(true);
     expect(await agent.waitFor(/server web\/b is no longer in the desired state/)).toBe(true);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { RuntimeApiError } from '../../common/errors';
-import { RuntimeApi, StatsSocketClient } from '../../agent/haproxy/runtime';
+import { RuntimeApi } from '../../agent/haproxy/runtime';
 import { Backend, startBackends } from '../../testkit/backends';
 import { freePort, get } from '../../testkit/net';
 import { server, service, startTestAgent, state } from '../../testkit/agent';
@@ -22,8 +22,9 @@ describe('a failure after a successful reload (real HAProxy, a runtime API that 
   beforeAll(async () => {
     backends = await startBackends(['a']);
     port = await freePort();
-    const dir = { socket: '' };
-    const real = () => new StatsSocketClient(dir.socket);
+    let real: () => RuntimeApi = () => {
+      throw new Error('no agent yet');
+    };
     const runtime: RuntimeApi = {
       command: (cmd) => real().command(cmd),
       pid: () => real().pid(),
@@ -33,7 +34,8 @@ describe('a failure after a successful reload (real HAProxy, a runtime API that 
           : real().serversState(be),
     };
     t = await startTestAgent('', { runtime });
-    dir.socket = t.config.haproxy.socketPath;
+    const channels = t.agent.channels!;
+    real = () => channels;
   });
   afterAll(async () => {
     await t?.close();

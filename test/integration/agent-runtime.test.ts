@@ -32,7 +32,7 @@ describe('agent with a real HAProxy: runtime API first, reload only for shape ch
     expect(counts.get('a')).toBe(10);
     expect(counts.get('b')).toBe(10);
     // The config binds the fd, not the port: the socket is the agent's.
-    expect(readFileSync(t.config.haproxy.configPath, 'utf8')).toMatch(/bind fd@3/);
+    expect(readFileSync(t.config.haproxy.configPath, 'utf8')).toMatch(/bind fd@4/);
   });
 
   test('2. a removed server gets no traffic, without a reload; it comes back, still without one', async () => {

@@ -4,7 +4,12 @@ import * as path from 'node:path';
 import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
 import { listenOptionProblem, serverOptionsProblems } from '../../common/option-policy';
 import { tempDir } from '../../testkit/net';
-import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../../testkit/service-options';
+import {
+  CHECK_CONNECT_OPTIONS,
+  ORDINARY_LISTEN_OPTIONS,
+  ORDINARY_SERVER_OPTIONS,
+  TCP_CHECK_CONNECT_OPTIONS,
+} from '../../testkit/service-options';
 
 /**
  * The allow list is only useful if what it lets through is real HAProxy 2.6 configuration: the ordinary options the
@@ -14,8 +19,13 @@ test('every ordinary listen and server option the policy allows is accepted by h
   const tmp = tempDir('proxymgr-policy-');
   try {
     const listen = ORDINARY_LISTEN_OPTIONS.filter((l) => l !== 'mode tcp'); // one mode (http) for the whole section
-    for (const l of listen) expect(listenOptionProblem(l, DEFAULT_SERVICE_OPTIONS)).toBeUndefined();
-    for (const o of ORDINARY_SERVER_OPTIONS) expect(serverOptionsProblems(o, DEFAULT_SERVICE_OPTIONS)).toEqual([]);
+    for (const l of CHECK_CONNECT_OPTIONS)
+      expect(listenOptionProblem(l, DEFAULT_SERVICE_OPTIONS, 'checks')).toBeUndefined();
+    for (const l of TCP_CHECK_CONNECT_OPTIONS)
+      expect(listenOptionProblem(l, DEFAULT_SERVICE_OPTIONS, 'tcpchecks')).toBeUndefined();
+    for (const l of listen) expect(listenOptionProblem(l, DEFAULT_SERVICE_OPTIONS, 'web')).toBeUndefined();
+    for (const o of ORDINARY_SERVER_OPTIONS)
+      expect(serverOptionsProblems(o, DEFAULT_SERVICE_OPTIONS, 'web')).toEqual([]);
     const cfg = [
       'global',
       '    log stdout format raw local0',
@@ -28,9 +38,15 @@ test('every ordinary listen and server option the policy allows is accepted by h
       '    bind 127.0.0.1:65001', // haproxy -c does not bind
       ...listen.map((l) => `    ${l}`),
       ...ORDINARY_SERVER_OPTIONS.map((o, i) => `    server s${i} 127.0.0.1:${9000 + i} weight 1 ${o.join(' ')}`),
-      'listen api',
+      // typed health-check targets, each sequence in a section of its own (HAProxy wants connect rules first)
+      'listen checks',
       '    bind 127.0.0.1:65002',
-      '    server a 127.0.0.1:9100',
+      ...CHECK_CONNECT_OPTIONS.map((l) => `    ${l}`),
+      '    server a 127.0.0.1:9100 check verify none socks4 10.0.0.9:1080',
+      'listen tcpchecks',
+      '    bind 127.0.0.1:65003',
+      ...TCP_CHECK_CONNECT_OPTIONS.map((l) => `    ${l}`),
+      '    server a 127.0.0.1:9101 check verify none',
       'resolvers dns',
       '    nameserver ns 127.0.0.1:53',
       '',

@@ -23,10 +23,10 @@ describe('deploy/examples stay in step with the code', () => {
     expect(() => loadConfig(path.join(examples, name))).not.toThrow();
   });
 
-  test('controlplane.yml: roles for agents (as their own CN), operators and viewers', () => {
+  test('controlplane.yml: roles for agents (as their own DNS SAN), operators and viewers', () => {
     const c = loadConfig(path.join(examples, 'controlplane.yml'));
     expect(c.auth?.clients.map((x) => [x.name, x.roles.join(), x.nodeIds.join()])).toEqual([
-      ['agents', 'agent', '{cn}'],
+      ['agents', 'agent', '{san_dns}'],
       ['operators', 'operator', ''],
       ['dashboards', 'viewer', ''],
     ]);
@@ -57,6 +57,41 @@ describe('deploy/examples stay in step with the code', () => {
       baselineMs: 60000,
       thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10 },
     });
+  });
+
+  test('every cert entry takes node ids and labels only from certificate fields it matches on', () => {
+    const k8s = readFileSync(path.join(__dirname, '..', '..', 'deploy', 'k8s', 'proxymgr.yaml'), 'utf8');
+    const cm = (yaml.loadAll(k8s) as { kind: string; data?: Record<string, string> }[]).find(
+      (d) => d.kind === 'ConfigMap',
+    )!;
+    const configs = [
+      loadConfig(path.join(examples, 'controlplane.yml')),
+      ...Object.entries(cm.data!).map(([name, text]) => parseConfig(text, name)),
+    ];
+    const field = { cn: 'cn', san_dns: 'sanDns', san_uri: 'sanUri' } as const;
+    let checked = 0;
+    for (const c of configs) {
+      for (const client of c.auth?.clients ?? []) {
+        if (client.match.kind !== 'cert') continue;
+        const patterns = [...client.nodeIds, ...Object.values(client.labels ?? {}).flat()];
+        for (const p of patterns)
+          for (const [, name] of p.matchAll(/\{(cn|san_dns|san_uri)\}/g)) {
+            checked++;
+            expect([client.name, name, client.match[field[name as keyof typeof field]]]).toEqual([
+              client.name,
+              name,
+              expect.any(String),
+            ]);
+          }
+      }
+    }
+    expect(checked).toBeGreaterThan(0);
+    // And an agent of the example fleet says hello with labels its entry allows.
+    const cp = configs[0]!;
+    const agent = loadConfig(path.join(examples, 'agent.yml'));
+    const rules = cp.auth!.clients.find((x) => x.name === 'agents')!.labels!;
+    for (const [k, v] of Object.entries(agent.agent.labels))
+      expect([k, rules[k]?.some((p) => new RegExp(`^${p.split('*').join('.*')}$`).test(v))]).toEqual([k, true]);
   });
 
   test('agent.yml: control planes, labels and TLS are read', () => {
@@ -111,7 +146,7 @@ describe('deploy/examples stay in step with the code', () => {
       const text = readFileSync(path.join(dir, f), 'utf8');
       const c = parseServiceConfig(
         { name: f.replace(/\.(json|yml)$/, ''), text, origin: f, format: f.endsWith('.json') ? 'json' : 'yaml' },
-        { ...DEFAULT_SERVICE_OPTIONS, fileDirs: ['/etc/proxymgr'] },
+        { ...DEFAULT_SERVICE_OPTIONS, fileDirs: ['/etc/proxymgr'], bindLoopback: true }, // as deploy/examples/controlplane.yml
       );
       if (f === 'api.json') {
         expect(c).toMatchObject({

@@ -38,7 +38,7 @@ describe('the keyword tables (generated from the HAProxy 2.6 manual)', () => {
 
 describe('listen options', () => {
   test.each(ORDINARY_LISTEN_OPTIONS)('allowed: %s', (line) => {
-    expect(listenOptionProblem(line, none)).toBeUndefined();
+    expect(listenOptionProblem(line, none, 'web')).toBeUndefined();
   });
 
   test.each([
@@ -64,7 +64,7 @@ describe('listen options', () => {
     ['global#x', /"global" opens a new section/], // # starts a comment anywhere
     ['no listen', /"listen" opens a new section/],
   ])('a new section: %s', (line, message) => {
-    expect(listenOptionProblem(line, none)).toMatch(message);
+    expect(listenOptionProblem(line, none, 'web')).toMatch(message);
   });
 
   test.each([
@@ -89,7 +89,7 @@ describe('listen options', () => {
     ['load-server-state-from-file none', /"load-server-state-from-file" is not allowed .*server-state file/],
     ['server-state-file-name /etc/shadow', /"server-state-file-name" is not allowed/],
   ])('denied: %s', (line, message) => {
-    expect(listenOptionProblem(line, none)).toMatch(message);
+    expect(listenOptionProblem(line, none, 'web')).toMatch(message);
   });
 
   test.each([
@@ -98,13 +98,13 @@ describe('listen options', () => {
       /^"option no-such-option" is not allowed in a listen section \(not a listen keyword of HAProxy 2\.6 .*extra_listen_keywords\)$/,
     ],
     ['frobnicate 1 2', /^"frobnicate" is not allowed/],
-    ['stats bogus', /"stats bogus" is not allowed/],
+    ['stats bogus', /^"stats" is not allowed in a listen section: a stats page shows .*every service/],
     ['no option httplog', /"no option httplog": "no" only goes before options/],
     ['description "abc', /unterminated quote/],
     ['"mode" http', /keyword "\\"mode\\"" must be written plainly/],
     ['mo\\de http', /must be written plainly/],
   ])('unknown or odd: %s', (line, message) => {
-    expect(listenOptionProblem(line, none)).toMatch(message);
+    expect(listenOptionProblem(line, none, 'web')).toMatch(message);
   });
 
   test.each([
@@ -144,20 +144,20 @@ describe('listen options', () => {
     ['log fd@3 local0', /writes to a file descriptor/],
     ['log abns@x local0', /abstract unix socket/],
   ])('a file or descriptor outside file_dirs: %s', (line, message) => {
-    expect(listenOptionProblem(line, none)).toMatch(message);
+    expect(listenOptionProblem(line, none, 'web')).toMatch(message);
   });
 
   test('files inside file_dirs are fine; .. cannot climb out; the list of dirs is shown', () => {
-    expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors/503.http', withDirs)).toBeUndefined();
+    expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors/503.http', withDirs, 'web')).toBeUndefined();
     expect(
-      listenOptionProblem('http-request return status 200 file /etc/haproxy/errors/ok.txt', withDirs),
+      listenOptionProblem('http-request return status 200 file /etc/haproxy/errors/ok.txt', withDirs, 'web'),
     ).toBeUndefined();
-    expect(listenOptionProblem('acl allow src -f /etc/ssl/proxymgr/allow.lst', withDirs)).toBeUndefined();
-    expect(listenOptionProblem('log /dev/log local0', withDirs)).toBeUndefined();
-    expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors/../../shadow', withDirs)).toMatch(
+    expect(listenOptionProblem('acl allow src -f /etc/ssl/proxymgr/allow.lst', withDirs, 'web')).toBeUndefined();
+    expect(listenOptionProblem('log /dev/log local0', withDirs, 'web')).toBeUndefined();
+    expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors/../../shadow', withDirs, 'web')).toMatch(
       /^errorfile "\/etc\/haproxy\/errors\/..\/..\/shadow": file outside service_options.file_dirs \(\/etc\/haproxy\/errors, \/etc\/ssl\/proxymgr, \/dev\/log\)$/,
     );
-    expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors-evil/x', withDirs)).toMatch(/file outside/);
+    expect(listenOptionProblem('errorfile 503 /etc/haproxy/errors-evil/x', withDirs, 'web')).toMatch(/file outside/);
   });
 
   test.each([
@@ -169,22 +169,22 @@ describe('listen options', () => {
     ['http-request return status 200 content-type text/plain string "$HOME"', /expands an environment variable/],
     ['log-format "${SECRET}"', /expands an environment variable/],
   ])('Lua and the environment: %s', (line, message) => {
-    expect(listenOptionProblem(line, none)).toMatch(message);
+    expect(listenOptionProblem(line, none, 'web')).toMatch(message);
   });
 
   test('extra_listen_keywords widen the list but cannot re-allow a denied keyword', () => {
     const extra = policy({ extraListenKeywords: ['option my-patched-option', 'frobnicate', 'bind', 'global'] });
-    expect(listenOptionProblem('option my-patched-option 1', extra)).toBeUndefined();
-    expect(listenOptionProblem('frobnicate', extra)).toBeUndefined();
-    expect(listenOptionProblem('bind :80', extra)).toMatch(
+    expect(listenOptionProblem('option my-patched-option 1', extra, 'web')).toBeUndefined();
+    expect(listenOptionProblem('frobnicate', extra, 'web')).toBeUndefined();
+    expect(listenOptionProblem('bind :80', extra, 'web')).toMatch(
       /deny list; service_options.extra_listen_keywords cannot allow it/,
     );
-    expect(listenOptionProblem('global', extra)).toMatch(/opens a new section/);
-    expect(listenOptionProblem('frobnicate %[lua.x]', extra)).toMatch(/calls Lua/);
+    expect(listenOptionProblem('global', extra, 'web')).toMatch(/opens a new section/);
+    expect(listenOptionProblem('frobnicate %[lua.x]', extra, 'web')).toMatch(/calls Lua/);
   });
 
   test('a huge line is quoted cut short', () => {
-    const message = listenOptionProblem(`x${'a'.repeat(10_000)}`, none)!;
+    const message = listenOptionProblem(`x${'a'.repeat(10_000)}`, none, 'web')!;
     expect(message.length).toBeLessThan(250);
     expect(quote('b'.repeat(100))).toBe(JSON.stringify(`${'b'.repeat(57)}...`));
   });
@@ -192,7 +192,7 @@ describe('listen options', () => {
 
 describe('server options', () => {
   test.each(ORDINARY_SERVER_OPTIONS.map((o) => [o.join(' | '), o] as const))('allowed: %s', (_name, options) => {
-    expect(serverOptionsProblems(options, none)).toEqual([]);
+    expect(serverOptionsProblems(options, none, 'web')).toEqual([]);
   });
 
   test('a file inside file_dirs is fine', () => {
@@ -200,6 +200,7 @@ describe('server options', () => {
       serverOptionsProblems(
         ['ssl verify required ca-file /etc/ssl/proxymgr/ca.pem crt /etc/ssl/proxymgr/client.pem'],
         withDirs,
+        'web',
       ),
     ).toEqual([]);
   });
@@ -221,24 +222,24 @@ describe('server options', () => {
     [['check backup weight 5 global'], 0, /"global" is not a server option/],
     [['check track other/a'], 0, /"track other\/a" follows a server of another proxy/],
   ])('refused: %j', (options, index, message) => {
-    const problems = serverOptionsProblems(options, none);
+    const problems = serverOptionsProblems(options, none, 'web');
     expect(problems).toHaveLength(1);
     expect(problems[0]!.index).toBe(index);
     expect(problems[0]!.message).toMatch(message);
   });
 
   test('an argument is read as an argument, as HAProxy reads it ("verifyhost crt" names a host)', () => {
-    expect(serverOptionsProblems(['ssl verifyhost crt'], none)).toEqual([]);
-    expect(serverOptionsProblems(['check track a'], none)).toEqual([]);
+    expect(serverOptionsProblems(['ssl verifyhost crt'], none, 'web')).toEqual([]);
+    expect(serverOptionsProblems(['check track a'], none, 'web')).toEqual([]);
   });
 
   test('extra_server_keywords: arguments run to the next known keyword, whose own checks still apply', () => {
     const extra = policy({ extraServerKeywords: ['curves', 'namespace'] });
-    expect(serverOptionsProblems(['ssl curves X25519:P-256 check inter 2000'], extra)).toEqual([]);
-    expect(serverOptionsProblems(['curves X25519 crt /etc/shadow'], extra)[0]?.message).toMatch(
+    expect(serverOptionsProblems(['ssl curves X25519:P-256 check inter 2000'], extra, 'web')).toEqual([]);
+    expect(serverOptionsProblems(['curves X25519 crt /etc/shadow'], extra, 'web')[0]?.message).toMatch(
       /crt "\/etc\/shadow": file outside/,
     );
-    expect(serverOptionsProblems(['namespace x'], extra)[0]?.message).toMatch(/deny list/);
+    expect(serverOptionsProblems(['namespace x'], extra, 'web')[0]?.message).toMatch(/deny list/);
   });
 });
 
@@ -251,16 +252,16 @@ describe('escapes HAProxy reads differently (found in review)', () => {
     'errorfile\\x00 503 /etc/shadow',
     'mode http\\x0aglobal',
   ])('an escaped control character is refused: %s', (line) => {
-    expect(listenOptionProblem(line, none)).toMatch(/escaped control character/);
+    expect(listenOptionProblem(line, none, 'web')).toMatch(/escaped control character/);
   });
   test('in global/defaults too: "listen\\x00" would open a section', () => {
     expect(sectionLineProblem('"listen\\x00" x')).toMatch(/escaped control character/);
   });
   test('the deny list sees decoded words: an extra "stats" keyword does not allow stats "admin"', () => {
     const p = policy({ extraListenKeywords: ['stats', 'option'] });
-    expect(listenOptionProblem('stats "admin" if TRUE', p)).toMatch(/"stats admin" is not allowed/);
-    expect(listenOptionProblem("option 'external-check'", p)).toMatch(/"option external-check" is not allowed/);
-    expect(listenOptionProblem('stats\\ admin if TRUE', p)).toMatch(/not allowed|plainly/);
+    expect(listenOptionProblem('stats "admin" if TRUE', p, 'web')).toMatch(/"stats admin" is not allowed/);
+    expect(listenOptionProblem("option 'external-check'", p, 'web')).toMatch(/"option external-check" is not allowed/);
+    expect(listenOptionProblem('stats\\ admin if TRUE', p, 'web')).toMatch(/not allowed|plainly/);
   });
 });
 
@@ -296,7 +297,7 @@ describe("global and defaults lines (the operator's own) may not open a section"
       'service_options:\n  extra_listen_keywords: ["option foo", "bar"]\n  extra_server_keywords: [curves]\n  file_dirs: [/etc/haproxy/errors/]\n',
       '/x/p.yml',
     );
-    expect(c.serviceOptions).toEqual({
+    expect(c.serviceOptions).toMatchObject({
       extraListenKeywords: ['option foo', 'bar'],
       extraServerKeywords: ['curves'],
       fileDirs: ['/etc/haproxy/errors/'],

@@ -33,7 +33,7 @@ describe('renderHaproxyConfig: memoized sections', () => {
     expect(section(second, 'web')).toBe(
       [
         'listen web',
-        '    bind fd@5',
+        '    bind fd@6',
         '    mode http',
         '    balance roundrobin',
         '    server w1 127.0.0.1:9003 weight 9',
@@ -51,17 +51,17 @@ describe('renderHaproxyConfig: memoized sections', () => {
   });
 
   test('a service added before the others shifts their fds: no section is reused with its old fd', () => {
-    const before = state([db, web]); // db@3, web@4
+    const before = state([db, web]); // db@4, web@5
     const first = render(before);
     expect(first).toBe(fresh(before));
-    expect(section(first, 'db')).toContain('bind fd@3');
+    expect(section(first, 'db')).toContain('bind fd@4');
 
-    const after = state([db, web, api]); // api sorts first: api@3, db@4, web@5
+    const after = state([db, web, api]); // api sorts first: api@4, db@5, web@6
     const second = render(after);
     expect(second).toBe(fresh(after));
-    expect(section(second, 'api')).toContain('bind fd@3\n');
-    expect(section(second, 'db')).toContain('bind fd@4\n');
-    expect(section(second, 'web')).toContain('bind fd@5\n');
+    expect(section(second, 'api')).toContain('bind fd@4\n');
+    expect(section(second, 'db')).toContain('bind fd@5\n');
+    expect(section(second, 'web')).toContain('bind fd@6\n');
 
     // And api removed again: db and web move back.
     expect(render(before)).toBe(first);
@@ -71,11 +71,11 @@ describe('renderHaproxyConfig: memoized sections', () => {
     const only = service('mmm', 8100, [server('s', 9100)]);
     const before = service('aaa', 8101, []);
     for (const [s, fd] of [
-      [state([only]), 3],
-      [state([before, only]), 4],
-      [state([only]), 3],
-      [state([only]), 3],
-      [state([before, only]), 4],
+      [state([only]), 4],
+      [state([before, only]), 5],
+      [state([only]), 4],
+      [state([only]), 4],
+      [state([before, only]), 5],
     ] as const) {
       const out = render(s);
       expect(out).toBe(fresh(s));

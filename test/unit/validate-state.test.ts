@@ -157,6 +157,10 @@ describe('sanitizeState: service options (common/option-policy)', () => {
       extraListenKeywords: ['option my-option'],
       extraServerKeywords: ['curves'],
       fileDirs: ['/srv/errors'],
+      targets: DEFAULT_SERVICE_OPTIONS.targets,
+      bindPorts: DEFAULT_SERVICE_OPTIONS.bindPorts,
+      bindLoopback: false,
+      local: DEFAULT_SERVICE_OPTIONS.local,
     };
     expect(sanitizeState(s, undefined, policy).problems).toEqual([]);
     expect(sanitizeState(s, undefined, DEFAULT_SERVICE_OPTIONS).problems).toHaveLength(3);

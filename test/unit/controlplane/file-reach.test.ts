@@ -182,7 +182,7 @@ describe('controlplane.zk_digest_file', () => {
     writeFileSync(f, 'proxymgr:pw');
     chmodSync(f, 0o644);
     loadZkDigest(f, log);
-    expect(warnings).toEqual([{ file: f, mode: '0644' }]);
+    expect(warnings).toEqual([{ file: f, key: 'controlplane.zk_digest_file', mode: '0644' }]);
   });
 
   test.each([

@@ -182,12 +182,16 @@ test('the example service configs in deploy/examples parse', () => {
   expect(files.length).toBeGreaterThanOrEqual(3);
   for (const f of files) {
     const [name, ext] = f.split('.');
-    const c = parseServiceConfig({
-      name: name!,
-      text: readFileSync(`${dir}/${f}`, 'utf8'),
-      origin: f,
-      format: ext === 'json' ? 'json' : 'yaml',
-    });
+    const c = parseServiceConfig(
+      {
+        name: name!,
+        text: readFileSync(`${dir}/${f}`, 'utf8'),
+        origin: f,
+        format: ext === 'json' ? 'json' : 'yaml',
+      },
+      // db.json listens on loopback, which deploy/examples/controlplane.yml allows
+      parseConfig(readFileSync(path.join(dir, '..', 'controlplane.yml'), 'utf8'), 'controlplane.yml').serviceOptions,
+    );
     expect(c.name).toBe(name);
   }
 });

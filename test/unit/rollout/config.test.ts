@@ -43,7 +43,7 @@ describe('rollout config', () => {
       name: 'web',
       origin: '/service_config/web',
       format: 'json' as const,
-      text: JSON.stringify({ type: 'static', hosts: [], port: 80, agents }),
+      text: JSON.stringify({ type: 'static', hosts: [], port: 8080, agents }),
     });
     expect(parseServiceConfig(raw({ zone: 'eu' })).agents).toEqual({ zone: 'eu' });
     expect(parseServiceConfig(raw(undefined)).agents).toBeUndefined();

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { decodeNode, encodeNode, MAX_NODE_BYTES } from '../../../controlplane/ha/node-codec';
+import { gzipSync } from 'node:zlib';
+import { decodeNode, encodeNode, MAX_DECODED_NODE_BYTES, MAX_NODE_BYTES } from '../../../controlplane/ha/node-codec';
 import {
   EMPTY_DOC,
   FleetAgent,
@@ -50,4 +51,20 @@ test('past the limit the write is refused with a message that says so', () => {
   expect(() => encodeNode(big, 'the rollout document')).toThrow(
     /^the rollout document is \d+ bytes \(\d+ as JSON\), over ZooKeeper's node limit of \d+ bytes \(jute\.maxbuffer\)$/,
   );
+});
+
+test('a gzip bomb in a node is refused with a message naming the bound, not inflated', () => {
+  // 64 MiB + 1 of zeros compresses to about 64 KB: small enough for any ZooKeeper node.
+  const bomb = gzipSync(Buffer.alloc(MAX_DECODED_NODE_BYTES + 1, 0x20));
+  expect(bomb.length).toBeLessThan(MAX_NODE_BYTES);
+  expect(() => decodeNode(bomb, 'revision r1')).toThrow(
+    /^revision r1: \d+ bytes of gzip inflate to more than 67108864 bytes \(MAX_DECODED_NODE_BYTES\); refused$/,
+  );
+  // A broken gzip stream is an error that names the node too.
+  expect(() => decodeNode(Buffer.from([0x1f, 0x8b, 1, 2, 3]), 'traffic node cp1')).toThrow(
+    /^traffic node cp1: not valid gzip/,
+  );
+  // Up to the bound it still reads (a document of the bound's size, gzipped, decodes).
+  const big = encodeNode({ pad: 'x'.repeat(2 * 1024 * 1024) }, 'big');
+  expect((decodeNode(big) as { pad: string }).pad.length).toBe(2 * 1024 * 1024);
 });

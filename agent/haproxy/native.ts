@@ -1,0 +1,28 @@
+import * as path from 'node:path';
+import { findUp } from '../../common/fs';
+
+/** The agent's native addon (agent/native/listenfd.c): sockets Node itself cannot make or hand over. */
+export interface NativeAddon {
+  listenTcp(host: string, port: number, backlog: number): number;
+  localPort(fd: number): number;
+  closeFd(fd: number): void;
+  /** null when that fd closed meanwhile; throws on anything else (EPERM: no ptrace access, seccomp). */
+  dupFrom(pid: number, fd: number): number | null;
+  socketInfo(fd: number): { address: string; port: number; listening: boolean; tcp: boolean } | null;
+  /** An AF_UNIX socketpair (close-on-exec): datagram or stream. */
+  socketPair(datagram: boolean): [number, number];
+  /** Sends `fd` over the unix socket `via` (SCM_RIGHTS); throws EAGAIN instead of blocking. */
+  sendFd(via: number, fd: number): void;
+}
+
+// Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.
+const ADDON = path.join('agent', 'native', 'build', 'Release', 'listenfd.node');
+
+let loaded: NativeAddon | undefined;
+
+/** The addon, loaded on first use (a module that only imports this file does not load it). */
+export function nativeAddon(): NativeAddon {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon (a .node file) loads only through require()
+  loaded ??= require(findUp(ADDON)) as NativeAddon;
+  return loaded;
+}
