@@ -7,7 +7,8 @@
  * admin requests and proxymgr.yml documents. After every batch both haproxy.cfg files are scanned for anything
  * an attack tried to inject, and the processes are checked for crashes.
  *
- * Last line: {"inputs","rejected","accepted","crashes","injected_lines_rendered","honest_failed_requests",...}.
+ * Last line: {"inputs","rejected","accepted","crashes","injected_lines_rendered","honest_failed_requests",
+ * "gate_floods_swayed", "by_class": {class: {inputs, rejected, accepted, crashes}}, ...}.
  * Targets (judged by the harness): crashes, injected lines, honest failures, client-side errors, unsanitized texts and
  * forged answers all 0; the agent admin API alive; at least `--inputs` inputs thrown.
  */
@@ -51,6 +52,9 @@ import {
   stateFileText,
 } from './lib-hostile';
 import { startTraffic } from './lib-traffic';
+import { encodeFloodStats, gateFloodCase, judgeGateFlood } from './lib-hostile-gates';
+import { foreignEnsembleConfig, HOSTILE_LABEL_RULES, hostileLabels } from './lib-hostile-identity';
+import { HOSTILE_TARGET_CLASSES } from './lib-hostile-targets';
 import { defineBenchmark, Figures, int, num, OptionsOf } from './harness';
 
 interface Tally {
@@ -65,7 +69,7 @@ const SECTION_WORDS = new Set(SECTION_KEYWORDS);
 
 const options = {
   seed: int(7, 'seed of the input mix'),
-  inputs: int(2400, 'hostile inputs', 1),
+  inputs: int(3200, 'hostile inputs', 1),
 };
 
 async function run(o: OptionsOf<typeof options>): Promise<Figures> {
@@ -90,7 +94,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
   const auth = `auth:
   clients:
     - {name: honest-agent, token_file: ${tmp.dir}/agent.token, roles: [agent], node_ids: [honest-a]}
-    - {name: attacker-agent, token_file: ${tmp.dir}/attacker.token, roles: [agent], node_ids: ["attacker-*"]}
+    - {name: attacker-agent, token_file: ${tmp.dir}/attacker.token, roles: [agent], node_ids: ["attacker-*"], labels: ${JSON.stringify(HOSTILE_LABEL_RULES)}}
     - {name: ops, token_file: ${tmp.dir}/ops.token, roles: [operator]}
     - {name: viewer, token_file: ${tmp.dir}/view.token, roles: [viewer]}
 `;
@@ -159,7 +163,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
       '--config',
       write(
         'cp1.yml',
-        `${haproxyYaml}\nservice_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}\ncontrolplane: {listen: "127.0.0.1:${cp1Port}"}\n${auth}`,
+        `${haproxyYaml}\nservice_config: {type: zookeeper, servers: "${zk.connectString}", path: /service_config}\ncontrolplane: {listen: "127.0.0.1:${cp1Port}", new_streams_per_identity_per_second: 1000}\n${auth}`,
       ),
     ],
     path.join(tmp.dir, 'cp1.log'),
@@ -170,7 +174,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
       '--config',
       write(
         'cp2.yml',
-        `${haproxyYaml}\nservice_config: {type: file, path: ${fileConfigs}}\ncontrolplane: {listen: "127.0.0.1:${cp2Port}"}\nrollout: {zookeeper: "${zk.connectString}", zk_path: /hostile-cp2, replica_id: cp2, bake_ms: 1000, preflight: {timeout_ms: 1000}}\n${auth}`,
+        `${haproxyYaml}\nservice_config: {type: file, path: ${fileConfigs}}\ncontrolplane: {listen: "127.0.0.1:${cp2Port}", new_streams_per_identity_per_second: 1000}\nrollout: {zookeeper: "${zk.connectString}", zk_path: /hostile-cp2, replica_id: cp2, bake_ms: 1000, preflight: {timeout_ms: 1000}}\n${auth}`,
       ),
     ],
     path.join(tmp.dir, 'cp2.log'),
@@ -230,6 +234,27 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
   await traffic.startLoad([honestA, honestB], 4);
 
   const injected = new Set<string>();
+  // What the control classes try to render: sockets and relays, other services' tables and variables, stats pages,
+  // link-local targets, and servers or checks at the control plane's or agent A's own ports.
+  const CONTROL_MARKERS = [
+    'unix@',
+    'abns@',
+    'uxst@',
+    'sockpair@',
+    'addr /',
+    'set-dst',
+    'transparent',
+    'use-service',
+    'use_backend',
+    'default_backend',
+    'stats enable',
+    'stats uri',
+    'proc.',
+    '169.254.',
+    'fe80',
+  ];
+  const ownPorts = [cp1Port, agentAdminPort];
+  const ownPortTargets = ownPorts.map((p) => new RegExp(`(:${p}\\b|port ${p}\\b)`));
   const scan = () => {
     for (const file of [cfgA, cfgB]) {
       let text = '';
@@ -249,10 +274,14 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
         // may carry a marker harmlessly; everything after it may not.
         const parts = line.split(/\s+/);
         const judged = word === 'server' && /^[A-Za-z0-9_.:-]+$/.test(parts[1] ?? '') ? parts.slice(2).join(' ') : line;
+        // The agent's own two: the admin channel (fd 3) and the read-only socket with a path.
+        const ownStatsSocket = /^stats socket (sockpair@3 level admin|\/\S+ mode 600 level user)$/.test(line);
         const bad =
-          FORBIDDEN_MARKERS.some((m) => judged.includes(m)) ||
+          (!ownStatsSocket && FORBIDDEN_MARKERS.some((m) => judged.includes(m))) ||
+          (!ownStatsSocket && CONTROL_MARKERS.some((m) => judged.includes(m))) ||
+          ownPortTargets.some((re) => re.test(judged)) ||
           (word === 'bind' && !/^bind fd@\d+$/.test(line)) ||
-          (line.startsWith('stats socket') && ++statsSockets > 1) ||
+          (line.startsWith('stats socket') && (!ownStatsSocket || ++statsSockets > 2)) ||
           (SECTION_WORDS.has(word) && raw !== line) || // a section keyword inside a section
           (SECTION_WORDS.has(word) && !['global', 'defaults', 'listen'].includes(word)) ||
           ((word === 'global' || word === 'defaults') && ++sections > 2);
@@ -488,8 +517,9 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     return a.close();
   };
 
-  // Shares of the inputs in 48ths: 550 / 150 / 250 / 350 / 150 / 150 / 150 / 150 / 150 / 100 and the rest (250)
-  // for proxymgr.yml at the default 2,400.
+  // Shares of the inputs in 48ths, at the default 3,200: 733 / 200 / 333 / 467 / 200 / 200 / 200 / 200 / 200 / 133,
+  // 133 for each of the four target classes, 67 each for foreign ensembles, labels and gate floods, and the rest
+  // (~200) for proxymgr.yml.
   const share = (n: number) => Math.round((target * n) / 48);
   const tallies: Record<string, Tally> = {};
   const tally = (name: string) => (tallies[name] ??= { inputs: 0, rejected: 0, accepted: 0, crashes: 0 });
@@ -874,6 +904,86 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     );
   }
 
+  // 8. The control classes: service configs aimed at the control itself (health checks at sockets and own ports,
+  // relays, loopback and link-local targets, references to other services), watchers naming foreign ZooKeeper
+  // ensembles — each through the first control plane and agent A, whose haproxy.cfg is scanned — hello labels the
+  // attacker's identity may not claim, and Stats floods that try to sway a gate.
+  const ownTargetPorts = [cp1Port, agentAdminPort];
+  const raw1 = new grpc.Client(`127.0.0.1:${cp1Port}`, grpc.credentials.createInsecure(), rpcOpts);
+  const raw2 = new grpc.Client(`127.0.0.1:${cp2Port}`, grpc.credentials.createInsecure(), rpcOpts);
+  for (const [name, generate] of Object.entries(HOSTILE_TARGET_CLASSES)) {
+    const t = tally(name);
+    await zkConfigBatches(t, share(2), (i) => ({
+      name: `${name.replace(/_/g, '-')}-${i}`,
+      text: generate(rand, ownTargetPorts),
+    }));
+    say(`  ${name}: ${JSON.stringify(t)}`);
+  }
+  {
+    const t = tally('foreign_ensembles');
+    await zkConfigBatches(t, share(1), (i) => ({
+      name: `foreign-${i}`,
+      text: foreignEnsembleConfig(rand, [zk.connectString]),
+    }));
+    say(`  foreign ensembles: ${JSON.stringify(t)}`);
+  }
+  {
+    const t = tally('labels');
+    const total = share(1);
+    for (let i = 0; i < total; i++) {
+      t.inputs++;
+      const s = openRaw(i % 2 === 0 ? raw1 : raw2, tokens.attacker);
+      s.write(
+        Buffer.from(
+          AgentMessage.encode(
+            AgentMessage.fromPartial({
+              hello: {
+                nodeId: `attacker-labels-${i}`,
+                agentVersion: 'x',
+                haproxyVersion: 'x',
+                protocolVersion: 2,
+                labels: hostileLabels(rand),
+              },
+            }),
+          ).finish(),
+        ),
+      );
+      await s.next(() => false, 1500);
+      if ((await s.close()) === 'refused') t.rejected++;
+      else {
+        t.accepted++;
+        say(`  LABELS TAKEN for attacker-labels-${i}`);
+      }
+    }
+    say(`  labels: ${JSON.stringify(t)}`);
+  }
+  let gateFloodsSwayed = 0;
+  {
+    const t = tally('gate_flooding');
+    const total = share(1);
+    for (let i = 0; i < total; i++) {
+      t.inputs++;
+      const c = gateFloodCase(seed * 10_000 + i);
+      // The verdict, from the control plane's own ledger and judge over the case's timeline.
+      const r = judgeGateFlood(c);
+      if (r.verdict === 'fail') t.rejected++;
+      else {
+        t.accepted++;
+        gateFloodsSwayed++;
+        say(`  GATE SWAYED by ${c.strategy} (seed ${c.seed}): ${r.verdict}`);
+      }
+      // And the flood itself at the second control plane (rollouts on), as fast as it goes: it must stay up.
+      const s = openRaw(raw2, tokens.attacker);
+      s.write(helloBytes(`attacker-flood-${i % 4}`, 2));
+      for (const m of c.messages.filter((x) => x.hostile).slice(0, 200)) s.write(encodeFloodStats(m));
+      await s.next(() => false, 100);
+      await s.close();
+    }
+    say(`  gate flooding: ${JSON.stringify(t)}`);
+  }
+  raw1.close();
+  raw2.close();
+
   // 7. proxymgr.yml documents: parsed by the real parser in process; a handful also by a real `proxymgr agent`.
   {
     const t = tally('proxymgr_yml');
@@ -968,8 +1078,9 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     state_questions_answered: reportFigures.state_questions,
     agent_admin_alive: agentAdminAlive,
     setpolicy_hostile_values_accepted: [...acceptedPolicies].sort(),
+    gate_floods_swayed: gateFloodsSwayed,
     status_codes: statusCodes,
-    by_entry_point: tallies,
+    by_class: tallies,
   };
 }
 
@@ -1269,6 +1380,7 @@ export const benchmark = defineBenchmark({
       value: String(r.agent_admin_alive),
       smoke: true,
     },
+    { name: 'gate_floods_swayed = 0', held: r.gate_floods_swayed === 0, value: r.gate_floods_swayed, smoke: true },
     { name: 'inputs ≥ --inputs', held: num(r.inputs) >= o.inputs, value: r.inputs, smoke: true },
   ],
 });

@@ -38,9 +38,9 @@ function service(
 }
 
 /** Health and agent checks aimed at unix sockets, the stats socket, ProxyMgr's own ports or link-local addresses. */
-export function hostileCheckTarget(rand: () => number): string {
+export function hostileCheckTarget(rand: () => number, ownPorts: readonly number[] = OWN_PORTS): string {
   const pick = picker(rand);
-  const own = pick(OWN_PORTS);
+  const own = pick(ownPorts);
   const sock = pick(SOCKETS);
   const kind = pick(['tcp-check', 'http-check'] as const);
   const listenHead = kind === 'tcp-check' ? ['mode tcp', 'option tcp-check'] : ['mode http', 'option httpchk'];
@@ -70,7 +70,7 @@ export function hostileCheckTarget(rand: () => number): string {
 }
 
 /** Ways to turn a service into a relay to any address (transparent proxying, destination from the request). */
-export function hostileRelay(rand: () => number): string {
+export function hostileRelay(rand: () => number, ownPorts: readonly number[] = OWN_PORTS): string {
   const pick = picker(rand);
   const cond = pick(['', ' if TRUE', ' if { path /x }', ' unless { src 10.0.0.0/8 }']);
   const lines = [
@@ -83,16 +83,16 @@ export function hostileRelay(rand: () => number): string {
     `tcp-request content set-dst ipv4(169.254.169.254)${cond}`,
     `http-request set-dst ipv6(::1)${cond}`,
     `source 10.0.0.1 usesrc ${pick(['clientip', 'client', '10.0.0.2', 'hdr_ip(x-forwarded-for)'])}`,
-    `dispatch 127.0.0.1:${pick(OWN_PORTS)}`,
+    `dispatch 127.0.0.1:${pick(ownPorts)}`,
   ];
   if (rand() < 0.8) return service(rand, { listen: ['mode http', pick(lines)] });
   return service(rand, { server: [`source 0.0.0.0 usesrc ${pick(['client', 'clientip'])}`] });
 }
 
 /** Host entries (server addresses) at ProxyMgr's own ports on loopback, the unspecified address or link-local. */
-export function hostileLoopbackTarget(rand: () => number): string {
+export function hostileLoopbackTarget(rand: () => number, ownPorts: readonly number[] = OWN_PORTS): string {
   const pick = picker(rand);
-  const own = pick(OWN_PORTS);
+  const own = pick(ownPorts);
   const hosts = [
     { address: '127.0.0.1', port: own },
     { address: `127.${Math.floor(rand() * 256)}.${Math.floor(rand() * 256)}.1`, port: own },
@@ -142,7 +142,9 @@ export function hostileCrossService(rand: () => number): string {
 }
 
 /** The four classes by the name `bench hostile` reports them under. */
-export const HOSTILE_TARGET_CLASSES: Readonly<Record<string, (rand: () => number) => string>> = {
+export const HOSTILE_TARGET_CLASSES: Readonly<
+  Record<string, (rand: () => number, ownPorts?: readonly number[]) => string>
+> = {
   health_check_targets: hostileCheckTarget,
   relays: hostileRelay,
   loopback_targets: hostileLoopbackTarget,

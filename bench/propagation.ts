@@ -246,9 +246,12 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     const socketPath = path.join(agentDir, 'haproxy.sock');
     writeFileSync(
       path.join(tmp.dir, 'agent.yml'),
+      // socket_level admin: the floor samples change a server through the socket, as an operator would (the agent
+      // runs as root here and HAProxy as its own user, which cannot open the socket).
       `haproxy:
   config_path: ${path.join(agentDir, 'haproxy.cfg')}
   socket_path: ${socketPath}
+  socket_level: admin
 agent:
   state_dir: ${agentDir}
   node_id: bench-agent

@@ -11,7 +11,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { renderHaproxyConfig } from '../agent/haproxy/render';
+import { FIRST_LISTEN_FD, renderHaproxyConfig } from '../agent/haproxy/render';
 import { StatsSocketClient } from '../agent/haproxy/runtime';
 import { DesiredState } from '../common/types';
 import { server, service, startTestAgent, state } from '../testkit/agent';
@@ -99,8 +99,15 @@ class NaiveHaproxy {
       serverStateFile: path.join(this.dir, 'server-state'),
       hardStopAfterMs: 5000,
     });
-    const bound = text.replace(/^(\s*)bind fd@3$/m, `$1bind 127.0.0.1:${this.port}`);
-    if (bound === text) throw new Error('naive baseline: no "bind fd@3" line to replace in the rendered config');
+    // The naive HAProxy binds its port itself and has no admin channel: its stats socket with a path is admin.
+    const bound = text
+      .replace(new RegExp(`^(\\s*)bind fd@${FIRST_LISTEN_FD}$`, 'm'), `$1bind 127.0.0.1:${this.port}`)
+      .replace(/^\s*stats socket sockpair@\d+ level admin\n/m, '')
+      .replace(/ mode 600 level user$/m, ' mode 600 level admin');
+    if (!bound.includes(`bind 127.0.0.1:${this.port}`) || bound.includes('sockpair@'))
+      throw new Error(
+        `naive baseline: the rendered config has no "bind fd@${FIRST_LISTEN_FD}" or admin channel line to replace`,
+      );
     writeFileSync(this.configPath, bound);
   }
 

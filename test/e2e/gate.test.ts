@@ -38,7 +38,7 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     const r = bad.rollout;
     expect(r.state).toBe('rolled_back');
     expect(r.waves).toHaveLength(1);
-    expect(r.reason).toMatch(/^wave 1: traffic gate: .*5xx 100% .*rolled back to /);
+    expect(r.reason).toMatch(/^wave 1: traffic gate: .*5xx 100%[ ,].*rolled back to /);
     expect(bad.canary).toEqual(['agent0']);
     expect(bad.pushedTo).toEqual(['agent0']);
     expect(bad.failuresOutsideCanary).toEqual([]);
@@ -181,7 +181,7 @@ describe('preflight and traffic gates: 2 control planes, 5 agents with real HAPr
     );
     const r3 = d3.current!;
     expect(r3.state).toBe('rolled_back');
-    expect(r3.reason).toMatch(/^wave 1: traffic gate: .*5xx 100% .*rolled back to /);
+    expect(r3.reason).toMatch(/^wave 1: traffic gate: .*5xx 100%[ ,].*rolled back to /);
     expect(r3.finishedAt!).toBeGreaterThan(killedAt);
     expect(r3.waves[0]!.gate).toMatchObject({ verdict: 'fail' });
     expect(r3.waves[0]!.gate!.at).toBeGreaterThan(killedAt);

@@ -89,6 +89,7 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
     const localized = { ...desired, services: desired.services.map((s) => ({ ...s, bindAddress: a.ip })) };
     return renderHaproxyConfig(localized, {
       socketPath: config.haproxy.socketPath,
+      ...(config.haproxy.socketLevel ? { socketLevel: config.haproxy.socketLevel } : {}),
       serverStateFile: path.join(config.agent.stateDir, 'server-state'),
       hardStopAfterMs: config.agent.hardStopAfterMs,
       ...resolveHaproxyIdentity(config, silentLogger),
@@ -213,7 +214,9 @@ rollout: {bake_ms: 200, replica_id: cp0}
       const config = path.join(dir, 'proxymgr.yml');
       writeFileSync(
         config,
-        `haproxy: {config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}
+        // socket_level admin: the test plays an operator changing a server by hand (safe here: the agent runs as
+        // root and HAProxy as its own user, which cannot open the socket).
+        `haproxy: {config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock, socket_level: admin}
 agent:
   state_dir: ${dir}
   node_id: agent${i}

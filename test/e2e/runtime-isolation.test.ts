@@ -149,7 +149,9 @@ describeAsRoot('HAProxy cannot drive its own runtime API (agent and HAProxy as n
     expect(execFileSync('ps', ['-o', 'user=', '-p', String(pid0)], { encoding: 'utf8' }).trim()).toBe('nobody');
 
     // 1. Refused by the agent's own policy, naming the service, the line and why; web is served.
-    expect(await agent.waitFor(/service \\"probe\\"[^\n]*listen_options\[2\][^\n]*tcp-check connect/)).toBe(true);
+    expect(
+      await agent.waitFor(/service \\"probe\\"[^\n]*listen_options\[2\][^\n]*connect addr[^\n]*not an IP literal/),
+    ).toBe(true);
     const rendered = readFileSync(path.join(dir, 'haproxy.cfg'), 'utf8');
     expect(rendered).not.toMatch(/listen probe/);
     expect(rendered).not.toContain(socket.replace(/.*\//, 'addr '));
@@ -213,7 +215,9 @@ describeAsRoot('HAProxy cannot drive its own runtime API (agent and HAProxy as n
     expect(alive(pid1)).toBe(true);
     agent = startAgent(cfg, stateFile);
     expect(await agent.waitFor(/took over the HAProxy the previous agent left running/)).toBe(true);
-    expect(await agent.waitFor(/service \\"probe\\"[^\n]*listen_options\[2\][^\n]*tcp-check connect/)).toBe(true);
+    expect(
+      await agent.waitFor(/service \\"probe\\"[^\n]*listen_options\[2\][^\n]*connect addr[^\n]*not an IP literal/),
+    ).toBe(true);
     expect(await agent.waitFor(/haproxy reloaded/)).toBe(true);
     const pid2 = readPidOr0(dir);
     haproxyPids.add(pid2);

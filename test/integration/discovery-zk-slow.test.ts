@@ -80,7 +80,8 @@ test('host watchers alone (service configs from a file): the first snapshot has 
     writeFileSync(path.join(tmp.dir, 'services.yml'), JSON.stringify(services));
     d = testDiscovery(
       { type: 'file', path: path.join(tmp.dir, 'services.yml') },
-      { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000 },
+      // A file-source control plane lists the ensembles its watchers may name.
+      { initialSyncTimeoutMs: 20_000, zkSessionTimeoutMs: 6000, watcherEnsembles: [{ servers: proxy.connectString }] },
     );
     const seen: DesiredState[] = [];
     d.onSnapshot((s) => seen.push(s));

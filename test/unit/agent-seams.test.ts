@@ -29,7 +29,7 @@ describe('Agent on fakes', () => {
     expect(f.supervisor.starts).toEqual([{ fds, pid: expect.any(Number) }]);
     expect(f.check.calls).toEqual([{ configFile: `${f.config.haproxy.configPath}.candidate`, fds }]);
     expect(f.files.files.get(f.config.haproxy.configPath)).toMatch(
-      /listen web\n\s+bind fd@4\n[\s\S]*server a 127\.0\.0\.1:9001 weight 1/,
+      /listen web\n\s+bind fd@5\n[\s\S]*server a 127\.0\.0\.1:9001 weight 1/,
     );
     expect(f.agent.current?.version).toBe(desired.version);
     expect(f.agent.state).toBe('running');
