@@ -96,9 +96,26 @@ function judge(list: readonly Target[], policy: ServiceOptionsPolicy): string[] 
   return problems;
 }
 
+/** `log <ip>[:<port>] …` lines: syslog over UDP (port 514 unless given), with text the service shapes. */
+function logTargets(listenOptions: readonly string[]): Target[] {
+  const out: Target[] = [];
+  for (const line of listenOptions) {
+    const [keyword, target] = line.trim().split(/\s+/);
+    if (keyword !== 'log' || target === undefined) continue;
+    const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[^\]]+\])(?::(\d{1,5}))?$/.exec(target);
+    if (!m) continue; // not a network address: the grammar judged it (global, stdout, a file under file_dirs, …)
+    out.push({
+      what: 'log target',
+      host: { v: m[1]!.replace(/^\[(.*)\]$/, '$1'), service: true },
+      port: { v: Number(m[2] ?? 514), service: true },
+    });
+  }
+  return out;
+}
+
 /** Targets the service config alone aims at and the target policy refuses (the service is refused). */
 export function serviceTargetProblems(service: Service, policy: ServiceOptionsPolicy): string[] {
-  return judge(targets(service, undefined, policy), policy);
+  return judge([...targets(service, undefined, policy), ...logTargets(service.listenOptions)], policy);
 }
 
 /** Targets of one server (involving its host entry) the target policy refuses (the server is left out). */

@@ -335,7 +335,10 @@ export function loadConfig(file: string): ProxyMgrConfig {
   const local = localFacts([], networkInterfaces());
   return {
     ...config,
-    serviceOptions: { ...config.serviceOptions, local: { ...config.serviceOptions.local, addresses: local.addresses } },
+    serviceOptions: {
+      ...config.serviceOptions,
+      local: { ...config.serviceOptions.local, addresses: local.addresses, names: [hostname()] },
+    },
   };
 }
 

@@ -57,8 +57,12 @@ const TABLE_FUNCTION_RE = /(?:^|[^A-Za-z0-9_.-])((?:sc\d*|src|table)_[a-z0-9_]+|
 /** Fetches whose argument names a backend (or `<backend>/<server>`). */
 const BACKEND_FUNCTION_RE =
   /(?:^|[^A-Za-z0-9_.-])(nbsrv|be_conn|be_conn_free|be_sess_rate|avg_queue|connslots|queue|srv_conn|srv_conn_free|srv_is_up|srv_queue|srv_sess_rate|srv_iweight|srv_uweight|srv_weight)\(([^)]*)\)/g;
-/** A variable argument in the `proc.` scope: set-var(proc.x), var(proc.x), unset-var(proc.x), add(proc.x), … */
-const PROC_VARIABLE_RE = /[(,]\s*['"]?\s*proc\./;
+/**
+ * A variable argument in the `proc.` scope: set-var(proc.x), var(proc.x), unset-var(proc.x), add(proc.x), … Matched
+ * with quotes, backslashes and blanks removed: HAProxy's argument parser joins `''proc.x` into `proc.x`.
+ */
+const PROC_VARIABLE_RE = /[(,]proc\./;
+const flatArgument = (w: string) => w.replace(/['"\\\s]/g, '');
 
 function port(v: string | undefined): number | undefined {
   if (v === undefined || !PORT_RE.test(v)) return undefined;
@@ -219,7 +223,7 @@ export function connectArgs(args: readonly string[]): ConnectArgs & { problem?: 
  */
 export function referenceProblem(words: readonly string[], service: string): string | undefined {
   for (const w of words) {
-    if (PROC_VARIABLE_RE.test(w))
+    if (PROC_VARIABLE_RE.test(flatArgument(w)))
       return `${JSON.stringify(w)}: variables in the proc. scope are shared by every service of that HAProxy (use txn., sess., req. or res.)`;
     for (const m of w.matchAll(TABLE_FUNCTION_RE)) {
       const other = m[2]!

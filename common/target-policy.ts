@@ -34,6 +34,8 @@ export interface LocalFacts {
   readonly ownPorts: readonly number[];
   /** The host's own addresses (os.networkInterfaces()), loopback aside. */
   readonly addresses: readonly string[];
+  /** The host's own names (os.hostname()): /etc/hosts maps them to this host (Debian: 127.0.1.1). */
+  readonly names?: readonly string[];
 }
 
 export const NO_LOCAL_FACTS: LocalFacts = { ownPorts: [], addresses: [] };
@@ -157,17 +159,45 @@ export function isLoopback(ip: string): boolean {
 }
 
 /** `localhost` and `*.localhost` always resolve to loopback (RFC 6761); other names cannot be judged here. */
-function loopbackName(host: string): boolean {
-  return /^(.+\.)?localhost\.?$/i.test(host);
+/** Names /etc/hosts (or systemd's nss-myhostname) maps to loopback or to this host. */
+const LOOPBACK_NAMES =
+  /^((.+\.)?localhost|localhost\.localdomain|localhost6(\.localdomain6)?|ip6-localhost|ip6-loopback)$/i;
+
+function loopbackName(host: string, local: LocalFacts): boolean {
+  const name = host.replace(/\.$/, '').toLowerCase();
+  if (LOOPBACK_NAMES.test(name)) return true;
+  return (local.names ?? []).some((n) => {
+    const own = n.toLowerCase();
+    return name === own || name === own.split('.')[0] || name.startsWith(`${own}.`);
+  });
+}
+
+const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
+
+/**
+ * Why a host entry's address is neither an IP literal nor a host name, or undefined (the message follows the
+ * quoted address). A name whose last label is a number (`127.1`, `2130706433`, `0x7f000001`, `017700000001`) is
+ * an IPv4 address to the C library HAProxy resolves names with — `inet_aton` reads it without any DNS — so it is
+ * refused: the target policy judges IP literals, and such a name would slip past it. A zone index (`%eth0`) is
+ * refused too: HAProxy 2.6 does not take one, and a config it refuses would hold back the whole service.
+ */
+export function hostAddressProblem(address: string): string | undefined {
+  if (address.includes('%')) return 'has a zone index (%…): HAProxy does not take one';
+  if (isIP(address) !== 0) return undefined;
+  if (!HOSTNAME_RE.test(address)) return 'is neither an IP literal nor a hostname';
+  const last = address.replace(/\.$/, '').split('.').pop()!;
+  if (/^(0x[0-9a-f]*|\d+)$/i.test(last))
+    return 'is a numeric IPv4 spelling, not a hostname (the C library reads 127.1 as 127.0.0.1): write the address as a dotted quad';
+  return undefined;
 }
 
 /**
  * Why a connection to `host`:`port` (a server, a health or agent check, a socks4 proxy) is refused, or undefined.
- * `host` is an IP literal or, for host entries, a name: names are not resolved (the check is pure), except that
- * `localhost` counts as loopback.
+ * `host` is an IP literal or, for host entries, a name (hostAddressProblem refused numeric spellings): names are not
+ * resolved (the check is pure), except that `localhost` and its kin, and this host's own names, count as loopback.
  */
 export function targetProblem(host: string, port: number, rules: TargetRules, local: LocalFacts): string | undefined {
-  const ip = ipBytes(loopbackName(host) ? '127.0.0.1' : host);
+  const ip = ipBytes(loopbackName(host, local) ? '127.0.0.1' : host);
   if (!ip) return undefined;
   const shown = ip.family === 6 && isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   if (ip.bytes.every((b) => b === 0))

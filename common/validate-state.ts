@@ -2,12 +2,12 @@ import { isIP } from 'node:net';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from './config';
 import { serverTargetProblems, serviceTargetProblems } from './check-targets';
 import { StateError, StateProblem } from './errors';
+import { hostAddressProblem } from './target-policy';
 import { listenOptionProblem, OptionProblem, sectionLineProblem, serverOptionsProblems } from './option-policy';
 import { DesiredState, Server, Service } from './types';
 
 /** HAProxy section and server names: what HAProxy accepts and nothing that could break out of a config line. */
 export const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
-const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
 // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const CONTROL_RE = /[\x00-\x1f\x7f]/;
 
@@ -237,9 +237,8 @@ function checkServers(service: Service, policy: ServiceOptionsPolicy, problems: 
 function serverProblems(service: Service, server: Server, policy: ServiceOptionsPolicy): string[] {
   const problems: string[] = [];
   if (!NAME_RE.test(server.name)) problems.push('name must match [A-Za-z0-9_.:-]+');
-  if (isIP(server.address) === 0 && !HOSTNAME_RE.test(server.address)) {
-    problems.push(`address ${JSON.stringify(server.address)} is neither an IP literal nor a hostname`);
-  }
+  const badAddress = hostAddressProblem(server.address);
+  if (badAddress) problems.push(`address ${JSON.stringify(server.address)} ${badAddress}`);
   if (!validPort(server.port)) problems.push(`port ${server.port} is outside 1-65535`);
   if (!Number.isInteger(server.weight) || server.weight < 0 || server.weight > 256)
     problems.push(`weight ${server.weight} is outside 0-256`);

@@ -1,11 +1,10 @@
 import { ProxyMgrError } from '../common/errors';
-import { isIP } from 'node:net';
 import { DEFAULT_WEIGHT } from '../common/types';
+import { hostAddressProblem } from '../common/target-policy';
 import { NAME_RE } from '../common/validate-state';
 import { syntaxErrorMessage } from './syntax-error';
 import { Host } from './types';
 
-const HOSTNAME_RE = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
 // eslint-disable-next-line no-control-regex -- control characters are what this pattern finds
 const CONTROL_RE = /[\x00-\x1f\x7f]/;
 /** Host nodes are a few hundred bytes; anything far larger is a mistake and is not parsed. */
@@ -120,8 +119,8 @@ function hostFromObject(doc: unknown, childName: string | undefined): Host {
 /** `quote`: name the offending value in the message (not for text read from files). */
 function checked(h: Host, quote = true): Host {
   const q = (v: unknown) => (quote ? ` ${JSON.stringify(v)}` : '');
-  if (isIP(h.address) === 0 && !HOSTNAME_RE.test(h.address))
-    throw new HostError(`address${q(h.address)} is neither an IP literal nor a hostname`);
+  const badAddress = hostAddressProblem(h.address);
+  if (badAddress) throw new HostError(`address${q(h.address)} ${badAddress}`);
   if (!Number.isInteger(h.port) || h.port < 1 || h.port > 65535)
     throw new HostError(`port${q(h.port)} is outside 1-65535`);
   if (!Number.isInteger(h.weight) || h.weight < 0 || h.weight > 256)

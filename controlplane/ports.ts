@@ -11,6 +11,8 @@ import { DesiredState } from '../common/types';
 /** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
 export interface AgentRecord {
   nodeId: string;
+  /** The identity (auth.clients entry and credential) whose hello made this record; unset without authentication. */
+  owner?: string;
   labels: Record<string, string>;
   agentVersion: string;
   haproxyVersion: string;

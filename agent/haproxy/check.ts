@@ -86,8 +86,9 @@ export interface Attribution {
 }
 
 // HAProxy's closing summary lines: they name no cause of their own.
+// "Failed to initialize server(s) addr." follows the alert that names the server: a summary, not a finding.
 const SUMMARY =
-  /Fatal errors found in configuration|Error\(s\) found in configuration file|Errors found in configuration file/;
+  /Fatal errors found in configuration|Error\(s\) found in configuration file|Errors found in configuration file|Failed to initialize server\(s\) addr/;
 
 /**
  * Maps `haproxy -c` output back to the `listen` sections of the rendered config (pure). HAProxy 2.6 locates an

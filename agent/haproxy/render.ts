@@ -99,7 +99,12 @@ export function renderService(service: Service, fd: number): string[] {
 }
 
 export function renderServerLine(service: Service, server: Server): string {
-  return ['server', server.name, serverAddress(server), ...serverKeywords(service, server)].join(' ');
+  const words = ['server', server.name, serverAddress(server), ...serverKeywords(service, server)];
+  // A host name that does not resolve would fail the whole config (HAProxy's default init-addr is last,libc): it
+  // starts disabled instead, and the other servers and services run.
+  if (isIP(server.address) === 0 && !words.some((w) => /(^|\s)init-addr(\s|$)/.test(w)))
+    words.push('init-addr last,libc,none');
+  return words.join(' ');
 }
 
 /** What follows `server NAME ADDR` — shared by the config file and the runtime `add server` command. */

@@ -82,6 +82,7 @@ export class AgentRegistry {
         ? { rejectedServices: prev.rejectedServices }
         : {}),
       ...hello,
+      ...(owner !== undefined ? { owner } : {}),
       connected: true,
       connectedSince: new Date(),
     };

@@ -102,7 +102,10 @@ export class AgentReports {
           (version === '' || version === agent.runningVersion) &&
           this.partial.get(agent.nodeId) !== agent.runningVersion;
         const state = this.deps.stateOf(revision, agent.labels);
-        this.deps.traffic().sample(agent.nodeId, revision, boundedGauges(counters, state), at.getTime(), countable);
+        // One voice per credential: a wildcard identity's many node ids speak as one agent in the gate.
+        this.deps
+          .traffic()
+          .sample(agent.nodeId, revision, boundedGauges(counters, state), at.getTime(), countable, agent.owner);
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);

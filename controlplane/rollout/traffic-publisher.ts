@@ -27,8 +27,15 @@ export class TrafficPublisher {
   }
 
   /** A counter report of one agent (see TrafficLedger.sample). */
-  sample(nodeId: string, revision: string, counters: readonly ServiceCounters[], at: number, countable: boolean): void {
-    this.ledger.sample(nodeId, revision, counters, at, countable);
+  sample(
+    nodeId: string,
+    revision: string,
+    counters: readonly ServiceCounters[],
+    at: number,
+    countable: boolean,
+    voice?: string,
+  ): void {
+    this.ledger.sample(nodeId, revision, counters, at, countable, voice);
   }
 
   forget(nodeId: string): void {

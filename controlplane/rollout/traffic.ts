@@ -66,6 +66,11 @@ export class TrafficLedger {
   /** Per agent, its traffic before it took the rollout's revision: node id → key → counts. */
   private agentBaseline = new Map<string, Map<string, Vec>>();
   private agentBaselineGauges = new Map<string, Map<string, Vec>>();
+  /**
+   * Whose voice each node id's counts are (its credential; its node id without authentication): a credential that
+   * may take many node ids (a wildcard) is one voice in the gate, not one per node id.
+   */
+  private readonly voiceOf = new Map<string, string>();
 
   constructor(private baselineMs: number) {}
 
@@ -96,7 +101,15 @@ export class TrafficLedger {
    * A sample of `nodeId`, running `revision`. Not `countable` (the agent's word on its version does not match its
    * ACK, or it runs a partial apply): a boundary only — what it counted since its previous sample counts nowhere.
    */
-  sample(nodeId: string, revision: string, counters: readonly ServiceCounters[], at: number, countable = true): void {
+  sample(
+    nodeId: string,
+    revision: string,
+    counters: readonly ServiceCounters[],
+    at: number,
+    countable = true,
+    voice = nodeId,
+  ): void {
+    this.voiceOf.set(nodeId, voice);
     const now: Sample = { at, revision, counters };
     const a = this.agents.get(nodeId);
     if (!a) {
@@ -144,6 +157,7 @@ export class TrafficLedger {
   /** The agent left this replica: its next sample (on any replica) starts afresh. */
   forget(nodeId: string): void {
     this.agents.delete(nodeId);
+    this.voiceOf.delete(nodeId);
   }
 
   /** What this replica reports to the leader (ZooKeeper node traffic/<replica>); undefined while no rollout is followed. */
@@ -163,29 +177,44 @@ export class TrafficLedger {
     const obj = (m: Map<string, Vec>) => Object.fromEntries([...m].map(([k, v]) => [k, [...v]]));
     const min = r.minRequests ?? 1;
     const byNode = <T>(m: Map<string, T>) => [...m].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const voiceOf = (nodeId: string) => this.voiceOf.get(nodeId) ?? nodeId;
+    /** Per-node maps summed per voice (see voiceOf). */
+    const perVoice = (m: Map<string, Map<string, Vec>>) => {
+      const out = new Map<string, Map<string, Vec>>();
+      for (const [nodeId, byKey] of m) {
+        let acc = out.get(voiceOf(nodeId));
+        if (!acc) out.set(voiceOf(nodeId), (acc = new Map()));
+        for (const [key, v] of byKey) add(acc, key, v);
+      }
+      return out;
+    };
     // Per-agent figures as voices (voices.ts), in node id order: a fixed grouping the agents do not choose.
     const voices: Record<string, Record<string, number[][]>> = {};
     for (const rev of [r.from, r.to]) {
       const perKey = new Map<string, Vec[]>();
-      for (const [, byRevision] of byNode(this.windowed))
-        for (const [key, v] of byRevision.get(rev) ?? []) perKey.set(key, [...(perKey.get(key) ?? []), v]);
+      const windowed = new Map(
+        [...this.windowed].map(([nodeId, byRevision]) => [nodeId, byRevision.get(rev) ?? new Map<string, Vec>()]),
+      );
+      for (const [, byKey] of byNode(perVoice(windowed)))
+        for (const [key, v] of byKey) perKey.set(key, [...(perKey.get(key) ?? []), v]);
       if (perKey.size > 0)
         voices[rev] = Object.fromEntries([...perKey].map(([k, list]) => [k, groupVoices(list, min, false)]));
     }
     const gaugeVoices: Record<string, Record<string, number[][]>> = {};
     for (const rev of [r.from, r.to]) {
       const perKey = new Map<string, Vec[]>();
-      for (const [, a] of byNode(this.agents)) {
-        if (a.last.revision !== rev) continue;
-        for (const [key, g] of this.gaugeVectors(a.last.counters, r.keys))
-          perKey.set(key, [...(perKey.get(key) ?? []), g]);
-      }
+      const current = new Map<string, Map<string, Vec>>();
+      for (const [nodeId, a] of this.agents)
+        if (a.last.revision === rev) current.set(nodeId, this.gaugeVectors(a.last.counters, r.keys));
+      for (const [, byKey] of byNode(perVoice(current)))
+        for (const [key, g] of byKey) perKey.set(key, [...(perKey.get(key) ?? []), g]);
       if (perKey.size > 0)
         gaugeVoices[rev] = Object.fromEntries([...perKey].map(([k, list]) => [k, groupVoices(list, 0, false, AGENTS)]));
     }
     const perAgent = (m: Map<string, Map<string, Vec>>, min: number, sizeIndex: number) => {
       const perKey = new Map<string, Vec[]>();
-      for (const [, byKey] of byNode(m)) for (const [key, v] of byKey) perKey.set(key, [...(perKey.get(key) ?? []), v]);
+      for (const [, byKey] of byNode(perVoice(m)))
+        for (const [key, v] of byKey) perKey.set(key, [...(perKey.get(key) ?? []), v]);
       return Object.fromEntries([...perKey].map(([k, list]) => [k, groupVoices(list, min, false, sizeIndex)]));
     };
     return {

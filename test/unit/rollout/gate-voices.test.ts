@@ -184,6 +184,26 @@ describe('TrafficLedger: sample cap and voices', () => {
     expect(l.report(5000)!.voices).toEqual({});
   });
 
+  test("one credential's node ids are one voice: a wildcard identity cannot outvote the honest agents", () => {
+    const l = new TrafficLedger(60_000);
+    l.follow(ROLLOUT);
+    // Two honest canaries with 20 % 5xx, and ten node ids of one attacker credential claiming clean traffic.
+    for (const [id, voice, n, bad] of [
+      ['h1', 'h1', 1000, 200],
+      ['h2', 'h2', 1000, 200],
+      ...Array.from({ length: 10 }, (_, i) => [`attacker-${i}`, 'attacker-agent', 1000, 0] as const),
+    ] as const) {
+      l.sample(id, 'r2', [sc('web', 0)], 0, true, voice);
+      l.sample(id, 'r2', [sc('web', n, bad)], 1000, true, voice);
+    }
+    const voices = l.report(1000)!.voices!['r2']!['web']!;
+    expect(voices).toHaveLength(3); // attacker-agent (10,000 clean), h1, h2 — not twelve
+    expect(voices).toContainEqual(c(10_000, 0));
+    // The canary's upper median stays the honest 20 %.
+    const shares = voices.map((v) => v[1]! / v[0]!).sort((a, b) => a - b);
+    expect(shares[Math.floor(shares.length / 2)]).toBeCloseTo(0.2);
+  });
+
   test('gauges are bounded: DOWN at most the servers, the queue capped', () => {
     const l = new TrafficLedger(60_000);
     l.follow(ROLLOUT);
