@@ -183,11 +183,20 @@ export function gateFloodCases(seed: number, n: number): GateFloodCase[] {
   return Array.from({ length: n }, (_, i) => gateFloodCase(seed + i));
 }
 
-/** The wire form of one message (AgentMessage with Stats), for a real agent stream. */
+const UINT32_MAX = 0xffff_ffff;
+
+/**
+ * The wire form of one message (AgentMessage with Stats), for a real agent stream. The gauges are uint32 on the
+ * wire: a larger claim goes out as the largest the wire carries (what an attacker could send at most).
+ */
 export function encodeFloodStats(m: FloodStats, runningVersion = ''): Buffer {
-  return Buffer.from(
-    AgentMessage.encode(AgentMessage.fromPartial({ stats: { counters: [...m.counters], runningVersion } })).finish(),
-  );
+  const counters = m.counters.map((c) => ({
+    ...c,
+    serversDown: Math.min(c.serversDown, UINT32_MAX),
+    servers: Math.min(c.servers, UINT32_MAX),
+    queue: Math.min(c.queue, UINT32_MAX),
+  }));
+  return Buffer.from(AgentMessage.encode(AgentMessage.fromPartial({ stats: { counters, runningVersion } })).finish());
 }
 
 export interface GateFloodResult {

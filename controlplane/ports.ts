@@ -11,8 +11,11 @@ import { DesiredState } from '../common/types';
 /** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
 export interface AgentRecord {
   nodeId: string;
-  /** The identity (auth.clients entry and credential) whose hello made this record; unset without authentication. */
-  owner?: string;
+  /**
+   * The credential (auth.clients entry, and the certificate for a certificate entry) whose hello made this record;
+   * unset without authentication. The gate counts one voice per credential.
+   */
+  credential?: string;
   labels: Record<string, string>;
   agentVersion: string;
   haproxyVersion: string;

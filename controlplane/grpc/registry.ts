@@ -82,7 +82,6 @@ export class AgentRegistry {
         ? { rejectedServices: prev.rejectedServices }
         : {}),
       ...hello,
-      ...(owner !== undefined ? { owner } : {}),
       connected: true,
       connectedSince: new Date(),
     };

@@ -405,6 +405,7 @@ export function agentStreamServer(
             peer: call.getPeer(),
             runningVersion: hello.runningVersion,
             capabilities: [...new Set(hello.capabilities)].sort(),
+            ...(authorizer.enabled ? { credential: who.identity.credential } : {}),
           },
           who.identity.maxNodeIds !== undefined ? who.identity.name : undefined,
         );

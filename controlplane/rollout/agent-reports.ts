@@ -105,7 +105,7 @@ export class AgentReports {
         // One voice per credential: a wildcard identity's many node ids speak as one agent in the gate.
         this.deps
           .traffic()
-          .sample(agent.nodeId, revision, boundedGauges(counters, state), at.getTime(), countable, agent.owner);
+          .sample(agent.nodeId, revision, boundedGauges(counters, state), at.getTime(), countable, agent.credential);
       },
       onAck: (agent, version, _method, _reasons, rejected, warnings) => {
         const revision = revisionOfVersion(version);
