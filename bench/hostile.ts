@@ -273,7 +273,13 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
         // A server's name comes from a host node, sanitized to [A-Za-z0-9_.:-] ("evil;listen" → "evil_listen"): it
         // may carry a marker harmlessly; everything after it may not.
         const parts = line.split(/\s+/);
-        const judged = word === 'server' && /^[A-Za-z0-9_.:-]+$/.test(parts[1] ?? '') ? parts.slice(2).join(' ') : line;
+        // Its address too, when it is an IP literal or a host name (checked by the agent): a host named "evil" is a
+        // name, and renders disabled if it does not resolve.
+        const plainAddress = /^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d+$/.test(parts[2] ?? '');
+        const judged =
+          word === 'server' && /^[A-Za-z0-9_.:-]+$/.test(parts[1] ?? '')
+            ? parts.slice(plainAddress ? 3 : 2).join(' ')
+            : line;
         // The agent's own two: the admin channel (fd 3) and the read-only socket with a path.
         const ownStatsSocket = /^stats socket (sockpair@3 level admin|\/\S+ mode 600 level user)$/.test(line);
         const bad =
@@ -517,10 +523,10 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     return a.close();
   };
 
-  // Shares of the inputs in 48ths, at the default 3,200: 733 / 200 / 333 / 467 / 200 / 200 / 200 / 200 / 200 / 133,
-  // 133 for each of the four target classes, 67 each for foreign ensembles, labels and gate floods, and the rest
-  // (~200) for proxymgr.yml.
-  const share = (n: number) => Math.round((target * n) / 48);
+  // Shares of the inputs in 64ths, at the default 3,200: 550 / 150 / 250 / 350 / 150 / 150 / 150 / 150 / 150 / 100,
+  // 100 for each of the four target classes, 50 each for foreign ensembles, labels and gate floods, and the rest
+  // (about 500) for proxymgr.yml.
+  const share = (n: number) => Math.round((target * n) / 64);
   const tallies: Record<string, Tally> = {};
   const tally = (name: string) => (tallies[name] ??= { inputs: 0, rejected: 0, accepted: 0, crashes: 0 });
   let namesNotInErrors = 0;
