@@ -27,7 +27,7 @@ import { AgentMessage, AgentStreamClient, ControlMessage } from '../common/gen/p
 import { parseConfig } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { SECTION_KEYWORDS } from '../common/option-policy';
-import { freePort, listening, sleep, tempDir } from '../testkit/net';
+import { bulkPortRange, freePort, listening, sleep, tempDir } from '../testkit/net';
 import { connectZk } from '../testkit/zk-client';
 import { startZooKeeper } from '../testkit/zookeeper';
 import { pickIndex, say, seededRandom } from './lib-common';
@@ -120,12 +120,17 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     backend.port,
     zk.port,
   ]);
+  // Ports the generated services listen on: from the bulk range, so that under jest (the smoke run) no service of
+  // the campaign takes a port another worker's test picked (freePort's slices).
+  const bulk = bulkPortRange();
   const free = () => {
     for (;;) {
-      const p = 20_000 + pickIndex(rand, 40_000);
+      const p = bulk.low + pickIndex(rand, bulk.high - bulk.low + 1);
       if (!used.has(p)) return p;
     }
   };
+  /** A generated service config with its listening port from `free` (the generators pick their own). */
+  const onFreePort = (text: string) => JSON.stringify({ ...(JSON.parse(text) as object), port: free() });
   const portsFor = { free, honest: honestA, attack: attackPort };
   const honestConfig = JSON.stringify({
     type: 'static',
@@ -928,7 +933,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     await zkConfigBatches(
       t,
       share(2),
-      (i) => ({ name: `${name.replace(/_/g, '-')}-${i}`, text: generate(rand, ownTargetPorts) }),
+      (i) => ({ name: `${name.replace(/_/g, '-')}-${i}`, text: onFreePort(generate(rand, ownTargetPorts)) }),
       true,
     );
     say(`  ${name}: ${JSON.stringify(t)}`);
@@ -937,7 +942,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     const t = tally('foreign_ensembles');
     await zkConfigBatches(t, share(1), (i) => ({
       name: `foreign-${i}`,
-      text: foreignEnsembleConfig(rand, [zk.connectString]),
+      text: onFreePort(foreignEnsembleConfig(rand, [zk.connectString])),
     }));
     say(`  foreign ensembles: ${JSON.stringify(t)}`);
   }
