@@ -74,7 +74,9 @@ export async function startZooKeeper(): Promise<ZooKeeper> {
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`ZooKeeper exited with ${proc.exitCode}: ${stderr}`);
       try {
-        if ((await fourLetter(port, 'ruok', 500)) === 'imok') return;
+        // Not `ruok`: ZooKeeper answers "imok" as soon as it accepts connections, before its server runs (sessions
+        // are refused until then, for seconds on a loaded machine). `srvr` says "Mode:" only once it serves.
+        if ((await fourLetter(port, 'srvr', 500)).includes('Mode: standalone')) return;
       } catch {
         // not up yet
       }
