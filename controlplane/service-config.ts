@@ -6,7 +6,7 @@ import { withoutNulls } from '../common/config-schema';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { listenOptionProblem, serverOptionsProblems } from '../common/option-policy';
-import { bindProblem } from '../common/target-policy';
+import { bindProblem, targetProblem } from '../common/target-policy';
 import { NAME_RE } from '../common/validate-state';
 import { zkPathProblem } from '../common/zk-path';
 import { DEFAULT_BIND_ADDRESS } from '../common/types';
@@ -86,7 +86,7 @@ export function parseServiceConfig(
   });
   for (const p of serverOptionsProblems(serverOptions, policy, raw.name))
     fail(`server_options[${p.index}]: ${p.message}`);
-  const watcher = watcherSpec(type as WatcherSpec['type'], o, fail);
+  const watcher = watcherSpec(type as WatcherSpec['type'], o, fail, policy);
   if (watcher.type === 'static') {
     watcher.hosts.forEach((h, i) => {
       for (const p of serverOptionsProblems(h.options, policy, raw.name))
@@ -199,7 +199,12 @@ function labelSelector(value: unknown, fail: (m: string) => never): Record<strin
   return out;
 }
 
-function watcherSpec(type: WatcherSpec['type'], o: Record<string, unknown>, fail: (m: string) => never): WatcherSpec {
+function watcherSpec(
+  type: WatcherSpec['type'],
+  o: Record<string, unknown>,
+  fail: (m: string) => never,
+  policy: ServiceOptionsPolicy,
+): WatcherSpec {
   switch (type) {
     case 'zookeeper': {
       const p = o.path;
@@ -241,6 +246,16 @@ function watcherSpec(type: WatcherSpec['type'], o: Record<string, unknown>, fail
       if (o.nameservers === undefined) return { type, backends };
       if (!Array.isArray(o.nameservers) || !o.nameservers.every((n) => typeof n === 'string' && n !== ''))
         fail(`nameservers: expected a list of "ip[:port]" strings, got ${describe(o.nameservers)}`);
+      (o.nameservers as string[]).forEach((n, i) => {
+        // The control plane sends its queries there (UDP, TCP after a truncated answer): the target policy applies.
+        const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3})|\[([0-9A-Fa-f:.]+)\])(?::(\d{1,5}))?$/.exec(n);
+        const host = m?.[1] ?? m?.[2];
+        const port = Number(m?.[3] ?? 53);
+        if (!m || isIP(host!) === 0 || port < 1 || port > 65535)
+          fail(`nameservers[${i}]: expected "ip[:port]" or "[ipv6][:port]", got ${JSON.stringify(n)}`);
+        const problem = targetProblem(host!, port, policy.targets, policy.local);
+        if (problem) fail(`nameservers[${i}]: ${problem}`);
+      });
       return { type, backends, nameservers: o.nameservers as string[] };
     }
     case 'file': {

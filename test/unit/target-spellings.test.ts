@@ -5,6 +5,7 @@ import { listenOptionProblem } from '../../common/option-policy';
 import { hostAddressProblem, targetProblem } from '../../common/target-policy';
 import { sanitizeState } from '../../common/validate-state';
 import { parseHostNode } from '../../controlplane/host';
+import { parseServiceConfig } from '../../controlplane/service-config';
 import { server, service, state } from '../../testkit/agent';
 
 // Inputs an attacker's review of the trust boundaries found getting through; each is refused now.
@@ -112,5 +113,34 @@ describe('a host name that does not resolve cannot hold back every service', () 
     const a = attributeAlerts(out, config);
     expect([...a.byService.keys()]).toEqual(['web']);
     expect(a.unattributed).toEqual([]);
+  });
+});
+
+describe('a dns watcher’s nameservers go through the target policy (the control plane queries them)', () => {
+  const parse = (nameservers: string[]) =>
+    parseServiceConfig(
+      {
+        name: 'db',
+        origin: '/service_config/db',
+        format: 'json',
+        text: JSON.stringify({
+          type: 'dns',
+          port: 20001,
+          backends: [{ name: 'db.example.com', port: 5432 }],
+          nameservers,
+        }),
+      },
+      policy,
+    );
+  test.each([
+    [['169.254.169.254:53'], /nameservers\[0\]: 169\.254\.169\.254:53 is link-local/],
+    [['10.0.0.2', '127.0.0.1:7000'], /nameservers\[1\]: 127\.0\.0\.1:7000 is a ProxyMgr port/],
+    [['evil.example'], /nameservers\[0\]: expected "ip\[:port\]"/],
+    [['0.0.0.0'], /unspecified address/],
+  ])('%j is refused', (ns, want) => {
+    expect(() => parse(ns)).toThrow(want);
+  });
+  test('resolvers elsewhere, loopback ones included, are fine', () => {
+    expect(parse(['10.0.0.2', '127.0.0.1:5353', '[::1]:53']).watcher).toMatchObject({ type: 'dns' });
   });
 });
