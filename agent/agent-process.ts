@@ -21,6 +21,7 @@ import { DesiredState, Service } from '../common/types';
 import { agentAdminServer, toPb } from './admin';
 import { Agent, ApplyResult } from './agent';
 import { RuntimeApi } from './haproxy/runtime';
+import { StateDirLock } from './state-dir-lock';
 import { GrpcStateSource } from './sources/grpc';
 import { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
 import { FileStateSource } from './sources/file';
@@ -81,6 +82,8 @@ export type AgentProcessState = 'idle' | 'starting' | 'running' | 'stopping' | '
 export class AgentProcess {
   readonly agent: Agent;
   private readonly runtime: RuntimeApi;
+  /** Held from start to stop or hand-over: one agent per state_dir. */
+  private stateDirLock: StateDirLock | undefined;
   private source: StateSource | undefined;
   private grpcServer: grpc.Server | undefined;
   private health: Health | undefined;
@@ -143,6 +146,7 @@ export class AgentProcess {
     await ensurePrivateDir(config.agent.stateDir).catch((err: unknown) => {
       throw new ConfigError(`${config.file}: agent.state_dir: ${errorMessage(err)}`, { cause: err });
     });
+    this.stateDirLock = StateDirLock.take(config.agent.stateDir, config.file);
     const m = this.createMetrics();
     const apply = (state: DesiredState): Promise<ApplyResult> => {
       // Tracked, so that stop and hand-over write the state cache only after the last apply has scheduled it.
@@ -290,6 +294,7 @@ export class AgentProcess {
         await this.flushCache(); // what the next start serves before the control plane answers
         await this.agent.stop();
       } finally {
+        this.stateDirLock?.release();
         this.lifecycle.to('stopped');
       }
     })());
@@ -307,6 +312,7 @@ export class AgentProcess {
       await this.stopServing();
       await this.flushCache();
       await this.agent.handOver();
+      this.stateDirLock?.release();
     })());
   }
 

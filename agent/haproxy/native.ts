@@ -13,6 +13,8 @@ export interface NativeAddon {
   socketPair(datagram: boolean): [number, number];
   /** Sends `fd` over the unix socket `via` (SCM_RIGHTS); throws EAGAIN instead of blocking. */
   sendFd(via: number, fd: number): void;
+  /** Opens and flock()s `path`; the fd holds the lock until closed or the process ends. Throws code ELOCKED when held. */
+  lockFile(path: string): number;
 }
 
 // Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.

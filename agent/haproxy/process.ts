@@ -80,6 +80,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private adoptedWatch: Timer | undefined;
   private readonly spawn: SpawnFn;
   private readonly clock: Clock;
+  /** The launch in progress (see oneAtATime). */
+  private launching: Promise<unknown> = Promise.resolve();
   reloads = 0;
   restarts = 0;
 
@@ -107,11 +109,27 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     if (this.closed)
       throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
     this.clock.clearTimeout(this.restartTimer);
-    const oldPid =
-      this.state === 'running' || this.state === 'starting' ? (this.current?.pid ?? this.adopted) : undefined;
-    const pid = await this.launch(fds, oldPid);
-    if (oldPid !== undefined) this.reloads++;
-    return pid;
+    return this.oneAtATime(async () => {
+      if (this.closed)
+        throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
+      this.clock.clearTimeout(this.restartTimer); // a crash restart armed while this waited: this start replaces it
+      const oldPid = this.state === 'running' ? (this.current?.pid ?? this.adopted) : undefined;
+      const pid = await this.launch(fds, oldPid);
+      if (oldPid !== undefined) this.reloads++;
+      return pid;
+    });
+  }
+
+  /**
+   * Launches run one at a time — an apply's start or reload and a crash restart never overlap — and after each
+   * successful one every other process still alive is told to soft-stop (SIGUSR1, what -sf sends): only the newest
+   * generation accepts new connections. (Two overlapping launches once left two HAProxy processes accepting on the
+   * shared sockets, the older one unreachable and never signalled.)
+   */
+  private oneAtATime<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.launching.then(f, f);
+    this.launching = run.catch(() => undefined);
+    return run;
   }
 
   /**
@@ -266,6 +284,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     }
     if (channel) this.opts.channels!.activate(channel, child.pid);
     this.current = child;
+    for (const other of this.all)
+      if (other !== child && other.exitCode === null && other.signalCode === null) other.kill('SIGUSR1');
     this.adopted = undefined; // an adopted process soft-stops (-sf); stop() still waits for it
     this.fds = fds;
     this.state = 'running';
@@ -308,6 +328,11 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
 
   private async restart(): Promise<void> {
     if (this.state !== 'restarting') return;
+    await this.oneAtATime(() => this.restartNow());
+  }
+
+  private async restartNow(): Promise<void> {
+    if (this.state !== 'restarting') return; // an apply started one meanwhile
     try {
       await this.opts.beforeRestart?.().catch(() => undefined);
       if (this.state !== 'restarting') return;

@@ -10,10 +10,12 @@
 #include <node_api.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -246,6 +248,37 @@ static napi_value send_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * lockFile(path): number — opens `path` (created 0600, close-on-exec) and takes flock(LOCK_EX|LOCK_NB) on it; the
+ * returned fd holds the lock until it is closed or the process ends (a kill -9 included: the kernel releases it).
+ * Throws with code ELOCKED when another process holds it.
+ */
+static napi_value lock_file(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char path[4096];
+  size_t len = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 || len >= sizeof path - 1) {
+    napi_throw_type_error(env, NULL, "lockFile(path)");
+    return NULL;
+  }
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return throw_errno(env, "open", errno);
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int err = errno;
+    close(fd);
+    if (err == EWOULDBLOCK) {
+      napi_throw_error(env, "ELOCKED", "flock: held by another process");
+      return NULL;
+    }
+    return throw_errno(env, "flock", err);
+  }
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"listenTcp", NULL, listen_tcp, NULL, NULL, NULL, napi_default, NULL},
@@ -255,6 +288,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"dupFrom", NULL, dup_from, NULL, NULL, NULL, napi_default, NULL},
       {"socketPair", NULL, socket_pair, NULL, NULL, NULL, napi_default, NULL},
       {"sendFd", NULL, send_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"lockFile", NULL, lock_file, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

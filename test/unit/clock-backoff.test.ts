@@ -132,6 +132,58 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
     expect(clock.pending).toBe(0);
   });
 
+  test('launches run one at a time: a crash restart and an apply never leave two generations accepting', async () => {
+    const clock = new FakeClock();
+    const children: FakeChild[] = [];
+    const spawnedAt = new Map<number, number>();
+    const argsOf = new Map<number, string[]>();
+    const spawn = (_cmd: string, args: string[]) => {
+      const c = new FakeChild(300 + children.length);
+      children.push(c);
+      spawnedAt.set(c.pid, clock.now());
+      argsOf.set(c.pid, args);
+      return c as unknown as ChildProcess;
+    };
+    // A new process answers 50 ms after it was spawned (the newest one answers on the socket).
+    const runtime = {
+      pid: async () => {
+        const c = children[children.length - 1];
+        return c && clock.now() >= spawnedAt.get(c.pid)! + 50 ? c.pid : 0;
+      },
+    } as unknown as RuntimeApi;
+    const s = new HaproxySupervisor({
+      binary: 'haproxy',
+      configPath: '/dev/null',
+      runtime,
+      log: silentLogger,
+      spawn,
+      clock,
+      restartBaseMs: 100,
+    });
+    const alive = () => children.filter((c) => c.exitCode === null && c.signalCode === null).map((c) => c.pid);
+    const settle = async (ms: number) => {
+      for (let i = 0; i < ms / 10; i++) await clock.advanceAsync(10);
+    };
+    const first = s.startOrReload([]);
+    await settle(60);
+    expect(await first).toBe(300);
+
+    // Crashed; its restart starts at 100 ms and is still waiting for its process to answer when an apply arrives.
+    children[0]!.die(1);
+    await settle(120);
+    expect(children.map((c) => c.pid)).toEqual([300, 301]); // the restart's process, not answering yet
+    const apply = s.startOrReload([]);
+    await settle(200);
+    expect(await apply).toBe(302);
+    // The apply waited for the restart, then reloaded it: one generation accepts, the restarted one soft-stops.
+    expect(argsOf.get(302)).toEqual(['-db', '-f', '/dev/null', '-sf', '301']);
+    expect(alive()).toEqual([302]);
+    expect(s.pid).toBe(302);
+    await settle(10_000);
+    expect(children).toHaveLength(3); // and no late restart
+    await s.stop();
+  });
+
   test('an adopted HAProxy (not our child) is watched on the clock: when it dies, it is restarted after the backoff', async () => {
     const { clock, children, s } = supervisorOnFakes(200);
     // A real process stands in for the HAProxy a previous agent left (the watch reads /proc).
