@@ -79,17 +79,28 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
     }
   }
 
-  /** A supervisor on a fake clock whose spawns are FakeChild processes numbered from `firstPid`. */
-  const supervisorOnFakes = (firstPid: number, restartMaxMs?: number) => {
+  /**
+   * A supervisor on a fake clock whose spawns are FakeChild processes numbered from `firstPid`; the newest child
+   * answers on the "stats socket" `answerAfterMs` after its spawn (at once by default). `argsOf` records each argv.
+   */
+  const supervisorOnFakes = (firstPid: number, restartMaxMs?: number, answerAfterMs = 0) => {
     const clock = new FakeClock();
     const children: FakeChild[] = [];
-    const spawn = () => {
+    const spawnedAt = new Map<number, number>();
+    const argsOf = new Map<number, string[]>();
+    const spawn = (_cmd: string, args: string[]) => {
       const c = new FakeChild(firstPid + children.length);
       children.push(c);
+      spawnedAt.set(c.pid, clock.now());
+      argsOf.set(c.pid, args);
       return c as unknown as ChildProcess;
     };
-    // The newest child answers on the "stats socket" at once.
-    const runtime = { pid: async () => children[children.length - 1]?.pid ?? 0 } as unknown as RuntimeApi;
+    const runtime = {
+      pid: async () => {
+        const c = children[children.length - 1];
+        return c && clock.now() >= spawnedAt.get(c.pid)! + answerAfterMs ? c.pid : 0;
+      },
+    } as unknown as RuntimeApi;
     const s = new HaproxySupervisor({
       binary: 'haproxy',
       configPath: '/dev/null',
@@ -100,7 +111,7 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
       restartBaseMs: 100,
       ...(restartMaxMs !== undefined ? { restartMaxMs } : {}),
     });
-    return { clock, children, s };
+    return { clock, children, argsOf, s };
   };
 
   test('restarts after base·2^(n-1) per consecutive crash; a process that ran 10 s resets the count', async () => {
@@ -133,33 +144,8 @@ describe('HaproxySupervisor restart backoff on a fake clock', () => {
   });
 
   test('launches run one at a time: a crash restart and an apply never leave two generations accepting', async () => {
-    const clock = new FakeClock();
-    const children: FakeChild[] = [];
-    const spawnedAt = new Map<number, number>();
-    const argsOf = new Map<number, string[]>();
-    const spawn = (_cmd: string, args: string[]) => {
-      const c = new FakeChild(300 + children.length);
-      children.push(c);
-      spawnedAt.set(c.pid, clock.now());
-      argsOf.set(c.pid, args);
-      return c as unknown as ChildProcess;
-    };
-    // A new process answers 50 ms after it was spawned (the newest one answers on the socket).
-    const runtime = {
-      pid: async () => {
-        const c = children[children.length - 1];
-        return c && clock.now() >= spawnedAt.get(c.pid)! + 50 ? c.pid : 0;
-      },
-    } as unknown as RuntimeApi;
-    const s = new HaproxySupervisor({
-      binary: 'haproxy',
-      configPath: '/dev/null',
-      runtime,
-      log: silentLogger,
-      spawn,
-      clock,
-      restartBaseMs: 100,
-    });
+    // A new process answers 50 ms after it was spawned.
+    const { clock, children, argsOf, s } = supervisorOnFakes(300, undefined, 50);
     const alive = () => children.filter((c) => c.exitCode === null && c.signalCode === null).map((c) => c.pid);
     const settle = async (ms: number) => {
       for (let i = 0; i < ms / 10; i++) await clock.advanceAsync(10);
