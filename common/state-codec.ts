@@ -1,5 +1,5 @@
 import * as pb from './gen/proxymgr/v1/state';
-import { DEFAULT_BIND_ADDRESS, DEFAULT_WEIGHT, DesiredState, Service } from './types';
+import { DEFAULT_BIND_ADDRESS, DEFAULT_WEIGHT, DesiredState, HostsStatus, Service } from './types';
 
 /** Proto → domain. Defaults are filled in here so the rest of the code never sees proto's zero values. */
 export function fromProto(msg: pb.DesiredState): DesiredState {
@@ -28,8 +28,20 @@ export function serviceFromProto(s: pb.Service): Service {
     })),
     ...(s.drainTimeoutMs ? { drainTimeoutMs: s.drainTimeoutMs } : {}),
     ...(s.zoneLabel ? { zoneLabel: s.zoneLabel } : {}),
+    ...hostsFromProto(s.hostsStatus),
   };
 }
+
+function hostsFromProto(status: pb.HostsStatus): { hosts?: HostsStatus } {
+  if (status === pb.HostsStatus.HOSTS_STATUS_REPORTED) return { hosts: 'reported' };
+  if (status === pb.HostsStatus.HOSTS_STATUS_UNKNOWN) return { hosts: 'unknown' };
+  return {};
+}
+
+const HOSTS_TO_PROTO: Record<HostsStatus, pb.HostsStatus> = {
+  reported: pb.HostsStatus.HOSTS_STATUS_REPORTED,
+  unknown: pb.HostsStatus.HOSTS_STATUS_UNKNOWN,
+};
 
 export function serviceToProto(s: Service): pb.Service {
   return {
@@ -49,6 +61,7 @@ export function serviceToProto(s: Service): pb.Service {
     })),
     drainTimeoutMs: s.drainTimeoutMs ?? 0,
     zoneLabel: s.zoneLabel ?? '',
+    hostsStatus: s.hosts ? HOSTS_TO_PROTO[s.hosts] : pb.HostsStatus.HOSTS_STATUS_UNSPECIFIED,
   };
 }
 

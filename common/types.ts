@@ -30,7 +30,15 @@ export interface Service {
   readonly drainTimeoutMs?: number;
   /** Zone-aware routing: the agent label naming its zone; servers of other zones are backups (absent: off). */
   readonly zoneLabel?: string;
+  /**
+   * Whether the control plane knows the hosts (unknown is not empty): 'reported' — `servers` is what discovery
+   * reported, none is an affirmative "no hosts"; 'unknown' — discovery cannot read them, `servers` is the last it
+   * knew. Absent (an older control plane): as given, except that it never takes a running service to no servers.
+   */
+  readonly hosts?: HostsStatus;
 }
+
+export type HostsStatus = 'reported' | 'unknown';
 
 export interface HaproxyGlobals {
   readonly global: readonly string[];

@@ -61,6 +61,18 @@ describe('hitless agent restart and kill -9 (built CLI, real HAProxy)', () => {
           .join('\n')}`,
       );
   };
+  /** Fails with the agent's log (the takeover line says what did not match) when `line` is not logged. */
+  const expectTakeover = async (agent: CliProcess, line: RegExp) => {
+    if (await agent.waitForLog(line)) return;
+    throw new Error(
+      `no takeover matching ${line}; the agent's log:\n${agent
+        .logs()
+        .split('\n')
+        .filter((l) => !/"level":20/.test(l))
+        .slice(-25)
+        .join('\n')}`,
+    );
+  };
   const start = async () => {
     const a = startCli(['agent', '--config', cfg, '--state', stateFile]);
     agents.push(a);
@@ -103,18 +115,7 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 12000}
     expect(alive(pid0)).toBe(true); // HAProxy keeps serving while no agent runs
     await sleep(500);
     agent = await start();
-    const tookOver = await agent.waitForLog(
-      /"config_matches":true[^\n]*took over the HAProxy the previous agent left running/,
-    );
-    if (!tookOver)
-      throw new Error(
-        `no takeover with a matching config; the agent's log:\n${agent
-          .logs()
-          .split('\n')
-          .filter((l) => !/"level":20/.test(l))
-          .slice(-25)
-          .join('\n')}`,
-      );
+    await expectTakeover(agent, /"config_matches":true[^\n]*took over the HAProxy the previous agent left running/);
     await sleep(500);
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/); // adopted, not restarted
     expect(listeningInodes(port)).toEqual(inodes);
@@ -138,9 +139,7 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 12000}
     expect(alive(pid0)).toBe(true);
     await sleep(500);
     agent = await start();
-    expect(
-      await agent.waitForLog(/"config_matches":true,"draining":1[^\n]*took over the HAProxy the previous agent left/),
-    ).toBe(true);
+    await expectTakeover(agent, /"config_matches":true,"draining":1[^\n]*took over the HAProxy the previous agent left/);
     expect(listeningInodes(port)).toEqual(inodes);
     await sleep(500);
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/);

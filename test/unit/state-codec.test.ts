@@ -55,6 +55,7 @@ describe('state codec: weight', () => {
           servers: [server],
           drainTimeoutMs: 0,
           zoneLabel: '',
+          hostsStatus: pb.HostsStatus.HOSTS_STATUS_UNSPECIFIED,
         },
       ],
     });
@@ -168,5 +169,28 @@ describe('state codec: stateJsonText', () => {
     (probe as { port: number }).port = 9001;
     expect(stateJsonText({ ...s1 })).toBe(first);
     expect(roundTrip({ ...s1, services: [{ ...probe }] }).services[0]!.port).toBe(9001);
+  });
+});
+
+describe('hosts status (unknown is not empty)', () => {
+  test("'reported' and 'unknown' survive proto and JSON; unset stays absent (an older control plane)", () => {
+    const svc = (hosts?: 'reported' | 'unknown') => ({
+      name: 'web',
+      port: 1,
+      bindAddress: '0.0.0.0',
+      listenOptions: [],
+      serverOptions: [],
+      servers: [],
+      ...(hosts ? { hosts } : {}),
+    });
+    const state = {
+      version: 'v',
+      haproxy: { global: [], defaults: [] },
+      services: [svc('reported'), svc('unknown'), svc()],
+    };
+    const viaProto = fromProto(pb.DesiredState.decode(pb.DesiredState.encode(toProto(state)).finish()));
+    const viaJson = fromJson(JSON.parse(JSON.stringify(toJson(state))));
+    for (const got of [viaProto, viaJson])
+      expect(got.services.map((s) => s.hosts)).toEqual(['reported', 'unknown', undefined]);
   });
 });
