@@ -43,6 +43,7 @@ export function agentAdminServer(agent: Agent, runtime: RuntimeApi, conn: Connec
         connected: conn.controlPlane() !== undefined,
         lastError: conn.lastError(),
         services: agent.current?.services.length ?? 0,
+        warnings: agent.lastProblems.map((p) => `${p.where}: ${p.message}`),
         draining: agent.draining().map((d) => ({
           server: d.server,
           since: d.since !== undefined ? new Date(d.since).toISOString() : '',

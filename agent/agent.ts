@@ -22,6 +22,7 @@ import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
 import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
 import { drainId, Drains } from './drains';
+import { keepUnknownHosts } from './unknown-hosts';
 import { ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
@@ -124,6 +125,7 @@ export class Agent {
   private orphanChecked = false;
   private running: Running | undefined;
   private lastGood: DesiredState | undefined;
+  private problemsOfCurrent: readonly StateProblem[] = [];
   /** `show servers state` as of the last change this agent made; see applyNow. */
   private actualCache: Map<string, ReadonlyMap<string, RuntimeServer>> | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -211,6 +213,11 @@ export class Agent {
   /** The state applied last (what runs), if any. */
   get current(): DesiredState | undefined {
     return this.lastGood;
+  }
+
+  /** What the last apply that was not rejected left out or kept (the status's warnings). */
+  get lastProblems(): readonly StateProblem[] {
+    return this.problemsOfCurrent;
   }
 
   /**
@@ -474,6 +481,7 @@ export class Agent {
         error,
         durationMs: this.clock.now() - started,
       };
+      if (outcome !== 'rejected') this.problemsOfCurrent = problems;
       if (outcome !== 'nothing' || problems.length > 0) {
         this.log[outcome === 'rejected' ? 'error' : 'info'](
           {
@@ -514,11 +522,9 @@ export class Agent {
       this.record(trigger, 'rejected', error.message, reasons.map((r) => r.text).join('; ') || 'rejected');
       return done('rejected', reasons, [], problems, error);
     };
-    let state = this.rejectedServices.withoutKnown(
-      this.withSockets(sanitized.state, problems),
-      this.lastGood,
-      problems,
-    );
+    // (After the takeover: an adopted HAProxy's state, from the cache, is what the servers are kept from.)
+    const known = keepUnknownHosts(sanitized.state, this.lastGood, problems);
+    let state = this.rejectedServices.withoutKnown(this.withSockets(known, problems), this.lastGood, problems);
     // A draining server that is desired again is simply desired (the plan readies it).
     if (trigger === 'update' && this.drains.forgetDesired(state) > 0) this.armDrainTimer();
 

@@ -39,7 +39,13 @@ export async function readStateFile(file: string): Promise<DesiredState> {
       `${file}: services: expected a list of services (an empty list [] removes every service), got ${services === undefined ? 'nothing' : typeof services}`,
     );
   }
-  const state = fromJson(doc);
+  const parsed = fromJson(doc);
+  // The file is the operator's own list: a service in it without servers is affirmatively empty, unless it says
+  // its hosts are unknown (HOSTS_STATUS_UNKNOWN).
+  const state = {
+    ...parsed,
+    services: parsed.services.map((s) => (s.hosts ? s : { ...s, hosts: 'reported' as const })),
+  };
   return state.version ? state : { ...state, version: stateVersion(state.haproxy, state.services) };
 }
 
