@@ -13,7 +13,7 @@ import { checkConfig } from './haproxy/check';
 import { findHaproxies, stopOrphan } from './haproxy/orphan';
 import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
-import { listenOrder, renderHaproxyConfig } from './haproxy/render';
+import { FIRST_LISTEN_FD, listenOrder, renderHaproxyConfig } from './haproxy/render';
 import { AdminChannels } from './haproxy/admin-channel';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
 import { inMaint, RuntimeServer, RuntimeState } from './haproxy/servers-state';
@@ -23,7 +23,7 @@ import { RejectedServices } from './rejected-services';
 import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
 import { drainId, Drains } from './drains';
 import { keepUnknownHosts } from './unknown-hosts';
-import { ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
+import { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
 
@@ -126,6 +126,11 @@ export class Agent {
   private running: Running | undefined;
   private lastGood: DesiredState | undefined;
   private problemsOfCurrent: readonly StateProblem[] = [];
+  /**
+   * The config HAProxy runs, paired with the fds the supervisor holds: set by a successful launch, refreshed by
+   * runtime changes (same listeners), taken from the file by a takeover. Undefined: the file is all there is.
+   */
+  private committed: (() => string) | undefined;
   /** `show servers state` as of the last change this agent made; see applyNow. */
   private actualCache: Map<string, ReadonlyMap<string, RuntimeServer>> | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -196,8 +201,9 @@ export class Agent {
         log: opts.log.child({ component: 'haproxy' }),
         pidFile: this.pidFile,
         ...(opts.clock ? { clock: opts.clock } : {}),
-        // A runtime change whose haproxy.cfg write is still pending must not be lost to a crash restart.
-        beforeRestart: () => this.configFile.flush(),
+        // A crash restart starts from the committed config (with the runtime changes made since), whatever a
+        // failed launch or a pending write left in the file.
+        beforeRestart: () => this.restoreCommitted(),
       });
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;
@@ -741,7 +747,11 @@ export class Agent {
         );
         this.log.info({ server: id, drained_ms: now - d.since }, 'drained server deleted');
       }
-      if (deleted && this.lastGood) this.configFile.schedule(() => this.configText(this.lastGood!));
+      if (deleted && this.lastGood) {
+        const state = this.lastGood;
+        this.committed = () => this.configText(state);
+        this.configFile.schedule(this.committed);
+      }
       await this.saveDrainIds(); // (only written when the set changed: deleted or given up)
     } catch (err) {
       this.counters.errors++;
@@ -785,12 +795,14 @@ export class Agent {
       return;
     }
     try {
-      const sockets = all.flatMap((p) => this.sockets.adoptFrom(p));
+      const held = all.map((p) => this.sockets.adoptFrom(p));
+      const newest = held.at(-1)!;
+      const sockets = [...new Set(held.flatMap((m) => [...m.values()].map((x) => x.address)))];
       const onDisk = await this.previous.readFile(configPath);
       // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
-      const listeners = onDisk.match(/^\s*bind fd@\d+\s*$/gm)?.length ?? 0;
-      if (sockets.length < listeners)
-        throw new Error(`copied ${sockets.length} of the ${listeners} listening sockets of HAProxy pid ${pid}`);
+      const listeners = [...onDisk.matchAll(/^\s*bind fd@(\d+)\s*$/gm)].map((m) => Number(m[1]));
+      if (sockets.length < listeners.length)
+        throw new Error(`copied ${sockets.length} of the ${listeners.length} listening sockets of HAProxy pid ${pid}`);
       this.socketsPinned = sockets.length > 0;
       const state = this.withSockets(desired, []);
       // Servers the previous agent was draining are in that config, with their drains: they go on draining (no
@@ -798,7 +810,12 @@ export class Agent {
       const drains = this.drains.restore(onDisk, state, this.clock.now());
       const same = onDisk === this.configText(state);
       if (!same) this.drains.clear();
-      this.supervisor.adopt(pid, same ? this.fdsFor(state) : [], all.slice(0, -1));
+      // A crash restart before the first reload needs the fds in the order of the file it runs: with the config
+      // this agent would write, its own order; otherwise the order the adopted HAProxy holds them in, when every
+      // `fd@k` of the file is a listener it holds (else nothing is known to pair with the file).
+      const fds = same ? this.fdsFor(state) : adoptedOrder(listeners, newest);
+      this.supervisor.adopt(pid, fds, all.slice(0, -1));
+      this.committed = fds.length > 0 || listeners.length === 0 ? () => onDisk : undefined;
       if (same) {
         this.running = this.drains.withDraining(state);
         this.armDrainTimer();
@@ -915,8 +932,7 @@ export class Agent {
     const interim: DesiredState = { ...state, services: state.services.filter((s) => !moving.includes(s)) };
     if (this.supervisor.running) {
       await this.saveServerState();
-      await this.writeConfigNow(this.configText(interim));
-      const pid = await this.supervisor.startOrReload(this.fdsFor(interim));
+      const pid = await this.launch(this.configText(interim), this.fdsFor(interim));
       this.counters.reloads++;
       this.running = this.drains.withDraining(interim);
       this.record(
@@ -1029,7 +1045,9 @@ export class Agent {
    * A write that failed is reported with every apply until one succeeds (it is retried meanwhile).
    */
   private scheduleConfig(state: DesiredState, problems: StateProblem[]): void {
-    this.configFile.schedule(() => this.configText(state));
+    // The same listeners as the launch committed (a runtime change), with the servers of now.
+    this.committed = () => this.configText(state);
+    this.configFile.schedule(this.committed);
     if (this.configFile.failure !== undefined) {
       problems.push({
         where: 'haproxy.cfg',
@@ -1044,6 +1062,33 @@ export class Agent {
   }
 
   /** haproxy.cfg before a start or reload: at once, replacing whatever was pending (see write for errors). */
+  /**
+   * Starts or reloads HAProxy on `text` and `fds`, which become the committed pair only once it runs. A launch that
+   * fails puts the committed config back at once: HAProxy still runs it on the committed fds, and a crash restart
+   * (or the next agent's takeover) must read the config those fds belong to — a new file beside old fds fails on
+   * `fd@k` or, with as many listeners in another order, cross-wires ports to the wrong sections.
+   */
+  private async launch(text: string, fds: readonly number[]): Promise<number> {
+    await this.writeConfigNow(text);
+    let pid: number;
+    try {
+      pid = await this.supervisor.startOrReload(fds);
+    } catch (err) {
+      await this.restoreCommitted().catch((e: unknown) =>
+        this.log.error({ err: errorMessage(e) }, 'cannot put the running config back after a failed launch'),
+      );
+      throw err;
+    }
+    this.committed = () => text;
+    return pid;
+  }
+
+  /** Writes the config HAProxy runs on the supervisor's fds (before a crash restart, after a failed launch). */
+  private async restoreCommitted(): Promise<void> {
+    if (this.committed) await this.writeConfigNow(this.committed());
+    else await this.configFile.flush();
+  }
+
   private async writeConfigNow(content: string): Promise<void> {
     const file = this.configFile.file;
     await this.toIoError(file, this.configFile.writeNow(content));
@@ -1098,8 +1143,7 @@ export class Agent {
       // An empty state file (format version line only) spares HAProxy's "can't open" warning at first start.
       await this.write(this.serverStateFile, '1\n');
     }
-    await this.writeConfigNow(text);
-    const pid = await this.supervisor.startOrReload(fds);
+    const pid = await this.launch(text, fds);
     this.counters.reloads++;
     this.running = full;
     for (const r of reasons) this.record(trigger, 'reload', `haproxy pid ${pid}`, r.text);
@@ -1229,4 +1273,18 @@ function parseDrainIds(text: string): Set<string> {
   } catch {
     return new Set();
   }
+}
+
+/**
+ * The fds a restart of an adopted HAProxy needs for a config naming `listeners` (its `fd@k`, k from 4 on in the
+ * order HAProxy got them): the pool's copy of the socket the process holds at each k, or [] when one is missing.
+ */
+function adoptedOrder(listeners: readonly number[], held: ReadonlyMap<number, AdoptedSocket>): number[] {
+  const fds: number[] = [];
+  for (let k = FIRST_LISTEN_FD; k < FIRST_LISTEN_FD + listeners.length; k++) {
+    const socket = held.get(k);
+    if (!socket || !listeners.includes(k)) return [];
+    fds.push(socket.fd);
+  }
+  return fds;
 }

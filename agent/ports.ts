@@ -37,8 +37,16 @@ export interface SocketPool {
   /** Closes every socket whose `address|port` key is not in `keep`; returns the `address:port` of each closed. */
   release(keep: ReadonlySet<string>): string[];
   closeAll(): void;
-  /** Copies the listening sockets of a running process into the pool; returns their `address:port`. */
-  adoptFrom(pid: number): string[];
+  /** Copies the listening sockets of a running process into the pool; returns them by their fd number there. */
+  adoptFrom(pid: number): ReadonlyMap<number, AdoptedSocket>;
+}
+
+/** A listening socket of a running process, as the pool holds it. */
+export interface AdoptedSocket {
+  /** `address:port` */
+  readonly address: string;
+  /** The pool's fd for it. */
+  readonly fd: number;
 }
 
 /**

@@ -18,11 +18,17 @@ export const HTTP_DEFAULTS = [
  * A real agent (real HAProxy, real sockets) in a temp dir; `close()` stops HAProxy and removes the dir. `seams`
  * replaces parts of the agent (e.g. a runtime API that fails on demand).
  */
-export async function startTestAgent(extraYaml = '', seams: Partial<Omit<AgentOptions, 'config' | 'log'>> = {}) {
+export async function startTestAgent(
+  extraYaml = '',
+  seams: Partial<Omit<AgentOptions, 'config' | 'log'>> = {},
+  /** Lines (indented two spaces) added to the `haproxy:` section, e.g. `  path: /tmp/x/haproxy`. */
+  haproxyYaml = '',
+) {
   const tmp = tempDir('proxymgr-agent-');
   const yml = `haproxy:
   config_path: ${path.join(tmp.dir, 'haproxy.cfg')}
   socket_path: ${path.join(tmp.dir, 'haproxy.sock')}
+${haproxyYaml}
 agent:
   state_dir: ${tmp.dir}
   drift_check_interval_ms: 500

@@ -6,7 +6,7 @@ import { silentLogger } from '../common/log';
 import { Agent } from '../agent/agent';
 import { RuntimeApi } from '../agent/haproxy/runtime';
 import { RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';
-import { ConfigCheck, FileWriter, SocketPool, Supervisor } from '../agent/ports';
+import { AdoptedSocket, ConfigCheck, FileWriter, SocketPool, Supervisor } from '../agent/ports';
 
 // Fakes for every seam of the Agent: no HAProxy, no socket, no file, no timer of its own. The "HAProxy" is
 // FakeRuntime: it loads the servers of the config file the agent wrote (in FakeFiles) when FakeSupervisor
@@ -232,9 +232,14 @@ export class FakeSocketPool implements SocketPool {
     this.release(new Set());
   }
 
-  adoptFrom(): string[] {
-    for (const [key, fd] of this.inherited) this.open.set(key, fd);
-    return [...this.inherited.keys()].map((k) => k.replace('|', ':'));
+  /** As HAProxy holds them: fd 4 on, in the order of `inherited`. */
+  adoptFrom(): Map<number, AdoptedSocket> {
+    const adopted = new Map<number, AdoptedSocket>();
+    for (const [key, fd] of this.inherited) {
+      this.open.set(key, fd);
+      adopted.set(4 + adopted.size, { address: key.replace('|', ':'), fd });
+    }
+    return adopted;
   }
 }
 

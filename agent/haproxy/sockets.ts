@@ -53,10 +53,11 @@ export class SocketPool implements ports.SocketPool {
    * are closed at once (closing a copy leaves the process's own fd as it is). Looking the listeners up in
    * /proc/net/tcp instead took seconds under load (tens of thousands of TIME_WAIT entries); taking only the fd
    * numbers haproxy.cfg names would miss a listener when the file is newer than the process (a failed reload).
-   * Returns the address:port of each; a socket the pool already has is not copied twice.
+   * Returns each listener by its fd number in `pid` (the order a crash restart needs when the agent does not know
+   * the config it runs); a socket the pool already has is not copied twice.
    */
-  adoptFrom(pid: number): string[] {
-    const adopted: string[] = [];
+  adoptFrom(pid: number): Map<number, ports.AdoptedSocket> {
+    const adopted = new Map<number, ports.AdoptedSocket>();
     const dir = `/proc/${pid}/fd`;
     for (const entry of readdirSync(dir)) {
       let link: string;
@@ -66,24 +67,26 @@ export class SocketPool implements ports.SocketPool {
         continue; // closed meanwhile
       }
       if (!link.startsWith('socket:')) continue;
-      const key = this.copyListener(pid, Number(entry));
-      if (key !== undefined) adopted.push(key);
+      const socket = this.copyListener(pid, Number(entry));
+      if (socket !== undefined) adopted.set(Number(entry), socket);
     }
     return adopted;
   }
 
-  /** Copies fd `n` of process `pid` into the pool if it is a listening TCP socket the pool lacks: its address:port. */
-  private copyListener(pid: number, n: number): string | undefined {
+  /** Copies fd `n` of process `pid` into the pool if it is a listening TCP socket (once per address:port). */
+  private copyListener(pid: number, n: number): ports.AdoptedSocket | undefined {
     const fd = nativeAddon().dupFrom(pid, n);
     if (fd === null) return undefined; // closed meanwhile (or no such fd); any other failure throws
     const info = nativeAddon().socketInfo(fd);
     const key = info && info.listening && info.tcp ? socketKey(info.address, info.port) : undefined;
-    if (key === undefined || this.fds.has(key)) {
+    if (key === undefined) {
       nativeAddon().closeFd(fd);
       return undefined;
     }
-    this.fds.set(key, fd);
-    return key.replace('|', ':');
+    const held = this.fds.get(key);
+    if (held !== undefined) nativeAddon().closeFd(fd);
+    else this.fds.set(key, fd);
+    return { address: key.replace('|', ':'), fd: held ?? fd };
   }
 }
 
