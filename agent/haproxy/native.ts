@@ -15,6 +15,10 @@ export interface NativeAddon {
   sendFd(via: number, fd: number): void;
   /** Opens and flock()s `path`; the fd holds the lock until closed or the process ends. Throws code ELOCKED when held. */
   lockFile(path: string): number;
+  /** A pidfd for `pid` (close-on-exec), null when there is no such process. */
+  pidOpen(pid: number): number | null;
+  /** Sends `signal` (0: only asks) through a pidfd; false once that process has exited. */
+  pidSignal(pidfd: number, signal: number): boolean;
 }
 
 // Built by `npm install` (node-gyp, agent/native). See agent/native/listenfd.c for why Node's own sockets won't do.

@@ -5,7 +5,7 @@ import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
 import { ProxyMgrError } from '../../common/errors';
 import { writeFileAtomic } from '../../common/fs';
 import { Logger } from '../../common/log';
-import { alive, stopPid } from './orphan';
+import { PidHandles } from './pid-handle';
 import type { Supervisor } from '../ports';
 import { AdminChannelSource, OpenedChannel } from './admin-channel';
 import { RuntimeApi } from './runtime';
@@ -36,6 +36,12 @@ export interface SupervisorOptions {
   readonly clock?: Clock;
   /** Runs (awaited, errors ignored) before a crashed HAProxy is started again: the agent writes a pending haproxy.cfg. */
   readonly beforeRestart?: () => Promise<void>;
+  /**
+   * Processes that are not our children (adopted HAProxy processes): held from adoption on, asked whether they run,
+   * stopped. Default: pidfds (PidHandles), so a signal never reaches a process that reused an adopted pid. The
+   * simulator's processes are not in /proc.
+   */
+  readonly pids?: AdoptedPids;
 }
 
 /** Restart delay after the n-th consecutive crash (n ≥ 1): base·2^(n-1), capped. */
@@ -51,6 +57,16 @@ export function haproxyLogLevel(line: string): 'info' | 'warn' | 'error' {
 }
 
 type State = 'stopped' | 'starting' | 'running' | 'restarting' | 'stopping';
+
+/** See SupervisorOptions.pids. */
+export interface AdoptedPids {
+  /** Holds `pid` from now on; false when it already exited. */
+  track?(pid: number): boolean;
+  alive(pid: number): boolean;
+  /** SIGUSR1 (what -sf sends), to that process or nobody. */
+  softStop?(pid: number): void;
+  stop(pid: number): Promise<void>;
+}
 
 /** How often an adopted HAProxy (not our child, so no exit event) is checked. */
 const ADOPTED_POLL_MS = 500;
@@ -79,6 +95,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private readonly adoptedPids = new Set<number>();
   private adoptedWatch: Timer | undefined;
   private readonly spawn: SpawnFn;
+  private readonly pids: AdoptedPids;
   private readonly clock: Clock;
   /** The launch in progress (see oneAtATime). */
   private launching: Promise<unknown> = Promise.resolve();
@@ -89,6 +106,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     super();
     if (!opts.channels && !opts.runtime) throw new TypeError('HaproxySupervisor: give channels or a runtime');
     this.spawn = opts.spawn ?? nodeSpawn;
+    this.pids = opts.pids ?? new PidHandles();
     this.clock = opts.clock ?? systemClock;
   }
 
@@ -113,7 +131,9 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       if (this.closed)
         throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
       this.clock.clearTimeout(this.restartTimer); // a crash restart armed while this waited: this start replaces it
-      const oldPid = this.state === 'running' ? (this.current?.pid ?? this.adopted) : undefined;
+      // An adopted process is re-identified (its pidfd) before its pid goes to -sf, which HAProxy signals blindly.
+      const adopted = this.adopted !== undefined && this.pids.alive(this.adopted) ? this.adopted : undefined;
+      const oldPid = this.state === 'running' ? (this.current?.pid ?? adopted) : undefined;
       const pid = await this.launch(fds, oldPid);
       if (oldPid !== undefined) this.reloads++;
       return pid;
@@ -140,8 +160,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   adopt(pid: number, fds: readonly number[], softStopping: readonly number[] = []): void {
     if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped');
     this.adopted = pid;
-    this.adoptedPids.add(pid);
-    for (const p of softStopping) this.adoptedPids.add(p); // watched until gone; stop() ends them too
+    // Held from here on (pidfds): a process already gone is not adopted; its exit shows at the first poll.
+    for (const p of [...softStopping, pid]) if (this.pids.track?.(p) !== false) this.adoptedPids.add(p);
     this.current = undefined;
     this.fds = fds;
     this.state = 'running';
@@ -149,7 +169,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.clock.clearTimeout(this.adoptedWatch);
     const poll = () => {
       this.adoptedWatch = undefined;
-      for (const p of this.adoptedPids) if (!alive(p)) this.adoptedPids.delete(p);
+      for (const p of this.adoptedPids) if (!this.pids.alive(p)) this.adoptedPids.delete(p);
       if (this.adopted !== undefined && !this.adoptedPids.has(this.adopted)) {
         const gone = this.adopted;
         this.adopted = undefined;
@@ -286,6 +306,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.current = child;
     for (const other of this.all)
       if (other !== child && other.exitCode === null && other.signalCode === null) other.kill('SIGUSR1');
+    for (const p of this.adoptedPids) if (p !== oldPid) this.pids.softStop?.(p); // (-sf told oldPid)
     this.adopted = undefined; // an adopted process soft-stops (-sf); stop() still waits for it
     this.fds = fds;
     this.state = 'running';
@@ -356,7 +377,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.state = 'stopping';
     this.clock.clearTimeout(this.restartTimer);
     this.clock.clearTimeout(this.adoptedWatch);
-    await Promise.all([...this.adoptedPids].map((pid) => stopPid(pid)));
+    await Promise.all([...this.adoptedPids].map((pid) => this.pids.stop(pid)));
     this.adoptedPids.clear();
     this.adopted = undefined;
     await Promise.all(

@@ -155,6 +155,52 @@ static napi_value dup_from(napi_env env, napi_callback_info info) {
   return result;
 }
 
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/*
+ * pidOpen(pid): number | null — a pidfd for `pid` (close-on-exec), null when no such process. Signals sent through
+ * it reach that process or nobody: never one that reused the pid after it exited.
+ */
+static napi_value pid_open(napi_env env, napi_callback_info info) {
+  int32_t pid = 0;
+  if (!fd_arg(env, info, "pidOpen(pid)", &pid)) return NULL;
+  if (pid <= 0) {
+    napi_throw_type_error(env, NULL, "pidOpen(pid)");
+    return NULL;
+  }
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  napi_value result;
+  if (fd < 0 && errno == ESRCH) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  if (fd < 0) return throw_errno(env, "pidfd_open", errno);
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+/* pidSignal(pidfd, signal): boolean — false when the process has exited (ESRCH); signal 0 only asks. */
+static napi_value pid_signal(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd = -1, sig = -1;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int32(env, argv[1], &sig) != napi_ok || fd < 0 || sig < 0 || sig > 64) {
+    napi_throw_type_error(env, NULL, "pidSignal(pidfd, signal)");
+    return NULL;
+  }
+  napi_value result;
+  if (syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0) {
+    if (errno != ESRCH) return throw_errno(env, "pidfd_send_signal", errno);
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
 /* socketInfo(fd): {address, port, listening, tcp} or null when fd is not an IPv4/IPv6 socket. */
 static napi_value socket_info(napi_env env, napi_callback_info info) {
   int32_t fd;
@@ -289,6 +335,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"socketPair", NULL, socket_pair, NULL, NULL, NULL, napi_default, NULL},
       {"sendFd", NULL, send_fd, NULL, NULL, NULL, napi_default, NULL},
       {"lockFile", NULL, lock_file, NULL, NULL, NULL, napi_default, NULL},
+      {"pidOpen", NULL, pid_open, NULL, NULL, NULL, napi_default, NULL},
+      {"pidSignal", NULL, pid_signal, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
