@@ -44,6 +44,9 @@ export function agentAdminServer(agent: Agent, runtime: RuntimeApi, conn: Connec
         lastError: conn.lastError(),
         services: agent.current?.services.length ?? 0,
         warnings: agent.lastProblems.map((p) => `${p.where}: ${p.message}`),
+        retryAttempt: agent.retry?.attempt ?? 0,
+        retryAt: agent.retry ? new Date(agent.retry.at).toISOString() : '',
+        retryReason: agent.retry?.reason ?? '',
         draining: agent.draining().map((d) => ({
           server: d.server,
           since: d.since !== undefined ? new Date(d.since).toISOString() : '',

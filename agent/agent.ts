@@ -23,6 +23,7 @@ import { RejectedServices } from './rejected-services';
 import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
 import { drainId, Drains } from './drains';
 import { keepUnknownHosts } from './unknown-hosts';
+import { RETRY_BASE_MS, RETRY_MAX_MS, Retrier, RetryStatus, transientFailure } from './retry';
 import { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
@@ -82,6 +83,14 @@ export interface AgentOptions {
   readonly writeFile?: FileWriter;
   /** Finds, reads and stops the HAProxy a previous agent left running (default: /proc and the file system). */
   readonly previous?: PreviousHaproxy;
+  /**
+   * Makes the supervisor, given the agent's crash-restart hook (the simulator: a HaproxySupervisor on fake
+   * processes, so that a crash restart takes the agent's own path); with it, `runtime` is required, as with
+   * `supervisor`.
+   */
+  readonly makeSupervisor?: (hooks: { beforeRestart: () => Promise<void> }) => Supervisor;
+  /** In [0, 1): the jitter of retries after transient failures (default Math.random). */
+  readonly random?: () => number;
 }
 
 /**
@@ -126,6 +135,10 @@ export class Agent {
   private running: Running | undefined;
   private lastGood: DesiredState | undefined;
   private problemsOfCurrent: readonly StateProblem[] = [];
+  /** The last state given to apply (what a retry applies again). */
+  private held: DesiredState | undefined;
+  private readonly retrier: Retrier;
+  private readonly retryListeners = new Set<(result: ApplyResult) => void>();
   /**
    * The config HAProxy runs, paired with the fds the supervisor holds: set by a successful launch, refreshed by
    * runtime changes (same listeners), taken from the file by a takeover. Undefined: the file is all there is.
@@ -155,12 +168,13 @@ export class Agent {
     this.log = opts.log.child({ component: 'agent' });
     // Every HAProxy the agent starts gets its admin channel at fd 3 (render.ts); `runtime` only replaces what the
     // agent sends its commands to (tests wrap the channel to fail on demand).
-    const channels = opts.supervisor
-      ? undefined
-      : new AdminChannels({
-          observer: new StatsSocketClient(haproxy.socketPath),
-          keeperFile: path.join(agent.stateDir, 'admin-channel.json'),
-        });
+    const channels =
+      opts.supervisor || opts.makeSupervisor
+        ? undefined
+        : new AdminChannels({
+            observer: new StatsSocketClient(haproxy.socketPath),
+            keeperFile: path.join(agent.stateDir, 'admin-channel.json'),
+          });
     this.channels = channels;
     const runtime = opts.runtime ?? channels;
     if (!runtime) throw new TypeError('Agent: a custom supervisor needs a runtime');
@@ -179,6 +193,12 @@ export class Agent {
     this.drainIdsFile = path.join(agent.stateDir, 'agent-drains.json');
     this.identity = resolveHaproxyIdentity(opts.config, this.log);
     this.drains = new Drains(agent.drainTimeoutMs);
+    this.retrier = new Retrier({
+      clock: this.clock,
+      baseMs: RETRY_BASE_MS,
+      maxMs: RETRY_MAX_MS,
+      ...(opts.random ? { random: opts.random } : {}),
+    });
     this.configFile = new CoalescedFile(
       haproxy.configPath,
       (file, content) => this.writeFile(file, content),
@@ -193,6 +213,7 @@ export class Agent {
       },
     );
     this.supervisor =
+      opts.makeSupervisor?.({ beforeRestart: () => this.restoreCommitted() }) ??
       opts.supervisor ??
       new HaproxySupervisor({
         binary: haproxy.binary,
@@ -269,7 +290,52 @@ export class Agent {
   apply(desired: DesiredState): Promise<ApplyResult> {
     if (!this.lifecycle.is('idle', 'running')) return Promise.resolve(this.refused(desired.version));
     if (this.lifecycle.is('idle')) this.lifecycle.to('running', 'apply a desired state');
-    return this.serialize(() => this.guarded(desired, 'update'));
+    this.retrier.reset();
+    this.held = desired;
+    return this.serialize(() => this.guarded(desired, 'update')).then((r) => this.retryIfTransient(desired, r));
+  }
+
+  /** A retry of the held state after a transient failure, pending (see Retrier). */
+  get retry(): RetryStatus | undefined {
+    return this.retrier.status;
+  }
+
+  /** Retries of the held state run so far. */
+  get retries(): number {
+    return this.retrier.total;
+  }
+
+  /** Calls `fn` with the result of every retry (the gRPC source answers its push again). */
+  onRetried(fn: (result: ApplyResult) => void): () => void {
+    this.retryListeners.add(fn);
+    return () => this.retryListeners.delete(fn);
+  }
+
+  /**
+   * A transient failure (see retry.ts) is not the last word on a state: it is applied again with backoff and jitter
+   * while it is the state held — a NACK for a `haproxy -c` killed by the OOM killer, or a service left out because
+   * its port was taken for a moment, would otherwise last until the next version.
+   */
+  private retryIfTransient(desired: DesiredState, result: ApplyResult): ApplyResult {
+    if (this.held !== desired || !this.lifecycle.is('running')) return result;
+    const why = transientFailure(result);
+    if (why === undefined) {
+      this.retrier.reset();
+      return result;
+    }
+    this.retrier.schedule(why, () => {
+      if (this.held !== desired || !this.lifecycle.is('running')) return;
+      void this.serialize(() => this.guarded(desired, 'update')).then((again) => {
+        this.retryIfTransient(desired, again);
+        for (const fn of [...this.retryListeners]) fn(again);
+      });
+    });
+    const next = this.retrier.status!;
+    this.log.warn(
+      { version: desired.version, attempt: next.attempt, retry_in_ms: next.at - this.clock.now(), reason: why },
+      'transient failure; the state is applied again after a backoff',
+    );
+    return result;
   }
 
   /**
@@ -403,6 +469,7 @@ export class Agent {
 
   private async shutdown(): Promise<void> {
     this.lifecycle.to('stopping', 'stop');
+    this.retrier.cancel();
     this.clock.clearTimeout(this.driftTimer);
     this.clock.clearTimeout(this.drainTimer);
     try {
@@ -858,6 +925,7 @@ export class Agent {
     if (!this.lifecycle.is('idle', 'running')) return Promise.reject(this.lifecycle.refuse('hand over'));
     this.lifecycle.to('handed-over', 'hand over');
     this.clock.clearTimeout(this.driftTimer);
+    this.retrier.cancel();
     this.handingOver = (async () => {
       await this.queue.catch(() => undefined);
       // The next agent compares haproxy.cfg with its state to take HAProxy over without a reload: it must be current.
@@ -880,7 +948,8 @@ export class Agent {
           this.awaitingBind.add(socketKey(s.bindAddress, s.port));
           return true;
         }
-        problems.push({ service: s.name, where: `service ${s.name}`, message: errorMessage(err) });
+        // (A port taken for a moment: retried with the held state.)
+        problems.push({ service: s.name, where: `service ${s.name}`, message: errorMessage(err), transient: true });
         return false;
       }
     });

@@ -49,6 +49,8 @@ export interface StateProblem {
   readonly server?: string;
   readonly where: string;
   readonly message: string;
+  /** A retry of the same input may succeed (a port taken for a moment, a file write that failed). */
+  readonly transient?: boolean;
 }
 
 export class StateError extends ProxyMgrError {

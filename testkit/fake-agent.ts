@@ -286,6 +286,7 @@ agent:
     sockets,
     checkConfig: check.check,
     writeFile: files.write,
+    random: () => 0.5, // retries exactly at their backoff step
     previous: {
       find: () => (previous ? [previous.haproxyPid] : []),
       readFile: async (file) => files.files.get(file) ?? '',

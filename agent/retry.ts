@@ -1,0 +1,103 @@
+import { backoffMs } from '../common/backoff';
+import { Clock, Timer, unrefTimer } from '../common/clock';
+import { ErrorCode, ProxyMgrError, StateProblem } from '../common/errors';
+
+/** The first retry after a transient failure, and the longest wait between two (before jitter). */
+export const RETRY_BASE_MS = 1000;
+export const RETRY_MAX_MS = 60_000;
+
+/**
+ * Failures the same input may not meet again: `haproxy -c` that could not run or was killed, a HAProxy that did
+ * not start or answer, a runtime command or a file write that failed, a port taken for a moment. Everything else
+ * (HAProxy rejected the config, an invalid state) is permanent: the same input fails the same way, so it waits for
+ * the next version.
+ */
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'HAPROXY_CHECK_FAILED',
+  'HAPROXY_START_FAILED',
+  'HAPROXY_RUNTIME',
+  'IO_FAILED',
+  'SOCKET_BIND_FAILED',
+]);
+
+export function isTransientError(error: ProxyMgrError | undefined): boolean {
+  return error !== undefined && TRANSIENT.has(error.code);
+}
+
+/** Whether an apply left something a retry of the same input may fix. */
+export function transientFailure(r: {
+  readonly outcome: string;
+  readonly error?: ProxyMgrError;
+  readonly problems: readonly StateProblem[];
+}): string | undefined {
+  if (r.outcome === 'rejected') return isTransientError(r.error) ? r.error!.message : undefined;
+  const p = r.problems.find((x) => x.transient);
+  return p ? `${p.where}: ${p.message}` : undefined;
+}
+
+export interface RetryOptions {
+  readonly clock: Clock;
+  readonly baseMs: number;
+  readonly maxMs: number;
+  /** In [0, 1): the jitter (default Math.random; the simulator passes its seeded one). */
+  readonly random?: () => number;
+}
+
+/** What the status says about a pending retry. */
+export interface RetryStatus {
+  /** Retries made so far for the held state. */
+  readonly attempt: number;
+  /** When the next one runs (clock ms). */
+  readonly at: number;
+  readonly reason: string;
+}
+
+/**
+ * Retries of the held state after a transient failure: exponential backoff with jitter (centered, so a fleet hit
+ * by the same outage does not retry in step), reset by any new input. One retry pending at most.
+ */
+export class Retrier {
+  private timer: Timer | undefined;
+  private attempts = 0;
+  private pending: RetryStatus | undefined;
+  /** Retries run so far (metrics). */
+  total = 0;
+
+  constructor(private readonly opts: RetryOptions) {}
+
+  get status(): RetryStatus | undefined {
+    return this.pending;
+  }
+
+  /** A new input arrived (or the held one succeeded): no retry, and the next failure starts from the base delay. */
+  reset(): void {
+    this.cancel();
+    this.attempts = 0;
+  }
+
+  /** Arms the next retry of the held state; `run` is called once, unless reset or cancelled first. */
+  schedule(reason: string, run: () => void): void {
+    this.cancel();
+    const delay = backoffMs(this.attempts, {
+      baseMs: this.opts.baseMs,
+      maxMs: this.opts.maxMs,
+      jitter: 'centered',
+      ...(this.opts.random ? { random: this.opts.random } : {}),
+    });
+    this.attempts++;
+    this.pending = { attempt: this.attempts, at: this.opts.clock.now() + delay, reason };
+    this.timer = this.opts.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.pending = undefined;
+      this.total++;
+      run();
+    }, delay);
+    unrefTimer(this.timer);
+  }
+
+  cancel(): void {
+    this.opts.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = undefined;
+  }
+}
