@@ -138,6 +138,8 @@ export class Agent {
   /** The last state given to apply (what a retry applies again). */
   private held: DesiredState | undefined;
   private readonly retrier: Retrier;
+  /** A drift check queued behind an apply and not started yet (see repairDrift). */
+  private driftWaiting: Promise<ApplyResult | undefined> | undefined;
   private readonly retryListeners = new Set<(result: ApplyResult) => void>();
   /**
    * The config HAProxy runs, paired with the fds the supervisor holds: set by a successful launch, refreshed by
@@ -455,7 +457,11 @@ export class Agent {
    */
   repairDrift(): Promise<ApplyResult | undefined> {
     if (!this.lifecycle.is('idle', 'running')) return Promise.resolve(undefined);
-    return this.serialize(async () => (this.lastGood ? this.guarded(this.lastGood, 'drift') : undefined));
+    // One waits at most: ticks during a long apply (or a HAProxy that does not answer) would pile up otherwise.
+    return (this.driftWaiting ??= this.serialize(async () => {
+      this.driftWaiting = undefined;
+      return this.lastGood ? this.guarded(this.lastGood, 'drift') : undefined;
+    }));
   }
 
   /**

@@ -86,3 +86,16 @@ describe('transient failures retry the held state', () => {
     expect(retried).toEqual([]);
   });
 });
+
+describe('drift checks while an apply is held up', () => {
+  test('ticks do not pile up: one check waits at most, and a new one queues once it ran', async () => {
+    const f = fakeAgent();
+    await f.agent.apply(state([web]));
+    const held = f.agent.apply(state([web, api])); // the queue is busy: drift checks wait behind it
+    const checks = Array.from({ length: 100 }, () => f.agent.repairDrift());
+    expect(new Set(checks).size).toBe(1);
+    await held;
+    await checks[0];
+    expect(f.agent.repairDrift()).not.toBe(checks[0]);
+  });
+});
