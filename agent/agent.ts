@@ -89,6 +89,8 @@ export interface AgentOptions {
    * `supervisor`.
    */
   readonly makeSupervisor?: (hooks: { beforeRestart: () => Promise<void> }) => Supervisor;
+  /** Awaited before each write of haproxy.cfg (the agent process writes its state cache first). */
+  readonly beforeConfigWrite?: () => Promise<void>;
   /** In [0, 1): the jitter of retries after transient failures (default Math.random). */
   readonly random?: () => number;
 }
@@ -186,7 +188,7 @@ export class Agent {
     this.checkConfig = opts.checkConfig ?? checkConfig;
     this.writeFile = opts.writeFile ?? writeFileAtomic;
     this.previous = opts.previous ?? {
-      find: findHaproxies,
+      find: (configPath) => findHaproxies(configPath, opts.config.haproxy.binary),
       readFile: (file) => fsp.readFile(file, 'utf8').catch(() => ''),
       stop: (pid) => stopOrphan(pid, this.log),
     };
@@ -203,7 +205,10 @@ export class Agent {
     });
     this.configFile = new CoalescedFile(
       haproxy.configPath,
-      (file, content) => this.writeFile(file, content),
+      async (file, content) => {
+        await opts.beforeConfigWrite?.().catch(() => undefined); // (its own failure is reported by its owner)
+        return this.writeFile(file, content);
+      },
       agent.writeDelayMs,
       this.clock,
       (file, err) => {
