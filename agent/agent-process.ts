@@ -1,5 +1,4 @@
 import { execFileSync } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
@@ -16,12 +15,14 @@ import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
 import { collectStandardMetrics, commandKind, serveMetrics } from '../common/metrics';
-import { fromJson, stateJsonText } from '../common/state-codec';
+import { stateJsonText } from '../common/state-codec';
 import { DesiredState, Service } from '../common/types';
 import { agentAdminServer, toPb } from './admin';
 import { Agent, ApplyResult } from './agent';
 import { RuntimeApi } from './haproxy/runtime';
 import { StateDirLock } from './state-dir-lock';
+import { confirmStateCache, judgeStateCache, readStateCache } from './state-cache';
+import { findHaproxies } from './haproxy/orphan';
 import { GrpcStateSource } from './sources/grpc';
 import { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
 import { FileStateSource } from './sources/file';
@@ -69,6 +70,9 @@ export function localService(
 /** The most servers a StateReport carries (see reportState). */
 const MAX_REPORTED_SERVERS = 40_000;
 
+/** How often the state cache is stamped as current at most (see confirmCache). */
+const CACHE_CONFIRM_MS = 10 * 60_000;
+
 /** How often HAProxy's per-service counters are sampled (besides every scrape); see ServiceStatsTracker. */
 const STATS_SAMPLE_MS = 5000;
 
@@ -95,6 +99,10 @@ export class AgentProcess {
   /** HAProxy's per-service counters for /metrics (see ServiceStatsTracker). */
   private readonly serviceStats: ServiceStatsTracker;
   private statsTimer: NodeJS.Timeout | undefined;
+  /** Stamps the state cache as current while the control plane is connected (see confirmCache). */
+  private cacheTimer: NodeJS.Timeout | undefined;
+  /** The state cache was too old to start HAProxy from, and nothing has been applied since. */
+  private cacheRefused = false;
   /** Applies in progress (see start's `apply`). */
   private readonly applying = new Set<Promise<ApplyResult>>();
   /** agent.bind_address applied per (immutable) service object, so unchanged services stay the same objects. */
@@ -114,7 +122,13 @@ export class AgentProcess {
 
   constructor(private readonly opts: AgentProcessOptions) {
     this.log = opts.log;
-    this.agent = new Agent({ config: opts.config, log: opts.log });
+    this.agent = new Agent({
+      config: opts.config,
+      log: opts.log,
+      // The cache is never older than haproxy.cfg: a kill -9 after the config's write, with the cache's still pending,
+      // would leave a next agent comparing the new config with the old state (no takeover without a reload).
+      beforeConfigWrite: () => this.cache.flush(),
+    });
     this.runtime = this.agent.runtime;
     this.serviceStats = new ServiceStatsTracker(this.runtime, (pid) => pid === this.agent.supervisor.adoptedPid);
     this.cacheFile = path.join(opts.config.agent.stateDir, 'desired-state.json');
@@ -155,11 +169,14 @@ export class AgentProcess {
       applying.finally(() => this.applying.delete(applying)).catch(() => undefined);
       return applying;
     };
-    const applyAndCache = async (state: DesiredState): Promise<ApplyResult> => {
-      const result = await this.agent.apply(this.localize(state));
+    const applyAndCache = async (state: DesiredState): Promise<ApplyResult> =>
+      settle(await this.agent.apply(this.localize(state)));
+    /** Metrics and the state cache of an apply (a source's, or a retry of the held state). */
+    const settle = async (result: ApplyResult): Promise<ApplyResult> => {
       m.record(result);
       const current = this.agent.current;
       if (result.outcome === 'rejected' || !current) return result;
+      this.cacheRefused = false;
       const text = () => stateJsonText(current);
       if (result.outcome === 'reload') {
         // A reload costs far more than the write, and a changed shape is what a restarted agent most needs.
@@ -184,17 +201,40 @@ export class AgentProcess {
       };
     };
 
-    // Serve the last applied state at once: the control plane may be down, and it is what ran before.
-    const cached = await this.readCache();
+    // Serve the last applied state at once: the control plane may be down, and it is what ran before — unless it is
+    // too old to start a HAProxy from (judgeStateCache).
+    const cached = await readStateCache(this.cacheFile, this.log);
     if (cached) {
-      this.log.info(
-        { version: cached.version, file: this.cacheFile },
-        'serving the cached desired state until the control plane answers',
-      );
-      await apply(cached);
+      const verdict = judgeStateCache({
+        file: this.cacheFile,
+        version: cached.state.version,
+        confirmedAt: cached.confirmedAt,
+        now: Date.now(),
+        maxAgeMs: config.agent.cacheMaxAgeMs,
+        haproxyRunning: findHaproxies(config.haproxy.configPath, config.haproxy.binary).length > 0,
+      });
+      const fields = {
+        version: cached.state.version,
+        file: this.cacheFile,
+        confirmed_at: new Date(cached.confirmedAt).toISOString(),
+      };
+      if (!verdict.serve) {
+        this.cacheRefused = true;
+        this.log.error(fields, verdict.message);
+      } else {
+        if (verdict.stale) this.log.warn(fields, verdict.message);
+        else this.log.info(fields, verdict.message);
+        await apply(cached.state);
+      }
     }
 
     const grpcSource = !this.opts.source && !this.opts.stateFile ? this.createGrpcSource() : undefined;
+    // A retry after a transient failure: cached like any apply, and the control plane hears the new answer.
+    this.agent.onRetried((result) => {
+      const retried = settle(result);
+      this.applying.add(retried);
+      void retried.then((r) => grpcSource?.answerAgain(r)).finally(() => this.applying.delete(retried));
+    });
     this.source =
       this.opts.source ??
       (this.opts.stateFile
@@ -273,6 +313,12 @@ export class AgentProcess {
           void this.serviceStats.sample(this.agent.supervisor.pid).catch(() => undefined);
       }, STATS_SAMPLE_MS);
       this.statsTimer.unref();
+      if (config.agent.cacheMaxAgeMs > 0) {
+        // The cache's mtime says when what it holds was last known current (judgeStateCache reads it at start).
+        const every = Math.min(CACHE_CONFIRM_MS, Math.max(1000, Math.floor(config.agent.cacheMaxAgeMs / 4)));
+        this.cacheTimer = setInterval(() => void this.confirmCache(grpcSource), every);
+        this.cacheTimer.unref();
+      }
     }
     this.lifecycle.to('running', 'finish starting');
     this.log.info(
@@ -322,8 +368,21 @@ export class AgentProcess {
     await this.cache.flush();
   }
 
+  /**
+   * Stamps the state cache as current: the agent runs a state and its control plane is connected (or its source is
+   * local: a state file, in-process discovery). A cache not stamped for agent.cache_max_age_ms does not start a
+   * HAProxy on the next start.
+   */
+  private async confirmCache(grpcSource: GrpcStateSource | undefined): Promise<void> {
+    if (!this.agent.current || (grpcSource && grpcSource.connectedTo === undefined)) return;
+    await confirmStateCache(this.cacheFile, Date.now()).catch((err: unknown) =>
+      this.log.warn({ err: errorMessage(err), file: this.cacheFile }, 'cannot stamp the state cache as current'),
+    );
+  }
+
   private async stopServing(): Promise<void> {
     clearInterval(this.statsTimer);
+    clearInterval(this.cacheTimer);
     await this.source?.stop();
     this.health?.close(); // open Watch streams would hold the graceful shutdown forever
     await new Promise<void>((resolve) => (this.grpcServer ? this.grpcServer.tryShutdown(() => resolve()) : resolve()));
@@ -404,16 +463,6 @@ export class AgentProcess {
       ...(agent.tokenFile ? { token: readTokenFile(agent.tokenFile, 'agent.token_file') } : {}),
       log: this.log.child({ component: 'grpc' }),
     });
-  }
-
-  private async readCache(): Promise<DesiredState | undefined> {
-    try {
-      return fromJson(JSON.parse(await fsp.readFile(this.cacheFile, 'utf8')));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
-        this.log.warn({ err: errorMessage(err), file: this.cacheFile }, 'ignoring an unreadable state cache');
-      return undefined;
-    }
   }
 
   private createMetrics() {
@@ -593,6 +642,41 @@ export class AgentProcess {
         if (!s) return;
         this.inc({ kind: 'full' }, s.full);
         this.inc({ kind: 'delta' }, s.deltas);
+      },
+    });
+    const cacheRefused = () => this.cacheRefused;
+    new Gauge({
+      name: 'proxymgr_agent_state_cache_stale',
+      help: '1 while the state cache was too old to start HAProxy from (agent.cache_max_age_ms) and no state has been applied since',
+      registers: [r],
+      collect() {
+        this.set(cacheRefused() ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'proxymgr_agent_messages_cut_total',
+      help: "Messages to the control plane cut to fit its receive limit (what was cut is logged, and said in an ACK's warnings)",
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(streamStats()?.cut ?? 0);
+      },
+    });
+    new Counter({
+      name: 'proxymgr_agent_apply_retries_total',
+      help: 'Applies of the held state again after a transient failure (a check that could not run, a port taken, a failed write)',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(agent.retries);
+      },
+    });
+    new Gauge({
+      name: 'proxymgr_agent_apply_retry_pending',
+      help: '1 while a retry of the held state after a transient failure is pending',
+      registers: [r],
+      collect() {
+        this.set(agent.retry ? 1 : 0);
       },
     });
     new Counter({

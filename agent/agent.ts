@@ -13,16 +13,18 @@ import { checkConfig } from './haproxy/check';
 import { findHaproxies, stopOrphan } from './haproxy/orphan';
 import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
-import { FIRST_LISTEN_FD, listenOrder, renderHaproxyConfig } from './haproxy/render';
+import { FIRST_LISTEN_FD, listenOrder, parseListeners, renderHaproxyConfig } from './haproxy/render';
 import { AdminChannels } from './haproxy/admin-channel';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
 import { inMaint, RuntimeServer, RuntimeState } from './haproxy/servers-state';
+import { saveServerState } from './haproxy/server-state-file';
 import { SocketPool as NativeSocketPool, socketKey } from './haproxy/sockets';
 import { OverrideTracker } from './overrides';
 import { RejectedServices } from './rejected-services';
 import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
 import { drainId, Drains } from './drains';
-import { keepUnknownHosts } from './unknown-hosts';
+import { SerialQueue } from './serial-queue';
+import { keepUnknownHosts, RunningServers, runningServersFromActual, runningServersOf } from './unknown-hosts';
 import { RETRY_BASE_MS, RETRY_MAX_MS, Retrier, RetryStatus, transientFailure } from './retry';
 import { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
 
@@ -150,7 +152,7 @@ export class Agent {
   private committed: (() => string) | undefined;
   /** `show servers state` as of the last change this agent made; see applyNow. */
   private actualCache: Map<string, ReadonlyMap<string, RuntimeServer>> | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private driftTimer: Timer | undefined;
   private readonly recent: ActionRecord[] = [];
   private readonly overrideTracker = new OverrideTracker();
@@ -484,7 +486,7 @@ export class Agent {
     this.clock.clearTimeout(this.driftTimer);
     this.clock.clearTimeout(this.drainTimer);
     try {
-      await this.queue.catch(() => undefined);
+      await this.queue.idle();
       this.configFile.cancel(); // HAProxy stops: the next start writes the config first
       await this.configFile.flush();
       await this.supervisor.stop();
@@ -503,9 +505,7 @@ export class Agent {
   }
 
   private serialize<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.push(fn);
   }
 
   /**
@@ -606,8 +606,8 @@ export class Agent {
       this.record(trigger, 'rejected', error.message, reasons.map((r) => r.text).join('; ') || 'rejected');
       return done('rejected', reasons, [], problems, error);
     };
-    // (After the takeover: an adopted HAProxy's state, from the cache, is what the servers are kept from.)
-    const known = keepUnknownHosts(sanitized.state, this.lastGood, problems);
+    // (After the takeover: what the adopted HAProxy runs is what the servers are kept from.)
+    const known = keepUnknownHosts(sanitized.state, await this.runningServers(sanitized.state), problems);
     let state = this.rejectedServices.withoutKnown(this.withSockets(known, problems), this.lastGood, problems);
     // A draining server that is desired again is simply desired (the plan readies it).
     if (trigger === 'update' && this.drains.forgetDesired(state) > 0) this.armDrainTimer();
@@ -705,6 +705,23 @@ export class Agent {
     );
   }
 
+  /**
+   * What HAProxy runs per service, for keepUnknownHosts: the last state applied, or — after a takeover of a HAProxy
+   * whose config this agent would not write, before anything was applied — its `show servers state` (read only when
+   * `desired` has a service without servers to keep).
+   */
+  private async runningServers(desired: DesiredState): Promise<RunningServers | undefined> {
+    if (this.lastGood) return runningServersOf(this.lastGood);
+    if (!this.supervisor.running || !desired.services.some((s) => s.servers.length === 0 && s.hosts !== 'reported'))
+      return undefined;
+    try {
+      return runningServersFromActual(await this.readActual());
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'cannot read what the adopted HAProxy runs; no servers to keep');
+      return undefined;
+    }
+  }
+
   /** Operator overrides, and the servers draining on their way out (held in drain). */
   private holds(): Overrides {
     return this.drains.holds(this.overrideTracker.current);
@@ -715,7 +732,13 @@ export class Agent {
     let started = false;
     for (const a of actions) {
       if (a.kind !== 'drain') continue;
-      const def = this.running?.services.find((x) => x.name === a.backend)?.servers.find((v) => v.name === a.server);
+      // A server HAProxy has that the agent never ran (its config was not one this agent would write, a server-state
+      // file from before) drains with what HAProxy says of it: without an entry it would never be deleted, and every
+      // drift check would set it to drain again.
+      const live = this.actualCache?.get(a.backend)?.get(a.server);
+      const def =
+        this.running?.services.find((x) => x.name === a.backend)?.servers.find((v) => v.name === a.server) ??
+        (live && { name: live.name, address: live.address, port: live.port, weight: live.weight, options: [] });
       if (!def) continue;
       this.drains.started(
         a.backend,
@@ -765,7 +788,7 @@ export class Agent {
     const at = this.drains.nextDeadline();
     if (at === undefined || !this.lifecycle.is('running')) return;
     this.drainTimer = this.clock.setTimeout(
-      () => void this.serialize(() => this.sweepDrains()),
+      () => void this.queue.pushFront(() => this.sweepDrains()),
       Math.max(20, at - this.clock.now()),
     );
     unrefTimer(this.drainTimer);
@@ -874,7 +897,6 @@ export class Agent {
     }
     try {
       const held = all.map((p) => this.sockets.adoptFrom(p));
-      const newest = held.at(-1)!;
       const sockets = [...new Set(held.flatMap((m) => [...m.values()].map((x) => x.address)))];
       const onDisk = await this.previous.readFile(configPath);
       // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
@@ -888,10 +910,10 @@ export class Agent {
       const drains = this.drains.restore(onDisk, state, this.clock.now());
       const same = onDisk === this.configText(state);
       if (!same) this.drains.clear();
-      // A crash restart before the first reload needs the fds in the order of the file it runs: with the config
-      // this agent would write, its own order; otherwise the order the adopted HAProxy holds them in, when every
-      // `fd@k` of the file is a listener it holds (else nothing is known to pair with the file).
-      const fds = same ? this.fdsFor(state) : adoptedOrder(listeners, newest);
+      // A crash restart before the first reload needs the fds of the file it runs: with the config this agent would
+      // write, its own order; otherwise the sockets the file's `# listener` lines name, when the adopted processes
+      // hold every one (else nothing is known to pair with the file, and the first apply reloads anyway).
+      const fds = same ? this.fdsFor(state) : fileOrder(onDisk, listeners, held);
       this.supervisor.adopt(pid, fds, all.slice(0, -1));
       this.committed = fds.length > 0 || listeners.length === 0 ? () => onDisk : undefined;
       if (same) {
@@ -938,7 +960,7 @@ export class Agent {
     this.clock.clearTimeout(this.driftTimer);
     this.retrier.cancel();
     this.handingOver = (async () => {
-      await this.queue.catch(() => undefined);
+      await this.queue.idle();
       // The next agent compares haproxy.cfg with its state to take HAProxy over without a reload: it must be current.
       await this.configFile.flush();
       this.supervisor.handOver();
@@ -950,14 +972,28 @@ export class Agent {
   private withSockets(state: DesiredState, problems: StateProblem[]): DesiredState {
     this.awaitingBind.clear();
     const wanted = new Set(state.services.map((s) => socketKey(s.bindAddress, s.port)));
+    let released = false;
     const services = state.services.filter((s) => {
       try {
         this.sockets.acquire(s.bindAddress, s.port);
         return true;
-      } catch (err) {
+      } catch (first) {
+        let err = first;
         if (this.blockedByUnwanted(s, err, wanted)) {
           this.awaitingBind.add(socketKey(s.bindAddress, s.port));
           return true;
+        }
+        if (!released && errnoOf(err) === 'EADDRINUSE') {
+          // A socket of ours that nothing runs on may be in the way (one kept for a check, or left by a version
+          // that never ran): closed, the port may be free.
+          released = true;
+          this.releaseUnusedSockets(wanted);
+          try {
+            this.sockets.acquire(s.bindAddress, s.port);
+            return true;
+          } catch (again) {
+            err = again;
+          }
         }
         // (A port taken for a moment: retried with the held state.)
         problems.push({ service: s.name, where: `service ${s.name}`, message: errorMessage(err), transient: true });
@@ -973,7 +1009,7 @@ export class Agent {
    * inside the reload, once the old one is closed (vacate).
    */
   private blockedByUnwanted(s: Service, err: unknown, wanted: ReadonlySet<string>): boolean {
-    if (((err as { cause?: { code?: string } }).cause?.code ?? '') !== 'EADDRINUSE') return false;
+    if (errnoOf(err) !== 'EADDRINUSE') return false;
     return (this.running?.services ?? []).some(
       (r) => r.port === s.port && !wanted.has(socketKey(r.bindAddress, r.port)),
     );
@@ -1010,6 +1046,11 @@ export class Agent {
     if (moving.length === 0) return state;
     const names = moving.map((s) => s.name).join(', ');
     const interim: DesiredState = { ...state, services: state.services.filter((s) => !moving.includes(s)) };
+    if (!this.supervisor.running && this.committed) {
+      // HAProxy is being (re)started on the committed fds, the old sockets among them: closing one now would leave a
+      // crash restart without it. The moving services wait (kept or left out) and the retry of the state moves them.
+      return this.withoutMoving(state, moving, problems, 'HAProxy is restarting on the sockets of the old address');
+    }
     if (this.supervisor.running) {
       await this.saveServerState();
       const pid = await this.launch(this.configText(interim), this.fdsFor(interim));
@@ -1058,10 +1099,35 @@ export class Agent {
             service: s.name,
             where: `service ${s.name}`,
             message: `${errorMessage(err)} (after closing the old socket); ${kept ? 'kept its previous version' : 'left out'}`,
+            transient: true,
           });
           break;
         }
       }
+    }
+    this.awaitingBind.clear();
+    return { ...state, services: services.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+  }
+
+  /** `state` with each moving service at its previous version (when its port is free for it) or left out. */
+  private withoutMoving(
+    state: DesiredState,
+    moving: readonly Service[],
+    problems: StateProblem[],
+    why: string,
+  ): DesiredState {
+    const previous = new Map((this.lastGood?.services ?? []).map((s) => [s.name, s]));
+    const services = state.services.filter((s) => !moving.includes(s));
+    for (const s of moving) {
+      const prev = previous.get(s.name);
+      const kept = prev !== undefined && !services.some((o) => o.port === prev.port);
+      if (kept) services.push(prev);
+      problems.push({
+        service: s.name,
+        where: `service ${s.name}`,
+        message: `${why}; ${kept ? 'kept its previous version' : 'left out'} for now`,
+        transient: true,
+      });
     }
     this.awaitingBind.clear();
     return { ...state, services: services.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
@@ -1189,13 +1255,22 @@ export class Agent {
     }
   }
 
-  /** Health and admin states survive a reload through the server-state file. */
+  /** Health and admin states survive a reload through the server-state file (see saveServerState). */
   private async saveServerState(): Promise<void> {
-    try {
-      await this.writeFile(this.serverStateFile, await this.runtime.command('show servers state'));
-    } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'cannot save server state before reload');
-    }
+    const r = await saveServerState(
+      this.serverStateFile,
+      () => this.runtime.command('show servers state'),
+      this.writeFile,
+    );
+    if (r.saved) return;
+    // The new HAProxy's first states come from the config (or, not removed, an older save): not an operator's.
+    this.overrideTracker.restarted();
+    this.log.warn(
+      { err: r.error, file: this.serverStateFile, removed: r.removed },
+      r.removed
+        ? 'cannot save server state before reload: the older file is removed, HAProxy starts from the config'
+        : 'cannot save server state before reload, nor remove the older file: HAProxy loads it; no override is read from it',
+    );
   }
 
   /**
@@ -1277,11 +1352,12 @@ export class Agent {
     }
   }
 
-  private releaseUnusedSockets(): void {
+  /** Closes the sockets no running service uses (and none in `alsoKeep`). */
+  private releaseUnusedSockets(alsoKeep: ReadonlySet<string> = new Set()): void {
     // Sockets copied from an adopted HAProxy stay until HAProxy runs a config this agent knows: closing them after a
-    // refused first apply would leave the next apply unable to bind its own ports (review).
+    // refused first apply would leave the next apply unable to bind its own ports.
     if (this.running === undefined && this.socketsPinned) return;
-    const keep = new Set((this.running?.services ?? []).map((s) => socketKey(s.bindAddress, s.port)));
+    const keep = new Set([...alsoKeep, ...(this.running?.services ?? []).map((s) => socketKey(s.bindAddress, s.port))]);
     const closed = this.sockets.release(keep);
     if (closed.length > 0) this.log.info({ closed }, 'closed listening sockets no service uses');
   }
@@ -1356,15 +1432,28 @@ function parseDrainIds(text: string): Set<string> {
 }
 
 /**
- * The fds a restart of an adopted HAProxy needs for a config naming `listeners` (its `fd@k`, k from 4 on in the
- * order HAProxy got them): the pool's copy of the socket the process holds at each k, or [] when one is missing.
+ * The fds for a config file that names `listeners` (its `fd@k`, k from 4 on): for each k, the pool's copy of the
+ * socket its `# listener fd@k address:port` line names, or [] when a line is missing or no adopted process holds
+ * that socket. By address, not by the fd numbers the adopted process holds them at: the file may be newer than the
+ * process (an agent killed between writing it and launching it), and pairing by number would cross-wire ports.
  */
-function adoptedOrder(listeners: readonly number[], held: ReadonlyMap<number, AdoptedSocket>): number[] {
+function fileOrder(
+  config: string,
+  listeners: readonly number[],
+  held: readonly ReadonlyMap<number, AdoptedSocket>[],
+): number[] {
+  const named = parseListeners(config);
+  const byAddress = new Map(held.flatMap((m) => [...m.values()].map((x) => [x.address, x.fd] as const)));
   const fds: number[] = [];
   for (let k = FIRST_LISTEN_FD; k < FIRST_LISTEN_FD + listeners.length; k++) {
-    const socket = held.get(k);
-    if (!socket || !listeners.includes(k)) return [];
-    fds.push(socket.fd);
+    const fd = listeners.includes(k) ? byAddress.get(named.get(k) ?? '') : undefined;
+    if (fd === undefined) return [];
+    fds.push(fd);
   }
   return fds;
+}
+
+/** The errno code a SOCKET_BIND_FAILED carries as its cause ('' when none). */
+function errnoOf(err: unknown): string {
+  return (err as { cause?: { code?: string } }).cause?.code ?? '';
 }

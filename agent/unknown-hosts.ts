@@ -1,5 +1,28 @@
 import { StateProblem } from '../common/errors';
-import { DesiredState, Service } from '../common/types';
+import { DesiredState, Server, Service } from '../common/types';
+import { inMaint, isDraining, RuntimeState } from './haproxy/servers-state';
+
+/** Per service, the servers HAProxy runs for it (without those draining on their way out). */
+export type RunningServers = ReadonlyMap<string, readonly Server[]>;
+
+export function runningServersOf(state: DesiredState): RunningServers {
+  return new Map(state.services.map((s) => [s.name, s.servers]));
+}
+
+/**
+ * What an adopted HAProxy runs when its config is not one this agent would write (a kill -9 before a write, a stale
+ * state cache): its `show servers state`, without servers in maint or draining. Per-server options are not in it.
+ */
+export function runningServersFromActual(actual: RuntimeState): RunningServers {
+  return new Map(
+    [...actual].map(([backend, servers]) => [
+      backend,
+      [...servers.values()]
+        .filter((v) => !inMaint(v) && !isDraining(v))
+        .map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [] })),
+    ]),
+  );
+}
 
 /**
  * Unknown is not empty. A service sent without servers keeps the servers HAProxy runs for it unless the control
@@ -12,16 +35,15 @@ import { DesiredState, Service } from '../common/types';
  */
 export function keepUnknownHosts(
   desired: DesiredState,
-  running: DesiredState | undefined,
+  running: RunningServers | undefined,
   problems: StateProblem[],
 ): DesiredState {
   if (!running) return desired;
-  const runs = new Map(running.services.map((s) => [s.name, s]));
   let changed = false;
   const services = desired.services.map((s): Service => {
     if (s.servers.length > 0 || s.hosts === 'reported') return s;
-    const live = runs.get(s.name);
-    if (!live || live.servers.length === 0) return s;
+    const live = running.get(s.name);
+    if (!live || live.length === 0) return s;
     changed = true;
     const why =
       s.hosts === 'unknown'
@@ -29,9 +51,9 @@ export function keepUnknownHosts(
         : 'the update has no servers for it and does not say discovery reported none';
     problems.push({
       where: `service ${s.name}`,
-      message: `${why}; keeping the ${live.servers.length} server(s) HAProxy runs for it`,
+      message: `${why}; keeping the ${live.length} server(s) HAProxy runs for it`,
     });
-    return { ...s, servers: live.servers };
+    return { ...s, servers: live };
   });
   return changed ? { ...desired, services } : desired;
 }

@@ -11,6 +11,7 @@ import { benchmark as pushsize } from './pushsize';
 import { benchmark as reload } from './reload';
 import { benchmark as rollout } from './rollout';
 import { benchmark as scale } from './scale';
+import { benchmark as simulate } from './simulate';
 import { benchmark as sustained } from './sustained';
 
 export const BENCHMARKS: readonly AnyBenchmark[] = [
@@ -26,4 +27,5 @@ export const BENCHMARKS: readonly AnyBenchmark[] = [
   gate,
   hostile,
   faults,
+  simulate,
 ];

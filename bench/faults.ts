@@ -6,13 +6,15 @@
  * turn, each followed by a check that both agents' HAProxies take sessions on exactly the hosts ZooKeeper holds
  * (removed hosts may still drain, as they do in production); throughout, the agents'
  * haproxy.cfg is sampled for a state with the service missing or fewer than its two permanent hosts (a partial
- * snapshot). Baseline: the same traffic and churn with no fault (`steady`).
+ * snapshot). Baseline: the same traffic and churn with no fault (`steady`). Faults that kill HAProxy with -9
+ * (`haproxy_kill9`, `haproxy_crash_during_apply`, `failed_reload_then_crash`) may lose the requests in flight on
+ * it (one per client per process killed); every other fault loses none.
  *
  * Last line: {"faults":[{"name","requests","failed","refused","reset","converged_ms","partial_states"}],
  *             "failed_total","all_converged"}
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { StatsSocketClient } from '../agent/haproxy/runtime';
@@ -22,6 +24,7 @@ import { freePort, sleep, tempDir } from '../testkit/net';
 import { startSlowProxy } from '../testkit/slow-proxy';
 import { connectZk } from '../testkit/zk-client';
 import { startZooKeeper } from '../testkit/zookeeper';
+import { Dnsmasq, startDnsmasq } from '../testkit/dnsmasq';
 import { say } from './lib-common';
 import { CliChild, onInterruptStopChildren, startCli } from './lib-grpc';
 import { BackendInfo, startTraffic } from './lib-traffic';
@@ -36,6 +39,8 @@ interface FaultResult {
   reset: number;
   converged_ms: number;
   partial_states: number;
+  /** HAProxy processes killed with -9 by the fault: each may lose the requests it held (one per client). */
+  haproxy_kills?: number;
   note?: string;
 }
 
@@ -53,6 +58,10 @@ const FAULT_NAMES = [
   'agent_kill9',
   'haproxy_kill9',
   'state_dir_unwritable',
+  'cp_restart_unreadable_watcher',
+  'haproxy_crash_during_apply',
+  'failed_reload_then_crash',
+  'two_agents_at_once',
 ];
 
 const options = {
@@ -99,8 +108,10 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
   const children = new Set<CliChild>();
   /** The tmpfs of state_dir_unwritable, while mounted (an interrupted run unmounts it too). */
   let mounted: string | undefined;
+  let dns: Dnsmasq | undefined;
   const stopInterrupt = onInterruptStopChildren(async () => {
     if (mounted) execFileSync('umount', ['-l', mounted], { stdio: 'pipe' });
+    await dns?.stop();
     await zk.stop();
   });
   const write = (name: string, text: string) => {
@@ -120,20 +131,39 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     }),
   );
   const hostNode = (b: BackendInfo) => JSON.stringify({ host: '127.0.0.1', port: b.port, name: b.name });
+  // A second service whose hosts come from DNS (b0 and b1 through a real dnsmasq): the fault
+  // cp_restart_unreadable_watcher restarts the control planes while that DNS server is down.
+  const dnsPort = await freePort();
+  try {
+    dns = await startDnsmasq({ 'b0.proxymgr.test': ['127.0.0.1'], 'b1.proxymgr.test': ['127.0.0.1'] });
+    await zkc.put(
+      '/service_config/dnsweb',
+      JSON.stringify({
+        type: 'dns',
+        port: dnsPort,
+        nameservers: [dns.server],
+        backends: backends.slice(0, PERMANENT).map((b) => ({ name: `${b.name}.proxymgr.test`, port: b.port })),
+        listen_options: ['mode http', 'retries 3', 'option redispatch'],
+      }),
+    );
+  } catch (err) {
+    say(`faults: no dnsmasq (${(err as Error).message.split('\n')[0]}); cp_restart_unreadable_watcher is skipped`);
+  }
   const present = new Set<string>();
   for (const b of backends.slice(0, 4)) {
     await zkc.put(`/services/web/${b.name}`, hostNode(b));
     present.add(b.name);
   }
 
-  // Two control-plane replicas, through the proxy.
+  // Two control-plane replicas, through the proxy. The churn removes a host every ~400 ms and convergence means
+  // "exactly what ZooKeeper holds": the removal cap (product default 0.5 per 10 s step) is off here.
   const cpPorts = [await freePort(), await freePort()];
   const cpConfig = (i: number) =>
     write(
       `cp${i}.yml`,
       `haproxy: {defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]}
 service_config: {type: zookeeper, servers: "${proxy.connectString}", path: /service_config}
-controlplane: {listen: "127.0.0.1:${cpPorts[i]}", zk_session_timeout_ms: 4000, initial_sync_timeout_ms: 10000}
+controlplane: {listen: "127.0.0.1:${cpPorts[i]}", zk_session_timeout_ms: 4000, initial_sync_timeout_ms: 10000, max_removal_share: 1}
 rollout: {waves: [1, "100%"], bake_ms: 500, replica_id: cp${i}}
 `,
     );
@@ -147,6 +177,19 @@ rollout: {waves: [1, "100%"], bake_ms: 500, replica_id: cp${i}}
   await startCp(0);
   await startCp(1);
 
+  // failed_reload_then_crash: the agents run HAProxy through a wrapper that refuses to start a config naming
+  // `maxconn 500` while a marker file exists (as a config that passes `haproxy -c` and fails at start would);
+  // checks, and every other config, pass through.
+  const refuseReloads = path.join(tmp.dir, 'refuse-reloads');
+  const haproxyWrapper = write(
+    'haproxy',
+    `#!/bin/sh
+case " $* " in *" -c "*) ;; *) if [ -e '${refuseReloads}' ] && grep -q 'maxconn 500' "$3"; then echo '[ALERT] (faults) reload refused' >&2; exit 1; fi;; esac
+exec '${execFileSync('sh', ['-c', 'command -v haproxy'], { encoding: 'utf8' }).trim()}' "$@"
+`,
+  );
+  chmodSync(haproxyWrapper, 0o755);
+
   // Two agents: A on 127.0.0.1 (cp0 first), B on 127.0.0.2 (cp1 first).
   const agentIps = ['127.0.0.1', '127.0.0.2'];
   const agentDirs = agentIps.map((_, i) => path.join(tmp.dir, `agent${i}`));
@@ -156,18 +199,20 @@ rollout: {waves: [1, "100%"], bake_ms: 500, replica_id: cp${i}}
     const order = i === 0 ? cpPorts : [...cpPorts].reverse();
     return write(
       `agent${i}.yml`,
-      `haproxy: {config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}
+      `haproxy: {path: ${haproxyWrapper}, config_path: ${dir}/haproxy.cfg, socket_path: ${dir}/haproxy.sock}
 agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]}, admin_listen: "", controlplanes: [${order.map((p) => `"127.0.0.1:${p}"`).join(', ')}]}
 `,
     );
   };
   const agents: (CliChild | undefined)[] = [undefined, undefined];
   const startAgent = async (i: number) => {
-    const a = startCli(['agent', '--config', agentConfig(i)], path.join(tmp.dir, `agent${i}.log`));
+    const a = launchAgent(i);
     children.add(a);
     agents[i] = a;
     await a.waitForLog(/agent started/, 30_000);
   };
+  const launchAgent = (i: number, log = `agent${i}.log`) =>
+    startCli(['agent', '--config', agentConfig(i)], path.join(tmp.dir, log));
 
   // state_dir_unwritable: agent 1's state dir on a 2 MB tmpfs that the fault fills (ENOSPC), where root may mount.
   let tmpfs = false;
@@ -289,15 +334,18 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
   }, 50);
 
   const results: FaultResult[] = [];
-  const run = async (name: string, fault: () => Promise<string | void>) => {
+  /** HAProxy processes the running fault killed (see FaultResult.haproxy_kills). */
+  let kills = 0;
+  const run = async (name: string, fault: () => Promise<string | void>, extraPorts: number[] = []) => {
     // FAULT_NAMES is what --only is checked against: a fault missing there could never be selected.
     if (!FAULT_NAMES.includes(name)) throw new Error(`fault ${name} is not in FAULT_NAMES`);
     if (only.length > 0 && !only.includes(name)) return;
     await traffic.startLoad(
-      agentIps.map((ip) => `${ip}:${webPort}`),
+      [webPort, ...extraPorts].flatMap((port) => agentIps.map((ip) => `${ip}:${port}`)),
       clients,
     );
     partial = 0;
+    kills = 0;
     churn.start();
     await sleep(1000);
     const note = (await fault()) ?? undefined;
@@ -326,6 +374,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
       reset: sum('reset'),
       converged_ms: ms,
       partial_states: partial,
+      ...(kills > 0 ? { haproxy_kills: kills } : {}),
       ...(note ? { note } : {}),
     };
     results.push(r);
@@ -354,6 +403,14 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
   };
   const haproxyPid = (i: number) =>
     Number(readFileSync(path.join(agentDirs[i]!, 'state', 'haproxy.pid'), 'utf8').trim());
+  const killHaproxy = (i: number) => {
+    try {
+      process.kill(haproxyPid(i), 'SIGKILL');
+      kills++;
+    } catch {
+      // restarting right now: nothing to kill
+    }
+  };
 
   await run('steady', async () => sleep(3000));
   await run('zk_down', async () => {
@@ -406,7 +463,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     }
   });
   await run('haproxy_kill9', async () => {
-    for (const i of [0, 1]) process.kill(haproxyPid(i), 'SIGKILL');
+    for (const i of [0, 1]) killHaproxy(i);
     await sleep(2000);
   });
   if (tmpfs) {
@@ -434,6 +491,92 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     });
   }
 
+  // A restarted control plane reads the hosts its predecessor persisted: a service whose watcher cannot read (its
+  // DNS server down) is sent with them, marked unknown, never as an empty list; its requests must all succeed.
+  if (dns) {
+    const d = dns;
+    await run(
+      'cp_restart_unreadable_watcher',
+      async () => {
+        await d.down();
+        await sleep(2000);
+        await Promise.all(cps.map((c) => c?.stop()));
+        await Promise.all([startCp(0), startCp(1)]);
+        await sleep(8000);
+        await d.up();
+        await sleep(2000);
+        return `dnsweb (dns watcher) with its DNS server down across a restart of both replicas; load on web and dnsweb`;
+      },
+      [dnsPort],
+    );
+  } else if (only.length === 0 || only.includes('cp_restart_unreadable_watcher')) {
+    results.push({
+      name: 'cp_restart_unreadable_watcher',
+      requests: 0,
+      failed: 0,
+      refused: 0,
+      reset: 0,
+      converged_ms: -1,
+      partial_states: 0,
+      note: 'skipped: no dnsmasq here',
+    });
+  }
+
+  // HAProxy killed again and again while host changes (every ~200 ms) are being applied: crash restarts and the
+  // applies' launches are serialized, and one generation serves in the end.
+  await run('haproxy_crash_during_apply', async () => {
+    for (let k = 0; k < 6; k++) {
+      killHaproxy(k % 2);
+      await sleep(400 + (k % 3) * 150);
+    }
+    await sleep(2000);
+    return 'HAProxy of agent0/agent1 killed with -9 in turn, 6 times ~500 ms apart, during host churn';
+  });
+  // A reload that fails to start (the wrapper refuses -sf launches), then a crash: the crash restart must run the
+  // config that ran, on its fds — not the failed reload's file. Then the retry of the held state succeeds.
+  await run('failed_reload_then_crash', async () => {
+    writeFileSync(refuseReloads, '');
+    const b0 = backends[0]!;
+    await zkc.put(
+      `/services/web/${b0.name}`,
+      JSON.stringify({ ...JSON.parse(hostNode(b0)), haproxy_server_options: 'maxconn 500' }),
+    );
+    await sleep(2500); // both agents' reloads fail (and are retried, failing again)
+    for (const i of [0, 1]) {
+      const log = readFileSync(agents[i]!.logFile, 'utf8');
+      if (!/\(faults\) reload refused/.test(log) || !/transient failure; the state is applied again/.test(log))
+        throw new Error(`faults: agent${i} never had a reload refused and retried (${agents[i]!.logFile})`);
+    }
+    for (const i of [0, 1]) killHaproxy(i);
+    await sleep(2500); // crash restarts (no -sf: allowed) serve the committed config
+    rmSync(refuseReloads);
+    await sleep(4000); // the next retry reloads with the new server options
+    await zkc.put(`/services/web/${b0.name}`, hostNode(b0));
+    return 'reloads refused for 5 s (server options of b0 changed), HAProxy killed with -9 meanwhile';
+  });
+  // Two agents started at once on one state_dir: one takes HAProxy over, the other exits at once (the lock).
+  await run('two_agents_at_once', async () => {
+    await agents[0]!.stop(10_000, 'SIGUSR2');
+    const twins = [launchAgent(0, 'agent0-twin-a.log'), launchAgent(0, 'agent0-twin-b.log')];
+    const outcome = await Promise.all(
+      twins.map(async (t) => {
+        const exited = new Promise<'exited'>((resolve) => t.proc.once('exit', () => resolve('exited')));
+        return Promise.race([t.waitForLog(/agent started/, 30_000).then(() => 'started' as const), exited]);
+      }),
+    );
+    const winner = outcome.indexOf('started');
+    const loser = twins[1 - winner];
+    if (winner < 0 || outcome.filter((o) => o === 'started').length !== 1 || !loser)
+      throw new Error(`faults: two agents on one state_dir: ${outcome.join(', ')} (want exactly one started)`);
+    await new Promise((r) => (loser.proc.exitCode !== null ? r(undefined) : loser.proc.once('exit', r)));
+    if (!/in use by another agent/.test(readFileSync(loser.logFile, 'utf8')))
+      throw new Error(`faults: the second agent on one state_dir did not say the state_dir is in use`);
+    children.add(twins[winner]!);
+    agents[0] = twins[winner];
+    await sleep(2000);
+    return 'agent0 handed over, then two agents started on its state_dir at once: one took over, one exited';
+  });
+
   clearInterval(sampler);
   const crashed = [...children]
     .filter((c) => c.proc.signalCode === null && c.proc.exitCode !== null && c.proc.exitCode !== 0)
@@ -442,6 +585,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
   if (mounted) execFileSync('umount', [mounted], { stdio: 'pipe' });
   mounted = undefined;
   await traffic.close();
+  await dns?.stop();
   await proxy.close();
   zkc.close();
   await zk.stop();
@@ -469,26 +613,22 @@ export const benchmark = defineBenchmark({
   fields: ['faults', 'failed_total', 'partial_states_total', 'all_converged', 'crashed_processes'],
   run,
   targets: (r, o) => {
-    const faults = (r.faults ?? []) as { name: string; failed: number }[];
-    const killed = faults.find((f) => f.name === 'haproxy_kill9');
-    const others = faults.filter((f) => f.name !== 'haproxy_kill9');
+    const faults = (r.faults ?? []) as { name: string; failed: number; haproxy_kills?: number }[];
+    const killing = faults.filter((f) => (f.haproxy_kills ?? 0) > 0);
+    const others = faults.filter((f) => (f.haproxy_kills ?? 0) === 0);
     return [
       { name: 'all_converged', held: r.all_converged === true, value: String(r.all_converged), smoke: true },
       {
-        name: 'no request failed in any fault but haproxy_kill9',
+        name: 'no request failed in any fault that kills no HAProxy',
         held: others.every((f) => f.failed === 0),
         value: others.map((f) => `${f.name}: ${f.failed}`).join(', '),
       },
       // A kill -9 of HAProxy loses the requests it holds at that instant; the clients send one at a time each.
-      ...(killed
-        ? [
-            {
-              name: 'haproxy_kill9: at most the requests in flight fail (one per client per agent)',
-              held: killed.failed <= o.clients * 2,
-              value: killed.failed,
-            },
-          ]
-        : []),
+      ...killing.map((f) => ({
+        name: `${f.name}: at most the requests in flight fail (one per client per HAProxy killed)`,
+        held: f.failed <= o.clients * f.haproxy_kills!,
+        value: `${f.failed} failed, ${f.haproxy_kills} killed`,
+      })),
       { name: 'partial_states_total = 0', held: r.partial_states_total === 0, value: r.partial_states_total },
       {
         name: 'no process crashed',

@@ -137,6 +137,11 @@ export interface AgentConfig {
    * changes are written once (a reload always writes the config first).
    */
   readonly writeDelayMs: number;
+  /**
+   * The oldest state cache (by when it was last confirmed: written, or touched while the control plane was
+   * connected) that starts a HAProxy when none runs; 0 = any age.
+   */
+  readonly cacheMaxAgeMs: number;
   /** Upper bound for old HAProxy processes after a reload (`hard-stop-after`). */
   readonly hardStopAfterMs: number;
   /**
@@ -177,6 +182,10 @@ export interface ControlPlaneConfig {
   readonly maxRemovalShare: number;
   /** Delay before the next removal step when the cap held some removals back. */
   readonly removalStepMs: number;
+  /** Largest share (0..1] of the services removed in one step when their configs disappear; 1 = no cap. */
+  readonly maxServiceRemovalShare: number;
+  /** The length of a service-removal step. */
+  readonly serviceRemovalStepMs: number;
   /** Requested ZooKeeper session timeout (the server clamps it to 2..20 ticks). */
   readonly zkSessionTimeoutMs: number;
   /** Polling interval of `file` watchers and the `file` service-config source (fs events come first). */
@@ -383,6 +392,7 @@ export function parseConfig(text: string, file: string): ProxyMgrConfig {
     stateDir,
     driftCheckIntervalMs: intKey(agentRaw.drift_check_interval_ms, file, 'agent.drift_check_interval_ms'),
     writeDelayMs: intKey(agentRaw.write_delay_ms, file, 'agent.write_delay_ms'),
+    cacheMaxAgeMs: intKey(agentRaw.cache_max_age_ms, file, 'agent.cache_max_age_ms'),
     hardStopAfterMs: intKey(agentRaw.hard_stop_after_ms, file, 'agent.hard_stop_after_ms'),
     drainTimeoutMs: intKey(agentRaw.drain_timeout_ms, file, 'agent.drain_timeout_ms'),
     backlog: intKey(agentRaw.backlog, file, 'agent.backlog'),
@@ -800,16 +810,14 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
   const coalesceMaxMs = intKey(raw.coalesce_max_ms, file, 'controlplane.coalesce_max_ms');
   if (coalesceMaxMs < coalesceMs)
     throw new ConfigError(`${file}: controlplane.coalesce_max_ms: must be >= coalesce_ms (${coalesceMs})`);
-  let maxRemovalShare = 1;
-  if (raw.max_removal_share !== undefined && raw.max_removal_share !== null) {
-    const v = raw.max_removal_share;
-    if (typeof v !== 'number' || !(v > 0 && v <= 1)) {
-      throw new ConfigError(
-        `${file}: controlplane.max_removal_share: expected a number in (0, 1] (e.g. 0.5), got ${describe(v)}`,
-      );
-    }
-    maxRemovalShare = v;
-  }
+  const share = (key: 'max_removal_share' | 'max_service_removal_share'): number => {
+    const v = raw[key];
+    if (v === undefined || v === null) return schemaDefault<number>(`controlplane.${key}`);
+    if (typeof v !== 'number' || !(v > 0 && v <= 1))
+      throw new ConfigError(`${file}: controlplane.${key}: expected a number in (0, 1] (e.g. 0.5), got ${describe(v)}`);
+    return v;
+  };
+  const maxRemovalShare = share('max_removal_share');
   return {
     dnsNameservers: nameservers,
     dnsMinTtlMs,
@@ -818,6 +826,8 @@ function parseControlPlane(value: unknown, file: string, base: string): ControlP
     coalesceMaxMs,
     maxRemovalShare,
     removalStepMs: intKey(raw.removal_step_ms, file, 'controlplane.removal_step_ms'),
+    maxServiceRemovalShare: share('max_service_removal_share'),
+    serviceRemovalStepMs: intKey(raw.service_removal_step_ms, file, 'controlplane.service_removal_step_ms'),
     zkSessionTimeoutMs: intKey(raw.zk_session_timeout_ms, file, 'controlplane.zk_session_timeout_ms'),
     filePollMs: intKey(raw.file_poll_ms, file, 'controlplane.file_poll_ms'),
     initialSyncTimeoutMs: intKey(raw.initial_sync_timeout_ms, file, 'controlplane.initial_sync_timeout_ms'),

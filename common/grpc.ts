@@ -12,6 +12,14 @@ import { HealthCheckResponse_ServingStatus, HealthServer, HealthService } from '
 import { ErrorCode, ProxyMgrError } from './errors';
 import { findUp } from './fs';
 
+/**
+ * The largest message the control plane takes from an agent (`grpc.max_receive_message_length` of its server):
+ * grpc-js's default, which every control-plane version applies, so an agent that fits its messages to it talks to
+ * any of them. Kept there on purpose: the server buffers a message whole before it can refuse it, and it serves
+ * thousands of streams. Agents fit what they send to it (agent/sources/message-fit.ts).
+ */
+export const AGENT_MESSAGE_LIMIT_BYTES = 4 * 1024 * 1024;
+
 /** TLS settings from proxymgr.yml (PEM file paths). */
 export interface TlsConfig {
   readonly ca?: string;

@@ -13,6 +13,11 @@ import { canonicalJson, hashService } from './state-hash';
 /** The stream protocol of this build: 2 = incremental pushes. Hellos without one (0) are agents from before. */
 export const PROTOCOL_VERSION = 2;
 
+/** A hello may declare this many resources (services) at most; the control plane refuses a hello with more. */
+export const MAX_DECLARED_RESOURCES = 100_000;
+/** An agent reports counters for at most this many services; the control plane drops the rest. */
+export const MAX_COUNTED_SERVICES = 10_000;
+
 const VERSION_CHARS = 32;
 
 export function resourceVersion(service: Service): string {

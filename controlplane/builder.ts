@@ -1,16 +1,21 @@
 import { ServiceOptionsPolicy } from '../common/config';
 import { StateProblem } from '../common/errors';
-import { DesiredState, HaproxyGlobals, Server, Service } from '../common/types';
+import { DesiredState, HaproxyGlobals, HostsStatus, Server, Service } from '../common/types';
 import { sanitizeState } from '../common/validate-state';
 import { canonicalJson, stateVersion } from '../common/state-hash';
 
 export { canonicalJson, stateVersion };
 import { Host, ServiceConfig } from './types';
 
-/** One service as discovery currently sees it: its accepted config and the hosts to run. */
+/**
+ * One service as discovery currently sees it: its accepted config, the hosts to run and whether a watcher reported
+ * them ('reported'; none is then an affirmative "no hosts") or they are the last known while it cannot ('unknown').
+ */
 export interface ServiceView {
   readonly config: ServiceConfig;
   readonly hosts: readonly Host[];
+  /** Default 'reported'. */
+  readonly status?: HostsStatus;
 }
 
 /** Everything the builder needs; `previous` lets a rejected service fall back to the version that runs. */
@@ -35,7 +40,7 @@ export interface BuildResult {
  * both are immutable.
  */
 export function buildDesiredStateChecked(view: DiscoveryView): BuildResult {
-  const services = view.services.map((s) => buildService(s.config, s.hosts));
+  const services = view.services.map((s) => buildService(s.config, s.hosts, s.status));
   const draft: DesiredState = { version: '', haproxy: view.haproxy, services };
   const { state, problems } = sanitizeState(draft, view.previous, view.policy);
   return { state: { ...state, version: stateVersion(state.haproxy, state.services) }, problems };
@@ -46,12 +51,13 @@ export function buildDesiredState(view: DiscoveryView): DesiredState {
   return buildDesiredStateChecked(view).state;
 }
 
-const builtByConfig = new WeakMap<ServiceConfig, WeakMap<readonly Host[], Service>>();
+const builtByConfig = new WeakMap<ServiceConfig, Record<HostsStatus, WeakMap<readonly Host[], Service>>>();
 
 /** One service: servers with unique names, sorted; memoized on the (immutable) inputs. */
-export function buildService(config: ServiceConfig, hosts: readonly Host[]): Service {
-  let byHosts = builtByConfig.get(config);
-  if (!byHosts) builtByConfig.set(config, (byHosts = new WeakMap()));
+export function buildService(config: ServiceConfig, hosts: readonly Host[], status: HostsStatus = 'reported'): Service {
+  let byStatus = builtByConfig.get(config);
+  if (!byStatus) builtByConfig.set(config, (byStatus = { reported: new WeakMap(), unknown: new WeakMap() }));
+  const byHosts = byStatus[status];
   const cached = byHosts.get(hosts);
   if (cached) return cached;
   let servers = uniqueServers(hosts, config.zoneLabel);
@@ -65,9 +71,15 @@ export function buildService(config: ServiceConfig, hosts: readonly Host[]): Ser
     servers,
     ...(config.drainTimeoutMs !== undefined ? { drainTimeoutMs: config.drainTimeoutMs } : {}),
     ...(config.zoneLabel ? { zoneLabel: config.zoneLabel } : {}),
+    hosts: status,
   };
   byHosts.set(hosts, service);
   return service;
+}
+
+/** The servers of `hosts` as buildService makes them (without canary weights): for hosts known without a config. */
+export function serversOf(hosts: readonly Host[], zoneLabel?: string): Server[] {
+  return uniqueServers(hosts, zoneLabel);
 }
 
 /**

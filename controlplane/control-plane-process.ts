@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { authTlsWarning, ProxyMgrConfig } from '../common/config';
-import { addHealth, addReflection, bindServer, serverCredentials } from '../common/grpc';
+import { addHealth, addReflection, AGENT_MESSAGE_LIMIT_BYTES, bindServer, serverCredentials } from '../common/grpc';
 import { Authorizer, UNAUTHENTICATED } from '../common/auth';
 import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
 import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
@@ -248,6 +248,8 @@ export class ControlPlaneProcess {
       'grpc.http2.min_ping_interval_without_data_ms': 5000,
       // An agent needs one stream, ctl a few: one connection must not open thousands of agent streams.
       'grpc.max_concurrent_streams': 100,
+      // Explicit, so that agents (which fit every message to it) and the server cannot drift apart.
+      'grpc.max_receive_message_length': AGENT_MESSAGE_LIMIT_BYTES,
       interceptors: [authInterceptor(this.authorizer, log.child({ component: 'grpc' }), this.authMetrics)],
     });
     const stateRequests = new AgentStateRequests();

@@ -9,8 +9,8 @@ import {
 } from '../common/config';
 import { ErrorCode, errorMessage } from '../common/errors';
 import { Logger, silentLogger } from '../common/log';
-import { DesiredState, HaproxyGlobals } from '../common/types';
-import { buildDesiredStateChecked, ServiceView } from './builder';
+import { DesiredState, HaproxyGlobals, Server } from '../common/types';
+import { buildDesiredStateChecked, serversOf, ServiceView } from './builder';
 import { Clock, systemClock } from '../common/clock';
 import { Lifecycle } from '../common/lifecycle';
 import { Coalescer } from './coalescer';
@@ -18,7 +18,10 @@ import { applyFailStatic, removalBudget } from './fail-static';
 import { parseServiceConfig, ServiceConfigError } from './service-config';
 import { FileSource } from './sources/file';
 import { ZookeeperSource } from './sources/zookeeper';
-import { HostReport, Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher } from './types';
+import { Host, HostReport, Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher } from './types';
+import { KnownHostsStore } from './known-hosts';
+import { RemovalStep, serviceRemovals } from './service-removal';
+import { ZkKnownHostsStore } from './zk/known-hosts-store';
 import { createWatcher, watcherIdentity, WatcherContext } from './watchers';
 import { loadZkDigest, ZkDigest } from './zk/digest';
 import { ZkSessionManager } from './zk/manager';
@@ -28,6 +31,8 @@ export interface DiscoveryOptions {
   readonly config: Pick<ProxyMgrConfig, 'haproxy' | 'serviceConfig'> & {
     readonly controlplane?: ControlPlaneConfig;
     readonly serviceOptions?: ServiceOptionsPolicy;
+    /** Its `zk_path` roots the known-hosts records (default /proxymgr). */
+    readonly rollout?: { readonly zkPath: string };
   };
   readonly log?: Logger;
   /** Replaces the source named by `config.serviceConfig` (tests, embedding). */
@@ -37,7 +42,18 @@ export interface DiscoveryOptions {
   /** ZooKeeper credentials; by default read from `controlplane.zk_digest_file` when that is set. */
   readonly zkDigest?: ZkDigest;
   readonly clock?: Clock;
+  /**
+   * Where the last known hosts of every service are kept for a restarted replica. Default: ZooKeeper
+   * (`<rollout.zk_path>/known_hosts` on the service-config ensemble) when service configs come from ZooKeeper and no
+   * `source` replaces it; null: none.
+   */
+  readonly knownHosts?: KnownHostsStore | null;
+  /** Makes each service's watcher (default: watchers/index.ts; tests and the simulator pass fakes). */
+  readonly createWatcher?: typeof createWatcher;
 }
+
+/** Default root of the control plane's nodes in ZooKeeper (the schema's rollout.zk_path). */
+const DEFAULT_ZK_ROOT = '/proxymgr';
 
 /** Everything that is wrong right now: the source's trouble and, per service, its problems. */
 export interface DiscoveryErrors {
@@ -73,6 +89,7 @@ export class Discovery {
   private readonly source: ServiceConfigSource;
   private readonly coalescer: Coalescer;
   private readonly watcherCtx: WatcherContext;
+  private readonly createWatcher: typeof createWatcher;
   private readonly haproxy: HaproxyGlobals;
   /** `service_options`: what service configs may put into HAProxy (checked at parse time and by the builder). */
   private readonly policy: ServiceOptionsPolicy;
@@ -81,6 +98,17 @@ export class Discovery {
   /** The latest snapshot published. */
   private snapshot: DesiredState | undefined;
   private selectors = '[]';
+  private readonly knownStore: KnownHostsStore | undefined;
+  /** The last known hosts per service: loaded at start, then what each service last ran as reported. */
+  private readonly known = new Map<string, readonly Host[]>();
+  /** Until the known hosts are loaded (or could not be), fail static has no "previous" and nothing is published. */
+  private knownLoaded = false;
+  private knownProblem: Problem | undefined;
+  /** The service configs last delivered: held-back removals are decided again against them. */
+  private lastConfigs: ReadonlyMap<string, RawServiceConfig> = new Map();
+  private serviceRemovalStep: RemovalStep | undefined;
+  private removalTimer: unknown;
+  private heldProblem: Problem | undefined;
   private readonly lifecycle = new Lifecycle<DiscoveryState>('discovery', 'idle', {
     idle: ['running', 'stopping'],
     running: ['stopping'],
@@ -134,7 +162,24 @@ export class Discovery {
         'CONFIG_INVALID',
         'discovery needs a service_config section (type zookeeper or file) in proxymgr.yml',
       );
+    this.createWatcher = options.createWatcher ?? createWatcher;
     this.coalescer = new Coalescer(() => this.publish(), this.cp.coalesceMs, this.cp.coalesceMaxMs, this.clock);
+    this.knownStore =
+      options.knownHosts === null
+        ? undefined
+        : (options.knownHosts ??
+          (!options.source && sc?.type === 'zookeeper'
+            ? new ZkKnownHostsStore({
+                zk: this.zk,
+                servers: sc.servers,
+                path: `${options.config.rollout?.zkPath ?? DEFAULT_ZK_ROOT}/known_hosts`,
+                ...(this.zkDigest ? { digest: this.zkDigest } : {}),
+                log: this.log,
+                clock: this.clock,
+                loadTimeoutMs: this.cp.initialSyncTimeoutMs,
+              })
+            : undefined));
+    if (!this.knownStore) this.knownLoaded = true;
   }
 
   get state(): DiscoveryState {
@@ -148,6 +193,7 @@ export class Discovery {
   /** Follows the source; throws LifecycleError when started twice or after stop. */
   start(): void {
     this.lifecycle.to('running', 'start');
+    if (this.knownStore) void this.loadKnown(this.knownStore);
     this.source.start({
       configs: (configs) => this.onConfigs(configs),
       unavailable: (reason) => {
@@ -167,8 +213,10 @@ export class Discovery {
     this.lifecycle.to('stopping', 'stop');
     try {
       this.coalescer.cancel();
+      this.clock.clearTimeout(this.removalTimer);
       await this.source.stop();
       for (const e of this.entries.values()) await this.stopWatcher(e);
+      await this.knownStore?.close();
       if (this.ownsZk) await this.zk.closeAll();
       this.listeners.clear();
     } finally {
@@ -179,6 +227,15 @@ export class Discovery {
   /** The latest snapshot, if one was published. */
   current(): DesiredState | undefined {
     return this.snapshot;
+  }
+
+  /**
+   * The last known servers of a service (persisted by an earlier replica or reported in this one), for a service
+   * discovery no longer follows but an agent's revision still has. `zoneLabel` as in the revision.
+   */
+  knownServers(name: string, zoneLabel?: string): Server[] | undefined {
+    const hosts = this.entries.get(name)?.hosts ?? this.known.get(name);
+    return hosts && serversOf(hosts, zoneLabel);
   }
 
   /** The accepted config of one service (e.g. its `agents` selector), as of the latest snapshot's build. */
@@ -247,22 +304,82 @@ export class Discovery {
       const list = e.problems();
       if (list.length > 0) services[e.name] = list;
     }
-    return { source: this.sourceProblem ? [this.sourceProblem] : [], services };
+    const source = [this.sourceProblem, this.heldProblem, this.knownProblem].filter(
+      (p): p is Problem => p !== undefined,
+    );
+    return { source, services };
   }
 
   private onConfigs(configs: ReadonlyMap<string, RawServiceConfig>): void {
     if (this.stopped) return;
     if (this.sourceProblem) this.log.info({}, 'service configs available again');
     this.sourceProblem = undefined;
-    for (const [name, e] of this.entries) {
-      if (configs.has(name)) continue;
-      this.log.info({ service: name }, 'service config removed; service removed');
-      void this.stopWatcher(e);
-      this.entries.delete(name);
-    }
+    this.lastConfigs = configs;
+    this.removeGone();
     for (const raw of configs.values()) this.onConfig(raw);
     this.sourceSynced = true;
     this.coalescer.poke();
+  }
+
+  /**
+   * Removes the services whose configs are gone, at most `max_service_removal_share` of them per step; the others
+   * stay served with their last config and hosts, named in a problem, and are decided again at the next step.
+   */
+  private removeGone(): void {
+    const gone: string[] = [];
+    let served = 0;
+    for (const [name, e] of this.entries) {
+      if (e.config) served++;
+      if (this.lastConfigs.has(name)) {
+        e.removalHeld = undefined;
+        continue;
+      }
+      if (e.config) gone.push(name);
+      else {
+        void this.stopWatcher(e); // never served: nothing to hold
+        this.entries.delete(name);
+      }
+    }
+    const now = this.clock.now();
+    const { maxServiceRemovalShare: share, serviceRemovalStepMs: stepMs } = this.cp;
+    const d = serviceRemovals(gone, served, this.serviceRemovalStep, now, share, stepMs);
+    this.serviceRemovalStep = d.step;
+    for (const name of d.remove) {
+      const e = this.entries.get(name)!;
+      this.log.info({ service: name }, 'service config removed; service removed');
+      void this.stopWatcher(e);
+      this.entries.delete(name);
+      // Its last hosts stay known (and its record, marked removed): a config restored while the watcher cannot read
+      // comes back with them, as unknown, not empty.
+      if (e.hosts && e.hosts.length > 0) this.known.set(name, e.hosts);
+      this.knownStore?.remove(name);
+    }
+    this.clock.clearTimeout(this.removalTimer);
+    if (d.held.length === 0) {
+      if (this.heldProblem) this.log.info({}, 'no service removal held back any more');
+      this.heldProblem = undefined;
+      return;
+    }
+    const names = d.held.slice(0, 10).join(', ') + (d.held.length > 10 ? ', ...' : '');
+    const message =
+      `the configs of ${gone.length} service(s) are gone, more than max_service_removal_share ${share} of ${served} ` +
+      `allows per step of ${stepMs} ms; holding back ${d.held.length} (${names}): served with their last config and ` +
+      `hosts until a later step (restore the configs if this was not meant)`;
+    if (this.heldProblem?.message !== message) this.log.warn({ held: d.held.length }, message);
+    this.heldProblem = this.problem('FAIL_STATIC', 'service_config', message, this.heldProblem);
+    for (const name of d.held) {
+      const e = this.entries.get(name)!;
+      const why = `service config removed; removal held back by max_service_removal_share ${share} (served with its last config and hosts)`;
+      e.removalHeld = this.problem('FAIL_STATIC', e.origin, why, e.removalHeld);
+    }
+    this.removalTimer = this.clock.setTimeout(
+      () => {
+        if (this.stopped) return;
+        this.removeGone();
+        this.coalescer.poke();
+      },
+      Math.max(1, (d.retryAt ?? now) - now),
+    );
   }
 
   private onConfig(raw: RawServiceConfig): void {
@@ -280,7 +397,7 @@ export class Discovery {
     try {
       config = parseServiceConfig(raw, this.policy);
       id = watcherIdentity(config, this.watcherCtx);
-      if (id !== e.watcherId) watcher = createWatcher(config, raw.origin, this.watcherCtx);
+      if (id !== e.watcherId) watcher = this.createWatcher(config, raw.origin, this.watcherCtx);
     } catch (err) {
       const keeping = e.config ? 'keeping its previous version' : 'the service is not served until this is fixed';
       this.log.error(
@@ -306,15 +423,11 @@ export class Discovery {
     const generation = ++e.generation;
     e.watcher = watcher;
     e.watcherId = id;
-    // A watcher that stays silent must not hold the service (or the first snapshot) back forever.
+    // A watcher that stays silent must not hold the service (or the first snapshot) back forever; its hosts are
+    // then unknown, not empty.
     e.timer = this.clock.setTimeout(() => {
-      if (e.generation !== generation || e.hosts !== undefined) return;
-      this.log.warn(
-        { service: e.name },
-        `watcher did not report within ${this.cp.initialSyncTimeoutMs} ms; serving the service without hosts for now`,
-      );
-      e.hosts = [];
-      this.coalescer.poke();
+      if (e.generation !== generation || e.hosts !== undefined || e.reported !== undefined) return;
+      this.hostsUnknown(e, 'WATCHER_FAILED', `watcher did not report within ${this.cp.initialSyncTimeoutMs} ms`);
     }, this.cp.initialSyncTimeoutMs);
     watcher.start({
       hosts: (report) => {
@@ -349,12 +462,16 @@ export class Discovery {
       return old ?? this.problem('HOST_INVALID', p.where, p.message);
     });
     e.reported = report.hosts;
-    this.settleHosts(e);
+    e.unknownReason = undefined;
+    if (this.knownLoaded) this.settleHosts(e); // else once they are: fail static needs them as "previous"
   }
 
   /** Applies fail static and the removal cap to the last report; re-runs itself while removals are held back. */
   private settleHosts(e: ServiceEntry): void {
     if (!e.reported) return;
+    // After a restart the hosts persisted by the last replica are "previous": an empty or collapsed first report
+    // does not empty the service.
+    const previous = e.hosts ?? this.known.get(e.name);
     // The cap holds per step of removal_step_ms, counted from the hosts at the step's start: deletions that
     // arrive one by one (a registry collapsing node after node) are capped like one big deletion.
     const now = this.clock.now();
@@ -362,18 +479,18 @@ export class Discovery {
     if (!step || now - step.start >= this.cp.removalStepMs)
       step = e.removalStep = {
         start: now,
-        budget: removalBudget(e.hosts?.length ?? 0, this.cp.maxRemovalShare),
+        budget: removalBudget(previous?.length ?? 0, this.cp.maxRemovalShare),
         removed: 0,
       };
     const r = applyFailStatic(
-      e.hosts,
+      previous,
       e.reported,
       this.cp.maxRemovalShare,
       this.cp.maxRemovalShare >= 1 ? undefined : Math.max(0, step.budget - step.removed),
     );
-    if (e.hosts) {
+    if (previous) {
       const kept = new Set(r.hosts.map((h) => h.name));
-      step.removed += e.hosts.filter((h) => !kept.has(h.name)).length;
+      step.removed += previous.filter((h) => !kept.has(h.name)).length;
     }
     if (r.warning) {
       const detail =
@@ -391,8 +508,11 @@ export class Discovery {
         this.log.info({ service: e.name, hosts: r.hosts.length }, 'hosts reported again; fail static lifted');
       e.warning = undefined;
     }
-    if (r.hosts !== e.hosts) {
+    if (r.hosts !== e.hosts || e.status !== 'reported') {
       e.hosts = r.hosts;
+      e.status = 'reported';
+      this.known.set(e.name, r.hosts);
+      this.knownStore?.save(e.name, r.hosts);
       this.coalescer.poke();
     }
     if (r.heldBack > 0) {
@@ -407,23 +527,66 @@ export class Discovery {
   }
 
   private onUnavailable(e: ServiceEntry, reason: string): void {
-    const n = e.hosts?.length ?? 0;
-    const message = `${reason}; keeping the ${n} previous host(s) (fail static)`;
+    const code = reason.includes('zookeeper') ? 'ZK_DISCONNECTED' : 'WATCHER_FAILED';
+    if (e.status !== 'reported') return this.hostsUnknown(e, code, reason);
+    // Hosts this replica had reported stay 'reported' (the last report, kept by fail static): marking them unknown
+    // would push every service of a lost ensemble to every agent and back without changing what runs.
+    const message = `${reason}; keeping the ${e.hosts?.length ?? 0} previous host(s) (fail static)`;
     if (e.unavailable?.message !== message) this.log.warn({ service: e.name }, message);
-    e.unavailable = this.problem(
-      reason.includes('zookeeper') ? 'ZK_DISCONNECTED' : 'WATCHER_FAILED',
-      `service ${e.name}`,
-      message,
-      e.unavailable,
-    );
-    if (e.hosts === undefined) {
-      e.hosts = [];
+    e.unavailable = this.problem(code, `service ${e.name}`, message, e.unavailable);
+  }
+
+  /**
+   * The watcher cannot tell the hosts (it cannot read, or stayed silent): the service runs its last known hosts —
+   * those it ran, else those persisted by an earlier replica, else none — marked 'unknown', so that no agent takes
+   * it for an affirmative "no hosts".
+   */
+  private hostsUnknown(e: ServiceEntry, code: ErrorCode, reason: string): void {
+    e.unknownReason = reason;
+    const last = e.hosts !== undefined && e.hosts.length > 0 ? e.hosts : (this.known.get(e.name) ?? e.hosts ?? []);
+    const from = !this.knownLoaded
+      ? ' (the persisted hosts are not loaded yet)'
+      : e.hosts === undefined || e.hosts.length === 0
+        ? ' (persisted by an earlier control plane)'
+        : '';
+    const message = `hosts unknown: ${reason}; keeping the ${last.length} previous host(s)${last.length > 0 || !this.knownLoaded ? from : ''} (fail static)`;
+    if (e.unavailable?.message !== message) this.log.warn({ service: e.name }, message);
+    e.unavailable = this.problem(code, `service ${e.name}`, message, e.unavailable);
+    if (e.hosts !== last || e.status !== 'unknown') {
+      e.hosts = last;
+      e.status = 'unknown';
       this.coalescer.poke();
     }
   }
 
+  /** Loads the hosts persisted by earlier replicas before the first snapshot (bounded by the store's own timeout). */
+  private async loadKnown(store: KnownHostsStore): Promise<void> {
+    try {
+      const r = await store.load();
+      for (const [name, hosts] of r.hosts) if (!this.known.has(name)) this.known.set(name, hosts);
+      const first = r.problems.slice(0, 3).map((p) => `${p.where}: ${p.message}`);
+      this.knownProblem =
+        r.problems.length > 0
+          ? this.problem('HOST_INVALID', 'known hosts', `${r.problems.length} refused: ${first.join('; ')}`)
+          : undefined;
+      this.log.info({ services: r.hosts.size, refused: r.problems.length }, 'last known hosts loaded');
+    } catch (err) {
+      const message = `cannot read the last known hosts (${errorMessage(err)}); a service whose watcher cannot read starts without hosts`;
+      this.log.warn({}, message);
+      this.knownProblem = this.problem('ZK_DISCONNECTED', 'known hosts', message);
+    }
+    if (this.stopped) return;
+    this.knownLoaded = true;
+    for (const e of this.entries.values()) {
+      if (e.reported) this.settleHosts(e);
+      else if (e.status === 'unknown' && e.unknownReason !== undefined)
+        this.hostsUnknown(e, e.unavailable?.code ?? 'WATCHER_FAILED', e.unknownReason);
+    }
+    this.coalescer.poke();
+  }
+
   private publish(): void {
-    if (this.stopped || !this.sourceSynced) return;
+    if (this.stopped || !this.sourceSynced || !this.knownLoaded) return;
     const views: ServiceView[] = [];
     for (const e of this.entries.values()) {
       if (!e.config) continue;
@@ -431,7 +594,7 @@ export class Discovery {
         if (this.snapshot === undefined) return; // first snapshot waits for every watcher (bounded by its timer)
         continue; // a new service appears once its watcher reported, in one revision with its hosts
       }
-      views.push({ config: e.config, hosts: e.hosts });
+      views.push({ config: e.config, hosts: e.hosts, status: e.status ?? 'reported' });
     }
     const started = Date.now();
     const { state, problems } = buildDesiredStateChecked({

@@ -1,3 +1,4 @@
+import { HostsStatus } from '../common/types';
 import { Host, Problem, ServiceConfig, Watcher } from './types';
 
 /**
@@ -15,6 +16,15 @@ export class ServiceEntry {
   hosts?: readonly Host[];
   /** What the watcher last reported (before fail static). */
   reported?: readonly Host[];
+  /**
+   * 'reported' once the watcher reported and while it can read; 'unknown' while it cannot (or stayed silent): then
+   * `hosts` are the last known, and never taken for an affirmative "no hosts".
+   */
+  status?: HostsStatus;
+  /** Why the hosts are unknown (kept to restate the problem when the last known hosts arrive later). */
+  unknownReason?: string;
+  /** Its config is gone but the service-removal cap holds it back: served with its last config and hosts. */
+  removalHeld?: Problem;
   configProblem?: Problem;
   hostProblems: Problem[] = [];
   unavailable?: Problem;
@@ -31,8 +41,13 @@ export class ServiceEntry {
 
   /** Everything wrong with the service now, most fundamental first (config, availability, fail static, hosts, build). */
   problems(): Problem[] {
-    return [this.configProblem, this.unavailable, this.warning, ...this.hostProblems, ...this.buildProblems].filter(
-      (p): p is Problem => p !== undefined,
-    );
+    return [
+      this.removalHeld,
+      this.configProblem,
+      this.unavailable,
+      this.warning,
+      ...this.hostProblems,
+      ...this.buildProblems,
+    ].filter((p): p is Problem => p !== undefined);
   }
 }

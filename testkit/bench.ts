@@ -12,7 +12,7 @@ import { REPO } from './paths';
 export const SMOKE_GROUPS = {
   agent: ['reload', 'scale', 'churn', 'propagation', 'hostile'],
   fleet: ['discovery', 'fanout', 'pushsize', 'sustained', 'rollout'],
-  faults: ['gate', 'faults'],
+  faults: ['gate', 'faults', 'simulate'],
 } as const;
 
 const RUNNER = path.join(REPO, 'dist', 'bench', 'run.js');

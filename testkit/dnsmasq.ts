@@ -20,6 +20,10 @@ export interface Dnsmasq {
   setHosts(records: Record<string, string[]>): void;
   /** SRV records are command-line only: restarts dnsmasq on the same port with the new set. */
   setSrv(records: readonly SrvRecord[]): Promise<void>;
+  /** Stops the server but keeps its port and records: queries are refused until up(). */
+  down(): Promise<void>;
+  /** Starts it again on the same port after down(). */
+  up(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -90,6 +94,8 @@ export async function startDnsmasq(
       await kill();
       await launch();
     },
+    down: kill,
+    up: launch,
     stop: async () => {
       await kill();
       tmp.cleanup();

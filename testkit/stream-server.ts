@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { Clock, systemClock } from '../common/clock';
+import { AGENT_MESSAGE_LIMIT_BYTES } from '../common/grpc';
 import { silentLogger } from '../common/log';
 import { DesiredState } from '../common/types';
 import { AgentStreamDefinition } from '../controlplane/grpc/push-encoding';
@@ -25,7 +26,7 @@ export async function startStreamServer(
     },
   };
   const registry = new AgentRegistry();
-  const srv = new grpc.Server();
+  const srv = new grpc.Server({ 'grpc.max_receive_message_length': AGENT_MESSAGE_LIMIT_BYTES });
   srv.addService(
     AgentStreamDefinition,
     agentStreamServer(source, registry, silentLogger, limits, undefined, undefined, clock),

@@ -85,6 +85,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private current: ChildProcess | undefined;
   private fds: readonly number[] = [];
   private readonly all = new Set<ChildProcess>();
+  /** Children killed or stopped and not yet reaped: no longer a generation to soft-stop. */
+  private readonly ending = new WeakSet<ChildProcess>();
   private closed = false;
   private crashes = 0;
   private lastStart = 0;
@@ -216,7 +218,12 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
 
   private async launch(fds: readonly number[], oldPid: number | undefined): Promise<number> {
     const args = ['-db', '-f', this.opts.configPath];
-    if (oldPid !== undefined) args.push('-sf', String(oldPid));
+    // Every older generation still alive, not only the current one: after a takeover in the middle of a reload, the
+    // process before the adopted one may still accept, and the new process soft-stops them all the moment it
+    // listens (waiting for its readiness to signal them left two generations accepting meanwhile).
+    // (A crash restart too: a reload that failed after its -sf may have left the old process soft-stopping, or not.)
+    const older = [...(oldPid === undefined ? [] : [oldPid]), ...this.olderGenerations(oldPid)];
+    if (older.length > 0) args.push('-sf', ...older.map(String));
     this.state = 'starting';
     let child: ChildProcess;
     let channel: OpenedChannel | undefined;
@@ -271,7 +278,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     for (;;) {
       if (exited || spawnError) {
         channel?.close();
-        this.settleFailedStart(child);
+        this.settleFailedStart(child, oldPid !== undefined);
         throw new ProxyMgrError(
           'HAPROXY_START_FAILED',
           spawnError
@@ -287,9 +294,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       }
       if (this.clock.now() > deadline) {
         child.kill('SIGKILL');
+        this.ending.add(child);
         channel?.close();
         // Whatever ran before stays current (and supervised); without this the state stayed 'starting' forever.
-        this.settleFailedStart(child);
+        this.settleFailedStart(child, oldPid !== undefined);
         throw new ProxyMgrError(
           'HAPROXY_START_FAILED',
           `haproxy pid ${child.pid} did not answer on ${channel ? 'its admin channel' : 'the stats socket'} within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`,
@@ -299,6 +307,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     }
     if (this.closed) {
       child.kill('SIGTERM');
+      this.ending.add(child);
       channel?.close();
       throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped while HAProxy started');
     }
@@ -319,13 +328,44 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     return child.pid!;
   }
 
-  /** After a failed start: the process that ran before keeps running (and stays current), else nothing runs. */
-  private settleFailedStart(child: ChildProcess | undefined): void {
+  /** Live processes older than the current one (`except`): soft-stopping already, told again by the next -sf. */
+  private olderGenerations(except: number | undefined): number[] {
+    const children = [...this.all]
+      .filter((p) => p.exitCode === null && p.signalCode === null && !this.ending.has(p))
+      .map((p) => p.pid!);
+    return [...new Set([...children, ...this.adoptedPids])].filter((p) => p !== except && this.isAlive(p));
+  }
+
+  private isAlive(pid: number): boolean {
+    const child = [...this.all].find((p) => p.pid === pid);
+    return child ? child.exitCode === null && child.signalCode === null : this.pids.alive(pid);
+  }
+
+  /**
+   * After a failed start. Without -sf, what ran before keeps running (and stays current), else nothing runs. After a
+   * reload (-sf) that spawned a process, the old one may have been told to soft-stop already — HAProxy signals the
+   * -sf pids as soon as it listens, before it answers on its admin channel — so it is not trusted to accept: the
+   * committed config is started again at once (a crash restart), which soft-stops it in turn.
+   */
+  private settleFailedStart(child: ChildProcess | undefined, reload = false): void {
     const cur = this.current;
     const previousRuns =
       (cur !== undefined && cur !== child && cur.exitCode === null && cur.signalCode === null) ||
       this.adopted !== undefined;
-    this.state = previousRuns ? 'running' : 'stopped';
+    if (!previousRuns) {
+      this.state = 'stopped';
+      return;
+    }
+    this.state = 'running';
+    if (!reload || child === undefined) return;
+    this.opts.log.warn(
+      { haproxy_pid: child.pid },
+      'a reload failed after its process started (it may have soft-stopped the old one): starting the running config again',
+    );
+    this.state = 'restarting';
+    this.current = undefined;
+    this.adopted = undefined;
+    this.restartTimer = this.clock.setTimeout(() => void this.restart(), 0);
   }
 
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {

@@ -23,6 +23,20 @@ export interface RenderOptions extends RenderPaths {
   readonly group?: string;
 }
 
+const LISTENER_COMMENT = '# listener fd@';
+
+/** `address:port` of a service's socket, as SocketPool.adoptFrom names what it copies. */
+export function listenerAddress(service: Pick<Service, 'bindAddress' | 'port'>): string {
+  return `${service.bindAddress}:${service.port}`;
+}
+
+/** The `# listener fd@k address:port` lines of a rendered config: fd → address:port. */
+export function parseListeners(config: string): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const m of config.matchAll(/^# listener fd@(\d+) (\S+)$/gm)) out.set(Number(m[1]), m[2]!);
+  return out;
+}
+
 /** The first fd HAProxy gets a listening socket on (0-2 are stdio, 3 the admin channel: admin-channel.ts). */
 export const FIRST_LISTEN_FD = 4;
 
@@ -64,6 +78,9 @@ export function renderHaproxyConfig(state: DesiredState, opts: RenderOptions): s
   out.push(indent('load-server-state-from-file global'));
   listenOrder(state).forEach((service, i) => {
     out.push('');
+    // Which socket each fd@k is: an agent taking this HAProxy over pairs the file with the right sockets even when
+    // it would not write this file itself (see Agent.takeOver).
+    out.push(`${LISTENER_COMMENT}${FIRST_LISTEN_FD + i} ${listenerAddress(service)}`);
     out.push(sectionText(service, FIRST_LISTEN_FD + i));
   });
   out.push('');

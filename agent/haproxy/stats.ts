@@ -113,6 +113,16 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
   return out;
 }
 
+/** How long a service HAProxy no longer runs keeps its count for a return (see ServiceStatsTracker.forgetGone). */
+export const DEFAULT_FORGET_SERVICE_AFTER_MS = 3_600_000;
+
+export interface ServiceStatsTrackerOptions {
+  /** The clock (ms since the epoch); Date.now by default. */
+  readonly now?: () => number;
+  /** A service absent from HAProxy this long is forgotten (default DEFAULT_FORGET_SERVICE_AFTER_MS). */
+  readonly forgetAfterMs?: number;
+}
+
 /**
  * Per-service counters that survive reloads: HAProxy 2.6 starts every new process at zero, so when the process
  * answering changes, what the old one had counted is carried into a per-service base. Counts the old process makes
@@ -128,6 +138,10 @@ export class ServiceStatsTracker {
   sampledAt = 0;
   /** Samples run one at a time, in order: two answers folded in out of order would read as a reset. */
   private chain: Promise<void> = Promise.resolve();
+  /** When each service with a base or a last sample was last seen in HAProxy's answer (ms since the epoch). */
+  private readonly seenAt = new Map<string, number>();
+  private readonly now: () => number;
+  private readonly forgetAfterMs: number;
 
   /**
    * `countsFromZero(pid)`: whether this tracker's first sample of `pid` is its zero point. True for a HAProxy taken
@@ -137,7 +151,16 @@ export class ServiceStatsTracker {
   constructor(
     private readonly runtime: Pick<RuntimeApi, 'command'>,
     private readonly countsFromZero: (pid: number) => boolean = () => false,
-  ) {}
+    options: ServiceStatsTrackerOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+    this.forgetAfterMs = options.forgetAfterMs ?? DEFAULT_FORGET_SERVICE_AFTER_MS;
+  }
+
+  /** How many services the tracker holds counts for (those HAProxy runs, and those gone less than the forget age). */
+  get tracked(): number {
+    return new Set([...this.base.keys(), ...this.last.keys()]).size;
+  }
 
   /** Reads `show stat` from HAProxy `pid` (the supervisor's current process) and folds it in, after any sample in progress. */
   sample(pid: number | undefined): Promise<void> {
@@ -176,7 +199,26 @@ export class ServiceStatsTracker {
       }
     }
     this.gauges = new Map([...stats].map(([name, s]) => [name, s.gauges]));
-    this.sampledAt = Date.now();
+    const now = this.now();
+    for (const name of stats.keys()) this.seenAt.set(name, now);
+    this.forgetGone(now);
+    this.sampledAt = now;
+  }
+
+  /**
+   * A service HAProxy has not run for `forgetAfterMs` is forgotten (its count restarts from zero if it returns, a
+   * counter reset Prometheus and the rollout gates read as one): without this, every service name an agent ever ran
+   * would be held for the life of the process.
+   */
+  private forgetGone(now: number): void {
+    const cutoff = now - this.forgetAfterMs;
+    for (const name of new Set([...this.base.keys(), ...this.last.keys()])) {
+      if ((this.seenAt.get(name) ?? -Infinity) >= cutoff) continue;
+      this.base.delete(name);
+      this.last.delete(name);
+      this.seenAt.delete(name);
+    }
+    for (const name of this.seenAt.keys()) if (!this.base.has(name) && !this.last.has(name)) this.seenAt.delete(name);
   }
 
   /** Monotonic counters and current gauges per service (services HAProxy runs now). */

@@ -21,6 +21,8 @@ import { ApplyResult, PreflightResult } from '../agent';
 import { fromProto } from '../../common/state-codec';
 import { ApplyFn, StateSource } from '../ports';
 import { HeldState, PushMismatch } from './held-state';
+import { fitAgentMessage } from './message-fit';
+import { clipText } from '../../common/text';
 
 export interface GrpcSourceOptions {
   /** Control-plane addresses ("host:port"), tried in turn. */
@@ -119,8 +121,11 @@ export class GrpcStateSource implements StateSource {
    * plane would see nothing missing, and the agent would keep running the earlier state.
    */
   private heldApplied = true;
+  /** The last push answered, on which stream (see answerAgain). */
+  private lastAnswered:
+    { call: grpc.ClientDuplexStream<AgentMessage, ControlMessage>; push: Push; log: Logger } | undefined;
   /** Counts of pushes taken and resyncs asked for (metrics, tests). */
-  readonly stats = { pushes: 0, full: 0, deltas: 0, resyncs: 0 };
+  readonly stats = { pushes: 0, full: 0, deltas: 0, resyncs: 0, cut: 0 };
   connectedTo: string | undefined;
   lastError = '';
 
@@ -173,7 +178,10 @@ export class GrpcStateSource implements StateSource {
           waiting = undefined;
           const reply = await this.answer(push, state, apply);
           if (this.held?.version === push.version) this.heldApplied = true;
-          if (!ended) call.write(reply);
+          if (!ended) {
+            this.send(call, reply, log);
+            this.lastAnswered = { call, push, log };
+          }
         }
       } finally {
         applying = false;
@@ -190,17 +198,21 @@ export class GrpcStateSource implements StateSource {
     this.heldApplied = true;
     /** A push did not fit: only a full one is taken until it comes (one Resync per episode). */
     let awaitingFull = false;
-    call.write({
-      hello: {
-        nodeId: this.opts.nodeId,
-        labels: { ...this.opts.labels },
-        agentVersion: this.opts.agentVersion,
-        haproxyVersion: this.opts.haproxyVersion,
-        runningVersion: this.opts.runningVersion(),
-        ...held.hello(),
-        capabilities: ['settings', ...(this.opts.preflight ? ['preflight'] : [])],
+    this.send(
+      call,
+      {
+        hello: {
+          nodeId: this.opts.nodeId,
+          labels: { ...this.opts.labels },
+          agentVersion: this.opts.agentVersion,
+          haproxyVersion: this.opts.haproxyVersion,
+          runningVersion: this.opts.runningVersion(),
+          ...held.hello(),
+          capabilities: ['settings', ...(this.opts.preflight ? ['preflight'] : [])],
+        },
       },
-    });
+      log,
+    );
     call.on('data', (msg: ControlMessage) => {
       if (!gotMessage) {
         gotMessage = true;
@@ -241,7 +253,7 @@ export class GrpcStateSource implements StateSource {
           { nonce: push.nonce, version: push.version, err: err.message },
           'push does not fit what this agent holds; asking for a full resync (the running state is kept)',
         );
-        call.write({ resync: { nonce: push.nonce, reason: err.message } });
+        this.send(call, { resync: { nonce: push.nonce, reason: err.message } }, log);
         return;
       }
       awaitingFull = false;
@@ -268,7 +280,7 @@ export class GrpcStateSource implements StateSource {
       statsTimer = this.clock.setTimeout(() => {
         void this.countersNow(statsEvery / 2).then((counters) => {
           if (!ended && counters.length > 0)
-            call.write({ stats: { counters, runningVersion: this.opts.runningVersion() } });
+            this.send(call, { stats: { counters, runningVersion: this.opts.runningVersion() } }, log);
         });
         sendStatsLater();
       }, statsEvery);
@@ -301,6 +313,28 @@ export class GrpcStateSource implements StateSource {
     call.on('end', () => retry('stream ended by the control plane'));
   }
 
+  /**
+   * Writes a message to the control plane, fitted to its receive limit (fitAgentMessage): a larger one would end the
+   * stream, and every reconnect would fail the same way. What was cut is logged, counted, and said in an ACK's or a
+   * preflight report's warnings, so the control plane's operator sees it too.
+   */
+  private send(call: grpc.ClientDuplexStream<AgentMessage, ControlMessage>, msg: AgentMessage, log: Logger): void {
+    const fitted = fitAgentMessage(msg);
+    let out = fitted.msg;
+    if (fitted.cut.length > 0) {
+      this.stats.cut++;
+      log.warn(
+        { cut: fitted.cut, bytes: fitted.bytes },
+        'a message to the control plane was cut to fit its receive limit',
+      );
+      const note = clipText(`cut to fit the control plane's message limit: ${fitted.cut.join('; ')}`, 2048);
+      if (out.ack) out = { ack: { ...out.ack, warnings: [...out.ack.warnings, note] } };
+      if (out.preflightReport)
+        out = { preflightReport: { ...out.preflightReport, warnings: [...out.preflightReport.warnings, note] } };
+    }
+    call.write(out);
+  }
+
   /** The counters to send now; never throws (they are figures for the control plane, not part of the apply). */
   private async countersNow(maxAgeMs: number): Promise<ServiceCounters[]> {
     try {
@@ -324,7 +358,11 @@ export class GrpcStateSource implements StateSource {
       error = errorMessage(err);
     }
     if (call === this.call)
-      call.write({ stateReport: { id, servers, error, runningVersion: this.opts.runningVersion() } });
+      this.send(
+        call,
+        { stateReport: { id, servers, error, runningVersion: this.opts.runningVersion() } },
+        this.opts.log,
+      );
   }
 
   /** Answers a PreflightRequest (never throws: a failure is the report's error). Nothing is applied. */
@@ -369,42 +407,25 @@ export class GrpcStateSource implements StateSource {
       { version: proto?.version, ok: report.ok, method: report.method, error: report.error || undefined },
       'preflight',
     );
-    if (call === this.call) call.write({ preflightReport: report });
+    if (call === this.call) this.send(call, { preflightReport: report }, log);
+  }
+
+  /**
+   * The agent applied the state of its last answered push again (a retry after a transient failure): that push is
+   * answered again, so the control plane's record goes from the NACK (or the partial ACK) to what runs now. Nothing
+   * when a newer push came, or the stream is another one (its hello declared what runs).
+   */
+  async answerAgain(result: ApplyResult): Promise<void> {
+    const last = this.lastAnswered;
+    if (!last || last.call !== this.call || last.push.version !== result.version) return;
+    const reply = await this.replyFor(last.push, result);
+    if (this.lastAnswered === last && last.call === this.call) this.send(last.call, reply, last.log);
   }
 
   /** Applies one push and builds its ACK or NACK (never throws: an apply that throws is a NACK). */
   private async answer(push: Push, state: DesiredState, apply: ApplyFn): Promise<AgentMessage> {
     try {
-      const result = await apply(state);
-      if (result.outcome === 'rejected') {
-        return {
-          nack: {
-            version: push.version,
-            nonce: push.nonce,
-            reason: result.error?.message ?? 'rejected',
-            haproxyOutput: result.error instanceof HaproxyConfigError ? result.error.output : '',
-            runningVersion: this.opts.runningVersion(),
-          },
-        };
-      }
-      return {
-        ack: {
-          version: push.version,
-          nonce: push.nonce,
-          method: METHOD[result.outcome],
-          reasons: result.reasons.map((r) => r.text),
-          runtimeCommands: result.commands.length,
-          durationMs: result.durationMs,
-          warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
-          rejectedServices: [
-            ...new Set(
-              result.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])),
-            ),
-          ],
-          // Fresh: the traffic gates count what came after this sample for the version it ACKs.
-          counters: await this.countersNow(ACK_COUNTERS_MAX_AGE_MS),
-        },
-      };
+      return await this.replyFor(push, await apply(state));
     } catch (err) {
       return {
         nack: {
@@ -416,6 +437,39 @@ export class GrpcStateSource implements StateSource {
         },
       };
     }
+  }
+
+  /** The ACK or NACK of `push` for how it was applied. */
+  private async replyFor(push: Push, result: ApplyResult): Promise<AgentMessage> {
+    if (result.outcome === 'rejected') {
+      return {
+        nack: {
+          version: push.version,
+          nonce: push.nonce,
+          reason: result.error?.message ?? 'rejected',
+          haproxyOutput: result.error instanceof HaproxyConfigError ? result.error.output : '',
+          runningVersion: this.opts.runningVersion(),
+        },
+      };
+    }
+    return {
+      ack: {
+        version: push.version,
+        nonce: push.nonce,
+        method: METHOD[result.outcome],
+        reasons: result.reasons.map((r) => r.text),
+        runtimeCommands: result.commands.length,
+        durationMs: result.durationMs,
+        warnings: result.problems.map((p) => `${p.where}: ${p.message}`),
+        rejectedServices: [
+          ...new Set(
+            result.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : [])),
+          ),
+        ],
+        // Fresh: the traffic gates count what came after this sample for the version it ACKs.
+        counters: await this.countersNow(ACK_COUNTERS_MAX_AGE_MS),
+      },
+    };
   }
 
   /**

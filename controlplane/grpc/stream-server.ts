@@ -5,7 +5,16 @@ import { Logger } from '../../common/log';
 import { KeyedTokenBuckets, TokenBucket } from '../../common/token-bucket';
 import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
 import { createHash } from 'node:crypto';
-import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
+import {
+  Delta,
+  diff,
+  fullDelta,
+  MAX_COUNTED_SERVICES,
+  MAX_DECLARED_RESOURCES,
+  PROTOCOL_VERSION,
+  ResourceSet,
+  resourceSet,
+} from '../../common/resources';
 import { DesiredState } from '../../common/types';
 import {
   AgentMessage,
@@ -234,6 +243,10 @@ export function agentStreamServer(
       let sentVersion = '';
       let nackedVersion = '';
       let outstanding: { version: string; nonce: string; at: number } | undefined;
+      /** The push answered last: the agent may answer it again after a retry, until the next push goes out. */
+      let lastAnswered: { version: string; nonce: string } | undefined;
+      const isAnswerAgain = (a: { nonce: string; version: string }): boolean =>
+        outstanding === undefined && a.nonce === lastAnswered?.nonce && a.version === lastAnswered.version;
       /** Pushes sent since the agent last answered, by nonce: a Resync must name one of them. */
       const unanswered = new Map<string, 'delta' | 'full' | 'protocol 0'>();
       /** Armed only while a change waits for the outstanding push's answer: it lets the change go once overdue. */
@@ -320,6 +333,7 @@ export function agentStreamServer(
         const nonce = `${noncePrefix}-${++nonceCounter}`;
         const { body, kind } = bodyFor(desired);
         answered(); // an overdue one, if any: its late answer no longer matches
+        lastAnswered = undefined;
         outstanding = { version: desired.version, nonce, at: clock.now() };
         unanswered.set(nonce, kind);
         // An agent that never answers gets a push per answer timeout: keep only the latest few.
@@ -459,13 +473,34 @@ export function agentStreamServer(
             code: grpc.status.FAILED_PRECONDITION,
             details: 'the first message must be a hello',
           });
-        if (msg.ack) {
+        if (msg.ack && isAnswerAgain(msg.ack)) {
+          // The agent retried the last push after a transient failure: its new answer replaces the old one.
+          registry.ack(
+            agent,
+            msg.ack.version,
+            applyMethodToJSON(msg.ack.method),
+            clip(msg.ack.reasons),
+            clip(msg.ack.warnings),
+            clip(msg.ack.rejectedServices),
+          );
+          if (protocol === 0) sentVersion = msg.ack.version;
+          nackedVersion = '';
+          alog.info({ version: msg.ack.version }, 'ACK again after a retry');
+        } else if (msg.nack && isAnswerAgain(msg.nack)) {
+          registry.nack(
+            agent,
+            msg.nack.version,
+            clipText(msg.nack.reason),
+            msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD),
+          );
+        } else if (msg.ack) {
           if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since (or never sent)
           if (msg.ack.version !== outstanding.version)
             return call.emit('error', {
               code: grpc.status.INVALID_ARGUMENT,
               details: `ACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.ack.version.slice(0, 60))}, but that push carried ${outstanding.version}`,
             });
+          lastAnswered = outstanding;
           answered();
           unanswered.clear();
           const reasons = clip(msg.ack.reasons);
@@ -497,13 +532,17 @@ export function agentStreamServer(
               code: grpc.status.INVALID_ARGUMENT,
               details: `NACK for nonce ${outstanding.nonce} names version ${JSON.stringify(msg.nack.version.slice(0, 60))}, but that push carried ${outstanding.version}`,
             });
+          lastAnswered = outstanding;
           answered();
           unanswered.clear();
           nackedVersion = msg.nack.version;
           sentVersion = msg.nack.runningVersion; // protocol 0; protocol 2 agents hold what they were sent (held)
           const reason = clipText(msg.nack.reason);
           registry.nack(agent, msg.nack.version, reason, msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD));
-          alog.warn({ version: msg.nack.version, reason }, 'NACK; not re-sending this version');
+          alog.warn(
+            { version: msg.nack.version, reason },
+            'NACK; not re-sending this version (an agent retries a transient failure itself and answers again)',
+          );
           maybePush();
         } else if (msg.stats) {
           const now = clock.now();
@@ -666,8 +705,7 @@ const clip = (items: readonly string[]) => [
   ...(items.length > MAX_ITEMS ? [`… ${items.length - MAX_ITEMS} more`] : []),
 ];
 
-/** An agent reports counters for at most this many services (more are dropped). */
-export const MAX_COUNTED_SERVICES = 10_000;
+export { MAX_COUNTED_SERVICES, MAX_DECLARED_RESOURCES };
 
 /** Counters from an agent, as hostile input: at most MAX_COUNTED_SERVICES, names clipped and plain, numbers finite. */
 function checkedCounters(counters: readonly ServiceCounters[]): ServiceCounters[] {
@@ -686,8 +724,6 @@ function checkedCounters(counters: readonly ServiceCounters[]): ServiceCounters[
   }));
 }
 
-/** A hello may declare this many resources (services) at most. */
-export const MAX_DECLARED_RESOURCES = 100_000;
 const RESOURCE_NAME_RE = /^[A-Za-z0-9_.:-]{1,253}$/;
 const RESOURCE_VERSION_RE = /^[0-9a-f]{1,64}$/;
 

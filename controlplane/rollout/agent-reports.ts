@@ -9,6 +9,11 @@ import { revisionOfVersion } from './revision';
 import { AgentStatus, PreflightStatus, RolloutStore } from './store';
 import { TrafficPublisher } from './traffic-publisher';
 
+/** How long what an agent that left is kept for its reconnect: as long as the registry keeps its record (an hour). */
+export const DEFAULT_FORGET_DEPARTED_MS = 3_600_000;
+/** The most agents that left kept at once: as many as the registry keeps disconnected records. */
+export const DEFAULT_MAX_DEPARTED = 50_000;
+
 /** What AgentReports needs of the coordinator around it. */
 export interface AgentReportsDeps {
   store(): RolloutStore;
@@ -24,6 +29,13 @@ export interface AgentReportsDeps {
   changedBy(r: RolloutDoc): Set<string> | undefined;
   /** The services the current rollout changes when `revision` is its target. */
   rolloutChanged(revision: string): Set<string> | undefined;
+  /**
+   * How long what an agent that left is remembered for its reconnect (a partial apply, its preflight answer);
+   * DEFAULT_FORGET_DEPARTED_MS by default.
+   */
+  readonly forgetAfterMs?: number;
+  /** The most agents that left remembered at once (the oldest go first); DEFAULT_MAX_DEPARTED by default. */
+  readonly maxDeparted?: number;
 }
 
 /**
@@ -37,7 +49,42 @@ export class AgentReports {
   /** Preflights asked of this replica's agents: node id → the question's token (rollout id#n). */
   private readonly preflightAsked = new Map<string, string>();
 
-  constructor(private readonly deps: AgentReportsDeps) {}
+  /**
+   * Agents that left this replica, by node id, oldest first, with when they left: their partial apply and preflight
+   * answer are kept for a reconnect, then dropped (node ids are the agents' to choose: a wildcard credential can
+   * make any number of them).
+   */
+  private readonly departed = new Map<string, number>();
+  private readonly forgetAfterMs: number;
+  private readonly maxDeparted: number;
+
+  constructor(private readonly deps: AgentReportsDeps) {
+    this.forgetAfterMs = deps.forgetAfterMs ?? DEFAULT_FORGET_DEPARTED_MS;
+    this.maxDeparted = deps.maxDeparted ?? DEFAULT_MAX_DEPARTED;
+  }
+
+  /** How many agents this replica holds something for, per map (what the bound is measured on). */
+  sizes(): Record<string, number> {
+    return {
+      statuses: this.statuses.size,
+      preflightAsked: this.preflightAsked.size,
+      partial: this.partial.size,
+      records: this.records.size,
+      preflightResults: this.preflightResults.size,
+      departed: this.departed.size,
+    };
+  }
+
+  /** Drops what is kept of agents gone longer than the forget age, and of the oldest beyond the cap. */
+  private forgetDeparted(): void {
+    const cutoff = this.deps.now() - this.forgetAfterMs;
+    for (const [nodeId, at] of this.departed) {
+      if (at >= cutoff && this.departed.size <= this.maxDeparted) break;
+      this.departed.delete(nodeId);
+      this.partial.delete(nodeId);
+      this.preflightResults.delete(nodeId);
+    }
+  }
 
   /** On every rollout document: a new rollout forgets the last one's preflight answers; preflights to ask. */
   follow(r: RolloutDoc | undefined): void {
@@ -77,6 +124,8 @@ export class AgentReports {
     this.putStatus = put;
     return {
       onConnect: (agent) => {
+        this.departed.delete(agent.nodeId);
+        this.forgetDeparted();
         this.statuses.delete(agent.nodeId);
         this.preflightAsked.delete(agent.nodeId);
         this.records.set(agent.nodeId, agent);
@@ -91,6 +140,9 @@ export class AgentReports {
         this.records.delete(agent.nodeId);
         this.deps.traffic().forget(agent.nodeId);
         this.deps.store().removeAgent(agent.nodeId);
+        this.departed.delete(agent.nodeId); // re-inserted: the map stays in the order agents left
+        this.departed.set(agent.nodeId, this.deps.now());
+        this.forgetDeparted();
       },
       onCounters: (agent, counters, at, version) => {
         const status = this.statuses.get(agent.nodeId);

@@ -40,7 +40,8 @@ import { RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
 
 /** What the coordinator uses of discovery. */
-export type RolloutDiscovery = Pick<Discovery, 'current' | 'configOf' | 'onSnapshot' | 'zkDigest'>;
+export type RolloutDiscovery = Pick<Discovery, 'current' | 'configOf' | 'onSnapshot' | 'zkDigest'> &
+  Partial<Pick<Discovery, 'knownServers'>>;
 
 export interface RolloutCoordinatorOptions {
   readonly config: RolloutConfig;
@@ -227,9 +228,15 @@ export class RolloutCoordinator implements DesiredStateSource {
     let state = this.composed.get(key);
     if (!state) {
       if (this.composed.size > 256) this.composed.clear();
-      const current = new Map(snap.services.map((s) => [s.name, s.servers]));
-      // A service the revision has but discovery no longer follows keeps the hosts it last had (fail static).
-      state = composeState(rev, labels, (name) => current.get(name) ?? this.lastHosts.get(name) ?? []);
+      const current = new Map(snap.services.map((s) => [s.name, s]));
+      // A service the revision has but discovery no longer follows keeps the hosts it last had (in this process, or
+      // persisted by an earlier replica), marked unknown: never an affirmative "no hosts".
+      state = composeState(rev, labels, (name, shape) => {
+        const s = current.get(name);
+        if (s) return { servers: s.servers, status: s.hosts ?? 'reported' };
+        const last = this.lastHosts.get(name) ?? this.opts.discovery.knownServers?.(name, shape.zoneLabel) ?? [];
+        return { servers: last, status: 'unknown' };
+      });
       this.composed.set(key, state);
     }
     return state;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { DesiredState, HaproxyGlobals, Server, Service } from '../../common/types';
+import { DesiredState, HaproxyGlobals, HostsStatus, Server, Service } from '../../common/types';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../../common/config';
 import { errorMessage } from '../../common/errors';
 import { sanitizeState } from '../../common/validate-state';
@@ -68,25 +68,34 @@ export function selectorMatches(
 /**
  * The desired state of one agent: the revision's services that select it, with the current hosts of each.
  * The version is `<revision id>.<content hash>`, so an ACK or a hello names the revision an agent runs, on any replica.
- * A service without known hosts is served without servers only if it never had any (see RevisionComposer).
+ * `hostsOf` gives each service's servers, and whether discovery reported them or they are the last known
+ * (default: reported); a service whose hosts are not known is marked 'unknown', never sent as an affirmative empty.
  */
 export function composeState(
   revision: Revision,
   labels: Readonly<Record<string, string>>,
-  hostsOf: (service: string) => readonly Server[],
+  hostsOf: (
+    service: string,
+    shape: ServiceShape,
+  ) => readonly Server[] | { readonly servers: readonly Server[]; readonly status: HostsStatus },
 ): DesiredState {
   const services: Service[] = revision.services
     .filter((s) => selectorMatches(s.agents, labels))
-    .map((s) => ({
-      name: s.name,
-      port: s.port,
-      bindAddress: s.bindAddress,
-      listenOptions: s.listenOptions,
-      serverOptions: s.serverOptions,
-      servers: hostsOf(s.name),
-      ...(s.drainTimeoutMs !== undefined ? { drainTimeoutMs: s.drainTimeoutMs } : {}),
-      ...(s.zoneLabel ? { zoneLabel: s.zoneLabel } : {}),
-    }));
+    .map((s) => {
+      const h = hostsOf(s.name, s);
+      const { servers, status } = 'servers' in h ? h : { servers: h, status: 'reported' as const };
+      return {
+        name: s.name,
+        port: s.port,
+        bindAddress: s.bindAddress,
+        listenOptions: s.listenOptions,
+        serverOptions: s.serverOptions,
+        servers,
+        ...(s.drainTimeoutMs !== undefined ? { drainTimeoutMs: s.drainTimeoutMs } : {}),
+        ...(s.zoneLabel ? { zoneLabel: s.zoneLabel } : {}),
+        hosts: status,
+      };
+    });
   return {
     version: `${revision.id}.${stateVersion(revision.haproxy, services).slice(0, 20)}`,
     haproxy: revision.haproxy,

@@ -139,7 +139,10 @@ agent: {state_dir: ${tmp.dir}/state, admin_listen: "", drain_timeout_ms: 12000}
     expect(alive(pid0)).toBe(true);
     await sleep(500);
     agent = await start();
-    await expectTakeover(agent, /"config_matches":true,"draining":1[^\n]*took over the HAProxy the previous agent left/);
+    await expectTakeover(
+      agent,
+      /"config_matches":true,"draining":1[^\n]*took over the HAProxy the previous agent left/,
+    );
     expect(listeningInodes(port)).toEqual(inodes);
     await sleep(500);
     expect(agent.logs()).not.toMatch(/haproxy (started|reloaded)/);

@@ -94,7 +94,7 @@ describe(`a ${SERVICES} × ${SERVERS} state end to end (built CLI, real HAProxy)
       `haproxy:
   defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]
 service_config: {type: file, path: ${servicesFile}}
-controlplane: {listen: "127.0.0.1:${cpPort}", file_poll_ms: 200}
+controlplane: {listen: "127.0.0.1:${cpPort}", file_poll_ms: 200, max_removal_share: 1}
 `,
     );
     const dir = path.join(tmp.dir, 'agent');

@@ -51,6 +51,9 @@ exec '${haproxy}' "$@"
     expect(r.outcome).toBe('rejected');
     expect(readFileSync(cfg, 'utf8')).toBe(running); // put back at once
     rmSync(marker);
+    // (A failed reload starts the running config again: its -sf may have soft-stopped the old process.)
+    expect(await eventually(() => t.agent.supervisor.pid !== undefined, 10_000)).toBe(true);
+    expect(readFileSync(cfg, 'utf8')).toBe(running);
 
     const pid = t.agent.supervisor.pid!;
     process.kill(pid, 'SIGKILL');

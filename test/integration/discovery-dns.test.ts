@@ -39,7 +39,10 @@ test('A and SRV answers from dnsmasq become hosts, and changed records are follo
     path.join(dir, 'web.json'),
     JSON.stringify({ type: 'dns', port: 8080, backends: [{ srv: '_http._tcp.web.proxymgr.test' }] }),
   );
-  d = testDiscovery({ type: 'file', path: dir }, { dnsNameservers: [dns.server], dnsMinTtlMs: 100, dnsMaxTtlMs: 1000 });
+  d = testDiscovery(
+    { type: 'file', path: dir },
+    { dnsNameservers: [dns.server], dnsMinTtlMs: 100, dnsMaxTtlMs: 1000, maxRemovalShare: 1 },
+  );
   d.start();
 
   const first = await d.waitFor((s) => endpoints(s).db?.length === 2 && endpoints(s).web?.length === 2);

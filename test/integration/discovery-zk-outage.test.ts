@@ -74,7 +74,7 @@ test('ZooKeeper killed for 10 s: no host dropped meanwhile; afterwards changes m
 }, 60_000);
 
 test('all hosts deleted at once: the previous hosts stay and a warning says why', async () => {
-  d = testDiscovery({ type: 'zookeeper', servers: zk.connectString, path: '/service_config' });
+  d = testDiscovery({ type: 'zookeeper', servers: zk.connectString, path: '/service_config' }, { maxRemovalShare: 1 });
   d.start();
   const before = await d.waitFor((s) => endpoints(s).web?.length === 3);
   // one ZooKeeper transaction: every host node and the service's path vanish at the same instant

@@ -52,6 +52,7 @@ test('the original ProxyMgr layout gives the expected snapshot and follows host 
         { name: 'host1', address: '1.2.3.4', port: 8080, weight: 1, options: [] },
         { name: 'host2', address: '1.2.3.5', port: 8080, weight: 1, options: [] },
       ],
+      hosts: 'reported',
     },
   ]);
   expect(first.version).toMatch(/^[0-9a-f]{32}$/);

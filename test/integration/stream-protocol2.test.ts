@@ -495,7 +495,7 @@ describe('GrpcStateSource with protocol 2 (end to end against a hand-written con
       expect(applied.map((s) => s.version)).toEqual([v1.version, v3.version]);
       expect(applied[1]!.haproxy).toEqual(v3.haproxy);
       expect(applied[1]!.services).toEqual([...v3.services].sort(byName));
-      expect(src.stats).toEqual({ pushes: 4, full: 2, deltas: 0, resyncs: 1 });
+      expect(src.stats).toEqual({ pushes: 4, full: 2, deltas: 0, resyncs: 1, cut: 0 });
     } finally {
       await src.stop();
       cp.close();
@@ -521,7 +521,7 @@ describe('GrpcStateSource with protocol 2 (end to end against a hand-written con
       expect(hello.baseGlobalsVersion).toBe(resourceSet(v1).globalsVersion);
       expect(applied.map((s) => s.version)).toEqual([v2.version]);
       expect(applied[0]!.services).toEqual([...v2.services].sort(byName));
-      expect(src.stats).toEqual({ pushes: 1, full: 0, deltas: 1, resyncs: 0 });
+      expect(src.stats).toEqual({ pushes: 1, full: 0, deltas: 1, resyncs: 0, cut: 0 });
     } finally {
       await src.stop();
       cp.close();

@@ -314,6 +314,29 @@ describe('Agent on fakes: taking over from a previous agent', () => {
   });
 });
 
+describe('Agent on fakes: a config file newer than the HAProxy that runs', () => {
+  test('the sockets for a crash restart are paired with the file by address, never by the fd numbers the process holds', async () => {
+    // The previous agent ran b (fd@4, :8002) and c (fd@5, :8003), then wrote a file for zz (:8002) and aa (:8003)
+    // — aa sorts first: fd@4 is :8003 there — and was killed before launching it.
+    const first = fakeAgent();
+    await first.agent.apply(state([service('b', 8002, [server('x', 9002)]), service('c', 8003, [server('y', 9003)])]));
+    const pid = first.supervisor.pid!;
+    const renderer = fakeAgent();
+    await renderer.agent.apply(
+      state([service('zz', 8002, [server('x', 9002)]), service('aa', 8003, [server('y', 9003)])]),
+    );
+    const newer = renderer.files.files.get(renderer.config.haproxy.configPath)!;
+    expect(newer).toMatch(/# listener fd@4 127\.0\.0\.1:8003\nlisten aa\n/);
+    first.files.files.set(first.config.haproxy.configPath, newer);
+
+    const next = fakeAgent(1000, { ...first, haproxyPid: pid });
+    await next.agent.apply(state([service('b', 8002, [server('x', 9002)])]));
+    const [p8002, p8003] = [first.sockets.open.get('127.0.0.1|8002'), first.sockets.open.get('127.0.0.1|8003')];
+    // Held at fd 4 (:8002) and fd 5 (:8003) by the process; the file needs :8003 at fd@4.
+    expect(next.supervisor.adoptions).toEqual([{ pid, fds: [p8003, p8002] }]);
+  });
+});
+
 describe('Agent on fakes: what runs after runtime changes (mergeRunning)', () => {
   const db = service('db', 8003, [server('d1', 9200), server('d2', 9201)]);
   const setServer = (cmds: readonly string[]) => cmds.filter((c) => !c.startsWith('show '));

@@ -69,7 +69,7 @@ describe('haproxy -c and readiness time out (fake binaries)', () => {
       for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     });
 
-    test('a reload whose new process never answers: the old one stays current and running, the new one is killed', async () => {
+    test('a reload whose new process never answers: it is killed, and the running config is started again (its -sf may have soft-stopped the old one)', async () => {
       sup = new HaproxySupervisor({
         binary: hang,
         configPath: '/x.cfg',
@@ -80,17 +80,20 @@ describe('haproxy -c and readiness time out (fake binaries)', () => {
       });
       const first = await sup.startOrReload([]);
       answering = () => first; // the new process never takes over the stats socket
+      const restarted = new Promise<number>((resolve) => sup!.once('restarted', resolve));
       await expect(sup.startOrReload([])).rejects.toThrow(/did not answer on the stats socket within 300 ms/);
-      expect(sup.running).toBe(true); // used to stay 'starting' forever: not running, no crash restart
-      expect(sup.pid).toBe(first);
+      expect(sup.running).toBe(false); // used to stay 'starting' forever; then trusted a possibly soft-stopped process
       expect(await eventually(() => children[1]!.signalCode === 'SIGKILL', 2000)).toBe(true);
 
-      // The old process still is the supervised one: its crash is restarted.
+      // A fresh start that soft-stops the old one the moment it listens (-sf), and answers.
       answering = () => children[children.length - 1]?.pid;
-      const restarted = new Promise<number>((resolve) => sup!.once('restarted', resolve));
-      children[0]!.kill('SIGKILL');
       expect(await restarted).toBe(children[2]!.pid);
+      expect(children[2]!.spawnargs.slice(-2)).toEqual(['-sf', String(children[0]!.pid)]);
       expect(sup.running).toBe(true);
+      expect(sup.pid).toBe(children[2]!.pid);
+      expect(
+        await eventually(() => children[0]!.signalCode === 'SIGUSR1' || children[0]!.exitCode !== null, 2000),
+      ).toBe(true);
     });
 
     test('a first start that never answers leaves the supervisor stopped, and a later start works', async () => {

@@ -107,3 +107,55 @@ describe('show stat per service', () => {
     expect(tracker.current().get('web')!.counters.requests).toBe(8);
   });
 });
+
+describe('what the tracker holds stays bounded', () => {
+  test('services HAProxy no longer runs are forgotten after the forget age: a churn of names does not grow it', async () => {
+    let now = 1_000_000;
+    let text = '';
+    const tracker = new ServiceStatsTracker({ command: async () => text }, () => false, {
+      now: () => now,
+      forgetAfterMs: 60_000,
+    });
+    const svc = (name: string, req: number) =>
+      rows(name, { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
+    let most = 0;
+    // 2,000 reloads 10 s apart, each running `web` and one service never seen before.
+    for (let i = 0; i < 2000; i++) {
+      text = [HEADER, svc('web', i), svc(`churn${i}`, 5), ''].join('\n');
+      await tracker.sample(100 + i);
+      now += 10_000;
+      most = Math.max(most, tracker.tracked);
+    }
+    expect(most).toBeLessThanOrEqual(9); // web + the churn of the last 60 s (and the sample in progress)
+    // The service that stayed keeps its count across every reload.
+    expect(tracker.current().get('web')!.counters.requests).toBe((1999 * 2000) / 2);
+  });
+
+  test('a service back within the forget age keeps its count; one back after it counts from zero', async () => {
+    let now = 0;
+    let text = '';
+    const tracker = new ServiceStatsTracker({ command: async () => text }, () => false, {
+      now: () => now,
+      forgetAfterMs: 60_000,
+    });
+    const svc = (name: string, req: number) =>
+      rows(name, { req, x5: 0, stot: req }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, ['UP']);
+    text = [HEADER, svc('web', 1), svc('api', 30), ''].join('\n');
+    await tracker.sample(1);
+    text = [HEADER, svc('web', 1), ''].join('\n');
+    now = 30_000;
+    await tracker.sample(2);
+    text = [HEADER, svc('web', 1), svc('api', 2), ''].join('\n');
+    now = 50_000;
+    await tracker.sample(3);
+    expect(tracker.current().get('api')!.counters.requests).toBe(32);
+    text = [HEADER, svc('web', 1), ''].join('\n');
+    await tracker.sample(4);
+    now = 200_000;
+    await tracker.sample(4);
+    expect(tracker.tracked).toBe(1);
+    text = [HEADER, svc('web', 1), svc('api', 4), ''].join('\n');
+    await tracker.sample(5);
+    expect(tracker.current().get('api')!.counters.requests).toBe(4);
+  });
+});

@@ -40,6 +40,7 @@ describe('buildDesiredState', () => {
         { name: 'a', address: '10.0.0.1', port: 80, weight: 1, options: [] },
         { name: 'b', address: '10.0.0.2', port: 80, weight: 1, options: [] },
       ],
+      hosts: 'reported',
     });
     expect(s.version).toMatch(/^[0-9a-f]{32}$/);
     expect(s.haproxy).toEqual(haproxy);

@@ -158,7 +158,12 @@ describe('proxymgr.yml', () => {
       '/etc/proxymgr.yml',
     );
     expect(c.serviceConfig).toEqual({ type: 'zookeeper', servers: 'localhost:2181', path: '/service_config' });
-    expect(c.controlplane).toMatchObject({ coalesceMs: 2, coalesceMaxMs: 100, maxRemovalShare: 1, dnsNameservers: [] });
+    expect(c.controlplane).toMatchObject({
+      coalesceMs: 2,
+      coalesceMaxMs: 100,
+      maxRemovalShare: 0.5,
+      dnsNameservers: [],
+    });
   });
 
   test('controlplane keys are validated with file and key in the message', () => {
