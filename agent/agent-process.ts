@@ -220,6 +220,7 @@ export class AgentProcess {
       };
       if (!verdict.serve) {
         this.cacheRefused = true;
+        this.agent.distrustLastRun(); // haproxy.cfg is as old: its servers are not kept for unknown services either
         this.log.error(fields, verdict.message);
       } else {
         if (verdict.stale) this.log.warn(fields, verdict.message);

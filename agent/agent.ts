@@ -13,7 +13,7 @@ import { checkConfig } from './haproxy/check';
 import { findHaproxies, stopOrphan } from './haproxy/orphan';
 import { HaproxyIdentity, resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
-import { FIRST_LISTEN_FD, listenOrder, parseListeners, renderHaproxyConfig } from './haproxy/render';
+import { FIRST_LISTEN_FD, listenerAddress, listenOrder, parseListeners, renderHaproxyConfig } from './haproxy/render';
 import { AdminChannels } from './haproxy/admin-channel';
 import { RuntimeApi, StatsSocketClient } from './haproxy/runtime';
 import { inMaint, RuntimeServer, RuntimeState } from './haproxy/servers-state';
@@ -24,8 +24,14 @@ import { RejectedServices } from './rejected-services';
 import { OverrideState, Overrides, plan, Plan, reason, Reason, Running, RuntimeAction } from './plan';
 import { drainId, Drains } from './drains';
 import { SerialQueue } from './serial-queue';
-import { keepUnknownHosts, RunningServers, runningServersFromActual, runningServersOf } from './unknown-hosts';
-import { RETRY_BASE_MS, RETRY_MAX_MS, Retrier, RetryStatus, transientFailure } from './retry';
+import {
+  keepUnknownHosts,
+  RunningServers,
+  runningServersFromActual,
+  runningServersFromConfig,
+  runningServersOf,
+} from './unknown-hosts';
+import { RETRY_BASE_MS, RETRY_MAX_ATTEMPTS, RETRY_MAX_MS, Retrier, RetryStatus, transientFailure } from './retry';
 import { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
 
 export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
@@ -143,6 +149,8 @@ export class Agent {
   private held: DesiredState | undefined;
   private readonly retrier: Retrier;
   /** A drift check queued behind an apply and not started yet (see repairDrift). */
+  /** See distrustLastRun. */
+  private lastRunTrusted = true;
   private driftWaiting: Promise<ApplyResult | undefined> | undefined;
   private readonly retryListeners = new Set<(result: ApplyResult) => void>();
   /**
@@ -150,6 +158,8 @@ export class Agent {
    * runtime changes (same listeners), taken from the file by a takeover. Undefined: the file is all there is.
    */
   private committed: (() => string) | undefined;
+  /** The `# listener` lines of the committed config (its shape). */
+  private committedListeners: string | undefined;
   /** `show servers state` as of the last change this agent made; see applyNow. */
   private actualCache: Map<string, ReadonlyMap<string, RuntimeServer>> | undefined;
   private readonly queue = new SerialQueue();
@@ -314,6 +324,14 @@ export class Agent {
     return this.retrier.total;
   }
 
+  /**
+   * The config file HAProxy last ran is too old to keep servers from (the agent process refused its state cache as
+   * older than agent.cache_max_age_ms: a host that was down for days).
+   */
+  distrustLastRun(): void {
+    this.lastRunTrusted = false;
+  }
+
   /** Calls `fn` with the result of every retry (the gRPC source answers its push again). */
   onRetried(fn: (result: ApplyResult) => void): () => void {
     this.retryListeners.add(fn);
@@ -332,13 +350,20 @@ export class Agent {
       this.retrier.reset();
       return result;
     }
-    this.retrier.schedule(why, () => {
+    const armed = this.retrier.schedule(why, () => {
       if (this.held !== desired || !this.lifecycle.is('running')) return;
       void this.serialize(() => this.guarded(desired, 'update')).then((again) => {
         this.retryIfTransient(desired, again);
         for (const fn of [...this.retryListeners]) fn(again);
       });
     });
+    if (!armed) {
+      this.log.error(
+        { version: desired.version, attempts: RETRY_MAX_ATTEMPTS, reason: why },
+        'the state still fails after every retry; it waits for the next version',
+      );
+      return result;
+    }
     const next = this.retrier.status!;
     this.log.warn(
       { version: desired.version, attempt: next.attempt, retry_in_ms: next.at - this.clock.now(), reason: why },
@@ -706,14 +731,17 @@ export class Agent {
   }
 
   /**
-   * What HAProxy runs per service, for keepUnknownHosts: the last state applied, or — after a takeover of a HAProxy
-   * whose config this agent would not write, before anything was applied — its `show servers state` (read only when
-   * `desired` has a service without servers to keep).
+   * What HAProxy runs per service, for keepUnknownHosts: the last state applied, or — before anything was applied —
+   * the `show servers state` of an adopted HAProxy, or the config file HAProxy last ran when none runs (read only
+   * when `desired` has a service without servers that may keep some).
    */
   private async runningServers(desired: DesiredState): Promise<RunningServers | undefined> {
     if (this.lastGood) return runningServersOf(this.lastGood);
-    if (!this.supervisor.running || !desired.services.some((s) => s.servers.length === 0 && s.hosts !== 'reported'))
-      return undefined;
+    if (!desired.services.some((s) => s.servers.length === 0 && s.hosts !== 'reported')) return undefined;
+    if (!this.supervisor.running)
+      return this.lastRunTrusted
+        ? runningServersFromConfig(await this.previous.readFile(this.opts.config.haproxy.configPath))
+        : undefined;
     try {
       return runningServersFromActual(await this.readActual());
     } catch (err) {
@@ -850,8 +878,7 @@ export class Agent {
       }
       if (deleted && this.lastGood) {
         const state = this.lastGood;
-        this.committed = () => this.configText(state);
-        this.configFile.schedule(this.committed);
+        this.configFile.schedule(this.commitRuntime(state));
       }
       await this.saveDrainIds(); // (only written when the set changed: deleted or given up)
     } catch (err) {
@@ -878,7 +905,6 @@ export class Agent {
     this.record('drift', 'override', `${id} ${what}`, 'operator override');
   }
 
-  /** Opens (or reuses) the socket of every service; a service whose socket cannot be had is left out. */
   /**
    * A HAProxy the previous agent left running (a restart, an upgrade, a kill -9) is taken over, not stopped: its
    * listening sockets are copied into the pool (pidfd_getfd), it becomes the supervisor's current process, and if
@@ -890,13 +916,28 @@ export class Agent {
     // Killed mid-reload, the previous agent may have left a newer HAProxy the pid file does not name yet (or no pid
     // file at all): take every one running our config; the newest is current, the others are soft-stopping.
     const all = this.previous.find(configPath);
-    const pid = all.at(-1);
-    if (pid === undefined) {
+    if (all.length === 0) {
       this.channels?.stopRecordedKeeper();
       return;
     }
     try {
       const held = all.map((p) => this.sockets.adoptFrom(p));
+      // A soft-stopping HAProxy has closed its listeners (2.6 unbinds them on soft stop, fd@ ones included): the
+      // current one is the newest that still holds one. When none does — the previous agent's last launch is gone
+      // and only older generations finish their connections — none is current: they are watched and soft-stopped
+      // again, and the first apply starts HAProxy (adopting one would leave nothing accepting).
+      const holding = all.filter((_, i) => held[i]!.size > 0);
+      if (holding.length === 0) {
+        this.supervisor.adoptSoftStopping?.(all);
+        this.socketsPinned = false;
+        this.log.warn(
+          { haproxy_pids: all },
+          'the HAProxy processes the previous agent left are all soft-stopping (none holds a listener): starting one',
+        );
+        return;
+      }
+      const pid = holding.at(-1)!;
+      const olderOrStopping = all.filter((p) => p !== pid);
       const sockets = [...new Set(held.flatMap((m) => [...m.values()].map((x) => x.address)))];
       const onDisk = await this.previous.readFile(configPath);
       // Every listener HAProxy runs must have been copied, or the first reload would close the ones missing.
@@ -908,14 +949,21 @@ export class Agent {
       // Servers the previous agent was draining are in that config, with their drains: they go on draining (no
       // reload cuts their sessions short) when the config is exactly what this agent would write.
       const drains = this.drains.restore(onDisk, state, this.clock.now());
-      const same = onDisk === this.configText(state);
+      // The file may be newer than the process (written, then the agent was killed before launching it): it is what
+      // runs only if the process holds exactly the sockets its `# listener` lines name.
+      const runsFile = sameSet(
+        [...held[all.indexOf(pid)]!.values()].map((x) => x.address),
+        [...parseListeners(onDisk).values()],
+      );
+      const same = runsFile && onDisk === this.configText(state);
       if (!same) this.drains.clear();
       // A crash restart before the first reload needs the fds of the file it runs: with the config this agent would
       // write, its own order; otherwise the sockets the file's `# listener` lines name, when the adopted processes
       // hold every one (else nothing is known to pair with the file, and the first apply reloads anyway).
       const fds = same ? this.fdsFor(state) : fileOrder(onDisk, listeners, held);
-      this.supervisor.adopt(pid, fds, all.slice(0, -1));
-      this.committed = fds.length > 0 || listeners.length === 0 ? () => onDisk : undefined;
+      this.supervisor.adopt(pid, fds, olderOrStopping);
+      this.committed = runsFile && (fds.length > 0 || listeners.length === 0) ? () => onDisk : undefined;
+      this.committedListeners = this.committed ? listenersOf(onDisk) : undefined;
       if (same) {
         this.running = this.drains.withDraining(state);
         this.armDrainTimer();
@@ -930,7 +978,7 @@ export class Agent {
       this.log.info(
         {
           haproxy_pid: pid,
-          also_running: all.slice(0, -1),
+          also_running: olderOrStopping,
           sockets,
           config_matches: same,
           draining: same ? drains : 0,
@@ -939,7 +987,7 @@ export class Agent {
       );
     } catch (err) {
       this.log.error(
-        { haproxy_pid: pid, err: errorMessage(err) },
+        { haproxy_pids: all, err: errorMessage(err) },
         'cannot take over the running HAProxy; stopping it and binding its ports again (connections in flight on it are cut)',
       );
       this.socketsPinned = false;
@@ -1191,9 +1239,7 @@ export class Agent {
    * A write that failed is reported with every apply until one succeeds (it is retried meanwhile).
    */
   private scheduleConfig(state: DesiredState, problems: StateProblem[]): void {
-    // The same listeners as the launch committed (a runtime change), with the servers of now.
-    this.committed = () => this.configText(state);
-    this.configFile.schedule(this.committed);
+    this.configFile.schedule(this.commitRuntime(state));
     if (this.configFile.failure !== undefined) {
       problems.push({
         where: 'haproxy.cfg',
@@ -1226,7 +1272,19 @@ export class Agent {
       throw err;
     }
     this.committed = () => text;
+    this.committedListeners = listenersOf(text);
     return pid;
+  }
+
+  /**
+   * The config text of `state` for a runtime change: it becomes the committed config (the servers of now) only when
+   * its listeners are the ones the committed fds were launched with; otherwise the committed config stays as it is
+   * (the file may then hold a shape that never ran: a crash restart writes the committed one back first).
+   */
+  private commitRuntime(state: DesiredState): () => string {
+    const text = () => this.configText(state);
+    if (listenersOfState(state) === this.committedListeners) this.committed = text;
+    return text;
   }
 
   /** Writes the config HAProxy runs on the supervisor's fds (before a crash restart, after a failed launch). */
@@ -1456,4 +1514,21 @@ function fileOrder(
 /** The errno code a SOCKET_BIND_FAILED carries as its cause ('' when none). */
 function errnoOf(err: unknown): string {
   return (err as { cause?: { code?: string } }).cause?.code ?? '';
+}
+
+/** A config's listeners (its `# listener fd@k address:port` lines, with the section names after them), as one key. */
+function listenersOf(config: string): string {
+  return [...config.matchAll(/^# listener fd@\d+ \S+\nlisten \S+$/gm)].map((m) => m[0]).join('\n');
+}
+
+/** listenersOf the config `state` renders to, without rendering it. */
+function listenersOfState(state: DesiredState): string {
+  return listenOrder(state)
+    .map((s, i) => `# listener fd@${FIRST_LISTEN_FD + i} ${listenerAddress(s)}\nlisten ${s.name}`)
+    .join('\n');
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const x = new Set(a);
+  return x.size === new Set(b).size && b.every((v) => x.has(v));
 }

@@ -160,6 +160,17 @@ export class Drains {
   }
 }
 
+/** The drainIds of the servers a config's trailer says are draining (entries that do not parse are skipped). */
+export function drainingIn(configText: string): string[] {
+  return configText
+    .split('\n')
+    .filter((l) => l.startsWith(TRAILER_LINE))
+    .flatMap((l) => {
+      const d = parseDrain(l.slice(TRAILER_LINE.length));
+      return d ? [drainId(d)] : [];
+    });
+}
+
 /** A drain as one line of JSON, its keys in a fixed order (restore re-renders it byte for byte). */
 function drainJson(d: Drain): string {
   const v = d.server;

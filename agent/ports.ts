@@ -24,6 +24,8 @@ export interface Supervisor extends Pick<EventEmitter, 'on' | 'once' | 'off'> {
   startOrReload(fds: readonly number[]): Promise<number>;
   /** Takes over a HAProxy a previous agent left running (and the older ones still soft-stopping). */
   adopt(pid: number, fds: readonly number[], softStopping?: readonly number[]): void;
+  /** Takes over processes that are all soft-stopping (none is current; see HaproxySupervisor). */
+  adoptSoftStopping?(pids: readonly number[]): void;
   /** Stops supervising and leaves HAProxy serving for the next agent. */
   handOver(): void;
   /** Stops every HAProxy and waits until they have exited. */

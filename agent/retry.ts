@@ -5,6 +5,11 @@ import { ErrorCode, ProxyMgrError, StateProblem } from '../common/errors';
 /** The first retry after a transient failure, and the longest wait between two (before jitter). */
 export const RETRY_BASE_MS = 1000;
 export const RETRY_MAX_MS = 60_000;
+/**
+ * Retries of one held state at most (about 7 minutes of backoff): a config that passes `haproxy -c` and fails at
+ * every start cannot be told from a start that failed by chance; it is not retried forever.
+ */
+export const RETRY_MAX_ATTEMPTS = 10;
 
 /**
  * Failures the same input may not meet again: `haproxy -c` that could not run or was killed, a HAProxy that did
@@ -75,9 +80,13 @@ export class Retrier {
     this.attempts = 0;
   }
 
-  /** Arms the next retry of the held state; `run` is called once, unless reset or cancelled first. */
-  schedule(reason: string, run: () => void): void {
+  /**
+   * Arms the next retry of the held state; `run` is called once, unless reset or cancelled first. False (nothing
+   * armed) once RETRY_MAX_ATTEMPTS retries of this state have run.
+   */
+  schedule(reason: string, run: () => void): boolean {
     this.cancel();
+    if (this.attempts >= RETRY_MAX_ATTEMPTS) return false;
     const delay = backoffMs(this.attempts, {
       baseMs: this.opts.baseMs,
       maxMs: this.opts.maxMs,
@@ -93,6 +102,7 @@ export class Retrier {
       run();
     }, delay);
     unrefTimer(this.timer);
+    return true;
   }
 
   cancel(): void {

@@ -1,5 +1,6 @@
 import { StateProblem } from '../common/errors';
 import { DesiredState, Server, Service } from '../common/types';
+import { drainingIn } from './drains';
 import { inMaint, isDraining, RuntimeState } from './haproxy/servers-state';
 
 /** Per service, the servers HAProxy runs for it (without those draining on their way out). */
@@ -22,6 +23,28 @@ export function runningServersFromActual(actual: RuntimeState): RunningServers {
         .map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [] })),
     ]),
   );
+}
+
+/**
+ * What HAProxy last ran, from the config file the agent left (no HAProxy runs now: it crashed and its restart has not
+ * come back, or the host rebooted): the `server NAME ADDRESS:PORT weight W` lines of each `listen` section.
+ */
+export function runningServersFromConfig(config: string): RunningServers {
+  const draining = new Set(drainingIn(config)); // on their way out: not kept
+  const out = new Map<string, Server[]>();
+  let current: Server[] | undefined;
+  for (const line of config.split('\n')) {
+    const listen = /^listen (\S+)$/.exec(line);
+    if (listen) {
+      out.set(listen[1]!, (current = []));
+      continue;
+    }
+    if (!line.startsWith(' ')) current = undefined;
+    const m = /^\s+server (\S+) (?:\[([^\]]+)\]|([^\s:]+)):(\d+) weight (\d+)/.exec(line);
+    if (m && current && !draining.has(`${[...out.keys()].at(-1)}/${m[1]}`))
+      current.push({ name: m[1]!, address: m[2] ?? m[3]!, port: Number(m[4]), weight: Number(m[5]), options: [] });
+  }
+  return out;
 }
 
 /**

@@ -27,8 +27,11 @@ export interface Violation {
   readonly message: string;
 }
 
-/** Slack on a drain's deadline: 30 delete attempts a second apart, a restart backoff and a drift round. */
-const DRAIN_SLACK_MS = 40_000;
+/**
+ * Slack on a drain's deadline: the sweep goes ahead of queued applies but waits for the one in progress (a `haproxy
+ * -c` may take 30 s and a start's readiness 10 s), then delete attempts a second apart, a restart backoff.
+ */
+const DRAIN_SLACK_MS = 45_000;
 const BOUNDS = {
   timers: 120,
   agentTimers: 40,

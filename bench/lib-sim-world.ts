@@ -567,8 +567,7 @@ export class SimSocketPool implements SocketPool {
     const out = new Map<number, AdoptedSocket>();
     for (const [n, s] of p.fdTable) {
       const key = `${s.address}|${s.port}`;
-      if (this.byKey.has(key)) continue;
-      const fd = this.add(key, s);
+      const fd = this.byKey.get(key) ?? this.add(key, s); // (as the real pool: every listener, copied once)
       out.set(n, { address: `${s.address}:${s.port}`, fd });
     }
     return out;

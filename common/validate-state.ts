@@ -231,7 +231,12 @@ function checkServers(service: Service, policy: ServiceOptionsPolicy, problems: 
         message: `${message}; this server is left out, the rest of the service is served`,
       });
   }
-  return bad ? { ...service, servers: service.servers.filter((s) => !bad!.has(s)) } : service;
+  if (!bad) return service;
+  const servers = service.servers.filter((s) => !bad!.has(s));
+  // Every host refused (say, backends that fell back to link-local addresses) is not discovery saying "no hosts":
+  // an agent keeps what it runs for the service (unknown is not empty).
+  if (servers.length === 0) return { ...service, servers, hosts: 'unknown' };
+  return { ...service, servers };
 }
 
 function serverProblems(service: Service, server: Server, policy: ServiceOptionsPolicy): string[] {

@@ -34,7 +34,10 @@ export interface SupervisorOptions {
    * clock). With a fake clock, a start waits for its process to answer only while the clock is advanced.
    */
   readonly clock?: Clock;
-  /** Runs (awaited, errors ignored) before a crashed HAProxy is started again: the agent writes a pending haproxy.cfg. */
+  /**
+   * Runs before a crashed HAProxy is started again: the agent writes the committed haproxy.cfg. When it throws, that
+   * restart attempt fails (and is retried with backoff).
+   */
   readonly beforeRestart?: () => Promise<void>;
   /**
    * Processes that are not our children (adopted HAProxy processes): held from adoption on, asked whether they run,
@@ -168,6 +171,12 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.fds = fds;
     this.state = 'running';
     this.lastStart = this.clock.now();
+    this.watchAdopted();
+    this.opts.log.info({ haproxy_pid: pid }, 'took over the running haproxy');
+  }
+
+  /** Polls the adopted processes (not our children: no exit event) until every one has exited. */
+  private watchAdopted(): void {
     this.clock.clearTimeout(this.adoptedWatch);
     const poll = () => {
       this.adoptedWatch = undefined;
@@ -184,7 +193,17 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       unrefTimer(this.adoptedWatch);
     };
     watch();
-    this.opts.log.info({ haproxy_pid: pid }, 'took over the running haproxy');
+  }
+
+  /**
+   * Takes over HAProxy processes that are all soft-stopping (no current one: the previous agent's last launch is
+   * gone): they are watched until they exit and soft-stopped again by the next launch; nothing runs until then.
+   */
+  adoptSoftStopping(pids: readonly number[]): void {
+    if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped');
+    for (const p of pids) if (this.pids.track?.(p) !== false) this.adoptedPids.add(p);
+    this.watchAdopted();
+    this.opts.log.info({ haproxy_pids: pids }, 'took over soft-stopping haproxy processes (none accepts)');
   }
 
   private onAdoptedExit(pid: number): void {
@@ -278,7 +297,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     for (;;) {
       if (exited || spawnError) {
         channel?.close();
-        this.settleFailedStart(child, oldPid !== undefined);
+        // HAProxy exits during start before it signals its -sf pids (it binds first): the old process still accepts.
+        this.settleFailedStart(child);
         throw new ProxyMgrError(
           'HAPROXY_START_FAILED',
           spawnError
@@ -395,7 +415,9 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private async restartNow(): Promise<void> {
     if (this.state !== 'restarting') return; // an apply started one meanwhile
     try {
-      await this.opts.beforeRestart?.().catch(() => undefined);
+      // Must succeed: it puts back the config the fds belong to (a failed launch may have left another one). Failing
+      // (a full disk), the restart waits for its next attempt rather than start a config on the wrong sockets.
+      await this.opts.beforeRestart?.();
       if (this.state !== 'restarting') return;
       const pid = await this.launch(this.fds, undefined);
       this.restarts++;

@@ -1,5 +1,6 @@
 import { HaproxyConfigError, ProxyMgrError } from '../../common/errors';
 import { ApplyResult } from '../../agent/agent';
+import { RETRY_MAX_ATTEMPTS, RETRY_MAX_MS } from '../../agent/retry';
 import { fakeAgent } from '../../testkit/fake-agent';
 import { server, service, state } from '../../testkit/agent';
 
@@ -61,6 +62,20 @@ describe('transient failures retry the held state', () => {
     f.check.failWith = undefined;
     await within(f, 2000, () => retried.length === 1);
     expect(retried.map((x) => x.outcome)).toEqual(['reload']);
+  });
+
+  test('a state that keeps failing is retried RETRY_MAX_ATTEMPTS times, then waits for the next version', async () => {
+    const f = fakeAgent();
+    const retried: ApplyResult[] = [];
+    f.agent.onRetried((r) => retried.push(r));
+    f.sockets.busy.add(8002);
+    await f.agent.apply(state([web, api]));
+    for (let i = 0; i < 15 && f.agent.retry; i++) {
+      await f.clock.advanceAsync(RETRY_MAX_MS);
+      await settle();
+    }
+    expect(retried).toHaveLength(RETRY_MAX_ATTEMPTS);
+    expect(f.agent.retry).toBeUndefined();
   });
 
   test('HAProxy rejecting the config is permanent: no retry', async () => {

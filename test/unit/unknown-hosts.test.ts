@@ -25,6 +25,17 @@ describe('an update without servers for a running service', () => {
     expect(f.agent.current?.services[0]?.servers.map((v) => v.name)).toEqual(['a', 'b']);
   });
 
+  test('every host refused by the target policy (link-local addresses) is not an affirmative empty: kept', async () => {
+    const f = fakeAgent();
+    await f.agent.apply(state([web('reported', server('a', 9001), server('b', 9002))]));
+    const linkLocal = (name: string, port: number) => server(name, port, { address: '169.254.10.1' });
+    const r = await f.agent.apply(state([web('reported', linkLocal('c', 9003), linkLocal('d', 9004))]));
+
+    expect(r.commands).toEqual([]);
+    expect(r.problems.map((p) => p.where)).toContain('service web');
+    expect([...(f.runtime.backends.get('web')?.keys() ?? [])].sort()).toEqual(['a', 'b']);
+  });
+
   test("hosts 'reported' with none is an affirmative empty: the servers drain", async () => {
     const f = fakeAgent();
     await f.agent.apply(state([web('reported', server('a', 9001))]));
