@@ -160,7 +160,7 @@ export class AgentProcess {
     await ensurePrivateDir(config.agent.stateDir).catch((err: unknown) => {
       throw new ConfigError(`${config.file}: agent.state_dir: ${errorMessage(err)}`, { cause: err });
     });
-    this.stateDirLock = StateDirLock.take(config.agent.stateDir, config.file);
+    this.stateDirLock = StateDirLock.take(config.agent.stateDir, config.file, config.haproxy.configPath);
     const m = this.createMetrics();
     const apply = (state: DesiredState): Promise<ApplyResult> => {
       // Tracked, so that stop and hand-over write the state cache only after the last apply has scheduled it.

@@ -158,6 +158,8 @@ export class Agent {
    * runtime changes (same listeners), taken from the file by a takeover. Undefined: the file is all there is.
    */
   private committed: (() => string) | undefined;
+  /** An adopted HAProxy runs a config file that could not be paired with sockets: no crash restart until a launch. */
+  private unpaired = false;
   /** The `# listener` lines of the committed config (its shape). */
   private committedListeners: string | undefined;
   /** `show servers state` as of the last change this agent made; see applyNow. */
@@ -248,6 +250,8 @@ export class Agent {
     this.supervisor.on('restarted', () => {
       this.actualCache = undefined;
       this.overrideTracker.restarted();
+      // The restarted HAProxy runs the committed config: a state held for a retry goes on it now, not at its backoff.
+      this.retrier.runNow();
       void this.repairDrift(); // never rejects
     });
   }
@@ -962,8 +966,18 @@ export class Agent {
       // hold every one (else nothing is known to pair with the file, and the first apply reloads anyway).
       const fds = same ? this.fdsFor(state) : fileOrder(onDisk, listeners, held);
       this.supervisor.adopt(pid, fds, olderOrStopping);
-      this.committed = runsFile && (fds.length > 0 || listeners.length === 0) ? () => onDisk : undefined;
+      // What a crash restart starts: with the same listeners as the file, the state being applied (the cache, flushed
+      // before every config write, is never older than the file: a runtime change whose config write failed is in
+      // it); otherwise the file as it is, when its sockets are known.
+      const paired = runsFile && (fds.length > 0 || listeners.length === 0);
+      this.committed =
+        paired && listenersOf(onDisk) === listenersOfState(state)
+          ? () => this.configText(state)
+          : paired
+            ? () => onDisk
+            : undefined;
       this.committedListeners = this.committed ? listenersOf(onDisk) : undefined;
+      this.unpaired = this.committed === undefined && listeners.length > 0;
       if (same) {
         this.running = this.drains.withDraining(state);
         this.armDrainTimer();
@@ -1273,6 +1287,7 @@ export class Agent {
     }
     this.committed = () => text;
     this.committedListeners = listenersOf(text);
+    this.unpaired = false;
     return pid;
   }
 
@@ -1289,8 +1304,12 @@ export class Agent {
 
   /** Writes the config HAProxy runs on the supervisor's fds (before a crash restart, after a failed launch). */
   private async restoreCommitted(): Promise<void> {
-    if (this.committed) await this.writeConfigNow(this.committed());
-    else await this.configFile.flush();
+    if (this.committed) return this.writeConfigNow(this.committed());
+    // Nothing launched yet, or an adopted HAProxy whose file could not be paired with sockets: a restart would start
+    // a file whose `fd@k` are not the sockets it gets. It waits for the next apply, which launches a known pair.
+    if (this.unpaired)
+      throw new ProxyMgrError('HAPROXY_START_FAILED', 'no committed config and fds to restart HAProxy with');
+    await this.configFile.flush();
   }
 
   private async writeConfigNow(content: string): Promise<void> {

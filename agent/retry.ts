@@ -65,6 +65,7 @@ export class Retrier {
   private timer: Timer | undefined;
   private attempts = 0;
   private pending: RetryStatus | undefined;
+  private run: (() => void) | undefined;
   /** Retries run so far (metrics). */
   total = 0;
 
@@ -95,14 +96,20 @@ export class Retrier {
     });
     this.attempts++;
     this.pending = { attempt: this.attempts, at: this.opts.clock.now() + delay, reason };
-    this.timer = this.opts.clock.setTimeout(() => {
-      this.timer = undefined;
-      this.pending = undefined;
-      this.total++;
-      run();
-    }, delay);
+    this.run = run;
+    this.timer = this.opts.clock.setTimeout(() => this.runNow(), delay);
     unrefTimer(this.timer);
     return true;
+  }
+
+  /** Runs the pending retry now (circumstances changed: HAProxy was just restarted); nothing when none is pending. */
+  runNow(): void {
+    if (!this.pending) return;
+    this.opts.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = undefined;
+    this.total++;
+    this.run?.();
   }
 
   cancel(): void {

@@ -9,11 +9,29 @@ import { nativeAddon } from './haproxy/native';
  * releases it when the holder exits, a kill -9 included, so a stale lock never blocks the next agent.
  */
 export class StateDirLock {
-  private constructor(private fd: number | undefined) {}
+  private constructor(
+    private fd: number | undefined,
+    private second?: number,
+  ) {}
 
-  /** Takes the lock, or throws a ConfigError naming the directory and the agent that holds it. */
-  static take(stateDir: string, configFile: string): StateDirLock {
-    const lockPath = path.join(stateDir, 'agent.lock');
+  /**
+   * Takes the lock of `agent.state_dir` and the one of `haproxy.config_path` (the takeover finds HAProxy by its
+   * config file: two agents with their own state_dir but one config_path would both take it over), or throws a
+   * ConfigError naming what is in use and the agent that holds it.
+   */
+  static take(stateDir: string, configFile: string, haproxyConfig?: string): StateDirLock {
+    const dirLock = StateDirLock.lock(path.join(stateDir, 'agent.lock'), `agent.state_dir ${stateDir}`, configFile);
+    if (haproxyConfig === undefined) return dirLock;
+    try {
+      const cfgLock = StateDirLock.lock(`${haproxyConfig}.lock`, `haproxy.config_path ${haproxyConfig}`, configFile);
+      return new StateDirLock(dirLock.fd, cfgLock.fd);
+    } catch (err) {
+      dirLock.release();
+      throw err;
+    }
+  }
+
+  private static lock(lockPath: string, what: string, configFile: string): StateDirLock {
     let fd: number;
     try {
       fd = nativeAddon().lockFile(lockPath);
@@ -26,10 +44,10 @@ export class StateDirLock {
           // unreadable: the message goes without the pid
         }
         throw new ConfigError(
-          `${configFile}: agent.state_dir ${stateDir} is in use by another agent${/^\d+$/.test(holder) ? ` (pid ${holder})` : ''}: one agent per state_dir (two would both take the running HAProxy over and reload it)`,
+          `${configFile}: ${what} is in use by another agent${/^\d+$/.test(holder) ? ` (pid ${holder})` : ''}: one agent per state_dir and config_path (two would both take the running HAProxy over and reload it)`,
         );
       }
-      throw new ConfigError(`${configFile}: agent.state_dir: cannot lock ${lockPath}: ${errorMessage(err)}`, {
+      throw new ConfigError(`${configFile}: ${what}: cannot lock ${lockPath}: ${errorMessage(err)}`, {
         cause: err,
       });
     }
@@ -40,8 +58,7 @@ export class StateDirLock {
 
   /** Lets the next agent in (stop, hand-over); the process's exit does the same. */
   release(): void {
-    if (this.fd === undefined) return;
-    nativeAddon().closeFd(this.fd);
-    this.fd = undefined;
+    for (const fd of [this.fd, this.second]) if (fd !== undefined) nativeAddon().closeFd(fd);
+    this.fd = this.second = undefined;
   }
 }

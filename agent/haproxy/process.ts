@@ -297,8 +297,9 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     for (;;) {
       if (exited || spawnError) {
         channel?.close();
-        // HAProxy exits during start before it signals its -sf pids (it binds first): the old process still accepts.
-        this.settleFailedStart(child);
+        // Usually HAProxy exits before it signals its -sf pids (it binds first), but one that crashed after it
+        // listened has soft-stopped the old process: not knowing which, the running config is started again.
+        this.settleFailedStart(child, oldPid !== undefined && !spawnError);
         throw new ProxyMgrError(
           'HAPROXY_START_FAILED',
           spawnError

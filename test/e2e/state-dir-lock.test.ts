@@ -52,9 +52,20 @@ describe('one agent per state_dir', () => {
     const code = await new Promise<number | null>((resolve) => second.proc.once('exit', (c) => resolve(c)));
     expect(code).not.toBe(0);
     expect(second.logs()).toContain(
-      `agent.state_dir ${stateDir} is in use by another agent (pid ${first.proc.pid}): one agent per state_dir`,
+      `agent.state_dir ${stateDir} is in use by another agent (pid ${first.proc.pid}): one agent per state_dir and config_path`,
     );
     expect(second.logs()).not.toMatch(/took over|haproxy (started|reloaded)/);
+    // Another state_dir, the same haproxy.cfg: the takeover finds HAProxy by its config file, so this one is locked too.
+    const otherCfg = path.join(tmp.dir, 'other.yml');
+    const config = path.join(stateDir, 'haproxy.cfg');
+    writeFileSync(
+      otherCfg,
+      `haproxy: {config_path: ${config}}\nagent: {state_dir: ${tmp.dir}/other, admin_listen: ""}\n`,
+    );
+    const other = startCli(['agent', '--config', otherCfg, '--state', stateFile]);
+    expect(await new Promise<number | null>((resolve) => other.proc.once('exit', (c) => resolve(c)))).not.toBe(0);
+    expect(other.logs()).toContain(`haproxy.config_path ${config} is in use by another agent (pid ${first.proc.pid})`);
+    expect(other.logs()).not.toMatch(/took over|haproxy (started|reloaded)/);
     expect(alive(haproxyPid)).toBe(true);
     expect((await tally(port, 2)).get('a')).toBe(2);
 
