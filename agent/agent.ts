@@ -1275,10 +1275,9 @@ export class Agent {
    * `fd@k` or, with as many listeners in another order, cross-wires ports to the wrong sections.
    */
   private async launch(text: string, fds: readonly number[]): Promise<number> {
-    await this.writeConfigNow(text);
     let pid: number;
     try {
-      pid = await this.supervisor.startOrReload(fds);
+      pid = await this.supervisor.startOrReload(fds, () => this.writeConfigNow(text));
     } catch (err) {
       await this.restoreCommitted().catch((e: unknown) =>
         this.log.error({ err: errorMessage(e) }, 'cannot put the running config back after a failed launch'),

@@ -21,7 +21,8 @@ export interface Supervisor extends Pick<EventEmitter, 'on' | 'once' | 'off'> {
   /** The pid of the HAProxy taken over from a previous agent, while it is the current process. */
   readonly adoptedPid: number | undefined;
   /** Starts HAProxy on `fds` (none runs) or reloads it seamlessly (one runs); resolves with the new pid once it answers. */
-  startOrReload(fds: readonly number[]): Promise<number>;
+  /** `prepare` (writing the config the launch runs) is awaited in the launch's turn, after any crash restart. */
+  startOrReload(fds: readonly number[], prepare?: () => Promise<void>): Promise<number>;
   /** Takes over a HAProxy a previous agent left running (and the older ones still soft-stopping). */
   adopt(pid: number, fds: readonly number[], softStopping?: readonly number[]): void;
   /** Takes over processes that are all soft-stopping (none is current; see HaproxySupervisor). */

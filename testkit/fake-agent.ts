@@ -159,7 +159,8 @@ export class FakeSupervisor extends EventEmitter implements Supervisor {
     return this.running ? this.currentPid : undefined;
   }
 
-  async startOrReload(fds: readonly number[]): Promise<number> {
+  async startOrReload(fds: readonly number[], prepare?: () => Promise<void>): Promise<number> {
+    await prepare?.();
     const pid = ++this.nextPid;
     this.runtime.load(this.files.files.get(this.configPath) ?? '', pid);
     this.starts.push({ fds: [...fds], pid });

@@ -128,7 +128,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   }
 
   /** Starts HAProxy (no process runs yet) or reloads it (one runs): resolves once the new process answers. */
-  async startOrReload(fds: readonly number[]): Promise<number> {
+  async startOrReload(fds: readonly number[], prepare?: () => Promise<void>): Promise<number> {
     if (this.closed)
       throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
     this.clock.clearTimeout(this.restartTimer);
@@ -136,6 +136,9 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       if (this.closed)
         throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped; no new HAProxy is started');
       this.clock.clearTimeout(this.restartTimer); // a crash restart armed while this waited: this start replaces it
+      // The config is written here, in the launch's turn: written before it, a crash restart in between would start
+      // this file on the fds of the process that runs.
+      await prepare?.();
       // An adopted process is re-identified (its pidfd) before its pid goes to -sf, which HAProxy signals blindly.
       const adopted = this.adopted !== undefined && this.pids.alive(this.adopted) ? this.adopted : undefined;
       const oldPid = this.state === 'running' ? (this.current?.pid ?? adopted) : undefined;
