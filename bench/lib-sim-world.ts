@@ -10,7 +10,7 @@
  */
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import type { Clock, Timer } from '../common/clock';
+import { Clock, FakeClock, Timer } from '../common/clock';
 import { HaproxyConfigError, ProxyMgrError, RuntimeApiError } from '../common/errors';
 import type { RuntimeApi } from '../agent/haproxy/runtime';
 import { parseServersState, RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';
@@ -26,61 +26,11 @@ export function hashUnit(key: string): number {
   return (h >>> 0) / 4294967296;
 }
 
-interface SimTimer {
-  readonly at: number;
-  readonly seq: number;
-  readonly fn: () => void;
-}
-
 /**
- * Simulated time. Timers run one at a time in (time, order set) order, driven by the simulator (`fireNext`), which
- * lets every promise chain settle in between. `jump` moves time without running anything: a paused host, whose
- * timers then run late.
+ * Simulated time: the tests' FakeClock, driven by the simulator one timer at a time (`fireNext`, which lets every
+ * promise chain settle in between); `jump` moves time without running anything.
  */
-export class SimClock implements Clock {
-  private nowMs: number;
-  private seq = 0;
-  private readonly timers = new Map<number, SimTimer>();
-
-  constructor(startMs: number) {
-    this.nowMs = startMs;
-  }
-
-  now(): number {
-    return this.nowMs;
-  }
-
-  setTimeout(fn: () => void, ms: number): Timer {
-    const seq = ++this.seq;
-    this.timers.set(seq, { at: this.nowMs + Math.max(0, ms), seq, fn });
-    return seq;
-  }
-
-  clearTimeout(timer: Timer | undefined): void {
-    if (typeof timer === 'number') this.timers.delete(timer);
-  }
-
-  get pending(): number {
-    return this.timers.size;
-  }
-
-  /** Runs the first timer due at or before `limit`; false when there is none. */
-  fireNext(limit: number): boolean {
-    let first: SimTimer | undefined;
-    for (const t of this.timers.values())
-      if (!first || t.at < first.at || (t.at === first.at && t.seq < first.seq)) first = t;
-    if (!first || first.at > limit) return false;
-    this.timers.delete(first.seq);
-    this.nowMs = Math.max(this.nowMs, first.at);
-    first.fn();
-    return true;
-  }
-
-  /** Moves time to `ms` (never back) without running a timer. */
-  jump(ms: number): void {
-    this.nowMs = Math.max(this.nowMs, ms);
-  }
-
+export class SimClock extends FakeClock {
   /** A view whose timers all go when its owner dies (a kill -9 ends an agent's timers with it). */
   scope(): ClockScope {
     return new ClockScope(this);

@@ -89,6 +89,19 @@ export class FakeClock implements Clock {
     this.nowMs = end;
   }
 
+  /** Runs the first timer due at or before `limit` (time moves to it); false when there is none. */
+  fireNext(limit: number): boolean {
+    const t = this.next();
+    if (!t || t.at > limit) return false;
+    this.fire(t);
+    return true;
+  }
+
+  /** Moves time to `ms` (never back) without running a timer: a paused host, whose timers then run late. */
+  jump(ms: number): void {
+    this.nowMs = Math.max(this.nowMs, ms);
+  }
+
   private next(): FakeTimer | undefined {
     let first: FakeTimer | undefined;
     for (const t of this.timers.values())
