@@ -30,6 +30,7 @@ import {
   runningServersFromActual,
   runningServersFromConfig,
   runningServersOf,
+  serverFromRuntime,
 } from './unknown-hosts';
 import { RETRY_BASE_MS, RETRY_MAX_ATTEMPTS, RETRY_MAX_MS, Retrier, RetryStatus, transientFailure } from './retry';
 import { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
@@ -148,9 +149,9 @@ export class Agent {
   /** The last state given to apply (what a retry applies again). */
   private held: DesiredState | undefined;
   private readonly retrier: Retrier;
-  /** A drift check queued behind an apply and not started yet (see repairDrift). */
   /** See distrustLastRun. */
   private lastRunTrusted = true;
+  /** A drift check queued behind an apply and not started yet (see repairDrift). */
   private driftWaiting: Promise<ApplyResult | undefined> | undefined;
   private readonly retryListeners = new Set<(result: ApplyResult) => void>();
   /**
@@ -740,8 +741,9 @@ export class Agent {
    * when `desired` has a service without servers that may keep some).
    */
   private async runningServers(desired: DesiredState): Promise<RunningServers | undefined> {
-    if (this.lastGood) return runningServersOf(this.lastGood);
+    // (Checked first: on the path of every host change, most states have nothing to keep.)
     if (!desired.services.some((s) => s.servers.length === 0 && s.hosts !== 'reported')) return undefined;
+    if (this.lastGood) return runningServersOf(this.lastGood);
     if (!this.supervisor.running)
       return this.lastRunTrusted
         ? runningServersFromConfig(await this.previous.readFile(this.opts.config.haproxy.configPath))
@@ -770,7 +772,7 @@ export class Agent {
       const live = this.actualCache?.get(a.backend)?.get(a.server);
       const def =
         this.running?.services.find((x) => x.name === a.backend)?.servers.find((v) => v.name === a.server) ??
-        (live && { name: live.name, address: live.address, port: live.port, weight: live.weight, options: [] });
+        (live && serverFromRuntime(live));
       if (!def) continue;
       this.drains.started(
         a.backend,
@@ -880,10 +882,7 @@ export class Agent {
         );
         this.log.info({ server: id, drained_ms: now - d.since }, 'drained server deleted');
       }
-      if (deleted && this.lastGood) {
-        const state = this.lastGood;
-        this.configFile.schedule(this.commitRuntime(state));
-      }
+      if (deleted && this.lastGood) this.configFile.schedule(this.commitRuntime(this.lastGood));
       await this.saveDrainIds(); // (only written when the set changed: deleted or given up)
     } catch (err) {
       this.counters.errors++;

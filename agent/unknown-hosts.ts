@@ -1,13 +1,18 @@
 import { StateProblem } from '../common/errors';
 import { DesiredState, Server, Service } from '../common/types';
 import { drainingIn } from './drains';
-import { inMaint, isDraining, RuntimeState } from './haproxy/servers-state';
+import { inMaint, isDraining, RuntimeServer, RuntimeState } from './haproxy/servers-state';
 
 /** Per service, the servers HAProxy runs for it (without those draining on their way out). */
 export type RunningServers = ReadonlyMap<string, readonly Server[]>;
 
 export function runningServersOf(state: DesiredState): RunningServers {
   return new Map(state.services.map((s) => [s.name, s.servers]));
+}
+
+/** A server as HAProxy's `show servers state` has it (per-server options are not in it). */
+export function serverFromRuntime(v: RuntimeServer): Server {
+  return { name: v.name, address: v.address, port: v.port, weight: v.weight, options: [] };
 }
 
 /**
@@ -18,9 +23,7 @@ export function runningServersFromActual(actual: RuntimeState): RunningServers {
   return new Map(
     [...actual].map(([backend, servers]) => [
       backend,
-      [...servers.values()]
-        .filter((v) => !inMaint(v) && !isDraining(v))
-        .map((v) => ({ name: v.name, address: v.address, port: v.port, weight: v.weight, options: [] })),
+      [...servers.values()].filter((v) => !inMaint(v) && !isDraining(v)).map(serverFromRuntime),
     ]),
   );
 }

@@ -357,12 +357,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     const children = [...this.all]
       .filter((p) => p.exitCode === null && p.signalCode === null && !this.ending.has(p))
       .map((p) => p.pid!);
-    return [...new Set([...children, ...this.adoptedPids])].filter((p) => p !== except && this.isAlive(p));
-  }
-
-  private isAlive(pid: number): boolean {
-    const child = [...this.all].find((p) => p.pid === pid);
-    return child ? child.exitCode === null && child.signalCode === null : this.pids.alive(pid);
+    const adopted = [...this.adoptedPids].filter((p) => this.pids.alive(p));
+    return [...new Set([...children, ...adopted])].filter((p) => p !== except);
   }
 
   /**
