@@ -76,6 +76,7 @@ export class SimRegistry {
   private readonly sources = new Set<{ listener: SourceListener; clock: Clock }>();
   /** The store a restarted replica reads: ZooKeeper's, so it outlives every replica. */
   readonly known = new Map<string, readonly Host[]>();
+  readonly knownConfigs = new Map<string, RawServiceConfig>();
 
   constructor(init: (s: number) => SvcModel) {
     for (let s = 0; s < SERVICES; s++) this.svcs.push(init(s));
@@ -165,9 +166,19 @@ export class SimRegistry {
 
   knownHostsStore(): KnownHostsStore {
     return {
-      load: async (): Promise<LoadedKnownHosts> => ({ hosts: new Map(this.known), problems: [] }),
-      save: (service, hosts) => void this.known.set(service, hosts),
-      remove: (service) => void this.known.delete(service),
+      load: async (): Promise<LoadedKnownHosts> => ({
+        hosts: new Map(this.known),
+        configs: new Map(this.knownConfigs),
+        problems: [],
+      }),
+      save: (service, hosts, config) => {
+        this.known.set(service, hosts);
+        if (config) this.knownConfigs.set(service, config);
+      },
+      remove: (service) => {
+        this.known.delete(service);
+        this.knownConfigs.delete(service);
+      },
       close: async () => undefined,
     };
   }

@@ -246,6 +246,8 @@ export interface RolloutPolicyConfig {
   readonly spreadBy?: string;
   readonly preflight?: PreflightPolicy;
   readonly gate?: GatePolicy;
+  /** A rollout that removes services starts paused until an operator resumes, promotes or aborts it. */
+  readonly confirmServiceRemovals?: boolean;
 }
 
 export type GateMetric = 'http_5xx' | 'errors' | 'retries' | 'servers_down' | 'queue';
@@ -691,6 +693,9 @@ function parseRollout(
   return {
     preflight: parsePreflight(raw.preflight, file),
     gate: parseGate(raw.gate, file),
+    confirmServiceRemovals:
+      optionalBool(raw.confirm_service_removals, file, 'rollout.confirm_service_removals') ??
+      schemaDefault<boolean>('rollout.confirm_service_removals'),
     waves,
     bakeMs: intKey(raw.bake_ms, file, 'rollout.bake_ms'),
     maxNacks: intKey(raw.max_nacks, file, 'rollout.max_nacks'),

@@ -54,6 +54,8 @@ export interface DiscoveryOptions {
 
 /** Default root of the control plane's nodes in ZooKeeper (the schema's rollout.zk_path). */
 const DEFAULT_ZK_ROOT = '/proxymgr';
+/** A failed load of the known hosts is tried again after min, doubling up to max (ms). */
+const KNOWN_RETRY_MS = { min: 5000, max: 60_000 };
 
 /** Everything that is wrong right now: the source's trouble and, per service, its problems. */
 export interface DiscoveryErrors {
@@ -104,6 +106,14 @@ export class Discovery {
   /** Until the known hosts are loaded (or could not be), fail static has no "previous" and nothing is published. */
   private knownLoaded = false;
   private knownProblem: Problem | undefined;
+  /** A failed load is tried again (a replica started during a ZooKeeper outage would otherwise never have them). */
+  private knownRetry: { timer: unknown; delayMs: number } | undefined;
+  /**
+   * The configs earlier replicas served, from the known-hosts records: a service whose config vanished while no
+   * replica ran is restored from them once (before the first snapshot), so that its removal is capped as if seen.
+   */
+  private persistedConfigs: ReadonlyMap<string, RawServiceConfig> | undefined;
+  private persistedRestored = false;
   /** The service configs last delivered: held-back removals are decided again against them. */
   private lastConfigs: ReadonlyMap<string, RawServiceConfig> = new Map();
   private serviceRemovalStep: RemovalStep | undefined;
@@ -214,6 +224,7 @@ export class Discovery {
     try {
       this.coalescer.cancel();
       this.clock.clearTimeout(this.removalTimer);
+      this.clock.clearTimeout(this.knownRetry?.timer);
       await this.source.stop();
       for (const e of this.entries.values()) await this.stopWatcher(e);
       await this.knownStore?.close();
@@ -315,6 +326,11 @@ export class Discovery {
     if (this.sourceProblem) this.log.info({}, 'service configs available again');
     this.sourceProblem = undefined;
     this.lastConfigs = configs;
+    if (this.knownLoaded && !this.persistedRestored) {
+      // The services restored count among those served before, with the ones whose configs are here: entries first.
+      for (const raw of configs.values()) this.onConfig(raw);
+      this.restorePersisted();
+    }
     this.removeGone();
     for (const raw of configs.values()) this.onConfig(raw);
     this.sourceSynced = true;
@@ -412,6 +428,9 @@ export class Discovery {
     if (e.configProblem) this.log.info({ service: raw.name }, 'service config valid again');
     e.configProblem = undefined;
     e.config = config;
+    e.source = raw;
+    const known = this.known.get(raw.name);
+    if (known) this.knownStore?.save(raw.name, known, raw);
     if (watcher) {
       void this.stopWatcher(e);
       this.startWatcher(e, watcher, id);
@@ -512,7 +531,7 @@ export class Discovery {
       e.hosts = r.hosts;
       e.status = 'reported';
       this.known.set(e.name, r.hosts);
-      this.knownStore?.save(e.name, r.hosts);
+      this.knownStore?.save(e.name, r.hosts, e.source);
       this.coalescer.poke();
     }
     if (r.heldBack > 0) {
@@ -559,11 +578,19 @@ export class Discovery {
     }
   }
 
-  /** Loads the hosts persisted by earlier replicas before the first snapshot (bounded by the store's own timeout). */
+  /**
+   * Loads the hosts persisted by earlier replicas before the first snapshot (bounded by the store's own timeout). A
+   * load that fails does not hold the snapshot back; it is tried again with backoff (KNOWN_RETRY_MS) until it
+   * succeeds, and a service whose hosts are unknown then runs the hosts it brings.
+   */
   private async loadKnown(store: KnownHostsStore): Promise<void> {
+    let loaded = false;
     try {
       const r = await store.load();
+      loaded = true;
       for (const [name, hosts] of r.hosts) if (!this.known.has(name)) this.known.set(name, hosts);
+      // Configs only before anything was published: a service a published snapshot left out is gone for agents.
+      if (this.snapshot === undefined) this.persistedConfigs = r.configs;
       const first = r.problems.slice(0, 3).map((p) => `${p.where}: ${p.message}`);
       this.knownProblem =
         r.problems.length > 0
@@ -571,18 +598,53 @@ export class Discovery {
           : undefined;
       this.log.info({ services: r.hosts.size, refused: r.problems.length }, 'last known hosts loaded');
     } catch (err) {
-      const message = `cannot read the last known hosts (${errorMessage(err)}); a service whose watcher cannot read starts without hosts`;
-      this.log.warn({}, message);
-      this.knownProblem = this.problem('ZK_DISCONNECTED', 'known hosts', message);
+      const delayMs = Math.min(KNOWN_RETRY_MS.max, this.knownRetry ? this.knownRetry.delayMs * 2 : KNOWN_RETRY_MS.min);
+      const message =
+        `cannot read the last known hosts (${errorMessage(err)}); a service whose watcher cannot read runs without ` +
+        `them until they are read (trying again in ${Math.round(delayMs / 1000)} s)`;
+      if (this.knownProblem?.message.split('(trying')[0] !== message.split('(trying')[0]) this.log.warn({}, message);
+      this.knownProblem = this.problem('ZK_DISCONNECTED', 'known hosts', message, this.knownProblem);
+      if (!this.stopped)
+        this.knownRetry = { delayMs, timer: this.clock.setTimeout(() => void this.loadKnown(store), delayMs) };
     }
     if (this.stopped) return;
+    if (loaded) this.knownRetry = undefined;
+    const first = !this.knownLoaded;
     this.knownLoaded = true;
+    if (first && this.sourceSynced) {
+      this.restorePersisted();
+      this.removeGone();
+    }
     for (const e of this.entries.values()) {
-      if (e.reported) this.settleHosts(e);
+      if (first && e.reported) this.settleHosts(e);
       else if (e.status === 'unknown' && e.unknownReason !== undefined)
         this.hostsUnknown(e, e.unavailable?.code ?? 'WATCHER_FAILED', e.unknownReason);
     }
     this.coalescer.poke();
+  }
+
+  /**
+   * Services an earlier replica served whose configs are gone from the source now: restored once, from their
+   * persisted configs (parsed under today's policy), as services whose configs are gone, so that removeGone holds
+   * them to the service-removal cap like a removal this replica saw. Only before the first snapshot, and only once
+   * both the source and the known hosts are read.
+   */
+  private restorePersisted(): void {
+    if (this.persistedRestored || !this.knownLoaded || this.snapshot !== undefined) return;
+    this.persistedRestored = true;
+    const restored: string[] = [];
+    for (const [name, raw] of this.persistedConfigs ?? []) {
+      if (this.lastConfigs.has(name) || this.entries.has(name)) continue;
+      this.onConfig(raw);
+      if (this.entries.get(name)?.config) restored.push(name);
+      else this.entries.delete(name); // its persisted config no longer parses: nothing to hold
+    }
+    this.persistedConfigs = undefined;
+    if (restored.length > 0)
+      this.log.warn(
+        { services: restored.length, names: restored.slice(0, 10) },
+        'service configs gone since an earlier control plane served them; their removal is capped as if seen here',
+      );
   }
 
   private publish(): void {

@@ -2,7 +2,7 @@ import { Clock, Timer, unrefTimer } from '../common/clock';
 import { errorMessage } from '../common/errors';
 import { Logger } from '../common/log';
 import { encodeKnownHosts, hostsText, KnownHostsError, storableName } from './known-hosts';
-import { Host } from './types';
+import { Host, RawServiceConfig } from './types';
 
 /** Where the writer puts a record: one node (or file) per service. */
 export interface KnownHostsSink {
@@ -11,7 +11,13 @@ export interface KnownHostsSink {
 
 interface Pending {
   readonly hosts: readonly Host[];
+  readonly config?: RawServiceConfig;
   readonly removedAt?: number;
+}
+
+/** What makes two records equal: the config they name and their hosts. */
+function recordText(hostsJson: string, config: RawServiceConfig | undefined): string {
+  return config ? `${config.format}\n${config.origin}\n${config.text}\n${hostsJson}` : hostsJson;
 }
 
 /**
@@ -22,7 +28,7 @@ interface Pending {
  */
 export class KnownHostsWriter {
   private readonly pending = new Map<string, Pending>();
-  /** What is stored per service (hostsText), so an unchanged list is not written again. */
+  /** What is stored per service (recordText), so an unchanged record is not written again. */
   private readonly stored = new Map<string, string>();
   private readonly refused = new Set<string>();
   private timer: Timer | undefined;
@@ -40,12 +46,12 @@ export class KnownHostsWriter {
   ) {}
 
   /** What a load found stored (a record equal to it is not rewritten). */
-  loaded(service: string, hosts: readonly Host[]): void {
-    this.stored.set(service, hostsText(hosts));
+  loaded(service: string, hosts: readonly Host[], config?: RawServiceConfig): void {
+    this.stored.set(service, recordText(hostsText(hosts), config));
   }
 
-  save(service: string, hosts: readonly Host[]): void {
-    this.queue(service, { hosts });
+  save(service: string, hosts: readonly Host[], config?: RawServiceConfig): void {
+    this.queue(service, { hosts, ...(config ? { config } : {}) });
   }
 
   /** Marks the service's record removed, keeping its last hosts (replicas serving an older revision use them). */
@@ -84,12 +90,14 @@ export class KnownHostsWriter {
     this.pending.clear();
     for (const [service, p] of batch) {
       const text = hostsText(p.hosts);
-      if (p.removedAt === undefined && this.stored.get(service) === text) continue;
+      const record = recordText(text, p.config);
+      if (p.removedAt === undefined && this.stored.get(service) === record) continue;
       try {
-        const data = await encodeKnownHosts(service, p.hosts, this.clock.now(), p.removedAt, text);
+        const extras = { text, ...(p.config ? { config: p.config } : {}) };
+        const data = await encodeKnownHosts(service, p.hosts, this.clock.now(), { ...extras, removedAt: p.removedAt });
         await this.sink.put(service, data);
         this.writes++;
-        this.stored.set(service, p.removedAt === undefined ? text : '');
+        this.stored.set(service, p.removedAt === undefined ? record : '');
       } catch (err) {
         if (err instanceof KnownHostsError) {
           this.log.error({ service, err: err.message }, 'known hosts not stored');

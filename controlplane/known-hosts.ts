@@ -3,7 +3,8 @@ import { promisify } from 'node:util';
 import { errorMessage, ProxyMgrError } from '../common/errors';
 import { NAME_RE } from '../common/validate-state';
 import { parseHostEntry } from './host';
-import { Host } from './types';
+import { MAX_SERVICE_CONFIG_BYTES } from './service-config';
+import { Host, RawServiceConfig } from './types';
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
@@ -16,8 +17,11 @@ const gunzipAsync = promisify(gunzip);
 export interface KnownHostsStore {
   /** Every service's persisted hosts, validated like watcher input; rejects when the store cannot be read. */
   load(): Promise<LoadedKnownHosts>;
-  /** Records `hosts` (reported, after fail static) as the service's last known; written later, coalesced. */
-  save(service: string, hosts: readonly Host[]): void;
+  /**
+   * Records `hosts` (reported, after fail static) as the service's last known, with the config it is served with (a
+   * restarted replica holds back the removal of a service whose config vanished meanwhile); written later, coalesced.
+   */
+  save(service: string, hosts: readonly Host[], config?: RawServiceConfig): void;
   /** The service is no longer followed: its record is marked removed (and pruned after a while). */
   remove(service: string): void;
   /** Writes what is pending (bounded wait) and lets go of the connection. */
@@ -26,6 +30,8 @@ export interface KnownHostsStore {
 
 export interface LoadedKnownHosts {
   readonly hosts: ReadonlyMap<string, readonly Host[]>;
+  /** The config each service not marked removed was last served with (records from before configs: none). */
+  readonly configs: ReadonlyMap<string, RawServiceConfig>;
   /** Records or entries that were refused, each naming where. */
   readonly problems: readonly { readonly where: string; readonly message: string }[];
 }
@@ -39,6 +45,8 @@ export interface KnownHostsRecord {
   /** Set when discovery stopped following the service (epoch ms). */
   readonly removedAt?: number;
   readonly hosts: readonly Host[];
+  /** The service config as its source gave it (text, origin, format); parsed again, under today's policy, if used. */
+  readonly config?: { readonly text: string; readonly origin: string; readonly format: 'json' | 'yaml' };
 }
 
 /** A record above this many bytes (compressed) is not written: ZooKeeper's 1 MB node limit less headroom. */
@@ -76,20 +84,25 @@ export function hostsText(hosts: readonly Host[]): string {
   return JSON.stringify(hosts.map(hostJson));
 }
 
-/**
- * A record, gzip-compressed (on the thread pool); refuses one over MAX_KNOWN_HOSTS_BYTES, naming the service. `text`:
- * hostsText(hosts) when the caller has it already (the JSON of 10,000 hosts takes ~10 ms of the event loop).
- */
+/** What a record holds besides the service and its hosts. */
+export interface RecordExtras {
+  readonly removedAt?: number;
+  readonly config?: RawServiceConfig;
+  /** hostsText(hosts) when the caller has it already (the JSON of 10,000 hosts takes ~10 ms of the event loop). */
+  readonly text?: string;
+}
+
+/** A record, gzip-compressed (on the thread pool); refuses one over MAX_KNOWN_HOSTS_BYTES, naming the service. */
 export async function encodeKnownHosts(
   service: string,
   hosts: readonly Host[],
   at: number,
-  removedAt?: number,
-  text = hostsText(hosts),
+  { removedAt, config, text = hostsText(hosts) }: RecordExtras = {},
 ): Promise<Buffer> {
+  const stored = config ? { text: config.text, origin: config.origin, format: config.format } : undefined;
   const json = `{"v":1,"service":${JSON.stringify(service)},"at":${at},${
     removedAt !== undefined ? `"removedAt":${removedAt},` : ''
-  }"hosts":${text}}`;
+  }${stored ? `"config":${JSON.stringify(stored)},` : ''}"hosts":${text}}`;
   const data = await gzipAsync(Buffer.from(json));
   if (data.length > MAX_KNOWN_HOSTS_BYTES)
     throw new KnownHostsError(
@@ -107,7 +120,12 @@ export async function decodeKnownHosts(
   data: Buffer,
   where: string,
   service: string,
-): Promise<{ hosts: Host[]; removedAt?: number; problems: { where: string; message: string }[] }> {
+): Promise<{
+  hosts: Host[];
+  removedAt?: number;
+  config?: RawServiceConfig;
+  problems: { where: string; message: string }[];
+}> {
   let json: Buffer;
   try {
     json = await gunzipAsync(data, { maxOutputLength: MAX_KNOWN_HOSTS_JSON_BYTES });
@@ -147,5 +165,23 @@ export async function decodeKnownHosts(
     }
   });
   const removedAt = typeof r.removedAt === 'number' && Number.isFinite(r.removedAt) ? r.removedAt : undefined;
-  return { hosts, problems, ...(removedAt !== undefined ? { removedAt } : {}) };
+  let config: RawServiceConfig | undefined;
+  if (r.config !== undefined) {
+    const c = r.config as Partial<KnownHostsRecord['config']> | null;
+    if (
+      typeof c !== 'object' ||
+      c === null ||
+      typeof c.text !== 'string' ||
+      typeof c.origin !== 'string' ||
+      (c.format !== 'json' && c.format !== 'yaml')
+    )
+      problems.push({
+        where: `${where} config`,
+        message: 'expected {"text":…,"origin":…,"format":"json"|"yaml"}; left out',
+      });
+    else if (Buffer.byteLength(c.text) > MAX_SERVICE_CONFIG_BYTES || c.origin.length > 4096)
+      problems.push({ where: `${where} config`, message: `larger than a service config may be; left out` });
+    else config = { name: service, text: c.text, origin: c.origin, format: c.format };
+  }
+  return { hosts, problems, ...(removedAt !== undefined ? { removedAt } : {}), ...(config ? { config } : {}) };
 }

@@ -1,5 +1,5 @@
 import { HostsStatus } from '../common/types';
-import { Host, Problem, ServiceConfig, Watcher } from './types';
+import { Host, Problem, RawServiceConfig, ServiceConfig, Watcher } from './types';
 
 /**
  * What discovery holds about one service: its config as last read (and what was wrong with it), its watcher, the
@@ -8,6 +8,8 @@ import { Host, Problem, ServiceConfig, Watcher } from './types';
 export class ServiceEntry {
   raw?: string;
   config?: ServiceConfig;
+  /** The source's config the service is served with (`config` parsed from it), persisted with its known hosts. */
+  source?: RawServiceConfig;
   watcher?: Watcher;
   watcherId?: string;
   /** Bumped whenever the watcher is replaced, so late reports of a stopped watcher are ignored. */

@@ -31,6 +31,7 @@ import {
   changedServices,
   composeState,
   describeChanges,
+  removedServices,
   Revision,
   revisionOf,
   revisionProblem,
@@ -355,12 +356,16 @@ export class RolloutCoordinator implements DesiredStateSource {
     const snap = this.opts.discovery.current();
     let rev: Revision | undefined;
     let changes: string[] = [];
+    let removes: string[] = [];
     if (snap) {
       rev = revisionOf(snap, (name) => this.opts.discovery.configOf(name)?.agents);
       await this.store.putRevision(rev);
       const doc = this.store.doc;
-      if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id)
-        changes = describeChanges(await this.store.getRevision(doc.stable), rev);
+      if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id) {
+        const stable = await this.store.getRevision(doc.stable);
+        changes = describeChanges(stable, rev);
+        removes = removedServices(stable, rev);
+      }
     }
     const fleet = new Map<string, FleetAgent>();
     for (const [id, a] of this.store.agents) {
@@ -382,7 +387,7 @@ export class RolloutCoordinator implements DesiredStateSource {
     let before: FleetDoc | undefined;
     const after = await this.store.update((d) => {
       before = d;
-      const withRev = rev ? onRevision(d, rev.id, this.policy, now, changes) : d;
+      const withRev = rev ? onRevision(d, rev.id, this.policy, now, changes, removes) : d;
       const r = step(withRev, fleet, now, traffic);
       wakeAt = r.wakeAt;
       return r.doc;

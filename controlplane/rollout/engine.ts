@@ -52,6 +52,12 @@ export interface PolicyDoc {
   readonly preflight?: PreflightPolicy;
   /** Traffic gates during each bake (absent in documents from before them: none). */
   readonly gate?: GatePolicy;
+  /**
+   * A rollout that removes services starts paused, waiting for an operator (absent in documents from before it:
+   * true). A removed service has no traffic left for a gate to judge, and an emptied `/service_config` looks exactly
+   * like every service being deleted.
+   */
+  readonly confirmServiceRemovals?: boolean;
 }
 
 /** The preflight of a rollout, as the leader saw it (agents that fail are listed, at most MAX_LISTED). */
@@ -161,6 +167,7 @@ export function policyDoc(p: RolloutPolicyConfig): PolicyDoc {
     ...(p.spreadBy ? { spreadBy: p.spreadBy } : {}),
     preflight: p.preflight ?? DEFAULT_PREFLIGHT_POLICY,
     gate: p.gate ?? DEFAULT_GATE_POLICY,
+    confirmServiceRemovals: p.confirmServiceRemovals ?? true,
   };
 }
 
@@ -208,7 +215,9 @@ function wavesByAgent(r: RolloutDoc): ReadonlyMap<string, number> {
  * A new current revision. The first one ever is released at once (nothing to roll back to). The same target as the
  * current/last rollout, or the stable revision itself, changes nothing — except that a running rollout whose change
  * was reverted is superseded. Anything else supersedes the active rollout (its agents fall back to the stable
- * revision) and starts a new rollout from the last fully released revision.
+ * revision) and starts a new rollout from the last fully released revision; one that removes services (`removes`,
+ * compared with the stable revision) starts paused when its policy says so, until an operator resumes, promotes or
+ * aborts it.
  */
 export function onRevision(
   doc: FleetDoc,
@@ -216,6 +225,7 @@ export function onRevision(
   policy: PolicyDoc,
   now: number,
   changes: readonly string[] = [],
+  removes: readonly string[] = [],
 ): FleetDoc {
   if (doc.stable === '') return { ...doc, stable: revision, seq: doc.seq + 1 };
   const cur = doc.current;
@@ -231,11 +241,12 @@ export function onRevision(
     );
   if (revision === doc.stable) return next;
   const use = next.nextPolicy ?? policy;
+  const confirm = removes.length > 0 && use.confirmServiceRemovals !== false;
   const rollout: RolloutDoc = {
     id: `${revision}-${now.toString(36)}`,
     from: doc.stable,
     to: revision,
-    state: 'running',
+    state: confirm ? 'paused' : 'running',
     policy: use,
     waves: [],
     pending: use.waves,
@@ -243,7 +254,7 @@ export function onRevision(
     forgiven: [],
     createdAt: now,
     updatedAt: now,
-    reason: 'started',
+    reason: confirm ? removalReason(removes) : 'started',
     changes,
   };
   const { nextPolicy: _dropped, ...rest } = next;
@@ -526,6 +537,16 @@ function startWave(r: RolloutDoc, spec: string, take: readonly string[], now: nu
     updatedAt: now,
     reason: `${why}wave ${wave.index} (${spec}) released to ${take.length} agent(s)`,
   };
+}
+
+/** Why a rollout that removes services waits, and what the operator can do. */
+function removalReason(removes: readonly string[]): string {
+  const names = removes.slice(0, 10).join(', ') + (removes.length > 10 ? `, … (${removes.length})` : '');
+  return (
+    `waiting for an operator: removes ${removes.length} service(s) (${names}), and a removed service leaves no ` +
+    `traffic for the gates to judge; resume to roll the removal out in waves, promote to release it to every agent ` +
+    `now, abort to keep the services (restore their configs)`
+  );
 }
 
 /** The rollout with `reason` (the same document when the reason is unchanged: no ZooKeeper write per step). */

@@ -202,6 +202,13 @@ export function describeChanges(from: Revision | undefined, to: Revision): strin
     for (const [field, x, y] of fields)
       if (canonicalJson(x) !== canonicalJson(y)) out.push(`${field} of ${name} changed`);
   }
-  for (const name of before.keys()) if (!after.has(name)) out.push(`service ${name} removed`);
+  for (const name of removedServices(from, to)) out.push(`service ${name} removed`);
   return out;
+}
+
+/** The services `from` has and `to` does not, by name. */
+export function removedServices(from: Revision | undefined, to: Revision): string[] {
+  if (!from) return [];
+  const after = new Set(to.services.map((s) => s.name));
+  return from.services.map((s) => s.name).filter((name) => !after.has(name));
 }

@@ -4,7 +4,7 @@ import { errorMessage, ProxyMgrError } from '../../common/errors';
 import { Logger } from '../../common/log';
 import { decodeKnownHosts, KnownHostsStore, LoadedKnownHosts } from '../known-hosts';
 import { KnownHostsWriter } from '../known-hosts-writer';
-import { Host } from '../types';
+import { Host, RawServiceConfig } from '../types';
 import { ensurePath, secureNodes } from './acl';
 import { call, call2, ignore, zkCode } from './calls';
 import { ZkDigest } from './digest';
@@ -68,6 +68,7 @@ export class ZkKnownHostsStore implements KnownHostsStore {
       throw err;
     });
     const hosts = new Map<string, readonly Host[]>();
+    const configs = new Map<string, RawServiceConfig>();
     const problems: { where: string; message: string }[] = [];
     const now = this.clock.now();
     await Promise.all(
@@ -90,8 +91,9 @@ export class ZkKnownHostsStore implements KnownHostsStore {
             return;
           }
           hosts.set(name, r.hosts);
+          if (r.config && r.removedAt === undefined) configs.set(name, r.config);
           this.lastHosts.set(name, r.hosts);
-          this.writer.loaded(name, r.hosts);
+          this.writer.loaded(name, r.hosts, r.removedAt === undefined ? r.config : undefined);
         } catch (err) {
           if (zkCode(err) === Exception.NO_NODE) return;
           problems.push({ where, message: errorMessage(err) });
@@ -99,12 +101,12 @@ export class ZkKnownHostsStore implements KnownHostsStore {
       }),
     );
     for (const p of problems) this.log.warn({ where: p.where }, `known hosts: ${p.message}`);
-    return { hosts, problems };
+    return { hosts, configs, problems };
   }
 
-  save(service: string, hosts: readonly Host[]): void {
+  save(service: string, hosts: readonly Host[], config?: RawServiceConfig): void {
     this.lastHosts.set(service, hosts);
-    this.writer.save(service, hosts);
+    this.writer.save(service, hosts, config);
   }
 
   remove(service: string): void {

@@ -211,6 +211,50 @@ agent:
     expect(touching.filter((a) => /drain|maint|del server/.test(`${a.kind} ${a.detail} ${a.reason}`))).toEqual([]);
     expect(cp.logs()).not.toMatch(/serving the service without hosts/);
   });
+
+  test('service configs deleted while no control plane runs: the restarted one removes at most max_service_removal_share of the services; the rest keep serving', async () => {
+    const ports = await Promise.all([freePort(), freePort(), freePort()]);
+    const names = ['s1', 's2', 's3'];
+    for (const [i, name] of names.entries())
+      await zkc.put(
+        `/service_config/${name}`,
+        JSON.stringify({
+          type: 'static',
+          port: ports[i],
+          listen_options: ['mode http'],
+          hosts: [`127.0.0.1:${backends[0]!.port}`],
+        }),
+      );
+    const answers = async (port: number) => (await tally(port, 2)).has('a');
+    for (const port of ports) expect(await eventually(() => answers(port), 20_000)).toBe(true);
+    // Each record carries the config its service is served with.
+    for (const name of names)
+      expect(await eventually(() => zkExists(zkc, `/proxymgr/known_hosts/${name}`), 10_000)).toBe(true);
+    await sleep(1500); // the writer's coalescing interval: the records hold the configs
+
+    expect(await cp.stop()).toBe(0);
+    for (const name of names) await zkc.remove(`/service_config/${name}`);
+    cp = startCli(['controlplane', '--config', cpConfig]);
+    expect(await cp.waitForLog(/control plane started/)).toBe(true);
+    expect(await cp.waitForLog(/service configs gone since an earlier control plane served them/, 15_000)).toBe(true);
+    // 3 of the 4 services are gone; a quarter of 4 may go in the first step (60 s): s1. s2 and s3 keep serving.
+    expect(
+      await eventually(async () => {
+        try {
+          await tally(ports[0]!, 1);
+          return false;
+        } catch {
+          return true;
+        }
+      }, 15_000),
+    ).toBe(true);
+    const list = await listServices();
+    expect(list.services.map((x) => x.name).sort()).toEqual(['s2', 's3', 'web']);
+    expect(list.errors.s2).toMatch(/removal held back by max_service_removal_share 0\.25/);
+    await sleep(2000); // a drift check and a couple of pushes later, still there
+    expect(await answers(ports[1]!)).toBe(true);
+    expect(await answers(ports[2]!)).toBe(true);
+  });
 });
 
 function zkExists(zkc: ZkTestClient, p: string): Promise<boolean> {

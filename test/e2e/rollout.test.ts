@@ -533,4 +533,39 @@ agent:
       expect(Date.parse(w.startedAt)).toBeGreaterThan(Date.parse(s.rollout!.waves![0]!.ackedAt!) + 5000);
     assertOnlyReleased(seen);
   });
+
+  test('a revision that removes a service waits for an operator (a removal leaves no traffic to judge): the service serves until promote', async () => {
+    const live = cps.findIndex((c) => c.proc!.proc.exitCode === null && c.proc!.proc.signalCode === null);
+    const before = await status(live);
+    // This client's session did not outlive the ZooKeeper restart above.
+    zkc.close();
+    zkc = await connectZk(zk.connectString);
+    await zkc.remove('/service_config/eu');
+    const s = await until(
+      (x) => x.rollout?.state === 'paused' && x.rollout.toRevision !== before.stableRevision,
+      20_000,
+      live,
+    );
+    expect(s.rollout!.reason).toMatch(/waiting for an operator: removes 1 service\(s\) \(eu\)/);
+    await sleep(1000); // well past the 300 ms bake: nothing moves on its own
+    const held = await status(live);
+    expect(held.rollout).toMatchObject({ id: s.rollout!.id, state: 'paused' });
+    expect(held.rollout!.waves ?? []).toHaveLength(0);
+    expect((await hit('127.0.0.1', euPort)).body).toMatch(/^[ab]$/);
+    expect((await hit('127.0.0.2', euPort)).body).toMatch(/^[ab]$/);
+
+    expect((await ctl(live, 'promote', '--id', s.rollout!.id)).code).toBe(0);
+    await until((x) => x.rollout?.id === s.rollout!.id && x.rollout.state === 'completed', 20_000, live);
+    expect(
+      await eventually(async () => {
+        try {
+          await hit('127.0.0.1', euPort);
+          return false;
+        } catch (err) {
+          return /ECONNREFUSED/.test(String(err));
+        }
+      }, 10_000),
+    ).toBe(true);
+    expect((await hit('127.0.0.1')).rev).toBe('v7'); // the other service untouched
+  });
 });

@@ -49,7 +49,13 @@ describe('ZkKnownHostsStore', () => {
   test('written by one replica, loaded by the next; planted records and hosts are named and left out', async () => {
     const a = store();
     await a.load(); // nothing yet
-    a.save('web', [host(1), host(2)]);
+    const webConfig = {
+      name: 'web',
+      text: '{"type":"static","port":8080}',
+      origin: '/service_config/web',
+      format: 'json' as const,
+    };
+    a.save('web', [host(1), host(2)], webConfig);
     a.save('api', [host(3)]);
     expect(await eventually(async () => (await exists(`${PATH}/web`)) && exists(`${PATH}/api`), 5000)).toBe(true);
     await a.close();
@@ -62,6 +68,7 @@ describe('ZkKnownHostsStore', () => {
     const b = store();
     const loaded = await b.load();
     expect(Object.fromEntries(loaded.hosts)).toEqual({ web: [host(1), host(2)], api: [host(3)], evil: [host(4)] });
+    expect(Object.fromEntries(loaded.configs)).toEqual({ web: webConfig }); // the config it was served with
     expect(loaded.problems.map((p) => p.where).sort()).toEqual([
       `zookeeper ${PATH}/evil hosts[1]`,
       `zookeeper ${PATH}/junk`,
@@ -70,7 +77,9 @@ describe('ZkKnownHostsStore', () => {
     b.remove('web');
     await b.close();
     const c = store();
-    expect((await c.load()).hosts.get('web')).toEqual([host(1), host(2)]);
+    const again = await c.load();
+    expect(again.hosts.get('web')).toEqual([host(1), host(2)]);
+    expect(again.configs.has('web')).toBe(false); // removed: never restored by a later replica
     await c.close();
   });
 

@@ -53,17 +53,34 @@ class FakeWatcher implements Watcher {
   async stop(): Promise<void> {}
 }
 
+/** A store whose loads the test settles: resolve/reject settle the pending load (a rejected one makes way for the next). */
 class FakeStore implements KnownHostsStore {
   saved = new Map<string, readonly Host[]>();
+  savedConfigs = new Map<string, RawServiceConfig | undefined>();
   removed: string[] = [];
-  resolve!: (r: LoadedKnownHosts) => void;
-  reject!: (e: Error) => void;
-  readonly loading = new Promise<LoadedKnownHosts>((res, rej) => ((this.resolve = res), (this.reject = rej)));
-  load(): Promise<LoadedKnownHosts> {
-    return this.loading;
+  loads = 0;
+  private next = FakeStore.deferred();
+  private static deferred() {
+    let resolve!: (r: LoadedKnownHosts) => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<LoadedKnownHosts>((res, rej) => ((resolve = res), (reject = rej)));
+    return { promise, resolve, reject };
   }
-  save(service: string, hosts: readonly Host[]): void {
+  resolve(r: Omit<LoadedKnownHosts, 'configs'> & Partial<Pick<LoadedKnownHosts, 'configs'>>): void {
+    this.next.resolve({ configs: new Map(), ...r });
+  }
+  reject(e: Error): void {
+    const d = this.next;
+    this.next = FakeStore.deferred();
+    d.reject(e);
+  }
+  load(): Promise<LoadedKnownHosts> {
+    this.loads++;
+    return this.next.promise;
+  }
+  save(service: string, hosts: readonly Host[], config?: RawServiceConfig): void {
     this.saved.set(service, hosts);
+    this.savedConfigs.set(service, config);
   }
   remove(service: string): void {
     this.removed.push(service);
@@ -206,6 +223,74 @@ describe('unknown is not empty (discovery)', () => {
     await flush(clock, 1);
     expect(svc('web')).toMatchObject({ hosts: 'reported' });
     expect(d.errors().source[0]?.message).toMatch(/cannot read the last known hosts \(no ZooKeeper connection/);
+    await d.stop();
+  });
+
+  test('a failed load is tried again with backoff; a service whose hosts are unknown then runs the hosts it brings (configs are not restored late)', async () => {
+    const store = new FakeStore();
+    const { d, clock, source, watchers, svc } = setup({}, store);
+    source.set(['web']);
+    watchers.get('web')!.listener!.unavailable('dns: SERVFAIL from 127.0.0.1:53');
+    store.reject(new Error('no ZooKeeper connection to z:2181 within 5000 ms'));
+    await flush(clock, 1);
+    expect(svc('web')).toMatchObject({ hosts: 'unknown', servers: [] });
+    expect(d.errors().source[0]?.message).toMatch(/runs without them until they are read \(trying again in 5 s\)/);
+    await flush(clock, 5000);
+    expect(store.loads).toBe(2);
+    store.reject(new Error('still down'));
+    await flush(clock, 1);
+    expect(d.errors().source[0]?.message).toMatch(/\(still down\).*trying again in 10 s/);
+    const old: RawServiceConfig = {
+      name: 'old',
+      text: '{"type":"static","hosts":[],"port":9999}',
+      origin: 'o',
+      format: 'json',
+    };
+    store.resolve({ hosts: new Map([['web', [host(1), host(2)]]]), configs: new Map([['old', old]]), problems: [] });
+    await flush(clock, 10_000);
+    expect(store.loads).toBe(3);
+    expect(svc('web')).toMatchObject({ hosts: 'unknown', servers: [{ name: 'h1' }, { name: 'h2' }] });
+    expect(d.errors().source).toEqual([]);
+    expect(svc('old')).toBeUndefined(); // the first snapshot went out without it: for the agents it is gone already
+    await d.stop();
+  });
+
+  test('a service whose config vanished while no control plane ran is restored from its record and removed at the capped pace', async () => {
+    const names = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8'];
+    const raw = (name: string, i: number): RawServiceConfig => ({
+      name,
+      text: JSON.stringify({ type: 'static', hosts: [], port: 8000 + i }),
+      origin: `test ${name}`,
+      format: 'json',
+    });
+    const store = new FakeStore();
+    const { d, clock, source, watchers, svc } = setup(
+      { maxServiceRemovalShare: 0.25, serviceRemovalStepMs: 60_000, initialSyncTimeoutMs: 1000 },
+      store,
+    );
+    store.resolve({
+      hosts: new Map([...names, 'bad'].map((n) => [n, [host(1)]])),
+      configs: new Map([
+        ...names.map((n, i): [string, RawServiceConfig] => [n, raw(n, i)]),
+        ['bad', { name: 'bad', text: '{"type":"static","port":"no"}', origin: 'test bad', format: 'json' }],
+      ]),
+      problems: [],
+    });
+    await flush(clock, 1);
+    source.set(['s1', 's2']); // only two of the eight configs are left (an emptied path, a bad restore)
+    for (const n of ['s1', 's2']) watchers.get(n)!.listener!.hosts({ hosts: [host(2)], problems: [] });
+    await flush(clock, 1001);
+    // Served before: 8 (and 'bad', which no longer parses, is not held); 2 may go in this step.
+    expect(d.current()?.services.map((s) => s.name)).toEqual(['s1', 's2', 's5', 's6', 's7', 's8']);
+    expect(svc('s8')).toMatchObject({ hosts: 'unknown', servers: [{ name: 'h1' }] });
+    expect(d.errors().source[0]?.message).toMatch(
+      /the configs of 6 service\(s\) are gone, more than max_service_removal_share 0\.25 of 8/,
+    );
+    expect(store.removed).toEqual(['s3', 's4']);
+    // Reported hosts are stored with the config they are served with.
+    expect(store.savedConfigs.get('s1')).toMatchObject({ name: 's1', origin: 'test s1' });
+    await flush(clock, 60_000); // the next step: a quarter of the 6 served now
+    expect(d.current()?.services.map((s) => s.name)).toEqual(['s1', 's2', 's6', 's7', 's8']);
     await d.stop();
   });
 });

@@ -89,8 +89,21 @@ test('a revision service discovery does not follow: persisted servers, hosts unk
   }
   await settle();
   expect(store!.doc!.stable).not.toBe('');
-  // Discovery stops following `gone`: a rollout removes it, the canary first; a2 keeps the old revision.
+  // Discovery stops following `gone`: the rollout that removes it waits for an operator, and every agent keeps
+  // `gone` with its persisted servers meanwhile.
   discovery.publish([svc('web', 8080, [server('w1')])]);
+  await settle();
+  expect(store!.doc!.current).toMatchObject({
+    state: 'paused',
+    reason: expect.stringContaining('removes 1 service(s) (gone)'),
+  });
+  for (const a of agents)
+    expect(c.desiredFor(a)!.services.find((s) => s.name === 'gone')).toMatchObject({
+      hosts: 'unknown',
+      servers: [{ name: 'g1' }, { name: 'g2' }],
+    });
+  // Resumed: the canary first; a2 keeps the old revision.
+  await c.command('resume', store!.doc!.current!.id);
   await settle();
   expect(store!.doc!.current?.state).toBe('running');
   const a2 = c.desiredFor(agents[1]!)!;

@@ -231,6 +231,40 @@ describe('rollout engine', () => {
     expect(step(doc, fleetOf(running), 1003).doc.current!.state).toBe('completed');
   });
 
+  test('a revision that removes services waits for an operator: nobody gets it until resume (waves) or promote', () => {
+    let doc = onRevision(EMPTY_DOC, 'r1', POLICY, 0);
+    const running = Object.fromEntries(ids(10).map((id) => [id, 'r1']));
+    doc = onRevision(doc, 'r2', POLICY, 1000, ['service api removed'], ['api']);
+    expect(doc.current).toMatchObject({
+      state: 'paused',
+      reason: expect.stringMatching(/removes 1 service\(s\) \(api\)/),
+    });
+    for (let t = 1001; t < 100_000; t += 5000) doc = step(doc, fleetOf(running), t).doc;
+    expect(doc.current!.waves).toHaveLength(0);
+    for (const id of ids(10)) expect(releasedRevision(doc, id)).toBe('r1');
+    // resume: waves as usual, the canary first.
+    const resumed = step(command(doc, 'resume', 100_000), fleetOf(running), 100_001).doc;
+    expect(resumed.current!.waves.map((w) => w.agents.length)).toEqual([1]);
+    // promote: every agent at once.
+    const promoted = step(command(doc, 'promote', 100_000), fleetOf(running), 100_001).doc;
+    expect(promoted.current!.waves.map((w) => w.agents.length)).toEqual([10]);
+    // abort: the services stay.
+    expect(command(doc, 'abort', 100_000).stable).toBe('r1');
+    // Without confirmation (or with nothing removed), a rollout starts running.
+    const off = onRevision(
+      onRevision(EMPTY_DOC, 'r1', POLICY, 0),
+      'r2',
+      { ...POLICY, confirmServiceRemovals: false },
+      1000,
+      [],
+      ['api'],
+    );
+    expect(off.current!.state).toBe('running');
+    expect(
+      onRevision(onRevision(EMPTY_DOC, 'r1', POLICY, 0), 'r2', POLICY, 1000, ['service api added'], []).current!.state,
+    ).toBe('running');
+  });
+
   test('a newer revision supersedes the rollout and starts again from the stable revision; agents joining mid-rollout get the stable one', () => {
     const { doc: d0, running } = start(4);
     let doc = step(d0, fleetOf(running), 1000).doc;
