@@ -16,6 +16,8 @@ module.exports = {
   maxWorkers: 2,
   testTimeout: 60000,
   // No forceExit: every test closes what it opened. And no test may leave a process behind (checked at the end).
+  // Longest files first, whatever their size (see the file).
+  testSequencer: '<rootDir>/test/sequencer.js',
   globalSetup: '<rootDir>/test/global-setup.js',
   globalTeardown: '<rootDir>/test/global-teardown.js',
 };

@@ -6,13 +6,14 @@ import { missingFields } from '../bench/harness';
 import { REPO } from './paths';
 
 /**
- * The smoke runs, in three groups (one test file each, so jest spreads them over its workers); every benchmark is
+ * The smoke runs, in four groups (one test file each, so jest spreads them over its workers); every benchmark is
  * in exactly one (a unit test checks).
  */
 export const SMOKE_GROUPS = {
   agent: ['reload', 'scale', 'churn', 'propagation', 'hostile'],
   fleet: ['discovery', 'fanout', 'pushsize', 'sustained', 'rollout'],
-  faults: ['gate', 'faults', 'simulate'],
+  gate: ['gate', 'simulate'],
+  faults: ['faults'],
 } as const;
 
 const RUNNER = path.join(REPO, 'dist', 'bench', 'run.js');
