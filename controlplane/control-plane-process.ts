@@ -151,6 +151,12 @@ export class ControlPlaneProcess {
       () => [[{}, streamStats.statsDropped]],
     );
     counterOf(
+      'proxymgr_cp_nack_running_refused_total',
+      'NACKs naming a running version the agent was neither sent on its stream nor recorded as running (kept the recorded one)',
+      [],
+      () => [[{}, streamStats.nackRunningRefused]],
+    );
+    counterOf(
       'proxymgr_cp_push_encodings_total',
       'Push bodies encoded, and reused for another agent on the same change and base',
       ['result'],

@@ -3,6 +3,7 @@ import { Clock, systemClock } from '../common/clock';
 import { AGENT_MESSAGE_LIMIT_BYTES } from '../common/grpc';
 import { silentLogger } from '../common/log';
 import { DesiredState } from '../common/types';
+import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../common/gen/proxymgr/v1/stream';
 import { AgentStreamDefinition } from '../controlplane/grpc/push-encoding';
 import { AgentRegistry } from '../controlplane/grpc/registry';
 import { agentStreamServer, StreamLimits } from '../controlplane/grpc/stream-server';
@@ -10,11 +11,13 @@ import { DesiredStateSource } from '../controlplane/ports';
 
 /**
  * A real gRPC server running the agent stream (with the pre-encoding serializer, as the control plane registers it)
- * over a desired state the test controls; its timers (answer timeout, push pacing) run on `clock`.
+ * over a desired state the test controls; its timers (answer timeout, push pacing) run on `clock`, and what agents
+ * report goes to `registry` (give one with events to watch them).
  */
 export async function startStreamServer(
   limits: StreamLimits = { newStreamsPerSecond: 100, pushesPerSecond: 100 },
   clock: Clock = systemClock,
+  registry: AgentRegistry = new AgentRegistry(),
 ) {
   let current: DesiredState | undefined;
   const subscribers = new Set<() => void>();
@@ -25,7 +28,6 @@ export async function startStreamServer(
       return () => subscribers.delete(fn);
     },
   };
-  const registry = new AgentRegistry();
   const srv = new grpc.Server({ 'grpc.max_receive_message_length': AGENT_MESSAGE_LIMIT_BYTES });
   srv.addService(
     AgentStreamDefinition,
@@ -46,5 +48,27 @@ export async function startStreamServer(
       for (const fn of subscribers) fn();
     },
     close: () => srv.forceShutdown(),
+  };
+}
+
+/** A raw agent-stream client (protocol 0) that says hello and records pushes and errors; close it in `finally`. */
+export function rawAgent(port: number, nodeId: string, runningVersion = '') {
+  const client = new AgentStreamClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const call = client.stream();
+  const pushes: ControlMessage['push'][] = [];
+  let error: grpc.ServiceError | undefined;
+  call.on('data', (m: ControlMessage) => pushes.push(m.push));
+  call.on('error', (e: grpc.ServiceError) => (error = e));
+  call.write({
+    hello: Hello.fromPartial({ nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion }),
+  });
+  return {
+    pushes,
+    error: () => error,
+    send: (m: AgentMessage) => call.write(m),
+    close: () => {
+      call.cancel();
+      client.close();
+    },
   };
 }

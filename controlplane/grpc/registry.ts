@@ -158,11 +158,26 @@ export class AgentRegistry {
     this.events.onCounters?.(record, counters, at, version);
   }
 
-  nack(record: AgentRecord, version: string, reason: string, runningVersion: string): void {
+  /**
+   * A NACK of `version`. The running version it names is the agent's word: it is believed only when it is one of
+   * `sent` (versions its stream sent it) or the one it is already recorded as running (its hello's, its last ACK's).
+   * Its traffic is counted for the revision of what it runs, so an agent naming any other version could have its
+   * Stats count for a revision it was never sent. Otherwise the record keeps its running version; returns whether
+   * the claim was believed.
+   */
+  nack(
+    record: AgentRecord,
+    version: string,
+    reason: string,
+    runningVersion: string,
+    sent: ReadonlySet<string>,
+  ): boolean {
+    const believed = runningVersion === record.runningVersion || sent.has(runningVersion);
     record.lastNackedVersion = version;
     record.lastError = reason;
-    record.runningVersion = runningVersion;
+    if (believed) record.runningVersion = runningVersion;
     this.events.onNack?.(record, version, reason);
+    return believed;
   }
 
   get(nodeId: string): AgentRecord | undefined {

@@ -151,7 +151,8 @@ const LARGE_PUSH_BYTES = 64 * 1024;
 
 /**
  * Counts for metrics and benchmarks: pushes by kind, resyncs asked for, bytes of push bodies written, Stats messages
- * dropped for coming too soon after the stream's previous one.
+ * dropped for coming too soon after the stream's previous one, NACKs whose running version was not believed (see
+ * AgentRegistry.nack).
  */
 export const streamStats = {
   deltaPushes: 0,
@@ -160,7 +161,14 @@ export const streamStats = {
   resyncs: 0,
   bytes: 0,
   statsDropped: 0,
+  nackRunningRefused: 0,
 };
+
+/**
+ * Versions a stream remembers having sent, newest last: the agent's running version after a NACK is the last one it
+ * applied, at most a few pushes back (one whose ACK was overtaken by the next push after the answer timeout).
+ */
+const MAX_SENT_REMEMBERED = 16;
 
 /** What the control plane knows an agent holds: a state object it sent, or the set the agent declared in its hello. */
 type Held = { readonly state: DesiredState } | { readonly declared: Declared };
@@ -247,6 +255,8 @@ export function agentStreamServer(
       let lastAnswered: { version: string; nonce: string } | undefined;
       const isAnswerAgain = (a: { nonce: string; version: string }): boolean =>
         outstanding === undefined && a.nonce === lastAnswered?.nonce && a.version === lastAnswered.version;
+      /** The versions pushed on this stream (the newest MAX_SENT_REMEMBERED): what a NACK may say the agent runs. */
+      const sentVersions = new Set<string>();
       /** Pushes sent since the agent last answered, by nonce: a Resync must name one of them. */
       const unanswered = new Map<string, 'delta' | 'full' | 'protocol 0'>();
       /** Armed only while a change waits for the outstanding push's answer: it lets the change go once overdue. */
@@ -339,6 +349,9 @@ export function agentStreamServer(
         // An agent that never answers gets a push per answer timeout: keep only the latest few.
         if (unanswered.size > 16) unanswered.delete(unanswered.keys().next().value!);
         sentVersion = desired.version;
+        sentVersions.delete(desired.version); // re-inserted: newest last
+        sentVersions.add(desired.version);
+        if (sentVersions.size > MAX_SENT_REMEMBERED) sentVersions.delete(sentVersions.values().next().value!);
         nackedVersion = ''; // a different version goes out: the NACKed one is no longer the last word
         held = { state: desired };
         needFull = false;
@@ -359,6 +372,16 @@ export function agentStreamServer(
           });
         }
         alog.debug({ version: desired.version, nonce, kind, bytes: body.length }, 'pushed desired state');
+      };
+      /** Records a NACK; a running version the stream never sent (nor the agent ran) is logged, counted, not believed. */
+      const recordNack = (a: AgentRecord, nack: { version: string; runningVersion: string }, reason: string) => {
+        const running = nack.runningVersion.slice(0, MAX_VERSION_FIELD);
+        if (registry.nack(a, nack.version, reason, running, sentVersions)) return;
+        streamStats.nackRunningRefused++;
+        alog.warn(
+          { version: nack.version, claimed_running_version: plain(running), running_version: a.runningVersion },
+          'NACK names a running version this stream never sent the agent; the recorded running version is kept',
+        );
       };
       const maybePush = () => {
         if (closed || !agent || queued || sending || awaitingAnswer()) return;
@@ -487,12 +510,7 @@ export function agentStreamServer(
           nackedVersion = '';
           alog.info({ version: msg.ack.version }, 'ACK again after a retry');
         } else if (msg.nack && isAnswerAgain(msg.nack)) {
-          registry.nack(
-            agent,
-            msg.nack.version,
-            clipText(msg.nack.reason),
-            msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD),
-          );
+          recordNack(agent, msg.nack, clipText(msg.nack.reason));
         } else if (msg.ack) {
           if (msg.ack.nonce !== outstanding?.nonce) return; // an answer to a push superseded since (or never sent)
           if (msg.ack.version !== outstanding.version)
@@ -538,7 +556,7 @@ export function agentStreamServer(
           nackedVersion = msg.nack.version;
           sentVersion = msg.nack.runningVersion; // protocol 0; protocol 2 agents hold what they were sent (held)
           const reason = clipText(msg.nack.reason);
-          registry.nack(agent, msg.nack.version, reason, msg.nack.runningVersion.slice(0, MAX_VERSION_FIELD));
+          recordNack(agent, msg.nack, reason);
           alog.warn(
             { version: msg.nack.version, reason },
             'NACK; not re-sending this version (an agent retries a transient failure itself and answers again)',

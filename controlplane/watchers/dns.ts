@@ -18,6 +18,15 @@ export interface DnsWatcherOptions {
 /** Codes that say "this name has no such records" — an answer, not an outage. */
 const NO_RECORDS = new Set(['ENODATA', 'ENOTFOUND', 'NOTFOUND', 'NODATA']);
 
+/**
+ * One question's answer: its records, or none — with `doubt` when "none" came from a nameserver listed after one
+ * that failed for this question, which makes it no answer (see DnsWatcher.ask).
+ */
+interface Answer<T> {
+  readonly records: T[];
+  readonly doubt?: string;
+}
+
 interface Resolved {
   hosts: Host[];
   problems: { where: string; message: string }[];
@@ -27,17 +36,27 @@ interface Resolved {
 /**
  * Hosts from DNS: A/AAAA records of `{"name","port"}` backends and the targets of SRV records (`{"srv": name}`,
  * port and weight from the SRV answer). A name without records is reported (and skipped); a timeout or server
- * failure makes the watcher unavailable, which keeps the previous hosts.
+ * failure makes the watcher unavailable, which keeps the previous hosts. Nameservers are asked in their order, each
+ * one after the previous failed (see ask).
  */
 export class DnsWatcher implements Watcher {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastKey: string | undefined;
-  private readonly resolver: dns.Resolver;
+  /** One resolver per nameserver, in their configured order (the system's when none are configured). */
+  private readonly resolvers: readonly { readonly server: string; readonly resolver: dns.Resolver }[];
 
   constructor(private readonly options: DnsWatcherOptions) {
-    this.resolver = new dns.Resolver({ timeout: options.timeoutMs ?? 1000, tries: 2 });
-    if (options.nameservers.length > 0) this.resolver.setServers([...options.nameservers]);
+    const resolver = (server?: string) => {
+      const r = new dns.Resolver({ timeout: options.timeoutMs ?? 1000, tries: 2 });
+      if (server !== undefined) r.setServers([server]);
+      return r;
+    };
+    const servers = options.nameservers.length > 0 ? options.nameservers : resolver().getServers();
+    this.resolvers =
+      servers.length > 0
+        ? servers.map((server) => ({ server, resolver: resolver(server) }))
+        : [{ server: 'the system resolver', resolver: resolver() }];
   }
 
   start(listener: WatcherListener): void {
@@ -65,7 +84,7 @@ export class DnsWatcher implements Watcher {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    this.resolver.cancel();
+    for (const r of this.resolvers) r.resolver.cancel();
   }
 
   private async resolveAll(): Promise<Resolved> {
@@ -91,10 +110,14 @@ export class DnsWatcher implements Watcher {
 
   private async resolveA(name: string, port: number, weight: number): Promise<Resolved> {
     const [v4, v6] = await Promise.all([
-      this.records(() => this.resolver.resolve4(name, { ttl: true })),
-      this.records(() => this.resolver.resolve6(name, { ttl: true })),
+      this.ask((r) => r.resolve4(name, { ttl: true })),
+      this.ask((r) => r.resolve6(name, { ttl: true })),
     ]);
-    const answers = [...v4, ...v6];
+    const answers = [...v4.records, ...v6.records];
+    // A name with addresses of one family is not held back by a doubtful "none" of the other (a fallback asked for
+    // AAAA while the primary fails): only a name left with no address at all must be an answer to be reported.
+    const doubt = v4.doubt ?? v6.doubt;
+    if (answers.length === 0 && doubt !== undefined) throw new Error(`${name}: ${doubt}`);
     if (answers.length === 0)
       return {
         hosts: [],
@@ -115,7 +138,9 @@ export class DnsWatcher implements Watcher {
   }
 
   private async resolveSrv(name: string): Promise<Resolved> {
-    const srv = await this.records(() => this.resolver.resolveSrv(name));
+    const answer = await this.ask((r) => r.resolveSrv(name));
+    const srv = answer.records;
+    if (srv.length === 0 && answer.doubt !== undefined) throw new Error(`${name}: ${answer.doubt}`);
     if (srv.length === 0)
       return {
         hosts: [],
@@ -138,14 +163,34 @@ export class DnsWatcher implements Watcher {
     };
   }
 
-  /** Runs a lookup; "no such records" is an empty answer, anything else (timeout, refused, SERVFAIL) throws. */
-  private async records<T>(lookup: () => Promise<T[]>): Promise<T[]> {
-    try {
-      return await lookup();
-    } catch (err) {
-      if (NO_RECORDS.has((err as NodeJS.ErrnoException).code ?? '')) return [];
-      throw err;
+  /**
+   * Asks the nameservers one after the other, in their configured order, as a stub resolver does: one that fails
+   * (timeout, refused, SERVFAIL) passes the question to the next, and records count whichever nameserver gives them.
+   * "No such records" (NXDOMAIN, NODATA) is an answer only from a nameserver none before which failed for this
+   * question: a fallback that knows nothing of a name while the primary cannot answer is often another view of DNS
+   * (a public resolver behind an internal zone), and believing it would take the service to no hosts on every agent.
+   * Such a "none" comes back with its doubt, for the caller to treat as a failed lookup (the service keeps its hosts).
+   * Throws the first nameserver's error when every one failed.
+   */
+  private async ask<T>(lookup: (resolver: dns.Resolver) => Promise<T[]>): Promise<Answer<T>> {
+    let failed: { server: string; err: Error } | undefined;
+    for (const { server, resolver } of this.resolvers) {
+      let records: T[];
+      try {
+        records = await lookup(resolver);
+      } catch (err) {
+        if (this.stopped) throw err; // cancelled: no question goes to the next nameserver after stop()
+        if (!NO_RECORDS.has((err as NodeJS.ErrnoException).code ?? '')) {
+          failed ??= { server, err: err as Error };
+          continue;
+        }
+        records = [];
+      }
+      if (records.length > 0 || failed === undefined) return { records };
+      const why = `${server} answered no records, not believed while ${failed.server} (listed before it) fails: ${failed.err.message}`;
+      return { records, doubt: why };
     }
+    throw failed!.err;
   }
 }
 

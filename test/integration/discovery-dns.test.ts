@@ -2,10 +2,12 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Discovery } from '../../controlplane/discovery';
 import { startDnsmasq, Dnsmasq } from '../../testkit/dnsmasq';
+import { FailingDns, startFailingDns } from '../../testkit/failing-dns';
 import { endpoints, service, testDiscovery } from '../../testkit/discovery';
 import { tempDir } from '../../testkit/net';
 
 let dns: Dnsmasq | undefined;
+let primary: FailingDns | undefined;
 let d: Discovery | undefined;
 const tmp = tempDir('proxymgr-dns-cfg-');
 
@@ -15,6 +17,8 @@ afterEach(async () => {
   d = undefined;
   await dns?.stop();
   dns = undefined;
+  await primary?.stop();
+  primary = undefined;
 });
 
 test('A and SRV answers from dnsmasq become hosts, and changed records are followed', async () => {
@@ -103,4 +107,63 @@ test('a DNS outage keeps the previous hosts and says so; a name without records 
   const p = d.errors().services.db!.find((x) => x.code === 'WATCHER_FAILED')!;
   expect(p.message).toMatch(/dns lookup failed: .*; keeping the 1 previous host\(s\) \(fail static\)/);
   expect(endpoints(d.current()).db).toEqual(['127.0.0.21:5432']);
+});
+
+/** Service configs `db` (db.proxymgr.test, A records only) and `gone` (a name without records) in a new directory. */
+async function dbAndGone(name: string): Promise<string> {
+  const dir = path.join(tmp.dir, name);
+  await fsp.mkdir(dir);
+  const config = (port: number, host: string) =>
+    JSON.stringify({ type: 'dns', port, backends: [{ name: host, port: 5432 }] });
+  await fsp.writeFile(path.join(dir, 'db.json'), config(5434, 'db.proxymgr.test'));
+  await fsp.writeFile(path.join(dir, 'gone.json'), config(5435, 'gone.proxymgr.test'));
+  return dir;
+}
+
+for (const failure of ['servfail', 'silent'] as const) {
+  test(`a nameserver that fails (${failure}) before one that says "no such name": hosts unknown, not an empty list; records from the later one count`, async () => {
+    dns = await startDnsmasq({ 'db.proxymgr.test': ['127.0.0.21'] });
+    primary = await startFailingDns(failure);
+    d = testDiscovery(
+      { type: 'file', path: await dbAndGone(`configs-${failure}`) },
+      { dnsNameservers: [primary.server, dns.server], dnsMinTtlMs: 100, dnsMaxTtlMs: 1000 },
+    );
+    d.start();
+    const s = await d.waitFor(
+      (x) => endpoints(x).db?.length === 1 && (d!.errors().services.gone ?? []).length > 0,
+      20_000,
+    );
+    // Failover: the fallback's A records are used (its "no AAAA" does not hold back a name it has A records for).
+    expect(service(s, 'db')).toMatchObject({
+      hosts: 'reported',
+      servers: [expect.objectContaining({ address: '127.0.0.21' })],
+    });
+    // The fallback's NXDOMAIN while the primary cannot answer is not "no hosts": no agent empties the service.
+    expect(service(s, 'gone')).toMatchObject({ hosts: 'unknown', servers: [] });
+    expect(d.errors().services.gone).toEqual([
+      expect.objectContaining({
+        code: 'WATCHER_FAILED',
+        message: expect.stringMatching(
+          new RegExp(
+            `hosts unknown: dns lookup failed: gone\\.proxymgr\\.test: ${dns.server} answered no records, not believed while ${primary.server} \\(listed before it\\) fails`,
+          ),
+        ),
+      }),
+    ]);
+  });
+}
+
+test('"no such name" from the first nameserver is an answer, whatever a later one would say: no hosts', async () => {
+  dns = await startDnsmasq({ 'db.proxymgr.test': ['127.0.0.21'] });
+  primary = await startFailingDns('servfail');
+  d = testDiscovery(
+    { type: 'file', path: await dbAndGone('configs-first') },
+    { dnsNameservers: [dns.server, primary.server], dnsMinTtlMs: 100, dnsMaxTtlMs: 1000 },
+  );
+  d.start();
+  const s = await d.waitFor((x) => endpoints(x).db?.length === 1 && service(x, 'gone')?.hosts === 'reported');
+  expect(service(s, 'gone')!.servers).toEqual([]);
+  expect(d.errors().services.gone).toEqual([
+    expect.objectContaining({ code: 'HOST_INVALID', where: 'dns gone.proxymgr.test', message: 'no A or AAAA records' }),
+  ]);
 });

@@ -1,33 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { ControlMessage } from '../../common/gen/proxymgr/v1/stream';
 import { FakeClock } from '../../common/clock';
 import { eventually, sleep } from '../../testkit/net';
-import { startStreamServer } from '../../testkit/stream-server';
+import { rawAgent, startStreamServer } from '../../testkit/stream-server';
 import { server, service, state } from '../../testkit/agent';
 
 jest.setTimeout(30_000);
-
-/** A raw agent-stream client that records pushes and errors. */
-function rawAgent(port: number, nodeId: string, runningVersion = '') {
-  const client = new AgentStreamClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  const call = client.stream();
-  const pushes: ControlMessage['push'][] = [];
-  let error: grpc.ServiceError | undefined;
-  call.on('data', (m: ControlMessage) => pushes.push(m.push));
-  call.on('error', (e: grpc.ServiceError) => (error = e));
-  call.write({
-    hello: Hello.fromPartial({ nodeId, labels: {}, agentVersion: 't', haproxyVersion: 't', runningVersion }),
-  });
-  return {
-    pushes,
-    error: () => error,
-    send: (m: AgentMessage) => call.write(m),
-    close: () => {
-      call.cancel();
-      client.close();
-    },
-  };
-}
 
 const v1 = state([service('web', 8080, [server('a', 9001)])]);
 const v2 = state([service('web', 8080, [server('a', 9001), server('b', 9002)])]);

@@ -54,3 +54,22 @@ describe('agent registry: two streams of one node', () => {
     expect(r.connectedCount()).toBe(1);
   });
 });
+
+describe("agent registry: a NACK's running version", () => {
+  const sent = new Set(['aaaaaaaaaaaa.v1', 'aaaaaaaaaaaa.v2']);
+
+  test('is believed when the stream sent it, or the agent already runs it; else the recorded one is kept', () => {
+    const nacks: string[] = [];
+    const r = new AgentRegistry({ onNack: (a, v) => nacks.push(`${v} while running ${a.runningVersion}`) });
+    const a = r.connect({ ...hello('n1'), runningVersion: 'cccccccccccc.v0' });
+    expect(r.nack(a, 'aaaaaaaaaaaa.v2', 'port in use', 'cccccccccccc.v0', sent)).toBe(true);
+    expect(r.nack(a, 'aaaaaaaaaaaa.v2', 'port in use', 'aaaaaaaaaaaa.v1', sent)).toBe(true);
+    expect(a.runningVersion).toBe('aaaaaaaaaaaa.v1');
+    expect(r.nack(a, 'aaaaaaaaaaaa.v2', 'port in use', 'bbbbbbbbbbbb.never-sent', sent)).toBe(false);
+    expect(r.nack(a, 'aaaaaaaaaaaa.v2', 'port in use', 'cccccccccccc.v0', sent)).toBe(false); // no longer runs it
+    expect(a.runningVersion).toBe('aaaaaaaaaaaa.v1');
+    // The NACK itself stands either way.
+    expect(a.lastNackedVersion).toBe('aaaaaaaaaaaa.v2');
+    expect(nacks.at(-1)).toBe('aaaaaaaaaaaa.v2 while running aaaaaaaaaaaa.v1');
+  });
+});
