@@ -73,15 +73,17 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
   const desiredFor = async (nodeId: string): Promise<DesiredState> =>
     fromProto(await admin((c, cb) => c.getAgentState({ nodeId }, cb)));
   const listAgents = () => admin<ListAgentsResponse>((c, cb) => c.listAgents({}, cb));
-  const rolloutStatus = () =>
-    new Promise<{ stableRevision: string; rollout?: { state: string; toRevision: string } }>((resolve, reject) =>
+  type RolloutStatus = { stableRevision: string; rollout?: { id: string; state: string; toRevision: string } };
+  const rolloutCtl = (...args: string[]) =>
+    new Promise<RolloutStatus>((resolve, reject) =>
       execFile(
         process.execPath,
-        [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', 'status', '--json'],
+        [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', ...args, '--json'],
         { timeout: 30_000 },
-        (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout))),
+        (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as RolloutStatus)),
       ),
     );
+  const rolloutStatus = () => rolloutCtl('status');
 
   /** What the agent renders for the full desired state: agent.bind_address applied, its own paths and user. */
   function expectedConfig(a: Agent, desired: DesiredState): string {
@@ -282,6 +284,12 @@ agent:
 
     await zkc.remove('/services/api/d');
     await zkc.remove('/service_config/api');
+    // A removal waits for an operator (a removed service leaves no traffic to judge): resumed, it goes in waves.
+    let paused: RolloutStatus['rollout'];
+    expect(
+      await eventually(async () => (paused = (await rolloutStatus()).rollout)?.state === 'paused', 20_000, 200),
+    ).toBe(true);
+    expect((await rolloutCtl('resume', '--id', paused!.id)).rollout?.state).toBe('running');
     await waitForRolloutToFinish();
     const after = await expectConverged();
     expect(after[0]!.services.map((s) => s.name)).toEqual(['web']);
