@@ -174,6 +174,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
     await d.stop();
     await w.removeTree('/service_config');
     await w.removeTree('/services');
+    await w.removeTree('/proxymgr'); // the next replica must not restore these services from their records
 
     // Memory at scale.
     gc();

@@ -94,7 +94,8 @@ export function sanitizeState(
   return { state: { ...state, services }, problems };
 }
 
-function listenKey(s: Service): string {
+/** The socket a service listens on, as far as conflicts go: two services with one key cannot both run. */
+export function listenKey(s: Pick<Service, 'port' | 'bindAddress'>): string {
   // 0.0.0.0 conflicts with every IPv4 address on the same port; keep it simple and strict: one port, one service.
   return `${isIP(s.bindAddress) === 6 ? '6' : '4'}:${s.port}`;
 }

@@ -10,6 +10,7 @@ import {
 import { ErrorCode, errorMessage } from '../common/errors';
 import { Logger, silentLogger } from '../common/log';
 import { DesiredState, HaproxyGlobals, Server } from '../common/types';
+import { listenKey } from '../common/validate-state';
 import { buildDesiredStateChecked, serversOf, ServiceView } from './builder';
 import { Clock, systemClock } from '../common/clock';
 import { Lifecycle } from '../common/lifecycle';
@@ -105,15 +106,21 @@ export class Discovery {
   private readonly known = new Map<string, readonly Host[]>();
   /** Until the known hosts are loaded (or could not be), fail static has no "previous" and nothing is published. */
   private knownLoaded = false;
+  /** A load is in flight; the last one failed (and none succeeded since). */
+  private knownLoading = false;
+  private knownFailed = false;
   private knownProblem: Problem | undefined;
   /** A failed load is tried again (a replica started during a ZooKeeper outage would otherwise never have them). */
   private knownRetry: { timer: unknown; delayMs: number } | undefined;
   /**
-   * The configs earlier replicas served, from the known-hosts records: a service whose config vanished while no
-   * replica ran is restored from them once (before the first snapshot), so that its removal is capped as if seen.
+   * The configs earlier replicas served, from the known-hosts records (until the first snapshot): a service whose
+   * config vanished while no replica ran is restored from them once, so that its removal is capped as if seen; one
+   * whose config no longer parses is served with it, as a running replica keeps a config's previous version.
    */
   private persistedConfigs: ReadonlyMap<string, RawServiceConfig> | undefined;
   private persistedRestored = false;
+  /** When services were removed, as their records say: removals of earlier replicas count in the first step. */
+  private persistedRemovals: number[] = [];
   /** The service configs last delivered: held-back removals are decided again against them. */
   private lastConfigs: ReadonlyMap<string, RawServiceConfig> = new Map();
   private serviceRemovalStep: RemovalStep | undefined;
@@ -326,7 +333,15 @@ export class Discovery {
     if (this.sourceProblem) this.log.info({}, 'service configs available again');
     this.sourceProblem = undefined;
     this.lastConfigs = configs;
-    if (this.knownLoaded && !this.persistedRestored) {
+    if (this.knownStore && this.knownFailed && !this.knownLoading && this.snapshot === undefined) {
+      // The source just answered from the ensemble the known hosts live on: read them now, and hold the first
+      // snapshot for that read (bounded by its timeout) — without them it would have no "previous" and no record of
+      // what an earlier replica served.
+      this.clock.clearTimeout(this.knownRetry?.timer);
+      this.knownLoaded = false;
+      void this.loadKnown(this.knownStore);
+    }
+    if (this.knownLoaded && this.persistedConfigs !== undefined && !this.persistedRestored) {
       // The services restored count among those served before, with the ones whose configs are here: entries first.
       for (const raw of configs.values()) this.onConfig(raw);
       this.restorePersisted();
@@ -415,7 +430,13 @@ export class Discovery {
       id = watcherIdentity(config, this.watcherCtx);
       if (id !== e.watcherId) watcher = this.createWatcher(config, raw.origin, this.watcherCtx);
     } catch (err) {
-      const keeping = e.config ? 'keeping its previous version' : 'the service is not served until this is fixed';
+      const persisted = e.config || this.snapshot !== undefined ? undefined : this.persistedConfigs?.get(raw.name);
+      const kept = persisted !== undefined && this.acceptPersisted(e, persisted);
+      const keeping = e.config
+        ? kept
+          ? 'keeping the version an earlier control plane served (from its known-hosts record)'
+          : 'keeping its previous version'
+        : 'the service is not served until this is fixed';
       this.log.error(
         { service: raw.name, origin: raw.origin, err: errorMessage(err) },
         `invalid service config; ${keeping}`,
@@ -427,6 +448,18 @@ export class Discovery {
     }
     if (e.configProblem) this.log.info({ service: raw.name }, 'service config valid again');
     e.configProblem = undefined;
+    this.accept(e, raw, config, watcher, id);
+    this.log.info({ service: raw.name, type: config.watcher.type, port: config.port }, 'service config accepted');
+  }
+
+  /** Serves `config` (parsed from `raw`) for the service; `watcher` replaces the running one when given. */
+  private accept(
+    e: ServiceEntry,
+    raw: RawServiceConfig,
+    config: ServiceConfig,
+    watcher: Watcher | undefined,
+    id: string,
+  ) {
     e.config = config;
     e.source = raw;
     const known = this.known.get(raw.name);
@@ -435,7 +468,22 @@ export class Discovery {
       void this.stopWatcher(e);
       this.startWatcher(e, watcher, id);
     }
-    this.log.info({ service: raw.name, type: config.watcher.type, port: config.port }, 'service config accepted');
+  }
+
+  /**
+   * Serves the config an earlier replica persisted for a service whose config does not parse now and that has no
+   * previous version in this replica (it just started): what a running replica does with a config's previous
+   * version. Parsed again under today's policy; false when that fails too.
+   */
+  private acceptPersisted(e: ServiceEntry, raw: RawServiceConfig): boolean {
+    try {
+      const config = parseServiceConfig(raw, this.policy);
+      const id = watcherIdentity(config, this.watcherCtx);
+      this.accept(e, raw, config, this.createWatcher(config, raw.origin, this.watcherCtx), id);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private startWatcher(e: ServiceEntry, watcher: Watcher, id: string): void {
@@ -584,13 +632,17 @@ export class Discovery {
    * succeeds, and a service whose hosts are unknown then runs the hosts it brings.
    */
   private async loadKnown(store: KnownHostsStore): Promise<void> {
+    this.knownLoading = true;
     let loaded = false;
     try {
       const r = await store.load();
       loaded = true;
       for (const [name, hosts] of r.hosts) if (!this.known.has(name)) this.known.set(name, hosts);
       // Configs only before anything was published: a service a published snapshot left out is gone for agents.
-      if (this.snapshot === undefined) this.persistedConfigs = r.configs;
+      if (this.snapshot === undefined) {
+        this.persistedConfigs = r.configs;
+        this.persistedRemovals = [...(r.removed?.values() ?? [])];
+      }
       const first = r.problems.slice(0, 3).map((p) => `${p.where}: ${p.message}`);
       this.knownProblem =
         r.problems.length > 0
@@ -608,16 +660,25 @@ export class Discovery {
         this.knownRetry = { delayMs, timer: this.clock.setTimeout(() => void this.loadKnown(store), delayMs) };
     }
     if (this.stopped) return;
-    if (loaded) this.knownRetry = undefined;
-    const first = !this.knownLoaded;
+    this.knownLoading = false;
+    this.knownFailed = !loaded;
     this.knownLoaded = true;
-    if (first && this.sourceSynced) {
+    if (loaded) this.knownRetry = undefined;
+    const early = this.snapshot === undefined;
+    if (early && this.sourceSynced) {
       this.restorePersisted();
       this.removeGone();
     }
     for (const e of this.entries.values()) {
-      if (first && e.reported) this.settleHosts(e);
-      else if (e.status === 'unknown' && e.unknownReason !== undefined)
+      if (early && e.reported) {
+        // Before the first snapshot the loaded hosts are "previous" for fail static: the report is settled again
+        // from them (nothing was published from an earlier settling).
+        if (loaded) {
+          e.hosts = undefined;
+          e.removalStep = undefined;
+        }
+        this.settleHosts(e);
+      } else if (e.status === 'unknown' && e.unknownReason !== undefined)
         this.hostsUnknown(e, e.unavailable?.code ?? 'WATCHER_FAILED', e.unknownReason);
     }
     this.coalescer.poke();
@@ -630,28 +691,56 @@ export class Discovery {
    * both the source and the known hosts are read.
    */
   private restorePersisted(): void {
-    if (this.persistedRestored || !this.knownLoaded || this.snapshot !== undefined) return;
+    if (this.persistedRestored || this.persistedConfigs === undefined || this.snapshot !== undefined) return;
     this.persistedRestored = true;
     const restored: string[] = [];
-    for (const [name, raw] of this.persistedConfigs ?? []) {
+    for (const [name, raw] of this.persistedConfigs) {
+      const e = this.entries.get(name);
+      const current = this.lastConfigs.get(name);
+      if (e && !e.config && current) {
+        // Its config did not parse before the records were read: decided again, now with the persisted version.
+        e.raw = undefined;
+        this.onConfig(current);
+      }
       if (this.lastConfigs.has(name) || this.entries.has(name)) continue;
       this.onConfig(raw);
       if (this.entries.get(name)?.config) restored.push(name);
       else this.entries.delete(name); // its persisted config no longer parses: nothing to hold
     }
-    this.persistedConfigs = undefined;
     if (restored.length > 0)
       this.log.warn(
         { services: restored.length, names: restored.slice(0, 10) },
         'service configs gone since an earlier control plane served them; their removal is capped as if seen here',
       );
+    // Removals earlier replicas made within the last step count against this one's first step: restarts must not
+    // speed the pace up (a control plane crash-looping through a bad restore would empty the fleet).
+    const now = this.clock.now();
+    const recent = this.persistedRemovals.filter((t) => t <= now && now - t < this.cp.serviceRemovalStepMs);
+    if (recent.length > 0 && this.serviceRemovalStep === undefined) {
+      let served = 0;
+      for (const e of this.entries.values()) if (e.config) served++;
+      this.serviceRemovalStep = {
+        start: Math.min(...recent),
+        budget: removalBudget(served + recent.length, this.cp.maxServiceRemovalShare),
+        removed: recent.length,
+      };
+      this.log.info(
+        { removed: recent.length, since: new Date(this.serviceRemovalStep.start).toISOString() },
+        'service removals of earlier control planes count in this step',
+      );
+    }
   }
 
   private publish(): void {
     if (this.stopped || !this.sourceSynced || !this.knownLoaded) return;
     const views: ServiceView[] = [];
+    // A service whose removal is held back yields its port to a service whose config is here (a config moved onto
+    // the port of a deleted one): the cap protects what is served, not a port from its new owner.
+    const claimed = new Set<string>();
+    for (const e of this.entries.values()) if (e.config && !e.removalHeld) claimed.add(listenKey(e.config));
     for (const e of this.entries.values()) {
       if (!e.config) continue;
+      if (e.removalHeld && claimed.has(listenKey(e.config))) continue;
       if (e.hosts === undefined) {
         if (this.snapshot === undefined) return; // first snapshot waits for every watcher (bounded by its timer)
         continue; // a new service appears once its watcher reported, in one revision with its hosts
@@ -677,6 +766,7 @@ export class Discovery {
     this.selectors = selectors;
     if (state.version === this.snapshot?.version) return this.notify(this.snapshot);
     this.snapshot = state;
+    this.persistedConfigs = undefined; // from now on, what this replica published is the previous version
     this.log.info(
       {
         version: state.version,

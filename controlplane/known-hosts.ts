@@ -32,6 +32,8 @@ export interface LoadedKnownHosts {
   readonly hosts: ReadonlyMap<string, readonly Host[]>;
   /** The config each service not marked removed was last served with (records from before configs: none). */
   readonly configs: ReadonlyMap<string, RawServiceConfig>;
+  /** When each service marked removed was removed (epoch ms, the removing replica's clock). */
+  readonly removed?: ReadonlyMap<string, number>;
   /** Records or entries that were refused, each naming where. */
   readonly problems: readonly { readonly where: string; readonly message: string }[];
 }

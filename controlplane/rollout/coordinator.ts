@@ -31,7 +31,7 @@ import {
   changedServices,
   composeState,
   describeChanges,
-  removedServices,
+  serviceRemovalsOf,
   Revision,
   revisionOf,
   revisionProblem,
@@ -364,7 +364,11 @@ export class RolloutCoordinator implements DesiredStateSource {
       if (doc.stable && rev.id !== doc.stable && doc.current?.to !== rev.id) {
         const stable = await this.store.getRevision(doc.stable);
         changes = describeChanges(stable, rev);
-        removes = removedServices(stable, rev);
+        // Without the stable revision's content nobody can tell what the change removes: it waits as if it did.
+        const labels = [...this.store.agents.values()].map((a) => a.labels);
+        removes = stable
+          ? serviceRemovalsOf(stable, rev, labels)
+          : [`not known: the stable revision ${doc.stable} cannot be read`];
       }
     }
     const fleet = new Map<string, FleetAgent>();

@@ -212,3 +212,23 @@ export function removedServices(from: Revision | undefined, to: Revision): strin
   const after = new Set(to.services.map((s) => s.name));
   return from.services.map((s) => s.name).filter((name) => !after.has(name));
 }
+
+/**
+ * What `to` takes away from agents compared with `from`: the services it removes (by name), and those whose `agents`
+ * selector no longer matches some of `agents` (their labels) that it matched — "web (from 2 agent(s))".
+ */
+export function serviceRemovalsOf(
+  from: Revision,
+  to: Revision,
+  agents: readonly Readonly<Record<string, string>>[] = [],
+): string[] {
+  const out = removedServices(from, to);
+  const after = new Map(to.services.map((s) => [s.name, s]));
+  for (const b of from.services) {
+    const a = after.get(b.name);
+    if (!a || canonicalJson(a.agents) === canonicalJson(b.agents)) continue;
+    const left = agents.filter((labels) => selectorMatches(b.agents, labels) && !selectorMatches(a.agents, labels));
+    if (left.length > 0) out.push(`${b.name} (from ${left.length} agent(s))`);
+  }
+  return out;
+}

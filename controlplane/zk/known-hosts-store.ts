@@ -69,6 +69,7 @@ export class ZkKnownHostsStore implements KnownHostsStore {
     });
     const hosts = new Map<string, readonly Host[]>();
     const configs = new Map<string, RawServiceConfig>();
+    const removed = new Map<string, number>();
     const problems: { where: string; message: string }[] = [];
     const now = this.clock.now();
     await Promise.all(
@@ -92,16 +93,20 @@ export class ZkKnownHostsStore implements KnownHostsStore {
           }
           hosts.set(name, r.hosts);
           if (r.config && r.removedAt === undefined) configs.set(name, r.config);
+          if (r.removedAt !== undefined) removed.set(name, r.removedAt);
           this.lastHosts.set(name, r.hosts);
           this.writer.loaded(name, r.hosts, r.removedAt === undefined ? r.config : undefined);
         } catch (err) {
           if (zkCode(err) === Exception.NO_NODE) return;
+          // A record that cannot be believed is left out; one that could not be read (connection lost, a timeout)
+          // fails the load, which is tried again: its service must not start without its hosts and config.
+          if (!(err instanceof ProxyMgrError)) throw err;
           problems.push({ where, message: errorMessage(err) });
         }
       }),
     );
     for (const p of problems) this.log.warn({ where: p.where }, `known hosts: ${p.message}`);
-    return { hosts, configs, problems };
+    return { hosts, configs, removed, problems };
   }
 
   save(service: string, hosts: readonly Host[], config?: RawServiceConfig): void {
@@ -126,6 +131,8 @@ export class ZkKnownHostsStore implements KnownHostsStore {
     const node = `${this.opts.path}/${service}`;
     if (!this.pathReady) {
       await ensurePath(client, this.opts.path, this.acls);
+      // A parent created before zk_digest_file was set would let anyone delete the records under it.
+      if (this.opts.digest) await secureNodes(client, [this.opts.path], this.opts.digest, this.log);
       this.pathReady = true;
     }
     try {

@@ -37,6 +37,8 @@ describe('control-plane restart while a dns watcher cannot read', () => {
   let cpPort: number;
   let agentAdminPort: number;
   let load: ReturnType<typeof startLoad> | undefined;
+  /** Ports of services whose removal the cap holds back (set by the second test). */
+  let heldPorts: number[] = [];
 
   const rpc = <T>(fn: (cb: (err: grpc.ServiceError | null, res: T) => void) => void) =>
     new Promise<T>((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
@@ -254,6 +256,49 @@ agent:
     await sleep(2000); // a drift check and a couple of pushes later, still there
     expect(await answers(ports[1]!)).toBe(true);
     expect(await answers(ports[2]!)).toBe(true);
+    heldPorts = [ports[1]!, ports[2]!];
+  });
+
+  test('a restart with ZooKeeper away at first and a config that no longer parses: the persisted version is served, and the restart does not speed removals up', async () => {
+    const port = await freePort();
+    await zkc.put(
+      '/service_config/s4',
+      JSON.stringify({
+        type: 'static',
+        port,
+        listen_options: ['mode http'],
+        hosts: [`127.0.0.1:${backends[1]!.port}`],
+      }),
+    );
+    const answersB = async () => (await tally(port, 2)).has('b');
+    expect(await eventually(answersB, 20_000)).toBe(true);
+    expect(await eventually(() => zkExists(zkc, '/proxymgr/known_hosts/s4'), 10_000)).toBe(true);
+    await sleep(1500); // the record holds the config
+
+    expect(await cp.stop()).toBe(0);
+    await zkc.put('/service_config/s4', '{"type": "static", "port": '); // a broken deploy tool
+    zkc.close();
+    await zk.kill();
+    cp = startCli(['controlplane', '--config', cpConfig]);
+    await sleep(2500); // past initial_sync_timeout_ms (1 s): the first read of the known hosts fails
+    await zk.restart();
+    zkc = await connectZk(zk.connectString);
+    expect(await cp.waitForLog(/last known hosts loaded/, 20_000)).toBe(true);
+    expect(cp.logs()).toMatch(/cannot read the last known hosts/); // the first read failed; the source's answer retried it
+    const list = await (async () => {
+      let l: ListServicesResponse | undefined;
+      await eventually(async () => (l = await listServices()).services.some((x) => x.name === 's4'), 15_000);
+      return l!;
+    })();
+    expect(list.errors.s4).toMatch(
+      /keeping the version an earlier control plane served \(from its known-hosts record\)/,
+    );
+    // s2 and s3 are still held: the step the previous replica began (its removal of s1) goes on.
+    expect(list.services.map((x) => x.name).sort()).toEqual(['s2', 's3', 's4', 'web']);
+    expect(cp.logs()).toMatch(/service removals of earlier control planes count in this step/);
+    await sleep(2000);
+    expect(await answersB()).toBe(true);
+    for (const p of heldPorts) expect((await tally(p, 1)).has('a')).toBe(true);
   });
 });
 

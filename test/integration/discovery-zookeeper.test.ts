@@ -30,6 +30,7 @@ afterEach(async () => {
   d = undefined;
   await w.removeTree('/service_config');
   await w.removeTree('/services');
+  await w.removeTree('/proxymgr'); // the known hosts (and configs) a test's replica persisted: the next starts afresh
 });
 
 test('the original ProxyMgr layout gives the expected snapshot and follows host and service nodes live', async () => {

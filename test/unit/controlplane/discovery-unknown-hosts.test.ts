@@ -295,6 +295,108 @@ describe('unknown is not empty (discovery)', () => {
   });
 });
 
+describe('a restart with the records of an earlier replica (attacks on the cap and on fail static)', () => {
+  const raw = (name: string, port: number, text?: string): RawServiceConfig => ({
+    name,
+    text: text ?? JSON.stringify({ type: 'static', hosts: [], port }),
+    origin: `test ${name}`,
+    format: 'json',
+  });
+  /** A source delivering exactly these configs. */
+  const deliver = (source: FakeSource, configs: RawServiceConfig[]) =>
+    source.listener!.configs(new Map(configs.map((c) => [c.name, c])));
+
+  for (const order of ['records first', 'configs first'] as const)
+    test(`a config that no longer parses is served with the version an earlier replica persisted (${order})`, async () => {
+      const store = new FakeStore();
+      const { d, clock, source, watchers, svc } = setup({}, store);
+      const load = () =>
+        store.resolve({
+          hosts: new Map([['web', [host(1)]]]),
+          configs: new Map([['web', raw('web', 8080)]]),
+          problems: [],
+        });
+      if (order === 'records first') {
+        load();
+        await flush(clock, 1);
+      }
+      deliver(source, [raw('web', 8080, '{"type": "static", "port": ')]);
+      if (order === 'configs first') {
+        load();
+        await flush(clock, 1);
+      }
+      watchers.get('web')!.listener!.hosts({ hosts: [host(1)], problems: [] });
+      await flush(clock, 1);
+      expect(svc('web')).toMatchObject({ port: 8080, servers: [{ name: 'h1' }] });
+      expect(d.errors().services.web?.[0]).toMatchObject({
+        code: 'SERVICE_CONFIG_INVALID',
+        message: expect.stringMatching(
+          /keeping the version an earlier control plane served \(from its known-hosts record\)$/,
+        ),
+      });
+      await d.stop();
+    });
+
+  test('a load that failed is read again as soon as the source answers, and the first snapshot waits for it: fail static and the cap have their "previous"', async () => {
+    const store = new FakeStore();
+    const { d, clock, source, watchers, svc } = setup({ maxServiceRemovalShare: 0.25 }, store);
+    store.reject(new Error('no ZooKeeper connection to z:2181 within 5000 ms'));
+    await flush(clock, 1);
+    expect(store.loads).toBe(1);
+    store.resolve({
+      hosts: new Map(['web', 'a', 'b', 'c'].map((n) => [n, [host(1), host(2)]])),
+      configs: new Map(['web', 'a', 'b', 'c'].map((n, i) => [n, raw(n, 9000 + i)])),
+      problems: [],
+    });
+    deliver(source, [raw('web', 9000)]); // a, b, c were deleted while no control plane ran
+    watchers.get('web')!.listener!.hosts({ hosts: [], problems: [] }); // and web's host nodes
+    await flush(clock, 1);
+    expect(store.loads).toBe(2); // at once, not after the 5 s backoff
+    await flush(clock, 5000); // the restored services' watchers stay silent: their hosts are unknown
+    expect(svc('web')).toMatchObject({ hosts: 'reported', servers: [{ name: 'h1' }, { name: 'h2' }] }); // fail static
+    // 3 of 4 gone, a quarter may go: b and c are held.
+    expect(d.current()?.services.map((s) => s.name)).toEqual(['b', 'c', 'web']);
+    await d.stop();
+  });
+
+  test("removals made by earlier replicas within the step count against the restarted one's first step", async () => {
+    const store = new FakeStore();
+    const { d, clock, source } = setup({ maxServiceRemovalShare: 0.25, serviceRemovalStepMs: 60_000 }, store);
+    const names = ['a', 'b', 'c'];
+    store.resolve({
+      hosts: new Map([...names, 'x'].map((n) => [n, [host(1)]])),
+      configs: new Map(names.map((n, i) => [n, raw(n, 9000 + i)])),
+      removed: new Map([['x', clock.now() - 10_000]]), // the previous replica removed x 10 s ago
+      problems: [],
+    });
+    await flush(clock, 1);
+    deliver(source, [raw('a', 9000)]);
+    await flush(clock, 30_000);
+    // Budget of the step that began 10 s ago: a quarter of 4 = 1, used by x; b and c are held until it ends.
+    expect(d.current()?.services.map((s) => s.name)).toEqual(['a', 'b', 'c']);
+    await flush(clock, 25_000); // the step ends 60 s after x's removal
+    expect(d.current()?.services.map((s) => s.name)).toEqual(['a', 'c']);
+    await d.stop();
+  });
+
+  test('a service held back by the cap yields its port to a service whose config claims it', async () => {
+    const { d, clock, source, watchers, svc } = setup({ maxServiceRemovalShare: 0.25 }, null);
+    const names = ['a', 'b', 'c', 'd', 'e'];
+    deliver(
+      source,
+      names.map((n, i) => raw(n, 9000 + i)),
+    );
+    for (const n of names) watchers.get(n)!.listener!.hosts({ hosts: [host(1)], problems: [] });
+    await flush(clock, 1);
+    // a and b deleted; c moves onto b's port.
+    deliver(source, [raw('c', 9001), raw('d', 9003), raw('e', 9004)]);
+    await flush(clock, 1);
+    expect(d.current()?.services.map((s) => s.name)).toEqual(['c', 'd', 'e']);
+    expect(svc('c')).toMatchObject({ port: 9001 });
+    await d.stop();
+  });
+});
+
 describe('the service-removal cap', () => {
   test('serviceRemovals: at most the share per step, names sorted, the rest held until the next step', () => {
     const a = serviceRemovals(['d', 'a', 'c', 'b'], 8, undefined, 1000, 0.25, 60_000);

@@ -16,6 +16,7 @@ import {
   revisionOf,
   revisionOfVersion,
   selectorMatches,
+  serviceRemovalsOf,
 } from '../../../controlplane/rollout/revision';
 import { DesiredState } from '../../../common/types';
 
@@ -415,5 +416,15 @@ describe('revisions', () => {
     expect(revisionOfVersion(us.version)).toBe(rev.id);
     expect(revisionOfVersion('0123456789abcdef')).toBe('');
     expect(selectorMatches({ zone: 'eu' }, {})).toBe(false);
+  });
+
+  test('what a revision takes from agents: services removed, and a selector narrowed away from agents that had it', () => {
+    const before = revisionOf(state([], 0), () => undefined); // web and eu on every agent
+    const narrowed = revisionOf(state([], 0), sel); // eu only on zone=eu agents
+    const agents = [{ zone: 'eu' }, { zone: 'us' }, { zone: 'us' }];
+    expect(serviceRemovalsOf(before, narrowed, agents)).toEqual(['eu (from 2 agent(s))']);
+    expect(serviceRemovalsOf(narrowed, before, agents)).toEqual([]); // widened: nobody loses it
+    const withoutEu = { ...before, id: 'x', services: before.services.filter((x) => x.name !== 'eu') };
+    expect(serviceRemovalsOf(before, withoutEu, agents)).toEqual(['eu']);
   });
 });
