@@ -21,7 +21,8 @@ export interface BackendInfo extends BackendSpec {
 /** A load target: a port on 127.0.0.1, or "host:port". */
 export type LoadTarget = number | string;
 
-type ToWorker = { type: 'load'; ports: LoadTarget[]; clients: number } | { type: 'stop' } | { type: 'close' };
+type ToWorker =
+  { type: 'load'; ports: LoadTarget[]; clients: number; pauseMs: number } | { type: 'stop' } | { type: 'close' };
 type FromWorker =
   | { type: 'ready'; backends: BackendInfo[] }
   | { type: 'loading' }
@@ -31,8 +32,11 @@ type FromWorker =
 
 export interface Traffic {
   readonly backends: readonly BackendInfo[];
-  /** Starts `clients` fresh-connection clients on each port (127.0.0.1) or "host:port". */
-  startLoad(ports: readonly LoadTarget[], clients: number): Promise<void>;
+  /**
+   * Starts `clients` fresh-connection clients on each port (127.0.0.1) or "host:port", each pausing `pauseMs` after
+   * every reply (0: none).
+   */
+  startLoad(ports: readonly LoadTarget[], clients: number, pauseMs?: number): Promise<void>;
   /** Stops the clients; one result per port. */
   stopLoad(): Promise<LoadResult[]>;
   /** Stops clients and backends and ends the worker. */
@@ -63,7 +67,8 @@ export async function startTraffic(specs: readonly BackendSpec[]): Promise<Traff
   let closed = false;
   return {
     backends: ready.backends,
-    startLoad: async (ports, clients) => void (await next('loading', { type: 'load', ports: [...ports], clients })),
+    startLoad: async (ports, clients, pauseMs = 0) =>
+      void (await next('loading', { type: 'load', ports: [...ports], clients, pauseMs })),
     stopLoad: async () => (await next('stopped', { type: 'stop' })).results,
     close: async () => {
       if (closed) return;
@@ -89,8 +94,13 @@ async function runWorker(specs: readonly BackendSpec[]): Promise<void> {
           loads.push(
             ...m.ports.map((p) =>
               typeof p === 'number'
-                ? startLoad(p, m.clients)
-                : startLoad(Number(p.slice(p.lastIndexOf(':') + 1)), m.clients, p.slice(0, p.lastIndexOf(':'))),
+                ? startLoad(p, m.clients, undefined, m.pauseMs)
+                : startLoad(
+                    Number(p.slice(p.lastIndexOf(':') + 1)),
+                    m.clients,
+                    p.slice(0, p.lastIndexOf(':')),
+                    m.pauseMs,
+                  ),
             ),
           );
           send({ type: 'loading' });

@@ -11,10 +11,11 @@ export interface LoadResult {
 
 /**
  * `concurrency` clients that each open a fresh TCP connection per request, send a minimal HTTP/1.0 GET and
- * read the reply, without pause, until stop() is called. Refused, reset and empty replies are counted apart:
- * keep-alive load generators would hide exactly these.
+ * read the reply, until stop() is called: without pause, or `pauseMs` after each reply. Refused, reset and empty
+ * replies are counted apart: keep-alive load generators would hide exactly these. Unpaced, each client takes about
+ * a third of a core (with HAProxy and the backend): tests whose point is not a gap of a millisecond pace theirs.
  */
-export function startLoad(port: number, concurrency: number, host = '127.0.0.1') {
+export function startLoad(port: number, concurrency: number, host = '127.0.0.1', pauseMs = 0) {
   const result: LoadResult = { ok: 0, refused: 0, reset: 0, empty: 0, other: 0, errors: [] };
   let running = true;
   const one = () =>
@@ -43,7 +44,10 @@ export function startLoad(port: number, concurrency: number, host = '127.0.0.1')
       });
     });
   const workers = Array.from({ length: concurrency }, async () => {
-    while (running) await one();
+    while (running) {
+      await one();
+      if (pauseMs > 0 && running) await new Promise((r) => setTimeout(r, pauseMs));
+    }
   });
   return {
     result,

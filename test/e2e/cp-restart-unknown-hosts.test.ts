@@ -159,7 +159,7 @@ agent:
     // The hosts the watcher reported are persisted (coalesced, about a second later).
     expect(await eventually(() => zkExists(zkc, '/proxymgr/known_hosts/web'), 10_000)).toBe(true);
 
-    load = startLoad(webPort, 4);
+    load = startLoad(webPort, 4, '127.0.0.1', 5); // paced: a drained service fails every request
     await sleep(1000);
     await dns!.stop();
     dns = undefined;

@@ -446,7 +446,7 @@ agent:
     // 434 ms before the kill: the rollout was right, the test's assumption was not.
     const bakeMs = 6000;
     expect((await ctl(survivor, 'policy', '--next', '--bake-ms', String(bakeMs))).code).toBe(0);
-    const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
+    const loads = agents.map((a) => startLoad(webPort, 2, a.ip, 10)); // paced: an outage, not a gap, is what counts here
     await zkc.put('/service_config/web', webConfig('v5'));
     const s = await until(
       (x) =>
@@ -508,7 +508,7 @@ agent:
       live,
     );
     const canary = s.rollout!.waves![0]!.agents;
-    const loads = agents.map((a) => startLoad(webPort, 2, a.ip));
+    const loads = agents.map((a) => startLoad(webPort, 2, a.ip, 10)); // paced: an outage, not a gap, is what counts here
     await zk.kill();
     await sleep(5000); // past the 3 s bake and the control plane's 2 s ZooKeeper session timeout
     const during = await revs();
