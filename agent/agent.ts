@@ -34,44 +34,9 @@ import {
 } from './unknown-hosts';
 import { RETRY_BASE_MS, RETRY_MAX_ATTEMPTS, RETRY_MAX_MS, Retrier, RetryStatus, transientFailure } from './retry';
 import { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool, Supervisor } from './ports';
+import type { ActionRecord, ApplyResult, Outcome, PreflightResult } from './results';
 
-export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
-
-export interface ApplyResult {
-  readonly version: string;
-  readonly outcome: Outcome;
-  /** Reload reasons, or the reasons of the runtime commands sent: each a kind and its sentence. */
-  readonly reasons: readonly Reason[];
-  readonly commands: readonly string[];
-  /** Parts of the input that were rejected (the rest was applied). */
-  readonly problems: readonly StateProblem[];
-  /** Set when the whole state was rejected; the previous one keeps running. */
-  readonly error?: ProxyMgrError;
-  readonly durationMs: number;
-}
-
-/** What a preflight found (see Agent.preflight). */
-export interface PreflightResult {
-  /** The state would apply whole. */
-  readonly ok: boolean;
-  readonly error?: string;
-  readonly haproxyOutput?: string;
-  /** How it would be applied, and why. */
-  readonly method: 'nothing' | 'runtime' | 'reload';
-  readonly reasons: readonly string[];
-  /** What would be left out (services, servers) and why. */
-  readonly problems: readonly StateProblem[];
-  /** It failed as a whole (not only services left out): invalid input, the whole config refused, the check not run. */
-  readonly wholeConfig?: boolean;
-}
-
-export interface ActionRecord {
-  readonly at: string;
-  readonly trigger: 'update' | 'drift';
-  readonly kind: 'reload' | 'runtime' | 'rejected' | 'override';
-  readonly detail: string;
-  readonly reason: string;
-}
+export type { ActionRecord, ApplyResult, Outcome, PreflightResult } from './results';
 
 export interface AgentOptions {
   readonly config: ProxyMgrConfig;
@@ -177,7 +142,7 @@ export class Agent {
   /** Socket keys of this apply that can only be bound once an old socket on their port is closed (see vacate). */
   private readonly awaitingBind = new Set<string>();
   private readonly rejectedServices = new RejectedServices();
-  /** haproxy.cfg: written at once before every start or reload, coalesced after runtime changes (issue 10). */
+  /** haproxy.cfg: written at once before every start or reload, coalesced after runtime changes. */
   private readonly configFile: CoalescedFile;
   /** `errors`: I/O and other unexpected failures caught (state dir writes, spawn, …); the agent kept serving. */
   readonly counters = { reloads: 0, runtimeCommands: 0, rejected: 0, driftRepairs: 0, errors: 0 };
@@ -540,7 +505,7 @@ export class Agent {
 
   /**
    * applyNow, with nothing escaping: an exception used to be an unhandled rejection from the drift timer or the
-   * restart handler and ended the agent (issue 9 f). What runs keeps running; the next push or drift round retries.
+   * restart handler and ended the agent. What runs keeps running; the next push or drift round retries.
    */
   private async guarded(desired: DesiredState, trigger: 'update' | 'drift'): Promise<ApplyResult> {
     const started = this.clock.now();
@@ -898,7 +863,7 @@ export class Agent {
     if (!ok.test(reply)) throw new ProxyMgrError('HAPROXY_RUNTIME', `"${command}" answered: ${reply}`);
   }
 
-  /** Operator overrides (issue 9 l) from a fresh `show servers state`; see OverrideTracker. */
+  /** Operator overrides from a fresh `show servers state`; see OverrideTracker. */
   private observe(actual: RuntimeState, desired: DesiredState): void {
     for (const e of this.overrideTracker.observe(actual, desired)) this.noteOverride(e.server, e.what);
   }
@@ -1195,7 +1160,7 @@ export class Agent {
   }
 
   /**
-   * `haproxy -c` on the whole candidate (issue 9 h). When every ALERT points at services, those services fall back to
+   * `haproxy -c` on the whole candidate. When every ALERT points at services, those services fall back to
    * their previous version (or are left out when new), are reported as problems, and the rest is checked again;
    * otherwise the whole version is rejected (see RejectedServices).
    */

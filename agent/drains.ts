@@ -25,7 +25,7 @@ const TRAILER_LINE = '# draining ';
 const MAX_DRAIN_MS = 86_400_000;
 
 /**
- * Servers draining on their way out (issue 12): a server that leaves discovery is set to `drain` (no new sessions;
+ * Servers draining on their way out: a server that leaves discovery is set to `drain` (no new sessions;
  * current ones finish); after its service's drain timeout it is put in maint, its remaining sessions are shut down
  * and it is deleted, so HAProxy's server list does not grow with churn. A server that comes back while draining is
  * simply desired again (the plan readies it). A reload in between keeps draining servers in the config and drain

@@ -9,7 +9,7 @@ export interface OverrideEvent {
 }
 
 /**
- * Operator overrides (issue 9 l; docs/agent-faults.md). The agent itself only ever drains (then puts in maint)
+ * Operator overrides (docs/agent-faults.md). The agent itself only ever drains (then puts in maint)
  * servers that left the desired state, and readies servers that enter it; so a desired server found in drain or
  * maint after the agent had seen it ready was put there by someone else — an operator on the stats socket, or an
  * agent-check — and is left alone until it is ready again or leaves the desired state. Right after a HAProxy crash

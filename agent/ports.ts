@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import type { DesiredState } from '../common/types';
-import type { ApplyResult } from './agent';
+import type { ApplyResult } from './results';
 
 // The seams of the Agent: what it uses of HAProxy's processes, the listening sockets, `haproxy -c` and the state
 // dir, each as a small interface. The real implementations (HaproxySupervisor, haproxy/sockets.ts, checkConfig,

@@ -2,7 +2,7 @@ import { HaproxyConfigError, StateProblem } from '../common/errors';
 import { DesiredState, Service } from '../common/types';
 
 /**
- * Services `haproxy -c` rejected (issue 9 h; docs/agent-faults.md). A blamed service falls back to its previous
+ * Services `haproxy -c` rejected (docs/agent-faults.md). A blamed service falls back to its previous
  * version (the one in the last applied state) or is left out when new, and is reported; the exact input it failed
  * with is remembered, so later versions that still carry it skip the check for it. Pure apart from that memory.
  */

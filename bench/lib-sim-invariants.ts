@@ -15,8 +15,10 @@
  */
 import { RuntimeServer } from '../agent/haproxy/servers-state';
 import { BAD_OPTION, active, FDRAIN, parseHaproxyConfig, SimProcess } from './lib-sim-world';
-import { HOSTS, portsOf, SERVICES } from './lib-sim-fleet';
-import type { Sim } from './lib-sim-run';
+import { HOSTS, portsOf, SERVICES, type SimRegistry } from './lib-sim-fleet';
+import type { Agent } from '../agent/agent';
+import type { DesiredState } from '../common/types';
+import type { ClockScope, SimClock, SimHost, SimRuntime, SimSocketPool } from './lib-sim-world';
 
 export type Invariant = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
 export const INVARIANTS: readonly Invariant[] = ['a', 'b', 'c', 'd', 'e', 'f'];
@@ -25,6 +27,27 @@ export interface Violation {
   readonly inv: Invariant;
   readonly step: number;
   readonly message: string;
+}
+
+/** One agent process: its clock, sockets, stats-socket client and the Agent itself. */
+export interface AgentInc {
+  readonly n: number;
+  readonly scope: ClockScope;
+  readonly pool: SimSocketPool;
+  readonly runtime: SimRuntime;
+  readonly agent: Agent;
+  lastPushed: DesiredState | undefined;
+  cacheWrite?: unknown;
+}
+
+/** What the invariants read of a simulation (Sim in lib-sim-run.ts). */
+export interface SimView {
+  readonly clock: SimClock;
+  readonly host: SimHost;
+  readonly registry: SimRegistry;
+  readonly agent: AgentInc | undefined;
+  readonly affirmedEmpty: ReadonlyMap<string, boolean>;
+  fail(v: Omit<Violation, 'step'>): never;
 }
 
 /**
@@ -52,7 +75,7 @@ export class Invariants {
   private excused = 0;
   private badFdsSeen = 0;
 
-  constructor(private readonly sim: Sim) {}
+  constructor(private readonly sim: SimView) {}
 
   /** Simulated time passes: time without an agent or without an accepting HAProxy excuses drains. */
   passing(ms: number): void {

@@ -15,7 +15,7 @@ import { DesiredState } from '../common/types';
 import { Discovery } from '../controlplane/discovery';
 import { seededRandom } from './lib-common';
 import { HOSTS, portOf, SERVICES, SimRegistry, svcName } from './lib-sim-fleet';
-import { Invariants, Violation } from './lib-sim-invariants';
+import { AgentInc, Invariants, SimView, Violation } from './lib-sim-invariants';
 import { describeStep, Step } from './lib-sim-schedule';
 import {
   ClockScope,
@@ -80,21 +80,10 @@ export interface RunResult {
   readonly trace?: readonly string[];
 }
 
-/** One agent process: its clock, sockets, stats-socket client and the Agent itself. */
-export interface AgentInc {
-  readonly n: number;
-  readonly scope: ClockScope;
-  readonly pool: SimSocketPool;
-  readonly runtime: SimRuntime;
-  readonly agent: Agent;
-  lastPushed: DesiredState | undefined;
-  cacheWrite?: unknown;
-}
-
 /** Thrown to end a run at its first violation. */
 class Stop extends Error {}
 
-export class Sim {
+export class Sim implements SimView {
   readonly clock = new SimClock(START_MS);
   readonly host: SimHost;
   readonly registry: SimRegistry;

@@ -10,7 +10,8 @@
  */
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { Clock, FakeClock, Timer } from '../common/clock';
+import { Clock, Timer } from '../common/clock';
+import { FakeClock } from '../testkit/fake-clock';
 import { HaproxyConfigError, ProxyMgrError, RuntimeApiError } from '../common/errors';
 import type { RuntimeApi } from '../agent/haproxy/runtime';
 import { parseServersState, RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';

@@ -8,7 +8,7 @@ export type WriteFn = (file: string, content: string) => Promise<unknown>;
 const MAX_RETRY_MS = 5000;
 
 /**
- * A file that many quick changes write once (issue 10: haproxy.cfg and the agent's state cache after runtime
+ * A file that many quick changes write once (haproxy.cfg and the agent's state cache after runtime
  * changes). `schedule` keeps only the newest content, produced lazily when the write happens, at most `delayMs`
  * later; `writeNow` (before HAProxy starts or reloads) drops what is pending and writes at once, after any write
  * in flight, so an older content never lands after a newer one. A failed write keeps its content pending and is

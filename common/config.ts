@@ -26,9 +26,8 @@ import { ConfigError } from './errors';
 import { zkPathProblem } from './zk-path';
 import { ensembleOverlapProblem, parseWatcherEnsembles, WatcherEnsemble } from './zk-ensembles';
 import { optionalMaxNodeIds, parseClientLabels } from './auth-labels';
-import { deniedExtraKeyword, sectionLineProblem } from './option-policy';
+import { deniedExtraKeyword, sectionLineProblem, ServiceOptionsPolicy } from './option-policy';
 import {
-  LocalFacts,
   localFacts,
   NO_LOCAL_FACTS,
   parsePortList,
@@ -69,26 +68,7 @@ export interface HaproxyConfig {
   readonly userConfigured?: boolean;
 }
 
-/**
- * What service configs may put into HAProxy (`service_options:`). Listen and server options are checked against
- * HAProxy 2.6's keywords minus a deny list (common/option-policy.ts); these only widen that.
- */
-export interface ServiceOptionsPolicy {
-  /** Extra keywords allowed as the first word of a `listen_options` line. */
-  readonly extraListenKeywords: readonly string[];
-  /** Extra keywords allowed in `server_options` and per-host options. */
-  readonly extraServerKeywords: readonly string[];
-  /** Directories under which directives that name a file (`errorfile`, `ca-file`, ...) may point. */
-  readonly fileDirs: readonly string[];
-  /** Where servers and checks may point, beyond the built-in refusals (`service_options.targets`). */
-  readonly targets: TargetRules;
-  /** Ports a service config may listen on (`service_options.bind_ports`). */
-  readonly bindPorts: readonly PortRange[];
-  /** Whether a service config may listen on a loopback address (`service_options.bind_loopback`). */
-  readonly bindLoopback: boolean;
-  /** This process's host: ProxyMgr's own ports and the host's addresses (from proxymgr.yml and loadConfig). */
-  readonly local: LocalFacts;
-}
+export type { ServiceOptionsPolicy } from './option-policy';
 
 export type Role = 'agent' | 'viewer' | 'operator';
 export const ROLES: readonly Role[] = ['agent', 'viewer', 'operator'];

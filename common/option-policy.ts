@@ -1,5 +1,4 @@
 import * as path from 'node:path';
-import type { ServiceOptionsPolicy } from './config';
 import {
   CheckArgs,
   ConnectArgs,
@@ -16,6 +15,28 @@ import {
   SERVER_KEYWORDS,
   ServerKeywordSpec,
 } from './haproxy-keywords';
+import type { LocalFacts, PortRange, TargetRules } from './target-policy';
+
+/**
+ * What service configs may put into HAProxy (`service_options:`). Listen and server options are checked against
+ * HAProxy 2.6's keywords minus a deny list (below); these only widen that.
+ */
+export interface ServiceOptionsPolicy {
+  /** Extra keywords allowed as the first word of a `listen_options` line. */
+  readonly extraListenKeywords: readonly string[];
+  /** Extra keywords allowed in `server_options` and per-host options. */
+  readonly extraServerKeywords: readonly string[];
+  /** Directories under which directives that name a file (`errorfile`, `ca-file`, ...) may point. */
+  readonly fileDirs: readonly string[];
+  /** Where servers and checks may point, beyond the built-in refusals (`service_options.targets`). */
+  readonly targets: TargetRules;
+  /** Ports a service config may listen on (`service_options.bind_ports`). */
+  readonly bindPorts: readonly PortRange[];
+  /** Whether a service config may listen on a loopback address (`service_options.bind_loopback`). */
+  readonly bindLoopback: boolean;
+  /** This process's host: ProxyMgr's own ports and the host's addresses (from proxymgr.yml and loadConfig). */
+  readonly local: LocalFacts;
+}
 
 /**
  * What a service config may put into HAProxy. Service owners write `listen_options` (lines of their `listen`

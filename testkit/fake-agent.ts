@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { FakeClock } from '../common/clock';
+import { FakeClock } from './fake-clock';
 import { parseConfig, ProxyMgrConfig } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { silentLogger } from '../common/log';

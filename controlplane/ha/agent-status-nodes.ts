@@ -2,7 +2,7 @@ import zookeeper, { Client, Event, Exception, Stat } from 'node-zookeeper-client
 import { errorMessage } from '../../common/errors';
 import { AgentStatus } from '../rollout/store';
 import { call, call2, ignore, isPersistent, zkCode } from '../zk/calls';
-import type { HaContext } from './ha-store';
+import type { HaContext } from './ha-context';
 import { decodeNode, encodeNode } from './node-codec';
 
 /**

@@ -14,6 +14,7 @@ import { TrafficNodes } from './traffic-nodes';
 
 import { ZkDigest } from '../zk/digest';
 import { ZkSession } from '../zk/session';
+import type { HaContext } from './ha-context';
 
 export type { AgentStatus };
 
@@ -32,20 +33,6 @@ export interface HaStoreOptions {
 }
 
 export type HaListener = RolloutStoreListener;
-
-/** What the parts of the HA store share: the current ZooKeeper client and connection epoch, paths, ACLs, log. */
-export interface HaContext {
-  readonly log: Logger;
-  readonly replicaId: string;
-  readonly acls: ACL[];
-  /** The client of the current connection (undefined while disconnected). */
-  client(): Client | undefined;
-  /** Bumped on every (re)connection: watches of an earlier one stop. */
-  epoch(): number;
-  /** A path under the store's root. */
-  p(...parts: string[]): string;
-  closed(): boolean;
-}
 
 /**
  * The control plane's shared state in ZooKeeper: the fleet document (stable revision, current rollout, history)

@@ -1,6 +1,6 @@
 import zookeeper, { Client, Exception, Stat } from 'node-zookeeper-client';
 import { call, call2, zkCode } from '../zk/calls';
-import type { HaContext } from './ha-store';
+import type { HaContext } from './ha-context';
 
 /** Election nodes: `n_` plus ZooKeeper's 10-digit sequence (names stay as older replicas write and sort them). */
 const ELECTION_NODE = /^n_\d{10}$/;

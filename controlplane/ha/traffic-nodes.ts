@@ -2,7 +2,7 @@ import zookeeper, { Exception, Stat } from 'node-zookeeper-client';
 import { errorMessage, ProxyMgrError } from '../../common/errors';
 import { ReplicaTraffic, TrafficView } from '../rollout/gate';
 import { call, call2, isPersistent, zkCode } from '../zk/calls';
-import type { HaContext } from './ha-store';
+import type { HaContext } from './ha-context';
 import { decodeNode, encodeNode } from './node-codec';
 
 /** Each replica's traffic sums for the gates: one ephemeral node per replica under `traffic/`. */

@@ -450,7 +450,7 @@ export class RolloutCoordinator implements DesiredStateSource {
         if (toRev.id !== doc.stable) pending = { from: doc.stable, to: toRev.id };
       }
     }
-    if (!pending) return rolloutPlan(this, doc, undefined, undefined);
+    if (!pending) return rolloutPlan(this.store.agents, doc, undefined, undefined);
     const to = toRev ?? (await this.store.getRevision(pending.to));
     const from = pending.from ? await this.store.getRevision(pending.from) : undefined;
     if (!to) throw new ProxyMgrError('UNAVAILABLE', `revision ${pending.to} is not in ZooKeeper yet; try again`);
@@ -461,7 +461,7 @@ export class RolloutCoordinator implements DesiredStateSource {
     const removed = [...before].filter((n) => !after.has(n)).sort();
     const changed = [...changedSet].filter((n) => before.has(n)).sort();
     const touched = to.services.filter((x) => changedSet.has(x.name));
-    return rolloutPlan(this, doc, pending, {
+    return rolloutPlan(this.store.agents, doc, pending, {
       added,
       removed,
       changed,

@@ -1,10 +1,10 @@
 import { RolloutPlan } from '../../common/gen/proxymgr/v1/rollout';
-import type { RolloutCoordinator } from './coordinator';
 import { FleetDoc, isActive } from './engine';
+import type { RolloutStore } from './store';
 
 /** `ctl rollout plan`: what the pending revision changes, per agent with its preflight. */
 export function rolloutPlan(
-  c: RolloutCoordinator,
+  agentsSeen: RolloutStore['agents'],
   doc: FleetDoc | undefined,
   pending: { from: string; to: string } | undefined,
   changed:
@@ -31,7 +31,7 @@ export function rolloutPlan(
       agents: [],
     };
   const r = doc?.current && doc.current.to === pending.to && isActive(doc.current) ? doc.current : undefined;
-  const agents = [...c.store.agents.values()]
+  const agents = [...agentsSeen.values()]
     .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1))
     .map((a) => {
       const pf = r && a.preflight?.rollout === r.id ? a.preflight : undefined;

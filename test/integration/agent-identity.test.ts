@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Authorizer } from '../../common/auth';
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { parseConfig } from '../../common/config';
 import { AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
 import { authInterceptor } from '../../common/grpc-auth';

@@ -1,6 +1,6 @@
 import zookeeper, { Client } from 'node-zookeeper-client';
 import { silentLogger } from '../../common/log';
-import type { HaContext } from '../../controlplane/ha/ha-store';
+import type { HaContext } from '../../controlplane/ha/ha-context';
 import { LeaderElection } from '../../controlplane/ha/leader-election';
 import { eventually } from '../../testkit/net';
 import { connectZk, ZkTestClient } from '../../testkit/zk-client';

@@ -1,4 +1,4 @@
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { ControlMessage } from '../../common/gen/proxymgr/v1/stream';
 import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';

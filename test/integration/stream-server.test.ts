@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { ControlMessage } from '../../common/gen/proxymgr/v1/stream';
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { eventually, sleep } from '../../testkit/net';
 import { rawAgent, startStreamServer } from '../../testkit/stream-server';
 import { server, service, state } from '../../testkit/agent';

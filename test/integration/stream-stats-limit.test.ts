@@ -4,7 +4,7 @@
  * accepted is stamped with the control plane's clock (the traffic gates measure real elapsed time by it).
  */
 import * as grpc from '@grpc/grpc-js';
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
 import { streamStats } from '../../controlplane/grpc/stream-server';
 import { eventually, sleep } from '../../testkit/net';

@@ -1,7 +1,7 @@
 import { ChildProcess, spawn as realSpawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { backoffMs } from '../../common/backoff';
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { silentLogger } from '../../common/log';
 import { HaproxySupervisor } from '../../agent/haproxy/process';
 import { RuntimeApi } from '../../agent/haproxy/runtime';

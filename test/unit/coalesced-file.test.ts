@@ -1,5 +1,5 @@
 import { CoalescedFile } from '../../common/coalesced-file';
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 
 // CoalescedFile on a FakeClock and an in-memory disk: every write is an explicit step of the test.
 

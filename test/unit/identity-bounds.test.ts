@@ -1,6 +1,6 @@
 import type { PeerCertificate } from 'node:tls';
 import { Authorizer, CallInfo, labelRefusal } from '../../common/auth';
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { DEFAULT_CONTROLPLANE_CONFIG, parseConfig } from '../../common/config';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
 import { silentLogger } from '../../common/log';

@@ -123,3 +123,72 @@ describe('one error hierarchy', () => {
     expect(offending).toEqual([]);
   });
 });
+
+/** The .ts file a relative import of `file` names (a file or a folder's index), or undefined (not ours). */
+function resolveImport(file: string, spec: string): string | undefined {
+  const base = path.resolve(path.dirname(path.join(REPO, file)), spec);
+  for (const candidate of [`${base}.ts`, path.join(base, 'index.ts')]) {
+    try {
+      if (statSync(candidate).isFile()) return path.relative(REPO, candidate);
+    } catch {
+      // not this one (missing, or a JSON file where a folder would be)
+    }
+  }
+  return undefined;
+}
+
+/** Every import of `file` that names a file of ours, type-only ones, re-exports and import() types included. */
+function importsOf(file: string): string[] {
+  const text = readFileSync(path.join(REPO, file), 'utf8');
+  const specs = [...text.matchAll(/(?:\bfrom|\bimport|\brequire\(|\bimport\()\s*['"](\.{1,2}\/[^'"]+)['"]/g)].map(
+    (m) => m[1]!,
+  );
+  return specs.map((s) => resolveImport(file, s)).filter((f): f is string => f !== undefined);
+}
+
+/** The import circles among `files`: each strongly connected group of more than one file (Tarjan). */
+function importCircles(files: readonly string[]): string[][] {
+  const graph = new Map(files.map((f) => [f, importsOf(f)]));
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const circles: string[][] = [];
+  const visit = (v: string): void => {
+    index.set(v, index.size);
+    low.set(v, index.get(v)!);
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v) ?? []) {
+      if (!graph.has(w)) continue;
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+    }
+    if (low.get(v) !== index.get(v)) return;
+    const group: string[] = [];
+    let w: string;
+    do {
+      w = stack.pop()!;
+      onStack.delete(w);
+      group.push(w);
+    } while (w !== v);
+    if (group.length > 1 || graph.get(v)!.includes(v)) circles.push(group.sort());
+  };
+  for (const f of files) if (!index.has(f)) visit(f);
+  return circles;
+}
+
+describe('no import circles', () => {
+  test('none among the files we write, type-only imports included (a seam’s types live in the seam’s module)', () => {
+    const files = ['bin', 'common', 'agent', 'controlplane', 'testkit', 'bench', 'deploy'].flatMap((d) => sources(d));
+    expect(files.length).toBeGreaterThan(150);
+    expect(importCircles(files)).toEqual([]);
+  });
+
+  test('the check finds a circle, a type-only one included', () => {
+    const dir = path.join('test', 'unit', 'fixtures', 'circle');
+    expect(importCircles(sources(dir))).toEqual([[path.join(dir, 'a.ts'), path.join(dir, 'b.ts')]]);
+  });
+});

@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { parseConfig } from '../../common/config';
 import { LifecycleError } from '../../common/errors';
 import { Lifecycle, settleWithin } from '../../common/lifecycle';

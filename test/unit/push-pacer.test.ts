@@ -1,4 +1,4 @@
-import { FakeClock } from '../../common/clock';
+import { FakeClock } from '../../testkit/fake-clock';
 import { TokenBucket } from '../../common/token-bucket';
 import { PushPacer } from '../../controlplane/grpc/stream-server';
 

@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib';
 import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig } from '../../../common/config';
-import { FakeClock } from '../../../common/clock';
+import { FakeClock } from '../../../testkit/fake-clock';
 import { DesiredState } from '../../../common/types';
 import { Discovery } from '../../../controlplane/discovery';
 import {

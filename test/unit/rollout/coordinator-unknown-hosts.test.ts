@@ -1,4 +1,4 @@
-import { FakeClock } from '../../../common/clock';
+import { FakeClock } from '../../../testkit/fake-clock';
 import { silentLogger } from '../../../common/log';
 import { DesiredState, Server, Service } from '../../../common/types';
 import { AgentRecord } from '../../../controlplane/ports';

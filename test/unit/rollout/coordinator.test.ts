@@ -1,4 +1,4 @@
-import { FakeClock } from '../../../common/clock';
+import { FakeClock } from '../../../testkit/fake-clock';
 import { RolloutConfig } from '../../../common/config';
 import { silentLogger } from '../../../common/log';
 import { DesiredState } from '../../../common/types';
