@@ -135,7 +135,7 @@ export class Drains {
     );
     for (const d of this.entries.values()) {
       let m = out.get(d.backend);
-      if (!m) out.set(d.backend, (m = new Map()));
+      if (!m) out.set(d.backend, (m = new Map<string, OverrideState | 'draining'>()));
       m.set(d.server.name, 'draining');
     }
     return out;
@@ -219,8 +219,8 @@ function parseDrain(json: string): Drain | undefined {
       address: server.address,
       port: server.port,
       weight: server.weight,
-      options: server.options as string[],
-      ...(server.zone !== undefined ? { zone: server.zone as string } : {}),
+      options: server.options,
+      ...(server.zone !== undefined ? { zone: server.zone } : {}),
     },
     since: o.since,
     deadline: o.deadline,

@@ -97,7 +97,7 @@ export class OverrideTracker {
           !restored &&
           (seen?.has(server.name) || (adoption && state === 'drain' && !agentDrained.has(id())))
         ) {
-          if (!held) this.held.set(service.name, (held = new Map()));
+          if (!held) this.held.set(service.name, (held = new Map<string, OverrideState>()));
           held.set(server.name, state);
           events.push({
             server: id(),

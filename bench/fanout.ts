@@ -57,7 +57,7 @@ async function measure(fleet: SimFleet, zkc: ZkTestClient, changes: number, gapM
     const t0 = monoMs();
     // The raw client (not put()): one ZooKeeper request, started at t0.
     await new Promise<void>((resolve, reject) => {
-      const cb = (err: unknown) => (err ? reject(err) : resolve());
+      const cb = (err: Error | null) => (err ? reject(err) : resolve());
       if (!present) zkc.client.create(node, Buffer.from(JSON.stringify({ address: '10.0.1.1', port: 8080 })), cb);
       else zkc.client.remove(node, -1, cb);
     });

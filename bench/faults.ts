@@ -281,7 +281,10 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
       });
     });
   for (let i = 0; !(await converged()); i++) {
-    if (i > 600) throw new Error(`faults: the agents never served ${expectedHosts()}: ${servedBy(0)} / ${servedBy(1)}`);
+    if (i > 600)
+      throw new Error(
+        `faults: the agents never served ${expectedHosts()}: ${JSON.stringify(servedBy(0))} / ${JSON.stringify(servedBy(1))}`,
+      );
     await sleep(50);
   }
   say(
@@ -437,14 +440,14 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
     return `killed cp${j}`;
   });
   await run('cp_all_restart', async () => {
-    await Promise.all(cps.map((c) => c?.stop()));
+    await Promise.all(cps.map(async (c) => c?.stop()));
     await sleep(10_000);
     await Promise.all([startCp(0), startCp(1)]);
   });
   await run('slow_zookeeper', async () => {
     // Both replicas start behind the delay, so the agents can only be served by a replica whose first read of
     // ZooKeeper was slow (with one replica left up, the agents would stay on it and the slow start would be moot).
-    await Promise.all(cps.map((c) => c?.stop()));
+    await Promise.all(cps.map(async (c) => c?.stop()));
     proxy.setDelay(300, 0);
     await Promise.all([startCp(0), startCp(1)]);
     await sleep(3000);
@@ -502,7 +505,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
       async () => {
         await d.down();
         await sleep(2000);
-        await Promise.all(cps.map((c) => c?.stop()));
+        await Promise.all(cps.map(async (c) => c?.stop()));
         await Promise.all([startCp(0), startCp(1)]);
         await sleep(8000);
         await d.up();

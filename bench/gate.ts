@@ -56,7 +56,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
       // Control planes log at debug: the pushes counted per agent are debug lines.
       start: (argv, name, dir) => {
         const c = startCli(argv, path.join(dir, `${name}.log`), 'debug');
-        return { proc: c.proc, logs: c.logs, kill: () => c.stop(0, 'SIGKILL'), stop: () => c.stop() };
+        return { proc: c.proc, logs: () => c.logs(), kill: () => c.stop(0, 'SIGKILL'), stop: () => c.stop() };
       },
       agents,
       controlPlanes: 1,

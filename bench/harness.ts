@@ -13,7 +13,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { FlagSpec, parseArgs, UsageError } from '../common/args';
+import { parseArgs, UsageError } from '../common/args';
 import { REPO } from '../testkit/paths';
 
 /** One option of a benchmark: `--kebab-name=value` on the command line, camelCase in the options object. */
@@ -107,7 +107,7 @@ export interface AnyBenchmark {
 
 /** Declares a benchmark (types only: the runner does the work). */
 export function defineBenchmark<S extends OptionSpecs>(b: Benchmark<S>): AnyBenchmark {
-  return b as unknown as AnyBenchmark;
+  return b;
 }
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -133,7 +133,7 @@ export function parseOptions(
 ): { options: Record<string, unknown>; smoke: boolean; save: boolean; help: boolean } {
   const spec: Record<string, 'string' | 'boolean'> = { smoke: 'boolean', save: 'boolean', help: 'boolean' };
   for (const [name, o] of Object.entries(b.options)) spec[kebab(name)] = o.kind === 'boolean' ? 'boolean' : 'string';
-  const { flags, positional } = parseArgs(argv, spec as FlagSpec);
+  const { flags, positional } = parseArgs(argv, spec);
   if (positional.length > 0) throw new UsageError(`unexpected argument "${positional[0]}"`);
   const smoke = flags.smoke === true;
   const options: Record<string, unknown> = {};

@@ -89,7 +89,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
   const tokens: Record<string, string> = {};
   for (const name of ['agent', 'ops', 'view', 'attacker']) {
     tokens[name] = `${name}-${seed}-${'0123456789abcdef'.repeat(2)}`;
-    writeFileSync(path.join(tmp.dir, `${name}.token`), tokens[name]!, { mode: 0o600 });
+    writeFileSync(path.join(tmp.dir, `${name}.token`), tokens[name], { mode: 0o600 });
   }
   const auth = `auth:
   clients:
@@ -835,7 +835,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
       const r = await unary(client, method, body, tok);
       client.close();
       count('rollout_admin', r.code);
-      if (r.code === grpc.status.DEADLINE_EXCEEDED && (deadlines++ < 3 || process.env.BENCH_VERBOSE))
+      if (r.code === (grpc.status.DEADLINE_EXCEEDED as number) && (deadlines++ < 3 || process.env.BENCH_VERBOSE))
         say(`  no answer in 8 s: ${method} with a ${body.length}-byte request`);
       if (!r.ok) {
         t.rejected++;
@@ -1136,7 +1136,7 @@ function streamScenario(
   // Every message through fromPartial: fields the generated encoder needs (added to the protocol since these
   // conversations were written) get their defaults, so the message reaches the server instead of failing to
   // serialize in this process.
-  const send = (m: object) => call.write(AgentMessage.fromPartial(m as AgentMessage));
+  const send = (m: object) => call.write(AgentMessage.fromPartial(m));
   const hello = (nodeId: string, extra: object = {}) =>
     ({
       hello: { nodeId, labels: {}, agentVersion: 'x', haproxyVersion: 'x', runningVersion: '', ...extra },
@@ -1164,15 +1164,15 @@ function streamScenario(
       if (kind === 8)
         send({
           ack: { version: p.version, nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 },
-        } as unknown as AgentMessage);
+        });
       if (kind === 8)
         send({
           ack: { version: p.version, nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 },
-        } as unknown as AgentMessage); // replayed
+        }); // replayed
       if (kind === 9)
         send({
           ack: { version: 'other', nonce: p.nonce, method: 1, reasons: [], warnings: [], durationMs: 0 },
-        } as unknown as AgentMessage);
+        });
       if (kind === 10)
         send({
           nack: {
@@ -1181,7 +1181,7 @@ function streamScenario(
             reason: 'r'.repeat(1_000_000),
             runningVersion: 'v'.repeat(10_000),
           },
-        } as unknown as AgentMessage);
+        });
       if (kind === 13) {
         // Protocol 2: Resync spam (unknown nonces, the real one twice, then one for the full push that answers it).
         for (let k = 0; k < 50; k++) send({ resync: { nonce: `forged-${k}`, reason: 'x'.repeat(k * 100) } });
@@ -1215,7 +1215,7 @@ function streamScenario(
       case 6:
         send({
           ack: { version: 'v', nonce: 'n', method: 1, reasons: [], warnings: [], durationMs: 0 },
-        } as unknown as AgentMessage); // before hello
+        }); // before hello
         break;
       case 7:
         send(hello(`attacker-${i}`));
@@ -1274,8 +1274,8 @@ function streamScenario(
         send(hello(`attacker-${i}`));
         send({
           ack: { version: 'v', nonce: `unknown-${i}`, method: 1, reasons: [], warnings: [], durationMs: 0 },
-        } as unknown as AgentMessage);
-        send({} as AgentMessage);
+        });
+        send({});
         break;
       default:
         send(hello(`attacker-${i}`));

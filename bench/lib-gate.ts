@@ -448,8 +448,8 @@ agent:
    */
   async close(keepDir = false): Promise<void> {
     await this.load?.stop();
-    await Promise.allSettled(this.agents.map((a) => a.proc?.stop()));
-    await Promise.allSettled(this.cps.map((c) => c.proc?.stop()));
+    await Promise.allSettled(this.agents.map(async (a) => a.proc?.stop()));
+    await Promise.allSettled(this.cps.map(async (c) => c.proc?.stop()));
     this.zkc?.close();
     await this.zk?.stop();
     await Promise.all(this.backends.map((b) => b.close()));

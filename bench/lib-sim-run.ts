@@ -464,8 +464,8 @@ export async function runSteps(seed: number, steps: readonly Step[], opts: RunOp
   const realRm = fsp.rm;
   // The agent removes its haproxy -c candidate with fs.promises.rm: the only real I/O on its path, and a thread-pool
   // round trip whose timing would leak into the schedule. The candidate is never written (the writer is fake).
-  (fsp as { rm: typeof fsp.rm }).rm = ((p: Parameters<typeof fsp.rm>[0], o?: Parameters<typeof fsp.rm>[1]) =>
-    String(p).startsWith(SIM_DIR) ? Promise.resolve() : realRm(p, o)) as typeof fsp.rm;
+  (fsp as { rm: typeof fsp.rm }).rm = (p: Parameters<typeof fsp.rm>[0], o?: Parameters<typeof fsp.rm>[1]) =>
+    String(p).startsWith(SIM_DIR) ? Promise.resolve() : realRm(p, o);
   try {
     sim.startCp();
     sim.startAgent();

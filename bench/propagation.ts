@@ -48,7 +48,7 @@ const KINDS: readonly Kind[] = ['remove', 'readd', 'weight', 'new'];
 /** One planned change: the ZooKeeper request and how to recognise it in `show servers state`. */
 interface Change {
   readonly kind: Kind;
-  readonly write: (c: Client, cb: (err: unknown) => void) => void;
+  readonly write: (c: Client, cb: (err: Error | null) => void) => void;
   readonly visible: (servers: ReadonlyMap<string, RuntimeServer> | undefined) => boolean;
 }
 
@@ -125,7 +125,7 @@ function connectWatcher(connectString: string): Promise<Client> {
   });
 }
 
-const zkCall = (fn: (cb: (err: unknown) => void) => void) =>
+const zkCall = (fn: (cb: (err: Error | null) => void) => void) =>
   new Promise<void>((resolve, reject) => fn((err) => (err ? reject(err) : resolve())));
 
 /**

@@ -115,7 +115,7 @@ class NaiveHaproxy {
   async start(): Promise<void> {
     const child = spawn('haproxy', ['-db', '-f', this.configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
+    child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
     const deadline = Date.now() + 10_000;

@@ -118,7 +118,7 @@ export const benchmark = defineBenchmark({
   run: async (o, ctx) => {
     const mutant = o.mutant as Mutant;
     if (!MUTANTS.includes(mutant)) throw new UsageError(`--mutant: one of ${MUTANTS.join(', ')}`);
-    if (o.replay >= 0) return replay(o.replay, o.steps, mutant, ctx.say);
+    if (o.replay >= 0) return replay(o.replay, o.steps, mutant, (line) => ctx.say(line));
     const started = performance.now();
     const byInvariant = Object.fromEntries(INVARIANTS.map((i) => [i, 0])) as Record<Invariant, number>;
     const digests: string[] = [];

@@ -32,7 +32,7 @@ export function parseArgs(
     throw new UsageError(usageMessage(err, argv));
   }
   const flags: Record<string, string | boolean | undefined> = {};
-  for (const [name, value] of Object.entries(parsed.values)) flags[name] = value as string | boolean;
+  for (const [name, value] of Object.entries(parsed.values)) flags[name] = value;
   return { flags, positional: parsed.positionals };
 }
 

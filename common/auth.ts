@@ -358,7 +358,7 @@ interface CertFields {
 }
 
 function certFields(cert: PeerCertificate): CertFields {
-  const cnRaw = cert.subject?.CN as string | string[] | undefined;
+  const cnRaw = cert.subject?.CN;
   const cn = cnRaw === undefined ? [] : Array.isArray(cnRaw) ? cnRaw : [cnRaw];
   const dns: string[] = [];
   const uri: string[] = [];

@@ -32,7 +32,7 @@ function cachedCheckArgs(options: readonly string[], policy: ServiceOptionsPolic
   let byList = checkArgsCache.get(policy);
   if (!byList) checkArgsCache.set(policy, (byList = new WeakMap()));
   let byName = byList.get(options);
-  if (!byName) byList.set(options, (byName = new Map()));
+  if (!byName) byList.set(options, (byName = new Map<string, CheckArgs>()));
   let args = byName.get(service);
   if (!args) byName.set(service, (args = serverCheckArgs(options, policy, service)));
   return args;

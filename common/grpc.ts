@@ -111,7 +111,7 @@ export function addHealth(server: grpc.Server, status: () => boolean, opts: { po
   const impl: HealthServer = {
     check: (_call, callback) => callback(null, { status: read() }),
     watch: (call) => {
-      const w: Watcher = { call: call as grpc.ServerWritableStream<unknown, unknown>, last: read() };
+      const w: Watcher = { call: call, last: read() };
       watchers.add(w);
       call.write({ status: w.last });
       call.on('cancelled', () => forget(w));
@@ -142,7 +142,7 @@ export function addHealth(server: grpc.Server, status: () => boolean, opts: { po
  * The reflection service only reads `fileDescriptorProtos` from the definition, so it gets the original files.
  */
 export function addReflection(server: grpc.Server, services: readonly string[]): void {
-  const set = FileDescriptorSet.decode(readFileSync(findUp(path.join('proto', 'proxymgr.binpb')))) as unknown as {
+  const set = FileDescriptorSet.decode(readFileSync(findUp(path.join('proto', 'proxymgr.binpb')))) as {
     file: object[];
   };
   const files = set.file.map((f) => FileDescriptorProto.encode(f).finish());

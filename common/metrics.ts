@@ -30,7 +30,7 @@ export async function serveMetrics(
     const path = (req.url ?? '').split('?')[0]!;
     const route =
       path === '/metrics'
-        ? async () => ({ type: registry.contentType, body: await registry.metrics() })
+        ? async (): Promise<Page> => ({ type: String(registry.contentType), body: await registry.metrics() })
         : opts.routes?.[path];
     if (!route || req.method !== 'GET') {
       res

@@ -130,7 +130,7 @@ function optionProblems(
   let byList = optionCache[kind].get(policy);
   if (!byList) optionCache[kind].set(policy, (byList = new WeakMap()));
   let byName = byList.get(lines);
-  if (!byName) byList.set(lines, (byName = new Map()));
+  if (!byName) byList.set(lines, (byName = new Map<string, readonly OptionProblem[]>()));
   let cached = byName.get(service);
   if (!cached) {
     cached =
@@ -233,7 +233,7 @@ function checkServers(service: Service, policy: ServiceOptionsPolicy, problems: 
       });
   }
   if (!bad) return service;
-  const servers = service.servers.filter((s) => !bad!.has(s));
+  const servers = service.servers.filter((s) => !bad.has(s));
   // Every host refused (say, backends that fell back to link-local addresses) is not discovery saying "no hosts":
   // an agent keeps what it runs for the service (unknown is not empty).
   if (servers.length === 0) return { ...service, servers, hosts: 'unknown' };

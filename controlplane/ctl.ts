@@ -134,7 +134,7 @@ export async function runCtlCommand(
     return 2;
   }
   const address = typeof flags.controlplane === 'string' ? flags.controlplane : '127.0.0.1:7000';
-  const str = (name: string) => (typeof flags[name] === 'string' ? (flags[name] as string) : undefined);
+  const str = (name: string) => (typeof flags[name] === 'string' ? flags[name] : undefined);
   const tls =
     str('cacert') || str('cert') || str('key') ? { ca: str('cacert'), cert: str('cert'), key: str('key') } : undefined;
   let client: InstanceType<typeof RolloutClient>;

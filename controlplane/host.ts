@@ -97,7 +97,7 @@ function hostFromObject(doc: unknown, childName: string | undefined): Host {
   if (typeof hso === 'string') {
     if (hso.trim() !== '') options.push(hso.trim());
   } else if (Array.isArray(hso) && hso.every((x) => typeof x === 'string')) {
-    options.push(...(hso as string[]));
+    options.push(...hso);
   } else if (hso !== undefined && hso !== null) {
     throw new HostError(`haproxy_server_options: expected a string or a list of strings, got ${JSON.stringify(hso)}`);
   }

@@ -160,7 +160,7 @@ function trafficOptions(o: Record<string, unknown>, listenOptions: readonly stri
       fail(
         `zone_label: expected a label name such as "zone" ([A-Za-z0-9_./-], at most 63), got ${describe(o.zone_label)}`,
       );
-    zoneLabel = o.zone_label as string;
+    zoneLabel = o.zone_label;
   }
   let canary: { labels: Record<string, string>; share: number } | undefined;
   if (o.canary !== undefined && o.canary !== null) {
@@ -180,7 +180,7 @@ function trafficOptions(o: Record<string, unknown>, listenOptions: readonly stri
       fail(
         `canary: "${fixed.trim()}" is a static algorithm, which takes no runtime weights (use roundrobin, leastconn or random)`,
       );
-    canary = { labels, share: share as number };
+    canary = { labels, share: share };
   }
   return { drainTimeoutMs, slowStartMs, zoneLabel, canary };
 }
@@ -218,7 +218,7 @@ function watcherSpec(
       ) {
         fail(`server: expected a "host:port[,host:port]" ZooKeeper ensemble, got ${describe(server)}`);
       }
-      return { type, server: server as string, path: p as string };
+      return { type, server: server, path: p as string };
     }
     case 'dns': {
       if (!Array.isArray(o.backends) || o.backends.length === 0)
@@ -261,7 +261,7 @@ function watcherSpec(
     case 'file': {
       if (typeof o.file !== 'string' || !o.file.startsWith('/'))
         fail(`file: expected an absolute path of a file with one host:port per line, got ${describe(o.file)}`);
-      return { type, file: o.file as string };
+      return { type, file: o.file };
     }
     case 'static': {
       if (!Array.isArray(o.hosts))

@@ -41,8 +41,11 @@ function lineColumn(text: string, offset: number): { line: number; column: numbe
   return { line, column: offset - start + 1 };
 }
 
-class At {
-  constructor(readonly offset: number) {}
+/** Thrown inside jsonErrorOffset to unwind the parse at the offending offset (caught there, never escapes). */
+class At extends Error {
+  constructor(readonly offset: number) {
+    super(`JSON syntax error at offset ${offset}`);
+  }
 }
 
 const NUMBER_RE = /-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;

@@ -31,8 +31,8 @@ export function startCli(args: string[]): CliProcess {
     env: { ...process.env, PROXYMGR_LOG_LEVEL: 'debug' },
   });
   let logs = '';
-  proc.stdout!.on('data', (c) => (logs += c.toString()));
-  proc.stderr!.on('data', (c) => (logs += c.toString()));
+  proc.stdout.on('data', (c) => (logs += c.toString()));
+  proc.stderr.on('data', (c) => (logs += c.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const handle: CliProcess = {
     proc,

@@ -48,8 +48,8 @@ export async function checkConfig(
         ),
       );
     }, timeoutMs);
-    child.stdout!.on('data', (c) => (output += c.toString()));
-    child.stderr!.on('data', (c) => (output += c.toString()));
+    child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(new ProxyMgrError('HAPROXY_CHECK_FAILED', `cannot run ${binary} -c: ${err.message}`, { cause: err }));

@@ -349,7 +349,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
         log.warn({ err: err.message }, 'cannot write the pid file'),
       );
     log.info({ old_pid: oldPid }, oldPid ? 'haproxy reloaded' : 'haproxy started');
-    return child.pid!;
+    return child.pid;
   }
 
   /** Live processes older than the current one (`except`): soft-stopping already, told again by the next -sf. */

@@ -72,7 +72,7 @@ export function parseServersState(text: string): RuntimeState {
       operState: Number(f[iOp]),
     };
     let be = result.get(backend);
-    if (!be) result.set(backend, (be = new Map()));
+    if (!be) result.set(backend, (be = new Map<string, RuntimeServer>()));
     be.set(server.name, server);
   }
   return result;

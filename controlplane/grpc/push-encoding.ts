@@ -46,7 +46,7 @@ export function pushBody(
   encodingStats.encoded++;
   if (body.length > maxCachedBytes) return body;
   let byBase = cache.get(target);
-  if (!byBase) cache.set(target, (byBase = new Map()));
+  if (!byBase) cache.set(target, (byBase = new Map<string, Buffer>()));
   if (byBase.size >= MAX_BASES_PER_TARGET) byBase.delete(byBase.keys().next().value!);
   byBase.set(key, body);
   return body;

@@ -523,7 +523,7 @@ function judgeWave(
   let rollout = r;
   if (changed) rollout = updateLast(rollout, { ...wave, gate: result }, now);
   if (baseline !== r.baseline && baseline) rollout = { ...rollout, baseline, updatedAt: now };
-  return { rollout, result: changed ? result : prev! };
+  return { rollout, result: changed ? result : prev };
 }
 
 function startWave(r: RolloutDoc, spec: string, take: readonly string[], now: number, why = ''): RolloutDoc {
@@ -600,7 +600,7 @@ export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''
         r.state === 'halted' &&
         last?.completedAt === undefined &&
         (last?.gate?.verdict === 'fail' || last?.gate?.verdict === 'insufficient');
-      const waves = gateHalted ? [...r.waves.slice(0, -1), { ...last!, gateOverridden: true }] : r.waves;
+      const waves = gateHalted ? [...r.waves.slice(0, -1), { ...last, gateOverridden: true }] : r.waves;
       return replace(doc, r, {
         ...r,
         state: 'running',

@@ -119,13 +119,13 @@ export class TrafficLedger {
     const r = this.rollout;
     if (r && countable && (a.last.revision === r.from || a.last.revision === r.to)) {
       let sums = this.sums.get(a.last.revision);
-      if (!sums) this.sums.set(a.last.revision, (sums = new Map()));
+      if (!sums) this.sums.set(a.last.revision, (sums = new Map<string, Vec>()));
       let mine: Map<string, Vec> | undefined;
       if (this.window !== undefined) {
         let byRevision = this.windowed.get(nodeId);
-        if (!byRevision) this.windowed.set(nodeId, (byRevision = new Map()));
+        if (!byRevision) this.windowed.set(nodeId, (byRevision = new Map<string, Map<string, Vec>>()));
         mine = byRevision.get(a.last.revision);
-        if (!mine) byRevision.set(a.last.revision, (mine = new Map()));
+        if (!mine) byRevision.set(a.last.revision, (mine = new Map<string, Vec>()));
       }
       for (const [key, v] of this.deltas(a.last.counters, counters, r.keys, at - a.last.at)) {
         add(sums, key, v);
@@ -183,7 +183,7 @@ export class TrafficLedger {
       const out = new Map<string, Map<string, Vec>>();
       for (const [nodeId, byKey] of m) {
         let acc = out.get(voiceOf(nodeId));
-        if (!acc) out.set(voiceOf(nodeId), (acc = new Map()));
+        if (!acc) out.set(voiceOf(nodeId), (acc = new Map<string, Vec>()));
         for (const [key, v] of byKey) add(acc, key, v);
       }
       return out;

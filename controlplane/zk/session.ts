@@ -32,6 +32,7 @@ function guardReplyParsing(log: Logger): void {
   repliesGuarded = true;
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- a file inside the package (not an exported module, no typings)
   const proto = (require('node-zookeeper-client/lib/ConnectionManager') as { prototype: ConnectionManager }).prototype;
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called below with .call() on each connection
   const parse = proto.onSocketData;
   proto.onSocketData = function (this: ConnectionManager, buffer: Buffer) {
     const head = this.pendingQueue?.[0];
@@ -247,7 +248,7 @@ export class ZkSession {
     this.client = undefined;
     if (this.stateValue === 'connected') this.emitDisconnected(reason);
     this.stateValue = 'disconnected';
-    if (old) abandon(old);
+    if (old) void abandon(old); // closes in the background: a reconnect does not wait for the old socket
     const delay = backoffMs(this.attempts, {
       baseMs: this.options.backoffInitialMs ?? 200,
       maxMs: this.options.backoffMaxMs ?? 30_000,

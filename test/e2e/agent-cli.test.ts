@@ -105,7 +105,7 @@ describe('proxymgr agent (built CLI) follows a state file', () => {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
-      p.stderr!.on('data', (c) => (out += c.toString()));
+      p.stderr.on('data', (c) => (out += c.toString()));
       return { p, out: () => out };
     };
     const first = start();

@@ -42,7 +42,7 @@ describe('authentication and authorization (built CLI, real ZooKeeper)', () => {
     for (const cn of ['ops-alice', 'viewer-bob', 'agent-1', 'agent-2']) cert[cn] = clientCertificate(tmp.dir, cn);
     for (const name of ['ops', 'view', 'edge']) {
       token[name] = path.join(tmp.dir, `${name}.token`);
-      writeFileSync(token[name]!, `${name}-${'0123456789abcdef'.repeat(2)}\n`, { mode: 0o600 });
+      writeFileSync(token[name], `${name}-${'0123456789abcdef'.repeat(2)}\n`, { mode: 0o600 });
     }
     writeFileSync(path.join(tmp.dir, 'wrong.token'), `wrong-${'0123456789abcdef'.repeat(2)}\n`, { mode: 0o600 });
     zk = await startZooKeeper();

@@ -161,7 +161,7 @@ agent:
 
     load = startLoad(webPort, 4, '127.0.0.1', 5); // paced: a drained service fails every request
     await sleep(1000);
-    await dns!.stop();
+    await dns.stop();
     dns = undefined;
     // The running replica keeps what it was reported (fail static); the restarted one has only what it persisted.
     expect(await cp.waitForLog(/dns lookup failed: .*; keeping the 2 previous host\(s\) \(fail static\)/, 10_000)).toBe(
@@ -243,7 +243,7 @@ agent:
     expect(
       await eventually(async () => {
         try {
-          await tally(ports[0]!, 1);
+          await tally(ports[0], 1);
           return false;
         } catch {
           return true;
@@ -254,9 +254,9 @@ agent:
     expect(list.services.map((x) => x.name).sort()).toEqual(['s2', 's3', 'web']);
     expect(list.errors.s2).toMatch(/removal held back by max_service_removal_share 0\.25/);
     await sleep(2000); // a drift check and a couple of pushes later, still there
-    expect(await answers(ports[1]!)).toBe(true);
-    expect(await answers(ports[2]!)).toBe(true);
-    heldPorts = [ports[1]!, ports[2]!];
+    expect(await answers(ports[1])).toBe(true);
+    expect(await answers(ports[2])).toBe(true);
+    heldPorts = [ports[1], ports[2]];
   });
 
   test('a restart with ZooKeeper away at first and a config that no longer parses: the persisted version is served, and the restart does not speed removals up', async () => {

@@ -80,7 +80,8 @@ describe('incremental pushes converge to the full desired state (ZooKeeper, cont
         process.execPath,
         [CLI, 'ctl', '--controlplane', `127.0.0.1:${cpPort}`, 'rollout', ...args, '--json'],
         { timeout: 30_000 },
-        (err, stdout) => (err ? reject(err) : resolve(JSON.parse(stdout) as RolloutStatus)),
+        (err, stdout) =>
+          err ? reject(new Error(err.message, { cause: err })) : resolve(JSON.parse(stdout) as RolloutStatus),
       ),
     );
   const rolloutStatus = () => rolloutCtl('status');

@@ -51,8 +51,8 @@ function startAgent(cfg: string, stateFile: string, prefix: string[] = []): Agen
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PROXYMGR_LOG_LEVEL: 'debug' },
   });
   let out = '';
-  proc.stdout!.on('data', (c) => (out += c.toString()));
-  proc.stderr!.on('data', (c) => (out += c.toString()));
+  proc.stdout.on('data', (c) => (out += c.toString()));
+  proc.stderr.on('data', (c) => (out += c.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const agent: Agent = {
     proc,

@@ -45,8 +45,8 @@ function startAgent(cfg: string, stateFile: string): Agent {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', PROXYMGR_LOG_LEVEL: 'debug' },
   });
   let out = '';
-  proc.stdout!.on('data', (c) => (out += c.toString()));
-  proc.stderr!.on('data', (c) => (out += c.toString()));
+  proc.stdout.on('data', (c) => (out += c.toString()));
+  proc.stderr.on('data', (c) => (out += c.toString()));
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   const agent: Agent = {
     proc,

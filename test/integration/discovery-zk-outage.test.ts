@@ -144,7 +144,7 @@ test('session expiry: a new session is opened, every watch re-armed and the stat
   } finally {
     await d?.stop();
     d = undefined;
-    zkm.closeAll();
+    await zkm.closeAll();
     await proxy.close();
   }
 }, 30_000);

@@ -139,14 +139,14 @@ test('malformed service configs and host nodes give clear errors and leave every
   for (const [what, data, message] of cases) {
     await w.put('/service_config/victim', data);
     const ok = await waitUntil(() => (d!.errors().services.victim ?? []).some((p) => message.test(p.message)));
-    expect({ what, ok, errors: ok ? 'matched' : d!.errors() }).toEqual({ what, ok: true, errors: 'matched' });
-    const p = d!.errors().services.victim!.find((x) => message.test(x.message))!;
+    expect({ what, ok, errors: ok ? 'matched' : d.errors() }).toEqual({ what, ok: true, errors: 'matched' });
+    const p = d.errors().services.victim!.find((x) => message.test(x.message))!;
     expect(p.code).toBe('SERVICE_CONFIG_INVALID');
     expect(p.where).toBe('zookeeper /service_config/victim');
     // everything else as it was: same snapshot, previous version of the victim kept
-    expect(d!.current()!.version).toBe(base.version);
-    expect(service(d!.current(), 'victim')).toEqual(victimBefore);
-    expect(d!.errors().services.good).toBeUndefined();
+    expect(d.current()!.version).toBe(base.version);
+    expect(service(d.current(), 'victim')).toEqual(victimBefore);
+    expect(d.errors().services.good).toBeUndefined();
   }
 
   // the other service keeps following its hosts meanwhile, and a malformed host node is skipped, named by its path

@@ -30,7 +30,7 @@ function watchHealth(port: number) {
   call.on('end', () => (ended = true));
   const check = () =>
     new Promise<S>((resolve, reject) =>
-      client.check({ service: '' }, (err, r) => (err ? reject(err) : resolve(r!.status))),
+      client.check({ service: '' }, (err, r) => (err ? reject(err) : resolve(r.status))),
     );
   return {
     seen,

@@ -100,7 +100,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     admin.client.addAuthInfo('digest', digest.authInfo());
   });
   afterAll(async () => {
-    for (const s of stores) s.close();
+    await Promise.all(stores.map((s) => s.close()));
     intruder?.close();
     admin?.close();
     await zk?.stop();
@@ -219,7 +219,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     expect(
       await eventually(async () => (await children(c, `${root}/agents`)).sort().join() === 'agent-1,agent-2'),
     ).toBe(true);
-    a.s.close();
+    await a.s.close();
     expect(await eventually(b.leading, 15_000)).toBe(true);
     await b.s.update((d) => ({ ...d, stable: 'cccccccccccc', seq: d.seq + 1 }));
     expect(b.s.doc?.stable).toBe('cccccccccccc');
@@ -237,7 +237,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
         }
       }, 20_000),
     ).toBe(true);
-    b.s.close();
+    await b.s.close();
     // The test's own clients may have lost their sessions to the restart (node-zookeeper-client never recovers an
     // expired one, and every later request would wait forever): the next tests get fresh ones.
     intruder.close();
@@ -275,7 +275,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
       expect(fresh[1]).not.toBe(fresh[0]);
       expect(await op((cb) => fresh[1]!.setData('/authcheck', Buffer.from('2'), -1, cb))).toBe('OK');
     } finally {
-      session.close();
+      await session.close();
       await proxy.close();
     }
   });
@@ -288,7 +288,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     expect(
       lines.some((l) => l.includes('controlplane.zk_digest_file is not set') && l.includes('writable by anyone')),
     ).toBe(true);
-    old.s.close();
+    await old.s.close();
     const c = intruder.client;
     expect(aclText(await getACL(c, `${root}/revisions/dddddddddddd`))).toEqual(['world:anyone:31']);
     // While the ACLs were open, someone planted traffic sums and an agent status of their own (persistent nodes).
@@ -335,7 +335,7 @@ describe('ZooKeeper digest authentication and ACLs', () => {
     expect(lines.some((l) => l.includes('set the ACL of 7 ZooKeeper node(s)'))).toBe(true);
     expect(lines.join('\n')).not.toContain('correct-horse-battery');
     expect(await op((cb) => c.setData(`${root}/rollout`, Buffer.from('{}'), -1, cb))).toBe('NO_AUTH');
-    next.s.close();
+    await next.s.close();
   });
 
   test('a node someone else pre-created without giving us ADMIN cannot be secured: the replica refuses to lead', async () => {

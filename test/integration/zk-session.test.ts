@@ -60,7 +60,7 @@ describe('ZkSession against a real ZooKeeper', () => {
         true,
       );
     } finally {
-      session.close();
+      await session.close();
     }
   });
 
@@ -79,7 +79,7 @@ describe('ZkSession against a real ZooKeeper', () => {
     const socket = (client as unknown as { connectionManager: { socket: { write(b: Buffer): boolean } } })
       .connectionManager.socket;
     socket.write = () => true;
-    session.close();
+    await session.close();
     // Without a reply the server would hold the connection until the 10 s session expires.
     expect(await eventually(() => toZk() === 0, 3000)).toBe(true);
   });

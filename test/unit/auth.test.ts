@@ -79,7 +79,7 @@ describe('roles per method', () => {
       addService: (def: grpc.ServiceDefinition) => paths.push(...Object.values(def).map((m) => m.path)),
     } as unknown as grpc.Server;
     for (const def of [AgentStreamDefinition, ControlPlaneAdminService, RolloutService, AgentAdminService])
-      server.addService(def as unknown as grpc.ServiceDefinition, {});
+      server.addService(def, {});
     addHealth(server, () => true).close();
     addReflection(server, ['proxymgr.v1.AgentStream', 'proxymgr.v1.ControlPlaneAdmin', 'proxymgr.v1.Rollout']);
     expect(paths.length).toBeGreaterThanOrEqual(20);

@@ -30,7 +30,7 @@ describe('proxymgr.yml schema (common/config.schema.json)', () => {
       properties: { agent: { properties: Record<string, SchemaNode> } };
     };
     extra.properties.agent.properties.new_knob = { type: 'integer', description: 'a new knob', 'x-default': '`1`' };
-    const table = configReference(extra as SchemaNode);
+    const table = configReference(extra);
     expect(table).toContain('| `agent.new_knob` | `1` | a new knob |');
     expect(withConfigReference(readme(), table)).not.toBe(readme());
     expect(readme()).toContain(REFERENCE_START);

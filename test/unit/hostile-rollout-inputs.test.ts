@@ -132,7 +132,7 @@ describe('hostile values at the rollout inputs', () => {
         ),
       );
       expect(err.code).toBe(grpc.status.NOT_FOUND);
-      expect(err.details!.length).toBeLessThan(400);
+      expect(err.details.length).toBeLessThan(400);
       expect(err.details).toMatch(/^no agent with node_id "n{253}… \(1000004 characters\)" has connected/);
     }
   });

@@ -225,7 +225,7 @@ describe("plan with skipSame (runtime applies planned against the agent's own ca
   /** Everything HAProxy could differ in for web: a weight, an admin state, a server missing, one too many. */
   const drifted = () => {
     const actual = new Map(actualOf([api, web], { 'web/a': { weight: 7 }, 'web/b': { adminState: 1 } }));
-    const live = new Map(actual.get('web')!);
+    const live = new Map(actual.get('web'));
     live.set('z', {
       backend: 'web',
       name: 'z',

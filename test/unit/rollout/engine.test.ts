@@ -31,7 +31,7 @@ function fleetOf(
   return new Map(
     Object.entries(running).map(([id, rev]) => [
       id,
-      { nodeId: id, runningRevision: rev, ...(nacks[id] ? { lastNack: { ...nacks[id]!, at: 1e15 } } : {}) },
+      { nodeId: id, runningRevision: rev, ...(nacks[id] ? { lastNack: { ...nacks[id], at: 1e15 } } : {}) },
     ]),
   );
 }
