@@ -5,6 +5,8 @@ const project = (name) => ({
   testEnvironment: 'node',
   roots: [`<rootDir>/test/${name}`],
   testMatch: ['**/*.test.ts'],
+  // Transpile only: the types are checked in their own step, `npm run build` (tsc over test/ and testkit/ too),
+  // which `npm test` runs first.
   transform: { '^.+\\.ts$': ['ts-jest', { diagnostics: false }] },
 });
 
