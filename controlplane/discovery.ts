@@ -629,7 +629,8 @@ export class Discovery {
   /**
    * Loads the hosts persisted by earlier replicas before the first snapshot (bounded by the store's own timeout). A
    * load that fails does not hold the snapshot back; it is tried again with backoff (KNOWN_RETRY_MS) until it
-   * succeeds, and a service whose hosts are unknown then runs the hosts it brings.
+   * succeeds — at once, holding the first snapshot for that one read, when the source answers from the same ensemble
+   * (onConfigs) — and a service whose hosts are unknown then runs the hosts it brings.
    */
   private async loadKnown(store: KnownHostsStore): Promise<void> {
     this.knownLoading = true;

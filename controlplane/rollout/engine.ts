@@ -638,6 +638,8 @@ export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''
   }
 }
 
+const POLICY_CHANGED = ' (policy changed by operator)';
+
 /** Changes the current rollout's policy (new waves replace the pending ones), or sets the next rollout's. */
 export function setPolicy(
   doc: FleetDoc,
@@ -656,7 +658,9 @@ export function setPolicy(
     ...r,
     policy,
     pending: change.waves ?? r.pending,
-    reason: 'policy changed by operator',
+    // A rollout that waits (paused, halted) keeps saying why: a removal still waits for its operator.
+    reason:
+      r.state === 'running' ? 'policy changed by operator' : `${r.reason.replace(POLICY_CHANGED, '')}${POLICY_CHANGED}`,
     updatedAt: now,
   });
 }

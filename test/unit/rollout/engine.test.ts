@@ -251,6 +251,21 @@ describe('rollout engine', () => {
     expect(promoted.current!.waves.map((w) => w.agents.length)).toEqual([10]);
     // abort: the services stay.
     expect(command(doc, 'abort', 100_000).stable).toBe('r1');
+    // A policy change (twice) keeps it waiting, and still saying why.
+    const changed = setPolicy(
+      setPolicy(doc, { bakeMs: 5 }, false, POLICY, 100_000),
+      { bakeMs: 6 },
+      false,
+      POLICY,
+      100_001,
+    );
+    expect(changed.current).toMatchObject({
+      state: 'paused',
+      reason: expect.stringMatching(
+        /^waiting for an operator: removes 1 service\(s\) \(api\).* \(policy changed by operator\)$/,
+      ),
+    });
+    expect(changed.current!.reason.match(/policy changed/g)).toHaveLength(1);
     // Without confirmation (or with nothing removed), a rollout starts running.
     const off = onRevision(
       onRevision(EMPTY_DOC, 'r1', POLICY, 0),
