@@ -72,3 +72,28 @@ export function rawAgent(port: number, nodeId: string, runningVersion = '') {
     },
   };
 }
+
+/** What identifies a push to its answer. */
+type Answered = { readonly version: string; readonly nonce: string };
+
+/** The ACK of `push` by an agent that applied it through the runtime API, with nothing to report. */
+export function ackOf(push: Answered | undefined): AgentMessage {
+  return {
+    ack: {
+      version: push!.version,
+      nonce: push!.nonce,
+      method: 2,
+      reasons: [],
+      runtimeCommands: 0,
+      durationMs: 1,
+      warnings: [],
+      rejectedServices: [],
+      counters: [],
+    },
+  };
+}
+
+/** The NACK of `push`: HAProxy's `reason`, and the version the agent says it keeps running. */
+export function nackOf(push: Answered | undefined, reason: string, runningVersion: string): AgentMessage {
+  return { nack: { version: push!.version, nonce: push!.nonce, reason, haproxyOutput: '', runningVersion } };
+}

@@ -207,7 +207,7 @@ export function describeChanges(from: Revision | undefined, to: Revision): strin
 }
 
 /** The services `from` has and `to` does not, by name. */
-export function removedServices(from: Revision | undefined, to: Revision): string[] {
+function removedServices(from: Revision | undefined, to: Revision): string[] {
   if (!from) return [];
   const after = new Set(to.services.map((s) => s.name));
   return from.services.map((s) => s.name).filter((name) => !after.has(name));

@@ -1,5 +1,4 @@
 import { FakeClock } from '../../testkit/fake-clock';
-import { ControlMessage } from '../../common/gen/proxymgr/v1/stream';
 import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
@@ -9,7 +8,7 @@ import { RolloutStore } from '../../controlplane/rollout/store';
 import { TrafficPublisher } from '../../controlplane/rollout/traffic-publisher';
 import { server, service, state } from '../../testkit/agent';
 import { eventually, sleep } from '../../testkit/net';
-import { rawAgent, startStreamServer } from '../../testkit/stream-server';
+import { ackOf, nackOf, rawAgent, startStreamServer } from '../../testkit/stream-server';
 
 jest.setTimeout(30_000);
 
@@ -68,23 +67,6 @@ function reportedRegistry() {
   return { registry: new AgentRegistry(reports.events()), samples, statuses };
 }
 
-const ack = (p: ControlMessage['push']) => ({
-  ack: {
-    version: p!.version,
-    nonce: p!.nonce,
-    method: 2,
-    reasons: [],
-    runtimeCommands: 0,
-    durationMs: 1,
-    warnings: [],
-    rejectedServices: [],
-    counters: [],
-  },
-});
-const nack = (p: ControlMessage['push'], runningVersion: string) => ({
-  nack: { version: p!.version, nonce: p!.nonce, reason: 'port in use', haproxyOutput: '', runningVersion },
-});
-
 describe("a NACK's running version is believed only when this stream sent it, or the agent already ran it", () => {
   test('a NACK naming a version never sent keeps the ACKed one: Stats claiming the other revision count for none', async () => {
     const r = reportedRegistry();
@@ -94,11 +76,11 @@ describe("a NACK's running version is believed only when this stream sent it, or
     const refused0 = streamStats.nackRunningRefused;
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
-      a.send(ack(a.pushes[0]));
+      a.send(ackOf(a.pushes[0]));
       expect(await eventually(() => s.registry.get('n1')?.runningVersion === v1.version)).toBe(true);
       s.set(v2);
       expect(await eventually(() => a.pushes.length === 2)).toBe(true);
-      a.send(nack(a.pushes[1], FORGED));
+      a.send(nackOf(a.pushes[1], 'port in use', FORGED));
       expect(await eventually(() => s.registry.get('n1')?.lastNackedVersion === v2.version)).toBe(true);
 
       expect(s.registry.get('n1')?.runningVersion).toBe(v1.version);
@@ -135,7 +117,7 @@ describe("a NACK's running version is believed only when this stream sent it, or
     const refused0 = streamStats.nackRunningRefused;
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
-      a.send(nack(a.pushes[0], v0.version));
+      a.send(nackOf(a.pushes[0], 'port in use', v0.version));
       expect(await eventually(() => s.registry.get('n1')?.lastNackedVersion === v1.version)).toBe(true);
       expect(s.registry.get('n1')?.runningVersion).toBe(v0.version);
 
@@ -145,7 +127,7 @@ describe("a NACK's running version is believed only when this stream sent it, or
       s.set(v1);
       clock.advance(1501);
       expect(await eventually(() => a.pushes.length === 3, 3000)).toBe(true);
-      a.send(nack(a.pushes[2], v2.version));
+      a.send(nackOf(a.pushes[2], 'port in use', v2.version));
       expect(await eventually(() => s.registry.get('n1')?.runningVersion === v2.version)).toBe(true);
       expect(r.statuses.get('n1')).toMatchObject({ runningVersion: v2.version, runningRevision: REV });
       expect(streamStats.nackRunningRefused - refused0).toBe(0);

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ControlMessage } from '../../common/gen/proxymgr/v1/stream';
 import { FakeClock } from '../../testkit/fake-clock';
 import { eventually, sleep } from '../../testkit/net';
-import { rawAgent, startStreamServer } from '../../testkit/stream-server';
+import { ackOf, nackOf, rawAgent, startStreamServer } from '../../testkit/stream-server';
 import { server, service, state } from '../../testkit/agent';
 
 jest.setTimeout(30_000);
@@ -37,15 +37,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       const p1 = a.pushes[0]!;
       expect(p1.version).toBe(v1.version);
-      a.send({
-        nack: {
-          version: p1.version,
-          nonce: p1.nonce,
-          reason: 'haproxy -c said no',
-          haproxyOutput: '',
-          runningVersion: '',
-        },
-      });
+      a.send(nackOf(p1, 'haproxy -c said no', ''));
       expect(await eventually(() => s.registry.get('n1')?.lastError === 'haproxy -c said no')).toBe(true);
       s.poke();
       s.set(v1); // the same version again
@@ -58,19 +50,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       expect(p2.version).toBe(v2.version);
       expect(p2.nonce).not.toBe(p1.nonce);
       // An ACK with a stale nonce is ignored; the right one is recorded.
-      a.send({
-        ack: {
-          version: v2.version,
-          nonce: p1.nonce,
-          method: 2,
-          reasons: [],
-          runtimeCommands: 0,
-          durationMs: 1,
-          warnings: [],
-          rejectedServices: [],
-          counters: [],
-        },
-      });
+      a.send(ackOf({ version: v2.version, nonce: p1.nonce }));
       await sleep(100);
       expect(s.registry.get('n1')?.lastAckedVersion).toBe('');
       a.send({
@@ -98,20 +78,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
   // it after another version was ACKed never reached the agent again.
   test('a NACKed version is sent again once a different version was sent and ACKed since, and the state flaps back', async () => {
     const s = await startStreamServer();
-    const ack = (p: ControlMessage['push']) =>
-      a.send({
-        ack: {
-          version: p!.version,
-          nonce: p!.nonce,
-          method: 2,
-          reasons: [],
-          runtimeCommands: 0,
-          durationMs: 1,
-          warnings: [],
-          rejectedServices: [],
-          counters: [],
-        },
-      });
+    const ack = (p: ControlMessage['push']) => a.send(ackOf(p));
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
     try {
@@ -121,15 +88,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
       s.set(v2);
       expect(await eventually(() => a.pushes.length === 2)).toBe(true);
       const p2 = a.pushes[1]!;
-      a.send({
-        nack: {
-          version: v2.version,
-          nonce: p2.nonce,
-          reason: 'port in use',
-          haproxyOutput: '',
-          runningVersion: v1.version,
-        },
-      });
+      a.send(nackOf({ version: v2.version, nonce: p2.nonce }, 'port in use', v1.version));
       expect(await eventually(() => s.registry.get('n1')?.lastNackedVersion === v2.version)).toBe(true);
       s.poke(); // still v2: not re-sent in a loop
       await sleep(200);
@@ -175,20 +134,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
     const s = await startStreamServer({ newStreamsPerSecond: 100, pushesPerSecond: 100, answerTimeoutMs: 1500 }, clock);
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
-    const ack = (p: ControlMessage['push']) =>
-      a.send({
-        ack: {
-          version: p!.version,
-          nonce: p!.nonce,
-          method: 2,
-          reasons: [],
-          runtimeCommands: 0,
-          durationMs: 1,
-          warnings: [],
-          rejectedServices: [],
-          counters: [],
-        },
-      });
+    const ack = (p: ControlMessage['push']) => a.send(ackOf(p));
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       s.set(v2);
@@ -235,19 +181,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
           const p = a.pushes.at(-1);
           if (p && !answered.has(p.nonce)) {
             answered.add(p.nonce);
-            a.send({
-              ack: {
-                version: p.version,
-                nonce: p.nonce,
-                method: 2,
-                reasons: [],
-                runtimeCommands: 0,
-                durationMs: 1,
-                warnings: [],
-                rejectedServices: [],
-                counters: [],
-              },
-            });
+            a.send(ackOf(p));
           }
         }
       };
