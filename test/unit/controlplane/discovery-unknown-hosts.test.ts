@@ -475,6 +475,23 @@ describe('known hosts records', () => {
     await expect(decodeKnownHosts(bomb, 'zookeeper /k/web', 'web')).rejects.toThrow(/inflates to more than/);
   });
 
+  test("a record's config is checked too: wrong types, a wrong format, one larger than a service config may be", async () => {
+    const record = (config: unknown) => gzipSync(JSON.stringify({ v: 1, service: 'web', hosts: [host(1)], config }));
+    const good = { text: '{"type":"static","port":8080}', origin: '/service_config/web', format: 'json' };
+    expect((await decodeKnownHosts(record(good), 'zookeeper /k/web', 'web')).config).toEqual({ name: 'web', ...good });
+    for (const [bad, message] of [
+      [{ ...good, text: 5 }, /expected \{"text":…,"origin":…,"format":"json"\|"yaml"\}; left out/],
+      [{ ...good, format: 'xml' }, /expected \{"text":…/],
+      ['{"type":"static"}', /expected \{"text":…/],
+      [{ ...good, text: 'x'.repeat(65 * 1024) }, /larger than a service config may be; left out/],
+    ] as const) {
+      const r = await decodeKnownHosts(record(bad), 'zookeeper /k/web', 'web');
+      expect(r.config).toBeUndefined();
+      expect(r.hosts).toEqual([host(1)]); // the hosts still count
+      expect(r.problems).toEqual([{ where: 'zookeeper /k/web config', message: expect.stringMatching(message) }]);
+    }
+  });
+
   test('a record over the size limit is refused, naming the service and the sizes', async () => {
     const many = Array.from({ length: 60_000 }, (_, i) => ({
       name: `host-${i}-${Math.random().toString(36).slice(2)}`,
