@@ -3,7 +3,7 @@ import { toStatus } from '../common/grpc';
 import { AgentAdminServer, RuntimeServer as PbRuntimeServer } from '../common/gen/proxymgr/v1/admin';
 import { Agent } from './agent';
 import { ADMF_FDRAIN, inMaint, RuntimeServer } from './haproxy/servers-state';
-import { RuntimeApi } from './haproxy/runtime';
+import type { RuntimeApi } from './ports';
 
 /** What AgentAdmin reports about the connection to the control plane. */
 export interface ConnectionInfo {

@@ -1,42 +1,57 @@
-import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import { ProxyMgrConfig } from '../common/config';
 import { ConfigError, errorMessage } from '../common/errors';
 import { CoalescedFile } from '../common/coalesced-file';
 import { systemClock } from '../common/clock';
 import { ensurePrivateDir, writeFileAtomic } from '../common/fs';
 import { addHealth, addReflection, bindServer, Health, serverCredentials } from '../common/grpc';
-import { Authorizer, readTokenFile } from '../common/auth';
+import { Authorizer } from '../common/auth';
 import { authTlsWarning } from '../common/config';
 import { authInterceptor, authMetrics } from '../common/grpc-auth';
 import { AgentAdminService } from '../common/gen/proxymgr/v1/admin';
 import { Lifecycle } from '../common/lifecycle';
 import { Logger } from '../common/log';
-import { collectStandardMetrics, commandKind, serveMetrics } from '../common/metrics';
+import { serveMetrics } from '../common/metrics';
+import { agentMetrics } from './agent-metrics';
 import { stateJsonText } from '../common/state-codec';
 import { DesiredState, Service } from '../common/types';
 import { agentAdminServer, toPb } from './admin';
-import { Agent, ApplyResult } from './agent';
-import { RuntimeApi } from './haproxy/runtime';
+import { Agent, ApplyResult, PreflightResult } from './agent';
+import type { RuntimeServer } from '../common/gen/proxymgr/v1/admin';
+import type { ServiceCounters } from '../common/gen/proxymgr/v1/counters';
+import type { RuntimeApi } from './ports';
 import { StateDirLock } from './state-dir-lock';
 import { confirmStateCache, judgeStateCache, readStateCache } from './state-cache';
-import { findHaproxies } from './haproxy/orphan';
-import { GrpcStateSource } from './sources/grpc';
-import { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
-import { FileStateSource } from './sources/file';
+import { ServiceStatsTracker } from './haproxy/stats';
 import { StateSource } from './ports';
 
-export const AGENT_VERSION = '0.1.0';
+/** What a source of desired states may ask of the agent (a control plane asks all of it; see GrpcSourceOptions). */
+export interface AgentHooks {
+  /** The version the agent runs now. */
+  readonly runningVersion: () => string;
+  /** What the agent ran before the source sent anything (its state cache). */
+  readonly initialState: () => DesiredState | undefined;
+  /** Whether a state would apply whole (with the local overrides, as apply does). */
+  readonly preflight: (state: DesiredState) => Promise<PreflightResult>;
+  /** HAProxy's per-service counters, no older than `maxAgeMs`. */
+  readonly counters: (maxAgeMs: number) => Promise<ServiceCounters[]>;
+  /** What HAProxy has now (a sentence when unknown or too large to send). */
+  readonly reportState: () => Promise<RuntimeServer[] | string>;
+}
 
 export interface AgentProcessOptions {
   readonly config: ProxyMgrConfig;
   readonly log: Logger;
-  /** Follow this desired-state file instead of a control plane. */
-  readonly stateFile?: string;
-  /** A source given directly (standalone mode runs discovery in-process). */
-  readonly source?: StateSource;
+  /** Builds the agent's core, given the hook that writes the state cache before each haproxy.cfg write. */
+  readonly makeAgent: (hooks: { beforeConfigWrite: () => Promise<void> }) => Agent;
+  /** Builds the source of desired states (called by start: a source that cannot be made fails the start). */
+  readonly makeSource: (hooks: AgentHooks) => StateSource;
+  /** Whether a HAProxy of this config runs (one a previous agent left): the state cache is judged with it. */
+  readonly haproxyRunning: () => boolean;
+  /** A state without HAProxy sections gets proxymgr.yml's global/defaults (the source is a state file). */
+  readonly fillHaproxySections?: boolean;
 }
 
 /**
@@ -122,9 +137,7 @@ export class AgentProcess {
 
   constructor(private readonly opts: AgentProcessOptions) {
     this.log = opts.log;
-    this.agent = new Agent({
-      config: opts.config,
-      log: opts.log,
+    this.agent = opts.makeAgent({
       // The cache is never older than haproxy.cfg: a kill -9 after the config's write, with the cache's still pending,
       // would leave a next agent comparing the new config with the old state (no takeover without a reload).
       beforeConfigWrite: () => this.cache.flush(),
@@ -161,7 +174,11 @@ export class AgentProcess {
       throw new ConfigError(`${config.file}: agent.state_dir: ${errorMessage(err)}`, { cause: err });
     });
     this.stateDirLock = StateDirLock.take(config.agent.stateDir, config.file, config.haproxy.configPath);
-    const m = this.createMetrics();
+    const m = agentMetrics(this.registry, this.agent, {
+      serviceStats: this.serviceStats,
+      streamStats: () => this.source?.controlPlane?.stats,
+      cacheRefused: () => this.cacheRefused,
+    });
     const apply = (state: DesiredState): Promise<ApplyResult> => {
       // Tracked, so that stop and hand-over write the state cache only after the last apply has scheduled it.
       const applying = applyAndCache(state);
@@ -211,7 +228,7 @@ export class AgentProcess {
         confirmedAt: cached.confirmedAt,
         now: Date.now(),
         maxAgeMs: config.agent.cacheMaxAgeMs,
-        haproxyRunning: findHaproxies(config.haproxy.configPath, config.haproxy.binary).length > 0,
+        haproxyRunning: this.opts.haproxyRunning(),
       });
       const fields = {
         version: cached.state.version,
@@ -229,18 +246,14 @@ export class AgentProcess {
       }
     }
 
-    const grpcSource = !this.opts.source && !this.opts.stateFile ? this.createGrpcSource() : undefined;
+    const source = this.opts.makeSource(this.hooks());
+    this.source = source;
     // A retry after a transient failure: cached like any apply, and the control plane hears the new answer.
     this.agent.onRetried((result) => {
       const retried = settle(result);
       this.applying.add(retried);
-      void retried.then((r) => grpcSource?.answerAgain(r)).finally(() => this.applying.delete(retried));
+      void retried.then((r) => source.answerAgain?.(r)).finally(() => this.applying.delete(retried));
     });
-    this.source =
-      this.opts.source ??
-      (this.opts.stateFile
-        ? new FileStateSource(this.opts.stateFile, this.log.child({ component: 'state-file' }))
-        : grpcSource!);
     let authorizer: Authorizer | undefined;
     if (config.agent.adminListen) {
       try {
@@ -270,8 +283,8 @@ export class AgentProcess {
         AgentAdminService,
         agentAdminServer(this.agent, this.runtime, {
           nodeId: config.agent.nodeId,
-          controlPlane: () => grpcSource?.connectedTo,
-          lastError: () => grpcSource?.lastError ?? '',
+          controlPlane: () => source.controlPlane?.connectedTo,
+          lastError: () => source.controlPlane?.lastError ?? '',
         }),
       );
       // Watch streams hear of HAProxy exiting and coming back at once (addHealth also polls, e.g. for the first start).
@@ -317,7 +330,7 @@ export class AgentProcess {
       if (config.agent.cacheMaxAgeMs > 0) {
         // The cache's mtime says when what it holds was last known current (judgeStateCache reads it at start).
         const every = Math.min(CACHE_CONFIRM_MS, Math.max(1000, Math.floor(config.agent.cacheMaxAgeMs / 4)));
-        this.cacheTimer = setInterval(() => void this.confirmCache(grpcSource), every);
+        this.cacheTimer = setInterval(() => void this.confirmCache(source), every);
         this.cacheTimer.unref();
       }
     }
@@ -374,8 +387,8 @@ export class AgentProcess {
    * local: a state file, in-process discovery). A cache not stamped for agent.cache_max_age_ms does not start a
    * HAProxy on the next start.
    */
-  private async confirmCache(grpcSource: GrpcStateSource | undefined): Promise<void> {
-    if (!this.agent.current || (grpcSource && grpcSource.connectedTo === undefined)) return;
+  private async confirmCache(source: StateSource): Promise<void> {
+    if (!this.agent.current || (source.controlPlane && source.controlPlane.connectedTo === undefined)) return;
     await confirmStateCache(this.cacheFile, Date.now()).catch((err: unknown) =>
       this.log.warn({ err: errorMessage(err), file: this.cacheFile }, 'cannot stamp the state cache as current'),
     );
@@ -399,7 +412,7 @@ export class AgentProcess {
   private localize(state: DesiredState): DesiredState {
     const { agent, haproxy } = this.opts.config;
     let out = state;
-    if (this.opts.stateFile && state.haproxy.global.length === 0 && state.haproxy.defaults.length === 0) {
+    if (this.opts.fillHaproxySections && state.haproxy.global.length === 0 && state.haproxy.defaults.length === 0) {
       out = { ...out, haproxy: { global: haproxy.global, defaults: haproxy.defaults } };
     }
     const local = (s: Service): Service => {
@@ -411,19 +424,9 @@ export class AgentProcess {
     return out;
   }
 
-  private createGrpcSource(): GrpcStateSource {
-    const { agent, haproxy } = this.opts.config;
-    if (agent.controlplanes.length === 0) {
-      throw new Error(
-        `${this.opts.config.file}: agent.controlplanes: no control plane address and no --state FILE: the agent has nowhere to get a desired state from`,
-      );
-    }
-    return new GrpcStateSource({
-      addresses: agent.controlplanes,
-      nodeId: agent.nodeId,
-      labels: agent.labels,
-      agentVersion: AGENT_VERSION,
-      haproxyVersion: haproxyVersion(haproxy.binary),
+  /** What the source may ask of the agent. */
+  private hooks(): AgentHooks {
+    return {
       runningVersion: () => this.agent.current?.version ?? '',
       initialState: () => this.agent.current,
       // Checked as it would be applied: with the local overrides (agent.bind_address), as apply does.
@@ -460,255 +463,6 @@ export class AgentProcess {
           return `HAProxy has ${servers.length} servers, more than the ${MAX_REPORTED_SERVERS} an answer may hold; ask the agent's AgentAdmin/HaproxyState`;
         return servers;
       },
-      tls: agent.tls,
-      ...(agent.tokenFile ? { token: readTokenFile(agent.tokenFile, 'agent.token_file') } : {}),
-      log: this.log.child({ component: 'grpc' }),
-    });
-  }
-
-  private createMetrics() {
-    const r = this.registry;
-    const applies = new Counter({
-      name: 'proxymgr_agent_applies_total',
-      help: 'Desired states applied, by outcome',
-      labelNames: ['outcome'],
-      registers: [r],
-    });
-    const reloads = new Counter({
-      name: 'proxymgr_agent_reloads_total',
-      help: 'HAProxy reloads, by reason',
-      labelNames: ['reason'],
-      registers: [r],
-    });
-    const commands = new Counter({
-      name: 'proxymgr_agent_runtime_commands_total',
-      help: 'Runtime API commands sent, by kind',
-      labelNames: ['kind'],
-      registers: [r],
-    });
-    const leftOut = new Counter({
-      name: 'proxymgr_agent_left_out_total',
-      help: 'Parts of applied states left out (service: kept at its previous version or absent; server: that host only), per apply',
-      labelNames: ['kind'],
-      registers: [r],
-    });
-    const version = new Gauge({
-      name: 'proxymgr_agent_running_version',
-      help: 'The desired-state version running (value 1)',
-      labelNames: ['version'],
-      registers: [r],
-    });
-    const agent = this.agent;
-    new Gauge({
-      name: 'proxymgr_agent_haproxy_restarts',
-      help: 'HAProxy crash restarts since the agent started',
-      registers: [r],
-      collect() {
-        this.set(agent.supervisor.restarts);
-      },
-    });
-    new Gauge({
-      name: 'proxymgr_agent_haproxy_up',
-      help: '1 while HAProxy runs',
-      registers: [r],
-      collect() {
-        this.set(agent.supervisor.running ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'proxymgr_agent_servers_draining',
-      help: 'Servers draining: removed from discovery and waiting for their drain deadline (deadline="yes"), or at weight 0 (deadline="no")',
-      labelNames: ['deadline'],
-      registers: [r],
-      collect() {
-        const d = agent.draining();
-        this.set({ deadline: 'yes' }, d.filter((x) => x.deadline !== undefined).length);
-        this.set({ deadline: 'no' }, d.filter((x) => x.deadline === undefined).length);
-      },
-    });
-    new Gauge({
-      name: 'proxymgr_agent_drain_oldest_seconds',
-      help: 'Age of the longest-draining server removed from discovery (0 when none drains)',
-      registers: [r],
-      collect() {
-        const since = agent.draining().flatMap((x) => (x.since !== undefined ? [x.since] : []));
-        this.set(since.length === 0 ? 0 : Math.max(0, (Date.now() - Math.min(...since)) / 1000));
-      },
-    });
-    collectStandardMetrics(r);
-    // HAProxy's own per-service counters (show stat), carried across reloads; read on each scrape.
-    const tracker = this.serviceStats;
-    const supervisor = this.agent.supervisor;
-    let sampling: Promise<void> | undefined;
-    const sample = () =>
-      (sampling ??= tracker
-        .sample(supervisor.running ? supervisor.pid : undefined)
-        .catch(() => undefined)
-        .finally(() => (sampling = undefined)));
-    const perService = (
-      name: string,
-      help: string,
-      kind: 'counter' | 'gauge',
-      value: (s: ServiceStats, service: string) => number,
-    ) => {
-      if (kind === 'gauge') {
-        return new Gauge({
-          name,
-          help,
-          labelNames: ['service'],
-          registers: [r],
-          async collect() {
-            await sample();
-            this.reset();
-            for (const [service, s] of tracker.current()) this.set({ service }, value(s, service));
-          },
-        });
-      }
-      return new Counter({
-        name,
-        help,
-        labelNames: ['service'],
-        registers: [r],
-        async collect() {
-          await sample();
-          this.reset();
-          for (const [service, s] of tracker.current()) this.inc({ service }, value(s, service));
-        },
-      });
     };
-    perService(
-      'proxymgr_agent_service_requests_total',
-      'HTTP requests received by the service (HAProxy frontend req_tot; carried across reloads)',
-      'counter',
-      (s) => s.counters.requests,
-    );
-    perService(
-      'proxymgr_agent_service_responses_5xx_total',
-      "5xx responses sent to clients, HAProxy's own included (frontend hrsp_5xx)",
-      'counter',
-      (s) => s.counters.responses5xx,
-    );
-    perService(
-      'proxymgr_agent_service_sessions_total',
-      'Client sessions (frontend stot; the request count of tcp services)',
-      'counter',
-      (s) => s.counters.sessions,
-    );
-    perService(
-      'proxymgr_agent_service_connection_errors_total',
-      'Failed connections to servers (backend econ)',
-      'counter',
-      (s) => s.counters.connectionErrors,
-    );
-    perService(
-      'proxymgr_agent_service_response_errors_total',
-      'Failed or aborted server responses (backend eresp)',
-      'counter',
-      (s) => s.counters.responseErrors,
-    );
-    perService(
-      'proxymgr_agent_service_retries_total',
-      'Connection retries and redispatches (backend wretr + wredis)',
-      'counter',
-      (s) => s.counters.retries,
-    );
-    const agentRef = this.agent;
-    perService(
-      'proxymgr_agent_service_servers_down',
-      "Servers HAProxy sees DOWN (health checks; maint not counted), as of the agent's last show servers state",
-      'gauge',
-      (_s, service) => agentRef.serverCounts().get(service)?.down ?? 0,
-    );
-    perService(
-      'proxymgr_agent_service_servers',
-      "Servers in the service's backend (maint not counted)",
-      'gauge',
-      (_s, service) => agentRef.serverCounts().get(service)?.total ?? 0,
-    );
-    perService(
-      'proxymgr_agent_service_queue',
-      'Requests waiting for a server (backend qcur)',
-      'gauge',
-      (s) => s.gauges.queue,
-    );
-    const streamStats = () => (this.source instanceof GrpcStateSource ? this.source.stats : undefined);
-    new Counter({
-      name: 'proxymgr_agent_pushes_total',
-      help: 'Pushes taken from the control plane, by kind (delta, full: a first sync or the answer to a resync)',
-      labelNames: ['kind'],
-      registers: [r],
-      collect() {
-        this.reset();
-        const s = streamStats();
-        if (!s) return;
-        this.inc({ kind: 'full' }, s.full);
-        this.inc({ kind: 'delta' }, s.deltas);
-      },
-    });
-    const cacheRefused = () => this.cacheRefused;
-    new Gauge({
-      name: 'proxymgr_agent_state_cache_stale',
-      help: '1 while the state cache was too old to start HAProxy from (agent.cache_max_age_ms) and no state has been applied since',
-      registers: [r],
-      collect() {
-        this.set(cacheRefused() ? 1 : 0);
-      },
-    });
-    new Counter({
-      name: 'proxymgr_agent_messages_cut_total',
-      help: "Messages to the control plane cut to fit its receive limit (what was cut is logged, and said in an ACK's warnings)",
-      registers: [r],
-      collect() {
-        this.reset();
-        this.inc(streamStats()?.cut ?? 0);
-      },
-    });
-    new Counter({
-      name: 'proxymgr_agent_apply_retries_total',
-      help: 'Applies of the held state again after a transient failure (a check that could not run, a port taken, a failed write)',
-      registers: [r],
-      collect() {
-        this.reset();
-        this.inc(agent.retries);
-      },
-    });
-    new Gauge({
-      name: 'proxymgr_agent_apply_retry_pending',
-      help: '1 while a retry of the held state after a transient failure is pending',
-      registers: [r],
-      collect() {
-        this.set(agent.retry ? 1 : 0);
-      },
-    });
-    new Counter({
-      name: 'proxymgr_agent_resyncs_total',
-      help: 'Full resyncs asked for: a push that did not fit what the agent held (lost, reordered, digest differs)',
-      registers: [r],
-      collect() {
-        this.reset();
-        this.inc(streamStats()?.resyncs ?? 0);
-      },
-    });
-    return {
-      record: (result: ApplyResult) => {
-        applies.inc({ outcome: result.outcome });
-        for (const p of result.problems)
-          if (p.service !== undefined) leftOut.inc({ kind: p.server === undefined ? 'service' : 'server' });
-        if (result.outcome === 'reload') for (const reason of result.reasons) reloads.inc({ reason: reason.kind });
-        for (const c of result.commands) commands.inc({ kind: commandKind(c) });
-        if (result.outcome !== 'rejected') {
-          version.reset();
-          version.set({ version: this.agent.current?.version ?? '' }, 1);
-        }
-      },
-    };
-  }
-}
-
-function haproxyVersion(binary: string): string {
-  try {
-    return /version (\S+)/.exec(execFileSync(binary, ['-v'], { encoding: 'utf8' }))?.[1] ?? 'unknown';
-  } catch {
-    return 'unknown';
   }
 }

@@ -2,7 +2,7 @@ import { loadConfig } from '../common/config';
 import { parseFlags, UsageError } from '../common/args';
 import { createLogger } from '../common/log';
 import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
-import { AgentProcess } from './agent-process';
+import { createAgentProcess } from './wiring';
 
 const HELP = `usage: proxymgr agent --config FILE [--node-id ID] [--labels k=v,...] [--state FILE]
 
@@ -63,7 +63,9 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   const labels = typeof flags.labels === 'string' ? parseLabels(flags.labels) : undefined;
   config = { ...config, agent: { ...config.agent, ...(nodeId ? { nodeId } : {}), ...(labels ? { labels } : {}) } };
   const log = createLogger({ role: 'agent', node_id: config.agent.nodeId });
-  const proc = new AgentProcess({ config, log, stateFile: typeof flags.state === 'string' ? flags.state : undefined });
+  const proc = createAgentProcess(config, log, {
+    stateFile: typeof flags.state === 'string' ? flags.state : undefined,
+  });
   const signal = listenForSignals(true); // before starting: a signal during start is acted on once started
   await startOrStop(proc);
   return runUntilSignal(

@@ -5,7 +5,18 @@ import { ADMF_FDRAIN, ADMF_FMAINT, RuntimeServer, RuntimeState } from './haproxy
 
 /** One runtime API command with the reason it is sent and how to recognise HAProxy's success reply. */
 export interface RuntimeAction {
-  readonly kind: 'add' | 'enable-health' | 'enable-agent' | 'ready' | 'weight' | 'addr' | 'drain' | 'override';
+  readonly kind:
+    | 'add'
+    | 'enable-health'
+    | 'enable-agent'
+    | 'ready'
+    | 'weight'
+    | 'addr'
+    | 'drain'
+    | 'override'
+    | 'maint'
+    | 'shutdown-sessions'
+    | 'delete';
   readonly backend: string;
   readonly server: string;
   readonly command: string;
@@ -353,4 +364,18 @@ function normalizeIp(a: string): string {
 
 function sameLines(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/**
+ * The commands that end a drain whose timeout passed: maint, its remaining sessions shut down, deleted (`del server`;
+ * HAProxy deletes only a server in maint). Each is idempotent, so a failed attempt starts again from the first.
+ */
+export function endOfDrain(backend: string, server: string, why: string): RuntimeAction[] {
+  const id = `${backend}/${server}`;
+  const of = { backend, server, reason: why };
+  return [
+    { ...of, kind: 'maint', command: `set server ${id} state maint`, ok: EMPTY },
+    { ...of, kind: 'shutdown-sessions', command: `shutdown sessions server ${id}`, ok: EMPTY },
+    { ...of, kind: 'delete', command: `del server ${id}`, ok: /Server deleted/ },
+  ];
 }

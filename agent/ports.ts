@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import type { DesiredState } from '../common/types';
 import type { ApplyResult } from './results';
+import type { RuntimeState } from './haproxy/servers-state';
 
 // The seams of the Agent: what it uses of HAProxy's processes, the listening sockets, `haproxy -c` and the state
 // dir, each as a small interface. The real implementations (HaproxySupervisor, haproxy/sockets.ts, checkConfig,
@@ -33,11 +34,49 @@ export interface Supervisor extends Pick<EventEmitter, 'on' | 'once' | 'off'> {
   stop(): Promise<void>;
 }
 
+/** The HAProxy runtime API, one command per connection (see haproxy/runtime.ts, haproxy/admin-channel.ts). */
+export interface RuntimeApi {
+  /** Sends one command and returns HAProxy's whole reply. */
+  command(cmd: string): Promise<string>;
+  /** `show servers state [backend]`: every backend, or only the one named. */
+  serversState(backend?: string): Promise<RuntimeState>;
+  /** The pid of the process answering. */
+  pid(): Promise<number>;
+}
+
+/**
+ * The admin channels of the HAProxy processes the agent starts (see haproxy/admin-channel.ts AdminChannels): a
+ * RuntimeApi that reaches the current process, kept open across agent restarts by a keeper process.
+ */
+export interface AdminChannelSet extends RuntimeApi {
+  /** Whether commands reach the current HAProxy's admin channel (not only the read-only socket). */
+  readonly connected: boolean;
+  /** Finds the channel of an adopted HAProxy; resolves with why there is none, or undefined when found. */
+  recover(haproxyPid: number): Promise<string | undefined>;
+  /** Closes the channel and stops its keeper (the agent stops HAProxy). */
+  close(): void;
+  /** Lets go of the channel and leaves its keeper for the next agent (a hand-over). */
+  release(): void;
+  /** Stops a keeper a previous agent recorded (no HAProxy to take over). */
+  stopRecordedKeeper(): void;
+}
+
+/** The user and group rendered into HAProxy's `global` section; "" = HAProxy keeps the agent's identity. */
+export interface HaproxyIdentity {
+  readonly user: string;
+  readonly group: string;
+}
+
+/** The key a SocketPool knows a socket by: `address|port`. */
+export function socketKey(address: string, port: number): string {
+  return `${address}|${port}`;
+}
+
 /** The listening sockets the agent owns, one per address and port (see haproxy/sockets.ts). */
 export interface SocketPool {
   /** The fd listening on address:port, bound on first use; throws SOCKET_BIND_FAILED (cause: the errno). */
   acquire(address: string, port: number): number;
-  /** Closes every socket whose `address|port` key is not in `keep`; returns the `address:port` of each closed. */
+  /** Closes every socket whose socketKey is not in `keep`; returns the `address:port` of each closed. */
   release(keep: ReadonlySet<string>): string[];
   closeAll(): void;
   /** Copies the listening sockets of a running process into the pool; returns them by their fd number there. */
@@ -78,6 +117,20 @@ export interface StateSource {
   start(apply: ApplyFn): Promise<void>;
   /** Resolves once nothing of the source is left open (streams, watchers, timers). */
   stop(): Promise<void>;
+  /** A control plane's stream: where it is connected, why it is not, what it carried. */
+  readonly controlPlane?: ControlPlaneLink;
+  /** Answers the last push again, with the result of a retry (a control plane hears the new answer). */
+  answerAgain?(result: ApplyResult): Promise<void>;
+}
+
+/** The state of a source's link to the control plane (status, metrics). */
+export interface ControlPlaneLink {
+  /** The control plane's address while connected. */
+  readonly connectedTo: string | undefined;
+  /** Why the last connection ended ('' when none did). */
+  readonly lastError: string;
+  /** Pushes taken (full: a first sync or a resync's answer), resyncs asked for, messages cut to fit. */
+  readonly stats: { readonly full: number; readonly deltas: number; readonly resyncs: number; readonly cut: number };
 }
 
 /** The HAProxy a previous agent left running (a restart, an upgrade, a kill -9), as the takeover sees it. */

@@ -1,9 +1,25 @@
 import type { ProxyMgrError, StateProblem } from '../common/errors';
+import type { ApplyMethod } from '../common/apply-method';
 import type { Reason } from './plan';
 
 /** What the agent answers for one desired state, a preflight, and each action it took: the core's results. */
 
-export type Outcome = 'nothing' | 'runtime' | 'reload' | 'rejected';
+export type { ApplyMethod } from '../common/apply-method';
+
+/** What became of a state: applied by one of the methods, or rejected (what runs keeps running). */
+export type Outcome = ApplyMethod | 'rejected';
+
+/** What started an apply: a new desired state, or a drift check (periodic, or after a crash restart). */
+export type Trigger = 'update' | 'drift';
+
+/** What the agent counts (metrics). `errors`: I/O and other unexpected failures caught; the agent kept serving. */
+export interface AgentCounters {
+  reloads: number;
+  runtimeCommands: number;
+  rejected: number;
+  driftRepairs: number;
+  errors: number;
+}
 
 export interface ApplyResult {
   readonly version: string;
@@ -25,7 +41,7 @@ export interface PreflightResult {
   readonly error?: string;
   readonly haproxyOutput?: string;
   /** How it would be applied, and why. */
-  readonly method: 'nothing' | 'runtime' | 'reload';
+  readonly method: ApplyMethod;
   readonly reasons: readonly string[];
   /** What would be left out (services, servers) and why. */
   readonly problems: readonly StateProblem[];
@@ -35,8 +51,8 @@ export interface PreflightResult {
 
 export interface ActionRecord {
   readonly at: string;
-  readonly trigger: 'update' | 'drift';
-  readonly kind: 'reload' | 'runtime' | 'rejected' | 'override';
+  readonly trigger: Trigger;
+  readonly kind: Exclude<Outcome, 'nothing'> | 'override';
   readonly detail: string;
   readonly reason: string;
 }

@@ -7,6 +7,7 @@ import { Event } from 'node-zookeeper-client';
 import { DEFAULT_CONTROLPLANE_CONFIG } from '../common/config';
 import { DesiredState } from '../common/types';
 import { Discovery } from '../controlplane/discovery';
+import { discoveryFromConfig } from '../controlplane/wiring';
 import { connectZk, ZkTestClient } from '../testkit/zk-client';
 import { startZooKeeper } from '../testkit/zookeeper';
 
@@ -29,7 +30,7 @@ function pct(values: number[], p: number): number {
 const ms = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6;
 
 function discovery(connectString: string): Discovery {
-  return new Discovery({
+  return discoveryFromConfig({
     config: {
       haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
       serviceConfig: { type: 'zookeeper', servers: connectString, path: '/service_config' },

@@ -13,6 +13,7 @@ import { parseConfig, ProxyMgrConfig } from '../common/config';
 import { Logger, silentLogger } from '../common/log';
 import { DesiredState } from '../common/types';
 import { Discovery } from '../controlplane/discovery';
+import { watcherIdentity } from '../controlplane/watchers';
 import { seededRandom } from './lib-common';
 import { HOSTS, portOf, SERVICES, SimRegistry, svcName } from './lib-sim-fleet';
 import { AgentInc, Invariants, SimView, Violation } from './lib-sim-invariants';
@@ -57,6 +58,10 @@ controlplane:
   coalesce_ms: 2
   initial_sync_timeout_ms: 3000
 `;
+/** The service-config ensemble: a zookeeper watcher that names no `server` follows it. */
+const zkServersOf = (c: ProxyMgrConfig) =>
+  c.serviceConfig?.type === 'zookeeper' ? c.serviceConfig.servers : undefined;
+
 let parsed: ProxyMgrConfig | undefined;
 export function simConfig(): ProxyMgrConfig {
   return (parsed ??= parseConfig(CONFIG_YAML, `${SIM_DIR}/proxymgr.yml`));
@@ -161,7 +166,10 @@ export class Sim implements SimView {
       clock: scope,
       source: this.registry.source(scope),
       knownHosts: this.registry.knownHostsStore(),
-      createWatcher: (config) => this.registry.watcher(config.name, scope),
+      watchers: {
+        create: (config) => this.registry.watcher(config.name, scope),
+        identity: (config) => watcherIdentity(config, { defaultZkServers: zkServersOf(simConfig()) }),
+      },
     });
     discovery.onSnapshot((s) => this.push(s));
     discovery.start();
@@ -218,6 +226,8 @@ export class Sim implements SimView {
       config: simConfig(),
       log: this.opts.log ?? silentLogger,
       runtime,
+      channels: undefined,
+      identity: { user: '', group: '' },
       clock: scope,
       sockets: pool,
       checkConfig: simCheck(this.host, pool, scope),

@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import { Clock, Timer } from '../common/clock';
 import { FakeClock } from '../testkit/fake-clock';
 import { HaproxyConfigError, ProxyMgrError, RuntimeApiError } from '../common/errors';
-import type { RuntimeApi } from '../agent/haproxy/runtime';
+import type { RuntimeApi } from '../agent/ports';
 import { parseServersState, RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';
 import type { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool } from '../agent/ports';
 

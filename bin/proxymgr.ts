@@ -6,7 +6,7 @@
 import { runAgentCommand } from '../agent/cli';
 import { runControlPlaneCommand } from '../controlplane/cli';
 import { runStandaloneCommand } from './standalone';
-import { runCtlCommand } from '../controlplane/ctl';
+import { runCtlCommand } from '../ctl/ctl';
 import { runCheckCommand } from '../controlplane/check';
 
 const USAGE = `usage: proxymgr <command> [options]

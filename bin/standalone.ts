@@ -6,9 +6,10 @@ import { configFlag } from '../common/args';
 import { loadConfig } from '../common/config';
 import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
 import { createLogger } from '../common/log';
-import { AgentProcess } from '../agent/agent-process';
+import { createAgentProcess } from '../agent/wiring';
 import { StateSource } from '../agent/ports';
 import { Discovery } from '../controlplane/discovery';
+import { discoveryFromConfig } from '../controlplane/wiring';
 
 const STANDALONE_HELP = `usage: proxymgr standalone --config FILE
 
@@ -44,8 +45,8 @@ export async function runStandaloneCommand(argv: string[]): Promise<number> {
   if (typeof file === 'number') return file;
   const config = loadConfig(file);
   const log = createLogger({ role: 'standalone' });
-  const discovery = new Discovery({ config, log });
-  const proc = new AgentProcess({ config, log, source: new DiscoveryStateSource(discovery) });
+  const discovery = discoveryFromConfig({ config, log });
+  const proc = createAgentProcess(config, log, { source: new DiscoveryStateSource(discovery) });
   const signal = listenForSignals(false);
   await startOrStop(proc);
   return runUntilSignal(log, () => proc.stop(), undefined, signal); // stopping the source stops discovery

@@ -1,4 +1,4 @@
-import { describe, expectObject, optionalInt } from './config-readers';
+import { describe, expectObject } from './config-compile';
 import { ConfigError } from './errors';
 
 /** Label names as a hello may carry them (the stream server checks the same pattern). */
@@ -44,9 +44,4 @@ export function parseClientLabels(
     });
   }
   return out;
-}
-
-/** `auth.clients[i].max_node_ids`, or undefined for the section's default (`auth.max_node_ids`). */
-export function optionalMaxNodeIds(value: unknown, file: string, key: string): number | undefined {
-  return optionalInt(value, file, key, 1, 1_000_000);
 }

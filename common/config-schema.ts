@@ -1,11 +1,9 @@
 /**
- * proxymgr.yml's JSON Schema (common/config.schema.json): the single source of its keys, their types, ranges and
- * defaults, and their documentation. The loader checks every document against it (after its own, more specific
- * checks), integer keys take their range and default from it, the README's configuration reference is generated from
- * it (`npm run docs:config`; test/unit/config-schema.test.ts fails when the two differ), and editors validate
- * configs with it (`# yaml-language-server: $schema=…` in deploy/examples).
+ * proxymgr.yml's JSON Schema (common/config.schema.json): the single definition of its keys, their types, ranges and
+ * defaults, and their documentation. The loader compiles every document from it (common/config-compile.ts), the
+ * README's configuration reference is generated from it (`npm run docs:config`; test/unit/config-schema.test.ts fails
+ * when the two differ), and editors validate configs with it (`# yaml-language-server: $schema=…` in deploy/examples).
  */
-import Ajv, { ErrorObject, ValidateFunction } from 'ajv';
 import schemaJson from './config.schema.json';
 
 /** The subset of JSON Schema the file uses. */
@@ -15,31 +13,32 @@ export interface SchemaNode {
   /** The README's "default" column (markdown), when it is not simply `default`. */
   readonly 'x-default'?: string;
   readonly default?: unknown;
+  readonly enum?: readonly unknown[];
   readonly minimum?: number;
+  readonly exclusiveMinimum?: number;
   readonly maximum?: number;
+  readonly minLength?: number;
+  readonly pattern?: string;
   readonly properties?: Readonly<Record<string, SchemaNode>>;
+  readonly required?: readonly string[];
   readonly items?: SchemaNode;
+  readonly minItems?: number;
   readonly anyOf?: readonly SchemaNode[];
   readonly additionalProperties?: boolean | SchemaNode;
+  /** The loader's extensions (common/config-compile.ts says what each does). */
+  readonly 'x-as'?: string;
+  readonly 'x-field'?: string;
+  readonly 'x-flatten'?: boolean;
+  readonly 'x-keys'?: 'verbatim';
+  readonly 'x-shorthand'?: string;
+  readonly 'x-expected'?: string;
 }
 
 export const CONFIG_SCHEMA = schemaJson as unknown as SchemaNode;
 
-let validator: ValidateFunction | undefined;
-
-/**
- * Checks a parsed proxymgr.yml document against the schema; returns what is wrong as messages naming the file and
- * the key (`proxymgr.yml: agent.drift_interval: unknown key (expected state_dir, node_id, …)`), empty when fine.
- */
-export function schemaProblems(doc: unknown, file: string): string[] {
-  validator ??= new Ajv({ allErrors: true, strict: false }).compile(schemaJson);
-  if (validator(withoutNulls(doc) ?? {})) return [];
-  return (validator.errors ?? []).filter((e) => e.keyword !== 'anyOf').map((e) => `${file}: ${describeError(e)}`);
-}
-
 /**
  * The document with every key whose value is null left out: YAML writes an empty key (`agent:`, `backlog:`) as null,
- * and the loader has always read that as "not set" — the schema must too.
+ * and the loader reads that as "not set"; a validator that knows no such rule must see it left out.
  */
 export function withoutNulls(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(withoutNulls);
@@ -49,29 +48,6 @@ export function withoutNulls(value: unknown): unknown {
       .filter(([, v]) => v !== null)
       .map(([k, v]) => [k, withoutNulls(v)]),
   );
-}
-
-function describeError(e: ErrorObject): string {
-  const at = e.instancePath
-    .split('/')
-    .slice(1)
-    .map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`))
-    .join('')
-    .replace(/^\./, '');
-  if (e.keyword === 'additionalProperties') {
-    const extra = (e.params as { additionalProperty: string }).additionalProperty;
-    const known = Object.keys(nodeAt(e.schemaPath)?.properties ?? {});
-    return `${at ? `${at}.` : ''}${extra}: unknown key${known.length ? ` (expected one of ${known.join(', ')})` : ''}`;
-  }
-  return `${at || '(top level)'}: ${e.message ?? 'is not valid'}`;
-}
-
-/** The schema node a `schemaPath` (`#/properties/agent/additionalProperties`) points into (its parent object). */
-function nodeAt(schemaPath: string): SchemaNode | undefined {
-  let node: unknown = schemaJson;
-  for (const part of schemaPath.replace(/^#\//, '').split('/').slice(0, -1))
-    node = (node as Record<string, unknown> | undefined)?.[part];
-  return node as SchemaNode | undefined;
 }
 
 /** The schema node of a dotted key (`rollout.gate.min_requests`); objects allowed as one branch of an `anyOf`. */

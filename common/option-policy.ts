@@ -16,6 +16,7 @@ import {
   ServerKeywordSpec,
 } from './haproxy-keywords';
 import type { LocalFacts, PortRange, TargetRules } from './target-policy';
+import { quote, tokenize, Word } from './haproxy-tokens';
 
 /**
  * What service configs may put into HAProxy (`service_options:`). Listen and server options are checked against
@@ -119,7 +120,6 @@ const PLAIN_PATH_RE = /^[A-Za-z0-9._/+@:-]+$/;
 // Quotes, escapes and comments parse differently on a config line and in a runtime `add server` command; `;` separates
 // runtime commands. Server options are plain words.
 const SERVER_UNSAFE_RE = /["'\\#$;`]/;
-const MAX_QUOTE = 60;
 
 interface Compiled {
   readonly listen: ReadonlySet<string>;
@@ -159,81 +159,6 @@ export function deniedExtraKeyword(kind: 'listen' | 'server', keyword: string): 
   return undefined;
 }
 
-/** One word of a config line: as written, and as HAProxy reads it (quotes removed, escapes decoded). */
-interface Word {
-  readonly raw: string;
-  readonly value: string;
-}
-
-interface Tokens {
-  readonly words: Word[];
-  /** A `$` inside double quotes: HAProxy substitutes an environment variable there. */
-  readonly envExpansion: boolean;
-  readonly unterminated: boolean;
-  /**
-   * A `\xNN` escape decoded to a control character. HAProxy keeps words as C strings, so `\x00` ends the word
-   * there: `file\x00` is `file` to HAProxy, which would slip a file argument past every check (found in review).
-   */
-  readonly controlEscape: boolean;
-}
-
-/** Splits a config line the way HAProxy 2.6 does (quotes, backslash escapes, `\xNN`, `#` comments). */
-export function tokenize(line: string): Tokens {
-  const words: Word[] = [];
-  let raw = '';
-  let value = '';
-  let inWord = false;
-  let quote: '' | "'" | '"' = '';
-  let envExpansion = false;
-  let controlEscape = false;
-  const flush = () => {
-    if (inWord) words.push({ raw, value });
-    raw = value = '';
-    inWord = false;
-  };
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i]!;
-    if (quote === '' && (c === ' ' || c === '\t')) {
-      flush();
-      continue;
-    }
-    if (quote === '' && c === '#') break;
-    inWord = true;
-    raw += c;
-    if (c === '\\' && quote !== "'") {
-      const n = line[i + 1];
-      const hex = /^x[0-9A-Fa-f]{2}$/.test(line.slice(i + 1, i + 4));
-      if (n !== undefined && ' \\#$\'"'.includes(n)) {
-        value += n;
-        raw += n;
-        i++;
-      } else if (n !== undefined && 'rnt'.includes(n)) {
-        value += n === 'r' ? '\r' : n === 'n' ? '\n' : '\t';
-        raw += n;
-        i++;
-      } else if (hex) {
-        const code = parseInt(line.slice(i + 2, i + 4), 16);
-        if (code < 0x20 || code === 0x7f) controlEscape = true;
-        value += String.fromCharCode(code);
-        raw += line.slice(i + 1, i + 4);
-        i += 3;
-      } else {
-        value += c;
-      }
-      continue;
-    }
-    if ((c === '"' || c === "'") && (quote === '' || quote === c)) {
-      quote = quote === '' ? c : '';
-      continue;
-    }
-    if (c === '$' && quote === '"') envExpansion = true;
-    value += c;
-  }
-  const unterminated = quote !== '';
-  flush();
-  return { words, envExpansion, unterminated, controlEscape };
-}
-
 /** For the operator's free-form `haproxy.global` / `haproxy.defaults`: a line that would open a section. */
 export function sectionLineProblem(line: string): string | undefined {
   const t = tokenize(line);
@@ -262,7 +187,7 @@ export function listenOptionProblem(line: string, policy: ServiceOptionsPolicy, 
   const first = t.words[0]!;
   if (SECTION_KEYWORDS.includes(first.value.toLowerCase())) return `${quote(first.value)} opens a new section`;
   // The deny list is matched on the words as HAProxy reads them (`stats "admin"` is `stats admin`), so an
-  // operator's extra single-word keyword cannot open a way around it (found in review).
+  // operator's extra single-word keyword cannot open a way around it.
   const decoded = t.words.slice(0, 5).map((w) => w.value);
   const from = decoded[0] === 'no' || decoded[0] === 'default' ? 1 : 0;
   for (let n = decoded.length - from; n >= 1; n--) {
@@ -509,9 +434,4 @@ function walkServerOptions(
     onSetting(kw, values);
   }
   return [];
-}
-
-/** A value quoted for a message, cut to a readable length: errors never echo huge inputs. */
-export function quote(value: string): string {
-  return JSON.stringify(value.length > MAX_QUOTE ? `${value.slice(0, MAX_QUOTE - 3)}...` : value);
 }

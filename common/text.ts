@@ -24,3 +24,9 @@ export function clipText(s: string, max: number, sayLength = false): string {
 export function percent(x: number): string {
   return `${+(x * 100).toFixed(2)}%`;
 }
+
+/** A gate figure as people read it: a percentage for the ratios, requests per agent (two decimals) for the queue. */
+export function figureText(metric: string, x: number): string {
+  // Number(): a figure decoded from a document may be a string; it must not throw (the status page renders it).
+  return metric === 'queue' ? String(+Number(x).toFixed(2)) : percent(Number(x));
+}

@@ -1,6 +1,3 @@
-import { describe, expectObject, onlyKeys, optionalString, requiredString, resolvePath } from './config-readers';
-import { ConfigError } from './errors';
-
 /**
  * A ZooKeeper ensemble that `zookeeper` watchers of service configs may name (`controlplane.watcher_ensembles`),
  * with the credentials that go to it and nowhere else.
@@ -11,8 +8,6 @@ export interface WatcherEnsemble {
   /** `user:password` file sent (digest) to this ensemble only; unset = no credentials. */
   readonly digestFile?: string;
 }
-
-const HOST_PORT_RE = /^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/;
 
 /**
  * The servers of a connect string, as compared: chroot dropped, each `host:port` trimmed and lower-cased (host names
@@ -25,41 +20,6 @@ export function ensembleServers(connectString: string): string[] {
     .split(',')
     .map((h) => h.trim().toLowerCase())
     .filter((h) => h !== '');
-}
-
-/** `controlplane.watcher_ensembles`: a list of `{servers, digest_file?}`; every error names the key and the fix. */
-export function parseWatcherEnsembles(value: unknown, file: string, base: string): WatcherEnsemble[] {
-  const key = 'controlplane.watcher_ensembles';
-  if (value === undefined || value === null) return [];
-  if (!Array.isArray(value))
-    throw new ConfigError(
-      `${file}: ${key}: expected a list such as [{servers: "zk-a:2181,zk-b:2181", digest_file: /etc/proxymgr/zk-b.digest}], got ${describe(value)}`,
-    );
-  const owner = new Map<string, string>();
-  return value.map((v, i): WatcherEnsemble => {
-    const at = `${key}[${i}]`;
-    const o = expectObject(v, file, at);
-    onlyKeys(o, file, at, ['servers', 'digest_file']);
-    const servers = requiredString(o.servers, file, `${at}.servers`, 'a "host:port,host:port" ZooKeeper ensemble');
-    if (servers.includes('/'))
-      throw new ConfigError(
-        `${file}: ${at}.servers: "${servers}" has a chroot; list the servers only (a watcher's path says where it reads)`,
-      );
-    for (const hp of servers.split(',')) {
-      if (!HOST_PORT_RE.test(hp.trim()))
-        throw new ConfigError(`${file}: ${at}.servers: "${hp}" is not host:port (expected e.g. "zk-a:2181,zk-b:2181")`);
-    }
-    for (const s of ensembleServers(servers)) {
-      const other = owner.get(s);
-      if (other !== undefined && other !== at)
-        throw new ConfigError(
-          `${file}: ${at}.servers: ${s} is also in ${other}; a server belongs to one ensemble (one set of credentials)`,
-        );
-      owner.set(s, at);
-    }
-    const digest = optionalString(o.digest_file, file, `${at}.digest_file`);
-    return { servers, ...(digest !== undefined ? { digestFile: resolvePath(base, digest) } : {}) };
-  });
 }
 
 /**

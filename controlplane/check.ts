@@ -3,6 +3,7 @@ import { parseFlags, UsageError } from '../common/args';
 import { errorMessage } from '../common/errors';
 import { createLogger } from '../common/log';
 import { Discovery } from './discovery';
+import { discoveryFromConfig } from './wiring';
 
 export const CHECK_HELP = `usage: proxymgr check --config FILE [--json] [--timeout-ms N]
 
@@ -45,7 +46,7 @@ export async function runCheckCommand(
   try {
     const config = loadConfig(flags.config);
     if (!config.serviceConfig) throw new UsageError(`${flags.config}: no service_config section: nothing to check`);
-    discovery = new Discovery({
+    discovery = discoveryFromConfig({
       config,
       log: createLogger({ role: 'check' }, process.env.PROXYMGR_LOG_LEVEL ?? 'error'),
     });

@@ -2,7 +2,7 @@ import { loadConfig } from '../common/config';
 import { configFlag } from '../common/args';
 import { createLogger } from '../common/log';
 import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
-import { ControlPlaneProcess } from './control-plane-process';
+import { controlPlaneFromConfig } from './wiring';
 
 const CONTROLPLANE_HELP = `usage: proxymgr controlplane --config FILE
 
@@ -21,7 +21,7 @@ export async function runControlPlaneCommand(argv: string[]): Promise<number> {
   if (typeof file === 'number') return file;
   const config = loadConfig(file);
   const log = createLogger({ role: 'controlplane' });
-  const cp = new ControlPlaneProcess({ config, log });
+  const cp = controlPlaneFromConfig({ config, log });
   const signal = listenForSignals(false);
   await startOrStop(cp);
   return runUntilSignal(log, () => cp.stop(), undefined, signal);

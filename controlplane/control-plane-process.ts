@@ -13,7 +13,8 @@ import { Discovery } from './discovery';
 import { controlPlaneAdminServer, listAgents, listServices } from './grpc/admin';
 import { renderStatusPage, StatusData, statusJson } from './status-page';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
-import { agentStreamServer, streamStats } from './grpc/stream-server';
+import { agentStreamServer } from './grpc/stream-server';
+import { StreamStats } from './grpc/stream-stats';
 import { DesiredStateSource } from './ports';
 import { AgentPreflights, AgentStateRequests } from './grpc/agent-questions';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
@@ -23,6 +24,12 @@ import { RolloutCoordinator } from './rollout/coordinator';
 export interface ControlPlaneOptions {
   readonly config: ProxyMgrConfig;
   readonly log: Logger;
+  /** Discovery on its adapters (wiring.ts). */
+  readonly discovery: Discovery;
+  /** Rollouts and HA (wiring.ts makes them with a `rollout:` section; otherwise every agent gets every change at once). */
+  readonly rollout: RolloutCoordinator | undefined;
+  /** Preflight questions to this replica's agents: the rollout coordinator asks, the agent stream carries them. */
+  readonly preflights: AgentPreflights;
 }
 
 /** idle → starting → running → stopping → stopped. A start that fails half-way is followed by stop() (startOrStop). */
@@ -30,7 +37,7 @@ export type ControlPlaneState = 'idle' | 'starting' | 'running' | 'stopping' | '
 
 /**
  * One control-plane process: discovery → desired state → the agent stream, plus ControlPlaneAdmin, health,
- * reflection and Prometheus metrics.
+ * reflection and Prometheus metrics. Discovery and rollouts come made (controlplane/wiring.ts).
  */
 export class ControlPlaneProcess {
   readonly discovery: Discovery;
@@ -40,8 +47,9 @@ export class ControlPlaneProcess {
   private server: grpc.Server | undefined;
   private metrics: { port: number; close: () => Promise<void> } | undefined;
   private readonly promRegistry = new Registry();
-  /** Preflight questions to this replica's agents (the rollout coordinator asks, the agent stream carries them). */
-  private readonly preflights = new AgentPreflights();
+  private readonly preflights: AgentPreflights;
+  /** What the agent streams sent and dropped (the push metrics read it). */
+  private readonly streamStats = new StreamStats();
   private readonly authorizer: Authorizer;
   private readonly authMetrics: AuthMetrics;
   private readonly lifecycle = new Lifecycle<ControlPlaneState>('control plane', 'idle', {
@@ -73,17 +81,9 @@ export class ControlPlaneProcess {
       help: 'Agents with an open stream to this replica',
       registers: [r],
     });
-    this.discovery = new Discovery({ config: opts.config, log: opts.log });
-    const rollout = opts.config.rollout
-      ? new RolloutCoordinator({
-          config: opts.config.rollout,
-          discovery: this.discovery,
-          log: opts.log,
-          zkSessionTimeoutMs: opts.config.controlplane.zkSessionTimeoutMs,
-          serviceOptions: opts.config.serviceOptions,
-          preflights: this.preflights,
-        })
-      : undefined;
+    this.discovery = opts.discovery;
+    this.preflights = opts.preflights;
+    const rollout = opts.rollout;
     this.rollout = rollout;
     const re = rollout?.registryEvents();
     this.authorizer = new Authorizer(opts.config.auth, undefined, undefined, { log: opts.log });
@@ -107,6 +107,7 @@ export class ControlPlaneProcess {
       { ...DEFAULT_REGISTRY_LIMITS, forgetAfterMs: opts.config.controlplane.forgetAgentsAfterMs },
     );
     const registry = this.registry;
+    const streamStats = this.streamStats;
     collectStandardMetrics(r);
     // Incremental pushes (docs/protocol.md): what went out, how big, how often an agent had to ask for a resync.
     const counterOf = (
@@ -262,20 +263,21 @@ export class ControlPlaneProcess {
     const preflights = this.preflights;
     this.server.addService(
       AgentStreamDefinition,
-      agentStreamServer(
+      agentStreamServer({
         source,
-        this.registry,
-        log.child({ component: 'stream' }),
-        {
+        registry: this.registry,
+        log: log.child({ component: 'stream' }),
+        limits: {
           newStreamsPerSecond: config.controlplane.newStreamsPerSecond,
           newStreamsPerIdentityPerSecond: config.controlplane.newStreamsPerIdentityPerSecond,
           pushesPerSecond: config.controlplane.pushesPerSecond,
           pushBurst: config.controlplane.pushBurst,
           pushBufferBytes: config.controlplane.pushBufferBytes,
         },
-        this.authorizer,
-        { state: stateRequests, preflight: preflights },
-      ),
+        authorizer: this.authorizer,
+        questions: { state: stateRequests, preflight: preflights },
+        stats: this.streamStats,
+      }),
     );
     this.server.addService(
       ControlPlaneAdminService,

@@ -46,3 +46,24 @@ export function serviceRemovals(
     ...(held.length > 0 ? { retryAt: s.start + stepMs } : {}),
   };
 }
+
+/**
+ * The first step of a replica that just started, when earlier replicas removed services within the last step (as
+ * their known-hosts records say, epoch ms in `removedAt`): those removals count against it, so that restarts do not
+ * speed the pace up. Undefined when none is that recent.
+ */
+export function persistedRemovalStep(
+  removedAt: readonly number[],
+  served: number,
+  now: number,
+  maxShare: number,
+  stepMs: number,
+): RemovalStep | undefined {
+  const recent = removedAt.filter((t) => t <= now && now - t < stepMs);
+  if (recent.length === 0) return undefined;
+  return {
+    start: Math.min(...recent),
+    budget: removalBudget(served + recent.length, maxShare),
+    removed: recent.length,
+  };
+}

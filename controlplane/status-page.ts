@@ -1,8 +1,7 @@
-import { ageText, percent } from '../common/text';
+import { ageText, figureText, percent } from '../common/text';
 import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
 import { GatePolicy, PreflightInfo, RolloutStatus, RolloutWave } from '../common/gen/proxymgr/v1/rollout';
-import { figureText } from './rollout/gate';
-import { revisionOfVersion } from './rollout/revision';
+import { revisionOfVersion } from '../common/revision-id';
 
 /** What the status page shows: the same answers ctl and grpcurl get. */
 export interface StatusData {

@@ -101,3 +101,14 @@ export interface Watcher {
   start(listener: WatcherListener): void;
   stop(): Promise<void>;
 }
+
+/**
+ * Makes the watcher each service config asks for (watchers/index.ts makes the real ones; tests and the simulator
+ * pass fakes).
+ */
+export interface WatcherFactory {
+  /** The watcher `config` asks for; throws ServiceConfigError when the config cannot be honoured here. */
+  create(config: ServiceConfig, origin: string): Watcher;
+  /** What identifies a running watcher: equal keys mean a config change can keep the watcher (and its hosts). */
+  identity(config: ServiceConfig): string;
+}

@@ -3,7 +3,8 @@ import { parseConfig, ProxyMgrConfig } from '../common/config';
 import { createLogger, silentLogger } from '../common/log';
 import { DesiredState, Server, Service } from '../common/types';
 import { stateVersion } from '../common/state-hash';
-import { Agent, AgentOptions } from '../agent/agent';
+import type { AgentOptions } from '../agent/agent';
+import { createAgent } from '../agent/wiring';
 import { tempDir } from './net';
 
 export const HTTP_DEFAULTS = [
@@ -36,7 +37,7 @@ agent:
 ${extraYaml}`;
   const config: ProxyMgrConfig = parseConfig(yml, path.join(tmp.dir, 'proxymgr.yml'));
   const log = process.env.PROXYMGR_TEST_LOG ? createLogger({ test: true }, 'debug') : silentLogger;
-  const agent = new Agent({ config, log, ...seams });
+  const agent = createAgent(config, log, seams);
   return {
     agent,
     config,

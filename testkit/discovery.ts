@@ -1,14 +1,17 @@
 import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource as SourceConfig } from '../common/config';
 import { DesiredState, Service } from '../common/types';
 import { Discovery } from '../controlplane/discovery';
+import { ServiceConfig, Watcher, WatcherFactory, WatcherListener } from '../controlplane/types';
+import { watcherIdentity } from '../controlplane/watchers';
+import { discoveryFromConfig } from '../controlplane/wiring';
 
-/** A Discovery with test-friendly timings; stop it in `finally`. */
+/** A Discovery on the real adapters (wiring.ts) with test-friendly timings; stop it in `finally`. */
 export function testDiscovery(
   serviceConfig: SourceConfig,
   controlplane: Partial<ControlPlaneConfig> = {},
   global: string[] = [],
 ): Discovery {
-  return new Discovery({
+  return discoveryFromConfig({
     config: {
       haproxy: {
         configPath: '/dev/null',
@@ -40,4 +43,18 @@ export function endpoints(state: DesiredState | undefined): Record<string, strin
 
 export function service(state: DesiredState | undefined, name: string): Service | undefined {
   return state?.services.find((s) => s.name === name);
+}
+
+/** A watcher that never reports (until a test drives its listener). */
+export class SilentWatcher implements Watcher {
+  listener: WatcherListener | undefined;
+  start(listener: WatcherListener): void {
+    this.listener = listener;
+  }
+  async stop(): Promise<void> {}
+}
+
+/** Watchers made by `create` (a test's fakes), identified as the real ones are (no default ZooKeeper ensemble). */
+export function fakeWatchers(create: (config: ServiceConfig) => Watcher = () => new SilentWatcher()): WatcherFactory {
+  return { create, identity: (config) => watcherIdentity(config, {}) };
 }

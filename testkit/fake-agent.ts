@@ -4,7 +4,7 @@ import { parseConfig, ProxyMgrConfig } from '../common/config';
 import { ProxyMgrError } from '../common/errors';
 import { silentLogger } from '../common/log';
 import { Agent } from '../agent/agent';
-import { RuntimeApi } from '../agent/haproxy/runtime';
+import type { RuntimeApi } from '../agent/ports';
 import { RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';
 import { AdoptedSocket, ConfigCheck, FileWriter, SocketPool, Supervisor } from '../agent/ports';
 
@@ -283,7 +283,9 @@ agent:
     log: silentLogger,
     runtime,
     clock,
-    supervisor,
+    makeSupervisor: () => supervisor,
+    channels: undefined,
+    identity: { user: '', group: '' },
     sockets,
     checkConfig: check.check,
     writeFile: files.write,

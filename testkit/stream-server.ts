@@ -7,12 +7,13 @@ import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../commo
 import { AgentStreamDefinition } from '../controlplane/grpc/push-encoding';
 import { AgentRegistry } from '../controlplane/grpc/registry';
 import { agentStreamServer, StreamLimits } from '../controlplane/grpc/stream-server';
+import { StreamStats } from '../controlplane/grpc/stream-stats';
 import { DesiredStateSource } from '../controlplane/ports';
 
 /**
  * A real gRPC server running the agent stream (with the pre-encoding serializer, as the control plane registers it)
- * over a desired state the test controls; its timers (answer timeout, push pacing) run on `clock`, and what agents
- * report goes to `registry` (give one with events to watch them).
+ * over a desired state the test controls; its timers (answer timeout, push pacing) run on `clock`, what agents
+ * report goes to `registry` (give one with events to watch them), and what the streams count to `stats`.
  */
 export async function startStreamServer(
   limits: StreamLimits = { newStreamsPerSecond: 100, pushesPerSecond: 100 },
@@ -28,10 +29,11 @@ export async function startStreamServer(
       return () => subscribers.delete(fn);
     },
   };
+  const stats = new StreamStats();
   const srv = new grpc.Server({ 'grpc.max_receive_message_length': AGENT_MESSAGE_LIMIT_BYTES });
   srv.addService(
     AgentStreamDefinition,
-    agentStreamServer(source, registry, silentLogger, limits, undefined, undefined, clock),
+    agentStreamServer({ source, registry, log: silentLogger, limits, clock, stats }),
   );
   const port = await new Promise<number>((resolve, reject) =>
     srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
@@ -39,6 +41,7 @@ export async function startStreamServer(
   return {
     port,
     registry,
+    stats,
     set(s: DesiredState) {
       current = s;
       for (const fn of subscribers) fn();

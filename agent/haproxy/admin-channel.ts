@@ -4,13 +4,8 @@ import * as net from 'node:net';
 import { RuntimeApiError } from '../../common/errors';
 import { nativeAddon } from './native';
 import { alive } from './orphan';
-import { converse, refusedCommand, RuntimeApi, RuntimeCommands } from './runtime';
-
-/**
- * The fd on which every HAProxy the agent starts finds its end of the admin channel (`stats socket sockpair@3`);
- * the listening sockets follow from fd 4 (render.ts FIRST_LISTEN_FD).
- */
-export const ADMIN_CHANNEL_FD = 3;
+import { converse, refusedCommand, RuntimeCommands } from './runtime';
+import type { AdminChannelSet, RuntimeApi } from '../ports';
 
 /**
  * The agent's admin connection to one HAProxy process: a datagram socketpair whose other end HAProxy inherits as
@@ -43,7 +38,7 @@ export class AdminChannel extends RuntimeCommands {
     return this.agentEnd;
   }
 
-  /** HAProxy's end, to hand to the process at ADMIN_CHANNEL_FD (then releaseHaproxyEnd). */
+  /** HAProxy's end, to hand to the process at render.ts ADMIN_CHANNEL_FD (then releaseHaproxyEnd). */
   get haproxyEnd(): number {
     if (this.haproxyFd === undefined) throw new RuntimeApiError("admin channel: HAProxy's end was already handed over");
     return this.haproxyFd;
@@ -135,7 +130,7 @@ export interface AdminChannelsOptions {
  * anything else is refused: the agent's first change then reloads — seamlessly — and the new process comes with a
  * channel.
  */
-export class AdminChannels extends RuntimeCommands implements AdminChannelSource {
+export class AdminChannels extends RuntimeCommands implements AdminChannelSource, AdminChannelSet {
   private current: AdminChannel | undefined;
   private keeper: ChildProcess | number | undefined;
   private readonly observer: RuntimeApi;

@@ -3,12 +3,7 @@ import { readFileSync } from 'node:fs';
 import { ProxyMgrConfig } from '../../common/config';
 import { ConfigError } from '../../common/errors';
 import { Logger } from '../../common/log';
-
-/** The user and group rendered into HAProxy's `global` section; "" = HAProxy keeps the agent's identity. */
-export interface HaproxyIdentity {
-  readonly user: string;
-  readonly group: string;
-}
+import type { HaproxyIdentity } from '../ports';
 
 /** What the decision depends on, injected so it is tested without root or a particular /etc/passwd. */
 export interface IdentityHost {

@@ -8,7 +8,7 @@ import { Logger } from '../../common/log';
 import { PidHandles } from './pid-handle';
 import type { Supervisor } from '../ports';
 import { AdminChannelSource, OpenedChannel } from './admin-channel';
-import { RuntimeApi } from './runtime';
+import type { RuntimeApi } from '../ports';
 
 export type SpawnFn = (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
 

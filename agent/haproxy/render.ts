@@ -1,6 +1,5 @@
 import { isIP } from 'node:net';
 import { DesiredState, Server, Service } from '../../common/types';
-import { ADMIN_CHANNEL_FD } from './admin-channel';
 
 /** Where the rendered config points HAProxy at; all owned by the agent. */
 export interface RenderPaths {
@@ -37,7 +36,13 @@ export function parseListeners(config: string): Map<number, string> {
   return out;
 }
 
-/** The first fd HAProxy gets a listening socket on (0-2 are stdio, 3 the admin channel: admin-channel.ts). */
+/**
+ * The fd on which every HAProxy the agent starts finds its end of the admin channel (`stats socket sockpair@3`,
+ * see admin-channel.ts); the listening sockets follow from FIRST_LISTEN_FD.
+ */
+export const ADMIN_CHANNEL_FD = 3;
+
+/** The first fd HAProxy gets a listening socket on (0-2 are stdio, 3 the admin channel). */
 export const FIRST_LISTEN_FD = 4;
 
 /**

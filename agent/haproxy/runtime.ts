@@ -1,16 +1,7 @@
 import * as net from 'node:net';
 import { RuntimeApiError } from '../../common/errors';
 import { parseServersState, RuntimeState } from './servers-state';
-
-/** The HAProxy runtime API, one command per connection. */
-export interface RuntimeApi {
-  /** Sends one command and returns HAProxy's whole reply. */
-  command(cmd: string): Promise<string>;
-  /** `show servers state [backend]`: every backend, or only the one named. */
-  serversState(backend?: string): Promise<RuntimeState>;
-  /** The pid of the process answering. */
-  pid(): Promise<number>;
-}
+import type { RuntimeApi } from '../ports';
 
 /** `serversState` and `pid` on top of `command`, for every way of reaching the runtime API. */
 export abstract class RuntimeCommands implements RuntimeApi {

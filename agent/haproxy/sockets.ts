@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { ProxyMgrError } from '../../common/errors';
 import { nativeAddon } from './native';
 import type * as ports from '../ports';
+import { socketKey } from '../ports';
 
 /**
  * The listening sockets the agent owns, one per bind address and port. They outlive every HAProxy process:
@@ -88,8 +89,4 @@ export class SocketPool implements ports.SocketPool {
     else this.fds.set(key, fd);
     return { address: key.replace('|', ':'), fd: held ?? fd };
   }
-}
-
-export function socketKey(address: string, port: number): string {
-  return `${address}|${port}`;
 }

@@ -1,5 +1,5 @@
 import { ProxyMgrError } from '../../common/errors';
-import { RuntimeApi } from './runtime';
+import type { RuntimeApi } from '../ports';
 
 /** Per-service counters from HAProxy's `show stat` (monotonic) and gauges (current values). */
 export interface ServiceCounters {

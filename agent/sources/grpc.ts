@@ -9,7 +9,6 @@ import { DesiredState } from '../../common/types';
 import {
   AgentMessage,
   AgentStreamClient,
-  ApplyMethod,
   ControlMessage,
   PreflightReport,
   Push,
@@ -18,8 +17,9 @@ import { DesiredState as ProtoState } from '../../common/gen/proxymgr/v1/state';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { ApplyResult, PreflightResult } from '../agent';
+import { applyMethodToWire } from '../../common/apply-method';
 import { fromProto } from '../../common/state-codec';
-import { ApplyFn, StateSource } from '../ports';
+import { ApplyFn, ControlPlaneLink, StateSource } from '../ports';
 import { HeldState, PushMismatch } from './held-state';
 import { fitAgentMessage } from './message-fit';
 import { clipText } from '../../common/text';
@@ -57,13 +57,6 @@ export interface GrpcSourceOptions {
   readonly clock?: Clock;
   readonly random?: () => number;
 }
-
-const METHOD: Record<ApplyResult['outcome'], ApplyMethod> = {
-  nothing: ApplyMethod.APPLY_METHOD_NOTHING,
-  runtime: ApplyMethod.APPLY_METHOD_RUNTIME,
-  reload: ApplyMethod.APPLY_METHOD_RELOAD,
-  rejected: ApplyMethod.APPLY_METHOD_UNSPECIFIED,
-};
 
 /** idle → running (start) → stopping → stopped (stream cancelled and client closed). */
 export type GrpcSourceState = 'idle' | 'running' | 'stopping' | 'stopped';
@@ -128,6 +121,8 @@ export class GrpcStateSource implements StateSource {
   readonly stats = { pushes: 0, full: 0, deltas: 0, resyncs: 0, cut: 0 };
   connectedTo: string | undefined;
   lastError = '';
+  /** This source is a control plane's stream (StateSource.controlPlane): its address, last error and counts. */
+  readonly controlPlane: ControlPlaneLink = this;
 
   private readonly clock: Clock;
 
@@ -382,7 +377,7 @@ export class GrpcStateSource implements StateSource {
         ok: r.ok,
         error: r.error ?? '',
         haproxyOutput: r.haproxyOutput ?? '',
-        method: METHOD[r.method],
+        method: applyMethodToWire(r.method),
         reasons: [...r.reasons],
         rejectedServices: [
           ...new Set(r.problems.flatMap((p) => (p.service !== undefined && p.server === undefined ? [p.service] : []))),
@@ -396,7 +391,7 @@ export class GrpcStateSource implements StateSource {
         ok: false,
         error: errorMessage(err),
         haproxyOutput: '',
-        method: ApplyMethod.APPLY_METHOD_UNSPECIFIED,
+        method: applyMethodToWire('unspecified'),
         reasons: [],
         rejectedServices: [],
         warnings: [],
@@ -456,7 +451,7 @@ export class GrpcStateSource implements StateSource {
       ack: {
         version: push.version,
         nonce: push.nonce,
-        method: METHOD[result.outcome],
+        method: applyMethodToWire(result.outcome),
         reasons: result.reasons.map((r) => r.text),
         runtimeCommands: result.commands.length,
         durationMs: result.durationMs,

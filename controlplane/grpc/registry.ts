@@ -1,3 +1,4 @@
+import type { ReportedMethod } from '../../common/apply-method';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AgentRecord, RegistryEvents } from '../ports';
 
@@ -133,7 +134,7 @@ export class AgentRegistry {
   ack(
     record: AgentRecord,
     version: string,
-    method: string,
+    method: ReportedMethod,
     reasons: readonly string[],
     warnings: readonly string[],
     rejectedServices: readonly string[] = [],

@@ -1,11 +1,11 @@
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { applyMethodToJSON } from '../../common/gen/proxymgr/v1/stream';
+import { applyMethodFromWire } from '../../common/apply-method';
 import { Logger } from '../../common/log';
+import { revisionOfVersion } from '../../common/revision-id';
 import { clipText } from '../../common/text';
 import { DesiredState } from '../../common/types';
 import { AgentRecord, PreflightAsker, RegistryEvents } from '../ports';
 import { RolloutDoc } from './engine';
-import { revisionOfVersion } from './revision';
 import { AgentStatus, PreflightStatus, RolloutStore } from './store';
 import { TrafficPublisher } from './traffic-publisher';
 
@@ -227,7 +227,7 @@ export class AgentReports {
         const counted = report.rejectedServices.filter((x) => changed.has(x));
         const ok = report.ok || (!report.wholeConfig && report.rejectedServices.length > 0 && counted.length === 0);
         const error = ok ? '' : clipText(report.error || `would leave out ${counted.join(', ')}`, 600);
-        const method = applyMethodToJSON(report.method).replace('APPLY_METHOD_', '').toLowerCase();
+        const method = applyMethodFromWire(report.method);
         const result: PreflightStatus = {
           rollout: r.id,
           ok,

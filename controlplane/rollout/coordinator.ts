@@ -6,7 +6,6 @@ import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { Logger } from '../../common/log';
 import { DesiredState, Server } from '../../common/types';
 import { Discovery } from '../discovery';
-import { HaStore } from '../ha/ha-store';
 import {
   command,
   Command,
@@ -41,14 +40,13 @@ import { RolloutStore, RolloutStoreListener } from './store';
 import { ServiceOptionsPolicy } from '../../common/config';
 
 /** What the coordinator uses of discovery. */
-export type RolloutDiscovery = Pick<Discovery, 'current' | 'configOf' | 'onSnapshot' | 'zkDigest'> &
+export type RolloutDiscovery = Pick<Discovery, 'current' | 'configOf' | 'onSnapshot'> &
   Partial<Pick<Discovery, 'knownServers'>>;
 
 export interface RolloutCoordinatorOptions {
   readonly config: RolloutConfig;
   readonly discovery: RolloutDiscovery;
   readonly log: Logger;
-  readonly zkSessionTimeoutMs: number;
   /** proxymgr.yml's service_options: revisions read back from ZooKeeper are checked against them. */
   readonly serviceOptions?: ServiceOptionsPolicy;
   /** The time rollouts are stamped with (default: the clock's). */
@@ -56,10 +54,10 @@ export interface RolloutCoordinatorOptions {
   /** Timers: bake ends, step retries (default: the real clock). */
   readonly clock?: Clock;
   /**
-   * Makes the shared store, which must report to `listener` (default: a HaStore in ZooKeeper at `config.zookeeper`,
-   * `config.zkPath`; tests pass a MemoryRolloutStore).
+   * Makes the shared store, which must report to `listener` (wiring.ts: a HaStore in ZooKeeper at
+   * `config.zookeeper`, `config.zkPath`; tests pass a MemoryRolloutStore).
    */
-  readonly store?: (listener: RolloutStoreListener) => RolloutStore;
+  readonly store: (listener: RolloutStoreListener) => RolloutStore;
   /** Preflight questions to this replica's agents (carried by the agent stream); without it no agent is asked. */
   readonly preflights?: PreflightAsker;
 }
@@ -134,20 +132,7 @@ export class RolloutCoordinator implements DesiredStateSource {
       agents: () => this.kick(),
       leadership: (leader) => leader && this.kick(),
     };
-    this.store = opts.store
-      ? opts.store(listener)
-      : new HaStore(
-          {
-            servers: opts.config.zookeeper,
-            root: opts.config.zkPath,
-            replicaId: opts.config.replicaId,
-            sessionTimeoutMs: opts.zkSessionTimeoutMs,
-            log: opts.log,
-            // The same credentials as discovery's sessions (controlplane.zk_digest_file, read once by Discovery).
-            ...(opts.discovery.zkDigest ? { digest: opts.discovery.zkDigest } : {}),
-          },
-          listener,
-        );
+    this.store = opts.store(listener);
   }
 
   get replicaId(): string {

@@ -7,209 +7,26 @@
  *   doc = step(doc, fleet, now).doc                        // ACKs/NACKs in, waves out; call on every change
  *   releasedRevision(doc, 'web-17')                        // what one agent may run: the only gate for pushes
  */
-import { ProxyMgrError } from '../../common/errors';
-import { clipText } from '../../common/text';
+import { parseWaveSpec } from '../../common/config';
+import { gateStart, TrafficView } from './gate';
 import {
-  DEFAULT_GATE_POLICY,
-  DEFAULT_PREFLIGHT_POLICY,
-  GatePolicy,
-  parseWaveSpec,
-  PreflightPolicy,
-  RolloutPolicyConfig,
-  WaveSpec,
-} from '../../common/config';
-import {
-  ALL,
-  ByKey,
-  COUNTS_LENGTH,
-  Counts,
-  GateResult,
-  gateStart,
-  GateStart,
-  Gauges,
-  GAUGES_LENGTH,
-  judge,
-  REQUESTS,
-  sumOver,
-  TrafficView,
-} from './gate';
-import { gateWindow, waveGateInput } from './gate-input';
+  AgentResult,
+  finish,
+  FleetAgent,
+  FleetDoc,
+  isActive,
+  PolicyDoc,
+  replace,
+  RolloutDoc,
+  updateLast,
+  WaveDoc,
+} from './fleet-doc';
+import { preflightStep } from './preflight-step';
+import { judgeWave } from './wave-gate';
 
-export type RolloutStateName = 'running' | 'paused' | 'halted' | 'completed' | 'rolled_back' | 'aborted' | 'superseded';
-
-/** States in which the revision stays with the agents it was released to. */
-export const ACTIVE_STATES: readonly RolloutStateName[] = ['running', 'paused', 'halted'];
-
-/** A policy as stored (waves as the operator wrote them: "1", "10%"). */
-export interface PolicyDoc {
-  readonly waves: readonly string[];
-  readonly bakeMs: number;
-  readonly maxNacks: number;
-  readonly autoRollback: boolean;
-  /** Agent label each wave is spread across (see RolloutPolicyConfig.spreadBy). */
-  readonly spreadBy?: string;
-  /** Preflight before wave 1 (absent in documents from before it: none). */
-  readonly preflight?: PreflightPolicy;
-  /** Traffic gates during each bake (absent in documents from before them: none). */
-  readonly gate?: GatePolicy;
-  /**
-   * A rollout that removes services starts paused, waiting for an operator (absent in documents from before it:
-   * true). A removed service has no traffic left for a gate to judge, and an emptied `/service_config` looks exactly
-   * like every service being deleted.
-   */
-  readonly confirmServiceRemovals?: boolean;
-}
-
-/** The preflight of a rollout, as the leader saw it (agents that fail are listed, at most MAX_LISTED). */
-export interface PreflightDoc {
-  readonly startedAt: number;
-  readonly completedAt?: number;
-  readonly passed: number;
-  readonly failed: readonly { readonly nodeId: string; readonly error: string }[];
-  readonly failedCount: number;
-  /** Agents that could preflight but had not answered when it ended. */
-  readonly unanswered: number;
-  /** A resume let the waves start despite failures. */
-  readonly overridden?: boolean;
-}
-
-export const MAX_LISTED = 20;
-/** A baking wave's gate figures are written to the rollout document at most this often (verdict changes at once). */
-export const GATE_FIGURES_EVERY_MS = 5000;
-/** Characters of a failing agent's preflight message kept in the rollout document. */
-export const MAX_LISTED_ERROR = 600;
-
-export interface WaveDoc {
-  /** 1-based. */
-  readonly index: number;
-  readonly spec: string;
-  readonly agents: readonly string[];
-  readonly startedAt: number;
-  readonly ackedAt?: number;
-  readonly completedAt?: number;
-  /** Where the traffic gate's window began (each replica's sums when every agent of the wave had ACKed). */
-  readonly gateStart?: GateStart;
-  /** The traffic gate's latest judgement of this wave (final once the wave completed or halted). */
-  readonly gate?: GateResult;
-  /** A resume after the gate halted this wave: it is not judged again. */
-  readonly gateOverridden?: boolean;
-}
-
-export interface AgentResult {
-  readonly status: 'pending' | 'acked' | 'nacked';
-  readonly wave: number;
-  readonly error?: string;
-  readonly at: number;
-}
-
-export interface RolloutDoc {
-  readonly id: string;
-  readonly from: string;
-  readonly to: string;
-  readonly state: RolloutStateName;
-  readonly policy: PolicyDoc;
-  readonly waves: readonly WaveDoc[];
-  /** Specs of policy.waves not yet started or skipped. */
-  readonly pending: readonly string[];
-  readonly results: Readonly<Record<string, AgentResult>>;
-  /** Agents whose NACKs were forgiven by a resume. */
-  readonly forgiven: readonly string[];
-  readonly createdAt: number;
-  readonly updatedAt: number;
-  readonly finishedAt?: number;
-  readonly reason: string;
-  readonly changes: readonly string[];
-  /** Counts kept in history entries (whose results are dropped). */
-  readonly counts?: { readonly total: number; readonly acked: number; readonly nacked: number };
-  readonly preflight?: PreflightDoc;
-  /**
-   * The traffic of the rollout's agents before they took its revision, as the leader last read it from the replicas
-   * (kept here so that a replica that goes away, or a new leader, does not lose it).
-   */
-  readonly baseline?: { readonly counts: ByKey<Counts>; readonly gauges: ByKey<Gauges> };
-}
-
-/** Everything the control planes agree on, in one ZooKeeper node. */
-export interface FleetDoc {
-  /** The last fully released revision ("" before the first one). */
-  readonly stable: string;
-  readonly current?: RolloutDoc;
-  /** Finished rollouts, newest first (without per-agent results). */
-  readonly history: readonly RolloutDoc[];
-  /** Policy override for the next rollout. */
-  readonly nextPolicy?: PolicyDoc;
-  /** Bumped on every change (for logs). */
-  readonly seq: number;
-}
-
-/** One agent as the replicas report it (ZooKeeper agent status nodes); only connected agents are present. */
-export interface FleetAgent {
-  readonly nodeId: string;
-  /** The revision the agent runs (from its last ACK or its hello). */
-  readonly runningRevision: string;
-  readonly lastNack?: { readonly revision: string; readonly error: string; readonly at: number };
-  readonly labels?: Readonly<Record<string, string>>;
-  /** Whether the agent can preflight (it said so in its hello). */
-  readonly canPreflight?: boolean;
-  /** Its answer to the latest preflight it was asked for. */
-  readonly preflight?: { readonly rollout: string; readonly ok: boolean; readonly error: string };
-}
-
-export const HISTORY_LIMIT = 20;
-export const EMPTY_DOC: FleetDoc = { stable: '', history: [], seq: 0 };
-
-export function policyDoc(p: RolloutPolicyConfig): PolicyDoc {
-  return {
-    waves: p.waves.map(waveText),
-    bakeMs: p.bakeMs,
-    maxNacks: p.maxNacks,
-    autoRollback: p.autoRollback,
-    ...(p.spreadBy ? { spreadBy: p.spreadBy } : {}),
-    preflight: p.preflight ?? DEFAULT_PREFLIGHT_POLICY,
-    gate: p.gate ?? DEFAULT_GATE_POLICY,
-    confirmServiceRemovals: p.confirmServiceRemovals ?? true,
-  };
-}
-
-export function waveText(w: WaveSpec): string {
-  return w.kind === 'count' ? String(w.count) : `${+(w.share * 100).toFixed(4)}%`;
-}
-
-export function isActive(
-  r: RolloutDoc | undefined,
-): r is RolloutDoc & { readonly state: 'running' | 'paused' | 'halted' } {
-  return r !== undefined && ACTIVE_STATES.includes(r.state);
-}
-
-/**
- * The revision one agent may run: the rollout's target once a wave released it to the agent (while the rollout
- * is active), otherwise the last fully released revision. Agents that join mid-rollout get the stable one.
- */
-export function releasedRevision(doc: FleetDoc, nodeId: string): string {
-  const r = doc.current;
-  if (isActive(r) && wavesByAgent(r).has(nodeId)) return r.to;
-  return doc.stable;
-}
-
-/** The wave (1-based) that released the current rollout to `nodeId`, or 0. */
-export function waveOf(r: RolloutDoc | undefined, nodeId: string): number {
-  return r ? (wavesByAgent(r).get(nodeId) ?? 0) : 0;
-}
-
-/**
- * Agent → wave of a rollout, built once per (immutable) rollout document: every push asks what one agent may run,
- * and scanning the waves' agent lists made a push to every agent O(agents²) (2·10⁸ comparisons at 20,000 agents).
- */
-const waveIndex = new WeakMap<RolloutDoc, ReadonlyMap<string, number>>();
-function wavesByAgent(r: RolloutDoc): ReadonlyMap<string, number> {
-  let index = waveIndex.get(r);
-  if (!index) {
-    const m = new Map<string, number>();
-    for (const w of r.waves) for (const id of w.agents) m.set(id, w.index);
-    waveIndex.set(r, (index = m));
-  }
-  return index;
-}
+// The engine's whole API in one import: the document and its helpers, and the operator commands.
+export * from './fleet-doc';
+export * from './commands';
 
 /**
  * A new current revision. The first one ever is released at once (nothing to roll back to). The same target as the
@@ -419,113 +236,6 @@ export function step(
   return { doc: finish(doc, { ...r, pending: [] }, 'completed', now, `released to every agent (${assigned.size})`) };
 }
 
-/**
- * Preflight before wave 1: every connected agent that can preflight is asked (by its replica) to check the revision
- * without applying it. Done once each of them answered, or at the timeout (the rest are counted as unanswered);
- * more failures than max_failures halt the rollout before any agent runs the revision.
- */
-function preflightStep(
-  r: RolloutDoc,
-  fleet: ReadonlyMap<string, FleetAgent>,
-  now: number,
-): { rollout: RolloutDoc; wakeAt?: number } {
-  const policy = r.policy.preflight!;
-  const startedAt = r.preflight?.startedAt ?? now;
-  let passed = 0;
-  let unanswered = 0;
-  const failed: { nodeId: string; error: string }[] = [];
-  for (const a of [...fleet.values()].sort((x, y) => (x.nodeId < y.nodeId ? -1 : 1))) {
-    const res = a.preflight?.rollout === r.id ? a.preflight : undefined;
-    if (!res) {
-      if (a.canPreflight) unanswered++;
-    } else if (res.ok) passed++;
-    else failed.push({ nodeId: a.nodeId, error: res.error });
-  }
-  const timedOut = now >= startedAt + policy.timeoutMs;
-  const done = unanswered === 0 || timedOut;
-  // Listed with their messages cut short: the document is shared by every replica (the full ones are in agent status).
-  const listed = failed.slice(0, MAX_LISTED).map((f) => ({
-    nodeId: f.nodeId,
-    error: clipText(f.error, MAX_LISTED_ERROR),
-  }));
-  const pf: PreflightDoc = {
-    startedAt,
-    passed,
-    failed: listed,
-    failedCount: failed.length,
-    unanswered,
-    ...(done ? { completedAt: now } : {}),
-  };
-  const same = r.preflight && JSON.stringify(r.preflight) === JSON.stringify(pf);
-  let rollout = same ? r : { ...r, preflight: pf, updatedAt: now };
-  if (failed.length > policy.maxFailures) {
-    const list = listed
-      .slice(0, 3)
-      .map((f) => `${f.nodeId}: ${f.error}`)
-      .join('; ');
-    const reason = `preflight failed on ${failed.length} agent(s), more than preflight.max_failures ${policy.maxFailures}; no agent runs ${r.to}; ${list}`;
-    return { rollout: { ...rollout, preflight: { ...pf, completedAt: now }, state: 'halted', reason, updatedAt: now } };
-  }
-  if (!done) {
-    const reason = `preflight: ${passed} passed, waiting for ${unanswered} agent(s)`;
-    if (rollout.reason !== reason) rollout = { ...rollout, reason, updatedAt: now };
-    return { rollout, wakeAt: startedAt + policy.timeoutMs };
-  }
-  return { rollout };
-}
-
-/** The gate's judgement of the rollout's last wave now; the result is kept in the wave (and the baseline in the rollout). */
-function judgeWave(
-  r: RolloutDoc,
-  gate: GatePolicy,
-  traffic: TrafficView,
-  final: boolean,
-  now: number,
-): { rollout: RolloutDoc; result: GateResult } {
-  let wave = r.waves[r.waves.length - 1]!;
-  // Only what the replicas say about this rollout (a traffic node not yet republished may be about the last one).
-  const mine: TrafficView = new Map([...traffic].filter(([, t]) => t.rollout === r.id));
-  // No start recorded (the wave settled in a step without the traffic view): it starts now.
-  if (!wave.gateStart) {
-    wave = { ...wave, gateStart: gateStart(mine, r.from, r.to) };
-    r = updateLast(r, wave, now);
-  }
-  const start = wave.gateStart!;
-  // The baseline only grows as agents take the revision; a replica that went away must not shrink it.
-  const counts = sumOver(mine, (t) => t.baseline, COUNTS_LENGTH);
-  const gauges = sumOver(mine, (t) => t.baselineGauges, GAUGES_LENGTH);
-  let baseline = r.baseline;
-  const more = counts.has(ALL) && (counts.get(ALL)![REQUESTS] ?? 0) > (baseline?.counts[ALL]?.[REQUESTS] ?? -1);
-  if (more || (!baseline?.gauges[ALL] && gauges.has(ALL))) {
-    baseline = { counts: Object.fromEntries(counts), gauges: Object.fromEntries(gauges) };
-  }
-  const result = judge(
-    waveGateInput({
-      policy: gate,
-      from: r.from,
-      to: r.to,
-      traffic: mine,
-      start,
-      window: gateWindow(wave),
-      before: baseline?.counts ?? {},
-      beforeGauges: baseline?.gauges ?? {},
-      final,
-      now,
-    }),
-  );
-  // Kept when the verdict changes, and new figures at most every GATE_FIGURES_EVERY_MS: the document is shared by
-  // every replica, and rewriting it on every sample would load ZooKeeper and each of them.
-  const prev = wave.gate;
-  const changed =
-    !prev ||
-    prev.verdict !== result.verdict ||
-    (now - prev.at >= GATE_FIGURES_EVERY_MS && JSON.stringify(prev.figures) !== JSON.stringify(result.figures));
-  let rollout = r;
-  if (changed) rollout = updateLast(rollout, { ...wave, gate: result }, now);
-  if (baseline !== r.baseline && baseline) rollout = { ...rollout, baseline, updatedAt: now };
-  return { rollout, result: changed ? result : prev };
-}
-
 function startWave(r: RolloutDoc, spec: string, take: readonly string[], now: number, why = ''): RolloutDoc {
   const wave: WaveDoc = { index: r.waves.length + 1, spec, agents: [...take], startedAt: now };
   const results = { ...r.results };
@@ -552,117 +262,6 @@ function removalReason(removes: readonly string[]): string {
 /** The rollout with `reason` (the same document when the reason is unchanged: no ZooKeeper write per step). */
 function waiting(r: RolloutDoc, reason: string, now: number): RolloutDoc {
   return r.reason === reason ? r : { ...r, reason, updatedAt: now };
-}
-
-/** Operator commands; each returns the new document or throws RolloutCommandError. */
-export type Command = 'pause' | 'resume' | 'promote' | 'abort';
-
-/** An operator command the rollout's state does not allow (no rollout, already running, another rollout's id). */
-export class RolloutCommandError extends ProxyMgrError {
-  constructor(message: string, code: 'ROLLOUT_NONE' | 'ROLLOUT_BAD_STATE' | 'ROLLOUT_WRONG_ID') {
-    super(code, message);
-  }
-}
-
-export function command(doc: FleetDoc, cmd: Command, now: number, rolloutId = ''): FleetDoc {
-  const r = doc.current;
-  if (!isActive(r))
-    throw new RolloutCommandError(
-      `no rollout is in progress (last: ${r ? `${r.id} ${r.state}` : 'none'})`,
-      'ROLLOUT_NONE',
-    );
-  if (rolloutId && rolloutId !== r.id)
-    throw new RolloutCommandError(`rollout ${rolloutId} is not the current one (${r.id})`, 'ROLLOUT_WRONG_ID');
-  switch (cmd) {
-    case 'pause':
-      if (r.state !== 'running')
-        throw new RolloutCommandError(`rollout ${r.id} is ${r.state}, not running`, 'ROLLOUT_BAD_STATE');
-      return replace(doc, r, { ...r, state: 'paused', reason: 'paused by operator', updatedAt: now });
-    case 'resume': {
-      if (r.state === 'running')
-        throw new RolloutCommandError(`rollout ${r.id} is already running`, 'ROLLOUT_BAD_STATE');
-      const forgiven = [
-        ...new Set([
-          ...r.forgiven,
-          ...Object.entries(r.results)
-            .filter(([, a]) => a.status === 'nacked')
-            .map(([id]) => id),
-        ]),
-      ];
-      // A halted preflight: the operator lets the waves start anyway. A wave its gate halted: it is not judged again
-      // (its bake goes on from its ACK). A pause or a NACK halt leaves the gate as it was.
-      const preflight =
-        r.preflight && r.waves.length === 0 && r.state === 'halted'
-          ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true }
-          : r.preflight;
-      const last = r.waves[r.waves.length - 1];
-      const gateHalted =
-        r.state === 'halted' &&
-        last?.completedAt === undefined &&
-        (last?.gate?.verdict === 'fail' || last?.gate?.verdict === 'insufficient');
-      const waves = gateHalted ? [...r.waves.slice(0, -1), { ...last, gateOverridden: true }] : r.waves;
-      return replace(doc, r, {
-        ...r,
-        state: 'running',
-        forgiven,
-        waves,
-        ...(preflight ? { preflight } : {}),
-        reason: `resumed by operator (from ${r.state})`,
-        updatedAt: now,
-      });
-    }
-    case 'promote': {
-      const last = r.waves[r.waves.length - 1];
-      // Promote means now: a preflight still running (or one that halted the rollout) is not waited for.
-      const preflight =
-        r.preflight && r.waves.length === 0
-          ? { ...r.preflight, completedAt: r.preflight.completedAt ?? now, overridden: true }
-          : r.preflight;
-      const waves =
-        last && last.completedAt === undefined
-          ? [...r.waves.slice(0, -1), { ...last, ackedAt: last.ackedAt ?? now, completedAt: now }]
-          : r.waves;
-      return replace(doc, r, {
-        ...r,
-        state: 'running',
-        waves,
-        ...(preflight ? { preflight } : {}),
-        pending: ['100%'],
-        policy: { ...r.policy, bakeMs: 0 },
-        reason: 'promoted by operator: released to every agent',
-        updatedAt: now,
-      });
-    }
-    case 'abort':
-      return finish(doc, r, 'aborted', now, `aborted by operator; rolled back to ${r.from}`);
-  }
-}
-
-const POLICY_CHANGED = ' (policy changed by operator)';
-
-/** Changes the current rollout's policy (new waves replace the pending ones), or sets the next rollout's. */
-export function setPolicy(
-  doc: FleetDoc,
-  change: Partial<PolicyDoc>,
-  next: boolean,
-  base: PolicyDoc,
-  now: number,
-): FleetDoc {
-  for (const [i, w] of (change.waves ?? []).entries()) parseWaveSpec(w, `waves[${i}]`);
-  if (next) return { ...doc, nextPolicy: { ...(doc.nextPolicy ?? base), ...change }, seq: doc.seq + 1 };
-  const r = doc.current;
-  if (!isActive(r))
-    throw new RolloutCommandError('no rollout is in progress (use next to change the next one)', 'ROLLOUT_NONE');
-  const policy = { ...r.policy, ...change };
-  return replace(doc, r, {
-    ...r,
-    policy,
-    pending: change.waves ?? r.pending,
-    // A rollout that waits (paused, halted) keeps saying why: a removal still waits for its operator.
-    reason:
-      r.state === 'running' ? 'policy changed by operator' : `${r.reason.replace(POLICY_CHANGED, '')}${POLICY_CHANGED}`,
-    updatedAt: now,
-  });
 }
 
 /**
@@ -693,17 +292,6 @@ export function releaseOrder(
   return out;
 }
 
-/** Result counts of a rollout. */
-export function counts(r: RolloutDoc): { total: number; acked: number; nacked: number } {
-  if (r.counts) return r.counts;
-  const all = Object.values(r.results);
-  return {
-    total: all.length,
-    acked: all.filter((a) => a.status === 'acked').length,
-    nacked: all.filter((a) => a.status === 'nacked').length,
-  };
-}
-
 function withResults(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, now: number): RolloutDoc {
   let results: Record<string, AgentResult> | undefined;
   for (const w of r.waves) {
@@ -723,32 +311,4 @@ function withResults(r: RolloutDoc, fleet: ReadonlyMap<string, FleetAgent>, now:
     }
   }
   return results ? { ...r, results, updatedAt: now } : r;
-}
-
-function updateLast(r: RolloutDoc, wave: WaveDoc, now: number): RolloutDoc {
-  return { ...r, waves: [...r.waves.slice(0, -1), wave], updatedAt: now };
-}
-
-function replace(doc: FleetDoc, before: RolloutDoc, after: RolloutDoc): FleetDoc {
-  return before === after ? doc : { ...doc, current: after, seq: doc.seq + 1 };
-}
-
-function finish(doc: FleetDoc, r: RolloutDoc, state: RolloutStateName, now: number, reason: string): FleetDoc {
-  const done: RolloutDoc = { ...r, state, reason, updatedAt: now, finishedAt: now };
-  // History lives in the same ZooKeeper node (1 MB by default): keep counts and verdicts, not per-agent lists or the
-  // gates' per-replica sums.
-  const { baseline: _baseline, ...kept } = done;
-  const summary: RolloutDoc = {
-    ...kept,
-    results: {},
-    waves: done.waves.map(({ gateStart: _start, ...w }) => ({ ...w, agents: [] })),
-    counts: counts(done),
-  };
-  return {
-    ...doc,
-    stable: state === 'completed' ? r.to : doc.stable,
-    current: done,
-    history: [summary, ...doc.history.filter((h) => h.id !== r.id)].slice(0, HISTORY_LIMIT),
-    seq: doc.seq + 1,
-  };
 }

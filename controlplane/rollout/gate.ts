@@ -8,7 +8,7 @@
  *   const v = judge(policy, rollout, start, traffic, baseline, { final })  // 'fail' halts; 'pass' / 'insufficient' at the end
  */
 import { GateMetric, GatePolicy } from '../../common/config';
-import { percent } from '../../common/text';
+import { figureText } from '../../common/text';
 import { lowerMedian, upperMedian } from './voices';
 
 export { DEFAULT_GATE_POLICY, GATE_METRICS } from '../../common/config';
@@ -304,12 +304,6 @@ export function judge(input: GateInput): GateResult {
     figures: shown,
     at: input.now,
   };
-}
-
-/** A gate figure as people read it: a percentage for the ratios, requests per agent (two decimals) for the queue. */
-export function figureText(metric: string, x: number): string {
-  // Number(): a figure decoded from a document may be a string; it must not throw (the status page renders it).
-  return metric === 'queue' ? String(+Number(x).toFixed(2)) : percent(Number(x));
 }
 
 /** "service web: 5xx 97.5%, per-agent median 98% of 3 voice(s) over 1200 request(s) (stable 0%, before 0.1%) > +5% allowed" */

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { DesiredState, HaproxyGlobals, HostsStatus, Server, Service } from '../../common/types';
 import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../../common/config';
 import { errorMessage } from '../../common/errors';
+import { REVISION_ID_LENGTH } from '../../common/revision-id';
 import { sanitizeState } from '../../common/validate-state';
 import { canonicalJson, stateVersion } from '../builder';
 
@@ -28,9 +29,6 @@ export interface Revision {
   readonly haproxy: HaproxyGlobals;
   readonly services: readonly ServiceShape[];
 }
-
-/** Length of revision ids (hex). */
-export const REVISION_ID_LENGTH = 12;
 
 /** The revision of a discovery snapshot; `selectorOf` gives each service's `agents` selector. */
 export function revisionOf(
@@ -168,12 +166,6 @@ export function revisionProblem(
     return errorMessage(err);
   }
   return undefined;
-}
-
-/** The revision a composed version was built from ("" for versions from before rollouts). */
-export function revisionOfVersion(version: string): string {
-  const dot = version.indexOf('.');
-  return dot === REVISION_ID_LENGTH ? version.slice(0, dot) : '';
 }
 
 /** What `to` changes compared with `from`, for humans ("service api added", "listen_options of web changed"). */

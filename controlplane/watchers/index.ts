@@ -4,7 +4,7 @@ import { ControlPlaneConfig } from '../../common/config';
 import { Logger } from '../../common/log';
 import { isInside, lexicallyInside } from '../confined-file';
 import { ServiceConfigError } from '../service-config';
-import { ServiceConfig, Watcher } from '../types';
+import { ServiceConfig, Watcher, WatcherFactory } from '../types';
 import { ZkSessionManager } from '../zk/manager';
 import { ensembleOf } from '../../common/zk-ensembles';
 import { DnsWatcher } from './dns';
@@ -23,6 +23,14 @@ export interface WatcherContext {
   readonly zkEnsembles: readonly { readonly servers: string }[];
   readonly controlplane: ControlPlaneConfig;
   readonly log: Logger;
+}
+
+/** The real watchers (ZooKeeper, DNS, file, static), made and identified within `ctx`. */
+export function watcherFactory(ctx: WatcherContext): WatcherFactory {
+  return {
+    create: (config, origin) => createWatcher(config, origin, ctx),
+    identity: (config) => watcherIdentity(config, ctx),
+  };
 }
 
 /** The watcher a service config asks for. Throws ServiceConfigError when the config cannot be honoured here. */

@@ -322,7 +322,7 @@ agent:
     const cp = await metrics(cpMetricsPort);
     expect(cp).toMatch(/^proxymgr_cp_connected_agents 2$/m);
     expect(cp).toMatch(/^proxymgr_cp_partial_acks_total [1-9]/m);
-    expect(cp).toMatch(/^proxymgr_cp_acks_total\{method="APPLY_METHOD_RUNTIME"\} [1-9]/m);
+    expect(cp).toMatch(/^proxymgr_cp_acks_total\{method="runtime"\} [1-9]/m);
     expect(cp).toMatch(/^proxymgr_cp_desired_version\{version="[0-9a-f]+"\} 1$/m);
     const agent = await metrics(agents[1]!.metricsPort);
     expect(agent).toMatch(/^proxymgr_agent_reloads_total\{reason="new_service"\} 1$/m);

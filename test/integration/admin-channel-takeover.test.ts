@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Agent } from '../../agent/agent';
+import { createAgent } from '../../agent/wiring';
 import { alive } from '../../agent/haproxy/orphan';
 import { silentLogger } from '../../common/log';
 import { Backend, startBackends } from '../../testkit/backends';
@@ -45,7 +46,7 @@ describe('the admin channel outlives the agent through its keeper', () => {
     await t.agent.handOver();
 
     // 1. The keeper runs: the next agent takes the channel over and changes a weight at runtime.
-    const second = new Agent({ config: t.config, log: silentLogger });
+    const second = createAgent(t.config, silentLogger);
     others.push(second);
     expect((await second.apply(at(1))).outcome).toBe('nothing');
     expect(second.channels!.connected).toBe(true);
@@ -59,7 +60,7 @@ describe('the admin channel outlives the agent through its keeper', () => {
     const keeper = record().keeperPid;
     process.kill(keeper, 'SIGKILL');
     expect(await eventually(() => !alive(keeper), 5000)).toBe(true);
-    const third = new Agent({ config: t.config, log: silentLogger });
+    const third = createAgent(t.config, silentLogger);
     others.push(third);
     expect((await third.apply(at(3))).outcome).toBe('nothing');
     expect(third.channels!.connected).toBe(false);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { RuntimeApiError } from '../../common/errors';
-import { RuntimeApi } from '../../agent/haproxy/runtime';
+import type { RuntimeApi } from '../../agent/ports';
 import { Backend, startBackends } from '../../testkit/backends';
 import { freePort, get } from '../../testkit/net';
 import { server, service, startTestAgent, state } from '../../testkit/agent';

@@ -12,7 +12,7 @@ import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { agentStreamServer } from '../../controlplane/grpc/stream-server';
 import { DesiredStateSource } from '../../controlplane/ports';
 import { server, service, state } from '../../testkit/agent';
-import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
+import { eventually, freePort, tempDir } from '../../testkit/net';
 
 jest.setTimeout(30_000);
 
@@ -32,6 +32,8 @@ describe('agent identity (real gRPC, token files on disk)', () => {
   let port: number;
   let registry: AgentRegistry;
   const authClock = new FakeClock(1_000_000);
+  /** The stream server's clock: the new-stream budgets refill as the tests move it, not as they wait. */
+  const streamClock = new FakeClock(1_000_000);
   const calls: { close(): void }[] = [];
 
   beforeAll(async () => {
@@ -58,17 +60,18 @@ auth:
     srv = new grpc.Server({ interceptors: [authInterceptor(authorizer, silentLogger)] });
     srv.addService(
       AgentStreamDefinition,
-      agentStreamServer(
+      agentStreamServer({
         source,
         registry,
-        silentLogger,
-        {
+        log: silentLogger,
+        limits: {
           newStreamsPerSecond: 1000,
           newStreamsPerIdentityPerSecond: config.controlplane.newStreamsPerIdentityPerSecond,
           pushesPerSecond: 1000,
         },
         authorizer,
-      ),
+        clock: streamClock,
+      }),
     );
     port = await freePort();
     await new Promise<void>((resolve, reject) =>
@@ -106,7 +109,7 @@ auth:
     return a;
   }
   // Each test starts with fresh per-credential budgets (3 per second, 1 s apart at the most).
-  beforeEach(() => sleep(1100));
+  beforeEach(() => streamClock.advance(1100));
 
   test('labels: a claim outside auth.clients labels is refused at hello, naming the label and the identity', async () => {
     const ok = agent(TOKENS.web, 'web-1', { role: 'api', zone: 'eu-1' });
@@ -145,7 +148,7 @@ auth:
     expect(o.error()).toBeUndefined();
     a.close();
     expect(await eventually(() => registry.get('f-1')?.connected === false)).toBe(true);
-    await sleep(400); // fleet's fourth stream in this test: one more token of its new-stream budget
+    streamClock.advance(400); // fleet's fourth stream in this test: one more token of its new-stream budget
     const d = agent(TOKENS.fleet, 'f-4');
     await d.settled();
     expect(d.error()).toBeUndefined();

@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { silentLogger } from '../../common/log';
 import { ApplyFn } from '../../agent/ports';
-import { AgentProcess } from '../../agent/agent-process';
+import { createAgentProcess } from '../../agent/wiring';
 import { Backend, startBackends } from '../../testkit/backends';
 import { freePort, tally } from '../../testkit/net';
 import { server, service, startTestAgent, state } from '../../testkit/agent';
@@ -111,9 +111,7 @@ describe('the state cache (real HAProxy)', () => {
     const t = await startTestAgent();
     mkdirSync(path.join(t.dir, 'desired-state.json')); // every write of the cache fails (EISDIR)
     let apply: ApplyFn | undefined;
-    const proc = new AgentProcess({
-      config: t.config,
-      log: silentLogger,
+    const proc = createAgentProcess(t.config, silentLogger, {
       source: { start: async (fn) => void (apply = fn), stop: async () => undefined },
     });
     try {

@@ -2,7 +2,7 @@ import { existsSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Logger } from '../../common/log';
 import { stateJsonText } from '../../common/state-codec';
-import { AgentProcess } from '../../agent/agent-process';
+import { createAgentProcess } from '../../agent/wiring';
 import { ApplyFn } from '../../agent/ports';
 import { Backend, startBackends } from '../../testkit/backends';
 import { eventually, freePort, listening, tally } from '../../testkit/net';
@@ -50,9 +50,7 @@ describe('the state cache at start (real HAProxy)', () => {
 
   function agentProcess(t: Awaited<ReturnType<typeof startTestAgent>>, lines: string[]) {
     let apply: ApplyFn | undefined;
-    const proc = new AgentProcess({
-      config: t.config,
-      log: capture(lines),
+    const proc = createAgentProcess(t.config, capture(lines), {
       // A control plane that does not answer (yet): nothing but the cache could start HAProxy.
       source: { start: async (fn) => void (apply = fn), stop: async () => undefined },
     });

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource } from '../../common/config';
 import { Logger } from '../../common/log';
 import { Discovery } from '../../controlplane/discovery';
+import { discoveryFromConfig } from '../../controlplane/wiring';
 import { endpoints } from '../../testkit/discovery';
 import { tempDir } from '../../testkit/net';
 
@@ -30,7 +31,7 @@ function capturingLogger(bound: object = {}): Logger {
 }
 
 function discovery(source: ServiceConfigSource, cp: Partial<ControlPlaneConfig>): Discovery {
-  return new Discovery({
+  return discoveryFromConfig({
     config: {
       haproxy: {
         configPath: '/dev/null',

@@ -4,6 +4,7 @@ import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
 import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { Discovery } from '../../controlplane/discovery';
+import { discoveryFromConfig } from '../../controlplane/wiring';
 import { ZkSessionManager } from '../../controlplane/zk/manager';
 import { endpoints, testDiscovery } from '../../testkit/discovery';
 import { sleep } from '../../testkit/net';
@@ -113,7 +114,7 @@ test('session expiry: a new session is opened, every watch re-armed and the stat
     createClient: (_cs, o) => zookeeper.createClient(`127.0.0.1:${proxy.port}`, o),
   });
   try {
-    d = new Discovery({
+    d = discoveryFromConfig({
       config: {
         haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
         serviceConfig: { type: 'zookeeper', servers: zk.connectString, path: '/service_config' },

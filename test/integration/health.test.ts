@@ -9,8 +9,8 @@ import {
 } from '../../common/gen/grpc/health/v1/health';
 import { addHealth, Health } from '../../common/grpc';
 import { silentLogger } from '../../common/log';
-import { AgentProcess } from '../../agent/agent-process';
-import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
+import { createAgentProcess } from '../../agent/wiring';
+import { controlPlaneFromConfig } from '../../controlplane/wiring';
 import { Backend, startBackends } from '../../testkit/backends';
 import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
 
@@ -112,11 +112,7 @@ describe('health of real processes', () => {
       }),
     );
     const yml = `haproxy:\n  config_path: ${dir}/haproxy.cfg\n  socket_path: ${dir}/haproxy.sock\n  defaults: ["mode http", "timeout connect 2s", "timeout client 10s", "timeout server 10s"]\nagent:\n  state_dir: ${dir}\n  admin_listen: 127.0.0.1:0\n`;
-    const agent = new AgentProcess({
-      config: parseConfig(yml, path.join(tmp.dir, 'agent.yml')),
-      log: silentLogger,
-      stateFile,
-    });
+    const agent = createAgentProcess(parseConfig(yml, path.join(tmp.dir, 'agent.yml')), silentLogger, { stateFile });
     let w: ReturnType<typeof watchHealth> | undefined;
     let stopped = false;
     try {
@@ -147,7 +143,7 @@ describe('health of real processes', () => {
   test('control plane: NOT_SERVING until discovery published its first snapshot, then SERVING (Watch told at once)', async () => {
     const file = path.join(tmp.dir, 'services.yml');
     const yml = `service_config:\n  type: file\n  path: ${file}\ncontrolplane:\n  listen: 127.0.0.1:0\n  file_poll_ms: 100\n`;
-    const cp = new ControlPlaneProcess({ config: parseConfig(yml, path.join(tmp.dir, 'cp.yml')), log: silentLogger });
+    const cp = controlPlaneFromConfig({ config: parseConfig(yml, path.join(tmp.dir, 'cp.yml')), log: silentLogger });
     let w: ReturnType<typeof watchHealth> | undefined;
     try {
       await cp.start();

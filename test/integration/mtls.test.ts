@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { createLogger, silentLogger } from '../../common/log';
 import { parseConfig } from '../../common/config';
 import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
+import { controlPlaneFromConfig } from '../../controlplane/wiring';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { DesiredState } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';
@@ -34,7 +35,7 @@ controlplane:
 `,
       path.join(tmp.dir, 'cp.yml'),
     );
-    cp = new ControlPlaneProcess({
+    cp = controlPlaneFromConfig({
       config,
       log: process.env.PROXYMGR_TEST_LOG ? createLogger({}, 'debug') : silentLogger,
     });

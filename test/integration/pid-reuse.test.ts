@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { HaproxySupervisor } from '../../agent/haproxy/process';
-import { RuntimeApi } from '../../agent/haproxy/runtime';
+import type { RuntimeApi } from '../../agent/ports';
 import { silentLogger } from '../../common/log';
 import { sleep } from '../../testkit/net';
 

@@ -4,8 +4,9 @@ import { silentLogger } from '../../common/log';
 import { Discovery } from '../../controlplane/discovery';
 import { AgentRecord } from '../../controlplane/ports';
 import { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
-import { revisionOfVersion } from '../../controlplane/rollout/revision';
+import { revisionOfVersion } from '../../common/revision-id';
 import { testDiscovery } from '../../testkit/discovery';
+import { haRolloutStore } from '../../controlplane/wiring';
 import { eventually, sleep, tempDir } from '../../testkit/net';
 import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
 
@@ -49,7 +50,13 @@ test('a revision released while no agent is connected waits for an ACK; the firs
     },
     discovery: d,
     log: silentLogger,
-    zkSessionTimeoutMs: 4000,
+    store: haRolloutStore(
+      { zookeeper: zk.connectString, zkPath: '/proxymgr', replicaId: 'cp1' },
+      {
+        sessionTimeoutMs: 4000,
+        log: silentLogger,
+      },
+    ),
   });
   c.start();
   d.start();

@@ -2,12 +2,11 @@ import { FakeClock } from '../../testkit/fake-clock';
 import { silentLogger } from '../../common/log';
 import { DesiredState } from '../../common/types';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { streamStats } from '../../controlplane/grpc/stream-server';
 import { AgentReports } from '../../controlplane/rollout/agent-reports';
 import { RolloutStore } from '../../controlplane/rollout/store';
 import { TrafficPublisher } from '../../controlplane/rollout/traffic-publisher';
 import { server, service, state } from '../../testkit/agent';
-import { eventually, sleep } from '../../testkit/net';
+import { eventually } from '../../testkit/net';
 import { ackOf, nackOf, rawAgent, startStreamServer } from '../../testkit/stream-server';
 
 jest.setTimeout(30_000);
@@ -69,11 +68,13 @@ function reportedRegistry() {
 
 describe("a NACK's running version is believed only when this stream sent it, or the agent already ran it", () => {
   test('a NACK naming a version never sent keeps the ACKed one: Stats claiming the other revision count for none', async () => {
+    // The minimum interval between two Stats of a stream runs on a fake clock: the test moves time past it.
+    const clock = new FakeClock(Date.now());
     const r = reportedRegistry();
-    const s = await startStreamServer(undefined, undefined, r.registry);
+    const s = await startStreamServer(undefined, clock, r.registry);
     s.set(v1);
     const a = rawAgent(s.port, 'n1');
-    const refused0 = streamStats.nackRunningRefused;
+    const refused0 = s.stats.nackRunningRefused;
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       a.send(ackOf(a.pushes[0]));
@@ -85,12 +86,12 @@ describe("a NACK's running version is believed only when this stream sent it, or
 
       expect(s.registry.get('n1')?.runningVersion).toBe(v1.version);
       expect(r.statuses.get('n1')).toMatchObject({ runningVersion: v1.version, runningRevision: REV });
-      expect(streamStats.nackRunningRefused - refused0).toBe(1);
+      expect(s.stats.nackRunningRefused - refused0).toBe(1);
 
       // The agent goes on claiming the forged version in its Stats: a boundary, counted for no revision.
       a.send({ stats: { runningVersion: FORGED, counters } });
       expect(await eventually(() => r.samples.length === 1)).toBe(true);
-      await sleep(150); // past the minimum interval between two Stats of a stream
+      clock.advance(150); // past the minimum interval between two Stats of a stream
       a.send({ stats: { runningVersion: v1.version, counters } });
       expect(await eventually(() => r.samples.length === 2)).toBe(true);
       expect(r.samples).toEqual([
@@ -114,7 +115,7 @@ describe("a NACK's running version is believed only when this stream sent it, or
     const v0 = of(REV, state([service('web', 8080, [server('z', 9000)])]));
     s.set(v1);
     const a = rawAgent(s.port, 'n1', v0.version); // runs v0, sent by another replica before a reconnect
-    const refused0 = streamStats.nackRunningRefused;
+    const refused0 = s.stats.nackRunningRefused;
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
       a.send(nackOf(a.pushes[0], 'port in use', v0.version));
@@ -130,7 +131,7 @@ describe("a NACK's running version is believed only when this stream sent it, or
       a.send(nackOf(a.pushes[2], 'port in use', v2.version));
       expect(await eventually(() => s.registry.get('n1')?.runningVersion === v2.version)).toBe(true);
       expect(r.statuses.get('n1')).toMatchObject({ runningVersion: v2.version, runningRevision: REV });
-      expect(streamStats.nackRunningRefused - refused0).toBe(0);
+      expect(s.stats.nackRunningRefused - refused0).toBe(0);
     } finally {
       a.close();
       s.close();

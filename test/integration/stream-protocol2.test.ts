@@ -1,13 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { AgentMessage, AgentStreamService, ControlMessage, Hello, Push } from '../../common/gen/proxymgr/v1/stream';
 import { silentLogger } from '../../common/log';
-import { diff, fullDelta, PROTOCOL_VERSION, resourceSet } from '../../common/resources';
+import { diff, fullDelta, MAX_COUNTED_SERVICES, PROTOCOL_VERSION, resourceSet } from '../../common/resources';
 import { DesiredState, Service } from '../../common/types';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { HeldState } from '../../agent/sources/held-state';
 import { deltaToPush, encodingStats } from '../../controlplane/grpc/push-encoding';
-import { MAX_COUNTED_SERVICES, streamStats } from '../../controlplane/grpc/stream-server';
 import { eventually, sleep } from '../../testkit/net';
 import { startStreamServer } from '../../testkit/stream-server';
 import { server, service, state } from '../../testkit/agent';
@@ -117,7 +116,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
     const v3 = bigState(40, 8, moved, ['svc3']);
     // The service objects of v1/v2/v3 are distinct objects with (mostly) equal content, as a rebuilt snapshot is.
     s.set(v1);
-    const stats0 = { ...streamStats };
+    const stats0 = { ...s.stats };
     const a = rawAgent(s.port, { nodeId: 'n1', protocolVersion: PROTOCOL_VERSION });
     const held = new HeldState();
     try {
@@ -163,8 +162,8 @@ describe('agent stream protocol 2 (real gRPC)', () => {
       expect(a.raw[0]!.length).toBe(fullBytes);
       expect(a.raw[1]!.length).toBe(wireSize(delta));
 
-      expect(streamStats.fullPushes - stats0.fullPushes).toBe(1);
-      expect(streamStats.deltaPushes - stats0.deltaPushes).toBe(2);
+      expect(s.stats.fullPushes - stats0.fullPushes).toBe(1);
+      expect(s.stats.deltaPushes - stats0.deltaPushes).toBe(2);
       expect(a.error()).toBeUndefined();
     } finally {
       a.close();
@@ -229,7 +228,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
       service('api', 8081, [server('a', 9101)]),
     ]);
     s.set(v1);
-    const before = { ...streamStats };
+    const before = { ...s.stats };
     const a = rawAgent(s.port, { nodeId: 'n1', protocolVersion: PROTOCOL_VERSION });
     try {
       expect(await eventually(() => a.pushes.length === 1)).toBe(true);
@@ -257,8 +256,8 @@ describe('agent stream protocol 2 (real gRPC)', () => {
       expect(p3.baseVersion).toBe('');
       expect(names(p3)).toEqual(['api', 'web']);
       expect(p3.haproxy).toBeDefined();
-      expect(streamStats.resyncs - before.resyncs).toBe(1);
-      expect(streamStats.fullPushes - before.fullPushes).toBe(2);
+      expect(s.stats.resyncs - before.resyncs).toBe(1);
+      expect(s.stats.fullPushes - before.fullPushes).toBe(2);
       // One resync, one full push: not a loop.
       await sleep(200);
       expect(a.pushes).toHaveLength(3);

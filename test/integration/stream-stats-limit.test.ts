@@ -6,7 +6,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { FakeClock } from '../../testkit/fake-clock';
 import { AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
-import { streamStats } from '../../controlplane/grpc/stream-server';
 import { eventually, sleep } from '../../testkit/net';
 import { startStreamServer } from '../../testkit/stream-server';
 
@@ -38,10 +37,10 @@ test('Stats faster than the minimum interval are dropped and counted; the stream
   try {
     call.write({ hello: Hello.fromPartial({ nodeId: 'flood', agentVersion: 't', haproxyVersion: 't' }) });
     expect(await eventually(() => s.registry.get('flood') !== undefined)).toBe(true);
-    const dropped0 = streamStats.statsDropped;
+    const dropped0 = s.stats.statsDropped;
     // 500 Stats at one instant of the control plane's clock: the first is taken, the rest dropped.
     for (let i = 1; i <= 500; i++) call.write({ stats: { counters: counters(i * 1_000_000), runningVersion: '' } });
-    expect(await eventually(() => streamStats.statsDropped - dropped0 === 499)).toBe(true);
+    expect(await eventually(() => s.stats.statsDropped - dropped0 === 499)).toBe(true);
     const rec = s.registry.get('flood')!;
     expect(rec.counters?.[0]?.requests).toBe(1_000_000);
     expect(rec.countersAt?.getTime()).toBe(1_000_000);
@@ -52,7 +51,7 @@ test('Stats faster than the minimum interval are dropped and counted; the stream
     expect(s.registry.get('flood')!.countersAt?.getTime()).toBe(1_000_100);
     await sleep(50);
     expect(error).toBeUndefined();
-    expect(streamStats.statsDropped - dropped0).toBe(499);
+    expect(s.stats.statsDropped - dropped0).toBe(499);
   } finally {
     call.cancel();
     client.close();

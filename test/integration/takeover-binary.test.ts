@@ -1,6 +1,7 @@
 import { chmodSync, copyFileSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { Agent } from '../../agent/agent';
+import { createAgent } from '../../agent/wiring';
 import { findHaproxies } from '../../agent/haproxy/orphan';
 import { silentLogger } from '../../common/log';
 import { Backend, startBackends } from '../../testkit/backends';
@@ -31,7 +32,7 @@ test('a HAProxy run from a binary not named haproxy is taken over by the next ag
     expect(findHaproxies(t.config.haproxy.configPath, '/usr/sbin/haproxy')).toEqual([]); // another file, another name
     await t.agent.handOver();
 
-    second = new Agent({ config: t.config, log: silentLogger });
+    second = createAgent(t.config, silentLogger);
     const r = await second.apply(s);
     expect(r.outcome).toBe('nothing');
     expect(second.supervisor.pid).toBe(pid);

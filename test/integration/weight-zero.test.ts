@@ -34,17 +34,17 @@ describe('weight 0 from the control plane to HAProxy', () => {
     srv = new grpc.Server();
     srv.addService(
       AgentStreamDefinition,
-      agentStreamServer(
-        {
+      agentStreamServer({
+        source: {
           desiredFor: () => current,
           subscribe: (fn) => {
             subscribers.add(fn);
             return () => subscribers.delete(fn);
           },
         },
-        new AgentRegistry(),
-        silentLogger,
-      ),
+        registry: new AgentRegistry(),
+        log: silentLogger,
+      }),
     );
     const grpcPort = await new Promise<number>((resolve, reject) =>
       srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),

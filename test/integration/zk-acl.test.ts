@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import zookeeper, { ACL, Client } from 'node-zookeeper-client';
 import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
 import { Logger, silentLogger } from '../../common/log';
-import { Discovery } from '../../controlplane/discovery';
+import { discoveryFromConfig } from '../../controlplane/wiring';
 import { HaStore } from '../../controlplane/ha/ha-store';
 import { ALL, ReplicaTraffic } from '../../controlplane/rollout/gate';
 import { Revision } from '../../controlplane/rollout/revision';
@@ -411,9 +411,9 @@ describe('ZooKeeper digest authentication and ACLs', () => {
           ...(withDigest ? { zkDigestFile: digest.file } : {}),
         },
       });
-      const d = new Discovery({ config: config(true) });
+      const d = discoveryFromConfig({ config: config(true) });
       lines = [];
-      const without = new Discovery({ config: config(false), log: capturingLogger() });
+      const without = discoveryFromConfig({ config: config(false), log: capturingLogger() });
       d.start();
       without.start();
       try {

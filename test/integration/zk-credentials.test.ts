@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { ControlPlaneConfig, DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
 import { Discovery } from '../../controlplane/discovery';
+import { discoveryFromConfig } from '../../controlplane/wiring';
 import { endpoints } from '../../testkit/discovery';
 import { eventually, sleep, tempDir } from '../../testkit/net';
 import { RecordingProxy, startRecordingProxy } from '../../testkit/recording-proxy';
@@ -47,7 +48,7 @@ describe('ZooKeeper credentials per ensemble', () => {
   }
 
   function discovery(root: string, servers: string, controlplane: Partial<ControlPlaneConfig>): Discovery {
-    const d = new Discovery({
+    const d = discoveryFromConfig({
       config: {
         haproxy: {
           configPath: '/dev/null',

@@ -13,7 +13,8 @@ import {
 } from '../../common/auth';
 import { authTlsWarning, parseConfig } from '../../common/config';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { helloProblem, MAX_DECLARED_RESOURCES, protocolProblem } from '../../controlplane/grpc/stream-server';
+import { helloProblem, protocolProblem } from '../../controlplane/grpc/hello';
+import { MAX_DECLARED_RESOURCES } from '../../common/resources';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
 import { AgentAdminService, ControlPlaneAdminService } from '../../common/gen/proxymgr/v1/admin';
 import { RolloutService } from '../../common/gen/proxymgr/v1/rollout';
@@ -217,7 +218,7 @@ describe('auth configuration', () => {
       /auth.clients\[0\]: expected exactly one of cert or token_file/,
     );
     expect(bad('auth: {clients: [{name: a, cert: {cn: x}, roles: [admin]}]}\n')).toThrow(
-      /roles\[0\]: "admin" is not a role/,
+      /roles\[0\]: expected "agent", "viewer" or "operator", got string "admin"/,
     );
     expect(bad('auth: {clients: [{name: a, cert: {cn: x}, roles: [agent]}]}\n')).toThrow(
       /node_ids: an agent identity needs/,

@@ -4,7 +4,7 @@ import { backoffMs } from '../../common/backoff';
 import { FakeClock } from '../../testkit/fake-clock';
 import { silentLogger } from '../../common/log';
 import { HaproxySupervisor } from '../../agent/haproxy/process';
-import { RuntimeApi } from '../../agent/haproxy/runtime';
+import type { RuntimeApi } from '../../agent/ports';
 import { reconnectDelay } from '../../agent/sources/grpc';
 
 describe('backoffMs', () => {

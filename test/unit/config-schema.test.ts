@@ -1,5 +1,21 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import Ajv from 'ajv';
+import yaml from 'js-yaml';
+import { compile } from '../../common/config-compile';
+import { CONFIG_FORMATS } from '../../common/config-readers';
+import type {
+  AgentConfig,
+  AuthClient,
+  AuthConfig,
+  ControlPlaneConfig,
+  GatePolicy,
+  HaproxyConfig,
+  PreflightPolicy,
+  RolloutConfig,
+  ServiceOptionsPolicy,
+} from '../../common/config';
+import schemaJson from '../../common/config.schema.json';
 import {
   DEFAULT_GATE_POLICY,
   DEFAULT_PREFLIGHT_POLICY,
@@ -14,6 +30,7 @@ import {
   SchemaNode,
   schemaNode,
   withConfigReference,
+  withoutNulls,
 } from '../../common/config-schema';
 import { ConfigError } from '../../common/errors';
 
@@ -44,7 +61,7 @@ describe('proxymgr.yml schema (common/config.schema.json)', () => {
       /^\/etc\/proxymgr\/proxymgr\.yml: agent\.drift_interval_ms: unknown key \(expected one of state_dir, node_id, .*drift_check_interval_ms/,
     );
     expect(load('rollout:\n  zookeeper: "zk:2181"\n  gate: {thresholds: {http_500: 0.1}}\n')).toThrow(
-      /rollout\.gate\.thresholds\.http_500: unknown key \(expected http_5xx, errors, retries, servers_down, queue\)/,
+      /rollout\.gate\.thresholds\.http_500: unknown key \(expected one of http_5xx, errors, retries, servers_down, queue\)/,
     );
     expect(load('controlplanes:\n  listen: 127.0.0.1:7000\n')).toThrow(
       /proxymgr\.yml: controlplanes: unknown key \(expected one of haproxy, service_options, service_config, controlplane, rollout, agent, auth\)/,
@@ -92,6 +109,81 @@ describe('proxymgr.yml schema (common/config.schema.json)', () => {
     for (const name of ['agent.yml', 'controlplane.yml']) {
       const text = readFileSync(path.join(REPO, 'deploy', 'examples', name), 'utf8');
       expect(text).toMatch(/^# yaml-language-server: \$schema=\.\.\/\.\.\/common\/config\.schema\.json$/m);
+    }
+  });
+});
+
+/** A key as the typed config names its field: `drift_check_interval_ms` → `driftCheckIntervalMs`. */
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+type Fields<Props> = Camel<keyof Props & string>;
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Keys = (typeof schemaJson)['properties'];
+type Branches<Key extends 'gate' | 'preflight'> = Keys['rollout']['properties'][Key]['anyOf'][number];
+type Gate = Extract<Branches<'gate'>, { properties: unknown }>['properties'];
+type Preflight = Extract<Branches<'preflight'>, { properties: unknown }>['properties'];
+
+describe('the schema is the one definition of proxymgr.yml', () => {
+  test('the typed config has a field for every key of the schema and none it lacks (checked by tsc)', () => {
+    // Exceptions are named: fields renamed (x-field), flattened (x-flatten) or added after compilation.
+    const fields: true[] = [
+      true satisfies Same<Fields<Keys['agent']['properties']>, keyof AgentConfig>,
+      true satisfies Same<
+        | Exclude<Fields<Keys['controlplane']['properties']>, 'dns' | 'pushBufferMb'>
+        | `dns${Capitalize<Fields<Keys['controlplane']['properties']['dns']['properties']>>}`
+        | 'pushBufferBytes',
+        keyof ControlPlaneConfig
+      >,
+      true satisfies Same<
+        Exclude<Fields<Keys['haproxy']['properties']>, 'path'> | 'binary' | 'userConfigured',
+        keyof HaproxyConfig
+      >,
+      true satisfies Same<Fields<Keys['service_options']['properties']> | 'local', keyof ServiceOptionsPolicy>,
+      true satisfies Same<Fields<Keys['rollout']['properties']>, keyof RolloutConfig>,
+      true satisfies Same<Fields<Gate>, keyof GatePolicy>,
+      true satisfies Same<Fields<Preflight>, keyof PreflightPolicy>,
+      true satisfies Same<Fields<Keys['auth']['properties']>, keyof AuthConfig>,
+      true satisfies Same<
+        Exclude<Fields<Keys['auth']['properties']['clients']['items']['properties']>, 'cert' | 'tokenFile'> | 'match',
+        keyof AuthClient
+      >,
+    ];
+    expect(fields.every(Boolean)).toBe(true);
+  });
+
+  test('defaults, ranges and messages come from the schema: change a node and the compiled config follows', () => {
+    const agent = JSON.parse(JSON.stringify(schemaNode('agent'))) as {
+      properties: Record<string, { default?: number; minimum?: number; maximum?: number }>;
+    };
+    agent.properties.backlog = { ...agent.properties.backlog, default: 128, minimum: 16, maximum: 1024 };
+    const run = (value: unknown) =>
+      compile(agent, value, 'agent', { file: 'p.yml', base: '/etc', formats: CONFIG_FORMATS }) as AgentConfig;
+    expect(run(undefined).backlog).toBe(128);
+    expect(run({ backlog: 512 }).backlog).toBe(512);
+    expect(() => run({ backlog: 2048 })).toThrow('p.yml: agent.backlog: expected an integer 16..1024, got number 2048');
+    expect(run({ state_dir: 'state' }).stateDir).toBe('/etc/state');
+  });
+
+  test('every format the schema names (x-as) exists', () => {
+    const names: string[] = [];
+    const walk = (node: SchemaNode) => {
+      if (node['x-as'] !== undefined) names.push(node['x-as']);
+      for (const child of [
+        ...Object.values(node.properties ?? {}),
+        ...(node.anyOf ?? []),
+        ...(node.items ? [node.items] : []),
+      ])
+        walk(child);
+    };
+    walk(CONFIG_SCHEMA);
+    expect(names.length).toBeGreaterThan(20);
+    expect(names.filter((n) => !(n in CONFIG_FORMATS))).toEqual([]);
+  });
+
+  test('editors get a valid JSON Schema: it compiles, and the example configs satisfy it', () => {
+    const validate = new Ajv({ allErrors: true, strict: false }).compile(schemaJson);
+    for (const name of ['agent.yml', 'controlplane.yml', 'proxymgr.yml']) {
+      const doc = yaml.load(readFileSync(path.join(REPO, 'deploy', 'examples', name), 'utf8'));
+      expect([name, validate(withoutNulls(doc) ?? {}), validate.errors ?? null]).toEqual([name, true, null]);
     }
   });
 });

@@ -5,7 +5,7 @@ import { silentLogger } from '../../common/log';
 import { ProxyMgrError } from '../../common/errors';
 import { checkConfig } from '../../agent/haproxy/check';
 import { HaproxySupervisor, SpawnFn } from '../../agent/haproxy/process';
-import { RuntimeApi } from '../../agent/haproxy/runtime';
+import type { RuntimeApi } from '../../agent/ports';
 import { eventually, tempDir } from '../../testkit/net';
 
 jest.setTimeout(15_000);

@@ -1,5 +1,5 @@
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
-import { helloProblem } from '../../controlplane/grpc/stream-server';
+import { helloProblem } from '../../controlplane/grpc/hello';
 import * as grpc from '@grpc/grpc-js';
 import { gatePolicyFromPb, preflightPolicyFromPb, rolloutAdminServer } from '../../controlplane/grpc/rollout-admin';
 import { controlPlaneAdminServer } from '../../controlplane/grpc/admin';

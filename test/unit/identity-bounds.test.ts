@@ -7,7 +7,7 @@ import { silentLogger } from '../../common/log';
 import { KeyedTokenBuckets } from '../../common/token-bucket';
 import { ensembleOf } from '../../common/zk-ensembles';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
-import { helloProblem } from '../../controlplane/grpc/stream-server';
+import { helloProblem } from '../../controlplane/grpc/hello';
 import { parseServiceConfig, ServiceConfigError } from '../../controlplane/service-config';
 import { createWatcher } from '../../controlplane/watchers';
 import { ZkDigest } from '../../controlplane/zk/digest';

@@ -33,6 +33,11 @@ describe('the codebase keeps its layers apart', () => {
     ['agent', 'controlplane'],
     ['common', 'agent'],
     ['common', 'controlplane'],
+    ['ctl', 'agent'],
+    ['ctl', 'controlplane'],
+    ['agent', 'ctl'],
+    ['controlplane', 'ctl'],
+    ['common', 'ctl'],
   ])('nothing in %s/ imports from %s/ (bin/ is where processes are assembled)', (from, forbidden) => {
     const offending = sources(from).flatMap((f) =>
       importedTops(f)
@@ -52,8 +57,8 @@ describe('the codebase keeps its layers apart', () => {
     expect(offending).toEqual([]);
   });
 
-  test('shipped code (bin, common, agent, controlplane) imports no test, test-kit or benchmark code', () => {
-    const offending = ['bin', 'common', 'agent', 'controlplane'].flatMap((d) =>
+  test('shipped code (bin, common, agent, controlplane, ctl) imports no test, test-kit or benchmark code', () => {
+    const offending = ['bin', 'common', 'agent', 'controlplane', 'ctl'].flatMap((d) =>
       sources(d).flatMap((f) =>
         importedTops(f)
           .filter((i) => i.top === 'test' || i.top === 'bench' || i.top === 'testkit')
@@ -72,7 +77,7 @@ describe('the codebase keeps its layers apart', () => {
 
 describe('lint', () => {
   test('every eslint-disable says why (`-- reason`), outside generated code', () => {
-    const files = ['bin', 'common', 'agent', 'controlplane', 'test', 'testkit', 'bench', 'deploy'].flatMap((d) =>
+    const files = ['bin', 'common', 'agent', 'controlplane', 'ctl', 'test', 'testkit', 'bench', 'deploy'].flatMap((d) =>
       sources(d),
     );
     const bare = files.flatMap((f) =>
@@ -103,6 +108,7 @@ describe('npm pack ships what runs, not tests or benchmarks', () => {
         'dist/bin/proxymgr.js',
         'dist/agent/agent-process.js',
         'dist/controlplane/control-plane-process.js',
+        'dist/ctl/ctl.js',
         'proto/proxymgr/v1/stream.proto',
         'agent/native/listenfd.c',
         'package.json',
@@ -114,7 +120,7 @@ describe('npm pack ships what runs, not tests or benchmarks', () => {
 
 describe('one error hierarchy', () => {
   test('every error class the code defines is a ProxyMgrError (a stable code; one mapping to gRPC status)', () => {
-    const files = ['bin', 'common', 'agent', 'controlplane'].flatMap((d) => sources(d));
+    const files = ['bin', 'common', 'agent', 'controlplane', 'ctl'].flatMap((d) => sources(d));
     const offending = files.flatMap((f) =>
       [...readFileSync(path.join(REPO, f), 'utf8').matchAll(/class (\w+) extends (\w+)/g)]
         .filter((m) => m[1]!.endsWith('Error') && m[2] === 'Error' && m[1] !== 'ProxyMgrError')
@@ -182,7 +188,9 @@ function importCircles(files: readonly string[]): string[][] {
 
 describe('no import circles', () => {
   test('none among the files we write, type-only imports included (a seam’s types live in the seam’s module)', () => {
-    const files = ['bin', 'common', 'agent', 'controlplane', 'testkit', 'bench', 'deploy'].flatMap((d) => sources(d));
+    const files = ['bin', 'common', 'agent', 'controlplane', 'ctl', 'testkit', 'bench', 'deploy'].flatMap((d) =>
+      sources(d),
+    );
     expect(files.length).toBeGreaterThan(150);
     expect(importCircles(files)).toEqual([]);
   });

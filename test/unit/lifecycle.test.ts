@@ -4,14 +4,14 @@ import { parseConfig } from '../../common/config';
 import { LifecycleError } from '../../common/errors';
 import { Lifecycle, settleWithin } from '../../common/lifecycle';
 import { silentLogger } from '../../common/log';
-import { AgentProcess } from '../../agent/agent-process';
+import { createAgentProcess } from '../../agent/wiring';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { Discovery } from '../../controlplane/discovery';
-import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
+import { controlPlaneFromConfig } from '../../controlplane/wiring';
 import { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
 import { MemoryRolloutStore } from '../../controlplane/rollout/memory-store';
 import { ServiceConfigSource, SourceListener } from '../../controlplane/types';
-import { testDiscovery } from '../../testkit/discovery';
+import { fakeWatchers, testDiscovery } from '../../testkit/discovery';
 
 // Guarded lifecycle transitions of the long-lived components: stop is awaited and idempotent (the same promise),
 // and whatever would start again after stop is refused with a LifecycleError naming the component and its state.
@@ -62,6 +62,8 @@ describe('Discovery lifecycle', () => {
         haproxy: { configPath: '', socketPath: '', binary: 'haproxy', global: [], defaults: [], user: '', group: '' },
       },
       source,
+      watchers: fakeWatchers(),
+      knownHosts: undefined,
       log: silentLogger,
     });
     expect(d.state).toBe('idle');
@@ -99,13 +101,11 @@ describe('RolloutCoordinator lifecycle', () => {
         replicaId: 'cp1',
       },
       discovery: {
-        zkDigest: undefined,
         current: () => undefined,
         configOf: () => undefined,
         onSnapshot: () => () => undefined,
       },
       log: silentLogger,
-      zkSessionTimeoutMs: 4000,
       clock,
       store: (listener) => (store = new MemoryRolloutStore(listener, { replicaId: 'cp1' })),
     });
@@ -175,7 +175,7 @@ service_config:
 
   test('an agent process stopped before it started cannot be started, and stops once', async () => {
     const config = parseConfig(yml('/nonexistent/agent'), '/nonexistent/agent/proxymgr.yml');
-    const proc = new AgentProcess({ config, log: silentLogger });
+    const proc = createAgentProcess(config, silentLogger);
     const stopping = proc.stop();
     expect(proc.stop()).toBe(stopping);
     await stopping;
@@ -187,7 +187,7 @@ service_config:
 
   test('a control plane stopped before it started cannot be started, and stops once', async () => {
     const config = parseConfig(yml('/nonexistent/cp'), '/nonexistent/cp/proxymgr.yml');
-    const cp = new ControlPlaneProcess({ config, log: silentLogger });
+    const cp = controlPlaneFromConfig({ config, log: silentLogger });
     const stopping = cp.stop();
     expect(cp.stop()).toBe(stopping);
     await stopping;

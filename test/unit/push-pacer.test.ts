@@ -1,6 +1,6 @@
 import { FakeClock } from '../../testkit/fake-clock';
 import { TokenBucket } from '../../common/token-bucket';
-import { PushPacer } from '../../controlplane/grpc/stream-server';
+import { PushPacer } from '../../controlplane/grpc/pacing';
 
 describe('push pacing on an injected clock (no waiting)', () => {
   test('the token bucket refills with the clock: rate per second, at most the burst', () => {

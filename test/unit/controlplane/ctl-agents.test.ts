@@ -1,6 +1,6 @@
 import { syncOf } from '../../../controlplane/grpc/admin';
 import { AgentStateRequests } from '../../../controlplane/grpc/agent-questions';
-import { renderAgents, renderAgentView } from '../../../controlplane/ctl';
+import { renderAgents, renderAgentView } from '../../../ctl/render-agents';
 import { AgentInfo, AgentView, ListAgentsResponse } from '../../../common/gen/proxymgr/v1/admin';
 
 describe('agent sync states (as istioctl proxy-status shows them)', () => {

@@ -1,6 +1,7 @@
 import { gzipSync } from 'node:zlib';
 import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig } from '../../../common/config';
 import { FakeClock } from '../../../testkit/fake-clock';
+import { fakeWatchers } from '../../../testkit/discovery';
 import { DesiredState } from '../../../common/types';
 import { Discovery } from '../../../controlplane/discovery';
 import {
@@ -103,17 +104,16 @@ function setup(cp: Partial<ControlPlaneConfig> = {}, store: KnownHostsStore | nu
         user: '',
         group: '',
       },
-      serviceConfig: { type: 'file', path: '/nonexistent' },
       controlplane: { ...DEFAULT_CONTROLPLANE_CONFIG, coalesceMs: 0, coalesceMaxMs: 0, ...cp },
     },
     source,
     clock,
-    knownHosts: store,
-    createWatcher: (config) => {
+    knownHosts: store ?? undefined,
+    watchers: fakeWatchers((config) => {
       const w = new FakeWatcher();
       watchers.set(config.name, w);
       return w;
-    },
+    }),
   });
   const snaps: DesiredState[] = [];
   d.onSnapshot((s) => snaps.push(s));

@@ -1,6 +1,6 @@
 import { RolloutPlan, RolloutStatus } from '../../../common/gen/proxymgr/v1/rollout';
 import { ListAgentsResponse, ListServicesResponse } from '../../../common/gen/proxymgr/v1/admin';
-import { renderPlan, renderStatus } from '../../../controlplane/ctl';
+import { renderPlan, renderStatus } from '../../../ctl/render-rollout';
 import { renderStatusPage } from '../../../controlplane/status-page';
 
 const gate = {

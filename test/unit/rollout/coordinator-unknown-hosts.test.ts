@@ -20,7 +20,6 @@ const svc = (name: string, port: number, servers: Server[]): Service => ({
 });
 
 class FakeDiscovery implements RolloutDiscovery {
-  readonly zkDigest = undefined;
   state: DesiredState | undefined;
   readonly persisted = new Map<string, Server[]>();
   private readonly listeners = new Set<(s: DesiredState) => void>();
@@ -58,7 +57,6 @@ test('a revision service discovery does not follow: persisted servers, hosts unk
     },
     discovery,
     log: silentLogger,
-    zkSessionTimeoutMs: 4000,
     clock,
     store: (listener) => (store = new MemoryRolloutStore(listener, { replicaId: 'cp1' })),
   });

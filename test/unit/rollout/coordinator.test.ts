@@ -5,13 +5,12 @@ import { DesiredState } from '../../../common/types';
 import { AgentRecord } from '../../../controlplane/ports';
 import { RolloutCoordinator, RolloutDiscovery } from '../../../controlplane/rollout/coordinator';
 import { MemoryRolloutStore } from '../../../controlplane/rollout/memory-store';
-import { revisionOfVersion } from '../../../controlplane/rollout/revision';
+import { revisionOfVersion } from '../../../common/revision-id';
 
 // The coordinator end to end in milliseconds: an in-memory store instead of ZooKeeper, registry events as the
 // stream server sends them, and a fake clock for the bake time.
 
 class FakeDiscovery implements RolloutDiscovery {
-  readonly zkDigest = undefined;
   private state: DesiredState | undefined;
   private readonly listeners = new Set<(s: DesiredState) => void>();
 
@@ -70,7 +69,6 @@ function setup(config: Partial<RolloutConfig> = {}) {
     },
     discovery,
     log: silentLogger,
-    zkSessionTimeoutMs: 4000,
     clock,
     store: (listener) => (store = new MemoryRolloutStore(listener, { replicaId: 'cp1' })),
   });

@@ -14,10 +14,10 @@ import {
   composeState,
   describeChanges,
   revisionOf,
-  revisionOfVersion,
   selectorMatches,
   serviceRemovalsOf,
 } from '../../../controlplane/rollout/revision';
+import { revisionOfVersion } from '../../../common/revision-id';
 import { DesiredState } from '../../../common/types';
 
 const POLICY: PolicyDoc = { waves: ['1', '10%', '50%', '100%'], bakeMs: 300, maxNacks: 0, autoRollback: true };

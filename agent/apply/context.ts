@@ -1,0 +1,35 @@
+import type { Clock } from '../../common/clock';
+import type { ProxyMgrConfig } from '../../common/config';
+import type { Logger } from '../../common/log';
+import type { DesiredState } from '../../common/types';
+import type { Drains } from '../drains';
+import type { OverrideTracker } from '../overrides';
+import type { Running } from '../plan';
+import type { RuntimeApi, Supervisor } from '../ports';
+import type { AgentCounters } from '../results';
+import type { ActionLog } from './action-log';
+
+/**
+ * What the steps of an apply share: the adapters they talk through, and the one record of what HAProxy runs. Made
+ * by the Agent; each step module takes it (and the other steps it calls) when it is built.
+ */
+export interface ApplyContext {
+  readonly config: ProxyMgrConfig;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly runtime: RuntimeApi;
+  readonly supervisor: Supervisor;
+  readonly counters: AgentCounters;
+  readonly actions: ActionLog;
+  /** Servers that left the desired state and drain until their service's drain timeout. */
+  readonly drains: Drains;
+  /** Operator overrides (servers someone else put in drain or maint). */
+  readonly overrides: OverrideTracker;
+  /**
+   * What HAProxy runs per service (the plan's `running`): set by a launch, by runtime changes and drain deletions,
+   * and by a takeover whose config is the one this agent would write.
+   */
+  running: Running | undefined;
+  /** The state applied last (what runs, as desired). */
+  lastGood: DesiredState | undefined;
+}
