@@ -18,7 +18,7 @@ module.exports = tseslint.config(
       // - `async` states a function's contract (it returns a promise; a throw becomes a rejection): a fake, or a
       //   stop() with nothing to wait for, implements an async seam without awaiting anything.
       '@typescript-eslint/require-await': 'off',
-      // - Timer (common/clock.ts) is opaque on purpose (`unknown`: Node's handle or a fake clock's number), and
+      // - Timer (common/platform/clock.ts) is opaque on purpose (`unknown`: Node's handle or a fake clock's number), and
       //   `Timer | undefined` says that there may be none; the union is redundant only to the compiler.
       '@typescript-eslint/no-redundant-type-constituents': 'off',
     },

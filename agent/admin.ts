@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { toStatus } from '../common/grpc';
+import { toStatus } from '../common/platform/grpc';
 import { AgentAdminServer, RuntimeServer as PbRuntimeServer } from '../common/gen/proxymgr/v1/admin';
 import { Agent } from './agent';
 import { ADMF_FDRAIN, inMaint, RuntimeServer } from './haproxy/servers-state';

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry } from 'prom-client';
-import { collectStandardMetrics, commandKind } from '../common/metrics';
+import { collectStandardMetrics, commandKind } from '../common/platform/metrics';
 import type { Agent } from './agent';
 import type { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
 import type { ApplyResult } from './results';

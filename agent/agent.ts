@@ -1,9 +1,9 @@
-import { Clock, Timer, unrefTimer } from '../common/clock';
-import type { ProxyMgrConfig } from '../common/config';
-import { errorMessage, StateProblem } from '../common/errors';
-import { Lifecycle } from '../common/lifecycle';
-import { Logger } from '../common/log';
-import { DesiredState } from '../common/types';
+import { Clock, Timer, unrefTimer } from '../common/platform/clock';
+import type { ProxyMgrConfig } from '../common/config/config';
+import { errorMessage, StateProblem } from '../common/platform/errors';
+import { Lifecycle } from '../common/platform/lifecycle';
+import { Logger } from '../common/platform/log';
+import { DesiredState } from '../common/protocol/types';
 import { ActionLog } from './apply/action-log';
 import { Binder } from './apply/bind';
 import { Checker } from './apply/check';
@@ -19,7 +19,7 @@ import { Sanitizer } from './apply/sanitize';
 import { takeOver } from './apply/takeover';
 import { drainId, Drains } from './drains';
 import { OverrideTracker } from './overrides';
-import type { OverrideState } from './plan';
+import type { OverrideState } from './runtime-plan';
 import type {
   AdminChannelSet,
   ConfigCheck,

@@ -1,7 +1,7 @@
-import { loadConfig } from '../common/config';
-import { parseFlags, UsageError } from '../common/args';
-import { createLogger } from '../common/log';
-import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
+import { loadConfig } from '../common/config/config';
+import { parseFlags, UsageError } from '../common/platform/args';
+import { createLogger } from '../common/platform/log';
+import { listenForSignals, runUntilSignal, startOrStop } from '../common/platform/lifecycle';
 import { createAgentProcess } from './wiring';
 
 const HELP = `usage: proxymgr agent --config FILE [--node-id ID] [--labels k=v,...] [--state FILE]

@@ -1,5 +1,5 @@
-import { DesiredState, Server, Service } from '../common/types';
-import { Overrides, OverrideState } from './plan';
+import { DesiredState, Server, Service } from '../common/protocol/types';
+import { Overrides, OverrideState } from './runtime-plan';
 
 /** One server that left the desired state and drains until `deadline`. */
 export interface Drain {
@@ -9,7 +9,7 @@ export interface Drain {
   readonly since: number;
   /** When it is deleted (moved on by a second after a failed attempt). */
   deadline: number;
-  /** Failed attempts to delete it (the deletion is retried; see Agent.sweepDrains). */
+  /** Failed attempts to delete it (the deletion is retried; see apply/drain-sweep.ts). */
   attempts: number;
 }
 

@@ -1,6 +1,6 @@
-import { DesiredState } from '../common/types';
+import { DesiredState } from '../common/protocol/types';
 import { ADMF_FDRAIN, ADMF_FMAINT, RuntimeState } from './haproxy/servers-state';
-import { Overrides, OverrideState, RuntimeAction } from './plan';
+import { Overrides, OverrideState, RuntimeAction } from './runtime-plan';
 
 /** A change of the overrides, for the log and RecentActions. */
 export interface OverrideEvent {

@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import type { DesiredState } from '../common/types';
+import type { DesiredState } from '../common/protocol/types';
 import type { ApplyResult } from './results';
 import type { RuntimeState } from './haproxy/servers-state';
 
@@ -92,7 +92,7 @@ export interface AdoptedSocket {
 }
 
 /**
- * `haproxy -c` on a candidate config with the listening fds (see haproxy/check.ts checkConfig). Throws
+ * `haproxy -c` on a candidate config with the listening fds (see haproxy/config-check.ts checkConfig). Throws
  * HaproxyConfigError when HAProxy rejects it, HAPROXY_CHECK_FAILED when the check could not run.
  */
 export type ConfigCheck = (
@@ -103,7 +103,7 @@ export type ConfigCheck = (
 ) => Promise<void>;
 
 /**
- * Writes a file of the state dir atomically, unless it already holds `content` (see common/fs.ts writeFileAtomic).
+ * Writes a file of the state dir atomically, unless it already holds `content` (see common/platform/fs.ts writeFileAtomic).
  * Resolves with whether it was (re)written.
  */
 export type FileWriter = (file: string, content: string, mode?: number) => Promise<boolean>;

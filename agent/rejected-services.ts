@@ -1,5 +1,5 @@
-import { HaproxyConfigError, StateProblem } from '../common/errors';
-import { DesiredState, Service } from '../common/types';
+import { HaproxyConfigError, StateProblem } from '../common/platform/errors';
+import { DesiredState, Service } from '../common/protocol/types';
 
 /**
  * Services `haproxy -c` rejected (docs/agent-faults.md). A blamed service falls back to its previous

@@ -1,10 +1,10 @@
-import type { ProxyMgrError, StateProblem } from '../common/errors';
-import type { ApplyMethod } from '../common/apply-method';
-import type { Reason } from './plan';
+import type { ProxyMgrError, StateProblem } from '../common/platform/errors';
+import type { ApplyMethod } from '../common/protocol/apply-method';
+import type { Reason } from './runtime-plan';
 
 /** What the agent answers for one desired state, a preflight, and each action it took: the core's results. */
 
-export type { ApplyMethod } from '../common/apply-method';
+export type { ApplyMethod } from '../common/protocol/apply-method';
 
 /** What became of a state: applied by one of the methods, or rejected (what runs keeps running). */
 export type Outcome = ApplyMethod | 'rejected';

@@ -1,6 +1,6 @@
-import { backoffMs } from '../common/backoff';
-import { Clock, Timer, unrefTimer } from '../common/clock';
-import { ErrorCode, ProxyMgrError, StateProblem } from '../common/errors';
+import { backoffMs } from '../common/platform/backoff';
+import { Clock, Timer, unrefTimer } from '../common/platform/clock';
+import { ErrorCode, ProxyMgrError, StateProblem } from '../common/platform/errors';
 
 /** The first retry after a transient failure, and the longest wait between two (before jitter). */
 export const RETRY_BASE_MS = 1000;

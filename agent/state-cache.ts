@@ -1,8 +1,8 @@
 import { promises as fsp } from 'node:fs';
-import { errorMessage } from '../common/errors';
-import { Logger } from '../common/log';
-import { fromJson } from '../common/state-codec';
-import { DesiredState } from '../common/types';
+import { errorMessage } from '../common/platform/errors';
+import { Logger } from '../common/platform/log';
+import { fromJson } from '../common/protocol/state-codec';
+import { DesiredState } from '../common/protocol/types';
 
 /** The state cache as read at start: the state, and when it was last known to be current (the file's mtime). */
 export interface CachedState {

@@ -1,6 +1,6 @@
 import { ftruncateSync, readFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, errorMessage } from '../common/errors';
+import { ConfigError, errorMessage } from '../common/platform/errors';
 import { nativeAddon } from './haproxy/native';
 
 /**

@@ -1,5 +1,5 @@
-import { StateProblem } from '../common/errors';
-import { DesiredState, Server, Service } from '../common/types';
+import { StateProblem } from '../common/platform/errors';
+import { DesiredState, Server, Service } from '../common/protocol/types';
 import { drainingIn } from './drains';
 import { inMaint, isDraining, RuntimeServer, RuntimeState } from './haproxy/servers-state';
 

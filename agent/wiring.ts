@@ -1,20 +1,20 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Clock, systemClock } from '../common/clock';
-import type { ProxyMgrConfig } from '../common/config';
-import { readTokenFile } from '../common/auth';
-import { writeFileAtomic } from '../common/fs';
-import type { Logger } from '../common/log';
+import { Clock, systemClock } from '../common/platform/clock';
+import type { ProxyMgrConfig } from '../common/config/config';
+import { readTokenFile } from '../common/platform/auth';
+import { writeFileAtomic } from '../common/platform/fs';
+import type { Logger } from '../common/platform/log';
 import { Agent, AgentAdapters, AgentOptions } from './agent';
 import { AgentHooks, AgentProcess } from './agent-process';
 import { AdminChannels } from './haproxy/admin-channel';
-import { checkConfig } from './haproxy/check';
+import { checkConfig } from './haproxy/config-check';
 import { findHaproxies, stopOrphan } from './haproxy/orphan';
 import { resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
 import { StatsSocketClient } from './haproxy/runtime';
-import { SocketPool } from './haproxy/sockets';
+import { NativeSocketPool } from './haproxy/sockets';
 import type { StateSource } from './ports';
 import { FileStateSource } from './sources/file';
 import { GrpcStateSource } from './sources/grpc';
@@ -47,7 +47,7 @@ export function realAgentAdapters(
     runtime,
     channels,
     clock,
-    sockets: replace.sockets ?? new SocketPool(agent.backlog),
+    sockets: replace.sockets ?? new NativeSocketPool(agent.backlog),
     checkConfig: replace.checkConfig ?? checkConfig,
     writeFile: replace.writeFile ?? writeFileAtomic,
     previous: replace.previous ?? {

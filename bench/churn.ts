@@ -7,7 +7,7 @@
  * Baselines (same run): one runtime API round trip (`show info` over the stats socket; an apply needs at least
  * two: read `show servers state`, send one command) and one atomic rewrite of the config file (temp file, fsync,
  * rename), which every runtime apply also does. Together they are the floor under an apply.
- * Removed hosts drain for `--drain-ms` and are then deleted (issue 12): every 10 events the benchmark counts the
+ * Removed hosts drain for `--drain-ms` and are then deleted: every 10 events the benchmark counts the
  * servers HAProxy has and the servers desired; HAProxy's may exceed the desired ones only by the servers draining
  * (`"bound_exceeded"` counts samples where it did more), so HAProxy's server list does not grow with churn.
  * At the end (after the last drains) `show servers state` and the config file must match the desired state
@@ -20,8 +20,8 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ADMF_FMAINT } from '../agent/haproxy/servers-state';
-import { writeFileAtomic } from '../common/fs';
-import { DesiredState, Server } from '../common/types';
+import { writeFileAtomic } from '../common/platform/fs';
+import { DesiredState, Server } from '../common/protocol/types';
 import { server, service, startTestAgent, state } from '../testkit/agent';
 import { freePort, sleep } from '../testkit/net';
 import {

@@ -4,8 +4,8 @@
  * callback, one sample interleaved before each change) measured in the same run as the floor; then the process RSS with 2,000 services × 20 hosts loaded.
  */
 import { Event } from 'node-zookeeper-client';
-import { DEFAULT_CONTROLPLANE_CONFIG } from '../common/config';
-import { DesiredState } from '../common/types';
+import { DEFAULT_CONTROLPLANE_CONFIG } from '../common/config/config';
+import { DesiredState } from '../common/protocol/types';
 import { Discovery } from '../controlplane/discovery';
 import { discoveryFromConfig } from '../controlplane/wiring';
 import { connectZk, ZkTestClient } from '../testkit/zk-client';

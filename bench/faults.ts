@@ -29,7 +29,7 @@ import { say } from './lib-common';
 import { CliChild, onInterruptStopChildren, startCli } from './lib-grpc';
 import { BackendInfo, startTraffic } from './lib-traffic';
 import { defineBenchmark, Figures, int, OptionsOf, text } from './harness';
-import { UsageError } from '../common/args';
+import { UsageError } from '../common/platform/args';
 
 interface FaultResult {
   name: string;
@@ -245,7 +245,7 @@ agent: {state_dir: ${dir}/state, node_id: agent${i}, bind_address: ${agentIps[i]
   };
   /**
    * The servers an agent's HAProxy takes new sessions on: in its running process, not in maint and not draining.
-   * A host that left discovery stays in haproxy.cfg while it drains (up to `drain_timeout_ms`, issue 12), so the
+   * A host that left discovery stays in haproxy.cfg while it drains (up to `drain_timeout_ms`), so the
    * config file alone would read as "not converged" for 30 s after every removal.
    */
   const takingSessions = async (i: number): Promise<string | undefined> => {

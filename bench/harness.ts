@@ -13,7 +13,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs, UsageError } from '../common/args';
+import { parseArgs, UsageError } from '../common/platform/args';
 import { REPO } from '../testkit/paths';
 
 /** One option of a benchmark: `--kebab-name=value` on the command line, camelCase in the options object. */

@@ -24,9 +24,9 @@ import {
 } from '../common/gen/proxymgr/v1/admin';
 import { RolloutClient, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { AgentMessage, AgentStreamClient, ControlMessage } from '../common/gen/proxymgr/v1/stream';
-import { parseConfig } from '../common/config';
-import { ProxyMgrError } from '../common/errors';
-import { SECTION_KEYWORDS } from '../common/option-policy';
+import { parseConfig } from '../common/config/config';
+import { ProxyMgrError } from '../common/platform/errors';
+import { SECTION_KEYWORDS } from '../common/haproxy/option-policy';
 import { bulkPortRange, freePort, listening, sleep, tempDir } from '../testkit/net';
 import { connectZk } from '../testkit/zk-client';
 import { startZooKeeper } from '../testkit/zookeeper';

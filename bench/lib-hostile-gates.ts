@@ -8,7 +8,7 @@
  *
  *   for (const c of gateFloodCases(seed, 500)) judgeGateFlood(c).verdict   // 'fail' every time
  */
-import { DEFAULT_GATE_POLICY, GatePolicy } from '../common/config';
+import { DEFAULT_GATE_POLICY, GatePolicy } from '../common/config/config';
 import { ServiceCounters } from '../common/gen/proxymgr/v1/counters';
 import { AgentMessage } from '../common/gen/proxymgr/v1/stream';
 import { DEFAULT_LIMITS } from '../controlplane/grpc/stream-server';

@@ -4,16 +4,10 @@
  * gone), the service-config source and the known-hosts store a restarted replica reads. Discovery itself is the
  * real one; only its watchers, source and store are these.
  */
-import type { Clock } from '../common/clock';
+import type { Clock } from '../common/platform/clock';
 import type { KnownHostsStore, LoadedKnownHosts } from '../controlplane/known-hosts';
-import type {
-  Host,
-  RawServiceConfig,
-  ServiceConfigSource,
-  SourceListener,
-  Watcher,
-  WatcherListener,
-} from '../controlplane/types';
+import type { Host, RawServiceConfig } from '../controlplane/types';
+import type { ServiceConfigSource, SourceListener, Watcher, WatcherListener } from '../controlplane/ports';
 import { BAD_OPTION } from './lib-sim-world';
 
 export type WatchMode = 'ok' | 'failing' | 'silent' | 'missing';

@@ -17,7 +17,7 @@ import { RuntimeServer } from '../agent/haproxy/servers-state';
 import { BAD_OPTION, active, FDRAIN, parseHaproxyConfig, SimProcess } from './lib-sim-world';
 import { HOSTS, portsOf, SERVICES, type SimRegistry } from './lib-sim-fleet';
 import type { Agent } from '../agent/agent';
-import type { DesiredState } from '../common/types';
+import type { DesiredState } from '../common/protocol/types';
 import type { ClockScope, SimClock, SimHost, SimRuntime, SimSocketPool } from './lib-sim-world';
 
 export type Invariant = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
@@ -232,8 +232,8 @@ export class Invariants {
   }
 
   private checkConverged(
-    pushed: import('../common/types').DesiredState | undefined,
-    current: import('../common/types').DesiredState,
+    pushed: import('../common/protocol/types').DesiredState | undefined,
+    current: import('../common/protocol/types').DesiredState,
   ): void {
     if (!pushed) return;
     const cur = new Map(current.services.map((s) => [s.name, s]));

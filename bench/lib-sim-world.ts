@@ -10,9 +10,9 @@
  */
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { Clock, Timer } from '../common/clock';
+import { Clock, Timer } from '../common/platform/clock';
 import { FakeClock } from '../testkit/fake-clock';
-import { HaproxyConfigError, ProxyMgrError, RuntimeApiError } from '../common/errors';
+import { HaproxyConfigError, ProxyMgrError, RuntimeApiError } from '../common/platform/errors';
 import type { RuntimeApi } from '../agent/ports';
 import { parseServersState, RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';
 import type { AdoptedSocket, ConfigCheck, FileWriter, PreviousHaproxy, SocketPool } from '../agent/ports';

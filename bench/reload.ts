@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { FIRST_LISTEN_FD, renderHaproxyConfig } from '../agent/haproxy/render';
 import { StatsSocketClient } from '../agent/haproxy/runtime';
-import { DesiredState } from '../common/types';
+import { DesiredState } from '../common/protocol/types';
 import { server, service, startTestAgent, state } from '../testkit/agent';
 import { LoadResult } from '../testkit/load';
 import { freePort, sleep, tempDir } from '../testkit/net';

@@ -18,13 +18,13 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { checkConfig } from '../agent/haproxy/check';
+import { checkConfig } from '../agent/haproxy/config-check';
 import { listenOrder, renderHaproxyConfig, RenderOptions } from '../agent/haproxy/render';
 import { parseServersState } from '../agent/haproxy/servers-state';
-import { SocketPool } from '../agent/haproxy/sockets';
-import { plan } from '../agent/plan';
-import { DesiredState, Server, Service } from '../common/types';
-import { sanitizeState } from '../common/validate-state';
+import { NativeSocketPool } from '../agent/haproxy/sockets';
+import { plan } from '../agent/runtime-plan';
+import { DesiredState, Server, Service } from '../common/protocol/types';
+import { sanitizeState } from '../common/haproxy/validate-state';
 import { HTTP_DEFAULTS, startTestAgent } from '../testkit/agent';
 import { bulkPortRange, tempDir } from '../testkit/net';
 import {
@@ -65,7 +65,7 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
   });
   // HAProxy checks `bind fd@N` even with -c, so validation needs one real listening fd per service: 2,000 fds
   // handed over through spawn's stdio array (fine below `ulimit -n`; the agent does exactly this).
-  const pool = new SocketPool(128);
+  const pool = new NativeSocketPool(128);
   try {
     const ports = acquirePorts(pool, serviceCount);
     const desired = bigState(ports, perService, ['check inter 2000']);
@@ -264,7 +264,7 @@ async function liveApplies(
 }
 
 /** Listens on `n` ports of the kit's bulk range (bulkPortRange), skipping ports in use. */
-function acquirePorts(pool: SocketPool, n: number): number[] {
+function acquirePorts(pool: NativeSocketPool, n: number): number[] {
   const ports: number[] = [];
   const { low, high } = bulkPortRange();
   for (let port = low; ports.length < n; port++) {

@@ -6,9 +6,9 @@
  * invariants of lib-sim-invariants.ts are checked after every step. A failing schedule is shrunk (delta debugging)
  * and printed with its seed; `--replay=SEED` runs one schedule again and prints its trace.
  */
-import { createLogger } from '../common/log';
+import { createLogger } from '../common/platform/log';
 import { defineBenchmark, Figures, int, intOrDefault, text } from './harness';
-import { UsageError } from '../common/args';
+import { UsageError } from '../common/platform/args';
 import { INVARIANTS, Invariant } from './lib-sim-invariants';
 import { runSteps, RunResult } from './lib-sim-run';
 import { describeStep, generateSchedule, shrinkSchedule, Step } from './lib-sim-schedule';

@@ -7,7 +7,7 @@ import { runAgentCommand } from '../agent/cli';
 import { runControlPlaneCommand } from '../controlplane/cli';
 import { runStandaloneCommand } from './standalone';
 import { runCtlCommand } from '../ctl/ctl';
-import { runCheckCommand } from '../controlplane/check';
+import { runCheckCommand } from '../controlplane/check-command';
 
 const USAGE = `usage: proxymgr <command> [options]
 

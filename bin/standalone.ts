@@ -2,10 +2,10 @@
  * `proxymgr standalone`: the composition root of the single-host mode — discovery (controlplane/) feeding one agent
  * (agent/) in one process, with no gRPC between them. The only place where the two halves meet.
  */
-import { configFlag } from '../common/args';
-import { loadConfig } from '../common/config';
-import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
-import { createLogger } from '../common/log';
+import { configFlag } from '../common/platform/args';
+import { loadConfig } from '../common/config/config';
+import { listenForSignals, runUntilSignal, startOrStop } from '../common/platform/lifecycle';
+import { createLogger } from '../common/platform/log';
 import { createAgentProcess } from '../agent/wiring';
 import { StateSource } from '../agent/ports';
 import { Discovery } from '../controlplane/discovery';

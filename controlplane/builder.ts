@@ -1,8 +1,8 @@
-import { ServiceOptionsPolicy } from '../common/config';
-import { StateProblem } from '../common/errors';
-import { DesiredState, HaproxyGlobals, HostsStatus, Server, Service } from '../common/types';
-import { sanitizeState } from '../common/validate-state';
-import { canonicalJson, stateVersion } from '../common/state-hash';
+import { ServiceOptionsPolicy } from '../common/config/config';
+import { StateProblem } from '../common/platform/errors';
+import { DesiredState, HaproxyGlobals, HostsStatus, Server, Service } from '../common/protocol/types';
+import { sanitizeState } from '../common/haproxy/validate-state';
+import { canonicalJson, stateVersion } from '../common/protocol/state-hash';
 
 export { canonicalJson, stateVersion };
 import { Host, ServiceConfig } from './types';

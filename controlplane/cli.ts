@@ -1,7 +1,7 @@
-import { loadConfig } from '../common/config';
-import { configFlag } from '../common/args';
-import { createLogger } from '../common/log';
-import { listenForSignals, runUntilSignal, startOrStop } from '../common/lifecycle';
+import { loadConfig } from '../common/config/config';
+import { configFlag } from '../common/platform/args';
+import { createLogger } from '../common/platform/log';
+import { listenForSignals, runUntilSignal, startOrStop } from '../common/platform/lifecycle';
 import { controlPlaneFromConfig } from './wiring';
 
 const CONTROLPLANE_HELP = `usage: proxymgr controlplane --config FILE

@@ -1,8 +1,4 @@
-import { Clock, systemClock } from '../common/clock';
-
-// The clock moved to common/clock.ts; kept importable from here.
-export { systemClock };
-export type { Clock };
+import { Clock, systemClock } from '../common/platform/clock';
 
 /**
  * Coalesces bursts: `poke()` schedules `flush` `delayMs` after the latest poke, but never later than `maxDelayMs`

@@ -1,4 +1,4 @@
-import { ProxyMgrError } from '../common/errors';
+import { ProxyMgrError } from '../common/platform/errors';
 import { constants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 

@@ -1,14 +1,20 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { authTlsWarning, ProxyMgrConfig } from '../common/config';
-import { addHealth, addReflection, AGENT_MESSAGE_LIMIT_BYTES, bindServer, serverCredentials } from '../common/grpc';
-import { Authorizer, UNAUTHENTICATED } from '../common/auth';
-import { authInterceptor, AuthMetrics, authMetrics } from '../common/grpc-auth';
+import { authTlsWarning, ProxyMgrConfig } from '../common/config/config';
+import {
+  addHealth,
+  addReflection,
+  AGENT_MESSAGE_LIMIT_BYTES,
+  bindServer,
+  serverCredentials,
+} from '../common/platform/grpc';
+import { Authorizer, UNAUTHENTICATED } from '../common/platform/auth';
+import { authInterceptor, AuthMetrics, authMetrics } from '../common/platform/grpc-auth';
 import { ControlPlaneAdminService } from '../common/gen/proxymgr/v1/admin';
 import { AgentStreamDefinition, encodingStats } from './grpc/push-encoding';
-import { Lifecycle } from '../common/lifecycle';
-import { Logger } from '../common/log';
-import { collectStandardMetrics, serveMetrics } from '../common/metrics';
+import { Lifecycle } from '../common/platform/lifecycle';
+import { Logger } from '../common/platform/log';
+import { collectStandardMetrics, serveMetrics } from '../common/platform/metrics';
 import { Discovery } from './discovery';
 import { controlPlaneAdminServer, listAgents, listServices } from './grpc/admin';
 import { renderStatusPage, StatusData, statusJson } from './status-page';

@@ -5,16 +5,17 @@ import {
   DEFAULT_SERVICE_OPTIONS,
   ProxyMgrConfig,
   ServiceOptionsPolicy,
-} from '../common/config';
-import { ErrorCode, errorMessage } from '../common/errors';
-import { Logger, silentLogger } from '../common/log';
-import { DesiredState, HaproxyGlobals, Server } from '../common/types';
+} from '../common/config/config';
+import { ErrorCode, errorMessage } from '../common/platform/errors';
+import { Logger, silentLogger } from '../common/platform/log';
+import { DesiredState, HaproxyGlobals, Server } from '../common/protocol/types';
 import { serversOf } from './builder';
-import { Clock, systemClock } from '../common/clock';
-import { Lifecycle } from '../common/lifecycle';
+import { Clock, systemClock } from '../common/platform/clock';
+import { Lifecycle } from '../common/platform/lifecycle';
 import { Coalescer } from './coalescer';
 import { parseServiceConfig, ServiceConfigError } from './service-config';
-import { Problem, RawServiceConfig, ServiceConfig, ServiceConfigSource, Watcher, WatcherFactory } from './types';
+import { Problem, RawServiceConfig, ServiceConfig } from './types';
+import { ServiceConfigSource, Watcher, WatcherFactory } from './ports';
 import { KnownHostsStore } from './known-hosts';
 import { LastKnownHosts } from './last-known-hosts';
 import { persistedRemovalStep, RemovalStep, serviceRemovals } from './service-removal';

@@ -1,7 +1,7 @@
-import { ProxyMgrError } from '../common/errors';
-import { DEFAULT_WEIGHT } from '../common/types';
-import { hostAddressProblem } from '../common/target-policy';
-import { NAME_RE } from '../common/validate-state';
+import { ProxyMgrError } from '../common/platform/errors';
+import { DEFAULT_WEIGHT } from '../common/protocol/types';
+import { hostAddressProblem } from '../common/haproxy/target-policy';
+import { NAME_RE } from '../common/haproxy/validate-state';
 import { syntaxErrorMessage } from './syntax-error';
 import { Host } from './types';
 

@@ -1,6 +1,6 @@
-import { Clock, Timer, unrefTimer } from '../common/clock';
-import { errorMessage } from '../common/errors';
-import { Logger } from '../common/log';
+import { Clock, Timer, unrefTimer } from '../common/platform/clock';
+import { errorMessage } from '../common/platform/errors';
+import { Logger } from '../common/platform/log';
 import { encodeKnownHosts, hostsText, KnownHostsError, storableName } from './known-hosts';
 import { Host, RawServiceConfig } from './types';
 

@@ -1,7 +1,7 @@
 import { gunzip, gzip } from 'node:zlib';
 import { promisify } from 'node:util';
-import { errorMessage, ProxyMgrError } from '../common/errors';
-import { NAME_RE } from '../common/validate-state';
+import { errorMessage, ProxyMgrError } from '../common/platform/errors';
+import { NAME_RE } from '../common/haproxy/validate-state';
 import { parseHostEntry } from './host';
 import { MAX_SERVICE_CONFIG_BYTES } from './service-config';
 import { Host, RawServiceConfig } from './types';

@@ -1,6 +1,6 @@
-import { Clock } from '../common/clock';
-import { ErrorCode, errorMessage } from '../common/errors';
-import { Logger } from '../common/log';
+import { Clock } from '../common/platform/clock';
+import { ErrorCode, errorMessage } from '../common/platform/errors';
+import { Logger } from '../common/platform/log';
 import { KnownHostsStore } from './known-hosts';
 import { Host, Problem, RawServiceConfig } from './types';
 

@@ -2,11 +2,13 @@
  * The control plane's seams: what its parts need of each other, owned by none of them. The stream server takes
  * desired states from a DesiredStateSource (discovery, or the rollout coordinator) and reports agent events through
  * RegistryEvents; the rollout coordinator asks agents to preflight through a PreflightAsker. The gRPC code
- * (controlplane/grpc/) implements or calls these; the rollout code does not import it.
+ * (controlplane/grpc/) implements or calls these; the rollout code does not import it. Discovery reads service
+ * configs from a ServiceConfigSource and hosts from Watchers a WatcherFactory makes (sources/, watchers/).
  */
 import { ServiceCounters } from '../common/gen/proxymgr/v1/counters';
 import { AgentSettings, PreflightReport } from '../common/gen/proxymgr/v1/stream';
-import { DesiredState } from '../common/types';
+import { DesiredState } from '../common/protocol/types';
+import type { Host, RawServiceConfig, ServiceConfig } from './types';
 
 /** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
 export interface AgentRecord {
@@ -78,4 +80,49 @@ export interface PreflightAsker {
   has(nodeId: string): boolean;
   /** The agent's report, or why there is none (a sentence). */
   ask(nodeId: string, state: DesiredState, timeoutMs: number): Promise<PreflightReport | string>;
+}
+
+/** What a source tells discovery. */
+export interface SourceListener {
+  /** The complete current set of service configs (name → raw). */
+  configs(configs: ReadonlyMap<string, RawServiceConfig>): void;
+  /** The source cannot be read right now; everything stays as it was. */
+  unavailable(reason: string): void;
+}
+
+/** A source of service configs (`zookeeper` or `file`); one implementation per file under sources/. */
+export interface ServiceConfigSource {
+  start(listener: SourceListener): void;
+  stop(): Promise<void>;
+}
+
+/** One full report from a watcher. */
+export interface HostReport {
+  /** Every valid host the watcher sees now. */
+  readonly hosts: readonly Host[];
+  /** Entries that were skipped (malformed node, bad line, failed lookup), each naming where. */
+  readonly problems: readonly { readonly where: string; readonly message: string }[];
+}
+
+export interface WatcherListener {
+  hosts(report: HostReport): void;
+  /** The backing system cannot be read (lost session, DNS timeout, missing file): keep the previous hosts. */
+  unavailable(reason: string): void;
+}
+
+/** Follows the hosts of one service; one implementation per file under watchers/. */
+export interface Watcher {
+  start(listener: WatcherListener): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * Makes the watcher each service config asks for (watchers/index.ts makes the real ones; tests and the simulator
+ * pass fakes).
+ */
+export interface WatcherFactory {
+  /** The watcher `config` asks for; throws ServiceConfigError when the config cannot be honoured here. */
+  create(config: ServiceConfig, origin: string): Watcher;
+  /** What identifies a running watcher: equal keys mean a config change can keep the watcher (and its hosts). */
+  identity(config: ServiceConfig): string;
 }

@@ -1,5 +1,6 @@
-import { HostsStatus } from '../common/types';
-import { Host, Problem, RawServiceConfig, ServiceConfig, Watcher } from './types';
+import { HostsStatus } from '../common/protocol/types';
+import { Host, Problem, RawServiceConfig, ServiceConfig } from './types';
+import { Watcher } from './ports';
 
 /**
  * What discovery holds about one service: its config as last read (and what was wrong with it), its watcher, the

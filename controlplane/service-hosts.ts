@@ -1,11 +1,11 @@
-import { Clock } from '../common/clock';
-import { ControlPlaneConfig } from '../common/config';
-import { ErrorCode, errorMessage } from '../common/errors';
-import { Logger } from '../common/log';
+import { Clock } from '../common/platform/clock';
+import { ControlPlaneConfig } from '../common/config/config';
+import { ErrorCode, errorMessage } from '../common/platform/errors';
+import { Logger } from '../common/platform/log';
 import { applyFailStatic, removalBudget } from './fail-static';
 import { LastKnownHosts, ProblemOf } from './last-known-hosts';
 import { ServiceEntry } from './service-entry';
-import { HostReport, Watcher } from './types';
+import { HostReport, Watcher } from './ports';
 
 /** What the handling of one service's host reports needs of discovery. */
 export interface HostsContext {

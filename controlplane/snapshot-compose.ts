@@ -1,7 +1,7 @@
-import { ServiceOptionsPolicy } from '../common/config';
-import { StateProblem } from '../common/errors';
-import { DesiredState, HaproxyGlobals } from '../common/types';
-import { listenKey } from '../common/validate-state';
+import { ServiceOptionsPolicy } from '../common/config/config';
+import { StateProblem } from '../common/platform/errors';
+import { DesiredState, HaproxyGlobals } from '../common/protocol/types';
+import { listenKey } from '../common/haproxy/validate-state';
 import { buildDesiredStateChecked, ServiceView } from './builder';
 import { ServiceEntry } from './service-entry';
 

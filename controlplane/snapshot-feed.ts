@@ -1,6 +1,6 @@
-import { errorMessage } from '../common/errors';
-import { Logger } from '../common/log';
-import { DesiredState } from '../common/types';
+import { errorMessage } from '../common/platform/errors';
+import { Logger } from '../common/platform/log';
+import { DesiredState } from '../common/protocol/types';
 
 /** Called with every new snapshot. */
 export type SnapshotListener = (state: DesiredState) => void;

@@ -1,7 +1,7 @@
-import { ageText, figureText, percent } from '../common/text';
+import { ageText, figureText, percent } from '../common/platform/text';
 import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
 import { GatePolicy, PreflightInfo, RolloutStatus, RolloutWave } from '../common/gen/proxymgr/v1/rollout';
-import { revisionOfVersion } from '../common/revision-id';
+import { revisionOfVersion } from '../common/protocol/revision-id';
 
 /** What the status page shows: the same answers ctl and grpcurl get. */
 export interface StatusData {

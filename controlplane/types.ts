@@ -2,7 +2,7 @@
  * The seams of discovery: a service-config source feeds raw service configs, one watcher per service feeds its
  * hosts, and the pure builder turns the accepted view into a DesiredState.
  */
-import { ErrorCode } from '../common/errors';
+import { ErrorCode } from '../common/platform/errors';
 
 /** One backend host as a watcher reports it, already validated. */
 export interface Host {
@@ -66,49 +66,4 @@ export interface Problem {
   readonly message: string;
   /** Epoch ms when it was first seen. */
   readonly since: number;
-}
-
-/** What a source tells discovery. */
-export interface SourceListener {
-  /** The complete current set of service configs (name → raw). */
-  configs(configs: ReadonlyMap<string, RawServiceConfig>): void;
-  /** The source cannot be read right now; everything stays as it was. */
-  unavailable(reason: string): void;
-}
-
-/** A source of service configs (`zookeeper` or `file`); one implementation per file under sources/. */
-export interface ServiceConfigSource {
-  start(listener: SourceListener): void;
-  stop(): Promise<void>;
-}
-
-/** One full report from a watcher. */
-export interface HostReport {
-  /** Every valid host the watcher sees now. */
-  readonly hosts: readonly Host[];
-  /** Entries that were skipped (malformed node, bad line, failed lookup), each naming where. */
-  readonly problems: readonly { readonly where: string; readonly message: string }[];
-}
-
-export interface WatcherListener {
-  hosts(report: HostReport): void;
-  /** The backing system cannot be read (lost session, DNS timeout, missing file): keep the previous hosts. */
-  unavailable(reason: string): void;
-}
-
-/** Follows the hosts of one service; one implementation per file under watchers/. */
-export interface Watcher {
-  start(listener: WatcherListener): void;
-  stop(): Promise<void>;
-}
-
-/**
- * Makes the watcher each service config asks for (watchers/index.ts makes the real ones; tests and the simulator
- * pass fakes).
- */
-export interface WatcherFactory {
-  /** The watcher `config` asks for; throws ServiceConfigError when the config cannot be honoured here. */
-  create(config: ServiceConfig, origin: string): Watcher;
-  /** What identifies a running watcher: equal keys mean a config change can keep the watcher (and its hosts). */
-  identity(config: ServiceConfig): string;
 }

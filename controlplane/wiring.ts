@@ -4,16 +4,16 @@
  * handed to the cores (Discovery, RolloutCoordinator, ControlPlaneProcess), which import none of them.
  * `proxymgr controlplane`, `proxymgr check` and `proxymgr standalone` assemble their processes here.
  */
-import { Clock, systemClock } from '../common/clock';
+import { Clock, systemClock } from '../common/platform/clock';
 import {
   ControlPlaneConfig,
   DEFAULT_CONTROLPLANE_CONFIG,
   ProxyMgrConfig,
   RolloutConfig,
   ServiceOptionsPolicy,
-} from '../common/config';
-import { ProxyMgrError } from '../common/errors';
-import { Logger, silentLogger } from '../common/log';
+} from '../common/config/config';
+import { ProxyMgrError } from '../common/platform/errors';
+import { Logger, silentLogger } from '../common/platform/log';
 import { ControlPlaneProcess } from './control-plane-process';
 import { Discovery } from './discovery';
 import { AgentPreflights } from './grpc/agent-questions';
@@ -22,7 +22,7 @@ import { RolloutCoordinator } from './rollout/coordinator';
 import { RolloutStore, RolloutStoreListener } from './rollout/store';
 import { FileSource } from './sources/file';
 import { ZookeeperSource } from './sources/zookeeper';
-import { ServiceConfigSource } from './types';
+import { ServiceConfigSource } from './ports';
 import { watcherFactory } from './watchers';
 import { loadZkDigest, ZkDigest } from './zk/digest';
 import { ZkKnownHostsStore } from './zk/known-hosts-store';

@@ -12,9 +12,9 @@ import {
   RolloutStatus,
 } from '../common/gen/proxymgr/v1/rollout';
 import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
-import { FlagSpec, parseArgs, UsageError } from '../common/args';
-import { channelCredentials } from '../common/grpc';
-import { readTokenFile } from '../common/auth';
+import { FlagSpec, parseArgs, UsageError } from '../common/platform/args';
+import { channelCredentials } from '../common/platform/grpc';
+import { readTokenFile } from '../common/platform/auth';
 import { Flags, gateFlags, int, onOff } from './flags';
 import { renderAgents, renderAgentView } from './render-agents';
 import { renderHistory, renderPlan, renderStatus } from './render-rollout';

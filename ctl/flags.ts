@@ -1,7 +1,7 @@
 import { GatePolicy } from '../common/gen/proxymgr/v1/rollout';
-import { UsageError } from '../common/args';
+import { UsageError } from '../common/platform/args';
 
-/** Parsed command-line flags (common/args parseArgs). */
+/** Parsed command-line flags (common/platform/args parseArgs). */
 export type Flags = Record<string, string | boolean | undefined>;
 
 /** Flag `name` as a non-negative integer, or undefined when not given; throws UsageError otherwise. */

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
-import { ageText, clipText } from '../common/text';
+import { ageText, clipText } from '../common/platform/text';
 import { AgentView, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
-import { revisionOfVersion } from '../common/revision-id';
+import { revisionOfVersion } from '../common/protocol/revision-id';
 import { table } from './table';
 
 /** Differences between what is wanted and what HAProxy has, per server (a `!` note each), and the table. */

@@ -1,4 +1,4 @@
-import { figureText, percent } from '../common/text';
+import { figureText, percent } from '../common/platform/text';
 import { RolloutInfo, RolloutPlan, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
 import { bar, table } from './table';
 

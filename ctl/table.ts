@@ -1,4 +1,4 @@
-import { plainText } from '../common/text';
+import { plainText } from '../common/platform/text';
 
 /** A progress bar: `done` of `total` as `[####------] done/total`. */
 export function bar(done: number, total: number, width = 30): string {

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
-import { parseConfig, ProxyMgrConfig } from '../common/config';
-import { createLogger, silentLogger } from '../common/log';
-import { DesiredState, Server, Service } from '../common/types';
-import { stateVersion } from '../common/state-hash';
+import { parseConfig, ProxyMgrConfig } from '../common/config/config';
+import { createLogger, silentLogger } from '../common/platform/log';
+import { DesiredState, Server, Service } from '../common/protocol/types';
+import { stateVersion } from '../common/protocol/state-hash';
 import type { AgentOptions } from '../agent/agent';
 import { createAgent } from '../agent/wiring';
 import { tempDir } from './net';

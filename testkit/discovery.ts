@@ -1,7 +1,12 @@
-import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource as SourceConfig } from '../common/config';
-import { DesiredState, Service } from '../common/types';
+import {
+  DEFAULT_CONTROLPLANE_CONFIG,
+  ControlPlaneConfig,
+  ServiceConfigSource as SourceConfig,
+} from '../common/config/config';
+import { DesiredState, Service } from '../common/protocol/types';
 import { Discovery } from '../controlplane/discovery';
-import { ServiceConfig, Watcher, WatcherFactory, WatcherListener } from '../controlplane/types';
+import { ServiceConfig } from '../controlplane/types';
+import { Watcher, WatcherFactory, WatcherListener } from '../controlplane/ports';
 import { watcherIdentity } from '../controlplane/watchers';
 import { discoveryFromConfig } from '../controlplane/wiring';
 

@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { FakeClock } from './fake-clock';
-import { parseConfig, ProxyMgrConfig } from '../common/config';
-import { ProxyMgrError } from '../common/errors';
-import { silentLogger } from '../common/log';
+import { parseConfig, ProxyMgrConfig } from '../common/config/config';
+import { ProxyMgrError } from '../common/platform/errors';
+import { silentLogger } from '../common/platform/log';
 import { Agent } from '../agent/agent';
 import type { RuntimeApi } from '../agent/ports';
 import { RuntimeServer, RuntimeState } from '../agent/haproxy/servers-state';

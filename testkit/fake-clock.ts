@@ -1,4 +1,4 @@
-import type { Clock, Timer } from '../common/clock';
+import type { Clock, Timer } from '../common/platform/clock';
 
 interface FakeTimer {
   readonly at: number;

@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { Clock, systemClock } from '../common/clock';
-import { AGENT_MESSAGE_LIMIT_BYTES } from '../common/grpc';
-import { silentLogger } from '../common/log';
-import { DesiredState } from '../common/types';
+import { Clock, systemClock } from '../common/platform/clock';
+import { AGENT_MESSAGE_LIMIT_BYTES } from '../common/platform/grpc';
+import { silentLogger } from '../common/platform/log';
+import { DesiredState } from '../common/protocol/types';
 import { AgentMessage, AgentStreamClient, ControlMessage, Hello } from '../common/gen/proxymgr/v1/stream';
 import { AgentStreamDefinition } from '../controlplane/grpc/push-encoding';
 import { AgentRegistry } from '../controlplane/grpc/registry';

@@ -1,4 +1,4 @@
-import type { Clock } from '../../common/clock';
+import type { Clock } from '../../common/platform/clock';
 import type { ActionRecord, Trigger } from '../results';
 
 /** The most recent reloads, runtime commands, rejections and overrides, with their reasons (the admin API shows them). */

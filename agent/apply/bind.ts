@@ -1,5 +1,5 @@
-import { errorMessage, StateProblem } from '../../common/errors';
-import type { DesiredState, Service } from '../../common/types';
+import { errorMessage, StateProblem } from '../../common/platform/errors';
+import type { DesiredState, Service } from '../../common/protocol/types';
 import { listenOrder } from '../haproxy/render';
 import { socketKey, SocketPool } from '../ports';
 import type { ApplyContext } from './context';

@@ -1,5 +1,5 @@
-import { HaproxyConfigError, StateProblem } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
+import { HaproxyConfigError, StateProblem } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
 import type { ConfigCheck } from '../ports';
 import type { RejectedServices } from '../rejected-services';
 import type { Binder } from './bind';

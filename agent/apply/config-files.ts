@@ -1,8 +1,8 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CoalescedFile } from '../../common/coalesced-file';
-import { errorMessage, ProxyMgrError, StateProblem } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
+import { CoalescedFile } from '../../common/platform/coalesced-file';
+import { errorMessage, ProxyMgrError, StateProblem } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
 import { FIRST_LISTEN_FD, listenerAddress, listenOrder, renderHaproxyConfig } from '../haproxy/render';
 import { saveServerState } from '../haproxy/server-state-file';
 import type { FileWriter, HaproxyIdentity } from '../ports';

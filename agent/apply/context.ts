@@ -1,10 +1,10 @@
-import type { Clock } from '../../common/clock';
-import type { ProxyMgrConfig } from '../../common/config';
-import type { Logger } from '../../common/log';
-import type { DesiredState } from '../../common/types';
+import type { Clock } from '../../common/platform/clock';
+import type { ProxyMgrConfig } from '../../common/config/config';
+import type { Logger } from '../../common/platform/log';
+import type { DesiredState } from '../../common/protocol/types';
 import type { Drains } from '../drains';
 import type { OverrideTracker } from '../overrides';
-import type { Running } from '../plan';
+import type { Running } from '../runtime-plan';
 import type { RuntimeApi, Supervisor } from '../ports';
 import type { AgentCounters } from '../results';
 import type { ActionLog } from './action-log';

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { errorMessage } from '../../common/errors';
+import { errorMessage } from '../../common/platform/errors';
 import type { FileWriter } from '../ports';
 import type { ApplyContext } from './context';
 

@@ -1,8 +1,8 @@
-import { unrefTimer, Timer } from '../../common/clock';
-import { errorMessage } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
+import { unrefTimer, Timer } from '../../common/platform/clock';
+import { errorMessage } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
 import { drainId } from '../drains';
-import { endOfDrain, Running, RuntimeAction } from '../plan';
+import { endOfDrain, Running, RuntimeAction } from '../runtime-plan';
 import { serverFromRuntime } from '../unknown-hosts';
 import type { ConfigFiles } from './config-files';
 import type { ApplyContext } from './context';

@@ -1,6 +1,6 @@
-import { errorMessage, StateProblem } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
-import { plan, Reason, Running, RuntimeAction } from '../plan';
+import { errorMessage, StateProblem } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
+import { plan, Reason, Running, RuntimeAction } from '../runtime-plan';
 import type { Trigger } from '../results';
 import type { Binder } from './bind';
 import type { Checker } from './check';

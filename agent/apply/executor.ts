@@ -1,5 +1,5 @@
-import { ProxyMgrError } from '../../common/errors';
-import type { RuntimeAction } from '../plan';
+import { ProxyMgrError } from '../../common/platform/errors';
+import type { RuntimeAction } from '../runtime-plan';
 import type { Trigger } from '../results';
 import type { ApplyContext } from './context';
 

@@ -1,7 +1,7 @@
-import { errorMessage } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
+import { errorMessage } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
 import { inMaint, RuntimeServer, RuntimeState } from '../haproxy/servers-state';
-import type { RuntimeAction } from '../plan';
+import type { RuntimeAction } from '../runtime-plan';
 import type { ApplyContext } from './context';
 
 /**

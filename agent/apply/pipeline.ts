@@ -1,6 +1,12 @@
-import { errorMessage, HaproxyConfigError, ProxyMgrError, StateError, StateProblem } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
-import { plan, reason, Reason } from '../plan';
+import {
+  errorMessage,
+  HaproxyConfigError,
+  ProxyMgrError,
+  StateError,
+  StateProblem,
+} from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
+import { plan, reason, Reason } from '../runtime-plan';
 import type { RejectedServices } from '../rejected-services';
 import type { ApplyResult, Outcome, PreflightResult, Trigger } from '../results';
 import type { Binder } from './bind';

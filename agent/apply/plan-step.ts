@@ -1,7 +1,7 @@
-import { errorMessage } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
+import { errorMessage } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
 import type { RuntimeState } from '../haproxy/servers-state';
-import { Overrides, plan, Plan, reason } from '../plan';
+import { Overrides, plan, Plan, reason } from '../runtime-plan';
 import type { ApplyMethod, Trigger } from '../results';
 import type { ApplyContext } from './context';
 import type { LiveState } from './live-state';
@@ -15,7 +15,7 @@ export interface Planner {
 
 /**
  * The plan step: what HAProxy runs (the state the last change left, for updates; read afresh, with operator overrides
- * observed, for drift checks and before anything ran) against `state`, compared by the pure planner (plan.ts).
+ * observed, for drift checks and before anything ran) against `state`, compared by the pure planner (runtime-plan.ts).
  */
 export async function planStep(
   ctx: ApplyContext,

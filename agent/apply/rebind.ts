@@ -1,5 +1,5 @@
-import { errorMessage, StateProblem } from '../../common/errors';
-import type { DesiredState, Service } from '../../common/types';
+import { errorMessage, StateProblem } from '../../common/platform/errors';
+import type { DesiredState, Service } from '../../common/protocol/types';
 import { socketKey } from '../ports';
 import type { Trigger } from '../results';
 import type { Binder } from './bind';

@@ -1,6 +1,6 @@
-import { errorMessage, StateProblem } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
-import { sanitizeState } from '../../common/validate-state';
+import { errorMessage, StateProblem } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
+import { sanitizeState } from '../../common/haproxy/validate-state';
 import type { PreviousHaproxy } from '../ports';
 import {
   keepUnknownHosts,

@@ -1,5 +1,5 @@
-import { errorMessage } from '../../common/errors';
-import type { DesiredState } from '../../common/types';
+import { errorMessage } from '../../common/platform/errors';
+import type { DesiredState } from '../../common/protocol/types';
 import { FIRST_LISTEN_FD, parseListeners } from '../haproxy/render';
 import type { AdminChannelSet, AdoptedSocket, PreviousHaproxy } from '../ports';
 import type { Binder } from './bind';

@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
-import { RuntimeApiError } from '../../common/errors';
+import { RuntimeApiError } from '../../common/platform/errors';
 import { nativeAddon } from './native';
 import { alive } from './orphan';
 import { converse, refusedCommand, RuntimeCommands } from './runtime';

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { findUp } from '../../common/fs';
+import { findUp } from '../../common/platform/fs';
 
 /** The agent's native addon (agent/native/listenfd.c): sockets Node itself cannot make or hand over. */
 export interface NativeAddon {

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import { Logger } from '../../common/log';
+import { Logger } from '../../common/platform/log';
 
 /**
  * Whether `pid` runs. A zombie (exited, not reaped — PID 1 in some containers never reaps) counts as gone, but only
@@ -160,7 +160,7 @@ function startTime(proc: string, pid: number): number {
 }
 
 /**
- * Stops a HAProxy the agent could not take over (see Agent.takeOver): SIGTERM, then SIGKILL after `graceMs`, so
+ * Stops a HAProxy the agent could not take over (see apply/takeover.ts): SIGTERM, then SIGKILL after `graceMs`, so
  * that its ports can be bound again. Connections in flight on it are cut — the fallback when adoption fails.
  */
 export async function stopOrphan(pid: number, log: Logger, graceMs = 3000): Promise<void> {

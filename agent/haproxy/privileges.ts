@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { ProxyMgrConfig } from '../../common/config';
-import { ConfigError } from '../../common/errors';
-import { Logger } from '../../common/log';
+import { ProxyMgrConfig } from '../../common/config/config';
+import { ConfigError } from '../../common/platform/errors';
+import { Logger } from '../../common/platform/log';
 import type { HaproxyIdentity } from '../ports';
 
 /** What the decision depends on, injected so it is tested without root or a particular /etc/passwd. */

@@ -1,10 +1,10 @@
 import { ChildProcess, spawn as nodeSpawn, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { backoffMs } from '../../common/backoff';
-import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
-import { ProxyMgrError } from '../../common/errors';
-import { writeFileAtomic } from '../../common/fs';
-import { Logger } from '../../common/log';
+import { backoffMs } from '../../common/platform/backoff';
+import { Clock, systemClock, Timer, unrefTimer } from '../../common/platform/clock';
+import { ProxyMgrError } from '../../common/platform/errors';
+import { writeFileAtomic } from '../../common/platform/fs';
+import { Logger } from '../../common/platform/log';
 import { PidHandles } from './pid-handle';
 import type { Supervisor } from '../ports';
 import { AdminChannelSource, OpenedChannel } from './admin-channel';

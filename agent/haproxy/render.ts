@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { DesiredState, Server, Service } from '../../common/types';
+import { DesiredState, Server, Service } from '../../common/protocol/types';
 
 /** Where the rendered config points HAProxy at; all owned by the agent. */
 export interface RenderPaths {
@@ -84,7 +84,7 @@ export function renderHaproxyConfig(state: DesiredState, opts: RenderOptions): s
   listenOrder(state).forEach((service, i) => {
     out.push('');
     // Which socket each fd@k is: an agent taking this HAProxy over pairs the file with the right sockets even when
-    // it would not write this file itself (see Agent.takeOver).
+    // it would not write this file itself (see apply/takeover.ts).
     out.push(`${LISTENER_COMMENT}${FIRST_LISTEN_FD + i} ${listenerAddress(service)}`);
     out.push(sectionText(service, FIRST_LISTEN_FD + i));
   });

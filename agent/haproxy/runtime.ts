@@ -1,5 +1,5 @@
 import * as net from 'node:net';
-import { RuntimeApiError } from '../../common/errors';
+import { RuntimeApiError } from '../../common/platform/errors';
 import { parseServersState, RuntimeState } from './servers-state';
 import type { RuntimeApi } from '../ports';
 

@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
-import { errorMessage } from '../../common/errors';
-import { clipText } from '../../common/text';
+import { errorMessage } from '../../common/platform/errors';
+import { clipText } from '../../common/platform/text';
 import { FileWriter } from '../ports';
 
 export type ServerStateSave =

@@ -1,4 +1,4 @@
-import { ProxyMgrError } from '../../common/errors';
+import { ProxyMgrError } from '../../common/platform/errors';
 /** One server as HAProxy runs it, from `show servers state`. */
 export interface RuntimeServer {
   readonly backend: string;

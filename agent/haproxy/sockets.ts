@@ -1,6 +1,6 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
-import { ProxyMgrError } from '../../common/errors';
+import { ProxyMgrError } from '../../common/platform/errors';
 import { nativeAddon } from './native';
 import type * as ports from '../ports';
 import { socketKey } from '../ports';
@@ -9,7 +9,7 @@ import { socketKey } from '../ports';
  * The listening sockets the agent owns, one per bind address and port. They outlive every HAProxy process:
  * connections queue in their backlog while HAProxy restarts or reloads, so none is refused.
  */
-export class SocketPool implements ports.SocketPool {
+export class NativeSocketPool implements ports.SocketPool {
   private readonly fds = new Map<string, number>();
 
   constructor(private readonly backlog: number) {}

@@ -1,4 +1,4 @@
-import { ProxyMgrError } from '../../common/errors';
+import { ProxyMgrError } from '../../common/platform/errors';
 import type { RuntimeApi } from '../ports';
 
 /** Per-service counters from HAProxy's `show stat` (monotonic) and gauges (current values). */

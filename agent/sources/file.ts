@@ -1,11 +1,11 @@
 import { promises as fsp, watch, FSWatcher } from 'node:fs';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { ProxyMgrError, errorMessage } from '../../common/errors';
-import { Logger } from '../../common/log';
-import { fromJson } from '../../common/state-codec';
-import { DesiredState } from '../../common/types';
-import { stateVersion } from '../../common/state-hash';
+import { ProxyMgrError, errorMessage } from '../../common/platform/errors';
+import { Logger } from '../../common/platform/log';
+import { fromJson } from '../../common/protocol/state-codec';
+import { DesiredState } from '../../common/protocol/types';
+import { stateVersion } from '../../common/protocol/state-hash';
 import { ApplyFn, StateSource } from '../ports';
 
 /** Applies a state and says how it went (the gRPC source turns that into ACK/NACK). */

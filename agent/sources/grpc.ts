@@ -1,11 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import { backoffMs } from '../../common/backoff';
-import { Clock, systemClock, Timer, unrefTimer } from '../../common/clock';
-import { channelCredentials, TlsConfig } from '../../common/grpc';
-import { errorMessage, HaproxyConfigError } from '../../common/errors';
-import { Lifecycle, settleWithin } from '../../common/lifecycle';
-import { Logger } from '../../common/log';
-import { DesiredState } from '../../common/types';
+import { backoffMs } from '../../common/platform/backoff';
+import { Clock, systemClock, Timer, unrefTimer } from '../../common/platform/clock';
+import { channelCredentials, TlsConfig } from '../../common/platform/grpc';
+import { errorMessage, HaproxyConfigError } from '../../common/platform/errors';
+import { Lifecycle, settleWithin } from '../../common/platform/lifecycle';
+import { Logger } from '../../common/platform/log';
+import { DesiredState } from '../../common/protocol/types';
 import {
   AgentMessage,
   AgentStreamClient,
@@ -17,12 +17,12 @@ import { DesiredState as ProtoState } from '../../common/gen/proxymgr/v1/state';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { ApplyResult, PreflightResult } from '../agent';
-import { applyMethodToWire } from '../../common/apply-method';
-import { fromProto } from '../../common/state-codec';
+import { applyMethodToWire } from '../../common/protocol/apply-method';
+import { fromProto } from '../../common/protocol/state-codec';
 import { ApplyFn, ControlPlaneLink, StateSource } from '../ports';
 import { HeldState, PushMismatch } from './held-state';
 import { fitAgentMessage } from './message-fit';
-import { clipText } from '../../common/text';
+import { clipText } from '../../common/platform/text';
 
 export interface GrpcSourceOptions {
   /** Control-plane addresses ("host:port"), tried in turn. */

@@ -1,6 +1,6 @@
-import { Digest, globalsVersion, PROTOCOL_VERSION, resourceVersion } from '../../common/resources';
-import { fromProto, serviceFromProto } from '../../common/state-codec';
-import { DesiredState, HaproxyGlobals, Service } from '../../common/types';
+import { Digest, globalsVersion, PROTOCOL_VERSION, resourceVersion } from '../../common/protocol/resources';
+import { fromProto, serviceFromProto } from '../../common/protocol/state-codec';
+import { DesiredState, HaproxyGlobals, Service } from '../../common/protocol/types';
 import { Push } from '../../common/gen/proxymgr/v1/stream';
 
 /** Why a push cannot be taken: the agent asks for a resync (docs/protocol.md). */

@@ -1,8 +1,8 @@
-import { AGENT_MESSAGE_LIMIT_BYTES } from '../../common/grpc';
+import { AGENT_MESSAGE_LIMIT_BYTES } from '../../common/platform/grpc';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AgentMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
-import { MAX_COUNTED_SERVICES, MAX_DECLARED_RESOURCES } from '../../common/resources';
+import { MAX_COUNTED_SERVICES, MAX_DECLARED_RESOURCES } from '../../common/protocol/resources';
 
 /**
  * What one message to the control plane may take: its receive limit less a margin for the note on what was cut

@@ -1,13 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
-import { toProto } from '../../common/state-codec';
+import { toProto } from '../../common/protocol/state-codec';
 import {
   AgentInfo,
   ControlPlaneAdminServer,
   ListAgentsResponse,
   ListServicesResponse,
 } from '../../common/gen/proxymgr/v1/admin';
-import { clipText, plainText } from '../../common/text';
-import { DesiredState } from '../../common/types';
+import { clipText, plainText } from '../../common/platform/text';
+import { DesiredState } from '../../common/protocol/types';
 import { AgentRegistry } from './registry';
 import { AgentStateRequests } from './agent-questions';
 import { AgentRecord, DesiredStateSource } from '../ports';

@@ -1,5 +1,5 @@
-import { clipText as clipAt, plainText } from '../../common/text';
-import { MAX_COUNTED_SERVICES } from '../../common/resources';
+import { clipText as clipAt, plainText } from '../../common/platform/text';
+import { MAX_COUNTED_SERVICES } from '../../common/protocol/resources';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { PreflightReport, StateReport } from '../../common/gen/proxymgr/v1/stream';
 

@@ -1,5 +1,5 @@
 import { PreflightReport, StateReport } from '../../common/gen/proxymgr/v1/stream';
-import { DesiredState } from '../../common/types';
+import { DesiredState } from '../../common/protocol/types';
 
 /**
  * Questions the control plane asks connected agents over their streams, each answered once by a report naming the

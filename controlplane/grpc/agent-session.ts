@@ -1,9 +1,9 @@
-import { applyMethodFromWire } from '../../common/apply-method';
+import { applyMethodFromWire } from '../../common/protocol/apply-method';
 import { status } from '@grpc/grpc-js';
-import { Clock, Timer, unrefTimer } from '../../common/clock';
-import { Logger } from '../../common/log';
-import { PROTOCOL_VERSION } from '../../common/resources';
-import { toProto } from '../../common/state-codec';
+import { Clock, Timer, unrefTimer } from '../../common/platform/clock';
+import { Logger } from '../../common/platform/log';
+import { PROTOCOL_VERSION } from '../../common/protocol/resources';
+import { toProto } from '../../common/protocol/state-codec';
 import { Ack, AgentMessage, ControlMessage, Hello, Nack, Resync, Stats } from '../../common/gen/proxymgr/v1/stream';
 import { AgentRecord, DesiredStateSource } from '../ports';
 import { AgentPreflights, AgentStateRequests } from './agent-questions';

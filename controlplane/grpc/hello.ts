@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
-import { Decision, Identity, labelRefusal, mayStreamAs } from '../../common/auth';
-import { MAX_DECLARED_RESOURCES, PROTOCOL_VERSION } from '../../common/resources';
+import { Decision, Identity, labelRefusal, mayStreamAs } from '../../common/platform/auth';
+import { MAX_DECLARED_RESOURCES, PROTOCOL_VERSION } from '../../common/protocol/resources';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
 import { AgentRegistry } from './registry';
 import { MAX_VERSION_FIELD } from './agent-input';

@@ -1,6 +1,6 @@
-import { Identity, peerAddress } from '../../common/auth';
-import { Clock, systemClock, Timer } from '../../common/clock';
-import { KeyedTokenBuckets, TokenBucket } from '../../common/token-bucket';
+import { Identity, peerAddress } from '../../common/platform/auth';
+import { Clock, systemClock, Timer } from '../../common/platform/clock';
+import { KeyedTokenBuckets, TokenBucket } from '../../common/platform/token-bucket';
 
 /**
  * Paces pushes through one token bucket and one byte budget, with one queue and one timer: when the bucket is

@@ -1,6 +1,6 @@
-import { serviceToProto, toProto } from '../../common/state-codec';
-import { Delta, resourceVersion } from '../../common/resources';
-import { DesiredState } from '../../common/types';
+import { serviceToProto, toProto } from '../../common/protocol/state-codec';
+import { Delta, resourceVersion } from '../../common/protocol/resources';
+import { DesiredState } from '../../common/protocol/types';
 import { AgentStreamService, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
 
 /**

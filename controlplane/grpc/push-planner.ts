@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/resources';
-import { DesiredState } from '../../common/types';
+import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/protocol/resources';
+import { DesiredState } from '../../common/protocol/types';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
 import { cachedBody, pushBody } from './push-encoding';
 

@@ -1,4 +1,4 @@
-import type { ReportedMethod } from '../../common/apply-method';
+import type { ReportedMethod } from '../../common/protocol/apply-method';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AgentRecord, RegistryEvents } from '../ports';
 

@@ -1,4 +1,4 @@
-import { toStatus } from '../../common/grpc';
+import { toStatus } from '../../common/platform/grpc';
 import * as grpc from '@grpc/grpc-js';
 import {
   GatePolicy as GatePolicyPb,
@@ -10,10 +10,10 @@ import {
   RolloutServer,
   RolloutStatus,
 } from '../../common/gen/proxymgr/v1/rollout';
-import { GatePolicy, PreflightPolicy } from '../../common/config';
+import { GatePolicy, PreflightPolicy } from '../../common/config/config';
 import { GateResult } from '../rollout/gate';
-import { ConfigError } from '../../common/errors';
-import { integerKey } from '../../common/config-schema';
+import { ConfigError } from '../../common/platform/errors';
+import { integerKey } from '../../common/config/config-schema';
 import {
   Command,
   counts,

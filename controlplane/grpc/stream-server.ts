@@ -1,10 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
-import { Logger } from '../../common/log';
-import { TokenBucket } from '../../common/token-bucket';
-import { Clock, systemClock } from '../../common/clock';
+import { Logger } from '../../common/platform/log';
+import { TokenBucket } from '../../common/platform/token-bucket';
+import { Clock, systemClock } from '../../common/platform/clock';
 import { AgentMessage, AgentStreamServer, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
-import { AGENT_STREAM_METHOD, Authorizer } from '../../common/auth';
-import { identifyCall } from '../../common/grpc-auth';
+import { AGENT_STREAM_METHOD, Authorizer } from '../../common/platform/auth';
+import { identifyCall } from '../../common/platform/grpc-auth';
 import { AgentRegistry } from './registry';
 import { DesiredStateSource } from '../ports';
 import { AgentPreflights, AgentStateRequests } from './agent-questions';

@@ -1,5 +1,5 @@
 import zookeeper, { Client, Event, Exception, Stat } from 'node-zookeeper-client';
-import { errorMessage } from '../../common/errors';
+import { errorMessage } from '../../common/platform/errors';
 import { AgentStatus } from '../rollout/store';
 import { call, call2, ignore, isPersistent, zkCode } from '../zk/calls';
 import type { HaContext } from './ha-context';

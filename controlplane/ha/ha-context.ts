@@ -1,5 +1,5 @@
 import type { ACL, Client } from 'node-zookeeper-client';
-import type { Logger } from '../../common/log';
+import type { Logger } from '../../common/platform/log';
 
 /** What the parts of the HA store share: the current ZooKeeper client and connection epoch, paths, ACLs, log. */
 export interface HaContext {

@@ -1,6 +1,6 @@
 import zookeeper, { ACL, Client, Exception, Stat } from 'node-zookeeper-client';
-import { errorMessage, ProxyMgrError } from '../../common/errors';
-import { Logger } from '../../common/log';
+import { errorMessage, ProxyMgrError } from '../../common/platform/errors';
+import { Logger } from '../../common/platform/log';
 import { EMPTY_DOC, FleetDoc } from '../rollout/engine';
 import { ReplicaTraffic, TrafficView } from '../rollout/gate';
 import { Revision } from '../rollout/revision';

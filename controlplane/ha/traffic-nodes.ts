@@ -1,5 +1,5 @@
 import zookeeper, { Exception, Stat } from 'node-zookeeper-client';
-import { errorMessage, ProxyMgrError } from '../../common/errors';
+import { errorMessage, ProxyMgrError } from '../../common/platform/errors';
 import { ReplicaTraffic, TrafficView } from '../rollout/gate';
 import { call, call2, isPersistent, zkCode } from '../zk/calls';
 import type { HaContext } from './ha-context';

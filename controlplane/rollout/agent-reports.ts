@@ -1,9 +1,9 @@
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { applyMethodFromWire } from '../../common/apply-method';
-import { Logger } from '../../common/log';
-import { revisionOfVersion } from '../../common/revision-id';
-import { clipText } from '../../common/text';
-import { DesiredState } from '../../common/types';
+import { applyMethodFromWire } from '../../common/protocol/apply-method';
+import { Logger } from '../../common/platform/log';
+import { revisionOfVersion } from '../../common/protocol/revision-id';
+import { clipText } from '../../common/platform/text';
+import { DesiredState } from '../../common/protocol/types';
 import { AgentRecord, PreflightAsker, RegistryEvents } from '../ports';
 import { RolloutDoc } from './engine';
 import { AgentStatus, PreflightStatus, RolloutStore } from './store';

@@ -1,5 +1,5 @@
-import { ProxyMgrError } from '../../common/errors';
-import { parseWaveSpec } from '../../common/config';
+import { ProxyMgrError } from '../../common/platform/errors';
+import { parseWaveSpec } from '../../common/config/config';
 import { finish, FleetDoc, isActive, PolicyDoc, replace } from './fleet-doc';
 
 /** Operator commands; each returns the new document or throws RolloutCommandError. */

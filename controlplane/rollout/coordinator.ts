@@ -1,10 +1,10 @@
-import { ProxyMgrError } from '../../common/errors';
-import { Clock, systemClock, Timer } from '../../common/clock';
-import { RolloutConfig } from '../../common/config';
-import { errorMessage } from '../../common/errors';
-import { Lifecycle, settleWithin } from '../../common/lifecycle';
-import { Logger } from '../../common/log';
-import { DesiredState, Server } from '../../common/types';
+import { ProxyMgrError } from '../../common/platform/errors';
+import { Clock, systemClock, Timer } from '../../common/platform/clock';
+import { RolloutConfig } from '../../common/config/config';
+import { errorMessage } from '../../common/platform/errors';
+import { Lifecycle, settleWithin } from '../../common/platform/lifecycle';
+import { Logger } from '../../common/platform/log';
+import { DesiredState, Server } from '../../common/protocol/types';
 import { Discovery } from '../discovery';
 import {
   command,
@@ -37,7 +37,7 @@ import {
   selectorMatches,
 } from './revision';
 import { RolloutStore, RolloutStoreListener } from './store';
-import { ServiceOptionsPolicy } from '../../common/config';
+import { ServiceOptionsPolicy } from '../../common/config/config';
 
 /** What the coordinator uses of discovery. */
 export type RolloutDiscovery = Pick<Discovery, 'current' | 'configOf' | 'onSnapshot'> &

@@ -7,7 +7,7 @@
  *   doc = step(doc, fleet, now).doc                        // ACKs/NACKs in, waves out; call on every change
  *   releasedRevision(doc, 'web-17')                        // what one agent may run: the only gate for pushes
  */
-import { parseWaveSpec } from '../../common/config';
+import { parseWaveSpec } from '../../common/config/config';
 import { gateStart, TrafficView } from './gate';
 import {
   AgentResult,

@@ -9,7 +9,7 @@ import {
   PreflightPolicy,
   RolloutPolicyConfig,
   WaveSpec,
-} from '../../common/config';
+} from '../../common/config/config';
 import { ByKey, Counts, GateResult, GateStart, Gauges } from './gate';
 
 export type RolloutStateName = 'running' | 'paused' | 'halted' | 'completed' | 'rolled_back' | 'aborted' | 'superseded';

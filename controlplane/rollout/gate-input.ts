@@ -5,7 +5,7 @@
  *   const input = waveGateInput({ policy, from, to, traffic, start, window: gateWindow(wave), before, … })
  *   judge(input).verdict
  */
-import { GatePolicy } from '../../common/config';
+import { GatePolicy } from '../../common/config/config';
 import {
   AGENTS,
   ByKey,

@@ -7,12 +7,12 @@
  *   const start = gateStart(traffic, rollout)          // when every agent of the wave ACKed (kept in the wave)
  *   const v = judge(policy, rollout, start, traffic, baseline, { final })  // 'fail' halts; 'pass' / 'insufficient' at the end
  */
-import { GateMetric, GatePolicy } from '../../common/config';
-import { figureText } from '../../common/text';
+import { GateMetric, GatePolicy } from '../../common/config/config';
+import { figureText } from '../../common/platform/text';
 import { lowerMedian, upperMedian } from './voices';
 
-export { DEFAULT_GATE_POLICY, GATE_METRICS } from '../../common/config';
-export type { GateMetric, GatePolicy } from '../../common/config';
+export { DEFAULT_GATE_POLICY, GATE_METRICS } from '../../common/config/config';
+export type { GateMetric, GatePolicy } from '../../common/config/config';
 
 /** A counter vector: HAProxy's monotonic counters, summed. */
 export type Counts = readonly number[];

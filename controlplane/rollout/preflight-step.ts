@@ -1,4 +1,4 @@
-import { clipText } from '../../common/text';
+import { clipText } from '../../common/platform/text';
 import { FleetAgent, MAX_LISTED, MAX_LISTED_ERROR, PreflightDoc, RolloutDoc } from './fleet-doc';
 
 /**

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { DesiredState, HaproxyGlobals, HostsStatus, Server, Service } from '../../common/types';
-import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../../common/config';
-import { errorMessage } from '../../common/errors';
-import { REVISION_ID_LENGTH } from '../../common/revision-id';
-import { sanitizeState } from '../../common/validate-state';
+import { DesiredState, HaproxyGlobals, HostsStatus, Server, Service } from '../../common/protocol/types';
+import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../../common/config/config';
+import { errorMessage } from '../../common/platform/errors';
+import { REVISION_ID_LENGTH } from '../../common/protocol/revision-id';
+import { sanitizeState } from '../../common/haproxy/validate-state';
 import { canonicalJson, stateVersion } from '../builder';
 
 /** The shape of one service in a revision: everything but its hosts. */

@@ -1,4 +1,4 @@
-import { Clock, Timer } from '../../common/clock';
+import { Clock, Timer } from '../../common/platform/clock';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { isActive, RolloutDoc } from './engine';
 import { ReplicaTraffic } from './gate';

@@ -1,4 +1,4 @@
-import { GatePolicy } from '../../common/config';
+import { GatePolicy } from '../../common/config/config';
 import {
   ALL,
   COUNTS_LENGTH,

@@ -1,12 +1,13 @@
-import { ProxyMgrError } from '../../common/errors';
+import { ProxyMgrError } from '../../common/platform/errors';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { Logger } from '../../common/log';
+import { Logger } from '../../common/platform/log';
 import { MAX_CONFIG_FILE_BYTES, readConfinedFile } from '../confined-file';
 import { followDir } from '../follow';
 import { syntaxErrorMessage } from '../syntax-error';
-import { RawServiceConfig, ServiceConfigSource, SourceListener } from '../types';
+import { RawServiceConfig } from '../types';
+import { ServiceConfigSource, SourceListener } from '../ports';
 
 export interface FileSourceOptions {
   /** A directory with one `<service>.json|.yml|.yaml` per service, or one YAML/JSON file mapping name → config. */

@@ -1,5 +1,6 @@
-import { Logger } from '../../common/log';
-import { RawServiceConfig, ServiceConfigSource, SourceListener } from '../types';
+import { Logger } from '../../common/platform/log';
+import { RawServiceConfig } from '../types';
+import { ServiceConfigSource, SourceListener } from '../ports';
 import { ZkSessionManager } from '../zk/manager';
 
 export interface ZookeeperSourceOptions {

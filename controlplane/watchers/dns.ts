@@ -1,8 +1,9 @@
 import { promises as dns } from 'node:dns';
-import { Logger } from '../../common/log';
-import { DEFAULT_WEIGHT } from '../../common/types';
+import { Logger } from '../../common/platform/log';
+import { DEFAULT_WEIGHT } from '../../common/protocol/types';
 import { addressPortName } from '../host';
-import { DnsBackend, Host, Watcher, WatcherListener } from '../types';
+import { DnsBackend, Host } from '../types';
+import { Watcher, WatcherListener } from '../ports';
 
 export interface DnsWatcherOptions {
   readonly backends: readonly DnsBackend[];

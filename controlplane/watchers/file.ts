@@ -2,7 +2,8 @@ import * as path from 'node:path';
 import { MAX_HOSTS_FILE_BYTES, readConfinedFile } from '../confined-file';
 import { followDir } from '../follow';
 import { parseHostPort } from '../host';
-import { Host, Watcher, WatcherListener } from '../types';
+import { Host } from '../types';
+import { Watcher, WatcherListener } from '../ports';
 
 export interface FileWatcherOptions {
   /** One `host:port` (optionally `weight=N`) per line; `#` starts a comment. */

@@ -1,12 +1,13 @@
 import { realpathSync } from 'node:fs';
 import * as path from 'node:path';
-import { ControlPlaneConfig } from '../../common/config';
-import { Logger } from '../../common/log';
+import { ControlPlaneConfig } from '../../common/config/config';
+import { Logger } from '../../common/platform/log';
 import { isInside, lexicallyInside } from '../confined-file';
 import { ServiceConfigError } from '../service-config';
-import { ServiceConfig, Watcher, WatcherFactory } from '../types';
+import { ServiceConfig } from '../types';
+import { Watcher, WatcherFactory } from '../ports';
 import { ZkSessionManager } from '../zk/manager';
-import { ensembleOf } from '../../common/zk-ensembles';
+import { ensembleOf } from '../../common/config/zk-ensembles';
 import { DnsWatcher } from './dns';
 import { FileWatcher } from './file';
 import { StaticWatcher } from './static';

@@ -1,4 +1,5 @@
-import { Host, Watcher, WatcherListener } from '../types';
+import { Host } from '../types';
+import { Watcher, WatcherListener } from '../ports';
 
 /** Hosts listed in the service config itself (`"hosts": ["10.0.0.1:80", {"address":..,"port":..}]`). */
 export class StaticWatcher implements Watcher {

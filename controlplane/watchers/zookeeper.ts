@@ -1,6 +1,7 @@
-import { Logger } from '../../common/log';
+import { Logger } from '../../common/platform/log';
 import { parseHostNode } from '../host';
-import { Host, Watcher, WatcherListener } from '../types';
+import { Host } from '../types';
+import { Watcher, WatcherListener } from '../ports';
 import { ZkSessionManager } from '../zk/manager';
 
 export interface ZookeeperWatcherOptions {

@@ -1,6 +1,6 @@
 import zookeeper, { ACL, Client, Exception, Stat } from 'node-zookeeper-client';
-import { errorMessage } from '../../common/errors';
-import { Logger } from '../../common/log';
+import { errorMessage } from '../../common/platform/errors';
+import { Logger } from '../../common/platform/log';
 import { permsOf, ZkDigest } from './digest';
 
 import { call, isPersistent, zkCode as codeOf } from './calls';

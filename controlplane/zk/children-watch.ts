@@ -1,6 +1,6 @@
 import zookeeper, { Client, Event } from 'node-zookeeper-client';
-import { Logger } from '../../common/log';
-import { Clock, systemClock } from '../../common/clock';
+import { Logger } from '../../common/platform/log';
+import { Clock, systemClock } from '../../common/platform/clock';
 import { ZkSession } from './session';
 
 export interface ChildrenListener {

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import zookeeper, { ACL } from 'node-zookeeper-client';
-import { ConfigError } from '../../common/errors';
-import { Logger } from '../../common/log';
+import { ConfigError } from '../../common/platform/errors';
+import { Logger } from '../../common/platform/log';
 
 /** An ACL's permission bits. The library keeps them in `permission`; its typings call the field `perms`. */
 export function permsOf(a: ACL): number {

@@ -1,7 +1,7 @@
 import zookeeper, { ACL, Client, Exception, Stat } from 'node-zookeeper-client';
-import { Clock, systemClock } from '../../common/clock';
-import { errorMessage, ProxyMgrError } from '../../common/errors';
-import { Logger } from '../../common/log';
+import { Clock, systemClock } from '../../common/platform/clock';
+import { errorMessage, ProxyMgrError } from '../../common/platform/errors';
+import { Logger } from '../../common/platform/log';
 import { decodeKnownHosts, KnownHostsStore, LoadedKnownHosts } from '../known-hosts';
 import { KnownHostsWriter } from '../known-hosts-writer';
 import { Host, RawServiceConfig } from '../types';

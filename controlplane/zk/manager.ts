@@ -1,5 +1,5 @@
-import { Logger } from '../../common/log';
-import { ensembleOf } from '../../common/zk-ensembles';
+import { Logger } from '../../common/platform/log';
+import { ensembleOf } from '../../common/config/zk-ensembles';
 import { ChildrenListener, ZkChildrenWatch } from './children-watch';
 import { ZkDigest } from './digest';
 import { ZkSession, ZkSessionOptions } from './session';

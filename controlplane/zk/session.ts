@@ -1,7 +1,7 @@
 import zookeeper, { Client, State } from 'node-zookeeper-client';
-import { Logger } from '../../common/log';
-import { backoffMs } from '../../common/backoff';
-import { Clock, systemClock, Timer } from '../../common/clock';
+import { Logger } from '../../common/platform/log';
+import { backoffMs } from '../../common/platform/backoff';
+import { Clock, systemClock, Timer } from '../../common/platform/clock';
 import { ZkDigest } from './digest';
 
 /** The parts of node-zookeeper-client's (untyped) ConnectionManager that the code below touches. */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { RuntimeApiError } from '../../common/errors';
+import { RuntimeApiError } from '../../common/platform/errors';
 import type { RuntimeApi } from '../../agent/ports';
 import { Backend, startBackends } from '../../testkit/backends';
 import { freePort, get } from '../../testkit/net';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Backend, startBackends } from '../../testkit/backends';
 import { freePort, get, tally } from '../../testkit/net';
 import { HTTP_DEFAULTS, server, service, startTestAgent, state } from '../../testkit/agent';
-import { Service } from '../../common/types';
+import { Service } from '../../common/protocol/types';
 
 jest.setTimeout(60_000);
 

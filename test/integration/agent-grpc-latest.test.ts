@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { silentLogger } from '../../common/log';
-import { toProto } from '../../common/state-codec';
+import { silentLogger } from '../../common/platform/log';
+import { toProto } from '../../common/protocol/state-codec';
 import { AgentMessage, AgentStreamService, ControlMessage, Push } from '../../common/gen/proxymgr/v1/stream';
-import { DesiredState } from '../../common/types';
+import { DesiredState } from '../../common/protocol/types';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { eventually, sleep } from '../../testkit/net';

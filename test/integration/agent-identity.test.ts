@@ -1,12 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Authorizer } from '../../common/auth';
+import { Authorizer } from '../../common/platform/auth';
 import { FakeClock } from '../../testkit/fake-clock';
-import { parseConfig } from '../../common/config';
+import { parseConfig } from '../../common/config/config';
 import { AgentStreamClient, ControlMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
-import { authInterceptor } from '../../common/grpc-auth';
-import { silentLogger } from '../../common/log';
+import { authInterceptor } from '../../common/platform/grpc-auth';
+import { silentLogger } from '../../common/platform/log';
 import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { agentStreamServer } from '../../controlplane/grpc/stream-server';

@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import { ApplyFn } from '../../agent/ports';
 import { createAgentProcess } from '../../agent/wiring';
 import { Backend, startBackends } from '../../testkit/backends';

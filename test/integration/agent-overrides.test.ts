@@ -3,7 +3,7 @@ import { ADMF_FDRAIN, ADMF_FMAINT } from '../../agent/haproxy/servers-state';
 import { Backend, startBackends } from '../../testkit/backends';
 import { eventually, freePort, tally } from '../../testkit/net';
 import { server, service, startTestAgent, state } from '../../testkit/agent';
-import { Server } from '../../common/types';
+import { Server } from '../../common/protocol/types';
 
 jest.setTimeout(60_000);
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Backend, startBackends } from '../../testkit/backends';
 import { freePort, tally } from '../../testkit/net';
 import { server, service, startTestAgent, state } from '../../testkit/agent';
-import { Service } from '../../common/types';
+import { Service } from '../../common/protocol/types';
 
 jest.setTimeout(60_000);
 

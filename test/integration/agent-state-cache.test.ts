@@ -1,7 +1,7 @@
 import { existsSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Logger } from '../../common/log';
-import { stateJsonText } from '../../common/state-codec';
+import { Logger } from '../../common/platform/log';
+import { stateJsonText } from '../../common/protocol/state-codec';
 import { createAgentProcess } from '../../agent/wiring';
 import { ApplyFn } from '../../agent/ports';
 import { Backend, startBackends } from '../../testkit/backends';

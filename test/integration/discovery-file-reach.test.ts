@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource } from '../../common/config';
-import { Logger } from '../../common/log';
+import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig, ServiceConfigSource } from '../../common/config/config';
+import { Logger } from '../../common/platform/log';
 import { Discovery } from '../../controlplane/discovery';
 import { discoveryFromConfig } from '../../controlplane/wiring';
 import { endpoints } from '../../testkit/discovery';

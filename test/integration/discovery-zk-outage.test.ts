@@ -1,8 +1,8 @@
 import * as net from 'node:net';
 import zookeeper from 'node-zookeeper-client';
-import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
-import { silentLogger } from '../../common/log';
-import { DesiredState } from '../../common/types';
+import { DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config/config';
+import { silentLogger } from '../../common/platform/log';
+import { DesiredState } from '../../common/protocol/types';
 import { Discovery } from '../../controlplane/discovery';
 import { discoveryFromConfig } from '../../controlplane/wiring';
 import { ZkSessionManager } from '../../controlplane/zk/manager';

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DesiredState } from '../../common/types';
+import { DesiredState } from '../../common/protocol/types';
 import { Discovery } from '../../controlplane/discovery';
 import { endpoints, testDiscovery } from '../../testkit/discovery';
 import { tempDir } from '../../testkit/net';

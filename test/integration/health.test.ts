@@ -1,14 +1,14 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { parseConfig } from '../../common/config';
+import { parseConfig } from '../../common/config/config';
 import {
   HealthCheckResponse,
   HealthCheckResponse_ServingStatus as S,
   HealthClient,
 } from '../../common/gen/grpc/health/v1/health';
-import { addHealth, Health } from '../../common/grpc';
-import { silentLogger } from '../../common/log';
+import { addHealth, Health } from '../../common/platform/grpc';
+import { silentLogger } from '../../common/platform/log';
 import { createAgentProcess } from '../../agent/wiring';
 import { controlPlaneFromConfig } from '../../controlplane/wiring';
 import { Backend, startBackends } from '../../testkit/backends';

@@ -1,5 +1,5 @@
 import { gzipSync } from 'node:zlib';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import { Host } from '../../controlplane/types';
 import { ZkDigest } from '../../controlplane/zk/digest';
 import { ZkKnownHostsStore } from '../../controlplane/zk/known-hosts-store';

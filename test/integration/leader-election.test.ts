@@ -1,5 +1,5 @@
 import zookeeper, { Client } from 'node-zookeeper-client';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import type { HaContext } from '../../controlplane/ha/ha-context';
 import { LeaderElection } from '../../controlplane/ha/leader-election';
 import { eventually } from '../../testkit/net';

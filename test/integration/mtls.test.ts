@@ -1,11 +1,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { createLogger, silentLogger } from '../../common/log';
-import { parseConfig } from '../../common/config';
+import { createLogger, silentLogger } from '../../common/platform/log';
+import { parseConfig } from '../../common/config/config';
 import { ControlPlaneProcess } from '../../controlplane/control-plane-process';
 import { controlPlaneFromConfig } from '../../controlplane/wiring';
 import { GrpcStateSource } from '../../agent/sources/grpc';
-import { DesiredState } from '../../common/types';
+import { DesiredState } from '../../common/protocol/types';
 import { ApplyResult } from '../../agent/agent';
 import { eventually, freePort, sleep, tempDir } from '../../testkit/net';
 import { makeCertificates } from '../../testkit/certs';

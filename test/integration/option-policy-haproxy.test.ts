@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
-import { listenOptionProblem, serverOptionsProblems } from '../../common/option-policy';
+import { DEFAULT_SERVICE_OPTIONS } from '../../common/config/config';
+import { listenOptionProblem, serverOptionsProblems } from '../../common/haproxy/option-policy';
 import { tempDir } from '../../testkit/net';
 import {
   CHECK_CONNECT_OPTIONS,

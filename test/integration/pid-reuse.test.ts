@@ -2,7 +2,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { HaproxySupervisor } from '../../agent/haproxy/process';
 import type { RuntimeApi } from '../../agent/ports';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import { sleep } from '../../testkit/net';
 
 jest.setTimeout(30_000);

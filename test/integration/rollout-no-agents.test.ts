@@ -1,10 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import { Discovery } from '../../controlplane/discovery';
 import { AgentRecord } from '../../controlplane/ports';
 import { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
-import { revisionOfVersion } from '../../common/revision-id';
+import { revisionOfVersion } from '../../common/protocol/revision-id';
 import { testDiscovery } from '../../testkit/discovery';
 import { haRolloutStore } from '../../controlplane/wiring';
 import { eventually, sleep, tempDir } from '../../testkit/net';

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../../common/fs';
+import { writeFileAtomic } from '../../common/platform/fs';
 import { errno } from '../../testkit/fake-agent';
 import { ADMF_FDRAIN } from '../../agent/haproxy/servers-state';
 import { Backend, startBackends } from '../../testkit/backends';

@@ -1,7 +1,7 @@
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { Logger } from '../../common/log';
-import { MAX_COUNTED_SERVICES } from '../../common/resources';
-import { DesiredState } from '../../common/types';
+import { Logger } from '../../common/platform/log';
+import { MAX_COUNTED_SERVICES } from '../../common/protocol/resources';
+import { DesiredState } from '../../common/protocol/types';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { eventually } from '../../testkit/net';

@@ -1,6 +1,6 @@
 import { FakeClock } from '../../testkit/fake-clock';
-import { silentLogger } from '../../common/log';
-import { DesiredState } from '../../common/types';
+import { silentLogger } from '../../common/platform/log';
+import { DesiredState } from '../../common/protocol/types';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { AgentReports } from '../../controlplane/rollout/agent-reports';
 import { RolloutStore } from '../../controlplane/rollout/store';

@@ -1,8 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { AgentMessage, AgentStreamService, ControlMessage, Hello, Push } from '../../common/gen/proxymgr/v1/stream';
-import { silentLogger } from '../../common/log';
-import { diff, fullDelta, MAX_COUNTED_SERVICES, PROTOCOL_VERSION, resourceSet } from '../../common/resources';
-import { DesiredState, Service } from '../../common/types';
+import { silentLogger } from '../../common/platform/log';
+import { diff, fullDelta, MAX_COUNTED_SERVICES, PROTOCOL_VERSION, resourceSet } from '../../common/protocol/resources';
+import { DesiredState, Service } from '../../common/protocol/types';
 import { ApplyResult } from '../../agent/agent';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { HeldState } from '../../agent/sources/held-state';

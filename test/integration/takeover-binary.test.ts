@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { Agent } from '../../agent/agent';
 import { createAgent } from '../../agent/wiring';
 import { findHaproxies } from '../../agent/haproxy/orphan';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import { Backend, startBackends } from '../../testkit/backends';
 import { freePort, tally, tempDir } from '../../testkit/net';
 import { server, service, startTestAgent, state } from '../../testkit/agent';

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { ControlPlaneConfig, DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config';
+import { ControlPlaneConfig, DEFAULT_CONTROLPLANE_CONFIG } from '../../common/config/config';
 import { Discovery } from '../../controlplane/discovery';
 import { discoveryFromConfig } from '../../controlplane/wiring';
 import { endpoints } from '../../testkit/discovery';

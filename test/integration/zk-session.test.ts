@@ -1,5 +1,5 @@
 import { Client } from 'node-zookeeper-client';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import { ZkSession } from '../../controlplane/zk/session';
 import { eventually } from '../../testkit/net';
 import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';

@@ -1,6 +1,6 @@
-import { HaproxyConfigError } from '../../common/errors';
+import { HaproxyConfigError } from '../../common/platform/errors';
 import { listenOrder } from '../../agent/haproxy/render';
-import * as planModule from '../../agent/plan';
+import * as planModule from '../../agent/runtime-plan';
 import { errno, fakeAgent } from '../../testkit/fake-agent';
 import { server, service, state } from '../../testkit/agent';
 

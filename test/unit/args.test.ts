@@ -1,4 +1,4 @@
-import { configFlag, parseArgs, parseFlags, UsageError } from '../../common/args';
+import { configFlag, parseArgs, parseFlags, UsageError } from '../../common/platform/args';
 
 const spec = { config: 'string', json: 'boolean', 'bake-ms': 'string' } as const;
 

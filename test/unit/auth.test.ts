@@ -10,16 +10,16 @@ import {
   PERMISSION_DENIED,
   requiredRole,
   UNAUTHENTICATED,
-} from '../../common/auth';
-import { authTlsWarning, parseConfig } from '../../common/config';
+} from '../../common/platform/auth';
+import { authTlsWarning, parseConfig } from '../../common/config/config';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { helloProblem, protocolProblem } from '../../controlplane/grpc/hello';
-import { MAX_DECLARED_RESOURCES } from '../../common/resources';
+import { MAX_DECLARED_RESOURCES } from '../../common/protocol/resources';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
 import { AgentAdminService, ControlPlaneAdminService } from '../../common/gen/proxymgr/v1/admin';
 import { RolloutService } from '../../common/gen/proxymgr/v1/rollout';
 import { AgentStreamDefinition } from '../../controlplane/grpc/push-encoding';
-import { addHealth, addReflection } from '../../common/grpc';
+import { addHealth, addReflection } from '../../common/platform/grpc';
 
 const OPS_TOKEN = 'ops-token-0123456789abcdef';
 const VIEW_TOKEN = 'view-token-0123456789abcdef';

@@ -1,4 +1,4 @@
-import { attributeAlerts } from '../../agent/haproxy/check';
+import { attributeAlerts } from '../../agent/haproxy/config-check';
 
 /** Issue 9 h: `haproxy -c` output (HAProxy 2.6.12, verbatim shapes) mapped back to the services' listen sections. */
 describe('attributeAlerts (pure)', () => {

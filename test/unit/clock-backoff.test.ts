@@ -1,8 +1,8 @@
 import { ChildProcess, spawn as realSpawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { backoffMs } from '../../common/backoff';
+import { backoffMs } from '../../common/platform/backoff';
 import { FakeClock } from '../../testkit/fake-clock';
-import { silentLogger } from '../../common/log';
+import { silentLogger } from '../../common/platform/log';
 import { HaproxySupervisor } from '../../agent/haproxy/process';
 import type { RuntimeApi } from '../../agent/ports';
 import { reconnectDelay } from '../../agent/sources/grpc';

@@ -1,4 +1,4 @@
-import { CoalescedFile } from '../../common/coalesced-file';
+import { CoalescedFile } from '../../common/platform/coalesced-file';
 import { FakeClock } from '../../testkit/fake-clock';
 
 // CoalescedFile on a FakeClock and an in-memory disk: every write is an explicit step of the test.

@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import Ajv from 'ajv';
 import yaml from 'js-yaml';
-import { compile } from '../../common/config-compile';
-import { CONFIG_FORMATS } from '../../common/config-readers';
+import { compile } from '../../common/config/config-compile';
+import { CONFIG_FORMATS } from '../../common/config/config-readers';
 import type {
   AgentConfig,
   AuthClient,
@@ -14,14 +14,14 @@ import type {
   PreflightPolicy,
   RolloutConfig,
   ServiceOptionsPolicy,
-} from '../../common/config';
-import schemaJson from '../../common/config.schema.json';
+} from '../../common/config/config';
+import schemaJson from '../../common/config/config.schema.json';
 import {
   DEFAULT_GATE_POLICY,
   DEFAULT_PREFLIGHT_POLICY,
   DEFAULT_ROLLOUT_POLICY,
   parseConfig,
-} from '../../common/config';
+} from '../../common/config/config';
 import {
   CONFIG_SCHEMA,
   configReference,
@@ -31,13 +31,13 @@ import {
   schemaNode,
   withConfigReference,
   withoutNulls,
-} from '../../common/config-schema';
-import { ConfigError } from '../../common/errors';
+} from '../../common/config/config-schema';
+import { ConfigError } from '../../common/platform/errors';
 
 const REPO = path.join(__dirname, '..', '..');
 const readme = () => readFileSync(path.join(REPO, 'README.md'), 'utf8');
 
-describe('proxymgr.yml schema (common/config.schema.json)', () => {
+describe('proxymgr.yml schema (common/config/config.schema.json)', () => {
   test("the README's configuration reference is the one generated from the schema (npm run docs:config)", () => {
     expect(withConfigReference(readme())).toBe(readme());
   });
@@ -108,7 +108,7 @@ describe('proxymgr.yml schema (common/config.schema.json)', () => {
   test('the example configs name the schema for editors (the original ProxyMgr example stays as it was)', () => {
     for (const name of ['agent.yml', 'controlplane.yml']) {
       const text = readFileSync(path.join(REPO, 'deploy', 'examples', name), 'utf8');
-      expect(text).toMatch(/^# yaml-language-server: \$schema=\.\.\/\.\.\/common\/config\.schema\.json$/m);
+      expect(text).toMatch(/^# yaml-language-server: \$schema=\.\.\/\.\.\/common\/config\/config\.schema\.json$/m);
     }
   });
 });

@@ -3,10 +3,10 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { authTlsWarning, loadConfig, parseConfig } from '../../common/config';
+import { authTlsWarning, loadConfig, parseConfig } from '../../common/config/config';
 import { readStateFile } from '../../agent/sources/file';
-import { sanitizeState } from '../../common/validate-state';
-import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
+import { sanitizeState } from '../../common/haproxy/validate-state';
+import { DEFAULT_SERVICE_OPTIONS } from '../../common/config/config';
 import { parseServiceConfig } from '../../controlplane/service-config';
 
 const examples = path.join(__dirname, '..', '..', 'deploy', 'examples');

@@ -1,5 +1,5 @@
 import { Drains } from '../../agent/drains';
-import { DesiredState, Server, Service } from '../../common/types';
+import { DesiredState, Server, Service } from '../../common/protocol/types';
 
 const server = (name: string, extra: Partial<Server> = {}): Server => ({
   name,

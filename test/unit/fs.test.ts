@@ -1,6 +1,6 @@
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import * as path from 'node:path';
-import { ensurePrivateDir, writeFileAtomic } from '../../common/fs';
+import { ensurePrivateDir, writeFileAtomic } from '../../common/platform/fs';
 import { tempDir } from '../../testkit/net';
 
 test('writeFileAtomic writes via a temp file, and leaves an unchanged file alone', async () => {

@@ -1,11 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import { UsageError } from '../../common/args';
-import { ConfigError, ProxyMgrError } from '../../common/errors';
-import { toStatus } from '../../common/grpc';
+import { UsageError } from '../../common/platform/args';
+import { ConfigError, ProxyMgrError } from '../../common/platform/errors';
+import { toStatus } from '../../common/platform/grpc';
 import { RolloutCommandError } from '../../controlplane/rollout/engine';
 import { HostError } from '../../controlplane/host';
 
-describe('errors become gRPC statuses in one place (common/grpc.ts toStatus)', () => {
+describe('errors become gRPC statuses in one place (common/platform/grpc.ts toStatus)', () => {
   test.each([
     [new ConfigError('waves[0]: bad'), grpc.status.INVALID_ARGUMENT, 'CONFIG_INVALID: waves[0]: bad'],
     [new UsageError('--x: unknown flag'), grpc.status.INVALID_ARGUMENT, 'USAGE: --x: unknown flag'],

@@ -1,9 +1,9 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { silentLogger } from '../../common/log';
-import { ProxyMgrError } from '../../common/errors';
-import { checkConfig } from '../../agent/haproxy/check';
+import { silentLogger } from '../../common/platform/log';
+import { ProxyMgrError } from '../../common/platform/errors';
+import { checkConfig } from '../../agent/haproxy/config-check';
 import { HaproxySupervisor, SpawnFn } from '../../agent/haproxy/process';
 import type { RuntimeApi } from '../../agent/ports';
 import { eventually, tempDir } from '../../testkit/net';

@@ -1,7 +1,7 @@
 import { HeldState, PushMismatch } from '../../agent/sources/held-state';
-import { Delta, diff, fullDelta, PROTOCOL_VERSION, resourceSet } from '../../common/resources';
-import { toProto } from '../../common/state-codec';
-import { DesiredState, Server, Service } from '../../common/types';
+import { Delta, diff, fullDelta, PROTOCOL_VERSION, resourceSet } from '../../common/protocol/resources';
+import { toProto } from '../../common/protocol/state-codec';
+import { DesiredState, Server, Service } from '../../common/protocol/types';
 import { Push } from '../../common/gen/proxymgr/v1/stream';
 import { deltaToPush } from '../../controlplane/grpc/push-encoding';
 import { HTTP_DEFAULTS, server, service, state } from '../../testkit/agent';

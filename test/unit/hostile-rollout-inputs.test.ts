@@ -9,7 +9,7 @@ import type { RolloutCoordinator } from '../../controlplane/rollout/coordinator'
 import type { DesiredStateSource } from '../../controlplane/ports';
 import { isReplicaTraffic } from '../../controlplane/ha/traffic-nodes';
 import { AgentPreflights } from '../../controlplane/grpc/agent-questions';
-import { DesiredState } from '../../common/types';
+import { DesiredState } from '../../common/protocol/types';
 
 /** The new inputs of issues 11–12, fed what an attacker would send. */
 describe('hostile values at the rollout inputs', () => {

@@ -1,4 +1,4 @@
-import { parseConfig } from '../../common/config';
+import { parseConfig } from '../../common/config/config';
 import { seededRandom } from '../../bench/lib-common';
 import { HOSTILE_TARGET_CLASSES, HOSTILE_TARGET_LISTENS } from '../../bench/lib-hostile-targets';
 import { buildDesiredStateChecked } from '../../controlplane/builder';

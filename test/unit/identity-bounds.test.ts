@@ -1,11 +1,11 @@
 import type { PeerCertificate } from 'node:tls';
-import { Authorizer, CallInfo, labelRefusal } from '../../common/auth';
+import { Authorizer, CallInfo, labelRefusal } from '../../common/platform/auth';
 import { FakeClock } from '../../testkit/fake-clock';
-import { DEFAULT_CONTROLPLANE_CONFIG, parseConfig } from '../../common/config';
+import { DEFAULT_CONTROLPLANE_CONFIG, parseConfig } from '../../common/config/config';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
-import { silentLogger } from '../../common/log';
-import { KeyedTokenBuckets } from '../../common/token-bucket';
-import { ensembleOf } from '../../common/zk-ensembles';
+import { silentLogger } from '../../common/platform/log';
+import { KeyedTokenBuckets } from '../../common/platform/token-bucket';
+import { ensembleOf } from '../../common/config/zk-ensembles';
 import { AgentRegistry } from '../../controlplane/grpc/registry';
 import { helloProblem } from '../../controlplane/grpc/hello';
 import { parseServiceConfig, ServiceConfigError } from '../../controlplane/service-config';

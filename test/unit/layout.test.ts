@@ -200,3 +200,28 @@ describe('no import circles', () => {
     expect(importCircles(sources(dir))).toEqual([[path.join(dir, 'a.ts'), path.join(dir, 'b.ts')]]);
   });
 });
+
+describe('files stay small enough to read', () => {
+  /** Lines of `text` from `start` (a line index) to the line that closes the block opened there (a `}` at column 0). */
+  function blockLength(lines: readonly string[], start: number): number {
+    const end = lines.findIndex((l, i) => i > start && l === '}');
+    return end - start + 1;
+  }
+
+  test('no product file (agent, controlplane, common, bin, ctl) passes 500 lines; generated ones aside', () => {
+    const long = ['agent', 'controlplane', 'common', 'bin', 'ctl']
+      .flatMap((d) => sources(d))
+      .filter((f) => !readFileSync(path.join(REPO, f), 'utf8').startsWith('// GENERATED'))
+      .map((f) => ({ f, n: readFileSync(path.join(REPO, f), 'utf8').split('\n').length - 1 }))
+      .filter((x) => x.n > 500)
+      .map((x) => `${x.f}: ${x.n} lines`);
+    expect(long).toEqual([]);
+  });
+
+  test('class Agent keeps serialization, lifecycle and the public API: under 400 lines (the apply steps are agent/apply/)', () => {
+    const lines = readFileSync(path.join(REPO, 'agent', 'agent.ts'), 'utf8').split('\n');
+    const start = lines.findIndex((l) => l.startsWith('export class Agent '));
+    expect(start).toBeGreaterThan(0);
+    expect(blockLength(lines, start)).toBeLessThan(400);
+  });
+});

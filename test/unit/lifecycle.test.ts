@@ -1,16 +1,16 @@
 import * as net from 'node:net';
 import { FakeClock } from '../../testkit/fake-clock';
-import { parseConfig } from '../../common/config';
-import { LifecycleError } from '../../common/errors';
-import { Lifecycle, settleWithin } from '../../common/lifecycle';
-import { silentLogger } from '../../common/log';
+import { parseConfig } from '../../common/config/config';
+import { LifecycleError } from '../../common/platform/errors';
+import { Lifecycle, settleWithin } from '../../common/platform/lifecycle';
+import { silentLogger } from '../../common/platform/log';
 import { createAgentProcess } from '../../agent/wiring';
 import { GrpcStateSource } from '../../agent/sources/grpc';
 import { Discovery } from '../../controlplane/discovery';
 import { controlPlaneFromConfig } from '../../controlplane/wiring';
 import { RolloutCoordinator } from '../../controlplane/rollout/coordinator';
 import { MemoryRolloutStore } from '../../controlplane/rollout/memory-store';
-import { ServiceConfigSource, SourceListener } from '../../controlplane/types';
+import { ServiceConfigSource, SourceListener } from '../../controlplane/ports';
 import { fakeWatchers, testDiscovery } from '../../testkit/discovery';
 
 // Guarded lifecycle transitions of the long-lived components: stop is awaited and idempotent (the same promise),

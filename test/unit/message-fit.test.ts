@@ -1,6 +1,6 @@
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
 import { AgentMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
-import { MAX_COUNTED_SERVICES, MAX_DECLARED_RESOURCES } from '../../common/resources';
+import { MAX_COUNTED_SERVICES, MAX_DECLARED_RESOURCES } from '../../common/protocol/resources';
 import { AGENT_MESSAGE_BUDGET_BYTES, fitAgentMessage } from '../../agent/sources/message-fit';
 
 const size = (m: AgentMessage) => AgentMessage.encode(m).finish().length;

@@ -1,8 +1,8 @@
-import { DEFAULT_SERVICE_OPTIONS, parseConfig, ServiceOptionsPolicy } from '../../common/config';
-import { ConfigError } from '../../common/errors';
-import { LISTEN_KEYWORDS, SERVER_KEYWORDS } from '../../common/haproxy-keywords';
-import { quote, tokenize } from '../../common/haproxy-tokens';
-import { listenOptionProblem, sectionLineProblem, serverOptionsProblems } from '../../common/option-policy';
+import { DEFAULT_SERVICE_OPTIONS, parseConfig, ServiceOptionsPolicy } from '../../common/config/config';
+import { ConfigError } from '../../common/platform/errors';
+import { LISTEN_KEYWORDS, SERVER_KEYWORDS } from '../../common/haproxy/haproxy-keywords';
+import { quote, tokenize } from '../../common/haproxy/haproxy-tokens';
+import { listenOptionProblem, sectionLineProblem, serverOptionsProblems } from '../../common/haproxy/option-policy';
 import { ORDINARY_LISTEN_OPTIONS, ORDINARY_SERVER_OPTIONS } from '../../testkit/service-options';
 
 const policy = (p: Partial<ServiceOptionsPolicy> = {}): ServiceOptionsPolicy => ({ ...DEFAULT_SERVICE_OPTIONS, ...p });

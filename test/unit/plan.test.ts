@@ -1,7 +1,7 @@
-import { plan, staticAlgorithm } from '../../agent/plan';
+import { plan, staticAlgorithm } from '../../agent/runtime-plan';
 import { RuntimeServer, RuntimeState } from '../../agent/haproxy/servers-state';
 import { server, service, state } from '../../testkit/agent';
-import { Service } from '../../common/types';
+import { Service } from '../../common/protocol/types';
 
 function actualOf(services: Service[], override: Record<string, Partial<RuntimeServer>> = {}): RuntimeState {
   return new Map(

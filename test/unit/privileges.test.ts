@@ -1,7 +1,7 @@
 import { hasEffectiveCaps, IdentityHost, resolveHaproxyIdentity } from '../../agent/haproxy/privileges';
-import { parseConfig } from '../../common/config';
-import { ConfigError } from '../../common/errors';
-import { Logger } from '../../common/log';
+import { parseConfig } from '../../common/config/config';
+import { ConfigError } from '../../common/platform/errors';
+import { Logger } from '../../common/platform/log';
 
 /** A logger that keeps what it was told, to assert on warnings. */
 function recordingLogger() {

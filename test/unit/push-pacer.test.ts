@@ -1,5 +1,5 @@
 import { FakeClock } from '../../testkit/fake-clock';
-import { TokenBucket } from '../../common/token-bucket';
+import { TokenBucket } from '../../common/platform/token-bucket';
 import { PushPacer } from '../../controlplane/grpc/pacing';
 
 describe('push pacing on an injected clock (no waiting)', () => {

@@ -1,5 +1,5 @@
 import { renderHaproxyConfig } from '../../agent/haproxy/render';
-import { DesiredState } from '../../common/types';
+import { DesiredState } from '../../common/protocol/types';
 import { server, service, state } from '../../testkit/agent';
 
 // renderHaproxyConfig memoizes each service's section per (service object, fd). Whatever it reuses, its text must

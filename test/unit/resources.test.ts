@@ -7,8 +7,8 @@ import {
   resourceSet,
   ResourceSet,
   resourceVersion,
-} from '../../common/resources';
-import { DesiredState, Service } from '../../common/types';
+} from '../../common/protocol/resources';
+import { DesiredState, Service } from '../../common/protocol/types';
 import { HTTP_DEFAULTS, server, service, state } from '../../testkit/agent';
 
 const names = (services: readonly Service[]) => services.map((s) => s.name).sort();

@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { writeFileAtomic } from '../../common/fs';
+import { writeFileAtomic } from '../../common/platform/fs';
 import { saveServerState } from '../../agent/haproxy/server-state-file';
 import { errno } from '../../testkit/fake-agent';
 

@@ -1,8 +1,8 @@
 import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { silentLogger } from '../../common/log';
-import { stateJsonText } from '../../common/state-codec';
+import { silentLogger } from '../../common/platform/log';
+import { stateJsonText } from '../../common/protocol/state-codec';
 import { confirmStateCache, judgeStateCache, readStateCache } from '../../agent/state-cache';
 import { server, service, state } from '../../testkit/agent';
 

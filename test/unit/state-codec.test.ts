@@ -1,7 +1,7 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import * as pb from '../../common/gen/proxymgr/v1/state';
-import { fromJson, fromProto, stateJsonText, toJson, toProto } from '../../common/state-codec';
-import { DesiredState, Service } from '../../common/types';
+import { fromJson, fromProto, stateJsonText, toJson, toProto } from '../../common/protocol/state-codec';
+import { DesiredState, Service } from '../../common/protocol/types';
 import { parseHostNode } from '../../controlplane/host';
 
 const state = (weights: number[]): DesiredState => ({

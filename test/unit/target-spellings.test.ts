@@ -1,9 +1,9 @@
-import { attributeAlerts } from '../../agent/haproxy/check';
+import { attributeAlerts } from '../../agent/haproxy/config-check';
 import { renderServerLine } from '../../agent/haproxy/render';
-import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../../common/config';
-import { listenOptionProblem } from '../../common/option-policy';
-import { hostAddressProblem, targetProblem } from '../../common/target-policy';
-import { sanitizeState } from '../../common/validate-state';
+import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../../common/config/config';
+import { listenOptionProblem } from '../../common/haproxy/option-policy';
+import { hostAddressProblem, targetProblem } from '../../common/haproxy/target-policy';
+import { sanitizeState } from '../../common/haproxy/validate-state';
 import { parseHostNode } from '../../controlplane/host';
 import { parseServiceConfig } from '../../controlplane/service-config';
 import { server, service, state } from '../../testkit/agent';

@@ -1,4 +1,4 @@
-import { HaproxyConfigError, ProxyMgrError } from '../../common/errors';
+import { HaproxyConfigError, ProxyMgrError } from '../../common/platform/errors';
 import { ApplyResult } from '../../agent/agent';
 import { RETRY_MAX_ATTEMPTS, RETRY_MAX_MS } from '../../agent/retry';
 import { fakeAgent } from '../../testkit/fake-agent';

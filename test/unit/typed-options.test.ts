@@ -1,7 +1,7 @@
-import { DEFAULT_SERVICE_OPTIONS, parseConfig, ServiceOptionsPolicy } from '../../common/config';
-import { listenOptionProblem, serverOptionsProblems } from '../../common/option-policy';
-import { localFacts, parseTargetRule, targetProblem, TargetRule } from '../../common/target-policy';
-import { sanitizeState } from '../../common/validate-state';
+import { DEFAULT_SERVICE_OPTIONS, parseConfig, ServiceOptionsPolicy } from '../../common/config/config';
+import { listenOptionProblem, serverOptionsProblems } from '../../common/haproxy/option-policy';
+import { localFacts, parseTargetRule, targetProblem, TargetRule } from '../../common/haproxy/target-policy';
+import { sanitizeState } from '../../common/haproxy/validate-state';
 import { parseServiceConfig } from '../../controlplane/service-config';
 import { server, service, state } from '../../testkit/agent';
 

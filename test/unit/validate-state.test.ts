@@ -1,6 +1,6 @@
-import { sanitizeState } from '../../common/validate-state';
-import { DEFAULT_SERVICE_OPTIONS } from '../../common/config';
-import { StateError } from '../../common/errors';
+import { sanitizeState } from '../../common/haproxy/validate-state';
+import { DEFAULT_SERVICE_OPTIONS } from '../../common/config/config';
+import { StateError } from '../../common/platform/errors';
 import { server, service, state } from '../../testkit/agent';
 
 describe('sanitizeState (pure)', () => {
@@ -75,7 +75,7 @@ describe('sanitizeState (pure)', () => {
   });
 });
 
-describe('sanitizeState: service options (common/option-policy)', () => {
+describe('sanitizeState: service options (common/haproxy/option-policy)', () => {
   const honest = service('api', 81, [server('a', 1)]);
 
   test('a hostile listen option rejects only its service, naming it, the option and why; the others stay', () => {

@@ -2,11 +2,11 @@
  * The agent stream's session, planner and pacing without gRPC: a session writes to a fake transport, its timers
  * (answer timeout, push pacing, Stats interval) run on a FakeClock the tests move instead of waiting.
  */
-import { ANONYMOUS } from '../../../common/auth';
-import { silentLogger } from '../../../common/log';
-import { PROTOCOL_VERSION } from '../../../common/resources';
-import { TokenBucket } from '../../../common/token-bucket';
-import { DesiredState } from '../../../common/types';
+import { ANONYMOUS } from '../../../common/platform/auth';
+import { silentLogger } from '../../../common/platform/log';
+import { PROTOCOL_VERSION } from '../../../common/protocol/resources';
+import { TokenBucket } from '../../../common/platform/token-bucket';
+import { DesiredState } from '../../../common/protocol/types';
 import { AgentMessage, ControlMessage, Hello } from '../../../common/gen/proxymgr/v1/stream';
 import { AgentStateRequests } from '../../../controlplane/grpc/agent-questions';
 import { AgentSession, SessionDeps } from '../../../controlplane/grpc/agent-session';

@@ -1,5 +1,6 @@
 import { buildDesiredState, buildDesiredStateChecked, canonicalJson } from '../../../controlplane/builder';
-import { Coalescer, Clock } from '../../../controlplane/coalescer';
+import { Coalescer } from '../../../controlplane/coalescer';
+import type { Clock } from '../../../common/platform/clock';
 import { applyFailStatic, removalBudget } from '../../../controlplane/fail-static';
 import { Host, ServiceConfig } from '../../../controlplane/types';
 

@@ -1,8 +1,8 @@
 import { gzipSync } from 'node:zlib';
-import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig } from '../../../common/config';
+import { DEFAULT_CONTROLPLANE_CONFIG, ControlPlaneConfig } from '../../../common/config/config';
 import { FakeClock } from '../../../testkit/fake-clock';
 import { fakeWatchers } from '../../../testkit/discovery';
-import { DesiredState } from '../../../common/types';
+import { DesiredState } from '../../../common/protocol/types';
 import { Discovery } from '../../../controlplane/discovery';
 import {
   decodeKnownHosts,
@@ -13,16 +13,10 @@ import {
 } from '../../../controlplane/known-hosts';
 import { KnownHostsWriter } from '../../../controlplane/known-hosts-writer';
 import { serviceRemovals } from '../../../controlplane/service-removal';
-import {
-  Host,
-  RawServiceConfig,
-  ServiceConfigSource,
-  SourceListener,
-  Watcher,
-  WatcherListener,
-} from '../../../controlplane/types';
+import { Host, RawServiceConfig } from '../../../controlplane/types';
+import { ServiceConfigSource, SourceListener, Watcher, WatcherListener } from '../../../controlplane/ports';
 import { composeState, revisionOf } from '../../../controlplane/rollout/revision';
-import { silentLogger } from '../../../common/log';
+import { silentLogger } from '../../../common/platform/log';
 
 const host = (n: number): Host => ({ name: `h${n}`, address: `10.0.0.${n}`, port: 80, weight: 1, options: [] });
 

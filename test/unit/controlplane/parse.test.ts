@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parseConfig } from '../../../common/config';
+import { parseConfig } from '../../../common/config/config';
 import { parseHostNode, parseHostPort } from '../../../controlplane/host';
 import { parseServiceConfig } from '../../../controlplane/service-config';
 import { parseHostsFile } from '../../../controlplane/watchers/file';

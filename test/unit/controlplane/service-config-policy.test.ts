@@ -1,4 +1,4 @@
-import { DEFAULT_SERVICE_OPTIONS } from '../../../common/config';
+import { DEFAULT_SERVICE_OPTIONS } from '../../../common/config/config';
 import { parseServiceConfig, ServiceConfigError } from '../../../controlplane/service-config';
 
 const raw = (doc: object, name = 'web') => ({

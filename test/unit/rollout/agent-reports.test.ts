@@ -1,4 +1,4 @@
-import { silentLogger } from '../../../common/log';
+import { silentLogger } from '../../../common/platform/log';
 import { AgentRecord } from '../../../controlplane/ports';
 import { AgentReports } from '../../../controlplane/rollout/agent-reports';
 import { RolloutStore } from '../../../controlplane/rollout/store';

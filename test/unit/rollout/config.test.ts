@@ -1,4 +1,4 @@
-import { parseConfig } from '../../../common/config';
+import { parseConfig } from '../../../common/config/config';
 import { parseServiceConfig } from '../../../controlplane/service-config';
 
 const zk = 'service_config: {type: zookeeper, servers: "zk1:2181", path: /service_config}\n';

@@ -1,6 +1,6 @@
 import { FakeClock } from '../../../testkit/fake-clock';
-import { silentLogger } from '../../../common/log';
-import { DesiredState, Server, Service } from '../../../common/types';
+import { silentLogger } from '../../../common/platform/log';
+import { DesiredState, Server, Service } from '../../../common/protocol/types';
 import { AgentRecord } from '../../../controlplane/ports';
 import { RolloutCoordinator, RolloutDiscovery } from '../../../controlplane/rollout/coordinator';
 import { MemoryRolloutStore } from '../../../controlplane/rollout/memory-store';

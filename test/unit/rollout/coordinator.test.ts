@@ -1,11 +1,11 @@
 import { FakeClock } from '../../../testkit/fake-clock';
-import { RolloutConfig } from '../../../common/config';
-import { silentLogger } from '../../../common/log';
-import { DesiredState } from '../../../common/types';
+import { RolloutConfig } from '../../../common/config/config';
+import { silentLogger } from '../../../common/platform/log';
+import { DesiredState } from '../../../common/protocol/types';
 import { AgentRecord } from '../../../controlplane/ports';
 import { RolloutCoordinator, RolloutDiscovery } from '../../../controlplane/rollout/coordinator';
 import { MemoryRolloutStore } from '../../../controlplane/rollout/memory-store';
-import { revisionOfVersion } from '../../../common/revision-id';
+import { revisionOfVersion } from '../../../common/protocol/revision-id';
 
 // The coordinator end to end in milliseconds: an in-memory store instead of ZooKeeper, registry events as the
 // stream server sends them, and a fake clock for the bake time.

@@ -17,8 +17,8 @@ import {
   selectorMatches,
   serviceRemovalsOf,
 } from '../../../controlplane/rollout/revision';
-import { revisionOfVersion } from '../../../common/revision-id';
-import { DesiredState } from '../../../common/types';
+import { revisionOfVersion } from '../../../common/protocol/revision-id';
+import { DesiredState } from '../../../common/protocol/types';
 
 const POLICY: PolicyDoc = { waves: ['1', '10%', '50%', '100%'], bakeMs: 300, maxNacks: 0, autoRollback: true };
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `a${String(i).padStart(2, '0')}`);

@@ -3,7 +3,7 @@
  * cap of traffic.ts (TrafficLedger), the robust judgement in gate.ts (judge) and its input (gate-input.ts), and the
  * gauge bounds of agent-reports.ts. Pure logic; every time is explicit.
  */
-import { DEFAULT_GATE_POLICY, GatePolicy } from '../../../common/config';
+import { DEFAULT_GATE_POLICY, GatePolicy } from '../../../common/config/config';
 import { ServiceCounters } from '../../../common/gen/proxymgr/v1/counters';
 import { ALL, Counts, GateInput, gateStart, judge, TrafficView } from '../../../controlplane/rollout/gate';
 import { gateWindow, waveGateInput } from '../../../controlplane/rollout/gate-input';

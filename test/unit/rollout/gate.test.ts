@@ -3,14 +3,14 @@
  * describeFigure), traffic.ts (TrafficLedger), the gate/preflight phases of engine.step, and their config.
  * Pure logic over hand-built data: no processes, no timers (every `now` is explicit).
  */
-import { ConfigError } from '../../../common/errors';
+import { ConfigError } from '../../../common/platform/errors';
 import {
   DEFAULT_GATE_POLICY,
   DEFAULT_PREFLIGHT_POLICY,
   GatePolicy,
   parseConfig,
   PreflightPolicy,
-} from '../../../common/config';
+} from '../../../common/config/config';
 import { ServiceCounters } from '../../../common/gen/proxymgr/v1/counters';
 import {
   command,

@@ -1,4 +1,4 @@
-import { DEFAULT_SERVICE_OPTIONS } from '../../../common/config';
+import { DEFAULT_SERVICE_OPTIONS } from '../../../common/config/config';
 import { revisionProblem } from '../../../controlplane/rollout/revision';
 
 /** Revisions are read back from ZooKeeper, where (without a digest) anyone could plant one. */

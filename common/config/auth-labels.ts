@@ -1,5 +1,5 @@
 import { describe, expectObject } from './config-compile';
-import { ConfigError } from './errors';
+import { ConfigError } from '../platform/errors';
 
 /** Label names as a hello may carry them (the stream server checks the same pattern). */
 export const LABEL_KEY_RE = /^[A-Za-z0-9_./-]{1,63}$/;

@@ -1,6 +1,6 @@
 /**
  * Domain types shared by the control plane and the agent. Proto messages (common/gen) are converted to these
- * at the edge (common/state-codec.ts); the rest of the code only sees these.
+ * at the edge (common/protocol/state-codec.ts); the rest of the code only sees these.
  */
 
 export interface Server {

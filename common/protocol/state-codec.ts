@@ -1,4 +1,4 @@
-import * as pb from './gen/proxymgr/v1/state';
+import * as pb from '../gen/proxymgr/v1/state';
 import { DEFAULT_BIND_ADDRESS, DEFAULT_WEIGHT, DesiredState, HostsStatus, Service } from './types';
 
 /** Proto → domain. Defaults are filled in here so the rest of the code never sees proto's zero values. */

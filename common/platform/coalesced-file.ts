@@ -1,7 +1,7 @@
 import { Clock, Timer, unrefTimer } from './clock';
 import { errorMessage } from './errors';
 
-/** Writes `content` to `file` (atomically, in practice common/fs.ts writeFileAtomic). */
+/** Writes `content` to `file` (atomically, in practice common/platform/fs.ts writeFileAtomic). */
 export type WriteFn = (file: string, content: string) => Promise<unknown>;
 
 /** The longest a failed write waits before it is tried again. */

@@ -1,6 +1,6 @@
 /**
- * proxymgr.yml's JSON Schema (common/config.schema.json): the single definition of its keys, their types, ranges and
- * defaults, and their documentation. The loader compiles every document from it (common/config-compile.ts), the
+ * proxymgr.yml's JSON Schema (common/config/config.schema.json): the single definition of its keys, their types, ranges and
+ * defaults, and their documentation. The loader compiles every document from it (common/config/config-compile.ts), the
  * README's configuration reference is generated from it (`npm run docs:config`; test/unit/config-schema.test.ts fails
  * when the two differ), and editors validate configs with it (`# yaml-language-server: $schema=…` in deploy/examples).
  */
@@ -25,7 +25,7 @@ export interface SchemaNode {
   readonly minItems?: number;
   readonly anyOf?: readonly SchemaNode[];
   readonly additionalProperties?: boolean | SchemaNode;
-  /** The loader's extensions (common/config-compile.ts says what each does). */
+  /** The loader's extensions (common/config/config-compile.ts says what each does). */
   readonly 'x-as'?: string;
   readonly 'x-field'?: string;
   readonly 'x-flatten'?: boolean;
@@ -97,7 +97,7 @@ export function configReference(root: SchemaNode = CONFIG_SCHEMA): string {
 
 /** The markers around the generated table in README.md. */
 export const REFERENCE_START =
-  '<!-- config-reference: generated from common/config.schema.json by `npm run docs:config`; do not edit -->';
+  '<!-- config-reference: generated from common/config/config.schema.json by `npm run docs:config`; do not edit -->';
 export const REFERENCE_END = '<!-- config-reference end -->';
 
 /** README text with the generated table put between the markers. */

@@ -1,9 +1,9 @@
 /**
- * The typed proxymgr.yml: what the loader (common/config.ts) compiles from the schema (common/config.schema.json). Its
+ * The typed proxymgr.yml: what the loader (common/config/config.ts) compiles from the schema (common/config/config.schema.json). Its
  * fields are the schema's keys in camelCase; test/unit/config-schema.test.ts checks that the two list the same keys.
  */
-import type { TlsConfig } from './grpc';
-import type { ServiceOptionsPolicy } from './option-policy';
+import type { TlsConfig } from '../platform/grpc';
+import type { ServiceOptionsPolicy } from '../haproxy/option-policy';
 import type { WatcherEnsemble } from './zk-ensembles';
 
 /**
@@ -36,7 +36,7 @@ export interface HaproxyConfig {
   readonly userConfigured?: boolean;
 }
 
-export type { ServiceOptionsPolicy } from './option-policy';
+export type { ServiceOptionsPolicy } from '../haproxy/option-policy';
 
 export type Role = 'agent' | 'viewer' | 'operator';
 export const ROLES: readonly Role[] = ['agent', 'viewer', 'operator'];
@@ -55,7 +55,7 @@ export interface AuthClient {
   /** Node-id patterns an agent identity may say hello as (`*` wildcards; `{cn}`, `{san_dns}`, `{san_uri}`). */
   readonly nodeIds: readonly string[];
   /**
-   * Label name → value patterns an agent of this identity may claim (see common/auth-labels.ts); names not listed
+   * Label name → value patterns an agent of this identity may claim (see common/config/auth-labels.ts); names not listed
    * are refused. Absent = self-declared.
    */
   readonly labels?: Readonly<Record<string, readonly string[]>>;

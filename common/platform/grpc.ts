@@ -8,7 +8,7 @@ const { FileDescriptorSet, FileDescriptorProto } = require('protobufjs/ext/descr
   FileDescriptorSet: { decode(b: Uint8Array): unknown };
   FileDescriptorProto: { encode(m: object): { finish(): Uint8Array } };
 };
-import { HealthCheckResponse_ServingStatus, HealthServer, HealthService } from './gen/grpc/health/v1/health';
+import { HealthCheckResponse_ServingStatus, HealthServer, HealthService } from '../gen/grpc/health/v1/health';
 import { ErrorCode, ProxyMgrError } from './errors';
 import { findUp } from './fs';
 

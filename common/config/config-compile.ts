@@ -1,11 +1,11 @@
 /**
- * The proxymgr.yml compiler: walks the schema (common/config.schema.json) beside a parsed document and returns the
+ * The proxymgr.yml compiler: walks the schema (common/config/config.schema.json) beside a parsed document and returns the
  * typed config, every key checked against its node (type, range, enum, pattern, required keys, unknown keys) and
  * every key left out given its `default`. Each message names the file, the key and what is expected. Field names
  * are the keys in camelCase (`drift_check_interval_ms` → `driftCheckIntervalMs`) unless the node says otherwise.
  *
  * Besides JSON Schema, a node may carry:
- * - `x-as`: a named format (common/config-readers.ts) that reads the checked value (`path` resolves it against the
+ * - `x-as`: a named format (common/config/config-readers.ts) that reads the checked value (`path` resolves it against the
  *   file's directory, `listen` a host:port, …); a raw format reads the value as written (the node's JSON Schema then
  *   serves editors only);
  * - `x-field`: the field name, where it is not the key in camelCase;
@@ -18,7 +18,7 @@
  * A string item of a list is a line: empty allowed, control characters not.
  */
 import type { SchemaNode } from './config-schema';
-import { ConfigError } from './errors';
+import { ConfigError } from '../platform/errors';
 
 export type Raw = Record<string, unknown>;
 

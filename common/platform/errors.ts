@@ -24,7 +24,7 @@ export type ErrorCode =
 
 /**
  * Base class of every error ProxyMgr raises on purpose, each with a stable code. They become gRPC statuses in one
- * place, common/grpc.ts's toStatus, and exit codes in the CLI; nothing else looks at messages.
+ * place, common/platform/grpc.ts's toStatus, and exit codes in the CLI; nothing else looks at messages.
  */
 export class ProxyMgrError extends Error {
   readonly code: ErrorCode;

@@ -1,4 +1,4 @@
-import { ApplyMethod as WireApplyMethod } from './gen/proxymgr/v1/stream';
+import { ApplyMethod as WireApplyMethod } from '../gen/proxymgr/v1/stream';
 
 /** How a state is (or would be) applied: nothing to change, runtime API commands, or a seamless reload. */
 export type ApplyMethod = 'nothing' | 'runtime' | 'reload';

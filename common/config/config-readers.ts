@@ -1,7 +1,7 @@
 /**
- * The named formats of proxymgr.yml (`x-as` in common/config.schema.json): each reads a value of one kind (a path, a
+ * The named formats of proxymgr.yml (`x-as` in common/config/config.schema.json): each reads a value of one kind (a path, a
  * host:port, a listen address, a wave, …) wherever the schema uses it, and throws a ConfigError naming the file, the
- * key and what is expected. The compiler (common/config-compile.ts) has checked the value's type first, unless the
+ * key and what is expected. The compiler (common/config/config-compile.ts) has checked the value's type first, unless the
  * format is raw.
  */
 import { isIP } from 'node:net';
@@ -9,10 +9,10 @@ import * as path from 'node:path';
 import { parseClientLabels } from './auth-labels';
 import { At, describe, expectObject, Format } from './config-compile';
 import type { WaveSpec } from './config-types';
-import { ConfigError } from './errors';
-import type { TlsConfig } from './grpc';
-import { deniedExtraKeyword, sectionLineProblem } from './option-policy';
-import { parsePortList, parseTargetRule } from './target-policy';
+import { ConfigError } from '../platform/errors';
+import type { TlsConfig } from '../platform/grpc';
+import { deniedExtraKeyword, sectionLineProblem } from '../haproxy/option-policy';
+import { parsePortList, parseTargetRule } from '../haproxy/target-policy';
 import { ensembleServers, WatcherEnsemble } from './zk-ensembles';
 
 export { describe, expectObject } from './config-compile';

@@ -1,6 +1,6 @@
 /**
  * HAProxy's reading of one config line: words split on blanks, quotes removed, backslash and `\xNN` escapes
- * decoded, `#` comments cut (HAProxy 2.6). The option policy (common/option-policy.ts) judges words as HAProxy reads
+ * decoded, `#` comments cut (HAProxy 2.6). The option policy (common/haproxy/option-policy.ts) judges words as HAProxy reads
  * them, never as they are written.
  */
 

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { DesiredState, Server, Service } from '../common/types';
+import { DesiredState, Server, Service } from '../common/protocol/types';
 import { serverAddress, serverKeywords } from './haproxy/render';
 import { ADMF_FDRAIN, ADMF_FMAINT, RuntimeServer, RuntimeState } from './haproxy/servers-state';
 

@@ -1,7 +1,7 @@
-import { loadConfig } from '../common/config';
-import { parseFlags, UsageError } from '../common/args';
-import { errorMessage } from '../common/errors';
-import { createLogger } from '../common/log';
+import { loadConfig } from '../common/config/config';
+import { parseFlags, UsageError } from '../common/platform/args';
+import { errorMessage } from '../common/platform/errors';
+import { createLogger } from '../common/platform/log';
 import { Discovery } from './discovery';
 import { discoveryFromConfig } from './wiring';
 

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
-import { AuthClient, AuthConfig, Role } from './config';
+import { AuthClient, AuthConfig, Role } from '../config/config';
 import { ConfigError, errorMessage } from './errors';
 import { Logger, silentLogger } from './log';
 

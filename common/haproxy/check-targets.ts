@@ -1,8 +1,8 @@
-import type { ServiceOptionsPolicy } from './config';
+import type { ServiceOptionsPolicy } from '../config/config';
 import { CheckArgs, ConnectArgs } from './option-grammar';
 import { connectTargets, serverCheckArgs } from './option-policy';
 import { targetProblem } from './target-policy';
-import { Server, Service } from './types';
+import { Server, Service } from '../protocol/types';
 
 /**
  * Every connection a server line makes — its traffic, its health checks (`addr`/`port`, `tcp-check connect`,

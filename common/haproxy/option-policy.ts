@@ -44,12 +44,12 @@ export interface ServiceOptionsPolicy {
  * section) and `server_options` / per-host options (words after `server NAME ADDR`); HAProxy ignores indentation,
  * so without a check one line could open a `global` section, bind a port, run a program or serve any file.
  *
- * Listen options: the first word(s) must be a listen keyword of HAProxy 2.6 (common/haproxy-keywords.ts, from the
+ * Listen options: the first word(s) must be a listen keyword of HAProxy 2.6 (common/haproxy/haproxy-keywords.ts, from the
  * manual) or an operator's `service_options.extra_listen_keywords`, and not on LISTEN_DENY. Server options: every
  * word is read as HAProxy reads a server line — a keyword, then as many arguments as it takes — and every keyword
  * must be known (or an operator's extra) and not on SERVER_DENY. In both, arguments that name a file must lie in
  * `service_options.file_dirs`, and Lua, `env()` and environment expansion are refused. Arguments that take an
- * address, a table, a backend or a variable are typed by common/option-grammar.ts (references judged against the
+ * address, a table, a backend or a variable are typed by common/haproxy/option-grammar.ts (references judged against the
  * service's own name). docs/service-options.md explains every entry. Pure; the same answer on the control plane and
  * on every agent.
  */
@@ -345,7 +345,7 @@ export function serverOptionsProblems(
 
 /**
  * The health-check, agent-check and socks4 targets server options set (later settings win), for the target policy
- * (common/target-policy.ts). Options the grammar refuses set nothing.
+ * (common/haproxy/target-policy.ts). Options the grammar refuses set nothing.
  */
 export function serverCheckArgs(options: readonly string[], policy: ServiceOptionsPolicy, service: string): CheckArgs {
   return readServerOptions(options, policy, service).checks;

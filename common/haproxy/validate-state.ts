@@ -1,10 +1,10 @@
 import { isIP } from 'node:net';
-import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from './config';
+import { DEFAULT_SERVICE_OPTIONS, ServiceOptionsPolicy } from '../config/config';
 import { serverTargetProblems, serviceTargetProblems } from './check-targets';
-import { StateError, StateProblem } from './errors';
+import { StateError, StateProblem } from '../platform/errors';
 import { hostAddressProblem } from './target-policy';
 import { listenOptionProblem, OptionProblem, sectionLineProblem, serverOptionsProblems } from './option-policy';
-import { DesiredState, Server, Service } from './types';
+import { DesiredState, Server, Service } from '../protocol/types';
 
 /** HAProxy section and server names: what HAProxy accepts and nothing that could break out of a config line. */
 export const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
@@ -22,7 +22,7 @@ export interface SanitizedState {
  * Rejects hostile or impossible input before anything is rendered. A bad service is left out (or kept at its
  * version in `previous`), the rest is still served. Bad global/defaults lines reject the whole state: there is
  * nothing sensible to serve instead, so the caller keeps what runs. Listen and server options are held to `policy`
- * (common/option-policy.ts); the control plane and every agent pass their own proxymgr.yml's `service_options`.
+ * (common/haproxy/option-policy.ts); the control plane and every agent pass their own proxymgr.yml's `service_options`.
  */
 export function sanitizeState(
   state: DesiredState,

@@ -1,5 +1,5 @@
 /**
- * proxymgr.yml, read once at start: parsed (js-yaml), compiled from its schema (common/config.schema.json: every key,
+ * proxymgr.yml, read once at start: parsed (js-yaml), compiled from its schema (common/config/config.schema.json: every key,
  * its type, range and default, named once), then checked for what one key alone cannot say (a port range in order,
  * a ZooKeeper ensemble for rollouts, an auth entry's roles and node ids agreeing). Every error names the file, the key
  * and what is expected.
@@ -26,11 +26,11 @@ import type {
   ServiceConfigSource,
   ServiceOptionsPolicy,
 } from './config-types';
-import { ConfigError } from './errors';
-import type { TlsConfig } from './grpc';
-import { localFacts, NO_LOCAL_FACTS } from './target-policy';
+import { ConfigError } from '../platform/errors';
+import type { TlsConfig } from '../platform/grpc';
+import { localFacts, NO_LOCAL_FACTS } from '../haproxy/target-policy';
 import { ensembleOverlapProblem } from './zk-ensembles';
-import { zkPathProblem } from './zk-path';
+import { zkPathProblem } from '../platform/zk-path';
 
 export type * from './config-types';
 export { GATE_METRICS, ROLES } from './config-types';

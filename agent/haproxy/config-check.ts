@@ -1,5 +1,5 @@
 import { spawn as nodeSpawn } from 'node:child_process';
-import { HaproxyConfigError, ProxyMgrError } from '../../common/errors';
+import { HaproxyConfigError, ProxyMgrError } from '../../common/platform/errors';
 import { nativeAddon } from './native';
 import type { SpawnFn } from './process';
 
