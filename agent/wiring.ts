@@ -40,7 +40,8 @@ export function realAgentAdapters(
           observer: new StatsSocketClient(haproxy.socketPath),
           keeperFile: path.join(agent.stateDir, 'admin-channel.json'),
         });
-  const channels = replace.channels ?? adminChannels;
+  // Channels come with the supervisor that opens them: replaced only together with makeSupervisor.
+  const channels = replace.makeSupervisor !== undefined ? replace.channels : adminChannels;
   const runtime = replace.runtime ?? channels;
   if (!runtime) throw new TypeError('realAgentAdapters: a replaced supervisor needs a runtime');
   return {
@@ -104,7 +105,7 @@ export function createAgentProcess(
         ? new FileStateSource(from.stateFile, log.child({ component: 'state-file' }))
         : controlPlaneSource(config, log, hooks)),
     haproxyRunning: () => findHaproxies(config.haproxy.configPath, config.haproxy.binary).length > 0,
-    fillHaproxySections: from.stateFile !== undefined,
+    fillHaproxySections: Boolean(from.stateFile),
   });
 }
 
