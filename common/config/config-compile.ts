@@ -12,6 +12,7 @@
  * - `x-flatten`: a mapping whose fields go into the parent's, prefixed (`dns.min_ttl_ms` → `dnsMinTtlMs`);
  * - `x-keys: "verbatim"`: a mapping whose fields keep the keys as written;
  * - `x-shorthand`: the field a value of the other `anyOf` branch stands for (`gate: false` = `{enabled: false}`);
+ * - `x-refuse-empty`: an empty value (`key:` with nothing after it) is refused instead of meaning "not set";
  * - `x-expected`: what the key expects, in the words of its messages, where the type alone says too little.
  *
  * A key whose value is null (`backlog:` with nothing after it) is not set, as YAML writes it; a list item never is.
@@ -113,6 +114,12 @@ function compileNode(
   item: boolean,
   c: Compilation,
 ): unknown {
+  if (!item && value === null && node['x-refuse-empty']) {
+    // `require_client_cert:` with nothing after it is a template that rendered empty, not a choice: refused rather
+    // than read as its default (mTLS silently off).
+    c.problems.push(`${c.file}: ${key}: expected ${expected(node)}, got null`);
+    return undefined;
+  }
   if (!item && (value === undefined || value === null)) {
     if (node.default === undefined) return undefined;
     value = structuredClone(node.default);
@@ -187,7 +194,7 @@ function compileObject(node: SchemaNode, raw: Raw, key: string, c: Compilation):
   const names = Object.keys(props);
   for (const k of Object.keys(raw)) {
     // An unknown key is refused even when empty: it is a typo, or a key of another version, either way not read.
-    if (!(k in props))
+    if (!Object.hasOwn(props, k))
       c.unknown.push(`${c.file}: ${at(k)}: unknown key${names.length ? ` (expected one of ${names.join(', ')})` : ''}`);
   }
   return out;

@@ -32,6 +32,7 @@ export interface SchemaNode {
   readonly 'x-keys'?: 'verbatim';
   readonly 'x-shorthand'?: string;
   readonly 'x-expected'?: string;
+  readonly 'x-refuse-empty'?: boolean;
 }
 
 export const CONFIG_SCHEMA = schemaJson as unknown as SchemaNode;

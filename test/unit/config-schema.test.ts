@@ -66,6 +66,12 @@ describe('proxymgr.yml schema (common/config/config.schema.json)', () => {
     expect(load('controlplanes:\n  listen: 127.0.0.1:7000\n')).toThrow(
       /proxymgr\.yml: controlplanes: unknown key \(expected one of haproxy, service_options, service_config, controlplane, rollout, agent, auth\)/,
     );
+    // Empty unknown keys too (a typo is a typo), and keys named like an object's built-ins are not keys of the schema.
+    expect(load('rollout:\n  zookeeper: "zk:2181"\n  gate: {thresholdz:}\n')).toThrow(
+      /rollout\.gate\.thresholdz: unknown key/,
+    );
+    for (const builtIn of ['constructor', 'toString', 'hasOwnProperty', '__proto__'])
+      expect(load(`agent:\n  ${builtIn}: 1\n`)).toThrow(new RegExp(`agent\\.${builtIn}: unknown key`));
     // What the loader's own checks say stays as precise as before (they run first).
     expect(load('agent:\n  drift_check_interval_ms: 5\n')).toThrow(
       /agent\.drift_check_interval_ms: expected an integer 100\.\.3600000, got number 5/,
@@ -197,5 +203,16 @@ describe('review findings', () => {
     expect(c.agent.backlog).toBe(schemaNode('agent.backlog')!.default);
     expect(c.agent.adminListen).toBe('');
     expect(c.controlplane.metricsListen).toBe('');
+  });
+});
+
+describe('an empty switch that guards security is refused, not read as its default', () => {
+  test.each(['controlplane', 'agent'])('%s.tls.require_client_cert: with nothing after it', (section) => {
+    const yml = `${section}:\n  tls: {ca: ca.pem, cert: c.pem, key: k.pem, require_client_cert: }\n`;
+    expect(() => parseConfig(yml, '/etc/proxymgr/proxymgr.yml')).toThrow(
+      new RegExp(`^/etc/proxymgr/proxymgr\\.yml: ${section}\\.tls\\.require_client_cert: expected .*got null`),
+    );
+    const on = parseConfig(yml.replace('require_client_cert: ', 'require_client_cert: true'), 'p.yml');
+    expect((section === 'agent' ? on.agent.tls : on.controlplane.tls)?.requireClientCert).toBe(true);
   });
 });
