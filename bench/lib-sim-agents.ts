@@ -248,7 +248,7 @@ class SimAgent {
     this.client = client;
     this.call = call;
     let ended = false;
-    /** A push did not fit: only a full one is taken until it comes (as agent/sources/grpc.ts does). */
+    /** A push did not fit: only a full one is taken until it comes (as agent/sources/stream-session.ts does). */
     let awaitingFull = false;
     call.write({
       hello: Hello.fromPartial({

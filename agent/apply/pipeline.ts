@@ -6,7 +6,7 @@ import {
   StateProblem,
 } from '../../common/platform/errors';
 import type { DesiredState } from '../../common/protocol/types';
-import { plan, reason, Reason } from '../runtime-plan';
+import { Overrides, plan, reason, Reason } from '../runtime-plan';
 import type { RejectedServices } from '../rejected-services';
 import type { ApplyResult, Outcome, PreflightResult, Trigger } from '../results';
 import type { Binder } from './bind';
@@ -38,11 +38,17 @@ export interface PipelineSteps {
  */
 export class ApplyPipeline {
   private tookOver = false;
+  private problemsOfLast: readonly StateProblem[] = [];
 
   constructor(
     private readonly ctx: ApplyContext,
     private readonly steps: PipelineSteps,
   ) {}
+
+  /** What the last apply that was not rejected left out or kept. */
+  get problemsOfCurrent(): readonly StateProblem[] {
+    return this.problemsOfLast;
+  }
 
   async apply(desired: DesiredState, trigger: Trigger): Promise<ApplyResult> {
     const { ctx, steps } = this;
@@ -201,7 +207,7 @@ export class ApplyPipeline {
   }
 
   /** Operator overrides, and the servers draining on their way out (held in drain). */
-  private holds() {
+  private holds(): Overrides {
     return this.ctx.drains.holds(this.ctx.overrides.current);
   }
 
@@ -213,7 +219,7 @@ export class ApplyPipeline {
   ): ApplyResult {
     const { ctx } = this;
     const result: ApplyResult = { version: desired.version, ...r, durationMs: ctx.clock.now() - started };
-    if (r.outcome !== 'rejected') this.problemsOfCurrent = r.problems;
+    if (r.outcome !== 'rejected') this.problemsOfLast = r.problems;
     if (r.outcome !== 'nothing' || r.problems.length > 0) {
       ctx.log[r.outcome === 'rejected' ? 'error' : 'info'](
         {
@@ -230,9 +236,6 @@ export class ApplyPipeline {
     }
     return result;
   }
-
-  /** What the last apply that was not rejected left out or kept. */
-  problemsOfCurrent: readonly StateProblem[] = [];
 }
 
 /** ProxyMgrErrors as they are; anything else (an errno from fs or spawn) is counted and becomes IO_FAILED. */

@@ -279,3 +279,43 @@ export class HeldState {
     this.index = new Map(this.sorted.map((s, i) => [s.name, i]));
   }
 }
+
+/**
+ * What the agent holds across its streams (a reconnect keeps it), and whether the newest push taken into it was
+ * applied. A push taken but never applied (the stream ended while an earlier one was applying) must not be declared
+ * as held in the next hello: the control plane would see nothing missing, and the agent would keep running the
+ * earlier state. That stream's hello declares what runs instead.
+ */
+export class HeldAcrossStreams {
+  private held: HeldState | undefined;
+  /** Whether the newest push taken into `held` was applied (and answered). */
+  private applied = true;
+
+  /** `initialState`: what the agent ran before anything was taken (its disk cache), read whenever nothing is held. */
+  constructor(private readonly initialState?: () => DesiredState | undefined) {}
+
+  /**
+   * What a new stream builds on. `unapplied` is the version of a push taken and never applied: it is forgotten, and
+   * what the agent runs is held instead.
+   */
+  forStream(): { held: HeldState; unapplied: string | undefined } {
+    let unapplied: string | undefined;
+    if (this.held && !this.applied) {
+      unapplied = this.held.version;
+      this.held = undefined;
+    }
+    const held = (this.held ??= HeldState.of(this.initialState?.()));
+    this.applied = true;
+    return { held, unapplied };
+  }
+
+  /** A push was taken into what is held; it is not applied yet. */
+  taken(): void {
+    this.applied = false;
+  }
+
+  /** The push of `version` was applied (whether or not its stream was still there to answer). */
+  appliedVersion(version: string): void {
+    if (this.held?.version === version) this.applied = true;
+  }
+}
