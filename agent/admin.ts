@@ -1,9 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import { toStatus } from '../common/platform/grpc';
 import { AgentAdminServer, RuntimeServer as PbRuntimeServer } from '../common/gen/proxymgr/v1/admin';
+import { ReloadStats } from '../common/gen/proxymgr/v1/reloads';
+import { quantile } from './haproxy/generations';
 import { Agent } from './agent';
 import { ADMF_FDRAIN, inMaint, RuntimeServer } from './haproxy/servers-state';
-import type { RuntimeApi } from './ports';
+import type { RuntimeApi, Supervisor } from './ports';
 
 /** What AgentAdmin reports about the connection to the control plane. */
 export interface ConnectionInfo {
@@ -27,6 +29,29 @@ export function toPb(s: RuntimeServer): PbRuntimeServer {
   };
 }
 
+/** The supervisor's reload accounting as AgentAdmin and the stream's StateReport show it (undefined: not kept). */
+export function reloadStatsPb(supervisor: Supervisor): ReloadStats | undefined {
+  const r = supervisor.reloadStats?.();
+  if (!r) return undefined;
+  return {
+    reloads: r.reloads,
+    completed: r.completed,
+    lastDurationMs: r.lastDurationMs ?? 0,
+    p50DurationMs: quantile(r.recentDurationsMs, 0.5) ?? 0,
+    maxDurationMs: r.recentDurationsMs.length ? Math.max(...r.recentDurationsMs) : 0,
+    recent: r.recentDurationsMs.length,
+    oldGenerations: r.oldGenerations.map((g) => ({
+      pid: g.pid,
+      ageMs: g.ageMs,
+      reloadsSurvived: g.reloadsSurvived,
+      stopped: g.stopped,
+    })),
+    maxOldGenerations: r.maxOldGenerations,
+    generationsStopped: r.generationsStopped,
+    connectionsCut: r.connectionsCut,
+  };
+}
+
 /** AgentAdmin: status, the live HAProxy state and recent actions with their reasons. */
 export function agentAdminServer(agent: Agent, runtime: RuntimeApi, conn: ConnectionInfo): AgentAdminServer {
   return {
@@ -47,6 +72,7 @@ export function agentAdminServer(agent: Agent, runtime: RuntimeApi, conn: Connec
         retryAttempt: agent.retry?.attempt ?? 0,
         retryAt: agent.retry ? new Date(agent.retry.at).toISOString() : '',
         retryReason: agent.retry?.reason ?? '',
+        reloadStats: reloadStatsPb(agent.supervisor),
         draining: agent.draining().map((d) => ({
           server: d.server,
           since: d.since !== undefined ? new Date(d.since).toISOString() : '',

@@ -3,6 +3,7 @@ import { collectStandardMetrics, commandKind } from '../common/platform/metrics'
 import type { Agent } from './agent';
 import type { ServiceStats, ServiceStatsTracker } from './haproxy/stats';
 import type { ApplyResult } from './results';
+import { reloadMetrics } from './reload-metrics';
 
 /** What the agent's metrics read besides the Agent itself. */
 export interface AgentMetricsSources {
@@ -90,6 +91,7 @@ export function agentMetrics(
       this.set(since.length === 0 ? 0 : Math.max(0, (Date.now() - Math.min(...since)) / 1000));
     },
   });
+  reloadMetrics(r, agent.supervisor);
   collectStandardMetrics(r);
   // HAProxy's own per-service counters (show stat), carried across reloads; read on each scrape.
   const tracker = serviceStats;

@@ -17,10 +17,11 @@ import { serveMetrics } from '../common/platform/metrics';
 import { agentMetrics } from './agent-metrics';
 import { stateJsonText } from '../common/protocol/state-codec';
 import { DesiredState, Service } from '../common/protocol/types';
-import { agentAdminServer, toPb } from './admin';
+import { agentAdminServer, reloadStatsPb, toPb } from './admin';
 import { Agent, ApplyResult, PreflightResult } from './agent';
 import type { RuntimeServer } from '../common/gen/proxymgr/v1/admin';
 import type { ServiceCounters } from '../common/gen/proxymgr/v1/counters';
+import type { ReloadStats } from '../common/gen/proxymgr/v1/reloads';
 import type { RuntimeApi } from './ports';
 import { StateDirLock } from './state-dir-lock';
 import { confirmStateCache, judgeStateCache, readStateCache } from './state-cache';
@@ -39,6 +40,8 @@ export interface AgentHooks {
   readonly counters: (maxAgeMs: number) => Promise<ServiceCounters[]>;
   /** What HAProxy has now (a sentence when unknown or too large to send). */
   readonly reportState: () => Promise<RuntimeServer[] | string>;
+  /** The agent's reloads and old HAProxy generations. */
+  readonly reloadStats: () => ReloadStats | undefined;
 }
 
 export interface AgentProcessOptions {
@@ -452,8 +455,10 @@ export class AgentProcess {
           serversDown: servers.get(service)?.down ?? 0,
           servers: servers.get(service)?.total ?? 0,
           queue: s.gauges.queue,
+          rtimeMs: s.gauges.rtimeMs,
         }));
       },
+      reloadStats: () => reloadStatsPb(this.agent.supervisor),
       reportState: async () => {
         if (!this.agent.supervisor.running) return 'HAProxy is not running';
         const state = await this.runtime.serversState();

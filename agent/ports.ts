@@ -2,6 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type { DesiredState } from '../common/protocol/types';
 import type { ApplyResult } from './results';
 import type { RuntimeState } from './haproxy/servers-state';
+import type { ReloadSnapshot } from './haproxy/generations';
 
 // The seams of the Agent: what it uses of HAProxy's processes, the listening sockets, `haproxy -c` and the state
 // dir, each as a small interface. The real implementations (HaproxySupervisor, haproxy/sockets.ts, checkConfig,
@@ -10,7 +11,8 @@ import type { RuntimeState } from './haproxy/servers-state';
 
 /**
  * What the Agent (and its admin API, health and metrics) uses of the HAProxy supervisor (see HaproxySupervisor).
- * Events: 'restarted' (pid) after a crash restart; 'exit' ({ pid, code, signal, current }).
+ * Events: 'restarted' (pid) after a crash restart; 'exit' ({ pid, code, signal, current }); 'reload-completed'
+ * (duration ms, launch to the old generation gone).
  */
 export interface Supervisor extends Pick<EventEmitter, 'on' | 'once' | 'off'> {
   /** Whether a HAProxy runs (started, reloaded or adopted). */
@@ -19,6 +21,8 @@ export interface Supervisor extends Pick<EventEmitter, 'on' | 'once' | 'off'> {
   readonly pid: number | undefined;
   /** Crash restarts so far. */
   readonly restarts: number;
+  /** Reload count, durations (launch to the old generation gone) and the old generations alive (fakes may omit it). */
+  reloadStats?(): ReloadSnapshot;
   /** The pid of the HAProxy taken over from a previous agent, while it is the current process. */
   readonly adoptedPid: number | undefined;
   /** Starts HAProxy on `fds` (none runs) or reloads it seamlessly (one runs); resolves with the new pid once it answers. */

@@ -79,5 +79,6 @@ function problem(name: string, kept: boolean, alerts: string): StateProblem {
     service: name,
     where: `service ${name}`,
     message: `haproxy -c rejected it (${kept ? 'kept its previous version' : 'left out'}): ${alerts}`,
+    ...(kept ? {} : { leftOut: true }),
   };
 }

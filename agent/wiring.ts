@@ -13,6 +13,7 @@ import { checkConfig } from './haproxy/config-check';
 import { findHaproxies, stopOrphan } from './haproxy/orphan';
 import { resolveHaproxyIdentity } from './haproxy/privileges';
 import { HaproxySupervisor } from './haproxy/process';
+import { clientConnections } from './haproxy/proc-connections';
 import { StatsSocketClient } from './haproxy/runtime';
 import { NativeSocketPool } from './haproxy/sockets';
 import type { StateSource } from './ports';
@@ -67,6 +68,8 @@ export function realAgentAdapters(
           log: log.child({ component: 'haproxy' }),
           pidFile: path.join(agent.stateDir, 'haproxy.pid'),
           clock,
+          maxOldGenerations: agent.maxOldGenerations,
+          connectionsOf: clientConnections,
           // A crash restart starts from the committed config (with the runtime changes made since), whatever a
           // failed launch or a pending write left in the file.
           beforeRestart,

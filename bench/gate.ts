@@ -11,6 +11,10 @@
  *   (d) poisoned: the 503 revision again while one more agent (a raw gRPC client) floods Stats as a stable agent,
  *       each claiming a million more requests, all 5xx → the gate still halts at wave 1 (poisoned_halted)
  *
+ * And noisy cases on simulated traffic judged by the product's gate (bench/lib-gate-noisy.ts, seconds of CPU):
+ * `--good-revisions` good revisions over a per-agent background of 1–2 % 5xx → `false_halts`; `--bad-revisions`
+ * each of +3 and +10 points over 1 % and +200 ms of response time → `missed`, `detect_ms_p50`.
+ *
  * Baseline, same run, same fleet and load: failed requests over a quiet period before any rollout.
  *
  * `npm run bench -- gate [--agents=5] [--bake-ms=8000] [--rate=40] [--quiet-ms=12000]`
@@ -25,12 +29,30 @@ import { badRevisionCase, byAgent, goodRevisionCase, poisonedCase, preflightBloc
 import { GateFleet } from './lib-gate';
 import { CLI, onInterruptStopChildren, startCli } from './lib-grpc';
 import { defineBenchmark, Figures, int, OptionsOf } from './harness';
+import { runNoisy } from './lib-gate-noisy';
+import { DEFAULT_GATE_POLICY, GatePolicy } from '../common/config/config';
 
 const options = {
   agents: int(5, 'agents, each with a real HAProxy', 5),
   bakeMs: int(8000, 'bake per wave'),
   rate: int(40, 'requests per second through each agent', 1),
   quietMs: int(12000, 'traffic before the first rollout (the failure baseline)'),
+  goodRevisions: int(20, 'noisy cases: good revisions over a 1–2 % background of 5xx (simulated traffic)'),
+  badRevisions: int(5, 'noisy cases: rollouts of each bad kind (+3 points, +10 points, +200 ms)', 1),
+  noisyBakeMs: int(30000, 'noisy cases: bake per wave (simulated clock)', 1000),
+  noisyRate: int(40, 'noisy cases: requests per second through each agent (simulated)', 1),
+  seed: int(22, 'noisy cases: the seed of the simulated traffic'),
+};
+
+/**
+ * The gate policy of the noisy cases: the bench's fleet policy with shares allowed +1 point (a +3 points regression
+ * must be able to halt) and the product's defaults otherwise (false_halt_rate 0.01, rtime +100 ms).
+ */
+const NOISY_POLICY: GatePolicy = {
+  ...DEFAULT_GATE_POLICY,
+  minRequests: 20,
+  sampleMs: 1000,
+  thresholds: { ...DEFAULT_GATE_POLICY.thresholds, http_5xx: 0.01, errors: 0.01, retries: 0.01 },
 };
 
 async function run(o: OptionsOf<typeof options>): Promise<Figures> {
@@ -44,6 +66,26 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
   const minRequests = 20;
   say(
     `gate: ${agents} agents (real HAProxy each), 1 control plane, waves 1,50%,100%, bake ${bakeMs} ms, gate sample_ms ${sampleMs} min_requests ${minRequests}, ${rate} req/s through each agent`,
+  );
+  // The noisy cases first: simulated traffic judged by the product's gate, seconds of CPU.
+  const n0s = Date.now();
+  const noisy = runNoisy({
+    agents,
+    ratePerAgent: o.noisyRate,
+    bakeMs: o.noisyBakeMs,
+    sampleMs,
+    policy: NOISY_POLICY,
+    goodRevisions: o.goodRevisions,
+    badRevisions: o.badRevisions,
+    seed: o.seed,
+  });
+  for (const x of noisy.runs)
+    if (x.halted || x.kind !== 'good')
+      say(
+        `(noisy) ${x.kind}: ${x.halted ? `halted at wave ${x.wave} after ${x.detectMs} ms: ${x.reason}` : 'not halted'}`,
+      );
+  say(
+    `(noisy) ${o.goodRevisions} good revision(s): ${noisy.falseHalts} halted; ${3 * o.badRevisions} bad: ${noisy.missed} missed, detection p50 ${noisy.detectMsP50} ms (${Date.now() - n0s} ms of CPU)`,
   );
   let fleet: GateFleet | undefined;
   const offInterrupt = onInterruptStopChildren(async () => {
@@ -163,6 +205,18 @@ async function run(o: OptionsOf<typeof options>): Promise<Figures> {
       poisoned_gate_http_5xx_web: d5xx
         ? { canary: d5xx.canary, stable: d5xx.stable, before: d5xx.before, median: d5xx.median, voices: d5xx.voices }
         : null,
+      // Noisy cases (simulated traffic, the product's judge; bench/lib-gate-noisy.ts)
+      false_halts: noisy.falseHalts,
+      missed: noisy.missed,
+      detect_ms_p50: noisy.detectMsP50,
+      noisy_detect_ms_p50_by_kind: noisy.detectMsByKind,
+      noisy_good_revisions: o.goodRevisions,
+      noisy_bad_revisions: 3 * o.badRevisions,
+      noisy_bake_ms: o.noisyBakeMs,
+      noisy_requests_per_s_per_agent: o.noisyRate,
+      noisy_threshold_http_5xx: NOISY_POLICY.thresholds.http_5xx,
+      noisy_false_halt_rate: NOISY_POLICY.falseHaltRate,
+      noisy_halt_reason_example: noisy.runs.find((x) => x.kind === 'bad+3' && x.halted)?.reason ?? '',
       requests_total: f.load.total(),
       total_s: Math.round((Date.now() - t0) / 100) / 10,
     };
@@ -183,7 +237,7 @@ export const benchmark = defineBenchmark({
   summary:
     'preflight and traffic gates against real HAProxy and traffic: a bad canary halted, a good revision completed',
   options,
-  smoke: { bakeMs: 2000, quietMs: 3000, rate: 20 },
+  smoke: { bakeMs: 2000, quietMs: 3000, rate: 20, goodRevisions: 3, badRevisions: 1, noisyBakeMs: 30000 },
   fields: [
     'bad_state',
     'rolled_back',
@@ -192,6 +246,9 @@ export const benchmark = defineBenchmark({
     'false_positive',
     'poisoned_halted',
     'detect_ms',
+    'false_halts',
+    'missed',
+    'detect_ms_p50',
   ],
   run,
   targets: (r) => [
@@ -208,6 +265,13 @@ export const benchmark = defineBenchmark({
       value: String(r.poisoned_state),
       smoke: true,
     },
+    {
+      name: 'noisy: no good revision halted by chance',
+      held: r.false_halts === 0,
+      value: r.false_halts,
+      smoke: true,
+    },
+    { name: 'noisy: every bad revision halted', held: r.missed === 0, value: r.missed, smoke: true },
     {
       name: 'a good revision completes (no false positive)',
       held: r.false_positive === false,

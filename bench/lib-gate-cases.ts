@@ -268,6 +268,7 @@ export async function poisonedCase(f: GateFleet, timeoutMs = 60_000): Promise<Po
               serversDown: 0,
               servers: 1,
               queue: 0,
+              rtimeMs: 0,
             },
           ],
         },

@@ -56,7 +56,12 @@ export interface GateFloodCase {
   readonly messages: readonly FloodStats[];
 }
 
-const counters = (service: string, requests: number, x5: number, more: Partial<ServiceCounters> = {}) => ({
+const counters = (
+  service: string,
+  requests: number,
+  x5: number,
+  more: Partial<ServiceCounters> = {},
+): ServiceCounters => ({
   service,
   requests,
   responses5xx: x5,
@@ -67,6 +72,7 @@ const counters = (service: string, requests: number, x5: number, more: Partial<S
   serversDown: 0,
   servers: 2,
   queue: 0,
+  rtimeMs: 0,
   ...more,
 });
 

@@ -298,6 +298,7 @@ class SimAgent {
           runtimeCommands: 0,
           durationMs: 0,
           warnings: [],
+          refusals: [],
           rejectedServices: [],
           counters: [],
         },

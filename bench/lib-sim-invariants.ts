@@ -8,8 +8,8 @@
  *   c  no live service loses all its servers unless the last state pushed said discovery reported it empty
  *   d  every drain ends by its deadline, plus a bounded slack (and the time no agent or no HAProxy ran, or the clock
  *      jumped)
- *   e  nothing grows without bound: timers pending, processes, sockets, the agent's records and drains, the
- *      registry's subscriptions; the agent's queue empties once the faults end
+ *   e  nothing grows without bound: timers pending, processes, sockets, old generations (agent.max_old_generations),
+ *      the agent's records and drains, the registry's subscriptions; the agent's queue empties once the faults end
  *   f  once the faults end, the agent converges on the last state pushed (services whose config haproxy -c refuses
  *      excepted; servers only where the push knew them)
  */
@@ -138,6 +138,13 @@ export class Invariants {
       this.max('agent_timers_pending', inc.scope.pending, BOUNDS.agentTimers);
       this.max('agent_sockets', inc.pool.size, BOUNDS.sockets);
       this.max('recent_actions', inc.agent.recentActions().length, BOUNDS.recentActions);
+      const reloads = inc.agent.supervisor.reloadStats?.();
+      if (reloads)
+        this.max(
+          'old_generations_not_stopped',
+          reloads.oldGenerations.filter((g) => !g.stopped).length,
+          reloads.maxOldGenerations,
+        );
       this.max('draining', inc.agent.draining().length, BOUNDS.draining);
     }
   }

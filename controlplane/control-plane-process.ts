@@ -18,6 +18,7 @@ import { collectStandardMetrics, serveMetrics } from '../common/platform/metrics
 import { Discovery } from './discovery';
 import { controlPlaneAdminServer, listAgents, listServices } from './grpc/admin';
 import { renderStatusPage, StatusData, statusJson } from './status-page';
+import { serviceRows } from './grpc/service-admin';
 import { AgentRegistry, DEFAULT_REGISTRY_LIMITS } from './grpc/registry';
 import { agentStreamServer } from './grpc/stream-server';
 import { StreamStats } from './grpc/stream-stats';
@@ -310,6 +311,7 @@ export class ControlPlaneProcess {
           () => this.discovery.current(),
           () => this.errorSummary(),
         ),
+        serviceStatus: serviceRows(() => this.discovery.current(), source, this.registry),
       });
       // Rendered at most once a second however many tabs reload it: the page walks every service and server.
       const cached = (render: () => string) => {

@@ -8,6 +8,7 @@
 import { ServiceCounters } from '../common/gen/proxymgr/v1/counters';
 import { AgentSettings, PreflightReport } from '../common/gen/proxymgr/v1/stream';
 import { DesiredState } from '../common/protocol/types';
+import type { ServiceView } from './service-status';
 import type { Host, RawServiceConfig, ServiceConfig } from './types';
 
 /** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
@@ -35,6 +36,8 @@ export interface AgentRecord {
   lastError: string;
   /** Services of the last ACKed version the agent left out (a partial apply); empty when it applied all. */
   rejectedServices?: readonly string[];
+  /** Per service: the version the agent runs, how it came, what it refused (service-status.ts); unset until an answer. */
+  services?: ServiceView;
   /** HAProxy's per-service counters as the agent last reported them (with an ACK or its periodic Stats), and when. */
   counters?: readonly ServiceCounters[];
   countersAt?: Date;

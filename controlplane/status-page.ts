@@ -2,12 +2,15 @@ import { ageText, figureText, percent } from '../common/platform/text';
 import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
 import { GatePolicy, PreflightInfo, RolloutStatus, RolloutWave } from '../common/gen/proxymgr/v1/rollout';
 import { revisionOfVersion } from '../common/protocol/revision-id';
+import type { FleetServiceRow } from './service-status';
 
 /** What the status page shows: the same answers ctl and grpcurl get. */
 export interface StatusData {
   readonly rollout: RolloutStatus;
   readonly agents: ListAgentsResponse;
   readonly services: ListServicesResponse;
+  /** Per service: which agents run which version of it, how, and who refused it (service-status.ts). */
+  readonly serviceStatus?: readonly FleetServiceRow[];
 }
 
 /** How often the page reloads itself (server-rendered: whatever puts a header in front of it does so each time). */
@@ -41,7 +44,7 @@ function age(iso: string, now: number): string {
 function gatePolicyText(g: GatePolicy | undefined): string {
   if (!g?.enabled || !g.thresholds) return 'off';
   const t = g.thresholds;
-  return `on (min ${g.minRequests} requests; 5xx +${percent(t.http5xx)}, errors +${percent(t.errors)}, retries +${percent(t.retries)}, servers DOWN +${percent(t.serversDown)}, queue +${t.queue})`;
+  return `on (min ${g.minRequests} requests; 5xx +${percent(t.http5xx)}, errors +${percent(t.errors)}, retries +${percent(t.retries)}, servers DOWN +${percent(t.serversDown)}, queue +${t.queue}, response time +${t.rtime || 100} ms; false-halt rate ${g.falseHaltRate || 0.01})`;
 }
 
 function preflightSection(p: PreflightInfo | undefined): string {
@@ -80,6 +83,25 @@ function gateSection(w: RolloutWave): string {
       ? table(['service', 'metric', 'new revision', 'stable agents', 'before', 'allowed', 'requests', ''], rows, 'gate')
       : '')
   );
+}
+
+/** The per-service applied table: versions current of all, methods, refusals with HAProxy's message. */
+function appliedSection(rows: readonly FleetServiceRow[] | undefined): string {
+  if (!rows) return '';
+  const body = rows.map((r) => [
+    td(r.name),
+    td(r.desiredVersion ? r.desiredVersion.slice(0, 12) : '-', 'version'),
+    td(`${r.current}/${r.agents}`, r.current < r.agents ? 'bad' : 'good'),
+    td(
+      Object.entries(r.byMethod)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([m, n]) => `${n} ${m}`)
+        .join(', ') || '-',
+    ),
+    td(String(r.refused), r.refused > 0 ? 'bad' : ''),
+    td(r.refusal ? `${r.refusal.nodeId}: ${r.refusal.message}` : '', r.refusal ? 'error' : ''),
+  ]);
+  return `<h2>Applied per service</h2>\n<section id="applied">${table(['service', 'desired version', 'agents current', 'by', 'refused', 'HAProxy said'], body, 'applied')}</section>\n`;
 }
 
 /**
@@ -184,7 +206,7 @@ th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size
 <section id="agents">${table(['agent', 'state', 'revision', 'runs', 'should run', 'last ACK', 'requests / 5xx', 'labels', 'last error'], agentRows, 'agents')}</section>
 <h2>Services</h2>
 <section id="services">${table(['service', 'listen', 'hosts', 'servers', 'problem'], services, 'services')}</section>
-<p class="empty">Refreshes every ${REFRESH_SECONDS} s · ${esc(new Date(now).toISOString())} · the same data as <code>proxymgr ctl agents</code>, <code>ctl rollout status</code> and ListServices; JSON at <a href="status.json">status.json</a></p>
+${appliedSection(d.serviceStatus)}<p class="empty">Refreshes every ${REFRESH_SECONDS} s · ${esc(new Date(now).toISOString())} · the same data as <code>proxymgr ctl agents</code>, <code>ctl rollout status</code> and ListServices; JSON at <a href="status.json">status.json</a></p>
 </body></html>
 `;
 }
@@ -195,5 +217,6 @@ export function statusJson(d: StatusData): string {
     rollout: RolloutStatus.toJSON(d.rollout),
     agents: ListAgentsResponse.toJSON(d.agents),
     services: ListServicesResponse.toJSON(d.services),
+    ...(d.serviceStatus ? { serviceStatus: d.serviceStatus } : {}),
   });
 }

@@ -11,18 +11,26 @@ import {
   RolloutPlan,
   RolloutStatus,
 } from '../common/gen/proxymgr/v1/rollout';
-import { AgentView, ControlPlaneAdminClient, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
+import {
+  AgentView,
+  ControlPlaneAdminClient,
+  GetServiceRequest,
+  ListAgentsResponse,
+  ServiceStatus,
+} from '../common/gen/proxymgr/v1/admin';
 import { FlagSpec, parseArgs, UsageError } from '../common/platform/args';
 import { channelCredentials } from '../common/platform/grpc';
 import { readTokenFile } from '../common/platform/auth';
 import { Flags, gateFlags, int, onOff } from './flags';
 import { renderAgents, renderAgentView } from './render-agents';
 import { renderHistory, renderPlan, renderStatus } from './render-rollout';
+import { renderService } from './render-service';
 import { printableText } from './table';
 
 export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout COMMAND [options]
        proxymgr ctl --controlplane HOST:PORT agents [--json]
        proxymgr ctl --controlplane HOST:PORT agent NODE [--json]
+       proxymgr ctl --controlplane HOST:PORT service NAME [--json] [--limit N]
 
 Operates rollouts through any control-plane replica (the state lives in ZooKeeper; any replica answers), and
 shows the fleet.
@@ -32,6 +40,8 @@ commands:
                       version it runs and should run, age of its last ACK, labels, last error
   agent NODE          one agent three ways: what the control plane wants it to run, what it ACKed, and what its
                       HAProxy has (asked of the agent), server by server, with the differences marked "!" 
+  service NAME        one service across the fleet: per agent the version of it that runs, by which apply method
+                      (runtime, reload, nothing), the version it should run, and a refusal with HAProxy's message
   rollout status      the current (or last) rollout: waves, and per agent the revision, ACK/NACK and error
   rollout pause       start no new wave; agents that have the revision keep it
   rollout resume      continue a paused rollout (or a halted one, forgiving the NACKs so far)
@@ -48,7 +58,7 @@ options:
   --watch                    status: redraw until the rollout finishes (live progress bar and table)
   --interval-ms N            --watch refresh period (default 500)
   --id ROLLOUT_ID            pause/resume/promote/abort only if this is the current rollout
-  --limit N                  history: how many (default 20)
+  --limit N                  history: how many (default 20); service: agents listed (default 200)
   --waves 1,10%,50%,100%     policy: wave sizes (counts or cumulative shares)
   --bake-ms N  --max-nacks N  --auto-rollback true|false  --next
   --preflight on|off  --preflight-max-failures N
@@ -118,9 +128,11 @@ export async function runCtlCommand(
       return 0;
     }
     const isFleet =
-      (positional[0] === 'agents' && positional.length === 1) || (positional[0] === 'agent' && positional.length === 2);
+      (positional[0] === 'agents' && positional.length === 1) ||
+      (positional[0] === 'agent' && positional.length === 2) ||
+      (positional[0] === 'service' && positional.length === 2);
     if (!isFleet && (positional[0] !== 'rollout' || positional.length !== 2))
-      throw new UsageError('expected "rollout COMMAND", "agents" or "agent NODE"');
+      throw new UsageError('expected "rollout COMMAND", "agents", "agent NODE" or "service NAME"');
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
@@ -150,6 +162,15 @@ export async function runCtlCommand(
           'grpc.max_receive_message_length': 64 * 1024 * 1024,
         }),
         positional[1]!,
+        flags.json === true,
+        out,
+      );
+    if (positional[0] === 'service')
+      return await serviceCommand(
+        new ControlPlaneAdminClient(address, channelCredentials(tls), {
+          'grpc.max_receive_message_length': 64 * 1024 * 1024,
+        }),
+        { name: positional[1]!, limit: int(flags, 'limit') ?? 0 },
         flags.json === true,
         out,
       );
@@ -289,6 +310,22 @@ async function agentCommand(
     callTimeoutMs = Math.max(callTimeoutMs, 8000);
     const view = await unary<{ nodeId: string }, AgentView>(client.getAgentView.bind(client), { nodeId });
     out(json ? JSON.stringify(AgentView.toJSON(view)) + '\n' : printableText(renderAgentView(view, Date.now())));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** `ctl service NAME`: which agents run which version of it, how, and who refused it. */
+async function serviceCommand(
+  client: InstanceType<typeof ControlPlaneAdminClient>,
+  req: GetServiceRequest,
+  json: boolean,
+  out: (s: string) => void,
+): Promise<number> {
+  try {
+    const s = await unary<GetServiceRequest, ServiceStatus>(client.getService.bind(client), req);
+    out(json ? JSON.stringify(ServiceStatus.toJSON(s)) + '\n' : printableText(renderService(s)));
     return 0;
   } finally {
     client.close();

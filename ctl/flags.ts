@@ -24,7 +24,7 @@ export function onOff(flags: Flags, name: string): boolean {
 export function gateFlags(flags: Flags, base: GatePolicy): GatePolicy {
   const g: GatePolicy = {
     ...base,
-    thresholds: { ...(base.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0 }) },
+    thresholds: { ...(base.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0, rtime: 0 }) },
   };
   if (flags.gate !== undefined) g.enabled = onOff(flags, 'gate');
   const min = int(flags, 'gate-min-requests');
@@ -41,6 +41,7 @@ export function gateFlags(flags: Flags, base: GatePolicy): GatePolicy {
     retries: 'retries',
     servers_down: 'serversDown',
     queue: 'queue',
+    rtime: 'rtime',
   };
   const spec = flags['gate-threshold'];
   if (spec !== undefined) {

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { ageText, clipText } from '../common/platform/text';
 import { AgentView, ListAgentsResponse } from '../common/gen/proxymgr/v1/admin';
+import { ReloadStats } from '../common/gen/proxymgr/v1/reloads';
 import { revisionOfVersion } from '../common/protocol/revision-id';
 import { table } from './table';
 
@@ -82,6 +83,7 @@ export function renderAgentView(view: AgentView, now: number): string {
     ? `HAProxy (from the agent): ${view.haproxy.length} servers in ${live.size} backends; ${differences} difference(s)\n\n`
     : `HAProxy: unknown (${view.haproxyError})\n\n`;
   text += rows.length > 1 ? table(rows) : 'no services\n';
+  if (view.reloads) text += reloadsText(view.reloads);
   if (a.counters.length > 0) {
     text += `\nTraffic (HAProxy's counters since the agent started, reported ${ageText(a.countersTime, now)}${a.countersTime ? ' ago' : ''}):\n`;
     text += table([
@@ -99,6 +101,32 @@ export function renderAgentView(view: AgentView, now: number): string {
       ]),
     ]);
   }
+  return text;
+}
+
+/** The agent's reloads: count, durations (launch to the old generation gone) and the old generations alive. */
+export function reloadsText(r: ReloadStats): string {
+  const ms = (n: number) =>
+    n >= 10_000 ? `${(n / 1000).toFixed(0)} s` : n >= 1000 ? `${(n / 1000).toFixed(1)} s` : `${n} ms`;
+  let text = `\nReloads: ${r.reloads} (${r.completed} completed`;
+  text +=
+    r.recent > 0
+      ? `; last ${ms(r.lastDurationMs)}, p50 ${ms(r.p50DurationMs)}, max ${ms(r.maxDurationMs)} over the last ${r.recent})`
+      : ')';
+  text += `\nOld generations: ${r.oldGenerations.length} alive (at most ${r.maxOldGenerations})`;
+  if (r.generationsStopped > 0)
+    text += `; ${r.generationsStopped} stopped to keep the bound, ${r.connectionsCut} client connection(s) cut`;
+  text += '\n';
+  if (r.oldGenerations.length > 0)
+    text += table([
+      ['PID', 'SOFT-STOPPING FOR', 'RELOADS SINCE', 'STATE'],
+      ...r.oldGenerations.map((g) => [
+        String(g.pid),
+        ms(g.ageMs),
+        String(g.reloadsSurvived),
+        g.stopped ? 'stopped (SIGTERM), exiting' : 'finishing connections',
+      ]),
+    ]);
   return text;
 }
 

@@ -9,7 +9,7 @@ function renderGate(w: RolloutInfo['waves'][number]): string {
   let text = `  wave ${w.index} gate: ${g.verdict.toUpperCase()}${g.overridden ? ' (overridden by operator)' : ''}${g.reason ? `: ${g.reason}` : ''}\n`;
   if (g.figures.length === 0) return text;
   text += table([
-    ['    KEY', 'METRIC', 'NEW', 'STABLE', 'BEFORE', 'ALLOWED', 'REQUESTS', ''],
+    ['    KEY', 'METRIC', 'NEW', 'STABLE', 'BEFORE', 'ALLOWED', 'REQUESTS', 'P', ''],
     ...g.figures.map((f) => {
       const fmt = (x: number) => figureText(f.metric, x);
       return [
@@ -20,6 +20,7 @@ function renderGate(w: RolloutInfo['waves'][number]): string {
         f.hasBefore ? fmt(f.before) : '-',
         `+${fmt(f.threshold)}`,
         String(f.requests),
+        !f.hasP ? '-' : f.p < 0.001 ? '<0.001' : f.p.toFixed(3),
         f.regressed ? '! regressed' : '',
       ];
     }),
@@ -63,7 +64,7 @@ export function renderStatus(s: RolloutStatus): string {
     const g = p.gate;
     text +=
       g?.enabled && g.thresholds
-        ? `  gate on (min_requests ${g.minRequests}; 5xx +${percent(g.thresholds.http5xx)}, errors +${percent(g.thresholds.errors)}, retries +${percent(g.thresholds.retries)}, servers_down +${percent(g.thresholds.serversDown)}, queue +${g.thresholds.queue})\n`
+        ? `  gate on (min_requests ${g.minRequests}; 5xx +${percent(g.thresholds.http5xx)}, errors +${percent(g.thresholds.errors)}, retries +${percent(g.thresholds.retries)}, servers_down +${percent(g.thresholds.serversDown)}, queue +${g.thresholds.queue}, rtime +${g.thresholds.rtime} ms; false_halt_rate ${g.falseHaltRate || 0.01})\n`
         : '  gate off\n';
   }
   const total = s.agents.length;

@@ -33,8 +33,7 @@ ${haproxyYaml}
 agent:
   state_dir: ${tmp.dir}
   drift_check_interval_ms: 500
-  hard_stop_after_ms: 5000
-${extraYaml}`;
+${/^ {2}hard_stop_after_ms:/m.test(extraYaml) ? '' : '  hard_stop_after_ms: 5000\n'}${extraYaml}`;
   const config: ProxyMgrConfig = parseConfig(yml, path.join(tmp.dir, 'proxymgr.yml'));
   const log = process.env.PROXYMGR_TEST_LOG ? createLogger({ test: true }, 'debug') : silentLogger;
   const agent = createAgent(config, log, seams);

@@ -92,11 +92,14 @@ export function ackOf(push: Answered | undefined): AgentMessage {
       warnings: [],
       rejectedServices: [],
       counters: [],
+      refusals: [],
     },
   };
 }
 
 /** The NACK of `push`: HAProxy's `reason`, and the version the agent says it keeps running. */
 export function nackOf(push: Answered | undefined, reason: string, runningVersion: string): AgentMessage {
-  return { nack: { version: push!.version, nonce: push!.nonce, reason, haproxyOutput: '', runningVersion } };
+  return {
+    nack: { version: push!.version, nonce: push!.nonce, reason, haproxyOutput: '', runningVersion, refusals: [] },
+  };
 }

@@ -1,6 +1,6 @@
 import { ChildProcess, spawn as nodeSpawn, SpawnOptions } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { backoffMs } from '../../common/platform/backoff';
+import { backoffDelay, haproxyLogLevel } from './process-helpers';
 import { Clock, systemClock, Timer, unrefTimer } from '../../common/platform/clock';
 import { ProxyMgrError } from '../../common/platform/errors';
 import { writeFileAtomic } from '../../common/platform/fs';
@@ -8,6 +8,7 @@ import { Logger } from '../../common/platform/log';
 import { PidHandles } from './pid-handle';
 import type { Supervisor } from '../ports';
 import { AdminChannelSource, OpenedChannel } from './admin-channel';
+import { ReloadLedger, ReloadSnapshot, stopExcessGenerations } from './generations';
 import type { RuntimeApi } from '../ports';
 
 export type SpawnFn = (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
@@ -45,19 +46,16 @@ export interface SupervisorOptions {
    * simulator's processes are not in /proc.
    */
   readonly pids?: AdoptedPids;
+  /**
+   * The most old generations (soft-stopping processes) alive at once (default 3): after a launch, the oldest beyond it
+   * are stopped hard (SIGTERM), their connections cut (agent.max_old_generations, docs/agent.md).
+   */
+  readonly maxOldGenerations?: number;
+  /** Counts the client connections still open on a process about to be stopped hard (default: not counted). */
+  readonly connectionsOf?: (pid: number) => number | undefined;
 }
 
-/** Restart delay after the n-th consecutive crash (n ≥ 1): base·2^(n-1), capped. */
-export function backoffDelay(n: number, baseMs: number, maxMs: number): number {
-  return backoffMs(n - 1, { baseMs, maxMs });
-}
-
-/** HAProxy tags its own lines [NOTICE], [WARNING], [ALERT]: keep that severity in the agent's log. */
-export function haproxyLogLevel(line: string): 'info' | 'warn' | 'error' {
-  if (/\[(ALERT|EMERG)\]/.test(line)) return 'error';
-  if (/\[WARNING\]/.test(line)) return 'warn';
-  return 'info';
-}
+export { backoffDelay, haproxyLogLevel } from './process-helpers';
 
 type State = 'stopped' | 'starting' | 'running' | 'restarting' | 'stopping';
 
@@ -81,7 +79,8 @@ const ADOPTED_POLL_MS = 500;
  * master-worker mode exits entirely when a worker dies. If the current process dies, it is restarted with
  * backoff on the same fds; meanwhile connections wait in the kernel backlog of the agent's sockets.
  *
- * Events: 'restarted' (pid) after a crash restart; 'exit' ({pid, code, signal, current}).
+ * Events: 'restarted' (pid) after a crash restart; 'exit' ({pid, code, signal, current}); 'reload-completed'
+ * (duration ms: from the launch of a reload to the exit of the generation it replaced).
  */
 export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private state: State = 'stopped';
@@ -106,6 +105,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private launching: Promise<unknown> = Promise.resolve();
   reloads = 0;
   restarts = 0;
+  /** Reloads, their durations and the old generations alive (see generations.ts). */
+  private readonly ledger: ReloadLedger;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -113,6 +114,13 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.spawn = opts.spawn ?? nodeSpawn;
     this.pids = opts.pids ?? new PidHandles();
     this.clock = opts.clock ?? systemClock;
+    this.ledger = new ReloadLedger(() => this.clock.now(), opts.maxOldGenerations);
+    this.ledger.onCompleted((ms) => this.emit('reload-completed', ms));
+  }
+
+  /** Reload count, durations and the old generations still alive. */
+  reloadStats(): ReloadSnapshot {
+    return this.ledger.snapshot();
   }
 
   get pid(): number | undefined {
@@ -170,6 +178,9 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.adopted = pid;
     // Held from here on (pidfds): a process already gone is not adopted; its exit shows at the first poll.
     for (const p of [...softStopping, pid]) if (this.pids.track?.(p) !== false) this.adoptedPids.add(p);
+    // Old generations from here on, aged from the takeover (only those held: an exit is seen only for them).
+    const held = softStopping.filter((p) => this.adoptedPids.has(p));
+    this.ledger.launched(this.clock.now(), undefined, held);
     this.current = undefined;
     this.fds = fds;
     this.state = 'running';
@@ -183,7 +194,11 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
     this.clock.clearTimeout(this.adoptedWatch);
     const poll = () => {
       this.adoptedWatch = undefined;
-      for (const p of this.adoptedPids) if (!this.pids.alive(p)) this.adoptedPids.delete(p);
+      for (const p of this.adoptedPids)
+        if (!this.pids.alive(p)) {
+          this.adoptedPids.delete(p);
+          this.ledger.exited(p);
+        }
       if (this.adopted !== undefined && !this.adoptedPids.has(this.adopted)) {
         const gone = this.adopted;
         this.adopted = undefined;
@@ -205,6 +220,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   adoptSoftStopping(pids: readonly number[]): void {
     if (this.closed) throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped');
     for (const p of pids) if (this.pids.track?.(p) !== false) this.adoptedPids.add(p);
+    const held = pids.filter((p) => this.adoptedPids.has(p));
+    this.ledger.launched(this.clock.now(), undefined, held);
     this.watchAdopted();
     this.opts.log.info({ haproxy_pids: pids }, 'took over soft-stopping haproxy processes (none accepts)');
   }
@@ -239,6 +256,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   }
 
   private async launch(fds: readonly number[], oldPid: number | undefined): Promise<number> {
+    const launchedAt = this.clock.now();
     const args = ['-db', '-f', this.opts.configPath];
     // Every older generation still alive, not only the current one: after a takeover in the middle of a reload, the
     // process before the adopted one may still accept, and the new process soft-stops them all the moment it
@@ -341,6 +359,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       if (other !== child && other.exitCode === null && other.signalCode === null) other.kill('SIGUSR1');
     for (const p of this.adoptedPids) if (p !== oldPid) this.pids.softStop?.(p); // (-sf told oldPid)
     this.adopted = undefined; // an adopted process soft-stops (-sf); stop() still waits for it
+    this.ledger.launched(launchedAt, oldPid, this.olderGenerations(child.pid));
+    this.keepOldGenerationsBounded(log);
     this.fds = fds;
     this.state = 'running';
     this.lastStart = this.clock.now();
@@ -350,6 +370,18 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       );
     log.info({ old_pid: oldPid }, oldPid ? 'haproxy reloaded' : 'haproxy started');
     return child.pid;
+  }
+
+  /** Stops (SIGTERM) the oldest old generations beyond maxOldGenerations: see stopExcessGenerations. */
+  private keepOldGenerationsBounded(log: Logger): void {
+    stopExcessGenerations(this.ledger, log, this.opts.connectionsOf, (pid) => {
+      const child = [...this.all].find((p) => p.pid === pid);
+      if (child) {
+        child.kill('SIGTERM');
+        this.ending.add(child);
+      } else if (this.adoptedPids.has(pid)) void this.pids.stop(pid).catch(() => undefined);
+      return child !== undefined || this.adoptedPids.has(pid);
+    });
   }
 
   /** Live processes older than the current one (`except`): soft-stopping already, told again by the next -sf. */
@@ -390,6 +422,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
 
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
     const isCurrent = child === this.current;
+    this.ledger.exited(child.pid!);
     this.emit('exit', { pid: child.pid, code, signal, current: isCurrent });
     if (!isCurrent || this.state === 'stopping' || this.state === 'stopped') {
       this.opts.log.debug({ haproxy_pid: child.pid, code, signal }, 'old haproxy exited');

@@ -23,6 +23,11 @@ export interface ServiceGauges {
   serversTotal: number;
   /** Requests waiting for a server (backend qcur). */
   queue: number;
+  /**
+   * The backend's average response time in ms over its last 1,024 requests (backend rtime; 0 before the first
+   * request of this HAProxy process: a reload starts it again).
+   */
+  rtimeMs: number;
 }
 
 export interface ServiceStats {
@@ -79,7 +84,7 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
     if (!e) {
       e = {
         counters: { requests: 0, responses5xx: 0, sessions: 0, connectionErrors: 0, responseErrors: 0, retries: 0 },
-        gauges: { serversDown: 0, serversTotal: 0, queue: 0 },
+        gauges: { serversDown: 0, serversTotal: 0, queue: 0, rtimeMs: 0 },
       };
       out.set(name, e);
     }
@@ -105,6 +110,7 @@ export function parseShowStat(text: string): Map<string, ServiceStats> {
       e.counters.responseErrors = num(row, 'eresp');
       e.counters.retries = num(row, 'wretr') + num(row, 'wredis');
       e.gauges.queue = num(row, 'qcur');
+      e.gauges.rtimeMs = num(row, 'rtime');
     } else {
       e.gauges.serversTotal++;
       if (/^DOWN/.test(str(row, 'status'))) e.gauges.serversDown++;

@@ -1,7 +1,7 @@
 import { AGENT_MESSAGE_LIMIT_BYTES } from '../../common/platform/grpc';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { AgentMessage, Hello } from '../../common/gen/proxymgr/v1/stream';
+import { AgentMessage, Hello, ServiceRefusal } from '../../common/gen/proxymgr/v1/stream';
 import { MAX_COUNTED_SERVICES, MAX_DECLARED_RESOURCES } from '../../common/protocol/resources';
 
 /**
@@ -86,7 +86,12 @@ export function fitAgentMessage(original: AgentMessage, budget = AGENT_MESSAGE_B
   }
 
   if (msg.ack) {
-    let ack = { ...msg.ack, reasons: clipEntries(msg.ack.reasons), warnings: clipEntries(msg.ack.warnings) };
+    let ack = {
+      ...msg.ack,
+      reasons: clipEntries(msg.ack.reasons),
+      warnings: clipEntries(msg.ack.warnings),
+      refusals: clipRefusals(msg.ack.refusals),
+    };
     const size = () => sizeOf({ ack });
     for (const field of ['reasons', 'warnings'] as const) {
       const r = fitStrings(ack[field], budget - (size() - listBytes(ack[field])), LIST_FLOOR);
@@ -102,6 +107,11 @@ export function fitAgentMessage(original: AgentMessage, budget = AGENT_MESSAGE_B
         `ack: ${ack.rejectedServices.length - rejected.length} of ${ack.rejectedServices.length} rejected services left out`,
       );
       ack = { ...ack, rejectedServices: rejected };
+    }
+    if (size() > budget && ack.refusals.length > 0) {
+      // The names stay in rejected_services; only why is lost.
+      cut.push(`ack: the messages of ${ack.refusals.length} refused services left out`);
+      ack = { ...ack, refusals: [] };
     }
     cut.push(`(the ACK was ${over})`);
     return finish({ ack }, cut, budget);
@@ -133,7 +143,11 @@ export function fitAgentMessage(original: AgentMessage, budget = AGENT_MESSAGE_B
   }
 
   if (msg.nack) {
-    const nack = { ...msg.nack, reason: clipped(msg.nack.reason, 64 * 1024) };
+    const nack = {
+      ...msg.nack,
+      reason: clipped(msg.nack.reason, 64 * 1024),
+      refusals: clipRefusals(msg.nack.refusals).slice(0, 100),
+    };
     const room = Math.max(0, budget - sizeOf({ nack: { ...nack, haproxyOutput: '' } }) - 256);
     cut.push(`nack: HAProxy's output cut to ${room} bytes (${over})`);
     return finish({ nack: { ...nack, haproxyOutput: clippedBytes(nack.haproxyOutput, room) } }, cut, budget);
@@ -191,6 +205,10 @@ function finish(msg: AgentMessage, cut: string[], budget: number): FittedMessage
   if (bytes > budget) cut.push(`still ${bytes} bytes after the cuts: the control plane will refuse it`);
   return { msg, cut, bytes };
 }
+
+/** Refusals with each message cut to MAX_ENTRY_CHARS. */
+const clipRefusals = (list: readonly ServiceRefusal[]): ServiceRefusal[] =>
+  list.map((r) => ({ ...r, message: clipped(r.message, MAX_ENTRY_CHARS) }));
 
 function clipped(s: string, maxChars: number): string {
   return s.length <= maxChars

@@ -2,7 +2,7 @@ import { errorMessage, HaproxyConfigError, StateProblem } from '../../common/pla
 import { clipText } from '../../common/platform/text';
 import { ApplyMethod, applyMethodToWire } from '../../common/protocol/apply-method';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { AgentMessage, Hello, Nack, Push, PreflightReport } from '../../common/gen/proxymgr/v1/stream';
+import { AgentMessage, Hello, Nack, Push, PreflightReport, ServiceRefusal } from '../../common/gen/proxymgr/v1/stream';
 import { ApplyResult, PreflightResult } from '../results';
 import { HeldState } from './held-state';
 
@@ -50,21 +50,47 @@ function rejectedServicesOf(problems: readonly StateProblem[]): string[] {
 
 const warningsOf = (problems: readonly StateProblem[]) => problems.map((p) => `${p.where}: ${p.message}`);
 
+/** Each service left out whole with why (its problems' messages joined), each once. */
+function refusalsOf(problems: readonly StateProblem[]): ServiceRefusal[] {
+  const by = new Map<string, ServiceRefusal>();
+  for (const p of problems) {
+    if (p.service === undefined || p.server !== undefined) continue;
+    const was = by.get(p.service);
+    by.set(p.service, {
+      service: p.service,
+      message: was ? `${was.message}; ${p.message}` : p.message,
+      leftOut: (was?.leftOut ?? false) || p.leftOut === true,
+    });
+  }
+  return [...by.values()];
+}
+
+/** The services HAProxy's message blames for a NACK, each with the alerts that point at it. */
+function nackRefusalsOf(err: unknown): ServiceRefusal[] {
+  if (!(err instanceof HaproxyConfigError)) return [];
+  return err.services.map((service) => ({
+    service,
+    message: (err.alertsByService.get(service) ?? []).join(' | ') || err.message,
+    leftOut: false,
+  }));
+}
+
 /** The NACK of `push` when the agent rejected its state (`runningVersion`: what it keeps running). */
 export function nackOf(push: Push, result: ApplyResult, runningVersion: string): AgentMessage {
   return nack(push, {
     reason: result.error?.message ?? 'rejected',
     haproxyOutput: result.error instanceof HaproxyConfigError ? result.error.output : '',
     runningVersion,
+    refusals: nackRefusalsOf(result.error),
   });
 }
 
 /** The NACK of `push` when applying it threw. */
 export function nackOfError(push: Push, err: unknown, runningVersion: string): AgentMessage {
-  return nack(push, { reason: errorMessage(err), haproxyOutput: '', runningVersion });
+  return nack(push, { reason: errorMessage(err), haproxyOutput: '', runningVersion, refusals: nackRefusalsOf(err) });
 }
 
-function nack(push: Push, why: Pick<Nack, 'reason' | 'haproxyOutput' | 'runningVersion'>): AgentMessage {
+function nack(push: Push, why: Pick<Nack, 'reason' | 'haproxyOutput' | 'runningVersion' | 'refusals'>): AgentMessage {
   return { nack: { version: push.version, nonce: push.nonce, ...why } };
 }
 
@@ -87,6 +113,7 @@ export function ackOf(push: Push, result: Applied, counters: ServiceCounters[]):
       warnings: warningsOf(result.problems),
       rejectedServices: rejectedServicesOf(result.problems),
       counters,
+      refusals: refusalsOf(result.problems),
     },
   };
 }

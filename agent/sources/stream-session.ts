@@ -5,6 +5,7 @@ import { fromProto } from '../../common/protocol/state-codec';
 import { DesiredState } from '../../common/protocol/types';
 import { RuntimeServer } from '../../common/gen/proxymgr/v1/admin';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
+import { ReloadStats } from '../../common/gen/proxymgr/v1/reloads';
 import { DesiredState as ProtoState } from '../../common/gen/proxymgr/v1/state';
 import {
   AgentMessage,
@@ -51,6 +52,8 @@ export interface StreamHooks {
   readonly preflight?: (state: DesiredState) => Promise<PreflightResult>;
   /** What HAProxy has now, for the control plane's StateRequest (`proxymgr ctl agent NODE`); a sentence when unknown. */
   readonly reportState?: () => Promise<RuntimeServer[] | string>;
+  /** The agent's reloads and old HAProxy generations, sent with the StateRequest's answer. */
+  readonly reloadStats?: () => ReloadStats | undefined;
 }
 
 /** Pushes taken, resyncs asked for and messages cut to fit, over every stream of a source (metrics, tests). */
@@ -244,7 +247,10 @@ export class StreamSession {
       error = errorMessage(err);
     }
     if (!this.superseded)
-      this.send({ stateReport: { id, servers, error, runningVersion: hooks.runningVersion() } }, this.deps.sourceLog);
+      this.send(
+        { stateReport: { id, servers, error, runningVersion: hooks.runningVersion(), reloads: hooks.reloadStats?.() } },
+        this.deps.sourceLog,
+      );
   }
 
   /** Answers a PreflightRequest (never throws: a failure is the report's error). Nothing is applied. */

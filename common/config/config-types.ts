@@ -92,6 +92,8 @@ export interface AgentConfig {
   readonly cacheMaxAgeMs: number;
   /** Upper bound for old HAProxy processes after a reload (`hard-stop-after`). */
   readonly hardStopAfterMs: number;
+  /** The most old HAProxy generations (soft-stopping processes) alive at once; the oldest beyond it are stopped hard. */
+  readonly maxOldGenerations: number;
   /**
    * How long a server that left discovery drains (no new sessions; current ones finish) before it is put in maint,
    * its remaining sessions are shut down and it is deleted from HAProxy (a service config's drain_timeout_ms wins).
@@ -198,8 +200,8 @@ export interface RolloutPolicyConfig {
   readonly confirmServiceRemovals?: boolean;
 }
 
-export type GateMetric = 'http_5xx' | 'errors' | 'retries' | 'servers_down' | 'queue';
-export const GATE_METRICS: readonly GateMetric[] = ['http_5xx', 'errors', 'retries', 'servers_down', 'queue'];
+export type GateMetric = 'http_5xx' | 'errors' | 'retries' | 'servers_down' | 'queue' | 'rtime';
+export const GATE_METRICS: readonly GateMetric[] = ['http_5xx', 'errors', 'retries', 'servers_down', 'queue', 'rtime'];
 
 export interface GatePolicy {
   readonly enabled: boolean;
@@ -207,9 +209,15 @@ export interface GatePolicy {
   readonly minRequests: number;
   /**
    * The largest regression allowed per metric: for ratios (5xx, connection + response errors, retries per request;
-   * servers DOWN per server) an increase in share (0.05 = 5 points), for queue an increase in requests queued per agent.
+   * servers DOWN per server) an increase in share (0.05 = 5 points), for queue an increase in requests queued per
+   * agent, for rtime an increase in milliseconds of the agents' average response time (HAProxy's `rtime`).
    */
   readonly thresholds: Readonly<Record<GateMetric, number>>;
+  /**
+   * How often a bake may halt a good revision by chance (0.01: one bake in 100), split over every share test of the
+   * bake. Absent in rollout documents written before the setting: 0.01.
+   */
+  readonly falseHaltRate?: number;
   /** A wave whose bake ends with too few requests to judge: 'pass' (said in status and log) or 'halt'. */
   readonly onInsufficientTraffic: 'pass' | 'halt';
   /** How often agents report counters and replicas publish sums while a rollout runs. */

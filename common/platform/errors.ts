@@ -51,6 +51,8 @@ export interface StateProblem {
   readonly message: string;
   /** A retry of the same input may succeed (a port taken for a moment, a file write that failed). */
   readonly transient?: boolean;
+  /** The service was left out whole (none of it runs); unset when it keeps its previous version or that is unknown. */
+  readonly leftOut?: boolean;
 }
 
 export class StateError extends ProxyMgrError {

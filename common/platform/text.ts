@@ -25,8 +25,12 @@ export function percent(x: number): string {
   return `${+(x * 100).toFixed(2)}%`;
 }
 
-/** A gate figure as people read it: a percentage for the ratios, requests per agent (two decimals) for the queue. */
+/**
+ * A gate figure as people read it: a percentage for the ratios, requests per agent (two decimals) for the queue,
+ * milliseconds for the response time.
+ */
 export function figureText(metric: string, x: number): string {
   // Number(): a figure decoded from a document may be a string; it must not throw (the status page renders it).
+  if (metric === 'rtime') return `${Math.round(Number(x))} ms`;
   return metric === 'queue' ? String(+Number(x).toFixed(2)) : percent(Number(x));
 }

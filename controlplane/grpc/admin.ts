@@ -10,6 +10,7 @@ import { clipText, plainText } from '../../common/platform/text';
 import { DesiredState } from '../../common/protocol/types';
 import { AgentRegistry } from './registry';
 import { AgentStateRequests } from './agent-questions';
+import { getService } from './service-admin';
 import { AgentRecord, DesiredStateSource } from '../ports';
 
 /** ListServices: the desired services with their hosts, and discovery's problems per service. */
@@ -100,6 +101,11 @@ export function controlPlaneAdminServer(
         return callback({ code: grpc.status.UNAVAILABLE, details: 'no desired state yet (discovery has not synced)' });
       callback(null, toProto(state));
     },
+    getService(call, callback) {
+      const r = getService(call.request, current, source, registry);
+      if ('code' in r) callback(r);
+      else callback(null, r);
+    },
     getAgentView(call, callback) {
       const agent = registry.get(call.request.nodeId);
       if (!agent) return callback(unknownAgent(call.request.nodeId));
@@ -108,7 +114,7 @@ export function controlPlaneAdminServer(
         const haproxy =
           typeof report === 'string'
             ? { haproxy: [], haproxyError: report }
-            : { haproxy: report.servers, haproxyError: report.error };
+            : { haproxy: report.servers, haproxyError: report.error, reloads: report.reloads };
         callback(null, {
           agent: agentInfo(agent, source),
           desired: desired ? toProto(desired) : undefined,

@@ -1,7 +1,11 @@
 import { clipText as clipAt, plainText } from '../../common/platform/text';
 import { MAX_COUNTED_SERVICES } from '../../common/protocol/resources';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { PreflightReport, StateReport } from '../../common/gen/proxymgr/v1/stream';
+import { ReloadStats } from '../../common/gen/proxymgr/v1/reloads';
+import { PreflightReport, ServiceRefusal, StateReport } from '../../common/gen/proxymgr/v1/stream';
+import { resourceSet } from '../../common/protocol/resources';
+import { DesiredState } from '../../common/protocol/types';
+import type { ReportedRefusal } from '../service-status';
 
 /** Version strings an agent sends (hello, Stats, a NACK's running version) are kept at most this long. */
 export const MAX_VERSION_FIELD = 128;
@@ -36,6 +40,7 @@ export function checkedCounters(counters: readonly ServiceCounters[]): ServiceCo
     serversDown: n(c.serversDown),
     servers: n(c.servers),
     queue: n(c.queue),
+    rtimeMs: n(c.rtimeMs),
   }));
 }
 
@@ -46,6 +51,7 @@ export function checkedStateReport(r: StateReport): StateReport {
     id: r.id,
     error: plain(clipText(r.error)),
     runningVersion: t(r.runningVersion),
+    reloads: r.reloads ? checkedReloadStats(r.reloads) : undefined,
     servers: r.servers.map((s) => ({
       backend: t(s.backend),
       name: t(s.name),
@@ -55,6 +61,19 @@ export function checkedStateReport(r: StateReport): StateReport {
       adminState: t(s.adminState),
       operState: t(s.operState),
     })),
+  };
+}
+
+/** The most old generations of one agent kept from its report (the agent bounds them at 50). */
+const MAX_OLD_GENERATIONS = 64;
+
+/** An agent's reload figures as hostile input: at most MAX_OLD_GENERATIONS old generations listed. */
+export function checkedReloadStats(r: ReloadStats): ReloadStats {
+  return {
+    ...r,
+    oldGenerations: r.oldGenerations
+      .slice(0, MAX_OLD_GENERATIONS)
+      .map((g) => ({ pid: g.pid, ageMs: g.ageMs, reloadsSurvived: g.reloadsSurvived, stopped: g.stopped })),
   };
 }
 
@@ -71,4 +90,26 @@ export function checkedPreflightReport(r: PreflightReport): PreflightReport {
     warnings: clip(r.warnings).map(plain),
     wholeConfig: r.wholeConfig,
   };
+}
+
+/** A refusal's message is kept this long (one per agent and service). */
+export const MAX_REFUSAL_TEXT = 1024;
+
+/**
+ * An answer's refusals as hostile input: only services of `state` (the pushed state the answer is about, so names
+ * are the control plane's own and their count its state's), each once, at most MAX_ITEMS, messages plain and clipped.
+ */
+export function checkedRefusals(refusals: readonly ServiceRefusal[], state: DesiredState): ReportedRefusal[] {
+  const names = resourceSet(state).resources;
+  const out = new Map<string, ReportedRefusal>();
+  for (const r of refusals) {
+    if (out.size >= MAX_ITEMS) break;
+    if (!names.has(r.service) || out.has(r.service)) continue;
+    out.set(r.service, {
+      service: r.service,
+      message: plain(clipAt(r.message, MAX_REFUSAL_TEXT, true)),
+      leftOut: r.leftOut === true,
+    });
+  }
+  return [...out.values()];
 }

@@ -10,6 +10,7 @@ import { AgentPreflights, AgentStateRequests } from './agent-questions';
 import {
   checkedCounters,
   checkedPreflightReport,
+  checkedRefusals,
   checkedStateReport,
   clip,
   clipText,
@@ -24,6 +25,7 @@ import {
   afterPush,
   afterResync,
   encodePush,
+  heldResources,
   Holding,
   holdingOf,
   lacks,
@@ -31,6 +33,8 @@ import {
   PushKind,
 } from './push-planner';
 import { AgentRegistry } from './registry';
+import { afterAck as servicesAfterAck, afterNack as servicesAfterNack, HeldResources } from '../service-status';
+import { DesiredState } from '../../common/protocol/types';
 import { NonceSource, StreamStats } from './stream-stats';
 
 /** The side of a stream a session writes to: the gRPC call, or a test's fake. */
@@ -57,10 +61,12 @@ export interface SessionDeps {
   readonly minStatsIntervalMs: number;
 }
 
-/** What identifies a push to its answer. */
+/** What identifies a push to its answer, with what it carried and what the agent held before (service status). */
 interface PushId {
   readonly version: string;
   readonly nonce: string;
+  readonly state: DesiredState;
+  readonly held: HeldResources | undefined;
 }
 
 /**
@@ -186,7 +192,7 @@ export class AgentSession {
     this.log.info({}, 'agent disconnected');
   }
 
-  private isAnswerAgain(a: PushId): boolean {
+  private isAnswerAgain(a: { readonly version: string; readonly nonce: string }): boolean {
     return (
       this.outstanding === undefined && a.nonce === this.lastAnswered?.nonce && a.version === this.lastAnswered.version
     );
@@ -194,6 +200,7 @@ export class AgentSession {
 
   /** The agent retried the last push after a transient failure: its new answer replaces the old one. */
   private ackAgain(ack: Ack): void {
+    this.recordServices(ack, this.lastAnswered);
     this.deps.registry.ack(
       this.agent,
       ack.version,
@@ -219,6 +226,7 @@ export class AgentSession {
     this.unanswered.clear();
     const reasons = clip(ack.reasons);
     const { registry, clock } = this.deps;
+    this.recordServices(ack, outstanding);
     registry.ack(
       this.agent,
       ack.version,
@@ -258,8 +266,28 @@ export class AgentSession {
     this.maybePush();
   }
 
+  /** What an ACK of `push` says of each service the agent runs or refused (service-status.ts). */
+  private recordServices(ack: Ack, push: PushId | undefined): void {
+    if (!push) return;
+    const refusals = checkedRefusals(ack.refusals, push.state);
+    this.agent.services = servicesAfterAck(
+      this.agent.services,
+      push.state,
+      applyMethodFromWire(ack.method),
+      refusals,
+      push.held,
+    );
+  }
+
   /** Records a NACK; a running version the stream never sent (nor the agent ran) is logged, counted, not believed. */
-  private recordNack(nack: { version: string; runningVersion: string }, reason: string): void {
+  private recordNack(nack: Nack, reason: string): void {
+    const push = this.lastAnswered;
+    if (push)
+      this.agent.services = servicesAfterNack(
+        this.agent.services,
+        push.state,
+        checkedRefusals(nack.refusals, push.state),
+      );
     const running = nack.runningVersion.slice(0, MAX_VERSION_FIELD);
     if (this.deps.registry.nack(this.agent, nack.version, reason, running, this.sentVersions)) return;
     this.deps.stats.nackRunningRefused++;
@@ -379,7 +407,13 @@ export class AgentSession {
     const { body, kind } = encodePush(this.holding, desired);
     this.answered(); // an overdue one, if any: its late answer no longer matches
     this.lastAnswered = undefined;
-    this.outstanding = { version: desired.version, nonce, at: clock.now() };
+    this.outstanding = {
+      version: desired.version,
+      nonce,
+      at: clock.now(),
+      state: desired,
+      held: heldResources(this.holding),
+    };
     this.unanswered.set(nonce, kind);
     if (this.unanswered.size > MAX_UNANSWERED) this.unanswered.delete(this.unanswered.keys().next().value!);
     this.sentVersions.delete(desired.version); // re-inserted: newest last

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Delta, diff, fullDelta, PROTOCOL_VERSION, ResourceSet, resourceSet } from '../../common/protocol/resources';
 import { DesiredState } from '../../common/protocol/types';
 import { Hello } from '../../common/gen/proxymgr/v1/stream';
+import { HeldResources } from '../service-status';
 import { cachedBody, pushBody } from './push-encoding';
 
 /**
@@ -118,6 +119,17 @@ export function afterAckAgain(h: Holding, version: string): Holding {
 /** The agent could not take a delta (Resync): it takes nothing until a full push. */
 export function afterResync(h: Holding): Holding {
   return { ...h, needFull: true };
+}
+
+/** What the agent holds as service versions (protocol 2), for the service status of its first ACK here. */
+export function heldResources(h: Holding): HeldResources | undefined {
+  const held = h.held;
+  if (!held || h.needFull) return undefined;
+  if ('state' in held) {
+    const set = resourceSet(held.state);
+    return { key: `s${set.version}\0${set.digest}`, resources: set.resources };
+  }
+  return { key: `d${held.declared.key}`, resources: held.declared.resources };
 }
 
 /** How long until a push sent at `sentAt` is overdue (answerTimeoutMs); zero or less: it is. */

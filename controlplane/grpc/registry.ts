@@ -82,6 +82,8 @@ export class AgentRegistry {
       ...(prev?.rejectedServices && prev.runningVersion === hello.runningVersion
         ? { rejectedServices: prev.rejectedServices }
         : {}),
+      // Likewise what it runs of each service: unknown once it runs another version than its last answer said.
+      ...(prev?.services && prev.runningVersion === hello.runningVersion ? { services: prev.services } : {}),
       ...hello,
       connected: true,
       connectedSince: new Date(),

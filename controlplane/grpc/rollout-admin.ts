@@ -10,7 +10,7 @@ import {
   RolloutServer,
   RolloutStatus,
 } from '../../common/gen/proxymgr/v1/rollout';
-import { GatePolicy, PreflightPolicy } from '../../common/config/config';
+import { DEFAULT_GATE_POLICY, GatePolicy, PreflightPolicy } from '../../common/config/config';
 import { GateResult } from '../rollout/gate';
 import { ConfigError } from '../../common/platform/errors';
 import { integerKey } from '../../common/config/config-schema';
@@ -168,7 +168,9 @@ function gatePolicyPb(g: GatePolicy): GatePolicyPb {
       retries: t.retries,
       serversDown: t.servers_down,
       queue: t.queue,
+      rtime: t.rtime ?? DEFAULT_GATE_POLICY.thresholds.rtime,
     },
+    falseHaltRate: g.falseHaltRate ?? DEFAULT_GATE_POLICY.falseHaltRate ?? 0.01,
     onInsufficientTraffic: g.onInsufficientTraffic,
     sampleMs: g.sampleMs,
     baselineMs: g.baselineMs,
@@ -177,7 +179,7 @@ function gatePolicyPb(g: GatePolicy): GatePolicyPb {
 
 /** A gate policy from SetPolicy: every field is checked (it replaces the policy's gate whole). */
 export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
-  const t = g.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0 };
+  const t = g.thresholds ?? { http5xx: 0, errors: 0, retries: 0, serversDown: 0, queue: 0, rtime: 0 };
   const ratio = (name: string, v: number) => {
     if (!Number.isFinite(v) || v < 0 || v > 1)
       throw new ConfigError(`gate.thresholds.${name}: expected a share 0..1 (0.05 = 5 points), got ${v}`);
@@ -185,6 +187,12 @@ export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
   };
   if (!Number.isFinite(t.queue) || t.queue < 0)
     throw new ConfigError(`gate.thresholds.queue: expected a number of queued requests per agent >= 0, got ${t.queue}`);
+  if (!Number.isFinite(t.rtime) || t.rtime < 0 || t.rtime > 600_000)
+    throw new ConfigError(`gate.thresholds.rtime: expected milliseconds 0..600000, got ${t.rtime}`);
+  if (!Number.isFinite(g.falseHaltRate) || g.falseHaltRate < 0 || g.falseHaltRate > 0.5)
+    throw new ConfigError(
+      `gate.false_halt_rate: expected a probability 0..0.5 (0: the default 0.01), got ${g.falseHaltRate}`,
+    );
   if (g.onInsufficientTraffic !== 'pass' && g.onInsufficientTraffic !== 'halt')
     throw new ConfigError(
       `gate.on_insufficient_traffic: expected "pass" or "halt", got ${JSON.stringify(g.onInsufficientTraffic.slice(0, 40))}`,
@@ -201,7 +209,11 @@ export function gatePolicyFromPb(g: GatePolicyPb): GatePolicy {
       retries: ratio('retries', t.retries),
       servers_down: ratio('servers_down', t.serversDown),
       queue: t.queue,
+      // 0 (a client that predates it): the default.
+      rtime: t.rtime || DEFAULT_GATE_POLICY.thresholds.rtime,
     },
+    // 0 (a client that does not set it): the default.
+    ...(g.falseHaltRate !== 0 ? { falseHaltRate: g.falseHaltRate } : {}),
     onInsufficientTraffic: g.onInsufficientTraffic,
     sampleMs: g.sampleMs,
     baselineMs: g.baselineMs,
@@ -242,6 +254,8 @@ function gateInfo(g: GateResult, overridden: boolean): GateResultPb {
       threshold: f.threshold,
       requests: f.requests,
       regressed: f.regressed,
+      hasP: f.p !== undefined,
+      p: f.p ?? 0,
     })),
   };
 }

@@ -69,6 +69,8 @@ export interface WaveTraffic {
   readonly beforeGauges: ByKey<Gauges>;
   readonly final: boolean;
   readonly now: number;
+  /** How many looks the bake may take (gate-stats.ts bakeLooks): the false-halt rate is split over them. */
+  readonly looks?: number;
 }
 
 /** The judgement's input for one wave: pooled sums and the per-agent voices of every replica (engine.ts, benches). */
@@ -95,5 +97,6 @@ export function waveGateInput(w: WaveTraffic): GateInput {
     beforeGaugeVoices: voicesOver(traffic, (t) => t.baselineGaugeVoices, 0, undefined, AGENTS),
     final: w.final,
     now: w.now,
+    ...(w.looks !== undefined ? { looks: w.looks } : {}),
   };
 }

@@ -7,9 +7,11 @@
  *   const start = gateStart(traffic, rollout)          // when every agent of the wave ACKed (kept in the wave)
  *   const v = judge(policy, rollout, start, traffic, baseline, { final })  // 'fail' halts; 'pass' / 'insufficient' at the end
  */
-import { GateMetric, GatePolicy } from '../../common/config/config';
+import { DEFAULT_GATE_POLICY, GateMetric, GatePolicy } from '../../common/config/config';
 import { figureText } from '../../common/platform/text';
 import { lowerMedian, upperMedian } from './voices';
+import { judgeShare, ReferenceSide, testsOf } from './gate-ratio';
+import { pText, Sample, testAlpha } from './gate-stats';
 
 export { DEFAULT_GATE_POLICY, GATE_METRICS } from '../../common/config/config';
 export type { GateMetric, GatePolicy } from '../../common/config/config';
@@ -24,13 +26,19 @@ export const RESP_ERRORS = 3;
 export const RETRIES = 4;
 export const COUNTS_LENGTH = 5;
 
-/** A gauge vector (current values, summed over agents): servers DOWN, servers, requests queued, agents reporting. */
+/**
+ * A gauge vector (current values, summed over agents): servers DOWN, servers, requests queued, agents reporting,
+ * the agents' average response times in ms (HAProxy's `rtime` over its last 1,024 requests) and how many agents
+ * report one (an agent whose HAProxy has served no request yet reports 0); absent from replicas that predate them.
+ */
 export type Gauges = readonly number[];
 export const DOWN = 0;
 export const SERVERS = 1;
 export const QUEUE = 2;
 export const AGENTS = 3;
-export const GAUGES_LENGTH = 4;
+export const RTIME = 4;
+export const RTIME_AGENTS = 5;
+export const GAUGES_LENGTH = 6;
 
 /** The key of the figures over every service. */
 export const ALL = '*';
@@ -88,6 +96,18 @@ export interface GateFigure {
   readonly threshold: number;
   readonly requests: number;
   readonly regressed: boolean;
+  /**
+   * Shares only: the one-sided test of the judged canary sample against the highest reference (gate-stats.ts), the
+   * level each test of the look had to beat, the judged sample's requests and whether it is one agent's voice.
+   */
+  readonly p?: number;
+  readonly alpha?: number;
+  readonly judgedRequests?: number;
+  readonly perAgent?: boolean;
+  /** The share of the one agent's voice that regressed (perAgent). */
+  readonly agentShare?: number;
+  /** The new revision's agents reporting the key (from the gauges). */
+  readonly agents?: number;
 }
 
 export type GateVerdict = 'pending' | 'pass' | 'fail' | 'insufficient';
@@ -172,13 +192,27 @@ export interface GateInput {
   /** The bake is over: no more waiting for traffic. */
   readonly final: boolean;
   readonly now: number;
+  /** How many looks the bake may take (gate-stats.ts bakeLooks); absent: 1. The false-halt rate is split over them. */
+  readonly looks?: number;
 }
 
-const ratio = (v: Counts | undefined, i: number) => (v && (v[REQUESTS] ?? 0) > 0 ? (v[i] ?? 0) / v[REQUESTS]! : 0);
-const errors = (v: Counts | undefined) =>
-  v && (v[REQUESTS] ?? 0) > 0 ? ((v[CONN_ERRORS] ?? 0) + (v[RESP_ERRORS] ?? 0)) / v[REQUESTS]! : 0;
+/** The false-halt rate of a policy (rollout documents from before the setting have none). */
+export const falseHaltRateOf = (p: GatePolicy): number => p.falseHaltRate ?? 0.01;
+
+/** The failed part of a counts vector per share metric (capped at the requests: retries may outnumber them). */
+const FAILED: Readonly<Record<'http_5xx' | 'errors' | 'retries', (v: Counts) => number>> = {
+  http_5xx: (v) => v[HTTP_5XX] ?? 0,
+  errors: (v) => (v[CONN_ERRORS] ?? 0) + (v[RESP_ERRORS] ?? 0),
+  retries: (v) => v[RETRIES] ?? 0,
+};
+const sampleOf = (v: Counts, failed: (v: Counts) => number): Sample => {
+  const n = v[REQUESTS] ?? 0;
+  return { x: Math.min(n, Math.max(0, failed(v))), n };
+};
 const downShare = (g: Gauges | undefined) => (g && (g[SERVERS] ?? 0) > 0 ? (g[DOWN] ?? 0) / g[SERVERS]! : 0);
 const queuePerAgent = (g: Gauges | undefined) => (g && (g[AGENTS] ?? 0) > 0 ? (g[QUEUE] ?? 0) / g[AGENTS]! : 0);
+const rtimePerAgent = (g: Gauges | undefined) =>
+  g && (g[RTIME_AGENTS] ?? 0) > 0 ? (g[RTIME] ?? 0) / g[RTIME_AGENTS]! : undefined;
 
 /**
  * A reference side's figure: the lower of its pooled figure and the lower median of its voices (either may be
@@ -193,18 +227,24 @@ function referenceOf(pooled: number | undefined, voices: readonly number[] | und
 /**
  * Judges one wave. A metric regresses when the new revision's figure exceeds every reference that has enough data
  * (the stable agents in the same window, the same agents before) by more than its threshold; with no reference it
- * is compared with zero. So a backend that fails for everyone (the stable agents too) is not the revision's fault,
- * and a service that only the new revision's agents serve is still judged. Ratios count only with `minRequests`
- * requests (and may halt a wave mid-bake); gauges (servers DOWN, queue) are judged at the end of the bake.
+ * is compared with the threshold alone. So a backend that fails for everyone (the stable agents too) is not the
+ * revision's fault, and a service that only the new revision's agents serve is still judged. Ratios count only
+ * with `minRequests` requests (and may halt a wave mid-bake); gauges (servers DOWN, queue) are judged at the end of
+ * the bake.
  *
- * Every figure is judged twice when the sides come with voices (per-agent figures, voices.ts): pooled, and as the
- * upper median of the canary's voices against the lower median of each reference's; the canary regresses if either
- * says so, and a reference is the lower of the two. A voice counts for ratios with `minRequests` requests (agents
- * with less are pooled into voices by the replicas), so the same minimum holds per agent and pooled.
+ * Shares (5xx, errors, retries) must also pass a one-sided test of two proportions (gate-ratio.ts, gate-stats.ts):
+ * pooled, and agent by agent when the canary has several voices (per-agent figures, voices.ts), each against the
+ * robust figure of each reference (the lower of its pooled figure and its voices' lower median). The policy's
+ * false-halt rate is split over every test of every look of the bake (Bonferroni), so the threshold is the
+ * smallest difference that halts and the test says whether the difference is more than chance. A voice counts with
+ * `minRequests` requests (agents with less are pooled into voices by the replicas). Gauges are judged as the upper
+ * median of the canary's voices against the lower median of each reference's.
  */
 export function judge(input: GateInput): GateResult {
   const { policy, canary, stable, before } = input;
   const t = policy.thresholds;
+  // Rollout documents written before a metric existed have no threshold for it: the default's.
+  const limitOf = (m: GateMetric) => t[m] ?? DEFAULT_GATE_POLICY.thresholds[m];
   const enough = (v: Counts | undefined) => (v?.[REQUESTS] ?? 0) >= policy.minRequests;
   const figures: GateFigure[] = [];
   let judged = 0;
@@ -212,6 +252,13 @@ export function judge(input: GateInput): GateResult {
     a === ALL ? -1 : b === ALL ? 1 : a < b ? -1 : a > b ? 1 : 0,
   );
   const hasAgents = (x: Gauges | undefined): x is Gauges => x !== undefined && (x[AGENTS] ?? 0) > 0;
+  // Every share test of this look (per key and metric: pooled, and each voice when there are several) shares the
+  // look's part of the bake's false-halt rate.
+  let tests = 0;
+  for (const key of keys) {
+    if (enough(canary.get(key))) tests += 3 * testsOf(input.canaryVoices?.get(key)?.filter(enough).length ?? 0);
+  }
+  const alpha = testAlpha(falseHaltRateOf(policy), input.looks ?? 1, tests);
   for (const key of keys) {
     const c = canary.get(key);
     const requests = c?.[REQUESTS] ?? 0;
@@ -237,28 +284,55 @@ export function judge(input: GateInput): GateResult {
         ...(stableValue !== undefined ? { stable: stableValue } : {}),
         ...(beforeValue !== undefined ? { before: beforeValue } : {}),
         ...(median !== undefined ? { median, voices: voices!.length } : {}),
-        threshold: t[metric],
+        threshold: limitOf(metric),
         requests,
-        regressed: judgedValue - reference > t[metric] + 1e-12,
+        regressed: judgedValue - reference > limitOf(metric) + 1e-12,
       });
     };
     if (enough(c)) {
       judged++;
-      const s = enough(stable.get(key)) ? stable.get(key) : undefined;
-      const b = enough(before.get(key)) ? before.get(key) : undefined;
-      const of = (voices: ReadonlyMap<string, readonly Counts[]> | undefined, f: (v: Counts) => number) =>
-        voices?.get(key)?.filter(enough).map(f);
-      const ratioFigure = (metric: GateMetric, f: (v: Counts) => number) =>
-        add(
+      const voicesOf = (voices: ReadonlyMap<string, readonly Counts[]> | undefined) =>
+        voices?.get(key)?.filter(enough) ?? [];
+      const canaryVoices = voicesOf(input.canaryVoices);
+      const side = (pooled: Counts | undefined, voices: readonly Counts[]) =>
+        enough(pooled) || voices.length > 0 ? { pooled: enough(pooled) ? pooled : undefined, voices } : undefined;
+      const sides = [
+        side(stable.get(key), voicesOf(input.stableVoices)),
+        side(before.get(key), voicesOf(input.beforeVoices)),
+      ];
+      const agents = input.canaryGauges.get(key)?.[AGENTS];
+      for (const metric of ['http_5xx', 'errors', 'retries'] as const) {
+        const f = FAILED[metric];
+        const asRef = (x: (typeof sides)[number]): ReferenceSide | undefined =>
+          x && { ...(x.pooled ? { pooled: sampleOf(x.pooled, f) } : {}), voices: x.voices.map((v) => sampleOf(v, f)) };
+        const a = judgeShare({
+          canary: sampleOf(c!, f),
+          canaryVoices: canaryVoices.map((v) => sampleOf(v, f)),
+          references: sides.map(asRef),
+          threshold: limitOf(metric),
+          alpha,
+        });
+        const [s, b] = a.references;
+        const shareOf = (x: Sample | undefined) => (x && x.n > 0 ? x.x / x.n : undefined);
+        const median = upperMedian(canaryVoices.map((v) => shareOf(sampleOf(v, f)) ?? 0));
+        figures.push({
+          key,
           metric,
-          f(c!),
-          of(input.canaryVoices, f),
-          referenceOf(s && f(s), of(input.stableVoices, f)),
-          referenceOf(b && f(b), of(input.beforeVoices, f)),
-        );
-      ratioFigure('http_5xx', (v) => ratio(v, HTTP_5XX));
-      ratioFigure('errors', errors);
-      ratioFigure('retries', (v) => ratio(v, RETRIES));
+          canary: shareOf(sampleOf(c!, f)) ?? 0,
+          ...(a.perAgent ? { agentShare: shareOf(a.judged) ?? 0 } : {}),
+          ...(s ? { stable: shareOf(s)! } : {}),
+          ...(b ? { before: shareOf(b)! } : {}),
+          ...(median !== undefined ? { median, voices: canaryVoices.length } : {}),
+          threshold: limitOf(metric),
+          requests,
+          regressed: a.regressed,
+          p: a.p,
+          alpha,
+          judgedRequests: a.judged.n,
+          perAgent: a.perAgent,
+          ...(agents !== undefined && agents > 0 ? { agents } : {}),
+        });
+      }
     }
     // Gauges are a moment's values: judged at the end of the bake only, so that one spike does not halt a wave.
     const g = input.final ? input.canaryGauges.get(key) : undefined;
@@ -277,6 +351,22 @@ export function judge(input: GateInput): GateResult {
         );
       gaugeFigure('servers_down', downShare);
       gaugeFigure('queue', queuePerAgent);
+      // Averages with no spread to test: the margin alone decides, and only where the canary reports one.
+      const rt = (x: Gauges | undefined) => rtimePerAgent(x);
+      const rtimes = (voices: ReadonlyMap<string, readonly Gauges[]> | undefined) =>
+        voices
+          ?.get(key)
+          ?.map(rt)
+          .filter((x): x is number => x !== undefined);
+      const canaryRtime = rt(g);
+      if (canaryRtime !== undefined)
+        add(
+          'rtime',
+          canaryRtime,
+          rtimes(input.canaryGaugeVoices),
+          referenceOf(rt(sg), rtimes(input.stableGaugeVoices)),
+          referenceOf(rt(bg), rtimes(input.beforeGaugeVoices)),
+        );
     }
   }
   const bad = figures.filter((f) => f.regressed);
@@ -306,7 +396,11 @@ export function judge(input: GateInput): GateResult {
   };
 }
 
-/** "service web: 5xx 97.5%, per-agent median 98% of 3 voice(s) over 1200 request(s) (stable 0%, before 0.1%) > +5% allowed" */
+/**
+ * A share: "service web: 5xx 3.1% vs 0.4%, p < 0.001 over 2,400 request(s) from 3 agent(s) (stable 0.4%, before
+ * 0.3%) > +1% allowed"; one agent: "5xx 12% on one agent (3.1% pooled) vs 0.4%, p < 0.001 over 800 of 2,400 …".
+ * A gauge: "service web: servers DOWN 50%, per-agent median 50% of 3 voice(s) (stable 0%) > +0% allowed".
+ */
 export function describeFigure(f: GateFigure): string {
   const fmt = (x: number) => figureText(f.metric, x);
   const refs = [
@@ -314,9 +408,28 @@ export function describeFigure(f: GateFigure): string {
     f.before !== undefined ? `before ${fmt(f.before)}` : '',
   ].filter(Boolean);
   const where = f.key === ALL ? 'all services' : `service ${f.key}`;
-  const name = { http_5xx: '5xx', errors: 'errors', retries: 'retries', servers_down: 'servers DOWN', queue: 'queue' }[
-    f.metric
-  ];
+  const name = {
+    http_5xx: '5xx',
+    errors: 'errors',
+    retries: 'retries',
+    servers_down: 'servers DOWN',
+    queue: 'queue',
+    rtime: 'response time',
+  }[f.metric];
+  const allowed = `${f.regressed ? '>' : '<='} +${fmt(f.threshold)} allowed`;
+  if (f.p !== undefined) {
+    const count = (n: number) => Math.round(Number(n)).toLocaleString('en-US');
+    const reference = [f.stable, f.before].filter((x): x is number => x !== undefined);
+    const vs = reference.length > 0 ? ` vs ${fmt(Math.max(...reference))}` : '';
+    const agent = f.perAgent && f.agentShare !== undefined;
+    const what = agent ? `${fmt(f.agentShare)} on one agent (${fmt(f.canary)} pooled)` : fmt(f.canary);
+    const over =
+      agent && f.judgedRequests !== undefined
+        ? `${count(f.judgedRequests)} of ${count(f.requests)}`
+        : `${count(f.requests)}`;
+    const from = f.agents !== undefined ? ` from ${count(f.agents)} agent(s)` : '';
+    return `${where}: ${name} ${what}${vs}, ${pText(Number(f.p))} over ${over} request(s)${from} (${refs.join(', ') || 'no reference'}) ${allowed}`;
+  }
   const median = f.median !== undefined ? `, per-agent median ${fmt(f.median)} of ${f.voices ?? 0} voice(s)` : '';
-  return `${where}: ${name} ${fmt(f.canary)}${median} over ${f.requests} request(s) (${refs.join(', ') || 'no reference'}) ${f.regressed ? '>' : '<='} +${fmt(f.threshold)} allowed`;
+  return `${where}: ${name} ${fmt(f.canary)}${median} over ${f.requests} request(s) (${refs.join(', ') || 'no reference'}) ${allowed}`;
 }

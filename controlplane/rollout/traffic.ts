@@ -1,6 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { ALL, AGENTS, COUNTS_LENGTH, DOWN, GAUGES_LENGTH, QUEUE, ReplicaTraffic, SERVERS } from './gate';
+import {
+  ALL,
+  AGENTS,
+  COUNTS_LENGTH,
+  DOWN,
+  GAUGES_LENGTH,
+  QUEUE,
+  ReplicaTraffic,
+  RTIME,
+  RTIME_AGENTS,
+  SERVERS,
+} from './gate';
 import { groupVoices } from './voices';
 
 /** The rollout a ledger sums for: its revisions and the keys judged (ALL and the services it changes). */
@@ -25,6 +36,8 @@ export const MAX_REQUESTS_PER_SECOND = 1_000_000;
 
 /** Requests queued one agent may report per service (a gauge; HAProxy's queues are far shorter in practice). */
 export const MAX_QUEUE_PER_SERVICE = 100_000;
+/** An agent's reported average response time is capped there (ms): HAProxy's own timeouts end requests sooner. */
+export const MAX_RTIME_MS = 600_000;
 
 /** Services judged one by one at most (the rest count in ALL only). */
 export const MAX_GATED_SERVICES = 50;
@@ -263,13 +276,23 @@ export class TrafficLedger {
 
   private gaugeVectors(counters: readonly ServiceCounters[], keys: ReadonlySet<string>): Map<string, Vec> {
     const out = new Map<string, Vec>();
-    const all = [0, 0, 0, 1];
+    const all = [0, 0, 0, 1, 0, 0];
     for (const c of counters) {
       // Bounded: DOWN is at most the servers the agent reports (themselves bounded by the stream), the queue capped.
-      const g = [Math.min(c.serversDown, c.servers), c.servers, Math.min(c.queue, MAX_QUEUE_PER_SERVICE), 1];
+      const g = [
+        Math.min(c.serversDown, c.servers),
+        c.servers,
+        Math.min(c.queue, MAX_QUEUE_PER_SERVICE),
+        1,
+        Math.min(c.rtimeMs ?? 0, MAX_RTIME_MS),
+        (c.rtimeMs ?? 0) > 0 ? 1 : 0,
+      ];
       all[DOWN]! += g[DOWN]!;
       all[SERVERS]! += g[SERVERS]!;
       all[QUEUE]! += g[QUEUE]!;
+      // Over every service, an agent's response time is its slowest service's.
+      all[RTIME] = Math.max(all[RTIME]!, g[RTIME]!);
+      all[RTIME_AGENTS] = all[RTIME] > 0 ? 1 : 0;
       if (keys.has(c.service)) out.set(c.service, g);
     }
     all[AGENTS] = 1;

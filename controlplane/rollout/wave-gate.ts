@@ -11,6 +11,7 @@ import {
   TrafficView,
 } from './gate';
 import { gateWindow, waveGateInput } from './gate-input';
+import { bakeLooks } from './gate-stats';
 import { GATE_FIGURES_EVERY_MS, RolloutDoc, updateLast } from './fleet-doc';
 
 /** The gate's judgement of the rollout's last wave now; the result is kept in the wave (and the baseline in the rollout). */
@@ -50,6 +51,7 @@ export function judgeWave(
       beforeGauges: baseline?.gauges ?? {},
       final,
       now,
+      looks: bakeLooks(r.policy.bakeMs, gate.sampleMs),
     }),
   );
   // Kept when the verdict changes, and new figures at most every GATE_FIGURES_EVERY_MS: the document is shared by

@@ -31,6 +31,7 @@ describe('messages of a large fleet fit the control plane receive limit', () => 
     serversDown: 1,
     servers: 20,
     queue: 0,
+    rtimeMs: 0,
   });
   const apply = async (s: DesiredState): Promise<ApplyResult> => ({
     version: s.version,

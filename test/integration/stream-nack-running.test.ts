@@ -35,6 +35,7 @@ const counters = [
     serversDown: 0,
     servers: 1,
     queue: 0,
+    rtimeMs: 0,
   },
 ];
 

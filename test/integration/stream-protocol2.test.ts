@@ -50,6 +50,7 @@ function rawAgent(port: number, hello: Partial<Hello>) {
           warnings: [],
           rejectedServices: [],
           counters: [],
+          refusals: [],
         },
       }),
     close: () => {
@@ -307,6 +308,7 @@ describe('agent stream protocol 2 (real gRPC)', () => {
         serversDown: 0,
         servers: 1,
         queue: 0,
+        rtimeMs: 0,
       });
       const hostile = `web\x1b[2J${'x'.repeat(1000)}`;
       a.send({

@@ -64,6 +64,7 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
           warnings: [],
           rejectedServices: [],
           counters: [],
+          refusals: [],
         },
       });
       expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v2.version)).toBe(true);

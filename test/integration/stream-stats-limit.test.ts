@@ -23,6 +23,7 @@ const counters = (requests: number) => [
     serversDown: 0,
     servers: 1,
     queue: 0,
+    rtimeMs: 0,
   },
 ];
 

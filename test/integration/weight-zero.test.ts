@@ -65,6 +65,7 @@ describe('weight 0 from the control plane to HAProxy', () => {
           warnings: [],
           rejectedServices: [],
           counters: [],
+          refusals: [],
         },
       });
     });

@@ -61,7 +61,7 @@ describe('proxymgr.yml schema (common/config/config.schema.json)', () => {
       /^\/etc\/proxymgr\/proxymgr\.yml: agent\.drift_interval_ms: unknown key \(expected one of state_dir, node_id, .*drift_check_interval_ms/,
     );
     expect(load('rollout:\n  zookeeper: "zk:2181"\n  gate: {thresholds: {http_500: 0.1}}\n')).toThrow(
-      /rollout\.gate\.thresholds\.http_500: unknown key \(expected one of http_5xx, errors, retries, servers_down, queue\)/,
+      /rollout\.gate\.thresholds\.http_500: unknown key \(expected one of http_5xx, errors, retries, servers_down, queue, rtime\)/,
     );
     expect(load('controlplanes:\n  listen: 127.0.0.1:7000\n')).toThrow(
       /proxymgr\.yml: controlplanes: unknown key \(expected one of haproxy, service_options, service_config, controlplane, rollout, agent, auth\)/,
@@ -102,8 +102,12 @@ describe('proxymgr.yml schema (common/config/config.schema.json)', () => {
       sampleMs: d('rollout.gate.sample_ms'),
       baselineMs: d('rollout.gate.baseline_ms'),
       onInsufficientTraffic: d('rollout.gate.on_insufficient_traffic'),
+      falseHaltRate: d('rollout.gate.false_halt_rate'),
       thresholds: Object.fromEntries(
-        ['http_5xx', 'errors', 'retries', 'servers_down', 'queue'].map((m) => [m, d(`rollout.gate.thresholds.${m}`)]),
+        ['http_5xx', 'errors', 'retries', 'servers_down', 'queue', 'rtime'].map((m) => [
+          m,
+          d(`rollout.gate.thresholds.${m}`),
+        ]),
       ),
     });
     expect(() => parseConfig('agent: {backlog: 70000}\n', 'p.yml')).toThrow(

@@ -55,7 +55,8 @@ describe('deploy/examples stay in step with the code', () => {
       onInsufficientTraffic: 'pass',
       sampleMs: 2000,
       baselineMs: 60000,
-      thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10 },
+      falseHaltRate: 0.01,
+      thresholds: { http_5xx: 0.05, errors: 0.05, retries: 0.1, servers_down: 0.2, queue: 10, rtime: 100 },
     });
   });
 

@@ -46,7 +46,8 @@ describe('hostile values at the rollout inputs', () => {
     const g = {
       enabled: true,
       minRequests: 10,
-      thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10 },
+      thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10, rtime: 100 },
+      falseHaltRate: 0,
       onInsufficientTraffic: 'pass',
       sampleMs: 1000,
       baselineMs: 60000,
@@ -99,7 +100,8 @@ describe('hostile values at the rollout inputs', () => {
     const gate = {
       enabled: true,
       minRequests: 4_294_967_295,
-      thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10 },
+      thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10, rtime: 100 },
+      falseHaltRate: 0,
       onInsufficientTraffic: 'pass',
       sampleMs: 1000,
       baselineMs: 60000,

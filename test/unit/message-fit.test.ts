@@ -17,6 +17,7 @@ const counter = (service: string, requests = 1): ServiceCounters => ({
   serversDown: 1,
   servers: 20,
   queue: 0,
+  rtimeMs: 0,
 });
 const hello = (resources: number): Hello =>
   Hello.fromPartial({
@@ -94,6 +95,7 @@ describe('messages to the control plane fit its receive limit', () => {
         warnings,
         rejectedServices: ['web', 'api'],
         counters: Array.from({ length: 5000 }, (_, i) => counter(name(i))),
+        refusals: [],
       },
     };
     expect(size(msg)).toBeGreaterThan(4 * 1024 * 1024);
@@ -132,7 +134,14 @@ describe('messages to the control plane fit its receive limit', () => {
   test("a NACK's HAProxy output is cut to fit", () => {
     const output = '[WARNING] a line of haproxy -c output\n'.repeat(200_000);
     const f = fitAgentMessage({
-      nack: { version: 'v2', nonce: 'n', reason: 'rejected', haproxyOutput: output, runningVersion: 'v1' },
+      nack: {
+        version: 'v2',
+        nonce: 'n',
+        reason: 'rejected',
+        haproxyOutput: output,
+        runningVersion: 'v1',
+        refusals: [],
+      },
     });
     expect(size(f.msg)).toBeLessThanOrEqual(AGENT_MESSAGE_BUDGET_BYTES);
     expect(f.msg.nack!.haproxyOutput).toMatch(/^\[WARNING\] a line/);

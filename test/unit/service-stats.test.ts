@@ -34,8 +34,19 @@ describe('show stat per service', () => {
     );
     expect(s.get('web')).toEqual({
       counters: { requests: 100, responses5xx: 7, sessions: 90, connectionErrors: 2, responseErrors: 3, retries: 5 },
-      gauges: { serversDown: 2, serversTotal: 4, queue: 5 },
+      gauges: { serversDown: 2, serversTotal: 4, queue: 5, rtimeMs: 0 },
     });
+  });
+
+  test("the backend's average response time (rtime over its last 1,024 requests), where HAProxy has the column", () => {
+    const header = `${HEADER},rtime`;
+    const backend = rows('web', { req: 10, x5: 0, stot: 10 }, { econ: 0, eresp: 0, wretr: 0, wredis: 0, qcur: 0 }, [
+      'UP',
+    ])
+      .split('\n')
+      .map((line) => `${line},${line.split(',')[1] === 'BACKEND' ? 230 : 7}`)
+      .join('\n');
+    expect(parseShowStat([header, backend, ''].join('\n')).get('web')!.gauges.rtimeMs).toBe(230);
   });
 
   test('the tracker carries counts across a new HAProxy process (and a counter going backwards); gauges are current', async () => {

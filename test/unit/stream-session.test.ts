@@ -38,6 +38,7 @@ const counters = (requests: number): ServiceCounters[] => [
     serversDown: 0,
     servers: 1,
     queue: 0,
+    rtimeMs: 0,
   },
 ];
 
@@ -179,6 +180,7 @@ describe('StreamSession', () => {
         warnings: ['service db: port in use'],
         rejectedServices: ['db'],
         counters: counters(7),
+        refusals: [{ service: 'db', message: 'port in use', leftOut: false }],
       },
     });
     expect(ages).toEqual([500]);
@@ -199,6 +201,7 @@ describe('StreamSession', () => {
         reason: 'the config is invalid',
         haproxyOutput: 'line 3: unknown',
         runningVersion: v1.version,
+        refusals: [],
       },
     });
     expect(h.stats).toEqual({ pushes: 2, full: 1, deltas: 1, resyncs: 0, cut: 0 });

@@ -43,6 +43,7 @@ const counters = (requests: number) => [
     serversDown: 0,
     servers: 1,
     queue: 0,
+    rtimeMs: 0,
   },
 ];
 
@@ -114,6 +115,7 @@ const ack = (p: { version: string; nonce: string }): AgentMessage => ({
     warnings: [],
     rejectedServices: [],
     counters: [],
+    refusals: [],
   },
 });
 
@@ -146,7 +148,14 @@ describe('agent session on a fake clock', () => {
     h.set(v1);
     const a = h.open({ nodeId: 'n1' });
     a.send({
-      nack: { version: v1.version, nonce: a.pushes[0]!.nonce, reason: 'no', haproxyOutput: '', runningVersion: '' },
+      nack: {
+        version: v1.version,
+        nonce: a.pushes[0]!.nonce,
+        reason: 'no',
+        haproxyOutput: '',
+        runningVersion: '',
+        refusals: [],
+      },
     });
     expect(h.registry.get('n1')?.lastError).toBe('no');
     h.set(v1);

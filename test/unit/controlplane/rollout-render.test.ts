@@ -54,7 +54,7 @@ const status = RolloutStatus.fromPartial({
       gate: {
         enabled: true,
         minRequests: 20,
-        thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10 },
+        thresholds: { http5xx: 0.05, errors: 0.05, retries: 0.1, serversDown: 0.2, queue: 10, rtime: 100 },
         onInsufficientTraffic: 'pass',
         sampleMs: 1000,
         baselineMs: 60000,
@@ -95,11 +95,11 @@ describe('rollout gates and preflight as ctl and the status page show them', () 
   test("ctl rollout status: the policy, the preflight with each failing agent, each wave's verdict with its figures", () => {
     const text = renderStatus(status);
     expect(text).toMatch(
-      /preflight on {2}gate on \(min_requests 20; 5xx \+5%, errors \+5%, retries \+10%, servers_down \+20%, queue \+10\)/,
+      /preflight on {2}gate on \(min_requests 20; 5xx \+5%, errors \+5%, retries \+10%, servers_down \+20%, queue \+10, rtime \+100 ms; false_halt_rate 0\.01\)/,
     );
     expect(text).toMatch(/^ {2}wave 1 gate: FAIL: traffic gate: service web: 5xx 100%/m);
-    expect(text).toMatch(/^ {4}web +http_5xx +100% +0% +0% +\+5% +40 +! regressed$/m);
-    expect(text).toMatch(/^ {4}\* +queue +0 +- +- +\+10 +40 *$/m);
+    expect(text).toMatch(/^ {4}web +http_5xx +100% +0% +0% +\+5% +40 +- +! regressed$/m);
+    expect(text).toMatch(/^ {4}\* +queue +0 +- +- +\+10 +40 +- *$/m);
     expect(text).toMatch(/^preflight: 4 passed, 1 failed, 0 unanswered$/m);
     expect(text).toMatch(/^ {2}n5: service api: cannot listen on 127\.0\.0\.5:9000: Address already in use$/m);
   });

@@ -46,6 +46,7 @@ const sc = (service: string, requests: number, responses5xx = 0, more: Partial<S
     serversDown: 0,
     servers: 2,
     queue: 0,
+    rtimeMs: 0,
     ...more,
   }) satisfies ServiceCounters;
 
@@ -85,7 +86,9 @@ describe('judge: one agent cannot sway it', () => {
     expect(f.canary).toBeLessThan(1e-6); // what pooling alone would judge
     expect(f.median).toBeCloseTo(0.2);
     expect(f.voices).toBe(4);
-    expect(r.reason).toContain('per-agent median 20% of 4 voice(s)');
+    expect(f.perAgent).toBe(true);
+    expect(f.agentShare).toBeCloseTo(0.2);
+    expect(r.reason).toContain('5xx 20% on one agent (0% pooled), p < 0.001 over 400 of 3,000,001,050 request(s)');
     // Without voices (a replica from before them) the same pooled figure passes: this is what they add.
     expect(judge(input({ canary: map({ web: pooled(voices) }), final: true })).verdict).toBe('pass');
   });
@@ -208,7 +211,7 @@ describe('TrafficLedger: sample cap and voices', () => {
     const l = new TrafficLedger(60_000);
     l.follow(ROLLOUT);
     l.sample('P', 'r1', [sc('web', 0, 0, { serversDown: 1e9, servers: 3, queue: 1e12 })], 0);
-    expect(l.report(0)!.gauges['r1']!['web']).toEqual([3, 3, MAX_QUEUE_PER_SERVICE, 1]);
+    expect(l.report(0)!.gauges['r1']!['web']).toEqual([3, 3, MAX_QUEUE_PER_SERVICE, 1, 0, 0]);
   });
 
   test('boundedGauges: an agent claims no more servers than it was sent, nor more DOWN than those', () => {

@@ -42,8 +42,15 @@ import { TrafficLedger } from '../../../controlplane/rollout/traffic';
 
 /** A counts vector: requests, 5xx, connection errors, response errors, retries. */
 const c = (requests: number, x5 = 0, conn = 0, resp = 0, retries = 0): Counts => [requests, x5, conn, resp, retries];
-/** A gauges vector: servers DOWN, servers, queued, agents. */
-const g = (down: number, servers: number, queue: number, agents: number): Gauges => [down, servers, queue, agents];
+/** A gauges vector: servers DOWN, servers, queued, agents, response times (ms, summed over agents). */
+const g = (down: number, servers: number, queue: number, agents: number, rtime = 0): Gauges => [
+  down,
+  servers,
+  queue,
+  agents,
+  rtime,
+  rtime > 0 ? agents : 0,
+];
 const map = <T>(o: Record<string, T>): Map<string, T> => new Map(Object.entries(o));
 
 // ---------------------------------------------------------------------------------------------------- judge
@@ -79,7 +86,7 @@ describe('judge', () => {
     expect(r.verdict).toBe('fail');
     expect(r.at).toBe(42);
     expect(r.reason).toMatch(/^traffic gate: /);
-    expect(r.reason).toContain('service web: 5xx 100% over 200 request(s) (stable 0%) > +5% allowed');
+    expect(r.reason).toContain('service web: 5xx 100% vs 0%, p < 0.001 over 200 request(s) (stable 0%) > +5% allowed');
     expect(r.reason).toContain('all services: 5xx 100%');
     expect(fig(r.figures, 'web', 'http_5xx')).toEqual({
       key: 'web',
@@ -89,7 +96,12 @@ describe('judge', () => {
       threshold: 0.05,
       requests: 200,
       regressed: true,
+      p: expect.any(Number) as number,
+      alpha: 0.01 / 6,
+      judgedRequests: 200,
+      perAgent: false,
     });
+    expect(fig(r.figures, 'web', 'http_5xx')!.p).toBeLessThan(1e-100);
     // Regressions come first; only http_5xx regressed.
     expect(r.figures.filter((f) => f.regressed).map((f) => `${f.key}/${f.metric}`)).toEqual([
       '*/http_5xx',
@@ -328,6 +340,7 @@ const sc = (
   serversDown: 0,
   servers: 2,
   queue: 0,
+  rtimeMs: 0,
   ...more,
 });
 
@@ -476,7 +489,7 @@ describe('engine: traffic gate', () => {
     const out = step(doc, fleetOf(running), 3000, bad(id)).doc;
     expect(out.current!.state).toBe('rolled_back');
     expect(out.current!.reason).toMatch(
-      /^wave 1: traffic gate: .*service web: 5xx 100% over 50 request\(s\) \(stable 0%\).*; rolled back to r1$/,
+      /^wave 1: traffic gate: .*service web: 5xx 100% vs 0%, p < 0\.001 over 50 request\(s\) \(stable 0%\).*; rolled back to r1$/,
     );
     expect(out.stable).toBe('r1');
     for (const a of AGENTS) expect(releasedRevision(out, a)).toBe('r1');
@@ -746,15 +759,16 @@ describe('config: rollout.gate and rollout.preflight', () => {
     });
     expect(rollout('{gate: true}').gate).toEqual(DEFAULT_GATE_POLICY);
     const r = rollout(
-      '{gate: {min_requests: 50, sample_ms: 500, baseline_ms: 30000, on_insufficient_traffic: halt, thresholds: {http_5xx: 0.1, queue: 25}}, preflight: {max_failures: 2, timeout_ms: 5000}}',
+      '{gate: {min_requests: 50, false_halt_rate: 0.05, sample_ms: 500, baseline_ms: 30000, on_insufficient_traffic: halt, thresholds: {http_5xx: 0.1, queue: 25, rtime: 250}}, preflight: {max_failures: 2, timeout_ms: 5000}}',
     );
     expect(r.gate).toEqual({
       enabled: true,
       minRequests: 50,
+      falseHaltRate: 0.05,
       sampleMs: 500,
       baselineMs: 30_000,
       onInsufficientTraffic: 'halt',
-      thresholds: { ...DEFAULT_GATE_POLICY.thresholds, http_5xx: 0.1, queue: 25 },
+      thresholds: { ...DEFAULT_GATE_POLICY.thresholds, http_5xx: 0.1, queue: 25, rtime: 250 },
     });
     expect(r.preflight).toEqual({ enabled: true, maxFailures: 2, timeoutMs: 5000 });
     // The stored policy carries both.
@@ -767,6 +781,7 @@ describe('config: rollout.gate and rollout.preflight', () => {
       ['{gate: {thresholds: {queue: -1}}}', /rollout\.gate\.thresholds\.queue: expected a number of queued requests/],
       ['{gate: {thresholds: {latency: 1}}}', /rollout\.gate\.thresholds\.latency: unknown key/],
       ['{gate: {bogus: 1}}', /^cp\.yml: rollout\.gate\.bogus: unknown key/],
+      ['{gate: {false_halt_rate: 0.9}}', /rollout\.gate\.false_halt_rate: expected a probability/],
       ['{gate: {min_requests: 0}}', /rollout\.gate\.min_requests: expected an integer 1\.\./],
       ['{gate: {on_insufficient_traffic: maybe}}', /rollout\.gate\.on_insufficient_traffic: expected "pass" or "halt"/],
       ['{gate: "yes"}', /rollout\.gate: expected a mapping/],
@@ -848,5 +863,72 @@ describe('review findings (fixed)', () => {
     const second = l.report(1000)!;
     expect(second.sums).toEqual({});
     expect(second.epoch).not.toBe(first.epoch);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------- statistics
+
+describe('judge: shares tested for sample size, latency against a margin', () => {
+  const P: GatePolicy = {
+    ...DEFAULT_GATE_POLICY,
+    minRequests: 50,
+    thresholds: { ...DEFAULT_GATE_POLICY.thresholds, http_5xx: 0.01 },
+  };
+  test('51 requests with 3 errors and 5,100 with 300 are not judged alike', () => {
+    const at = (n: number, x: number) =>
+      judge(
+        input({
+          policy: P,
+          canary: map({ web: c(n, x) }),
+          stable: map({ web: c(n * 4, Math.round(n * 4 * 0.02)) }),
+          canaryGauges: map({ web: g(0, 1, 0, 3) }),
+          looks: 18,
+        }),
+      );
+    const small = at(51, 3); // 5.9 % vs 2 %: could be chance
+    expect(small.verdict).toBe('pending');
+    expect(fig(small.figures, 'web', 'http_5xx')!.p).toBeGreaterThan(0.01);
+    const large = at(5100, 300); // the same shares over 100 times the requests
+    expect(large.verdict).toBe('fail');
+    expect(large.reason).toBe(
+      'traffic gate: service web: 5xx 5.88% vs 2%, p < 0.001 over 5,100 request(s) from 3 agent(s) (stable 2%) > +1% allowed',
+    );
+  });
+
+  test('the false-halt rate is split over the looks of the bake', () => {
+    const one = (looks: number) =>
+      judge(
+        input({
+          policy: P,
+          canary: map({ web: c(1000, 40) }),
+          stable: map({ web: c(4000, 80) }),
+          looks,
+        }),
+      );
+    // 4 % vs 2 %: p ≈ 0.0003 — enough for one look, not for 100 looks of 3 metrics.
+    expect(one(1).verdict).toBe('fail');
+    expect(one(100).verdict).toBe('pending');
+    expect(fig(one(100).figures, 'web', 'http_5xx')!.alpha).toBeCloseTo(0.01 / 300, 12);
+  });
+
+  test('response time: the canary agents against the stable ones, at the end of the bake, with a margin', () => {
+    const at = (canaryMs: number, final = true) =>
+      judge(
+        input({
+          policy: P,
+          canary: map({ web: c(1000) }),
+          stable: map({ web: c(4000) }),
+          canaryGauges: map({ web: g(0, 2, 0, 2, 2 * canaryMs) }),
+          stableGauges: map({ web: g(0, 4, 0, 4, 4 * 20) }),
+          final,
+        }),
+      );
+    expect(at(110).verdict).toBe('pass'); // +90 ms: within the 100 ms margin
+    expect(at(220, false).verdict).toBe('pending'); // judged at the end of the bake only
+    const slow = at(220);
+    expect(slow.verdict).toBe('fail');
+    expect(slow.reason).toBe(
+      'traffic gate: service web: response time 220 ms over 1000 request(s) (stable 20 ms) > +100 ms allowed',
+    );
   });
 });
