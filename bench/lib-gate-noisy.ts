@@ -18,6 +18,7 @@ import { GatePolicy } from '../common/config/config';
 import { ALL, Counts, GateInput, Gauges, judge } from '../controlplane/rollout/gate';
 import { bakeLooks } from '../controlplane/rollout/gate-stats';
 import { groupVoices } from '../controlplane/rollout/voices';
+import { seededRandom } from './lib-common';
 
 export interface NoisyOptions {
   readonly agents: number;
@@ -50,19 +51,8 @@ export interface NoisyResult {
   readonly detectMsByKind: Readonly<Record<string, number>>;
 }
 
-/** mulberry32: the same seed, the same run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function binomial(r: () => number, n: number, p: number): number {
+/** Successes in `n` draws of probability `p` from `r`. */
+export function binomial(r: () => number, n: number, p: number): number {
   let x = 0;
   for (let i = 0; i < n; i++) if (r() < p) x++;
   return x;
@@ -167,7 +157,7 @@ function rollout(kind: NoisyKind, o: NoisyOptions, r: () => number): NoisyRun {
 
 /** Every noisy rollout, in a fixed order from one seed. */
 export function runNoisy(o: NoisyOptions): NoisyResult {
-  const r = rng(o.seed);
+  const r = seededRandom(o.seed);
   const runs: NoisyRun[] = [];
   for (let i = 0; i < o.goodRevisions; i++) runs.push(rollout('good', o, r));
   for (const kind of ['bad+3', 'bad+10', 'latency+200'] as const)

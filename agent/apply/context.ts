@@ -4,7 +4,7 @@ import type { Logger } from '../../common/platform/log';
 import type { DesiredState } from '../../common/protocol/types';
 import type { Drains } from '../drains';
 import type { OverrideTracker } from '../overrides';
-import type { Running } from '../runtime-plan';
+import type { Overrides, Running } from '../runtime-plan';
 import type { RuntimeApi, Supervisor } from '../ports';
 import type { AgentCounters } from '../results';
 import type { ActionLog } from './action-log';
@@ -32,4 +32,9 @@ export interface ApplyContext {
   running: Running | undefined;
   /** The state applied last (what runs, as desired). */
   lastGood: DesiredState | undefined;
+}
+
+/** What the plan must leave as it is: operator overrides, and the servers draining on their way out (held in drain). */
+export function holdsOf(ctx: ApplyContext): Overrides {
+  return ctx.drains.holds(ctx.overrides.current);
 }

@@ -5,7 +5,7 @@ import type { Trigger } from '../results';
 import type { Binder } from './bind';
 import type { Checker } from './check';
 import type { ConfigFiles } from './config-files';
-import type { ApplyContext } from './context';
+import { ApplyContext, holdsOf } from './context';
 import type { DrainJournal } from './drain-journal';
 import type { DrainSweeper } from './drain-sweep';
 import type { Executor } from './executor';
@@ -93,7 +93,7 @@ export class Execute {
       // runtime pass right after.
       const actual = await live.read();
       live.observe(actual, state);
-      const after = plan(full, ctx.running, actual, ctx.drains.holds(ctx.overrides.current));
+      const after = plan(full, ctx.running, actual, holdsOf(ctx));
       if (after.reloadReasons.length > 0 || after.actions.length === 0) return { state, commands: [] };
       const sent = await this.parts.executor.run(after.actions, trigger);
       await live.refresh(after.actions);

@@ -6,12 +6,12 @@ import {
   StateProblem,
 } from '../../common/platform/errors';
 import type { DesiredState } from '../../common/protocol/types';
-import { Overrides, plan, reason, Reason } from '../runtime-plan';
+import { plan, reason, Reason } from '../runtime-plan';
 import type { RejectedServices } from '../rejected-services';
 import type { ApplyResult, Outcome, PreflightResult, Trigger } from '../results';
 import type { Binder } from './bind';
 import type { Checker } from './check';
-import type { ApplyContext } from './context';
+import { ApplyContext, holdsOf } from './context';
 import type { Execute } from './execute';
 import type { LiveState } from './live-state';
 import { methodOf, planStep } from './plan-step';
@@ -93,7 +93,7 @@ export class ApplyPipeline {
     if (trigger === 'update' && ctx.drains.forgetDesired(state) > 0) steps.drainsChanged();
 
     // 3. plan
-    const planner = await planStep(ctx, steps.live, state, trigger, () => this.holds());
+    const planner = await planStep(ctx, steps.live, state, trigger);
     if (planner.unreadable !== undefined && trigger === 'drift') return done('nothing', [], [], problems); // next round
     let p = planner.planFor(state);
 
@@ -178,7 +178,7 @@ export class ApplyPipeline {
     const actual = ctx.supervisor.running
       ? (live ?? (await ctx.runtime.serversState().catch(() => undefined)))
       : undefined;
-    const p = plan(state, ctx.supervisor.running ? ctx.running : undefined, actual, this.holds(), actual === live);
+    const p = plan(state, ctx.supervisor.running ? ctx.running : undefined, actual, holdsOf(ctx), actual === live);
     const method = methodOf(p);
     const reasons = p.reloadReasons.length > 0 ? p.reloadReasons.map((r) => r.text) : p.actions.map((a) => a.reason);
     try {
@@ -204,11 +204,6 @@ export class ApplyPipeline {
         problems,
       };
     return { ok: true, method, reasons, problems };
-  }
-
-  /** Operator overrides, and the servers draining on their way out (held in drain). */
-  private holds(): Overrides {
-    return this.ctx.drains.holds(this.ctx.overrides.current);
   }
 
   private done(

@@ -1,9 +1,9 @@
 import { errorMessage } from '../../common/platform/errors';
 import type { DesiredState } from '../../common/protocol/types';
 import type { RuntimeState } from '../haproxy/servers-state';
-import { Overrides, plan, Plan, reason } from '../runtime-plan';
+import { plan, Plan, reason } from '../runtime-plan';
 import type { ApplyMethod, Trigger } from '../results';
-import type { ApplyContext } from './context';
+import { ApplyContext, holdsOf } from './context';
 import type { LiveState } from './live-state';
 
 /** What the plan step read of HAProxy, and the plan it makes of a state (again after the check drops services). */
@@ -22,7 +22,6 @@ export async function planStep(
   live: LiveState,
   state: DesiredState,
   trigger: Trigger,
-  holds: () => Overrides,
 ): Promise<Planner> {
   let actual: RuntimeState | undefined;
   let unreadable: string | undefined;
@@ -53,7 +52,7 @@ export async function planStep(
             reloadReasons: [reason('state_unreadable', `reload: cannot read show servers state (${unreadable})`)],
             actions: [],
           }
-        : plan(s, ctx.supervisor.running ? ctx.running : undefined, actual, holds(), fromCache),
+        : plan(s, ctx.supervisor.running ? ctx.running : undefined, actual, holdsOf(ctx), fromCache),
   };
 }
 

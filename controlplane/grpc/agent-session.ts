@@ -200,15 +200,7 @@ export class AgentSession {
 
   /** The agent retried the last push after a transient failure: its new answer replaces the old one. */
   private ackAgain(ack: Ack): void {
-    this.recordServices(ack, this.lastAnswered);
-    this.deps.registry.ack(
-      this.agent,
-      ack.version,
-      applyMethodFromWire(ack.method),
-      clip(ack.reasons),
-      clip(ack.warnings),
-      clip(ack.rejectedServices),
-    );
+    this.recordAck(ack, this.lastAnswered, clip(ack.reasons));
     this.holding = afterAckAgain(this.holding, ack.version);
     this.log.info({ version: ack.version }, 'ACK again after a retry');
   }
@@ -226,15 +218,7 @@ export class AgentSession {
     this.unanswered.clear();
     const reasons = clip(ack.reasons);
     const { registry, clock } = this.deps;
-    this.recordServices(ack, outstanding);
-    registry.ack(
-      this.agent,
-      ack.version,
-      applyMethodFromWire(ack.method),
-      reasons,
-      clip(ack.warnings),
-      clip(ack.rejectedServices),
-    );
+    this.recordAck(ack, outstanding, reasons);
     if (ack.counters.length > 0)
       registry.counters(this.agent, checkedCounters(ack.counters), new Date(clock.now()), ack.version);
     // Debug: thousands of agents ACK several pushes a second; the registry keeps each one's last ACK (ctl agents).
@@ -243,6 +227,19 @@ export class AgentSession {
       'ACK',
     );
     this.maybePush();
+  }
+
+  /** What an ACK (or a retry's ACK again) of `push` says: the services it runs or refused, and the registry's record. */
+  private recordAck(ack: Ack, push: PushId | undefined, reasons: readonly string[]): void {
+    this.recordServices(ack, push);
+    this.deps.registry.ack(
+      this.agent,
+      ack.version,
+      applyMethodFromWire(ack.method),
+      reasons,
+      clip(ack.warnings),
+      clip(ack.rejectedServices),
+    );
   }
 
   private onNack(nack: Nack): void {

@@ -14,6 +14,8 @@ import {
   upperTail,
 } from '../../../controlplane/rollout/gate-stats';
 import { judgeShare, referenceSample, testsOf } from '../../../controlplane/rollout/gate-ratio';
+import { seededRandom } from '../../../bench/lib-common';
+import { binomial } from '../../../bench/lib-gate-noisy';
 
 describe('upperTail / erfc', () => {
   it('matches the standard normal tail to 7 digits', () => {
@@ -168,23 +170,6 @@ describe('judgeShare', () => {
   });
 });
 
-/** A seeded PRNG (mulberry32) and binomial draws: the same seed, the same run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const binomial = (r: () => number, n: number, p: number) => {
-  let x = 0;
-  for (let i = 0; i < n; i++) if (r() < p) x++;
-  return x;
-};
-
 describe('the whole bake, simulated', () => {
   // 8 looks of 100 requests each on one canary against 4 stable agents; rate 0.01 split over 8 looks × 1 test.
   const bake = (r: () => number, canaryP: number, stableP: number) => {
@@ -208,7 +193,7 @@ describe('the whole bake, simulated', () => {
   };
 
   it('halts at most about the configured rate of good revisions, and nearly every bad one', () => {
-    const r = rng(22);
+    const r = seededRandom(22);
     let falseHalts = 0;
     for (let i = 0; i < 1000; i++) if (bake(r, 0.02, 0.02) >= 0) falseHalts++;
     // 1 % of 1,000 is 10; Bonferroni is conservative, so far fewer.
