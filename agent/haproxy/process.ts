@@ -24,7 +24,10 @@ export interface SupervisorOptions {
   readonly runtime?: RuntimeApi;
   readonly log: Logger;
   readonly spawn?: SpawnFn;
-  /** How long a new HAProxy may take until it answers on its admin channel. */
+  /**
+   * How long a new HAProxy may take to answer on its admin channel (10 s). Doubled after each start that ran out of it
+   * (up to 8×; reset by a start that answered): a large config on a loaded host would otherwise fail every retry alike.
+   */
   readonly readyTimeoutMs?: number;
   readonly restartBaseMs?: number;
   readonly restartMaxMs?: number;
@@ -92,6 +95,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
   private closed = false;
   private crashes = 0;
   private lastStart = 0;
+  private slowStarts = 0; // starts in a row that did not answer within their deadline
   private restartTimer: Timer | undefined;
   /** A HAProxy a previous agent left running and this one took over (not our child: watched by polling). */
   private adopted: number | undefined;
@@ -314,7 +318,8 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       log.error({ err: err.message }, 'cannot spawn haproxy');
     });
 
-    const deadline = this.clock.now() + (this.opts.readyTimeoutMs ?? 10_000);
+    const readyWithinMs = (this.opts.readyTimeoutMs ?? 10_000) * 2 ** Math.min(this.slowStarts, 3);
+    const deadline = this.clock.now() + readyWithinMs;
     for (;;) {
       if (exited || spawnError) {
         channel?.close();
@@ -340,9 +345,10 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
         channel?.close();
         // Whatever ran before stays current (and supervised); without this the state stayed 'starting' forever.
         this.settleFailedStart(child, oldPid !== undefined);
+        this.slowStarts++;
         throw new ProxyMgrError(
           'HAPROXY_START_FAILED',
-          `haproxy pid ${child.pid} did not answer on ${channel ? 'its admin channel' : 'the stats socket'} within ${this.opts.readyTimeoutMs ?? 10_000} ms: ${tail.trim()}`,
+          `haproxy pid ${child.pid} did not answer on ${channel ? 'its admin channel' : 'the stats socket'} within ${readyWithinMs} ms (the next start waits up to ${(this.opts.readyTimeoutMs ?? 10_000) * 2 ** Math.min(this.slowStarts, 3)} ms): ${tail.trim()}`,
         );
       }
       await new Promise<void>((r) => this.clock.setTimeout(r, 10));
@@ -354,6 +360,7 @@ export class HaproxySupervisor extends EventEmitter implements Supervisor {
       throw new ProxyMgrError('HAPROXY_START_FAILED', 'the supervisor was stopped while HAProxy started');
     }
     if (channel) this.opts.channels!.activate(channel, child.pid);
+    this.slowStarts = 0;
     this.current = child;
     for (const other of this.all)
       if (other !== child && other.exitCode === null && other.signalCode === null) other.kill('SIGUSR1');

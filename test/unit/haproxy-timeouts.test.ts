@@ -106,13 +106,40 @@ describe('haproxy -c and readiness time out (fake binaries)', () => {
         readyTimeoutMs: 300,
       });
       answering = () => undefined;
-      await expect(sup.startOrReload([])).rejects.toThrow(/did not answer/);
+      await expect(sup.startOrReload([])).rejects.toThrow(/within 300 ms \(the next start waits up to 600 ms\)/);
       expect(sup.running).toBe(false);
-      answering = () => children[children.length - 1]?.pid;
+      // The next start may take twice as long: this one answers only after 450 ms.
+      const slowFrom = Date.now() + 450;
+      answering = () => (Date.now() >= slowFrom ? children[children.length - 1]?.pid : undefined);
       const pid = await sup.startOrReload([]);
       expect(pid).toBe(children[1]!.pid);
       expect(children[1]!.spawnargs).not.toContain('-sf'); // nothing to soft-stop: the first one was killed
       expect(sup.running).toBe(true);
+    });
+
+    test('the readiness deadline doubles after each start that ran out of it (up to 8×) and is reset by one that answered', async () => {
+      sup = new HaproxySupervisor({
+        binary: hang,
+        configPath: '/x.cfg',
+        runtime,
+        log: silentLogger,
+        spawn: recordingSpawn,
+        readyTimeoutMs: 50,
+      });
+      answering = () => undefined;
+      for (const [within, next] of [
+        [50, 100],
+        [100, 200],
+        [200, 400],
+        [400, 400],
+      ])
+        await expect(sup.startOrReload([])).rejects.toThrow(
+          `within ${within} ms (the next start waits up to ${next} ms)`,
+        );
+      answering = () => children[children.length - 1]?.pid;
+      await sup.startOrReload([]);
+      answering = () => undefined;
+      await expect(sup.startOrReload([])).rejects.toThrow('within 50 ms (the next start waits up to 100 ms)');
     });
 
     test('spawn throwing (EAGAIN, EMFILE …) rejects with HAPROXY_START_FAILED; what ran keeps running', async () => {
