@@ -299,6 +299,8 @@ class SimAgent {
           durationMs: 0,
           warnings: [],
           refusals: [],
+          changes: [],
+          appliedAgoMs: 0,
           rejectedServices: [],
           counters: [],
         },

@@ -27,6 +27,10 @@ import { AgentPreflights, AgentStateRequests } from './grpc/agent-questions';
 import { RolloutService } from '../common/gen/proxymgr/v1/rollout';
 import { currentRolloutStatus, rolloutAdminServer } from './grpc/rollout-admin';
 import { RolloutCoordinator } from './rollout/coordinator';
+import { systemClock } from '../common/platform/clock';
+import { ChangeTrace } from './trace/change-trace';
+import { fleetTrace } from './trace/fleet-trace';
+import { SourceChange } from './trace/source-changes';
 
 export interface ControlPlaneOptions {
   readonly config: ProxyMgrConfig;
@@ -59,6 +63,10 @@ export class ControlPlaneProcess {
   private readonly streamStats = new StreamStats();
   private readonly authorizer: Authorizer;
   private readonly authMetrics: AuthMetrics;
+  /** Every change discovery publishes, followed to every agent (controlplane/trace/). */
+  readonly trace: ChangeTrace;
+  private readonly recordChanges: (changes: readonly SourceChange[]) => void;
+  private source: DesiredStateSource | undefined;
   private readonly lifecycle = new Lifecycle<ControlPlaneState>('control plane', 'idle', {
     idle: ['starting', 'stopping'],
     starting: ['running', 'stopping'],
@@ -115,6 +123,14 @@ export class ControlPlaneProcess {
     );
     const registry = this.registry;
     const streamStats = this.streamStats;
+    const traced = fleetTrace({
+      clock: systemClock,
+      registry,
+      source: () => this.source ?? { desiredFor: () => this.discovery.current(), subscribe: () => () => {} },
+      metrics: r,
+    });
+    this.trace = traced.trace;
+    this.recordChanges = traced.record;
     collectStandardMetrics(r);
     // Incremental pushes (docs/protocol.md): what went out, how big, how often an agent had to ask for a resync.
     const counterOf = (
@@ -246,6 +262,8 @@ export class ControlPlaneProcess {
       desiredFor: () => this.discovery.current(),
       subscribe: (fn) => this.discovery.onSnapshot(() => fn()),
     };
+    this.source = source;
+    this.discovery.onChanges(this.recordChanges);
     this.rollout?.start();
     this.discovery.start();
     const tlsWarning = authTlsWarning(config.auth, config.controlplane.tls, config.file, 'controlplane.tls');
@@ -284,6 +302,7 @@ export class ControlPlaneProcess {
         authorizer: this.authorizer,
         questions: { state: stateRequests, preflight: preflights },
         stats: this.streamStats,
+        trace: this.trace,
       }),
     );
     this.server.addService(
@@ -294,6 +313,7 @@ export class ControlPlaneProcess {
         source,
         this.registry,
         stateRequests,
+        this.trace,
       ),
     );
     this.server.addService(RolloutService, rolloutAdminServer(this.rollout));

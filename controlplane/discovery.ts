@@ -22,6 +22,7 @@ import { persistedRemovalStep, RemovalStep, serviceRemovals } from './service-re
 import { hostsUnknown, HostsContext, settleHosts, startWatcher, stopWatcher } from './service-hosts';
 import { composeSnapshot } from './snapshot-compose';
 import { SnapshotFeed, SnapshotListener } from './snapshot-feed';
+import { changesBetween, SourceChange } from './trace/source-changes';
 
 export interface DiscoveryOptions {
   /** proxymgr.yml: `haproxy.global/defaults` go into every snapshot; `controlplane` and `service_options` apply. */
@@ -91,6 +92,7 @@ export class Discovery {
     stopped: [],
   });
   private stopping: Promise<void> | undefined;
+  private readonly changeListeners = new Set<(changes: readonly SourceChange[]) => void>();
 
   constructor(options: DiscoveryOptions) {
     this.cp = options.config.controlplane ?? DEFAULT_CONTROLPLANE_CONFIG;
@@ -120,6 +122,12 @@ export class Discovery {
       stopped: () => this.stopped,
       changed: () => this.coalescer.poke(),
     };
+  }
+
+  /** Calls `fn` after each new state with what changed in it, service by service (the change trace); returns an unsubscribe. */
+  onChanges(fn: (changes: readonly SourceChange[]) => void): () => void {
+    this.changeListeners.add(fn);
+    return () => this.changeListeners.delete(fn);
   }
 
   get state(): DiscoveryState {
@@ -305,6 +313,7 @@ export class Discovery {
     }
     if (e.raw === raw.text) return;
     e.raw = raw.text;
+    e.notePending({ source: 'config', time: { at: this.clock.now(), kind: 'observed' } });
     e.origin = raw.origin;
     let config: ServiceConfig;
     let watcher: Watcher | undefined;
@@ -450,6 +459,11 @@ export class Discovery {
     const composed = composeSnapshot(this.entries.values(), previous, this.haproxy, this.policy);
     if (!composed) return; // the first snapshot waits for every watcher (bounded by its timer)
     const { state, problems, selectors } = composed;
+    const changes =
+      this.changeListeners.size > 0
+        ? changesBetween(previous, state, (s) => this.entries.get(s)?.pending, this.clock.now())
+        : [];
+    for (const e of this.entries.values()) e.pending = undefined;
     for (const e of this.entries.values()) e.buildProblems = [];
     for (const p of problems) {
       const e = p.service ? this.entries.get(p.service) : undefined;
@@ -471,6 +485,7 @@ export class Discovery {
       'new desired state',
     );
     this.feed.publish(state);
+    if (changes.length > 0) for (const fn of this.changeListeners) fn(changes);
   }
 
   private problem(code: ErrorCode, where: string, message: string, previous?: Problem): Problem {

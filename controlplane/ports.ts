@@ -10,6 +10,7 @@ import { AgentSettings, PreflightReport } from '../common/gen/proxymgr/v1/stream
 import { DesiredState } from '../common/protocol/types';
 import type { ServiceView } from './service-status';
 import type { Host, RawServiceConfig, ServiceConfig } from './types';
+import type { SourceTime } from './trace/source-changes';
 
 /** What the control plane knows about one agent (kept after it disconnects, for ListAgents). */
 export interface AgentRecord {
@@ -105,6 +106,12 @@ export interface HostReport {
   readonly hosts: readonly Host[];
   /** Entries that were skipped (malformed node, bad line, failed lookup), each naming where. */
   readonly problems: readonly { readonly where: string; readonly message: string }[];
+  /**
+   * When the change this report brings happened at the source, if the source records it: the newest ZooKeeper mtime
+   * of a host node that is new or changed, a hosts file's mtime ('source'), a DNS answer's arrival ('arrival').
+   * Absent: the report is timed when discovery sees it ('observed'), as a deleted node is.
+   */
+  readonly changedAt?: SourceTime;
 }
 
 export interface WatcherListener {

@@ -1,6 +1,7 @@
 import { HostsStatus } from '../common/protocol/types';
 import { Host, Problem, RawServiceConfig, ServiceConfig } from './types';
 import { Watcher } from './ports';
+import { PendingSource } from './trace/source-changes';
 
 /**
  * What discovery holds about one service: its config as last read (and what was wrong with it), its watcher, the
@@ -36,11 +37,18 @@ export class ServiceEntry {
   timer?: unknown;
   /** The current removal-cap step: when it began, how many removals it allows, how many it made. */
   removalStep?: { start: number; budget: number; removed: number };
+  /** Where the service's change not yet published came from, and since when (the change trace's source time). */
+  pending?: PendingSource;
 
   constructor(
     readonly name: string,
     public origin: string,
   ) {}
+
+  /** Notes an event that may change the service: the earliest since the last published state times its change. */
+  notePending(p: PendingSource): void {
+    if (!this.pending?.time || (p.time && p.time.at < this.pending.time.at)) this.pending = p;
+  }
 
   /** Everything wrong with the service now, most fundamental first (config, availability, fail static, hosts, build). */
   problems(): Problem[] {

@@ -31,6 +31,10 @@ export function onHosts(ctx: HostsContext, e: ServiceEntry, report: HostReport):
   });
   e.reported = report.hosts;
   e.unknownReason = undefined;
+  e.notePending({
+    source: e.config?.watcher.type ?? 'config',
+    time: report.changedAt ?? { at: ctx.clock.now(), kind: 'observed' },
+  });
   if (ctx.known.loaded) settleHosts(ctx, e); // else once they are: fail static needs them as "previous"
 }
 

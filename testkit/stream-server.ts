@@ -93,6 +93,8 @@ export function ackOf(push: Answered | undefined): AgentMessage {
       rejectedServices: [],
       counters: [],
       refusals: [],
+      changes: [],
+      appliedAgoMs: 0,
     },
   };
 }

@@ -2,7 +2,15 @@ import { errorMessage, HaproxyConfigError, StateProblem } from '../../common/pla
 import { clipText } from '../../common/platform/text';
 import { ApplyMethod, applyMethodToWire } from '../../common/protocol/apply-method';
 import { ServiceCounters } from '../../common/gen/proxymgr/v1/counters';
-import { AgentMessage, Hello, Nack, Push, PreflightReport, ServiceRefusal } from '../../common/gen/proxymgr/v1/stream';
+import {
+  AgentMessage,
+  AppliedChange,
+  Hello,
+  Nack,
+  Push,
+  PreflightReport,
+  ServiceRefusal,
+} from '../../common/gen/proxymgr/v1/stream';
 import { ApplyResult, PreflightResult } from '../results';
 import { HeldState } from './held-state';
 
@@ -100,8 +108,16 @@ export type Applied = ApplyResult & { readonly outcome: ApplyMethod };
 /** Whether `result`'s state runs (it is ACKed) rather than was rejected (NACKed). */
 export const wasApplied = (result: ApplyResult): result is Applied => result.outcome !== 'rejected';
 
-/** The ACK of `push` applied as `result` says, with the counters sampled right after it. */
-export function ackOf(push: Push, result: Applied, counters: ServiceCounters[]): AgentMessage {
+/**
+ * The ACK of `push` applied as `result` says, with the counters sampled right after it and what the change trace
+ * needs: the changes the apply brought (each with the time it waited on this agent) and how long ago it ended.
+ */
+export function ackOf(
+  push: Push,
+  result: Applied,
+  counters: ServiceCounters[],
+  traced: { readonly changes: AppliedChange[]; readonly appliedAgoMs: number } = { changes: [], appliedAgoMs: 0 },
+): AgentMessage {
   return {
     ack: {
       version: push.version,
@@ -114,6 +130,8 @@ export function ackOf(push: Push, result: Applied, counters: ServiceCounters[]):
       rejectedServices: rejectedServicesOf(result.problems),
       counters,
       refusals: refusalsOf(result.problems),
+      changes: traced.changes,
+      appliedAgoMs: Math.min(traced.appliedAgoMs, 0xffffffff),
     },
   };
 }

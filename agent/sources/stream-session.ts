@@ -87,11 +87,22 @@ export interface SessionDeps {
  * replaced push is never applied nor answered: the control plane takes only the answer to its newest nonce, so a
  * slow apply neither grows a queue of full states nor applies stale ones.
  */
+/** A push taken and not yet applied, with the changes it brings and those of the pushes it replaced unapplied. */
+interface Waiting {
+  readonly push: Push;
+  readonly state: DesiredState;
+  /** Change id → when it was received (this agent's clock). */
+  readonly changes: ReadonlyMap<string, number>;
+}
+
+/** The change ids an ACK names at most (twice what one push may carry: a replaced push's and the new one's). */
+const MAX_TRACED_CHANGES = 2000;
+
 export class StreamSession {
   /** A push is being applied. */
   private applying = false;
   /** The push taken and waiting for the one being applied (at most one: a newer push replaces it). */
-  private waiting: { readonly push: Push; readonly state: DesiredState } | undefined;
+  private waiting: Waiting | undefined;
   /** A push did not fit: only a full one is taken until it comes (one Resync per episode). */
   private awaitingFull = false;
   /** The push answered last on this stream: a retry of its state answers it again (answerAgain). */
@@ -195,7 +206,13 @@ export class StreamSession {
         { superseded: this.waiting.push.version, nonce: this.waiting.push.nonce, by: push.version },
         'push superseded before it was applied; not answering it',
       );
-    this.waiting = { push, state };
+    const changes = new Map(this.waiting?.changes);
+    const now = this.deps.clock.now();
+    for (const id of push.changeIds) {
+      if (changes.size >= MAX_TRACED_CHANGES) break;
+      if (!changes.has(id)) changes.set(id, now);
+    }
+    this.waiting = { push, state, changes };
     if (!this.applying) void this.drain();
   }
 
@@ -204,9 +221,10 @@ export class StreamSession {
     this.applying = true;
     try {
       while (this.waiting && !this.streamEnded) {
-        const { push, state } = this.waiting;
+        const waiting = this.waiting;
+        const { push } = waiting;
         this.waiting = undefined;
-        const reply = await this.answer(push, state);
+        const reply = await this.answer(waiting);
         this.deps.holding.appliedVersion(push.version);
         if (!this.streamEnded) {
           this.send(reply);
@@ -219,19 +237,31 @@ export class StreamSession {
   }
 
   /** Applies one push and builds its ACK or NACK (never throws: an apply that throws is a NACK). */
-  private async answer(push: Push, state: DesiredState): Promise<AgentMessage> {
+  private async answer({ push, state, changes }: Waiting): Promise<AgentMessage> {
     try {
-      return await this.replyFor(push, await this.deps.apply(state));
+      const result = await this.deps.apply(state);
+      return await this.replyFor(push, result, { changes, appliedAt: this.deps.clock.now() });
     } catch (err) {
       return nackOfError(push, err, this.deps.hooks.runningVersion());
     }
   }
 
-  /** The ACK or NACK of `push` for how it was applied; an ACK carries fresh counters. */
-  private async replyFor(push: Push, result: ApplyResult): Promise<AgentMessage> {
+  /**
+   * The ACK or NACK of `push` for how it was applied; an ACK carries fresh counters and, when `traced`, the changes
+   * the apply brought with the time each waited here and how long ago the apply ended (this agent's clock only).
+   */
+  private async replyFor(
+    push: Push,
+    result: ApplyResult,
+    traced?: { readonly changes: ReadonlyMap<string, number>; readonly appliedAt: number },
+  ): Promise<AgentMessage> {
     if (!wasApplied(result)) return nackOf(push, result, this.deps.hooks.runningVersion());
     // Fresh: the traffic gates count what came after this sample for the version it ACKs.
-    return ackOf(push, result, await this.countersNow(ACK_COUNTERS_MAX_AGE_MS));
+    const counters = await this.countersNow(ACK_COUNTERS_MAX_AGE_MS);
+    if (!traced) return ackOf(push, result, counters);
+    const now = this.deps.clock.now();
+    const changes = [...traced.changes].map(([id, at]) => ({ id, queuedMs: Math.max(0, traced.appliedAt - at) }));
+    return ackOf(push, result, counters, { changes, appliedAgoMs: Math.max(0, now - traced.appliedAt) });
   }
 
   /** Answers a StateRequest with what HAProxy has (never throws: a failure is the report's error). */

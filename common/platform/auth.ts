@@ -34,6 +34,8 @@ const READ_METHODS: ReadonlySet<string> = new Set([
   '/proxymgr.v1.ControlPlaneAdmin/GetAgentState',
   '/proxymgr.v1.ControlPlaneAdmin/GetAgentView',
   '/proxymgr.v1.ControlPlaneAdmin/GetService',
+  '/proxymgr.v1.ControlPlaneAdmin/ListChanges',
+  '/proxymgr.v1.ControlPlaneAdmin/GetChange',
   '/proxymgr.v1.Rollout/Status',
   '/proxymgr.v1.Rollout/History',
   '/proxymgr.v1.Rollout/Plan',

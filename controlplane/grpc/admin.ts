@@ -8,9 +8,12 @@ import {
 } from '../../common/gen/proxymgr/v1/admin';
 import { clipText, plainText } from '../../common/platform/text';
 import { DesiredState } from '../../common/protocol/types';
+import { systemClock } from '../../common/platform/clock';
 import { AgentRegistry } from './registry';
 import { AgentStateRequests } from './agent-questions';
 import { getService } from './service-admin';
+import { ChangeTrace } from '../trace/change-trace';
+import { changeDetail, listChanges } from '../trace/change-summary';
 import { AgentRecord, DesiredStateSource } from '../ports';
 
 /** ListServices: the desired services with their hosts, and discovery's problems per service. */
@@ -85,8 +88,24 @@ export function controlPlaneAdminServer(
   source: DesiredStateSource,
   registry: AgentRegistry,
   stateRequests: AgentStateRequests = new AgentStateRequests(),
+  trace: ChangeTrace = new ChangeTrace({ clock: systemClock }),
 ): ControlPlaneAdminServer {
+  const connected = (node: string) => registry.get(node)?.connected === true;
   return {
+    listChanges(call, callback) {
+      callback(null, listChanges(trace, call.request.limit, connected));
+    },
+    getChange(call, callback) {
+      const c = trace.get(call.request.id);
+      if (!c) {
+        const shown = JSON.stringify(clipText(plainText(call.request.id), 64, true));
+        return callback({
+          code: grpc.status.NOT_FOUND,
+          details: `no change ${shown} is traced by this control plane (ctl changes lists them)`,
+        });
+      }
+      callback(null, changeDetail(c, connected));
+    },
     listServices(_call, callback) {
       callback(null, listServices(current, errors));
     },

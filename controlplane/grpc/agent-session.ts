@@ -36,6 +36,9 @@ import { AgentRegistry } from './registry';
 import { afterAck as servicesAfterAck, afterNack as servicesAfterNack, HeldResources } from '../service-status';
 import { DesiredState } from '../../common/protocol/types';
 import { NonceSource, StreamStats } from './stream-stats';
+import { ChangeTrace } from '../trace/change-trace';
+import { MAX_TRACED_PER_PUSH, tracedAck } from '../trace/trace-input';
+import { resourceSet } from '../../common/protocol/resources';
 
 /** The side of a stream a session writes to: the gRPC call, or a test's fake. */
 export interface SessionTransport {
@@ -59,6 +62,8 @@ export interface SessionDeps {
   readonly answerTimeoutMs: number;
   /** A Stats message sooner than this after the stream's last accepted one is dropped. */
   readonly minStatsIntervalMs: number;
+  /** The change trace: pushes carry the ids of the changes they bring, answers say they were applied or refused. */
+  readonly trace?: ChangeTrace;
 }
 
 /** What identifies a push to its answer, with what it carried and what the agent held before (service status). */
@@ -67,6 +72,8 @@ interface PushId {
   readonly nonce: string;
   readonly state: DesiredState;
   readonly held: HeldResources | undefined;
+  /** When it was sent (this control plane's clock). */
+  readonly at: number;
 }
 
 /**
@@ -97,7 +104,7 @@ export class AgentSession {
   /** The settings last sent (JSON), so that a change is sent once. */
   private sentSettings = '';
   /** The push sent last, while it awaits its answer. */
-  private outstanding: (PushId & { readonly at: number }) | undefined;
+  private outstanding: PushId | undefined;
   /** The push answered last: the agent may answer it again after a retry, until the next push goes out. */
   private lastAnswered: PushId | undefined;
   /** The versions pushed on this stream (the newest MAX_SENT_REMEMBERED): what a NACK may say the agent runs. */
@@ -161,7 +168,24 @@ export class AgentSession {
       );
     }
     this.sendSettings();
+    this.traceHeld();
     this.maybePush();
+  }
+
+  /**
+   * An agent that connects running what it holds has applied the changes that brings (on a stream before this one,
+   * or on another replica): traced as applied now, by a method this stream did not see — an upper bound of its time.
+   */
+  private traceHeld(): void {
+    const held = heldResources(this.holding);
+    if (!this.deps.trace || !held || this.hello.runningVersion !== this.hello.baseVersion) return;
+    const at = this.deps.clock.now();
+    this.deps.trace.applied(this.agent.nodeId, held.resources, {
+      method: 'unspecified',
+      at,
+      queued: new Map(),
+      refusals: new Map(),
+    });
   }
 
   /** A message from the agent after its hello. */
@@ -232,6 +256,12 @@ export class AgentSession {
   /** What an ACK (or a retry's ACK again) of `push` says: the services it runs or refused, and the registry's record. */
   private recordAck(ack: Ack, push: PushId | undefined, reasons: readonly string[]): void {
     this.recordServices(ack, push);
+    if (push && this.deps.trace)
+      this.deps.trace.applied(
+        this.agent.nodeId,
+        resourceSet(push.state).resources,
+        tracedAck(ack, push.state, push.at, this.deps.clock.now()),
+      );
     this.deps.registry.ack(
       this.agent,
       ack.version,
@@ -279,6 +309,7 @@ export class AgentSession {
   /** Records a NACK; a running version the stream never sent (nor the agent ran) is logged, counted, not believed. */
   private recordNack(nack: Nack, reason: string): void {
     const push = this.lastAnswered;
+    if (push) this.deps.trace?.refused(this.agent.nodeId, resourceSet(push.state).resources, reason);
     if (push)
       this.agent.services = servicesAfterNack(
         this.agent.services,
@@ -422,12 +453,15 @@ export class AgentSession {
     else if (kind === 'full') stats.fullPushes++;
     else stats.protocol0Pushes++;
     stats.bytes += body.length;
+    const changeIds = (this.deps.trace?.covered(this.agent.nodeId, resourceSet(desired).resources) ?? [])
+      .slice(-MAX_TRACED_PER_PUSH)
+      .map((c) => c.id);
     if (body.length < LARGE_PUSH_BYTES) {
-      this.transport.write(preEncodedPush(body, nonce));
+      this.transport.write(preEncodedPush(body, nonce, changeIds));
     } else {
       const sent = pacer.wrote(body.length);
       this.sending = sent;
-      this.transport.write(preEncodedPush(body, nonce), () => {
+      this.transport.write(preEncodedPush(body, nonce, changeIds), () => {
         sent();
         if (this.sending !== sent) return;
         this.sending = undefined;

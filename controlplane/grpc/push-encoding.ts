@@ -6,14 +6,14 @@ import { AgentStreamService, ControlMessage, Push } from '../../common/gen/proxy
 /**
  * Pushes are encoded once and the same bytes go to every agent that gets the same change (docs/protocol.md): the
  * protobuf encoding of a Push without its nonce is cached per (target state, base version), and each agent's
- * message is that body with its nonce field appended (protobuf fields may come in any order) inside the
+ * message is that body with its nonce and change ids appended (protobuf fields may come in any order) inside the
  * ControlMessage's length-delimited `push` field. Per agent that is two small headers and one copy of the body.
  */
 
 const PRE_ENCODED = Symbol('pre-encoded push');
 
 interface PreEncoded {
-  readonly [PRE_ENCODED]: { readonly body: Buffer; readonly nonce: string };
+  readonly [PRE_ENCODED]: { readonly body: Buffer; readonly nonce: string; readonly changeIds: readonly string[] };
 }
 
 /**
@@ -60,8 +60,8 @@ export function cachedBody(target: DesiredState, key: string): Buffer | undefine
 }
 
 /** A ControlMessage to `call.write` that the serializer below turns into `body` + `nonce` without re-encoding. */
-export function preEncodedPush(body: Buffer, nonce: string): ControlMessage {
-  return { [PRE_ENCODED]: { body, nonce } } as unknown as ControlMessage;
+export function preEncodedPush(body: Buffer, nonce: string, changeIds: readonly string[] = []): ControlMessage {
+  return { [PRE_ENCODED]: { body, nonce, changeIds } } as unknown as ControlMessage;
 }
 
 function emptyPush(version: string): Push {
@@ -76,6 +76,7 @@ function emptyPush(version: string): Push {
     upserted: [],
     removed: [],
     digest: '',
+    changeIds: [],
   };
 }
 
@@ -111,21 +112,19 @@ function writeVarint(buf: Buffer, at: number, n: number): number {
 }
 
 const PUSH_FIELD = 0x0a; // ControlMessage.push: field 1, length-delimited
-const NONCE_FIELD = 0x12; // Push.nonce: field 2, length-delimited
 
 function serializeControl(value: ControlMessage): Buffer {
   const pre = (value as unknown as Partial<PreEncoded>)[PRE_ENCODED];
   if (!pre) return Buffer.from(ControlMessage.encode(value).finish());
-  // One allocation per agent: [push tag][push length][body][nonce tag][nonce length][nonce].
-  const nonceBytes = Buffer.byteLength(pre.nonce, 'utf8');
-  const pushLen = pre.body.length + 1 + varintLength(nonceBytes) + nonceBytes;
+  // This agent's fields (nonce, change_ids): a Push of only them encodes only them (proto3 omits empty fields).
+  const tail = Push.encode(Push.fromPartial({ nonce: pre.nonce, changeIds: [...pre.changeIds] })).finish();
+  // One allocation per agent: [push tag][push length][body][tail].
+  const pushLen = pre.body.length + tail.length;
   const out = Buffer.allocUnsafe(1 + varintLength(pushLen) + pushLen);
   out[0] = PUSH_FIELD;
   let at = writeVarint(out, 1, pushLen);
   at += pre.body.copy(out, at);
-  out[at++] = NONCE_FIELD;
-  at = writeVarint(out, at, nonceBytes);
-  out.write(pre.nonce, at, 'utf8');
+  out.set(tail, at);
   return out;
 }
 

@@ -12,6 +12,7 @@ import { AgentSession, SessionDeps, SessionTransport } from './agent-session';
 import { admitHello, connectAgent } from './hello';
 import { NewStreamAdmission, PushPacer } from './pacing';
 import { NonceSource, StreamStats } from './stream-stats';
+import { ChangeTrace } from '../trace/change-trace';
 
 /** Questions the stream carries to agents (see agent-questions.ts). */
 export interface StreamQuestions {
@@ -72,6 +73,8 @@ export interface StreamServerOptions {
   readonly stats?: StreamStats;
   /** Nonces for pushes (default: a random prefix for this server and a counter). */
   readonly nonces?: NonceSource;
+  /** The change trace the sessions report pushes and answers to (none: not traced). */
+  readonly trace?: ChangeTrace;
 }
 
 /**
@@ -104,6 +107,7 @@ export function agentStreamServer(opts: StreamServerOptions): AgentStreamServer 
     nonces: opts.nonces ?? new NonceSource(),
     answerTimeoutMs: limits.answerTimeoutMs ?? DEFAULT_LIMITS.answerTimeoutMs!,
     minStatsIntervalMs: limits.minStatsIntervalMs ?? DEFAULT_LIMITS.minStatsIntervalMs!,
+    ...(opts.trace ? { trace: opts.trace } : {}),
   };
   return {
     stream(call: grpc.ServerDuplexStream<AgentMessage, ControlMessage>) {

@@ -70,7 +70,7 @@ export class DnsWatcher implements Watcher {
         const key = JSON.stringify(r.hosts) + JSON.stringify(r.problems);
         if (!this.stopped && key !== this.lastKey) {
           this.lastKey = key;
-          listener.hosts({ hosts: r.hosts, problems: r.problems });
+          listener.hosts({ hosts: r.hosts, problems: r.problems, changedAt: { at: Date.now(), kind: 'arrival' } });
         }
       } catch (err) {
         const reason = `dns lookup failed: ${(err as Error).message}`;

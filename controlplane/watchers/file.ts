@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import * as path from 'node:path';
 import { MAX_HOSTS_FILE_BYTES, readConfinedFile } from '../confined-file';
 import { followDir } from '../follow';
@@ -74,7 +75,14 @@ export class FileWatcher implements Watcher {
     }
     if (text === this.last || this.stopped) return;
     this.last = text;
-    listener.hosts(parseHostsFile(text, file));
+    // The file's mtime is the change's source time (a file replaced by rename keeps the time it was written).
+    const mtime = await stat(file).then(
+      (s) => s.mtimeMs,
+      () => undefined,
+    );
+    if (this.stopped) return;
+    const report = parseHostsFile(text, file);
+    listener.hosts(mtime ? { ...report, changedAt: { at: Math.floor(mtime), kind: 'source' } } : report);
   }
 }
 

@@ -29,7 +29,7 @@ export class ZookeeperWatcher implements Watcher {
       servers,
       path,
       {
-        children: (data) => {
+        children: (data, changedAt) => {
           const next = new Map<string, { data: Buffer; host?: Host; error?: string }>();
           const hosts: Host[] = [];
           const problems: { where: string; message: string }[] = [];
@@ -51,7 +51,7 @@ export class ZookeeperWatcher implements Watcher {
               });
           }
           this.parsed = next;
-          listener.hosts({ hosts, problems });
+          listener.hosts({ hosts, problems, changedAt: changedAt ? { at: changedAt, kind: 'source' } : undefined });
         },
         missing: () => {
           this.parsed.clear();

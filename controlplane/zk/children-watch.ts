@@ -4,8 +4,12 @@ import { Clock, systemClock } from '../../common/platform/clock';
 import { ZkSession } from './session';
 
 export interface ChildrenListener {
-  /** The complete current children of the path with their data, after every change. */
-  children(data: ReadonlyMap<string, Buffer>): void;
+  /**
+   * The complete current children of the path with their data, after every change; `changedAt`: the newest mtime
+   * (ZooKeeper's clock, ms) of a child whose data is new or changed since the last report (undefined when only
+   * deletions or nothing of the data changed: ZooKeeper records no time of a deletion).
+   */
+  children(data: ReadonlyMap<string, Buffer>, changedAt?: number): void;
   /** The path itself does not exist (it is watched and followed once created). */
   missing(): void;
   /** The session is disconnected or lost: what was reported last may be stale. */
@@ -42,6 +46,8 @@ export class ZkChildrenWatch {
   private unsubscribe: (() => void) | undefined;
   private retryTimer: unknown;
   private readonly data = new Map<string, Buffer>();
+  /** The newest mtime of a child whose data changed since the last report. */
+  private changedAt: number | undefined;
   private readonly dataWatchers = new Map<string, (e: Event) => void>();
   private readonly clock: Clock;
 
@@ -149,7 +155,7 @@ export class ZkChildrenWatch {
     if (!client) return;
     const epoch = this.epoch;
     this.inFlight++;
-    client.getData(`${this.path}/${child}`, this.dataWatcher(child), (err, data) => {
+    client.getData(`${this.path}/${child}`, this.dataWatcher(child), (err, data, stat) => {
       if (epoch !== this.epoch) return;
       this.inFlight--;
       if (err) {
@@ -162,7 +168,13 @@ export class ZkChildrenWatch {
           this.retryLater(`reading ${this.path}/${child} failed: ${String(err)}`, err);
         }
       } else {
-        this.data.set(child, data ?? Buffer.alloc(0));
+        const buf = data ?? Buffer.alloc(0);
+        const was = this.data.get(child);
+        if (!was || !was.equals(buf)) {
+          const mtime = mtimeOf(stat);
+          if (mtime !== undefined && (this.changedAt === undefined || mtime > this.changedAt)) this.changedAt = mtime;
+        }
+        this.data.set(child, buf);
         this.awaiting?.delete(child);
         this.dirty = true;
       }
@@ -202,7 +214,9 @@ export class ZkChildrenWatch {
     const now = this.clock.now();
     this.dirty = false;
     this.lastReport = now;
-    this.listener.children(new Map(this.data));
+    const changedAt = this.changedAt;
+    this.changedAt = undefined;
+    this.listener.children(new Map(this.data), changedAt);
   }
 
   /** Errors other than a lost connection (which a reconnect resolves): try a full read again shortly. */
@@ -216,4 +230,12 @@ export class ZkChildrenWatch {
       if (!this.stopped) this.readChildren(true);
     }, RETRY_MS);
   }
+}
+
+/** A node's mtime in ms since the epoch (ZooKeeper sends it as a signed 64-bit integer). */
+function mtimeOf(stat: { mtime?: Buffer } | undefined): number | undefined {
+  const b = stat?.mtime;
+  if (!b || b.length !== 8) return undefined;
+  const ms = Number(b.readBigInt64BE(0));
+  return ms > 0 ? ms : undefined;
 }

@@ -51,6 +51,8 @@ function rawAgent(port: number, hello: Partial<Hello>) {
           rejectedServices: [],
           counters: [],
           refusals: [],
+          changes: [],
+          appliedAgoMs: 0,
         },
       }),
     close: () => {

@@ -65,6 +65,8 @@ describe('agent stream (real gRPC): versions, nonces, ACK/NACK, rate limits', ()
           rejectedServices: [],
           counters: [],
           refusals: [],
+          changes: [],
+          appliedAgoMs: 0,
         },
       });
       expect(await eventually(() => s.registry.get('n1')?.lastAckedVersion === v2.version)).toBe(true);

@@ -66,6 +66,8 @@ describe('weight 0 from the control plane to HAProxy', () => {
           rejectedServices: [],
           counters: [],
           refusals: [],
+          changes: [],
+          appliedAgoMs: 0,
         },
       });
     });

@@ -96,6 +96,8 @@ describe('messages to the control plane fit its receive limit', () => {
         rejectedServices: ['web', 'api'],
         counters: Array.from({ length: 5000 }, (_, i) => counter(name(i))),
         refusals: [],
+        changes: [],
+        appliedAgoMs: 0,
       },
     };
     expect(size(msg)).toBeGreaterThan(4 * 1024 * 1024);

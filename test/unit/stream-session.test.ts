@@ -181,6 +181,8 @@ describe('StreamSession', () => {
         rejectedServices: ['db'],
         counters: counters(7),
         refusals: [{ service: 'db', message: 'port in use', leftOut: false }],
+        changes: [],
+        appliedAgoMs: 0,
       },
     });
     expect(ages).toEqual([500]);
@@ -222,6 +224,46 @@ describe('StreamSession', () => {
     await settle();
     expect(h.sent.slice(1).map((m) => m.ack?.version ?? m.nack?.nonce)).toEqual([v1.version, last.push!.nonce]);
     expect(h.sent[2]!.nack).toMatchObject({ reason: 'socket gone', haproxyOutput: '', runningVersion: v1.version });
+  });
+
+  test("the change trace: an ACK names the changes of its push and of those it superseded, each with its wait on this agent's clock", async () => {
+    let release: (() => void) | undefined;
+    const h = harness({
+      // The counters after the apply take 40 ms: the ACK says the apply ended that long ago.
+      counters: () => new Promise((resolve) => (release = () => resolve(counters(1)))),
+    });
+    h.session.start();
+    const withIds = (m: ControlMessage, ids: string[]) => ({ push: { ...m.push!, changeIds: ids } });
+    h.session.receive(withIds(fullPush(v1), ['c-1']));
+    await h.clock.advanceAsync(100);
+    h.session.receive(withIds(deltaPush(v1, v2), ['c-2', 'c-3']));
+    await h.clock.advanceAsync(50);
+    h.session.receive(withIds(deltaPush(v2, v3), ['c-3', 'c-4'])); // supersedes v2 unapplied; c-3 keeps its arrival
+    await h.clock.advanceAsync(10);
+    h.applying[0]!.finish(applied(v1));
+    await settle();
+    release!();
+    await settle();
+    expect(h.sent[1]!.ack).toMatchObject({
+      version: v1.version,
+      changes: [{ id: 'c-1', queuedMs: 160 }],
+      appliedAgoMs: 0,
+    });
+    await h.clock.advanceAsync(20);
+    h.applying[1]!.finish(applied(v3));
+    await settle();
+    await h.clock.advanceAsync(40);
+    release!();
+    await settle();
+    expect(h.sent[2]!.ack).toMatchObject({
+      version: v3.version,
+      changes: [
+        { id: 'c-2', queuedMs: 80 },
+        { id: 'c-3', queuedMs: 80 },
+        { id: 'c-4', queuedMs: 30 },
+      ],
+      appliedAgoMs: 40,
+    });
   });
 
   test('a push that does not fit asks for one resync; deltas are ignored until the full push comes', async () => {

@@ -116,6 +116,8 @@ const ack = (p: { version: string; nonce: string }): AgentMessage => ({
     rejectedServices: [],
     counters: [],
     refusals: [],
+    changes: [],
+    appliedAgoMs: 0,
   },
 });
 
