@@ -210,7 +210,7 @@ export class StreamSession {
     const now = this.deps.clock.now();
     for (const id of push.changeIds) {
       if (changes.size >= MAX_TRACED_CHANGES) break;
-      if (!changes.has(id)) changes.set(id, now);
+      if (id.length <= 64 && !changes.has(id)) changes.set(id, now);
     }
     this.waiting = { push, state, changes };
     if (!this.applying) void this.drain();

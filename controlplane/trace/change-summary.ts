@@ -1,5 +1,7 @@
 import { ChangeAgent, ChangeDetail, ChangeSummary, ListChangesResponse } from '../../common/gen/proxymgr/v1/admin';
-import { ChangeTrace, TracedChange } from './change-trace';
+import { ChangeTrace, quantile, TracedChange } from './change-trace';
+
+export { quantile };
 
 /** The trace as the admin API, `ctl changes`, /status.json and the status page show it. */
 
@@ -10,12 +12,6 @@ export const PROPAGATION_BUCKETS_S = HISTOGRAM_LE_MS.map((ms) => ms / 1000);
 
 const MAX_BEHIND = 10;
 const MAX_REFUSALS = 10;
-
-/** The value at quantile `q` of sorted `xs` (nearest rank); 0 for none. */
-export function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
 
 export function summaryOf(c: TracedChange): ChangeSummary {
   const times = [...c.times].sort((a, b) => a - b);
@@ -36,9 +32,9 @@ export function summaryOf(c: TracedChange): ChangeSummary {
     expected: c.expected,
     applied: c.applied,
     refused: c.refused,
-    p50Ms: quantile(times, 0.5),
-    p99Ms: quantile(times, 0.99),
-    maxMs: times.length > 0 ? times[times.length - 1]! : 0,
+    p50Ms: c.frozen?.p50 ?? quantile(times, 0.5),
+    p99Ms: c.frozen?.p99 ?? quantile(times, 0.99),
+    maxMs: c.frozen?.max ?? (times.length > 0 ? times[times.length - 1]! : 0),
     slowest: c.slowest.map((s) => s.node),
     behind: behind.sort(),
     refusals,

@@ -2,6 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { Clock } from '../../common/platform/clock';
 import { SourceChange } from './source-changes';
 
+/** The value at quantile `q` of sorted `xs` (nearest rank); 0 for none. */
+export function quantile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
 /**
  * The change trace: every change discovery publishes (source-changes.ts) gets an identity, and is followed to every
  * agent that should run it, until each has applied it (ACKed a state that has it), refused it, or the change is too
@@ -34,8 +40,12 @@ export interface TracedChange extends SourceChange {
   expected: number;
   applied: number;
   refused: number;
-  /** Source → applied (ms) of every agent that applied it. */
+  /**
+   * Source → applied (ms) of every agent that applied it while the change is among the `detailed` most recent; then
+   * its quantiles are kept instead (`frozen`), and a later apply only adds to `applied` and the maximum.
+   */
   readonly times: number[];
+  frozen?: { p50: number; p99: number; max: number };
   /** The slowest agents that applied it (slowest first). */
   slowest: { node: string; ms: number }[];
 }
@@ -197,11 +207,12 @@ export class ChangeTrace {
     }
     c.applied++;
     this.pending.get(node)?.delete(c);
-    c.times.push(m.propagationMs!);
+    if (c.frozen) c.frozen.max = Math.max(c.frozen.max, m.propagationMs!);
+    else c.times.push(m.propagationMs!);
     c.slowest.push({ node, ms: m.propagationMs! });
     c.slowest.sort((a, b) => b.ms - a.ms);
     if (c.slowest.length > SLOWEST) c.slowest.length = SLOWEST;
-    if (c.seq <= this.seq - this.detailed) c.marks.delete(node);
+    if (c.frozen) c.marks.delete(node);
   }
 
   /** Forgets the oldest changes beyond `keep`; drops applied agents' details beyond `detailed`. */
@@ -217,7 +228,11 @@ export class ChangeTrace {
     for (const [node, set] of this.pending) if (set.size === 0) this.pending.delete(node);
     for (; this.undetailed <= this.seq - this.detailed; this.undetailed++) {
       const old = this.changes.get(`${this.prefix}-${this.undetailed}`);
-      if (old) for (const [node, m] of old.marks) if (m.state === 'applied') old.marks.delete(node);
+      if (!old) continue;
+      for (const [node, m] of old.marks) if (m.state === 'applied') old.marks.delete(node);
+      const sorted = old.times.sort((a, b) => a - b);
+      old.frozen = { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1] ?? 0 };
+      old.times.length = 0;
     }
   }
 }

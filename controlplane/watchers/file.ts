@@ -23,6 +23,8 @@ export interface FileWatcherOptions {
 export class FileWatcher implements Watcher {
   private stopFollow: (() => void) | undefined;
   private last: string | undefined;
+  /** When the read of the content last read began (the one before a change): a change cannot be older than that. */
+  private lastReadAt: number | undefined;
   private reading = false;
   private again = false;
   private stopped = false;
@@ -58,6 +60,7 @@ export class FileWatcher implements Watcher {
 
   private async read(listener: WatcherListener): Promise<void> {
     const { file, allowedDirs } = this.options;
+    const readAt = Date.now(); // before the read: a write during it is newer than this
     let text: string;
     try {
       text = await readConfinedFile(
@@ -73,16 +76,24 @@ export class FileWatcher implements Watcher {
       this.last = reason;
       return;
     }
+    const previousReadAt = this.lastReadAt;
+    this.lastReadAt = readAt;
     if (text === this.last || this.stopped) return;
     this.last = text;
-    // The file's mtime is the change's source time (a file replaced by rename keeps the time it was written).
+    // The file's mtime is the change's source time (a file replaced by rename keeps the time it was written) — unless
+    // it is older than the read that still saw the old content: a copy that keeps times (`cp -p`, `rsync -t`) or
+    // whoever writes the file says so, and then the change is timed when it was seen.
     const mtime = await stat(file).then(
-      (s) => s.mtimeMs,
+      (s) => Math.round(s.mtimeMs),
       () => undefined,
     );
     if (this.stopped) return;
     const report = parseHostsFile(text, file);
-    listener.hosts(mtime ? { ...report, changedAt: { at: Math.floor(mtime), kind: 'source' } } : report);
+    const believable = mtime !== undefined && (previousReadAt === undefined || mtime >= previousReadAt);
+    listener.hosts({
+      ...report,
+      changedAt: believable ? { at: mtime, kind: 'source' } : { at: readAt, kind: 'observed' },
+    });
   }
 }
 
