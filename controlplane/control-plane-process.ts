@@ -29,6 +29,7 @@ import { currentRolloutStatus, rolloutAdminServer } from './grpc/rollout-admin';
 import { RolloutCoordinator } from './rollout/coordinator';
 import { systemClock } from '../common/platform/clock';
 import { ChangeTrace } from './trace/change-trace';
+import { listChanges } from './trace/change-summary';
 import { fleetTrace } from './trace/fleet-trace';
 import { SourceChange } from './trace/source-changes';
 
@@ -332,6 +333,7 @@ export class ControlPlaneProcess {
           () => this.errorSummary(),
         ),
         serviceStatus: serviceRows(() => this.discovery.current(), source, this.registry),
+        changes: listChanges(this.trace, 20, (node) => this.registry.get(node)?.connected === true),
       });
       // Rendered at most once a second however many tabs reload it: the page walks every service and server.
       const cached = (render: () => string) => {

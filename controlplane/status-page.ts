@@ -1,8 +1,10 @@
 import { ageText, figureText, percent } from '../common/platform/text';
-import { ListAgentsResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
+import { ListAgentsResponse, ListChangesResponse, ListServicesResponse } from '../common/gen/proxymgr/v1/admin';
 import { GatePolicy, PreflightInfo, RolloutStatus, RolloutWave } from '../common/gen/proxymgr/v1/rollout';
 import { revisionOfVersion } from '../common/protocol/revision-id';
 import type { FleetServiceRow } from './service-status';
+import { changesSection } from './status-changes';
+import { esc, table, td, txt } from './status-html';
 
 /** What the status page shows: the same answers ctl and grpcurl get. */
 export interface StatusData {
@@ -11,28 +13,13 @@ export interface StatusData {
   readonly services: ListServicesResponse;
   /** Per service: which agents run which version of it, how, and who refused it (service-status.ts). */
   readonly serviceStatus?: readonly FleetServiceRow[];
+  /** The most recent changes and how far each got (ListChanges). */
+  readonly changes?: ListChangesResponse;
 }
 
 /** How often the page reloads itself (server-rendered: whatever puts a header in front of it does so each time). */
 export const REFRESH_SECONDS = 2;
 
-/** HTML-escapes text from the fleet (service names, labels, NACK messages are input: never markup). */
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
-
-/**
- * Escapes any value from a decoded document: a field typed as a number (proto, JSON, a ZooKeeper node) may hold a
- * string at run time, so numbers are escaped like text.
- */
-const txt = (x: unknown): string => esc(String(x));
-
-function table(headers: string[], rows: string[][], cls = ''): string {
-  if (rows.length === 0) return '<p class="empty">none</p>';
-  return `<table class="${cls}"><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.join('')}</tr>`).join('')}</tbody></table>`;
-}
-
-const td = (text: string, cls = '') => `<td${cls ? ` class="${cls}"` : ''}>${esc(text)}</td>`;
 const time = (iso: string) => (iso ? iso.slice(11, 19) : '');
 
 /** "42s ago" (see ageText). */
@@ -197,6 +184,7 @@ th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size
 .state{font-weight:600}.SYNCED{color:#176b00}.STALE{color:#8a6d00}.NACKED{color:#a40000}.DISCONNECTED{color:#666}
 .rstate{font-weight:700;padding:0 .4em;border-radius:3px;background:#eee}.running{background:#dcecff}.halted,.rolled_back{background:#ffdcdc}.completed{background:#dcffd9}
 .bar{width:420px;height:12px;background:#eee;border-radius:6px;overflow:hidden}.bar div{height:100%;background:#3a7bd5}.empty{color:#666}
+table.changes td.nowrap{white-space:nowrap}table.changes td.error{min-width:16em;overflow-wrap:anywhere}figure{margin:.5em 0}
 </style></head><body>
 <h1>ProxyMgr control plane <code>${esc(r.replica || '')}</code></h1>
 <p>Leader <code>${esc(r.leader || '(none)')}</code> · stable revision <code>${esc(r.stableRevision || '-')}</code> · desired version <code>${esc(d.agents.desiredVersion || '-')}</code> · ${agents.length} agents: ${counts}</p>
@@ -206,7 +194,7 @@ th{background:#f3f3f3}code,.version{font-family:ui-monospace,monospace;font-size
 <section id="agents">${table(['agent', 'state', 'revision', 'runs', 'should run', 'last ACK', 'requests / 5xx', 'labels', 'last error'], agentRows, 'agents')}</section>
 <h2>Services</h2>
 <section id="services">${table(['service', 'listen', 'hosts', 'servers', 'problem'], services, 'services')}</section>
-${appliedSection(d.serviceStatus)}<p class="empty">Refreshes every ${REFRESH_SECONDS} s · ${esc(new Date(now).toISOString())} · the same data as <code>proxymgr ctl agents</code>, <code>ctl rollout status</code> and ListServices; JSON at <a href="status.json">status.json</a></p>
+${appliedSection(d.serviceStatus)}${changesSection(d.changes, now)}<p class="empty">Refreshes every ${REFRESH_SECONDS} s · ${esc(new Date(now).toISOString())} · the same data as <code>proxymgr ctl agents</code>, <code>ctl rollout status</code> and ListServices; JSON at <a href="status.json">status.json</a></p>
 </body></html>
 `;
 }
@@ -218,5 +206,6 @@ export function statusJson(d: StatusData): string {
     agents: ListAgentsResponse.toJSON(d.agents),
     services: ListServicesResponse.toJSON(d.services),
     ...(d.serviceStatus ? { serviceStatus: d.serviceStatus } : {}),
+    ...(d.changes ? { changes: ListChangesResponse.toJSON(d.changes) } : {}),
   });
 }

@@ -13,8 +13,10 @@ import {
 } from '../common/gen/proxymgr/v1/rollout';
 import {
   AgentView,
+  ChangeDetail,
   ControlPlaneAdminClient,
   GetServiceRequest,
+  ListChangesResponse,
   ListAgentsResponse,
   ServiceStatus,
 } from '../common/gen/proxymgr/v1/admin';
@@ -23,6 +25,7 @@ import { channelCredentials } from '../common/platform/grpc';
 import { readTokenFile } from '../common/platform/auth';
 import { Flags, gateFlags, int, onOff } from './flags';
 import { renderAgents, renderAgentView } from './render-agents';
+import { renderChange, renderChanges } from './render-changes';
 import { renderHistory, renderPlan, renderStatus } from './render-rollout';
 import { renderService } from './render-service';
 import { printableText } from './table';
@@ -31,6 +34,8 @@ export const CTL_HELP = `usage: proxymgr ctl --controlplane HOST:PORT rollout CO
        proxymgr ctl --controlplane HOST:PORT agents [--json]
        proxymgr ctl --controlplane HOST:PORT agent NODE [--json]
        proxymgr ctl --controlplane HOST:PORT service NAME [--json] [--limit N]
+       proxymgr ctl --controlplane HOST:PORT changes [--json] [--limit N]
+       proxymgr ctl --controlplane HOST:PORT change ID [--json]
 
 Operates rollouts through any control-plane replica (the state lives in ZooKeeper; any replica answers), and
 shows the fleet.
@@ -42,6 +47,11 @@ commands:
                       HAProxy has (asked of the agent), server by server, with the differences marked "!" 
   service NAME        one service across the fleet: per agent the version of it that runs, by which apply method
                       (runtime, reload, nothing), the version it should run, and a refusal with HAProxy's message
+  changes             recent changes from the sources, newest first: where each came from and when, how many of the
+                      agents that should run it applied it, source → applied p50/p99/max, the slowest agents, those
+                      still behind, who refused it and why; and the age of the oldest change not yet applied
+  change ID           one change agent by agent: applied, refused or pending, by which method, source → applied
+                      and of it the time it waited on the agent, connected or not, HAProxy's message
   rollout status      the current (or last) rollout: waves, and per agent the revision, ACK/NACK and error
   rollout pause       start no new wave; agents that have the revision keep it
   rollout resume      continue a paused rollout (or a halted one, forgiving the NACKs so far)
@@ -58,7 +68,8 @@ options:
   --watch                    status: redraw until the rollout finishes (live progress bar and table)
   --interval-ms N            --watch refresh period (default 500)
   --id ROLLOUT_ID            pause/resume/promote/abort only if this is the current rollout
-  --limit N                  history: how many (default 20); service: agents listed (default 200)
+  --limit N                  history: how many (default 20); service: agents listed (default 200); changes: how
+                             many (default 50)
   --waves 1,10%,50%,100%     policy: wave sizes (counts or cumulative shares)
   --bake-ms N  --max-nacks N  --auto-rollback true|false  --next
   --preflight on|off  --preflight-max-failures N
@@ -130,9 +141,13 @@ export async function runCtlCommand(
     const isFleet =
       (positional[0] === 'agents' && positional.length === 1) ||
       (positional[0] === 'agent' && positional.length === 2) ||
-      (positional[0] === 'service' && positional.length === 2);
+      (positional[0] === 'service' && positional.length === 2) ||
+      (positional[0] === 'changes' && positional.length === 1) ||
+      (positional[0] === 'change' && positional.length === 2);
     if (!isFleet && (positional[0] !== 'rollout' || positional.length !== 2))
-      throw new UsageError('expected "rollout COMMAND", "agents", "agent NODE" or "service NAME"');
+      throw new UsageError(
+        'expected "rollout COMMAND", "agents", "agent NODE", "service NAME", "changes" or "change ID"',
+      );
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(`proxymgr ctl: ${err.message}\n\n${CTL_HELP}`);
@@ -171,6 +186,15 @@ export async function runCtlCommand(
           'grpc.max_receive_message_length': 64 * 1024 * 1024,
         }),
         { name: positional[1]!, limit: int(flags, 'limit') ?? 0 },
+        flags.json === true,
+        out,
+      );
+    if (positional[0] === 'changes' || positional[0] === 'change')
+      return await changesCommand(
+        new ControlPlaneAdminClient(address, channelCredentials(tls), {
+          'grpc.max_receive_message_length': 64 * 1024 * 1024,
+        }),
+        positional[0] === 'change' ? { id: positional[1]! } : { limit: int(flags, 'limit') ?? 0 },
         flags.json === true,
         out,
       );
@@ -326,6 +350,27 @@ async function serviceCommand(
   try {
     const s = await unary<GetServiceRequest, ServiceStatus>(client.getService.bind(client), req);
     out(json ? JSON.stringify(ServiceStatus.toJSON(s)) + '\n' : printableText(renderService(s)));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** `ctl changes` (recent changes and how far each got) and `ctl change ID` (one change agent by agent). */
+async function changesCommand(
+  client: InstanceType<typeof ControlPlaneAdminClient>,
+  req: { id: string } | { limit: number },
+  json: boolean,
+  out: (s: string) => void,
+): Promise<number> {
+  try {
+    if ('id' in req) {
+      const d = await unary<{ id: string }, ChangeDetail>(client.getChange.bind(client), req);
+      out(json ? JSON.stringify(ChangeDetail.toJSON(d)) + '\n' : printableText(renderChange(d)));
+    } else {
+      const r = await unary<{ limit: number }, ListChangesResponse>(client.listChanges.bind(client), req);
+      out(json ? JSON.stringify(ListChangesResponse.toJSON(r)) + '\n' : printableText(renderChanges(r)));
+    }
     return 0;
   } finally {
     client.close();

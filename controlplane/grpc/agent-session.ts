@@ -453,7 +453,9 @@ export class AgentSession {
     else if (kind === 'full') stats.fullPushes++;
     else stats.protocol0Pushes++;
     stats.bytes += body.length;
-    const changeIds = (this.deps.trace?.covered(this.agent.nodeId, resourceSet(desired).resources) ?? [])
+    const pushed = resourceSet(desired).resources;
+    this.deps.trace?.released(this.agent.nodeId, pushed);
+    const changeIds = (this.deps.trace?.covered(this.agent.nodeId, pushed) ?? [])
       .slice(-MAX_TRACED_PER_PUSH)
       .map((c) => c.id);
     if (body.length < LARGE_PUSH_BYTES) {

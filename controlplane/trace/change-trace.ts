@@ -81,6 +81,13 @@ export class ChangeTrace {
   private readonly byService = new Map<string, TracedChange[]>();
   /** Per agent, the changes it should run and has not applied. */
   private readonly pending = new Map<string, Set<TracedChange>>();
+  /**
+   * Per agent, changes it was connected for but not sent when they were recorded (a rollout releases the revision
+   * that has them wave by wave, later): it should run one once it is sent a state that brings it (`released`).
+   */
+  private readonly held = new Map<string, Set<TracedChange>>();
+  /** The agents each change was held back from, to forget it there once it is no longer followed. */
+  private readonly heldBy = new Map<TracedChange, string[]>();
   private readonly keep: number;
   private readonly detailed: number;
   /** Changes before this seq hold no applied agent's detail. */
@@ -91,8 +98,15 @@ export class ChangeTrace {
     this.detailed = opts.detailed ?? 50;
   }
 
-  /** Gives each change an id; `expected(change)` names the agents that should run it. */
-  record(changes: readonly SourceChange[], expected: (change: SourceChange) => Iterable<string>): TracedChange[] {
+  /**
+   * Gives each change an id; `expected(change)` names the agents that should run it, `later(change)` those that
+   * may be sent it later (followed from then on, if it is among the `detailed` most recent).
+   */
+  record(
+    changes: readonly SourceChange[],
+    expected: (change: SourceChange) => Iterable<string>,
+    later: (change: SourceChange) => Iterable<string> = () => [],
+  ): TracedChange[] {
     const out: TracedChange[] = [];
     for (const c of changes) {
       const seq = ++this.seq;
@@ -114,6 +128,15 @@ export class ChangeTrace {
         if (!set) this.pending.set(node, (set = new Set()));
         set.add(t);
       }
+      const heldBy: string[] = [];
+      for (const node of later(c)) {
+        if (t.marks.has(node)) continue;
+        let set = this.held.get(node);
+        if (!set) this.held.set(node, (set = new Set()));
+        set.add(t);
+        heldBy.push(node);
+      }
+      if (heldBy.length > 0) this.heldBy.set(t, heldBy);
       this.changes.set(t.id, t);
       const list = this.byService.get(c.service);
       if (list) list.push(t);
@@ -122,6 +145,26 @@ export class ChangeTrace {
     }
     this.trim();
     return out;
+  }
+
+  /**
+   * `node` is sent a state with these resources: the changes it was held back from that the state brings (at their
+   * version, or at a later change's of the service) become changes it should run.
+   */
+  released(node: string, resources: ReadonlyMap<string, string>): void {
+    const held = this.held.get(node);
+    if (!held) return;
+    for (const c of held) {
+      const version = resources.get(c.service) ?? '';
+      if (!(this.byService.get(c.service) ?? []).some((l) => l.seq >= c.seq && l.version === version)) continue;
+      held.delete(c);
+      c.marks.set(node, { state: 'pending' });
+      c.expected++;
+      let set = this.pending.get(node);
+      if (!set) this.pending.set(node, (set = new Set()));
+      set.add(c);
+    }
+    if (held.size === 0) this.held.delete(node);
   }
 
   /** The changes `node` has not applied that a state with these resources (service → version) brings it. */
@@ -215,6 +258,16 @@ export class ChangeTrace {
     if (c.frozen) c.marks.delete(node);
   }
 
+  /** `c` is no longer followed to the agents it was held back from. */
+  private unhold(c: TracedChange): void {
+    for (const node of this.heldBy.get(c) ?? []) {
+      const set = this.held.get(node);
+      set?.delete(c);
+      if (set?.size === 0) this.held.delete(node);
+    }
+    this.heldBy.delete(c);
+  }
+
   /** Forgets the oldest changes beyond `keep`; drops applied agents' details beyond `detailed`. */
   private trim(): void {
     for (const c of this.changes.values()) {
@@ -224,11 +277,14 @@ export class ChangeTrace {
       list.splice(list.indexOf(c), 1);
       if (list.length === 0) this.byService.delete(c.service);
       for (const node of c.marks.keys()) this.pending.get(node)?.delete(c);
+      this.unhold(c);
     }
     for (const [node, set] of this.pending) if (set.size === 0) this.pending.delete(node);
     for (; this.undetailed <= this.seq - this.detailed; this.undetailed++) {
       const old = this.changes.get(`${this.prefix}-${this.undetailed}`);
       if (!old) continue;
+      // No longer among the `detailed` most recent: not followed to agents sent it only from now on.
+      this.unhold(old);
       for (const [node, m] of old.marks) if (m.state === 'applied') old.marks.delete(node);
       const sorted = old.times.sort((a, b) => a - b);
       old.frozen = { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1] ?? 0 };

@@ -49,12 +49,19 @@ export function fleetTrace(opts: {
       const state = source.desiredFor(a);
       if (state) desired.set(a, resourceSet(state).resources);
     }
-    trace.record(changes, (c) =>
-      agents
-        .filter((a) =>
-          c.version === '' ? a.services?.running.has(c.service) === true : desired.get(a)?.get(c.service) === c.version,
-        )
-        .map((a) => a.nodeId),
+    trace.record(
+      changes,
+      (c) =>
+        agents
+          .filter((a) =>
+            c.version === ''
+              ? a.services?.running.has(c.service) === true
+              : desired.get(a)?.get(c.service) === c.version,
+          )
+          .map((a) => a.nodeId),
+      // With rollouts, the revision that has it is released to the others wave by wave after this: each is followed
+      // from when it is sent it. (A removal is expected above of every agent that runs the service.)
+      (c) => (c.version === '' ? [] : agents.map((a) => a.nodeId)),
     );
   };
   return { trace, record };

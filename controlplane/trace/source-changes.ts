@@ -87,11 +87,16 @@ export function changesBetween(
   return out;
 }
 
-/** "hosts +1 -0 (20 → 21)" when only the servers differ, else "config" (a change of the service's own settings). */
+/**
+ * "hosts +1 -0 (20 → 21)" when only the servers differ, "hosts unknown (20)" when discovery lost (or "hosts reported"
+ * regained) sight of them, else "config" (a change of the service's own settings).
+ */
 function describe(was: Service, now: Service): string {
-  const { servers: a, ...restA } = was;
-  const { servers: b, ...restB } = now;
+  const { servers: a, hosts: statusA, ...restA } = was;
+  const { servers: b, hosts: statusB, ...restB } = now;
   if (JSON.stringify(restA) !== JSON.stringify(restB)) return 'config';
+  // Discovery can no longer (or can again) read the hosts: the last known ones stay, marked so.
+  if (statusA !== statusB) return `hosts ${statusB ?? 'as given'} (${b.length})`;
   const key = (s: Service['servers'][number]) => JSON.stringify(s);
   const old = new Set(a.map(key));
   const cur = new Set(b.map(key));

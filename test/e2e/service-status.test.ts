@@ -1,8 +1,9 @@
-import { execFile } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Backend, startBackends } from '../../testkit/backends';
+import { screenshotElement } from '../../testkit/chromium';
 import { bufCurl, CliProcess, runCli, startCli, stopAllCli } from '../../testkit/cli';
 import { eventually, freePort, tempDir } from '../../testkit/net';
 import { startZooKeeper, ZooKeeper } from '../../testkit/zookeeper';
@@ -140,6 +141,146 @@ agent:
     expect(s.byMethod).toEqual({ runtime: 3 });
   });
 
+  interface ChangeJson {
+    id: string;
+    service: string;
+    source: string;
+    what: string;
+    sourceTime: string;
+    sourceTimeKind: string;
+    expected?: number;
+    applied?: number;
+    refused?: number;
+    p50Ms?: number;
+    p99Ms?: number;
+    maxMs?: number;
+    behind?: string[];
+  }
+  interface ChangesJson {
+    changes?: ChangeJson[];
+    oldestUnappliedSeconds?: number;
+    histogramLeMs?: number[];
+    histogramCounts?: number[];
+  }
+  const changes = async (): Promise<ChangesJson> => {
+    const r = await ctl('changes', '--json');
+    if (r.code !== 0) throw new Error(`ctl changes: ${r.code} ${r.stderr}`);
+    return JSON.parse(r.stdout) as ChangesJson;
+  };
+  /** The newest change of web that `what` describes, once every agent that should run it applied it. */
+  async function appliedChange(what: RegExp): Promise<ChangeJson> {
+    let last: ChangesJson | undefined;
+    const find = (l: ChangesJson | undefined) => l?.changes?.find((c) => c.service === 'web' && what.test(c.what));
+    const ok = await eventually(
+      async () => {
+        const c = find((last = await changes()));
+        return c !== undefined && (c.applied ?? 0) === (c.expected ?? 0) && (c.expected ?? 0) > 0;
+      },
+      30_000,
+      200,
+    );
+    if (!ok) throw new Error(`no applied change of web ${what}; last: ${JSON.stringify(last, null, 1)}`);
+    return find(last)!;
+  }
+
+  test('the host change traced: ctl changes and ctl change ID, the admin API by reflection, and Prometheus', async () => {
+    const c = await appliedChange(/^hosts \+1 -0 \(1 → 2\)$/);
+    expect(c.source).toBe('zookeeper');
+    expect(c.sourceTimeKind).toBe('source'); // ZooKeeper's mtime of the new node
+    expect(c.expected).toBe(3);
+    expect(c.applied).toBe(3);
+    expect(c.refused ?? 0).toBe(0);
+    expect(c.p99Ms).toBeGreaterThan(0);
+    expect(c.maxMs).toBeGreaterThanOrEqual(c.p99Ms!);
+    expect(c.behind ?? []).toEqual([]);
+
+    const text = await ctl('changes');
+    expect(text.code).toBe(0);
+    writeFileSync(path.join(__dirname, '..', '..', 'test-results', 'ctl-changes.txt'), text.stdout);
+    const row = text.stdout.split('\n').find((l) => l.startsWith(c.id + ' '));
+    expect(row).toMatch(/ web +zookeeper +\S+ source +hosts \+1 -0 \(1 → 2\) +3\/3 agents applied +\d/);
+    expect(text.stdout).toMatch(/^every change is applied by the connected agents that should run it$/m);
+
+    const one = await ctl('change', c.id, '--json');
+    expect(one.code).toBe(0);
+    const detail = JSON.parse(one.stdout) as {
+      change: ChangeJson;
+      agents: { nodeId: string; state: string; method?: string; propagationMs?: number; connected?: boolean }[];
+    };
+    expect(detail.change.id).toBe(c.id);
+    expect(detail.agents.map((a) => a.nodeId).sort()).toEqual(['agent0', 'agent1', 'agent2']);
+    for (const a of detail.agents) {
+      expect(a.state).toBe('applied');
+      expect(a.method).toBe('runtime');
+      expect(a.propagationMs).toBeGreaterThan(0);
+      expect(a.connected).toBe(true);
+    }
+    const oneText = await ctl('change', c.id);
+    expect(oneText.stdout).toMatch(/^ {2}3\/3 agents applied; source → applied p50 /m);
+    expect(oneText.stdout).toMatch(/^agent\d +applied +runtime +\d/m);
+    const unknown = await ctl('change', 'no-such-change');
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no change "no-such-change" is traced/);
+
+    // The same through reflection (a real gRPC client).
+    const listed = await bufCurl([
+      '-d',
+      '{"limit":10}',
+      `http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/ListChanges`,
+    ]);
+    expect(listed.code).toBe(0);
+    const viaReflection = (JSON.parse(listed.stdout) as ChangesJson).changes?.find((x) => x.id === c.id);
+    expect(viaReflection).toMatchObject({ source: 'zookeeper', sourceTimeKind: 'source', expected: 3, applied: 3 });
+    const got = await bufCurl([
+      '-d',
+      JSON.stringify({ id: c.id }),
+      `http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/GetChange`,
+    ]);
+    expect((JSON.parse(got.stdout) as { agents: { method: string }[] }).agents.map((a) => a.method)).toEqual([
+      'runtime',
+      'runtime',
+      'runtime',
+    ]);
+
+    // Prometheus: one sample per agent and change, by method; nothing left unapplied; and promtool reads it.
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const runtime = /^proxymgr_cp_change_propagation_seconds_bucket\{le="\+Inf",method="runtime"\} (\d+)$/m.exec(
+      metrics,
+    );
+    expect(Number(runtime?.[1])).toBeGreaterThanOrEqual(3);
+    expect(metrics).toMatch(/^proxymgr_cp_change_propagation_seconds_count\{method="runtime"\} \d+$/m);
+    expect(metrics).toMatch(/^proxymgr_cp_change_oldest_unapplied_seconds 0$/m);
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: metrics, encoding: 'utf8' });
+    expect(`${lint.status} ${lint.stdout}${lint.stderr}`.trim()).toBe('0');
+  });
+
+  test('a host removal is timed from when discovery saw it (ZooKeeper keeps no time of a deleted node); the status page draws both', async () => {
+    await zkc.remove('/services/web/b');
+    const c = await appliedChange(/^hosts \+0 -1 \(2 → 1\)$/);
+    expect(c.source).toBe('zookeeper');
+    expect(c.sourceTimeKind).toBe('observed');
+    expect(c.expected).toBe(3);
+    expect(c.applied).toBe(3);
+
+    const json = (await (await fetch(`http://127.0.0.1:${metricsPort}/status.json`)).json()) as {
+      changes: ChangesJson;
+    };
+    expect(json.changes.changes?.find((x) => x.id === c.id)).toMatchObject({ applied: 3, expected: 3 });
+    expect(json.changes.histogramCounts?.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(6);
+    expect(json.changes.oldestUnappliedSeconds ?? 0).toBe(0);
+
+    // The page's changes section as a real browser renders it (kept for a look; gitignored).
+    const shot = path.join(__dirname, '..', '..', 'test-results', 'status-page-changes.png');
+    const { dom, height } = await screenshotElement(`http://127.0.0.1:${metricsPort}/`, '#changes', shot);
+    expect(statSync(shot).size).toBeGreaterThan(10_000);
+    expect(height).toBeGreaterThan(200);
+    expect(dom).toMatch(/<svg id="propagation-chart"[^>]*role="img"/);
+    expect((dom.match(/<rect class="bucket"/g) ?? []).length).toBe(13);
+    expect(dom).toMatch(/<td class="nowrap good">3\/3 applied<\/td>/);
+    expect(dom).toMatch(/<p id="oldest-unapplied">[^<]*<b class="good">none<\/b>/);
+    expect(dom).toContain('<p class="empty" id="none-behind">none</p>');
+  });
+
   test("a change HAProxy refuses reaches the canary: ctl service web shows its refusal with HAProxy's message, the others run web by runtime", async () => {
     const running = (await service('web')).desiredVersion!;
     await zkc.put('/service_config/web', webConfig(['timeout server soon']));
@@ -162,6 +303,19 @@ agent:
       expect(a.method).toBe('runtime');
     }
     expect(s.byMethod).toEqual({ runtime: 3 });
+
+    // The change trace follows it to the canary once the rollout releases it there (after the change was recorded),
+    // with HAProxy's message; the other agents were never sent it.
+    const traced = (await changes()).changes?.find((c) => c.service === 'web' && c.what === 'config');
+    expect(traced).toMatchObject({ source: 'config', sourceTimeKind: 'observed', expected: 1, refused: 1 });
+    expect(traced!.applied ?? 0).toBe(0);
+    const refusals = (traced as { refusals?: { nodeId: string; message: string }[] }).refusals ?? [];
+    expect(refusals.map((r) => r.nodeId)).toEqual([canary!.nodeId]);
+    expect(refusals[0]!.message).toMatch(/unexpected character 's' in 'timeout server'/);
+    const changesText = (await ctl('changes')).stdout;
+    writeFileSync(path.join(__dirname, '..', '..', 'test-results', 'ctl-changes-refused.txt'), changesText);
+    expect(changesText).toMatch(/ config +0\/1 agents applied, 1 refused /);
+    expect(changesText).toMatch(/^refused:\n.*\n\S+ +web +agent\d +.*unexpected character 's' in 'timeout server'/m);
 
     // The table an operator reads.
     const text = await ctl('service', 'web');

@@ -46,6 +46,13 @@ describe('changesBetween: what discovery saw change, service by service, and whe
     expect(c!.sourceTime).toEqual({ at: 5_000, kind: 'skewed' });
   });
 
+  test('hosts that became unknown (discovery cannot read them) are said so, not taken for a config change', () => {
+    const unknown = service('web', 8080, [server('a', 9001)], { hosts: 'unknown' });
+    const reported = service('web', 8080, [server('a', 9001)], { hosts: 'reported' });
+    const [c] = changesBetween(state([reported]), state([unknown]), () => undefined, 5_000);
+    expect(c!.what).toBe('hosts unknown (1)');
+  });
+
   test('an unchanged service is no change', () => {
     expect(changesBetween(state([web1, api]), state([web1, api]), () => zk, 5_000)).toEqual([]);
   });
