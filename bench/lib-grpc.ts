@@ -11,6 +11,7 @@ import {
   AgentAdminClient,
   ControlPlaneAdminClient,
   ListAgentsResponse,
+  ListChangesResponse,
   StatusResponse,
 } from '../common/gen/proxymgr/v1/admin';
 import { sleep } from '../testkit/net';
@@ -165,6 +166,18 @@ export function listAgents(address: string): Promise<ListAgentsResponse> {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
     });
     c.listAgents({}, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => {
+      c.close();
+      if (err) reject(err);
+      else resolve(res);
+    });
+  });
+}
+
+/** ControlPlaneAdmin.ListChanges: the control plane's own trace of the `limit` most recent changes (at most 1,000). */
+export function listChanges(address: string, limit = 1000): Promise<ListChangesResponse> {
+  return new Promise((resolve, reject) => {
+    const c = new ControlPlaneAdminClient(address, grpc.credentials.createInsecure());
+    c.listChanges({ limit }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) => {
       c.close();
       if (err) reject(err);
       else resolve(res);

@@ -67,7 +67,6 @@ export class ControlPlaneProcess {
   /** Every change discovery publishes, followed to every agent (controlplane/trace/). */
   readonly trace: ChangeTrace;
   private readonly recordChanges: (changes: readonly SourceChange[]) => void;
-  private source: DesiredStateSource | undefined;
   private readonly lifecycle = new Lifecycle<ControlPlaneState>('control plane', 'idle', {
     idle: ['starting', 'stopping'],
     starting: ['running', 'stopping'],
@@ -127,7 +126,6 @@ export class ControlPlaneProcess {
     const traced = fleetTrace({
       clock: systemClock,
       registry,
-      source: () => this.source ?? { desiredFor: () => this.discovery.current(), subscribe: () => () => {} },
       metrics: r,
     });
     this.trace = traced.trace;
@@ -263,7 +261,6 @@ export class ControlPlaneProcess {
       desiredFor: () => this.discovery.current(),
       subscribe: (fn) => this.discovery.onSnapshot(() => fn()),
     };
-    this.source = source;
     this.discovery.onChanges(this.recordChanges);
     this.rollout?.start();
     this.discovery.start();

@@ -124,7 +124,10 @@ export class Discovery {
     };
   }
 
-  /** Calls `fn` after each new state with what changed in it, service by service (the change trace); returns an unsubscribe. */
+  /**
+   * Calls `fn` with what changed, service by service, just before each new state is published (the change trace: the
+   * pushes that publishing sends name the changes); returns an unsubscribe.
+   */
   onChanges(fn: (changes: readonly SourceChange[]) => void): () => void {
     this.changeListeners.add(fn);
     return () => this.changeListeners.delete(fn);
@@ -484,8 +487,9 @@ export class Discovery {
       },
       'new desired state',
     );
-    this.feed.publish(state);
+    // The trace learns of the changes first: the pushes that publishing sends at once name them.
     if (changes.length > 0) for (const fn of this.changeListeners) fn(changes);
+    this.feed.publish(state);
   }
 
   private problem(code: ErrorCode, where: string, message: string, previous?: Problem): Problem {

@@ -90,7 +90,7 @@ export function changesSection(r: ListChangesResponse | undefined, now: number):
       td(c.id, 'version'),
       td(c.service),
       td(c.source),
-      td(`${String(c.sourceTime).slice(11, 23)} (${c.sourceTimeKind})`),
+      td(`${String(c.sourceTime).slice(5, 23).replace('T', ' ')} (${c.sourceTimeKind})`),
       td(c.what),
       `<td class="nowrap ${done ? 'good' : 'bad'}">${applied(c)}${count(c.refused) > 0 ? `, ${txt(c.refused)} refused` : ''}</td>`,
       td(ms(c, c.p50Ms), 'nowrap'),

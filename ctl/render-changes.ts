@@ -21,7 +21,8 @@ const KIND: Record<string, string> = {
 };
 
 /** The source time as HH:MM:SS.mmm, with how it is known in one word. */
-const sourceTimeText = (c: ChangeSummary) => `${c.sourceTime.slice(11, 23) || '-'} ${c.sourceTimeKind || ''}`.trim();
+const sourceTimeText = (c: ChangeSummary) =>
+  `${printable(c.sourceTime.slice(5, 23).replace('T', ' ')) || '-'} ${printable(c.sourceTimeKind)}`.trim();
 
 /** Messages are one line, and not a screenful. */
 const oneLine = (s: string, max = 300) => clipText(s.replace(/\s+/g, ' ').trim(), max);

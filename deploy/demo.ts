@@ -3,14 +3,16 @@
  * (each with its own HAProxy, on 127.0.0.1 … 127.0.0.4), three sample HTTP backends registered in ZooKeeper in the
  * original ProxyMgr format, and steady client traffic through every agent. Shows traffic and host churn, then a
  * config change rolled out in waves (canary first, each wave judged by the traffic gate), then a change that
- * breaks traffic, which the gate halts at the canary and rolls back. Prints what to curl, `ctl` and `buf curl`,
+ * breaks traffic, which the gate halts at the canary and rolls back. After the host churn it prints `ctl changes`: the
+ * control plane's own trace of each host change, applied by how many agents and how fast. Prints what to curl, `ctl` and `buf curl`,
  * and the status page's URL; stops cleanly on Ctrl-C. `--duration S` stops by itself once both rollouts are done
  * and S seconds have passed (used by the smoke test).
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
 import * as http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { RolloutClient, RolloutStatus } from '../common/gen/proxymgr/v1/rollout';
+import { ControlPlaneAdminClient, ListChangesResponse } from '../common/gen/proxymgr/v1/admin';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -207,6 +209,7 @@ Try:
   open http://127.0.0.1:${statusPort}/ in a browser (rollout waves, traffic gates, agents, services; refreshes itself)
   curl http://127.0.0.1:${webPort}/          curl http://127.0.0.2:${webPort}/
   ${ctl} agents                 ${ctl} agent agent1
+  ${ctl} changes                ${ctl} change ID
   ${ctl} rollout status         ${ctl} rollout plan         ${ctl} rollout history
   ${buf} --list-methods http://127.0.0.1:${cpPort}
   ${buf} http://127.0.0.1:${cpPort}/proxymgr.v1.ControlPlaneAdmin/ListServices
@@ -295,6 +298,7 @@ Ctrl-C stops everything.
     }
     await sleep(2000);
   }
+  if (!stopping) await showChanges(`127.0.0.1:${cpPort}`, `${ctl} changes`, say);
   if (!stopping) {
     say('\nzookeeper: /service_config/web gets a response header (a config change: rolled out in waves, canary first)');
     const before = await lastId();
@@ -318,6 +322,31 @@ Ctrl-C stops everything.
   rollouts.close();
   await Promise.all(traffic.map((t) => t.stop()));
   await stop();
+}
+
+/**
+ * Prints `ctl changes` once the control plane's trace has the two host changes and every agent that should run them
+ * answered (they take milliseconds; the wait, at most 10 s, is for a loaded machine).
+ */
+async function showChanges(address: string, shown: string, say: (line: string) => void): Promise<void> {
+  const admin = new ControlPlaneAdminClient(address, grpc.credentials.createInsecure());
+  const list = () =>
+    new Promise<ListChangesResponse>((resolve, reject) =>
+      admin.listChanges({ limit: 10 }, (err, r) => (err ? reject(err) : resolve(r))),
+    );
+  for (let t = 0; t < 50; t++) {
+    const r = await list().catch(() => undefined);
+    if (r && r.changes.length >= 2 && r.changes.every((c) => c.applied + c.refused >= c.expected)) break;
+    await sleep(200);
+  }
+  admin.close();
+  const out = await new Promise<string>((resolve) =>
+    execFile(process.execPath, [CLI, 'ctl', '--controlplane', address, 'changes'], (err, stdout, stderr) =>
+      resolve(err ? `${stdout}${stderr}(ctl failed: ${err.message})` : stdout),
+    ),
+  );
+  say(`\nthe change trace: each host change, source → applied on every agent that should run it\n$ ${shown}`);
+  say(out.trimEnd());
 }
 
 main().catch((err) => {

@@ -25,7 +25,7 @@ const SECONDS = {
   'test/e2e/hitless-restart.test.ts': 17,
   'test/integration/discovery-zk-outage.test.ts': 16,
   'test/integration/zk-acl.test.ts': 15,
-  'test/e2e/service-status.test.ts': 14,
+  'test/e2e/service-status.test.ts': 30,
   'test/e2e/system.test.ts': 13,
   'test/integration/discovery-zk-slow.test.ts': 10,
   'test/integration/stream-message-limit.test.ts': 9,

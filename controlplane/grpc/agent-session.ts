@@ -454,8 +454,8 @@ export class AgentSession {
     else stats.protocol0Pushes++;
     stats.bytes += body.length;
     const pushed = resourceSet(desired).resources;
-    this.deps.trace?.released(this.agent.nodeId, pushed);
-    const changeIds = (this.deps.trace?.covered(this.agent.nodeId, pushed) ?? [])
+    this.deps.trace?.released(this.agent.nodeId, this.outstanding.held?.resources, pushed);
+    const changeIds = (this.deps.trace?.covered(this.agent.nodeId, pushed, false) ?? [])
       .slice(-MAX_TRACED_PER_PUSH)
       .map((c) => c.id);
     if (body.length < LARGE_PUSH_BYTES) {

@@ -11,6 +11,8 @@ export const HISTOGRAM_LE_MS = [10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_
 export const PROPAGATION_BUCKETS_S = HISTOGRAM_LE_MS.map((ms) => ms / 1000);
 
 const MAX_BEHIND = 10;
+/** GetChange lists at most this many agents (pending and refused first; the summary counts them all). */
+const MAX_DETAIL_AGENTS = 1000;
 const MAX_REFUSALS = 10;
 
 export function summaryOf(c: TracedChange): ChangeSummary {
@@ -74,7 +76,7 @@ export function listChanges(
   };
 }
 
-/** GetChange: one change agent by agent (pending and refused first, then the slowest applied first). */
+/** GetChange: one change agent by agent (pending and refused first, then the slowest applied first; at most 1,000). */
 export function changeDetail(c: TracedChange, connected: (node: string) => boolean): ChangeDetail {
   const order = { pending: 0, refused: 1, applied: 2 } as const;
   const agents = [...c.marks]
@@ -86,6 +88,7 @@ export function changeDetail(c: TracedChange, connected: (node: string) => boole
         order[a.state as keyof typeof order] - order[b.state as keyof typeof order] ||
         b.propagationMs - a.propagationMs ||
         a.nodeId.localeCompare(b.nodeId),
-    );
+    )
+    .slice(0, MAX_DETAIL_AGENTS);
   return { change: summaryOf(c), agents };
 }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Clock } from '../../common/platform/clock';
+import { clipText, plainText } from '../../common/platform/text';
 import { SourceChange } from './source-changes';
 
 /** The value at quantile `q` of sorted `xs` (nearest rank); 0 for none. */
@@ -56,11 +57,20 @@ export interface ChangeTraceOptions {
   readonly keep?: number;
   /** The most recent changes keep every agent's detail; older ones only pending and refused agents'. */
   readonly detailed?: number;
+  /** Changes kept per service: one service whose hosts flap does not push every other's out. */
+  readonly perService?: number;
   /** Called for every (change, agent) applied: the propagation histogram's sample. */
   readonly onApplied?: (method: string, seconds: number) => void;
 }
 
 const SLOWEST = 3;
+/** Pending changes read per agent for the oldest-unapplied age. */
+const OLDEST_SCAN = 16;
+/** Every pending mark is this one object (nothing changes a mark in place): a change brought to 10,000 agents costs one map entry each. */
+const PENDING_MARK: ChangeMark = { state: 'pending' };
+const PENDING = (): ChangeMark => PENDING_MARK;
+/** A refusal's message as the trace keeps it (what ctl and the page show). */
+const MAX_MESSAGE = 300;
 
 /** What an ACK says of the changes it covers. */
 export interface AppliedReport {
@@ -79,33 +89,39 @@ export class ChangeTrace {
   private readonly prefix = randomBytes(3).toString('hex');
   private readonly changes = new Map<string, TracedChange>();
   private readonly byService = new Map<string, TracedChange[]>();
-  /** Per agent, the changes it should run and has not applied. */
+  /** Per agent, the changes it should run and has neither applied nor refused. */
   private readonly pending = new Map<string, Set<TracedChange>>();
   /**
-   * Per agent, changes it was connected for but not sent when they were recorded (a rollout releases the revision
-   * that has them wave by wave, later): it should run one once it is sent a state that brings it (`released`).
+   * Per agent and service, the newest change it refused: a later ACK that brings it (a retry that succeeded) applies
+   * it. Older refusals of the service are final. Kept apart from `pending` so that a service every agent refuses
+   * while its hosts flap costs one entry per agent, not one per change (pushes and answers walk these sets).
    */
-  private readonly held = new Map<string, Set<TracedChange>>();
-  /** The agents each change was held back from, to forget it there once it is no longer followed. */
-  private readonly heldBy = new Map<TracedChange, string[]>();
+  private readonly refusedOpen = new Map<string, Map<string, TracedChange>>();
+  /**
+   * Per agent, the oldest source time of a change forgotten (beyond `keep`) while it was still pending there: the
+   * oldest-unapplied age keeps counting from it until the agent has caught up with every change still followed.
+   */
+  private readonly lostPending = new Map<string, number>();
   private readonly keep: number;
   private readonly detailed: number;
   /** Changes before this seq hold no applied agent's detail. */
   private undetailed = 1;
 
+  private readonly perService: number;
+
   constructor(private readonly opts: ChangeTraceOptions) {
     this.keep = opts.keep ?? 1000;
     this.detailed = opts.detailed ?? 50;
+    this.perService = opts.perService ?? 100;
   }
 
   /**
-   * Gives each change an id; `expected(change)` names the agents that should run it, `later(change)` those that
-   * may be sent it later (followed from then on, if it is among the `detailed` most recent).
+   * Gives each change an id. The agents that should run one are those later sent a state that brings it
+   * (`released`); `expected(change)` names any known at once (tests).
    */
   record(
     changes: readonly SourceChange[],
-    expected: (change: SourceChange) => Iterable<string>,
-    later: (change: SourceChange) => Iterable<string> = () => [],
+    expected: (change: SourceChange) => Iterable<string> = () => [],
   ): TracedChange[] {
     const out: TracedChange[] = [];
     for (const c of changes) {
@@ -122,21 +138,12 @@ export class ChangeTrace {
         slowest: [],
       };
       for (const node of expected(c)) {
-        t.marks.set(node, { state: 'pending' });
+        t.marks.set(node, PENDING());
         t.expected++;
         let set = this.pending.get(node);
         if (!set) this.pending.set(node, (set = new Set()));
         set.add(t);
       }
-      const heldBy: string[] = [];
-      for (const node of later(c)) {
-        if (t.marks.has(node)) continue;
-        let set = this.held.get(node);
-        if (!set) this.held.set(node, (set = new Set()));
-        set.add(t);
-        heldBy.push(node);
-      }
-      if (heldBy.length > 0) this.heldBy.set(t, heldBy);
       this.changes.set(t.id, t);
       const list = this.byService.get(c.service);
       if (list) list.push(t);
@@ -148,29 +155,40 @@ export class ChangeTrace {
   }
 
   /**
-   * `node` is sent a state with these resources: the changes it was held back from that the state brings (at their
-   * version, or at a later change's of the service) become changes it should run.
+   * `node`, which held `before` (service → version), is sent a state with `resources`: each of the `detailed` most
+   * recent changes this push brings it — the service is at the change's version or a later change's, and was not
+   * so before — becomes a change it should run. Without rollouts that is the push right after discovery published
+   * it; with rollouts, the push of the wave that releases it. An agent's first state (nothing held: a new agent, a
+   * full resync) brings no change: it was not running the service before it. The cost is one look per recent change.
    */
-  released(node: string, resources: ReadonlyMap<string, string>): void {
-    const held = this.held.get(node);
-    if (!held) return;
-    for (const c of held) {
-      const version = resources.get(c.service) ?? '';
-      if (!(this.byService.get(c.service) ?? []).some((l) => l.seq >= c.seq && l.version === version)) continue;
-      held.delete(c);
-      c.marks.set(node, { state: 'pending' });
+  released(
+    node: string,
+    before: ReadonlyMap<string, string> | undefined,
+    resources: ReadonlyMap<string, string>,
+  ): void {
+    if (!before) return;
+    for (let seq = this.seq; seq > this.seq - this.detailed && seq > 0; seq--) {
+      const c = this.changes.get(`${this.prefix}-${seq}`);
+      if (!c || c.marks.has(node)) continue;
+      const now = resources.get(c.service) ?? '';
+      if (now === (before.get(c.service) ?? '')) continue; // this push does not change the service here
+      if (!(this.byService.get(c.service) ?? []).some((l) => l.seq >= c.seq && l.version === now)) continue;
+      c.marks.set(node, PENDING());
       c.expected++;
       let set = this.pending.get(node);
       if (!set) this.pending.set(node, (set = new Set()));
       set.add(c);
     }
-    if (held.size === 0) this.held.delete(node);
   }
 
-  /** The changes `node` has not applied that a state with these resources (service → version) brings it. */
-  covered(node: string, resources: ReadonlyMap<string, string>): TracedChange[] {
-    const mine = this.pending.get(node);
-    if (!mine || mine.size === 0) return [];
+  /**
+   * The changes `node` has not applied that a state with these resources (service → version) brings it: those
+   * pending, and (`withRefused`) the newest it refused of each service.
+   */
+  covered(node: string, resources: ReadonlyMap<string, string>, withRefused = true): TracedChange[] {
+    const mine = new Set(this.pending.get(node));
+    if (withRefused) for (const c of this.refusedOpen.get(node)?.values() ?? []) mine.add(c);
+    if (mine.size === 0) return [];
     const services = new Set<string>();
     for (const c of mine) services.add(c.service);
     const out: TracedChange[] = [];
@@ -230,12 +248,18 @@ export class ChangeTrace {
    */
   oldestUnappliedMs(connected: (node: string) => boolean): number {
     let oldest: number | undefined;
+    const older = (at: number) => (oldest === undefined || at < oldest ? at : oldest);
     for (const [node, set] of this.pending) {
       if (!connected(node)) continue;
-      for (const c of set)
-        if (c.marks.get(node)?.state === 'pending' && (oldest === undefined || c.sourceTime.at < oldest))
-          oldest = c.sourceTime.at;
+      // A pending set is in the order changes were recorded (or released): the oldest are first. A few are read, so
+      // a scrape costs one step per agent however far behind agents are.
+      let n = 0;
+      for (const c of set) {
+        oldest = older(c.sourceTime.at);
+        if (++n === OLDEST_SCAN) break;
+      }
     }
+    for (const [node, at] of this.lostPending) if (connected(node)) oldest = older(at);
     return oldest === undefined ? 0 : Math.max(0, this.opts.clock.now() - oldest);
   }
 
@@ -243,13 +267,23 @@ export class ChangeTrace {
     const was = c.marks.get(node);
     if (!was || was.state === 'applied') return;
     if (was.state === 'refused') c.refused--;
+    if (m.message !== undefined) m.message = clipText(plainText(m.message), MAX_MESSAGE, true);
     c.marks.set(node, m);
+    this.pending.get(node)?.delete(c);
+    if (this.pending.get(node)?.size === 0) {
+      this.pending.delete(node);
+      this.lostPending.delete(node); // caught up with every change still followed
+    }
+    let open = this.refusedOpen.get(node);
     if (m.state === 'refused') {
       c.refused++;
+      if (!open) this.refusedOpen.set(node, (open = new Map()));
+      if ((open.get(c.service)?.seq ?? 0) < c.seq) open.set(c.service, c);
       return;
     }
+    if (open?.get(c.service) === c) open.delete(c.service);
+    if (open?.size === 0) this.refusedOpen.delete(node);
     c.applied++;
-    this.pending.get(node)?.delete(c);
     if (c.frozen) c.frozen.max = Math.max(c.frozen.max, m.propagationMs!);
     else c.times.push(m.propagationMs!);
     c.slowest.push({ node, ms: m.propagationMs! });
@@ -258,33 +292,32 @@ export class ChangeTrace {
     if (c.frozen) c.marks.delete(node);
   }
 
-  /** `c` is no longer followed to the agents it was held back from. */
-  private unhold(c: TracedChange): void {
-    for (const node of this.heldBy.get(c) ?? []) {
-      const set = this.held.get(node);
-      set?.delete(c);
-      if (set?.size === 0) this.held.delete(node);
+  /** Stops following `c`; an agent it was still pending on keeps its age (lostPending). */
+  private forget(c: TracedChange): void {
+    this.changes.delete(c.id);
+    const list = this.byService.get(c.service)!;
+    list.splice(list.indexOf(c), 1);
+    if (list.length === 0) this.byService.delete(c.service);
+    for (const [node, m] of c.marks) {
+      if (m.state === 'pending' && this.pending.get(node)?.delete(c))
+        this.lostPending.set(node, Math.min(this.lostPending.get(node) ?? Infinity, c.sourceTime.at));
+      const open = this.refusedOpen.get(node);
+      if (open?.get(c.service) === c) open.delete(c.service);
+      if (open?.size === 0) this.refusedOpen.delete(node);
     }
-    this.heldBy.delete(c);
   }
 
   /** Forgets the oldest changes beyond `keep`; drops applied agents' details beyond `detailed`. */
   private trim(): void {
+    for (const list of this.byService.values()) while (list.length > this.perService) this.forget(list[0]!);
     for (const c of this.changes.values()) {
       if (this.changes.size <= this.keep) break;
-      this.changes.delete(c.id);
-      const list = this.byService.get(c.service)!;
-      list.splice(list.indexOf(c), 1);
-      if (list.length === 0) this.byService.delete(c.service);
-      for (const node of c.marks.keys()) this.pending.get(node)?.delete(c);
-      this.unhold(c);
+      this.forget(c);
     }
     for (const [node, set] of this.pending) if (set.size === 0) this.pending.delete(node);
     for (; this.undetailed <= this.seq - this.detailed; this.undetailed++) {
       const old = this.changes.get(`${this.prefix}-${this.undetailed}`);
       if (!old) continue;
-      // No longer among the `detailed` most recent: not followed to agents sent it only from now on.
-      this.unhold(old);
       for (const [node, m] of old.marks) if (m.state === 'applied') old.marks.delete(node);
       const sorted = old.times.sort((a, b) => a - b);
       old.frozen = { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted[sorted.length - 1] ?? 0 };

@@ -1,7 +1,5 @@
 import { Gauge, Histogram, Registry } from 'prom-client';
 import { Clock } from '../../common/platform/clock';
-import { resourceSet } from '../../common/protocol/resources';
-import { AgentRecord, DesiredStateSource } from '../ports';
 import { AgentRegistry } from '../grpc/registry';
 import { ChangeTrace } from './change-trace';
 import { PROPAGATION_BUCKETS_S } from './change-summary';
@@ -9,8 +7,8 @@ import { SourceChange } from './source-changes';
 
 /**
  * The change trace of one control-plane process: changes come from discovery, the agents that should run each are
- * the connected ones whose desired state (with rollouts: the revision released to them) has the service at the
- * change's version — or, for a removal, that ran the service — and its figures go to Prometheus:
+ * those sent a state that brings it (with rollouts: the revision released to them), and its figures go to
+ * Prometheus:
  * `proxymgr_cp_change_propagation_seconds{method}` (source time → applied, one sample per agent and change) and
  * `proxymgr_cp_change_oldest_unapplied_seconds` (alert on it: a change some connected agent has neither applied nor
  * refused for that long).
@@ -18,7 +16,6 @@ import { SourceChange } from './source-changes';
 export function fleetTrace(opts: {
   readonly clock: Clock;
   readonly registry: AgentRegistry;
-  readonly source: () => DesiredStateSource;
   readonly metrics: Registry;
 }): { trace: ChangeTrace; record: (changes: readonly SourceChange[]) => void } {
   const propagation = new Histogram({
@@ -41,28 +38,9 @@ export function fleetTrace(opts: {
       this.set(trace.oldestUnappliedMs(connected) / 1000);
     },
   });
-  const record = (changes: readonly SourceChange[]) => {
-    const source = opts.source();
-    const agents = opts.registry.list().filter((a) => a.connected);
-    const desired = new Map<AgentRecord, ReadonlyMap<string, string>>();
-    for (const a of agents) {
-      const state = source.desiredFor(a);
-      if (state) desired.set(a, resourceSet(state).resources);
-    }
-    trace.record(
-      changes,
-      (c) =>
-        agents
-          .filter((a) =>
-            c.version === ''
-              ? a.services?.running.has(c.service) === true
-              : desired.get(a)?.get(c.service) === c.version,
-          )
-          .map((a) => a.nodeId),
-      // With rollouts, the revision that has it is released to the others wave by wave after this: each is followed
-      // from when it is sent it. (A removal is expected above of every agent that runs the service.)
-      (c) => (c.version === '' ? [] : agents.map((a) => a.nodeId)),
-    );
-  };
+  // Recorded just before discovery publishes the state with them: no agent has been sent one yet. Each agent is
+  // followed from the push that brings it the change (ChangeTrace.released) — at once without rollouts, wave by wave
+  // with them; an agent never sent it (its revision has another version of the service, or none) is not counted.
+  const record = (changes: readonly SourceChange[]) => void trace.record(changes);
   return { trace, record };
 }

@@ -62,7 +62,8 @@ export function changesBetween(
   const out: SourceChange[] = [];
   const timeOf = (p: PendingSource | undefined): SourceTime => {
     const t = p?.time;
-    if (!t) return { at: now, kind: 'observed' };
+    // Not a time a source could have recorded for a change seen now (a file's mtime can be set to anything).
+    if (!t || !Number.isFinite(t.at) || t.at <= 0) return { at: now, kind: 'observed' };
     return t.at > now ? { at: now, kind: 'skewed' } : t;
   };
   for (const s of state.services) {

@@ -16,8 +16,8 @@ export const MAX_TRACED_PER_PUSH = 1000;
 export function tracedAck(ack: Ack, state: DesiredState, sentAt: number, now: number): AppliedReport {
   const sincePush = Math.max(0, now - sentAt);
   const queued = new Map<string, number>();
-  for (const c of ack.changes) {
-    if (queued.size >= 2 * MAX_TRACED_PER_PUSH) break;
+  // Entries read, not distinct ids, are bounded: a message of one id repeated a million times costs no more.
+  for (const c of ack.changes.slice(0, 2 * MAX_TRACED_PER_PUSH)) {
     if (typeof c.id === 'string' && c.id.length <= 64 && !queued.has(c.id))
       queued.set(c.id, Math.min(c.queuedMs, sincePush));
   }

@@ -81,15 +81,17 @@ export class FileWatcher implements Watcher {
     if (text === this.last || this.stopped) return;
     this.last = text;
     // The file's mtime is the change's source time (a file replaced by rename keeps the time it was written) — unless
-    // it is older than the read that still saw the old content: a copy that keeps times (`cp -p`, `rsync -t`) or
-    // whoever writes the file says so, and then the change is timed when it was seen.
+    // it is older than the read that still saw the old content (a copy that keeps times, `cp -p`, `rsync -t`, or
+    // whoever writes the file says so) or this is the first read: then the change is timed when it was seen.
     const mtime = await stat(file).then(
       (s) => Math.round(s.mtimeMs),
       () => undefined,
     );
     if (this.stopped) return;
     const report = parseHostsFile(text, file);
-    const believable = mtime !== undefined && (previousReadAt === undefined || mtime >= previousReadAt);
+    // The first content read is no change of the file (a new service, a new watch): observed, as an old mtime would
+    // time it days long.
+    const believable = mtime !== undefined && previousReadAt !== undefined && mtime >= previousReadAt;
     listener.hosts({
       ...report,
       changedAt: believable ? { at: mtime, kind: 'source' } : { at: readAt, kind: 'observed' },

@@ -7,7 +7,7 @@ export interface ChildrenListener {
   /**
    * The complete current children of the path with their data, after every change; `changedAt`: the newest mtime
    * (ZooKeeper's clock, ms) of a child whose data is new or changed since the last report (undefined when only
-   * deletions or nothing of the data changed: ZooKeeper records no time of a deletion).
+   * deletions or nothing of the data changed — ZooKeeper records no time of a deletion — and on the first report).
    */
   children(data: ReadonlyMap<string, Buffer>, changedAt?: number): void;
   /** The path itself does not exist (it is watched and followed once created). */
@@ -48,6 +48,11 @@ export class ZkChildrenWatch {
   private readonly data = new Map<string, Buffer>();
   /** The newest mtime of a child whose data changed since the last report. */
   private changedAt: number | undefined;
+  /**
+   * Whether a report went out: the first one's children are new to this watch, not changes — a host registered days
+   * ago would time a change (a new service, a new watch) days long; it is observed instead.
+   */
+  private reported = false;
   private readonly dataWatchers = new Map<string, (e: Event) => void>();
   private readonly clock: Clock;
 
@@ -214,8 +219,9 @@ export class ZkChildrenWatch {
     const now = this.clock.now();
     this.dirty = false;
     this.lastReport = now;
-    const changedAt = this.changedAt;
+    const changedAt = this.reported ? this.changedAt : undefined;
     this.changedAt = undefined;
+    this.reported = true;
     this.listener.children(new Map(this.data), changedAt);
   }
 

@@ -18,7 +18,7 @@ function parseTraffic(line: string): { backends: string; failures: number }[] {
 
 /**
  * The README's first command, run until both of its rollouts are done: four agents serve all three backends, a host
- * change shows, a config change rolls out in three waves with the traffic gate passing each, a change that answers
+ * change shows (and in `ctl changes`, applied by all four agents), a config change rolls out in three waves with the traffic gate passing each, a change that answers
  * 503 is halted at the canary by the gate and rolled back (no other agent ever fails a request), and it stops cleanly.
  */
 test('npm run demo: host churn, a waved rollout, a gate-halted bad change; it stops cleanly', async () => {
@@ -37,6 +37,11 @@ test('npm run demo: host churn, a waved rollout, a gate-halted bad change; it st
   expect(parseTraffic(traffic[1]!).map((a) => a.backends)).toEqual(['abc', 'abc', 'abc', 'abc']);
   const afterRemoval = lines[lines.findIndex((l) => l.startsWith('zookeeper: removed /services/web/backend-c')) + 1]!;
   expect(parseTraffic(afterRemoval).map((a) => a.backends)).toEqual(['ab', 'ab', 'ab', 'ab']);
+
+  // `ctl changes` after the churn: the control plane's trace has both host changes, each applied by all four agents.
+  const trace = out.split('the change trace:')[1]!.split('gets a response header')[0]!;
+  expect(trace).toMatch(/hosts \+0 -1 \(3 → 2\) +4\/4 agents applied/);
+  expect(trace).toMatch(/hosts \+1 -0 \(2 → 3\) +4\/4 agents applied/);
 
   // The good change: preflight on all four, three waves (canary first), the gate passing the two that bake.
   const good = out.split('gets a response header')[1]!.split('gets a rule that answers 503')[0]!;

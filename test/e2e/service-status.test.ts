@@ -198,7 +198,7 @@ agent:
     expect(text.code).toBe(0);
     writeFileSync(path.join(__dirname, '..', '..', 'test-results', 'ctl-changes.txt'), text.stdout);
     const row = text.stdout.split('\n').find((l) => l.startsWith(c.id + ' '));
-    expect(row).toMatch(/ web +zookeeper +\S+ source +hosts \+1 -0 \(1 → 2\) +3\/3 agents applied +\d/);
+    expect(row).toMatch(/ web +zookeeper +\S+ \S+ source +hosts \+1 -0 \(1 → 2\) +3\/3 agents applied +\d/);
     expect(text.stdout).toMatch(/^every change is applied by the connected agents that should run it$/m);
 
     const one = await ctl('change', c.id, '--json');

@@ -15,18 +15,17 @@ const resources = (s: DesiredState) => resourceSet(s).resources;
 const none = { queued: new Map<string, number>(), refusals: new Map<string, string>() };
 
 /**
- * With rollouts a change is recorded before the revision that has it is released to any agent: the connected agents
- * are held back from it, and each is followed from when it is sent a state that brings it.
+ * With rollouts a change is recorded before the revision that has it is released to any agent: each agent is followed
+ * from when it is sent a state that brings it (and that it did not hold before).
  */
 describe('ChangeTrace: changes released to agents after they were recorded (rollout waves)', () => {
   const setup = (opts: { detailed?: number } = {}) => {
     const clock = new FakeClock(10_000);
     const trace = new ChangeTrace({ clock, ...opts });
-    const record = (from: DesiredState, to: DesiredState, expected: string[] = [], later = ['n1', 'n2', 'n3']) =>
+    const record = (from: DesiredState, to: DesiredState, expected: string[] = []) =>
       trace.record(
         changesBetween(from, to, () => undefined, clock.now()),
         () => expected,
-        () => later,
       );
     return { clock, trace, record };
   };
@@ -36,12 +35,12 @@ describe('ChangeTrace: changes released to agents after they were recorded (roll
     const [c] = record(state([web1]), state([web2]));
     expect(c!.expected).toBe(0);
     // Sent the old revision again (an unrelated push): still held back, nothing expected of it.
-    trace.released('n1', resources(state([web1])));
+    trace.released('n1', resources(state([web1])), resources(state([web1])));
     expect(c!.expected).toBe(0);
     expect(trace.covered('n1', resources(state([web2])))).toEqual([]);
     // Wave 1: the canary is sent the new revision, and refuses it.
     clock.advance(1_000);
-    trace.released('n1', resources(state([web2])));
+    trace.released('n1', resources(state([web1])), resources(state([web2])));
     expect(c!.expected).toBe(1);
     expect(trace.oldestUnappliedMs(() => true)).toBe(1_000);
     trace.refused('n1', resources(state([web2])), "unexpected character 's' in 'timeout server'");
@@ -52,12 +51,12 @@ describe('ChangeTrace: changes released to agents after they were recorded (roll
     ]);
     expect(trace.oldestUnappliedMs(() => true)).toBe(0);
     // Released once only: a second push of it does not count it again.
-    trace.released('n1', resources(state([web2])));
+    trace.released('n1', resources(state([web1])), resources(state([web2])));
     expect(c!.expected).toBe(1);
     // Wave 2, after a later host change: a state at the later change's version brings this one too.
     const [d] = record(state([web2]), state([web3]), ['n1']);
     clock.advance(2_000);
-    trace.released('n2', resources(state([web3])));
+    trace.released('n2', resources(state([web1])), resources(state([web3])));
     expect([c!.expected, d!.expected]).toEqual([2, 2]);
     trace.applied('n2', resources(state([web3])), { method: 'reload', at: clock.now(), ...none });
     s = listChanges(trace, 10, () => true).changes[1]!;
@@ -68,12 +67,12 @@ describe('ChangeTrace: changes released to agents after they were recorded (roll
   test('an agent expected at once is not counted twice; a change no longer among the detailed ones is not followed', () => {
     const { trace, record } = setup({ detailed: 2 });
     const [c] = record(state([web1]), state([web2]), ['n1']);
-    trace.released('n1', resources(state([web2])));
+    trace.released('n1', resources(state([web1])), resources(state([web2])));
     expect(c!.expected).toBe(1);
     record(state([web2]), state([web3]));
     record(state([web3]), state([web1]));
     // c is now the third most recent: n2 sent it only now is not followed.
-    trace.released('n2', resources(state([web2])));
+    trace.released('n2', resources(state([web1])), resources(state([web2])));
     expect(c!.expected).toBe(1);
   });
 });

@@ -161,6 +161,53 @@ describe('ChangeTrace', () => {
     expect(trace.get(ids[4]!)!.marks.get('n1')!.state).toBe('applied');
   });
 
+  test('a service every agent refuses while its hosts flap costs one open refusal per agent, and pushes name none of them', () => {
+    const { trace } = setup();
+    let from = state([service('web', 8080, [server('a', 9000)])]);
+    for (let i = 1; i <= 200; i++) {
+      const to = state([service('web', 8080, [server('a', 9000 + i)])]);
+      trace.record(
+        changesBetween(from, to, () => undefined, 10_000),
+        () => ['n1'],
+      );
+      trace.refused('n1', resources(to), 'port in use');
+      from = to;
+    }
+    expect(trace.covered('n1', resources(from), false)).toEqual([]); // what a push names
+    expect(trace.covered('n1', resources(from))).toHaveLength(1); // the newest refusal: a later ACK may apply it
+    trace.applied('n1', resources(from), report(10_050));
+    const newest = trace.recent(1)[0]!;
+    expect(newest).toMatchObject({ applied: 1, refused: 0 });
+    expect(trace.recent(2)[1]).toMatchObject({ applied: 0, refused: 1 }); // older refusals are final
+  });
+
+  test('one service keeps at most perService changes; a forgotten change still pending keeps the age counting', () => {
+    const clock = new FakeClock(10_000);
+    const trace = new ChangeTrace({ clock, perService: 5 });
+    let from = state([service('web', 8080, [server('a', 9000)])]);
+    for (let i = 1; i <= 20; i++) {
+      const to = state([service('web', 8080, [server('a', 9000 + i)])]);
+      trace.record(
+        changesBetween(from, to, () => ({ source: 'zookeeper', time: { at: 1_000 * i, kind: 'source' } }), clock.now()),
+        () => ['n1'],
+      );
+      from = to;
+    }
+    expect(trace.recent(100)).toHaveLength(5);
+    expect(trace.oldestUnappliedMs(() => true)).toBe(10_000 - 1_000); // the first change, forgotten, still counts
+    trace.applied('n1', resources(from), report(10_000));
+    expect(trace.oldestUnappliedMs(() => true)).toBe(0); // caught up with everything still followed
+  });
+
+  test('messages are kept plain and clipped', () => {
+    const { trace, record } = setup();
+    const [c] = record(state([web1]), state([web2]), 9_000);
+    trace.refused('n1', resources(state([web2])), `bad\u001b[31m ${'x'.repeat(5000)}`);
+    const m = c!.marks.get('n1')!.message!;
+    expect(m.length).toBeLessThan(340);
+    expect(m).not.toMatch(/\u001b/);
+  });
+
   test('quantile: nearest rank', () => {
     expect(quantile([], 0.5)).toBe(0);
     expect(quantile([1, 2, 3, 4], 0.5)).toBe(2);

@@ -65,10 +65,10 @@ describe('ctl changes: recent changes and how far each got', () => {
     expect(lines[3]).toMatch(/^ID +SERVICE +SOURCE +AT +WHAT +AGENTS +P50 +P99 +MAX +SLOWEST +BEHIND$/);
     // The second change first: two of four applied, one refused, one still behind.
     expect(lines[4]).toMatch(
-      /^\w+-2 +web +zookeeper +10:00:05\.000 source +hosts \+1 -0 \(2 → 3\) +2\/4 agents applied, 1 refused, 1 behind +40 ms +55 ms +55 ms +n2, n1 +n4$/,
+      /^\w+-2 +web +zookeeper +11-30 10:00:05\.000 source +hosts \+1 -0 \(2 → 3\) +2\/4 agents applied, 1 refused, 1 behind +40 ms +55 ms +55 ms +n2, n1 +n4$/,
     );
     expect(lines[5]).toMatch(
-      /^\w+-1 +web +zookeeper +10:00:00\.000 source +hosts \+1 -0 \(1 → 2\) +4\/4 agents applied +12 ms +2\.4 s +2\.4 s +n4, n2, n1 +-$/,
+      /^\w+-1 +web +zookeeper +11-30 10:00:00\.000 source +hosts \+1 -0 \(1 → 2\) +4\/4 agents applied +12 ms +2\.4 s +2\.4 s +n4, n2, n1 +-$/,
     );
     expect(text).toMatch(
       /^refused:\nID +SERVICE +AGENT +HAPROXY SAID\n\w+-2 +web +n3 +haproxy: unexpected character 's'$/m,
