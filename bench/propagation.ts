@@ -217,16 +217,32 @@ const TRACED_WHAT: Readonly<Record<Kind, RegExp>> = {
   new: /^hosts \+1 -0 /,
 };
 
+/** The trace's changes of the service not in `before` (ids), added to `into` (a newer read replaces an older). */
+async function collectTraced(
+  address: string,
+  before: ReadonlySet<string>,
+  into: Map<string, ChangeSummary>,
+): Promise<void> {
+  for (const c of (await listChanges(address, 1000)).changes)
+    if (c.service === SERVICE && !before.has(c.id)) into.set(c.id, c);
+}
+
 /**
- * The trace's changes of the service that are not in `before` (ids), oldest first, once there are `made` and every
- * one is settled (applied or refused by every agent that should run it), or after 10 s with what there is.
+ * The trace's changes of the service that are not in `before` (ids), oldest first, with those `collected` during the
+ * run (the control plane keeps 100 changes per service: the run reads every 50), once there are `made` and every one
+ * is settled (applied or refused by every agent that should run it), or after 10 s with what there is.
  */
-async function tracedSince(address: string, before: ReadonlySet<string>, made: number): Promise<ChangeSummary[]> {
+async function tracedSince(
+  address: string,
+  before: ReadonlySet<string>,
+  made: number,
+  collected: Map<string, ChangeSummary>,
+): Promise<ChangeSummary[]> {
   const deadline = Date.now() + 10_000;
+  const seq = (c: ChangeSummary) => Number(c.id.slice(c.id.lastIndexOf('-') + 1));
   for (;;) {
-    const list = (await listChanges(address, 1000)).changes
-      .filter((c) => c.service === SERVICE && !before.has(c.id))
-      .reverse();
+    await collectTraced(address, before, collected);
+    const list = [...collected.values()].sort((a, b) => seq(a) - seq(b));
     if ((list.length >= made && list.every((c) => c.applied + c.refused >= c.expected)) || Date.now() > deadline)
       return list;
     await sleep(50);
@@ -355,8 +371,10 @@ agent:
     const floorWatch: number[] = [];
     const floor: number[] = [];
     const plan = planChanges(changes, backends);
-    const tracedBefore = new Set((await listChanges(cpAddress)).changes.map((c) => c.id));
+    const tracedBefore = new Set((await listChanges(cpAddress, 1000)).changes.map((c) => c.id));
+    const collected = new Map<string, ChangeSummary>();
     for (const [k, change] of plan.entries()) {
+      if (k % 50 === 49) await collectTraced(cpAddress, tracedBefore, collected);
       const [w, f] = await floorSample(zkc.client, watcher, change.kind, k, runtime);
       floorWatch.push(w);
       floor.push(f);
@@ -390,7 +408,7 @@ agent:
         `runtime commands sent by the agent ${commands} (${expected} expected); HAProxy pid ${before.haproxyPid} → ${after.haproxyPid}`,
     );
 
-    const traced = await tracedSince(cpAddress, tracedBefore, lat.length);
+    const traced = await tracedSince(cpAddress, tracedBefore, lat.length, collected);
     const pairs = pairTraced(plan, lat, traced);
     const self = pairs.map((p) => p.self);
     const timeKinds: Record<string, number> = {};
