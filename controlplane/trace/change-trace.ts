@@ -277,7 +277,7 @@ export class ChangeTrace {
     let open = this.refusedOpen.get(node);
     if (m.state === 'refused') {
       c.refused++;
-      if (!open) this.refusedOpen.set(node, (open = new Map()));
+      if (!open) this.refusedOpen.set(node, (open = new Map<string, TracedChange>()));
       if ((open.get(c.service)?.seq ?? 0) < c.seq) open.set(c.service, c);
       return;
     }
