@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { tempDir } from './net';
 
@@ -149,6 +150,7 @@ export async function screenshotElement(
         captureBeyondViewport: true,
       })) as { data: string };
       if (navigations !== before && attempt < 3) continue;
+      mkdirSync(path.dirname(file), { recursive: true });
       writeFileSync(file, Buffer.from(shot.data, 'base64'));
       return { dom: box.dom, width: box.width, height: box.height };
     }

@@ -11,6 +11,9 @@ import { connectZk } from '../../testkit/zk-client';
 
 jest.setTimeout(150_000);
 
+/** Where the transcripts and screenshots are kept (gitignored; absent in a fresh clone until a test makes it). */
+const ARTIFACTS = path.join(__dirname, '..', '..', 'test-results');
+
 interface ServiceJson {
   name: string;
   desiredVersion?: string;
@@ -68,6 +71,7 @@ describe('ctl service NAME: which agents run which version of a service, how, an
   }
 
   beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
     [zk, backends] = await Promise.all([startZooKeeper(), startBackends(['a', 'b', 'c'])]);
     zkc = await connectZk(zk.connectString);
     tmp = tempDir('proxymgr-svcstatus-');
@@ -196,7 +200,7 @@ agent:
 
     const text = await ctl('changes');
     expect(text.code).toBe(0);
-    writeFileSync(path.join(__dirname, '..', '..', 'test-results', 'ctl-changes.txt'), text.stdout);
+    writeFileSync(path.join(ARTIFACTS, 'ctl-changes.txt'), text.stdout);
     const row = text.stdout.split('\n').find((l) => l.startsWith(c.id + ' '));
     expect(row).toMatch(/ web +zookeeper +\S+ \S+ source +hosts \+1 -0 \(1 → 2\) +3\/3 agents applied +\d/);
     expect(text.stdout).toMatch(/^every change is applied by the connected agents that should run it$/m);
@@ -270,7 +274,7 @@ agent:
     expect(json.changes.oldestUnappliedSeconds ?? 0).toBe(0);
 
     // The page's changes section as a real browser renders it (kept for a look; gitignored).
-    const shot = path.join(__dirname, '..', '..', 'test-results', 'status-page-changes.png');
+    const shot = path.join(ARTIFACTS, 'status-page-changes.png');
     const { dom, height } = await screenshotElement(`http://127.0.0.1:${metricsPort}/`, '#changes', shot);
     expect(statSync(shot).size).toBeGreaterThan(10_000);
     expect(height).toBeGreaterThan(200);
@@ -313,14 +317,14 @@ agent:
     expect(refusals.map((r) => r.nodeId)).toEqual([canary!.nodeId]);
     expect(refusals[0]!.message).toMatch(/unexpected character 's' in 'timeout server'/);
     const changesText = (await ctl('changes')).stdout;
-    writeFileSync(path.join(__dirname, '..', '..', 'test-results', 'ctl-changes-refused.txt'), changesText);
+    writeFileSync(path.join(ARTIFACTS, 'ctl-changes-refused.txt'), changesText);
     expect(changesText).toMatch(/ config +0\/1 agents applied, 1 refused /);
     expect(changesText).toMatch(/^refused:\n.*\n\S+ +web +agent\d +.*unexpected character 's' in 'timeout server'/m);
 
     // The table an operator reads.
     const text = await ctl('service', 'web');
     expect(text.code).toBe(0);
-    writeFileSync(path.join(__dirname, '..', '..', 'test-results', 'ctl-service-web.txt'), text.stdout);
+    writeFileSync(path.join(ARTIFACTS, 'ctl-service-web.txt'), text.stdout);
     const lines = text.stdout.split('\n');
     expect(text.stdout).toMatch(/^service web /);
     expect(text.stdout).toMatch(/refused 1/);
@@ -357,7 +361,7 @@ agent:
           '--disable-dev-shm-usage',
           '--no-first-run',
           `--user-data-dir=${profile.dir}`,
-          `--screenshot=${path.join(__dirname, '..', '..', 'test-results', 'status-page-applied.png')}`,
+          `--screenshot=${path.join(ARTIFACTS, 'status-page-applied.png')}`,
           '--window-size=1280,1100',
           `http://127.0.0.1:${metricsPort}/`,
         ],
