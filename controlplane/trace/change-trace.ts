@@ -224,6 +224,10 @@ export class ChangeTrace {
       });
       this.opts.onApplied?.(report.method, ms / 1000);
     }
+    // An agent that ACKs a state (or connects running one) with nothing followed left pending has caught up: a change
+    // forgotten while it was away (lostPending) no longer ages the gauge. Without this an agent back and in sync
+    // after its service flapped past the per-service cap raised the oldest-unapplied age for ever.
+    if ((this.pending.get(node)?.size ?? 0) === 0) this.lostPending.delete(node);
   }
 
   /** `node` NACKed a state with `resources`: the changes it would have brought are refused, with the reason. */

@@ -199,6 +199,28 @@ describe('ChangeTrace', () => {
     expect(trace.oldestUnappliedMs(() => true)).toBe(0); // caught up with everything still followed
   });
 
+  test('an agent whose every followed pending change was forgotten is caught up by its next ACK, however it came', () => {
+    const clock = new FakeClock(10_000);
+    const trace = new ChangeTrace({ clock, perService: 2 });
+    let from = state([service('web', 8080, [server('a', 9000)])]);
+    const step = (i: number, nodes: string[]) => {
+      const to = state([service('web', 8080, [server('a', 9000 + i)])]);
+      trace.record(
+        changesBetween(from, to, () => undefined, clock.now()),
+        () => nodes,
+      );
+      from = to;
+    };
+    step(1, ['n1']); // pending on n1, which goes away
+    for (let i = 2; i <= 6; i++) step(i, []); // the service flaps past the cap while n1 is away
+    clock.advance(5_000);
+    expect(trace.oldestUnappliedMs(() => true)).toBe(5_000);
+    // n1 is back running the newest state (no push brings it a followed change): an ACK of it, or the hello's
+    // declaration, is applied() with nothing covered.
+    trace.applied('n1', resources(from), report(clock.now(), { method: 'unspecified' }));
+    expect(trace.oldestUnappliedMs(() => true)).toBe(0);
+  });
+
   test('messages are kept plain and clipped', () => {
     const { trace, record } = setup();
     const [c] = record(state([web1]), state([web2]), 9_000);
